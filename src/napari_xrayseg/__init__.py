@@ -1,0 +1,59 @@
+"""napari-xrayseg: deep-learning segmentation of X-ray tomograms.
+
+The public API is re-exported lazily so ``import napari_xrayseg`` stays cheap
+(torch and MONAI load on first use) and never imports Qt or napari::
+
+    from napari_xrayseg import init_model, segment, make_phantom
+    image, truth = make_phantom((16, 128, 128), seed=1)
+    labels = segment(image, init_model("unet", size="tiny"))
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+try:
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("napari-xrayseg")
+except PackageNotFoundError:  # pragma: no cover
+    __version__ = "unknown"
+
+_EXPORTS = {
+    "segment": "core.inference",
+    "iter_segment": "core.inference",
+    "output_complete": "core.inference",
+    "init_model": "core.models",
+    "load_model": "core.models",
+    "save_model": "core.models",
+    "read_model_info": "core.models",
+    "architectures": "core.models",
+    "Model": "core.models",
+    "open_volume": "core.io",
+    "make_phantom": "core.sample",
+    "evaluate": "core.metrics",
+    "train": "core.training",
+    "iter_train": "core.training",
+    "CancelToken": "core.progress",
+    "Progress": "core.progress",
+    "SegmentConfig": "core.config",
+    "TrainConfig": "core.config",
+    "XraysegError": "core.errors",
+    "InputError": "core.errors",
+    "ModelFileError": "core.errors",
+    "Cancelled": "core.errors",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        mod = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+        return getattr(mod, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

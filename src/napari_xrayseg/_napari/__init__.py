@@ -1,0 +1,1 @@
+"""napari widgets and manifest targets; the only part of the package that imports Qt/napari."""

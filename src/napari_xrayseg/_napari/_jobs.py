@@ -1,0 +1,108 @@
+"""Run core generators in a worker thread with a napari progress bar and Run/Cancel.
+
+Written once and reused by every widget:
+
+1. the widget validates and snapshots its inputs on the main thread;
+2. :meth:`JobRunner.start` creates the progress bar (main thread) and runs the
+   generator in a ``thread_worker``; ``yielded`` updates the bar, ``returned`` calls
+   the widget back, errors become notifications;
+3. the run button toggles to *Cancel*, which sets the job's :class:`CancelToken`;
+4. the running worker is kept as ``runner.job`` so tests can wait on it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Generator
+from typing import Any
+
+from magicgui.widgets import PushButton
+from napari.qt.threading import create_worker
+from napari.utils import progress as napari_progress
+from napari.utils.notifications import show_error, show_info
+
+from ..core.errors import Cancelled, XraysegError
+from ..core.progress import CancelToken, Progress
+
+log = logging.getLogger(__name__)
+
+
+class JobRunner:
+    """Owns one background job at a time for a widget.
+
+    Parameters
+    ----------
+    button : magicgui.widgets.PushButton
+        The widget's run button; its text becomes "Cancel" while a job runs.
+    run_text : str
+        The button's idle text.
+    """
+
+    def __init__(self, button: PushButton, run_text: str) -> None:
+        self.button = button
+        self.run_text = run_text
+        self.job: Any = None  # the latest worker (kept after it finishes, for tests)
+        self._running = False
+        self.token: CancelToken | None = None
+        self._bar: Any = None
+
+    @property
+    def running(self) -> bool:
+        """Whether a job is in flight."""
+        return self._running
+
+    def start(self, gen_fn: Callable[..., Generator[Progress, None, Any]], *, desc: str, total: int,
+              on_returned: Callable[[Any], None], on_yielded: Callable[[Progress], None] | None = None,
+              on_cancelled: Callable[[Cancelled], None] | None = None, **kwargs: Any) -> Any:
+        """Run ``gen_fn(**kwargs, cancel=token)`` in a worker thread; return the worker."""
+        if self.running:
+            show_error("a job is already running in this widget: wait for it or cancel it first")
+            return None
+        self.token = CancelToken()
+        self._bar = napari_progress(total=max(total, 1), desc=desc)
+
+        def yielded(p: Progress) -> None:
+            if self._bar is not None:
+                self._bar.total = max(p.total, 1)
+                self._bar.n = min(p.step, self._bar.total)
+                self._bar.set_description(f"{desc}: {p.message}" if p.message else desc)
+                self._bar.refresh()
+            if on_yielded is not None:
+                on_yielded(p)
+
+        def errored(exc: BaseException) -> None:
+            if isinstance(exc, Cancelled):
+                if on_cancelled is not None:
+                    on_cancelled(exc)
+                else:
+                    show_info(f"{desc}: cancelled")
+            elif isinstance(exc, XraysegError):
+                show_error(f"{desc}: {exc}")
+            else:
+                raise exc  # a bug: napari's own handler reports it
+
+        worker = create_worker(gen_fn, cancel=self.token, _ignore_errors=True, **kwargs)
+        worker.yielded.connect(yielded)
+        worker.returned.connect(on_returned)
+        worker.errored.connect(errored)
+        worker.finished.connect(self._finished)
+        self.job = worker
+        self._running = True
+        self.button.text = "Cancel"
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Ask the running job to stop at its next check."""
+        if self.token is not None:
+            self.token.cancel()
+        if self.job is not None and self._running:
+            self.job.quit()
+        self.button.text = "Cancelling..."
+
+    def _finished(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self.button.text = self.run_text
+        self._running = False

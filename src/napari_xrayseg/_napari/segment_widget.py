@@ -1,0 +1,129 @@
+"""Segment widget: run a model over an Image layer, slice by slice, into a new Labels layer.
+
+Console equivalent::
+
+    from napari_xrayseg import segment
+    labels = segment(viewer.layers["PXCT sample"].data, "model.safetensors", axis=0)
+    viewer.add_labels(labels, name="PXCT sample labels")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import napari
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
+from napari.utils.notifications import show_error, show_info
+
+from ..core.config import SegmentConfig
+from ..core.device import available_devices
+from ..core.errors import XraysegError
+from ..core.inference import iter_segment
+from ..core.models import read_model_info
+from ._jobs import JobRunner
+from ._layers import layer_array, placement, unique_name
+
+if TYPE_CHECKING:
+    from ..core.models import Model
+
+_D = SegmentConfig()
+
+
+class SegmentWidget(Container):
+    """Dock widget: pick an Image layer and a model file, segment into a new Labels layer."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.model: Model | None = None  # set by code (e.g. after training) to skip the file
+        self._image = ComboBox(label="Image", choices=self._image_choices, nullable=False)
+        self._model_file = FileEdit(label="Model file", mode="r", filter="*.safetensors", value="")
+        self._axis = ComboBox(label="Slice axis", choices=[("0 (Z: xy slices)", 0), ("1 (Y: xz slices)", 1),
+                                                           ("2 (X: yz slices)", 2)], value=_D.axis)
+        self._tile = SpinBox(label="Tile", min=16, max=4096, step=16, value=_D.tile)
+        self._overlap = FloatSpinBox(label="Overlap", min=0.0, max=0.9, step=0.05, value=_D.overlap)
+        self._batch = SpinBox(label="Batch", min=1, max=256, value=_D.batch)
+        self._device = ComboBox(label="Device", choices=["auto", *available_devices()], value=_D.device)
+        self._out = FileEdit(label="Save to zarr (optional)", mode="w", filter="*.zarr", value="")
+        self._info = Label(value="")
+        self._run = PushButton(text="Segment")
+        self.runner = JobRunner(self._run, "Segment")
+        self._run.changed.connect(self._on_run)
+        self._model_file.changed.connect(self._on_model_file)
+        self.extend([self._image, self._model_file, self._axis, self._tile, self._overlap, self._batch,
+                     self._device, self._out, self._info, self._run])
+        viewer.layers.events.inserted.connect(self.reset_choices)
+        viewer.layers.events.removed.connect(self.reset_choices)
+        self.reset_choices()
+
+    @property
+    def _job(self) -> Any:
+        return self.runner.job
+
+    def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, napari.layers.Image)]
+
+    def _on_model_file(self, value: Any) -> None:
+        path = Path(str(value))
+        if not str(value) or not path.is_file():
+            self._info.value = ""
+            return
+        try:
+            info = read_model_info(path)
+        except XraysegError as e:
+            self._info.value = "invalid model file"
+            show_error(str(e))
+            return
+        self._tile.step = info.stride
+        self._tile.value = info.tile
+        state = f"trained {len(info.history)} epochs" if info.trained else "UNTRAINED"
+        self._info.value = f"{info.arch} {info.size or ''}, classes {info.classes}, {state}"
+
+    def _on_run(self) -> None:
+        if self.runner.running:
+            self.runner.cancel()
+            return
+        try:
+            kwargs = self._inputs()
+        except XraysegError as e:
+            show_error(str(e))
+            return
+        layer = self._image.value
+        self.runner.start(iter_segment, desc=f"Segmenting {layer.name}", total=kwargs["image"].shape[0],
+                          on_returned=lambda labels: self._add_result(labels, layer, kwargs), **kwargs)
+
+    def _inputs(self) -> dict[str, Any]:
+        """Validate and snapshot everything the job needs, on the main thread."""
+        from ..core.errors import InputError
+
+        layer = self._image.value
+        data = layer_array(layer, "image")
+        model: Any = self.model
+        if model is None:
+            path = Path(str(self._model_file.value))
+            if not str(self._model_file.value) or not path.is_file():
+                raise InputError("no model file chosen: pick a .safetensors model (from training or "
+                                 "`xrayseg init-model`)")
+            model = path
+        out = str(self._out.value) if str(self._out.value) not in ("", ".") else None
+        if out is not None and Path(out).exists():
+            raise InputError(f"{out} exists: choose a new zarr path (nothing is overwritten silently)")
+        axis = int(self._axis.value)
+        if data.ndim == 2:
+            axis = 0
+        return {"image": data, "model": model, "axis": axis, "tile": int(self._tile.value),
+                "overlap": float(self._overlap.value), "batch": int(self._batch.value),
+                "device": str(self._device.value), "out": out}
+
+    def _add_result(self, labels: Any, layer: Any, kwargs: dict[str, Any]) -> None:
+        if kwargs["out"] is not None:
+            import dask.array as da
+            import zarr
+
+            labels = da.from_zarr(zarr.open_array(store=kwargs["out"], mode="r"))
+        name = unique_name(self._viewer, f"{layer.name} labels")
+        self._viewer.add_labels(labels, name=name, **placement(layer),
+                                metadata={"napari_xrayseg": {"source": layer.name, "axis": kwargs["axis"],
+                                                             "model": str(kwargs["model"])}})
+        show_info(f"segmented {layer.name} into {name!r}")

@@ -1,0 +1,202 @@
+"""The ``xrayseg`` command line: batch work without a GUI.
+
+Every subcommand calls the same core functions as the widgets and the console.
+Errors the user can fix (:class:`~napari_xrayseg.core.errors.XraysegError`) are
+printed as one line on stderr with exit code 2; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .core.config import SegmentConfig, TrainConfig
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("napari_xrayseg.cli")
+_S = SegmentConfig()
+_T = TrainConfig()
+
+
+class _ProgressPrinter:
+    """Prints progress records to stderr, at most every ``every`` seconds (always the last)."""
+
+    def __init__(self, label: str, every: float = 1.0) -> None:
+        self.label, self.every, self._last = label, every, 0.0
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, p: Any) -> None:
+        now = time.monotonic()
+        final = p.step >= p.total
+        if not final and now - self._last < self.every and "val_dice" not in p.info:
+            return
+        self._last = now
+        line = f"{self.label}: [{100 * p.fraction:5.1f}%] {p.message}"
+        if self.tty and not final and "val_dice" not in p.info:
+            sys.stderr.write("\r" + line[:150].ljust(150))
+        else:
+            sys.stderr.write(("\r" if self.tty else "") + line + "\n")
+        sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _cmd_sample(a: argparse.Namespace) -> int:
+    from .core.io import write_volume
+    from .core.sample import PHASES, make_phantom
+
+    out = Path(a.out)
+    if out.exists() and not a.overwrite and any(out.iterdir() if out.is_dir() else [out]):
+        from .core.errors import OutputExistsError
+
+        raise OutputExistsError(f"output {out} exists: choose another path or pass --overwrite")
+    t0 = time.perf_counter()
+    image, truth = make_phantom(tuple(a.shape), seed=a.seed, noise=a.noise, feature_size=a.feature_size)
+    out.mkdir(parents=True, exist_ok=True)
+    chunks = (min(16, image.shape[0]), *image.shape[1:]) if image.ndim == 3 else None
+    attrs = {"napari_xrayseg": {"sample": "pxct-phantom", "seed": a.seed, "noise": a.noise,
+                                "feature_size": a.feature_size, "phases": {str(k): v for k, v in PHASES.items()}}}
+    write_volume(out / "image.zarr", image, chunks=chunks, overwrite=a.overwrite, attrs=attrs)
+    write_volume(out / "truth.zarr", truth, chunks=chunks, overwrite=a.overwrite, attrs=attrs)
+    print(f"wrote sample {image.shape} (seed {a.seed}) to {out}/image.zarr and {out}/truth.zarr "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _cmd_init_model(a: argparse.Namespace) -> int:
+    from .core.models import init_model, save_model
+
+    m = init_model(a.arch, size=a.size, classes=a.classes, seed=a.seed, tile=a.tile)
+    path = save_model(m, a.out, overwrite=a.overwrite)
+    print(f"wrote untrained {m.info.arch} ({m.info.size}) model with classes {m.info.classes} to {path}")
+    return 0
+
+
+def _cmd_predict(a: argparse.Namespace) -> int:
+    from .core.inference import segment
+    from .core.io import open_volume
+
+    image = open_volume(a.image, dataset=a.dataset)
+    t0 = time.perf_counter()
+    segment(image, a.model, axis=a.axis, tile=a.tile, overlap=a.overlap, batch=a.batch, device=a.device,
+            slab=a.slab, out=a.out, overwrite=a.overwrite, progress=_ProgressPrinter("predict"))
+    dt = time.perf_counter() - t0
+    nvox = 1
+    for s in image.shape:
+        nvox *= int(s)
+    print(f"wrote labels {tuple(image.shape)} uint8 to {a.out} ({dt:.1f} s, {nvox / dt / 1e6:.2f} Mvox/s)")
+    return 0
+
+
+def _cmd_model_info(a: argparse.Namespace) -> int:
+    from .core.models import read_model_info
+
+    print(json.dumps(read_model_info(a.model).to_dict(), indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never done silently)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``xrayseg`` argument parser (also used to generate the CLI reference)."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="xrayseg", description="Segment X-ray tomograms with deep learning (napari-xrayseg).")
+    parser.add_argument("--version", action="version", version=f"napari-xrayseg {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("sample", help="write the synthetic three-phase PXCT sample (image + truth) as zarr")
+    p.add_argument("--out", required=True, help="output folder (gets image.zarr and truth.zarr)")
+    p.add_argument("--shape", type=int, nargs="+", default=[64, 256, 256], metavar="N",
+                   help="Z Y X (or Y X) shape (default: 64 256 256)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--noise", type=float, default=1.0, help="noise level multiplier (default: 1.0)")
+    p.add_argument("--feature-size", type=float, default=4.0, help="particle size in voxels (default: 4.0)")
+    _add_overwrite(p)
+    p.set_defaults(func=_cmd_sample)
+
+    from .core.models import architectures
+
+    p = sub.add_parser("init-model", help="create an untrained model file (to exercise the pipeline)")
+    p.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    p.add_argument("--arch", default="unet", choices=sorted(architectures()), help="architecture (default: unet)")
+    p.add_argument("--size", default=None, help="size preset, e.g. tiny, small, medium, large")
+    p.add_argument("--classes", type=int, default=3, help="number of classes, labels 1..N (default: 3)")
+    p.add_argument("--tile", type=int, default=_S.tile, help=f"recommended tile (default: {_S.tile})")
+    p.add_argument("--seed", type=int, default=0, help="seed for the initial weights (default: 0)")
+    _add_overwrite(p)
+    p.set_defaults(func=_cmd_init_model)
+
+    p = sub.add_parser("predict", help="segment a volume slice by slice into a uint8 zarr array")
+    p.add_argument("--image", required=True, help="input volume: zarr array/group, TIFF, HDF5 or .npy")
+    p.add_argument("--dataset", default=None, help="array name inside a zarr group or HDF5 file")
+    p.add_argument("--model", required=True, help="model file (.safetensors) from init-model or train")
+    p.add_argument("--out", required=True, help="output zarr array (uint8, same shape as the image)")
+    p.add_argument("--axis", type=int, default=_S.axis, help=f"slicing axis (default: {_S.axis})")
+    p.add_argument("--device", default=_S.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("--tile", type=int, default=None, help="tile side (default: the model's, usually 256)")
+    p.add_argument("--overlap", type=float, default=_S.overlap, help=f"tile overlap (default: {_S.overlap})")
+    p.add_argument("--batch", type=int, default=_S.batch, help=f"tiles per forward pass (default: {_S.batch})")
+    p.add_argument("--slab", type=int, default=None, help="slices per read/write (default: input chunk depth)")
+    _add_overwrite(p)
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("model-info", help="print a model file's description (JSON) without loading weights")
+    p.add_argument("model", help="model file (.safetensors)")
+    p.set_defaults(func=_cmd_model_info)
+
+    for extra in _EXTRA_COMMANDS:
+        extra(sub)
+    return parser
+
+
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``xrayseg`` command line; returns the exit code.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 2 on an error the user can fix (one line on stderr), 130 when interrupted.
+    """
+    from .core.errors import XraysegError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except XraysegError as e:
+        print(f"xrayseg {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"xrayseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

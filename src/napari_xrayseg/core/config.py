@@ -1,0 +1,94 @@
+"""Defaults, kept once: signatures, widgets and the CLI all read these dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["SegmentConfig", "TrainConfig"]
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """Defaults for :func:`napari_xrayseg.segment`.
+
+    Attributes
+    ----------
+    axis : int
+        Slicing axis of the volume; 2D slices are taken perpendicular to it.
+    tile : int
+        Side of the square tiles fed to the network (multiple of the net's stride).
+    overlap : float
+        Fraction of a tile shared with its neighbour, in [0, 1).
+    batch : int
+        Tiles per forward pass.
+    device : str
+        ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+    slab : int or None
+        Slices read and written at a time; ``None`` picks the input chunk depth
+        (clipped to [1, 64]) or 16.
+    blend : str
+        Tile blending: ``"gaussian"`` or ``"constant"``.
+    """
+
+    axis: int = 0
+    tile: int = 256
+    overlap: float = 0.25
+    batch: int = 8
+    device: str = "auto"
+    slab: int | None = None
+    blend: str = "gaussian"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Defaults for :func:`napari_xrayseg.train`.
+
+    Attributes
+    ----------
+    axis : int
+        Slicing axis; every slice along it that holds annotations is used.
+    arch : str
+        Architecture name from :func:`napari_xrayseg.core.models.architectures`.
+    size : str
+        Architecture size preset (``"tiny"``, ``"small"``, ``"medium"``).
+    epochs : int
+        Number of epochs (an epoch is ``steps_per_epoch`` optimiser steps).
+    minutes : float or None
+        Wall-clock budget; training stops at the first of ``epochs`` and ``minutes``.
+    steps_per_epoch : int
+        Optimiser steps per epoch.
+    batch : int
+        Patches per step.
+    patch : int
+        Side of the square training patches.
+    lr : float
+        Adam learning rate.
+    loss : str
+        ``"dicece"`` (default), ``"ce"``, ``"dice"`` or ``"dice_gamma"``.
+    gamma : float
+        Exponent on the Dice denominator for ``loss="dice_gamma"``.
+    augment : bool
+        Random flips, rotations, scaling, intensity changes, noise and blur.
+    val_fraction : float
+        Fraction of annotated slices (or of patches, with one slice) held out.
+    seed : int
+        Seed for weights, sampling and augmentation.
+    device : str
+        As in :class:`SegmentConfig`.
+    """
+
+    axis: int = 0
+    arch: str = "unet"
+    size: str = "small"
+    epochs: int = 40
+    minutes: float | None = None
+    steps_per_epoch: int = 25
+    batch: int = 8
+    patch: int = 128
+    lr: float = 3e-3
+    loss: str = "dicece"
+    gamma: float = 1.0
+    augment: bool = True
+    val_fraction: float = 0.2
+    seed: int = 0
+    device: str = "auto"

@@ -1,0 +1,1037 @@
+"""Segmentation metrics, computed once for the widget, the CLI and the API.
+
+Everything comes from one confusion matrix accumulated slab by slab, so the
+numbers are identical wherever they are shown and a volume larger than memory
+(zarr, dask, HDF5) can be scored: memory is bounded by one slab, not the volume.
+
+Conventions
+-----------
+Sparse truth
+    With ``ignore_zero=True`` (the default) label 0 in ``truth`` means "not
+    annotated": only voxels where ``truth != 0`` are counted.  A prediction of 0
+    on an annotated voxel is a *wrong* prediction; it is kept in the confusion
+    matrix as an extra column for label 0 (the matrix axes are
+    :attr:`Confusion.labels`, which then start with 0 although 0 is not among the
+    scored :attr:`Confusion.classes`).  With ``ignore_zero=False`` every voxel is
+    counted and 0 is a class like any other.
+Classes
+    By default the scored classes are the sorted union of the nonzero values of
+    ``pred`` and ``truth`` (over the whole arrays), plus 0 when
+    ``ignore_zero=False``.  ``classes=[1, 2, 3]`` forces the list, so a class absent
+    from both arrays is still reported.  Values outside a forced list are still
+    counted (they appear in the confusion matrix and the overall accuracy) but
+    not scored; a warning is logged.
+Not applicable
+    A class absent from both ``pred`` and ``truth`` over the counted voxels is
+    *not applicable*: all its scores are ``None`` (JSON ``null``) and it is left
+    out of every mean.  A class present in only one of them gets 0 for dice, IoU,
+    precision, recall and F1 (its binary accuracy is still computed).  Precision
+    of a class never predicted, and recall of a class never annotated, are 0.
+Scores per class ``c`` (TP, FP, FN, TN over the counted voxels, N of them)
+    dice = f1 = 2TP / (2TP + FP + FN); iou = TP / (TP + FP + FN);
+    precision = TP / (TP + FP); recall = TP / (TP + FN);
+    accuracy = (TP + TN) / N (binary accuracy of class ``c``);
+    volume fractions are voxel counts divided by N.
+Overall
+    ``mean_dice`` and ``mean_iou`` are macro means over the applicable classes;
+    ``accuracy`` is trace / N.
+Per slice (along ``axis``)
+    Dice per slice and class (``None`` where the class is absent from both in
+    that slice), the mean over the classes applicable in that slice (``None`` for
+    slices with no counted voxel), and the mean and standard deviation
+    (population, ``ddof=0``) of those per-slice means over the slices that have
+    one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, OutputExistsError
+from .progress import check
+
+__all__ = [
+    "MAX_LABELS",
+    "Confusion",
+    "Report",
+    "confusion_matrix",
+    "dice_per_class",
+    "evaluate",
+]
+
+log = logging.getLogger(__name__)
+
+#: Most distinct label values one evaluation may meet (the matrix is dense).
+MAX_LABELS = 1024
+
+#: Voxels per slab when no chunking tells better: ~32 MB per int64 working array,
+#: about 150 MB peak working memory per slab.
+_SLAB_VOXELS = 1 << 22
+
+#: Label values up to this use a lookup table instead of ``np.unique``.
+_LUT_MAX = 1 << 16
+
+_SCORES = ("dice", "iou", "precision", "recall", "f1", "accuracy")
+_COUNTS = ("voxels_truth", "voxels_pred", "volume_fraction_truth", "volume_fraction_pred")
+_CSV_COLUMNS = ("class", *_SCORES, *_COUNTS)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _as_array(x: Any, name: str) -> Any:
+    """Return ``x`` if it is array-like enough to slice lazily, else ``np.asarray(x)``."""
+    if x is None:
+        raise InputError(f"{name} is None: pass a 2D or 3D integer label array")
+    if all(hasattr(x, a) for a in ("shape", "dtype", "ndim", "__getitem__")):
+        return x
+    return np.asarray(x)
+
+
+def _check_dtype(arr: Any, name: str) -> np.dtype:
+    try:
+        dtype = np.dtype(arr.dtype)
+    except TypeError as e:
+        raise InputError(
+            f"{name} has dtype {arr.dtype!r} that numpy does not know: pass an integer label array"
+        ) from e
+    if dtype.kind == "b":
+        raise InputError(
+            f"{name} has boolean dtype: labels must be integers; convert with "
+            f"{name}.astype(np.uint8) (True -> label 1)"
+        )
+    if dtype.kind not in "iuf":
+        raise InputError(
+            f"{name} has dtype {dtype} but labels must be integers (0 = background/unannotated, "
+            "1..N = classes): convert with .astype(np.uint16)"
+        )
+    return dtype
+
+
+def _check_pair(pred: Any, truth: Any) -> tuple[Any, Any, tuple[int, ...]]:
+    pred = _as_array(pred, "pred")
+    truth = _as_array(truth, "truth")
+    for name, a in (("pred", pred), ("truth", truth)):
+        if a.ndim not in (2, 3):
+            raise InputError(
+                f"{name} has {a.ndim} dimensions (shape {tuple(a.shape)}); metrics need a 2D "
+                "image or a 3D volume: drop channel/time axes first"
+            )
+        if any(not isinstance(s, (int, np.integer)) or s < 0 for s in a.shape):
+            raise InputError(
+                f"{name} has an unknown or invalid shape {tuple(a.shape)}; for dask arrays call "
+                ".compute_chunk_sizes() first"
+            )
+        _check_dtype(a, name)
+    shape = tuple(int(s) for s in truth.shape)
+    if tuple(int(s) for s in pred.shape) != shape:
+        raise InputError(
+            f"pred shape {tuple(pred.shape)} does not match truth shape {shape}: "
+            "evaluate a prediction of the same image the labels were painted on"
+        )
+    if math.prod(shape) == 0:
+        raise InputError(f"pred and truth are empty (shape {shape}): pass non-empty arrays")
+    return pred, truth, shape
+
+
+def _check_axis(axis: int | None, ndim: int) -> int | None:
+    if axis is None:
+        return None
+    if (
+        isinstance(axis, bool)
+        or not isinstance(axis, (int, np.integer))
+        or not -ndim <= axis < ndim
+    ):
+        raise InputError(
+            f"axis {axis!r} is not valid for a {ndim}D array: use one of {list(range(ndim))}"
+        )
+    return int(axis) % ndim
+
+
+def _check_classes(classes: Sequence[int] | None, ignore_zero: bool) -> tuple[int, ...] | None:
+    if classes is None:
+        return None
+    if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
+        raise InputError(f"classes={classes!r} is not a list: pass label values, e.g. [1, 2, 3]")
+    out: list[int] = []
+    for c in classes:
+        if isinstance(c, (bool, np.bool_)):
+            raise InputError(
+                f"classes={list(classes)!r} holds a boolean: pass integer label values"
+            )
+        if isinstance(c, (float, np.floating)) and float(c).is_integer():
+            c = int(c)
+        if not isinstance(c, (int, np.integer)) or c < 0:
+            raise InputError(
+                f"classes={list(classes)!r} holds {c!r}: label values are integers >= 0"
+            )
+        out.append(int(c))
+    if not out:
+        raise InputError("classes=[] is empty: pass at least one label value or classes=None")
+    if len(set(out)) != len(out):
+        raise InputError(f"classes={out} has duplicates: list each label value once")
+    if ignore_zero and 0 in out:
+        raise InputError(
+            f"classes={out} contains 0 but ignore_zero=True treats 0 as unannotated: "
+            "drop 0 from classes or pass ignore_zero=False"
+        )
+    if len(out) > MAX_LABELS:
+        raise InputError(f"classes has {len(out)} values, more than {MAX_LABELS}: pass fewer")
+    return tuple(sorted(out))
+
+
+def _read_labels(arr: Any, sl: slice, name: str) -> np.ndarray:
+    """Read ``arr[sl]`` into memory and check it holds non-negative integer labels."""
+    a = np.asarray(arr[sl])
+    if a.size == 0:
+        return a.astype(np.int64)
+    kind = a.dtype.kind
+    if kind == "f":
+        finite = np.isfinite(a)
+        if not finite.all():
+            bad = a[~finite].flat[0]
+            raise InputError(
+                f"{name} holds non-finite values (e.g. {bad}) in a {a.dtype} array: "
+                "pass integer labels, e.g. np.nan_to_num(arr).astype(np.uint16)"
+            )
+        frac = a != np.floor(a)
+        if frac.any():
+            bad = a[frac].flat[0]
+            raise InputError(
+                f"{name} holds non-integer values (e.g. {bad}) in a {a.dtype} array: pass "
+                "integer labels, e.g. np.rint(arr).astype(np.uint16)"
+            )
+    if kind in "if":
+        lo = a.min()
+        if lo < 0:
+            raise InputError(
+                f"{name} holds negative values (min {lo}): labels are 0 (background/unannotated) "
+                "or positive integers; relabel before evaluating"
+            )
+    if kind == "f" or (kind == "u" and a.dtype.itemsize >= 8):
+        hi = a.max()
+        if hi > np.iinfo(np.int64).max:
+            raise InputError(f"{name} holds label value {hi}, too large: relabel to fewer bits")
+        a = a.astype(np.int64)
+    return a
+
+
+def _chunk_depth(arr: Any) -> int | None:
+    """Depth along axis 0 of the storage chunks (shards for sharded zarr), if any."""
+    for attr in ("shards", "chunksize", "chunks"):
+        c = getattr(arr, attr, None)
+        if isinstance(c, tuple) and c and isinstance(c[0], (int, np.integer)) and c[0] > 0:
+            return int(c[0])
+    return None
+
+
+def _block_slices(block_slices: int | None, pred: Any, truth: Any, shape: tuple[int, ...]) -> int:
+    if block_slices is not None:
+        if (
+            isinstance(block_slices, bool)
+            or not isinstance(block_slices, (int, np.integer))
+            or block_slices < 1
+        ):
+            raise InputError(
+                f"block_slices={block_slices!r} is not a positive integer: pass e.g. 16 or None"
+            )
+        return int(block_slices)
+    budget = max(1, _SLAB_VOXELS // max(1, math.prod(shape[1:])))
+    depth = _chunk_depth(truth) or _chunk_depth(pred)
+    if depth is not None and depth <= budget:
+        return (budget // depth) * depth
+    return budget
+
+
+def _present(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of a non-negative integer array."""
+    if a.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    hi = int(a.max())
+    if hi < _LUT_MAX:
+        return np.flatnonzero(np.bincount(a.ravel(), minlength=hi + 1)).astype(np.int64)
+    return np.unique(a).astype(np.int64)
+
+
+def _local_index(tv: np.ndarray, pv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct values of ``tv`` and ``pv`` and both arrays as indices into them."""
+    hi = int(max(tv.max(), pv.max()))
+    if hi < max(_LUT_MAX, tv.size):
+        seen = np.zeros(hi + 1, dtype=bool)
+        seen[tv] = True
+        seen[pv] = True
+        vals = np.flatnonzero(seen)
+        lut = np.zeros(hi + 1, dtype=np.intp)
+        lut[vals] = np.arange(vals.size)
+        return vals.astype(np.int64), lut[tv], lut[pv]
+    vals, inv = np.unique(np.concatenate([tv, pv]), return_inverse=True)
+    inv = inv.astype(np.intp, copy=False).ravel()
+    return vals.astype(np.int64), inv[: tv.size], inv[tv.size :]
+
+
+# --------------------------------------------------------------------------- confusion
+
+
+@dataclass(eq=False)
+class Confusion:
+    """Confusion counts accumulated over a whole (possibly out-of-core) pair of arrays.
+
+    Attributes
+    ----------
+    matrix : numpy.ndarray
+        ``(L, L)`` int64 counts, rows = truth label, columns = predicted label,
+        indexed by :attr:`labels`.
+    labels : tuple of int
+        Label values of the matrix axes: the scored classes plus every other value
+        met on counted voxels (e.g. 0 predicted on annotated voxels).
+    classes : tuple of int
+        The classes to score.
+    ignore_zero : bool
+        Whether truth 0 meant "not annotated".
+    shape : tuple of int
+        Shape of the evaluated arrays.
+    axis : int or None
+        Axis of the per-slice counts, ``None`` if none were kept.
+    slice_truth, slice_pred, slice_tp : numpy.ndarray or None
+        ``(n_slices, L)`` per-slice counts along :attr:`axis`: truth voxels, predicted
+        voxels and true positives of each label (``None`` when ``axis`` is None).
+    """
+
+    matrix: np.ndarray
+    labels: tuple[int, ...]
+    classes: tuple[int, ...]
+    ignore_zero: bool
+    shape: tuple[int, ...]
+    axis: int | None = None
+    slice_truth: np.ndarray | None = None
+    slice_pred: np.ndarray | None = None
+    slice_tp: np.ndarray | None = None
+
+    @property
+    def n_voxels(self) -> int:
+        """Number of counted voxels."""
+        return int(self.matrix.sum())
+
+    def index(self, label: int) -> int:
+        """Row/column of ``label`` in :attr:`matrix`."""
+        return self.labels.index(int(label))
+
+    def class_matrix(self) -> np.ndarray:
+        """Return the sub-matrix restricted to :attr:`classes` (rows = truth, cols = pred)."""
+        idx = [self.index(c) for c in self.classes]
+        return self.matrix[np.ix_(idx, idx)]
+
+
+class _Accumulator:
+    """Dense confusion and per-slice counts whose label axis grows as values appear."""
+
+    def __init__(self, labels: Sequence[int], n_slices: int | None) -> None:
+        self.labels = np.asarray(sorted(labels), dtype=np.int64)
+        n = self.labels.size
+        self.matrix = np.zeros((n, n), dtype=np.int64)
+        self.n_slices = n_slices
+        if n_slices is not None:
+            self.st = np.zeros((n_slices, n), dtype=np.int64)
+            self.sp = np.zeros((n_slices, n), dtype=np.int64)
+            self.stp = np.zeros((n_slices, n), dtype=np.int64)
+
+    def index(self, values: np.ndarray) -> np.ndarray:
+        new = np.setdiff1d(values, self.labels, assume_unique=True)
+        if new.size:
+            merged = np.union1d(self.labels, new)
+            if merged.size > MAX_LABELS:
+                raise InputError(
+                    f"pred/truth hold more than {MAX_LABELS} distinct label values "
+                    f"(e.g. {merged[:5].tolist()}...): metrics are for class label images; "
+                    "relabel instances to classes first"
+                )
+            pos = np.searchsorted(merged, self.labels)
+            m = np.zeros((merged.size, merged.size), dtype=np.int64)
+            m[np.ix_(pos, pos)] = self.matrix
+            self.matrix = m
+            if self.n_slices is not None:
+                for attr in ("st", "sp", "stp"):
+                    s = np.zeros((self.n_slices, merged.size), dtype=np.int64)
+                    s[:, pos] = getattr(self, attr)
+                    setattr(self, attr, s)
+            self.labels = merged
+        return np.searchsorted(self.labels, values)
+
+    def add(self, t: np.ndarray, p: np.ndarray, ignore_zero: bool, axis: int | None, offset: int):
+        if ignore_zero:
+            mask = t != 0
+            tv, pv = t[mask], p[mask]
+        else:
+            mask = None
+            tv, pv = t.ravel(), p.ravel()
+        if tv.size == 0:
+            return
+        vals, ti, pi = _local_index(tv, pv)
+        del tv, pv
+        nl = vals.size
+        gidx = self.index(vals)
+        code = ti * nl
+        code += pi
+        cm = np.bincount(code, minlength=nl * nl).reshape(nl, nl)
+        self.matrix[np.ix_(gidx, gidx)] += cm
+        if axis is None:
+            return
+        # per-slice counts: the slice index along ``axis`` is one more bincount factor
+        ks = t.shape[axis]
+        kr = np.arange(ks, dtype=np.intp).reshape([-1 if d == axis else 1 for d in range(t.ndim)])
+        kb = np.broadcast_to(kr, t.shape)
+        base = kb[mask] if mask is not None else kb.ravel()  # a fresh array either way
+        del mask
+        base *= nl
+        np.add(base, ti, out=code)
+        st = np.bincount(code, minlength=ks * nl).reshape(ks, nl)
+        np.add(base, pi, out=code)
+        sp = np.bincount(code, minlength=ks * nl).reshape(ks, nl)
+        eq = ti == pi
+        del pi
+        np.add(base, ti, out=code)
+        del base, ti
+        stp = np.bincount(code[eq], minlength=ks * nl).reshape(ks, nl)
+        rows = slice(offset, offset + ks) if axis == 0 else slice(None)
+        self.st[rows, gidx] += st
+        self.sp[rows, gidx] += sp
+        self.stp[rows, gidx] += stp
+
+
+def _accumulate(
+    pred: Any,
+    truth: Any,
+    *,
+    classes: Sequence[int] | None,
+    ignore_zero: bool,
+    axis: int | None,
+    block_slices: int | None,
+    cancel: Any,
+    allow_empty: bool = False,
+) -> Confusion:
+    pred, truth, shape = _check_pair(pred, truth)
+    axis = _check_axis(axis, len(shape))
+    forced = _check_classes(classes, bool(ignore_zero))
+    step = _block_slices(block_slices, pred, truth, shape)
+    acc = _Accumulator(forced or (), None if axis is None else shape[axis])
+    pred_values: set[int] = set()
+    n_slabs = -(-shape[0] // step)
+    log.debug("metrics over shape %s in %d slabs of %d slices", shape, n_slabs, step)
+    for s0 in range(0, shape[0], step):
+        check(cancel)
+        sl = slice(s0, min(s0 + step, shape[0]))
+        t = _read_labels(truth, sl, "truth")
+        p = _read_labels(pred, sl, "pred")
+        if ignore_zero and forced is None:
+            pred_values.update(_present(p).tolist())
+        acc.add(t, p, bool(ignore_zero), axis, s0)
+    labels = tuple(int(v) for v in acc.labels)
+    if acc.matrix.sum() == 0 and not allow_empty:
+        raise InputError(
+            "truth has no annotated voxels (all 0); paint labels 1..N or pass ignore_zero=False"
+        )
+    if forced is not None:
+        cls = forced
+        extra = sorted(set(labels) - set(forced) - ({0} if ignore_zero else set()))
+        if extra:
+            log.warning(
+                "label values %s occur but are not in classes=%s: they are counted in the "
+                "confusion matrix and overall accuracy but not scored",
+                extra,
+                list(forced),
+            )
+    elif ignore_zero:
+        cls = tuple(sorted((set(labels) | pred_values) - {0}))
+    else:
+        cls = tuple(sorted(set(labels) | {0}))
+    # every scored class gets a row/column, even if it never occurred on counted voxels
+    missing = np.asarray(sorted(set(cls) - set(labels)), dtype=np.int64)
+    if missing.size:
+        acc.index(missing)
+        labels = tuple(int(v) for v in acc.labels)
+    return Confusion(
+        matrix=acc.matrix,
+        labels=labels,
+        classes=cls,
+        ignore_zero=bool(ignore_zero),
+        shape=shape,
+        axis=axis,
+        slice_truth=acc.st if axis is not None else None,
+        slice_pred=acc.sp if axis is not None else None,
+        slice_tp=acc.stp if axis is not None else None,
+    )
+
+
+def confusion_matrix(
+    pred: Any,
+    truth: Any,
+    *,
+    classes: Sequence[int] | None = None,
+    ignore_zero: bool = True,
+    axis: int | None = None,
+    block_slices: int | None = None,
+    cancel: Any = None,
+) -> Confusion:
+    """Accumulate the confusion matrix of ``pred`` against ``truth`` slab by slab.
+
+    Parameters
+    ----------
+    pred, truth : array-like
+        Label arrays of the same 2D or 3D shape: numpy, dask, zarr, h5py or anything
+        sliceable with ``arr[a:b]``.  Integer dtypes, or floats holding integers;
+        values must be >= 0.
+    classes : sequence of int, optional
+        Classes to score; default: the sorted union of nonzero values of both arrays
+        (plus 0 if ``ignore_zero`` is False).
+    ignore_zero : bool
+        Treat truth 0 as "not annotated" and count only voxels where ``truth != 0``.
+    axis : int, optional
+        Also keep per-slice counts along this axis (0, 1 or 2).
+    block_slices : int, optional
+        Slices along axis 0 read at a time.  Default: a multiple of the storage chunk
+        depth, or enough slices for about 4 M voxels (~32 MB per int64 working
+        array, ~150 MB peak), whichever keeps a slab within that budget.
+    cancel : CancelToken, optional
+        Checked before every slab.
+
+    Returns
+    -------
+    Confusion
+        Counts with rows = truth and columns = prediction, indexed by ``labels``.
+
+    Raises
+    ------
+    InputError
+        If the arrays differ in shape, are not 2D/3D, hold booleans, negative or
+        non-integer values, or truth has no counted voxel.
+    Cancelled
+        If ``cancel`` was set.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> truth = np.array([[1, 1, 0], [2, 2, 0]])
+    >>> pred = np.array([[1, 2, 2], [0, 2, 0]])
+    >>> cm = confusion_matrix(pred, truth)
+    >>> cm.labels, cm.classes
+    ((0, 1, 2), (1, 2))
+    >>> cm.matrix.tolist()
+    [[0, 0, 0], [0, 1, 1], [1, 0, 1]]
+    """
+    return _accumulate(
+        pred,
+        truth,
+        classes=classes,
+        ignore_zero=ignore_zero,
+        axis=axis,
+        block_slices=block_slices,
+        cancel=cancel,
+    )
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num) / float(den) if den else 0.0
+
+
+def _class_scores(cm: Confusion, c: int) -> dict[str, float | int | None]:
+    i = cm.index(c)
+    n = cm.n_voxels
+    tp = int(cm.matrix[i, i])
+    nt = int(cm.matrix[i, :].sum())
+    npred = int(cm.matrix[:, i].sum())
+    out: dict[str, float | int | None] = {}
+    if nt == 0 and npred == 0:
+        out.update(dict.fromkeys(_SCORES))
+    else:
+        fp, fn = npred - tp, nt - tp
+        tn = n - tp - fp - fn
+        dice = _ratio(2 * tp, nt + npred)
+        out.update(
+            dice=dice,
+            iou=_ratio(tp, tp + fp + fn),
+            precision=_ratio(tp, npred),
+            recall=_ratio(tp, nt),
+            f1=dice,
+            accuracy=_ratio(tp + tn, n),
+        )
+    out.update(
+        voxels_truth=nt,
+        voxels_pred=npred,
+        volume_fraction_truth=_ratio(nt, n),
+        volume_fraction_pred=_ratio(npred, n),
+    )
+    return out
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(sum(vals) / len(vals)) if vals else None
+
+
+def _none_list(a: np.ndarray) -> list[float | None]:
+    return [None if math.isnan(v) else float(v) for v in a.tolist()]
+
+
+def _per_slice(cm: Confusion) -> tuple[list[float | None], dict[int, list[float | None]]]:
+    idx = [cm.index(c) for c in cm.classes]
+    st = cm.slice_truth[:, idx].astype(np.float64)
+    sp = cm.slice_pred[:, idx].astype(np.float64)
+    tp = cm.slice_tp[:, idx].astype(np.float64)
+    den = st + sp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dice = np.where(den > 0, 2.0 * tp / den, np.nan)
+    applicable = den > 0
+    counts = applicable.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(counts > 0, np.where(applicable, dice, 0.0).sum(axis=1) / counts, np.nan)
+    per_class = {c: _none_list(dice[:, j]) for j, c in enumerate(cm.classes)}
+    return _none_list(mean), per_class
+
+
+@dataclass(eq=False)
+class Report:
+    """Segmentation scores of a prediction against (possibly sparse) ground truth.
+
+    Build one with :func:`evaluate`.  ``None`` marks a value that does not apply
+    (a class absent from both arrays, an unannotated slice).
+
+    Attributes
+    ----------
+    classes : tuple of int
+        Scored classes.
+    per_class : dict
+        ``{class: {"dice", "iou", "precision", "recall", "f1", "accuracy",
+        "voxels_truth", "voxels_pred", "volume_fraction_truth",
+        "volume_fraction_pred"}}``.
+    mean_dice, mean_iou : float or None
+        Macro means over the applicable classes.
+    accuracy : float
+        Overall accuracy, trace / ``n_voxels``.
+    n_voxels : int
+        Number of counted voxels.
+    confusion_matrix : numpy.ndarray
+        Counts, rows = truth, columns = prediction, indexed by ``confusion_labels``.
+    confusion_labels : tuple of int
+        Label values of the matrix axes (classes plus e.g. a predicted 0).
+    ignore_zero : bool
+        Whether truth 0 meant "not annotated".
+    axis : int or None
+        Axis of the per-slice scores (None if not computed).
+    slice_dice : list of float or None, optional
+        Mean Dice of each slice along ``axis`` (None for unannotated slices).
+    slice_class_dice : dict, optional
+        ``{class: [dice per slice]}``.
+    mean_slice_dice, std_slice_dice : float or None
+        Mean and standard deviation (ddof=0) of ``slice_dice`` over annotated slices.
+    n_annotated_slices : int
+        Slices with a per-slice mean Dice.
+    """
+
+    classes: tuple[int, ...]
+    per_class: dict[int, dict[str, float | int | None]]
+    mean_dice: float | None
+    mean_iou: float | None
+    accuracy: float
+    n_voxels: int
+    confusion_matrix: np.ndarray
+    confusion_labels: tuple[int, ...]
+    ignore_zero: bool = True
+    axis: int | None = None
+    slice_dice: list[float | None] | None = None
+    slice_class_dice: dict[int, list[float | None]] | None = None
+    mean_slice_dice: float | None = None
+    std_slice_dice: float | None = None
+    n_annotated_slices: int = 0
+    shape: tuple[int, ...] = field(default=())
+
+    @classmethod
+    def from_confusion(cls, cm: Confusion) -> Report:
+        """Compute every score from a :class:`Confusion`.
+
+        Parameters
+        ----------
+        cm : Confusion
+            Counts from :func:`confusion_matrix`.
+
+        Returns
+        -------
+        Report
+        """
+        per_class = {c: _class_scores(cm, c) for c in cm.classes}
+        n = cm.n_voxels
+        slice_dice = slice_class = mean_s = std_s = None
+        n_ann = 0
+        if cm.axis is not None:
+            slice_dice, slice_class = _per_slice(cm)
+            vals = np.array([v for v in slice_dice if v is not None], dtype=np.float64)
+            n_ann = int(vals.size)
+            if n_ann:
+                mean_s, std_s = float(vals.mean()), float(vals.std())
+        return cls(
+            classes=tuple(cm.classes),
+            per_class=per_class,
+            mean_dice=_mean([s["dice"] for s in per_class.values()]),
+            mean_iou=_mean([s["iou"] for s in per_class.values()]),
+            accuracy=_ratio(np.trace(cm.matrix), n),
+            n_voxels=n,
+            confusion_matrix=cm.matrix.copy(),
+            confusion_labels=tuple(cm.labels),
+            ignore_zero=cm.ignore_zero,
+            axis=cm.axis,
+            slice_dice=slice_dice,
+            slice_class_dice=slice_class,
+            mean_slice_dice=mean_s,
+            std_slice_dice=std_s,
+            n_annotated_slices=n_ann,
+            shape=tuple(cm.shape),
+        )
+
+    # ---- export
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-serialisable dictionary (str class keys, ``None`` for n/a).
+
+        Returns
+        -------
+        dict
+            Keys ``mean_dice``, ``mean_iou``, ``accuracy``, ``n_voxels``,
+            ``ignore_zero``, ``shape``, ``classes``, ``per_class`` (``{"1": {...}}``),
+            ``confusion_matrix`` (list of rows = truth), ``confusion_labels``,
+            ``per_slice`` (``{"axis", "dice", "per_class"}`` or None),
+            ``mean_slice_dice``, ``std_slice_dice``, ``n_annotated_slices``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> r = evaluate(np.array([[1, 2]]), np.array([[1, 1]]), per_slice=False)
+        >>> r.to_dict()["per_class"]["1"]["dice"]
+        0.6666666666666666
+        """
+        per_slice = None
+        if self.axis is not None and self.slice_dice is not None:
+            per_slice = {
+                "axis": int(self.axis),
+                "dice": list(self.slice_dice),
+                "per_class": {str(c): list(v) for c, v in (self.slice_class_dice or {}).items()},
+            }
+        return {
+            "mean_dice": self.mean_dice,
+            "mean_iou": self.mean_iou,
+            "accuracy": float(self.accuracy),
+            "n_voxels": int(self.n_voxels),
+            "ignore_zero": bool(self.ignore_zero),
+            "shape": [int(s) for s in self.shape],
+            "classes": [int(c) for c in self.classes],
+            "per_class": {str(c): dict(s) for c, s in self.per_class.items()},
+            "confusion_matrix": np.asarray(self.confusion_matrix).astype(int).tolist(),
+            "confusion_labels": [int(v) for v in self.confusion_labels],
+            "per_slice": per_slice,
+            "mean_slice_dice": self.mean_slice_dice,
+            "std_slice_dice": self.std_slice_dice,
+            "n_annotated_slices": int(self.n_annotated_slices),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Report:
+        """Rebuild a report from :meth:`to_dict` output (e.g. a loaded JSON file).
+
+        Parameters
+        ----------
+        d : dict
+            Output of :meth:`to_dict`.
+
+        Returns
+        -------
+        Report
+        """
+        try:
+            ps = d.get("per_slice")
+            return cls(
+                classes=tuple(int(c) for c in d["classes"]),
+                per_class={int(k): dict(v) for k, v in d["per_class"].items()},
+                mean_dice=d["mean_dice"],
+                mean_iou=d.get("mean_iou"),
+                accuracy=d["accuracy"],
+                n_voxels=int(d["n_voxels"]),
+                confusion_matrix=np.asarray(d["confusion_matrix"], dtype=np.int64),
+                confusion_labels=tuple(int(v) for v in d["confusion_labels"]),
+                ignore_zero=bool(d.get("ignore_zero", True)),
+                axis=None if ps is None else int(ps["axis"]),
+                slice_dice=None if ps is None else list(ps["dice"]),
+                slice_class_dice=None
+                if ps is None
+                else {int(k): list(v) for k, v in ps["per_class"].items()},
+                mean_slice_dice=d.get("mean_slice_dice"),
+                std_slice_dice=d.get("std_slice_dice"),
+                n_annotated_slices=int(d.get("n_annotated_slices", 0)),
+                shape=tuple(int(s) for s in d.get("shape", ())),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise InputError(
+                f"not a metrics report dictionary ({type(e).__name__}: {e}): "
+                "pass the output of Report.to_dict()"
+            ) from e
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per class (``"class"`` as a string) plus a final ``"mean"`` row.
+
+        The mean row holds macro means of the scores over applicable classes and
+        leaves voxel counts empty (``None``).
+        """
+        rows: list[dict[str, Any]] = [
+            {"class": str(c), **{k: self.per_class[c].get(k) for k in (*_SCORES, *_COUNTS)}}
+            for c in self.classes
+        ]
+        mean: dict[str, Any] = {"class": "mean"}
+        for k in _SCORES:
+            mean[k] = _mean([self.per_class[c].get(k) for c in self.classes])
+        mean.update(dict.fromkeys(_COUNTS))
+        rows.append(mean)
+        return rows
+
+    def to_json(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write :meth:`to_dict` as JSON.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Output file.
+        overwrite : bool
+            Replace an existing file.
+
+        Returns
+        -------
+        Path
+            The written file.
+
+        Raises
+        ------
+        OutputExistsError
+            If ``path`` exists and ``overwrite`` is False.
+        """
+        return _write_text(path, json.dumps(self.to_dict(), indent=2) + "\n", overwrite, "JSON")
+
+    def to_csv(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write one row per class plus a ``mean`` row as CSV (empty cell = n/a).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Output file.
+        overwrite : bool
+            Replace an existing file.
+
+        Returns
+        -------
+        Path
+            The written file.
+
+        Raises
+        ------
+        OutputExistsError
+            If ``path`` exists and ``overwrite`` is False.
+        """
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(_CSV_COLUMNS), lineterminator="\n")
+        w.writeheader()
+        for row in self.rows():
+            w.writerow(
+                {
+                    k: ("" if v is None else repr(v) if isinstance(v, float) else v)
+                    for k, v in row.items()
+                }
+            )
+        return _write_text(path, buf.getvalue(), overwrite, "CSV")
+
+    def to_dataframe(self) -> Any:
+        """Per-class table as a :class:`pandas.DataFrame` (needs pandas), indexed by class.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The :meth:`to_csv` rows; ``NaN`` marks n/a.
+        """
+        try:
+            import pandas as pd
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError("Report.to_dataframe needs pandas: pip install pandas") from e
+        df = pd.DataFrame(self.rows()).set_index("class")
+        return df.astype(float)
+
+    def __repr__(self) -> str:
+        def fmt(v: Any) -> str:
+            if v is None:
+                return "n/a"
+            return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+        head = ("class", "dice", "iou", "precision", "recall", "accuracy", "truth", "pred")
+        keys = ("dice", "iou", "precision", "recall", "accuracy", "voxels_truth", "voxels_pred")
+        rows = self.rows()
+        shown = rows[:-1][:20]
+        table = [head] + [(r["class"], *(fmt(r[k]) for k in keys)) for r in shown]
+        if len(rows) - 1 > len(shown):
+            table.append((f"... {len(rows) - 1 - len(shown)} more",) + ("",) * (len(head) - 1))
+        table.append(("mean", *(fmt(rows[-1][k]) for k in keys[:-2]), "", ""))
+        widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+        lines = [
+            f"Report(n_voxels={self.n_voxels}, ignore_zero={self.ignore_zero}, "
+            f"mean_dice={fmt(self.mean_dice)}, accuracy={fmt(self.accuracy)})"
+        ]
+        lines += [
+            "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in table
+        ]
+        if self.axis is not None:
+            if self.mean_slice_dice is None:
+                lines.append(f"  per-slice dice (axis {self.axis}): n/a")
+            else:
+                lines.append(
+                    f"  per-slice dice (axis {self.axis}): {self.mean_slice_dice:.4f} "
+                    f"± {self.std_slice_dice:.4f} over {self.n_annotated_slices} annotated slices"
+                )
+        return "\n".join(line.rstrip() for line in lines)
+
+
+def _write_text(path: str | os.PathLike, text: str, overwrite: bool, what: str) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{what} output {path} is a directory: give a file name")
+    exists = (
+        f"{what} output {path} exists: choose another path or pass overwrite=True (--overwrite)"
+    )
+    if path.exists() and not overwrite:
+        raise OutputExistsError(exists)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(path, "w" if overwrite else "x", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+    except FileExistsError as e:
+        raise OutputExistsError(exists) from e
+    log.info("wrote %s metrics to %s", what, path)
+    return path
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def evaluate(
+    pred: Any,
+    truth: Any,
+    *,
+    classes: Sequence[int] | None = None,
+    ignore_zero: bool = True,
+    axis: int = 0,
+    per_slice: bool = True,
+    cancel: Any = None,
+    block_slices: int | None = None,
+) -> Report:
+    """Score a segmentation against (possibly sparse) ground truth in one pass.
+
+    Parameters
+    ----------
+    pred, truth : array-like
+        Label arrays of the same 2D or 3D shape (numpy, dask, zarr, h5py).
+    classes : sequence of int, optional
+        Classes to score; default: sorted union of nonzero values of both arrays
+        (plus 0 if ``ignore_zero`` is False).
+    ignore_zero : bool
+        Truth 0 means "not annotated": count only voxels where ``truth != 0``.
+    axis : int
+        Slicing axis of the per-slice scores (0, 1 or 2).
+    per_slice : bool
+        Compute per-slice Dice along ``axis``.
+    cancel : CancelToken, optional
+        Checked before every slab.
+    block_slices : int, optional
+        Slices along axis 0 read at a time (see :func:`confusion_matrix`).
+
+    Returns
+    -------
+    Report
+
+    Raises
+    ------
+    InputError
+        For bad arrays or a truth with no counted voxel.
+    Cancelled
+        If ``cancel`` was set.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> truth = np.array([[[1, 1], [0, 2]]])
+    >>> pred = np.array([[[1, 2], [2, 2]]])
+    >>> r = evaluate(pred, truth)
+    >>> round(r.mean_dice, 4), r.accuracy
+    (0.6667, 0.6666666666666666)
+    """
+    cm = _accumulate(
+        pred,
+        truth,
+        classes=classes,
+        ignore_zero=ignore_zero,
+        axis=axis if per_slice else None,
+        block_slices=block_slices,
+        cancel=cancel,
+    )
+    report = Report.from_confusion(cm)
+    log.debug("evaluated %s: mean dice %s", cm.shape, report.mean_dice)
+    return report
+
+
+def dice_per_class(
+    pred: Any,
+    truth: Any,
+    classes: Sequence[int] | None = None,
+    *,
+    ignore_zero: bool = True,
+) -> dict[int, float | None]:
+    """Dice of each class, for small in-memory arrays (e.g. training validation).
+
+    Uses the same confusion-matrix code as :func:`evaluate`.  Unlike it, a truth
+    with no counted voxel does not raise: every class is then ``None``.
+
+    Parameters
+    ----------
+    pred, truth : array-like
+        Label arrays of the same 2D or 3D shape.
+    classes : sequence of int, optional
+        Classes to score (default: as in :func:`evaluate`).
+    ignore_zero : bool
+        Truth 0 means "not annotated".
+
+    Returns
+    -------
+    dict
+        ``{class: dice}``, ``None`` for classes absent from both arrays.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> dice_per_class(np.array([[1, 2, 2]]), np.array([[1, 2, 0]]), [1, 2, 3])
+    {1: 1.0, 2: 1.0, 3: None}
+    """
+    cm = _accumulate(
+        pred,
+        truth,
+        classes=classes,
+        ignore_zero=ignore_zero,
+        axis=None,
+        block_slices=None,
+        cancel=None,
+        allow_empty=True,
+    )
+    return {c: _class_scores(cm, c)["dice"] for c in cm.classes}

@@ -1,0 +1,526 @@
+"""Network architectures and the model file format.
+
+A model file is **one** ``.safetensors`` file: the weights as safetensors tensors
+and, in the header's ``__metadata__`` under the key ``"napari_xrayseg"``, a JSON
+document (the "sidecar") describing the architecture and its parameters, the class
+label values and names, the input normalisation, the recommended tile size and the
+training history.  Keeping both in one file means a model can't lose its sidecar,
+and the file is written atomically (temporary file, then rename).
+
+Loading never unpickles anything: the header is parsed as JSON with size bounds,
+validated against a schema (known architecture, bounded parameters), the network
+is built from it, and every tensor's name, shape and dtype is checked against that
+network before a single weight is read.
+
+The sidecar can be read without torch: ``read_model_info(path)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import struct
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import InputError, ModelFileError, OutputExistsError
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "Model",
+    "ModelInfo",
+    "architectures",
+    "build_network",
+    "init_model",
+    "load_model",
+    "read_model_info",
+    "save_model",
+]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "napari-xrayseg-model"
+FORMAT_VERSION = 1
+_META_KEY = "napari_xrayseg"
+_MAX_HEADER = 16 * 1024 * 1024  # a sane header is a few kB; refuse absurd ones before reading
+_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, torch.save zip archives
+
+# --------------------------------------------------------------------------- registry
+
+
+def _unet_params(size: str, in_channels: int, out_channels: int) -> dict[str, Any]:
+    presets = {
+        "tiny": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0},
+        "small": {"channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 1},
+        "medium": {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2},
+        "large": {"channels": [32, 64, 128, 256, 512], "strides": [2, 2, 2, 2], "num_res_units": 2},
+    }
+    if size not in presets:
+        raise InputError(f"unknown unet size {size!r}: choose one of {sorted(presets)}")
+    return {"in_channels": in_channels, "out_channels": out_channels, "norm": "batch",
+            "dropout": 0.0, **presets[size]}
+
+
+def _unet_build(p: dict[str, Any]) -> torch.nn.Module:
+    from monai.networks.nets import UNet
+
+    return UNet(spatial_dims=2, in_channels=p["in_channels"], out_channels=p["out_channels"],
+                channels=tuple(p["channels"]), strides=tuple(p["strides"]),
+                num_res_units=p["num_res_units"], norm=p["norm"], dropout=p["dropout"])
+
+
+def _unet_validate(p: dict[str, Any]) -> None:
+    _check_int_list(p, "channels", 2, 8, 1, 1024)
+    _check_int_list(p, "strides", len(p["channels"]) - 1, len(p["channels"]) - 1, 1, 2)
+    _check_int(p, "num_res_units", 0, 4)
+    if p.get("norm") not in ("batch", "instance"):
+        raise ModelFileError(f"unet norm {p.get('norm')!r} is not 'batch' or 'instance'")
+    if not isinstance(p.get("dropout"), (int, float)) or not 0 <= p["dropout"] < 1:
+        raise ModelFileError(f"unet dropout {p.get('dropout')!r} is not a number in [0, 1)")
+
+
+def _unet_stride(p: dict[str, Any]) -> int:
+    return int(math.prod(p["strides"]))
+
+
+@dataclass(frozen=True)
+class _Arch:
+    name: str
+    description: str
+    sizes: tuple[str, ...]
+    default_size: str
+    params: Any  # (size, in_ch, out_ch) -> dict
+    build: Any  # dict -> nn.Module
+    validate: Any  # dict -> None, raises ModelFileError
+    stride: Any  # dict -> int
+
+
+_ARCHS: dict[str, _Arch] = {
+    "unet": _Arch("unet", "MONAI UNet (residual units, batch norm)",
+                  ("tiny", "small", "medium", "large"), "small",
+                  _unet_params, _unet_build, _unet_validate, _unet_stride),
+}
+
+
+def architectures() -> dict[str, tuple[str, ...]]:
+    """Architecture names and their size presets.
+
+    Examples
+    --------
+    >>> architectures()["unet"]
+    ('tiny', 'small', 'medium', 'large')
+    """
+    return {a.name: a.sizes for a in _ARCHS.values()}
+
+
+def _arch(name: str) -> _Arch:
+    if name not in _ARCHS:
+        raise InputError(f"unknown architecture {name!r}: choose one of {sorted(_ARCHS)}")
+    return _ARCHS[name]
+
+
+def _check_int(p: dict, key: str, lo: int, hi: int) -> None:
+    v = p.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ModelFileError(f"architecture parameter {key}={v!r} is not an integer in [{lo}, {hi}]")
+
+
+def _check_int_list(p: dict, key: str, nmin: int, nmax: int, lo: int, hi: int) -> None:
+    v = p.get(key)
+    if (not isinstance(v, list) or not nmin <= len(v) <= nmax
+            or not all(isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi for x in v)):
+        raise ModelFileError(
+            f"architecture parameter {key}={v!r} is not a list of {nmin}-{nmax} integers in [{lo}, {hi}]"
+        )
+
+
+def build_network(arch: str, params: dict[str, Any]) -> torch.nn.Module:
+    """Build an (untrained) network of a registered architecture from its parameters."""
+    return _arch(arch).build(params)
+
+
+# --------------------------------------------------------------------------- model object
+
+
+@dataclass
+class ModelInfo:
+    """Everything about a model except its weights (the JSON sidecar).
+
+    Attributes
+    ----------
+    arch : str
+        Architecture name (see :func:`architectures`).
+    params : dict
+        Architecture parameters, enough to rebuild the network.
+    classes : list of int
+        Label value of each output channel (``classes[i]`` is written where channel i wins).
+    class_names : list of str
+        Human-readable names, same order as ``classes``.
+    normalization : dict
+        ``{"method": "percentile", "low": float | None, "high": float | None,
+        "percentiles": [lo, hi]}``; ``None`` bounds are computed from each input image.
+    tile : int
+        Recommended tile side for inference.
+    size : str or None
+        Size preset the parameters came from.
+    history : list of dict
+        Per-epoch training records (``epoch``, ``loss``, ``val_dice``, ...).
+    train : dict
+        Training settings (empty for an untrained model).
+    """
+
+    arch: str
+    params: dict[str, Any]
+    classes: list[int]
+    class_names: list[str]
+    normalization: dict[str, Any] = field(
+        default_factory=lambda: {"method": "percentile", "low": None, "high": None,
+                                 "percentiles": [0.5, 99.5]})
+    tile: int = 256
+    size: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train: dict[str, Any] = field(default_factory=dict)
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    software: dict[str, str] = field(default_factory=dict)
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def in_channels(self) -> int:
+        """Number of input channels the network takes."""
+        return int(self.params["in_channels"])
+
+    @property
+    def stride(self) -> int:
+        """Tile sides must be a multiple of this (the network's total downsampling)."""
+        return _arch(self.arch).stride(self.params)
+
+    @property
+    def trained(self) -> bool:
+        """Whether the model has a training history."""
+        return bool(self.history)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return asdict(self)
+
+
+@dataclass
+class Model:
+    """A network together with its :class:`ModelInfo`.
+
+    Create one with :func:`init_model`, :func:`load_model` or ``train``.
+    """
+
+    network: torch.nn.Module
+    info: ModelInfo
+    path: Path | None = None
+
+    def __repr__(self) -> str:
+        i = self.info
+        n = sum(p.numel() for p in self.network.parameters())
+        state = f"trained {len(i.history)} epochs" if i.trained else "untrained"
+        where = f", path={str(self.path)!r}" if self.path else ""
+        return (f"Model(arch={i.arch!r}, size={i.size!r}, classes={i.classes}, "
+                f"parameters={n:,}, {state}{where})")
+
+
+def _software() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("napari-xrayseg", "torch", "monai"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:  # pragma: no cover - running from a source tree
+            out[pkg] = "unknown"
+    return out
+
+
+def _default_names(classes: list[int]) -> list[str]:
+    from .sample import PHASES
+
+    if sorted(classes) == sorted(PHASES):
+        return [PHASES[c] for c in classes]
+    return [f"class {c}" for c in classes]
+
+
+def init_model(arch: str = "unet", *, size: str | None = None, classes: int | list[int] = 3,
+               class_names: list[str] | None = None, in_channels: int = 1, tile: int = 256,
+               seed: int = 0) -> Model:
+    """Create an untrained model of a registered architecture.
+
+    Parameters
+    ----------
+    arch : str
+        Architecture name, see :func:`architectures`.
+    size : str, optional
+        Size preset; the architecture's default when omitted.
+    classes : int or list of int
+        Number of classes (label values ``1..N``) or the explicit label values.
+    class_names : list of str, optional
+        Names for the classes.
+    in_channels : int
+        Input channels (1 for plain slices).
+    tile : int
+        Recommended inference tile side.
+    seed : int
+        Seed for the initial weights.
+
+    Returns
+    -------
+    Model
+
+    Examples
+    --------
+    >>> m = init_model("unet", size="tiny", classes=3)
+    >>> m.info.classes
+    [1, 2, 3]
+    """
+    a = _arch(arch)
+    size = size or a.default_size
+    values = list(range(1, classes + 1)) if isinstance(classes, int) else [int(c) for c in classes]
+    if len(values) < 2 or len(set(values)) != len(values) or not all(0 <= v <= 255 for v in values):
+        raise InputError(f"classes {classes!r} must be at least 2 distinct label values in 0..255")
+    names = list(class_names) if class_names else _default_names(values)
+    if len(names) != len(values):
+        raise InputError(f"{len(names)} class names given for {len(values)} classes")
+    params = a.params(size, int(in_channels), len(values))
+    stride = a.stride(params)
+    if tile % stride:
+        raise InputError(f"tile {tile} is not a multiple of the network's stride {stride}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = a.build(params)
+    info = ModelInfo(arch=arch, params=params, classes=values, class_names=names, tile=int(tile),
+                     size=size, software=_software())
+    return Model(net.eval(), info)
+
+
+# --------------------------------------------------------------------------- save / load
+
+
+def save_model(model: Model, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write a model to one ``.safetensors`` file, atomically.
+
+    Parameters
+    ----------
+    model : Model
+        The model to save.
+    path : path-like
+        Target file; ``.safetensors`` is appended when it has another suffix.
+    overwrite : bool
+        Replace an existing file. Without it an existing file is never touched.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    OutputExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_name(path.name + ".safetensors")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"model file {path} exists: choose another path or pass overwrite=True (--overwrite)")
+    if path.is_dir():
+        raise InputError(f"model path {path} is a directory: give a file name ending in .safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = replace(model.info, software=_software())
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.network.state_dict().items()}
+    meta = {_META_KEY: json.dumps(info.to_dict()), "format": FORMAT}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    model.path = path
+    log.info("saved model to %s", path)
+    return path
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ModelFileError(f"model file {path} does not exist: check the path")
+    if path.is_dir():
+        raise ModelFileError(f"model path {path} is a directory: give the .safetensors file")
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if head.startswith(_PICKLE_MAGIC):
+                raise ModelFileError(
+                    f"{path} looks like a pickled PyTorch checkpoint; napari-xrayseg never unpickles "
+                    "model files (they can run code): export the weights to safetensors")
+            if len(head) < 8:
+                raise ModelFileError(f"{path} is not a safetensors model file (only {size} bytes)")
+            (n,) = struct.unpack("<Q", head)
+            if n > _MAX_HEADER or 8 + n > size:
+                raise ModelFileError(
+                    f"{path} is not a valid safetensors model file (header length {n} "
+                    f"for a file of {size} bytes): the file is truncated or of another format")
+            raw = fh.read(n)
+    except OSError as e:
+        raise ModelFileError(f"cannot read model file {path}: {e.strerror or e}") from e
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFileError(f"{path} is not a valid safetensors model file (header is not JSON)") from e
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path} is not a valid safetensors model file (header is not a mapping)")
+    header["__size__"] = size - 8 - n
+    return header
+
+
+def _validate_info(d: Any, path: Path) -> ModelInfo:
+    def bad(msg: str) -> ModelFileError:
+        return ModelFileError(f"{path}: invalid model description: {msg}")
+
+    if not isinstance(d, dict):
+        raise bad("not a JSON object")
+    if d.get("format") != FORMAT:
+        raise bad(f"format {d.get('format')!r} is not {FORMAT!r}")
+    v = d.get("format_version")
+    if not isinstance(v, int) or v < 1 or v > FORMAT_VERSION:
+        raise bad(f"format_version {v!r} is not supported (this napari-xrayseg reads 1..{FORMAT_VERSION}); "
+                  "upgrade napari-xrayseg")
+    arch = d.get("arch")
+    if arch not in _ARCHS:
+        raise bad(f"unknown architecture {arch!r} (known: {sorted(_ARCHS)})")
+    params = d.get("params")
+    if not isinstance(params, dict):
+        raise bad("params is not an object")
+    for key in ("in_channels", "out_channels"):
+        try:
+            _check_int(params, key, 1, 256)
+        except ModelFileError as e:
+            raise bad(str(e)) from None
+    try:
+        _ARCHS[arch].validate(params)
+    except ModelFileError as e:
+        raise bad(str(e)) from None
+    classes = d.get("classes")
+    if (not isinstance(classes, list) or len(classes) != params["out_channels"]
+            or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in classes)
+            or len(set(classes)) != len(classes)):
+        raise bad(f"classes {classes!r} must be {params['out_channels']} distinct integers in 0..255")
+    names = d.get("class_names")
+    if not isinstance(names, list) or len(names) != len(classes) or not all(
+            isinstance(s, str) and len(s) <= 200 for s in names):
+        raise bad("class_names must be one short string per class")
+    norm = d.get("normalization")
+    if not isinstance(norm, dict) or norm.get("method") != "percentile":
+        raise bad(f"normalization {norm!r} is not a percentile normalisation")
+    for key in ("low", "high"):
+        x = norm.get(key)
+        if x is not None and (not isinstance(x, (int, float)) or not math.isfinite(x)):
+            raise bad(f"normalization {key}={x!r} is not a finite number or null")
+    tile = d.get("tile")
+    if not isinstance(tile, int) or not 8 <= tile <= 8192:
+        raise bad(f"tile {tile!r} is not an integer in [8, 8192]")
+    for key, typ in (("history", list), ("train", dict), ("software", dict)):
+        if not isinstance(d.get(key, typ()), typ):
+            raise bad(f"{key} has the wrong type")
+    known = {f for f in ModelInfo.__dataclass_fields__}
+    return ModelInfo(**{k: v for k, v in d.items() if k in known})
+
+
+def read_model_info(path: str | os.PathLike) -> ModelInfo:
+    """Read and validate a model file's description without loading weights (or torch work).
+
+    Raises
+    ------
+    ModelFileError
+        If the file is missing, not a napari-xrayseg safetensors file, or its description
+        fails validation.
+    """
+    path = Path(path)
+    header = _read_header(path)
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or _META_KEY not in meta:
+        raise ModelFileError(f"{path} is a safetensors file without a napari-xrayseg model description: "
+                             "create models with `xrayseg init-model` or `xrayseg train`")
+    try:
+        d = json.loads(meta[_META_KEY])
+    except (TypeError, json.JSONDecodeError) as e:
+        raise ModelFileError(f"{path}: the model description is not valid JSON") from e
+    return _validate_info(d, path)
+
+
+_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64",
+           torch.float64: "F64", torch.int32: "I32"}
+
+
+def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Model:
+    """Load a model file safely (no unpickling; shapes checked before weights are used).
+
+    Parameters
+    ----------
+    path : path-like
+        A file written by :func:`save_model`.
+    device : str or torch.device
+        Where to put the network.
+
+    Returns
+    -------
+    Model
+
+    Raises
+    ------
+    ModelFileError
+        If the file is missing, truncated, of another format, or its tensors do not match
+        the architecture it declares.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    header = _read_header(path)
+    info = read_model_info(path)
+    net = build_network(info.arch, info.params)
+    expected = net.state_dict()
+    found = {k: v for k, v in header.items() if k not in ("__metadata__", "__size__")}
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    if missing or extra:
+        raise ModelFileError(
+            f"{path}: tensors do not match the declared {info.arch} architecture "
+            f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"unexpected {extra[:3]}{'...' if len(extra) > 3 else ''})")
+    for k, t in expected.items():
+        entry = found[k]
+        if not isinstance(entry, dict) or list(entry.get("shape", [])) != list(t.shape) or entry.get(
+                "dtype") != _DTYPES.get(t.dtype):
+            raise ModelFileError(
+                f"{path}: tensor {k!r} has shape {entry.get('shape') if isinstance(entry, dict) else '?'} "
+                f"{entry.get('dtype') if isinstance(entry, dict) else ''}, the declared architecture needs "
+                f"{list(t.shape)} {_DTYPES.get(t.dtype)}")
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelFileError(f"{path}: cannot read the weights ({e}); the file may be truncated") from e
+    net.load_state_dict(state, strict=True)
+    net.eval()
+    from .device import resolve_device
+
+    net.to(resolve_device(device))
+    return Model(net, info, path)

@@ -1,0 +1,87 @@
+import json
+
+import numpy as np
+import pytest
+import zarr
+
+from napari_xrayseg.cli import build_parser, main
+from napari_xrayseg.core.inference import output_complete
+
+
+def test_sample_init_model_predict_round_trip(tmp_path, capsys):
+    assert main(["sample", "--out", str(tmp_path / "s"), "--shape", "6", "48", "40", "--seed", "3"]) == 0
+    img = zarr.open_array(store=str(tmp_path / "s" / "image.zarr"), mode="r")
+    truth = zarr.open_array(store=str(tmp_path / "s" / "truth.zarr"), mode="r")
+    assert img.shape == truth.shape == (6, 48, 40) and truth.dtype == np.uint8
+    assert img.attrs["napari_xrayseg"]["seed"] == 3
+
+    assert main(["init-model", "--out", str(tmp_path / "m"), "--size", "tiny", "--tile", "32"]) == 0
+    assert (tmp_path / "m.safetensors").exists()
+    capsys.readouterr()
+    assert main(["model-info", str(tmp_path / "m.safetensors")]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"] == [1, 2, 3]
+
+    out = tmp_path / "pred.zarr"
+    assert main(["predict", "--image", str(tmp_path / "s" / "image.zarr"), "--model",
+                 str(tmp_path / "m.safetensors"), "--out", str(out), "--axis", "1", "--device", "cpu",
+                 "--tile", "32", "--batch", "2"]) == 0
+    cap = capsys.readouterr()
+    assert "wrote labels (6, 48, 40)" in cap.out and "predict:" in cap.err
+    pred = zarr.open_array(store=str(out), mode="r")
+    assert pred.shape == (6, 48, 40) and pred.dtype == np.uint8 and output_complete(out)
+    assert set(np.unique(pred[...])) <= {1, 2, 3}
+
+
+def test_predict_tiff_and_group_input(tmp_path):
+    import tifffile
+
+    vol = np.random.default_rng(0).random((3, 32, 32), dtype=np.float32)
+    tifffile.imwrite(tmp_path / "v.tif", vol)
+    g = zarr.open_group(store=str(tmp_path / "g.zarr"), mode="w")
+    g.create_array("raw", shape=vol.shape, dtype="float32")[...] = vol
+    main(["init-model", "--out", str(tmp_path / "m.safetensors"), "--size", "tiny", "--tile", "32"])
+    for src in ("v.tif", "g.zarr"):
+        out = tmp_path / f"{src}.out.zarr"
+        assert main(["predict", "--image", str(tmp_path / src), "--model", str(tmp_path / "m.safetensors"),
+                     "--out", str(out), "--device", "cpu"]) == 0
+        assert zarr.open_array(store=str(out), mode="r").shape == vol.shape
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["predict", "--image", "{t}/missing.zarr", "--model", "{t}/m.safetensors", "--out", "{t}/o.zarr"],
+         "does not exist"),
+        (["predict", "--image", "{t}/img.npy", "--model", "{t}/nomodel.safetensors", "--out", "{t}/o.zarr"],
+         "model file"),
+        (["predict", "--image", "{t}/img.npy", "--model", "{t}/m.safetensors", "--out", "{t}/o.zarr",
+          "--tile", "30"], "stride"),
+        (["predict", "--image", "{t}/two.zarr", "--model", "{t}/m.safetensors", "--out", "{t}/o.zarr"],
+         "several arrays"),
+        (["predict", "--image", "{t}/img.npy", "--model", "{t}/m.safetensors", "--out", "{t}/exists.zarr"],
+         "exists"),
+        (["predict", "--image", "{t}/img.txt", "--model", "{t}/m.safetensors", "--out", "{t}/o.zarr"],
+         "unknown volume format"),
+        (["init-model", "--out", "{t}/m.safetensors"], "exists"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, match):
+    np.save(tmp_path / "img.npy", np.random.default_rng(0).random((2, 32, 32), dtype=np.float32))
+    (tmp_path / "img.txt").write_text("hello")
+    (tmp_path / "exists.zarr").mkdir()
+    g = zarr.open_group(store=str(tmp_path / "two.zarr"), mode="w")
+    g.create_array("a", shape=(2, 8, 8), dtype="f4")
+    g.create_array("b", shape=(2, 8, 8), dtype="f4")
+    main(["init-model", "--out", str(tmp_path / "m.safetensors"), "--size", "tiny", "--tile", "32"])
+    capsys.readouterr()
+    code = main([a.format(t=tmp_path) for a in args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "error:" in err[0] and match in err[0]
+    assert "Traceback" not in err[0]
+
+
+def test_parser_lists_commands():
+    text = build_parser().format_help()
+    for cmd in ("sample", "init-model", "predict", "model-info"):
+        assert cmd in text

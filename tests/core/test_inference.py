@@ -1,0 +1,124 @@
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+
+from napari_xrayseg.core.errors import Cancelled, InputError, OutputExistsError
+from napari_xrayseg.core.inference import iter_segment, output_complete, segment
+from napari_xrayseg.core.io import open_volume
+from napari_xrayseg.core.models import save_model
+from napari_xrayseg.core.progress import CancelToken, Progress
+
+KW = {"tile": 32, "device": "cpu", "batch": 4}
+
+
+def _ref(volume, model, axis):
+    """Slice-by-slice reference: each slice alone, in memory."""
+    from napari_xrayseg.core.inference import SlicePredictor, _resolved_norm
+    from napari_xrayseg.core.normalize import apply_normalization
+
+    norm = _resolved_norm(model, volume)
+    pred = SlicePredictor(model, device="cpu", tile=32, batch=4)
+    moved = np.moveaxis(volume, axis, 0)
+    out = np.stack([pred.labels(apply_normalization(s[None], norm))[0] for s in moved])
+    return np.moveaxis(out, 0, axis)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2, -1])
+def test_every_axis_matches_slice_by_slice_reference(volume, tiny_model, axis):
+    out = segment(volume, tiny_model, axis=axis, **KW)
+    assert out.shape == volume.shape and out.dtype == np.uint8
+    assert set(np.unique(out)) <= {1, 2, 3}
+    np.testing.assert_array_equal(out, _ref(volume, tiny_model, axis % 3))
+
+
+def test_streaming_zarr_deeper_than_a_slab_equals_in_memory(tmp_path, volume, tiny_model):
+    src = zarr.create_array(store=str(tmp_path / "in.zarr"), shape=volume.shape, chunks=(2, 45, 61),
+                            dtype="float32")
+    src[...] = volume
+    ref = segment(volume, tiny_model, **KW)
+    progress = []
+    out = segment(open_volume(tmp_path / "in.zarr"), tiny_model, out=tmp_path / "out.zarr",
+                  progress=progress.append, **KW)
+    assert isinstance(out, zarr.Array) and out.chunks[0] == 2
+    np.testing.assert_array_equal(out[...], ref)
+    assert [p.step for p in progress] == [2, 4, 6, 7]  # one record per slab of 2
+    assert output_complete(tmp_path / "out.zarr")
+    # dask in -> dask out, same numbers
+    dout = segment(da.from_array(volume, chunks=(3, 45, 61)), tiny_model, **KW)
+    assert isinstance(dout, da.Array)
+    np.testing.assert_array_equal(dout.compute(), ref)
+
+
+def test_2d_input(volume, tiny_model):
+    out = segment(volume[0], tiny_model, **KW)
+    assert out.shape == volume[0].shape
+    np.testing.assert_array_equal(out, segment(volume[:1], tiny_model, **KW)[0])
+
+
+def test_model_from_path(tmp_path, volume, tiny_model):
+    p = save_model(tiny_model, tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(segment(volume, p, **KW), segment(volume, tiny_model, **KW))
+
+
+def test_input_is_not_modified(volume, tiny_model):
+    before = volume.copy()
+    segment(volume, tiny_model, **KW)
+    np.testing.assert_array_equal(volume, before)
+
+
+class TripAt(CancelToken):
+    """A token that cancels itself at the n-th check (no sleeps, no threads)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n, self.calls = n, 0
+
+    def check(self):
+        self.calls += 1
+        if self.calls >= self.n:
+            self.cancel()
+        super().check()
+
+
+def test_cancel_leaves_readable_partial_output_marked_incomplete(tmp_path, volume, tiny_model):
+    gen = iter_segment(volume, tiny_model, out=tmp_path / "o.zarr", slab=2, cancel=TripAt(6), **KW)
+    seen = []
+    with pytest.raises(Cancelled):
+        for p in gen:
+            assert isinstance(p, Progress)
+            seen.append(p.step)
+    assert seen and seen[-1] < volume.shape[0]
+    part = zarr.open_array(store=str(tmp_path / "o.zarr"), mode="r")
+    assert part.shape == volume.shape
+    ref = segment(volume, tiny_model, **KW)
+    np.testing.assert_array_equal(part[: seen[-1]], ref[: seen[-1]])  # finished slabs are there
+    assert not output_complete(tmp_path / "o.zarr")
+
+
+def test_output_never_overwritten_silently(tmp_path, volume, tiny_model):
+    segment(volume, tiny_model, out=tmp_path / "o.zarr", **KW)
+    with pytest.raises(OutputExistsError, match="overwrite"):
+        segment(volume, tiny_model, out=tmp_path / "o.zarr", **KW)
+    segment(volume, tiny_model, out=tmp_path / "o.zarr", overwrite=True, **KW)
+
+
+@pytest.mark.parametrize(
+    ("image", "kw", "match"),
+    [
+        (np.zeros((2, 3, 4, 5), np.float32), {}, "4 dimensions"),
+        (np.zeros((4, 32, 32), bool), {}, "dtype bool"),
+        (np.full((4, 32, 32), 3.0, np.float32), {}, "constant"),
+        (np.where(np.eye(32)[None] > 0, np.nan, 1.0).astype(np.float32) * np.ones((2, 1, 1), np.float32),
+         {}, "NaN"),
+        (np.random.rand(4, 32, 32).astype(np.float32), {"tile": 30}, "multiple of the network's stride"),
+        (np.random.rand(4, 32, 32).astype(np.float32), {"axis": 3}, "axis 3"),
+        (np.random.rand(4, 32, 32).astype(np.float32), {"overlap": 1.0}, "overlap"),
+        (np.random.rand(4, 32, 32).astype(np.float32), {"device": "cuda:7"}, "device"),
+        (np.random.rand(4, 32, 32).astype(np.float32), {"batch": 0}, "batch"),
+    ],
+)
+def test_bad_input_messages(tiny_model, image, kw, match):
+    args = {**KW, **kw}
+    with pytest.raises(InputError, match=match):
+        segment(image, tiny_model, **args)

@@ -1,0 +1,459 @@
+"""Tests of napari_xrayseg.core.metrics: hand-computed matrices, chunking, per-slice, export."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from napari_xrayseg.core import metrics
+from napari_xrayseg.core.errors import Cancelled, InputError, OutputExistsError
+from napari_xrayseg.core.metrics import (
+    Report,
+    confusion_matrix,
+    dice_per_class,
+    evaluate,
+)
+from napari_xrayseg.core.progress import CancelToken
+
+# (truth, pred) pairs: (0,0) (0,1) (1,1) (1,1) / (2,2) (2,0) (1,2) (0,0)
+TRUTH = np.array([[0, 0, 1, 1], [2, 2, 1, 0]], dtype=np.uint8)
+PRED = np.array([[0, 1, 1, 1], [2, 0, 2, 0]], dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------- hand-computed
+
+
+def test_dense_confusion_by_hand():
+    cm = confusion_matrix(PRED, TRUTH, ignore_zero=False)
+    assert cm.labels == (0, 1, 2)
+    assert cm.classes == (0, 1, 2)
+    # rows = truth 0, 1, 2; columns = pred 0, 1, 2
+    expected = [
+        [2, 1, 0],
+        [0, 2, 1],
+        [1, 0, 1],
+    ]
+    assert cm.matrix.tolist() == expected
+    assert cm.n_voxels == 8
+
+    r = evaluate(PRED, TRUTH, ignore_zero=False, per_slice=False)
+    assert r.accuracy == pytest.approx(5 / 8)
+    c0, c1, c2 = r.per_class[0], r.per_class[1], r.per_class[2]
+    assert c0["dice"] == pytest.approx(2 / 3)
+    assert c0["iou"] == pytest.approx(0.5)
+    assert c0["accuracy"] == pytest.approx(6 / 8)  # TP 2, TN 4
+    assert c1["dice"] == pytest.approx(2 / 3)
+    assert c2["dice"] == pytest.approx(0.5)
+    assert c2["iou"] == pytest.approx(1 / 3)
+    assert c2["accuracy"] == pytest.approx(6 / 8)  # TP 1, FP 1, FN 1, TN 5
+    assert r.mean_dice == pytest.approx((2 / 3 + 2 / 3 + 0.5) / 3)
+    assert r.mean_iou == pytest.approx((0.5 + 0.5 + 1 / 3) / 3)
+
+
+def test_sparse_truth_ignores_zero_and_keeps_pred_zero_column():
+    cm = confusion_matrix(PRED, TRUTH)  # ignore_zero=True
+    # counted: (1,1) (1,1) (2,2) (2,0) (1,2); pred 0 on an annotated voxel -> column 0
+    assert cm.labels == (0, 1, 2)
+    assert cm.classes == (1, 2)
+    expected = [
+        [0, 0, 0],
+        [0, 2, 1],
+        [1, 0, 1],
+    ]
+    assert cm.matrix.tolist() == expected
+    assert cm.class_matrix().tolist() == [[2, 1], [0, 1]]
+
+    r = evaluate(PRED, TRUTH, per_slice=False)
+    assert r.n_voxels == 5
+    assert r.accuracy == pytest.approx(3 / 5)
+    c1, c2 = r.per_class[1], r.per_class[2]
+    assert c1["dice"] == pytest.approx(0.8)
+    assert c1["f1"] == c1["dice"]
+    assert c1["iou"] == pytest.approx(2 / 3)
+    assert c1["precision"] == pytest.approx(1.0)
+    assert c1["recall"] == pytest.approx(2 / 3)
+    assert c1["accuracy"] == pytest.approx(4 / 5)  # TP 2, FN 1, TN 2
+    assert c1["voxels_truth"] == 3 and c1["voxels_pred"] == 2
+    assert c1["volume_fraction_truth"] == pytest.approx(3 / 5)
+    assert c1["volume_fraction_pred"] == pytest.approx(2 / 5)
+    assert c2["dice"] == pytest.approx(0.5)
+    assert c2["precision"] == pytest.approx(0.5)
+    assert c2["accuracy"] == pytest.approx(3 / 5)
+    assert r.mean_dice == pytest.approx(0.65)
+
+
+def test_absent_class_is_not_applicable_and_left_out_of_means():
+    r = evaluate(PRED, TRUTH, classes=[1, 2, 3], per_slice=False)
+    assert r.classes == (1, 2, 3)
+    c3 = r.per_class[3]
+    for k in ("dice", "iou", "precision", "recall", "f1", "accuracy"):
+        assert c3[k] is None
+    assert c3["voxels_truth"] == 0 and c3["voxels_pred"] == 0
+    assert r.mean_dice == pytest.approx(0.65)
+    assert r.to_dict()["per_class"]["3"]["dice"] is None
+    assert 3 in r.confusion_labels
+    assert r.confusion_matrix[r.confusion_labels.index(3)].sum() == 0
+
+
+def test_default_classes_include_pred_values_outside_annotations():
+    pred = PRED.copy()
+    pred[0, 0] = 4  # truth is 0 (unannotated) there
+    r = evaluate(pred, TRUTH, per_slice=False)
+    assert r.classes == (1, 2, 4)
+    assert r.per_class[4]["dice"] is None
+    assert r.mean_dice == pytest.approx(0.65)
+
+
+def test_class_in_one_array_only_scores_zero():
+    truth = np.array([[1, 1, 2]])
+    pred = np.array([[1, 1, 3]])
+    r = evaluate(pred, truth, per_slice=False)
+    assert r.classes == (1, 2, 3)
+    assert r.per_class[2]["dice"] == 0.0
+    assert r.per_class[2]["precision"] == 0.0  # never predicted
+    assert r.per_class[3]["dice"] == 0.0
+    assert r.per_class[3]["recall"] == 0.0  # never annotated
+    assert r.per_class[3]["accuracy"] == pytest.approx(2 / 3)
+    assert r.mean_dice == pytest.approx(1 / 3)
+
+
+def test_dice_per_class():
+    assert dice_per_class(PRED, TRUTH, [1, 2, 3]) == pytest.approx({1: 0.8, 2: 0.5, 3: None})
+    assert dice_per_class(PRED, TRUTH, [0, 1, 2], ignore_zero=False) == pytest.approx(
+        {0: 2 / 3, 1: 2 / 3, 2: 0.5}
+    )
+    # an unannotated validation patch does not raise
+    assert dice_per_class(PRED, np.zeros_like(TRUTH), [1, 2]) == {1: None, 2: None}
+
+
+# --------------------------------------------------------------------------- chunked
+
+
+def _ref_volume(seed=0, shape=(7, 9, 10), n=4, sparse=0.4):
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(1, n, shape).astype(np.uint16)
+    truth[rng.random(shape) < sparse] = 0
+    truth[2] = 0  # one fully unannotated slice along axis 0
+    pred = rng.integers(0, n, shape).astype(np.uint16)
+    pred[truth > 0] = np.where(rng.random(int((truth > 0).sum())) < 0.6, truth[truth > 0], 0)
+    return pred, truth
+
+
+@pytest.mark.parametrize("ignore_zero", [True, False])
+def test_zarr_and_dask_match_in_memory(tmp_path, ignore_zero):
+    pred, truth = _ref_volume()
+    ref = evaluate(pred, truth, ignore_zero=ignore_zero, axis=1).to_dict()
+
+    zp = zarr.open_array(
+        tmp_path / "pred.zarr", mode="w", shape=pred.shape, chunks=(2, 4, 5), dtype=pred.dtype
+    )
+    zt = zarr.open_array(
+        tmp_path / "truth.zarr", mode="w", shape=truth.shape, chunks=(3, 9, 10), dtype=truth.dtype
+    )
+    zp[...] = pred
+    zt[...] = truth
+    for bs in (None, 1, 2, 3, 100):
+        got = metrics.evaluate(zp, zt, ignore_zero=ignore_zero, axis=1, block_slices=bs)
+        assert got.to_dict() == ref, bs
+
+    dp = da.from_array(pred, chunks=(3, 5, 5))
+    dt = da.from_array(truth, chunks=(2, 9, 4))
+    assert evaluate(dp, dt, ignore_zero=ignore_zero, axis=1).to_dict() == ref
+    cm_ref = confusion_matrix(pred, truth, ignore_zero=ignore_zero)
+    cm = confusion_matrix(dp, dt, ignore_zero=ignore_zero, block_slices=1)
+    assert cm.labels == cm_ref.labels
+    np.testing.assert_array_equal(cm.matrix, cm_ref.matrix)
+
+
+class _Recorder:
+    """Array-like that records every slab read, to check memory stays bounded."""
+
+    def __init__(self, a, chunks=None):
+        self._a = a
+        self.shape, self.dtype, self.ndim = a.shape, a.dtype, a.ndim
+        if chunks is not None:
+            self.chunks = chunks
+        self.reads = []
+
+    def __getitem__(self, sl):
+        self.reads.append((sl.start, sl.stop))
+        return self._a[sl]
+
+
+def test_slabs_bounded_and_chunk_aligned(monkeypatch):
+    pred, truth = _ref_volume(shape=(12, 4, 5))
+    ref = evaluate(pred, truth).to_dict()
+    monkeypatch.setattr(metrics, "_SLAB_VOXELS", 4 * 4 * 5)  # budget: 4 slices
+    rp, rt = _Recorder(pred), _Recorder(truth, chunks=(2, 4, 5))
+    assert evaluate(rp, rt).to_dict() == ref
+    assert rt.reads == [(0, 4), (4, 8), (8, 12)]  # multiple of chunk depth 2 within budget
+    assert rp.reads == rt.reads
+
+    rp, rt = _Recorder(pred), _Recorder(truth, chunks=(6, 4, 5))  # chunk deeper than budget
+    assert evaluate(rp, rt).to_dict() == ref
+    assert max(b - a for a, b in rt.reads) <= 4
+
+
+def test_cancel_checked_per_slab():
+    pred, truth = _ref_volume()
+
+    class CancelAfter:
+        def __init__(self, n):
+            self.n, self.calls = n, 0
+
+        def check(self):
+            self.calls += 1
+            if self.calls > self.n:
+                raise Cancelled("cancelled by the user")
+
+    token = CancelAfter(3)
+    with pytest.raises(Cancelled):
+        evaluate(pred, truth, block_slices=1, cancel=token)
+    assert token.calls == 4
+    t = CancelToken()
+    t.cancel()
+    with pytest.raises(Cancelled):
+        confusion_matrix(pred, truth, cancel=t)
+    ok = CancelAfter(100)
+    evaluate(pred, truth, block_slices=2, cancel=ok)
+    assert ok.calls == 4  # ceil(7 / 2) slabs
+
+
+# --------------------------------------------------------------------------- per slice
+
+
+def _direct_slice_dice(pred, truth, axis, classes, ignore_zero=True):
+    means, per_class = [], {c: [] for c in classes}
+    for i in range(truth.shape[axis]):
+        t = np.take(truth, i, axis=axis)
+        p = np.take(pred, i, axis=axis)
+        m = t != 0 if ignore_zero else np.ones(t.shape, bool)
+        scores = []
+        for c in classes:
+            tc, pc = (t == c) & m, (p == c) & m
+            den = tc.sum() + pc.sum()
+            d = None if den == 0 else 2 * (tc & pc).sum() / den
+            per_class[c].append(d)
+            if d is not None:
+                scores.append(d)
+        means.append(float(np.mean(scores)) if m.any() and scores else None)
+    return means, per_class
+
+
+def _assert_close_lists(got, want):
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert (g is None) == (w is None)
+        if w is not None:
+            assert g == pytest.approx(w)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+@pytest.mark.parametrize("ignore_zero", [True, False])
+def test_per_slice_against_direct(axis, ignore_zero):
+    pred, truth = _ref_volume(seed=axis + 3)
+    r = evaluate(pred, truth, axis=axis, ignore_zero=ignore_zero, block_slices=3)
+    means, per_class = _direct_slice_dice(pred, truth, axis, r.classes, ignore_zero)
+    assert r.axis == axis
+    _assert_close_lists(r.slice_dice, means)
+    for c in r.classes:
+        _assert_close_lists(r.slice_class_dice[c], per_class[c])
+    vals = [m for m in means if m is not None]
+    assert r.n_annotated_slices == len(vals)
+    assert r.mean_slice_dice == pytest.approx(np.mean(vals))
+    assert r.std_slice_dice == pytest.approx(np.std(vals))
+    if axis == 0 and ignore_zero:
+        assert r.slice_dice[2] is None  # unannotated slice
+    d = r.to_dict()["per_slice"]
+    assert d["axis"] == axis and len(d["dice"]) == truth.shape[axis]
+
+
+def test_per_slice_2d_and_off():
+    r = evaluate(PRED, TRUTH, axis=1)
+    # columns: truth (0,2) (0,2) (1,1) (1,0); pred (0,2) (1,0) (1,2) (1,0)
+    assert r.slice_class_dice[2] == [1.0, 0.0, 0.0, None]
+    assert r.slice_class_dice[1] == [None, None, pytest.approx(2 / 3), 1.0]
+    assert r.slice_dice == [1.0, 0.0, pytest.approx(1 / 3), 1.0]
+    off = evaluate(PRED, TRUTH, per_slice=False)
+    assert off.slice_dice is None and off.mean_slice_dice is None
+    assert off.to_dict()["per_slice"] is None
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _assert_plain(obj):
+    t = type(obj)
+    if t is dict:
+        for k, v in obj.items():
+            assert type(k) is str
+            _assert_plain(v)
+    elif t is list:
+        for v in obj:
+            _assert_plain(v)
+    else:
+        assert t in (str, int, float, bool, type(None)), (obj, t)
+        if t is float:
+            assert math.isfinite(obj)
+
+
+def test_to_dict_json_round_trip(tmp_path):
+    pred, truth = _ref_volume()
+    r = evaluate(pred, truth, classes=[1, 2, 3, 7])
+    d = r.to_dict()
+    _assert_plain(d)
+    for k in ("mean_dice", "per_class", "confusion_matrix", "classes", "per_slice"):
+        assert k in d
+    assert set(d["per_class"]["1"]) >= {
+        "dice",
+        "iou",
+        "precision",
+        "recall",
+        "f1",
+        "accuracy",
+        "voxels_truth",
+        "voxels_pred",
+    }
+    assert d["per_class"]["7"]["dice"] is None
+    assert json.loads(json.dumps(d)) == d
+    assert Report.from_dict(json.loads(json.dumps(d))).to_dict() == d
+
+    out = r.to_json(tmp_path / "m.json")
+    assert json.loads(out.read_text()) == d
+    assert "null" in out.read_text()
+
+
+def test_csv_and_dataframe(tmp_path):
+    r = evaluate(PRED, TRUTH, classes=[1, 2, 3])
+    path = r.to_csv(tmp_path / "m.csv")
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [row["class"] for row in rows] == ["1", "2", "3", "mean"]
+    assert float(rows[0]["dice"]) == r.per_class[1]["dice"]
+    assert rows[2]["dice"] == ""  # not applicable
+    assert float(rows[3]["dice"]) == pytest.approx(r.mean_dice)
+    assert int(rows[0]["voxels_truth"]) == 3
+
+    df = r.to_dataframe()
+    assert list(df.index) == ["1", "2", "3", "mean"]
+    assert df.loc["1", "dice"] == pytest.approx(0.8)
+    assert math.isnan(df.loc["3", "dice"])
+
+    text = repr(r)
+    assert "dice" in text and "mean" in text and "n/a" in text
+    assert "per-slice dice (axis 0)" in text
+
+
+@pytest.mark.parametrize("method", ["to_json", "to_csv"])
+def test_refuses_to_overwrite(tmp_path, method):
+    r = evaluate(PRED, TRUTH)
+    path = tmp_path / "out.txt"
+    path.write_text("keep me")
+    with pytest.raises(OutputExistsError, match=r"exists.*overwrite=True"):
+        getattr(r, method)(path)
+    assert path.read_text() == "keep me"
+    getattr(r, method)(path, overwrite=True)
+    assert path.read_text() != "keep me"
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+@pytest.mark.parametrize(
+    ("pred", "truth", "kwargs", "match"),
+    [
+        (np.zeros((2, 3), int), np.ones((2, 4), int), {}, r"pred shape \(2, 3\) does not match"),
+        (np.array([[-1, 1]]), np.array([[1, 1]]), {}, r"pred holds negative values \(min -1\)"),
+        (np.array([[1, 1]]), np.array([[1, -2]]), {}, r"truth holds negative values"),
+        (np.array([[0.5, 1.0]]), np.array([[1, 1]]), {}, r"non-integer values \(e.g. 0.5\)"),
+        (np.array([[np.nan, 1.0]]), np.array([[1, 1]]), {}, r"non-finite"),
+        (np.array([[True, False]]), np.array([[1, 1]]), {}, r"pred has boolean dtype"),
+        (np.array([[1, 1]]), np.array([["a", "b"]]), {}, r"truth has dtype <U1"),
+        (np.ones(4, int), np.ones(4, int), {}, r"pred has 1 dimensions"),
+        (np.ones((1, 1, 1, 2), int), np.ones((1, 1, 1, 2), int), {}, r"4 dimensions"),
+        (np.ones((0, 3), int), np.ones((0, 3), int), {}, r"empty"),
+        (PRED, np.zeros_like(TRUTH), {}, r"^truth has no annotated voxels \(all 0\); paint"),
+        (PRED, TRUTH, {"classes": [0, 1]}, r"contains 0 but ignore_zero=True"),
+        (PRED, TRUTH, {"classes": []}, r"empty"),
+        (PRED, TRUTH, {"classes": [1, 1]}, r"duplicates"),
+        (PRED, TRUTH, {"classes": [1, -3]}, r"holds -3"),
+        (PRED, TRUTH, {"axis": 2}, r"axis 2 is not valid for a 2D array"),
+        (PRED, TRUTH, {"block_slices": 0}, r"block_slices=0 is not a positive integer"),
+    ],
+)
+def test_bad_inputs(pred, truth, kwargs, match):
+    with pytest.raises(InputError, match=match) as info:
+        if "block_slices" in kwargs:
+            confusion_matrix(pred, truth, **kwargs)
+        else:
+            evaluate(pred, truth, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_value_in_a_later_slab_of_zarr(tmp_path):
+    z = zarr.open_array(
+        tmp_path / "p.zarr", mode="w", shape=(4, 3, 3), chunks=(1, 3, 3), dtype="i4"
+    )
+    z[...] = 1
+    z[3, 1, 1] = -5
+    with pytest.raises(InputError, match=r"pred holds negative values \(min -5\)"):
+        evaluate(z, np.ones((4, 3, 3), np.uint8))
+
+
+def test_integer_valued_floats_and_signed_ints_accepted():
+    ref = evaluate(PRED, TRUTH).to_dict()
+    assert evaluate(PRED.astype(np.float32), TRUTH.astype(np.int64)).to_dict() == ref
+    assert evaluate(PRED.tolist(), TRUTH.tolist()).to_dict() == ref
+
+
+# --------------------------------------------------------------------------- property
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    shape=st.one_of(
+        st.tuples(st.integers(1, 5), st.integers(1, 5)),
+        st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 5)),
+    ),
+    n=st.integers(1, 5),
+    block=st.integers(1, 6),
+    ignore_zero=st.booleans(),
+)
+def test_chunked_equals_in_memory(data, shape, n, block, ignore_zero):
+    size = int(np.prod(shape))
+    elems = st.lists(st.integers(0, n), min_size=size, max_size=size)
+    truth = np.array(data.draw(elems), dtype=np.uint8).reshape(shape)
+    pred = np.array(data.draw(elems), dtype=np.int16).reshape(shape)
+    truth.flat[0] = max(1, int(truth.flat[0]))  # at least one annotated voxel
+    axis = data.draw(st.integers(0, len(shape) - 1))
+
+    ref = evaluate(pred, truth, ignore_zero=ignore_zero, axis=axis)
+    chunks = (block,) + shape[1:]
+    got = evaluate(
+        da.from_array(pred, chunks=chunks),
+        da.from_array(truth, chunks=chunks),
+        ignore_zero=ignore_zero,
+        axis=axis,
+        block_slices=block,
+    )
+    assert got.to_dict() == ref.to_dict()
+    np.testing.assert_array_equal(
+        confusion_matrix(pred, truth, ignore_zero=ignore_zero, block_slices=block).matrix,
+        ref.confusion_matrix,
+    )
+    for scores in ref.per_class.values():
+        for k in ("dice", "iou", "precision", "recall", "accuracy"):
+            assert scores[k] is None or 0.0 <= scores[k] <= 1.0
+    assert 0.0 <= ref.accuracy <= 1.0
+    assert ref.mean_dice is None or 0.0 <= ref.mean_dice <= 1.0
+    assert all(d is None or 0.0 <= d <= 1.0 for d in ref.slice_dice)
+    assert ref.n_voxels == (int((truth != 0).sum()) if ignore_zero else size)

@@ -1,0 +1,123 @@
+import json
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from napari_xrayseg.core.errors import InputError, ModelFileError, OutputExistsError
+from napari_xrayseg.core.models import architectures, init_model, load_model, read_model_info, save_model
+
+
+def test_architectures_registry():
+    assert "unet" in architectures() and "tiny" in architectures()["unet"]
+    with pytest.raises(InputError, match="unknown architecture"):
+        init_model("resnet-9000")
+
+
+def test_round_trip(tmp_path, tiny_model):
+    tiny_model.info.normalization = {"method": "percentile", "low": 0.1, "high": 0.9, "percentiles": [1, 99]}
+    tiny_model.info.history = [{"epoch": 1, "loss": 0.5, "val_dice": 0.7}]
+    p = save_model(tiny_model, tmp_path / "m")
+    assert p.name == "m.safetensors" and p.exists()
+    m = load_model(p)
+    assert m.info.classes == [1, 2, 3] and m.info.class_names == ["pore", "nickel", "YSZ"]
+    assert m.info.normalization["low"] == 0.1 and m.info.history == tiny_model.info.history
+    for (k, a), (k2, b) in zip(tiny_model.network.state_dict().items(), m.network.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    x = torch.rand(1, 1, 32, 32)
+    tiny_model.network.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(tiny_model.network(x), m.network(x))
+    assert read_model_info(p).arch == "unet"
+
+
+def test_no_silent_overwrite_and_atomic(tmp_path, tiny_model):
+    p = save_model(tiny_model, tmp_path / "m.safetensors")
+    before = p.read_bytes()
+    with pytest.raises(OutputExistsError, match="exists"):
+        save_model(init_model("unet", size="tiny", seed=5), p)
+    assert p.read_bytes() == before
+    save_model(init_model("unet", size="tiny", seed=5), p, overwrite=True)
+    assert p.read_bytes() != before
+    assert [f.name for f in tmp_path.iterdir()] == ["m.safetensors"]  # no temp files left
+
+
+def test_pickle_is_never_loaded(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    p = tmp_path / "evil.safetensors"
+    p.write_bytes(pickle.dumps(Evil(), protocol=4))
+    with pytest.raises(ModelFileError, match="never unpickles"):
+        load_model(p)
+    torch.save({"w": torch.zeros(1)}, tmp_path / "ckpt.pt")
+    with pytest.raises(ModelFileError, match="never unpickles"):
+        load_model(tmp_path / "ckpt.pt")
+    assert not marker.exists()
+
+
+def _rewrite_meta(src, dst, edit):
+    raw = src.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    info = json.loads(header["__metadata__"]["napari_xrayseg"])
+    edit(info, header)
+    header["__metadata__"]["napari_xrayseg"] = json.dumps(info)
+    hb = json.dumps(header).encode()
+    hb += b" " * (-len(hb) % 8)
+    dst.write_bytes(struct.pack("<Q", len(hb)) + hb + raw[8 + n:])
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda i, h: i.update(arch="evilnet"), "unknown architecture"),
+        (lambda i, h: i["params"].update(channels=[4, 8, 99999]), "channels"),
+        (lambda i, h: i["params"].update(channels=[8, 16, 32]), "shape"),
+        (lambda i, h: i.update(classes=[1, 2]), "classes"),
+        (lambda i, h: i.update(format_version=99), "format_version"),
+        (lambda i, h: i["normalization"].update(low="NaN"), "normalization"),
+    ],
+)
+def test_lying_sidecar_is_refused(tmp_path, tiny_model, edit, match):
+    good = save_model(tiny_model, tmp_path / "good.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    _rewrite_meta(good, bad, edit)
+    with pytest.raises(ModelFileError, match=match):
+        load_model(bad)
+
+
+def test_truncated_and_foreign_files(tmp_path, tiny_model):
+    good = save_model(tiny_model, tmp_path / "good.safetensors")
+    raw = good.read_bytes()
+    (tmp_path / "trunc.safetensors").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ModelFileError, match="truncated|cannot read"):
+        load_model(tmp_path / "trunc.safetensors")
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    with pytest.raises(ModelFileError):
+        load_model(tmp_path / "empty.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(ModelFileError, match="without a napari-xrayseg model description"):
+        load_model(tmp_path / "plain.safetensors")
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_model(tmp_path / "missing.safetensors")
+
+
+def test_init_model_validation():
+    with pytest.raises(InputError, match="classes"):
+        init_model("unet", size="tiny", classes=1)
+    with pytest.raises(InputError, match="size"):
+        init_model("unet", size="huge")
+    m = init_model("unet", size="tiny", classes=[0, 7])
+    assert m.info.classes == [0, 7] and m.info.stride == 4
+    assert "untrained" in repr(m)
+    assert np.isfinite(sum(float(p.sum()) for p in m.network.parameters()))

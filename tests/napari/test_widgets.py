@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+
+pytest.importorskip("qtpy")
+napari = pytest.importorskip("napari")
+
+from napari_xrayseg._napari.segment_widget import SegmentWidget  # noqa: E402
+from napari_xrayseg.core.models import init_model, save_model  # noqa: E402
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    return save_model(init_model("unet", size="tiny", classes=3, tile=32), tmp_path / "tiny.safetensors")
+
+
+def test_manifest_is_valid():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import npe2
+
+    npe2_cli = Path(sys.executable).with_name("npe2")
+    res = subprocess.run([str(npe2_cli), "validate", "napari-xrayseg", "--imports"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    manifest = npe2.PluginManifest.from_distribution("napari-xrayseg")
+    ids = {c.id for c in manifest.contributions.commands}
+    assert {"napari-xrayseg.make_sample_data", "napari-xrayseg.make_segment_widget"} <= ids
+
+
+def test_sample_data_through_the_manifest(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-xrayseg", "pxct")
+    image, truth = viewer.layers["PXCT sample"], viewer.layers["PXCT truth"]
+    assert isinstance(image, napari.layers.Image) and isinstance(truth, napari.layers.Labels)
+    assert image.data.shape == truth.data.shape and image.data.ndim == 3
+    assert set(np.unique(truth.data)) == {1, 2, 3}
+    assert truth.metadata["napari_xrayseg"]["seed"] == 0
+
+
+def test_segment_widget_end_to_end_in_a_worker(make_napari_viewer, qtbot, model_file):
+    viewer = make_napari_viewer(show=True)
+    rng = np.random.default_rng(0)
+    layer = viewer.add_image(rng.random((5, 40, 48), dtype=np.float32), name="vol", scale=(2, 1, 1))
+    viewer.add_labels(np.zeros((5, 40, 48), np.uint8), name="vol labels")  # must not be replaced
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Segment")
+    assert w._image.value is layer
+    w._model_file.value = model_file
+    assert "UNTRAINED" in w._info.value and w._tile.value == 32
+    w._device.value = "cpu"
+    w._run.clicked.emit()
+    assert w.runner.running and w._run.text == "Cancel"
+    with qtbot.waitSignal(w._job.finished, timeout=60_000):
+        pass
+    assert w._run.text == "Segment"
+    new = viewer.layers["vol labels [2]"]
+    assert isinstance(new, napari.layers.Labels)
+    assert new.data.shape == (5, 40, 48) and new.data.dtype == np.uint8
+    assert tuple(new.scale) == (2, 1, 1)
+    assert not np.any(viewer.layers["vol labels"].data)  # the user's layer is untouched
+    shot = viewer.screenshot(canvas_only=False)
+    assert shot.ndim == 3 and shot[..., :3].std() > 1  # not blank
+
+
+def test_segment_widget_writes_zarr_and_backs_layer(make_napari_viewer, qtbot, model_file, tmp_path):
+    import dask.array as da
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(1).random((4, 32, 32), dtype=np.float32), name="v")
+    w = SegmentWidget(viewer)
+    w._model_file.value = model_file
+    w._device.value = "cpu"
+    w._out.value = tmp_path / "seg.zarr"
+    w._run.clicked.emit()
+    with qtbot.waitSignal(w._job.finished, timeout=60_000):
+        pass
+    layer = viewer.layers["v labels"]
+    assert isinstance(layer.data, da.Array) and (tmp_path / "seg.zarr").exists()
+
+
+def test_segment_widget_cancel(make_napari_viewer, qtbot, model_file):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(2).random((64, 32, 32), dtype=np.float32), name="big")
+    w = SegmentWidget(viewer)
+    w._model_file.value = model_file
+    w._device.value = "cpu"
+    w._batch.value = 1
+    w._run.clicked.emit()
+    w._run.clicked.emit()  # second click = Cancel
+    with qtbot.waitSignal(w._job.finished, timeout=60_000):
+        pass
+    assert "big labels" not in viewer.layers
+    assert w._run.text == "Segment" and not w.runner.running
+
+
+def test_segment_widget_reports_bad_input(make_napari_viewer, monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(3).random((2, 32, 32), dtype=np.float32), name="v")
+    w = SegmentWidget(viewer)
+    errors = []
+    monkeypatch.setattr("napari_xrayseg._napari.segment_widget.show_error", errors.append)
+    w._run.clicked.emit()  # no model chosen
+    assert errors and "no model file chosen" in errors[0]
+    assert not w.runner.running
