@@ -36,7 +36,7 @@ def test_predict_tiff_and_group_input(tmp_path):
     import tifffile
 
     vol = np.random.default_rng(0).random((3, 32, 32), dtype=np.float32)
-    tifffile.imwrite(tmp_path / "v.tif", vol)
+    tifffile.imwrite(tmp_path / "v.tif", vol, photometric="minisblack")
     g = zarr.open_group(store=str(tmp_path / "g.zarr"), mode="w")
     g.create_array("raw", shape=vol.shape, dtype="float32")[...] = vol
     main(["init-model", "--out", str(tmp_path / "m.safetensors"), "--size", "tiny", "--tile", "32"])

@@ -120,4 +120,4 @@ def test_init_model_validation():
     m = init_model("unet", size="tiny", classes=[0, 7])
     assert m.info.classes == [0, 7] and m.info.stride == 4
     assert "untrained" in repr(m)
-    assert np.isfinite(sum(float(p.sum()) for p in m.network.parameters()))
+    assert np.isfinite(sum(float(p.detach().sum()) for p in m.network.parameters()))

@@ -62,7 +62,10 @@ class TrainConfig:
     patch : int
         Side of the square training patches.
     lr : float
-        Adam learning rate.
+        Peak Adam learning rate.
+    schedule : str
+        Learning-rate decay: ``"cosine"`` (over the epochs or the time budget),
+        ``"step"`` or ``"constant"``.
     loss : str
         ``"dicece"`` (default), ``"ce"``, ``"dice"`` or ``"dice_gamma"``.
     gamma : float
@@ -86,6 +89,7 @@ class TrainConfig:
     batch: int = 8
     patch: int = 128
     lr: float = 3e-3
+    schedule: str = "cosine"
     loss: str = "dicece"
     gamma: float = 1.0
     augment: bool = True

@@ -391,9 +391,12 @@ class _Accumulator:
         ks = t.shape[axis]
         kr = np.arange(ks, dtype=np.intp).reshape([-1 if d == axis else 1 for d in range(t.ndim)])
         kb = np.broadcast_to(kr, t.shape)
-        base = kb[mask] if mask is not None else kb.ravel()  # a fresh array either way
+        if mask is not None:
+            base = kb[mask]  # a fresh array
+            base *= nl
+        else:
+            base = kb.ravel() * nl  # ravel of a broadcast view may be a read-only view
         del mask
-        base *= nl
         np.add(base, ti, out=code)
         st = np.bincount(code, minlength=ks * nl).reshape(ks, nl)
         np.add(base, pi, out=code)

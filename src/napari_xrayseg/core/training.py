@@ -1,0 +1,712 @@
+"""Train a 2D segmentation network from sparse annotations of a volume.
+
+The labels volume is scanned a slab at a time for slices (along ``axis``) that hold
+annotations (label 0 = not annotated; a slice may be partly painted).  Only those
+image and label slices are loaded, normalised once with the percentile bounds that
+are stored in the model (and applied identically at inference), and class-balanced
+square patches are cut from them: a class is drawn uniformly, a crop is centred on a
+random annotated pixel of that class, and MONAI dictionary transforms augment image
+and labels together.  The loss is masked: unannotated pixels add nothing to the
+loss or its gradient.
+
+A part of the annotated slices (or, with a single annotated slice, a band of its
+annotated pixels) is held out; after every epoch it is segmented with the same
+:class:`~napari_xrayseg.core.inference.SlicePredictor` that :func:`segment` uses and
+scored with :func:`~napari_xrayseg.core.metrics.dice_per_class`.  The weights with
+the best validation Dice are kept and returned.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import TrainConfig
+from .device import resolve_device
+from .errors import Cancelled, InputError, OutputExistsError
+from .inference import SlicePredictor, check_image
+from .io import volume_chunks
+from .models import Model, init_model, load_model, save_model
+from .normalize import apply_normalization, compute_normalization
+from .progress import CancelToken, Progress, ProgressCallback, check, drain
+from .tiling import normalize_axis, plan_slab_depth, slab_ranges, slab_slicer
+
+__all__ = ["LOSSES", "SCHEDULES", "SegmentationLoss", "iter_train", "make_loss", "train"]
+
+log = logging.getLogger(__name__)
+_D = TrainConfig()
+
+#: Loss names accepted by :func:`train`.
+LOSSES = ("dicece", "ce", "dice", "dice_gamma")
+#: Learning-rate schedules accepted by :func:`train`.
+SCHEDULES = ("cosine", "step", "constant")
+
+_IGNORE = -1  # class index of unannotated pixels in training targets
+_MAX_COORDS = 1 << 20  # annotated pixel positions kept per class for patch centres
+_EPS = 1e-5
+
+
+# --------------------------------------------------------------------------- losses
+
+
+class SegmentationLoss(torch.nn.Module):
+    """Masked segmentation loss: pixels with target ``-1`` contribute nothing.
+
+    Parameters
+    ----------
+    kind : str
+        ``"dicece"`` (soft Dice + cross-entropy), ``"ce"``, ``"dice"`` or
+        ``"dice_gamma"`` (``1 - (2 sum(p t) + eps) / (sum(p^gamma) + sum(t^gamma) + eps)``
+        per class, averaged over classes).
+    gamma : float
+        Exponent of the Dice denominator terms for ``"dice_gamma"``.
+
+    Notes
+    -----
+    ``forward(logits, target)`` takes logits of shape (B, C, Y, X) and class indices
+    of shape (B, Y, X) (int64, ``-1`` = not annotated).  Dice terms are summed over
+    the whole batch (MONAI ``batch=True``) so classes missing from one patch do not
+    make the loss noisy.
+    """
+
+    def __init__(self, kind: str = "dicece", gamma: float = 1.0) -> None:
+        super().__init__()
+        from monai.losses import MaskedDiceLoss
+
+        if kind not in LOSSES:
+            raise InputError(f"unknown loss {kind!r}: choose one of {list(LOSSES)}")
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 8:
+            raise InputError(f"gamma {gamma!r} must be a number in (0, 8], e.g. 1.0")
+        self.kind = kind
+        self.gamma = float(gamma)
+        self.dice = MaskedDiceLoss(softmax=True, batch=True, include_background=True,
+                                   smooth_nr=_EPS, smooth_dr=_EPS)
+        self.ce = torch.nn.CrossEntropyLoss(ignore_index=_IGNORE)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Loss value (a scalar tensor) of ``logits`` against ``target``."""
+        logits = logits.float()
+        mask = target != _IGNORE
+        if not bool(mask.any()):
+            return logits.sum() * 0.0
+        total = logits.new_zeros(())
+        if self.kind in ("ce", "dicece"):
+            total = total + self.ce(logits, target)
+        if self.kind == "ce":
+            return total
+        onehot = F.one_hot(target.clamp(min=0), logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
+        m = mask[:, None].to(logits.dtype)
+        if self.kind in ("dice", "dicece"):
+            return total + self.dice(logits, onehot, m)
+        # dice_gamma: clamp before the power so d(p^gamma)/dp stays finite for gamma < 1
+        p = torch.softmax(logits, 1)
+        t = onehot * m
+        dims = (0, 2, 3)
+        inter = (p * t).sum(dims)
+        den = (p.clamp(min=1e-6).pow(self.gamma) * m).sum(dims) + t.sum(dims)  # t^gamma == t
+        return (1.0 - (2.0 * inter + _EPS) / (den + _EPS)).mean()
+
+
+def make_loss(loss: str = _D.loss, gamma: float = _D.gamma) -> SegmentationLoss:
+    """Build the masked training loss by name.
+
+    Parameters
+    ----------
+    loss : str
+        One of :data:`LOSSES`.
+    gamma : float
+        Dice denominator exponent (``"dice_gamma"`` only).
+
+    Returns
+    -------
+    SegmentationLoss
+        Called as ``loss(logits, target)`` with ``target`` = class index, -1 = ignored.
+
+    Raises
+    ------
+    InputError
+        For an unknown loss name or a bad ``gamma``.
+
+    Examples
+    --------
+    >>> fn = make_loss("ce")
+    >>> target = torch.full((1, 4, 4), -1)
+    >>> target[0, 0, 0] = 1
+    >>> float(fn(torch.zeros(1, 3, 4, 4), target)) == math.log(3)
+    True
+    """
+    return SegmentationLoss(loss, gamma)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _check_positive_int(name: str, v: Any, lo: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        raise InputError(f"{name} {v!r} must be an integer >= {lo}")
+    return int(v)
+
+
+def _read_labels(lab: np.ndarray, where: str) -> np.ndarray:
+    """Check a slab of labels (integer-valued, >= 0, <= 255); return it as uint8."""
+    kind = lab.dtype.kind
+    if kind == "b":
+        raise InputError("labels are boolean: give integer class labels (0 = not annotated, 1..N = classes)")
+    if kind not in "iuf":
+        raise InputError(f"labels have dtype {lab.dtype}: give integer class labels (0 = not annotated)")
+    if lab.size == 0:
+        return lab.astype(np.uint8)
+    if kind == "f":
+        if not np.all(np.isfinite(lab)):
+            raise InputError(f"labels hold NaN or inf values ({where}): give integer class labels")
+        if np.any(lab != np.floor(lab)):
+            bad = lab[lab != np.floor(lab)].flat[0]
+            raise InputError(f"labels hold non-integer values (e.g. {bad:g}, {where}): give integer class "
+                             "labels, e.g. np.rint(labels).astype(np.uint8)")
+    lo, hi = lab.min(), lab.max()
+    if lo < 0:
+        raise InputError(f"labels hold negative values (min {lo}, {where}): use 0 for not annotated "
+                         "and 1..255 for classes")
+    if hi > 255:
+        raise InputError(f"labels hold value {hi} ({where}): class labels must be in 1..255")
+    return lab.astype(np.uint8, copy=False)
+
+
+def _annotated_slices(image: Any, labels: Any, axis: int, is2d: bool,
+                      cancel: CancelToken | None) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Scan ``labels`` a slab at a time; load the annotated slices of image and labels.
+
+    Returns the slice indices, the image slices (float32, (N, Y, X)) and the label
+    slices (uint8, (N, Y, X)).
+    """
+    if is2d:
+        lab = _read_labels(np.asarray(labels[...]), "2D labels")
+        if not lab.any():
+            return [], np.zeros((0, *lab.shape), np.float32), lab[None][:0]
+        img = np.asarray(image[...], dtype=np.float32)
+        return [0], img[None], lab[None]
+    shape = tuple(int(s) for s in labels.shape)
+    depth = plan_slab_depth(shape, axis, volume_chunks(labels), None, itemsize=1)
+    other = tuple(d for d in range(3) if d != axis)
+    found: list[int] = []
+    labs: list[np.ndarray] = []
+    for start, stop in slab_ranges(shape[axis], depth):
+        check(cancel)
+        slab = np.asarray(labels[slab_slicer(axis, start, stop, 3)])
+        slab = _read_labels(slab, f"slices {start}..{stop - 1} along axis {axis}")
+        hit = np.flatnonzero(slab.any(axis=other))
+        for j in hit:
+            found.append(start + int(j))
+            labs.append(np.ascontiguousarray(np.take(slab, int(j), axis=axis)))
+    if not found:
+        return [], np.zeros((0,), np.float32), np.zeros((0,), np.uint8)
+    imgs = []
+    for i in found:
+        check(cancel)
+        idx = tuple(i if d == axis else slice(None) for d in range(3))
+        imgs.append(np.asarray(image[idx], dtype=np.float32))
+    return found, np.stack(imgs), np.stack(labs)
+
+
+def _crop(a: np.ndarray, cy: int, cx: int, size: int, mode: str) -> np.ndarray:
+    """``size``-square crop of 2D ``a`` centred at (cy, cx), padded by ``mode`` where it sticks out."""
+    y0, x0 = cy - size // 2, cx - size // 2
+    y1, x1 = y0 + size, x0 + size
+    H, W = a.shape
+    c = a[max(y0, 0):min(y1, H), max(x0, 0):min(x1, W)]
+    pads = ((max(0, -y0), max(0, y1 - H)), (max(0, -x0), max(0, x1 - W)))
+    if any(p for pp in pads for p in pp):
+        if mode == "reflect" and min(c.shape) < 2:
+            mode = "edge"
+        c = np.pad(c, pads, mode=mode)  # type: ignore[call-overload]
+    return c
+
+
+class _PatchSampler:
+    """Class-balanced patches of the training slices, optionally augmented with MONAI."""
+
+    def __init__(self, images: np.ndarray, targets: np.ndarray, n_classes: int, patch: int,
+                 augment: bool, seed: int) -> None:
+        self.images, self.targets, self.patch = images, targets, patch
+        self.rng = np.random.default_rng(seed)
+        self.coords: dict[int, np.ndarray] = {}
+        plane = targets.shape[1] * targets.shape[2]
+        for c in range(n_classes):
+            flat = np.flatnonzero(targets.reshape(-1) == c)
+            if flat.size > _MAX_COORDS:
+                flat = np.sort(self.rng.choice(flat, _MAX_COORDS, replace=False))
+            if flat.size:
+                self.coords[c] = flat
+        self.available = sorted(self.coords)
+        self.plane, self.width = plane, targets.shape[2]
+        # crop a margin around the patch so rotations and zooms see real neighbours, not padding
+        self.margin = patch // 4 if augment else 0
+        self.transform = _augmentation(patch, seed) if augment else None
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        c = self.available[int(self.rng.integers(len(self.available)))]
+        pos = int(self.coords[c][int(self.rng.integers(self.coords[c].size))])
+        s, rest = divmod(pos, self.plane)
+        cy, cx = divmod(rest, self.width)
+        size = self.patch + 2 * self.margin
+        img = _crop(self.images[s], cy, cx, size, "reflect")
+        tgt = _crop(self.targets[s], cy, cx, size, "reflect")
+        if self.transform is None:
+            return img, tgt.astype(np.int64)
+        # labels travel as float "index + 1" so affine zero padding reads as "not annotated"
+        d = self.transform({"image": img[None], "label": (tgt + 1).astype(np.float32)[None]})
+        img = np.asarray(d["image"], dtype=np.float32)[0]
+        tgt = np.rint(np.asarray(d["label"])[0]).astype(np.int64) - 1
+        return img, tgt
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = [self.sample() for _ in range(n)]
+        x = torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None]
+        y = torch.from_numpy(np.stack([p[1] for p in pairs]))
+        return x, y
+
+
+def _augmentation(patch: int, seed: int) -> Any:
+    """MONAI dictionary transforms for (image, label) pairs; seeded, no global state."""
+    from monai.transforms import (
+        Compose,
+        RandAffined,
+        RandFlipd,
+        RandGaussianNoised,
+        RandGaussianSmoothd,
+        RandRotate90d,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+    )
+
+    keys = ("image", "label")
+    t = Compose([
+        # always resampled: the margin crop is cut to the patch (identity when not drawn)
+        RandAffined(keys, prob=0.5, rotate_range=(math.pi / 12,), scale_range=((-0.15, 0.15),) * 2,
+                    spatial_size=(patch, patch), mode=("bilinear", "nearest"),
+                    padding_mode=("reflection", "zeros"), lazy=False),
+        RandFlipd(keys, prob=0.5, spatial_axis=0),
+        RandFlipd(keys, prob=0.5, spatial_axis=1),
+        RandRotate90d(keys, prob=0.5, max_k=3),
+        RandScaleIntensityd("image", factors=0.15, prob=0.5),
+        RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+        RandGaussianNoised("image", prob=0.25, std=0.05),
+        RandGaussianSmoothd("image", sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0), prob=0.2),
+    ], lazy=False)
+    t.set_random_state(seed=seed)
+    return t
+
+
+def _split(idx: list[int], labs: np.ndarray, val_fraction: float, n_classes: int, classes: list[int],
+           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+    """Choose held-out pixels. Returns (val_slice_mask (N,), val_pixel_mask (N,Y,X), kind)."""
+    n = len(idx)
+    none = np.zeros(n, bool), np.zeros(labs.shape, bool)
+    if val_fraction <= 0:
+        return *none, "none"
+    if n >= 2:
+        want = min(n - 1, max(1, int(round(val_fraction * n))))
+        present = np.stack([[(labs[i] == c).any() for c in classes] for i in range(n)])  # (N, C)
+        left = present.sum(0)
+        chosen = []
+        for i in rng.permutation(n):
+            if len(chosen) == want:
+                break
+            if np.all(left - present[i] > 0):  # every class keeps training pixels
+                chosen.append(int(i))
+                left = left - present[i]
+        if chosen:
+            sl = np.zeros(n, bool)
+            sl[chosen] = True
+            return sl, sl[:, None, None] & (labs > 0), "slices"
+    # one slice (or no slice can go without losing a class): a band of rows of each slice
+    px = np.zeros(labs.shape, bool)
+    for i in range(n):
+        rows = (labs[i] > 0).sum(1)
+        cum = np.cumsum(rows) / rows.sum()
+        q = rng.uniform(0, 1 - val_fraction)
+        band = (cum > q) & (cum - rows / rows.sum() < q + val_fraction)
+        px[i] = band[:, None] & (labs[i] > 0)
+    return np.zeros(n, bool), px, "block"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _out_path(out: str | os.PathLike | None, overwrite: bool) -> Path | None:
+    if out is None:
+        return None
+    p = Path(out)
+    if p.suffix != ".safetensors":
+        p = p.with_name(p.name + ".safetensors")
+    if p.is_dir():
+        raise InputError(f"model path {p} is a directory: give a file name ending in .safetensors")
+    if p.exists() and not overwrite:
+        raise OutputExistsError(f"model file {p} exists: choose another path or pass overwrite=True (--overwrite)")
+    return p
+
+
+def _start_model(init: Model | str | os.PathLike | None, arch: str, size: str | None, classes: list[int],
+                 seed: int, device: torch.device) -> Model:
+    if init is None:
+        return init_model(arch, size=size or (_D.size if arch == _D.arch else None), classes=classes, seed=seed)
+    if isinstance(init, (str, os.PathLike)):
+        base = load_model(init, device="cpu")
+    elif isinstance(init, Model):
+        base = init
+    else:
+        raise InputError(f"init must be a Model or a model file path, not {type(init).__name__}")
+    if list(base.info.classes) != list(classes):
+        raise InputError(f"init model has classes {list(base.info.classes)} but the labels annotate classes "
+                         f"{classes}: paint the same classes or train a new model (init=None)")
+    if base.info.in_channels != 1:
+        raise InputError(f"init model takes {base.info.in_channels} input channels; training uses 1")
+    info = copy.deepcopy(base.info)
+    info.history, info.train = [], {}
+    return Model(copy.deepcopy(base.network).cpu(), info)
+
+
+def _lr_at(kind: str, lr: float, frac: float, step: int, warmup: int) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    frac = min(max(frac, 0.0), 1.0)
+    if kind == "cosine":
+        return lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
+    if kind == "step":
+        return lr * (0.1 ** int(frac * 3 - 1e-9)) if frac < 1 else lr * 0.01
+    return lr
+
+
+def _finite(v: float | None) -> float | None:
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def _validate(pred: SlicePredictor, x: np.ndarray, truth: np.ndarray, classes: list[int]
+              ) -> tuple[float | None, list[float | None]]:
+    """Segment normalised slices ``x`` and score them against ``truth`` (0 = not scored)."""
+    from .metrics import dice_per_class
+
+    per_call = pred.slices_per_call(x.shape[1:])
+    out = np.empty(x.shape, np.uint8)
+    for s in range(0, x.shape[0], per_call):
+        out[s:s + per_call] = pred.labels(x[s:s + per_call])
+    d = dice_per_class(out, truth, classes)
+    per = [_finite(d.get(c)) for c in classes]
+    vals = [v for v in per if v is not None]
+    return (float(np.mean(vals)) if vals else None), per
+
+
+# --------------------------------------------------------------------------- training
+
+
+def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.arch, size: str | None = None,
+               epochs: int = _D.epochs, minutes: float | None = _D.minutes,
+               steps_per_epoch: int = _D.steps_per_epoch, batch: int = _D.batch, patch: int = _D.patch,
+               lr: float = _D.lr, schedule: str = _D.schedule, loss: str = _D.loss, gamma: float = _D.gamma,
+               augment: bool = _D.augment, val_fraction: float = _D.val_fraction, seed: int = _D.seed,
+               device: str = _D.device, init: Model | str | os.PathLike | None = None,
+               out: str | os.PathLike | None = None, overwrite: bool = False,
+               cancel: CancelToken | None = None) -> Generator[Progress, None, Model]:
+    """Generator form of :func:`train`: yields :class:`Progress` records, returns the model.
+
+    After every optimiser step it yields a light record with ``info={"epoch": e,
+    "batch": b}``; after every epoch a record with ``step=epoch, total=epochs`` and
+    ``info`` holding ``epoch``, ``loss``, ``val_dice``, ``val_dice_per_class``,
+    ``elapsed_s`` and ``lr``.  See :func:`train` for the parameters.
+    """
+    t_start = time.perf_counter()
+    # ---- arguments (cheap checks first, output before any work)
+    out_path = _out_path(out, overwrite)
+    epochs = _check_positive_int("epochs", epochs)
+    steps_per_epoch = _check_positive_int("steps_per_epoch", steps_per_epoch)
+    batch = _check_positive_int("batch", batch)
+    patch = _check_positive_int("patch", patch, 8)
+    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float))
+                                or not minutes > 0):
+        raise InputError(f"minutes {minutes!r} must be a positive number or None")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 10:
+        raise InputError(f"lr {lr!r} must be a positive number, e.g. 3e-3")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
+        raise InputError(f"val_fraction {val_fraction!r} must be in [0, 1), e.g. 0.2")
+    if schedule not in SCHEDULES:
+        raise InputError(f"unknown schedule {schedule!r}: choose one of {list(SCHEDULES)}")
+    loss_fn = make_loss(loss, gamma)
+    seed = _check_positive_int("seed", seed, 0)
+    dev = resolve_device(device)
+
+    image = check_image(image)
+    if not hasattr(labels, "shape") or not hasattr(labels, "dtype"):
+        labels = np.asarray(labels)
+    if tuple(labels.shape) != tuple(image.shape):
+        raise InputError(f"labels shape {tuple(labels.shape)} does not match image shape {tuple(image.shape)}")
+    is2d = len(image.shape) == 2
+    axis = 0 if is2d else normalize_axis(axis, 3)
+
+    # ---- data: annotated slices only
+    idx, imgs, labs = _annotated_slices(image, labels, axis, is2d, cancel)
+    if not idx:
+        raise InputError("labels hold no annotations (all 0): paint at least two classes on some slices")
+    classes = sorted(int(c) for c in np.unique(labs) if c != 0)
+    if len(classes) < 2:
+        raise InputError(f"labels annotate only class {classes[0]}: paint at least two classes to train")
+    if not np.all(np.isfinite(imgs)):
+        raise InputError("image holds NaN or inf values in annotated slices: replace them (e.g. np.nan_to_num)")
+    norm = compute_normalization(image)
+    x_all = apply_normalization(imgs, norm)
+    del imgs
+    lut = np.full(256, _IGNORE, np.int16)
+    lut[classes] = np.arange(len(classes), dtype=np.int16)
+    rng = np.random.default_rng(seed)
+    val_sl, val_px, val_kind = _split(idx, labs, float(val_fraction), len(classes), classes, rng)
+    train_sl = ~val_sl
+    tgt = lut[labs[train_sl]]
+    tgt[val_px[train_sl]] = _IGNORE
+    if val_kind == "slices":
+        val_x, val_truth = x_all[val_sl], labs[val_sl]
+    elif val_kind == "block":
+        val_x, val_truth = x_all, np.where(val_px, labs, 0).astype(np.uint8)
+    else:
+        val_x = val_truth = None
+    missing = [c for c, i in zip(classes, range(len(classes))) if not (tgt == i).any()]
+    if missing:
+        log.warning("classes %s have no training pixels left after holding out validation data", missing)
+    sampler = _PatchSampler(x_all[train_sl], tgt, len(classes), patch, bool(augment), seed)
+    log.info("training on %d annotated slices along axis %d (%d held out, validation by %s), classes %s, "
+             "normalisation low=%.4g high=%.4g", len(idx), axis, int(val_sl.sum()), val_kind, classes,
+             norm["low"], norm["high"])
+
+    # ---- model and optimiser
+    model = _start_model(init, arch, size, classes, seed, dev)
+    model.info.normalization = dict(norm)
+    net = model.network.to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=float(lr))
+    use_amp = dev.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
+    predictor = SlicePredictor(model, device=dev) if val_x is not None else None
+    if predictor is not None:
+        predictor.cancel = cancel
+
+    total_steps = epochs * steps_per_epoch
+    warmup = min(20, total_steps // 20)
+    budget = None if minutes is None else float(minutes) * 60.0
+    history: list[dict[str, Any]] = []
+    best_state: dict[str, torch.Tensor] | None = None
+    best_epoch, best_dice = 0, -1.0
+    stopped = "epochs"
+    step = 0
+    settings = {
+        "axis": axis, "arch": model.info.arch, "size": model.info.size, "loss": loss, "gamma": float(gamma),
+        "patch": patch, "batch": batch, "lr": float(lr), "schedule": schedule, "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch, "minutes": minutes, "augment": bool(augment),
+        "val_fraction": float(val_fraction), "seed": seed, "device": str(dev),
+        "init": (str(init) if isinstance(init, (str, os.PathLike))
+                 else (str(init.path) if isinstance(init, Model) and init.path else
+                       ("model" if init is not None else None))),
+        "image_shape": [int(s) for s in image.shape], "annotated_slices": idx,
+        "val_slices": [i for i, v in zip(idx, val_sl) if v], "validation": val_kind,
+    }
+
+    def elapsed() -> float:
+        return time.perf_counter() - t_start
+
+    def finish() -> Model:
+        if best_state is not None:
+            net.load_state_dict(best_state)
+        net.eval()
+        model.info.history = history
+        model.info.train = {**settings, "epochs_run": len(history), "stopped": stopped,
+                            "best_epoch": best_epoch, "best_val_dice": _finite(best_dice) if best_epoch else None,
+                            "elapsed_s": round(elapsed(), 3)}
+        return model
+
+    try:
+        for epoch in range(1, epochs + 1):
+            net.train()
+            losses: list[float] = []
+            cur_lr = float(lr)
+            for b in range(1, steps_per_epoch + 1):
+                check(cancel)
+                if budget is not None and step > 0 and elapsed() >= budget:
+                    stopped = "time"
+                    break
+                frac = step / total_steps
+                if budget is not None:
+                    frac = max(frac, elapsed() / budget)
+                cur_lr = _lr_at(schedule, float(lr), frac, step, warmup)
+                for g in opt.param_groups:
+                    g["lr"] = cur_lr
+                xb, yb = sampler.batch(batch)
+                xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
+                opt.zero_grad(set_to_none=True)
+                if use_amp:
+                    with torch.autocast("cuda", dtype=amp_dtype):
+                        logits = net(xb)
+                else:
+                    logits = net(xb)
+                value = loss_fn(logits, yb)
+                if scaler is not None:
+                    scaler.scale(value).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    value.backward()
+                    opt.step()
+                losses.append(float(value.detach()))
+                step += 1
+                yield Progress((epoch - 1) * steps_per_epoch + b, total_steps, f"epoch {epoch}/{epochs} step "
+                               f"{b}/{steps_per_epoch}", {"epoch": epoch, "batch": b})
+            if not losses:
+                break
+            val_dice: float | None = None
+            per: list[float | None] = [None] * len(classes)
+            if predictor is not None:
+                val_dice, per = _validate(predictor, val_x, val_truth, classes)
+            score = val_dice if val_dice is not None else (epoch if predictor is None else -1.0)
+            if score > best_dice or best_state is None:
+                best_dice, best_epoch = float(score), epoch
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            mean_loss = float(np.mean(losses))
+            rec = {"epoch": epoch, "loss": mean_loss, "val_dice": val_dice, "val_dice_per_class": per,
+                   "elapsed_s": round(elapsed(), 3), "lr": cur_lr, "steps": len(losses)}
+            history.append(rec)
+            vd = "n/a" if val_dice is None else f"{val_dice:.3f}"
+            msg = f"epoch {epoch}/{epochs} loss {mean_loss:.4f} val Dice {vd}"
+            log.info("%s (%.1f s, lr %.2g)", msg, rec["elapsed_s"], cur_lr)
+            yield Progress(epoch, epochs, msg, dict(rec))
+            if stopped == "time":
+                break
+            if budget is not None and epoch < epochs and elapsed() >= budget:
+                stopped = "time"
+                break
+    except Cancelled as e:
+        done = len(history)
+        err = Cancelled(f"training cancelled after {done} epoch{'s' if done != 1 else ''}")
+        err.result = finish() if best_state is not None else None  # type: ignore[attr-defined]
+        log.info("%s; nothing written", err)
+        raise err from e
+    model = finish()
+    if predictor is None:
+        model.info.train["best_val_dice"] = None
+    log.info("training finished after %d epochs (%s, %.1f s); best epoch %d", len(history), stopped,
+             elapsed(), best_epoch)
+    if out_path is not None:
+        save_model(model, out_path, overwrite=overwrite)
+    return model
+
+
+def train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.arch, size: str | None = None,
+          epochs: int = _D.epochs, minutes: float | None = _D.minutes, steps_per_epoch: int = _D.steps_per_epoch,
+          batch: int = _D.batch, patch: int = _D.patch, lr: float = _D.lr, schedule: str = _D.schedule,
+          loss: str = _D.loss, gamma: float = _D.gamma, augment: bool = _D.augment,
+          val_fraction: float = _D.val_fraction, seed: int = _D.seed, device: str = _D.device,
+          init: Model | str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+          overwrite: bool = False, cancel: CancelToken | None = None,
+          progress: ProgressCallback | None = None) -> Model:
+    """Train a 2D segmentation model from (sparse) annotations of a volume.
+
+    Parameters
+    ----------
+    image : array-like of shape (Z, Y, X) or (Y, X)
+        Intensities (numpy, dask, zarr or h5py). Only the annotated slices are loaded.
+    labels : array-like
+        Same shape as ``image``; non-negative integer labels, 0 = not annotated. Slices
+        may be partly painted. The classes are the sorted nonzero values present;
+        output channel ``i`` of the model stands for ``classes[i]``.
+    axis : int
+        Slicing axis: every slice along it that holds annotations is used.
+    arch : str
+        Architecture (see :func:`~napari_xrayseg.core.models.architectures`).
+    size : str, optional
+        Architecture size preset (``"tiny"``, ``"small"``, ...); default ``TrainConfig.size``.
+    epochs : int
+        Epochs of ``steps_per_epoch`` optimiser steps each.
+    minutes : float, optional
+        Wall-clock budget; training stops at the first of ``epochs`` and ``minutes``.
+    steps_per_epoch : int
+        Optimiser steps per epoch (validation runs after each epoch).
+    batch : int
+        Patches per step.
+    patch : int
+        Side of the square training patches (slices smaller than this are reflect-padded).
+    lr : float
+        Peak Adam learning rate.
+    schedule : str
+        ``"cosine"`` (default; decays over the epochs or the time budget), ``"step"``
+        (x0.1 at each third) or ``"constant"``; all with a short linear warm-up.
+    loss : str
+        ``"dicece"``, ``"ce"``, ``"dice"`` or ``"dice_gamma"``; unannotated pixels never count.
+    gamma : float
+        Denominator exponent of ``"dice_gamma"``.
+    augment : bool
+        Random flips, 90° rotations, small rotations/zooms, intensity scale/shift,
+        Gaussian noise and blur.
+    val_fraction : float
+        Fraction of the annotated slices held out for validation (at least one when
+        there are two or more; with a single slice, a band of its annotated pixels).
+        0 disables validation (the last weights are returned).
+    seed : int
+        Seed of the weights, the patch sampling, the augmentation and the split.
+        Training on the CPU is deterministic for a given seed.
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``. CUDA trains in mixed precision.
+    init : Model or path-like, optional
+        Fine-tune this model instead of starting from random weights (its classes
+        must equal the annotated classes; it is not modified).
+    out : path-like, optional
+        Save the trained model here (``.safetensors``) when training completes.
+    overwrite : bool
+        Replace an existing ``out``.
+    cancel : CancelToken, optional
+        Checked at every step; see Raises.
+    progress : callable, optional
+        Called with every :class:`~napari_xrayseg.core.progress.Progress` record.
+
+    Returns
+    -------
+    Model
+        The model with the best validation Dice, on ``device``, in eval mode;
+        ``info.history`` holds one record per epoch, ``info.train`` the settings,
+        the annotated slice indices, ``stopped`` (``"epochs"`` or ``"time"``) and
+        ``best_epoch``; ``info.normalization`` the bounds used.
+
+    Raises
+    ------
+    InputError
+        On mismatched shapes, non-integer or negative labels, no annotations, fewer
+        than two annotated classes, NaN/inf or constant images, an ``init`` model with
+        other classes, or bad settings.
+    OutputExistsError
+        If ``out`` exists and ``overwrite`` is False (checked before training).
+    Cancelled
+        If ``cancel`` was set; its ``result`` attribute holds the best model so far
+        (``None`` if no epoch finished). Nothing is written to ``out``.
+
+    Examples
+    --------
+    >>> from napari_xrayseg import make_phantom, segment
+    >>> image, truth = make_phantom((4, 64, 64), seed=1)
+    >>> sparse = np.zeros_like(truth)
+    >>> sparse[::3] = truth[::3]
+    >>> model = train(image, sparse, size="tiny", epochs=1, steps_per_epoch=2, batch=2, patch=32,
+    ...               device="cpu")
+    >>> model.info.classes
+    [1, 2, 3]
+    >>> segment(image, model, device="cpu").shape
+    (4, 64, 64)
+    """
+    return drain(iter_train(image, labels, axis=axis, arch=arch, size=size, epochs=epochs, minutes=minutes,
+                            steps_per_epoch=steps_per_epoch, batch=batch, patch=patch, lr=lr, schedule=schedule,
+                            loss=loss, gamma=gamma, augment=augment, val_fraction=val_fraction, seed=seed,
+                            device=device, init=init, out=out, overwrite=overwrite, cancel=cancel),
+                 progress)
