@@ -103,6 +103,58 @@ def _cmd_model_info(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(a: argparse.Namespace) -> int:
+    from .core.io import open_volume
+    from .core.training import train
+
+    image = open_volume(a.image, dataset=a.dataset)
+    labels = open_volume(a.labels, dataset=a.labels_dataset)
+    t0 = time.perf_counter()
+    model = train(image, labels, axis=a.axis, arch=a.arch, size=a.size, epochs=a.epochs, minutes=a.minutes,
+                  steps_per_epoch=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, loss=a.loss, gamma=a.gamma,
+                  augment=not a.no_augment, seed=a.seed, device=a.device, init=a.init, out=a.out,
+                  overwrite=a.overwrite, progress=_ProgressPrinter("train"))
+    t = model.info.train
+    print(f"wrote model to {model.path}: {model.info.arch} ({model.info.size}), classes {model.info.classes}, "
+          f"{len(model.info.history)} epochs in {time.perf_counter() - t0:.0f} s, "
+          f"best validation Dice {_fmt(t.get('best_val_dice'))} (epoch {t.get('best_epoch')})")
+    return 0
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from .core.io import open_volume
+    from .core.metrics import evaluate
+
+    pred = open_volume(a.pred, dataset=a.pred_dataset)
+    truth = open_volume(a.truth, dataset=a.truth_dataset)
+    report = evaluate(pred, truth, axis=a.axis, ignore_zero=not a.zero_is_class)
+    print(repr(report))
+    if a.json:
+        print(f"wrote {report.to_json(a.json, overwrite=a.overwrite)}")
+    if a.csv:
+        print(f"wrote {report.to_csv(a.csv, overwrite=a.overwrite)}")
+    if a.figures:
+        from .core.figures import save_figures
+
+        image = open_volume(a.image) if a.image else None
+        for f in save_figures(report, image, pred, truth, a.figures, axis=a.axis, overwrite=a.overwrite):
+            print(f"wrote {f}")
+    return 0
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from .core.demo import run_demo
+
+    run_demo(a.out, shape=tuple(a.shape), seed=a.seed, n_slices=a.slices, minutes=a.minutes,
+             size=a.size, overwrite=a.overwrite, device=a.device, echo=print,
+             progress=_ProgressPrinter("demo"))
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -156,6 +208,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slab", type=int, default=None, help="slices per read/write (default: input chunk depth)")
     _add_overwrite(p)
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("train", help="train a model from annotated slices (0 = not annotated)")
+    p.add_argument("--image", required=True, help="input volume: zarr, TIFF, HDF5 or .npy")
+    p.add_argument("--dataset", default=None, help="array name inside the image's zarr group / HDF5 file")
+    p.add_argument("--labels", required=True, help="label volume of the same shape (0 = not annotated)")
+    p.add_argument("--labels-dataset", default=None, help="array name inside the labels' group / file")
+    p.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    p.add_argument("--axis", type=int, default=_T.axis, help=f"slicing axis (default: {_T.axis})")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, default=None, help="wall-clock budget in minutes")
+    budget.add_argument("--epochs", type=int, default=_T.epochs, help=f"epochs (default: {_T.epochs})")
+    p.add_argument("--steps", type=int, default=_T.steps_per_epoch,
+                   help=f"optimiser steps per epoch (default: {_T.steps_per_epoch})")
+    p.add_argument("--arch", default=_T.arch, choices=sorted(architectures()), help="architecture")
+    p.add_argument("--size", default=None, help=f"size preset (default: {_T.size})")
+    p.add_argument("--batch", type=int, default=_T.batch, help=f"patches per step (default: {_T.batch})")
+    p.add_argument("--patch", type=int, default=_T.patch, help=f"patch side (default: {_T.patch})")
+    p.add_argument("--lr", type=float, default=_T.lr, help=f"learning rate (default: {_T.lr})")
+    p.add_argument("--loss", default=_T.loss, choices=["dicece", "ce", "dice", "dice_gamma"],
+                   help=f"loss (default: {_T.loss})")
+    p.add_argument("--gamma", type=float, default=_T.gamma, help="Dice denominator exponent for dice_gamma")
+    p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
+    p.add_argument("--init", default=None, help="fine-tune from this model file")
+    p.add_argument("--seed", type=int, default=_T.seed, help=f"random seed (default: {_T.seed})")
+    p.add_argument("--device", default=_T.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
+    _add_overwrite(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="Dice, IoU, precision, recall, accuracy vs (sparse) manual labels")
+    p.add_argument("--pred", required=True, help="predicted labels (zarr, TIFF, HDF5, .npy)")
+    p.add_argument("--pred-dataset", default=None, help="array name inside the prediction's group / file")
+    p.add_argument("--truth", required=True, help="manual labels (0 = not annotated unless --zero-is-class)")
+    p.add_argument("--truth-dataset", default=None, help="array name inside the truth's group / file")
+    p.add_argument("--axis", type=int, default=0, help="axis for per-slice Dice (default: 0)")
+    p.add_argument("--zero-is-class", action="store_true", help="count label 0 as a real class")
+    p.add_argument("--json", default=None, help="write the report as JSON here")
+    p.add_argument("--csv", default=None, help="write the per-class table as CSV here")
+    p.add_argument("--figures", default=None, help="write PNG figures (collage, per-slice Dice) to this folder")
+    p.add_argument("--image", default=None, help="raw image for the collage's raw panel (optional)")
+    _add_overwrite(p)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("demo", help="the main job on the built-in sample: annotate 3 slices, train, segment, "
+                                    "evaluate")
+    p.add_argument("--out", default="xrayseg-demo", help="output folder (default: xrayseg-demo)")
+    p.add_argument("--shape", type=int, nargs=3, default=[48, 192, 192], metavar="N",
+                   help="sample shape Z Y X (default: 48 192 192)")
+    p.add_argument("--slices", type=int, default=3, help="annotated slices (default: 3)")
+    p.add_argument("--minutes", type=float, default=2.0, help="training budget in minutes (default: 2)")
+    p.add_argument("--size", default="small", help="U-Net size (default: small)")
+    p.add_argument("--seed", type=int, default=7, help="sample seed (default: 7)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    _add_overwrite(p)
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("model-info", help="print a model file's description (JSON) without loading weights")
     p.add_argument("model", help="model file (.safetensors)")

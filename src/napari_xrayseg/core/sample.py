@@ -34,18 +34,18 @@ logger = logging.getLogger(__name__)
 PHASES: dict[int, str] = {1: "pore", 2: "nickel", 3: "YSZ"}
 """Label value -> phase name; 0 is reserved for "not annotated"."""
 
-GREY_LEVELS: dict[int, float] = {1: 0.15, 2: 0.75, 3: 0.55}
+GREY_LEVELS: dict[int, float] = {1: 0.15, 2: 0.8, 3: 0.55}
 """Mean grey level of each phase before blur, noise and artefacts (Ni is densest)."""
 
 _TEXTURE = {1: 0.02, 2: 0.03, 3: 0.03}      # amplitude of the smooth intra-phase texture
 _PV_SIGMA = 0.9                             # partial-volume blur, voxels
-_IMAGE_NOISE = 0.07                         # target noise std of the reconstruction at noise=1
+_IMAGE_NOISE = 0.06                         # target noise std of the reconstruction at noise=1
 _PLAIN_NOISE = 0.08                         # noise std without artefacts at noise=1
 _RING_GAIN = 0.004                          # per-detector relative gain error (std)
 _RING_OFFSET = 0.04                         # per-detector offset error (std, line-integral units)
 _BAD_PIXELS = 0.02                          # share of detector pixels with a strong offset
 _BAD_OFFSET = 0.6                           # std of those strong offsets
-_CUPPING = 0.06                             # beam hardening: relative loss at the longest chord
+_CUPPING = 0.03                             # beam hardening: relative loss at the longest chord
 _DRIFT = 0.03                               # slow multiplicative drift along Z (peak)
 _ANGLE_CHUNK_NNZ = 4_000_000                # sparse entries per block of angles (memory bound)
 
@@ -81,7 +81,7 @@ def make_phantom(shape: Sequence[int] = (64, 256, 256), *, seed: int = 0,
     Returns
     -------
     image : numpy.ndarray of float32, shape ``shape``
-        Grey levels roughly in [0, 1] (not clipped): pore about 0.15, YSZ 0.55, Ni 0.75.
+        Grey levels roughly in [0, 1] (not clipped): pore about 0.15, YSZ 0.55, Ni 0.8.
     truth : numpy.ndarray of uint8, shape ``shape``
         Phase labels, see :data:`PHASES`: 1 pore, 2 nickel, 3 YSZ.
 
@@ -138,7 +138,8 @@ def make_phantom(shape: Sequence[int] = (64, 256, 256), *, seed: int = 0,
 
     # grey levels with smooth intra-phase texture, then partial-volume blur
     texture = _smooth_field(rng, shape3, tuple(s / 2 for s in sigma))
-    texture /= max(float(texture.std()), 1e-12)
+    std = float(texture.std())
+    texture *= np.float32(1.0 / std if std > 1e-6 else 0.0)
     lut = np.zeros(4, dtype=np.float32)
     amp = np.zeros(4, dtype=np.float32)
     for label, grey in GREY_LEVELS.items():

@@ -264,13 +264,26 @@ class _PatchSampler:
         if self.transform is None:
             return img, tgt.astype(np.int64)
         # labels travel as float "index + 1" so affine zero padding reads as "not annotated"
-        d = self.transform({"image": img[None], "label": (tgt + 1).astype(np.float32)[None]})
-        img = np.asarray(d["image"], dtype=np.float32)[0]
-        tgt = np.rint(np.asarray(d["label"])[0]).astype(np.int64) - 1
+        d = self.transform({"image": torch.from_numpy(np.ascontiguousarray(img)[None]),
+                            "label": torch.from_numpy((tgt + 1).astype(np.float32)[None])})
+        img = torch.as_tensor(d["image"]).numpy()[0].astype(np.float32, copy=False)
+        tgt = torch.as_tensor(d["label"]).numpy()[0].round().astype(np.int64) - 1
         return img, tgt
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        pairs = [self.sample() for _ in range(n)]
+        if self.transform is None:
+            pairs = [self.sample() for _ in range(n)]
+        else:
+            from monai.data import get_track_meta, set_track_meta
+
+            # MONAI's metadata tracking triples the cost of a small transform; it is a
+            # module-wide switch, so it is turned off only while the batch is made.
+            prev = get_track_meta()
+            set_track_meta(False)
+            try:
+                pairs = [self.sample() for _ in range(n)]
+            finally:
+                set_track_meta(prev)
         x = torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None]
         y = torch.from_numpy(np.stack([p[1] for p in pairs]))
         return x, y

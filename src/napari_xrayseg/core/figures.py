@@ -1,0 +1,778 @@
+"""Figures for reports and papers: slice collages, training curves, per-slice Dice.
+
+Everything is drawn on :class:`matplotlib.figure.Figure` objects with the Agg
+backend: no pyplot state, no GUI, safe in worker threads, on clusters and in the
+CLI.  Each function returns its Figure; with ``path=`` it also writes a PNG and,
+like every writer of napari-xrayseg, refuses an existing file unless
+``overwrite=True``.  Each also takes ``figure=`` to draw into an existing Figure
+(e.g. the one of a Qt canvas in a dock widget).
+
+Only the slices shown are read from the arrays, so a collage of a zarr or dask
+volume larger than memory costs a few slices.
+
+Colours of the collage overlay (see :func:`collage`)
+    green = prediction agrees with the truth, red = wrong class predicted,
+    blue = missed (prediction 0 where the truth has a class); voxels without
+    annotation (truth 0 while ``ignore_zero``) keep the raw grey.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from .errors import InputError, OutputExistsError
+
+__all__ = ["OVERLAY_COLORS", "collage", "save_figures", "slice_dice_plot", "training_curves"]
+
+log = logging.getLogger(__name__)
+
+#: RGB colours of the collage overlay: agreement, wrong class, missed (predicted 0).
+OVERLAY_COLORS = {
+    "correct": (0.10, 0.80, 0.25),
+    "wrong": (0.95, 0.10, 0.10),
+    "missed": (0.15, 0.40, 1.00),
+}
+_ALPHA = {"correct": 0.30, "wrong": 0.70, "missed": 0.70}
+_OVERLAY_TITLE = "overlay: green correct, red wrong,\nblue missed, grey not annotated"
+
+#: Label colours (class 1 = first colour, cycling; 0 = black): matplotlib's tab10.
+_PALETTE = np.array(
+    [
+        (0.122, 0.467, 0.706),
+        (1.000, 0.498, 0.055),
+        (0.173, 0.627, 0.173),
+        (0.839, 0.153, 0.157),
+        (0.580, 0.404, 0.741),
+        (0.549, 0.337, 0.294),
+        (0.890, 0.467, 0.761),
+        (0.498, 0.498, 0.498),
+        (0.737, 0.741, 0.133),
+        (0.090, 0.745, 0.812),
+    ]
+)
+
+_PANEL_INCHES = 3.0
+_DPI = 100
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _new_figure(figure: Figure | None, size: tuple[float, float]) -> Figure:
+    if figure is None:
+        fig = Figure(figsize=size, dpi=_DPI, layout="constrained")
+        FigureCanvasAgg(fig)
+        return fig
+    figure.clear()
+    return figure
+
+
+def _exists_msg(path: Path) -> str:
+    return f"figure output {path} exists: choose another path or pass overwrite=True (--overwrite)"
+
+
+def _check_target(path: str | os.PathLike, overwrite: bool) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"figure output {path} is a directory: give a file name ending in .png")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(_exists_msg(path))
+    return path
+
+
+def _save(fig: Figure, path: str | os.PathLike | None, overwrite: bool) -> None:
+    if path is None:
+        return
+    path = _check_target(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fh = open(path, "wb" if overwrite else "xb")  # closed by the with below
+    except FileExistsError as e:
+        raise OutputExistsError(_exists_msg(path)) from e
+    try:
+        with fh:
+            fig.savefig(fh, format="png", dpi=_DPI)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    log.info("wrote figure %s", path)
+
+
+def _array(x: Any, name: str) -> Any:
+    if all(hasattr(x, a) for a in ("shape", "ndim", "__getitem__")):
+        arr = x
+    else:
+        arr = np.asarray(x)
+    if arr.ndim not in (2, 3):
+        raise InputError(
+            f"{name} has {arr.ndim} dimensions (shape {tuple(arr.shape)}); figures need a 2D "
+            "image or a 3D volume: drop channel/time axes first"
+        )
+    return arr
+
+
+def _read_slice(arr: Any, axis: int, k: int) -> np.ndarray:
+    """Read one 2D slice (only that slice from zarr/dask arrays)."""
+    if arr.ndim == 2:
+        return np.asarray(arr)
+    idx: list[Any] = [slice(None)] * arr.ndim
+    idx[axis] = int(k)
+    out = arr[tuple(idx)]
+    if hasattr(out, "compute"):
+        out = out.compute()
+    return np.asarray(out)
+
+
+def _labels(a: np.ndarray) -> np.ndarray:
+    if a.dtype.kind == "b":
+        return a.astype(np.int64)
+    if a.dtype.kind == "f":
+        return np.rint(np.nan_to_num(a)).astype(np.int64)
+    return a.astype(np.int64, copy=False)
+
+
+def _label_rgb(lab: np.ndarray) -> np.ndarray:
+    """RGB image of a label slice: 0 black, class c the palette colour of c."""
+    rgb = _PALETTE[(np.maximum(lab, 1) - 1) % len(_PALETTE)]
+    rgb[lab <= 0] = 0.0
+    return rgb
+
+
+def _label_color(c: int) -> tuple[float, float, float]:
+    if c <= 0:
+        return (0.0, 0.0, 0.0)
+    return tuple(float(v) for v in _PALETTE[(c - 1) % len(_PALETTE)])  # type: ignore[return-value]
+
+
+def _contrast(slices: list[np.ndarray]) -> tuple[float, float]:
+    vals = np.concatenate([s.astype(np.float64, copy=False).ravel() for s in slices])
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(vals, [0.5, 99.5])
+    if not hi > lo:
+        lo, hi = float(vals.min()), float(vals.max())
+    if not hi > lo:
+        hi = lo + 1.0
+    return float(lo), float(hi)
+
+
+def _grey(raw: np.ndarray | None, lo: float, hi: float, shape: tuple[int, ...]) -> np.ndarray:
+    if raw is None:
+        return np.full((*shape, 3), 0.5)
+    g = np.clip((np.nan_to_num(raw.astype(np.float64)) - lo) / (hi - lo), 0.0, 1.0)
+    return np.repeat(g[..., None], 3, axis=-1)
+
+
+def _agreement(p: np.ndarray, t: np.ndarray, ignore_zero: bool) -> dict[str, np.ndarray]:
+    counted = t != 0 if ignore_zero else np.ones(t.shape, dtype=bool)
+    correct = counted & (p == t)
+    missed = counted & ~correct & (p == 0)
+    wrong = counted & ~correct & ~missed
+    return {"correct": correct, "wrong": wrong, "missed": missed}
+
+
+def _blend(base: np.ndarray, masks: dict[str, np.ndarray]) -> np.ndarray:
+    out = base.copy()
+    for key, m in masks.items():
+        a = _ALPHA.get(key, 0.45)
+        color = np.asarray(OVERLAY_COLORS.get(key, (0.9, 0.1, 0.1)))
+        out[m] = out[m] * (1.0 - a) + color * a
+    return out
+
+
+def _boundaries(lab: np.ndarray) -> np.ndarray:
+    """Pixels whose right or lower neighbour has another label."""
+    b = np.zeros(lab.shape, dtype=bool)
+    dy = lab[1:, :] != lab[:-1, :]
+    dx = lab[:, 1:] != lab[:, :-1]
+    b[1:, :] |= dy
+    b[:-1, :] |= dy
+    b[:, 1:] |= dx
+    b[:, :-1] |= dx
+    return b
+
+
+def _pick(candidates: Sequence[int], n: int) -> list[int]:
+    """``n`` evenly spaced items of ``candidates`` (all of them if fewer)."""
+    m = len(candidates)
+    if m <= n:
+        return list(candidates)
+    return sorted({int(candidates[int((i + 0.5) * m / n)]) for i in range(n)})
+
+
+def _check_slices(slices: Sequence[int], depth: int, axis: int) -> list[int]:
+    if isinstance(slices, (int, np.integer)):
+        slices = [int(slices)]
+    out = []
+    for k in slices:
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+            raise InputError(f"slices={list(slices)!r} holds {k!r}: pass integer slice indices")
+        if not -depth <= k < depth:
+            raise InputError(
+                f"slice {k} is out of range for {depth} slices along axis {axis}: "
+                f"use 0..{depth - 1}"
+            )
+        out.append(int(k) % depth)
+    if not out:
+        raise InputError("slices=[] is empty: pass at least one slice index or slices=None")
+    return out
+
+
+# --------------------------------------------------------------------------- collage
+
+
+def collage(
+    image: Any,
+    pred: Any,
+    truth: Any = None,
+    *,
+    axis: int = 0,
+    slices: Sequence[int] | None = None,
+    n: int = 4,
+    ignore_zero: bool = True,
+    path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    figure: Figure | None = None,
+) -> Figure:
+    """Draw raw data, prediction and an agreement overlay for a few slices.
+
+    One row per slice; columns *raw* (grey, 0.5-99.5 percentile contrast over the
+    shown slices), *prediction* (label colours, 0 black) and *overlay*: with
+    ``truth``, the raw slice tinted green where the prediction agrees with the
+    truth, red where a wrong class is predicted and blue where a class was missed
+    (prediction 0); unannotated voxels (truth 0 with ``ignore_zero``) stay grey, so
+    sparse annotations read naturally.  Without ``truth`` the overlay shows the
+    prediction over the raw slice with class boundaries in red.
+
+    Parameters
+    ----------
+    image : array-like of shape (Z, Y, X) or (Y, X), or None
+        Raw data (numpy, dask, zarr).  ``None`` replaces the raw column by the
+        truth (if any) and draws the overlay on neutral grey with the truth boundaries.
+    pred : array-like, same shape as ``image``
+        Predicted labels.
+    truth : array-like, optional
+        Ground-truth labels, ``0`` = not annotated (with ``ignore_zero``).
+    axis : int
+        Slicing axis of a 3D volume (ignored for 2D).
+    slices : sequence of int, optional
+        Slice indices along ``axis``; default ``n`` evenly spaced ones (ignored for 2D).
+    n : int
+        Number of slices when ``slices`` is None.
+    ignore_zero : bool
+        Truth 0 means "not annotated" (as in :func:`~napari_xrayseg.core.metrics.evaluate`).
+    path : str or os.PathLike, optional
+        Also write the figure as a PNG here.
+    overwrite : bool
+        Replace an existing ``path``.
+    figure : matplotlib.figure.Figure, optional
+        Draw into this figure (cleared first) instead of a new one.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    InputError
+        For arrays of different shapes or dimensions other than 2/3, a bad axis or
+        slice index.
+    OutputExistsError
+        If ``path`` exists and ``overwrite`` is False.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> truth = np.zeros((4, 16, 16), np.uint8); truth[:, 4:12, 4:12] = 1
+    >>> fig = collage(truth.astype(float), truth, truth, n=2)
+    >>> len(fig.axes)
+    6
+    """
+    pred = _array(pred, "pred")
+    shape = tuple(int(s) for s in pred.shape)
+    arrays = {"image": image, "truth": truth}
+    for name, a in list(arrays.items()):
+        if a is None:
+            continue
+        a = _array(a, name)
+        if tuple(int(s) for s in a.shape) != shape:
+            raise InputError(
+                f"{name} shape {tuple(a.shape)} does not match pred shape {shape}: "
+                "pass arrays of the same volume"
+            )
+        arrays[name] = a
+    image, truth = arrays["image"], arrays["truth"]
+    if path is not None:
+        _check_target(path, overwrite)
+    ndim = len(shape)
+    if ndim == 3:
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -3 <= axis < 3:
+            raise InputError(f"axis {axis!r} is not valid for a 3D volume: use 0, 1 or 2")
+        axis = int(axis) % 3
+        depth = shape[axis]
+        if slices is None:
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+                raise InputError(f"n={n!r} is not a positive integer: pass e.g. n=4")
+            ks = _pick(range(depth), int(n))
+        else:
+            ks = _check_slices(slices, depth, axis)
+    else:
+        axis, ks = 0, [0]
+
+    rows = []
+    for k in ks:
+        rows.append(
+            {
+                "k": k,
+                "raw": None if image is None else _read_slice(image, axis, k),
+                "pred": _labels(_read_slice(pred, axis, k)),
+                "truth": None if truth is None else _labels(_read_slice(truth, axis, k)),
+            }
+        )
+    lo, hi = _contrast([r["raw"] for r in rows]) if image is not None else (0.0, 1.0)
+
+    columns = []
+    if image is not None:
+        columns.append("raw")
+    elif truth is not None:
+        columns.append("truth")
+    columns += ["prediction", "overlay"]
+    h, w = rows[0]["pred"].shape
+    aspect = h / max(w, 1)
+    ncols = len(columns)
+    fig = _new_figure(
+        figure,
+        (_PANEL_INCHES * ncols, max(1.5, _PANEL_INCHES * aspect) * len(rows) + 0.4),
+    )
+    axes = fig.subplots(len(rows), ncols, squeeze=False)
+    present: set[int] = set()
+    for i, r in enumerate(rows):
+        p, t = r["pred"], r["truth"]
+        present.update(int(v) for v in np.unique(p) if v > 0)
+        base = _grey(r["raw"], lo, hi, p.shape)
+        for j, col in enumerate(columns):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == "raw":
+                ax.imshow(r["raw"], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+                title = "raw"
+            elif col == "truth":
+                present.update(int(v) for v in np.unique(t) if v > 0)
+                ax.imshow(_label_rgb(t), interpolation="nearest")
+                title = "truth (black = 0)"
+            elif col == "prediction":
+                ax.imshow(_label_rgb(p), interpolation="nearest")
+                title = "prediction"
+            else:
+                if t is not None:
+                    if r["raw"] is None:  # no raw data: draw the truth's boundaries for context
+                        base[_boundaries(t)] = 0.2
+                    masks = _agreement(p, t, ignore_zero)
+                    ax.imshow(_blend(base, masks), interpolation="nearest")
+                    n_counted = int(sum(m.sum() for m in masks.values()))
+                    if n_counted:
+                        acc = masks["correct"].sum() / n_counted
+                        ax.set_xlabel(f"accuracy {acc:.3f} on {n_counted} px", fontsize=8)
+                    else:
+                        ax.set_xlabel("no annotated pixel in this slice", fontsize=8)
+                    title = _OVERLAY_TITLE
+                else:
+                    rgb = 0.6 * base + 0.4 * _label_rgb(p)
+                    rgb[_boundaries(p)] = OVERLAY_COLORS["wrong"]
+                    ax.imshow(rgb, interpolation="nearest")
+                    title = "overlay: prediction on raw,\nclass boundaries red"
+            if i == 0:
+                ax.set_title(title, fontsize=9)
+        axes[i, 0].set_ylabel(f"slice {r['k']} (axis {axis})" if ndim == 3 else "2D image")
+    if present:
+        handles = [Patch(color=_label_color(c), label=f"class {c}") for c in sorted(present)[:10]]
+        axes[0, columns.index("prediction")].legend(
+            handles=handles, loc="upper right", fontsize=6, framealpha=0.7
+        )
+    _save(fig, path, overwrite)
+    return fig
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _history_source(
+    history: Any,
+) -> tuple[list[dict[str, Any]], list[int] | None, list[str] | None]:
+    info = None
+    if isinstance(history, (str, os.PathLike)):
+        from .models import read_model_info
+
+        info = read_model_info(history)
+    elif hasattr(history, "info") and hasattr(history.info, "history"):
+        info = history.info
+    elif hasattr(history, "history") and not isinstance(history, Mapping):
+        info = history
+    if info is not None:
+        records = list(info.history)
+        classes = list(getattr(info, "classes", []) or []) or None
+        names = list(getattr(info, "class_names", []) or []) or None
+        return records, classes, names
+    if isinstance(history, (list, tuple)):
+        return list(history), None, None
+    raise InputError(
+        f"history is a {type(history).__name__}: pass a list of epoch records, a model file "
+        "path or a Model"
+    )
+
+
+def _num(v: Any) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return f if math.isfinite(f) else math.nan
+
+
+def training_curves(
+    history: Any,
+    *,
+    path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    figure: Figure | None = None,
+) -> Figure:
+    """Plot training loss and validation Dice per epoch.
+
+    Parameters
+    ----------
+    history : list of dict, str, os.PathLike or Model
+        Epoch records with keys ``epoch``, ``loss``, ``val_dice`` (None when there
+        was no validation) and optionally ``val_dice_per_class`` (a mapping
+        ``{class: dice}``, or a list in the order of the model's classes); or a
+        model file / :class:`~napari_xrayseg.core.models.Model` whose
+        ``info.history`` is read.  Class names come from the model when known,
+        else list entries are numbered 1, 2, ...
+    path : str or os.PathLike, optional
+        Also write the figure as a PNG here.
+    overwrite : bool
+        Replace an existing ``path``.
+    figure : matplotlib.figure.Figure, optional
+        Draw into this figure (cleared first) instead of a new one.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    InputError
+        If the history is empty or not a list of dicts.
+    ModelFileError
+        If a model file cannot be read.
+    OutputExistsError
+        If ``path`` exists and ``overwrite`` is False.
+
+    Examples
+    --------
+    >>> fig = training_curves([{"epoch": 1, "loss": 0.9, "val_dice": 0.5},
+    ...                        {"epoch": 2, "loss": 0.6, "val_dice": 0.7}])
+    >>> [ax.get_title() for ax in fig.axes]
+    ['training loss', 'validation Dice (best 0.700 at epoch 2)']
+    """
+    records, classes, names = _history_source(history)
+    if not records:
+        raise InputError("the training history is empty: train the model first")
+    if not all(isinstance(r, Mapping) for r in records):
+        raise InputError(
+            "history holds entries that are not dicts: pass epoch records like "
+            '{"epoch": 1, "loss": 0.5, "val_dice": 0.8}'
+        )
+    if path is not None:
+        _check_target(path, overwrite)
+    epochs = np.array([_num(r.get("epoch", i + 1)) for i, r in enumerate(records)])
+    loss = np.array([_num(r.get("loss")) for r in records])
+    val = np.array([_num(r.get("val_dice")) for r in records])
+    per: dict[str, list[float]] = {}
+    for i, r in enumerate(records):
+        pc = r.get("val_dice_per_class")
+        if isinstance(pc, Mapping):
+            items = [(f"class {k}", v) for k, v in pc.items()]
+        elif isinstance(pc, (list, tuple)):
+            items = []
+            for j, v in enumerate(pc):
+                if names and len(names) == len(pc):
+                    label = names[j]
+                elif classes and len(classes) == len(pc):
+                    label = f"class {classes[j]}"
+                else:
+                    label = f"class {j + 1}"
+                items.append((label, v))
+        else:
+            items = []
+        for label, v in items:
+            per.setdefault(label, [math.nan] * len(records))[i] = _num(v)
+
+    fig = _new_figure(figure, (10.0, 3.8))
+    ax_loss, ax_dice = fig.subplots(1, 2)
+    marker = "o" if len(records) <= 50 else None
+    ax_loss.plot(epochs, loss, marker=marker, ms=3, color="0.2")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.set_title("training loss")
+    ax_loss.grid(alpha=0.3)
+    finite = loss[np.isfinite(loss)]
+    if finite.size and finite.min() > 0 and finite.max() / finite.min() > 30:
+        ax_loss.set_yscale("log")
+
+    for label, vals in per.items():
+        ax_dice.plot(epochs, vals, marker=marker, ms=2, lw=1, alpha=0.7, label=label)
+    if np.isfinite(val).any():
+        ax_dice.plot(epochs, val, marker=marker, ms=3, lw=2, color="black", label="mean")
+        best = int(np.nanargmax(val))
+        ax_dice.plot(epochs[best], val[best], "*", ms=12, color="gold", mec="black", zorder=5)
+        ax_dice.set_title(f"validation Dice (best {val[best]:.3f} at epoch {epochs[best]:g})")
+        ax_dice.legend(fontsize=7, loc="lower right")
+    else:
+        ax_dice.set_title("validation Dice")
+        ax_dice.text(
+            0.5,
+            0.5,
+            "no validation data",
+            ha="center",
+            va="center",
+            transform=ax_dice.transAxes,
+            color="0.4",
+        )
+    ax_dice.set_ylim(0.0, 1.02)
+    ax_dice.set_xlabel("epoch")
+    ax_dice.set_ylabel("Dice")
+    ax_dice.grid(alpha=0.3)
+    _save(fig, path, overwrite)
+    return fig
+
+
+# --------------------------------------------------------------------------- per slice
+
+
+def _as_report(report: Any) -> Any:
+    from .metrics import Report
+
+    if isinstance(report, Report):
+        return report
+    if isinstance(report, Mapping):
+        return Report.from_dict(dict(report))
+    raise InputError(
+        f"report is a {type(report).__name__}: pass the Report from evaluate() or its to_dict()"
+    )
+
+
+def slice_dice_plot(
+    report: Any,
+    *,
+    path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    figure: Figure | None = None,
+) -> Figure:
+    """Plot per-slice mean Dice (and per-class Dice) along the report's axis.
+
+    Slices without annotation are gaps; every annotated slice gets a marker, so
+    sparse annotations stay visible.  The dashed line and band show the mean ±
+    standard deviation of the per-slice mean Dice over annotated slices.
+
+    Parameters
+    ----------
+    report : Report or dict
+        From :func:`~napari_xrayseg.core.metrics.evaluate` with ``per_slice=True``
+        (or its :meth:`~napari_xrayseg.core.metrics.Report.to_dict`).
+    path : str or os.PathLike, optional
+        Also write the figure as a PNG here.
+    overwrite : bool
+        Replace an existing ``path``.
+    figure : matplotlib.figure.Figure, optional
+        Draw into this figure (cleared first) instead of a new one; its first
+        axes has x = slice index, so a click's ``xdata`` rounds to the slice.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    InputError
+        If the report has no per-slice scores.
+    OutputExistsError
+        If ``path`` exists and ``overwrite`` is False.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_xrayseg.core.metrics import evaluate
+    >>> t = np.ones((3, 4, 4), np.uint8); p = t.copy(); p[1] = 2
+    >>> fig = slice_dice_plot(evaluate(p, t))
+    >>> fig.axes[0].get_xlabel()
+    'slice index along axis 0'
+    """
+    report = _as_report(report)
+    if report.axis is None or report.slice_dice is None:
+        raise InputError(
+            "the report has no per-slice scores: evaluate with per_slice=True (the default)"
+        )
+    if path is not None:
+        _check_target(path, overwrite)
+    mean = np.array([_num(v) for v in report.slice_dice])
+    x = np.arange(mean.size)
+    fig = _new_figure(figure, (8.0, 3.6))
+    ax = fig.subplots()
+    per_class = report.slice_class_dice or {}
+    for c, vals in per_class.items():
+        ax.plot(
+            x,
+            [_num(v) for v in vals],
+            marker=".",
+            ms=3,
+            lw=0.8,
+            alpha=0.6,
+            color=_label_color(int(c)) if int(c) > 0 else "0.5",
+            label=f"class {c}",
+        )
+    ax.plot(x, mean, marker="o", ms=3, lw=1.8, color="black", label="mean over classes")
+    if report.mean_slice_dice is not None:
+        m, s = report.mean_slice_dice, report.std_slice_dice or 0.0
+        ax.axhspan(m - s, m + s, color="0.5", alpha=0.15, lw=0)
+        ax.axhline(m, color="0.3", ls="--", lw=1)
+        ax.set_title(
+            f"per-slice Dice: {m:.3f} ± {s:.3f} over {report.n_annotated_slices} annotated "
+            f"slices (of {mean.size})",
+            fontsize=10,
+        )
+    else:
+        ax.set_title("per-slice Dice: no annotated slice", fontsize=10)
+    ax.set_xlim(-0.5, max(mean.size - 0.5, 0.5))
+    shown = [mean] + [np.array([_num(v) for v in vals]) for vals in per_class.values()]
+    lows = [float(np.nanmin(v)) for v in shown if np.isfinite(v).any()]
+    bottom = max(0.0, math.floor(min(lows) * 10) / 10 - 0.1) if lows else 0.0
+    ax.set_ylim(bottom, 1.02)
+    ax.set_xlabel(f"slice index along axis {report.axis}")
+    ax.set_ylabel("Dice")
+    ax.grid(alpha=0.3)
+    if len(per_class) <= 12:
+        ax.legend(fontsize=7, loc="lower right", ncols=2)
+    _save(fig, path, overwrite)
+    return fig
+
+
+# --------------------------------------------------------------------------- all at once
+
+
+def save_figures(
+    report: Any,
+    image: Any,
+    pred: Any,
+    truth: Any,
+    directory: str | os.PathLike,
+    *,
+    axis: int = 0,
+    overwrite: bool = False,
+    history: Any = None,
+    n: int = 4,
+) -> list[Path]:
+    """Write the standard evaluation figures into a directory.
+
+    Files: ``collage.png`` (:func:`collage`), ``slice_dice.png``
+    (:func:`slice_dice_plot`, skipped when the report has no per-slice scores) and,
+    with ``history``, ``training_curves.png`` (:func:`training_curves`).  Nothing
+    is written if any of them exists and ``overwrite`` is False.
+
+    Parameters
+    ----------
+    report : Report
+        From :func:`~napari_xrayseg.core.metrics.evaluate` on ``pred`` and ``truth``.
+    image : array-like or None
+        Raw data shown in the collage (``None``: show the truth instead).
+    pred, truth : array-like
+        Predicted and ground-truth labels (numpy, dask, zarr).
+    directory : str or os.PathLike
+        Output folder, created if missing.
+    axis : int
+        Slicing axis of the collage.  When it is the report's axis, the collage
+        shows slices that carry annotations.
+    overwrite : bool
+        Replace existing figures.
+    history : list of dict, str, os.PathLike or Model, optional
+        Training history for ``training_curves.png`` (see :func:`training_curves`).
+    n : int
+        Slices in the collage.
+
+    Returns
+    -------
+    list of Path
+        The written files.
+
+    Raises
+    ------
+    InputError
+        For inconsistent arrays or a ``directory`` that is a file.
+    OutputExistsError
+        If a figure exists and ``overwrite`` is False.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> from napari_xrayseg.core.metrics import evaluate
+    >>> t = np.ones((3, 8, 8), np.uint8); p = t.copy(); p[1, :4] = 2
+    >>> out = save_figures(evaluate(p, t), None, p, t, tempfile.mkdtemp())
+    >>> [f.name for f in out]
+    ['collage.png', 'slice_dice.png']
+    """
+    report = _as_report(report)
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"figures directory {directory} is a file: give a folder path")
+    targets = {"collage": directory / "collage.png"}
+    if report.slice_dice is not None and report.axis is not None:
+        targets["slice_dice"] = directory / "slice_dice.png"
+    else:
+        log.info("report has no per-slice scores: slice_dice.png not written")
+    if history is not None:
+        targets["training_curves"] = directory / "training_curves.png"
+    taken = [str(p) for p in targets.values() if p.exists()]
+    if taken and not overwrite:
+        raise OutputExistsError(
+            f"figures exist: {', '.join(taken)}: choose another folder or pass overwrite=True "
+            "(--overwrite)"
+        )
+    slices = None
+    pred_ndim = _array(pred, "pred").ndim
+    if pred_ndim == 3 and report.slice_dice is not None and report.axis is not None:
+        if int(report.axis) == int(axis) % 3:
+            annotated = [k for k, v in enumerate(report.slice_dice) if v is not None]
+            if annotated:
+                slices = _pick(annotated, n)
+    directory.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    collage(
+        image,
+        pred,
+        truth,
+        axis=axis,
+        slices=slices,
+        n=n,
+        ignore_zero=report.ignore_zero,
+        path=targets["collage"],
+        overwrite=overwrite,
+    )
+    written.append(targets["collage"])
+    if "slice_dice" in targets:
+        slice_dice_plot(report, path=targets["slice_dice"], overwrite=overwrite)
+        written.append(targets["slice_dice"])
+    if "training_curves" in targets:
+        training_curves(history, path=targets["training_curves"], overwrite=overwrite)
+        written.append(targets["training_curves"])
+    return written

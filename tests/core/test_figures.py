@@ -1,0 +1,197 @@
+"""Tests of napari_xrayseg.core.figures: each figure drawn, saved non-blank, never overwriting."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+from matplotlib.figure import Figure
+from matplotlib.image import imread
+
+from napari_xrayseg.core import figures
+from napari_xrayseg.core.errors import InputError, OutputExistsError
+from napari_xrayseg.core.figures import collage, save_figures, slice_dice_plot, training_curves
+from napari_xrayseg.core.metrics import evaluate
+
+HISTORY = [
+    {"epoch": 1, "loss": 0.9, "val_dice": 0.5, "val_dice_per_class": [0.4, 0.6]},
+    {"epoch": 2, "loss": 0.5, "val_dice": 0.7, "val_dice_per_class": {"1": 0.6, "2": 0.8}},
+    {"epoch": 3, "loss": 0.4, "val_dice": None},
+]
+
+
+@pytest.fixture
+def trio():
+    rng = np.random.default_rng(0)
+    image = rng.random((6, 24, 32), dtype=np.float32)
+    truth = np.zeros((6, 24, 32), np.uint8)
+    truth[:, :12] = 1
+    truth[:, 12:] = 2
+    truth[1] = 0  # an unannotated slice: sparse truth
+    pred = truth.copy()
+    pred[:, 10:14, :8] = 2
+    pred[:, 20:, 28:] = 0
+    pred[1] = 1
+    return image, pred, truth
+
+
+def _non_blank(path):
+    img = imread(path)
+    assert img.ndim == 3 and img[..., :3].std() > 0
+    return img
+
+
+class _Counting:
+    """An array that records what was read (to prove collage reads only its slices)."""
+
+    def __init__(self, a):
+        self.a = a
+        self.shape, self.dtype, self.ndim = a.shape, a.dtype, a.ndim
+        self.reads = []
+
+    def __getitem__(self, idx):
+        out = self.a[idx]
+        self.reads.append(np.asarray(out).size)
+        return out
+
+
+def test_collage_draws_rows_and_saves_png(trio, tmp_path):
+    image, pred, truth = trio
+    out = tmp_path / "c.png"
+    fig = collage(image, pred, truth, n=3, path=out)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 9  # 3 slices x raw | prediction | overlay
+    assert "green correct" in fig.axes[2].get_title()
+    _non_blank(out)
+    with pytest.raises(OutputExistsError, match="exists"):
+        collage(image, pred, truth, n=3, path=out)
+    collage(image, pred, truth, n=3, path=out, overwrite=True)
+
+
+def test_collage_reads_only_the_shown_slices(trio):
+    image, pred, truth = trio
+    arrays = [_Counting(a) for a in trio]
+    collage(*arrays, axis=1, slices=[0, 5])
+    for a in arrays:
+        assert a.reads == [6 * 32, 6 * 32]  # two (Z, X) slices each, nothing more
+
+
+def test_collage_overlay_colours(trio):
+    image, pred, truth = trio
+    fig = collage(image, pred, truth, slices=[1, 2])
+    overlay = fig.axes[2 + 3].images[0].get_array()  # row of slice 2
+    base = figures._grey(image[2], *figures._contrast([image[1], image[2]]), image[2].shape)
+    wrong = (pred[2] != truth[2]) & (pred[2] != 0)
+    missed = pred[2] == 0
+    assert (overlay[wrong][:, 0] > base[wrong][:, 0]).all()  # red
+    assert (overlay[missed][:, 2] > overlay[missed][:, 0]).all()  # blue
+    unannotated = fig.axes[2].images[0].get_array()  # slice 1 has no truth: raw grey
+    grey = figures._grey(image[1], *figures._contrast([image[1], image[2]]), image[1].shape)
+    np.testing.assert_allclose(unannotated, grey)
+    assert "no annotated pixel" in fig.axes[2].get_xlabel()
+
+
+def test_collage_on_dask_zarr_2d_and_without_image_or_truth(trio, tmp_path):
+    image, pred, truth = trio
+    z = zarr.create_array(store=str(tmp_path / "p.zarr"), shape=pred.shape, chunks=(1, 24, 32),
+                          dtype=pred.dtype)
+    z[:] = pred
+    fig = collage(da.from_array(image, chunks=(2, 24, 32)), z, da.from_array(truth), axis=2, n=2)
+    assert len(fig.axes) == 6
+    fig = collage(image[3], pred[3], truth[3], path=tmp_path / "2d.png")
+    assert len(fig.axes) == 3 and fig.axes[0].get_ylabel() == "2D image"
+    _non_blank(tmp_path / "2d.png")
+    fig = collage(None, pred, truth, n=2)
+    assert fig.axes[0].get_title().startswith("truth")
+    fig = collage(image, pred, n=1)
+    assert "boundaries" in fig.axes[2].get_title()
+
+
+def test_collage_rejects_bad_input(trio):
+    image, pred, truth = trio
+    with pytest.raises(InputError, match="does not match"):
+        collage(image[:, :10], pred, truth)
+    with pytest.raises(InputError, match="out of range"):
+        collage(image, pred, truth, slices=[6])
+    with pytest.raises(InputError, match="axis"):
+        collage(image, pred, truth, axis=3)
+    with pytest.raises(InputError, match="dimensions"):
+        collage(image[None], pred[None], None)
+
+
+def test_training_curves_from_records_and_model_file(tmp_path):
+    out = tmp_path / "t.png"
+    fig = training_curves(HISTORY, path=out)
+    assert fig.axes[1].get_title() == "validation Dice (best 0.700 at epoch 2)"
+    labels = [line.get_label() for line in fig.axes[1].get_lines()]
+    assert {"class 1", "class 2", "mean"} <= set(labels)
+    _non_blank(out)
+    with pytest.raises(OutputExistsError):
+        training_curves(HISTORY, path=out)
+
+    from napari_xrayseg.core.models import init_model, save_model
+
+    model = init_model("unet", size="tiny", classes=2, tile=32)
+    model.info.history = [dict(r) for r in HISTORY[:2]]
+    path = save_model(model, tmp_path / "m.safetensors")
+    for source in (path, str(path), model):
+        fig = training_curves(source)
+        assert len(fig.axes[0].get_lines()[0].get_xdata()) == 2
+    with pytest.raises(InputError, match="empty"):
+        training_curves(init_model("unet", size="tiny", classes=2, tile=32))
+    with pytest.raises(InputError, match="not dicts"):
+        training_curves([1, 2])
+    fig = training_curves([{"epoch": 1, "loss": 1.0, "val_dice": None}])
+    assert fig.axes[1].texts[0].get_text() == "no validation data"
+
+
+def test_slice_dice_plot(trio, tmp_path):
+    _, pred, truth = trio
+    report = evaluate(pred, truth)
+    out = tmp_path / "s.png"
+    fig = slice_dice_plot(report, path=out)
+    mean_line = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "mean over classes"][0]
+    y = np.asarray(mean_line.get_ydata(), dtype=float)
+    assert np.isnan(y[1]) and y[0] == pytest.approx(report.slice_dice[0])
+    assert f"{report.mean_slice_dice:.3f} ± {report.std_slice_dice:.3f}" in fig.axes[0].get_title()
+    _non_blank(out)
+    with pytest.raises(OutputExistsError):
+        slice_dice_plot(report, path=out)
+    slice_dice_plot(report.to_dict())  # a loaded JSON report works too
+    with pytest.raises(InputError, match="per_slice"):
+        slice_dice_plot(evaluate(pred, truth, per_slice=False))
+    fig = Figure()
+    assert slice_dice_plot(report, figure=fig) is fig and len(fig.axes) == 1
+
+
+def test_save_figures_writes_and_refuses_overwrite(trio, tmp_path):
+    image, pred, truth = trio
+    report = evaluate(pred, truth)
+    out = tmp_path / "figs"
+    files = save_figures(report, image, pred, truth, out, history=HISTORY)
+    assert [f.name for f in files] == ["collage.png", "slice_dice.png", "training_curves.png"]
+    for f in files:
+        _non_blank(f)
+    before = (out / "collage.png").stat().st_mtime_ns
+    with pytest.raises(OutputExistsError, match="collage.png"):
+        save_figures(report, image, pred, truth, out)
+    assert (out / "collage.png").stat().st_mtime_ns == before
+    files = save_figures(report, None, pred, truth, out, overwrite=True)
+    assert [f.name for f in files] == ["collage.png", "slice_dice.png"]
+    # 2D, no per-slice scores: only the collage
+    r2 = evaluate(pred[2], truth[2], per_slice=False)
+    assert [f.name for f in save_figures(r2, image[2], pred[2], truth[2], tmp_path / "2d")] == [
+        "collage.png"
+    ]
+
+
+def test_save_figures_collage_shows_annotated_slices(trio, tmp_path):
+    image, pred, truth = trio
+    sparse = np.zeros_like(truth)
+    sparse[4] = truth[4]
+    fig_dir = tmp_path / "f"
+    save_figures(evaluate(pred, sparse), image, pred, sparse, fig_dir, n=4)
+    _non_blank(fig_dir / "collage.png")
+    # only slice 4 carries annotations, so the collage has one row
+    assert imread(fig_dir / "collage.png").shape[0] < 400

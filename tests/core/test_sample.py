@@ -1,0 +1,150 @@
+"""Tests of napari_xrayseg.core.sample: determinism, shapes, fractions, grey levels, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_xrayseg.core.errors import InputError
+from napari_xrayseg.core.sample import PHASES, make_phantom
+
+SHAPE = (8, 64, 64)
+PORE, NI, YSZ = 1, 2, 3
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(SHAPE, seed=3)
+
+
+def _best_threshold_error(image, truth, low, high):
+    """Smallest share of (low, high) voxels misclassified by one global threshold."""
+    mask = (truth == low) | (truth == high)
+    values, is_high = image[mask], truth[mask] == high
+    thresholds = np.quantile(values, np.linspace(0.01, 0.99, 197))
+    return min(float(np.mean((values > t) != is_high)) for t in thresholds)
+
+
+def test_phases_constant():
+    assert PHASES == {1: "pore", 2: "nickel", 3: "YSZ"}
+
+
+def test_shapes_and_dtypes(phantom):
+    image, truth = phantom
+    assert image.shape == truth.shape == SHAPE
+    assert image.dtype == np.float32
+    assert truth.dtype == np.uint8
+    assert np.all(np.isfinite(image))
+    assert set(np.unique(truth).tolist()) == {1, 2, 3}
+    # roughly in [0, 1], not clipped hard
+    assert -0.5 < np.percentile(image, 1) < 0.3
+    assert 0.7 < np.percentile(image, 99) < 1.5
+
+
+@pytest.mark.parametrize("artefacts", [True, False])
+def test_2d_shape(artefacts):
+    image, truth = make_phantom((48, 40), seed=1, artefacts=artefacts)
+    assert image.shape == truth.shape == (48, 40)
+    assert image.dtype == np.float32 and truth.dtype == np.uint8
+    assert set(np.unique(truth).tolist()) == {1, 2, 3}
+
+
+@pytest.mark.parametrize("artefacts", [True, False])
+def test_deterministic(artefacts):
+    a_img, a_truth = make_phantom(SHAPE, seed=7, artefacts=artefacts)
+    b_img, b_truth = make_phantom(SHAPE, seed=7, artefacts=artefacts)
+    np.testing.assert_array_equal(a_img, b_img)
+    np.testing.assert_array_equal(a_truth, b_truth)
+
+
+def test_seed_changes_output(phantom):
+    image, truth = phantom
+    other_image, other_truth = make_phantom(SHAPE, seed=4)
+    assert np.mean(truth != other_truth) > 0.2
+    assert not np.allclose(image, other_image)
+
+
+@pytest.mark.parametrize("fractions", [(0.3, 0.3, 0.4), (0.2, 0.5, 0.3), (0.45, 0.25, 0.3)])
+def test_fractions(fractions):
+    _, truth = make_phantom(SHAPE, seed=0, fractions=fractions, artefacts=False)
+    measured = np.bincount(truth.ravel(), minlength=4)[1:] / truth.size
+    np.testing.assert_allclose(measured, fractions, atol=0.1)
+
+
+def test_zero_fraction_phase_is_absent():
+    _, truth = make_phantom((4, 32, 32), fractions=(0.0, 0.5, 0.5))
+    assert set(np.unique(truth).tolist()) == {2, 3}
+
+
+def test_grey_levels_ordered(phantom):
+    image, truth = phantom
+    means = {k: float(image[truth == k].mean()) for k in (PORE, NI, YSZ)}
+    assert means[PORE] < means[YSZ] < means[NI]
+    assert means[NI] - means[YSZ] > 0.05
+
+
+def test_thresholding_is_imperfect(phantom):
+    image, truth = phantom
+    # Ni vs YSZ overlap clearly: the best single threshold still misclassifies > 3 %
+    err = _best_threshold_error(image, truth, YSZ, NI)
+    assert 0.03 < err < 0.35
+    # the phases are still distinguishable: the threshold beats guessing by far
+    assert _best_threshold_error(image, truth, PORE, YSZ) < 0.2
+
+
+def test_thresholding_is_imperfect_without_artefacts():
+    image, truth = make_phantom(SHAPE, seed=3, artefacts=False)
+    assert 0.03 < _best_threshold_error(image, truth, YSZ, NI) < 0.35
+
+
+def test_noise_scales_residual():
+    quiet, truth = make_phantom(SHAPE, seed=2, noise=0.0)
+    loud, _ = make_phantom(SHAPE, seed=2, noise=2.0)
+    inside = truth == YSZ
+    assert loud[inside].std() > 1.2 * quiet[inside].std()
+
+
+def test_artefacts_change_image():
+    clean, truth = make_phantom(SHAPE, seed=5, artefacts=False, noise=0.0)
+    tomo, truth2 = make_phantom(SHAPE, seed=5, artefacts=True, noise=0.0)
+    np.testing.assert_array_equal(truth, truth2)
+    diff = tomo - clean
+    assert 0.005 < float(np.abs(diff).mean()) < 0.15
+    # drift along Z: slice means differ by a few percent
+    assert abs(float(tomo[0].mean() - tomo[-1].mean())) > 0.002
+
+
+def test_few_angles_add_streaks():
+    many, truth = make_phantom((2, 64, 64), seed=1, noise=0.0)
+    few, _ = make_phantom((2, 64, 64), seed=1, noise=0.0, n_angles=12)
+    clean, _ = make_phantom((2, 64, 64), seed=1, noise=0.0, artefacts=False)
+    assert np.abs(few - clean).mean() > 1.5 * np.abs(many - clean).mean()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"shape": (0, 32, 32)}, r"shape must be positive, got \(0, 32, 32\)"),
+        ({"shape": (8, -1, 32)}, r"shape must be positive"),
+        ({"shape": (32,)}, r"shape must have 2 or 3 dimensions, got 1"),
+        ({"shape": (2, 2, 32, 32)}, r"shape must have 2 or 3 dimensions, got 4"),
+        ({"shape": (8, 32.5, 32)}, r"shape must be a tuple of integers"),
+        ({"shape": 32}, r"shape must be a tuple of integers, got 32"),
+        ({"fractions": (0.5, 0.5, 0.5)}, r"fractions must sum to 1, got \(0.5, 0.5, 0.5\)"),
+        ({"fractions": (0.5, 0.5)}, r"fractions must have 3 values, got 2"),
+        ({"fractions": (-0.2, 0.6, 0.6)}, r"fractions must each be in \[0, 1\]"),
+        ({"noise": -0.5}, r"noise must be >= 0, got -0.5"),
+        ({"noise": float("nan")}, r"noise must be >= 0, got nan"),
+        ({"feature_size": 0}, r"feature_size must be > 0, got 0"),
+        ({"feature_size": -2.0}, r"feature_size must be > 0, got -2.0"),
+        ({"n_angles": 0}, r"n_angles must be >= 1, got 0"),
+        ({"n_angles": 1.5}, r"n_angles must be an integer"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    kw = {"shape": (4, 16, 16), **kwargs}
+    with pytest.raises(InputError, match=match) as info:
+        make_phantom(kw.pop("shape"), **kw)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "pass " in message          # names the fix

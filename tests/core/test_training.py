@@ -1,0 +1,215 @@
+"""Tests of napari_xrayseg.core.training (tiny volumes, tiny nets, few steps)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_xrayseg.core.errors import Cancelled, InputError, OutputExistsError
+from napari_xrayseg.core.inference import segment
+from napari_xrayseg.core.metrics import evaluate
+from napari_xrayseg.core.models import init_model, load_model, save_model
+from napari_xrayseg.core.progress import CancelToken, Progress
+from napari_xrayseg.core.sample import PHASES, make_phantom
+from napari_xrayseg.core.training import LOSSES, iter_train, make_loss, train
+
+FAST = dict(size="tiny", epochs=2, steps_per_epoch=3, batch=2, patch=32, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    image, truth = make_phantom((6, 64, 64), seed=11)
+    sparse = np.zeros_like(truth)
+    sparse[[1, 4]] = truth[[1, 4]]
+    return image, truth, sparse
+
+
+# --------------------------------------------------------------------------- loss
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_loss_ignores_unannotated_pixels(name):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 16, 16, generator=g)
+    target = torch.full((2, 16, 16), -1, dtype=torch.int64)
+    target[:, :6, :6] = torch.randint(0, 3, (2, 6, 6), generator=g)  # only one corner annotated
+    fn = make_loss(name, gamma=0.7 if name == "dice_gamma" else 1.0)
+
+    a = logits.clone().requires_grad_(True)
+    la = fn(a, target)
+    la.backward()
+    outside = torch.ones(16, 16, dtype=torch.bool)
+    outside[:6, :6] = False
+    assert torch.all(a.grad[:, :, outside] == 0)
+    assert torch.any(a.grad[:, :, ~outside] != 0)
+
+    b = logits.clone()
+    b[:, :, outside] = torch.randn(2, 3, int(outside.sum()), generator=g) * 10  # other predictions outside
+    assert float(fn(b, target)) == pytest.approx(float(la), rel=1e-6, abs=1e-7)
+    assert torch.isfinite(la)
+
+
+def test_dice_gamma_one_equals_dice():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 3, 8, 8, generator=g)
+    target = torch.randint(-1, 3, (2, 8, 8), generator=g)
+    assert float(make_loss("dice_gamma", 1.0)(logits, target)) == pytest.approx(
+        float(make_loss("dice")(logits, target)), abs=1e-5)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_training_learns_and_beats_chance():
+    image, truth = make_phantom((6, 64, 64), seed=5, noise=0.5)
+    sparse = np.zeros_like(truth)
+    sparse[[0, 2, 5]] = truth[[0, 2, 5]]
+    records: list[Progress] = []
+    model = train(image, sparse, size="tiny", epochs=6, steps_per_epoch=8, batch=4, patch=48, lr=1e-2,
+                  augment=False, device="cpu", seed=0, progress=records.append)
+    hist = model.info.history
+    assert len(hist) == 6
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    assert model.info.train["best_val_dice"] == max(h["val_dice"] for h in hist)
+    # held-out annotated data: the slices not used for training at all
+    pred = segment(image, model, device="cpu")
+    held = [1, 3, 4]
+    assert evaluate(pred[held], truth[held]).mean_dice > 0.6
+    # progress: step-level records carry no loss, epoch records carry val_dice
+    steps = [r for r in records if "loss" not in r.info]
+    epochs = [r for r in records if "val_dice" in r.info]
+    assert len(steps) == 6 * 8 and set(steps[0].info) == {"epoch", "batch"}
+    assert [r.step for r in epochs] == list(range(1, 7)) and epochs[0].total == 6
+    assert "val Dice" in epochs[-1].message
+    assert all(0 < r.fraction <= 1 for r in records)
+
+
+def test_deterministic_history(phantom):
+    image, _, sparse = phantom
+    h1 = train(image, sparse, seed=3, **FAST).info.history
+    h2 = train(image, sparse, seed=3, **FAST).info.history
+    strip = [{k: v for k, v in h.items() if k != "elapsed_s"} for h in h1]
+    assert strip == [{k: v for k, v in h.items() if k != "elapsed_s"} for h in h2]
+
+
+def test_info_holds_settings_and_classes(phantom):
+    image, _, sparse = phantom
+    m = train(image, sparse, **FAST)
+    assert m.info.classes == [1, 2, 3]
+    assert m.info.class_names == [PHASES[c] for c in (1, 2, 3)]
+    t = m.info.train
+    assert t["annotated_slices"] == [1, 4] and len(t["val_slices"]) == 1
+    assert t["stopped"] == "epochs" and t["epochs_run"] == 2 and 1 <= t["best_epoch"] <= 2
+    assert {"axis", "arch", "size", "loss", "gamma", "patch", "batch", "lr", "seed"} <= set(t)
+    h = m.info.history[0]
+    assert {"epoch", "loss", "val_dice", "val_dice_per_class", "elapsed_s", "lr"} <= set(h)
+    assert m.info.normalization["low"] is not None and not m.network.training
+
+
+def test_single_slice_holds_out_a_block_and_axis_and_2d(phantom):
+    image, truth, _ = phantom
+    lab = np.zeros_like(truth)
+    lab[:, 30, :] = truth[:, 30, :]  # one slice along axis 1
+    m = train(image, lab, axis=1, **FAST)
+    assert m.info.train["validation"] == "block" and m.info.train["annotated_slices"] == [30]
+    assert m.info.history[-1]["val_dice"] is not None
+    m2 = train(image[2], truth[2], **FAST)  # a 2D image
+    assert m2.info.train["validation"] == "block"
+
+
+def test_time_budget_stops_training(phantom):
+    image, _, sparse = phantom
+    m = train(image, sparse, **dict(FAST, epochs=1000, minutes=1e-4))
+    assert m.info.train["stopped"] == "time" and m.info.train["epochs_run"] == 1
+
+
+def test_model_round_trip_after_training(phantom, tmp_path):
+    image, _, sparse = phantom
+    m = train(image, sparse, out=tmp_path / "m.safetensors", **FAST)
+    assert (tmp_path / "m.safetensors").exists()
+    loaded = load_model(tmp_path / "m.safetensors")
+    for key in ("classes", "class_names", "normalization", "history", "train"):
+        assert getattr(loaded.info, key) == getattr(m.info, key), key
+    np.testing.assert_array_equal(segment(image, loaded, device="cpu"), segment(image, m, device="cpu"))
+    with pytest.raises(OutputExistsError):
+        train(image, sparse, out=tmp_path / "m.safetensors", **FAST)
+    # fine-tuning from a file continues from its weights and keeps the classes
+    m2 = train(image, sparse, init=tmp_path / "m.safetensors", **FAST)
+    assert m2.info.classes == [1, 2, 3] and len(m2.info.history) == 2
+
+
+# --------------------------------------------------------------------------- cancel
+
+
+class NthCheck(CancelToken):
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n, self.calls = n, 0
+
+    def check(self) -> None:
+        self.calls += 1
+        if self.calls >= self.n:
+            raise Cancelled("cancelled by the test")
+
+
+def test_cancel_keeps_best_model_and_leaves_out_untouched(phantom, tmp_path):
+    image, _, sparse = phantom
+    out = tmp_path / "old.safetensors"
+    save_model(init_model("unet", size="tiny", classes=[1, 2, 3]), out)
+    before = out.read_bytes()
+    token = NthCheck(12)  # past the first epoch (label scan + 3 steps + validation), before the end
+    with pytest.raises(Cancelled) as info:
+        train(image, sparse, out=out, overwrite=True, cancel=token, **dict(FAST, epochs=5))
+    assert "after 1 epoch" in str(info.value)
+    assert info.value.result is not None and len(info.value.result.info.history) == 1
+    assert out.read_bytes() == before
+    with pytest.raises(Cancelled) as info:
+        train(image, sparse, cancel=NthCheck(1), **FAST)
+    assert info.value.result is None
+
+
+def test_iter_train_yields_progress(phantom):
+    image, _, sparse = phantom
+    gen = iter_train(image, sparse, **FAST)
+    first = next(gen)
+    assert isinstance(first, Progress) and first.info == {"epoch": 1, "batch": 1}
+    gen.close()
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_inputs(phantom, tmp_path):
+    image, truth, sparse = phantom
+    with pytest.raises(InputError, match=r"labels shape \(6, 64, 64\) does not match image shape \(6, 64, 65\)"):
+        train(np.zeros((6, 64, 65), np.float32), sparse, **FAST)
+    with pytest.raises(InputError, match="no annotations"):
+        train(image, np.zeros_like(truth), **FAST)
+    one = np.zeros_like(truth)
+    one[1, :10, :10] = 2
+    with pytest.raises(InputError, match="only class 2"):
+        train(image, one, **FAST)
+    frac = sparse.astype(np.float32)
+    frac[1, 0, 0] = 1.5
+    with pytest.raises(InputError, match="non-integer"):
+        train(image, frac, **FAST)
+    neg = sparse.astype(np.int16)
+    neg[4, 3, 3] = -1
+    with pytest.raises(InputError, match="negative"):
+        train(image, neg, **FAST)
+    with pytest.raises(InputError, match="boolean"):
+        train(image, sparse > 0, **FAST)
+    with pytest.raises(InputError, match="constant"):
+        train(np.ones_like(image), sparse, **FAST)
+    nan = image.copy()
+    nan[1, 5, 5] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        train(nan, sparse, **FAST)
+    other = init_model("unet", size="tiny", classes=[1, 2], class_names=["a", "b"])
+    with pytest.raises(InputError, match=r"classes \[1, 2\].*classes \[1, 2, 3\]"):
+        train(image, sparse, init=other, **FAST)
+    with pytest.raises(InputError, match="unknown loss"):
+        train(image, sparse, loss="focal", **FAST)
+    # float labels holding whole numbers are fine
+    assert train(image, sparse.astype(np.float32), **FAST).info.classes == [1, 2, 3]
