@@ -94,8 +94,9 @@ def test_collage_overlay_colours(trio):
 
 def test_collage_on_dask_zarr_2d_and_without_image_or_truth(trio, tmp_path):
     image, pred, truth = trio
-    z = zarr.create_array(store=str(tmp_path / "p.zarr"), shape=pred.shape, chunks=(1, 24, 32),
-                          dtype=pred.dtype)
+    z = zarr.create_array(
+        store=str(tmp_path / "p.zarr"), shape=pred.shape, chunks=(1, 24, 32), dtype=pred.dtype
+    )
     z[:] = pred
     fig = collage(da.from_array(image, chunks=(2, 24, 32)), z, da.from_array(truth), axis=2, n=2)
     assert len(fig.axes) == 6

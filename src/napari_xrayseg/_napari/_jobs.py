@@ -6,7 +6,9 @@ Written once and reused by every widget:
 2. :meth:`JobRunner.start` creates the progress bar (main thread) and runs the
    generator in a ``thread_worker``; ``yielded`` updates the bar, ``returned`` calls
    the widget back, errors become notifications;
-3. the run button toggles to *Cancel*, which sets the job's :class:`CancelToken`;
+3. the run button toggles to *Cancel*, which sets the job's :class:`CancelToken`
+   (not ``worker.quit()``: that stops the generator between yields without letting the
+   core raise ``Cancelled``, so a training would lose its best-so-far model);
 4. the running worker is kept as ``runner.job`` so tests can wait on it.
 """
 
@@ -45,6 +47,7 @@ class JobRunner:
         self._running = False
         self.token: CancelToken | None = None
         self._bar: Any = None
+        self._after: list[Callable[[], None]] = []
 
     @property
     def running(self) -> bool:
@@ -62,6 +65,8 @@ class JobRunner:
         self._bar = napari_progress(total=max(total, 1), desc=desc)
 
         def yielded(p: Progress) -> None:
+            if not self._running:  # a queued record arriving after the job finished
+                return
             if self._bar is not None:
                 self._bar.total = max(p.total, 1)
                 self._bar.n = min(p.step, self._bar.total)
@@ -94,11 +99,16 @@ class JobRunner:
 
     def cancel(self) -> None:
         """Ask the running job to stop at its next check."""
+        # Only the token: ``worker.quit()`` would abort the generator at its next yield,
+        # so the core would never raise ``Cancelled`` (no partial result, no clean-up
+        # of its own). The core checks the token at every batch, so this is prompt.
         if self.token is not None:
             self.token.cancel()
-        if self.job is not None and self._running:
-            self.job.quit()
         self.button.text = "Cancelling..."
+
+    def after_finish(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once the current job has finished (e.g. to chain a second job)."""
+        self._after.append(fn)
 
     def _finished(self) -> None:
         if self._bar is not None:
@@ -106,3 +116,6 @@ class JobRunner:
             self._bar = None
         self.button.text = self.run_text
         self._running = False
+        after, self._after = self._after, []
+        for fn in after:
+            fn()

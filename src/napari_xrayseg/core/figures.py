@@ -14,6 +14,8 @@ Colours of the collage overlay (see :func:`collage`)
     green = prediction agrees with the truth, red = wrong class predicted,
     blue = missed (prediction 0 where the truth has a class); voxels without
     annotation (truth 0 while ``ignore_zero``) keep the raw grey.
+Error map (see :func:`error_map`, the widget's error layer)
+    0 = correct or not annotated, 1 = wrong (red), 2 = missed (blue).
 """
 
 from __future__ import annotations
@@ -32,7 +34,15 @@ from matplotlib.patches import Patch
 
 from .errors import InputError, OutputExistsError
 
-__all__ = ["OVERLAY_COLORS", "collage", "save_figures", "slice_dice_plot", "training_curves"]
+__all__ = [
+    "ERROR_CODES",
+    "OVERLAY_COLORS",
+    "collage",
+    "error_map",
+    "save_figures",
+    "slice_dice_plot",
+    "training_curves",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +52,8 @@ OVERLAY_COLORS = {
     "wrong": (0.95, 0.10, 0.10),
     "missed": (0.15, 0.40, 1.00),
 }
+#: Values of :func:`error_map` (0 = correct or not annotated), same meaning as the colours.
+ERROR_CODES = {"wrong": 1, "missed": 2}
 _ALPHA = {"correct": 0.30, "wrong": 0.70, "missed": 0.70}
 _OVERLAY_TITLE = "overlay: green correct, red wrong,\nblue missed, grey not annotated"
 
@@ -180,6 +192,17 @@ def _agreement(p: np.ndarray, t: np.ndarray, ignore_zero: bool) -> dict[str, np.
     missed = counted & ~correct & (p == 0)
     wrong = counted & ~correct & ~missed
     return {"correct": correct, "wrong": wrong, "missed": missed}
+
+
+def _error_block(p: Any, t: Any, ignore_zero: bool) -> np.ndarray:
+    p, t = np.asarray(p), np.asarray(t)
+    out = np.zeros(t.shape, dtype=np.uint8)
+    wrong = p != t
+    if ignore_zero:
+        wrong &= t != 0
+    out[wrong] = ERROR_CODES["wrong"]
+    out[wrong & (p == 0)] = ERROR_CODES["missed"]
+    return out
 
 
 def _blend(base: np.ndarray, masks: dict[str, np.ndarray]) -> np.ndarray:
@@ -403,6 +426,69 @@ def collage(
         )
     _save(fig, path, overwrite)
     return fig
+
+
+# --------------------------------------------------------------------------- error map
+
+
+def error_map(pred: Any, truth: Any, *, ignore_zero: bool = True) -> Any:
+    """Label image of the prediction's errors, the colours of :func:`collage` as values.
+
+    Values (:data:`ERROR_CODES`): ``0`` = correct or not counted, ``1`` = wrong (a
+    counted voxel whose predicted label differs from the truth and is not 0: the
+    voxel is a false positive of the predicted class and a false negative of the
+    true class), ``2`` = missed (prediction 0 on a counted voxel whose truth is a
+    class).  Counted voxels are those with ``truth != 0`` when ``ignore_zero``
+    (sparse truth), else all.  The number of nonzero voxels equals
+    ``report.n_voxels - trace(report.confusion_matrix)`` of
+    :func:`~napari_xrayseg.core.metrics.evaluate` with the same ``ignore_zero``.
+
+    Parameters
+    ----------
+    pred, truth : array-like
+        Label arrays of the same shape.  Two numpy arrays give a numpy array;
+        anything else (dask, zarr) gives a lazy dask array computed block by block.
+    ignore_zero : bool
+        Truth 0 means "not annotated".
+
+    Returns
+    -------
+    numpy.ndarray or dask.array.Array
+        ``uint8`` array of the input shape.
+
+    Raises
+    ------
+    InputError
+        If the shapes differ.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> error_map(np.array([1, 2, 0, 1]), np.array([1, 1, 2, 0])).tolist()
+    [0, 1, 2, 0]
+    """
+    for name, a in (("pred", pred), ("truth", truth)):
+        if not hasattr(a, "shape"):
+            raise InputError(f"{name} is a {type(a).__name__}: pass a label array")
+    if tuple(pred.shape) != tuple(truth.shape):
+        raise InputError(
+            f"pred shape {tuple(pred.shape)} does not match truth shape {tuple(truth.shape)}: "
+            "pass labels of the same image"
+        )
+    if isinstance(pred, np.ndarray) and isinstance(truth, np.ndarray):
+        return _error_block(pred, truth, bool(ignore_zero))
+    import dask.array as da
+
+    def lazy(a: Any) -> Any:
+        if isinstance(a, da.Array):
+            return a
+        chunks = getattr(a, "chunks", None)
+        ok = isinstance(chunks, tuple) and all(isinstance(c, (int, np.integer)) for c in chunks)
+        return da.from_array(a, chunks=chunks if ok else "auto")
+
+    p, t = lazy(pred), lazy(truth)
+    t = t.rechunk(p.chunks)
+    return da.map_blocks(_error_block, p, t, bool(ignore_zero), dtype=np.uint8)
 
 
 # --------------------------------------------------------------------------- training

@@ -188,7 +188,8 @@ def _check_shape(shape: Sequence[int]) -> tuple[tuple[int, int, int], bool]:
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
-    fix = "pass three volume fractions (pore, Ni, YSZ) in [0, 1] summing to 1, e.g. (0.3, 0.3, 0.4)"
+    fix = ("pass three volume fractions (pore, Ni, YSZ) in [0, 1] summing to 1, "
+           "e.g. (0.3, 0.3, 0.4)")
     try:
         fr = tuple(float(f) for f in fractions)
     except (TypeError, ValueError):
@@ -224,7 +225,7 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int, int],
 
 
 def _lowest(values: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` smallest values (exact count, ties broken by position)."""
+    """Return the indices of the ``k`` smallest values (exactly ``k`` of them)."""
     if k <= 0:
         return np.empty(0, dtype=np.intp)
     if k >= values.size:

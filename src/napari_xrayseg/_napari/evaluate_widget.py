@@ -1,0 +1,397 @@
+"""Evaluate widget: score a prediction Labels layer against a (sparse) ground-truth Labels layer.
+
+Shows per-class Dice, IoU, precision, recall, F1, accuracy and volume fractions, the
+confusion matrix and a per-slice Dice plot (click a slice to go there); adds an
+error layer and exports the report as CSV and JSON.  The user's layers are never
+modified.
+
+Console equivalent::
+
+    from napari_xrayseg import evaluate
+    from napari_xrayseg.core.figures import error_map
+    report = evaluate(viewer.layers["sample labels"].data, viewer.layers["truth"].data, axis=0)
+    print(report)
+    report.to_csv("report.csv"); report.to_json("report.json")
+    viewer.add_labels(error_map(viewer.layers["sample labels"].data,
+                                viewer.layers["truth"].data), name="errors")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, Table
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from napari.layers import Labels
+from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.notifications import show_error, show_info
+
+from napari_xrayseg.core.errors import InputError, OutputExistsError, XraysegError
+from napari_xrayseg.core.figures import ERROR_CODES, OVERLAY_COLORS, error_map, slice_dice_plot
+from napari_xrayseg.core.metrics import Report, evaluate
+from napari_xrayseg.core.progress import CancelToken, Progress
+
+from ._jobs import JobRunner
+from ._layers import layer_array, placement, unique_name
+
+if TYPE_CHECKING:
+    import napari
+
+_SCORE_COLUMNS = (
+    ("dice", "Dice"),
+    ("iou", "IoU"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("f1", "F1"),
+    ("accuracy", "accuracy"),
+    ("voxels_truth", "voxels truth"),
+    ("voxels_pred", "voxels pred"),
+    ("volume_fraction_truth", "vol. frac. truth"),
+    ("volume_fraction_pred", "vol. frac. pred"),
+)
+
+_ERROR_TOOLTIP = (
+    "Add a Labels layer of the errors of the last evaluation, placed over the truth layer: "
+    + "; ".join(f"{v} = {k}" for k, v in ERROR_CODES.items())
+    + ". 0 = correct or not annotated. The encoding is also in the layer's metadata."
+)
+
+_TRUTH_WORDS = ("truth", "annot", "ground", "gt", "manual", "paint")
+
+
+def _iter_evaluate(
+    pred: Any, truth: Any, *, cancel: CancelToken | None = None, **kwargs: Any
+) -> Generator[Progress, None, Report]:
+    """Run :func:`evaluate` as a job; the cancel token is checked before every slab.
+
+    It yields no :class:`Progress`: evaluation is one pass with no useful steps to
+    report, and a fast job's ``yielded`` callback can race with ``finished`` (napari's
+    progress bar processes Qt events while it updates).  The bar shows the job as busy.
+    """
+    return evaluate(pred, truth, cancel=cancel, **kwargs)
+    yield Progress(0, 1)  # unreachable: makes this function a generator
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+class EvaluateWidget(Container):
+    """Dock widget: compare a prediction Labels layer with a ground-truth Labels layer."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.report: Report | None = None  # the last report, also for console use
+        self._context: dict[str, Any] | None = None  # inputs of the last report
+        self._pred = ComboBox(label="Prediction", choices=self._labels_choices, nullable=False)
+        self._truth = ComboBox(label="Ground truth", choices=self._labels_choices, nullable=False)
+        self._axis = ComboBox(
+            label="Slice axis",
+            choices=[("0 (Z: xy slices)", 0), ("1 (Y: xz slices)", 1), ("2 (X: yz slices)", 2)],
+            value=0,
+        )
+        self._zero = CheckBox(text="Treat 0 as a class", value=False)
+        self._zero.tooltip = (
+            "Unchecked: truth 0 means 'not annotated' and only painted voxels are scored. "
+            "Checked: every voxel is scored and 0 is a class."
+        )
+        self._run = PushButton(text="Evaluate")
+        self.runner = JobRunner(self._run, "Evaluate")
+        self._summary = Label(value="")
+        self._table = Table(label="Per class")
+        self._table.read_only = True
+        self._confusion = Table(label="Confusion")
+        self._confusion.read_only = True
+        self._confusion.tooltip = "rows = truth, columns = prediction (voxel counts)"
+        self._figure = Figure(figsize=(4.0, 2.4), layout="constrained")
+        self._canvas = FigureCanvasQTAgg(self._figure)
+        self._canvas.setMinimumHeight(200)
+        self._canvas.setToolTip("per-slice Dice: click a slice to show it in the viewer")
+        self._canvas.mpl_connect("button_press_event", self._on_plot_click)
+        self._plot_box = Container(labels=False)
+        self._plot_box.native.layout().addWidget(self._canvas)
+        self._marker: Any = None
+        self._add_errors = PushButton(text="Add error layer")
+        self._add_errors.tooltip = _ERROR_TOOLTIP
+        self._export_path = FileEdit(label="Export to", mode="w", filter="*.csv *.json", value="")
+        self._export_path.tooltip = (
+            "base path: writes <base>.csv and <base>.json, never overwrites"
+        )
+        self._export = PushButton(text="Export CSV + JSON")
+        self._run.changed.connect(self._on_run)
+        self._add_errors.changed.connect(self._on_add_errors)
+        self._export.changed.connect(self._on_export)
+        self.extend(
+            [
+                self._pred,
+                self._truth,
+                self._axis,
+                self._zero,
+                self._run,
+                self._summary,
+                self._table,
+                self._confusion,
+                self._plot_box,
+                self._add_errors,
+                self._export_path,
+                self._export,
+            ]
+        )
+        self._set_result_enabled(False)
+        viewer.layers.events.inserted.connect(self._on_layers_changed)
+        viewer.layers.events.removed.connect(self._on_layers_changed)
+        self._on_layers_changed()
+
+    @property
+    def _job(self) -> Any:
+        return self.runner.job
+
+    # ---- layer choices
+
+    def _labels_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(ly.name, ly) for ly in self._viewer.layers if isinstance(ly, Labels)]
+
+    def _on_layers_changed(self, _event: Any = None) -> None:
+        self.reset_choices()
+        layers = [ly for _, ly in self._labels_choices()]
+        if len(layers) < 2 or self._pred.value is not self._truth.value:
+            return
+        # both default to the same layer: guess which one is the painted truth
+        truthy = [ly for ly in layers if any(w in ly.name.lower() for w in _TRUTH_WORDS)]
+        truth = truthy[0] if truthy else layers[0]
+        pred = next(ly for ly in reversed(layers) if ly is not truth)
+        self._pred.value, self._truth.value = pred, truth
+
+    # ---- run
+
+    def _on_run(self) -> None:
+        if self.runner.running:
+            self.runner.cancel()
+            return
+        try:
+            kwargs, context = self._inputs()
+        except XraysegError as e:
+            show_error(str(e))
+            return
+        self.runner.start(
+            _iter_evaluate,
+            desc=f"Evaluating {context['pred_name']}",
+            total=1,
+            on_returned=lambda report: self._show(report, context),
+            **kwargs,
+        )
+
+    def _inputs(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Validate and snapshot everything the job needs, on the main thread."""
+        pred_layer, truth_layer = self._pred.value, self._truth.value
+        pred = layer_array(pred_layer, "prediction")
+        truth = layer_array(truth_layer, "ground-truth")
+        if pred_layer is truth_layer:
+            raise InputError(
+                f"prediction and ground truth are the same layer {pred_layer.name!r}: "
+                "pick the painted labels as ground truth"
+            )
+        if tuple(pred.shape) != tuple(truth.shape):
+            raise InputError(
+                f"prediction {pred_layer.name!r} has shape {tuple(pred.shape)} but ground "
+                f"truth {truth_layer.name!r} has shape {tuple(truth.shape)}: pick layers of "
+                "the same image"
+            )
+        axis = int(self._axis.value) if pred.ndim == 3 else 0
+        ignore_zero = not bool(self._zero.value)
+        kwargs = {"pred": pred, "truth": truth, "axis": axis, "ignore_zero": ignore_zero}
+        context = {
+            "pred": pred,
+            "truth": truth,
+            "axis": axis,
+            "ignore_zero": ignore_zero,
+            "pred_name": pred_layer.name,
+            "truth_name": truth_layer.name,
+            "ndim": pred.ndim,
+            "placement": placement(truth_layer),
+        }
+        return kwargs, context
+
+    # ---- results
+
+    def _set_result_enabled(self, enabled: bool) -> None:
+        self._add_errors.enabled = enabled
+        self._export.enabled = enabled
+
+    def _show(self, report: Report, context: dict[str, Any]) -> None:
+        self.report, self._context = report, context
+        self._summary.value = self._summary_text(report)
+        rows = report.rows()
+        self._table.value = {
+            "data": [[_fmt(r[k]) for k, _ in _SCORE_COLUMNS] for r in rows],
+            "index": [f"class {r['class']}" if r["class"] != "mean" else "mean" for r in rows],
+            "columns": [title for _, title in _SCORE_COLUMNS],
+        }
+        labels = [int(v) for v in report.confusion_labels]
+        self._confusion.value = {
+            "data": report.confusion_matrix.astype(int).tolist(),
+            "index": [f"truth {v}" for v in labels],
+            "columns": [f"pred {v}" for v in labels],
+        }
+        self._draw_plot(report)
+        self._set_result_enabled(True)
+        show_info(
+            f"evaluated {context['pred_name']!r} against {context['truth_name']!r}: "
+            f"mean Dice {_fmt(report.mean_dice)}"
+        )
+
+    @staticmethod
+    def _summary_text(report: Report) -> str:
+        lines = [
+            f"accuracy {_fmt(report.accuracy)} on {report.n_voxels:,} voxels"
+            + ("" if report.ignore_zero else " (0 scored as a class)"),
+            f"mean Dice {_fmt(report.mean_dice)}, mean IoU {_fmt(report.mean_iou)}",
+        ]
+        if report.axis is not None:
+            if report.mean_slice_dice is None:
+                lines.append("per-slice Dice: n/a")
+            else:
+                lines.append(
+                    f"per-slice Dice {report.mean_slice_dice:.4f} ± {report.std_slice_dice:.4f} "
+                    f"over {report.n_annotated_slices} annotated slices (axis {report.axis})"
+                )
+        na = [str(c) for c in report.classes if report.per_class[c].get("dice") is None]
+        if na:
+            lines.append(f"not applicable (absent from both): class {', '.join(na)}")
+        return "\n".join(lines)
+
+    def _draw_plot(self, report: Report) -> None:
+        self._marker = None
+        if report.axis is None or report.slice_dice is None or len(report.shape) != 3:
+            self._figure.clear()
+            self._canvas.draw_idle()
+            self._plot_box.visible = False
+            return
+        self._plot_box.visible = True
+        slice_dice_plot(report, figure=self._figure)
+        ax = self._figure.axes[0]
+        ax.title.set_fontsize(8)
+        ax.tick_params(labelsize=7)
+        ax.xaxis.label.set_fontsize(8)
+        ax.yaxis.label.set_fontsize(8)
+        legend = ax.get_legend()
+        if legend is not None:
+            legend.remove()
+        self._canvas.draw_idle()
+
+    # ---- plot -> viewer
+
+    def _on_plot_click(self, event: Any) -> None:
+        """Show the clicked slice (``event.xdata`` rounded) in the viewer."""
+        if self.report is None or self._context is None or self._context["ndim"] != 3:
+            return
+        if event.inaxes is None or event.xdata is None or not self._figure.axes:
+            return
+        n = len(self.report.slice_dice or [])
+        if n == 0:
+            return
+        k = min(max(int(round(event.xdata)), 0), n - 1)
+        self.go_to_slice(k)
+
+    def go_to_slice(self, k: int) -> None:
+        """Move the viewer to slice ``k`` along the axis of the last evaluation.
+
+        Parameters
+        ----------
+        k : int
+            Slice index in the data of the evaluated layers.
+        """
+        if self._context is None:
+            return
+        axis = int(self._context["axis"])
+        place = self._context["placement"]
+        dims = self._viewer.dims
+        world_axis = dims.ndim - self._context["ndim"] + axis
+        if world_axis < 0:
+            return
+        coord = place["translate"][axis] + k * place["scale"][axis]
+        if dims.ndisplay == 2 and world_axis in dims.displayed:
+            # show slices across the evaluated axis: make it the slider axis
+            dims.order = (world_axis, *(a for a in dims.order if a != world_axis))
+        dims.set_point(world_axis, coord)
+        if self._figure.axes:
+            ax = self._figure.axes[0]
+            if self._marker is not None and self._marker in ax.lines:
+                self._marker.remove()
+            self._marker = ax.axvline(k, color="tab:red", lw=1)
+            self._canvas.draw_idle()
+
+    # ---- error layer
+
+    def _on_add_errors(self) -> None:
+        if self.report is None or self._context is None:
+            show_error("no evaluation yet: press Evaluate first")
+            return
+        ctx = self._context
+        try:
+            errors = error_map(ctx["pred"], ctx["truth"], ignore_zero=ctx["ignore_zero"])
+        except XraysegError as e:
+            show_error(str(e))
+            return
+        colors: dict[Any, Any] = {None: "transparent", 0: "transparent"}
+        for name, value in ERROR_CODES.items():
+            colors[value] = (*OVERLAY_COLORS[name], 1.0)
+        name = unique_name(self._viewer, f"{ctx['pred_name']} errors")
+        self._viewer.add_labels(
+            errors,
+            name=name,
+            colormap=DirectLabelColormap(color_dict=colors),
+            opacity=0.8,
+            **ctx["placement"],
+            metadata={
+                "napari_xrayseg": {
+                    "kind": "errors",
+                    "encoding": {
+                        "0": "correct or not annotated",
+                        **{str(v): k for k, v in ERROR_CODES.items()},
+                    },
+                    "prediction": ctx["pred_name"],
+                    "truth": ctx["truth_name"],
+                    "ignore_zero": ctx["ignore_zero"],
+                }
+            },
+        )
+        show_info(f"added {name!r}: red = wrong class, blue = missed (prediction 0)")
+
+    # ---- export
+
+    def _export_paths(self) -> tuple[Path, Path]:
+        raw = str(self._export_path.value)
+        if raw in ("", "."):
+            raise InputError("no export path chosen: pick a base file name, e.g. results/run1")
+        base = Path(raw)
+        if base.suffix.lower() in (".csv", ".json"):
+            base = base.with_suffix("")
+        return base.with_name(base.name + ".csv"), base.with_name(base.name + ".json")
+
+    def _on_export(self) -> None:
+        if self.report is None:
+            show_error("no evaluation yet: press Evaluate first")
+            return
+        try:
+            csv_path, json_path = self._export_paths()
+            taken = [str(p) for p in (csv_path, json_path) if p.exists()]
+            if taken:
+                raise OutputExistsError(
+                    f"{' and '.join(taken)} exist{'s' if len(taken) == 1 else ''}: "
+                    "choose another base name (nothing is overwritten)"
+                )
+            self.report.to_csv(csv_path)
+            self.report.to_json(json_path)
+        except XraysegError as e:
+            show_error(str(e))
+            return
+        show_info(f"wrote {csv_path} and {json_path}")

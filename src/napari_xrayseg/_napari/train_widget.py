@@ -1,0 +1,217 @@
+"""Train widget: fit a U-Net to the painted slices of a Labels layer (0 = not annotated).
+
+Console equivalent::
+
+    from napari_xrayseg import train, segment
+    model = train(viewer.layers["image"].data, viewer.layers["labels"].data, axis=0, minutes=5,
+                  out="model.safetensors")
+    viewer.add_labels(segment(viewer.layers["image"].data, model), name="image labels")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    SpinBox,
+)
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from ..core.config import SegmentConfig, TrainConfig
+from ..core.device import available_devices
+from ..core.errors import Cancelled, InputError, XraysegError
+from ..core.inference import iter_segment
+from ..core.models import Model, architectures, save_model
+from ..core.progress import Progress
+from ..core.training import iter_train
+from ._jobs import JobRunner
+from ._layers import layer_array, placement, unique_name
+
+_T = TrainConfig()
+_S = SegmentConfig()
+
+
+class TrainingPlot(Container):
+    """Live training curves (loss and validation Dice per epoch) in the dock."""
+
+    def __init__(self) -> None:
+        super().__init__(labels=False)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(4, 2.4), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(180)
+        self.ax_loss = self.figure.add_subplot(111)
+        self.ax_dice = self.ax_loss.twinx()
+        self.native.layout().addWidget(self.canvas)
+        self.epochs: list[int] = []
+        self.loss: list[float] = []
+        self.dice: list[float] = []
+        self._draw()
+
+    def clear(self) -> None:
+        """Forget the curves."""
+        self.epochs, self.loss, self.dice = [], [], []
+        self._draw()
+
+    def add(self, epoch: int, loss: float, val_dice: float | None) -> None:
+        """Append one epoch and redraw."""
+        self.epochs.append(epoch)
+        self.loss.append(loss)
+        self.dice.append(np.nan if val_dice is None else val_dice)
+        self._draw()
+
+    def _draw(self) -> None:
+        for ax in (self.ax_loss, self.ax_dice):
+            ax.clear()
+        self.ax_loss.plot(self.epochs, self.loss, color="tab:orange", label="training loss")
+        self.ax_dice.plot(self.epochs, self.dice, color="tab:blue", marker=".", label="validation Dice")
+        self.ax_loss.set_xlabel("epoch")
+        self.ax_loss.set_ylabel("loss", color="tab:orange")
+        self.ax_dice.set_ylabel("val Dice", color="tab:blue")
+        self.ax_dice.set_ylim(0, 1)
+        self.canvas.draw_idle()
+
+
+class TrainWidget(Container):
+    """Dock widget: train a model from an Image layer and a sparse Labels layer."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.model: Model | None = None  # the last trained model
+        self._image = ComboBox(label="Image", choices=self._choices(napari.layers.Image), nullable=False)
+        self._labels = ComboBox(label="Labels (0 = unpainted)", choices=self._choices(napari.layers.Labels),
+                                nullable=False)
+        self._axis = ComboBox(label="Slice axis", choices=[("0 (Z)", 0), ("1 (Y)", 1), ("2 (X)", 2)],
+                              value=_T.axis)
+        self._arch = ComboBox(label="Architecture", choices=sorted(architectures()), value=_T.arch)
+        self._size = ComboBox(label="Size", choices=list(architectures()[_T.arch]), value=_T.size)
+        self._minutes = FloatSpinBox(label="Time budget (min)", min=0.1, max=24 * 60, step=0.5, value=5.0)
+        self._epochs = SpinBox(label="Max epochs", min=1, max=100_000, value=_T.epochs)
+        self._batch = SpinBox(label="Batch", min=1, max=512, value=_T.batch)
+        self._lr = FloatSpinBox(label="Learning rate", min=1e-6, max=1.0, step=1e-4, value=_T.lr)
+        self._augment = CheckBox(label="Augmentation", value=_T.augment)
+        self._device = ComboBox(label="Device", choices=["auto", *available_devices()], value=_T.device)
+        self._init = FileEdit(label="Start from model (optional)", mode="r", filter="*.safetensors", value="")
+        self._out = FileEdit(label="Save model to", mode="w", filter="*.safetensors", value="")
+        self._segment_after = CheckBox(label="Segment the image when done", value=True)
+        self._status = Label(value="")
+        self.plot = TrainingPlot()
+        self._run = PushButton(text="Train")
+        self.runner = JobRunner(self._run, "Train")
+        self._arch.changed.connect(lambda v: setattr(self._size, "choices", list(architectures()[v])))
+        self._run.changed.connect(self._on_run)
+        self.extend([self._image, self._labels, self._axis, self._arch, self._size, self._minutes, self._epochs,
+                     self._batch, self._lr, self._augment, self._device, self._init, self._out,
+                     self._segment_after, self._run, self._status, self.plot])
+        viewer.layers.events.inserted.connect(self.reset_choices)
+        viewer.layers.events.removed.connect(self.reset_choices)
+        self.reset_choices()
+
+    @property
+    def _job(self) -> Any:
+        return self.runner.job
+
+    def _choices(self, kind: type) -> Any:
+        def choices(_widget: Any = None) -> list[tuple[str, Any]]:
+            return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, kind)]
+
+        return choices
+
+    # ------------------------------------------------------------------ run
+    def _on_run(self) -> None:
+        if self.runner.running:
+            self.runner.cancel()
+            return
+        try:
+            kwargs = self._inputs()
+        except XraysegError as e:
+            show_error(str(e))
+            return
+        self.plot.clear()
+        layer = self._image.value
+        self._status.value = "training..."
+        self.runner.start(iter_train, desc=f"Training on {layer.name}", total=kwargs["epochs"],
+                          on_returned=lambda m: self._trained(m, layer, kwargs, cancelled=False),
+                          on_yielded=self._on_progress,
+                          on_cancelled=lambda e: self._trained(getattr(e, "result", None), layer, kwargs,
+                                                               cancelled=True),
+                          **kwargs)
+
+    def _inputs(self) -> dict[str, Any]:
+        """Validate and snapshot the inputs on the main thread."""
+        image_layer, labels_layer = self._image.value, self._labels.value
+        image = layer_array(image_layer, "image")
+        labels = layer_array(labels_layer, "labels")
+        if tuple(labels.shape) != tuple(image.shape):
+            raise InputError(f"labels shape {tuple(labels.shape)} does not match image shape "
+                             f"{tuple(image.shape)}: pick the Labels layer painted on this image")
+        if isinstance(labels, np.ndarray):
+            labels = labels.copy()  # painting during training must not change what the worker reads
+        out = str(self._out.value)
+        if out in ("", "."):
+            raise InputError("no model path chosen: set 'Save model to' (a new .safetensors file)")
+        if not out.endswith(".safetensors"):
+            out += ".safetensors"
+        if Path(out).exists():
+            raise InputError(f"{out} exists: choose a new file name (models are never overwritten silently)")
+        init = str(self._init.value)
+        return {"image": image, "labels": labels, "axis": int(self._axis.value) if image.ndim == 3 else 0,
+                "arch": str(self._arch.value), "size": str(self._size.value),
+                "minutes": float(self._minutes.value), "epochs": int(self._epochs.value),
+                "batch": int(self._batch.value), "lr": float(self._lr.value), "augment": bool(self._augment.value),
+                "device": str(self._device.value), "init": init if init not in ("", ".") else None, "out": out}
+
+    def _on_progress(self, p: Progress) -> None:
+        if "loss" in p.info:
+            self.plot.add(int(p.info["epoch"]), float(p.info["loss"]), p.info.get("val_dice"))
+            self._status.value = p.message
+
+    def _trained(self, model: Model | None, layer: Any, kwargs: dict[str, Any], *, cancelled: bool) -> None:
+        if model is None:
+            show_info("training cancelled before the first epoch finished; nothing was saved")
+            self._status.value = "cancelled"
+            return
+        self.model = model
+        if cancelled:  # keep the best model so far; the target path was checked to be new
+            try:
+                save_model(model, kwargs["out"])
+            except XraysegError as e:
+                show_warning(f"training cancelled; could not save the best model so far: {e}")
+                return
+            msg = f"training cancelled after {len(model.info.history)} epochs; best model saved to {kwargs['out']}"
+            self._status.value = msg
+            show_info(msg)
+            return
+        best = model.info.train.get("best_val_dice")
+        msg = (f"trained {len(model.info.history)} epochs, best validation Dice "
+               f"{'n/a' if best is None else f'{best:.3f}'}; saved to {model.path}")
+        self._status.value = msg
+        show_info(msg)
+        if self._segment_after.value:
+            self.runner.after_finish(lambda: self._segment(model, layer, kwargs))
+
+    def _segment(self, model: Model, layer: Any, kwargs: dict[str, Any]) -> None:
+        image = kwargs["image"]
+
+        def add(labels: Any) -> None:
+            name = unique_name(self._viewer, f"{layer.name} labels")
+            self._viewer.add_labels(labels, name=name, **placement(layer),
+                                    metadata={"napari_xrayseg": {"model": str(model.path), "axis": kwargs["axis"]}})
+            show_info(f"segmented {layer.name} into {name!r}")
+
+        self.runner.start(iter_segment, desc=f"Segmenting {layer.name}", total=image.shape[0], on_returned=add,
+                          image=image, model=model, axis=kwargs["axis"], device=kwargs["device"],
+                          batch=_S.batch, overlap=_S.overlap)

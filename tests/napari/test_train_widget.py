@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+
+pytest.importorskip("qtpy")
+napari = pytest.importorskip("napari")
+
+from napari_xrayseg._napari.train_widget import TrainWidget  # noqa: E402
+from napari_xrayseg.core.models import load_model  # noqa: E402
+from napari_xrayseg.core.sample import make_phantom  # noqa: E402
+
+
+def _setup(viewer, shape=(6, 64, 64)):
+    image, truth = make_phantom(shape, seed=11, artefacts=False)
+    ann = np.zeros_like(truth)
+    ann[[1, 4]] = truth[[1, 4]]
+    viewer.add_image(image, name="img")
+    lab = viewer.add_labels(ann, name="painted")
+    return lab, ann.copy()
+
+
+def _configure(w, out):
+    w._size.value = "tiny"
+    w._epochs.value = 2
+    w._minutes.value = 5
+    w._batch.value = 2
+    w._device.value = "cpu"
+    w._out.value = out
+
+
+def test_train_widget_end_to_end(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer(show=True)
+    lab, before = _setup(viewer)
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Train")
+    assert w._labels.value is lab
+    _configure(w, tmp_path / "m.safetensors")
+    w._run.clicked.emit()
+    assert w._run.text == "Cancel"
+    with qtbot.waitSignal(w._job.finished, timeout=120_000):
+        pass
+    # training done: model saved, plot drawn; segmentation chained after it
+    qtbot.waitUntil(lambda: "img labels" in viewer.layers, timeout=120_000)
+    m = load_model(tmp_path / "m.safetensors")
+    assert m.info.classes == [1, 2, 3] and len(m.info.history) == 2
+    assert len(w.plot.epochs) == 2 and len(w.plot.ax_loss.lines[0].get_xdata()) == 2
+    seg = viewer.layers["img labels"]
+    assert seg.data.shape == lab.data.shape and seg.data.dtype == np.uint8
+    np.testing.assert_array_equal(lab.data, before)  # the user's labels are never modified
+    shot = viewer.screenshot(canvas_only=False)
+    assert shot[..., :3].std() > 1
+
+
+def test_train_widget_cancel_keeps_best_model(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    _setup(viewer)
+    w = TrainWidget(viewer)
+    _configure(w, tmp_path / "c.safetensors")
+    w._epochs.value = 1000
+    w._segment_after.value = False
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: len(w.plot.epochs) >= 1, timeout=120_000)
+    w._run.clicked.emit()  # Cancel
+    with qtbot.waitSignal(w._job.finished, timeout=120_000):
+        pass
+    assert w._run.text == "Train"
+    assert w.model is not None and (tmp_path / "c.safetensors").exists()
+    assert len(load_model(tmp_path / "c.safetensors").info.history) < 1000
+
+
+def test_train_widget_refuses_existing_model_path(make_napari_viewer, tmp_path, monkeypatch):
+    viewer = make_napari_viewer()
+    _setup(viewer)
+    w = TrainWidget(viewer)
+    (tmp_path / "old.safetensors").write_bytes(b"precious")
+    _configure(w, tmp_path / "old.safetensors")
+    errors = []
+    monkeypatch.setattr("napari_xrayseg._napari.train_widget.show_error", errors.append)
+    w._run.clicked.emit()
+    assert errors and "exists" in errors[0] and not w.runner.running
+    assert (tmp_path / "old.safetensors").read_bytes() == b"precious"
