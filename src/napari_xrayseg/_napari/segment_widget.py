@@ -12,9 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import napari
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info
+
+import napari
 
 from ..core.config import SegmentConfig
 from ..core.device import available_devices

@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import napari
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
@@ -27,9 +26,11 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_info, show_warning
 
+import napari
+
 from ..core.config import SegmentConfig, TrainConfig
 from ..core.device import available_devices
-from ..core.errors import Cancelled, InputError, XraysegError
+from ..core.errors import InputError, XraysegError
 from ..core.inference import iter_segment
 from ..core.models import Model, architectures, save_model
 from ..core.progress import Progress
