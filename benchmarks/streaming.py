@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 CHILD = r"""
-import json, resource, sys, time, torch
+import json, sys, time, torch
 from napari_xrayseg import init_model, segment, open_volume
 from napari_xrayseg.core.io import volume_chunks
 a = json.loads(sys.argv[1])
@@ -29,7 +29,9 @@ image = open_volume(a["image"])
 t0 = time.perf_counter()
 segment(image, model, out=a["out"], device="cpu", batch=a["batch"], overlap=a["overlap"])
 dt = time.perf_counter() - t0
-print(json.dumps({"seconds": dt, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM is this process's own peak; ru_maxrss would carry the parent's peak across exec on Linux.
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(json.dumps({"seconds": dt, "peak_rss_mb": int(hwm) / 1024}))
 """
 
 

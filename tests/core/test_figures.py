@@ -94,9 +94,7 @@ def test_collage_overlay_colours(trio):
 
 def test_collage_on_dask_zarr_2d_and_without_image_or_truth(trio, tmp_path):
     image, pred, truth = trio
-    z = zarr.create_array(
-        store=str(tmp_path / "p.zarr"), shape=pred.shape, chunks=(1, 24, 32), dtype=pred.dtype
-    )
+    z = zarr.create_array(store=str(tmp_path / "p.zarr"), shape=pred.shape, chunks=(1, 24, 32), dtype=pred.dtype)
     z[:] = pred
     fig = collage(da.from_array(image, chunks=(2, 24, 32)), z, da.from_array(truth), axis=2, n=2)
     assert len(fig.axes) == 6
@@ -182,9 +180,7 @@ def test_save_figures_writes_and_refuses_overwrite(trio, tmp_path):
     assert [f.name for f in files] == ["collage.png", "slice_dice.png"]
     # 2D, no per-slice scores: only the collage
     r2 = evaluate(pred[2], truth[2], per_slice=False)
-    assert [f.name for f in save_figures(r2, image[2], pred[2], truth[2], tmp_path / "2d")] == [
-        "collage.png"
-    ]
+    assert [f.name for f in save_figures(r2, image[2], pred[2], truth[2], tmp_path / "2d")] == ["collage.png"]
 
 
 def test_save_figures_collage_shows_annotated_slices(trio, tmp_path):
@@ -196,3 +192,22 @@ def test_save_figures_collage_shows_annotated_slices(trio, tmp_path):
     _non_blank(fig_dir / "collage.png")
     # only slice 4 carries annotations, so the collage has one row
     assert imread(fig_dir / "collage.png").shape[0] < 400
+
+
+def test_error_map_codes_numpy_and_lazy(trio, tmp_path):
+    _, pred, truth = trio
+    err = figures.error_map(pred, truth)
+    assert isinstance(err, np.ndarray) and err.dtype == np.uint8
+    report = evaluate(pred, truth)
+    assert np.count_nonzero(err) == report.n_voxels - np.trace(report.confusion_matrix)
+    assert not err[1].any()  # unannotated slice
+    assert (err[pred == 0] != 1).all() and (err[(pred != 0) & (pred != truth) & (truth != 0)] == 1).all()
+    dense = figures.error_map(pred, truth, ignore_zero=False)
+    assert dense[1].any()  # 0 is a class: the unannotated slice is now wrong where pred != 0
+    z = zarr.create_array(store=str(tmp_path / "t.zarr"), shape=truth.shape, chunks=(2, 24, 32), dtype=truth.dtype)
+    z[:] = truth
+    lazy = figures.error_map(da.from_array(pred, chunks=(3, 12, 32)), z)
+    assert isinstance(lazy, da.Array)
+    np.testing.assert_array_equal(lazy.compute(), err)
+    with pytest.raises(InputError, match="does not match"):
+        figures.error_map(pred[:2], truth)

@@ -111,7 +111,7 @@ def test_single_slice_holds_out_a_block_and_axis_and_2d(phantom):
     image, truth, _ = phantom
     lab = np.zeros_like(truth)
     lab[:, 30, :] = truth[:, 30, :]  # one slice along axis 1
-    m = train(image, lab, axis=1, **FAST)
+    m = train(image, lab, axis=1, **dict(FAST, patch=96))  # patch larger than the 6x64 slice
     assert m.info.train["validation"] == "block" and m.info.train["annotated_slices"] == [30]
     assert m.info.history[-1]["val_dice"] is not None
     m2 = train(image[2], truth[2], **FAST)  # a 2D image
@@ -158,7 +158,8 @@ def test_cancel_keeps_best_model_and_leaves_out_untouched(phantom, tmp_path):
     out = tmp_path / "old.safetensors"
     save_model(init_model("unet", size="tiny", classes=[1, 2, 3]), out)
     before = out.read_bytes()
-    token = NthCheck(12)  # past the first epoch (label scan + 3 steps + validation), before the end
+    # checks: 1 label slab + 2 image slices, then per epoch 3 steps + 1 validation batch
+    token = NthCheck(3 + 4 + 2)  # the 2nd step of epoch 2
     with pytest.raises(Cancelled) as info:
         train(image, sparse, out=out, overwrite=True, cancel=token, **dict(FAST, epochs=5))
     assert "after 1 epoch" in str(info.value)

@@ -22,6 +22,13 @@ DICE_1 = 2 * 50 / (2 * 50 + 10)
 DICE_2 = 2 * 30 / (2 * 30 + 10 + 10)
 
 
+def _wait(qtbot, w):
+    # Evaluating these tiny arrays can finish before a waitSignal would connect (the
+    # worker emits ``finished`` from its own thread), so wait on the runner's state.
+    assert w._job is not None
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+
+
 def _cell(table, row, column):
     d = table.to_dict(orient="split")
     return d["data"][d["index"].index(row)][d["columns"].index(column)]
@@ -36,8 +43,7 @@ def evaluated(make_napari_viewer, qtbot):
     assert w._pred.value is pred and w._truth.value is truth  # guessed from the names
     w._run.clicked.emit()
     assert w.runner.running
-    with qtbot.waitSignal(w._job.finished, timeout=60_000):
-        pass
+    _wait(qtbot, w)
     assert w._run.text == "Evaluate"
     return viewer, w
 
@@ -87,8 +93,7 @@ def test_error_layer_is_lazy_for_dask(make_napari_viewer, qtbot):
     w = EvaluateWidget(viewer)
     w._zero.value = True  # 0 is a class: every voxel scored
     w._run.clicked.emit()
-    with qtbot.waitSignal(w._job.finished, timeout=60_000):
-        pass
+    _wait(qtbot, w)
     assert w.report.n_voxels == TRUTH.size and 0 in w.report.classes
     w._add_errors.clicked.emit()
     data = viewer.layers["pred errors"].data
@@ -124,7 +129,8 @@ def test_plot_click_moves_the_viewer(evaluated):
     # through matplotlib's own callback machinery
     from matplotlib.backend_bases import MouseButton, MouseEvent
 
-    x, y = ax.transData.transform((0, 0.5))
+    w._canvas.draw()
+    x, y = ax.transData.transform((0, sum(ax.get_ylim()) / 2))
     MouseEvent("button_press_event", w._canvas, x, y, MouseButton.LEFT)._process()
     assert viewer.dims.current_step[0] == 0
 

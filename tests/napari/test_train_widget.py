@@ -36,8 +36,7 @@ def test_train_widget_end_to_end(make_napari_viewer, qtbot, tmp_path):
     _configure(w, tmp_path / "m.safetensors")
     w._run.clicked.emit()
     assert w._run.text == "Cancel"
-    with qtbot.waitSignal(w._job.finished, timeout=120_000):
-        pass
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
     # training done: model saved, plot drawn; segmentation chained after it
     qtbot.waitUntil(lambda: "img labels" in viewer.layers, timeout=120_000)
     m = load_model(tmp_path / "m.safetensors")
@@ -60,8 +59,7 @@ def test_train_widget_cancel_keeps_best_model(make_napari_viewer, qtbot, tmp_pat
     w._run.clicked.emit()
     qtbot.waitUntil(lambda: len(w.plot.epochs) >= 1, timeout=120_000)
     w._run.clicked.emit()  # Cancel
-    with qtbot.waitSignal(w._job.finished, timeout=120_000):
-        pass
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
     assert w._run.text == "Train"
     assert w.model is not None and (tmp_path / "c.safetensors").exists()
     assert len(load_model(tmp_path / "c.safetensors").info.history) < 1000

@@ -52,8 +52,7 @@ def test_segment_widget_end_to_end_in_a_worker(make_napari_viewer, qtbot, model_
     w._device.value = "cpu"
     w._run.clicked.emit()
     assert w.runner.running and w._run.text == "Cancel"
-    with qtbot.waitSignal(w._job.finished, timeout=60_000):
-        pass
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
     assert w._run.text == "Segment"
     new = viewer.layers["vol labels [2]"]
     assert isinstance(new, napari.layers.Labels)
@@ -74,8 +73,7 @@ def test_segment_widget_writes_zarr_and_backs_layer(make_napari_viewer, qtbot, m
     w._device.value = "cpu"
     w._out.value = tmp_path / "seg.zarr"
     w._run.clicked.emit()
-    with qtbot.waitSignal(w._job.finished, timeout=60_000):
-        pass
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
     layer = viewer.layers["v labels"]
     assert isinstance(layer.data, da.Array) and (tmp_path / "seg.zarr").exists()
 
@@ -89,8 +87,7 @@ def test_segment_widget_cancel(make_napari_viewer, qtbot, model_file):
     w._batch.value = 1
     w._run.clicked.emit()
     w._run.clicked.emit()  # second click = Cancel
-    with qtbot.waitSignal(w._job.finished, timeout=60_000):
-        pass
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
     assert "big labels" not in viewer.layers
     assert w._run.text == "Segment" and not w.runner.running
 

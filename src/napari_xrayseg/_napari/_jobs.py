@@ -65,13 +65,15 @@ class JobRunner:
         self._bar = napari_progress(total=max(total, 1), desc=desc)
 
         def yielded(p: Progress) -> None:
-            if not self._running:  # a queued record arriving after the job finished
+            # napari's progress bar processes Qt events inside set_description/refresh, so
+            # ``_finished`` may run in the middle of this callback: work on a local reference.
+            bar = self._bar
+            if not self._running or bar is None:  # a queued record arriving after the job finished
                 return
-            if self._bar is not None:
-                self._bar.total = max(p.total, 1)
-                self._bar.n = min(p.step, self._bar.total)
-                self._bar.set_description(f"{desc}: {p.message}" if p.message else desc)
-                self._bar.refresh()
+            bar.total = max(p.total, 1)
+            bar.n = min(p.step, bar.total)
+            bar.set_description(f"{desc}: {p.message}" if p.message else desc)
+            bar.refresh()
             if on_yielded is not None:
                 on_yielded(p)
 

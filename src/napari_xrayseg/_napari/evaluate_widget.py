@@ -75,6 +75,22 @@ def _iter_evaluate(
     yield Progress(0, 1)  # unreachable: makes this function a generator
 
 
+def _fit_table(table: Table, max_rows: int = 8) -> None:
+    """Size a table to its contents: all rows up to ``max_rows``, then it scrolls."""
+    q = table.native
+    q.resizeColumnsToContents()
+    rows = min(q.rowCount(), max_rows)
+    height = (
+        q.horizontalHeader().sizeHint().height()
+        + sum(q.rowHeight(i) for i in range(rows))
+        + q.horizontalScrollBar().sizeHint().height()
+        + 2 * q.frameWidth()
+        + 2
+    )
+    q.setMinimumHeight(height)
+    q.setMaximumHeight(height if q.rowCount() <= max_rows else 16777215)
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "n/a"
@@ -122,9 +138,7 @@ class EvaluateWidget(Container):
         self._add_errors = PushButton(text="Add error layer")
         self._add_errors.tooltip = _ERROR_TOOLTIP
         self._export_path = FileEdit(label="Export to", mode="w", filter="*.csv *.json", value="")
-        self._export_path.tooltip = (
-            "base path: writes <base>.csv and <base>.json, never overwrites"
-        )
+        self._export_path.tooltip = "base path: writes <base>.csv and <base>.json, never overwrites"
         self._export = PushButton(text="Export CSV + JSON")
         self._run.changed.connect(self._on_run)
         self._add_errors.changed.connect(self._on_add_errors)
@@ -231,7 +245,9 @@ class EvaluateWidget(Container):
         self._summary.value = self._summary_text(report)
         rows = report.rows()
         self._table.value = {
-            "data": [[_fmt(r[k]) for k, _ in _SCORE_COLUMNS] for r in rows],
+            "data": [
+                ["" if r[k] is None and r["class"] == "mean" else _fmt(r[k]) for k, _ in _SCORE_COLUMNS] for r in rows
+            ],
             "index": [f"class {r['class']}" if r["class"] != "mean" else "mean" for r in rows],
             "columns": [title for _, title in _SCORE_COLUMNS],
         }
@@ -241,11 +257,12 @@ class EvaluateWidget(Container):
             "index": [f"truth {v}" for v in labels],
             "columns": [f"pred {v}" for v in labels],
         }
+        _fit_table(self._table)
+        _fit_table(self._confusion)
         self._draw_plot(report)
         self._set_result_enabled(True)
         show_info(
-            f"evaluated {context['pred_name']!r} against {context['truth_name']!r}: "
-            f"mean Dice {_fmt(report.mean_dice)}"
+            f"evaluated {context['pred_name']!r} against {context['truth_name']!r}: mean Dice {_fmt(report.mean_dice)}"
         )
 
     @staticmethod

@@ -501,12 +501,15 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
     # ---- model and optimiser
     model = _start_model(init, arch, size, classes, seed, dev)
     model.info.normalization = dict(norm)
+    if patch % model.info.stride:
+        raise InputError(f"patch {patch} is not a multiple of the network's stride {model.info.stride} "
+                         f"(e.g. {max(1, round(patch / model.info.stride)) * model.info.stride})")
     net = model.network.to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=float(lr))
     use_amp = dev.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
-    predictor = SlicePredictor(model, device=dev) if val_x is not None else None
+    predictor = SlicePredictor(model, device=dev, tile=model.info.tile) if val_x is not None else None
     if predictor is not None:
         predictor.cancel = cancel
 
@@ -539,7 +542,8 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
         net.eval()
         model.info.history = history
         model.info.train = {**settings, "epochs_run": len(history), "stopped": stopped,
-                            "best_epoch": best_epoch, "best_val_dice": _finite(best_dice) if best_epoch else None,
+                            "best_epoch": best_epoch,
+                            "best_val_dice": _finite(best_dice) if best_epoch and predictor is not None else None,
                             "elapsed_s": round(elapsed(), 3)}
         return model
 
@@ -609,8 +613,6 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
         log.info("%s; nothing written", err)
         raise err from e
     model = finish()
-    if predictor is None:
-        model.info.train["best_val_dice"] = None
     log.info("training finished after %d epochs (%s, %.1f s); best epoch %d", len(history), stopped,
              elapsed(), best_epoch)
     if out_path is not None:
