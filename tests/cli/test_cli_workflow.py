@@ -1,0 +1,65 @@
+import json
+
+import numpy as np
+import zarr
+
+from napari_xrayseg.cli import main
+from napari_xrayseg.core.models import load_model
+
+
+def test_train_then_predict_then_evaluate(tmp_path, capsys):
+    assert main(["sample", "--out", str(tmp_path / "s"), "--shape", "8", "64", "64", "--seed", "5"]) == 0
+    truth = zarr.open_array(store=str(tmp_path / "s" / "truth.zarr"), mode="r")[...]
+    ann = np.zeros_like(truth)
+    ann[[2, 5]] = truth[[2, 5]]
+    zarr.create_array(store=str(tmp_path / "ann.zarr"), shape=ann.shape, dtype="uint8")[...] = ann
+    model = tmp_path / "m.safetensors"
+    assert main(["train", "--image", str(tmp_path / "s" / "image.zarr"), "--labels", str(tmp_path / "ann.zarr"),
+                 "--out", str(model), "--size", "tiny", "--epochs", "2", "--steps", "4", "--batch", "2",
+                 "--patch", "32", "--device", "cpu", "--seed", "1"]) == 0
+    assert "wrote model to" in capsys.readouterr().out
+    m = load_model(model)
+    assert m.info.classes == [1, 2, 3] and len(m.info.history) == 2
+
+    pred = tmp_path / "pred.zarr"
+    assert main(["predict", "--image", str(tmp_path / "s" / "image.zarr"), "--model", str(model),
+                 "--out", str(pred), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    rj, rc, figs = tmp_path / "r.json", tmp_path / "r.csv", tmp_path / "figs"
+    assert main(["evaluate", "--pred", str(pred), "--truth", str(tmp_path / "s" / "truth.zarr"), "--json", str(rj),
+                 "--csv", str(rc), "--figures", str(figs), "--image", str(tmp_path / "s" / "image.zarr")]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(rj.read_text())
+    assert 0 <= report["mean_dice"] <= 1 and set(report["per_class"]) == {"1", "2", "3"}
+    for k in ("dice", "iou", "precision", "recall", "f1", "accuracy", "voxels_truth", "voxels_pred"):
+        assert k in report["per_class"]["1"]
+    assert f"{report['mean_dice']:.3f}"[:4] in out  # the table shows the same number
+    assert rc.read_text().count("\n") >= 4
+    assert {p.name for p in figs.iterdir()} >= {"collage.png", "slice_dice.png"}
+    # refuses to overwrite the report, one line, exit 2
+    assert main(["evaluate", "--pred", str(pred), "--truth", str(tmp_path / "s" / "truth.zarr"),
+                 "--json", str(rj)]) == 2
+
+
+def test_evaluate_bad_input(tmp_path, capsys):
+    zarr.create_array(store=str(tmp_path / "a.zarr"), shape=(2, 8, 8), dtype="uint8")[...] = 1
+    zarr.create_array(store=str(tmp_path / "b.zarr"), shape=(2, 8, 9), dtype="uint8")[...] = 1
+    zarr.create_array(store=str(tmp_path / "z.zarr"), shape=(2, 8, 8), dtype="uint8")
+    capsys.readouterr()
+    assert main(["evaluate", "--pred", str(tmp_path / "a.zarr"), "--truth", str(tmp_path / "b.zarr")]) == 2
+    assert "does not match" in capsys.readouterr().err
+    assert main(["evaluate", "--pred", str(tmp_path / "a.zarr"), "--truth", str(tmp_path / "z.zarr")]) == 2
+    assert "no annotated voxels" in capsys.readouterr().err
+
+
+def test_demo_main_job_tiny(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--shape", "10", "64", "64", "--minutes", "0.1", "--size", "tiny",
+                 "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "Dice against the full ground truth" in text and "mean:" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sample"]["annotated_slices"] and 0 <= summary["mean_dice"] <= 1
+    for name in ("image.zarr", "truth.zarr", "annotations.zarr", "model.safetensors", "labels.zarr", "report.json"):
+        assert (out / name).exists()
+    assert main(["demo", "--out", str(out), "--shape", "10", "64", "64"]) == 2  # not empty: refused
