@@ -23,6 +23,7 @@ def _configure(w, out):
     w._epochs.value = 2
     w._minutes.value = 5
     w._batch.value = 2
+    w._patch.value = 32
     w._device.value = "cpu"
     w._out.value = out
 
@@ -72,7 +73,7 @@ def test_train_widget_refuses_existing_model_path(make_napari_viewer, tmp_path, 
     (tmp_path / "old.safetensors").write_bytes(b"precious")
     _configure(w, tmp_path / "old.safetensors")
     errors = []
-    monkeypatch.setattr("napari_xrayseg._napari.train_widget.show_error", errors.append)
+    monkeypatch.setattr("napari_xrayseg._napari._jobs.show_error", errors.append)
     w._run.clicked.emit()
     assert errors and "exists" in errors[0] and not w.runner.running
     assert (tmp_path / "old.safetensors").read_bytes() == b"precious"

@@ -97,7 +97,7 @@ def test_segment_widget_reports_bad_input(make_napari_viewer, monkeypatch):
     viewer.add_image(np.random.default_rng(3).random((2, 32, 32), dtype=np.float32), name="v")
     w = SegmentWidget(viewer)
     errors = []
-    monkeypatch.setattr("napari_xrayseg._napari.segment_widget.show_error", errors.append)
+    monkeypatch.setattr("napari_xrayseg._napari._jobs.show_error", errors.append)
     w._run.clicked.emit()  # no model chosen
     assert errors and "no model file chosen" in errors[0]
     assert not w.runner.running

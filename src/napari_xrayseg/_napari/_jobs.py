@@ -99,6 +99,22 @@ class JobRunner:
         worker.start()
         return worker
 
+    def toggle(self, inputs: Callable[[], dict[str, Any]], start: Callable[[dict[str, Any]], Any]) -> None:
+        """The run button's handler: cancel the running job, or validate inputs and start one.
+
+        ``inputs()`` snapshots and validates on the main thread; an
+        :class:`~napari_xrayseg.core.errors.XraysegError` it raises becomes a notification.
+        """
+        if self.running:
+            self.cancel()
+            return
+        try:
+            kwargs = inputs()
+        except XraysegError as e:
+            show_error(str(e))
+            return
+        start(kwargs)
+
     def cancel(self) -> None:
         """Ask the running job to stop at its next check."""
         # Only the token: ``worker.quit()`` would abort the generator at its next yield,

@@ -30,3 +30,12 @@ def layer_array(layer: Any, what: str = "image") -> Any:
 def placement(layer: Any) -> dict[str, Any]:
     """Keyword arguments that put a new layer exactly over ``layer``."""
     return {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+
+
+def layer_choices(viewer: Any, kind: type) -> Any:
+    """A magicgui ``choices`` callable listing ``viewer``'s layers of type ``kind`` as (name, layer)."""
+
+    def choices(_widget: Any = None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, kind)]
+
+    return choices

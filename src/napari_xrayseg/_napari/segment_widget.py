@@ -23,7 +23,7 @@ from ..core.errors import XraysegError
 from ..core.inference import iter_segment
 from ..core.models import read_model_info
 from ._jobs import JobRunner
-from ._layers import layer_array, placement, unique_name
+from ._layers import layer_array, layer_choices, placement, unique_name
 
 if TYPE_CHECKING:
     from ..core.models import Model
@@ -38,7 +38,7 @@ class SegmentWidget(Container):
         super().__init__(labels=True)
         self._viewer = viewer
         self.model: Model | None = None  # set by code (e.g. after training) to skip the file
-        self._image = ComboBox(label="Image", choices=self._image_choices, nullable=False)
+        self._image = ComboBox(label="Image", choices=layer_choices(viewer, napari.layers.Image), nullable=False)
         self._model_file = FileEdit(label="Model file", mode="r", filter="*.safetensors", value="")
         self._axis = ComboBox(label="Slice axis", choices=[("0 (Z: xy slices)", 0), ("1 (Y: xz slices)", 1),
                                                            ("2 (X: yz slices)", 2)], value=_D.axis)
@@ -62,9 +62,6 @@ class SegmentWidget(Container):
     def _job(self) -> Any:
         return self.runner.job
 
-    def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, napari.layers.Image)]
-
     def _on_model_file(self, value: Any) -> None:
         path = Path(str(value))
         if not str(value) or not path.is_file():
@@ -82,14 +79,9 @@ class SegmentWidget(Container):
         self._info.value = f"{info.arch} {info.size or ''}, classes {info.classes}, {state}"
 
     def _on_run(self) -> None:
-        if self.runner.running:
-            self.runner.cancel()
-            return
-        try:
-            kwargs = self._inputs()
-        except XraysegError as e:
-            show_error(str(e))
-            return
+        self.runner.toggle(self._inputs, self._start)
+
+    def _start(self, kwargs: dict[str, Any]) -> None:
         layer = self._image.value
         self.runner.start(iter_segment, desc=f"Segmenting {layer.name}", total=kwargs["image"].shape[0],
                           on_returned=lambda labels: self._add_result(labels, layer, kwargs), **kwargs)

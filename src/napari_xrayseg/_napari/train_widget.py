@@ -24,7 +24,7 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_info, show_warning
 
 import napari
 
@@ -36,7 +36,7 @@ from ..core.models import Model, architectures, save_model
 from ..core.progress import Progress
 from ..core.training import iter_train
 from ._jobs import JobRunner
-from ._layers import layer_array, placement, unique_name
+from ._layers import layer_array, layer_choices, placement, unique_name
 
 _T = TrainConfig()
 _S = SegmentConfig()
@@ -92,8 +92,8 @@ class TrainWidget(Container):
         super().__init__(labels=True)
         self._viewer = viewer
         self.model: Model | None = None  # the last trained model
-        self._image = ComboBox(label="Image", choices=self._choices(napari.layers.Image), nullable=False)
-        self._labels = ComboBox(label="Labels (0 = unpainted)", choices=self._choices(napari.layers.Labels),
+        self._image = ComboBox(label="Image", choices=layer_choices(viewer, napari.layers.Image), nullable=False)
+        self._labels = ComboBox(label="Labels (0 = unpainted)", choices=layer_choices(viewer, napari.layers.Labels),
                                 nullable=False)
         self._axis = ComboBox(label="Slice axis", choices=[("0 (Z)", 0), ("1 (Y)", 1), ("2 (X)", 2)],
                               value=_T.axis)
@@ -102,6 +102,7 @@ class TrainWidget(Container):
         self._minutes = FloatSpinBox(label="Time budget (min)", min=0.1, max=24 * 60, step=0.5, value=5.0)
         self._epochs = SpinBox(label="Max epochs", min=1, max=100_000, value=_T.epochs)
         self._batch = SpinBox(label="Batch", min=1, max=512, value=_T.batch)
+        self._patch = SpinBox(label="Patch size", min=16, max=1024, step=16, value=_T.patch)
         self._lr = FloatSpinBox(label="Learning rate", min=1e-6, max=1.0, step=1e-4, value=_T.lr)
         self._augment = CheckBox(label="Augmentation", value=_T.augment)
         self._device = ComboBox(label="Device", choices=["auto", *available_devices()], value=_T.device)
@@ -115,7 +116,7 @@ class TrainWidget(Container):
         self._arch.changed.connect(lambda v: setattr(self._size, "choices", list(architectures()[v])))
         self._run.changed.connect(self._on_run)
         self.extend([self._image, self._labels, self._axis, self._arch, self._size, self._minutes, self._epochs,
-                     self._batch, self._lr, self._augment, self._device, self._init, self._out,
+                     self._batch, self._patch, self._lr, self._augment, self._device, self._init, self._out,
                      self._segment_after, self._run, self._status, self.plot])
         viewer.layers.events.inserted.connect(self.reset_choices)
         viewer.layers.events.removed.connect(self.reset_choices)
@@ -125,22 +126,11 @@ class TrainWidget(Container):
     def _job(self) -> Any:
         return self.runner.job
 
-    def _choices(self, kind: type) -> Any:
-        def choices(_widget: Any = None) -> list[tuple[str, Any]]:
-            return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, kind)]
-
-        return choices
-
     # ------------------------------------------------------------------ run
     def _on_run(self) -> None:
-        if self.runner.running:
-            self.runner.cancel()
-            return
-        try:
-            kwargs = self._inputs()
-        except XraysegError as e:
-            show_error(str(e))
-            return
+        self.runner.toggle(self._inputs, self._start)
+
+    def _start(self, kwargs: dict[str, Any]) -> None:
         self.plot.clear()
         layer = self._image.value
         self._status.value = "training..."
@@ -172,7 +162,7 @@ class TrainWidget(Container):
         return {"image": image, "labels": labels, "axis": int(self._axis.value) if image.ndim == 3 else 0,
                 "arch": str(self._arch.value), "size": str(self._size.value),
                 "minutes": float(self._minutes.value), "epochs": int(self._epochs.value),
-                "batch": int(self._batch.value), "lr": float(self._lr.value), "augment": bool(self._augment.value),
+                "batch": int(self._batch.value), "patch": int(self._patch.value), "lr": float(self._lr.value), "augment": bool(self._augment.value),
                 "device": str(self._device.value), "init": init if init not in ("", ".") else None, "out": out}
 
     def _on_progress(self, p: Progress) -> None:
