@@ -162,7 +162,8 @@ class TrainWidget(Container):
         return {"image": image, "labels": labels, "axis": int(self._axis.value) if image.ndim == 3 else 0,
                 "arch": str(self._arch.value), "size": str(self._size.value),
                 "minutes": float(self._minutes.value), "epochs": int(self._epochs.value),
-                "batch": int(self._batch.value), "patch": int(self._patch.value), "lr": float(self._lr.value), "augment": bool(self._augment.value),
+                "batch": int(self._batch.value), "patch": int(self._patch.value), "lr": float(self._lr.value),
+                "augment": bool(self._augment.value),
                 "device": str(self._device.value), "init": init if init not in ("", ".") else None, "out": out}
 
     def _on_progress(self, p: Progress) -> None:

@@ -26,4 +26,13 @@ class OutputExistsError(XraysegError, FileExistsError):
 
 
 class Cancelled(XraysegError):
-    """A long job stopped because its :class:`~napari_xrayseg.core.progress.CancelToken` was set."""
+    """A long job stopped because its :class:`~napari_xrayseg.core.progress.CancelToken` was set.
+
+    Attributes
+    ----------
+    result : object or None
+        What the job had achieved when it stopped, if anything useful (training puts the
+        best model so far here); ``None`` otherwise.
+    """
+
+    result: object | None = None
