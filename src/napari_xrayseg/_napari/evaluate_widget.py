@@ -96,6 +96,8 @@ def _fmt(v: Any) -> str:
         return "n/a"
     if isinstance(v, float):
         return f"{v:.4f}"
+    if isinstance(v, int):
+        return f"{v:,}"  # thousands separators; also keeps Qt from showing 5.3e+05
     return str(v)
 
 
@@ -253,7 +255,7 @@ class EvaluateWidget(Container):
         }
         labels = [int(v) for v in report.confusion_labels]
         self._confusion.value = {
-            "data": report.confusion_matrix.astype(int).tolist(),
+            "data": [[f"{x:,}" for x in row] for row in report.confusion_matrix.astype(int).tolist()],
             "index": [f"truth {v}" for v in labels],
             "columns": [f"pred {v}" for v in labels],
         }

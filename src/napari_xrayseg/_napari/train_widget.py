@@ -82,6 +82,8 @@ class TrainingPlot(Container):
         self.ax_loss.set_ylabel("loss", color="tab:orange")
         self.ax_dice.set_ylabel("val Dice", color="tab:blue")
         self.ax_dice.set_ylim(0, 1)
+        self.ax_dice.yaxis.tick_right()  # clear() forgets that twinx() put this axis on the right
+        self.ax_dice.yaxis.set_label_position("right")
         self.canvas.draw_idle()
 
 
