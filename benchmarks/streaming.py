@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+
 CHILD = r"""
 import json, sys, time, torch
 from napari_xrayseg import init_model, segment, open_volume
@@ -72,13 +74,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--allocators", nargs="+", default=["glibc", "tcmalloc"],
+                    help="run each depth with these allocators (tcmalloc via LD_PRELOAD when installed)")
     a = ap.parse_args()
     fpp = flops_per_pixel(a.size, a.tile)
     print(f"# python {' '.join(sys.argv)}")
     print(f"# model unet/{a.size}: {fpp:,.0f} FLOP/pixel (torch.utils.flop_counter, {a.tile}^2 tile); "
           f"{a.threads} threads, chunks {a.chunk} slices\n")
-    print("| depth | voxels | input MB | seconds | Mvox/s | GFLOP/s | peak RSS MB |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| allocator | depth | voxels | input MB | seconds | Mvox/s | GFLOP/s | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for d in a.depths:
@@ -86,15 +90,26 @@ def main() -> None:
             make_volume(img, d, a.yx, a.chunk)
             args = {"image": str(img), "out": str(out), "size": a.size, "tile": a.tile, "batch": a.batch,
                     "overlap": a.overlap, "threads": a.threads}
-            res = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True,
-                                 text=True, check=True)
-            r = json.loads(res.stdout.strip().splitlines()[-1])
-            vox = d * a.yx * a.yx
-            r.update(depth=d, voxels=vox, input_mb=vox * 4 / 2**20, mvox_s=vox / r["seconds"] / 1e6,
-                     gflop_s=vox * fpp / r["seconds"] / 1e9, flops_per_pixel=fpp)
-            rows.append(r)
-            print(f"| {d} | {vox:,} | {r['input_mb']:.0f} | {r['seconds']:.1f} | {r['mvox_s']:.2f} | "
-                  f"{r['gflop_s']:.0f} | {r['peak_rss_mb']:.0f} |", flush=True)
+            for alloc in a.allocators:
+                env = dict(os.environ)
+                if alloc == "tcmalloc":
+                    if not Path(TCMALLOC).exists():
+                        print("| tcmalloc | (not installed: apt-get install libtcmalloc-minimal4) | | | | | | |")
+                        continue
+                    env["LD_PRELOAD"] = TCMALLOC
+                res = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True,
+                                     text=True, check=True, env=env)
+                r = json.loads(res.stdout.strip().splitlines()[-1])
+                vox = d * a.yx * a.yx
+                r.update(allocator=alloc, depth=d, voxels=vox, input_mb=vox * 4 / 2**20,
+                         mvox_s=vox / r["seconds"] / 1e6, gflop_s=vox * fpp / r["seconds"] / 1e9,
+                         flops_per_pixel=fpp)
+                rows.append(r)
+                print(f"| {alloc} | {d} | {vox:,} | {r['input_mb']:.0f} | {r['seconds']:.1f} | {r['mvox_s']:.2f} | "
+                      f"{r['gflop_s']:.0f} | {r['peak_rss_mb']:.0f} |", flush=True)
+                import shutil
+
+                shutil.rmtree(out)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))
 

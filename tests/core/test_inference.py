@@ -122,3 +122,18 @@ def test_bad_input_messages(tiny_model, image, kw, match):
     args = {**KW, **kw}
     with pytest.raises(InputError, match=match):
         segment(image, tiny_model, **args)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu(volume, tiny_model):
+    cpu = segment(volume, tiny_model, **KW)
+    gpu = segment(volume, tiny_model, **{**KW, "device": "cuda"})  # fp16 autocast on CUDA
+    assert (gpu == cpu).mean() > 0.99
+
+
+def test_auto_device_is_cpu_without_cuda(volume, tiny_model):
+    import torch
+
+    from napari_xrayseg.core.device import resolve_device
+
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
