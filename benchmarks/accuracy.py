@@ -6,7 +6,8 @@ segment the whole volume from it and are scored against the full ground truth wi
 :func:`napari_xrayseg.core.metrics.evaluate`:
 
 * **U-Net**: :func:`napari_xrayseg.train` (``TrainConfig`` defaults, CPU, a time
-  budget of ``--minutes``), then :func:`napari_xrayseg.segment`.
+  budget of ``--minutes``), then :func:`napari_xrayseg.segment`; one row per
+  ``--context`` value (slices fed per slice as channels, 1 = plain 2D).
 * **multi-Otsu**: :func:`skimage.filters.threshold_multiotsu` with 3 classes, the
   grey-level classes mapped in order pore < YSZ < Ni (labels 1, 3, 2).  Unsupervised.
 * **random forest**: an ilastik-style pixel classifier: ``sklearn``
@@ -19,6 +20,7 @@ Usage::
 
     python benchmarks/accuracy.py                      # 96x256x256, seed 2026, 8 min
     python benchmarks/accuracy.py --noise 1.6 --feature-size 6 --json out.json
+    python benchmarks/accuracy.py --context 1 3         # a U-Net row per context
 
 Prints a markdown table (per-class and mean Dice, wall times) headed by the command.
 """
@@ -110,18 +112,19 @@ def random_forest(image: np.ndarray, sparse: np.ndarray, idx: list[int], seed: i
 
 
 def _row(name: str, report: Any, seconds: float, note: str) -> dict[str, Any]:
-    return {"method": name, "mean_dice": report.mean_dice,
+    return {"method": name, "mean_dice": report.mean_dice, "error_rate": 1.0 - float(report.accuracy),
             "dice": {int(c): report.per_class[c]["dice"] for c in report.classes},
             "seconds": round(seconds, 1), "note": note}
 
 
 def table(rows: list[dict[str, Any]], names: dict[int, str]) -> str:
     classes = sorted(rows[0]["dice"])
-    head = ["method", *[f"Dice {names.get(c, c)} ({c})" for c in classes], "mean Dice", "wall time", "notes"]
+    head = ["method", *[f"Dice {names.get(c, c)} ({c})" for c in classes], "mean Dice", "wrong voxels",
+            "wall time", "notes"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 2) + ["---"]) + "|"]
     for r in rows:
         cells = [r["method"], *[f"{r['dice'][c]:.4f}" for c in classes], f"**{r['mean_dice']:.4f}**",
-                 f"{r['seconds']:.0f} s", r["note"]]
+                 f"{100 * r['error_rate']:.2f} %", f"{r['seconds']:.0f} s", r["note"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -135,6 +138,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--noise", type=float, default=1.0)
     ap.add_argument("--feature-size", type=float, default=4.0)
     ap.add_argument("--train-seed", type=int, default=0)
+    ap.add_argument("--context", type=int, nargs="+", default=None, metavar="K",
+                    help="U-Net context slices, one row each (default: TrainConfig.context)")
     ap.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON here")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
@@ -169,24 +174,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      time.perf_counter() - t0, f"100 trees, fit {fit_s:.0f} s"))
 
     cfg = TrainConfig()
-    t0 = time.perf_counter()
-    model = train(image, sparse, size=args.size, minutes=args.minutes, seed=args.train_seed, device="cpu")
-    train_s = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    pred = segment(image, model, device="cpu")
-    seg_s = time.perf_counter() - t1
-    tr = model.info.train
-    rows.append(_row(f"U-Net {model.info.size} (napari-xrayseg)", evaluate(pred, truth, classes=classes),
-                     train_s + seg_s,
-                     f"train {train_s:.0f} s ({tr['epochs_run']} epochs, stopped by {tr['stopped']}, best "
-                     f"epoch {tr['best_epoch']}), segment {seg_s:.0f} s"))
+    histories = {}
+    for k in args.context or [cfg.context]:
+        t0 = time.perf_counter()
+        model = train(image, sparse, size=args.size, minutes=args.minutes, seed=args.train_seed, device="cpu",
+                      context=k)
+        train_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        pred = segment(image, model, device="cpu")
+        seg_s = time.perf_counter() - t1
+        tr = model.info.train
+        histories[k] = model.info.history
+        ctx = "" if k == 1 else f", context {k}"
+        rows.append(_row(f"U-Net {model.info.size}{ctx} (napari-xrayseg)", evaluate(pred, truth, classes=classes),
+                         train_s + seg_s,
+                         f"train {train_s:.0f} s ({tr['epochs_run']} epochs, stopped by {tr['stopped']}, best "
+                         f"epoch {tr['best_epoch']}), segment {seg_s:.0f} s"))
 
     result = {
         "command": command, "shape": list(args.shape), "seed": args.seed, "noise": args.noise,
         "feature_size": args.feature_size, "annotated_slices": idx, "phantom_s": round(phantom_s, 1),
         "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "platform": platform.platform(),
         "train_config": {**cfg.__dict__, "size": model.info.size, "minutes": args.minutes},
-        "history": model.info.history, "rows": rows,
+        "history": histories, "rows": rows,
     }
     print(f"`{command}`\n")
     print(f"phantom {tuple(args.shape)} seed {args.seed}, noise {args.noise}, feature size "

@@ -112,7 +112,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model = train(image, labels, axis=a.axis, arch=a.arch, size=a.size, epochs=a.epochs, minutes=a.minutes,
                   steps_per_epoch=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, loss=a.loss, gamma=a.gamma,
-                  augment=not a.no_augment, seed=a.seed, device=a.device, init=a.init, out=a.out,
+                  augment=not a.no_augment, seed=a.seed, device=a.device, init=a.init, context=a.context,
+                  out=a.out,
                   overwrite=a.overwrite, progress=_ProgressPrinter("train"))
     t = model.info.train
     print(f"wrote model to {model.path}: {model.info.arch} ({model.info.size}), classes {model.info.classes}, "
@@ -231,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=float, default=_T.gamma, help="Dice denominator exponent for dice_gamma")
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     p.add_argument("--init", default=None, help="fine-tune from this model file")
+    p.add_argument("--context", type=int, default=_T.context, metavar="K",
+                   help="odd number of slices per input: each slice with its K//2 neighbours on each side as "
+                        f"channels (2.5D; default: {_T.context})")
     p.add_argument("--seed", type=int, default=_T.seed, help=f"random seed (default: {_T.seed})")
     p.add_argument("--device", default=_T.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
     _add_overwrite(p)

@@ -84,6 +84,9 @@ def _rewrite_meta(src, dst, edit):
         (lambda i, h: i.update(classes=[1, 2]), "classes"),
         (lambda i, h: i.update(format_version=99), "format_version"),
         (lambda i, h: i["normalization"].update(low="NaN"), "normalization"),
+        (lambda i, h: i.update(context=3), "context 3 does not match in_channels 1"),
+        (lambda i, h: i.update(context=2), "context 2 is not an odd integer"),
+        (lambda i, h: i.update(context=17), "context 17 is not an odd integer"),
     ],
 )
 def test_lying_sidecar_is_refused(tmp_path, tiny_model, edit, match):
@@ -121,3 +124,23 @@ def test_init_model_validation():
     assert m.info.classes == [0, 7] and m.info.stride == 4
     assert "untrained" in repr(m)
     assert np.isfinite(sum(float(p.detach().sum()) for p in m.network.parameters()))
+
+
+def test_context_model_round_trip_and_old_files(tmp_path):
+    m = init_model("unet", size="tiny", classes=3, context=3)
+    assert m.info.context == 3 and m.info.in_channels == 3
+    loaded = load_model(save_model(m, tmp_path / "c3.safetensors"))
+    assert loaded.info.context == 3 and loaded.info.in_channels == 3
+    # a file written before context existed (no key) reads as context 1
+    good = save_model(init_model("unet", size="tiny", classes=3), tmp_path / "c1.safetensors")
+    old = tmp_path / "old.safetensors"
+    _rewrite_meta(good, old, lambda i, h: i.pop("context"))
+    assert load_model(old).info.context == 1
+    # a lying context on a 3-channel net is refused too
+    bad = tmp_path / "bad.safetensors"
+    _rewrite_meta(tmp_path / "c3.safetensors", bad, lambda i, h: i.update(context=1))
+    with pytest.raises(ModelFileError, match="context 1 does not match in_channels 3"):
+        load_model(bad)
+    for k in (0, 2, 17):
+        with pytest.raises(InputError, match="odd"):
+            init_model("unet", size="tiny", context=k)

@@ -6,11 +6,13 @@ from napari_xrayseg.core.errors import InputError
 from napari_xrayseg.core.inference import SlicePredictor
 from napari_xrayseg.core.models import init_model
 from napari_xrayseg.core.tiling import (
+    context_range,
     effective_tile,
     normalize_axis,
     plan_slab_depth,
     slab_ranges,
     slab_slicer,
+    stack_context,
     windows_per_slice,
 )
 
@@ -97,3 +99,35 @@ def test_blending_weights_are_gaussian_and_average_overlaps():
 def test_windows_per_slice():
     assert windows_per_slice((256, 256), (256, 256), 0.25) == 1
     assert windows_per_slice((512, 512), (256, 256), 0.25) == 9
+
+
+# --------------------------------------------------------------------------- context stacking
+
+
+def test_stack_context_replicates_the_volume_ends():
+    v = np.arange(5 * 2 * 3, dtype=np.float32).reshape(5, 2, 3)
+    out = stack_context(v, 3)
+    assert out.shape == (5, 3, 2, 3)
+    for i, nb in enumerate([(0, 0, 1), (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 4)]):
+        np.testing.assert_array_equal(out[i], v[list(nb)])
+    out5 = stack_context(v, 5)
+    np.testing.assert_array_equal(out5[0], v[[0, 0, 0, 1, 2]])
+    np.testing.assert_array_equal(out5[4], v[[2, 3, 4, 4, 4]])
+    np.testing.assert_array_equal(stack_context(v, 1), v[:, None])
+    # a slab in the middle with its halo: no replication, halo slices beyond k // 2 ignored
+    mid = stack_context(v[2:3], 3, before=v[:2], after=v[3:])
+    np.testing.assert_array_equal(mid[0], v[[1, 2, 3]])
+    # a halo on one side only: the other side is a volume end
+    np.testing.assert_array_equal(stack_context(v[3:], 3, before=v[:3])[:, :, 0, 0], v[[[2, 3, 4], [3, 4, 4]], 0, 0])
+    # a single slice (2D input) sees only itself
+    np.testing.assert_array_equal(stack_context(v[:1], 3)[0], v[[0, 0, 0]])
+    for bad in (0, 2, -1, True):
+        with pytest.raises(InputError, match="odd"):
+            stack_context(v, bad)
+
+
+def test_context_range_clips_the_halo():
+    assert context_range(0, 4, 3, 10) == (0, 5)
+    assert context_range(4, 8, 3, 10) == (3, 9)
+    assert context_range(8, 10, 5, 10) == (6, 10)
+    assert context_range(2, 3, 1, 10) == (2, 3)

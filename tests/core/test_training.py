@@ -50,6 +50,28 @@ def test_loss_ignores_unannotated_pixels(name):
     assert torch.isfinite(la)
 
 
+def test_image_outside_annotated_corner_does_not_change_training_loss(phantom):
+    # Only a corner of one slice is annotated. Shuffling the image everywhere the training
+    # patches cannot reach (other slices; the far part of the annotated slice) keeps the
+    # normalisation percentiles (same values) and must leave the loss history unchanged.
+    image, truth, _ = phantom
+    lab = np.zeros_like(truth)
+    lab[2, :20, :20] = truth[2, :20, :20]
+    kw = dict(FAST, epochs=2, steps_per_epoch=2, augment=False, val_fraction=0.0)
+    a = train(image, lab, **kw)
+    rng = np.random.default_rng(0)
+    image2 = image.copy()
+    far = np.ones((64, 64), bool)
+    far[:40, :40] = False  # patches of 32 centred in [0, 20) reach y, x < 36
+    image2[2][far] = rng.permutation(image[2][far])
+    for z in (0, 1, 3, 4, 5):
+        image2[z] = rng.permutation(image[z].ravel()).reshape(64, 64)
+    assert not np.array_equal(image, image2)
+    b = train(image2, lab, **kw)
+    assert a.info.normalization == b.info.normalization
+    assert [h["loss"] for h in a.info.history] == [h["loss"] for h in b.info.history]
+
+
 def test_dice_gamma_one_equals_dice():
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(2, 3, 8, 8, generator=g)
@@ -75,7 +97,7 @@ def test_training_learns_and_beats_chance():
     # held-out annotated data: the slices not used for training at all
     pred = segment(image, model, device="cpu")
     held = [1, 3, 4]
-    assert evaluate(pred[held], truth[held]).mean_dice > 0.6
+    assert evaluate(pred[held], truth[held]).mean_dice > 0.75  # chance is about 0.33; ~0.9 seen
     # progress: step-level records carry no loss, epoch records carry val_dice
     steps = [r for r in records if "loss" not in r.info]
     epochs = [r for r in records if "val_dice" in r.info]
@@ -137,6 +159,41 @@ def test_model_round_trip_after_training(phantom, tmp_path):
     # fine-tuning from a file continues from its weights and keeps the classes
     m2 = train(image, sparse, init=tmp_path / "m.safetensors", **FAST)
     assert m2.info.classes == [1, 2, 3] and len(m2.info.history) == 2
+
+
+def test_context_training_round_trip(phantom, tmp_path):
+    image, _, sparse = phantom
+    m = train(image, sparse, context=3, out=tmp_path / "c3.safetensors", **FAST)
+    assert m.info.context == 3 and m.info.in_channels == 3 and m.info.train["context"] == 3
+    loaded = load_model(tmp_path / "c3.safetensors")
+    assert loaded.info.context == 3
+    np.testing.assert_array_equal(segment(image, loaded, device="cpu"), segment(image, m, device="cpu"))
+    # without augmentation too, and along another axis and on a 2D image
+    assert train(image, sparse, context=5, **dict(FAST, augment=False)).info.context == 5
+    lab = np.zeros_like(sparse)
+    lab[:, 30, :] = sparse[:, 30, :]
+    assert train(image, lab, axis=1, context=3, **FAST).info.train["annotated_slices"] == [30]
+    assert train(image[1], sparse[1], context=3, **FAST).info.context == 3
+    # fine-tuning keeps the context; another one is refused
+    assert train(image, sparse, context=3, init=loaded, **FAST).info.context == 3
+    with pytest.raises(InputError, match="context"):
+        train(image, sparse, init=loaded, **FAST)  # context 1
+    with pytest.raises(InputError, match="odd"):
+        train(image, sparse, context=2, **FAST)
+
+
+def test_context_neighbours_feed_the_channels(phantom):
+    # with context 3, the slice next to the annotated one is read: changing it changes training
+    image, truth, _ = phantom
+    lab = np.zeros_like(truth)
+    lab[2] = truth[2]
+    kw = dict(FAST, epochs=1, augment=False, val_fraction=0.0)
+    image2 = image.copy()
+    image2[3] = image[3][::-1]
+    assert ([h["loss"] for h in train(image, lab, **kw).info.history]
+            == [h["loss"] for h in train(image2, lab, **kw).info.history])
+    assert ([h["loss"] for h in train(image, lab, context=3, **kw).info.history]
+            != [h["loss"] for h in train(image2, lab, context=3, **kw).info.history])
 
 
 # --------------------------------------------------------------------------- cancel

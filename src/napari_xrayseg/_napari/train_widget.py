@@ -32,7 +32,7 @@ from ..core.config import SegmentConfig, TrainConfig
 from ..core.device import available_devices
 from ..core.errors import InputError, XraysegError
 from ..core.inference import iter_segment
-from ..core.models import Model, architectures, save_model
+from ..core.models import MAX_CONTEXT, Model, architectures, save_model
 from ..core.progress import Progress
 from ..core.training import iter_train
 from ._jobs import JobRunner
@@ -106,6 +106,9 @@ class TrainWidget(Container):
         self._batch = SpinBox(label="Batch", min=1, max=512, value=_T.batch)
         self._patch = SpinBox(label="Patch size", min=16, max=1024, step=16, value=_T.patch)
         self._lr = FloatSpinBox(label="Learning rate", min=1e-6, max=1.0, step=1e-4, value=_T.lr)
+        self._context = SpinBox(label="Context slices", min=1, max=MAX_CONTEXT, step=2, value=_T.context,
+                                tooltip="odd number of slices per input: each slice with its neighbours "
+                                        "along the slice axis as channels (2.5D); 1 = plain 2D")
         self._augment = CheckBox(label="Augmentation", value=_T.augment)
         self._device = ComboBox(label="Device", choices=["auto", *available_devices()], value=_T.device)
         self._init = FileEdit(label="Start from model (optional)", mode="r", filter="*.safetensors", value="")
@@ -118,7 +121,7 @@ class TrainWidget(Container):
         self._arch.changed.connect(lambda v: setattr(self._size, "choices", list(architectures()[v])))
         self._run.changed.connect(self._on_run)
         self.extend([self._image, self._labels, self._axis, self._arch, self._size, self._minutes, self._epochs,
-                     self._batch, self._patch, self._lr, self._augment, self._device, self._init, self._out,
+                     self._batch, self._patch, self._lr, self._context, self._augment, self._device, self._init, self._out,
                      self._segment_after, self._run, self._status, self.plot])
         viewer.layers.events.inserted.connect(self.reset_choices)
         viewer.layers.events.removed.connect(self.reset_choices)
@@ -165,7 +168,7 @@ class TrainWidget(Container):
                 "arch": str(self._arch.value), "size": str(self._size.value),
                 "minutes": float(self._minutes.value), "epochs": int(self._epochs.value),
                 "batch": int(self._batch.value), "patch": int(self._patch.value), "lr": float(self._lr.value),
-                "augment": bool(self._augment.value),
+                "augment": bool(self._augment.value), "context": int(self._context.value),
                 "device": str(self._device.value), "init": init if init not in ("", ".") else None, "out": out}
 
     def _on_progress(self, p: Progress) -> None:

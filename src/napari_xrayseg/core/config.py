@@ -78,11 +78,14 @@ class TrainConfig:
         Seed for weights, sampling and augmentation.
     device : str
         As in :class:`SegmentConfig`.
+    context : int
+        Odd number of slices fed per slice (the slice and ``context // 2``
+        neighbours on each side, as input channels); 1 = plain 2D.
     """
 
     axis: int = 0
     arch: str = "unet"
-    size: str = "small"
+    size: str = "medium"
     epochs: int = 40
     minutes: float | None = None
     steps_per_epoch: int = 25
@@ -96,3 +99,4 @@ class TrainConfig:
     val_fraction: float = 0.2
     seed: int = 0
     device: str = "auto"
+    context: int = 1

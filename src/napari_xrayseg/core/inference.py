@@ -1,7 +1,8 @@
 """Segment a volume slice by slice with a 2D network, out of core.
 
 The volume is streamed as slabs of slices along the chosen axis (read one slab
-ahead in a background thread), each slice is cut into overlapping tiles that MONAI's
+ahead in a background thread; for a model with context k > 1, with a halo of
+k // 2 slices on each side that are stacked with each slice as input channels), each slice is cut into overlapping tiles that MONAI's
 :func:`~monai.inferers.sliding_window_inference` runs through the network in batches
 and blends with Gaussian weights, the class with the highest score wins, and each
 finished slab is written to the output (a zarr store on disk for big volumes).
@@ -28,7 +29,16 @@ from .io import create_zarr, volume_chunks
 from .models import Model, load_model
 from .normalize import apply_normalization, compute_normalization
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
-from .tiling import effective_tile, normalize_axis, plan_slab_depth, slab_ranges, slab_slicer, windows_per_slice
+from .tiling import (
+    context_range,
+    effective_tile,
+    normalize_axis,
+    plan_slab_depth,
+    slab_ranges,
+    slab_slicer,
+    stack_context,
+    windows_per_slice,
+)
 
 __all__ = ["SlicePredictor", "check_image", "iter_segment", "segment"]
 
@@ -97,18 +107,32 @@ class SlicePredictor:
         return self.net(x)
 
     def scores(self, slices: np.ndarray) -> torch.Tensor:
-        """Blended class scores, shape (N, C, Y, X), for normalised slices of shape (N, Y, X)."""
+        """Blended class scores, shape (N, C, Y, X), for normalised slices.
+
+        ``slices`` has shape (N, Y, X) for a model with context 1, or (N, k, Y, X) with
+        the k context slices of each slice as channels (see
+        :func:`~napari_xrayseg.core.tiling.stack_context`).
+        """
         from monai.inferers import sliding_window_inference
 
-        roi = effective_tile(slices.shape[1:], self.tile, self.stride)
-        x = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32))[:, None].to(self.device)
+        k = self.model.info.in_channels
+        if slices.ndim == 3 and k == 1:
+            slices = slices[:, None]
+        if slices.ndim != 4 or slices.shape[1] != k:
+            raise InputError(f"the model takes {k} context slice{'s' if k > 1 else ''} per slice; got input "
+                             f"of shape {tuple(slices.shape)} (expected (N, {k}, Y, X))")
+        roi = effective_tile(slices.shape[2:], self.tile, self.stride)
+        arr = np.ascontiguousarray(slices, dtype=np.float32)
+        if not arr.flags.writeable:  # a stack_context view: torch wants a writable buffer
+            arr = arr.copy()
+        x = torch.from_numpy(arr).to(self.device)
         with torch.inference_mode():
             return sliding_window_inference(
                 x, roi, self.batch, self._forward, overlap=self.overlap, mode=self.blend,
                 padding_mode="replicate", sw_device=self.device, device=self.device)
 
     def labels(self, slices: np.ndarray) -> np.ndarray:
-        """Label values (uint8, shape (N, Y, X)) for normalised slices of shape (N, Y, X)."""
+        """Label values (uint8, shape (N, Y, X)) for normalised slices, as in :meth:`scores`."""
         s = self.scores(slices)
         # A running max over classes: several times faster than argmax over NCHW on CPU.
         best = s[:, 0].clone()
@@ -157,8 +181,7 @@ def iter_segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D
     axis = 0 if is2d and axis in (0, -1, -2) else normalize_axis(axis, len(image.shape))
     dev = resolve_device(device)
     model = _as_model(model, dev)
-    if model.info.in_channels != 1:
-        raise InputError(f"model takes {model.info.in_channels} input channels; this volume gives 1")
+    k = model.info.in_channels  # context slices per slice (== model.info.context)
     tile = model.info.tile if tile is None else tile
     pred = SlicePredictor(model, device=dev, tile=tile, overlap=overlap, batch=batch, blend=blend)
     pred.cancel = cancel
@@ -175,7 +198,7 @@ def iter_segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D
     out_chunks = tuple(depth if d == axis else min(s, 512) for d, s in enumerate(shape3))
     meta = {"complete": False, "axis": axis, "tile": tile, "overlap": overlap, "classes": model.info.classes,
             "class_names": model.info.class_names, "model": str(model.path) if model.path else None,
-            "normalization": norm}
+            "normalization": norm, "context": k}
     if out is not None:
         target = create_zarr(out, tuple(image.shape), dtype="uint8",
                              chunks=out_chunks[1:] if is2d else out_chunks, overwrite=overwrite,
@@ -185,7 +208,9 @@ def iter_segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D
     view = target if not is2d else None
 
     def read(r: tuple[int, int]) -> np.ndarray:
-        data = image[...] if is2d else image[slab_slicer(axis, r[0], r[1], ndim)]
+        """Slices ``r`` plus the context halo (clipped at the volume ends), slicing axis first."""
+        lo, hi = context_range(r[0], r[1], k, shape3[axis])
+        data = image[...] if is2d else image[slab_slicer(axis, lo, hi, ndim)]
         data = np.asarray(data)
         if is2d:
             data = data[None]
@@ -204,13 +229,21 @@ def iter_segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D
             data = nxt.result()
             if i + 1 < len(ranges):
                 nxt = pool.submit(read, ranges[i + 1])  # prefetch while the net runs
+            lo, hi = context_range(r[0], r[1], k, shape3[axis])
             if not np.all(np.isfinite(data)) if data.dtype.kind == "f" else False:
-                raise InputError(f"image holds NaN or inf values in slices {r[0]}..{r[1] - 1} along axis "
+                raise InputError(f"image holds NaN or inf values in slices {lo}..{hi - 1} along axis "
                                  f"{axis}: replace them (e.g. np.nan_to_num) before segmenting")
-            x = apply_normalization(data, norm)
-            labels = np.empty(x.shape, dtype=np.uint8)
-            for s in range(0, x.shape[0], per_call):
-                labels[s:s + per_call] = pred.labels(x[s:s + per_call])
+            x = apply_normalization(data, norm)  # slices lo..hi-1; the slab's own start at r[0] - lo
+            b = r[0] - lo
+            n = r[1] - r[0]
+            labels = np.empty((n, *x.shape[1:]), dtype=np.uint8)
+            for s in range(0, n, per_call):
+                e = min(s + per_call, n)
+                if k == 1:
+                    xs = x[b + s:b + e]
+                else:  # context slices stacked per call: memory k x a call, not k x the slab
+                    xs = stack_context(x[b + s:b + e], k, before=x[:b + s], after=x[b + e:])
+                labels[s:e] = pred.labels(xs)
             labels = np.moveaxis(labels, 0, axis)
             if is2d:
                 target[...] = labels[0]

@@ -52,6 +52,8 @@ FORMAT_VERSION = 1
 _META_KEY = "napari_xrayseg"
 _MAX_HEADER = 16 * 1024 * 1024  # a sane header is a few kB; refuse absurd ones before reading
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, torch.save zip archives
+#: Largest number of context slices (input channels) a model may take.
+MAX_CONTEXT = 15
 
 # --------------------------------------------------------------------------- registry
 
@@ -175,6 +177,11 @@ class ModelInfo:
         Per-epoch training records (``epoch``, ``loss``, ``val_dice``, ...).
     train : dict
         Training settings (empty for an untrained model).
+    context : int
+        Slices fed to the network per output slice (odd: 1, 3, 5, ...): the slice and
+        ``context // 2`` neighbours on each side along the slicing axis, as input
+        channels in order (see :func:`~napari_xrayseg.core.tiling.stack_context`).
+        Equals ``params["in_channels"]``; 1 for plain slice-by-slice models.
     """
 
     arch: str
@@ -188,6 +195,7 @@ class ModelInfo:
     size: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     train: dict[str, Any] = field(default_factory=dict)
+    context: int = 1
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     software: dict[str, str] = field(default_factory=dict)
     format: str = FORMAT
@@ -254,7 +262,7 @@ def _default_names(classes: list[int]) -> list[str]:
 
 
 def init_model(arch: str = "unet", *, size: str | None = None, classes: int | list[int] = 3,
-               class_names: list[str] | None = None, in_channels: int = 1, tile: int = 256,
+               class_names: list[str] | None = None, context: int = 1, tile: int = 256,
                seed: int = 0) -> Model:
     """Create an untrained model of a registered architecture.
 
@@ -268,8 +276,9 @@ def init_model(arch: str = "unet", *, size: str | None = None, classes: int | li
         Number of classes (label values ``1..N``) or the explicit label values.
     class_names : list of str, optional
         Names for the classes.
-    in_channels : int
-        Input channels (1 for plain slices).
+    context : int
+        Slices per input (odd, 1..15): the slice and ``context // 2`` neighbours on each
+        side, fed as input channels ("2.5D"). 1 for plain slice-by-slice models.
     tile : int
         Recommended inference tile side.
     seed : int
@@ -290,10 +299,13 @@ def init_model(arch: str = "unet", *, size: str | None = None, classes: int | li
     values = list(range(1, classes + 1)) if isinstance(classes, int) else [int(c) for c in classes]
     if len(values) < 2 or len(set(values)) != len(values) or not all(0 <= v <= 255 for v in values):
         raise InputError(f"classes {classes!r} must be at least 2 distinct label values in 0..255")
+    if (isinstance(context, bool) or not isinstance(context, int) or not 1 <= context <= MAX_CONTEXT
+            or context % 2 == 0):
+        raise InputError(f"context {context!r} must be an odd number of slices in 1..{MAX_CONTEXT}, e.g. 1 or 3")
     names = list(class_names) if class_names else _default_names(values)
     if len(names) != len(values):
         raise InputError(f"{len(names)} class names given for {len(values)} classes")
-    params = a.params(size, int(in_channels), len(values))
+    params = a.params(size, int(context), len(values))
     stride = a.stride(params)
     if tile % stride:
         raise InputError(f"tile {tile} is not a multiple of the network's stride {stride}")
@@ -301,7 +313,7 @@ def init_model(arch: str = "unet", *, size: str | None = None, classes: int | li
         torch.manual_seed(seed)
         net = a.build(params)
     info = ModelInfo(arch=arch, params=params, classes=values, class_names=names, tile=int(tile),
-                     size=size, software=_software())
+                     size=size, context=int(context), software=_software())
     return Model(net.eval(), info)
 
 
@@ -418,6 +430,13 @@ def _validate_info(d: Any, path: Path) -> ModelInfo:
         _ARCHS[arch].validate(params)
     except ModelFileError as e:
         raise bad(str(e)) from None
+    context = d.get("context", 1)
+    if (isinstance(context, bool) or not isinstance(context, int) or not 1 <= context <= MAX_CONTEXT
+            or context % 2 == 0):
+        raise bad(f"context {context!r} is not an odd integer in [1, {MAX_CONTEXT}]")
+    if context != params["in_channels"]:
+        raise bad(f"context {context} does not match in_channels {params['in_channels']} "
+                  "(the network takes one input channel per context slice)")
     classes = d.get("classes")
     if (not isinstance(classes, list) or len(classes) != params["out_channels"]
             or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in classes)

@@ -4,6 +4,11 @@ A volume is processed as *slabs*: runs of consecutive slices along the slicing a
 read and written together (as deep as the storage chunks, so every chunk is decoded
 once and no two slabs share an output chunk).  Each slice of a slab is then cut into
 overlapping square tiles by MONAI's sliding-window inferer.
+
+Models with *context* k > 1 ("2.5D") see each slice together with its k // 2
+neighbours on each side as input channels: a slab is read with a halo of k // 2
+slices on each side (clipped at the volume ends) and :func:`stack_context` turns it
+into (N, k, Y, X) inputs.
 """
 
 from __future__ import annotations
@@ -11,9 +16,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from .errors import InputError
 
-__all__ = ["effective_tile", "normalize_axis", "plan_slab_depth", "slab_ranges", "slab_slicer"]
+__all__ = ["context_range", "effective_tile", "normalize_axis", "plan_slab_depth", "slab_ranges", "slab_slicer",
+           "stack_context"]
 
 
 def normalize_axis(axis: int, ndim: int) -> int:
@@ -51,6 +59,70 @@ def slab_slicer(axis: int, start: int, stop: int, ndim: int) -> tuple[slice, ...
     (slice(None, None, None), slice(2, 5, None), slice(None, None, None))
     """
     return tuple(slice(start, stop) if d == axis else slice(None) for d in range(ndim))
+
+
+def context_range(start: int, stop: int, k: int, n: int) -> tuple[int, int]:
+    """Slices to read for slices ``start:stop`` with ``k`` context slices: a halo of
+    ``k // 2`` on each side, clipped to ``0..n``.
+
+    Examples
+    --------
+    >>> context_range(0, 4, 3, 10), context_range(4, 8, 5, 10)
+    ((0, 5), (2, 10))
+    """
+    h = k // 2
+    return max(0, start - h), min(n, stop + h)
+
+
+def stack_context(slab: np.ndarray, k: int, before: np.ndarray | None = None,
+                  after: np.ndarray | None = None) -> np.ndarray:
+    """Stack each slice with its neighbours as channels: (N, Y, X) -> (N, k, Y, X).
+
+    Channel ``j`` of output slice ``i`` is slice ``i + j - k // 2`` of the sequence
+    ``before + slab + after``.  ``before`` and ``after`` hold up to ``k // 2`` slices
+    that precede / follow the slab (the halo read around it; more are ignored).  Where
+    fewer are given the volume is taken to end there, and the missing neighbours are
+    copies of the nearest existing slice (edge replication), so the first slice of a
+    volume sees ``[s0, s0, s1]`` with ``k = 3``.
+
+    The result is a read-only strided view when no padding is needed; copy it (e.g.
+    ``np.ascontiguousarray``) before writing to it.
+
+    Parameters
+    ----------
+    slab : array of shape (N, Y, X)
+    k : int
+        Odd number of slices per output (1 returns ``slab[:, None]``).
+    before, after : array of shape (B, Y, X), optional
+        Halo slices before / after the slab, in volume order.
+
+    Examples
+    --------
+    >>> v = np.arange(4).reshape(4, 1, 1)
+    >>> stack_context(v, 3)[:, :, 0, 0].tolist()
+    [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]]
+    >>> stack_context(v[1:3], 3, before=v[:1])[:, :, 0, 0].tolist()
+    [[0, 1, 2], [1, 2, 2]]
+    """
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k % 2 == 0:
+        raise InputError(f"context {k!r} must be an odd number of slices (1, 3, 5, ...)")
+    slab = np.asarray(slab)
+    if slab.ndim != 3 or slab.shape[0] < 1:
+        raise InputError(f"stack_context needs slices of shape (N, Y, X), not {slab.shape}")
+    h = k // 2
+    parts = []
+    if h and before is not None and len(before):
+        parts.append(np.asarray(before)[-h:])
+    parts.append(slab)
+    if h and after is not None and len(after):
+        parts.append(np.asarray(after)[:h])
+    nb = parts[0].shape[0] if len(parts) > 1 and parts[0] is not slab else 0
+    na = parts[-1].shape[0] if parts[-1] is not slab else 0
+    ext = np.concatenate(parts) if len(parts) > 1 else slab
+    if nb < h or na < h:
+        ext = np.pad(ext, ((h - nb, h - na), (0, 0), (0, 0)), mode="edge")
+    # window i covers ext[i : i + k]: slice i of the slab sits in its middle
+    return np.moveaxis(np.lib.stride_tricks.sliding_window_view(ext, k, axis=0), -1, 1)
 
 
 def plan_slab_depth(shape: tuple[int, ...], axis: int, chunks: tuple[int, ...] | None,

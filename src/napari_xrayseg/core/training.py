@@ -6,7 +6,9 @@ image and label slices are loaded, normalised once with the percentile bounds th
 are stored in the model (and applied identically at inference), and class-balanced
 square patches are cut from them: a class is drawn uniformly, a crop is centred on a
 random annotated pixel of that class, and MONAI dictionary transforms augment image
-and labels together.  The loss is masked: unannotated pixels add nothing to the
+and labels together.  With ``context=k`` > 1 each annotated slice is loaded with its
+``k // 2`` neighbours on each side (edge-replicated at the volume ends) as input
+channels, cropped and augmented together.  The loss is masked: unannotated pixels add nothing to the
 loss or its gradient.
 
 A part of the annotated slices (or, with a single annotated slice, a band of its
@@ -36,10 +38,10 @@ from .device import resolve_device
 from .errors import Cancelled, InputError, OutputExistsError
 from .inference import SlicePredictor, check_image
 from .io import volume_chunks
-from .models import Model, init_model, load_model, save_model
+from .models import MAX_CONTEXT, Model, init_model, load_model, save_model
 from .normalize import apply_normalization, compute_normalization
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
-from .tiling import normalize_axis, plan_slab_depth, slab_ranges, slab_slicer
+from .tiling import context_range, normalize_axis, plan_slab_depth, slab_ranges, slab_slicer, stack_context
 
 __all__ = ["LOSSES", "SCHEDULES", "SegmentationLoss", "iter_train", "make_loss", "train"]
 
@@ -182,19 +184,20 @@ def _read_labels(lab: np.ndarray, where: str) -> np.ndarray:
     return lab.astype(np.uint8, copy=False)
 
 
-def _annotated_slices(image: Any, labels: Any, axis: int, is2d: bool,
-                      cancel: CancelToken | None) -> tuple[list[int], np.ndarray, np.ndarray]:
+def _annotated_slices(image: Any, labels: Any, axis: int, is2d: bool, cancel: CancelToken | None,
+                      context: int = 1) -> tuple[list[int], np.ndarray, np.ndarray]:
     """Scan ``labels`` a slab at a time; load the annotated slices of image and labels.
 
-    Returns the slice indices, the image slices (float32, (N, Y, X)) and the label
-    slices (uint8, (N, Y, X)).
+    Returns the slice indices, the image slices with their context (float32,
+    (N, context, Y, X); neighbours beyond the volume ends replicated, as at inference)
+    and the label slices (uint8, (N, Y, X)).
     """
     if is2d:
         lab = _read_labels(np.asarray(labels[...]), "2D labels")
         if not lab.any():
-            return [], np.zeros((0, *lab.shape), np.float32), lab[None][:0]
+            return [], np.zeros((0, context, *lab.shape), np.float32), lab[None][:0]
         img = np.asarray(image[...], dtype=np.float32)
-        return [0], img[None], lab[None]
+        return [0], np.ascontiguousarray(stack_context(img[None], context)), lab[None]
     shape = tuple(int(s) for s in labels.shape)
     depth = plan_slab_depth(shape, axis, volume_chunks(labels), None, itemsize=1)
     other = tuple(d for d in range(3) if d != axis)
@@ -213,27 +216,34 @@ def _annotated_slices(image: Any, labels: Any, axis: int, is2d: bool,
     imgs = []
     for i in found:
         check(cancel)
-        idx = tuple(i if d == axis else slice(None) for d in range(3))
-        imgs.append(np.asarray(image[idx], dtype=np.float32))
+        lo, hi = context_range(i, i + 1, context, shape[axis])
+        ext = np.moveaxis(np.asarray(image[slab_slicer(axis, lo, hi, 3)], dtype=np.float32), axis, 0)
+        j = i - lo
+        imgs.append(stack_context(ext[j:j + 1], context, before=ext[:j], after=ext[j + 1:])[0])
     return found, np.stack(imgs), np.stack(labs)
 
 
 def _crop(a: np.ndarray, cy: int, cx: int, size: int, mode: str) -> np.ndarray:
-    """``size``-square crop of 2D ``a`` centred at (cy, cx), padded by ``mode`` where it sticks out."""
+    """``size``-square crop of the last two axes of ``a`` centred at (cy, cx), padded by ``mode``
+    where it sticks out (leading axes, e.g. context channels, are kept whole)."""
     y0, x0 = cy - size // 2, cx - size // 2
     y1, x1 = y0 + size, x0 + size
-    H, W = a.shape
-    c = a[max(y0, 0):min(y1, H), max(x0, 0):min(x1, W)]
-    pads = ((max(0, -y0), max(0, y1 - H)), (max(0, -x0), max(0, x1 - W)))
+    H, W = a.shape[-2:]
+    c = a[..., max(y0, 0):min(y1, H), max(x0, 0):min(x1, W)]
+    pads = ((0, 0),) * (a.ndim - 2) + ((max(0, -y0), max(0, y1 - H)), (max(0, -x0), max(0, x1 - W)))
     if any(p for pp in pads for p in pp):
-        if mode == "reflect" and min(c.shape) < 2:
+        if mode == "reflect" and min(c.shape[-2:]) < 2:
             mode = "edge"
         c = np.pad(c, pads, mode=mode)  # type: ignore[call-overload]
     return c
 
 
 class _PatchSampler:
-    """Class-balanced patches of the training slices, optionally augmented with MONAI."""
+    """Class-balanced patches of the training slices, optionally augmented with MONAI.
+
+    ``images`` has shape (N, k, Y, X) (k context slices as channels, cropped and
+    augmented together), ``targets`` (N, Y, X).
+    """
 
     def __init__(self, images: np.ndarray, targets: np.ndarray, n_classes: int, patch: int,
                  augment: bool, seed: int) -> None:
@@ -264,9 +274,9 @@ class _PatchSampler:
         if self.transform is None:
             return img, tgt.astype(np.int64)
         # labels travel as float "index + 1" so affine zero padding reads as "not annotated"
-        d = self.transform({"image": torch.from_numpy(np.ascontiguousarray(img)[None]),
+        d = self.transform({"image": torch.from_numpy(np.ascontiguousarray(img)),
                             "label": torch.from_numpy((tgt + 1).astype(np.float32)[None])})
-        img = torch.as_tensor(d["image"]).numpy()[0].astype(np.float32, copy=False)
+        img = torch.as_tensor(d["image"]).numpy().astype(np.float32, copy=False)
         tgt = torch.as_tensor(d["label"]).numpy()[0].round().astype(np.int64) - 1
         return img, tgt
 
@@ -284,7 +294,7 @@ class _PatchSampler:
                 pairs = [self.sample() for _ in range(n)]
             finally:
                 set_track_meta(prev)
-        x = torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None]
+        x = torch.from_numpy(np.stack([p[0] for p in pairs]))
         y = torch.from_numpy(np.stack([p[1] for p in pairs]))
         return x, y
 
@@ -378,9 +388,10 @@ def _out_path(out: str | os.PathLike | None, overwrite: bool) -> Path | None:
 
 
 def _start_model(init: Model | str | os.PathLike | None, arch: str, size: str | None, classes: list[int],
-                 seed: int, device: torch.device) -> Model:
+                 seed: int, device: torch.device, context: int = 1) -> Model:
     if init is None:
-        return init_model(arch, size=size or (_D.size if arch == _D.arch else None), classes=classes, seed=seed)
+        return init_model(arch, size=size or (_D.size if arch == _D.arch else None), classes=classes, seed=seed,
+                          context=context)
     if isinstance(init, (str, os.PathLike)):
         base = load_model(init, device="cpu")
     elif isinstance(init, Model):
@@ -390,8 +401,9 @@ def _start_model(init: Model | str | os.PathLike | None, arch: str, size: str | 
     if list(base.info.classes) != list(classes):
         raise InputError(f"init model has classes {list(base.info.classes)} but the labels annotate classes "
                          f"{classes}: paint the same classes or train a new model (init=None)")
-    if base.info.in_channels != 1:
-        raise InputError(f"init model takes {base.info.in_channels} input channels; training uses 1")
+    if base.info.context != context:
+        raise InputError(f"init model takes {base.info.context} context slice(s) per slice but training was asked "
+                         f"for context={context}: pass context={base.info.context} or train a new model")
     info = copy.deepcopy(base.info)
     info.history, info.train = [], {}
     return Model(copy.deepcopy(base.network).cpu(), info)
@@ -417,8 +429,8 @@ def _validate(pred: SlicePredictor, x: np.ndarray, truth: np.ndarray, classes: l
     """Segment normalised slices ``x`` and score them against ``truth`` (0 = not scored)."""
     from .metrics import dice_per_class
 
-    per_call = pred.slices_per_call(x.shape[1:])
-    out = np.empty(x.shape, np.uint8)
+    per_call = pred.slices_per_call(x.shape[-2:])
+    out = np.empty((x.shape[0], *x.shape[-2:]), np.uint8)
     for s in range(0, x.shape[0], per_call):
         out[s:s + per_call] = pred.labels(x[s:s + per_call])
     d = dice_per_class(out, truth, classes)
@@ -436,7 +448,7 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
                lr: float = _D.lr, schedule: str = _D.schedule, loss: str = _D.loss, gamma: float = _D.gamma,
                augment: bool = _D.augment, val_fraction: float = _D.val_fraction, seed: int = _D.seed,
                device: str = _D.device, init: Model | str | os.PathLike | None = None,
-               out: str | os.PathLike | None = None, overwrite: bool = False,
+               context: int = _D.context, out: str | os.PathLike | None = None, overwrite: bool = False,
                cancel: CancelToken | None = None) -> Generator[Progress, None, Model]:
     """Generator form of :func:`train`: yields :class:`Progress` records, returns the model.
 
@@ -463,6 +475,9 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
         raise InputError(f"unknown schedule {schedule!r}: choose one of {list(SCHEDULES)}")
     loss_fn = make_loss(loss, gamma)
     seed = _check_positive_int("seed", seed, 0)
+    context = _check_positive_int("context", context)
+    if context % 2 == 0 or context > MAX_CONTEXT:
+        raise InputError(f"context {context} must be an odd number of slices in 1..{MAX_CONTEXT}, e.g. 1 or 3")
     dev = resolve_device(device)
 
     image = check_image(image)
@@ -475,7 +490,7 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
 
     # ---- data: annotated slices only
     try:
-        idx, imgs, labs = _annotated_slices(image, labels, axis, is2d, cancel)
+        idx, imgs, labs = _annotated_slices(image, labels, axis, is2d, cancel, context)
     except Cancelled as e:
         err = Cancelled("training cancelled after 0 epochs (while reading the annotations)")
         err.result = None  # type: ignore[attr-defined]
@@ -515,7 +530,7 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
              norm["low"], norm["high"])
 
     # ---- model and optimiser
-    model = _start_model(init, arch, size, classes, seed, dev)
+    model = _start_model(init, arch, size, classes, seed, dev, context)
     model.info.normalization = dict(norm)
     if patch % model.info.stride:
         raise InputError(f"patch {patch} is not a multiple of the network's stride {model.info.stride} "
@@ -541,7 +556,7 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
         "axis": axis, "arch": model.info.arch, "size": model.info.size, "loss": loss, "gamma": float(gamma),
         "patch": patch, "batch": batch, "lr": float(lr), "schedule": schedule, "epochs": epochs,
         "steps_per_epoch": steps_per_epoch, "minutes": minutes, "augment": bool(augment),
-        "val_fraction": float(val_fraction), "seed": seed, "device": str(dev),
+        "val_fraction": float(val_fraction), "seed": seed, "device": str(dev), "context": context,
         "init": (str(init) if isinstance(init, (str, os.PathLike))
                  else (str(init.path) if isinstance(init, Model) and init.path else
                        ("model" if init is not None else None))),
@@ -641,8 +656,8 @@ def train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.arch, 
           batch: int = _D.batch, patch: int = _D.patch, lr: float = _D.lr, schedule: str = _D.schedule,
           loss: str = _D.loss, gamma: float = _D.gamma, augment: bool = _D.augment,
           val_fraction: float = _D.val_fraction, seed: int = _D.seed, device: str = _D.device,
-          init: Model | str | os.PathLike | None = None, out: str | os.PathLike | None = None,
-          overwrite: bool = False, cancel: CancelToken | None = None,
+          init: Model | str | os.PathLike | None = None, context: int = _D.context,
+          out: str | os.PathLike | None = None, overwrite: bool = False, cancel: CancelToken | None = None,
           progress: ProgressCallback | None = None) -> Model:
     """Train a 2D segmentation model from (sparse) annotations of a volume.
 
@@ -693,7 +708,12 @@ def train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.arch, 
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``. CUDA trains in mixed precision.
     init : Model or path-like, optional
         Fine-tune this model instead of starting from random weights (its classes
-        must equal the annotated classes; it is not modified).
+        must equal the annotated classes and its context ``context``; it is not modified).
+    context : int
+        Odd number of slices per input (1, 3, 5, ... up to 15): each slice is fed with
+        its ``context // 2`` neighbours on each side along ``axis`` as input channels
+        ("2.5D"), edge-replicated at the volume ends; only the middle slice needs
+        annotations. Stored in the model (``info.context``) and used by ``segment``.
     out : path-like, optional
         Save the trained model here (``.safetensors``) when training completes.
     overwrite : bool
@@ -739,5 +759,6 @@ def train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.arch, 
     return drain(iter_train(image, labels, axis=axis, arch=arch, size=size, epochs=epochs, minutes=minutes,
                             steps_per_epoch=steps_per_epoch, batch=batch, patch=patch, lr=lr, schedule=schedule,
                             loss=loss, gamma=gamma, augment=augment, val_fraction=val_fraction, seed=seed,
-                            device=device, init=init, out=out, overwrite=overwrite, cancel=cancel),
+                            device=device, init=init, context=context, out=out, overwrite=overwrite,
+                            cancel=cancel),
                  progress)
