@@ -16,10 +16,10 @@ def test_train_then_predict_then_evaluate(tmp_path, capsys):
     model = tmp_path / "m.safetensors"
     assert main(["train", "--image", str(tmp_path / "s" / "image.zarr"), "--labels", str(tmp_path / "ann.zarr"),
                  "--out", str(model), "--size", "tiny", "--epochs", "2", "--steps", "4", "--batch", "2",
-                 "--patch", "32", "--device", "cpu", "--seed", "1"]) == 0
+                 "--patch", "32", "--device", "cpu", "--seed", "1", "--context", "5"]) == 0
     assert "wrote model to" in capsys.readouterr().out
     m = load_model(model)
-    assert m.info.classes == [1, 2, 3] and len(m.info.history) == 2
+    assert m.info.classes == [1, 2, 3] and len(m.info.history) == 2 and m.info.context == 5
 
     pred = tmp_path / "pred.zarr"
     assert main(["predict", "--image", str(tmp_path / "s" / "image.zarr"), "--model", str(model),

@@ -144,3 +144,17 @@ def test_context_model_round_trip_and_old_files(tmp_path):
     for k in (0, 2, 17):
         with pytest.raises(InputError, match="odd"):
             init_model("unet", size="tiny", context=k)
+
+
+def test_header_length_starting_with_pickle_byte_loads(tmp_path, tiny_model):
+    # a safetensors header of length 128 mod 256 starts the file with byte 0x80, like a pickle
+    good = save_model(tiny_model, tmp_path / "good.safetensors")
+    raw = good.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    hb = raw[8:8 + n].rstrip(b" ")
+    hb += b" " * ((128 - len(hb)) % 256)
+    odd = tmp_path / "odd.safetensors"
+    odd.write_bytes(struct.pack("<Q", len(hb)) + hb + raw[8 + n:])
+    assert odd.read_bytes()[:1] == b"\x80"
+    loaded = load_model(odd)
+    assert loaded.info.classes == tiny_model.info.classes

@@ -35,6 +35,8 @@ def test_train_widget_end_to_end(make_napari_viewer, qtbot, tmp_path):
     viewer.window.add_dock_widget(w, name="Train")
     assert w._labels.value is lab
     _configure(w, tmp_path / "m.safetensors")
+    assert w._context.value % 2 == 1
+    w._context.value = 3
     w._run.clicked.emit()
     assert w._run.text == "Cancel"
     qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
@@ -42,6 +44,7 @@ def test_train_widget_end_to_end(make_napari_viewer, qtbot, tmp_path):
     qtbot.waitUntil(lambda: "img labels" in viewer.layers, timeout=120_000)
     m = load_model(tmp_path / "m.safetensors")
     assert m.info.classes == [1, 2, 3] and len(m.info.history) == 2
+    assert m.info.context == 3 and m.info.train["context"] == 3  # the "Context slices" box is passed on
     assert len(w.plot.epochs) == 2 and len(w.plot.ax_loss.lines[0].get_xdata()) == 2
     seg = viewer.layers["img labels"]
     assert seg.data.shape == lab.data.shape and seg.data.dtype == np.uint8

@@ -121,7 +121,8 @@ class TrainWidget(Container):
         self._arch.changed.connect(lambda v: setattr(self._size, "choices", list(architectures()[v])))
         self._run.changed.connect(self._on_run)
         self.extend([self._image, self._labels, self._axis, self._arch, self._size, self._minutes, self._epochs,
-                     self._batch, self._patch, self._lr, self._context, self._augment, self._device, self._init, self._out,
+                     self._batch, self._patch, self._lr, self._context, self._augment,
+                     self._device, self._init, self._out,
                      self._segment_after, self._run, self._status, self.plot])
         viewer.layers.events.inserted.connect(self.reset_choices)
         viewer.layers.events.removed.connect(self.reset_choices)

@@ -80,7 +80,9 @@ class TrainConfig:
         As in :class:`SegmentConfig`.
     context : int
         Odd number of slices fed per slice (the slice and ``context // 2``
-        neighbours on each side, as input channels); 1 = plain 2D.
+        neighbours on each side, as input channels, "2.5D"); 1 = plain 2D.
+        3 by default: on the accuracy benchmark it removes about 17 % of the
+        wrong voxels of plain 2D at the same training time (docs/accuracy.md).
     """
 
     axis: int = 0
@@ -99,4 +101,4 @@ class TrainConfig:
     val_fraction: float = 0.2
     seed: int = 0
     device: str = "auto"
-    context: int = 1
+    context: int = 3

@@ -1,12 +1,16 @@
 """Segment a volume slice by slice with a 2D network, out of core.
 
 The volume is streamed as slabs of slices along the chosen axis (read one slab
-ahead in a background thread; for a model with context k > 1, with a halo of
-k // 2 slices on each side that are stacked with each slice as input channels), each slice is cut into overlapping tiles that MONAI's
+ahead in a background thread), each slice is cut into overlapping tiles that MONAI's
 :func:`~monai.inferers.sliding_window_inference` runs through the network in batches
 and blends with Gaussian weights, the class with the highest score wins, and each
 finished slab is written to the output (a zarr store on disk for big volumes).
 Peak memory depends on the slab, tile, batch and model size, never on the volume.
+
+A model with context k > 1 takes each slice with its k // 2 neighbours on each side
+as input channels: every slab is read with a halo of k // 2 slices (clipped at the
+volume ends, where neighbours are edge-replicated), so results do not depend on the
+slab depth.
 """
 
 from __future__ import annotations

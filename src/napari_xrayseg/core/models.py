@@ -237,7 +237,8 @@ class Model:
         n = sum(p.numel() for p in self.network.parameters())
         state = f"trained {len(i.history)} epochs" if i.trained else "untrained"
         where = f", path={str(self.path)!r}" if self.path else ""
-        return (f"Model(arch={i.arch!r}, size={i.size!r}, classes={i.classes}, "
+        ctx = f", context={i.context}" if i.context != 1 else ""
+        return (f"Model(arch={i.arch!r}, size={i.size!r}, classes={i.classes}{ctx}, "
                 f"parameters={n:,}, {state}{where})")
 
 
@@ -378,19 +379,22 @@ def _read_header(path: Path) -> dict[str, Any]:
     size = path.stat().st_size
     try:
         with open(path, "rb") as fh:
-            head = fh.read(8)
-            if head.startswith(_PICKLE_MAGIC):
+            head = fh.read(9)
+            n = struct.unpack("<Q", head[:8])[0] if len(head) == 9 else -1
+            # A safetensors header length can start with byte 0x80 too (any length = 128 mod 256):
+            # only call it a pickle when it is not a plausible safetensors file (JSON header next).
+            plausible = 0 <= n <= _MAX_HEADER and 8 + n <= size and head[8:9] == b"{"
+            if not plausible and head.startswith(_PICKLE_MAGIC):
                 raise ModelFileError(
                     f"{path} looks like a pickled PyTorch checkpoint; napari-xrayseg never unpickles "
                     "model files (they can run code): export the weights to safetensors")
-            if len(head) < 8:
+            if len(head) < 9:
                 raise ModelFileError(f"{path} is not a safetensors model file (only {size} bytes)")
-            (n,) = struct.unpack("<Q", head)
-            if n > _MAX_HEADER or 8 + n > size:
+            if n < 2 or n > _MAX_HEADER or 8 + n > size:
                 raise ModelFileError(
                     f"{path} is not a valid safetensors model file (header length {n} "
                     f"for a file of {size} bytes): the file is truncated or of another format")
-            raw = fh.read(n)
+            raw = head[8:] + fh.read(n - 1)
     except OSError as e:
         raise ModelFileError(f"cannot read model file {path}: {e.strerror or e}") from e
     try:

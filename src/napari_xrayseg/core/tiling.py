@@ -62,8 +62,9 @@ def slab_slicer(axis: int, start: int, stop: int, ndim: int) -> tuple[slice, ...
 
 
 def context_range(start: int, stop: int, k: int, n: int) -> tuple[int, int]:
-    """Slices to read for slices ``start:stop`` with ``k`` context slices: a halo of
-    ``k // 2`` on each side, clipped to ``0..n``.
+    """Slices to read for slices ``start:stop`` with ``k`` context slices.
+
+    A halo of ``k // 2`` slices on each side, clipped to ``0..n``.
 
     Examples
     --------

@@ -224,8 +224,10 @@ def _annotated_slices(image: Any, labels: Any, axis: int, is2d: bool, cancel: Ca
 
 
 def _crop(a: np.ndarray, cy: int, cx: int, size: int, mode: str) -> np.ndarray:
-    """``size``-square crop of the last two axes of ``a`` centred at (cy, cx), padded by ``mode``
-    where it sticks out (leading axes, e.g. context channels, are kept whole)."""
+    """``size``-square crop of ``a``'s last two axes centred at (cy, cx), padded by ``mode``.
+
+    Leading axes (context channels) are kept whole.
+    """
     y0, x0 = cy - size // 2, cx - size // 2
     y1, x1 = y0 + size, x0 + size
     H, W = a.shape[-2:]
