@@ -549,6 +549,15 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
     total_steps = epochs * steps_per_epoch
     warmup = min(20, total_steps // 20)
     budget = None if minutes is None else float(minutes) * 60.0
+
+    def _done(done: int, total: int) -> tuple[int, int]:
+        """Progress in the units of ``total``, following whichever limit (epochs or time) binds."""
+        if budget is None:
+            return done, total
+        return max(done, min(total, int(total * elapsed() / budget))), total
+
+    def _of(epoch: int) -> str:
+        return f"{epoch}/{epochs}" if budget is None else f"{epoch} ({elapsed():.0f} of {budget:.0f} s)"
     history: list[dict[str, Any]] = []
     best_state: dict[str, torch.Tensor] | None = None
     best_epoch, best_dice = 0, -1.0
@@ -614,8 +623,8 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
                     opt.step()
                 losses.append(float(value.detach()))
                 step += 1
-                yield Progress((epoch - 1) * steps_per_epoch + b, total_steps, f"epoch {epoch}/{epochs} step "
-                               f"{b}/{steps_per_epoch}", {"epoch": epoch, "batch": b})
+                yield Progress(*_done((epoch - 1) * steps_per_epoch + b, total_steps),
+                               f"epoch {_of(epoch)} step {b}/{steps_per_epoch}", {"epoch": epoch, "batch": b})
             if not losses:
                 break
             val_dice: float | None = None
@@ -631,9 +640,9 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
                    "elapsed_s": round(elapsed(), 3), "lr": cur_lr, "steps": len(losses)}
             history.append(rec)
             vd = "n/a" if val_dice is None else f"{val_dice:.3f}"
-            msg = f"epoch {epoch}/{epochs} loss {mean_loss:.4f} val Dice {vd}"
+            msg = f"epoch {_of(epoch)} loss {mean_loss:.4f} val Dice {vd}"
             log.info("%s (%.1f s, lr %.2g)", msg, rec["elapsed_s"], cur_lr)
-            yield Progress(epoch, epochs, msg, dict(rec))
+            yield Progress(*_done(epoch, epochs), msg, dict(rec))
             if stopped == "time":
                 break
             if budget is not None and epoch < epochs and elapsed() >= budget:
