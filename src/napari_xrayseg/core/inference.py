@@ -234,7 +234,7 @@ def iter_segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D
             if i + 1 < len(ranges):
                 nxt = pool.submit(read, ranges[i + 1])  # prefetch while the net runs
             lo, hi = context_range(r[0], r[1], k, shape3[axis])
-            if not np.all(np.isfinite(data)) if data.dtype.kind == "f" else False:
+            if data.dtype.kind == "f" and not np.isfinite(data).all():
                 raise InputError(f"image holds NaN or inf values in slices {lo}..{hi - 1} along axis "
                                  f"{axis}: replace them (e.g. np.nan_to_num) before segmenting")
             x = apply_normalization(data, norm)  # slices lo..hi-1; the slab's own start at r[0] - lo
