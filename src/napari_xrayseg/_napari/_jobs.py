@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Generator
 from typing import Any
 
-from magicgui.widgets import PushButton
+from magicgui.widgets import Container, PushButton
 from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info
@@ -137,3 +137,24 @@ class JobRunner:
         after, self._after = self._after, []
         for fn in after:
             fn()
+
+
+class JobWidget(Container):
+    """Base of the task widgets: a :class:`JobRunner` and layer choices that follow the viewer.
+
+    Subclasses create ``self.runner`` and call :meth:`_follow_layers` at the end of
+    ``__init__``. ``_job`` is the latest worker, for tests.
+    """
+
+    runner: JobRunner
+
+    @property
+    def _job(self) -> Any:
+        return self.runner.job
+
+    def _follow_layers(self, viewer: Any, handler: Callable[..., Any] | None = None) -> None:
+        """Refresh layer choices (or call ``handler``) whenever layers are added or removed, and now."""
+        handler = handler or self.reset_choices
+        viewer.layers.events.inserted.connect(handler)
+        viewer.layers.events.removed.connect(handler)
+        handler()

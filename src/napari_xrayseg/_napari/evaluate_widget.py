@@ -34,7 +34,7 @@ from napari_xrayseg.core.figures import ERROR_CODES, OVERLAY_COLORS, error_map, 
 from napari_xrayseg.core.metrics import Report, evaluate
 from napari_xrayseg.core.progress import CancelToken, Progress
 
-from ._jobs import JobRunner
+from ._jobs import JobRunner, JobWidget
 from ._layers import layer_array, placement, unique_name
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-class EvaluateWidget(Container):
+class EvaluateWidget(JobWidget):
     """Dock widget: compare a prediction Labels layer with a ground-truth Labels layer."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -162,13 +162,7 @@ class EvaluateWidget(Container):
             ]
         )
         self._set_result_enabled(False)
-        viewer.layers.events.inserted.connect(self._on_layers_changed)
-        viewer.layers.events.removed.connect(self._on_layers_changed)
-        self._on_layers_changed()
-
-    @property
-    def _job(self) -> Any:
-        return self.runner.job
+        self._follow_layers(viewer, self._on_layers_changed)
 
     # ---- layer choices
 

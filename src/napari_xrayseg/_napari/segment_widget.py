@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info
 
 import napari
@@ -22,7 +22,7 @@ from ..core.device import available_devices
 from ..core.errors import XraysegError
 from ..core.inference import iter_segment
 from ..core.models import read_model_info
-from ._jobs import JobRunner
+from ._jobs import JobRunner, JobWidget
 from ._layers import layer_array, layer_choices, placement, unique_name
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 _D = SegmentConfig()
 
 
-class SegmentWidget(Container):
+class SegmentWidget(JobWidget):
     """Dock widget: pick an Image layer and a model file, segment into a new Labels layer."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -54,13 +54,7 @@ class SegmentWidget(Container):
         self._model_file.changed.connect(self._on_model_file)
         self.extend([self._image, self._model_file, self._axis, self._tile, self._overlap, self._batch,
                      self._device, self._out, self._info, self._run])
-        viewer.layers.events.inserted.connect(self.reset_choices)
-        viewer.layers.events.removed.connect(self.reset_choices)
-        self.reset_choices()
-
-    @property
-    def _job(self) -> Any:
-        return self.runner.job
+        self._follow_layers(viewer)
 
     def _on_model_file(self, value: Any) -> None:
         path = Path(str(value))

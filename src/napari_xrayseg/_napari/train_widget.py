@@ -35,7 +35,7 @@ from ..core.inference import iter_segment
 from ..core.models import MAX_CONTEXT, Model, architectures, save_model
 from ..core.progress import Progress
 from ..core.training import iter_train
-from ._jobs import JobRunner
+from ._jobs import JobRunner, JobWidget
 from ._layers import layer_array, layer_choices, placement, unique_name
 
 _T = TrainConfig()
@@ -87,7 +87,7 @@ class TrainingPlot(Container):
         self.canvas.draw_idle()
 
 
-class TrainWidget(Container):
+class TrainWidget(JobWidget):
     """Dock widget: train a model from an Image layer and a sparse Labels layer."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -124,13 +124,7 @@ class TrainWidget(Container):
                      self._batch, self._patch, self._lr, self._context, self._augment,
                      self._device, self._init, self._out,
                      self._segment_after, self._run, self._status, self.plot])
-        viewer.layers.events.inserted.connect(self.reset_choices)
-        viewer.layers.events.removed.connect(self.reset_choices)
-        self.reset_choices()
-
-    @property
-    def _job(self) -> Any:
-        return self.runner.job
+        self._follow_layers(viewer)
 
     # ------------------------------------------------------------------ run
     def _on_run(self) -> None:
