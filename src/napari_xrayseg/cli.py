@@ -74,9 +74,10 @@ def _cmd_sample(a: argparse.Namespace) -> int:
 def _cmd_init_model(a: argparse.Namespace) -> int:
     from .core.models import init_model, save_model
 
-    m = init_model(a.arch, size=a.size, classes=a.classes, seed=a.seed, tile=a.tile)
+    m = init_model(a.arch, size=a.size, classes=a.classes, seed=a.seed, tile=a.tile, context=a.context)
     path = save_model(m, a.out, overwrite=a.overwrite)
-    print(f"wrote untrained {m.info.arch} ({m.info.size}) model with classes {m.info.classes} to {path}")
+    print(f"wrote untrained {m.info.arch} ({m.info.size}) model with classes {m.info.classes}, context "
+          f"{m.info.context}, stride {m.info.stride} to {path}")
     return 0
 
 
@@ -85,14 +86,24 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     from .core.io import open_volume
 
     image = open_volume(a.image, dataset=a.dataset)
+    kw = {"axis": a.axis, "tile": a.tile, "overlap": a.overlap, "batch": a.batch, "device": a.device, "slab": a.slab,
+          "out": a.out, "overwrite": a.overwrite, "resume": a.resume, "pyramid": a.pyramid,
+          "progress": _ProgressPrinter("predict")}
     t0 = time.perf_counter()
-    segment(image, a.model, axis=a.axis, tile=a.tile, overlap=a.overlap, batch=a.batch, device=a.device,
-            slab=a.slab, out=a.out, overwrite=a.overwrite, progress=_ProgressPrinter("predict"))
+    if a.workers or a.scheduler:
+        from .core.distributed import segment_distributed
+
+        kw.pop("out")
+        segment_distributed(a.image, a.model, a.out, dataset=a.dataset, scheduler=a.scheduler, workers=a.workers,
+                            threads_per_worker=a.threads_per_worker, torch_threads=a.torch_threads, **kw)
+    else:
+        segment(image, a.model, **kw)
     dt = time.perf_counter() - t0
     nvox = 1
     for s in image.shape:
         nvox *= int(s)
-    print(f"wrote labels {tuple(image.shape)} uint8 to {a.out} ({dt:.1f} s, {nvox / dt / 1e6:.2f} Mvox/s)")
+    kind = "OME-Zarr pyramid" if a.pyramid else "uint8 zarr"
+    print(f"wrote labels {tuple(image.shape)} ({kind}) to {a.out} ({dt:.1f} s, {nvox / dt / 1e6:.2f} Mvox/s)")
     return 0
 
 
@@ -113,10 +124,11 @@ def _cmd_train(a: argparse.Namespace) -> int:
     model = train(image, labels, axis=a.axis, arch=a.arch, size=a.size, epochs=a.epochs, minutes=a.minutes,
                   steps_per_epoch=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, loss=a.loss, gamma=a.gamma,
                   augment=not a.no_augment, seed=a.seed, device=a.device, init=a.init, context=a.context,
-                  out=a.out,
+                  mode=a.mode, pixel_weight=a.pixel_weight, out=a.out,
                   overwrite=a.overwrite, progress=_ProgressPrinter("train"))
     t = model.info.train
-    print(f"wrote model to {model.path}: {model.info.arch} ({model.info.size}), classes {model.info.classes}, "
+    print(f"wrote model to {model.path}: {model.info.arch} ({model.info.size}, {t.get('mode', 'supervised')}), "
+          f"classes {model.info.classes}, "
           f"{len(model.info.history)} epochs in {time.perf_counter() - t0:.0f} s, "
           f"best validation Dice {_fmt(t.get('best_val_dice'))} (epoch {t.get('best_epoch')})")
     return 0
@@ -189,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init-model", help="create an untrained model file (to exercise the pipeline)")
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
     p.add_argument("--arch", default="unet", choices=sorted(architectures()), help="architecture (default: unet)")
-    p.add_argument("--size", default=None, help="size preset, e.g. tiny, small, medium, large")
+    p.add_argument("--size", default=None, help="size preset: tiny, small, medium, large (default: small)")
+    p.add_argument("--context", type=int, default=1, metavar="K",
+                   help="odd number of slices per input, taken as channels (2.5D; default: 1)")
     p.add_argument("--classes", type=int, default=3, help="number of classes, labels 1..N (default: 3)")
     p.add_argument("--tile", type=int, default=_S.tile, help=f"recommended tile (default: {_S.tile})")
     p.add_argument("--seed", type=int, default=0, help="seed for the initial weights (default: 0)")
@@ -207,6 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=float, default=_S.overlap, help=f"tile overlap (default: {_S.overlap})")
     p.add_argument("--batch", type=int, default=_S.batch, help=f"tiles per forward pass (default: {_S.batch})")
     p.add_argument("--slab", type=int, default=None, help="slices per read/write (default: input chunk depth)")
+    p.add_argument("--resume", action="store_true",
+                   help="finish an interrupted run into the same --out (same model and settings): slabs already "
+                        "done are skipped")
+    p.add_argument("--pyramid", action="store_true",
+                   help="write OME-Zarr with a multiscale pyramid (levels 0, 1, ...) for smooth browsing in napari")
+    g = p.add_argument_group("dask.distributed (input and output on a file system all workers see)")
+    g.add_argument("--workers", type=int, default=None, help="run on a local cluster of N worker processes")
+    g.add_argument("--scheduler", default=None, help="run on the cluster of this scheduler, e.g. tcp://host:8786")
+    g.add_argument("--threads-per-worker", type=int, default=1, help="tasks at once per local worker (default: 1)")
+    g.add_argument("--torch-threads", type=int, default=None, help="torch threads per worker (default: torch's)")
     _add_overwrite(p)
     p.set_defaults(func=_cmd_predict)
 
@@ -222,8 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--epochs", type=int, default=_T.epochs, help=f"epochs (default: {_T.epochs})")
     p.add_argument("--steps", type=int, default=_T.steps_per_epoch,
                    help=f"optimiser steps per epoch (default: {_T.steps_per_epoch})")
-    p.add_argument("--arch", default=_T.arch, choices=sorted(architectures()), help="architecture")
-    p.add_argument("--size", default=None, help=f"size preset (default: {_T.size})")
+    p.add_argument("--arch", default=_T.arch, choices=sorted(architectures()),
+                   help=f"architecture (default: {_T.arch}; see docs/architectures.md)")
+    p.add_argument("--size", default=None,
+                   help=f"size preset: tiny, small, medium, large (default: {_T.size} for unet, else small)")
+    p.add_argument("--mode", default=_T.mode, choices=["supervised", "pix2pix"],
+                   help=f"supervised, or pix2pix: conditional GAN with a PatchGAN discriminator (default: {_T.mode})")
+    p.add_argument("--pixel-weight", type=float, default=_T.pixel_weight,
+                   help=f"pix2pix: weight of the segmentation loss vs the adversarial loss "
+                        f"(default: {_T.pixel_weight:g})")
     p.add_argument("--batch", type=int, default=_T.batch, help=f"patches per step (default: {_T.batch})")
     p.add_argument("--patch", type=int, default=_T.patch, help=f"patch side (default: {_T.patch})")
     p.add_argument("--lr", type=float, default=_T.lr, help=f"learning rate (default: {_T.lr})")
@@ -290,9 +321,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 on success, 2 on an error the user can fix (one line on stderr), 130 when interrupted.
+        0 on success, 2 on an error the user can fix (one line on stderr: bad input, an
+        existing output, a full disk or an unwritable output location), 130 when interrupted.
     """
-    from .core.errors import XraysegError
+    from .core.errors import USER_WRITE_ERRNOS, XraysegError, write_error
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -302,6 +334,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except XraysegError as e:
         print(f"xrayseg {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full, read-only or unwritable location: the user can fix these
+        if e.errno not in USER_WRITE_ERRNOS:
+            raise
+        out = getattr(args, "out", None)
+        culprit = e.filename if e.filename and not (out and str(e.filename).startswith(str(out))) else out
+        print(f"xrayseg {args.command}: error: {write_error(e, culprit)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"xrayseg {args.command}: interrupted", file=sys.stderr)

@@ -15,11 +15,17 @@ slab depth.
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
 import logging
+import math
 import os
+import shutil
 import time
 from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +34,13 @@ import torch
 
 from .config import SegmentConfig
 from .device import resolve_device
-from .errors import Cancelled, InputError
+from .errors import Cancelled, InputError, OutputExistsError
 from .io import create_zarr, volume_chunks
 from .models import Model, load_model
 from .normalize import apply_normalization, compute_normalization
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
 from .tiling import (
+    check_tile_fits,
     context_range,
     effective_tile,
     normalize_axis,
@@ -44,7 +51,8 @@ from .tiling import (
     windows_per_slice,
 )
 
-__all__ = ["SlicePredictor", "check_image", "iter_segment", "segment"]
+__all__ = ["SegmentPlan", "SlabMarkers", "SlicePredictor", "check_image", "iter_segment", "model_digest", "open_output",
+           "output_complete", "output_levels", "plan_segment", "segment", "write_pyramid"]
 
 log = logging.getLogger(__name__)
 _D = SegmentConfig()
@@ -170,95 +178,353 @@ def _resolved_norm(model: Model, image: Any) -> dict[str, Any]:
     return norm
 
 
+def model_digest(model: Model) -> str:
+    """SHA-256 of a model's architecture and weights (identifies it in outputs, for ``resume``)."""
+    h = hashlib.sha256(json.dumps([model.info.arch, model.info.params], sort_keys=True).encode())
+    for name, t in sorted(model.network.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """How a volume is cut into slabs and run: everything but the image and the weights.
+
+    Picklable, so dask workers can run slabs of the same plan (see
+    :mod:`napari_xrayseg.core.distributed`).
+    """
+
+    shape: tuple[int, ...]
+    axis: int
+    context: int
+    depth: int
+    tile: int
+    overlap: float
+    batch: int
+    blend: str
+    normalization: dict[str, Any]
+
+    @property
+    def is2d(self) -> bool:
+        """Whether the image is a single 2D slice."""
+        return len(self.shape) == 2
+
+    @property
+    def shape3(self) -> tuple[int, ...]:
+        """The shape as 3D (a 2D image is one slice)."""
+        return (1, *self.shape) if self.is2d else tuple(self.shape)
+
+    @property
+    def n(self) -> int:
+        """Slices along the slicing axis."""
+        return self.shape3[self.axis]
+
+    @property
+    def ranges(self) -> list[tuple[int, int]]:
+        """Half-open slab ranges along the slicing axis."""
+        return slab_ranges(self.n, self.depth)
+
+    @property
+    def slice_shape(self) -> tuple[int, int]:
+        """Shape of one 2D slice."""
+        return tuple(s for d, s in enumerate(self.shape3) if d != self.axis)  # type: ignore[return-value]
+
+    @property
+    def out_chunks(self) -> tuple[int, ...]:
+        """Output chunks: one slab deep along the axis, so no two slabs share a chunk."""
+        c = tuple(self.depth if d == self.axis else min(s, 512) for d, s in enumerate(self.shape3))
+        return c[1:] if self.is2d else c
+
+    def read(self, image: Any, r: tuple[int, int]) -> np.ndarray:
+        """Slices ``r`` plus the context halo (clipped at the volume ends), slicing axis first."""
+        lo, hi = context_range(r[0], r[1], self.context, self.n)
+        if self.is2d:
+            return np.asarray(image[...])[None]
+        return np.moveaxis(np.asarray(image[slab_slicer(self.axis, lo, hi, 3)]), self.axis, 0)
+
+    def run(self, pred: SlicePredictor, data: np.ndarray, r: tuple[int, int]) -> np.ndarray:
+        """Labels of slab ``r`` from its :meth:`read` data, in the volume's orientation."""
+        k = self.context
+        lo, hi = context_range(r[0], r[1], k, self.n)
+        if data.dtype.kind == "f" and not np.isfinite(data).all():
+            raise InputError(f"image holds NaN or inf values in slices {lo}..{hi - 1} along axis "
+                             f"{self.axis}: replace them (e.g. np.nan_to_num) before segmenting")
+        x = apply_normalization(data, self.normalization)
+        b = r[0] - lo  # the slab's first slice inside x
+        n = r[1] - r[0]
+        per_call = pred.slices_per_call(self.slice_shape)
+        labels = np.empty((n, *x.shape[1:]), dtype=np.uint8)
+        for s in range(0, n, per_call):
+            e = min(s + per_call, n)
+            if k == 1:
+                xs = x[b + s:b + e]
+            else:  # context slices stacked per call: memory k x a call, not k x the slab
+                xs = stack_context(x[b + s:b + e], k, before=x[:b + s], after=x[b + e:])
+            labels[s:e] = pred.labels(xs)
+        return labels[0] if self.is2d else np.moveaxis(labels, 0, self.axis)
+
+    def write(self, target: Any, r: tuple[int, int], labels: np.ndarray) -> None:
+        """Store the labels of slab ``r`` (from :meth:`run`) in ``target``."""
+        if self.is2d:
+            target[...] = labels
+        else:
+            target[slab_slicer(self.axis, r[0], r[1], 3)] = labels
+
+
+def plan_segment(image: Any, model: Model, *, axis: int = _D.axis, tile: int | None = None,
+                 overlap: float = _D.overlap, batch: int = _D.batch, slab: int | None = _D.slab,
+                 blend: str = _D.blend, normalization: dict[str, Any] | None = None) -> SegmentPlan:
+    """Check the inputs and decide slabs, tiles and normalisation for :func:`segment`."""
+    image = check_image(image)
+    is2d = len(image.shape) == 2
+    axis = 0 if is2d and axis in (0, -1, -2) else normalize_axis(axis, len(image.shape))
+    shape3 = (1, *image.shape) if is2d else tuple(image.shape)
+    slice_shape = tuple(s for d, s in enumerate(shape3) if d != axis)
+    stride = model.info.stride
+    if tile is None:
+        tile = model.info.tile
+    else:
+        effective_tile(slice_shape, tile, stride)  # a positive multiple of the stride
+        check_tile_fits(slice_shape, tile, stride)
+    chunks = volume_chunks(image)
+    chunks3 = (1, *chunks) if (is2d and chunks) else chunks
+    depth = plan_slab_depth(shape3, axis, chunks3, slab)
+    norm = normalization if normalization is not None else _resolved_norm(model, image)
+    return SegmentPlan(shape=tuple(int(s) for s in image.shape), axis=axis, context=model.info.in_channels,
+                       depth=depth, tile=int(tile), overlap=float(overlap), batch=batch, blend=blend,
+                       normalization=norm)
+
+
+# --------------------------------------------------------------------------- output stores
+
+
+def _meta(plan: SegmentPlan, model: Model, pyramid: bool) -> dict[str, Any]:
+    return {"complete": False, "shape": list(plan.shape), "axis": plan.axis, "slab": plan.depth,
+            "tile": plan.tile, "overlap": plan.overlap, "blend": plan.blend, "context": plan.context,
+            "classes": model.info.classes, "class_names": model.info.class_names,
+            "model": str(model.path) if model.path else None, "model_sha256": model_digest(model),
+            "normalization": plan.normalization, "pyramid": pyramid}
+
+
+# what must match for --resume to continue an output (the rest is informative)
+_RESUME_KEYS = ("shape", "axis", "slab", "tile", "overlap", "blend", "context", "classes", "model_sha256",
+                "normalization", "pyramid")
+
+
+def read_output_meta(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``napari_xrayseg`` attributes of an output written by :func:`segment`, or None."""
+    import zarr
+
+    try:
+        node = zarr.open(store=str(path), mode="r")
+    except Exception:  # not a zarr store at all
+        return None
+    meta = node.attrs.get(OUTPUT_ATTR)
+    return dict(meta) if isinstance(meta, dict) else None
+
+
+class SlabMarkers:
+    """Per-slab done-markers of an output store, written after the slab's data.
+
+    A marker is an empty file ``<out>/.xrayseg-done/<start>-<stop>``; a slab whose data
+    was only partly written (a crash mid-write) has none and is computed again on resume.
+    Each slab has its own file, so parallel writers (dask workers) never contend.
+    """
+
+    DIR = ".xrayseg-done"
+
+    def __init__(self, out: str | os.PathLike) -> None:
+        self.dir = Path(out) / self.DIR
+
+    def done(self) -> set[tuple[int, int]]:
+        """Slab ranges whose marker exists."""
+        if not self.dir.is_dir():
+            return set()
+        out = set()
+        for f in self.dir.iterdir():
+            a, _, b = f.name.partition("-")
+            if a.isdigit() and b.isdigit():
+                out.add((int(a), int(b)))
+        return out
+
+    def mark(self, r: tuple[int, int]) -> None:
+        """Record slab ``r`` as written (call after its data is stored)."""
+        self.dir.mkdir(exist_ok=True)
+        (self.dir / f"{r[0]}-{r[1]}").touch()
+
+
+def open_output(out: str | os.PathLike, plan: SegmentPlan, model: Model, *, overwrite: bool = False,
+                resume: bool = False, pyramid: bool = False) -> tuple[Any, set[tuple[int, int]]]:
+    """Create (or, with ``resume``, reopen) the zarr output; return the full-resolution array and done slabs.
+
+    Raises
+    ------
+    OutputExistsError
+        If ``out`` exists and neither ``overwrite`` nor ``resume`` is given.
+    InputError
+        If ``resume`` finds an output written with another model or other settings.
+    """
+    import zarr
+
+    p = Path(out)
+    meta = _meta(plan, model, pyramid)
+    if p.exists() and resume and not overwrite:
+        old = read_output_meta(p)
+        if old is None:
+            raise InputError(f"cannot resume {p}: it is not an output of xrayseg predict; choose another --out")
+        diff = [k for k in _RESUME_KEYS if json.loads(json.dumps(old.get(k))) != json.loads(json.dumps(meta[k]))]
+        if diff:
+            names = {"model_sha256": "model weights", "slab": "slab depth", "normalization": "normalisation"}
+            raise InputError(f"cannot resume {p}: it was written with a different "
+                             f"{', '.join(names.get(k, k) for k in diff)}; "
+                             "use the same model and settings, or --overwrite to start again")
+        node = zarr.open(store=str(p), mode="r+")
+        target = node["0"] if pyramid else node
+        done = SlabMarkers(p).done() & set(plan.ranges)
+        log.info("resuming %s: %d of %d slabs already done", p, len(done), len(plan.ranges))
+        return target, done
+    if p.exists() and not overwrite:
+        old = read_output_meta(p)
+        hint = ""
+        if old is not None and not old.get("complete"):
+            n = len(SlabMarkers(p).done())
+            hint = f" (an unfinished run: {n} slabs done; pass resume=True / --resume to finish it)"
+        raise OutputExistsError(f"output {p} exists{hint}: choose another path or pass overwrite=True "
+                                "(--overwrite)")
+    if not pyramid:
+        return create_zarr(p, plan.shape, dtype="uint8", chunks=plan.out_chunks, overwrite=overwrite,
+                           attrs={OUTPUT_ATTR: meta}), set()
+    if p.exists():  # overwrite=True: checked above
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    try:
+        group = zarr.open_group(store=str(p), mode="w-")
+    except OSError as e:
+        raise InputError(f"cannot create output {p}: {e.strerror or e}") from e
+    group.attrs.update(json.loads(json.dumps({OUTPUT_ATTR: meta})))
+    target = group.create_array("0", shape=plan.shape, chunks=plan.out_chunks, dtype="uint8", fill_value=0)
+    return target, set()
+
+
+def finish_output(out: str | os.PathLike, *, cancel: CancelToken | None = None) -> None:
+    """Build the pyramid (if asked for) and mark the output complete; call when every slab is done."""
+    import zarr
+
+    p = Path(out)
+    node = zarr.open(store=str(p), mode="r+")
+    meta = dict(node.attrs[OUTPUT_ATTR])
+    if meta.get("pyramid"):
+        write_pyramid(node, cancel=cancel)
+    node.attrs[OUTPUT_ATTR] = {**meta, "complete": True}
+
+
+def write_pyramid(group: Any, *, min_side: int = 256, max_levels: int = 8,
+                  cancel: CancelToken | None = None) -> list[Any]:
+    """Add downsampled levels ``1, 2, ...`` to an OME-Zarr group whose array ``0`` holds labels.
+
+    Each level takes every second voxel of the one before along every axis (nearest
+    neighbour: label values stay valid, no new classes appear), until the largest side
+    is at most ``min_side``. Built out of core with dask. Writes OME-Zarr 0.5
+    ``multiscales`` metadata, so napari (and other OME-Zarr readers) can browse it.
+    """
+    import dask.array as da
+
+    levels = [group["0"]]
+    ndim = len(levels[0].shape)
+    while len(levels) < max_levels and max(levels[-1].shape) > min_side:
+        check(cancel)
+        prev = da.from_zarr(levels[-1])
+        nxt = prev[(slice(None, None, 2),) * ndim]
+        chunks = tuple(min(s, 64 if ndim == 3 else 512) for s in nxt.shape)
+        name = str(len(levels))
+        if name in group:
+            del group[name]
+        arr = group.create_array(name, shape=nxt.shape, chunks=chunks, dtype="uint8", fill_value=0)
+        da.store(nxt.rechunk(chunks), arr, lock=False)
+        levels.append(arr)
+    axes = [{"name": n, "type": "space"} for n in ("zyx"[-ndim:])]
+    datasets = [{"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": [float(2 ** i)] * ndim}]}
+                for i in range(len(levels))]
+    group.attrs["ome"] = {"version": "0.5", "multiscales": [{"name": "labels", "axes": axes, "datasets": datasets}],
+                          "image-label": {"version": "0.5"}}
+    return levels
+
+
+def output_levels(path: str | os.PathLike) -> list[Any]:
+    """The arrays of an output written by :func:`segment`: ``[labels]``, or every pyramid level."""
+    import zarr
+
+    node = zarr.open(store=str(path), mode="r")
+    if isinstance(node, zarr.Array):
+        return [node]
+    ms = (node.attrs.get("ome") or {}).get("multiscales") or node.attrs.get("multiscales")
+    if ms:
+        return [node[d["path"]] for d in ms[0]["datasets"]]
+    return [node["0"]]
+
+
+# --------------------------------------------------------------------------- the loop
+
+
 def iter_segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D.axis, tile: int | None = None,
                  overlap: float = _D.overlap, batch: int = _D.batch, device: str = _D.device,
                  slab: int | None = _D.slab, blend: str = _D.blend, out: str | os.PathLike | None = None,
-                 overwrite: bool = False, cancel: CancelToken | None = None,
-                 ) -> Generator[Progress, None, Any]:
+                 overwrite: bool = False, resume: bool = False, pyramid: bool = False,
+                 cancel: CancelToken | None = None) -> Generator[Progress, None, Any]:
     """Generator form of :func:`segment`: yields :class:`Progress` per slab, returns the labels.
 
     See :func:`segment` for the parameters.
     """
     image = check_image(image)
-    is2d = len(image.shape) == 2
-    ndim = 3
-    axis = 0 if is2d and axis in (0, -1, -2) else normalize_axis(axis, len(image.shape))
     dev = resolve_device(device)
     model = _as_model(model, dev)
-    k = model.info.in_channels  # context slices per slice (== model.info.context)
-    tile = model.info.tile if tile is None else tile
-    pred = SlicePredictor(model, device=dev, tile=tile, overlap=overlap, batch=batch, blend=blend)
+    if (resume or pyramid) and out is None:
+        raise InputError("resume and pyramid need an output store: pass out= (--out PATH.zarr)")
+    norm = None
+    if resume and out is not None and Path(out).exists():
+        old = read_output_meta(out)
+        if old is not None and model.info.normalization.get("low") is None:
+            norm = old.get("normalization")  # the bounds the first run computed from this image
+    plan = plan_segment(image, model, axis=axis, tile=tile, overlap=overlap, batch=batch, slab=slab, blend=blend,
+                        normalization=norm)
+    pred = SlicePredictor(model, device=dev, tile=plan.tile, overlap=overlap, batch=batch, blend=blend)
     pred.cancel = cancel
-    norm = _resolved_norm(model, image)
-
-    shape3 = (1, *image.shape) if is2d else tuple(image.shape)
-    chunks = volume_chunks(image)
-    chunks3 = (1, *chunks) if (is2d and chunks) else chunks
-    depth = plan_slab_depth(shape3, axis, chunks3, slab)
-    ranges = slab_ranges(shape3[axis], depth)
-    slice_shape = tuple(s for d, s in enumerate(shape3) if d != axis)
-    per_call = pred.slices_per_call(slice_shape)  # type: ignore[arg-type]
-
-    out_chunks = tuple(depth if d == axis else min(s, 512) for d, s in enumerate(shape3))
-    meta = {"complete": False, "axis": axis, "tile": tile, "overlap": overlap, "classes": model.info.classes,
-            "class_names": model.info.class_names, "model": str(model.path) if model.path else None,
-            "normalization": norm, "context": k}
     if out is not None:
-        target = create_zarr(out, tuple(image.shape), dtype="uint8",
-                             chunks=out_chunks[1:] if is2d else out_chunks, overwrite=overwrite,
-                             attrs={OUTPUT_ATTR: meta})
+        target, done_slabs = open_output(out, plan, model, overwrite=overwrite, resume=resume, pyramid=pyramid)
+        markers: SlabMarkers | None = SlabMarkers(out)
     else:
-        target = np.zeros(image.shape, dtype=np.uint8)
-    view = target if not is2d else None
+        target, done_slabs, markers = np.zeros(plan.shape, dtype=np.uint8), set(), None
+    todo = [r for r in plan.ranges if r not in done_slabs]
 
-    def read(r: tuple[int, int]) -> np.ndarray:
-        """Slices ``r`` plus the context halo (clipped at the volume ends), slicing axis first."""
-        lo, hi = context_range(r[0], r[1], k, shape3[axis])
-        data = image[...] if is2d else image[slab_slicer(axis, lo, hi, ndim)]
-        data = np.asarray(data)
-        if is2d:
-            data = data[None]
-        return np.moveaxis(data, axis, 0)
-
-    log.info("segmenting %s along axis %d: %d slabs of %d slices, tile %d, %d slices per call, device %s",
-             tuple(image.shape), axis, len(ranges), depth, tile, per_call, dev)
+    log.info("segmenting %s along axis %d: %d slabs of %d slices (%d to do), tile %d, device %s",
+             plan.shape, plan.axis, len(plan.ranges), plan.depth, len(todo), plan.tile, dev)
     t0 = time.perf_counter()
-    done = 0
-    total = shape3[axis]
+    total = plan.n
+    done = total - sum(b - a for a, b in todo)
+    ran = 0
+    vox = math.prod(plan.slice_shape)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xrayseg-read")
     try:
-        nxt = pool.submit(read, ranges[0])
-        for i, r in enumerate(ranges):
+        nxt = pool.submit(plan.read, image, todo[0]) if todo else None
+        for i, r in enumerate(todo):
             check(cancel)
-            data = nxt.result()
-            if i + 1 < len(ranges):
-                nxt = pool.submit(read, ranges[i + 1])  # prefetch while the net runs
-            lo, hi = context_range(r[0], r[1], k, shape3[axis])
-            if data.dtype.kind == "f" and not np.isfinite(data).all():
-                raise InputError(f"image holds NaN or inf values in slices {lo}..{hi - 1} along axis "
-                                 f"{axis}: replace them (e.g. np.nan_to_num) before segmenting")
-            x = apply_normalization(data, norm)  # slices lo..hi-1; the slab's own start at r[0] - lo
-            b = r[0] - lo
-            n = r[1] - r[0]
-            labels = np.empty((n, *x.shape[1:]), dtype=np.uint8)
-            for s in range(0, n, per_call):
-                e = min(s + per_call, n)
-                if k == 1:
-                    xs = x[b + s:b + e]
-                else:  # context slices stacked per call: memory k x a call, not k x the slab
-                    xs = stack_context(x[b + s:b + e], k, before=x[:b + s], after=x[b + e:])
-                labels[s:e] = pred.labels(xs)
-            labels = np.moveaxis(labels, 0, axis)
-            if is2d:
-                target[...] = labels[0]
-            else:
-                view[slab_slicer(axis, r[0], r[1], ndim)] = labels
+            data = nxt.result()  # type: ignore[union-attr]
+            if i + 1 < len(todo):
+                nxt = pool.submit(plan.read, image, todo[i + 1])  # prefetch while the net runs
+            labels = plan.run(pred, data, r)
+            try:
+                plan.write(target, r, labels)
+                if markers is not None:
+                    markers.mark(r)
+            except OSError as e:
+                raise _write_error(e, out) from e
             done += r[1] - r[0]
-            rate = done * np.prod(slice_shape) / max(time.perf_counter() - t0, 1e-9)
-            yield Progress(done, total, f"slices {done}/{total} along axis {axis} ({rate / 1e6:.2f} Mvox/s)",
+            ran += r[1] - r[0]
+            rate = ran * vox / max(time.perf_counter() - t0, 1e-9)
+            yield Progress(done, total, f"slices {done}/{total} along axis {plan.axis} ({rate / 1e6:.2f} Mvox/s)",
                            {"voxels_per_s": float(rate)})
         if out is not None:
-            target.attrs[OUTPUT_ATTR] = {**meta, "complete": True}
+            finish_output(out, cancel=cancel)
     except Cancelled:
         log.info("segmentation cancelled after %d/%d slices; partial output %s is marked incomplete",
                  done, total, out if out is not None else "(in memory)")
@@ -266,9 +532,17 @@ def iter_segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     elapsed = time.perf_counter() - t0
-    log.info("segmented %d voxels in %.1f s (%.2f Mvox/s)", int(np.prod(shape3)), elapsed,
-             np.prod(shape3) / elapsed / 1e6)
+    log.info("segmented %d voxels in %.1f s (%.2f Mvox/s)", ran * vox, elapsed, ran * vox / max(elapsed, 1e-9) / 1e6)
     return _result_like(image, target, out)
+
+
+def _write_error(e: OSError, out: Any) -> Exception:
+    """An OSError while streaming becomes a one-line message naming the output (disk full etc.)."""
+    if out is None:
+        return e
+    why = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+    return InputError(f"{why} while writing {out}: free space or choose another output; finished slabs are "
+                      "kept and --resume continues from them")
 
 
 def _result_like(image: Any, target: Any, out: Any) -> Any:
@@ -285,8 +559,8 @@ def _result_like(image: Any, target: Any, out: Any) -> Any:
 def segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D.axis, tile: int | None = None,
             overlap: float = _D.overlap, batch: int = _D.batch, device: str = _D.device,
             slab: int | None = _D.slab, blend: str = _D.blend, out: str | os.PathLike | None = None,
-            overwrite: bool = False, cancel: CancelToken | None = None,
-            progress: ProgressCallback | None = None) -> Any:
+            overwrite: bool = False, resume: bool = False, pyramid: bool = False,
+            cancel: CancelToken | None = None, progress: ProgressCallback | None = None) -> Any:
     """Segment a 2D slice or 3D volume slice by slice with a 2D network.
 
     Parameters
@@ -317,9 +591,18 @@ def segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D.axis
         is written.
     overwrite : bool
         Replace ``out`` if it exists (never done silently).
+    resume : bool
+        If ``out`` holds an unfinished run (cancelled, killed, crashed) of the same model
+        and settings, compute only the slabs it lacks; the result is identical to an
+        uninterrupted run. Each slab gets a done-marker after its data is written, so a
+        slab cut off mid-write is computed again. Without an existing ``out``, a normal run.
+    pyramid : bool
+        Write ``out`` as an OME-Zarr group: labels in array ``0`` plus levels ``1, 2, ...``
+        each downsampled 2x (nearest), so napari can browse a big result smoothly.
     cancel : CancelToken, optional
         Checked at every slab and every batch of tiles; raises
-        :class:`~napari_xrayseg.core.errors.Cancelled`, leaving finished slabs in ``out``.
+        :class:`~napari_xrayseg.core.errors.Cancelled`, leaving finished slabs in ``out``
+        (resumable with ``resume=True``).
     progress : callable, optional
         Called with a :class:`~napari_xrayseg.core.progress.Progress` after each slab.
 
@@ -333,9 +616,11 @@ def segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D.axis
     Raises
     ------
     InputError
-        On bad input (dimensions, dtype, NaN/inf, constant image, tile, axis, device).
+        On bad input (dimensions, dtype, NaN/inf, constant image, tile, axis, device), on
+        ``resume`` of an output written with another model or settings, and when the
+        output cannot be written (e.g. disk full; finished slabs are kept).
     OutputExistsError
-        If ``out`` exists and ``overwrite`` is False.
+        If ``out`` exists and neither ``overwrite`` nor ``resume`` is given.
 
     Examples
     --------
@@ -346,12 +631,11 @@ def segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D.axis
     ((2, 32, 32), dtype('uint8'))
     """
     return drain(iter_segment(image, model, axis=axis, tile=tile, overlap=overlap, batch=batch, device=device,
-                              slab=slab, blend=blend, out=out, overwrite=overwrite, cancel=cancel), progress)
+                              slab=slab, blend=blend, out=out, overwrite=overwrite, resume=resume, pyramid=pyramid,
+                              cancel=cancel), progress)
 
 
 def output_complete(path: str | os.PathLike) -> bool:
     """Whether a zarr output written by :func:`segment` was finished (not cancelled or crashed)."""
-    import zarr
-
-    arr = zarr.open_array(store=str(Path(path)), mode="r")
-    return bool((arr.attrs.get(OUTPUT_ATTR) or {}).get("complete", False))
+    meta = read_output_meta(path)
+    return bool(meta and meta.get("complete", False))

@@ -20,8 +20,8 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["context_range", "effective_tile", "normalize_axis", "plan_slab_depth", "slab_ranges", "slab_slicer",
-           "stack_context"]
+__all__ = ["check_tile_fits", "context_range", "effective_tile", "normalize_axis", "plan_slab_depth", "slab_ranges",
+           "slab_slicer", "stack_context"]
 
 
 def normalize_axis(axis: int, ndim: int) -> int:
@@ -165,6 +165,35 @@ def effective_tile(slice_shape: tuple[int, int], tile: int, stride: int) -> tupl
             f"tile {tile!r} must be a positive multiple of the network's stride {stride} "
             f"(e.g. {max(stride, round((tile if isinstance(tile, int) else stride) / stride) * stride)})")
     return tuple(min(tile, math.ceil(s / stride) * stride) for s in slice_shape)  # type: ignore[return-value]
+
+
+def check_tile_fits(slice_shape: tuple[int, ...], tile: int, stride: int) -> None:
+    """Refuse an explicitly chosen tile that is larger than the slice in every direction.
+
+    A tile larger than the slice along one side only is fine (that side is shrunk, see
+    :func:`effective_tile`); one that exceeds the whole slice is almost surely a mistake
+    (a tile meant for another volume), so it is refused rather than silently changed.
+    A model's *default* tile is never checked: it adapts to small slices.
+
+    Raises
+    ------
+    InputError
+        Naming the slice, the tile and the largest tile that fits.
+
+    Examples
+    --------
+    >>> check_tile_fits((64, 300), 256, 16)
+    >>> check_tile_fits((64, 64), 256, 16)
+    Traceback (most recent call last):
+    ...
+    napari_xrayseg.core.errors.InputError: tile 256 is larger than the 64x64 slice: use --tile 64 or less, \
+or leave the tile unset to use the model's default (which adapts to small slices)
+    """
+    fit = math.ceil(max(slice_shape) / stride) * stride
+    if tile > fit:
+        dims = "x".join(str(s) for s in slice_shape)
+        raise InputError(f"tile {tile} is larger than the {dims} slice: use --tile {fit} or less, "
+                         "or leave the tile unset to use the model's default (which adapts to small slices)")
 
 
 def windows_per_slice(slice_shape: tuple[int, int], roi: tuple[int, int], overlap: float) -> int:

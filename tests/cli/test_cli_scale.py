@@ -1,0 +1,70 @@
+"""`xrayseg predict` killed mid-run and finished with --resume (also on a local cluster); --pyramid."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import zarr
+
+from napari_xrayseg.cli import main
+from napari_xrayseg.core.inference import SlabMarkers, output_complete, output_levels
+from napari_xrayseg.core.io import write_volume
+from napari_xrayseg.core.models import init_model, save_model
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    img = np.random.default_rng(3).random((24, 96, 96), dtype=np.float32)
+    write_volume(tmp_path / "in.zarr", img, chunks=(1, 96, 96))
+    model = save_model(init_model("unet", size="tiny", classes=3, tile=64, seed=0), tmp_path / "m.safetensors")
+    return tmp_path / "in.zarr", model
+
+
+def _predict(inp, model, out, *extra):
+    return ["predict", "--image", str(inp), "--model", str(model), "--out", str(out), "--device", "cpu",
+            "--slab", "1", *extra]
+
+
+@pytest.mark.slow
+def test_killed_predict_resumes_to_the_clean_result(tmp_path, inputs, capsys):
+    inp, model = inputs
+    assert main(_predict(inp, model, tmp_path / "clean.zarr")) == 0
+    clean = zarr.open_array(store=str(tmp_path / "clean.zarr"), mode="r")[...]
+
+    out = tmp_path / "out.zarr"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "napari_xrayseg", *_predict(inp, model, out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(SlabMarkers(out).done()) < 2:
+            assert proc.poll() is None, "predict ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)  # no clean-up of any kind
+    finally:
+        proc.wait(timeout=60)
+    done = SlabMarkers(out).done()
+    assert 2 <= len(done) < 24 and not output_complete(out)
+    capsys.readouterr()
+    # a plain re-run refuses and says how to continue
+    assert main(_predict(inp, model, out)) == 2
+    assert "--resume" in capsys.readouterr().err
+    # finish it on a local cluster of two worker processes
+    assert main(_predict(inp, model, out, "--resume", "--workers", "2", "--torch-threads", "1")) == 0
+    np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], clean)
+    assert output_complete(out)
+
+
+def test_predict_pyramid(tmp_path, inputs, capsys):
+    inp, model = inputs
+    img = np.random.default_rng(4).random((6, 600, 280), dtype=np.float32)
+    write_volume(tmp_path / "big.zarr", img, chunks=(2, 600, 280))
+    assert main(_predict(tmp_path / "big.zarr", model, tmp_path / "p.zarr", "--pyramid")) == 0
+    assert "OME-Zarr pyramid" in capsys.readouterr().out
+    shapes = [lv.shape for lv in output_levels(tmp_path / "p.zarr")]
+    assert shapes == [(6, 600, 280), (3, 300, 140), (2, 150, 70)]

@@ -1,0 +1,189 @@
+"""Resume, OME-Zarr pyramids and dask.distributed runs of segment()."""
+
+import numpy as np
+import pytest
+import zarr
+
+from napari_xrayseg.core.errors import Cancelled, InputError, OutputExistsError
+from napari_xrayseg.core.inference import (
+    SegmentPlan,
+    SlabMarkers,
+    output_complete,
+    output_levels,
+    read_output_meta,
+    segment,
+    write_pyramid,
+)
+from napari_xrayseg.core.io import write_volume
+from napari_xrayseg.core.models import init_model, save_model
+from napari_xrayseg.core.progress import CancelToken
+
+KW = {"tile": 32, "device": "cpu", "batch": 4, "slab": 2}
+
+
+@pytest.fixture
+def vol(tmp_path):
+    rng = np.random.default_rng(1)
+    v = rng.random((9, 40, 48), dtype=np.float32)
+    write_volume(tmp_path / "in.zarr", v, chunks=(2, 40, 48))
+    return v
+
+
+def test_resume_after_cancel_equals_clean_run(tmp_path, vol, tiny_model):
+    clean = segment(vol, tiny_model, **KW)
+    assert len(np.unique(clean)) > 1  # a real test: the untrained net gives several classes
+    out = tmp_path / "out.zarr"
+    token = CancelToken()
+
+    def cancel_after_two(p):
+        if p.step >= 4:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        segment(vol, tiny_model, out=out, cancel=token, progress=cancel_after_two, **KW)
+    assert not output_complete(out)
+    assert SlabMarkers(out).done() == {(0, 2), (2, 4)}
+    # the partial output is readable, and a plain re-run refuses and names --resume
+    assert zarr.open_array(store=str(out), mode="r")[:4].any()
+    with pytest.raises(OutputExistsError, match="resume"):
+        segment(vol, tiny_model, out=out, **KW)
+    steps = []
+    res = segment(vol, tiny_model, out=out, resume=True, progress=lambda p: steps.append(p.step), **KW)
+    assert steps == [6, 8, 9]  # only the three missing slabs ran
+    np.testing.assert_array_equal(res, clean)
+    assert output_complete(out)
+    # resuming a complete output does nothing and returns it
+    steps.clear()
+    np.testing.assert_array_equal(segment(vol, tiny_model, out=out, resume=True, progress=steps.append, **KW), clean)
+    assert steps == []
+
+
+def test_slab_cut_off_mid_write_is_recomputed(tmp_path, vol, tiny_model, monkeypatch):
+    clean = segment(vol, tiny_model, **KW)
+    out = tmp_path / "out.zarr"
+    real_write = SegmentPlan.write
+    calls = []
+
+    def crashing_write(self, target, r, labels):
+        calls.append(r)
+        if len(calls) == 3:  # half of the slab lands, then the process "dies"
+            real_write(self, target, r, np.full_like(labels, 255))
+            raise RuntimeError("power cut")
+        real_write(self, target, r, labels)
+
+    monkeypatch.setattr(SegmentPlan, "write", crashing_write)
+    with pytest.raises(RuntimeError, match="power cut"):
+        segment(vol, tiny_model, out=out, **KW)
+    monkeypatch.setattr(SegmentPlan, "write", real_write)
+    assert SlabMarkers(out).done() == {(0, 2), (2, 4)}  # no marker for the garbage slab
+    res = segment(vol, tiny_model, out=out, resume=True, **KW)
+    np.testing.assert_array_equal(res, clean)
+
+
+def test_resume_refuses_another_model_or_settings(tmp_path, vol, tiny_model):
+    out = tmp_path / "out.zarr"
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        segment(vol, tiny_model, out=out, cancel=token, **KW)
+    other = init_model("unet", size="tiny", classes=3, tile=32, seed=1)
+    with pytest.raises(InputError, match="different model weights"):
+        segment(vol, other, out=out, resume=True, **KW)
+    with pytest.raises(InputError, match="axis"):
+        segment(vol, tiny_model, out=out, resume=True, axis=1, **KW)
+    with pytest.raises(InputError, match="need an output"):
+        segment(vol, tiny_model, resume=True, **KW)
+    # a path that is not our output
+    write_volume(tmp_path / "foreign.zarr", np.zeros((2, 2), np.uint8))
+    with pytest.raises(InputError, match="not an output"):
+        segment(vol, tiny_model, out=tmp_path / "foreign.zarr", resume=True, **KW)
+
+
+def test_resume_without_existing_output_is_a_normal_run(tmp_path, vol, tiny_model):
+    res = segment(vol, tiny_model, out=tmp_path / "new.zarr", resume=True, **KW)
+    np.testing.assert_array_equal(res, segment(vol, tiny_model, **KW))
+
+
+def test_pyramid_output_is_ome_zarr(tmp_path, tiny_model):
+    img = np.random.default_rng(2).random((300, 520), dtype=np.float32)
+    out = tmp_path / "p.zarr"
+    res = segment(img, tiny_model, out=out, pyramid=True, tile=64, device="cpu")
+    levels = output_levels(out)
+    assert [lv.shape for lv in levels] == [(300, 520), (150, 260), (75, 130)]
+    np.testing.assert_array_equal(levels[0][...], res)
+    np.testing.assert_array_equal(levels[1][...], res[::2, ::2])
+    np.testing.assert_array_equal(levels[2][...], res[::4, ::4])
+    g = zarr.open_group(store=str(out), mode="r")
+    ms = g.attrs["ome"]["multiscales"][0]
+    assert g.attrs["ome"]["version"] == "0.5"
+    assert [d["coordinateTransformations"][0]["scale"] for d in ms["datasets"]] == [[1, 1], [2, 2], [4, 4]]
+    assert output_complete(out) and read_output_meta(out)["pyramid"] is True
+    # open_volume reads level 0 of the OME-Zarr
+    from napari_xrayseg.core.io import open_volume
+
+    np.testing.assert_array_equal(open_volume(out)[...], res)
+
+
+def test_write_pyramid_3d_keeps_label_values(tmp_path):
+    g = zarr.open_group(store=str(tmp_path / "g.zarr"), mode="w")
+    lab = np.random.default_rng(0).integers(1, 4, (20, 33, 40)).astype(np.uint8)
+    g.create_array("0", shape=lab.shape, chunks=(4, 33, 40), dtype="uint8")[...] = lab
+    levels = write_pyramid(g, min_side=8)
+    assert [lv.shape for lv in levels] == [(20, 33, 40), (10, 17, 20), (5, 9, 10), (3, 5, 5)]
+    for i, lv in enumerate(levels):
+        np.testing.assert_array_equal(lv[...], lab[:: 2**i, :: 2**i, :: 2**i])
+        assert set(np.unique(lv[...])) <= {1, 2, 3}
+
+
+@pytest.mark.slow
+def test_distributed_local_cluster_equals_single_process(tmp_path, vol, tiny_model):
+    distributed = pytest.importorskip("distributed")
+    from napari_xrayseg.core.distributed import segment_distributed
+
+    mpath = save_model(tiny_model, tmp_path / "m.safetensors")
+    clean = segment(vol, tiny_model, **KW)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        steps = []
+        res = segment_distributed(tmp_path / "in.zarr", mpath, tmp_path / "d.zarr", client=client,
+                                  torch_threads=1, progress=lambda p: steps.append(p.step), **KW)
+        np.testing.assert_array_equal(res[...], clean)
+        assert output_complete(tmp_path / "d.zarr")
+        assert sorted(steps) == steps and steps[-1] == 9 and len(steps) == 5  # one record per slab
+        assert res.chunks[0] == 2  # output chunks = slabs: no two tasks share a chunk
+
+        # each worker process loaded the model at most once, whatever number of slabs it ran
+        def model_loads():
+            from napari_xrayseg.core import distributed as d
+
+            return sum(1 for k in d._CACHE if k[0] == "model")
+
+        loads = client.run(model_loads)
+        assert len(loads) == 2 and all(n <= 1 for n in loads.values()) and sum(loads.values()) >= 1
+
+        # a cancelled cluster run stops and leaves an unfinished output
+        token = CancelToken()
+        token.cancel()
+        with pytest.raises(Cancelled):
+            segment_distributed(tmp_path / "in.zarr", mpath, tmp_path / "x.zarr", client=client, cancel=token, **KW)
+        assert not output_complete(tmp_path / "x.zarr")
+        # a run cut short in one process is finished on the cluster, to the same result
+        token = CancelToken()
+        with pytest.raises(Cancelled):
+            segment(vol, tiny_model, out=tmp_path / "c.zarr", cancel=token, progress=lambda p: token.cancel(), **KW)
+        assert SlabMarkers(tmp_path / "c.zarr").done() == {(0, 2)}
+        steps.clear()
+        res2 = segment_distributed(tmp_path / "in.zarr", mpath, tmp_path / "c.zarr", client=client, resume=True,
+                                   progress=lambda p: steps.append(p.step), **KW)
+        assert len(steps) == 4
+        np.testing.assert_array_equal(res2[...], clean)
+
+
+def test_distributed_refuses_in_memory_inputs(tmp_path, vol, tiny_model):
+    pytest.importorskip("distributed")
+    from napari_xrayseg.core.distributed import segment_distributed
+
+    with pytest.raises(InputError, match="model must be a file path"):
+        segment_distributed(tmp_path / "in.zarr", tiny_model, tmp_path / "o.zarr", workers=1)
+    with pytest.raises(InputError, match="image must be a path"):
+        segment_distributed(vol, tmp_path / "m.safetensors", tmp_path / "o.zarr", workers=1)
