@@ -101,3 +101,41 @@ def test_segment_widget_reports_bad_input(make_napari_viewer, monkeypatch):
     w._run.clicked.emit()  # no model chosen
     assert errors and "no model file chosen" in errors[0]
     assert not w.runner.running
+
+
+def test_segment_widget_pyramid_backs_a_multiscale_layer(make_napari_viewer, qtbot, model_file, tmp_path):
+    import dask.array as da
+
+    viewer = make_napari_viewer(show=True)
+    img = np.random.default_rng(5).random((4, 560, 300), dtype=np.float32)
+    viewer.add_image(img, name="v")
+    w = SegmentWidget(viewer)
+    w._model_file.value = model_file
+    w._device.value = "cpu"
+    w._out.value = tmp_path / "seg.zarr"
+    w._pyramid.value = True
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    layer = viewer.layers["v labels"]
+    assert layer.multiscale and all(isinstance(lv, da.Array) for lv in layer.data)
+    assert [lv.shape for lv in layer.data] == [(4, 560, 300), (2, 280, 150), (1, 140, 75)]
+    shot = viewer.screenshot(canvas_only=True)
+    assert shot[..., :3].std() > 1
+
+    # the written store opens again through the plugin's reader: same multiscale labels
+    opened = viewer.open(str(tmp_path / "seg.zarr"), plugin="napari-xrayseg")
+    assert len(opened) == 1 and isinstance(opened[0], napari.layers.Labels) and opened[0].multiscale
+    np.testing.assert_array_equal(np.asarray(opened[0].data[1]), np.asarray(layer.data[1]))
+    assert opened[0].metadata["napari_xrayseg"]["complete"] is True
+
+
+def test_reader_opens_plain_zarr_as_image_and_refuses_other_paths(tmp_path):
+    from napari_xrayseg._napari.reader import get_reader
+    from napari_xrayseg.core.io import write_volume
+
+    write_volume(tmp_path / "img.zarr", np.ones((2, 8, 8), np.float32))
+    layers = get_reader(str(tmp_path / "img.zarr"))(str(tmp_path / "img.zarr"))
+    assert layers[0][2] == "image" and layers[0][0].shape == (2, 8, 8)
+    (tmp_path / "x.tif").write_bytes(b"")
+    assert get_reader(str(tmp_path / "x.tif")) is None
+    assert get_reader(str(tmp_path / "nothing.zarr")) is None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info
 
 import napari
@@ -47,13 +47,15 @@ class SegmentWidget(JobWidget):
         self._batch = SpinBox(label="Batch", min=1, max=256, value=_D.batch)
         self._device = ComboBox(label="Device", choices=["auto", *available_devices()], value=_D.device)
         self._out = FileEdit(label="Save to zarr (optional)", mode="w", filter="*.zarr", value="")
+        self._pyramid = CheckBox(text="multiscale pyramid (OME-Zarr, for big volumes)", value=False)
+        self._default_tile = _D.tile  # the model's own tile: used as "unset" (it adapts to small slices)
         self._info = Label(value="")
         self._run = PushButton(text="Segment")
         self.runner = JobRunner(self._run, "Segment")
         self._run.changed.connect(self._on_run)
         self._model_file.changed.connect(self._on_model_file)
         self.extend([self._image, self._model_file, self._axis, self._tile, self._overlap, self._batch,
-                     self._device, self._out, self._info, self._run])
+                     self._device, self._out, self._pyramid, self._info, self._run])
         self._follow_layers(viewer)
 
     def _on_model_file(self, value: Any) -> None:
@@ -69,6 +71,7 @@ class SegmentWidget(JobWidget):
             return
         self._tile.step = info.stride
         self._tile.value = info.tile
+        self._default_tile = info.tile
         state = f"trained {len(info.history)} epochs" if info.trained else "UNTRAINED"
         self._info.value = f"{info.arch} {info.size or ''}, classes {info.classes}, {state}"
 
@@ -96,21 +99,28 @@ class SegmentWidget(JobWidget):
         out = str(self._out.value) if str(self._out.value) not in ("", ".") else None
         if out is not None and Path(out).exists():
             raise InputError(f"{out} exists: choose a new zarr path (nothing is overwritten silently)")
+        if self._pyramid.value and out is None:
+            raise InputError("a multiscale pyramid is written to zarr: choose a path under 'Save to zarr'")
         axis = int(self._axis.value)
         if data.ndim == 2:
             axis = 0
-        return {"image": data, "model": model, "axis": axis, "tile": int(self._tile.value),
+        default = self.model.info.tile if self.model is not None else self._default_tile
+        tile = None if int(self._tile.value) == default else int(self._tile.value)
+        return {"image": data, "model": model, "axis": axis, "tile": tile,
                 "overlap": float(self._overlap.value), "batch": int(self._batch.value),
-                "device": str(self._device.value), "out": out}
+                "device": str(self._device.value), "out": out, "pyramid": bool(self._pyramid.value)}
 
     def _add_result(self, labels: Any, layer: Any, kwargs: dict[str, Any]) -> None:
-        if kwargs["out"] is not None:
+        multiscale = False
+        if kwargs["out"] is not None:  # back the layer by the store (lazily), not a copy in RAM
             import dask.array as da
-            import zarr
 
-            labels = da.from_zarr(zarr.open_array(store=kwargs["out"], mode="r"))
+            from ..core.inference import output_levels
+
+            levels = [da.from_zarr(a) for a in output_levels(kwargs["out"])]
+            labels, multiscale = (levels, True) if len(levels) > 1 else (levels[0], False)
         name = unique_name(self._viewer, f"{layer.name} labels")
-        self._viewer.add_labels(labels, name=name, **placement(layer),
+        self._viewer.add_labels(labels, name=name, multiscale=multiscale, **placement(layer),
                                 metadata={"napari_xrayseg": {"source": layer.name, "axis": kwargs["axis"],
                                                              "model": str(kwargs["model"])}})
         show_info(f"segmented {layer.name} into {name!r}")

@@ -1,0 +1,59 @@
+"""Reader contribution: zarr volumes, xrayseg outputs and OME-Zarr pyramids, opened lazily.
+
+``viewer.open("labels.zarr", plugin="napari-xrayseg")`` gives a Labels layer for an
+output of ``xrayseg predict`` / :func:`napari_xrayseg.segment` (all pyramid levels
+as one multiscale layer when it was written with ``--pyramid``), and an Image layer
+for any other zarr array or (OME-)Zarr group. Nothing is read until napari draws it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import XraysegError
+
+_MARKERS = ("zarr.json", ".zarray", ".zgroup")
+
+
+def get_reader(path: str | list[str]) -> Any:
+    """Return a reader for a zarr store, or None if ``path`` is not one we can open."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    p = Path(path)
+    if not p.is_dir() or not any((p / m).exists() for m in _MARKERS):
+        return None
+    try:
+        layers = read_zarr(p)  # lazy: only metadata is read here
+    except (XraysegError, OSError, ValueError, KeyError):  # e.g. a group of several arrays: not ours to guess
+        return None
+    return lambda _path: layers
+
+
+def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
+    """Layer data for one zarr store (see the module docstring)."""
+    import dask.array as da
+    import zarr
+
+    from ..core.inference import output_levels, read_output_meta
+    from ..core.io import open_volume
+
+    path = path[0] if isinstance(path, list) else path
+    p = Path(path)
+    name = p.name.removesuffix(".zarr")
+    meta = read_output_meta(p)
+    if meta is not None and "classes" in meta:  # written by segment(): labels
+        levels = [da.from_zarr(a) for a in output_levels(p)]
+        data: Any = levels if len(levels) > 1 else levels[0]
+        state = "" if meta.get("complete") else " (incomplete)"
+        return [(data, {"name": name + state, "multiscale": len(levels) > 1, "metadata": {"napari_xrayseg": meta}},
+                 "labels")]
+    node = zarr.open(store=str(p), mode="r")
+    ms = None if isinstance(node, zarr.Array) else (
+        (node.attrs.get("ome") or {}).get("multiscales") or node.attrs.get("multiscales"))
+    if ms:
+        levels = [da.from_zarr(node[d["path"]]) for d in ms[0]["datasets"]]
+        return [(levels, {"name": name, "multiscale": len(levels) > 1}, "image")]
+    return [(da.from_zarr(open_volume(p)), {"name": name}, "image")]
