@@ -135,13 +135,17 @@ def _autocast(fn: Any, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return fn(x).float()
 
 
-def tcmalloc_row(size: str, n: int, threads: int, repeats: int) -> float | None:
-    if not os.path.exists(TCMALLOC):
+def child_row(size: str, n: int, threads: int, repeats: int, *, tcmalloc: bool = False,
+              mallopt: bool = False) -> float | None:
+    """The default variant in a fresh process: with tcmalloc preloaded, or glibc tuned by mallopt."""
+    if tcmalloc and not os.path.exists(TCMALLOC):
         return None
-    code = (f"import sys; sys.argv=['x','--sizes','{size}','--slices','{n}','--threads','{threads}',"
-            f"'--repeats','{repeats}','--child-default']; exec(open({__file__!r}).read())")
-    env = {**os.environ, "LD_PRELOAD": TCMALLOC}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    args = ["--sizes", size, "--slices", str(n), "--threads", str(threads), "--repeats", str(repeats),
+            "--child-default"] + (["--child-mallopt"] if mallopt else [])
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    if tcmalloc:
+        env["LD_PRELOAD"] = TCMALLOC
+    res = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env, check=True)
     return float(res.stdout.strip().splitlines()[-1])
 
 
@@ -156,11 +160,16 @@ def main() -> None:
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (it takes a minute or two)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--child-default", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--child-mallopt", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     rng = np.random.default_rng(0)
     slices = rng.random((a.slices, a.yx, a.yx), dtype=np.float32)
     if a.child_default:
+        if a.child_mallopt:
+            from napari_xrayseg.core.device import tune_allocator
+
+            tune_allocator()
         m = init_model("unet", size=a.sizes[0], classes=3, tile=256)
         print(measure(m, slices, device="cpu", tile=256, overlap=0.25, batch=8, repeats=a.repeats))
         return
@@ -236,8 +245,12 @@ def main() -> None:
                 0.25)
         except ImportError:
             row(size, "ONNX Runtime", "cpu", None, fpp, 256, 0.25, "pip install onnxruntime onnx onnxscript")
-        row(size, "tcmalloc (LD_PRELOAD, separate process)", "cpu",
-            tcmalloc_row(size, a.slices, a.threads, a.repeats), fpp, 256, 0.25,
+        row(size, "default, fresh process (glibc)", "cpu", child_row(size, a.slices, a.threads, a.repeats),
+            fpp, 256, 0.25)
+        row(size, "glibc tuned by mallopt (fresh process)", "cpu",
+            child_row(size, a.slices, a.threads, a.repeats, mallopt=True), fpp, 256, 0.25)
+        row(size, "tcmalloc (LD_PRELOAD, fresh process)", "cpu",
+            child_row(size, a.slices, a.threads, a.repeats, tcmalloc=True), fpp, 256, 0.25,
             "" if os.path.exists(TCMALLOC) else "libtcmalloc-minimal4 not installed")
         if cuda:
             for b in (8, 32):

@@ -6,7 +6,7 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["available_devices", "resolve_device"]
+__all__ = ["available_devices", "resolve_device", "tune_allocator"]
 
 
 def available_devices() -> list[str]:
@@ -64,3 +64,40 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise InputError(f"unsupported device {device!r}: use 'auto' or one of {avail}")
     return dev
+
+
+_TUNED = False
+
+
+def tune_allocator(threshold: int = 1 << 30) -> bool:
+    """Keep glibc from ``mmap``-ing and unmapping every large activation (CPU inference speed-up).
+
+    glibc serves blocks over 32 MB with a fresh ``mmap`` and returns them on ``free``, so
+    eager CPU inference on big tiles pays a page fault per 4 KiB of every activation,
+    every layer (measured: more CPU time in faults than in convolutions). ``mallopt``
+    raises the mmap and trim thresholds so freed activations are reused. Memory freed by
+    the network stays with the process (peak RSS is unchanged; it is just not given back
+    between batches). Linux/glibc only; a no-op elsewhere or if already called.
+
+    Returns
+    -------
+    bool
+        Whether the allocator was tuned.
+    """
+    global _TUNED
+    if _TUNED:
+        return True
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl or another libc
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    _TUNED = bool(mallopt(m_mmap_threshold, threshold)) and bool(mallopt(m_trim_threshold, 2 * threshold))
+    return _TUNED

@@ -23,8 +23,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Generator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,6 +154,19 @@ class SlicePredictor:
             torch.maximum(best, s[:, c], out=best)
         return self.lut[idx.cpu().numpy()]
 
+    def probs(self, slices: np.ndarray, *, tta: bool = False) -> np.ndarray:
+        """Class probabilities (float32, shape (N, C, Y, X)) for normalised slices, as in :meth:`scores`.
+
+        With ``tta``, the average over the slices as given and flipped along each of the
+        two in-plane axes (test-time augmentation: 3x the work, smoother confidence).
+        """
+        p = torch.softmax(self.scores(slices), dim=1)
+        if tta:
+            for ax in (-1, -2):
+                p += torch.softmax(self.scores(np.flip(slices, axis=ax)), dim=1).flip(ax)
+            p /= 3
+        return p.cpu().numpy()
+
     def slices_per_call(self, slice_shape: tuple[int, int]) -> int:
         """Slices to run together so about ``batch`` tiles go through the net per call."""
         roi = effective_tile(slice_shape, self.tile, self.stride)
@@ -243,8 +255,9 @@ class SegmentPlan:
             return np.asarray(image[...])[None]
         return np.moveaxis(np.asarray(image[slab_slicer(self.axis, lo, hi, 3)]), self.axis, 0)
 
-    def run(self, pred: SlicePredictor, data: np.ndarray, r: tuple[int, int]) -> np.ndarray:
-        """Labels of slab ``r`` from its :meth:`read` data, in the volume's orientation."""
+    def _calls(self, pred: SlicePredictor, data: np.ndarray, r: tuple[int, int]
+               ) -> Generator[tuple[int, int, np.ndarray], None, None]:
+        """Normalised network inputs of slab ``r`` in calls of about ``batch`` tiles: (start, stop, input)."""
         k = self.context
         lo, hi = context_range(r[0], r[1], k, self.n)
         if data.dtype.kind == "f" and not np.isfinite(data).all():
@@ -254,15 +267,32 @@ class SegmentPlan:
         b = r[0] - lo  # the slab's first slice inside x
         n = r[1] - r[0]
         per_call = pred.slices_per_call(self.slice_shape)
-        labels = np.empty((n, *x.shape[1:]), dtype=np.uint8)
         for s in range(0, n, per_call):
             e = min(s + per_call, n)
             if k == 1:
-                xs = x[b + s:b + e]
+                yield s, e, x[b + s:b + e]
             else:  # context slices stacked per call: memory k x a call, not k x the slab
-                xs = stack_context(x[b + s:b + e], k, before=x[:b + s], after=x[b + e:])
+                yield s, e, stack_context(x[b + s:b + e], k, before=x[:b + s], after=x[b + e:])
+
+    def run(self, pred: SlicePredictor, data: np.ndarray, r: tuple[int, int]) -> np.ndarray:
+        """Labels of slab ``r`` from its :meth:`read` data, in the volume's orientation."""
+        labels = np.empty((r[1] - r[0], *data.shape[1:]), dtype=np.uint8)
+        for s, e, xs in self._calls(pred, data, r):
             labels[s:e] = pred.labels(xs)
         return labels[0] if self.is2d else np.moveaxis(labels, 0, self.axis)
+
+    def run_probs(self, pred: SlicePredictor, data: np.ndarray, r: tuple[int, int], *,
+                  tta: bool = False) -> np.ndarray:
+        """Class probabilities of slab ``r``, float32 of shape (C, *slab) in the volume's orientation."""
+        c = len(pred.lut)
+        p = np.empty((c, r[1] - r[0], *data.shape[1:]), dtype=np.float32)
+        for s, e, xs in self._calls(pred, data, r):
+            p[:, s:e] = np.moveaxis(pred.probs(xs, tta=tta), 1, 0)
+        return p[:, 0] if self.is2d else np.moveaxis(p, 1, 1 + self.axis)
+
+    def region(self, r: tuple[int, int]) -> tuple[slice, ...]:
+        """Index of slab ``r`` in the volume (all of a 2D image)."""
+        return (slice(None),) * 2 if self.is2d else slab_slicer(self.axis, r[0], r[1], 3)
 
     def write(self, target: Any, r: tuple[int, int], labels: np.ndarray) -> None:
         """Store the labels of slab ``r`` (from :meth:`run`) in ``target``."""
@@ -470,12 +500,29 @@ def iter_segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D
                  overlap: float = _D.overlap, batch: int = _D.batch, device: str = _D.device,
                  slab: int | None = _D.slab, blend: str = _D.blend, out: str | os.PathLike | None = None,
                  overwrite: bool = False, resume: bool = False, pyramid: bool = False,
+                 axes: str | Sequence[int] | int | None = None, confidence: str | None = None, tta: bool = False,
+                 confidence_out: str | os.PathLike | None = None,
                  cancel: CancelToken | None = None) -> Generator[Progress, None, Any]:
     """Generator form of :func:`segment`: yields :class:`Progress` per slab, returns the labels.
 
     See :func:`segment` for the parameters.
     """
+    from .ensemble import iter_segment_probs, parse_axes, prefetched
+
     image = check_image(image)
+    if axes is not None:
+        ax = parse_axes(axes, len(image.shape))
+        axis = ax[0]
+    if (axes is not None and len(ax) > 1) or confidence is not None or tta:
+        if resume:
+            raise InputError("resume works for single-axis runs without confidence or tta; run this one "
+                             "again with --overwrite")
+        return (yield from iter_segment_probs(
+            image, model, axes=axes, axis=axis, confidence=confidence, tta=tta, tile=tile, overlap=overlap,
+            batch=batch, device=device, slab=slab, blend=blend, out=out, confidence_out=confidence_out,
+            overwrite=overwrite, pyramid=pyramid, cancel=cancel))
+    if confidence_out is not None:
+        raise InputError("confidence_out is only used with confidence='maxprob' or 'entropy'")
     dev = resolve_device(device)
     model = _as_model(model, dev)
     if (resume or pyramid) and out is None:
@@ -503,14 +550,9 @@ def iter_segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D
     done = total - sum(b - a for a, b in todo)
     ran = 0
     vox = math.prod(plan.slice_shape)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xrayseg-read")
     try:
-        nxt = pool.submit(plan.read, image, todo[0]) if todo else None
-        for i, r in enumerate(todo):
+        for r, data in prefetched(plan, image, todo):  # the next slab is read while the net runs
             check(cancel)
-            data = nxt.result()  # type: ignore[union-attr]
-            if i + 1 < len(todo):
-                nxt = pool.submit(plan.read, image, todo[i + 1])  # prefetch while the net runs
             labels = plan.run(pred, data, r)
             try:
                 plan.write(target, r, labels)
@@ -529,8 +571,6 @@ def iter_segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D
         log.info("segmentation cancelled after %d/%d slices; partial output %s is marked incomplete",
                  done, total, out if out is not None else "(in memory)")
         raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
     elapsed = time.perf_counter() - t0
     log.info("segmented %d voxels in %.1f s (%.2f Mvox/s)", ran * vox, elapsed, ran * vox / max(elapsed, 1e-9) / 1e6)
     return _result_like(image, target, out)
@@ -560,6 +600,8 @@ def segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D.axis
             overlap: float = _D.overlap, batch: int = _D.batch, device: str = _D.device,
             slab: int | None = _D.slab, blend: str = _D.blend, out: str | os.PathLike | None = None,
             overwrite: bool = False, resume: bool = False, pyramid: bool = False,
+            axes: str | Sequence[int] | int | None = None, confidence: str | None = None, tta: bool = False,
+            confidence_out: str | os.PathLike | None = None,
             cancel: CancelToken | None = None, progress: ProgressCallback | None = None) -> Any:
     """Segment a 2D slice or 3D volume slice by slice with a 2D network.
 
@@ -599,6 +641,21 @@ def segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D.axis
     pyramid : bool
         Write ``out`` as an OME-Zarr group: labels in array ``0`` plus levels ``1, 2, ...``
         each downsampled 2x (nearest), so napari can browse a big result smoothly.
+    axes : str or sequence of int, optional
+        Orthoplane ensemble: segment along each of these axes (``"zyx"`` or ``(0, 1, 2)``
+        for all three) and average the class probabilities voxel by voxel (see
+        :mod:`napari_xrayseg.core.ensemble`); costs one pass per axis. A single axis is
+        the same as ``axis``.
+    confidence : {"maxprob", "entropy"}, optional
+        Also compute per-voxel confidence: the winning class's probability, or the
+        normalised entropy (0 certain, 1 uniform). ``segment`` then returns
+        ``(labels, confidence)``; with ``out`` the confidence (float32) is written to
+        ``confidence_out`` (default: beside ``out``, ``NAME-maxprob.zarr``).
+    tta : bool
+        Test-time augmentation: average the probabilities over the slice and its two
+        flips (3x the work).
+    confidence_out : path-like, optional
+        Where the confidence map goes when ``out`` is given.
     cancel : CancelToken, optional
         Checked at every slab and every batch of tiles; raises
         :class:`~napari_xrayseg.core.errors.Cancelled`, leaving finished slabs in ``out``
@@ -608,10 +665,10 @@ def segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D.axis
 
     Returns
     -------
-    array
+    array or (array, array)
         uint8 labels of the image's shape holding the model's class values: numpy for
         numpy input; for dask input a dask array; for zarr input the zarr array written
-        to ``out`` (numpy without ``out``).
+        to ``out`` (numpy without ``out``). With ``confidence``: ``(labels, confidence)``.
 
     Raises
     ------
@@ -632,6 +689,7 @@ def segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D.axis
     """
     return drain(iter_segment(image, model, axis=axis, tile=tile, overlap=overlap, batch=batch, device=device,
                               slab=slab, blend=blend, out=out, overwrite=overwrite, resume=resume, pyramid=pyramid,
+                              axes=axes, confidence=confidence, tta=tta, confidence_out=confidence_out,
                               cancel=cancel), progress)
 
 
