@@ -89,6 +89,12 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     kw = {"axis": a.axis, "tile": a.tile, "overlap": a.overlap, "batch": a.batch, "device": a.device, "slab": a.slab,
           "out": a.out, "overwrite": a.overwrite, "resume": a.resume, "pyramid": a.pyramid,
           "progress": _ProgressPrinter("predict")}
+    if a.axes or a.confidence or a.tta:
+        if a.workers or a.scheduler:
+            from .core.errors import InputError
+
+            raise InputError("--axes/--confidence/--tta run in one process: leave out --workers/--scheduler")
+        kw.update(axes=a.axes, confidence=a.confidence, tta=a.tta, confidence_out=a.confidence_out)
     t0 = time.perf_counter()
     if a.workers or a.scheduler:
         from .core.distributed import segment_distributed
@@ -104,6 +110,11 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         nvox *= int(s)
     kind = "OME-Zarr pyramid" if a.pyramid else "uint8 zarr"
     print(f"wrote labels {tuple(image.shape)} ({kind}) to {a.out} ({dt:.1f} s, {nvox / dt / 1e6:.2f} Mvox/s)")
+    if a.confidence:
+        from .core.ensemble import sibling_path
+
+        where = a.confidence_out or sibling_path(a.out, "-" + a.confidence)
+        print(f"wrote {a.confidence} confidence (float32) to {where}")
     return 0
 
 
@@ -226,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "done are skipped")
     p.add_argument("--pyramid", action="store_true",
                    help="write OME-Zarr with a multiscale pyramid (levels 0, 1, ...) for smooth browsing in napari")
+    p.add_argument("--axes", default=None,
+                   help="orthoplane ensemble: segment along these axes and average the class probabilities, "
+                        "e.g. zyx (all three; one pass each)")
+    p.add_argument("--confidence", choices=["maxprob", "entropy"], default=None,
+                   help="also write per-voxel confidence (winning probability, or normalised entropy)")
+    p.add_argument("--confidence-out", default=None, help="where the confidence goes (default: OUT-KIND.zarr)")
+    p.add_argument("--tta", action="store_true", help="average over flipped slices too (3x the work)")
     g = p.add_argument_group("dask.distributed (input and output on a file system all workers see)")
     g.add_argument("--workers", type=int, default=None, help="run on a local cluster of N worker processes")
     g.add_argument("--scheduler", default=None, help="run on the cluster of this scheduler, e.g. tcp://host:8786")

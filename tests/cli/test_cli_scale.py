@@ -68,3 +68,18 @@ def test_predict_pyramid(tmp_path, inputs, capsys):
     assert "OME-Zarr pyramid" in capsys.readouterr().out
     shapes = [lv.shape for lv in output_levels(tmp_path / "p.zarr")]
     assert shapes == [(6, 600, 280), (3, 300, 140), (2, 150, 70)]
+
+
+def test_predict_orthoplane_with_confidence(tmp_path, inputs, capsys):
+    inp, model = inputs
+    img = np.random.default_rng(5).random((8, 40, 48), dtype=np.float32)
+    write_volume(tmp_path / "small.zarr", img, chunks=(4, 40, 48))
+    argv = ["predict", "--image", str(tmp_path / "small.zarr"), "--model", str(model), "--out",
+            str(tmp_path / "o.zarr"), "--device", "cpu", "--axes", "zyx", "--confidence", "maxprob"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "maxprob confidence" in out and str(tmp_path / "o-maxprob.zarr") in out
+    conf = zarr.open_array(store=str(tmp_path / "o-maxprob.zarr"), mode="r")[...]
+    assert conf.shape == (8, 40, 48) and conf.dtype == np.float32 and 1 / 3 - 1e-6 <= conf.min() <= conf.max() <= 1
+    assert main([*argv[:-4], "--axes", "zyx", "--workers", "2", "--overwrite"]) == 2
+    assert "one process" in capsys.readouterr().err

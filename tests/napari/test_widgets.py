@@ -139,3 +139,24 @@ def test_reader_opens_plain_zarr_as_image_and_refuses_other_paths(tmp_path):
     (tmp_path / "x.tif").write_bytes(b"")
     assert get_reader(str(tmp_path / "x.tif")) is None
     assert get_reader(str(tmp_path / "nothing.zarr")) is None
+
+
+def test_segment_widget_orthoplane_with_confidence_layer(make_napari_viewer, qtbot, model_file):
+    viewer = make_napari_viewer(show=True)
+    img = np.random.default_rng(6).random((6, 40, 48), dtype=np.float32)
+    viewer.add_image(img, name="v", scale=(3, 1, 1))
+    w = SegmentWidget(viewer)
+    w._model_file.value = model_file
+    w._device.value = "cpu"
+    w._axes.value = "zyx"
+    w._confidence.value = "entropy"
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    labels, conf = viewer.layers["v labels"], viewer.layers["v entropy"]
+    assert isinstance(labels, napari.layers.Labels) and isinstance(conf, napari.layers.Image)
+    assert conf.data.shape == img.shape and 0 <= conf.data.min() and conf.data.max() <= 1
+    assert tuple(conf.scale) == (3, 1, 1)
+    assert labels.metadata["napari_xrayseg"]["axis"] == 0
+    viewer.layers.selection.active = conf
+    shot = viewer.screenshot(canvas_only=True)
+    assert shot[..., :3].std() > 1

@@ -48,6 +48,11 @@ class SegmentWidget(JobWidget):
         self._device = ComboBox(label="Device", choices=["auto", *available_devices()], value=_D.device)
         self._out = FileEdit(label="Save to zarr (optional)", mode="w", filter="*.zarr", value="")
         self._pyramid = CheckBox(text="multiscale pyramid (OME-Zarr, for big volumes)", value=False)
+        self._axes = ComboBox(label="Axes", choices=[("slice axis only", ""), ("orthoplane: z, y, x averaged", "zyx")],
+                              value="")
+        self._confidence = ComboBox(label="Confidence", value="",
+                                    choices=[("none", ""), ("max probability", "maxprob"), ("entropy", "entropy")])
+        self._tta = CheckBox(text="flip test-time augmentation (3x the work)", value=False)
         self._default_tile = _D.tile  # the model's own tile: used as "unset" (it adapts to small slices)
         self._info = Label(value="")
         self._run = PushButton(text="Segment")
@@ -55,7 +60,8 @@ class SegmentWidget(JobWidget):
         self._run.changed.connect(self._on_run)
         self._model_file.changed.connect(self._on_model_file)
         self.extend([self._image, self._model_file, self._axis, self._tile, self._overlap, self._batch,
-                     self._device, self._out, self._pyramid, self._info, self._run])
+                     self._axes, self._confidence, self._tta, self._device, self._out, self._pyramid, self._info,
+                     self._run])
         self._follow_layers(viewer)
 
     def _on_model_file(self, value: Any) -> None:
@@ -108,9 +114,12 @@ class SegmentWidget(JobWidget):
         tile = None if int(self._tile.value) == default else int(self._tile.value)
         return {"image": data, "model": model, "axis": axis, "tile": tile,
                 "overlap": float(self._overlap.value), "batch": int(self._batch.value),
-                "device": str(self._device.value), "out": out, "pyramid": bool(self._pyramid.value)}
+                "device": str(self._device.value), "out": out, "pyramid": bool(self._pyramid.value),
+                "axes": self._axes.value or None, "confidence": self._confidence.value or None,
+                "tta": bool(self._tta.value)}
 
-    def _add_result(self, labels: Any, layer: Any, kwargs: dict[str, Any]) -> None:
+    def _add_result(self, result: Any, layer: Any, kwargs: dict[str, Any]) -> None:
+        labels, conf = result if kwargs["confidence"] else (result, None)
         multiscale = False
         if kwargs["out"] is not None:  # back the layer by the store (lazily), not a copy in RAM
             import dask.array as da
@@ -123,4 +132,11 @@ class SegmentWidget(JobWidget):
         self._viewer.add_labels(labels, name=name, multiscale=multiscale, **placement(layer),
                                 metadata={"napari_xrayseg": {"source": layer.name, "axis": kwargs["axis"],
                                                              "model": str(kwargs["model"])}})
+        if conf is not None:
+            kind = kwargs["confidence"]
+            cname = unique_name(self._viewer, f"{layer.name} {kind}")
+            # maxprob: bright = sure; entropy: bright = unsure (annotate there next)
+            self._viewer.add_image(conf, name=cname, colormap="magma", contrast_limits=(0.0, 1.0), opacity=0.7,
+                                   blending="translucent", **placement(layer),
+                                   metadata={"napari_xrayseg": {"source": layer.name, "confidence": kind}})
         show_info(f"segmented {layer.name} into {name!r}")

@@ -32,7 +32,7 @@ from .config import SegmentConfig
 from .errors import Cancelled, InputError
 from .progress import CancelToken, Progress, check
 
-__all__ = ["CONFIDENCE", "confidence_from_probs", "iter_segment_probs", "parse_axes", "prefetched"]
+__all__ = ["CONFIDENCE", "confidence_from_probs", "iter_segment_probs", "parse_axes", "prefetched", "sibling_path"]
 
 log = logging.getLogger(__name__)
 _D = SegmentConfig()
@@ -108,7 +108,8 @@ def prefetched(plan: Any, image: Any, ranges: Sequence[tuple[int, int]]) -> Iter
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _sibling(out: str | os.PathLike, suffix: str) -> Path:
+def sibling_path(out: str | os.PathLike, suffix: str) -> Path:
+    """``DIR/NAME{suffix}.zarr`` beside ``DIR/NAME.zarr``."""
     p = Path(out)
     stem = p.name[:-5] if p.name.endswith(".zarr") else p.name
     return p.with_name(f"{stem}{suffix}.zarr")
@@ -171,12 +172,12 @@ def iter_segment_probs(image: Any, model: Any, *, axes: str | Sequence[int] | in
         node.attrs[OUTPUT_ATTR] = {**node.attrs[OUTPUT_ATTR], "axes": ax, "confidence": confidence, "tta": tta}
         conf_t = None
         if confidence is not None:
-            cpath = Path(confidence_out) if confidence_out is not None else _sibling(out, f"-{confidence}")
+            cpath = Path(confidence_out) if confidence_out is not None else sibling_path(out, f"-{confidence}")
             conf_t = create_zarr(cpath, shape, dtype="float32", chunks=plans[-1].out_chunks, overwrite=overwrite,
                                  attrs={OUTPUT_ATTR: {"confidence": confidence, "labels": str(out), "tta": tta,
                                                       "complete": False}})
         if multi:
-            tmp = _sibling(out, ".tmp-probs")
+            tmp = sibling_path(out, ".tmp-probs")
             if tmp.exists():
                 shutil.rmtree(tmp)
             acc: Any = zarr.create_array(store=str(tmp), shape=(c, *shape), dtype="float16", fill_value=0,
