@@ -118,6 +118,18 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study(a: argparse.Namespace) -> int:
+    from .core.study import study
+
+    res = study(shape=tuple(a.shape), seed=a.seed, slices=a.slices, modes=a.modes, axes=a.axes, repeats=a.repeats,
+                size=a.size, context=a.context, minutes=a.minutes if a.minutes and a.minutes > 0 else None,
+                epochs=a.epochs, patch=a.patch, device=a.device, out=a.out, overwrite=a.overwrite,
+                progress=_ProgressPrinter("study", every=0.0))
+    print(res.table())
+    print(f"wrote {res.files['table']}, {res.files['json']} and {res.files['plot']}")
+    return 0
+
+
 def _cmd_model_info(a: argparse.Namespace) -> int:
     from .core.models import read_model_info
 
@@ -251,6 +263,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--torch-threads", type=int, default=None, help="torch threads per worker (default: torch's)")
     _add_overwrite(p)
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("study", help="data-efficiency study: Dice against the number of annotated slices, on "
+                                     "the synthetic sample")
+    p.add_argument("--out", required=True, help="folder for study.md (table), study.json and study.png (plot)")
+    p.add_argument("--shape", type=int, nargs=3, default=[64, 128, 128], metavar=("Z", "Y", "X"),
+                   help="sample size (default: 64 128 128)")
+    p.add_argument("--seed", type=int, default=0, help="sample seed (default: 0)")
+    p.add_argument("--slices", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="annotated slice counts")
+    p.add_argument("--modes", nargs="+", default=["supervised", "pix2pix"], choices=["supervised", "pix2pix"])
+    p.add_argument("--axes", nargs="+", default=["z", "zyx"], choices=["z", "zyx"],
+                   help="inference: one axis and/or orthoplane")
+    p.add_argument("--repeats", type=int, default=3, help="repeats per configuration (default: 3)")
+    p.add_argument("--size", default="small", help="unet size (default: small)")
+    p.add_argument("--context", type=int, default=1, help="context slices (default: 1)")
+    p.add_argument("--minutes", type=float, default=1.0, help="time budget per model (default: 1; 0 = epochs only)")
+    p.add_argument("--epochs", type=int, default=40, help="epochs per model at most (default: 40)")
+    p.add_argument("--patch", type=int, default=64, help="training patch (default: 64)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    _add_overwrite(p)
+    p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("train", help="train a model from annotated slices (0 = not annotated)")
     p.add_argument("--image", required=True, help="input volume: zarr, TIFF, HDF5 or .npy")

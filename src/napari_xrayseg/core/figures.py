@@ -41,6 +41,7 @@ __all__ = [
     "error_map",
     "save_figures",
     "slice_dice_plot",
+    "study_plot",
     "training_curves",
 ]
 
@@ -862,3 +863,43 @@ def save_figures(
         training_curves(history, path=targets["training_curves"], overwrite=overwrite)
         written.append(targets["training_curves"])
     return written
+
+
+def study_plot(summary: Sequence[Mapping[str, Any]], path: str | os.PathLike | None = None, *,
+               title: str | None = None, overwrite: bool = False, figure: Figure | None = None) -> Figure:
+    """Mean Dice ± std against the number of annotated slices, a line per (mode, inference axes).
+
+    Parameters
+    ----------
+    summary : sequence of dict
+        ``StudyResult.summary`` rows: ``mode``, ``axes``, ``slices``, ``mean``, ``std``.
+    path : path-like, optional
+        Save as PNG here (refused if it exists, unless ``overwrite``).
+    title : str, optional
+        Figure title.
+    overwrite : bool
+        Replace an existing PNG.
+    figure : Figure, optional
+        Draw into this figure (cleared) instead of a new one.
+    """
+    fig = _new_figure(figure, (6.4, 4.2))
+    ax = fig.add_subplot()
+    styles = {"supervised": ("tab:blue", "o"), "pix2pix": ("tab:orange", "s")}
+    for mode, axes in dict.fromkeys((s["mode"], s["axes"]) for s in summary):
+        rows = sorted((s for s in summary if (s["mode"], s["axes"]) == (mode, axes)), key=lambda s: s["slices"])
+        color, marker = styles.get(mode, (None, "^"))
+        label = f"{'U-Net' if mode == 'supervised' else 'Pix2Pix' if mode == 'pix2pix' else mode}, " + (
+            "one axis" if axes == "z" else "orthoplane")
+        ax.errorbar([s["slices"] for s in rows], [s["mean"] for s in rows], yerr=[s["std"] for s in rows],
+                    color=color, marker=marker, linestyle="-" if axes == "z" else "--", capsize=3, label=label)
+    ax.set_xscale("log", base=2)
+    counts = sorted({s["slices"] for s in summary})
+    ax.set_xticks(counts, [str(c) for c in counts])
+    ax.set_xlabel("annotated slices")
+    ax.set_ylabel("mean Dice (whole volume)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    if title:
+        ax.set_title(title, fontsize="medium")
+    _save(fig, path, overwrite)
+    return fig

@@ -1,0 +1,59 @@
+"""The data-efficiency study on a tiny configuration (a real train + segment + evaluate per run)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_xrayseg.cli import main
+from napari_xrayseg.core.errors import InputError, OutputExistsError
+from napari_xrayseg.core.study import _pick_slices, study
+
+TINY = {"shape": (8, 32, 32), "slices": (1, 2), "repeats": 2, "size": "tiny", "minutes": None, "epochs": 1,
+        "steps_per_epoch": 1, "patch": 32, "batch": 2, "device": "cpu"}
+
+
+@pytest.mark.slow
+def test_study_tiny_configuration_writes_table_json_and_plot(tmp_path):
+    steps = []
+    res = study(**TINY, out=tmp_path / "s", progress=lambda p: steps.append(p.step))
+    assert steps == list(range(1, 2 * 2 * 2 + 1))  # modes x counts x repeats models
+    assert len(res.runs) == 2 * 2 * 2 * 2  # ... each segmented along z and as orthoplane
+    assert {(r["mode"], r["axes"]) for r in res.runs} == {(m, a) for m in ("supervised", "pix2pix")
+                                                           for a in ("z", "zyx")}
+    for r in res.runs:
+        assert 0 <= r["mean_dice"] <= 1 and len(r["annotated"]) == r["slices"]
+    s = {(x["mode"], x["axes"], x["slices"]): x for x in res.summary}
+    runs = [r["mean_dice"] for r in res.runs if (r["mode"], r["axes"], r["slices"]) == ("pix2pix", "zyx", 2)]
+    assert s[("pix2pix", "zyx", 2)]["n"] == 2
+    assert s[("pix2pix", "zyx", 2)]["mean"] == pytest.approx(np.mean(runs))
+    assert s[("pix2pix", "zyx", 2)]["std"] == pytest.approx(np.std(runs))
+    table = (tmp_path / "s" / "study.md").read_text()
+    assert "| supervised | one axis (z) |" in table and "| pix2pix | orthoplane (zyx) |" in table
+    assert json.loads((tmp_path / "s" / "study.json").read_text())["settings"]["repeats"] == 2
+    from PIL import Image
+
+    png = np.asarray(Image.open(tmp_path / "s" / "study.png"))
+    assert png.shape[0] > 200 and png[..., :3].std() > 10
+    with pytest.raises(OutputExistsError):
+        study(**TINY, out=tmp_path / "s")
+
+
+def test_study_cli_and_bad_input(tmp_path, capsys):
+    argv = ["study", "--out", str(tmp_path / "c"), "--shape", "6", "32", "32", "--slices", "1", "--modes",
+            "supervised", "--axes", "z", "--repeats", "1", "--size", "tiny", "--minutes", "0", "--epochs", "1",
+            "--patch", "32", "--device", "cpu"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| supervised | one axis (z) |" in out and "study.png" in out
+    assert main([*argv[:3], "--slices", "0"]) == 2
+    assert "between 1 and the depth" in capsys.readouterr().err
+    with pytest.raises(InputError, match="mode"):
+        study(shape=(8, 32, 32), slices=(1,), modes=("gan",))
+
+
+def test_pick_slices_spread_and_distinct():
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 4, 8, 16):
+        idx = _pick_slices(16, n, rng)
+        assert len(set(idx)) == n and 0 <= min(idx) and max(idx) < 16
