@@ -187,3 +187,27 @@ def test_distributed_refuses_in_memory_inputs(tmp_path, vol, tiny_model):
         segment_distributed(tmp_path / "in.zarr", tiny_model, tmp_path / "o.zarr", workers=1)
     with pytest.raises(InputError, match="image must be a path"):
         segment_distributed(vol, tmp_path / "m.safetensors", tmp_path / "o.zarr", workers=1)
+
+
+def test_disk_full_mid_run_keeps_finished_slabs_and_resumes(tmp_path, vol, tiny_model, monkeypatch):
+    import errno
+
+    from napari_xrayseg.core.errors import OutputWriteError
+
+    clean = segment(vol, tiny_model, **KW)
+    real_write = SegmentPlan.write
+    calls = []
+
+    def full_disk(self, target, r, labels):
+        calls.append(r)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, target, r, labels)
+
+    monkeypatch.setattr(SegmentPlan, "write", full_disk)
+    out = tmp_path / "out.zarr"
+    with pytest.raises(OutputWriteError, match="no space left on device writing .*out.zarr.*--resume"):
+        segment(vol, tiny_model, out=out, **KW)
+    monkeypatch.setattr(SegmentPlan, "write", real_write)
+    assert SlabMarkers(out).done() == {(0, 2), (2, 4)} and not output_complete(out)
+    np.testing.assert_array_equal(segment(vol, tiny_model, out=out, resume=True, **KW), clean)

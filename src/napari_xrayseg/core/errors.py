@@ -6,7 +6,11 @@ CLI can print it as is and widgets can show it as a notification.
 
 from __future__ import annotations
 
-__all__ = ["Cancelled", "InputError", "ModelFileError", "OutputExistsError", "XraysegError"]
+import errno
+import os
+
+__all__ = ["USER_WRITE_ERRNOS", "Cancelled", "InputError", "ModelFileError", "OutputExistsError",
+           "OutputWriteError", "XraysegError", "write_error"]
 
 
 class XraysegError(Exception):
@@ -23,6 +27,68 @@ class ModelFileError(XraysegError, ValueError):
 
 class OutputExistsError(XraysegError, FileExistsError):
     """An output path exists and ``overwrite`` was not asked for."""
+
+
+class OutputWriteError(XraysegError, OSError):
+    """An output could not be written: the disk is full, the location is read-only or not writable.
+
+    Also an :class:`OSError` (with the original ``errno``), so ``except OSError`` still catches it.
+
+    Attributes
+    ----------
+    result : object or None
+        What the job had achieved and could not write, if anything (training puts the
+        trained model here, so it can be saved elsewhere); ``None`` otherwise.
+    """
+
+    result: object | None = None
+
+    def __str__(self) -> str:
+        # OSError would print "[Errno 28] ..." once errno is set: keep the one-line message
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+#: errno values that mean "the output location cannot take this file": the user can fix them.
+USER_WRITE_ERRNOS = frozenset(
+    e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EFBIG, errno.EROFS, errno.EACCES,
+                errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG) if e is not None)
+
+
+def write_error(e: OSError, path: str | os.PathLike | None, *, option: str = "--out") -> OutputWriteError:
+    """Turn an :class:`OSError` raised while writing ``path`` into a one-line :class:`OutputWriteError`.
+
+    Parameters
+    ----------
+    e : OSError
+        The error the file system raised.
+    path : path-like or None
+        The output being written (named in the message; ``e.filename`` when None).
+    option : str
+        The CLI option that chooses this output, for the hint.
+
+    Returns
+    -------
+    OutputWriteError
+        To be raised ``from e``; keeps ``e.errno``.
+
+    Examples
+    --------
+    >>> import errno
+    >>> str(write_error(OSError(errno.ENOSPC, "No space left on device"), "out.zarr"))
+    'no space left on device writing out.zarr: free space or choose another --out'
+    """
+    target = path if path is not None else (e.filename or "the output")
+    code = e.errno
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1), errno.EFBIG):
+        msg = f"no space left on device writing {target}: free space or choose another {option}"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = "read-only file system" if code == errno.EROFS else "permission denied"
+        msg = f"cannot write {target} ({why}): choose a writable location with {option}"
+    else:
+        msg = f"cannot write {target} ({e.strerror or e}): choose another {option}"
+    err = OutputWriteError(msg)
+    err.errno, err.strerror, err.filename = code, e.strerror, str(target)
+    return err
 
 
 class Cancelled(XraysegError):

@@ -15,7 +15,6 @@ slab depth.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
@@ -33,7 +32,7 @@ import torch
 
 from .config import SegmentConfig
 from .device import resolve_device
-from .errors import Cancelled, InputError, OutputExistsError
+from .errors import Cancelled, InputError, OutputExistsError, write_error
 from .io import create_zarr, volume_chunks
 from .models import Model, load_model
 from .normalize import apply_normalization, compute_normalization
@@ -577,12 +576,12 @@ def iter_segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D
 
 
 def _write_error(e: OSError, out: Any) -> Exception:
-    """An OSError while streaming becomes a one-line message naming the output (disk full etc.)."""
+    """An OSError while streaming becomes a one-line :class:`OutputWriteError` naming the output (disk full...)."""
     if out is None:
         return e
-    why = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-    return InputError(f"{why} while writing {out}: free space or choose another output; finished slabs are "
-                      "kept and --resume continues from them")
+    err = write_error(e, out)
+    err.args = (f"{err.args[0]} (finished slabs are kept: --resume / resume=True continues from them)",)
+    return err
 
 
 def _result_like(image: Any, target: Any, out: Any) -> Any:
@@ -674,8 +673,9 @@ def segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D.axis
     ------
     InputError
         On bad input (dimensions, dtype, NaN/inf, constant image, tile, axis, device), on
-        ``resume`` of an output written with another model or settings, and when the
-        output cannot be written (e.g. disk full; finished slabs are kept).
+        ``resume`` of an output written with another model or settings.
+    OutputWriteError
+        When the output cannot be written (disk full, read-only); finished slabs are kept.
     OutputExistsError
         If ``out`` exists and neither ``overwrite`` nor ``resume`` is given.
 
