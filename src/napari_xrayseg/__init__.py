@@ -42,6 +42,8 @@ _EXPORTS = {
     "XraysegError": "core.errors",
     "InputError": "core.errors",
     "ModelFileError": "core.errors",
+    "OutputExistsError": "core.errors",
+    "OutputWriteError": "core.errors",
     "Cancelled": "core.errors",
 }
 

@@ -457,3 +457,45 @@ def test_chunked_equals_in_memory(data, shape, n, block, ignore_zero):
     assert ref.mean_dice is None or 0.0 <= ref.mean_dice <= 1.0
     assert all(d is None or 0.0 <= d <= 1.0 for d in ref.slice_dice)
     assert ref.n_voxels == (int((truth != 0).sum()) if ignore_zero else size)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    shape=st.one_of(
+        st.tuples(st.integers(1, 6), st.integers(1, 6)),
+        st.tuples(st.integers(1, 4), st.integers(1, 5), st.integers(1, 5)),
+    ),
+    values=st.lists(st.integers(0, 255), min_size=1, max_size=5, unique=True),
+    ignore_zero=st.booleans(),
+)
+def test_scores_match_brute_force_on_random_shapes_and_classes(data, shape, values, ignore_zero):
+    """Dice, IoU, precision and recall from sets of voxels, for arbitrary label values."""
+    size = int(np.prod(shape))
+    pick = st.lists(st.sampled_from([0, *values]), min_size=size, max_size=size)
+    truth = np.array(data.draw(pick), dtype=np.uint8).reshape(shape)
+    pred = np.array(data.draw(pick), dtype=np.uint8).reshape(shape)
+    truth.flat[0] = max(values)  # at least one counted voxel (max(values) may be 0 only with ignore_zero off)
+    if ignore_zero and not truth.any():
+        truth.flat[0] = 1
+    counted = truth != 0 if ignore_zero else np.ones(shape, bool)
+    report = evaluate(pred, truth, ignore_zero=ignore_zero, axis=0)
+    for c, s in report.per_class.items():
+        t, p = (truth == c) & counted, (pred == c) & counted
+        tp, fp, fn = int((t & p).sum()), int((~t & p).sum()), int((t & ~p).sum())
+        if tp + fp + fn == 0:  # absent from both: not applicable
+            assert s["dice"] is s["iou"] is s["precision"] is s["recall"] is None
+            continue
+
+        def ratio(a, b):
+            return a / b if b else 0.0  # present in one array only: 0, never NaN
+
+        assert s["dice"] == pytest.approx(ratio(2 * tp, 2 * tp + fp + fn))
+        assert s["iou"] == pytest.approx(ratio(tp, tp + fp + fn))
+        assert s["precision"] == pytest.approx(ratio(tp, tp + fp))
+        assert s["recall"] == pytest.approx(ratio(tp, tp + fn))
+    assert report.accuracy == pytest.approx(float((pred[counted] == truth[counted]).mean()))
+    assert report.n_voxels == int(counted.sum())
+    # a perfect prediction scores 1 on every class present, whatever the labels
+    perfect = evaluate(truth, truth, ignore_zero=ignore_zero)
+    assert all(s["dice"] in (None, 1.0) for s in perfect.per_class.values())

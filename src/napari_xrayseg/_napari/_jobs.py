@@ -9,7 +9,14 @@ Written once and reused by every widget:
 3. the run button toggles to *Cancel*, which sets the job's :class:`CancelToken`
    (not ``worker.quit()``: that stops the generator between yields without letting the
    core raise ``Cancelled``, so a training would lose its best-so-far model);
-4. the running worker is kept as ``runner.job`` so tests can wait on it.
+4. the running worker is kept as ``runner.job`` so tests can wait on it;
+5. one job at a time per widget: starting another while one runs is refused with a
+   message (outputs are claimed atomically by the core, so two widgets never write
+   the same file either);
+6. closing napari (or deleting the widget) cancels the job through its token: napari
+   calls the worker's ``quit`` on close, which here sets the token, and the run
+   button's ``destroyed`` signal does the same; callbacks into the closed GUI are
+   then skipped.
 """
 
 from __future__ import annotations
@@ -19,14 +26,32 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from magicgui.widgets import Container, PushButton
-from napari.qt.threading import create_worker
+from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info
 
-from ..core.errors import Cancelled, XraysegError
+from ..core.errors import USER_WRITE_ERRNOS, Cancelled, XraysegError, write_error
 from ..core.progress import CancelToken, Progress
 
 log = logging.getLogger(__name__)
+
+
+class _TokenWorker(GeneratorWorker):
+    """A generator worker whose ``quit`` cancels the job through its :class:`CancelToken`.
+
+    napari registers ``worker.quit`` with the viewer's task list and calls it when the
+    window closes. The plain ``quit`` stops the generator at its next yield without
+    running the core's clean-up (finished slabs flushed, read-ahead thread joined,
+    ``Cancelled`` raised); here it calls :meth:`JobRunner.shutdown`, which sets the
+    token, so the core stops at its next check instead.
+    """
+
+    on_quit: Callable[[], None] | None = None
+
+    def quit(self) -> None:
+        """Ask the job to stop at its next cancel check (napari calls this on close)."""
+        if self.on_quit is not None:
+            self.on_quit()
 
 
 class JobRunner:
@@ -48,6 +73,11 @@ class JobRunner:
         self.token: CancelToken | None = None
         self._bar: Any = None
         self._after: list[Callable[[], None]] = []
+        self._closed = False  # the GUI went away (window closed, widget deleted)
+        try:
+            button.native.destroyed.connect(self.shutdown)
+        except (AttributeError, RuntimeError):  # pragma: no cover - a button without a Qt widget
+            pass
 
     @property
     def running(self) -> bool:
@@ -61,6 +91,8 @@ class JobRunner:
         if self.running:
             show_error("a job is already running in this widget: wait for it or cancel it first")
             return None
+        if self._closed:
+            return None
         self.token = CancelToken()
         self._bar = napari_progress(total=max(total, 1), desc=desc)
 
@@ -68,7 +100,7 @@ class JobRunner:
             # napari's progress bar processes Qt events inside set_description/refresh, so
             # ``_finished`` may run in the middle of this callback: work on a local reference.
             bar = self._bar
-            if not self._running or bar is None:  # a queued record arriving after the job finished
+            if not self._running or bar is None or self._closed:  # late record, or the GUI is gone
                 return
             bar.total = max(p.total, 1)
             bar.n = min(p.step, bar.total)
@@ -77,7 +109,16 @@ class JobRunner:
             if on_yielded is not None:
                 on_yielded(p)
 
+        def returned(result: Any) -> None:
+            if self._closed:  # nowhere to show it: the window closed while the job ran
+                log.info("%s finished after its window closed; result dropped", desc)
+                return
+            on_returned(result)
+
         def errored(exc: BaseException) -> None:
+            if self._closed and isinstance(exc, (Cancelled, XraysegError)):
+                log.info("%s stopped after its window closed: %s", desc, exc)
+                return
             if isinstance(exc, Cancelled):
                 if on_cancelled is not None:
                     on_cancelled(exc)
@@ -85,12 +126,16 @@ class JobRunner:
                     show_info(f"{desc}: cancelled")
             elif isinstance(exc, XraysegError):
                 show_error(f"{desc}: {exc}")
+            elif isinstance(exc, OSError) and exc.errno in USER_WRITE_ERRNOS:  # disk full, read-only...
+                show_error(f"{desc}: {write_error(exc, kwargs.get('out'), option='output path')}")
             else:
                 raise exc  # a bug: napari's own handler reports it
 
-        worker = create_worker(gen_fn, cancel=self.token, _ignore_errors=True, **kwargs)
+        worker = create_worker(gen_fn, cancel=self.token, _ignore_errors=True, _worker_class=_TokenWorker,
+                               **kwargs)
+        worker.on_quit = self.shutdown
         worker.yielded.connect(yielded)
-        worker.returned.connect(on_returned)
+        worker.returned.connect(returned)
         worker.errored.connect(errored)
         worker.finished.connect(self._finished)
         self.job = worker
@@ -124,6 +169,18 @@ class JobRunner:
             self.token.cancel()
         self.button.text = "Cancelling..."
 
+    def shutdown(self, *_: Any) -> None:
+        """Cancel the running job for good: the GUI it reports to is going away.
+
+        Connected to the run button's ``destroyed`` signal; safe to call twice. The job
+        stops at its next cancel check and its results are dropped.
+        """
+        self._closed = True
+        self._after = []
+        if self.token is not None and self._running:
+            log.info("cancelling the running job: its widget was closed")
+            self.token.cancel()
+
     def after_finish(self, fn: Callable[[], None]) -> None:
         """Call ``fn`` once the current job has finished (e.g. to chain a second job)."""
         self._after.append(fn)
@@ -132,8 +189,14 @@ class JobRunner:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        self.button.text = self.run_text
         self._running = False
+        if self._closed:
+            return
+        try:
+            self.button.text = self.run_text
+        except RuntimeError:  # the Qt button was deleted with its window
+            self._closed = True
+            return
         after, self._after = self._after, []
         for fn in after:
             fn()

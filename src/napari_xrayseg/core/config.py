@@ -48,9 +48,19 @@ class TrainConfig:
     axis : int
         Slicing axis; every slice along it that holds annotations is used.
     arch : str
-        Architecture name from :func:`napari_xrayseg.core.models.architectures`.
+        Architecture name from :func:`napari_xrayseg.core.models.architectures`:
+        ``"unet"``, ``"basicunet"``, ``"attentionunet"`` or ``"segresnet"``
+        (docs/architectures.md compares them).
     size : str
-        Architecture size preset (``"tiny"``, ``"small"``, ``"medium"``).
+        Architecture size preset (``"tiny"``, ``"small"``, ``"medium"``, ``"large"``);
+        used for ``arch="unet"``, other architectures default to their own preset.
+    mode : str
+        ``"supervised"`` (the masked segmentation loss alone) or ``"pix2pix"``
+        (conditional GAN: the network is the generator, a PatchGAN discriminator
+        judges (image, class map) pairs on annotated pixels; docs/train.md).
+    pixel_weight : float
+        Pix2Pix only: weight of the segmentation loss against the adversarial loss
+        (pix2pix's lambda).
     epochs : int
         Number of epochs (an epoch is ``steps_per_epoch`` optimiser steps).
     minutes : float or None
@@ -88,6 +98,8 @@ class TrainConfig:
     axis: int = 0
     arch: str = "unet"
     size: str = "medium"
+    mode: str = "supervised"
+    pixel_weight: float = 10.0
     epochs: int = 40
     minutes: float | None = None
     steps_per_epoch: int = 25

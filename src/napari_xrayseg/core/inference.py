@@ -33,7 +33,7 @@ import torch
 from .config import SegmentConfig
 from .device import resolve_device
 from .errors import Cancelled, InputError, OutputExistsError, write_error
-from .io import create_zarr, volume_chunks
+from .io import create_zarr, read_block, volume_chunks
 from .models import Model, load_model
 from .normalize import apply_normalization, compute_normalization
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
@@ -251,8 +251,10 @@ class SegmentPlan:
         """Slices ``r`` plus the context halo (clipped at the volume ends), slicing axis first."""
         lo, hi = context_range(r[0], r[1], self.context, self.n)
         if self.is2d:
-            return np.asarray(image[...])[None]
-        return np.moveaxis(np.asarray(image[slab_slicer(self.axis, lo, hi, 3)]), self.axis, 0)
+            return read_block(image, (Ellipsis,), what="image")[None]
+        data = read_block(image, slab_slicer(self.axis, lo, hi, 3),
+                          what=f"image (slices {lo}..{hi - 1} along axis {self.axis})")
+        return np.moveaxis(data, self.axis, 0)
 
     def _calls(self, pred: SlicePredictor, data: np.ndarray, r: tuple[int, int]
                ) -> Generator[tuple[int, int, np.ndarray], None, None]:
@@ -311,6 +313,11 @@ def plan_segment(image: Any, model: Model, *, axis: int = _D.axis, tile: int | N
     shape3 = (1, *image.shape) if is2d else tuple(image.shape)
     slice_shape = tuple(s for d, s in enumerate(shape3) if d != axis)
     stride = model.info.stride
+    if min(slice_shape) < stride:
+        a, b = slice_shape
+        raise InputError(f"slices along axis {axis} are {a}x{b} pixels, smaller than the network's minimum {stride}: "
+                         "if the last axis holds colour channels, convert the image to grayscale; otherwise choose "
+                         "another axis")
     if tile is None:
         tile = model.info.tile
     else:
@@ -429,7 +436,7 @@ def open_output(out: str | os.PathLike, plan: SegmentPlan, model: Model, *, over
     try:
         group = zarr.open_group(store=str(p), mode="w-")
     except OSError as e:
-        raise InputError(f"cannot create output {p}: {e.strerror or e}") from e
+        raise write_error(e, p) from e
     group.attrs.update(json.loads(json.dumps({OUTPUT_ATTR: meta})))
     target = group.create_array("0", shape=plan.shape, chunks=plan.out_chunks, dtype="uint8", fill_value=0)
     return target, set()

@@ -12,14 +12,15 @@ import json
 import logging
 import os
 import shutil
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import InputError, OutputExistsError
+from .errors import InputError, OutputExistsError, XraysegError, write_error
 
-__all__ = ["as_dask", "create_zarr", "open_volume", "volume_chunks", "write_volume"]
+__all__ = ["as_dask", "create_zarr", "open_volume", "read_block", "volume_chunks", "write_volume"]
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,9 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
     Raises
     ------
     InputError
-        If the path is missing, unreadable, of an unknown format, or a group holds
-        several arrays and no ``dataset`` was given.
+        If the path is missing, unreadable, truncated, of an unknown or wrong format
+        (e.g. a ``.npy`` of Python objects, an RGB or multi-channel TIFF), or a group
+        holds several arrays and no ``dataset`` was given.
     """
     spath = str(path)
     if dataset is None and ":" in spath and not Path(spath).exists():
@@ -58,6 +60,8 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
     if not p.exists():
         raise InputError(f"input {p} does not exist: check the path")
     suffix = p.suffix.lower()
+    if p.is_dir() and suffix in (*_TIFF, *_HDF5, ".npy"):
+        raise InputError(f"input {p} is a directory, not a {suffix} file: check the path")
     try:
         if p.is_dir() or suffix == ".zarr":
             return _open_zarr(p, dataset)
@@ -66,10 +70,12 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
         if suffix in _HDF5:
             return _open_hdf5(p, dataset)
         if suffix == ".npy":
-            return np.load(p, mmap_mode="r", allow_pickle=False)
+            return _open_npy(p)
     except InputError:
         raise
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except PermissionError as e:
+        raise InputError(f"cannot read {p}: permission denied; check the file's permissions") from e
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
         raise InputError(f"cannot read {p} as {suffix or 'zarr'}: {e}; is the file complete?") from e
     raise InputError(f"unknown volume format {p.name!r}: use zarr, TIFF, HDF5 (.h5) or .npy")
 
@@ -110,9 +116,32 @@ def _zarr_names(group: Any) -> list[str]:
     return sorted(k for k, v in group.members() if isinstance(v, zarr.Array))
 
 
+def _open_npy(p: Path) -> Any:
+    with open(p, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            raise InputError(f"{p} is not a .npy file (no NumPy header): is it complete, or of another format?")
+        fh.seek(0)
+        version = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        _, _, dtype = read_header(fh)  # the header only: no data read, nothing unpickled
+    if dtype.hasobject:
+        raise InputError(f"{p} holds Python objects (pickled data), which napari-xrayseg never loads: "
+                         "save a numeric array")
+    return np.load(p, mmap_mode="r", allow_pickle=False)
+
+
 def _open_tiff(p: Path) -> Any:
     import tifffile
 
+    with tifffile.TiffFile(str(p)) as tif:
+        series = tif.series[0]
+        axes, shape = series.axes, tuple(series.shape)
+        photometric = tif.pages[0].photometric
+    colour = photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR, tifffile.PHOTOMETRIC.SEPARATED)
+    if colour and "S" in axes and shape[axes.index("S")] > 1:
+        raise InputError(f"TIFF {p} is a colour ({photometric.name}) image with {shape[axes.index('S')]} samples "
+                         f"per pixel (shape {shape}): convert it to a single-channel (grayscale) image first")
     try:
         return tifffile.memmap(str(p), mode="r")
     except (ValueError, OSError):  # compressed or tiled TIFF: cannot be memory-mapped
@@ -160,6 +189,42 @@ def as_dask(arr: Any) -> Any:
     return da.from_array(arr, chunks=chunks, asarray=True)
 
 
+def read_block(arr: Any, index: Any, *, what: str = "image") -> np.ndarray:
+    """Read ``arr[index]`` into memory; a damaged store becomes an :class:`InputError`.
+
+    Parameters
+    ----------
+    arr : array-like
+        numpy, dask, zarr or h5py array.
+    index : index expression
+        What to read, e.g. ``(slice(0, 4),)``.
+    what : str
+        Names the data in the message, e.g. ``"labels (slices 0..3 along axis 0)"``.
+
+    Returns
+    -------
+    numpy.ndarray
+
+    Raises
+    ------
+    InputError
+        If the storage cannot be read or decoded (a truncated chunk, an I/O error).
+
+    Examples
+    --------
+    >>> read_block(np.arange(6).reshape(2, 3), (slice(1, 2),)).tolist()
+    [[3, 4, 5]]
+    """
+    try:
+        return np.asarray(arr[index])
+    except XraysegError:
+        raise
+    except (OSError, RuntimeError, ValueError, EOFError, zlib.error) as e:
+        # codecs raise RuntimeError/ValueError/zlib.error on damaged chunks, h5py/tifffile OSError
+        raise InputError(f"cannot read {what} ({type(e).__name__}: {e}): the file may be truncated or "
+                         "damaged") from e
+
+
 def _remove(p: Path) -> None:
     if p.is_dir() and not p.is_symlink():
         shutil.rmtree(p)
@@ -172,32 +237,59 @@ def create_zarr(path: str | os.PathLike, shape: tuple[int, ...], *, dtype: Any =
                 attrs: dict[str, Any] | None = None) -> Any:
     """Create a zarr array on disk, refusing to replace an existing path silently.
 
+    The path is claimed with an exclusive ``mkdir`` first, so of two writers racing for
+    the same new output exactly one wins; the other gets :class:`OutputExistsError`.
+
     Raises
     ------
     OutputExistsError
-        If ``path`` exists and ``overwrite`` is False.
+        If ``path`` exists (or another writer just created it) and ``overwrite`` is False.
+    OutputWriteError
+        If the location cannot be written (disk full, read-only, a file in the way).
     """
     import zarr
 
     p = Path(path)
-    if p.exists():
+    exists = f"output {p} exists: choose another path or pass overwrite=True (--overwrite)"
+    if p.exists() or p.is_symlink():
         if not overwrite:
-            raise OutputExistsError(f"output {p} exists: choose another path or pass overwrite=True (--overwrite)")
+            raise OutputExistsError(exists)
         _remove(p)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(e, p) from e
+    try:
+        p.mkdir()  # atomic claim: only one writer gets here for a given new path
+    except FileExistsError as e:
+        raise OutputExistsError(exists) from e
+    except OSError as e:
+        raise write_error(e, p) from e
     try:
         arr = zarr.create_array(store=str(p), shape=shape, chunks=chunks or "auto", dtype=dtype,
                                 fill_value=0)
+        if attrs:
+            arr.attrs.update(json.loads(json.dumps(attrs)))
     except OSError as e:
-        raise InputError(f"cannot create output {p}: {e.strerror or e}") from e
-    if attrs:
-        arr.attrs.update(json.loads(json.dumps(attrs)))
+        raise write_error(e, p) from e
     return arr
 
 
 def write_volume(path: str | os.PathLike, data: Any, *, chunks: tuple[int, ...] | None = None,
                  overwrite: bool = False, attrs: dict[str, Any] | None = None) -> Any:
-    """Write an in-memory array to a new zarr array and return it."""
+    """Write an in-memory array to a new zarr array and return it.
+
+    Raises
+    ------
+    OutputExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    OutputWriteError
+        If writing fails (disk full, read-only location); the partial array is left.
+    """
     data = np.asarray(data)
     arr = create_zarr(path, data.shape, dtype=data.dtype, chunks=chunks, overwrite=overwrite, attrs=attrs)
-    arr[...] = data
+    try:
+        arr[...] = data
+    except OSError as e:
+        raise write_error(e, path) from e
     return arr

@@ -58,7 +58,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, OutputExistsError
+from .errors import InputError, OutputExistsError, write_error
+from .io import read_block
 from .progress import check
 
 __all__ = [
@@ -193,7 +194,7 @@ def _check_classes(classes: Sequence[int] | None, ignore_zero: bool) -> tuple[in
 
 def _read_labels(arr: Any, sl: slice, name: str) -> np.ndarray:
     """Read ``arr[sl]`` into memory and check it holds non-negative integer labels."""
-    a = np.asarray(arr[sl])
+    a = read_block(arr, sl, what=f"{name} (slices {sl.start}..{sl.stop - 1} along axis 0)")
     if a.size == 0:
         return a.astype(np.int64)
     kind = a.dtype.kind
@@ -825,6 +826,8 @@ class Report:
         ------
         OutputExistsError
             If ``path`` exists and ``overwrite`` is False.
+        OutputWriteError
+            If the file cannot be written (disk full, unwritable location).
         """
         return _write_text(path, json.dumps(self.to_dict(), indent=2) + "\n", overwrite, "JSON")
 
@@ -847,6 +850,8 @@ class Report:
         ------
         OutputExistsError
             If ``path`` exists and ``overwrite`` is False.
+        OutputWriteError
+            If the file cannot be written (disk full, unwritable location).
         """
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=list(_CSV_COLUMNS), lineterminator="\n")
@@ -917,12 +922,20 @@ def _write_text(path: str | os.PathLike, text: str, overwrite: bool, what: str) 
     )
     if path.exists() and not overwrite:
         raise OutputExistsError(exists)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    created = False
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w" if overwrite else "x", encoding="utf-8", newline="") as fh:
+            created = not overwrite
             fh.write(text)
     except FileExistsError as e:
-        raise OutputExistsError(exists) from e
+        if path.exists():
+            raise OutputExistsError(exists) from e
+        raise write_error(e, path, option=f"--{what.lower()}") from e  # a file where a folder should be
+    except OSError as e:
+        if created:  # our own half-written file (disk full): do not leave it looking like a report
+            path.unlink(missing_ok=True)
+        raise write_error(e, path, option=f"--{what.lower()}") from e
     log.info("wrote %s metrics to %s", what, path)
     return path
 

@@ -17,6 +17,7 @@ The sidecar can be read without torch: ``read_model_info(path)``.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -30,7 +31,7 @@ from typing import Any
 
 import torch
 
-from .errors import InputError, ModelFileError, OutputExistsError
+from .errors import InputError, ModelFileError, OutputExistsError, write_error
 
 __all__ = [
     "FORMAT",
@@ -39,6 +40,8 @@ __all__ = [
     "ModelInfo",
     "architectures",
     "build_network",
+    "default_size",
+    "describe_architecture",
     "init_model",
     "load_model",
     "read_model_info",
@@ -56,19 +59,47 @@ _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, torch.save z
 MAX_CONTEXT = 15
 
 # --------------------------------------------------------------------------- registry
+#
+# Each architecture has size presets (``params``), a builder, a validator that bounds
+# every parameter a model file may declare (so a hostile sidecar cannot make the loader
+# build an absurd network), and a *stride*: tiles and training patches must be a
+# multiple of it.  The stride is the smallest tile side at which the network maps an
+# (N, C, s, s) input to (N, classes, s, s) in eval mode with the same geometry in every
+# tile, i.e. its total downsampling -- doubled where the deepest level uses instance
+# normalisation, which cannot normalise a single (1 x 1) pixel.  Inference
+# (``model.info.stride``) and training rely on it; see docs/architectures.md.
+
+
+def _presets(arch: str, table: dict[str, dict[str, Any]], size: str) -> dict[str, Any]:
+    if size not in table:
+        raise InputError(f"unknown {arch} size {size!r}: choose one of {list(table)}")
+    return json.loads(json.dumps(table[size]))  # a deep copy: presets are never shared
+
+
+def _check_choice(p: dict, key: str, choices: tuple[str, ...]) -> None:
+    if p.get(key) not in choices:
+        raise ModelFileError(f"architecture parameter {key}={p.get(key)!r} is not one of {list(choices)}")
+
+
+def _check_dropout(p: dict, key: str = "dropout") -> None:
+    v = p.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+        raise ModelFileError(f"architecture parameter {key}={v!r} is not a number in [0, 1)")
+
+
+# ---- unet: MONAI UNet (strided convolutions down, transposed convolutions up, residual units)
+
+_UNET = {
+    "tiny": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0},
+    "small": {"channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 1},
+    "medium": {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2},
+    "large": {"channels": [32, 64, 128, 256, 512], "strides": [2, 2, 2, 2], "num_res_units": 2},
+}
 
 
 def _unet_params(size: str, in_channels: int, out_channels: int) -> dict[str, Any]:
-    presets = {
-        "tiny": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0},
-        "small": {"channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 1},
-        "medium": {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2},
-        "large": {"channels": [32, 64, 128, 256, 512], "strides": [2, 2, 2, 2], "num_res_units": 2},
-    }
-    if size not in presets:
-        raise InputError(f"unknown unet size {size!r}: choose one of {sorted(presets)}")
     return {"in_channels": in_channels, "out_channels": out_channels, "norm": "batch",
-            "dropout": 0.0, **presets[size]}
+            "dropout": 0.0, **_presets("unet", _UNET, size)}
 
 
 def _unet_build(p: dict[str, Any]) -> torch.nn.Module:
@@ -90,7 +121,116 @@ def _unet_validate(p: dict[str, Any]) -> None:
 
 
 def _unet_stride(p: dict[str, Any]) -> int:
-    return int(math.prod(p["strides"]))
+    # strided convolutions round odd sides up and the transposed ones double them: only
+    # multiples of prod(strides) come back at their own size (others fail or grow)
+    return int(math.prod(p["strides"])) * (2 if p["norm"] == "instance" else 1)
+
+
+# ---- basicunet: MONAI BasicUNet (two 3x3 convs per level, max-pool down, deconv up; 4 levels)
+
+_BASICUNET = {
+    "tiny": {"features": [8, 8, 16, 32, 64, 8]},
+    "small": {"features": [16, 16, 32, 64, 128, 16]},
+    "medium": {"features": [32, 32, 64, 128, 256, 32]},  # MONAI's default
+    "large": {"features": [64, 64, 128, 256, 512, 64]},
+}
+
+
+def _basicunet_params(size: str, in_channels: int, out_channels: int) -> dict[str, Any]:
+    return {"in_channels": in_channels, "out_channels": out_channels, "norm": "batch", "dropout": 0.0,
+            **_presets("basicunet", _BASICUNET, size)}
+
+
+def _basicunet_build(p: dict[str, Any]) -> torch.nn.Module:
+    from monai.networks.nets import BasicUNet
+
+    norm = ("instance", {"affine": True}) if p["norm"] == "instance" else "batch"
+    return BasicUNet(spatial_dims=2, in_channels=p["in_channels"], out_channels=p["out_channels"],
+                     features=tuple(p["features"]), norm=norm, dropout=float(p["dropout"]), upsample="deconv")
+
+
+def _basicunet_validate(p: dict[str, Any]) -> None:
+    _check_int_list(p, "features", 6, 6, 1, 1024)
+    _check_choice(p, "norm", ("batch", "instance"))
+    _check_dropout(p)
+
+
+def _basicunet_stride(p: dict[str, Any]) -> int:
+    # four 2x max-pools. The network pads odd sides itself, but then tiles would differ in
+    # geometry; multiples of 16 keep every tile alike. Instance norm needs 2x2 at the bottom.
+    return 16 * (2 if p["norm"] == "instance" else 1)
+
+
+# ---- attentionunet: MONAI AttentionUnet (UNet with attention gates on the skip connections)
+
+_ATTENTIONUNET = {
+    "tiny": {"channels": [4, 8, 16], "strides": [2, 2]},
+    "small": {"channels": [16, 32, 64, 128], "strides": [2, 2, 2]},
+    "medium": {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2]},
+    "large": {"channels": [32, 64, 128, 256, 512], "strides": [2, 2, 2, 2]},
+}
+
+
+def _attentionunet_params(size: str, in_channels: int, out_channels: int) -> dict[str, Any]:
+    return {"in_channels": in_channels, "out_channels": out_channels, "dropout": 0.0,
+            **_presets("attentionunet", _ATTENTIONUNET, size)}
+
+
+def _attentionunet_build(p: dict[str, Any]) -> torch.nn.Module:
+    from monai.networks.nets import AttentionUnet
+
+    return AttentionUnet(spatial_dims=2, in_channels=p["in_channels"], out_channels=p["out_channels"],
+                         channels=tuple(p["channels"]), strides=tuple(p["strides"]), dropout=float(p["dropout"]))
+
+
+def _attentionunet_validate(p: dict[str, Any]) -> None:
+    _check_int_list(p, "channels", 2, 8, 1, 1024)
+    _check_int_list(p, "strides", len(p["channels"]) - 1, len(p["channels"]) - 1, 1, 2)
+    _check_dropout(p)
+
+
+def _attentionunet_stride(p: dict[str, Any]) -> int:
+    return int(math.prod(p["strides"]))  # batch norm throughout: 1x1 at the bottom is fine
+
+
+# ---- segresnet: MONAI SegResNet (residual blocks with group norm, light decoder)
+
+_SEGRESNET = {
+    "tiny": {"init_filters": 8, "num_groups": 4, "blocks_down": [1, 1, 1], "blocks_up": [1, 1]},
+    "small": {"init_filters": 8, "num_groups": 8, "blocks_down": [1, 2, 2, 4], "blocks_up": [1, 1, 1]},
+    "medium": {"init_filters": 16, "num_groups": 8, "blocks_down": [1, 2, 2, 4], "blocks_up": [1, 1, 1]},
+    "large": {"init_filters": 32, "num_groups": 8, "blocks_down": [1, 2, 2, 4], "blocks_up": [1, 1, 1]},
+}
+
+
+def _segresnet_params(size: str, in_channels: int, out_channels: int) -> dict[str, Any]:
+    return {"in_channels": in_channels, "out_channels": out_channels, "dropout": 0.0,
+            "upsample": "nontrainable", **_presets("segresnet", _SEGRESNET, size)}
+
+
+def _segresnet_build(p: dict[str, Any]) -> torch.nn.Module:
+    from monai.networks.nets import SegResNet
+
+    return SegResNet(spatial_dims=2, init_filters=p["init_filters"], in_channels=p["in_channels"],
+                     out_channels=p["out_channels"], dropout_prob=float(p["dropout"]) or None,
+                     norm=("group", {"num_groups": p["num_groups"]}), blocks_down=tuple(p["blocks_down"]),
+                     blocks_up=tuple(p["blocks_up"]), upsample_mode=p["upsample"])
+
+
+def _segresnet_validate(p: dict[str, Any]) -> None:
+    _check_int(p, "init_filters", 1, 64)
+    _check_int(p, "num_groups", 1, 64)
+    if p["init_filters"] % p["num_groups"]:
+        raise ModelFileError(f"architecture parameter init_filters={p['init_filters']} is not a multiple of "
+                             f"num_groups={p['num_groups']}")
+    _check_int_list(p, "blocks_down", 1, 5, 1, 8)
+    _check_int_list(p, "blocks_up", len(p["blocks_down"]) - 1, len(p["blocks_down"]) - 1, 1, 8)
+    _check_choice(p, "upsample", ("nontrainable", "deconv", "pixelshuffle"))
+    _check_dropout(p)
+
+
+def _segresnet_stride(p: dict[str, Any]) -> int:
+    return 2 ** (len(p["blocks_down"]) - 1)  # group norm: 1x1 at the bottom is fine
 
 
 @dataclass(frozen=True)
@@ -107,8 +247,16 @@ class _Arch:
 
 _ARCHS: dict[str, _Arch] = {
     "unet": _Arch("unet", "MONAI UNet (residual units, batch norm)",
-                  ("tiny", "small", "medium", "large"), "small",
-                  _unet_params, _unet_build, _unet_validate, _unet_stride),
+                  tuple(_UNET), "small", _unet_params, _unet_build, _unet_validate, _unet_stride),
+    "basicunet": _Arch("basicunet", "MONAI BasicUNet (classic U-Net: two convs per level, max-pool, "
+                       "batch norm)", tuple(_BASICUNET), "small", _basicunet_params, _basicunet_build,
+                       _basicunet_validate, _basicunet_stride),
+    "attentionunet": _Arch("attentionunet", "MONAI AttentionUnet (U-Net with attention-gated skips)",
+                           tuple(_ATTENTIONUNET), "small", _attentionunet_params, _attentionunet_build,
+                           _attentionunet_validate, _attentionunet_stride),
+    "segresnet": _Arch("segresnet", "MONAI SegResNet (residual encoder, group norm, light decoder)",
+                       tuple(_SEGRESNET), "small", _segresnet_params, _segresnet_build,
+                       _segresnet_validate, _segresnet_stride),
 }
 
 
@@ -119,8 +267,37 @@ def architectures() -> dict[str, tuple[str, ...]]:
     --------
     >>> architectures()["unet"]
     ('tiny', 'small', 'medium', 'large')
+    >>> sorted(architectures())
+    ['attentionunet', 'basicunet', 'segresnet', 'unet']
     """
     return {a.name: a.sizes for a in _ARCHS.values()}
+
+
+def default_size(arch: str) -> str:
+    """The size preset :func:`init_model` uses for ``arch`` when none is given.
+
+    Raises
+    ------
+    InputError
+        For an unknown architecture.
+
+    Examples
+    --------
+    >>> default_size("basicunet")
+    'small'
+    """
+    return _arch(arch).default_size
+
+
+def describe_architecture(arch: str) -> str:
+    """One line saying what the architecture is (for help texts and docs).
+
+    Examples
+    --------
+    >>> describe_architecture("segresnet").startswith("MONAI SegResNet")
+    True
+    """
+    return _arch(arch).description
 
 
 def _arch(name: str) -> _Arch:
@@ -341,34 +518,63 @@ def save_model(model: Model, path: str | os.PathLike, *, overwrite: bool = False
     Raises
     ------
     OutputExistsError
-        If ``path`` exists and ``overwrite`` is False.
+        If ``path`` exists (or appears while writing) and ``overwrite`` is False.
+    OutputWriteError
+        If the file cannot be written (disk full, read-only or unwritable location);
+        an existing file at ``path`` is left as it was.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_name(path.name + ".safetensors")
+    exists = f"model file {path} exists: choose another path or pass overwrite=True (--overwrite)"
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"model file {path} exists: choose another path or pass overwrite=True (--overwrite)")
+        raise OutputExistsError(exists)
     if path.is_dir():
         raise InputError(f"model path {path} is a directory: give a file name ending in .safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
     info = replace(model.info, software=_software())
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.network.state_dict().items()}
     meta = {_META_KEY: json.dumps(info.to_dict()), "format": FORMAT}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise write_error(e, path) from e
     try:
         save_file(tensors, tmp, metadata=meta)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path, exists)
+    except SafetensorError as e:  # the writer's own error type for I/O failures
+        raise write_error(OSError(errno.ENOSPC if "space" in str(e).lower() else errno.EIO, str(e)), path) from e
+    except OutputExistsError:
+        raise
+    except OSError as e:
+        raise write_error(e, path) from e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     model.path = path
     log.info("saved model to %s", path)
     return path
+
+
+def _link_new(tmp: str, path: Path, exists: str) -> None:
+    """Move ``tmp`` to a *new* ``path``: a file that appeared meanwhile is never replaced."""
+    try:
+        os.link(tmp, path)  # fails if path exists: no check-then-replace race
+    except FileExistsError as e:
+        raise OutputExistsError(exists) from e
+    except OSError:  # no hard links here (some network / FAT file systems): check, then rename
+        if path.exists():
+            raise OutputExistsError(exists) from None
+        os.replace(tmp, path)
 
 
 def _read_header(path: Path) -> dict[str, Any]:

@@ -49,11 +49,14 @@ def compute_normalization(image: Any, *, percentiles: tuple[float, float] = (0.5
     99.0
     """
     shape = image.shape
+    from .io import read_block
+
     if len(shape) == 2:
-        sample = np.asarray(image[...], dtype=np.float32)[None]
+        sample = read_block(image, (Ellipsis,), what="image").astype(np.float32)[None]
     else:
         idx = np.unique(np.linspace(0, shape[0] - 1, min(max_slices, shape[0])).round().astype(int))
-        sample = np.stack([np.asarray(image[int(i)], dtype=np.float32) for i in idx])
+        sample = np.stack([read_block(image, (int(i),), what=f"image (slices {i}..{i} along axis 0)")
+                           .astype(np.float32) for i in idx])
     flat = sample.reshape(-1)
     if flat.size > max_pixels:
         flat = np.random.default_rng(seed).choice(flat, max_pixels, replace=False)

@@ -1,0 +1,207 @@
+"""Widgets under load and faults: one job at a time, clean shutdown on close, nothing lost."""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("qtpy")
+napari = pytest.importorskip("napari")
+
+from napari_xrayseg._napari.evaluate_widget import EvaluateWidget  # noqa: E402
+from napari_xrayseg._napari.segment_widget import SegmentWidget  # noqa: E402
+from napari_xrayseg._napari.train_widget import TrainWidget  # noqa: E402
+from napari_xrayseg.core.inference import iter_segment, output_complete  # noqa: E402
+from napari_xrayseg.core.models import init_model, save_model  # noqa: E402
+from napari_xrayseg.core.sample import make_phantom  # noqa: E402
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    return save_model(init_model("unet", size="tiny", classes=3, tile=32), tmp_path / "tiny.safetensors")
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Messages the widgets send to napari's error notifications."""
+    shown: list[str] = []
+    for mod in ("_jobs", "segment_widget", "evaluate_widget"):
+        monkeypatch.setattr(f"napari_xrayseg._napari.{mod}.show_error", shown.append)
+    return shown
+
+
+def _segment_widget(viewer, model_file, shape=(256, 64, 64), out=None, name="big"):
+    viewer.add_image(np.random.default_rng(0).random(shape, dtype=np.float32), name=name)
+    w = SegmentWidget(viewer)
+    w._model_file.value = model_file
+    w._device.value = "cpu"
+    w._batch.value = 1
+    if out is not None:
+        w._out.value = out
+    return w
+
+
+def _read_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("xrayseg-read")]
+
+
+def _idle_pool() -> bool:
+    from qtpy.QtCore import QThreadPool
+
+    return QThreadPool.globalInstance().activeThreadCount() == 0
+
+
+def test_a_second_job_in_the_same_widget_is_refused(make_napari_viewer, qtbot, model_file, errors):
+    viewer = make_napari_viewer()
+    w = _segment_widget(viewer, model_file)
+    w._run.clicked.emit()
+    first = w._job
+    assert w.runner.running
+    again = w.runner.start(iter_segment, desc="again", total=1, on_returned=lambda r: None, **w._inputs())
+    assert again is None and w._job is first
+    assert errors == ["a job is already running in this widget: wait for it or cancel it first"]
+    w._run.clicked.emit()  # the button is Cancel while a job runs: it never starts a second one
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=30_000)
+    assert w._job is first and not _read_threads()
+
+
+def test_two_widgets_never_write_the_same_output(make_napari_viewer, qtbot, model_file, tmp_path, errors):
+    viewer = make_napari_viewer()
+    out = tmp_path / "seg.zarr"
+    a = _segment_widget(viewer, model_file, shape=(6, 32, 32), out=out, name="v")
+    b = SegmentWidget(viewer)
+    b._model_file.value, b._device.value, b._out.value = model_file, "cpu", out
+    a._run.clicked.emit()
+    b._run.clicked.emit()
+    qtbot.waitUntil(lambda: not a.runner.running and not b.runner.running, timeout=60_000)
+    assert len(errors) == 1 and "exists" in errors[0]  # refused up front or by the atomic claim
+    assert output_complete(out)
+    assert [ly.name for ly in viewer.layers].count("v labels") == 1
+
+
+def test_closing_napari_during_a_job_cancels_it_cleanly(make_napari_viewer, qtbot, model_file, tmp_path):
+    viewer = make_napari_viewer()
+    out = tmp_path / "seg.zarr"
+    w = _segment_widget(viewer, model_file, out=out)
+    viewer.window.add_dock_widget(w, name="Segment")
+    w._run.clicked.emit()
+    worker = w._job
+    qtbot.waitUntil(lambda: w._run.text == "Cancel" and out.exists(), timeout=30_000)  # running
+    t0 = time.perf_counter()
+    viewer.close()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=10_000)
+    assert time.perf_counter() - t0 < 5
+    assert worker.abort_requested is False  # stopped by the token, so the core cleaned up
+    assert not output_complete(out)  # a readable partial output, marked incomplete
+    qtbot.waitUntil(lambda: not _read_threads() and _idle_pool(), timeout=5_000)
+
+
+def test_deleting_the_widget_during_a_job_cancels_it(make_napari_viewer, qtbot, model_file):
+    viewer = make_napari_viewer()
+    w = _segment_widget(viewer, model_file)
+    w._run.clicked.emit()
+    runner = w.runner
+    t0 = time.perf_counter()
+    w.native.deleteLater()
+    qtbot.waitUntil(lambda: not runner.running, timeout=10_000)
+    assert time.perf_counter() - t0 < 5 and runner.token.cancelled
+    assert "big labels" not in viewer.layers
+    qtbot.waitUntil(lambda: not _read_threads() and _idle_pool(), timeout=5_000)
+
+
+def test_closing_napari_during_training_writes_nothing(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    image, truth = make_phantom((4, 64, 64), seed=1, artefacts=False)
+    ann = np.zeros_like(truth)
+    ann[[0, 2]] = truth[[0, 2]]
+    viewer.add_image(image, name="img")
+    viewer.add_labels(ann, name="painted")
+    w = TrainWidget(viewer)
+    w._size.value, w._epochs.value, w._batch.value, w._patch.value = "tiny", 10_000, 1, 16
+    w._device.value, w._out.value = "cpu", tmp_path / "m.safetensors"
+    w._run.clicked.emit()
+    assert w.runner.running
+    viewer.close()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=10_000)
+    assert not (tmp_path / "m.safetensors").exists()
+    qtbot.waitUntil(_idle_pool, timeout=5_000)
+
+
+def test_disk_full_in_the_segment_widget_is_a_notification(
+    make_napari_viewer, qtbot, model_file, tmp_path, errors, monkeypatch
+):
+    import zarr.storage._local as local
+
+    real = local._put
+
+    def put(path, value, exclusive=False):
+        if "c" in Path(path).parts:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, value, exclusive=exclusive)
+
+    monkeypatch.setattr(local, "_put", put)
+    viewer = make_napari_viewer()
+    w = _segment_widget(viewer, model_file, shape=(3, 32, 32), out=tmp_path / "o.zarr", name="v")
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=30_000)
+    assert len(errors) == 1 and "no space left on device" in errors[0] and "o.zarr" in errors[0]
+    assert [ly.name for ly in viewer.layers] == ["v"]  # no layer from a failed job
+
+
+def test_existing_layers_are_never_replaced(make_napari_viewer, qtbot, model_file):
+    viewer = make_napari_viewer()
+    w = _segment_widget(viewer, model_file, shape=(2, 32, 32), name="v")
+    mine = viewer.add_labels(np.full((2, 32, 32), 7, np.uint8), name="v labels")
+    for _ in range(2):
+        w._run.clicked.emit()
+        qtbot.waitUntil(lambda: not w.runner.running, timeout=30_000)
+    assert [ly.name for ly in viewer.layers] == ["v", "v labels", "v labels [2]", "v labels [3]"]
+    assert viewer.layers["v labels"] is mine and (mine.data == 7).all()
+
+
+def test_user_labels_are_bit_identical_after_training_and_evaluation(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    image, truth = make_phantom((4, 64, 64), seed=2, artefacts=False)
+    ann = np.zeros_like(truth)
+    ann[[0, 2]] = truth[[0, 2]]
+    viewer.add_image(image, name="img")
+    painted = viewer.add_labels(ann, name="painted")
+    snap = painted.data.copy()
+    w = TrainWidget(viewer)
+    w._size.value, w._epochs.value, w._batch.value, w._patch.value = "tiny", 1, 1, 16
+    w._device.value, w._out.value = "cpu", tmp_path / "m.safetensors"
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: "img labels" in viewer.layers and not w.runner.running, timeout=120_000)
+    assert painted.data.tobytes() == snap.tobytes() and painted.data.dtype == snap.dtype
+
+    ev = EvaluateWidget(viewer)
+    ev._pred.value, ev._truth.value = viewer.layers["img labels"], painted
+    ev._run.clicked.emit()
+    qtbot.waitUntil(lambda: not ev.runner.running, timeout=60_000)
+    assert ev.report is not None
+    ev._add_errors.clicked.emit()
+    assert painted.data.tobytes() == snap.tobytes()
+    assert painted is viewer.layers["painted"]
+
+
+@pytest.mark.parametrize(
+    ("image", "match"),
+    [
+        (np.full((2, 32, 32), 3.0, np.float32), "image is constant"),
+        (np.where(np.eye(32, dtype=bool), np.nan, 1.0).astype(np.float32)[None].repeat(2, 0), "NaN or inf"),
+    ],
+)
+def test_bad_image_in_the_segment_widget_is_a_notification(make_napari_viewer, qtbot, model_file, errors, image, match):
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="bad")
+    w = SegmentWidget(viewer)
+    w._model_file.value, w._device.value = model_file, "cpu"
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=30_000)
+    assert len(errors) == 1 and match in errors[0] and errors[0].startswith("Segmenting bad: ")
+    assert [ly.name for ly in viewer.layers] == ["bad"]

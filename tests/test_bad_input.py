@@ -1,0 +1,793 @@
+"""Every bad input, fed to the API and to the CLI: a clear message, never a traceback.
+
+One table: each row names the input, how the API is called with it, the equivalent
+``xrayseg`` command line, the exception type the API documents and the start of the
+message. The API must raise that type; the CLI must print exactly one line on stderr
+(``xrayseg CMD: error: ...``) holding the same message and exit with code 2.
+
+Paths in the table use ``{d}`` for the shared folder of input files (written once per
+module) and ``{o}`` for a fresh folder for outputs (one per test).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import pickle
+import re
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from napari_xrayseg.cli import main
+from napari_xrayseg.core.errors import (
+    InputError,
+    ModelFileError,
+    OutputExistsError,
+    OutputWriteError,
+    XraysegError,
+)
+from napari_xrayseg.core.inference import segment
+from napari_xrayseg.core.io import open_volume
+from napari_xrayseg.core.metrics import evaluate
+from napari_xrayseg.core.models import init_model, load_model, read_model_info, save_model
+from napari_xrayseg.core.training import train
+
+SHAPE = (4, 32, 32)
+TRAIN = {"size": "tiny", "epochs": 1, "steps_per_epoch": 1, "batch": 1, "patch": 16, "device": "cpu"}
+TRAIN_CLI = ["--size", "tiny", "--epochs", "1", "--steps", "1", "--batch", "1", "--patch", "16", "--device", "cpu"]
+MARKER = "pwned-marker"
+
+
+class _Evil:
+    """Unpickling this runs ``touch <marker>``: it must never happen."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _labels(shape=SHAPE, dtype=np.uint8) -> np.ndarray:
+    lab = np.zeros(shape, dtype)
+    lab[0, :10], lab[0, 10:20], lab[0, 20:] = 1, 2, 3
+    lab[2, :, :10], lab[2, :, 10:20], lab[2, :, 20:] = 1, 2, 3
+    return lab
+
+
+def _rewrite_meta(src: Path, dst: Path, edit: Callable[[dict], None]) -> None:
+    raw = src.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    info = json.loads(header["__metadata__"]["napari_xrayseg"])
+    edit(info)
+    header["__metadata__"]["napari_xrayseg"] = json.dumps(info)
+    hb = json.dumps(header).encode()
+    hb += b" " * (-len(hb) % 8)
+    dst.write_bytes(struct.pack("<Q", len(hb)) + hb + raw[8 + n :])
+
+
+@pytest.fixture(scope="module")
+def d(tmp_path_factory) -> Path:
+    """All input files of the table, written once."""
+    import h5py
+    import tifffile
+    import zarr
+
+    d = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(0)
+    img = rng.random(SHAPE, dtype=np.float32)
+    lab = _labels()
+    arrays: dict[str, Any] = {
+        "img": img,
+        "lab": lab,
+        "img4d": img[None],
+        "lab4d": lab[None],
+        "img1d": img[0, 0],
+        "bool": img > 0.5,
+        "str": np.full(SHAPE, "a"),
+        "complex": img.astype(np.complex64),
+        "nan": np.where(lab > 0, np.nan, img).astype(np.float32),
+        "inf": np.where(np.arange(32) == 3, np.inf, img).astype(np.float32),
+        "empty": np.zeros((0, 32, 32), np.float32),
+        "const": np.full(SHAPE, 7.0, np.float32),
+        "lab_small": lab[:, :31],
+        "lab_none": np.zeros(SHAPE, np.uint8),
+        "lab_one": np.where(lab > 0, 1, 0).astype(np.uint8),
+        "lab_bool": lab > 0,
+        "lab_new": np.where(lab == 3, 5, lab).astype(np.uint8),
+        "lab_neg": np.where(lab == 3, -1, lab.astype(np.int16)),
+        "lab_frac": np.where(lab == 3, 2.5, lab).astype(np.float32),
+        "lab_big": np.where(lab == 3, 300, lab.astype(np.uint16)),
+        "rgb": rng.random((32, 32, 3), dtype=np.float32),
+        "lab_rgb": _labels((32, 32, 3)),
+    }
+    for name, a in arrays.items():
+        np.save(d / f"{name}.npy", a)
+    raw = (d / "img.npy").read_bytes()
+    (d / "trunc.npy").write_bytes(raw[: len(raw) // 2])
+    (d / "junk.npy").write_bytes(b"hello, I am not an array")
+    np.save(d / "objects.npy", np.array([1, "a"], dtype=object), allow_pickle=True)
+    (d / "img.txt").write_text("hello")
+    (d / "folder.npy").mkdir()
+    tifffile.imwrite(d / "img.tif", img, photometric="minisblack")
+    raw = (d / "img.tif").read_bytes()
+    (d / "trunc.tif").write_bytes(raw[: len(raw) // 2])
+    (d / "junk.tif").write_bytes(b"hello")
+    tifffile.imwrite(d / "rgb.tif", (rng.random((32, 32, 3)) * 255).astype(np.uint8), photometric="rgb")
+    with h5py.File(d / "two.h5", "w") as f:
+        f["a"], f["b"] = img, img
+    with h5py.File(d / "img.h5", "w") as f:
+        f["x"] = img
+    raw = (d / "img.h5").read_bytes()
+    (d / "trunc.h5").write_bytes(raw[: len(raw) // 2])
+    g = zarr.open_group(store=str(d / "two.zarr"), mode="w")
+    g.create_array("a", shape=SHAPE, dtype="f4")[...] = img
+    g.create_array("b", shape=SHAPE, dtype="f4")[...] = img
+    for name, a in (("img", img), ("lab", lab)):  # one chunk per slice, the first one cut short
+        z = zarr.create_array(store=str(d / f"damaged_{name}.zarr"), shape=SHAPE, chunks=(1, 32, 32), dtype=a.dtype)
+        z[...] = a
+        chunk = d / f"damaged_{name}.zarr" / "c" / "0" / "0" / "0"
+        chunk.write_bytes(chunk.read_bytes()[:10])
+    (d / "exists.zarr").mkdir()
+    (d / "exists.json").write_text("{}")
+    (d / "sample_out").mkdir()
+    (d / "sample_out" / "keep.txt").write_text("precious")
+    (d / "a_file").write_text("not a folder")
+    m = init_model("unet", size="tiny", classes=3, tile=32)
+    good = save_model(m, d / "m.safetensors")
+    save_model(init_model("unet", size="tiny", classes=3, tile=32, context=3), d / "m3.safetensors")
+    _rewrite_meta(good, d / "evilnet.safetensors", lambda i: i.update(arch="evilnet"))
+    _rewrite_meta(good, d / "bigger.safetensors", lambda i: i["params"].update(channels=[8, 16, 32]))
+    _rewrite_meta(good, d / "huge.safetensors", lambda i: i["params"].update(channels=[4, 8, 99999]))
+    raw = good.read_bytes()
+    (d / "trunc.safetensors").write_bytes(raw[: len(raw) // 2])
+    (d / "evil.safetensors").write_bytes(pickle.dumps(_Evil(d / MARKER), protocol=4))
+    import torch
+
+    torch.save({"state_dict": _Evil(d / MARKER)}, d / "evil.pt")  # a zip checkpoint holding the same pickle
+    (d / "existing.safetensors").write_bytes(b"precious model")
+    return d
+
+
+# --------------------------------------------------------------------------- fault helpers
+
+
+def _no_space_for_chunks(monkeypatch, allow: int = 0) -> None:
+    """Disk full for zarr chunk writes (metadata still fits): works as root, unlike chmod."""
+    import zarr.storage._local as local
+
+    real = local._put
+    calls = {"n": 0}
+
+    def put(path, value, exclusive=False):
+        if "c" in Path(path).parts:  # chunk keys live under c/
+            calls["n"] += 1
+            if calls["n"] > allow:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, value, exclusive=exclusive)
+
+    monkeypatch.setattr(local, "_put", put)
+
+
+def _no_space_for_models(monkeypatch) -> None:
+    import safetensors.torch
+
+    def save_file(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a mod")  # a partial temporary file, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+
+
+def _no_permission(monkeypatch) -> None:
+    import numpy
+
+    def load(*a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", str(a[0]))
+
+    monkeypatch.setattr(numpy, "load", load)
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass
+class Case:
+    id: str
+    api: Callable[[Path, Path], Any] | None
+    cli: list[str] | None
+    exc: type[BaseException]
+    match: str
+    patch: Callable[[Any], None] | None = None
+    xfail: str | None = None  # reason, for checks that live in a module owned elsewhere
+
+
+def _seg(name: str, **kw: Any) -> Callable[[Path, Path], Any]:
+    return lambda d, o: segment(np.load(d / f"{name}.npy"), d / "m.safetensors", device="cpu", **kw)
+
+
+def _tr(image: str, labels: str, **kw: Any) -> Callable[[Path, Path], Any]:
+    return lambda d, o: train(np.load(d / f"{image}.npy"), np.load(d / f"{labels}.npy"), **{**TRAIN, **kw})
+
+
+def _ev(pred: str, truth: str) -> Callable[[Path, Path], Any]:
+    return lambda d, o: evaluate(np.load(d / f"{pred}.npy"), np.load(d / f"{truth}.npy"))
+
+
+def _predict(image: str, *extra: str, model: str = "m.safetensors") -> list[str]:
+    return [
+        "predict",
+        "--image",
+        f"{{d}}/{image}",
+        "--model",
+        f"{{d}}/{model}",
+        "--out",
+        "{o}/out.zarr",
+        "--device",
+        "cpu",
+        *extra,
+    ]
+
+
+def _train(image: str, labels: str, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--image",
+        f"{{d}}/{image}",
+        "--labels",
+        f"{{d}}/{labels}",
+        "--out",
+        "{o}/new.safetensors",
+        *TRAIN_CLI,
+        *extra,
+    ]
+
+
+def _evaluate(pred: str, truth: str, *extra: str) -> list[str]:
+    return ["evaluate", "--pred", f"{{d}}/{pred}", "--truth", f"{{d}}/{truth}", *extra]
+
+
+
+CASES = [
+    # ---- wrong number of dimensions
+    Case("image-4d", _seg("img4d"), _predict("img4d.npy"), InputError, r"image has 4 dimensions .*pick one channel"),
+    Case("image-1d", _seg("img1d"), _predict("img1d.npy"), InputError, r"image has 1 dimensions"),
+    Case("train-4d", _tr("img4d", "lab4d"), _train("img4d.npy", "lab4d.npy"), InputError, r"has 4 dimensions"),
+    Case(
+        "evaluate-4d", _ev("lab4d", "lab4d"), _evaluate("lab4d.npy", "lab4d.npy"), InputError, r"pred has 4 dimensions"
+    ),
+    # ---- non-numeric or boolean dtype
+    Case("image-bool", _seg("bool"), _predict("bool.npy"), InputError, r"image has dtype bool"),
+    Case("image-str", _seg("str"), _predict("str.npy"), InputError, r"image has dtype <U1"),
+    Case("image-complex", _seg("complex"), _predict("complex.npy"), InputError, r"image has dtype complex64"),
+    Case("train-image-bool", _tr("bool", "lab"), _train("bool.npy", "lab.npy"), InputError, r"image has dtype bool"),
+    Case("labels-bool", _tr("img", "lab_bool"), _train("img.npy", "lab_bool.npy"), InputError, r"labels are boolean"),
+    Case(
+        "evaluate-bool",
+        _ev("lab_bool", "lab"),
+        _evaluate("lab_bool.npy", "lab.npy"),
+        InputError,
+        r"pred has boolean dtype",
+    ),
+    # ---- NaN / inf
+    Case("image-nan", _seg("nan"), _predict("nan.npy"), InputError, r"image holds NaN or inf"),
+    Case("image-inf", _seg("inf"), _predict("inf.npy"), InputError, r"image holds NaN or inf"),
+    Case("train-nan", _tr("nan", "lab"), _train("nan.npy", "lab.npy"), InputError, r"image holds NaN or inf"),
+    # ---- empty or constant
+    Case("image-empty", _seg("empty"), _predict("empty.npy"), InputError, r"image is empty"),
+    Case("image-constant", _seg("const"), _predict("const.npy"), InputError, r"image is constant"),
+    Case("train-constant", _tr("const", "lab"), _train("const.npy", "lab.npy"), InputError, r"image is constant"),
+    Case(
+        "evaluate-empty",
+        _ev("empty", "empty"),
+        _evaluate("empty.npy", "empty.npy"),
+        InputError,
+        r"pred and truth are empty",
+    ),
+    # ---- image and labels of different shapes
+    Case(
+        "train-shapes",
+        _tr("img", "lab_small"),
+        _train("img.npy", "lab_small.npy"),
+        InputError,
+        r"labels shape \(4, 31, 32\) does not match image shape \(4, 32, 32\)",
+    ),
+    Case(
+        "evaluate-shapes",
+        _ev("lab", "lab_small"),
+        _evaluate("lab.npy", "lab_small.npy"),
+        InputError,
+        r"pred shape \(4, 32, 32\) does not match truth shape \(4, 31, 32\)",
+    ),
+    # ---- labels with no annotations, one class, unknown classes
+    Case(
+        "train-no-annotations",
+        _tr("img", "lab_none"),
+        _train("img.npy", "lab_none.npy"),
+        InputError,
+        r"labels hold no annotations",
+    ),
+    Case(
+        "evaluate-no-annotations",
+        _ev("lab", "lab_none"),
+        _evaluate("lab.npy", "lab_none.npy"),
+        InputError,
+        r"truth has no annotated voxels",
+    ),
+    Case(
+        "train-one-class",
+        _tr("img", "lab_one"),
+        _train("img.npy", "lab_one.npy"),
+        InputError,
+        r"labels annotate only class 1",
+    ),
+    Case(
+        "train-unknown-classes",
+        lambda d, o: train(np.load(d / "img.npy"), np.load(d / "lab_new.npy"), init=d / "m.safetensors", **TRAIN),
+        _train("img.npy", "lab_new.npy", "--init", "{d}/m.safetensors"),
+        InputError,
+        r"init model has classes \[1, 2, 3\] but the labels annotate classes \[1, 2, 5\]",
+    ),
+    # ---- negative, fractional, too large labels
+    Case(
+        "train-negative",
+        _tr("img", "lab_neg"),
+        _train("img.npy", "lab_neg.npy"),
+        InputError,
+        r"labels hold negative values",
+    ),
+    Case(
+        "evaluate-negative",
+        _ev("lab", "lab_neg"),
+        _evaluate("lab.npy", "lab_neg.npy"),
+        InputError,
+        r"truth holds negative values",
+    ),
+    Case(
+        "train-float",
+        _tr("img", "lab_frac"),
+        _train("img.npy", "lab_frac.npy"),
+        InputError,
+        r"labels hold non-integer values \(e.g. 2.5",
+    ),
+    Case(
+        "evaluate-float",
+        _ev("lab_frac", "lab"),
+        _evaluate("lab_frac.npy", "lab.npy"),
+        InputError,
+        r"pred holds non-integer values \(e.g. 2.5",
+    ),
+    Case(
+        "train-label-300", _tr("img", "lab_big"), _train("img.npy", "lab_big.npy"), InputError, r"labels hold value 300"
+    ),
+    # ---- tiles (policy: an explicit tile larger than the slice is refused; the default adapts)
+    Case(
+        "tile-larger-than-slice",
+        _seg("img", tile=64),
+        _predict("img.npy", "--tile", "64"),
+        InputError,
+        r"tile 64 is larger than the 32x32 slice: use --tile 32 or less",
+    ),
+    Case(
+        "tile-below-stride", _seg("img", tile=2), _predict("img.npy", "--tile", "2"), InputError, r"tile 2\b.*stride 4"
+    ),
+    Case(
+        "tile-not-multiple",
+        _seg("img", tile=30),
+        _predict("img.npy", "--tile", "30"),
+        InputError,
+        r"tile 30\b.*stride 4",
+    ),
+    # ---- channels: the model takes one grey channel (or K context slices)
+    Case(
+        "rgb-tiff",
+        lambda d, o: open_volume(d / "rgb.tif"),
+        _predict("rgb.tif"),
+        InputError,
+        r"rgb.tif is a colour \(RGB\) image with 3 samples per pixel",
+    ),
+    Case(
+        "train-rgb-array",
+        _tr("rgb", "lab_rgb"),
+        _train("rgb.npy", "lab_rgb.npy"),
+        InputError,
+        r"slices along axis 0 are 32x3 pixels, smaller than the network's minimum 4",
+    ),
+    Case(
+        "segment-rgb-array",
+        _seg("rgb"),
+        _predict("rgb.npy"),
+        InputError,
+        r"slices along axis 0 are 32x3 pixels, smaller than the network's minimum 4",
+    ),
+    Case(
+        "train-context-vs-init",
+        lambda d, o: train(
+            np.load(d / "img.npy"), np.load(d / "lab.npy"), init=d / "m3.safetensors", context=1, **TRAIN
+        ),
+        _train("img.npy", "lab.npy", "--init", "{d}/m3.safetensors", "--context", "1"),
+        InputError,
+        r"init model takes 3 context slice\(s\) per slice but training was asked for context=1",
+    ),
+    # ---- input paths: missing, unreadable, truncated, wrong format, ambiguous
+    Case(
+        "missing-image",
+        lambda d, o: open_volume(d / "missing.zarr"),
+        _predict("missing.zarr"),
+        InputError,
+        r"missing.zarr does not exist",
+    ),
+    Case(
+        "missing-model",
+        lambda d, o: load_model(d / "missing.safetensors"),
+        _predict("img.npy", model="missing.safetensors"),
+        ModelFileError,
+        r"missing.safetensors does not exist",
+    ),
+    Case(
+        "unreadable-image",
+        lambda d, o: open_volume(d / "img.npy"),
+        _predict("img.npy"),
+        InputError,
+        r"cannot read .*img.npy: permission denied",
+        patch=_no_permission,
+    ),
+    Case(
+        "folder-as-file",
+        lambda d, o: open_volume(d / "folder.npy"),
+        _predict("folder.npy"),
+        InputError,
+        r"folder.npy is a directory, not a .npy file",
+    ),
+    Case(
+        "truncated-npy",
+        lambda d, o: open_volume(d / "trunc.npy"),
+        _predict("trunc.npy"),
+        InputError,
+        r"cannot read .*trunc.npy as .npy: .*is the file complete",
+    ),
+    Case(
+        "truncated-tiff",
+        lambda d, o: open_volume(d / "trunc.tif"),
+        _predict("trunc.tif"),
+        InputError,
+        r"cannot read .*trunc.tif as .tif",
+    ),
+    Case(
+        "truncated-hdf5",
+        lambda d, o: open_volume(d / "trunc.h5"),
+        _predict("trunc.h5"),
+        InputError,
+        r"cannot read .*trunc.h5 as .h5: .*truncated",
+    ),
+    Case(
+        "damaged-zarr-chunk-train",
+        lambda d, o: train(open_volume(d / "damaged_img.zarr"), open_volume(d / "damaged_lab.zarr"), **TRAIN),
+        _train("damaged_img.zarr", "damaged_lab.zarr"),
+        InputError,
+        r"cannot read labels \(slices .* along axis 0\) .*truncated or damaged",
+    ),
+    Case(
+        "damaged-zarr-chunk-evaluate",
+        lambda d, o: evaluate(np.load(d / "lab.npy"), open_volume(d / "damaged_lab.zarr")),
+        _evaluate("lab.npy", "damaged_lab.zarr"),
+        InputError,
+        r"cannot read truth .*truncated or damaged",
+    ),
+    Case(
+        "damaged-zarr-chunk-predict",
+        lambda d, o: segment(open_volume(d / "damaged_img.zarr"), d / "m.safetensors", device="cpu"),
+        _predict("damaged_img.zarr"),
+        InputError,
+        r"cannot read image \(slices .* along axis 0\) .*truncated or damaged",
+    ),
+    Case(
+        "wrong-format-txt",
+        lambda d, o: open_volume(d / "img.txt"),
+        _predict("img.txt"),
+        InputError,
+        r"unknown volume format 'img.txt'",
+    ),
+    Case(
+        "wrong-format-npy",
+        lambda d, o: open_volume(d / "junk.npy"),
+        _predict("junk.npy"),
+        InputError,
+        r"junk.npy is not a .npy file",
+    ),
+    Case(
+        "pickled-npy",
+        lambda d, o: open_volume(d / "objects.npy"),
+        _predict("objects.npy"),
+        InputError,
+        r"objects.npy holds Python objects .*never loads",
+    ),
+    Case(
+        "wrong-format-tiff",
+        lambda d, o: open_volume(d / "junk.tif"),
+        _predict("junk.tif"),
+        InputError,
+        r"cannot read .*junk.tif as .tif: not a TIFF file",
+    ),
+    Case(
+        "zarr-several-arrays",
+        lambda d, o: open_volume(d / "two.zarr"),
+        _predict("two.zarr"),
+        InputError,
+        r"holds several arrays \['a', 'b'\]: choose one with --dataset NAME",
+    ),
+    Case(
+        "zarr-wrong-dataset",
+        lambda d, o: open_volume(d / "two.zarr", dataset="c"),
+        _predict("two.zarr", "--dataset", "c"),
+        InputError,
+        r"has no array 'c': it has \['a', 'b'\]",
+    ),
+    Case(
+        "hdf5-several-datasets",
+        lambda d, o: open_volume(d / "two.h5"),
+        _predict("two.h5"),
+        InputError,
+        r"holds 2 datasets \['a', 'b'\]: choose one with --dataset NAME",
+    ),
+    # ---- untrusted model files
+    Case(
+        "model-pickle",
+        lambda d, o: load_model(d / "evil.safetensors"),
+        _predict("img.npy", model="evil.safetensors"),
+        ModelFileError,
+        r"never unpickles",
+    ),
+    Case(
+        "model-torch-checkpoint",
+        lambda d, o: load_model(d / "evil.pt"),
+        _predict("img.npy", model="evil.pt"),
+        ModelFileError,
+        r"looks like a pickled PyTorch checkpoint",
+    ),
+    Case(
+        "model-info-pickle",
+        lambda d, o: read_model_info(d / "evil.safetensors"),
+        ["model-info", "{d}/evil.safetensors"],
+        ModelFileError,
+        r"never unpickles",
+    ),
+    Case(
+        "train-init-pickle",
+        lambda d, o: train(np.load(d / "img.npy"), np.load(d / "lab.npy"), init=d / "evil.pt", **TRAIN),
+        _train("img.npy", "lab.npy", "--init", "{d}/evil.pt"),
+        ModelFileError,
+        r"never unpickles",
+    ),
+    Case(
+        "model-truncated",
+        lambda d, o: load_model(d / "trunc.safetensors"),
+        _predict("img.npy", model="trunc.safetensors"),
+        ModelFileError,
+        r"truncated",
+    ),
+    Case(
+        "model-unknown-arch",
+        lambda d, o: load_model(d / "evilnet.safetensors"),
+        _predict("img.npy", model="evilnet.safetensors"),
+        ModelFileError,
+        r"unknown architecture 'evilnet'",
+    ),
+    Case(
+        "model-info-unknown-arch",
+        lambda d, o: read_model_info(d / "evilnet.safetensors"),
+        ["model-info", "{d}/evilnet.safetensors"],
+        ModelFileError,
+        r"unknown architecture 'evilnet'",
+    ),
+    Case(
+        "model-lying-shapes",
+        lambda d, o: load_model(d / "bigger.safetensors"),
+        _predict("img.npy", model="bigger.safetensors"),
+        ModelFileError,
+        r"tensor .* has shape",
+    ),
+    Case(
+        "model-unbounded-size",
+        lambda d, o: load_model(d / "huge.safetensors"),
+        _predict("img.npy", model="huge.safetensors"),
+        ModelFileError,
+        r"channels=\[4, 8, 99999\]",
+    ),
+    Case(
+        "model-image-as-model",
+        lambda d, o: load_model(d / "img.npy"),
+        _predict("img.npy", model="img.npy"),
+        ModelFileError,
+        r"img.npy",
+    ),
+    # ---- outputs that exist: refused unless --overwrite
+    Case(
+        "segment-out-exists",
+        lambda d, o: segment(np.load(d / "img.npy"), d / "m.safetensors", device="cpu", out=d / "exists.zarr"),
+        ["predict", "--image", "{d}/img.npy", "--model", "{d}/m.safetensors", "--out", "{d}/exists.zarr"],
+        OutputExistsError,
+        r"exists.zarr exists: choose another path or pass overwrite=True \(--overwrite\)",
+    ),
+    Case(
+        "train-out-exists",
+        lambda d, o: train(np.load(d / "img.npy"), np.load(d / "lab.npy"), out=d / "existing.safetensors", **TRAIN),
+        ["train", "--image", "{d}/img.npy", "--labels", "{d}/lab.npy", "--out", "{d}/existing.safetensors", *TRAIN_CLI],
+        OutputExistsError,
+        r"model file .*existing.safetensors exists",
+    ),
+    Case(
+        "init-model-out-exists",
+        lambda d, o: save_model(init_model("unet", size="tiny"), d / "existing.safetensors"),
+        ["init-model", "--out", "{d}/existing.safetensors", "--size", "tiny"],
+        OutputExistsError,
+        r"existing.safetensors exists",
+    ),
+    Case(
+        "evaluate-json-exists",
+        lambda d, o: evaluate(np.load(d / "lab.npy"), np.load(d / "lab.npy")).to_json(d / "exists.json"),
+        _evaluate("lab.npy", "lab.npy", "--json", "{d}/exists.json"),
+        OutputExistsError,
+        r"JSON output .*exists.json exists",
+    ),
+    Case(
+        "sample-out-exists",
+        None,
+        ["sample", "--out", "{d}/sample_out", "--shape", "2", "16", "16"],
+        OutputExistsError,
+        r"sample_out exists",
+    ),
+    # ---- unwritable output location, full disk during a run
+    Case(
+        "segment-out-under-a-file",
+        lambda d, o: segment(np.load(d / "img.npy"), d / "m.safetensors", device="cpu", out=d / "a_file" / "o.zarr"),
+        [
+            "predict",
+            "--image",
+            "{d}/img.npy",
+            "--model",
+            "{d}/m.safetensors",
+            "--out",
+            "{d}/a_file/o.zarr",
+            "--device",
+            "cpu",
+        ],
+        XraysegError,
+        r"a_file/o.zarr",
+    ),
+    Case(
+        "train-out-under-a-file",
+        lambda d, o: train(np.load(d / "img.npy"), np.load(d / "lab.npy"), out=d / "a_file" / "m.safetensors", **TRAIN),
+        ["train", "--image", "{d}/img.npy", "--labels", "{d}/lab.npy", "--out", "{d}/a_file/m.safetensors", *TRAIN_CLI],
+        InputError,
+        r"cannot write model file .*a_file is a file, not a folder",
+    ),
+    Case(
+        "segment-disk-full",
+        lambda d, o: segment(np.load(d / "img.npy"), d / "m.safetensors", device="cpu", out=o / "out.zarr", slab=1),
+        _predict("img.npy", "--slab", "1"),
+        XraysegError,
+        r"no space left on device (while )?writing .*out.zarr: free space or choose another",
+        patch=_no_space_for_chunks,
+    ),
+    Case(
+        "train-disk-full",
+        lambda d, o: train(np.load(d / "img.npy"), np.load(d / "lab.npy"), out=o / "new.safetensors", **TRAIN),
+        _train("img.npy", "lab.npy"),
+        OutputWriteError,
+        r"no space left on device writing .*new.safetensors: free space or choose another --out",
+        patch=_no_space_for_models,
+    ),
+    Case(
+        "evaluate-json-under-a-file",
+        lambda d, o: evaluate(np.load(d / "lab.npy"), np.load(d / "lab.npy")).to_json(d / "a_file" / "r.json"),
+        _evaluate("lab.npy", "lab.npy", "--json", "{d}/a_file/r.json"),
+        OutputWriteError,
+        r"cannot write .*a_file/r.json",
+    ),
+]
+
+
+def _params(kind: str):
+    out = []
+    for c in CASES:
+        if getattr(c, kind) is None:
+            continue
+        marks = [pytest.mark.xfail(reason=c.xfail, strict=False)] if c.xfail else []
+        out.append(pytest.param(c, id=c.id, marks=marks))
+    return out
+
+
+def test_table_covers_the_issue():
+    """Every category of the issue has a row, and ids are unique."""
+    ids = [c.id for c in CASES]
+    assert len(ids) == len(set(ids))
+    for word in (
+        "4d",
+        "bool",
+        "str",
+        "nan",
+        "inf",
+        "empty",
+        "constant",
+        "shapes",
+        "no-annotations",
+        "unknown-classes",
+        "negative",
+        "float",
+        "tile-larger",
+        "tile-below",
+        "rgb",
+        "context",
+        "missing",
+        "unreadable",
+        "truncated",
+        "wrong-format",
+        "several",
+        "exists",
+        "disk-full",
+        "under-a-file",
+        "pickle",
+        "arch",
+    ):
+        assert any(word in i for i in ids), word
+
+
+@pytest.mark.parametrize("case", _params("api"))
+def test_api_raises_the_documented_error(case: Case, d: Path, tmp_path: Path, monkeypatch):
+    if case.patch is not None:
+        case.patch(monkeypatch)
+    with pytest.raises(case.exc, match=case.match):
+        case.api(d, tmp_path)
+    assert not (d / MARKER).exists()
+
+
+@pytest.mark.parametrize("case", _params("cli"))
+def test_cli_prints_one_line_and_exits_2(case: Case, d: Path, tmp_path: Path, monkeypatch, capsys):
+    if case.patch is not None:
+        case.patch(monkeypatch)
+    capsys.readouterr()
+    code = main([a.format(d=d, o=tmp_path) for a in case.cli])
+    cap = capsys.readouterr()
+    # progress lines ("train: [ 50.0%] ...") may come first when the fault hits mid-run
+    lines = [line for line in cap.err.splitlines() if line.strip() and not re.match(r"[\w-]+: \[", line)]
+    assert "Traceback" not in cap.err
+    assert code == 2, cap.err
+    assert len(lines) == 1, cap.err
+    assert re.match(rf"xrayseg {case.cli[0]}: error: ", lines[0]), lines[0]
+    assert re.search(case.match, lines[0]), lines[0]
+    assert not (d / MARKER).exists()
+
+
+def test_existing_inputs_were_never_modified(d: Path):
+    """Refusals leave what was there: the refused outputs and the 'precious' files."""
+    assert (d / "existing.safetensors").read_bytes() == b"precious model"
+    assert (d / "sample_out" / "keep.txt").read_text() == "precious"
+    assert (d / "exists.json").read_text() == "{}"
+    assert list((d / "exists.zarr").iterdir()) == []
+    assert not (d / MARKER).exists()
+
+
+def test_default_tile_still_adapts_to_small_slices(d: Path):
+    """Policy: the model's own tile (tile=None) shrinks silently; only an explicit one is refused."""
+    model = init_model("unet", size="tiny", classes=3, tile=256)
+    labels = segment(np.load(d / "img.npy"), model, device="cpu")
+    assert labels.shape == SHAPE and labels.dtype == np.uint8
+
+
+def test_overwrite_is_the_only_way_past_an_existing_output(d: Path, tmp_path: Path, capsys):
+    out = tmp_path / "o.zarr"
+    args = ["predict", "--image", f"{d}/img.npy", "--model", f"{d}/m.safetensors", "--out", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
