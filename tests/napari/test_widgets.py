@@ -160,3 +160,30 @@ def test_segment_widget_orthoplane_with_confidence_layer(make_napari_viewer, qtb
     viewer.layers.selection.active = conf
     shot = viewer.screenshot(canvas_only=True)
     assert shot[..., :3].std() > 1
+
+
+def test_segment_widget_default_tile_adapts_to_small_slices(make_napari_viewer, qtbot, tmp_path):
+    # the model's own tile (64) is larger than these 24x40 slices: left as is, it shrinks (no error)
+    path = save_model(init_model("unet", size="tiny", classes=3, tile=64), tmp_path / "t64.safetensors")
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(7).random((3, 24, 40), dtype=np.float32), name="small")
+    w = SegmentWidget(viewer)
+    w._model_file.value = path
+    w._device.value = "cpu"
+    assert w._tile.value == 64
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert viewer.layers["small labels"].data.shape == (3, 24, 40)
+    # a tile the user typed in that exceeds the slice is refused with the core's message
+    errors = []
+    import napari_xrayseg._napari._jobs as jobs
+
+    orig = jobs.show_error
+    jobs.show_error = errors.append
+    try:
+        w._tile.value = 128
+        w._run.clicked.emit()
+        qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    finally:
+        jobs.show_error = orig
+    assert errors and "tile 128 is larger than the 24x40 slice" in errors[0]

@@ -106,7 +106,9 @@ class JobRunner:
             bar.n = min(p.step, bar.total)
             bar.set_description(f"{desc}: {p.message}" if p.message else desc)
             bar.refresh()
-            if on_yielded is not None:
+            # refresh() may have run returned/finished already: a late record must not
+            # overwrite what the finished job showed (e.g. the Train widget's final status)
+            if on_yielded is not None and self._running and not self._closed:
                 on_yielded(p)
 
         def returned(result: Any) -> None:
