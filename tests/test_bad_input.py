@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from disk_faults import no_space_for_chunks, no_space_for_models
 from napari_xrayseg.cli import main
 from napari_xrayseg.core.errors import (
     InputError,
@@ -159,33 +160,6 @@ def d(tmp_path_factory) -> Path:
 
 
 # --------------------------------------------------------------------------- fault helpers
-
-
-def _no_space_for_chunks(monkeypatch, allow: int = 0) -> None:
-    """Disk full for zarr chunk writes (metadata still fits): works as root, unlike chmod."""
-    import zarr.storage._local as local
-
-    real = local._put
-    calls = {"n": 0}
-
-    def put(path, value, exclusive=False):
-        if "c" in Path(path).parts:  # chunk keys live under c/
-            calls["n"] += 1
-            if calls["n"] > allow:
-                raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return real(path, value, exclusive=exclusive)
-
-    monkeypatch.setattr(local, "_put", put)
-
-
-def _no_space_for_models(monkeypatch) -> None:
-    import safetensors.torch
-
-    def save_file(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"half a mod")  # a partial temporary file, then the disk is full
-        raise OSError(errno.ENOSPC, "No space left on device", str(filename))
-
-    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
 
 
 def _no_permission(monkeypatch) -> None:
@@ -677,7 +651,7 @@ CASES = [
         _predict("img.npy", "--slab", "1"),
         XraysegError,
         r"no space left on device (while )?writing .*out.zarr: free space or choose another",
-        patch=_no_space_for_chunks,
+        patch=no_space_for_chunks,
     ),
     Case(
         "train-disk-full",
@@ -685,7 +659,7 @@ CASES = [
         _train("img.npy", "lab.npy"),
         OutputWriteError,
         r"no space left on device writing .*new.safetensors: free space or choose another --out",
-        patch=_no_space_for_models,
+        patch=no_space_for_models,
     ),
     Case(
         "evaluate-json-under-a-file",

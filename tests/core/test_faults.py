@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import zarr
 
+from disk_faults import no_space_for_chunks, no_space_for_models
 from napari_xrayseg.cli import main
 from napari_xrayseg.core.errors import (
     Cancelled,
@@ -60,32 +61,6 @@ def _crash_forward_after(monkeypatch, n: int) -> dict:
     return calls
 
 
-def _no_space_for_chunks(monkeypatch, allow: int) -> None:
-    import zarr.storage._local as local
-
-    real = local._put
-    calls = {"n": 0}
-
-    def put(path, value, exclusive=False):
-        if "c" in Path(path).parts:
-            calls["n"] += 1
-            if calls["n"] > allow:
-                raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return real(path, value, exclusive=exclusive)
-
-    monkeypatch.setattr(local, "_put", put)
-
-
-def _no_space_for_models(monkeypatch) -> None:
-    import safetensors.torch
-
-    def save_file(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"half a mod")
-        raise OSError(errno.ENOSPC, "No space left on device", str(filename))
-
-    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
-
-
 def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -110,7 +85,7 @@ def test_crash_mid_prediction_leaves_a_readable_partial_output_marked_incomplete
 def test_disk_full_mid_prediction_gives_a_clear_error_and_keeps_finished_slabs(tmp_path, data, monkeypatch):
     img, _ = data
     model = init_model("unet", size="tiny", classes=3, tile=32)
-    _no_space_for_chunks(monkeypatch, allow=2)
+    no_space_for_chunks(monkeypatch, allow=2)
     with pytest.raises(XraysegError, match=r"no space left on device (while )?writing .*o.zarr: free space"):
         segment(img, model, device="cpu", out=tmp_path / "o.zarr", slab=1)
     monkeypatch.undo()
@@ -124,7 +99,7 @@ def test_disk_full_mid_prediction_on_the_cli(tmp_path, data, monkeypatch, capsys
     np.save(tmp_path / "img.npy", img)
     save_model(init_model("unet", size="tiny", classes=3, tile=32), tmp_path / "m.safetensors")
     before = _files(tmp_path)
-    _no_space_for_chunks(monkeypatch, allow=1)
+    no_space_for_chunks(monkeypatch, allow=1)
     capsys.readouterr()
     code = main(
         [
@@ -215,7 +190,7 @@ def test_cancelled_training_leaves_the_existing_model_untouched(tmp_path, data, 
 def test_disk_full_saving_the_trained_model(tmp_path, data, monkeypatch, precious_model):
     img, lab = data
     path, before = precious_model
-    _no_space_for_models(monkeypatch)
+    no_space_for_models(monkeypatch)
     with pytest.raises(OutputWriteError, match=r"no space left on device writing .*m.safetensors") as info:
         train(img, lab, out=path, overwrite=True, **TRAIN)
     assert info.value.errno == errno.ENOSPC and isinstance(info.value, OSError)
@@ -253,7 +228,7 @@ def test_labels_are_bit_identical_after_training_and_evaluation(data, ndim):
 
 def test_save_model_disk_full_keeps_the_old_file(tmp_path, monkeypatch, precious_model):
     path, before = precious_model
-    _no_space_for_models(monkeypatch)
+    no_space_for_models(monkeypatch)
     with pytest.raises(OutputWriteError, match="no space left on device"):
         save_model(init_model("unet", size="tiny"), path, overwrite=True)
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
@@ -300,7 +275,7 @@ def test_write_volume_disk_full_and_unwritable_location(tmp_path, monkeypatch):
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(OutputWriteError, match=r"cannot write .*a_file/v.zarr"):
         write_volume(tmp_path / "a_file" / "v.zarr", np.zeros((2, 4, 4)))
-    _no_space_for_chunks(monkeypatch, allow=0)
+    no_space_for_chunks(monkeypatch, allow=0)
     with pytest.raises(OutputWriteError, match=r"no space left on device writing .*v.zarr"):
         write_volume(tmp_path / "v.zarr", np.ones((2, 4, 4)))
 
