@@ -80,3 +80,24 @@ def test_train_widget_refuses_existing_model_path(make_napari_viewer, tmp_path, 
     w._run.clicked.emit()
     assert errors and "exists" in errors[0] and not w.runner.running
     assert (tmp_path / "old.safetensors").read_bytes() == b"precious"
+
+
+def test_train_widget_arch_and_mode_reach_train(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    _setup(viewer, shape=(6, 32, 32))
+    w = TrainWidget(viewer)
+    assert w._mode.value == "supervised" and set(w._mode.choices) == {"supervised", "pix2pix"}
+    w._arch.value = "segresnet"
+    assert list(w._size.choices) == ["tiny", "small", "medium", "large"] and w._size.value == "small"
+    _configure(w, tmp_path / "g.safetensors")  # size tiny
+    w._mode.value = "pix2pix"
+    w._epochs.value = 1
+    w._context.value = 1
+    w._segment_after.value = False
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    m = load_model(tmp_path / "g.safetensors")
+    assert m.info.arch == "segresnet" and m.info.size == "tiny"
+    assert m.info.train["mode"] == "pix2pix" and "loss_d" in m.info.history[0]
+    w._arch.value = "unet"  # back to the default architecture: its default size
+    assert w._size.value == "medium"

@@ -1,10 +1,10 @@
-"""Train widget: fit a U-Net to the painted slices of a Labels layer (0 = not annotated).
+"""Train widget: fit a 2D network to the painted slices of a Labels layer (0 = not annotated).
 
 Console equivalent::
 
     from napari_xrayseg import train, segment
     model = train(viewer.layers["image"].data, viewer.layers["labels"].data, axis=0, minutes=5,
-                  out="model.safetensors")
+                  arch="unet", size="medium", mode="supervised", out="model.safetensors")
     viewer.add_labels(segment(viewer.layers["image"].data, model), name="image labels")
 """
 
@@ -32,9 +32,9 @@ from ..core.config import SegmentConfig, TrainConfig
 from ..core.device import available_devices
 from ..core.errors import InputError, XraysegError
 from ..core.inference import iter_segment
-from ..core.models import MAX_CONTEXT, Model, architectures, save_model
+from ..core.models import MAX_CONTEXT, Model, architectures, default_size, save_model
 from ..core.progress import Progress
-from ..core.training import iter_train
+from ..core.training import MODES, iter_train
 from ._jobs import JobRunner, JobWidget
 from ._layers import layer_array, layer_choices, placement, unique_name
 
@@ -101,6 +101,9 @@ class TrainWidget(JobWidget):
                               value=_T.axis)
         self._arch = ComboBox(label="Architecture", choices=sorted(architectures()), value=_T.arch)
         self._size = ComboBox(label="Size", choices=list(architectures()[_T.arch]), value=_T.size)
+        self._mode = ComboBox(label="Mode", choices=list(MODES), value=_T.mode,
+                              tooltip="supervised: segmentation loss on the painted pixels; pix2pix: also an "
+                                      "adversarial loss from a PatchGAN discriminator (slower per step)")
         self._minutes = FloatSpinBox(label="Time budget (min)", min=0.1, max=24 * 60, step=0.5, value=5.0)
         self._epochs = SpinBox(label="Max epochs", min=1, max=100_000, value=_T.epochs)
         self._batch = SpinBox(label="Batch", min=1, max=512, value=_T.batch)
@@ -118,13 +121,19 @@ class TrainWidget(JobWidget):
         self.plot = TrainingPlot()
         self._run = PushButton(text="Train")
         self.runner = JobRunner(self._run, "Train")
-        self._arch.changed.connect(lambda v: setattr(self._size, "choices", list(architectures()[v])))
+        self._arch.changed.connect(self._on_arch)
         self._run.changed.connect(self._on_run)
-        self.extend([self._image, self._labels, self._axis, self._arch, self._size, self._minutes, self._epochs,
+        self.extend([self._image, self._labels, self._axis, self._arch, self._size, self._mode, self._minutes,
+                     self._epochs,
                      self._batch, self._patch, self._lr, self._context, self._augment,
                      self._device, self._init, self._out,
                      self._segment_after, self._run, self._status, self.plot])
         self._follow_layers(viewer)
+
+    def _on_arch(self, arch: str) -> None:
+        """Offer the sizes of the chosen architecture, starting at its default."""
+        self._size.choices = list(architectures()[arch])
+        self._size.value = _T.size if arch == _T.arch else default_size(arch)
 
     # ------------------------------------------------------------------ run
     def _on_run(self) -> None:
@@ -160,7 +169,7 @@ class TrainWidget(JobWidget):
             raise InputError(f"{out} exists: choose a new file name (models are never overwritten silently)")
         init = str(self._init.value)
         return {"image": image, "labels": labels, "axis": int(self._axis.value) if image.ndim == 3 else 0,
-                "arch": str(self._arch.value), "size": str(self._size.value),
+                "arch": str(self._arch.value), "size": str(self._size.value), "mode": str(self._mode.value),
                 "minutes": float(self._minutes.value), "epochs": int(self._epochs.value),
                 "batch": int(self._batch.value), "patch": int(self._patch.value), "lr": float(self._lr.value),
                 "augment": bool(self._augment.value), "context": int(self._context.value),

@@ -248,8 +248,8 @@ class _Pix2PixStep(_SupervisedStep):
     segmentation loss of supervised training (pix2pix's lambda-weighted L1 term).
     Both use Adam with pix2pix's ``betas=(0.5, 0.999)``; ``D`` and ``G`` step once each
     per batch, D first.  ``D`` learns at a tenth of the generator's (scheduled) rate:
-    3e-4 at the default ``lr=3e-3``, close to pix2pix's 2e-4; at the full rate ``D``
-    overpowers ``G`` within the first epoch (its loss falls to ~0.05 and stays there).
+    3e-4 at the default ``lr=3e-3``, close to pix2pix's 2e-4 (in a small test at the full
+    rate, ``D``'s loss fell to ~0.05 within an epoch and stayed there).
 
     Sparse labels (0 = not annotated) are handled in three places:
 
@@ -921,7 +921,7 @@ def train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.arch, 
         pixels, plus ``pixel_weight`` times the segmentation loss; only the generator
         is kept, so the model segments exactly like a supervised one
         (``info.train["mode"]`` records the mode, each history record ``loss_adv``
-        and ``loss_d``). Training steps cost about twice as much on the CPU.
+        and ``loss_d``). A step costs 1.4-2x a supervised one on the CPU.
     pixel_weight : float
         ``"pix2pix"`` only: weight of the segmentation loss against the adversarial
         loss (pix2pix's lambda).

@@ -1,0 +1,187 @@
+"""Every registered architecture: training, model-file round trip, context, strides, loader checks."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from napari_xrayseg.cli import build_parser, main
+from napari_xrayseg.core.errors import InputError, ModelFileError
+from napari_xrayseg.core.inference import segment
+from napari_xrayseg.core.models import (
+    architectures,
+    default_size,
+    describe_architecture,
+    init_model,
+    load_model,
+    read_model_info,
+    save_model,
+)
+from napari_xrayseg.core.sample import make_phantom
+from napari_xrayseg.core.training import train
+
+ARCHS = ("unet", "basicunet", "attentionunet", "segresnet")
+# stride of every preset: the tile / patch multiple that inference and training rely on
+STRIDES = {
+    "unet": {"tiny": 4, "small": 8, "medium": 16, "large": 16},
+    "basicunet": {"tiny": 16, "small": 16, "medium": 16, "large": 16},
+    "attentionunet": {"tiny": 4, "small": 8, "medium": 16, "large": 16},
+    "segresnet": {"tiny": 4, "small": 8, "medium": 8, "large": 8},
+}
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    image, truth = make_phantom((6, 32, 32), seed=11, artefacts=False)
+    sparse = np.zeros_like(truth)
+    sparse[[1, 4]] = truth[[1, 4]]
+    return image, sparse
+
+
+def _rewrite_meta(src, dst, edit):
+    raw = src.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    info = json.loads(header["__metadata__"]["napari_xrayseg"])
+    edit(info)
+    header["__metadata__"]["napari_xrayseg"] = json.dumps(info)
+    hb = json.dumps(header).encode()
+    hb += b" " * (-len(hb) % 8)
+    dst.write_bytes(struct.pack("<Q", len(hb)) + hb + raw[8 + n:])
+
+
+def test_registry_names_sizes_and_strides():
+    archs = architectures()
+    assert set(ARCHS) <= set(archs)
+    for arch in ARCHS:
+        assert archs[arch] == ("tiny", "small", "medium", "large")
+        assert default_size(arch) in archs[arch] and describe_architecture(arch).startswith("MONAI")
+        for size, stride in STRIDES[arch].items():
+            m = init_model(arch, size=size, classes=2, tile=256)
+            assert m.info.stride == stride, (arch, size)
+            assert m.info.params["in_channels"] == 1 and m.info.params["out_channels"] == 2
+    with pytest.raises(InputError, match="unknown segresnet size 'huge'"):
+        init_model("segresnet", size="huge")
+    with pytest.raises(InputError, match="unknown architecture"):
+        default_size("vit")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_each_arch_trains_with_context_and_round_trips(phantom, tmp_path, arch):
+    image, sparse = phantom
+    m = train(image, sparse, arch=arch, size="tiny", epochs=1, steps_per_epoch=2, batch=2, patch=32,
+              context=3, device="cpu", out=tmp_path / "m.safetensors")
+    assert m.info.arch == arch and m.info.context == 3 and m.info.in_channels == 3
+    assert m.info.train["arch"] == arch and m.info.train["mode"] == "supervised"
+    loaded = load_model(tmp_path / "m.safetensors")
+    assert loaded.info.arch == arch and loaded.info.params == m.info.params and loaded.info.context == 3
+    for (k, a), (k2, b) in zip(m.network.state_dict().items(), loaded.network.state_dict().items()):
+        assert k == k2 and torch.equal(a.cpu(), b)
+    np.testing.assert_array_equal(segment(image, loaded, device="cpu"), segment(image, m, device="cpu"))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_tile_of_exactly_the_stride_and_non_multiples(arch):
+    m = init_model(arch, size="tiny", classes=3, context=3, tile=64, seed=1)
+    s = m.info.stride
+    # the network maps an (N, k, s, s) input to (N, classes, s, s) and (2s, 2s) likewise
+    with torch.inference_mode():
+        assert tuple(m.network(torch.rand(2, 3, s, s)).shape) == (2, 3, s, s)
+        assert tuple(m.network(torch.rand(1, 3, 2 * s, 2 * s)).shape) == (1, 3, 2 * s, 2 * s)
+    # a tile of exactly the stride segments slices of any shape (edges padded to the stride)
+    image = np.random.default_rng(0).random((3, s + 3, 2 * s - 1), dtype=np.float32)
+    out = segment(image, m, tile=s, device="cpu")
+    assert out.shape == image.shape and set(np.unique(out)) <= {1, 2, 3}
+    # tiles and patches that are not multiples of the stride are refused, naming the stride
+    with pytest.raises(InputError, match=f"stride {s}"):
+        segment(image, m, tile=s + 2, device="cpu")
+    with pytest.raises(InputError, match=f"stride {s}"):
+        init_model(arch, size="tiny", tile=3 * s + 2)
+
+
+def test_patch_not_a_multiple_of_the_stride_is_refused(phantom):
+    image, sparse = phantom
+    with pytest.raises(InputError, match="patch 40 is not a multiple of the network's stride 16"):
+        train(image, sparse, arch="basicunet", size="tiny", epochs=1, steps_per_epoch=1, batch=2, patch=40,
+              device="cpu")
+
+
+def test_instance_norm_doubles_the_stride(tmp_path):
+    # instance norm cannot normalise a single pixel: the deepest level must stay >= 2x2
+    for arch, base in (("unet", 4), ("basicunet", 16)):
+        m = init_model(arch, size="tiny", classes=3)
+        m.info.params["norm"] = "instance"
+        assert m.info.stride == 2 * base
+        from napari_xrayseg.core.models import build_network
+
+        net = build_network(arch, m.info.params).eval()
+        with torch.inference_mode():
+            assert tuple(net(torch.rand(1, 1, 2 * base, 2 * base)).shape) == (1, 3, 2 * base, 2 * base)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_context_sets_the_input_channels(arch):
+    m = init_model(arch, size="tiny", classes=4, context=5)
+    assert m.info.in_channels == 5 and m.info.context == 5
+    s = m.info.stride
+    with torch.inference_mode():
+        assert tuple(m.network(torch.rand(1, 5, 2 * s, 2 * s)).shape) == (1, 4, 2 * s, 2 * s)
+
+
+@pytest.mark.parametrize(
+    ("arch", "edit", "match"),
+    [
+        # another architecture's valid parameters: the tensors in the file do not fit it
+        ("basicunet", lambda i: i.update(arch="segresnet", size="tiny", params={
+            "in_channels": 1, "out_channels": 3, "dropout": 0.0, "upsample": "nontrainable", "init_filters": 8,
+            "num_groups": 4, "blocks_down": [1, 1, 1], "blocks_up": [1, 1]}),
+         "do not match the declared segresnet"),
+        ("segresnet", lambda i: i.update(arch="attentionunet", params={
+            "in_channels": 1, "out_channels": 3, "dropout": 0.0, "channels": [4, 8, 16], "strides": [2, 2]}),
+         "do not match the declared attentionunet"),
+        # same architecture, other sizes: shapes differ
+        ("basicunet", lambda i: i["params"].update(features=[8, 8, 16, 32, 64, 16]), "shape"),
+        ("attentionunet", lambda i: i["params"].update(channels=[4, 8, 32]), "shape"),
+        ("segresnet", lambda i: i["params"].update(init_filters=12), "shape"),
+        ("segresnet", lambda i: i["params"].update(blocks_down=[1, 2, 1]), "missing"),
+        # out-of-bounds or inconsistent parameters never reach the network builder
+        ("basicunet", lambda i: i["params"].update(features=[8, 8, 16, 32, 64]), "features"),
+        ("basicunet", lambda i: i["params"].update(features=[8, 8, 16, 32, 64, 100000]), "features"),
+        ("basicunet", lambda i: i["params"].update(norm="layer"), "norm"),
+        ("attentionunet", lambda i: i["params"].update(strides=[2, 2, 2]), "strides"),
+        ("attentionunet", lambda i: i["params"].update(dropout=1.5), "dropout"),
+        ("segresnet", lambda i: i["params"].update(num_groups=3), "not a multiple of num_groups"),
+        ("segresnet", lambda i: i["params"].update(blocks_up=[1]), "blocks_up"),
+        ("segresnet", lambda i: i["params"].update(blocks_down=[1, 1, 1, 1, 1, 1, 1]), "blocks_down"),
+        ("segresnet", lambda i: i["params"].update(upsample="magic"), "upsample"),
+        ("segresnet", lambda i: i["params"].update(init_filters=True), "init_filters"),
+    ],
+)
+def test_loader_refuses_tensors_that_do_not_fit_the_declared_arch(tmp_path, arch, edit, match):
+    good = save_model(init_model(arch, size="tiny", classes=3, seed=2), tmp_path / "good.safetensors")
+    assert load_model(good).info.arch == arch
+    bad = tmp_path / "bad.safetensors"
+    _rewrite_meta(good, bad, edit)
+    with pytest.raises(ModelFileError, match=match):
+        load_model(bad)
+
+
+def test_cli_init_model_arch_and_context(tmp_path, capsys):
+    assert main(["init-model", "--out", str(tmp_path / "b"), "--arch", "basicunet", "--size", "tiny",
+                 "--context", "3", "--tile", "64"]) == 0
+    assert "context 3, stride 16" in capsys.readouterr().out
+    info = read_model_info(tmp_path / "b.safetensors")
+    assert info.arch == "basicunet" and info.context == 3 and info.params["in_channels"] == 3
+    image = np.random.default_rng(0).random((5, 40, 40), dtype=np.float32)
+    assert segment(image, tmp_path / "b.safetensors", device="cpu").shape == image.shape
+    # a tile that the arch cannot take is one line, exit 2
+    assert main(["init-model", "--out", str(tmp_path / "c"), "--arch", "basicunet", "--tile", "40"]) == 2
+    assert "stride 16" in capsys.readouterr().err
+    for cmd in ("init-model", "train"):
+        action = next(a for a in build_parser()._subparsers._group_actions[0].choices[cmd]._actions
+                      if a.dest == "arch")
+        assert set(action.choices) == set(architectures())
