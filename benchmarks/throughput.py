@@ -43,8 +43,8 @@ from napari_xrayseg.core.tiling import effective_tile, windows_per_slice
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
 
 
-def conv_limit(device: str, seconds: float = 3.0) -> dict[str, float]:
-    """Sustained GFLOP/s of a 64->64 3x3 conv on (8, 64, 128, 128), per memory format."""
+def conv_limit(device: str, seconds: float = 3.0, dtype: torch.dtype | None = None) -> dict[str, float]:
+    """Sustained GFLOP/s of a 64->64 3x3 conv on (8, 64, 128, 128), per memory format (under autocast to dtype)."""
     out = {}
     for fmt in ("nchw", "channels_last"):
         conv = torch.nn.Conv2d(64, 64, 3, padding=1, bias=False).to(device).eval()
@@ -53,7 +53,8 @@ def conv_limit(device: str, seconds: float = 3.0) -> dict[str, float]:
             conv = conv.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
         flops = 2 * 64 * 64 * 9 * 8 * 128 * 128
-        with torch.inference_mode():
+        ctx = torch.autocast(device.split(":")[0], dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        with torch.inference_mode(), ctx:
             for _ in range(2):
                 conv(x)
             n, t0 = 0, time.perf_counter()
@@ -104,19 +105,16 @@ def _onnx_runner(net: torch.nn.Module, in_ch: int, tile: int, threads: int) -> A
 
 
 def measure(model: Any, slices: np.ndarray, *, device: str, tile: int, overlap: float, batch: int,
-            repeats: int, net: torch.nn.Module | None = None, autocast: torch.dtype | None = None,
-            channels_last: bool = False) -> float:
+            repeats: int, net: torch.nn.Module | None = None, channels_last: bool = False,
+            precision: str = "fp32") -> float:
     """Median voxels/s of SlicePredictor.labels over ``slices`` (after one warm-up call)."""
-    pred = SlicePredictor(model, device=device, tile=tile, overlap=overlap, batch=batch)
+    pred = SlicePredictor(model, device=device, tile=tile, overlap=overlap, batch=batch, precision=precision)
     if net is not None:
         pred.net = net
     if channels_last:
         pred.net = pred.net.to(memory_format=torch.channels_last)
         inner = pred._forward
         pred._forward = lambda x: inner(x.contiguous(memory_format=torch.channels_last))  # type: ignore[method-assign]
-    if autocast is not None:
-        inner2 = pred._forward
-        pred._forward = lambda x: _autocast(inner2, x, autocast)  # type: ignore[method-assign]
     per = pred.slices_per_call(slices.shape[1:])
     pred.labels(slices[:per])  # warm-up (and the compile, for compiled variants)
     times = []
@@ -128,11 +126,6 @@ def measure(model: Any, slices: np.ndarray, *, device: str, tile: int, overlap: 
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return slices.size / statistics.median(times)
-
-
-def _autocast(fn: Any, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    with torch.autocast(x.device.type, dtype=dtype):
-        return fn(x).float()
 
 
 def child_row(size: str, n: int, threads: int, repeats: int, *, tcmalloc: bool = False,
@@ -171,7 +164,7 @@ def main() -> None:
 
             tune_allocator()
         m = init_model("unet", size=a.sizes[0], classes=3, tile=256)
-        print(measure(m, slices, device="cpu", tile=256, overlap=0.25, batch=8, repeats=a.repeats))
+        print(measure(m, slices, device="cpu", tile=256, overlap=0.25, batch=8, repeats=a.repeats, precision="fp32"))
         return
 
     cuda = torch.cuda.is_available()
@@ -183,6 +176,10 @@ def main() -> None:
               f"[limit] {d}: 3x3 conv 64->64 {lim['nchw']:.0f} GFLOP/s NCHW, {lim['channels_last']:.0f} channels_last")
     cpu_flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
     native_bf16 = "avx512_bf16" in cpu_flags or "amx_bf16" in cpu_flags
+    if native_bf16:  # bf16 rows are compared with the bf16 limit, not the fp32 one
+        limits["cpu-bf16"] = conv_limit("cpu", dtype=torch.bfloat16)
+        print(f"[limit] cpu bf16: 3x3 conv 64->64 {limits['cpu-bf16']['nchw']:.0f} GFLOP/s NCHW, "
+              f"{limits['cpu-bf16']['channels_last']:.0f} channels_last")
 
     rows: list[dict[str, Any]] = []
 
@@ -194,7 +191,7 @@ def main() -> None:
             return
         roi = effective_tile((a.yx, a.yx), tile, 16)
         over = windows_per_slice((a.yx, a.yx), roi, overlap) * roi[0] * roi[1] / (a.yx * a.yx)
-        lim = max(limits[device].values())
+        lim = max(limits["cpu-bf16" if "bf16" in variant and device == "cpu" else device].values())
         net_gf = vps * fpp * over / 1e9
         r = {"size": size, "variant": variant, "device": device, "mvox_s": vps / 1e6, "window_overhead": over,
              "net_gflop_s": net_gf, "fraction_of_limit": net_gf / lim, "useful_fraction": vps * fpp / 1e9 / lim,
@@ -223,8 +220,12 @@ def main() -> None:
             torch.set_num_threads(a.threads)
         row(size, "channels_last", "cpu", measure(m, slices, channels_last=True, **base), fpp, 256, 0.25)
         if native_bf16:
-            row(size, "bf16 autocast", "cpu", measure(m, slices, autocast=torch.bfloat16, **base), fpp, 256, 0.25,
-                "CPU has native bf16")
+            row(size, "bf16 autocast (precision='bf16')", "cpu", measure(m, slices, precision="bf16", **base), fpp,
+                256, 0.25, "CPU has native bf16")
+            row(size, "bf16, batch 4", "cpu", measure(m, slices, precision="bf16", **{**base, "batch": 4}), fpp,
+                256, 0.25)
+            row(size, "bf16 + channels_last", "cpu", measure(m, slices, precision="bf16", channels_last=True, **base),
+                fpp, 256, 0.25)
         else:
             row(size, "bf16 autocast", "cpu", None, fpp, 256, 0.25, "no avx512_bf16/amx_bf16 on this CPU")
         with torch.inference_mode():
@@ -245,6 +246,8 @@ def main() -> None:
                 0.25)
         except ImportError:
             row(size, "ONNX Runtime", "cpu", None, fpp, 256, 0.25, "pip install onnxruntime onnx onnxscript")
+        row(size, "default again (order check: same as the first row?)", "cpu", measure(m, slices, **base), fpp,
+            256, 0.25)
         row(size, "default, fresh process (glibc)", "cpu", child_row(size, a.slices, a.threads, a.repeats),
             fpp, 256, 0.25)
         row(size, "glibc tuned by mallopt (fresh process)", "cpu",
@@ -255,7 +258,7 @@ def main() -> None:
         if cuda:
             for b in (8, 32):
                 row(size, f"CUDA fp16 autocast, batch {b}", "cuda",
-                    measure(m, slices, **{**base, "device": "cuda", "batch": b}), fpp, 256, 0.25)
+                    measure(m, slices, precision="fp16", **{**base, "device": "cuda", "batch": b}), fpp, 256, 0.25)
             with contextlib.suppress(Exception):
                 m32 = init_model("unet", size=size, classes=3, tile=256)
                 pred_net = m32.network.to("cuda").eval()

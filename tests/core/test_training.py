@@ -271,3 +271,32 @@ def test_bad_inputs(phantom, tmp_path):
         train(image, sparse, loss="focal", **FAST)
     # float labels holding whole numbers are fine
     assert train(image, sparse.astype(np.float32), **FAST).info.classes == [1, 2, 3]
+
+
+def test_training_samples_slices_along_all_three_axes(caplog):
+    """Sparse xy annotations also train through the annotated rows of xz and yz slices."""
+    import logging
+
+    from napari_xrayseg.core.sample import make_phantom
+    from napari_xrayseg.core.training import _orthogonal_slices, train
+
+    image, truth = make_phantom((12, 32, 40), seed=3)
+    ann = np.zeros_like(truth)
+    ann[[3, 8]] = truth[[3, 8]]
+    with caplog.at_level(logging.INFO, logger="napari_xrayseg.core.training"):
+        model = train(image, ann, axes="zyx", size="tiny", epochs=1, steps_per_epoch=2, patch=16, batch=2,
+                      context=1, device="cpu", seed=0)
+    t = model.info.train
+    assert t["axes"] == [0, 1, 2] and t["extra_axis_slices"] == {"1": 8, "2": 8}  # capped at max(8, 4 x 2)
+    assert "along other axes" in caplog.text
+    # the padded stack: xy (32x40), xz (12x40) and yz (12x32) slices padded to 32x40, labels padded with 0
+    imgs = np.zeros((2, 1, 32, 40), np.float32)
+    labs = ann[[3, 8]]
+    x, y, counts = _orthogonal_slices(image, ann, [1, 2], imgs, labs, None, 1)
+    assert x.shape == (2 + 8 + 8, 1, 32, 40) and y.shape == (18, 32, 40)
+    assert counts == {1: 8, 2: 8}
+    assert not y[2:, 12:].any()  # padding rows are never annotated
+    # an xz slice carries exactly the annotated rows z = 3 and 8
+    rows = np.flatnonzero(y[2].any(axis=1))
+    assert set(rows) <= {3, 8} and len(rows) >= 1
+    np.testing.assert_array_equal(ann, np.where(np.isin(np.arange(12), [3, 8])[:, None, None], truth, 0))

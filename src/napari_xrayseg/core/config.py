@@ -28,6 +28,9 @@ class SegmentConfig:
         (clipped to [1, 64]) or 16.
     blend : str
         Tile blending: ``"gaussian"`` or ``"constant"``.
+    precision : str
+        Network arithmetic: ``"auto"`` (fp16 on CUDA, bf16 on CPUs with native bf16 such
+        as AVX512-BF16/AMX, else fp32), ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA only).
     """
 
     axis: int = 0
@@ -37,6 +40,7 @@ class SegmentConfig:
     device: str = "auto"
     slab: int | None = None
     blend: str = "gaussian"
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["available_devices", "resolve_device", "tune_allocator"]
+__all__ = ["PRECISIONS", "available_devices", "cpu_has_bf16", "resolve_device", "resolve_precision", "tune_allocator"]
 
 
 def available_devices() -> list[str]:
@@ -101,3 +101,35 @@ def tune_allocator(threshold: int = 1 << 30) -> bool:
     m_trim_threshold, m_mmap_threshold = -1, -3
     _TUNED = bool(mallopt(m_mmap_threshold, threshold)) and bool(mallopt(m_trim_threshold, 2 * threshold))
     return _TUNED
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); emulated bf16 is far slower."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:  # not Linux: stay with fp32
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The arithmetic the network runs in: ``"auto"`` picks fp16 on CUDA, bf16 on CPUs with native bf16, else fp32.
+
+    Raises
+    ------
+    InputError
+        For an unknown name, or fp16 on CPU (not supported by fast CPU kernels).
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"precision {precision!r} must be one of {PRECISIONS}")
+    if precision == "auto":
+        if device.type == "cuda":
+            return "fp16"
+        return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise InputError("precision 'fp16' needs a CUDA device: use 'bf16' or 'fp32' on CPU")
+    return precision

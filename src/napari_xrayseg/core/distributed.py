@@ -66,7 +66,7 @@ def _run_slab(task: dict[str, Any], r: tuple[int, int]) -> tuple[int, int]:
     def make_predictor() -> SlicePredictor:
         dev = resolve_device(task["device"])
         return SlicePredictor(load_model(mp, device=dev), device=dev, tile=plan.tile, overlap=plan.overlap,
-                              batch=plan.batch, blend=plan.blend)
+                              batch=plan.batch, blend=plan.blend, precision=plan.precision)
 
     pred = _cached(("model", str(mp), st.st_mtime_ns, st.st_size, task["device"], plan.tile), make_predictor)
     image = _cached(("image", task["image"], task["dataset"]), lambda: open_volume(task["image"],
@@ -107,8 +107,8 @@ def iter_segment_distributed(image: str | os.PathLike, model: str | os.PathLike,
                              torch_threads: int | None = None, axis: int = _D.axis, tile: int | None = None,
                              overlap: float = _D.overlap, batch: int = _D.batch, device: str = _D.device,
                              slab: int | None = _D.slab, blend: str = _D.blend, overwrite: bool = False,
-                             resume: bool = False, pyramid: bool = False, cancel: CancelToken | None = None,
-                             ) -> Generator[Progress, None, Any]:
+                             resume: bool = False, pyramid: bool = False, precision: str = _D.precision,
+                             cancel: CancelToken | None = None) -> Generator[Progress, None, Any]:
     """Generator form of :func:`segment_distributed`: yields a :class:`Progress` per finished slab."""
     from .inference import _resolved_norm, open_output, plan_segment, read_output_meta
     from .io import open_volume
@@ -126,8 +126,13 @@ def iter_segment_distributed(image: str | os.PathLike, model: str | os.PathLike,
     norm = None
     if resume and Path(out).exists() and m.info.normalization.get("low") is None:
         norm = (read_output_meta(out) or {}).get("normalization")
+    from .device import resolve_device, resolve_precision
+
+    # One arithmetic for the whole output, decided here for the requested device (so results do
+    # not depend on which worker ran a slab); on a mixed cluster pass precision explicitly.
+    prec = resolve_precision(precision, resolve_device(device))
     plan = plan_segment(vol, m, axis=axis, tile=tile, overlap=overlap, batch=batch, slab=slab, blend=blend,
-                        normalization=norm if norm is not None else _resolved_norm(m, vol))
+                        normalization=norm if norm is not None else _resolved_norm(m, vol), precision=prec)
     _, done_slabs = open_output(out, plan, m, overwrite=overwrite, resume=resume, pyramid=pyramid)
     todo = [r for r in plan.ranges if r not in done_slabs]
     task = {"plan": plan, "image": str(Path(image).resolve()) if Path(str(image)).exists() else str(image),
@@ -183,7 +188,7 @@ def segment_distributed(image: str | os.PathLike, model: str | os.PathLike, out:
                         axis: int = _D.axis, tile: int | None = None, overlap: float = _D.overlap,
                         batch: int = _D.batch, device: str = _D.device, slab: int | None = _D.slab,
                         blend: str = _D.blend, overwrite: bool = False, resume: bool = False,
-                        pyramid: bool = False, cancel: CancelToken | None = None,
+                        pyramid: bool = False, precision: str = _D.precision, cancel: CancelToken | None = None,
                         progress: ProgressCallback | None = None) -> Any:
     """Segment a volume on a dask.distributed cluster; same result as :func:`~napari_xrayseg.segment`.
 
@@ -208,7 +213,7 @@ def segment_distributed(image: str | os.PathLike, model: str | os.PathLike, out:
         Threads per local worker (tasks run at once per worker).
     torch_threads : int, optional
         ``torch.set_num_threads`` on each worker (e.g. cores / workers).
-    axis, tile, overlap, batch, device, slab, blend, overwrite, resume, pyramid, cancel, progress
+    axis, tile, overlap, batch, device, slab, blend, overwrite, resume, pyramid, precision, cancel, progress
         As in :func:`~napari_xrayseg.segment`.
 
     Returns
@@ -227,4 +232,4 @@ def segment_distributed(image: str | os.PathLike, model: str | os.PathLike, out:
         image, model, out, dataset=dataset, client=client, scheduler=scheduler, workers=workers,
         threads_per_worker=threads_per_worker, torch_threads=torch_threads, axis=axis, tile=tile, overlap=overlap,
         batch=batch, device=device, slab=slab, blend=blend, overwrite=overwrite, resume=resume, pyramid=pyramid,
-        cancel=cancel), progress)
+        precision=precision, cancel=cancel), progress)

@@ -120,8 +120,8 @@ def iter_segment_probs(image: Any, model: Any, *, axes: str | Sequence[int] | in
                        tile: int | None = None, overlap: float = _D.overlap, batch: int = _D.batch,
                        device: str = _D.device, slab: int | None = _D.slab, blend: str = _D.blend,
                        out: str | os.PathLike | None = None, confidence_out: str | os.PathLike | None = None,
-                       overwrite: bool = False, pyramid: bool = False, cancel: CancelToken | None = None,
-                       ) -> Generator[Progress, None, Any]:
+                       overwrite: bool = False, pyramid: bool = False, precision: str = _D.precision,
+                       cancel: CancelToken | None = None) -> Generator[Progress, None, Any]:
     """Segment from class probabilities: along one or several axes, optionally with confidence.
 
     Called by :func:`~napari_xrayseg.core.inference.iter_segment` when ``axes`` names
@@ -130,7 +130,7 @@ def iter_segment_probs(image: Any, model: Any, *, axes: str | Sequence[int] | in
     """
     import zarr
 
-    from .device import resolve_device
+    from .device import resolve_device, resolve_precision
     from .inference import (
         OUTPUT_ATTR,
         SlicePredictor,
@@ -152,15 +152,17 @@ def iter_segment_probs(image: Any, model: Any, *, axes: str | Sequence[int] | in
     dev = resolve_device(device)
     model = _as_model(model, dev)
     norm = _resolved_norm(model, image)
+    prec = resolve_precision(precision, dev)
     multi = len(ax) > 1
     depth = slab if slab is not None else (32 if multi else None)  # cubes of `depth` hold the running sum
     plans = [plan_segment(image, model, axis=a, tile=tile, overlap=overlap, batch=batch, slab=depth, blend=blend,
-                          normalization=norm) for a in ax]
+                          normalization=norm, precision=prec) for a in ax]
     if multi and len({p.depth for p in plans}) > 1:
         d = min(p.depth for p in plans)  # a short axis clipped the depth: use it for every pass
         plans = [plan_segment(image, model, axis=a, tile=tile, overlap=overlap, batch=batch, slab=d, blend=blend,
-                              normalization=norm) for a in ax]
-    pred = SlicePredictor(model, device=dev, tile=plans[0].tile, overlap=overlap, batch=batch, blend=blend)
+                              normalization=norm, precision=prec) for a in ax]
+    pred = SlicePredictor(model, device=dev, tile=plans[0].tile, overlap=overlap, batch=batch, blend=blend,
+                          precision=prec)
     pred.cancel = cancel
     c = len(model.info.classes)
     shape = plans[0].shape

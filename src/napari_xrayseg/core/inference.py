@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .config import SegmentConfig
-from .device import resolve_device
+from .device import resolve_device, resolve_precision
 from .errors import Cancelled, InputError, OutputExistsError, write_error
 from .io import create_zarr, read_block, volume_chunks
 from .models import Model, load_model
@@ -88,12 +88,13 @@ class SlicePredictor:
         The model (its normalisation must be resolved: ``low``/``high`` not None).
     device : str or torch.device
         Where the network runs.
-    tile, overlap, batch, blend
+    tile, overlap, batch, blend, precision
         As in :func:`segment`.
     """
 
     def __init__(self, model: Model, *, device: str | torch.device = _D.device, tile: int = _D.tile,
-                 overlap: float = _D.overlap, batch: int = _D.batch, blend: str = _D.blend) -> None:
+                 overlap: float = _D.overlap, batch: int = _D.batch, blend: str = _D.blend,
+                 precision: str = _D.precision) -> None:
         if not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
             raise InputError(f"overlap {overlap!r} must be in [0, 1), e.g. 0.25")
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
@@ -102,6 +103,7 @@ class SlicePredictor:
             raise InputError(f"blend {blend!r} must be 'gaussian' or 'constant'")
         self.model = model
         self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
         self.net = model.network.to(self.device).eval()
         self.tile, self.overlap, self.batch, self.blend = int(tile), float(overlap), batch, blend
         self.stride = model.info.stride
@@ -111,10 +113,11 @@ class SlicePredictor:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         check(self.cancel)  # once per batch of tiles
-        if self.device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.float16):
-                return self.net(x).float()
-        return self.net(x)
+        if self.precision == "fp32":
+            return self.net(x)
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        with torch.autocast(self.device.type, dtype=dtype):
+            return self.net(x).float()
 
     def scores(self, slices: np.ndarray) -> torch.Tensor:
         """Blended class scores, shape (N, C, Y, X), for normalised slices.
@@ -215,6 +218,7 @@ class SegmentPlan:
     batch: int
     blend: str
     normalization: dict[str, Any]
+    precision: str = "fp32"  # resolved: fp32, bf16 or fp16
 
     @property
     def is2d(self) -> bool:
@@ -305,7 +309,8 @@ class SegmentPlan:
 
 def plan_segment(image: Any, model: Model, *, axis: int = _D.axis, tile: int | None = None,
                  overlap: float = _D.overlap, batch: int = _D.batch, slab: int | None = _D.slab,
-                 blend: str = _D.blend, normalization: dict[str, Any] | None = None) -> SegmentPlan:
+                 blend: str = _D.blend, normalization: dict[str, Any] | None = None,
+                 precision: str = "fp32") -> SegmentPlan:
     """Check the inputs and decide slabs, tiles and normalisation for :func:`segment`."""
     image = check_image(image)
     is2d = len(image.shape) == 2
@@ -329,7 +334,7 @@ def plan_segment(image: Any, model: Model, *, axis: int = _D.axis, tile: int | N
     norm = normalization if normalization is not None else _resolved_norm(model, image)
     return SegmentPlan(shape=tuple(int(s) for s in image.shape), axis=axis, context=model.info.in_channels,
                        depth=depth, tile=int(tile), overlap=float(overlap), batch=batch, blend=blend,
-                       normalization=norm)
+                       normalization=norm, precision=precision)
 
 
 # --------------------------------------------------------------------------- output stores
@@ -340,12 +345,12 @@ def _meta(plan: SegmentPlan, model: Model, pyramid: bool) -> dict[str, Any]:
             "tile": plan.tile, "overlap": plan.overlap, "blend": plan.blend, "context": plan.context,
             "classes": model.info.classes, "class_names": model.info.class_names,
             "model": str(model.path) if model.path else None, "model_sha256": model_digest(model),
-            "normalization": plan.normalization, "pyramid": pyramid}
+            "normalization": plan.normalization, "pyramid": pyramid, "precision": plan.precision}
 
 
 # what must match for --resume to continue an output (the rest is informative)
 _RESUME_KEYS = ("shape", "axis", "slab", "tile", "overlap", "blend", "context", "classes", "model_sha256",
-                "normalization", "pyramid")
+                "normalization", "pyramid", "precision")
 
 
 def read_output_meta(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -507,7 +512,7 @@ def iter_segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D
                  slab: int | None = _D.slab, blend: str = _D.blend, out: str | os.PathLike | None = None,
                  overwrite: bool = False, resume: bool = False, pyramid: bool = False,
                  axes: str | Sequence[int] | int | None = None, confidence: str | None = None, tta: bool = False,
-                 confidence_out: str | os.PathLike | None = None,
+                 confidence_out: str | os.PathLike | None = None, precision: str = _D.precision,
                  cancel: CancelToken | None = None) -> Generator[Progress, None, Any]:
     """Generator form of :func:`segment`: yields :class:`Progress` per slab, returns the labels.
 
@@ -526,7 +531,7 @@ def iter_segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D
         return (yield from iter_segment_probs(
             image, model, axes=axes, axis=axis, confidence=confidence, tta=tta, tile=tile, overlap=overlap,
             batch=batch, device=device, slab=slab, blend=blend, out=out, confidence_out=confidence_out,
-            overwrite=overwrite, pyramid=pyramid, cancel=cancel))
+            overwrite=overwrite, pyramid=pyramid, precision=precision, cancel=cancel))
     if confidence_out is not None:
         raise InputError("confidence_out is only used with confidence='maxprob' or 'entropy'")
     dev = resolve_device(device)
@@ -538,9 +543,11 @@ def iter_segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D
         old = read_output_meta(out)
         if old is not None and model.info.normalization.get("low") is None:
             norm = old.get("normalization")  # the bounds the first run computed from this image
+    prec = resolve_precision(precision, dev)
     plan = plan_segment(image, model, axis=axis, tile=tile, overlap=overlap, batch=batch, slab=slab, blend=blend,
-                        normalization=norm)
-    pred = SlicePredictor(model, device=dev, tile=plan.tile, overlap=overlap, batch=batch, blend=blend)
+                        normalization=norm, precision=prec)
+    pred = SlicePredictor(model, device=dev, tile=plan.tile, overlap=overlap, batch=batch, blend=blend,
+                          precision=prec)
     pred.cancel = cancel
     if out is not None:
         target, done_slabs = open_output(out, plan, model, overwrite=overwrite, resume=resume, pyramid=pyramid)
@@ -607,7 +614,7 @@ def segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D.axis
             slab: int | None = _D.slab, blend: str = _D.blend, out: str | os.PathLike | None = None,
             overwrite: bool = False, resume: bool = False, pyramid: bool = False,
             axes: str | Sequence[int] | int | None = None, confidence: str | None = None, tta: bool = False,
-            confidence_out: str | os.PathLike | None = None,
+            confidence_out: str | os.PathLike | None = None, precision: str = _D.precision,
             cancel: CancelToken | None = None, progress: ProgressCallback | None = None) -> Any:
     """Segment a 2D slice or 3D volume slice by slice with a 2D network.
 
@@ -662,6 +669,10 @@ def segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D.axis
         flips (3x the work).
     confidence_out : path-like, optional
         Where the confidence map goes when ``out`` is given.
+    precision : str
+        Network arithmetic: ``"auto"`` (fp16 on CUDA; bf16 on CPUs with native bf16,
+        1.6-2.8x faster there, same Dice, labels differing on 0.06 % of voxels, see
+        docs/performance.md; else fp32), ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA only).
     cancel : CancelToken, optional
         Checked at every slab and every batch of tiles; raises
         :class:`~napari_xrayseg.core.errors.Cancelled`, leaving finished slabs in ``out``
@@ -697,7 +708,7 @@ def segment(image: Any, model: Model | str | os.PathLike, *, axis: int = _D.axis
     return drain(iter_segment(image, model, axis=axis, tile=tile, overlap=overlap, batch=batch, device=device,
                               slab=slab, blend=blend, out=out, overwrite=overwrite, resume=resume, pyramid=pyramid,
                               axes=axes, confidence=confidence, tta=tta, confidence_out=confidence_out,
-                              cancel=cancel), progress)
+                              precision=precision, cancel=cancel), progress)
 
 
 def output_complete(path: str | os.PathLike) -> bool:

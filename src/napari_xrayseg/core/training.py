@@ -30,7 +30,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -353,12 +353,13 @@ def _read_labels(lab: np.ndarray, where: str) -> np.ndarray:
 
 
 def _annotated_slices(image: Any, labels: Any, axis: int, is2d: bool, cancel: CancelToken | None,
-                      context: int = 1) -> tuple[list[int], np.ndarray, np.ndarray]:
+                      context: int = 1, limit: int | None = None) -> tuple[list[int], np.ndarray, np.ndarray]:
     """Scan ``labels`` a slab at a time; load the annotated slices of image and labels.
 
     Returns the slice indices, the image slices with their context (float32,
     (N, context, Y, X); neighbours beyond the volume ends replicated, as at inference)
-    and the label slices (uint8, (N, Y, X)).
+    and the label slices (uint8, (N, Y, X)). With ``limit``, at most that many slices,
+    evenly spread over those annotated.
     """
     if is2d:
         # a copy, never a view: nothing downstream may write into the caller's labels
@@ -382,6 +383,9 @@ def _annotated_slices(image: Any, labels: Any, axis: int, is2d: bool, cancel: Ca
             labs.append(np.ascontiguousarray(np.take(slab, int(j), axis=axis)))
     if not found:
         return [], np.zeros((0,), np.float32), np.zeros((0,), np.uint8)
+    if limit is not None and len(found) > limit:
+        keep = np.unique(np.linspace(0, len(found) - 1, limit).round().astype(int))
+        found, labs = [found[i] for i in keep], [labs[i] for i in keep]
     imgs = []
     for i in found:
         check(cancel)
@@ -391,6 +395,36 @@ def _annotated_slices(image: Any, labels: Any, axis: int, is2d: bool, cancel: Ca
         j = i - lo
         imgs.append(stack_context(ext[j:j + 1], context, before=ext[:j], after=ext[j + 1:])[0])
     return found, np.stack(imgs), np.stack(labs)
+
+
+def _orthogonal_slices(image: Any, labels: Any, axes: list[int], imgs: np.ndarray, labs: np.ndarray,
+                       cancel: CancelToken | None, context: int) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+    """Add annotated slices along further ``axes`` to the training slices (isotropic volumes).
+
+    Sparse annotations on xy slices show up as annotated rows of xz and yz slices; the
+    masked loss learns from those rows, so the network also sees the volume sideways,
+    as an orthoplane ensemble will at inference. At most ``max(8, 4 x N)`` slices are
+    taken per extra axis (N = slices along the main axis), evenly spread, to bound
+    memory. Slices of other shapes are padded to a common one (image edge-replicated,
+    labels 0 = not annotated, so padding never teaches anything).
+    """
+    limit = max(8, 4 * len(labs))
+    parts_i, parts_l, counts = [imgs], [labs], {}
+    for a in axes:
+        found, im, lb = _annotated_slices(image, labels, a, False, cancel, context, limit=limit)
+        counts[a] = len(found)
+        if found:
+            parts_i.append(im)
+            parts_l.append(lb)
+    h = max(p.shape[-2] for p in parts_l)
+    w = max(p.shape[-1] for p in parts_l)
+
+    def pad(a: np.ndarray, mode: str) -> np.ndarray:
+        widths = ((0, 0),) * (a.ndim - 2) + ((0, h - a.shape[-2]), (0, w - a.shape[-1]))
+        return np.pad(a, widths, mode=mode) if any(p for pp in widths for p in pp) else a  # type: ignore[call-overload]
+
+    return (np.concatenate([pad(p, "edge") for p in parts_i]),
+            np.concatenate([pad(p, "constant") for p in parts_l]), counts)
 
 
 def _crop(a: np.ndarray, cy: int, cx: int, size: int, mode: str) -> np.ndarray:
@@ -627,6 +661,7 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
                augment: bool = _D.augment, val_fraction: float = _D.val_fraction, seed: int = _D.seed,
                device: str = _D.device, init: Model | str | os.PathLike | None = None,
                context: int = _D.context, mode: str = _D.mode, pixel_weight: float = _D.pixel_weight,
+               axes: str | Sequence[int] | None = None,
                out: str | os.PathLike | None = None, overwrite: bool = False,
                cancel: CancelToken | None = None) -> Generator[Progress, None, Model]:
     """Generator form of :func:`train`: yields :class:`Progress` records, returns the model.
@@ -672,10 +707,17 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
         raise InputError(f"labels shape {tuple(labels.shape)} does not match image shape {tuple(image.shape)}")
     is2d = len(image.shape) == 2
     axis = 0 if is2d else normalize_axis(axis, 3)
+    from .ensemble import parse_axes
+
+    ax_list = parse_axes(axes, len(image.shape), default=axis)
+    axis = ax_list[0]
+    extra_axes: dict[int, int] = {}
 
     # ---- data: annotated slices only
     try:
         idx, imgs, labs = _annotated_slices(image, labels, axis, is2d, cancel, context)
+        if len(ax_list) > 1 and idx:
+            imgs, labs, extra_axes = _orthogonal_slices(image, labels, ax_list[1:], imgs, labs, cancel, context)
     except Cancelled as e:
         err = Cancelled("training cancelled after 0 epochs (while reading the annotations)")
         err.result = None  # type: ignore[attr-defined]
@@ -710,9 +752,9 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
     if not sampler.available:
         raise InputError("too few annotated pixels to hold out validation data: paint more, "
                          "or pass val_fraction=0")
-    log.info("training on %d annotated slices along axis %d (%d held out, validation by %s), classes %s, "
-             "normalisation low=%.4g high=%.4g", len(idx), axis, int(val_sl.sum()), val_kind, classes,
-             norm["low"], norm["high"])
+    log.info("training on %d annotated slices along axis %d (+ %s along other axes; %d held out, validation by "
+             "%s), classes %s, normalisation low=%.4g high=%.4g", len(idx), axis, extra_axes or "none",
+             int(val_sl.sum()), val_kind, classes, norm["low"], norm["high"])
 
     # ---- model and optimiser
     model = _start_model(init, arch, size, classes, seed, dev, context)
@@ -720,11 +762,12 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
     if patch % model.info.stride:
         raise InputError(f"patch {patch} is not a multiple of the network's stride {model.info.stride} "
                          f"(e.g. {max(1, round(patch / model.info.stride)) * model.info.stride})")
-    plane = tuple(int(s) for d, s in enumerate(image.shape) if d != axis) if not is2d else tuple(image.shape)
-    if min(plane) < model.info.stride:
-        raise InputError(f"slices along axis {axis} are {'x'.join(map(str, plane))} pixels, smaller than the "
-                         f"network's minimum {model.info.stride}: if the last axis holds colour channels, "
-                         "convert the image to grayscale; otherwise choose another axis")
+    for a in ax_list:
+        plane = tuple(int(s) for d, s in enumerate(image.shape) if d != a) if not is2d else tuple(image.shape)
+        if min(plane) < model.info.stride:
+            raise InputError(f"slices along axis {a} are {'x'.join(map(str, plane))} pixels, smaller than the "
+                             f"network's minimum {model.info.stride}: if the last axis holds colour channels, "
+                             "convert the image to grayscale; otherwise choose another axis")
     net = model.network.to(dev)
     stepper: _SupervisedStep
     if mode == "pix2pix":
@@ -754,7 +797,8 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
     stopped = "epochs"
     step = 0
     settings = {
-        "axis": axis, "arch": model.info.arch, "size": model.info.size, "loss": loss, "gamma": float(gamma),
+        "axis": axis, "axes": ax_list, "extra_axis_slices": {str(k): v for k, v in extra_axes.items()},
+        "arch": model.info.arch, "size": model.info.size, "loss": loss, "gamma": float(gamma),
         "patch": patch, "batch": batch, "lr": float(lr), "schedule": schedule, "epochs": epochs,
         "steps_per_epoch": steps_per_epoch, "minutes": minutes, "augment": bool(augment),
         "val_fraction": float(val_fraction), "seed": seed, "device": str(dev), "context": context,
@@ -857,6 +901,7 @@ def train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.arch, 
           loss: str = _D.loss, gamma: float = _D.gamma, augment: bool = _D.augment,
           val_fraction: float = _D.val_fraction, seed: int = _D.seed, device: str = _D.device,
           init: Model | str | os.PathLike | None = None, context: int = _D.context, mode: str = _D.mode,
+          axes: str | Sequence[int] | None = None,
           pixel_weight: float = _D.pixel_weight, out: str | os.PathLike | None = None, overwrite: bool = False,
           cancel: CancelToken | None = None, progress: ProgressCallback | None = None) -> Model:
     """Train a 2D segmentation model from (sparse) annotations of a volume.
@@ -914,6 +959,12 @@ def train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.arch, 
         its ``context // 2`` neighbours on each side along ``axis`` as input channels
         ("2.5D"), edge-replicated at the volume ends; only the middle slice needs
         annotations. Stored in the model (``info.context``) and used by ``segment``.
+    axes : str or sequence of int, optional
+        Also learn from slices along other axes, e.g. ``"zyx"`` (the first is the main
+        ``axis``): sparse annotations on xy slices are annotated rows of xz and yz
+        slices, and the masked loss learns from those rows. Suits isotropic volumes and
+        orthoplane inference (``segment(..., axes="zyx")``). At most ``max(8, 4 x N)``
+        slices per extra axis (N annotated slices along the main axis) are used.
     mode : str
         ``"supervised"`` (default): minimise the masked segmentation ``loss``.
         ``"pix2pix"``: train the network as the generator of a conditional GAN against
@@ -979,5 +1030,5 @@ def train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.arch, 
                             steps_per_epoch=steps_per_epoch, batch=batch, patch=patch, lr=lr, schedule=schedule,
                             loss=loss, gamma=gamma, augment=augment, val_fraction=val_fraction, seed=seed,
                             device=device, init=init, context=context, mode=mode, pixel_weight=pixel_weight,
-                            out=out, overwrite=overwrite, cancel=cancel),
+                            axes=axes, out=out, overwrite=overwrite, cancel=cancel),
                  progress)
