@@ -54,6 +54,7 @@ def _assert_labels_match(labels, probs, classes, margin=1e-4):
     np.testing.assert_array_equal(labels[clear], np.asarray(classes)[probs.argmax(0)][clear])
 
 
+@pytest.mark.slow
 def test_orthoplane_out_of_core_equals_in_memory_and_real_net_reference(tmp_path, volume, tiny_model):
     ref = sum(_probs_along(volume, tiny_model, a) for a in range(3)) / 3
     mem, conf = segment(volume, tiny_model, axes=(0, 1, 2), confidence="entropy", **KW)
