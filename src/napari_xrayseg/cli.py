@@ -321,9 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, help="fine-tune from this model file")
     p.add_argument("--axes", default=None,
                    help="also learn from slices along other axes of an isotropic volume, e.g. zyx (main axis first)")
-    p.add_argument("--context", type=int, default=_T.context, metavar="K",
+    p.add_argument("--context", type=int, default=None, metavar="K",
                    help="odd number of slices per input: each slice with its K//2 neighbours on each side as "
-                        f"channels (2.5D; default: {_T.context})")
+                        f"channels (2.5D; default: the --init model's, else {_T.context})")
     p.add_argument("--seed", type=int, default=_T.seed, help=f"random seed (default: {_T.seed})")
     p.add_argument("--device", default=_T.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
     _add_overwrite(p)

@@ -300,3 +300,20 @@ def test_training_samples_slices_along_all_three_axes(caplog):
     rows = np.flatnonzero(y[2].any(axis=1))
     assert set(rows) <= {3, 8} and len(rows) >= 1
     np.testing.assert_array_equal(ann, np.where(np.isin(np.arange(12), [3, 8])[:, None, None], truth, 0))
+
+
+def test_fine_tuning_keeps_the_init_models_context_unless_told():
+    from napari_xrayseg.core.errors import InputError
+    from napari_xrayseg.core.models import init_model
+    from napari_xrayseg.core.sample import make_phantom
+    from napari_xrayseg.core.training import train
+
+    image, truth = make_phantom((6, 32, 32), seed=4)
+    ann = np.zeros_like(truth)
+    ann[3] = truth[3]
+    kw = {"epochs": 1, "steps_per_epoch": 1, "patch": 16, "batch": 2, "device": "cpu", "val_fraction": 0}
+    base = init_model("unet", size="tiny", classes=3, context=1)
+    assert train(image, ann, init=base, **kw).info.context == 1  # not TrainConfig.context (3)
+    assert train(image, ann, size="tiny", **kw).info.context == 3  # a new model gets the default
+    with pytest.raises(InputError, match="context"):
+        train(image, ann, init=base, context=3, **kw)

@@ -660,7 +660,7 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
                lr: float = _D.lr, schedule: str = _D.schedule, loss: str = _D.loss, gamma: float = _D.gamma,
                augment: bool = _D.augment, val_fraction: float = _D.val_fraction, seed: int = _D.seed,
                device: str = _D.device, init: Model | str | os.PathLike | None = None,
-               context: int = _D.context, mode: str = _D.mode, pixel_weight: float = _D.pixel_weight,
+               context: int | None = None, mode: str = _D.mode, pixel_weight: float = _D.pixel_weight,
                axes: str | Sequence[int] | None = None,
                out: str | os.PathLike | None = None, overwrite: bool = False,
                cancel: CancelToken | None = None) -> Generator[Progress, None, Model]:
@@ -695,6 +695,15 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
             or not 0 < pixel_weight <= 1e6):
         raise InputError(f"pixel_weight {pixel_weight!r} must be a positive number, e.g. {_D.pixel_weight}")
     seed = _check_positive_int("seed", seed, 0)
+    if context is None:  # fine-tuning keeps the starting model's context; new models get the default
+        if isinstance(init, Model):
+            context = init.info.context
+        elif isinstance(init, (str, os.PathLike)):
+            from .models import read_model_info
+
+            context = read_model_info(init).context
+        else:
+            context = _D.context
     context = _check_positive_int("context", context)
     if context % 2 == 0 or context > MAX_CONTEXT:
         raise InputError(f"context {context} must be an odd number of slices in 1..{MAX_CONTEXT}, e.g. 1 or 3")
@@ -900,7 +909,7 @@ def train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.arch, 
           batch: int = _D.batch, patch: int = _D.patch, lr: float = _D.lr, schedule: str = _D.schedule,
           loss: str = _D.loss, gamma: float = _D.gamma, augment: bool = _D.augment,
           val_fraction: float = _D.val_fraction, seed: int = _D.seed, device: str = _D.device,
-          init: Model | str | os.PathLike | None = None, context: int = _D.context, mode: str = _D.mode,
+          init: Model | str | os.PathLike | None = None, context: int | None = None, mode: str = _D.mode,
           axes: str | Sequence[int] | None = None,
           pixel_weight: float = _D.pixel_weight, out: str | os.PathLike | None = None, overwrite: bool = False,
           cancel: CancelToken | None = None, progress: ProgressCallback | None = None) -> Model:
@@ -954,11 +963,13 @@ def train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.arch, 
     init : Model or path-like, optional
         Fine-tune this model instead of starting from random weights (its classes
         must equal the annotated classes and its context ``context``; it is not modified).
-    context : int
+    context : int, optional
         Odd number of slices per input (1, 3, 5, ... up to 15): each slice is fed with
         its ``context // 2`` neighbours on each side along ``axis`` as input channels
         ("2.5D"), edge-replicated at the volume ends; only the middle slice needs
         annotations. Stored in the model (``info.context``) and used by ``segment``.
+        Default: the ``init`` model's context when fine-tuning, else
+        ``TrainConfig.context`` (3).
     axes : str or sequence of int, optional
         Also learn from slices along other axes, e.g. ``"zyx"`` (the first is the main
         ``axis``): sparse annotations on xy slices are annotated rows of xz and yz
