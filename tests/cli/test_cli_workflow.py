@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import zarr
 
 from napari_xrayseg.cli import main
@@ -52,6 +53,7 @@ def test_evaluate_bad_input(tmp_path, capsys):
     assert "no annotated voxels" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_main_job_tiny(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--shape", "10", "64", "64", "--minutes", "0.1", "--size", "tiny",

@@ -91,6 +91,7 @@ def test_train_widget_arch_and_mode_reach_train(make_napari_viewer, qtbot, tmp_p
     assert list(w._size.choices) == ["tiny", "small", "medium", "large"] and w._size.value == "small"
     _configure(w, tmp_path / "g.safetensors")  # size tiny
     w._mode.value = "pix2pix"
+    w._all_axes.value = True
     w._epochs.value = 1
     w._context.value = 1
     w._segment_after.value = False
@@ -99,5 +100,6 @@ def test_train_widget_arch_and_mode_reach_train(make_napari_viewer, qtbot, tmp_p
     m = load_model(tmp_path / "g.safetensors")
     assert m.info.arch == "segresnet" and m.info.size == "tiny"
     assert m.info.train["mode"] == "pix2pix" and "loss_d" in m.info.history[0]
+    assert m.info.train["axes"] == [0, 1, 2]
     w._arch.value = "unet"  # back to the default architecture: its default size
     assert w._size.value == "medium"

@@ -113,6 +113,9 @@ class TrainWidget(JobWidget):
                                 tooltip="odd number of slices per input: each slice with its neighbours "
                                         "along the slice axis as channels (2.5D); 1 = plain 2D")
         self._augment = CheckBox(label="Augmentation", value=_T.augment)
+        self._all_axes = CheckBox(label="Also learn from the other two axes", value=False,
+                                  tooltip="isotropic volumes: painted slices are painted rows of the slices "
+                                          "along the other axes; learn from those too (for orthoplane segmenting)")
         self._device = ComboBox(label="Device", choices=["auto", *available_devices()], value=_T.device)
         self._init = FileEdit(label="Start from model (optional)", mode="r", filter="*.safetensors", value="")
         self._out = FileEdit(label="Save model to", mode="w", filter="*.safetensors", value="")
@@ -125,7 +128,7 @@ class TrainWidget(JobWidget):
         self._run.changed.connect(self._on_run)
         self.extend([self._image, self._labels, self._axis, self._arch, self._size, self._mode, self._minutes,
                      self._epochs,
-                     self._batch, self._patch, self._lr, self._context, self._augment,
+                     self._batch, self._patch, self._lr, self._context, self._augment, self._all_axes,
                      self._device, self._init, self._out,
                      self._segment_after, self._run, self._status, self.plot])
         self._follow_layers(viewer)
@@ -168,7 +171,9 @@ class TrainWidget(JobWidget):
         if Path(out).exists():
             raise InputError(f"{out} exists: choose a new file name (models are never overwritten silently)")
         init = str(self._init.value)
-        return {"image": image, "labels": labels, "axis": int(self._axis.value) if image.ndim == 3 else 0,
+        axis = int(self._axis.value) if image.ndim == 3 else 0
+        axes = [axis, *(a for a in range(3) if a != axis)] if self._all_axes.value and image.ndim == 3 else None
+        return {"image": image, "labels": labels, "axis": axis, "axes": axes,
                 "arch": str(self._arch.value), "size": str(self._size.value), "mode": str(self._mode.value),
                 "minutes": float(self._minutes.value), "epochs": int(self._epochs.value),
                 "batch": int(self._batch.value), "patch": int(self._patch.value), "lr": float(self._lr.value),
