@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import zarr
 
-from disk_faults import no_space_for_chunks, no_space_for_models
+from faults import no_space_for_chunks, no_space_for_models
 from napari_xrayseg.cli import main
 from napari_xrayseg.core.errors import (
     Cancelled,

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from faults import NthCheck
 from napari_xrayseg.cli import main
 from napari_xrayseg.core.errors import Cancelled, InputError
 from napari_xrayseg.core.inference import segment
 from napari_xrayseg.core.models import init_model, load_model, read_model_info, save_model
-from napari_xrayseg.core.progress import CancelToken
 from napari_xrayseg.core.sample import make_phantom
 from napari_xrayseg.core.training import (
     MODES,
@@ -94,17 +94,6 @@ def test_discriminator_layers_fit_the_patch():
         d = _patch_discriminator(4, p).eval()
         with torch.inference_mode():
             assert min(d(torch.rand(1, 4, p, p))[-1].shape[-2:]) >= 1
-
-
-class NthCheck(CancelToken):
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.n, self.calls = n, 0
-
-    def check(self) -> None:
-        self.calls += 1
-        if self.calls >= self.n:
-            raise Cancelled("cancelled by the test")
 
 
 def test_pix2pix_cancel_budget_and_out_as_in_supervised(phantom, tmp_path):

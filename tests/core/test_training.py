@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from faults import NthCheck
 from napari_xrayseg.core.errors import Cancelled, InputError, OutputExistsError
 from napari_xrayseg.core.inference import segment
 from napari_xrayseg.core.metrics import evaluate
 from napari_xrayseg.core.models import init_model, load_model, save_model
-from napari_xrayseg.core.progress import CancelToken, Progress
+from napari_xrayseg.core.progress import Progress
 from napari_xrayseg.core.sample import PHASES, make_phantom
 from napari_xrayseg.core.training import LOSSES, iter_train, make_loss, train
 
@@ -197,17 +198,6 @@ def test_context_neighbours_feed_the_channels(phantom):
 
 
 # --------------------------------------------------------------------------- cancel
-
-
-class NthCheck(CancelToken):
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.n, self.calls = n, 0
-
-    def check(self) -> None:
-        self.calls += 1
-        if self.calls >= self.n:
-            raise Cancelled("cancelled by the test")
 
 
 def test_cancel_keeps_best_model_and_leaves_out_untouched(phantom, tmp_path):

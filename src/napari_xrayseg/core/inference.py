@@ -437,7 +437,10 @@ def open_output(out: str | os.PathLike, plan: SegmentPlan, model: Model, *, over
         return create_zarr(p, plan.shape, dtype="uint8", chunks=plan.out_chunks, overwrite=overwrite,
                            attrs={OUTPUT_ATTR: meta}), set()
     if p.exists():  # overwrite=True: checked above
-        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
     try:
         group = zarr.open_group(store=str(p), mode="w-")
     except OSError as e:

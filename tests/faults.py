@@ -1,9 +1,12 @@
-"""Simulated disk-full faults shared by the fault tests (they work as root, unlike chmod)."""
+"""Injected faults shared by the tests: a full disk (works as root, unlike chmod) and a cancel at the n-th check."""
 
 from __future__ import annotations
 
 import errno
 from pathlib import Path
+
+from napari_xrayseg.core.errors import Cancelled
+from napari_xrayseg.core.progress import CancelToken
 
 
 def no_space_for_chunks(monkeypatch, allow: int = 0) -> None:
@@ -32,3 +35,16 @@ def no_space_for_models(monkeypatch) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(filename))
 
     monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+
+
+class NthCheck(CancelToken):
+    """A cancel token that cancels at its ``n``-th check (a cancel in the middle of a job)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n, self.calls = n, 0
+
+    def check(self) -> None:
+        self.calls += 1
+        if self.calls >= self.n:
+            raise Cancelled("cancelled by the test")
