@@ -18,9 +18,10 @@ U-Net recipes (``--methods``):
 ``before``   what `xrayseg train --minutes M` did before this benchmark existed: 2.5D context 3,
              z slices only, one slice in three held out for validation, fixed normalisation,
              one-axis prediction (``val_fraction``/``normalize``/axes set to the old values).
-``default``  today's defaults (``train`` / ``segment`` with no options).
-``ortho``    the recommended recipe for isotropic volumes: learn from all three axes
-             (``axes="zyx"``) and predict as an orthoplane ensemble (``segment(axes="zyx")``).
+``z``        today's training (all painted slices teach, a band of each is held out, per-image
+             normalisation), z slices only, one-axis prediction.
+``ortho``    learn from all three axes (``axes="zyx"``: painted z slices are painted rows of xz
+             and yz slices) and predict as an orthoplane ensemble (``segment(axes="zyx")``).
 
 Training uses ``--minutes`` (each model spends it in full) or, with ``--epochs``, a fixed
 number of epochs of 25 steps, so that runs on a loaded machine stay comparable; wall times
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--shape", type=int, nargs=3, default=(64, 192, 192), metavar=("Z", "Y", "X"))
     ap.add_argument("--slices", type=int, default=3, help="annotated Z slices (default 3)")
-    ap.add_argument("--methods", nargs="+", default=["before", "default", "ortho"])
+    ap.add_argument("--methods", nargs="+", default=["before", "z", "ortho"], choices=["before", "z", "ortho"])
     ap.add_argument("--baselines", nargs="+", default=["otsu", "rf"], help="otsu, rf (or none)")
     budget = ap.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, default=None, help="U-Net training budget (spent in full)")
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--transfer", default=None, metavar="PRESET",
                     help="also segment a second scan of this preset (seed + 100) with every model")
     ap.add_argument("--adapt-minutes", type=float, default=None, help="self-training budget on the second scan")
+    ap.add_argument("--adapt-epochs", type=int, default=None, help="self-training epochs (default: 10)")
     ap.add_argument("--json", default=None, metavar="OUT", help="append-safe JSON of every row")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
@@ -185,10 +187,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     emit(_row(args.transfer, seed, f"U-Net {method}", evaluate(pred2, second[1]),
                               time.perf_counter() - t0, note="trained on the first scan"))
                     if method != "before":
-                        from napari_xrayseg import self_train
+                        from napari_xrayseg import XraysegError, self_train
 
                         t0 = time.perf_counter()
-                        adapted = self_train(second[0], model, minutes=args.adapt_minutes, device="cpu", seed=seed)
+                        try:
+                            adapted = self_train(second[0], model, minutes=args.adapt_minutes,
+                                                 epochs=args.adapt_epochs, device="cpu", seed=seed)
+                        except XraysegError as e:  # e.g. a class with no confident voxel
+                            print(json.dumps({"preset": args.transfer, "seed": seed, "method": f"U-Net {method} "
+                                              "+ adapt", "failed": str(e)}), flush=True)
+                            continue
                         pred3 = segment(second[0], adapted, axes=axes, device="cpu")
                         emit(_row(args.transfer, seed, f"U-Net {method} + adapt", evaluate(pred3, second[1]),
                                   time.perf_counter() - t0, note="self-trained on the second scan, no labels"))

@@ -166,6 +166,22 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None else f"{v:.4f}"
 
 
+def _cmd_self_train(a: argparse.Namespace) -> int:
+    from .core.io import open_volume
+    from .core.selftrain import self_train
+
+    image = open_volume(a.image, dataset=a.dataset)
+    labels = open_volume(a.labels, dataset=a.labels_dataset) if a.labels else None
+    t0 = time.perf_counter()
+    model = self_train(image, a.model, labels, threshold=a.threshold, slices=a.slices, minutes=a.minutes,
+                       epochs=a.epochs, seed=a.seed, device=a.device, out=a.out, overwrite=a.overwrite,
+                       progress=_ProgressPrinter("self-train"))
+    st = model.info.train["self_training"]
+    print(f"wrote model to {model.path}: fine-tuned on {100 * st['pseudo_fraction']:.1f} % of the voxels of "
+          f"{a.image} (confident pseudo-labels on {st['slices']} slices) in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from .core.io import open_volume
     from .core.metrics import evaluate
@@ -339,6 +355,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=_T.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
     _add_overwrite(p)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("self-train", help="fine-tune a model on its own confident predictions of a volume "
+                                          "(adapt to a new scan without labels)")
+    p.add_argument("--image", required=True, help="volume to learn from: zarr, TIFF, HDF5 or .npy")
+    p.add_argument("--dataset", default=None, help="array name inside the image's zarr group / HDF5 file")
+    p.add_argument("--model", required=True, help="trained model file (.safetensors)")
+    p.add_argument("--labels", default=None, help="your annotations of this volume (0 = not annotated), optional")
+    p.add_argument("--labels-dataset", default=None, help="array name inside the labels' group / file")
+    p.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    p.add_argument("--threshold", type=float, default=0.9,
+                   help="ensemble probability a voxel needs to become a pseudo-label (default: 0.9)")
+    p.add_argument("--slices", type=int, default=12, help="slices that get pseudo-labels (default: 12)")
+    p.add_argument("--minutes", type=float, default=None, help="fine-tuning budget in minutes")
+    p.add_argument("--epochs", type=int, default=None, help="most epochs (default: 10 without --minutes)")
+    p.add_argument("--seed", type=int, default=_T.seed, help=f"random seed (default: {_T.seed})")
+    p.add_argument("--device", default=_T.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
+    _add_overwrite(p)
+    p.set_defaults(func=_cmd_self_train)
 
     p = sub.add_parser("evaluate", help="Dice, IoU, precision, recall, accuracy vs (sparse) manual labels")
     p.add_argument("--pred", required=True, help="predicted labels (zarr, TIFF, HDF5, .npy)")

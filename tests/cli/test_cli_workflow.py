@@ -65,3 +65,37 @@ def test_demo_main_job_tiny(tmp_path, capsys):
     for name in ("image.zarr", "truth.zarr", "annotations.zarr", "model.safetensors", "labels.zarr", "report.json"):
         assert (out / name).exists()
     assert main(["demo", "--out", str(out), "--shape", "10", "64", "64"]) == 2  # not empty: refused
+
+
+def test_hard_sample_train_with_minutes_and_epochs_then_self_train_a_second_scan(tmp_path, capsys):
+    """--minutes and --epochs together (the first limit binds), then adapt to another scan without labels."""
+    for name, preset, seed in (("a", "hard", "1"), ("b", "hard-transfer", "2")):
+        assert main(["sample", "--out", str(tmp_path / name), "--shape", "6", "48", "48", "--seed", seed,
+                     "--preset", preset]) == 0
+    attrs = zarr.open_array(store=str(tmp_path / "b" / "image.zarr"), mode="r").attrs["napari_xrayseg"]
+    assert attrs["preset"] == "hard-transfer"
+    truth = zarr.open_array(store=str(tmp_path / "a" / "truth.zarr"), mode="r")[...]
+    ann = np.zeros_like(truth)
+    ann[[1, 4]] = truth[[1, 4]]
+    zarr.create_array(store=str(tmp_path / "ann.zarr"), shape=ann.shape, dtype="uint8")[...] = ann
+    model, adapted = tmp_path / "m.safetensors", tmp_path / "m2.safetensors"
+    assert main(["train", "--image", str(tmp_path / "a" / "image.zarr"), "--labels", str(tmp_path / "ann.zarr"),
+                 "--out", str(model), "--size", "tiny", "--minutes", "30", "--epochs", "1", "--steps", "2",
+                 "--batch", "2", "--patch", "32", "--device", "cpu", "--context", "1"]) == 0
+    m = load_model(model)
+    assert m.info.train["stopped"] == "epochs" and len(m.info.history) == 1
+    assert m.info.normalization["low"] is None and len(m.info.normalization["training_bounds"]) == 2
+    capsys.readouterr()
+    truth_b = zarr.open_array(store=str(tmp_path / "b" / "truth.zarr"), mode="r")[...]
+    ann_b = np.zeros_like(truth_b)
+    ann_b[3, :8] = truth_b[3, :8]  # a few painted rows of the new scan help the pseudo-labels
+    zarr.create_array(store=str(tmp_path / "ann_b.zarr"), shape=ann_b.shape, dtype="uint8")[...] = ann_b
+    assert main(["self-train", "--image", str(tmp_path / "b" / "image.zarr"), "--model", str(model),
+                 "--labels", str(tmp_path / "ann_b.zarr"), "--out", str(adapted), "--threshold", "0.34",
+                 "--slices", "2", "--epochs", "1", "--device", "cpu"]) == 0
+    assert "fine-tuned on" in capsys.readouterr().out
+    assert load_model(adapted).info.train["self_training"]["slices"] == 2
+    # never over an existing model file: one line, exit 2
+    assert main(["self-train", "--image", str(tmp_path / "b" / "image.zarr"), "--model", str(model),
+                 "--out", str(adapted), "--device", "cpu"]) == 2
+    assert "exists" in capsys.readouterr().err

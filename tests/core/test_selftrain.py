@@ -17,7 +17,7 @@ def trained():
     image, truth = make_phantom((8, 48, 48), seed=3, artefacts=False)
     sparse = np.zeros_like(truth)
     sparse[[2, 5]] = truth[[2, 5]]
-    return image, truth, sparse, train(image, sparse, epochs=2, **FAST)
+    return image, truth, sparse, train(image, sparse, epochs=4, lr=1e-2, **dict(FAST, steps_per_epoch=4))
 
 
 def test_pseudo_labels_keep_confident_voxels_of_chosen_slices_and_user_labels_win():
@@ -51,6 +51,13 @@ def test_self_train_fine_tunes_a_copy_and_records_it(trained):
     for k, v in model.network.state_dict().items():  # the given model is untouched
         assert np.array_equal(v.numpy(), before[k].numpy())
     assert any(not np.array_equal(v.numpy(), before[k].numpy()) for k, v in adapted.network.state_dict().items())
+
+
+def test_self_train_without_labels_learns_from_its_own_predictions(trained):
+    image, truth, _, model = trained
+    adapted = self_train(image, model, slices=6, threshold=0.34, epochs=1, device="cpu")
+    st = adapted.info.train["self_training"]
+    assert not st["user_labels"] and st["pseudo_fraction"] > 0.05
 
 
 def test_self_train_refuses_untrained_and_bad_settings_and_cancels(trained):

@@ -104,7 +104,8 @@ def iter_self_train(image: Any, model: Model | str | os.PathLike, labels: Any = 
     """Generator form of :func:`self_train`: yields :class:`Progress`, returns the model."""
     from .inference import check_image, iter_segment
     from .io import read_block
-    from .training import iter_train
+    from .models import save_model
+    from .training import _out_path, iter_train
 
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model, device="cpu")
@@ -116,6 +117,7 @@ def iter_self_train(image: Any, model: Model | str | os.PathLike, labels: Any = 
         raise InputError(f"threshold {threshold!r} must be in (0, 1), e.g. 0.9")
     if isinstance(slices, bool) or not isinstance(slices, int) or slices < 1:
         raise InputError(f"slices {slices!r} must be a positive integer, e.g. 12")
+    out_path = _out_path(out, overwrite)  # before any work: never end with nowhere to save
     image = check_image(image)
     shape = tuple(int(s) for s in image.shape)
     if labels is not None and tuple(labels.shape) != shape:
@@ -152,11 +154,12 @@ def iter_self_train(image: Any, model: Model | str | os.PathLike, labels: Any = 
         sub, pseudo, init=model, axis=axis, axes=axes_train if axes_train and len(axes_train) > 1 else None,
         minutes=minutes, epochs=epochs, seed=seed, device=device,
         normalize="fixed" if model.info.normalization.get("low") is not None else "image",
-        patch=int(train_info.get("patch", 128)), batch=int(train_info.get("batch", 8)),
-        out=out, overwrite=overwrite, cancel=cancel)
+        patch=int(train_info.get("patch", 128)), batch=int(train_info.get("batch", 8)), cancel=cancel)
     result.info.train["self_training"] = {
         "threshold": float(threshold), "slices": slices, "region": [[r.start, r.stop] for r in region],
         "pseudo_fraction": kept, "user_labels": labels is not None, "from": train_info.get("annotated_slices")}
+    if out_path is not None:
+        save_model(result, out_path, overwrite=overwrite)
     return result
 
 
