@@ -90,24 +90,17 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
     image = open_volume(a.image, dataset=a.dataset)
     kw = {"axis": a.axis, "tile": a.tile, "overlap": a.overlap, "batch": a.batch, "device": a.device, "slab": a.slab,
-          "precision": a.precision,
-          "out": a.out, "overwrite": a.overwrite, "resume": a.resume, "pyramid": a.pyramid,
+          "precision": a.precision, "overwrite": a.overwrite, "resume": a.resume, "pyramid": a.pyramid,
+          "axes": a.axes, "confidence": a.confidence, "tta": a.tta, "confidence_out": a.confidence_out,
           "progress": _ProgressPrinter("predict")}
-    if a.axes or a.confidence or a.tta:
-        if a.workers or a.scheduler:
-            from .core.errors import InputError
-
-            raise InputError("--axes/--confidence/--tta run in one process: leave out --workers/--scheduler")
-        kw.update(axes=a.axes, confidence=a.confidence, tta=a.tta, confidence_out=a.confidence_out)
     t0 = time.perf_counter()
     if a.workers or a.scheduler:
         from .core.distributed import segment_distributed
 
-        kw.pop("out")
         segment_distributed(a.image, a.model, a.out, dataset=a.dataset, scheduler=a.scheduler, workers=a.workers,
                             threads_per_worker=a.threads_per_worker, torch_threads=a.torch_threads, **kw)
     else:
-        segment(image, a.model, **kw)
+        segment(image, a.model, out=a.out, **kw)
     dt = time.perf_counter() - t0
     nvox = 1
     for s in image.shape:
@@ -115,7 +108,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     kind = "OME-Zarr pyramid" if a.pyramid else "uint8 zarr"
     print(f"wrote labels {tuple(image.shape)} ({kind}) to {a.out} ({dt:.1f} s, {nvox / dt / 1e6:.2f} Mvox/s)")
     if a.confidence:
-        from .core.ensemble import sibling_path
+        from .core.writer import sibling_path
 
         where = a.confidence_out or sibling_path(a.out, "-" + a.confidence)
         print(f"wrote {a.confidence} confidence (float32) to {where}")

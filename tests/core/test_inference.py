@@ -14,10 +14,11 @@ KW = {"tile": 32, "device": "cpu", "batch": 4}
 
 def _ref(volume, model, axis):
     """Slice-by-slice reference: each slice alone, in memory."""
-    from napari_xrayseg.core.inference import SlicePredictor, _resolved_norm
+    from napari_xrayseg.core.inference import SlicePredictor
     from napari_xrayseg.core.normalize import apply_normalization
+    from napari_xrayseg.core.plan import resolved_normalization
 
-    norm = _resolved_norm(model, volume)
+    norm = resolved_normalization(model.info.normalization, volume)
     pred = SlicePredictor(model, device="cpu", tile=32, batch=4)
     moved = np.moveaxis(volume, axis, 0)
     out = np.stack([pred.labels(apply_normalization(s[None], norm))[0] for s in moved])
@@ -52,11 +53,12 @@ def test_streaming_zarr_deeper_than_a_slab_equals_in_memory(tmp_path, volume, ti
 
 def _context_ref(volume, model, axis):
     """2.5D reference: the whole volume in memory, neighbours stacked at once."""
-    from napari_xrayseg.core.inference import SlicePredictor, _resolved_norm
+    from napari_xrayseg.core.inference import SlicePredictor
     from napari_xrayseg.core.normalize import apply_normalization
+    from napari_xrayseg.core.plan import resolved_normalization
     from napari_xrayseg.core.tiling import stack_context
 
-    norm = _resolved_norm(model, volume)
+    norm = resolved_normalization(model.info.normalization, volume)
     pred = SlicePredictor(model, device="cpu", tile=32, batch=4)
     x = stack_context(apply_normalization(np.moveaxis(volume, axis, 0), norm), model.info.context)
     out = np.stack([pred.labels(x[i:i + 1])[0] for i in range(x.shape[0])])

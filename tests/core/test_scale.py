@@ -6,7 +6,6 @@ import zarr
 
 from napari_xrayseg.core.errors import Cancelled, InputError, OutputExistsError
 from napari_xrayseg.core.inference import (
-    SegmentPlan,
     SlabMarkers,
     output_complete,
     output_levels,
@@ -17,6 +16,7 @@ from napari_xrayseg.core.inference import (
 from napari_xrayseg.core.io import write_volume
 from napari_xrayseg.core.models import init_model, save_model
 from napari_xrayseg.core.progress import CancelToken
+from napari_xrayseg.core.writer import StoreWriter
 
 KW = {"tile": 32, "device": "cpu", "batch": 4, "slab": 2}
 
@@ -61,20 +61,20 @@ def test_resume_after_cancel_equals_clean_run(tmp_path, vol, tiny_model):
 def test_slab_cut_off_mid_write_is_recomputed(tmp_path, vol, tiny_model, monkeypatch):
     clean = segment(vol, tiny_model, **KW)
     out = tmp_path / "out.zarr"
-    real_write = SegmentPlan.write
+    real_store = StoreWriter._store
     calls = []
 
-    def crashing_write(self, target, r, labels):
-        calls.append(r)
+    def crashing_store(self, i, region, result):
+        calls.append(region)
         if len(calls) == 3:  # half of the slab lands, then the process "dies"
-            real_write(self, target, r, np.full_like(labels, 255))
+            real_store(self, i, region, {"labels": np.full_like(result["labels"], 255)})
             raise RuntimeError("power cut")
-        real_write(self, target, r, labels)
+        real_store(self, i, region, result)
 
-    monkeypatch.setattr(SegmentPlan, "write", crashing_write)
+    monkeypatch.setattr(StoreWriter, "_store", crashing_store)
     with pytest.raises(RuntimeError, match="power cut"):
         segment(vol, tiny_model, out=out, **KW)
-    monkeypatch.setattr(SegmentPlan, "write", real_write)
+    monkeypatch.setattr(StoreWriter, "_store", real_store)
     assert SlabMarkers(out).done() == {(0, 2), (2, 4)}  # no marker for the garbage slab
     res = segment(vol, tiny_model, out=out, resume=True, **KW)
     np.testing.assert_array_equal(res, clean)
@@ -195,19 +195,19 @@ def test_disk_full_mid_run_keeps_finished_slabs_and_resumes(tmp_path, vol, tiny_
     from napari_xrayseg.core.errors import OutputWriteError
 
     clean = segment(vol, tiny_model, **KW)
-    real_write = SegmentPlan.write
+    real_store = StoreWriter._store
     calls = []
 
-    def full_disk(self, target, r, labels):
-        calls.append(r)
+    def full_disk(self, i, region, result):
+        calls.append(region)
         if len(calls) == 3:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_write(self, target, r, labels)
+        real_store(self, i, region, result)
 
-    monkeypatch.setattr(SegmentPlan, "write", full_disk)
+    monkeypatch.setattr(StoreWriter, "_store", full_disk)
     out = tmp_path / "out.zarr"
     with pytest.raises(OutputWriteError, match="no space left on device writing .*out.zarr.*--resume"):
         segment(vol, tiny_model, out=out, **KW)
-    monkeypatch.setattr(SegmentPlan, "write", real_write)
+    monkeypatch.setattr(StoreWriter, "_store", real_store)
     assert SlabMarkers(out).done() == {(0, 2), (2, 4)} and not output_complete(out)
     np.testing.assert_array_equal(segment(vol, tiny_model, out=out, resume=True, **KW), clean)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import os
 
-__all__ = ["USER_WRITE_ERRNOS", "Cancelled", "InputError", "ModelFileError", "OutputExistsError",
+__all__ = ["USER_WRITE_ERRNOS", "Cancelled", "ClusterError", "InputError", "ModelFileError", "OutputExistsError",
            "OutputWriteError", "XraysegError", "write_error"]
 
 
@@ -89,6 +89,10 @@ def write_error(e: OSError, path: str | os.PathLike | None, *, option: str = "--
     err = OutputWriteError(msg)
     err.errno, err.strerror, err.filename = code, e.strerror, str(target)
     return err
+
+
+class ClusterError(XraysegError, RuntimeError):
+    """A dask.distributed cluster failed a job: a worker died (``KilledWorker``) or went away."""
 
 
 class Cancelled(XraysegError):

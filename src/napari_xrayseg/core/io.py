@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import InputError, OutputExistsError, XraysegError, write_error
+from .errors import InputError, XraysegError, write_error
 
 __all__ = ["as_dask", "create_zarr", "open_volume", "read_block", "volume_chunks", "write_volume"]
 
@@ -83,6 +82,8 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
 def _open_zarr(p: Path, dataset: str | None) -> Any:
     import zarr
 
+    from .ome import multiscale_levels
+
     try:
         node = zarr.open(store=str(p), mode="r")
     except Exception as e:  # zarr raises several unrelated types for "not a zarr store"
@@ -97,11 +98,10 @@ def _open_zarr(p: Path, dataset: str | None) -> Any:
         if not isinstance(arr, zarr.Array):
             raise InputError(f"{dataset!r} in {p} is a group, not an array: it has {_zarr_names(arr)}")
         return arr
-    ms = node.attrs.get("multiscales") or (node.attrs.get("ome") or {}).get("multiscales")
-    if ms:
-        level0 = ms[0]["datasets"][0]["path"]
-        log.info("%s is OME-Zarr: using level %s", p, level0)
-        return node[level0]
+    levels = multiscale_levels(node)
+    if levels:
+        log.info("%s is OME-Zarr: using level %s", p, levels[0].path)
+        return levels[0]
     names = _zarr_names(node)
     if len(names) == 1:
         return node[names[0]]
@@ -225,71 +225,66 @@ def read_block(arr: Any, index: Any, *, what: str = "image") -> np.ndarray:
                          "damaged") from e
 
 
-def _remove(p: Path) -> None:
-    if p.is_dir() and not p.is_symlink():
-        shutil.rmtree(p)
-    else:
-        p.unlink()
-
-
 def create_zarr(path: str | os.PathLike, shape: tuple[int, ...], *, dtype: Any = "uint8",
-                chunks: tuple[int, ...] | None = None, overwrite: bool = False,
-                attrs: dict[str, Any] | None = None) -> Any:
-    """Create a zarr array on disk, refusing to replace an existing path silently.
+                chunks: tuple[int, ...] | None = None, attrs: dict[str, Any] | None = None,
+                inputs: Any = ()) -> Any:
+    """Create a new zarr array on disk; an existing path is refused.
 
     The path is claimed with an exclusive ``mkdir`` first, so of two writers racing for
     the same new output exactly one wins; the other gets :class:`OutputExistsError`.
+    To replace an existing array, use :func:`write_volume` with ``overwrite=True``.
 
     Raises
     ------
     OutputExistsError
-        If ``path`` exists (or another writer just created it) and ``overwrite`` is False.
+        If ``path`` exists (or another writer just created it).
     OutputWriteError
         If the location cannot be written (disk full, read-only, a file in the way).
     """
+    from .output import claim
+
+    c = claim(path, inputs=inputs)
+    return _create(c.take(), shape, dtype, chunks, attrs, c.final)
+
+
+def _create(p: Path, shape: tuple[int, ...], dtype: Any, chunks: Any, attrs: Any, final: Path) -> Any:
     import zarr
 
-    p = Path(path)
-    exists = f"output {p} exists: choose another path or pass overwrite=True (--overwrite)"
-    if p.exists() or p.is_symlink():
-        if not overwrite:
-            raise OutputExistsError(exists)
-        _remove(p)
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise write_error(e, p) from e
-    try:
-        p.mkdir()  # atomic claim: only one writer gets here for a given new path
-    except FileExistsError as e:
-        raise OutputExistsError(exists) from e
-    except OSError as e:
-        raise write_error(e, p) from e
-    try:
-        arr = zarr.create_array(store=str(p), shape=shape, chunks=chunks or "auto", dtype=dtype,
-                                fill_value=0)
+        arr = zarr.create_array(store=str(p), shape=shape, chunks=chunks or "auto", dtype=dtype, fill_value=0)
         if attrs:
             arr.attrs.update(json.loads(json.dumps(attrs)))
     except OSError as e:
-        raise write_error(e, p) from e
+        raise write_error(e, final) from e
     return arr
 
 
 def write_volume(path: str | os.PathLike, data: Any, *, chunks: tuple[int, ...] | None = None,
-                 overwrite: bool = False, attrs: dict[str, Any] | None = None) -> Any:
-    """Write an in-memory array to a new zarr array and return it.
+                 overwrite: bool = False, attrs: dict[str, Any] | None = None, inputs: Any = ()) -> Any:
+    """Write an in-memory array to a zarr array and return it.
+
+    With ``overwrite``, an existing array is replaced only once the new one is written
+    (see :mod:`napari_xrayseg.core.output`).
 
     Raises
     ------
     OutputExistsError
         If ``path`` exists and ``overwrite`` is False.
     OutputWriteError
-        If writing fails (disk full, read-only location); the partial array is left.
+        If writing fails (disk full, read-only location); a partial new array is left
+        (beside the old one, when overwriting).
+    InputError
+        If ``path`` is (inside) one of ``inputs``.
     """
+    import zarr
+
+    from .output import claim
+
     data = np.asarray(data)
-    arr = create_zarr(path, data.shape, dtype=data.dtype, chunks=chunks, overwrite=overwrite, attrs=attrs)
+    c = claim(path, overwrite=overwrite, inputs=inputs)
+    arr = _create(c.take(), data.shape, data.dtype, chunks, attrs, c.final)
     try:
         arr[...] = data
     except OSError as e:
-        raise write_error(e, path) from e
-    return arr
+        raise write_error(e, c.final) from e
+    return zarr.open_array(store=str(c.commit()), mode="r+")

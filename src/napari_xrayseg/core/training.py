@@ -41,10 +41,11 @@ import torch.nn.functional as F
 from .config import TrainConfig
 from .device import resolve_device
 from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError
-from .inference import SlicePredictor, check_image
 from .io import read_block, volume_chunks
 from .models import MAX_CONTEXT, Model, init_model, load_model, save_model
 from .normalize import apply_normalization, compute_normalization
+from .plan import check_image
+from .predictor import SlicePredictor
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
 from .tiling import context_range, normalize_axis, plan_slab_depth, slab_ranges, slab_slicer, stack_context
 
@@ -716,7 +717,7 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
         raise InputError(f"labels shape {tuple(labels.shape)} does not match image shape {tuple(image.shape)}")
     is2d = len(image.shape) == 2
     axis = 0 if is2d else normalize_axis(axis, 3)
-    from .ensemble import parse_axes
+    from .plan import parse_axes
 
     ax_list = parse_axes(axes, len(image.shape), default=axis)
     axis = ax_list[0]
