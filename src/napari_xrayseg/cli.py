@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .core.config import SegmentConfig, TrainConfig
+from .core.config import MODEL_TILE, SegmentConfig, TrainConfig
 
 __all__ = ["build_parser", "main"]
 
@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", type=int, default=1, metavar="K",
                    help="odd number of slices per input, taken as channels (2.5D; default: 1)")
     p.add_argument("--classes", type=int, default=3, help="number of classes, labels 1..N (default: 3)")
-    p.add_argument("--tile", type=int, default=_S.tile, help=f"recommended tile (default: {_S.tile})")
+    p.add_argument("--tile", type=int, default=MODEL_TILE, help=f"recommended tile (default: {MODEL_TILE})")
     p.add_argument("--seed", type=int, default=0, help="seed for the initial weights (default: 0)")
     _add_overwrite(p)
     p.set_defaults(func=_cmd_init_model)

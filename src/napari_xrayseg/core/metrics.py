@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, OutputExistsError, write_error
+from .errors import InputError
 from .io import read_block
 from .progress import check
 
@@ -914,30 +914,15 @@ class Report:
 
 
 def _write_text(path: str | os.PathLike, text: str, overwrite: bool, what: str) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{what} output {path} is a directory: give a file name")
-    exists = (
-        f"{what} output {path} exists: choose another path or pass overwrite=True (--overwrite)"
-    )
-    if path.exists() and not overwrite:
-        raise OutputExistsError(exists)
-    created = False
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w" if overwrite else "x", encoding="utf-8", newline="") as fh:
-            created = not overwrite
+    from .output import write_file
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
-    except FileExistsError as e:
-        if path.exists():
-            raise OutputExistsError(exists) from e
-        raise write_error(e, path, option=f"--{what.lower()}") from e  # a file where a folder should be
-    except OSError as e:
-        if created:  # our own half-written file (disk full): do not leave it looking like a report
-            path.unlink(missing_ok=True)
-        raise write_error(e, path, option=f"--{what.lower()}") from e
-    log.info("wrote %s metrics to %s", what, path)
-    return path
+
+    p = write_file(path, write, overwrite=overwrite, what=f"{what} output", option=f"--{what.lower()}")
+    log.info("wrote %s metrics to %s", what, p)
+    return p
 
 
 # --------------------------------------------------------------------------- entry points
