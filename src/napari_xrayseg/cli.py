@@ -200,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser = argparse.ArgumentParser(
-        prog="xrayseg", description="Segment X-ray tomograms with deep learning (napari-xrayseg).")
+        prog="xrayseg", description="Segment X-ray tomograms with deep learning (napari-xrayseg).",
+        epilog="exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()))
     parser.add_argument("--version", action="version", version=f"napari-xrayseg {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -361,8 +362,21 @@ def build_parser() -> argparse.ArgumentParser:
 _EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 
+EXIT_CODES = {0: "success", 2: "an error you can fix: bad input, an existing output, a full disk or an "
+                            "unwritable output location, a failed cluster",
+              3: "out of memory (RAM or GPU): the message names the options that lower the need",
+              4: "an input/output error of the system (e.g. a failing disk or network file system)",
+              130: "interrupted (Ctrl-C)"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``xrayseg`` command line; returns the exit code.
+
+    Every error is one line on stderr (``xrayseg CMD: error: ...``), never a traceback,
+    with a documented exit code: 0 success; 2 an error the user can fix (bad input, an
+    existing output, a full disk, an unwritable location, a failed cluster); 3 out of
+    memory; 4 an input/output error of the system; 130 interrupted (also while the
+    parser still imports torch).
 
     Parameters
     ----------
@@ -372,30 +386,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 on success, 2 on an error the user can fix (one line on stderr: bad input, an
-        existing output, a full disk or an unwritable output location), 130 when interrupted.
+        The exit code.
     """
-    from .core.errors import USER_WRITE_ERRNOS, XraysegError, write_error
+    command = "xrayseg"
+    try:
+        parser = build_parser()  # imports torch: Ctrl-C may land here
+        args = parser.parse_args(argv)
+        command = f"xrayseg {args.command}"
+        return _run(args)
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
+
+def _run(args: argparse.Namespace) -> int:
+    """Run a parsed command; every error the user can act on becomes one line and an exit code."""
+    import errno
+
+    from .core.errors import USER_WRITE_ERRNOS, OutOfMemoryError, XraysegError, out_of_memory, write_error
+
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+    def fail(msg: Any, code: int) -> int:
+        print(f"xrayseg {args.command}: error: {msg}", file=sys.stderr)
+        return code
+
     try:
         return int(args.func(args) or 0)
     except XraysegError as e:
-        print(f"xrayseg {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # disk full, read-only or unwritable location: the user can fix these
-        if e.errno not in USER_WRITE_ERRNOS:
-            raise
+        return fail(e, 3 if isinstance(e, OutOfMemoryError) else 2)
+    except (MemoryError, RuntimeError, OSError) as e:
+        oom = out_of_memory(e, f"running {args.command}")
+        if oom is not None:
+            return fail(oom, 3)
+        if not isinstance(e, OSError):
+            raise  # a bug: keep the traceback
         out = getattr(args, "out", None)
         culprit = e.filename if e.filename and not (out and str(e.filename).startswith(str(out))) else out
-        print(f"xrayseg {args.command}: error: {write_error(e, culprit)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"xrayseg {args.command}: interrupted", file=sys.stderr)
-        return 130
+        if e.errno in USER_WRITE_ERRNOS:  # disk full, read-only or unwritable location: the user can fix these
+            return fail(write_error(e, culprit), 2)
+        what = f" on {e.filename}" if e.filename else ""
+        why = e.strerror or errno.errorcode.get(e.errno or 0, type(e).__name__)
+        return fail(f"input/output error{what} ({why}): check the disk or network file system, then run the "
+                    f"same command again{' with --resume' if args.command == 'predict' else ''}", 4)
 
 
 if __name__ == "__main__":  # pragma: no cover

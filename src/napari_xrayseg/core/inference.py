@@ -42,7 +42,8 @@ import numpy as np
 
 from .config import SegmentConfig
 from .device import resolve_device, resolve_precision
-from .errors import Cancelled, InputError
+from .errors import Cancelled, InputError, out_of_memory
+from .io import check_chunks_present
 from .merger import LabelMerger, ProbMerger
 from .models import Model
 from .output import claim
@@ -125,6 +126,7 @@ def build_job(image: Any, model: Model | str | os.PathLike, config: SegmentConfi
     """
     cfg = config
     image = check_image(image)
+    check_chunks_present(image)
     axes = parse_axes(cfg.axes, len(image.shape), default=cfg.axis) if cfg.axes is not None else [cfg.axis]
     if cfg.confidence_out is not None and cfg.confidence is None:
         raise InputError("confidence_out is only used with confidence='maxprob' or 'entropy'")
@@ -216,6 +218,13 @@ def run_job(job: SegmentJob, executor: Any, cancel: CancelToken | None = None) -
         log.info("segmentation cancelled after %d/%d slices; the partial output is kept, marked incomplete "
                  "(resume=True / --resume continues)", done, total)
         raise
+    except (MemoryError, RuntimeError, OSError) as e:
+        oom = out_of_memory(e, "segmenting")
+        if oom is None:
+            raise
+        if isinstance(job.writer, StoreWriter):
+            oom.args = (f"{oom.args[0]}; finished slabs are kept: add --resume (resume=True) to continue",)
+        raise oom from e
     elapsed = time.perf_counter() - t0
     log.info("segmented %d voxels in %.1f s (%.2f Mvox/s)", ran, elapsed, ran / max(elapsed, 1e-9) / 1e6)
     return job.result()

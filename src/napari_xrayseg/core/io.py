@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import struct
 import zlib
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ import numpy as np
 
 from .errors import InputError, XraysegError, write_error
 
-__all__ = ["as_dask", "create_zarr", "open_volume", "read_block", "volume_chunks", "write_volume"]
+__all__ = ["as_dask", "check_chunks_present", "create_zarr", "open_volume", "read_block", "volume_chunks",
+           "write_volume"]
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,8 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
         raise
     except PermissionError as e:
         raise InputError(f"cannot read {p}: permission denied; check the file's permissions") from e
-    except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, IndexError, struct.error, zlib.error,
+            RuntimeError) as e:  # tifffile and codecs raise all of these on damaged files
         raise InputError(f"cannot read {p} as {suffix or 'zarr'}: {e}; is the file complete?") from e
     raise InputError(f"unknown volume format {p.name!r}: use zarr, TIFF, HDF5 (.h5) or .npy")
 
@@ -132,21 +135,38 @@ def _open_npy(p: Path) -> Any:
 
 
 def _open_tiff(p: Path) -> Any:
-    import tifffile
+    """A TIFF as a lazy array.
 
-    with tifffile.TiffFile(str(p)) as tif:
-        series = tif.series[0]
-        axes, shape = series.axes, tuple(series.shape)
-        photometric = tif.pages[0].photometric
+    Memory-mapped when uncompressed and contiguous, else read through tifffile's zarr
+    interface (compressed, tiled, BigTIFF, one page per slice), which decodes only the
+    pages and tiles a slab needs, so memory does not grow with the depth.
+    """
+    import tifffile
+    import zarr
+
+    tif = tifffile.TiffFile(str(p))
+    series = tif.series
+    restacked = len(series) > 1
+    if len(series) > 1 and all(len(s.shape) == 2 and s.shape == series[0].shape and s.dtype == series[0].dtype
+                               for s in series):
+        tif.close()  # pages written one by one (one series each): read them as one stack
+        tif = tifffile.TiffFile(str(p), is_shaped=False)
+        series = tif.series
+    first = series[0]
+    axes, shape = first.axes, tuple(first.shape)
+    photometric = tif.pages[0].photometric
     colour = photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR, tifffile.PHOTOMETRIC.SEPARATED)
     if colour and "S" in axes and shape[axes.index("S")] > 1:
+        tif.close()
         raise InputError(f"TIFF {p} is a colour ({photometric.name}) image with {shape[axes.index('S')]} samples "
                          f"per pixel (shape {shape}): convert it to a single-channel (grayscale) image first")
-    try:
+    if not restacked and first.dataoffset is not None:  # uncompressed and contiguous: map it
+        tif.close()
         return tifffile.memmap(str(p), mode="r")
-    except (ValueError, OSError):  # compressed or tiled TIFF: cannot be memory-mapped
-        log.info("%s cannot be memory-mapped; reading it into memory", p)
-        return tifffile.imread(str(p))
+    store = first.aszarr(level=0)  # keeps the file open for as long as the array lives
+    store.xrayseg_source = str(p)  # lets the output helper refuse writing into this input
+    log.info("%s is compressed, tiled or paged: read lazily", p)
+    return zarr.open_array(store=store, mode="r")
 
 
 def _open_hdf5(p: Path, dataset: str | None) -> Any:
@@ -167,6 +187,32 @@ def _open_hdf5(p: Path, dataset: str | None) -> Any:
         f.close()
         raise InputError(f"HDF5 file {p} has no dataset {dataset!r}")
     return f[dataset]
+
+
+def check_chunks_present(arr: Any, *, what: str = "image") -> None:
+    """Refuse a zarr array with chunks missing from its store (zarr would read them as zeros).
+
+    Only where zarr can tell (zarr arrays); others pass. A store written by
+    :func:`napari_xrayseg.segment` writes every chunk; a missing one means an incomplete
+    copy or an interrupted writer.
+
+    Raises
+    ------
+    InputError
+        Naming the array, the number of chunks missing and the fix.
+    """
+    import zarr
+
+    if not isinstance(arr, zarr.Array) or getattr(arr.store, "xrayseg_source", None):
+        return
+    try:
+        have, want = arr.nchunks_initialized, arr.nchunks
+    except (NotImplementedError, TypeError, AttributeError, OSError):  # stores that cannot list their keys
+        return
+    if have < want:
+        src = getattr(arr.store, "root", None) or arr.store
+        raise InputError(f"{what} {src} lacks {want - have} of its {want} chunks (zarr would read them as zeros): "
+                         "the store was not completely written or copied; copy it again")
 
 
 def volume_chunks(arr: Any) -> tuple[int, ...] | None:

@@ -56,7 +56,7 @@ def source_path(obj: Any) -> Path | None:
     if isinstance(obj, (str, os.PathLike)):
         return Path(obj)
     store = getattr(obj, "store", None)
-    root = getattr(store, "root", None) or getattr(store, "path", None)
+    root = getattr(store, "xrayseg_source", None) or getattr(store, "root", None)
     if root is not None and not callable(root):
         try:
             base = Path(str(root))
