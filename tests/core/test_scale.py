@@ -1,5 +1,7 @@
 """Resume, OME-Zarr pyramids and dask.distributed runs of segment()."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import zarr
@@ -211,3 +213,75 @@ def test_disk_full_mid_run_keeps_finished_slabs_and_resumes(tmp_path, vol, tiny_
     monkeypatch.setattr(StoreWriter, "_store", real_store)
     assert SlabMarkers(out).done() == {(0, 2), (2, 4)} and not output_complete(out)
     np.testing.assert_array_equal(segment(vol, tiny_model, out=out, resume=True, **KW), clean)
+
+
+@pytest.mark.slow
+def test_dead_worker_is_one_line_and_the_old_output_survives(tmp_path, vol, tiny_model, monkeypatch):
+    import distributed
+
+    from napari_xrayseg.core import distributed as dist
+    from napari_xrayseg.core.errors import ClusterError
+
+    mpath = save_model(tiny_model, tmp_path / "m.safetensors")
+    out = tmp_path / "d.zarr"
+    old = segment(vol, tiny_model, out=out, axis=1, **KW)  # the result a user already has
+    real = dist._run_slab
+
+    def dies_on_the_third_slab(spec, i, r):
+        if r == (4, 6):
+            raise distributed.KilledWorker("xrayseg-slab", SimpleNamespace(address="tcp://127.0.0.1:1"), 3)
+        return real(spec, i, r)
+
+    monkeypatch.setattr(dist, "_run_slab", dies_on_the_third_slab)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        with pytest.raises(ClusterError, match=r"a dask worker died .*--resume"):
+            dist.segment_distributed(tmp_path / "in.zarr", mpath, out, client=client, overwrite=True, **KW)
+        np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], old)  # untouched
+        monkeypatch.setattr(dist, "_run_slab", real)
+        res = dist.segment_distributed(tmp_path / "in.zarr", mpath, out, client=client, overwrite=True, resume=True,
+                                       **KW)
+    np.testing.assert_array_equal(res[...], segment(vol, tiny_model, **KW))
+    assert output_complete(out) and not (tmp_path / ".d.zarr.xrayseg-new").exists()
+
+
+def test_overwrite_failing_midway_keeps_the_old_output(tmp_path, vol, tiny_model):
+    """A NaN slab found mid-run with overwrite=True: the old output is intact, the new one resumable beside it."""
+    out = tmp_path / "o.zarr"
+    vol = np.random.default_rng(2).random((20, 32, 32), dtype=np.float32)
+    old = segment(vol, tiny_model, out=out, axis=2, **KW)
+    bad = vol.copy()
+    bad[7, 3, 3] = np.nan  # slice 7 is not among those the normalisation samples: found mid-run
+    with pytest.raises(InputError, match="NaN"):
+        segment(bad, tiny_model, out=out, overwrite=True, **KW)
+    np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], old)
+    assert output_complete(out)
+    new = tmp_path / ".o.zarr.xrayseg-new"
+    assert SlabMarkers(new).done() == {(0, 2), (2, 4), (4, 6)}
+    res = segment(vol, tiny_model, out=out, overwrite=True, resume=True, **KW)
+    np.testing.assert_array_equal(res, segment(vol, tiny_model, **KW))
+    assert not new.exists()
+
+
+def test_overwrite_cancelled_keeps_the_old_output(tmp_path, vol, tiny_model):
+    from faults import NthCheck
+
+    out = tmp_path / "o.zarr"
+    old = segment(vol, tiny_model, out=out, axis=1, **KW)
+    with pytest.raises(Cancelled):
+        segment(vol, tiny_model, out=out, overwrite=True, cancel=NthCheck(4), **KW)
+    np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], old)
+    # a plain --overwrite starts the replacement again from scratch
+    res = segment(vol, tiny_model, out=out, overwrite=True, **KW)
+    np.testing.assert_array_equal(res, segment(vol, tiny_model, **KW))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.zarr", "o.zarr"]
+
+
+def test_an_interrupted_swap_is_repaired(tmp_path, vol, tiny_model):
+    """Killed between the two renames of the swap: the next claim brings the old output back."""
+    out = tmp_path / "o.zarr"
+    old = segment(vol, tiny_model, out=out, **KW)
+    out.rename(tmp_path / ".o.zarr.xrayseg-old")  # the state right after the first rename
+    with pytest.raises(OutputExistsError):
+        segment(vol, tiny_model, out=out, axis=1, **KW)
+    np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], old)

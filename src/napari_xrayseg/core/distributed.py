@@ -133,7 +133,8 @@ class ClusterExecutor:
                         a, b = fut.result()  # re-raises a task's error here
                     except KilledWorker as e:
                         raise ClusterError(
-                            f"a dask worker died running a slab ({e}); the slabs finished so far are kept: run "
+                            f"a dask worker died running a slab ({str(e).split('. ')[0]}); the slabs finished so far "
+                            "are kept: run "
                             "again with --resume, with fewer --threads-per-worker or a smaller --batch/--tile if "
                             "the workers run out of memory") from e
                     yield a, b

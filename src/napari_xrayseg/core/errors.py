@@ -113,9 +113,11 @@ def out_of_memory(e: BaseException, doing: str) -> OutOfMemoryError | None:
     >>> out_of_memory(ValueError("x"), "segmenting") is None
     True
     """
+    if isinstance(e, XraysegError):  # already one of ours
+        return None
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     low = text.lower()
-    if isinstance(e, MemoryError) and not isinstance(e, OutOfMemoryError):
+    if isinstance(e, MemoryError):
         what = "RAM"
     elif isinstance(e, OSError) and e.errno == errno.ENOMEM:
         what = "RAM"
