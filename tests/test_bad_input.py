@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from faults import no_space_for_chunks, no_space_for_models
+from faults import chunk_writes_fail, no_space_for_chunks, no_space_for_models
 from napari_xrayseg.cli import main
 from napari_xrayseg.core.errors import (
     InputError,
@@ -221,19 +221,7 @@ def _raise_in_network(exc: BaseException) -> Callable[[Any], None]:
 
 
 def _chunk_write_fails(code: int, text: str) -> Callable[[Any], None]:
-    def patch(monkeypatch) -> None:
-        import zarr.storage._local as local
-
-        real = local._put
-
-        def put(path, value, exclusive=False):
-            if "c" in Path(path).parts:
-                raise OSError(code, text, str(path))
-            return real(path, value, exclusive=exclusive)
-
-        monkeypatch.setattr(local, "_put", put)
-
-    return patch
+    return lambda monkeypatch: chunk_writes_fail(monkeypatch, code, text)
 
 
 def _ev(pred: str, truth: str) -> Callable[[Path, Path], Any]:

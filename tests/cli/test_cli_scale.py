@@ -98,7 +98,7 @@ def test_every_mode_killed_resumes_to_the_clean_result(tmp_path, inputs, capsys,
     _kill_when(_predict(inp, model, out, *extra), out, stage)
     assert not output_complete(out)
     capsys.readouterr()
-    assert main(_predict(inp, model, out, *extra)) == 2  # refused: names --resume
+    assert main(_predict(inp, model, out, *extra)) == 2  # refused before any cluster starts: names --resume
     assert "--resume" in capsys.readouterr().err
     more = ["--workers", "2", "--torch-threads", "1"] if on_cluster else []
     assert main(_predict(inp, model, out, *local, *more, "--resume")) == 0

@@ -32,9 +32,10 @@ from .config import SegmentConfig
 from .errors import ClusterError, InputError
 from .inference import SegmentJob, build_job, run_job
 from .merger import LabelMerger, ProbMerger
+from .output import claim
 from .plan import SegmentPlan
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
-from .writer import StoreLayout, StoreWriter
+from .writer import StoreLayout, StoreWriter, resume_hint
 
 __all__ = ["ClusterExecutor", "iter_segment_distributed", "segment_distributed"]
 
@@ -182,6 +183,7 @@ def iter_segment_distributed(image: str | os.PathLike, model: str | os.PathLike,
         raise InputError("on a cluster the image must be a path (zarr, TIFF, HDF5, .npy) that every worker can "
                          "read, not an in-memory array")
     cfg = SegmentConfig.of(config, out=out, **options)
+    claim(out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=[image, model], hint=resume_hint)  # before connecting
     c, owned = _client(client, scheduler, workers, threads_per_worker)  # a refused cluster touches no output
     try:
         vol = open_volume(image, dataset=dataset)

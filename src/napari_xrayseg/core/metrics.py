@@ -51,7 +51,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,8 +59,8 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .io import read_block
-from .progress import check
+from .labels import read_labels
+from .progress import Progress, check, drain
 
 __all__ = [
     "MAX_LABELS",
@@ -69,6 +69,7 @@ __all__ = [
     "confusion_matrix",
     "dice_per_class",
     "evaluate",
+    "iter_evaluate",
 ]
 
 log = logging.getLogger(__name__)
@@ -190,42 +191,6 @@ def _check_classes(classes: Sequence[int] | None, ignore_zero: bool) -> tuple[in
     if len(out) > MAX_LABELS:
         raise InputError(f"classes has {len(out)} values, more than {MAX_LABELS}: pass fewer")
     return tuple(sorted(out))
-
-
-def _read_labels(arr: Any, sl: slice, name: str) -> np.ndarray:
-    """Read ``arr[sl]`` into memory and check it holds non-negative integer labels."""
-    a = read_block(arr, sl, what=f"{name} (slices {sl.start}..{sl.stop - 1} along axis 0)")
-    if a.size == 0:
-        return a.astype(np.int64)
-    kind = a.dtype.kind
-    if kind == "f":
-        finite = np.isfinite(a)
-        if not finite.all():
-            bad = a[~finite].flat[0]
-            raise InputError(
-                f"{name} holds non-finite values (e.g. {bad}) in a {a.dtype} array: "
-                "pass integer labels, e.g. np.nan_to_num(arr).astype(np.uint16)"
-            )
-        frac = a != np.floor(a)
-        if frac.any():
-            bad = a[frac].flat[0]
-            raise InputError(
-                f"{name} holds non-integer values (e.g. {bad}) in a {a.dtype} array: pass "
-                "integer labels, e.g. np.rint(arr).astype(np.uint16)"
-            )
-    if kind in "if":
-        lo = a.min()
-        if lo < 0:
-            raise InputError(
-                f"{name} holds negative values (min {lo}): labels are 0 (background/unannotated) "
-                "or positive integers; relabel before evaluating"
-            )
-    if kind == "f" or (kind == "u" and a.dtype.itemsize >= 8):
-        hi = a.max()
-        if hi > np.iinfo(np.int64).max:
-            raise InputError(f"{name} holds label value {hi}, too large: relabel to fewer bits")
-        a = a.astype(np.int64)
-    return a
 
 
 def _chunk_depth(arr: Any) -> int | None:
@@ -413,7 +378,7 @@ class _Accumulator:
         self.stp[rows, gidx] += stp
 
 
-def _accumulate(
+def _iter_accumulate(
     pred: Any,
     truth: Any,
     *,
@@ -423,7 +388,7 @@ def _accumulate(
     block_slices: int | None,
     cancel: Any,
     allow_empty: bool = False,
-) -> Confusion:
+) -> Generator[Progress, None, Confusion]:
     pred, truth, shape = _check_pair(pred, truth)
     axis = _check_axis(axis, len(shape))
     forced = _check_classes(classes, bool(ignore_zero))
@@ -435,11 +400,13 @@ def _accumulate(
     for s0 in range(0, shape[0], step):
         check(cancel)
         sl = slice(s0, min(s0 + step, shape[0]))
-        t = _read_labels(truth, sl, "truth")
-        p = _read_labels(pred, sl, "pred")
+        where = f"slices {sl.start}..{sl.stop - 1} along axis 0"
+        t = read_labels(truth, sl, "truth", where=where)
+        p = read_labels(pred, sl, "pred", where=where)
         if ignore_zero and forced is None:
             pred_values.update(_present(p).tolist())
         acc.add(t, p, bool(ignore_zero), axis, s0)
+        yield Progress(sl.stop, shape[0], f"slices {sl.stop}/{shape[0]} scored")
     labels = tuple(int(v) for v in acc.labels)
     if acc.matrix.sum() == 0 and not allow_empty:
         raise InputError(
@@ -475,6 +442,10 @@ def _accumulate(
         slice_pred=acc.sp if axis is not None else None,
         slice_tp=acc.stp if axis is not None else None,
     )
+
+
+def _accumulate(pred: Any, truth: Any, **kwargs: Any) -> Confusion:
+    return drain(_iter_accumulate(pred, truth, **kwargs))
 
 
 def confusion_matrix(
@@ -928,6 +899,36 @@ def _write_text(path: str | os.PathLike, text: str, overwrite: bool, what: str) 
 # --------------------------------------------------------------------------- entry points
 
 
+def iter_evaluate(
+    pred: Any,
+    truth: Any,
+    *,
+    classes: Sequence[int] | None = None,
+    ignore_zero: bool = True,
+    axis: int = 0,
+    per_slice: bool = True,
+    cancel: Any = None,
+    block_slices: int | None = None,
+) -> Generator[Progress, None, Report]:
+    """Generator form of :func:`evaluate`: yields a :class:`Progress` per slab, returns the :class:`Report`.
+
+    The napari Evaluate widget and :func:`evaluate` (console, CLI) run this same loop.
+    See :func:`evaluate` for the parameters.
+    """
+    cm = yield from _iter_accumulate(
+        pred,
+        truth,
+        classes=classes,
+        ignore_zero=ignore_zero,
+        axis=axis if per_slice else None,
+        block_slices=block_slices,
+        cancel=cancel,
+    )
+    report = Report.from_confusion(cm)
+    log.debug("evaluated %s: mean dice %s", cm.shape, report.mean_dice)
+    return report
+
+
 def evaluate(
     pred: Any,
     truth: Any,
@@ -979,18 +980,18 @@ def evaluate(
     >>> round(r.mean_dice, 4), r.accuracy
     (0.6667, 0.6666666666666666)
     """
-    cm = _accumulate(
-        pred,
-        truth,
-        classes=classes,
-        ignore_zero=ignore_zero,
-        axis=axis if per_slice else None,
-        block_slices=block_slices,
-        cancel=cancel,
+    return drain(
+        iter_evaluate(
+            pred,
+            truth,
+            classes=classes,
+            ignore_zero=ignore_zero,
+            axis=axis,
+            per_slice=per_slice,
+            cancel=cancel,
+            block_slices=block_slices,
+        )
     )
-    report = Report.from_confusion(cm)
-    log.debug("evaluated %s: mean dice %s", cm.shape, report.mean_dice)
-    return report
 
 
 def dice_per_class(

@@ -42,6 +42,7 @@ from .config import TrainConfig
 from .device import resolve_device
 from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError
 from .io import read_block, volume_chunks
+from .labels import read_labels
 from .models import MAX_CONTEXT, Model, init_model, load_model, save_model
 from .normalize import apply_normalization, compute_normalization
 from .plan import check_image
@@ -328,31 +329,6 @@ def _check_positive_int(name: str, v: Any, lo: int = 1) -> int:
     return int(v)
 
 
-def _read_labels(lab: np.ndarray, where: str) -> np.ndarray:
-    """Check a slab of labels (integer-valued, >= 0, <= 255); return it as uint8."""
-    kind = lab.dtype.kind
-    if kind == "b":
-        raise InputError("labels are boolean: give integer class labels (0 = not annotated, 1..N = classes)")
-    if kind not in "iuf":
-        raise InputError(f"labels have dtype {lab.dtype}: give integer class labels (0 = not annotated)")
-    if lab.size == 0:
-        return lab.astype(np.uint8)
-    if kind == "f":
-        if not np.all(np.isfinite(lab)):
-            raise InputError(f"labels hold NaN or inf values ({where}): give integer class labels")
-        if np.any(lab != np.floor(lab)):
-            bad = lab[lab != np.floor(lab)].flat[0]
-            raise InputError(f"labels hold non-integer values (e.g. {bad:g}, {where}): give integer class "
-                             "labels, e.g. np.rint(labels).astype(np.uint8)")
-    lo, hi = lab.min(), lab.max()
-    if lo < 0:
-        raise InputError(f"labels hold negative values (min {lo}, {where}): use 0 for not annotated "
-                         "and 1..255 for classes")
-    if hi > 255:
-        raise InputError(f"labels hold value {hi} ({where}): class labels must be in 1..255")
-    return lab.astype(np.uint8, copy=False)
-
-
 def _annotated_slices(image: Any, labels: Any, axis: int, is2d: bool, cancel: CancelToken | None,
                       context: int = 1, limit: int | None = None) -> tuple[list[int], np.ndarray, np.ndarray]:
     """Scan ``labels`` a slab at a time; load the annotated slices of image and labels.
@@ -364,7 +340,7 @@ def _annotated_slices(image: Any, labels: Any, axis: int, is2d: bool, cancel: Ca
     """
     if is2d:
         # a copy, never a view: nothing downstream may write into the caller's labels
-        lab = _read_labels(read_block(labels, ..., what="labels").copy(), "2D labels")
+        lab = read_labels(labels, ..., where="2D labels", max_value=255).copy()
         if not lab.any():
             return [], np.zeros((0, context, *lab.shape), np.float32), lab[None][:0]
         img = read_block(image, ...).astype(np.float32)
@@ -377,7 +353,7 @@ def _annotated_slices(image: Any, labels: Any, axis: int, is2d: bool, cancel: Ca
     for start, stop in slab_ranges(shape[axis], depth):
         check(cancel)
         where = f"slices {start}..{stop - 1} along axis {axis}"
-        slab = _read_labels(read_block(labels, slab_slicer(axis, start, stop, 3), what=f"labels ({where})"), where)
+        slab = read_labels(labels, slab_slicer(axis, start, stop, 3), where=where, max_value=255)
         hit = np.flatnonzero(slab.any(axis=other))
         for j in hit:
             found.append(start + int(j))

@@ -18,6 +18,7 @@ records the model and settings; ``complete`` turns true at the very end.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -226,6 +227,8 @@ class StoreWriter:
             self._store(i, region, result)
             self.layout.markers(i).mark(r)
         except OSError as e:
+            if e.errno == errno.ENOMEM:  # not the output's fault: an out-of-memory error for the caller
+                raise
             raise self.write_error(e) from e
 
     def write_error(self, e: OSError) -> OutputWriteError:
