@@ -184,3 +184,34 @@ def test_auto_device_is_cpu_without_cuda(volume, tiny_model):
     from napari_xrayseg.core.device import resolve_device
 
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize("kind", ["zlib-tiled-bigtiff", "pages-one-by-one", "plain"])
+def test_tiff_inputs_stream_lazily_and_segment_like_numpy(tmp_path, volume, tiny_model, kind):
+    import tifffile
+    import zarr
+
+    from napari_xrayseg.core.io import open_volume
+
+    p = tmp_path / "v.tif"
+    if kind == "zlib-tiled-bigtiff":
+        tifffile.imwrite(p, volume, compression="zlib", tile=(16, 16), bigtiff=True, photometric="minisblack")
+    elif kind == "pages-one-by-one":  # each page its own series, as many scanners write them
+        with tifffile.TiffWriter(p) as tif:
+            for page in volume:
+                tif.write(page, compression="zlib", photometric="minisblack")
+    else:
+        tifffile.imwrite(p, volume, photometric="minisblack")
+    img = open_volume(p)
+    assert img.shape == volume.shape
+    if kind == "plain":
+        assert isinstance(img, np.memmap)  # uncompressed: mapped, not read
+    else:
+        assert isinstance(img, zarr.Array)  # compressed: decoded a chunk at a time, never whole
+        np.testing.assert_array_equal(img[2:4], volume[2:4])
+    np.testing.assert_array_equal(segment(img, tiny_model, **KW), segment(volume, tiny_model, **KW))
+    # the output helper knows where a TIFF input lives: writing over it is refused
+    from napari_xrayseg.core.errors import InputError
+
+    with pytest.raises(InputError, match="is the input"):
+        segment(img, tiny_model, out=p, overwrite=True, **KW)
