@@ -51,21 +51,20 @@ class _ProgressPrinter:
 
 def _cmd_sample(a: argparse.Namespace) -> int:
     from .core.io import write_volume
+    from .core.output import claim
     from .core.sample import PHASES, make_phantom
 
     out = Path(a.out)
-    if out.exists() and not a.overwrite and any(out.iterdir() if out.is_dir() else [out]):
-        from .core.errors import OutputExistsError
-
-        raise OutputExistsError(f"output {out} exists: choose another path or pass --overwrite")
+    target = claim(out, overwrite=a.overwrite, empty_ok=True)  # beside an old sample until complete
     t0 = time.perf_counter()
     image, truth = make_phantom(tuple(a.shape), seed=a.seed, noise=a.noise, feature_size=a.feature_size)
-    out.mkdir(parents=True, exist_ok=True)
+    work = target.take()
     chunks = (min(16, image.shape[0]), *image.shape[1:]) if image.ndim == 3 else None
     attrs = {"napari_xrayseg": {"sample": "pxct-phantom", "seed": a.seed, "noise": a.noise,
                                 "feature_size": a.feature_size, "phases": {str(k): v for k, v in PHASES.items()}}}
-    write_volume(out / "image.zarr", image, chunks=chunks, overwrite=a.overwrite, attrs=attrs)
-    write_volume(out / "truth.zarr", truth, chunks=chunks, overwrite=a.overwrite, attrs=attrs)
+    write_volume(work / "image.zarr", image, chunks=chunks, attrs=attrs)
+    write_volume(work / "truth.zarr", truth, chunks=chunks, attrs=attrs)
+    target.commit()
     print(f"wrote sample {image.shape} (seed {a.seed}) to {out}/image.zarr and {out}/truth.zarr "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -119,6 +119,7 @@ class Claim:
     resume: bool
     what: str = "output"
     option: str = "--out"
+    reuse: bool = False  # write into an existing empty folder
 
     @property
     def replacing(self) -> bool:
@@ -142,7 +143,7 @@ class Claim:
                               option=self.option) from e
         except OSError as e:
             raise write_error(e, self.final, option=self.option) from e
-        if self.resume or not folder:
+        if self.resume or self.reuse or not folder:
             return self.path
         if self.replacing:
             remove_path(self.path)  # a stale attempt: --overwrite starts again
@@ -189,7 +190,8 @@ def _repair(final: Path) -> None:
 
 
 def claim(path: str | os.PathLike, *, overwrite: bool = False, resume: bool = False, inputs: Iterable[Any] = (),
-          what: str = "output", option: str = "--out", hint: Callable[[Path], str] | None = None) -> Claim:
+          what: str = "output", option: str = "--out", hint: Callable[[Path], str] | None = None,
+          empty_ok: bool = False) -> Claim:
     """Decide where an output goes; nothing is created or removed until :meth:`Claim.take`.
 
     Parameters
@@ -208,6 +210,8 @@ def claim(path: str | os.PathLike, *, overwrite: bool = False, resume: bool = Fa
         Name the output and the CLI option that sets it, in messages.
     hint : callable, optional
         Adds to the "exists" message, e.g. how to resume an existing output.
+    empty_ok : bool
+        An existing *empty* folder counts as free (output folders a user made beforehand).
 
     Returns
     -------
@@ -236,6 +240,8 @@ def claim(path: str | os.PathLike, *, overwrite: bool = False, resume: bool = Fa
         if new.exists():
             remove_path(new)  # a replacement whose original is gone
         return Claim(final, final, False, what, option)
+    if empty_ok and final.is_dir() and not final.is_symlink() and not any(final.iterdir()):
+        return Claim(final, final, False, what, option, reuse=True)
     if overwrite:
         return Claim(final, new, bool(resume and new.exists()), what, option)
     if resume:

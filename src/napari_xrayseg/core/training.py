@@ -45,6 +45,7 @@ from .io import read_block, volume_chunks
 from .labels import read_labels
 from .models import MAX_CONTEXT, Model, init_model, load_model, save_model
 from .normalize import apply_normalization, compute_normalization
+from .output import claim
 from .plan import check_image
 from .predictor import SlicePredictor
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
@@ -565,8 +566,7 @@ def _out_path(out: str | os.PathLike | None, overwrite: bool) -> Path | None:
         p = p.with_name(p.name + ".safetensors")
     if p.is_dir():
         raise InputError(f"model path {p} is a directory: give a file name ending in .safetensors")
-    if p.exists() and not overwrite:
-        raise OutputExistsError(f"model file {p} exists: choose another path or pass overwrite=True (--overwrite)")
+    claim(p, overwrite=overwrite, what="model file")  # exists? (the model is written by save_model at the end)
     # checked before training, not after it: a run must not end with nowhere to save
     parent = next((q for q in p.parents if q.exists()), None)
     if parent is not None and not parent.is_dir():
