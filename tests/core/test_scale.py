@@ -285,3 +285,25 @@ def test_an_interrupted_swap_is_repaired(tmp_path, vol, tiny_model):
     with pytest.raises(OutputExistsError):
         segment(vol, tiny_model, out=out, axis=1, **KW)
     np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], old)
+
+
+def test_refused_cluster_with_overwrite_keeps_the_old_output(tmp_path, vol, tiny_model, monkeypatch, capsys):
+    """An unreachable scheduler is found before any output is touched (connection refused, simulated fast)."""
+    import distributed
+
+    from napari_xrayseg.cli import main
+
+    mpath = save_model(tiny_model, tmp_path / "m.safetensors")
+    out = tmp_path / "o.zarr"
+    old = segment(vol, tiny_model, out=out, **KW)
+
+    def refused(address, timeout=None):
+        raise OSError(f"Timed out trying to connect to {address} after {timeout}")
+
+    monkeypatch.setattr(distributed, "Client", refused)
+    code = main(["predict", "--image", str(tmp_path / "in.zarr"), "--model", str(mpath), "--out", str(out),
+                 "--scheduler", "tcp://127.0.0.1:1", "--overwrite", "--device", "cpu", "--tile", "32"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot reach the dask scheduler at tcp://127.0.0.1:1" in err[0]
+    np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.zarr", "m.safetensors", "o.zarr"]
