@@ -36,6 +36,8 @@ _EXPORTS = {
     "iter_evaluate": "core.metrics",
     "train": "core.training",
     "iter_train": "core.training",
+    "self_train": "core.selftrain",
+    "iter_self_train": "core.selftrain",
     "CancelToken": "core.progress",
     "Progress": "core.progress",
     "SegmentConfig": "core.config",
