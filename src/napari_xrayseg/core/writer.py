@@ -335,6 +335,7 @@ def _check_resumable(path: Path, meta: dict[str, Any]) -> None:
     old = read_output_meta(path)
     if old is None:
         raise InputError(f"cannot resume {path}: it is not an output of xrayseg predict; choose another --out")
+    old.setdefault("axes", [old.get("axis")])  # written before several axes could resume
     diff = [k for k, default in RESUME_KEYS.items() if _jsonable(old.get(k, default)) != _jsonable(meta[k])]
     if diff:
         names = {"model_sha256": "model weights", "slab": "slab depth", "normalization": "normalisation"}
