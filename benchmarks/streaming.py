@@ -1,10 +1,13 @@
-"""Out-of-core inference: voxels/s and peak RSS for zarr volumes of increasing depth.
+"""Out-of-core inference: voxels/s and peak RSS for zarr or TIFF volumes of increasing depth.
 
 Each depth is segmented in a fresh subprocess so its peak RSS (ru_maxrss) is its own.
-The volume is written to zarr chunk by chunk, never held in RAM whole.
+The volume is written chunk by chunk (zarr) or page by page (a zlib-compressed, tiled
+BigTIFF, which cannot be memory-mapped and is read through tifffile's zarr interface),
+never held in RAM whole.
 
     python benchmarks/streaming.py                       # default: 256x256 slices, depths 16..256
     python benchmarks/streaming.py --yx 512 --depths 32 128 512 --size small
+    python benchmarks/streaming.py --formats tiff --allocators glibc
 """
 
 from __future__ import annotations
@@ -52,12 +55,19 @@ def flops_per_pixel(size: str, tile: int) -> float:
 
 def make_volume(path: Path, depth: int, yx: int, chunk: int) -> None:
     import numpy as np
+    import tifffile
     import zarr
 
     from napari_xrayseg.core.sample import make_phantom
 
-    arr = zarr.create_array(store=str(path), shape=(depth, yx, yx), chunks=(chunk, yx, yx), dtype="float32")
     block, _ = make_phantom((chunk, yx, yx), seed=1, artefacts=False)
+    if path.suffix == ".tif":  # compressed, tiled BigTIFF written one page at a time
+        with tifffile.TiffWriter(path, bigtiff=True) as tif:
+            for z in range(depth):
+                page = np.roll(block, z - z % chunk, axis=2)[z % chunk]
+                tif.write(page, compression="zlib", tile=(64, 64), photometric="minisblack")
+        return
+    arr = zarr.create_array(store=str(path), shape=(depth, yx, yx), chunks=(chunk, yx, yx), dtype="float32")
     for z in range(0, depth, chunk):
         n = min(chunk, depth - z)
         arr[z:z + n] = np.roll(block, z, axis=2)[:n]
@@ -74,6 +84,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--formats", nargs="+", default=["zarr"], choices=["zarr", "tiff"])
     ap.add_argument("--allocators", nargs="+", default=["glibc", "tcmalloc"],
                     help="run each depth with these allocators (tcmalloc via LD_PRELOAD when installed)")
     a = ap.parse_args()
@@ -81,12 +92,13 @@ def main() -> None:
     print(f"# python {' '.join(sys.argv)}")
     print(f"# model unet/{a.size}: {fpp:,.0f} FLOP/pixel (torch.utils.flop_counter, {a.tile}^2 tile); "
           f"{a.threads} threads, chunks {a.chunk} slices\n")
-    print("| allocator | depth | voxels | input MB | seconds | Mvox/s | GFLOP/s | peak RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| format | allocator | depth | voxels | input MB | seconds | Mvox/s | GFLOP/s | peak RSS MB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for d in a.depths:
-            img, out = Path(tmp) / f"in{d}.zarr", Path(tmp) / f"out{d}.zarr"
+        for fmt, d in [(f, d) for f in a.formats for d in a.depths]:
+            img = Path(tmp) / f"in{d}.{'tif' if fmt == 'tiff' else 'zarr'}"
+            out = Path(tmp) / f"out{d}.zarr"
             make_volume(img, d, a.yx, a.chunk)
             args = {"image": str(img), "out": str(out), "size": a.size, "tile": a.tile, "batch": a.batch,
                     "overlap": a.overlap, "threads": a.threads}
@@ -94,22 +106,26 @@ def main() -> None:
                 env = dict(os.environ)
                 if alloc == "tcmalloc":
                     if not Path(TCMALLOC).exists():
-                        print("| tcmalloc | (not installed: apt-get install libtcmalloc-minimal4) | | | | | | |")
+                        print("| | tcmalloc | (not installed: apt-get install libtcmalloc-minimal4) | | | | | | |")
                         continue
                     env["LD_PRELOAD"] = TCMALLOC
                 res = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True,
                                      text=True, check=True, env=env)
                 r = json.loads(res.stdout.strip().splitlines()[-1])
                 vox = d * a.yx * a.yx
-                r.update(allocator=alloc, depth=d, voxels=vox, input_mb=vox * 4 / 2**20,
+                r.update(format=fmt, allocator=alloc, depth=d, voxels=vox, input_mb=vox * 4 / 2**20,
                          mvox_s=vox / r["seconds"] / 1e6, gflop_s=vox * fpp / r["seconds"] / 1e9,
                          flops_per_pixel=fpp)
                 rows.append(r)
-                print(f"| {alloc} | {d} | {vox:,} | {r['input_mb']:.0f} | {r['seconds']:.1f} | {r['mvox_s']:.2f} | "
-                      f"{r['gflop_s']:.0f} | {r['peak_rss_mb']:.0f} |", flush=True)
+                print(f"| {fmt} | {alloc} | {d} | {vox:,} | {r['input_mb']:.0f} | {r['seconds']:.1f} | "
+                      f"{r['mvox_s']:.2f} | {r['gflop_s']:.0f} | {r['peak_rss_mb']:.0f} |", flush=True)
                 import shutil
 
                 shutil.rmtree(out)
+            if img.is_dir():
+                shutil.rmtree(img)
+            else:
+                img.unlink()
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))
 

@@ -29,9 +29,17 @@ The `xrayseg` command is installed with the package (`pip install napari-xrayseg
 imports Qt or napari, so it runs on machines without a display (clusters, CI). It is also
 `python -m napari_xrayseg`.
 
-- Errors the user can fix (a missing file, shapes that do not match, an output that exists)
-  are printed as **one line on stderr** with **exit code 2**; an interrupted run exits with 130.
-- Outputs are never overwritten unless `--overwrite` is given.
+- Every error is printed as **one line on stderr**, never a traceback, with an exit code:
+  **2** for an error you can fix (a missing or damaged file, shapes that do not match, an
+  output that exists, a full disk, a failed cluster), **3** out of memory (the message names
+  `--tile`, `--batch`, `--slab` and `--device cpu`), **4** an input/output error of the
+  system (a failing disk or network file system), **130** interrupted (Ctrl-C).
+- Outputs are never overwritten unless `--overwrite` is given; then the new output is
+  written beside the old one (`.NAME.xrayseg-new`) and swapped in only when complete, so
+  any failure leaves the old one intact (`--overwrite --resume` finishes an interrupted
+  replacement). An output that is an input, or lies inside one, is refused.
+- `predict --resume` finishes any interrupted run (cancelled, crashed, killed) in every
+  mode: one axis, `--axes`, `--confidence`, `--tta`, `--pyramid`, on a cluster or not.
 - Progress goes to stderr; `-v` shows more log output, `-vv` debug output.
 - Inputs may be zarr arrays (or a zarr group holding one array), OME-Zarr (level 0), TIFF
   stacks, HDF5 (with `--dataset`) or `.npy` files.

@@ -9,8 +9,8 @@ from napari_xrayseg.core.errors import Cancelled
 from napari_xrayseg.core.progress import CancelToken
 
 
-def no_space_for_chunks(monkeypatch, allow: int = 0) -> None:
-    """Disk full for zarr chunk writes after ``allow`` chunks (metadata still fits)."""
+def chunk_writes_fail(monkeypatch, code: int, text: str, allow: int = 0) -> None:
+    """zarr chunk writes fail with ``OSError(code, text)`` after ``allow`` chunks (metadata still fits)."""
     import zarr.storage._local as local
 
     real = local._put
@@ -20,10 +20,15 @@ def no_space_for_chunks(monkeypatch, allow: int = 0) -> None:
         if "c" in Path(path).parts:  # chunk keys live under c/
             calls["n"] += 1
             if calls["n"] > allow:
-                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+                raise OSError(code, text, str(path))
         return real(path, value, exclusive=exclusive)
 
     monkeypatch.setattr(local, "_put", put)
+
+
+def no_space_for_chunks(monkeypatch, allow: int = 0) -> None:
+    """Disk full for zarr chunk writes after ``allow`` chunks (metadata still fits)."""
+    chunk_writes_fail(monkeypatch, errno.ENOSPC, "No space left on device", allow)
 
 
 def no_space_for_models(monkeypatch) -> None:

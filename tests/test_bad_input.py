@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
-from faults import no_space_for_chunks, no_space_for_models
+from faults import chunk_writes_fail, no_space_for_chunks, no_space_for_models
 from napari_xrayseg.cli import main
 from napari_xrayseg.core.errors import (
     InputError,
@@ -138,6 +139,17 @@ def d(tmp_path_factory) -> Path:
         z[...] = a
         chunk = d / f"damaged_{name}.zarr" / "c" / "0" / "0" / "0"
         chunk.write_bytes(chunk.read_bytes()[:10])
+    (d / "corrupt.tif").write_bytes(b"II*\x00" + bytes(range(256)) * 4)  # a TIFF header, then garbage
+    tifffile.imwrite(d / "zlib.tif", img, compression="zlib", tile=(16, 16), photometric="minisblack")
+    with tifffile.TiffFile(d / "zlib.tif") as tif:
+        offset = tif.pages[0].dataoffsets[0]
+    with open(d / "zlib.tif", "r+b") as fh:  # the first tile's compressed bytes become garbage
+        fh.seek(offset)
+        fh.write(b"\xff" * 16)
+    z = zarr.create_array(store=str(d / "holey.zarr"), shape=SHAPE, chunks=(1, 32, 32), dtype="f4")
+    z[...] = img
+    (d / "holey.zarr" / "c" / "2" / "0" / "0").unlink()  # a copy that lost one chunk
+    zarr.create_array(store=str(d / "good.zarr"), shape=SHAPE, chunks=(2, 32, 32), dtype="f4")[...] = img
     (d / "exists.zarr").mkdir()
     (d / "exists.json").write_text("{}")
     (d / "sample_out").mkdir()
@@ -183,6 +195,7 @@ class Case:
     match: str
     patch: Callable[[Any], None] | None = None
     xfail: str | None = None  # reason, for checks that live in a module owned elsewhere
+    code: int = 2  # the CLI's exit code (documented in docs/cli.md)
 
 
 def _seg(name: str, **kw: Any) -> Callable[[Path, Path], Any]:
@@ -191,6 +204,24 @@ def _seg(name: str, **kw: Any) -> Callable[[Path, Path], Any]:
 
 def _tr(image: str, labels: str, **kw: Any) -> Callable[[Path, Path], Any]:
     return lambda d, o: train(np.load(d / f"{image}.npy"), np.load(d / f"{labels}.npy"), **{**TRAIN, **kw})
+
+
+def _raise_in_network(exc: BaseException) -> Callable[[Any], None]:
+    """The network fails with ``exc`` (e.g. out of memory) on its first forward pass."""
+
+    def patch(monkeypatch) -> None:
+        from napari_xrayseg.core.predictor import SlicePredictor
+
+        def scores(self, slices):
+            raise exc
+
+        monkeypatch.setattr(SlicePredictor, "scores", scores)
+
+    return patch
+
+
+def _chunk_write_fails(code: int, text: str) -> Callable[[Any], None]:
+    return lambda monkeypatch: chunk_writes_fail(monkeypatch, code, text)
 
 
 def _ev(pred: str, truth: str) -> Callable[[Path, Path], Any]:
@@ -668,6 +699,101 @@ CASES = [
         OutputWriteError,
         r"cannot write .*a_file/r.json",
     ),
+    # ---- damaged TIFF and zarr inputs (TIFFs are read lazily, so a bad tile shows when it is read)
+    Case(
+        "corrupt-tiff",
+        lambda d, o: open_volume(d / "corrupt.tif"),
+        _predict("corrupt.tif"),
+        InputError,
+        r"cannot read .*corrupt.tif as .tif: .*is the file complete",
+    ),
+    Case(
+        "tiff-codec-error",
+        lambda d, o: segment(open_volume(d / "zlib.tif"), d / "m.safetensors", device="cpu"),
+        _predict("zlib.tif"),
+        InputError,
+        r"cannot read image \(slices .* along axis 0\) .*truncated or damaged",
+    ),
+    Case(
+        "zarr-missing-chunk",
+        lambda d, o: segment(open_volume(d / "holey.zarr"), d / "m.safetensors", device="cpu"),
+        _predict("holey.zarr"),
+        InputError,
+        r"holey.zarr lacks 1 of its 4 chunks .*copy it again",
+    ),
+    # ---- outputs that are (inside) an input
+    Case(
+        "out-is-the-input",
+        lambda d, o: segment(open_volume(d / "good.zarr"), d / "m.safetensors", device="cpu", out=d / "good.zarr",
+                             overwrite=True),
+        ["predict", "--image", "{d}/good.zarr", "--model", "{d}/m.safetensors", "--out", "{d}/good.zarr",
+         "--overwrite", "--device", "cpu"],
+        InputError,
+        r"--out .*good.zarr is the input .*: writing there would destroy it",
+    ),
+    Case(
+        "out-inside-the-input",
+        lambda d, o: segment(open_volume(d / "good.zarr"), d / "m.safetensors", device="cpu",
+                             out=d / "good.zarr" / "o.zarr"),
+        ["predict", "--image", "{d}/good.zarr", "--model", "{d}/m.safetensors", "--out", "{d}/good.zarr/o.zarr",
+         "--device", "cpu"],
+        InputError,
+        r"lies inside the input .*good.zarr",
+    ),
+    Case(
+        "out-is-the-model",
+        lambda d, o: segment(np.load(d / "img.npy"), d / "m.safetensors", device="cpu", out=d / "m.safetensors",
+                             overwrite=True),
+        ["predict", "--image", "{d}/img.npy", "--model", "{d}/m.safetensors", "--out", "{d}/m.safetensors",
+         "--overwrite", "--device", "cpu"],
+        InputError,
+        r"is the input .*m.safetensors",
+    ),
+    # ---- out of memory (RAM, CPU torch, CUDA) and system I/O errors
+    Case(
+        "oom-memoryerror",
+        _seg("img"),
+        _predict("img.npy"),
+        XraysegError,
+        r"out of memory segmenting \(RAM\): .*--tile.*--batch.*--slab.*--device cpu",
+        patch=_raise_in_network(MemoryError()),
+        code=3,
+    ),
+    Case(
+        "oom-torch-cpu",
+        _seg("img"),
+        _predict("img.npy"),
+        MemoryError,
+        r"out of memory segmenting \(RAM: DefaultCPUAllocator: not enough memory.*\): .*--tile",
+        patch=_raise_in_network(RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 9 GB.")),
+        code=3,
+    ),
+    Case(
+        "oom-torch-cuda",
+        _seg("img"),
+        _predict("img.npy"),
+        MemoryError,
+        r"out of memory segmenting \(GPU: CUDA out of memory.*\): .*--batch.*--device cpu",
+        patch=_raise_in_network(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")),
+        code=3,
+    ),
+    Case(
+        "oom-enomem-write",
+        lambda d, o: segment(np.load(d / "img.npy"), d / "m.safetensors", device="cpu", out=o / "out.zarr"),
+        _predict("img.npy"),
+        XraysegError,
+        r"out of memory segmenting \(RAM\)",
+        patch=_chunk_write_fails(errno.ENOMEM, "Cannot allocate memory"),
+        code=3,
+    ),
+    Case(
+        "eio-writing-output",
+        lambda d, o: segment(np.load(d / "img.npy"), d / "m.safetensors", device="cpu", out=o / "out.zarr"),
+        _predict("img.npy"),
+        OutputWriteError,
+        r"cannot write .*out.zarr \(Input/output error\): .*--resume",
+        patch=_chunk_write_fails(errno.EIO, "Input/output error"),
+    ),
 ]
 
 
@@ -712,6 +838,13 @@ def test_table_covers_the_issue():
         "under-a-file",
         "pickle",
         "arch",
+        "corrupt-tiff",
+        "codec",
+        "missing-chunk",
+        "is-the-input",
+        "inside-the-input",
+        "oom",
+        "eio",
     ):
         assert any(word in i for i in ids), word
 
@@ -726,7 +859,7 @@ def test_api_raises_the_documented_error(case: Case, d: Path, tmp_path: Path, mo
 
 
 @pytest.mark.parametrize("case", _params("cli"))
-def test_cli_prints_one_line_and_exits_2(case: Case, d: Path, tmp_path: Path, monkeypatch, capsys):
+def test_cli_prints_one_line_and_the_documented_exit_code(case: Case, d: Path, tmp_path: Path, monkeypatch, capsys):
     if case.patch is not None:
         case.patch(monkeypatch)
     capsys.readouterr()
@@ -735,7 +868,7 @@ def test_cli_prints_one_line_and_exits_2(case: Case, d: Path, tmp_path: Path, mo
     # progress lines ("train: [ 50.0%] ...") may come first when the fault hits mid-run
     lines = [line for line in cap.err.splitlines() if line.strip() and not re.match(r"[\w-]+: \[", line)]
     assert "Traceback" not in cap.err
-    assert code == 2, cap.err
+    assert code == case.code, cap.err
     assert len(lines) == 1, cap.err
     assert re.match(rf"xrayseg {case.cli[0]}: error: ", lines[0]), lines[0]
     assert re.search(case.match, lines[0]), lines[0]
@@ -747,6 +880,8 @@ def test_existing_inputs_were_never_modified(d: Path):
     assert (d / "existing.safetensors").read_bytes() == b"precious model"
     assert (d / "sample_out" / "keep.txt").read_text() == "precious"
     assert (d / "exists.json").read_text() == "{}"
+    np.testing.assert_array_equal(open_volume(d / "good.zarr")[...], np.load(d / "img.npy"))
+    assert sorted(p.name for p in (d / "good.zarr").iterdir()) == ["c", "zarr.json"]
     assert list((d / "exists.zarr").iterdir()) == []
     assert not (d / MARKER).exists()
 

@@ -32,3 +32,34 @@ def test_light_modules_do_not_import_torch():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "False"
+
+
+def test_no_import_cycle_inside_core():
+    """Calls go down the layers: no two core modules import each other, even inside functions."""
+    import ast
+    from pathlib import Path
+
+    import napari_xrayseg.core as core
+
+    root = Path(core.__file__).parent
+    graph = {}
+    for f in root.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                deps.add(node.module.split(".")[0])
+        graph[f.stem] = deps
+
+    def cycle_from(start, node, seen):
+        for nxt in graph.get(node, ()):
+            if nxt == start:
+                return [node, nxt]
+            if nxt not in seen:
+                seen.add(nxt)
+                path = cycle_from(start, nxt, seen)
+                if path:
+                    return [node, *path]
+        return None
+
+    cycles = {m: cycle_from(m, m, set()) for m in graph}
+    assert not {m: c for m, c in cycles.items() if c}, cycles

@@ -33,6 +33,7 @@ _EXPORTS = {
     "open_volume": "core.io",
     "make_phantom": "core.sample",
     "evaluate": "core.metrics",
+    "iter_evaluate": "core.metrics",
     "train": "core.training",
     "iter_train": "core.training",
     "self_train": "core.selftrain",

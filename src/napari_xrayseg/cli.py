@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .core.config import SegmentConfig, TrainConfig
+from .core.config import MODEL_TILE, SegmentConfig, TrainConfig
 
 __all__ = ["build_parser", "main"]
 
@@ -51,22 +51,21 @@ class _ProgressPrinter:
 
 def _cmd_sample(a: argparse.Namespace) -> int:
     from .core.io import write_volume
+    from .core.output import claim
     from .core.sample import PHASES, make_phantom
 
     out = Path(a.out)
-    if out.exists() and not a.overwrite and any(out.iterdir() if out.is_dir() else [out]):
-        from .core.errors import OutputExistsError
-
-        raise OutputExistsError(f"output {out} exists: choose another path or pass --overwrite")
+    target = claim(out, overwrite=a.overwrite, empty_ok=True)  # beside an old sample until complete
     t0 = time.perf_counter()
     image, truth = make_phantom(tuple(a.shape), seed=a.seed, noise=a.noise, feature_size=a.feature_size,
                                 preset=a.preset)
-    out.mkdir(parents=True, exist_ok=True)
+    work = target.take()
     chunks = (min(16, image.shape[0]), *image.shape[1:]) if image.ndim == 3 else None
     attrs = {"napari_xrayseg": {"sample": "pxct-phantom", "seed": a.seed, "preset": a.preset, "noise": a.noise,
                                 "feature_size": a.feature_size, "phases": {str(k): v for k, v in PHASES.items()}}}
-    write_volume(out / "image.zarr", image, chunks=chunks, overwrite=a.overwrite, attrs=attrs)
-    write_volume(out / "truth.zarr", truth, chunks=chunks, overwrite=a.overwrite, attrs=attrs)
+    write_volume(work / "image.zarr", image, chunks=chunks, attrs=attrs)
+    write_volume(work / "truth.zarr", truth, chunks=chunks, attrs=attrs)
+    target.commit()
     print(f"wrote sample {image.shape} (seed {a.seed}) to {out}/image.zarr and {out}/truth.zarr "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0
@@ -91,24 +90,17 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
     image = open_volume(a.image, dataset=a.dataset)
     kw = {"axis": a.axis, "tile": a.tile, "overlap": a.overlap, "batch": a.batch, "device": a.device, "slab": a.slab,
-          "precision": a.precision,
-          "out": a.out, "overwrite": a.overwrite, "resume": a.resume, "pyramid": a.pyramid,
+          "precision": a.precision, "overwrite": a.overwrite, "resume": a.resume, "pyramid": a.pyramid,
+          "axes": a.axes, "confidence": a.confidence, "tta": a.tta, "confidence_out": a.confidence_out,
           "progress": _ProgressPrinter("predict")}
-    if a.axes or a.confidence or a.tta:
-        if a.workers or a.scheduler:
-            from .core.errors import InputError
-
-            raise InputError("--axes/--confidence/--tta run in one process: leave out --workers/--scheduler")
-        kw.update(axes=a.axes, confidence=a.confidence, tta=a.tta, confidence_out=a.confidence_out)
     t0 = time.perf_counter()
     if a.workers or a.scheduler:
         from .core.distributed import segment_distributed
 
-        kw.pop("out")
         segment_distributed(a.image, a.model, a.out, dataset=a.dataset, scheduler=a.scheduler, workers=a.workers,
                             threads_per_worker=a.threads_per_worker, torch_threads=a.torch_threads, **kw)
     else:
-        segment(image, a.model, **kw)
+        segment(image, a.model, out=a.out, **kw)
     dt = time.perf_counter() - t0
     nvox = 1
     for s in image.shape:
@@ -116,7 +108,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     kind = "OME-Zarr pyramid" if a.pyramid else "uint8 zarr"
     print(f"wrote labels {tuple(image.shape)} ({kind}) to {a.out} ({dt:.1f} s, {nvox / dt / 1e6:.2f} Mvox/s)")
     if a.confidence:
-        from .core.ensemble import sibling_path
+        from .core.writer import sibling_path
 
         where = a.confidence_out or sibling_path(a.out, "-" + a.confidence)
         print(f"wrote {a.confidence} confidence (float32) to {where}")
@@ -224,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser = argparse.ArgumentParser(
-        prog="xrayseg", description="Segment X-ray tomograms with deep learning (napari-xrayseg).")
+        prog="xrayseg", description="Segment X-ray tomograms with deep learning (napari-xrayseg).",
+        epilog="exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()))
     parser.add_argument("--version", action="version", version=f"napari-xrayseg {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -255,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", type=int, default=1, metavar="K",
                    help="odd number of slices per input, taken as channels (2.5D; default: 1)")
     p.add_argument("--classes", type=int, default=3, help="number of classes, labels 1..N (default: 3)")
-    p.add_argument("--tile", type=int, default=_S.tile, help=f"recommended tile (default: {_S.tile})")
+    p.add_argument("--tile", type=int, default=MODEL_TILE, help=f"recommended tile (default: {MODEL_TILE})")
     p.add_argument("--seed", type=int, default=0, help="seed for the initial weights (default: 0)")
     _add_overwrite(p)
     p.set_defaults(func=_cmd_init_model)
@@ -413,8 +406,21 @@ def build_parser() -> argparse.ArgumentParser:
 _EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 
+EXIT_CODES = {0: "success", 2: "an error you can fix: bad input, an existing output, a full disk or an "
+                            "unwritable output location, a failed cluster",
+              3: "out of memory (RAM or GPU): the message names the options that lower the need",
+              4: "an input/output error of the system (e.g. a failing disk or network file system)",
+              130: "interrupted (Ctrl-C)"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``xrayseg`` command line; returns the exit code.
+
+    Every error is one line on stderr (``xrayseg CMD: error: ...``), never a traceback,
+    with a documented exit code: 0 success; 2 an error the user can fix (bad input, an
+    existing output, a full disk, an unwritable location, a failed cluster); 3 out of
+    memory; 4 an input/output error of the system; 130 interrupted (also while the
+    parser still imports torch).
 
     Parameters
     ----------
@@ -424,30 +430,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 on success, 2 on an error the user can fix (one line on stderr: bad input, an
-        existing output, a full disk or an unwritable output location), 130 when interrupted.
+        The exit code.
     """
-    from .core.errors import USER_WRITE_ERRNOS, XraysegError, write_error
+    command = "xrayseg"
+    try:
+        parser = build_parser()  # imports torch: Ctrl-C may land here
+        args = parser.parse_args(argv)
+        command = f"xrayseg {args.command}"
+        return _run(args)
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
+
+def _run(args: argparse.Namespace) -> int:
+    """Run a parsed command; every error the user can act on becomes one line and an exit code."""
+    import errno
+
+    from .core.errors import USER_WRITE_ERRNOS, OutOfMemoryError, XraysegError, out_of_memory, write_error
+
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+    def fail(msg: Any, code: int) -> int:
+        print(f"xrayseg {args.command}: error: {msg}", file=sys.stderr)
+        return code
+
     try:
         return int(args.func(args) or 0)
     except XraysegError as e:
-        print(f"xrayseg {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # disk full, read-only or unwritable location: the user can fix these
-        if e.errno not in USER_WRITE_ERRNOS:
-            raise
+        return fail(e, 3 if isinstance(e, OutOfMemoryError) else 2)
+    except (MemoryError, RuntimeError, OSError) as e:
+        oom = out_of_memory(e, f"running {args.command}")
+        if oom is not None:
+            return fail(oom, 3)
+        if not isinstance(e, OSError):
+            raise  # a bug: keep the traceback
         out = getattr(args, "out", None)
         culprit = e.filename if e.filename and not (out and str(e.filename).startswith(str(out))) else out
-        print(f"xrayseg {args.command}: error: {write_error(e, culprit)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"xrayseg {args.command}: interrupted", file=sys.stderr)
-        return 130
+        if e.errno in USER_WRITE_ERRNOS:  # disk full, read-only or unwritable location: the user can fix these
+            return fail(write_error(e, culprit), 2)
+        what = f" on {e.filename}" if e.filename else ""
+        why = e.strerror or errno.errorcode.get(e.errno or 0, type(e).__name__)
+        return fail(f"input/output error{what} ({why}): check the disk or network file system, then run the "
+                    f"same command again{' with --resume' if args.command == 'predict' else ''}", 4)
 
 
 if __name__ == "__main__":  # pragma: no cover

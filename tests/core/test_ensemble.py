@@ -5,10 +5,11 @@ import pytest
 import torch
 import zarr
 
-from napari_xrayseg.core.ensemble import confidence_from_probs, parse_axes
 from napari_xrayseg.core.errors import Cancelled, InputError
 from napari_xrayseg.core.inference import SlicePredictor, output_complete, segment
 from napari_xrayseg.core.io import write_volume
+from napari_xrayseg.core.merger import confidence_from_probs
+from napari_xrayseg.core.plan import parse_axes
 from napari_xrayseg.core.progress import CancelToken
 
 KW = {"tile": 32, "device": "cpu", "batch": 4}
@@ -72,10 +73,10 @@ def test_orthoplane_out_of_core_equals_in_memory_and_real_net_reference(tmp_path
 
 
 def _probs_along(volume, model, axis):
-    from napari_xrayseg.core.inference import _resolved_norm
     from napari_xrayseg.core.normalize import apply_normalization
+    from napari_xrayseg.core.plan import resolved_normalization
 
-    norm = _resolved_norm(model, volume)
+    norm = resolved_normalization(model.info.normalization, volume)
     pred = SlicePredictor(model, device="cpu", tile=32, batch=4)
     moved = np.moveaxis(apply_normalization(volume, norm), axis, 0)
     p = np.stack([pred.probs(s[None])[0] for s in moved], axis=1)  # (C, n, ...)
@@ -111,8 +112,10 @@ def test_confidence_on_2d_and_bad_options(tiny_model):
         segment(vol, tiny_model, axes="zz", **KW)
     with pytest.raises(InputError, match="not understood"):
         segment(vol, tiny_model, axes="q", **KW)
-    with pytest.raises(InputError, match="resume works for single-axis"):
-        segment(vol, tiny_model, axes="zyx", resume=True, out="x.zarr", **KW)
+    with pytest.raises(InputError, match="need an output store"):
+        segment(vol, tiny_model, axes="zyx", resume=True, **KW)
+    with pytest.raises(InputError, match="confidence_out needs out"):
+        segment(vol, tiny_model, confidence="maxprob", confidence_out="c.zarr", **KW)
 
 
 def test_parse_axes():
@@ -120,7 +123,7 @@ def test_parse_axes():
     assert parse_axes(-1, 3) == [2] and parse_axes(None, 3, default=2) == [2]
 
 
-def test_orthoplane_cancel_leaves_incomplete_output_and_no_temp(tmp_path, volume, tiny_model):
+def test_orthoplane_cancel_resumes_to_the_clean_result_and_leaves_no_temp(tmp_path, volume, tiny_model):
     token = CancelToken()
     seen = []
 
@@ -132,5 +135,14 @@ def test_orthoplane_cancel_leaves_incomplete_output_and_no_temp(tmp_path, volume
     with pytest.raises(Cancelled):
         segment(volume, tiny_model, axes="zyx", out=tmp_path / "o.zarr", cancel=token,
                 progress=cancel_in_second_pass, slab=2, **KW)
-    assert not output_complete(tmp_path / "o.zarr")
-    assert not (tmp_path / "o.tmp-probs.zarr").exists()
+    out = tmp_path / "o.zarr"
+    assert not output_complete(out)
+    assert (out / ".xrayseg-passes" / "p0").is_dir()  # the first pass's probabilities, kept for resume
+    steps = []
+    res = segment(volume, tiny_model, axes="zyx", out=out, resume=True, progress=lambda p: steps.append(p.step),
+                  slab=2, **KW)
+    assert steps[0] > volume.shape[0]  # the first pass was not run again
+    clean = segment(volume, tiny_model, axes="zyx", slab=2, out=tmp_path / "clean.zarr", **KW)
+    np.testing.assert_array_equal(res, clean)
+    assert output_complete(out) and not (out / ".xrayseg-passes").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean.zarr", "o.zarr"]

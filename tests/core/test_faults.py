@@ -8,6 +8,7 @@ A full disk is simulated by making zarr's or safetensors' writer raise
 from __future__ import annotations
 
 import errno
+import re
 import threading
 from pathlib import Path
 
@@ -140,16 +141,54 @@ def test_cli_turns_a_bare_disk_full_oserror_into_one_line(tmp_path, monkeypatch,
     ]
 
 
-def test_cli_leaves_other_oserrors_to_the_traceback(tmp_path, monkeypatch):
-    """An OSError the user cannot fix (a bug, a broken device) is not hidden."""
+@pytest.mark.parametrize(("code", "text", "exit_code", "match"), [
+    (errno.EIO, "Input/output error", 4, r"input/output error \(Input/output error\): check the disk"),
+    (errno.ENOMEM, "Cannot allocate memory", 3, r"out of memory running sample \(RAM\): .*--tile"),
+])
+def test_cli_turns_system_oserrors_into_one_line(tmp_path, monkeypatch, capsys, code, text, exit_code, match):
+    """A failing disk or exhausted memory is not the user's typo, but still one line (exit 4 or 3), no traceback."""
     import napari_xrayseg.core.sample as sample
 
     def boom(*a, **k):
-        raise OSError(errno.EIO, "Input/output error")
+        raise OSError(code, text)
 
     monkeypatch.setattr(sample, "make_phantom", boom)
-    with pytest.raises(OSError, match="Input/output error"):
-        main(["sample", "--out", str(tmp_path / "s"), "--shape", "2", "16", "16"])
+    assert main(["sample", "--out", str(tmp_path / "s"), "--shape", "2", "16", "16"]) == exit_code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(match, err[0]), err
+
+
+def test_cli_ctrl_c_while_importing_torch_is_one_line(monkeypatch, capsys):
+    """Ctrl-C during the parser's imports (torch takes seconds) exits 130 without a traceback."""
+    import napari_xrayseg.cli as cli
+
+    def interrupted_import():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted_import)
+    assert cli.main(["predict", "--help"]) == 130
+    assert capsys.readouterr().err.strip() == "xrayseg: interrupted"
+
+
+def test_cli_real_ctrl_c_during_import_in_a_subprocess(tmp_path):
+    """SIGINT sent while `python -m napari_xrayseg` is still starting: exit 130, one line."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import sys, napari_xrayseg.cli as c\n"
+              "print('ready', flush=True)\n"
+              "sys.exit(c.main(['model-info', 'x']))\n")  # main starts by importing torch (seconds)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 2:  # torch was imported before the signal came: the command ran to its own error
+        assert "does not exist" in err
+        return
+    assert proc.returncode == 130 and "Traceback" not in err and err.strip().endswith("interrupted"), err
 
 
 # --------------------------------------------------------------------------- training

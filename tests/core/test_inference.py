@@ -14,10 +14,11 @@ KW = {"tile": 32, "device": "cpu", "batch": 4}
 
 def _ref(volume, model, axis):
     """Slice-by-slice reference: each slice alone, in memory."""
-    from napari_xrayseg.core.inference import SlicePredictor, _resolved_norm
+    from napari_xrayseg.core.inference import SlicePredictor
     from napari_xrayseg.core.normalize import apply_normalization
+    from napari_xrayseg.core.plan import resolved_normalization
 
-    norm = _resolved_norm(model, volume)
+    norm = resolved_normalization(model.info.normalization, volume)
     pred = SlicePredictor(model, device="cpu", tile=32, batch=4)
     moved = np.moveaxis(volume, axis, 0)
     out = np.stack([pred.labels(apply_normalization(s[None], norm))[0] for s in moved])
@@ -52,11 +53,12 @@ def test_streaming_zarr_deeper_than_a_slab_equals_in_memory(tmp_path, volume, ti
 
 def _context_ref(volume, model, axis):
     """2.5D reference: the whole volume in memory, neighbours stacked at once."""
-    from napari_xrayseg.core.inference import SlicePredictor, _resolved_norm
+    from napari_xrayseg.core.inference import SlicePredictor
     from napari_xrayseg.core.normalize import apply_normalization
+    from napari_xrayseg.core.plan import resolved_normalization
     from napari_xrayseg.core.tiling import stack_context
 
-    norm = _resolved_norm(model, volume)
+    norm = resolved_normalization(model.info.normalization, volume)
     pred = SlicePredictor(model, device="cpu", tile=32, batch=4)
     x = stack_context(apply_normalization(np.moveaxis(volume, axis, 0), norm), model.info.context)
     out = np.stack([pred.labels(x[i:i + 1])[0] for i in range(x.shape[0])])
@@ -182,3 +184,34 @@ def test_auto_device_is_cpu_without_cuda(volume, tiny_model):
     from napari_xrayseg.core.device import resolve_device
 
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize("kind", ["zlib-tiled-bigtiff", "pages-one-by-one", "plain"])
+def test_tiff_inputs_stream_lazily_and_segment_like_numpy(tmp_path, volume, tiny_model, kind):
+    import tifffile
+    import zarr
+
+    from napari_xrayseg.core.io import open_volume
+
+    p = tmp_path / "v.tif"
+    if kind == "zlib-tiled-bigtiff":
+        tifffile.imwrite(p, volume, compression="zlib", tile=(16, 16), bigtiff=True, photometric="minisblack")
+    elif kind == "pages-one-by-one":  # each page its own series, as many scanners write them
+        with tifffile.TiffWriter(p) as tif:
+            for page in volume:
+                tif.write(page, compression="zlib", photometric="minisblack")
+    else:
+        tifffile.imwrite(p, volume, photometric="minisblack")
+    img = open_volume(p)
+    assert img.shape == volume.shape
+    if kind == "plain":
+        assert isinstance(img, np.memmap)  # uncompressed: mapped, not read
+    else:
+        assert isinstance(img, zarr.Array)  # compressed: decoded a chunk at a time, never whole
+        np.testing.assert_array_equal(img[2:4], volume[2:4])
+    np.testing.assert_array_equal(segment(img, tiny_model, **KW), segment(volume, tiny_model, **KW))
+    # the output helper knows where a TIFF input lives: writing over it is refused
+    from napari_xrayseg.core.errors import InputError
+
+    with pytest.raises(InputError, match="is the input"):
+        segment(img, tiny_model, out=p, overwrite=True, **KW)

@@ -1,12 +1,13 @@
 """Resume, OME-Zarr pyramids and dask.distributed runs of segment()."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import zarr
 
 from napari_xrayseg.core.errors import Cancelled, InputError, OutputExistsError
 from napari_xrayseg.core.inference import (
-    SegmentPlan,
     SlabMarkers,
     output_complete,
     output_levels,
@@ -17,6 +18,7 @@ from napari_xrayseg.core.inference import (
 from napari_xrayseg.core.io import write_volume
 from napari_xrayseg.core.models import init_model, save_model
 from napari_xrayseg.core.progress import CancelToken
+from napari_xrayseg.core.writer import StoreWriter
 
 KW = {"tile": 32, "device": "cpu", "batch": 4, "slab": 2}
 
@@ -61,20 +63,20 @@ def test_resume_after_cancel_equals_clean_run(tmp_path, vol, tiny_model):
 def test_slab_cut_off_mid_write_is_recomputed(tmp_path, vol, tiny_model, monkeypatch):
     clean = segment(vol, tiny_model, **KW)
     out = tmp_path / "out.zarr"
-    real_write = SegmentPlan.write
+    real_store = StoreWriter._store
     calls = []
 
-    def crashing_write(self, target, r, labels):
-        calls.append(r)
+    def crashing_store(self, i, region, result):
+        calls.append(region)
         if len(calls) == 3:  # half of the slab lands, then the process "dies"
-            real_write(self, target, r, np.full_like(labels, 255))
+            real_store(self, i, region, {"labels": np.full_like(result["labels"], 255)})
             raise RuntimeError("power cut")
-        real_write(self, target, r, labels)
+        real_store(self, i, region, result)
 
-    monkeypatch.setattr(SegmentPlan, "write", crashing_write)
+    monkeypatch.setattr(StoreWriter, "_store", crashing_store)
     with pytest.raises(RuntimeError, match="power cut"):
         segment(vol, tiny_model, out=out, **KW)
-    monkeypatch.setattr(SegmentPlan, "write", real_write)
+    monkeypatch.setattr(StoreWriter, "_store", real_store)
     assert SlabMarkers(out).done() == {(0, 2), (2, 4)}  # no marker for the garbage slab
     res = segment(vol, tiny_model, out=out, resume=True, **KW)
     np.testing.assert_array_equal(res, clean)
@@ -195,19 +197,113 @@ def test_disk_full_mid_run_keeps_finished_slabs_and_resumes(tmp_path, vol, tiny_
     from napari_xrayseg.core.errors import OutputWriteError
 
     clean = segment(vol, tiny_model, **KW)
-    real_write = SegmentPlan.write
+    real_store = StoreWriter._store
     calls = []
 
-    def full_disk(self, target, r, labels):
-        calls.append(r)
+    def full_disk(self, i, region, result):
+        calls.append(region)
         if len(calls) == 3:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_write(self, target, r, labels)
+        real_store(self, i, region, result)
 
-    monkeypatch.setattr(SegmentPlan, "write", full_disk)
+    monkeypatch.setattr(StoreWriter, "_store", full_disk)
     out = tmp_path / "out.zarr"
     with pytest.raises(OutputWriteError, match="no space left on device writing .*out.zarr.*--resume"):
         segment(vol, tiny_model, out=out, **KW)
-    monkeypatch.setattr(SegmentPlan, "write", real_write)
+    monkeypatch.setattr(StoreWriter, "_store", real_store)
     assert SlabMarkers(out).done() == {(0, 2), (2, 4)} and not output_complete(out)
     np.testing.assert_array_equal(segment(vol, tiny_model, out=out, resume=True, **KW), clean)
+
+
+@pytest.mark.slow
+def test_dead_worker_is_one_line_and_the_old_output_survives(tmp_path, vol, tiny_model, monkeypatch):
+    import distributed
+
+    from napari_xrayseg.core import distributed as dist
+    from napari_xrayseg.core.errors import ClusterError
+
+    mpath = save_model(tiny_model, tmp_path / "m.safetensors")
+    out = tmp_path / "d.zarr"
+    old = segment(vol, tiny_model, out=out, axis=1, **KW)  # the result a user already has
+    real = dist._run_slab
+
+    def dies_on_the_third_slab(spec, i, r):
+        if r == (4, 6):
+            raise distributed.KilledWorker("xrayseg-slab", SimpleNamespace(address="tcp://127.0.0.1:1"), 3)
+        return real(spec, i, r)
+
+    monkeypatch.setattr(dist, "_run_slab", dies_on_the_third_slab)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        with pytest.raises(ClusterError, match=r"a dask worker died .*--resume"):
+            dist.segment_distributed(tmp_path / "in.zarr", mpath, out, client=client, overwrite=True, **KW)
+        np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], old)  # untouched
+        monkeypatch.setattr(dist, "_run_slab", real)
+        res = dist.segment_distributed(tmp_path / "in.zarr", mpath, out, client=client, overwrite=True, resume=True,
+                                       **KW)
+    np.testing.assert_array_equal(res[...], segment(vol, tiny_model, **KW))
+    assert output_complete(out) and not (tmp_path / ".d.zarr.xrayseg-new").exists()
+
+
+def test_overwrite_failing_midway_keeps_the_old_output(tmp_path, vol, tiny_model):
+    """A NaN slab found mid-run with overwrite=True: the old output is intact, the new one resumable beside it."""
+    out = tmp_path / "o.zarr"
+    vol = np.random.default_rng(2).random((20, 32, 32), dtype=np.float32)
+    old = segment(vol, tiny_model, out=out, axis=2, **KW)
+    bad = vol.copy()
+    bad[7, 3, 3] = np.nan  # slice 7 is not among those the normalisation samples: found mid-run
+    with pytest.raises(InputError, match="NaN"):
+        segment(bad, tiny_model, out=out, overwrite=True, **KW)
+    np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], old)
+    assert output_complete(out)
+    new = tmp_path / ".o.zarr.xrayseg-new"
+    assert SlabMarkers(new).done() == {(0, 2), (2, 4), (4, 6)}
+    res = segment(vol, tiny_model, out=out, overwrite=True, resume=True, **KW)
+    np.testing.assert_array_equal(res, segment(vol, tiny_model, **KW))
+    assert not new.exists()
+
+
+def test_overwrite_cancelled_keeps_the_old_output(tmp_path, vol, tiny_model):
+    from faults import NthCheck
+
+    out = tmp_path / "o.zarr"
+    old = segment(vol, tiny_model, out=out, axis=1, **KW)
+    with pytest.raises(Cancelled):
+        segment(vol, tiny_model, out=out, overwrite=True, cancel=NthCheck(4), **KW)
+    np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], old)
+    # a plain --overwrite starts the replacement again from scratch
+    res = segment(vol, tiny_model, out=out, overwrite=True, **KW)
+    np.testing.assert_array_equal(res, segment(vol, tiny_model, **KW))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.zarr", "o.zarr"]
+
+
+def test_an_interrupted_swap_is_repaired(tmp_path, vol, tiny_model):
+    """Killed between the two renames of the swap: the next claim brings the old output back."""
+    out = tmp_path / "o.zarr"
+    old = segment(vol, tiny_model, out=out, **KW)
+    out.rename(tmp_path / ".o.zarr.xrayseg-old")  # the state right after the first rename
+    with pytest.raises(OutputExistsError):
+        segment(vol, tiny_model, out=out, axis=1, **KW)
+    np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], old)
+
+
+def test_refused_cluster_with_overwrite_keeps_the_old_output(tmp_path, vol, tiny_model, monkeypatch, capsys):
+    """An unreachable scheduler is found before any output is touched (connection refused, simulated fast)."""
+    import distributed
+
+    from napari_xrayseg.cli import main
+
+    mpath = save_model(tiny_model, tmp_path / "m.safetensors")
+    out = tmp_path / "o.zarr"
+    old = segment(vol, tiny_model, out=out, **KW)
+
+    def refused(address, timeout=None):
+        raise OSError(f"Timed out trying to connect to {address} after {timeout}")
+
+    monkeypatch.setattr(distributed, "Client", refused)
+    code = main(["predict", "--image", str(tmp_path / "in.zarr"), "--model", str(mpath), "--out", str(out),
+                 "--scheduler", "tcp://127.0.0.1:1", "--overwrite", "--device", "cpu", "--tile", "32"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot reach the dask scheduler at tcp://127.0.0.1:1" in err[0]
+    np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.zarr", "m.safetensors", "o.zarr"]

@@ -18,7 +18,6 @@ Console equivalent::
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +30,7 @@ from napari.utils.notifications import show_error, show_info
 
 from napari_xrayseg.core.errors import InputError, OutputExistsError, XraysegError
 from napari_xrayseg.core.figures import ERROR_CODES, OVERLAY_COLORS, error_map, slice_dice_plot
-from napari_xrayseg.core.metrics import Report, evaluate
-from napari_xrayseg.core.progress import CancelToken, Progress
+from napari_xrayseg.core.metrics import Report, iter_evaluate
 
 from ._jobs import JobRunner, JobWidget
 from ._layers import layer_array, placement, unique_name
@@ -60,19 +58,6 @@ _ERROR_TOOLTIP = (
 )
 
 _TRUTH_WORDS = ("truth", "annot", "ground", "gt", "manual", "paint")
-
-
-def _iter_evaluate(
-    pred: Any, truth: Any, *, cancel: CancelToken | None = None, **kwargs: Any
-) -> Generator[Progress, None, Report]:
-    """Run :func:`evaluate` as a job; the cancel token is checked before every slab.
-
-    It yields no :class:`Progress`: evaluation is one pass with no useful steps to
-    report, and a fast job's ``yielded`` callback can race with ``finished`` (napari's
-    progress bar processes Qt events while it updates).  The bar shows the job as busy.
-    """
-    return evaluate(pred, truth, cancel=cancel, **kwargs)
-    yield Progress(0, 1)  # unreachable: makes this function a generator
 
 
 def _fit_table(table: Table, max_rows: int = 8) -> None:
@@ -192,9 +177,9 @@ class EvaluateWidget(JobWidget):
             show_error(str(e))
             return
         self.runner.start(
-            _iter_evaluate,
+            iter_evaluate,
             desc=f"Evaluating {context['pred_name']}",
-            total=1,
+            total=int(kwargs["pred"].shape[0]),
             on_returned=lambda report: self._show(report, context),
             **kwargs,
         )

@@ -37,8 +37,9 @@ def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
     import dask.array as da
     import zarr
 
-    from ..core.inference import output_levels, read_output_meta
     from ..core.io import open_volume
+    from ..core.ome import multiscale_levels
+    from ..core.writer import output_levels, read_output_meta
 
     path = path[0] if isinstance(path, list) else path
     p = Path(path)
@@ -50,10 +51,8 @@ def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
         state = "" if meta.get("complete") else " (incomplete)"
         return [(data, {"name": name + state, "multiscale": len(levels) > 1, "metadata": {"napari_xrayseg": meta}},
                  "labels")]
-    node = zarr.open(store=str(p), mode="r")
-    ms = None if isinstance(node, zarr.Array) else (
-        (node.attrs.get("ome") or {}).get("multiscales") or node.attrs.get("multiscales"))
-    if ms:
-        levels = [da.from_zarr(node[d["path"]]) for d in ms[0]["datasets"]]
+    arrays = multiscale_levels(zarr.open(store=str(p), mode="r"))
+    if arrays:
+        levels = [da.from_zarr(a) for a in arrays]
         return [(levels, {"name": name, "multiscale": len(levels) > 1}, "image")]
     return [(da.from_zarr(open_volume(p)), {"name": name}, "image")]

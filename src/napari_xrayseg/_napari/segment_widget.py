@@ -17,7 +17,7 @@ from napari.utils.notifications import show_error, show_info
 
 import napari
 
-from ..core.config import SegmentConfig
+from ..core.config import MODEL_TILE, SegmentConfig
 from ..core.device import available_devices
 from ..core.errors import XraysegError
 from ..core.inference import iter_segment
@@ -42,7 +42,7 @@ class SegmentWidget(JobWidget):
         self._model_file = FileEdit(label="Model file", mode="r", filter="*.safetensors", value="")
         self._axis = ComboBox(label="Slice axis", choices=[("0 (Z: xy slices)", 0), ("1 (Y: xz slices)", 1),
                                                            ("2 (X: yz slices)", 2)], value=_D.axis)
-        self._tile = SpinBox(label="Tile", min=16, max=4096, step=16, value=_D.tile)
+        self._tile = SpinBox(label="Tile", min=16, max=4096, step=16, value=MODEL_TILE)
         self._overlap = FloatSpinBox(label="Overlap", min=0.0, max=0.9, step=0.05, value=_D.overlap)
         self._batch = SpinBox(label="Batch", min=1, max=256, value=_D.batch)
         self._device = ComboBox(label="Device", choices=["auto", *available_devices()], value=_D.device)
@@ -53,7 +53,7 @@ class SegmentWidget(JobWidget):
         self._confidence = ComboBox(label="Confidence", value="",
                                     choices=[("none", ""), ("max probability", "maxprob"), ("entropy", "entropy")])
         self._tta = CheckBox(text="flip test-time augmentation (3x the work)", value=False)
-        self._default_tile = _D.tile  # the model's own tile: used as "unset" (it adapts to small slices)
+        self._default_tile = MODEL_TILE  # the model's own tile: used as "unset" (it adapts to small slices)
         self._info = Label(value="")
         self._run = PushButton(text="Segment")
         self.runner = JobRunner(self._run, "Segment")
@@ -124,7 +124,7 @@ class SegmentWidget(JobWidget):
         if kwargs["out"] is not None:  # back the layer by the store (lazily), not a copy in RAM
             import dask.array as da
 
-            from ..core.inference import output_levels
+            from ..core.writer import output_levels
 
             levels = [da.from_zarr(a) for a in output_levels(kwargs["out"])]
             labels, multiscale = (levels, True) if len(levels) > 1 else (levels[0], False)

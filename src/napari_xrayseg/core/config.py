@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
-__all__ = ["SegmentConfig", "TrainConfig"]
+__all__ = ["MODEL_TILE", "SegmentConfig", "TrainConfig"]
+
+
+#: Recommended tile side of a new model (stored in the model file; ``SegmentConfig.tile=None`` uses the model's).
+MODEL_TILE = 256
 
 
 @dataclass(frozen=True)
 class SegmentConfig:
-    """Defaults for :func:`napari_xrayseg.segment`.
+    """Every option of :func:`napari_xrayseg.segment`, with its default.
+
+    One object travels through the pipeline (plan, predictor, merger, writer), the
+    widgets and the CLI; ``segment(image, model, axis=1)`` is
+    ``segment(image, model, config=SegmentConfig(axis=1))``.
 
     Attributes
     ----------
     axis : int
         Slicing axis of the volume; 2D slices are taken perpendicular to it.
-    tile : int
-        Side of the square tiles fed to the network (multiple of the net's stride).
+    axes : str or sequence of int or None
+        Orthoplane ensemble: one pass per axis (``"zyx"`` for all three), class
+        probabilities averaged voxel by voxel; None is ``axis`` alone.
+    tile : int or None
+        Side of the square tiles fed to the network (multiple of the net's stride);
+        None uses the model's recommended tile.
     overlap : float
         Fraction of a tile shared with its neighbour, in [0, 1).
     batch : int
@@ -25,22 +38,66 @@ class SegmentConfig:
         ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
     slab : int or None
         Slices read and written at a time; ``None`` picks the input chunk depth
-        (clipped to [1, 64]) or 16.
+        (clipped to [1, 64]) or 16 (32 for several axes).
     blend : str
         Tile blending: ``"gaussian"`` or ``"constant"``.
     precision : str
         Network arithmetic: ``"auto"`` (fp16 on CUDA, bf16 on CPUs with native bf16 such
         as AVX512-BF16/AMX, else fp32), ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA only).
+    confidence : str or None
+        ``"maxprob"`` or ``"entropy"``: also compute a per-voxel confidence map.
+    tta : bool
+        Test-time augmentation: average over the slice and its two flips (3x the work).
+    out : path-like or None
+        Zarr store for the labels (needed for volumes larger than RAM).
+    confidence_out : path-like or None
+        Zarr store for the confidence (default ``NAME-KIND.zarr`` beside ``out``).
+    overwrite : bool
+        Replace existing outputs (written beside them, swapped in when complete).
+    resume : bool
+        Continue an unfinished output of the same model and settings.
+    pyramid : bool
+        Write ``out`` as an OME-Zarr multiscale group.
     """
 
     axis: int = 0
-    tile: int = 256
+    axes: Any = None
+    tile: int | None = None
     overlap: float = 0.25
     batch: int = 8
     device: str = "auto"
     slab: int | None = None
     blend: str = "gaussian"
     precision: str = "auto"
+    confidence: str | None = None
+    tta: bool = False
+    out: Any = None
+    confidence_out: Any = None
+    overwrite: bool = False
+    resume: bool = False
+    pyramid: bool = False
+
+    @classmethod
+    def of(cls, config: SegmentConfig | None = None, **options: Any) -> SegmentConfig:
+        """``config`` (or the defaults) with ``options`` replaced.
+
+        Raises
+        ------
+        TypeError
+            On an option that is not a field, naming it and the valid ones.
+
+        Examples
+        --------
+        >>> SegmentConfig.of(SegmentConfig(axis=1), tile=64).axis
+        1
+        """
+        base = config if config is not None else cls()
+        if not isinstance(base, cls):
+            raise TypeError(f"config must be a SegmentConfig, not {type(base).__name__}")
+        unknown = sorted(set(options) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(f"unknown segment option(s) {unknown}: valid are {[f.name for f in fields(cls)]}")
+        return replace(base, **options)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from .errors import OutputExistsError
 from .progress import ProgressCallback
 
 __all__ = ["annotate_slices", "multi_otsu", "run_demo"]
@@ -57,44 +56,42 @@ def run_demo(out: str | os.PathLike = "xrayseg-demo", *, shape: tuple[int, int, 
     from .inference import segment
     from .io import write_volume
     from .metrics import evaluate
+    from .output import claim
     from .sample import make_phantom
     from .training import train
 
     outdir = Path(out)
-    if outdir.exists() and any(outdir.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(f"output folder {outdir} is not empty: choose another --out or pass --overwrite")
-        import shutil
-
-        shutil.rmtree(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    # written beside an existing folder (with overwrite) and swapped in at the end: a failed or
+    # interrupted demo leaves the previous one as it was
+    target = claim(outdir, overwrite=overwrite, what="output folder", empty_ok=True)
+    work = target.take()
     t0 = time.perf_counter()
     echo(f"1/5 generating the synthetic PXCT sample {shape} (seed {seed}) ...")
     image, truth = make_phantom(shape, seed=seed)
     chunks = (min(16, shape[0]), shape[1], shape[2])
-    write_volume(outdir / "image.zarr", image, chunks=chunks)
-    write_volume(outdir / "truth.zarr", truth, chunks=chunks)
+    write_volume(work / "image.zarr", image, chunks=chunks)
+    write_volume(work / "truth.zarr", truth, chunks=chunks)
     ann, idx = annotate_slices(truth, n_slices)
-    write_volume(outdir / "annotations.zarr", ann, chunks=chunks)
+    write_volume(work / "annotations.zarr", ann, chunks=chunks)
     echo(f"2/5 annotation: ground truth of {len(idx)} slices {idx} ({ann.astype(bool).mean():.1%} of voxels)")
 
     echo(f"3/5 training a U-Net ({size}) on those slices for at most {minutes:g} min ...")
     t1 = time.perf_counter()
     model = train(image, ann, size=size, minutes=minutes, epochs=1000, seed=0, device=device,
-                  out=outdir / "model.safetensors", progress=progress)
+                  out=work / "model.safetensors", progress=progress)
     t_train = time.perf_counter() - t1
 
     echo("4/5 segmenting the whole volume ...")
     t2 = time.perf_counter()
-    segment(image, model, out=outdir / "labels.zarr", device=device)
+    segment(image, model, out=work / "labels.zarr", device=device)
     t_seg = time.perf_counter() - t2
     import zarr
 
-    labels = zarr.open_array(store=str(outdir / "labels.zarr"), mode="r")
+    labels = zarr.open_array(store=str(work / "labels.zarr"), mode="r")
 
     echo("5/5 evaluating against the full ground truth ...")
     report = evaluate(labels, truth, classes=[1, 2, 3])
-    report.to_json(outdir / "report.json")
+    report.to_json(work / "report.json")
     otsu = evaluate(multi_otsu(image), truth, classes=[1, 2, 3], per_slice=False)
     figures: list[str] = []
     try:
@@ -102,8 +99,8 @@ def run_demo(out: str | os.PathLike = "xrayseg-demo", *, shape: tuple[int, int, 
     except ImportError:  # pragma: no cover - figures module optional
         save_figures = None
     if save_figures is not None:
-        figures = [str(p) for p in save_figures(report, image, labels, truth, outdir / "figures", axis=0,
-                                                history=model.info.history)]
+        figures = [str(outdir / p.relative_to(work)) for p in save_figures(
+            report, image, labels, truth, work / "figures", axis=0, history=model.info.history)]
     names = dict(zip(model.info.classes, model.info.class_names))
     summary = {
         "sample": {"shape": list(shape), "seed": seed, "annotated_slices": idx},
@@ -117,7 +114,8 @@ def run_demo(out: str | os.PathLike = "xrayseg-demo", *, shape: tuple[int, int, 
                   "report": str(outdir / "report.json"), "figures": figures},
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
-    (outdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (work / "summary.json").write_text(json.dumps(summary, indent=2))
+    target.commit()
     echo("")
     echo(f"Segmented the {shape[0]}x{shape[1]}x{shape[2]} synthetic PXCT electrode from {len(idx)} annotated "
          f"slices ({summary['total_seconds']:.0f} s in all: training {t_train:.0f} s, "

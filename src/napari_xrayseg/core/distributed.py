@@ -1,13 +1,14 @@
-"""Segment on a dask.distributed cluster: one task per slab, all writing to one zarr store.
+"""Segment on a dask.distributed cluster: the same job as :func:`~napari_xrayseg.segment`, one task per slab.
 
-The client plans the run exactly as :func:`~napari_xrayseg.core.inference.segment`
-does (same slabs, tiles and normalisation), creates the output, and submits one task
-per slab. A task opens the input and the model *by path* on its worker (each worker
-loads the model once and keeps it), runs the slab, writes it into the shared zarr
-array and leaves the slab's done-marker. Output chunks are one slab deep along the
-slicing axis, so no two tasks ever write the same chunk; the result is identical to
-the single-process run, and a run that dies can be finished with ``resume=True``
-(with or without a cluster).
+The client builds the job exactly as ``segment`` does (same plan, merger and output
+stores, claimed the same way), then :func:`~napari_xrayseg.core.inference.run_job`
+drives it with a :class:`ClusterExecutor` instead of the in-process one: each slab is a
+task that opens the input and the model *by path* on its worker (each worker loads the
+model once and keeps it), runs the slab through the same stages, writes it into the
+shared stores and leaves the slab's done-marker. Output chunks never straddle two
+slabs, so tasks never write the same chunk; the result is identical to the
+single-process run, in every mode (one axis, orthoplane, confidence, TTA, pyramid),
+and a run that dies is finished with ``resume=True`` (with or without a cluster).
 
 Use ``workers=N`` for a local cluster on this machine, ``scheduler="tcp://host:8786"``
 for a running cluster (e.g. from dask-jobqueue on SLURM; see docs/cluster.md), or
@@ -22,18 +23,23 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import SegmentConfig
-from .errors import InputError
+from .errors import ClusterError, InputError
+from .inference import SegmentJob, build_job, run_job
+from .merger import LabelMerger, ProbMerger
+from .output import claim
+from .plan import SegmentPlan
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
+from .writer import StoreLayout, StoreWriter, resume_hint
 
-__all__ = ["iter_segment_distributed", "segment_distributed"]
+__all__ = ["ClusterExecutor", "iter_segment_distributed", "segment_distributed"]
 
 log = logging.getLogger(__name__)
-_D = SegmentConfig()
 
 # Per-worker-process cache: model, input and output are opened once per worker, not once per task.
 _CACHE: dict[tuple[Any, ...], Any] = {}
@@ -47,34 +53,95 @@ def _cached(key: tuple[Any, ...], make: Any) -> Any:
         return _CACHE[key]
 
 
-def _run_slab(task: dict[str, Any], r: tuple[int, int]) -> tuple[int, int]:
-    """Worker side: segment slab ``r`` of ``task``'s plan into the shared output; return ``r``."""
-    import torch
-    import zarr
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs to rebuild the job: paths and the picklable stages."""
 
-    from .device import resolve_device
-    from .inference import SlabMarkers, SlicePredictor
-    from .io import open_volume
-    from .models import load_model
+    run: str
+    image: str
+    dataset: str | None
+    model: str
+    device: str
+    torch_threads: int | None
+    plans: tuple[SegmentPlan, ...]
+    merger: LabelMerger | ProbMerger
+    layout: StoreLayout
+    config: SegmentConfig
 
-    plan = task["plan"]
-    if task.get("torch_threads"):
-        _cached(("threads", task["torch_threads"]), lambda: torch.set_num_threads(task["torch_threads"]) or True)
-    mp = Path(task["model"])
-    st = mp.stat()
+    def job(self) -> SegmentJob:
+        """The job on this worker (predictor and input cached per process)."""
+        import torch
 
-    def make_predictor() -> SlicePredictor:
-        dev = resolve_device(task["device"])
-        return SlicePredictor(load_model(mp, device=dev), device=dev, tile=plan.tile, overlap=plan.overlap,
-                              batch=plan.batch, blend=plan.blend, precision=plan.precision)
+        from .device import resolve_device
+        from .io import open_volume
+        from .models import load_model
+        from .predictor import SlicePredictor
 
-    pred = _cached(("model", str(mp), st.st_mtime_ns, st.st_size, task["device"], plan.tile), make_predictor)
-    image = _cached(("image", task["image"], task["dataset"]), lambda: open_volume(task["image"],
-                                                                                   dataset=task["dataset"]))
-    target = zarr.open_array(store=task["out"], path=task["out_path"], mode="r+")
-    plan.write(target, r, plan.run(pred, plan.read(image, r), r))
-    SlabMarkers(task["out"]).mark(r)
+        if self.torch_threads:
+            _cached(("threads", self.torch_threads), lambda: torch.set_num_threads(self.torch_threads) or True)
+        plan = self.plans[0]
+        mp = Path(self.model)
+        st = mp.stat()
+
+        def make_predictor() -> SlicePredictor:
+            dev = resolve_device(self.device)
+            return SlicePredictor(load_model(mp, device=dev), device=dev, tile=plan.tile, overlap=plan.overlap,
+                                  batch=plan.batch, blend=plan.blend, precision=plan.precision)
+
+        pred = _cached(("model", str(mp), st.st_mtime_ns, st.st_size, self.device, plan.tile), make_predictor)
+        image = _cached(("image", self.image, self.dataset), lambda: open_volume(self.image, dataset=self.dataset))
+        writer = _cached(("writer", self.run), lambda: StoreWriter(self.layout))
+        return SegmentJob(image, list(self.plans), self.merger, writer, self.config, pred)
+
+
+def _run_slab(spec: WorkerSpec, i: int, r: tuple[int, int]) -> tuple[int, int]:
+    """Worker side: pass ``i``, slab ``r`` of the job, into the shared stores; return ``r``."""
+    job = spec.job()
+    job.run_slab(i, r, job.plans[i].read(job.image, r))
     return r
+
+
+class ClusterExecutor:
+    """Runs a job's slabs as dask tasks, yielding each as it finishes (cancel is polled)."""
+
+    where = " on the cluster"
+
+    def __init__(self, client: Any, spec: WorkerSpec, cancel: CancelToken | None = None) -> None:
+        self.client, self.spec, self.cancel = client, spec, cancel
+
+    def run(self, i: int, todo: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+        """Submit the slabs ``todo`` of pass ``i``; yield each range once a worker wrote it.
+
+        Raises
+        ------
+        ClusterError
+            When a worker died running a slab (``KilledWorker``): finished slabs are kept.
+        """
+        from distributed import KilledWorker, as_completed
+
+        futures = [self.client.submit(_run_slab, self.spec, i, r, pure=False,
+                                      key=f"xrayseg-{self.spec.run}-p{i}-{r[0]}-{r[1]}") for r in todo]
+        try:
+            pending = as_completed(futures)
+            while not pending.is_empty():
+                check(self.cancel)  # polled, so a cancel does not wait for the next slab to finish
+                finished = pending.next_batch(block=False)
+                if not finished:
+                    time.sleep(0.05)
+                    continue
+                for fut in finished:
+                    try:
+                        a, b = fut.result()  # re-raises a task's error here
+                    except KilledWorker as e:
+                        raise ClusterError(
+                            f"a dask worker died running a slab ({str(e).split('. ')[0]}); the slabs finished so far "
+                            "are kept: run "
+                            "again with --resume, with fewer --threads-per-worker or a smaller --batch/--tile if "
+                            "the workers run out of memory") from e
+                    yield a, b
+        except BaseException:
+            self.client.cancel(futures)
+            raise
 
 
 def _client(client: Any, scheduler: str | None, workers: int | None, threads_per_worker: int) -> tuple[Any, list]:
@@ -104,15 +171,10 @@ def _client(client: Any, scheduler: str | None, workers: int | None, threads_per
 def iter_segment_distributed(image: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike, *,
                              dataset: str | None = None, client: Any = None, scheduler: str | None = None,
                              workers: int | None = None, threads_per_worker: int = 1,
-                             torch_threads: int | None = None, axis: int = _D.axis, tile: int | None = None,
-                             overlap: float = _D.overlap, batch: int = _D.batch, device: str = _D.device,
-                             slab: int | None = _D.slab, blend: str = _D.blend, overwrite: bool = False,
-                             resume: bool = False, pyramid: bool = False, precision: str = _D.precision,
-                             cancel: CancelToken | None = None) -> Generator[Progress, None, Any]:
+                             torch_threads: int | None = None, config: SegmentConfig | None = None,
+                             cancel: CancelToken | None = None, **options: Any) -> Generator[Progress, None, Any]:
     """Generator form of :func:`segment_distributed`: yields a :class:`Progress` per finished slab."""
-    from .inference import _resolved_norm, open_output, plan_segment, read_output_meta
     from .io import open_volume
-    from .models import load_model
 
     if not isinstance(model, (str, os.PathLike)):
         raise InputError("on a cluster the model must be a file path (workers load it): save it first with "
@@ -120,76 +182,31 @@ def iter_segment_distributed(image: str | os.PathLike, model: str | os.PathLike,
     if not isinstance(image, (str, os.PathLike)):
         raise InputError("on a cluster the image must be a path (zarr, TIFF, HDF5, .npy) that every worker can "
                          "read, not an in-memory array")
-    mpath = Path(model).resolve()
-    vol = open_volume(image, dataset=dataset)
-    m = load_model(mpath, device="cpu")
-    norm = None
-    if resume and Path(out).exists() and m.info.normalization.get("low") is None:
-        norm = (read_output_meta(out) or {}).get("normalization")
-    from .device import resolve_device, resolve_precision
-
-    # One arithmetic for the whole output, decided here for the requested device (so results do
-    # not depend on which worker ran a slab); on a mixed cluster pass precision explicitly.
-    prec = resolve_precision(precision, resolve_device(device))
-    plan = plan_segment(vol, m, axis=axis, tile=tile, overlap=overlap, batch=batch, slab=slab, blend=blend,
-                        normalization=norm if norm is not None else _resolved_norm(m, vol), precision=prec)
-    _, done_slabs = open_output(out, plan, m, overwrite=overwrite, resume=resume, pyramid=pyramid)
-    todo = [r for r in plan.ranges if r not in done_slabs]
-    task = {"plan": plan, "image": str(Path(image).resolve()) if Path(str(image)).exists() else str(image),
-            "dataset": dataset, "model": str(mpath), "out": str(Path(out).resolve()),
-            "out_path": "0" if pyramid else "", "device": device, "torch_threads": torch_threads}
-
-    c, owned = _client(client, scheduler, workers, threads_per_worker)
-    from distributed import as_completed
-
-    total = plan.n
-    done = total - sum(b - a for a, b in todo)
-    t0 = time.perf_counter()
-    futures = []
+    cfg = SegmentConfig.of(config, out=out, **options)
+    claim(out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=[image, model], hint=resume_hint)  # before connecting
+    c, owned = _client(client, scheduler, workers, threads_per_worker)  # a refused cluster touches no output
     try:
-        log.info("segmenting %s on %s: %d slabs to do", plan.shape, c, len(todo))
-        run_id = uuid.uuid4().hex[:8]
-        futures = [c.submit(_run_slab, task, r, pure=False, key=f"xrayseg-slab-{r[0]}-{r[1]}-{run_id}")
-                   for r in todo]
-        ran = 0
-        vox = plan.slice_shape[0] * plan.slice_shape[1]
-        pending = as_completed(futures)
-        while not pending.is_empty():
-            check(cancel)  # polled, so a cancel does not wait for the next slab to finish
-            finished = pending.next_batch(block=False)
-            if not finished:
-                time.sleep(0.1)
-                continue
-            for fut in finished:
-                a, b = fut.result()  # re-raises a task's error here
-                done += b - a
-                ran += b - a
-                rate = ran * vox / max(time.perf_counter() - t0, 1e-9)
-                yield Progress(done, total, f"slices {done}/{total} on the cluster ({rate / 1e6:.2f} Mvox/s)",
-                               {"voxels_per_s": float(rate)})
-        from .inference import finish_output
-
-        finish_output(out, cancel=cancel)
-    except BaseException:
-        if futures:
-            c.cancel(futures)
-        raise
+        vol = open_volume(image, dataset=dataset)
+        mpath = Path(model).resolve()
+        job = build_job(vol, mpath, cfg, inputs=[image], local=False)
+        # One arithmetic for the whole output, decided here for the requested device (so results do
+        # not depend on which worker ran a slab); on a mixed cluster pass precision explicitly.
+        spec = WorkerSpec(run=uuid.uuid4().hex[:8],
+                          image=str(Path(image).resolve()) if Path(str(image)).exists() else str(image),
+                          dataset=dataset, model=str(mpath), device=cfg.device, torch_threads=torch_threads,
+                          plans=tuple(job.plans), merger=job.merger, layout=job.writer.layout,  # type: ignore[union-attr]
+                          config=cfg)
+        return (yield from run_job(job, ClusterExecutor(c, spec, cancel), cancel))
     finally:
         for o in owned:
             o.close()
-    from .inference import output_levels
-
-    return output_levels(out)[0]
 
 
 def segment_distributed(image: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike, *,
                         dataset: str | None = None, client: Any = None, scheduler: str | None = None,
                         workers: int | None = None, threads_per_worker: int = 1, torch_threads: int | None = None,
-                        axis: int = _D.axis, tile: int | None = None, overlap: float = _D.overlap,
-                        batch: int = _D.batch, device: str = _D.device, slab: int | None = _D.slab,
-                        blend: str = _D.blend, overwrite: bool = False, resume: bool = False,
-                        pyramid: bool = False, precision: str = _D.precision, cancel: CancelToken | None = None,
-                        progress: ProgressCallback | None = None) -> Any:
+                        config: SegmentConfig | None = None, cancel: CancelToken | None = None,
+                        progress: ProgressCallback | None = None, **options: Any) -> Any:
     """Segment a volume on a dask.distributed cluster; same result as :func:`~napari_xrayseg.segment`.
 
     Parameters
@@ -213,13 +230,14 @@ def segment_distributed(image: str | os.PathLike, model: str | os.PathLike, out:
         Threads per local worker (tasks run at once per worker).
     torch_threads : int, optional
         ``torch.set_num_threads`` on each worker (e.g. cores / workers).
-    axis, tile, overlap, batch, device, slab, blend, overwrite, resume, pyramid, precision, cancel, progress
-        As in :func:`~napari_xrayseg.segment`.
+    config, cancel, progress, **options
+        As in :func:`~napari_xrayseg.segment` (every mode: ``axes``, ``confidence``,
+        ``tta``, ``pyramid``, ``resume``, ``overwrite``...).
 
     Returns
     -------
-    zarr.Array
-        The full-resolution labels in ``out``.
+    array or (array, array)
+        The labels in ``out`` (a zarr array for zarr input), as :func:`~napari_xrayseg.segment`.
 
     Raises
     ------
@@ -227,9 +245,10 @@ def segment_distributed(image: str | os.PathLike, model: str | os.PathLike, out:
         Bad input (as in ``segment``), an in-memory image or model, an unreachable scheduler.
     OutputExistsError
         If ``out`` exists and neither ``overwrite`` nor ``resume`` is given.
+    ClusterError
+        If a worker died running a slab.
     """
     return drain(iter_segment_distributed(
         image, model, out, dataset=dataset, client=client, scheduler=scheduler, workers=workers,
-        threads_per_worker=threads_per_worker, torch_threads=torch_threads, axis=axis, tile=tile, overlap=overlap,
-        batch=batch, device=device, slab=slab, blend=blend, overwrite=overwrite, resume=resume, pyramid=pyramid,
-        precision=precision, cancel=cancel), progress)
+        threads_per_worker=threads_per_worker, torch_threads=torch_threads, config=config, cancel=cancel,
+        **options), progress)

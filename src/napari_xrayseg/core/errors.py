@@ -9,8 +9,8 @@ from __future__ import annotations
 import errno
 import os
 
-__all__ = ["USER_WRITE_ERRNOS", "Cancelled", "InputError", "ModelFileError", "OutputExistsError",
-           "OutputWriteError", "XraysegError", "write_error"]
+__all__ = ["USER_WRITE_ERRNOS", "Cancelled", "ClusterError", "InputError", "ModelFileError", "OutOfMemoryError",
+           "OutputExistsError", "OutputWriteError", "XraysegError", "out_of_memory", "write_error"]
 
 
 class XraysegError(Exception):
@@ -89,6 +89,45 @@ def write_error(e: OSError, path: str | os.PathLike | None, *, option: str = "--
     err = OutputWriteError(msg)
     err.errno, err.strerror, err.filename = code, e.strerror, str(target)
     return err
+
+
+class ClusterError(XraysegError, RuntimeError):
+    """A dask.distributed cluster failed a job: a worker died (``KilledWorker``) or went away."""
+
+
+class OutOfMemoryError(XraysegError, MemoryError):
+    """The machine (RAM) or the GPU ran out of memory; the message names the knobs that lower the need."""
+
+
+#: the options that lower the memory a job needs, named in out-of-memory messages
+MEMORY_KNOBS = "use a smaller --tile or --batch (or --slab), or --device cpu for a GPU that is too small"
+
+
+def out_of_memory(e: BaseException, doing: str) -> OutOfMemoryError | None:
+    """An :class:`OutOfMemoryError` for ``MemoryError``, torch out-of-memory (CPU or CUDA) or ENOMEM; else None.
+
+    Examples
+    --------
+    >>> str(out_of_memory(MemoryError(), "segmenting")).split(":")[0]
+    'out of memory segmenting (RAM)'
+    >>> out_of_memory(ValueError("x"), "segmenting") is None
+    True
+    """
+    if isinstance(e, XraysegError):  # already one of ours
+        return None
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    low = text.lower()
+    if isinstance(e, MemoryError):
+        what = "RAM"
+    elif isinstance(e, OSError) and e.errno == errno.ENOMEM:
+        what = "RAM"
+    elif isinstance(e, RuntimeError) and (type(e).__name__ == "OutOfMemoryError" or "out of memory" in low
+                                          or "not enough memory" in low or "can't allocate memory" in low):
+        what = "GPU" if ("cuda" in low or "gpu" in low or "hip" in low) else "RAM"
+        what += f": {text[:120]}" if text else ""
+    else:
+        return None
+    return OutOfMemoryError(f"out of memory {doing} ({what}): {MEMORY_KNOBS}")
 
 
 class Cancelled(XraysegError):

@@ -106,18 +106,11 @@ def _check_target(path: str | os.PathLike, overwrite: bool) -> Path:
 def _save(fig: Figure, path: str | os.PathLike | None, overwrite: bool) -> None:
     if path is None:
         return
+    from .output import write_file
+
     path = _check_target(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fh = open(path, "wb" if overwrite else "xb")  # closed by the with below
-    except FileExistsError as e:
-        raise OutputExistsError(_exists_msg(path)) from e
-    try:
-        with fh:
-            fig.savefig(fh, format="png", dpi=_DPI)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
+    write_file(path, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI), overwrite=overwrite,
+               what="figure output", option="--figures")
     log.info("wrote figure %s", path)
 
 

@@ -11,16 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
+import struct
 import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import InputError, OutputExistsError, XraysegError, write_error
+from .errors import InputError, XraysegError, write_error
 
-__all__ = ["as_dask", "create_zarr", "open_volume", "read_block", "volume_chunks", "write_volume"]
+__all__ = ["as_dask", "check_chunks_present", "create_zarr", "open_volume", "read_block", "volume_chunks",
+           "write_volume"]
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +76,16 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
         raise
     except PermissionError as e:
         raise InputError(f"cannot read {p}: permission denied; check the file's permissions") from e
-    except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, IndexError, struct.error, zlib.error,
+            RuntimeError) as e:  # tifffile and codecs raise all of these on damaged files
         raise InputError(f"cannot read {p} as {suffix or 'zarr'}: {e}; is the file complete?") from e
     raise InputError(f"unknown volume format {p.name!r}: use zarr, TIFF, HDF5 (.h5) or .npy")
 
 
 def _open_zarr(p: Path, dataset: str | None) -> Any:
     import zarr
+
+    from .ome import multiscale_levels
 
     try:
         node = zarr.open(store=str(p), mode="r")
@@ -97,11 +101,10 @@ def _open_zarr(p: Path, dataset: str | None) -> Any:
         if not isinstance(arr, zarr.Array):
             raise InputError(f"{dataset!r} in {p} is a group, not an array: it has {_zarr_names(arr)}")
         return arr
-    ms = node.attrs.get("multiscales") or (node.attrs.get("ome") or {}).get("multiscales")
-    if ms:
-        level0 = ms[0]["datasets"][0]["path"]
-        log.info("%s is OME-Zarr: using level %s", p, level0)
-        return node[level0]
+    levels = multiscale_levels(node)
+    if levels:
+        log.info("%s is OME-Zarr: using level %s", p, levels[0].path)
+        return levels[0]
     names = _zarr_names(node)
     if len(names) == 1:
         return node[names[0]]
@@ -132,21 +135,38 @@ def _open_npy(p: Path) -> Any:
 
 
 def _open_tiff(p: Path) -> Any:
-    import tifffile
+    """A TIFF as a lazy array.
 
-    with tifffile.TiffFile(str(p)) as tif:
-        series = tif.series[0]
-        axes, shape = series.axes, tuple(series.shape)
-        photometric = tif.pages[0].photometric
+    Memory-mapped when uncompressed and contiguous, else read through tifffile's zarr
+    interface (compressed, tiled, BigTIFF, one page per slice), which decodes only the
+    pages and tiles a slab needs, so memory does not grow with the depth.
+    """
+    import tifffile
+    import zarr
+
+    tif = tifffile.TiffFile(str(p))
+    series = tif.series
+    restacked = len(series) > 1
+    if len(series) > 1 and all(len(s.shape) == 2 and s.shape == series[0].shape and s.dtype == series[0].dtype
+                               for s in series):
+        tif.close()  # pages written one by one (one series each): read them as one stack
+        tif = tifffile.TiffFile(str(p), is_shaped=False)
+        series = tif.series
+    first = series[0]
+    axes, shape = first.axes, tuple(first.shape)
+    photometric = tif.pages[0].photometric
     colour = photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR, tifffile.PHOTOMETRIC.SEPARATED)
     if colour and "S" in axes and shape[axes.index("S")] > 1:
+        tif.close()
         raise InputError(f"TIFF {p} is a colour ({photometric.name}) image with {shape[axes.index('S')]} samples "
                          f"per pixel (shape {shape}): convert it to a single-channel (grayscale) image first")
-    try:
+    if not restacked and first.dataoffset is not None:  # uncompressed and contiguous: map it
+        tif.close()
         return tifffile.memmap(str(p), mode="r")
-    except (ValueError, OSError):  # compressed or tiled TIFF: cannot be memory-mapped
-        log.info("%s cannot be memory-mapped; reading it into memory", p)
-        return tifffile.imread(str(p))
+    store = first.aszarr(level=0)  # keeps the file open for as long as the array lives
+    store.xrayseg_source = str(p)  # lets the output helper refuse writing into this input
+    log.info("%s is compressed, tiled or paged: read lazily", p)
+    return zarr.open_array(store=store, mode="r")
 
 
 def _open_hdf5(p: Path, dataset: str | None) -> Any:
@@ -167,6 +187,32 @@ def _open_hdf5(p: Path, dataset: str | None) -> Any:
         f.close()
         raise InputError(f"HDF5 file {p} has no dataset {dataset!r}")
     return f[dataset]
+
+
+def check_chunks_present(arr: Any, *, what: str = "image") -> None:
+    """Refuse a zarr array with chunks missing from its store (zarr would read them as zeros).
+
+    Only where zarr can tell (zarr arrays); others pass. A store written by
+    :func:`napari_xrayseg.segment` writes every chunk; a missing one means an incomplete
+    copy or an interrupted writer.
+
+    Raises
+    ------
+    InputError
+        Naming the array, the number of chunks missing and the fix.
+    """
+    import zarr
+
+    if not isinstance(arr, zarr.Array) or getattr(arr.store, "xrayseg_source", None):
+        return
+    try:
+        have, want = arr.nchunks_initialized, arr.nchunks
+    except (NotImplementedError, TypeError, AttributeError, OSError):  # stores that cannot list their keys
+        return
+    if have < want:
+        src = getattr(arr.store, "root", None) or arr.store
+        raise InputError(f"{what} {src} lacks {want - have} of its {want} chunks (zarr would read them as zeros): "
+                         "the store was not completely written or copied; copy it again")
 
 
 def volume_chunks(arr: Any) -> tuple[int, ...] | None:
@@ -225,71 +271,66 @@ def read_block(arr: Any, index: Any, *, what: str = "image") -> np.ndarray:
                          "damaged") from e
 
 
-def _remove(p: Path) -> None:
-    if p.is_dir() and not p.is_symlink():
-        shutil.rmtree(p)
-    else:
-        p.unlink()
-
-
 def create_zarr(path: str | os.PathLike, shape: tuple[int, ...], *, dtype: Any = "uint8",
-                chunks: tuple[int, ...] | None = None, overwrite: bool = False,
-                attrs: dict[str, Any] | None = None) -> Any:
-    """Create a zarr array on disk, refusing to replace an existing path silently.
+                chunks: tuple[int, ...] | None = None, attrs: dict[str, Any] | None = None,
+                inputs: Any = ()) -> Any:
+    """Create a new zarr array on disk; an existing path is refused.
 
     The path is claimed with an exclusive ``mkdir`` first, so of two writers racing for
     the same new output exactly one wins; the other gets :class:`OutputExistsError`.
+    To replace an existing array, use :func:`write_volume` with ``overwrite=True``.
 
     Raises
     ------
     OutputExistsError
-        If ``path`` exists (or another writer just created it) and ``overwrite`` is False.
+        If ``path`` exists (or another writer just created it).
     OutputWriteError
         If the location cannot be written (disk full, read-only, a file in the way).
     """
+    from .output import claim
+
+    c = claim(path, inputs=inputs)
+    return _create(c.take(), shape, dtype, chunks, attrs, c.final)
+
+
+def _create(p: Path, shape: tuple[int, ...], dtype: Any, chunks: Any, attrs: Any, final: Path) -> Any:
     import zarr
 
-    p = Path(path)
-    exists = f"output {p} exists: choose another path or pass overwrite=True (--overwrite)"
-    if p.exists() or p.is_symlink():
-        if not overwrite:
-            raise OutputExistsError(exists)
-        _remove(p)
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise write_error(e, p) from e
-    try:
-        p.mkdir()  # atomic claim: only one writer gets here for a given new path
-    except FileExistsError as e:
-        raise OutputExistsError(exists) from e
-    except OSError as e:
-        raise write_error(e, p) from e
-    try:
-        arr = zarr.create_array(store=str(p), shape=shape, chunks=chunks or "auto", dtype=dtype,
-                                fill_value=0)
+        arr = zarr.create_array(store=str(p), shape=shape, chunks=chunks or "auto", dtype=dtype, fill_value=0)
         if attrs:
             arr.attrs.update(json.loads(json.dumps(attrs)))
     except OSError as e:
-        raise write_error(e, p) from e
+        raise write_error(e, final) from e
     return arr
 
 
 def write_volume(path: str | os.PathLike, data: Any, *, chunks: tuple[int, ...] | None = None,
-                 overwrite: bool = False, attrs: dict[str, Any] | None = None) -> Any:
-    """Write an in-memory array to a new zarr array and return it.
+                 overwrite: bool = False, attrs: dict[str, Any] | None = None, inputs: Any = ()) -> Any:
+    """Write an in-memory array to a zarr array and return it.
+
+    With ``overwrite``, an existing array is replaced only once the new one is written
+    (see :mod:`napari_xrayseg.core.output`).
 
     Raises
     ------
     OutputExistsError
         If ``path`` exists and ``overwrite`` is False.
     OutputWriteError
-        If writing fails (disk full, read-only location); the partial array is left.
+        If writing fails (disk full, read-only location); a partial new array is left
+        (beside the old one, when overwriting).
+    InputError
+        If ``path`` is (inside) one of ``inputs``.
     """
+    import zarr
+
+    from .output import claim
+
     data = np.asarray(data)
-    arr = create_zarr(path, data.shape, dtype=data.dtype, chunks=chunks, overwrite=overwrite, attrs=attrs)
+    c = claim(path, overwrite=overwrite, inputs=inputs)
+    arr = _create(c.take(), data.shape, data.dtype, chunks, attrs, c.final)
     try:
         arr[...] = data
     except OSError as e:
-        raise write_error(e, path) from e
-    return arr
+        raise write_error(e, c.final) from e
+    return zarr.open_array(store=str(c.commit()), mode="r+")

@@ -51,16 +51,16 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import InputError, OutputExistsError, write_error
-from .io import read_block
-from .progress import check
+from .errors import InputError
+from .labels import read_labels
+from .progress import Progress, check, drain
 
 __all__ = [
     "MAX_LABELS",
@@ -70,6 +70,7 @@ __all__ = [
     "dice_per_class",
     "evaluate",
     "interface_errors",
+    "iter_evaluate",
 ]
 
 log = logging.getLogger(__name__)
@@ -191,42 +192,6 @@ def _check_classes(classes: Sequence[int] | None, ignore_zero: bool) -> tuple[in
     if len(out) > MAX_LABELS:
         raise InputError(f"classes has {len(out)} values, more than {MAX_LABELS}: pass fewer")
     return tuple(sorted(out))
-
-
-def _read_labels(arr: Any, sl: slice, name: str) -> np.ndarray:
-    """Read ``arr[sl]`` into memory and check it holds non-negative integer labels."""
-    a = read_block(arr, sl, what=f"{name} (slices {sl.start}..{sl.stop - 1} along axis 0)")
-    if a.size == 0:
-        return a.astype(np.int64)
-    kind = a.dtype.kind
-    if kind == "f":
-        finite = np.isfinite(a)
-        if not finite.all():
-            bad = a[~finite].flat[0]
-            raise InputError(
-                f"{name} holds non-finite values (e.g. {bad}) in a {a.dtype} array: "
-                "pass integer labels, e.g. np.nan_to_num(arr).astype(np.uint16)"
-            )
-        frac = a != np.floor(a)
-        if frac.any():
-            bad = a[frac].flat[0]
-            raise InputError(
-                f"{name} holds non-integer values (e.g. {bad}) in a {a.dtype} array: pass "
-                "integer labels, e.g. np.rint(arr).astype(np.uint16)"
-            )
-    if kind in "if":
-        lo = a.min()
-        if lo < 0:
-            raise InputError(
-                f"{name} holds negative values (min {lo}): labels are 0 (background/unannotated) "
-                "or positive integers; relabel before evaluating"
-            )
-    if kind == "f" or (kind == "u" and a.dtype.itemsize >= 8):
-        hi = a.max()
-        if hi > np.iinfo(np.int64).max:
-            raise InputError(f"{name} holds label value {hi}, too large: relabel to fewer bits")
-        a = a.astype(np.int64)
-    return a
 
 
 def _chunk_depth(arr: Any) -> int | None:
@@ -414,7 +379,7 @@ class _Accumulator:
         self.stp[rows, gidx] += stp
 
 
-def _accumulate(
+def _iter_accumulate(
     pred: Any,
     truth: Any,
     *,
@@ -424,7 +389,7 @@ def _accumulate(
     block_slices: int | None,
     cancel: Any,
     allow_empty: bool = False,
-) -> Confusion:
+) -> Generator[Progress, None, Confusion]:
     pred, truth, shape = _check_pair(pred, truth)
     axis = _check_axis(axis, len(shape))
     forced = _check_classes(classes, bool(ignore_zero))
@@ -436,11 +401,13 @@ def _accumulate(
     for s0 in range(0, shape[0], step):
         check(cancel)
         sl = slice(s0, min(s0 + step, shape[0]))
-        t = _read_labels(truth, sl, "truth")
-        p = _read_labels(pred, sl, "pred")
+        where = f"slices {sl.start}..{sl.stop - 1} along axis 0"
+        t = read_labels(truth, sl, "truth", where=where)
+        p = read_labels(pred, sl, "pred", where=where)
         if ignore_zero and forced is None:
             pred_values.update(_present(p).tolist())
         acc.add(t, p, bool(ignore_zero), axis, s0)
+        yield Progress(sl.stop, shape[0], f"slices {sl.stop}/{shape[0]} scored")
     labels = tuple(int(v) for v in acc.labels)
     if acc.matrix.sum() == 0 and not allow_empty:
         raise InputError(
@@ -476,6 +443,10 @@ def _accumulate(
         slice_pred=acc.sp if axis is not None else None,
         slice_tp=acc.stp if axis is not None else None,
     )
+
+
+def _accumulate(pred: Any, truth: Any, **kwargs: Any) -> Confusion:
+    return drain(_iter_accumulate(pred, truth, **kwargs))
 
 
 def confusion_matrix(
@@ -931,33 +902,52 @@ class Report:
 
 
 def _write_text(path: str | os.PathLike, text: str, overwrite: bool, what: str) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{what} output {path} is a directory: give a file name")
-    exists = (
-        f"{what} output {path} exists: choose another path or pass overwrite=True (--overwrite)"
-    )
-    if path.exists() and not overwrite:
-        raise OutputExistsError(exists)
-    created = False
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w" if overwrite else "x", encoding="utf-8", newline="") as fh:
-            created = not overwrite
+    from .output import write_file
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
-    except FileExistsError as e:
-        if path.exists():
-            raise OutputExistsError(exists) from e
-        raise write_error(e, path, option=f"--{what.lower()}") from e  # a file where a folder should be
-    except OSError as e:
-        if created:  # our own half-written file (disk full): do not leave it looking like a report
-            path.unlink(missing_ok=True)
-        raise write_error(e, path, option=f"--{what.lower()}") from e
-    log.info("wrote %s metrics to %s", what, path)
-    return path
+
+    p = write_file(path, write, overwrite=overwrite, what=f"{what} output", option=f"--{what.lower()}")
+    log.info("wrote %s metrics to %s", what, p)
+    return p
 
 
 # --------------------------------------------------------------------------- entry points
+
+
+def iter_evaluate(
+    pred: Any,
+    truth: Any,
+    *,
+    classes: Sequence[int] | None = None,
+    ignore_zero: bool = True,
+    axis: int = 0,
+    per_slice: bool = True,
+    cancel: Any = None,
+    block_slices: int | None = None,
+    interfaces: bool = True,
+) -> Generator[Progress, None, Report]:
+    """Generator form of :func:`evaluate`: yields a :class:`Progress` per slab, returns the :class:`Report`.
+
+    The napari Evaluate widget and :func:`evaluate` (console, CLI) run this same loop.
+    See :func:`evaluate` for the parameters.
+    """
+    cm = yield from _iter_accumulate(
+        pred,
+        truth,
+        classes=classes,
+        ignore_zero=ignore_zero,
+        axis=axis if per_slice else None,
+        block_slices=block_slices,
+        cancel=cancel,
+    )
+    report = Report.from_confusion(cm)
+    if interfaces and ignore_zero:
+        yield Progress(cm.shape[0], cm.shape[0], "errors by distance to the interfaces")
+        report.by_interface_distance = interface_errors(pred, truth, block_slices=block_slices, cancel=cancel)
+    log.debug("evaluated %s: mean dice %s", cm.shape, report.mean_dice)
+    return report
 
 
 def evaluate(
@@ -1016,20 +1006,19 @@ def evaluate(
     >>> round(r.mean_dice, 4), r.accuracy
     (0.6667, 0.6666666666666666)
     """
-    cm = _accumulate(
-        pred,
-        truth,
-        classes=classes,
-        ignore_zero=ignore_zero,
-        axis=axis if per_slice else None,
-        block_slices=block_slices,
-        cancel=cancel,
+    return drain(
+        iter_evaluate(
+            pred,
+            truth,
+            classes=classes,
+            ignore_zero=ignore_zero,
+            axis=axis,
+            per_slice=per_slice,
+            cancel=cancel,
+            block_slices=block_slices,
+            interfaces=interfaces,
+        )
     )
-    report = Report.from_confusion(cm)
-    if interfaces and ignore_zero:
-        report.by_interface_distance = interface_errors(pred, truth, block_slices=block_slices, cancel=cancel)
-    log.debug("evaluated %s: mean dice %s", cm.shape, report.mean_dice)
-    return report
 
 
 #: Keys of :func:`interface_errors`, nearest first.
@@ -1114,10 +1103,10 @@ def interface_errors(
         check(cancel)
         s1 = min(s0 + step, shape[0])
         lo, hi = max(0, s0 - halo), min(shape[0], s1 + halo)
-        t = _read_labels(truth, slice(lo, hi), "truth")
+        t = read_labels(truth, slice(lo, hi), "truth", where=f"slices {lo}..{hi - 1} along axis 0")
         band = _interface_band(t)[s0 - lo : s1 - lo]
         t = t[s0 - lo : s1 - lo]
-        p = _read_labels(pred, slice(s0, s1), "pred")
+        p = read_labels(pred, slice(s0, s1), "pred", where=f"slices {s0}..{s1 - 1} along axis 0")
         counted = t != 0
         wrong = counted & (p != t)
         voxels += np.bincount(band[counted].ravel(), minlength=3)[:3]

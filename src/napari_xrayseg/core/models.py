@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import struct
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +30,8 @@ from typing import Any
 
 import torch
 
-from .errors import InputError, ModelFileError, OutputExistsError, write_error
+from .errors import InputError, ModelFileError
+from .output import write_file
 
 __all__ = [
     "FORMAT",
@@ -529,52 +529,24 @@ def save_model(model: Model, path: str | os.PathLike, *, overwrite: bool = False
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_name(path.name + ".safetensors")
-    exists = f"model file {path} exists: choose another path or pass overwrite=True (--overwrite)"
-    if path.exists() and not overwrite:
-        raise OutputExistsError(exists)
     if path.is_dir():
         raise InputError(f"model path {path} is a directory: give a file name ending in .safetensors")
     info = replace(model.info, software=_software())
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.network.state_dict().items()}
     meta = {_META_KEY: json.dumps(info.to_dict()), "format": FORMAT}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-    except OSError as e:
-        raise write_error(e, path) from e
-    try:
-        save_file(tensors, tmp, metadata=meta)
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(tensors, str(tmp), metadata=meta)
+        except SafetensorError as e:  # the writer's own error type for I/O failures
+            raise OSError(errno.ENOSPC if "space" in str(e).lower() else errno.EIO, str(e)) from e
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _link_new(tmp, path, exists)
-    except SafetensorError as e:  # the writer's own error type for I/O failures
-        raise write_error(OSError(errno.ENOSPC if "space" in str(e).lower() else errno.EIO, str(e)), path) from e
-    except OutputExistsError:
-        raise
-    except OSError as e:
-        raise write_error(e, path) from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    write_file(path, write, overwrite=overwrite, what="model file")
     model.path = path
     log.info("saved model to %s", path)
     return path
-
-
-def _link_new(tmp: str, path: Path, exists: str) -> None:
-    """Move ``tmp`` to a *new* ``path``: a file that appeared meanwhile is never replaced."""
-    try:
-        os.link(tmp, path)  # fails if path exists: no check-then-replace race
-    except FileExistsError as e:
-        raise OutputExistsError(exists) from e
-    except OSError:  # no hard links here (some network / FAT file systems): check, then rename
-        if path.exists():
-            raise OutputExistsError(exists) from None
-        os.replace(tmp, path)
 
 
 def _read_header(path: Path) -> dict[str, Any]:

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, OutputExistsError
+from .errors import InputError
+from .output import claim
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
 
 __all__ = ["StudyResult", "iter_study", "study"]
@@ -114,11 +115,9 @@ def iter_study(*, shape: Sequence[int] = (64, 128, 128), seed: int = 0, slices: 
     if not isinstance(repeats, int) or repeats < 1:
         raise InputError(f"repeats {repeats!r} must be a positive integer")
     outdir = Path(out) if out is not None else None
-    if outdir is not None:
-        if outdir.exists() and any(outdir.iterdir()) and not overwrite:
-            raise OutputExistsError(f"study output {outdir} exists and is not empty: choose another folder or "
-                                    "pass overwrite=True (--overwrite)")
-        outdir.mkdir(parents=True, exist_ok=True)
+    target = None
+    if outdir is not None:  # checked now, written at the end (beside an old study until complete)
+        target = claim(outdir, overwrite=overwrite, what="study output", empty_ok=True)
 
     phantom_kw = {"seed": seed} if noise is None else {"seed": seed, "noise": noise}
     image, truth = make_phantom(shape, **phantom_kw)
@@ -157,14 +156,16 @@ def iter_study(*, shape: Sequence[int] = (64, 128, 128), seed: int = 0, slices: 
                 yield Progress(done, total, f"{mode}, {n} slice(s), repeat {rep + 1}/{repeats}: Dice {msg}",
                                {"runs": last})
     result.summary = _summarise(result.runs)
-    if outdir is not None:
+    if outdir is not None and target is not None:
         from .figures import study_plot
 
-        (outdir / "study.json").write_text(json.dumps(asdict(result), indent=1))
-        (outdir / "study.md").write_text(result.table() + "\n")
-        study_plot(result.summary, outdir / "study.png", overwrite=True,
+        work = target.take()
+        (work / "study.json").write_text(json.dumps(asdict(result), indent=1))
+        (work / "study.md").write_text(result.table() + "\n")
+        study_plot(result.summary, work / "study.png", overwrite=True,
                    title=f"Sample {shape[0]}x{shape[1]}x{shape[2]}, unet/{size}, "
                          f"{minutes if minutes else epochs} {'min' if minutes else 'epochs'} per model")
+        target.commit()
         result.files = {"json": str(outdir / "study.json"), "table": str(outdir / "study.md"),
                         "plot": str(outdir / "study.png")}
     return result

@@ -41,10 +41,13 @@ import torch.nn.functional as F
 from .config import TrainConfig
 from .device import resolve_device
 from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError
-from .inference import SlicePredictor, check_image
 from .io import read_block, volume_chunks
+from .labels import read_labels
 from .models import MAX_CONTEXT, Model, init_model, load_model, save_model
 from .normalize import apply_normalization, compute_normalization
+from .output import claim
+from .plan import check_image
+from .predictor import SlicePredictor
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
 from .tiling import context_range, normalize_axis, plan_slab_depth, slab_ranges, slab_slicer, stack_context
 
@@ -332,31 +335,6 @@ def _check_positive_int(name: str, v: Any, lo: int = 1) -> int:
     return int(v)
 
 
-def _read_labels(lab: np.ndarray, where: str) -> np.ndarray:
-    """Check a slab of labels (integer-valued, >= 0, <= 255); return it as uint8."""
-    kind = lab.dtype.kind
-    if kind == "b":
-        raise InputError("labels are boolean: give integer class labels (0 = not annotated, 1..N = classes)")
-    if kind not in "iuf":
-        raise InputError(f"labels have dtype {lab.dtype}: give integer class labels (0 = not annotated)")
-    if lab.size == 0:
-        return lab.astype(np.uint8)
-    if kind == "f":
-        if not np.all(np.isfinite(lab)):
-            raise InputError(f"labels hold NaN or inf values ({where}): give integer class labels")
-        if np.any(lab != np.floor(lab)):
-            bad = lab[lab != np.floor(lab)].flat[0]
-            raise InputError(f"labels hold non-integer values (e.g. {bad:g}, {where}): give integer class "
-                             "labels, e.g. np.rint(labels).astype(np.uint8)")
-    lo, hi = lab.min(), lab.max()
-    if lo < 0:
-        raise InputError(f"labels hold negative values (min {lo}, {where}): use 0 for not annotated "
-                         "and 1..255 for classes")
-    if hi > 255:
-        raise InputError(f"labels hold value {hi} ({where}): class labels must be in 1..255")
-    return lab.astype(np.uint8, copy=False)
-
-
 def _annotated_slices(image: Any, labels: Any, axis: int, is2d: bool, cancel: CancelToken | None,
                       context: int = 1, limit: int | None = None) -> tuple[list[int], np.ndarray, np.ndarray]:
     """Scan ``labels`` a slab at a time; load the annotated slices of image and labels.
@@ -368,7 +346,7 @@ def _annotated_slices(image: Any, labels: Any, axis: int, is2d: bool, cancel: Ca
     """
     if is2d:
         # a copy, never a view: nothing downstream may write into the caller's labels
-        lab = _read_labels(read_block(labels, ..., what="labels").copy(), "2D labels")
+        lab = read_labels(labels, ..., where="2D labels", max_value=255).copy()
         if not lab.any():
             return [], np.zeros((0, context, *lab.shape), np.float32), lab[None][:0]
         img = read_block(image, ...).astype(np.float32)
@@ -381,7 +359,7 @@ def _annotated_slices(image: Any, labels: Any, axis: int, is2d: bool, cancel: Ca
     for start, stop in slab_ranges(shape[axis], depth):
         check(cancel)
         where = f"slices {start}..{stop - 1} along axis {axis}"
-        slab = _read_labels(read_block(labels, slab_slicer(axis, start, stop, 3), what=f"labels ({where})"), where)
+        slab = read_labels(labels, slab_slicer(axis, start, stop, 3), where=where, max_value=255)
         hit = np.flatnonzero(slab.any(axis=other))
         for j in hit:
             found.append(start + int(j))
@@ -602,8 +580,7 @@ def _out_path(out: str | os.PathLike | None, overwrite: bool) -> Path | None:
         p = p.with_name(p.name + ".safetensors")
     if p.is_dir():
         raise InputError(f"model path {p} is a directory: give a file name ending in .safetensors")
-    if p.exists() and not overwrite:
-        raise OutputExistsError(f"model file {p} exists: choose another path or pass overwrite=True (--overwrite)")
+    claim(p, overwrite=overwrite, what="model file")  # exists? (the model is written by save_model at the end)
     # checked before training, not after it: a run must not end with nowhere to save
     parent = next((q for q in p.parents if q.exists()), None)
     if parent is not None and not parent.is_dir():
@@ -781,7 +758,7 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
         raise InputError(f"labels shape {tuple(labels.shape)} does not match image shape {tuple(image.shape)}")
     is2d = len(image.shape) == 2
     axis = 0 if is2d else normalize_axis(s["axis"], 3)
-    from .ensemble import parse_axes
+    from .plan import parse_axes
 
     ax_list = parse_axes(s["axes"], len(image.shape), default=axis)
     axis, context = ax_list[0], s["context"]

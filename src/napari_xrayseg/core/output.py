@@ -1,0 +1,321 @@
+"""Every path the project writes is claimed here: exists? overwrite? never into an input.
+
+One rule for labels, confidence maps, pyramids, temporary stores, models, reports and
+figures:
+
+- a new path is created exclusively (of two writers racing for it, one wins);
+- an existing path is refused unless ``overwrite`` (CLI ``--overwrite``) is given, and
+  then the new result is written *beside* it, in ``.NAME.xrayseg-new``, and swapped in
+  only once complete. Until then the old output is untouched: a NaN slice, a full disk,
+  Ctrl-C, a dead worker or a refused cluster leave it as it was;
+- a stale ``.NAME.xrayseg-new`` (from a run that was killed) is resumable with
+  ``overwrite=True, resume=True`` (``--overwrite --resume``) and cleared by a plain
+  ``--overwrite``; a swap cut short by a kill is completed or undone on the next claim;
+- an output that is an input, or lies inside one (or holds one), is refused.
+
+Files (models, JSON, CSV, PNG) are written to a temporary name and moved in place
+with :func:`write_file`; folders (zarr stores) are claimed with :func:`claim`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, OutputExistsError, write_error
+
+__all__ = ["Claim", "check_not_input", "claim", "remove_path", "source_path", "write_file"]
+
+log = logging.getLogger(__name__)
+
+NEW = ".xrayseg-new"
+OLD = ".xrayseg-old"
+
+
+def remove_path(p: Path) -> None:
+    """Remove a file, link or folder tree (missing is fine)."""
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=False)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
+
+
+def _sibling(p: Path, tag: str) -> Path:
+    return p.with_name(f".{p.name}{tag}")
+
+
+def source_path(obj: Any) -> Path | None:
+    """The file or folder an array-like is read from, where it can be told (zarr, h5py, memmap, TIFF)."""
+    if obj is None:
+        return None
+    if isinstance(obj, (str, os.PathLike)):
+        return Path(obj)
+    store = getattr(obj, "store", None)
+    root = getattr(store, "xrayseg_source", None) or getattr(store, "root", None)
+    if root is not None and not callable(root):
+        try:
+            base = Path(str(root))
+            sub = getattr(obj, "path", "") or ""
+            return base / sub if isinstance(sub, str) and sub else base
+        except TypeError:
+            return None
+    fname = getattr(obj, "filename", None)  # numpy memmap
+    if isinstance(fname, str):
+        return Path(fname)
+    f = getattr(obj, "file", None)  # h5py dataset
+    fname = getattr(f, "filename", None)
+    if isinstance(fname, str):
+        return Path(fname)
+    return None
+
+
+def check_not_input(out: str | os.PathLike, inputs: Iterable[Any], *, option: str = "--out") -> None:
+    """Refuse an output that is an input, lies inside one, or holds one.
+
+    Raises
+    ------
+    InputError
+        Naming both paths and the option to change.
+    """
+    o = Path(os.path.abspath(out))
+    ro = Path(os.path.realpath(o))
+    for src in inputs:
+        s = source_path(src)
+        if s is None:
+            continue
+        s = Path(os.path.realpath(s))
+        for a in {o, ro}:
+            if a == s:
+                raise InputError(f"{option} {out} is the input {s}: writing there would destroy it; choose another "
+                                 f"{option}")
+            if s in a.parents or a in s.parents:
+                rel = "inside" if s in a.parents else "around"
+                raise InputError(f"{option} {out} lies {rel} the input {s}: writing there could destroy it; "
+                                 f"choose a path outside the input for {option}")
+
+
+@dataclass
+class Claim:
+    """A decided output: write to :attr:`path`, then :meth:`commit` to make it :attr:`final`.
+
+    Attributes
+    ----------
+    final : Path
+        Where the result must end up.
+    path : Path
+        Where to write: ``final`` itself, or ``.NAME.xrayseg-new`` beside an existing
+        ``final`` that is being overwritten.
+    resume : bool
+        Whether ``path`` already exists and the run continues it.
+    """
+
+    final: Path
+    path: Path
+    resume: bool
+    what: str = "output"
+    option: str = "--out"
+    reuse: bool = False  # write into an existing empty folder
+
+    @property
+    def replacing(self) -> bool:
+        """Whether an existing output is being replaced (writing beside it)."""
+        return self.path != self.final
+
+    def take(self, *, folder: bool = True) -> Path:
+        """Create the parent folders and (for folders) claim :attr:`path` exclusively; return it.
+
+        Raises
+        ------
+        OutputExistsError
+            If another writer created ``path`` meanwhile.
+        OutputWriteError
+            If the location cannot be written.
+        """
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError as e:
+            raise write_error(OSError(20, "Not a directory", str(self.path.parent)), self.final,
+                              option=self.option) from e
+        except OSError as e:
+            raise write_error(e, self.final, option=self.option) from e
+        if self.resume or self.reuse or not folder:
+            return self.path
+        if self.replacing:
+            remove_path(self.path)  # a stale attempt: --overwrite starts again
+        try:
+            self.path.mkdir()  # atomic: only one writer gets a given new path
+        except FileExistsError as e:
+            raise OutputExistsError(_exists(self)) from e
+        except OSError as e:
+            raise write_error(e, self.final, option=self.option) from e
+        return self.path
+
+    def commit(self) -> Path:
+        """Swap the finished result in place of the old one (no-op when writing in place)."""
+        if not self.replacing:
+            return self.final
+        old = _sibling(self.final, OLD)
+        try:
+            remove_path(old)
+            if self.path.is_dir() and not self.path.is_symlink():
+                os.rename(self.final, old)  # a kill between the two renames is repaired by the next claim
+                os.rename(self.path, self.final)
+                remove_path(old)
+            else:
+                os.replace(self.path, self.final)
+        except OSError as e:
+            raise write_error(e, self.final, option=self.option) from e
+        log.info("replaced %s with the new result", self.final)
+        return self.final
+
+
+def _exists(c: Claim, hint: str = "") -> str:
+    return f"{c.what} {c.final} exists{hint}: choose another path or pass overwrite=True (--overwrite)"
+
+
+def _repair(final: Path) -> None:
+    """Finish or undo a swap that a kill cut short."""
+    old = _sibling(final, OLD)
+    if old.exists() or old.is_symlink():
+        if final.exists() or final.is_symlink():
+            remove_path(old)  # the swap finished
+        else:
+            os.rename(old, final)  # the new one never arrived: the old one comes back
+            log.warning("restored %s from an interrupted replacement", final)
+
+
+def claim(path: str | os.PathLike, *, overwrite: bool = False, resume: bool = False, inputs: Iterable[Any] = (),
+          what: str = "output", option: str = "--out", hint: Callable[[Path], str] | None = None,
+          empty_ok: bool = False) -> Claim:
+    """Decide where an output goes; nothing is created or removed until :meth:`Claim.take`.
+
+    Parameters
+    ----------
+    path : path-like
+        The output.
+    overwrite : bool
+        Replace an existing output: the new one is written beside it and swapped in by
+        :meth:`Claim.commit`.
+    resume : bool
+        Continue an unfinished output: ``path`` itself, or (with ``overwrite``) the
+        unfinished replacement beside it.
+    inputs : iterable
+        Paths or arrays the job reads; the output may not be one of them or lie inside one.
+    what, option : str
+        Name the output and the CLI option that sets it, in messages.
+    hint : callable, optional
+        Adds to the "exists" message, e.g. how to resume an existing output.
+    empty_ok : bool
+        An existing *empty* folder counts as free (output folders a user made beforehand).
+
+    Returns
+    -------
+    Claim
+
+    Raises
+    ------
+    OutputExistsError
+        If ``path`` exists and neither ``overwrite`` nor ``resume`` is given.
+    InputError
+        If ``path`` is (inside) an input.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> c = claim(d / "a.zarr")
+    >>> c.path == c.final, c.resume
+    (True, False)
+    """
+    final = Path(path)
+    check_not_input(final, inputs, option=option)
+    _repair(final)
+    new = _sibling(final, NEW)
+    if not (final.exists() or final.is_symlink()):
+        if new.exists():
+            remove_path(new)  # a replacement whose original is gone
+        return Claim(final, final, False, what, option)
+    if empty_ok and final.is_dir() and not final.is_symlink() and not any(final.iterdir()):
+        return Claim(final, final, False, what, option, reuse=True)
+    if overwrite:
+        return Claim(final, new, bool(resume and new.exists()), what, option)
+    if resume:
+        return Claim(final, final, True, what, option)
+    c = Claim(final, final, False, what, option)
+    raise OutputExistsError(_exists(c, hint(final) if hint else ""))
+
+
+def write_file(path: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = False,
+               inputs: Iterable[Any] = (), what: str = "output", option: str = "--out") -> Path:
+    """Write a file through a temporary name beside it, then move it in place.
+
+    Without ``overwrite`` a file that appears meanwhile is never replaced; with it the old
+    file stays until the new one is complete. A failed write leaves no partial file.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    write : callable
+        ``write(tmp_path)`` writes the content.
+    overwrite : bool
+        Replace an existing file.
+    inputs, what, option
+        As in :func:`claim`.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    OutputExistsError
+        If ``path`` exists (or appears meanwhile) and ``overwrite`` is False.
+    OutputWriteError
+        Disk full, read-only or unwritable location.
+    InputError
+        If ``path`` is a folder or (inside) an input.
+    """
+    import tempfile
+
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{what} {p} is a directory: give a file name")
+    c = claim(p, overwrite=overwrite, inputs=inputs, what=what, option=option)
+    c.take(folder=False)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        os.close(fd)
+    except OSError as e:
+        raise write_error(e, p, option=option) from e
+    try:
+        write(Path(tmp))
+        if overwrite:
+            os.replace(tmp, p)
+        else:
+            _link_new(tmp, p, _exists(c))
+    except OutputExistsError:
+        raise
+    except OSError as e:
+        raise write_error(e, p, option=option) from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return p
+
+
+def _link_new(tmp: str, path: Path, exists: str) -> None:
+    """Move ``tmp`` to a *new* ``path``: a file that appeared meanwhile is never replaced."""
+    try:
+        os.link(tmp, path)  # fails if path exists: no check-then-replace race
+    except FileExistsError as e:
+        raise OutputExistsError(exists) from e
+    except OSError:  # no hard links here (some network / FAT file systems): check, then rename
+        if path.exists():
+            raise OutputExistsError(exists) from None
+        os.replace(tmp, path)

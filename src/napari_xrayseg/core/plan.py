@@ -1,0 +1,290 @@
+"""The plan stage of segmentation: which axes, which slabs (with their context halo), which tiles.
+
+A :class:`SegmentPlan` is everything about one pass over the volume but the image and
+the weights: shape, slicing axis, slab depth, context, tile geometry and intensity
+normalisation. It reads a slab (plus halo) and cuts it into normalised network inputs;
+it never runs a network. Picklable, so dask workers run slabs of the same plan.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+from .io import read_block, volume_chunks
+from .normalize import apply_normalization, compute_normalization
+from .tiling import (
+    check_tile_fits,
+    context_range,
+    effective_tile,
+    normalize_axis,
+    plan_slab_depth,
+    slab_ranges,
+    slab_slicer,
+    stack_context,
+)
+
+__all__ = ["SegmentPlan", "check_image", "check_window_options", "parse_axes", "plan_passes", "plan_segment",
+           "prefetched", "resolved_normalization"]
+
+log = logging.getLogger(__name__)
+_LETTERS = {"z": 0, "y": 1, "x": 2}
+
+
+def check_image(image: Any, *, name: str = "image") -> Any:
+    """Check that ``image`` is a 2D or 3D numeric array-like; return it (lists become numpy).
+
+    Raises
+    ------
+    InputError
+        On a wrong number of dimensions or a boolean / non-numeric dtype.
+    """
+    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+        image = np.asarray(image)
+    ndim = len(image.shape)
+    if ndim not in (2, 3):
+        raise InputError(f"{name} has {ndim} dimensions (shape {tuple(image.shape)}): give a 2D slice or a "
+                         "3D volume (for multi-channel data pick one channel)")
+    dt = np.dtype(image.dtype)
+    if dt == np.bool_ or not (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating)):
+        raise InputError(f"{name} has dtype {dt}: give integer or floating-point intensities")
+    if min(image.shape) < 1:
+        raise InputError(f"{name} is empty (shape {tuple(image.shape)})")
+    return image
+
+
+def parse_axes(axes: str | int | Sequence[int] | None, ndim: int, default: int = 0) -> list[int]:
+    """Slicing axes from ``"zyx"``, ``"z"``, ``"012"``, ``(0, 1, 2)``, an int or None (``default``).
+
+    Examples
+    --------
+    >>> parse_axes("zyx", 3), parse_axes((2, 0), 3), parse_axes(None, 3, default=1)
+    ([0, 1, 2], [2, 0], [1])
+    """
+    if axes is None:
+        return [default]
+    if isinstance(axes, (int, np.integer)) and not isinstance(axes, bool):
+        return [normalize_axis(int(axes), ndim)]
+    if isinstance(axes, str):
+        try:
+            items = [_LETTERS[c] if c in _LETTERS else int(c) for c in axes.strip().lower()]
+        except ValueError:
+            items = []
+        if not items:
+            raise InputError(f"axes {axes!r} not understood: use letters of 'zyx' (e.g. 'zyx' for all three) "
+                             "or axis numbers like '012'")
+    else:
+        items = list(axes)
+    if ndim == 2 and items not in ([0], [-1], [-2]):
+        raise InputError("a 2D image has one slicing direction: leave axes unset for 2D input")
+    out = [normalize_axis(a, ndim) for a in items]
+    if len(set(out)) != len(out):
+        raise InputError(f"axes {axes!r} repeats an axis: give each axis once, e.g. 'zyx'")
+    return out
+
+
+def resolved_normalization(norm: dict[str, Any], image: Any) -> dict[str, Any]:
+    """The model's normalisation with ``low``/``high`` computed from ``image`` where the model leaves them open."""
+    norm = dict(norm)
+    if norm.get("low") is None or norm.get("high") is None:
+        pct = tuple(norm.get("percentiles") or (0.5, 99.5))
+        norm = compute_normalization(image, percentiles=pct)
+        log.info("normalisation computed from the image: low=%.4g high=%.4g", norm["low"], norm["high"])
+    return norm
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """One pass over a volume: slabs along an axis, tiles, context and normalisation."""
+
+    shape: tuple[int, ...]
+    axis: int
+    context: int
+    depth: int
+    tile: int
+    overlap: float
+    batch: int
+    blend: str
+    normalization: dict[str, Any]
+    precision: str = "fp32"  # resolved: fp32, bf16 or fp16
+
+    @property
+    def is2d(self) -> bool:
+        """Whether the image is a single 2D slice."""
+        return len(self.shape) == 2
+
+    @property
+    def shape3(self) -> tuple[int, ...]:
+        """The shape as 3D (a 2D image is one slice)."""
+        return (1, *self.shape) if self.is2d else tuple(self.shape)
+
+    @property
+    def n(self) -> int:
+        """Slices along the slicing axis."""
+        return self.shape3[self.axis]
+
+    @property
+    def ranges(self) -> list[tuple[int, int]]:
+        """Half-open slab ranges along the slicing axis."""
+        return slab_ranges(self.n, self.depth)
+
+    @property
+    def slice_shape(self) -> tuple[int, int]:
+        """Shape of one 2D slice."""
+        return tuple(s for d, s in enumerate(self.shape3) if d != self.axis)  # type: ignore[return-value]
+
+    @property
+    def out_chunks(self) -> tuple[int, ...]:
+        """Output chunks: one slab deep along the axis, so no two slabs share a chunk."""
+        c = tuple(self.depth if d == self.axis else min(s, 512) for d, s in enumerate(self.shape3))
+        return c[1:] if self.is2d else c
+
+    def region(self, r: tuple[int, int]) -> tuple[slice, ...]:
+        """Index of slab ``r`` in the volume (all of a 2D image)."""
+        return (slice(None),) * 2 if self.is2d else slab_slicer(self.axis, r[0], r[1], 3)
+
+    def read(self, image: Any, r: tuple[int, int]) -> np.ndarray:
+        """Slices ``r`` plus the context halo (clipped at the volume ends), slicing axis first."""
+        lo, hi = context_range(r[0], r[1], self.context, self.n)
+        if self.is2d:
+            return read_block(image, (Ellipsis,), what="image")[None]
+        data = read_block(image, slab_slicer(self.axis, lo, hi, 3),
+                          what=f"image (slices {lo}..{hi - 1} along axis {self.axis})")
+        return np.moveaxis(data, self.axis, 0)
+
+    def inputs(self, data: np.ndarray, r: tuple[int, int], per_call: int
+               ) -> Generator[tuple[int, int, np.ndarray], None, None]:
+        """Normalised network inputs of slab ``r`` from its :meth:`read` data: ``(start, stop, input)``.
+
+        ``per_call`` slices at a time; with context k > 1 each input is (N, k, Y, X), stacked
+        per call (memory k x a call, not k x the slab).
+
+        Raises
+        ------
+        InputError
+            If the slab holds NaN or inf.
+        """
+        k = self.context
+        lo, hi = context_range(r[0], r[1], k, self.n)
+        if data.dtype.kind == "f" and not np.isfinite(data).all():
+            raise InputError(f"image holds NaN or inf values in slices {lo}..{hi - 1} along axis "
+                             f"{self.axis}: replace them (e.g. np.nan_to_num) before segmenting")
+        x = apply_normalization(data, self.normalization)
+        b = r[0] - lo  # the slab's first slice inside x
+        n = r[1] - r[0]
+        for s in range(0, n, per_call):
+            e = min(s + per_call, n)
+            if k == 1:
+                yield s, e, x[b + s:b + e]
+            else:
+                yield s, e, stack_context(x[b + s:b + e], k, before=x[:b + s], after=x[b + e:])
+
+    def orient(self, slab: np.ndarray, lead: int = 0) -> np.ndarray:
+        """A slab computed slicing-axis first (after ``lead`` leading axes) back in the volume's orientation."""
+        if self.is2d:
+            return slab[(slice(None),) * lead + (0,)]
+        return np.moveaxis(slab, lead, lead + self.axis)
+
+
+def check_window_options(overlap: Any, batch: Any, blend: Any) -> None:
+    """Check the sliding-window options shared by plans and predictors.
+
+    Raises
+    ------
+    InputError
+        On an overlap outside [0, 1), a batch that is not a positive integer, an unknown blend.
+    """
+    if not isinstance(overlap, (int, float)) or isinstance(overlap, bool) or not 0 <= overlap < 1:
+        raise InputError(f"overlap {overlap!r} must be in [0, 1), e.g. 0.25")
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise InputError(f"batch {batch!r} must be a positive integer")
+    if blend not in ("gaussian", "constant"):
+        raise InputError(f"blend {blend!r} must be 'gaussian' or 'constant'")
+
+
+def plan_segment(image: Any, info: Any, *, axis: int = 0, tile: int | None = None, overlap: float = 0.25,
+                 batch: int = 8, slab: int | None = None, blend: str = "gaussian",
+                 normalization: dict[str, Any] | None = None, precision: str = "fp32") -> SegmentPlan:
+    """Check the inputs and decide slabs, tiles and normalisation of one pass along ``axis``.
+
+    Parameters
+    ----------
+    image : array-like
+        The volume (only shape, dtype and chunks are looked at, unless the
+        normalisation must be computed from it).
+    info : ModelInfo or Model
+        The model's description (stride, recommended tile, context, normalisation).
+    axis, tile, overlap, batch, slab, blend, precision
+        As in :func:`~napari_xrayseg.segment`.
+    normalization : dict, optional
+        Resolved bounds to use (e.g. those of a run being resumed).
+
+    Raises
+    ------
+    InputError
+        On a bad axis, tile, overlap, batch, slab or blend.
+    """
+    info = getattr(info, "info", info)
+    image = check_image(image)
+    check_window_options(overlap, batch, blend)
+    is2d = len(image.shape) == 2
+    axis = 0 if is2d and axis in (0, -1, -2) else normalize_axis(axis, len(image.shape))
+    shape3 = (1, *image.shape) if is2d else tuple(image.shape)
+    slice_shape = tuple(s for d, s in enumerate(shape3) if d != axis)
+    stride = info.stride
+    if min(slice_shape) < stride:
+        a, b = slice_shape
+        raise InputError(f"slices along axis {axis} are {a}x{b} pixels, smaller than the network's minimum {stride}: "
+                         "if the last axis holds colour channels, convert the image to grayscale; otherwise choose "
+                         "another axis")
+    if tile is None:
+        tile = info.tile
+    else:
+        effective_tile(slice_shape, tile, stride)  # a positive multiple of the stride
+        check_tile_fits(slice_shape, tile, stride)
+    chunks = volume_chunks(image)
+    chunks3 = (1, *chunks) if (is2d and chunks) else chunks
+    depth = plan_slab_depth(shape3, axis, chunks3, slab)
+    norm = normalization if normalization is not None else resolved_normalization(info.normalization, image)
+    return SegmentPlan(shape=tuple(int(s) for s in image.shape), axis=axis, context=info.in_channels,
+                       depth=depth, tile=int(tile), overlap=float(overlap), batch=batch, blend=blend,
+                       normalization=norm, precision=precision)
+
+
+def plan_passes(image: Any, info: Any, axes: list[int], *, slab: int | None, **kw: Any) -> list[SegmentPlan]:
+    """One plan per axis.
+
+    Several axes share one slab depth (32 by default), so that slabs along any axis cover
+    whole cubic chunks of the probability stores.
+    """
+    if len(axes) == 1:
+        return [plan_segment(image, info, axis=axes[0], slab=slab, **kw)]
+    depth = slab if slab is not None else 32
+    plans = [plan_segment(image, info, axis=a, slab=depth, **kw) for a in axes]
+    d = min(p.depth for p in plans)
+    if any(p.depth != d for p in plans):  # a short axis clipped the depth: use it for every pass
+        plans = [plan_segment(image, info, axis=a, slab=d, **kw) for a in axes]
+    return plans
+
+
+def prefetched(read: Callable[[tuple[int, int]], Any], ranges: Sequence[tuple[int, int]]
+               ) -> Iterator[tuple[tuple[int, int], Any]]:
+    """``(range, data)`` for each slab, reading the next slab in a thread while the caller computes."""
+    if not ranges:
+        return
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xrayseg-read")
+    try:
+        nxt = pool.submit(read, ranges[0])
+        for i, r in enumerate(ranges):
+            data = nxt.result()
+            if i + 1 < len(ranges):
+                nxt = pool.submit(read, ranges[i + 1])
+            yield r, data
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,398 @@
+"""The writer stage of segmentation: output stores, done-markers, pyramid, metadata, write errors.
+
+A run writes into zarr stores claimed by :mod:`napari_xrayseg.core.output` (so an
+existing output is replaced only once the new one is complete):
+
+- the labels (uint8): an array, or with ``pyramid`` an OME-Zarr group whose array
+  ``0`` holds them and ``1, 2, ...`` are 2x downsampled levels;
+- the confidence (float32), when asked for;
+- for a run of several passes (orthoplane), each early pass's class probabilities
+  (float16, in ``.xrayseg-passes/`` inside the labels store, chunked as cubes one slab
+  deep so slabs along any axis cover whole chunks); removed when the run completes.
+
+Every slab gets a done-marker after its data is written (per pass), so a run that is
+cancelled, crashes or is killed resumes with exactly the slabs it lacks, and gives the
+same result as an uninterrupted run. The ``napari_xrayseg`` attribute of the labels
+records the model and settings; ``complete`` turns true at the very end.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, OutputWriteError, write_error
+from .ome import multiscale_levels, write_multiscales
+from .output import Claim, remove_path
+from .progress import CancelToken, check
+
+__all__ = ["OUTPUT_ATTR", "MemoryWriter", "SlabMarkers", "StoreLayout", "StoreWriter", "output_complete",
+           "output_levels", "read_output_meta", "sibling_path", "write_pyramid"]
+
+log = logging.getLogger(__name__)
+OUTPUT_ATTR = "napari_xrayseg"
+PASSES = ".xrayseg-passes"
+
+# what must match for --resume to continue an output (the rest is informative), with the value
+# an output written before the key existed stands for
+RESUME_KEYS = {"shape": None, "axis": None, "slab": None, "tile": None, "overlap": None, "blend": None,
+               "context": None, "classes": None, "model_sha256": None, "normalization": None, "pyramid": None,
+               "precision": None, "axes": None, "confidence": None, "tta": False}
+
+
+def sibling_path(out: str | os.PathLike, suffix: str) -> Path:
+    """``DIR/NAME{suffix}.zarr`` beside ``DIR/NAME.zarr``."""
+    p = Path(out)
+    stem = p.name[:-5] if p.name.endswith(".zarr") else p.name
+    return p.with_name(f"{stem}{suffix}.zarr")
+
+
+def read_output_meta(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``napari_xrayseg`` attributes of an output written by :func:`~napari_xrayseg.segment`, or None."""
+    import zarr
+
+    try:
+        node = zarr.open(store=str(path), mode="r")
+    except Exception:  # not a zarr store at all
+        return None
+    meta = node.attrs.get(OUTPUT_ATTR)
+    return dict(meta) if isinstance(meta, dict) else None
+
+
+def output_complete(path: str | os.PathLike) -> bool:
+    """Whether a zarr output written by :func:`~napari_xrayseg.segment` was finished (not cancelled or crashed)."""
+    meta = read_output_meta(path)
+    return bool(meta and meta.get("complete", False))
+
+
+def output_levels(path: str | os.PathLike) -> list[Any]:
+    """The arrays of an output written by :func:`~napari_xrayseg.segment`: ``[labels]``, or every pyramid level."""
+    import zarr
+
+    node = zarr.open(store=str(path), mode="r")
+    if isinstance(node, zarr.Array):
+        return [node]
+    return multiscale_levels(node) or [node["0"]]
+
+
+def write_pyramid(group: Any, *, min_side: int = 256, max_levels: int = 8,
+                  cancel: CancelToken | None = None) -> list[Any]:
+    """Add downsampled levels ``1, 2, ...`` to an OME-Zarr group whose array ``0`` holds labels.
+
+    Each level takes every second voxel of the one before along every axis (nearest
+    neighbour: label values stay valid, no new classes appear), until the largest side
+    is at most ``min_side``. Built out of core with dask. Writes OME-Zarr 0.5
+    ``multiscales`` metadata, so napari (and other OME-Zarr readers) can browse it.
+    """
+    import dask.array as da
+
+    levels = [group["0"]]
+    ndim = len(levels[0].shape)
+    while len(levels) < max_levels and max(levels[-1].shape) > min_side:
+        check(cancel)
+        prev = da.from_zarr(levels[-1])
+        nxt = prev[(slice(None, None, 2),) * ndim]
+        chunks = tuple(min(s, 64 if ndim == 3 else 512) for s in nxt.shape)
+        name = str(len(levels))
+        if name in group:
+            del group[name]
+        arr = group.create_array(name, shape=nxt.shape, chunks=chunks, dtype="uint8", fill_value=0)
+        da.store(nxt.rechunk(chunks), arr, lock=False)
+        levels.append(arr)
+    write_multiscales(group, [str(i) for i in range(len(levels))], name="labels", labels=True)
+    return levels
+
+
+class SlabMarkers:
+    """Per-slab done-markers of an output store, written after the slab's data.
+
+    A marker is an empty file ``<out>/.xrayseg-done/[<stage>/]<start>-<stop>``; a slab whose
+    data was only partly written (a crash mid-write) has none and is computed again on
+    resume. Each slab has its own file, so parallel writers (dask workers) never contend.
+    """
+
+    DIR = ".xrayseg-done"
+
+    def __init__(self, out: str | os.PathLike, stage: str | None = None) -> None:
+        self.dir = Path(out) / self.DIR
+        if stage:
+            self.dir = self.dir / stage
+
+    def done(self) -> set[tuple[int, int]]:
+        """Slab ranges whose marker exists."""
+        if not self.dir.is_dir():
+            return set()
+        out = set()
+        for f in self.dir.iterdir():
+            a, _, b = f.name.partition("-")
+            if a.isdigit() and b.isdigit():
+                out.add((int(a), int(b)))
+        return out
+
+    def mark(self, r: tuple[int, int]) -> None:
+        """Record slab ``r`` as written (call after its data is stored)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / f"{r[0]}-{r[1]}").touch()
+
+
+def _jsonable(x: Any) -> Any:
+    return json.loads(json.dumps(x))
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """Where a run writes (picklable: dask workers reopen the stores from it)."""
+
+    labels: str  # the store being written (the output, or its replacement beside it)
+    labels_array: str  # "" for a plain array, "0" for a pyramid group
+    confidence: str | None
+    passes: int
+    final: str  # where the labels end up (named in messages)
+    replacing: bool
+    confidence_final: str | None = None
+
+    def pass_store(self, i: int) -> str:
+        """Store of the class probabilities of early pass ``i``."""
+        return str(Path(self.labels) / PASSES / f"p{i}")
+
+    def markers(self, i: int) -> SlabMarkers:
+        """Done-markers of pass ``i`` (the last pass's are the output's own)."""
+        return SlabMarkers(self.labels, None if i == self.passes - 1 else f"pass{i}")
+
+
+class StoreWriter:
+    """Writes slabs into the stores of a :class:`StoreLayout`; the same object on a dask worker."""
+
+    def __init__(self, layout: StoreLayout, claims: tuple[Claim, ...] = ()) -> None:
+        self.layout = layout
+        self._claims = claims  # only the process that claimed the outputs commits them
+        self._arrays: dict[Any, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"layout": self.layout}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["layout"])
+
+    def _array(self, key: Any) -> Any:
+        import zarr
+
+        if key not in self._arrays:
+            lay = self.layout
+            if key == "labels":
+                self._arrays[key] = zarr.open_array(store=lay.labels, path=lay.labels_array, mode="r+")
+            elif key == "confidence":
+                self._arrays[key] = zarr.open_array(store=lay.confidence, mode="r+")
+            else:
+                self._arrays[key] = zarr.open_array(store=lay.pass_store(key), mode="r+")
+        return self._arrays[key]
+
+    def todo(self, i: int, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The slabs of pass ``i`` without a done-marker."""
+        done = self.layout.markers(i).done()
+        return [r for r in ranges if r not in done]
+
+    def previous(self, i: int, region: tuple[slice, ...]) -> np.ndarray:
+        """The sum of the probabilities the passes before ``i`` stored for ``region``."""
+        reg = (slice(None), *region)
+        total = np.asarray(self._array(0)[reg], dtype=np.float32)
+        for j in range(1, i):
+            total += np.asarray(self._array(j)[reg], dtype=np.float32)
+        return total
+
+    def _store(self, i: int, region: tuple[slice, ...], result: dict[str, np.ndarray]) -> None:
+        if "probs" in result:
+            self._array(i)[(slice(None), *region)] = result["probs"].astype(np.float16)
+        if "labels" in result:
+            self._array("labels")[region] = result["labels"]
+        if "confidence" in result:
+            self._array("confidence")[region] = result["confidence"]
+
+    def write(self, i: int, r: tuple[int, int], region: tuple[slice, ...], result: dict[str, np.ndarray]) -> None:
+        """Store slab ``r`` of pass ``i``, then its done-marker.
+
+        Raises
+        ------
+        OutputWriteError
+            On a full disk or unwritable location; finished slabs are kept.
+        """
+        try:
+            self._store(i, region, result)
+            self.layout.markers(i).mark(r)
+        except OSError as e:
+            if e.errno == errno.ENOMEM:  # not the output's fault: an out-of-memory error for the caller
+                raise
+            raise self.write_error(e) from e
+
+    def write_error(self, e: OSError) -> OutputWriteError:
+        """A one-line error for an OSError while streaming, saying what is kept and how to continue."""
+        err = write_error(e, self.layout.final)
+        if self.layout.replacing:
+            how = (f"the previous output is untouched; finished slabs are kept beside it in {self.layout.labels}: "
+                   "--overwrite --resume continues from them")
+        else:
+            how = "finished slabs are kept: --resume / resume=True continues from them"
+        err.args = (f"{err.args[0]} ({how})",)
+        return err
+
+    def finish(self, cancel: CancelToken | None = None) -> Path:
+        """Build the pyramid, drop the pass stores, mark the outputs complete and swap them in place."""
+        import zarr
+
+        lay = self.layout
+        try:
+            node = zarr.open(store=lay.labels, mode="r+")
+            meta = dict(node.attrs[OUTPUT_ATTR])
+            if not meta.get("complete"):
+                if meta.get("pyramid"):
+                    write_pyramid(node, cancel=cancel)
+                remove_path(Path(lay.labels) / PASSES)
+                if lay.confidence is not None:
+                    conf = self._array("confidence")
+                    conf.attrs[OUTPUT_ATTR] = {**conf.attrs[OUTPUT_ATTR], "complete": True}
+                node.attrs[OUTPUT_ATTR] = {**meta, "complete": True}
+        except OSError as e:
+            raise self.write_error(e) from e
+        for c in self._claims:
+            c.commit()
+        return Path(lay.final)
+
+    @classmethod
+    def open(cls, labels: Claim, confidence: Claim | None, *, shape: tuple[int, ...], chunks: tuple[int, ...],
+             classes: int, depth: int, passes: int, meta: dict[str, Any]) -> StoreWriter:
+        """Create the stores of a new run, or check and reopen those of a run being resumed.
+
+        Raises
+        ------
+        InputError
+            If ``resume`` finds an output of another model or other settings, or not ours.
+        OutputExistsError, OutputWriteError
+            As :meth:`~napari_xrayseg.core.output.Claim.take`.
+        """
+        import zarr
+
+        pyramid = bool(meta["pyramid"])
+        layout = StoreLayout(labels=str(labels.path), labels_array="0" if pyramid else "",
+                             confidence=str(confidence.path) if confidence is not None else None, passes=passes,
+                             final=str(labels.final), replacing=labels.replacing,
+                             confidence_final=str(confidence.final) if confidence is not None else None)
+        if confidence is not None and confidence.resume != labels.resume:
+            raise InputError(f"cannot resume {labels.final}: its confidence output {confidence.final} is "
+                             f"{'missing' if labels.resume else 'there but the labels are not'}; start again with "
+                             "--overwrite")
+        if labels.resume:
+            _check_resumable(labels.path, meta)
+            if confidence is not None and (read_output_meta(confidence.path) or {}).get("labels") is None:
+                raise InputError(f"cannot resume {confidence.final}: it is not a confidence output of xrayseg "
+                                 "predict; choose another --confidence-out")
+            n = len(layout.markers(passes - 1).done())
+            log.info("resuming %s: %d slabs of the last pass already done", labels.final, n)
+            return cls(layout, tuple(c for c in (labels, confidence) if c is not None))
+        attrs = _jsonable({OUTPUT_ATTR: meta})
+        try:
+            labels.take()
+            if pyramid:
+                group = zarr.create_group(store=layout.labels)
+                group.attrs.update(attrs)
+                group.create_array("0", shape=shape, chunks=chunks, dtype="uint8", fill_value=0)
+            else:
+                arr = zarr.create_array(store=layout.labels, shape=shape, chunks=chunks, dtype="uint8", fill_value=0)
+                arr.attrs.update(attrs)
+            for i in range(passes - 1):
+                zarr.create_array(store=layout.pass_store(i), shape=(classes, *shape), dtype="float16",
+                                  fill_value=0, chunks=(classes, *(depth,) * len(shape)), compressors=None)
+            if confidence is not None:
+                confidence.take()
+                c = zarr.create_array(store=layout.confidence, shape=shape, chunks=chunks, dtype="float32",
+                                      fill_value=0)
+                c.attrs.update(_jsonable({OUTPUT_ATTR: {"confidence": meta["confidence"], "labels": layout.final,
+                                                        "tta": meta["tta"], "complete": False}}))
+        except OSError as e:
+            if isinstance(e, (FileExistsError, OutputWriteError)):
+                raise
+            raise write_error(e, labels.final) from e
+        return cls(layout, tuple(c for c in (labels, confidence) if c is not None))
+
+    def result(self, image: Any) -> tuple[Any, Any]:
+        """The finished labels (and confidence) as the same kind of array as ``image``."""
+        import zarr
+
+        lab = output_levels(self.layout.final)[0]
+        conf = None
+        if self.layout.confidence_final is not None:
+            conf = zarr.open_array(store=self.layout.confidence_final, mode="r")
+        return _like(image, lab, True), (_like(image, conf, True) if conf is not None else None)
+
+
+def _check_resumable(path: Path, meta: dict[str, Any]) -> None:
+    old = read_output_meta(path)
+    if old is None:
+        raise InputError(f"cannot resume {path}: it is not an output of xrayseg predict; choose another --out")
+    old.setdefault("axes", [old.get("axis")])  # written before several axes could resume
+    diff = [k for k, default in RESUME_KEYS.items() if _jsonable(old.get(k, default)) != _jsonable(meta[k])]
+    if diff:
+        names = {"model_sha256": "model weights", "slab": "slab depth", "normalization": "normalisation"}
+        raise InputError(f"cannot resume {path}: it was written with a different "
+                         f"{', '.join(names.get(k, k) for k in diff)}; "
+                         "use the same model and settings, or --overwrite to start again")
+
+
+def resume_hint(path: Path) -> str:
+    """Added to "output exists" when the output is an unfinished run."""
+    old = read_output_meta(path)
+    if old is None or old.get("complete"):
+        return ""
+    n = len(SlabMarkers(path).done())
+    return f" (an unfinished run: {n} slabs done; pass resume=True / --resume to finish it)"
+
+
+class MemoryWriter:
+    """Keeps the result in memory (no ``out``): numpy arrays, a running sum of early passes."""
+
+    def __init__(self, shape: tuple[int, ...], *, classes: int, passes: int, confidence: bool) -> None:
+        self.labels = np.zeros(shape, dtype=np.uint8)
+        self.confidence = np.zeros(shape, dtype=np.float32) if confidence else None
+        self.acc = np.zeros((classes, *shape), dtype=np.float32) if passes > 1 else None
+
+    def todo(self, i: int, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Every slab: nothing is kept between runs."""
+        return list(ranges)
+
+    def previous(self, i: int, region: tuple[slice, ...]) -> np.ndarray:
+        """The running sum of the earlier passes' probabilities in ``region``."""
+        return self.acc[(slice(None), *region)]  # type: ignore[index]
+
+    def write(self, i: int, r: tuple[int, int], region: tuple[slice, ...], result: dict[str, np.ndarray]) -> None:
+        """Store slab ``r`` of pass ``i``."""
+        if "probs" in result:
+            self.acc[(slice(None), *region)] += result["probs"]  # type: ignore[index]
+        if "labels" in result:
+            self.labels[region] = result["labels"]
+        if "confidence" in result:
+            self.confidence[region] = result["confidence"]  # type: ignore[index]
+
+    def finish(self, cancel: CancelToken | None = None) -> None:
+        """Nothing to finish in memory."""
+
+    def result(self, image: Any) -> tuple[Any, Any]:
+        """The labels (and confidence) as the same kind of array as ``image``."""
+        conf = _like(image, self.confidence, False) if self.confidence is not None else None
+        return _like(image, self.labels, False), conf
+
+
+def _like(image: Any, target: Any, on_disk: bool) -> Any:
+    """Numpy for numpy input, dask for dask input, the zarr array written for zarr input (numpy in memory)."""
+    import dask.array as da
+
+    if isinstance(image, np.ndarray):
+        return np.asarray(target[...]) if on_disk else target
+    if isinstance(image, da.Array):
+        return da.from_zarr(target) if on_disk else da.from_array(target, chunks=image.chunks)
+    return target
