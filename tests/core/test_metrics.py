@@ -193,13 +193,18 @@ def test_slabs_bounded_and_chunk_aligned(monkeypatch):
     ref = evaluate(pred, truth).to_dict()
     monkeypatch.setattr(metrics, "_SLAB_VOXELS", 4 * 4 * 5)  # budget: 4 slices
     rp, rt = _Recorder(pred), _Recorder(truth, chunks=(2, 4, 5))
-    assert evaluate(rp, rt).to_dict() == ref
+    assert evaluate(rp, rt, interfaces=False).to_dict() == {**ref, "by_interface_distance": None}
     assert rt.reads == [(0, 4), (4, 8), (8, 12)]  # multiple of chunk depth 2 within budget
     assert rp.reads == rt.reads
 
     rp, rt = _Recorder(pred), _Recorder(truth, chunks=(6, 4, 5))  # chunk deeper than budget
-    assert evaluate(rp, rt).to_dict() == ref
+    assert evaluate(rp, rt, interfaces=False).to_dict() == {**ref, "by_interface_distance": None}
     assert max(b - a for a, b in rt.reads) <= 4
+
+    # the interface pass reads the same slabs plus a halo of two slices of the truth
+    rp, rt = _Recorder(pred), _Recorder(truth, chunks=(2, 4, 5))
+    assert evaluate(rp, rt).to_dict() == ref
+    assert rt.reads[3:] == [(0, 6), (2, 10), (6, 12)] and rp.reads == [(0, 4), (4, 8), (8, 12)] * 2
 
 
 def test_cancel_checked_per_slab():
@@ -216,15 +221,18 @@ def test_cancel_checked_per_slab():
 
     token = CancelAfter(3)
     with pytest.raises(Cancelled):
-        evaluate(pred, truth, block_slices=1, cancel=token)
+        evaluate(pred, truth, block_slices=1, cancel=token, interfaces=False)
     assert token.calls == 4
     t = CancelToken()
     t.cancel()
     with pytest.raises(Cancelled):
         confusion_matrix(pred, truth, cancel=t)
     ok = CancelAfter(100)
-    evaluate(pred, truth, block_slices=2, cancel=ok)
+    evaluate(pred, truth, block_slices=2, cancel=ok, interfaces=False)
     assert ok.calls == 4  # ceil(7 / 2) slabs
+    ok = CancelAfter(100)
+    evaluate(pred, truth, block_slices=2, cancel=ok)
+    assert ok.calls == 8  # and as many again for the interface pass
 
 
 # --------------------------------------------------------------------------- per slice
