@@ -52,6 +52,12 @@ def test_predict_slice_equals_the_slice_of_a_whole_segmentation(ctx_model, axis)
         got = predict_slice(image, ctx_model, i, axis=axis, device="cpu")
         assert got.dtype == np.uint8
         np.testing.assert_array_equal(got, np.take(full, i, axis=axis))
+    # tile="slice": one window over the slice, as segment with that tile
+    plane = [s for d, s in enumerate(image.shape) if d != axis]
+    side = -(-max(plane) // ctx_model.info.stride) * ctx_model.info.stride
+    whole = segment(image, ctx_model, axis=axis, tile=side, device="cpu")
+    np.testing.assert_array_equal(predict_slice(image, ctx_model, 1, axis=axis, tile="slice", device="cpu"),
+                                  np.take(whole, 1, axis=axis))
 
 
 def test_predict_slice_probs_zarr_2d_and_bad_input(ctx_model, tmp_path):
@@ -69,6 +75,8 @@ def test_predict_slice_probs_zarr_2d_and_bad_input(ctx_model, tmp_path):
     assert predict_slice(image[2], flat, 0, device="cpu").shape == (32, 32)
     with pytest.raises(InputError, match="out of range for 5 slices"):
         predict_slice(image, ctx_model, 5, device="cpu")
+    with pytest.raises(InputError, match="'slice' or None"):
+        predict_slice(image, ctx_model, 0, tile="whole")
     with pytest.raises(InputError, match="axis 3"):
         predict_slice(image, ctx_model, 0, axis=3, device="cpu")
     bad = image.copy()

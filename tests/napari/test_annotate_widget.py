@@ -24,6 +24,11 @@ def trained(tmp_path_factory):
     return image, truth, ann, path
 
 
+def _pred(image, model, index, axis=0):
+    """What the widget previews: one window over the whole slice."""
+    return predict_slice(image, model, index, axis=axis, device="cpu", tile="slice")
+
+
 def _viewer(make_napari_viewer, trained, show=True):
     image, truth, ann, path = trained
     viewer = make_napari_viewer(show=show)
@@ -49,13 +54,13 @@ def test_annotate_loop_end_to_end(make_napari_viewer, qtbot, trained, tmp_path):
     assert w.model is not None
     qtbot.waitUntil(lambda: _preview_shows(w, viewer, 3), timeout=60_000)
     model = load_model(path)
-    np.testing.assert_array_equal(w.preview_layer.data[0], predict_slice(image, model, 3, device="cpu"))
+    np.testing.assert_array_equal(w.preview_layer.data[0], _pred(image, model, 3))
 
     # preview follows the slider; requests made while one runs are dropped but the last
     for i in (4, 6, 2, 7):
         viewer.dims.set_current_step(0, i)
     qtbot.waitUntil(lambda: not w.preview_runner.busy and _preview_shows(w, viewer, 7), timeout=60_000)
-    np.testing.assert_array_equal(w.preview_layer.data[0], predict_slice(image, model, 7, device="cpu"))
+    np.testing.assert_array_equal(w.preview_layer.data[0], _pred(image, model, 7))
     assert tuple(w.preview_layer.translate) == (7.0, 0.0, 0.0)
     assert len([layer for layer in viewer.layers if layer.name.startswith("img preview")]) == 1
 
@@ -77,7 +82,7 @@ def test_annotate_loop_end_to_end(make_napari_viewer, qtbot, trained, tmp_path):
     before = lab.data.copy()
     w._copy.clicked.emit()
     qtbot.waitUntil(lambda: (lab.data[s] != 0).sum() > 100, timeout=60_000)
-    pred = predict_slice(image, model, s, device="cpu")
+    pred = _pred(image, model, s)
     np.testing.assert_array_equal(lab.data[s, :10, :10], 2)
     np.testing.assert_array_equal(lab.data[s, 10:], pred[10:])
     others = np.delete(np.arange(8), s)
@@ -100,7 +105,7 @@ def test_annotate_loop_end_to_end(make_napari_viewer, qtbot, trained, tmp_path):
     assert [x["round"] for x in m1.info.train["rounds"]] == [0, 1]
     assert m1.info.train["rounds"][1]["annotated_slices"] == sorted({1, 5, s})
     qtbot.waitUntil(lambda: not w.preview_runner.busy, timeout=60_000)
-    np.testing.assert_array_equal(w.preview_layer.data[0], predict_slice(image, m1, s, device="cpu"))
+    np.testing.assert_array_equal(w.preview_layer.data[0], _pred(image, m1, s))
     assert w.preview_layer.data.shape == old_preview.shape
     shot = viewer.screenshot(canvas_only=True)
     assert shot[..., :3].std() > 1  # the canvas drew the image and the preview
@@ -115,8 +120,7 @@ def test_preview_along_another_axis_and_cancel_keeps_the_model(make_napari_viewe
     qtbot.waitUntil(lambda: _preview_shows(w, viewer, 20, axis=2), timeout=60_000)
     assert w.preview_layer.data.shape == (8, 64, 1)
     model = load_model(path)
-    np.testing.assert_array_equal(w.preview_layer.data[..., 0], predict_slice(image, model, 20, axis=2,
-                                                                              device="cpu"))
+    np.testing.assert_array_equal(w.preview_layer.data[..., 0], _pred(image, model, 20, axis=2))
     before = w.model
     w._fraction.value = 2.0
     w._train.clicked.emit()

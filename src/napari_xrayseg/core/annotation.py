@@ -94,9 +94,18 @@ def _norm(model: Model, image: Any, normalization: dict[str, Any] | None) -> dic
     return norm
 
 
-def _predictor(model: Model, *, device: str, tile: int | None, overlap: float, batch: int, precision: str) -> Any:
+MAX_SLICE_TILE = 1024  # tile="slice": one window per slice up to this side (activations grow with it)
+
+
+def _predictor(model: Model, *, device: str, tile: int | str | None, overlap: float, batch: int, precision: str,
+               plane: tuple[int, ...] = ()) -> Any:
     from .inference import SlicePredictor
 
+    if tile == "slice":
+        stride = model.info.stride
+        tile = min(MAX_SLICE_TILE, math.ceil(max(plane) / stride) * stride)
+    elif tile is not None and not isinstance(tile, int):
+        raise InputError(f"tile {tile!r} must be a number of pixels, 'slice' or None (the model's)")
     return SlicePredictor(model, device=device, tile=model.info.tile if tile is None else tile, overlap=overlap,
                           batch=batch, precision=precision)
 
@@ -154,7 +163,7 @@ def _runs(indices: Sequence[int], longest: int) -> list[list[int]]:
 
 
 def predict_slice(image: Any, model: Model | str | os.PathLike, index: int, *, axis: int = 0,
-                  probs: bool = False, tile: int | None = None, overlap: float = _S.overlap,
+                  probs: bool = False, tile: int | str | None = None, overlap: float = _S.overlap,
                   batch: int = _S.batch, device: str = _S.device, precision: str = "fp32",
                   normalization: dict[str, Any] | None = None) -> np.ndarray:
     """Segment one slice of a volume: the preview of the slice a user looks at.
@@ -176,8 +185,13 @@ def predict_slice(image: Any, model: Model | str | os.PathLike, index: int, *, a
     probs : bool
         Return class probabilities, float32 of shape (C, Y', X') (channel ``i`` stands for
         ``model.info.classes[i]``), instead of labels.
-    tile, overlap, batch, device, precision
-        As for :func:`~napari_xrayseg.segment` (``tile`` defaults to the model's).
+    tile : int, "slice" or None
+        Tile side as for :func:`~napari_xrayseg.segment` (default: the model's, so the
+        preview equals the segmentation). ``"slice"``: one window over the whole slice
+        (up to 1024 pixels a side), 2-3x faster on a 512x512 slice than 256 tiles with
+        25 % overlap; labels may then differ from ``segment``'s near tile seams.
+    overlap, batch, device, precision
+        As for :func:`~napari_xrayseg.segment`.
     normalization : dict, optional
         Intensity bounds to use when the model has none (an untrained model); computed
         from ``image`` by default (a sample of slices: pass them to skip that work on
@@ -206,7 +220,9 @@ def predict_slice(image: Any, model: Model | str | os.PathLike, index: int, *, a
     model = _model(model)
     i = _index(index, vol.shape[axis], axis)
     norm = _norm(model, vol, normalization)
-    pred = _predictor(model, device=device, tile=tile, overlap=overlap, batch=batch, precision=precision)
+    plane = tuple(s for d, s in enumerate(vol.shape) if d != axis)
+    pred = _predictor(model, device=device, tile=tile, overlap=overlap, batch=batch, precision=precision,
+                      plane=plane)
     x = _read_inputs(vol, axis, [i], model.info.context, norm, (slice(None), slice(None)))
     return pred.probs(x)[0] if probs else pred.labels(x)[0]
 
@@ -334,7 +350,7 @@ def spread_pick(scores: np.ndarray, anchors: Sequence[int], count: int, spread: 
 
 def iter_rank_slices(image: Any, model: Model | str | os.PathLike, labels: Any = None, *, axis: int = 0,
                      count: int = 1, measure: str = "entropy", spread: float | None = None,
-                     max_slices: int | None = 64, max_side: int | None = 512, tile: int | None = None,
+                     max_slices: int | None = 64, max_side: int | None = 512, tile: int | str | None = None,
                      overlap: float = _S.overlap, batch: int = _S.batch, device: str = _S.device,
                      precision: str = "fp32", cancel: CancelToken | None = None,
                      ) -> Generator[Progress, None, SliceRanking]:
@@ -367,11 +383,12 @@ def iter_rank_slices(image: Any, model: Model | str | os.PathLike, labels: Any =
     scores = np.full(n, np.nan)
     if free:
         norm = _norm(model, vol, None)
-        pred = _predictor(model, device=device, tile=tile, overlap=overlap, batch=batch, precision=precision)
-        pred.cancel = cancel
         plane = tuple(s for d, s in enumerate(vol.shape) if d != axis)
         window = _crop_window(plane, max_side)
         wshape = tuple(len(range(*w.indices(s))) for w, s in zip(window, plane))
+        pred = _predictor(model, device=device, tile=tile, overlap=overlap, batch=batch, precision=precision,
+                          plane=wshape)
+        pred.cancel = cancel
         per_call = pred.slices_per_call(wshape)  # type: ignore[arg-type]
         done = 0
         t0 = time.perf_counter()
@@ -400,7 +417,7 @@ def rank_slices(image: Any, model: Model | str | os.PathLike, labels: Any = None
 
 def suggest_slices(image: Any, model: Model | str | os.PathLike, labels: Any = None, *, axis: int = 0,
                    count: int = 1, measure: str = "entropy", spread: float | None = None,
-                   max_slices: int | None = 64, max_side: int | None = 512, tile: int | None = None,
+                   max_slices: int | None = 64, max_side: int | None = 512, tile: int | str | None = None,
                    overlap: float = _S.overlap, batch: int = _S.batch, device: str = _S.device,
                    precision: str = "fp32", cancel: CancelToken | None = None,
                    progress: ProgressCallback | None = None) -> list[int]:
@@ -438,7 +455,7 @@ def suggest_slices(image: Any, model: Model | str | os.PathLike, labels: Any = N
         Score only a centred window of at most this many pixels per side of big slices
         (the same window in every slice, so scores compare); None scores whole slices.
     tile, overlap, batch, device, precision
-        As for :func:`~napari_xrayseg.segment`.
+        As for :func:`predict_slice`.
     cancel : CancelToken, optional
         Checked before every batch of slices.
     progress : callable, optional
