@@ -5,8 +5,9 @@ sliding-window inference, best class) for the default model (``unet`` ``medium``
 context 3) on the CPU, with the model's default tile (256, 25 % overlap: 9 windows per
 slice) and with one 512 tile (the network is fully convolutional: no overlap work).
 Budget (issue #15): at most 1 s per slice on 2 CPU cores. Prints the median and the
-spread of ``--repeats`` calls after one warm-up call; the numbers are noisy on a machine
-shared with other jobs.
+spread of ``--repeats`` calls after one warm-up call, and the CPU time per call divided by
+the threads: wall-clock numbers are noisy on a machine shared with other jobs, CPU time much
+less so.
 
     python benchmarks/preview.py
     python benchmarks/preview.py --side 1024 --repeats 5 --threads 2
@@ -47,13 +48,16 @@ def main() -> None:
     print(f"# unet/{a.size}, context {a.context}, {a.side}x{a.side} slices, CPU fp32, median of {a.repeats}")
     for label, tile in (("model tile 256, overlap 0.25", None), (f"one {a.side} tile", a.side)):
         predict_slice(image, model, 8, tile=tile, device="cpu")  # warm-up
-        times = []
+        times, cpu = [], []
         for i in range(a.repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             predict_slice(image, model, 4 + i % 8, tile=tile, device="cpu")
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        # CPU seconds / threads: the wall time an otherwise idle machine would take (less noisy under load)
         print(f"{label:32s} {statistics.median(times):6.3f} s per slice (min {min(times):.3f}, "
-              f"max {max(times):.3f})")
+              f"max {max(times):.3f}); CPU {statistics.median(cpu):.3f} s = "
+              f"{statistics.median(cpu) / torch.get_num_threads():.3f} s on {torch.get_num_threads()} idle cores")
 
 
 if __name__ == "__main__":

@@ -136,8 +136,8 @@ def _cmd_study(a: argparse.Namespace) -> int:
     res = study(shape=tuple(a.shape or (64, 128, 128)), seed=a.seed, slices=a.slices, modes=a.modes, axes=a.axes,
                 repeats=a.repeats, size=a.size, context=1 if a.context is None else a.context,
                 minutes=minutes if minutes > 0 else None, epochs=40 if a.epochs is None else a.epochs,
-                patch=a.patch, device=a.device, out=a.out, overwrite=a.overwrite,
-                progress=_ProgressPrinter("study", every=0.0))
+                patch=a.patch, batch=a.batch, steps_per_epoch=a.steps, device=a.device, out=a.out,
+                overwrite=a.overwrite, progress=_ProgressPrinter("study", every=0.0))
     print(res.table())
     print(f"wrote {res.files['table']}, {res.files['json']} and {res.files['plot']}")
     return 0
@@ -155,7 +155,8 @@ def _cmd_loop_study(a: argparse.Namespace) -> int:
     res = loop_study(shape=tuple(a.shape or (48, 128, 128)), seed=a.seed, strategies=a.strategy,
                      rounds=6 if a.rounds is None else a.rounds, repeats=a.repeats, size=a.size,
                      context=3 if a.context is None else a.context, epochs=12 if a.epochs is None else a.epochs,
-                     round_epochs=a.round_epochs, patch=a.patch, phantom=phantom, device=a.device, out=a.out,
+                     round_epochs=a.round_epochs, patch=a.patch, batch=a.batch, steps_per_epoch=a.steps,
+                     phantom=phantom, device=a.device, out=a.out,
                      overwrite=a.overwrite, progress=_ProgressPrinter("study", every=0.0))
     print(res.table())
     print(f"wrote {res.files['table']}, {res.files['json']} and {res.files['plot']}")
@@ -329,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs per model at most (default: 40; with --strategy: of the first training, 12)")
     p.add_argument("--patch", type=int, default=64, help="training patch (default: 64)")
+    p.add_argument("--batch", type=int, default=8, help="patches per step (default: 8)")
+    p.add_argument("--steps", type=int, default=25, help="optimiser steps per epoch (default: 25)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     g = p.add_argument_group("annotation-loop study (start from one slice, add one per round, continue training)")
     g.add_argument("--strategy", nargs="+", default=None, choices=["even", "suggest", "random"],

@@ -291,8 +291,8 @@ class SliceRanking:
         ``"entropy"`` or ``"maxprob"``.
     spread : float
         Distance (in slices) of the spreading penalty: a candidate ``d`` slices from an
-        annotated or already suggested slice has its uncertainty multiplied by
-        ``1 - exp(-d^2 / (2 spread^2))``.
+        annotated or already suggested slice (or from just outside the volume) has its
+        uncertainty multiplied by ``1 - exp(-d^2 / (2 spread^2))``.
     """
 
     suggested: list[int]
@@ -312,24 +312,28 @@ def _uncertainty(p: np.ndarray, measure: str) -> np.ndarray:
     return h.reshape(len(p), -1).mean(axis=1)
 
 
-def spread_pick(scores: np.ndarray, anchors: Sequence[int], count: int, spread: float) -> list[int]:
+def spread_pick(scores: np.ndarray, anchors: Sequence[int], count: int, spread: float, *,
+                ends: bool = False) -> list[int]:
     """Greedily pick ``count`` indices with high ``scores``, away from ``anchors`` and each other.
 
     Each pick maximises ``score * (1 - exp(-d^2 / (2 spread^2)))`` where ``d`` is the
     distance to the nearest anchor or earlier pick (no penalty without anchors); NaN
-    scores are never picked. Ties go to the candidate farther from the anchors, then to
-    the lower index.
+    scores are never picked. With ``ends``, positions -1 and ``len(scores)`` count as
+    anchors too (the volume ends: see :func:`suggest_slices`). Ties go to the candidate
+    farther from the anchors, then to the lower index.
 
     Examples
     --------
     >>> spread_pick(np.array([0.9, 1.0, 0.8, 0.1, 0.5]), [], 2, 1.0)
     [1, 4]
+    >>> spread_pick(np.ones(21), [10], 2, 3.0, ends=True)
+    [4, 15]
     """
     scores = np.asarray(scores, dtype=float)
     n = len(scores)
     pos = np.arange(n)
     free = np.isfinite(scores)
-    taken = [int(a) for a in anchors]
+    taken = [int(a) for a in anchors] + ([-1, n] if ends else [])
     picked: list[int] = []
     for _ in range(count):
         if not free.any():
@@ -379,7 +383,7 @@ def iter_rank_slices(image: Any, model: Model | str | os.PathLike, labels: Any =
     if max_slices is not None and len(free) > max_slices:  # evenly spaced sample of the free slices
         free = sorted({free[int(round(j))] for j in np.linspace(0, len(free) - 1, int(max_slices))})
     if spread is None:
-        spread = max(1.0, n / (4.0 * (len(annotated) + count + 1)))
+        spread = max(1.0, n / (2.0 * (len(annotated) + count + 1)))
     scores = np.full(n, np.nan)
     if free:
         norm = _norm(model, vol, None)
@@ -399,7 +403,7 @@ def iter_rank_slices(image: Any, model: Model | str | os.PathLike, labels: Any =
             done += len(run)
             yield Progress(done, len(free), f"scored {done}/{len(free)} slices along axis {axis}",
                            {"seconds": time.perf_counter() - t0})
-    picked = spread_pick(scores, annotated, int(count), float(spread))
+    picked = spread_pick(scores, annotated, int(count), float(spread), ends=n > 2)
     log.info("suggested slices %s along axis %d (%s, spread %.1f; %d annotated)", picked, axis, measure, spread,
              len(annotated))
     return SliceRanking(picked, scores, annotated, axis, measure, float(spread))
@@ -428,7 +432,11 @@ def suggest_slices(image: Any, model: Model | str | os.PathLike, labels: Any = N
     the winning probability). Then ``count`` slices are picked greedily, each time the
     one with the highest uncertainty times a penalty that is 0 next to an annotated or
     already picked slice and tends to 1 a few ``spread`` away, so suggestions neither
-    cluster nor sit beside slices the model has already learned from.
+    cluster nor sit beside slices the model has already learned from. The volume ends
+    count as annotated for the penalty: end slices are unusual (seen from one side,
+    context edge-replicated, drift) and annotating them teaches the model least about
+    the rest of the volume (docs/study.md), so they come only when they are much more
+    uncertain than the middle of a gap.
 
     Parameters
     ----------
@@ -447,7 +455,8 @@ def suggest_slices(image: Any, model: Model | str | os.PathLike, labels: Any = N
         Uncertainty measure.
     spread : float, optional
         Distance in slices of the spreading penalty; default
-        ``max(1, n / (4 (annotated + count + 1)))`` for ``n`` slices.
+        ``max(1, n / (2 (annotated + count + 1)))`` for ``n`` slices (about half the
+        gap between evenly spaced slices).
     max_slices : int or None
         Score at most this many slices (evenly spaced among the free ones) on long axes;
         None scores all.
