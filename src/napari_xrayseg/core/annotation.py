@@ -27,12 +27,13 @@ import os
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .config import SegmentConfig, TrainConfig
-from .errors import Cancelled, InputError
+from .errors import Cancelled, InputError, OutputExistsError
 from .io import read_block
 from .models import Model, load_model
 from .normalize import apply_normalization, compute_normalization
@@ -548,6 +549,11 @@ def iter_continue_training(image: Any, labels: Any, model: Model | str | os.Path
     """Generator form of :func:`continue_training`: yields the training's :class:`Progress` records."""
     from .training import iter_train
 
+    if out is not None:  # checked before the round, not after it: a round must not end with nowhere to save
+        out = Path(out) if Path(out).suffix == ".safetensors" else Path(f"{out}.safetensors")
+        if out.exists() and not overwrite:
+            raise OutputExistsError(f"model file {out} exists: choose another path or pass overwrite=True "
+                                    "(--overwrite)")
     base = _model(model)
     if not base.info.train:
         raise InputError("the model has never been trained: train it first (train(...)), then continue training")
@@ -660,6 +666,8 @@ def continue_training(image: Any, labels: Any, model: Model | str | os.PathLike,
     InputError
         If ``model`` was never trained, on a bad ``fraction``, or as for ``train``
         (e.g. labels with other classes than the model's).
+    OutputExistsError
+        If ``out`` exists and ``overwrite`` is False (checked before training).
     Cancelled
         If ``cancel`` was set. Its ``result`` holds the better of the round's best model
         so far and the model from before the round, by Dice on the round's held-out
