@@ -128,7 +128,8 @@ def _cmd_study(a: argparse.Namespace) -> int:
     from .core.errors import InputError
     from .core.study import study
 
-    for flag, v in (("--rounds", a.rounds), ("--round-epochs", a.round_epochs), ("--noise", a.noise),
+    for flag, v in (("--rounds", a.rounds), ("--round-epochs", a.round_epochs), ("--preset", a.preset),
+                    ("--noise", a.noise),
                     ("--feature-size", a.feature_size), ("--n-angles", a.n_angles)):
         if v is not None:
             raise InputError(f"{flag} belongs to the annotation-loop study: add --strategy even suggest random")
@@ -150,8 +151,8 @@ def _cmd_loop_study(a: argparse.Namespace) -> int:
     if a.minutes is not None:
         raise InputError("the annotation-loop study budgets training in epochs (same numbers on a busy machine): "
                          "use --epochs and --round-epochs instead of --minutes")
-    phantom = {k: v for k, v in (("noise", a.noise), ("feature_size", a.feature_size), ("n_angles", a.n_angles))
-               if v is not None}
+    phantom = {k: v for k, v in (("preset", a.preset), ("noise", a.noise), ("feature_size", a.feature_size),
+                                 ("n_angles", a.n_angles)) if v is not None}
     res = loop_study(shape=tuple(a.shape or (48, 128, 128)), seed=a.seed, strategies=a.strategy,
                      rounds=6 if a.rounds is None else a.rounds, repeats=a.repeats, size=a.size,
                      context=3 if a.context is None else a.context, epochs=12 if a.epochs is None else a.epochs,
@@ -266,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sample)
 
     from .core.models import architectures
+    from .core.sample import PRESETS
 
     p = sub.add_parser("init-model", help="create an untrained model file (to exercise the pipeline)")
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
@@ -340,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rounds", type=int, default=None, help="annotated slices at the end, one per round (default: 6)")
     g.add_argument("--round-epochs", type=int, default=None,
                    help="epochs per later round (default: a quarter of --epochs)")
+    g.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="sample preset (e.g. hard: noisy, blurred, few angles); --noise etc. override it")
     g.add_argument("--noise", type=float, default=None, help="sample noise multiplier (harder data: e.g. 2)")
     g.add_argument("--feature-size", type=float, default=None, help="sample particle size in voxels (e.g. 3)")
     g.add_argument("--n-angles", type=int, default=None, help="projection angles of the sample (fewer: streaks)")

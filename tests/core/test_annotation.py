@@ -108,8 +108,13 @@ def test_rank_slices_scores_are_the_mean_entropy_and_the_best_comes_first(traine
         h = -(p * np.log(np.clip(p, 1e-12, None))).sum(0) / math.log(3)
         assert r.uncertainty[i] == pytest.approx(h.mean(), rel=1e-4)
     assert r.suggested == list(np.argsort(-r.uncertainty, kind="stable")[:3])
-    m = rank_slices(image, model, count=1, measure="maxprob", device="cpu")
+    m = rank_slices(image, model, count=1, measure="maxprob", spread=1e-6, device="cpu")
     assert m.measure == "maxprob" and m.suggested[0] == int(np.argmax(m.uncertainty))
+    # the default spread keeps the first suggestion off the volume ends even where they are most uncertain
+    u = np.linspace(1.0, 0.5, 8)
+    from napari_xrayseg.core.annotation import spread_pick
+
+    assert spread_pick(u, [], 1, 2.0, ends=True) == [3] and spread_pick(u, [], 1, 2.0) == [0]
 
 
 def test_suggest_never_returns_annotated_slices_along_any_axis(trained, sample):

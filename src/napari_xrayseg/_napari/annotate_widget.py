@@ -70,7 +70,11 @@ class UncertaintyPlot(Container):
             if current is not None:
                 ax.axvline(current, color="black", linestyle=":", linewidth=1)
             ax.set_xlim(-0.5, len(u) - 0.5)
-            ax.set_ylim(bottom=0)
+            finite = u[np.isfinite(u)]
+            if finite.size:  # zoom on the spread of the scores: their differences rank the slices
+                lo, hi = float(finite.min()), float(finite.max())
+                pad = max(hi - lo, 1e-3) * 0.25
+                ax.set_ylim(lo - pad, hi + 2 * pad)
             ax.legend(loc="upper right", fontsize="x-small")
         self.canvas.draw_idle()
 
