@@ -35,7 +35,7 @@ def _viewer(make_napari_viewer, trained, show=True):
     viewer.add_image(image, name="img")
     lab = viewer.add_labels(ann.copy(), name="painted")
     w = AnnotateWidget(viewer)
-    viewer.window.add_dock_widget(w, name="Annotate")
+    w.dock = viewer.window.add_dock_widget(w, name="Annotate")
     return viewer, w, lab
 
 
@@ -129,3 +129,11 @@ def test_preview_along_another_axis_and_cancel_keeps_the_model(make_napari_viewe
     assert w.model is before and "keeping the model from before" in w._status.value
     viewer.dims.ndisplay = 3
     assert w.current_slice() is None  # no preview in 3D
+
+    # closing the dock unhooks the widget: moving the slider afterwards asks nothing of it
+    viewer.dims.ndisplay = 2
+    viewer.window.remove_dock_widget(w.dock)
+    w.native.deleteLater()
+    qtbot.waitUntil(lambda: w.preview_runner._closed, timeout=10_000)
+    viewer.dims.set_current_step(0, 1)
+    assert not w.preview_runner.busy

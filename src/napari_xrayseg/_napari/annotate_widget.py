@@ -75,7 +75,7 @@ class UncertaintyPlot(Container):
                 lo, hi = float(finite.min()), float(finite.max())
                 pad = max(hi - lo, 1e-3) * 0.25
                 ax.set_ylim(lo - pad, hi + 2 * pad)
-            ax.legend(loc="upper right", fontsize="x-small")
+            ax.legend(loc="best", fontsize="x-small")
         self.canvas.draw_idle()
 
 
@@ -110,7 +110,6 @@ class AnnotateWidget(JobWidget):
         self.runner = JobRunner(self._train, "Continue training")
         self.suggest_runner = JobRunner(self._suggest, "Suggest slices")
         self.preview_runner = LatestRunner("Preview")
-        self._train.native.destroyed.connect(self.preview_runner.shutdown)
         self._model_file.changed.connect(self._on_model_file)
         self._live.changed.connect(lambda _v: self.refresh_preview())
         self._suggest.changed.connect(lambda: self.suggest_runner.toggle(self._suggest_inputs, self._start_suggest))
@@ -118,9 +117,16 @@ class AnnotateWidget(JobWidget):
         self._copy.changed.connect(self.copy_prediction)
         self._train.changed.connect(lambda: self.runner.toggle(self._train_inputs, self._start_train))
         self._image.changed.connect(lambda _v: self.refresh_preview())
-        viewer.dims.events.current_step.connect(self._on_view)
-        viewer.dims.events.order.connect(self._on_view)
-        viewer.dims.events.ndisplay.connect(self._on_view)
+        dims_events = (viewer.dims.events.current_step, viewer.dims.events.order, viewer.dims.events.ndisplay)
+        for event in dims_events:
+            event.connect(self._on_view)
+
+        def unhook(*_: Any) -> None:  # the dock closed: no more previews for a widget that is gone
+            self.preview_runner.shutdown()
+            for event in dims_events:
+                event.disconnect(self._on_view)
+
+        self._train.native.destroyed.connect(unhook)
         self.extend([self._image, self._labels, self._model_file, self._live, self._count, self._suggest, self.plot,
                      self._go, self._copy, self._fraction, self._train, self._status])
         self._follow_layers(viewer)
@@ -349,7 +355,8 @@ class AnnotateWidget(JobWidget):
         src = Path(str(self._model_file.value))
         if str(src) in ("", "."):
             src = Path.cwd() / "model.safetensors"
-        stem = src.stem.split("-r")[0] if src.stem.rsplit("-r", 1)[-1].isdigit() else src.stem
+        base, _, num = src.stem.rpartition("-r")
+        stem = base if base and num.isdigit() else src.stem  # model-r1 -> model-r2, not model-r1-r2
         k = len(model.info.train.get("rounds") or [None]) - 1
         path = src.with_name(f"{stem}-r{k}.safetensors")
         n = 2
