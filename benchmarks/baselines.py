@@ -19,21 +19,11 @@ import numpy as np
 SIGMAS = (0.7, 1.0, 1.6, 3.5, 5.0)
 
 
-def annotate(truth: np.ndarray, n: int = 3) -> tuple[np.ndarray, list[int]]:
-    """Keep the ground truth of ``n`` slices evenly spaced along Z; 0 elsewhere."""
-    z = truth.shape[0]
-    idx = [int(round((i + 0.5) * z / n - 0.5)) for i in range(n)]
-    sparse = np.zeros_like(truth)
-    sparse[idx] = truth[idx]
-    return sparse, idx
-
-
 def otsu(image: np.ndarray) -> np.ndarray:
     """Three-class multi-Otsu thresholds; grey classes -> labels pore 1, YSZ 3, Ni 2."""
-    from skimage.filters import threshold_multiotsu
+    from napari_xrayseg.core.demo import multi_otsu
 
-    thresholds = threshold_multiotsu(np.asarray(image), classes=3)
-    return np.asarray([1, 3, 2], np.uint8)[np.digitize(image, thresholds)]
+    return multi_otsu(np.asarray(image))
 
 
 def features_3d(volume: np.ndarray, sigmas: tuple[float, ...] = SIGMAS) -> np.ndarray:

@@ -35,6 +35,8 @@ _EXPORTS = {
     "evaluate": "core.metrics",
     "train": "core.training",
     "iter_train": "core.training",
+    "self_train": "core.selftrain",
+    "iter_self_train": "core.selftrain",
     "suggest_slices": "core.annotation",
     "rank_slices": "core.annotation",
     "predict_slice": "core.annotation",
