@@ -23,7 +23,13 @@ from napari.utils.notifications import show_info, show_warning
 
 import napari
 
-from ..core.annotation import SliceRanking, iter_continue_training, iter_rank_slices, predict_slice
+from ..core.annotation import (
+    SliceRanking,
+    iter_continue_training,
+    iter_rank_slices,
+    predict_slice,
+    slice_normalization,
+)
 from ..core.errors import InputError, XraysegError
 from ..core.models import Model, load_model, save_model
 from ..core.progress import Progress
@@ -31,6 +37,13 @@ from ._jobs import JobRunner, JobWidget, LatestRunner
 from ._layers import layer_array, layer_choices, unique_name
 
 PREVIEW_TILE = "slice"  # one window per slice: 2-3x faster than the model's tiles (benchmarks/preview.py)
+
+
+def _preview(image: Any, model: Model, index: int, axis: int, norms: dict[Any, Any], norm_key: Any) -> np.ndarray:
+    """The preview job (worker thread): the image's intensity bounds once per (model, image), then the slice."""
+    if norm_key not in norms:
+        norms[norm_key] = slice_normalization(image, model)
+    return predict_slice(image, model, index, axis=axis, tile=PREVIEW_TILE, normalization=norms[norm_key])
 
 
 class UncertaintyPlot(Container):
@@ -90,6 +103,7 @@ class AnnotateWidget(JobWidget):
         self.preview_layer: Any = None
         self._last: tuple[Any, np.ndarray] | None = None  # (key, labels) of the latest preview computed
         self._next = 0  # position in ranking.suggested of the next "go to"
+        self._norms: dict[Any, Any] = {}  # (model id, image layer id) -> intensity bounds, filled by previews
         self._image = ComboBox(label="Image", choices=layer_choices(viewer, napari.layers.Image), nullable=False)
         self._labels = ComboBox(label="Annotations", choices=layer_choices(viewer, napari.layers.Labels),
                                 nullable=False)
@@ -207,8 +221,9 @@ class AnnotateWidget(JobWidget):
                 if then is not None:
                     then(k, lab)
 
-        self.preview_runner.request(key, predict_slice, done, image=layer_array(layer, "image"), model=self.model,
-                                    index=key[3], axis=key[2], tile=PREVIEW_TILE)
+        norm_key = key[:2]
+        self.preview_runner.request(key, _preview, done, image=layer_array(layer, "image"), model=self.model,
+                                    index=key[3], axis=key[2], norms=self._norms, norm_key=norm_key)
 
     def _show(self, key: tuple[Any, ...], lab: np.ndarray) -> None:
         layer = self._image.value

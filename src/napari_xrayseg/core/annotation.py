@@ -41,7 +41,7 @@ from .progress import CancelToken, Progress, ProgressCallback, check, drain
 from .tiling import context_range, normalize_axis, stack_context
 
 __all__ = ["SliceRanking", "annotated_slices", "continue_training", "iter_continue_training", "iter_rank_slices",
-           "predict_slice", "rank_slices", "suggest_slices"]
+           "predict_slice", "rank_slices", "slice_normalization", "suggest_slices"]
 
 log = logging.getLogger(__name__)
 _S = SegmentConfig()
@@ -89,9 +89,27 @@ def _norm(model: Model, image: Any, normalization: dict[str, Any] | None) -> dic
     """The model's intensity bounds, or ``normalization``, or bounds computed from ``image``."""
     if normalization is not None:
         return normalization
+    return slice_normalization(image, model)
+
+
+def slice_normalization(image: Any, model: Model | str | os.PathLike) -> dict[str, Any]:
+    """The intensity bounds ``model`` applies to ``image``: its own, or (per-image models) the image's.
+
+    A model trained with ``normalize="image"`` (the default) stores no bounds: like
+    :func:`~napari_xrayseg.segment`, they are computed from a sample of the image's
+    slices. Pass the result as ``normalization=`` to :func:`predict_slice` to do that
+    work once for many previews of the same image.
+
+    Examples
+    --------
+    >>> from napari_xrayseg import init_model
+    >>> sorted(slice_normalization(np.arange(8.0).reshape(2, 2, 2), init_model("unet", size="tiny")))
+    ['high', 'low', 'method', 'percentiles']
+    """
+    model = _model(model)
     norm = dict(model.info.normalization)
     if norm.get("low") is None or norm.get("high") is None:
-        norm = compute_normalization(image, percentiles=tuple(norm.get("percentiles") or (0.5, 99.5)))
+        norm = compute_normalization(_volume(image), percentiles=tuple(norm.get("percentiles") or (0.5, 99.5)))
     return norm
 
 
@@ -503,7 +521,7 @@ def suggest_slices(image: Any, model: Model | str | os.PathLike, labels: Any = N
 # settings of the first training that a round keeps (train() keyword -> info.train key)
 _KEPT = {"axis": "axis", "axes": "axes", "steps_per_epoch": "steps_per_epoch", "batch": "batch", "patch": "patch",
          "loss": "loss", "gamma": "gamma", "augment": "augment", "val_fraction": "val_fraction", "mode": "mode",
-         "schedule": "schedule", "pixel_weight": "pixel_weight"}
+         "schedule": "schedule", "pixel_weight": "pixel_weight", "normalize": "normalize"}
 
 
 def _rounds(info_train: dict[str, Any]) -> list[dict[str, Any]]:
