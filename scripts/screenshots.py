@@ -3,13 +3,16 @@
 Drives the plugin the way a user does: the synthetic PXCT sample, the ground truth of
 3 slices as the painted annotation, then the Train, Segment and Evaluate widgets (opened
 through the plugin manifest, run with their own buttons and background workers), and
-grabs the whole napari window with the docked widget after each step. Writes into
+grabs the whole napari window with the docked widget after each step; then the Annotate
+widget previews, suggests the next slice and copies its prediction into the annotations. Writes into
 docs/images/:
 
     overview.png   napari with the segmented volume (3D) and the widgets docked (README)
     train.png      the Train widget after training, with its loss / validation Dice plot
     segment.png    the Segment widget and the new Labels layer over the image
     evaluate.png   the Evaluate widget's report and the error layer
+    annotate.png   the Annotate widget: live preview of the best suggested slice, ranking plot
+    annotate-correct.png  that slice's prediction copied into the annotations, ready to correct
 
 Needs a display: on a headless machine run it under Xvfb (not QT_QPA_PLATFORM=offscreen,
 which gives napari no OpenGL context)::
@@ -301,6 +304,34 @@ def render(
             _process(0.5)
             _show_only(viewer, {"PXCT sample", f"{labels_name} errors"})
             shots.append(_grab(viewer, out / "evaluate.png", docks, "Evaluate"))
+
+            # ---- Annotate: preview the shown slice, suggest the next slices, copy a prediction
+            log("the annotation loop: preview, suggestions, copy a slice's prediction into the annotations")
+            dock, ann_w = viewer.window.add_plugin_dock_widget(PLUGIN, "Annotate", tabify=True)
+            docks["Annotate"] = dock
+            ann_w._image.value = image_layer
+            ann_w._labels.value = viewer.layers["annotations"]
+            ann_w._model_file.value = model_file
+            ann_w._suggest.clicked.emit()
+            _wait(lambda: ann_w.ranking is not None and not ann_w.suggest_runner.running, 120, "suggestions")
+            ann_w._go.clicked.emit()  # the viewer moves to the best suggestion; its preview follows
+
+            def previewed() -> bool:
+                p = ann_w.preview_layer
+                return (p is not None and not ann_w.preview_runner.busy
+                        and p.metadata["napari_xrayseg"]["index"] == ann_w.current_slice()[1])
+
+            _wait(previewed, 60, "preview")
+            preview_name = ann_w.preview_layer.name
+            _show_only(viewer, {"PXCT sample", "annotations", preview_name})
+            shots.append(_grab(viewer, out / "annotate.png", docks, "Annotate"))
+            ann_w._copy.clicked.emit()  # the suggested slice's prediction becomes annotations to correct
+            _wait(lambda: viewer.layers["annotations"].data[ann_w.current_slice()[1]].any(), 60, "copy")
+            _show_only(viewer, {"PXCT sample", "annotations"})
+            viewer.layers.selection.active = viewer.layers["annotations"]
+            viewer.layers["annotations"].mode = "paint"
+            shots.append(_grab(viewer, out / "annotate-correct.png", docks, "Annotate"))
+            viewer.layers["annotations"].mode = "pan_zoom"
 
             # ---- Overview (README): the segmented volume in 3D, the Segment tab in front
             log("overview")

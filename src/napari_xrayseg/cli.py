@@ -116,14 +116,57 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
 
 def _cmd_study(a: argparse.Namespace) -> int:
+    if a.strategy:
+        return _cmd_loop_study(a)
+    from .core.errors import InputError
     from .core.study import study
 
-    res = study(shape=tuple(a.shape), seed=a.seed, slices=a.slices, modes=a.modes, axes=a.axes, repeats=a.repeats,
-                size=a.size, context=a.context, minutes=a.minutes if a.minutes and a.minutes > 0 else None,
-                epochs=a.epochs, patch=a.patch, device=a.device, out=a.out, overwrite=a.overwrite,
-                progress=_ProgressPrinter("study", every=0.0))
+    for flag, v in (("--rounds", a.rounds), ("--round-epochs", a.round_epochs), ("--preset", a.preset),
+                    ("--noise", a.noise),
+                    ("--feature-size", a.feature_size), ("--n-angles", a.n_angles)):
+        if v is not None:
+            raise InputError(f"{flag} belongs to the annotation-loop study: add --strategy even suggest random")
+    minutes = 1.0 if a.minutes is None else a.minutes
+    res = study(shape=tuple(a.shape or (64, 128, 128)), seed=a.seed, slices=a.slices, modes=a.modes, axes=a.axes,
+                repeats=a.repeats, size=a.size, context=1 if a.context is None else a.context,
+                minutes=minutes if minutes > 0 else None, epochs=40 if a.epochs is None else a.epochs,
+                patch=a.patch, batch=a.batch, steps_per_epoch=a.steps, device=a.device, out=a.out,
+                overwrite=a.overwrite, progress=_ProgressPrinter("study", every=0.0))
     print(res.table())
     print(f"wrote {res.files['table']}, {res.files['json']} and {res.files['plot']}")
+    return 0
+
+
+def _cmd_loop_study(a: argparse.Namespace) -> int:
+    from .core.errors import InputError
+    from .core.study import loop_study
+
+    if a.minutes is not None:
+        raise InputError("the annotation-loop study budgets training in epochs (same numbers on a busy machine): "
+                         "use --epochs and --round-epochs instead of --minutes")
+    phantom = {k: v for k, v in (("preset", a.preset), ("noise", a.noise), ("feature_size", a.feature_size),
+                                 ("n_angles", a.n_angles)) if v is not None}
+    res = loop_study(shape=tuple(a.shape or (48, 128, 128)), seed=a.seed, strategies=a.strategy,
+                     rounds=6 if a.rounds is None else a.rounds, repeats=a.repeats, size=a.size,
+                     context=3 if a.context is None else a.context, epochs=12 if a.epochs is None else a.epochs,
+                     round_epochs=a.round_epochs, patch=a.patch, batch=a.batch, steps_per_epoch=a.steps,
+                     phantom=phantom, device=a.device, out=a.out,
+                     overwrite=a.overwrite, progress=_ProgressPrinter("study", every=0.0))
+    print(res.table())
+    print(f"wrote {res.files['table']}, {res.files['json']} and {res.files['plot']}")
+    return 0
+
+
+def _cmd_suggest(a: argparse.Namespace) -> int:
+    from .core.annotation import suggest_slices
+    from .core.io import open_volume
+
+    image = open_volume(a.image, dataset=a.dataset)
+    labels = open_volume(a.labels, dataset=a.labels_dataset) if a.labels else None
+    for i in suggest_slices(image, a.model, labels, axis=a.axis, count=a.count, measure=a.measure,
+                            max_slices=a.max_slices or None, device=a.device,
+                            progress=_ProgressPrinter("suggest")):
+        print(i)
     return 0
 
 
@@ -287,10 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("study", help="data-efficiency study: Dice against the number of annotated slices, on "
-                                     "the synthetic sample")
+                                     "the synthetic sample; with --strategy, the annotation-loop study")
     p.add_argument("--out", required=True, help="folder for study.md (table), study.json and study.png (plot)")
-    p.add_argument("--shape", type=int, nargs=3, default=[64, 128, 128], metavar=("Z", "Y", "X"),
-                   help="sample size (default: 64 128 128)")
+    p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                   help="sample size (default: 64 128 128; with --strategy 48 128 128)")
     p.add_argument("--seed", type=int, default=0, help="sample seed (default: 0)")
     p.add_argument("--slices", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="annotated slice counts")
     p.add_argument("--modes", nargs="+", default=["supervised", "pix2pix"], choices=["supervised", "pix2pix"])
@@ -298,13 +341,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inference: one axis and/or orthoplane")
     p.add_argument("--repeats", type=int, default=3, help="repeats per configuration (default: 3)")
     p.add_argument("--size", default="small", help="unet size (default: small)")
-    p.add_argument("--context", type=int, default=1, help="context slices (default: 1)")
-    p.add_argument("--minutes", type=float, default=1.0, help="time budget per model (default: 1; 0 = epochs only)")
-    p.add_argument("--epochs", type=int, default=40, help="epochs per model at most (default: 40)")
+    p.add_argument("--context", type=int, default=None, help="context slices (default: 1; with --strategy 3)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="time budget per model (default: 1; 0 = epochs only; not with --strategy)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs per model at most (default: 40; with --strategy: of the first training, 12)")
     p.add_argument("--patch", type=int, default=64, help="training patch (default: 64)")
+    p.add_argument("--batch", type=int, default=8, help="patches per step (default: 8)")
+    p.add_argument("--steps", type=int, default=25, help="optimiser steps per epoch (default: 25)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    g = p.add_argument_group("annotation-loop study (start from one slice, add one per round, continue training)")
+    g.add_argument("--strategy", nargs="+", default=None, choices=["even", "suggest", "random"],
+                   help="how the simulated annotator picks the next slice: even (widest gap), suggest "
+                        "(xrayseg suggest), random; several compare them")
+    g.add_argument("--rounds", type=int, default=None, help="annotated slices at the end, one per round (default: 6)")
+    g.add_argument("--round-epochs", type=int, default=None,
+                   help="epochs per later round (default: a quarter of --epochs)")
+    g.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="sample preset (e.g. hard: noisy, blurred, few angles); --noise etc. override it")
+    g.add_argument("--noise", type=float, default=None, help="sample noise multiplier (harder data: e.g. 2)")
+    g.add_argument("--feature-size", type=float, default=None, help="sample particle size in voxels (e.g. 3)")
+    g.add_argument("--n-angles", type=int, default=None, help="projection angles of the sample (fewer: streaks)")
     _add_overwrite(p)
     p.set_defaults(func=_cmd_study)
+
+    p = sub.add_parser("suggest", help="which slices to annotate next: uncertain for the model, spread out; "
+                                       "prints indices, best first")
+    p.add_argument("--image", required=True, help="input volume: zarr, TIFF, HDF5 or .npy")
+    p.add_argument("--dataset", default=None, help="array name inside the image's zarr group / HDF5 file")
+    p.add_argument("--model", required=True, help="model file (.safetensors)")
+    p.add_argument("--labels", default=None, help="annotations so far (0 = not annotated): never suggested again")
+    p.add_argument("--labels-dataset", default=None, help="array name inside the labels' group / file")
+    p.add_argument("--axis", type=int, default=0, help="slicing axis (default: 0)")
+    p.add_argument("--count", type=int, default=1, help="how many slices (default: 1)")
+    p.add_argument("--measure", default="entropy", choices=["entropy", "maxprob"],
+                   help="uncertainty: mean normalised entropy, or 1 - winning probability (default: entropy)")
+    p.add_argument("--max-slices", type=int, default=64,
+                   help="score at most this many slices, evenly spaced (default: 64; 0 = all)")
+    p.add_argument("--device", default=_S.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.set_defaults(func=_cmd_suggest)
 
     p = sub.add_parser("train", help="train a model from annotated slices (0 = not annotated)")
     p.add_argument("--image", required=True, help="input volume: zarr, TIFF, HDF5 or .npy")

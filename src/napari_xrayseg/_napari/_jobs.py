@@ -223,3 +223,72 @@ class JobWidget(Container):
         viewer.layers.events.inserted.connect(handler)
         viewer.layers.events.removed.connect(handler)
         handler()
+
+
+class LatestRunner:
+    """Runs quick jobs (e.g. a one-slice preview) in a worker thread, latest request wins.
+
+    At most one job runs at a time. A request made while one runs replaces any request
+    still waiting (stale ones are dropped, never run); when the running job finishes,
+    the latest waiting request starts. The GUI never waits: ``request`` returns at once.
+    Results come back on the main thread through ``on_returned(key, result)``; the
+    caller compares ``key`` with what it shows now and may drop a stale result.
+
+    ``job`` is the latest worker (for tests), ``busy`` whether one runs.
+    """
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+        self.job: Any = None
+        self._pending: tuple[Any, Callable[..., Any], Callable[[Any, Any], None], dict[str, Any]] | None = None
+        self._running = False
+        self._closed = False
+
+    @property
+    def busy(self) -> bool:
+        """Whether a job is running or waiting."""
+        return self._running or self._pending is not None
+
+    def request(self, key: Any, fn: Callable[..., Any], on_returned: Callable[[Any, Any], None],
+                **kwargs: Any) -> None:
+        """Run ``fn(**kwargs)`` as soon as the running job (if any) is done; drop older waiting requests."""
+        if self._closed:
+            return
+        self._pending = (key, fn, on_returned, kwargs)
+        if not self._running:
+            self._launch()
+
+    def shutdown(self, *_: Any) -> None:
+        """Drop waiting requests and the running job's result (the GUI is going away)."""
+        self._closed = True
+        self._pending = None
+
+    def _launch(self) -> None:
+        if self._pending is None or self._closed:
+            return
+        key, fn, on_returned, kwargs = self._pending
+        self._pending = None
+
+        def returned(result: Any) -> None:
+            if not self._closed:
+                on_returned(key, result)
+
+        def errored(exc: BaseException) -> None:
+            if self._closed:
+                return
+            if isinstance(exc, XraysegError):
+                show_error(f"{self.desc}: {exc}")
+            else:
+                raise exc
+
+        worker = create_worker(fn, _ignore_errors=True, **kwargs)
+        worker.returned.connect(returned)
+        worker.errored.connect(errored)
+        worker.finished.connect(self._finished)
+        self.job = worker
+        self._running = True
+        worker.start()
+
+    def _finished(self) -> None:
+        self._running = False
+        self._launch()

@@ -30,7 +30,7 @@ from .errors import InputError
 from .output import claim
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
 
-__all__ = ["StudyResult", "iter_study", "study"]
+__all__ = ["STRATEGIES", "LoopStudyResult", "StudyResult", "iter_loop_study", "iter_study", "loop_study", "study"]
 
 log = logging.getLogger(__name__)
 
@@ -200,3 +200,284 @@ def study(*, progress: ProgressCallback | None = None, **kwargs: Any) -> StudyRe
     StudyResult
     """
     return drain(iter_study(**kwargs), progress)
+
+
+# --------------------------------------------------------------------------- the annotation-loop study
+
+STRATEGIES = ("even", "suggest", "random")
+
+
+@dataclass
+class LoopStudyResult:
+    """Every round of an annotation-loop study and its summary.
+
+    Attributes
+    ----------
+    runs : list of dict
+        One per (strategy, repeat, round): ``slices`` (annotated so far), ``added`` (the
+        slice this round added), ``annotated``, ``mean_dice``, ``dice`` per class,
+        ``train_seconds``, ``pick_seconds``.
+    summary : list of dict
+        One per (strategy, slices): ``mean``, ``std`` (ddof=0) and ``n`` over repeats.
+    settings : dict
+        What was run.
+    files : dict
+        Paths written (``json``, ``table``, ``plot``) when ``out`` was given.
+    """
+
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    summary: list[dict[str, Any]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+    def mean(self, strategy: str, slices: int) -> float | None:
+        """Mean Dice of ``strategy`` with ``slices`` annotated slices (None if not run)."""
+        s = next((s for s in self.summary if (s["strategy"], s["slices"]) == (strategy, slices)), None)
+        return None if s is None else s["mean"]
+
+    def slices_to_reach(self, strategy: str, target: float) -> int | None:
+        """The fewest annotated slices at which ``strategy``'s mean Dice reaches ``target``."""
+        rows = sorted((s for s in self.summary if s["strategy"] == strategy), key=lambda s: s["slices"])
+        return next((s["slices"] for s in rows if s["mean"] >= target - 1e-12), None)
+
+    def table(self) -> str:
+        """The summary as a markdown table: a row per strategy, a column per slice count."""
+        counts = sorted({s["slices"] for s in self.summary})
+        last = counts[-1] if counts else 0
+        head = ("| strategy | " + " | ".join(f"{n} slice{'s' if n > 1 else ''}" for n in counts)
+                + f" | slices to reach even's {last}-slice Dice |")
+        lines = [head, "|---|" + "---:|" * (len(counts) + 1)]
+        target = self.mean("even", last)
+        for strategy in dict.fromkeys(s["strategy"] for s in self.summary):
+            cells = []
+            for n in counts:
+                s = next((s for s in self.summary if (s["strategy"], s["slices"]) == (strategy, n)), None)
+                cells.append("" if s is None else f"{s['mean']:.4f} ± {s['std']:.4f}")
+            reach = self.slices_to_reach(strategy, target) if target is not None else None
+            cells.append("n/a" if target is None else (f"{reach}" if reach is not None else f"> {last}"))
+            lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+def even_next(n: int, annotated: Sequence[int]) -> int:
+    """The slice that spreads ``annotated`` most evenly over ``0..n-1``: the middle of the widest gap.
+
+    The volume ends count as annotated slices at -1 and ``n``, so k slices added one by
+    one from an empty volume approach even spacing (n / (k + 1) apart), never the ends.
+
+    Examples
+    --------
+    >>> even_next(48, []), even_next(48, [23]), even_next(48, [23, 35])
+    (23, 35, 11)
+    """
+    edges = sorted({-1, n, *(int(a) for a in annotated)})
+    gaps = [(b - a, a, b) for a, b in zip(edges[:-1], edges[1:]) if b - a > 1]
+    if not gaps:
+        raise InputError(f"every one of the {n} slices is annotated: no slice left to add")
+    width, a, b = max(gaps, key=lambda g: (g[0], -g[1]))
+    return (a + b) // 2
+
+
+def _loop_summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, int], list[float]] = {}
+    for r in runs:
+        groups.setdefault((r["strategy"], r["slices"]), []).append(r["mean_dice"])
+    return [{"strategy": s, "slices": n, "mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
+            for (s, n), v in groups.items()]
+
+
+def loop_plot(summary: Sequence[dict[str, Any]], path: str | os.PathLike | None = None, *,
+              title: str | None = None, overwrite: bool = False) -> Any:
+    """Mean Dice ± std against the number of annotated slices, a line per strategy; returns the Figure."""
+    from .figures import _new_figure, _save
+
+    fig = _new_figure(None, (6.4, 4.2))
+    ax = fig.add_subplot()
+    styles = {"even": ("tab:gray", "s"), "suggest": ("tab:blue", "o"), "random": ("tab:orange", "^")}
+    for strategy in dict.fromkeys(s["strategy"] for s in summary):
+        rows = sorted((s for s in summary if s["strategy"] == strategy), key=lambda s: s["slices"])
+        color, marker = styles.get(strategy, (None, "x"))
+        ax.errorbar([s["slices"] for s in rows], [s["mean"] for s in rows], yerr=[s["std"] for s in rows],
+                    color=color, marker=marker, capsize=3, label=strategy)
+    counts = sorted({s["slices"] for s in summary})
+    ax.set_xticks(counts, [str(c) for c in counts])
+    ax.set_xlabel("annotated slices (one more per round)")
+    ax.set_ylabel("mean Dice (whole volume)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    if title:
+        ax.set_title(title, fontsize="medium")
+    _save(fig, path, overwrite)
+    return fig
+
+
+def iter_loop_study(*, shape: Sequence[int] = (48, 128, 128), seed: int = 0,
+                    strategies: Sequence[str] = STRATEGIES, rounds: int = 6, repeats: int = 3, size: str = "small",
+                    context: int = 3, epochs: int = 12, round_epochs: int | None = None, fraction: float = 0.25,
+                    steps_per_epoch: int = 25, patch: int = 64, batch: int = 8,
+                    phantom: dict[str, Any] | None = None, start: int | None = None, device: str = "auto",
+                    out: str | os.PathLike | None = None, overwrite: bool = False,
+                    cancel: CancelToken | None = None) -> Generator[Progress, None, LoopStudyResult]:
+    """Generator form of :func:`loop_study`: yields a :class:`Progress` per trained round."""
+    from .annotation import continue_training, suggest_slices
+    from .inference import segment
+    from .metrics import evaluate
+    from .sample import make_phantom
+    from .training import train
+
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 4:
+        raise InputError(f"study shape {shape} must be three sides of at least 4 voxels, e.g. 48 128 128")
+    for s in strategies:
+        if s not in STRATEGIES:
+            raise InputError(f"strategy {s!r} must be one of {list(STRATEGIES)}")
+    if not strategies:
+        raise InputError(f"give at least one strategy of {list(STRATEGIES)}")
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or not 1 <= rounds <= shape[0]:
+        raise InputError(f"rounds {rounds!r} must be between 1 and the depth {shape[0]} (one slice per round)")
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        raise InputError(f"repeats {repeats!r} must be a positive integer")
+    start = shape[0] // 2 if start is None else int(start)
+    if not 0 <= start < shape[0]:
+        raise InputError(f"start slice {start} is outside 0..{shape[0] - 1}")
+    if round_epochs is None:
+        round_epochs = max(1, math.ceil(fraction * epochs))
+    outdir = Path(out) if out is not None else None
+    if outdir is not None:
+        if outdir.exists() and any(outdir.iterdir()) and not overwrite:
+            raise OutputExistsError(f"study output {outdir} exists and is not empty: choose another folder or "
+                                    "pass overwrite=True (--overwrite)")
+        outdir.mkdir(parents=True, exist_ok=True)
+
+    phantom = dict(phantom or {})
+    image, truth = make_phantom(shape, seed=seed, **phantom)
+    settings = {"kind": "annotation loop", "shape": list(shape), "seed": seed, "phantom": phantom,
+                "strategies": list(strategies), "rounds": rounds, "repeats": repeats, "size": size,
+                "context": context, "epochs": epochs, "round_epochs": round_epochs, "steps_per_epoch": steps_per_epoch,
+                "patch": patch, "batch": batch, "start": start, "device": device, "val_fraction": 0.0}
+    result = LoopStudyResult(settings=settings)
+    total = repeats * (1 + len(strategies) * (rounds - 1))
+    done = 0
+    common = {"steps_per_epoch": steps_per_epoch, "patch": patch, "batch": batch, "device": device,
+              "val_fraction": 0.0, "minutes": None, "cancel": cancel}
+
+    def score(model: Any) -> tuple[float, dict[str, float]]:
+        rep_ = evaluate(segment(image, model, device=device, cancel=cancel), truth)
+        return rep_.mean_dice, {str(c): v["dice"] for c, v in rep_.per_class.items()}
+
+    for rep in range(repeats):
+        check(cancel)
+        ann0 = np.zeros_like(truth)
+        ann0[start] = truth[start]
+        t0 = time.perf_counter()
+        first = train(image, ann0, size=size, context=context, epochs=epochs, seed=1000 * rep, **common)
+        t_first = time.perf_counter() - t0
+        d0, per0 = score(first)
+        for strategy in strategies:
+            result.runs.append({"strategy": strategy, "repeat": rep, "round": 0, "slices": 1, "added": start,
+                                "annotated": [start], "mean_dice": d0, "dice": per0, "train_seconds": t_first,
+                                "pick_seconds": 0.0})
+        done += 1
+        yield Progress(done, total, f"repeat {rep + 1}/{repeats}: first model on slice {start}: Dice {d0:.4f}")
+        for strategy in strategies:
+            rng = np.random.default_rng([seed, rep, 7])
+            model, ann, picked = first, ann0.copy(), [start]
+            for k in range(1, rounds):
+                check(cancel)
+                t1 = time.perf_counter()
+                if strategy == "even":
+                    nxt = even_next(shape[0], picked)
+                elif strategy == "random":
+                    free = [i for i in range(shape[0]) if i not in picked]
+                    nxt = int(free[int(rng.integers(len(free)))])
+                else:
+                    nxt = suggest_slices(image, model, ann, count=1, device=device, cancel=cancel)[0]
+                t_pick = time.perf_counter() - t1
+                picked.append(nxt)
+                ann[nxt] = truth[nxt]
+                t2 = time.perf_counter()
+                model = continue_training(image, ann, model, epochs=round_epochs, minutes=None, device=device,
+                                          cancel=cancel)
+                t_train = time.perf_counter() - t2
+                d, per = score(model)
+                result.runs.append({"strategy": strategy, "repeat": rep, "round": k, "slices": k + 1, "added": nxt,
+                                    "annotated": list(picked), "mean_dice": d, "dice": per,
+                                    "train_seconds": t_train, "pick_seconds": t_pick})
+                done += 1
+                yield Progress(done, total, f"repeat {rep + 1}/{repeats}, {strategy}, {k + 1} slices "
+                                            f"(+{nxt}): Dice {d:.4f}", {"run": result.runs[-1]})
+    result.summary = _loop_summary(result.runs)
+    if outdir is not None:
+        (outdir / "study.json").write_text(json.dumps(asdict(result), indent=1))
+        (outdir / "study.md").write_text(result.table() + "\n")
+        what = ", ".join(f"{k}={v}" for k, v in phantom.items()) or "default sample"
+        loop_plot(result.summary, outdir / "study.png", overwrite=True,
+                  title=f"Sample {shape[0]}x{shape[1]}x{shape[2]} ({what}), unet/{size}, "
+                        f"{epochs} + {round_epochs}/round epochs, {repeats} repeats")
+        result.files = {"json": str(outdir / "study.json"), "table": str(outdir / "study.md"),
+                        "plot": str(outdir / "study.png")}
+    return result
+
+
+def loop_study(*, progress: ProgressCallback | None = None, **kwargs: Any) -> LoopStudyResult:
+    """Simulate the annotation loop and measure which next-slice strategy pays.
+
+    An annotator starts from one slice (the truth of the middle slice along Z), trains a
+    first model, then adds one slice per round, taken from the truth, and continues
+    training from the current model for a fixed budget (:func:`~napari_xrayseg.core.
+    annotation.continue_training`). Each strategy picks the next slice its own way:
+
+    - ``"even"``: the middle of the widest gap between annotated slices (volume ends
+      count as annotated), so the slices stay evenly spaced;
+    - ``"suggest"``: the first of :func:`~napari_xrayseg.suggest_slices` for the current
+      model (uncertain slices, spread out);
+    - ``"random"``: a uniformly random slice not yet annotated.
+
+    After every round the whole volume is segmented and scored against the full truth
+    (mean Dice over the classes). All strategies of a repeat share the first model;
+    repeats differ by training seed (and the random strategy's draws). Validation is off
+    (``val_fraction=0``): every annotated slice is trained on, the last weights are kept.
+
+    Parameters
+    ----------
+    shape : (int, int, int)
+        Sample size (Z, Y, X).
+    seed : int
+        Sample seed.
+    strategies : sequence of str
+        Any of ``"even"``, ``"suggest"``, ``"random"``.
+    rounds : int
+        Annotated slices at the end (one per round, the first training included).
+    repeats : int
+        Repeats (training seeds).
+    size, context, epochs, steps_per_epoch, patch, batch, device
+        First training, as for :func:`~napari_xrayseg.train` (an epoch budget, not
+        minutes, so a loaded machine gives the same numbers, only later).
+    round_epochs : int, optional
+        Epochs per later round; default ``ceil(fraction x epochs)``.
+    fraction : float
+        See ``round_epochs``.
+    phantom : dict, optional
+        Extra :func:`~napari_xrayseg.make_phantom` arguments (e.g. ``noise``,
+        ``feature_size``, ``n_angles``) for harder data.
+    start : int, optional
+        The first annotated slice (default: the middle one).
+    out : path-like, optional
+        Folder for ``study.json``, ``study.md`` (table) and ``study.png`` (Dice per round).
+    overwrite : bool
+        Write into a non-empty ``out``.
+    cancel, progress
+        As everywhere.
+
+    Returns
+    -------
+    LoopStudyResult
+
+    Raises
+    ------
+    InputError
+        On an unknown strategy or bad sizes.
+    OutputExistsError
+        If ``out`` is a non-empty folder and ``overwrite`` is False.
+    """
+    return drain(iter_loop_study(**kwargs), progress)

@@ -1,0 +1,411 @@
+"""Annotate widget: the annotation loop after a first training.
+
+Preview the shown slice with the current model, get the next slices to annotate
+(uncertain, spread out), copy a slice's prediction into the annotations to paint only
+its mistakes, and continue training from the current model. Console equivalent::
+
+    from napari_xrayseg import continue_training, load_model, predict_slice, suggest_slices
+    image, labels = viewer.layers["image"].data, viewer.layers["labels"].data
+    model = load_model("model.safetensors")
+    preview = predict_slice(image, model, 12, axis=0)          # one slice, labels
+    next_slices = suggest_slices(image, model, labels, count=5)  # best first
+    model = continue_training(image, labels, model, out="model-r1.safetensors")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
+from napari.utils.notifications import show_info, show_warning
+
+import napari
+
+from ..core.annotation import (
+    SliceRanking,
+    iter_continue_training,
+    iter_rank_slices,
+    predict_slice,
+    slice_normalization,
+)
+from ..core.errors import InputError, XraysegError
+from ..core.models import Model, load_model, save_model
+from ..core.progress import Progress
+from ._jobs import JobRunner, JobWidget, LatestRunner
+from ._layers import layer_array, layer_choices, unique_name
+
+PREVIEW_TILE = "slice"  # one window per slice: 2-3x faster than the model's tiles (benchmarks/preview.py)
+
+
+def _preview(image: Any, model: Model, index: int, axis: int, norms: dict[Any, Any], norm_key: Any) -> np.ndarray:
+    """The preview job (worker thread): the image's intensity bounds once per (model, image), then the slice."""
+    if norm_key not in norms:
+        norms[norm_key] = slice_normalization(image, model)
+    return predict_slice(image, model, index, axis=axis, tile=PREVIEW_TILE, normalization=norms[norm_key])
+
+
+class UncertaintyPlot(Container):
+    """Per-slice uncertainty of the model, annotated slices and suggestions, in the dock."""
+
+    def __init__(self) -> None:
+        super().__init__(labels=False)
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(4, 2.2), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(170)
+        self.ax = self.figure.add_subplot(111)
+        self.native.layout().addWidget(self.canvas)
+        self.draw(None)
+
+    def draw(self, ranking: SliceRanking | None, current: int | None = None) -> None:
+        """Show ``ranking`` (nothing yet: an empty plot with a hint); mark slice ``current``."""
+        ax = self.ax
+        ax.clear()
+        ax.set_xlabel("slice")
+        ax.set_ylabel("uncertainty")
+        if ranking is None:
+            ax.text(0.5, 0.5, "Suggest slices to rank them", ha="center", va="center", transform=ax.transAxes,
+                    color="gray")
+        else:
+            u = ranking.uncertainty
+            x = np.arange(len(u))
+            ax.plot(x, u, color="tab:blue", marker=".", markersize=3, linewidth=1, label="model uncertainty")
+            for j, a in enumerate(ranking.annotated):
+                ax.axvline(a, color="tab:green", alpha=0.6, linewidth=2, label="annotated" if j == 0 else None)
+            for rank, s in enumerate(ranking.suggested, 1):
+                ax.plot([s], [u[s]], "o", color="tab:red", markersize=6, label="suggested" if rank == 1 else None)
+                ax.annotate(str(rank), (s, u[s]), textcoords="offset points", xytext=(0, 5), ha="center",
+                            fontsize=7, color="tab:red")
+            if current is not None:
+                ax.axvline(current, color="black", linestyle=":", linewidth=1)
+            ax.set_xlim(-0.5, len(u) - 0.5)
+            finite = u[np.isfinite(u)]
+            if finite.size:  # zoom on the spread of the scores: their differences rank the slices
+                lo, hi = float(finite.min()), float(finite.max())
+                pad = max(hi - lo, 1e-3) * 0.25
+                ax.set_ylim(lo - pad, hi + 2 * pad)
+            ax.legend(loc="best", fontsize="x-small")
+        self.canvas.draw_idle()
+
+
+class AnnotateWidget(JobWidget):
+    """Dock widget: preview, suggest the next slice, correct, continue training."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.model: Model | None = None
+        self.ranking: SliceRanking | None = None
+        self.preview_layer: Any = None
+        self._last: tuple[Any, np.ndarray] | None = None  # (key, labels) of the latest preview computed
+        self._next = 0  # position in ranking.suggested of the next "go to"
+        self._norms: dict[Any, Any] = {}  # (model id, image layer id) -> intensity bounds, filled by previews
+        self._image = ComboBox(label="Image", choices=layer_choices(viewer, napari.layers.Image), nullable=False)
+        self._labels = ComboBox(label="Annotations", choices=layer_choices(viewer, napari.layers.Labels),
+                                nullable=False)
+        self._model_file = FileEdit(label="Model", mode="r", filter="*.safetensors", value="",
+                                    tooltip="a trained model (e.g. saved by Train); rounds are saved beside it")
+        self._live = CheckBox(label="Live preview of the shown slice", value=True)
+        self._count = SpinBox(label="Suggestions", min=1, max=100, value=5)
+        self._suggest = PushButton(text="Suggest slices")
+        self._go = PushButton(text="Go to next suggestion")
+        self._copy = PushButton(text="Copy prediction into annotations")
+        self._copy.tooltip = ("copy the preview of this slice into the annotations where they are empty (0); "
+                              "undo with Ctrl+Z on the annotations layer")
+        self._fraction = FloatSpinBox(label="Round budget (x first training)", min=0.05, max=2.0, step=0.05,
+                                      value=0.25)
+        self._train = PushButton(text="Continue training")
+        self._status = Label(value="choose a trained model")
+        self.plot = UncertaintyPlot()
+        self.runner = JobRunner(self._train, "Continue training")
+        self.suggest_runner = JobRunner(self._suggest, "Suggest slices")
+        self.preview_runner = LatestRunner("Preview")
+        self._model_file.changed.connect(self._on_model_file)
+        self._live.changed.connect(lambda _v: self.refresh_preview())
+        self._suggest.changed.connect(lambda: self.suggest_runner.toggle(self._suggest_inputs, self._start_suggest))
+        self._go.changed.connect(self.go_to_next)
+        self._copy.changed.connect(self.copy_prediction)
+        self._train.changed.connect(lambda: self.runner.toggle(self._train_inputs, self._start_train))
+        self._image.changed.connect(lambda _v: self.refresh_preview())
+        dims_events = (viewer.dims.events.current_step, viewer.dims.events.order, viewer.dims.events.ndisplay)
+        for event in dims_events:
+            event.connect(self._on_view)
+
+        def unhook(*_: Any) -> None:  # the dock closed: no more previews for a widget that is gone
+            self.preview_runner.shutdown()
+            for event in dims_events:
+                event.disconnect(self._on_view)
+
+        self._train.native.destroyed.connect(unhook)
+        self.extend([self._image, self._labels, self._model_file, self._live, self._count, self._suggest, self.plot,
+                     self._go, self._copy, self._fraction, self._train, self._status])
+        self._follow_layers(viewer)
+
+    # ------------------------------------------------------------------ model
+    def set_model(self, model: Model) -> None:
+        """Use ``model`` from now on (also for the console: ``widget.set_model(train(...))``)."""
+        if not model.info.trained:
+            raise InputError("the model was never trained: train it first (Train widget), then annotate with it")
+        self.model = model
+        self._last = None
+        rounds = len(model.info.train.get("rounds") or [None])
+        self._status.value = f"model: {Path(model.path).name if model.path else 'in memory'}, {rounds} round(s)"
+        self.refresh_preview()
+
+    def _on_model_file(self, value: Any) -> None:
+        path = str(value)
+        if path in ("", "."):
+            return
+        try:
+            self.set_model(load_model(path))
+        except XraysegError as e:
+            show_warning(str(e))
+
+    # ------------------------------------------------------------------ where the viewer is
+    def current_slice(self) -> tuple[int, int] | None:
+        """(axis, index) of the slice the viewer shows of the image, or None (3D view, no image)."""
+        layer = self._image.value
+        if layer is None or self._viewer.dims.ndisplay != 2:
+            return None
+        if layer.ndim == 2:
+            return (0, 0)
+        if layer.ndim != 3:
+            return None
+        hidden = list(self._viewer.dims.not_displayed)[-layer.ndim:]
+        world_axis = hidden[-1] if hidden else None
+        if world_axis is None:
+            return None
+        axis = world_axis - (self._viewer.dims.ndim - layer.ndim)
+        if not 0 <= axis < 3:
+            return None
+        pos = layer.world_to_data(self._viewer.dims.point)
+        index = int(np.clip(round(float(pos[axis])), 0, layer.data.shape[axis] - 1))
+        return axis, index
+
+    def _key(self) -> tuple[Any, ...] | None:
+        where = self.current_slice()
+        if where is None or self.model is None:
+            return None
+        return (id(self.model), id(self._image.value), *where)
+
+    # ------------------------------------------------------------------ preview
+    def _on_view(self, *_: Any) -> None:
+        self.refresh_preview()
+
+    def refresh_preview(self) -> None:
+        """Ask for the preview of the shown slice (returns at once; the result comes from a worker)."""
+        if not self._live.value:
+            return
+        self._request(None)
+
+    def _request(self, then: Any) -> None:
+        key = self._key()
+        if key is None:
+            return
+        if self._last is not None and self._last[0] == key:  # already computed: no work
+            self._show(key, self._last[1])
+            if then is not None:
+                then(key, self._last[1])
+            return
+        layer = self._image.value
+
+        def done(k: Any, lab: np.ndarray) -> None:
+            self._last = (k, lab)
+            if k == self._key():  # a stale result (the user moved on) is not shown
+                if self._live.value:
+                    self._show(k, lab)
+                if then is not None:
+                    then(k, lab)
+
+        norm_key = key[:2]
+        self.preview_runner.request(key, _preview, done, image=layer_array(layer, "image"), model=self.model,
+                                    index=key[3], axis=key[2], norms=self._norms, norm_key=norm_key)
+
+    def _show(self, key: tuple[Any, ...], lab: np.ndarray) -> None:
+        layer = self._image.value
+        axis, index = key[2], key[3]
+        data = lab if layer.ndim == 2 else np.expand_dims(lab, axis)
+        translate = list(layer.translate)
+        if layer.ndim == 3:
+            translate[axis] += index * layer.scale[axis]
+        p = self.preview_layer
+        if p is None or p not in self._viewer.layers or p.ndim != data.ndim:
+            name = unique_name(self._viewer, f"{layer.name} preview")
+            self.preview_layer = self._viewer.add_labels(data, name=name, scale=tuple(layer.scale),
+                                                         translate=tuple(translate), opacity=0.45)
+            self._viewer.layers.selection.active = self._labels.value or self.preview_layer
+        else:
+            p.translate = tuple(translate)
+            p.data = data
+        self.preview_layer.metadata["napari_xrayseg"] = {"preview_of": layer.name, "axis": axis, "index": index}
+
+    # ------------------------------------------------------------------ correct
+    def copy_prediction(self) -> None:
+        """Copy the shown slice's prediction into the annotations where they are 0 (one undo step)."""
+        try:
+            labels = self._writable_labels()
+        except XraysegError as e:
+            show_warning(str(e))
+            return
+        if self._key() is None:
+            show_warning("show a slice of the image in 2D with a model chosen, then copy its prediction")
+            return
+        self._request(lambda key, lab: self._paste(labels, key, lab))
+
+    def _writable_labels(self) -> Any:
+        labels, image = self._labels.value, self._image.value
+        if labels is None or image is None:
+            raise InputError("choose the image and its annotations (a Labels layer) first")
+        if tuple(labels.data.shape) != tuple(image.data.shape):
+            raise InputError(f"annotations shape {tuple(labels.data.shape)} does not match image shape "
+                             f"{tuple(image.data.shape)}: pick the Labels layer painted on this image")
+        if not isinstance(labels.data, np.ndarray):
+            raise InputError(f"annotations layer {labels.name!r} is not in memory (read-only): copy it to a new "
+                             "Labels layer to paint on it")
+        return labels
+
+    def _paste(self, labels: Any, key: tuple[Any, ...], lab: np.ndarray) -> None:
+        axis, index = key[2], key[3]
+        current = np.take(labels.data, index, axis=axis) if labels.ndim == 3 else labels.data
+        mask = (current == 0) & (lab != 0)
+        idx = list(np.nonzero(mask))
+        if labels.ndim == 3:
+            idx.insert(axis, np.full(len(idx[0]), index, dtype=np.intp))
+        if len(idx[0]) == 0:
+            show_info("nothing to copy: this slice is already annotated wherever the model predicts")
+            return
+        with labels.block_history():  # one undo step for the whole slice
+            labels.data_setitem(tuple(idx), lab[mask])
+        self._status.value = f"copied {int(mask.sum())} pixels of slice {index} (axis {axis}); Ctrl+Z undoes"
+
+    # ------------------------------------------------------------------ suggest
+    def _suggest_inputs(self) -> dict[str, Any]:
+        if self.model is None:
+            raise InputError("choose a trained model first")
+        image = layer_array(self._image.value, "image")
+        labels = self._labels.value
+        lab = None
+        if labels is not None:
+            lab = layer_array(labels, "labels")
+            if tuple(lab.shape) != tuple(image.shape):
+                raise InputError(f"annotations shape {tuple(lab.shape)} does not match image shape "
+                                 f"{tuple(image.shape)}: pick the Labels layer painted on this image")
+            if isinstance(lab, np.ndarray):
+                lab = lab.copy()
+        where = self.current_slice()
+        axis = where[0] if where is not None else int(self.model.info.train.get("axis", 0))
+        return {"image": image, "model": self.model, "labels": lab, "axis": axis, "count": int(self._count.value)}
+
+    def _start_suggest(self, kwargs: dict[str, Any]) -> None:
+        self._status.value = "ranking slices..."
+        self.suggest_runner.start(iter_rank_slices, desc="Suggesting slices", total=1, on_returned=self._ranked,
+                                  **kwargs)
+
+    def _ranked(self, ranking: SliceRanking) -> None:
+        self.ranking = ranking
+        self._next = 0
+        where = self.current_slice()
+        self.plot.draw(ranking, where[1] if where is not None else None)
+        self._status.value = (f"next slices to annotate (axis {ranking.axis}), best first: "
+                              f"{', '.join(map(str, ranking.suggested)) or 'none left'}")
+
+    def go_to_next(self) -> None:
+        """Move the viewer to the next suggested slice that is still unannotated."""
+        r = self.ranking
+        if r is None or not r.suggested:
+            show_info("no suggestions yet: press 'Suggest slices'")
+            return
+        labels = self._labels.value
+        for _ in range(len(r.suggested)):
+            s = r.suggested[self._next % len(r.suggested)]
+            self._next += 1
+            if labels is None or not np.take(labels.data, s, axis=r.axis).any():
+                break
+        else:
+            show_info("every suggested slice is annotated now: continue training, then suggest again")
+            return
+        self.show_slice(r.axis, s)
+        self.plot.draw(r, s)
+
+    def show_slice(self, axis: int, index: int) -> None:
+        """Show slice ``index`` along ``axis`` of the image (in 2D, sliced along ``axis``)."""
+        layer = self._image.value
+        dims = self._viewer.dims
+        world_axis = axis + dims.ndim - layer.ndim
+        if dims.ndisplay != 2:
+            dims.ndisplay = 2
+        if world_axis not in dims.not_displayed:
+            others = [d for d in dims.order if d != world_axis]
+            dims.order = (*others[:-2], world_axis, *others[-2:])
+        dims.set_point(world_axis, layer.translate[axis] + index * layer.scale[axis])
+
+    # ------------------------------------------------------------------ continue training
+    def _train_inputs(self) -> dict[str, Any]:
+        if self.model is None:
+            raise InputError("choose a trained model first")
+        labels = self._writable_labels()
+        image = layer_array(self._image.value, "image")
+        return {"image": image, "labels": labels.data.copy(), "model": self.model,
+                "fraction": float(self._fraction.value)}
+
+    def _start_train(self, kwargs: dict[str, Any]) -> None:
+        self._status.value = "training..."
+        before = self.model
+        self.runner.start(iter_continue_training, desc="Continue training", total=1,
+                          on_returned=lambda m: self._trained(m, before, cancelled=False),
+                          on_yielded=self._on_progress,
+                          on_cancelled=lambda e: self._trained(getattr(e, "result", None), before, cancelled=True),
+                          **kwargs)
+
+    def _on_progress(self, p: Progress) -> None:
+        if "loss" in p.info:
+            self._status.value = p.message
+
+    def _round_path(self, model: Model) -> Path:
+        """A new file beside the model's (models are never overwritten): NAME-rK.safetensors."""
+        src = Path(str(self._model_file.value))
+        if str(src) in ("", "."):
+            src = Path.cwd() / "model.safetensors"
+        base, _, num = src.stem.rpartition("-r")
+        stem = base if base and num.isdigit() else src.stem  # model-r1 -> model-r2, not model-r1-r2
+        k = len(model.info.train.get("rounds") or [None]) - 1
+        path = src.with_name(f"{stem}-r{k}.safetensors")
+        n = 2
+        while path.exists():
+            path = src.with_name(f"{stem}-r{k} [{n}].safetensors")
+            n += 1
+        return path
+
+    def _trained(self, model: Model | None, before: Model | None, *, cancelled: bool) -> None:
+        if model is None or model is before:
+            msg = "training cancelled; keeping the model from before the round" if cancelled else "no change"
+            self._status.value = msg
+            show_info(msg)
+            return
+        try:
+            path = save_model(model, self._round_path(model))
+        except XraysegError as e:
+            show_warning(f"could not save the new model: {e}")
+            path = None
+        self.model = model
+        self._last = None
+        if path is not None:
+            self._model_file.changed.disconnect(self._on_model_file)
+            try:
+                self._model_file.value = str(path)
+            finally:
+                self._model_file.changed.connect(self._on_model_file)
+        rnd = model.info.train["rounds"][-1]
+        best = rnd.get("best_val_dice")
+        msg = (f"round {rnd['round']}{' (cancelled)' if cancelled else ''}: {rnd.get('epochs_run')} epochs, "
+               f"best validation Dice {'n/a' if best is None else f'{best:.3f}'}; saved to {path}")
+        self._status.value = msg
+        show_info(msg)
+        self.refresh_preview()
+
+
+__all__ = ["AnnotateWidget", "UncertaintyPlot"]

@@ -1,0 +1,709 @@
+"""The annotation loop: preview one slice, suggest the next slices to annotate, continue training.
+
+After a first training the user improves the model in rounds:
+
+1. **preview** (:func:`predict_slice`): the slice on screen, segmented by the current model
+   (any axis; the model's context slices are read around it);
+2. **suggest** (:func:`suggest_slices`, :func:`rank_slices`): the slices not yet annotated,
+   ranked by the model's uncertainty on them (mean normalised entropy of the class
+   probabilities, or one minus the winning probability), picked greedily with a penalty
+   on slices close to annotated or already picked ones, so suggestions spread out;
+3. **correct**: the user copies the prediction of a suggested slice into the annotations
+   and paints only the mistakes (a widget action: no core code needed);
+4. **continue training** (:func:`continue_training`): warm start from the current model
+   with all annotations, for a fraction of the first training's budget; the rounds are
+   kept in the model's history.
+
+The building blocks are the public predictor and training functions
+(:class:`~napari_xrayseg.core.inference.SlicePredictor`, :func:`~napari_xrayseg.train`):
+this module composes them, it has no loop of its own over the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import SegmentConfig, TrainConfig
+from .errors import Cancelled, InputError, OutputExistsError
+from .io import read_block
+from .models import Model, load_model
+from .normalize import apply_normalization, compute_normalization
+from .progress import CancelToken, Progress, ProgressCallback, check, drain
+from .tiling import context_range, normalize_axis, stack_context
+
+__all__ = ["SliceRanking", "annotated_slices", "continue_training", "iter_continue_training", "iter_rank_slices",
+           "predict_slice", "rank_slices", "slice_normalization", "suggest_slices"]
+
+log = logging.getLogger(__name__)
+_S = SegmentConfig()
+_T = TrainConfig()
+UNCERTAINTIES = ("entropy", "maxprob")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _volume(image: Any, name: str = "image") -> Any:
+    """``image`` as a 3D array-like (a 2D image is one slice)."""
+    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+        image = np.asarray(image)
+    if len(image.shape) == 2:
+        return image[None] if isinstance(image, np.ndarray) else _Slice2D(image)
+    if len(image.shape) != 3:
+        raise InputError(f"{name} has {len(image.shape)} dimensions (shape {tuple(image.shape)}): give a 3D volume "
+                         "or a 2D slice")
+    dt = np.dtype(image.dtype)
+    if dt == np.bool_ or not (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating)):
+        raise InputError(f"{name} has dtype {dt}: give integer or floating-point values")
+    return image
+
+
+class _Slice2D:
+    """A 2D array-like seen as a volume of one slice (reads go through to the array)."""
+
+    def __init__(self, arr: Any) -> None:
+        self.arr, self.shape, self.dtype = arr, (1, *arr.shape), arr.dtype
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.asarray(self.arr[index[1:]])[None]
+
+
+def _model(model: Model | str | os.PathLike) -> Model:
+    if isinstance(model, Model):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model, device="cpu")
+    raise InputError(f"model must be a Model or a model file path, not {type(model).__name__}")
+
+
+def _norm(model: Model, image: Any, normalization: dict[str, Any] | None) -> dict[str, Any]:
+    """The model's intensity bounds, or ``normalization``, or bounds computed from ``image``."""
+    if normalization is not None:
+        return normalization
+    return slice_normalization(image, model)
+
+
+def slice_normalization(image: Any, model: Model | str | os.PathLike) -> dict[str, Any]:
+    """The intensity bounds ``model`` applies to ``image``: its own, or (per-image models) the image's.
+
+    A model trained with ``normalize="image"`` (the default) stores no bounds: like
+    :func:`~napari_xrayseg.segment`, they are computed from a sample of the image's
+    slices. Pass the result as ``normalization=`` to :func:`predict_slice` to do that
+    work once for many previews of the same image.
+
+    Examples
+    --------
+    >>> from napari_xrayseg import init_model
+    >>> sorted(slice_normalization(np.arange(8.0).reshape(2, 2, 2), init_model("unet", size="tiny")))
+    ['high', 'low', 'method', 'percentiles']
+    """
+    model = _model(model)
+    norm = dict(model.info.normalization)
+    if norm.get("low") is None or norm.get("high") is None:
+        norm = compute_normalization(_volume(image), percentiles=tuple(norm.get("percentiles") or (0.5, 99.5)))
+    return norm
+
+
+MAX_SLICE_TILE = 1024  # tile="slice": one window per slice up to this side (activations grow with it)
+
+
+def _predictor(model: Model, *, device: str, tile: int | str | None, overlap: float, batch: int, precision: str,
+               plane: tuple[int, ...] = ()) -> Any:
+    from .inference import SlicePredictor
+
+    if tile == "slice":
+        stride = model.info.stride
+        tile = min(MAX_SLICE_TILE, math.ceil(max(plane) / stride) * stride)
+    elif tile is not None and not isinstance(tile, int):
+        raise InputError(f"tile {tile!r} must be a number of pixels, 'slice' or None (the model's)")
+    return SlicePredictor(model, device=device, tile=model.info.tile if tile is None else tile, overlap=overlap,
+                          batch=batch, precision=precision)
+
+
+def _index(i: Any, n: int, axis: int) -> int:
+    if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -n <= int(i) < n:
+        raise InputError(f"slice index {i!r} is out of range for {n} slices along axis {axis}: use 0..{n - 1}")
+    return int(i) % n
+
+
+def _crop_window(shape: tuple[int, int], max_side: int | None) -> tuple[slice, slice]:
+    """A centred window of at most ``max_side`` pixels per side (the whole slice without a limit)."""
+    if max_side is None:
+        return slice(None), slice(None)
+    out = []
+    for s in shape:
+        w = min(s, int(max_side))
+        a = (s - w) // 2
+        out.append(slice(a, a + w))
+    return out[0], out[1]
+
+
+def _read_inputs(image: Any, axis: int, indices: Sequence[int], k: int, norm: dict[str, Any],
+                 window: tuple[slice, slice]) -> np.ndarray:
+    """Normalised network inputs for consecutive ``indices`` along ``axis``: (N, Y, X), or (N, k, Y, X)."""
+    n = image.shape[axis]
+    a, b = indices[0], indices[-1] + 1
+    lo, hi = context_range(a, b, k, n)
+    index: list[Any] = list(window)
+    index.insert(axis, slice(lo, hi))
+    data = read_block(image, tuple(index), what=f"image (slices {lo}..{hi - 1} along axis {axis})")
+    data = np.moveaxis(data, axis, 0)
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        raise InputError(f"image holds NaN or inf values in slices {lo}..{hi - 1} along axis {axis}: replace them "
+                         "(e.g. np.nan_to_num) first")
+    x = apply_normalization(data, norm)
+    s = a - lo
+    if k == 1:
+        return x[s:s + b - a]
+    return stack_context(x[s:s + b - a], k, before=x[:s], after=x[s + b - a:])
+
+
+def _runs(indices: Sequence[int], longest: int) -> list[list[int]]:
+    """Sorted indices cut into runs of consecutive values, each at most ``longest`` long."""
+    runs: list[list[int]] = []
+    for i in sorted(indices):
+        if runs and i == runs[-1][-1] + 1 and len(runs[-1]) < longest:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
+# --------------------------------------------------------------------------- preview
+
+
+def predict_slice(image: Any, model: Model | str | os.PathLike, index: int, *, axis: int = 0,
+                  probs: bool = False, tile: int | str | None = None, overlap: float = _S.overlap,
+                  batch: int = _S.batch, device: str = _S.device, precision: str = "fp32",
+                  normalization: dict[str, Any] | None = None) -> np.ndarray:
+    """Segment one slice of a volume: the preview of the slice a user looks at.
+
+    The slice is read with the model's context slices around it (edge-replicated at the
+    volume ends), exactly as :func:`~napari_xrayseg.segment` would read it, so the
+    preview equals the same slice of a whole-volume segmentation along ``axis``.
+
+    Parameters
+    ----------
+    image : array-like of shape (Z, Y, X) or (Y, X)
+        numpy, dask, zarr or h5py array; only the slice and its context are read.
+    model : Model or path-like
+        A trained model (or its file).
+    index : int
+        The slice, along ``axis`` (negative counts from the end).
+    axis : int
+        Slicing axis.
+    probs : bool
+        Return class probabilities, float32 of shape (C, Y', X') (channel ``i`` stands for
+        ``model.info.classes[i]``), instead of labels.
+    tile : int, "slice" or None
+        Tile side as for :func:`~napari_xrayseg.segment` (default: the model's, so the
+        preview equals the segmentation). ``"slice"``: one window over the whole slice
+        (up to 1024 pixels a side), 2-3x faster on a 512x512 slice than 256 tiles with
+        25 % overlap; labels may then differ from ``segment``'s near tile seams.
+    overlap, batch, device, precision
+        As for :func:`~napari_xrayseg.segment`.
+    normalization : dict, optional
+        Intensity bounds to use when the model has none (an untrained model); computed
+        from ``image`` by default (a sample of slices: pass them to skip that work on
+        every call).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 labels of the slice's shape (the volume's shape without ``axis``), or the
+        probabilities when ``probs`` is true.
+
+    Raises
+    ------
+    InputError
+        On a bad index or axis, a volume that is not 2D/3D, NaN/inf in the slice.
+
+    Examples
+    --------
+    >>> from napari_xrayseg import init_model
+    >>> model = init_model("unet", size="tiny", classes=3, tile=32)
+    >>> predict_slice(np.random.rand(5, 32, 48).astype("float32"), model, 2, axis=1, device="cpu").shape
+    (5, 48)
+    """
+    vol = _volume(image)
+    axis = normalize_axis(axis, 3) if len(image.shape) == 3 else 0
+    model = _model(model)
+    i = _index(index, vol.shape[axis], axis)
+    norm = _norm(model, vol, normalization)
+    plane = tuple(s for d, s in enumerate(vol.shape) if d != axis)
+    pred = _predictor(model, device=device, tile=tile, overlap=overlap, batch=batch, precision=precision,
+                      plane=plane)
+    x = _read_inputs(vol, axis, [i], model.info.context, norm, (slice(None), slice(None)))
+    return pred.probs(x)[0] if probs else pred.labels(x)[0]
+
+
+# --------------------------------------------------------------------------- suggest
+
+
+def annotated_slices(labels: Any, *, axis: int = 0) -> list[int]:
+    """Indices of the slices along ``axis`` that hold any annotation (a nonzero label).
+
+    Parameters
+    ----------
+    labels : array-like of shape (Z, Y, X) or (Y, X)
+        0 = not annotated. Read a slab at a time.
+    axis : int
+        Slicing axis.
+
+    Returns
+    -------
+    list of int
+
+    Examples
+    --------
+    >>> lab = np.zeros((4, 3, 3), np.uint8)
+    >>> lab[2, 1, 1] = 1
+    >>> annotated_slices(lab), annotated_slices(lab, axis=2)
+    ([2], [1])
+    """
+    vol = _volume(labels, "labels")
+    axis = normalize_axis(axis, 3) if len(labels.shape) == 3 else 0
+    if isinstance(vol, np.ndarray):
+        other = tuple(d for d in range(3) if d != axis)
+        return [int(i) for i in np.flatnonzero(np.any(vol, axis=other))]
+    n = vol.shape[axis]
+    depth = 16
+    chunks = getattr(vol, "chunks", None)
+    if chunks is not None and not isinstance(chunks[0], tuple):  # zarr: read whole chunks
+        depth = int(chunks[axis])
+    out: list[int] = []
+    for lo in range(0, n, depth):
+        hi = min(n, lo + depth)
+        index = [slice(None)] * 3
+        index[axis] = slice(lo, hi)
+        block = np.moveaxis(read_block(vol, tuple(index), what=f"labels (slices {lo}..{hi - 1} along axis {axis})"),
+                            axis, 0)
+        out.extend(lo + int(j) for j in np.flatnonzero(block.reshape(hi - lo, -1).any(axis=1)))
+    return out
+
+
+@dataclass
+class SliceRanking:
+    """Slices ranked for annotation, with the per-slice uncertainty behind the ranking.
+
+    Attributes
+    ----------
+    suggested : list of int
+        Slice indices to annotate next, best first (never an annotated slice).
+    uncertainty : numpy.ndarray of float
+        One value per slice along ``axis`` in [0, 1] (0 certain); NaN for slices not
+        scored (annotated, or left out of the sample on long axes).
+    annotated : list of int
+        Slices that already hold annotations.
+    axis : int
+        Slicing axis.
+    measure : str
+        ``"entropy"`` or ``"maxprob"``.
+    spread : float
+        Distance (in slices) of the spreading penalty: a candidate ``d`` slices from an
+        annotated or already suggested slice (or from just outside the volume) has its
+        uncertainty multiplied by ``1 - exp(-d^2 / (2 spread^2))``.
+    """
+
+    suggested: list[int]
+    uncertainty: np.ndarray
+    annotated: list[int] = field(default_factory=list)
+    axis: int = 0
+    measure: str = "entropy"
+    spread: float = 1.0
+
+
+def _uncertainty(p: np.ndarray, measure: str) -> np.ndarray:
+    """Mean per-pixel uncertainty of probabilities (N, C, Y, X), one value per slice, in [0, 1]."""
+    c = p.shape[1]
+    if measure == "maxprob":
+        return (1.0 - p.max(axis=1)).reshape(len(p), -1).mean(axis=1) * (c / max(c - 1, 1))
+    h = -(p * np.log(np.clip(p, 1e-12, None))).sum(axis=1) / math.log(max(c, 2))
+    return h.reshape(len(p), -1).mean(axis=1)
+
+
+def spread_pick(scores: np.ndarray, anchors: Sequence[int], count: int, spread: float, *,
+                ends: bool = False) -> list[int]:
+    """Greedily pick ``count`` indices with high ``scores``, away from ``anchors`` and each other.
+
+    Each pick maximises ``score * (1 - exp(-d^2 / (2 spread^2)))`` where ``d`` is the
+    distance to the nearest anchor or earlier pick (no penalty without anchors); NaN
+    scores are never picked. With ``ends``, positions -1 and ``len(scores)`` count as
+    anchors too (the volume ends: see :func:`suggest_slices`). Ties go to the candidate
+    farther from the anchors, then to the lower index.
+
+    Examples
+    --------
+    >>> spread_pick(np.array([0.9, 1.0, 0.8, 0.1, 0.5]), [], 2, 1.0)
+    [1, 4]
+    >>> spread_pick(np.ones(21), [10], 2, 3.0, ends=True)
+    [4, 15]
+    """
+    scores = np.asarray(scores, dtype=float)
+    n = len(scores)
+    pos = np.arange(n)
+    free = np.isfinite(scores)
+    taken = [int(a) for a in anchors] + ([-1, n] if ends else [])
+    picked: list[int] = []
+    for _ in range(count):
+        if not free.any():
+            break
+        if taken:
+            d = np.min(np.abs(pos[:, None] - np.asarray(taken)[None, :]), axis=1).astype(float)
+            w = 1.0 - np.exp(-(d ** 2) / (2.0 * spread ** 2))
+        else:
+            d, w = np.zeros(n), np.ones(n)
+        eff = np.where(free, np.nan_to_num(scores) * w, -np.inf)
+        best = np.flatnonzero(eff == eff.max())
+        i = int(best[np.argmax(d[best])])  # argmax returns the first (lowest) among equals
+        picked.append(i)
+        taken.append(i)
+        free[i] = False
+    return picked
+
+
+def iter_rank_slices(image: Any, model: Model | str | os.PathLike, labels: Any = None, *, axis: int = 0,
+                     count: int = 1, measure: str = "entropy", spread: float | None = None,
+                     max_slices: int | None = 64, max_side: int | None = 512, tile: int | str | None = None,
+                     overlap: float = _S.overlap, batch: int = _S.batch, device: str = _S.device,
+                     precision: str = "fp32", cancel: CancelToken | None = None,
+                     ) -> Generator[Progress, None, SliceRanking]:
+    """Generator form of :func:`rank_slices`: yields a :class:`Progress` per batch of scored slices."""
+    vol = _volume(image)
+    is2d = len(image.shape) == 2
+    axis = 0 if is2d else normalize_axis(axis, 3)
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise InputError(f"count {count!r} must be a positive integer, e.g. 1")
+    if measure not in UNCERTAINTIES:
+        raise InputError(f"uncertainty measure {measure!r} must be one of {list(UNCERTAINTIES)}")
+    if spread is not None and (isinstance(spread, bool) or not isinstance(spread, (int, float)) or not spread > 0):
+        raise InputError(f"spread {spread!r} must be a positive number of slices, or None for the default")
+    for name, v in (("max_slices", max_slices), ("max_side", max_side)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+            raise InputError(f"{name} {v!r} must be a positive integer or None (no limit)")
+    model = _model(model)
+    n = vol.shape[axis]
+    annotated: list[int] = []
+    if labels is not None:
+        if tuple(labels.shape) != tuple(image.shape):
+            raise InputError(f"labels shape {tuple(labels.shape)} does not match image shape {tuple(image.shape)}")
+        annotated = annotated_slices(labels, axis=axis)
+    ann = set(annotated)
+    free = [i for i in range(n) if i not in ann]
+    if max_slices is not None and len(free) > max_slices:  # evenly spaced sample of the free slices
+        free = sorted({free[int(round(j))] for j in np.linspace(0, len(free) - 1, int(max_slices))})
+    if spread is None:
+        spread = max(1.0, n / (2.0 * (len(annotated) + count + 1)))
+    scores = np.full(n, np.nan)
+    if free:
+        norm = _norm(model, vol, None)
+        plane = tuple(s for d, s in enumerate(vol.shape) if d != axis)
+        window = _crop_window(plane, max_side)
+        wshape = tuple(len(range(*w.indices(s))) for w, s in zip(window, plane))
+        pred = _predictor(model, device=device, tile=tile, overlap=overlap, batch=batch, precision=precision,
+                          plane=wshape)
+        pred.cancel = cancel
+        per_call = pred.slices_per_call(wshape)  # type: ignore[arg-type]
+        done = 0
+        t0 = time.perf_counter()
+        for run in _runs(free, per_call):
+            check(cancel)
+            x = _read_inputs(vol, axis, run, model.info.context, norm, window)
+            scores[run] = _uncertainty(pred.probs(x), measure)
+            done += len(run)
+            yield Progress(done, len(free), f"scored {done}/{len(free)} slices along axis {axis}",
+                           {"seconds": time.perf_counter() - t0})
+    picked = spread_pick(scores, annotated, int(count), float(spread), ends=n > 2)
+    log.info("suggested slices %s along axis %d (%s, spread %.1f; %d annotated)", picked, axis, measure, spread,
+             len(annotated))
+    return SliceRanking(picked, scores, annotated, axis, measure, float(spread))
+
+
+def rank_slices(image: Any, model: Model | str | os.PathLike, labels: Any = None, *,
+                progress: ProgressCallback | None = None, **kwargs: Any) -> SliceRanking:
+    """Rank the slices not yet annotated by how much annotating them should help.
+
+    Parameters as for :func:`suggest_slices`; returns the whole :class:`SliceRanking`
+    (the per-slice uncertainty too, e.g. for a plot).
+    """
+    return drain(iter_rank_slices(image, model, labels, **kwargs), progress)
+
+
+def suggest_slices(image: Any, model: Model | str | os.PathLike, labels: Any = None, *, axis: int = 0,
+                   count: int = 1, measure: str = "entropy", spread: float | None = None,
+                   max_slices: int | None = 64, max_side: int | None = 512, tile: int | str | None = None,
+                   overlap: float = _S.overlap, batch: int = _S.batch, device: str = _S.device,
+                   precision: str = "fp32", cancel: CancelToken | None = None,
+                   progress: ProgressCallback | None = None) -> list[int]:
+    """The slices to annotate next, best first: where the model is unsure, spread out.
+
+    Each slice not yet annotated is scored by the model's uncertainty on it (the mean
+    over its pixels of the normalised entropy of the class probabilities, or of one minus
+    the winning probability). Then ``count`` slices are picked greedily, each time the
+    one with the highest uncertainty times a penalty that is 0 next to an annotated or
+    already picked slice and tends to 1 a few ``spread`` away, so suggestions neither
+    cluster nor sit beside slices the model has already learned from. The volume ends
+    count as annotated for the penalty: end slices are unusual (seen from one side,
+    context edge-replicated, drift) and annotating them teaches the model least about
+    the rest of the volume (docs/study.md), so they come only when they are much more
+    uncertain than the middle of a gap.
+
+    Parameters
+    ----------
+    image : array-like of shape (Z, Y, X)
+        numpy, dask, zarr or h5py array.
+    model : Model or path-like
+        The current model.
+    labels : array-like, optional
+        The annotations (same shape, 0 = not annotated): slices holding any nonzero
+        label are never suggested (and anchor the spreading penalty).
+    axis : int
+        Slicing axis.
+    count : int
+        How many slices to return (fewer when fewer are left).
+    measure : {"entropy", "maxprob"}
+        Uncertainty measure.
+    spread : float, optional
+        Distance in slices of the spreading penalty; default
+        ``max(1, n / (2 (annotated + count + 1)))`` for ``n`` slices (about half the
+        gap between evenly spaced slices).
+    max_slices : int or None
+        Score at most this many slices (evenly spaced among the free ones) on long axes;
+        None scores all.
+    max_side : int or None
+        Score only a centred window of at most this many pixels per side of big slices
+        (the same window in every slice, so scores compare); None scores whole slices.
+    tile, overlap, batch, device, precision
+        As for :func:`predict_slice`.
+    cancel : CancelToken, optional
+        Checked before every batch of slices.
+    progress : callable, optional
+        Called with a :class:`~napari_xrayseg.core.progress.Progress` per batch.
+
+    Returns
+    -------
+    list of int
+        Slice indices along ``axis``, best first.
+
+    Raises
+    ------
+    InputError
+        On bad arguments or labels of another shape.
+    Cancelled
+        If ``cancel`` was set.
+
+    Examples
+    --------
+    >>> from napari_xrayseg import init_model
+    >>> model = init_model("unet", size="tiny", classes=3, tile=32)
+    >>> lab = np.zeros((6, 32, 32), np.uint8)
+    >>> lab[2] = 1
+    >>> picks = suggest_slices(np.random.rand(6, 32, 32), model, lab, count=3, device="cpu")
+    >>> len(picks), 2 in picks
+    (3, False)
+    """
+    return rank_slices(image, model, labels, axis=axis, count=count, measure=measure, spread=spread,
+                       max_slices=max_slices, max_side=max_side, tile=tile, overlap=overlap, batch=batch,
+                       device=device, precision=precision, cancel=cancel, progress=progress).suggested
+
+
+# --------------------------------------------------------------------------- continue training
+
+# settings of the first training that a round keeps (train() keyword -> info.train key)
+_KEPT = {"axis": "axis", "axes": "axes", "steps_per_epoch": "steps_per_epoch", "batch": "batch", "patch": "patch",
+         "loss": "loss", "gamma": "gamma", "augment": "augment", "val_fraction": "val_fraction", "mode": "mode",
+         "schedule": "schedule", "pixel_weight": "pixel_weight", "normalize": "normalize"}
+
+
+def _rounds(info_train: dict[str, Any]) -> list[dict[str, Any]]:
+    """The model's training rounds; a model trained once has one (round 0, its first training)."""
+    if info_train.get("rounds"):
+        return [dict(r) for r in info_train["rounds"]]
+    if not info_train:
+        return []
+    return [_round_record(0, info_train)]
+
+
+def _round_record(k: int, t: dict[str, Any]) -> dict[str, Any]:
+    return {"round": k, "epochs": t.get("epochs"), "minutes": t.get("minutes"), "lr": t.get("lr"),
+            "epochs_run": t.get("epochs_run"), "elapsed_s": t.get("elapsed_s"), "stopped": t.get("stopped"),
+            "annotated_slices": list(t.get("annotated_slices") or []), "best_val_dice": t.get("best_val_dice")}
+
+
+def _held_out_dice(model: Model, image: Any, labels: Any, axis: int, slices: Sequence[int], device: str
+                   ) -> float | None:
+    """Mean Dice of ``model`` on the annotated pixels of ``slices`` (None without any)."""
+    from .metrics import dice_per_class
+
+    if not slices:
+        return None
+    vol, lab = _volume(image), _volume(labels, "labels")
+    preds, truths = [], []
+    norm = _norm(model, vol, None)
+    for i in slices:
+        preds.append(predict_slice(vol, model, int(i), axis=axis, device=device, normalization=norm))
+        index: list[Any] = [slice(None)] * 3
+        index[axis] = int(i)
+        truths.append(read_block(lab, tuple(index), what=f"labels (slice {i} along axis {axis})"))
+    d = dice_per_class(np.stack(preds), np.stack(truths), list(model.info.classes))
+    vals = [v for v in d.values() if v is not None and math.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def iter_continue_training(image: Any, labels: Any, model: Model | str | os.PathLike, *, fraction: float = 0.25,
+                           epochs: int | None = None, minutes: float | None = None, lr: float | None = None,
+                           seed: int | None = None, device: str = _T.device, out: str | os.PathLike | None = None,
+                           overwrite: bool = False, cancel: CancelToken | None = None, **train_kwargs: Any,
+                           ) -> Generator[Progress, None, Model]:
+    """Generator form of :func:`continue_training`: yields the training's :class:`Progress` records."""
+    from .training import iter_train
+
+    if out is not None:  # checked before the round, not after it: a round must not end with nowhere to save
+        out = Path(out) if Path(out).suffix == ".safetensors" else Path(f"{out}.safetensors")
+        if out.exists() and not overwrite:
+            raise OutputExistsError(f"model file {out} exists: choose another path or pass overwrite=True "
+                                    "(--overwrite)")
+    base = _model(model)
+    if not base.info.train:
+        raise InputError("the model has never been trained: train it first (train(...)), then continue training")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 10:
+        raise InputError(f"fraction {fraction!r} must be a positive share of the first training, e.g. 0.25")
+    rounds = _rounds(base.info.train)
+    first = rounds[0]
+    t = base.info.train
+    kw: dict[str, Any] = {key: t[src] for key, src in _KEPT.items() if t.get(src) is not None}
+    if kw.get("axes") is not None and len(kw["axes"]) < 2:
+        kw.pop("axes")
+    if epochs is None:
+        ran = first.get("epochs_run") or first.get("epochs") or _T.epochs
+        epochs = max(1, math.ceil(fraction * ran))
+    if minutes is None and first.get("minutes"):
+        minutes = fraction * float(first["minutes"])
+    if lr is None:
+        lr = 0.5 * float(first.get("lr") or _T.lr)  # a warm start: half the first peak rate
+    k = len(rounds)
+    if seed is None:
+        seed = int(t.get("seed") or 0) + k
+    kw.update(train_kwargs)
+    kw.update(epochs=int(epochs), minutes=minutes, lr=float(lr), seed=int(seed), device=device, init=base,
+              out=None, cancel=cancel)
+    log.info("continue training, round %d: %d epochs, %s min, lr %.2g", k, epochs, minutes, lr)
+    prev_history = [{**r, "round": r.get("round", 0)} for r in base.info.history]
+
+    def merged(new: Model) -> Model:
+        new.info.history = prev_history + [{**r, "round": k} for r in new.info.history]
+        new.info.train = {**new.info.train, "rounds": rounds + [_round_record(k, new.info.train)]}
+        return new
+
+    try:
+        new = yield from iter_train(image, labels, **kw)
+    except Cancelled as e:
+        partial = getattr(e, "result", None)
+        keep = base
+        if partial is not None:
+            held = partial.info.train.get("val_slices") or []
+            axis = int(partial.info.train.get("axis", 0))
+            old = _held_out_dice(base, image, labels, axis, held, device) if held else None
+            new_d = partial.info.train.get("best_val_dice")
+            if old is None or new_d is None or new_d >= old:
+                keep = merged(partial)
+                why = f"the round's best model (held-out Dice {new_d} vs {old} before)"
+            else:
+                why = f"the model from before the round (held-out Dice {old:.4f} vs {new_d:.4f} for the round)"
+        else:
+            why = "the model from before the round (no epoch finished)"
+        err = Cancelled(f"{e}; keeping {why}")
+        err.result = keep  # type: ignore[attr-defined]
+        log.info("%s", err)
+        raise err from e
+    new = merged(new)
+    if out is not None:
+        from .models import save_model
+
+        save_model(new, out, overwrite=overwrite)
+    return new
+
+
+def continue_training(image: Any, labels: Any, model: Model | str | os.PathLike, *, fraction: float = 0.25,
+                      epochs: int | None = None, minutes: float | None = None, lr: float | None = None,
+                      seed: int | None = None, device: str = _T.device, out: str | os.PathLike | None = None,
+                      overwrite: bool = False, cancel: CancelToken | None = None,
+                      progress: ProgressCallback | None = None, **train_kwargs: Any) -> Model:
+    """One more round of training: warm start from ``model`` with all annotations.
+
+    The round keeps the first training's settings (axis, axes, patch, batch, steps per
+    epoch, loss, mode, augmentation, validation share) and takes ``fraction`` of its
+    budget: ``ceil(fraction x epochs run)`` epochs and, if it had a time budget,
+    ``fraction`` of its minutes; the peak learning rate is half the first one. The new
+    model's ``info.history`` holds the epochs of every round (each record with its
+    ``round``: 0 for the first training) and ``info.train["rounds"]`` one summary per
+    round (budget, epochs run, annotated slices, best validation Dice).
+
+    Parameters
+    ----------
+    image : array-like of shape (Z, Y, X) or (Y, X)
+        Intensities.
+    labels : array-like
+        All annotations so far (0 = not annotated), same shape.
+    model : Model or path-like
+        The trained model to start from (not modified).
+    fraction : float
+        Share of the first training's budget for this round.
+    epochs, minutes, lr, seed : optional
+        Override the round's budget, peak learning rate and seed (default: the first
+        training's seed plus the round number).
+    device : str
+        As for :func:`~napari_xrayseg.train`.
+    out : path-like, optional
+        Save the new model here when the round completes.
+    overwrite : bool
+        Replace an existing ``out``.
+    cancel : CancelToken, optional
+        See Raises.
+    progress : callable, optional
+        Called with every :class:`~napari_xrayseg.core.progress.Progress` record.
+    **train_kwargs
+        Any other :func:`~napari_xrayseg.train` setting, to change it for this round.
+
+    Returns
+    -------
+    Model
+        The new model (on ``device``, eval mode).
+
+    Raises
+    ------
+    InputError
+        If ``model`` was never trained, on a bad ``fraction``, or as for ``train``
+        (e.g. labels with other classes than the model's).
+    OutputExistsError
+        If ``out`` exists and ``overwrite`` is False (checked before training).
+    Cancelled
+        If ``cancel`` was set. Its ``result`` holds the better of the round's best model
+        so far and the model from before the round, by Dice on the round's held-out
+        annotated slices (the round's model when there are none; ``model`` itself when
+        no epoch finished). Nothing is written to ``out``.
+
+    Examples
+    --------
+    >>> from napari_xrayseg import make_phantom, train
+    >>> image, truth = make_phantom((4, 64, 64), seed=1)
+    >>> sparse = np.zeros_like(truth)
+    >>> sparse[1] = truth[1]
+    >>> model = train(image, sparse, size="tiny", epochs=2, steps_per_epoch=2, batch=2, patch=32, device="cpu")
+    >>> sparse[3] = truth[3]
+    >>> model = continue_training(image, sparse, model, device="cpu")
+    >>> [r["round"] for r in model.info.train["rounds"]], sorted({r["round"] for r in model.info.history})
+    ([0, 1], [0, 1])
+    """
+    return drain(iter_continue_training(image, labels, model, fraction=fraction, epochs=epochs, minutes=minutes,
+                                        lr=lr, seed=seed, device=device, out=out, overwrite=overwrite,
+                                        cancel=cancel, **train_kwargs), progress)

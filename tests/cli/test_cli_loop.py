@@ -1,0 +1,61 @@
+"""xrayseg suggest and xrayseg study --strategy, in-process."""
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_xrayseg.cli import main
+from napari_xrayseg.core.annotation import suggest_slices
+from napari_xrayseg.core.models import save_model
+from napari_xrayseg.core.sample import make_phantom
+from napari_xrayseg.core.training import train
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("loop")
+    image, truth = make_phantom((10, 48, 48), seed=2)
+    ann = np.zeros_like(truth)
+    ann[[2, 6]] = truth[[2, 6]]
+    model = train(image, ann, size="tiny", epochs=1, steps_per_epoch=2, batch=2, patch=32, device="cpu")
+    np.save(d / "image.npy", image)
+    np.save(d / "ann.npy", ann)
+    save_model(model, d / "m.safetensors")
+    return d, image, ann, model
+
+
+def test_suggest_prints_indices_best_first_never_annotated(files, capsys):
+    d, image, ann, model = files
+    argv = ["suggest", "--image", str(d / "image.npy"), "--model", str(d / "m.safetensors"), "--device", "cpu"]
+    assert main([*argv, "--labels", str(d / "ann.npy"), "--count", "8"]) == 0
+    lines = capsys.readouterr().out.split()
+    got = [int(x) for x in lines]
+    assert sorted(got) == [0, 1, 3, 4, 5, 7, 8, 9]  # every slice but the annotated 2 and 6
+    assert got == suggest_slices(image, model, ann, count=8, device="cpu")  # the API's order
+    assert main([*argv, "--axis", "2", "--count", "3"]) == 0
+    got = [int(x) for x in capsys.readouterr().out.split()]
+    assert len(got) == 3 and all(0 <= i < 48 for i in got)
+    assert main([*argv, "--count", "0"]) == 2
+    assert "count 0 must be a positive integer" in capsys.readouterr().err
+    assert main([*argv, "--labels", str(d / "image.npy"), "--axis", "5"]) == 2
+    assert "axis 5" in capsys.readouterr().err
+
+
+def test_study_strategy_runs_the_loop_study(tmp_path, capsys):
+    argv = ["study", "--out", str(tmp_path / "s"), "--strategy", "even", "suggest", "--shape", "6", "32", "32",
+            "--rounds", "2", "--repeats", "1", "--size", "tiny", "--context", "1", "--epochs", "1",
+            "--round-epochs", "1", "--patch", "32", "--device", "cpu", "--preset", "hard", "--noise", "2",
+            "--feature-size", "3", "--n-angles", "32"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| even |" in out and "| suggest |" in out and "study.png" in out
+    settings = json.loads((tmp_path / "s" / "study.json").read_text())["settings"]
+    assert settings["phantom"] == {"preset": "hard", "noise": 2.0, "feature_size": 3.0, "n_angles": 32}
+    assert settings["strategies"] == ["even", "suggest"] and settings["rounds"] == 2
+    assert main(argv) == 2  # never written into a non-empty folder silently
+    assert "not empty" in capsys.readouterr().err
+    assert main([*argv[:3], "--rounds", "3"]) == 2
+    assert "--rounds belongs to the annotation-loop study" in capsys.readouterr().err
+    assert main([*argv, "--minutes", "1", "--overwrite"]) == 2
+    assert "--epochs" in capsys.readouterr().err

@@ -1,0 +1,249 @@
+"""The annotation loop in the core: one-slice preview, slice suggestions, continue training, the loop study."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import zarr
+from tests.faults import NthCheck
+
+from napari_xrayseg import continue_training, predict_slice, rank_slices, suggest_slices, train
+from napari_xrayseg.core.annotation import annotated_slices, spread_pick
+from napari_xrayseg.core.errors import Cancelled, InputError, OutputExistsError
+from napari_xrayseg.core.inference import segment
+from napari_xrayseg.core.models import init_model, load_model
+from napari_xrayseg.core.progress import CancelToken
+from napari_xrayseg.core.sample import make_phantom
+from napari_xrayseg.core.study import even_next, loop_study
+
+TINY_TRAIN = {"size": "tiny", "epochs": 2, "steps_per_epoch": 2, "batch": 2, "patch": 32, "device": "cpu",
+              "context": 3}
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return make_phantom((8, 64, 64), seed=3)
+
+
+@pytest.fixture(scope="module")
+def trained(sample):
+    image, truth = sample
+    ann = np.zeros_like(truth)
+    ann[[1, 5]] = truth[[1, 5]]
+    return train(image, ann, **TINY_TRAIN), ann
+
+
+@pytest.fixture
+def ctx_model():
+    return init_model("unet", size="tiny", classes=3, tile=32, seed=1, context=3)
+
+
+# --------------------------------------------------------------------------- preview
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_predict_slice_equals_the_slice_of_a_whole_segmentation(ctx_model, axis):
+    rng = np.random.default_rng(0)
+    image = rng.random((6, 40, 48), dtype=np.float32)
+    full = segment(image, ctx_model, axis=axis, device="cpu")
+    n = image.shape[axis]
+    for i in (0, 2, n - 1, -1):  # the ends use edge-replicated context slices
+        got = predict_slice(image, ctx_model, i, axis=axis, device="cpu")
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, np.take(full, i, axis=axis))
+    # tile="slice": one window over the slice, as segment with that tile
+    plane = [s for d, s in enumerate(image.shape) if d != axis]
+    side = -(-max(plane) // ctx_model.info.stride) * ctx_model.info.stride
+    whole = segment(image, ctx_model, axis=axis, tile=side, device="cpu")
+    np.testing.assert_array_equal(predict_slice(image, ctx_model, 1, axis=axis, tile="slice", device="cpu"),
+                                  np.take(whole, 1, axis=axis))
+
+
+def test_predict_slice_probs_zarr_2d_and_bad_input(ctx_model, tmp_path):
+    rng = np.random.default_rng(1)
+    image = rng.random((5, 32, 32), dtype=np.float32)
+    z = zarr.open_array(store=str(tmp_path / "i.zarr"), mode="w", shape=image.shape, chunks=(2, 32, 32),
+                        dtype="float32")
+    z[:] = image
+    p = predict_slice(z, ctx_model, 3, probs=True, device="cpu")
+    assert p.shape == (3, 32, 32) and p.dtype == np.float32
+    np.testing.assert_allclose(p.sum(axis=0), 1, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(ctx_model.info.classes)[p.argmax(0)],
+                                  predict_slice(image, ctx_model, 3, device="cpu"))
+    flat = init_model("unet", size="tiny", classes=3, tile=32, seed=1)
+    assert predict_slice(image[2], flat, 0, device="cpu").shape == (32, 32)
+    with pytest.raises(InputError, match="out of range for 5 slices"):
+        predict_slice(image, ctx_model, 5, device="cpu")
+    with pytest.raises(InputError, match="'slice' or None"):
+        predict_slice(image, ctx_model, 0, tile="whole")
+    with pytest.raises(InputError, match="axis 3"):
+        predict_slice(image, ctx_model, 0, axis=3, device="cpu")
+    bad = image.copy()
+    bad[3, 0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        predict_slice(bad, ctx_model, 3, device="cpu")
+
+
+# --------------------------------------------------------------------------- suggest
+
+
+def test_spread_pick_ranks_by_score_and_spreads_out():
+    assert spread_pick(np.array([0.1, 0.9, 0.3, 0.5]), [], 4, 1e-9) == [1, 3, 2, 0]  # plain ranking
+    flat = np.ones(21)
+    assert spread_pick(flat, [10], 2, 3.0) == [0, 20]  # farthest from the anchor, then from each other
+    s = np.array([0.0, 0.0, 0.0, 0.95, 1.0, 0.0, 0.0, 0.0, 0.0, 0.8])
+    assert spread_pick(s, [5], 1, 2.0) == [9]  # the best slice sits next to an annotated one: penalised
+    assert spread_pick(s, [5], 1, 0.1) == [4]  # a tiny spread leaves the ranking alone
+    assert spread_pick(np.array([np.nan, 0.2, np.nan]), [], 3, 1.0) == [1]  # NaN is never picked
+
+
+def test_rank_slices_scores_are_the_mean_entropy_and_the_best_comes_first(trained, sample):
+    model, _ = trained
+    image, _ = sample
+    r = rank_slices(image, model, count=3, device="cpu", spread=1e-6)
+    assert np.isfinite(r.uncertainty).all() and ((r.uncertainty >= 0) & (r.uncertainty <= 1)).all()
+    for i in (0, 4, 7):
+        p = predict_slice(image, model, i, probs=True, device="cpu")
+        h = -(p * np.log(np.clip(p, 1e-12, None))).sum(0) / math.log(3)
+        assert r.uncertainty[i] == pytest.approx(h.mean(), rel=1e-4)
+    assert r.suggested == list(np.argsort(-r.uncertainty, kind="stable")[:3])
+    m = rank_slices(image, model, count=1, measure="maxprob", spread=1e-6, device="cpu")
+    assert m.measure == "maxprob" and m.suggested[0] == int(np.argmax(m.uncertainty))
+    # the default spread keeps the first suggestion off the volume ends even where they are most uncertain
+    u = np.linspace(1.0, 0.5, 8)
+    from napari_xrayseg.core.annotation import spread_pick
+
+    assert spread_pick(u, [], 1, 2.0, ends=True) == [3] and spread_pick(u, [], 1, 2.0) == [0]
+
+
+def test_suggest_never_returns_annotated_slices_along_any_axis(trained, sample):
+    model, ann = trained
+    image, truth = sample
+    picks = suggest_slices(image, model, ann, count=20, device="cpu")
+    assert sorted(picks) == [0, 2, 3, 4, 6, 7]  # every free slice, once, annotated ones never
+    assert len(picks) == len(set(picks))
+    lab = np.zeros_like(truth)
+    lab[:, :, [3, 40]] = truth[:, :, [3, 40]]
+    lab[2, 10, 7] = 1  # one painted pixel annotates slice 7 along X
+    r = rank_slices(image, model, lab, axis=2, count=5, device="cpu")
+    assert r.annotated == [3, 7, 40] and r.axis == 2 and len(r.uncertainty) == 64
+    assert not {3, 7, 40} & set(r.suggested) and all(0 <= s < 64 for s in r.suggested)
+    assert np.isnan(r.uncertainty[[3, 7, 40]]).all()
+    # spread: with the default penalty no two suggestions are neighbours, none touches an annotated slice
+    assert min(abs(a - b) for a in r.suggested for b in [*r.suggested, 3, 7, 40] if a != b) > 1
+
+
+def test_suggest_subsamples_long_axes_crops_big_slices_and_cancels(trained, sample, tmp_path):
+    model, ann = trained
+    image, _ = sample
+    r = rank_slices(image, model, axis=1, count=2, max_slices=10, max_side=32, device="cpu")
+    assert rank_slices(image, model, ann, axis=1, device="cpu").suggested == []  # Z slices annotate every row
+    assert np.isfinite(r.uncertainty).sum() == 10
+    z = zarr.open_array(store=str(tmp_path / "a.zarr"), mode="w", shape=ann.shape, chunks=(3, 64, 64),
+                        dtype="uint8")
+    z[:] = ann
+    assert annotated_slices(z) == [1, 5] == annotated_slices(ann)
+    assert suggest_slices(image, model, z, count=2, device="cpu") == suggest_slices(image, model, ann, count=2,
+                                                                                    device="cpu")
+    with pytest.raises(Cancelled):
+        suggest_slices(image, model, ann, device="cpu", cancel=NthCheck(2))
+    with pytest.raises(InputError, match="count"):
+        suggest_slices(image, model, count=0)
+    with pytest.raises(InputError, match="measure"):
+        suggest_slices(image, model, measure="margin")
+    with pytest.raises(InputError, match="does not match"):
+        suggest_slices(image, model, ann[:4])
+
+
+# --------------------------------------------------------------------------- continue training
+
+
+def test_continue_training_keeps_the_rounds_in_the_history(trained, sample, tmp_path):
+    model, ann = trained
+    image, truth = sample
+    before = (len(model.info.history), dict(model.info.train))
+    ann2 = ann.copy()
+    ann2[3] = truth[3]
+    r1 = continue_training(image, ann2, model, out=tmp_path / "r1.safetensors", device="cpu")
+    assert (len(model.info.history), model.info.train) == before  # the input model is untouched
+    rounds = r1.info.train["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1]
+    assert rounds[0]["annotated_slices"] == [1, 5] and rounds[1]["annotated_slices"] == [1, 3, 5]
+    assert rounds[1]["epochs"] == 1 == math.ceil(0.25 * rounds[0]["epochs_run"])  # a quarter of the first
+    assert rounds[1]["lr"] == pytest.approx(rounds[0]["lr"] / 2)
+    assert [h["round"] for h in r1.info.history] == [0, 0, 1]
+    assert r1.info.train["patch"] == 32 and r1.info.context == 3  # the first training's settings
+    loaded = load_model(tmp_path / "r1.safetensors")  # the rounds live in the sidecar
+    assert [r["round"] for r in loaded.info.train["rounds"]] == [0, 1]
+    r2 = continue_training(image, ann2, loaded, epochs=2, device="cpu")
+    assert [r["round"] for r in r2.info.train["rounds"]] == [0, 1, 2]
+    assert [h["round"] for h in r2.info.history] == [0, 0, 1, 2, 2]
+    with pytest.raises(OutputExistsError):
+        continue_training(image, ann2, model, out=tmp_path / "r1.safetensors", device="cpu")
+    with pytest.raises(InputError, match="never been trained"):
+        continue_training(image, ann2, init_model("unet", size="tiny", classes=3))
+    with pytest.raises(InputError, match="fraction"):
+        continue_training(image, ann2, model, fraction=0)
+
+
+def test_cancelled_round_keeps_the_better_model(trained, sample):
+    model, ann = trained
+    image, truth = sample
+    ann2 = ann.copy()
+    ann2[[3, 7]] = truth[[3, 7]]
+    with pytest.raises(Cancelled) as e:  # before the first epoch ends: the model from before the round
+        continue_training(image, ann2, model, device="cpu", cancel=NthCheck(2))
+    assert e.value.result is model and "before the round" in str(e.value)
+    token = CancelToken()
+
+    def cancel_after_first_epoch(p):
+        if "loss" in p.info:
+            token.cancel()
+
+    with pytest.raises(Cancelled) as e:
+        continue_training(image, ann2, model, epochs=3, val_fraction=0.3, device="cpu", cancel=token,
+                          progress=cancel_after_first_epoch)
+    kept = e.value.result
+    assert "keeping" in str(e.value)
+    if kept is not model:  # the round's model won on the held-out slices: it carries the round
+        assert [r["round"] for r in kept.info.train["rounds"]] == [0, 1]
+
+
+# --------------------------------------------------------------------------- the loop study
+
+
+def test_even_next_fills_the_widest_gap():
+    assert even_next(48, []) == 23
+    seq: list[int] = []
+    for _ in range(3):
+        seq.append(even_next(9, seq))
+    assert seq == [4, 1, 6]
+    with pytest.raises(InputError, match="no slice left"):
+        even_next(2, [0, 1])
+
+
+def test_loop_study_tiny_runs_every_strategy_and_writes_table_json_plot(tmp_path):
+    steps = []
+    res = loop_study(shape=(8, 32, 32), rounds=3, repeats=1, size="tiny", context=1, epochs=1, steps_per_epoch=1,
+                     patch=32, batch=2, device="cpu", phantom={"noise": 2.0, "feature_size": 3.0},
+                     out=tmp_path / "s", progress=lambda p: steps.append(p.step))
+    assert steps == [1, 2, 3, 4, 5, 6, 7]  # the shared first model, then 2 rounds x 3 strategies
+    by = {(r["strategy"], r["slices"]): r for r in res.runs}
+    assert set(by) == {(s, n) for s in ("even", "suggest", "random") for n in (1, 2, 3)}
+    assert [by[("even", n)]["added"] for n in (1, 2, 3)] == [4, 1, 6]
+    for s in ("suggest", "random"):
+        ann = by[(s, 3)]["annotated"]
+        assert ann[0] == 4 and len(set(ann)) == 3
+    assert by[("even", 1)]["mean_dice"] == by[("suggest", 1)]["mean_dice"]  # one shared first model
+    table = (tmp_path / "s" / "study.md").read_text()
+    assert "| suggest |" in table and "slices to reach even's 3-slice Dice" in table
+    assert json.loads((tmp_path / "s" / "study.json").read_text())["settings"]["phantom"]["noise"] == 2.0
+    from PIL import Image
+
+    png = np.asarray(Image.open(tmp_path / "s" / "study.png"))
+    assert png.shape[0] > 200 and png[..., :3].std() > 10
+    assert res.slices_to_reach("even", res.mean("even", 3)) <= 3
+    with pytest.raises(InputError, match="strategy"):
+        loop_study(shape=(8, 32, 32), strategies=("smart",))
+

@@ -1,0 +1,139 @@
+"""The Annotate widget drives the whole loop in a real viewer: preview, suggest, correct + undo, continue training."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("qtpy")
+napari = pytest.importorskip("napari")
+
+from napari_xrayseg._napari.annotate_widget import AnnotateWidget  # noqa: E402
+from napari_xrayseg.core.annotation import predict_slice  # noqa: E402
+from napari_xrayseg.core.models import load_model, save_model  # noqa: E402
+from napari_xrayseg.core.sample import make_phantom  # noqa: E402
+from napari_xrayseg.core.training import train  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    image, truth = make_phantom((8, 64, 64), seed=5)
+    ann = np.zeros_like(truth)
+    ann[[1, 5]] = truth[[1, 5]]
+    model = train(image, ann, size="tiny", epochs=2, steps_per_epoch=2, batch=2, patch=32, device="cpu",
+                  context=3)
+    path = save_model(model, tmp_path_factory.mktemp("m") / "model.safetensors")
+    return image, truth, ann, path
+
+
+def _pred(image, model, index, axis=0):
+    """What the widget previews: one window over the whole slice."""
+    return predict_slice(image, model, index, axis=axis, device="cpu", tile="slice")
+
+
+def _viewer(make_napari_viewer, trained, show=True):
+    image, truth, ann, path = trained
+    viewer = make_napari_viewer(show=show)
+    viewer.add_image(image, name="img")
+    lab = viewer.add_labels(ann.copy(), name="painted")
+    w = AnnotateWidget(viewer)
+    w.dock = viewer.window.add_dock_widget(w, name="Annotate")
+    return viewer, w, lab
+
+
+def _preview_shows(w, viewer, index, axis=0):
+    p = w.preview_layer
+    return (p is not None and p in viewer.layers and p.metadata["napari_xrayseg"]["index"] == index
+            and p.metadata["napari_xrayseg"]["axis"] == axis)
+
+
+def test_annotate_loop_end_to_end(make_napari_viewer, qtbot, trained, tmp_path):
+    image, truth, ann, path = trained
+    viewer, w, lab = _viewer(make_napari_viewer, trained)
+    assert w._image.value.name == "img" and w._labels.value is lab
+    viewer.dims.set_current_step(0, 3)
+    w._model_file.value = path  # choosing the model previews the shown slice at once
+    assert w.model is not None
+    qtbot.waitUntil(lambda: _preview_shows(w, viewer, 3), timeout=60_000)
+    model = load_model(path)
+    np.testing.assert_array_equal(w.preview_layer.data[0], _pred(image, model, 3))
+
+    # preview follows the slider; requests made while one runs are dropped but the last
+    for i in (4, 6, 2, 7):
+        viewer.dims.set_current_step(0, i)
+    qtbot.waitUntil(lambda: not w.preview_runner.busy and _preview_shows(w, viewer, 7), timeout=60_000)
+    np.testing.assert_array_equal(w.preview_layer.data[0], _pred(image, model, 7))
+    assert tuple(w.preview_layer.translate) == (7.0, 0.0, 0.0)
+    assert len([layer for layer in viewer.layers if layer.name.startswith("img preview")]) == 1
+
+    # suggest: ranking plot + "go to next suggestion" moves the viewer
+    w._count.value = 3
+    w._suggest.clicked.emit()
+    qtbot.waitUntil(lambda: w.ranking is not None and not w.suggest_runner.running, timeout=60_000)
+    r = w.ranking
+    assert len(r.suggested) == 3 and not {1, 5} & set(r.suggested)
+    assert len(w.plot.ax.lines) >= 4  # uncertainty curve, annotated slices, suggestions
+    w._go.clicked.emit()
+    assert viewer.dims.current_step[0] == r.suggested[0]
+    qtbot.waitUntil(lambda: _preview_shows(w, viewer, r.suggested[0]), timeout=60_000)
+
+    # correct: copy the prediction into the empty pixels of this slice, then undo
+    s = r.suggested[0]
+    lab.data[s, :10, :10] = 2  # the user painted a corner first: it is kept
+    lab.refresh()
+    before = lab.data.copy()
+    w._copy.clicked.emit()
+    qtbot.waitUntil(lambda: (lab.data[s] != 0).sum() > 100, timeout=60_000)
+    pred = _pred(image, model, s)
+    np.testing.assert_array_equal(lab.data[s, :10, :10], 2)
+    np.testing.assert_array_equal(lab.data[s, 10:], pred[10:])
+    others = np.delete(np.arange(8), s)
+    np.testing.assert_array_equal(lab.data[others], before[others])  # only this slice
+    lab.undo()
+    np.testing.assert_array_equal(lab.data, before)
+    lab.redo()
+    lab.undo()
+
+    # continue training on all annotations: a new round file beside the model, the preview refreshed
+    lab.data[s] = truth[s]
+    w._fraction.value = 0.5
+    old_preview = w.preview_layer.data.copy()
+    w._train.clicked.emit()
+    assert w._train.text == "Cancel"
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    new = path.with_name("model-r1.safetensors")
+    assert new.exists() and str(w._model_file.value) == str(new)
+    m1 = load_model(new)
+    assert [x["round"] for x in m1.info.train["rounds"]] == [0, 1]
+    assert m1.info.train["rounds"][1]["annotated_slices"] == sorted({1, 5, s})
+    qtbot.waitUntil(lambda: not w.preview_runner.busy, timeout=60_000)
+    np.testing.assert_array_equal(w.preview_layer.data[0], _pred(image, m1, s))
+    assert w.preview_layer.data.shape == old_preview.shape
+    shot = viewer.screenshot(canvas_only=True)
+    assert shot[..., :3].std() > 1  # the canvas drew the image and the preview
+
+
+def test_preview_along_another_axis_and_cancel_keeps_the_model(make_napari_viewer, qtbot, trained):
+    image, truth, ann, path = trained
+    viewer, w, lab = _viewer(make_napari_viewer, trained, show=False)
+    w._model_file.value = path
+    w.show_slice(2, 20)  # slice along X: the viewer shows (Z, Y)
+    assert viewer.dims.not_displayed == (2,) and w.current_slice() == (2, 20)
+    qtbot.waitUntil(lambda: _preview_shows(w, viewer, 20, axis=2), timeout=60_000)
+    assert w.preview_layer.data.shape == (8, 64, 1)
+    model = load_model(path)
+    np.testing.assert_array_equal(w.preview_layer.data[..., 0], _pred(image, model, 20, axis=2))
+    before = w.model
+    w._fraction.value = 2.0
+    w._train.clicked.emit()
+    w._train.clicked.emit()  # Cancel at once: nothing finished, the model stays
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    assert w.model is before and "keeping the model from before" in w._status.value
+    viewer.dims.ndisplay = 3
+    assert w.current_slice() is None  # no preview in 3D
+
+    # closing the dock unhooks the widget: moving the slider afterwards asks nothing of it
+    viewer.dims.ndisplay = 2
+    viewer.window.remove_dock_widget(w.dock)
+    w.native.deleteLater()
+    qtbot.waitUntil(lambda: w.preview_runner._closed, timeout=10_000)
+    viewer.dims.set_current_step(0, 1)
+    assert not w.preview_runner.busy
