@@ -1,6 +1,6 @@
 """Does bf16 (or fp16) inference change the answer? Dice and agreement against fp32, same trained model.
 
-Trains a model on a few annotated slices of the synthetic sample (as benchmarks/accuracy.py does),
+Trains a model on a few annotated slices of the synthetic sample (as benchmarks/hard.py does),
 then segments the volume with each precision the machine supports and prints, per precision:
 voxels/s, mean Dice against the full truth, and the fraction of voxels whose label differs
 from the fp32 result.
