@@ -18,8 +18,8 @@ import math
 import numpy as np
 import pytest
 import zarr
-from tests.faults import NthCheck
 
+from faults import NthCheck
 from napari_xrayseg.core import microstructure as ms
 from napari_xrayseg.core.errors import Cancelled, InputError, OutputExistsError
 from napari_xrayseg.core.microstructure import (
