@@ -20,7 +20,8 @@ import numpy as np
 
 from .errors import InputError, OutputExistsError, XraysegError, write_error
 
-__all__ = ["as_dask", "create_zarr", "open_volume", "read_block", "read_voxel_size", "volume_chunks", "write_volume"]
+__all__ = ["as_dask", "create_zarr", "open_volume", "read_block", "read_class_names", "read_voxel_size",
+           "volume_chunks", "write_volume"]
 
 log = logging.getLogger(__name__)
 
@@ -462,4 +463,51 @@ def _hdf5_voxel_size(dset: Any) -> tuple[list[float], str | None] | None:
                 unit = unit.decode()
             vals = [float(v) for v in np.atleast_1d(holder["voxel_size"])]
             return vals * 3 if len(vals) == 1 else vals, unit
+    return None
+
+
+def read_class_names(path: str | os.PathLike, *, dataset: str | None = None) -> dict[int, str] | None:
+    """Phase names a label store records, or None.
+
+    Reads the ``napari_xrayseg`` attributes of an output of ``xrayseg predict`` (``classes``
+    and ``class_names``, from the model) or the OME-NGFF ``image-label`` ``properties``
+    (``label-value`` and ``name``), on the array or its group.
+
+    Parameters
+    ----------
+    path : path-like
+        A zarr array or group (other formats record no names: None).
+    dataset : str, optional
+        The array inside a zarr group.
+
+    Returns
+    -------
+    dict or None
+        ``{label: name}``.
+    """
+    import zarr
+
+    p = Path(path)
+    if not (p.is_dir() or p.suffix.lower() == ".zarr") or not p.exists():
+        return None
+    try:
+        node = zarr.open(store=str(p), mode="r")
+    except Exception:  # not a zarr store: no names
+        return None
+    nodes = [node]
+    if isinstance(node, zarr.Group) and dataset is not None and dataset in node:
+        nodes.insert(0, node[dataset])
+    for n in nodes:
+        attrs = n.attrs
+        meta = attrs.get("napari_xrayseg")
+        if isinstance(meta, dict) and isinstance(meta.get("classes"), list) and isinstance(
+                meta.get("class_names"), list) and len(meta["classes"]) == len(meta["class_names"]):
+            return {int(c): str(name) for c, name in zip(meta["classes"], meta["class_names"])}
+        il = attrs.get("image-label") or (attrs.get("ome") or {}).get("image-label") or {}
+        props = il.get("properties") if isinstance(il, dict) else None
+        if isinstance(props, list):
+            names = {int(q["label-value"]): str(q["name"]) for q in props
+                     if isinstance(q, dict) and "label-value" in q and "name" in q}
+            if names:
+                return names
     return None

@@ -36,7 +36,8 @@ Estimators (see ``docs/analyze.md`` for the known-answer checks):
   axis, no flux elsewhere), solved by TauFactor (Kench et al., SoftwareX 2023,
   ``pip install 'napari-xrayseg[physics]'``) on CPU or GPU; ``None`` where the phase
   does not percolate along that axis (or the region is under 3 voxels long along it).
-  A straight channel has ``tau = 1``.
+  ``eps`` is the phase's whole volume fraction, dead ends and isolated clusters included
+  (TauFactor's convention), so they raise tau. A straight channel has ``tau = 1``.
 - **TPB density**: voxel edges where all three phases meet (the four voxels around
   the edge hold all three labels), each weighted by its physical length, divided by
   3/2 (a staircase line of direction ``u`` has ``|u_x|+|u_y|+|u_z|`` times the true
