@@ -19,7 +19,6 @@ Console equivalent::
 from __future__ import annotations
 
 from collections.abc import Generator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, Table
@@ -29,13 +28,13 @@ from napari.layers import Labels
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info
 
-from napari_xrayseg.core.errors import InputError, OutputExistsError, XraysegError
+from napari_xrayseg.core.errors import InputError, XraysegError
 from napari_xrayseg.core.figures import ERROR_CODES, OVERLAY_COLORS, error_map, slice_dice_plot
 from napari_xrayseg.core.metrics import Report, evaluate
 from napari_xrayseg.core.progress import CancelToken, Progress
 
 from ._jobs import JobRunner, JobWidget
-from ._layers import layer_array, placement, unique_name
+from ._layers import export_pair, layer_array, placement, unique_name
 
 if TYPE_CHECKING:
     import napari
@@ -381,27 +380,12 @@ class EvaluateWidget(JobWidget):
 
     # ---- export
 
-    def _export_paths(self) -> tuple[Path, Path]:
-        raw = str(self._export_path.value)
-        if raw in ("", "."):
-            raise InputError("no export path chosen: pick a base file name, e.g. results/run1")
-        base = Path(raw)
-        if base.suffix.lower() in (".csv", ".json"):
-            base = base.with_suffix("")
-        return base.with_name(base.name + ".csv"), base.with_name(base.name + ".json")
-
     def _on_export(self) -> None:
         if self.report is None:
             show_error("no evaluation yet: press Evaluate first")
             return
         try:
-            csv_path, json_path = self._export_paths()
-            taken = [str(p) for p in (csv_path, json_path) if p.exists()]
-            if taken:
-                raise OutputExistsError(
-                    f"{' and '.join(taken)} exist{'s' if len(taken) == 1 else ''}: "
-                    "choose another base name (nothing is overwritten)"
-                )
+            csv_path, json_path = export_pair(str(self._export_path.value))
             self.report.to_csv(csv_path)
             self.report.to_json(json_path)
         except XraysegError as e:

@@ -23,7 +23,7 @@ from ..core.errors import XraysegError
 from ..core.inference import iter_segment
 from ..core.models import read_model_info
 from ._jobs import JobRunner, JobWidget
-from ._layers import layer_array, layer_choices, placement, unique_name
+from ._layers import label_features, layer_array, layer_choices, placement, unique_name
 
 if TYPE_CHECKING:
     from ..core.models import Model
@@ -129,7 +129,10 @@ class SegmentWidget(JobWidget):
             levels = [da.from_zarr(a) for a in output_levels(kwargs["out"])]
             labels, multiscale = (levels, True) if len(levels) > 1 else (levels[0], False)
         name = unique_name(self._viewer, f"{layer.name} labels")
-        self._viewer.add_labels(labels, name=name, multiscale=multiscale, **placement(layer),
+        model = kwargs["model"]
+        info = model.info if hasattr(model, "info") else read_model_info(model)
+        features = label_features(dict(zip(info.classes, info.class_names)))
+        self._viewer.add_labels(labels, name=name, multiscale=multiscale, **placement(layer), features=features,
                                 metadata={"napari_xrayseg": {"source": layer.name, "axis": kwargs["axis"],
                                                              "model": str(kwargs["model"])}})
         if conf is not None:
