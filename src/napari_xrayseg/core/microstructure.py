@@ -46,10 +46,13 @@ Estimators (see ``docs/analyze.md`` for the known-answer checks):
   exact for axis-aligned lines), per volume of the region.
 
 Memory: fractions, surfaces and TPB are computed slab by slab (peak memory a few
-slabs, any volume size); connectivity, mean size and tortuosity need the whole region
-in memory: about 7 bytes per voxel plus, for tortuosity, about 30 bytes per voxel
-(TauFactor's float32 fields). Larger volumes raise an error naming a ``region=`` (a
-sub-volume) or turning those off.
+slabs of about 32 MB each, any volume size: 0.6 GB at 512³); connectivity and mean size
+need the whole region in memory, about 16 bytes per voxel (2.1 GB at 512³), and
+tortuosity about 50 bytes per voxel more while TauFactor runs. Regions above
+``max_voxels`` (default 512³) raise an error naming the fixes: a sub-volume
+(``region=``) or only the slab-wise numbers. On a CPU TauFactor is slow (about 2 s per
+solve at 64³, growing with the voxel count times the side length): use a GPU
+(``device="auto"``) or a sub-volume for large regions.
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ MAX_VOXELS = 512**3
 _SLAB_BYTES = 32 * 2**20
 _MAX_LABEL = 65535
 _SMALL_SOLVE = 2**21
+_SLOW_CPU_SOLVE = 128**3
 
 
 # --------------------------------------------------------------------------- results
@@ -663,7 +667,7 @@ def iter_analyze(labels: Any, *, voxel_size: float | Sequence[float] | None = No
     n_vox = int(np.prod(shape, dtype=np.int64))
     whole = connectivity or mean_size or tortuosity
     if whole and max_voxels is not None and n_vox > max_voxels:
-        gb = n_vox * (7 + (30 if tortuosity else 0)) / 1e9
+        gb = n_vox * (16 + (50 if tortuosity else 0)) / 1e9
         raise InputError(f"connectivity, mean size and tortuosity need the whole region in memory (~{gb:.1f} GB "
                          f"for {n_vox:,} voxels, above the limit of {max_voxels:,}): analyse a sub-volume with "
                          "region= (--region z0:z1,y0:y1,x0:x1), raise max_voxels, or turn them off "
@@ -736,6 +740,9 @@ def iter_analyze(labels: Any, *, voxel_size: float | Sequence[float] | None = No
     step = len(starts)
     if whole:
         dev = _tau_device(device) if tortuosity else None
+        if tortuosity and dev.type == "cpu" and n_vox > _SLOW_CPU_SOLVE:
+            log.warning("tortuosity of %s voxels on the CPU takes long (minutes to hours per phase): use a GPU "
+                        "(device='auto'), a sub-volume (region=), or tortuosity=False", f"{n_vox:,}")
         for p in chosen:
             check(cancel)
             st = stats[p]
