@@ -310,7 +310,11 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
     pred = open_volume(a.pred, dataset=a.pred_dataset)
     truth = open_volume(a.truth, dataset=a.truth_dataset)
-    report = evaluate(pred, truth, axis=a.axis, ignore_zero=not a.zero_is_class)
+    from .core.io import read_class_names
+
+    names = a.names or read_class_names(a.pred, dataset=a.pred_dataset) or read_class_names(
+        a.truth, dataset=a.truth_dataset)
+    report = evaluate(pred, truth, axis=a.axis, ignore_zero=not a.zero_is_class, class_names=names)
     print(repr(report))
     if a.json:
         print(f"wrote {report.to_json(a.json, overwrite=a.overwrite)}")
@@ -476,6 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth-dataset", default=None, help="array name inside the truth's group / file")
     p.add_argument("--axis", type=int, default=0, help="axis for per-slice Dice (default: 0)")
     p.add_argument("--zero-is-class", action="store_true", help="count label 0 as a real class")
+    p.add_argument("--names", nargs="+", default=None, metavar="NAME",
+                   help="class names of labels 1, 2, ... for the tables (default: from the prediction's store)")
     p.add_argument("--json", default=None, help="write the report as JSON here")
     p.add_argument("--csv", default=None, help="write the per-class table as CSV here")
     p.add_argument("--figures", default=None, help="write PNG figures (collage, per-slice Dice) to this folder")

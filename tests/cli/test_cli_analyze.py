@@ -141,3 +141,18 @@ def test_train_records_voxel_size_and_predict_warns(tmp_path, caplog):
         assert main(["predict", "--image", coarse, "--model", str(tmp_path / "m2.safetensors"), "--out",
                      str(tmp_path / "p.zarr"), "--device", "cpu", "--tile", "32"]) == 0
     assert any("trained at" in r.getMessage() and "x4" in r.getMessage() for r in caplog.records)
+
+
+def test_evaluate_tables_name_the_classes(tmp_path, capsys):
+    truth = _checkerboard(6, 2)
+    pred = zarr.create_array(store=str(tmp_path / "pred.zarr"), shape=truth.shape, dtype="uint8")
+    pred[...] = truth
+    pred.attrs["napari_xrayseg"] = {"classes": [1, 2, 3], "class_names": ["pore", "nickel", "YSZ"]}
+    np.save(tmp_path / "t.npy", truth)
+    assert main(["evaluate", "--pred", str(tmp_path / "pred.zarr"), "--truth", str(tmp_path / "t.npy"),
+                 "--json", str(tmp_path / "e.json")]) == 0
+    assert "2 nickel" in capsys.readouterr().out
+    assert json.loads((tmp_path / "e.json").read_text())["class_names"]["3"] == "YSZ"
+    assert main(["evaluate", "--pred", str(tmp_path / "pred.zarr"), "--truth", str(tmp_path / "t.npy"),
+                 "--names", "a", "b", "c"]) == 0
+    assert "2 b" in capsys.readouterr().out

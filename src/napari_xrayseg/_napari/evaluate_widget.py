@@ -34,7 +34,7 @@ from napari_xrayseg.core.metrics import Report, evaluate
 from napari_xrayseg.core.progress import CancelToken, Progress
 
 from ._jobs import JobRunner, JobWidget
-from ._layers import export_pair, layer_array, placement, unique_name
+from ._layers import export_pair, layer_array, layer_class_names, placement, unique_name
 
 if TYPE_CHECKING:
     import napari
@@ -216,7 +216,8 @@ class EvaluateWidget(JobWidget):
             )
         axis = int(self._axis.value) if pred.ndim == 3 else 0
         ignore_zero = not bool(self._zero.value)
-        kwargs = {"pred": pred, "truth": truth, "axis": axis, "ignore_zero": ignore_zero}
+        names = layer_class_names(pred_layer) or layer_class_names(truth_layer)
+        kwargs = {"pred": pred, "truth": truth, "axis": axis, "ignore_zero": ignore_zero, "class_names": names}
         context = {
             "pred": pred,
             "truth": truth,
@@ -243,7 +244,7 @@ class EvaluateWidget(JobWidget):
             "data": [
                 ["" if r[k] is None and r["class"] == "mean" else _fmt(r[k]) for k, _ in _SCORE_COLUMNS] for r in rows
             ],
-            "index": [f"class {r['class']}" if r["class"] != "mean" else "mean" for r in rows],
+            "index": [self._row_name(report, r["class"]) for r in rows],
             "columns": [title for _, title in _SCORE_COLUMNS],
         }
         labels = [int(v) for v in report.confusion_labels]
@@ -259,6 +260,13 @@ class EvaluateWidget(JobWidget):
         show_info(
             f"evaluated {context['pred_name']!r} against {context['truth_name']!r}: mean Dice {_fmt(report.mean_dice)}"
         )
+
+    @staticmethod
+    def _row_name(report: Report, c: str) -> str:
+        if c == "mean":
+            return "mean"
+        name = (report.class_names or {}).get(int(c))
+        return f"class {c} ({name})" if name else f"class {c}"
 
     @staticmethod
     def _summary_text(report: Report) -> str:
