@@ -99,3 +99,20 @@ def test_unit_helpers():
     assert msg is not None and "x4" in msg
     assert voxel_size_mismatch([0.05] * 3, "um", [60.0] * 3, "nm") is None
     assert voxel_size_mismatch(None, None, [1.0] * 3, "um") is None
+
+
+def test_ngff_label_attrs_round_trip_through_the_readers(tmp_path):
+    from napari_xrayseg.core.io import read_class_names
+    from napari_xrayseg.core.units import ngff_label_attrs
+
+    g = zarr.open_group(str(tmp_path / "out.zarr"), mode="w")
+    for i in range(3):
+        g.create_array(str(i), shape=(8 // 2**i, 16 // 2**i, 16 // 2**i), dtype="uint8")
+    g.attrs["ome"] = ngff_label_attrs(3, (0.1, 0.05, 0.05), "um", classes=[1, 2, 3],
+                                      class_names=["pore", "nickel", "YSZ"])
+    assert read_voxel_size(tmp_path / "out.zarr") == ((0.1, 0.05, 0.05), "um")
+    assert read_voxel_size(tmp_path / "out.zarr", dataset="2") == ((0.4, 0.2, 0.2), "um")
+    assert read_class_names(tmp_path / "out.zarr") == {1: "pore", 2: "nickel", 3: "YSZ"}
+    ms = g.attrs["ome"]["multiscales"][0]
+    assert [a["unit"] for a in ms["axes"]] == ["micrometer"] * 3
+    assert ngff_scale_transforms(1.0, 2, centered=False)[1] == [{"type": "scale", "scale": [2.0, 2.0, 2.0]}]

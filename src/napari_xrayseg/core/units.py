@@ -24,18 +24,19 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["LENGTH_UNITS", "image_label_properties", "ngff_axes", "ngff_scale_transforms", "ngff_unit",
+__all__ = ["LENGTH_UNITS", "image_label_properties", "ngff_axes", "ngff_label_attrs", "ngff_scale_transforms",
+           "ngff_unit",
            "normalize_unit", "parse_voxel_size", "to_unit", "voxel_size_mismatch"]
 
-#: Short symbol -> (OME-NGFF / UDUNITS-2 name, size in metres).
-LENGTH_UNITS: dict[str, tuple[str, float]] = {
-    "pm": ("picometer", 1e-12),
-    "A": ("angstrom", 1e-10),
-    "nm": ("nanometer", 1e-9),
-    "um": ("micrometer", 1e-6),
-    "mm": ("millimeter", 1e-3),
-    "cm": ("centimeter", 1e-2),
-    "m": ("meter", 1.0),
+#: Short symbol -> (OME-NGFF / UDUNITS-2 name, power of ten of its size in metres).
+LENGTH_UNITS: dict[str, tuple[str, int]] = {
+    "pm": ("picometer", -12),
+    "A": ("angstrom", -10),
+    "nm": ("nanometer", -9),
+    "um": ("micrometer", -6),
+    "mm": ("millimeter", -3),
+    "cm": ("centimeter", -2),
+    "m": ("meter", 0),
 }
 
 _ALIASES = {
@@ -108,7 +109,8 @@ def to_unit(value: float, unit: str, target: str) -> float:
         if a == b:
             return float(value)
         raise InputError(f"cannot convert between voxel units and {b if a == 'voxel' else a}: give a voxel size")
-    return float(value) * LENGTH_UNITS[a][1] / LENGTH_UNITS[b][1]
+    e = LENGTH_UNITS[a][1] - LENGTH_UNITS[b][1]
+    return float(value) * 10**e if e >= 0 else float(value) / 10**-e
 
 
 def parse_voxel_size(voxel_size: float | Sequence[float] | None, ndim: int = 3) -> tuple[float, ...]:
@@ -182,12 +184,14 @@ def ngff_axes(unit: str | None, ndim: int = 3) -> list[dict[str, str]]:
 
 
 def ngff_scale_transforms(voxel_size: float | Sequence[float] | None, levels: int, *, ndim: int = 3,
-                          factor: int | Sequence[int] = 2) -> list[list[dict[str, Any]]]:
+                          factor: int | Sequence[int] = 2, centered: bool = True) -> list[list[dict[str, Any]]]:
     """The ``coordinateTransformations`` of each pyramid level, in physical units.
 
-    Level ``i`` has voxels ``factor**i`` times larger along each downsampled axis, and a
-    translation of ``(factor**i - 1) / 2`` voxels of level 0, so that voxel centres of all
-    levels line up (the convention of ``ome-zarr-py`` and napari for mean/mode pyramids).
+    Level ``i`` has voxels ``factor**i`` times larger along each downsampled axis. With
+    ``centered`` (blocks averaged or voted: voxel ``j`` of level ``i`` covers level-0 voxels
+    ``j f**i .. (j+1) f**i - 1``) it also gets a translation of ``(f**i - 1) / 2`` level-0
+    voxels, so that the voxel centres of all levels line up; without it (every ``f``-th voxel
+    taken, ``a[::2, ::2, ::2]``: voxel ``j`` *is* level-0 voxel ``j f**i``) none is needed.
 
     Parameters
     ----------
@@ -199,6 +203,8 @@ def ngff_scale_transforms(voxel_size: float | Sequence[float] | None, levels: in
         Number of axes.
     factor : int or sequence of int
         Downsampling factor per level, one for all axes or one per axis (1 = that axis is kept).
+    centered : bool
+        Levels made by block reduction (True) or by taking every ``factor``-th voxel (False).
 
     Returns
     -------
@@ -218,7 +224,7 @@ def ngff_scale_transforms(voxel_size: float | Sequence[float] | None, levels: in
     for i in range(int(levels)):
         scale = [float(v * f ** i) for v, f in zip(vs, fac)]
         tr: list[dict[str, Any]] = [{"type": "scale", "scale": scale}]
-        if i:
+        if i and centered:
             tr.append({"type": "translation",
                        "translation": [float(v * (f ** i - 1) / 2) for v, f in zip(vs, fac)]})
         out.append(tr)
@@ -267,6 +273,52 @@ def image_label_properties(classes: Sequence[int], class_names: Sequence[str] | 
         vals = [float(v) for v in col] + ([1.0] if len(col) == 3 else [])
         rgba.append({"label-value": c, "rgba": [int(round(255 * min(max(v, 0.0), 1.0))) for v in vals[:4]]})
     return {"colors": rgba, "properties": [{"label-value": c, "name": str(n)} for c, n in zip(classes, names)]}
+
+
+def ngff_label_attrs(levels: int, voxel_size: float | Sequence[float] | None = None, unit: str | None = None, *,
+                     ndim: int = 3, classes: Sequence[int] | None = None, class_names: Sequence[str] | None = None,
+                     colors: Sequence[Sequence[float]] | None = None, name: str = "labels",
+                     centered: bool = False) -> dict[str, Any]:
+    """The whole ``ome`` attribute of an OME-Zarr 0.5 label group: multiscales with units and scales, and names.
+
+    Parameters
+    ----------
+    levels : int
+        Number of pyramid levels (arrays ``"0"``, ``"1"``, ... of the group).
+    voxel_size, unit : optional
+        Level-0 voxel size (z, y, x) and its unit (None: voxel units, no ``unit`` on the axes).
+    ndim : int
+        2 or 3.
+    classes, class_names, colors : optional
+        Label values, their names and colours for the ``image-label`` block (see
+        :func:`image_label_properties`); without ``classes`` only the version is written.
+    name : str
+        Name of the multiscale.
+    centered : bool
+        See :func:`ngff_scale_transforms` (False for ``a[::2, ::2, ::2]`` pyramids).
+
+    Returns
+    -------
+    dict
+        To store as ``group.attrs["ome"]``.
+
+    Examples
+    --------
+    >>> a = ngff_label_attrs(2, (0.1, 0.05, 0.05), "um", classes=[1, 2], class_names=["pore", "YSZ"])
+    >>> a["multiscales"][0]["datasets"][1]["coordinateTransformations"]
+    [{'type': 'scale', 'scale': [0.2, 0.1, 0.1]}]
+    >>> a["image-label"]["properties"][1]["name"]
+    'YSZ'
+    """
+    tr = ngff_scale_transforms(voxel_size, levels, ndim=ndim, centered=centered)
+    label: dict[str, Any] = {"version": "0.5"}
+    if classes is not None:
+        label.update(image_label_properties(classes, class_names, colors))
+    return {"version": "0.5",
+            "multiscales": [{"name": name, "axes": ngff_axes(unit, ndim),
+                             "datasets": [{"path": str(i), "coordinateTransformations": tr[i]}
+                                          for i in range(levels)]}],
+            "image-label": label}
 
 
 def voxel_size_mismatch(trained: Sequence[float] | None, trained_unit: str | None,
