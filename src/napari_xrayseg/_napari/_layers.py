@@ -76,6 +76,29 @@ def physical_placement(voxel_size: Any, unit: str | None, ndim: int) -> dict[str
     return out
 
 
+def export_csv_json(result: Any, raw: str, *, missing: str) -> None:
+    """A widget's Export button: write ``result.to_csv`` and ``.to_json`` to ``<raw>.csv/.json``.
+
+    Never overwrites; every problem (no result yet, no path, a file that exists, a full
+    disk) becomes an error notification, success an info one.
+    """
+    from napari.utils.notifications import show_error, show_info
+
+    from ..core.errors import XraysegError
+
+    if result is None:
+        show_error(missing)
+        return
+    try:
+        csv_path, json_path = export_pair(raw)
+        result.to_csv(csv_path)
+        result.to_json(json_path)
+    except XraysegError as e:
+        show_error(str(e))
+        return
+    show_info(f"wrote {csv_path} and {json_path}")
+
+
 def export_pair(raw: str) -> tuple[Path, Path]:
     """``<base>.csv`` and ``<base>.json`` for an export base path; refuses existing files.
 

@@ -33,7 +33,7 @@ from ..core.errors import InputError, XraysegError
 from ..core.microstructure import Microstructure, iter_analyze, microstructure_interval, tpb_points
 from ..core.progress import CancelToken, Progress
 from ._jobs import JobRunner, JobWidget
-from ._layers import export_pair, layer_array, layer_class_names, placement, unique_name
+from ._layers import export_csv_json, layer_array, layer_class_names, placement, unique_name
 
 if TYPE_CHECKING:
     import napari
@@ -223,17 +223,7 @@ class AnalyzeWidget(JobWidget):
         show_info(f"added {name!r}: {len(pts):,} TPB edge midpoints (switch to 3D to see the network)")
 
     def _on_export(self) -> None:
-        if self.result is None:
-            show_error("no result yet: press Analyze first")
-            return
-        try:
-            csv_path, json_path = export_pair(str(self._export_path.value))
-            self.result.to_csv(csv_path)
-            self.result.to_json(json_path)
-        except XraysegError as e:
-            show_error(str(e))
-            return
-        show_info(f"wrote {csv_path} and {json_path}")
+        export_csv_json(self.result, str(self._export_path.value), missing="no result yet: press Analyze first")
 
 
 __all__ = ["AnalyzeWidget"]

@@ -34,7 +34,7 @@ from napari_xrayseg.core.metrics import Report, evaluate
 from napari_xrayseg.core.progress import CancelToken, Progress
 
 from ._jobs import JobRunner, JobWidget
-from ._layers import export_pair, layer_array, layer_class_names, placement, unique_name
+from ._layers import export_csv_json, layer_array, layer_class_names, placement, unique_name
 
 if TYPE_CHECKING:
     import napari
@@ -389,14 +389,4 @@ class EvaluateWidget(JobWidget):
     # ---- export
 
     def _on_export(self) -> None:
-        if self.report is None:
-            show_error("no evaluation yet: press Evaluate first")
-            return
-        try:
-            csv_path, json_path = export_pair(str(self._export_path.value))
-            self.report.to_csv(csv_path)
-            self.report.to_json(json_path)
-        except XraysegError as e:
-            show_error(str(e))
-            return
-        show_info(f"wrote {csv_path} and {json_path}")
+        export_csv_json(self.report, str(self._export_path.value), missing="no evaluation yet: press Evaluate first")

@@ -52,12 +52,7 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
         (e.g. a ``.npy`` of Python objects, an RGB or multi-channel TIFF), or a group
         holds several arrays and no ``dataset`` was given.
     """
-    spath = str(path)
-    if dataset is None and ":" in spath and not Path(spath).exists():
-        base, _, ds = spath.rpartition(":")
-        if Path(base).exists() and ds:
-            spath, dataset = base, ds
-    p = Path(spath)
+    p, dataset = _split_dataset(path, dataset)
     if not p.exists():
         raise InputError(f"input {p} does not exist: check the path")
     suffix = p.suffix.lower()
@@ -79,6 +74,16 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
     except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
         raise InputError(f"cannot read {p} as {suffix or 'zarr'}: {e}; is the file complete?") from e
     raise InputError(f"unknown volume format {p.name!r}: use zarr, TIFF, HDF5 (.h5) or .npy")
+
+
+def _split_dataset(path: str | os.PathLike, dataset: str | None) -> tuple[Path, str | None]:
+    """``file.h5:/path`` -> (``file.h5``, ``/path``) when no ``dataset`` is given and the file exists."""
+    spath = str(path)
+    if dataset is None and ":" in spath and not Path(spath).exists():
+        base, _, ds = spath.rpartition(":")
+        if Path(base).exists() and ds:
+            return Path(base), ds
+    return Path(spath), dataset
 
 
 def _open_zarr(p: Path, dataset: str | None) -> Any:
@@ -331,12 +336,7 @@ def read_voxel_size(path: str | os.PathLike, *, dataset: str | None = None) -> t
     """
     from .units import normalize_unit
 
-    spath = str(path)
-    if dataset is None and ":" in spath and not Path(spath).exists():
-        base, _, ds = spath.rpartition(":")
-        if Path(base).exists() and ds:
-            spath, dataset = base, ds
-    p = Path(spath)
+    p, dataset = _split_dataset(path, dataset)
     arr = open_volume(p, dataset=dataset)  # validates the path and format
     ndim = len(arr.shape)
     suffix = p.suffix.lower()
