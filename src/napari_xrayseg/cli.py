@@ -291,7 +291,8 @@ def _add_analyze(sub: Any) -> None:
                    help="only what is computed slab by slab (fractions, surface, TPB): any volume size")
     p.add_argument("--max-voxels", type=int, default=MAX_VOXELS,
                    help=f"largest region held in memory for connectivity, size, tortuosity (default: {MAX_VOXELS})")
-    p.add_argument("--device", default="cpu", help="where TauFactor solves: cpu (default), auto, cuda, cuda:N")
+    p.add_argument("--device", default="auto", help="where TauFactor solves: auto (default: CUDA if present), cpu, "
+                                                    "cuda, cuda:N")
     p.add_argument("--truth", default=None, help="ground-truth labels of the same region: report the error of "
                                                  "each number (e.g. TPB density error in %%)")
     p.add_argument("--truth-dataset", default=None, help="array name inside the truth's group / file")

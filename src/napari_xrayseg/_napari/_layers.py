@@ -76,14 +76,12 @@ def physical_placement(voxel_size: Any, unit: str | None, ndim: int) -> dict[str
     return out
 
 
-def export_csv_json(result: Any, raw: str, *, missing: str) -> None:
+def export_csv_json(result: Any, raw: str, *, missing: str, show_error: Any, show_info: Any) -> None:
     """A widget's Export button: write ``result.to_csv`` and ``.to_json`` to ``<raw>.csv/.json``.
 
     Never overwrites; every problem (no result yet, no path, a file that exists, a full
-    disk) becomes an error notification, success an info one.
+    disk) goes to ``show_error``, success to ``show_info`` (the widget's notifications).
     """
-    from napari.utils.notifications import show_error, show_info
-
     from ..core.errors import XraysegError
 
     if result is None:

@@ -223,7 +223,8 @@ class AnalyzeWidget(JobWidget):
         show_info(f"added {name!r}: {len(pts):,} TPB edge midpoints (switch to 3D to see the network)")
 
     def _on_export(self) -> None:
-        export_csv_json(self.result, str(self._export_path.value), missing="no result yet: press Analyze first")
+        export_csv_json(self.result, str(self._export_path.value), missing="no result yet: press Analyze first",
+                        show_error=show_error, show_info=show_info)
 
 
 __all__ = ["AnalyzeWidget"]

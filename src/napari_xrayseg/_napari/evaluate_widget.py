@@ -389,4 +389,5 @@ class EvaluateWidget(JobWidget):
     # ---- export
 
     def _on_export(self) -> None:
-        export_csv_json(self.report, str(self._export_path.value), missing="no evaluation yet: press Evaluate first")
+        export_csv_json(self.report, str(self._export_path.value), missing="no evaluation yet: press Evaluate first",
+                        show_error=show_error, show_info=show_info)

@@ -643,7 +643,7 @@ def iter_analyze(labels: Any, *, voxel_size: float | Sequence[float] | None = No
                  class_names: Sequence[str] | dict[int, str] | None = None, phases: Sequence[int] | None = None,
                  region: Any = None, surface: str = "faces", connectivity: bool = True, mean_size: bool = True,
                  tortuosity: bool = True, tpb_phases: Sequence[int] | None = None,
-                 tpb_correction: float = ISOTROPIC_STAIRCASE, device: str = "cpu",
+                 tpb_correction: float = ISOTROPIC_STAIRCASE, device: str = "auto",
                  max_voxels: int | None = MAX_VOXELS, block_slices: int | None = None,
                  tortuosity_iter_limit: int = 20000, tortuosity_tol: float = 1e-2,
                  cancel: CancelToken | None = None) -> Generator[Progress, None, Microstructure]:
@@ -790,7 +790,7 @@ def analyze(labels: Any, *, voxel_size: float | Sequence[float] | None = None, u
             class_names: Sequence[str] | dict[int, str] | None = None, phases: Sequence[int] | None = None,
             region: Any = None, surface: str = "faces", connectivity: bool = True, mean_size: bool = True,
             tortuosity: bool = True, tpb_phases: Sequence[int] | None = None,
-            tpb_correction: float = ISOTROPIC_STAIRCASE, device: str = "cpu", max_voxels: int | None = MAX_VOXELS,
+            tpb_correction: float = ISOTROPIC_STAIRCASE, device: str = "auto", max_voxels: int | None = MAX_VOXELS,
             block_slices: int | None = None, tortuosity_iter_limit: int = 20000, tortuosity_tol: float = 1e-2,
             cancel: CancelToken | None = None, progress: Any = None) -> Microstructure:
     """Measure the microstructure of a 3D label volume in physical units.
@@ -822,7 +822,7 @@ def analyze(labels: Any, *, voxel_size: float | Sequence[float] | None = None, u
     tpb_correction : float
         Divisor of the counted TPB length (1.5 for isotropic lines; 1 = raw edge count).
     device : str
-        Where TauFactor runs: "cpu" (default), "auto" (CUDA if present), "cuda", "cuda:N".
+        Where TauFactor runs: "auto" (default: CUDA if present, else the CPU), "cpu", "cuda", "cuda:N".
     max_voxels : int or None
         Largest region analysed in memory (connectivity, mean size, tortuosity).
     block_slices : int, optional
