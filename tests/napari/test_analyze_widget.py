@@ -109,3 +109,33 @@ def test_sample_truth_names_its_phases(make_napari_viewer):
     layers = viewer.open_sample("napari-xrayseg", "pxct")
     truth = [ly for ly in layers if isinstance(ly, napari.layers.Labels)][0]
     assert list(truth.features["name"]) == ["pore", "nickel", "YSZ"]
+
+
+def test_segment_warns_at_a_very_different_voxel_size_and_names_the_output(make_napari_viewer, qtbot, tmp_path,
+                                                                           monkeypatch):
+    from dataclasses import replace
+
+    from napari_xrayseg._napari.segment_widget import SegmentWidget
+    from napari_xrayseg.core.models import init_model, save_model
+
+    m = init_model("unet", size="tiny", classes=3, tile=32, class_names=["pore", "nickel", "YSZ"])
+    m.info = replace(m.info, voxel_size=[0.05, 0.05, 0.05], unit="um")
+    path = save_model(m, tmp_path / "m.safetensors")
+    warnings = []
+    monkeypatch.setattr("napari_xrayseg._napari.segment_widget.show_warning", warnings.append)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((2, 32, 32), dtype=np.float32), name="img",
+                     scale=(0.2, 0.2, 0.2), units=("um",) * 3)
+    w = SegmentWidget(viewer)
+    w._model_file.value = path
+    w._device.value = "cpu"
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    assert len(warnings) == 1 and "trained at" in warnings[0] and "x4" in warnings[0]
+    out = viewer.layers["img labels"]
+    assert list(out.features["name"]) == ["pore", "nickel", "YSZ"]
+    warnings.clear()
+    viewer.layers["img"].scale = (0.05, 0.05, 0.05)
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    assert warnings == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import InputError, OutputExistsError
+from ..core.errors import InputError, OutputExistsError, XraysegError
 
 
 def unique_name(viewer: Any, base: str) -> str:
@@ -118,3 +118,19 @@ def export_pair(raw: str) -> tuple[Path, Path]:
         raise OutputExistsError(f"{' and '.join(taken)} exist{'s' if len(taken) == 1 else ''}: "
                                 "choose another base name (nothing is overwritten)")
     return pair
+
+
+def voxel_size_warning(layer: Any, model: Any) -> str | None:
+    """A warning when ``layer``'s voxel size (scale and units) is far from the model's training one, else None."""
+    from ..core.models import read_model_info
+    from ..core.units import voxel_size_mismatch
+
+    info = model.info if hasattr(model, "info") else read_model_info(model)
+    units = getattr(layer, "units", None)
+    if info.voxel_size is None or not units:
+        return None
+    scale = tuple(float(s) for s in layer.scale)[-len(info.voxel_size):]
+    try:
+        return voxel_size_mismatch(info.voxel_size, info.unit, scale, str(units[-1]))
+    except XraysegError:  # a unit napari knows and we do not: no opinion
+        return None

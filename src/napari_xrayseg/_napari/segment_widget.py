@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 
 import napari
 
@@ -23,7 +23,7 @@ from ..core.errors import XraysegError
 from ..core.inference import iter_segment
 from ..core.models import read_model_info
 from ._jobs import JobRunner, JobWidget
-from ._layers import label_features, layer_array, layer_choices, placement, unique_name
+from ._layers import label_features, layer_array, layer_choices, placement, unique_name, voxel_size_warning
 
 if TYPE_CHECKING:
     from ..core.models import Model
@@ -86,6 +86,9 @@ class SegmentWidget(JobWidget):
 
     def _start(self, kwargs: dict[str, Any]) -> None:
         layer = self._image.value
+        warning = voxel_size_warning(layer, kwargs["model"])
+        if warning:
+            show_warning(warning)
         self.runner.start(iter_segment, desc=f"Segmenting {layer.name}", total=kwargs["image"].shape[0],
                           on_returned=lambda labels: self._add_result(labels, layer, kwargs), **kwargs)
 
