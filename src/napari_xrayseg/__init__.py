@@ -38,6 +38,8 @@ _EXPORTS = {
     "read_voxel_size": "core.io",
     "train": "core.training",
     "iter_train": "core.training",
+    "self_train": "core.selftrain",
+    "iter_self_train": "core.selftrain",
     "CancelToken": "core.progress",
     "Progress": "core.progress",
     "SegmentConfig": "core.config",

@@ -514,3 +514,41 @@ def test_class_names_in_tables_json_and_csv(tmp_path):
     listed = evaluate(PRED, TRUTH, class_names=["nickel", "YSZ"])  # a model's names of labels 1, 2
     assert listed.class_names == {1: "nickel", 2: "YSZ"}
     assert evaluate(PRED, TRUTH).to_dict()["class_names"] is None
+
+
+def test_interface_errors_by_distance_hand_computed():
+    from napari_xrayseg.core.metrics import interface_errors
+
+    truth = np.array([[[1, 1, 1, 1, 2, 2, 2, 2]]])  # one interface, between x=3 and x=4
+    pred = np.array([[[1, 1, 2, 1, 2, 2, 2, 1]]])    # wrong at x=2 (band 1) and x=7 (band 2+)
+    b = interface_errors(pred, truth)
+    assert b == {"0": {"voxels": 2, "errors": 0, "error_rate": 0.0},
+                 "1": {"voxels": 2, "errors": 1, "error_rate": 0.5},
+                 "2+": {"voxels": 4, "errors": 1, "error_rate": 0.25}}
+    # unannotated voxels (0) neither count nor make an interface
+    sparse = truth.copy()
+    sparse[..., 3] = 0
+    b = interface_errors(pred, sparse)
+    assert b["0"]["voxels"] == 0 and sum(v["voxels"] for v in b.values()) == 7
+
+
+def test_interface_errors_slab_by_slab_equals_whole_and_reach_the_report(tmp_path):
+    import zarr
+
+    from napari_xrayseg.core.metrics import Report, interface_errors
+
+    rng = np.random.default_rng(4)
+    truth = (rng.random((12, 20, 20)) > 0.5).astype(np.uint8) + 1
+    truth[:, :10] = 3
+    pred = np.where(rng.random(truth.shape) < 0.1, 1, truth).astype(np.uint8)
+    z = zarr.create_array(store=str(tmp_path / "t.zarr"), shape=truth.shape, dtype="uint8", chunks=(3, 20, 20))
+    z[:] = truth
+    whole = interface_errors(pred, truth)
+    assert interface_errors(pred, z, block_slices=2) == whole
+    r = evaluate(pred, z)
+    assert r.by_interface_distance == whole
+    d = r.to_dict()["by_interface_distance"]
+    assert set(d) == {"0", "1", "2+"} and d["0"]["voxels"] + d["1"]["voxels"] + d["2+"]["voxels"] == truth.size
+    assert Report.from_dict(r.to_dict()).by_interface_distance == whole
+    assert "distance to a truth interface" in repr(r)
+    assert evaluate(pred, truth, interfaces=False).by_interface_distance is None

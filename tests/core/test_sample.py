@@ -139,6 +139,9 @@ def test_few_angles_add_streaks():
         ({"feature_size": -2.0}, r"feature_size must be > 0, got -2.0"),
         ({"n_angles": 0}, r"n_angles must be >= 1, got 0"),
         ({"n_angles": 1.5}, r"n_angles must be an integer"),
+        ({"blur": -1}, r"blur must be >= 0, got -1"),
+        ({"misalignment": float("inf")}, r"misalignment must be >= 0, got inf"),
+        ({"offset": float("nan")}, r"offset must be a finite number, got nan"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -148,3 +151,43 @@ def test_bad_arguments(kwargs, match):
     message = str(info.value)
     assert "\n" not in message
     assert "pass " in message          # names the fix
+
+
+def test_presets_are_named_settings_and_explicit_arguments_win():
+    from napari_xrayseg.core.sample import PRESETS
+
+    assert {"default", "hard", "hard-transfer"} <= set(PRESETS)
+    hard, truth = make_phantom((4, 48, 48), seed=2, preset="hard")
+    same, _ = make_phantom((4, 48, 48), seed=2, **{k: v for k, v in PRESETS["hard"].items()
+                                                    if k != "n_angles_fraction"}, n_angles=24)
+    np.testing.assert_array_equal(hard, same)  # the preset is exactly its settings (24 = 48 x 0.5 angles)
+    quieter, truth2 = make_phantom((4, 48, 48), seed=2, preset="hard", noise=0.0)
+    np.testing.assert_array_equal(truth, truth2)
+    assert np.abs(quieter - hard).mean() > 0.01
+    with pytest.raises(InputError, match=r"unknown preset 'nope': choose one of"):
+        make_phantom((4, 16, 16), preset="nope")
+
+
+def test_hard_preset_is_harder_and_transfer_is_offset():
+    default, truth = make_phantom((8, 64, 64), seed=5)
+    hard, htruth = make_phantom((8, 64, 64), seed=5, preset="hard")
+    other, otruth = make_phantom((8, 64, 64), seed=5, preset="hard-transfer")
+    # smaller particles: more voxels touch an interface
+    from napari_xrayseg.core.metrics import interface_errors
+
+    def share(t):
+        return interface_errors(t, t)["0"]["voxels"] / t.size
+
+    assert share(htruth) > 1.2 * share(truth) and share(otruth) > share(htruth)
+    # noisier and blurrier: one threshold separates pore from YSZ worse
+    assert _best_threshold_error(hard, htruth, PORE, YSZ) > _best_threshold_error(default, truth, PORE, YSZ)
+    # the second scan's calibration is offset
+    assert float(other[otruth == PORE].mean()) > float(hard[htruth == PORE].mean()) + 0.03
+
+
+def test_misalignment_blurs_and_default_volume_unchanged():
+    a, _ = make_phantom((2, 48, 48), seed=1, noise=0.0)
+    b, _ = make_phantom((2, 48, 48), seed=1, noise=0.0, misalignment=0.0, blur=0.9, offset=0.0)
+    np.testing.assert_array_equal(a, b)  # the new options default to the old volume
+    c, _ = make_phantom((2, 48, 48), seed=1, noise=0.0, misalignment=1.0)
+    assert np.abs(c - a).mean() > 0.005

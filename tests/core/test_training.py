@@ -122,7 +122,8 @@ def test_info_holds_settings_and_classes(phantom):
     assert m.info.classes == [1, 2, 3]
     assert m.info.class_names == [PHASES[c] for c in (1, 2, 3)]
     t = m.info.train
-    assert t["annotated_slices"] == [1, 4] and len(t["val_slices"]) == 1
+    # two painted slices: both teach, a band of each is held out (whole slices only from 5 on)
+    assert t["annotated_slices"] == [1, 4] and t["val_slices"] == [] and t["validation"] == "block"
     assert t["stopped"] == "epochs" and t["epochs_run"] == 2 and 1 <= t["best_epoch"] <= 2
     assert {"axis", "arch", "size", "loss", "gamma", "patch", "batch", "lr", "seed"} <= set(t)
     h = m.info.history[0]
@@ -145,6 +146,39 @@ def test_time_budget_stops_training(phantom):
     image, _, sparse = phantom
     m = train(image, sparse, **dict(FAST, epochs=1000, minutes=1e-4))
     assert m.info.train["stopped"] == "time" and m.info.train["epochs_run"] == 1
+
+
+def test_time_budget_alone_is_spent_in_full(phantom):
+    """`--minutes` without `--epochs` has no epoch cap: it runs past the old default of 40."""
+    from napari_xrayseg.core.training import DEFAULT_EPOCHS, _Budget
+
+    b = _Budget(None, 0.5, steps_per_epoch=1)
+    assert b.epochs is None and not b.last_epoch(10 * DEFAULT_EPOCHS) and not b.out_of_time()
+    b.t0 -= 15  # half the budget spent: the schedule and the progress follow the clock
+    assert 0.49 < b.fraction(step=10_000) < 0.6 and 490 <= b.progress(99, 10_000, per_epoch=True)[0] < 600
+    assert _Budget(None, None, 5).epochs == DEFAULT_EPOCHS  # neither given: the default cap
+    assert _Budget(3, 10.0, 5).last_epoch(3)  # both: the first limit binds
+    image, _, sparse = phantom
+    kw = dict(FAST, epochs=None, steps_per_epoch=1, augment=False, val_fraction=0.0, minutes=0.04)
+    records = []
+    m = train(image, sparse, progress=records.append, **kw)
+    t = m.info.train
+    assert t["stopped"] == "time" and t["epochs"] is None
+    assert t["elapsed_s"] >= 0.04 * 60  # the whole budget was spent (however slow the machine)
+    ends = [r for r in records if "loss" in r.info]
+    assert ends[-1].total == 1000 and ends[-1].step >= 990  # progress in per mille of the budget
+
+
+def test_few_slices_validate_on_bands_many_on_whole_slices():
+    from napari_xrayseg.core.training import MIN_SLICES_HELD_OUT, _split
+
+    labs = np.ones((MIN_SLICES_HELD_OUT, 16, 16), np.uint8)
+    labs[:, :, 8:] = 2
+    rng = np.random.default_rng(0)
+    sl, px, kind = _split(labs[:3], 0.2, [1, 2], rng)
+    assert kind == "block" and not sl.any() and 0 < px.sum() < labs[:3].size
+    sl, px, kind = _split(labs, 0.2, [1, 2], rng)
+    assert kind == "slices" and sl.sum() == 1
 
 
 def test_model_round_trip_after_training(phantom, tmp_path):

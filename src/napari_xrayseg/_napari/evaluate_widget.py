@@ -283,6 +283,11 @@ class EvaluateWidget(JobWidget):
                     f"per-slice Dice {report.mean_slice_dice:.4f} ± {report.std_slice_dice:.4f} "
                     f"over {report.n_annotated_slices} annotated slices (axis {report.axis})"
                 )
+        bands = report.by_interface_distance
+        if bands:
+            names = {"0": "on an interface", "1": "1 voxel away", "2+": "farther"}
+            lines.append("error rate " + ", ".join(
+                f"{names[k]} {_fmt(v['error_rate'])} ({v['voxels']:,} voxels)" for k, v in bands.items()))
         na = [str(c) for c in report.classes if report.per_class[c].get("dice") is None]
         if na:
             lines.append(f"not applicable (absent from both): class {', '.join(na)}")

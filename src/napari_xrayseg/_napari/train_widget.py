@@ -105,7 +105,8 @@ class TrainWidget(JobWidget):
                               tooltip="supervised: segmentation loss on the painted pixels; pix2pix: also an "
                                       "adversarial loss from a PatchGAN discriminator (slower per step)")
         self._minutes = FloatSpinBox(label="Time budget (min)", min=0.1, max=24 * 60, step=0.5, value=5.0)
-        self._epochs = SpinBox(label="Max epochs", min=1, max=100_000, value=_T.epochs)
+        # 0 = no cap: the whole time budget is used (as `xrayseg train --minutes` without --epochs)
+        self._epochs = SpinBox(label="Max epochs (0 = no cap)", min=0, max=100_000, value=0)
         self._batch = SpinBox(label="Batch", min=1, max=512, value=_T.batch)
         self._patch = SpinBox(label="Patch size", min=16, max=1024, step=16, value=_T.patch)
         self._lr = FloatSpinBox(label="Learning rate", min=1e-6, max=1.0, step=1e-4, value=_T.lr)
@@ -146,7 +147,8 @@ class TrainWidget(JobWidget):
         self.plot.clear()
         layer = self._image.value
         self._status.value = "training..."
-        self.runner.start(iter_train, desc=f"Training on {layer.name}", total=kwargs["epochs"],
+        total = kwargs["epochs"] if kwargs["minutes"] is None else 1000  # per mille of the time budget
+        self.runner.start(iter_train, desc=f"Training on {layer.name}", total=total,
                           on_returned=lambda m: self._trained(m, layer, kwargs, cancelled=False),
                           on_yielded=self._on_progress,
                           on_cancelled=lambda e: self._trained(getattr(e, "result", None), layer, kwargs,
@@ -175,7 +177,7 @@ class TrainWidget(JobWidget):
         axes = [axis, *(a for a in range(3) if a != axis)] if self._all_axes.value and image.ndim == 3 else None
         return {"image": image, "labels": labels, "axis": axis, "axes": axes,
                 "arch": str(self._arch.value), "size": str(self._size.value), "mode": str(self._mode.value),
-                "minutes": float(self._minutes.value), "epochs": int(self._epochs.value),
+                "minutes": float(self._minutes.value), "epochs": int(self._epochs.value) or None,
                 "batch": int(self._batch.value), "patch": int(self._patch.value), "lr": float(self._lr.value),
                 "augment": bool(self._augment.value), "context": int(self._context.value),
                 "device": str(self._device.value), "init": init if init not in ("", ".") else None, "out": out}

@@ -66,10 +66,11 @@ class TrainConfig:
         Pix2Pix only: weight of the segmentation loss against the adversarial loss
         (pix2pix's lambda, 100 as in pix2pix; 10 lost 0.4 points of mean Dice on
         the sample, docs/train.md).
-    epochs : int
-        Number of epochs (an epoch is ``steps_per_epoch`` optimiser steps).
+    epochs : int or None
+        Most epochs (an epoch is ``steps_per_epoch`` optimiser steps). ``None``: no cap
+        when ``minutes`` is given, so the whole time budget is used; 40 when neither is.
     minutes : float or None
-        Wall-clock budget; training stops at the first of ``epochs`` and ``minutes``.
+        Wall-clock budget, spent in full unless ``epochs`` runs out first.
     steps_per_epoch : int
         Optimiser steps per epoch.
     batch : int
@@ -98,6 +99,10 @@ class TrainConfig:
         neighbours on each side, as input channels, "2.5D"); 1 = plain 2D.
         3 by default: on the accuracy benchmark it removes about 17 % of the
         wrong voxels of plain 2D at the same training time (docs/accuracy.md).
+    normalize : str
+        Input normalisation stored in the model: ``"image"`` (percentile bounds of each
+        image the model segments, so a second scan with another grey-level calibration
+        is mapped alike) or ``"fixed"`` (the training image's bounds for every input).
     """
 
     axis: int = 0
@@ -105,7 +110,7 @@ class TrainConfig:
     size: str = "medium"
     mode: str = "supervised"
     pixel_weight: float = 100.0
-    epochs: int = 40
+    epochs: int | None = None
     minutes: float | None = None
     steps_per_epoch: int = 25
     batch: int = 8
@@ -119,3 +124,4 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     context: int = 3
+    normalize: str = "image"

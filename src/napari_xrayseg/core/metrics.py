@@ -69,6 +69,7 @@ __all__ = [
     "confusion_matrix",
     "dice_per_class",
     "evaluate",
+    "interface_errors",
 ]
 
 log = logging.getLogger(__name__)
@@ -645,6 +646,10 @@ class Report:
         Slices with a per-slice mean Dice.
     class_names : dict or None
         ``{class: name}`` shown in the tables (e.g. from the model), if known.
+    by_interface_distance : dict, optional
+        Error rates by distance to the nearest truth interface, from
+        :func:`interface_errors`: ``{"0": {"voxels", "errors", "error_rate"}, "1": ...,
+        "2+": ...}`` (None if not computed).
     """
 
     classes: tuple[int, ...]
@@ -664,6 +669,7 @@ class Report:
     n_annotated_slices: int = 0
     shape: tuple[int, ...] = field(default=())
     class_names: dict[int, str] | None = None
+    by_interface_distance: dict[str, dict[str, float | int | None]] | None = None
 
     @classmethod
     def from_confusion(cls, cm: Confusion) -> Report:
@@ -719,7 +725,8 @@ class Report:
             ``ignore_zero``, ``shape``, ``classes``, ``per_class`` (``{"1": {...}}``),
             ``confusion_matrix`` (list of rows = truth), ``confusion_labels``,
             ``per_slice`` (``{"axis", "dice", "per_class"}`` or None),
-            ``mean_slice_dice``, ``std_slice_dice``, ``n_annotated_slices``.
+            ``mean_slice_dice``, ``std_slice_dice``, ``n_annotated_slices``,
+            ``by_interface_distance`` (see :func:`interface_errors`, or None).
 
         Examples
         --------
@@ -751,6 +758,9 @@ class Report:
             "std_slice_dice": self.std_slice_dice,
             "n_annotated_slices": int(self.n_annotated_slices),
             "class_names": None if self.class_names is None else {str(k): v for k, v in self.class_names.items()},
+            "by_interface_distance": None
+            if self.by_interface_distance is None
+            else {k: dict(v) for k, v in self.by_interface_distance.items()},
         }
 
     @classmethod
@@ -789,6 +799,7 @@ class Report:
                 shape=tuple(int(s) for s in d.get("shape", ())),
                 class_names=None if d.get("class_names") is None
                 else {int(k): str(v) for k, v in d["class_names"].items()},
+                by_interface_distance=d.get("by_interface_distance"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise InputError(
@@ -923,6 +934,12 @@ class Report:
                     f"  per-slice dice (axis {self.axis}): {self.mean_slice_dice:.4f} "
                     f"± {self.std_slice_dice:.4f} over {self.n_annotated_slices} annotated slices"
                 )
+        if self.by_interface_distance:
+            parts = [
+                f"{k}: {fmt(v['error_rate'])} of {v['voxels']}"
+                for k, v in self.by_interface_distance.items()
+            ]
+            lines.append("  error rate by distance to a truth interface (voxels): " + ", ".join(parts))
         return "\n".join(line.rstrip() for line in lines)
 
 
@@ -967,8 +984,9 @@ def evaluate(
     cancel: Any = None,
     block_slices: int | None = None,
     class_names: dict[int, str] | Sequence[str] | None = None,
+    interfaces: bool = True,
 ) -> Report:
-    """Score a segmentation against (possibly sparse) ground truth in one pass.
+    """Score a segmentation against (possibly sparse) ground truth.
 
     Parameters
     ----------
@@ -989,6 +1007,10 @@ def evaluate(
         Slices along axis 0 read at a time (see :func:`confusion_matrix`).
     class_names : dict or list of str, optional
         Class names for the tables: ``{class: name}``, or a list naming classes 1, 2, ...
+    interfaces : bool
+        Also report error rates by distance to the nearest truth interface
+        (:attr:`Report.by_interface_distance`, see :func:`interface_errors`); a second
+        pass over the arrays.
 
     Returns
     -------
@@ -1023,8 +1045,106 @@ def evaluate(
     if class_names is not None:
         names = dict(class_names) if isinstance(class_names, dict) else dict(enumerate(class_names, start=1))
         report.class_names = {int(c): str(names[c]) for c in report.classes if c in names}
+    if interfaces and ignore_zero:
+        report.by_interface_distance = interface_errors(pred, truth, block_slices=block_slices, cancel=cancel)
     log.debug("evaluated %s: mean dice %s", cm.shape, report.mean_dice)
     return report
+
+
+#: Keys of :func:`interface_errors`, nearest first.
+INTERFACE_BANDS = ("0", "1", "2+")
+
+
+def _interface_band(t: np.ndarray) -> np.ndarray:
+    """Distance band of each voxel of ``t`` to a truth interface: 0, 1 or 2 (= 2 or more).
+
+    A voxel is on an interface (0) when one of its face neighbours (6 in 3D, 4 in 2D)
+    is annotated with another class; band 1 is a face neighbour of such a voxel.
+    Unannotated voxels (0) are never on an interface and never make one.
+    """
+    on = np.zeros(t.shape, bool)
+    for ax in range(t.ndim):
+        a = [slice(None)] * t.ndim
+        b = [slice(None)] * t.ndim
+        a[ax], b[ax] = slice(1, None), slice(None, -1)
+        hi, lo = t[tuple(a)], t[tuple(b)]
+        diff = (hi != lo) & (hi != 0) & (lo != 0)
+        on[tuple(a)] |= diff
+        on[tuple(b)] |= diff
+    near = on.copy()
+    for ax in range(t.ndim):
+        a = [slice(None)] * t.ndim
+        b = [slice(None)] * t.ndim
+        a[ax], b[ax] = slice(1, None), slice(None, -1)
+        near[tuple(a)] |= on[tuple(b)]
+        near[tuple(b)] |= on[tuple(a)]
+    band = np.full(t.shape, 2, np.uint8)
+    band[near] = 1
+    band[on] = 0
+    return band
+
+
+def interface_errors(
+    pred: Any,
+    truth: Any,
+    *,
+    block_slices: int | None = None,
+    cancel: Any = None,
+) -> dict[str, dict[str, float | int | None]]:
+    """Error rates by distance to the nearest interface of the truth.
+
+    On hard scans nearly every wrong voxel touches an interface, so this tells how
+    precisely a segmentation places its boundaries. Band ``"0"`` holds the annotated
+    voxels with a face neighbour (6 in 3D) annotated with another class, ``"1"`` the
+    annotated voxels next to those, ``"2+"`` all other annotated voxels. With sparse
+    truth (0 = not annotated) only annotated neighbours count, so on painted slices the
+    interfaces are those within the slice. Read slab by slab with a halo of two slices:
+    memory is bounded as in :func:`evaluate`.
+
+    Parameters
+    ----------
+    pred, truth : array-like
+        Label arrays of the same 2D or 3D shape; truth 0 = not annotated.
+    block_slices : int, optional
+        Slices along axis 0 read at a time.
+    cancel : CancelToken, optional
+        Checked before every slab.
+
+    Returns
+    -------
+    dict
+        ``{"0": {"voxels": n, "errors": e, "error_rate": e / n}, "1": {...},
+        "2+": {...}}``; ``error_rate`` is None for an empty band.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> truth = np.array([[1, 1, 1, 2, 2, 2]])
+    >>> pred = np.array([[1, 1, 2, 2, 2, 2]])
+    >>> interface_errors(pred, truth)["0"]
+    {'voxels': 2, 'errors': 1, 'error_rate': 0.5}
+    """
+    pred, truth, shape = _check_pair(pred, truth)
+    step = _block_slices(block_slices, pred, truth, shape)
+    voxels = np.zeros(3, np.int64)
+    errors = np.zeros(3, np.int64)
+    halo = 2
+    for s0 in range(0, shape[0], step):
+        check(cancel)
+        s1 = min(s0 + step, shape[0])
+        lo, hi = max(0, s0 - halo), min(shape[0], s1 + halo)
+        t = _read_labels(truth, slice(lo, hi), "truth")
+        band = _interface_band(t)[s0 - lo : s1 - lo]
+        t = t[s0 - lo : s1 - lo]
+        p = _read_labels(pred, slice(s0, s1), "pred")
+        counted = t != 0
+        wrong = counted & (p != t)
+        voxels += np.bincount(band[counted].ravel(), minlength=3)[:3]
+        errors += np.bincount(band[wrong].ravel(), minlength=3)[:3]
+    return {
+        k: {"voxels": int(n), "errors": int(e), "error_rate": _ratio(e, n) if n else None}
+        for k, n, e in zip(INTERFACE_BANDS, voxels, errors, strict=True)
+    }
 
 
 def dice_per_class(

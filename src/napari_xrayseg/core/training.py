@@ -48,7 +48,7 @@ from .normalize import apply_normalization, compute_normalization
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
 from .tiling import context_range, normalize_axis, plan_slab_depth, slab_ranges, slab_slicer, stack_context
 
-__all__ = ["LOSSES", "MODES", "SCHEDULES", "SegmentationLoss", "iter_train", "make_loss", "train"]
+__all__ = ["DEFAULT_EPOCHS", "LOSSES", "MODES", "SCHEDULES", "SegmentationLoss", "iter_train", "make_loss", "train"]
 
 log = logging.getLogger(__name__)
 _D = TrainConfig()
@@ -59,6 +59,11 @@ LOSSES = ("dicece", "ce", "dice", "dice_gamma")
 SCHEDULES = ("cosine", "step", "constant")
 #: Training modes accepted by :func:`train`.
 MODES = ("supervised", "pix2pix")
+#: Input normalisations accepted by :func:`train`.
+NORMALIZE = ("image", "fixed")
+
+#: Epochs run when neither ``epochs`` nor ``minutes`` is given.
+DEFAULT_EPOCHS = 40
 
 _IGNORE = -1  # class index of unannotated pixels in training targets
 _MAX_COORDS = 1 << 20  # annotated pixel positions kept per class for patch centres
@@ -539,24 +544,33 @@ def _augmentation(patch: int, seed: int) -> Any:
     return t
 
 
+#: Fewest annotated slices (along the main axis) from which whole slices are held out for
+#: validation; with fewer, a band of each slice is held out instead, so that every painted
+#: slice teaches the network (holding out one of three slices throws away a third of the
+#: annotation and scores the model on a single slice).
+MIN_SLICES_HELD_OUT = 5
+
+
 def _split(labs: np.ndarray, val_fraction: float, classes: list[int],
-           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+           rng: np.random.Generator, n_main: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """Choose held-out data: (held-out slices (N,), held-out pixels (N, Y, X), kind).
 
     ``kind`` is ``"slices"`` (whole slices, chosen so every class keeps training
-    pixels), ``"block"`` (a band of rows of each slice's annotated pixels, with a
-    single slice) or ``"none"``.
+    pixels; only with at least :data:`MIN_SLICES_HELD_OUT` slices along the main axis,
+    the first ``n_main`` of ``labs``), ``"block"`` (a band of rows of each slice's
+    annotated pixels) or ``"none"``.
     """
     n = labs.shape[0]
+    n_main = n if n_main is None else n_main
     none = np.zeros(n, bool), np.zeros(labs.shape, bool)
     if val_fraction <= 0:
         return *none, "none"
-    if n >= 2:
-        want = min(n - 1, max(1, int(round(val_fraction * n))))
+    if n_main >= MIN_SLICES_HELD_OUT:
+        want = min(n_main - 1, max(1, int(round(val_fraction * n_main))))
         present = np.stack([[(labs[i] == c).any() for c in classes] for i in range(n)])  # (N, C)
         left = present.sum(0)
         chosen = []
-        for i in rng.permutation(n):
+        for i in rng.permutation(n_main):
             if len(chosen) == want:
                 break
             if np.all(left - present[i] > 0):  # every class keeps training pixels
@@ -566,7 +580,7 @@ def _split(labs: np.ndarray, val_fraction: float, classes: list[int],
             sl = np.zeros(n, bool)
             sl[chosen] = True
             return sl, sl[:, None, None] & (labs > 0), "slices"
-    # one slice (or no slice can go without losing a class): a band of rows of each slice
+    # few slices (or no slice can go without losing a class): a band of rows of each slice
     px = np.zeros(labs.shape, bool)
     for i in range(n):
         rows = (labs[i] > 0).sum(1)
@@ -651,51 +665,24 @@ def _validate(pred: SlicePredictor, x: np.ndarray, truth: np.ndarray, classes: l
     return (float(np.mean(vals)) if vals else None), per
 
 
-# --------------------------------------------------------------------------- training
+# --------------------------------------------------------------------------- training: the pieces
+#
+# iter_train = _settings (check every argument, claim the output path)
+#            -> _load_data (annotated slices, normalisation, split, patch sampler)
+#            -> _build (model, optimiser step, validation predictor)
+#            -> _fit (the epoch loop under a _Budget, best-weights bookkeeping)
+#            -> save.
 
 
-def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.arch, size: str | None = None,
-               epochs: int = _D.epochs, minutes: float | None = _D.minutes,
-               steps_per_epoch: int = _D.steps_per_epoch, batch: int = _D.batch, patch: int = _D.patch,
-               lr: float = _D.lr, schedule: str = _D.schedule, loss: str = _D.loss, gamma: float = _D.gamma,
-               augment: bool = _D.augment, val_fraction: float = _D.val_fraction, seed: int = _D.seed,
-               device: str = _D.device, init: Model | str | os.PathLike | None = None,
-               context: int | None = None, mode: str = _D.mode, pixel_weight: float = _D.pixel_weight,
-               axes: str | Sequence[int] | None = None,
-               out: str | os.PathLike | None = None, overwrite: bool = False,
-               cancel: CancelToken | None = None) -> Generator[Progress, None, Model]:
-    """Generator form of :func:`train`: yields :class:`Progress` records, returns the model.
+def _number(name: str, v: Any, ok: Any, hint: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(v):
+        raise InputError(f"{name} {v!r} must be {hint}")
+    return float(v)
 
-    After every optimiser step it yields a light record with ``info={"epoch": e,
-    "batch": b}``; after every epoch a record with ``step=epoch, total=epochs`` and
-    ``info`` holding ``epoch``, ``loss``, ``val_dice``, ``val_dice_per_class``,
-    ``elapsed_s``, ``lr`` and ``steps`` (with ``mode="pix2pix"`` also ``loss_adv`` and
-    ``loss_d``).  See :func:`train` for the parameters.
-    """
-    t_start = time.perf_counter()
-    # ---- arguments (cheap checks first, output before any work)
-    out_path = _out_path(out, overwrite)
-    epochs = _check_positive_int("epochs", epochs)
-    steps_per_epoch = _check_positive_int("steps_per_epoch", steps_per_epoch)
-    batch = _check_positive_int("batch", batch)
-    patch = _check_positive_int("patch", patch, 8)
-    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float))
-                                or not minutes > 0):
-        raise InputError(f"minutes {minutes!r} must be a positive number or None")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 10:
-        raise InputError(f"lr {lr!r} must be a positive number, e.g. 3e-3")
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
-        raise InputError(f"val_fraction {val_fraction!r} must be in [0, 1), e.g. 0.2")
-    if schedule not in SCHEDULES:
-        raise InputError(f"unknown schedule {schedule!r}: choose one of {list(SCHEDULES)}")
-    loss_fn = make_loss(loss, gamma)
-    if mode not in MODES:
-        raise InputError(f"unknown training mode {mode!r}: choose one of {list(MODES)}")
-    if (isinstance(pixel_weight, bool) or not isinstance(pixel_weight, (int, float))
-            or not 0 < pixel_weight <= 1e6):
-        raise InputError(f"pixel_weight {pixel_weight!r} must be a positive number, e.g. {_D.pixel_weight}")
-    seed = _check_positive_int("seed", seed, 0)
-    if context is None:  # fine-tuning keeps the starting model's context; new models get the default
+
+def _resolve_context(context: int | None, init: Model | str | os.PathLike | None) -> int:
+    """Fine-tuning keeps the starting model's context; new models get the default."""
+    if context is None:
         if isinstance(init, Model):
             context = init.info.context
         elif isinstance(init, (str, os.PathLike)):
@@ -707,22 +694,98 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
     context = _check_positive_int("context", context)
     if context % 2 == 0 or context > MAX_CONTEXT:
         raise InputError(f"context {context} must be an odd number of slices in 1..{MAX_CONTEXT}, e.g. 1 or 3")
-    dev = resolve_device(device)
+    return context
 
+
+def _settings(kw: dict[str, Any]) -> dict[str, Any]:
+    """Check every argument of :func:`iter_train` (cheap checks first); return them normalised."""
+    s = dict(kw)
+    s["out_path"] = _out_path(kw["out"], kw["overwrite"])  # before any work: never end with nowhere to save
+    s["epochs"] = None if kw["epochs"] is None else _check_positive_int("epochs", kw["epochs"])
+    s["steps_per_epoch"] = _check_positive_int("steps_per_epoch", kw["steps_per_epoch"])
+    s["batch"] = _check_positive_int("batch", kw["batch"])
+    s["patch"] = _check_positive_int("patch", kw["patch"], 8)
+    if kw["minutes"] is not None:
+        s["minutes"] = _number("minutes", kw["minutes"], lambda v: v > 0, "a positive number or None")
+    s["lr"] = _number("lr", kw["lr"], lambda v: 0 < v < 10, "a positive number, e.g. 3e-3")
+    s["val_fraction"] = _number("val_fraction", kw["val_fraction"], lambda v: 0 <= v < 1, "in [0, 1), e.g. 0.2")
+    if kw["schedule"] not in SCHEDULES:
+        raise InputError(f"unknown schedule {kw['schedule']!r}: choose one of {list(SCHEDULES)}")
+    s["loss_fn"] = make_loss(kw["loss"], kw["gamma"])
+    if kw["mode"] not in MODES:
+        raise InputError(f"unknown training mode {kw['mode']!r}: choose one of {list(MODES)}")
+    s["pixel_weight"] = _number("pixel_weight", kw["pixel_weight"], lambda v: 0 < v <= 1e6,
+                                f"a positive number, e.g. {_D.pixel_weight}")
+    s["seed"] = _check_positive_int("seed", kw["seed"], 0)
+    s["context"] = _resolve_context(kw["context"], kw["init"])
+    if kw["normalize"] not in NORMALIZE:
+        raise InputError(f"unknown normalize {kw['normalize']!r}: choose one of {list(NORMALIZE)}")
+    s["dev"] = resolve_device(kw["device"])
+    return s
+
+
+class _Budget:
+    """When training stops and how far it is: epochs, a wall-clock budget, or both.
+
+    With ``minutes`` alone the whole budget is spent (no epoch cap); with ``epochs``
+    alone that many epochs run; with both, the first limit reached stops training;
+    with neither, :data:`DEFAULT_EPOCHS`. The learning-rate schedule and the progress
+    follow whichever limit binds.
+    """
+
+    def __init__(self, epochs: int | None, minutes: float | None, steps_per_epoch: int) -> None:
+        self.t0 = time.perf_counter()
+        self.seconds = None if minutes is None else float(minutes) * 60.0
+        self.epochs = epochs if epochs is not None or self.seconds is not None else DEFAULT_EPOCHS
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = None if self.epochs is None else self.epochs * steps_per_epoch
+        self.warmup = 20 if self.total_steps is None else min(20, self.total_steps // 20)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def fraction(self, step: int) -> float:
+        """How much of the budget is spent, in [0, 1], by steps or time, whichever is further."""
+        f = 0.0 if self.total_steps is None else step / self.total_steps
+        if self.seconds is not None:
+            f = max(f, self.elapsed() / self.seconds)
+        return min(f, 1.0)
+
+    def out_of_time(self) -> bool:
+        return self.seconds is not None and self.elapsed() >= self.seconds
+
+    def last_epoch(self, epoch: int) -> bool:
+        return self.epochs is not None and epoch >= self.epochs
+
+    def progress(self, epoch: int, step: int, per_epoch: bool) -> tuple[int, int]:
+        """(done, total) for a :class:`Progress` record: epochs (or steps) when epochs bind, else per mille."""
+        if self.epochs is not None and self.seconds is None:
+            return (epoch, self.epochs) if per_epoch else (step, self.epochs * self.steps_per_epoch)
+        done = int(1000 * self.fraction(step))
+        if self.epochs is not None and per_epoch:
+            done = max(done, int(1000 * epoch / self.epochs))
+        return min(done, 1000), 1000
+
+    def of(self, epoch: int) -> str:
+        if self.seconds is None:
+            return f"{epoch}/{self.epochs}"
+        return f"{epoch} ({self.elapsed():.0f} of {self.seconds:.0f} s)"
+
+
+def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken | None) -> dict[str, Any]:
+    """Annotated slices -> normalised training and validation data and a patch sampler."""
     image = check_image(image)
     if not hasattr(labels, "shape") or not hasattr(labels, "dtype"):
         labels = np.asarray(labels)
     if tuple(labels.shape) != tuple(image.shape):
         raise InputError(f"labels shape {tuple(labels.shape)} does not match image shape {tuple(image.shape)}")
     is2d = len(image.shape) == 2
-    axis = 0 if is2d else normalize_axis(axis, 3)
+    axis = 0 if is2d else normalize_axis(s["axis"], 3)
     from .ensemble import parse_axes
 
-    ax_list = parse_axes(axes, len(image.shape), default=axis)
-    axis = ax_list[0]
+    ax_list = parse_axes(s["axes"], len(image.shape), default=axis)
+    axis, context = ax_list[0], s["context"]
     extra_axes: dict[int, int] = {}
-
-    # ---- data: annotated slices only
     try:
         idx, imgs, labs = _annotated_slices(image, labels, axis, is2d, cancel, context)
         if len(ax_list) > 1 and idx:
@@ -743,8 +806,8 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
     del imgs
     lut = np.full(256, _IGNORE, np.int16)
     lut[classes] = np.arange(len(classes), dtype=np.int16)
-    rng = np.random.default_rng(seed)
-    val_sl, val_px, val_kind = _split(labs, float(val_fraction), classes, rng)
+    val_sl, val_px, val_kind = _split(labs, s["val_fraction"], classes, np.random.default_rng(s["seed"]),
+                                      n_main=len(idx))
     train_sl = ~val_sl
     tgt = lut[labs[train_sl]]
     tgt[val_px[train_sl]] = _IGNORE
@@ -757,147 +820,198 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
     missing = [c for i, c in enumerate(classes) if not (tgt == i).any()]
     if missing:
         log.warning("classes %s have no training pixels left after holding out validation data", missing)
-    sampler = _PatchSampler(x_all[train_sl], tgt, len(classes), patch, bool(augment), seed)
+    sampler = _PatchSampler(x_all[train_sl], tgt, len(classes), s["patch"], bool(s["augment"]), s["seed"])
     if not sampler.available:
         raise InputError("too few annotated pixels to hold out validation data: paint more, "
                          "or pass val_fraction=0")
     log.info("training on %d annotated slices along axis %d (+ %s along other axes; %d held out, validation by "
              "%s), classes %s, normalisation low=%.4g high=%.4g", len(idx), axis, extra_axes or "none",
              int(val_sl.sum()), val_kind, classes, norm["low"], norm["high"])
+    return {"image": image, "is2d": is2d, "axis": axis, "axes": ax_list, "extra_axes": extra_axes, "idx": idx,
+            "classes": classes, "norm": norm, "sampler": sampler, "val_x": val_x, "val_truth": val_truth,
+            "val_kind": val_kind, "val_slices": [i for i, v in zip(idx, val_sl[:len(idx)]) if v]}
 
-    # ---- model and optimiser
-    model = _start_model(init, arch, size, classes, seed, dev, context)
-    model.info.normalization = dict(norm)
-    if patch % model.info.stride:
-        raise InputError(f"patch {patch} is not a multiple of the network's stride {model.info.stride} "
-                         f"(e.g. {max(1, round(patch / model.info.stride)) * model.info.stride})")
-    for a in ax_list:
-        plane = tuple(int(s) for d, s in enumerate(image.shape) if d != a) if not is2d else tuple(image.shape)
-        if min(plane) < model.info.stride:
+
+def _build(s: dict[str, Any], d: dict[str, Any], cancel: CancelToken | None
+           ) -> tuple[Model, _SupervisedStep, SlicePredictor | None]:
+    """The model to train (new or fine-tuned), its optimiser step and the validation predictor."""
+    model = _start_model(s["init"], s["arch"], s["size"], d["classes"], s["seed"], s["dev"], s["context"])
+    norm = dict(d["norm"])
+    if s["normalize"] == "image":  # bounds computed from each input at inference; these are for the record
+        norm = {**norm, "low": None, "high": None, "training_bounds": [norm["low"], norm["high"]]}
+    model.info.normalization = norm
+    stride = model.info.stride
+    if s["patch"] % stride:
+        raise InputError(f"patch {s['patch']} is not a multiple of the network's stride {stride} "
+                         f"(e.g. {max(1, round(s['patch'] / stride)) * stride})")
+    shape = tuple(int(v) for v in d["image"].shape)
+    for a in d["axes"]:
+        plane = shape if d["is2d"] else tuple(v for i, v in enumerate(shape) if i != a)
+        if min(plane) < stride:
             raise InputError(f"slices along axis {a} are {'x'.join(map(str, plane))} pixels, smaller than the "
-                             f"network's minimum {model.info.stride}: if the last axis holds colour channels, "
+                             f"network's minimum {stride}: if the last axis holds colour channels, "
                              "convert the image to grayscale; otherwise choose another axis")
-    net = model.network.to(dev)
+    net = model.network.to(s["dev"])
     stepper: _SupervisedStep
-    if mode == "pix2pix":
-        stepper = _Pix2PixStep(net, loss_fn, float(lr), dev, in_channels=model.info.in_channels,
-                               n_classes=len(classes), patch=patch, pixel_weight=float(pixel_weight), seed=seed)
+    if s["mode"] == "pix2pix":
+        stepper = _Pix2PixStep(net, s["loss_fn"], s["lr"], s["dev"], in_channels=model.info.in_channels,
+                               n_classes=len(d["classes"]), patch=s["patch"], pixel_weight=s["pixel_weight"],
+                               seed=s["seed"])
     else:
-        stepper = _SupervisedStep(net, loss_fn, float(lr), dev)
-    predictor = SlicePredictor(model, device=dev, tile=model.info.tile) if val_x is not None else None
-    if predictor is not None:
+        stepper = _SupervisedStep(net, s["loss_fn"], s["lr"], s["dev"])
+    predictor = None
+    if d["val_x"] is not None:
+        predictor = SlicePredictor(model, device=s["dev"], tile=model.info.tile)
         predictor.cancel = cancel
+    return model, stepper, predictor
 
-    total_steps = epochs * steps_per_epoch
-    warmup = min(20, total_steps // 20)
-    budget = None if minutes is None else float(minutes) * 60.0
 
-    def _done(done: int, total: int) -> tuple[int, int]:
-        """Progress in the units of ``total``, following whichever limit (epochs or time) binds."""
-        if budget is None:
-            return done, total
-        return max(done, min(total, int(total * elapsed() / budget))), total
-
-    def _of(epoch: int) -> str:
-        return f"{epoch}/{epochs}" if budget is None else f"{epoch} ({elapsed():.0f} of {budget:.0f} s)"
-    history: list[dict[str, Any]] = []
-    best_state: dict[str, torch.Tensor] | None = None
-    best_epoch, best_dice = 0, -1.0
-    stopped = "epochs"
-    step = 0
-    settings = {
-        "axis": axis, "axes": ax_list, "extra_axis_slices": {str(k): v for k, v in extra_axes.items()},
-        "arch": model.info.arch, "size": model.info.size, "loss": loss, "gamma": float(gamma),
-        "patch": patch, "batch": batch, "lr": float(lr), "schedule": schedule, "epochs": epochs,
-        "steps_per_epoch": steps_per_epoch, "minutes": minutes, "augment": bool(augment),
-        "val_fraction": float(val_fraction), "seed": seed, "device": str(dev), "context": context,
+def _record(s: dict[str, Any], d: dict[str, Any], model: Model) -> dict[str, Any]:
+    """The settings kept in the model's ``info.train``."""
+    init = s["init"]
+    rec = {
+        "axis": d["axis"], "axes": d["axes"], "extra_axis_slices": {str(k): v for k, v in d["extra_axes"].items()},
+        "arch": model.info.arch, "size": model.info.size, "loss": s["loss"], "gamma": float(s["gamma"]),
+        "patch": s["patch"], "batch": s["batch"], "lr": s["lr"], "schedule": s["schedule"], "epochs": s["epochs"],
+        "steps_per_epoch": s["steps_per_epoch"], "minutes": s["minutes"], "augment": bool(s["augment"]),
+        "val_fraction": s["val_fraction"], "seed": s["seed"], "device": str(s["dev"]), "context": s["context"],
         "init": (str(init) if isinstance(init, (str, os.PathLike))
                  else (str(init.path) if isinstance(init, Model) and init.path else
                        ("model" if init is not None else None))),
-        "image_shape": [int(s) for s in image.shape], "annotated_slices": idx,
-        "val_slices": [i for i, v in zip(idx, val_sl) if v], "validation": val_kind, "mode": mode,
+        "image_shape": [int(v) for v in d["image"].shape], "annotated_slices": d["idx"],
+        "val_slices": d["val_slices"], "validation": d["val_kind"], "mode": s["mode"],
+        "normalize": s["normalize"],
     }
-    if mode == "pix2pix":
-        settings.update(pixel_weight=float(pixel_weight), adversarial="lsgan",
-                        discriminator={"arch": "PatchDiscriminator", "channels": _D_CHANNELS,
-                                       "layers": _discriminator_layers(patch), "lr_factor": _D_LR})
+    if s["mode"] == "pix2pix":
+        rec.update(pixel_weight=s["pixel_weight"], adversarial="lsgan",
+                   discriminator={"arch": "PatchDiscriminator", "channels": _D_CHANNELS,
+                                  "layers": _discriminator_layers(s["patch"]), "lr_factor": _D_LR})
+    return rec
 
-    def elapsed() -> float:
-        return time.perf_counter() - t_start
 
-    def finish() -> Model:
-        if best_state is not None:
-            net.load_state_dict(best_state)
+class _Fit:
+    """The epoch loop's state: history, best weights, why it stopped."""
+
+    def __init__(self, model: Model, budget: _Budget) -> None:
+        self.model, self.budget = model, budget
+        self.history: list[dict[str, Any]] = []
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch, self.best_dice = 0, -1.0
+        self.stopped, self.step = "epochs", 0
+
+    def keep_if_best(self, score: float, epoch: int) -> None:
+        if score > self.best_dice or self.best_state is None:
+            self.best_dice, self.best_epoch = float(score), epoch
+            self.best_state = {k: v.detach().clone() for k, v in self.model.network.state_dict().items()}
+
+    def finish(self, settings: dict[str, Any], validated: bool) -> Model:
+        net = self.model.network
+        if self.best_state is not None:
+            net.load_state_dict(self.best_state)
         net.eval()
-        model.info.history = history
-        model.info.train = {**settings, "epochs_run": len(history), "stopped": stopped,
-                            "best_epoch": best_epoch,
-                            "best_val_dice": _finite(best_dice) if best_epoch and predictor is not None else None,
-                            "elapsed_s": round(elapsed(), 3)}
-        return model
+        self.model.info.history = self.history
+        self.model.info.train = {
+            **settings, "epochs_run": len(self.history), "stopped": self.stopped, "best_epoch": self.best_epoch,
+            "best_val_dice": _finite(self.best_dice) if self.best_epoch and validated else None,
+            "elapsed_s": round(self.budget.elapsed(), 3)}
+        return self.model
 
+
+def _fit(s: dict[str, Any], d: dict[str, Any], stepper: _SupervisedStep, predictor: SlicePredictor | None,
+         fit: _Fit, cancel: CancelToken | None) -> Generator[Progress, None, None]:
+    """Run epochs until the budget is spent; yields a record per step and per epoch."""
+    budget, sampler, dev = fit.budget, d["sampler"], s["dev"]
+    classes = d["classes"]
+    epoch = 0
+    while True:
+        epoch += 1
+        stepper.train()
+        losses: list[float] = []
+        extra: dict[str, list[float]] = {}
+        cur_lr = s["lr"]
+        for b in range(1, s["steps_per_epoch"] + 1):
+            check(cancel)
+            if fit.step > 0 and budget.out_of_time():
+                fit.stopped = "time"
+                break
+            cur_lr = _lr_at(s["schedule"], s["lr"], budget.fraction(fit.step), fit.step, budget.warmup)
+            stepper.set_lr(cur_lr)
+            xb, yb = sampler.batch(s["batch"])
+            values = stepper(xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True))
+            losses.append(values["loss"])
+            for k, v in values.items():
+                if k != "loss":
+                    extra.setdefault(k, []).append(v)
+            fit.step += 1
+            yield Progress(*budget.progress(epoch, fit.step, per_epoch=False),
+                           f"epoch {budget.of(epoch)} step {b}/{s['steps_per_epoch']}", {"epoch": epoch, "batch": b})
+        if not losses:
+            return
+        val_dice: float | None = None
+        per: list[float | None] = [None] * len(classes)
+        if predictor is not None:
+            val_dice, per = _validate(predictor, d["val_x"], d["val_truth"], classes)
+        fit.keep_if_best(val_dice if val_dice is not None else (epoch if predictor is None else -1.0), epoch)
+        mean_loss = float(np.mean(losses))
+        rec = {"epoch": epoch, "loss": mean_loss, "val_dice": val_dice, "val_dice_per_class": per,
+               "elapsed_s": round(budget.elapsed(), 3), "lr": cur_lr, "steps": len(losses),
+               **{k: float(np.mean(v)) for k, v in extra.items()}}
+        fit.history.append(rec)
+        vd = "n/a" if val_dice is None else f"{val_dice:.3f}"
+        msg = f"epoch {budget.of(epoch)} loss {mean_loss:.4f} val Dice {vd}"
+        log.info("%s (%.1f s, lr %.2g)", msg, rec["elapsed_s"], cur_lr)
+        yield Progress(*budget.progress(epoch, fit.step, per_epoch=True), msg, dict(rec))
+        if fit.stopped == "time" or budget.last_epoch(epoch):
+            return
+        if budget.out_of_time():
+            fit.stopped = "time"
+            return
+
+
+def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.arch, size: str | None = None,
+               epochs: int | None = _D.epochs, minutes: float | None = _D.minutes,
+               steps_per_epoch: int = _D.steps_per_epoch, batch: int = _D.batch, patch: int = _D.patch,
+               lr: float = _D.lr, schedule: str = _D.schedule, loss: str = _D.loss, gamma: float = _D.gamma,
+               augment: bool = _D.augment, val_fraction: float = _D.val_fraction, seed: int = _D.seed,
+               device: str = _D.device, init: Model | str | os.PathLike | None = None,
+               context: int | None = None, mode: str = _D.mode, pixel_weight: float = _D.pixel_weight,
+               axes: str | Sequence[int] | None = None, normalize: str = _D.normalize,
+               out: str | os.PathLike | None = None, overwrite: bool = False,
+               cancel: CancelToken | None = None) -> Generator[Progress, None, Model]:
+    """Generator form of :func:`train`: yields :class:`Progress` records, returns the model.
+
+    After every optimiser step it yields a light record with ``info={"epoch": e,
+    "batch": b}``; after every epoch a record with ``info`` holding ``epoch``, ``loss``,
+    ``val_dice``, ``val_dice_per_class``, ``elapsed_s``, ``lr`` and ``steps`` (with
+    ``mode="pix2pix"`` also ``loss_adv`` and ``loss_d``). Progress counts epochs (or
+    steps) when only ``epochs`` limits training, else per mille of the time budget.
+    See :func:`train` for the parameters.
+    """
+    s = _settings({"axis": axis, "arch": arch, "size": size, "epochs": epochs, "minutes": minutes,
+                   "steps_per_epoch": steps_per_epoch, "batch": batch, "patch": patch, "lr": lr,
+                   "schedule": schedule, "loss": loss, "gamma": gamma, "augment": augment,
+                   "val_fraction": val_fraction, "seed": seed, "device": device, "init": init, "context": context,
+                   "mode": mode, "pixel_weight": pixel_weight, "axes": axes, "normalize": normalize, "out": out,
+                   "overwrite": overwrite})
+    budget = _Budget(s["epochs"], s["minutes"], s["steps_per_epoch"])
+    d = _load_data(image, labels, s, cancel)
+    model, stepper, predictor = _build(s, d, cancel)
+    settings = _record(s, d, model)
+    fit = _Fit(model, budget)
     try:
-        for epoch in range(1, epochs + 1):
-            stepper.train()
-            losses: list[float] = []
-            extra: dict[str, list[float]] = {}
-            cur_lr = float(lr)
-            for b in range(1, steps_per_epoch + 1):
-                check(cancel)
-                if budget is not None and step > 0 and elapsed() >= budget:
-                    stopped = "time"
-                    break
-                frac = step / total_steps
-                if budget is not None:
-                    frac = max(frac, elapsed() / budget)
-                cur_lr = _lr_at(schedule, float(lr), frac, step, warmup)
-                stepper.set_lr(cur_lr)
-                xb, yb = sampler.batch(batch)
-                xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
-                values = stepper(xb, yb)
-                losses.append(values["loss"])
-                for k, v in values.items():
-                    if k != "loss":
-                        extra.setdefault(k, []).append(v)
-                step += 1
-                yield Progress(*_done((epoch - 1) * steps_per_epoch + b, total_steps),
-                               f"epoch {_of(epoch)} step {b}/{steps_per_epoch}", {"epoch": epoch, "batch": b})
-            if not losses:
-                break
-            val_dice: float | None = None
-            per: list[float | None] = [None] * len(classes)
-            if predictor is not None:
-                val_dice, per = _validate(predictor, val_x, val_truth, classes)
-            score = val_dice if val_dice is not None else (epoch if predictor is None else -1.0)
-            if score > best_dice or best_state is None:
-                best_dice, best_epoch = float(score), epoch
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            mean_loss = float(np.mean(losses))
-            rec = {"epoch": epoch, "loss": mean_loss, "val_dice": val_dice, "val_dice_per_class": per,
-                   "elapsed_s": round(elapsed(), 3), "lr": cur_lr, "steps": len(losses),
-                   **{k: float(np.mean(v)) for k, v in extra.items()}}
-            history.append(rec)
-            vd = "n/a" if val_dice is None else f"{val_dice:.3f}"
-            msg = f"epoch {_of(epoch)} loss {mean_loss:.4f} val Dice {vd}"
-            log.info("%s (%.1f s, lr %.2g)", msg, rec["elapsed_s"], cur_lr)
-            yield Progress(*_done(epoch, epochs), msg, dict(rec))
-            if stopped == "time":
-                break
-            if budget is not None and epoch < epochs and elapsed() >= budget:
-                stopped = "time"
-                break
+        yield from _fit(s, d, stepper, predictor, fit, cancel)
     except Cancelled as e:
-        done = len(history)
+        done = len(fit.history)
         err = Cancelled(f"training cancelled after {done} epoch{'s' if done != 1 else ''}")
-        err.result = finish() if best_state is not None else None  # type: ignore[attr-defined]
+        err.result = fit.finish(settings, predictor is not None) if fit.best_state is not None else None  # type: ignore[attr-defined]
         log.info("%s; nothing written", err)
         raise err from e
-    model = finish()
-    log.info("training finished after %d epochs (%s, %.1f s); best epoch %d", len(history), stopped,
-             elapsed(), best_epoch)
-    if out_path is not None:
+    model = fit.finish(settings, predictor is not None)
+    log.info("training finished after %d epochs (%s, %.1f s); best epoch %d", len(fit.history), fit.stopped,
+             budget.elapsed(), fit.best_epoch)
+    if s["out_path"] is not None:
         try:
-            save_model(model, out_path, overwrite=overwrite)
+            save_model(model, s["out_path"], overwrite=overwrite)
         except (OutputWriteError, OutputExistsError) as e:  # disk full, or another job took the path
             e.result = model  # type: ignore[attr-defined]  # the trained model rides on the error
             raise
@@ -905,12 +1019,13 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
 
 
 def train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.arch, size: str | None = None,
-          epochs: int = _D.epochs, minutes: float | None = _D.minutes, steps_per_epoch: int = _D.steps_per_epoch,
+          epochs: int | None = _D.epochs, minutes: float | None = _D.minutes,
+          steps_per_epoch: int = _D.steps_per_epoch,
           batch: int = _D.batch, patch: int = _D.patch, lr: float = _D.lr, schedule: str = _D.schedule,
           loss: str = _D.loss, gamma: float = _D.gamma, augment: bool = _D.augment,
           val_fraction: float = _D.val_fraction, seed: int = _D.seed, device: str = _D.device,
           init: Model | str | os.PathLike | None = None, context: int | None = None, mode: str = _D.mode,
-          axes: str | Sequence[int] | None = None,
+          axes: str | Sequence[int] | None = None, normalize: str = _D.normalize,
           pixel_weight: float = _D.pixel_weight, out: str | os.PathLike | None = None, overwrite: bool = False,
           cancel: CancelToken | None = None, progress: ProgressCallback | None = None) -> Model:
     """Train a 2D segmentation model from (sparse) annotations of a volume.
@@ -929,10 +1044,13 @@ def train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.arch, 
         Architecture (see :func:`~napari_xrayseg.core.models.architectures`).
     size : str, optional
         Architecture size preset (``"tiny"``, ``"small"``, ...); default ``TrainConfig.size``.
-    epochs : int
-        Epochs of ``steps_per_epoch`` optimiser steps each.
+    epochs : int, optional
+        Epochs of ``steps_per_epoch`` optimiser steps each, at most. Default: no cap
+        when ``minutes`` is given (the whole time budget is used), else
+        :data:`DEFAULT_EPOCHS` (40).
     minutes : float, optional
-        Wall-clock budget; training stops at the first of ``epochs`` and ``minutes``.
+        Wall-clock budget, spent in full unless ``epochs`` runs out first; the
+        learning-rate schedule decays over it.
     steps_per_epoch : int
         Optimiser steps per epoch (validation runs after each epoch).
     batch : int
@@ -987,6 +1105,12 @@ def train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.arch, 
     pixel_weight : float
         ``"pix2pix"`` only: weight of the segmentation loss against the adversarial
         loss (pix2pix's lambda).
+    normalize : str
+        ``"image"`` (default): the model normalises every image it segments by that
+        image's own percentile bounds, so another scan of the material with a
+        grey-level offset or gain is mapped alike (``info.normalization`` keeps the
+        training bounds as ``training_bounds``). ``"fixed"``: the training image's
+        bounds are applied to every input.
     out : path-like, optional
         Save the trained model here (``.safetensors``) when training completes.
     overwrite : bool
@@ -1002,7 +1126,7 @@ def train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.arch, 
         The model with the best validation Dice, on ``device``, in eval mode;
         ``info.history`` holds one record per epoch, ``info.train`` the settings,
         the annotated slice indices, ``stopped`` (``"epochs"`` or ``"time"``) and
-        ``best_epoch``; ``info.normalization`` the bounds used.
+        ``best_epoch``; ``info.normalization`` the normalisation (see ``normalize``).
 
     Raises
     ------
@@ -1041,5 +1165,5 @@ def train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.arch, 
                             steps_per_epoch=steps_per_epoch, batch=batch, patch=patch, lr=lr, schedule=schedule,
                             loss=loss, gamma=gamma, augment=augment, val_fraction=val_fraction, seed=seed,
                             device=device, init=init, context=context, mode=mode, pixel_weight=pixel_weight,
-                            axes=axes, out=out, overwrite=overwrite, cancel=cancel),
+                            axes=axes, normalize=normalize, out=out, overwrite=overwrite, cancel=cancel),
                  progress)

@@ -1,0 +1,67 @@
+"""Self-training: pseudo-labels from a confident orthoplane ensemble, then fine-tuning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_xrayseg import Cancelled, CancelToken, InputError, init_model, self_train, train
+from napari_xrayseg.core.sample import make_phantom
+from napari_xrayseg.core.selftrain import _region, pseudo_labels
+
+FAST = dict(size="tiny", steps_per_epoch=2, batch=2, patch=32, device="cpu", context=1)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    image, truth = make_phantom((8, 48, 48), seed=3, artefacts=False)
+    sparse = np.zeros_like(truth)
+    sparse[[2, 5]] = truth[[2, 5]]
+    return image, truth, sparse, train(image, sparse, epochs=2, **FAST)
+
+
+def test_pseudo_labels_keep_confident_voxels_of_chosen_slices_and_user_labels_win():
+    lab = np.full((6, 4, 4), 2, np.uint8)
+    conf = np.full((6, 4, 4), 0.95, np.float32)
+    conf[:, 0, 0] = 0.4  # unsure everywhere at one pixel
+    user = np.zeros_like(lab)
+    user[0, 1, 1] = 3
+    out = pseudo_labels(lab, conf, threshold=0.9, slices=2, axis=0, annotations=user)
+    assert sorted(np.flatnonzero(out.reshape(6, -1).any(1)).tolist()) == [0, 2, 3]  # slices 2, 3 + the user's
+    assert out[2, 0, 0] == 0 and out[2, 1, 1] == 2 and out[0, 1, 1] == 3
+    assert int((out > 0).sum()) == 2 * 15 + 1
+    along_x = pseudo_labels(lab, conf, threshold=0.9, slices=1, axis=2)
+    assert along_x[:, :, 1:3].any() and not along_x[:, :, [0, 3]].any()
+
+
+def test_region_bounds_memory():
+    assert _region((10, 20, 30), 10**6) == (slice(0, 10), slice(0, 20), slice(0, 30))
+    r = _region((400, 400, 400), 1 << 20)
+    sizes = [s.stop - s.start for s in r]
+    assert np.prod(sizes) <= 1 << 20 and all(s.start == (400 - k) // 2 for s, k in zip(r, sizes))
+
+
+def test_self_train_fine_tunes_a_copy_and_records_it(trained):
+    image, truth, sparse, model = trained
+    before = {k: v.clone() for k, v in model.network.state_dict().items()}
+    adapted = self_train(image, model, sparse, slices=3, threshold=0.5, epochs=1, device="cpu", seed=1)
+    st = adapted.info.train["self_training"]
+    assert st["slices"] == 3 and 0 < st["pseudo_fraction"] <= 1 and st["user_labels"]
+    assert adapted.info.classes == model.info.classes and adapted.info.context == model.info.context
+    for k, v in model.network.state_dict().items():  # the given model is untouched
+        assert np.array_equal(v.numpy(), before[k].numpy())
+    assert any(not np.array_equal(v.numpy(), before[k].numpy()) for k, v in adapted.network.state_dict().items())
+
+
+def test_self_train_refuses_untrained_and_bad_settings_and_cancels(trained):
+    image, _, sparse, model = trained
+    with pytest.raises(InputError, match="untrained"):
+        self_train(image, init_model("unet", size="tiny"), device="cpu")
+    with pytest.raises(InputError, match=r"threshold 1.5 must be in \(0, 1\)"):
+        self_train(image, model, threshold=1.5, device="cpu")
+    with pytest.raises(InputError, match="labels shape"):
+        self_train(image, model, sparse[:4], device="cpu")
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        self_train(image, model, sparse, epochs=1, device="cpu", cancel=token)
