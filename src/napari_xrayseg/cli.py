@@ -89,6 +89,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     tune_allocator()  # a CLI process is ours alone: keep freed activations (+19 %, docs/performance.md)
 
     image = open_volume(a.image, dataset=a.dataset)
+    _warn_voxel_size(a.image, a.dataset, a.model)
     kw = {"axis": a.axis, "tile": a.tile, "overlap": a.overlap, "batch": a.batch, "device": a.device, "slab": a.slab,
           "precision": a.precision, "overwrite": a.overwrite, "resume": a.resume, "pyramid": a.pyramid,
           "axes": a.axes, "confidence": a.confidence, "tta": a.tta, "confidence_out": a.confidence_out,
@@ -189,6 +190,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
                   augment=not a.no_augment, seed=a.seed, device=a.device, init=a.init, context=a.context,
                   mode=a.mode, pixel_weight=a.pixel_weight, axes=a.axes, normalize=a.normalize, out=a.out,
                   overwrite=a.overwrite, progress=_ProgressPrinter("train"))
+    _record_voxel_size(model, a)
     t = model.info.train
     print(f"wrote model to {model.path}: {model.info.arch} ({model.info.size}, {t.get('mode', 'supervised')}), "
           f"classes {model.info.classes}, "
@@ -217,13 +219,155 @@ def _cmd_self_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def _voxel_size(a: argparse.Namespace, path: str, dataset: str | None) -> tuple[tuple[float, ...], str] | None:
+    """``--voxel-size``/``--unit`` if given, else what the file records (converted to ``--unit``)."""
+    from .core.io import read_voxel_size
+    from .core.units import normalize_unit, parse_voxel_size, to_unit
+
+    unit = normalize_unit(a.unit) if a.unit else None
+    if a.voxel_size:
+        return parse_voxel_size(a.voxel_size, 3), unit or "um"
+    found = read_voxel_size(path, dataset=dataset)
+    if found is None:
+        return None
+    size, file_unit = found
+    if unit and unit != file_unit and "voxel" not in (unit, file_unit):
+        size, file_unit = tuple(to_unit(v, file_unit, unit) for v in size), unit
+    return size, file_unit
+
+
+def _record_voxel_size(model: Any, a: argparse.Namespace) -> None:
+    """Write the training voxel size into the model file (read from the image, or --voxel-size)."""
+    from dataclasses import replace
+
+    from .core.models import save_model
+
+    found = _voxel_size(a, a.image, a.dataset)
+    if found is None or model.path is None:
+        return
+    size, unit = found
+    model.info = replace(model.info, voxel_size=[float(v) for v in size], unit=unit)
+    save_model(model, model.path, overwrite=True)  # atomic replace of the file train() just wrote
+
+
+def _warn_voxel_size(image: str, dataset: str | None, model: str) -> None:
+    from .core.io import read_voxel_size
+    from .core.models import read_model_info
+    from .core.units import voxel_size_mismatch
+
+    info = read_model_info(model)
+    found = read_voxel_size(image, dataset=dataset)
+    if info.voxel_size is None or found is None:
+        return
+    msg = voxel_size_mismatch(info.voxel_size, info.unit, found[0][-len(info.voxel_size):], found[1])
+    if msg:
+        log.warning("%s", msg)
+
+
+def _cmd_analyze(a: argparse.Namespace) -> int:
+    from .core.io import open_volume, read_class_names
+    from .core.microstructure import analyze, compare_microstructure, microstructure_interval, write_text_file
+
+    labels = open_volume(a.labels, dataset=a.dataset)
+    found = _voxel_size(a, a.labels, a.dataset)
+    if found is None:
+        print(f"xrayseg analyze: note: {a.labels} records no voxel size: numbers are in voxel units "
+              "(give --voxel-size)", file=sys.stderr)
+        voxel, unit = None, "voxel"
+    else:
+        voxel, unit = found
+    if a.names:
+        names: Any = a.names
+    elif a.model:
+        from .core.models import read_model_info
+
+        info = read_model_info(a.model)
+        names = dict(zip(info.classes, info.class_names))
+    else:
+        names = read_class_names(a.labels, dataset=a.dataset)
+    whole = not a.fractions_only
+    kw = {"voxel_size": voxel, "unit": unit, "class_names": names, "region": a.region, "surface": a.surface,
+          "connectivity": whole, "mean_size": whole, "tortuosity": whole and not a.no_tortuosity,
+          "device": a.device, "max_voxels": a.max_voxels}
+    t0 = time.perf_counter()
+    m = analyze(labels, progress=_ProgressPrinter("analyze"), **kw)
+    print(m.table())
+    print(f"analysed {m.shape} in {time.perf_counter() - t0:.1f} s")
+    out = m.to_dict()
+    if a.truth:
+        truth = analyze(open_volume(a.truth, dataset=a.truth_dataset), **kw)
+        out["comparison"] = cmp = compare_microstructure(m, truth)
+        print("prediction vs truth (error %):")
+        for k, v in cmp.items():
+            if v["error_percent"] is not None:
+                print(f"  {k}: {v['pred']:.5g} vs {v['truth']:.5g} ({v['error_percent']:+.2f} %)")
+    if a.spread:
+        others = [analyze(open_volume(p), **kw) for p in a.spread]
+        out["interval"] = iv = microstructure_interval([m, *others])
+        print(f"interval over {len(others) + 1} segmentations (mean +- std [min, max]):")
+        for k, v in iv.items():
+            if v["n"] and v["n"] > 1:
+                print(f"  {k}: {v['mean']:.5g} +- {v['std']:.2g} [{v['min']:.5g}, {v['max']:.5g}]")
+    if a.json:
+        text = json.dumps(out, indent=2) + "\n"
+        print(f"wrote {write_text_file(a.json, text, overwrite=a.overwrite, what='JSON')}")
+    if a.csv:
+        print(f"wrote {m.to_csv(a.csv, overwrite=a.overwrite)}")
+    return 0
+
+
+def _add_voxel_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--voxel-size", type=float, nargs="+", default=None, metavar="V",
+                   help="voxel size: one number (isotropic) or three (z y x); default: what the file records")
+    p.add_argument("--unit", default=None, help="length unit of --voxel-size (nm, um, mm; default um), or the "
+                                                "unit to convert the file's voxel size to")
+
+
+def _add_analyze(sub: Any) -> None:
+    from .core.microstructure import MAX_VOXELS
+
+    p = sub.add_parser("analyze", help="microstructure numbers of a label volume in physical units: volume "
+                                       "fractions, surface, connectivity, size, tortuosity, TPB density")
+    p.add_argument("--labels", required=True, help="label volume (zarr, OME-Zarr, TIFF, HDF5, .npy)")
+    p.add_argument("--dataset", default=None, help="array name inside the labels' group / file")
+    _add_voxel_size(p)
+    p.add_argument("--names", nargs="+", default=None, metavar="NAME",
+                   help="phase names of labels 1, 2, ... (default: from the labels' store or --model)")
+    p.add_argument("--model", default=None, help="take the phase names from this model file")
+    p.add_argument("--region", default=None, metavar="Z0:Z1,Y0:Y1,X0:X1",
+                   help="analyse this sub-volume only, e.g. 0:256,:,: (empty bounds = whole axis)")
+    p.add_argument("--surface", choices=["faces", "mesh"], default="faces",
+                   help="surface estimator: voxel faces / 1.5 (isotropic; default) or marching cubes")
+    p.add_argument("--no-tortuosity", action="store_true", help="skip the tortuosity solves (the slow part)")
+    p.add_argument("--fractions-only", action="store_true",
+                   help="only what is computed slab by slab (fractions, surface, TPB): any volume size")
+    p.add_argument("--max-voxels", type=int, default=MAX_VOXELS,
+                   help=f"largest region held in memory for connectivity, size, tortuosity (default: {MAX_VOXELS})")
+    p.add_argument("--device", default="auto", help="where TauFactor solves: auto (default: CUDA if present), cpu, "
+                                                    "cuda, cuda:N")
+    p.add_argument("--truth", default=None, help="ground-truth labels of the same region: report the error of "
+                                                 "each number (e.g. TPB density error in %%)")
+    p.add_argument("--truth-dataset", default=None, help="array name inside the truth's group / file")
+    p.add_argument("--spread", nargs="+", default=None, metavar="LABELS",
+                   help="other segmentations of the same volume (orthoplane axes, TTA, models): report "
+                        "mean, std, min and max of each number")
+    p.add_argument("--json", default=None, help="write the results as JSON here")
+    p.add_argument("--csv", default=None, help="write one row per phase as CSV here")
+    _add_overwrite(p)
+    p.set_defaults(func=_cmd_analyze)
+
+
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from .core.io import open_volume
     from .core.metrics import evaluate
 
     pred = open_volume(a.pred, dataset=a.pred_dataset)
     truth = open_volume(a.truth, dataset=a.truth_dataset)
-    report = evaluate(pred, truth, axis=a.axis, ignore_zero=not a.zero_is_class)
+    from .core.io import read_class_names
+
+    names = a.names or read_class_names(a.pred, dataset=a.pred_dataset) or read_class_names(
+        a.truth, dataset=a.truth_dataset)
+    report = evaluate(pred, truth, axis=a.axis, ignore_zero=not a.zero_is_class, class_names=names)
     print(repr(report))
     if a.json:
         print(f"wrote {report.to_json(a.json, overwrite=a.overwrite)}")
@@ -421,6 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"channels (2.5D; default: the --init model's, else {_T.context})")
     p.add_argument("--seed", type=int, default=_T.seed, help=f"random seed (default: {_T.seed})")
     p.add_argument("--device", default=_T.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
+    _add_voxel_size(p)
     _add_overwrite(p)
     p.set_defaults(func=_cmd_train)
 
@@ -449,6 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth-dataset", default=None, help="array name inside the truth's group / file")
     p.add_argument("--axis", type=int, default=0, help="axis for per-slice Dice (default: 0)")
     p.add_argument("--zero-is-class", action="store_true", help="count label 0 as a real class")
+    p.add_argument("--names", nargs="+", default=None, metavar="NAME",
+                   help="class names of labels 1, 2, ... for the tables (default: from the prediction's store)")
     p.add_argument("--json", default=None, help="write the report as JSON here")
     p.add_argument("--csv", default=None, help="write the per-class table as CSV here")
     p.add_argument("--figures", default=None, help="write PNG figures (collage, per-slice Dice) to this folder")
@@ -478,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_add_analyze]
 
 
 EXIT_CODES = {0: "success", 2: "an error you can fix: bad input, an existing output, a full disk or an "

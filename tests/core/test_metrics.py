@@ -509,6 +509,21 @@ def test_scores_match_brute_force_on_random_shapes_and_classes(data, shape, valu
     assert all(s["dice"] in (None, 1.0) for s in perfect.per_class.values())
 
 
+def test_class_names_in_tables_json_and_csv(tmp_path):
+    r = evaluate(PRED, TRUTH, ignore_zero=False, class_names={0: "pore", 1: "nickel", 2: "YSZ"})
+    assert r.class_names == {0: "pore", 1: "nickel", 2: "YSZ"}
+    assert "1 nickel" in repr(r)
+    d = r.to_dict()
+    assert d["class_names"] == {"0": "pore", "1": "nickel", "2": "YSZ"}
+    assert Report.from_dict(json.loads(json.dumps(d))).class_names == r.class_names
+    with open(r.to_csv(tmp_path / "n.csv"), newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [row["name"] for row in rows] == ["pore", "nickel", "YSZ", ""]
+    listed = evaluate(PRED, TRUTH, class_names=["nickel", "YSZ"])  # a model's names of labels 1, 2
+    assert listed.class_names == {1: "nickel", 2: "YSZ"}
+    assert evaluate(PRED, TRUTH).to_dict()["class_names"] is None
+
+
 def test_interface_errors_by_distance_hand_computed():
     from napari_xrayseg.core.metrics import interface_errors
 

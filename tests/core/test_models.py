@@ -158,3 +158,20 @@ def test_header_length_starting_with_pickle_byte_loads(tmp_path, tiny_model):
     assert odd.read_bytes()[:1] == b"\x80"
     loaded = load_model(odd)
     assert loaded.info.classes == tiny_model.info.classes
+
+
+def test_voxel_size_round_trip_old_files_and_lies(tmp_path, tiny_model):
+    from dataclasses import replace
+
+    m = init_model("unet", size="tiny", classes=3)
+    assert m.info.voxel_size is None and m.info.unit is None
+    m.info = replace(m.info, voxel_size=[0.1, 0.05, 0.05], unit="um")
+    p = save_model(m, tmp_path / "vs.safetensors")
+    assert load_model(p).info.voxel_size == [0.1, 0.05, 0.05] and load_model(p).info.unit == "um"
+    old = tmp_path / "old.safetensors"  # written before the keys existed
+    _rewrite_meta(p, old, lambda i, h: (i.pop("voxel_size"), i.pop("unit")))
+    assert load_model(old).info.voxel_size is None
+    bad = tmp_path / "bad.safetensors"
+    _rewrite_meta(p, bad, lambda i, h: i.update(voxel_size=[0.1, -1, 0.1]))
+    with pytest.raises(ModelFileError, match="voxel_size"):
+        load_model(bad)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from ..core.errors import InputError
+from ..core.errors import InputError, OutputExistsError, XraysegError
 
 
 def unique_name(viewer: Any, base: str) -> str:
@@ -39,3 +40,97 @@ def layer_choices(viewer: Any, kind: type) -> Any:
         return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, kind)]
 
     return choices
+
+
+def label_features(names: dict[int, str] | None) -> dict[str, list[Any]] | None:
+    """Labels-layer ``features`` naming each label value (napari shows the name under the cursor)."""
+    if not names:
+        return None
+    keys = sorted(int(k) for k in names)
+    return {"index": keys, "name": [str(names[k]) for k in keys]}
+
+
+def layer_class_names(layer: Any) -> dict[int, str] | None:
+    """``{label: name}`` from a Labels layer's ``features`` (columns ``index`` and ``name``), if any."""
+    feats = getattr(layer, "features", None)
+    if feats is None or "name" not in getattr(feats, "columns", ()) or len(feats) == 0:
+        return None
+    index = feats["index"] if "index" in feats.columns else range(len(feats))
+    return {int(i): str(n) for i, n in zip(index, feats["name"])}
+
+
+def physical_placement(voxel_size: Any, unit: str | None, ndim: int) -> dict[str, Any]:
+    """``scale`` (and ``units`` where napari has them) for a layer of a volume with this voxel size."""
+    import inspect
+
+    from napari.layers import Layer
+
+    from ..core.units import ngff_unit
+
+    if voxel_size is None:
+        return {}
+    out: dict[str, Any] = {"scale": tuple(float(v) for v in voxel_size)[-ndim:]}
+    name = ngff_unit(unit)
+    if name is not None and "units" in inspect.signature(Layer.__init__).parameters:
+        out["units"] = (name,) * ndim
+    return out
+
+
+def export_csv_json(result: Any, raw: str, *, missing: str, show_error: Any, show_info: Any) -> None:
+    """A widget's Export button: write ``result.to_csv`` and ``.to_json`` to ``<raw>.csv/.json``.
+
+    Never overwrites; every problem (no result yet, no path, a file that exists, a full
+    disk) goes to ``show_error``, success to ``show_info`` (the widget's notifications).
+    """
+    from ..core.errors import XraysegError
+
+    if result is None:
+        show_error(missing)
+        return
+    try:
+        csv_path, json_path = export_pair(raw)
+        result.to_csv(csv_path)
+        result.to_json(json_path)
+    except XraysegError as e:
+        show_error(str(e))
+        return
+    show_info(f"wrote {csv_path} and {json_path}")
+
+
+def export_pair(raw: str) -> tuple[Path, Path]:
+    """``<base>.csv`` and ``<base>.json`` for an export base path; refuses existing files.
+
+    Raises
+    ------
+    InputError
+        If no path was chosen.
+    OutputExistsError
+        If either file exists (nothing is ever overwritten from a widget).
+    """
+    if raw in ("", "."):
+        raise InputError("no export path chosen: pick a base file name, e.g. results/run1")
+    base = Path(raw)
+    if base.suffix.lower() in (".csv", ".json"):
+        base = base.with_suffix("")
+    pair = base.with_name(base.name + ".csv"), base.with_name(base.name + ".json")
+    taken = [str(p) for p in pair if p.exists()]
+    if taken:
+        raise OutputExistsError(f"{' and '.join(taken)} exist{'s' if len(taken) == 1 else ''}: "
+                                "choose another base name (nothing is overwritten)")
+    return pair
+
+
+def voxel_size_warning(layer: Any, model: Any) -> str | None:
+    """A warning when ``layer``'s voxel size (scale and units) is far from the model's training one, else None."""
+    from ..core.models import read_model_info
+    from ..core.units import voxel_size_mismatch
+
+    info = model.info if hasattr(model, "info") else read_model_info(model)
+    units = getattr(layer, "units", None)
+    if info.voxel_size is None or not units:
+        return None
+    scale = tuple(float(s) for s in layer.scale)[-len(info.voxel_size):]
+    try:
+        return voxel_size_mismatch(info.voxel_size, info.unit, scale, str(units[-1]))
+    except XraysegError:  # a unit napari knows and we do not: no opinion
+        return None

@@ -18,7 +18,6 @@ Console equivalent::
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, Table
@@ -28,12 +27,12 @@ from napari.layers import Labels
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info
 
-from napari_xrayseg.core.errors import InputError, OutputExistsError, XraysegError
+from napari_xrayseg.core.errors import InputError, XraysegError
 from napari_xrayseg.core.figures import ERROR_CODES, OVERLAY_COLORS, error_map, slice_dice_plot
 from napari_xrayseg.core.metrics import Report, iter_evaluate
 
 from ._jobs import JobRunner, JobWidget
-from ._layers import layer_array, placement, unique_name
+from ._layers import export_csv_json, layer_array, layer_class_names, placement, unique_name
 
 if TYPE_CHECKING:
     import napari
@@ -202,7 +201,8 @@ class EvaluateWidget(JobWidget):
             )
         axis = int(self._axis.value) if pred.ndim == 3 else 0
         ignore_zero = not bool(self._zero.value)
-        kwargs = {"pred": pred, "truth": truth, "axis": axis, "ignore_zero": ignore_zero}
+        names = layer_class_names(pred_layer) or layer_class_names(truth_layer)
+        kwargs = {"pred": pred, "truth": truth, "axis": axis, "ignore_zero": ignore_zero, "class_names": names}
         context = {
             "pred": pred,
             "truth": truth,
@@ -229,7 +229,7 @@ class EvaluateWidget(JobWidget):
             "data": [
                 ["" if r[k] is None and r["class"] == "mean" else _fmt(r[k]) for k, _ in _SCORE_COLUMNS] for r in rows
             ],
-            "index": [f"class {r['class']}" if r["class"] != "mean" else "mean" for r in rows],
+            "index": [self._row_name(report, r["class"]) for r in rows],
             "columns": [title for _, title in _SCORE_COLUMNS],
         }
         labels = [int(v) for v in report.confusion_labels]
@@ -245,6 +245,13 @@ class EvaluateWidget(JobWidget):
         show_info(
             f"evaluated {context['pred_name']!r} against {context['truth_name']!r}: mean Dice {_fmt(report.mean_dice)}"
         )
+
+    @staticmethod
+    def _row_name(report: Report, c: str) -> str:
+        if c == "mean":
+            return "mean"
+        name = (report.class_names or {}).get(int(c))
+        return f"class {c} ({name})" if name else f"class {c}"
 
     @staticmethod
     def _summary_text(report: Report) -> str:
@@ -371,30 +378,6 @@ class EvaluateWidget(JobWidget):
 
     # ---- export
 
-    def _export_paths(self) -> tuple[Path, Path]:
-        raw = str(self._export_path.value)
-        if raw in ("", "."):
-            raise InputError("no export path chosen: pick a base file name, e.g. results/run1")
-        base = Path(raw)
-        if base.suffix.lower() in (".csv", ".json"):
-            base = base.with_suffix("")
-        return base.with_name(base.name + ".csv"), base.with_name(base.name + ".json")
-
     def _on_export(self) -> None:
-        if self.report is None:
-            show_error("no evaluation yet: press Evaluate first")
-            return
-        try:
-            csv_path, json_path = self._export_paths()
-            taken = [str(p) for p in (csv_path, json_path) if p.exists()]
-            if taken:
-                raise OutputExistsError(
-                    f"{' and '.join(taken)} exist{'s' if len(taken) == 1 else ''}: "
-                    "choose another base name (nothing is overwritten)"
-                )
-            self.report.to_csv(csv_path)
-            self.report.to_json(json_path)
-        except XraysegError as e:
-            show_error(str(e))
-            return
-        show_info(f"wrote {csv_path} and {json_path}")
+        export_csv_json(self.report, str(self._export_path.value), missing="no evaluation yet: press Evaluate first",
+                        show_error=show_error, show_info=show_info)

@@ -37,22 +37,31 @@ def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
     import dask.array as da
     import zarr
 
-    from ..core.io import open_volume
+    from ..core.io import open_volume, read_class_names, read_voxel_size
     from ..core.ome import multiscale_levels
     from ..core.writer import output_levels, read_output_meta
+    from ._layers import label_features, physical_placement
 
     path = path[0] if isinstance(path, list) else path
     p = Path(path)
     name = p.name.removesuffix(".zarr")
+    found = read_voxel_size(p)  # OME-Zarr coordinateTransformations, or voxel_size attributes
     meta = read_output_meta(p)
     if meta is not None and "classes" in meta:  # written by segment(): labels
         levels = [da.from_zarr(a) for a in output_levels(p)]
         data: Any = levels if len(levels) > 1 else levels[0]
         state = "" if meta.get("complete") else " (incomplete)"
-        return [(data, {"name": name + state, "multiscale": len(levels) > 1, "metadata": {"napari_xrayseg": meta}},
-                 "labels")]
+        kw: dict[str, Any] = {"name": name + state, "multiscale": len(levels) > 1,
+                              "metadata": {"napari_xrayseg": meta}}
+        kw.update(physical_placement(*(found or (None, None)), levels[0].ndim))
+        features = label_features(read_class_names(p))
+        if features:
+            kw["features"] = features
+        return [(data, kw, "labels")]
     arrays = multiscale_levels(zarr.open(store=str(p), mode="r"))
     if arrays:
         levels = [da.from_zarr(a) for a in arrays]
-        return [(levels, {"name": name, "multiscale": len(levels) > 1}, "image")]
-    return [(da.from_zarr(open_volume(p)), {"name": name}, "image")]
+        return [(levels, {"name": name, "multiscale": len(levels) > 1,
+                          **physical_placement(*(found or (None, None)), levels[0].ndim)}, "image")]
+    arr = da.from_zarr(open_volume(p))
+    return [(arr, {"name": name, **physical_placement(*(found or (None, None)), arr.ndim)}, "image")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.sample import PHASES, make_phantom
+from ._layers import label_features
 
 SAMPLE_SHAPE = (48, 192, 192)
 SAMPLE_SEED = 0
@@ -20,5 +21,6 @@ def make_sample_data() -> list[tuple[Any, dict[str, Any], str]]:
                                "phases": {str(k): v for k, v in PHASES.items()}}}
     return [
         (image, {"name": "PXCT sample", "metadata": meta, "colormap": "gray"}, "image"),
-        (truth, {"name": "PXCT truth", "metadata": meta, "opacity": 0.5}, "labels"),
+        (truth, {"name": "PXCT truth", "metadata": meta, "opacity": 0.5, "features": label_features(PHASES)},
+         "labels"),
     ]

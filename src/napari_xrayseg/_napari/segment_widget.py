@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 
 import napari
 
@@ -23,7 +23,7 @@ from ..core.errors import XraysegError
 from ..core.inference import iter_segment
 from ..core.models import read_model_info
 from ._jobs import JobRunner, JobWidget
-from ._layers import layer_array, layer_choices, placement, unique_name
+from ._layers import label_features, layer_array, layer_choices, placement, unique_name, voxel_size_warning
 
 if TYPE_CHECKING:
     from ..core.models import Model
@@ -86,6 +86,9 @@ class SegmentWidget(JobWidget):
 
     def _start(self, kwargs: dict[str, Any]) -> None:
         layer = self._image.value
+        warning = voxel_size_warning(layer, kwargs["model"])
+        if warning:
+            show_warning(warning)
         self.runner.start(iter_segment, desc=f"Segmenting {layer.name}", total=kwargs["image"].shape[0],
                           on_returned=lambda labels: self._add_result(labels, layer, kwargs), **kwargs)
 
@@ -129,7 +132,10 @@ class SegmentWidget(JobWidget):
             levels = [da.from_zarr(a) for a in output_levels(kwargs["out"])]
             labels, multiscale = (levels, True) if len(levels) > 1 else (levels[0], False)
         name = unique_name(self._viewer, f"{layer.name} labels")
-        self._viewer.add_labels(labels, name=name, multiscale=multiscale, **placement(layer),
+        model = kwargs["model"]
+        info = model.info if hasattr(model, "info") else read_model_info(model)
+        features = label_features(dict(zip(info.classes, info.class_names)))
+        self._viewer.add_labels(labels, name=name, multiscale=multiscale, **placement(layer), features=features,
                                 metadata={"napari_xrayseg": {"source": layer.name, "axis": kwargs["axis"],
                                                              "model": str(kwargs["model"])}})
         if conf is not None:

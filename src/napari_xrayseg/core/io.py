@@ -20,8 +20,8 @@ import numpy as np
 
 from .errors import InputError, XraysegError, write_error
 
-__all__ = ["as_dask", "check_chunks_present", "create_zarr", "open_volume", "read_block", "volume_chunks",
-           "write_volume"]
+__all__ = ["as_dask", "check_chunks_present", "create_zarr", "open_volume", "read_block", "read_class_names",
+           "read_voxel_size", "volume_chunks", "write_volume"]
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +52,7 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
         (e.g. a ``.npy`` of Python objects, an RGB or multi-channel TIFF), or a group
         holds several arrays and no ``dataset`` was given.
     """
-    spath = str(path)
-    if dataset is None and ":" in spath and not Path(spath).exists():
-        base, _, ds = spath.rpartition(":")
-        if Path(base).exists() and ds:
-            spath, dataset = base, ds
-    p = Path(spath)
+    p, dataset = _split_dataset(path, dataset)
     if not p.exists():
         raise InputError(f"input {p} does not exist: check the path")
     suffix = p.suffix.lower()
@@ -80,6 +75,16 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
             RuntimeError) as e:  # tifffile and codecs raise all of these on damaged files
         raise InputError(f"cannot read {p} as {suffix or 'zarr'}: {e}; is the file complete?") from e
     raise InputError(f"unknown volume format {p.name!r}: use zarr, TIFF, HDF5 (.h5) or .npy")
+
+
+def _split_dataset(path: str | os.PathLike, dataset: str | None) -> tuple[Path, str | None]:
+    """``file.h5:/path`` -> (``file.h5``, ``/path``) when no ``dataset`` is given and the file exists."""
+    spath = str(path)
+    if dataset is None and ":" in spath and not Path(spath).exists():
+        base, _, ds = spath.rpartition(":")
+        if Path(base).exists() and ds:
+            return Path(base), ds
+    return Path(spath), dataset
 
 
 def _open_zarr(p: Path, dataset: str | None) -> Any:
@@ -334,3 +339,215 @@ def write_volume(path: str | os.PathLike, data: Any, *, chunks: tuple[int, ...] 
     except OSError as e:
         raise write_error(e, c.final) from e
     return zarr.open_array(store=str(c.commit()), mode="r+")
+
+
+# --------------------------------------------------------------------------- voxel size
+
+
+def read_voxel_size(path: str | os.PathLike, *, dataset: str | None = None) -> tuple[tuple[float, ...], str] | None:
+    """The voxel size a volume file records, or None when it records none.
+
+    Parameters
+    ----------
+    path : path-like
+        As for :func:`open_volume` (also ``file.h5:/path``).
+    dataset : str, optional
+        The array inside a zarr group or HDF5 file.
+
+    Returns
+    -------
+    tuple or None
+        ``((z, y, x), unit)`` (``(y, x)`` for 2D), unit as a short symbol ("um", "nm",
+        ... or "voxel"), from, in order of the format:
+
+        - OME-Zarr: ``coordinateTransformations`` of the chosen (default: first) level,
+          times the multiscale's own ones, and the ``unit`` of the axes; a plain zarr
+          array: its ``voxel_size`` and ``unit`` attributes;
+        - TIFF: OME-XML ``PhysicalSize*``; else the ImageJ ``spacing`` and ``unit`` with
+          the ``XResolution``/``YResolution`` tags (pixels per unit; inch or centimetre
+          resolution units without ImageJ metadata are converted to um);
+        - HDF5: the dataset's (or else the file's) ``element_size_um`` attribute (Fiji,
+          ilastik), or ``voxel_size`` with an optional ``unit``.
+
+    Raises
+    ------
+    InputError
+        If the file cannot be opened (see :func:`open_volume`).
+    """
+    from .units import normalize_unit
+
+    p, dataset = _split_dataset(path, dataset)
+    arr = open_volume(p, dataset=dataset)  # validates the path and format
+    ndim = len(arr.shape)
+    suffix = p.suffix.lower()
+    try:
+        if p.is_dir() or suffix == ".zarr":
+            found = _zarr_voxel_size(p, dataset)
+        elif suffix in _TIFF:
+            found = _tiff_voxel_size(p)
+        elif suffix in _HDF5:
+            found = _hdf5_voxel_size(arr)
+        else:
+            found = None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:  # malformed metadata: say so, go on
+        log.warning("ignoring the voxel size metadata of %s (%s: %s)", p, type(e).__name__, e)
+        return None
+    if found is None:
+        return None
+    size, unit = found
+    size = tuple(float(v) for v in size)[-ndim:]
+    if len(size) < ndim or not all(v > 0 and np.isfinite(v) for v in size):
+        log.warning("ignoring the voxel size %s of %s: not one positive number per axis", size, p)
+        return None
+    try:
+        return size, normalize_unit(unit)
+    except InputError:
+        log.warning("ignoring the voxel size of %s: unknown unit %r", p, unit)
+        return None
+
+
+def _zarr_voxel_size(p: Path, dataset: str | None) -> tuple[list[float], str | None] | None:
+    import zarr
+
+    node = zarr.open(store=str(p), mode="r")
+    if isinstance(node, zarr.Array):
+        a = node.attrs
+        meta = a.get("napari_xrayseg") if isinstance(a.get("napari_xrayseg"), dict) else {}
+        vs = a.get("voxel_size", meta.get("voxel_size"))
+        if vs:
+            return list(vs), a.get("unit", meta.get("unit"))
+        parent = p.parent  # a level of an OME-Zarr group, opened by its path
+        if dataset is None and any((parent / m).exists() for m in ("zarr.json", ".zgroup")):
+            try:
+                return _zarr_voxel_size(parent, p.name) if parent != p else None
+            except (OSError, ValueError, KeyError):
+                return None
+        return None
+    ms = (node.attrs.get("ome") or {}).get("multiscales") or node.attrs.get("multiscales")
+    if not ms:
+        return _zarr_voxel_size(p / dataset, None) if dataset else None
+    m = ms[0]
+    datasets = m["datasets"]
+    d = next((d for d in datasets if d["path"] == dataset), datasets[0])
+    scale = _ngff_scale(d.get("coordinateTransformations"))
+    if scale is None:
+        return None
+    outer = _ngff_scale(m.get("coordinateTransformations"))
+    if outer is not None:
+        scale = [a * b for a, b in zip(scale, outer)]
+    axes = m.get("axes") or []
+    space = [i for i, ax in enumerate(axes) if isinstance(ax, dict) and ax.get("type") == "space"]
+    units = {ax.get("unit") for ax in axes if isinstance(ax, dict) and ax.get("type") == "space"}
+    if space:
+        scale = [scale[i] for i in space]
+    unit = units.pop() if len(units) == 1 else None
+    return scale, unit
+
+
+def _ngff_scale(transforms: Any) -> list[float] | None:
+    for t in transforms or []:
+        if isinstance(t, dict) and t.get("type") == "scale":
+            return [float(v) for v in t["scale"]]
+    return None
+
+
+def _tiff_voxel_size(p: Path) -> tuple[list[float], str | None] | None:
+    import tifffile
+
+    with tifffile.TiffFile(str(p)) as tif:
+        if tif.ome_metadata:
+            found = _ome_xml_size(tif.ome_metadata)
+            if found is not None:
+                return found
+        page = tif.pages[0]
+        tags = page.tags
+        ij = tif.imagej_metadata or {}
+        xr, yr = tags.get("XResolution"), tags.get("YResolution")
+        if xr is None or yr is None:
+            return None
+        (xn, xd), (yn, yd) = xr.value, yr.value
+        if not xn or not yn:
+            return None
+        sx, sy = xd / xn, yd / yn
+        unit = ij.get("unit")
+        if unit is None:
+            res_unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 1
+            factor = {2: 25400.0, 3: 10000.0}.get(res_unit)  # inch, centimetre -> um
+            if factor is None:
+                return None  # no unit: the tags only give a ratio
+            sx, sy, unit = sx * factor, sy * factor, "um"
+        sz = float(ij.get("spacing", sx)) if len(tif.series[0].shape) >= 3 else sx
+        return [sz, sy, sx], unit
+
+
+def _ome_xml_size(xml: str) -> tuple[list[float], str | None] | None:
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(xml)
+    pix = next((el for el in root.iter() if el.tag.endswith("Pixels")), None)
+    if pix is None or "PhysicalSizeX" not in pix.attrib:
+        return None
+    sx = float(pix.attrib["PhysicalSizeX"])
+    sy = float(pix.attrib.get("PhysicalSizeY", sx))
+    sz = float(pix.attrib.get("PhysicalSizeZ", sx))
+    return [sz, sy, sx], pix.attrib.get("PhysicalSizeXUnit", "µm")
+
+
+def _hdf5_voxel_size(dset: Any) -> tuple[list[float], str | None] | None:
+    for holder in (dset.attrs, dset.file.attrs):
+        if "element_size_um" in holder:
+            return [float(v) for v in np.atleast_1d(holder["element_size_um"])], "um"
+        if "voxel_size" in holder:
+            unit = holder.get("unit", holder.get("voxel_size_unit"))
+            if isinstance(unit, bytes):
+                unit = unit.decode()
+            vals = [float(v) for v in np.atleast_1d(holder["voxel_size"])]
+            return vals * 3 if len(vals) == 1 else vals, unit
+    return None
+
+
+def read_class_names(path: str | os.PathLike, *, dataset: str | None = None) -> dict[int, str] | None:
+    """Phase names a label store records, or None.
+
+    Reads the ``napari_xrayseg`` attributes of an output of ``xrayseg predict`` (``classes``
+    and ``class_names``, from the model) or the OME-NGFF ``image-label`` ``properties``
+    (``label-value`` and ``name``), on the array or its group.
+
+    Parameters
+    ----------
+    path : path-like
+        A zarr array or group (other formats record no names: None).
+    dataset : str, optional
+        The array inside a zarr group.
+
+    Returns
+    -------
+    dict or None
+        ``{label: name}``.
+    """
+    import zarr
+
+    p = Path(path)
+    if not (p.is_dir() or p.suffix.lower() == ".zarr") or not p.exists():
+        return None
+    try:
+        node = zarr.open(store=str(p), mode="r")
+    except Exception:  # not a zarr store: no names
+        return None
+    nodes = [node]
+    if isinstance(node, zarr.Group) and dataset is not None and dataset in node:
+        nodes.insert(0, node[dataset])
+    for n in nodes:
+        attrs = n.attrs
+        meta = attrs.get("napari_xrayseg")
+        if isinstance(meta, dict) and isinstance(meta.get("classes"), list) and isinstance(
+                meta.get("class_names"), list) and len(meta["classes"]) == len(meta["class_names"]):
+            return {int(c): str(name) for c, name in zip(meta["classes"], meta["class_names"])}
+        il = attrs.get("image-label") or (attrs.get("ome") or {}).get("image-label") or {}
+        props = il.get("properties") if isinstance(il, dict) else None
+        if isinstance(props, list):
+            names = {int(q["label-value"]): str(q["name"]) for q in props
+                     if isinstance(q, dict) and "label-value" in q and "name" in q}
+            if names:
+                return names
+    return None

@@ -615,6 +615,8 @@ class Report:
         Mean and standard deviation (ddof=0) of ``slice_dice`` over annotated slices.
     n_annotated_slices : int
         Slices with a per-slice mean Dice.
+    class_names : dict or None
+        ``{class: name}`` shown in the tables (e.g. from the model), if known.
     by_interface_distance : dict, optional
         Error rates by distance to the nearest truth interface, from
         :func:`interface_errors`: ``{"0": {"voxels", "errors", "error_rate"}, "1": ...,
@@ -637,6 +639,7 @@ class Report:
     std_slice_dice: float | None = None
     n_annotated_slices: int = 0
     shape: tuple[int, ...] = field(default=())
+    class_names: dict[int, str] | None = None
     by_interface_distance: dict[str, dict[str, float | int | None]] | None = None
 
     @classmethod
@@ -725,6 +728,7 @@ class Report:
             "mean_slice_dice": self.mean_slice_dice,
             "std_slice_dice": self.std_slice_dice,
             "n_annotated_slices": int(self.n_annotated_slices),
+            "class_names": None if self.class_names is None else {str(k): v for k, v in self.class_names.items()},
             "by_interface_distance": None
             if self.by_interface_distance is None
             else {k: dict(v) for k, v in self.by_interface_distance.items()},
@@ -764,6 +768,8 @@ class Report:
                 std_slice_dice=d.get("std_slice_dice"),
                 n_annotated_slices=int(d.get("n_annotated_slices", 0)),
                 shape=tuple(int(s) for s in d.get("shape", ())),
+                class_names=None if d.get("class_names") is None
+                else {int(k): str(v) for k, v in d["class_names"].items()},
                 by_interface_distance=d.get("by_interface_distance"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -836,9 +842,14 @@ class Report:
             If the file cannot be written (disk full, unwritable location).
         """
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(_CSV_COLUMNS), lineterminator="\n")
+        names = self.class_names
+        cols = list(_CSV_COLUMNS) if not names else ["class", "name", *_CSV_COLUMNS[1:]]
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
         w.writeheader()
         for row in self.rows():
+            if names:
+                row = {"class": row["class"], "name": names.get(int(row["class"]), "")
+                       if row["class"] != "mean" else "", **{k: v for k, v in row.items() if k != "class"}}
             w.writerow(
                 {
                     k: ("" if v is None else repr(v) if isinstance(v, float) else v)
@@ -872,7 +883,9 @@ class Report:
         keys = ("dice", "iou", "precision", "recall", "accuracy", "voxels_truth", "voxels_pred")
         rows = self.rows()
         shown = rows[:-1][:20]
-        table = [head] + [(r["class"], *(fmt(r[k]) for k in keys)) for r in shown]
+        names = self.class_names or {}
+        table = [head] + [(f"{r['class']} {names[int(r['class'])]}" if int(r["class"]) in names else r["class"],
+                           *(fmt(r[k]) for k in keys)) for r in shown]
         if len(rows) - 1 > len(shown):
             table.append((f"... {len(rows) - 1 - len(shown)} more",) + ("",) * (len(head) - 1))
         table.append(("mean", *(fmt(rows[-1][k]) for k in keys[:-2]), "", ""))
@@ -926,6 +939,7 @@ def iter_evaluate(
     per_slice: bool = True,
     cancel: Any = None,
     block_slices: int | None = None,
+    class_names: dict[int, str] | Sequence[str] | None = None,
     interfaces: bool = True,
 ) -> Generator[Progress, None, Report]:
     """Generator form of :func:`evaluate`: yields a :class:`Progress` per slab, returns the :class:`Report`.
@@ -943,6 +957,9 @@ def iter_evaluate(
         cancel=cancel,
     )
     report = Report.from_confusion(cm)
+    if class_names is not None:
+        names = dict(class_names) if isinstance(class_names, dict) else dict(enumerate(class_names, start=1))
+        report.class_names = {int(c): str(names[c]) for c in report.classes if c in names}
     if interfaces and ignore_zero:
         yield Progress(cm.shape[0], cm.shape[0], "errors by distance to the interfaces")
         report.by_interface_distance = interface_errors(pred, truth, block_slices=block_slices, cancel=cancel)
@@ -960,6 +977,7 @@ def evaluate(
     per_slice: bool = True,
     cancel: Any = None,
     block_slices: int | None = None,
+    class_names: dict[int, str] | Sequence[str] | None = None,
     interfaces: bool = True,
 ) -> Report:
     """Score a segmentation against (possibly sparse) ground truth.
@@ -981,6 +999,8 @@ def evaluate(
         Checked before every slab.
     block_slices : int, optional
         Slices along axis 0 read at a time (see :func:`confusion_matrix`).
+    class_names : dict or list of str, optional
+        Class names for the tables: ``{class: name}``, or a list naming classes 1, 2, ...
     interfaces : bool
         Also report error rates by distance to the nearest truth interface
         (:attr:`Report.by_interface_distance`, see :func:`interface_errors`); a second
@@ -1016,6 +1036,7 @@ def evaluate(
             per_slice=per_slice,
             cancel=cancel,
             block_slices=block_slices,
+            class_names=class_names,
             interfaces=interfaces,
         )
     )

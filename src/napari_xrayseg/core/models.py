@@ -359,6 +359,11 @@ class ModelInfo:
         ``context // 2`` neighbours on each side along the slicing axis, as input
         channels in order (see :func:`~napari_xrayseg.core.tiling.stack_context`).
         Equals ``params["in_channels"]``; 1 for plain slice-by-slice models.
+    voxel_size : list of float or None
+        Voxel size (z, y, x) of the data the model was trained on, in ``unit``; None when
+        unknown (files written before napari-xrayseg recorded it read as None).
+    unit : str or None
+        Length unit of ``voxel_size`` ("nm", "um", ...).
     """
 
     arch: str
@@ -373,6 +378,8 @@ class ModelInfo:
     history: list[dict[str, Any]] = field(default_factory=list)
     train: dict[str, Any] = field(default_factory=dict)
     context: int = 1
+    voxel_size: list[float] | None = None
+    unit: str | None = None
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     software: dict[str, str] = field(default_factory=dict)
     format: str = FORMAT
@@ -641,6 +648,13 @@ def _validate_info(d: Any, path: Path) -> ModelInfo:
     for key, typ in (("history", list), ("train", dict), ("software", dict)):
         if not isinstance(d.get(key, typ()), typ):
             raise bad(f"{key} has the wrong type")
+    vs = d.get("voxel_size")
+    if vs is not None and (not isinstance(vs, list) or len(vs) not in (2, 3) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in vs)):
+        raise bad(f"voxel_size {vs!r} is not null or a list of 2 or 3 positive numbers")
+    unit = d.get("unit")
+    if unit is not None and (not isinstance(unit, str) or len(unit) > 20):
+        raise bad(f"unit {unit!r} is not null or a short string")
     known = {f for f in ModelInfo.__dataclass_fields__}
     return ModelInfo(**{k: v for k, v in d.items() if k in known})
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, OutputExistsError
 from .output import claim
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
 

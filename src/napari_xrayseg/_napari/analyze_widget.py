@@ -1,0 +1,230 @@
+"""Analyze widget: the microstructure numbers of a Labels layer in physical units.
+
+Per phase the volume fraction, specific surface area, largest-cluster fraction,
+percolation, tortuosity and mean chord size, and for three phases the TPB density, as a
+table and a bar chart (with min-max bars over other segmentations of the same volume,
+when some are chosen); adds the TPB network as a Points layer and exports CSV + JSON.
+The voxel size comes from the layer's scale (editable). The user's layers are never
+modified.
+
+Console equivalent::
+
+    from napari_xrayseg.core.microstructure import analyze, tpb_points
+    layer = viewer.layers["PXCT truth"]
+    m = analyze(layer.data, voxel_size=layer.scale, unit="um", class_names={1: "pore", 2: "nickel", 3: "YSZ"})
+    print(m)
+    m.to_json("micro.json"); m.to_csv("micro.csv")
+    viewer.add_points(tpb_points(layer.data), scale=layer.scale, size=1, name="TPB")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, PushButton, Table
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from napari.layers import Labels
+from napari.utils.notifications import show_error, show_info
+
+from ..core.errors import InputError, XraysegError
+from ..core.microstructure import Microstructure, iter_analyze, microstructure_interval, tpb_points
+from ..core.progress import CancelToken, Progress
+from ._jobs import JobRunner, JobWidget
+from ._layers import export_csv_json, layer_array, layer_class_names, placement, unique_name
+
+if TYPE_CHECKING:
+    import napari
+
+_UNITS = ["voxel", "nm", "um", "mm"]
+_COLUMNS = (("name", "name"), ("volume_fraction", "vol. fraction"), ("specific_surface_area", "S_V"),
+            ("largest_cluster_fraction", "largest cluster"), ("percolates", "percolates z/y/x"),
+            ("tortuosity", "tau z/y/x"), ("mean_size", "mean size"))
+
+
+def _iter_job(labels: Any, *, spread: list[Any], tpb: bool, cancel: CancelToken | None = None,
+              **kwargs: Any) -> Generator[Progress, None, dict[str, Any]]:
+    """Analyze ``labels`` (and each ``spread`` volume), then find the TPB edges for the Points layer."""
+    m = yield from iter_analyze(labels, cancel=cancel, **kwargs)
+    others = []
+    for i, other in enumerate(spread):
+        yield Progress(i, len(spread) + 1, f"segmentation {i + 2} of {len(spread) + 1}")
+        others.append((yield from iter_analyze(other, cancel=cancel, **kwargs)))
+    interval = microstructure_interval([m, *others]) if others else None
+    points = None
+    if tpb and m.tpb_phases is not None:
+        yield Progress(0, 1, "TPB network")
+        points = tpb_points(labels, phases=m.tpb_phases, region=kwargs.get("region"), cancel=cancel)
+    return {"result": m, "interval": interval, "points": points}
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, dict):
+        return "/".join(("yes" if x else "no") if isinstance(x, bool) else _fmt(x) for x in v.values())
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+class AnalyzeWidget(JobWidget):
+    """Dock widget: microstructure numbers of a Labels layer (see the module docstring)."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.result: Microstructure | None = None  # the last result, also for console use
+        self.interval: dict[str, Any] | None = None
+        self._context: dict[str, Any] | None = None
+        self._labels = ComboBox(label="Labels", choices=self._labels_choices, nullable=False)
+        self._vz = FloatSpinBox(label="Voxel size z", min=1e-6, max=1e9, step=0.001, value=1.0)
+        self._vy = FloatSpinBox(label="Voxel size y", min=1e-6, max=1e9, step=0.001, value=1.0)
+        self._vx = FloatSpinBox(label="Voxel size x", min=1e-6, max=1e9, step=0.001, value=1.0)
+        self._unit = ComboBox(label="Unit", choices=_UNITS, value="voxel")
+        self._region = LineEdit(label="Region", value="")
+        self._region.tooltip = "sub-volume z0:z1,y0:y1,x0:x1 (empty: the whole volume)"
+        self._tortuosity = CheckBox(text="Tortuosity (TauFactor; the slow part)", value=True)
+        self._spread = ComboBox(label="Spread over", choices=self._labels_choices, nullable=True, value=None)
+        self._spread.tooltip = ("optional: another segmentation of the same volume (e.g. another axis or model); "
+                                "the bar chart then shows the range of both")
+        self._run = PushButton(text="Analyze")
+        self.runner = JobRunner(self._run, "Analyze")
+        self._summary = Label(value="")
+        self._table = Table(label="Per phase")
+        self._table.read_only = True
+        self._figure = Figure(figsize=(4.0, 2.4), layout="constrained")
+        self._canvas = FigureCanvasQTAgg(self._figure)
+        self._canvas.setMinimumHeight(200)
+        self._plot_box = Container(labels=False)
+        self._plot_box.native.layout().addWidget(self._canvas)
+        self._add_tpb = PushButton(text="Add TPB network layer")
+        self._export_path = FileEdit(label="Export to", mode="w", filter="*.csv *.json", value="")
+        self._export_path.tooltip = "base path: writes <base>.csv and <base>.json, never overwrites"
+        self._export = PushButton(text="Export CSV + JSON")
+        self._run.changed.connect(self._on_run)
+        self._labels.changed.connect(self._on_layer_chosen)
+        self._add_tpb.changed.connect(self._on_add_tpb)
+        self._export.changed.connect(self._on_export)
+        self.extend([self._labels, self._vz, self._vy, self._vx, self._unit, self._region, self._tortuosity,
+                     self._spread, self._run, self._summary, self._table, self._plot_box, self._add_tpb,
+                     self._export_path, self._export])
+        self._set_result_enabled(False)
+        self._follow_layers(viewer)
+        self._on_layer_chosen()
+
+    # ---- inputs
+
+    def _labels_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(ly.name, ly) for ly in self._viewer.layers if isinstance(ly, Labels)]
+
+    def _on_layer_chosen(self, _event: Any = None) -> None:
+        """Take the voxel size (and unit, where napari knows it) from the chosen layer's scale."""
+        layer = self._labels.value
+        if layer is None:
+            return
+        scale = tuple(float(s) for s in layer.scale)[-3:]
+        if len(scale) == 3:
+            self._vz.value, self._vy.value, self._vx.value = scale
+        units = getattr(layer, "units", None)
+        unit = str(units[-1]) if units else ""
+        known = {"micrometer": "um", "nanometer": "nm", "millimeter": "mm"}
+        self._unit.value = known.get(unit, "voxel" if all(s == 1 for s in scale) else "um")
+
+    def _inputs(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Validate and snapshot everything the job needs, on the main thread."""
+        layer = self._labels.value
+        labels = layer_array(layer, "labels")
+        if labels.ndim != 3:
+            raise InputError(f"labels layer {layer.name!r} is {labels.ndim}D: analyze needs a 3D volume")
+        spread = []
+        other = self._spread.value
+        if other is not None and other is not layer:
+            data = layer_array(other, "labels")
+            if tuple(data.shape) != tuple(labels.shape):
+                raise InputError(f"{other.name!r} has shape {tuple(data.shape)}, {layer.name!r} "
+                                 f"{tuple(labels.shape)}: spread needs segmentations of the same volume")
+            spread.append(data)
+        unit = str(self._unit.value)
+        voxel = None if unit == "voxel" else (float(self._vz.value), float(self._vy.value), float(self._vx.value))
+        kwargs = {"labels": labels, "spread": spread, "tpb": True, "voxel_size": voxel, "unit": unit,
+                  "class_names": layer_class_names(layer), "region": str(self._region.value).strip() or None,
+                  "tortuosity": bool(self._tortuosity.value)}
+        return kwargs, {"name": layer.name, "placement": placement(layer)}
+
+    def _on_run(self) -> None:
+        if self.runner.running:
+            self.runner.cancel()
+            return
+        try:
+            kwargs, context = self._inputs()
+        except XraysegError as e:
+            show_error(str(e))
+            return
+        self.runner.start(_iter_job, desc=f"Analyzing {context['name']}", total=1,
+                          on_returned=lambda out: self._show(out, context), **kwargs)
+
+    # ---- results
+
+    def _set_result_enabled(self, enabled: bool) -> None:
+        self._add_tpb.enabled = enabled and self._context is not None and self._context.get("points") is not None
+        self._export.enabled = enabled
+
+    def _show(self, out: dict[str, Any], context: dict[str, Any]) -> None:
+        m: Microstructure = out["result"]
+        self.result, self.interval = m, out["interval"]
+        self._context = {**context, "points": out["points"]}
+        u = m.unit
+        titles = [t if k not in ("specific_surface_area", "mean_size") else f"{t} ({'1/' + u if k[0] == 's' else u})"
+                  for k, t in _COLUMNS]
+        self._table.value = {
+            "data": [[_fmt(p.to_dict()[k]) for k, _ in _COLUMNS] for p in m.phases.values()],
+            "index": [f"label {k}" for k in m.phases],
+            "columns": titles,
+        }
+        self._table.native.resizeColumnsToContents()
+        lines = [f"{'x'.join(map(str, m.shape))} voxels of {' x '.join(f'{v:g}' for v in m.voxel_size)} {u}"]
+        if m.tpb_density is not None:
+            lines.append(f"TPB density {m.tpb_density:.4g} {u}/{u}³ ({m.tpb_edges:,} voxel edges)")
+        self._summary.value = "\n".join(lines)
+        self._draw(m, out["interval"])
+        self._set_result_enabled(True)
+        show_info(f"analysed {context['name']!r}")
+
+    def _draw(self, m: Microstructure, interval: dict[str, Any] | None) -> None:
+        """Bar chart of the volume fractions (min-max bars when there is an interval)."""
+        self._figure.clear()
+        ax = self._figure.add_subplot()
+        keys = list(m.phases)
+        vals = [m.phases[k].volume_fraction for k in keys]
+        err = None
+        if interval is not None:
+            lo = [vals[i] - interval[f"{k}.volume_fraction"]["min"] for i, k in enumerate(keys)]
+            hi = [interval[f"{k}.volume_fraction"]["max"] - vals[i] for i, k in enumerate(keys)]
+            err = np.array([lo, hi])
+        ax.bar([m.phases[k].name for k in keys], vals, yerr=err, capsize=4, color="tab:blue")
+        ax.set_ylabel("volume fraction", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.tick_params(labelsize=7)
+        self._canvas.draw_idle()
+
+    def _on_add_tpb(self) -> None:
+        if self._context is None or self._context.get("points") is None:
+            show_error("no TPB network: analyse a three-phase labels layer first")
+            return
+        pts = self._context["points"]
+        name = unique_name(self._viewer, f"{self._context['name']} TPB")
+        self._viewer.add_points(pts, name=name, size=1.0, face_color="yellow", border_width=0,
+                                **self._context["placement"],
+                                metadata={"napari_xrayseg": {"kind": "tpb", "source": self._context["name"],
+                                                             "phases": list(self.result.tpb_phases or ())}})
+        show_info(f"added {name!r}: {len(pts):,} TPB edge midpoints (switch to 3D to see the network)")
+
+    def _on_export(self) -> None:
+        export_csv_json(self.result, str(self._export_path.value), missing="no result yet: press Analyze first",
+                        show_error=show_error, show_info=show_info)
+
+
+__all__ = ["AnalyzeWidget"]

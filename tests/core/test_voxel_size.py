@@ -1,0 +1,118 @@
+"""Voxel sizes read from OME-Zarr, TIFF (ImageJ, resolution tags, OME-XML) and HDF5; unit helpers."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from napari_xrayseg.core.errors import InputError
+from napari_xrayseg.core.io import read_voxel_size
+from napari_xrayseg.core.units import (
+    image_label_properties,
+    ngff_axes,
+    ngff_scale_transforms,
+    normalize_unit,
+    parse_voxel_size,
+    to_unit,
+    voxel_size_mismatch,
+)
+
+
+def _ome_group(path, levels=2, unit="micrometer", voxel=(0.2, 0.05, 0.05)):
+    g = zarr.open_group(str(path), mode="w")
+    for i in range(levels):
+        g.create_array(str(i), shape=(4 // 2**i or 1, 8 // 2**i, 8 // 2**i), dtype="uint8")
+    tr = ngff_scale_transforms(voxel, levels)
+    g.attrs["ome"] = {"version": "0.5", "multiscales": [{
+        "axes": [{"name": a, "type": "space", "unit": unit} for a in "zyx"],
+        "datasets": [{"path": str(i), "coordinateTransformations": tr[i]} for i in range(levels)]}]}
+    return path
+
+
+def test_ome_zarr_levels_and_their_arrays(tmp_path):
+    p = _ome_group(tmp_path / "img.zarr")
+    assert read_voxel_size(p) == ((0.2, 0.05, 0.05), "um")
+    assert read_voxel_size(p, dataset="1") == ((0.4, 0.1, 0.1), "um")
+    assert read_voxel_size(p / "1") == ((0.4, 0.1, 0.1), "um")
+
+
+def test_plain_zarr_attrs_and_nothing(tmp_path):
+    a = zarr.create_array(store=str(tmp_path / "a.zarr"), shape=(2, 4, 4), dtype="uint8")
+    assert read_voxel_size(tmp_path / "a.zarr") is None
+    a.attrs.update({"voxel_size": [3, 1, 1], "unit": "nanometer"})
+    assert read_voxel_size(tmp_path / "a.zarr") == ((3.0, 1.0, 1.0), "nm")
+
+
+def test_tiff_imagej_resolution_and_ome(tmp_path):
+    data = np.zeros((3, 8, 8), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "ij.tif", data, imagej=True, resolution=(1 / 0.25, 1 / 0.5),
+                     metadata={"spacing": 2.0, "unit": "micron"})
+    assert read_voxel_size(tmp_path / "ij.tif") == ((2.0, 0.5, 0.25), "um")
+    tifffile.imwrite(tmp_path / "cm.tif", data, photometric="minisblack", resolution=(10000.0, 10000.0),
+                     resolutionunit="CENTIMETER")
+    size, unit = read_voxel_size(tmp_path / "cm.tif")
+    assert unit == "um" and size == pytest.approx((1.0, 1.0, 1.0))
+    tifffile.imwrite(tmp_path / "ome.ome.tif", data, ome=True,
+                     metadata={"axes": "ZYX", "PhysicalSizeX": 0.1, "PhysicalSizeY": 0.1, "PhysicalSizeZ": 0.3,
+                               "PhysicalSizeXUnit": "nm"})
+    assert read_voxel_size(tmp_path / "ome.ome.tif") == ((0.3, 0.1, 0.1), "nm")
+    tifffile.imwrite(tmp_path / "plain.tif", data, photometric="minisblack")
+    assert read_voxel_size(tmp_path / "plain.tif") is None
+
+
+def test_hdf5_attributes_and_npy(tmp_path):
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        d = f.create_dataset("vol", data=np.zeros((2, 4, 4), dtype=np.uint8))
+        d.attrs["element_size_um"] = [0.5, 0.1, 0.1]
+        e = f.create_dataset("other", data=np.zeros((2, 4, 4), dtype=np.uint8))
+        e.attrs["voxel_size"] = 20.0
+        e.attrs["unit"] = "nm"
+        f.create_dataset("bare", data=np.zeros((2, 4, 4), dtype=np.uint8))
+    assert read_voxel_size(tmp_path / "v.h5", dataset="vol") == ((0.5, 0.1, 0.1), "um")
+    assert read_voxel_size(f"{tmp_path / 'v.h5'}:other") == ((20.0, 20.0, 20.0), "nm")
+    assert read_voxel_size(tmp_path / "v.h5", dataset="bare") is None
+    np.save(tmp_path / "v.npy", np.zeros((2, 2, 2)))
+    assert read_voxel_size(tmp_path / "v.npy") is None
+    with pytest.raises(InputError, match="does not exist"):
+        read_voxel_size(tmp_path / "missing.tif")
+
+
+def test_unit_helpers():
+    assert normalize_unit("µm") == normalize_unit("micrometre") == "um"
+    assert to_unit(1.5, "mm", "um") == pytest.approx(1500.0)
+    assert parse_voxel_size(2) == (2.0, 2.0, 2.0)
+    with pytest.raises(InputError, match="positive"):
+        parse_voxel_size([1, 0, 1])
+    assert ngff_axes(None) == [{"name": a, "type": "space"} for a in "zyx"]
+    assert ngff_axes("nm", ndim=2)[1] == {"name": "x", "type": "space", "unit": "nanometer"}
+    tr = ngff_scale_transforms(0.5, 3, factor=(1, 2, 2))
+    assert tr[2][0]["scale"] == [0.5, 2.0, 2.0] and tr[2][1]["translation"] == [0.0, 0.75, 0.75]
+    block = image_label_properties([1, 2, 3], ["pore", "nickel", "YSZ"])
+    assert block["properties"][2] == {"label-value": 3, "name": "YSZ"}
+    assert all(len(c["rgba"]) == 4 and max(c["rgba"]) <= 255 for c in block["colors"])
+    with pytest.raises(InputError, match="one name per class"):
+        image_label_properties([1, 2], ["a"])
+    msg = voxel_size_mismatch([0.05] * 3, "um", [200.0] * 3, "nm")
+    assert msg is not None and "x4" in msg
+    assert voxel_size_mismatch([0.05] * 3, "um", [60.0] * 3, "nm") is None
+    assert voxel_size_mismatch(None, None, [1.0] * 3, "um") is None
+
+
+def test_ngff_label_attrs_round_trip_through_the_readers(tmp_path):
+    from napari_xrayseg.core.io import read_class_names
+    from napari_xrayseg.core.units import ngff_label_attrs
+
+    g = zarr.open_group(str(tmp_path / "out.zarr"), mode="w")
+    for i in range(3):
+        g.create_array(str(i), shape=(8 // 2**i, 16 // 2**i, 16 // 2**i), dtype="uint8")
+    g.attrs["ome"] = ngff_label_attrs(3, (0.1, 0.05, 0.05), "um", classes=[1, 2, 3],
+                                      class_names=["pore", "nickel", "YSZ"])
+    assert read_voxel_size(tmp_path / "out.zarr") == ((0.1, 0.05, 0.05), "um")
+    assert read_voxel_size(tmp_path / "out.zarr", dataset="2") == ((0.4, 0.2, 0.2), "um")
+    assert read_class_names(tmp_path / "out.zarr") == {1: "pore", 2: "nickel", 3: "YSZ"}
+    ms = g.attrs["ome"]["multiscales"][0]
+    assert [a["unit"] for a in ms["axes"]] == ["micrometer"] * 3
+    assert ngff_scale_transforms(1.0, 2, centered=False)[1] == [{"type": "scale", "scale": [2.0, 2.0, 2.0]}]

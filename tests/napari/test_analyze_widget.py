@@ -1,0 +1,141 @@
+"""Analyze widget on a real viewer; reader scale, units and class names; sample truth names."""
+
+import json
+
+import numpy as np
+import pytest
+import zarr
+
+pytest.importorskip("qtpy")
+napari = pytest.importorskip("napari")
+
+from napari_xrayseg._napari.analyze_widget import AnalyzeWidget  # noqa: E402
+from napari_xrayseg.core.units import image_label_properties, ngff_axes, ngff_scale_transforms  # noqa: E402
+
+
+def _checkerboard(n=12, b=3):
+    zz, yy, xx = np.indices((n, n, n)) // b
+    return ((zz + yy + xx) % 3 + 1).astype(np.uint8)
+
+
+def _wait(qtbot, w):
+    assert w._job is not None
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+
+
+def _cell(table, row, column):
+    d = table.to_dict(orient="split")
+    return d["data"][d["index"].index(row)][d["columns"].index(column)]
+
+
+def test_analyze_widget_table_chart_tpb_layer_and_export(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer(show=True)
+    lab = _checkerboard()
+    layer = viewer.add_labels(lab, name="phases", scale=(0.5, 0.25, 0.25), translate=(3, 0, 0),
+                              features={"index": [1, 2, 3], "name": ["pore", "nickel", "YSZ"]})
+    other = lab.copy()
+    other[:, :, :3][other[:, :, :3] == 1] = 2
+    viewer.add_labels(other, name="other axis", scale=(0.5, 0.25, 0.25))
+    w = AnalyzeWidget(viewer)
+    w._labels.value = layer
+    assert (w._vz.value, w._vy.value, w._vx.value) == (0.5, 0.25, 0.25) and w._unit.value == "um"
+    w._spread.value = viewer.layers["other axis"]
+    w._tortuosity.value = False
+    w._run.clicked.emit()
+    assert w.runner.running
+    _wait(qtbot, w)
+    m = w.result
+    assert m is not None and m.voxel_size == (0.5, 0.25, 0.25) and m.unit == "um"
+    assert [p.name for p in m.phases.values()] == ["pore", "nickel", "YSZ"]
+    assert _cell(w._table, "label 2", "name") == "nickel"
+    assert float(_cell(w._table, "label 1", "vol. fraction")) == pytest.approx((lab == 1).mean(), abs=1e-3)
+    assert "TPB density" in w._summary.value
+    assert w.interval["2.volume_fraction"]["max"] == pytest.approx((other == 2).mean())
+    ax = w._figure.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["pore", "nickel", "YSZ"]
+    assert len(ax.patches) == 3  # one bar per phase, with min-max error bars
+    # the TPB network lands exactly over the labels, in 3D
+    assert w._add_tpb.enabled
+    w._add_tpb.clicked.emit()
+    pts = viewer.layers["phases TPB"]
+    assert isinstance(pts, napari.layers.Points) and len(pts.data) == m.tpb_edges
+    assert tuple(pts.scale) == (0.5, 0.25, 0.25) and tuple(pts.translate) == (3, 0, 0)
+    viewer.dims.ndisplay = 3
+    # export: CSV + JSON, never overwriting
+    w._export_path.value = str(tmp_path / "micro")
+    w._export.clicked.emit()
+    d = json.loads((tmp_path / "micro.json").read_text())
+    assert d["phases"]["3"]["name"] == "YSZ" and d["unit"] == "um"
+    before = (tmp_path / "micro.csv").read_text()
+    w._export.clicked.emit()  # refused: both exist
+    assert (tmp_path / "micro.csv").read_text() == before
+
+
+def test_analyze_widget_cancel_and_bad_input(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_labels(np.ones((4, 8), np.uint8), name="flat")
+    w = AnalyzeWidget(viewer)
+    w._labels.value = viewer.layers["flat"]
+    w._run.clicked.emit()  # 2D: refused with a notification, nothing started
+    assert w._job is None and not w.runner.running
+    viewer.add_labels(_checkerboard(24, 4), name="cube")
+    w._labels.value = viewer.layers["cube"]
+    assert w._unit.value == "voxel"
+    w._run.clicked.emit()
+    w._run.clicked.emit()  # Cancel
+    _wait(qtbot, w)
+    assert w._run.text == "Analyze"
+
+
+def test_reader_gives_scale_units_and_names(make_napari_viewer, tmp_path):
+    p = tmp_path / "lab.zarr"
+    g = zarr.open_group(str(p), mode="w")
+    g.create_array("0", shape=(4, 8, 8), dtype="uint8")[...] = 2
+    g.attrs["ome"] = {"version": "0.5", "multiscales": [{
+        "axes": ngff_axes("um"), "datasets": [{"path": "0", "coordinateTransformations":
+                                               ngff_scale_transforms((0.2, 0.1, 0.1), 1)[0]}]}],
+        "image-label": image_label_properties([1, 2], ["pore", "nickel"])}
+    g.attrs["napari_xrayseg"] = {"classes": [1, 2], "class_names": ["pore", "nickel"], "complete": True}
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(p), plugin="napari-xrayseg")
+    assert isinstance(layer, napari.layers.Labels)
+    assert tuple(layer.scale) == pytest.approx((0.2, 0.1, 0.1))
+    assert str(layer.units[0]) == "micrometer"
+    assert list(layer.features["name"]) == ["pore", "nickel"]
+
+
+def test_sample_truth_names_its_phases(make_napari_viewer):
+    viewer = make_napari_viewer()
+    layers = viewer.open_sample("napari-xrayseg", "pxct")
+    truth = [ly for ly in layers if isinstance(ly, napari.layers.Labels)][0]
+    assert list(truth.features["name"]) == ["pore", "nickel", "YSZ"]
+
+
+def test_segment_warns_at_a_very_different_voxel_size_and_names_the_output(make_napari_viewer, qtbot, tmp_path,
+                                                                           monkeypatch):
+    from dataclasses import replace
+
+    from napari_xrayseg._napari.segment_widget import SegmentWidget
+    from napari_xrayseg.core.models import init_model, save_model
+
+    m = init_model("unet", size="tiny", classes=3, tile=32, class_names=["pore", "nickel", "YSZ"])
+    m.info = replace(m.info, voxel_size=[0.05, 0.05, 0.05], unit="um")
+    path = save_model(m, tmp_path / "m.safetensors")
+    warnings = []
+    monkeypatch.setattr("napari_xrayseg._napari.segment_widget.show_warning", warnings.append)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((2, 32, 32), dtype=np.float32), name="img",
+                     scale=(0.2, 0.2, 0.2), units=("um",) * 3)
+    w = SegmentWidget(viewer)
+    w._model_file.value = path
+    w._device.value = "cpu"
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    assert len(warnings) == 1 and "trained at" in warnings[0] and "x4" in warnings[0]
+    out = viewer.layers["img labels"]
+    assert list(out.features["name"]) == ["pore", "nickel", "YSZ"]
+    warnings.clear()
+    viewer.layers["img"].scale = (0.05, 0.05, 0.05)
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    assert warnings == []
