@@ -35,7 +35,7 @@ def make_volume(path: Path, n: int, seed: int = 0) -> None:
     coarse = rng.random((n // 8 + 1,) * 3).astype(np.float32)
     z = zarr.create_array(store=str(path), shape=(n, n, n), chunks=(32, n, n), dtype="uint8")
     field = zoom(coarse, 8, order=1)[:n, :n, :n]
-    lo, hi = np.quantile(field[:: 4, :: 4, :: 4], [1 / 3, 2 / 3])
+    lo, hi = np.quantile(field[::4, ::4, ::4], [1 / 3, 2 / 3])
     z[...] = np.where(field < lo, 1, np.where(field < hi, 2, 3)).astype(np.uint8)
 
 
@@ -64,9 +64,15 @@ def one(path: str, part: str, tau_size: int) -> dict:
         m = analyze(labels, voxel_size=0.05, region=region)
     dt = time.perf_counter() - t0
     peak = _hwm_mb()
-    return {"part": part, "shape": list(m.shape), "seconds": round(dt, 2), "peak_rss_mb": round(peak),
-            "rss_before_mb": round(rss0), "tpb_density": m.tpb_density,
-            "tau": {k: p.tortuosity for k, p in m.phases.items()} if part == "tau" else None}
+    return {
+        "part": part,
+        "shape": list(m.shape),
+        "seconds": round(dt, 2),
+        "peak_rss_mb": round(peak),
+        "rss_before_mb": round(rss0),
+        "tpb_density": m.tpb_density,
+        "tau": {k: p.tortuosity for k, p in m.phases.items()} if part == "tau" else None,
+    }
 
 
 def main() -> None:
@@ -83,16 +89,22 @@ def main() -> None:
             path = Path(tmp) / f"lab{n}.zarr"
             t0 = time.perf_counter()
             make_volume(path, n)
-            print(f"{n}^3: made the volume in {time.perf_counter() - t0:.1f} s ({n ** 3 / 1e6:.0f} Mvoxels)")
+            print(f"{n}^3: made the volume in {time.perf_counter() - t0:.1f} s ({n**3 / 1e6:.0f} Mvoxels)")
             parts = ["slab", "whole"] + (["tau"] if n == a.sizes[0] else [])
             for part in parts:
-                out = subprocess.run([sys.executable, __file__, "--one", str(path), part, str(a.tortuosity_size)],
-                                     capture_output=True, text=True, check=True)
+                out = subprocess.run(
+                    [sys.executable, __file__, "--one", str(path), part, str(a.tortuosity_size)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 rate = np.prod(r["shape"]) / r["seconds"] / 1e6
-                print(f"  {part:5s} {'x'.join(map(str, r['shape']))}: {r['seconds']:.1f} s ({rate:.1f} Mvox/s), "
-                      f"peak RSS {r['peak_rss_mb']} MB (after imports {r['rss_before_mb']} MB)"
-                      + (f", tau {r['tau']}" if r["tau"] else ""))
+                print(
+                    f"  {part:5s} {'x'.join(map(str, r['shape']))}: {r['seconds']:.1f} s ({rate:.1f} Mvox/s), "
+                    f"peak RSS {r['peak_rss_mb']} MB (after imports {r['rss_before_mb']} MB)"
+                    + (f", tau {r['tau']}" if r["tau"] else "")
+                )
 
 
 if __name__ == "__main__":

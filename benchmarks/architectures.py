@@ -49,8 +49,9 @@ def flops_per_pixel(net: Any, in_channels: int, side: int = 256) -> float:
     return counter.get_total_flops() / (side * side)
 
 
-def speed(net: Any, in_channels: int, *, batch: int, tile: int, warmup: int, repeats: int,
-          device: str) -> tuple[float, list[float]]:
+def speed(
+    net: Any, in_channels: int, *, batch: int, tile: int, warmup: int, repeats: int, device: str
+) -> tuple[float, list[float]]:
     """Median seconds per forward pass of ``batch`` tiles, and all timings."""
     import torch
 
@@ -74,9 +75,11 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         runs = ", ".join(f"{t:.2f}" for t in r["times_s"])
         size = f"{r['size']} (default)" if r["default"] else r["size"]
-        lines.append(f"| {r['arch']} | {size} | {r['parameters']:,} | {r['stride']} | "
-                     f"{r['flops_per_pixel'] / 1e3:,.1f} k | {r['mpix_s']:.2f} | {r['gflop_s']:.1f} | "
-                     f"{r['median_s']:.3f} ({runs}) |")
+        lines.append(
+            f"| {r['arch']} | {size} | {r['parameters']:,} | {r['stride']} | "
+            f"{r['flops_per_pixel'] / 1e3:,.1f} k | {r['mpix_s']:.2f} | {r['gflop_s']:.1f} | "
+            f"{r['median_s']:.3f} ({runs}) |"
+        )
     return "\n".join(lines)
 
 
@@ -113,22 +116,46 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             net = m.network.eval()
             fpp = flops_per_pixel(net, 1)
             net = net.to(args.device)
-            med, times = speed(net, 1, batch=args.batch, tile=args.tile, warmup=args.warmup, repeats=args.repeats,
-                               device=args.device)
+            med, times = speed(
+                net, 1, batch=args.batch, tile=args.tile, warmup=args.warmup, repeats=args.repeats, device=args.device
+            )
             px_s = args.batch * args.tile**2 / med
-            rows.append({"arch": arch, "size": size, "default": size == default_size(arch),
-                         "parameters": sum(p.numel() for p in net.parameters()), "stride": m.info.stride,
-                         "flops_per_pixel": fpp, "median_s": med, "times_s": times, "mpix_s": px_s / 1e6,
-                         "gflop_s": fpp * px_s / 1e9})
+            rows.append(
+                {
+                    "arch": arch,
+                    "size": size,
+                    "default": size == default_size(arch),
+                    "parameters": sum(p.numel() for p in net.parameters()),
+                    "stride": m.info.stride,
+                    "flops_per_pixel": fpp,
+                    "median_s": med,
+                    "times_s": times,
+                    "mpix_s": px_s / 1e6,
+                    "gflop_s": fpp * px_s / 1e9,
+                }
+            )
             print(f"{arch} {size}: {rows[-1]['mpix_s']:.2f} Mpix/s", file=sys.stderr, flush=True)
-    device = (torch.cuda.get_device_name() if args.device.startswith("cuda")
-              else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
-    result = {"command": command, "device": device, "torch_threads": torch.get_num_threads(),
-              "torch": torch.__version__, "monai": monai.__version__, "platform": platform.platform(),
-              "batch": args.batch, "tile": args.tile, "rows": rows}
-    print(f"`{command}`\n\n{args.device}: {device}; torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"MONAI {monai.__version__}; batch {args.batch} x 1 x {args.tile} x {args.tile}, median of "
-          f"{args.repeats} runs after {args.warmup} warm-up\n")
+    device = (
+        torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    )
+    result = {
+        "command": command,
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "platform": platform.platform(),
+        "batch": args.batch,
+        "tile": args.tile,
+        "rows": rows,
+    }
+    print(
+        f"`{command}`\n\n{args.device}: {device}; torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"MONAI {monai.__version__}; batch {args.batch} x 1 x {args.tile} x {args.tile}, median of "
+        f"{args.repeats} runs after {args.warmup} warm-up\n"
+    )
     print(table(rows))
     if args.json:
         with open(args.json, "w") as fh:

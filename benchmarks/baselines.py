@@ -51,8 +51,9 @@ def features_3d(volume: np.ndarray, sigmas: tuple[float, ...] = SIGMAS) -> np.nd
     return np.stack(out).astype(np.float32, copy=False)
 
 
-def random_forest_3d(image: np.ndarray, sparse: np.ndarray, seed: int = 0, per_class: int = 20_000,
-                     features: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, float]]:
+def random_forest_3d(
+    image: np.ndarray, sparse: np.ndarray, seed: int = 0, per_class: int = 20_000, features: np.ndarray | None = None
+) -> tuple[np.ndarray, dict[str, float]]:
     """Train a random forest on the annotated voxels' 3D features and predict every voxel.
 
     Returns the labels and timings (``features_s``, ``fit_s``, ``predict_s``).
@@ -79,6 +80,6 @@ def random_forest_3d(image: np.ndarray, sparse: np.ndarray, seed: int = 0, per_c
     out = np.empty(lab.size, np.uint8)
     step = 1 << 18
     for s in range(0, lab.size, step):
-        out[s:s + step] = rf.predict(np.ascontiguousarray(flat[:, s:s + step].T))
+        out[s : s + step] = rf.predict(np.ascontiguousarray(flat[:, s : s + step].T))
     pred_s = time.perf_counter() - t0
     return out.reshape(sparse.shape), {"features_s": feat_s, "fit_s": fit_s, "predict_s": pred_s}

@@ -56,12 +56,20 @@ log = logging.getLogger("hard")
 
 def _row(preset: str, seed: int, method: str, report: Any, seconds: float, **extra: Any) -> dict[str, Any]:
     b = report.by_interface_distance
-    return {"preset": preset, "seed": seed, "method": method, "mean_dice": report.mean_dice,
-            "error_rate": 1.0 - float(report.accuracy), "interface_error": b["0"]["error_rate"],
-            "near_error": b["1"]["error_rate"], "far_error": b["2+"]["error_rate"],
-            "interface_fraction": b["0"]["voxels"] / report.n_voxels,
-            "dice": {str(c): report.per_class[c]["dice"] for c in report.classes}, "seconds": round(seconds, 1),
-            **extra}
+    return {
+        "preset": preset,
+        "seed": seed,
+        "method": method,
+        "mean_dice": report.mean_dice,
+        "error_rate": 1.0 - float(report.accuracy),
+        "interface_error": b["0"]["error_rate"],
+        "near_error": b["1"]["error_rate"],
+        "far_error": b["2+"]["error_rate"],
+        "interface_fraction": b["0"]["voxels"] / report.n_voxels,
+        "dice": {str(c): report.per_class[c]["dice"] for c in report.classes},
+        "seconds": round(seconds, 1),
+        **extra,
+    }
 
 
 def _unet(method: str, image: np.ndarray, ann: np.ndarray, budget: dict[str, Any], seed: int) -> tuple[Any, str]:
@@ -86,16 +94,21 @@ def summary(rows: list[dict[str, Any]]) -> str:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["preset"], r["method"]), []).append(r)
-    lines = ["| preset | method | mean Dice (mean ± std over seeds) | interface-voxel error | 1 voxel away | "
-             "2+ away | wall time per seed | seeds |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| preset | method | mean Dice (mean ± std over seeds) | interface-voxel error | 1 voxel away | "
+        "2+ away | wall time per seed | seeds |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for (preset, method), rs in groups.items():
         d = np.array([r["mean_dice"] for r in rs])
         ie = np.mean([r["interface_error"] for r in rs])
         ne = np.mean([r["near_error"] for r in rs])
         fe = np.mean([r["far_error"] for r in rs])
         sec = np.mean([r["seconds"] for r in rs])
-        lines.append(f"| {preset} | {method} | **{d.mean():.4f}** ± {d.std():.4f} | {ie:.3f} | {ne:.4f} | {fe:.4f} "
-                     f"| {sec:.0f} s | {len(rs)} |")
+        lines.append(
+            f"| {preset} | {method} | **{d.mean():.4f}** ± {d.std():.4f} | {ie:.3f} | {ne:.4f} | {fe:.4f} "
+            f"| {sec:.0f} s | {len(rs)} |"
+        )
     return "\n".join(lines)
 
 
@@ -110,22 +123,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     budget = ap.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, default=None, help="U-Net training budget (spent in full)")
     budget.add_argument("--epochs", type=int, default=None, help="U-Net epochs of 25 steps instead of minutes")
-    ap.add_argument("--transfer", default=None, metavar="PRESET",
-                    help="also segment a second scan of this preset (seed + 100) with every model")
+    ap.add_argument(
+        "--transfer",
+        default=None,
+        metavar="PRESET",
+        help="also segment a second scan of this preset (seed + 100) with every model",
+    )
     ap.add_argument("--adapt-minutes", type=float, default=None, help="self-training budget on the second scan")
     ap.add_argument("--adapt-epochs", type=int, default=None, help="self-training epochs (default: 10)")
     ap.add_argument("--json", default=None, metavar="OUT", help="append-safe JSON of every row")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s"
+    )
     import torch
 
     from napari_xrayseg import evaluate, make_phantom, segment
     from napari_xrayseg.core.demo import annotate_slices
 
     command = "python benchmarks/hard.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    budget_kw: dict[str, Any] = ({"epochs": args.epochs} if args.epochs else {"minutes": args.minutes or 10.0})
+    budget_kw: dict[str, Any] = {"epochs": args.epochs} if args.epochs else {"minutes": args.minutes or 10.0}
     rows: list[dict[str, Any]] = []
 
     def emit(row: dict[str, Any]) -> None:
@@ -149,8 +167,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if "rf" in args.baselines:
                 t0 = time.perf_counter()
                 pred, t = random_forest_3d(image, ann, seed=seed)
-                emit(_row(preset, seed, "random forest (3D features)", evaluate(pred, truth),
-                          time.perf_counter() - t0, timings=t))
+                emit(
+                    _row(
+                        preset,
+                        seed,
+                        "random forest (3D features)",
+                        evaluate(pred, truth),
+                        time.perf_counter() - t0,
+                        timings=t,
+                    )
+                )
                 if second is not None:
                     # the forest trained on the first scan's features, applied to the second scan
                     f1 = features_3d(image)
@@ -158,19 +184,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
                     lab = ann.reshape(-1)
                     rng = np.random.default_rng(seed)
-                    take = np.sort(np.concatenate([rng.choice(np.flatnonzero(lab == c),
-                                                              min(20_000, int((lab == c).sum())), replace=False)
-                                                   for c in (1, 2, 3)]))
-                    rf = RandomForestClassifier(n_estimators=100, min_samples_leaf=2, n_jobs=os.cpu_count(),
-                                                random_state=seed).fit(f1.reshape(f1.shape[0], -1)[:, take].T,
-                                                                       lab[take])
+                    take = np.sort(
+                        np.concatenate(
+                            [
+                                rng.choice(np.flatnonzero(lab == c), min(20_000, int((lab == c).sum())), replace=False)
+                                for c in (1, 2, 3)
+                            ]
+                        )
+                    )
+                    rf = RandomForestClassifier(
+                        n_estimators=100, min_samples_leaf=2, n_jobs=os.cpu_count(), random_state=seed
+                    ).fit(f1.reshape(f1.shape[0], -1)[:, take].T, lab[take])
                     del f1
                     f2 = features_3d(second[0]).reshape(46, -1)
-                    pred2 = np.concatenate([rf.predict(np.ascontiguousarray(f2[:, s:s + (1 << 18)].T))
-                                            for s in range(0, f2.shape[1], 1 << 18)]).reshape(second[1].shape)
+                    pred2 = np.concatenate(
+                        [
+                            rf.predict(np.ascontiguousarray(f2[:, s : s + (1 << 18)].T))
+                            for s in range(0, f2.shape[1], 1 << 18)
+                        ]
+                    ).reshape(second[1].shape)
                     del f2
-                    emit(_row(args.transfer, seed, "random forest (3D features)",
-                              evaluate(pred2.astype(np.uint8), second[1]), 0.0, note="trained on the first scan"))
+                    emit(
+                        _row(
+                            args.transfer,
+                            seed,
+                            "random forest (3D features)",
+                            evaluate(pred2.astype(np.uint8), second[1]),
+                            0.0,
+                            note="trained on the first scan",
+                        )
+                    )
             for method in args.methods:
                 t0 = time.perf_counter()
                 model, axes = _unet(method, image, ann, budget_kw, seed)
@@ -178,31 +221,74 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 pred = segment(image, model, axes=axes, device="cpu")
                 t_all = time.perf_counter() - t0
                 tr = model.info.train
-                emit(_row(preset, seed, f"U-Net {method}", evaluate(pred, truth), t_all,
-                          train_s=round(t_train, 1), epochs=tr["epochs_run"], best_epoch=tr["best_epoch"],
-                          stopped=tr["stopped"]))
+                emit(
+                    _row(
+                        preset,
+                        seed,
+                        f"U-Net {method}",
+                        evaluate(pred, truth),
+                        t_all,
+                        train_s=round(t_train, 1),
+                        epochs=tr["epochs_run"],
+                        best_epoch=tr["best_epoch"],
+                        stopped=tr["stopped"],
+                    )
+                )
                 if second is not None:
                     t0 = time.perf_counter()
                     pred2 = segment(second[0], model, axes=axes, device="cpu")
-                    emit(_row(args.transfer, seed, f"U-Net {method}", evaluate(pred2, second[1]),
-                              time.perf_counter() - t0, note="trained on the first scan"))
+                    emit(
+                        _row(
+                            args.transfer,
+                            seed,
+                            f"U-Net {method}",
+                            evaluate(pred2, second[1]),
+                            time.perf_counter() - t0,
+                            note="trained on the first scan",
+                        )
+                    )
                     if method != "before":
                         from napari_xrayseg import XraysegError, self_train
 
                         t0 = time.perf_counter()
                         try:
-                            adapted = self_train(second[0], model, minutes=args.adapt_minutes,
-                                                 epochs=args.adapt_epochs, device="cpu", seed=seed)
+                            adapted = self_train(
+                                second[0],
+                                model,
+                                minutes=args.adapt_minutes,
+                                epochs=args.adapt_epochs,
+                                device="cpu",
+                                seed=seed,
+                            )
                         except XraysegError as e:  # e.g. a class with no confident voxel
-                            print(json.dumps({"preset": args.transfer, "seed": seed, "method": f"U-Net {method} "
-                                              "+ adapt", "failed": str(e)}), flush=True)
+                            print(
+                                json.dumps(
+                                    {
+                                        "preset": args.transfer,
+                                        "seed": seed,
+                                        "method": f"U-Net {method} + adapt",
+                                        "failed": str(e),
+                                    }
+                                ),
+                                flush=True,
+                            )
                             continue
                         pred3 = segment(second[0], adapted, axes=axes, device="cpu")
-                        emit(_row(args.transfer, seed, f"U-Net {method} + adapt", evaluate(pred3, second[1]),
-                                  time.perf_counter() - t0, note="self-trained on the second scan, no labels"))
+                        emit(
+                            _row(
+                                args.transfer,
+                                seed,
+                                f"U-Net {method} + adapt",
+                                evaluate(pred3, second[1]),
+                                time.perf_counter() - t0,
+                                note="self-trained on the second scan, no labels",
+                            )
+                        )
     print(f"\n`{command}`\n")
-    print(f"{args.shape} volumes, {args.slices} annotated Z slices, budget {budget_kw}, "
-          f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {platform.platform()}\n")
+    print(
+        f"{args.shape} volumes, {args.slices} annotated Z slices, budget {budget_kw}, "
+        f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {platform.platform()}\n"
+    )
     print(summary(rows))
     return {"command": command, "rows": rows}
 

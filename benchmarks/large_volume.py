@@ -45,15 +45,16 @@ def write_input(path: Path, depth: int, yx: int, chunk: int) -> None:
     """A PXCT-like uint8 volume (blobs + noise), written one chunk-deep slab at a time."""
     import zarr
 
-    arr = zarr.create_array(store=str(path), shape=(depth, yx, yx), chunks=(chunk, yx, yx), dtype="uint8",
-                            compressors=None)  # raw: noisy CT does not compress (SETUP.md)
+    arr = zarr.create_array(
+        store=str(path), shape=(depth, yx, yx), chunks=(chunk, yx, yx), dtype="uint8", compressors=None
+    )  # raw: noisy CT does not compress (SETUP.md)
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:yx, 0:yx].astype(np.float32) / yx * 2 * np.pi
     for z0 in range(0, depth, chunk):
         z = np.arange(z0, min(z0 + chunk, depth), dtype=np.float32)[:, None, None] / yx * 2 * np.pi
         field = np.sin(7 * x + 3 * z) * np.cos(5 * y - 2 * z) + np.sin(11 * (x + y) + 5 * z)
         slab = 128 + 50 * field + rng.normal(0, 20, field.shape).astype(np.float32)
-        arr[z0:z0 + len(z)] = np.clip(slab, 0, 255).astype(np.uint8)
+        arr[z0 : z0 + len(z)] = np.clip(slab, 0, 255).astype(np.uint8)
 
 
 def main() -> None:
@@ -74,8 +75,9 @@ def main() -> None:
 
     work = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="xrayseg-large-"))
     work.mkdir(parents=True, exist_ok=True)
-    model = save_model(init_model("unet", size=a.size, classes=3, tile=a.tile), work / "model.safetensors",
-                       overwrite=True)
+    model = save_model(
+        init_model("unet", size=a.size, classes=3, tile=a.tile), work / "model.safetensors", overwrite=True
+    )
     rows = []
     try:
         for d in a.depths:
@@ -84,20 +86,49 @@ def main() -> None:
             if not inp.exists():
                 write_input(inp, d, a.yx, a.chunk)
             gen = time.perf_counter() - t0
-            argv = ["predict", "--image", str(inp), "--model", str(model), "--out", str(out), "--overwrite",
-                    "--device", "cpu", "--tile", str(a.tile), "--overlap", str(a.overlap), "--batch", str(a.batch)]
-            res = subprocess.run([sys.executable, "-c", CHILD, json.dumps({"argv": argv, "threads": a.threads})],
-                                 capture_output=True, text=True)
+            argv = [
+                "predict",
+                "--image",
+                str(inp),
+                "--model",
+                str(model),
+                "--out",
+                str(out),
+                "--overwrite",
+                "--device",
+                "cpu",
+                "--tile",
+                str(a.tile),
+                "--overlap",
+                str(a.overlap),
+                "--batch",
+                str(a.batch),
+            ]
+            res = subprocess.run(
+                [sys.executable, "-c", CHILD, json.dumps({"argv": argv, "threads": a.threads})],
+                capture_output=True,
+                text=True,
+            )
             if res.returncode != 0:
                 sys.exit(f"predict failed for depth {d}:\n{res.stderr[-2000:]}")
             r = json.loads(res.stdout.strip().splitlines()[-1])
             vox = d * a.yx * a.yx
-            row = {"depth": d, "voxels": vox, "input_mb": vox / 2**20, "seconds": r["seconds"],
-                   "mvox_s": vox / r["seconds"] / 1e6, "peak_rss_mb": r["peak_rss_mb"], "generate_s": gen,
-                   "tcmalloc": "tcmalloc" in os.environ.get("LD_PRELOAD", "")}
+            row = {
+                "depth": d,
+                "voxels": vox,
+                "input_mb": vox / 2**20,
+                "seconds": r["seconds"],
+                "mvox_s": vox / r["seconds"] / 1e6,
+                "peak_rss_mb": r["peak_rss_mb"],
+                "generate_s": gen,
+                "tcmalloc": "tcmalloc" in os.environ.get("LD_PRELOAD", ""),
+            }
             rows.append(row)
-            print(f"depth {d:5d}  input {row['input_mb']:7.0f} MB  {r['seconds']:7.1f} s  "
-                  f"{row['mvox_s']:6.2f} Mvox/s  peak RSS {r['peak_rss_mb']:6.0f} MB", flush=True)
+            print(
+                f"depth {d:5d}  input {row['input_mb']:7.0f} MB  {r['seconds']:7.1f} s  "
+                f"{row['mvox_s']:6.2f} Mvox/s  peak RSS {r['peak_rss_mb']:6.0f} MB",
+                flush=True,
+            )
             shutil.rmtree(out, ignore_errors=True)
     finally:
         if not a.dir:

@@ -71,8 +71,7 @@ def make_pair(paths: list[str], n: int, chunk: int, error: float, sparse: int, s
     for z0 in range(0, n, chunk):
         z = np.arange(z0, min(z0 + chunk, n), dtype=np.float32)[:, None, None]
         # smooth, phase-separated pattern: three classes of similar volume fraction
-        f = (np.sin(x / 9.0 + z / 23.0) + np.sin(y / 13.0 - z / 17.0)
-             + np.sin((x + y) / 29.0 + z / 11.0))
+        f = np.sin(x / 9.0 + z / 23.0) + np.sin(y / 13.0 - z / 17.0) + np.sin((x + y) / 29.0 + z / 11.0)
         t = np.where(f < -0.5, 1, np.where(f < 0.6, 2, 3)).astype(np.uint8)
         rng = np.random.default_rng([seed, z0])
         p = t.copy()
@@ -80,47 +79,48 @@ def make_pair(paths: list[str], n: int, chunk: int, error: float, sparse: int, s
         p[flip] = (t[flip] + rng.integers(1, 4, int(flip.sum()), dtype=np.uint8)) % 4
         if sparse > 1:
             t[(z[:, 0, 0].astype(int) % sparse) != 0] = 0
-        truth[z0:z0 + t.shape[0]] = t
-        pred[z0:z0 + t.shape[0]] = p
+        truth[z0 : z0 + t.shape[0]] = t
+        pred[z0 : z0 + t.shape[0]] = p
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--chunk", type=int, default=16, help="zarr chunk depth (slices)")
     ap.add_argument("--error", type=float, default=0.05, help="fraction of changed voxels")
-    ap.add_argument("--sparse", type=int, default=1,
-                    help="annotate every k-th slice only (1 = dense truth)")
+    ap.add_argument("--sparse", type=int, default=1, help="annotate every k-th slice only (1 = dense truth)")
     ap.add_argument("--dask", action="store_true", help="wrap the zarr arrays in dask")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     print(f"# python {' '.join(sys.argv)}")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"python {platform.python_version()}; zarr chunks {a.chunk} slices; "
-          f"{'dask over zarr' if a.dask else 'zarr'}; "
-          f"truth {'dense' if a.sparse <= 1 else f'every {a.sparse}th slice'}\n")
-    print("| volume | voxels | MB per array | seconds | Mvox/s | RSS after imports MB "
-          "| peak RSS MB | mean Dice |")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"python {platform.python_version()}; zarr chunks {a.chunk} slices; "
+        f"{'dask over zarr' if a.dask else 'zarr'}; "
+        f"truth {'dense' if a.sparse <= 1 else f'every {a.sparse}th slice'}\n"
+    )
+    print("| volume | voxels | MB per array | seconds | Mvox/s | RSS after imports MB | peak RSS MB | mean Dice |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in a.sizes:
             truth, pred = str(Path(tmp) / f"truth{n}.zarr"), str(Path(tmp) / f"pred{n}.zarr")
-            gen = {"paths": [truth, pred], "n": n, "chunk": a.chunk, "error": a.error,
-                   "sparse": a.sparse}
-            subprocess.run([sys.executable, "-c", GEN, json.dumps(gen), str(Path(__file__).parent)],
-                           check=True)
+            gen = {"paths": [truth, pred], "n": n, "chunk": a.chunk, "error": a.error, "sparse": a.sparse}
+            subprocess.run([sys.executable, "-c", GEN, json.dumps(gen), str(Path(__file__).parent)], check=True)
             args = {"truth": truth, "pred": pred, "dask": a.dask}
-            res = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)],
-                                 capture_output=True, text=True, check=True)
+            res = subprocess.run(
+                [sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True, check=True
+            )
             r = json.loads(res.stdout.strip().splitlines()[-1])
             vox = n**3
             r.update(size=n, voxels=vox, mb=vox / 2**20, mvox_s=vox / r["seconds"] / 1e6)
             rows.append(r)
-            print(f"| {n}³ uint8 | {vox:,} | {r['mb']:.0f} | {r['seconds']:.1f} | "
-                  f"{r['mvox_s']:.1f} | {r['base_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
-                  f"{r['mean_dice']:.4f} |", flush=True)
+            print(
+                f"| {n}³ uint8 | {vox:,} | {r['mb']:.0f} | {r['seconds']:.1f} | "
+                f"{r['mvox_s']:.1f} | {r['base_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
+                f"{r['mean_dice']:.4f} |",
+                flush=True,
+            )
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))
 

@@ -33,8 +33,10 @@ def main() -> None:
     ann, idx = annotate_slices(truth, a.slices)
     t0 = time.perf_counter()
     model = train(image, ann, size=a.size, minutes=a.minutes, device="cpu", seed=0)
-    print(f"# trained unet/{a.size} on slices {idx} in {time.perf_counter() - t0:.0f} s; CPU native bf16: "
-          f"{cpu_has_bf16()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"# trained unet/{a.size} on slices {idx} in {time.perf_counter() - t0:.0f} s; CPU native bf16: "
+        f"{cpu_has_bf16()}; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     precisions = ["fp32", "bf16"] + (["fp16"] if torch.cuda.is_available() else [])
     ref = None
     print("| precision | device | Mvox/s | mean Dice | labels differing from fp32 |")

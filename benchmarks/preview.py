@@ -43,8 +43,10 @@ def main() -> None:
     model.info.normalization.update(low=0.0, high=1.0)  # as after training: no bounds computed per call
     rng = np.random.default_rng(0)
     image = rng.random((16, a.side, a.side), dtype=np.float32)
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"# unet/{a.size}, context {a.context}, {a.side}x{a.side} slices, CPU fp32, median of {a.repeats}")
     for label, tile in (("model tile 256, overlap 0.25", None), (f"one {a.side} tile", a.side)):
         predict_slice(image, model, 8, tile=tile, device="cpu")  # warm-up
@@ -55,9 +57,11 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
         # CPU seconds / threads: the wall time an otherwise idle machine would take (less noisy under load)
-        print(f"{label:32s} {statistics.median(times):6.3f} s per slice (min {min(times):.3f}, "
-              f"max {max(times):.3f}); CPU {statistics.median(cpu):.3f} s = "
-              f"{statistics.median(cpu) / torch.get_num_threads():.3f} s on {torch.get_num_threads()} idle cores")
+        print(
+            f"{label:32s} {statistics.median(times):6.3f} s per slice (min {min(times):.3f}, "
+            f"max {max(times):.3f}); CPU {statistics.median(cpu):.3f} s = "
+            f"{statistics.median(cpu) / torch.get_num_threads():.3f} s on {torch.get_num_threads()} idle cores"
+        )
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def make_volume(path: Path, depth: int, yx: int, chunk: int) -> None:
     arr = zarr.create_array(store=str(path), shape=(depth, yx, yx), chunks=(chunk, yx, yx), dtype="float32")
     for z in range(0, depth, chunk):
         n = min(chunk, depth - z)
-        arr[z:z + n] = np.roll(block, z, axis=2)[:n]
+        arr[z : z + n] = np.roll(block, z, axis=2)[:n]
 
 
 def main() -> None:
@@ -85,13 +85,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", default=None)
     ap.add_argument("--formats", nargs="+", default=["zarr"], choices=["zarr", "tiff"])
-    ap.add_argument("--allocators", nargs="+", default=["glibc", "tcmalloc"],
-                    help="run each depth with these allocators (tcmalloc via LD_PRELOAD when installed)")
+    ap.add_argument(
+        "--allocators",
+        nargs="+",
+        default=["glibc", "tcmalloc"],
+        help="run each depth with these allocators (tcmalloc via LD_PRELOAD when installed)",
+    )
     a = ap.parse_args()
     fpp = flops_per_pixel(a.size, a.tile)
     print(f"# python {' '.join(sys.argv)}")
-    print(f"# model unet/{a.size}: {fpp:,.0f} FLOP/pixel (torch.utils.flop_counter, {a.tile}^2 tile); "
-          f"{a.threads} threads, chunks {a.chunk} slices\n")
+    print(
+        f"# model unet/{a.size}: {fpp:,.0f} FLOP/pixel (torch.utils.flop_counter, {a.tile}^2 tile); "
+        f"{a.threads} threads, chunks {a.chunk} slices\n"
+    )
     print("| format | allocator | depth | voxels | input MB | seconds | Mvox/s | GFLOP/s | peak RSS MB |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
@@ -100,8 +106,15 @@ def main() -> None:
             img = Path(tmp) / f"in{d}.{'tif' if fmt == 'tiff' else 'zarr'}"
             out = Path(tmp) / f"out{d}.zarr"
             make_volume(img, d, a.yx, a.chunk)
-            args = {"image": str(img), "out": str(out), "size": a.size, "tile": a.tile, "batch": a.batch,
-                    "overlap": a.overlap, "threads": a.threads}
+            args = {
+                "image": str(img),
+                "out": str(out),
+                "size": a.size,
+                "tile": a.tile,
+                "batch": a.batch,
+                "overlap": a.overlap,
+                "threads": a.threads,
+            }
             for alloc in a.allocators:
                 env = dict(os.environ)
                 if alloc == "tcmalloc":
@@ -109,16 +122,27 @@ def main() -> None:
                         print("| | tcmalloc | (not installed: apt-get install libtcmalloc-minimal4) | | | | | | |")
                         continue
                     env["LD_PRELOAD"] = TCMALLOC
-                res = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True,
-                                     text=True, check=True, env=env)
+                res = subprocess.run(
+                    [sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True, check=True, env=env
+                )
                 r = json.loads(res.stdout.strip().splitlines()[-1])
                 vox = d * a.yx * a.yx
-                r.update(format=fmt, allocator=alloc, depth=d, voxels=vox, input_mb=vox * 4 / 2**20,
-                         mvox_s=vox / r["seconds"] / 1e6, gflop_s=vox * fpp / r["seconds"] / 1e9,
-                         flops_per_pixel=fpp)
+                r.update(
+                    format=fmt,
+                    allocator=alloc,
+                    depth=d,
+                    voxels=vox,
+                    input_mb=vox * 4 / 2**20,
+                    mvox_s=vox / r["seconds"] / 1e6,
+                    gflop_s=vox * fpp / r["seconds"] / 1e9,
+                    flops_per_pixel=fpp,
+                )
                 rows.append(r)
-                print(f"| {fmt} | {alloc} | {d} | {vox:,} | {r['input_mb']:.0f} | {r['seconds']:.1f} | "
-                      f"{r['mvox_s']:.2f} | {r['gflop_s']:.0f} | {r['peak_rss_mb']:.0f} |", flush=True)
+                print(
+                    f"| {fmt} | {alloc} | {d} | {vox:,} | {r['input_mb']:.0f} | {r['seconds']:.1f} | "
+                    f"{r['mvox_s']:.2f} | {r['gflop_s']:.0f} | {r['peak_rss_mb']:.0f} |",
+                    flush=True,
+                )
                 import shutil
 
                 shutil.rmtree(out)

@@ -23,8 +23,10 @@ from napari_xrayseg.cli import main as cli_main
 def main() -> int:
     argv = ["study", *sys.argv[1:]]
     print(f"# python benchmarks/study.py {shlex.join(sys.argv[1:])}")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, CUDA {'yes' if torch.cuda.is_available() else 'no'}")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, CUDA {'yes' if torch.cuda.is_available() else 'no'}"
+    )
     t0 = time.perf_counter()
     rc = cli_main(argv)
     print(f"# total {time.perf_counter() - t0:.0f} s")

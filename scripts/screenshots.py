@@ -318,8 +318,11 @@ def render(
 
             def previewed() -> bool:
                 p = ann_w.preview_layer
-                return (p is not None and not ann_w.preview_runner.busy
-                        and p.metadata["napari_xrayseg"]["index"] == ann_w.current_slice()[1])
+                return (
+                    p is not None
+                    and not ann_w.preview_runner.busy
+                    and p.metadata["napari_xrayseg"]["index"] == ann_w.current_slice()[1]
+                )
 
             _wait(previewed, 60, "preview")
             preview_name = ann_w.preview_layer.name

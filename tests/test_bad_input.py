@@ -261,7 +261,6 @@ def _evaluate(pred: str, truth: str, *extra: str) -> list[str]:
     return ["evaluate", "--pred", f"{{d}}/{pred}", "--truth", f"{{d}}/{truth}", *extra]
 
 
-
 CASES = [
     # ---- wrong number of dimensions
     Case("image-4d", _seg("img4d"), _predict("img4d.npy"), InputError, r"image has 4 dimensions .*pick one channel"),
@@ -724,28 +723,60 @@ CASES = [
     # ---- outputs that are (inside) an input
     Case(
         "out-is-the-input",
-        lambda d, o: segment(open_volume(d / "good.zarr"), d / "m.safetensors", device="cpu", out=d / "good.zarr",
-                             overwrite=True),
-        ["predict", "--image", "{d}/good.zarr", "--model", "{d}/m.safetensors", "--out", "{d}/good.zarr",
-         "--overwrite", "--device", "cpu"],
+        lambda d, o: segment(
+            open_volume(d / "good.zarr"), d / "m.safetensors", device="cpu", out=d / "good.zarr", overwrite=True
+        ),
+        [
+            "predict",
+            "--image",
+            "{d}/good.zarr",
+            "--model",
+            "{d}/m.safetensors",
+            "--out",
+            "{d}/good.zarr",
+            "--overwrite",
+            "--device",
+            "cpu",
+        ],
         InputError,
         r"--out .*good.zarr is the input .*: writing there would destroy it",
     ),
     Case(
         "out-inside-the-input",
-        lambda d, o: segment(open_volume(d / "good.zarr"), d / "m.safetensors", device="cpu",
-                             out=d / "good.zarr" / "o.zarr"),
-        ["predict", "--image", "{d}/good.zarr", "--model", "{d}/m.safetensors", "--out", "{d}/good.zarr/o.zarr",
-         "--device", "cpu"],
+        lambda d, o: segment(
+            open_volume(d / "good.zarr"), d / "m.safetensors", device="cpu", out=d / "good.zarr" / "o.zarr"
+        ),
+        [
+            "predict",
+            "--image",
+            "{d}/good.zarr",
+            "--model",
+            "{d}/m.safetensors",
+            "--out",
+            "{d}/good.zarr/o.zarr",
+            "--device",
+            "cpu",
+        ],
         InputError,
         r"lies inside the input .*good.zarr",
     ),
     Case(
         "out-is-the-model",
-        lambda d, o: segment(np.load(d / "img.npy"), d / "m.safetensors", device="cpu", out=d / "m.safetensors",
-                             overwrite=True),
-        ["predict", "--image", "{d}/img.npy", "--model", "{d}/m.safetensors", "--out", "{d}/m.safetensors",
-         "--overwrite", "--device", "cpu"],
+        lambda d, o: segment(
+            np.load(d / "img.npy"), d / "m.safetensors", device="cpu", out=d / "m.safetensors", overwrite=True
+        ),
+        [
+            "predict",
+            "--image",
+            "{d}/img.npy",
+            "--model",
+            "{d}/m.safetensors",
+            "--out",
+            "{d}/m.safetensors",
+            "--overwrite",
+            "--device",
+            "cpu",
+        ],
         InputError,
         r"is the input .*m.safetensors",
     ),

@@ -17,5 +17,12 @@ def test_ruff_clean_including_layering():
         if os.environ.get("CI"):  # the dev extra installs ruff: missing in CI means a broken install
             pytest.fail("ruff is not installed")
         pytest.skip("ruff not installed")
-    res = subprocess.run([ruff, "check", "src", "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True)
+    res = subprocess.run(
+        [ruff, "check", "src", "tests", "benchmarks", "scripts"], cwd=ROOT, capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stdout + res.stderr
+    # one code style: the formatter has nothing to change
+    res = subprocess.run(
+        [ruff, "format", "--check", "src", "tests", "benchmarks", "scripts"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert res.returncode == 0, "run `ruff format src tests benchmarks scripts`:\n" + res.stdout + res.stderr

@@ -57,17 +57,28 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     out = Path(a.out)
     target = claim(out, overwrite=a.overwrite, empty_ok=True)  # beside an old sample until complete
     t0 = time.perf_counter()
-    image, truth = make_phantom(tuple(a.shape), seed=a.seed, noise=a.noise, feature_size=a.feature_size,
-                                preset=a.preset)
+    image, truth = make_phantom(
+        tuple(a.shape), seed=a.seed, noise=a.noise, feature_size=a.feature_size, preset=a.preset
+    )
     work = target.take()
     chunks = (min(16, image.shape[0]), *image.shape[1:]) if image.ndim == 3 else None
-    attrs = {"napari_xrayseg": {"sample": "pxct-phantom", "seed": a.seed, "preset": a.preset, "noise": a.noise,
-                                "feature_size": a.feature_size, "phases": {str(k): v for k, v in PHASES.items()}}}
+    attrs = {
+        "napari_xrayseg": {
+            "sample": "pxct-phantom",
+            "seed": a.seed,
+            "preset": a.preset,
+            "noise": a.noise,
+            "feature_size": a.feature_size,
+            "phases": {str(k): v for k, v in PHASES.items()},
+        }
+    }
     write_volume(work / "image.zarr", image, chunks=chunks, attrs=attrs)
     write_volume(work / "truth.zarr", truth, chunks=chunks, attrs=attrs)
     target.commit()
-    print(f"wrote sample {image.shape} (seed {a.seed}) to {out}/image.zarr and {out}/truth.zarr "
-          f"in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"wrote sample {image.shape} (seed {a.seed}) to {out}/image.zarr and {out}/truth.zarr "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
     return 0
 
 
@@ -76,8 +87,10 @@ def _cmd_init_model(a: argparse.Namespace) -> int:
 
     m = init_model(a.arch, size=a.size, classes=a.classes, seed=a.seed, tile=a.tile, context=a.context)
     path = save_model(m, a.out, overwrite=a.overwrite)
-    print(f"wrote untrained {m.info.arch} ({m.info.size}) model with classes {m.info.classes}, context "
-          f"{m.info.context}, stride {m.info.stride} to {path}")
+    print(
+        f"wrote untrained {m.info.arch} ({m.info.size}) model with classes {m.info.classes}, context "
+        f"{m.info.context}, stride {m.info.stride} to {path}"
+    )
     return 0
 
 
@@ -90,16 +103,38 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
     image = open_volume(a.image, dataset=a.dataset)
     _warn_voxel_size(a.image, a.dataset, a.model)
-    kw = {"axis": a.axis, "tile": a.tile, "overlap": a.overlap, "batch": a.batch, "device": a.device, "slab": a.slab,
-          "precision": a.precision, "overwrite": a.overwrite, "resume": a.resume, "pyramid": a.pyramid,
-          "axes": a.axes, "confidence": a.confidence, "tta": a.tta, "confidence_out": a.confidence_out,
-          "progress": _ProgressPrinter("predict")}
+    kw = {
+        "axis": a.axis,
+        "tile": a.tile,
+        "overlap": a.overlap,
+        "batch": a.batch,
+        "device": a.device,
+        "slab": a.slab,
+        "precision": a.precision,
+        "overwrite": a.overwrite,
+        "resume": a.resume,
+        "pyramid": a.pyramid,
+        "axes": a.axes,
+        "confidence": a.confidence,
+        "tta": a.tta,
+        "confidence_out": a.confidence_out,
+        "progress": _ProgressPrinter("predict"),
+    }
     t0 = time.perf_counter()
     if a.workers or a.scheduler:
         from .core.distributed import segment_distributed
 
-        segment_distributed(a.image, a.model, a.out, dataset=a.dataset, scheduler=a.scheduler, workers=a.workers,
-                            threads_per_worker=a.threads_per_worker, torch_threads=a.torch_threads, **kw)
+        segment_distributed(
+            a.image,
+            a.model,
+            a.out,
+            dataset=a.dataset,
+            scheduler=a.scheduler,
+            workers=a.workers,
+            threads_per_worker=a.threads_per_worker,
+            torch_threads=a.torch_threads,
+            **kw,
+        )
     else:
         segment(image, a.model, out=a.out, **kw)
     dt = time.perf_counter() - t0
@@ -122,17 +157,36 @@ def _cmd_study(a: argparse.Namespace) -> int:
     from .core.errors import InputError
     from .core.study import study
 
-    for flag, v in (("--rounds", a.rounds), ("--round-epochs", a.round_epochs), ("--preset", a.preset),
-                    ("--noise", a.noise),
-                    ("--feature-size", a.feature_size), ("--n-angles", a.n_angles)):
+    for flag, v in (
+        ("--rounds", a.rounds),
+        ("--round-epochs", a.round_epochs),
+        ("--preset", a.preset),
+        ("--noise", a.noise),
+        ("--feature-size", a.feature_size),
+        ("--n-angles", a.n_angles),
+    ):
         if v is not None:
             raise InputError(f"{flag} belongs to the annotation-loop study: add --strategy even suggest random")
     minutes = 1.0 if a.minutes is None else a.minutes
-    res = study(shape=tuple(a.shape or (64, 128, 128)), seed=a.seed, slices=a.slices, modes=a.modes, axes=a.axes,
-                repeats=a.repeats, size=a.size, context=1 if a.context is None else a.context,
-                minutes=minutes if minutes > 0 else None, epochs=40 if a.epochs is None else a.epochs,
-                patch=a.patch, batch=a.batch, steps_per_epoch=a.steps, device=a.device, out=a.out,
-                overwrite=a.overwrite, progress=_ProgressPrinter("study", every=0.0))
+    res = study(
+        shape=tuple(a.shape or (64, 128, 128)),
+        seed=a.seed,
+        slices=a.slices,
+        modes=a.modes,
+        axes=a.axes,
+        repeats=a.repeats,
+        size=a.size,
+        context=1 if a.context is None else a.context,
+        minutes=minutes if minutes > 0 else None,
+        epochs=40 if a.epochs is None else a.epochs,
+        patch=a.patch,
+        batch=a.batch,
+        steps_per_epoch=a.steps,
+        device=a.device,
+        out=a.out,
+        overwrite=a.overwrite,
+        progress=_ProgressPrinter("study", every=0.0),
+    )
     print(res.table())
     print(f"wrote {res.files['table']}, {res.files['json']} and {res.files['plot']}")
     return 0
@@ -143,16 +197,39 @@ def _cmd_loop_study(a: argparse.Namespace) -> int:
     from .core.study import loop_study
 
     if a.minutes is not None:
-        raise InputError("the annotation-loop study budgets training in epochs (same numbers on a busy machine): "
-                         "use --epochs and --round-epochs instead of --minutes")
-    phantom = {k: v for k, v in (("preset", a.preset), ("noise", a.noise), ("feature_size", a.feature_size),
-                                 ("n_angles", a.n_angles)) if v is not None}
-    res = loop_study(shape=tuple(a.shape or (48, 128, 128)), seed=a.seed, strategies=a.strategy,
-                     rounds=6 if a.rounds is None else a.rounds, repeats=a.repeats, size=a.size,
-                     context=3 if a.context is None else a.context, epochs=12 if a.epochs is None else a.epochs,
-                     round_epochs=a.round_epochs, patch=a.patch, batch=a.batch, steps_per_epoch=a.steps,
-                     phantom=phantom, device=a.device, out=a.out,
-                     overwrite=a.overwrite, progress=_ProgressPrinter("study", every=0.0))
+        raise InputError(
+            "the annotation-loop study budgets training in epochs (same numbers on a busy machine): "
+            "use --epochs and --round-epochs instead of --minutes"
+        )
+    phantom = {
+        k: v
+        for k, v in (
+            ("preset", a.preset),
+            ("noise", a.noise),
+            ("feature_size", a.feature_size),
+            ("n_angles", a.n_angles),
+        )
+        if v is not None
+    }
+    res = loop_study(
+        shape=tuple(a.shape or (48, 128, 128)),
+        seed=a.seed,
+        strategies=a.strategy,
+        rounds=6 if a.rounds is None else a.rounds,
+        repeats=a.repeats,
+        size=a.size,
+        context=3 if a.context is None else a.context,
+        epochs=12 if a.epochs is None else a.epochs,
+        round_epochs=a.round_epochs,
+        patch=a.patch,
+        batch=a.batch,
+        steps_per_epoch=a.steps,
+        phantom=phantom,
+        device=a.device,
+        out=a.out,
+        overwrite=a.overwrite,
+        progress=_ProgressPrinter("study", every=0.0),
+    )
     print(res.table())
     print(f"wrote {res.files['table']}, {res.files['json']} and {res.files['plot']}")
     return 0
@@ -164,9 +241,17 @@ def _cmd_suggest(a: argparse.Namespace) -> int:
 
     image = open_volume(a.image, dataset=a.dataset)
     labels = open_volume(a.labels, dataset=a.labels_dataset) if a.labels else None
-    for i in suggest_slices(image, a.model, labels, axis=a.axis, count=a.count, measure=a.measure,
-                            max_slices=a.max_slices or None, device=a.device,
-                            progress=_ProgressPrinter("suggest")):
+    for i in suggest_slices(
+        image,
+        a.model,
+        labels,
+        axis=a.axis,
+        count=a.count,
+        measure=a.measure,
+        max_slices=a.max_slices or None,
+        device=a.device,
+        progress=_ProgressPrinter("suggest"),
+    ):
         print(i)
     return 0
 
@@ -185,17 +270,41 @@ def _cmd_train(a: argparse.Namespace) -> int:
     image = open_volume(a.image, dataset=a.dataset)
     labels = open_volume(a.labels, dataset=a.labels_dataset)
     t0 = time.perf_counter()
-    model = train(image, labels, axis=a.axis, arch=a.arch, size=a.size, epochs=a.epochs, minutes=a.minutes,
-                  steps_per_epoch=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, loss=a.loss, gamma=a.gamma,
-                  augment=not a.no_augment, seed=a.seed, device=a.device, init=a.init, context=a.context,
-                  mode=a.mode, pixel_weight=a.pixel_weight, axes=a.axes, normalize=a.normalize, out=a.out,
-                  overwrite=a.overwrite, progress=_ProgressPrinter("train"))
+    model = train(
+        image,
+        labels,
+        axis=a.axis,
+        arch=a.arch,
+        size=a.size,
+        epochs=a.epochs,
+        minutes=a.minutes,
+        steps_per_epoch=a.steps,
+        batch=a.batch,
+        patch=a.patch,
+        lr=a.lr,
+        loss=a.loss,
+        gamma=a.gamma,
+        augment=not a.no_augment,
+        seed=a.seed,
+        device=a.device,
+        init=a.init,
+        context=a.context,
+        mode=a.mode,
+        pixel_weight=a.pixel_weight,
+        axes=a.axes,
+        normalize=a.normalize,
+        out=a.out,
+        overwrite=a.overwrite,
+        progress=_ProgressPrinter("train"),
+    )
     _record_voxel_size(model, a)
     t = model.info.train
-    print(f"wrote model to {model.path}: {model.info.arch} ({model.info.size}, {t.get('mode', 'supervised')}), "
-          f"classes {model.info.classes}, "
-          f"{len(model.info.history)} epochs in {time.perf_counter() - t0:.0f} s, "
-          f"best validation Dice {_fmt(t.get('best_val_dice'))} (epoch {t.get('best_epoch')})")
+    print(
+        f"wrote model to {model.path}: {model.info.arch} ({model.info.size}, {t.get('mode', 'supervised')}), "
+        f"classes {model.info.classes}, "
+        f"{len(model.info.history)} epochs in {time.perf_counter() - t0:.0f} s, "
+        f"best validation Dice {_fmt(t.get('best_val_dice'))} (epoch {t.get('best_epoch')})"
+    )
     return 0
 
 
@@ -210,12 +319,25 @@ def _cmd_self_train(a: argparse.Namespace) -> int:
     image = open_volume(a.image, dataset=a.dataset)
     labels = open_volume(a.labels, dataset=a.labels_dataset) if a.labels else None
     t0 = time.perf_counter()
-    model = self_train(image, a.model, labels, threshold=a.threshold, slices=a.slices, minutes=a.minutes,
-                       epochs=a.epochs, seed=a.seed, device=a.device, out=a.out, overwrite=a.overwrite,
-                       progress=_ProgressPrinter("self-train"))
+    model = self_train(
+        image,
+        a.model,
+        labels,
+        threshold=a.threshold,
+        slices=a.slices,
+        minutes=a.minutes,
+        epochs=a.epochs,
+        seed=a.seed,
+        device=a.device,
+        out=a.out,
+        overwrite=a.overwrite,
+        progress=_ProgressPrinter("self-train"),
+    )
     st = model.info.train["self_training"]
-    print(f"wrote model to {model.path}: fine-tuned on {100 * st['pseudo_fraction']:.1f} % of the voxels of "
-          f"{a.image} (confident pseudo-labels on {st['slices']} slices) in {time.perf_counter() - t0:.0f} s")
+    print(
+        f"wrote model to {model.path}: fine-tuned on {100 * st['pseudo_fraction']:.1f} % of the voxels of "
+        f"{a.image} (confident pseudo-labels on {st['slices']} slices) in {time.perf_counter() - t0:.0f} s"
+    )
     return 0
 
 
@@ -259,7 +381,7 @@ def _warn_voxel_size(image: str, dataset: str | None, model: str) -> None:
     found = read_voxel_size(image, dataset=dataset)
     if info.voxel_size is None or found is None:
         return
-    msg = voxel_size_mismatch(info.voxel_size, info.unit, found[0][-len(info.voxel_size):], found[1])
+    msg = voxel_size_mismatch(info.voxel_size, info.unit, found[0][-len(info.voxel_size) :], found[1])
     if msg:
         log.warning("%s", msg)
 
@@ -271,8 +393,10 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
     labels = open_volume(a.labels, dataset=a.dataset)
     found = _voxel_size(a, a.labels, a.dataset)
     if found is None:
-        print(f"xrayseg analyze: note: {a.labels} records no voxel size: numbers are in voxel units "
-              "(give --voxel-size)", file=sys.stderr)
+        print(
+            f"xrayseg analyze: note: {a.labels} records no voxel size: numbers are in voxel units (give --voxel-size)",
+            file=sys.stderr,
+        )
         voxel, unit = None, "voxel"
     else:
         voxel, unit = found
@@ -286,9 +410,18 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
     else:
         names = read_class_names(a.labels, dataset=a.dataset)
     whole = not a.fractions_only
-    kw = {"voxel_size": voxel, "unit": unit, "class_names": names, "region": a.region, "surface": a.surface,
-          "connectivity": whole, "mean_size": whole, "tortuosity": whole and not a.no_tortuosity,
-          "device": a.device, "max_voxels": a.max_voxels}
+    kw = {
+        "voxel_size": voxel,
+        "unit": unit,
+        "class_names": names,
+        "region": a.region,
+        "surface": a.surface,
+        "connectivity": whole,
+        "mean_size": whole,
+        "tortuosity": whole and not a.no_tortuosity,
+        "device": a.device,
+        "max_voxels": a.max_voxels,
+    }
     t0 = time.perf_counter()
     m = analyze(labels, progress=_ProgressPrinter("analyze"), **kw)
     print(m.table())
@@ -317,40 +450,81 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
 
 
 def _add_voxel_size(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--voxel-size", type=float, nargs="+", default=None, metavar="V",
-                   help="voxel size: one number (isotropic) or three (z y x); default: what the file records")
-    p.add_argument("--unit", default=None, help="length unit of --voxel-size (nm, um, mm; default um), or the "
-                                                "unit to convert the file's voxel size to")
+    p.add_argument(
+        "--voxel-size",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="V",
+        help="voxel size: one number (isotropic) or three (z y x); default: what the file records",
+    )
+    p.add_argument(
+        "--unit",
+        default=None,
+        help="length unit of --voxel-size (nm, um, mm; default um), or the unit to convert the file's voxel size to",
+    )
 
 
 def _add_analyze(sub: Any) -> None:
     from .core.microstructure import MAX_VOXELS
 
-    p = sub.add_parser("analyze", help="microstructure numbers of a label volume in physical units: volume "
-                                       "fractions, surface, connectivity, size, tortuosity, TPB density")
+    p = sub.add_parser(
+        "analyze",
+        help="microstructure numbers of a label volume in physical units: volume "
+        "fractions, surface, connectivity, size, tortuosity, TPB density",
+    )
     p.add_argument("--labels", required=True, help="label volume (zarr, OME-Zarr, TIFF, HDF5, .npy)")
     p.add_argument("--dataset", default=None, help="array name inside the labels' group / file")
     _add_voxel_size(p)
-    p.add_argument("--names", nargs="+", default=None, metavar="NAME",
-                   help="phase names of labels 1, 2, ... (default: from the labels' store or --model)")
+    p.add_argument(
+        "--names",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="phase names of labels 1, 2, ... (default: from the labels' store or --model)",
+    )
     p.add_argument("--model", default=None, help="take the phase names from this model file")
-    p.add_argument("--region", default=None, metavar="Z0:Z1,Y0:Y1,X0:X1",
-                   help="analyse this sub-volume only, e.g. 0:256,:,: (empty bounds = whole axis)")
-    p.add_argument("--surface", choices=["faces", "mesh"], default="faces",
-                   help="surface estimator: voxel faces / 1.5 (isotropic; default) or marching cubes")
+    p.add_argument(
+        "--region",
+        default=None,
+        metavar="Z0:Z1,Y0:Y1,X0:X1",
+        help="analyse this sub-volume only, e.g. 0:256,:,: (empty bounds = whole axis)",
+    )
+    p.add_argument(
+        "--surface",
+        choices=["faces", "mesh"],
+        default="faces",
+        help="surface estimator: voxel faces / 1.5 (isotropic; default) or marching cubes",
+    )
     p.add_argument("--no-tortuosity", action="store_true", help="skip the tortuosity solves (the slow part)")
-    p.add_argument("--fractions-only", action="store_true",
-                   help="only what is computed slab by slab (fractions, surface, TPB): any volume size")
-    p.add_argument("--max-voxels", type=int, default=MAX_VOXELS,
-                   help=f"largest region held in memory for connectivity, size, tortuosity (default: {MAX_VOXELS})")
-    p.add_argument("--device", default="auto", help="where TauFactor solves: auto (default: CUDA if present), cpu, "
-                                                    "cuda, cuda:N")
-    p.add_argument("--truth", default=None, help="ground-truth labels of the same region: report the error of "
-                                                 "each number (e.g. TPB density error in %%)")
+    p.add_argument(
+        "--fractions-only",
+        action="store_true",
+        help="only what is computed slab by slab (fractions, surface, TPB): any volume size",
+    )
+    p.add_argument(
+        "--max-voxels",
+        type=int,
+        default=MAX_VOXELS,
+        help=f"largest region held in memory for connectivity, size, tortuosity (default: {MAX_VOXELS})",
+    )
+    p.add_argument(
+        "--device", default="auto", help="where TauFactor solves: auto (default: CUDA if present), cpu, cuda, cuda:N"
+    )
+    p.add_argument(
+        "--truth",
+        default=None,
+        help="ground-truth labels of the same region: report the error of each number (e.g. TPB density error in %%)",
+    )
     p.add_argument("--truth-dataset", default=None, help="array name inside the truth's group / file")
-    p.add_argument("--spread", nargs="+", default=None, metavar="LABELS",
-                   help="other segmentations of the same volume (orthoplane axes, TTA, models): report "
-                        "mean, std, min and max of each number")
+    p.add_argument(
+        "--spread",
+        nargs="+",
+        default=None,
+        metavar="LABELS",
+        help="other segmentations of the same volume (orthoplane axes, TTA, models): report "
+        "mean, std, min and max of each number",
+    )
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.add_argument("--csv", default=None, help="write one row per phase as CSV here")
     _add_overwrite(p)
@@ -365,8 +539,11 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     truth = open_volume(a.truth, dataset=a.truth_dataset)
     from .core.io import read_class_names
 
-    names = a.names or read_class_names(a.pred, dataset=a.pred_dataset) or read_class_names(
-        a.truth, dataset=a.truth_dataset)
+    names = (
+        a.names
+        or read_class_names(a.pred, dataset=a.pred_dataset)
+        or read_class_names(a.truth, dataset=a.truth_dataset)
+    )
     report = evaluate(pred, truth, axis=a.axis, ignore_zero=not a.zero_is_class, class_names=names)
     print(repr(report))
     if a.json:
@@ -385,9 +562,18 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 def _cmd_demo(a: argparse.Namespace) -> int:
     from .core.demo import run_demo
 
-    run_demo(a.out, shape=tuple(a.shape), seed=a.seed, n_slices=a.slices, minutes=a.minutes,
-             size=a.size, overwrite=a.overwrite, device=a.device, echo=print,
-             progress=_ProgressPrinter("demo"))
+    run_demo(
+        a.out,
+        shape=tuple(a.shape),
+        seed=a.seed,
+        n_slices=a.slices,
+        minutes=a.minutes,
+        size=a.size,
+        overwrite=a.overwrite,
+        device=a.device,
+        echo=print,
+        progress=_ProgressPrinter("demo"),
+    )
     return 0
 
 
@@ -403,8 +589,10 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser = argparse.ArgumentParser(
-        prog="xrayseg", description="Segment X-ray tomograms with deep learning (napari-xrayseg).",
-        epilog="exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()))
+        prog="xrayseg",
+        description="Segment X-ray tomograms with deep learning (napari-xrayseg).",
+        epilog="exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
+    )
     parser.add_argument("--version", action="version", version=f"napari-xrayseg {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -414,15 +602,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="write the synthetic three-phase PXCT sample (image + truth) as zarr")
     p.add_argument("--out", required=True, help="output folder (gets image.zarr and truth.zarr)")
-    p.add_argument("--shape", type=int, nargs="+", default=[64, 256, 256], metavar="N",
-                   help="Z Y X (or Y X) shape (default: 64 256 256)")
+    p.add_argument(
+        "--shape",
+        type=int,
+        nargs="+",
+        default=[64, 256, 256],
+        metavar="N",
+        help="Z Y X (or Y X) shape (default: 64 256 256)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help="named settings: default, hard (noisy, blurred, small particles: a random forest "
-                        "reaches about 0.90 mean Dice from 3 slices), hard-transfer (a second, harder scan)")
+    p.add_argument(
+        "--preset",
+        default=None,
+        choices=sorted(PRESETS),
+        help="named settings: default, hard (noisy, blurred, small particles: a random forest "
+        "reaches about 0.90 mean Dice from 3 slices), hard-transfer (a second, harder scan)",
+    )
     p.add_argument("--noise", type=float, default=None, help="noise level multiplier (default: 1.0 or the preset's)")
-    p.add_argument("--feature-size", type=float, default=None,
-                   help="particle size in voxels (default: 4.0 or the preset's)")
+    p.add_argument(
+        "--feature-size", type=float, default=None, help="particle size in voxels (default: 4.0 or the preset's)"
+    )
     _add_overwrite(p)
     p.set_defaults(func=_cmd_sample)
 
@@ -432,8 +631,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
     p.add_argument("--arch", default="unet", choices=sorted(architectures()), help="architecture (default: unet)")
     p.add_argument("--size", default=None, help="size preset: tiny, small, medium, large (default: small)")
-    p.add_argument("--context", type=int, default=1, metavar="K",
-                   help="odd number of slices per input, taken as channels (2.5D; default: 1)")
+    p.add_argument(
+        "--context",
+        type=int,
+        default=1,
+        metavar="K",
+        help="odd number of slices per input, taken as channels (2.5D; default: 1)",
+    )
     p.add_argument("--classes", type=int, default=3, help="number of classes, labels 1..N (default: 3)")
     p.add_argument("--tile", type=int, default=MODEL_TILE, help=f"recommended tile (default: {MODEL_TILE})")
     p.add_argument("--seed", type=int, default=0, help="seed for the initial weights (default: 0)")
@@ -451,18 +655,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=float, default=_S.overlap, help=f"tile overlap (default: {_S.overlap})")
     p.add_argument("--batch", type=int, default=_S.batch, help=f"tiles per forward pass (default: {_S.batch})")
     p.add_argument("--slab", type=int, default=None, help="slices per read/write (default: input chunk depth)")
-    p.add_argument("--precision", default=_S.precision, choices=["auto", "fp32", "bf16", "fp16"],
-                   help="network arithmetic: auto = fp16 on CUDA, bf16 on CPUs with native bf16, else fp32")
-    p.add_argument("--resume", action="store_true",
-                   help="finish an interrupted run into the same --out (same model and settings): slabs already "
-                        "done are skipped")
-    p.add_argument("--pyramid", action="store_true",
-                   help="write OME-Zarr with a multiscale pyramid (levels 0, 1, ...) for smooth browsing in napari")
-    p.add_argument("--axes", default=None,
-                   help="orthoplane ensemble: segment along these axes and average the class probabilities, "
-                        "e.g. zyx (all three; one pass each)")
-    p.add_argument("--confidence", choices=["maxprob", "entropy"], default=None,
-                   help="also write per-voxel confidence (winning probability, or normalised entropy)")
+    p.add_argument(
+        "--precision",
+        default=_S.precision,
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="network arithmetic: auto = fp16 on CUDA, bf16 on CPUs with native bf16, else fp32",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an interrupted run into the same --out (same model and settings): slabs already done are skipped",
+    )
+    p.add_argument(
+        "--pyramid",
+        action="store_true",
+        help="write OME-Zarr with a multiscale pyramid (levels 0, 1, ...) for smooth browsing in napari",
+    )
+    p.add_argument(
+        "--axes",
+        default=None,
+        help="orthoplane ensemble: segment along these axes and average the class probabilities, "
+        "e.g. zyx (all three; one pass each)",
+    )
+    p.add_argument(
+        "--confidence",
+        choices=["maxprob", "entropy"],
+        default=None,
+        help="also write per-voxel confidence (winning probability, or normalised entropy)",
+    )
     p.add_argument("--confidence-out", default=None, help="where the confidence goes (default: OUT-KIND.zarr)")
     p.add_argument("--tta", action="store_true", help="average over flipped slices too (3x the work)")
     g = p.add_argument_group("dask.distributed (input and output on a file system all workers see)")
@@ -473,44 +693,73 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overwrite(p)
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("study", help="data-efficiency study: Dice against the number of annotated slices, on "
-                                     "the synthetic sample; with --strategy, the annotation-loop study")
+    p = sub.add_parser(
+        "study",
+        help="data-efficiency study: Dice against the number of annotated slices, on "
+        "the synthetic sample; with --strategy, the annotation-loop study",
+    )
     p.add_argument("--out", required=True, help="folder for study.md (table), study.json and study.png (plot)")
-    p.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
-                   help="sample size (default: 64 128 128; with --strategy 48 128 128)")
+    p.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        default=None,
+        metavar=("Z", "Y", "X"),
+        help="sample size (default: 64 128 128; with --strategy 48 128 128)",
+    )
     p.add_argument("--seed", type=int, default=0, help="sample seed (default: 0)")
     p.add_argument("--slices", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="annotated slice counts")
     p.add_argument("--modes", nargs="+", default=["supervised", "pix2pix"], choices=["supervised", "pix2pix"])
-    p.add_argument("--axes", nargs="+", default=["z", "zyx"], choices=["z", "zyx"],
-                   help="inference: one axis and/or orthoplane")
+    p.add_argument(
+        "--axes", nargs="+", default=["z", "zyx"], choices=["z", "zyx"], help="inference: one axis and/or orthoplane"
+    )
     p.add_argument("--repeats", type=int, default=3, help="repeats per configuration (default: 3)")
     p.add_argument("--size", default="small", help="unet size (default: small)")
     p.add_argument("--context", type=int, default=None, help="context slices (default: 1; with --strategy 3)")
-    p.add_argument("--minutes", type=float, default=None,
-                   help="time budget per model (default: 1; 0 = epochs only; not with --strategy)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="epochs per model at most (default: 40; with --strategy: of the first training, 12)")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="time budget per model (default: 1; 0 = epochs only; not with --strategy)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs per model at most (default: 40; with --strategy: of the first training, 12)",
+    )
     p.add_argument("--patch", type=int, default=64, help="training patch (default: 64)")
     p.add_argument("--batch", type=int, default=8, help="patches per step (default: 8)")
     p.add_argument("--steps", type=int, default=25, help="optimiser steps per epoch (default: 25)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     g = p.add_argument_group("annotation-loop study (start from one slice, add one per round, continue training)")
-    g.add_argument("--strategy", nargs="+", default=None, choices=["even", "suggest", "random"],
-                   help="how the simulated annotator picks the next slice: even (widest gap), suggest "
-                        "(xrayseg suggest), random; several compare them")
+    g.add_argument(
+        "--strategy",
+        nargs="+",
+        default=None,
+        choices=["even", "suggest", "random"],
+        help="how the simulated annotator picks the next slice: even (widest gap), suggest "
+        "(xrayseg suggest), random; several compare them",
+    )
     g.add_argument("--rounds", type=int, default=None, help="annotated slices at the end, one per round (default: 6)")
-    g.add_argument("--round-epochs", type=int, default=None,
-                   help="epochs per later round (default: a quarter of --epochs)")
-    g.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help="sample preset (e.g. hard: noisy, blurred, few angles); --noise etc. override it")
+    g.add_argument(
+        "--round-epochs", type=int, default=None, help="epochs per later round (default: a quarter of --epochs)"
+    )
+    g.add_argument(
+        "--preset",
+        default=None,
+        choices=sorted(PRESETS),
+        help="sample preset (e.g. hard: noisy, blurred, few angles); --noise etc. override it",
+    )
     g.add_argument("--noise", type=float, default=None, help="sample noise multiplier (harder data: e.g. 2)")
     g.add_argument("--feature-size", type=float, default=None, help="sample particle size in voxels (e.g. 3)")
     g.add_argument("--n-angles", type=int, default=None, help="projection angles of the sample (fewer: streaks)")
     _add_overwrite(p)
     p.set_defaults(func=_cmd_study)
 
-    p = sub.add_parser("suggest", help="which slices to annotate next: uncertain for the model, spread out; "
-                                       "prints indices, best first")
+    p = sub.add_parser(
+        "suggest", help="which slices to annotate next: uncertain for the model, spread out; prints indices, best first"
+    )
     p.add_argument("--image", required=True, help="input volume: zarr, TIFF, HDF5 or .npy")
     p.add_argument("--dataset", default=None, help="array name inside the image's zarr group / HDF5 file")
     p.add_argument("--model", required=True, help="model file (.safetensors)")
@@ -518,10 +767,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels-dataset", default=None, help="array name inside the labels' group / file")
     p.add_argument("--axis", type=int, default=0, help="slicing axis (default: 0)")
     p.add_argument("--count", type=int, default=1, help="how many slices (default: 1)")
-    p.add_argument("--measure", default="entropy", choices=["entropy", "maxprob"],
-                   help="uncertainty: mean normalised entropy, or 1 - winning probability (default: entropy)")
-    p.add_argument("--max-slices", type=int, default=64,
-                   help="score at most this many slices, evenly spaced (default: 64; 0 = all)")
+    p.add_argument(
+        "--measure",
+        default="entropy",
+        choices=["entropy", "maxprob"],
+        help="uncertainty: mean normalised entropy, or 1 - winning probability (default: entropy)",
+    )
+    p.add_argument(
+        "--max-slices",
+        type=int,
+        default=64,
+        help="score at most this many slices, evenly spaced (default: 64; 0 = all)",
+    )
     p.add_argument("--device", default=_S.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.set_defaults(func=_cmd_suggest)
 
@@ -532,53 +789,93 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels-dataset", default=None, help="array name inside the labels' group / file")
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
     p.add_argument("--axis", type=int, default=_T.axis, help=f"slicing axis (default: {_T.axis})")
-    p.add_argument("--minutes", type=float, default=None,
-                   help="wall-clock budget in minutes, used in full unless --epochs runs out first")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="most epochs (default: no cap with --minutes, else 40)")
-    p.add_argument("--steps", type=int, default=_T.steps_per_epoch,
-                   help=f"optimiser steps per epoch (default: {_T.steps_per_epoch})")
-    p.add_argument("--arch", default=_T.arch, choices=sorted(architectures()),
-                   help=f"architecture (default: {_T.arch}; see docs/architectures.md)")
-    p.add_argument("--size", default=None,
-                   help=f"size preset: tiny, small, medium, large (default: {_T.size} for unet, else small)")
-    p.add_argument("--mode", default=_T.mode, choices=["supervised", "pix2pix"],
-                   help=f"supervised, or pix2pix: conditional GAN with a PatchGAN discriminator (default: {_T.mode})")
-    p.add_argument("--normalize", default=_T.normalize, choices=["image", "fixed"],
-                   help="input normalisation: percentile bounds of each image segmented (robust to another "
-                        f"scan's grey-level offset), or the training image's bounds (default: {_T.normalize})")
-    p.add_argument("--pixel-weight", type=float, default=_T.pixel_weight,
-                   help=f"pix2pix: weight of the segmentation loss vs the adversarial loss "
-                        f"(default: {_T.pixel_weight:g})")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="wall-clock budget in minutes, used in full unless --epochs runs out first",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="most epochs (default: no cap with --minutes, else 40)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=_T.steps_per_epoch,
+        help=f"optimiser steps per epoch (default: {_T.steps_per_epoch})",
+    )
+    p.add_argument(
+        "--arch",
+        default=_T.arch,
+        choices=sorted(architectures()),
+        help=f"architecture (default: {_T.arch}; see docs/architectures.md)",
+    )
+    p.add_argument(
+        "--size",
+        default=None,
+        help=f"size preset: tiny, small, medium, large (default: {_T.size} for unet, else small)",
+    )
+    p.add_argument(
+        "--mode",
+        default=_T.mode,
+        choices=["supervised", "pix2pix"],
+        help=f"supervised, or pix2pix: conditional GAN with a PatchGAN discriminator (default: {_T.mode})",
+    )
+    p.add_argument(
+        "--normalize",
+        default=_T.normalize,
+        choices=["image", "fixed"],
+        help="input normalisation: percentile bounds of each image segmented (robust to another "
+        f"scan's grey-level offset), or the training image's bounds (default: {_T.normalize})",
+    )
+    p.add_argument(
+        "--pixel-weight",
+        type=float,
+        default=_T.pixel_weight,
+        help=f"pix2pix: weight of the segmentation loss vs the adversarial loss (default: {_T.pixel_weight:g})",
+    )
     p.add_argument("--batch", type=int, default=_T.batch, help=f"patches per step (default: {_T.batch})")
     p.add_argument("--patch", type=int, default=_T.patch, help=f"patch side (default: {_T.patch})")
     p.add_argument("--lr", type=float, default=_T.lr, help=f"learning rate (default: {_T.lr})")
-    p.add_argument("--loss", default=_T.loss, choices=["dicece", "ce", "dice", "dice_gamma"],
-                   help=f"loss (default: {_T.loss})")
+    p.add_argument(
+        "--loss", default=_T.loss, choices=["dicece", "ce", "dice", "dice_gamma"], help=f"loss (default: {_T.loss})"
+    )
     p.add_argument("--gamma", type=float, default=_T.gamma, help="Dice denominator exponent for dice_gamma")
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     p.add_argument("--init", default=None, help="fine-tune from this model file")
-    p.add_argument("--axes", default=None,
-                   help="also learn from slices along other axes of an isotropic volume, e.g. zyx (main axis first)")
-    p.add_argument("--context", type=int, default=None, metavar="K",
-                   help="odd number of slices per input: each slice with its K//2 neighbours on each side as "
-                        f"channels (2.5D; default: the --init model's, else {_T.context})")
+    p.add_argument(
+        "--axes",
+        default=None,
+        help="also learn from slices along other axes of an isotropic volume, e.g. zyx (main axis first)",
+    )
+    p.add_argument(
+        "--context",
+        type=int,
+        default=None,
+        metavar="K",
+        help="odd number of slices per input: each slice with its K//2 neighbours on each side as "
+        f"channels (2.5D; default: the --init model's, else {_T.context})",
+    )
     p.add_argument("--seed", type=int, default=_T.seed, help=f"random seed (default: {_T.seed})")
     p.add_argument("--device", default=_T.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
     _add_voxel_size(p)
     _add_overwrite(p)
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("self-train", help="fine-tune a model on its own confident predictions of a volume "
-                                          "(adapt to a new scan without labels)")
+    p = sub.add_parser(
+        "self-train",
+        help="fine-tune a model on its own confident predictions of a volume (adapt to a new scan without labels)",
+    )
     p.add_argument("--image", required=True, help="volume to learn from: zarr, TIFF, HDF5 or .npy")
     p.add_argument("--dataset", default=None, help="array name inside the image's zarr group / HDF5 file")
     p.add_argument("--model", required=True, help="trained model file (.safetensors)")
     p.add_argument("--labels", default=None, help="your annotations of this volume (0 = not annotated), optional")
     p.add_argument("--labels-dataset", default=None, help="array name inside the labels' group / file")
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
-    p.add_argument("--threshold", type=float, default=0.9,
-                   help="ensemble probability a voxel needs to become a pseudo-label (default: 0.9)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.9,
+        help="ensemble probability a voxel needs to become a pseudo-label (default: 0.9)",
+    )
     p.add_argument("--slices", type=int, default=12, help="slices that get pseudo-labels (default: 12)")
     p.add_argument("--minutes", type=float, default=None, help="fine-tuning budget in minutes")
     p.add_argument("--epochs", type=int, default=None, help="most epochs (default: 10 without --minutes)")
@@ -594,8 +891,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth-dataset", default=None, help="array name inside the truth's group / file")
     p.add_argument("--axis", type=int, default=0, help="axis for per-slice Dice (default: 0)")
     p.add_argument("--zero-is-class", action="store_true", help="count label 0 as a real class")
-    p.add_argument("--names", nargs="+", default=None, metavar="NAME",
-                   help="class names of labels 1, 2, ... for the tables (default: from the prediction's store)")
+    p.add_argument(
+        "--names",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="class names of labels 1, 2, ... for the tables (default: from the prediction's store)",
+    )
     p.add_argument("--json", default=None, help="write the report as JSON here")
     p.add_argument("--csv", default=None, help="write the per-class table as CSV here")
     p.add_argument("--figures", default=None, help="write PNG figures (collage, per-slice Dice) to this folder")
@@ -603,11 +905,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overwrite(p)
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("demo", help="the main job on the built-in sample: annotate 3 slices, train, segment, "
-                                    "evaluate")
+    p = sub.add_parser("demo", help="the main job on the built-in sample: annotate 3 slices, train, segment, evaluate")
     p.add_argument("--out", default="xrayseg-demo", help="output folder (default: xrayseg-demo)")
-    p.add_argument("--shape", type=int, nargs=3, default=[48, 192, 192], metavar="N",
-                   help="sample shape Z Y X (default: 48 192 192)")
+    p.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        default=[48, 192, 192],
+        metavar="N",
+        help="sample shape Z Y X (default: 48 192 192)",
+    )
     p.add_argument("--slices", type=int, default=3, help="annotated slices (default: 3)")
     p.add_argument("--minutes", type=float, default=2.0, help="training budget in minutes (default: 2)")
     p.add_argument("--size", default="small", help="U-Net size (default: small)")
@@ -628,11 +935,14 @@ def build_parser() -> argparse.ArgumentParser:
 _EXTRA_COMMANDS: list[Callable[[Any], None]] = [_add_analyze]
 
 
-EXIT_CODES = {0: "success", 2: "an error you can fix: bad input, an existing output, a full disk or an "
-                            "unwritable output location, a failed cluster",
-              3: "out of memory (RAM or GPU): the message names the options that lower the need",
-              4: "an input/output error of the system (e.g. a failing disk or network file system)",
-              130: "interrupted (Ctrl-C)"}
+EXIT_CODES = {
+    0: "success",
+    2: "an error you can fix: bad input, an existing output, a full disk or an "
+    "unwritable output location, a failed cluster",
+    3: "out of memory (RAM or GPU): the message names the options that lower the need",
+    4: "an input/output error of the system (e.g. a failing disk or network file system)",
+    130: "interrupted (Ctrl-C)",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -694,8 +1004,11 @@ def _run(args: argparse.Namespace) -> int:
             return fail(write_error(e, culprit), 2)
         what = f" on {e.filename}" if e.filename else ""
         why = e.strerror or errno.errorcode.get(e.errno or 0, type(e).__name__)
-        return fail(f"input/output error{what} ({why}): check the disk or network file system, then run the "
-                    f"same command again{' with --resume' if args.command == 'predict' else ''}", 4)
+        return fail(
+            f"input/output error{what} ({why}): check the disk or network file system, then run the "
+            f"same command again{' with --resume' if args.command == 'predict' else ''}",
+            4,
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,9 +22,28 @@ def test_sample_init_model_predict_round_trip(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["classes"] == [1, 2, 3]
 
     out = tmp_path / "pred.zarr"
-    assert main(["predict", "--image", str(tmp_path / "s" / "image.zarr"), "--model",
-                 str(tmp_path / "m.safetensors"), "--out", str(out), "--axis", "1", "--device", "cpu",
-                 "--tile", "32", "--batch", "2"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--image",
+                str(tmp_path / "s" / "image.zarr"),
+                "--model",
+                str(tmp_path / "m.safetensors"),
+                "--out",
+                str(out),
+                "--axis",
+                "1",
+                "--device",
+                "cpu",
+                "--tile",
+                "32",
+                "--batch",
+                "2",
+            ]
+        )
+        == 0
+    )
     cap = capsys.readouterr()
     assert "wrote labels (6, 48, 40)" in cap.out and "predict:" in cap.err
     pred = zarr.open_array(store=str(out), mode="r")
@@ -42,26 +61,59 @@ def test_predict_tiff_and_group_input(tmp_path):
     main(["init-model", "--out", str(tmp_path / "m.safetensors"), "--size", "tiny", "--tile", "32"])
     for src in ("v.tif", "g.zarr"):
         out = tmp_path / f"{src}.out.zarr"
-        assert main(["predict", "--image", str(tmp_path / src), "--model", str(tmp_path / "m.safetensors"),
-                     "--out", str(out), "--device", "cpu"]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    "--image",
+                    str(tmp_path / src),
+                    "--model",
+                    str(tmp_path / "m.safetensors"),
+                    "--out",
+                    str(out),
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
         assert zarr.open_array(store=str(out), mode="r").shape == vol.shape
 
 
 @pytest.mark.parametrize(
     ("args", "match"),
     [
-        (["predict", "--image", "{t}/missing.zarr", "--model", "{t}/m.safetensors", "--out", "{t}/o.zarr"],
-         "does not exist"),
-        (["predict", "--image", "{t}/img.npy", "--model", "{t}/nomodel.safetensors", "--out", "{t}/o.zarr"],
-         "model file"),
-        (["predict", "--image", "{t}/img.npy", "--model", "{t}/m.safetensors", "--out", "{t}/o.zarr",
-          "--tile", "30"], "stride"),
-        (["predict", "--image", "{t}/two.zarr", "--model", "{t}/m.safetensors", "--out", "{t}/o.zarr"],
-         "several arrays"),
-        (["predict", "--image", "{t}/img.npy", "--model", "{t}/m.safetensors", "--out", "{t}/exists.zarr"],
-         "exists"),
-        (["predict", "--image", "{t}/img.txt", "--model", "{t}/m.safetensors", "--out", "{t}/o.zarr"],
-         "unknown volume format"),
+        (
+            ["predict", "--image", "{t}/missing.zarr", "--model", "{t}/m.safetensors", "--out", "{t}/o.zarr"],
+            "does not exist",
+        ),
+        (
+            ["predict", "--image", "{t}/img.npy", "--model", "{t}/nomodel.safetensors", "--out", "{t}/o.zarr"],
+            "model file",
+        ),
+        (
+            [
+                "predict",
+                "--image",
+                "{t}/img.npy",
+                "--model",
+                "{t}/m.safetensors",
+                "--out",
+                "{t}/o.zarr",
+                "--tile",
+                "30",
+            ],
+            "stride",
+        ),
+        (
+            ["predict", "--image", "{t}/two.zarr", "--model", "{t}/m.safetensors", "--out", "{t}/o.zarr"],
+            "several arrays",
+        ),
+        (["predict", "--image", "{t}/img.npy", "--model", "{t}/m.safetensors", "--out", "{t}/exists.zarr"], "exists"),
+        (
+            ["predict", "--image", "{t}/img.txt", "--model", "{t}/m.safetensors", "--out", "{t}/o.zarr"],
+            "unknown volume format",
+        ),
         (["init-model", "--out", "{t}/m.safetensors"], "exists"),
     ],
 )

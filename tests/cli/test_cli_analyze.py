@@ -17,9 +17,15 @@ from napari_xrayseg.core.units import ngff_scale_transforms
 def _ome_labels(path, data, voxel=(0.2, 0.1, 0.1), unit="micrometer", names=None):
     g = zarr.open_group(str(path), mode="w")
     g.create_array("0", shape=data.shape, dtype=data.dtype, chunks=(2, *data.shape[1:]))[...] = data
-    ome = {"version": "0.5", "multiscales": [{
-        "axes": [{"name": a, "type": "space", "unit": unit} for a in "zyx"],
-        "datasets": [{"path": "0", "coordinateTransformations": ngff_scale_transforms(voxel, 1)[0]}]}]}
+    ome = {
+        "version": "0.5",
+        "multiscales": [
+            {
+                "axes": [{"name": a, "type": "space", "unit": unit} for a in "zyx"],
+                "datasets": [{"path": "0", "coordinateTransformations": ngff_scale_transforms(voxel, 1)[0]}],
+            }
+        ],
+    }
     if names:
         ome["image-label"] = {"properties": [{"label-value": k, "name": v} for k, v in names.items()]}
     g.attrs["ome"] = ome
@@ -44,8 +50,15 @@ def test_analyze_json_csv_shape_units_and_names(tmp_path, capsys):
     assert list(d["phases"]) == ["1", "2", "3"]
     ni = d["phases"]["2"]
     assert ni["name"] == "nickel"
-    assert set(ni) == {"name", "volume_fraction", "specific_surface_area", "largest_cluster_fraction",
-                       "percolates", "tortuosity", "mean_size"}
+    assert set(ni) == {
+        "name",
+        "volume_fraction",
+        "specific_surface_area",
+        "largest_cluster_fraction",
+        "percolates",
+        "tortuosity",
+        "mean_size",
+    }
     assert ni["percolates"] == {"z": True, "y": True, "x": False}
     # the plane conducts, the blocks hanging on it are dead ends: counted in eps, so tau > 1
     assert ni["tortuosity"]["x"] is None and 1.0 < ni["tortuosity"]["z"] < 10
@@ -53,8 +66,9 @@ def test_analyze_json_csv_shape_units_and_names(tmp_path, capsys):
     assert d["tpb_density"] > 0
     assert (tmp_path / "res.csv").read_text().startswith("label,name,")
     # the same numbers in nm: lengths x1000, S_V and TPB density / 1000 and / 1e6
-    assert main(["analyze", "--labels", src, "--unit", "nm", "--no-tortuosity", "--json",
-                 str(tmp_path / "nm.json")]) == 0
+    assert (
+        main(["analyze", "--labels", src, "--unit", "nm", "--no-tortuosity", "--json", str(tmp_path / "nm.json")]) == 0
+    )
     nm = json.loads((tmp_path / "nm.json").read_text())
     assert nm["voxel_size"] == pytest.approx([200.0, 100.0, 100.0]) and nm["unit"] == "nm"
     assert nm["phases"]["2"]["specific_surface_area"] == pytest.approx(ni["specific_surface_area"] / 1000)
@@ -65,13 +79,37 @@ def test_analyze_json_csv_shape_units_and_names(tmp_path, capsys):
 def test_voxel_size_flag_region_and_no_metadata(tmp_path, capsys):
     lab = _checkerboard()
     np.save(tmp_path / "lab.npy", lab)
-    assert main(["analyze", "--labels", str(tmp_path / "lab.npy"), "--fractions-only", "--json",
-                 str(tmp_path / "a.json")]) == 0
+    assert (
+        main(["analyze", "--labels", str(tmp_path / "lab.npy"), "--fractions-only", "--json", str(tmp_path / "a.json")])
+        == 0
+    )
     assert "records no voxel size" in capsys.readouterr().err
     assert json.loads((tmp_path / "a.json").read_text())["unit"] == "voxel"
-    assert main(["analyze", "--labels", str(tmp_path / "lab.npy"), "--voxel-size", "2", "1", "1", "--unit", "nm",
-                 "--region", "0:6,:,3:", "--no-tortuosity", "--names", "pore", "nickel", "YSZ",
-                 "--json", str(tmp_path / "b.json")]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                "--labels",
+                str(tmp_path / "lab.npy"),
+                "--voxel-size",
+                "2",
+                "1",
+                "1",
+                "--unit",
+                "nm",
+                "--region",
+                "0:6,:,3:",
+                "--no-tortuosity",
+                "--names",
+                "pore",
+                "nickel",
+                "YSZ",
+                "--json",
+                str(tmp_path / "b.json"),
+            ]
+        )
+        == 0
+    )
     b = json.loads((tmp_path / "b.json").read_text())
     assert b["voxel_size"] == [2.0, 1.0, 1.0] and b["unit"] == "nm" and b["shape"] == [6, 12, 9]
     assert b["phases"]["3"]["name"] == "YSZ" and b["phases"]["3"]["percolates"]["z"] is False
@@ -86,9 +124,26 @@ def test_truth_and_spread(tmp_path, capsys):
     other[:, 0] = 3
     for name, a in (("t", truth), ("p", pred), ("o", other)):
         np.save(tmp_path / f"{name}.npy", a)
-    assert main(["analyze", "--labels", str(tmp_path / "p.npy"), "--truth", str(tmp_path / "t.npy"),
-                 "--spread", str(tmp_path / "o.npy"), str(tmp_path / "t.npy"), "--voxel-size", "0.5",
-                 "--no-tortuosity", "--json", str(tmp_path / "u.json")]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                "--labels",
+                str(tmp_path / "p.npy"),
+                "--truth",
+                str(tmp_path / "t.npy"),
+                "--spread",
+                str(tmp_path / "o.npy"),
+                str(tmp_path / "t.npy"),
+                "--voxel-size",
+                "0.5",
+                "--no-tortuosity",
+                "--json",
+                str(tmp_path / "u.json"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "prediction vs truth" in out and "tpb_density" in out and "interval over 3" in out
     u = json.loads((tmp_path / "u.json").read_text())
@@ -109,8 +164,11 @@ def test_outputs_never_overwritten_and_errors_are_one_line(tmp_path, capsys):
     assert (tmp_path / "r.json").read_text() == before
     assert main([*args, "--overwrite"]) == 0
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary files left
-    for bad, match in ((["--voxel-size", "1", "2"], "2 values"), (["--region", "0:99"], "outside"),
-                       (["--unit", "parsec"], "unknown length unit")):
+    for bad, match in (
+        (["--voxel-size", "1", "2"], "2 values"),
+        (["--region", "0:99"], "outside"),
+        (["--unit", "parsec"], "unknown length unit"),
+    ):
         assert main(["analyze", "--labels", str(tmp_path / "lab.npy"), "--fractions-only", *bad]) == 2
         line = capsys.readouterr().err.strip().splitlines()[-1]
         assert line.startswith("xrayseg analyze: error:") and match in line
@@ -127,9 +185,32 @@ def test_train_records_voxel_size_and_predict_warns(tmp_path, caplog):
     image = _ome_labels(tmp_path / "img.zarr", img, voxel=(0.05, 0.05, 0.05))
     zarr.create_array(store=str(tmp_path / "ann.zarr"), shape=ann.shape, dtype="uint8")[...] = ann
     model = tmp_path / "m.safetensors"
-    assert main(["train", "--image", image, "--labels", str(tmp_path / "ann.zarr"), "--out", str(model),
-                 "--size", "tiny", "--epochs", "1", "--steps", "1", "--batch", "1", "--patch", "32",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--image",
+                image,
+                "--labels",
+                str(tmp_path / "ann.zarr"),
+                "--out",
+                str(model),
+                "--size",
+                "tiny",
+                "--epochs",
+                "1",
+                "--steps",
+                "1",
+                "--batch",
+                "1",
+                "--patch",
+                "32",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     info = load_model(model).info
     assert info.voxel_size == [0.05, 0.05, 0.05] and info.unit == "um"
     # a model trained at 50 nm on an image of 200 nm voxels: a clear warning, the prediction still runs
@@ -138,8 +219,24 @@ def test_train_records_voxel_size_and_predict_warns(tmp_path, caplog):
     save_model(m, tmp_path / "m2.safetensors")
     coarse = _ome_labels(tmp_path / "coarse.zarr", img, voxel=(200.0, 200.0, 200.0), unit="nanometer")
     with caplog.at_level(logging.WARNING, logger="napari_xrayseg.cli"):
-        assert main(["predict", "--image", coarse, "--model", str(tmp_path / "m2.safetensors"), "--out",
-                     str(tmp_path / "p.zarr"), "--device", "cpu", "--tile", "32"]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    "--image",
+                    coarse,
+                    "--model",
+                    str(tmp_path / "m2.safetensors"),
+                    "--out",
+                    str(tmp_path / "p.zarr"),
+                    "--device",
+                    "cpu",
+                    "--tile",
+                    "32",
+                ]
+            )
+            == 0
+        )
     assert any("trained at" in r.getMessage() and "x4" in r.getMessage() for r in caplog.records)
 
 
@@ -149,10 +246,36 @@ def test_evaluate_tables_name_the_classes(tmp_path, capsys):
     pred[...] = truth
     pred.attrs["napari_xrayseg"] = {"classes": [1, 2, 3], "class_names": ["pore", "nickel", "YSZ"]}
     np.save(tmp_path / "t.npy", truth)
-    assert main(["evaluate", "--pred", str(tmp_path / "pred.zarr"), "--truth", str(tmp_path / "t.npy"),
-                 "--json", str(tmp_path / "e.json")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(tmp_path / "pred.zarr"),
+                "--truth",
+                str(tmp_path / "t.npy"),
+                "--json",
+                str(tmp_path / "e.json"),
+            ]
+        )
+        == 0
+    )
     assert "2 nickel" in capsys.readouterr().out
     assert json.loads((tmp_path / "e.json").read_text())["class_names"]["3"] == "YSZ"
-    assert main(["evaluate", "--pred", str(tmp_path / "pred.zarr"), "--truth", str(tmp_path / "t.npy"),
-                 "--names", "a", "b", "c"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(tmp_path / "pred.zarr"),
+                "--truth",
+                str(tmp_path / "t.npy"),
+                "--names",
+                "a",
+                "b",
+                "c",
+            ]
+        )
+        == 0
+    )
     assert "2 b" in capsys.readouterr().out

@@ -43,10 +43,42 @@ def test_suggest_prints_indices_best_first_never_annotated(files, capsys):
 
 
 def test_study_strategy_runs_the_loop_study(tmp_path, capsys):
-    argv = ["study", "--out", str(tmp_path / "s"), "--strategy", "even", "suggest", "--shape", "6", "32", "32",
-            "--rounds", "2", "--repeats", "1", "--size", "tiny", "--context", "1", "--epochs", "1",
-            "--round-epochs", "1", "--patch", "32", "--device", "cpu", "--preset", "hard", "--noise", "2",
-            "--feature-size", "3", "--n-angles", "32"]
+    argv = [
+        "study",
+        "--out",
+        str(tmp_path / "s"),
+        "--strategy",
+        "even",
+        "suggest",
+        "--shape",
+        "6",
+        "32",
+        "32",
+        "--rounds",
+        "2",
+        "--repeats",
+        "1",
+        "--size",
+        "tiny",
+        "--context",
+        "1",
+        "--epochs",
+        "1",
+        "--round-epochs",
+        "1",
+        "--patch",
+        "32",
+        "--device",
+        "cpu",
+        "--preset",
+        "hard",
+        "--noise",
+        "2",
+        "--feature-size",
+        "3",
+        "--n-angles",
+        "32",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "| even |" in out and "| suggest |" in out and "study.png" in out

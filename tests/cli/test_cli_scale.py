@@ -25,8 +25,20 @@ def inputs(tmp_path):
 
 
 def _predict(inp, model, out, *extra):
-    return ["predict", "--image", str(inp), "--model", str(model), "--out", str(out), "--device", "cpu",
-            "--slab", "1", *extra]
+    return [
+        "predict",
+        "--image",
+        str(inp),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--slab",
+        "1",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -37,8 +49,12 @@ def test_killed_predict_resumes_to_the_clean_result(tmp_path, inputs, capsys):
 
     out = tmp_path / "out.zarr"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "napari_xrayseg", *_predict(inp, model, out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napari_xrayseg", *_predict(inp, model, out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while len(SlabMarkers(out).done()) < 2:
@@ -63,8 +79,13 @@ def test_killed_predict_resumes_to_the_clean_result(tmp_path, inputs, capsys):
 def _kill_when(argv, out, stage=None, n=2):
     """Run ``xrayseg ARGV`` in its own process group; SIGKILL the whole group once ``n`` slabs of ``stage`` are done."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "napari_xrayseg", *argv], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napari_xrayseg", *argv],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 180
         while len(SlabMarkers(out, stage).done()) < n:
@@ -106,8 +127,10 @@ def test_every_mode_killed_resumes_to_the_clean_result(tmp_path, inputs, capsys,
     for a, b in zip(output_levels(out), output_levels(tmp_path / "clean.zarr")):
         np.testing.assert_array_equal(a[...], b[...])
     if second:
-        np.testing.assert_array_equal(zarr.open_array(store=str(tmp_path / second), mode="r")[...],
-                                      zarr.open_array(store=str(tmp_path / "clean-maxprob.zarr"), mode="r")[...])
+        np.testing.assert_array_equal(
+            zarr.open_array(store=str(tmp_path / second), mode="r")[...],
+            zarr.open_array(store=str(tmp_path / "clean-maxprob.zarr"), mode="r")[...],
+        )
     assert not (out / ".xrayseg-passes").exists()
 
 
@@ -123,8 +146,10 @@ def test_killed_overwrite_keeps_the_old_output_and_resumes_beside_it(tmp_path, i
     assert output_complete(out) and new.is_dir() and not output_complete(new)
     assert main(_predict(inp, model, out, "--overwrite", "--resume")) == 0
     assert main(_predict(inp, model, tmp_path / "clean.zarr")) == 0
-    np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...],
-                                  zarr.open_array(store=str(tmp_path / "clean.zarr"), mode="r")[...])
+    np.testing.assert_array_equal(
+        zarr.open_array(store=str(out), mode="r")[...],
+        zarr.open_array(store=str(tmp_path / "clean.zarr"), mode="r")[...],
+    )
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
@@ -142,8 +167,21 @@ def test_predict_orthoplane_with_confidence(tmp_path, inputs, capsys):
     inp, model = inputs
     img = np.random.default_rng(5).random((8, 40, 48), dtype=np.float32)
     write_volume(tmp_path / "small.zarr", img, chunks=(4, 40, 48))
-    argv = ["predict", "--image", str(tmp_path / "small.zarr"), "--model", str(model), "--out",
-            str(tmp_path / "o.zarr"), "--device", "cpu", "--axes", "zyx", "--confidence", "maxprob"]
+    argv = [
+        "predict",
+        "--image",
+        str(tmp_path / "small.zarr"),
+        "--model",
+        str(model),
+        "--out",
+        str(tmp_path / "o.zarr"),
+        "--device",
+        "cpu",
+        "--axes",
+        "zyx",
+        "--confidence",
+        "maxprob",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "maxprob confidence" in out and str(tmp_path / "o-maxprob.zarr") in out

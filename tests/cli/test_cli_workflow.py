@@ -15,20 +15,79 @@ def test_train_then_predict_then_evaluate(tmp_path, capsys):
     ann[[2, 5]] = truth[[2, 5]]
     zarr.create_array(store=str(tmp_path / "ann.zarr"), shape=ann.shape, dtype="uint8")[...] = ann
     model = tmp_path / "m.safetensors"
-    assert main(["train", "--image", str(tmp_path / "s" / "image.zarr"), "--labels", str(tmp_path / "ann.zarr"),
-                 "--out", str(model), "--size", "tiny", "--epochs", "2", "--steps", "4", "--batch", "2",
-                 "--patch", "32", "--device", "cpu", "--seed", "1", "--context", "5"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--image",
+                str(tmp_path / "s" / "image.zarr"),
+                "--labels",
+                str(tmp_path / "ann.zarr"),
+                "--out",
+                str(model),
+                "--size",
+                "tiny",
+                "--epochs",
+                "2",
+                "--steps",
+                "4",
+                "--batch",
+                "2",
+                "--patch",
+                "32",
+                "--device",
+                "cpu",
+                "--seed",
+                "1",
+                "--context",
+                "5",
+            ]
+        )
+        == 0
+    )
     assert "wrote model to" in capsys.readouterr().out
     m = load_model(model)
     assert m.info.classes == [1, 2, 3] and len(m.info.history) == 2 and m.info.context == 5
 
     pred = tmp_path / "pred.zarr"
-    assert main(["predict", "--image", str(tmp_path / "s" / "image.zarr"), "--model", str(model),
-                 "--out", str(pred), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--image",
+                str(tmp_path / "s" / "image.zarr"),
+                "--model",
+                str(model),
+                "--out",
+                str(pred),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     rj, rc, figs = tmp_path / "r.json", tmp_path / "r.csv", tmp_path / "figs"
-    assert main(["evaluate", "--pred", str(pred), "--truth", str(tmp_path / "s" / "truth.zarr"), "--json", str(rj),
-                 "--csv", str(rc), "--figures", str(figs), "--image", str(tmp_path / "s" / "image.zarr")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(pred),
+                "--truth",
+                str(tmp_path / "s" / "truth.zarr"),
+                "--json",
+                str(rj),
+                "--csv",
+                str(rc),
+                "--figures",
+                str(figs),
+                "--image",
+                str(tmp_path / "s" / "image.zarr"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     report = json.loads(rj.read_text())
     assert 0 <= report["mean_dice"] <= 1 and set(report["per_class"]) == {"1", "2", "3"}
@@ -38,8 +97,9 @@ def test_train_then_predict_then_evaluate(tmp_path, capsys):
     assert rc.read_text().count("\n") >= 4
     assert {p.name for p in figs.iterdir()} >= {"collage.png", "slice_dice.png"}
     # refuses to overwrite the report, one line, exit 2
-    assert main(["evaluate", "--pred", str(pred), "--truth", str(tmp_path / "s" / "truth.zarr"),
-                 "--json", str(rj)]) == 2
+    assert (
+        main(["evaluate", "--pred", str(pred), "--truth", str(tmp_path / "s" / "truth.zarr"), "--json", str(rj)]) == 2
+    )
 
 
 def test_evaluate_bad_input(tmp_path, capsys):
@@ -56,8 +116,26 @@ def test_evaluate_bad_input(tmp_path, capsys):
 @pytest.mark.slow
 def test_demo_main_job_tiny(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--shape", "10", "64", "64", "--minutes", "0.1", "--size", "tiny",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--out",
+                str(out),
+                "--shape",
+                "10",
+                "64",
+                "64",
+                "--minutes",
+                "0.1",
+                "--size",
+                "tiny",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "Dice against the full ground truth" in text and "mean:" in text
     summary = json.loads((out / "summary.json").read_text())
@@ -70,8 +148,24 @@ def test_demo_main_job_tiny(tmp_path, capsys):
 def test_hard_sample_train_with_minutes_and_epochs_then_self_train_a_second_scan(tmp_path, capsys):
     """--minutes and --epochs together (the first limit binds), then adapt to another scan without labels."""
     for name, preset, seed in (("a", "hard", "1"), ("b", "hard-transfer", "2")):
-        assert main(["sample", "--out", str(tmp_path / name), "--shape", "6", "48", "48", "--seed", seed,
-                     "--preset", preset]) == 0
+        assert (
+            main(
+                [
+                    "sample",
+                    "--out",
+                    str(tmp_path / name),
+                    "--shape",
+                    "6",
+                    "48",
+                    "48",
+                    "--seed",
+                    seed,
+                    "--preset",
+                    preset,
+                ]
+            )
+            == 0
+        )
     attrs = zarr.open_array(store=str(tmp_path / "b" / "image.zarr"), mode="r").attrs["napari_xrayseg"]
     assert attrs["preset"] == "hard-transfer"
     truth = zarr.open_array(store=str(tmp_path / "a" / "truth.zarr"), mode="r")[...]
@@ -79,9 +173,36 @@ def test_hard_sample_train_with_minutes_and_epochs_then_self_train_a_second_scan
     ann[[1, 4]] = truth[[1, 4]]
     zarr.create_array(store=str(tmp_path / "ann.zarr"), shape=ann.shape, dtype="uint8")[...] = ann
     model, adapted = tmp_path / "m.safetensors", tmp_path / "m2.safetensors"
-    assert main(["train", "--image", str(tmp_path / "a" / "image.zarr"), "--labels", str(tmp_path / "ann.zarr"),
-                 "--out", str(model), "--size", "tiny", "--minutes", "30", "--epochs", "1", "--steps", "2",
-                 "--batch", "2", "--patch", "32", "--device", "cpu", "--context", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--image",
+                str(tmp_path / "a" / "image.zarr"),
+                "--labels",
+                str(tmp_path / "ann.zarr"),
+                "--out",
+                str(model),
+                "--size",
+                "tiny",
+                "--minutes",
+                "30",
+                "--epochs",
+                "1",
+                "--steps",
+                "2",
+                "--batch",
+                "2",
+                "--patch",
+                "32",
+                "--device",
+                "cpu",
+                "--context",
+                "1",
+            ]
+        )
+        == 0
+    )
     m = load_model(model)
     assert m.info.train["stopped"] == "epochs" and len(m.info.history) == 1
     assert m.info.normalization["low"] is None and len(m.info.normalization["training_bounds"]) == 2
@@ -90,12 +211,47 @@ def test_hard_sample_train_with_minutes_and_epochs_then_self_train_a_second_scan
     ann_b = np.zeros_like(truth_b)
     ann_b[3, :8] = truth_b[3, :8]  # a few painted rows of the new scan help the pseudo-labels
     zarr.create_array(store=str(tmp_path / "ann_b.zarr"), shape=ann_b.shape, dtype="uint8")[...] = ann_b
-    assert main(["self-train", "--image", str(tmp_path / "b" / "image.zarr"), "--model", str(model),
-                 "--labels", str(tmp_path / "ann_b.zarr"), "--out", str(adapted), "--threshold", "0.34",
-                 "--slices", "2", "--epochs", "1", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "self-train",
+                "--image",
+                str(tmp_path / "b" / "image.zarr"),
+                "--model",
+                str(model),
+                "--labels",
+                str(tmp_path / "ann_b.zarr"),
+                "--out",
+                str(adapted),
+                "--threshold",
+                "0.34",
+                "--slices",
+                "2",
+                "--epochs",
+                "1",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert "fine-tuned on" in capsys.readouterr().out
     assert load_model(adapted).info.train["self_training"]["slices"] == 2
     # never over an existing model file: one line, exit 2
-    assert main(["self-train", "--image", str(tmp_path / "b" / "image.zarr"), "--model", str(model),
-                 "--out", str(adapted), "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "self-train",
+                "--image",
+                str(tmp_path / "b" / "image.zarr"),
+                "--model",
+                str(model),
+                "--out",
+                str(adapted),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "exists" in capsys.readouterr().err

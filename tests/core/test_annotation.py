@@ -17,8 +17,7 @@ from napari_xrayseg.core.progress import CancelToken
 from napari_xrayseg.core.sample import make_phantom
 from napari_xrayseg.core.study import even_next, loop_study
 
-TINY_TRAIN = {"size": "tiny", "epochs": 2, "steps_per_epoch": 2, "batch": 2, "patch": 32, "device": "cpu",
-              "context": 3}
+TINY_TRAIN = {"size": "tiny", "epochs": 2, "steps_per_epoch": 2, "batch": 2, "patch": 32, "device": "cpu", "context": 3}
 
 
 @pytest.fixture(scope="module")
@@ -56,21 +55,24 @@ def test_predict_slice_equals_the_slice_of_a_whole_segmentation(ctx_model, axis)
     plane = [s for d, s in enumerate(image.shape) if d != axis]
     side = -(-max(plane) // ctx_model.info.stride) * ctx_model.info.stride
     whole = segment(image, ctx_model, axis=axis, tile=side, device="cpu")
-    np.testing.assert_array_equal(predict_slice(image, ctx_model, 1, axis=axis, tile="slice", device="cpu"),
-                                  np.take(whole, 1, axis=axis))
+    np.testing.assert_array_equal(
+        predict_slice(image, ctx_model, 1, axis=axis, tile="slice", device="cpu"), np.take(whole, 1, axis=axis)
+    )
 
 
 def test_predict_slice_probs_zarr_2d_and_bad_input(ctx_model, tmp_path):
     rng = np.random.default_rng(1)
     image = rng.random((5, 32, 32), dtype=np.float32)
-    z = zarr.open_array(store=str(tmp_path / "i.zarr"), mode="w", shape=image.shape, chunks=(2, 32, 32),
-                        dtype="float32")
+    z = zarr.open_array(
+        store=str(tmp_path / "i.zarr"), mode="w", shape=image.shape, chunks=(2, 32, 32), dtype="float32"
+    )
     z[:] = image
     p = predict_slice(z, ctx_model, 3, probs=True, device="cpu")
     assert p.shape == (3, 32, 32) and p.dtype == np.float32
     np.testing.assert_allclose(p.sum(axis=0), 1, atol=1e-5)
-    np.testing.assert_array_equal(np.asarray(ctx_model.info.classes)[p.argmax(0)],
-                                  predict_slice(image, ctx_model, 3, device="cpu"))
+    np.testing.assert_array_equal(
+        np.asarray(ctx_model.info.classes)[p.argmax(0)], predict_slice(image, ctx_model, 3, device="cpu")
+    )
     flat = init_model("unet", size="tiny", classes=3, tile=32, seed=1)
     assert predict_slice(image[2], flat, 0, device="cpu").shape == (32, 32)
     with pytest.raises(InputError, match="out of range for 5 slices"):
@@ -140,12 +142,12 @@ def test_suggest_subsamples_long_axes_crops_big_slices_and_cancels(trained, samp
     r = rank_slices(image, model, axis=1, count=2, max_slices=10, max_side=32, device="cpu")
     assert rank_slices(image, model, ann, axis=1, device="cpu").suggested == []  # Z slices annotate every row
     assert np.isfinite(r.uncertainty).sum() == 10
-    z = zarr.open_array(store=str(tmp_path / "a.zarr"), mode="w", shape=ann.shape, chunks=(3, 64, 64),
-                        dtype="uint8")
+    z = zarr.open_array(store=str(tmp_path / "a.zarr"), mode="w", shape=ann.shape, chunks=(3, 64, 64), dtype="uint8")
     z[:] = ann
     assert annotated_slices(z) == [1, 5] == annotated_slices(ann)
-    assert suggest_slices(image, model, z, count=2, device="cpu") == suggest_slices(image, model, ann, count=2,
-                                                                                    device="cpu")
+    assert suggest_slices(image, model, z, count=2, device="cpu") == suggest_slices(
+        image, model, ann, count=2, device="cpu"
+    )
     with pytest.raises(Cancelled):
         suggest_slices(image, model, ann, device="cpu", cancel=NthCheck(2))
     with pytest.raises(InputError, match="count"):
@@ -202,8 +204,16 @@ def test_cancelled_round_keeps_the_better_model(trained, sample):
             token.cancel()
 
     with pytest.raises(Cancelled) as e:
-        continue_training(image, ann2, model, epochs=3, val_fraction=0.3, device="cpu", cancel=token,
-                          progress=cancel_after_first_epoch)
+        continue_training(
+            image,
+            ann2,
+            model,
+            epochs=3,
+            val_fraction=0.3,
+            device="cpu",
+            cancel=token,
+            progress=cancel_after_first_epoch,
+        )
     kept = e.value.result
     assert "keeping" in str(e.value)
     if kept is not model:  # the round's model won on the held-out slices: it carries the round
@@ -225,9 +235,21 @@ def test_even_next_fills_the_widest_gap():
 
 def test_loop_study_tiny_runs_every_strategy_and_writes_table_json_plot(tmp_path):
     steps = []
-    res = loop_study(shape=(8, 32, 32), rounds=3, repeats=1, size="tiny", context=1, epochs=1, steps_per_epoch=1,
-                     patch=32, batch=2, device="cpu", phantom={"noise": 2.0, "feature_size": 3.0},
-                     out=tmp_path / "s", progress=lambda p: steps.append(p.step))
+    res = loop_study(
+        shape=(8, 32, 32),
+        rounds=3,
+        repeats=1,
+        size="tiny",
+        context=1,
+        epochs=1,
+        steps_per_epoch=1,
+        patch=32,
+        batch=2,
+        device="cpu",
+        phantom={"noise": 2.0, "feature_size": 3.0},
+        out=tmp_path / "s",
+        progress=lambda p: steps.append(p.step),
+    )
     assert steps == [1, 2, 3, 4, 5, 6, 7]  # the shared first model, then 2 rounds x 3 strategies
     by = {(r["strategy"], r["slices"]): r for r in res.runs}
     assert set(by) == {(s, n) for s in ("even", "suggest", "random") for n in (1, 2, 3)}
@@ -246,4 +268,3 @@ def test_loop_study_tiny_runs_every_strategy_and_writes_table_json_plot(tmp_path
     assert res.slices_to_reach("even", res.mean("even", 3)) <= 3
     with pytest.raises(InputError, match="strategy"):
         loop_study(shape=(8, 32, 32), strategies=("smart",))
-

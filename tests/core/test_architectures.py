@@ -45,13 +45,13 @@ def phantom():
 def _rewrite_meta(src, dst, edit):
     raw = src.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
+    header = json.loads(raw[8 : 8 + n])
     info = json.loads(header["__metadata__"]["napari_xrayseg"])
     edit(info)
     header["__metadata__"]["napari_xrayseg"] = json.dumps(info)
     hb = json.dumps(header).encode()
     hb += b" " * (-len(hb) % 8)
-    dst.write_bytes(struct.pack("<Q", len(hb)) + hb + raw[8 + n:])
+    dst.write_bytes(struct.pack("<Q", len(hb)) + hb + raw[8 + n :])
 
 
 def test_registry_names_sizes_and_strides():
@@ -73,8 +73,19 @@ def test_registry_names_sizes_and_strides():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_each_arch_trains_with_context_and_round_trips(phantom, tmp_path, arch):
     image, sparse = phantom
-    m = train(image, sparse, arch=arch, size="tiny", epochs=1, steps_per_epoch=2, batch=2, patch=32,
-              context=3, device="cpu", out=tmp_path / "m.safetensors")
+    m = train(
+        image,
+        sparse,
+        arch=arch,
+        size="tiny",
+        epochs=1,
+        steps_per_epoch=2,
+        batch=2,
+        patch=32,
+        context=3,
+        device="cpu",
+        out=tmp_path / "m.safetensors",
+    )
     assert m.info.arch == arch and m.info.context == 3 and m.info.in_channels == 3
     assert m.info.train["arch"] == arch and m.info.train["mode"] == "supervised"
     loaded = load_model(tmp_path / "m.safetensors")
@@ -106,8 +117,9 @@ def test_tile_of_exactly_the_stride_and_non_multiples(arch):
 def test_patch_not_a_multiple_of_the_stride_is_refused(phantom):
     image, sparse = phantom
     with pytest.raises(InputError, match="patch 40 is not a multiple of the network's stride 16"):
-        train(image, sparse, arch="basicunet", size="tiny", epochs=1, steps_per_epoch=1, batch=2, patch=40,
-              device="cpu")
+        train(
+            image, sparse, arch="basicunet", size="tiny", epochs=1, steps_per_epoch=1, batch=2, patch=40, device="cpu"
+        )
 
 
 def test_instance_norm_doubles_the_stride(tmp_path):
@@ -136,13 +148,32 @@ def test_context_sets_the_input_channels(arch):
     ("arch", "edit", "match"),
     [
         # another architecture's valid parameters: the tensors in the file do not fit it
-        ("basicunet", lambda i: i.update(arch="segresnet", size="tiny", params={
-            "in_channels": 1, "out_channels": 3, "dropout": 0.0, "upsample": "nontrainable", "init_filters": 8,
-            "num_groups": 4, "blocks_down": [1, 1, 1], "blocks_up": [1, 1]}),
-         "do not match the declared segresnet"),
-        ("segresnet", lambda i: i.update(arch="attentionunet", params={
-            "in_channels": 1, "out_channels": 3, "dropout": 0.0, "channels": [4, 8, 16], "strides": [2, 2]}),
-         "do not match the declared attentionunet"),
+        (
+            "basicunet",
+            lambda i: i.update(
+                arch="segresnet",
+                size="tiny",
+                params={
+                    "in_channels": 1,
+                    "out_channels": 3,
+                    "dropout": 0.0,
+                    "upsample": "nontrainable",
+                    "init_filters": 8,
+                    "num_groups": 4,
+                    "blocks_down": [1, 1, 1],
+                    "blocks_up": [1, 1],
+                },
+            ),
+            "do not match the declared segresnet",
+        ),
+        (
+            "segresnet",
+            lambda i: i.update(
+                arch="attentionunet",
+                params={"in_channels": 1, "out_channels": 3, "dropout": 0.0, "channels": [4, 8, 16], "strides": [2, 2]},
+            ),
+            "do not match the declared attentionunet",
+        ),
         # same architecture, other sizes: shapes differ
         ("basicunet", lambda i: i["params"].update(features=[8, 8, 16, 32, 64, 16]), "shape"),
         ("attentionunet", lambda i: i["params"].update(channels=[4, 8, 32]), "shape"),
@@ -171,8 +202,24 @@ def test_loader_refuses_tensors_that_do_not_fit_the_declared_arch(tmp_path, arch
 
 
 def test_cli_init_model_arch_and_context(tmp_path, capsys):
-    assert main(["init-model", "--out", str(tmp_path / "b"), "--arch", "basicunet", "--size", "tiny",
-                 "--context", "3", "--tile", "64"]) == 0
+    assert (
+        main(
+            [
+                "init-model",
+                "--out",
+                str(tmp_path / "b"),
+                "--arch",
+                "basicunet",
+                "--size",
+                "tiny",
+                "--context",
+                "3",
+                "--tile",
+                "64",
+            ]
+        )
+        == 0
+    )
     assert "context 3, stride 16" in capsys.readouterr().out
     info = read_model_info(tmp_path / "b.safetensors")
     assert info.arch == "basicunet" and info.context == 3 and info.params["in_channels"] == 3
@@ -182,6 +229,5 @@ def test_cli_init_model_arch_and_context(tmp_path, capsys):
     assert main(["init-model", "--out", str(tmp_path / "c"), "--arch", "basicunet", "--tile", "40"]) == 2
     assert "stride 16" in capsys.readouterr().err
     for cmd in ("init-model", "train"):
-        action = next(a for a in build_parser()._subparsers._group_actions[0].choices[cmd]._actions
-                      if a.dest == "arch")
+        action = next(a for a in build_parser()._subparsers._group_actions[0].choices[cmd]._actions if a.dest == "arch")
         assert set(action.choices) == set(architectures())

@@ -133,14 +133,23 @@ def test_orthoplane_cancel_resumes_to_the_clean_result_and_leaves_no_temp(tmp_pa
             token.cancel()
 
     with pytest.raises(Cancelled):
-        segment(volume, tiny_model, axes="zyx", out=tmp_path / "o.zarr", cancel=token,
-                progress=cancel_in_second_pass, slab=2, **KW)
+        segment(
+            volume,
+            tiny_model,
+            axes="zyx",
+            out=tmp_path / "o.zarr",
+            cancel=token,
+            progress=cancel_in_second_pass,
+            slab=2,
+            **KW,
+        )
     out = tmp_path / "o.zarr"
     assert not output_complete(out)
     assert (out / ".xrayseg-passes" / "p0").is_dir()  # the first pass's probabilities, kept for resume
     steps = []
-    res = segment(volume, tiny_model, axes="zyx", out=out, resume=True, progress=lambda p: steps.append(p.step),
-                  slab=2, **KW)
+    res = segment(
+        volume, tiny_model, axes="zyx", out=out, resume=True, progress=lambda p: steps.append(p.step), slab=2, **KW
+    )
     assert steps[0] > volume.shape[0]  # the first pass was not run again
     clean = segment(volume, tiny_model, axes="zyx", slab=2, out=tmp_path / "clean.zarr", **KW)
     np.testing.assert_array_equal(res, clean)

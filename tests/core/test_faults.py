@@ -141,10 +141,13 @@ def test_cli_turns_a_bare_disk_full_oserror_into_one_line(tmp_path, monkeypatch,
     ]
 
 
-@pytest.mark.parametrize(("code", "text", "exit_code", "match"), [
-    (errno.EIO, "Input/output error", 4, r"input/output error \(Input/output error\): check the disk"),
-    (errno.ENOMEM, "Cannot allocate memory", 3, r"out of memory running sample \(RAM\): .*--tile"),
-])
+@pytest.mark.parametrize(
+    ("code", "text", "exit_code", "match"),
+    [
+        (errno.EIO, "Input/output error", 4, r"input/output error \(Input/output error\): check the disk"),
+        (errno.ENOMEM, "Cannot allocate memory", 3, r"out of memory running sample \(RAM\): .*--tile"),
+    ],
+)
 def test_cli_turns_system_oserrors_into_one_line(tmp_path, monkeypatch, capsys, code, text, exit_code, match):
     """A failing disk or exhausted memory is not the user's typo, but still one line (exit 4 or 3), no traceback."""
     import napari_xrayseg.core.sample as sample
@@ -177,9 +180,11 @@ def test_cli_real_ctrl_c_during_import_in_a_subprocess(tmp_path):
     import sys
     import time
 
-    script = ("import sys, napari_xrayseg.cli as c\n"
-              "print('ready', flush=True)\n"
-              "sys.exit(c.main(['model-info', 'x']))\n")  # main starts by importing torch (seconds)
+    script = (
+        "import sys, napari_xrayseg.cli as c\n"
+        "print('ready', flush=True)\n"
+        "sys.exit(c.main(['model-info', 'x']))\n"
+    )  # main starts by importing torch (seconds)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
     time.sleep(0.2)

@@ -34,13 +34,13 @@ def test_every_axis_matches_slice_by_slice_reference(volume, tiny_model, axis):
 
 
 def test_streaming_zarr_deeper_than_a_slab_equals_in_memory(tmp_path, volume, tiny_model):
-    src = zarr.create_array(store=str(tmp_path / "in.zarr"), shape=volume.shape, chunks=(2, 45, 61),
-                            dtype="float32")
+    src = zarr.create_array(store=str(tmp_path / "in.zarr"), shape=volume.shape, chunks=(2, 45, 61), dtype="float32")
     src[...] = volume
     ref = segment(volume, tiny_model, **KW)
     progress = []
-    out = segment(open_volume(tmp_path / "in.zarr"), tiny_model, out=tmp_path / "out.zarr",
-                  progress=progress.append, **KW)
+    out = segment(
+        open_volume(tmp_path / "in.zarr"), tiny_model, out=tmp_path / "out.zarr", progress=progress.append, **KW
+    )
     assert isinstance(out, zarr.Array) and out.chunks[0] == 2
     np.testing.assert_array_equal(out[...], ref)
     assert [p.step for p in progress] == [2, 4, 6, 7]  # one record per slab of 2
@@ -61,7 +61,7 @@ def _context_ref(volume, model, axis):
     norm = resolved_normalization(model.info.normalization, volume)
     pred = SlicePredictor(model, device="cpu", tile=32, batch=4)
     x = stack_context(apply_normalization(np.moveaxis(volume, axis, 0), norm), model.info.context)
-    out = np.stack([pred.labels(x[i:i + 1])[0] for i in range(x.shape[0])])
+    out = np.stack([pred.labels(x[i : i + 1])[0] for i in range(x.shape[0])])
     return np.moveaxis(out, 0, axis)
 
 
@@ -156,8 +156,7 @@ def test_output_never_overwritten_silently(tmp_path, volume, tiny_model):
         (np.zeros((2, 3, 4, 5), np.float32), {}, "4 dimensions"),
         (np.zeros((4, 32, 32), bool), {}, "dtype bool"),
         (np.full((4, 32, 32), 3.0, np.float32), {}, "constant"),
-        (np.where(np.eye(32)[None] > 0, np.nan, 1.0).astype(np.float32) * np.ones((2, 1, 1), np.float32),
-         {}, "NaN"),
+        (np.where(np.eye(32)[None] > 0, np.nan, 1.0).astype(np.float32) * np.ones((2, 1, 1), np.float32), {}, "NaN"),
         (np.random.rand(4, 32, 32).astype(np.float32), {"tile": 30}, "multiple of the network's stride"),
         (np.random.rand(4, 32, 32).astype(np.float32), {"axis": 3}, "axis 3"),
         (np.random.rand(4, 32, 32).astype(np.float32), {"overlap": 1.0}, "overlap"),

@@ -127,9 +127,7 @@ def test_class_in_one_array_only_scores_zero():
 
 def test_dice_per_class():
     assert dice_per_class(PRED, TRUTH, [1, 2, 3]) == pytest.approx({1: 0.8, 2: 0.5, 3: None})
-    assert dice_per_class(PRED, TRUTH, [0, 1, 2], ignore_zero=False) == pytest.approx(
-        {0: 2 / 3, 1: 2 / 3, 2: 0.5}
-    )
+    assert dice_per_class(PRED, TRUTH, [0, 1, 2], ignore_zero=False) == pytest.approx({0: 2 / 3, 1: 2 / 3, 2: 0.5})
     # an unannotated validation patch does not raise
     assert dice_per_class(PRED, np.zeros_like(TRUTH), [1, 2]) == {1: None, 2: None}
 
@@ -152,12 +150,8 @@ def test_zarr_and_dask_match_in_memory(tmp_path, ignore_zero):
     pred, truth = _ref_volume()
     ref = evaluate(pred, truth, ignore_zero=ignore_zero, axis=1).to_dict()
 
-    zp = zarr.open_array(
-        tmp_path / "pred.zarr", mode="w", shape=pred.shape, chunks=(2, 4, 5), dtype=pred.dtype
-    )
-    zt = zarr.open_array(
-        tmp_path / "truth.zarr", mode="w", shape=truth.shape, chunks=(3, 9, 10), dtype=truth.dtype
-    )
+    zp = zarr.open_array(tmp_path / "pred.zarr", mode="w", shape=pred.shape, chunks=(2, 4, 5), dtype=pred.dtype)
+    zt = zarr.open_array(tmp_path / "truth.zarr", mode="w", shape=truth.shape, chunks=(3, 9, 10), dtype=truth.dtype)
     zp[...] = pred
     zt[...] = truth
     for bs in (None, 1, 2, 3, 100):
@@ -407,9 +401,7 @@ def test_bad_inputs(pred, truth, kwargs, match):
 
 
 def test_bad_value_in_a_later_slab_of_zarr(tmp_path):
-    z = zarr.open_array(
-        tmp_path / "p.zarr", mode="w", shape=(4, 3, 3), chunks=(1, 3, 3), dtype="i4"
-    )
+    z = zarr.open_array(tmp_path / "p.zarr", mode="w", shape=(4, 3, 3), chunks=(1, 3, 3), dtype="i4")
     z[...] = 1
     z[3, 1, 1] = -5
     with pytest.raises(InputError, match=r"pred holds negative values \(min -5\)"):
@@ -528,11 +520,13 @@ def test_interface_errors_by_distance_hand_computed():
     from napari_xrayseg.core.metrics import interface_errors
 
     truth = np.array([[[1, 1, 1, 1, 2, 2, 2, 2]]])  # one interface, between x=3 and x=4
-    pred = np.array([[[1, 1, 2, 1, 2, 2, 2, 1]]])    # wrong at x=2 (band 1) and x=7 (band 2+)
+    pred = np.array([[[1, 1, 2, 1, 2, 2, 2, 1]]])  # wrong at x=2 (band 1) and x=7 (band 2+)
     b = interface_errors(pred, truth)
-    assert b == {"0": {"voxels": 2, "errors": 0, "error_rate": 0.0},
-                 "1": {"voxels": 2, "errors": 1, "error_rate": 0.5},
-                 "2+": {"voxels": 4, "errors": 1, "error_rate": 0.25}}
+    assert b == {
+        "0": {"voxels": 2, "errors": 0, "error_rate": 0.0},
+        "1": {"voxels": 2, "errors": 1, "error_rate": 0.5},
+        "2+": {"voxels": 4, "errors": 1, "error_rate": 0.25},
+    }
     # unannotated voxels (0) neither count nor make an interface
     sparse = truth.copy()
     sparse[..., 3] = 0

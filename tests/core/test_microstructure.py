@@ -196,8 +196,10 @@ def _fd_tortuosity(mask: np.ndarray) -> float:
     np.add.at(diag, first, 2)
     np.add.at(diag, last, 2)
     rhs[first] += 2 * 1.0
-    A = sparse.coo_matrix((np.concatenate(vals + [diag]), (np.concatenate(rows + [np.arange(n)]),
-                                                          np.concatenate(cols + [np.arange(n)]))), shape=(n, n))
+    A = sparse.coo_matrix(
+        (np.concatenate(vals + [diag]), (np.concatenate(rows + [np.arange(n)]), np.concatenate(cols + [np.arange(n)]))),
+        shape=(n, n),
+    )
     c = spsolve(A.tocsr(), rhs)
     flux = float((2 * (1.0 - c[first])).sum())
     nz, ny, nx = mask.shape
@@ -318,8 +320,15 @@ def test_json_shape_and_files_never_overwritten(tmp_path):
     d = json.loads(m.to_json(tmp_path / "a.json").read_text())
     assert d["voxel_size"] == [0.1, 0.05, 0.05] and d["unit"] == "um"
     assert set(d["phases"]) == {"1", "2", "3"}
-    assert set(d["phases"]["1"]) == {"name", "volume_fraction", "specific_surface_area",
-                                     "largest_cluster_fraction", "percolates", "tortuosity", "mean_size"}
+    assert set(d["phases"]["1"]) == {
+        "name",
+        "volume_fraction",
+        "specific_surface_area",
+        "largest_cluster_fraction",
+        "percolates",
+        "tortuosity",
+        "mean_size",
+    }
     assert d["phases"]["1"]["percolates"] == {"z": False, "y": False, "x": False}
     assert d["phases"]["1"]["tortuosity"] == {"z": None, "y": None, "x": None}
     assert d["tpb_density"] > 0

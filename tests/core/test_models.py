@@ -66,13 +66,13 @@ def test_pickle_is_never_loaded(tmp_path):
 def _rewrite_meta(src, dst, edit):
     raw = src.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
+    header = json.loads(raw[8 : 8 + n])
     info = json.loads(header["__metadata__"]["napari_xrayseg"])
     edit(info, header)
     header["__metadata__"]["napari_xrayseg"] = json.dumps(info)
     hb = json.dumps(header).encode()
     hb += b" " * (-len(hb) % 8)
-    dst.write_bytes(struct.pack("<Q", len(hb)) + hb + raw[8 + n:])
+    dst.write_bytes(struct.pack("<Q", len(hb)) + hb + raw[8 + n :])
 
 
 @pytest.mark.parametrize(
@@ -151,10 +151,10 @@ def test_header_length_starting_with_pickle_byte_loads(tmp_path, tiny_model):
     good = save_model(tiny_model, tmp_path / "good.safetensors")
     raw = good.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
-    hb = raw[8:8 + n].rstrip(b" ")
+    hb = raw[8 : 8 + n].rstrip(b" ")
     hb += b" " * ((128 - len(hb)) % 256)
     odd = tmp_path / "odd.safetensors"
-    odd.write_bytes(struct.pack("<Q", len(hb)) + hb + raw[8 + n:])
+    odd.write_bytes(struct.pack("<Q", len(hb)) + hb + raw[8 + n :])
     assert odd.read_bytes()[:1] == b"\x80"
     loaded = load_model(odd)
     assert loaded.info.classes == tiny_model.info.classes

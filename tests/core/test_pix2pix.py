@@ -75,8 +75,17 @@ def test_unannotated_pixels_get_no_gradient_from_either_loss():
     y = torch.full((2, 32, 32), -1, dtype=torch.int64)
     y[:, 4:20, 6:22] = torch.randint(0, 3, (2, 16, 16), generator=torch.Generator().manual_seed(1))
     for weight in (10.0, 1e-9):  # 1e-9: (almost) only the adversarial loss
-        step = _Pix2PixStep(net, make_loss("dicece"), 1e-3, torch.device("cpu"), in_channels=1, n_classes=3,
-                            patch=32, pixel_weight=weight, seed=0)
+        step = _Pix2PixStep(
+            net,
+            make_loss("dicece"),
+            1e-3,
+            torch.device("cpu"),
+            in_channels=1,
+            n_classes=3,
+            patch=32,
+            pixel_weight=weight,
+            seed=0,
+        )
         step.train()
         out = step(torch.rand(2, 1, 32, 32), y)
         assert set(out) == {"loss", "loss_adv", "loss_d"}
@@ -103,8 +112,7 @@ def test_pix2pix_cancel_budget_and_out_as_in_supervised(phantom, tmp_path):
     before = out.read_bytes()
     # checks: 1 label slab + 2 image slices, then per epoch 2 steps + 1 validation batch
     with pytest.raises(Cancelled) as info:
-        train(image, sparse, out=out, overwrite=True, cancel=NthCheck(3 + 3 + 2), context=1,
-              **dict(FAST, epochs=5))
+        train(image, sparse, out=out, overwrite=True, cancel=NthCheck(3 + 3 + 2), context=1, **dict(FAST, epochs=5))
     assert "after 1 epoch" in str(info.value)
     assert info.value.result is not None and info.value.result.info.train["mode"] == "pix2pix"
     assert out.read_bytes() == before  # `out` is written only on completion
@@ -128,10 +136,37 @@ def test_cli_train_mode_pix2pix(phantom, tmp_path, capsys):
     image, sparse = phantom
     np.save(tmp_path / "img.npy", image)
     np.save(tmp_path / "lab.npy", sparse)
-    code = main(["train", "--image", str(tmp_path / "img.npy"), "--labels", str(tmp_path / "lab.npy"),
-                 "--out", str(tmp_path / "p2p"), "--mode", "pix2pix", "--pixel-weight", "20", "--arch", "attentionunet",
-                 "--size", "tiny", "--epochs", "1", "--steps", "2", "--batch", "2", "--patch", "32",
-                 "--context", "1", "--device", "cpu"])
+    code = main(
+        [
+            "train",
+            "--image",
+            str(tmp_path / "img.npy"),
+            "--labels",
+            str(tmp_path / "lab.npy"),
+            "--out",
+            str(tmp_path / "p2p"),
+            "--mode",
+            "pix2pix",
+            "--pixel-weight",
+            "20",
+            "--arch",
+            "attentionunet",
+            "--size",
+            "tiny",
+            "--epochs",
+            "1",
+            "--steps",
+            "2",
+            "--batch",
+            "2",
+            "--patch",
+            "32",
+            "--context",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert "attentionunet (tiny, pix2pix)" in capsys.readouterr().out
     info = read_model_info(tmp_path / "p2p.safetensors")

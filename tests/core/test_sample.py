@@ -150,7 +150,7 @@ def test_bad_arguments(kwargs, match):
         make_phantom(kw.pop("shape"), **kw)
     message = str(info.value)
     assert "\n" not in message
-    assert "pass " in message          # names the fix
+    assert "pass " in message  # names the fix
 
 
 def test_presets_are_named_settings_and_explicit_arguments_win():
@@ -158,8 +158,9 @@ def test_presets_are_named_settings_and_explicit_arguments_win():
 
     assert {"default", "hard", "hard-transfer"} <= set(PRESETS)
     hard, truth = make_phantom((4, 48, 48), seed=2, preset="hard")
-    same, _ = make_phantom((4, 48, 48), seed=2, **{k: v for k, v in PRESETS["hard"].items()
-                                                    if k != "n_angles_fraction"}, n_angles=24)
+    same, _ = make_phantom(
+        (4, 48, 48), seed=2, **{k: v for k, v in PRESETS["hard"].items() if k != "n_angles_fraction"}, n_angles=24
+    )
     np.testing.assert_array_equal(hard, same)  # the preset is exactly its settings (24 = 48 x 0.5 angles)
     quieter, truth2 = make_phantom((4, 48, 48), seed=2, preset="hard", noise=0.0)
     np.testing.assert_array_equal(truth, truth2)

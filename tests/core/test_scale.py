@@ -145,11 +145,20 @@ def test_distributed_local_cluster_equals_single_process(tmp_path, vol, tiny_mod
 
     mpath = save_model(tiny_model, tmp_path / "m.safetensors")
     clean = segment(vol, tiny_model, **KW)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         steps = []
-        res = segment_distributed(tmp_path / "in.zarr", mpath, tmp_path / "d.zarr", client=client,
-                                  torch_threads=1, progress=lambda p: steps.append(p.step), **KW)
+        res = segment_distributed(
+            tmp_path / "in.zarr",
+            mpath,
+            tmp_path / "d.zarr",
+            client=client,
+            torch_threads=1,
+            progress=lambda p: steps.append(p.step),
+            **KW,
+        )
         np.testing.assert_array_equal(res[...], clean)
         assert output_complete(tmp_path / "d.zarr")
         assert sorted(steps) == steps and steps[-1] == 9 and len(steps) == 5  # one record per slab
@@ -176,8 +185,15 @@ def test_distributed_local_cluster_equals_single_process(tmp_path, vol, tiny_mod
             segment(vol, tiny_model, out=tmp_path / "c.zarr", cancel=token, progress=lambda p: token.cancel(), **KW)
         assert SlabMarkers(tmp_path / "c.zarr").done() == {(0, 2)}
         steps.clear()
-        res2 = segment_distributed(tmp_path / "in.zarr", mpath, tmp_path / "c.zarr", client=client, resume=True,
-                                   progress=lambda p: steps.append(p.step), **KW)
+        res2 = segment_distributed(
+            tmp_path / "in.zarr",
+            mpath,
+            tmp_path / "c.zarr",
+            client=client,
+            resume=True,
+            progress=lambda p: steps.append(p.step),
+            **KW,
+        )
         assert len(steps) == 4
         np.testing.assert_array_equal(res2[...], clean)
 
@@ -233,14 +249,17 @@ def test_dead_worker_is_one_line_and_the_old_output_survives(tmp_path, vol, tiny
         return real(spec, i, r)
 
     monkeypatch.setattr(dist, "_run_slab", dies_on_the_third_slab)
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         with pytest.raises(ClusterError, match=r"a dask worker died .*--resume"):
             dist.segment_distributed(tmp_path / "in.zarr", mpath, out, client=client, overwrite=True, **KW)
         np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], old)  # untouched
         monkeypatch.setattr(dist, "_run_slab", real)
-        res = dist.segment_distributed(tmp_path / "in.zarr", mpath, out, client=client, overwrite=True, resume=True,
-                                       **KW)
+        res = dist.segment_distributed(
+            tmp_path / "in.zarr", mpath, out, client=client, overwrite=True, resume=True, **KW
+        )
     np.testing.assert_array_equal(res[...], segment(vol, tiny_model, **KW))
     assert output_complete(out) and not (tmp_path / ".d.zarr.xrayseg-new").exists()
 
@@ -301,8 +320,24 @@ def test_refused_cluster_with_overwrite_keeps_the_old_output(tmp_path, vol, tiny
         raise OSError(f"Timed out trying to connect to {address} after {timeout}")
 
     monkeypatch.setattr(distributed, "Client", refused)
-    code = main(["predict", "--image", str(tmp_path / "in.zarr"), "--model", str(mpath), "--out", str(out),
-                 "--scheduler", "tcp://127.0.0.1:1", "--overwrite", "--device", "cpu", "--tile", "32"])
+    code = main(
+        [
+            "predict",
+            "--image",
+            str(tmp_path / "in.zarr"),
+            "--model",
+            str(mpath),
+            "--out",
+            str(out),
+            "--scheduler",
+            "tcp://127.0.0.1:1",
+            "--overwrite",
+            "--device",
+            "cpu",
+            "--tile",
+            "32",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "cannot reach the dask scheduler at tcp://127.0.0.1:1" in err[0]
     np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], old)

@@ -9,8 +9,18 @@ from napari_xrayseg.cli import main
 from napari_xrayseg.core.errors import InputError, OutputExistsError
 from napari_xrayseg.core.study import _pick_slices, study
 
-TINY = {"shape": (8, 32, 32), "slices": (1, 2), "repeats": 2, "size": "tiny", "minutes": None, "epochs": 1,
-        "steps_per_epoch": 1, "patch": 32, "batch": 2, "device": "cpu"}
+TINY = {
+    "shape": (8, 32, 32),
+    "slices": (1, 2),
+    "repeats": 2,
+    "size": "tiny",
+    "minutes": None,
+    "epochs": 1,
+    "steps_per_epoch": 1,
+    "patch": 32,
+    "batch": 2,
+    "device": "cpu",
+}
 
 
 @pytest.mark.slow
@@ -19,8 +29,9 @@ def test_study_tiny_configuration_writes_table_json_and_plot(tmp_path):
     res = study(**TINY, out=tmp_path / "s", progress=lambda p: steps.append(p.step))
     assert steps == list(range(1, 2 * 2 * 2 + 1))  # modes x counts x repeats models
     assert len(res.runs) == 2 * 2 * 2 * 2  # ... each segmented along z and as orthoplane
-    assert {(r["mode"], r["axes"]) for r in res.runs} == {(m, a) for m in ("supervised", "pix2pix")
-                                                           for a in ("z", "zyx")}
+    assert {(r["mode"], r["axes"]) for r in res.runs} == {
+        (m, a) for m in ("supervised", "pix2pix") for a in ("z", "zyx")
+    }
     for r in res.runs:
         assert 0 <= r["mean_dice"] <= 1 and len(r["annotated"]) == r["slices"]
     s = {(x["mode"], x["axes"], x["slices"]): x for x in res.summary}
@@ -40,9 +51,33 @@ def test_study_tiny_configuration_writes_table_json_and_plot(tmp_path):
 
 
 def test_study_cli_and_bad_input(tmp_path, capsys):
-    argv = ["study", "--out", str(tmp_path / "c"), "--shape", "6", "32", "32", "--slices", "1", "--modes",
-            "supervised", "--axes", "z", "--repeats", "1", "--size", "tiny", "--minutes", "0", "--epochs", "1",
-            "--patch", "32", "--device", "cpu"]
+    argv = [
+        "study",
+        "--out",
+        str(tmp_path / "c"),
+        "--shape",
+        "6",
+        "32",
+        "32",
+        "--slices",
+        "1",
+        "--modes",
+        "supervised",
+        "--axes",
+        "z",
+        "--repeats",
+        "1",
+        "--size",
+        "tiny",
+        "--minutes",
+        "0",
+        "--epochs",
+        "1",
+        "--patch",
+        "32",
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "| supervised | one axis (z) |" in out and "study.png" in out

@@ -78,7 +78,8 @@ def test_dice_gamma_one_equals_dice():
     logits = torch.randn(2, 3, 8, 8, generator=g)
     target = torch.randint(-1, 3, (2, 8, 8), generator=g)
     assert float(make_loss("dice_gamma", 1.0)(logits, target)) == pytest.approx(
-        float(make_loss("dice")(logits, target)), abs=1e-5)
+        float(make_loss("dice")(logits, target)), abs=1e-5
+    )
 
 
 # --------------------------------------------------------------------------- training
@@ -89,8 +90,20 @@ def test_training_learns_and_beats_chance():
     sparse = np.zeros_like(truth)
     sparse[[0, 2, 5]] = truth[[0, 2, 5]]
     records: list[Progress] = []
-    model = train(image, sparse, size="tiny", epochs=6, steps_per_epoch=8, batch=4, patch=48, lr=1e-2,
-                  augment=False, device="cpu", seed=0, progress=records.append)
+    model = train(
+        image,
+        sparse,
+        size="tiny",
+        epochs=6,
+        steps_per_epoch=8,
+        batch=4,
+        patch=48,
+        lr=1e-2,
+        augment=False,
+        device="cpu",
+        seed=0,
+        progress=records.append,
+    )
     hist = model.info.history
     assert len(hist) == 6
     assert hist[-1]["loss"] < hist[0]["loss"]
@@ -128,7 +141,9 @@ def test_info_holds_settings_and_classes(phantom):
     assert {"axis", "arch", "size", "loss", "gamma", "patch", "batch", "lr", "seed"} <= set(t)
     h = m.info.history[0]
     assert {"epoch", "loss", "val_dice", "val_dice_per_class", "elapsed_s", "lr"} <= set(h)
-    assert m.info.normalization["low"] is not None and not m.network.training
+    # per-image normalisation by default: no fixed bounds, the training ones kept for the record
+    assert m.info.normalization["low"] is None and not m.network.training
+    assert len(m.info.normalization["training_bounds"]) == 2 and t["normalize"] == "image"
 
 
 def test_single_slice_holds_out_a_block_and_axis_and_2d(phantom):
@@ -225,10 +240,12 @@ def test_context_neighbours_feed_the_channels(phantom):
     kw = dict(FAST, epochs=1, augment=False, val_fraction=0.0)
     image2 = image.copy()
     image2[3] = image[3][::-1]
-    assert ([h["loss"] for h in train(image, lab, context=1, **kw).info.history]
-            == [h["loss"] for h in train(image2, lab, context=1, **kw).info.history])
-    assert ([h["loss"] for h in train(image, lab, context=3, **kw).info.history]
-            != [h["loss"] for h in train(image2, lab, context=3, **kw).info.history])
+    assert [h["loss"] for h in train(image, lab, context=1, **kw).info.history] == [
+        h["loss"] for h in train(image2, lab, context=1, **kw).info.history
+    ]
+    assert [h["loss"] for h in train(image, lab, context=3, **kw).info.history] != [
+        h["loss"] for h in train(image2, lab, context=3, **kw).info.history
+    ]
 
 
 # --------------------------------------------------------------------------- cancel
@@ -308,8 +325,19 @@ def test_training_samples_slices_along_all_three_axes(caplog):
     ann = np.zeros_like(truth)
     ann[[3, 8]] = truth[[3, 8]]
     with caplog.at_level(logging.INFO, logger="napari_xrayseg.core.training"):
-        model = train(image, ann, axes="zyx", size="tiny", epochs=1, steps_per_epoch=2, patch=16, batch=2,
-                      context=1, device="cpu", seed=0)
+        model = train(
+            image,
+            ann,
+            axes="zyx",
+            size="tiny",
+            epochs=1,
+            steps_per_epoch=2,
+            patch=16,
+            batch=2,
+            context=1,
+            device="cpu",
+            seed=0,
+        )
     t = model.info.train
     assert t["axes"] == [0, 1, 2] and t["extra_axis_slices"] == {"1": 8, "2": 8}  # capped at max(8, 4 x 2)
     assert "along other axes" in caplog.text

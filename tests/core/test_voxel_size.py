@@ -26,9 +26,15 @@ def _ome_group(path, levels=2, unit="micrometer", voxel=(0.2, 0.05, 0.05)):
     for i in range(levels):
         g.create_array(str(i), shape=(4 // 2**i or 1, 8 // 2**i, 8 // 2**i), dtype="uint8")
     tr = ngff_scale_transforms(voxel, levels)
-    g.attrs["ome"] = {"version": "0.5", "multiscales": [{
-        "axes": [{"name": a, "type": "space", "unit": unit} for a in "zyx"],
-        "datasets": [{"path": str(i), "coordinateTransformations": tr[i]} for i in range(levels)]}]}
+    g.attrs["ome"] = {
+        "version": "0.5",
+        "multiscales": [
+            {
+                "axes": [{"name": a, "type": "space", "unit": unit} for a in "zyx"],
+                "datasets": [{"path": str(i), "coordinateTransformations": tr[i]} for i in range(levels)],
+            }
+        ],
+    }
     return path
 
 
@@ -48,16 +54,31 @@ def test_plain_zarr_attrs_and_nothing(tmp_path):
 
 def test_tiff_imagej_resolution_and_ome(tmp_path):
     data = np.zeros((3, 8, 8), dtype=np.uint8)
-    tifffile.imwrite(tmp_path / "ij.tif", data, imagej=True, resolution=(1 / 0.25, 1 / 0.5),
-                     metadata={"spacing": 2.0, "unit": "micron"})
+    tifffile.imwrite(
+        tmp_path / "ij.tif",
+        data,
+        imagej=True,
+        resolution=(1 / 0.25, 1 / 0.5),
+        metadata={"spacing": 2.0, "unit": "micron"},
+    )
     assert read_voxel_size(tmp_path / "ij.tif") == ((2.0, 0.5, 0.25), "um")
-    tifffile.imwrite(tmp_path / "cm.tif", data, photometric="minisblack", resolution=(10000.0, 10000.0),
-                     resolutionunit="CENTIMETER")
+    tifffile.imwrite(
+        tmp_path / "cm.tif", data, photometric="minisblack", resolution=(10000.0, 10000.0), resolutionunit="CENTIMETER"
+    )
     size, unit = read_voxel_size(tmp_path / "cm.tif")
     assert unit == "um" and size == pytest.approx((1.0, 1.0, 1.0))
-    tifffile.imwrite(tmp_path / "ome.ome.tif", data, ome=True,
-                     metadata={"axes": "ZYX", "PhysicalSizeX": 0.1, "PhysicalSizeY": 0.1, "PhysicalSizeZ": 0.3,
-                               "PhysicalSizeXUnit": "nm"})
+    tifffile.imwrite(
+        tmp_path / "ome.ome.tif",
+        data,
+        ome=True,
+        metadata={
+            "axes": "ZYX",
+            "PhysicalSizeX": 0.1,
+            "PhysicalSizeY": 0.1,
+            "PhysicalSizeZ": 0.3,
+            "PhysicalSizeXUnit": "nm",
+        },
+    )
     assert read_voxel_size(tmp_path / "ome.ome.tif") == ((0.3, 0.1, 0.1), "nm")
     tifffile.imwrite(tmp_path / "plain.tif", data, photometric="minisblack")
     assert read_voxel_size(tmp_path / "plain.tif") is None
@@ -108,8 +129,9 @@ def test_ngff_label_attrs_round_trip_through_the_readers(tmp_path):
     g = zarr.open_group(str(tmp_path / "out.zarr"), mode="w")
     for i in range(3):
         g.create_array(str(i), shape=(8 // 2**i, 16 // 2**i, 16 // 2**i), dtype="uint8")
-    g.attrs["ome"] = ngff_label_attrs(3, (0.1, 0.05, 0.05), "um", classes=[1, 2, 3],
-                                      class_names=["pore", "nickel", "YSZ"])
+    g.attrs["ome"] = ngff_label_attrs(
+        3, (0.1, 0.05, 0.05), "um", classes=[1, 2, 3], class_names=["pore", "nickel", "YSZ"]
+    )
     assert read_voxel_size(tmp_path / "out.zarr") == ((0.1, 0.05, 0.05), "um")
     assert read_voxel_size(tmp_path / "out.zarr", dataset="2") == ((0.4, 0.2, 0.2), "um")
     assert read_class_names(tmp_path / "out.zarr") == {1: "pore", 2: "nickel", 3: "YSZ"}

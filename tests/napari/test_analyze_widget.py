@@ -31,8 +31,13 @@ def _cell(table, row, column):
 def test_analyze_widget_table_chart_tpb_layer_and_export(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer(show=True)
     lab = _checkerboard()
-    layer = viewer.add_labels(lab, name="phases", scale=(0.5, 0.25, 0.25), translate=(3, 0, 0),
-                              features={"index": [1, 2, 3], "name": ["pore", "nickel", "YSZ"]})
+    layer = viewer.add_labels(
+        lab,
+        name="phases",
+        scale=(0.5, 0.25, 0.25),
+        translate=(3, 0, 0),
+        features={"index": [1, 2, 3], "name": ["pore", "nickel", "YSZ"]},
+    )
     other = lab.copy()
     other[:, :, :3][other[:, :, :3] == 1] = 2
     viewer.add_labels(other, name="other axis", scale=(0.5, 0.25, 0.25))
@@ -91,10 +96,16 @@ def test_reader_gives_scale_units_and_names(make_napari_viewer, tmp_path):
     p = tmp_path / "lab.zarr"
     g = zarr.open_group(str(p), mode="w")
     g.create_array("0", shape=(4, 8, 8), dtype="uint8")[...] = 2
-    g.attrs["ome"] = {"version": "0.5", "multiscales": [{
-        "axes": ngff_axes("um"), "datasets": [{"path": "0", "coordinateTransformations":
-                                               ngff_scale_transforms((0.2, 0.1, 0.1), 1)[0]}]}],
-        "image-label": image_label_properties([1, 2], ["pore", "nickel"])}
+    g.attrs["ome"] = {
+        "version": "0.5",
+        "multiscales": [
+            {
+                "axes": ngff_axes("um"),
+                "datasets": [{"path": "0", "coordinateTransformations": ngff_scale_transforms((0.2, 0.1, 0.1), 1)[0]}],
+            }
+        ],
+        "image-label": image_label_properties([1, 2], ["pore", "nickel"]),
+    }
     g.attrs["napari_xrayseg"] = {"classes": [1, 2], "class_names": ["pore", "nickel"], "complete": True}
     viewer = make_napari_viewer()
     (layer,) = viewer.open(str(p), plugin="napari-xrayseg")
@@ -111,8 +122,9 @@ def test_sample_truth_names_its_phases(make_napari_viewer):
     assert list(truth.features["name"]) == ["pore", "nickel", "YSZ"]
 
 
-def test_segment_warns_at_a_very_different_voxel_size_and_names_the_output(make_napari_viewer, qtbot, tmp_path,
-                                                                           monkeypatch):
+def test_segment_warns_at_a_very_different_voxel_size_and_names_the_output(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
     from dataclasses import replace
 
     from napari_xrayseg._napari.segment_widget import SegmentWidget
@@ -124,8 +136,12 @@ def test_segment_warns_at_a_very_different_voxel_size_and_names_the_output(make_
     warnings = []
     monkeypatch.setattr("napari_xrayseg._napari.segment_widget.show_warning", warnings.append)
     viewer = make_napari_viewer()
-    viewer.add_image(np.random.default_rng(0).random((2, 32, 32), dtype=np.float32), name="img",
-                     scale=(0.2, 0.2, 0.2), units=("um",) * 3)
+    viewer.add_image(
+        np.random.default_rng(0).random((2, 32, 32), dtype=np.float32),
+        name="img",
+        scale=(0.2, 0.2, 0.2),
+        units=("um",) * 3,
+    )
     w = SegmentWidget(viewer)
     w._model_file.value = path
     w._device.value = "cpu"

@@ -18,8 +18,7 @@ def trained(tmp_path_factory):
     image, truth = make_phantom((8, 64, 64), seed=5)
     ann = np.zeros_like(truth)
     ann[[1, 5]] = truth[[1, 5]]
-    model = train(image, ann, size="tiny", epochs=2, steps_per_epoch=2, batch=2, patch=32, device="cpu",
-                  context=3)
+    model = train(image, ann, size="tiny", epochs=2, steps_per_epoch=2, batch=2, patch=32, device="cpu", context=3)
     path = save_model(model, tmp_path_factory.mktemp("m") / "model.safetensors")
     return image, truth, ann, path
 
@@ -41,8 +40,12 @@ def _viewer(make_napari_viewer, trained, show=True):
 
 def _preview_shows(w, viewer, index, axis=0):
     p = w.preview_layer
-    return (p is not None and p in viewer.layers and p.metadata["napari_xrayseg"]["index"] == index
-            and p.metadata["napari_xrayseg"]["axis"] == axis)
+    return (
+        p is not None
+        and p in viewer.layers
+        and p.metadata["napari_xrayseg"]["index"] == index
+        and p.metadata["napari_xrayseg"]["axis"] == axis
+    )
 
 
 def test_annotate_loop_end_to_end(make_napari_viewer, qtbot, trained, tmp_path):

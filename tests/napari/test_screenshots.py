@@ -42,8 +42,14 @@ def test_screenshots_regenerate_and_are_not_blank(make_napari_viewer, tmp_path):
         tmp_path / "images", quick=True, viewer=viewer, workdir=tmp_path / "work", log=lambda line: None
     )
 
-    assert sorted(s.path.name for s in shots) == ["annotate-correct.png", "annotate.png", "evaluate.png",
-                                                  "overview.png", "segment.png", "train.png"]
+    assert sorted(s.path.name for s in shots) == [
+        "annotate-correct.png",
+        "annotate.png",
+        "evaluate.png",
+        "overview.png",
+        "segment.png",
+        "train.png",
+    ]
     assert {s.widget for s in shots} == {"Train", "Segment", "Evaluate", "Annotate"}
     for shot in shots:
         img = iio.imread(shot.path)

@@ -21,8 +21,7 @@ def test_manifest_is_valid():
     import npe2
 
     npe2_cli = Path(sys.executable).with_name("npe2")
-    res = subprocess.run([str(npe2_cli), "validate", "napari-xrayseg", "--imports"],
-                         capture_output=True, text=True)
+    res = subprocess.run([str(npe2_cli), "validate", "napari-xrayseg", "--imports"], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
     manifest = npe2.PluginManifest.from_distribution("napari-xrayseg")
     ids = {c.id for c in manifest.contributions.commands}

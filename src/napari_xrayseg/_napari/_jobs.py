@@ -84,9 +84,17 @@ class JobRunner:
         """Whether a job is in flight."""
         return self._running
 
-    def start(self, gen_fn: Callable[..., Generator[Progress, None, Any]], *, desc: str, total: int,
-              on_returned: Callable[[Any], None], on_yielded: Callable[[Progress], None] | None = None,
-              on_cancelled: Callable[[Cancelled], None] | None = None, **kwargs: Any) -> Any:
+    def start(
+        self,
+        gen_fn: Callable[..., Generator[Progress, None, Any]],
+        *,
+        desc: str,
+        total: int,
+        on_returned: Callable[[Any], None],
+        on_yielded: Callable[[Progress], None] | None = None,
+        on_cancelled: Callable[[Cancelled], None] | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Run ``gen_fn(**kwargs, cancel=token)`` in a worker thread; return the worker."""
         if self.running:
             show_error("a job is already running in this widget: wait for it or cancel it first")
@@ -133,8 +141,7 @@ class JobRunner:
             else:
                 raise exc  # a bug: napari's own handler reports it
 
-        worker = create_worker(gen_fn, cancel=self.token, _ignore_errors=True, _worker_class=_TokenWorker,
-                               **kwargs)
+        worker = create_worker(gen_fn, cancel=self.token, _ignore_errors=True, _worker_class=_TokenWorker, **kwargs)
         worker.on_quit = self.shutdown
         worker.yielded.connect(yielded)
         worker.returned.connect(returned)
@@ -249,8 +256,7 @@ class LatestRunner:
         """Whether a job is running or waiting."""
         return self._running or self._pending is not None
 
-    def request(self, key: Any, fn: Callable[..., Any], on_returned: Callable[[Any, Any], None],
-                **kwargs: Any) -> None:
+    def request(self, key: Any, fn: Callable[..., Any], on_returned: Callable[[Any, Any], None], **kwargs: Any) -> None:
         """Run ``fn(**kwargs)`` as soon as the running job (if any) is done; drop older waiting requests."""
         if self._closed:
             return

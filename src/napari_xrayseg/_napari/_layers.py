@@ -115,8 +115,10 @@ def export_pair(raw: str) -> tuple[Path, Path]:
     pair = base.with_name(base.name + ".csv"), base.with_name(base.name + ".json")
     taken = [str(p) for p in pair if p.exists()]
     if taken:
-        raise OutputExistsError(f"{' and '.join(taken)} exist{'s' if len(taken) == 1 else ''}: "
-                                "choose another base name (nothing is overwritten)")
+        raise OutputExistsError(
+            f"{' and '.join(taken)} exist{'s' if len(taken) == 1 else ''}: "
+            "choose another base name (nothing is overwritten)"
+        )
     return pair
 
 
@@ -129,7 +131,7 @@ def voxel_size_warning(layer: Any, model: Any) -> str | None:
     units = getattr(layer, "units", None)
     if info.voxel_size is None or not units:
         return None
-    scale = tuple(float(s) for s in layer.scale)[-len(info.voxel_size):]
+    scale = tuple(float(s) for s in layer.scale)[-len(info.voxel_size) :]
     try:
         return voxel_size_mismatch(info.voxel_size, info.unit, scale, str(units[-1]))
     except XraysegError:  # a unit napari knows and we do not: no opinion

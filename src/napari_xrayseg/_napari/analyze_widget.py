@@ -39,13 +39,20 @@ if TYPE_CHECKING:
     import napari
 
 _UNITS = ["voxel", "nm", "um", "mm"]
-_COLUMNS = (("name", "name"), ("volume_fraction", "vol. fraction"), ("specific_surface_area", "S_V"),
-            ("largest_cluster_fraction", "largest cluster"), ("percolates", "percolates z/y/x"),
-            ("tortuosity", "tau z/y/x"), ("mean_size", "mean size"))
+_COLUMNS = (
+    ("name", "name"),
+    ("volume_fraction", "vol. fraction"),
+    ("specific_surface_area", "S_V"),
+    ("largest_cluster_fraction", "largest cluster"),
+    ("percolates", "percolates z/y/x"),
+    ("tortuosity", "tau z/y/x"),
+    ("mean_size", "mean size"),
+)
 
 
-def _iter_job(labels: Any, *, spread: list[Any], tpb: bool, cancel: CancelToken | None = None,
-              **kwargs: Any) -> Generator[Progress, None, dict[str, Any]]:
+def _iter_job(
+    labels: Any, *, spread: list[Any], tpb: bool, cancel: CancelToken | None = None, **kwargs: Any
+) -> Generator[Progress, None, dict[str, Any]]:
     """Analyze ``labels`` (and each ``spread`` volume), then find the TPB edges for the Points layer."""
     m = yield from iter_analyze(labels, cancel=cancel, **kwargs)
     others = []
@@ -88,8 +95,10 @@ class AnalyzeWidget(JobWidget):
         self._region.tooltip = "sub-volume z0:z1,y0:y1,x0:x1 (empty: the whole volume)"
         self._tortuosity = CheckBox(text="Tortuosity (TauFactor; the slow part)", value=True)
         self._spread = ComboBox(label="Spread over", choices=self._labels_choices, nullable=True, value=None)
-        self._spread.tooltip = ("optional: another segmentation of the same volume (e.g. another axis or model); "
-                                "the bar chart then shows the range of both")
+        self._spread.tooltip = (
+            "optional: another segmentation of the same volume (e.g. another axis or model); "
+            "the bar chart then shows the range of both"
+        )
         self._run = PushButton(text="Analyze")
         self.runner = JobRunner(self._run, "Analyze")
         self._summary = Label(value="")
@@ -108,9 +117,25 @@ class AnalyzeWidget(JobWidget):
         self._labels.changed.connect(self._on_layer_chosen)
         self._add_tpb.changed.connect(self._on_add_tpb)
         self._export.changed.connect(self._on_export)
-        self.extend([self._labels, self._vz, self._vy, self._vx, self._unit, self._region, self._tortuosity,
-                     self._spread, self._run, self._summary, self._table, self._plot_box, self._add_tpb,
-                     self._export_path, self._export])
+        self.extend(
+            [
+                self._labels,
+                self._vz,
+                self._vy,
+                self._vx,
+                self._unit,
+                self._region,
+                self._tortuosity,
+                self._spread,
+                self._run,
+                self._summary,
+                self._table,
+                self._plot_box,
+                self._add_tpb,
+                self._export_path,
+                self._export,
+            ]
+        )
         self._set_result_enabled(False)
         self._follow_layers(viewer)
         self._on_layer_chosen()
@@ -144,14 +169,23 @@ class AnalyzeWidget(JobWidget):
         if other is not None and other is not layer:
             data = layer_array(other, "labels")
             if tuple(data.shape) != tuple(labels.shape):
-                raise InputError(f"{other.name!r} has shape {tuple(data.shape)}, {layer.name!r} "
-                                 f"{tuple(labels.shape)}: spread needs segmentations of the same volume")
+                raise InputError(
+                    f"{other.name!r} has shape {tuple(data.shape)}, {layer.name!r} "
+                    f"{tuple(labels.shape)}: spread needs segmentations of the same volume"
+                )
             spread.append(data)
         unit = str(self._unit.value)
         voxel = None if unit == "voxel" else (float(self._vz.value), float(self._vy.value), float(self._vx.value))
-        kwargs = {"labels": labels, "spread": spread, "tpb": True, "voxel_size": voxel, "unit": unit,
-                  "class_names": layer_class_names(layer), "region": str(self._region.value).strip() or None,
-                  "tortuosity": bool(self._tortuosity.value)}
+        kwargs = {
+            "labels": labels,
+            "spread": spread,
+            "tpb": True,
+            "voxel_size": voxel,
+            "unit": unit,
+            "class_names": layer_class_names(layer),
+            "region": str(self._region.value).strip() or None,
+            "tortuosity": bool(self._tortuosity.value),
+        }
         return kwargs, {"name": layer.name, "placement": placement(layer)}
 
     def _on_run(self) -> None:
@@ -163,8 +197,13 @@ class AnalyzeWidget(JobWidget):
         except XraysegError as e:
             show_error(str(e))
             return
-        self.runner.start(_iter_job, desc=f"Analyzing {context['name']}", total=1,
-                          on_returned=lambda out: self._show(out, context), **kwargs)
+        self.runner.start(
+            _iter_job,
+            desc=f"Analyzing {context['name']}",
+            total=1,
+            on_returned=lambda out: self._show(out, context),
+            **kwargs,
+        )
 
     # ---- results
 
@@ -177,8 +216,10 @@ class AnalyzeWidget(JobWidget):
         self.result, self.interval = m, out["interval"]
         self._context = {**context, "points": out["points"]}
         u = m.unit
-        titles = [t if k not in ("specific_surface_area", "mean_size") else f"{t} ({'1/' + u if k[0] == 's' else u})"
-                  for k, t in _COLUMNS]
+        titles = [
+            t if k not in ("specific_surface_area", "mean_size") else f"{t} ({'1/' + u if k[0] == 's' else u})"
+            for k, t in _COLUMNS
+        ]
         self._table.value = {
             "data": [[_fmt(p.to_dict()[k]) for k, _ in _COLUMNS] for p in m.phases.values()],
             "index": [f"label {k}" for k in m.phases],
@@ -216,15 +257,31 @@ class AnalyzeWidget(JobWidget):
             return
         pts = self._context["points"]
         name = unique_name(self._viewer, f"{self._context['name']} TPB")
-        self._viewer.add_points(pts, name=name, size=1.0, face_color="yellow", border_width=0,
-                                **self._context["placement"],
-                                metadata={"napari_xrayseg": {"kind": "tpb", "source": self._context["name"],
-                                                             "phases": list(self.result.tpb_phases or ())}})
+        self._viewer.add_points(
+            pts,
+            name=name,
+            size=1.0,
+            face_color="yellow",
+            border_width=0,
+            **self._context["placement"],
+            metadata={
+                "napari_xrayseg": {
+                    "kind": "tpb",
+                    "source": self._context["name"],
+                    "phases": list(self.result.tpb_phases or ()),
+                }
+            },
+        )
         show_info(f"added {name!r}: {len(pts):,} TPB edge midpoints (switch to 3D to see the network)")
 
     def _on_export(self) -> None:
-        export_csv_json(self.result, str(self._export_path.value), missing="no result yet: press Analyze first",
-                        show_error=show_error, show_info=show_info)
+        export_csv_json(
+            self.result,
+            str(self._export_path.value),
+            missing="no result yet: press Analyze first",
+            show_error=show_error,
+            show_info=show_info,
+        )
 
 
 __all__ = ["AnalyzeWidget"]

@@ -68,8 +68,9 @@ class UncertaintyPlot(Container):
         ax.set_xlabel("slice")
         ax.set_ylabel("uncertainty")
         if ranking is None:
-            ax.text(0.5, 0.5, "Suggest slices to rank them", ha="center", va="center", transform=ax.transAxes,
-                    color="gray")
+            ax.text(
+                0.5, 0.5, "Suggest slices to rank them", ha="center", va="center", transform=ax.transAxes, color="gray"
+            )
         else:
             u = ranking.uncertainty
             x = np.arange(len(u))
@@ -78,8 +79,15 @@ class UncertaintyPlot(Container):
                 ax.axvline(a, color="tab:green", alpha=0.6, linewidth=2, label="annotated" if j == 0 else None)
             for rank, s in enumerate(ranking.suggested, 1):
                 ax.plot([s], [u[s]], "o", color="tab:red", markersize=6, label="suggested" if rank == 1 else None)
-                ax.annotate(str(rank), (s, u[s]), textcoords="offset points", xytext=(0, 5), ha="center",
-                            fontsize=7, color="tab:red")
+                ax.annotate(
+                    str(rank),
+                    (s, u[s]),
+                    textcoords="offset points",
+                    xytext=(0, 5),
+                    ha="center",
+                    fontsize=7,
+                    color="tab:red",
+                )
             if current is not None:
                 ax.axvline(current, color="black", linestyle=":", linewidth=1)
             ax.set_xlim(-0.5, len(u) - 0.5)
@@ -105,19 +113,26 @@ class AnnotateWidget(JobWidget):
         self._next = 0  # position in ranking.suggested of the next "go to"
         self._norms: dict[Any, Any] = {}  # (model id, image layer id) -> intensity bounds, filled by previews
         self._image = ComboBox(label="Image", choices=layer_choices(viewer, napari.layers.Image), nullable=False)
-        self._labels = ComboBox(label="Annotations", choices=layer_choices(viewer, napari.layers.Labels),
-                                nullable=False)
-        self._model_file = FileEdit(label="Model", mode="r", filter="*.safetensors", value="",
-                                    tooltip="a trained model (e.g. saved by Train); rounds are saved beside it")
+        self._labels = ComboBox(
+            label="Annotations", choices=layer_choices(viewer, napari.layers.Labels), nullable=False
+        )
+        self._model_file = FileEdit(
+            label="Model",
+            mode="r",
+            filter="*.safetensors",
+            value="",
+            tooltip="a trained model (e.g. saved by Train); rounds are saved beside it",
+        )
         self._live = CheckBox(label="Live preview of the shown slice", value=True)
         self._count = SpinBox(label="Suggestions", min=1, max=100, value=5)
         self._suggest = PushButton(text="Suggest slices")
         self._go = PushButton(text="Go to next suggestion")
         self._copy = PushButton(text="Copy prediction into annotations")
-        self._copy.tooltip = ("copy the preview of this slice into the annotations where they are empty (0); "
-                              "undo with Ctrl+Z on the annotations layer")
-        self._fraction = FloatSpinBox(label="Round budget (x first training)", min=0.05, max=2.0, step=0.05,
-                                      value=0.25)
+        self._copy.tooltip = (
+            "copy the preview of this slice into the annotations where they are empty (0); "
+            "undo with Ctrl+Z on the annotations layer"
+        )
+        self._fraction = FloatSpinBox(label="Round budget (x first training)", min=0.05, max=2.0, step=0.05, value=0.25)
         self._train = PushButton(text="Continue training")
         self._status = Label(value="choose a trained model")
         self.plot = UncertaintyPlot()
@@ -141,8 +156,22 @@ class AnnotateWidget(JobWidget):
                 event.disconnect(self._on_view)
 
         self._train.native.destroyed.connect(unhook)
-        self.extend([self._image, self._labels, self._model_file, self._live, self._count, self._suggest, self.plot,
-                     self._go, self._copy, self._fraction, self._train, self._status])
+        self.extend(
+            [
+                self._image,
+                self._labels,
+                self._model_file,
+                self._live,
+                self._count,
+                self._suggest,
+                self.plot,
+                self._go,
+                self._copy,
+                self._fraction,
+                self._train,
+                self._status,
+            ]
+        )
         self._follow_layers(viewer)
 
     # ------------------------------------------------------------------ model
@@ -175,7 +204,7 @@ class AnnotateWidget(JobWidget):
             return (0, 0)
         if layer.ndim != 3:
             return None
-        hidden = list(self._viewer.dims.not_displayed)[-layer.ndim:]
+        hidden = list(self._viewer.dims.not_displayed)[-layer.ndim :]
         world_axis = hidden[-1] if hidden else None
         if world_axis is None:
             return None
@@ -222,8 +251,17 @@ class AnnotateWidget(JobWidget):
                     then(k, lab)
 
         norm_key = key[:2]
-        self.preview_runner.request(key, _preview, done, image=layer_array(layer, "image"), model=self.model,
-                                    index=key[3], axis=key[2], norms=self._norms, norm_key=norm_key)
+        self.preview_runner.request(
+            key,
+            _preview,
+            done,
+            image=layer_array(layer, "image"),
+            model=self.model,
+            index=key[3],
+            axis=key[2],
+            norms=self._norms,
+            norm_key=norm_key,
+        )
 
     def _show(self, key: tuple[Any, ...], lab: np.ndarray) -> None:
         layer = self._image.value
@@ -235,8 +273,9 @@ class AnnotateWidget(JobWidget):
         p = self.preview_layer
         if p is None or p not in self._viewer.layers or p.ndim != data.ndim:
             name = unique_name(self._viewer, f"{layer.name} preview")
-            self.preview_layer = self._viewer.add_labels(data, name=name, scale=tuple(layer.scale),
-                                                         translate=tuple(translate), opacity=0.45)
+            self.preview_layer = self._viewer.add_labels(
+                data, name=name, scale=tuple(layer.scale), translate=tuple(translate), opacity=0.45
+            )
             self._viewer.layers.selection.active = self._labels.value or self.preview_layer
         else:
             p.translate = tuple(translate)
@@ -261,11 +300,15 @@ class AnnotateWidget(JobWidget):
         if labels is None or image is None:
             raise InputError("choose the image and its annotations (a Labels layer) first")
         if tuple(labels.data.shape) != tuple(image.data.shape):
-            raise InputError(f"annotations shape {tuple(labels.data.shape)} does not match image shape "
-                             f"{tuple(image.data.shape)}: pick the Labels layer painted on this image")
+            raise InputError(
+                f"annotations shape {tuple(labels.data.shape)} does not match image shape "
+                f"{tuple(image.data.shape)}: pick the Labels layer painted on this image"
+            )
         if not isinstance(labels.data, np.ndarray):
-            raise InputError(f"annotations layer {labels.name!r} is not in memory (read-only): copy it to a new "
-                             "Labels layer to paint on it")
+            raise InputError(
+                f"annotations layer {labels.name!r} is not in memory (read-only): copy it to a new "
+                "Labels layer to paint on it"
+            )
         return labels
 
     def _paste(self, labels: Any, key: tuple[Any, ...], lab: np.ndarray) -> None:
@@ -292,8 +335,10 @@ class AnnotateWidget(JobWidget):
         if labels is not None:
             lab = layer_array(labels, "labels")
             if tuple(lab.shape) != tuple(image.shape):
-                raise InputError(f"annotations shape {tuple(lab.shape)} does not match image shape "
-                                 f"{tuple(image.shape)}: pick the Labels layer painted on this image")
+                raise InputError(
+                    f"annotations shape {tuple(lab.shape)} does not match image shape "
+                    f"{tuple(image.shape)}: pick the Labels layer painted on this image"
+                )
             if isinstance(lab, np.ndarray):
                 lab = lab.copy()
         where = self.current_slice()
@@ -302,16 +347,19 @@ class AnnotateWidget(JobWidget):
 
     def _start_suggest(self, kwargs: dict[str, Any]) -> None:
         self._status.value = "ranking slices..."
-        self.suggest_runner.start(iter_rank_slices, desc="Suggesting slices", total=1, on_returned=self._ranked,
-                                  **kwargs)
+        self.suggest_runner.start(
+            iter_rank_slices, desc="Suggesting slices", total=1, on_returned=self._ranked, **kwargs
+        )
 
     def _ranked(self, ranking: SliceRanking) -> None:
         self.ranking = ranking
         self._next = 0
         where = self.current_slice()
         self.plot.draw(ranking, where[1] if where is not None else None)
-        self._status.value = (f"next slices to annotate (axis {ranking.axis}), best first: "
-                              f"{', '.join(map(str, ranking.suggested)) or 'none left'}")
+        self._status.value = (
+            f"next slices to annotate (axis {ranking.axis}), best first: "
+            f"{', '.join(map(str, ranking.suggested)) or 'none left'}"
+        )
 
     def go_to_next(self) -> None:
         """Move the viewer to the next suggested slice that is still unannotated."""
@@ -349,17 +397,25 @@ class AnnotateWidget(JobWidget):
             raise InputError("choose a trained model first")
         labels = self._writable_labels()
         image = layer_array(self._image.value, "image")
-        return {"image": image, "labels": labels.data.copy(), "model": self.model,
-                "fraction": float(self._fraction.value)}
+        return {
+            "image": image,
+            "labels": labels.data.copy(),
+            "model": self.model,
+            "fraction": float(self._fraction.value),
+        }
 
     def _start_train(self, kwargs: dict[str, Any]) -> None:
         self._status.value = "training..."
         before = self.model
-        self.runner.start(iter_continue_training, desc="Continue training", total=1,
-                          on_returned=lambda m: self._trained(m, before, cancelled=False),
-                          on_yielded=self._on_progress,
-                          on_cancelled=lambda e: self._trained(getattr(e, "result", None), before, cancelled=True),
-                          **kwargs)
+        self.runner.start(
+            iter_continue_training,
+            desc="Continue training",
+            total=1,
+            on_returned=lambda m: self._trained(m, before, cancelled=False),
+            on_yielded=self._on_progress,
+            on_cancelled=lambda e: self._trained(getattr(e, "result", None), before, cancelled=True),
+            **kwargs,
+        )
 
     def _on_progress(self, p: Progress) -> None:
         if "loss" in p.info:
@@ -401,8 +457,10 @@ class AnnotateWidget(JobWidget):
                 self._model_file.changed.connect(self._on_model_file)
         rnd = model.info.train["rounds"][-1]
         best = rnd.get("best_val_dice")
-        msg = (f"round {rnd['round']}{' (cancelled)' if cancelled else ''}: {rnd.get('epochs_run')} epochs, "
-               f"best validation Dice {'n/a' if best is None else f'{best:.3f}'}; saved to {path}")
+        msg = (
+            f"round {rnd['round']}{' (cancelled)' if cancelled else ''}: {rnd.get('epochs_run')} epochs, "
+            f"best validation Dice {'n/a' if best is None else f'{best:.3f}'}; saved to {path}"
+        )
         self._status.value = msg
         show_info(msg)
         self.refresh_preview()

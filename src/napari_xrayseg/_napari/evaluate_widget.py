@@ -271,8 +271,10 @@ class EvaluateWidget(JobWidget):
         bands = report.by_interface_distance
         if bands:
             names = {"0": "on an interface", "1": "1 voxel away", "2+": "farther"}
-            lines.append("error rate " + ", ".join(
-                f"{names[k]} {_fmt(v['error_rate'])} ({v['voxels']:,} voxels)" for k, v in bands.items()))
+            lines.append(
+                "error rate "
+                + ", ".join(f"{names[k]} {_fmt(v['error_rate'])} ({v['voxels']:,} voxels)" for k, v in bands.items())
+            )
         na = [str(c) for c in report.classes if report.per_class[c].get("dice") is None]
         if na:
             lines.append(f"not applicable (absent from both): class {', '.join(na)}")
@@ -379,5 +381,10 @@ class EvaluateWidget(JobWidget):
     # ---- export
 
     def _on_export(self) -> None:
-        export_csv_json(self.report, str(self._export_path.value), missing="no evaluation yet: press Evaluate first",
-                        show_error=show_error, show_info=show_info)
+        export_csv_json(
+            self.report,
+            str(self._export_path.value),
+            missing="no evaluation yet: press Evaluate first",
+            show_error=show_error,
+            show_info=show_info,
+        )

@@ -51,8 +51,7 @@ def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
         levels = [da.from_zarr(a) for a in output_levels(p)]
         data: Any = levels if len(levels) > 1 else levels[0]
         state = "" if meta.get("complete") else " (incomplete)"
-        kw: dict[str, Any] = {"name": name + state, "multiscale": len(levels) > 1,
-                              "metadata": {"napari_xrayseg": meta}}
+        kw: dict[str, Any] = {"name": name + state, "multiscale": len(levels) > 1, "metadata": {"napari_xrayseg": meta}}
         kw.update(physical_placement(*(found or (None, None)), levels[0].ndim))
         features = label_features(read_class_names(p))
         if features:
@@ -61,7 +60,16 @@ def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
     arrays = multiscale_levels(zarr.open(store=str(p), mode="r"))
     if arrays:
         levels = [da.from_zarr(a) for a in arrays]
-        return [(levels, {"name": name, "multiscale": len(levels) > 1,
-                          **physical_placement(*(found or (None, None)), levels[0].ndim)}, "image")]
+        return [
+            (
+                levels,
+                {
+                    "name": name,
+                    "multiscale": len(levels) > 1,
+                    **physical_placement(*(found or (None, None)), levels[0].ndim),
+                },
+                "image",
+            )
+        ]
     arr = da.from_zarr(open_volume(p))
     return [(arr, {"name": name, **physical_placement(*(found or (None, None)), arr.ndim)}, "image")]

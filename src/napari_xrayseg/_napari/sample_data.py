@@ -17,10 +17,15 @@ def make_sample_data() -> list[tuple[Any, dict[str, Any], str]]:
     Console equivalent: ``napari_xrayseg.make_phantom((48, 192, 192), seed=0)``.
     """
     image, truth = make_phantom(SAMPLE_SHAPE, seed=SAMPLE_SEED)
-    meta = {"napari_xrayseg": {"sample": "pxct-phantom", "seed": SAMPLE_SEED, "shape": list(SAMPLE_SHAPE),
-                               "phases": {str(k): v for k, v in PHASES.items()}}}
+    meta = {
+        "napari_xrayseg": {
+            "sample": "pxct-phantom",
+            "seed": SAMPLE_SEED,
+            "shape": list(SAMPLE_SHAPE),
+            "phases": {str(k): v for k, v in PHASES.items()},
+        }
+    }
     return [
         (image, {"name": "PXCT sample", "metadata": meta, "colormap": "gray"}, "image"),
-        (truth, {"name": "PXCT truth", "metadata": meta, "opacity": 0.5, "features": label_features(PHASES)},
-         "labels"),
+        (truth, {"name": "PXCT truth", "metadata": meta, "opacity": 0.5, "features": label_features(PHASES)}, "labels"),
     ]

@@ -40,18 +40,23 @@ class SegmentWidget(JobWidget):
         self.model: Model | None = None  # set by code (e.g. after training) to skip the file
         self._image = ComboBox(label="Image", choices=layer_choices(viewer, napari.layers.Image), nullable=False)
         self._model_file = FileEdit(label="Model file", mode="r", filter="*.safetensors", value="")
-        self._axis = ComboBox(label="Slice axis", choices=[("0 (Z: xy slices)", 0), ("1 (Y: xz slices)", 1),
-                                                           ("2 (X: yz slices)", 2)], value=_D.axis)
+        self._axis = ComboBox(
+            label="Slice axis",
+            choices=[("0 (Z: xy slices)", 0), ("1 (Y: xz slices)", 1), ("2 (X: yz slices)", 2)],
+            value=_D.axis,
+        )
         self._tile = SpinBox(label="Tile", min=16, max=4096, step=16, value=MODEL_TILE)
         self._overlap = FloatSpinBox(label="Overlap", min=0.0, max=0.9, step=0.05, value=_D.overlap)
         self._batch = SpinBox(label="Batch", min=1, max=256, value=_D.batch)
         self._device = ComboBox(label="Device", choices=["auto", *available_devices()], value=_D.device)
         self._out = FileEdit(label="Save to zarr (optional)", mode="w", filter="*.zarr", value="")
         self._pyramid = CheckBox(text="multiscale pyramid (OME-Zarr, for big volumes)", value=False)
-        self._axes = ComboBox(label="Axes", choices=[("slice axis only", ""), ("orthoplane: z, y, x averaged", "zyx")],
-                              value="")
-        self._confidence = ComboBox(label="Confidence", value="",
-                                    choices=[("none", ""), ("max probability", "maxprob"), ("entropy", "entropy")])
+        self._axes = ComboBox(
+            label="Axes", choices=[("slice axis only", ""), ("orthoplane: z, y, x averaged", "zyx")], value=""
+        )
+        self._confidence = ComboBox(
+            label="Confidence", value="", choices=[("none", ""), ("max probability", "maxprob"), ("entropy", "entropy")]
+        )
         self._tta = CheckBox(text="flip test-time augmentation (3x the work)", value=False)
         self._default_tile = MODEL_TILE  # the model's own tile: used as "unset" (it adapts to small slices)
         self._info = Label(value="")
@@ -59,9 +64,24 @@ class SegmentWidget(JobWidget):
         self.runner = JobRunner(self._run, "Segment")
         self._run.changed.connect(self._on_run)
         self._model_file.changed.connect(self._on_model_file)
-        self.extend([self._image, self._model_file, self._axis, self._tile, self._overlap, self._batch,
-                     self._axes, self._confidence, self._tta, self._device, self._out, self._pyramid, self._info,
-                     self._run])
+        self.extend(
+            [
+                self._image,
+                self._model_file,
+                self._axis,
+                self._tile,
+                self._overlap,
+                self._batch,
+                self._axes,
+                self._confidence,
+                self._tta,
+                self._device,
+                self._out,
+                self._pyramid,
+                self._info,
+                self._run,
+            ]
+        )
         self._follow_layers(viewer)
 
     def _on_model_file(self, value: Any) -> None:
@@ -89,8 +109,13 @@ class SegmentWidget(JobWidget):
         warning = voxel_size_warning(layer, kwargs["model"])
         if warning:
             show_warning(warning)
-        self.runner.start(iter_segment, desc=f"Segmenting {layer.name}", total=kwargs["image"].shape[0],
-                          on_returned=lambda labels: self._add_result(labels, layer, kwargs), **kwargs)
+        self.runner.start(
+            iter_segment,
+            desc=f"Segmenting {layer.name}",
+            total=kwargs["image"].shape[0],
+            on_returned=lambda labels: self._add_result(labels, layer, kwargs),
+            **kwargs,
+        )
 
     def _inputs(self) -> dict[str, Any]:
         """Validate and snapshot everything the job needs, on the main thread."""
@@ -102,8 +127,9 @@ class SegmentWidget(JobWidget):
         if model is None:
             path = Path(str(self._model_file.value))
             if not str(self._model_file.value) or not path.is_file():
-                raise InputError("no model file chosen: pick a .safetensors model (from training or "
-                                 "`xrayseg init-model`)")
+                raise InputError(
+                    "no model file chosen: pick a .safetensors model (from training or `xrayseg init-model`)"
+                )
             model = path
         out = str(self._out.value) if str(self._out.value) not in ("", ".") else None
         if out is not None and Path(out).exists():
@@ -115,11 +141,20 @@ class SegmentWidget(JobWidget):
             axis = 0
         default = self.model.info.tile if self.model is not None else self._default_tile
         tile = None if int(self._tile.value) == default else int(self._tile.value)
-        return {"image": data, "model": model, "axis": axis, "tile": tile,
-                "overlap": float(self._overlap.value), "batch": int(self._batch.value),
-                "device": str(self._device.value), "out": out, "pyramid": bool(self._pyramid.value),
-                "axes": self._axes.value or None, "confidence": self._confidence.value or None,
-                "tta": bool(self._tta.value)}
+        return {
+            "image": data,
+            "model": model,
+            "axis": axis,
+            "tile": tile,
+            "overlap": float(self._overlap.value),
+            "batch": int(self._batch.value),
+            "device": str(self._device.value),
+            "out": out,
+            "pyramid": bool(self._pyramid.value),
+            "axes": self._axes.value or None,
+            "confidence": self._confidence.value or None,
+            "tta": bool(self._tta.value),
+        }
 
     def _add_result(self, result: Any, layer: Any, kwargs: dict[str, Any]) -> None:
         labels, conf = result if kwargs["confidence"] else (result, None)
@@ -135,14 +170,26 @@ class SegmentWidget(JobWidget):
         model = kwargs["model"]
         info = model.info if hasattr(model, "info") else read_model_info(model)
         features = label_features(dict(zip(info.classes, info.class_names)))
-        self._viewer.add_labels(labels, name=name, multiscale=multiscale, **placement(layer), features=features,
-                                metadata={"napari_xrayseg": {"source": layer.name, "axis": kwargs["axis"],
-                                                             "model": str(kwargs["model"])}})
+        self._viewer.add_labels(
+            labels,
+            name=name,
+            multiscale=multiscale,
+            **placement(layer),
+            features=features,
+            metadata={"napari_xrayseg": {"source": layer.name, "axis": kwargs["axis"], "model": str(kwargs["model"])}},
+        )
         if conf is not None:
             kind = kwargs["confidence"]
             cname = unique_name(self._viewer, f"{layer.name} {kind}")
             # maxprob: bright = sure; entropy: bright = unsure (annotate there next)
-            self._viewer.add_image(conf, name=cname, colormap="magma", contrast_limits=(0.0, 1.0), opacity=0.7,
-                                   blending="translucent", **placement(layer),
-                                   metadata={"napari_xrayseg": {"source": layer.name, "confidence": kind}})
+            self._viewer.add_image(
+                conf,
+                name=cname,
+                colormap="magma",
+                contrast_limits=(0.0, 1.0),
+                opacity=0.7,
+                blending="translucent",
+                **placement(layer),
+                metadata={"napari_xrayseg": {"source": layer.name, "confidence": kind}},
+            )
         show_info(f"segmented {layer.name} into {name!r}")

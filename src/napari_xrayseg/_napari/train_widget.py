@@ -95,28 +95,41 @@ class TrainWidget(JobWidget):
         self._viewer = viewer
         self.model: Model | None = None  # the last trained model
         self._image = ComboBox(label="Image", choices=layer_choices(viewer, napari.layers.Image), nullable=False)
-        self._labels = ComboBox(label="Labels (0 = unpainted)", choices=layer_choices(viewer, napari.layers.Labels),
-                                nullable=False)
-        self._axis = ComboBox(label="Slice axis", choices=[("0 (Z)", 0), ("1 (Y)", 1), ("2 (X)", 2)],
-                              value=_T.axis)
+        self._labels = ComboBox(
+            label="Labels (0 = unpainted)", choices=layer_choices(viewer, napari.layers.Labels), nullable=False
+        )
+        self._axis = ComboBox(label="Slice axis", choices=[("0 (Z)", 0), ("1 (Y)", 1), ("2 (X)", 2)], value=_T.axis)
         self._arch = ComboBox(label="Architecture", choices=sorted(architectures()), value=_T.arch)
         self._size = ComboBox(label="Size", choices=list(architectures()[_T.arch]), value=_T.size)
-        self._mode = ComboBox(label="Mode", choices=list(MODES), value=_T.mode,
-                              tooltip="supervised: segmentation loss on the painted pixels; pix2pix: also an "
-                                      "adversarial loss from a PatchGAN discriminator (slower per step)")
+        self._mode = ComboBox(
+            label="Mode",
+            choices=list(MODES),
+            value=_T.mode,
+            tooltip="supervised: segmentation loss on the painted pixels; pix2pix: also an "
+            "adversarial loss from a PatchGAN discriminator (slower per step)",
+        )
         self._minutes = FloatSpinBox(label="Time budget (min)", min=0.1, max=24 * 60, step=0.5, value=5.0)
         # 0 = no cap: the whole time budget is used (as `xrayseg train --minutes` without --epochs)
         self._epochs = SpinBox(label="Max epochs (0 = no cap)", min=0, max=100_000, value=0)
         self._batch = SpinBox(label="Batch", min=1, max=512, value=_T.batch)
         self._patch = SpinBox(label="Patch size", min=16, max=1024, step=16, value=_T.patch)
         self._lr = FloatSpinBox(label="Learning rate", min=1e-6, max=1.0, step=1e-4, value=_T.lr)
-        self._context = SpinBox(label="Context slices", min=1, max=MAX_CONTEXT, step=2, value=_T.context,
-                                tooltip="odd number of slices per input: each slice with its neighbours "
-                                        "along the slice axis as channels (2.5D); 1 = plain 2D")
+        self._context = SpinBox(
+            label="Context slices",
+            min=1,
+            max=MAX_CONTEXT,
+            step=2,
+            value=_T.context,
+            tooltip="odd number of slices per input: each slice with its neighbours "
+            "along the slice axis as channels (2.5D); 1 = plain 2D",
+        )
         self._augment = CheckBox(label="Augmentation", value=_T.augment)
-        self._all_axes = CheckBox(label="Also learn from the other two axes", value=False,
-                                  tooltip="isotropic volumes: painted slices are painted rows of the slices "
-                                          "along the other axes; learn from those too (for orthoplane segmenting)")
+        self._all_axes = CheckBox(
+            label="Also learn from the other two axes",
+            value=False,
+            tooltip="isotropic volumes: painted slices are painted rows of the slices "
+            "along the other axes; learn from those too (for orthoplane segmenting)",
+        )
         self._device = ComboBox(label="Device", choices=["auto", *available_devices()], value=_T.device)
         self._init = FileEdit(label="Start from model (optional)", mode="r", filter="*.safetensors", value="")
         self._out = FileEdit(label="Save model to", mode="w", filter="*.safetensors", value="")
@@ -127,11 +140,31 @@ class TrainWidget(JobWidget):
         self.runner = JobRunner(self._run, "Train")
         self._arch.changed.connect(self._on_arch)
         self._run.changed.connect(self._on_run)
-        self.extend([self._image, self._labels, self._axis, self._arch, self._size, self._mode, self._minutes,
-                     self._epochs,
-                     self._batch, self._patch, self._lr, self._context, self._augment, self._all_axes,
-                     self._device, self._init, self._out,
-                     self._segment_after, self._run, self._status, self.plot])
+        self.extend(
+            [
+                self._image,
+                self._labels,
+                self._axis,
+                self._arch,
+                self._size,
+                self._mode,
+                self._minutes,
+                self._epochs,
+                self._batch,
+                self._patch,
+                self._lr,
+                self._context,
+                self._augment,
+                self._all_axes,
+                self._device,
+                self._init,
+                self._out,
+                self._segment_after,
+                self._run,
+                self._status,
+                self.plot,
+            ]
+        )
         self._follow_layers(viewer)
 
     def _on_arch(self, arch: str) -> None:
@@ -148,12 +181,15 @@ class TrainWidget(JobWidget):
         layer = self._image.value
         self._status.value = "training..."
         total = kwargs["epochs"] if kwargs["minutes"] is None else 1000  # per mille of the time budget
-        self.runner.start(iter_train, desc=f"Training on {layer.name}", total=total,
-                          on_returned=lambda m: self._trained(m, layer, kwargs, cancelled=False),
-                          on_yielded=self._on_progress,
-                          on_cancelled=lambda e: self._trained(getattr(e, "result", None), layer, kwargs,
-                                                               cancelled=True),
-                          **kwargs)
+        self.runner.start(
+            iter_train,
+            desc=f"Training on {layer.name}",
+            total=total,
+            on_returned=lambda m: self._trained(m, layer, kwargs, cancelled=False),
+            on_yielded=self._on_progress,
+            on_cancelled=lambda e: self._trained(getattr(e, "result", None), layer, kwargs, cancelled=True),
+            **kwargs,
+        )
 
     def _inputs(self) -> dict[str, Any]:
         """Validate and snapshot the inputs on the main thread."""
@@ -161,8 +197,10 @@ class TrainWidget(JobWidget):
         image = layer_array(image_layer, "image")
         labels = layer_array(labels_layer, "labels")
         if tuple(labels.shape) != tuple(image.shape):
-            raise InputError(f"labels shape {tuple(labels.shape)} does not match image shape "
-                             f"{tuple(image.shape)}: pick the Labels layer painted on this image")
+            raise InputError(
+                f"labels shape {tuple(labels.shape)} does not match image shape "
+                f"{tuple(image.shape)}: pick the Labels layer painted on this image"
+            )
         if isinstance(labels, np.ndarray):
             labels = labels.copy()  # painting during training must not change what the worker reads
         out = str(self._out.value)
@@ -175,12 +213,25 @@ class TrainWidget(JobWidget):
         init = str(self._init.value)
         axis = int(self._axis.value) if image.ndim == 3 else 0
         axes = [axis, *(a for a in range(3) if a != axis)] if self._all_axes.value and image.ndim == 3 else None
-        return {"image": image, "labels": labels, "axis": axis, "axes": axes,
-                "arch": str(self._arch.value), "size": str(self._size.value), "mode": str(self._mode.value),
-                "minutes": float(self._minutes.value), "epochs": int(self._epochs.value) or None,
-                "batch": int(self._batch.value), "patch": int(self._patch.value), "lr": float(self._lr.value),
-                "augment": bool(self._augment.value), "context": int(self._context.value),
-                "device": str(self._device.value), "init": init if init not in ("", ".") else None, "out": out}
+        return {
+            "image": image,
+            "labels": labels,
+            "axis": axis,
+            "axes": axes,
+            "arch": str(self._arch.value),
+            "size": str(self._size.value),
+            "mode": str(self._mode.value),
+            "minutes": float(self._minutes.value),
+            "epochs": int(self._epochs.value) or None,
+            "batch": int(self._batch.value),
+            "patch": int(self._patch.value),
+            "lr": float(self._lr.value),
+            "augment": bool(self._augment.value),
+            "context": int(self._context.value),
+            "device": str(self._device.value),
+            "init": init if init not in ("", ".") else None,
+            "out": out,
+        }
 
     def _on_progress(self, p: Progress) -> None:
         if "loss" in p.info:
@@ -204,8 +255,10 @@ class TrainWidget(JobWidget):
             show_info(msg)
             return
         best = model.info.train.get("best_val_dice")
-        msg = (f"trained {len(model.info.history)} epochs, best validation Dice "
-               f"{'n/a' if best is None else f'{best:.3f}'}; saved to {model.path}")
+        msg = (
+            f"trained {len(model.info.history)} epochs, best validation Dice "
+            f"{'n/a' if best is None else f'{best:.3f}'}; saved to {model.path}"
+        )
         self._status.value = msg
         show_info(msg)
         if self._segment_after.value:
@@ -216,10 +269,23 @@ class TrainWidget(JobWidget):
 
         def add(labels: Any) -> None:
             name = unique_name(self._viewer, f"{layer.name} labels")
-            self._viewer.add_labels(labels, name=name, **placement(layer),
-                                    metadata={"napari_xrayseg": {"model": str(model.path), "axis": kwargs["axis"]}})
+            self._viewer.add_labels(
+                labels,
+                name=name,
+                **placement(layer),
+                metadata={"napari_xrayseg": {"model": str(model.path), "axis": kwargs["axis"]}},
+            )
             show_info(f"segmented {layer.name} into {name!r}")
 
-        self.runner.start(iter_segment, desc=f"Segmenting {layer.name}", total=image.shape[0], on_returned=add,
-                          image=image, model=model, axis=kwargs["axis"], device=kwargs["device"],
-                          batch=_S.batch, overlap=_S.overlap)
+        self.runner.start(
+            iter_segment,
+            desc=f"Segmenting {layer.name}",
+            total=image.shape[0],
+            on_returned=add,
+            image=image,
+            model=model,
+            axis=kwargs["axis"],
+            device=kwargs["device"],
+            batch=_S.batch,
+            overlap=_S.overlap,
+        )

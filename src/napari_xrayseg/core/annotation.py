@@ -40,8 +40,17 @@ from .normalize import apply_normalization, compute_normalization
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
 from .tiling import context_range, normalize_axis, stack_context
 
-__all__ = ["SliceRanking", "annotated_slices", "continue_training", "iter_continue_training", "iter_rank_slices",
-           "predict_slice", "rank_slices", "slice_normalization", "suggest_slices"]
+__all__ = [
+    "SliceRanking",
+    "annotated_slices",
+    "continue_training",
+    "iter_continue_training",
+    "iter_rank_slices",
+    "predict_slice",
+    "rank_slices",
+    "slice_normalization",
+    "suggest_slices",
+]
 
 log = logging.getLogger(__name__)
 _S = SegmentConfig()
@@ -59,8 +68,9 @@ def _volume(image: Any, name: str = "image") -> Any:
     if len(image.shape) == 2:
         return image[None] if isinstance(image, np.ndarray) else _Slice2D(image)
     if len(image.shape) != 3:
-        raise InputError(f"{name} has {len(image.shape)} dimensions (shape {tuple(image.shape)}): give a 3D volume "
-                         "or a 2D slice")
+        raise InputError(
+            f"{name} has {len(image.shape)} dimensions (shape {tuple(image.shape)}): give a 3D volume or a 2D slice"
+        )
     dt = np.dtype(image.dtype)
     if dt == np.bool_ or not (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating)):
         raise InputError(f"{name} has dtype {dt}: give integer or floating-point values")
@@ -116,8 +126,16 @@ def slice_normalization(image: Any, model: Model | str | os.PathLike) -> dict[st
 MAX_SLICE_TILE = 1024  # tile="slice": one window per slice up to this side (activations grow with it)
 
 
-def _predictor(model: Model, *, device: str, tile: int | str | None, overlap: float, batch: int, precision: str,
-               plane: tuple[int, ...] = ()) -> Any:
+def _predictor(
+    model: Model,
+    *,
+    device: str,
+    tile: int | str | None,
+    overlap: float,
+    batch: int,
+    precision: str,
+    plane: tuple[int, ...] = (),
+) -> Any:
     from .inference import SlicePredictor
 
     if tile == "slice":
@@ -125,8 +143,14 @@ def _predictor(model: Model, *, device: str, tile: int | str | None, overlap: fl
         tile = min(MAX_SLICE_TILE, math.ceil(max(plane) / stride) * stride)
     elif tile is not None and not isinstance(tile, int):
         raise InputError(f"tile {tile!r} must be a number of pixels, 'slice' or None (the model's)")
-    return SlicePredictor(model, device=device, tile=model.info.tile if tile is None else tile, overlap=overlap,
-                          batch=batch, precision=precision)
+    return SlicePredictor(
+        model,
+        device=device,
+        tile=model.info.tile if tile is None else tile,
+        overlap=overlap,
+        batch=batch,
+        precision=precision,
+    )
 
 
 def _index(i: Any, n: int, axis: int) -> int:
@@ -147,8 +171,9 @@ def _crop_window(shape: tuple[int, int], max_side: int | None) -> tuple[slice, s
     return out[0], out[1]
 
 
-def _read_inputs(image: Any, axis: int, indices: Sequence[int], k: int, norm: dict[str, Any],
-                 window: tuple[slice, slice]) -> np.ndarray:
+def _read_inputs(
+    image: Any, axis: int, indices: Sequence[int], k: int, norm: dict[str, Any], window: tuple[slice, slice]
+) -> np.ndarray:
     """Normalised network inputs for consecutive ``indices`` along ``axis``: (N, Y, X), or (N, k, Y, X)."""
     n = image.shape[axis]
     a, b = indices[0], indices[-1] + 1
@@ -158,13 +183,15 @@ def _read_inputs(image: Any, axis: int, indices: Sequence[int], k: int, norm: di
     data = read_block(image, tuple(index), what=f"image (slices {lo}..{hi - 1} along axis {axis})")
     data = np.moveaxis(data, axis, 0)
     if data.dtype.kind == "f" and not np.isfinite(data).all():
-        raise InputError(f"image holds NaN or inf values in slices {lo}..{hi - 1} along axis {axis}: replace them "
-                         "(e.g. np.nan_to_num) first")
+        raise InputError(
+            f"image holds NaN or inf values in slices {lo}..{hi - 1} along axis {axis}: replace them "
+            "(e.g. np.nan_to_num) first"
+        )
     x = apply_normalization(data, norm)
     s = a - lo
     if k == 1:
-        return x[s:s + b - a]
-    return stack_context(x[s:s + b - a], k, before=x[:s], after=x[s + b - a:])
+        return x[s : s + b - a]
+    return stack_context(x[s : s + b - a], k, before=x[:s], after=x[s + b - a :])
 
 
 def _runs(indices: Sequence[int], longest: int) -> list[list[int]]:
@@ -181,10 +208,20 @@ def _runs(indices: Sequence[int], longest: int) -> list[list[int]]:
 # --------------------------------------------------------------------------- preview
 
 
-def predict_slice(image: Any, model: Model | str | os.PathLike, index: int, *, axis: int = 0,
-                  probs: bool = False, tile: int | str | None = None, overlap: float = _S.overlap,
-                  batch: int = _S.batch, device: str = _S.device, precision: str = "fp32",
-                  normalization: dict[str, Any] | None = None) -> np.ndarray:
+def predict_slice(
+    image: Any,
+    model: Model | str | os.PathLike,
+    index: int,
+    *,
+    axis: int = 0,
+    probs: bool = False,
+    tile: int | str | None = None,
+    overlap: float = _S.overlap,
+    batch: int = _S.batch,
+    device: str = _S.device,
+    precision: str = "fp32",
+    normalization: dict[str, Any] | None = None,
+) -> np.ndarray:
     """Segment one slice of a volume: the preview of the slice a user looks at.
 
     The slice is read with the model's context slices around it (edge-replicated at the
@@ -240,8 +277,7 @@ def predict_slice(image: Any, model: Model | str | os.PathLike, index: int, *, a
     i = _index(index, vol.shape[axis], axis)
     norm = _norm(model, vol, normalization)
     plane = tuple(s for d, s in enumerate(vol.shape) if d != axis)
-    pred = _predictor(model, device=device, tile=tile, overlap=overlap, batch=batch, precision=precision,
-                      plane=plane)
+    pred = _predictor(model, device=device, tile=tile, overlap=overlap, batch=batch, precision=precision, plane=plane)
     x = _read_inputs(vol, axis, [i], model.info.context, norm, (slice(None), slice(None)))
     return pred.probs(x)[0] if probs else pred.labels(x)[0]
 
@@ -285,8 +321,9 @@ def annotated_slices(labels: Any, *, axis: int = 0) -> list[int]:
         hi = min(n, lo + depth)
         index = [slice(None)] * 3
         index[axis] = slice(lo, hi)
-        block = np.moveaxis(read_block(vol, tuple(index), what=f"labels (slices {lo}..{hi - 1} along axis {axis})"),
-                            axis, 0)
+        block = np.moveaxis(
+            read_block(vol, tuple(index), what=f"labels (slices {lo}..{hi - 1} along axis {axis})"), axis, 0
+        )
         out.extend(lo + int(j) for j in np.flatnonzero(block.reshape(hi - lo, -1).any(axis=1)))
     return out
 
@@ -331,8 +368,9 @@ def _uncertainty(p: np.ndarray, measure: str) -> np.ndarray:
     return h.reshape(len(p), -1).mean(axis=1)
 
 
-def spread_pick(scores: np.ndarray, anchors: Sequence[int], count: int, spread: float, *,
-                ends: bool = False) -> list[int]:
+def spread_pick(
+    scores: np.ndarray, anchors: Sequence[int], count: int, spread: float, *, ends: bool = False
+) -> list[int]:
     """Greedily pick ``count`` indices with high ``scores``, away from ``anchors`` and each other.
 
     Each pick maximises ``score * (1 - exp(-d^2 / (2 spread^2)))`` where ``d`` is the
@@ -359,7 +397,7 @@ def spread_pick(scores: np.ndarray, anchors: Sequence[int], count: int, spread: 
             break
         if taken:
             d = np.min(np.abs(pos[:, None] - np.asarray(taken)[None, :]), axis=1).astype(float)
-            w = 1.0 - np.exp(-(d ** 2) / (2.0 * spread ** 2))
+            w = 1.0 - np.exp(-(d**2) / (2.0 * spread**2))
         else:
             d, w = np.zeros(n), np.ones(n)
         eff = np.where(free, np.nan_to_num(scores) * w, -np.inf)
@@ -371,12 +409,24 @@ def spread_pick(scores: np.ndarray, anchors: Sequence[int], count: int, spread: 
     return picked
 
 
-def iter_rank_slices(image: Any, model: Model | str | os.PathLike, labels: Any = None, *, axis: int = 0,
-                     count: int = 1, measure: str = "entropy", spread: float | None = None,
-                     max_slices: int | None = 64, max_side: int | None = 512, tile: int | str | None = None,
-                     overlap: float = _S.overlap, batch: int = _S.batch, device: str = _S.device,
-                     precision: str = "fp32", cancel: CancelToken | None = None,
-                     ) -> Generator[Progress, None, SliceRanking]:
+def iter_rank_slices(
+    image: Any,
+    model: Model | str | os.PathLike,
+    labels: Any = None,
+    *,
+    axis: int = 0,
+    count: int = 1,
+    measure: str = "entropy",
+    spread: float | None = None,
+    max_slices: int | None = 64,
+    max_side: int | None = 512,
+    tile: int | str | None = None,
+    overlap: float = _S.overlap,
+    batch: int = _S.batch,
+    device: str = _S.device,
+    precision: str = "fp32",
+    cancel: CancelToken | None = None,
+) -> Generator[Progress, None, SliceRanking]:
     """Generator form of :func:`rank_slices`: yields a :class:`Progress` per batch of scored slices."""
     vol = _volume(image)
     is2d = len(image.shape) == 2
@@ -409,8 +459,9 @@ def iter_rank_slices(image: Any, model: Model | str | os.PathLike, labels: Any =
         plane = tuple(s for d, s in enumerate(vol.shape) if d != axis)
         window = _crop_window(plane, max_side)
         wshape = tuple(len(range(*w.indices(s))) for w, s in zip(window, plane))
-        pred = _predictor(model, device=device, tile=tile, overlap=overlap, batch=batch, precision=precision,
-                          plane=wshape)
+        pred = _predictor(
+            model, device=device, tile=tile, overlap=overlap, batch=batch, precision=precision, plane=wshape
+        )
         pred.cancel = cancel
         per_call = pred.slices_per_call(wshape)  # type: ignore[arg-type]
         done = 0
@@ -420,16 +471,32 @@ def iter_rank_slices(image: Any, model: Model | str | os.PathLike, labels: Any =
             x = _read_inputs(vol, axis, run, model.info.context, norm, window)
             scores[run] = _uncertainty(pred.probs(x), measure)
             done += len(run)
-            yield Progress(done, len(free), f"scored {done}/{len(free)} slices along axis {axis}",
-                           {"seconds": time.perf_counter() - t0})
+            yield Progress(
+                done,
+                len(free),
+                f"scored {done}/{len(free)} slices along axis {axis}",
+                {"seconds": time.perf_counter() - t0},
+            )
     picked = spread_pick(scores, annotated, int(count), float(spread), ends=n > 2)
-    log.info("suggested slices %s along axis %d (%s, spread %.1f; %d annotated)", picked, axis, measure, spread,
-             len(annotated))
+    log.info(
+        "suggested slices %s along axis %d (%s, spread %.1f; %d annotated)",
+        picked,
+        axis,
+        measure,
+        spread,
+        len(annotated),
+    )
     return SliceRanking(picked, scores, annotated, axis, measure, float(spread))
 
 
-def rank_slices(image: Any, model: Model | str | os.PathLike, labels: Any = None, *,
-                progress: ProgressCallback | None = None, **kwargs: Any) -> SliceRanking:
+def rank_slices(
+    image: Any,
+    model: Model | str | os.PathLike,
+    labels: Any = None,
+    *,
+    progress: ProgressCallback | None = None,
+    **kwargs: Any,
+) -> SliceRanking:
     """Rank the slices not yet annotated by how much annotating them should help.
 
     Parameters as for :func:`suggest_slices`; returns the whole :class:`SliceRanking`
@@ -438,12 +505,25 @@ def rank_slices(image: Any, model: Model | str | os.PathLike, labels: Any = None
     return drain(iter_rank_slices(image, model, labels, **kwargs), progress)
 
 
-def suggest_slices(image: Any, model: Model | str | os.PathLike, labels: Any = None, *, axis: int = 0,
-                   count: int = 1, measure: str = "entropy", spread: float | None = None,
-                   max_slices: int | None = 64, max_side: int | None = 512, tile: int | str | None = None,
-                   overlap: float = _S.overlap, batch: int = _S.batch, device: str = _S.device,
-                   precision: str = "fp32", cancel: CancelToken | None = None,
-                   progress: ProgressCallback | None = None) -> list[int]:
+def suggest_slices(
+    image: Any,
+    model: Model | str | os.PathLike,
+    labels: Any = None,
+    *,
+    axis: int = 0,
+    count: int = 1,
+    measure: str = "entropy",
+    spread: float | None = None,
+    max_slices: int | None = 64,
+    max_side: int | None = 512,
+    tile: int | str | None = None,
+    overlap: float = _S.overlap,
+    batch: int = _S.batch,
+    device: str = _S.device,
+    precision: str = "fp32",
+    cancel: CancelToken | None = None,
+    progress: ProgressCallback | None = None,
+) -> list[int]:
     """The slices to annotate next, best first: where the model is unsure, spread out.
 
     Each slice not yet annotated is scored by the model's uncertainty on it (the mean
@@ -511,17 +591,44 @@ def suggest_slices(image: Any, model: Model | str | os.PathLike, labels: Any = N
     >>> len(picks), 2 in picks
     (3, False)
     """
-    return rank_slices(image, model, labels, axis=axis, count=count, measure=measure, spread=spread,
-                       max_slices=max_slices, max_side=max_side, tile=tile, overlap=overlap, batch=batch,
-                       device=device, precision=precision, cancel=cancel, progress=progress).suggested
+    return rank_slices(
+        image,
+        model,
+        labels,
+        axis=axis,
+        count=count,
+        measure=measure,
+        spread=spread,
+        max_slices=max_slices,
+        max_side=max_side,
+        tile=tile,
+        overlap=overlap,
+        batch=batch,
+        device=device,
+        precision=precision,
+        cancel=cancel,
+        progress=progress,
+    ).suggested
 
 
 # --------------------------------------------------------------------------- continue training
 
 # settings of the first training that a round keeps (train() keyword -> info.train key)
-_KEPT = {"axis": "axis", "axes": "axes", "steps_per_epoch": "steps_per_epoch", "batch": "batch", "patch": "patch",
-         "loss": "loss", "gamma": "gamma", "augment": "augment", "val_fraction": "val_fraction", "mode": "mode",
-         "schedule": "schedule", "pixel_weight": "pixel_weight", "normalize": "normalize"}
+_KEPT = {
+    "axis": "axis",
+    "axes": "axes",
+    "steps_per_epoch": "steps_per_epoch",
+    "batch": "batch",
+    "patch": "patch",
+    "loss": "loss",
+    "gamma": "gamma",
+    "augment": "augment",
+    "val_fraction": "val_fraction",
+    "mode": "mode",
+    "schedule": "schedule",
+    "pixel_weight": "pixel_weight",
+    "normalize": "normalize",
+}
 
 
 def _rounds(info_train: dict[str, Any]) -> list[dict[str, Any]]:
@@ -534,13 +641,22 @@ def _rounds(info_train: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _round_record(k: int, t: dict[str, Any]) -> dict[str, Any]:
-    return {"round": k, "epochs": t.get("epochs"), "minutes": t.get("minutes"), "lr": t.get("lr"),
-            "epochs_run": t.get("epochs_run"), "elapsed_s": t.get("elapsed_s"), "stopped": t.get("stopped"),
-            "annotated_slices": list(t.get("annotated_slices") or []), "best_val_dice": t.get("best_val_dice")}
+    return {
+        "round": k,
+        "epochs": t.get("epochs"),
+        "minutes": t.get("minutes"),
+        "lr": t.get("lr"),
+        "epochs_run": t.get("epochs_run"),
+        "elapsed_s": t.get("elapsed_s"),
+        "stopped": t.get("stopped"),
+        "annotated_slices": list(t.get("annotated_slices") or []),
+        "best_val_dice": t.get("best_val_dice"),
+    }
 
 
-def _held_out_dice(model: Model, image: Any, labels: Any, axis: int, slices: Sequence[int], device: str
-                   ) -> float | None:
+def _held_out_dice(
+    model: Model, image: Any, labels: Any, axis: int, slices: Sequence[int], device: str
+) -> float | None:
     """Mean Dice of ``model`` on the annotated pixels of ``slices`` (None without any)."""
     from .metrics import dice_per_class
 
@@ -559,19 +675,31 @@ def _held_out_dice(model: Model, image: Any, labels: Any, axis: int, slices: Seq
     return float(np.mean(vals)) if vals else None
 
 
-def iter_continue_training(image: Any, labels: Any, model: Model | str | os.PathLike, *, fraction: float = 0.25,
-                           epochs: int | None = None, minutes: float | None = None, lr: float | None = None,
-                           seed: int | None = None, device: str = _T.device, out: str | os.PathLike | None = None,
-                           overwrite: bool = False, cancel: CancelToken | None = None, **train_kwargs: Any,
-                           ) -> Generator[Progress, None, Model]:
+def iter_continue_training(
+    image: Any,
+    labels: Any,
+    model: Model | str | os.PathLike,
+    *,
+    fraction: float = 0.25,
+    epochs: int | None = None,
+    minutes: float | None = None,
+    lr: float | None = None,
+    seed: int | None = None,
+    device: str = _T.device,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    cancel: CancelToken | None = None,
+    **train_kwargs: Any,
+) -> Generator[Progress, None, Model]:
     """Generator form of :func:`continue_training`: yields the training's :class:`Progress` records."""
     from .training import iter_train
 
     if out is not None:  # checked before the round, not after it: a round must not end with nowhere to save
         out = Path(out) if Path(out).suffix == ".safetensors" else Path(f"{out}.safetensors")
         if out.exists() and not overwrite:
-            raise OutputExistsError(f"model file {out} exists: choose another path or pass overwrite=True "
-                                    "(--overwrite)")
+            raise OutputExistsError(
+                f"model file {out} exists: choose another path or pass overwrite=True (--overwrite)"
+            )
     base = _model(model)
     if not base.info.train:
         raise InputError("the model has never been trained: train it first (train(...)), then continue training")
@@ -594,8 +722,16 @@ def iter_continue_training(image: Any, labels: Any, model: Model | str | os.Path
     if seed is None:
         seed = int(t.get("seed") or 0) + k
     kw.update(train_kwargs)
-    kw.update(epochs=int(epochs), minutes=minutes, lr=float(lr), seed=int(seed), device=device, init=base,
-              out=None, cancel=cancel)
+    kw.update(
+        epochs=int(epochs),
+        minutes=minutes,
+        lr=float(lr),
+        seed=int(seed),
+        device=device,
+        init=base,
+        out=None,
+        cancel=cancel,
+    )
     log.info("continue training, round %d: %d epochs, %s min, lr %.2g", k, epochs, minutes, lr)
     prev_history = [{**r, "round": r.get("round", 0)} for r in base.info.history]
 
@@ -633,11 +769,23 @@ def iter_continue_training(image: Any, labels: Any, model: Model | str | os.Path
     return new
 
 
-def continue_training(image: Any, labels: Any, model: Model | str | os.PathLike, *, fraction: float = 0.25,
-                      epochs: int | None = None, minutes: float | None = None, lr: float | None = None,
-                      seed: int | None = None, device: str = _T.device, out: str | os.PathLike | None = None,
-                      overwrite: bool = False, cancel: CancelToken | None = None,
-                      progress: ProgressCallback | None = None, **train_kwargs: Any) -> Model:
+def continue_training(
+    image: Any,
+    labels: Any,
+    model: Model | str | os.PathLike,
+    *,
+    fraction: float = 0.25,
+    epochs: int | None = None,
+    minutes: float | None = None,
+    lr: float | None = None,
+    seed: int | None = None,
+    device: str = _T.device,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    cancel: CancelToken | None = None,
+    progress: ProgressCallback | None = None,
+    **train_kwargs: Any,
+) -> Model:
     """One more round of training: warm start from ``model`` with all annotations.
 
     The round keeps the first training's settings (axis, axes, patch, batch, steps per
@@ -704,6 +852,21 @@ def continue_training(image: Any, labels: Any, model: Model | str | os.PathLike,
     >>> [r["round"] for r in model.info.train["rounds"]], sorted({r["round"] for r in model.info.history})
     ([0, 1], [0, 1])
     """
-    return drain(iter_continue_training(image, labels, model, fraction=fraction, epochs=epochs, minutes=minutes,
-                                        lr=lr, seed=seed, device=device, out=out, overwrite=overwrite,
-                                        cancel=cancel, **train_kwargs), progress)
+    return drain(
+        iter_continue_training(
+            image,
+            labels,
+            model,
+            fraction=fraction,
+            epochs=epochs,
+            minutes=minutes,
+            lr=lr,
+            seed=seed,
+            device=device,
+            out=out,
+            overwrite=overwrite,
+            cancel=cancel,
+            **train_kwargs,
+        ),
+        progress,
+    )

@@ -43,10 +43,19 @@ def multi_otsu(image: np.ndarray, order: tuple[int, ...] = (1, 3, 2)) -> np.ndar
     return np.asarray(order, np.uint8)[np.digitize(image, th)]
 
 
-def run_demo(out: str | os.PathLike = "xrayseg-demo", *, shape: tuple[int, int, int] = (48, 192, 192),
-             seed: int = 7, n_slices: int = 3, minutes: float = 2.0, size: str = "small",
-             device: str = "auto", overwrite: bool = False, echo: Callable[[str], Any] = print,
-             progress: ProgressCallback | None = None) -> dict[str, Any]:
+def run_demo(
+    out: str | os.PathLike = "xrayseg-demo",
+    *,
+    shape: tuple[int, int, int] = (48, 192, 192),
+    seed: int = 7,
+    n_slices: int = 3,
+    minutes: float = 2.0,
+    size: str = "small",
+    device: str = "auto",
+    overwrite: bool = False,
+    echo: Callable[[str], Any] = print,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
     """Run sample -> annotate ``n_slices`` -> train -> segment -> evaluate; return a summary.
 
     Files written under ``out``: ``image.zarr``, ``truth.zarr``, ``annotations.zarr``,
@@ -77,8 +86,17 @@ def run_demo(out: str | os.PathLike = "xrayseg-demo", *, shape: tuple[int, int, 
 
     echo(f"3/5 training a U-Net ({size}) on those slices for at most {minutes:g} min ...")
     t1 = time.perf_counter()
-    model = train(image, ann, size=size, minutes=minutes, epochs=1000, seed=0, device=device,
-                  out=work / "model.safetensors", progress=progress)
+    model = train(
+        image,
+        ann,
+        size=size,
+        minutes=minutes,
+        epochs=1000,
+        seed=0,
+        device=device,
+        out=work / "model.safetensors",
+        progress=progress,
+    )
     t_train = time.perf_counter() - t1
 
     echo("4/5 segmenting the whole volume ...")
@@ -99,33 +117,46 @@ def run_demo(out: str | os.PathLike = "xrayseg-demo", *, shape: tuple[int, int, 
     except ImportError:  # pragma: no cover - figures module optional
         save_figures = None
     if save_figures is not None:
-        figures = [str(outdir / p.relative_to(work)) for p in save_figures(
-            report, image, labels, truth, work / "figures", axis=0, history=model.info.history)]
+        figures = [
+            str(outdir / p.relative_to(work))
+            for p in save_figures(report, image, labels, truth, work / "figures", axis=0, history=model.info.history)
+        ]
     names = dict(zip(model.info.classes, model.info.class_names))
     summary = {
         "sample": {"shape": list(shape), "seed": seed, "annotated_slices": idx},
-        "train": {"seconds": round(t_train, 1), "epochs": len(model.info.history),
-                  "best_val_dice": model.info.train.get("best_val_dice")},
+        "train": {
+            "seconds": round(t_train, 1),
+            "epochs": len(model.info.history),
+            "best_val_dice": model.info.train.get("best_val_dice"),
+        },
         "segment": {"seconds": round(t_seg, 1), "mvox_per_s": round(image.size / t_seg / 1e6, 3)},
         "dice": {names.get(int(c), c): report.per_class[c]["dice"] for c in report.per_class},
         "mean_dice": report.mean_dice,
         "otsu_mean_dice": otsu.mean_dice,
-        "files": {"model": str(outdir / "model.safetensors"), "labels": str(outdir / "labels.zarr"),
-                  "report": str(outdir / "report.json"), "figures": figures},
+        "files": {
+            "model": str(outdir / "model.safetensors"),
+            "labels": str(outdir / "labels.zarr"),
+            "report": str(outdir / "report.json"),
+            "figures": figures,
+        },
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
     (work / "summary.json").write_text(json.dumps(summary, indent=2))
     target.commit()
     echo("")
-    echo(f"Segmented the {shape[0]}x{shape[1]}x{shape[2]} synthetic PXCT electrode from {len(idx)} annotated "
-         f"slices ({summary['total_seconds']:.0f} s in all: training {t_train:.0f} s, "
-         f"segmentation {t_seg:.1f} s).")
+    echo(
+        f"Segmented the {shape[0]}x{shape[1]}x{shape[2]} synthetic PXCT electrode from {len(idx)} annotated "
+        f"slices ({summary['total_seconds']:.0f} s in all: training {t_train:.0f} s, "
+        f"segmentation {t_seg:.1f} s)."
+    )
     echo("Dice against the full ground truth (U-Net | multi-Otsu thresholding):")
     for c in report.per_class:
         u, o = report.per_class[c]["dice"], otsu.per_class[c]["dice"]
         echo(f"  {names.get(int(c), str(c)):>8}: {u:.3f} | {o:.3f}")
     echo(f"  {'mean':>8}: {report.mean_dice:.3f} | {otsu.mean_dice:.3f}")
-    echo(f"Files in {outdir}/: model.safetensors (reuse with `xrayseg predict`), labels.zarr, report.json, "
-         f"summary.json{', figures/' if figures else ''}")
+    echo(
+        f"Files in {outdir}/: model.safetensors (reuse with `xrayseg predict`), labels.zarr, report.json, "
+        f"summary.json{', figures/' if figures else ''}"
+    )
     echo(f"Look at it: napari {outdir}/image.zarr {outdir}/labels.zarr  (or File > Open Sample > napari-xrayseg)")
     return summary

@@ -85,8 +85,15 @@ class WorkerSpec:
 
         def make_predictor() -> SlicePredictor:
             dev = resolve_device(self.device)
-            return SlicePredictor(load_model(mp, device=dev), device=dev, tile=plan.tile, overlap=plan.overlap,
-                                  batch=plan.batch, blend=plan.blend, precision=plan.precision)
+            return SlicePredictor(
+                load_model(mp, device=dev),
+                device=dev,
+                tile=plan.tile,
+                overlap=plan.overlap,
+                batch=plan.batch,
+                blend=plan.blend,
+                precision=plan.precision,
+            )
 
         pred = _cached(("model", str(mp), st.st_mtime_ns, st.st_size, self.device, plan.tile), make_predictor)
         image = _cached(("image", self.image, self.dataset), lambda: open_volume(self.image, dataset=self.dataset))
@@ -119,8 +126,12 @@ class ClusterExecutor:
         """
         from distributed import KilledWorker, as_completed
 
-        futures = [self.client.submit(_run_slab, self.spec, i, r, pure=False,
-                                      key=f"xrayseg-{self.spec.run}-p{i}-{r[0]}-{r[1]}") for r in todo]
+        futures = [
+            self.client.submit(
+                _run_slab, self.spec, i, r, pure=False, key=f"xrayseg-{self.spec.run}-p{i}-{r[0]}-{r[1]}"
+            )
+            for r in todo
+        ]
         try:
             pending = as_completed(futures)
             while not pending.is_empty():
@@ -137,7 +148,8 @@ class ClusterExecutor:
                             f"a dask worker died running a slab ({str(e).split('. ')[0]}); the slabs finished so far "
                             "are kept: run "
                             "again with --resume, with fewer --threads-per-worker or a smaller --batch/--tile if "
-                            "the workers run out of memory") from e
+                            "the workers run out of memory"
+                        ) from e
                     yield a, b
         except BaseException:
             self.client.cancel(futures)
@@ -149,39 +161,57 @@ def _client(client: Any, scheduler: str | None, workers: int | None, threads_per
     try:
         from distributed import Client, LocalCluster
     except ImportError as e:
-        raise InputError("running on a cluster needs dask.distributed: pip install "
-                         "'napari-xrayseg[distributed]'") from e
+        raise InputError(
+            "running on a cluster needs dask.distributed: pip install 'napari-xrayseg[distributed]'"
+        ) from e
     if client is not None:
         return client, []
     if scheduler:
         try:
             c = Client(scheduler, timeout="30s")
         except (OSError, TimeoutError) as e:
-            raise InputError(f"cannot reach the dask scheduler at {scheduler}: {e}; check the address "
-                             "(e.g. tcp://host:8786) and that the scheduler runs") from e
+            raise InputError(
+                f"cannot reach the dask scheduler at {scheduler}: {e}; check the address "
+                "(e.g. tcp://host:8786) and that the scheduler runs"
+            ) from e
         return c, [c]
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise InputError(f"workers {workers!r} must be a positive number of local worker processes")
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-                           dashboard_address=None)
+    cluster = LocalCluster(
+        n_workers=workers, threads_per_worker=threads_per_worker, processes=True, dashboard_address=None
+    )
     c = Client(cluster)
     return c, [c, cluster]
 
 
-def iter_segment_distributed(image: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike, *,
-                             dataset: str | None = None, client: Any = None, scheduler: str | None = None,
-                             workers: int | None = None, threads_per_worker: int = 1,
-                             torch_threads: int | None = None, config: SegmentConfig | None = None,
-                             cancel: CancelToken | None = None, **options: Any) -> Generator[Progress, None, Any]:
+def iter_segment_distributed(
+    image: str | os.PathLike,
+    model: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    dataset: str | None = None,
+    client: Any = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    threads_per_worker: int = 1,
+    torch_threads: int | None = None,
+    config: SegmentConfig | None = None,
+    cancel: CancelToken | None = None,
+    **options: Any,
+) -> Generator[Progress, None, Any]:
     """Generator form of :func:`segment_distributed`: yields a :class:`Progress` per finished slab."""
     from .io import open_volume
 
     if not isinstance(model, (str, os.PathLike)):
-        raise InputError("on a cluster the model must be a file path (workers load it): save it first with "
-                         "save_model(model, 'model.safetensors')")
+        raise InputError(
+            "on a cluster the model must be a file path (workers load it): save it first with "
+            "save_model(model, 'model.safetensors')"
+        )
     if not isinstance(image, (str, os.PathLike)):
-        raise InputError("on a cluster the image must be a path (zarr, TIFF, HDF5, .npy) that every worker can "
-                         "read, not an in-memory array")
+        raise InputError(
+            "on a cluster the image must be a path (zarr, TIFF, HDF5, .npy) that every worker can "
+            "read, not an in-memory array"
+        )
     cfg = SegmentConfig.of(config, out=out, **options)
     claim(out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=[image, model], hint=resume_hint)  # before connecting
     c, owned = _client(client, scheduler, workers, threads_per_worker)  # a refused cluster touches no output
@@ -191,22 +221,40 @@ def iter_segment_distributed(image: str | os.PathLike, model: str | os.PathLike,
         job = build_job(vol, mpath, cfg, inputs=[image], local=False)
         # One arithmetic for the whole output, decided here for the requested device (so results do
         # not depend on which worker ran a slab); on a mixed cluster pass precision explicitly.
-        spec = WorkerSpec(run=uuid.uuid4().hex[:8],
-                          image=str(Path(image).resolve()) if Path(str(image)).exists() else str(image),
-                          dataset=dataset, model=str(mpath), device=cfg.device, torch_threads=torch_threads,
-                          plans=tuple(job.plans), merger=job.merger, layout=job.writer.layout,  # type: ignore[union-attr]
-                          config=cfg)
+        spec = WorkerSpec(
+            run=uuid.uuid4().hex[:8],
+            image=str(Path(image).resolve()) if Path(str(image)).exists() else str(image),
+            dataset=dataset,
+            model=str(mpath),
+            device=cfg.device,
+            torch_threads=torch_threads,
+            plans=tuple(job.plans),
+            merger=job.merger,
+            layout=job.writer.layout,  # type: ignore[union-attr]
+            config=cfg,
+        )
         return (yield from run_job(job, ClusterExecutor(c, spec, cancel), cancel))
     finally:
         for o in owned:
             o.close()
 
 
-def segment_distributed(image: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike, *,
-                        dataset: str | None = None, client: Any = None, scheduler: str | None = None,
-                        workers: int | None = None, threads_per_worker: int = 1, torch_threads: int | None = None,
-                        config: SegmentConfig | None = None, cancel: CancelToken | None = None,
-                        progress: ProgressCallback | None = None, **options: Any) -> Any:
+def segment_distributed(
+    image: str | os.PathLike,
+    model: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    dataset: str | None = None,
+    client: Any = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    threads_per_worker: int = 1,
+    torch_threads: int | None = None,
+    config: SegmentConfig | None = None,
+    cancel: CancelToken | None = None,
+    progress: ProgressCallback | None = None,
+    **options: Any,
+) -> Any:
     """Segment a volume on a dask.distributed cluster; same result as :func:`~napari_xrayseg.segment`.
 
     Parameters
@@ -248,7 +296,20 @@ def segment_distributed(image: str | os.PathLike, model: str | os.PathLike, out:
     ClusterError
         If a worker died running a slab.
     """
-    return drain(iter_segment_distributed(
-        image, model, out, dataset=dataset, client=client, scheduler=scheduler, workers=workers,
-        threads_per_worker=threads_per_worker, torch_threads=torch_threads, config=config, cancel=cancel,
-        **options), progress)
+    return drain(
+        iter_segment_distributed(
+            image,
+            model,
+            out,
+            dataset=dataset,
+            client=client,
+            scheduler=scheduler,
+            workers=workers,
+            threads_per_worker=threads_per_worker,
+            torch_threads=torch_threads,
+            config=config,
+            cancel=cancel,
+            **options,
+        ),
+        progress,
+    )

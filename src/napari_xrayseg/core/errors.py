@@ -9,8 +9,19 @@ from __future__ import annotations
 import errno
 import os
 
-__all__ = ["USER_WRITE_ERRNOS", "Cancelled", "ClusterError", "InputError", "ModelFileError", "OutOfMemoryError",
-           "OutputExistsError", "OutputWriteError", "XraysegError", "out_of_memory", "write_error"]
+__all__ = [
+    "USER_WRITE_ERRNOS",
+    "Cancelled",
+    "ClusterError",
+    "InputError",
+    "ModelFileError",
+    "OutOfMemoryError",
+    "OutputExistsError",
+    "OutputWriteError",
+    "XraysegError",
+    "out_of_memory",
+    "write_error",
+]
 
 
 class XraysegError(Exception):
@@ -50,8 +61,21 @@ class OutputWriteError(XraysegError, OSError):
 
 #: errno values that mean "the output location cannot take this file": the user can fix them.
 USER_WRITE_ERRNOS = frozenset(
-    e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EFBIG, errno.EROFS, errno.EACCES,
-                errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG) if e is not None)
+    e
+    for e in (
+        errno.ENOSPC,
+        getattr(errno, "EDQUOT", None),
+        errno.EFBIG,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EEXIST,
+        errno.ENAMETOOLONG,
+    )
+    if e is not None
+)
 
 
 def write_error(e: OSError, path: str | os.PathLike | None, *, option: str = "--out") -> OutputWriteError:
@@ -121,8 +145,12 @@ def out_of_memory(e: BaseException, doing: str) -> OutOfMemoryError | None:
         what = "RAM"
     elif isinstance(e, OSError) and e.errno == errno.ENOMEM:
         what = "RAM"
-    elif isinstance(e, RuntimeError) and (type(e).__name__ == "OutOfMemoryError" or "out of memory" in low
-                                          or "not enough memory" in low or "can't allocate memory" in low):
+    elif isinstance(e, RuntimeError) and (
+        type(e).__name__ == "OutOfMemoryError"
+        or "out of memory" in low
+        or "not enough memory" in low
+        or "can't allocate memory" in low
+    ):
         what = "GPU" if ("cuda" in low or "gpu" in low or "hip" in low) else "RAM"
         what += f": {text[:120]}" if text else ""
     else:

@@ -109,8 +109,13 @@ def _save(fig: Figure, path: str | os.PathLike | None, overwrite: bool) -> None:
     from .output import write_file
 
     path = _check_target(path, overwrite)
-    write_file(path, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI), overwrite=overwrite,
-               what="figure output", option="--figures")
+    write_file(
+        path,
+        lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI),
+        overwrite=overwrite,
+        what="figure output",
+        option="--figures",
+    )
     log.info("wrote figure %s", path)
 
 
@@ -236,10 +241,7 @@ def _check_slices(slices: Sequence[int], depth: int, axis: int) -> list[int]:
         if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
             raise InputError(f"slices={list(slices)!r} holds {k!r}: pass integer slice indices")
         if not -depth <= k < depth:
-            raise InputError(
-                f"slice {k} is out of range for {depth} slices along axis {axis}: "
-                f"use 0..{depth - 1}"
-            )
+            raise InputError(f"slice {k} is out of range for {depth} slices along axis {axis}: use 0..{depth - 1}")
         out.append(int(k) % depth)
     if not out:
         raise InputError("slices=[] is empty: pass at least one slice index or slices=None")
@@ -325,8 +327,7 @@ def collage(
         a = _array(a, name)
         if tuple(int(s) for s in a.shape) != shape:
             raise InputError(
-                f"{name} shape {tuple(a.shape)} does not match pred shape {shape}: "
-                "pass arrays of the same volume"
+                f"{name} shape {tuple(a.shape)} does not match pred shape {shape}: pass arrays of the same volume"
             )
         arrays[name] = a
     image, truth = arrays["image"], arrays["truth"]
@@ -415,9 +416,7 @@ def collage(
         axes[i, 0].set_ylabel(f"slice {r['k']} (axis {axis})" if ndim == 3 else "2D image")
     if present:
         handles = [Patch(color=_label_color(c), label=f"class {c}") for c in sorted(present)[:10]]
-        axes[0, columns.index("prediction")].legend(
-            handles=handles, loc="upper right", fontsize=6, framealpha=0.7
-        )
+        axes[0, columns.index("prediction")].legend(handles=handles, loc="upper right", fontsize=6, framealpha=0.7)
     _save(fig, path, overwrite)
     return fig
 
@@ -508,8 +507,7 @@ def _history_source(
     if isinstance(history, (list, tuple)):
         return list(history), None, None
     raise InputError(
-        f"history is a {type(history).__name__}: pass a list of epoch records, a model file "
-        "path or a Model"
+        f"history is a {type(history).__name__}: pass a list of epoch records, a model file path or a Model"
     )
 
 
@@ -648,9 +646,7 @@ def _as_report(report: Any) -> Any:
         return report
     if isinstance(report, Mapping):
         return Report.from_dict(dict(report))
-    raise InputError(
-        f"report is a {type(report).__name__}: pass the Report from evaluate() or its to_dict()"
-    )
+    raise InputError(f"report is a {type(report).__name__}: pass the Report from evaluate() or its to_dict()")
 
 
 def slice_dice_plot(
@@ -701,9 +697,7 @@ def slice_dice_plot(
     """
     report = _as_report(report)
     if report.axis is None or report.slice_dice is None:
-        raise InputError(
-            "the report has no per-slice scores: evaluate with per_slice=True (the default)"
-        )
+        raise InputError("the report has no per-slice scores: evaluate with per_slice=True (the default)")
     if path is not None:
         _check_target(path, overwrite)
     mean = np.array([_num(v) for v in report.slice_dice])
@@ -728,8 +722,7 @@ def slice_dice_plot(
         ax.axhspan(m - s, m + s, color="0.5", alpha=0.15, lw=0)
         ax.axhline(m, color="0.3", ls="--", lw=1)
         ax.set_title(
-            f"per-slice Dice: {m:.3f} ± {s:.3f} over {report.n_annotated_slices} annotated "
-            f"slices (of {mean.size})",
+            f"per-slice Dice: {m:.3f} ± {s:.3f} over {report.n_annotated_slices} annotated slices (of {mean.size})",
             fontsize=10,
         )
     else:
@@ -825,8 +818,7 @@ def save_figures(
     taken = [str(p) for p in targets.values() if p.exists()]
     if taken and not overwrite:
         raise OutputExistsError(
-            f"figures exist: {', '.join(taken)}: choose another folder or pass overwrite=True "
-            "(--overwrite)"
+            f"figures exist: {', '.join(taken)}: choose another folder or pass overwrite=True (--overwrite)"
         )
     slices = None
     pred_ndim = _array(pred, "pred").ndim
@@ -858,8 +850,14 @@ def save_figures(
     return written
 
 
-def study_plot(summary: Sequence[Mapping[str, Any]], path: str | os.PathLike | None = None, *,
-               title: str | None = None, overwrite: bool = False, figure: Figure | None = None) -> Figure:
+def study_plot(
+    summary: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike | None = None,
+    *,
+    title: str | None = None,
+    overwrite: bool = False,
+    figure: Figure | None = None,
+) -> Figure:
     """Mean Dice ± std against the number of annotated slices, a line per (mode, inference axes).
 
     Parameters
@@ -882,9 +880,18 @@ def study_plot(summary: Sequence[Mapping[str, Any]], path: str | os.PathLike | N
         rows = sorted((s for s in summary if (s["mode"], s["axes"]) == (mode, axes)), key=lambda s: s["slices"])
         color, marker = styles.get(mode, (None, "^"))
         label = f"{'U-Net' if mode == 'supervised' else 'Pix2Pix' if mode == 'pix2pix' else mode}, " + (
-            "one axis" if axes == "z" else "orthoplane")
-        ax.errorbar([s["slices"] for s in rows], [s["mean"] for s in rows], yerr=[s["std"] for s in rows],
-                    color=color, marker=marker, linestyle="-" if axes == "z" else "--", capsize=3, label=label)
+            "one axis" if axes == "z" else "orthoplane"
+        )
+        ax.errorbar(
+            [s["slices"] for s in rows],
+            [s["mean"] for s in rows],
+            yerr=[s["std"] for s in rows],
+            color=color,
+            marker=marker,
+            linestyle="-" if axes == "z" else "--",
+            capsize=3,
+            label=label,
+        )
     ax.set_xscale("log", base=2)
     counts = sorted({s["slices"] for s in summary})
     ax.set_xticks(counts, [str(c) for c in counts])

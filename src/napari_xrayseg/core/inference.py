@@ -62,9 +62,23 @@ from .writer import (
     write_pyramid,
 )
 
-__all__ = ["LocalExecutor", "SegmentJob", "SegmentPlan", "SlabMarkers", "SlicePredictor", "build_job", "check_image",
-           "iter_segment", "model_digest", "output_complete", "output_levels", "read_output_meta", "run_job",
-           "segment", "write_pyramid"]
+__all__ = [
+    "LocalExecutor",
+    "SegmentJob",
+    "SegmentPlan",
+    "SlabMarkers",
+    "SlicePredictor",
+    "build_job",
+    "check_image",
+    "iter_segment",
+    "model_digest",
+    "output_complete",
+    "output_levels",
+    "read_output_meta",
+    "run_job",
+    "segment",
+    "write_pyramid",
+]
 
 log = logging.getLogger(__name__)
 
@@ -94,16 +108,36 @@ class SegmentJob:
 
 def _meta(plans: list[SegmentPlan], model: Model, cfg: SegmentConfig) -> dict[str, Any]:
     p = plans[0]
-    return {"complete": False, "shape": list(p.shape), "axis": p.axis, "axes": [q.axis for q in plans],
-            "slab": p.depth, "tile": p.tile, "overlap": p.overlap, "blend": p.blend, "context": p.context,
-            "classes": model.info.classes, "class_names": model.info.class_names,
-            "model": str(model.path) if model.path else None, "model_sha256": model_digest(model),
-            "normalization": p.normalization, "pyramid": bool(cfg.pyramid), "precision": p.precision,
-            "confidence": cfg.confidence, "tta": bool(cfg.tta)}
+    return {
+        "complete": False,
+        "shape": list(p.shape),
+        "axis": p.axis,
+        "axes": [q.axis for q in plans],
+        "slab": p.depth,
+        "tile": p.tile,
+        "overlap": p.overlap,
+        "blend": p.blend,
+        "context": p.context,
+        "classes": model.info.classes,
+        "class_names": model.info.class_names,
+        "model": str(model.path) if model.path else None,
+        "model_sha256": model_digest(model),
+        "normalization": p.normalization,
+        "pyramid": bool(cfg.pyramid),
+        "precision": p.precision,
+        "confidence": cfg.confidence,
+        "tta": bool(cfg.tta),
+    }
 
 
-def build_job(image: Any, model: Model | str | os.PathLike, config: SegmentConfig, *, inputs: Iterable[Any] = (),
-              local: bool = True) -> SegmentJob:
+def build_job(
+    image: Any,
+    model: Model | str | os.PathLike,
+    config: SegmentConfig,
+    *,
+    inputs: Iterable[Any] = (),
+    local: bool = True,
+) -> SegmentJob:
     """Check everything, plan the passes and open the output: a job ready for :func:`run_job`.
 
     Parameters
@@ -145,28 +179,58 @@ def build_job(image: Any, model: Model | str | os.PathLike, config: SegmentConfi
     if cfg.out is not None:
         labels_claim = claim(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=reads, hint=resume_hint)
         if cfg.confidence is not None:
-            cpath = cfg.confidence_out if cfg.confidence_out is not None else \
-                sibling_path(cfg.out, f"-{cfg.confidence}")
-            conf_claim = claim(cpath, overwrite=cfg.overwrite, resume=cfg.resume, inputs=reads,
-                               what="confidence output", option="--confidence-out")
+            cpath = (
+                cfg.confidence_out if cfg.confidence_out is not None else sibling_path(cfg.out, f"-{cfg.confidence}")
+            )
+            conf_claim = claim(
+                cpath,
+                overwrite=cfg.overwrite,
+                resume=cfg.resume,
+                inputs=reads,
+                what="confidence output",
+                option="--confidence-out",
+            )
         old = read_output_meta(labels_claim.path) if labels_claim.resume else None
         if old is not None and model.info.normalization.get("low") is None:
             norm = old.get("normalization")  # the bounds the first run computed from this image
     if norm is None:
         norm = resolved_normalization(model.info.normalization, image)
-    plans = plan_passes(image, model, axes, slab=cfg.slab, tile=cfg.tile, overlap=cfg.overlap, batch=cfg.batch,
-                        blend=cfg.blend, normalization=norm, precision=prec)
+    plans = plan_passes(
+        image,
+        model,
+        axes,
+        slab=cfg.slab,
+        tile=cfg.tile,
+        overlap=cfg.overlap,
+        batch=cfg.batch,
+        blend=cfg.blend,
+        normalization=norm,
+        precision=prec,
+    )
     p0 = plans[0]
-    predictor = SlicePredictor(model, device=dev, tile=p0.tile, overlap=p0.overlap, batch=p0.batch, blend=p0.blend,
-                               precision=prec) if local else None
+    predictor = (
+        SlicePredictor(
+            model, device=dev, tile=p0.tile, overlap=p0.overlap, batch=p0.batch, blend=p0.blend, precision=prec
+        )
+        if local
+        else None
+    )
     writer: StoreWriter | MemoryWriter
     if labels_claim is not None:
-        writer = StoreWriter.open(labels_claim, conf_claim, shape=p0.shape, chunks=plans[-1].out_chunks,
-                                  classes=len(model.info.classes), depth=p0.depth, passes=len(plans),
-                                  meta=_meta(plans, model, cfg))
+        writer = StoreWriter.open(
+            labels_claim,
+            conf_claim,
+            shape=p0.shape,
+            chunks=plans[-1].out_chunks,
+            classes=len(model.info.classes),
+            depth=p0.depth,
+            passes=len(plans),
+            meta=_meta(plans, model, cfg),
+        )
     else:
-        writer = MemoryWriter(p0.shape, classes=len(model.info.classes), passes=len(plans),
-                              confidence=cfg.confidence is not None)
+        writer = MemoryWriter(
+            p0.shape, classes=len(model.info.classes), passes=len(plans), confidence=cfg.confidence is not None
+        )
     return SegmentJob(image, plans, merger, writer, cfg, predictor)
 
 
@@ -198,9 +262,16 @@ def run_job(job: SegmentJob, executor: Any, cancel: CancelToken | None = None) -
     todos = [job.writer.todo(i, p.ranges) for i, p in enumerate(plans)]
     total = sum(p.n for p in plans)
     done = total - sum(b - a for t in todos for a, b in t)
-    log.info("segmenting %s along axes %s: slabs of %d slices (%d of %d slices to do), tile %d%s",
-             plans[0].shape, [p.axis for p in plans], plans[0].depth, total - done, total, plans[0].tile,
-             executor.where)
+    log.info(
+        "segmenting %s along axes %s: slabs of %d slices (%d of %d slices to do), tile %d%s",
+        plans[0].shape,
+        [p.axis for p in plans],
+        plans[0].depth,
+        total - done,
+        total,
+        plans[0].tile,
+        executor.where,
+    )
     t0 = time.perf_counter()
     ran = 0
     try:
@@ -211,12 +282,20 @@ def run_job(job: SegmentJob, executor: Any, cancel: CancelToken | None = None) -
                 ran += (r[1] - r[0]) * vox
                 rate = ran / max(time.perf_counter() - t0, 1e-9)
                 where = f"axis {plan.axis} ({i + 1}/{len(plans)}): " if len(plans) > 1 else ""
-                yield Progress(done, total, f"{where}slices {done}/{total} along axis {plan.axis}{executor.where} "
-                               f"({rate / 1e6:.2f} Mvox/s)", {"voxels_per_s": float(rate)})
+                yield Progress(
+                    done,
+                    total,
+                    f"{where}slices {done}/{total} along axis {plan.axis}{executor.where} ({rate / 1e6:.2f} Mvox/s)",
+                    {"voxels_per_s": float(rate)},
+                )
         job.writer.finish(cancel)
     except Cancelled:
-        log.info("segmentation cancelled after %d/%d slices; the partial output is kept, marked incomplete "
-                 "(resume=True / --resume continues)", done, total)
+        log.info(
+            "segmentation cancelled after %d/%d slices; the partial output is kept, marked incomplete "
+            "(resume=True / --resume continues)",
+            done,
+            total,
+        )
         raise
     except (MemoryError, RuntimeError, OSError) as e:
         oom = out_of_memory(e, "segmenting")
@@ -230,8 +309,14 @@ def run_job(job: SegmentJob, executor: Any, cancel: CancelToken | None = None) -
     return job.result()
 
 
-def iter_segment(image: Any, model: Model | str | os.PathLike, *, config: SegmentConfig | None = None,
-                 cancel: CancelToken | None = None, **options: Any) -> Generator[Progress, None, Any]:
+def iter_segment(
+    image: Any,
+    model: Model | str | os.PathLike,
+    *,
+    config: SegmentConfig | None = None,
+    cancel: CancelToken | None = None,
+    **options: Any,
+) -> Generator[Progress, None, Any]:
     """Generator form of :func:`segment`: yields :class:`Progress` per slab, returns the labels.
 
     See :func:`segment` for the parameters.
@@ -240,8 +325,15 @@ def iter_segment(image: Any, model: Model | str | os.PathLike, *, config: Segmen
     return (yield from run_job(job, LocalExecutor(job, cancel), cancel))
 
 
-def segment(image: Any, model: Model | str | os.PathLike, *, config: SegmentConfig | None = None,
-            cancel: CancelToken | None = None, progress: ProgressCallback | None = None, **options: Any) -> Any:
+def segment(
+    image: Any,
+    model: Model | str | os.PathLike,
+    *,
+    config: SegmentConfig | None = None,
+    cancel: CancelToken | None = None,
+    progress: ProgressCallback | None = None,
+    **options: Any,
+) -> Any:
     """Segment a 2D slice or 3D volume slice by slice with a 2D network.
 
     Parameters

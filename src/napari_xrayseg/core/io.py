@@ -20,8 +20,17 @@ import numpy as np
 
 from .errors import InputError, XraysegError, write_error
 
-__all__ = ["as_dask", "check_chunks_present", "create_zarr", "open_volume", "read_block", "read_class_names",
-           "read_voxel_size", "volume_chunks", "write_volume"]
+__all__ = [
+    "as_dask",
+    "check_chunks_present",
+    "create_zarr",
+    "open_volume",
+    "read_block",
+    "read_class_names",
+    "read_voxel_size",
+    "volume_chunks",
+    "write_volume",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +80,17 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
         raise
     except PermissionError as e:
         raise InputError(f"cannot read {p}: permission denied; check the file's permissions") from e
-    except (OSError, ValueError, KeyError, TypeError, EOFError, IndexError, struct.error, zlib.error,
-            RuntimeError) as e:  # tifffile and codecs raise all of these on damaged files
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        EOFError,
+        IndexError,
+        struct.error,
+        zlib.error,
+        RuntimeError,
+    ) as e:  # tifffile and codecs raise all of these on damaged files
         raise InputError(f"cannot read {p} as {suffix or 'zarr'}: {e}; is the file complete?") from e
     raise InputError(f"unknown volume format {p.name!r}: use zarr, TIFF, HDF5 (.h5) or .npy")
 
@@ -130,12 +148,12 @@ def _open_npy(p: Path) -> Any:
             raise InputError(f"{p} is not a .npy file (no NumPy header): is it complete, or of another format?")
         fh.seek(0)
         version = np.lib.format.read_magic(fh)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-            np.lib.format.read_array_header_2_0
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         _, _, dtype = read_header(fh)  # the header only: no data read, nothing unpickled
     if dtype.hasobject:
-        raise InputError(f"{p} holds Python objects (pickled data), which napari-xrayseg never loads: "
-                         "save a numeric array")
+        raise InputError(
+            f"{p} holds Python objects (pickled data), which napari-xrayseg never loads: save a numeric array"
+        )
     return np.load(p, mmap_mode="r", allow_pickle=False)
 
 
@@ -152,8 +170,9 @@ def _open_tiff(p: Path) -> Any:
     tif = tifffile.TiffFile(str(p))
     series = tif.series
     restacked = len(series) > 1
-    if len(series) > 1 and all(len(s.shape) == 2 and s.shape == series[0].shape and s.dtype == series[0].dtype
-                               for s in series):
+    if len(series) > 1 and all(
+        len(s.shape) == 2 and s.shape == series[0].shape and s.dtype == series[0].dtype for s in series
+    ):
         tif.close()  # pages written one by one (one series each): read them as one stack
         tif = tifffile.TiffFile(str(p), is_shaped=False)
         series = tif.series
@@ -163,8 +182,10 @@ def _open_tiff(p: Path) -> Any:
     colour = photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR, tifffile.PHOTOMETRIC.SEPARATED)
     if colour and "S" in axes and shape[axes.index("S")] > 1:
         tif.close()
-        raise InputError(f"TIFF {p} is a colour ({photometric.name}) image with {shape[axes.index('S')]} samples "
-                         f"per pixel (shape {shape}): convert it to a single-channel (grayscale) image first")
+        raise InputError(
+            f"TIFF {p} is a colour ({photometric.name}) image with {shape[axes.index('S')]} samples "
+            f"per pixel (shape {shape}): convert it to a single-channel (grayscale) image first"
+        )
     if not restacked and first.dataoffset is not None:  # uncompressed and contiguous: map it
         tif.close()
         return tifffile.memmap(str(p), mode="r")
@@ -185,8 +206,7 @@ def _open_hdf5(p: Path, dataset: str | None) -> Any:
         f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
         if len(names) != 1:
             f.close()
-            raise InputError(f"HDF5 file {p} holds {len(names)} datasets {names[:10]}: "
-                             "choose one with --dataset NAME")
+            raise InputError(f"HDF5 file {p} holds {len(names)} datasets {names[:10]}: choose one with --dataset NAME")
         dataset = names[0]
     if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
         f.close()
@@ -216,8 +236,10 @@ def check_chunks_present(arr: Any, *, what: str = "image") -> None:
         return
     if have < want:
         src = getattr(arr.store, "root", None) or arr.store
-        raise InputError(f"{what} {src} lacks {want - have} of its {want} chunks (zarr would read them as zeros): "
-                         "the store was not completely written or copied; copy it again")
+        raise InputError(
+            f"{what} {src} lacks {want - have} of its {want} chunks (zarr would read them as zeros): "
+            "the store was not completely written or copied; copy it again"
+        )
 
 
 def volume_chunks(arr: Any) -> tuple[int, ...] | None:
@@ -272,13 +294,18 @@ def read_block(arr: Any, index: Any, *, what: str = "image") -> np.ndarray:
         raise
     except (OSError, RuntimeError, ValueError, EOFError, zlib.error) as e:
         # codecs raise RuntimeError/ValueError/zlib.error on damaged chunks, h5py/tifffile OSError
-        raise InputError(f"cannot read {what} ({type(e).__name__}: {e}): the file may be truncated or "
-                         "damaged") from e
+        raise InputError(f"cannot read {what} ({type(e).__name__}: {e}): the file may be truncated or damaged") from e
 
 
-def create_zarr(path: str | os.PathLike, shape: tuple[int, ...], *, dtype: Any = "uint8",
-                chunks: tuple[int, ...] | None = None, attrs: dict[str, Any] | None = None,
-                inputs: Any = ()) -> Any:
+def create_zarr(
+    path: str | os.PathLike,
+    shape: tuple[int, ...],
+    *,
+    dtype: Any = "uint8",
+    chunks: tuple[int, ...] | None = None,
+    attrs: dict[str, Any] | None = None,
+    inputs: Any = (),
+) -> Any:
     """Create a new zarr array on disk; an existing path is refused.
 
     The path is claimed with an exclusive ``mkdir`` first, so of two writers racing for
@@ -310,8 +337,15 @@ def _create(p: Path, shape: tuple[int, ...], dtype: Any, chunks: Any, attrs: Any
     return arr
 
 
-def write_volume(path: str | os.PathLike, data: Any, *, chunks: tuple[int, ...] | None = None,
-                 overwrite: bool = False, attrs: dict[str, Any] | None = None, inputs: Any = ()) -> Any:
+def write_volume(
+    path: str | os.PathLike,
+    data: Any,
+    *,
+    chunks: tuple[int, ...] | None = None,
+    overwrite: bool = False,
+    attrs: dict[str, Any] | None = None,
+    inputs: Any = (),
+) -> Any:
     """Write an in-memory array to a zarr array and return it.
 
     With ``overwrite``, an existing array is replaced only once the new one is written
@@ -540,14 +574,21 @@ def read_class_names(path: str | os.PathLike, *, dataset: str | None = None) -> 
     for n in nodes:
         attrs = n.attrs
         meta = attrs.get("napari_xrayseg")
-        if isinstance(meta, dict) and isinstance(meta.get("classes"), list) and isinstance(
-                meta.get("class_names"), list) and len(meta["classes"]) == len(meta["class_names"]):
+        if (
+            isinstance(meta, dict)
+            and isinstance(meta.get("classes"), list)
+            and isinstance(meta.get("class_names"), list)
+            and len(meta["classes"]) == len(meta["class_names"])
+        ):
             return {int(c): str(name) for c, name in zip(meta["classes"], meta["class_names"])}
         il = attrs.get("image-label") or (attrs.get("ome") or {}).get("image-label") or {}
         props = il.get("properties") if isinstance(il, dict) else None
         if isinstance(props, list):
-            names = {int(q["label-value"]): str(q["name"]) for q in props
-                     if isinstance(q, dict) and "label-value" in q and "name" in q}
+            names = {
+                int(q["label-value"]): str(q["name"])
+                for q in props
+                if isinstance(q, dict) and "label-value" in q and "name" in q
+            }
             if names:
                 return names
     return None

@@ -57,8 +57,9 @@ class LabelMerger:
 
     passes: int = 1
 
-    def slab(self, pred: Any, plan: Any, index: int, r: tuple[int, int], data: np.ndarray,
-             previous: Previous) -> dict[str, np.ndarray]:
+    def slab(
+        self, pred: Any, plan: Any, index: int, r: tuple[int, int], data: np.ndarray, previous: Previous
+    ) -> dict[str, np.ndarray]:
         """``{"labels": uint8 slab}`` in the volume's orientation."""
         labels = np.empty((r[1] - r[0], *data.shape[1:]), dtype=np.uint8)
         for s, e, xs in plan.inputs(data, r, pred.slices_per_call(plan.slice_shape)):
@@ -78,8 +79,9 @@ class ProbMerger:
         if self.confidence is not None and self.confidence not in CONFIDENCE:
             raise InputError(f"confidence {self.confidence!r} must be one of {CONFIDENCE} or None")
 
-    def slab(self, pred: Any, plan: Any, index: int, r: tuple[int, int], data: np.ndarray,
-             previous: Previous) -> dict[str, np.ndarray]:
+    def slab(
+        self, pred: Any, plan: Any, index: int, r: tuple[int, int], data: np.ndarray, previous: Previous
+    ) -> dict[str, np.ndarray]:
         """``{"probs": (C, *slab)}`` for an early pass; ``{"labels", "confidence"}`` for the last."""
         p = np.empty((len(pred.lut), r[1] - r[0], *data.shape[1:]), dtype=np.float32)
         for s, e, xs in plan.inputs(data, r, pred.slices_per_call(plan.slice_shape)):

@@ -106,13 +106,10 @@ def _check_dtype(arr: Any, name: str) -> np.dtype:
     try:
         dtype = np.dtype(arr.dtype)
     except TypeError as e:
-        raise InputError(
-            f"{name} has dtype {arr.dtype!r} that numpy does not know: pass an integer label array"
-        ) from e
+        raise InputError(f"{name} has dtype {arr.dtype!r} that numpy does not know: pass an integer label array") from e
     if dtype.kind == "b":
         raise InputError(
-            f"{name} has boolean dtype: labels must be integers; convert with "
-            f"{name}.astype(np.uint8) (True -> label 1)"
+            f"{name} has boolean dtype: labels must be integers; convert with {name}.astype(np.uint8) (True -> label 1)"
         )
     if dtype.kind not in "iuf":
         raise InputError(
@@ -151,14 +148,8 @@ def _check_pair(pred: Any, truth: Any) -> tuple[Any, Any, tuple[int, ...]]:
 def _check_axis(axis: int | None, ndim: int) -> int | None:
     if axis is None:
         return None
-    if (
-        isinstance(axis, bool)
-        or not isinstance(axis, (int, np.integer))
-        or not -ndim <= axis < ndim
-    ):
-        raise InputError(
-            f"axis {axis!r} is not valid for a {ndim}D array: use one of {list(range(ndim))}"
-        )
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
+        raise InputError(f"axis {axis!r} is not valid for a {ndim}D array: use one of {list(range(ndim))}")
     return int(axis) % ndim
 
 
@@ -170,15 +161,11 @@ def _check_classes(classes: Sequence[int] | None, ignore_zero: bool) -> tuple[in
     out: list[int] = []
     for c in classes:
         if isinstance(c, (bool, np.bool_)):
-            raise InputError(
-                f"classes={list(classes)!r} holds a boolean: pass integer label values"
-            )
+            raise InputError(f"classes={list(classes)!r} holds a boolean: pass integer label values")
         if isinstance(c, (float, np.floating)) and float(c).is_integer():
             c = int(c)
         if not isinstance(c, (int, np.integer)) or c < 0:
-            raise InputError(
-                f"classes={list(classes)!r} holds {c!r}: label values are integers >= 0"
-            )
+            raise InputError(f"classes={list(classes)!r} holds {c!r}: label values are integers >= 0")
         out.append(int(c))
     if not out:
         raise InputError("classes=[] is empty: pass at least one label value or classes=None")
@@ -205,14 +192,8 @@ def _chunk_depth(arr: Any) -> int | None:
 
 def _block_slices(block_slices: int | None, pred: Any, truth: Any, shape: tuple[int, ...]) -> int:
     if block_slices is not None:
-        if (
-            isinstance(block_slices, bool)
-            or not isinstance(block_slices, (int, np.integer))
-            or block_slices < 1
-        ):
-            raise InputError(
-                f"block_slices={block_slices!r} is not a positive integer: pass e.g. 16 or None"
-            )
+        if isinstance(block_slices, bool) or not isinstance(block_slices, (int, np.integer)) or block_slices < 1:
+            raise InputError(f"block_slices={block_slices!r} is not a positive integer: pass e.g. 16 or None")
         return int(block_slices)
     budget = max(1, _SLAB_VOXELS // max(1, math.prod(shape[1:])))
     depth = _chunk_depth(truth) or _chunk_depth(pred)
@@ -410,9 +391,7 @@ def _iter_accumulate(
         yield Progress(sl.stop, shape[0], f"slices {sl.stop}/{shape[0]} scored")
     labels = tuple(int(v) for v in acc.labels)
     if acc.matrix.sum() == 0 and not allow_empty:
-        raise InputError(
-            "truth has no annotated voxels (all 0); paint labels 1..N or pass ignore_zero=False"
-        )
+        raise InputError("truth has no annotated voxels (all 0); paint labels 1..N or pass ignore_zero=False")
     if forced is not None:
         cls = forced
         extra = sorted(set(labels) - set(forced) - ({0} if ignore_zero else set()))
@@ -761,21 +740,19 @@ class Report:
                 ignore_zero=bool(d.get("ignore_zero", True)),
                 axis=None if ps is None else int(ps["axis"]),
                 slice_dice=None if ps is None else list(ps["dice"]),
-                slice_class_dice=None
-                if ps is None
-                else {int(k): list(v) for k, v in ps["per_class"].items()},
+                slice_class_dice=None if ps is None else {int(k): list(v) for k, v in ps["per_class"].items()},
                 mean_slice_dice=d.get("mean_slice_dice"),
                 std_slice_dice=d.get("std_slice_dice"),
                 n_annotated_slices=int(d.get("n_annotated_slices", 0)),
                 shape=tuple(int(s) for s in d.get("shape", ())),
-                class_names=None if d.get("class_names") is None
+                class_names=None
+                if d.get("class_names") is None
                 else {int(k): str(v) for k, v in d["class_names"].items()},
                 by_interface_distance=d.get("by_interface_distance"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise InputError(
-                f"not a metrics report dictionary ({type(e).__name__}: {e}): "
-                "pass the output of Report.to_dict()"
+                f"not a metrics report dictionary ({type(e).__name__}: {e}): pass the output of Report.to_dict()"
             ) from e
 
     def rows(self) -> list[dict[str, Any]]:
@@ -785,8 +762,7 @@ class Report:
         leaves voxel counts empty (``None``).
         """
         rows: list[dict[str, Any]] = [
-            {"class": str(c), **{k: self.per_class[c].get(k) for k in (*_SCORES, *_COUNTS)}}
-            for c in self.classes
+            {"class": str(c), **{k: self.per_class[c].get(k) for k in (*_SCORES, *_COUNTS)}} for c in self.classes
         ]
         mean: dict[str, Any] = {"class": "mean"}
         for k in _SCORES:
@@ -848,14 +824,12 @@ class Report:
         w.writeheader()
         for row in self.rows():
             if names:
-                row = {"class": row["class"], "name": names.get(int(row["class"]), "")
-                       if row["class"] != "mean" else "", **{k: v for k, v in row.items() if k != "class"}}
-            w.writerow(
-                {
-                    k: ("" if v is None else repr(v) if isinstance(v, float) else v)
-                    for k, v in row.items()
+                row = {
+                    "class": row["class"],
+                    "name": names.get(int(row["class"]), "") if row["class"] != "mean" else "",
+                    **{k: v for k, v in row.items() if k != "class"},
                 }
-            )
+            w.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v) for k, v in row.items()})
         return _write_text(path, buf.getvalue(), overwrite, "CSV")
 
     def to_dataframe(self) -> Any:
@@ -884,8 +858,13 @@ class Report:
         rows = self.rows()
         shown = rows[:-1][:20]
         names = self.class_names or {}
-        table = [head] + [(f"{r['class']} {names[int(r['class'])]}" if int(r["class"]) in names else r["class"],
-                           *(fmt(r[k]) for k in keys)) for r in shown]
+        table = [head] + [
+            (
+                f"{r['class']} {names[int(r['class'])]}" if int(r["class"]) in names else r["class"],
+                *(fmt(r[k]) for k in keys),
+            )
+            for r in shown
+        ]
         if len(rows) - 1 > len(shown):
             table.append((f"... {len(rows) - 1 - len(shown)} more",) + ("",) * (len(head) - 1))
         table.append(("mean", *(fmt(rows[-1][k]) for k in keys[:-2]), "", ""))
@@ -894,9 +873,7 @@ class Report:
             f"Report(n_voxels={self.n_voxels}, ignore_zero={self.ignore_zero}, "
             f"mean_dice={fmt(self.mean_dice)}, accuracy={fmt(self.accuracy)})"
         ]
-        lines += [
-            "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in table
-        ]
+        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in table]
         if self.axis is not None:
             if self.mean_slice_dice is None:
                 lines.append(f"  per-slice dice (axis {self.axis}): n/a")
@@ -906,10 +883,7 @@ class Report:
                     f"± {self.std_slice_dice:.4f} over {self.n_annotated_slices} annotated slices"
                 )
         if self.by_interface_distance:
-            parts = [
-                f"{k}: {fmt(v['error_rate'])} of {v['voxels']}"
-                for k, v in self.by_interface_distance.items()
-            ]
+            parts = [f"{k}: {fmt(v['error_rate'])} of {v['voxels']}" for k, v in self.by_interface_distance.items()]
             lines.append("  error rate by distance to a truth interface (voxels): " + ", ".join(parts))
         return "\n".join(line.rstrip() for line in lines)
 

@@ -77,8 +77,17 @@ from .io import read_block, volume_chunks
 from .progress import CancelToken, Progress, check, drain
 from .units import normalize_unit, parse_voxel_size
 
-__all__ = ["AXES", "Microstructure", "PhaseStats", "analyze", "compare_microstructure", "iter_analyze",
-           "microstructure_interval", "parse_region", "tpb_points"]
+__all__ = [
+    "AXES",
+    "Microstructure",
+    "PhaseStats",
+    "analyze",
+    "compare_microstructure",
+    "iter_analyze",
+    "microstructure_interval",
+    "parse_region",
+    "tpb_points",
+]
 
 log = logging.getLogger(__name__)
 
@@ -142,12 +151,15 @@ class PhaseStats:
             ``name``, ``volume_fraction``, ``specific_surface_area``, ``largest_cluster_fraction``,
             ``percolates``, ``tortuosity``, ``mean_size``.
         """
-        return {"name": self.name, "volume_fraction": self.volume_fraction,
-                "specific_surface_area": self.specific_surface_area,
-                "largest_cluster_fraction": self.largest_cluster_fraction,
-                "percolates": None if self.percolates is None else dict(self.percolates),
-                "tortuosity": None if self.tortuosity is None else dict(self.tortuosity),
-                "mean_size": self.mean_size}
+        return {
+            "name": self.name,
+            "volume_fraction": self.volume_fraction,
+            "specific_surface_area": self.specific_surface_area,
+            "largest_cluster_fraction": self.largest_cluster_fraction,
+            "percolates": None if self.percolates is None else dict(self.percolates),
+            "tortuosity": None if self.tortuosity is None else dict(self.tortuosity),
+            "mean_size": self.mean_size,
+        }
 
 
 @dataclass
@@ -202,41 +214,66 @@ class Microstructure:
             mean_size}}``), ``tpb_density`` and, for reference, ``shape``, ``region``,
             ``volume``, ``tpb_phases``, ``tpb_edges`` and ``methods``.
         """
-        return {"voxel_size": [float(v) for v in self.voxel_size], "unit": self.unit,
-                "phases": {str(k): p.to_dict() for k, p in self.phases.items()},
-                "tpb_density": self.tpb_density,
-                "shape": [int(s) for s in self.shape], "region": [[int(a), int(b)] for a, b in self.region],
-                "volume": self.volume, "tpb_phases": None if self.tpb_phases is None else list(self.tpb_phases),
-                "tpb_edges": self.tpb_edges, "methods": dict(self.methods)}
+        return {
+            "voxel_size": [float(v) for v in self.voxel_size],
+            "unit": self.unit,
+            "phases": {str(k): p.to_dict() for k, p in self.phases.items()},
+            "tpb_density": self.tpb_density,
+            "shape": [int(s) for s in self.shape],
+            "region": [[int(a), int(b)] for a, b in self.region],
+            "volume": self.volume,
+            "tpb_phases": None if self.tpb_phases is None else list(self.tpb_phases),
+            "tpb_edges": self.tpb_edges,
+            "methods": dict(self.methods),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Microstructure:
         """Rebuild a result from :meth:`to_dict` (e.g. a loaded JSON file)."""
         try:
-            phases = {int(k): PhaseStats(label=int(k), name=v["name"], voxels=int(v.get("voxels", 0)),
-                                         volume_fraction=v["volume_fraction"],
-                                         specific_surface_area=v["specific_surface_area"],
-                                         largest_cluster_fraction=v.get("largest_cluster_fraction"),
-                                         percolates=v.get("percolates"), tortuosity=v.get("tortuosity"),
-                                         mean_size=v.get("mean_size")) for k, v in d["phases"].items()}
-            return cls(voxel_size=tuple(float(v) for v in d["voxel_size"]), unit=d["unit"],
-                       shape=tuple(int(s) for s in d.get("shape", ())),
-                       region=tuple((int(a), int(b)) for a, b in d.get("region", ())), phases=phases,
-                       tpb_density=d.get("tpb_density"),
-                       tpb_phases=None if d.get("tpb_phases") is None else tuple(d["tpb_phases"]),
-                       tpb_edges=d.get("tpb_edges"), methods=dict(d.get("methods") or {}))
+            phases = {
+                int(k): PhaseStats(
+                    label=int(k),
+                    name=v["name"],
+                    voxels=int(v.get("voxels", 0)),
+                    volume_fraction=v["volume_fraction"],
+                    specific_surface_area=v["specific_surface_area"],
+                    largest_cluster_fraction=v.get("largest_cluster_fraction"),
+                    percolates=v.get("percolates"),
+                    tortuosity=v.get("tortuosity"),
+                    mean_size=v.get("mean_size"),
+                )
+                for k, v in d["phases"].items()
+            }
+            return cls(
+                voxel_size=tuple(float(v) for v in d["voxel_size"]),
+                unit=d["unit"],
+                shape=tuple(int(s) for s in d.get("shape", ())),
+                region=tuple((int(a), int(b)) for a, b in d.get("region", ())),
+                phases=phases,
+                tpb_density=d.get("tpb_density"),
+                tpb_phases=None if d.get("tpb_phases") is None else tuple(d["tpb_phases"]),
+                tpb_edges=d.get("tpb_edges"),
+                methods=dict(d.get("methods") or {}),
+            )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise InputError(f"not an analyze result ({type(e).__name__}: {e}): pass the output of "
-                             "Microstructure.to_dict() or `xrayseg analyze --json`") from e
+            raise InputError(
+                f"not an analyze result ({type(e).__name__}: {e}): pass the output of "
+                "Microstructure.to_dict() or `xrayseg analyze --json`"
+            ) from e
 
     def rows(self) -> list[dict[str, Any]]:
         """One flat dict per phase (the CSV table); the TPB density is on every row."""
         rows = []
         for k, p in self.phases.items():
-            row: dict[str, Any] = {"label": k, "name": p.name, "volume_fraction": p.volume_fraction,
-                                   "specific_surface_area": p.specific_surface_area,
-                                   "largest_cluster_fraction": p.largest_cluster_fraction,
-                                   "mean_size": p.mean_size}
+            row: dict[str, Any] = {
+                "label": k,
+                "name": p.name,
+                "volume_fraction": p.volume_fraction,
+                "specific_surface_area": p.specific_surface_area,
+                "largest_cluster_fraction": p.largest_cluster_fraction,
+                "mean_size": p.mean_size,
+            }
             for a in AXES:
                 row[f"percolates_{a}"] = None if p.percolates is None else p.percolates[a]
             for a in AXES:
@@ -256,8 +293,7 @@ class Microstructure:
         OutputWriteError
             If the file cannot be written.
         """
-        return write_text_file(path, json.dumps(self.to_dict(), indent=2) + "\n", overwrite=overwrite,
-                               what="JSON")
+        return write_text_file(path, json.dumps(self.to_dict(), indent=2) + "\n", overwrite=overwrite, what="JSON")
 
     def to_csv(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write :meth:`rows` as CSV (empty cell = n/a), atomically.
@@ -285,15 +321,25 @@ class Microstructure:
         for k, p in self.phases.items():
             perc = "/".join("yes" if p.percolates[a] else "no" for a in AXES) if p.percolates else "n/a"
             tau = "/".join(_fmt(p.tortuosity[a], 3) for a in AXES) if p.tortuosity else "n/a"
-            rows.append((f"{k} {p.name}", _fmt(p.volume_fraction), _fmt(p.specific_surface_area),
-                         _fmt(p.largest_cluster_fraction), perc, tau, _fmt(p.mean_size)))
+            rows.append(
+                (
+                    f"{k} {p.name}",
+                    _fmt(p.volume_fraction),
+                    _fmt(p.specific_surface_area),
+                    _fmt(p.largest_cluster_fraction),
+                    perc,
+                    tau,
+                    _fmt(p.mean_size),
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         vs = " x ".join(f"{v:g}" for v in self.voxel_size)
         lines.insert(0, f"microstructure of {'x'.join(map(str, self.shape))} voxels of {vs} {u}")
         if self.tpb_density is not None:
-            lines.append(f"TPB density ({'/'.join(map(str, self.tpb_phases or ()))}): "
-                         f"{_fmt(self.tpb_density)} {u}/{u}^3")
+            lines.append(
+                f"TPB density ({'/'.join(map(str, self.tpb_phases or ()))}): {_fmt(self.tpb_density)} {u}/{u}^3"
+            )
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -414,8 +460,10 @@ def parse_region(region: Any, shape: Sequence[int]) -> tuple[tuple[int, int], ..
         except (TypeError, ValueError) as e:
             raise InputError(f"region {region!r} is not of the form z0:z1,y0:y1,x0:x1 ({e})") from e
         if not 0 <= start < stop <= n:
-            raise InputError(f"region {region!r} is empty or outside the volume of shape {tuple(shape)} "
-                             f"along axis {AXES[i - ndim + 3] if ndim <= 3 else i}")
+            raise InputError(
+                f"region {region!r} is empty or outside the volume of shape {tuple(shape)} "
+                f"along axis {AXES[i - ndim + 3] if ndim <= 3 else i}"
+            )
         out.append((int(start), int(stop)))
     return tuple(out)
 
@@ -495,8 +543,9 @@ def _mesh_area(s: np.ndarray, label: int, spacing: tuple[float, float, float]) -
     mask = s == label
     if not mask.any() or mask.all():
         return 0.0
-    verts, faces, _, _ = measure.marching_cubes(mask.astype(np.float32), 0.5, spacing=spacing,
-                                                method="lewiner", allow_degenerate=True)
+    verts, faces, _, _ = measure.marching_cubes(
+        mask.astype(np.float32), 0.5, spacing=spacing, method="lewiner", allow_degenerate=True
+    )
     return float(measure.mesh_surface_area(verts, faces))
 
 
@@ -508,6 +557,7 @@ def _tpb_edges(s: np.ndarray, n_new: int, phases: tuple[int, int, int] | None) -
     distinct labels). Edge along x at ``[i, j, k]`` is the one between voxels
     ``[i:i+2, j:j+2, k]``; its midpoint is at ``(i + 0.5, j + 0.5, k)``.
     """
+
     def quad(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
         if phases is not None:
             out = None
@@ -523,7 +573,7 @@ def _tpb_edges(s: np.ndarray, n_new: int, phases: tuple[int, int, int] | None) -
     t = s[:n_new]
     ez = quad(t[:, :-1, :-1], t[:, 1:, :-1], t[:, :-1, 1:], t[:, 1:, 1:])  # edges along z: y-x squares
     if s.shape[0] >= 2:
-        zz = s[:n_new + 1] if s.shape[0] > n_new else s
+        zz = s[: n_new + 1] if s.shape[0] > n_new else s
         ey = quad(zz[:-1, :, :-1], zz[1:, :, :-1], zz[:-1, :, 1:], zz[1:, :, 1:])  # along y: z-x squares
         ex = quad(zz[:-1, :-1], zz[1:, :-1], zz[:-1, 1:], zz[1:, 1:])  # along x: z-y squares
     else:
@@ -555,8 +605,9 @@ def _clusters(mask: np.ndarray) -> tuple[float | None, dict[str, bool]]:
     return largest, perc
 
 
-def _chords(mask: np.ndarray, spacing: tuple[float, float, float],
-            axes: Sequence[int] = (0, 1, 2)) -> tuple[float, int]:
+def _chords(
+    mask: np.ndarray, spacing: tuple[float, float, float], axes: Sequence[int] = (0, 1, 2)
+) -> tuple[float, int]:
     """Total physical length and number of chords of ``mask`` along ``axes``, without edge-touching ones."""
     total, count = 0.0, 0
     for ax in axes:
@@ -581,14 +632,23 @@ def _chords(mask: np.ndarray, spacing: tuple[float, float, float],
     return total, count
 
 
-def _taufactor_solve(mask: np.ndarray, ax: int, spacing: tuple[float, float, float], device: Any,
-                     cancel: CancelToken | None, iter_limit: int, conv_crit: float) -> float | None:
+def _taufactor_solve(
+    mask: np.ndarray,
+    ax: int,
+    spacing: tuple[float, float, float],
+    device: Any,
+    cancel: CancelToken | None,
+    iter_limit: int,
+    conv_crit: float,
+) -> float | None:
     """Tortuosity factor of ``mask`` along ``ax`` with TauFactor; checks ``cancel`` every 500 iterations."""
     try:
         import taufactor
     except ImportError as e:  # pragma: no cover - the test extra installs it
-        raise InputError("tortuosity needs TauFactor: pip install 'napari-xrayseg[physics]' "
-                         "(or pass tortuosity=False / --no-tortuosity)") from e
+        raise InputError(
+            "tortuosity needs TauFactor: pip install 'napari-xrayseg[physics]' "
+            "(or pass tortuosity=False / --no-tortuosity)"
+        ) from e
     import torch
 
     img = np.ascontiguousarray(np.moveaxis(mask, ax, 0)).astype(np.uint8)
@@ -605,13 +665,13 @@ def _taufactor_solve(mask: np.ndarray, ax: int, spacing: tuple[float, float, flo
                 solver = _anisotropic_solver(taufactor)(img, spacing=tuple(float(v) for v in sp), device=device)
             while not solver.converged and solver.iter < iter_limit:
                 check(cancel)
-                tau = solver.solve(iter_limit=min(solver.iter + 500, iter_limit), verbose=False,
-                                   conv_crit=conv_crit)
+                tau = solver.solve(iter_limit=min(solver.iter + 500, iter_limit), verbose=False, conv_crit=conv_crit)
     finally:
         torch.set_num_threads(threads)
     if not solver.converged:
-        log.warning("TauFactor did not converge along %s in %d iterations; reporting the last value",
-                    AXES[ax], iter_limit)
+        log.warning(
+            "TauFactor did not converge along %s in %d iterations; reporting the last value", AXES[ax], iter_limit
+        )
     t = float(np.asarray(tau).ravel()[0])
     return t if math.isfinite(t) and t > 0 else None
 
@@ -639,14 +699,27 @@ def _anisotropic_solver(taufactor: Any) -> Any:
 # --------------------------------------------------------------------------- the job
 
 
-def iter_analyze(labels: Any, *, voxel_size: float | Sequence[float] | None = None, unit: str | None = None,
-                 class_names: Sequence[str] | dict[int, str] | None = None, phases: Sequence[int] | None = None,
-                 region: Any = None, surface: str = "faces", connectivity: bool = True, mean_size: bool = True,
-                 tortuosity: bool = True, tpb_phases: Sequence[int] | None = None,
-                 tpb_correction: float = ISOTROPIC_STAIRCASE, device: str = "auto",
-                 max_voxels: int | None = MAX_VOXELS, block_slices: int | None = None,
-                 tortuosity_iter_limit: int = 20000, tortuosity_tol: float = 1e-2,
-                 cancel: CancelToken | None = None) -> Generator[Progress, None, Microstructure]:
+def iter_analyze(
+    labels: Any,
+    *,
+    voxel_size: float | Sequence[float] | None = None,
+    unit: str | None = None,
+    class_names: Sequence[str] | dict[int, str] | None = None,
+    phases: Sequence[int] | None = None,
+    region: Any = None,
+    surface: str = "faces",
+    connectivity: bool = True,
+    mean_size: bool = True,
+    tortuosity: bool = True,
+    tpb_phases: Sequence[int] | None = None,
+    tpb_correction: float = ISOTROPIC_STAIRCASE,
+    device: str = "auto",
+    max_voxels: int | None = MAX_VOXELS,
+    block_slices: int | None = None,
+    tortuosity_iter_limit: int = 20000,
+    tortuosity_tol: float = 1e-2,
+    cancel: CancelToken | None = None,
+) -> Generator[Progress, None, Microstructure]:
     """Generator form of :func:`analyze`: yields :class:`Progress`, returns a :class:`Microstructure`.
 
     See :func:`analyze` for the parameters.
@@ -668,10 +741,12 @@ def iter_analyze(labels: Any, *, voxel_size: float | Sequence[float] | None = No
     whole = connectivity or mean_size or tortuosity
     if whole and max_voxels is not None and n_vox > max_voxels:
         gb = n_vox * (16 + (50 if tortuosity else 0)) / 1e9
-        raise InputError(f"connectivity, mean size and tortuosity need the whole region in memory (~{gb:.1f} GB "
-                         f"for {n_vox:,} voxels, above the limit of {max_voxels:,}): analyse a sub-volume with "
-                         "region= (--region z0:z1,y0:y1,x0:x1), raise max_voxels, or turn them off "
-                         "(--fractions-only)")
+        raise InputError(
+            f"connectivity, mean size and tortuosity need the whole region in memory (~{gb:.1f} GB "
+            f"for {n_vox:,} voxels, above the limit of {max_voxels:,}): analyse a sub-volume with "
+            "region= (--region z0:z1,y0:y1,x0:x1), raise max_voxels, or turn them off "
+            "(--fractions-only)"
+        )
     plane = shape[1] * shape[2]
     depth = _slab_depth(labels, plane * np.dtype(labels.dtype).itemsize, block_slices)
     starts = list(range(0, shape[0], depth))
@@ -692,8 +767,7 @@ def iter_analyze(labels: Any, *, voxel_size: float | Sequence[float] | None = No
         b = min(a + depth, shape[0])
         stop = min(b + 1, shape[0])  # one slice of overlap: faces and edges between slabs
         what = f"labels (slices {z0 + a}..{z0 + stop - 1})"
-        s = _as_small(read_block(labels, (slice(z0 + a, z0 + stop), slice(y0, y1), slice(x0, x1)), what=what),
-                      what)
+        s = _as_small(read_block(labels, (slice(z0 + a, z0 + stop), slice(y0, y1), slice(x0, x1)), what=what), what)
         s = s.astype(full.dtype if full is not None else np.uint16, copy=False)
         n_new = b - a
         counts += np.bincount(s[:n_new].ravel(), minlength=nb)[:nb]
@@ -732,17 +806,24 @@ def iter_analyze(labels: Any, *, voxel_size: float | Sequence[float] | None = No
     stats = {}
     for p in chosen:
         area = (faces[p] * surf_factor) if surface == "faces" else mesh.get(p, 0.0)
-        stats[p] = PhaseStats(label=p, name=names[p], voxels=int(counts[p]) if p < nb else 0,
-                              volume_fraction=float(counts[p] / n_vox) if p < nb else 0.0,
-                              specific_surface_area=float(area / volume) if p < nb else 0.0)
+        stats[p] = PhaseStats(
+            label=p,
+            name=names[p],
+            voxels=int(counts[p]) if p < nb else 0,
+            volume_fraction=float(counts[p] / n_vox) if p < nb else 0.0,
+            specific_surface_area=float(area / volume) if p < nb else 0.0,
+        )
 
     total = len(starts) + len(chosen) * (1 + n_tau)
     step = len(starts)
     if whole:
         dev = _tau_device(device) if tortuosity else None
         if tortuosity and dev.type == "cpu" and n_vox > _SLOW_CPU_SOLVE:
-            log.warning("tortuosity of %s voxels on the CPU takes long (minutes to hours per phase): use a GPU "
-                        "(device='auto'), a sub-volume (region=), or tortuosity=False", f"{n_vox:,}")
+            log.warning(
+                "tortuosity of %s voxels on the CPU takes long (minutes to hours per phase): use a GPU "
+                "(device='auto'), a sub-volume (region=), or tortuosity=False",
+                f"{n_vox:,}",
+            )
         for p in chosen:
             check(cancel)
             st = stats[p]
@@ -760,24 +841,40 @@ def iter_analyze(labels: Any, *, voxel_size: float | Sequence[float] | None = No
                 taus: dict[str, float | None] = {}
                 for ax, name in enumerate(AXES):
                     yield Progress(step, total, f"phase {p} ({st.name}): tortuosity along {name}")
-                    taus[name] = (_taufactor_solve(mask, ax, spacing, dev, cancel, tortuosity_iter_limit,
-                                                   tortuosity_tol) if perc[name] and shape[ax] > 2 else None)
+                    taus[name] = (
+                        _taufactor_solve(mask, ax, spacing, dev, cancel, tortuosity_iter_limit, tortuosity_tol)
+                        if perc[name] and shape[ax] > 2
+                        else None
+                    )
                     step += 1
                 st.tortuosity = taus
             del mask
     methods = {
         "volume_fraction": "voxel count / region voxels",
-        "specific_surface_area": ("voxel faces x area / 1.5 (isotropic staircase correction)" if surface == "faces"
-                                  else "marching cubes (scikit-image, Lewiner) on the phase mask"),
+        "specific_surface_area": (
+            "voxel faces x area / 1.5 (isotropic staircase correction)"
+            if surface == "faces"
+            else "marching cubes (scikit-image, Lewiner) on the phase mask"
+        ),
         "connectivity": "6-connected clusters (scipy.ndimage.label); percolation: one cluster touches both faces",
         "mean_size": "mean chord length along z, y, x pooled, chords touching the region faces left out",
         "tortuosity": "TauFactor steady-state diffusion, tau = eps D / D_eff" if tortuosity else None,
-        "tpb_density": (f"voxel edges shared by all three phases x length / {tpb_correction:g}"
-                        if tpb_set is not None else None),
+        "tpb_density": (
+            f"voxel edges shared by all three phases x length / {tpb_correction:g}" if tpb_set is not None else None
+        ),
     }
     yield Progress(total, total, "done")
-    return Microstructure(voxel_size=spacing, unit=u, shape=shape, region=reg, phases=stats,
-                          tpb_density=tpb_density, tpb_phases=tpb_set, tpb_edges=tpb_edges, methods=methods)
+    return Microstructure(
+        voxel_size=spacing,
+        unit=u,
+        shape=shape,
+        region=reg,
+        phases=stats,
+        tpb_density=tpb_density,
+        tpb_phases=tpb_set,
+        tpb_edges=tpb_edges,
+        methods=methods,
+    )
 
 
 def _tau_device(device: str) -> Any:
@@ -786,13 +883,28 @@ def _tau_device(device: str) -> Any:
     return resolve_device(device)
 
 
-def analyze(labels: Any, *, voxel_size: float | Sequence[float] | None = None, unit: str | None = None,
-            class_names: Sequence[str] | dict[int, str] | None = None, phases: Sequence[int] | None = None,
-            region: Any = None, surface: str = "faces", connectivity: bool = True, mean_size: bool = True,
-            tortuosity: bool = True, tpb_phases: Sequence[int] | None = None,
-            tpb_correction: float = ISOTROPIC_STAIRCASE, device: str = "auto", max_voxels: int | None = MAX_VOXELS,
-            block_slices: int | None = None, tortuosity_iter_limit: int = 20000, tortuosity_tol: float = 1e-2,
-            cancel: CancelToken | None = None, progress: Any = None) -> Microstructure:
+def analyze(
+    labels: Any,
+    *,
+    voxel_size: float | Sequence[float] | None = None,
+    unit: str | None = None,
+    class_names: Sequence[str] | dict[int, str] | None = None,
+    phases: Sequence[int] | None = None,
+    region: Any = None,
+    surface: str = "faces",
+    connectivity: bool = True,
+    mean_size: bool = True,
+    tortuosity: bool = True,
+    tpb_phases: Sequence[int] | None = None,
+    tpb_correction: float = ISOTROPIC_STAIRCASE,
+    device: str = "auto",
+    max_voxels: int | None = MAX_VOXELS,
+    block_slices: int | None = None,
+    tortuosity_iter_limit: int = 20000,
+    tortuosity_tol: float = 1e-2,
+    cancel: CancelToken | None = None,
+    progress: Any = None,
+) -> Microstructure:
     """Measure the microstructure of a 3D label volume in physical units.
 
     Parameters
@@ -855,20 +967,44 @@ def analyze(labels: Any, *, voxel_size: float | Sequence[float] | None = None, u
     >>> m.phases[1].volume_fraction, m.phases[2].mean_size
     (0.4, None)
     """
-    return drain(iter_analyze(labels, voxel_size=voxel_size, unit=unit, class_names=class_names, phases=phases,
-                              region=region, surface=surface, connectivity=connectivity, mean_size=mean_size,
-                              tortuosity=tortuosity, tpb_phases=tpb_phases, tpb_correction=tpb_correction,
-                              device=device, max_voxels=max_voxels, block_slices=block_slices,
-                              tortuosity_iter_limit=tortuosity_iter_limit, tortuosity_tol=tortuosity_tol,
-                              cancel=cancel), progress)
+    return drain(
+        iter_analyze(
+            labels,
+            voxel_size=voxel_size,
+            unit=unit,
+            class_names=class_names,
+            phases=phases,
+            region=region,
+            surface=surface,
+            connectivity=connectivity,
+            mean_size=mean_size,
+            tortuosity=tortuosity,
+            tpb_phases=tpb_phases,
+            tpb_correction=tpb_correction,
+            device=device,
+            max_voxels=max_voxels,
+            block_slices=block_slices,
+            tortuosity_iter_limit=tortuosity_iter_limit,
+            tortuosity_tol=tortuosity_tol,
+            cancel=cancel,
+        ),
+        progress,
+    )
 
 
 # --------------------------------------------------------------------------- TPB network
 
 
-def tpb_points(labels: Any, *, phases: Sequence[int] | None = None, region: Any = None,
-               max_points: int | None = 200_000, seed: int = 0, block_slices: int | None = None,
-               cancel: CancelToken | None = None) -> np.ndarray:
+def tpb_points(
+    labels: Any,
+    *,
+    phases: Sequence[int] | None = None,
+    region: Any = None,
+    max_points: int | None = 200_000,
+    seed: int = 0,
+    block_slices: int | None = None,
+    cancel: CancelToken | None = None,
+) -> np.ndarray:
     """Midpoints of the TPB voxel edges, in voxel coordinates of ``labels`` (for a Points layer).
 
     Parameters
@@ -944,8 +1080,9 @@ def _quantities(m: Microstructure) -> dict[str, float | None]:
     return out
 
 
-def compare_microstructure(pred: Microstructure | Any, truth: Microstructure | Any,
-                           **kwargs: Any) -> dict[str, dict[str, float | None]]:
+def compare_microstructure(
+    pred: Microstructure | Any, truth: Microstructure | Any, **kwargs: Any
+) -> dict[str, dict[str, float | None]]:
     """How the segmentation error moves each microstructure number: prediction vs ground truth.
 
     Parameters
@@ -984,8 +1121,9 @@ def compare_microstructure(pred: Microstructure | Any, truth: Microstructure | A
     return out
 
 
-def microstructure_interval(results: Sequence[Microstructure | Any],
-                           **kwargs: Any) -> dict[str, dict[str, float | int | None]]:
+def microstructure_interval(
+    results: Sequence[Microstructure | Any], **kwargs: Any
+) -> dict[str, dict[str, float | int | None]]:
     """An interval for each number from several segmentations of the same volume.
 
     Use it where there is no ground truth: analyse the labels of each orthoplane axis,
@@ -1021,6 +1159,11 @@ def microstructure_interval(results: Sequence[Microstructure | Any],
         if vals.size == 0:
             out[k] = {"mean": None, "std": None, "min": None, "max": None, "n": 0}
             continue
-        out[k] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if vals.size > 1 else None,
-                  "min": float(vals.min()), "max": float(vals.max()), "n": int(vals.size)}
+        out[k] = {
+            "mean": float(vals.mean()),
+            "std": float(vals.std(ddof=1)) if vals.size > 1 else None,
+            "min": float(vals.min()),
+            "max": float(vals.max()),
+            "n": int(vals.size),
+        }
     return out

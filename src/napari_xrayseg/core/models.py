@@ -98,16 +98,28 @@ _UNET = {
 
 
 def _unet_params(size: str, in_channels: int, out_channels: int) -> dict[str, Any]:
-    return {"in_channels": in_channels, "out_channels": out_channels, "norm": "batch",
-            "dropout": 0.0, **_presets("unet", _UNET, size)}
+    return {
+        "in_channels": in_channels,
+        "out_channels": out_channels,
+        "norm": "batch",
+        "dropout": 0.0,
+        **_presets("unet", _UNET, size),
+    }
 
 
 def _unet_build(p: dict[str, Any]) -> torch.nn.Module:
     from monai.networks.nets import UNet
 
-    return UNet(spatial_dims=2, in_channels=p["in_channels"], out_channels=p["out_channels"],
-                channels=tuple(p["channels"]), strides=tuple(p["strides"]),
-                num_res_units=p["num_res_units"], norm=p["norm"], dropout=p["dropout"])
+    return UNet(
+        spatial_dims=2,
+        in_channels=p["in_channels"],
+        out_channels=p["out_channels"],
+        channels=tuple(p["channels"]),
+        strides=tuple(p["strides"]),
+        num_res_units=p["num_res_units"],
+        norm=p["norm"],
+        dropout=p["dropout"],
+    )
 
 
 def _unet_validate(p: dict[str, Any]) -> None:
@@ -137,16 +149,28 @@ _BASICUNET = {
 
 
 def _basicunet_params(size: str, in_channels: int, out_channels: int) -> dict[str, Any]:
-    return {"in_channels": in_channels, "out_channels": out_channels, "norm": "batch", "dropout": 0.0,
-            **_presets("basicunet", _BASICUNET, size)}
+    return {
+        "in_channels": in_channels,
+        "out_channels": out_channels,
+        "norm": "batch",
+        "dropout": 0.0,
+        **_presets("basicunet", _BASICUNET, size),
+    }
 
 
 def _basicunet_build(p: dict[str, Any]) -> torch.nn.Module:
     from monai.networks.nets import BasicUNet
 
     norm = ("instance", {"affine": True}) if p["norm"] == "instance" else "batch"
-    return BasicUNet(spatial_dims=2, in_channels=p["in_channels"], out_channels=p["out_channels"],
-                     features=tuple(p["features"]), norm=norm, dropout=float(p["dropout"]), upsample="deconv")
+    return BasicUNet(
+        spatial_dims=2,
+        in_channels=p["in_channels"],
+        out_channels=p["out_channels"],
+        features=tuple(p["features"]),
+        norm=norm,
+        dropout=float(p["dropout"]),
+        upsample="deconv",
+    )
 
 
 def _basicunet_validate(p: dict[str, Any]) -> None:
@@ -172,15 +196,25 @@ _ATTENTIONUNET = {
 
 
 def _attentionunet_params(size: str, in_channels: int, out_channels: int) -> dict[str, Any]:
-    return {"in_channels": in_channels, "out_channels": out_channels, "dropout": 0.0,
-            **_presets("attentionunet", _ATTENTIONUNET, size)}
+    return {
+        "in_channels": in_channels,
+        "out_channels": out_channels,
+        "dropout": 0.0,
+        **_presets("attentionunet", _ATTENTIONUNET, size),
+    }
 
 
 def _attentionunet_build(p: dict[str, Any]) -> torch.nn.Module:
     from monai.networks.nets import AttentionUnet
 
-    return AttentionUnet(spatial_dims=2, in_channels=p["in_channels"], out_channels=p["out_channels"],
-                         channels=tuple(p["channels"]), strides=tuple(p["strides"]), dropout=float(p["dropout"]))
+    return AttentionUnet(
+        spatial_dims=2,
+        in_channels=p["in_channels"],
+        out_channels=p["out_channels"],
+        channels=tuple(p["channels"]),
+        strides=tuple(p["strides"]),
+        dropout=float(p["dropout"]),
+    )
 
 
 def _attentionunet_validate(p: dict[str, Any]) -> None:
@@ -204,25 +238,38 @@ _SEGRESNET = {
 
 
 def _segresnet_params(size: str, in_channels: int, out_channels: int) -> dict[str, Any]:
-    return {"in_channels": in_channels, "out_channels": out_channels, "dropout": 0.0,
-            "upsample": "nontrainable", **_presets("segresnet", _SEGRESNET, size)}
+    return {
+        "in_channels": in_channels,
+        "out_channels": out_channels,
+        "dropout": 0.0,
+        "upsample": "nontrainable",
+        **_presets("segresnet", _SEGRESNET, size),
+    }
 
 
 def _segresnet_build(p: dict[str, Any]) -> torch.nn.Module:
     from monai.networks.nets import SegResNet
 
-    return SegResNet(spatial_dims=2, init_filters=p["init_filters"], in_channels=p["in_channels"],
-                     out_channels=p["out_channels"], dropout_prob=float(p["dropout"]) or None,
-                     norm=("group", {"num_groups": p["num_groups"]}), blocks_down=tuple(p["blocks_down"]),
-                     blocks_up=tuple(p["blocks_up"]), upsample_mode=p["upsample"])
+    return SegResNet(
+        spatial_dims=2,
+        init_filters=p["init_filters"],
+        in_channels=p["in_channels"],
+        out_channels=p["out_channels"],
+        dropout_prob=float(p["dropout"]) or None,
+        norm=("group", {"num_groups": p["num_groups"]}),
+        blocks_down=tuple(p["blocks_down"]),
+        blocks_up=tuple(p["blocks_up"]),
+        upsample_mode=p["upsample"],
+    )
 
 
 def _segresnet_validate(p: dict[str, Any]) -> None:
     _check_int(p, "init_filters", 1, 64)
     _check_int(p, "num_groups", 1, 64)
     if p["init_filters"] % p["num_groups"]:
-        raise ModelFileError(f"architecture parameter init_filters={p['init_filters']} is not a multiple of "
-                             f"num_groups={p['num_groups']}")
+        raise ModelFileError(
+            f"architecture parameter init_filters={p['init_filters']} is not a multiple of num_groups={p['num_groups']}"
+        )
     _check_int_list(p, "blocks_down", 1, 5, 1, 8)
     _check_int_list(p, "blocks_up", len(p["blocks_down"]) - 1, len(p["blocks_down"]) - 1, 1, 8)
     _check_choice(p, "upsample", ("nontrainable", "deconv", "pixelshuffle"))
@@ -246,17 +293,46 @@ class _Arch:
 
 
 _ARCHS: dict[str, _Arch] = {
-    "unet": _Arch("unet", "MONAI UNet (residual units, batch norm)",
-                  tuple(_UNET), "small", _unet_params, _unet_build, _unet_validate, _unet_stride),
-    "basicunet": _Arch("basicunet", "MONAI BasicUNet (classic U-Net: two convs per level, max-pool, "
-                       "batch norm)", tuple(_BASICUNET), "small", _basicunet_params, _basicunet_build,
-                       _basicunet_validate, _basicunet_stride),
-    "attentionunet": _Arch("attentionunet", "MONAI AttentionUnet (U-Net with attention-gated skips)",
-                           tuple(_ATTENTIONUNET), "small", _attentionunet_params, _attentionunet_build,
-                           _attentionunet_validate, _attentionunet_stride),
-    "segresnet": _Arch("segresnet", "MONAI SegResNet (residual encoder, group norm, light decoder)",
-                       tuple(_SEGRESNET), "small", _segresnet_params, _segresnet_build,
-                       _segresnet_validate, _segresnet_stride),
+    "unet": _Arch(
+        "unet",
+        "MONAI UNet (residual units, batch norm)",
+        tuple(_UNET),
+        "small",
+        _unet_params,
+        _unet_build,
+        _unet_validate,
+        _unet_stride,
+    ),
+    "basicunet": _Arch(
+        "basicunet",
+        "MONAI BasicUNet (classic U-Net: two convs per level, max-pool, batch norm)",
+        tuple(_BASICUNET),
+        "small",
+        _basicunet_params,
+        _basicunet_build,
+        _basicunet_validate,
+        _basicunet_stride,
+    ),
+    "attentionunet": _Arch(
+        "attentionunet",
+        "MONAI AttentionUnet (U-Net with attention-gated skips)",
+        tuple(_ATTENTIONUNET),
+        "small",
+        _attentionunet_params,
+        _attentionunet_build,
+        _attentionunet_validate,
+        _attentionunet_stride,
+    ),
+    "segresnet": _Arch(
+        "segresnet",
+        "MONAI SegResNet (residual encoder, group norm, light decoder)",
+        tuple(_SEGRESNET),
+        "small",
+        _segresnet_params,
+        _segresnet_build,
+        _segresnet_validate,
+        _segresnet_stride,
+    ),
 }
 
 
@@ -314,8 +390,11 @@ def _check_int(p: dict, key: str, lo: int, hi: int) -> None:
 
 def _check_int_list(p: dict, key: str, nmin: int, nmax: int, lo: int, hi: int) -> None:
     v = p.get(key)
-    if (not isinstance(v, list) or not nmin <= len(v) <= nmax
-            or not all(isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi for x in v)):
+    if (
+        not isinstance(v, list)
+        or not nmin <= len(v) <= nmax
+        or not all(isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi for x in v)
+    ):
         raise ModelFileError(
             f"architecture parameter {key}={v!r} is not a list of {nmin}-{nmax} integers in [{lo}, {hi}]"
         )
@@ -371,8 +450,8 @@ class ModelInfo:
     classes: list[int]
     class_names: list[str]
     normalization: dict[str, Any] = field(
-        default_factory=lambda: {"method": "percentile", "low": None, "high": None,
-                                 "percentiles": [0.5, 99.5]})
+        default_factory=lambda: {"method": "percentile", "low": None, "high": None, "percentiles": [0.5, 99.5]}
+    )
     tile: int = 256
     size: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -422,8 +501,7 @@ class Model:
         state = f"trained {len(i.history)} epochs" if i.trained else "untrained"
         where = f", path={str(self.path)!r}" if self.path else ""
         ctx = f", context={i.context}" if i.context != 1 else ""
-        return (f"Model(arch={i.arch!r}, size={i.size!r}, classes={i.classes}{ctx}, "
-                f"parameters={n:,}, {state}{where})")
+        return f"Model(arch={i.arch!r}, size={i.size!r}, classes={i.classes}{ctx}, parameters={n:,}, {state}{where})"
 
 
 def _software() -> dict[str, str]:
@@ -446,9 +524,16 @@ def _default_names(classes: list[int]) -> list[str]:
     return [f"class {c}" for c in classes]
 
 
-def init_model(arch: str = "unet", *, size: str | None = None, classes: int | list[int] = 3,
-               class_names: list[str] | None = None, context: int = 1, tile: int = 256,
-               seed: int = 0) -> Model:
+def init_model(
+    arch: str = "unet",
+    *,
+    size: str | None = None,
+    classes: int | list[int] = 3,
+    class_names: list[str] | None = None,
+    context: int = 1,
+    tile: int = 256,
+    seed: int = 0,
+) -> Model:
     """Create an untrained model of a registered architecture.
 
     Parameters
@@ -484,8 +569,7 @@ def init_model(arch: str = "unet", *, size: str | None = None, classes: int | li
     values = list(range(1, classes + 1)) if isinstance(classes, int) else [int(c) for c in classes]
     if len(values) < 2 or len(set(values)) != len(values) or not all(0 <= v <= 255 for v in values):
         raise InputError(f"classes {classes!r} must be at least 2 distinct label values in 0..255")
-    if (isinstance(context, bool) or not isinstance(context, int) or not 1 <= context <= MAX_CONTEXT
-            or context % 2 == 0):
+    if isinstance(context, bool) or not isinstance(context, int) or not 1 <= context <= MAX_CONTEXT or context % 2 == 0:
         raise InputError(f"context {context!r} must be an odd number of slices in 1..{MAX_CONTEXT}, e.g. 1 or 3")
     names = list(class_names) if class_names else _default_names(values)
     if len(names) != len(values):
@@ -497,8 +581,16 @@ def init_model(arch: str = "unet", *, size: str | None = None, classes: int | li
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = a.build(params)
-    info = ModelInfo(arch=arch, params=params, classes=values, class_names=names, tile=int(tile),
-                     size=size, context=int(context), software=_software())
+    info = ModelInfo(
+        arch=arch,
+        params=params,
+        classes=values,
+        class_names=names,
+        tile=int(tile),
+        size=size,
+        context=int(context),
+        software=_software(),
+    )
     return Model(net.eval(), info)
 
 
@@ -572,13 +664,15 @@ def _read_header(path: Path) -> dict[str, Any]:
             if not plausible and head.startswith(_PICKLE_MAGIC):
                 raise ModelFileError(
                     f"{path} looks like a pickled PyTorch checkpoint; napari-xrayseg never unpickles "
-                    "model files (they can run code): export the weights to safetensors")
+                    "model files (they can run code): export the weights to safetensors"
+                )
             if len(head) < 9:
                 raise ModelFileError(f"{path} is not a safetensors model file (only {size} bytes)")
             if n < 2 or n > _MAX_HEADER or 8 + n > size:
                 raise ModelFileError(
                     f"{path} is not a valid safetensors model file (header length {n} "
-                    f"for a file of {size} bytes): the file is truncated or of another format")
+                    f"for a file of {size} bytes): the file is truncated or of another format"
+                )
             raw = head[8:] + fh.read(n - 1)
     except OSError as e:
         raise ModelFileError(f"cannot read model file {path}: {e.strerror or e}") from e
@@ -602,8 +696,10 @@ def _validate_info(d: Any, path: Path) -> ModelInfo:
         raise bad(f"format {d.get('format')!r} is not {FORMAT!r}")
     v = d.get("format_version")
     if not isinstance(v, int) or v < 1 or v > FORMAT_VERSION:
-        raise bad(f"format_version {v!r} is not supported (this napari-xrayseg reads 1..{FORMAT_VERSION}); "
-                  "upgrade napari-xrayseg")
+        raise bad(
+            f"format_version {v!r} is not supported (this napari-xrayseg reads 1..{FORMAT_VERSION}); "
+            "upgrade napari-xrayseg"
+        )
     arch = d.get("arch")
     if arch not in _ARCHS:
         raise bad(f"unknown architecture {arch!r} (known: {sorted(_ARCHS)})")
@@ -620,20 +716,27 @@ def _validate_info(d: Any, path: Path) -> ModelInfo:
     except ModelFileError as e:
         raise bad(str(e)) from None
     context = d.get("context", 1)
-    if (isinstance(context, bool) or not isinstance(context, int) or not 1 <= context <= MAX_CONTEXT
-            or context % 2 == 0):
+    if isinstance(context, bool) or not isinstance(context, int) or not 1 <= context <= MAX_CONTEXT or context % 2 == 0:
         raise bad(f"context {context!r} is not an odd integer in [1, {MAX_CONTEXT}]")
     if context != params["in_channels"]:
-        raise bad(f"context {context} does not match in_channels {params['in_channels']} "
-                  "(the network takes one input channel per context slice)")
+        raise bad(
+            f"context {context} does not match in_channels {params['in_channels']} "
+            "(the network takes one input channel per context slice)"
+        )
     classes = d.get("classes")
-    if (not isinstance(classes, list) or len(classes) != params["out_channels"]
-            or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in classes)
-            or len(set(classes)) != len(classes)):
+    if (
+        not isinstance(classes, list)
+        or len(classes) != params["out_channels"]
+        or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
         raise bad(f"classes {classes!r} must be {params['out_channels']} distinct integers in 0..255")
     names = d.get("class_names")
-    if not isinstance(names, list) or len(names) != len(classes) or not all(
-            isinstance(s, str) and len(s) <= 200 for s in names):
+    if (
+        not isinstance(names, list)
+        or len(names) != len(classes)
+        or not all(isinstance(s, str) and len(s) <= 200 for s in names)
+    ):
         raise bad("class_names must be one short string per class")
     norm = d.get("normalization")
     if not isinstance(norm, dict) or norm.get("method") != "percentile":
@@ -649,8 +752,11 @@ def _validate_info(d: Any, path: Path) -> ModelInfo:
         if not isinstance(d.get(key, typ()), typ):
             raise bad(f"{key} has the wrong type")
     vs = d.get("voxel_size")
-    if vs is not None and (not isinstance(vs, list) or len(vs) not in (2, 3) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in vs)):
+    if vs is not None and (
+        not isinstance(vs, list)
+        or len(vs) not in (2, 3)
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in vs)
+    ):
         raise bad(f"voxel_size {vs!r} is not null or a list of 2 or 3 positive numbers")
     unit = d.get("unit")
     if unit is not None and (not isinstance(unit, str) or len(unit) > 20):
@@ -672,8 +778,10 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
     header = _read_header(path)
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict) or _META_KEY not in meta:
-        raise ModelFileError(f"{path} is a safetensors file without a napari-xrayseg model description: "
-                             "create models with `xrayseg init-model` or `xrayseg train`")
+        raise ModelFileError(
+            f"{path} is a safetensors file without a napari-xrayseg model description: "
+            "create models with `xrayseg init-model` or `xrayseg train`"
+        )
     try:
         d = json.loads(meta[_META_KEY])
     except (TypeError, json.JSONDecodeError) as e:
@@ -681,8 +789,14 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
     return _validate_info(d, path)
 
 
-_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64",
-           torch.float64: "F64", torch.int32: "I32"}
+_DTYPES = {
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.float64: "F64",
+    torch.int32: "I32",
+}
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Model:
@@ -720,15 +834,20 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
         raise ModelFileError(
             f"{path}: tensors do not match the declared {info.arch} architecture "
             f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-            f"unexpected {extra[:3]}{'...' if len(extra) > 3 else ''})")
+            f"unexpected {extra[:3]}{'...' if len(extra) > 3 else ''})"
+        )
     for k, t in expected.items():
         entry = found[k]
-        if not isinstance(entry, dict) or list(entry.get("shape", [])) != list(t.shape) or entry.get(
-                "dtype") != _DTYPES.get(t.dtype):
+        if (
+            not isinstance(entry, dict)
+            or list(entry.get("shape", [])) != list(t.shape)
+            or entry.get("dtype") != _DTYPES.get(t.dtype)
+        ):
             raise ModelFileError(
                 f"{path}: tensor {k!r} has shape {entry.get('shape') if isinstance(entry, dict) else '?'} "
                 f"{entry.get('dtype') if isinstance(entry, dict) else ''}, the declared architecture needs "
-                f"{list(t.shape)} {_DTYPES.get(t.dtype)}")
+                f"{list(t.shape)} {_DTYPES.get(t.dtype)}"
+            )
     try:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:

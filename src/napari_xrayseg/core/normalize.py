@@ -15,9 +15,14 @@ from .errors import InputError
 __all__ = ["apply_normalization", "compute_normalization"]
 
 
-def compute_normalization(image: Any, *, percentiles: tuple[float, float] = (0.5, 99.5),
-                          max_slices: int = 16, max_pixels: int = 4_000_000,
-                          seed: int = 0) -> dict[str, Any]:
+def compute_normalization(
+    image: Any,
+    *,
+    percentiles: tuple[float, float] = (0.5, 99.5),
+    max_slices: int = 16,
+    max_pixels: int = 4_000_000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Percentile bounds of an image, from a sample of slices along axis 0.
 
     Parameters
@@ -55,8 +60,9 @@ def compute_normalization(image: Any, *, percentiles: tuple[float, float] = (0.5
         sample = read_block(image, (Ellipsis,), what="image").astype(np.float32)[None]
     else:
         idx = np.unique(np.linspace(0, shape[0] - 1, min(max_slices, shape[0])).round().astype(int))
-        sample = np.stack([read_block(image, (int(i),), what=f"image (slices {i}..{i} along axis 0)")
-                           .astype(np.float32) for i in idx])
+        sample = np.stack(
+            [read_block(image, (int(i),), what=f"image (slices {i}..{i} along axis 0)").astype(np.float32) for i in idx]
+        )
     flat = sample.reshape(-1)
     if flat.size > max_pixels:
         flat = np.random.default_rng(seed).choice(flat, max_pixels, replace=False)

@@ -29,8 +29,10 @@ def write_multiscales(group: Any, paths: list[str], *, name: str, labels: bool) 
     """Write OME-Zarr 0.5 ``multiscales`` for ``paths`` (each level 2x coarser on every axis)."""
     ndim = len(group[paths[0]].shape)
     axes = [{"name": n, "type": "space"} for n in ("zyx"[-ndim:])]
-    datasets = [{"path": p, "coordinateTransformations": [{"type": "scale", "scale": [float(2 ** i)] * ndim}]}
-                for i, p in enumerate(paths)]
+    datasets = [
+        {"path": p, "coordinateTransformations": [{"type": "scale", "scale": [float(2**i)] * ndim}]}
+        for i, p in enumerate(paths)
+    ]
     ome: dict[str, Any] = {"version": "0.5", "multiscales": [{"name": name, "axes": axes, "datasets": datasets}]}
     if labels:
         ome["image-label"] = {"version": "0.5"}

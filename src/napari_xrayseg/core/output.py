@@ -91,12 +91,15 @@ def check_not_input(out: str | os.PathLike, inputs: Iterable[Any], *, option: st
         s = Path(os.path.realpath(s))
         for a in {o, ro}:
             if a == s:
-                raise InputError(f"{option} {out} is the input {s}: writing there would destroy it; choose another "
-                                 f"{option}")
+                raise InputError(
+                    f"{option} {out} is the input {s}: writing there would destroy it; choose another {option}"
+                )
             if s in a.parents or a in s.parents:
                 rel = "inside" if s in a.parents else "around"
-                raise InputError(f"{option} {out} lies {rel} the input {s}: writing there could destroy it; "
-                                 f"choose a path outside the input for {option}")
+                raise InputError(
+                    f"{option} {out} lies {rel} the input {s}: writing there could destroy it; "
+                    f"choose a path outside the input for {option}"
+                )
 
 
 @dataclass
@@ -139,8 +142,9 @@ class Claim:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except FileExistsError as e:
-            raise write_error(OSError(20, "Not a directory", str(self.path.parent)), self.final,
-                              option=self.option) from e
+            raise write_error(
+                OSError(20, "Not a directory", str(self.path.parent)), self.final, option=self.option
+            ) from e
         except OSError as e:
             raise write_error(e, self.final, option=self.option) from e
         if self.resume or self.reuse or not folder:
@@ -189,9 +193,17 @@ def _repair(final: Path) -> None:
             log.warning("restored %s from an interrupted replacement", final)
 
 
-def claim(path: str | os.PathLike, *, overwrite: bool = False, resume: bool = False, inputs: Iterable[Any] = (),
-          what: str = "output", option: str = "--out", hint: Callable[[Path], str] | None = None,
-          empty_ok: bool = False) -> Claim:
+def claim(
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    inputs: Iterable[Any] = (),
+    what: str = "output",
+    option: str = "--out",
+    hint: Callable[[Path], str] | None = None,
+    empty_ok: bool = False,
+) -> Claim:
     """Decide where an output goes; nothing is created or removed until :meth:`Claim.take`.
 
     Parameters
@@ -250,8 +262,15 @@ def claim(path: str | os.PathLike, *, overwrite: bool = False, resume: bool = Fa
     raise OutputExistsError(_exists(c, hint(final) if hint else ""))
 
 
-def write_file(path: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = False,
-               inputs: Iterable[Any] = (), what: str = "output", option: str = "--out") -> Path:
+def write_file(
+    path: str | os.PathLike,
+    write: Callable[[Path], None],
+    *,
+    overwrite: bool = False,
+    inputs: Iterable[Any] = (),
+    what: str = "output",
+    option: str = "--out",
+) -> Path:
     """Write a file through a temporary name beside it, then move it in place.
 
     Without ``overwrite`` a file that appears meanwhile is never replaced; with it the old

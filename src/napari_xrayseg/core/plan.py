@@ -30,8 +30,16 @@ from .tiling import (
     stack_context,
 )
 
-__all__ = ["SegmentPlan", "check_image", "check_window_options", "parse_axes", "plan_passes", "plan_segment",
-           "prefetched", "resolved_normalization"]
+__all__ = [
+    "SegmentPlan",
+    "check_image",
+    "check_window_options",
+    "parse_axes",
+    "plan_passes",
+    "plan_segment",
+    "prefetched",
+    "resolved_normalization",
+]
 
 log = logging.getLogger(__name__)
 _LETTERS = {"z": 0, "y": 1, "x": 2}
@@ -49,8 +57,10 @@ def check_image(image: Any, *, name: str = "image") -> Any:
         image = np.asarray(image)
     ndim = len(image.shape)
     if ndim not in (2, 3):
-        raise InputError(f"{name} has {ndim} dimensions (shape {tuple(image.shape)}): give a 2D slice or a "
-                         "3D volume (for multi-channel data pick one channel)")
+        raise InputError(
+            f"{name} has {ndim} dimensions (shape {tuple(image.shape)}): give a 2D slice or a "
+            "3D volume (for multi-channel data pick one channel)"
+        )
     dt = np.dtype(image.dtype)
     if dt == np.bool_ or not (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating)):
         raise InputError(f"{name} has dtype {dt}: give integer or floating-point intensities")
@@ -77,8 +87,10 @@ def parse_axes(axes: str | int | Sequence[int] | None, ndim: int, default: int =
         except ValueError:
             items = []
         if not items:
-            raise InputError(f"axes {axes!r} not understood: use letters of 'zyx' (e.g. 'zyx' for all three) "
-                             "or axis numbers like '012'")
+            raise InputError(
+                f"axes {axes!r} not understood: use letters of 'zyx' (e.g. 'zyx' for all three) "
+                "or axis numbers like '012'"
+            )
     else:
         items = list(axes)
     if ndim == 2 and items not in ([0], [-1], [-2]):
@@ -154,12 +166,14 @@ class SegmentPlan:
         lo, hi = context_range(r[0], r[1], self.context, self.n)
         if self.is2d:
             return read_block(image, (Ellipsis,), what="image")[None]
-        data = read_block(image, slab_slicer(self.axis, lo, hi, 3),
-                          what=f"image (slices {lo}..{hi - 1} along axis {self.axis})")
+        data = read_block(
+            image, slab_slicer(self.axis, lo, hi, 3), what=f"image (slices {lo}..{hi - 1} along axis {self.axis})"
+        )
         return np.moveaxis(data, self.axis, 0)
 
-    def inputs(self, data: np.ndarray, r: tuple[int, int], per_call: int
-               ) -> Generator[tuple[int, int, np.ndarray], None, None]:
+    def inputs(
+        self, data: np.ndarray, r: tuple[int, int], per_call: int
+    ) -> Generator[tuple[int, int, np.ndarray], None, None]:
         """Normalised network inputs of slab ``r`` from its :meth:`read` data: ``(start, stop, input)``.
 
         ``per_call`` slices at a time; with context k > 1 each input is (N, k, Y, X), stacked
@@ -173,17 +187,19 @@ class SegmentPlan:
         k = self.context
         lo, hi = context_range(r[0], r[1], k, self.n)
         if data.dtype.kind == "f" and not np.isfinite(data).all():
-            raise InputError(f"image holds NaN or inf values in slices {lo}..{hi - 1} along axis "
-                             f"{self.axis}: replace them (e.g. np.nan_to_num) before segmenting")
+            raise InputError(
+                f"image holds NaN or inf values in slices {lo}..{hi - 1} along axis "
+                f"{self.axis}: replace them (e.g. np.nan_to_num) before segmenting"
+            )
         x = apply_normalization(data, self.normalization)
         b = r[0] - lo  # the slab's first slice inside x
         n = r[1] - r[0]
         for s in range(0, n, per_call):
             e = min(s + per_call, n)
             if k == 1:
-                yield s, e, x[b + s:b + e]
+                yield s, e, x[b + s : b + e]
             else:
-                yield s, e, stack_context(x[b + s:b + e], k, before=x[:b + s], after=x[b + e:])
+                yield s, e, stack_context(x[b + s : b + e], k, before=x[: b + s], after=x[b + e :])
 
     def orient(self, slab: np.ndarray, lead: int = 0) -> np.ndarray:
         """A slab computed slicing-axis first (after ``lead`` leading axes) back in the volume's orientation."""
@@ -208,9 +224,19 @@ def check_window_options(overlap: Any, batch: Any, blend: Any) -> None:
         raise InputError(f"blend {blend!r} must be 'gaussian' or 'constant'")
 
 
-def plan_segment(image: Any, info: Any, *, axis: int = 0, tile: int | None = None, overlap: float = 0.25,
-                 batch: int = 8, slab: int | None = None, blend: str = "gaussian",
-                 normalization: dict[str, Any] | None = None, precision: str = "fp32") -> SegmentPlan:
+def plan_segment(
+    image: Any,
+    info: Any,
+    *,
+    axis: int = 0,
+    tile: int | None = None,
+    overlap: float = 0.25,
+    batch: int = 8,
+    slab: int | None = None,
+    blend: str = "gaussian",
+    normalization: dict[str, Any] | None = None,
+    precision: str = "fp32",
+) -> SegmentPlan:
     """Check the inputs and decide slabs, tiles and normalisation of one pass along ``axis``.
 
     Parameters
@@ -240,9 +266,11 @@ def plan_segment(image: Any, info: Any, *, axis: int = 0, tile: int | None = Non
     stride = info.stride
     if min(slice_shape) < stride:
         a, b = slice_shape
-        raise InputError(f"slices along axis {axis} are {a}x{b} pixels, smaller than the network's minimum {stride}: "
-                         "if the last axis holds colour channels, convert the image to grayscale; otherwise choose "
-                         "another axis")
+        raise InputError(
+            f"slices along axis {axis} are {a}x{b} pixels, smaller than the network's minimum {stride}: "
+            "if the last axis holds colour channels, convert the image to grayscale; otherwise choose "
+            "another axis"
+        )
     if tile is None:
         tile = info.tile
     else:
@@ -252,9 +280,18 @@ def plan_segment(image: Any, info: Any, *, axis: int = 0, tile: int | None = Non
     chunks3 = (1, *chunks) if (is2d and chunks) else chunks
     depth = plan_slab_depth(shape3, axis, chunks3, slab)
     norm = normalization if normalization is not None else resolved_normalization(info.normalization, image)
-    return SegmentPlan(shape=tuple(int(s) for s in image.shape), axis=axis, context=info.in_channels,
-                       depth=depth, tile=int(tile), overlap=float(overlap), batch=batch, blend=blend,
-                       normalization=norm, precision=precision)
+    return SegmentPlan(
+        shape=tuple(int(s) for s in image.shape),
+        axis=axis,
+        context=info.in_channels,
+        depth=depth,
+        tile=int(tile),
+        overlap=float(overlap),
+        batch=batch,
+        blend=blend,
+        normalization=norm,
+        precision=precision,
+    )
 
 
 def plan_passes(image: Any, info: Any, axes: list[int], *, slab: int | None, **kw: Any) -> list[SegmentPlan]:
@@ -273,8 +310,9 @@ def plan_passes(image: Any, info: Any, axes: list[int], *, slab: int | None, **k
     return plans
 
 
-def prefetched(read: Callable[[tuple[int, int]], Any], ranges: Sequence[tuple[int, int]]
-               ) -> Iterator[tuple[tuple[int, int], Any]]:
+def prefetched(
+    read: Callable[[tuple[int, int]], Any], ranges: Sequence[tuple[int, int]]
+) -> Iterator[tuple[tuple[int, int], Any]]:
     """``(range, data)`` for each slab, reading the next slab in a thread while the caller computes."""
     if not ranges:
         return

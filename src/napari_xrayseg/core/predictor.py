@@ -48,9 +48,17 @@ class SlicePredictor:
     (2, 32, 32)
     """
 
-    def __init__(self, model: Model, *, device: str | torch.device = _D.device, tile: int = MODEL_TILE,
-                 overlap: float = _D.overlap, batch: int = _D.batch, blend: str = _D.blend,
-                 precision: str = _D.precision) -> None:
+    def __init__(
+        self,
+        model: Model,
+        *,
+        device: str | torch.device = _D.device,
+        tile: int = MODEL_TILE,
+        overlap: float = _D.overlap,
+        batch: int = _D.batch,
+        blend: str = _D.blend,
+        precision: str = _D.precision,
+    ) -> None:
         check_window_options(overlap, batch, blend)
         self.model = model
         self.device = resolve_device(device)
@@ -83,8 +91,10 @@ class SlicePredictor:
         if slices.ndim == 3 and k == 1:
             slices = slices[:, None]
         if slices.ndim != 4 or slices.shape[1] != k:
-            raise InputError(f"the model takes {k} context slice{'s' if k > 1 else ''} per slice; got input "
-                             f"of shape {tuple(slices.shape)} (expected (N, {k}, Y, X))")
+            raise InputError(
+                f"the model takes {k} context slice{'s' if k > 1 else ''} per slice; got input "
+                f"of shape {tuple(slices.shape)} (expected (N, {k}, Y, X))"
+            )
         roi = effective_tile(slices.shape[2:], self.tile, self.stride)
         arr = np.ascontiguousarray(slices, dtype=np.float32)
         if not arr.flags.writeable:  # a stack_context view: torch wants a writable buffer
@@ -92,8 +102,16 @@ class SlicePredictor:
         x = torch.from_numpy(arr).to(self.device)
         with torch.inference_mode():
             return sliding_window_inference(
-                x, roi, self.batch, self._forward, overlap=self.overlap, mode=self.blend,
-                padding_mode="replicate", sw_device=self.device, device=self.device)
+                x,
+                roi,
+                self.batch,
+                self._forward,
+                overlap=self.overlap,
+                mode=self.blend,
+                padding_mode="replicate",
+                sw_device=self.device,
+                device=self.device,
+            )
 
     def labels(self, slices: np.ndarray) -> np.ndarray:
         """Label values (uint8, shape (N, Y, X)) for normalised slices, as in :meth:`scores`."""

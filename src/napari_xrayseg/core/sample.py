@@ -37,17 +37,17 @@ PHASES: dict[int, str] = {1: "pore", 2: "nickel", 3: "YSZ"}
 GREY_LEVELS: dict[int, float] = {1: 0.15, 2: 0.8, 3: 0.55}
 """Mean grey level of each phase before blur, noise and artefacts (Ni is densest)."""
 
-_TEXTURE = {1: 0.02, 2: 0.03, 3: 0.03}      # amplitude of the smooth intra-phase texture
-_PV_SIGMA = 0.9                             # partial-volume blur, voxels
-_IMAGE_NOISE = 0.06                         # target noise std of the reconstruction at noise=1
-_PLAIN_NOISE = 0.08                         # noise std without artefacts at noise=1
-_RING_GAIN = 0.004                          # per-detector relative gain error (std)
-_RING_OFFSET = 0.04                         # per-detector offset error (std, line-integral units)
-_BAD_PIXELS = 0.02                          # share of detector pixels with a strong offset
-_BAD_OFFSET = 0.6                           # std of those strong offsets
-_CUPPING = 0.03                             # beam hardening: relative loss at the longest chord
-_DRIFT = 0.03                               # slow multiplicative drift along Z (peak)
-_ANGLE_CHUNK_NNZ = 4_000_000                # sparse entries per block of angles (memory bound)
+_TEXTURE = {1: 0.02, 2: 0.03, 3: 0.03}  # amplitude of the smooth intra-phase texture
+_PV_SIGMA = 0.9  # partial-volume blur, voxels
+_IMAGE_NOISE = 0.06  # target noise std of the reconstruction at noise=1
+_PLAIN_NOISE = 0.08  # noise std without artefacts at noise=1
+_RING_GAIN = 0.004  # per-detector relative gain error (std)
+_RING_OFFSET = 0.04  # per-detector offset error (std, line-integral units)
+_BAD_PIXELS = 0.02  # share of detector pixels with a strong offset
+_BAD_OFFSET = 0.6  # std of those strong offsets
+_CUPPING = 0.03  # beam hardening: relative loss at the longest chord
+_DRIFT = 0.03  # slow multiplicative drift along Z (peak)
+_ANGLE_CHUNK_NNZ = 4_000_000  # sparse entries per block of angles (memory bound)
 
 PRESETS: dict[str, dict[str, float | int | None]] = {
     "default": {},
@@ -58,21 +58,35 @@ PRESETS: dict[str, dict[str, float | int | None]] = {
     # projection angles than pixels (streaks) and a jittered rotation axis (misalignment).
     # Measured (64x192x192, seed 0): multi-Otsu 0.770, random forest 0.898, 38 % of the voxels
     # touch an interface and the forest gets 25 % of those wrong -- as on the held-out real scan.
-    "hard": {"feature_size": 2.8, "noise": 1.0, "blur": 1.1, "n_angles_fraction": 0.5,
-             "misalignment": 0.4},
+    "hard": {"feature_size": 2.8, "noise": 1.0, "blur": 1.1, "n_angles_fraction": 0.5, "misalignment": 0.4},
     # A second scan of the same material for the transfer check: finer features, more noise and
     # blur, fewer angles and a grey-level offset (a model trained on "hard" must carry over).
-    "hard-transfer": {"feature_size": 2.4, "noise": 1.3, "blur": 1.25, "n_angles_fraction": 0.35,
-                      "misalignment": 0.5, "offset": 0.06},
+    "hard-transfer": {
+        "feature_size": 2.4,
+        "noise": 1.3,
+        "blur": 1.25,
+        "n_angles_fraction": 0.35,
+        "misalignment": 0.5,
+        "offset": 0.06,
+    },
 }
 """Named generator settings for :func:`make_phantom` (``preset=``); explicit arguments win."""
 
 
-def make_phantom(shape: Sequence[int] = (64, 256, 256), *, seed: int = 0,
-                 feature_size: float | None = None, noise: float | None = None, artefacts: bool = True,
-                 fractions: Sequence[float] = (0.3, 0.3, 0.4),
-                 n_angles: int | None = None, blur: float | None = None, misalignment: float | None = None,
-                 offset: float | None = None, preset: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def make_phantom(
+    shape: Sequence[int] = (64, 256, 256),
+    *,
+    seed: int = 0,
+    feature_size: float | None = None,
+    noise: float | None = None,
+    artefacts: bool = True,
+    fractions: Sequence[float] = (0.3, 0.3, 0.4),
+    n_angles: int | None = None,
+    blur: float | None = None,
+    misalignment: float | None = None,
+    offset: float | None = None,
+    preset: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Make a synthetic PXCT tomogram of an SOFC anode and its ground truth.
 
     Parameters
@@ -140,14 +154,24 @@ def make_phantom(shape: Sequence[int] = (64, 256, 256), *, seed: int = 0,
     def pick(name: str, value: float | None, default: float) -> float:
         return float(value) if value is not None else float(pre.get(name, default))  # type: ignore[arg-type]
 
-    noise = _check_positive("noise", pick("noise", noise, 1.0), allow_zero=True,
-                            fix="pass noise >= 0 (0 = no noise, 1 = default)")
-    feature_size = _check_positive("feature_size", pick("feature_size", feature_size, 4.0), allow_zero=False,
-                                   fix="pass feature_size > 0 in voxels (default 4.0)")
-    blur = _check_positive("blur", pick("blur", blur, _PV_SIGMA), allow_zero=True,
-                           fix=f"pass blur >= 0 in voxels (default {_PV_SIGMA})")
-    misalignment = _check_positive("misalignment", pick("misalignment", misalignment, 0.0), allow_zero=True,
-                                   fix="pass misalignment >= 0 in detector pixels (default 0)")
+    noise = _check_positive(
+        "noise", pick("noise", noise, 1.0), allow_zero=True, fix="pass noise >= 0 (0 = no noise, 1 = default)"
+    )
+    feature_size = _check_positive(
+        "feature_size",
+        pick("feature_size", feature_size, 4.0),
+        allow_zero=False,
+        fix="pass feature_size > 0 in voxels (default 4.0)",
+    )
+    blur = _check_positive(
+        "blur", pick("blur", blur, _PV_SIGMA), allow_zero=True, fix=f"pass blur >= 0 in voxels (default {_PV_SIGMA})"
+    )
+    misalignment = _check_positive(
+        "misalignment",
+        pick("misalignment", misalignment, 0.0),
+        allow_zero=True,
+        fix="pass misalignment >= 0 in detector pixels (default 0)",
+    )
     offset = pick("offset", offset, 0.0)
     if not math.isfinite(offset):
         raise InputError(f"offset must be a finite number, got {offset!r}: pass e.g. offset=0.05")
@@ -158,11 +182,11 @@ def make_phantom(shape: Sequence[int] = (64, 256, 256), *, seed: int = 0,
         try:
             n_angles = operator.index(n_angles)
         except TypeError:
-            raise InputError(f"n_angles must be an integer, got {n_angles!r}: "
-                             "pass e.g. n_angles=180, or None for max(Y, X)") from None
+            raise InputError(
+                f"n_angles must be an integer, got {n_angles!r}: pass e.g. n_angles=180, or None for max(Y, X)"
+            ) from None
         if n_angles < 1:
-            raise InputError(f"n_angles must be >= 1, got {n_angles}: "
-                             "pass e.g. n_angles=180, or None for max(Y, X)")
+            raise InputError(f"n_angles must be >= 1, got {n_angles}: pass e.g. n_angles=180, or None for max(Y, X)")
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -211,8 +235,14 @@ def make_phantom(shape: Sequence[int] = (64, 256, 256), *, seed: int = 0,
     if offset:
         image += np.float32(offset)
 
-    logger.debug("make_phantom shape=%s seed=%s artefacts=%s n_angles=%s in %.2f s",
-                 shape3, seed, artefacts, n_angles, time.perf_counter() - t0)
+    logger.debug(
+        "make_phantom shape=%s seed=%s artefacts=%s n_angles=%s in %.2f s",
+        shape3,
+        seed,
+        artefacts,
+        n_angles,
+        time.perf_counter() - t0,
+    )
     if is_2d:
         return image[0], truth[0]
     return image, truth
@@ -237,8 +267,7 @@ def _check_shape(shape: Sequence[int]) -> tuple[tuple[int, int, int], bool]:
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
-    fix = ("pass three volume fractions (pore, Ni, YSZ) in [0, 1] summing to 1, "
-           "e.g. (0.3, 0.3, 0.4)")
+    fix = "pass three volume fractions (pore, Ni, YSZ) in [0, 1] summing to 1, e.g. (0.3, 0.3, 0.4)"
     try:
         fr = tuple(float(f) for f in fractions)
     except (TypeError, ValueError):
@@ -265,8 +294,9 @@ def _check_positive(name: str, value: float, *, allow_zero: bool, fix: str) -> f
 # --------------------------------------------------------------------------- helpers
 
 
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, int, int],
-                  sigma: tuple[float, float, float]) -> np.ndarray:
+def _smooth_field(
+    rng: np.random.Generator, shape: tuple[int, int, int], sigma: tuple[float, float, float]
+) -> np.ndarray:
     """Gaussian random field: white float32 noise smoothed by a Gaussian of ``sigma``."""
     field = rng.standard_normal(shape, dtype=np.float32)
     ndi.gaussian_filter(field, sigma, output=field, mode="wrap")
@@ -300,16 +330,14 @@ def _detector_coords(ny: int, nx: int, thetas: np.ndarray, n_det: int) -> np.nda
     yy, xx = np.mgrid[0:ny, 0:nx]
     yy = (yy - (ny - 1) / 2).ravel()
     xx = (xx - (nx - 1) / 2).ravel()
-    return (xx[:, None] * np.cos(thetas)[None, :] - yy[:, None] * np.sin(thetas)[None, :]
-            + (n_det - 1) / 2)
+    return xx[:, None] * np.cos(thetas)[None, :] - yy[:, None] * np.sin(thetas)[None, :] + (n_det - 1) / 2
 
 
 def _csc(rows: np.ndarray, data: np.ndarray, n_rows: int) -> sp.csc_matrix:
     """CSC matrix from per-pixel row indices and weights of shape (pixels, k)."""
     n_pix, k = rows.shape
     indptr = np.arange(0, n_pix * k + 1, k, dtype=np.int64)
-    return sp.csc_matrix((data.reshape(-1).astype(np.float32), rows.reshape(-1), indptr),
-                         shape=(n_rows, n_pix))
+    return sp.csc_matrix((data.reshape(-1).astype(np.float32), rows.reshape(-1), indptr), shape=(n_rows, n_pix))
 
 
 def _strip_projector(t: np.ndarray, thetas: np.ndarray, n_det: int) -> sp.csc_matrix:
@@ -330,15 +358,21 @@ def _strip_projector(t: np.ndarray, thetas: np.ndarray, n_det: int) -> sp.csc_ma
         return 0.5 * np.maximum(x, 0.0) ** 2
 
     with np.errstate(divide="ignore", invalid="ignore"):
-        cdf = (ramp2(edges + (a + b) / 2) - ramp2(edges + (a - b) / 2)
-               - ramp2(edges - (a - b) / 2) + ramp2(edges - (a + b) / 2)) / (a * b)
-    box = np.clip(edges / a + 0.5, 0.0, 1.0)                 # b == 0: a plain box
+        cdf = (
+            ramp2(edges + (a + b) / 2)
+            - ramp2(edges + (a - b) / 2)
+            - ramp2(edges - (a - b) / 2)
+            + ramp2(edges - (a + b) / 2)
+        ) / (a * b)
+    box = np.clip(edges / a + 0.5, 0.0, 1.0)  # b == 0: a plain box
     cdf = np.where(b > 1e-6, cdf, box)
-    weights = np.diff(cdf, axis=-1)                          # (pixels, angles, 3)
-    rows = ((np.arange(thetas.size) * n_det)[None, :, None] + centre[:, :, None].astype(np.int64)
-            + np.array([-1, 0, 1])[None, None, :])
-    return _csc(rows.reshape(t.shape[0], -1), weights.reshape(t.shape[0], -1),
-                thetas.size * n_det)
+    weights = np.diff(cdf, axis=-1)  # (pixels, angles, 3)
+    rows = (
+        (np.arange(thetas.size) * n_det)[None, :, None]
+        + centre[:, :, None].astype(np.int64)
+        + np.array([-1, 0, 1])[None, None, :]
+    )
+    return _csc(rows.reshape(t.shape[0], -1), weights.reshape(t.shape[0], -1), thetas.size * n_det)
 
 
 def _interp_projector(t: np.ndarray, thetas: np.ndarray, n_det: int) -> sp.csc_matrix:
@@ -351,8 +385,9 @@ def _interp_projector(t: np.ndarray, thetas: np.ndarray, n_det: int) -> sp.csc_m
     return _csc(rows, data, thetas.size * n_det)
 
 
-def _tomography(image: np.ndarray, rng: np.random.Generator, *, noise: float,
-                n_angles: int, misalignment: float = 0.0) -> np.ndarray:
+def _tomography(
+    image: np.ndarray, rng: np.random.Generator, *, noise: float, n_angles: int, misalignment: float = 0.0
+) -> np.ndarray:
     """Project every Z slice, corrupt the sinograms, and reconstruct them by FBP.
 
     ``misalignment`` shifts the rotation axis by a random amount (std, detector pixels)
@@ -380,14 +415,15 @@ def _tomography(image: np.ndarray, rng: np.random.Generator, *, noise: float,
     # by linear-interpolation back-projection)
     sigma_p = np.float32(_IMAGE_NOISE * noise * 1.64 * math.sqrt(n_angles))
 
-    columns = np.ascontiguousarray(image.reshape(nz, ny * nx).T)      # (pixels, Z)
+    columns = np.ascontiguousarray(image.reshape(nz, ny * nx).T)  # (pixels, Z)
     recon = np.zeros_like(columns)
     chunk = max(1, _ANGLE_CHUNK_NNZ // (3 * ny * nx))
     for start in range(0, n_angles, chunk):
-        th = thetas[start:start + chunk]
+        th = thetas[start : start + chunk]
         t = _detector_coords(ny, nx, th, n_det)
-        sino = (_strip_projector(t + jitter[None, start:start + chunk], th, n_det) @ columns
-                ).reshape(th.size, n_det, nz)
+        sino = (_strip_projector(t + jitter[None, start : start + chunk], th, n_det) @ columns).reshape(
+            th.size, n_det, nz
+        )
         sino *= 1.0 - cupping * np.clip(sino / p_ref, 0.0, None)
         sino *= gain
         sino += offset

@@ -51,8 +51,15 @@ def _region(shape: tuple[int, ...], max_voxels: int) -> tuple[slice, ...]:
     return tuple(slice((s - k) // 2, (s - k) // 2 + k) for s, k in zip(shape, sizes, strict=True))
 
 
-def pseudo_labels(labels: np.ndarray, confidence: np.ndarray, *, threshold: float, slices: int,
-                  axis: int = 0, annotations: np.ndarray | None = None) -> np.ndarray:
+def pseudo_labels(
+    labels: np.ndarray,
+    confidence: np.ndarray,
+    *,
+    threshold: float,
+    slices: int,
+    axis: int = 0,
+    annotations: np.ndarray | None = None,
+) -> np.ndarray:
     """Sparse pseudo-labels: confident voxels of ``slices`` evenly spaced slices along ``axis``.
 
     Parameters
@@ -95,12 +102,23 @@ def pseudo_labels(labels: np.ndarray, confidence: np.ndarray, *, threshold: floa
     return out
 
 
-def iter_self_train(image: Any, model: Model | str | os.PathLike, labels: Any = None, *,
-                    threshold: float = 0.9, slices: int = 12, axes: str | None = None,
-                    minutes: float | None = None, epochs: int | None = None, max_voxels: int = MAX_VOXELS,
-                    seed: int = 0, device: str = "auto", out: str | os.PathLike | None = None,
-                    overwrite: bool = False, cancel: CancelToken | None = None
-                    ) -> Generator[Progress, None, Model]:
+def iter_self_train(
+    image: Any,
+    model: Model | str | os.PathLike,
+    labels: Any = None,
+    *,
+    threshold: float = 0.9,
+    slices: int = 12,
+    axes: str | None = None,
+    minutes: float | None = None,
+    epochs: int | None = None,
+    max_voxels: int = MAX_VOXELS,
+    seed: int = 0,
+    device: str = "auto",
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    cancel: CancelToken | None = None,
+) -> Generator[Progress, None, Model]:
     """Generator form of :func:`self_train`: yields :class:`Progress`, returns the model."""
     from .inference import check_image, iter_segment
     from .io import read_block
@@ -137,37 +155,72 @@ def iter_self_train(image: Any, model: Model | str | os.PathLike, labels: Any = 
             next(gen)
     except StopIteration as stop:
         pred, conf = stop.value
-    pseudo = pseudo_labels(np.asarray(pred), np.asarray(conf), threshold=float(threshold), slices=slices,
-                           axis=axis, annotations=ann)
+    pseudo = pseudo_labels(
+        np.asarray(pred), np.asarray(conf), threshold=float(threshold), slices=slices, axis=axis, annotations=ann
+    )
     kept = float((pseudo > 0).mean())
     present = sorted(int(c) for c in np.unique(pseudo) if c)
     if present != list(model.info.classes):
-        raise InputError(f"self-training found confident voxels of classes {present} only, not all of "
-                         f"{list(model.info.classes)}: lower threshold (now {threshold}) or annotate a few slices")
-    log.info("self-training on %.1f %% of the voxels of %d slices (threshold %.2f)",
-             100 * kept * shape[axis] / max(1, slices), slices, threshold)
+        raise InputError(
+            f"self-training found confident voxels of classes {present} only, not all of "
+            f"{list(model.info.classes)}: lower threshold (now {threshold}) or annotate a few slices"
+        )
+    log.info(
+        "self-training on %.1f %% of the voxels of %d slices (threshold %.2f)",
+        100 * kept * shape[axis] / max(1, slices),
+        slices,
+        threshold,
+    )
     yield Progress(1, 2, "self-training: fine-tuning on confident voxels", {"pseudo_fraction": kept})
     if minutes is None and epochs is None:
         epochs = 10
     axes_train = train_info.get("axes") if len(shape) == 3 else None
     result = yield from iter_train(
-        sub, pseudo, init=model, axis=axis, axes=axes_train if axes_train and len(axes_train) > 1 else None,
-        minutes=minutes, epochs=epochs, seed=seed, device=device,
+        sub,
+        pseudo,
+        init=model,
+        axis=axis,
+        axes=axes_train if axes_train and len(axes_train) > 1 else None,
+        minutes=minutes,
+        epochs=epochs,
+        seed=seed,
+        device=device,
         normalize="fixed" if model.info.normalization.get("low") is not None else "image",
-        patch=int(train_info.get("patch", 128)), batch=int(train_info.get("batch", 8)), cancel=cancel)
+        patch=int(train_info.get("patch", 128)),
+        batch=int(train_info.get("batch", 8)),
+        cancel=cancel,
+    )
     result.info.train["self_training"] = {
-        "threshold": float(threshold), "slices": slices, "region": [[r.start, r.stop] for r in region],
-        "pseudo_fraction": kept, "user_labels": labels is not None, "from": train_info.get("annotated_slices")}
+        "threshold": float(threshold),
+        "slices": slices,
+        "region": [[r.start, r.stop] for r in region],
+        "pseudo_fraction": kept,
+        "user_labels": labels is not None,
+        "from": train_info.get("annotated_slices"),
+    }
     if out_path is not None:
         save_model(result, out_path, overwrite=overwrite)
     return result
 
 
-def self_train(image: Any, model: Model | str | os.PathLike, labels: Any = None, *,
-               threshold: float = 0.9, slices: int = 12, axes: str | None = None, minutes: float | None = None,
-               epochs: int | None = None, max_voxels: int = MAX_VOXELS, seed: int = 0, device: str = "auto",
-               out: str | os.PathLike | None = None, overwrite: bool = False, cancel: CancelToken | None = None,
-               progress: ProgressCallback | None = None) -> Model:
+def self_train(
+    image: Any,
+    model: Model | str | os.PathLike,
+    labels: Any = None,
+    *,
+    threshold: float = 0.9,
+    slices: int = 12,
+    axes: str | None = None,
+    minutes: float | None = None,
+    epochs: int | None = None,
+    max_voxels: int = MAX_VOXELS,
+    seed: int = 0,
+    device: str = "auto",
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    cancel: CancelToken | None = None,
+    progress: ProgressCallback | None = None,
+) -> Model:
     """Fine-tune a model on its own confident predictions (no new labels needed).
 
     Parameters
@@ -214,6 +267,22 @@ def self_train(image: Any, model: Model | str | os.PathLike, labels: Any = None,
     >>> adapted.info.train["self_training"]["slices"]
     2
     """
-    return drain(iter_self_train(image, model, labels, threshold=threshold, slices=slices, axes=axes,
-                                 minutes=minutes, epochs=epochs, max_voxels=max_voxels, seed=seed, device=device,
-                                 out=out, overwrite=overwrite, cancel=cancel), progress)
+    return drain(
+        iter_self_train(
+            image,
+            model,
+            labels,
+            threshold=threshold,
+            slices=slices,
+            axes=axes,
+            minutes=minutes,
+            epochs=epochs,
+            max_voxels=max_voxels,
+            seed=seed,
+            device=device,
+            out=out,
+            overwrite=overwrite,
+            cancel=cancel,
+        ),
+        progress,
+    )

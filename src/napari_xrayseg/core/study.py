@@ -76,24 +76,41 @@ def _summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str, int], list[float]] = {}
     for r in runs:
         groups.setdefault((r["mode"], r["axes"], r["slices"]), []).append(r["mean_dice"])
-    return [{"mode": m, "axes": a, "slices": n, "mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
-            for (m, a, n), v in groups.items()]
+    return [
+        {"mode": m, "axes": a, "slices": n, "mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
+        for (m, a, n), v in groups.items()
+    ]
 
 
 def _pick_slices(depth: int, n: int, rng: np.random.Generator) -> list[int]:
     """``n`` distinct slice indices spread over the depth: one random slice per equal stratum."""
     edges = np.linspace(0, depth, n + 1)
-    return sorted(int(rng.integers(int(math.ceil(a)), max(int(math.ceil(a)) + 1, int(b)))) for a, b in
-                  zip(edges[:-1], edges[1:]))
+    return sorted(
+        int(rng.integers(int(math.ceil(a)), max(int(math.ceil(a)) + 1, int(b)))) for a, b in zip(edges[:-1], edges[1:])
+    )
 
 
-def iter_study(*, shape: Sequence[int] = (64, 128, 128), seed: int = 0, slices: Sequence[int] = (1, 2, 4, 8, 16),
-               modes: Sequence[str] = ("supervised", "pix2pix"), axes: Sequence[str] = ("z", "zyx"),
-               repeats: int = 3, size: str = "small", context: int = 1, minutes: float | None = 1.0,
-               epochs: int = 40, steps_per_epoch: int = 25, patch: int = 64, batch: int = 8,
-               noise: float | None = None, device: str = "auto", out: str | os.PathLike | None = None,
-               overwrite: bool = False, cancel: CancelToken | None = None,
-               ) -> Generator[Progress, None, StudyResult]:
+def iter_study(
+    *,
+    shape: Sequence[int] = (64, 128, 128),
+    seed: int = 0,
+    slices: Sequence[int] = (1, 2, 4, 8, 16),
+    modes: Sequence[str] = ("supervised", "pix2pix"),
+    axes: Sequence[str] = ("z", "zyx"),
+    repeats: int = 3,
+    size: str = "small",
+    context: int = 1,
+    minutes: float | None = 1.0,
+    epochs: int = 40,
+    steps_per_epoch: int = 25,
+    patch: int = 64,
+    batch: int = 8,
+    noise: float | None = None,
+    device: str = "auto",
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    cancel: CancelToken | None = None,
+) -> Generator[Progress, None, StudyResult]:
     """Generator form of :func:`study`: yields a :class:`Progress` per trained model."""
     from .inference import segment
     from .metrics import evaluate
@@ -121,10 +138,23 @@ def iter_study(*, shape: Sequence[int] = (64, 128, 128), seed: int = 0, slices: 
 
     phantom_kw = {"seed": seed} if noise is None else {"seed": seed, "noise": noise}
     image, truth = make_phantom(shape, **phantom_kw)
-    settings = {"shape": list(shape), "seed": seed, "noise": noise, "slices": counts, "modes": list(modes),
-                "axes": list(axes), "repeats": repeats, "size": size, "context": context, "minutes": minutes,
-                "epochs": epochs, "steps_per_epoch": steps_per_epoch, "patch": patch, "batch": batch,
-                "device": device}
+    settings = {
+        "shape": list(shape),
+        "seed": seed,
+        "noise": noise,
+        "slices": counts,
+        "modes": list(modes),
+        "axes": list(axes),
+        "repeats": repeats,
+        "size": size,
+        "context": context,
+        "minutes": minutes,
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "patch": patch,
+        "batch": batch,
+        "device": device,
+    }
     result = StudyResult(settings=settings)
     total = len(modes) * len(counts) * repeats
     done = 0
@@ -137,24 +167,45 @@ def iter_study(*, shape: Sequence[int] = (64, 128, 128), seed: int = 0, slices: 
             for mode in modes:
                 check(cancel)
                 t0 = time.perf_counter()
-                model = train(image, ann, size=size, context=context, minutes=minutes, epochs=epochs,
-                              steps_per_epoch=steps_per_epoch, patch=patch, batch=batch, mode=mode,
-                              seed=1000 * rep + n, device=device, cancel=cancel)
+                model = train(
+                    image,
+                    ann,
+                    size=size,
+                    context=context,
+                    minutes=minutes,
+                    epochs=epochs,
+                    steps_per_epoch=steps_per_epoch,
+                    patch=patch,
+                    batch=batch,
+                    mode=mode,
+                    seed=1000 * rep + n,
+                    device=device,
+                    cancel=cancel,
+                )
                 t_train = time.perf_counter() - t0
                 for a in axes:
                     t1 = time.perf_counter()
                     pred = segment(image, model, axes=a, device=device, cancel=cancel)
                     rep_ = evaluate(pred, truth)
-                    result.runs.append({
-                        "mode": mode, "axes": a, "slices": n, "repeat": rep, "annotated": idx,
-                        "mean_dice": rep_.mean_dice,
-                        "dice": {str(c): v["dice"] for c, v in rep_.per_class.items()},
-                        "train_seconds": t_train, "segment_seconds": time.perf_counter() - t1})
+                    result.runs.append(
+                        {
+                            "mode": mode,
+                            "axes": a,
+                            "slices": n,
+                            "repeat": rep,
+                            "annotated": idx,
+                            "mean_dice": rep_.mean_dice,
+                            "dice": {str(c): v["dice"] for c, v in rep_.per_class.items()},
+                            "train_seconds": t_train,
+                            "segment_seconds": time.perf_counter() - t1,
+                        }
+                    )
                 done += 1
-                last = [r for r in result.runs[-len(axes):]]
+                last = [r for r in result.runs[-len(axes) :]]
                 msg = ", ".join(f"{r['axes']} {r['mean_dice']:.3f}" for r in last)
-                yield Progress(done, total, f"{mode}, {n} slice(s), repeat {rep + 1}/{repeats}: Dice {msg}",
-                               {"runs": last})
+                yield Progress(
+                    done, total, f"{mode}, {n} slice(s), repeat {rep + 1}/{repeats}: Dice {msg}", {"runs": last}
+                )
     result.summary = _summarise(result.runs)
     if outdir is not None and target is not None:
         from .figures import study_plot
@@ -162,12 +213,19 @@ def iter_study(*, shape: Sequence[int] = (64, 128, 128), seed: int = 0, slices: 
         work = target.take()
         (work / "study.json").write_text(json.dumps(asdict(result), indent=1))
         (work / "study.md").write_text(result.table() + "\n")
-        study_plot(result.summary, work / "study.png", overwrite=True,
-                   title=f"Sample {shape[0]}x{shape[1]}x{shape[2]}, unet/{size}, "
-                         f"{minutes if minutes else epochs} {'min' if minutes else 'epochs'} per model")
+        study_plot(
+            result.summary,
+            work / "study.png",
+            overwrite=True,
+            title=f"Sample {shape[0]}x{shape[1]}x{shape[2]}, unet/{size}, "
+            f"{minutes if minutes else epochs} {'min' if minutes else 'epochs'} per model",
+        )
         target.commit()
-        result.files = {"json": str(outdir / "study.json"), "table": str(outdir / "study.md"),
-                        "plot": str(outdir / "study.png")}
+        result.files = {
+            "json": str(outdir / "study.json"),
+            "table": str(outdir / "study.md"),
+            "plot": str(outdir / "study.png"),
+        }
     return result
 
 
@@ -244,8 +302,11 @@ class LoopStudyResult:
         """The summary as a markdown table: a row per strategy, a column per slice count."""
         counts = sorted({s["slices"] for s in self.summary})
         last = counts[-1] if counts else 0
-        head = ("| strategy | " + " | ".join(f"{n} slice{'s' if n > 1 else ''}" for n in counts)
-                + f" | slices to reach even's {last}-slice Dice |")
+        head = (
+            "| strategy | "
+            + " | ".join(f"{n} slice{'s' if n > 1 else ''}" for n in counts)
+            + f" | slices to reach even's {last}-slice Dice |"
+        )
         lines = [head, "|---|" + "---:|" * (len(counts) + 1)]
         target = self.mean("even", last)
         for strategy in dict.fromkeys(s["strategy"] for s in self.summary):
@@ -282,12 +343,19 @@ def _loop_summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, int], list[float]] = {}
     for r in runs:
         groups.setdefault((r["strategy"], r["slices"]), []).append(r["mean_dice"])
-    return [{"strategy": s, "slices": n, "mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
-            for (s, n), v in groups.items()]
+    return [
+        {"strategy": s, "slices": n, "mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
+        for (s, n), v in groups.items()
+    ]
 
 
-def loop_plot(summary: Sequence[dict[str, Any]], path: str | os.PathLike | None = None, *,
-              title: str | None = None, overwrite: bool = False) -> Any:
+def loop_plot(
+    summary: Sequence[dict[str, Any]],
+    path: str | os.PathLike | None = None,
+    *,
+    title: str | None = None,
+    overwrite: bool = False,
+) -> Any:
     """Mean Dice ± std against the number of annotated slices, a line per strategy; returns the Figure."""
     from .figures import _new_figure, _save
 
@@ -297,8 +365,15 @@ def loop_plot(summary: Sequence[dict[str, Any]], path: str | os.PathLike | None 
     for strategy in dict.fromkeys(s["strategy"] for s in summary):
         rows = sorted((s for s in summary if s["strategy"] == strategy), key=lambda s: s["slices"])
         color, marker = styles.get(strategy, (None, "x"))
-        ax.errorbar([s["slices"] for s in rows], [s["mean"] for s in rows], yerr=[s["std"] for s in rows],
-                    color=color, marker=marker, capsize=3, label=strategy)
+        ax.errorbar(
+            [s["slices"] for s in rows],
+            [s["mean"] for s in rows],
+            yerr=[s["std"] for s in rows],
+            color=color,
+            marker=marker,
+            capsize=3,
+            label=strategy,
+        )
     counts = sorted({s["slices"] for s in summary})
     ax.set_xticks(counts, [str(c) for c in counts])
     ax.set_xlabel("annotated slices (one more per round)")
@@ -311,13 +386,28 @@ def loop_plot(summary: Sequence[dict[str, Any]], path: str | os.PathLike | None 
     return fig
 
 
-def iter_loop_study(*, shape: Sequence[int] = (48, 128, 128), seed: int = 0,
-                    strategies: Sequence[str] = STRATEGIES, rounds: int = 6, repeats: int = 3, size: str = "small",
-                    context: int = 3, epochs: int = 12, round_epochs: int | None = None, fraction: float = 0.25,
-                    steps_per_epoch: int = 25, patch: int = 64, batch: int = 8,
-                    phantom: dict[str, Any] | None = None, start: int | None = None, device: str = "auto",
-                    out: str | os.PathLike | None = None, overwrite: bool = False,
-                    cancel: CancelToken | None = None) -> Generator[Progress, None, LoopStudyResult]:
+def iter_loop_study(
+    *,
+    shape: Sequence[int] = (48, 128, 128),
+    seed: int = 0,
+    strategies: Sequence[str] = STRATEGIES,
+    rounds: int = 6,
+    repeats: int = 3,
+    size: str = "small",
+    context: int = 3,
+    epochs: int = 12,
+    round_epochs: int | None = None,
+    fraction: float = 0.25,
+    steps_per_epoch: int = 25,
+    patch: int = 64,
+    batch: int = 8,
+    phantom: dict[str, Any] | None = None,
+    start: int | None = None,
+    device: str = "auto",
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    cancel: CancelToken | None = None,
+) -> Generator[Progress, None, LoopStudyResult]:
     """Generator form of :func:`loop_study`: yields a :class:`Progress` per trained round."""
     from .annotation import continue_training, suggest_slices
     from .inference import segment
@@ -345,21 +435,45 @@ def iter_loop_study(*, shape: Sequence[int] = (48, 128, 128), seed: int = 0,
     outdir = Path(out) if out is not None else None
     if outdir is not None:
         if outdir.exists() and any(outdir.iterdir()) and not overwrite:
-            raise OutputExistsError(f"study output {outdir} exists and is not empty: choose another folder or "
-                                    "pass overwrite=True (--overwrite)")
+            raise OutputExistsError(
+                f"study output {outdir} exists and is not empty: choose another folder or "
+                "pass overwrite=True (--overwrite)"
+            )
         outdir.mkdir(parents=True, exist_ok=True)
 
     phantom = dict(phantom or {})
     image, truth = make_phantom(shape, seed=seed, **phantom)
-    settings = {"kind": "annotation loop", "shape": list(shape), "seed": seed, "phantom": phantom,
-                "strategies": list(strategies), "rounds": rounds, "repeats": repeats, "size": size,
-                "context": context, "epochs": epochs, "round_epochs": round_epochs, "steps_per_epoch": steps_per_epoch,
-                "patch": patch, "batch": batch, "start": start, "device": device, "val_fraction": 0.0}
+    settings = {
+        "kind": "annotation loop",
+        "shape": list(shape),
+        "seed": seed,
+        "phantom": phantom,
+        "strategies": list(strategies),
+        "rounds": rounds,
+        "repeats": repeats,
+        "size": size,
+        "context": context,
+        "epochs": epochs,
+        "round_epochs": round_epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "patch": patch,
+        "batch": batch,
+        "start": start,
+        "device": device,
+        "val_fraction": 0.0,
+    }
     result = LoopStudyResult(settings=settings)
     total = repeats * (1 + len(strategies) * (rounds - 1))
     done = 0
-    common = {"steps_per_epoch": steps_per_epoch, "patch": patch, "batch": batch, "device": device,
-              "val_fraction": 0.0, "minutes": None, "cancel": cancel}
+    common = {
+        "steps_per_epoch": steps_per_epoch,
+        "patch": patch,
+        "batch": batch,
+        "device": device,
+        "val_fraction": 0.0,
+        "minutes": None,
+        "cancel": cancel,
+    }
 
     def score(model: Any) -> tuple[float, dict[str, float]]:
         rep_ = evaluate(segment(image, model, device=device, cancel=cancel), truth)
@@ -374,9 +488,20 @@ def iter_loop_study(*, shape: Sequence[int] = (48, 128, 128), seed: int = 0,
         t_first = time.perf_counter() - t0
         d0, per0 = score(first)
         for strategy in strategies:
-            result.runs.append({"strategy": strategy, "repeat": rep, "round": 0, "slices": 1, "added": start,
-                                "annotated": [start], "mean_dice": d0, "dice": per0, "train_seconds": t_first,
-                                "pick_seconds": 0.0})
+            result.runs.append(
+                {
+                    "strategy": strategy,
+                    "repeat": rep,
+                    "round": 0,
+                    "slices": 1,
+                    "added": start,
+                    "annotated": [start],
+                    "mean_dice": d0,
+                    "dice": per0,
+                    "train_seconds": t_first,
+                    "pick_seconds": 0.0,
+                }
+            )
         done += 1
         yield Progress(done, total, f"repeat {rep + 1}/{repeats}: first model on slice {start}: Dice {d0:.4f}")
         for strategy in strategies:
@@ -396,26 +521,49 @@ def iter_loop_study(*, shape: Sequence[int] = (48, 128, 128), seed: int = 0,
                 picked.append(nxt)
                 ann[nxt] = truth[nxt]
                 t2 = time.perf_counter()
-                model = continue_training(image, ann, model, epochs=round_epochs, minutes=None, device=device,
-                                          cancel=cancel)
+                model = continue_training(
+                    image, ann, model, epochs=round_epochs, minutes=None, device=device, cancel=cancel
+                )
                 t_train = time.perf_counter() - t2
                 d, per = score(model)
-                result.runs.append({"strategy": strategy, "repeat": rep, "round": k, "slices": k + 1, "added": nxt,
-                                    "annotated": list(picked), "mean_dice": d, "dice": per,
-                                    "train_seconds": t_train, "pick_seconds": t_pick})
+                result.runs.append(
+                    {
+                        "strategy": strategy,
+                        "repeat": rep,
+                        "round": k,
+                        "slices": k + 1,
+                        "added": nxt,
+                        "annotated": list(picked),
+                        "mean_dice": d,
+                        "dice": per,
+                        "train_seconds": t_train,
+                        "pick_seconds": t_pick,
+                    }
+                )
                 done += 1
-                yield Progress(done, total, f"repeat {rep + 1}/{repeats}, {strategy}, {k + 1} slices "
-                                            f"(+{nxt}): Dice {d:.4f}", {"run": result.runs[-1]})
+                yield Progress(
+                    done,
+                    total,
+                    f"repeat {rep + 1}/{repeats}, {strategy}, {k + 1} slices (+{nxt}): Dice {d:.4f}",
+                    {"run": result.runs[-1]},
+                )
     result.summary = _loop_summary(result.runs)
     if outdir is not None:
         (outdir / "study.json").write_text(json.dumps(asdict(result), indent=1))
         (outdir / "study.md").write_text(result.table() + "\n")
         what = ", ".join(f"{k}={v}" for k, v in phantom.items()) or "default sample"
-        loop_plot(result.summary, outdir / "study.png", overwrite=True,
-                  title=f"Sample {shape[0]}x{shape[1]}x{shape[2]} ({what}), unet/{size}, "
-                        f"{epochs} + {round_epochs}/round epochs, {repeats} repeats")
-        result.files = {"json": str(outdir / "study.json"), "table": str(outdir / "study.md"),
-                        "plot": str(outdir / "study.png")}
+        loop_plot(
+            result.summary,
+            outdir / "study.png",
+            overwrite=True,
+            title=f"Sample {shape[0]}x{shape[1]}x{shape[2]} ({what}), unet/{size}, "
+            f"{epochs} + {round_epochs}/round epochs, {repeats} repeats",
+        )
+        result.files = {
+            "json": str(outdir / "study.json"),
+            "table": str(outdir / "study.md"),
+            "plot": str(outdir / "study.png"),
+        }
     return result
 
 

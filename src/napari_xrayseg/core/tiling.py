@@ -20,8 +20,16 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["check_tile_fits", "context_range", "effective_tile", "normalize_axis", "plan_slab_depth", "slab_ranges",
-           "slab_slicer", "stack_context"]
+__all__ = [
+    "check_tile_fits",
+    "context_range",
+    "effective_tile",
+    "normalize_axis",
+    "plan_slab_depth",
+    "slab_ranges",
+    "slab_slicer",
+    "stack_context",
+]
 
 
 def normalize_axis(axis: int, ndim: int) -> int:
@@ -75,8 +83,9 @@ def context_range(start: int, stop: int, k: int, n: int) -> tuple[int, int]:
     return max(0, start - h), min(n, stop + h)
 
 
-def stack_context(slab: np.ndarray, k: int, before: np.ndarray | None = None,
-                  after: np.ndarray | None = None) -> np.ndarray:
+def stack_context(
+    slab: np.ndarray, k: int, before: np.ndarray | None = None, after: np.ndarray | None = None
+) -> np.ndarray:
     """Stack each slice with its neighbours as channels: (N, Y, X) -> (N, k, Y, X).
 
     Channel ``j`` of output slice ``i`` is slice ``i + j - k // 2`` of the sequence
@@ -126,8 +135,15 @@ def stack_context(slab: np.ndarray, k: int, before: np.ndarray | None = None,
     return np.moveaxis(np.lib.stride_tricks.sliding_window_view(ext, k, axis=0), -1, 1)
 
 
-def plan_slab_depth(shape: tuple[int, ...], axis: int, chunks: tuple[int, ...] | None,
-                    requested: int | None, *, max_bytes: int = 256 * 2**20, itemsize: int = 4) -> int:
+def plan_slab_depth(
+    shape: tuple[int, ...],
+    axis: int,
+    chunks: tuple[int, ...] | None,
+    requested: int | None,
+    *,
+    max_bytes: int = 256 * 2**20,
+    itemsize: int = 4,
+) -> int:
     """Choose how many slices to read and write at a time.
 
     The input's chunk depth along ``axis`` when it has chunks (so each chunk is decoded
@@ -163,7 +179,8 @@ def effective_tile(slice_shape: tuple[int, int], tile: int, stride: int) -> tupl
     if not isinstance(tile, int) or isinstance(tile, bool) or tile < stride or tile % stride:
         raise InputError(
             f"tile {tile!r} must be a positive multiple of the network's stride {stride} "
-            f"(e.g. {max(stride, round((tile if isinstance(tile, int) else stride) / stride) * stride)})")
+            f"(e.g. {max(stride, round((tile if isinstance(tile, int) else stride) / stride) * stride)})"
+        )
     return tuple(min(tile, math.ceil(s / stride) * stride) for s in slice_shape)  # type: ignore[return-value]
 
 
@@ -192,8 +209,10 @@ or leave the tile unset to use the model's default (which adapts to small slices
     fit = math.ceil(max(slice_shape) / stride) * stride
     if tile > fit:
         dims = "x".join(str(s) for s in slice_shape)
-        raise InputError(f"tile {tile} is larger than the {dims} slice: use --tile {fit} or less, "
-                         "or leave the tile unset to use the model's default (which adapts to small slices)")
+        raise InputError(
+            f"tile {tile} is larger than the {dims} slice: use --tile {fit} or less, "
+            "or leave the tile unset to use the model's default (which adapts to small slices)"
+        )
 
 
 def windows_per_slice(slice_shape: tuple[int, int], roi: tuple[int, int], overlap: float) -> int:

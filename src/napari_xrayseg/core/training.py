@@ -106,8 +106,7 @@ class SegmentationLoss(torch.nn.Module):
             raise InputError(f"gamma {gamma!r} must be a number in (0, 8], e.g. 1.0")
         self.kind = kind
         self.gamma = float(gamma)
-        self.dice = MaskedDiceLoss(softmax=True, batch=True, include_background=True,
-                                   smooth_nr=_EPS, smooth_dr=_EPS)
+        self.dice = MaskedDiceLoss(softmax=True, batch=True, include_background=True, smooth_nr=_EPS, smooth_dr=_EPS)
         self.ce = torch.nn.CrossEntropyLoss(ignore_index=_IGNORE)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -178,14 +177,19 @@ def make_loss(loss: str = _D.loss, gamma: float = _D.gamma) -> SegmentationLoss:
 class _SupervisedStep:
     """Plain supervised step: masked loss, backward, Adam step (mixed precision on CUDA)."""
 
-    def __init__(self, net: torch.nn.Module, loss_fn: SegmentationLoss, lr: float, device: torch.device,
-                 betas: tuple[float, float] = (0.9, 0.999)) -> None:
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        loss_fn: SegmentationLoss,
+        lr: float,
+        device: torch.device,
+        betas: tuple[float, float] = (0.9, 0.999),
+    ) -> None:
         self.net, self.loss_fn = net, loss_fn
         self.opt = torch.optim.Adam(net.parameters(), lr=lr, betas=betas)
         self.use_amp = device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = (torch.amp.GradScaler("cuda") if self.use_amp and self.amp_dtype == torch.float16
-                       else None)
+        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp and self.amp_dtype == torch.float16 else None
 
     def train(self) -> None:
         self.net.train()
@@ -237,8 +241,14 @@ def _patch_discriminator(in_channels: int, patch: int, channels: int = _D_CHANNE
     """
     from monai.networks.nets import PatchDiscriminator
 
-    return PatchDiscriminator(spatial_dims=2, channels=channels, in_channels=in_channels, out_channels=1,
-                              num_layers_d=_discriminator_layers(patch), norm="BATCH")
+    return PatchDiscriminator(
+        spatial_dims=2,
+        channels=channels,
+        in_channels=in_channels,
+        out_channels=1,
+        num_layers_d=_discriminator_layers(patch),
+        norm="BATCH",
+    )
 
 
 class _Pix2PixStep(_SupervisedStep):
@@ -276,8 +286,19 @@ class _Pix2PixStep(_SupervisedStep):
     saved model is an ordinary segmentation model (``info.train["mode"] == "pix2pix"``).
     """
 
-    def __init__(self, net: torch.nn.Module, loss_fn: SegmentationLoss, lr: float, device: torch.device, *,
-                 in_channels: int, n_classes: int, patch: int, pixel_weight: float, seed: int) -> None:
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        loss_fn: SegmentationLoss,
+        lr: float,
+        device: torch.device,
+        *,
+        in_channels: int,
+        n_classes: int,
+        patch: int,
+        pixel_weight: float,
+        seed: int,
+    ) -> None:
         super().__init__(net, loss_fn, lr, device, betas=(0.5, 0.999))
         self.n_classes, self.pixel_weight = n_classes, float(pixel_weight)
         with torch.random.fork_rng(devices=[]):
@@ -335,8 +356,15 @@ def _check_positive_int(name: str, v: Any, lo: int = 1) -> int:
     return int(v)
 
 
-def _annotated_slices(image: Any, labels: Any, axis: int, is2d: bool, cancel: CancelToken | None,
-                      context: int = 1, limit: int | None = None) -> tuple[list[int], np.ndarray, np.ndarray]:
+def _annotated_slices(
+    image: Any,
+    labels: Any,
+    axis: int,
+    is2d: bool,
+    cancel: CancelToken | None,
+    context: int = 1,
+    limit: int | None = None,
+) -> tuple[list[int], np.ndarray, np.ndarray]:
     """Scan ``labels`` a slab at a time; load the annotated slices of image and labels.
 
     Returns the slice indices, the image slices with their context (float32,
@@ -376,12 +404,19 @@ def _annotated_slices(image: Any, labels: Any, axis: int, is2d: bool, cancel: Ca
         ext = read_block(image, slab_slicer(axis, lo, hi, 3), what=f"image (slices {lo}..{hi - 1} along axis {axis})")
         ext = np.moveaxis(ext.astype(np.float32, copy=False), axis, 0)
         j = i - lo
-        imgs.append(stack_context(ext[j:j + 1], context, before=ext[:j], after=ext[j + 1:])[0])
+        imgs.append(stack_context(ext[j : j + 1], context, before=ext[:j], after=ext[j + 1 :])[0])
     return found, np.stack(imgs), np.stack(labs)
 
 
-def _orthogonal_slices(image: Any, labels: Any, axes: list[int], imgs: np.ndarray, labs: np.ndarray,
-                       cancel: CancelToken | None, context: int) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+def _orthogonal_slices(
+    image: Any,
+    labels: Any,
+    axes: list[int],
+    imgs: np.ndarray,
+    labs: np.ndarray,
+    cancel: CancelToken | None,
+    context: int,
+) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
     """Add annotated slices along further ``axes`` to the training slices (isotropic volumes).
 
     Sparse annotations on xy slices show up as annotated rows of xz and yz slices; the
@@ -406,8 +441,11 @@ def _orthogonal_slices(image: Any, labels: Any, axes: list[int], imgs: np.ndarra
         widths = ((0, 0),) * (a.ndim - 2) + ((0, h - a.shape[-2]), (0, w - a.shape[-1]))
         return np.pad(a, widths, mode=mode) if any(p for pp in widths for p in pp) else a  # type: ignore[call-overload]
 
-    return (np.concatenate([pad(p, "edge") for p in parts_i]),
-            np.concatenate([pad(p, "constant") for p in parts_l]), counts)
+    return (
+        np.concatenate([pad(p, "edge") for p in parts_i]),
+        np.concatenate([pad(p, "constant") for p in parts_l]),
+        counts,
+    )
 
 
 def _crop(a: np.ndarray, cy: int, cx: int, size: int, mode: str) -> np.ndarray:
@@ -418,7 +456,7 @@ def _crop(a: np.ndarray, cy: int, cx: int, size: int, mode: str) -> np.ndarray:
     y0, x0 = cy - size // 2, cx - size // 2
     y1, x1 = y0 + size, x0 + size
     H, W = a.shape[-2:]
-    c = a[..., max(y0, 0):min(y1, H), max(x0, 0):min(x1, W)]
+    c = a[..., max(y0, 0) : min(y1, H), max(x0, 0) : min(x1, W)]
     pads = ((0, 0),) * (a.ndim - 2) + ((max(0, -y0), max(0, y1 - H)), (max(0, -x0), max(0, x1 - W)))
     if any(p for pp in pads for p in pp):
         if mode == "reflect" and min(c.shape[-2:]) < 2:
@@ -434,8 +472,9 @@ class _PatchSampler:
     augmented together), ``targets`` (N, Y, X).
     """
 
-    def __init__(self, images: np.ndarray, targets: np.ndarray, n_classes: int, patch: int,
-                 augment: bool, seed: int) -> None:
+    def __init__(
+        self, images: np.ndarray, targets: np.ndarray, n_classes: int, patch: int, augment: bool, seed: int
+    ) -> None:
         self.images, self.targets, self.patch = images, targets, patch
         self.rng = np.random.default_rng(seed)
         self.coords: dict[int, np.ndarray] = {}
@@ -463,8 +502,12 @@ class _PatchSampler:
         if self.transform is None:
             return img, tgt.astype(np.int64)
         # labels travel as float "index + 1" so affine zero padding reads as "not annotated"
-        d = self.transform({"image": torch.from_numpy(np.ascontiguousarray(img)),
-                            "label": torch.from_numpy((tgt + 1).astype(np.float32)[None])})
+        d = self.transform(
+            {
+                "image": torch.from_numpy(np.ascontiguousarray(img)),
+                "label": torch.from_numpy((tgt + 1).astype(np.float32)[None]),
+            }
+        )
         img = torch.as_tensor(d["image"]).numpy().astype(np.float32, copy=False)
         tgt = torch.as_tensor(d["label"]).numpy()[0].round().astype(np.int64) - 1
         return img, tgt
@@ -505,19 +548,29 @@ def _augmentation(patch: int, seed: int) -> Any:
     # Exact geometric changes (flips, 90° turns) on every patch; resampling and intensity
     # changes only now and then: interpolation smooths the noise and shifts boundaries,
     # which costs accuracy on boundary voxels when overdone.
-    t = Compose([
-        # always resamples: the margin crop is cut to the patch (identity when not drawn)
-        RandAffined(keys, prob=0.25, rotate_range=(math.pi / 12,), scale_range=((-0.1, 0.1),) * 2,
-                    spatial_size=(patch, patch), mode=("bilinear", "nearest"),
-                    padding_mode=("reflection", "zeros"), lazy=False),
-        RandFlipd(keys, prob=0.5, spatial_axis=0),
-        RandFlipd(keys, prob=0.5, spatial_axis=1),
-        RandRotate90d(keys, prob=0.75, max_k=3),
-        RandScaleIntensityd("image", factors=0.1, prob=0.25),
-        RandShiftIntensityd("image", offsets=0.05, prob=0.25),
-        RandGaussianNoised("image", prob=0.15, std=0.03),
-        RandGaussianSmoothd("image", sigma_x=(0.25, 0.75), sigma_y=(0.25, 0.75), prob=0.1),
-    ], lazy=False)
+    t = Compose(
+        [
+            # always resamples: the margin crop is cut to the patch (identity when not drawn)
+            RandAffined(
+                keys,
+                prob=0.25,
+                rotate_range=(math.pi / 12,),
+                scale_range=((-0.1, 0.1),) * 2,
+                spatial_size=(patch, patch),
+                mode=("bilinear", "nearest"),
+                padding_mode=("reflection", "zeros"),
+                lazy=False,
+            ),
+            RandFlipd(keys, prob=0.5, spatial_axis=0),
+            RandFlipd(keys, prob=0.5, spatial_axis=1),
+            RandRotate90d(keys, prob=0.75, max_k=3),
+            RandScaleIntensityd("image", factors=0.1, prob=0.25),
+            RandShiftIntensityd("image", offsets=0.05, prob=0.25),
+            RandGaussianNoised("image", prob=0.15, std=0.03),
+            RandGaussianSmoothd("image", sigma_x=(0.25, 0.75), sigma_y=(0.25, 0.75), prob=0.1),
+        ],
+        lazy=False,
+    )
     t.set_random_state(seed=seed)
     return t
 
@@ -529,8 +582,9 @@ def _augmentation(patch: int, seed: int) -> Any:
 MIN_SLICES_HELD_OUT = 5
 
 
-def _split(labs: np.ndarray, val_fraction: float, classes: list[int],
-           rng: np.random.Generator, n_main: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+def _split(
+    labs: np.ndarray, val_fraction: float, classes: list[int], rng: np.random.Generator, n_main: int | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
     """Choose held-out data: (held-out slices (N,), held-out pixels (N, Y, X), kind).
 
     ``kind`` is ``"slices"`` (whole slices, chosen so every class keeps training
@@ -590,11 +644,19 @@ def _out_path(out: str | os.PathLike | None, overwrite: bool) -> Path | None:
     return p
 
 
-def _start_model(init: Model | str | os.PathLike | None, arch: str, size: str | None, classes: list[int],
-                 seed: int, device: torch.device, context: int = 1) -> Model:
+def _start_model(
+    init: Model | str | os.PathLike | None,
+    arch: str,
+    size: str | None,
+    classes: list[int],
+    seed: int,
+    device: torch.device,
+    context: int = 1,
+) -> Model:
     if init is None:
-        return init_model(arch, size=size or (_D.size if arch == _D.arch else None), classes=classes, seed=seed,
-                          context=context)
+        return init_model(
+            arch, size=size or (_D.size if arch == _D.arch else None), classes=classes, seed=seed, context=context
+        )
     if isinstance(init, (str, os.PathLike)):
         base = load_model(init, device="cpu")
     elif isinstance(init, Model):
@@ -602,11 +664,15 @@ def _start_model(init: Model | str | os.PathLike | None, arch: str, size: str | 
     else:
         raise InputError(f"init must be a Model or a model file path, not {type(init).__name__}")
     if list(base.info.classes) != list(classes):
-        raise InputError(f"init model has classes {list(base.info.classes)} but the labels annotate classes "
-                         f"{classes}: paint the same classes or train a new model (init=None)")
+        raise InputError(
+            f"init model has classes {list(base.info.classes)} but the labels annotate classes "
+            f"{classes}: paint the same classes or train a new model (init=None)"
+        )
     if base.info.context != context:
-        raise InputError(f"init model takes {base.info.context} context slice(s) per slice but training was asked "
-                         f"for context={context}: pass context={base.info.context} or train a new model")
+        raise InputError(
+            f"init model takes {base.info.context} context slice(s) per slice but training was asked "
+            f"for context={context}: pass context={base.info.context} or train a new model"
+        )
     info = copy.deepcopy(base.info)
     info.history, info.train = [], {}
     return Model(copy.deepcopy(base.network).cpu(), info)
@@ -627,15 +693,16 @@ def _finite(v: float | None) -> float | None:
     return None if v is None or not math.isfinite(v) else float(v)
 
 
-def _validate(pred: SlicePredictor, x: np.ndarray, truth: np.ndarray, classes: list[int]
-              ) -> tuple[float | None, list[float | None]]:
+def _validate(
+    pred: SlicePredictor, x: np.ndarray, truth: np.ndarray, classes: list[int]
+) -> tuple[float | None, list[float | None]]:
     """Segment normalised slices ``x`` and score them against ``truth`` (0 = not scored)."""
     from .metrics import dice_per_class
 
     per_call = pred.slices_per_call(x.shape[-2:])
     out = np.empty((x.shape[0], *x.shape[-2:]), np.uint8)
     for s in range(0, x.shape[0], per_call):
-        out[s:s + per_call] = pred.labels(x[s:s + per_call])
+        out[s : s + per_call] = pred.labels(x[s : s + per_call])
     d = dice_per_class(out, truth, classes)
     per = [_finite(d.get(c)) for c in classes]
     vals = [v for v in per if v is not None]
@@ -691,8 +758,9 @@ def _settings(kw: dict[str, Any]) -> dict[str, Any]:
     s["loss_fn"] = make_loss(kw["loss"], kw["gamma"])
     if kw["mode"] not in MODES:
         raise InputError(f"unknown training mode {kw['mode']!r}: choose one of {list(MODES)}")
-    s["pixel_weight"] = _number("pixel_weight", kw["pixel_weight"], lambda v: 0 < v <= 1e6,
-                                f"a positive number, e.g. {_D.pixel_weight}")
+    s["pixel_weight"] = _number(
+        "pixel_weight", kw["pixel_weight"], lambda v: 0 < v <= 1e6, f"a positive number, e.g. {_D.pixel_weight}"
+    )
     s["seed"] = _check_positive_int("seed", kw["seed"], 0)
     s["context"] = _resolve_context(kw["context"], kw["init"])
     if kw["normalize"] not in NORMALIZE:
@@ -783,8 +851,9 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
     del imgs
     lut = np.full(256, _IGNORE, np.int16)
     lut[classes] = np.arange(len(classes), dtype=np.int16)
-    val_sl, val_px, val_kind = _split(labs, s["val_fraction"], classes, np.random.default_rng(s["seed"]),
-                                      n_main=len(idx))
+    val_sl, val_px, val_kind = _split(
+        labs, s["val_fraction"], classes, np.random.default_rng(s["seed"]), n_main=len(idx)
+    )
     train_sl = ~val_sl
     tgt = lut[labs[train_sl]]
     tgt[val_px[train_sl]] = _IGNORE
@@ -799,18 +868,39 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
         log.warning("classes %s have no training pixels left after holding out validation data", missing)
     sampler = _PatchSampler(x_all[train_sl], tgt, len(classes), s["patch"], bool(s["augment"]), s["seed"])
     if not sampler.available:
-        raise InputError("too few annotated pixels to hold out validation data: paint more, "
-                         "or pass val_fraction=0")
-    log.info("training on %d annotated slices along axis %d (+ %s along other axes; %d held out, validation by "
-             "%s), classes %s, normalisation low=%.4g high=%.4g", len(idx), axis, extra_axes or "none",
-             int(val_sl.sum()), val_kind, classes, norm["low"], norm["high"])
-    return {"image": image, "is2d": is2d, "axis": axis, "axes": ax_list, "extra_axes": extra_axes, "idx": idx,
-            "classes": classes, "norm": norm, "sampler": sampler, "val_x": val_x, "val_truth": val_truth,
-            "val_kind": val_kind, "val_slices": [i for i, v in zip(idx, val_sl[:len(idx)]) if v]}
+        raise InputError("too few annotated pixels to hold out validation data: paint more, or pass val_fraction=0")
+    log.info(
+        "training on %d annotated slices along axis %d (+ %s along other axes; %d held out, validation by "
+        "%s), classes %s, normalisation low=%.4g high=%.4g",
+        len(idx),
+        axis,
+        extra_axes or "none",
+        int(val_sl.sum()),
+        val_kind,
+        classes,
+        norm["low"],
+        norm["high"],
+    )
+    return {
+        "image": image,
+        "is2d": is2d,
+        "axis": axis,
+        "axes": ax_list,
+        "extra_axes": extra_axes,
+        "idx": idx,
+        "classes": classes,
+        "norm": norm,
+        "sampler": sampler,
+        "val_x": val_x,
+        "val_truth": val_truth,
+        "val_kind": val_kind,
+        "val_slices": [i for i, v in zip(idx, val_sl[: len(idx)]) if v],
+    }
 
 
-def _build(s: dict[str, Any], d: dict[str, Any], cancel: CancelToken | None
-           ) -> tuple[Model, _SupervisedStep, SlicePredictor | None]:
+def _build(
+    s: dict[str, Any], d: dict[str, Any], cancel: CancelToken | None
+) -> tuple[Model, _SupervisedStep, SlicePredictor | None]:
     """The model to train (new or fine-tuned), its optimiser step and the validation predictor."""
     model = _start_model(s["init"], s["arch"], s["size"], d["classes"], s["seed"], s["dev"], s["context"])
     norm = dict(d["norm"])
@@ -819,21 +909,33 @@ def _build(s: dict[str, Any], d: dict[str, Any], cancel: CancelToken | None
     model.info.normalization = norm
     stride = model.info.stride
     if s["patch"] % stride:
-        raise InputError(f"patch {s['patch']} is not a multiple of the network's stride {stride} "
-                         f"(e.g. {max(1, round(s['patch'] / stride)) * stride})")
+        raise InputError(
+            f"patch {s['patch']} is not a multiple of the network's stride {stride} "
+            f"(e.g. {max(1, round(s['patch'] / stride)) * stride})"
+        )
     shape = tuple(int(v) for v in d["image"].shape)
     for a in d["axes"]:
         plane = shape if d["is2d"] else tuple(v for i, v in enumerate(shape) if i != a)
         if min(plane) < stride:
-            raise InputError(f"slices along axis {a} are {'x'.join(map(str, plane))} pixels, smaller than the "
-                             f"network's minimum {stride}: if the last axis holds colour channels, "
-                             "convert the image to grayscale; otherwise choose another axis")
+            raise InputError(
+                f"slices along axis {a} are {'x'.join(map(str, plane))} pixels, smaller than the "
+                f"network's minimum {stride}: if the last axis holds colour channels, "
+                "convert the image to grayscale; otherwise choose another axis"
+            )
     net = model.network.to(s["dev"])
     stepper: _SupervisedStep
     if s["mode"] == "pix2pix":
-        stepper = _Pix2PixStep(net, s["loss_fn"], s["lr"], s["dev"], in_channels=model.info.in_channels,
-                               n_classes=len(d["classes"]), patch=s["patch"], pixel_weight=s["pixel_weight"],
-                               seed=s["seed"])
+        stepper = _Pix2PixStep(
+            net,
+            s["loss_fn"],
+            s["lr"],
+            s["dev"],
+            in_channels=model.info.in_channels,
+            n_classes=len(d["classes"]),
+            patch=s["patch"],
+            pixel_weight=s["pixel_weight"],
+            seed=s["seed"],
+        )
     else:
         stepper = _SupervisedStep(net, s["loss_fn"], s["lr"], s["dev"])
     predictor = None
@@ -847,22 +949,48 @@ def _record(s: dict[str, Any], d: dict[str, Any], model: Model) -> dict[str, Any
     """The settings kept in the model's ``info.train``."""
     init = s["init"]
     rec = {
-        "axis": d["axis"], "axes": d["axes"], "extra_axis_slices": {str(k): v for k, v in d["extra_axes"].items()},
-        "arch": model.info.arch, "size": model.info.size, "loss": s["loss"], "gamma": float(s["gamma"]),
-        "patch": s["patch"], "batch": s["batch"], "lr": s["lr"], "schedule": s["schedule"], "epochs": s["epochs"],
-        "steps_per_epoch": s["steps_per_epoch"], "minutes": s["minutes"], "augment": bool(s["augment"]),
-        "val_fraction": s["val_fraction"], "seed": s["seed"], "device": str(s["dev"]), "context": s["context"],
-        "init": (str(init) if isinstance(init, (str, os.PathLike))
-                 else (str(init.path) if isinstance(init, Model) and init.path else
-                       ("model" if init is not None else None))),
-        "image_shape": [int(v) for v in d["image"].shape], "annotated_slices": d["idx"],
-        "val_slices": d["val_slices"], "validation": d["val_kind"], "mode": s["mode"],
+        "axis": d["axis"],
+        "axes": d["axes"],
+        "extra_axis_slices": {str(k): v for k, v in d["extra_axes"].items()},
+        "arch": model.info.arch,
+        "size": model.info.size,
+        "loss": s["loss"],
+        "gamma": float(s["gamma"]),
+        "patch": s["patch"],
+        "batch": s["batch"],
+        "lr": s["lr"],
+        "schedule": s["schedule"],
+        "epochs": s["epochs"],
+        "steps_per_epoch": s["steps_per_epoch"],
+        "minutes": s["minutes"],
+        "augment": bool(s["augment"]),
+        "val_fraction": s["val_fraction"],
+        "seed": s["seed"],
+        "device": str(s["dev"]),
+        "context": s["context"],
+        "init": (
+            str(init)
+            if isinstance(init, (str, os.PathLike))
+            else (str(init.path) if isinstance(init, Model) and init.path else ("model" if init is not None else None))
+        ),
+        "image_shape": [int(v) for v in d["image"].shape],
+        "annotated_slices": d["idx"],
+        "val_slices": d["val_slices"],
+        "validation": d["val_kind"],
+        "mode": s["mode"],
         "normalize": s["normalize"],
     }
     if s["mode"] == "pix2pix":
-        rec.update(pixel_weight=s["pixel_weight"], adversarial="lsgan",
-                   discriminator={"arch": "PatchDiscriminator", "channels": _D_CHANNELS,
-                                  "layers": _discriminator_layers(s["patch"]), "lr_factor": _D_LR})
+        rec.update(
+            pixel_weight=s["pixel_weight"],
+            adversarial="lsgan",
+            discriminator={
+                "arch": "PatchDiscriminator",
+                "channels": _D_CHANNELS,
+                "layers": _discriminator_layers(s["patch"]),
+                "lr_factor": _D_LR,
+            },
+        )
     return rec
 
 
@@ -888,14 +1016,24 @@ class _Fit:
         net.eval()
         self.model.info.history = self.history
         self.model.info.train = {
-            **settings, "epochs_run": len(self.history), "stopped": self.stopped, "best_epoch": self.best_epoch,
+            **settings,
+            "epochs_run": len(self.history),
+            "stopped": self.stopped,
+            "best_epoch": self.best_epoch,
             "best_val_dice": _finite(self.best_dice) if self.best_epoch and validated else None,
-            "elapsed_s": round(self.budget.elapsed(), 3)}
+            "elapsed_s": round(self.budget.elapsed(), 3),
+        }
         return self.model
 
 
-def _fit(s: dict[str, Any], d: dict[str, Any], stepper: _SupervisedStep, predictor: SlicePredictor | None,
-         fit: _Fit, cancel: CancelToken | None) -> Generator[Progress, None, None]:
+def _fit(
+    s: dict[str, Any],
+    d: dict[str, Any],
+    stepper: _SupervisedStep,
+    predictor: SlicePredictor | None,
+    fit: _Fit,
+    cancel: CancelToken | None,
+) -> Generator[Progress, None, None]:
     """Run epochs until the budget is spent; yields a record per step and per epoch."""
     budget, sampler, dev = fit.budget, d["sampler"], s["dev"]
     classes = d["classes"]
@@ -920,8 +1058,11 @@ def _fit(s: dict[str, Any], d: dict[str, Any], stepper: _SupervisedStep, predict
                 if k != "loss":
                     extra.setdefault(k, []).append(v)
             fit.step += 1
-            yield Progress(*budget.progress(epoch, fit.step, per_epoch=False),
-                           f"epoch {budget.of(epoch)} step {b}/{s['steps_per_epoch']}", {"epoch": epoch, "batch": b})
+            yield Progress(
+                *budget.progress(epoch, fit.step, per_epoch=False),
+                f"epoch {budget.of(epoch)} step {b}/{s['steps_per_epoch']}",
+                {"epoch": epoch, "batch": b},
+            )
         if not losses:
             return
         val_dice: float | None = None
@@ -930,9 +1071,16 @@ def _fit(s: dict[str, Any], d: dict[str, Any], stepper: _SupervisedStep, predict
             val_dice, per = _validate(predictor, d["val_x"], d["val_truth"], classes)
         fit.keep_if_best(val_dice if val_dice is not None else (epoch if predictor is None else -1.0), epoch)
         mean_loss = float(np.mean(losses))
-        rec = {"epoch": epoch, "loss": mean_loss, "val_dice": val_dice, "val_dice_per_class": per,
-               "elapsed_s": round(budget.elapsed(), 3), "lr": cur_lr, "steps": len(losses),
-               **{k: float(np.mean(v)) for k, v in extra.items()}}
+        rec = {
+            "epoch": epoch,
+            "loss": mean_loss,
+            "val_dice": val_dice,
+            "val_dice_per_class": per,
+            "elapsed_s": round(budget.elapsed(), 3),
+            "lr": cur_lr,
+            "steps": len(losses),
+            **{k: float(np.mean(v)) for k, v in extra.items()},
+        }
         fit.history.append(rec)
         vd = "n/a" if val_dice is None else f"{val_dice:.3f}"
         msg = f"epoch {budget.of(epoch)} loss {mean_loss:.4f} val Dice {vd}"
@@ -945,16 +1093,36 @@ def _fit(s: dict[str, Any], d: dict[str, Any], stepper: _SupervisedStep, predict
             return
 
 
-def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.arch, size: str | None = None,
-               epochs: int | None = _D.epochs, minutes: float | None = _D.minutes,
-               steps_per_epoch: int = _D.steps_per_epoch, batch: int = _D.batch, patch: int = _D.patch,
-               lr: float = _D.lr, schedule: str = _D.schedule, loss: str = _D.loss, gamma: float = _D.gamma,
-               augment: bool = _D.augment, val_fraction: float = _D.val_fraction, seed: int = _D.seed,
-               device: str = _D.device, init: Model | str | os.PathLike | None = None,
-               context: int | None = None, mode: str = _D.mode, pixel_weight: float = _D.pixel_weight,
-               axes: str | Sequence[int] | None = None, normalize: str = _D.normalize,
-               out: str | os.PathLike | None = None, overwrite: bool = False,
-               cancel: CancelToken | None = None) -> Generator[Progress, None, Model]:
+def iter_train(
+    image: Any,
+    labels: Any,
+    *,
+    axis: int = _D.axis,
+    arch: str = _D.arch,
+    size: str | None = None,
+    epochs: int | None = _D.epochs,
+    minutes: float | None = _D.minutes,
+    steps_per_epoch: int = _D.steps_per_epoch,
+    batch: int = _D.batch,
+    patch: int = _D.patch,
+    lr: float = _D.lr,
+    schedule: str = _D.schedule,
+    loss: str = _D.loss,
+    gamma: float = _D.gamma,
+    augment: bool = _D.augment,
+    val_fraction: float = _D.val_fraction,
+    seed: int = _D.seed,
+    device: str = _D.device,
+    init: Model | str | os.PathLike | None = None,
+    context: int | None = None,
+    mode: str = _D.mode,
+    pixel_weight: float = _D.pixel_weight,
+    axes: str | Sequence[int] | None = None,
+    normalize: str = _D.normalize,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    cancel: CancelToken | None = None,
+) -> Generator[Progress, None, Model]:
     """Generator form of :func:`train`: yields :class:`Progress` records, returns the model.
 
     After every optimiser step it yields a light record with ``info={"epoch": e,
@@ -964,12 +1132,34 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
     steps) when only ``epochs`` limits training, else per mille of the time budget.
     See :func:`train` for the parameters.
     """
-    s = _settings({"axis": axis, "arch": arch, "size": size, "epochs": epochs, "minutes": minutes,
-                   "steps_per_epoch": steps_per_epoch, "batch": batch, "patch": patch, "lr": lr,
-                   "schedule": schedule, "loss": loss, "gamma": gamma, "augment": augment,
-                   "val_fraction": val_fraction, "seed": seed, "device": device, "init": init, "context": context,
-                   "mode": mode, "pixel_weight": pixel_weight, "axes": axes, "normalize": normalize, "out": out,
-                   "overwrite": overwrite})
+    s = _settings(
+        {
+            "axis": axis,
+            "arch": arch,
+            "size": size,
+            "epochs": epochs,
+            "minutes": minutes,
+            "steps_per_epoch": steps_per_epoch,
+            "batch": batch,
+            "patch": patch,
+            "lr": lr,
+            "schedule": schedule,
+            "loss": loss,
+            "gamma": gamma,
+            "augment": augment,
+            "val_fraction": val_fraction,
+            "seed": seed,
+            "device": device,
+            "init": init,
+            "context": context,
+            "mode": mode,
+            "pixel_weight": pixel_weight,
+            "axes": axes,
+            "normalize": normalize,
+            "out": out,
+            "overwrite": overwrite,
+        }
+    )
     budget = _Budget(s["epochs"], s["minutes"], s["steps_per_epoch"])
     d = _load_data(image, labels, s, cancel)
     model, stepper, predictor = _build(s, d, cancel)
@@ -984,8 +1174,13 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
         log.info("%s; nothing written", err)
         raise err from e
     model = fit.finish(settings, predictor is not None)
-    log.info("training finished after %d epochs (%s, %.1f s); best epoch %d", len(fit.history), fit.stopped,
-             budget.elapsed(), fit.best_epoch)
+    log.info(
+        "training finished after %d epochs (%s, %.1f s); best epoch %d",
+        len(fit.history),
+        fit.stopped,
+        budget.elapsed(),
+        fit.best_epoch,
+    )
     if s["out_path"] is not None:
         try:
             save_model(model, s["out_path"], overwrite=overwrite)
@@ -995,16 +1190,37 @@ def iter_train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.a
     return model
 
 
-def train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.arch, size: str | None = None,
-          epochs: int | None = _D.epochs, minutes: float | None = _D.minutes,
-          steps_per_epoch: int = _D.steps_per_epoch,
-          batch: int = _D.batch, patch: int = _D.patch, lr: float = _D.lr, schedule: str = _D.schedule,
-          loss: str = _D.loss, gamma: float = _D.gamma, augment: bool = _D.augment,
-          val_fraction: float = _D.val_fraction, seed: int = _D.seed, device: str = _D.device,
-          init: Model | str | os.PathLike | None = None, context: int | None = None, mode: str = _D.mode,
-          axes: str | Sequence[int] | None = None, normalize: str = _D.normalize,
-          pixel_weight: float = _D.pixel_weight, out: str | os.PathLike | None = None, overwrite: bool = False,
-          cancel: CancelToken | None = None, progress: ProgressCallback | None = None) -> Model:
+def train(
+    image: Any,
+    labels: Any,
+    *,
+    axis: int = _D.axis,
+    arch: str = _D.arch,
+    size: str | None = None,
+    epochs: int | None = _D.epochs,
+    minutes: float | None = _D.minutes,
+    steps_per_epoch: int = _D.steps_per_epoch,
+    batch: int = _D.batch,
+    patch: int = _D.patch,
+    lr: float = _D.lr,
+    schedule: str = _D.schedule,
+    loss: str = _D.loss,
+    gamma: float = _D.gamma,
+    augment: bool = _D.augment,
+    val_fraction: float = _D.val_fraction,
+    seed: int = _D.seed,
+    device: str = _D.device,
+    init: Model | str | os.PathLike | None = None,
+    context: int | None = None,
+    mode: str = _D.mode,
+    axes: str | Sequence[int] | None = None,
+    normalize: str = _D.normalize,
+    pixel_weight: float = _D.pixel_weight,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    cancel: CancelToken | None = None,
+    progress: ProgressCallback | None = None,
+) -> Model:
     """Train a 2D segmentation model from (sparse) annotations of a volume.
 
     Parameters
@@ -1138,9 +1354,35 @@ def train(image: Any, labels: Any, *, axis: int = _D.axis, arch: str = _D.arch, 
     >>> segment(image, model, device="cpu").shape
     (4, 64, 64)
     """
-    return drain(iter_train(image, labels, axis=axis, arch=arch, size=size, epochs=epochs, minutes=minutes,
-                            steps_per_epoch=steps_per_epoch, batch=batch, patch=patch, lr=lr, schedule=schedule,
-                            loss=loss, gamma=gamma, augment=augment, val_fraction=val_fraction, seed=seed,
-                            device=device, init=init, context=context, mode=mode, pixel_weight=pixel_weight,
-                            axes=axes, normalize=normalize, out=out, overwrite=overwrite, cancel=cancel),
-                 progress)
+    return drain(
+        iter_train(
+            image,
+            labels,
+            axis=axis,
+            arch=arch,
+            size=size,
+            epochs=epochs,
+            minutes=minutes,
+            steps_per_epoch=steps_per_epoch,
+            batch=batch,
+            patch=patch,
+            lr=lr,
+            schedule=schedule,
+            loss=loss,
+            gamma=gamma,
+            augment=augment,
+            val_fraction=val_fraction,
+            seed=seed,
+            device=device,
+            init=init,
+            context=context,
+            mode=mode,
+            pixel_weight=pixel_weight,
+            axes=axes,
+            normalize=normalize,
+            out=out,
+            overwrite=overwrite,
+            cancel=cancel,
+        ),
+        progress,
+    )

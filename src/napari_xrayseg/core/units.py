@@ -24,9 +24,18 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["LENGTH_UNITS", "image_label_properties", "ngff_axes", "ngff_label_attrs", "ngff_scale_transforms",
-           "ngff_unit",
-           "normalize_unit", "parse_voxel_size", "to_unit", "voxel_size_mismatch"]
+__all__ = [
+    "LENGTH_UNITS",
+    "image_label_properties",
+    "ngff_axes",
+    "ngff_label_attrs",
+    "ngff_scale_transforms",
+    "ngff_unit",
+    "normalize_unit",
+    "parse_voxel_size",
+    "to_unit",
+    "voxel_size_mismatch",
+]
 
 #: Short symbol -> (OME-NGFF / UDUNITS-2 name, power of ten of its size in metres).
 LENGTH_UNITS: dict[str, tuple[str, int]] = {
@@ -40,15 +49,39 @@ LENGTH_UNITS: dict[str, tuple[str, int]] = {
 }
 
 _ALIASES = {
-    "voxel": "voxel", "voxels": "voxel", "pixel": "voxel", "pixels": "voxel", "px": "voxel", "": "voxel",
-    "pm": "pm", "picometer": "pm", "picometre": "pm",
-    "a": "A", "å": "A", "angstrom": "A", "ångström": "A",
-    "nm": "nm", "nanometer": "nm", "nanometre": "nm",
-    "um": "um", "µm": "um", "μm": "um", "micron": "um", "microns": "um", "micrometer": "um", "micrometre": "um",
+    "voxel": "voxel",
+    "voxels": "voxel",
+    "pixel": "voxel",
+    "pixels": "voxel",
+    "px": "voxel",
+    "": "voxel",
+    "pm": "pm",
+    "picometer": "pm",
+    "picometre": "pm",
+    "a": "A",
+    "å": "A",
+    "angstrom": "A",
+    "ångström": "A",
+    "nm": "nm",
+    "nanometer": "nm",
+    "nanometre": "nm",
+    "um": "um",
+    "µm": "um",
+    "μm": "um",
+    "micron": "um",
+    "microns": "um",
+    "micrometer": "um",
+    "micrometre": "um",
     "\\u00b5m": "um",
-    "mm": "mm", "millimeter": "mm", "millimetre": "mm",
-    "cm": "cm", "centimeter": "cm", "centimetre": "cm",
-    "m": "m", "meter": "m", "metre": "m",
+    "mm": "mm",
+    "millimeter": "mm",
+    "millimetre": "mm",
+    "cm": "cm",
+    "centimeter": "cm",
+    "centimetre": "cm",
+    "m": "m",
+    "meter": "m",
+    "metre": "m",
 }
 
 
@@ -145,8 +178,10 @@ def parse_voxel_size(voxel_size: float | Sequence[float] | None, ndim: int = 3) 
     if len(vals) == 1:
         vals = vals * ndim
     if len(vals) != ndim:
-        raise InputError(f"voxel size {voxel_size!r} has {len(vals)} values for a {ndim}D volume: give one "
-                         f"(isotropic) or {ndim} (z y x)")
+        raise InputError(
+            f"voxel size {voxel_size!r} has {len(vals)} values for a {ndim}D volume: give one "
+            f"(isotropic) or {ndim} (z y x)"
+        )
     try:
         out = tuple(float(v) for v in vals)
     except (TypeError, ValueError) as e:
@@ -176,15 +211,21 @@ def ngff_axes(unit: str | None, ndim: int = 3) -> list[dict[str, str]]:
     {'name': 'z', 'type': 'space', 'unit': 'micrometer'}
     """
     name = ngff_unit(unit)
-    axes = [{"name": a, "type": "space"} for a in "zyx"[3 - ndim:]]
+    axes = [{"name": a, "type": "space"} for a in "zyx"[3 - ndim :]]
     if name is not None:
         for a in axes:
             a["unit"] = name
     return axes
 
 
-def ngff_scale_transforms(voxel_size: float | Sequence[float] | None, levels: int, *, ndim: int = 3,
-                          factor: int | Sequence[int] = 2, centered: bool = True) -> list[list[dict[str, Any]]]:
+def ngff_scale_transforms(
+    voxel_size: float | Sequence[float] | None,
+    levels: int,
+    *,
+    ndim: int = 3,
+    factor: int | Sequence[int] = 2,
+    centered: bool = True,
+) -> list[list[dict[str, Any]]]:
     """The ``coordinateTransformations`` of each pyramid level, in physical units.
 
     Level ``i`` has voxels ``factor**i`` times larger along each downsampled axis. With
@@ -222,21 +263,29 @@ def ngff_scale_transforms(voxel_size: float | Sequence[float] | None, levels: in
         raise InputError(f"pyramid factor {factor!r} must be one positive integer or one per axis")
     out = []
     for i in range(int(levels)):
-        scale = [float(v * f ** i) for v, f in zip(vs, fac)]
+        scale = [float(v * f**i) for v, f in zip(vs, fac)]
         tr: list[dict[str, Any]] = [{"type": "scale", "scale": scale}]
         if i and centered:
-            tr.append({"type": "translation",
-                       "translation": [float(v * (f ** i - 1) / 2) for v, f in zip(vs, fac)]})
+            tr.append({"type": "translation", "translation": [float(v * (f**i - 1) / 2) for v, f in zip(vs, fac)]})
         out.append(tr)
     return out
 
 
-_DEFAULT_COLORS = [(0.12, 0.47, 0.71), (1.0, 0.5, 0.05), (0.17, 0.63, 0.17), (0.84, 0.15, 0.16),
-                   (0.58, 0.4, 0.74), (0.55, 0.34, 0.29), (0.89, 0.47, 0.76), (0.5, 0.5, 0.5)]
+_DEFAULT_COLORS = [
+    (0.12, 0.47, 0.71),
+    (1.0, 0.5, 0.05),
+    (0.17, 0.63, 0.17),
+    (0.84, 0.15, 0.16),
+    (0.58, 0.4, 0.74),
+    (0.55, 0.34, 0.29),
+    (0.89, 0.47, 0.76),
+    (0.5, 0.5, 0.5),
+]
 
 
-def image_label_properties(classes: Sequence[int], class_names: Sequence[str] | None = None,
-                           colors: Sequence[Sequence[float]] | None = None) -> dict[str, Any]:
+def image_label_properties(
+    classes: Sequence[int], class_names: Sequence[str] | None = None, colors: Sequence[Sequence[float]] | None = None
+) -> dict[str, Any]:
     """The OME-NGFF ``image-label`` block: a colour and a name for each label value.
 
     Parameters
@@ -264,8 +313,9 @@ def image_label_properties(classes: Sequence[int], class_names: Sequence[str] | 
     names = list(class_names) if class_names is not None else [f"class {c}" for c in classes]
     if len(names) != len(classes):
         raise InputError(f"{len(names)} class names for {len(classes)} classes: give one name per class")
-    cols = list(colors) if colors is not None else [_DEFAULT_COLORS[i % len(_DEFAULT_COLORS)]
-                                                   for i in range(len(classes))]
+    cols = (
+        list(colors) if colors is not None else [_DEFAULT_COLORS[i % len(_DEFAULT_COLORS)] for i in range(len(classes))]
+    )
     if len(cols) != len(classes):
         raise InputError(f"{len(cols)} colours for {len(classes)} classes: give one colour per class")
     rgba = []
@@ -275,10 +325,18 @@ def image_label_properties(classes: Sequence[int], class_names: Sequence[str] | 
     return {"colors": rgba, "properties": [{"label-value": c, "name": str(n)} for c, n in zip(classes, names)]}
 
 
-def ngff_label_attrs(levels: int, voxel_size: float | Sequence[float] | None = None, unit: str | None = None, *,
-                     ndim: int = 3, classes: Sequence[int] | None = None, class_names: Sequence[str] | None = None,
-                     colors: Sequence[Sequence[float]] | None = None, name: str = "labels",
-                     centered: bool = False) -> dict[str, Any]:
+def ngff_label_attrs(
+    levels: int,
+    voxel_size: float | Sequence[float] | None = None,
+    unit: str | None = None,
+    *,
+    ndim: int = 3,
+    classes: Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
+    colors: Sequence[Sequence[float]] | None = None,
+    name: str = "labels",
+    centered: bool = False,
+) -> dict[str, Any]:
     """The whole ``ome`` attribute of an OME-Zarr 0.5 label group: multiscales with units and scales, and names.
 
     Parameters
@@ -314,16 +372,27 @@ def ngff_label_attrs(levels: int, voxel_size: float | Sequence[float] | None = N
     label: dict[str, Any] = {"version": "0.5"}
     if classes is not None:
         label.update(image_label_properties(classes, class_names, colors))
-    return {"version": "0.5",
-            "multiscales": [{"name": name, "axes": ngff_axes(unit, ndim),
-                             "datasets": [{"path": str(i), "coordinateTransformations": tr[i]}
-                                          for i in range(levels)]}],
-            "image-label": label}
+    return {
+        "version": "0.5",
+        "multiscales": [
+            {
+                "name": name,
+                "axes": ngff_axes(unit, ndim),
+                "datasets": [{"path": str(i), "coordinateTransformations": tr[i]} for i in range(levels)],
+            }
+        ],
+        "image-label": label,
+    }
 
 
-def voxel_size_mismatch(trained: Sequence[float] | None, trained_unit: str | None,
-                        image: Sequence[float] | None, image_unit: str | None, *,
-                        tolerance: float = 1.5) -> str | None:
+def voxel_size_mismatch(
+    trained: Sequence[float] | None,
+    trained_unit: str | None,
+    image: Sequence[float] | None,
+    image_unit: str | None,
+    *,
+    tolerance: float = 1.5,
+) -> str | None:
     """A warning when an image's voxel size is very different from a model's training voxel size.
 
     Parameters
@@ -358,6 +427,8 @@ def voxel_size_mismatch(trained: Sequence[float] | None, trained_unit: str | Non
         return None
     fmt = ", ".join(f"{v:g}" for v in image)
     tfmt = ", ".join(f"{v:g}" for v in t)
-    return (f"the image's voxel size ({fmt}) {iu} differs from the {tfmt} {iu} the model was trained at "
-            f"(x{max(ratios, key=lambda r: abs(math.log(r))):.2g}): features will look "
-            "larger or smaller than in training; resample the image or fine-tune the model at this voxel size")
+    return (
+        f"the image's voxel size ({fmt}) {iu} differs from the {tfmt} {iu} the model was trained at "
+        f"(x{max(ratios, key=lambda r: abs(math.log(r))):.2g}): features will look "
+        "larger or smaller than in training; resample the image or fine-tune the model at this voxel size"
+    )

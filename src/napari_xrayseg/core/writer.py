@@ -33,8 +33,18 @@ from .ome import multiscale_levels, write_multiscales
 from .output import Claim, remove_path
 from .progress import CancelToken, check
 
-__all__ = ["OUTPUT_ATTR", "MemoryWriter", "SlabMarkers", "StoreLayout", "StoreWriter", "output_complete",
-           "output_levels", "read_output_meta", "sibling_path", "write_pyramid"]
+__all__ = [
+    "OUTPUT_ATTR",
+    "MemoryWriter",
+    "SlabMarkers",
+    "StoreLayout",
+    "StoreWriter",
+    "output_complete",
+    "output_levels",
+    "read_output_meta",
+    "sibling_path",
+    "write_pyramid",
+]
 
 log = logging.getLogger(__name__)
 OUTPUT_ATTR = "napari_xrayseg"
@@ -42,9 +52,23 @@ PASSES = ".xrayseg-passes"
 
 # what must match for --resume to continue an output (the rest is informative), with the value
 # an output written before the key existed stands for
-RESUME_KEYS = {"shape": None, "axis": None, "slab": None, "tile": None, "overlap": None, "blend": None,
-               "context": None, "classes": None, "model_sha256": None, "normalization": None, "pyramid": None,
-               "precision": None, "axes": None, "confidence": None, "tta": False}
+RESUME_KEYS = {
+    "shape": None,
+    "axis": None,
+    "slab": None,
+    "tile": None,
+    "overlap": None,
+    "blend": None,
+    "context": None,
+    "classes": None,
+    "model_sha256": None,
+    "normalization": None,
+    "pyramid": None,
+    "precision": None,
+    "axes": None,
+    "confidence": None,
+    "tta": False,
+}
 
 
 def sibling_path(out: str | os.PathLike, suffix: str) -> Path:
@@ -82,8 +106,9 @@ def output_levels(path: str | os.PathLike) -> list[Any]:
     return multiscale_levels(node) or [node["0"]]
 
 
-def write_pyramid(group: Any, *, min_side: int = 256, max_levels: int = 8,
-                  cancel: CancelToken | None = None) -> list[Any]:
+def write_pyramid(
+    group: Any, *, min_side: int = 256, max_levels: int = 8, cancel: CancelToken | None = None
+) -> list[Any]:
     """Add downsampled levels ``1, 2, ...`` to an OME-Zarr group whose array ``0`` holds labels.
 
     Each level takes every second voxel of the one before along every axis (nearest
@@ -235,8 +260,10 @@ class StoreWriter:
         """A one-line error for an OSError while streaming, saying what is kept and how to continue."""
         err = write_error(e, self.layout.final)
         if self.layout.replacing:
-            how = (f"the previous output is untouched; finished slabs are kept beside it in {self.layout.labels}: "
-                   "--overwrite --resume continues from them")
+            how = (
+                f"the previous output is untouched; finished slabs are kept beside it in {self.layout.labels}: "
+                "--overwrite --resume continues from them"
+            )
         else:
             how = "finished slabs are kept: --resume / resume=True continues from them"
         err.args = (f"{err.args[0]} ({how})",)
@@ -265,8 +292,18 @@ class StoreWriter:
         return Path(lay.final)
 
     @classmethod
-    def open(cls, labels: Claim, confidence: Claim | None, *, shape: tuple[int, ...], chunks: tuple[int, ...],
-             classes: int, depth: int, passes: int, meta: dict[str, Any]) -> StoreWriter:
+    def open(
+        cls,
+        labels: Claim,
+        confidence: Claim | None,
+        *,
+        shape: tuple[int, ...],
+        chunks: tuple[int, ...],
+        classes: int,
+        depth: int,
+        passes: int,
+        meta: dict[str, Any],
+    ) -> StoreWriter:
         """Create the stores of a new run, or check and reopen those of a run being resumed.
 
         Raises
@@ -279,19 +316,28 @@ class StoreWriter:
         import zarr
 
         pyramid = bool(meta["pyramid"])
-        layout = StoreLayout(labels=str(labels.path), labels_array="0" if pyramid else "",
-                             confidence=str(confidence.path) if confidence is not None else None, passes=passes,
-                             final=str(labels.final), replacing=labels.replacing,
-                             confidence_final=str(confidence.final) if confidence is not None else None)
+        layout = StoreLayout(
+            labels=str(labels.path),
+            labels_array="0" if pyramid else "",
+            confidence=str(confidence.path) if confidence is not None else None,
+            passes=passes,
+            final=str(labels.final),
+            replacing=labels.replacing,
+            confidence_final=str(confidence.final) if confidence is not None else None,
+        )
         if confidence is not None and confidence.resume != labels.resume:
-            raise InputError(f"cannot resume {labels.final}: its confidence output {confidence.final} is "
-                             f"{'missing' if labels.resume else 'there but the labels are not'}; start again with "
-                             "--overwrite")
+            raise InputError(
+                f"cannot resume {labels.final}: its confidence output {confidence.final} is "
+                f"{'missing' if labels.resume else 'there but the labels are not'}; start again with "
+                "--overwrite"
+            )
         if labels.resume:
             _check_resumable(labels.path, meta)
             if confidence is not None and (read_output_meta(confidence.path) or {}).get("labels") is None:
-                raise InputError(f"cannot resume {confidence.final}: it is not a confidence output of xrayseg "
-                                 "predict; choose another --confidence-out")
+                raise InputError(
+                    f"cannot resume {confidence.final}: it is not a confidence output of xrayseg "
+                    "predict; choose another --confidence-out"
+                )
             n = len(layout.markers(passes - 1).done())
             log.info("resuming %s: %d slabs of the last pass already done", labels.final, n)
             return cls(layout, tuple(c for c in (labels, confidence) if c is not None))
@@ -306,14 +352,31 @@ class StoreWriter:
                 arr = zarr.create_array(store=layout.labels, shape=shape, chunks=chunks, dtype="uint8", fill_value=0)
                 arr.attrs.update(attrs)
             for i in range(passes - 1):
-                zarr.create_array(store=layout.pass_store(i), shape=(classes, *shape), dtype="float16",
-                                  fill_value=0, chunks=(classes, *(depth,) * len(shape)), compressors=None)
+                zarr.create_array(
+                    store=layout.pass_store(i),
+                    shape=(classes, *shape),
+                    dtype="float16",
+                    fill_value=0,
+                    chunks=(classes, *(depth,) * len(shape)),
+                    compressors=None,
+                )
             if confidence is not None:
                 confidence.take()
-                c = zarr.create_array(store=layout.confidence, shape=shape, chunks=chunks, dtype="float32",
-                                      fill_value=0)
-                c.attrs.update(_jsonable({OUTPUT_ATTR: {"confidence": meta["confidence"], "labels": layout.final,
-                                                        "tta": meta["tta"], "complete": False}}))
+                c = zarr.create_array(
+                    store=layout.confidence, shape=shape, chunks=chunks, dtype="float32", fill_value=0
+                )
+                c.attrs.update(
+                    _jsonable(
+                        {
+                            OUTPUT_ATTR: {
+                                "confidence": meta["confidence"],
+                                "labels": layout.final,
+                                "tta": meta["tta"],
+                                "complete": False,
+                            }
+                        }
+                    )
+                )
         except OSError as e:
             if isinstance(e, (FileExistsError, OutputWriteError)):
                 raise
@@ -339,9 +402,11 @@ def _check_resumable(path: Path, meta: dict[str, Any]) -> None:
     diff = [k for k, default in RESUME_KEYS.items() if _jsonable(old.get(k, default)) != _jsonable(meta[k])]
     if diff:
         names = {"model_sha256": "model weights", "slab": "slab depth", "normalization": "normalisation"}
-        raise InputError(f"cannot resume {path}: it was written with a different "
-                         f"{', '.join(names.get(k, k) for k in diff)}; "
-                         "use the same model and settings, or --overwrite to start again")
+        raise InputError(
+            f"cannot resume {path}: it was written with a different "
+            f"{', '.join(names.get(k, k) for k in diff)}; "
+            "use the same model and settings, or --overwrite to start again"
+        )
 
 
 def resume_hint(path: Path) -> str:
