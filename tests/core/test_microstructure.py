@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -239,7 +240,10 @@ def test_agrees_with_taufactor_metrics_face_counting_and_tpb():
 
 @pytest.fixture(scope="module")
 def blobs():
-    ps = pytest.importorskip("porespy")  # in the test extra: never skipped in CI
+    if os.environ.get("CI"):  # the test extra installs porespy: missing in CI means a broken install
+        import porespy as ps
+    else:
+        ps = pytest.importorskip("porespy")
     return ps, ps.generators.blobs(shape=[24, 24, 24], porosity=0.45, blobiness=1.5, seed=2)
 
 
