@@ -94,6 +94,16 @@ def _cmd_init_model(a: argparse.Namespace) -> int:
     return 0
 
 
+def _tile_arg(value: str) -> int | str:
+    """``--tile``: ``auto`` or a whole number of pixels."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not 'auto' or a whole number of pixels") from None
+
+
 def _cmd_predict(a: argparse.Namespace) -> int:
     from .core.device import tune_allocator
     from .core.inference import segment
@@ -650,10 +660,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model file (.safetensors) from init-model or train")
     p.add_argument("--out", required=True, help="output zarr array (uint8, same shape as the image)")
     p.add_argument("--axis", type=int, default=_S.axis, help=f"slicing axis (default: {_S.axis})")
-    p.add_argument("--device", default=_S.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
-    p.add_argument("--tile", type=int, default=None, help="tile side (default: the model's, usually 256)")
-    p.add_argument("--overlap", type=float, default=_S.overlap, help=f"tile overlap (default: {_S.overlap})")
-    p.add_argument("--batch", type=int, default=_S.batch, help=f"tiles per forward pass (default: {_S.batch})")
+    p.add_argument(
+        "--device", default=_S.device, help="auto (CUDA if present, else Apple MPS, else CPU), cpu, cuda, cuda:N, mps"
+    )
+    p.add_argument(
+        "--tile",
+        type=_tile_arg,
+        default=_S.tile,
+        help="auto (default): whole slices through the network, or tiles with a halo of its receptive field "
+        "for slices too large for memory; a number: sliding windows of that side blended with --overlap",
+    )
+    p.add_argument(
+        "--overlap",
+        type=float,
+        default=_S.overlap,
+        help=f"sliding-window overlap with --tile N (default: {_S.overlap})",
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=_S.batch,
+        help=f"sliding windows per forward pass with --tile N (default: {_S.batch})",
+    )
     p.add_argument("--slab", type=int, default=None, help="slices per read/write (default: input chunk depth)")
     p.add_argument(
         "--precision",

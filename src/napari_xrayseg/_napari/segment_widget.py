@@ -17,7 +17,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 
 import napari
 
-from ..core.config import MODEL_TILE, SegmentConfig
+from ..core.config import SegmentConfig
 from ..core.device import available_devices
 from ..core.errors import XraysegError
 from ..core.inference import iter_segment
@@ -45,7 +45,9 @@ class SegmentWidget(JobWidget):
             choices=[("0 (Z: xy slices)", 0), ("1 (Y: xz slices)", 1), ("2 (X: yz slices)", 2)],
             value=_D.axis,
         )
-        self._tile = SpinBox(label="Tile", min=16, max=4096, step=16, value=MODEL_TILE)
+        # 0 shows as "auto": whole slices (or halo tiles for huge ones); a number: sliding windows
+        self._tile = SpinBox(label="Tile", min=0, max=4096, step=16, value=0)
+        self._tile.native.setSpecialValueText("auto")
         self._overlap = FloatSpinBox(label="Overlap", min=0.0, max=0.9, step=0.05, value=_D.overlap)
         self._batch = SpinBox(label="Batch", min=1, max=256, value=_D.batch)
         self._device = ComboBox(label="Device", choices=["auto", *available_devices()], value=_D.device)
@@ -58,7 +60,6 @@ class SegmentWidget(JobWidget):
             label="Confidence", value="", choices=[("none", ""), ("max probability", "maxprob"), ("entropy", "entropy")]
         )
         self._tta = CheckBox(text="flip test-time augmentation (3x the work)", value=False)
-        self._default_tile = MODEL_TILE  # the model's own tile: used as "unset" (it adapts to small slices)
         self._info = Label(value="")
         self._run = PushButton(text="Segment")
         self.runner = JobRunner(self._run, "Segment")
@@ -96,8 +97,6 @@ class SegmentWidget(JobWidget):
             show_error(str(e))
             return
         self._tile.step = info.stride
-        self._tile.value = info.tile
-        self._default_tile = info.tile
         state = f"trained {len(info.history)} epochs" if info.trained else "UNTRAINED"
         self._info.value = f"{info.arch} {info.size or ''}, classes {info.classes}, {state}"
 
@@ -139,8 +138,7 @@ class SegmentWidget(JobWidget):
         axis = int(self._axis.value)
         if data.ndim == 2:
             axis = 0
-        default = self.model.info.tile if self.model is not None else self._default_tile
-        tile = None if int(self._tile.value) == default else int(self._tile.value)
+        tile = int(self._tile.value) or "auto"
         return {
             "image": data,
             "model": model,

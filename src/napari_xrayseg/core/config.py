@@ -27,15 +27,21 @@ class SegmentConfig:
     axes : str or sequence of int or None
         Orthoplane ensemble: one pass per axis (``"zyx"`` for all three), class
         probabilities averaged voxel by voxel; None is ``axis`` alone.
-    tile : int or None
-        Side of the square tiles fed to the network (multiple of the net's stride);
-        None uses the model's recommended tile.
+    tile : "auto" or int or None
+        ``"auto"``: each slice goes through the network whole (padded to the net's
+        stride; no tiles, no seams) when it fits the memory budget, as many slices per
+        pass as fit; larger slices are cut into the biggest tiles that fit, each with a
+        halo of the network's receptive field, so the result equals the whole-slice one.
+        An int: sliding windows of that side (a multiple of the net's stride) blended
+        with ``overlap``; None: sliding windows of the model's recommended tile.
     overlap : float
-        Fraction of a tile shared with its neighbour, in [0, 1).
+        Fraction of a sliding window shared with its neighbour, in [0, 1) (integer ``tile`` only).
     batch : int
-        Tiles per forward pass.
+        Sliding windows per forward pass (integer ``tile`` only; ``"auto"`` sizes its
+        batches from the memory budget).
     device : str
-        ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        ``"auto"`` (CUDA if present, else Apple MPS, else CPU), ``"cpu"``, ``"cuda"``,
+        ``"cuda:N"``, ``"mps"``.
     slab : int or None
         Slices read and written at a time; ``None`` picks the input chunk depth
         (clipped to [1, 64]) or 16 (32 for several axes).
@@ -62,7 +68,7 @@ class SegmentConfig:
 
     axis: int = 0
     axes: Any = None
-    tile: int | None = None
+    tile: int | str | None = "auto"
     overlap: float = 0.25
     batch: int = 8
     device: str = "auto"

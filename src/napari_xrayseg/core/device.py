@@ -1,4 +1,4 @@
-"""Choose the torch device: ``"auto"`` means CUDA when present, else CPU."""
+"""Choose the torch device (``"auto"``: CUDA, then Apple MPS, then CPU), its precision and memory budget."""
 
 from __future__ import annotations
 
@@ -6,7 +6,17 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["PRECISIONS", "available_devices", "cpu_has_bf16", "resolve_device", "resolve_precision", "tune_allocator"]
+__all__ = [
+    "CPU_MEMORY_BUDGET",
+    "PRECISIONS",
+    "available_devices",
+    "cpu_has_bf16",
+    "memory_budget",
+    "release_memory",
+    "resolve_device",
+    "resolve_precision",
+    "tune_allocator",
+]
 
 
 def available_devices() -> list[str]:
@@ -25,7 +35,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     Parameters
     ----------
     device : str or torch.device
-        ``"auto"`` (CUDA if present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+        ``"auto"`` (CUDA if present, else Apple MPS, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
 
     Returns
     -------
@@ -45,7 +55,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         device = str(device)
     name = str(device).strip().lower()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
     avail = available_devices()
     try:
         dev = torch.device(name)
@@ -133,3 +146,47 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "fp16" and device.type != "cuda":
         raise InputError("precision 'fp16' needs a CUDA device: use 'bf16' or 'fp32' on CPU")
     return precision
+
+
+#: Bytes of activations one forward pass may use on CPU with ``tile="auto"`` (a 1024x1024
+#: slice of the default model fits whole; RSS stays under 1.5 GB, docs/performance.md).
+CPU_MEMORY_BUDGET = 768 * 2**20
+
+
+def memory_budget(device: torch.device, free: int | None = None, total: int | None = None) -> float:
+    """Bytes of activations a forward pass may use on ``device`` (sizes batches and tiles).
+
+    On CUDA half of the free memory (``free``/``total``: ``torch.cuda.mem_get_info``, asked
+    when not given), so another process or a viewer keeps room; elsewhere
+    :data:`CPU_MEMORY_BUDGET` (on CPU, larger batches gain nothing: measured in
+    docs/performance.md).
+
+    Examples
+    --------
+    >>> memory_budget(torch.device("cuda"), free=40 * 2**30, total=80 * 2**30) / 2**30
+    20.0
+    >>> memory_budget(torch.device("cpu")) == CPU_MEMORY_BUDGET
+    True
+    """
+    if device.type != "cuda":
+        return float(CPU_MEMORY_BUDGET)
+    if free is None:
+        free, total = torch.cuda.mem_get_info(device)
+    return max(0.5 * free, float(CPU_MEMORY_BUDGET) / 4)
+
+
+def release_memory(device: torch.device | str | None = None) -> None:
+    """Give cached accelerator memory back (after training or segmenting in a long-lived GUI process).
+
+    torch keeps freed CUDA/MPS blocks cached for reuse; a napari session that trained a
+    model would otherwise hold that memory until it exits. A no-op on CPU.
+    """
+    import gc
+
+    gc.collect()
+    kind = torch.device(device).type if device is not None else None
+    if kind in (None, "cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    mps = getattr(torch, "mps", None)
+    if kind in (None, "mps") and mps is not None and torch.backends.mps.is_available():
+        mps.empty_cache()

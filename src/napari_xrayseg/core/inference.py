@@ -356,15 +356,20 @@ def segment(
 
         axis : int
             Slicing axis; 2D slices perpendicular to it go through the net.
-        tile : int, optional
-            Tile side (a multiple of the net's stride); the model's recommended tile by default.
-            Tiles larger than a slice are shrunk to it.
+        tile : "auto" or int or None
+            ``"auto"`` (default): each slice goes through the net whole, padded to its
+            stride (no tiles, no seams), as many per pass as fit the memory budget; slices
+            too large for it are cut into the biggest tiles that fit, each with a halo of
+            the net's receptive field (the same result as whole). An int: sliding windows
+            of that side (a multiple of the net's stride) blended with ``overlap``;
+            ``None``: sliding windows of the model's recommended tile.
         overlap : float
-            Fraction of a tile shared with neighbours, in [0, 1).
+            Fraction of a sliding window shared with neighbours, in [0, 1) (integer tile).
         batch : int
-            Tiles per forward pass.
+            Sliding windows per forward pass (integer tile).
         device : str
-            ``"auto"`` (CUDA if present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+            ``"auto"`` (CUDA if present, else Apple MPS, else CPU), ``"cpu"``, ``"cuda"``,
+            ``"cuda:N"``, ``"mps"``.
         slab : int, optional
             Slices read and written at a time (default: the input's chunk depth, or 16).
         blend : str

@@ -20,6 +20,7 @@ from .errors import InputError
 from .io import read_block, volume_chunks
 from .normalize import apply_normalization, compute_normalization
 from .tiling import (
+    AUTO,
     check_tile_fits,
     context_range,
     effective_tile,
@@ -119,7 +120,7 @@ class SegmentPlan:
     axis: int
     context: int
     depth: int
-    tile: int
+    tile: int | str  # "auto" or a sliding-window side
     overlap: float
     batch: int
     blend: str
@@ -229,7 +230,7 @@ def plan_segment(
     info: Any,
     *,
     axis: int = 0,
-    tile: int | None = None,
+    tile: int | str | None = AUTO,
     overlap: float = 0.25,
     batch: int = 8,
     slab: int | None = None,
@@ -273,7 +274,9 @@ def plan_segment(
         )
     if tile is None:
         tile = info.tile
-    else:
+    elif tile != AUTO:
+        if isinstance(tile, str):
+            raise InputError(f"tile {tile!r} must be 'auto' or a multiple of the network's stride {stride}")
         effective_tile(slice_shape, tile, stride)  # a positive multiple of the stride
         check_tile_fits(slice_shape, tile, stride)
     chunks = volume_chunks(image)
@@ -285,7 +288,7 @@ def plan_segment(
         axis=axis,
         context=info.in_channels,
         depth=depth,
-        tile=int(tile),
+        tile=tile if tile == AUTO else int(tile),
         overlap=float(overlap),
         batch=batch,
         blend=blend,

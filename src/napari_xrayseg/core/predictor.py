@@ -1,31 +1,126 @@
 """The predictor stage of segmentation: network, precision and device; slices in, scores out.
 
 :class:`SlicePredictor` runs a model on batches of normalised 2D slices (with their
-context channels): MONAI's sliding-window inferer cuts them into overlapping tiles,
+context channels). With ``tile="auto"`` (the default) a slice that fits the memory
+budget goes through the network whole, padded to the network's stride: no tiles, no
+blending, no seams; a larger slice is cut into the biggest tiles that fit, each with a
+halo of at least the network's receptive-field radius (:func:`receptive_field`), and
+only the tiles' cores are kept, so the result equals the whole-slice one. With an
+integer ``tile``, MONAI's sliding-window inferer cuts slices into overlapping tiles,
 runs them in batches of ``batch`` tiles and blends the scores. It knows nothing of
 volumes, slabs or output stores.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+from typing import Any
 
 import numpy as np
 import torch
 
-from .config import MODEL_TILE, SegmentConfig
-from .device import resolve_device, resolve_precision
+from .config import SegmentConfig
+from .device import memory_budget, resolve_device, resolve_precision
 from .errors import InputError
-from .models import Model, load_model
+from .models import Model, ModelInfo, build_network, load_model
 from .plan import check_window_options
 from .progress import CancelToken, check
-from .tiling import effective_tile, windows_per_slice
+from .tiling import AUTO, auto_tile, effective_tile, halo_tiles, pad_to_stride, windows_per_slice
 
-__all__ = ["SlicePredictor", "as_model", "model_digest"]
+__all__ = ["SlicePredictor", "activation_bytes_per_pixel", "as_model", "model_digest", "receptive_field"]
 
 _D = SegmentConfig()
+
+# Layers that normalise over a whole image (not per pixel): their output depends on every
+# input pixel, so they are left out when measuring the receptive field of the convolutions.
+_GLOBAL_NORMS = (torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.InstanceNorm1d, torch.nn.InstanceNorm2d)
+
+
+def _arch_key(info: ModelInfo) -> str:
+    return json.dumps([info.arch, info.params, info.stride, info.in_channels], sort_keys=True)
+
+
+def _probe_network(arch: str, params: dict[str, Any]) -> torch.nn.Module:
+    """A fresh (random, eval-mode) network of an architecture, with image-wide norms removed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = build_network(arch, params).eval()
+    for name, mod in list(net.named_modules()):
+        if isinstance(mod, _GLOBAL_NORMS) and name:
+            parent = net.get_submodule(name.rpartition(".")[0]) if "." in name else net
+            setattr(parent, name.rpartition(".")[2], torch.nn.Identity())
+    return net
+
+
+@functools.lru_cache(maxsize=32)
+def _receptive_field(key: str) -> int:
+    arch, params, st, k = json.loads(key)
+    net = _probe_network(arch, params)
+    side = 16 * st
+    while True:
+        x = torch.randn(1, k, side, side, requires_grad=True)
+        c = side // 2 // st * st  # a stride-aligned block of outputs: every phase of the stride grid
+        net(x)[0, :, c : c + st, c : c + st].sum().backward()
+        ys, xs = torch.nonzero(x.grad.abs().sum((0, 1)), as_tuple=True)
+        lo, hi = int(min(ys.min(), xs.min())), int(max(ys.max(), xs.max()))
+        if lo > 0 and hi < side - 1 or side >= 4096:  # the support lies inside the input: measured
+            return 2 * max(c - lo, hi - (c + st - 1)) + 1
+        side *= 2
+
+
+def receptive_field(info: ModelInfo | Model) -> int:
+    """Receptive field of a model's network, in pixels: one output pixel depends on a square this wide.
+
+    Measured, not assumed: the support of the gradient of a block of output pixels (one
+    per phase of the stride grid) with respect to the input, on a fresh copy of the
+    architecture in eval mode. Layers that normalise over the whole image (instance,
+    group and layer norm) are left out: they make every output pixel depend weakly on
+    every input pixel, which no finite halo can reproduce, so tiled results of such
+    networks differ slightly from whole-slice results. Cached per architecture.
+
+    Examples
+    --------
+    >>> from napari_xrayseg import init_model
+    >>> receptive_field(init_model("unet", size="tiny", classes=3))
+    17
+    """
+    info = getattr(info, "info", info)
+    return _receptive_field(_arch_key(info))
+
+
+@functools.lru_cache(maxsize=32)
+def _bytes_per_pixel(key: str) -> float:
+    arch, params, st, k = json.loads(key)
+    net, side = _probe_network(arch, params), 8 * st
+    total = 0
+
+    def hook(_m: Any, _i: Any, out: Any) -> None:
+        nonlocal total
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                total += t.numel() * t.element_size()
+
+    hooks = [m.register_forward_hook(hook) for m in net.modules() if not list(m.children())]
+    try:
+        with torch.inference_mode():
+            net(torch.zeros(1, k, side, side))
+    finally:
+        for h in hooks:
+            h.remove()
+    return (total + 4 * k * side * side) / (side * side)
+
+
+def activation_bytes_per_pixel(info: ModelInfo | Model) -> float:
+    """Bytes a forward pass (fp32) allocates per input pixel: the sum of every layer's output.
+
+    An upper bound on what eager inference holds at once (layers free their inputs as
+    they go), used to size whole-slice batches and tiles for ``tile="auto"``.
+    """
+    info = getattr(info, "info", info)
+    return _bytes_per_pixel(_arch_key(info))
 
 
 class SlicePredictor:
@@ -38,7 +133,15 @@ class SlicePredictor:
     device : str or torch.device
         Where the network runs.
     tile, overlap, batch, blend, precision
-        As in :func:`~napari_xrayseg.segment` (``tile`` is required here).
+        As in :func:`~napari_xrayseg.segment`. ``tile="auto"``: whole slices (padded to the
+        stride) in batches that fit ``memory``, or halo tiles for slices too large for it;
+        an integer: MONAI sliding windows of that side with ``overlap``, ``batch`` and ``blend``.
+    memory : float, optional
+        Bytes a forward pass may use with ``tile="auto"`` (default: :func:`memory_budget`
+        of the device).
+    channels_last : bool, optional
+        Run the network in channels-last memory layout (default: on; +17 % on CPU, see
+        docs/performance.md).
 
     Examples
     --------
@@ -53,30 +156,87 @@ class SlicePredictor:
         model: Model,
         *,
         device: str | torch.device = _D.device,
-        tile: int = MODEL_TILE,
+        tile: int | str = AUTO,
         overlap: float = _D.overlap,
         batch: int = _D.batch,
         blend: str = _D.blend,
         precision: str = _D.precision,
+        memory: float | None = None,
+        channels_last: bool = True,
     ) -> None:
         check_window_options(overlap, batch, blend)
         self.model = model
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
-        self.net = model.network.to(self.device).eval()
-        self.tile, self.overlap, self.batch, self.blend = int(tile), float(overlap), batch, blend
+        self.channels_last = bool(channels_last)
+        net = model.network.to(self.device).eval()
+        self.net = net.to(memory_format=torch.channels_last) if self.channels_last else net
+        self.overlap, self.batch, self.blend = float(overlap), batch, blend
         self.stride = model.info.stride
-        effective_tile((self.tile, self.tile), self.tile, self.stride)  # validates tile
+        if tile != AUTO:
+            if not isinstance(tile, (int, np.integer)) or isinstance(tile, bool):
+                raise InputError(f"tile {tile!r} must be 'auto' or a multiple of the network's stride {self.stride}")
+            tile = int(tile)
+            effective_tile((tile, tile), tile, self.stride)  # validates tile
+        self.tile = tile
+        self.memory = float(memory) if memory is not None else memory_budget(self.device)
         self.lut = np.asarray(model.info.classes, dtype=np.uint8)
         self.cancel: CancelToken | None = None
+        self._halo: int | None = None
+
+    @property
+    def halo(self) -> int:
+        """Context a halo tile keeps on each side: the receptive-field radius, rounded up to the stride."""
+        if self._halo is None:
+            self._halo = pad_to_stride(receptive_field(self.model) // 2, self.stride)
+        return self._halo
+
+    def layout(self, slice_shape: tuple[int, int]) -> tuple[int, int]:
+        """``(slices_per_call, tile)`` of ``tile="auto"`` for slices of ``slice_shape`` (tile 0: whole slices)."""
+        per, side = auto_tile(
+            slice_shape,
+            stride=self.stride,
+            halo=0,
+            bytes_per_pixel=activation_bytes_per_pixel(self.model),
+            budget=self.memory,
+        )
+        if side:  # too large for the budget: tiles with a halo of the receptive field
+            per, side = auto_tile(
+                slice_shape,
+                stride=self.stride,
+                halo=self.halo,
+                bytes_per_pixel=activation_bytes_per_pixel(self.model),
+                budget=self.memory,
+            )
+        return per, side
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         check(self.cancel)  # once per batch of tiles
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.precision == "fp32":
             return self.net(x)
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         with torch.autocast(self.device.type, dtype=dtype):
             return self.net(x).float()
+
+    def _auto(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores of ``tile="auto"``: whole slices padded to the stride, or halo tiles (cores kept)."""
+        n, _, h, w = x.shape
+        hp, wp = pad_to_stride(h, self.stride), pad_to_stride(w, self.stride)
+        if (hp, wp) != (h, w):
+            x = torch.nn.functional.pad(x, (0, wp - w, 0, hp - h), mode="replicate")
+        per, side = self.layout((h, w))
+        if not side:
+            parts = [self._forward(x[i : i + per]) for i in range(0, n, per)]
+            return (parts[0] if len(parts) == 1 else torch.cat(parts))[..., :h, :w]
+        out = torch.empty((n, len(self.lut), hp, wp), dtype=torch.float32, device=x.device)
+        for i in range(n):  # one slice per call: a tile is as large as the budget allows
+            for ty0, ty1, cy0, cy1 in halo_tiles(hp, side, self.halo):
+                for tx0, tx1, cx0, cx1 in halo_tiles(wp, side, self.halo):
+                    y = self._forward(x[i : i + 1, :, ty0:ty1, tx0:tx1])
+                    out[i, :, cy0:cy1, cx0:cx1] = y[0, :, cy0 - ty0 : cy1 - ty0, cx0 - tx0 : cx1 - tx0]
+        return out[..., :h, :w]
 
     def scores(self, slices: np.ndarray) -> torch.Tensor:
         """Blended class scores, shape (N, C, Y, X), for normalised slices.
@@ -95,12 +255,14 @@ class SlicePredictor:
                 f"the model takes {k} context slice{'s' if k > 1 else ''} per slice; got input "
                 f"of shape {tuple(slices.shape)} (expected (N, {k}, Y, X))"
             )
-        roi = effective_tile(slices.shape[2:], self.tile, self.stride)
         arr = np.ascontiguousarray(slices, dtype=np.float32)
         if not arr.flags.writeable:  # a stack_context view: torch wants a writable buffer
             arr = arr.copy()
-        x = torch.from_numpy(arr).to(self.device)
+        x = self._to_device(torch.from_numpy(arr))
         with torch.inference_mode():
+            if self.tile == AUTO:
+                return self._auto(x)
+            roi = effective_tile(slices.shape[2:], self.tile, self.stride)
             return sliding_window_inference(
                 x,
                 roi,
@@ -138,8 +300,16 @@ class SlicePredictor:
             p /= 3
         return p.cpu().numpy()
 
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` on the network's device; on CUDA through pinned memory with a non-blocking copy."""
+        if self.device.type != "cuda":
+            return x
+        return x.pin_memory().to(self.device, non_blocking=True)
+
     def slices_per_call(self, slice_shape: tuple[int, int]) -> int:
-        """Slices to run together so about ``batch`` tiles go through the net per call."""
+        """Slices to run together: as many as fit the memory budget (``tile="auto"``), else about ``batch`` tiles."""
+        if self.tile == AUTO:
+            return self.layout(slice_shape)[0]
         roi = effective_tile(slice_shape, self.tile, self.stride)
         return max(1, self.batch // windows_per_slice(slice_shape, roi, self.overlap))
 

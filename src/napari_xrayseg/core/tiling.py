@@ -21,7 +21,11 @@ import numpy as np
 from .errors import InputError
 
 __all__ = [
+    "AUTO",
+    "auto_tile",
     "check_tile_fits",
+    "halo_tiles",
+    "pad_to_stride",
     "context_range",
     "effective_tile",
     "normalize_axis",
@@ -213,6 +217,103 @@ or leave the tile unset to use the model's default (which adapts to small slices
             f"tile {tile} is larger than the {dims} slice: use --tile {fit} or less, "
             "or leave the tile unset to use the model's default (which adapts to small slices)"
         )
+
+
+#: ``tile="auto"``: whole slices when they fit the memory budget, else halo tiles.
+AUTO = "auto"
+
+
+def pad_to_stride(n: int, stride: int) -> int:
+    """``n`` rounded up to a multiple of ``stride``.
+
+    Examples
+    --------
+    >>> pad_to_stride(501, 16), pad_to_stride(512, 16)
+    (512, 512)
+    """
+    return -(-int(n) // int(stride)) * int(stride)
+
+
+def auto_tile(
+    slice_shape: tuple[int, int], *, stride: int, halo: int, bytes_per_pixel: float, budget: float
+) -> tuple[int, int]:
+    """``(slices_per_call, tile)`` for ``tile="auto"``: whole slices if one fits ``budget``, else tiles.
+
+    A slice padded to the stride that fits the budget goes through the network whole
+    (``tile == 0``), as many slices per call as fit. A larger slice is cut into the biggest
+    square tiles (a multiple of the stride) that fit, each with a halo of ``halo`` pixels
+    around the part it keeps (see :func:`halo_tiles`), one slice per call.
+
+    Parameters
+    ----------
+    slice_shape : (int, int)
+        Shape of one slice.
+    stride : int
+        The network's stride (tile sides are multiples of it).
+    halo : int
+        Pixels of context a tile needs on each side (at least the receptive-field radius,
+        a multiple of ``stride``).
+    bytes_per_pixel : float
+        Memory one input pixel costs in a forward pass (activations).
+    budget : float
+        Bytes a forward pass may use.
+
+    Raises
+    ------
+    InputError
+        If not even one tile with its halo fits the budget.
+
+    Examples
+    --------
+    >>> auto_tile((501, 501), stride=16, halo=160, bytes_per_pixel=1000, budget=2**30)
+    (4, 0)
+    >>> auto_tile((4000, 4000), stride=16, halo=160, bytes_per_pixel=1000, budget=2**30)
+    (1, 1024)
+    """
+    px = pad_to_stride(slice_shape[0], stride) * pad_to_stride(slice_shape[1], stride)
+    fit = int(budget // (bytes_per_pixel * px))
+    if fit >= 1:
+        return fit, 0
+    side = int(math.isqrt(int(budget // bytes_per_pixel))) // stride * stride
+    if side <= 2 * halo:
+        need = (2 * halo + stride) ** 2 * bytes_per_pixel
+        raise InputError(
+            f"a memory budget of {budget / 2**20:.0f} MiB does not fit one tile with its {halo}-pixel halo "
+            f"(needs {need / 2**20:.0f} MiB): give a larger budget or a smaller model"
+        )
+    return 1, side
+
+
+def halo_tiles(length: int, tile: int, halo: int) -> list[tuple[int, int, int, int]]:
+    """Cut ``0..length`` into tiles of ``tile`` whose *cores* partition it: ``(t0, t1, c0, c1)`` each.
+
+    Tile ``[t0, t1)`` goes through the network and its core ``[c0, c1)`` is kept. Every
+    core has ``halo`` pixels of tile on each side except at the ends of the slice, so a
+    network whose receptive-field radius is at most ``halo`` gives the same core as it
+    would on the whole slice; tiles overlap only where they meet (by ``2 * halo``). With
+    ``length``, ``tile`` and ``halo`` multiples of the stride, every tile starts on the
+    stride grid (strided networks see the same sampling as on the whole slice).
+
+    Examples
+    --------
+    >>> halo_tiles(100, 128, 16)
+    [(0, 100, 0, 100)]
+    >>> halo_tiles(320, 128, 32)
+    [(0, 128, 0, 96), (64, 192, 96, 160), (128, 256, 160, 224), (192, 320, 224, 320)]
+    """
+    if length <= tile:
+        return [(0, length, 0, length)]
+    if tile <= 2 * halo:
+        raise InputError(f"tile {tile} must be larger than twice the halo {halo}")
+    out = []
+    c0, c1 = 0, tile - halo
+    while True:
+        t0 = min(max(c0 - halo, 0), length - tile)
+        if t0 + tile >= length:
+            out.append((t0, length, c0, length))
+            return out
+        out.append((t0, t0 + tile, c0, c1))
+        c0, c1 = c1, c1 + tile - 2 * halo
 
 
 def windows_per_slice(slice_shape: tuple[int, int], roi: tuple[int, int], overlap: float) -> int:
