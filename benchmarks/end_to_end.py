@@ -1,0 +1,143 @@
+"""End-to-end segmentation throughput (read, normalise, infer, merge, write) against the conv limit.
+
+For the default model (``unet`` medium, 3 context slices, untrained: speed does not depend on
+the weights) this script writes zarr volumes to disk and runs ``xrayseg predict`` on each in
+a fresh process, as a user would, then prints per case: seconds, Mvox/s, the fraction of the
+machine's limit reached and the process's own peak RSS (``VmHWM``).
+
+The *limit* is measured in the same run (before and after the cases, the mean counts): the
+sustained GFLOP/s of a 64->64 3x3 convolution in channels_last (see ``throughput.py``).
+*Roofline fraction* = FLOP/pixel of the network (``torch.utils.flop_counter``) x voxels/s /
+limit: 1.0 would be every voxel pushed once through the network at the speed of the
+machine's best convolution, with reading, normalising, merging and writing for free.
+
+    python benchmarks/end_to_end.py                                  # both default volumes, fp32
+    python benchmarks/end_to_end.py --cases f32 u8:128 u8:1024        # 500x501x501 float32; 1024^2 x 128 / 1024
+    python benchmarks/end_to_end.py --cases f32 --extra "--tile 256"  # today's sliding windows, for comparison
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python benchmarks/end_to_end.py
+
+Cases: ``f32`` is a 500x501x501 float32 volume (chunks 16 slices deep), ``u8:D`` a uint8
+volume of D 1024x1024 slices (chunks 16 deep). Inputs are kept under ``--dir`` (default: a
+temporary directory, removed at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from large_volume import CHILD, write_input
+from throughput import conv_limit, flops_per_pixel
+
+
+def write_float_input(path: Path, shape: tuple[int, int, int], chunk: int) -> None:
+    """A PXCT-like float32 volume (three phases + noise), written one chunk-deep slab at a time."""
+    import zarr
+
+    arr = zarr.create_array(store=str(path), shape=shape, chunks=(chunk, *shape[1:]), dtype="float32")
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0 : shape[1], 0 : shape[2]].astype(np.float32) / 64
+    for z0 in range(0, shape[0], chunk):
+        z = np.arange(z0, min(z0 + chunk, shape[0]), dtype=np.float32)[:, None, None] / 64
+        field = np.sin(7 * x + 3 * z) * np.cos(5 * y - 2 * z)
+        phase = np.digitize(field, [-0.3, 0.3]).astype(np.float32)
+        arr[z0 : z0 + len(z)] = phase + rng.normal(0, 0.3, field.shape).astype(np.float32)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", nargs="+", default=["f32", "u8:128", "u8:1024"])
+    ap.add_argument("--size", default="medium")
+    ap.add_argument("--context", type=int, default=3)
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--extra", default="", help="more `xrayseg predict` options, e.g. '--tile 256'")
+    ap.add_argument("--dir", default=None, help="keep inputs here (default: a temporary directory)")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+
+    import torch
+
+    from napari_xrayseg.core.models import init_model, save_model
+
+    torch.set_num_threads(a.threads)
+    work = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="xrayseg-e2e-"))
+    work.mkdir(parents=True, exist_ok=True)
+    model = init_model("unet", size=a.size, classes=3, context=a.context)
+    fpp = flops_per_pixel(model.network.eval(), a.context)
+    path = save_model(model, work / "model.safetensors", overwrite=True)
+    lim0 = conv_limit("cpu")["channels_last"]
+    print(f"load: {os.getloadavg()}  conv limit (channels_last): {lim0:.0f} GFLOP/s", flush=True)
+    print(f"unet/{a.size}, context {a.context}: {fpp:,.0f} FLOP/pixel; {a.precision}; {a.threads} threads", flush=True)
+    rows = []
+    try:
+        for case in a.cases:
+            if case == "f32":
+                inp, shape = work / "f32.zarr", (500, 501, 501)
+                if not inp.exists():
+                    write_float_input(inp, shape, 16)
+            else:
+                d = int(case.split(":")[1])
+                inp, shape = work / f"u8-{d}.zarr", (d, 1024, 1024)
+                if not inp.exists():
+                    write_input(inp, d, 1024, 16)
+            out = work / "out.zarr"
+            argv = ["predict", "--image", str(inp), "--model", str(path), "--out", str(out), "--overwrite"]
+            argv += ["--device", "cpu", "--precision", a.precision, *shlex.split(a.extra)]
+            res = subprocess.run(
+                [sys.executable, "-c", CHILD, json.dumps({"argv": argv, "threads": a.threads})],
+                capture_output=True,
+                text=True,
+            )
+            if res.returncode != 0:
+                sys.exit(f"predict failed for {case}:\n{res.stderr[-2000:]}")
+            r = json.loads(res.stdout.strip().splitlines()[-1])
+            vox = int(np.prod(shape))
+            rate = vox / r["seconds"]
+            rows.append(
+                {
+                    "case": case,
+                    "shape": shape,
+                    "seconds": r["seconds"],
+                    "mvox_s": rate / 1e6,
+                    "gflop_s": rate * fpp / 1e9,
+                    "peak_rss_mb": r["peak_rss_mb"],
+                    "load": os.getloadavg()[0],
+                }
+            )
+            print(
+                f"{case:8s} {'x'.join(map(str, shape)):>14s}  {r['seconds']:6.1f} s  {rate / 1e6:6.2f} Mvox/s  "
+                f"{rate * fpp / 1e9:6.0f} GFLOP/s  peak RSS {r['peak_rss_mb']:5.0f} MB",
+                flush=True,
+            )
+            shutil.rmtree(out, ignore_errors=True)
+    finally:
+        if not a.dir:
+            shutil.rmtree(work, ignore_errors=True)
+    lim1 = conv_limit("cpu")["channels_last"]
+    lim = (lim0 + lim1) / 2
+    print(f"conv limit after: {lim1:.0f} GFLOP/s (mean {lim:.0f}); limit = {lim * 1e9 / fpp / 1e6:.2f} Mvox/s")
+    print("| case | shape | s | Mvox/s | roofline fraction | peak RSS MB |")
+    print("|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        r["roofline"] = r["gflop_s"] / lim
+        print(
+            f"| {r['case']} | {'x'.join(map(str, r['shape']))} | {r['seconds']:.1f} | {r['mvox_s']:.2f} | "
+            f"{r['roofline']:.2f} | {r['peak_rss_mb']:.0f} |"
+        )
+    print(f"load after: {os.getloadavg()}  (date {time.strftime('%Y-%m-%d %H:%M')})")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"args": vars(a), "limit_gflop_s": lim, "fpp": fpp, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

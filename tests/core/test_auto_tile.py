@@ -1,0 +1,147 @@
+"""tile="auto": whole slices padded to the stride, or halo tiles that reproduce them (no seams)."""
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from napari_xrayseg.core.device import CPU_MEMORY_BUDGET, memory_budget, resolve_device
+from napari_xrayseg.core.errors import InputError
+from napari_xrayseg.core.inference import segment
+from napari_xrayseg.core.models import init_model
+from napari_xrayseg.core.predictor import SlicePredictor, activation_bytes_per_pixel, receptive_field
+from napari_xrayseg.core.tiling import auto_tile, halo_tiles, pad_to_stride
+
+
+@pytest.fixture(scope="module")
+def small3():
+    """A unet/small with 3 context slices: stride 8, a receptive field of a few dozen pixels."""
+    return init_model("unet", size="small", classes=3, context=3, seed=3)
+
+
+def test_halo_tiles_cores_partition_the_line_with_a_full_halo():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        stride = int(rng.choice([4, 8, 16]))
+        halo = stride * int(rng.integers(1, 6))
+        tile = 2 * halo + stride * int(rng.integers(1, 20))
+        length = stride * int(rng.integers(1, 200))
+        tiles = halo_tiles(length, tile, halo)
+        cores = [(c0, c1) for _, _, c0, c1 in tiles]
+        assert cores[0][0] == 0 and cores[-1][1] == length
+        assert all(a[1] == b[0] for a, b in zip(cores, cores[1:]))  # a partition, no gaps
+        for t0, t1, c0, c1 in tiles:
+            assert t1 - t0 == min(tile, length) and t0 % stride == 0  # same size, on the stride grid
+            assert c0 - t0 >= halo or t0 == 0  # a halo on each side, except at the slice's ends
+            assert t1 - c1 >= halo or t1 == length
+        # tiles overlap only where they meet: by 2 * halo (more only for the last, kept inside the slice)
+        assert all(a[1] - b[0] == 2 * halo for a, b in zip(tiles[:-2], tiles[1:-1]))
+
+
+def test_auto_tile_whole_slices_when_they_fit_tiles_when_not():
+    # a 501x501 slice padded to 512x512 at 1 kB/pixel: 268 MB per slice
+    assert auto_tile((501, 501), stride=16, halo=96, bytes_per_pixel=1000, budget=2**30) == (4, 0)
+    assert auto_tile((501, 501), stride=16, halo=96, bytes_per_pixel=1000, budget=600e6) == (2, 0)
+    per, side = auto_tile((501, 501), stride=16, halo=96, bytes_per_pixel=1000, budget=100e6)
+    assert per == 1 and side % 16 == 0 and side * side * 1000 <= 100e6 < (side + 16) ** 2 * 1000
+    per, side = auto_tile((8000, 8000), stride=16, halo=96, bytes_per_pixel=642, budget=CPU_MEMORY_BUDGET)
+    assert per == 1 and side > 2 * 96 and side**2 * 642 <= CPU_MEMORY_BUDGET
+    with pytest.raises(InputError, match="does not fit one tile with its 96-pixel halo"):
+        auto_tile((8000, 8000), stride=16, halo=96, bytes_per_pixel=1000, budget=30e6)
+
+
+def test_memory_budget_from_free_gpu_memory_and_cpu_default():
+    gib = 2**30
+    assert memory_budget(torch.device("cuda"), free=40 * gib, total=80 * gib) == 20 * gib
+    assert memory_budget(torch.device("cuda"), free=0, total=80 * gib) == CPU_MEMORY_BUDGET / 4  # a floor
+    assert memory_budget(torch.device("cpu")) == CPU_MEMORY_BUDGET
+    # batch of whole slices from free memory: 1024x1024 slices of the default model on an 80 GB card
+    model = init_model("unet", size="medium", classes=3, context=3)
+    bpp = activation_bytes_per_pixel(model)
+    budget = memory_budget(torch.device("cuda"), free=70 * gib, total=80 * gib)
+    per, side = auto_tile((1024, 1024), stride=16, halo=96, bytes_per_pixel=bpp, budget=budget)
+    assert side == 0 and per == int(35 * gib // (bpp * 1024 * 1024)) and per > 8
+
+
+def test_receptive_field_is_what_the_network_sees():
+    model = init_model("unet", size="tiny", classes=3, seed=1)
+    rf = receptive_field(model)
+    r = rf // 2
+    net = model.network.eval()
+    x = torch.randn(1, 1, 128, 128)
+    with torch.no_grad():
+        y = net(x)
+        near, far = x.clone(), x.clone()
+        near[..., 64 + r - 2, 64] += 10  # inside the receptive field of output pixel (64, 64)
+        far[..., 64 + r + 4, 64] += 10  # outside it
+        assert not torch.equal(net(near)[..., 64, 64], y[..., 64, 64])
+        assert torch.equal(net(far)[..., 64, 64], y[..., 64, 64])
+    sizes = [receptive_field(init_model("unet", size=s, classes=3)) for s in ("tiny", "small", "medium")]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]  # deeper nets see further
+
+
+def test_seam_halo_tiles_equal_the_whole_slice(small3):
+    x = np.random.default_rng(0).normal(size=(2, 3, 501, 501)).astype(np.float32)
+    whole = SlicePredictor(small3, device="cpu", precision="fp32")
+    assert whole.layout((501, 501)) == (whole.layout((501, 501))[0], 0)  # fits: whole slices
+    ref = whole.scores(x)
+    tiled = SlicePredictor(small3, device="cpu", precision="fp32", memory=activation_bytes_per_pixel(small3) * 200 * 200)
+    per, side = tiled.layout((501, 501))
+    assert per == 1 and 2 * tiled.halo < side < 501  # tiles that meet inside the slice
+    calls = []
+    fwd = tiled._forward
+    tiled._forward = lambda t: (calls.append(t.shape[-2:]), fwd(t))[1]
+    out = tiled.scores(x)
+    assert len(calls) > 2 * 4  # several tiles per slice
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() > 0.9999
+    # the same tiles without a receptive-field halo leave seams where they meet: the test can see them
+    tiled._halo = small3.info.stride
+    seamy = tiled.scores(x)
+    assert (seamy - ref).abs().max() > 1e-2
+
+
+def test_auto_pads_odd_slices_to_the_stride(small3):
+    x = np.random.default_rng(1).normal(size=(1, 3, 501, 499)).astype(np.float32)
+    pred = SlicePredictor(small3, device="cpu", precision="fp32")
+    out = pred.scores(x)
+    assert out.shape == (1, 3, 501, 499)
+    s = small3.info.stride
+    padded = np.pad(x, ((0, 0), (0, 0), (0, pad_to_stride(501, s) - 501), (0, pad_to_stride(499, s) - 499)), "edge")
+    with torch.no_grad():
+        ref = pred.net(torch.from_numpy(padded).contiguous(memory_format=torch.channels_last))[..., :501, :499]
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    assert pred.labels(x).shape == (1, 501, 499)
+
+
+def test_segment_auto_is_the_default_and_streams_from_zarr(tmp_path, small3):
+    vol = np.random.default_rng(2).random((5, 161, 145), dtype=np.float32)
+    src = zarr.create_array(store=str(tmp_path / "in.zarr"), shape=vol.shape, chunks=(2, 161, 145), dtype="float32")
+    src[...] = vol
+    auto = segment(vol, small3, device="cpu", precision="fp32")
+    assert auto.shape == vol.shape and auto.dtype == np.uint8
+    np.testing.assert_array_equal(segment(src, small3, device="cpu", precision="fp32", out=tmp_path / "o.zarr")[...], auto)
+    # a tight budget forces halo tiles: the same labels
+    from napari_xrayseg.core import device
+
+    old = device.CPU_MEMORY_BUDGET
+    try:
+        device.CPU_MEMORY_BUDGET = int(activation_bytes_per_pixel(small3) * 100 * 100)
+        assert SlicePredictor(small3, device="cpu", precision="fp32").layout((161, 145))[1] > 0
+        np.testing.assert_array_equal(segment(vol, small3, device="cpu", precision="fp32"), auto)
+    finally:
+        device.CPU_MEMORY_BUDGET = old
+
+
+def test_bad_tile_words_are_refused(small3):
+    with pytest.raises(InputError, match="must be 'auto' or a multiple"):
+        segment(np.zeros((2, 32, 32), np.float32) + np.arange(32), small3, device="cpu", tile="whole")
+
+
+@pytest.mark.parametrize(
+    ("cuda", "mps", "expected"), [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")]
+)
+def test_device_auto_picks_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert resolve_device("auto").type == expected
