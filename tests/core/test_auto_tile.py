@@ -85,7 +85,9 @@ def test_seam_halo_tiles_equal_the_whole_slice(small3):
     whole = SlicePredictor(small3, device="cpu", precision="fp32")
     assert whole.layout((501, 501)) == (whole.layout((501, 501))[0], 0)  # fits: whole slices
     ref = whole.scores(x)
-    tiled = SlicePredictor(small3, device="cpu", precision="fp32", memory=activation_bytes_per_pixel(small3) * 200 * 200)
+    tiled = SlicePredictor(
+        small3, device="cpu", precision="fp32", memory=activation_bytes_per_pixel(small3) * 200 * 200
+    )
     per, side = tiled.layout((501, 501))
     assert per == 1 and 2 * tiled.halo < side < 501  # tiles that meet inside the slice
     calls = []
@@ -120,7 +122,9 @@ def test_segment_auto_is_the_default_and_streams_from_zarr(tmp_path, small3):
     src[...] = vol
     auto = segment(vol, small3, device="cpu", precision="fp32")
     assert auto.shape == vol.shape and auto.dtype == np.uint8
-    np.testing.assert_array_equal(segment(src, small3, device="cpu", precision="fp32", out=tmp_path / "o.zarr")[...], auto)
+    np.testing.assert_array_equal(
+        segment(src, small3, device="cpu", precision="fp32", out=tmp_path / "o.zarr")[...], auto
+    )
     # a tight budget forces halo tiles: the same labels
     from napari_xrayseg.core import device
 
@@ -145,3 +149,20 @@ def test_device_auto_picks_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expect
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
     assert resolve_device("auto").type == expected
+
+
+def test_release_memory_empties_the_cuda_cache_only_where_cuda_was_used(monkeypatch):
+    from napari_xrayseg.core.device import release_memory
+
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    release_memory()
+    assert emptied == []  # CUDA never used in this process: nothing to give back
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    release_memory("cpu")
+    assert emptied == []
+    release_memory()
+    release_memory("cuda:0")
+    assert emptied == [1, 1]

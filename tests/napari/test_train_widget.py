@@ -28,7 +28,12 @@ def _configure(w, out):
     w._out.value = out
 
 
-def test_train_widget_end_to_end(make_napari_viewer, qtbot, tmp_path):
+def test_train_widget_end_to_end(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    import napari_xrayseg._napari._jobs as jobs
+
+    released = []
+    real_release = jobs.release_memory
+    monkeypatch.setattr(jobs, "release_memory", lambda: (released.append(1), real_release()))
     viewer = make_napari_viewer(show=True)
     lab, before = _setup(viewer)
     w = TrainWidget(viewer)
@@ -40,6 +45,7 @@ def test_train_widget_end_to_end(make_napari_viewer, qtbot, tmp_path):
     w._run.clicked.emit()
     assert w._run.text == "Cancel"
     qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    assert released  # cached GPU memory is given back once training ends (a no-op on CPU)
     # training done: model saved, plot drawn; segmentation chained after it
     qtbot.waitUntil(lambda: "img labels" in viewer.layers, timeout=120_000)
     m = load_model(tmp_path / "m.safetensors")

@@ -162,14 +162,15 @@ def test_segment_widget_orthoplane_with_confidence_layer(make_napari_viewer, qtb
 
 
 def test_segment_widget_default_tile_adapts_to_small_slices(make_napari_viewer, qtbot, tmp_path):
-    # the model's own tile (64) is larger than these 24x40 slices: left as is, it shrinks (no error)
+    # the Tile box starts at "auto": whole 24x40 slices, padded to the stride (no error)
     path = save_model(init_model("unet", size="tiny", classes=3, tile=64), tmp_path / "t64.safetensors")
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(7).random((3, 24, 40), dtype=np.float32), name="small")
     w = SegmentWidget(viewer)
     w._model_file.value = path
     w._device.value = "cpu"
-    assert w._tile.value == 64
+    assert w._tile.value == 0 and w._tile.native.text() == "auto"
+    assert w._inputs()["tile"] == "auto"
     w._run.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
     assert viewer.layers["small labels"].data.shape == (3, 24, 40)

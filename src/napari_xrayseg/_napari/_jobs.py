@@ -30,6 +30,7 @@ from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error, show_info
 
+from ..core.device import release_memory
 from ..core.errors import USER_WRITE_ERRNOS, Cancelled, XraysegError, write_error
 from ..core.progress import CancelToken, Progress
 
@@ -198,6 +199,7 @@ class JobRunner:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        release_memory()  # a napari session lives on: give cached GPU memory back after each job
         self._running = False
         if self._closed:
             return

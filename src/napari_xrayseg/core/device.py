@@ -185,7 +185,7 @@ def release_memory(device: torch.device | str | None = None) -> None:
 
     gc.collect()
     kind = torch.device(device).type if device is not None else None
-    if kind in (None, "cuda") and torch.cuda.is_available():
+    if kind in (None, "cuda") and torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
     mps = getattr(torch, "mps", None)
     if kind in (None, "mps") and mps is not None and torch.backends.mps.is_available():
