@@ -123,6 +123,27 @@ def activation_bytes_per_pixel(info: ModelInfo | Model) -> float:
     return _bytes_per_pixel(_arch_key(info))
 
 
+def _inference_copy(net: torch.nn.Module) -> torch.nn.Module:
+    """A copy of an eval-mode network for inference: batch norm folded into the conv before it, channels-last.
+
+    Folding removes a pass over every activation (+5 % on CPU for ``unet`` medium);
+    channels-last is the layout the CPU convolutions are fastest in (+17 %). Networks
+    that torch.fx cannot trace are only copied and laid out channels-last.
+    """
+    import copy
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # torch.fx touches torch.jit's deprecated script_method
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torch.fx.experimental.optimization import fuse
+
+            fast = fuse(net)  # a traced copy: the model's own network is left as it is
+    except Exception:  # noqa: BLE001 - any tracing failure: the plain copy is correct, only slower
+        fast = copy.deepcopy(net)
+    return fast.eval().to(memory_format=torch.channels_last)
+
+
 class SlicePredictor:
     """Runs a model on batches of 2D slices: tiles, blends and picks the best class.
 
@@ -139,9 +160,11 @@ class SlicePredictor:
     memory : float, optional
         Bytes a forward pass may use with ``tile="auto"`` (default: :func:`memory_budget`
         of the device).
-    channels_last : bool, optional
-        Run the network in channels-last memory layout (default: on; +17 % on CPU, see
-        docs/performance.md).
+    fast : bool, optional
+        Run an inference copy of the network: batch norm folded into the convolutions
+        before it and channels-last memory layout (default: on; docs/performance.md). Off,
+        the model's own network runs as it is (training's validation, which must see the
+        weights as they change).
 
     Examples
     --------
@@ -162,15 +185,15 @@ class SlicePredictor:
         blend: str = _D.blend,
         precision: str = _D.precision,
         memory: float | None = None,
-        channels_last: bool = True,
+        fast: bool = True,
     ) -> None:
         check_window_options(overlap, batch, blend)
         self.model = model
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
-        self.channels_last = bool(channels_last)
+        self.channels_last = bool(fast)
         net = model.network.to(self.device).eval()
-        self.net = net.to(memory_format=torch.channels_last) if self.channels_last else net
+        self.net = _inference_copy(net) if fast else net
         self.overlap, self.batch, self.blend = float(overlap), batch, blend
         self.stride = model.info.stride
         if tile != AUTO:

@@ -940,7 +940,7 @@ def _build(
         stepper = _SupervisedStep(net, s["loss_fn"], s["lr"], s["dev"])
     predictor = None
     if d["val_x"] is not None:
-        predictor = SlicePredictor(model, device=s["dev"], tile=model.info.tile, channels_last=False)
+        predictor = SlicePredictor(model, device=s["dev"], tile=model.info.tile, fast=False)
         predictor.cancel = cancel
     return model, stepper, predictor
 

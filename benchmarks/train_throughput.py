@@ -1,0 +1,86 @@
+"""Training throughput: optimiser steps/s of the default training batch against the conv limit.
+
+In one run: the machine's conv limit (``throughput.conv_limit``, channels_last fp32), the
+FLOPs of one optimiser step of the default model and batch (``unet`` medium, 3 context
+slices, 8 patches of 128x128, Dice+CE loss, Adam; forward + backward counted by
+``torch.utils.flop_counter``), then
+
+- *step*: steps/s of that step alone on a fixed random batch (what the network costs);
+- *train()*: steps/s of the real loop (sampling, augmentation, validation each epoch) for
+  ``--minutes`` on the built-in sample, which uses the whole time budget.
+
+*Fraction of the limit* = FLOP/step x steps/s / conv limit.
+
+    python benchmarks/train_throughput.py                # 1 minute of train()
+    python benchmarks/train_throughput.py --minutes 0.5 --steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+from throughput import conv_limit
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=1.0)
+    ap.add_argument("--steps", type=int, default=20, help="timed steps of the bare step")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from napari_xrayseg import make_phantom, train
+    from napari_xrayseg.core.config import TrainConfig
+    from napari_xrayseg.core.demo import annotate_slices
+    from napari_xrayseg.core.models import init_model
+    from napari_xrayseg.core.training import _SupervisedStep, make_loss
+
+    cfg = TrainConfig()
+    lim = conv_limit("cpu")["channels_last"]
+    print(f"load {os.getloadavg()}; conv limit {lim:.0f} GFLOP/s; {a.threads} threads", flush=True)
+    model = init_model("unet", size=cfg.size, classes=3, context=cfg.context)
+    net = model.network
+    step = _SupervisedStep(net, make_loss(cfg.loss, cfg.gamma), cfg.lr, torch.device("cpu"))
+    step.train()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(cfg.batch, cfg.context, cfg.patch, cfg.patch, generator=g)
+    y = torch.randint(0, 4, (cfg.batch, 1, cfg.patch, cfg.patch), generator=g)  # 0 = not annotated
+    step(x, y)  # warm-up
+    with FlopCounterMode(display=False) as fc:
+        step(x, y)
+    fps = fc.get_total_flops()
+    times = []
+    for _ in range(a.steps):
+        t0 = time.perf_counter()
+        step(x, y)
+        times.append(time.perf_counter() - t0)
+    rate = 1 / statistics.median(times)
+    print(
+        f"step alone: batch {cfg.batch}x{cfg.context}x{cfg.patch}x{cfg.patch}, {fps / 1e9:.1f} GFLOP/step, "
+        f"{rate:.2f} steps/s, {fps * rate / 1e9:.0f} GFLOP/s = {fps * rate / 1e9 / lim:.2f} of the limit",
+        flush=True,
+    )
+    image, truth = make_phantom((64, 256, 256), seed=0)
+    ann, _ = annotate_slices(truth, 5)
+    t0 = time.perf_counter()
+    m = train(image, ann, minutes=a.minutes, device="cpu")
+    dt = time.perf_counter() - t0
+    steps = len(m.info.history) * cfg.steps_per_epoch
+    r2 = steps / dt
+    print(
+        f"train(): {len(m.info.history)} epochs x {cfg.steps_per_epoch} steps in {dt:.1f} s "
+        f"(budget {a.minutes * 60:.0f} s): {r2:.2f} steps/s = {fps * r2 / 1e9 / lim:.2f} of the limit",
+        flush=True,
+    )
+    print(f"conv limit after: {conv_limit('cpu')['channels_last']:.0f} GFLOP/s; load {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
