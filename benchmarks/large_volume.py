@@ -33,11 +33,11 @@ a = json.loads(sys.argv[1])
 import torch
 torch.set_num_threads(a["threads"])
 from napari_xrayseg.cli import main
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 rc = main(a["argv"])
-dt = time.perf_counter() - t0
+dt, cpu = time.perf_counter() - t0, time.process_time() - c0
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
-print(json.dumps({"rc": rc, "seconds": dt, "peak_rss_mb": int(hwm) / 1024}))
+print(json.dumps({"rc": rc, "seconds": dt, "cpu_seconds": cpu, "peak_rss_mb": int(hwm) / 1024}))
 """
 
 

@@ -47,7 +47,7 @@ def test_segment_widget_end_to_end_in_a_worker(make_napari_viewer, qtbot, model_
     viewer.window.add_dock_widget(w, name="Segment")
     assert w._image.value is layer
     w._model_file.value = model_file
-    assert "UNTRAINED" in w._info.value and w._tile.value == 32
+    assert "UNTRAINED" in w._info.value and w._tile.value == 0  # "auto": whole slices
     w._device.value = "cpu"
     w._run.clicked.emit()
     assert w.runner.running and w._run.text == "Cancel"
@@ -169,7 +169,7 @@ def test_segment_widget_default_tile_adapts_to_small_slices(make_napari_viewer, 
     w = SegmentWidget(viewer)
     w._model_file.value = path
     w._device.value = "cpu"
-    assert w._tile.value == 0 and w._tile.native.text() == "auto"
+    assert w._tile.value == 0 and w._tile.native.specialValueText() == "auto"
     assert w._inputs()["tile"] == "auto"
     w._run.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
