@@ -19,6 +19,7 @@ process over FLOPs per CPU-second of the conv, which other processes disturb far
     python benchmarks/end_to_end.py --cases f32 u8:128 u8:1024        # 500x501x501 float32; 1024^2 x 128 / 1024
     python benchmarks/end_to_end.py --cases f32 --extra "--tile 256"  # the former sliding windows, for comparison
     python benchmarks/end_to_end.py --cases f32 --profile 64           # also: where the time goes (cProfile)
+    python benchmarks/end_to_end.py --cases --per-core                 # only: the network per CPU-second
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python benchmarks/end_to_end.py
 
 Cases: ``f32`` is a 500x501x501 float32 volume (chunks 16 slices deep), ``u8:D`` a uint8
@@ -73,6 +74,37 @@ def conv_cpu(seconds: float = 3.0) -> float:
     return 2 * 64 * 64 * 9 * 8 * 128 * 128 * n / (time.process_time() - c0) / 1e9
 
 
+def per_core(model, precision: str, repeats: int = 3) -> None:
+    """Mvox per CPU-second of ``SlicePredictor.labels``, with and without the inference copy, per slice size.
+
+    CPU time (``time.process_time``) of one thread is what other processes on a shared
+    machine disturb least; rounds are interleaved and the best of ``repeats`` counts.
+    """
+    import torch
+
+    from napari_xrayseg.core.predictor import SlicePredictor
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    preds = {f: SlicePredictor(model, device="cpu", precision=precision, fast=f) for f in (True, False)}
+    rng = np.random.default_rng(0)
+    k = model.info.in_channels
+    xs = {n: rng.random((1024 * 1024 // n**2, k, n, n), dtype=np.float32) for n in (1024, 512, 256)}
+    best: dict = {}
+    for r in range(repeats + 1):
+        for f, pred in preds.items():
+            for n, x in xs.items():
+                c0 = time.process_time()
+                pred.labels(x)
+                if r:  # the first round warms up
+                    best[f, n] = min(best.get((f, n), 1e9), time.process_time() - c0)
+    torch.set_num_threads(threads)
+    for (f, n), t in best.items():
+        print(
+            f"per core: {'inference copy' if f else 'plain network':14s} {n}x{n} slices: {2**20 / t / 1e6:.2f} Mvox/s"
+        )
+
+
 def profile(inp: Path, model: Path, n: int, precision: str) -> None:
     """cProfile of ``segment`` on the first ``n`` slices of ``inp`` (in this process): the top functions."""
     import cProfile
@@ -99,7 +131,7 @@ def profile(inp: Path, model: Path, n: int, precision: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", nargs="+", default=["f32", "u8:128", "u8:1024"])
+    ap.add_argument("--cases", nargs="*", default=["f32", "u8:128", "u8:1024"])
     ap.add_argument("--size", default="medium")
     ap.add_argument("--context", type=int, default=3)
     ap.add_argument("--precision", default="fp32")
@@ -108,6 +140,7 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="keep inputs here (default: a temporary directory)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--profile", type=int, default=0, help="profile segmenting this many slices of the f32 volume")
+    ap.add_argument("--per-core", action="store_true", help="the predictor per CPU-second: inference copy or not")
     a = ap.parse_args()
 
     import torch
@@ -171,6 +204,8 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     if a.profile:
         profile(work / "f32.zarr", path, a.profile, a.precision)
+    if a.per_core:
+        per_core(model, a.precision)
     lim1, cpu1 = conv_limit("cpu")["channels_last"], conv_cpu()
     lim, cpu = (lim0 + lim1) / 2, (cpu0 + cpu1) / 2
     print(f"conv limit after: {lim1:.0f} GFLOP/s (mean {lim:.0f}); limit = {lim * 1e9 / fpp / 1e6:.2f} Mvox/s")
