@@ -141,8 +141,8 @@ def _predictor(
     if tile == "slice":
         stride = model.info.stride
         tile = min(MAX_SLICE_TILE, math.ceil(max(plane) / stride) * stride)
-    elif tile is not None and not isinstance(tile, int):
-        raise InputError(f"tile {tile!r} must be a number of pixels, 'slice' or None (the model's)")
+    elif tile is not None and tile != "auto" and not isinstance(tile, int):
+        raise InputError(f"tile {tile!r} must be 'auto', a number of pixels, 'slice' or None (the model's)")
     return SlicePredictor(
         model,
         device=device,
@@ -215,7 +215,7 @@ def predict_slice(
     *,
     axis: int = 0,
     probs: bool = False,
-    tile: int | str | None = None,
+    tile: int | str | None = "auto",
     overlap: float = _S.overlap,
     batch: int = _S.batch,
     device: str = _S.device,
@@ -241,9 +241,9 @@ def predict_slice(
     probs : bool
         Return class probabilities, float32 of shape (C, Y', X') (channel ``i`` stands for
         ``model.info.classes[i]``), instead of labels.
-    tile : int, "slice" or None
-        Tile side as for :func:`~napari_xrayseg.segment` (default: the model's, so the
-        preview equals the segmentation). ``"slice"``: one window over the whole slice
+    tile : "auto", int, "slice" or None
+        As for :func:`~napari_xrayseg.segment` (default ``"auto"``, as there, so the preview
+        equals the segmentation); None: the model's tile. ``"slice"``: one window over the whole slice
         (up to 1024 pixels a side), 2-3x faster on a 512x512 slice than 256 tiles with
         25 % overlap; labels may then differ from ``segment``'s near tile seams.
     overlap, batch, device, precision
@@ -420,7 +420,7 @@ def iter_rank_slices(
     spread: float | None = None,
     max_slices: int | None = 64,
     max_side: int | None = 512,
-    tile: int | str | None = None,
+    tile: int | str | None = "auto",
     overlap: float = _S.overlap,
     batch: int = _S.batch,
     device: str = _S.device,
@@ -516,7 +516,7 @@ def suggest_slices(
     spread: float | None = None,
     max_slices: int | None = 64,
     max_side: int | None = 512,
-    tile: int | str | None = None,
+    tile: int | str | None = "auto",
     overlap: float = _S.overlap,
     batch: int = _S.batch,
     device: str = _S.device,
