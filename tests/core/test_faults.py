@@ -29,6 +29,7 @@ from napari_xrayseg.core.inference import output_complete, segment
 from napari_xrayseg.core.io import create_zarr, write_volume
 from napari_xrayseg.core.metrics import evaluate
 from napari_xrayseg.core.models import init_model, load_model, save_model
+from napari_xrayseg.core.predictor import activation_bytes_per_pixel
 from napari_xrayseg.core.progress import CancelToken
 from napari_xrayseg.core.training import train
 
@@ -73,6 +74,7 @@ def test_crash_mid_prediction_leaves_a_readable_partial_output_marked_incomplete
     img, _ = data
     (tmp_path / "other.txt").write_text("keep me")
     model = init_model("unet", size="tiny", classes=3, tile=32)
+    activation_bytes_per_pixel(model)  # the predictor probes the architecture once (a forward): not counted
     _crash_forward_after(monkeypatch, 2)
     with pytest.raises(RuntimeError, match="injected fault"):
         segment(img, model, device="cpu", out=tmp_path / "o.zarr", slab=1, batch=1)
