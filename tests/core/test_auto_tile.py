@@ -187,3 +187,21 @@ def test_inference_copy_folds_batch_norm_and_leaves_the_model_alone(arch):
     assert left < n_bn or n_bn == 0  # folded where a conv precedes it (segresnet has group norm only)
     assert pred.net is not net and all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
     assert next(net.parameters()).is_contiguous()  # the model's own layout is untouched
+
+
+def test_cli_predict_tile_auto_and_a_bad_word(tmp_path, small3, capsys):
+    from napari_xrayseg.cli import main
+    from napari_xrayseg.core.models import save_model
+
+    vol = np.random.default_rng(6).random((3, 40, 56), dtype=np.float32)
+    np.save(tmp_path / "in.npy", vol)
+    path = save_model(small3, tmp_path / "m.safetensors")
+    args = ["predict", "--image", str(tmp_path / "in.npy"), "--model", str(path), "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "a.zarr"), "--tile", "auto", "--precision", "fp32"]) == 0
+    assert main([*args, "--out", str(tmp_path / "d.zarr"), "--precision", "fp32"]) == 0  # auto is the default
+    a, d = zarr.open_array(str(tmp_path / "a.zarr"), mode="r"), zarr.open_array(str(tmp_path / "d.zarr"), mode="r")
+    np.testing.assert_array_equal(a[...], segment(vol, small3, device="cpu", precision="fp32"))
+    np.testing.assert_array_equal(d[...], a[...])
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--out", str(tmp_path / "b.zarr"), "--tile", "whole"])
+    assert e.value.code == 2 and "'whole' is not 'auto' or a whole number of pixels" in capsys.readouterr().err
