@@ -218,7 +218,7 @@ def test_train_records_voxel_size_and_predict_warns(tmp_path, caplog):
     m.info = replace(m.info, voxel_size=[0.05, 0.05, 0.05], unit="um")
     save_model(m, tmp_path / "m2.safetensors")
     coarse = _ome_labels(tmp_path / "coarse.zarr", img, voxel=(200.0, 200.0, 200.0), unit="nanometer")
-    with caplog.at_level(logging.WARNING, logger="napari_xrayseg.cli"):
+    with caplog.at_level(logging.WARNING, logger="napari_xrayseg"):
         assert (
             main(
                 [

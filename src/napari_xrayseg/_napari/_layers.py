@@ -122,17 +122,12 @@ def export_pair(raw: str) -> tuple[Path, Path]:
     return pair
 
 
-def voxel_size_warning(layer: Any, model: Any) -> str | None:
-    """A warning when ``layer``'s voxel size (scale and units) is far from the model's training one, else None."""
+def voxel_size_warning(voxel_size: Any, unit: str | None, model: Any) -> str | None:
+    """A warning when ``voxel_size`` (in ``unit``) is far from the model's training voxel size, else None."""
     from ..core.models import read_model_info
     from ..core.units import voxel_size_mismatch
 
     info = model.info if hasattr(model, "info") else read_model_info(model)
-    units = getattr(layer, "units", None)
-    if info.voxel_size is None or not units:
+    if info.voxel_size is None or voxel_size is None or len(info.voxel_size) < len(voxel_size):
         return None
-    scale = tuple(float(s) for s in layer.scale)[-len(info.voxel_size) :]
-    try:
-        return voxel_size_mismatch(info.voxel_size, info.unit, scale, str(units[-1]))
-    except XraysegError:  # a unit napari knows and we do not: no opinion
-        return None
+    return voxel_size_mismatch(info.voxel_size[-len(voxel_size) :], info.unit, tuple(voxel_size), unit)

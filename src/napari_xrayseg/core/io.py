@@ -29,6 +29,7 @@ __all__ = [
     "read_class_names",
     "read_voxel_size",
     "volume_chunks",
+    "voxel_size_of",
     "write_volume",
 ]
 
@@ -437,6 +438,33 @@ def read_voxel_size(path: str | os.PathLike, *, dataset: str | None = None) -> t
         return size, normalize_unit(unit)
     except InputError:
         log.warning("ignoring the voxel size of %s: unknown unit %r", p, unit)
+        return None
+
+
+def voxel_size_of(arr: Any) -> tuple[tuple[float, ...], str] | None:
+    """The voxel size the file behind an opened array records (see :func:`read_voxel_size`), or None.
+
+    Works for what :func:`open_volume` returns (zarr arrays, OME-Zarr levels, h5py
+    datasets, TIFF files) and for zarr arrays opened directly; in-memory arrays (numpy,
+    dask, a zarr array in memory) record nothing.
+
+    Examples
+    --------
+    >>> voxel_size_of(np.zeros((2, 3, 4))) is None
+    True
+    """
+    from .output import source_path
+
+    if isinstance(arr, np.ndarray) and not isinstance(arr, np.memmap):
+        return None
+    p = source_path(arr)
+    if p is None or not p.exists():
+        return None
+    f = getattr(arr, "file", None)
+    dataset = getattr(arr, "name", None) if f is not None and hasattr(f, "filename") else None  # h5py
+    try:
+        return read_voxel_size(p, dataset=dataset)
+    except InputError:  # not a file we read (e.g. a .npy memmap of another layout): records nothing
         return None
 
 

@@ -816,6 +816,7 @@ def iter_analyze(
 
     total = len(starts) + len(chosen) * (1 + n_tau)
     step = len(starts)
+    dev = None
     if whole:
         dev = _tau_device(device) if tortuosity else None
         if tortuosity and dev.type == "cpu" and n_vox > _SLOW_CPU_SOLVE:
@@ -858,7 +859,7 @@ def iter_analyze(
         ),
         "connectivity": "6-connected clusters (scipy.ndimage.label); percolation: one cluster touches both faces",
         "mean_size": "mean chord length along z, y, x pooled, chords touching the region faces left out",
-        "tortuosity": "TauFactor steady-state diffusion, tau = eps D / D_eff" if tortuosity else None,
+        "tortuosity": f"TauFactor steady-state diffusion, tau = eps D / D_eff, on {dev}" if dev is not None else None,
         "tpb_density": (
             f"voxel edges shared by all three phases x length / {tpb_correction:g}" if tpb_set is not None else None
         ),
