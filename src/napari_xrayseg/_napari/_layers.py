@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import InputError, OutputExistsError, XraysegError
+from ..core.errors import InputError, OutputExistsError
 
 
 def unique_name(viewer: Any, base: str) -> str:
