@@ -178,3 +178,13 @@ def test_voxel_size_of_arrays_from_files_and_memory(tmp_path):
     import dask.array as da
 
     assert voxel_size_of(da.zeros((2, 4, 4))) is None and voxel_size_of(np.zeros((2, 4, 4))) is None
+
+
+def test_analyze_reads_the_voxel_size_of_a_segment_output(tmp_path, model):
+    from napari_xrayseg.core.microstructure import analyze
+
+    segment(_image(), model, out=tmp_path / "s.zarr", pyramid=True, voxel_size=(0.2, 0.1, 0.1), **KW)
+    m = analyze(open_volume(tmp_path / "s.zarr"), tortuosity=False)
+    assert m.voxel_size == (0.2, 0.1, 0.1) and m.unit == "um"
+    assert analyze(open_volume(tmp_path / "s.zarr"), unit="nm", tortuosity=False).voxel_size == (200.0, 100.0, 100.0)
+    assert analyze(open_volume(tmp_path / "s.zarr"), unit="voxel", tortuosity=False).voxel_size == (1.0, 1.0, 1.0)
