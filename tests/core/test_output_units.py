@@ -10,12 +10,13 @@ import pytest
 import tifffile
 import zarr
 
+from faults import NthCheck
 from napari_xrayseg import segment, train
-from napari_xrayseg.core.errors import InputError
+from napari_xrayseg.core.errors import Cancelled, InputError
 from napari_xrayseg.core.io import open_volume, read_class_names, read_voxel_size, voxel_size_of
 from napari_xrayseg.core.models import init_model
 from napari_xrayseg.core.units import ngff_axes, ngff_scale_transforms
-from napari_xrayseg.core.writer import OUTPUT_ATTR, write_pyramid
+from napari_xrayseg.core.writer import OUTPUT_ATTR, output_complete, write_pyramid
 
 NAMES = ["pore", "nickel", "YSZ"]
 KW = {"device": "cpu", "tile": 32}
@@ -188,3 +189,20 @@ def test_analyze_reads_the_voxel_size_of_a_segment_output(tmp_path, model):
     assert m.voxel_size == (0.2, 0.1, 0.1) and m.unit == "um"
     assert analyze(open_volume(tmp_path / "s.zarr"), unit="nm", tortuosity=False).voxel_size == (200.0, 100.0, 100.0)
     assert analyze(open_volume(tmp_path / "s.zarr"), unit="voxel", tortuosity=False).voxel_size == (1.0, 1.0, 1.0)
+
+
+def test_resume_records_the_voxel_size_of_the_run_that_finishes(tmp_path, model):
+    img, out = _image((6, 40, 40)), tmp_path / "r.zarr"
+    opts = {"out": out, "pyramid": True, "confidence": "entropy", "slab": 2, **KW}
+    with pytest.raises(Cancelled):
+        segment(img, model, voxel_size=1.0, unit="nm", cancel=NthCheck(3), **opts)
+    assert read_voxel_size(out) == ((1.0, 1.0, 1.0), "nm") and not output_complete(out)
+    segment(img, model, voxel_size=(0.3, 0.2, 0.2), unit="um", resume=True, **opts)
+    assert output_complete(out)
+    assert read_voxel_size(out) == ((0.3, 0.2, 0.2), "um")
+    assert read_voxel_size(tmp_path / "r-entropy.zarr") == ((0.3, 0.2, 0.2), "um")
+    # resuming a finished output only updates its metadata (every level keeps its scale)
+    big, out2 = _image((2, 264, 40)), tmp_path / "p.zarr"
+    segment(big, model, out=out2, pyramid=True, voxel_size=1, **KW)
+    segment(big, model, out=out2, pyramid=True, voxel_size=2, resume=True, **KW)
+    assert read_voxel_size(out2, dataset="1") == ((4.0, 4.0, 4.0), "um")

@@ -5,6 +5,7 @@ layer; the Train widget records the layer's voxel size in the model."""
 import numpy as np
 import pytest
 import tifffile
+import zarr
 
 pytest.importorskip("qtpy")
 napari = pytest.importorskip("napari")
@@ -41,6 +42,11 @@ def test_predict_outputs_open_in_napari_with_scale_units_and_names(make_napari_v
     assert tuple(labels.scale) == pytest.approx((0.1, 0.05, 0.05))
     assert [str(u) for u in labels.units] == ["micrometer"] * 3
     assert list(labels.features["name"]) == NAMES
+    ome_colors = zarr.open_group(str(out), mode="r").attrs["ome"]["image-label"]["colors"]
+    shown = labels.colormap.map(np.array([0, 1, 2, 3]))
+    assert shown[0][3] == 0  # background transparent; each class in the colour the file names
+    for c in ome_colors:
+        np.testing.assert_allclose(shown[c["label-value"]], np.array(c["rgba"]) / 255, atol=1e-6)
     (conf,) = viewer.open(str(tmp_path / "seg-maxprob.zarr"), plugin="napari-xrayseg")
     assert isinstance(conf, napari.layers.Image) and tuple(conf.scale) == pytest.approx((0.1, 0.05, 0.05))
     # --voxel-size overrides the file; --unit converts
@@ -77,6 +83,9 @@ def test_segment_widget_voxel_size_follows_the_layer_into_outputs(
     new = viewer.layers["scan labels"]
     assert tuple(new.scale) == pytest.approx((0.4, 0.2, 0.2)) and tuple(new.translate) == (7, 0, 0)
     assert str(new.units[0]) == "micrometer" and list(new.features["name"]) == NAMES
+    reopened = viewer.open(str(tmp_path / "w.zarr"), plugin="napari-xrayseg")[0]  # the same picture from the file
+    np.testing.assert_allclose(new.colormap.map(np.arange(4)), reopened.colormap.map(np.arange(4)))
+    assert tuple(reopened.scale) == pytest.approx(tuple(new.scale))
     # a voxel size typed in the widget wins, and says the layers are drawn at different sizes
     warnings = []
     monkeypatch.setattr("napari_xrayseg._napari.segment_widget.show_warning", warnings.append)

@@ -50,6 +50,22 @@ def label_features(names: dict[int, str] | None) -> dict[str, list[Any]] | None:
     return {"index": keys, "name": [str(names[k]) for k in keys]}
 
 
+def label_colormap(colors: Any) -> dict[Any, tuple[float, ...]] | None:
+    """A Labels-layer ``colormap`` from OME-NGFF ``image-label`` ``colors`` (``label-value``, ``rgba`` 0..255).
+
+    Label 0 (not annotated / background) stays transparent, values without a colour grey.
+    """
+    if not isinstance(colors, list):
+        return None
+    out: dict[Any, tuple[float, ...]] = {}
+    for c in colors:
+        if isinstance(c, dict) and "label-value" in c and isinstance(c.get("rgba"), list) and len(c["rgba"]) == 4:
+            out[int(c["label-value"])] = tuple(min(max(float(v) / 255.0, 0.0), 1.0) for v in c["rgba"])
+    if not out:
+        return None
+    return {None: (0.5, 0.5, 0.5, 1.0), 0: (0.0, 0.0, 0.0, 0.0), **out}
+
+
 def layer_class_names(layer: Any) -> dict[int, str] | None:
     """``{label: name}`` from a Labels layer's ``features`` (columns ``index`` and ``name``), if any."""
     feats = getattr(layer, "features", None)

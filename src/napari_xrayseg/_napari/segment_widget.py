@@ -178,12 +178,17 @@ class SegmentWidget(JobWidget):
         name = unique_name(self._viewer, f"{layer.name} labels")
         model = kwargs["model"]
         info = model.info if hasattr(model, "info") else read_model_info(model)
+        from ..core.units import image_label_properties
+        from ._layers import label_colormap
+
         features = label_features(dict(zip(info.classes, info.class_names)))
         where = _where(layer, kwargs["voxel_size"], kwargs["unit"])
+        colors = image_label_properties(info.classes, info.class_names)["colors"]  # as written to the files
         self._viewer.add_labels(
             labels,
             name=name,
             multiscale=multiscale,
+            colormap=label_colormap(colors),
             **where,
             features=features,
             metadata={"napari_xrayseg": {"source": layer.name, "axis": kwargs["axis"], "model": str(kwargs["model"])}},

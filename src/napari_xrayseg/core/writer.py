@@ -370,6 +370,7 @@ class StoreWriter:
                     f"cannot resume {confidence.final}: it is not a confidence output of xrayseg "
                     "predict; choose another --confidence-out"
                 )
+            _update_voxel_size(layout, meta)
             n = len(layout.markers(passes - 1).done())
             log.info("resuming %s: %d slabs of the last pass already done", labels.final, n)
             return cls(layout, tuple(c for c in (labels, confidence) if c is not None))
@@ -442,6 +443,31 @@ def _check_resumable(path: Path, meta: dict[str, Any]) -> None:
             f"{', '.join(names.get(k, k) for k in diff)}; "
             "use the same model and settings, or --overwrite to start again"
         )
+
+
+def _update_voxel_size(layout: StoreLayout, meta: dict[str, Any]) -> None:
+    """On resume, record this run's voxel size (it changes no voxel, so it is no reason to refuse)."""
+    import zarr
+
+    new = {"voxel_size": meta.get("voxel_size"), "unit": meta.get("unit")}
+    node = zarr.open(store=layout.labels, mode="r+")
+    old = dict(node.attrs[OUTPUT_ATTR])
+    if _jsonable({k: old.get(k) for k in new}) == _jsonable(new):
+        return
+    log.info(
+        "resuming with voxel size %s %s (was %s %s)",
+        new["voxel_size"],
+        new["unit"],
+        old.get("voxel_size"),
+        old.get("unit"),
+    )
+    node.attrs[OUTPUT_ATTR] = _jsonable({**old, **new})
+    if layout.labels_array:  # a pyramid group: the levels it has (finish() writes them again if it adds some)
+        levels = multiscale_levels(node) or [node[layout.labels_array]]
+        node.attrs["ome"] = _ome_attrs({**old, **new}, len(levels), len(levels[0].shape))
+    if layout.confidence is not None:
+        conf = zarr.open_array(store=layout.confidence, mode="r+")
+        conf.attrs[OUTPUT_ATTR] = _jsonable({**conf.attrs[OUTPUT_ATTR], **new})
 
 
 def resume_hint(path: Path) -> str:
