@@ -509,7 +509,15 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         or read_class_names(a.pred, dataset=a.pred_dataset)
         or read_class_names(a.truth, dataset=a.truth_dataset)
     )
-    report = evaluate(pred, truth, axis=a.axis, ignore_zero=not a.zero_is_class, class_names=names)
+    physics: Any = False
+    if a.physics:
+        found = _voxel_size(a, a.pred, a.pred_dataset)
+        physics = {"tortuosity": not a.no_tortuosity, "device": a.device, "region": a.region}
+        if found is not None:
+            physics.update(voxel_size=found[0], unit=found[1])
+    report = evaluate(
+        pred, truth, axis=a.axis, ignore_zero=not a.zero_is_class, class_names=names, microstructure=physics
+    )
     print(repr(report))
     if a.json:
         print(f"wrote {report.to_json(a.json, overwrite=a.overwrite)}")
@@ -868,6 +876,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", default=None, help="write the per-class table as CSV here")
     p.add_argument("--figures", default=None, help="write PNG figures (collage, per-slice Dice) to this folder")
     p.add_argument("--image", default=None, help="raw image for the collage's raw panel (optional)")
+    g = p.add_argument_group("microstructure error (how the segmentation error moves the numbers of analyze)")
+    g.add_argument(
+        "--physics",
+        action="store_true",
+        help="also compare the microstructure of prediction and truth on the fully annotated box around "
+        "the annotations (or --region): volume fractions, surfaces, clusters, sizes, tortuosity, TPB; error in %%",
+    )
+    g.add_argument(
+        "--region", default=None, metavar="Z0:Z1,Y0:Y1,X0:X1", help="reference region (default: the annotated box)"
+    )
+    g.add_argument("--no-tortuosity", action="store_true", help="skip the tortuosity solves (the slow part)")
+    g.add_argument("--device", default="auto", help="where TauFactor runs: auto (CUDA if present), cpu, cuda")
+    _add_voxel_size(g, "default: what the prediction's file records")
     _add_overwrite(p)
     p.set_defaults(func=_cmd_evaluate)
 

@@ -131,3 +131,24 @@ def test_train_widget_records_the_layers_voxel_size(make_napari_viewer, qtbot, t
     qtbot.waitUntil(lambda: "img labels" in viewer.layers, timeout=120_000)
     info = load_model(tmp_path / "m.safetensors").info
     assert (info.voxel_size, info.unit) == ([0.1, 0.05, 0.05], "um")
+
+
+def test_evaluate_widget_reports_the_microstructure_error(make_napari_viewer, qtbot):
+    from napari_xrayseg._napari.evaluate_widget import EvaluateWidget
+
+    zz, yy, xx = np.indices((9, 9, 9)) // 3
+    truth = ((zz + yy + xx) % 3 + 1).astype(np.uint8)
+    pred = truth.copy()
+    pred[4, 2:5, 2:5] = 1
+    viewer = make_napari_viewer()
+    kw = {"scale": (0.1, 0.1, 0.1), "units": ("um",) * 3}
+    p = viewer.add_labels(pred, name="pred", **kw)
+    t = viewer.add_labels(truth, name="truth", **kw)
+    w = EvaluateWidget(viewer)
+    w._pred.value, w._truth.value = p, t
+    w._physics.value = True
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    ms = w.report.microstructure
+    assert ms["region"] == [[0, 9]] * 3 and ms["voxel_size"] == [0.1, 0.1, 0.1] and ms["unit"] == "um"
+    assert "microstructure error on 0:9,0:9,0:9 (um)" in w._summary.value and "tpb_density" in w._summary.value
