@@ -206,3 +206,15 @@ def test_resume_records_the_voxel_size_of_the_run_that_finishes(tmp_path, model)
     segment(big, model, out=out2, pyramid=True, voxel_size=1, **KW)
     segment(big, model, out=out2, pyramid=True, voxel_size=2, resume=True, **KW)
     assert read_voxel_size(out2, dataset="1") == ((4.0, 4.0, 4.0), "um")
+
+
+def test_a_plain_zarr_group_with_one_array_records_nothing_or_its_attributes(tmp_path, model):
+    g = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    g.create_array("vol", shape=(4, 40, 40), dtype="float32")[...] = _image()
+    assert voxel_size_of(open_volume(tmp_path / "g.zarr")) is None  # neither the array nor the group says
+    segment(open_volume(tmp_path / "g.zarr"), model, out=tmp_path / "a.zarr", **KW)
+    assert read_voxel_size(tmp_path / "a.zarr") is None
+    g.attrs["voxel_size"], g.attrs["unit"] = [3.0, 2.0, 2.0], "nm"
+    assert read_voxel_size(tmp_path / "g.zarr", dataset="vol") == ((3.0, 2.0, 2.0), "nm")
+    g["vol"].attrs["voxel_size"] = [5.0, 4.0, 4.0]
+    assert voxel_size_of(open_volume(tmp_path / "g.zarr")) == ((5.0, 4.0, 4.0), "voxel")  # the array's own (no unit)

@@ -473,21 +473,18 @@ def _zarr_voxel_size(p: Path, dataset: str | None) -> tuple[list[float], str | N
 
     node = zarr.open(store=str(p), mode="r")
     if isinstance(node, zarr.Array):
-        a = node.attrs
-        meta = a.get("napari_xrayseg") if isinstance(a.get("napari_xrayseg"), dict) else {}
-        vs = a.get("voxel_size", meta.get("voxel_size"))
-        if vs:
-            return list(vs), a.get("unit", meta.get("unit"))
+        found = _attrs_voxel_size(node.attrs)
         parent = p.parent  # a level of an OME-Zarr group, opened by its path
-        if dataset is None and any((parent / m).exists() for m in ("zarr.json", ".zgroup")):
+        if found is None and dataset is None and any((parent / m).exists() for m in ("zarr.json", ".zgroup")):
             try:
                 return _zarr_voxel_size(parent, p.name) if parent != p else None
             except (OSError, ValueError, KeyError):
                 return None
-        return None
+        return found
     ms = (node.attrs.get("ome") or {}).get("multiscales") or node.attrs.get("multiscales")
-    if not ms:
-        return _zarr_voxel_size(p / dataset, None) if dataset else None
+    if not ms:  # a plain group: the array's own attributes, else the group's
+        inner = node.get(dataset) if dataset else None
+        return (_attrs_voxel_size(inner.attrs) if inner is not None else None) or _attrs_voxel_size(node.attrs)
     m = ms[0]
     datasets = m["datasets"]
     d = next((d for d in datasets if d["path"] == dataset), datasets[0])
@@ -504,6 +501,13 @@ def _zarr_voxel_size(p: Path, dataset: str | None) -> tuple[list[float], str | N
         scale = [scale[i] for i in space]
     unit = units.pop() if len(units) == 1 else None
     return scale, unit
+
+
+def _attrs_voxel_size(a: Any) -> tuple[list[float], str | None] | None:
+    """``voxel_size`` and ``unit`` attributes (top level, or in our ``napari_xrayseg`` block)."""
+    meta = a.get("napari_xrayseg") if isinstance(a.get("napari_xrayseg"), dict) else {}
+    vs = a.get("voxel_size", meta.get("voxel_size"))
+    return (list(vs), a.get("unit", meta.get("unit"))) if vs else None
 
 
 def _ngff_scale(transforms: Any) -> list[float] | None:
