@@ -37,6 +37,7 @@ from ..core.progress import Progress
 from ..core.training import MODES, iter_train
 from ._jobs import JobRunner, JobWidget
 from ._layers import layer_array, layer_choices, placement, unique_name
+from ._voxel import layer_voxel_size
 
 _T = TrainConfig()
 _S = SegmentConfig()
@@ -213,6 +214,7 @@ class TrainWidget(JobWidget):
         init = str(self._init.value)
         axis = int(self._axis.value) if image.ndim == 3 else 0
         axes = [axis, *(a for a in range(3) if a != axis)] if self._all_axes.value and image.ndim == 3 else None
+        voxel = layer_voxel_size(image_layer)  # recorded in the model (napari's pixel units: none)
         return {
             "image": image,
             "labels": labels,
@@ -230,6 +232,8 @@ class TrainWidget(JobWidget):
             "context": int(self._context.value),
             "device": str(self._device.value),
             "init": init if init not in ("", ".") else None,
+            "voxel_size": voxel[0][-image.ndim :] if voxel else None,
+            "unit": voxel[1] if voxel else None,
             "out": out,
         }
 

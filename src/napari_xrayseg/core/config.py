@@ -58,6 +58,13 @@ class SegmentConfig:
         Continue an unfinished output of the same model and settings.
     pyramid : bool
         Write ``out`` as an OME-Zarr multiscale group.
+    voxel_size : float or sequence of float or None
+        Voxel size written into the outputs: one number (isotropic) or one per axis
+        (z, y, x); None reads it from the input file, else from the model file (the
+        voxel size it was trained at), else the outputs record none (voxel units).
+    unit : str or None
+        Length unit of ``voxel_size`` ("nm", "um", "mm"; default "um"); without
+        ``voxel_size``, the unit to convert the recorded voxel size to.
     """
 
     axis: int = 0
@@ -76,6 +83,8 @@ class SegmentConfig:
     overwrite: bool = False
     resume: bool = False
     pyramid: bool = False
+    voxel_size: Any = None
+    unit: str | None = None
 
     @classmethod
     def of(cls, config: SegmentConfig | None = None, **options: Any) -> SegmentConfig:

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from .config import TrainConfig
 from .device import resolve_device
 from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError
-from .io import read_block, volume_chunks
+from .io import read_block, volume_chunks, voxel_size_of
 from .labels import read_labels
 from .models import MAX_CONTEXT, Model, init_model, load_model, save_model
 from .normalize import apply_normalization, compute_normalization
@@ -50,6 +50,7 @@ from .plan import check_image
 from .predictor import SlicePredictor
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
 from .tiling import context_range, normalize_axis, plan_slab_depth, slab_ranges, slab_slicer, stack_context
+from .units import pick_voxel_size
 
 __all__ = ["DEFAULT_EPOCHS", "LOSSES", "MODES", "SCHEDULES", "SegmentationLoss", "iter_train", "make_loss", "train"]
 
@@ -1119,6 +1120,8 @@ def iter_train(
     pixel_weight: float = _D.pixel_weight,
     axes: str | Sequence[int] | None = None,
     normalize: str = _D.normalize,
+    voxel_size: float | Sequence[float] | None = None,
+    unit: str | None = None,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     cancel: CancelToken | None = None,
@@ -1162,7 +1165,13 @@ def iter_train(
     )
     budget = _Budget(s["epochs"], s["minutes"], s["steps_per_epoch"])
     d = _load_data(image, labels, s, cancel)
+    ndim = 2 if d["is2d"] else 3
+    vox = pick_voxel_size(voxel_size, unit, voxel_size_of(image), ndim=ndim)  # a bad one fails before training
     model, stepper, predictor = _build(s, d, cancel)
+    inherited = (model.info.voxel_size, model.info.unit) if model.info.voxel_size else None  # from init
+    vox = vox or pick_voxel_size(None, unit, inherited, ndim=ndim)
+    if vox is not None:
+        model.info.voxel_size, model.info.unit = [float(v) for v in vox[0]], vox[1]
     settings = _record(s, d, model)
     fit = _Fit(model, budget)
     try:
@@ -1216,6 +1225,8 @@ def train(
     axes: str | Sequence[int] | None = None,
     normalize: str = _D.normalize,
     pixel_weight: float = _D.pixel_weight,
+    voxel_size: float | Sequence[float] | None = None,
+    unit: str | None = None,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     cancel: CancelToken | None = None,
@@ -1304,6 +1315,15 @@ def train(
         grey-level offset or gain is mapped alike (``info.normalization`` keeps the
         training bounds as ``training_bounds``). ``"fixed"``: the training image's
         bounds are applied to every input.
+    voxel_size : float or sequence of float, optional
+        Voxel size of the training image, one number (isotropic) or one per axis (z, y, x),
+        stored in the model (``info.voxel_size``, ``info.unit``) so that ``segment`` can warn
+        when a volume of a very different voxel size is segmented. Default: what the image's
+        file records (zarr/OME-Zarr, TIFF, HDF5 opened with
+        :func:`~napari_xrayseg.open_volume`), else the ``init`` model's, else none.
+    unit : str, optional
+        Unit of ``voxel_size`` (default ``"um"``); without ``voxel_size``, the unit to
+        convert the recorded voxel size to.
     out : path-like, optional
         Save the trained model here (``.safetensors``) when training completes.
     overwrite : bool
@@ -1380,6 +1400,8 @@ def train(
             pixel_weight=pixel_weight,
             axes=axes,
             normalize=normalize,
+            voxel_size=voxel_size,
+            unit=unit,
             out=out,
             overwrite=overwrite,
             cancel=cancel,
