@@ -826,7 +826,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="K",
         help="odd number of slices per input: each slice with its K//2 neighbours on each side as "
-        f"channels (2.5D; default: the --init model's, else {_T.context})",
+        f"channels (2.5D; default: the --init model's, else {_T.context}, or 15 for --arch unet3d)",
     )
     p.add_argument("--seed", type=int, default=_T.seed, help=f"random seed (default: {_T.seed})")
     p.add_argument("--device", default=_T.device, help="auto (CUDA if present), cpu, cuda, cuda:N")

@@ -264,3 +264,29 @@ def test_unet3d_computes_each_run_of_consecutive_slices_as_one_volume():
     m.info.normalization.update(low=0.0, high=1.0)
     labels = segment(image, m, device="cpu", tile=32, overlap=0.0, precision="fp32", slab=12)
     np.testing.assert_array_equal(labels, np.asarray(m.info.classes)[volume(0, 12).argmax(1).numpy()])
+
+
+def test_unet3d_trains_its_middle_slice_at_every_depth():
+    """In training the middle slice is scored inside a random sub-volume, so the network cannot
+    learn the middle's position from the padding (and then fail on whole runs of slices)."""
+    from napari_xrayseg.core.models import default_context
+
+    assert default_context("unet3d") == 15 and default_context("unet") == 3
+    net = init_model("unet3d", size="tiny", classes=3, context=7, seed=4).network.train()
+    x = torch.rand(2, 7, 16, 16)
+    seen = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        out = net(x)
+        torch.manual_seed(seed)
+        depth = int(torch.randint(4, 8, ()).item())
+        lo = int(torch.randint(max(0, 3 - depth + 1), min(3, 7 - depth) + 1, ()).item())
+        assert 4 <= depth <= 7 and lo <= 3 < lo + depth  # the middle slice is inside the sub-volume
+        torch.testing.assert_close(out, net.forward_volume(x[:, None, lo : lo + depth])[:, :, 3 - lo])
+        seen.add(3 - lo)
+    assert len(seen) >= 3  # scored at several depths
+    image, truth = make_phantom((20, 32, 32), seed=1, artefacts=False)
+    sparse = np.zeros_like(truth)
+    sparse[[5, 14]] = truth[[5, 14]]
+    m = train(image, sparse, arch="unet3d", size="tiny", epochs=1, steps_per_epoch=2, batch=2, patch=32, device="cpu")
+    assert m.info.context == 15 and m.info.train["context"] == 15

@@ -165,6 +165,8 @@ class TrainConfig:
         neighbours on each side, as input channels, "2.5D"); 1 = plain 2D.
         3 by default: on the accuracy benchmark it removes about 17 % of the
         wrong voxels of plain 2D at the same training time (docs/accuracy.md).
+        A new ``unet3d`` model takes 15 when none is given (the slice and 7 on each
+        side as one volume; ``models.default_context``).
     normalize : str
         Input normalisation stored in the model: ``"image"`` (percentile bounds of each
         image the model segments, so a second scan with another grey-level calibration

@@ -40,6 +40,7 @@ __all__ = [
     "ModelInfo",
     "architectures",
     "build_network",
+    "default_context",
     "default_size",
     "describe_architecture",
     "init_model",
@@ -369,6 +370,7 @@ class _Arch:
     build: Any  # dict -> nn.Module
     validate: Any  # dict -> None, raises ModelFileError
     stride: Any  # dict -> int
+    default_context: int = 3  # slices per input of a new model when the user gives none
 
 
 _ARCHS: dict[str, _Arch] = {
@@ -391,6 +393,7 @@ _ARCHS: dict[str, _Arch] = {
         _unet3d_build,
         _unet_validate,
         _unet_stride,
+        default_context=15,
     ),
     "basicunet": _Arch(
         "basicunet",
@@ -452,6 +455,17 @@ def default_size(arch: str) -> str:
     'small'
     """
     return _arch(arch).default_size
+
+
+def default_context(arch: str) -> int:
+    """Context slices a new model of ``arch`` takes by default (15 for ``unet3d``, else 3).
+
+    Examples
+    --------
+    >>> default_context("unet"), default_context("unet3d")
+    (3, 15)
+    """
+    return _arch(arch).default_context
 
 
 def describe_architecture(arch: str) -> str:

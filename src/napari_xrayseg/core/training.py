@@ -725,8 +725,8 @@ def _number(name: str, v: Any, ok: Any, hint: str) -> float:
     return float(v)
 
 
-def _resolve_context(context: int | None, init: Model | str | os.PathLike | None) -> int:
-    """Fine-tuning keeps the starting model's context; new models get the default."""
+def _resolve_context(context: int | None, init: Model | str | os.PathLike | None, arch: str = _D.arch) -> int:
+    """Fine-tuning keeps the starting model's context; new models get their architecture's default."""
     if context is None:
         if isinstance(init, Model):
             context = init.info.context
@@ -735,7 +735,9 @@ def _resolve_context(context: int | None, init: Model | str | os.PathLike | None
 
             context = read_model_info(init).context
         else:
-            context = _D.context
+            from .models import default_context
+
+            context = default_context(arch)
     context = _check_positive_int("context", context)
     if context % 2 == 0 or context > MAX_CONTEXT:
         raise InputError(f"context {context} must be an odd number of slices in 1..{MAX_CONTEXT}, e.g. 1 or 3")
@@ -763,7 +765,7 @@ def _settings(kw: dict[str, Any]) -> dict[str, Any]:
         "pixel_weight", kw["pixel_weight"], lambda v: 0 < v <= 1e6, f"a positive number, e.g. {_D.pixel_weight}"
     )
     s["seed"] = _check_positive_int("seed", kw["seed"], 0)
-    s["context"] = _resolve_context(kw["context"], kw["init"])
+    s["context"] = _resolve_context(kw["context"], kw["init"], kw["arch"])
     if kw["normalize"] not in NORMALIZE:
         raise InputError(f"unknown normalize {kw['normalize']!r}: choose one of {list(NORMALIZE)}")
     s["dev"] = resolve_device(kw["device"])
