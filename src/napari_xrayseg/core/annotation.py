@@ -5,9 +5,10 @@ After a first training the user improves the model in rounds:
 1. **preview** (:func:`predict_slice`): the slice on screen, segmented by the current model
    (any axis; the model's context slices are read around it);
 2. **suggest** (:func:`suggest_slices`, :func:`rank_slices`): the slices not yet annotated,
-   ranked by the model's uncertainty on them (mean normalised entropy of the class
-   probabilities, or one minus the winning probability), picked greedily with a penalty
-   on slices close to annotated or already picked ones, so suggestions spread out;
+   ranked by where the model contradicts itself (the share of a slice's pixels classed
+   differently when seen along the other two axes; or under flips, or the entropy of the
+   class probabilities), picked greedily with a penalty on slices close to annotated or
+   already picked ones, so suggestions spread out;
 3. **correct**: the user copies the prediction of a suggested slice into the annotations
    and paints only the mistakes (a widget action: no core code needed);
 4. **continue training** (:func:`continue_training`): warm start from the current model
