@@ -142,6 +142,35 @@ def test_orthoplane_score_is_the_share_of_pixels_the_other_axes_class_differentl
     assert z.suggested == [int(np.nanargmax(z.uncertainty))]
 
 
+@pytest.mark.parametrize("axis", [0, 2])
+def test_orthoplane_score_in_a_centred_window_of_big_slices(trained, sample, axis, monkeypatch):
+    import copy
+
+    from napari_xrayseg.core import annotation
+
+    model, _ = trained
+    image, _ = sample
+    model = copy.deepcopy(model)
+    model.info.normalization = annotation.slice_normalization(image, model)  # the same bounds for the window
+    # the lines inside the window: their context rows are the window's own, as for a cut-out volume
+    monkeypatch.setattr(annotation, "_line_positions", lambda size, lines: np.arange(1, size - 1))
+    r = rank_slices(image, model, axis=axis, max_side=40, max_slices=None, device="cpu", precision="fp32")
+    cut = [slice(None)] * 3
+    for d in range(3):
+        if d != axis:
+            w = min(40, image.shape[d])
+            a = (image.shape[d] - w) // 2
+            cut[d] = slice(a, a + w)
+    sub = image[tuple(cut)]
+    seg = [np.moveaxis(segment(sub, model, axis=a, device="cpu", precision="fp32"), axis, 0) for a in range(3)]
+    first, second = [a for a in range(3) if a != axis]
+    n = image.shape[axis]
+    differ = (seg[first] != seg[axis])[:, 1:-1].reshape(n, -1).sum(1)
+    differ += (seg[second] != seg[axis])[:, :, 1:-1].reshape(n, -1).sum(1)
+    h, w = seg[axis].shape[1:]
+    np.testing.assert_allclose(r.uncertainty, differ / ((h - 2) * w + h * (w - 2)), atol=1e-12)
+
+
 def test_flips_score_and_the_2d_fallback(trained, sample):
     model, _ = trained
     image, _ = sample
