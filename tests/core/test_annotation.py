@@ -45,7 +45,8 @@ def ctx_model():
 def test_predict_slice_equals_the_slice_of_a_whole_segmentation(ctx_model, axis):
     rng = np.random.default_rng(0)
     image = rng.random((6, 40, 48), dtype=np.float32)
-    full = segment(image, ctx_model, axis=axis, device="cpu")
+    # fp32 as predict_slice's default: precision="auto" is bf16 on CPUs with native bf16
+    full = segment(image, ctx_model, axis=axis, device="cpu", precision="fp32")
     n = image.shape[axis]
     for i in (0, 2, n - 1, -1):  # the ends use edge-replicated context slices
         got = predict_slice(image, ctx_model, i, axis=axis, device="cpu")
@@ -54,7 +55,7 @@ def test_predict_slice_equals_the_slice_of_a_whole_segmentation(ctx_model, axis)
     # tile="slice": one window over the slice, as segment with that tile
     plane = [s for d, s in enumerate(image.shape) if d != axis]
     side = -(-max(plane) // ctx_model.info.stride) * ctx_model.info.stride
-    whole = segment(image, ctx_model, axis=axis, tile=side, device="cpu")
+    whole = segment(image, ctx_model, axis=axis, tile=side, device="cpu", precision="fp32")
     np.testing.assert_array_equal(
         predict_slice(image, ctx_model, 1, axis=axis, tile="slice", device="cpu"), np.take(whole, 1, axis=axis)
     )
