@@ -593,10 +593,12 @@ def suggest_slices(
     Each slice not yet annotated gets a score in [0, 1], by default (``measure=
     "orthoplane"``) the share of its pixels that the model classes differently when it
     sees them in the slice itself and in the slices along the two other axes through them
-    (checked on 16 lines across the slice in each direction, the other-axis slices cut to
-    a band of 32 slices either side). On the hard sample this disagreement is the score
-    that best follows a slice's true error (rank correlation +0.27 to +0.53 over six
-    trained models, where the mean entropy ranged from -0.29 to +0.38; docs/annotate.md).
+    (checked on lines across the slice: every line of small volumes, at least 16 per
+    direction on big ones, as many as keep the check within about 4x the work of the slice
+    pass; the other-axis slices cut to a band of 32 slices either side of the scored ones).
+    On the hard sample this disagreement is the score that best follows a slice's true
+    error (rank correlation +0.27 to +0.53 over six trained models, where the mean entropy
+    ranged from -0.29 to +0.38; docs/annotate.md).
     Then ``count`` slices are picked greedily, each time the one with the highest score
     times a penalty that is 0 next to an annotated or already picked slice and tends to 1
     a few ``spread`` away, so suggestions neither cluster nor sit beside slices the model
