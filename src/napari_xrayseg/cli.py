@@ -732,7 +732,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser(
-        "suggest", help="which slices to annotate next: uncertain for the model, spread out; prints indices, best first"
+        "suggest",
+        help="which slices to annotate next: where the model contradicts itself, spread out; "
+        "prints indices, best first",
     )
     p.add_argument("--image", required=True, help="input volume: zarr, TIFF, HDF5 or .npy")
     p.add_argument("--dataset", default=None, help="array name inside the image's zarr group / HDF5 file")
@@ -743,9 +745,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=1, help="how many slices (default: 1)")
     p.add_argument(
         "--measure",
-        default="entropy",
-        choices=["entropy", "maxprob"],
-        help="uncertainty: mean normalised entropy, or 1 - winning probability (default: entropy)",
+        default="orthoplane",
+        choices=["orthoplane", "flips", "entropy", "maxprob"],
+        help="slice score: share of pixels classed differently along the other two axes (orthoplane, "
+        "default), or under flips; or the mean normalised entropy, or 1 - winning probability",
     )
     p.add_argument(
         "--max-slices",
