@@ -32,7 +32,7 @@ from ..core.config import SegmentConfig, TrainConfig
 from ..core.device import available_devices
 from ..core.errors import InputError, XraysegError
 from ..core.inference import iter_segment
-from ..core.models import MAX_CONTEXT, Model, architectures, default_size, save_model
+from ..core.models import MAX_CONTEXT, Model, architectures, default_context, default_size, save_model
 from ..core.progress import Progress
 from ..core.training import MODES, iter_train
 from ._jobs import JobRunner, JobWidget
@@ -169,9 +169,10 @@ class TrainWidget(JobWidget):
         self._follow_layers(viewer)
 
     def _on_arch(self, arch: str) -> None:
-        """Offer the sizes of the chosen architecture, starting at its default."""
+        """Offer the sizes of the chosen architecture, starting at its default (and its context)."""
         self._size.choices = list(architectures()[arch])
         self._size.value = _T.size if arch == _T.arch else default_size(arch)
+        self._context.value = default_context(arch)
 
     # ------------------------------------------------------------------ run
     def _on_run(self) -> None:
