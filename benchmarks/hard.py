@@ -22,6 +22,8 @@ U-Net recipes (``--methods``):
              normalisation), z slices only, one-axis prediction.
 ``ortho``    learn from all three axes (``axes="zyx"``: painted z slices are painted rows of xz
              and yz slices) and predict as an orthoplane ensemble (``segment(axes="zyx")``).
+``3d``       ``arch="unet3d"``: a 3D U-Net over each slice and its 14 context slices
+             (``context=15``), one-axis prediction (a slab at a time through the 3D net).
 
 Training uses ``--minutes`` (each model spends it in full) or, with ``--epochs``, a fixed
 number of epochs of 25 steps, so that runs on a loaded machine stay comparable; wall times
@@ -87,6 +89,8 @@ def _unet(method: str, image: np.ndarray, ann: np.ndarray, budget: dict[str, Any
             training.MIN_SLICES_HELD_OUT = old
     if method == "ortho":
         return train(image, ann, axes="zyx", **kw), "zyx"
+    if method == "3d":
+        return train(image, ann, arch="unet3d", size="small", context=15, batch=4, **kw), "z"
     return train(image, ann, **kw), "z"
 
 
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--shape", type=int, nargs=3, default=(64, 192, 192), metavar=("Z", "Y", "X"))
     ap.add_argument("--slices", type=int, default=3, help="annotated Z slices (default 3)")
-    ap.add_argument("--methods", nargs="+", default=["before", "z", "ortho"], choices=["before", "z", "ortho"])
+    ap.add_argument("--methods", nargs="+", default=["before", "z", "ortho"], choices=["before", "z", "ortho", "3d"])
     ap.add_argument("--baselines", nargs="+", default=["otsu", "rf"], help="otsu, rf (or none)")
     budget = ap.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, default=None, help="U-Net training budget (spent in full)")

@@ -112,7 +112,6 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     tune_allocator()  # a CLI process is ours alone: keep freed activations (+19 %, docs/performance.md)
 
     image = open_volume(a.image, dataset=a.dataset)
-    _warn_voxel_size(a.image, a.dataset, a.model)
     kw = {
         "axis": a.axis,
         "tile": a.tile,
@@ -128,6 +127,8 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         "confidence": a.confidence,
         "tta": a.tta,
         "confidence_out": a.confidence_out,
+        "voxel_size": a.voxel_size,
+        "unit": a.unit,
         "progress": _ProgressPrinter("predict"),
     }
     t0 = time.perf_counter()
@@ -303,11 +304,12 @@ def _cmd_train(a: argparse.Namespace) -> int:
         pixel_weight=a.pixel_weight,
         axes=a.axes,
         normalize=a.normalize,
+        voxel_size=a.voxel_size,
+        unit=a.unit,
         out=a.out,
         overwrite=a.overwrite,
         progress=_ProgressPrinter("train"),
     )
-    _record_voxel_size(model, a)
     t = model.info.train
     print(
         f"wrote model to {model.path}: {model.info.arch} ({model.info.size}, {t.get('mode', 'supervised')}), "
@@ -354,46 +356,9 @@ def _cmd_self_train(a: argparse.Namespace) -> int:
 def _voxel_size(a: argparse.Namespace, path: str, dataset: str | None) -> tuple[tuple[float, ...], str] | None:
     """``--voxel-size``/``--unit`` if given, else what the file records (converted to ``--unit``)."""
     from .core.io import read_voxel_size
-    from .core.units import normalize_unit, parse_voxel_size, to_unit
+    from .core.units import pick_voxel_size
 
-    unit = normalize_unit(a.unit) if a.unit else None
-    if a.voxel_size:
-        return parse_voxel_size(a.voxel_size, 3), unit or "um"
-    found = read_voxel_size(path, dataset=dataset)
-    if found is None:
-        return None
-    size, file_unit = found
-    if unit and unit != file_unit and "voxel" not in (unit, file_unit):
-        size, file_unit = tuple(to_unit(v, file_unit, unit) for v in size), unit
-    return size, file_unit
-
-
-def _record_voxel_size(model: Any, a: argparse.Namespace) -> None:
-    """Write the training voxel size into the model file (read from the image, or --voxel-size)."""
-    from dataclasses import replace
-
-    from .core.models import save_model
-
-    found = _voxel_size(a, a.image, a.dataset)
-    if found is None or model.path is None:
-        return
-    size, unit = found
-    model.info = replace(model.info, voxel_size=[float(v) for v in size], unit=unit)
-    save_model(model, model.path, overwrite=True)  # atomic replace of the file train() just wrote
-
-
-def _warn_voxel_size(image: str, dataset: str | None, model: str) -> None:
-    from .core.io import read_voxel_size
-    from .core.models import read_model_info
-    from .core.units import voxel_size_mismatch
-
-    info = read_model_info(model)
-    found = read_voxel_size(image, dataset=dataset)
-    if info.voxel_size is None or found is None:
-        return
-    msg = voxel_size_mismatch(info.voxel_size, info.unit, found[0][-len(info.voxel_size) :], found[1])
-    if msg:
-        log.warning("%s", msg)
+    return pick_voxel_size(a.voxel_size, a.unit, None if a.voxel_size else read_voxel_size(path, dataset=dataset))
 
 
 def _cmd_analyze(a: argparse.Namespace) -> int:
@@ -459,14 +424,14 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_voxel_size(p: argparse.ArgumentParser) -> None:
+def _add_voxel_size(p: argparse.ArgumentParser, default: str = "default: what the file records") -> None:
     p.add_argument(
         "--voxel-size",
         type=float,
         nargs="+",
         default=None,
         metavar="V",
-        help="voxel size: one number (isotropic) or three (z y x); default: what the file records",
+        help=f"voxel size: one number (isotropic) or three (z y x); {default}",
     )
     p.add_argument(
         "--unit",
@@ -554,7 +519,15 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         or read_class_names(a.pred, dataset=a.pred_dataset)
         or read_class_names(a.truth, dataset=a.truth_dataset)
     )
-    report = evaluate(pred, truth, axis=a.axis, ignore_zero=not a.zero_is_class, class_names=names)
+    physics: Any = False
+    if a.physics:
+        found = _voxel_size(a, a.pred, a.pred_dataset)
+        physics = {"tortuosity": not a.no_tortuosity, "device": a.device, "region": a.region}
+        if found is not None:
+            physics.update(voxel_size=found[0], unit=found[1])
+    report = evaluate(
+        pred, truth, axis=a.axis, ignore_zero=not a.zero_is_class, class_names=names, microstructure=physics
+    )
     print(repr(report))
     if a.json:
         print(f"wrote {report.to_json(a.json, overwrite=a.overwrite)}")
@@ -713,6 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--confidence-out", default=None, help="where the confidence goes (default: OUT-KIND.zarr)")
     p.add_argument("--tta", action="store_true", help="average over flipped slices too (3x the work)")
+    _add_voxel_size(p, "written into the outputs; default: what the image records, else the model")
     g = p.add_argument_group("dask.distributed (input and output on a file system all workers see)")
     g.add_argument("--workers", type=int, default=None, help="run on a local cluster of N worker processes")
     g.add_argument("--scheduler", default=None, help="run on the cluster of this scheduler, e.g. tcp://host:8786")
@@ -786,7 +760,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser(
-        "suggest", help="which slices to annotate next: uncertain for the model, spread out; prints indices, best first"
+        "suggest",
+        help="which slices to annotate next: where the model contradicts itself, spread out; "
+        "prints indices, best first",
     )
     p.add_argument("--image", required=True, help="input volume: zarr, TIFF, HDF5 or .npy")
     p.add_argument("--dataset", default=None, help="array name inside the image's zarr group / HDF5 file")
@@ -797,9 +773,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=1, help="how many slices (default: 1)")
     p.add_argument(
         "--measure",
-        default="entropy",
-        choices=["entropy", "maxprob"],
-        help="uncertainty: mean normalised entropy, or 1 - winning probability (default: entropy)",
+        default="orthoplane",
+        choices=["orthoplane", "flips", "entropy", "maxprob"],
+        help="slice score: share of pixels classed differently along the other two axes (orthoplane, "
+        "default), or under flips; or the mean normalised entropy, or 1 - winning probability",
     )
     p.add_argument(
         "--max-slices",
@@ -880,7 +857,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="K",
         help="odd number of slices per input: each slice with its K//2 neighbours on each side as "
-        f"channels (2.5D; default: the --init model's, else {_T.context})",
+        f"channels (2.5D; default: the --init model's, else {_T.context}, or 15 for --arch unet3d)",
     )
     p.add_argument("--seed", type=int, default=_T.seed, help=f"random seed (default: {_T.seed})")
     p.add_argument("--device", default=_T.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
@@ -930,6 +907,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", default=None, help="write the per-class table as CSV here")
     p.add_argument("--figures", default=None, help="write PNG figures (collage, per-slice Dice) to this folder")
     p.add_argument("--image", default=None, help="raw image for the collage's raw panel (optional)")
+    g = p.add_argument_group("microstructure error (how the segmentation error moves the numbers of analyze)")
+    g.add_argument(
+        "--physics",
+        action="store_true",
+        help="also compare the microstructure of prediction and truth on the fully annotated box around "
+        "the annotations (or --region): volume fractions, surfaces, clusters, sizes, tortuosity, TPB; error in %%",
+    )
+    g.add_argument(
+        "--region", default=None, metavar="Z0:Z1,Y0:Y1,X0:X1", help="reference region (default: the annotated box)"
+    )
+    g.add_argument("--no-tortuosity", action="store_true", help="skip the tortuosity solves (the slow part)")
+    g.add_argument("--device", default="auto", help="where TauFactor runs: auto (CUDA if present), cpu, cuda")
+    _add_voxel_size(g, "default: what the prediction's file records")
     _add_overwrite(p)
     p.set_defaults(func=_cmd_evaluate)
 

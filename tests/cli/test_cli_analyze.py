@@ -218,7 +218,7 @@ def test_train_records_voxel_size_and_predict_warns(tmp_path, caplog):
     m.info = replace(m.info, voxel_size=[0.05, 0.05, 0.05], unit="um")
     save_model(m, tmp_path / "m2.safetensors")
     coarse = _ome_labels(tmp_path / "coarse.zarr", img, voxel=(200.0, 200.0, 200.0), unit="nanometer")
-    with caplog.at_level(logging.WARNING, logger="napari_xrayseg.cli"):
+    with caplog.at_level(logging.WARNING, logger="napari_xrayseg"):
         assert (
             main(
                 [
@@ -279,3 +279,39 @@ def test_evaluate_tables_name_the_classes(tmp_path, capsys):
         == 0
     )
     assert "2 b" in capsys.readouterr().out
+
+
+def test_evaluate_physics_on_the_annotated_box(tmp_path, capsys):
+    from napari_xrayseg.core.metrics import Report, evaluate
+
+    truth = np.zeros((12, 12, 12), np.uint8)
+    truth[2:10, 1:11, :] = _checkerboard(12, 3)[2:10, 1:11, :]  # a fully annotated box
+    pred = np.where(truth == 0, 1, truth).astype(np.uint8)
+    pred[4, 3:6, 2:5] = 1  # a few wrong voxels inside the box
+    _ome_labels(tmp_path / "pred.zarr", pred, voxel=(0.1, 0.1, 0.1), names={1: "pore", 2: "nickel", 3: "YSZ"})
+    np.save(tmp_path / "t.npy", truth)
+    argv = ["evaluate", "--pred", str(tmp_path / "pred.zarr"), "--truth", str(tmp_path / "t.npy"), "--physics"]
+    assert main([*argv, "--no-tortuosity", "--json", str(tmp_path / "e.json")]) == 0
+    out = capsys.readouterr().out
+    assert "microstructure, prediction vs truth on 2:10,1:11,0:12 (um)" in out and "tpb_density" in out
+    ms = json.loads((tmp_path / "e.json").read_text())["microstructure"]
+    assert ms["region"] == [[2, 10], [1, 11], [0, 12]] and ms["voxel_size"] == [0.1, 0.1, 0.1] and ms["unit"] == "um"
+    # the same numbers as analyze on the box, one by one
+    from napari_xrayseg.core.microstructure import analyze
+
+    box = ((2, 10), (1, 11), (0, 12))
+    mp, mt = (analyze(v, region=box, voxel_size=0.1, tortuosity=False) for v in (pred, truth))
+    e = ms["errors"]
+    assert e["1.volume_fraction"]["pred"] == pytest.approx(mp.phases[1].volume_fraction)
+    assert e["1.volume_fraction"]["truth"] == pytest.approx(mt.phases[1].volume_fraction)
+    assert e["tpb_density"]["error_percent"] == pytest.approx(100 * (mp.tpb_density / mt.tpb_density - 1))
+    assert Report.from_dict(evaluate(pred, truth, microstructure={"tortuosity": False}).to_dict()).microstructure
+    # sparse annotations (a box with holes) cannot give microstructure numbers: one clear line, exit 2
+    holes = truth.copy()
+    holes[5] = 0
+    np.save(tmp_path / "h.npy", holes)
+    assert (
+        main(["evaluate", "--pred", str(tmp_path / "pred.zarr"), "--truth", str(tmp_path / "h.npy"), "--physics"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "fully annotated" in err and "--region" in err and len(err.strip().splitlines()) == 1

@@ -45,7 +45,8 @@ def ctx_model():
 def test_predict_slice_equals_the_slice_of_a_whole_segmentation(ctx_model, axis):
     rng = np.random.default_rng(0)
     image = rng.random((6, 40, 48), dtype=np.float32)
-    full = segment(image, ctx_model, axis=axis, device="cpu", precision="fp32")  # the preview's precision
+    # fp32 as predict_slice's default: precision="auto" is bf16 on CPUs with native bf16
+    full = segment(image, ctx_model, axis=axis, device="cpu", precision="fp32")
     n = image.shape[axis]
     for i in (0, 2, n - 1, -1):  # the ends use edge-replicated context slices
         got = predict_slice(image, ctx_model, i, axis=axis, device="cpu")
@@ -103,7 +104,7 @@ def test_spread_pick_ranks_by_score_and_spreads_out():
 def test_rank_slices_scores_are_the_mean_entropy_and_the_best_comes_first(trained, sample):
     model, _ = trained
     image, _ = sample
-    r = rank_slices(image, model, count=3, device="cpu", spread=1e-6)
+    r = rank_slices(image, model, count=3, measure="entropy", device="cpu", spread=1e-6)
     assert np.isfinite(r.uncertainty).all() and ((r.uncertainty >= 0) & (r.uncertainty <= 1)).all()
     for i in (0, 4, 7):
         p = predict_slice(image, model, i, probs=True, device="cpu")
@@ -117,6 +118,73 @@ def test_rank_slices_scores_are_the_mean_entropy_and_the_best_comes_first(traine
     from napari_xrayseg.core.annotation import spread_pick
 
     assert spread_pick(u, [], 1, 2.0, ends=True) == [3] and spread_pick(u, [], 1, 2.0) == [0]
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_orthoplane_score_is_the_share_of_pixels_the_other_axes_class_differently(trained, sample, axis, monkeypatch):
+    from napari_xrayseg.core import annotation
+
+    model, ann = trained
+    image, _ = sample
+    monkeypatch.setattr(annotation, "ORTHO_LINES", 10**6)  # every line: the score covers the whole slice
+    r = rank_slices(image, model, ann if axis == 0 else None, axis=axis, count=2, max_side=None, device="cpu")
+    assert r.measure == "orthoplane"
+    seg = [segment(image, model, axis=a, device="cpu", precision="fp32") for a in range(3)]
+    others = [a for a in range(3) if a != axis]
+    for i in range(image.shape[axis]):
+        if axis == 0 and i in (1, 5):
+            assert np.isnan(r.uncertainty[i])  # annotated: not scored
+            continue
+        own = np.take(seg[axis], i, axis=axis)
+        want = np.mean([np.mean(np.take(seg[a], i, axis=axis) != own) for a in others])
+        assert r.uncertainty[i] == pytest.approx(want, abs=1e-12)
+    # the default is that score, with the first pick the best-scoring slice when spreading is off
+    z = rank_slices(image, model, ann, count=1, spread=1e-6, device="cpu")
+    assert z.suggested == [int(np.nanargmax(z.uncertainty))]
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_orthoplane_score_in_a_centred_window_of_big_slices(trained, sample, axis, monkeypatch):
+    import copy
+
+    from napari_xrayseg.core import annotation
+
+    model, _ = trained
+    image, _ = sample
+    model = copy.deepcopy(model)
+    model.info.normalization = annotation.slice_normalization(image, model)  # the same bounds for the window
+    # the lines inside the window: their context rows are the window's own, as for a cut-out volume
+    monkeypatch.setattr(annotation, "_line_positions", lambda size, lines: np.arange(1, size - 1))
+    r = rank_slices(image, model, axis=axis, max_side=40, max_slices=None, device="cpu", precision="fp32")
+    cut = [slice(None)] * 3
+    for d in range(3):
+        if d != axis:
+            w = min(40, image.shape[d])
+            a = (image.shape[d] - w) // 2
+            cut[d] = slice(a, a + w)
+    sub = image[tuple(cut)]
+    seg = [np.moveaxis(segment(sub, model, axis=a, device="cpu", precision="fp32"), axis, 0) for a in range(3)]
+    first, second = [a for a in range(3) if a != axis]
+    n = image.shape[axis]
+    differ = (seg[first] != seg[axis])[:, 1:-1].reshape(n, -1).sum(1)
+    differ += (seg[second] != seg[axis])[:, :, 1:-1].reshape(n, -1).sum(1)
+    h, w = seg[axis].shape[1:]
+    np.testing.assert_allclose(r.uncertainty, differ / ((h - 2) * w + h * (w - 2)), atol=1e-12)
+
+
+def test_flips_score_and_the_2d_fallback(trained, sample):
+    model, _ = trained
+    image, _ = sample
+    r = rank_slices(image, model, measure="flips", max_side=None, device="cpu")
+    plain = segment(image, model, device="cpu", precision="fp32")
+    fx = segment(np.ascontiguousarray(image[:, :, ::-1]), model, device="cpu", precision="fp32")[:, :, ::-1]
+    fy = segment(np.ascontiguousarray(image[:, ::-1]), model, device="cpu", precision="fp32")[:, ::-1]
+    for i in (0, 3, 7):
+        want = (np.mean(fx[i] != plain[i]) + np.mean(fy[i] != plain[i])) / 2
+        assert r.uncertainty[i] == pytest.approx(want, abs=1e-12)
+    flat = rank_slices(image[3], model, device="cpu")  # a 2D image has no other axes: flips
+    one = rank_slices(image[3:4], model, measure="flips", device="cpu")  # the same slice, no context around it
+    assert flat.measure == "flips" and flat.uncertainty[0] == one.uncertainty[0]
 
 
 def test_suggest_never_returns_annotated_slices_along_any_axis(trained, sample):

@@ -24,10 +24,11 @@ from napari_xrayseg.core.models import (
 from napari_xrayseg.core.sample import make_phantom
 from napari_xrayseg.core.training import train
 
-ARCHS = ("unet", "basicunet", "attentionunet", "segresnet")
+ARCHS = ("unet", "unet3d", "basicunet", "attentionunet", "segresnet")
 # stride of every preset: the tile / patch multiple that inference and training rely on
 STRIDES = {
     "unet": {"tiny": 4, "small": 8, "medium": 16, "large": 16},
+    "unet3d": {"tiny": 4, "small": 8, "medium": 8, "large": 8},
     "basicunet": {"tiny": 16, "small": 16, "medium": 16, "large": 16},
     "attentionunet": {"tiny": 4, "small": 8, "medium": 16, "large": 16},
     "segresnet": {"tiny": 4, "small": 8, "medium": 8, "large": 8},
@@ -231,3 +232,61 @@ def test_cli_init_model_arch_and_context(tmp_path, capsys):
     for cmd in ("init-model", "train"):
         action = next(a for a in build_parser()._subparsers._group_actions[0].choices[cmd]._actions if a.dest == "arch")
         assert set(action.choices) == set(architectures())
+
+
+def test_unet3d_computes_each_run_of_consecutive_slices_as_one_volume():
+    """A 3D network sees the slices as a volume: a run of consecutive slices goes through it once."""
+    from napari_xrayseg.core.predictor import SlicePredictor
+    from napari_xrayseg.core.tiling import stack_context
+
+    m = init_model("unet3d", size="tiny", classes=3, context=5, tile=32, seed=2)
+    net = m.network.eval()
+    image = np.random.default_rng(3).random((12, 32, 32), dtype=np.float32)
+    pred = SlicePredictor(m, device="cpu", tile=32, overlap=0.0, precision="fp32")
+    x = stack_context(image, 5)  # the slices with 2 neighbours on each side (edges replicated)
+    padded = np.concatenate([image[:1], image[:1], image, image[-1:], image[-1:]])
+
+    def volume(lo, hi):  # scores of slices lo..hi-1 from one pass over them and their context
+        with torch.inference_mode():
+            v = torch.from_numpy(np.ascontiguousarray(padded[lo : hi + 4]))[None, None]
+            return net.forward_volume(v)[0, :, 2 : 2 + hi - lo].transpose(0, 1)
+
+    torch.testing.assert_close(pred.scores(x), volume(0, 12), atol=1e-5, rtol=1e-5)
+    # slices that are not consecutive are separate runs, each its own volume
+    got = pred.scores(np.ascontiguousarray(x[[0, 1, 2, 7, 8]]))
+    torch.testing.assert_close(got[:3], volume(0, 3), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got[3:], volume(7, 9), atol=1e-5, rtol=1e-5)
+    # one slice alone is the network's slice-with-context forward (what training sees)
+    with torch.inference_mode():
+        one = net(torch.from_numpy(x[5:6].copy()))
+    torch.testing.assert_close(pred.scores(np.ascontiguousarray(x[5:6])), one, atol=1e-5, rtol=1e-5)
+    # segment() reads whole slabs, so the volume pass is what it writes
+    m.info.normalization.update(low=0.0, high=1.0)
+    labels = segment(image, m, device="cpu", tile=32, overlap=0.0, precision="fp32", slab=12)
+    np.testing.assert_array_equal(labels, np.asarray(m.info.classes)[volume(0, 12).argmax(1).numpy()])
+
+
+def test_unet3d_trains_its_middle_slice_at_every_depth():
+    """In training the middle slice is scored inside a random sub-volume, so the network cannot
+    learn the middle's position from the padding (and then fail on whole runs of slices)."""
+    from napari_xrayseg.core.models import default_context
+
+    assert default_context("unet3d") == 15 and default_context("unet") == 3
+    net = init_model("unet3d", size="tiny", classes=3, context=7, seed=4).network.train()
+    x = torch.rand(2, 7, 16, 16)
+    seen = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        out = net(x)
+        torch.manual_seed(seed)
+        depth = int(torch.randint(4, 8, ()).item())
+        lo = int(torch.randint(max(0, 3 - depth + 1), min(3, 7 - depth) + 1, ()).item())
+        assert 4 <= depth <= 7 and lo <= 3 < lo + depth  # the middle slice is inside the sub-volume
+        torch.testing.assert_close(out, net.forward_volume(x[:, None, lo : lo + depth])[:, :, 3 - lo])
+        seen.add(3 - lo)
+    assert len(seen) >= 3  # scored at several depths
+    image, truth = make_phantom((20, 32, 32), seed=1, artefacts=False)
+    sparse = np.zeros_like(truth)
+    sparse[[5, 14]] = truth[[5, 14]]
+    m = train(image, sparse, arch="unet3d", size="tiny", epochs=1, steps_per_epoch=2, batch=2, patch=32, device="cpu")
+    assert m.info.context == 15 and m.info.train["context"] == 15

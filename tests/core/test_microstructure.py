@@ -415,3 +415,41 @@ def test_interval_from_several_segmentations():
     assert iv["tpb_density"]["n"] == 3
     with pytest.raises(InputError, match="at least two"):
         microstructure_interval(variants[:1])
+
+
+def test_tortuosity_runs_on_the_cpu_by_default_here_and_names_its_device(monkeypatch):
+    """ "auto" is CUDA when torch sees one, else the CPU; the device used is recorded in ``methods``.
+
+    The CUDA path itself needs a GPU (the ``gpu`` marker's job); here the choice is checked.
+    """
+    import torch
+
+    lab = np.ones((8, 6, 6), dtype=np.uint8)
+    lab[:, :, :3] = 2  # two straight slabs: tau = 1 along z and y in both
+    m = analyze(lab, mean_size=False)  # device="auto" on a machine without CUDA
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert m.methods["tortuosity"].endswith(f"on {want}")
+    assert m.phases[2].tortuosity["z"] == pytest.approx(1.0, abs=0.01)
+    cpu = analyze(lab, mean_size=False, device="cpu")
+    assert cpu.methods["tortuosity"].endswith("on cpu") and cpu.phases[2].tortuosity == m.phases[2].tortuosity
+    assert analyze(lab, tortuosity=False).methods["tortuosity"] is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert ms._tau_device("auto") == torch.device("cuda")  # a GPU, when present, is used by default
+
+
+def test_tortuosity_on_a_missing_gpu_is_one_clear_error():
+    with pytest.raises(InputError, match="CUDA is not available|does not exist"):
+        analyze(np.ones((4, 4, 4), dtype=np.uint8), device="cuda:99")
+
+
+@pytest.mark.gpu
+def test_tortuosity_on_cuda_matches_the_cpu():
+    lab = np.random.default_rng(0).integers(1, 3, (24, 24, 24)).astype(np.uint8)
+    cpu = analyze(lab, mean_size=False, device="cpu")
+    gpu = analyze(lab, mean_size=False, device="cuda")
+    assert gpu.methods["tortuosity"].endswith("on cuda")
+    for p in cpu.phases:
+        for ax, tau in cpu.phases[p].tortuosity.items():
+            assert (tau is None) == (gpu.phases[p].tortuosity[ax] is None)
+            if tau is not None:
+                assert gpu.phases[p].tortuosity[ax] == pytest.approx(tau, rel=0.01)

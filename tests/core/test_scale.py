@@ -15,7 +15,7 @@ from napari_xrayseg.core.inference import (
     segment,
     write_pyramid,
 )
-from napari_xrayseg.core.io import write_volume
+from napari_xrayseg.core.io import read_voxel_size, write_volume
 from napari_xrayseg.core.models import init_model, save_model
 from napari_xrayseg.core.progress import CancelToken
 from napari_xrayseg.core.writer import StoreWriter
@@ -157,10 +157,12 @@ def test_distributed_local_cluster_equals_single_process(tmp_path, vol, tiny_mod
             client=client,
             torch_threads=1,
             progress=lambda p: steps.append(p.step),
+            voxel_size=(2.0, 1.0, 1.0),
             **KW,
         )
         np.testing.assert_array_equal(res[...], clean)
         assert output_complete(tmp_path / "d.zarr")
+        assert read_voxel_size(tmp_path / "d.zarr") == ((2.0, 1.0, 1.0), "um")  # metadata as in one process
         assert sorted(steps) == steps and steps[-1] == 9 and len(steps) == 5  # one record per slab
         assert res.chunks[0] == 2  # output chunks = slabs: no two tasks share a chunk
 

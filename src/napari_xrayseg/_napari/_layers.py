@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import InputError, OutputExistsError, XraysegError
+from ..core.errors import InputError, OutputExistsError
 
 
 def unique_name(viewer: Any, base: str) -> str:
@@ -48,6 +48,22 @@ def label_features(names: dict[int, str] | None) -> dict[str, list[Any]] | None:
         return None
     keys = sorted(int(k) for k in names)
     return {"index": keys, "name": [str(names[k]) for k in keys]}
+
+
+def label_colormap(colors: Any) -> dict[Any, tuple[float, ...]] | None:
+    """A Labels-layer ``colormap`` from OME-NGFF ``image-label`` ``colors`` (``label-value``, ``rgba`` 0..255).
+
+    Label 0 (not annotated / background) stays transparent, values without a colour grey.
+    """
+    if not isinstance(colors, list):
+        return None
+    out: dict[Any, tuple[float, ...]] = {}
+    for c in colors:
+        if isinstance(c, dict) and "label-value" in c and isinstance(c.get("rgba"), list) and len(c["rgba"]) == 4:
+            out[int(c["label-value"])] = tuple(min(max(float(v) / 255.0, 0.0), 1.0) for v in c["rgba"])
+    if not out:
+        return None
+    return {None: (0.5, 0.5, 0.5, 1.0), 0: (0.0, 0.0, 0.0, 0.0), **out}
 
 
 def layer_class_names(layer: Any) -> dict[int, str] | None:
@@ -122,17 +138,12 @@ def export_pair(raw: str) -> tuple[Path, Path]:
     return pair
 
 
-def voxel_size_warning(layer: Any, model: Any) -> str | None:
-    """A warning when ``layer``'s voxel size (scale and units) is far from the model's training one, else None."""
+def voxel_size_warning(voxel_size: Any, unit: str | None, model: Any) -> str | None:
+    """A warning when ``voxel_size`` (in ``unit``) is far from the model's training voxel size, else None."""
     from ..core.models import read_model_info
     from ..core.units import voxel_size_mismatch
 
     info = model.info if hasattr(model, "info") else read_model_info(model)
-    units = getattr(layer, "units", None)
-    if info.voxel_size is None or not units:
+    if info.voxel_size is None or voxel_size is None or len(info.voxel_size) < len(voxel_size):
         return None
-    scale = tuple(float(s) for s in layer.scale)[-len(info.voxel_size) :]
-    try:
-        return voxel_size_mismatch(info.voxel_size, info.unit, scale, str(units[-1]))
-    except XraysegError:  # a unit napari knows and we do not: no opinion
-        return None
+    return voxel_size_mismatch(info.voxel_size[-len(voxel_size) :], info.unit, tuple(voxel_size), unit)

@@ -23,7 +23,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, PushButton, Table
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, Table
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.layers import Labels
@@ -34,11 +34,11 @@ from ..core.microstructure import Microstructure, iter_analyze, microstructure_i
 from ..core.progress import CancelToken, Progress
 from ._jobs import JobRunner, JobWidget
 from ._layers import export_csv_json, layer_array, layer_class_names, placement, unique_name
+from ._voxel import VoxelSizeFields
 
 if TYPE_CHECKING:
     import napari
 
-_UNITS = ["voxel", "nm", "um", "mm"]
 _COLUMNS = (
     ("name", "name"),
     ("volume_fraction", "vol. fraction"),
@@ -87,10 +87,8 @@ class AnalyzeWidget(JobWidget):
         self.interval: dict[str, Any] | None = None
         self._context: dict[str, Any] | None = None
         self._labels = ComboBox(label="Labels", choices=self._labels_choices, nullable=False)
-        self._vz = FloatSpinBox(label="Voxel size z", min=1e-6, max=1e9, step=0.001, value=1.0)
-        self._vy = FloatSpinBox(label="Voxel size y", min=1e-6, max=1e9, step=0.001, value=1.0)
-        self._vx = FloatSpinBox(label="Voxel size x", min=1e-6, max=1e9, step=0.001, value=1.0)
-        self._unit = ComboBox(label="Unit", choices=_UNITS, value="voxel")
+        self._voxel = VoxelSizeFields()
+        self._vz, self._vy, self._vx, self._unit = self._voxel.widgets
         self._region = LineEdit(label="Region", value="")
         self._region.tooltip = "sub-volume z0:z1,y0:y1,x0:x1 (empty: the whole volume)"
         self._tortuosity = CheckBox(text="Tortuosity (TauFactor; the slow part)", value=True)
@@ -120,10 +118,7 @@ class AnalyzeWidget(JobWidget):
         self.extend(
             [
                 self._labels,
-                self._vz,
-                self._vy,
-                self._vx,
-                self._unit,
+                *self._voxel.widgets,
                 self._region,
                 self._tortuosity,
                 self._spread,
@@ -147,16 +142,7 @@ class AnalyzeWidget(JobWidget):
 
     def _on_layer_chosen(self, _event: Any = None) -> None:
         """Take the voxel size (and unit, where napari knows it) from the chosen layer's scale."""
-        layer = self._labels.value
-        if layer is None:
-            return
-        scale = tuple(float(s) for s in layer.scale)[-3:]
-        if len(scale) == 3:
-            self._vz.value, self._vy.value, self._vx.value = scale
-        units = getattr(layer, "units", None)
-        unit = str(units[-1]) if units else ""
-        known = {"micrometer": "um", "nanometer": "nm", "millimeter": "mm"}
-        self._unit.value = known.get(unit, "voxel" if all(s == 1 for s in scale) else "um")
+        self._voxel.track(self._labels.value, guess_um=True)
 
     def _inputs(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """Validate and snapshot everything the job needs, on the main thread."""
@@ -174,8 +160,7 @@ class AnalyzeWidget(JobWidget):
                     f"{tuple(labels.shape)}: spread needs segmentations of the same volume"
                 )
             spread.append(data)
-        unit = str(self._unit.value)
-        voxel = None if unit == "voxel" else (float(self._vz.value), float(self._vy.value), float(self._vx.value))
+        voxel, unit = self._voxel.value()
         kwargs = {
             "labels": labels,
             "spread": spread,

@@ -1,7 +1,7 @@
 """Annotate widget: the annotation loop after a first training.
 
 Preview the shown slice with the current model, get the next slices to annotate
-(uncertain, spread out), copy a slice's prediction into the annotations to paint only
+(where the model contradicts itself, spread out), copy a slice's prediction into the annotations to paint only
 its mistakes, and continue training from the current model. Console equivalent::
 
     from napari_xrayseg import continue_training, load_model, predict_slice, suggest_slices
@@ -46,8 +46,11 @@ def _preview(image: Any, model: Model, index: int, axis: int, norms: dict[Any, A
     return predict_slice(image, model, index, axis=axis, tile=PREVIEW_TILE, normalization=norms[norm_key])
 
 
+SCORE_AXIS = {"orthoplane": "disagreement (axes)", "flips": "disagreement (flips)"}  # y label per measure
+
+
 class UncertaintyPlot(Container):
-    """Per-slice uncertainty of the model, annotated slices and suggestions, in the dock."""
+    """Per-slice score of the model (disagreement or uncertainty), annotated slices and suggestions, in the dock."""
 
     def __init__(self) -> None:
         super().__init__(labels=False)
@@ -66,7 +69,7 @@ class UncertaintyPlot(Container):
         ax = self.ax
         ax.clear()
         ax.set_xlabel("slice")
-        ax.set_ylabel("uncertainty")
+        ax.set_ylabel(SCORE_AXIS.get(ranking.measure, "uncertainty") if ranking is not None else "score")
         if ranking is None:
             ax.text(
                 0.5, 0.5, "Suggest slices to rank them", ha="center", va="center", transform=ax.transAxes, color="gray"
@@ -74,7 +77,7 @@ class UncertaintyPlot(Container):
         else:
             u = ranking.uncertainty
             x = np.arange(len(u))
-            ax.plot(x, u, color="tab:blue", marker=".", markersize=3, linewidth=1, label="model uncertainty")
+            ax.plot(x, u, color="tab:blue", marker=".", markersize=3, linewidth=1, label="model score")
             for j, a in enumerate(ranking.annotated):
                 ax.axvline(a, color="tab:green", alpha=0.6, linewidth=2, label="annotated" if j == 0 else None)
             for rank, s in enumerate(ranking.suggested, 1):

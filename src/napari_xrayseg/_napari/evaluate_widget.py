@@ -33,6 +33,7 @@ from napari_xrayseg.core.metrics import Report, iter_evaluate
 
 from ._jobs import JobRunner, JobWidget
 from ._layers import export_csv_json, layer_array, layer_class_names, placement, unique_name
+from ._voxel import layer_voxel_size
 
 if TYPE_CHECKING:
     import napari
@@ -105,6 +106,11 @@ class EvaluateWidget(JobWidget):
             "Unchecked: truth 0 means 'not annotated' and only painted voxels are scored. "
             "Checked: every voxel is scored and 0 is a class."
         )
+        self._physics = CheckBox(text="Microstructure error (fractions, surfaces, TPB)", value=False)
+        self._physics.tooltip = (
+            "also analyse prediction and truth on the box around the annotations (it must be fully "
+            "annotated) and report each number's error in %; voxel size from the prediction layer's scale"
+        )
         self._run = PushButton(text="Evaluate")
         self.runner = JobRunner(self._run, "Evaluate")
         self._summary = Label(value="")
@@ -135,6 +141,7 @@ class EvaluateWidget(JobWidget):
                 self._truth,
                 self._axis,
                 self._zero,
+                self._physics,
                 self._run,
                 self._summary,
                 self._table,
@@ -203,6 +210,13 @@ class EvaluateWidget(JobWidget):
         ignore_zero = not bool(self._zero.value)
         names = layer_class_names(pred_layer) or layer_class_names(truth_layer)
         kwargs = {"pred": pred, "truth": truth, "axis": axis, "ignore_zero": ignore_zero, "class_names": names}
+        if self._physics.value:
+            if pred.ndim != 3:
+                raise InputError("the microstructure error needs 3D labels: uncheck it for 2D layers")
+            voxel = layer_voxel_size(pred_layer)
+            kwargs["microstructure"] = {"tortuosity": False, "class_names": names}
+            if voxel is not None:
+                kwargs["microstructure"].update(voxel_size=voxel[0], unit=voxel[1])
         context = {
             "pred": pred,
             "truth": truth,
@@ -275,6 +289,16 @@ class EvaluateWidget(JobWidget):
                 "error rate "
                 + ", ".join(f"{names[k]} {_fmt(v['error_rate'])} ({v['voxels']:,} voxels)" for k, v in bands.items())
             )
+        if report.microstructure:
+            ms = report.microstructure
+            box = ",".join(f"{a}:{b}" for a, b in ms["region"])
+            errs = [
+                f"{k} {v['error_percent']:+.1f} %"
+                for k, v in ms["errors"].items()
+                if v["error_percent"] is not None
+                and k.endswith(("volume_fraction", "specific_surface_area", "tpb_density"))
+            ]
+            lines.append(f"microstructure error on {box} ({ms['unit']}): " + ", ".join(errs))
         na = [str(c) for c in report.classes if report.per_class[c].get("dice") is None]
         if na:
             lines.append(f"not applicable (absent from both): class {', '.join(na)}")

@@ -4,6 +4,8 @@
 output of ``xrayseg predict`` / :func:`napari_xrayseg.segment` (all pyramid levels
 as one multiscale layer when it was written with ``--pyramid``), and an Image layer
 for any other zarr array or (OME-)Zarr group. Nothing is read until napari draws it.
+Layers get the voxel size the store records as their ``scale`` (and ``units``); labels
+get the class names as ``features`` and the OME-NGFF ``image-label`` colours.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
 
     from ..core.io import open_volume, read_class_names, read_voxel_size
     from ..core.ome import multiscale_levels
+    from ..core.units import image_label_properties
     from ..core.writer import output_levels, read_output_meta
-    from ._layers import label_features, physical_placement
+    from ._layers import label_colormap, label_features, physical_placement
 
     path = path[0] if isinstance(path, list) else path
     p = Path(path)
@@ -56,6 +59,12 @@ def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
         features = label_features(read_class_names(p))
         if features:
             kw["features"] = features
+        colors = ((zarr.open(store=str(p), mode="r").attrs.get("ome") or {}).get("image-label") or {}).get("colors")
+        if colors is None and isinstance(meta.get("classes"), list):  # a plain array: the palette pyramids name
+            colors = image_label_properties(meta["classes"])["colors"]
+        colormap = label_colormap(colors)
+        if colormap:  # the colours the file names (OME-NGFF image-label), as other viewers show them
+            kw["colormap"] = colormap
         return [(data, kw, "labels")]
     arrays = multiscale_levels(zarr.open(store=str(p), mode="r"))
     if arrays:

@@ -24,6 +24,7 @@ from ..core.inference import iter_segment
 from ..core.models import read_model_info
 from ._jobs import JobRunner, JobWidget
 from ._layers import label_features, layer_array, layer_choices, placement, unique_name, voxel_size_warning
+from ._voxel import VoxelSizeFields
 
 if TYPE_CHECKING:
     from ..core.models import Model
@@ -60,11 +61,14 @@ class SegmentWidget(JobWidget):
             label="Confidence", value="", choices=[("none", ""), ("max probability", "maxprob"), ("entropy", "entropy")]
         )
         self._tta = CheckBox(text="flip test-time augmentation (3x the work)", value=False)
+        self._voxel = VoxelSizeFields()  # written into the outputs; follows the image layer's scale
+        self._voxel.unit.tooltip = "voxel: none given (the model's training voxel size is recorded, if any)"
         self._info = Label(value="")
         self._run = PushButton(text="Segment")
         self.runner = JobRunner(self._run, "Segment")
         self._run.changed.connect(self._on_run)
         self._model_file.changed.connect(self._on_model_file)
+        self._image.changed.connect(lambda _=None: self._voxel.track(self._image.value))
         self.extend(
             [
                 self._image,
@@ -77,6 +81,7 @@ class SegmentWidget(JobWidget):
                 self._confidence,
                 self._tta,
                 self._device,
+                *self._voxel.widgets,
                 self._out,
                 self._pyramid,
                 self._info,
@@ -84,6 +89,7 @@ class SegmentWidget(JobWidget):
             ]
         )
         self._follow_layers(viewer)
+        self._voxel.track(self._image.value)
 
     def _on_model_file(self, value: Any) -> None:
         path = Path(str(value))
@@ -105,7 +111,7 @@ class SegmentWidget(JobWidget):
 
     def _start(self, kwargs: dict[str, Any]) -> None:
         layer = self._image.value
-        warning = voxel_size_warning(layer, kwargs["model"])
+        warning = voxel_size_warning(kwargs["voxel_size"], kwargs["unit"], kwargs["model"])
         if warning:
             show_warning(warning)
         self.runner.start(
@@ -139,6 +145,7 @@ class SegmentWidget(JobWidget):
         if data.ndim == 2:
             axis = 0
         tile = int(self._tile.value) or "auto"
+        voxel, unit = self._voxel.value(data.ndim)
         return {
             "image": data,
             "model": model,
@@ -152,6 +159,8 @@ class SegmentWidget(JobWidget):
             "axes": self._axes.value or None,
             "confidence": self._confidence.value or None,
             "tta": bool(self._tta.value),
+            "voxel_size": voxel,
+            "unit": None if voxel is None else unit,
         }
 
     def _add_result(self, result: Any, layer: Any, kwargs: dict[str, Any]) -> None:
@@ -167,12 +176,18 @@ class SegmentWidget(JobWidget):
         name = unique_name(self._viewer, f"{layer.name} labels")
         model = kwargs["model"]
         info = model.info if hasattr(model, "info") else read_model_info(model)
+        from ..core.units import image_label_properties
+        from ._layers import label_colormap
+
         features = label_features(dict(zip(info.classes, info.class_names)))
+        where = _where(layer, kwargs["voxel_size"], kwargs["unit"])
+        colors = image_label_properties(info.classes, info.class_names)["colors"]  # as written to the files
         self._viewer.add_labels(
             labels,
             name=name,
             multiscale=multiscale,
-            **placement(layer),
+            colormap=label_colormap(colors),
+            **where,
             features=features,
             metadata={"napari_xrayseg": {"source": layer.name, "axis": kwargs["axis"], "model": str(kwargs["model"])}},
         )
@@ -187,7 +202,22 @@ class SegmentWidget(JobWidget):
                 contrast_limits=(0.0, 1.0),
                 opacity=0.7,
                 blending="translucent",
-                **placement(layer),
+                **where,
                 metadata={"napari_xrayseg": {"source": layer.name, "confidence": kind}},
             )
         show_info(f"segmented {layer.name} into {name!r}")
+
+
+def _where(layer: Any, voxel_size: Any, unit: str | None) -> dict[str, Any]:
+    """Scale, units and translate of a result: the voxel size given (as written to the outputs), else the image's."""
+    from ._layers import physical_placement
+
+    where = placement(layer)
+    if voxel_size is not None:
+        where.update(physical_placement(voxel_size, unit, len(voxel_size)))
+        if tuple(where["scale"]) != tuple(float(s) for s in layer.scale):
+            show_warning(
+                f"the result uses voxel size {tuple(voxel_size)} {unit}, the image layer {tuple(layer.scale)}: "
+                "they are drawn at different sizes; set the image layer's scale to match"
+            )
+    return where

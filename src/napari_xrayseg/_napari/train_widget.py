@@ -32,11 +32,12 @@ from ..core.config import SegmentConfig, TrainConfig
 from ..core.device import available_devices
 from ..core.errors import InputError, XraysegError
 from ..core.inference import iter_segment
-from ..core.models import MAX_CONTEXT, Model, architectures, default_size, save_model
+from ..core.models import MAX_CONTEXT, Model, architectures, default_context, default_size, save_model
 from ..core.progress import Progress
 from ..core.training import MODES, iter_train
 from ._jobs import JobRunner, JobWidget
 from ._layers import layer_array, layer_choices, placement, unique_name
+from ._voxel import layer_voxel_size
 
 _T = TrainConfig()
 _S = SegmentConfig()
@@ -168,9 +169,10 @@ class TrainWidget(JobWidget):
         self._follow_layers(viewer)
 
     def _on_arch(self, arch: str) -> None:
-        """Offer the sizes of the chosen architecture, starting at its default."""
+        """Offer the sizes of the chosen architecture, starting at its default (and its context)."""
         self._size.choices = list(architectures()[arch])
         self._size.value = _T.size if arch == _T.arch else default_size(arch)
+        self._context.value = default_context(arch)
 
     # ------------------------------------------------------------------ run
     def _on_run(self) -> None:
@@ -213,6 +215,7 @@ class TrainWidget(JobWidget):
         init = str(self._init.value)
         axis = int(self._axis.value) if image.ndim == 3 else 0
         axes = [axis, *(a for a in range(3) if a != axis)] if self._all_axes.value and image.ndim == 3 else None
+        voxel = layer_voxel_size(image_layer)  # recorded in the model (napari's pixel units: none)
         return {
             "image": image,
             "labels": labels,
@@ -230,6 +233,8 @@ class TrainWidget(JobWidget):
             "context": int(self._context.value),
             "device": str(self._device.value),
             "init": init if init not in ("", ".") else None,
+            "voxel_size": voxel[0][-image.ndim :] if voxel else None,
+            "unit": voxel[1] if voxel else None,
             "out": out,
         }
 

@@ -5,9 +5,10 @@ After a first training the user improves the model in rounds:
 1. **preview** (:func:`predict_slice`): the slice on screen, segmented by the current model
    (any axis; the model's context slices are read around it);
 2. **suggest** (:func:`suggest_slices`, :func:`rank_slices`): the slices not yet annotated,
-   ranked by the model's uncertainty on them (mean normalised entropy of the class
-   probabilities, or one minus the winning probability), picked greedily with a penalty
-   on slices close to annotated or already picked ones, so suggestions spread out;
+   ranked by where the model contradicts itself (the share of a slice's pixels classed
+   differently when seen along the other two axes; or under flips, or the entropy of the
+   class probabilities), picked greedily with a penalty on slices close to annotated or
+   already picked ones, so suggestions spread out;
 3. **correct**: the user copies the prediction of a suggested slice into the annotations
    and paints only the mistakes (a widget action: no core code needed);
 4. **continue training** (:func:`continue_training`): warm start from the current model
@@ -56,6 +57,10 @@ log = logging.getLogger(__name__)
 _S = SegmentConfig()
 _T = TrainConfig()
 UNCERTAINTIES = ("entropy", "maxprob")
+MEASURES = ("orthoplane", "flips", *UNCERTAINTIES)  # slice scores for suggest_slices; the first is the default
+ORTHO_LINES = 16  # orthoplane score: at least this many lines across each slice, per in-plane direction
+ORTHO_WORK = 4  # ... and more while the check costs at most this many times the slice pass
+ORTHO_BAND = 32  # ... read along the other axes within this many slices either side of the scored ones
 
 
 # --------------------------------------------------------------------------- inputs
@@ -330,32 +335,33 @@ def annotated_slices(labels: Any, *, axis: int = 0) -> list[int]:
 
 @dataclass
 class SliceRanking:
-    """Slices ranked for annotation, with the per-slice uncertainty behind the ranking.
+    """Slices ranked for annotation, with the per-slice score behind the ranking.
 
     Attributes
     ----------
     suggested : list of int
         Slice indices to annotate next, best first (never an annotated slice).
     uncertainty : numpy.ndarray of float
-        One value per slice along ``axis`` in [0, 1] (0 certain); NaN for slices not
-        scored (annotated, or left out of the sample on long axes).
+        The score of each slice along ``axis``, in [0, 1] (0: the model is sure); NaN for
+        slices not scored (annotated, or left out of the sample on long axes).
     annotated : list of int
         Slices that already hold annotations.
     axis : int
         Slicing axis.
     measure : str
-        ``"entropy"`` or ``"maxprob"``.
+        The score: ``"orthoplane"``, ``"flips"``, ``"entropy"`` or ``"maxprob"`` (see
+        :func:`suggest_slices`).
     spread : float
         Distance (in slices) of the spreading penalty: a candidate ``d`` slices from an
         annotated or already suggested slice (or from just outside the volume) has its
-        uncertainty multiplied by ``1 - exp(-d^2 / (2 spread^2))``.
+        score multiplied by ``1 - exp(-d^2 / (2 spread^2))``.
     """
 
     suggested: list[int]
     uncertainty: np.ndarray
     annotated: list[int] = field(default_factory=list)
     axis: int = 0
-    measure: str = "entropy"
+    measure: str = "orthoplane"
     spread: float = 1.0
 
 
@@ -366,6 +372,32 @@ def _uncertainty(p: np.ndarray, measure: str) -> np.ndarray:
         return (1.0 - p.max(axis=1)).reshape(len(p), -1).mean(axis=1) * (c / max(c - 1, 1))
     h = -(p * np.log(np.clip(p, 1e-12, None))).sum(axis=1) / math.log(max(c, 2))
     return h.reshape(len(p), -1).mean(axis=1)
+
+
+def _flip_disagreement(pred: Any, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Share of pixels whose class changes when the slices are flipped (each in-plane axis), per slice."""
+    out = np.zeros(len(x))
+    for ax in (-1, -2):
+        q = np.flip(pred.probs(np.ascontiguousarray(np.flip(x, axis=ax))), axis=ax)
+        out += (q.argmax(axis=1) != labels).reshape(len(x), -1).mean(axis=1)
+    return out / 2
+
+
+def _line_positions(size: int, lines: int) -> np.ndarray:
+    """Up to ``lines`` evenly spaced positions in ``0..size-1``."""
+    return np.unique(np.round(np.linspace(0, size - 1, min(lines, size))).astype(int))
+
+
+def _bands(indices: Sequence[int], half: int, n: int) -> list[tuple[int, int]]:
+    """Merged ranges ``[i - half, i + half]`` around ``indices``, clipped to ``0..n``."""
+    out: list[tuple[int, int]] = []
+    for i in sorted(indices):
+        a, b = max(0, i - half), min(n, i + half + 1)
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def spread_pick(
@@ -416,7 +448,7 @@ def iter_rank_slices(
     *,
     axis: int = 0,
     count: int = 1,
-    measure: str = "entropy",
+    measure: str = "orthoplane",
     spread: float | None = None,
     max_slices: int | None = 64,
     max_side: int | None = 512,
@@ -433,8 +465,8 @@ def iter_rank_slices(
     axis = 0 if is2d else normalize_axis(axis, 3)
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
         raise InputError(f"count {count!r} must be a positive integer, e.g. 1")
-    if measure not in UNCERTAINTIES:
-        raise InputError(f"uncertainty measure {measure!r} must be one of {list(UNCERTAINTIES)}")
+    if measure not in MEASURES:
+        raise InputError(f"measure {measure!r} must be one of {list(MEASURES)}")
     if spread is not None and (isinstance(spread, bool) or not isinstance(spread, (int, float)) or not spread > 0):
         raise InputError(f"spread {spread!r} must be a positive number of slices, or None for the default")
     for name, v in (("max_slices", max_slices), ("max_side", max_side)):
@@ -453,8 +485,10 @@ def iter_rank_slices(
         free = sorted({free[int(round(j))] for j in np.linspace(0, len(free) - 1, int(max_slices))})
     if spread is None:
         spread = max(1.0, n / (2.0 * (len(annotated) + count + 1)))
+    used = "flips" if measure == "orthoplane" and is2d else measure  # a 2D image has no other axes
     scores = np.full(n, np.nan)
     if free:
+        k = model.info.context
         norm = _norm(model, vol, None)
         plane = tuple(s for d, s in enumerate(vol.shape) if d != axis)
         window = _crop_window(plane, max_side)
@@ -463,30 +497,69 @@ def iter_rank_slices(
             model, device=device, tile=tile, overlap=overlap, batch=batch, precision=precision, plane=wshape
         )
         pred.cancel = cancel
-        per_call = pred.slices_per_call(wshape)  # type: ignore[arg-type]
-        done = 0
+        dims = [d for d in range(3) if d != axis]
+        # orthoplane: the classes of the slice's pixels on lines across it, from the slice itself
+        # and from the slices along the two other axes through those lines (as many lines as keep
+        # that check within ORTHO_WORK times the work of scoring the slices: all on small volumes)
+        bands = _bands(free, ORTHO_BAND, n) if used == "orthoplane" else []
+        depth = sum(b - a for a, b in bands)
+        most = ORTHO_WORK * len(free) * wshape[0] * wshape[1] // max(1, depth * (wshape[0] + wshape[1]))
+        lines = [_line_positions(s, max(ORTHO_LINES, int(most))) for s in wshape]
+        jobs = sum(len(pos) for pos in lines) * len(bands)
+        seen: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        done, total = 0, len(free) + jobs
         t0 = time.perf_counter()
-        for run in _runs(free, per_call):
+
+        def step(what: str) -> Progress:
+            return Progress(done, total, what, {"seconds": time.perf_counter() - t0})
+
+        for run in _runs(free, pred.slices_per_call(wshape)):  # type: ignore[arg-type]
             check(cancel)
-            x = _read_inputs(vol, axis, run, model.info.context, norm, window)
-            scores[run] = _uncertainty(pred.probs(x), measure)
+            x = _read_inputs(vol, axis, run, k, norm, window)
+            p = pred.probs(x)
+            if used in UNCERTAINTIES:
+                scores[run] = _uncertainty(p, used)
+            elif used == "flips":
+                scores[run] = _flip_disagreement(pred, x, p.argmax(axis=1))
+            else:
+                cls = p.argmax(axis=1)
+                for j, i in enumerate(run):
+                    seen[i] = (cls[j][lines[0], :], cls[j][:, lines[1]].T)
             done += len(run)
-            yield Progress(
-                done,
-                len(free),
-                f"scored {done}/{len(free)} slices along axis {axis}",
-                {"seconds": time.perf_counter() - t0},
-            )
+            yield step(f"scored {done}/{len(free)} slices along axis {axis}")
+        if used == "orthoplane":
+            differ = dict.fromkeys(seen, 0)
+            for a, b in bands:
+                for side, (d, other) in enumerate(((dims[0], dims[1]), (dims[1], dims[0]))):
+                    win = {axis: slice(a, b), other: window[1 - side]}
+                    w2 = (win[min(axis, other)], win[max(axis, other)])
+                    start = window[side].indices(plane[side])[0]
+                    where = {int(r): line for line, r in enumerate(lines[side])}
+                    shape2 = (b - a, len(range(*window[1 - side].indices(plane[1 - side]))))
+                    for run in _runs(list(where), pred.slices_per_call(shape2)):
+                        check(cancel)
+                        x = _read_inputs(vol, d, [start + r for r in run], k, norm, w2)
+                        cls = pred.probs(x).argmax(axis=1)
+                        if axis > other:
+                            cls = cls.transpose(0, 2, 1)  # (lines, slices along axis, pixels along the other axis)
+                        for j, r in enumerate(run):
+                            for i in range(a, b):
+                                if i in seen:
+                                    differ[i] += int(np.count_nonzero(cls[j, i - a] != seen[i][side][where[r]]))
+                        done += len(run)
+                        yield step(f"orthoplane check {done - len(free)}/{jobs} along axis {d}")
+            for i, (rows, cols) in seen.items():
+                scores[i] = differ[i] / (rows.size + cols.size)
     picked = spread_pick(scores, annotated, int(count), float(spread), ends=n > 2)
     log.info(
         "suggested slices %s along axis %d (%s, spread %.1f; %d annotated)",
         picked,
         axis,
-        measure,
+        used,
         spread,
         len(annotated),
     )
-    return SliceRanking(picked, scores, annotated, axis, measure, float(spread))
+    return SliceRanking(picked, scores, annotated, axis, used, float(spread))
 
 
 def rank_slices(
@@ -495,14 +568,14 @@ def rank_slices(
     labels: Any = None,
     *,
     progress: ProgressCallback | None = None,
-    **kwargs: Any,
+    **options: Any,
 ) -> SliceRanking:
     """Rank the slices not yet annotated by how much annotating them should help.
 
     Parameters as for :func:`suggest_slices`; returns the whole :class:`SliceRanking`
-    (the per-slice uncertainty too, e.g. for a plot).
+    (the per-slice score too, e.g. for a plot).
     """
-    return drain(iter_rank_slices(image, model, labels, **kwargs), progress)
+    return drain(iter_rank_slices(image, model, labels, **options), progress)
 
 
 def suggest_slices(
@@ -512,30 +585,27 @@ def suggest_slices(
     *,
     axis: int = 0,
     count: int = 1,
-    measure: str = "entropy",
-    spread: float | None = None,
-    max_slices: int | None = 64,
-    max_side: int | None = 512,
-    tile: int | str | None = "auto",
-    overlap: float = _S.overlap,
-    batch: int = _S.batch,
-    device: str = _S.device,
-    precision: str = "fp32",
-    cancel: CancelToken | None = None,
     progress: ProgressCallback | None = None,
+    **options: Any,
 ) -> list[int]:
-    """The slices to annotate next, best first: where the model is unsure, spread out.
+    """The slices to annotate next, best first: where the model contradicts itself, spread out.
 
-    Each slice not yet annotated is scored by the model's uncertainty on it (the mean
-    over its pixels of the normalised entropy of the class probabilities, or of one minus
-    the winning probability). Then ``count`` slices are picked greedily, each time the
-    one with the highest uncertainty times a penalty that is 0 next to an annotated or
-    already picked slice and tends to 1 a few ``spread`` away, so suggestions neither
-    cluster nor sit beside slices the model has already learned from. The volume ends
-    count as annotated for the penalty: end slices are unusual (seen from one side,
-    context edge-replicated, drift) and annotating them teaches the model least about
-    the rest of the volume (docs/study.md), so they come only when they are much more
-    uncertain than the middle of a gap.
+    Each slice not yet annotated gets a score in [0, 1], by default (``measure=
+    "orthoplane"``) the share of its pixels that the model classes differently when it
+    sees them in the slice itself and in the slices along the two other axes through them
+    (checked on lines across the slice: every line of small volumes, at least 16 per
+    direction on big ones, as many as keep the check within about 4x the work of the slice
+    pass; the other-axis slices cut to a band of 32 slices either side of the scored ones).
+    On the hard sample this disagreement is the score that best follows a slice's true
+    error (rank correlation +0.27 to +0.53 over six trained models, where the mean entropy
+    ranged from -0.29 to +0.38; docs/annotate.md).
+    Then ``count`` slices are picked greedily, each time the one with the highest score
+    times a penalty that is 0 next to an annotated or already picked slice and tends to 1
+    a few ``spread`` away, so suggestions neither cluster nor sit beside slices the model
+    has already learned from. The volume ends count as annotated for the penalty: end
+    slices are unusual (seen from one side, context edge-replicated, drift) and annotating
+    them teaches the model least about the rest of the volume (docs/study.md), so they
+    come only when they score much higher than the middle of a gap.
 
     Parameters
     ----------
@@ -550,24 +620,32 @@ def suggest_slices(
         Slicing axis.
     count : int
         How many slices to return (fewer when fewer are left).
-    measure : {"entropy", "maxprob"}
-        Uncertainty measure.
-    spread : float, optional
-        Distance in slices of the spreading penalty; default
-        ``max(1, n / (2 (annotated + count + 1)))`` for ``n`` slices (about half the
-        gap between evenly spaced slices).
-    max_slices : int or None
-        Score at most this many slices (evenly spaced among the free ones) on long axes;
-        None scores all.
-    max_side : int or None
-        Score only a centred window of at most this many pixels per side of big slices
-        (the same window in every slice, so scores compare); None scores whole slices.
-    tile, overlap, batch, device, precision
-        As for :func:`predict_slice`.
-    cancel : CancelToken, optional
-        Checked before every batch of slices.
     progress : callable, optional
         Called with a :class:`~napari_xrayseg.core.progress.Progress` per batch.
+    **options
+        measure : {"orthoplane", "flips", "entropy", "maxprob"}
+            The score. ``"orthoplane"`` (default) as above; it applies the model along
+            the other two axes, which suits near-isotropic volumes (the model sees slices
+            it was not trained on along other axes: on strongly anisotropic data use
+            ``"flips"``). A 2D image uses ``"flips"``. ``"flips"``: the share of pixels
+            whose class changes when the slice is flipped (each in-plane axis; 3x the work
+            of one pass). ``"entropy"``: the mean normalised entropy of the class
+            probabilities; ``"maxprob"``: the mean of one minus the winning probability.
+        spread : float, optional
+            Distance in slices of the spreading penalty; default
+            ``max(1, n / (2 (annotated + count + 1)))`` for ``n`` slices (about half the
+            gap between evenly spaced slices).
+        max_slices : int or None
+            Score at most this many slices (evenly spaced among the free ones, default 64)
+            on long axes; None scores all.
+        max_side : int or None
+            Score only a centred window of at most this many pixels (default 512) per side
+            of big slices (the same window in every slice, so scores compare); None scores
+            whole slices.
+        tile, overlap, batch, device, precision
+            As for :func:`predict_slice`.
+        cancel : CancelToken, optional
+            Checked before every batch of slices.
 
     Returns
     -------
@@ -591,24 +669,7 @@ def suggest_slices(
     >>> len(picks), 2 in picks
     (3, False)
     """
-    return rank_slices(
-        image,
-        model,
-        labels,
-        axis=axis,
-        count=count,
-        measure=measure,
-        spread=spread,
-        max_slices=max_slices,
-        max_side=max_side,
-        tile=tile,
-        overlap=overlap,
-        batch=batch,
-        device=device,
-        precision=precision,
-        cancel=cancel,
-        progress=progress,
-    ).suggested
+    return rank_slices(image, model, labels, axis=axis, count=count, progress=progress, **options).suggested
 
 
 # --------------------------------------------------------------------------- continue training

@@ -64,6 +64,13 @@ class SegmentConfig:
         Continue an unfinished output of the same model and settings.
     pyramid : bool
         Write ``out`` as an OME-Zarr multiscale group.
+    voxel_size : float or sequence of float or None
+        Voxel size written into the outputs: one number (isotropic) or one per axis
+        (z, y, x); None reads it from the input file, else from the model file (the
+        voxel size it was trained at), else the outputs record none (voxel units).
+    unit : str or None
+        Length unit of ``voxel_size`` ("nm", "um", "mm"; default "um"); without
+        ``voxel_size``, the unit to convert the recorded voxel size to.
     """
 
     axis: int = 0
@@ -82,6 +89,8 @@ class SegmentConfig:
     overwrite: bool = False
     resume: bool = False
     pyramid: bool = False
+    voxel_size: Any = None
+    unit: str | None = None
 
     @classmethod
     def of(cls, config: SegmentConfig | None = None, **options: Any) -> SegmentConfig:
@@ -162,6 +171,8 @@ class TrainConfig:
         neighbours on each side, as input channels, "2.5D"); 1 = plain 2D.
         3 by default: on the accuracy benchmark it removes about 17 % of the
         wrong voxels of plain 2D at the same training time (docs/accuracy.md).
+        A new ``unet3d`` model takes 15 when none is given (the slice and 7 on each
+        side as one volume; ``models.default_context``).
     normalize : str
         Input normalisation stored in the model: ``"image"`` (percentile bounds of each
         image the model segments, so a second scan with another grey-level calibration

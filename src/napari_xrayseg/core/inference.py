@@ -43,13 +43,14 @@ import numpy as np
 from .config import SegmentConfig
 from .device import resolve_device, resolve_precision
 from .errors import Cancelled, InputError, out_of_memory
-from .io import check_chunks_present
+from .io import check_chunks_present, voxel_size_of
 from .merger import LabelMerger, ProbMerger
 from .models import Model
 from .output import claim
 from .plan import SegmentPlan, check_image, parse_axes, plan_passes, prefetched, resolved_normalization
 from .predictor import SlicePredictor, as_model, model_digest
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
+from .units import pick_voxel_size, voxel_size_mismatch
 from .writer import (
     MemoryWriter,
     SlabMarkers,
@@ -106,7 +107,21 @@ class SegmentJob:
         return (labels, conf) if self.config.confidence is not None else labels
 
 
-def _meta(plans: list[SegmentPlan], model: Model, cfg: SegmentConfig) -> dict[str, Any]:
+def _voxel_size(image: Any, model: Model, cfg: SegmentConfig) -> tuple[tuple[float, ...], str] | None:
+    """The outputs' voxel size: ``cfg.voxel_size``, else the input's, else the model's; warns on a mismatch."""
+    ndim = len(image.shape)
+    trained = (model.info.voxel_size, model.info.unit) if model.info.voxel_size else None
+    found = pick_voxel_size(cfg.voxel_size, cfg.unit, voxel_size_of(image), ndim=ndim)
+    if found is not None and trained is not None and len(trained[0]) >= ndim:
+        msg = voxel_size_mismatch(trained[0][-ndim:], trained[1], found[0], found[1])
+        if msg:
+            log.warning("%s", msg)
+    return found or pick_voxel_size(None, cfg.unit, trained, ndim=ndim)
+
+
+def _meta(
+    plans: list[SegmentPlan], model: Model, cfg: SegmentConfig, vox: tuple[tuple[float, ...], str] | None
+) -> dict[str, Any]:
     p = plans[0]
     return {
         "complete": False,
@@ -127,6 +142,8 @@ def _meta(plans: list[SegmentPlan], model: Model, cfg: SegmentConfig) -> dict[st
         "precision": p.precision,
         "confidence": cfg.confidence,
         "tta": bool(cfg.tta),
+        "voxel_size": list(vox[0]) if vox else None,
+        "unit": vox[1] if vox else None,
     }
 
 
@@ -173,6 +190,7 @@ def build_job(
     dev = resolve_device(cfg.device)
     reads = [image, *inputs, *([model] if isinstance(model, (str, os.PathLike)) else [])]
     model = as_model(model, dev)
+    vox = _voxel_size(image, model, cfg)
     prec = resolve_precision(cfg.precision, dev)
     labels_claim = conf_claim = None
     norm = None
@@ -225,7 +243,7 @@ def build_job(
             classes=len(model.info.classes),
             depth=p0.depth,
             passes=len(plans),
-            meta=_meta(plans, model, cfg),
+            meta=_meta(plans, model, cfg, vox),
         )
     else:
         writer = MemoryWriter(

@@ -29,6 +29,7 @@ __all__ = [
     "read_class_names",
     "read_voxel_size",
     "volume_chunks",
+    "voxel_size_of",
     "write_volume",
 ]
 
@@ -440,26 +441,50 @@ def read_voxel_size(path: str | os.PathLike, *, dataset: str | None = None) -> t
         return None
 
 
+def voxel_size_of(arr: Any) -> tuple[tuple[float, ...], str] | None:
+    """The voxel size the file behind an opened array records (see :func:`read_voxel_size`), or None.
+
+    Works for what :func:`open_volume` returns (zarr arrays, OME-Zarr levels, h5py
+    datasets, TIFF files) and for zarr arrays opened directly; in-memory arrays (numpy,
+    dask, a zarr array in memory) record nothing.
+
+    Examples
+    --------
+    >>> voxel_size_of(np.zeros((2, 3, 4))) is None
+    True
+    """
+    from .output import source_path
+
+    if isinstance(arr, np.ndarray) and not isinstance(arr, np.memmap):
+        return None
+    p = source_path(arr)
+    if p is None or not p.exists():
+        return None
+    f = getattr(arr, "file", None)
+    dataset = getattr(arr, "name", None) if f is not None and hasattr(f, "filename") else None  # h5py
+    try:
+        return read_voxel_size(p, dataset=dataset)
+    except InputError:  # not a file we read (e.g. a .npy memmap of another layout): records nothing
+        return None
+
+
 def _zarr_voxel_size(p: Path, dataset: str | None) -> tuple[list[float], str | None] | None:
     import zarr
 
     node = zarr.open(store=str(p), mode="r")
     if isinstance(node, zarr.Array):
-        a = node.attrs
-        meta = a.get("napari_xrayseg") if isinstance(a.get("napari_xrayseg"), dict) else {}
-        vs = a.get("voxel_size", meta.get("voxel_size"))
-        if vs:
-            return list(vs), a.get("unit", meta.get("unit"))
+        found = _attrs_voxel_size(node.attrs)
         parent = p.parent  # a level of an OME-Zarr group, opened by its path
-        if dataset is None and any((parent / m).exists() for m in ("zarr.json", ".zgroup")):
+        if found is None and dataset is None and any((parent / m).exists() for m in ("zarr.json", ".zgroup")):
             try:
                 return _zarr_voxel_size(parent, p.name) if parent != p else None
             except (OSError, ValueError, KeyError):
                 return None
-        return None
+        return found
     ms = (node.attrs.get("ome") or {}).get("multiscales") or node.attrs.get("multiscales")
-    if not ms:
-        return _zarr_voxel_size(p / dataset, None) if dataset else None
+    if not ms:  # a plain group: the array's own attributes, else the group's
+        inner = node.get(dataset) if dataset else None
+        return (_attrs_voxel_size(inner.attrs) if inner is not None else None) or _attrs_voxel_size(node.attrs)
     m = ms[0]
     datasets = m["datasets"]
     d = next((d for d in datasets if d["path"] == dataset), datasets[0])
@@ -476,6 +501,13 @@ def _zarr_voxel_size(p: Path, dataset: str | None) -> tuple[list[float], str | N
         scale = [scale[i] for i in space]
     unit = units.pop() if len(units) == 1 else None
     return scale, unit
+
+
+def _attrs_voxel_size(a: Any) -> tuple[list[float], str | None] | None:
+    """``voxel_size`` and ``unit`` attributes (top level, or in our ``napari_xrayseg`` block)."""
+    meta = a.get("napari_xrayseg") if isinstance(a.get("napari_xrayseg"), dict) else {}
+    vs = a.get("voxel_size", meta.get("voxel_size"))
+    return (list(vs), a.get("unit", meta.get("unit"))) if vs else None
 
 
 def _ngff_scale(transforms: Any) -> list[float] | None:

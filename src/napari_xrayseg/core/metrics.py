@@ -600,6 +600,12 @@ class Report:
         Error rates by distance to the nearest truth interface, from
         :func:`interface_errors`: ``{"0": {"voxels", "errors", "error_rate"}, "1": ...,
         "2+": ...}`` (None if not computed).
+    microstructure : dict, optional
+        How the segmentation error moves each microstructure number, on the reference
+        region (the box of the annotated voxels): ``{"region", "voxel_size", "unit",
+        "errors"}`` with ``errors`` as :func:`~napari_xrayseg.core.microstructure.compare_microstructure`
+        (``{"2.specific_surface_area": {"pred", "truth", "error", "error_percent"}, ...,
+        "tpb_density": ...}``); None if not computed (``evaluate(..., microstructure=True)``).
     """
 
     classes: tuple[int, ...]
@@ -620,6 +626,7 @@ class Report:
     shape: tuple[int, ...] = field(default=())
     class_names: dict[int, str] | None = None
     by_interface_distance: dict[str, dict[str, float | int | None]] | None = None
+    microstructure: dict[str, Any] | None = None
 
     @classmethod
     def from_confusion(cls, cm: Confusion) -> Report:
@@ -676,7 +683,8 @@ class Report:
             ``confusion_matrix`` (list of rows = truth), ``confusion_labels``,
             ``per_slice`` (``{"axis", "dice", "per_class"}`` or None),
             ``mean_slice_dice``, ``std_slice_dice``, ``n_annotated_slices``,
-            ``by_interface_distance`` (see :func:`interface_errors`, or None).
+            ``by_interface_distance`` (see :func:`interface_errors`, or None),
+            ``microstructure`` (see :attr:`microstructure`, or None).
 
         Examples
         --------
@@ -711,6 +719,7 @@ class Report:
             "by_interface_distance": None
             if self.by_interface_distance is None
             else {k: dict(v) for k, v in self.by_interface_distance.items()},
+            "microstructure": None if self.microstructure is None else dict(self.microstructure),
         }
 
     @classmethod
@@ -749,6 +758,7 @@ class Report:
                 if d.get("class_names") is None
                 else {int(k): str(v) for k, v in d["class_names"].items()},
                 by_interface_distance=d.get("by_interface_distance"),
+                microstructure=d.get("microstructure"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise InputError(
@@ -885,6 +895,12 @@ class Report:
         if self.by_interface_distance:
             parts = [f"{k}: {fmt(v['error_rate'])} of {v['voxels']}" for k, v in self.by_interface_distance.items()]
             lines.append("  error rate by distance to a truth interface (voxels): " + ", ".join(parts))
+        if self.microstructure:
+            box = ",".join(f"{a}:{b}" for a, b in self.microstructure["region"])
+            lines.append(f"  microstructure, prediction vs truth on {box} ({self.microstructure['unit']}):")
+            for k, v in self.microstructure["errors"].items():
+                if v["error_percent"] is not None:
+                    lines.append(f"    {k}: {v['pred']:.5g} vs {v['truth']:.5g} ({v['error_percent']:+.2f} %)")
         return "\n".join(line.rstrip() for line in lines)
 
 
@@ -903,6 +919,61 @@ def _write_text(path: str | os.PathLike, text: str, overwrite: bool, what: str) 
 # --------------------------------------------------------------------------- entry points
 
 
+def _microstructure_errors(
+    pred: Any, truth: Any, ignore_zero: bool, block_slices: int | None, cancel: Any, opts: dict[str, Any]
+) -> dict[str, Any]:
+    """``Report.microstructure``: prediction vs truth microstructure on the fully annotated reference box."""
+    from .microstructure import analyze, compare_microstructure
+
+    region = opts.pop("region", None)
+    if region is None:
+        region = _annotated_box(truth, block_slices, cancel) if ignore_zero else None
+    mp = analyze(pred, region=region, cancel=cancel, **opts)
+    mt = analyze(truth, region=mp.region, cancel=cancel, **{"voxel_size": mp.voxel_size, "unit": mp.unit, **opts})
+    return {
+        "region": [list(r) for r in mp.region],
+        "voxel_size": list(mp.voxel_size),
+        "unit": mp.unit,
+        "errors": compare_microstructure(mp, mt),
+    }
+
+
+def _annotated_box(truth: Any, block_slices: int | None, cancel: Any) -> tuple[tuple[int, int], ...]:
+    """The box around the truth's nonzero voxels, checked to hold no unannotated (0) voxel."""
+    from .io import read_block
+
+    shape = tuple(int(s) for s in truth.shape)
+    step = block_slices or max(1, (1 << 24) // max(1, math.prod(shape[1:])))
+    lo, hi = [None] * len(shape), [None] * len(shape)
+    zeros = 0
+    for a in range(0, shape[0], step):
+        check(cancel)
+        blk = np.asarray(read_block(truth, (slice(a, min(shape[0], a + step)),), what="truth")) != 0
+        for ax in range(len(shape)):
+            idx = np.flatnonzero(blk.any(axis=tuple(i for i in range(len(shape)) if i != ax)))
+            if idx.size:
+                off = a if ax == 0 else 0
+                lo[ax] = idx[0] + off if lo[ax] is None else min(lo[ax], idx[0] + off)
+                hi[ax] = idx[-1] + 1 + off if hi[ax] is None else max(hi[ax], idx[-1] + 1 + off)
+    if lo[0] is None:
+        raise InputError("the truth has no annotated voxel: nothing to compare the microstructure on")
+    box = tuple((int(a), int(b)) for a, b in zip(lo, hi))
+    for a in range(box[0][0], box[0][1], step):
+        blk = np.asarray(
+            read_block(truth, (slice(a, min(box[0][1], a + step)), *(slice(*r) for r in box[1:])), what="truth")
+        )
+        zeros += int((blk == 0).sum())
+    if zeros:
+        text = ",".join(f"{a}:{b}" for a, b in box)
+        raise InputError(
+            f"the microstructure error needs a fully annotated reference region, but the box {text} around "
+            f"the annotations holds {zeros:,} unannotated (0) voxels: annotate a whole sub-volume, pass "
+            "region= (--region) of a fully annotated one, or compare two whole segmentations with "
+            "xrayseg analyze --labels PRED --truth TRUTH"
+        )
+    return box
+
+
 def iter_evaluate(
     pred: Any,
     truth: Any,
@@ -915,6 +986,7 @@ def iter_evaluate(
     block_slices: int | None = None,
     class_names: dict[int, str] | Sequence[str] | None = None,
     interfaces: bool = True,
+    microstructure: bool | dict[str, Any] = False,
 ) -> Generator[Progress, None, Report]:
     """Generator form of :func:`evaluate`: yields a :class:`Progress` per slab, returns the :class:`Report`.
 
@@ -937,6 +1009,10 @@ def iter_evaluate(
     if interfaces and ignore_zero:
         yield Progress(cm.shape[0], cm.shape[0], "errors by distance to the interfaces")
         report.by_interface_distance = interface_errors(pred, truth, block_slices=block_slices, cancel=cancel)
+    if microstructure:
+        yield Progress(cm.shape[0], cm.shape[0], "microstructure of prediction and truth")
+        opts = dict(microstructure) if isinstance(microstructure, dict) else {}
+        report.microstructure = _microstructure_errors(pred, truth, ignore_zero, block_slices, cancel, opts)
     log.debug("evaluated %s: mean dice %s", cm.shape, report.mean_dice)
     return report
 
@@ -953,6 +1029,7 @@ def evaluate(
     block_slices: int | None = None,
     class_names: dict[int, str] | Sequence[str] | None = None,
     interfaces: bool = True,
+    microstructure: bool | dict[str, Any] = False,
 ) -> Report:
     """Score a segmentation against (possibly sparse) ground truth.
 
@@ -979,10 +1056,13 @@ def evaluate(
         Also report error rates by distance to the nearest truth interface
         (:attr:`Report.by_interface_distance`, see :func:`interface_errors`); a second
         pass over the arrays.
-
-    Returns
-    -------
-    Report
+    microstructure : bool or dict
+        Also report how the segmentation error moves each microstructure number
+        (:attr:`Report.microstructure`): :func:`~napari_xrayseg.core.microstructure.analyze`
+        of prediction and truth on the reference region, the box around the annotated
+        voxels, which must be fully annotated (the whole volume for dense truth). A dict
+        passes options to ``analyze`` (``voxel_size``, ``unit``, ``tortuosity``, ``device``,
+        ...; default: the voxel size the prediction's file records).
 
     Raises
     ------
@@ -1012,6 +1092,7 @@ def evaluate(
             block_slices=block_slices,
             class_names=class_names,
             interfaces=interfaces,
+            microstructure=microstructure,
         )
     )
 

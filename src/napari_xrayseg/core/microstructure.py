@@ -73,9 +73,9 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, OutputExistsError, write_error
-from .io import read_block, volume_chunks
+from .io import read_block, volume_chunks, voxel_size_of
 from .progress import CancelToken, Progress, check, drain
-from .units import normalize_unit, parse_voxel_size
+from .units import normalize_unit, parse_voxel_size, pick_voxel_size
 
 __all__ = [
     "AXES",
@@ -724,6 +724,10 @@ def iter_analyze(
 
     See :func:`analyze` for the parameters.
     """
+    if voxel_size is None and (unit is None or normalize_unit(unit) != "voxel"):
+        found = pick_voxel_size(None, unit, voxel_size_of(labels))  # what the labels' file records
+        if found is not None:
+            voxel_size, unit = found
     labels = _check_labels(labels)
     spacing = parse_voxel_size(voxel_size, 3)
     u = normalize_unit(unit if unit is not None else ("voxel" if voxel_size is None else "um"))
@@ -816,6 +820,7 @@ def iter_analyze(
 
     total = len(starts) + len(chosen) * (1 + n_tau)
     step = len(starts)
+    dev = None
     if whole:
         dev = _tau_device(device) if tortuosity else None
         if tortuosity and dev.type == "cpu" and n_vox > _SLOW_CPU_SOLVE:
@@ -858,7 +863,7 @@ def iter_analyze(
         ),
         "connectivity": "6-connected clusters (scipy.ndimage.label); percolation: one cluster touches both faces",
         "mean_size": "mean chord length along z, y, x pooled, chords touching the region faces left out",
-        "tortuosity": "TauFactor steady-state diffusion, tau = eps D / D_eff" if tortuosity else None,
+        "tortuosity": f"TauFactor steady-state diffusion, tau = eps D / D_eff, on {dev}" if dev is not None else None,
         "tpb_density": (
             f"voxel edges shared by all three phases x length / {tpb_correction:g}" if tpb_set is not None else None
         ),
@@ -912,10 +917,13 @@ def analyze(
     labels : array-like of shape (Z, Y, X)
         Integer labels, one value per phase (numpy, dask, zarr, h5py; read slab by slab).
     voxel_size : float or (z, y, x), optional
-        Voxel size in ``unit``; one number means isotropic. None: 1 (voxel units).
+        Voxel size in ``unit``; one number means isotropic. None: what the labels' file
+        records (an array from :func:`~napari_xrayseg.open_volume`, e.g. an output of
+        ``segment``; see :func:`~napari_xrayseg.core.io.read_voxel_size`), else 1 (voxel units).
     unit : str, optional
         Length unit of ``voxel_size`` ("nm", "um", "mm", ...). Default: ``"um"`` when a
-        voxel size is given, else ``"voxel"``.
+        voxel size is given, else the file's, else ``"voxel"``. Without ``voxel_size``, the
+        unit to convert the file's voxel size to; ``"voxel"`` ignores the file's.
     class_names : list of str or dict, optional
         Phase names: ``{label: name}``, or a list naming labels 1, 2, ... (a model's
         ``class_names``). Default: the label value.

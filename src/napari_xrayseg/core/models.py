@@ -40,6 +40,7 @@ __all__ = [
     "ModelInfo",
     "architectures",
     "build_network",
+    "default_context",
     "default_size",
     "describe_architecture",
     "init_model",
@@ -136,6 +137,85 @@ def _unet_stride(p: dict[str, Any]) -> int:
     # strided convolutions round odd sides up and the transposed ones double them: only
     # multiples of prod(strides) come back at their own size (others fail or grow)
     return int(math.prod(p["strides"])) * (2 if p["norm"] == "instance" else 1)
+
+
+# ---- unet3d: MONAI UNet in 3D over the context slices (3D evidence for every output slice)
+
+_UNET3D = {
+    "tiny": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0},
+    "small": {"channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 2},
+    "medium": {"channels": [24, 48, 96, 192], "strides": [2, 2, 2], "num_res_units": 2},
+    "large": {"channels": [32, 64, 128, 256], "strides": [2, 2, 2], "num_res_units": 2},
+}
+
+
+class VolumeUNet(torch.nn.Module):
+    """A 3D U-Net that takes a slice with its context slices and returns that slice's scores.
+
+    ``forward`` maps (B, k, Y, X) -- a slice and ``k // 2`` neighbours on each side, as the
+    2.5D networks get them -- to (B, classes, Y, X), the scores of the middle slice, so the
+    model trains and predicts through the same slice machinery as every 2D network.
+    Inside, the k slices are one 3D volume: the network sees the interfaces' extent in 3D.
+    In training mode the middle slice is scored inside a random sub-volume of the context
+    (random depth, random position), so that the network is right at every depth of a volume.
+    ``forward_volume`` maps a whole run of consecutive slices (B, 1, D, Y, X) to
+    (B, classes, D, Y, X) in one pass, which is how inference uses it (the predictor
+    rebuilds the run from its context stacks, so each slice is computed once, not k times).
+    The depth is padded (edge-replicated) to a multiple of the network's z stride.
+    """
+
+    volumetric = True
+
+    def __init__(self, p: dict[str, Any]) -> None:
+        super().__init__()
+        from monai.networks.nets import UNet
+
+        self.context = int(p["in_channels"])
+        self.zstride = int(math.prod(p["strides"]))
+        self.net = UNet(
+            spatial_dims=3,
+            in_channels=1,
+            out_channels=p["out_channels"],
+            channels=tuple(p["channels"]),
+            strides=tuple(p["strides"]),
+            num_res_units=p["num_res_units"],
+            norm=p["norm"],
+            dropout=p["dropout"],
+        )
+
+    def forward_volume(self, v: torch.Tensor) -> torch.Tensor:
+        depth = v.shape[2]
+        pad = (-depth) % self.zstride
+        if pad:
+            v = torch.nn.functional.pad(v, (0, 0, 0, 0, pad // 2, pad - pad // 2), mode="replicate")
+        return self.net(v)[:, :, pad // 2 : pad // 2 + depth]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.shape[1] // 2
+        if not self.training or x.shape[1] < 3:
+            return self.forward_volume(x[:, None])[:, :, h]
+        # Training: the middle slice is scored at a random depth inside a random sub-volume of
+        # the context (at least half of it). Inference passes whole runs of slices, where each
+        # slice sits at another depth of the volume; trained on the middle alone, the network
+        # learns the middle's position from the padding and fails everywhere else.
+        k = x.shape[1]
+        depth = int(torch.randint(h + 1, k + 1, ()).item())
+        lo = int(torch.randint(max(0, h - depth + 1), min(h, k - depth) + 1, ()).item())
+        return self.forward_volume(x[:, None, lo : lo + depth])[:, :, h - lo]
+
+
+def _unet3d_build(p: dict[str, Any]) -> torch.nn.Module:
+    return VolumeUNet(p)
+
+
+def _unet3d_params(size: str, in_channels: int, out_channels: int) -> dict[str, Any]:
+    return {
+        "in_channels": in_channels,
+        "out_channels": out_channels,
+        "norm": "batch",
+        "dropout": 0.0,
+        **_presets("unet3d", _UNET3D, size),
+    }
 
 
 # ---- basicunet: MONAI BasicUNet (two 3x3 convs per level, max-pool down, deconv up; 4 levels)
@@ -290,6 +370,7 @@ class _Arch:
     build: Any  # dict -> nn.Module
     validate: Any  # dict -> None, raises ModelFileError
     stride: Any  # dict -> int
+    default_context: int = 3  # slices per input of a new model when the user gives none
 
 
 _ARCHS: dict[str, _Arch] = {
@@ -302,6 +383,17 @@ _ARCHS: dict[str, _Arch] = {
         _unet_build,
         _unet_validate,
         _unet_stride,
+    ),
+    "unet3d": _Arch(
+        "unet3d",
+        "MONAI UNet in 3D over the context slices (interfaces placed with 3D evidence)",
+        tuple(_UNET3D),
+        "small",
+        _unet3d_params,
+        _unet3d_build,
+        _unet_validate,
+        _unet_stride,
+        default_context=15,
     ),
     "basicunet": _Arch(
         "basicunet",
@@ -363,6 +455,17 @@ def default_size(arch: str) -> str:
     'small'
     """
     return _arch(arch).default_size
+
+
+def default_context(arch: str) -> int:
+    """Context slices a new model of ``arch`` takes by default (15 for ``unet3d``, else 3).
+
+    Examples
+    --------
+    >>> default_context("unet"), default_context("unet3d")
+    (3, 15)
+    """
+    return _arch(arch).default_context
 
 
 def describe_architecture(arch: str) -> str:

@@ -1,10 +1,14 @@
-"""OME-Zarr multiscale metadata, read and written in one place (NGFF 0.5, also 0.4 on read)."""
+"""OME-Zarr multiscale metadata, read in one place (NGFF 0.5, also 0.4).
+
+Written by :func:`napari_xrayseg.core.units.ngff_label_attrs` (axes with units, a scale per
+level, image-label names and colours).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["multiscale_levels", "write_multiscales"]
+__all__ = ["multiscale_levels"]
 
 
 def _multiscales(node: Any) -> list[dict[str, Any]] | None:
@@ -23,17 +27,3 @@ def multiscale_levels(node: Any) -> list[Any] | None:
     if not ms:
         return None
     return [node[d["path"]] for d in ms[0]["datasets"]]
-
-
-def write_multiscales(group: Any, paths: list[str], *, name: str, labels: bool) -> None:
-    """Write OME-Zarr 0.5 ``multiscales`` for ``paths`` (each level 2x coarser on every axis)."""
-    ndim = len(group[paths[0]].shape)
-    axes = [{"name": n, "type": "space"} for n in ("zyx"[-ndim:])]
-    datasets = [
-        {"path": p, "coordinateTransformations": [{"type": "scale", "scale": [float(2**i)] * ndim}]}
-        for i, p in enumerate(paths)
-    ]
-    ome: dict[str, Any] = {"version": "0.5", "multiscales": [{"name": name, "axes": axes, "datasets": datasets}]}
-    if labels:
-        ome["image-label"] = {"version": "0.5"}
-    group.attrs["ome"] = ome

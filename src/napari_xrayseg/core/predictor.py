@@ -214,9 +214,10 @@ class SlicePredictor:
         self.model = model
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
-        self.channels_last = bool(fast)
         net = model.network.to(self.device).eval()
-        self.net = _inference_copy(net) if fast else net
+        volumetric = bool(getattr(net, "volumetric", False))
+        self.channels_last = bool(fast) and not volumetric  # a 3D network runs as it is
+        self.net = _inference_copy(net) if self.channels_last else net
         self.overlap, self.batch, self.blend = float(overlap), batch, blend
         self.stride = model.info.stride
         if tile != AUTO:
@@ -227,6 +228,7 @@ class SlicePredictor:
         self.tile = tile
         self.memory = float(memory) if memory is not None else memory_budget(self.device)
         self.lut = np.asarray(model.info.classes, dtype=np.uint8)
+        self.volumetric = bool(getattr(self.net, "volumetric", False))
         self.cancel: CancelToken | None = None
         self._halo: int | None = None
 
@@ -301,6 +303,9 @@ class SlicePredictor:
                 f"the model takes {k} context slice{'s' if k > 1 else ''} per slice; got input "
                 f"of shape {tuple(slices.shape)} (expected (N, {k}, Y, X))"
             )
+        if self.volumetric and k > 1:  # a 3D network: windows of the model's tile (or the one given)
+            tile = self.model.info.tile if self.tile == AUTO else self.tile
+            return self._volume_scores(slices, effective_tile(slices.shape[2:], tile, self.stride))
         arr = np.ascontiguousarray(slices, dtype=np.float32)
         if not arr.flags.writeable:  # a stack_context view: torch wants a writable buffer
             arr = arr.copy()
@@ -320,6 +325,48 @@ class SlicePredictor:
                 sw_device=self.device,
                 device=self.device,
             )
+
+    def _forward_volume(self, x: torch.Tensor) -> torch.Tensor:
+        check(self.cancel)
+        if self.precision == "fp32":
+            return self.net.forward_volume(x)
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        with torch.autocast(self.device.type, dtype=dtype):
+            return self.net.forward_volume(x).float()
+
+    def _volume_scores(self, slices: np.ndarray, roi: tuple[int, int]) -> torch.Tensor:
+        """Scores of a 3D network: each run of consecutive slices goes through it as one volume.
+
+        The context stacks of consecutive slices overlap (channel ``j + 1`` of slice ``i`` is
+        channel ``j`` of slice ``i + 1``); such a run is the volume ``run + k - 1`` slices deep,
+        rebuilt without copies of the stacks, and every slice of it is computed once.
+        """
+        from monai.inferers import sliding_window_inference
+
+        n, k = slices.shape[:2]
+        h = k // 2
+        starts = [0] + [i + 1 for i in range(n - 1) if not np.array_equal(slices[i + 1, : k - 1], slices[i, 1:])]
+        out = None
+        for a, b in zip(starts, [*starts[1:], n]):
+            vol = np.concatenate([slices[a, :h], slices[a:b, h], slices[b - 1, h + 1 :]]).astype(np.float32)
+            x = torch.from_numpy(vol)[None, None].to(self.device)
+            with torch.inference_mode():
+                s = sliding_window_inference(
+                    x,
+                    (vol.shape[0], *roi),
+                    1,
+                    self._forward_volume,
+                    overlap=self.overlap,
+                    mode=self.blend,
+                    padding_mode="replicate",
+                    sw_device=self.device,
+                    device=self.device,
+                )[0, :, h : h + b - a].transpose(0, 1)
+            if out is None:
+                out = torch.empty((n, *s.shape[1:]), dtype=s.dtype, device=s.device)
+            out[a:b] = s
+        assert out is not None
+        return out
 
     def labels(self, slices: np.ndarray) -> np.ndarray:
         """Label values (uint8, shape (N, Y, X)) for normalised slices, as in :meth:`scores`."""
@@ -354,6 +401,8 @@ class SlicePredictor:
 
     def slices_per_call(self, slice_shape: tuple[int, int]) -> int:
         """Slices to run together: as many as fit the memory budget (``tile="auto"``), else about ``batch`` tiles."""
+        if self.volumetric:  # a whole slab in one volume: the context halo is computed once per slab
+            return 1 << 16
         if self.tile == AUTO:
             return self.layout(slice_shape)[0]
         roi = effective_tile(slice_shape, self.tile, self.stride)

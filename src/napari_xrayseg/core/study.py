@@ -578,7 +578,7 @@ def loop_study(*, progress: ProgressCallback | None = None, **kwargs: Any) -> Lo
     - ``"even"``: the middle of the widest gap between annotated slices (volume ends
       count as annotated), so the slices stay evenly spaced;
     - ``"suggest"``: the first of :func:`~napari_xrayseg.suggest_slices` for the current
-      model (uncertain slices, spread out);
+      model (where it contradicts itself, spread out);
     - ``"random"``: a uniformly random slice not yet annotated.
 
     After every round the whole volume is segmented and scored against the full truth

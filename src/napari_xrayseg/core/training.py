@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from .config import TrainConfig
 from .device import resolve_device
 from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError
-from .io import read_block, volume_chunks
+from .io import read_block, volume_chunks, voxel_size_of
 from .labels import read_labels
 from .models import MAX_CONTEXT, Model, init_model, load_model, save_model
 from .normalize import apply_normalization, compute_normalization
@@ -50,6 +50,7 @@ from .plan import check_image
 from .predictor import SlicePredictor
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
 from .tiling import context_range, normalize_axis, plan_slab_depth, slab_ranges, slab_slicer, stack_context
+from .units import pick_voxel_size
 
 __all__ = ["DEFAULT_EPOCHS", "LOSSES", "MODES", "SCHEDULES", "SegmentationLoss", "iter_train", "make_loss", "train"]
 
@@ -724,8 +725,8 @@ def _number(name: str, v: Any, ok: Any, hint: str) -> float:
     return float(v)
 
 
-def _resolve_context(context: int | None, init: Model | str | os.PathLike | None) -> int:
-    """Fine-tuning keeps the starting model's context; new models get the default."""
+def _resolve_context(context: int | None, init: Model | str | os.PathLike | None, arch: str = _D.arch) -> int:
+    """Fine-tuning keeps the starting model's context; new models get their architecture's default."""
     if context is None:
         if isinstance(init, Model):
             context = init.info.context
@@ -734,7 +735,9 @@ def _resolve_context(context: int | None, init: Model | str | os.PathLike | None
 
             context = read_model_info(init).context
         else:
-            context = _D.context
+            from .models import default_context
+
+            context = default_context(arch)
     context = _check_positive_int("context", context)
     if context % 2 == 0 or context > MAX_CONTEXT:
         raise InputError(f"context {context} must be an odd number of slices in 1..{MAX_CONTEXT}, e.g. 1 or 3")
@@ -762,7 +765,7 @@ def _settings(kw: dict[str, Any]) -> dict[str, Any]:
         "pixel_weight", kw["pixel_weight"], lambda v: 0 < v <= 1e6, f"a positive number, e.g. {_D.pixel_weight}"
     )
     s["seed"] = _check_positive_int("seed", kw["seed"], 0)
-    s["context"] = _resolve_context(kw["context"], kw["init"])
+    s["context"] = _resolve_context(kw["context"], kw["init"], kw["arch"])
     if kw["normalize"] not in NORMALIZE:
         raise InputError(f"unknown normalize {kw['normalize']!r}: choose one of {list(NORMALIZE)}")
     s["dev"] = resolve_device(kw["device"])
@@ -1119,6 +1122,8 @@ def iter_train(
     pixel_weight: float = _D.pixel_weight,
     axes: str | Sequence[int] | None = None,
     normalize: str = _D.normalize,
+    voxel_size: float | Sequence[float] | None = None,
+    unit: str | None = None,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     cancel: CancelToken | None = None,
@@ -1162,7 +1167,13 @@ def iter_train(
     )
     budget = _Budget(s["epochs"], s["minutes"], s["steps_per_epoch"])
     d = _load_data(image, labels, s, cancel)
+    ndim = 2 if d["is2d"] else 3
+    vox = pick_voxel_size(voxel_size, unit, voxel_size_of(image), ndim=ndim)  # a bad one fails before training
     model, stepper, predictor = _build(s, d, cancel)
+    inherited = (model.info.voxel_size, model.info.unit) if model.info.voxel_size else None  # from init
+    vox = vox or pick_voxel_size(None, unit, inherited, ndim=ndim)
+    if vox is not None:
+        model.info.voxel_size, model.info.unit = [float(v) for v in vox[0]], vox[1]
     settings = _record(s, d, model)
     fit = _Fit(model, budget)
     try:
@@ -1216,6 +1227,8 @@ def train(
     axes: str | Sequence[int] | None = None,
     normalize: str = _D.normalize,
     pixel_weight: float = _D.pixel_weight,
+    voxel_size: float | Sequence[float] | None = None,
+    unit: str | None = None,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     cancel: CancelToken | None = None,
@@ -1304,6 +1317,15 @@ def train(
         grey-level offset or gain is mapped alike (``info.normalization`` keeps the
         training bounds as ``training_bounds``). ``"fixed"``: the training image's
         bounds are applied to every input.
+    voxel_size : float or sequence of float, optional
+        Voxel size of the training image, one number (isotropic) or one per axis (z, y, x),
+        stored in the model (``info.voxel_size``, ``info.unit``) so that ``segment`` can warn
+        when a volume of a very different voxel size is segmented. Default: what the image's
+        file records (zarr/OME-Zarr, TIFF, HDF5 opened with
+        :func:`~napari_xrayseg.open_volume`), else the ``init`` model's, else none.
+    unit : str, optional
+        Unit of ``voxel_size`` (default ``"um"``); without ``voxel_size``, the unit to
+        convert the recorded voxel size to.
     out : path-like, optional
         Save the trained model here (``.safetensors``) when training completes.
     overwrite : bool
@@ -1380,6 +1402,8 @@ def train(
             pixel_weight=pixel_weight,
             axes=axes,
             normalize=normalize,
+            voxel_size=voxel_size,
+            unit=unit,
             out=out,
             overwrite=overwrite,
             cancel=cancel,

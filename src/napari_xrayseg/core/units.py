@@ -12,6 +12,8 @@ label outputs:
 - :func:`ngff_axes`, :func:`ngff_scale_transforms` and :func:`image_label_properties`
   build the ``axes``, per-level ``coordinateTransformations`` and ``image-label``
   blocks of an OME-Zarr (NGFF 0.4/0.5) multiscales group.
+- :func:`pick_voxel_size` chooses between a voxel size given by the user and those the
+  files record (the input's, the model's), converting to a requested unit.
 - :func:`voxel_size_mismatch` words the warning shown when a model is applied at a
   voxel size very different from the one it was trained at.
 """
@@ -33,6 +35,7 @@ __all__ = [
     "ngff_unit",
     "normalize_unit",
     "parse_voxel_size",
+    "pick_voxel_size",
     "to_unit",
     "voxel_size_mismatch",
 ]
@@ -189,6 +192,60 @@ def parse_voxel_size(voxel_size: float | Sequence[float] | None, ndim: int = 3) 
     if not all(math.isfinite(v) and v > 0 for v in out):
         raise InputError(f"voxel size {voxel_size!r} must be positive finite numbers")
     return out
+
+
+def pick_voxel_size(
+    voxel_size: float | Sequence[float] | None,
+    unit: str | None,
+    *recorded: tuple[Sequence[float], str | None] | None,
+    ndim: int = 3,
+) -> tuple[tuple[float, ...], str] | None:
+    """The voxel size to use: the one given, else the first one a file records.
+
+    Parameters
+    ----------
+    voxel_size : float, sequence of float, or None
+        Given by the user: one number (isotropic) or one per axis (z, y, x).
+    unit : str or None
+        Unit of ``voxel_size`` (default ``"um"``); without ``voxel_size``, the unit to
+        convert a recorded voxel size to.
+    *recorded : (sizes, unit) or None
+        Voxel sizes the files record, in order of preference (e.g. the input's, then the
+        model's); None, and those with fewer than ``ndim`` values, are skipped.
+    ndim : int
+        Number of axes of the volume (the last ``ndim`` recorded values are used).
+
+    Returns
+    -------
+    ((float, ...), str) or None
+        Voxel size and short unit symbol, or None when nothing is given or recorded.
+
+    Raises
+    ------
+    InputError
+        For a malformed ``voxel_size`` or an unknown ``unit``.
+
+    Examples
+    --------
+    >>> pick_voxel_size(0.5, None)
+    ((0.5, 0.5, 0.5), 'um')
+    >>> pick_voxel_size(None, "nm", None, ([0.1, 0.05, 0.05], "micrometer"))
+    ((100.0, 50.0, 50.0), 'nm')
+    >>> pick_voxel_size(None, None, None) is None
+    True
+    """
+    want = normalize_unit(unit) if unit else None
+    if voxel_size is not None:
+        return parse_voxel_size(voxel_size, ndim), want or "um"
+    for rec in recorded:
+        if rec is None or rec[0] is None or len(rec[0]) < ndim:
+            continue
+        size = tuple(float(v) for v in rec[0])[-ndim:]
+        have = normalize_unit(rec[1])
+        if want and want != have and "voxel" not in (want, have):
+            size, have = tuple(to_unit(v, have, want) for v in size), want
+        return size, have
+    return None
 
 
 def ngff_axes(unit: str | None, ndim: int = 3) -> list[dict[str, str]]:

@@ -14,6 +14,13 @@ Every slab gets a done-marker after its data is written (per pass), so a run tha
 cancelled, crashes or is killed resumes with exactly the slabs it lacks, and gives the
 same result as an uninterrupted run. The ``napari_xrayseg`` attribute of the labels
 records the model and settings; ``complete`` turns true at the very end.
+
+Physical metadata travels with every output: the ``napari_xrayseg`` attributes of the labels
+and of the confidence hold ``voxel_size`` (z, y, x) and ``unit`` (and the labels ``classes``
+and ``class_names``); a pyramid group also carries OME-NGFF 0.5 ``ome`` attributes: axes
+with their unit, a ``scale`` per level (2x per level) and ``image-label`` properties (a name
+and a colour per class), which napari, OME-Zarr readers and
+:func:`~napari_xrayseg.core.io.read_voxel_size` / :func:`~napari_xrayseg.core.io.read_class_names` read back.
 """
 
 from __future__ import annotations
@@ -29,9 +36,10 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, OutputWriteError, write_error
-from .ome import multiscale_levels, write_multiscales
+from .ome import multiscale_levels
 from .output import Claim, remove_path
 from .progress import CancelToken, check
+from .units import ngff_label_attrs
 
 __all__ = [
     "OUTPUT_ATTR",
@@ -107,14 +115,22 @@ def output_levels(path: str | os.PathLike) -> list[Any]:
 
 
 def write_pyramid(
-    group: Any, *, min_side: int = 256, max_levels: int = 8, cancel: CancelToken | None = None
+    group: Any,
+    *,
+    min_side: int = 256,
+    max_levels: int = 8,
+    cancel: CancelToken | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> list[Any]:
     """Add downsampled levels ``1, 2, ...`` to an OME-Zarr group whose array ``0`` holds labels.
 
     Each level takes every second voxel of the one before along every axis (nearest
     neighbour: label values stay valid, no new classes appear), until the largest side
     is at most ``min_side``. Built out of core with dask. Writes OME-Zarr 0.5
-    ``multiscales`` metadata, so napari (and other OME-Zarr readers) can browse it.
+    ``multiscales`` metadata, so napari (and other OME-Zarr readers) can browse it: with
+    ``meta`` (the output's ``napari_xrayseg`` attributes) the axes carry ``meta["unit"]``,
+    each level a scale of ``meta["voxel_size"]`` times ``2**level``, and ``image-label``
+    the names of ``meta["classes"]``.
     """
     import dask.array as da
 
@@ -131,8 +147,24 @@ def write_pyramid(
         arr = group.create_array(name, shape=nxt.shape, chunks=chunks, dtype="uint8", fill_value=0)
         da.store(nxt.rechunk(chunks), arr, lock=False)
         levels.append(arr)
-    write_multiscales(group, [str(i) for i in range(len(levels))], name="labels", labels=True)
+    group.attrs["ome"] = _ome_attrs(meta or {}, len(levels), ndim)
     return levels
+
+
+def _ome_attrs(meta: dict[str, Any], levels: int, ndim: int) -> dict[str, Any]:
+    """The OME-NGFF ``ome`` attributes of a label group of ``levels`` levels, from an output's metadata."""
+    classes = meta.get("classes")
+    names = meta.get("class_names")
+    return _jsonable(
+        ngff_label_attrs(
+            levels,
+            meta.get("voxel_size"),
+            meta.get("unit"),
+            ndim=ndim,
+            classes=classes,
+            class_names=names if names is not None and classes is not None and len(names) == len(classes) else None,
+        )
+    )
 
 
 class SlabMarkers:
@@ -279,7 +311,7 @@ class StoreWriter:
             meta = dict(node.attrs[OUTPUT_ATTR])
             if not meta.get("complete"):
                 if meta.get("pyramid"):
-                    write_pyramid(node, cancel=cancel)
+                    write_pyramid(node, cancel=cancel, meta=meta)
                 remove_path(Path(lay.labels) / PASSES)
                 if lay.confidence is not None:
                     conf = self._array("confidence")
@@ -338,6 +370,7 @@ class StoreWriter:
                     f"cannot resume {confidence.final}: it is not a confidence output of xrayseg "
                     "predict; choose another --confidence-out"
                 )
+            _update_voxel_size(layout, meta)
             n = len(layout.markers(passes - 1).done())
             log.info("resuming %s: %d slabs of the last pass already done", labels.final, n)
             return cls(layout, tuple(c for c in (labels, confidence) if c is not None))
@@ -348,6 +381,7 @@ class StoreWriter:
                 group = zarr.create_group(store=layout.labels)
                 group.attrs.update(attrs)
                 group.create_array("0", shape=shape, chunks=chunks, dtype="uint8", fill_value=0)
+                group.attrs["ome"] = _ome_attrs(meta, 1, len(shape))  # level 0 alone until the pyramid is built
             else:
                 arr = zarr.create_array(store=layout.labels, shape=shape, chunks=chunks, dtype="uint8", fill_value=0)
                 arr.attrs.update(attrs)
@@ -372,6 +406,8 @@ class StoreWriter:
                                 "confidence": meta["confidence"],
                                 "labels": layout.final,
                                 "tta": meta["tta"],
+                                "voxel_size": meta.get("voxel_size"),
+                                "unit": meta.get("unit"),
                                 "complete": False,
                             }
                         }
@@ -407,6 +443,31 @@ def _check_resumable(path: Path, meta: dict[str, Any]) -> None:
             f"{', '.join(names.get(k, k) for k in diff)}; "
             "use the same model and settings, or --overwrite to start again"
         )
+
+
+def _update_voxel_size(layout: StoreLayout, meta: dict[str, Any]) -> None:
+    """On resume, record this run's voxel size (it changes no voxel, so it is no reason to refuse)."""
+    import zarr
+
+    new = {"voxel_size": meta.get("voxel_size"), "unit": meta.get("unit")}
+    node = zarr.open(store=layout.labels, mode="r+")
+    old = dict(node.attrs[OUTPUT_ATTR])
+    if _jsonable({k: old.get(k) for k in new}) == _jsonable(new):
+        return
+    log.info(
+        "resuming with voxel size %s %s (was %s %s)",
+        new["voxel_size"],
+        new["unit"],
+        old.get("voxel_size"),
+        old.get("unit"),
+    )
+    node.attrs[OUTPUT_ATTR] = _jsonable({**old, **new})
+    if layout.labels_array:  # a pyramid group: the levels it has (finish() writes them again if it adds some)
+        levels = multiscale_levels(node) or [node[layout.labels_array]]
+        node.attrs["ome"] = _ome_attrs({**old, **new}, len(levels), len(levels[0].shape))
+    if layout.confidence is not None:
+        conf = zarr.open_array(store=layout.confidence, mode="r+")
+        conf.attrs[OUTPUT_ATTR] = _jsonable({**conf.attrs[OUTPUT_ATTR], **new})
 
 
 def resume_hint(path: Path) -> str:

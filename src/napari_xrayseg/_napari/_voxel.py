@@ -1,0 +1,78 @@
+"""Voxel-size fields shared by the Segment and Analyze widgets: z, y, x and a unit, filled from a layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from magicgui.widgets import ComboBox, FloatSpinBox
+
+from ..core.errors import XraysegError
+from ..core.units import LENGTH_UNITS, normalize_unit
+
+UNITS = ["voxel", *LENGTH_UNITS]
+
+
+def layer_voxel_size(layer: Any) -> tuple[tuple[float, ...], str] | None:
+    """``(scale, unit)`` of a layer whose ``units`` are a length (nm, um, mm, ...), else None.
+
+    napari's default units (``pixel``) mean the scale is not a physical size.
+    """
+    units = getattr(layer, "units", None)
+    if layer is None or not units:
+        return None
+    try:
+        unit = normalize_unit(str(units[-1]))
+    except XraysegError:  # a unit napari knows and we do not
+        return None
+    if unit == "voxel":
+        return None
+    return tuple(float(s) for s in layer.scale), unit
+
+
+class VoxelSizeFields:
+    """Four fields (voxel size z, y, x and unit) that a widget adds to its own list.
+
+    ``unit == "voxel"`` means "no physical size": :meth:`value` then gives None.
+    """
+
+    def __init__(self) -> None:
+        self.z = FloatSpinBox(label="Voxel size z", min=1e-6, max=1e9, step=0.001, value=1.0)
+        self.y = FloatSpinBox(label="Voxel size y", min=1e-6, max=1e9, step=0.001, value=1.0)
+        self.x = FloatSpinBox(label="Voxel size x", min=1e-6, max=1e9, step=0.001, value=1.0)
+        self.unit = ComboBox(label="Unit", choices=UNITS, value="voxel")
+        self.widgets = [self.z, self.y, self.x, self.unit]
+        self._tracked: Any = None
+        self._guess_um = False
+
+    def track(self, layer: Any, *, guess_um: bool = False) -> None:
+        """Fill the fields from ``layer`` now and whenever its scale or units change (until another is tracked)."""
+        old, self._tracked, self._guess_um = self._tracked, layer, guess_um
+        for name in ("scale", "units"):
+            if old is not None and hasattr(old.events, name):
+                getattr(old.events, name).disconnect(self._refresh)
+            if layer is not None and hasattr(layer.events, name):
+                getattr(layer.events, name).connect(self._refresh)
+        self._refresh()
+
+    def _refresh(self, _event: Any = None) -> None:
+        self.set_from_layer(self._tracked, guess_um=self._guess_um)
+
+    def set_from_layer(self, layer: Any, *, guess_um: bool = False) -> None:
+        """Take the voxel size from ``layer``'s scale and the unit from its ``units``.
+
+        napari's default units (pixel) give "voxel", or with ``guess_um`` "um" when the
+        scale is not 1.
+        """
+        if layer is None:
+            return
+        scale = tuple(float(s) for s in layer.scale)[-3:]
+        self.z.value, self.y.value, self.x.value = (1.0,) * (3 - len(scale)) + scale
+        found = layer_voxel_size(layer)
+        unit = found[1] if found is not None else ("um" if guess_um and any(s != 1 for s in scale) else "voxel")
+        self.unit.value = unit
+
+    def value(self, ndim: int = 3) -> tuple[tuple[float, ...] | None, str]:
+        """``(voxel size of the last ndim axes, unit)``; the voxel size is None in voxel units."""
+        unit = str(self.unit.value)
+        size = (float(self.z.value), float(self.y.value), float(self.x.value))[-ndim:]
+        return (None if unit == "voxel" else size), unit
