@@ -98,22 +98,22 @@ _UNET = {
 }
 
 
-def _unet_params(size: str, in_channels: int, out_channels: int) -> dict[str, Any]:
+def _unet_params(size: str, in_channels: int, out_channels: int, arch: str = "unet") -> dict[str, Any]:
     return {
         "in_channels": in_channels,
         "out_channels": out_channels,
         "norm": "batch",
         "dropout": 0.0,
-        **_presets("unet", _UNET, size),
+        **_presets(arch, _UNET3D if arch == "unet3d" else _UNET, size),
     }
 
 
-def _unet_build(p: dict[str, Any]) -> torch.nn.Module:
+def _unet_build(p: dict[str, Any], spatial_dims: int = 2, in_channels: int | None = None) -> torch.nn.Module:
     from monai.networks.nets import UNet
 
     return UNet(
-        spatial_dims=2,
-        in_channels=p["in_channels"],
+        spatial_dims=spatial_dims,
+        in_channels=p["in_channels"] if in_channels is None else in_channels,
         out_channels=p["out_channels"],
         channels=tuple(p["channels"]),
         strides=tuple(p["strides"]),
@@ -168,20 +168,9 @@ class VolumeUNet(torch.nn.Module):
 
     def __init__(self, p: dict[str, Any]) -> None:
         super().__init__()
-        from monai.networks.nets import UNet
-
         self.context = int(p["in_channels"])
         self.zstride = int(math.prod(p["strides"]))
-        self.net = UNet(
-            spatial_dims=3,
-            in_channels=1,
-            out_channels=p["out_channels"],
-            channels=tuple(p["channels"]),
-            strides=tuple(p["strides"]),
-            num_res_units=p["num_res_units"],
-            norm=p["norm"],
-            dropout=p["dropout"],
-        )
+        self.net = _unet_build(p, spatial_dims=3, in_channels=1)  # the k context slices are its depth
 
     def forward_volume(self, v: torch.Tensor) -> torch.Tensor:
         depth = v.shape[2]
@@ -209,13 +198,7 @@ def _unet3d_build(p: dict[str, Any]) -> torch.nn.Module:
 
 
 def _unet3d_params(size: str, in_channels: int, out_channels: int) -> dict[str, Any]:
-    return {
-        "in_channels": in_channels,
-        "out_channels": out_channels,
-        "norm": "batch",
-        "dropout": 0.0,
-        **_presets("unet3d", _UNET3D, size),
-    }
+    return _unet_params(size, in_channels, out_channels, arch="unet3d")
 
 
 # ---- basicunet: MONAI BasicUNet (two 3x3 convs per level, max-pool down, deconv up; 4 levels)
