@@ -168,12 +168,12 @@ def test_release_memory_empties_the_cuda_cache_only_where_cuda_was_used(monkeypa
     assert emptied == [1, 1]
 
 
-@pytest.mark.parametrize("arch", ["unet", "basicunet", "attentionunet", "segresnet"])
+@pytest.mark.parametrize("arch", ["unet", "unet3d", "basicunet", "attentionunet", "segresnet"])
 def test_inference_copy_folds_batch_norm_and_leaves_the_model_alone(arch):
     model = init_model(arch, size="tiny", classes=3, context=3, seed=4)
     net = model.network.eval()
     for m in net.modules():  # batch-norm statistics that matter
-        if isinstance(m, torch.nn.BatchNorm2d):
+        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
             m.running_mean.uniform_(-1, 1)
             m.running_var.uniform_(0.5, 2)
     before = {k: v.clone() for k, v in net.state_dict().items()}
@@ -182,8 +182,9 @@ def test_inference_copy_folds_batch_norm_and_leaves_the_model_alone(arch):
     with torch.no_grad():
         ref = net(torch.from_numpy(x))
     torch.testing.assert_close(pred.scores(x), ref, atol=1e-4, rtol=1e-4)
-    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
-    left = sum(isinstance(m, torch.nn.BatchNorm2d) for m in pred.net.modules())
+    norms = (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+    n_bn = sum(isinstance(m, norms) for m in net.modules())
+    left = sum(isinstance(m, norms) for m in pred.net.modules())
     assert left < n_bn or n_bn == 0  # folded where a conv precedes it (segresnet has group norm only)
     assert pred.net is not net and all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
     assert next(net.parameters()).is_contiguous()  # the model's own layout is untouched

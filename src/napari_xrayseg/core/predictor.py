@@ -123,15 +123,20 @@ def activation_bytes_per_pixel(info: ModelInfo | Model) -> float:
     return _bytes_per_pixel(_arch_key(info))
 
 
-def _fold_batchnorm(conv: torch.nn.Module, bn: torch.nn.BatchNorm2d) -> bool:
-    """Fold an eval-mode ``bn`` that follows ``conv`` into the conv's weights; False if it cannot."""
-    transposed = isinstance(conv, torch.nn.ConvTranspose2d)
+_CONVS = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Conv3d, torch.nn.ConvTranspose3d)
+_NORMS = (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+
+
+def _fold_batchnorm(conv: torch.nn.Module, bn: torch.nn.Module) -> bool:
+    """Fold an eval-mode ``bn`` that follows ``conv`` (2D or 3D) into the conv's weights; False if it cannot."""
+    transposed = isinstance(conv, (torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d))
     if conv.groups != 1 or bn.running_mean is None or not bn.track_running_stats:
         return False
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1 / torch.sqrt(bn.running_var + bn.eps)
     shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
     w = conv.weight
-    shape = (1, -1, 1, 1) if transposed else (-1, 1, 1, 1)  # ConvTranspose2d weights are (in, out, kh, kw)
+    ones = (1,) * (w.dim() - 2)  # transposed convolutions' weights are (in, out, *kernel)
+    shape = (1, -1, *ones) if transposed else (-1, 1, *ones)
     with torch.no_grad():
         conv.weight = torch.nn.Parameter(w * scale.reshape(shape))
         b = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
@@ -151,20 +156,20 @@ def _inference_copy(net: torch.nn.Module) -> torch.nn.Module:
     import copy
 
     fast = copy.deepcopy(net).eval()
-    convs = (torch.nn.Conv2d, torch.nn.ConvTranspose2d)
     for seq in [m for m in fast.modules() if isinstance(m, torch.nn.Sequential)]:
         kids = list(seq.named_children())
         for (_, a), (name, b) in zip(kids, kids[1:]):
-            if not isinstance(a, convs):
+            if not isinstance(a, _CONVS):
                 continue
-            if isinstance(b, torch.nn.BatchNorm2d):
+            if isinstance(b, _NORMS):
                 if _fold_batchnorm(a, b):
                     setattr(seq, name, torch.nn.Identity())
-            elif isinstance(b, torch.nn.Sequential) and len(b) and isinstance(b[0], torch.nn.BatchNorm2d):
+            elif isinstance(b, torch.nn.Sequential) and len(b) and isinstance(b[0], _NORMS):
                 first = next(iter(b.named_children()))[0]
                 if _fold_batchnorm(a, b[0]):
                     setattr(b, first, torch.nn.Identity())
-    return fast.to(memory_format=torch.channels_last)
+    volumetric = bool(getattr(net, "volumetric", False))
+    return fast.to(memory_format=torch.channels_last_3d if volumetric else torch.channels_last)
 
 
 class SlicePredictor:
@@ -215,8 +220,7 @@ class SlicePredictor:
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         net = model.network.to(self.device).eval()
-        volumetric = bool(getattr(net, "volumetric", False))
-        self.channels_last = bool(fast) and not volumetric  # a 3D network runs as it is
+        self.channels_last = bool(fast)
         self.net = _inference_copy(net) if self.channels_last else net
         self.overlap, self.batch, self.blend = float(overlap), batch, blend
         self.stride = model.info.stride
@@ -260,7 +264,7 @@ class SlicePredictor:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         check(self.cancel)  # once per batch of tiles
-        if self.channels_last:
+        if self.channels_last and not self.volumetric:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.precision == "fp32":
             return self.net(x)
@@ -328,6 +332,8 @@ class SlicePredictor:
 
     def _forward_volume(self, x: torch.Tensor) -> torch.Tensor:
         check(self.cancel)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         if self.precision == "fp32":
             return self.net.forward_volume(x)
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
