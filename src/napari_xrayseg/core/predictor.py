@@ -262,15 +262,35 @@ class SlicePredictor:
             )
         return per, side
 
+    def _run(self, fn: Any, x: torch.Tensor) -> torch.Tensor:
+        """``fn(x)`` in the predictor's precision (fp32 scores back from bf16/fp16 autocast)."""
+        if self.precision == "fp32":
+            return fn(x)
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        with torch.autocast(self.device.type, dtype=dtype):
+            return fn(x).float()
+
+    def _windows(self, x: torch.Tensor, roi: tuple[int, ...], batch: int, fn: Any) -> torch.Tensor:
+        """MONAI's sliding window over ``x`` with the predictor's overlap, blending and device."""
+        from monai.inferers import sliding_window_inference
+
+        return sliding_window_inference(
+            x,
+            roi,
+            batch,
+            fn,
+            overlap=self.overlap,
+            mode=self.blend,
+            padding_mode="replicate",
+            sw_device=self.device,
+            device=self.device,
+        )
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         check(self.cancel)  # once per batch of tiles
         if self.channels_last and not self.volumetric:
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.precision == "fp32":
-            return self.net(x)
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        with torch.autocast(self.device.type, dtype=dtype):
-            return self.net(x).float()
+        return self._run(self.net, x)
 
     def _auto(self, x: torch.Tensor) -> torch.Tensor:
         """Scores of ``tile="auto"``: whole slices padded to the stride, or halo tiles (cores kept)."""
@@ -297,8 +317,6 @@ class SlicePredictor:
         the k context slices of each slice as channels (see
         :func:`~napari_xrayseg.core.tiling.stack_context`).
         """
-        from monai.inferers import sliding_window_inference
-
         k = self.model.info.in_channels
         if slices.ndim == 3 and k == 1:
             slices = slices[:, None]
@@ -317,28 +335,13 @@ class SlicePredictor:
         with torch.inference_mode():
             if self.tile == AUTO:
                 return self._auto(x)
-            roi = effective_tile(slices.shape[2:], self.tile, self.stride)
-            return sliding_window_inference(
-                x,
-                roi,
-                self.batch,
-                self._forward,
-                overlap=self.overlap,
-                mode=self.blend,
-                padding_mode="replicate",
-                sw_device=self.device,
-                device=self.device,
-            )
+            return self._windows(x, effective_tile(slices.shape[2:], self.tile, self.stride), self.batch, self._forward)
 
     def _forward_volume(self, x: torch.Tensor) -> torch.Tensor:
         check(self.cancel)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        if self.precision == "fp32":
-            return self.net.forward_volume(x)
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        with torch.autocast(self.device.type, dtype=dtype):
-            return self.net.forward_volume(x).float()
+        return self._run(self.net.forward_volume, x)
 
     def _volume_scores(self, slices: np.ndarray, roi: tuple[int, int]) -> torch.Tensor:
         """Scores of a 3D network: each run of consecutive slices goes through it as one volume.
@@ -347,32 +350,17 @@ class SlicePredictor:
         channel ``j`` of slice ``i + 1``); such a run is the volume ``run + k - 1`` slices deep,
         rebuilt without copies of the stacks, and every slice of it is computed once.
         """
-        from monai.inferers import sliding_window_inference
-
         n, k = slices.shape[:2]
         h = k // 2
         starts = [0] + [i + 1 for i in range(n - 1) if not np.array_equal(slices[i + 1, : k - 1], slices[i, 1:])]
-        out = None
+        runs = []
         for a, b in zip(starts, [*starts[1:], n]):
             vol = np.concatenate([slices[a, :h], slices[a:b, h], slices[b - 1, h + 1 :]]).astype(np.float32)
-            x = torch.from_numpy(vol)[None, None].to(self.device)
+            x = self._to_device(torch.from_numpy(vol)[None, None])
             with torch.inference_mode():
-                s = sliding_window_inference(
-                    x,
-                    (vol.shape[0], *roi),
-                    1,
-                    self._forward_volume,
-                    overlap=self.overlap,
-                    mode=self.blend,
-                    padding_mode="replicate",
-                    sw_device=self.device,
-                    device=self.device,
-                )[0, :, h : h + b - a].transpose(0, 1)
-            if out is None:
-                out = torch.empty((n, *s.shape[1:]), dtype=s.dtype, device=s.device)
-            out[a:b] = s
-        assert out is not None
-        return out
+                s = self._windows(x, (vol.shape[0], *roi), 1, self._forward_volume)
+            runs.append(s[0, :, h : h + b - a].transpose(0, 1))
+        return runs[0] if len(runs) == 1 else torch.cat(runs)
 
     def labels(self, slices: np.ndarray) -> np.ndarray:
         """Label values (uint8, shape (N, Y, X)) for normalised slices, as in :meth:`scores`."""
