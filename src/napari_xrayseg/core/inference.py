@@ -211,7 +211,7 @@ def build_job(
         old = read_output_meta(labels_claim.path) if labels_claim.resume else None
         if old is not None and model.info.normalization.get("low") is None:
             norm = old.get("normalization")  # the bounds the first run computed from this image
-    if norm is None:
+    if norm is None and not (model.info.two_d and model.info.normalization.get("low") is None):
         norm = resolved_normalization(model.info.normalization, image)
     plans = plan_passes(
         image,

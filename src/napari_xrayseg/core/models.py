@@ -529,6 +529,10 @@ class ModelInfo:
         unknown (files written before napari-xrayseg recorded it read as None).
     unit : str or None
         Length unit of ``voxel_size`` ("nm", "um", ...).
+    two_d : bool
+        Trained on independent 2D images (``train(..., two_d=True)``): a stack given to
+        ``segment`` is a set of unrelated images, each its own context and (with
+        per-image normalisation) its own percentile bounds.
     """
 
     arch: str
@@ -545,6 +549,7 @@ class ModelInfo:
     context: int = 1
     voxel_size: list[float] | None = None
     unit: str | None = None
+    two_d: bool = False
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     software: dict[str, str] = field(default_factory=dict)
     format: str = FORMAT
@@ -587,6 +592,7 @@ class Model:
         state = f"trained {len(i.history)} epochs" if i.trained else "untrained"
         where = f", path={str(self.path)!r}" if self.path else ""
         ctx = f", context={i.context}" if i.context != 1 else ""
+        ctx += ", two_d" if i.two_d else ""
         return f"Model(arch={i.arch!r}, size={i.size!r}, classes={i.classes}{ctx}, parameters={n:,}, {state}{where})"
 
 
@@ -847,6 +853,8 @@ def _validate_info(d: Any, path: Path) -> ModelInfo:
     unit = d.get("unit")
     if unit is not None and (not isinstance(unit, str) or len(unit) > 20):
         raise bad(f"unit {unit!r} is not null or a short string")
+    if not isinstance(d.get("two_d", False), bool):
+        raise bad(f"two_d {d.get('two_d')!r} is not true or false")
     known = {f for f in ModelInfo.__dataclass_fields__}
     return ModelInfo(**{k: v for k, v in d.items() if k in known})
 

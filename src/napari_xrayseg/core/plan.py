@@ -126,6 +126,12 @@ class SegmentPlan:
     blend: str
     normalization: dict[str, Any]
     precision: str = "fp32"  # resolved: fp32, bf16 or fp16
+    independent: bool = False  # slices are unrelated 2D images (a two_d model): no halo, own context
+
+    @property
+    def per_slice_bounds(self) -> bool:
+        """Whether each slice is normalised by its own percentile bounds (independent images)."""
+        return self.independent and self.normalization.get("low") is None
 
     @property
     def is2d(self) -> bool:
@@ -164,7 +170,7 @@ class SegmentPlan:
 
     def read(self, image: Any, r: tuple[int, int]) -> np.ndarray:
         """Slices ``r`` plus the context halo (clipped at the volume ends), slicing axis first."""
-        lo, hi = context_range(r[0], r[1], self.context, self.n)
+        lo, hi = r if self.independent else context_range(r[0], r[1], self.context, self.n)
         if self.is2d:
             return read_block(image, (Ellipsis,), what="image")[None]
         data = read_block(
@@ -186,13 +192,22 @@ class SegmentPlan:
             If the slab holds NaN or inf.
         """
         k = self.context
-        lo, hi = context_range(r[0], r[1], k, self.n)
+        lo, hi = r if self.independent else context_range(r[0], r[1], k, self.n)
         if data.dtype.kind == "f" and not np.isfinite(data).all():
             raise InputError(
                 f"image holds NaN or inf values in slices {lo}..{hi - 1} along axis "
                 f"{self.axis}: replace them (e.g. np.nan_to_num) before segmenting"
             )
-        x = apply_normalization(data, self.normalization)
+        if self.per_slice_bounds:
+            pct = tuple(self.normalization.get("percentiles") or (0.5, 99.5))
+            x = np.stack([apply_normalization(d, compute_normalization(d, percentiles=pct)) for d in data])
+        else:
+            x = apply_normalization(data, self.normalization)
+        if self.independent:  # each image is its own context
+            for s in range(0, r[1] - r[0], per_call):
+                e = min(s + per_call, r[1] - r[0])
+                yield s, e, (x[s:e] if k == 1 else np.repeat(x[s:e, None], k, axis=1))
+            return
         b = r[0] - lo  # the slab's first slice inside x
         n = r[1] - r[0]
         for s in range(0, n, per_call):
@@ -282,7 +297,13 @@ def plan_segment(
     chunks = volume_chunks(image)
     chunks3 = (1, *chunks) if (is2d and chunks) else chunks
     depth = plan_slab_depth(shape3, axis, chunks3, slab)
-    norm = normalization if normalization is not None else resolved_normalization(info.normalization, image)
+    two_d = bool(getattr(info, "two_d", False))
+    if normalization is not None:
+        norm = normalization
+    elif two_d and info.normalization.get("low") is None:
+        norm = dict(info.normalization)  # every image by its own bounds, slice by slice
+    else:
+        norm = resolved_normalization(info.normalization, image)
     return SegmentPlan(
         shape=tuple(int(s) for s in image.shape),
         axis=axis,
@@ -294,6 +315,7 @@ def plan_segment(
         blend=blend,
         normalization=norm,
         precision=precision,
+        independent=two_d,
     )
 
 
@@ -305,6 +327,8 @@ def plan_passes(image: Any, info: Any, axes: list[int], *, slab: int | None, **k
     """
     if len(axes) == 1:
         return [plan_segment(image, info, axis=axes[0], slab=slab, **kw)]
+    if getattr(getattr(info, "info", info), "two_d", False):
+        raise InputError("the model was trained on independent 2D images: segment along one axis (no orthoplanes)")
     depth = slab if slab is not None else 32
     plans = [plan_segment(image, info, axis=a, slab=depth, **kw) for a in axes]
     d = min(p.depth for p in plans)

@@ -44,7 +44,7 @@ from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError
 from .io import read_block, volume_chunks, voxel_size_of
 from .labels import read_labels
 from .models import MAX_CONTEXT, Model, init_model, load_model, save_model
-from .normalize import apply_normalization, compute_normalization
+from .normalize import apply_normalization, compute_normalization, pooled_normalization
 from .output import claim
 from .plan import check_image
 from .predictor import SlicePredictor
@@ -766,6 +766,7 @@ def _settings(kw: dict[str, Any]) -> dict[str, Any]:
     )
     s["seed"] = _check_positive_int("seed", kw["seed"], 0)
     s["context"] = _resolve_context(kw["context"], kw["init"], kw["arch"])
+    s["context_arg"] = kw["context"]
     if kw["normalize"] not in NORMALIZE:
         raise InputError(f"unknown normalize {kw['normalize']!r}: choose one of {list(NORMALIZE)}")
     s["dev"] = resolve_device(kw["device"])
@@ -820,42 +821,174 @@ class _Budget:
         return f"{epoch} ({self.elapsed():.0f} of {self.seconds:.0f} s)"
 
 
+def _pairs(image: Any, labels: Any) -> tuple[list[tuple[Any, Any]], bool]:
+    """The (image, labels) pairs to train on, and whether several were given.
+
+    A list or tuple of arrays is several pairs (``labels`` then a list of the same length;
+    ``None`` marks an image without annotations, which is skipped); anything else is one.
+    """
+    multi = isinstance(image, (list, tuple)) and len(image) > 0 and all(hasattr(i, "shape") for i in image)
+    if not multi:
+        if isinstance(labels, (list, tuple)) and labels and all(hasattr(v, "shape") for v in labels):
+            raise InputError(
+                "labels is a list of arrays but image is one array: give a list of images of the same length"
+            )
+        return [(image, labels)], False
+    if not isinstance(labels, (list, tuple)) or len(labels) != len(image):
+        n = len(labels) if isinstance(labels, (list, tuple)) else "one array"
+        raise InputError(f"{len(image)} images but {n} labels: give one labels array (or None) per image")
+    pairs = []
+    for i, (im, lab) in enumerate(zip(image, labels)):
+        if lab is None:
+            continue
+        im = check_image(im, name=f"image {i}")
+        if not hasattr(lab, "shape") or not hasattr(lab, "dtype"):
+            lab = np.asarray(lab)
+        if tuple(lab.shape) != tuple(im.shape):
+            raise InputError(f"labels {i} shape {tuple(lab.shape)} does not match image {i} shape {tuple(im.shape)}")
+        pairs.append((im, lab))
+    if not pairs:
+        raise InputError("no image has labels (all None): give labels for at least one image")
+    return pairs, True
+
+
+def _is_plane(shape: tuple[int, ...], axis: int) -> bool:
+    """A 2D image, or a volume one slice deep along ``axis``."""
+    return len(shape) == 2 or shape[axis] == 1
+
+
+def _resolve_two_d(two_d: bool | None, pairs: list[tuple[Any, Any]], multi: bool, axis: int) -> bool:
+    """Declared 2D mode, or detected: several inputs that are all single 2D images."""
+    if two_d is None:
+        return multi and all(_is_plane(tuple(im.shape), axis) for im, _ in pairs)
+    if not isinstance(two_d, (bool, np.bool_)):
+        raise InputError(f"two_d {two_d!r} must be True, False or None (detect)")
+    return bool(two_d)
+
+
+def _item_2d(
+    image: Any, labels: Any, axis: int, cancel: CancelToken | None
+) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Annotated independent 2D images of one input: a 2D image, or a stack of them along ``axis``."""
+    if len(image.shape) == 2:
+        return _annotated_slices(image, labels, 0, True, cancel, 1)
+    return _annotated_slices(image, labels, axis, False, cancel, 1)
+
+
+def _load_rows(
+    pairs: list[tuple[Any, Any]],
+    s: dict[str, Any],
+    two_d: bool,
+    axis: int,
+    ax_list: list[int],
+    cancel: CancelToken | None,
+) -> tuple[list[tuple[int, int]], list[np.ndarray], list[np.ndarray], dict[int, int]]:
+    """Annotated slices of every pair, normalised: (ids, image parts, label parts, extra-axis counts).
+
+    ``ids`` holds (pair, slice) per main-axis row; the parts hold the main-axis rows of
+    every pair first, then the rows along further ``ax_list`` axes. Normalisation is per image (each 2D
+    image, or each volume, by its own percentile bounds) with ``normalize="image"``, and
+    one set of bounds pooled over all inputs with ``"fixed"``.
+    """
+    context = s["context"]
+    pooled = pooled_normalization([im for im, _ in pairs]) if s["normalize"] == "fixed" else None
+    ids: list[tuple[int, int]] = []
+    imgs: list[np.ndarray] = []
+    labs: list[np.ndarray] = []
+    extra_i: list[np.ndarray] = []
+    extra_l: list[np.ndarray] = []
+    counts: dict[int, int] = {}
+    for p, (image, labels) in enumerate(pairs):
+        if two_d:
+            idx, im, lb = _item_2d(image, labels, axis, cancel)
+            if not idx:
+                continue
+            # each image by its own bounds, unless pooled
+            im = np.stack([apply_normalization(r, pooled or compute_normalization(r[0])) for r in im])
+            im = np.repeat(im, context, axis=1) if context > 1 else im  # context: the image itself
+        else:
+            is2d = len(image.shape) == 2
+            idx, im, lb = _annotated_slices(image, labels, axis, is2d, cancel, context)
+            if not idx:
+                continue
+            if not np.all(np.isfinite(im)):
+                raise InputError("image holds NaN or inf values in annotated slices: replace them (e.g. np.nan_to_num)")
+            bounds = pooled or compute_normalization(image)
+            if len(ax_list) > 1:
+                _, both_i, both_l, c = _orthogonal_slices(image, labels, ax_list[1:], im, lb, cancel, context)
+                for k, v in c.items():
+                    counts[k] = counts.get(k, 0) + v
+                if len(both_l) > len(lb):
+                    extra_i.append(apply_normalization(both_i[len(lb) :], bounds))
+                    extra_l.append(both_l[len(lb) :])
+                im, lb = both_i[: len(lb)], both_l[: len(lb)]
+            im = apply_normalization(im, bounds)
+        ids += [(p, i) for i in idx]
+        imgs.append(im)
+        labs.append(lb)
+    return ids, imgs + extra_i, labs + extra_l, counts
+
+
+def _padded(parts: list[np.ndarray], mode: str) -> np.ndarray:
+    """Concatenate slices of different shapes, padded at the end to a common one."""
+    h = max(p.shape[-2] for p in parts)
+    w = max(p.shape[-1] for p in parts)
+    out = []
+    for a in parts:
+        widths = ((0, 0),) * (a.ndim - 2) + ((0, h - a.shape[-2]), (0, w - a.shape[-1]))
+        out.append(np.pad(a, widths, mode=mode) if any(p for pp in widths for p in pp) else a)  # type: ignore[call-overload]
+    return out[0] if len(out) == 1 else np.concatenate(out)
+
+
 def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken | None) -> dict[str, Any]:
     """Annotated slices -> normalised training and validation data and a patch sampler."""
-    image = check_image(image)
-    if not hasattr(labels, "shape") or not hasattr(labels, "dtype"):
-        labels = np.asarray(labels)
-    if tuple(labels.shape) != tuple(image.shape):
-        raise InputError(f"labels shape {tuple(labels.shape)} does not match image shape {tuple(image.shape)}")
-    is2d = len(image.shape) == 2
-    axis = 0 if is2d else normalize_axis(s["axis"], 3)
     from .plan import parse_axes
 
-    ax_list = parse_axes(s["axes"], len(image.shape), default=axis)
-    axis, context = ax_list[0], s["context"]
-    extra_axes: dict[int, int] = {}
+    pairs, multi = _pairs(image, labels)
+    if not multi:
+        image = check_image(image)
+        if not hasattr(labels, "shape") or not hasattr(labels, "dtype"):
+            labels = np.asarray(labels)
+        if tuple(labels.shape) != tuple(image.shape):
+            raise InputError(f"labels shape {tuple(labels.shape)} does not match image shape {tuple(image.shape)}")
+        pairs = [(image, labels)]
+    ndims = {len(im.shape) for im, _ in pairs}
+    axis = 0 if ndims == {2} else normalize_axis(s["axis"], 3)
+    two_d = _resolve_two_d(s["two_d"], pairs, multi, axis)
+    if two_d and s["context_arg"] is None and s["init"] is None:
+        s["context"] = 1  # independent images have no neighbours to give as context
+    ax_list = parse_axes(s["axes"], max(ndims), default=axis)
+    if two_d and len(ax_list) > 1:
+        raise InputError("independent 2D images have one slicing direction: leave axes unset with two_d")
+    if multi and ndims == {2, 3} and not two_d:
+        raise InputError("inputs mix 2D images and 3D volumes: pass two_d=True (each slice an image) or give one kind")
+    axis = ax_list[0]
     try:
-        idx, imgs, labs = _annotated_slices(image, labels, axis, is2d, cancel, context)
-        if len(ax_list) > 1 and idx:
-            imgs, labs, extra_axes = _orthogonal_slices(image, labels, ax_list[1:], imgs, labs, cancel, context)
+        ids, parts_i, parts_l, extra_axes = _load_rows(pairs, s, two_d, axis, ax_list, cancel)
     except Cancelled as e:
         err = Cancelled("training cancelled after 0 epochs (while reading the annotations)")
         err.result = None  # type: ignore[attr-defined]
         raise err from e
-    if not idx:
+    if not ids:
         raise InputError("labels hold no annotations (all 0): paint at least two classes on some slices")
+    labs = _padded(parts_l, "constant")  # padding is 0 = not annotated: it never teaches anything
     classes = sorted(int(c) for c in np.unique(labs) if c != 0)
     if len(classes) < 2:
         raise InputError(f"labels annotate only class {classes[0]}: paint at least two classes to train")
-    if not np.all(np.isfinite(imgs)):
+    x_all = _padded(parts_i, "edge")
+    del parts_i
+    if not np.all(np.isfinite(x_all)):
         raise InputError("image holds NaN or inf values in annotated slices: replace them (e.g. np.nan_to_num)")
-    norm = compute_normalization(image)
-    x_all = apply_normalization(imgs, norm)
-    del imgs
+    norm = (
+        pooled_normalization([im for im, _ in pairs])
+        if s["normalize"] == "fixed"
+        else compute_normalization(pairs[0][0])
+    )
+    idx: list[Any] = [i for _, i in ids] if not multi else [list(t) for t in ids]
     lut = np.full(256, _IGNORE, np.int16)
     lut[classes] = np.arange(len(classes), dtype=np.int16)
     val_sl, val_px, val_kind = _split(
-        labs, s["val_fraction"], classes, np.random.default_rng(s["seed"]), n_main=len(idx)
+        labs, s["val_fraction"], classes, np.random.default_rng(s["seed"]), n_main=len(ids)
     )
     train_sl = ~val_sl
     tgt = lut[labs[train_sl]]
@@ -873,9 +1006,11 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
     if not sampler.available:
         raise InputError("too few annotated pixels to hold out validation data: paint more, or pass val_fraction=0")
     log.info(
-        "training on %d annotated slices along axis %d (+ %s along other axes; %d held out, validation by "
-        "%s), classes %s, normalisation low=%.4g high=%.4g",
+        "training on %d annotated %s of %d input(s) along axis %d (+ %s along other axes; %d held out, "
+        "validation by %s), classes %s, normalisation low=%.4g high=%.4g",
         len(idx),
+        "2D images" if two_d else "slices",
+        len(pairs),
         axis,
         extra_axes or "none",
         int(val_sl.sum()),
@@ -885,8 +1020,9 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
         norm["high"],
     )
     return {
-        "image": image,
-        "is2d": is2d,
+        "pairs": pairs,
+        "multi": multi,
+        "two_d": two_d,
         "axis": axis,
         "axes": ax_list,
         "extra_axes": extra_axes,
@@ -916,9 +1052,12 @@ def _build(
             f"patch {s['patch']} is not a multiple of the network's stride {stride} "
             f"(e.g. {max(1, round(s['patch'] / stride)) * stride})"
         )
-    shape = tuple(int(v) for v in d["image"].shape)
     for a in d["axes"]:
-        plane = shape if d["is2d"] else tuple(v for i, v in enumerate(shape) if i != a)
+        planes = [
+            tuple(v for i, v in enumerate(im.shape) if i != a) if len(im.shape) == 3 else tuple(im.shape)
+            for im, _ in d["pairs"]
+        ]
+        plane = min(planes, key=min)
         if min(plane) < stride:
             raise InputError(
                 f"slices along axis {a} are {'x'.join(map(str, plane))} pixels, smaller than the "
@@ -976,7 +1115,9 @@ def _record(s: dict[str, Any], d: dict[str, Any], model: Model) -> dict[str, Any
             if isinstance(init, (str, os.PathLike))
             else (str(init.path) if isinstance(init, Model) and init.path else ("model" if init is not None else None))
         ),
-        "image_shape": [int(v) for v in d["image"].shape],
+        "image_shape": [int(v) for v in d["pairs"][0][0].shape] if not d["multi"] else None,
+        "inputs": [[int(v) for v in im.shape] for im, _ in d["pairs"]] if d["multi"] else None,
+        "two_d": d["two_d"],
         "annotated_slices": d["idx"],
         "val_slices": d["val_slices"],
         "validation": d["val_kind"],
@@ -1122,6 +1263,7 @@ def iter_train(
     pixel_weight: float = _D.pixel_weight,
     axes: str | Sequence[int] | None = None,
     normalize: str = _D.normalize,
+    two_d: bool | None = None,
     voxel_size: float | Sequence[float] | None = None,
     unit: str | None = None,
     out: str | os.PathLike | None = None,
@@ -1161,15 +1303,18 @@ def iter_train(
             "pixel_weight": pixel_weight,
             "axes": axes,
             "normalize": normalize,
+            "two_d": two_d,
             "out": out,
             "overwrite": overwrite,
         }
     )
     budget = _Budget(s["epochs"], s["minutes"], s["steps_per_epoch"])
     d = _load_data(image, labels, s, cancel)
-    ndim = 2 if d["is2d"] else 3
-    vox = pick_voxel_size(voxel_size, unit, voxel_size_of(image), ndim=ndim)  # a bad one fails before training
+    first = d["pairs"][0][0]
+    ndim = len(first.shape)
+    vox = pick_voxel_size(voxel_size, unit, voxel_size_of(first), ndim=ndim)  # a bad one fails before training
     model, stepper, predictor = _build(s, d, cancel)
+    model.info.two_d = d["two_d"]
     inherited = (model.info.voxel_size, model.info.unit) if model.info.voxel_size else None  # from init
     vox = vox or pick_voxel_size(None, unit, inherited, ndim=ndim)
     if vox is not None:
@@ -1226,6 +1371,7 @@ def train(
     mode: str = _D.mode,
     axes: str | Sequence[int] | None = None,
     normalize: str = _D.normalize,
+    two_d: bool | None = None,
     pixel_weight: float = _D.pixel_weight,
     voxel_size: float | Sequence[float] | None = None,
     unit: str | None = None,
@@ -1234,13 +1380,15 @@ def train(
     cancel: CancelToken | None = None,
     progress: ProgressCallback | None = None,
 ) -> Model:
-    """Train a 2D segmentation model from (sparse) annotations of a volume.
+    """Train a 2D segmentation model from (sparse) annotations of volumes or 2D images.
 
     Parameters
     ----------
-    image : array-like of shape (Z, Y, X) or (Y, X)
+    image : array-like of shape (Z, Y, X) or (Y, X), or a list of them
         Intensities (numpy, dask, zarr or h5py). Only the annotated slices are loaded.
-    labels : array-like
+        A list trains on several (image, labels) pairs at once: volumes of different
+        shapes, or independent 2D images (see ``two_d``).
+    labels : array-like, or a list of them (one per image; ``None`` = not annotated)
         Same shape as ``image``; non-negative integer labels, 0 = not annotated. Slices
         may be partly painted. The classes are the sorted nonzero values present;
         output channel ``i`` of the model stands for ``classes[i]``.
@@ -1316,7 +1464,17 @@ def train(
         image's own percentile bounds, so another scan of the material with a
         grey-level offset or gain is mapped alike (``info.normalization`` keeps the
         training bounds as ``training_bounds``). ``"fixed"``: the training image's
-        bounds are applied to every input.
+        bounds are applied to every input. With several inputs, ``"image"`` normalises
+        each input (each 2D image in ``two_d`` mode) by its own bounds ("per image"),
+        ``"fixed"`` uses one set of bounds pooled over all inputs ("per dataset").
+    two_d : bool, optional
+        Declare the inputs independent 2D images (radiographs, micrographs): a 2D array is
+        one image and a 3D array a stack of unrelated images along ``axis``. No image is
+        ever given another as 2.5D context (``context`` defaults to 1; a larger one
+        repeats the image itself), per-image normalisation is per 2D image, validation
+        holds out whole images, and the model records the mode (``info.two_d``) so
+        ``segment`` treats every slice of a stack it is given as an independent image.
+        Default (None): on when several inputs are given and all are single 2D images.
     voxel_size : float or sequence of float, optional
         Voxel size of the training image, one number (isotropic) or one per axis (z, y, x),
         stored in the model (``info.voxel_size``, ``info.unit``) so that ``segment`` can warn
@@ -1402,6 +1560,7 @@ def train(
             pixel_weight=pixel_weight,
             axes=axes,
             normalize=normalize,
+            two_d=two_d,
             voxel_size=voxel_size,
             unit=unit,
             out=out,
