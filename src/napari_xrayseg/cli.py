@@ -282,7 +282,9 @@ def _train_pairs(a: argparse.Namespace) -> tuple[Any, Any, bool | None]:
     images, labels = a.image, a.labels or []
     two_d = a.two_d
     if a.rgb == "channels":
-        raise InputError("--rgb channels needs multi-channel training, which train does not offer yet: use --rgb luminance")
+        raise InputError(
+            "--rgb channels needs multi-channel training, which train does not offer yet: use --rgb luminance"
+        )
     if len(images) == 1 and Path(images[0]).suffix.lower() == ".txt" and not labels:
         pairs = _list_file(Path(images[0]))
     elif len(images) == 1 and is_image_folder(images[0]):

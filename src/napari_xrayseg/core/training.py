@@ -915,7 +915,7 @@ def _load_rows(
                 raise InputError("image holds NaN or inf values in annotated slices: replace them (e.g. np.nan_to_num)")
             bounds = pooled or compute_normalization(image)
             if len(ax_list) > 1:
-                _, both_i, both_l, c = _orthogonal_slices(image, labels, ax_list[1:], im, lb, cancel, context)
+                both_i, both_l, c = _orthogonal_slices(image, labels, ax_list[1:], im, lb, cancel, context)
                 for k, v in c.items():
                     counts[k] = counts.get(k, 0) + v
                 if len(both_l) > len(lb):
