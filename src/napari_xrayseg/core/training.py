@@ -474,7 +474,14 @@ class _PatchSampler:
     """
 
     def __init__(
-        self, images: np.ndarray, targets: np.ndarray, n_classes: int, patch: int, augment: bool, seed: int
+        self,
+        images: np.ndarray,
+        targets: np.ndarray,
+        n_classes: int,
+        patch: int,
+        augment: bool,
+        seed: int,
+        exposure: bool = False,
     ) -> None:
         self.images, self.targets, self.patch = images, targets, patch
         self.rng = np.random.default_rng(seed)
@@ -490,7 +497,7 @@ class _PatchSampler:
         self.plane, self.width = plane, targets.shape[2]
         # crop a margin around the patch so rotations and zooms see real neighbours, not padding
         self.margin = patch // 4 if augment else 0
-        self.transform = _augmentation(patch, seed) if augment else None
+        self.transform = _augmentation(patch, seed, exposure) if augment else None
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         c = self.available[int(self.rng.integers(len(self.available)))]
@@ -532,10 +539,15 @@ class _PatchSampler:
         return x, y
 
 
-def _augmentation(patch: int, seed: int) -> Any:
-    """MONAI dictionary transforms for (image, label) pairs; seeded, no global state."""
+def _augmentation(patch: int, seed: int, exposure: bool = False) -> Any:
+    """MONAI dictionary transforms for (image, label) pairs; seeded, no global state.
+
+    ``exposure`` (independent 2D images) adds a random gamma to half of the patches: every
+    radiograph has its own exposure curve, which per-image percentile bounds do not undo.
+    """
     from monai.transforms import (
         Compose,
+        RandAdjustContrastd,
         RandAffined,
         RandFlipd,
         RandGaussianNoised,
@@ -569,6 +581,7 @@ def _augmentation(patch: int, seed: int) -> Any:
             RandShiftIntensityd("image", offsets=0.05, prob=0.25),
             RandGaussianNoised("image", prob=0.15, std=0.03),
             RandGaussianSmoothd("image", sigma_x=(0.25, 0.75), sigma_y=(0.25, 0.75), prob=0.1),
+            *([RandAdjustContrastd("image", prob=0.5, gamma=(0.7, 1.5))] if exposure else []),
         ],
         lazy=False,
     )
@@ -1002,7 +1015,9 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
     missing = [c for i, c in enumerate(classes) if not (tgt == i).any()]
     if missing:
         log.warning("classes %s have no training pixels left after holding out validation data", missing)
-    sampler = _PatchSampler(x_all[train_sl], tgt, len(classes), s["patch"], bool(s["augment"]), s["seed"])
+    sampler = _PatchSampler(
+        x_all[train_sl], tgt, len(classes), s["patch"], bool(s["augment"]), s["seed"], exposure=two_d
+    )
     if not sampler.available:
         raise InputError("too few annotated pixels to hold out validation data: paint more, or pass val_fraction=0")
     log.info(
