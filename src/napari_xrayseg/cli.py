@@ -281,10 +281,6 @@ def _train_pairs(a: argparse.Namespace) -> tuple[Any, Any, bool | None]:
 
     images, labels = a.image, a.labels or []
     two_d = a.two_d
-    if a.rgb == "channels":
-        raise InputError(
-            "--rgb channels needs multi-channel training, which train does not offer yet: use --rgb luminance"
-        )
     if len(images) == 1 and Path(images[0]).suffix.lower() == ".txt" and not labels:
         pairs = _list_file(Path(images[0]))
     elif len(images) == 1 and is_image_folder(images[0]):
@@ -366,6 +362,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         axes=a.axes,
         normalize=a.normalize,
         two_d=two_d,
+        channel_axis=0 if a.channel_axis is None and a.rgb == "channels" else a.channel_axis,
         voxel_size=a.voxel_size,
         unit=a.unit,
         out=a.out,
@@ -880,7 +877,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         choices=["luminance", "channels"],
         help="convert colour images: luminance (grey = 0.299 R + 0.587 G + 0.114 B) or channels "
-        "(default: colour images are refused)",
+        "(R, G, B as three input channels; default: colour images are refused)",
+    )
+    p.add_argument(
+        "--channel-axis",
+        type=int,
+        default=None,
+        metavar="AXIS",
+        help="the images have channels along AXIS (e.g. 1 for Z,C,Y,X stacks of phase and absorption); "
+        "stored in the model, which then takes images with as many channels",
     )
     p.add_argument("--labels-dataset", default=None, help="array name inside the labels' group / file")
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")

@@ -83,17 +83,30 @@ def test_train_repeated_pairs_and_list_file(tmp_path, capsys):
     assert "2 --image but 1 --labels" in err and "Traceback" not in err
 
 
-def test_train_rgb_needs_a_declared_conversion(tmp_path, capsys):
-    images, labels = make_radiographs(2, side=64, seed=3)
+def _colour_folders(tmp_path, n, seed):
+    """PNG colour radiographs (tinted: R, G, B differ) and grey lung masks."""
+    images, labels = make_radiographs(n, side=64, seed=seed)
     img, lab = tmp_path / "img", tmp_path / "lab"
     img.mkdir()
     lab.mkdir()
-    for i in range(2):
-        rgb = np.stack([images[i], images[i] // 2, images[i] // 3], -1)  # a tinted colour image
-        iio.imwrite(img / f"{i}.png", rgb)
+    for i in range(n):
+        iio.imwrite(img / f"{i}.png", np.stack([images[i], images[i] // 2, 255 - images[i]], -1))
         iio.imwrite(lab / f"{i}.png", labels[i])
+    return img, lab
+
+
+def test_train_rgb_needs_a_declared_conversion(tmp_path, capsys):
+    img, lab = _colour_folders(tmp_path, 2, 3)
     argv = ["train", "--image", str(img), "--labels", str(lab), "--epochs", "1", *SMALL]
     assert main([*argv, "--out", str(tmp_path / "a")]) == 2
     assert "--rgb luminance|channels" in capsys.readouterr().err
     assert main([*argv, "--rgb", "luminance", "--out", str(tmp_path / "b")]) == 0
     assert load_model(tmp_path / "b.safetensors").info.two_d
+
+
+def test_train_rgb_as_channels(tmp_path):
+    img, lab = _colour_folders(tmp_path, 3, 4)
+    argv = ["train", "--image", str(img), "--labels", str(lab), "--epochs", "1", "--rgb", "channels", *SMALL]
+    assert main([*argv, "--out", str(tmp_path / "c")]) == 0
+    m = load_model(tmp_path / "c.safetensors")
+    assert m.info.two_d and m.info.channels == 3 and m.info.channel_axis == 0

@@ -191,3 +191,37 @@ def test_make_radiographs():
     assert a[la == LUNG].mean() < a[la == BACKGROUND].mean()
     with pytest.raises(InputError, match="side"):
         make_radiographs(1, side=8)
+
+
+# ---------------------------------------------------------------- channels
+
+
+def test_multichannel_training_and_segmenting(slices, tmp_path):
+    image, truth = slices
+    rng = np.random.default_rng(2)
+    second = 50.0 * (1 - image) + rng.normal(0, 1, image.shape)  # another contrast, another unit
+    two = np.stack([image, second], axis=1)  # (Z, C, Y, X)
+    sparse = np.zeros_like(truth)
+    sparse[::2] = truth[::2]
+    m = train(two, sparse, channel_axis=1, out=tmp_path / "c.safetensors", **FAST)
+    info = read_model_info(tmp_path / "c.safetensors")
+    assert (info.channels, info.channel_axis, info.context) == (2, 1, 3) and info.in_channels == 6
+    seg = segment(two, load_model(tmp_path / "c.safetensors"), device="cpu")
+    assert seg.shape == image.shape
+    np.testing.assert_array_equal(seg, segment(two, m, device="cpu"))
+    # each channel by its own bounds: a channel's gain and offset do not matter
+    scaled = np.stack([image, second * 7 + 100], axis=1)
+    assert (segment(scaled, m, device="cpu") == seg).mean() > 0.999
+    with pytest.raises(InputError, match="has 1 channel along axis 1 but the model takes 2"):
+        segment(two[:, :1], m, device="cpu")
+    with pytest.raises(InputError, match="channels"):
+        train(image, sparse, init=m, **FAST)  # fine-tuning keeps the channel count
+    with pytest.raises(InputError, match="per image and channel"):
+        train(two, sparse, channel_axis=1, normalize="fixed", **FAST)
+    with pytest.raises(InputError, match="channel_axis 4 is not an axis"):
+        train(two, sparse, channel_axis=4, **FAST)
+    # 2D images with channels first (RGB as channels), in 2D mode
+    rgb = [np.stack([image[i], image[i] ** 2, 1 - image[i]]) for i in range(6)]
+    m2 = train(rgb, [truth[i] for i in range(6)], channel_axis=0, **FAST)
+    assert m2.info.two_d and m2.info.channels == 3 and m2.info.in_channels == 3
+    assert segment(rgb[0], m2, device="cpu").shape == (64, 64)

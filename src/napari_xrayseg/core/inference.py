@@ -147,6 +147,24 @@ def _meta(
     }
 
 
+def _channel_input(image: Any, model: Model | str | os.PathLike) -> Any:
+    """A multi-channel model's image as a :class:`~napari_xrayseg.core.channels.ChannelStack`.
+
+    Its channel axis is the one the model was trained with; a different channel count is an error.
+    """
+    from .models import read_model_info
+
+    info = model.info if isinstance(model, Model) else read_model_info(model)
+    if info.channels == 1:
+        return image
+    from .channels import split_channels
+
+    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+        image = np.asarray(image)
+    ax = info.channel_axis if info.channel_axis is not None and info.channel_axis < len(image.shape) else 0
+    return split_channels(image, ax, channels=info.channels)
+
+
 def build_job(
     image: Any,
     model: Model | str | os.PathLike,
@@ -176,6 +194,8 @@ def build_job(
         As :func:`segment`.
     """
     cfg = config
+    raw = image
+    image = _channel_input(image, model)
     image = check_image(image)
     check_chunks_present(image)
     axes = parse_axes(cfg.axes, len(image.shape), default=cfg.axis) if cfg.axes is not None else [cfg.axis]
@@ -188,7 +208,7 @@ def build_job(
     probs = len(axes) > 1 or cfg.confidence is not None or cfg.tta
     merger: LabelMerger | ProbMerger = ProbMerger(len(axes), cfg.tta, cfg.confidence) if probs else LabelMerger()
     dev = resolve_device(cfg.device)
-    reads = [image, *inputs, *([model] if isinstance(model, (str, os.PathLike)) else [])]
+    reads = [raw, *inputs, *([model] if isinstance(model, (str, os.PathLike)) else [])]
     model = as_model(model, dev)
     vox = _voxel_size(image, model, cfg)
     prec = resolve_precision(cfg.precision, dev)
@@ -211,7 +231,11 @@ def build_job(
         old = read_output_meta(labels_claim.path) if labels_claim.resume else None
         if old is not None and model.info.normalization.get("low") is None:
             norm = old.get("normalization")  # the bounds the first run computed from this image
-    if norm is None and not (model.info.two_d and model.info.normalization.get("low") is None):
+    if (
+        norm is None
+        and model.info.channels == 1
+        and not (model.info.two_d and model.info.normalization.get("low") is None)
+    ):
         norm = resolved_normalization(model.info.normalization, image)
     plans = plan_passes(
         image,

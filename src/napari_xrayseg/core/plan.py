@@ -127,11 +127,7 @@ class SegmentPlan:
     normalization: dict[str, Any]
     precision: str = "fp32"  # resolved: fp32, bf16 or fp16
     independent: bool = False  # slices are unrelated 2D images (a two_d model): no halo, own context
-
-    @property
-    def per_slice_bounds(self) -> bool:
-        """Whether each slice is normalised by its own percentile bounds (independent images)."""
-        return self.independent and self.normalization.get("low") is None
+    channels: int = 1  # image channels (the image is then a ChannelStack: reads come channel first)
 
     @property
     def is2d(self) -> bool:
@@ -169,14 +165,19 @@ class SegmentPlan:
         return (slice(None),) * 2 if self.is2d else slab_slicer(self.axis, r[0], r[1], 3)
 
     def read(self, image: Any, r: tuple[int, int]) -> np.ndarray:
-        """Slices ``r`` plus the context halo (clipped at the volume ends), slicing axis first."""
+        """Slices ``r`` plus the context halo (clipped at the volume ends), slicing axis first.
+
+        Channel first, then slicing axis, for a multi-channel image.
+        """
         lo, hi = r if self.independent else context_range(r[0], r[1], self.context, self.n)
+        lead = int(self.channels > 1)
         if self.is2d:
-            return read_block(image, (Ellipsis,), what="image")[None]
+            data = read_block(image, (Ellipsis,), what="image")
+            return data[:, None] if lead else data[None]
         data = read_block(
             image, slab_slicer(self.axis, lo, hi, 3), what=f"image (slices {lo}..{hi - 1} along axis {self.axis})"
         )
-        return np.moveaxis(data, self.axis, 0)
+        return np.moveaxis(data, lead + self.axis, lead)
 
     def inputs(
         self, data: np.ndarray, r: tuple[int, int], per_call: int
@@ -184,13 +185,26 @@ class SegmentPlan:
         """Normalised network inputs of slab ``r`` from its :meth:`read` data: ``(start, stop, input)``.
 
         ``per_call`` slices at a time; with context k > 1 each input is (N, k, Y, X), stacked
-        per call (memory k x a call, not k x the slab).
+        per call (memory k x a call, not k x the slab). With C channels, (N, C x k, Y, X):
+        each channel normalised by its own bounds, its k context slices together.
 
         Raises
         ------
         InputError
             If the slab holds NaN or inf.
         """
+        if self.channels == 1:
+            yield from self._inputs(data, r, per_call, self.normalization)
+            return
+        bounds = self.normalization.get("channel_bounds") or [self.normalization] * self.channels
+        parts = [self._inputs(data[c], r, per_call, bounds[c]) for c in range(self.channels)]
+        for got in zip(*parts):
+            s, e = got[0][:2]
+            yield s, e, np.concatenate([x[:, None] if x.ndim == 3 else x for _, _, x in got], axis=1)
+
+    def _inputs(
+        self, data: np.ndarray, r: tuple[int, int], per_call: int, normalization: dict[str, Any]
+    ) -> Generator[tuple[int, int, np.ndarray], None, None]:
         k = self.context
         lo, hi = r if self.independent else context_range(r[0], r[1], k, self.n)
         if data.dtype.kind == "f" and not np.isfinite(data).all():
@@ -198,11 +212,11 @@ class SegmentPlan:
                 f"image holds NaN or inf values in slices {lo}..{hi - 1} along axis "
                 f"{self.axis}: replace them (e.g. np.nan_to_num) before segmenting"
             )
-        if self.per_slice_bounds:
-            pct = tuple(self.normalization.get("percentiles") or (0.5, 99.5))
+        if self.independent and normalization.get("low") is None:  # every image by its own bounds
+            pct = tuple(normalization.get("percentiles") or (0.5, 99.5))
             x = np.stack([apply_normalization(d, compute_normalization(d, percentiles=pct)) for d in data])
         else:
-            x = apply_normalization(data, self.normalization)
+            x = apply_normalization(data, normalization)
         if self.independent:  # each image is its own context
             for s in range(0, r[1] - r[0], per_call):
                 e = min(s + per_call, r[1] - r[0])
@@ -298,16 +312,22 @@ def plan_segment(
     chunks3 = (1, *chunks) if (is2d and chunks) else chunks
     depth = plan_slab_depth(shape3, axis, chunks3, slab)
     two_d = bool(getattr(info, "two_d", False))
+    channels = int(getattr(info, "channels", 1))
     if normalization is not None:
         norm = normalization
     elif two_d and info.normalization.get("low") is None:
         norm = dict(info.normalization)  # every image by its own bounds, slice by slice
+    elif channels > 1:  # every channel by its own bounds
+        norm = {
+            **info.normalization,
+            "channel_bounds": [resolved_normalization(info.normalization, v) for v in image.views],
+        }
     else:
         norm = resolved_normalization(info.normalization, image)
     return SegmentPlan(
         shape=tuple(int(s) for s in image.shape),
         axis=axis,
-        context=info.in_channels,
+        context=info.context,
         depth=depth,
         tile=tile if tile == AUTO else int(tile),
         overlap=float(overlap),
@@ -316,6 +336,7 @@ def plan_segment(
         normalization=norm,
         precision=precision,
         independent=two_d,
+        channels=channels,
     )
 
 

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .channels import ChannelStack
 from .config import TrainConfig
 from .device import resolve_device
 from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError
@@ -666,10 +667,16 @@ def _start_model(
     seed: int,
     device: torch.device,
     context: int = 1,
+    channels: int = 1,
 ) -> Model:
     if init is None:
         return init_model(
-            arch, size=size or (_D.size if arch == _D.arch else None), classes=classes, seed=seed, context=context
+            arch,
+            size=size or (_D.size if arch == _D.arch else None),
+            classes=classes,
+            seed=seed,
+            context=context,
+            channels=channels,
         )
     if isinstance(init, (str, os.PathLike)):
         base = load_model(init, device="cpu")
@@ -681,6 +688,11 @@ def _start_model(
         raise InputError(
             f"init model has classes {list(base.info.classes)} but the labels annotate classes "
             f"{classes}: paint the same classes or train a new model (init=None)"
+        )
+    if base.info.channels != channels:
+        raise InputError(
+            f"init model takes {base.info.channels} image channel(s) but the images have {channels}: "
+            "give images with the model's channels or train a new model"
         )
     if base.info.context != context:
         raise InputError(
@@ -780,6 +792,9 @@ def _settings(kw: dict[str, Any]) -> dict[str, Any]:
     s["seed"] = _check_positive_int("seed", kw["seed"], 0)
     s["context"] = _resolve_context(kw["context"], kw["init"], kw["arch"])
     s["context_arg"] = kw["context"]
+    ca = kw["channel_axis"]
+    if ca is not None and (isinstance(ca, bool) or not isinstance(ca, (int, np.integer))):
+        raise InputError(f"channel_axis {ca!r} must be an integer axis of the image, or None")
     if kw["normalize"] not in NORMALIZE:
         raise InputError(f"unknown normalize {kw['normalize']!r}: choose one of {list(NORMALIZE)}")
     s["dev"] = resolve_device(kw["device"])
@@ -865,6 +880,24 @@ def _pairs(image: Any, labels: Any) -> tuple[list[tuple[Any, Any]], bool]:
     return pairs, True
 
 
+def _with_channels(image: Any, s: dict[str, Any]) -> Any:
+    """Declare the channel axis of the image(s): :class:`ChannelStack` s with one channel count."""
+    from .channels import split_channels
+
+    if s["normalize"] == "fixed":
+        raise InputError("multi-channel images are normalised per image and channel: use normalize='image'")
+    if s["axes"] is not None:
+        raise InputError("multi-channel images are trained along one axis: leave axes unset with channel_axis")
+    several = isinstance(image, (list, tuple)) and len(image) > 0 and all(hasattr(i, "shape") for i in image)
+    stacks = [
+        split_channels(im, s["channel_axis"], what=f"image {i}") for i, im in enumerate(image if several else [image])
+    ]
+    counts = {st.channels for st in stacks}
+    if len(counts) > 1:
+        raise InputError(f"images have different channel counts {sorted(counts)}: give every image the same channels")
+    return stacks if several else stacks[0]
+
+
 def _is_plane(shape: tuple[int, ...], axis: int) -> bool:
     """A 2D image, or a volume one slice deep along ``axis``."""
     return len(shape) == 2 or shape[axis] == 1
@@ -886,6 +919,31 @@ def _item_2d(
     if len(image.shape) == 2:
         return _annotated_slices(image, labels, 0, True, cancel, 1)
     return _annotated_slices(image, labels, axis, False, cancel, 1)
+
+
+def _view_rows(
+    image: Any,
+    labels: Any,
+    two_d: bool,
+    axis: int,
+    context: int,
+    pooled: dict[str, Any] | None,
+    cancel: CancelToken | None,
+) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Annotated slices of one single-channel image, normalised: (indices, (N, k, Y, X), (N, Y, X))."""
+    if two_d:
+        idx, im, lb = _item_2d(image, labels, axis, cancel)
+        if not idx:
+            return idx, im, lb
+        # each image by its own bounds, unless pooled
+        im = np.stack([apply_normalization(r, pooled or compute_normalization(r[0])) for r in im])
+        return idx, (np.repeat(im, context, axis=1) if context > 1 else im), lb  # context: the image itself
+    idx, im, lb = _annotated_slices(image, labels, axis, len(image.shape) == 2, cancel, context)
+    if not idx:
+        return idx, im, lb
+    if not np.all(np.isfinite(im)):
+        raise InputError("image holds NaN or inf values in annotated slices: replace them (e.g. np.nan_to_num)")
+    return idx, apply_normalization(im, pooled or compute_normalization(image)), lb
 
 
 def _load_rows(
@@ -912,30 +970,24 @@ def _load_rows(
     extra_l: list[np.ndarray] = []
     counts: dict[int, int] = {}
     for p, (image, labels) in enumerate(pairs):
-        if two_d:
-            idx, im, lb = _item_2d(image, labels, axis, cancel)
-            if not idx:
-                continue
-            # each image by its own bounds, unless pooled
-            im = np.stack([apply_normalization(r, pooled or compute_normalization(r[0])) for r in im])
-            im = np.repeat(im, context, axis=1) if context > 1 else im  # context: the image itself
+        if isinstance(image, ChannelStack):  # every channel by its own bounds, its context together
+            got = [_view_rows(v, labels, two_d, axis, context, None, cancel) for v in image.views]
+            idx, lb = got[0][0], got[0][2]
+            im = np.concatenate([g[1] for g in got], axis=1) if idx else None
+        elif two_d:
+            idx, im, lb = _view_rows(image, labels, True, axis, context, pooled, cancel)
         else:
-            is2d = len(image.shape) == 2
-            idx, im, lb = _annotated_slices(image, labels, axis, is2d, cancel, context)
-            if not idx:
-                continue
-            if not np.all(np.isfinite(im)):
-                raise InputError("image holds NaN or inf values in annotated slices: replace them (e.g. np.nan_to_num)")
-            bounds = pooled or compute_normalization(image)
-            if len(ax_list) > 1:
+            idx, im, lb = _view_rows(image, labels, False, axis, context, pooled, cancel)
+            if idx and len(ax_list) > 1:
+                bounds = pooled or compute_normalization(image)
                 both_i, both_l, c = _orthogonal_slices(image, labels, ax_list[1:], im, lb, cancel, context)
                 for k, v in c.items():
                     counts[k] = counts.get(k, 0) + v
                 if len(both_l) > len(lb):
                     extra_i.append(apply_normalization(both_i[len(lb) :], bounds))
                     extra_l.append(both_l[len(lb) :])
-                im, lb = both_i[: len(lb)], both_l[: len(lb)]
-            im = apply_normalization(im, bounds)
+        if not idx:
+            continue
         ids += [(p, i) for i in idx]
         imgs.append(im)
         labs.append(lb)
@@ -957,6 +1009,8 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
     """Annotated slices -> normalised training and validation data and a patch sampler."""
     from .plan import parse_axes
 
+    if s["channel_axis"] is not None:
+        image = _with_channels(image, s)
     pairs, multi = _pairs(image, labels)
     if not multi:
         image = check_image(image)
@@ -1037,6 +1091,7 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
     return {
         "pairs": pairs,
         "multi": multi,
+        "channels": pairs[0][0].channels if isinstance(pairs[0][0], ChannelStack) else 1,
         "two_d": two_d,
         "axis": axis,
         "axes": ax_list,
@@ -1056,7 +1111,11 @@ def _build(
     s: dict[str, Any], d: dict[str, Any], cancel: CancelToken | None
 ) -> tuple[Model, _SupervisedStep, SlicePredictor | None]:
     """The model to train (new or fine-tuned), its optimiser step and the validation predictor."""
-    model = _start_model(s["init"], s["arch"], s["size"], d["classes"], s["seed"], s["dev"], s["context"])
+    model = _start_model(
+        s["init"], s["arch"], s["size"], d["classes"], s["seed"], s["dev"], s["context"], d["channels"]
+    )
+    if d["channels"] > 1:
+        model.info.channel_axis = d["pairs"][0][0].channel_axis
     norm = dict(d["norm"])
     if s["normalize"] == "image":  # bounds computed from each input at inference; these are for the record
         norm = {**norm, "low": None, "high": None, "training_bounds": [norm["low"], norm["high"]]}
@@ -1133,6 +1192,7 @@ def _record(s: dict[str, Any], d: dict[str, Any], model: Model) -> dict[str, Any
         "image_shape": [int(v) for v in d["pairs"][0][0].shape] if not d["multi"] else None,
         "inputs": [[int(v) for v in im.shape] for im, _ in d["pairs"]] if d["multi"] else None,
         "two_d": d["two_d"],
+        "channel_axis": s["channel_axis"],
         "annotated_slices": d["idx"],
         "val_slices": d["val_slices"],
         "validation": d["val_kind"],
@@ -1279,6 +1339,7 @@ def iter_train(
     axes: str | Sequence[int] | None = None,
     normalize: str = _D.normalize,
     two_d: bool | None = None,
+    channel_axis: int | None = None,
     voxel_size: float | Sequence[float] | None = None,
     unit: str | None = None,
     out: str | os.PathLike | None = None,
@@ -1319,6 +1380,7 @@ def iter_train(
             "axes": axes,
             "normalize": normalize,
             "two_d": two_d,
+            "channel_axis": channel_axis,
             "out": out,
             "overwrite": overwrite,
         }
@@ -1387,6 +1449,7 @@ def train(
     axes: str | Sequence[int] | None = None,
     normalize: str = _D.normalize,
     two_d: bool | None = None,
+    channel_axis: int | None = None,
     pixel_weight: float = _D.pixel_weight,
     voxel_size: float | Sequence[float] | None = None,
     unit: str | None = None,
@@ -1490,6 +1553,13 @@ def train(
         holds out whole images, and the model records the mode (``info.two_d``) so
         ``segment`` treats every slice of a stack it is given as an independent image.
         Default (None): on when several inputs are given and all are single 2D images.
+    channel_axis : int, optional
+        The images have channels along this axis (phase and absorption tomograms, dual
+        energy, RGB): e.g. 1 for (Z, C, Y, X), 0 for (C, Y, X); the labels have the shape
+        without it. Each channel is normalised by its own bounds (``normalize="image"``
+        only); the network takes ``channels x context`` inputs; the model records the
+        channel count and axis (``info.channels``, ``info.channel_axis``) and ``segment``
+        refuses an image with another channel count.
     voxel_size : float or sequence of float, optional
         Voxel size of the training image, one number (isotropic) or one per axis (z, y, x),
         stored in the model (``info.voxel_size``, ``info.unit``) so that ``segment`` can warn
@@ -1576,6 +1646,7 @@ def train(
             axes=axes,
             normalize=normalize,
             two_d=two_d,
+            channel_axis=channel_axis,
             voxel_size=voxel_size,
             unit=unit,
             out=out,
