@@ -530,7 +530,9 @@ def iter_export_bioimageio(
         import torch
 
         ts_path = d / "weights_torchscript.pt"
-        torch.jit.save(ts, str(ts_path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still what the zoo runs
+            torch.jit.save(ts, str(ts_path))
         with torch.no_grad():
             got = ts(torch.from_numpy(x)).numpy()
         diff = float(np.abs(got - expected).max())
