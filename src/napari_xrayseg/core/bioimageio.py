@@ -52,6 +52,7 @@ __all__ = [
     "export_bioimageio",
     "import_bioimageio",
     "iter_export_bioimageio",
+    "iter_import_bioimageio",
     "package_test_input",
 ]
 
@@ -761,3 +762,14 @@ def import_bioimageio(package: str | os.PathLike, out: str | os.PathLike, *, ove
     finally:
         if not isinstance(files, Path):
             files.close()
+
+
+def iter_import_bioimageio(
+    package: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False, cancel: CancelToken | None = None
+) -> Generator[Progress, None, Path]:
+    """:func:`import_bioimageio` as a progress generator (for the widgets' job runner)."""
+    check(cancel)
+    yield Progress(0, 1, f"reading {Path(package).name}")
+    path = import_bioimageio(package, out, overwrite=overwrite)
+    yield Progress(1, 1, f"wrote {path}")
+    return path
