@@ -580,6 +580,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
         license=a.license,
         cite=cite,
         side=a.side,
+        fixed_bounds=a.fixed_bounds,
         test=not a.no_test,
         overwrite=a.overwrite,
         callback=_ProgressPrinter("export"),
@@ -631,6 +632,12 @@ def _add_bioimageio(sub: Any) -> None:
     )
     p.add_argument(
         "--side", type=int, default=128, help="side of the test input, rounded to what the model takes (default: 128)"
+    )
+    p.add_argument(
+        "--fixed-bounds",
+        action="store_true",
+        help="freeze --image's percentile bounds into the package (exactly napari-xrayseg's result on scans "
+        "like it) instead of the percentiles of each slice (for models that normalise per image)",
     )
     p.add_argument("--no-test", action="store_true", help="skip bioimageio.core's model test of the package")
     _add_overwrite(p)

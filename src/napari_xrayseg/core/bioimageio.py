@@ -194,10 +194,15 @@ def _preprocessing(info: ModelInfo) -> list[dict[str, Any]]:
 def _preprocessing_text(info: ModelInfo) -> str:
     norm = info.normalization
     if norm.get("low") is not None and norm.get("high") is not None:
+        whose = (
+            "the image given at export, frozen into the package"
+            if norm.get("frozen")
+            else "the training image, stored in the model"
+        )
         return (
             f"grey levels mapped linearly so that {norm['low']:.6g} -> 0 and {norm['high']:.6g} -> 1 "
-            f"(the {norm.get('percentiles', [0.5, 99.5])} percentiles of the training image, stored in the "
-            "model; values outside are kept, not clipped): `scale_linear`, exactly as napari-xrayseg does"
+            f"(the {norm.get('percentiles', [0.5, 99.5])} percentiles of {whose}; values outside are kept, "
+            "not clipped): `scale_linear`, exactly as napari-xrayseg does"
         )
     p = norm.get("percentiles") or [0.5, 99.5]
     return (
@@ -348,6 +353,7 @@ def _rdf(
     halo: int,
     model_sha: str,
     files: dict[str, str],
+    original: dict[str, Any],
 ) -> dict[str, Any]:
     import torch
 
@@ -420,9 +426,10 @@ def _rdf(
                 "model_file": PACKAGE_MODEL_FILE,
                 "model_sha256": model_sha,
                 "tile_overlap": halo,
+                "fixed_bounds": bool(info.normalization.get("frozen")),
                 "exported_by": f"napari-xrayseg {__version__}",
                 "classes": list(info.classes),
-                "model": info.to_dict(),
+                "model": original,
             },
         },
     }
@@ -447,6 +454,7 @@ def iter_export_bioimageio(
     license: str = "CC-BY-4.0",
     cite: Sequence[dict[str, str]] = (),
     side: int = 128,
+    fixed_bounds: bool = False,
     test: bool = True,
     overwrite: bool = False,
     cancel: CancelToken | None = None,
@@ -473,6 +481,12 @@ def iter_export_bioimageio(
         before napari-xrayseg's, MONAI's and U-Net's.
     side : int
         Smallest side of the test input (rounded up to what the package accepts).
+    fixed_bounds : bool
+        For a model that normalises each image by its own percentiles: freeze the
+        percentile bounds of ``image`` (the whole volume, as napari-xrayseg computes them)
+        into the package as ``scale_linear``, so that it segments scans like ``image``
+        exactly as napari-xrayseg does, instead of taking the percentiles of each slice
+        (``scale_range``). The attached model file is unchanged.
     test : bool
         Run ``bioimageio.core``'s model test on the package before writing it (a failed
         test raises instead of writing).
@@ -504,6 +518,14 @@ def iter_export_bioimageio(
     m = as_model(model)
     m = Model(copy.deepcopy(m.network).cpu().eval(), copy.deepcopy(m.info), None)
     info = m.info
+    original = info.to_dict()  # the attachment's description, whatever the package's preprocessing
+    if fixed_bounds:
+        if image is None:
+            raise InputError("fixed_bounds (--fixed-bounds) freezes the bounds of an image: give the image (--image)")
+        from .normalize import compute_normalization
+
+        pct = tuple(info.normalization.get("percentiles") or (0.5, 99.5))
+        info.normalization = {**compute_normalization(image, percentiles=pct), "frozen": True}
     total = 6 if test else 5
     classes = ", ".join(info.class_names)
     name = name or _NAME_BAD.sub("-", f"napari-xrayseg {info.arch} ({' '.join(info.class_names)})")[:128]
@@ -563,6 +585,7 @@ def iter_export_bioimageio(
             halo=halo,
             model_sha=model_sha,
             files=files,
+            original=original,
         )
         (d / "rdf.yaml").write_text(json.dumps(rdf, indent=2), encoding="utf-8")  # JSON is YAML
         check(cancel)
