@@ -147,16 +147,26 @@ def test_import_restores_the_model_bit_for_bit(exported, tmp_path):
     assert import_bioimageio(tmp_path / "unpacked", tmp_path / "b2").read_bytes() == path.read_bytes()
 
 
-def test_export_an_untrained_3d_model_object(tmp_path):
-    """A Model object (not a file), a 3D network over 5 slices, the synthetic sample as test input."""
+def test_3d_model_is_packaged_as_a_volume_model(tmp_path):
+    """unet3d (a Model object, not a file) becomes a z, y, x model that runs volumes as segment does."""
+    from bioimageio.core import test_model
+
     model = init_model("unet3d", size="tiny", context=5, classes=[0, 4], class_names=["matrix", "crack"])
-    package = export_bioimageio(model, tmp_path / "m3", side=32)
+    package = export_bioimageio(model, tmp_path / "m3", side=32, test=False)
     assert package == tmp_path / "m3.zip" and model.path is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert test_model(package, weight_format="torchscript", devices=["cpu"]).status == "passed"
+    rdf = _rdf(package)
+    assert [a.get("id", a["type"]) for a in rdf["inputs"][0]["axes"]] == ["batch", "channel", "z", "y", "x"]
+    assert rdf["inputs"][0]["axes"][2]["size"] == {"min": 4, "step": 4}  # depth + 2 x 2 context: z stride 4
     x = np.load(zipfile.ZipFile(package).open("test_input.npy"))
-    assert x.shape == (1, 5, 32, 32)
-    got = _core_predict(package, x)
-    expected = np.load(zipfile.ZipFile(package).open("test_output.npy"))
-    assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.999
+    assert x.shape == (1, 1, 8, 32, 32)
+    # a volume of another size, against segment() on the same volume
+    volume = make_phantom((12, 40, 48), seed=5)[0]
+    got = _core_predict(package, np.ascontiguousarray(volume[None, None]))
+    ours = segment(volume, model, device="cpu", precision="fp32")
+    assert (np.asarray([0, 4])[got[0].argmax(0)] == ours).mean() >= 0.999
     back = load_model(import_bioimageio(package, tmp_path / "m3.safetensors"))
     assert back.info.classes == [0, 4] and back.info.arch == "unet3d"
     for ta, tb in zip(model.network.state_dict().values(), back.network.state_dict().values()):
@@ -202,3 +212,25 @@ def test_saved_model_file_is_the_attachment(tiny_model, tmp_path):
     path = save_model(tiny_model, tmp_path / "m.safetensors")
     package = export_bioimageio(path, tmp_path / "m.zip", side=16, test=False)
     assert zipfile.ZipFile(package).read(PACKAGE_MODEL_FILE) == path.read_bytes()
+
+
+def test_fixed_bounds_reproduce_segment_on_the_whole_volume(exported, volume, tmp_path):
+    """Per-image models: freezing the volume's bounds makes every slice's prediction equal segment()'s."""
+    from napari_xrayseg.core.normalize import compute_normalization
+    from napari_xrayseg.core.tiling import stack_context
+
+    model, path, _ = exported
+    image = volume[0]
+    if model.info.normalization["low"] is not None:
+        with pytest.raises(InputError, match="give the image"):
+            export_bioimageio(path, tmp_path / "f.zip", fixed_bounds=True, test=False)
+        return
+    package = export_bioimageio(path, tmp_path / "f.zip", image=image, fixed_bounds=True, side=32, test=False)
+    (scale,) = [s for s in _rdf(package)["inputs"][0]["preprocessing"] if s["id"] == "scale_linear"]
+    norm = compute_normalization(image)
+    assert scale["kwargs"]["gain"] == pytest.approx(1 / (norm["high"] - norm["low"]))
+    assert _rdf(package)["config"]["napari_xrayseg"]["model"]["normalization"]["low"] is None  # the model's own
+    lut = np.asarray(model.info.classes)
+    stacks = stack_context(image, 3)
+    got = np.stack([lut[_core_predict(package, np.ascontiguousarray(s[None]))[0].argmax(0)] for s in stacks])
+    assert (got == segment(image, model, device="cpu", precision="fp32")).mean() >= 0.999

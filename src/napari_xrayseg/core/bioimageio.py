@@ -120,6 +120,21 @@ def _side(model: Model, want: int, limit: int | None) -> int:
     return side
 
 
+def _volumetric(model: Model) -> bool:
+    """A 3D network (``unet3d``): packaged as a volume model (z axis), not a 2.5D one."""
+    return bool(getattr(model.network, "volumetric", False))
+
+
+def _depths(model: Model) -> tuple[int, int]:
+    """(smallest, step) of the depths a 3D package takes.
+
+    The depth plus the context halo on both sides is a multiple of the network's z stride,
+    so the network pads nothing itself (a traced graph cannot vary that padding).
+    """
+    zs, h = int(model.network.zstride), model.info.in_channels // 2
+    return (-2 * h) % zs or zs, zs
+
+
 def _channel_names(k: int) -> list[str]:
     h = k // 2
     return ["slice" if j == h else f"slice{j - h:+d}" for j in range(k)]
@@ -145,6 +160,8 @@ def package_test_input(model: Model, image: Any = None, *, side: int = 128) -> n
     from .tiling import stack_context
 
     k = model.info.in_channels
+    if _volumetric(model):
+        return _volume_test_input(model, image, side)
     if image is None:
         from .sample import make_phantom
 
@@ -169,16 +186,39 @@ def package_test_input(model: Model, image: Any = None, *, side: int = 128) -> n
     return np.ascontiguousarray(stack, dtype=np.float32)
 
 
+def _volume_test_input(model: Model, image: Any, side: int) -> np.ndarray:
+    """A 3D package's raw test input, shape (1, 1, D, S, S): the middle D slices of ``image``, centre crop."""
+    from .io import read_block
+
+    lo, step = _depths(model)
+    depth = lo + step * -(-(max(model.info.in_channels, 2 * step) - lo) // step)
+    if image is None:
+        from .sample import make_phantom
+
+        s = _side(model, side, None)
+        return make_phantom((depth, s, s), seed=0)[0][None, None].astype(np.float32)
+    shape = tuple(image.shape)
+    if len(shape) != 3 or shape[0] < lo:
+        raise InputError(
+            f"test image has shape {shape}: a 3D model's package needs a volume of at least {lo} slices (--image)"
+        )
+    depth = min(depth, lo + step * ((shape[0] - lo) // step))
+    s = _side(model, side, min(shape[-2:]))
+    z0, y0, x0 = (shape[0] - depth) // 2, (shape[1] - s) // 2, (shape[2] - s) // 2
+    block = read_block(image, (slice(z0, z0 + depth), slice(y0, y0 + s), slice(x0, x0 + s)), what="test image")
+    return np.ascontiguousarray(block, dtype=np.float32)[None, None]
+
+
 def _normalised(model: Model, raw: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     """The test input as napari-xrayseg normalises it (bounds from the model, else from the input)."""
     from .normalize import apply_normalization
     from .plan import resolved_normalization
 
-    norm = resolved_normalization(model.info.normalization, raw[0])
+    norm = resolved_normalization(model.info.normalization, raw.reshape(-1, *raw.shape[-2:]))
     return apply_normalization(raw, norm), norm
 
 
-def _preprocessing(info: ModelInfo) -> list[dict[str, Any]]:
+def _preprocessing(info: ModelInfo, volumetric: bool = False) -> list[dict[str, Any]]:
     norm = info.normalization
     steps: list[dict[str, Any]] = [{"id": "ensure_dtype", "kwargs": {"dtype": "float32"}}]
     if norm.get("low") is not None and norm.get("high") is not None:
@@ -186,7 +226,8 @@ def _preprocessing(info: ModelInfo) -> list[dict[str, Any]]:
         steps.append({"id": "scale_linear", "kwargs": {"gain": 1.0 / (hi - lo), "offset": -lo / (hi - lo)}})
     else:
         p0, p1 = (float(p) for p in (norm.get("percentiles") or (0.5, 99.5)))
-        kw = {"axes": ["channel", "y", "x"], "min_percentile": p0, "max_percentile": p1}
+        axes = ["channel", "z", "y", "x"] if volumetric else ["channel", "y", "x"]
+        kw = {"axes": axes, "min_percentile": p0, "max_percentile": p1}
         steps.append({"id": "scale_range", "kwargs": kw})
     return steps
 
@@ -207,19 +248,37 @@ def _preprocessing_text(info: ModelInfo) -> str:
     p = norm.get("percentiles") or [0.5, 99.5]
     return (
         f"grey levels mapped linearly so that the {p[0]} and {p[1]} percentiles of each input go to 0 and 1 "
-        "(`scale_range` per sample; napari-xrayseg takes these percentiles over a sample of the whole "
-        "volume instead of each slice, so whole volumes can differ slightly)"
+        "(`scale_range` per sample; napari-xrayseg takes them over a sample of the whole volume, so inputs "
+        "that are part of a volume can differ slightly: export with fixed bounds for exactly its result)"
     )
 
 
 # --------------------------------------------------------------------------- export
 
 
-def _trace(net: Any, x: np.ndarray) -> Any:
-    """TorchScript of ``softmax(net(x), dim=1)`` traced on ``x`` (eval mode, CPU)."""
+def _trace(net: Any, x: np.ndarray, halo: int = 0) -> Any:
+    """TorchScript of ``softmax(net(x), dim=1)`` traced on ``x`` (eval mode, CPU).
+
+    A 3D network (``x`` of shape (B, 1, D, Y, X)) runs as napari-xrayseg runs a slab: the
+    volume edge-replicated by the context ``halo`` in z, the network, the halo cropped.
+    """
     import torch
 
-    wrapped = torch.nn.Sequential(net, torch.nn.Softmax(dim=1)).eval()
+    if x.ndim == 5:
+
+        class _Volume(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = net
+
+            def forward(self, v: torch.Tensor) -> torch.Tensor:
+                v = torch.nn.functional.pad(v, (0, 0, 0, 0, halo, halo), mode="replicate")
+                y = self.net.forward_volume(v)
+                return torch.softmax(y[:, :, halo : y.shape[2] - halo], dim=1)
+
+        wrapped = _Volume().eval()
+    else:
+        wrapped = torch.nn.Sequential(net, torch.nn.Softmax(dim=1)).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit deprecation notes, MONAI's trace-time shape checks
         with torch.no_grad():
@@ -231,21 +290,38 @@ def _cover(x: np.ndarray, probs: np.ndarray, path: Path) -> None:
     from matplotlib import colormaps
     from matplotlib.image import imsave
 
+    if x.ndim == 5:  # a volume: its middle slice
+        x, probs = x[:, 0].copy(), probs[:, :, probs.shape[2] // 2]
     grey = np.clip(x[0, x.shape[1] // 2], 0, 1)
     labels = probs[0].argmax(0)
     colours = colormaps["tab10"](labels % 10)[..., :3]
     imsave(path, np.concatenate([np.repeat(grey[..., None], 3, axis=2), colours], axis=1))
 
 
-def _readme(info: ModelInfo, name: str, description: str, min_side: int, halo: int) -> str:
-    tr = info.train or {}
-    rows = "\n".join(f"| {i} | {c} | {n} |" for i, (c, n) in enumerate(zip(info.classes, info.class_names)))
+def _input_text(info: ModelInfo, min_side: int, depths: tuple[int, int] | None) -> str:
     k = info.in_channels
+    size = f"Height and width: multiples of {info.stride}, at least {min_side}."
+    if depths:
+        return (
+            "Tensor `input`, axes `batch, channel, z, y, x`: a volume, one grey channel. The 3D network "
+            f"sees each slice with {k // 2} neighbours on each side; the package pads the volume's ends "
+            f"by repeating the end slices, as napari-xrayseg does. Depth: {depths[0]} + a multiple of "
+            f"{depths[1]}. {size}"
+        )
     ctx = (
         "one slice"
         if k == 1
         else f"a slice and its {k // 2} neighbours on each side along the slicing axis ({', '.join(_channel_names(k))})"
     )
+    kind = "" if k == 1 else ': the model is "2.5D" (its output is the middle slice\'s segmentation)'
+    return f"Tensor `input`, axes `batch, channel, y, x`. The channels are {ctx}{kind}. {size}"
+
+
+def _readme(
+    info: ModelInfo, name: str, description: str, min_side: int, halo: int, depths: tuple[int, int] | None = None
+) -> str:
+    tr = info.train or {}
+    rows = "\n".join(f"| {i} | {c} | {n} |" for i, (c, n) in enumerate(zip(info.classes, info.class_names)))
     best = tr.get("best_val_dice")
     epochs = tr.get("epochs_run", len(info.history))
     valid = (
@@ -264,15 +340,13 @@ Exported from [napari-xrayseg](https://github.com/napari-xrayseg/napari-xrayseg)
 
 ## Input
 
-Tensor `input`, axes `batch, channel, y, x`. The channels are {ctx}: the model is
-"2.5D" (its output is the middle slice's segmentation). Height and width: multiples of
-{info.stride}, at least {min_side}.
+{_input_text(info, min_side, depths)}
 
 Preprocessing: {_preprocessing_text(info)}.
 
 ## Output
 
-Tensor `probabilities`, axes `batch, channel, y, x`: one probability map per class
+Tensor `probabilities`, axes `batch, channel, {"z, " if depths else ""}y, x`: one probability map per class
 (softmax over the channels). The segmentation is the argmax over the channels;
 channel *i* stands for label value `classes[i]`:
 
@@ -335,9 +409,9 @@ def _training_details(info: ModelInfo) -> dict[str, Any]:
 def _space_axis(name: str, info: ModelInfo, size: Any) -> dict[str, Any]:
     ax: dict[str, Any] = {"type": "space", "id": name, "size": size}
     unit = _SPACE_UNITS.get(info.unit or "")
-    if info.voxel_size and unit:
+    if info.voxel_size and unit and len(info.voxel_size) >= {"x": 1, "y": 2, "z": 3}[name]:
         ax["unit"] = unit
-        ax["scale"] = float(info.voxel_size[-1 if name == "x" else -2])
+        ax["scale"] = float(info.voxel_size[{"x": -1, "y": -2, "z": -3}[name]])
     return ax
 
 
@@ -354,6 +428,7 @@ def _rdf(
     model_sha: str,
     files: dict[str, str],
     original: dict[str, Any],
+    depths: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     import torch
 
@@ -362,7 +437,16 @@ def _rdf(
     k = info.in_channels
     spatial = {"min": min_side, "step": info.stride}
     ref = {"tensor_id": "input"}
-    dims = "2d" if k == 1 else "2.5d"
+    dims = "3d" if depths else "2d" if k == 1 else "2.5d"
+    if depths:  # a 3D network: one grey channel, a z axis
+        channels = {"type": "channel", "channel_names": ["grey"]}
+        z_in = [_space_axis("z", info, {"min": depths[0], "step": depths[1]})]
+        z_out = [_space_axis("z", info, {**ref, "axis_id": "z"})]
+        what = "a volume (raw grey levels)"
+    else:
+        channels = {"type": "channel", "channel_names": _channel_names(k)}
+        z_in = z_out = []
+        what = f"{k} context slice{'s' if k > 1 else ''} (raw grey levels)"
     return {
         "format_version": "0.5.12",
         "type": "model",
@@ -378,16 +462,17 @@ def _rdf(
         "inputs": [
             {
                 "id": "input",
-                "description": f"{k} context slice{'s' if k > 1 else ''} (raw grey levels)",
+                "description": what,
                 "axes": [
                     {"type": "batch"},
-                    {"type": "channel", "channel_names": _channel_names(k)},
+                    channels,
+                    *z_in,
                     _space_axis("y", info, dict(spatial)),
                     _space_axis("x", info, dict(spatial)),
                 ],
                 "data": {"type": "float32"},  # other types: the first preprocessing step converts them
                 "test_tensor": {"source": "test_input.npy", "sha256": files["test_input.npy"]},
-                "preprocessing": _preprocessing(info),
+                "preprocessing": _preprocessing(info, volumetric=bool(depths)),
             }
         ],
         "outputs": [
@@ -397,6 +482,7 @@ def _rdf(
                 "axes": [
                     {"type": "batch"},
                     {"type": "channel", "channel_names": list(info.class_names)},
+                    *z_out,
                     _space_axis("y", info, {**ref, "axis_id": "y"}),
                     _space_axis("x", info, {**ref, "axis_id": "x"}),
                 ],
@@ -545,11 +631,17 @@ def iter_export_bioimageio(
         s = raw.shape[-1]
         check(cancel)
         yield Progress(1, total, f"predicting the test input ({s}x{s}) with napari-xrayseg")
-        tile = s if getattr(m.network, "volumetric", False) else AUTO  # a 3D net: one window, as the traced graph
-        expected = SlicePredictor(m, device="cpu", tile=tile, precision="fp32").probs(x).astype(np.float32)
+        if _volumetric(m):  # each slice with its context stack, as segment() feeds a 3D net; one window
+            from .tiling import stack_context
+
+            stacks = stack_context(x[0, 0], m.info.in_channels)
+            probs = SlicePredictor(m, device="cpu", tile=s, precision="fp32").probs(stacks)
+            expected = np.ascontiguousarray(probs.transpose(1, 0, 2, 3)[None], dtype=np.float32)
+        else:
+            expected = SlicePredictor(m, device="cpu", tile=AUTO, precision="fp32").probs(x).astype(np.float32)
         check(cancel)
         yield Progress(2, total, "tracing the network to TorchScript")
-        ts = _trace(m.network, x)
+        ts = _trace(m.network, x, m.info.in_channels // 2)
         import torch
 
         ts_path = d / "weights_torchscript.pt"
@@ -568,7 +660,10 @@ def iter_export_bioimageio(
             shutil.copyfile(source, d / PACKAGE_MODEL_FILE)
         else:
             save_model(Model(m.network, info), d / PACKAGE_MODEL_FILE)
-        (d / "README.md").write_text(_readme(info, name, description, _min_side(m), halo), encoding="utf-8")
+        (d / "README.md").write_text(
+            _readme(info, name, description, _min_side(m), halo, _depths(m) if _volumetric(m) else None),
+            encoding="utf-8",
+        )
         files = {
             f: _sha256(d / f)
             for f in ("test_input.npy", "test_output.npy", "weights_torchscript.pt", "README.md", "cover.png")
@@ -586,6 +681,7 @@ def iter_export_bioimageio(
             model_sha=model_sha,
             files=files,
             original=original,
+            depths=_depths(m) if _volumetric(m) else None,
         )
         (d / "rdf.yaml").write_text(json.dumps(rdf, indent=2), encoding="utf-8")  # JSON is YAML
         check(cancel)
