@@ -11,8 +11,8 @@ import torch
 
 from napari_xrayseg import make_phantom, segment, train
 from napari_xrayseg.core.bioimageio import PACKAGE_MODEL_FILE, export_bioimageio, import_bioimageio
-from napari_xrayseg.core.errors import InputError, ModelFileError
-from napari_xrayseg.core.models import init_model, load_model, save_model
+from napari_xrayseg.core.errors import InputError, ModelFileError, OutputExistsError
+from napari_xrayseg.core.models import init_model, load_model, read_model_info, save_model
 
 
 def _core_predict(package, x):
@@ -212,6 +212,8 @@ def test_saved_model_file_is_the_attachment(tiny_model, tmp_path):
     path = save_model(tiny_model, tmp_path / "m.safetensors")
     package = export_bioimageio(path, tmp_path / "m.zip", side=16, test=False)
     assert zipfile.ZipFile(package).read(PACKAGE_MODEL_FILE) == path.read_bytes()
+    with pytest.raises(OutputExistsError, match="model package .* exists: choose another path"):
+        export_bioimageio(path, tmp_path / "m.zip", test=False)  # refused before any work
 
 
 def test_fixed_bounds_reproduce_segment_on_the_whole_volume(exported, volume, tmp_path):
@@ -234,3 +236,7 @@ def test_fixed_bounds_reproduce_segment_on_the_whole_volume(exported, volume, tm
     stacks = stack_context(image, 3)
     got = np.stack([lut[_core_predict(package, np.ascontiguousarray(s[None]))[0].argmax(0)] for s in stacks])
     assert (got == segment(image, model, device="cpu", precision="fp32")).mean() >= 0.999
+    # from a Model object too, the attached model keeps normalising each image itself
+    package = export_bioimageio(model, tmp_path / "g.zip", image=image, fixed_bounds=True, side=16, test=False)
+    (tmp_path / "a.safetensors").write_bytes(zipfile.ZipFile(package).read(PACKAGE_MODEL_FILE))
+    assert read_model_info(tmp_path / "a.safetensors").normalization["low"] is None

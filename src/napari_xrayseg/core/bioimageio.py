@@ -44,7 +44,7 @@ import numpy as np
 
 from .errors import InputError, ModelFileError
 from .models import Model, ModelInfo, describe_architecture, load_model, save_model
-from .output import write_file
+from .output import claim, write_file
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
 
 __all__ = [
@@ -600,11 +600,12 @@ def iter_export_bioimageio(
     out = Path(out)
     if out.suffix != ".zip":
         out = out.with_name(out.name + ".zip")
+    claim(out, overwrite=overwrite, what="model package")  # an existing package: say so now, not after the work
     source = Path(model) if isinstance(model, (str, os.PathLike)) else None
     m = as_model(model)
     m = Model(copy.deepcopy(m.network).cpu().eval(), copy.deepcopy(m.info), None)
     info = m.info
-    original = info.to_dict()  # the attachment's description, whatever the package's preprocessing
+    attached = copy.deepcopy(info)  # the attachment's description, whatever the package's preprocessing
     if fixed_bounds:
         if image is None:
             raise InputError("fixed_bounds (--fixed-bounds) freezes the bounds of an image: give the image (--image)")
@@ -659,7 +660,7 @@ def iter_export_bioimageio(
         if source is not None:
             shutil.copyfile(source, d / PACKAGE_MODEL_FILE)
         else:
-            save_model(Model(m.network, info), d / PACKAGE_MODEL_FILE)
+            save_model(Model(m.network, attached), d / PACKAGE_MODEL_FILE)
         (d / "README.md").write_text(
             _readme(info, name, description, _min_side(m), halo, _depths(m) if _volumetric(m) else None),
             encoding="utf-8",
@@ -680,7 +681,7 @@ def iter_export_bioimageio(
             halo=halo,
             model_sha=model_sha,
             files=files,
-            original=original,
+            original=attached.to_dict(),
             depths=_depths(m) if _volumetric(m) else None,
         )
         (d / "rdf.yaml").write_text(json.dumps(rdf, indent=2), encoding="utf-8")  # JSON is YAML
@@ -844,6 +845,7 @@ def import_bioimageio(package: str | os.PathLike, out: str | os.PathLike, *, ove
     out = Path(out)
     if out.suffix != ".safetensors":
         out = out.with_name(out.name + ".safetensors")
+    claim(out, overwrite=overwrite, inputs=[path], what="model file")
     rdf, files = _open_package(path)
     try:
         cfg = (rdf.get("config") or {}).get(_CONFIG_KEY) if isinstance(rdf.get("config"), dict) else None
