@@ -55,4 +55,9 @@ def test_bad_packages_are_one_line_errors(tmp_path, capsys):
     assert main(["export", "--model", str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "p.zip")]) == 2
     err = capsys.readouterr().err.strip()
     assert "does not exist" in err and "\n" not in err
+    model = tmp_path / "m.safetensors"
+    assert main(["init-model", "--out", str(model), "--size", "tiny"]) == 0
+    assert main(["export", "--model", str(model), "--out", str(tmp_path / "p.zip"), "--license", "mine"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith("invalid: license: not an SPDX licence identifier (e.g. CC-BY-4.0, MIT, BSD-3-Clause)")
     assert not (tmp_path / "o.safetensors").exists() and not (tmp_path / "p.zip").exists()

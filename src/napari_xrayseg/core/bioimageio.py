@@ -733,10 +733,20 @@ def _load_description(rdf: Path) -> Any:
     return descr
 
 
+_LONG_CHOICE = re.compile(r"((?:'[^']*', ){3})(?:'[^']*'(?:, | or ))+'[^']*'")
+
+
 def _first_errors(summary: Any) -> str:
-    errs = [e for dt in summary.details for e in (dt.errors or [])]
-    text = "; ".join(f"{'.'.join(str(x) for x in e.loc)}: {' '.join(str(e.msg).split())}" for e in errs[:2])
-    return text[:400] or str(summary.status)
+    """The first two problems of a validation summary, on one line (long lists of choices cut)."""
+    found: dict[str, str] = {}
+    for e in (e for dt in summary.details for e in (dt.errors or [])):
+        loc = [str(x) for x in e.loc]
+        if loc[:1] == ["license"]:
+            where, msg = "license", "not an SPDX licence identifier (e.g. CC-BY-4.0, MIT, BSD-3-Clause)"
+        else:
+            where, msg = ".".join(loc), _LONG_CHOICE.sub(r"\1...", " ".join(str(e.msg).split()))
+        found.setdefault(where, f"{where}: {msg}" if where else msg)
+    return "; ".join(list(found.values())[:2])[:400] or str(summary.status)
 
 
 def _save_package(descr: Any, path: Path) -> None:
