@@ -1,5 +1,6 @@
 """bioimage.io model packages: export, validation and test by bioimageio.core, same predictions, import back."""
 
+import functools
 import json
 import sys
 import warnings
@@ -15,13 +16,22 @@ from napari_xrayseg.core.errors import InputError, ModelFileError, OutputExistsE
 from napari_xrayseg.core.models import init_model, load_model, read_model_info, save_model
 
 
-def _core_predict(package, x):
-    """bioimageio.core's prediction (its preprocessing included) for a raw (1, k, Y, X) input."""
-    from bioimageio.core import load_description, predict
+@functools.lru_cache(maxsize=4)
+def _pipeline(package):
+    from bioimageio.core import create_prediction_pipeline, load_description
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sample = predict(model=load_description(package), inputs={"input": x})
+        return create_prediction_pipeline(load_description(package), devices=["cpu"])
+
+
+def _core_predict(package, x):
+    """bioimageio.core's prediction (its preprocessing included) for a raw (1, k, Y, X) input."""
+    from bioimageio.core import predict
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sample = predict(model=_pipeline(str(package)), inputs={"input": x})
     return sample.members["probabilities"].data.values
 
 
