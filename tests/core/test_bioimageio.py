@@ -219,9 +219,12 @@ def test_export_refuses_bad_arguments_in_one_line(tiny_model, tmp_path, monkeypa
 
 def test_saved_model_file_is_the_attachment(tiny_model, tmp_path):
     """Exported from a file: the attachment is that very file (its metadata and weights as they were)."""
+    tiny_model.info.voxel_size, tiny_model.info.unit = [2.0, 0.5, 0.25], "um"
     path = save_model(tiny_model, tmp_path / "m.safetensors")
     package = export_bioimageio(path, tmp_path / "m.zip", side=16, test=False)
     assert zipfile.ZipFile(package).read(PACKAGE_MODEL_FILE) == path.read_bytes()
+    y, x = _rdf(package)["inputs"][0]["axes"][2:]  # the training voxel size, in bioimage.io's unit names
+    assert (y["unit"], y["scale"], x["unit"], x["scale"]) == ("micrometer", 0.5, "micrometer", 0.25)
     with pytest.raises(OutputExistsError, match="model package .* exists: choose another path"):
         export_bioimageio(path, tmp_path / "m.zip", test=False)  # refused before any work
 

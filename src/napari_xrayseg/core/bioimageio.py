@@ -67,17 +67,20 @@ _MAX_RDF = 4 * 1024 * 1024  # bytes of rdf.yaml read at most
 _MAX_MODEL = 4 * 1024**3  # an attachment larger than this is not a napari-xrayseg model
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_+\- ()]")
 _EXTRA_HINT = 'pip install "napari-xrayseg[bioimageio]"'
-_SPACE_UNITS = {"pm": "picometer", "A": "angstrom", "nm": "nanometer", "um": "micrometer", "mm": "millimeter"}
-_SPACE_UNITS.update({"cm": "centimeter", "m": "meter"})
-
-_CITE_SELF = {"text": "napari-xrayseg: deep-learning segmentation of X-ray tomograms"}
-_CITE_SELF["url"] = "https://github.com/napari-xrayseg/napari-xrayseg"
 _CITES = [
-    {"text": "Cardoso et al. MONAI: An open-source framework for deep learning in healthcare (2022)"},
-    {"text": "Ronneberger et al. U-Net: Convolutional Networks for Biomedical Image Segmentation (MICCAI 2015)"},
+    {
+        "text": "napari-xrayseg: deep-learning segmentation of X-ray tomograms",
+        "url": "https://github.com/napari-xrayseg/napari-xrayseg",
+    },
+    {
+        "text": "Cardoso et al. MONAI: An open-source framework for deep learning in healthcare (2022)",
+        "doi": "10.48550/arXiv.2211.02701",
+    },
+    {
+        "text": "Ronneberger et al. U-Net: Convolutional Networks for Biomedical Image Segmentation (MICCAI 2015)",
+        "doi": "10.1007/978-3-319-24574-4_28",
+    },
 ]
-_CITES[0]["doi"] = "10.48550/arXiv.2211.02701"
-_CITES[1]["doi"] = "10.1007/978-3-319-24574-4_28"
 
 
 def _require_bioimageio() -> None:
@@ -94,7 +97,7 @@ def _require_bioimageio() -> None:
 
 
 def _halo(model: Model) -> int:
-    """Output halo: the receptive-field radius rounded up to the stride (as the predictor's halo tiles)."""
+    """Overlap tiles need: the receptive-field radius rounded up to the stride (the predictor's halo tiles)."""
     from .predictor import receptive_field
     from .tiling import pad_to_stride
 
@@ -408,7 +411,9 @@ def _training_details(info: ModelInfo) -> dict[str, Any]:
 
 def _space_axis(name: str, info: ModelInfo, size: Any) -> dict[str, Any]:
     ax: dict[str, Any] = {"type": "space", "id": name, "size": size}
-    unit = _SPACE_UNITS.get(info.unit or "")
+    from .units import LENGTH_UNITS
+
+    unit = LENGTH_UNITS.get(info.unit or "", (None,))[0]
     if info.voxel_size and unit and len(info.voxel_size) >= {"x": 1, "y": 2, "z": 3}[name]:
         ax["unit"] = unit
         ax["scale"] = float(info.voxel_size[{"x": -1, "y": -2, "z": -3}[name]])
@@ -676,7 +681,7 @@ def iter_export_bioimageio(
             description=description,
             authors=authors,
             license=license,
-            cite=[*cite, _CITE_SELF, *_CITES],
+            cite=[*cite, *_CITES],
             min_side=_min_side(m),
             halo=halo,
             model_sha=model_sha,
