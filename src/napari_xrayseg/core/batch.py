@@ -492,8 +492,8 @@ def iter_segment_many(
     _check_names(names, sources)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        check_not_input(out, [s for s in sources if s != "<array>" and Path(s).is_dir() and not _is_zarr(Path(s))])
-        check_not_input(out, [s for s in sources if s != "<array>"])
+        folders = [] if isinstance(inputs, dict) else [x for x in inputs if Path(x).is_dir() and not _is_zarr(Path(x))]
+        check_not_input(out, [*folders, *(s for s in sources if s != "<array>")])  # a rerun would read the outputs
     model_reads = [model] if isinstance(model, (str, os.PathLike)) else []
     model = as_model(model, resolve_device(cfg.device))  # one load for every input
     digest = model_digest(model) if fmt == "tiff" and out is not None else ""
