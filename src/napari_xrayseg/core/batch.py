@@ -286,7 +286,7 @@ def collect_inputs(specs: Iterable[str | os.PathLike]) -> list[str]:
     Raises
     ------
     InputError
-        If a folder or list file holds no inputs.
+        If a folder holds no inputs, or a list file names none that exists (not a list of paths).
 
     Examples
     --------
@@ -310,7 +310,13 @@ def collect_inputs(specs: Iterable[str | os.PathLike]) -> list[str]:
             entries = [ln for ln in lines if ln and not ln.startswith("#")]
             if not entries:
                 raise InputError(f"list file {p} names no inputs: write one path per line")
-            out += collect_inputs(str(e if Path(e).is_absolute() else p.parent / e) for e in entries)
+            paths = [str(e if Path(e).is_absolute() else p.parent / e) for e in entries]
+            if not any(Path(x).exists() or Path(x.rpartition(":")[0]).is_file() for x in paths):
+                raise InputError(
+                    f"list file {p} names no existing input (first line {entries[0][:60]!r}): a list file holds "
+                    "one image path per line, relative to its folder; images are zarr, TIFF, HDF5 or .npy"
+                )
+            out += collect_inputs(paths)
         else:
             out.append(str(spec))
     return out
