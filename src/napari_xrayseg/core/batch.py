@@ -266,6 +266,11 @@ def _is_zarr(p: Path) -> bool:
     return p.suffix.lower() == ".zarr" or any((p / m).exists() for m in ("zarr.json", ".zarray", ".zgroup"))
 
 
+def _is_folder(p: Path) -> bool:
+    """A folder of inputs: a directory that is not a zarr store and not named like a file (``x.npy/``)."""
+    return p.is_dir() and not _is_zarr(p) and p.suffix.lower() not in INPUT_SUFFIXES
+
+
 def collect_inputs(specs: Iterable[str | os.PathLike]) -> list[str]:
     """Expand folders and list files into the inputs they stand for, in order.
 
@@ -296,7 +301,7 @@ def collect_inputs(specs: Iterable[str | os.PathLike]) -> list[str]:
     out: list[str] = []
     for spec in specs:
         p = Path(spec)
-        if p.is_dir() and not _is_zarr(p):
+        if _is_folder(p):
             found = [
                 str(c)
                 for c in sorted(p.iterdir())
@@ -325,7 +330,7 @@ def collect_inputs(specs: Iterable[str | os.PathLike]) -> list[str]:
 def is_collection(path: str | os.PathLike) -> bool:
     """Whether ``path`` stands for several inputs: a folder that is not a zarr store, or a list file."""
     p = Path(path)
-    return (p.is_dir() and not _is_zarr(p)) or (p.is_file() and p.suffix.lower() in LIST_SUFFIXES)
+    return _is_folder(p) or (p.is_file() and p.suffix.lower() in LIST_SUFFIXES)
 
 
 def output_name(path: str | os.PathLike) -> str:
@@ -498,7 +503,7 @@ def iter_segment_many(
     _check_names(names, sources)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        folders = [] if isinstance(inputs, dict) else [x for x in inputs if Path(x).is_dir() and not _is_zarr(Path(x))]
+        folders = [] if isinstance(inputs, dict) else [x for x in inputs if _is_folder(Path(x))]
         check_not_input(out, [*folders, *(s for s in sources if s != "<array>")])  # a rerun would read the outputs
     model_reads = [model] if isinstance(model, (str, os.PathLike)) else []
     model = as_model(model, resolve_device(cfg.device))  # one load for every input
