@@ -549,7 +549,7 @@ def iter_segment_many(
             log.warning("%s failed: %s", source if source != "<array>" else name, e)
         res.seconds = time.perf_counter() - t0
         if res.status == "done" and res.shape:
-            res.voxels_per_s = math.prod(res.shape) * (len(_axes(cfg, len(res.shape)))) / max(res.seconds, 1e-9)
+            res.voxels_per_s = math.prod(res.shape) / max(res.seconds, 1e-9)  # input voxels, as for one volume
         yield Progress(
             (k + 1) * _STEPS,
             n * _STEPS,
@@ -559,12 +559,6 @@ def iter_segment_many(
     summary = BatchSummary(results, time.perf_counter() - t_batch)
     log.info("batch of %d inputs: %s", n, summary.counts())
     return summary
-
-
-def _axes(cfg: SegmentConfig, ndim: int) -> list[int]:
-    from .plan import parse_axes
-
-    return parse_axes(cfg.axes, ndim, default=cfg.axis) if cfg.axes is not None else [cfg.axis]
 
 
 def _one(
@@ -583,6 +577,8 @@ def _one(
     from .writer import output_complete, read_output_meta
 
     res.status = "done"
+    if len(res.shape or ()) == 2:  # a 2D image is one slice, whatever axis the volumes are cut along
+        cfg = SegmentConfig.of(cfg, axis=0, axes=None)
     if target is None:
         return (yield from _segment_one(image, model, cfg, cancel, source))
     resume = cfg.resume or not cfg.overwrite  # a batch resumes unfinished outputs by default
