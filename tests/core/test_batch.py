@@ -197,10 +197,13 @@ def test_zarr_format_and_model_file_loaded_once(tmp_path, inputs, tiny_model, mo
     loads = []
     real = predictor.load_model
     monkeypatch.setattr(predictor, "load_model", lambda *a, **k: loads.append(a) or real(*a, **k))
+    copies = []
+    real_copy = predictor._inference_copy
+    monkeypatch.setattr(predictor, "_inference_copy", lambda net: copies.append(1) or real_copy(net))
     out = tmp_path / "out"
     files = [d / "a_vol.zarr", d / "c_slice.tif"]
     s = segment_many(files, path, out_dir=out, fmt="zarr", confidence="maxprob", **KW)
-    assert len(loads) == 1 and s.ok
+    assert len(loads) == 1 and len(copies) == 1 and s.ok  # one load, one inference copy of the network
     assert sorted(os.listdir(out)) == ["a_vol-maxprob.zarr", "a_vol.zarr", "c_slice-maxprob.zarr", "c_slice.zarr"]
     a = zarr.open_array(store=str(out / "c_slice.zarr"), mode="r")
     assert a.shape == (48, 32) and output_complete(out / "c_slice.zarr")

@@ -452,12 +452,14 @@ def _segment_one(
     cfg: SegmentConfig,
     cancel: CancelToken | None,
     source: str,
+    cache: dict[str, Any],
 ) -> Generator[Progress, None, Any]:
     """One input through the one pipeline (build_job -> run_job), as :func:`~napari_xrayseg.iter_segment`."""
     from .inference import LocalExecutor, build_job, run_job
 
     reads = [source] if source != "<array>" else []
-    job = build_job(image, model, cfg, inputs=reads)
+    job = build_job(image, model, cfg, inputs=reads, predictor=cache.get("predictor"))
+    cache["predictor"] = job.predictor  # the next input reuses the network's inference copy if it can
     return (yield from run_job(job, LocalExecutor(job, cancel), cancel))
 
 
@@ -510,6 +512,7 @@ def iter_segment_many(
     digest = model_digest(model) if fmt == "tiff" and out is not None else ""
     n = len(items)
     results: list[FileResult] = []
+    cache: dict[str, Any] = {}  # what one input leaves for the next (the predictor)
     t_batch = time.perf_counter()
     log.info("segmenting %d inputs into %s", n, out if out is not None else "memory")
     for k, (name, item, source) in enumerate(zip(names, items, sources)):
@@ -521,7 +524,7 @@ def iter_segment_many(
         try:
             image = open_volume(item, dataset=dataset) if source != "<array>" else item
             res.shape = tuple(int(s) for s in image.shape)
-            gen = _one(image, model, cfg, cancel, source, target, fmt, digest, model_reads, res)
+            gen = _one(image, model, cfg, cancel, source, target, fmt, digest, model_reads, res, cache)
             while True:
                 try:
                     p = next(gen)
@@ -572,6 +575,7 @@ def _one(
     digest: str,
     model_reads: list[Any],
     res: FileResult,
+    cache: dict[str, Any],
 ) -> Generator[Progress, None, Any]:
     """Segment one input into ``target`` (or memory), skipping or resuming as the batch rules say."""
     from .writer import output_complete, read_output_meta
@@ -580,12 +584,12 @@ def _one(
     if len(res.shape or ()) == 2:  # a 2D image is one slice, whatever axis the volumes are cut along
         cfg = SegmentConfig.of(cfg, axis=0, axes=None)
     if target is None:
-        return (yield from _segment_one(image, model, cfg, cancel, source))
+        return (yield from _segment_one(image, model, cfg, cancel, source, cache))
     resume = cfg.resume or not cfg.overwrite  # a batch resumes unfinished outputs by default
     if fmt == "zarr":
         finished = target.exists() and not cfg.overwrite and output_complete(target)
         c = SegmentConfig.of(cfg, out=target, resume=resume)
-        labels = yield from _segment_one(image, model, c, cancel, source)
+        labels = yield from _segment_one(image, model, c, cancel, source, cache)
         if finished:
             res.status, res.message = "skipped", "finished output of this model and settings"
         return labels
@@ -599,7 +603,7 @@ def _one(
         raise OutputExistsError(f"output {target} exists ({why}): choose another --out or pass --overwrite")
     work = target.with_name(f".{target.name}{WORK}")
     c = SegmentConfig.of(cfg, out=work, resume=resume, overwrite=cfg.overwrite and not resume)
-    yield from _segment_one(image, model, c, cancel, source)
+    yield from _segment_one(image, model, c, cancel, source, cache)
     meta = dict(read_output_meta(work) or {})
     meta.pop("model", None)
     meta["batch"] = fp
