@@ -1,6 +1,11 @@
 """`xrayseg predict` over many inputs: folder, list file, repeated --image -> a folder of label files."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -8,6 +13,7 @@ import tifffile
 import zarr
 
 from napari_xrayseg.cli import main
+from napari_xrayseg.core.inference import SlabMarkers
 from napari_xrayseg.core.io import write_volume
 from napari_xrayseg.core.models import init_model, save_model
 
@@ -82,3 +88,45 @@ def test_single_volume_predict_is_unchanged(tmp_path, setup, capsys):
     assert _predict("--image", d / "tomo.zarr", "--model", model, "--out", tmp_path / "one.zarr") == 0
     assert "wrote labels (4, 32, 32)" in capsys.readouterr().out
     assert zarr.open_array(store=str(tmp_path / "one.zarr"), mode="r").shape == (4, 32, 32)
+
+
+@pytest.mark.slow
+def test_killed_batch_reruns_to_the_clean_result(tmp_path, setup):
+    d, model = setup
+    write_volume(d / "vol2.zarr", np.random.default_rng(4).random((24, 64, 64), dtype=np.float32), chunks=(1, 64, 64))
+    argv = ["predict", "--image", str(d), "--model", str(model), "--device", "cpu", "--slab", "1"]
+    assert main([*argv, "--out", str(tmp_path / "clean")]) == 0
+    out = tmp_path / "out"
+    work = out / ".vol2.tif.xrayseg-work.zarr"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napari_xrayseg", *argv, "--out", str(out)],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while len(SlabMarkers(work).done()) < 2:  # radiograph and tomo done, vol2 under way
+            assert proc.poll() is None, "predict ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)  # no clean-up of any kind
+    finally:
+        proc.wait(timeout=60)
+    assert not (out / "vol2.tif").exists() and (out / "tomo.tif").exists()
+    done = len(SlabMarkers(work).done())
+    assert 2 <= done < 24
+    summary = tmp_path / "s.json"
+    assert main([*argv, "--out", str(out), "--summary", str(summary)]) == 0  # the same command again
+    rows = json.loads(summary.read_text())["files"]
+    assert [(r["name"], r["status"]) for r in rows] == [
+        ("radiograph", "skipped"),
+        ("tomo", "skipped"),
+        ("vol2", "done"),
+    ]
+    assert not work.exists()
+    for name in ("radiograph", "tomo", "vol2"):
+        np.testing.assert_array_equal(
+            tifffile.imread(out / f"{name}.tif"), tifffile.imread(tmp_path / "clean" / f"{name}.tif")
+        )

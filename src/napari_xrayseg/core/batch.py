@@ -594,14 +594,15 @@ def _one(
             res.status, res.message = "skipped", "finished output of this model and settings"
         return labels
     fp = _fingerprint(cfg, digest, res.shape or (), source)
+    work = target.with_name(f".{target.name}{WORK}")
     if target.exists() and not cfg.overwrite:
         old = _tiff_meta(target) if target.is_file() else None
         if old is not None and old.get("batch") == fp:
             res.status, res.message = "skipped", "finished output of this model and settings"
+            remove_path(work)  # left by a run killed between writing the TIFF and cleaning up
             return None
         why = "not an output of xrayseg predict" if old is None else "written with another model or settings"
         raise OutputExistsError(f"output {target} exists ({why}): choose another --out or pass --overwrite")
-    work = target.with_name(f".{target.name}{WORK}")
     c = SegmentConfig.of(cfg, out=work, resume=resume, overwrite=cfg.overwrite and not resume)
     yield from _segment_one(image, model, c, cancel, source, cache)
     meta = dict(read_output_meta(work) or {})
