@@ -36,8 +36,10 @@ from typing import Any
 
 from .config import SegmentConfig
 from .errors import Cancelled, InputError, OutputExistsError, XraysegError
+from .io import open_volume
 from .output import check_not_input, remove_path, write_file
 from .progress import CancelToken, Progress, ProgressCallback, drain
+from .writer import output_complete, output_levels, read_output_meta
 
 __all__ = [
     "FORMATS",
@@ -88,7 +90,8 @@ class FileResult:
     message : str
         Why it failed, or a note.
     labels : array or None
-        The labels (in memory, or the array written), for callers that show them.
+        The labels: in memory without an output folder, the zarr array written with
+        ``fmt="zarr"``; None for TIFF outputs (open :attr:`output` to read them).
     """
 
     name: str
@@ -479,7 +482,6 @@ def iter_segment_many(
     See :func:`segment_many` for the parameters.
     """
     from .device import resolve_device
-    from .io import open_volume
     from .predictor import as_model, model_digest
 
     cfg = SegmentConfig.of(config, **options)
@@ -578,8 +580,6 @@ def _one(
     cache: dict[str, Any],
 ) -> Generator[Progress, None, Any]:
     """Segment one input into ``target`` (or memory), skipping or resuming as the batch rules say."""
-    from .writer import output_complete, read_output_meta
-
     res.status = "done"
     if len(res.shape or ()) == 2:  # a 2D image is one slice, whatever axis the volumes are cut along
         cfg = SegmentConfig.of(cfg, axis=0, axes=None)
@@ -609,13 +609,9 @@ def _one(
     meta.pop("model", None)
     meta["batch"] = fp
     reads = [*([source] if source != "<array>" else []), *model_reads]
-    from .writer import output_levels
-
     _write_tiff(target, output_levels(work)[0], meta, overwrite=cfg.overwrite, inputs=reads)
     remove_path(work)
-    from .io import open_volume
-
-    return open_volume(target)
+    return None  # not kept open: a batch of thousands would hold as many files (read FileResult.output)
 
 
 def segment_many(
