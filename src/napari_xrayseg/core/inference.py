@@ -184,6 +184,7 @@ def build_job(
     *,
     inputs: Iterable[Any] = (),
     local: bool = True,
+    predictor: SlicePredictor | None = None,
 ) -> SegmentJob:
     """Check everything, plan the passes and open the output: a job ready for :func:`run_job`.
 
@@ -199,6 +200,9 @@ def build_job(
         More paths the run reads (the output may not be one of them, nor lie inside one).
     local : bool
         Build the predictor here (False when dask workers run the slabs).
+    predictor : SlicePredictor, optional
+        A predictor of an earlier job, reused when it runs the same model with the same
+        settings (a batch of inputs: one inference copy of the network for all of them).
 
     Raises
     ------
@@ -259,13 +263,13 @@ def build_job(
         precision=prec,
     )
     p0 = plans[0]
-    predictor = (
-        SlicePredictor(
+    same = (dev, p0.tile, float(p0.overlap), p0.batch, p0.blend, prec)
+    if not local:
+        predictor = None
+    elif predictor is None or predictor.model is not model or predictor.settings != same:
+        predictor = SlicePredictor(
             model, device=dev, tile=p0.tile, overlap=p0.overlap, batch=p0.batch, blend=p0.blend, precision=prec
         )
-        if local
-        else None
-    )
     writer: StoreWriter | MemoryWriter
     if labels_claim is not None:
         writer = StoreWriter.open(
