@@ -23,6 +23,8 @@ except PackageNotFoundError:  # pragma: no cover
 _EXPORTS = {
     "segment": "core.inference",
     "iter_segment": "core.inference",
+    "segment_many": "core.batch",
+    "iter_segment_many": "core.batch",
     "output_complete": "core.inference",
     "init_model": "core.models",
     "load_model": "core.models",

@@ -105,12 +105,16 @@ def _tile_arg(value: str) -> int | str:
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
+    from .core.batch import is_collection
     from .core.device import tune_allocator
     from .core.inference import segment
     from .core.io import open_volume
 
     tune_allocator()  # a CLI process is ours alone: keep freed activations (+19 %, docs/performance.md)
 
+    if len(a.image) > 1 or a.format is not None or a.summary is not None or is_collection(a.image[0]):
+        return _predict_many(a)
+    a.image = a.image[0]
     image = open_volume(a.image, dataset=a.dataset)
     kw = {
         "axis": a.axis,
@@ -159,6 +163,53 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
         where = a.confidence_out or sibling_path(a.out, "-" + a.confidence)
         print(f"wrote {a.confidence} confidence (float32) to {where}")
+    return 0
+
+
+def _predict_many(a: argparse.Namespace) -> int:
+    """``xrayseg predict`` over several inputs (repeated --image, a folder, a list file) into the folder --out."""
+    from .core.batch import check_summary_path, segment_many
+    from .core.errors import InputError
+
+    for flag, v in (("--workers", a.workers), ("--scheduler", a.scheduler), ("--confidence-out", a.confidence_out)):
+        if v is not None:
+            raise InputError(f"{flag} segments one volume: give a single --image (a batch names its outputs itself)")
+    replace_summary = False
+    if a.summary is not None:  # refuse a bad or taken summary path now, not after the whole batch
+        replace_summary = check_summary_path(a.summary, overwrite=a.overwrite)
+    summary = segment_many(
+        a.image,
+        a.model,
+        out_dir=a.out,
+        fmt=a.format or "tiff",
+        dataset=a.dataset,
+        axis=a.axis,
+        tile=a.tile,
+        overlap=a.overlap,
+        batch=a.batch,
+        device=a.device,
+        slab=a.slab,
+        precision=a.precision,
+        overwrite=a.overwrite,
+        resume=a.resume,
+        pyramid=a.pyramid,
+        axes=a.axes,
+        confidence=a.confidence,
+        tta=a.tta,
+        voxel_size=a.voxel_size,
+        unit=a.unit,
+        progress=_ProgressPrinter("predict"),
+    )
+    print(summary.table())
+    if a.summary is not None:
+        print(f"wrote the summary to {summary.write(a.summary, overwrite=replace_summary)}")
+    failed = summary.failed
+    if failed:
+        names = ", ".join(r.name for r in failed[:5]) + (", ..." if len(failed) > 5 else "")
+        raise InputError(
+            f"{len(failed)} of {len(summary.results)} inputs failed ({names}): see the table; "
+            "the others are written, and a rerun skips them"
+        )
     return 0
 
 
@@ -719,11 +770,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overwrite(p)
     p.set_defaults(func=_cmd_init_model)
 
-    p = sub.add_parser("predict", help="segment a volume slice by slice into a uint8 zarr array")
-    p.add_argument("--image", required=True, help="input volume: zarr array/group, TIFF, HDF5 or .npy")
+    p = sub.add_parser(
+        "predict",
+        help="segment a volume slice by slice into a uint8 zarr array, or many images into a folder of label files",
+    )
+    p.add_argument(
+        "--image",
+        required=True,
+        action="append",
+        help="input volume or image: zarr array/group, TIFF, HDF5 or .npy; repeat it, or give a folder or a "
+        "list file (.txt, one path per line) to segment many into the folder --out",
+    )
     p.add_argument("--dataset", default=None, help="array name inside a zarr group or HDF5 file")
     p.add_argument("--model", required=True, help="model file (.safetensors) from init-model or train")
-    p.add_argument("--out", required=True, help="output zarr array (uint8, same shape as the image)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output zarr array (uint8, same shape as the image); for many inputs a folder: one label file per "
+        "input, named after its base name",
+    )
+    p.add_argument(
+        "--format",
+        choices=["tiff", "zarr"],
+        default=None,
+        help="many inputs: label files as TIFF (default; 2D for 2D images) or zarr; finished ones are skipped on "
+        "a rerun, unfinished ones resumed",
+    )
+    p.add_argument(
+        "--summary",
+        default=None,
+        metavar="FILE",
+        help="many inputs: also write the summary table (file, shape, seconds, Mvox/s, status) to FILE (.csv or .json)",
+    )
     p.add_argument("--axis", type=int, default=_S.axis, help=f"slicing axis (default: {_S.axis})")
     p.add_argument(
         "--device", default=_S.device, help="auto (CUDA if present, else Apple MPS, else CPU), cpu, cuda, cuda:N, mps"
