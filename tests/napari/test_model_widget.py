@@ -58,3 +58,18 @@ def test_missing_inputs_are_notified_and_start_nothing(make_napari_viewer, monke
     w._import.clicked.emit()
     assert errors == ["no model file chosen: pick one first", "no package chosen: pick one first"]
     assert w.export_runner.job is None and w.runner.job is None
+
+
+def test_export_cancel_writes_nothing(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    infos: list[str] = []
+    monkeypatch.setattr("napari_xrayseg._napari._jobs.show_info", infos.append)
+    model = save_model(init_model("unet", size="tiny", classes=3), tmp_path / "m.safetensors")
+    w = ModelWidget(make_napari_viewer())
+    w._model_file.value = model
+    w._package.value = tmp_path / "pkg.zip"
+    w._export.clicked.emit()
+    w._export.clicked.emit()  # Cancel: the job stops at its next step
+    assert w._export.text == "Cancelling..."
+    qtbot.waitUntil(lambda: not w.export_runner.running, timeout=120_000)
+    assert infos == ["Exporting to bioimage.io: cancelled"]
+    assert not (tmp_path / "pkg.zip").exists() and w._export.text == "Export to bioimage.io"
