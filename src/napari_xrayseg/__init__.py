@@ -36,6 +36,8 @@ _EXPORTS = {
     "make_phantom": "core.sample",
     "evaluate": "core.metrics",
     "iter_evaluate": "core.metrics",
+    "export_bioimageio": "core.bioimageio",
+    "import_bioimageio": "core.bioimageio",
     "analyze": "core.microstructure",
     "iter_analyze": "core.microstructure",
     "read_voxel_size": "core.io",

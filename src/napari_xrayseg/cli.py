@@ -611,6 +611,98 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(a: argparse.Namespace) -> int:
+    from .core.bioimageio import export_bioimageio
+
+    image = None
+    if a.image:
+        from .core.io import open_volume
+
+        image = open_volume(a.image, dataset=a.dataset)
+    cite = [{"text": t, ("url" if ref.startswith(("http://", "https://")) else "doi"): ref} for t, ref in a.cite or []]
+    t0 = time.perf_counter()
+    path = export_bioimageio(
+        a.model,
+        a.out,
+        image=image,
+        name=a.name,
+        description=a.description,
+        authors=a.author or (),
+        license=a.license,
+        cite=cite,
+        side=a.side,
+        fixed_bounds=a.fixed_bounds,
+        test=not a.no_test,
+        overwrite=a.overwrite,
+        callback=_ProgressPrinter("export"),
+    )
+    tested = "not tested (--no-test)" if a.no_test else "bioimageio.core's model test passed"
+    print(
+        f"wrote bioimage.io model package {path} ({path.stat().st_size / 1e6:.2f} MB, "
+        f"{time.perf_counter() - t0:.1f} s; {tested})"
+    )
+    return 0
+
+
+def _cmd_import(a: argparse.Namespace) -> int:
+    from .core.bioimageio import import_bioimageio
+    from .core.models import read_model_info
+
+    path = import_bioimageio(a.package, a.out, overwrite=a.overwrite)
+    info = read_model_info(path)
+    print(f"wrote {info.arch} ({info.size}) model with classes {info.classes}, context {info.context} to {path}")
+    return 0
+
+
+def _add_bioimageio(sub: Any) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a model as a bioimage.io model package (zip) that bioimageio.core, ilastik and "
+        "deepImageJ run (needs the bioimageio extra)",
+    )
+    p.add_argument("--model", required=True, help="model file (.safetensors)")
+    p.add_argument("--out", required=True, help="package to write (.zip)")
+    p.add_argument(
+        "--image",
+        default=None,
+        help="image the package's test input is cropped from (default: the synthetic sample)",
+    )
+    p.add_argument("--dataset", default=None, help="dataset inside --image (HDF5/zarr group)")
+    p.add_argument(
+        "--name", default=None, help="package title (letters, digits, spaces, _+-(); default: from the model)"
+    )
+    p.add_argument("--description", default=None, help="one-sentence description (default: from the model)")
+    p.add_argument("--author", action="append", metavar="NAME", help="an author of the model (repeat for several)")
+    p.add_argument("--license", default="CC-BY-4.0", help="SPDX licence of the model (default: CC-BY-4.0)")
+    p.add_argument(
+        "--cite",
+        nargs=2,
+        action="append",
+        metavar=("TEXT", "DOI_OR_URL"),
+        help="a reference to cite, e.g. your paper (repeat for several); napari-xrayseg, MONAI and U-Net are cited",
+    )
+    p.add_argument(
+        "--side", type=int, default=128, help="side of the test input, rounded to what the model takes (default: 128)"
+    )
+    p.add_argument(
+        "--fixed-bounds",
+        action="store_true",
+        help="freeze --image's percentile bounds into the package (exactly napari-xrayseg's result on scans "
+        "like it) instead of the percentiles of each slice (for models that normalise per image)",
+    )
+    p.add_argument("--no-test", action="store_true", help="skip bioimageio.core's model test of the package")
+    _add_overwrite(p)
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "import", help="read a package written by `xrayseg export` back into a model file (never unpickles)"
+    )
+    p.add_argument("package", help="bioimage.io model package (.zip) or its unpacked folder")
+    p.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    _add_overwrite(p)
+    p.set_defaults(func=_cmd_import)
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -1028,7 +1120,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_add_analyze]
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_add_analyze, _add_bioimageio]
 
 
 EXIT_CODES = {
