@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything napari-xrayseg needs on a fresh Debian machine (as root) or a
 # developer box: the Debian libraries Qt/OpenGL need headless, a venv in .venv,
-# torch, and the project with its test extras.
+# torch, and the project with its test extras (napari + PyQt6, bioimageio.core for `xrayseg export`, ...).
 # Re-runs reuse .venv while pyproject.toml, the constraints and the torch plan are unchanged.
 #
 # Which torch (decided by choose_torch below, printed as "[setup] torch plan: ..."):
@@ -96,6 +96,8 @@ if plan != "cuda" and cuda:
 if plan == "cuda" and not torch.cuda.is_available():
     print(f"[setup] warning: torch {torch.__version__} does not see the GPU (driver too old?)", file=sys.stderr)
 print(f"[setup] torch {torch.__version__} (CUDA available: {torch.cuda.is_available()})")
+import bioimageio.core  # the [bioimageio] extra (via [test]): the model-exchange tests need it
+print(f"[setup] bioimageio.core {md.version('bioimageio.core')}, pydantic {md.version('pydantic')}")
 PYEOF
   echo "$key" > .venv/.xrayseg-key
 fi

@@ -499,7 +499,7 @@ CASES = [
         lambda d, o: open_volume(d / "img.txt"),
         _predict("img.txt"),
         InputError,
-        r"unknown volume format 'img.txt'",
+        r"unknown volume format 'img.txt'|list file .*img.txt names no existing input",  # CLI: .txt lists inputs
     ),
     Case(
         "wrong-format-npy",

@@ -23,6 +23,8 @@ except PackageNotFoundError:  # pragma: no cover
 _EXPORTS = {
     "segment": "core.inference",
     "iter_segment": "core.inference",
+    "segment_many": "core.batch",
+    "iter_segment_many": "core.batch",
     "output_complete": "core.inference",
     "init_model": "core.models",
     "load_model": "core.models",
@@ -36,6 +38,8 @@ _EXPORTS = {
     "make_radiographs": "core.radiographs",
     "evaluate": "core.metrics",
     "iter_evaluate": "core.metrics",
+    "export_bioimageio": "core.bioimageio",
+    "import_bioimageio": "core.bioimageio",
     "analyze": "core.microstructure",
     "iter_analyze": "core.microstructure",
     "read_voxel_size": "core.io",

@@ -105,12 +105,16 @@ def _tile_arg(value: str) -> int | str:
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
+    from .core.batch import is_collection
     from .core.device import tune_allocator
     from .core.inference import segment
     from .core.io import open_volume
 
     tune_allocator()  # a CLI process is ours alone: keep freed activations (+19 %, docs/performance.md)
 
+    if len(a.image) > 1 or a.format is not None or a.summary is not None or is_collection(a.image[0]):
+        return _predict_many(a)
+    a.image = a.image[0]
     image = open_volume(a.image, dataset=a.dataset)
     kw = {
         "axis": a.axis,
@@ -159,6 +163,53 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
         where = a.confidence_out or sibling_path(a.out, "-" + a.confidence)
         print(f"wrote {a.confidence} confidence (float32) to {where}")
+    return 0
+
+
+def _predict_many(a: argparse.Namespace) -> int:
+    """``xrayseg predict`` over several inputs (repeated --image, a folder, a list file) into the folder --out."""
+    from .core.batch import check_summary_path, segment_many
+    from .core.errors import InputError
+
+    for flag, v in (("--workers", a.workers), ("--scheduler", a.scheduler), ("--confidence-out", a.confidence_out)):
+        if v is not None:
+            raise InputError(f"{flag} segments one volume: give a single --image (a batch names its outputs itself)")
+    replace_summary = False
+    if a.summary is not None:  # refuse a bad or taken summary path now, not after the whole batch
+        replace_summary = check_summary_path(a.summary, overwrite=a.overwrite)
+    summary = segment_many(
+        a.image,
+        a.model,
+        out_dir=a.out,
+        fmt=a.format or "tiff",
+        dataset=a.dataset,
+        axis=a.axis,
+        tile=a.tile,
+        overlap=a.overlap,
+        batch=a.batch,
+        device=a.device,
+        slab=a.slab,
+        precision=a.precision,
+        overwrite=a.overwrite,
+        resume=a.resume,
+        pyramid=a.pyramid,
+        axes=a.axes,
+        confidence=a.confidence,
+        tta=a.tta,
+        voxel_size=a.voxel_size,
+        unit=a.unit,
+        progress=_ProgressPrinter("predict"),
+    )
+    print(summary.table())
+    if a.summary is not None:
+        print(f"wrote the summary to {summary.write(a.summary, overwrite=replace_summary)}")
+    failed = summary.failed
+    if failed:
+        names = ", ".join(r.name for r in failed[:5]) + (", ..." if len(failed) > 5 else "")
+        raise InputError(
+            f"{len(failed)} of {len(summary.results)} inputs failed ({names}): see the table; "
+            "the others are written, and a rerun skips them"
+        )
     return 0
 
 
@@ -620,6 +671,98 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(a: argparse.Namespace) -> int:
+    from .core.bioimageio import export_bioimageio
+
+    image = None
+    if a.image:
+        from .core.io import open_volume
+
+        image = open_volume(a.image, dataset=a.dataset)
+    cite = [{"text": t, ("url" if ref.startswith(("http://", "https://")) else "doi"): ref} for t, ref in a.cite or []]
+    t0 = time.perf_counter()
+    path = export_bioimageio(
+        a.model,
+        a.out,
+        image=image,
+        name=a.name,
+        description=a.description,
+        authors=a.author or (),
+        license=a.license,
+        cite=cite,
+        side=a.side,
+        fixed_bounds=a.fixed_bounds,
+        test=not a.no_test,
+        overwrite=a.overwrite,
+        callback=_ProgressPrinter("export"),
+    )
+    tested = "not tested (--no-test)" if a.no_test else "bioimageio.core's model test passed"
+    print(
+        f"wrote bioimage.io model package {path} ({path.stat().st_size / 1e6:.2f} MB, "
+        f"{time.perf_counter() - t0:.1f} s; {tested})"
+    )
+    return 0
+
+
+def _cmd_import(a: argparse.Namespace) -> int:
+    from .core.bioimageio import import_bioimageio
+    from .core.models import read_model_info
+
+    path = import_bioimageio(a.package, a.out, overwrite=a.overwrite)
+    info = read_model_info(path)
+    print(f"wrote {info.arch} ({info.size}) model with classes {info.classes}, context {info.context} to {path}")
+    return 0
+
+
+def _add_bioimageio(sub: Any) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a model as a bioimage.io model package (zip) that bioimageio.core, ilastik and "
+        "deepImageJ run (needs the bioimageio extra)",
+    )
+    p.add_argument("--model", required=True, help="model file (.safetensors)")
+    p.add_argument("--out", required=True, help="package to write (.zip)")
+    p.add_argument(
+        "--image",
+        default=None,
+        help="image the package's test input is cropped from (default: the synthetic sample)",
+    )
+    p.add_argument("--dataset", default=None, help="dataset inside --image (HDF5/zarr group)")
+    p.add_argument(
+        "--name", default=None, help="package title (letters, digits, spaces, _+-(); default: from the model)"
+    )
+    p.add_argument("--description", default=None, help="one-sentence description (default: from the model)")
+    p.add_argument("--author", action="append", metavar="NAME", help="an author of the model (repeat for several)")
+    p.add_argument("--license", default="CC-BY-4.0", help="SPDX licence of the model (default: CC-BY-4.0)")
+    p.add_argument(
+        "--cite",
+        nargs=2,
+        action="append",
+        metavar=("TEXT", "DOI_OR_URL"),
+        help="a reference to cite, e.g. your paper (repeat for several); napari-xrayseg, MONAI and U-Net are cited",
+    )
+    p.add_argument(
+        "--side", type=int, default=128, help="side of the test input, rounded to what the model takes (default: 128)"
+    )
+    p.add_argument(
+        "--fixed-bounds",
+        action="store_true",
+        help="freeze --image's percentile bounds into the package (exactly napari-xrayseg's result on scans "
+        "like it) instead of the percentiles of each slice (for models that normalise per image)",
+    )
+    p.add_argument("--no-test", action="store_true", help="skip bioimageio.core's model test of the package")
+    _add_overwrite(p)
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "import", help="read a package written by `xrayseg export` back into a model file (never unpickles)"
+    )
+    p.add_argument("package", help="bioimage.io model package (.zip) or its unpacked folder")
+    p.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    _add_overwrite(p)
+    p.set_defaults(func=_cmd_import)
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -687,11 +830,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overwrite(p)
     p.set_defaults(func=_cmd_init_model)
 
-    p = sub.add_parser("predict", help="segment a volume slice by slice into a uint8 zarr array")
-    p.add_argument("--image", required=True, help="input volume: zarr array/group, TIFF, HDF5 or .npy")
+    p = sub.add_parser(
+        "predict",
+        help="segment a volume slice by slice into a uint8 zarr array, or many images into a folder of label files",
+    )
+    p.add_argument(
+        "--image",
+        required=True,
+        action="append",
+        help="input volume or image: zarr array/group, TIFF, HDF5 or .npy; repeat it, or give a folder or a "
+        "list file (.txt, one path per line) to segment many into the folder --out",
+    )
     p.add_argument("--dataset", default=None, help="array name inside a zarr group or HDF5 file")
     p.add_argument("--model", required=True, help="model file (.safetensors) from init-model or train")
-    p.add_argument("--out", required=True, help="output zarr array (uint8, same shape as the image)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output zarr array (uint8, same shape as the image); for many inputs a folder: one label file per "
+        "input, named after its base name",
+    )
+    p.add_argument(
+        "--format",
+        choices=["tiff", "zarr"],
+        default=None,
+        help="many inputs: label files as TIFF (default; 2D for 2D images) or zarr; finished ones are skipped on "
+        "a rerun, unfinished ones resumed",
+    )
+    p.add_argument(
+        "--summary",
+        default=None,
+        metavar="FILE",
+        help="many inputs: also write the summary table (file, shape, seconds, Mvox/s, status) to FILE (.csv or .json)",
+    )
     p.add_argument("--axis", type=int, default=_S.axis, help=f"slicing axis (default: {_S.axis})")
     p.add_argument(
         "--device", default=_S.device, help="auto (CUDA if present, else Apple MPS, else CPU), cpu, cuda, cuda:N, mps"
@@ -1047,7 +1217,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_add_analyze]
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_add_analyze, _add_bioimageio]
 
 
 EXIT_CODES = {

@@ -112,6 +112,10 @@ def test_predict_tiff_and_group_input(tmp_path):
         (["predict", "--image", "{t}/img.npy", "--model", "{t}/m.safetensors", "--out", "{t}/exists.zarr"], "exists"),
         (
             ["predict", "--image", "{t}/img.txt", "--model", "{t}/m.safetensors", "--out", "{t}/o.zarr"],
+            "names no existing input",  # a .txt is a list file of inputs; this one is not
+        ),
+        (
+            ["predict", "--image", "{t}/img.bmp", "--model", "{t}/m.safetensors", "--out", "{t}/o.zarr"],
             "unknown volume format",
         ),
         (["init-model", "--out", "{t}/m.safetensors"], "exists"),
@@ -120,6 +124,7 @@ def test_predict_tiff_and_group_input(tmp_path):
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, match):
     np.save(tmp_path / "img.npy", np.random.default_rng(0).random((2, 32, 32), dtype=np.float32))
     (tmp_path / "img.txt").write_text("hello")
+    (tmp_path / "img.bmp").write_bytes(b"BM")
     (tmp_path / "exists.zarr").mkdir()
     g = zarr.open_group(store=str(tmp_path / "two.zarr"), mode="w")
     g.create_array("a", shape=(2, 8, 8), dtype="f4")

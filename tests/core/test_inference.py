@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_xrayseg.core.errors import Cancelled, InputError, OutputExistsError
+from napari_xrayseg.core.errors import Cancelled, InputError, ModelFileError, OutputExistsError
 from napari_xrayseg.core.inference import iter_segment, output_complete, segment
 from napari_xrayseg.core.io import open_volume
 from napari_xrayseg.core.models import save_model
@@ -214,3 +214,33 @@ def test_tiff_inputs_stream_lazily_and_segment_like_numpy(tmp_path, volume, tiny
 
     with pytest.raises(InputError, match="is the input"):
         segment(img, tiny_model, out=p, overwrite=True, **KW)
+
+
+def test_percentile_sample_decodes_few_deep_chunks(tmp_path):
+    """A zarr in 16-slice chunks: the sample reads 4 chunks, not 16, and its bounds match the volume's."""
+    from napari_xrayseg.core.normalize import _sample_blocks, compute_normalization
+
+    rng = np.random.default_rng(0)
+    vol = (rng.normal(0, 1, (160, 24, 24)) + np.linspace(0, 2, 160)[:, None, None]).astype(np.float32)
+    z = zarr.create_array(store=str(tmp_path / "deep.zarr"), shape=vol.shape, chunks=(16, 24, 24), dtype="float32")
+    z[...] = vol
+    blocks = _sample_blocks(z, 160, 16)
+    assert len(blocks) == 4 and sum(len(i) for _, _, i in blocks) == 16
+    assert all(b - a <= 16 and a % 16 == 0 and all(a <= i < b for i in idx) for a, b, idx in blocks)
+    assert blocks[0][0] == 0 and blocks[-1][1] == 160  # both ends of the volume are sampled
+    # per-slice chunks (TIFF pages, numpy) keep evenly spaced single slices
+    assert [b[2] for b in _sample_blocks(vol, 160, 16)][:2] == [[0], [11]]
+    norm = compute_normalization(z)
+    lo, hi = np.percentile(vol, (0.5, 99.5))
+    assert abs(norm["low"] - lo) < 0.15 and abs(norm["high"] - hi) < 0.15
+
+
+def test_model_file_loads_while_the_image_is_read(tmp_path, volume, tiny_model):
+    """segment(path) builds the net on a thread: same result as a Model; a bad file still fails first."""
+    path = save_model(tiny_model, tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(segment(volume, path, **KW), segment(volume, tiny_model, **KW))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(path.read_bytes()[:-64])  # weights cut short: the header reads, the tensors do not
+    with pytest.raises(ModelFileError, match="bad.safetensors.*truncated"):
+        segment(volume, bad, out=tmp_path / "o.zarr", **KW)
+    assert not (tmp_path / "o.zarr").exists()  # nothing claimed is left behind

@@ -1,10 +1,14 @@
 """Segment widget: run a model over an Image layer, slice by slice, into a new Labels layer.
 
+With *every selected image layer* ticked, it segments each Image layer selected in the
+layer list, one Labels layer each, with one model load (``segment_many``).
+
 Console equivalent::
 
-    from napari_xrayseg import segment
+    from napari_xrayseg import segment, segment_many
     labels = segment(viewer.layers["PXCT sample"].data, "model.safetensors", axis=0)
     viewer.add_labels(labels, name="PXCT sample labels")
+    summary = segment_many({l.name: l.data for l in viewer.layers.selection}, "model.safetensors")
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 
 import napari
 
+from ..core.batch import iter_segment_many
 from ..core.config import SegmentConfig
 from ..core.device import available_devices
 from ..core.errors import XraysegError
@@ -40,6 +45,8 @@ class SegmentWidget(JobWidget):
         self._viewer = viewer
         self.model: Model | None = None  # set by code (e.g. after training) to skip the file
         self._image = ComboBox(label="Image", choices=layer_choices(viewer, napari.layers.Image), nullable=False)
+        self._selected = CheckBox(text="every selected image layer (one Labels layer each)", value=False)
+        self._selected.tooltip = "segment each Image layer selected in the layer list, with one model load"
         self._model_file = FileEdit(label="Model file", mode="r", filter="*.safetensors", value="")
         self._axis = ComboBox(
             label="Slice axis",
@@ -53,6 +60,7 @@ class SegmentWidget(JobWidget):
         self._batch = SpinBox(label="Batch", min=1, max=256, value=_D.batch)
         self._device = ComboBox(label="Device", choices=["auto", *available_devices()], value=_D.device)
         self._out = FileEdit(label="Save to zarr (optional)", mode="w", filter="*.zarr", value="")
+        self._out.tooltip = "a new .zarr for one image; a folder (one NAME.zarr per layer) for selected layers"
         self._pyramid = CheckBox(text="multiscale pyramid (OME-Zarr, for big volumes)", value=False)
         self._axes = ComboBox(
             label="Axes", choices=[("slice axis only", ""), ("orthoplane: z, y, x averaged", "zyx")], value=""
@@ -72,6 +80,7 @@ class SegmentWidget(JobWidget):
         self.extend(
             [
                 self._image,
+                self._selected,
                 self._model_file,
                 self._axis,
                 self._tile,
@@ -107,7 +116,10 @@ class SegmentWidget(JobWidget):
         self._info.value = f"{info.arch} {info.size or ''}, classes {info.classes}, {state}"
 
     def _on_run(self) -> None:
-        self.runner.toggle(self._inputs, self._start)
+        if self._selected.value:
+            self.runner.toggle(self._inputs_many, self._start_many)
+        else:
+            self.runner.toggle(self._inputs, self._start)
 
     def _start(self, kwargs: dict[str, Any]) -> None:
         layer = self._image.value
@@ -122,46 +134,111 @@ class SegmentWidget(JobWidget):
             **kwargs,
         )
 
+    def _model(self) -> Any:
+        """The model set by code, else the chosen file (checked)."""
+        from ..core.errors import InputError
+
+        if self.model is not None:
+            return self.model
+        path = Path(str(self._model_file.value))
+        if not str(self._model_file.value) or not path.is_file():
+            raise InputError("no model file chosen: pick a .safetensors model (from training or `xrayseg init-model`)")
+        return path
+
+    def _settings(self, ndim: int) -> dict[str, Any]:
+        """The options every input shares (a 2D image is one slice: axis 0)."""
+        return {
+            "axis": 0 if ndim == 2 else int(self._axis.value),
+            "tile": int(self._tile.value) or "auto",
+            "overlap": float(self._overlap.value),
+            "batch": int(self._batch.value),
+            "device": str(self._device.value),
+            "pyramid": bool(self._pyramid.value),
+            "axes": self._axes.value or None,
+            "confidence": self._confidence.value or None,
+            "tta": bool(self._tta.value),
+        }
+
     def _inputs(self) -> dict[str, Any]:
         """Validate and snapshot everything the job needs, on the main thread."""
         from ..core.errors import InputError
 
         layer = self._image.value
         data = layer_array(layer, "image")
-        model: Any = self.model
-        if model is None:
-            path = Path(str(self._model_file.value))
-            if not str(self._model_file.value) or not path.is_file():
-                raise InputError(
-                    "no model file chosen: pick a .safetensors model (from training or `xrayseg init-model`)"
-                )
-            model = path
+        model = self._model()
         out = str(self._out.value) if str(self._out.value) not in ("", ".") else None
         if out is not None and Path(out).exists():
             raise InputError(f"{out} exists: choose a new zarr path (nothing is overwritten silently)")
         if self._pyramid.value and out is None:
             raise InputError("a multiscale pyramid is written to zarr: choose a path under 'Save to zarr'")
-        axis = int(self._axis.value)
-        if data.ndim == 2:
-            axis = 0
-        tile = int(self._tile.value) or "auto"
         voxel, unit = self._voxel.value(data.ndim)
         return {
             "image": data,
             "model": model,
-            "axis": axis,
-            "tile": tile,
-            "overlap": float(self._overlap.value),
-            "batch": int(self._batch.value),
-            "device": str(self._device.value),
+            **self._settings(data.ndim),
             "out": out,
-            "pyramid": bool(self._pyramid.value),
-            "axes": self._axes.value or None,
-            "confidence": self._confidence.value or None,
-            "tta": bool(self._tta.value),
             "voxel_size": voxel,
             "unit": None if voxel is None else unit,
         }
+
+    def _inputs_many(self) -> dict[str, Any]:
+        """Snapshot every selected Image layer (in layer-list order) and the shared options."""
+        from ..core.errors import InputError
+
+        layers = [la for la in self._viewer.layers if la in self._viewer.layers.selection]
+        layers = [la for la in layers if isinstance(la, napari.layers.Image)]
+        if not layers:
+            raise InputError("no image layer selected: select Image layers in the layer list (Ctrl/Shift-click)")
+        model = self._model()
+        out = str(self._out.value) if str(self._out.value) not in ("", ".") else None
+        if self._pyramid.value and out is None:
+            raise InputError("a multiscale pyramid is written to zarr: choose a folder under 'Save to zarr'")
+        names = [_file_name(la.name) for la in layers]
+        images = {n: layer_array(la, f"image {la.name!r}") for n, la in zip(names, layers)}
+        settings = self._settings(max(a.ndim for a in images.values()))
+        return {
+            "inputs": images,
+            "model": model,
+            "out_dir": out,
+            "fmt": "zarr",
+            **settings,
+            "layers": dict(zip(names, layers)),
+        }
+
+    def _start_many(self, kwargs: dict[str, Any]) -> None:
+        layers = kwargs.pop("layers")
+        added: set[str] = set()
+
+        def add(res: Any) -> None:
+            if res is None or res.name in added or res.status not in ("done", "skipped"):
+                return
+            added.add(res.name)
+            opts = {**kwargs, "out": res.output, "voxel_size": None, "unit": None}
+            opts["axis"] = 0 if len(res.shape or ()) == 2 else kwargs["axis"]
+            self._add_result(res.labels, layers[res.name], opts)
+
+        def returned(summary: Any) -> None:  # a late progress record may be dropped: add what is missing
+            for res in summary.results:
+                add(res)
+            failed = [f"{layers[r.name].name}: {r.message}" for r in summary.failed]
+            if failed:
+                show_warning(f"{len(failed)} of {len(summary.results)} failed: " + "; ".join(failed))
+            show_info(f"segmented {len(added)} of {len(summary.results)} image layers")
+
+        def cancelled(exc: Any) -> None:  # layers of the inputs finished before the cancel stay
+            for res in getattr(exc.result, "results", []):
+                add(res)
+            show_info(f"Segmenting: cancelled after {len(added)} of {len(layers)} image layers")
+
+        self.runner.start(
+            iter_segment_many,
+            desc=f"Segmenting {len(layers)} image layers",
+            total=1000 * len(layers),
+            on_yielded=lambda p: add(p.info.get("result")),  # a layer per input as soon as it is done
+            on_returned=returned,
+            on_cancelled=cancelled,
+            **kwargs,
+        )
 
     def _add_result(self, result: Any, layer: Any, kwargs: dict[str, Any]) -> None:
         labels, conf = result if kwargs["confidence"] else (result, None)
@@ -206,6 +283,13 @@ class SegmentWidget(JobWidget):
                 metadata={"napari_xrayseg": {"source": layer.name, "confidence": kind}},
             )
         show_info(f"segmented {layer.name} into {name!r}")
+
+
+def _file_name(name: str) -> str:
+    """A layer name as a file name: path separators and other awkward characters become ``_``."""
+    import re
+
+    return re.sub(r"[^\w.\-\[\] ]", "_", name).strip(" .") or "image"
 
 
 def _where(layer: Any, voxel_size: Any, unit: str | None) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from .device import resolve_device, resolve_precision
 from .errors import Cancelled, InputError, out_of_memory
 from .io import check_chunks_present, voxel_size_of
 from .merger import LabelMerger, ProbMerger
-from .models import Model
+from .models import Model, ModelInfo, load_model, read_model_info
 from .output import claim
 from .plan import SegmentPlan, check_image, parse_axes, plan_passes, prefetched, resolved_normalization
 from .predictor import SlicePredictor, as_model, model_digest
@@ -107,10 +108,39 @@ class SegmentJob:
         return (labels, conf) if self.config.confidence is not None else labels
 
 
-def _voxel_size(image: Any, model: Model, cfg: SegmentConfig) -> tuple[tuple[float, ...], str] | None:
+class _Loading:
+    """A model file loading on a daemon thread while the job reads the image's percentiles.
+
+    Building the network imports MONAI (about 2 s, the largest part of a fresh ``xrayseg
+    predict``'s start-up); the header (:attr:`info`) is read here first, so a bad file still
+    fails before any output is claimed. A daemon thread, so that Ctrl-C or an error meanwhile
+    does not wait for the import to end.
+    """
+
+    def __init__(self, path: str | os.PathLike, device: Any) -> None:
+        self.info: ModelInfo = read_model_info(path)
+        self._out: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._load, args=(path, device), name="xrayseg-load-model", daemon=True)
+        self._thread.start()
+
+    def _load(self, path: str | os.PathLike, device: Any) -> None:
+        try:
+            self._out["model"] = load_model(path, device=device)
+        except BaseException as e:  # re-raised in the caller's thread by result()
+            self._out["error"] = e
+
+    def result(self) -> Model:
+        """The loaded model (waits for it); the loading's exception, raised here."""
+        self._thread.join()
+        if "error" in self._out:
+            raise self._out["error"]
+        return self._out["model"]
+
+
+def _voxel_size(image: Any, info: ModelInfo, cfg: SegmentConfig) -> tuple[tuple[float, ...], str] | None:
     """The outputs' voxel size: ``cfg.voxel_size``, else the input's, else the model's; warns on a mismatch."""
     ndim = len(image.shape)
-    trained = (model.info.voxel_size, model.info.unit) if model.info.voxel_size else None
+    trained = (info.voxel_size, info.unit) if info.voxel_size else None
     found = pick_voxel_size(cfg.voxel_size, cfg.unit, voxel_size_of(image), ndim=ndim)
     if found is not None and trained is not None and len(trained[0]) >= ndim:
         msg = voxel_size_mismatch(trained[0][-ndim:], trained[1], found[0], found[1])
@@ -152,8 +182,6 @@ def _channel_input(image: Any, model: Model | str | os.PathLike) -> Any:
 
     Its channel axis is the one the model was trained with; a different channel count is an error.
     """
-    from .models import read_model_info
-
     info = model.info if isinstance(model, Model) else read_model_info(model)
     if info.channels == 1:
         return image
@@ -172,6 +200,7 @@ def build_job(
     *,
     inputs: Iterable[Any] = (),
     local: bool = True,
+    predictor: SlicePredictor | None = None,
 ) -> SegmentJob:
     """Check everything, plan the passes and open the output: a job ready for :func:`run_job`.
 
@@ -187,6 +216,9 @@ def build_job(
         More paths the run reads (the output may not be one of them, nor lie inside one).
     local : bool
         Build the predictor here (False when dask workers run the slabs).
+    predictor : SlicePredictor, optional
+        A predictor of an earlier job, reused when it runs the same model with the same
+        settings (a batch of inputs: one inference copy of the network for all of them).
 
     Raises
     ------
@@ -209,8 +241,9 @@ def build_job(
     merger: LabelMerger | ProbMerger = ProbMerger(len(axes), cfg.tta, cfg.confidence) if probs else LabelMerger()
     dev = resolve_device(cfg.device)
     reads = [raw, *inputs, *([model] if isinstance(model, (str, os.PathLike)) else [])]
-    model = as_model(model, dev)
-    vox = _voxel_size(image, model, cfg)
+    loading = _Loading(model, dev) if isinstance(model, (str, os.PathLike)) else None
+    info = loading.info if loading is not None else as_model(model, dev).info
+    vox = _voxel_size(image, info, cfg)
     prec = resolve_precision(cfg.precision, dev)
     labels_claim = conf_claim = None
     norm = None
@@ -229,14 +262,12 @@ def build_job(
                 option="--confidence-out",
             )
         old = read_output_meta(labels_claim.path) if labels_claim.resume else None
-        if old is not None and model.info.normalization.get("low") is None:
+        if old is not None and info.normalization.get("low") is None:
             norm = old.get("normalization")  # the bounds the first run computed from this image
-    if (
-        norm is None
-        and model.info.channels == 1
-        and not (model.info.two_d and model.info.normalization.get("low") is None)
-    ):
-        norm = resolved_normalization(model.info.normalization, image)
+    if norm is None and info.channels == 1 and not (info.two_d and info.normalization.get("low") is None):
+        norm = resolved_normalization(info.normalization, image)
+    if loading is not None:
+        model = loading.result()
     plans = plan_passes(
         image,
         model,
@@ -250,13 +281,13 @@ def build_job(
         precision=prec,
     )
     p0 = plans[0]
-    predictor = (
-        SlicePredictor(
+    same = (dev, p0.tile, float(p0.overlap), p0.batch, p0.blend, prec)
+    if not local:
+        predictor = None
+    elif predictor is None or predictor.model is not model or predictor.settings != same:
+        predictor = SlicePredictor(
             model, device=dev, tile=p0.tile, overlap=p0.overlap, batch=p0.batch, blend=p0.blend, precision=prec
         )
-        if local
-        else None
-    )
     writer: StoreWriter | MemoryWriter
     if labels_claim is not None:
         writer = StoreWriter.open(

@@ -237,6 +237,11 @@ class SlicePredictor:
         self._halo: int | None = None
 
     @property
+    def settings(self) -> tuple[Any, ...]:
+        """``(device, tile, overlap, batch, blend, precision)``: what a job must ask for to reuse this predictor."""
+        return (self.device, self.tile, self.overlap, self.batch, self.blend, self.precision)
+
+    @property
     def halo(self) -> int:
         """Context a halo tile keeps on each side: the receptive-field radius, rounded up to the stride."""
         if self._halo is None:

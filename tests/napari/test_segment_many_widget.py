@@ -1,0 +1,103 @@
+"""The Segment widget over every selected Image layer: one Labels layer each, in a real worker thread."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("qtpy")
+napari = pytest.importorskip("napari")
+
+from napari_xrayseg._napari.segment_widget import SegmentWidget  # noqa: E402
+from napari_xrayseg.core.inference import segment  # noqa: E402
+from napari_xrayseg.core.models import init_model, save_model  # noqa: E402
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    return save_model(init_model("unet", size="tiny", classes=3, tile=32), tmp_path / "tiny.safetensors")
+
+
+def _viewer_with_layers(make_napari_viewer, **kw):
+    viewer = make_napari_viewer(**kw)
+    rng = np.random.default_rng(0)
+    vol = viewer.add_image(rng.random((5, 40, 48), dtype=np.float32), name="vol", scale=(2, 1, 1))
+    rad = viewer.add_image(rng.random((48, 40), dtype=np.float32), name="radio/graph")
+    viewer.add_image(rng.random((3, 32, 32), dtype=np.float32), name="not selected")
+    ann = viewer.add_labels(np.zeros((5, 40, 48), np.uint8), name="annotations")
+    viewer.layers.selection = {vol, rad, ann}  # a Labels layer in the selection is ignored
+    return viewer, vol, rad
+
+
+def test_every_selected_image_layer_gets_its_labels(make_napari_viewer, qtbot, model_file):
+    viewer, vol, rad = _viewer_with_layers(make_napari_viewer, show=True)
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Segment")
+    w._selected.value = True
+    w._model_file.value = model_file
+    w._device.value = "cpu"
+    w._axis.value = 1  # volumes along y; the 2D image is one slice whatever the axis
+    w._run.clicked.emit()
+    assert w.runner.running and w._run.text == "Cancel"
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    names = [la.name for la in viewer.layers]
+    assert "vol labels" in names and "radio/graph labels" in names and "not selected labels" not in names
+    got = viewer.layers["vol labels"]
+    assert isinstance(got, napari.layers.Labels) and tuple(got.scale) == (2, 1, 1)
+    np.testing.assert_array_equal(np.asarray(got.data), segment(vol.data, model_file, axis=1, device="cpu"))
+    np.testing.assert_array_equal(
+        np.asarray(viewer.layers["radio/graph labels"].data), segment(rad.data, model_file, device="cpu")
+    )
+    assert not np.any(viewer.layers["annotations"].data)
+    shot = viewer.screenshot(canvas_only=False)
+    assert shot.ndim == 3 and shot[..., :3].std() > 1
+
+
+def test_selected_layers_to_a_folder_of_zarr_backed_layers(make_napari_viewer, qtbot, model_file, tmp_path):
+    import dask.array as da
+
+    viewer, _, _ = _viewer_with_layers(make_napari_viewer)
+    w = SegmentWidget(viewer)
+    w._selected.value = True
+    w._model_file.value = model_file
+    w._device.value = "cpu"
+    w._out.value = tmp_path / "labels"
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["radio_graph.zarr", "vol.zarr"]
+    for name, shape in (("vol labels", (5, 40, 48)), ("radio/graph labels", (48, 40))):
+        layer = viewer.layers[name]
+        assert isinstance(layer.data, da.Array) and layer.data.shape == shape
+
+
+def test_cancel_keeps_the_finished_layers(make_napari_viewer, qtbot, model_file):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(1)
+    small = viewer.add_image(rng.random((2, 32, 32), dtype=np.float32), name="small")
+    big = viewer.add_image(rng.random((400, 64, 64), dtype=np.float32), name="big")
+    viewer.layers.selection = {small, big}
+    w = SegmentWidget(viewer)
+    w._selected.value = True
+    w._model_file.value = model_file
+    w._device.value = "cpu"
+    w._batch.value = 1
+    w._tile.value = 32  # sliding windows, one per forward pass: "big" takes a while
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: "small labels" in viewer.layers, timeout=60_000)
+    assert w.runner.running
+    w._run.clicked.emit()  # Cancel
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert "small labels" in viewer.layers and "big labels" not in viewer.layers
+    assert w._run.text == "Segment"
+
+
+def test_no_image_layer_selected_is_one_message(make_napari_viewer, monkeypatch, model_file):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((2, 32, 32), np.float32), name="v")
+    viewer.layers.selection = set()
+    w = SegmentWidget(viewer)
+    w._selected.value = True
+    w._model_file.value = model_file
+    errors = []
+    monkeypatch.setattr("napari_xrayseg._napari._jobs.show_error", errors.append)
+    w._run.clicked.emit()
+    assert errors == ["no image layer selected: select Image layers in the layer list (Ctrl/Shift-click)"]
+    assert not w.runner.running
