@@ -40,13 +40,11 @@ def test_read_image_2d_png_jpeg_tiff_8_16_bit(tmp_path):
     np.testing.assert_array_equal(read_image_2d(tmp_path / "c.tif"), g16)
     d = read_image_2d(tmp_path / "d.jpg")  # lossy: same shape, close values
     assert d.shape == (20, 30) and d.dtype == np.uint8 and np.abs(d.astype(int) - g8).mean() < 40
-    # the volume reader opens a 2D file as a volume of one slice
+    # the volume reader opens a 2D file as a 2D image
     for name, ref in (("a.png", g8), ("c.tif", g16)):
-        v = open_volume(tmp_path / name)
-        assert v.shape == (1, 20, 30)
-        np.testing.assert_array_equal(np.asarray(v[0]), ref)
+        np.testing.assert_array_equal(np.asarray(open_volume(tmp_path / name)), ref)
     tifffile.imwrite(tmp_path / "z.tif", g16, compression="zlib")  # compressed 2D TIFF too
-    assert open_volume(tmp_path / "z.tif").shape == (1, 20, 30)
+    assert open_volume(tmp_path / "z.tif").shape == (20, 30)
     # the training reader keeps 2D files 2D, volumes 3D
     assert open_image(tmp_path / "c.tif").shape == (20, 30)
     tifffile.imwrite(tmp_path / "stack.tif", np.stack([g16, g16]))

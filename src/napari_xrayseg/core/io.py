@@ -79,9 +79,9 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
 
     Notes
     -----
-    A 2D file (PNG, JPEG, or a single-page TIFF) opens as a volume of one slice, shape
-    (1, Y, X); PNG and JPEG are read with :func:`read_image_2d` (colour ones need ``rgb``
-    there; here they are refused).
+    A 2D file (PNG, JPEG, or a single-page TIFF) opens as a 2D (Y, X) array, which
+    segmentation treats as one slice (its output is 2D too); PNG and JPEG are read into
+    memory with :func:`read_image_2d` (colour ones need ``rgb`` there; here they are refused).
     """
     p, dataset = _split_dataset(path, dataset)
     if not p.exists():
@@ -95,7 +95,7 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
         if suffix in _TIFF:
             return _open_tiff(p)
         if suffix in _PIL:
-            return read_image_2d(p)[None]
+            return read_image_2d(p)
         if suffix in _HDF5:
             return _open_hdf5(p, dataset)
         if suffix == ".npy":
@@ -212,16 +212,11 @@ def _open_tiff(p: Path) -> Any:
         )
     if not restacked and first.dataoffset is not None:  # uncompressed and contiguous: map it
         tif.close()
-        mm = tifffile.memmap(str(p), mode="r")
-        return mm[None] if mm.ndim == 2 else mm  # a 2D image is a volume of one slice
+        return tifffile.memmap(str(p), mode="r")
     store = first.aszarr(level=0)  # keeps the file open for as long as the array lives
     store.xrayseg_source = str(p)  # lets the output helper refuse writing into this input
     log.info("%s is compressed, tiled or paged: read lazily", p)
-    arr = zarr.open_array(store=store, mode="r")
-    if arr.ndim == 2:  # a 2D image is a volume of one slice (read whole: it is one image)
-        tif.close()
-        return np.asarray(arr)[None]
-    return arr
+    return zarr.open_array(store=store, mode="r")
 
 
 def read_image_2d(path: str | os.PathLike, *, rgb: str | None = None) -> np.ndarray:
