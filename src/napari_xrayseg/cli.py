@@ -325,12 +325,69 @@ def _cmd_model_info(a: argparse.Namespace) -> int:
     return 0
 
 
+def _train_pairs(a: argparse.Namespace) -> tuple[Any, Any, bool | None]:
+    """The (image, labels) pairs `train` was given: repeated --image/--labels, a folder pair or a list file."""
+    from .core.errors import InputError
+    from .core.io import is_image_folder, open_image, pair_image_folders
+
+    images, labels = a.image, a.labels or []
+    two_d = a.two_d
+    if len(images) == 1 and Path(images[0]).suffix.lower() == ".txt" and not labels:
+        pairs = _list_file(Path(images[0]))
+    elif len(images) == 1 and is_image_folder(images[0]):
+        if len(labels) != 1 or not Path(labels[0]).is_dir():
+            raise InputError(f"--image {images[0]} is a folder of images: give --labels a folder of label files")
+        pairs = pair_image_folders(images[0], labels[0])
+        two_d = True if two_d is None else two_d
+    else:
+        if len(labels) != len(images):
+            raise InputError(
+                f"{len(images)} --image but {len(labels)} --labels: give one --labels per --image "
+                "(or an --image list file of IMAGE LABELS lines)"
+            )
+        pairs = [(Path(i), Path(lab)) for i, lab in zip(images, labels)]
+    if len(pairs) == 1:
+        ((i, lab),) = pairs
+        return (
+            open_image(i, dataset=a.dataset, rgb=a.rgb),
+            open_image(lab, dataset=a.labels_dataset),
+            two_d,
+        )
+    if a.dataset or a.labels_dataset:
+        raise InputError("--dataset / --labels-dataset name one array: use them with one --image and --labels")
+    imgs = [open_image(i, rgb=a.rgb) for i, lab in pairs if lab is not None]
+    labs = [open_image(lab) for _, lab in pairs if lab is not None]
+    n_skip = sum(lab is None for _, lab in pairs)
+    if n_skip:
+        print(f"{n_skip} of {len(pairs)} images have no label file: not annotated, not used")
+    return imgs, labs, two_d
+
+
+def _list_file(path: Path) -> list[tuple[Path, Path | None]]:
+    """Pairs from a list file: one ``IMAGE LABELS`` line per pair (tab- or space-separated; LABELS optional)."""
+    from .core.errors import InputError
+
+    pairs: list[tuple[Path, Path | None]] = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split("\t") if "\t" in line else line.split()
+        if len(parts) > 2:
+            raise InputError(
+                f"{path} line {n}: {len(parts)} paths; write IMAGE LABELS (tab-separated if paths hold spaces)"
+            )
+        img, lab = (path.parent / parts[0].strip()), (path.parent / parts[1].strip() if len(parts) == 2 else None)
+        pairs.append((img, lab))
+    if not pairs:
+        raise InputError(f"list file {path} names no images: write one IMAGE LABELS line per pair")
+    return pairs
+
+
 def _cmd_train(a: argparse.Namespace) -> int:
-    from .core.io import open_volume
     from .core.training import train
 
-    image = open_volume(a.image, dataset=a.dataset)
-    labels = open_volume(a.labels, dataset=a.labels_dataset)
+    image, labels, two_d = _train_pairs(a)
     t0 = time.perf_counter()
     model = train(
         image,
@@ -355,6 +412,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
         pixel_weight=a.pixel_weight,
         axes=a.axes,
         normalize=a.normalize,
+        two_d=two_d,
+        channel_axis=0 if a.channel_axis is None and a.rgb == "channels" else a.channel_axis,
         voxel_size=a.voxel_size,
         unit=a.unit,
         out=a.out,
@@ -362,9 +421,10 @@ def _cmd_train(a: argparse.Namespace) -> int:
         progress=_ProgressPrinter("train"),
     )
     t = model.info.train
+    inputs = f"{len(t['inputs'])} {'2D images' if model.info.two_d else 'volumes'}, " if t.get("inputs") else ""
     print(
         f"wrote model to {model.path}: {model.info.arch} ({model.info.size}, {t.get('mode', 'supervised')}), "
-        f"classes {model.info.classes}, "
+        f"{inputs}classes {model.info.classes}, "
         f"{len(model.info.history)} epochs in {time.perf_counter() - t0:.0f} s, "
         f"best validation Dice {_fmt(t.get('best_val_dice'))} (epoch {t.get('best_epoch')})"
     )
@@ -958,9 +1018,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_suggest)
 
     p = sub.add_parser("train", help="train a model from annotated slices (0 = not annotated)")
-    p.add_argument("--image", required=True, help="input volume: zarr, TIFF, HDF5 or .npy")
+    p.add_argument(
+        "--image",
+        required=True,
+        action="append",
+        help="input volume (zarr, TIFF, HDF5, .npy) or 2D image (PNG, JPEG, TIFF); repeat for several "
+        "pairs; or a folder of 2D images (with --labels a folder: a label file has its image's base name, "
+        "any of these extensions; images without one are not annotated); or a .txt list file of "
+        "IMAGE LABELS lines",
+    )
     p.add_argument("--dataset", default=None, help="array name inside the image's zarr group / HDF5 file")
-    p.add_argument("--labels", required=True, help="label volume of the same shape (0 = not annotated)")
+    p.add_argument(
+        "--labels",
+        action="append",
+        help="labels of the same shape (0 = not annotated), one per --image; or a folder of label files",
+    )
+    p.add_argument(
+        "--2d",
+        dest="two_d",
+        action="store_const",
+        const=True,
+        default=None,
+        help="the inputs are independent 2D images (a stack: one image per slice): never each other's "
+        "context (default: on for a folder, or several 2D files)",
+    )
+    p.add_argument(
+        "--rgb",
+        default=None,
+        choices=["luminance", "channels"],
+        help="convert colour images: luminance (grey = 0.299 R + 0.587 G + 0.114 B) or channels "
+        "(R, G, B as three input channels; default: colour images are refused)",
+    )
+    p.add_argument(
+        "--channel-axis",
+        type=int,
+        default=None,
+        metavar="AXIS",
+        help="the images have channels along AXIS (e.g. 1 for Z,C,Y,X stacks of phase and absorption); "
+        "stored in the model, which then takes images with as many channels",
+    )
     p.add_argument("--labels-dataset", default=None, help="array name inside the labels' group / file")
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
     p.add_argument("--axis", type=int, default=_T.axis, help=f"slicing axis (default: {_T.axis})")
@@ -999,7 +1095,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=_T.normalize,
         choices=["image", "fixed"],
         help="input normalisation: percentile bounds of each image segmented (robust to another "
-        f"scan's grey-level offset), or the training image's bounds (default: {_T.normalize})",
+        "scan's grey-level offset; per image), or the training images' bounds (pooled: per dataset) "
+        f"(default: {_T.normalize})",
     )
     p.add_argument(
         "--pixel-weight",

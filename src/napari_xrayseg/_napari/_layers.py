@@ -28,6 +28,22 @@ def layer_array(layer: Any, what: str = "image") -> Any:
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
 
 
+def labels_snapshot(labels_layer: Any, image: Any, what: str = "labels") -> Any:
+    """The Labels layer's data, checked against ``image``'s shape; numpy data copied.
+
+    Painting while a job runs must not change what the worker reads.
+    """
+    lab = layer_array(labels_layer, "labels")
+    if tuple(lab.shape) != tuple(image.shape):
+        raise InputError(
+            f"{what} {labels_layer.name!r} shape {tuple(lab.shape)} does not match image shape "
+            f"{tuple(image.shape)}: pick the Labels layer painted on this image"
+        )
+    import numpy as np
+
+    return lab.copy() if isinstance(lab, np.ndarray) else lab
+
+
 def placement(layer: Any) -> dict[str, Any]:
     """Keyword arguments that put a new layer exactly over ``layer``."""
     return {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}

@@ -34,7 +34,7 @@ from ..core.errors import InputError, XraysegError
 from ..core.models import Model, load_model, save_model
 from ..core.progress import Progress
 from ._jobs import JobRunner, JobWidget, LatestRunner
-from ._layers import layer_array, layer_choices, unique_name
+from ._layers import labels_snapshot, layer_array, layer_choices, unique_name
 
 PREVIEW_TILE = "slice"  # one window per slice: 2-3x faster than the model's tiles (benchmarks/preview.py)
 
@@ -336,14 +336,7 @@ class AnnotateWidget(JobWidget):
         labels = self._labels.value
         lab = None
         if labels is not None:
-            lab = layer_array(labels, "labels")
-            if tuple(lab.shape) != tuple(image.shape):
-                raise InputError(
-                    f"annotations shape {tuple(lab.shape)} does not match image shape "
-                    f"{tuple(image.shape)}: pick the Labels layer painted on this image"
-                )
-            if isinstance(lab, np.ndarray):
-                lab = lab.copy()
+            lab = labels_snapshot(labels, image, "annotations")
         where = self.current_slice()
         axis = where[0] if where is not None else int(self.model.info.train.get("axis", 0))
         return {"image": image, "model": self.model, "labels": lab, "axis": axis, "count": int(self._count.value)}

@@ -6,6 +6,11 @@ Console equivalent::
     model = train(viewer.layers["image"].data, viewer.layers["labels"].data, axis=0, minutes=5,
                   arch="unet", size="medium", mode="supervised", out="model.safetensors")
     viewer.add_labels(segment(viewer.layers["image"].data, model), name="image labels")
+
+Several pairs ("Add pair", then train) and independent 2D images::
+
+    model = train([viewer.layers["a"].data, viewer.layers["b"].data],
+                  [viewer.layers["a labels"].data, viewer.layers["b labels"].data], two_d=True, minutes=5)
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from ..core.models import MAX_CONTEXT, Model, architectures, default_context, de
 from ..core.progress import Progress
 from ..core.training import MODES, iter_train
 from ._jobs import JobRunner, JobWidget
-from ._layers import layer_array, layer_choices, placement, unique_name
+from ._layers import labels_snapshot, layer_array, layer_choices, placement, unique_name
 from ._voxel import layer_voxel_size
 
 _T = TrainConfig()
@@ -135,16 +140,32 @@ class TrainWidget(JobWidget):
         self._init = FileEdit(label="Start from model (optional)", mode="r", filter="*.safetensors", value="")
         self._out = FileEdit(label="Save model to", mode="w", filter="*.safetensors", value="")
         self._segment_after = CheckBox(label="Segment the image when done", value=True)
+        self._pairs: list[tuple[Any, Any]] = []  # more (image, labels) layer pairs to train on
+        self._add_pair = PushButton(text="Add pair to training set")
+        self._clear_pairs = PushButton(text="Clear training set")
+        self._pairs_label = Label(value="training set: the pair above")
+        self._two_d = CheckBox(
+            label="Independent 2D images",
+            value=False,
+            tooltip="the images are unrelated 2D images (a stack: one per slice), never each other's "
+            "context; on by itself for several 2D layers",
+        )
         self._status = Label(value="")
         self.plot = TrainingPlot()
         self._run = PushButton(text="Train")
         self.runner = JobRunner(self._run, "Train")
         self._arch.changed.connect(self._on_arch)
         self._run.changed.connect(self._on_run)
+        self._add_pair.changed.connect(self._on_add_pair)
+        self._clear_pairs.changed.connect(self._on_clear_pairs)
         self.extend(
             [
                 self._image,
                 self._labels,
+                self._add_pair,
+                self._clear_pairs,
+                self._pairs_label,
+                self._two_d,
                 self._axis,
                 self._arch,
                 self._size,
@@ -174,6 +195,38 @@ class TrainWidget(JobWidget):
         self._size.value = _T.size if arch == _T.arch else default_size(arch)
         self._context.value = default_context(arch)
 
+    # ------------------------------------------------------------------ training set
+    def _on_add_pair(self) -> None:
+        pair = (self._image.value, self._labels.value)
+        if None not in pair and pair not in self._pairs:
+            self._pairs.append(pair)
+        self._show_pairs()
+
+    def _on_clear_pairs(self) -> None:
+        self._pairs = []
+        self._show_pairs()
+
+    def _show_pairs(self) -> None:
+        names = ", ".join(f"{i.name} + {lab.name}" for i, lab in self._pairs)
+        self._pairs_label.value = (
+            f"training set: {names} (and the pair above)" if names else "training set: the pair above"
+        )
+
+    def _pair_arrays(self) -> tuple[list[Any], list[Any]]:
+        """The selected pair first, then the added ones: arrays, shapes checked, labels copied."""
+        pairs = [(self._image.value, self._labels.value)]
+        pairs += [p for p in self._pairs if p != pairs[0]]
+        images, labels = [], []
+        for image_layer, labels_layer in pairs:
+            if image_layer not in self._viewer.layers or labels_layer not in self._viewer.layers:
+                raise InputError(
+                    f"layer {image_layer.name!r} or {labels_layer.name!r} was removed: clear the training set"
+                )
+            image = layer_array(image_layer, "image")
+            images.append(image)
+            labels.append(labels_snapshot(labels_layer, image))
+        return images, labels
+
     # ------------------------------------------------------------------ run
     def _on_run(self) -> None:
         self.runner.toggle(self._inputs, self._start)
@@ -195,16 +248,9 @@ class TrainWidget(JobWidget):
 
     def _inputs(self) -> dict[str, Any]:
         """Validate and snapshot the inputs on the main thread."""
-        image_layer, labels_layer = self._image.value, self._labels.value
-        image = layer_array(image_layer, "image")
-        labels = layer_array(labels_layer, "labels")
-        if tuple(labels.shape) != tuple(image.shape):
-            raise InputError(
-                f"labels shape {tuple(labels.shape)} does not match image shape "
-                f"{tuple(image.shape)}: pick the Labels layer painted on this image"
-            )
-        if isinstance(labels, np.ndarray):
-            labels = labels.copy()  # painting during training must not change what the worker reads
+        image_layer = self._image.value
+        images, labels_list = self._pair_arrays()
+        image = images[0]
         out = str(self._out.value)
         if out in ("", "."):
             raise InputError("no model path chosen: set 'Save model to' (a new .safetensors file)")
@@ -216,9 +262,11 @@ class TrainWidget(JobWidget):
         axis = int(self._axis.value) if image.ndim == 3 else 0
         axes = [axis, *(a for a in range(3) if a != axis)] if self._all_axes.value and image.ndim == 3 else None
         voxel = layer_voxel_size(image_layer)  # recorded in the model (napari's pixel units: none)
+        several = len(images) > 1
         return {
-            "image": image,
-            "labels": labels,
+            "image": images if several else image,
+            "labels": labels_list if several else labels_list[0],
+            "two_d": True if self._two_d.value else None,
             "axis": axis,
             "axes": axes,
             "arch": str(self._arch.value),
@@ -270,7 +318,7 @@ class TrainWidget(JobWidget):
             self.runner.after_finish(lambda: self._segment(model, layer, kwargs))
 
     def _segment(self, model: Model, layer: Any, kwargs: dict[str, Any]) -> None:
-        image = kwargs["image"]
+        image = kwargs["image"][0] if isinstance(kwargs["image"], list) else kwargs["image"]
 
         def add(labels: Any) -> None:
             name = unique_name(self._viewer, f"{layer.name} labels")

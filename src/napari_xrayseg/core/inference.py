@@ -177,6 +177,22 @@ def _meta(
     }
 
 
+def _channel_input(image: Any, model: Model | str | os.PathLike) -> Any:
+    """A multi-channel model's image as a :class:`~napari_xrayseg.core.channels.ChannelStack`.
+
+    Its channel axis is the one the model was trained with; a different channel count is an error.
+    """
+    info = model.info if isinstance(model, Model) else read_model_info(model)
+    if info.channels == 1:
+        return image
+    from .channels import split_channels
+
+    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+        image = np.asarray(image)
+    ax = info.channel_axis if info.channel_axis is not None and info.channel_axis < len(image.shape) else 0
+    return split_channels(image, ax, channels=info.channels)
+
+
 def build_job(
     image: Any,
     model: Model | str | os.PathLike,
@@ -210,6 +226,8 @@ def build_job(
         As :func:`segment`.
     """
     cfg = config
+    raw = image
+    image = _channel_input(image, model)
     image = check_image(image)
     check_chunks_present(image)
     axes = parse_axes(cfg.axes, len(image.shape), default=cfg.axis) if cfg.axes is not None else [cfg.axis]
@@ -222,7 +240,7 @@ def build_job(
     probs = len(axes) > 1 or cfg.confidence is not None or cfg.tta
     merger: LabelMerger | ProbMerger = ProbMerger(len(axes), cfg.tta, cfg.confidence) if probs else LabelMerger()
     dev = resolve_device(cfg.device)
-    reads = [image, *inputs, *([model] if isinstance(model, (str, os.PathLike)) else [])]
+    reads = [raw, *inputs, *([model] if isinstance(model, (str, os.PathLike)) else [])]
     loading = _Loading(model, dev) if isinstance(model, (str, os.PathLike)) else None
     info = loading.info if loading is not None else as_model(model, dev).info
     vox = _voxel_size(image, info, cfg)
@@ -246,7 +264,7 @@ def build_job(
         old = read_output_meta(labels_claim.path) if labels_claim.resume else None
         if old is not None and info.normalization.get("low") is None:
             norm = old.get("normalization")  # the bounds the first run computed from this image
-    if norm is None:
+    if norm is None and info.channels == 1 and not (info.two_d and info.normalization.get("low") is None):
         norm = resolved_normalization(info.normalization, image)
     if loading is not None:
         model = loading.result()

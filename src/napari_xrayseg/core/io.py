@@ -23,8 +23,15 @@ from .errors import InputError, XraysegError, write_error
 __all__ = [
     "as_dask",
     "check_chunks_present",
+    "IMAGE_2D_SUFFIXES",
+    "RGB_MODES",
     "create_zarr",
+    "image_files",
+    "is_image_folder",
+    "open_image",
     "open_volume",
+    "pair_image_folders",
+    "read_image_2d",
     "read_block",
     "read_class_names",
     "read_voxel_size",
@@ -37,6 +44,14 @@ log = logging.getLogger(__name__)
 
 _TIFF = (".tif", ".tiff")
 _HDF5 = (".h5", ".hdf5", ".hdf", ".nxs")
+_PIL = (".png", ".jpg", ".jpeg")
+#: File name endings of the 2D images :func:`read_image_2d` reads.
+IMAGE_2D_SUFFIXES = (*_PIL, *_TIFF)
+#: How :func:`read_image_2d` converts colour images: ``"luminance"`` (one grey channel,
+#: ``0.299 R + 0.587 G + 0.114 B``, ITU-R BT.601 as in JPEG) or ``"channels"`` (R, G, B as
+#: channels, first axis).
+RGB_MODES = ("luminance", "channels")
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
@@ -61,6 +76,12 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
         If the path is missing, unreadable, truncated, of an unknown or wrong format
         (e.g. a ``.npy`` of Python objects, an RGB or multi-channel TIFF), or a group
         holds several arrays and no ``dataset`` was given.
+
+    Notes
+    -----
+    A 2D file (PNG, JPEG, or a single-page TIFF) opens as a 2D (Y, X) array, which
+    segmentation treats as one slice (its output is 2D too); PNG and JPEG are read into
+    memory with :func:`read_image_2d` (colour ones need ``rgb`` there; here they are refused).
     """
     p, dataset = _split_dataset(path, dataset)
     if not p.exists():
@@ -73,6 +94,8 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
             return _open_zarr(p, dataset)
         if suffix in _TIFF:
             return _open_tiff(p)
+        if suffix in _PIL:
+            return read_image_2d(p)
         if suffix in _HDF5:
             return _open_hdf5(p, dataset)
         if suffix == ".npy":
@@ -93,7 +116,7 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
         RuntimeError,
     ) as e:  # tifffile and codecs raise all of these on damaged files
         raise InputError(f"cannot read {p} as {suffix or 'zarr'}: {e}; is the file complete?") from e
-    raise InputError(f"unknown volume format {p.name!r}: use zarr, TIFF, HDF5 (.h5) or .npy")
+    raise InputError(f"unknown volume format {p.name!r}: use zarr, TIFF, HDF5 (.h5), .npy, PNG or JPEG")
 
 
 def _split_dataset(path: str | os.PathLike, dataset: str | None) -> tuple[Path, str | None]:
@@ -194,6 +217,203 @@ def _open_tiff(p: Path) -> Any:
     store.xrayseg_source = str(p)  # lets the output helper refuse writing into this input
     log.info("%s is compressed, tiled or paged: read lazily", p)
     return zarr.open_array(store=store, mode="r")
+
+
+def read_image_2d(path: str | os.PathLike, *, rgb: str | None = None) -> np.ndarray:
+    """Read one 2D image file (PNG, JPEG or TIFF; 8 or 16 bit, or float TIFF) into memory.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.png``, ``.jpg``/``.jpeg`` or single-image ``.tif``/``.tiff`` file.
+    rgb : {"luminance", "channels"}, optional
+        How to convert a colour image (see :data:`RGB_MODES`): ``"luminance"`` gives one
+        grey image ``0.299 R + 0.587 G + 0.114 B`` (float32, same range as the file),
+        ``"channels"`` the three colour planes as a (3, Y, X) array. A colour image whose
+        three planes are identical (grey saved as RGB) is read as grey without it. An
+        alpha channel is dropped (and logged).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (Y, X) in the file's dtype (grey), (Y, X) float32 (``"luminance"``) or
+        (3, Y, X) (``"channels"``).
+
+    Raises
+    ------
+    InputError
+        If the file is missing, unreadable, not 2D (a stack: use :func:`open_volume`),
+        a colour image and ``rgb`` is not given, or of another format.
+
+    Examples
+    --------
+    >>> import tempfile, tifffile
+    >>> f = Path(tempfile.mkdtemp()) / "a.tif"
+    >>> tifffile.imwrite(f, np.zeros((4, 6), np.uint16))
+    >>> read_image_2d(f).shape, read_image_2d(f).dtype
+    ((4, 6), dtype('uint16'))
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in IMAGE_2D_SUFFIXES:
+        raise InputError(f"{p.name!r} is not a 2D image file: use one of {', '.join(IMAGE_2D_SUFFIXES)}")
+    if rgb is not None and rgb not in RGB_MODES:
+        raise InputError(f"unknown rgb conversion {rgb!r}: choose one of {list(RGB_MODES)}")
+    if not p.is_file():
+        raise InputError(f"image {p} does not exist or is not a file: check the path")
+    try:
+        if suffix in _TIFF:
+            import tifffile
+
+            with tifffile.TiffFile(str(p)) as tif:
+                photometric = tif.pages[0].photometric
+                a = tif.asarray()
+            colour = photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
+        else:
+            import imageio.v3 as iio
+
+            a = np.asarray(iio.imread(p))
+            colour = a.ndim == 3
+    except PermissionError as e:
+        raise InputError(f"cannot read {p}: permission denied; check the file's permissions") from e
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        EOFError,
+        IndexError,
+        struct.error,
+        zlib.error,
+        RuntimeError,
+    ) as e:
+        raise InputError(f"cannot read {p} as {suffix}: {e}; is the file complete?") from e
+    if a.ndim == 3 and not colour and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 3 and colour and a.shape[-1] in (2, 4):
+        log.info("%s: alpha channel dropped", p)
+        a = a[..., :-1]
+    if a.ndim == 3 and colour and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim == 3 and colour and a.shape[-1] == 3:
+        if (a[..., 0] == a[..., 1]).all() and (a[..., 0] == a[..., 2]).all():
+            log.info("%s: a grey image stored as RGB; read as grey", p)
+            a = a[..., 0]
+        elif rgb is None:
+            raise InputError(
+                f"{p} is a colour (RGB) image: choose how to convert it, rgb='luminance' (grey = "
+                "0.299 R + 0.587 G + 0.114 B) or rgb='channels' (CLI: --rgb luminance|channels)"
+            )
+        elif rgb == "luminance":
+            a = a.astype(np.float32) @ _LUMA
+        else:
+            a = np.ascontiguousarray(np.moveaxis(a, -1, 0))
+    if a.ndim != 2 and not (a.ndim == 3 and rgb == "channels" and colour):
+        raise InputError(
+            f"{p} holds an array of shape {a.shape}, not one 2D image: open a stack with open_volume "
+            "(or the volume options), or save one image per file"
+        )
+    dt = a.dtype
+    if dt == np.bool_:
+        a = a.astype(np.uint8)
+    elif not (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating)):
+        raise InputError(f"{p} has pixel type {dt}: give integer or floating-point intensities")
+    return a
+
+
+def open_image(path: str | os.PathLike, *, dataset: str | None = None, rgb: str | None = None) -> Any:
+    """Open a 2D image file in memory, or a volume lazily.
+
+    PNG, JPEG and single-image TIFF files come back as (Y, X) arrays from
+    :func:`read_image_2d` (``rgb`` converts colour ones); anything else as
+    :func:`open_volume` opens it. Training uses it so that 2D files are 2D images.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_image_2d` and :func:`open_volume`.
+    """
+    p, dataset = _split_dataset(path, dataset)
+    suffix = p.suffix.lower()
+    if suffix in _PIL or (suffix in _TIFF and p.is_file() and _tiff_is_2d(p)):
+        return read_image_2d(p, rgb=rgb)
+    return open_volume(p, dataset=dataset)
+
+
+def _tiff_is_2d(p: Path) -> bool:
+    """Whether a TIFF holds one 2D image (grey, or colour samples); False when unreadable."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(str(p)) as tif:
+            s = tif.series[0]
+            return len(tif.series) == 1 and sum(1 for ax, n in zip(s.axes, s.shape) if ax != "S" and n > 1) <= 2
+    except Exception:  # open_volume reports a damaged file in its own words
+        return False
+
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """The 2D image files (:data:`IMAGE_2D_SUFFIXES`) directly inside ``folder``, sorted by name.
+
+    Raises
+    ------
+    InputError
+        If ``folder`` is not a folder, or holds no such file.
+    """
+    d = Path(folder)
+    if not d.is_dir():
+        raise InputError(f"{d} is not a folder: give a folder of 2D image files")
+    files = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_2D_SUFFIXES)
+    if not files:
+        raise InputError(f"folder {d} holds no 2D image files ({', '.join(IMAGE_2D_SUFFIXES)})")
+    return files
+
+
+def is_image_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder of 2D image files (not a zarr store)."""
+    d = Path(path)
+    if not d.is_dir() or any((d / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")):
+        return False
+    return any(f.suffix.lower() in IMAGE_2D_SUFFIXES for f in d.iterdir() if f.is_file())
+
+
+def pair_image_folders(images: str | os.PathLike, labels: str | os.PathLike) -> list[tuple[Path, Path | None]]:
+    """Pair each image in folder ``images`` with the label file of the same base name in ``labels``.
+
+    A label file has its image's base name with any of :data:`IMAGE_2D_SUFFIXES`
+    (``a.jpg`` pairs with ``a.png``); an image without one is not annotated (``None``).
+
+    Returns
+    -------
+    list of (Path, Path or None)
+        One entry per image file, sorted by name.
+
+    Raises
+    ------
+    InputError
+        If a folder is missing or empty, an image has two label files, a label file has
+        no image, or no image has a label file.
+    """
+    imgs = image_files(images)
+    labs = image_files(labels)
+    by_stem: dict[str, Path] = {}
+    for f in labs:
+        if f.stem in by_stem:
+            raise InputError(f"two label files for image {f.stem!r}: {by_stem[f.stem].name} and {f.name}; keep one")
+        by_stem[f.stem] = f
+    stems = {f.stem for f in imgs}
+    if len(stems) != len(imgs):
+        raise InputError(f"folder {images} holds two images with the same base name: rename one")
+    orphans = sorted(set(by_stem) - stems)
+    if orphans:
+        raise InputError(
+            f"label files {orphans[:5]} in {labels} have no image of the same base name in {images}: "
+            "rename or remove them"
+        )
+    pairs = [(f, by_stem.get(f.stem)) for f in imgs]
+    if not any(lab for _, lab in pairs):
+        raise InputError(f"no image in {images} has a label file in {labels} (same base name): check the names")
+    return pairs
 
 
 def _open_hdf5(p: Path, dataset: str | None) -> Any:

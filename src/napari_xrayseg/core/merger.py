@@ -61,7 +61,7 @@ class LabelMerger:
         self, pred: Any, plan: Any, index: int, r: tuple[int, int], data: np.ndarray, previous: Previous
     ) -> dict[str, np.ndarray]:
         """``{"labels": uint8 slab}`` in the volume's orientation."""
-        labels = np.empty((r[1] - r[0], *data.shape[1:]), dtype=np.uint8)
+        labels = np.empty((r[1] - r[0], *data.shape[-2:]), dtype=np.uint8)
         for s, e, xs in plan.inputs(data, r, pred.slices_per_call(plan.slice_shape)):
             labels[s:e] = pred.labels(xs)
         return {"labels": plan.orient(labels)}
@@ -83,7 +83,7 @@ class ProbMerger:
         self, pred: Any, plan: Any, index: int, r: tuple[int, int], data: np.ndarray, previous: Previous
     ) -> dict[str, np.ndarray]:
         """``{"probs": (C, *slab)}`` for an early pass; ``{"labels", "confidence"}`` for the last."""
-        p = np.empty((len(pred.lut), r[1] - r[0], *data.shape[1:]), dtype=np.float32)
+        p = np.empty((len(pred.lut), r[1] - r[0], *data.shape[-2:]), dtype=np.float32)
         for s, e, xs in plan.inputs(data, r, pred.slices_per_call(plan.slice_shape)):
             p[:, s:e] = np.moveaxis(pred.probs(xs, tta=self.tta), 1, 0)
         p = plan.orient(p, lead=1)

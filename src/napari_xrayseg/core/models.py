@@ -529,6 +529,17 @@ class ModelInfo:
         unknown (files written before napari-xrayseg recorded it read as None).
     unit : str or None
         Length unit of ``voxel_size`` ("nm", "um", ...).
+    channels : int
+        Image channels per slice (phase + absorption, RGB, ...): the network takes
+        ``channels x context`` inputs, channel-major (every context slice of channel 0, then
+        of channel 1, ...). 1 for single-channel images.
+    channel_axis : int or None
+        The channel axis of the training images (``train(..., channel_axis=)``), used for
+        the images ``segment`` is given; None for single-channel models.
+    two_d : bool
+        Trained on independent 2D images (``train(..., two_d=True)``): a stack given to
+        ``segment`` is a set of unrelated images, each its own context and (with
+        per-image normalisation) its own percentile bounds.
     """
 
     arch: str
@@ -545,6 +556,9 @@ class ModelInfo:
     context: int = 1
     voxel_size: list[float] | None = None
     unit: str | None = None
+    two_d: bool = False
+    channels: int = 1
+    channel_axis: int | None = None
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     software: dict[str, str] = field(default_factory=dict)
     format: str = FORMAT
@@ -587,6 +601,8 @@ class Model:
         state = f"trained {len(i.history)} epochs" if i.trained else "untrained"
         where = f", path={str(self.path)!r}" if self.path else ""
         ctx = f", context={i.context}" if i.context != 1 else ""
+        ctx += ", two_d" if i.two_d else ""
+        ctx += f", channels={i.channels}" if i.channels != 1 else ""
         return f"Model(arch={i.arch!r}, size={i.size!r}, classes={i.classes}{ctx}, parameters={n:,}, {state}{where})"
 
 
@@ -617,6 +633,7 @@ def init_model(
     classes: int | list[int] = 3,
     class_names: list[str] | None = None,
     context: int = 1,
+    channels: int = 1,
     tile: int = 256,
     seed: int = 0,
 ) -> Model:
@@ -635,6 +652,8 @@ def init_model(
     context : int
         Slices per input (odd, 1..15): the slice and ``context // 2`` neighbours on each
         side, fed as input channels ("2.5D"). 1 for plain slice-by-slice models.
+    channels : int
+        Image channels (1..16); the network takes ``channels x context`` inputs.
     tile : int
         Recommended inference tile side.
     seed : int
@@ -660,7 +679,11 @@ def init_model(
     names = list(class_names) if class_names else _default_names(values)
     if len(names) != len(values):
         raise InputError(f"{len(names)} class names given for {len(values)} classes")
-    params = a.params(size, int(context), len(values))
+    if isinstance(channels, bool) or not isinstance(channels, int) or not 1 <= channels <= 16:
+        raise InputError(f"channels {channels!r} must be an integer in 1..16")
+    if channels > 1 and arch == "unet3d":
+        raise InputError("unet3d reads its context slices as depth and takes one channel: choose another arch")
+    params = a.params(size, int(context) * channels, len(values))
     stride = a.stride(params)
     if tile % stride:
         raise InputError(f"tile {tile} is not a multiple of the network's stride {stride}")
@@ -675,6 +698,7 @@ def init_model(
         tile=int(tile),
         size=size,
         context=int(context),
+        channels=int(channels),
         software=_software(),
     )
     return Model(net.eval(), info)
@@ -804,11 +828,18 @@ def _validate_info(d: Any, path: Path) -> ModelInfo:
     context = d.get("context", 1)
     if isinstance(context, bool) or not isinstance(context, int) or not 1 <= context <= MAX_CONTEXT or context % 2 == 0:
         raise bad(f"context {context!r} is not an odd integer in [1, {MAX_CONTEXT}]")
-    if context != params["in_channels"]:
+    channels = d.get("channels", 1)
+    if isinstance(channels, bool) or not isinstance(channels, int) or not 1 <= channels <= 16:
+        raise bad(f"channels {channels!r} is not an integer in [1, 16]")
+    if context * channels != params["in_channels"]:
+        got = f"context {context}" + (f" x channels {channels}" if channels > 1 else "")
         raise bad(
-            f"context {context} does not match in_channels {params['in_channels']} "
-            "(the network takes one input channel per context slice)"
+            f"{got} does not match in_channels {params['in_channels']} "
+            "(the network takes one input channel per context slice of each image channel)"
         )
+    ca = d.get("channel_axis")
+    if ca is not None and (isinstance(ca, bool) or not isinstance(ca, int) or not 0 <= ca <= 3):
+        raise bad(f"channel_axis {ca!r} is not null or an integer in [0, 3]")
     classes = d.get("classes")
     if (
         not isinstance(classes, list)
@@ -847,6 +878,8 @@ def _validate_info(d: Any, path: Path) -> ModelInfo:
     unit = d.get("unit")
     if unit is not None and (not isinstance(unit, str) or len(unit) > 20):
         raise bad(f"unit {unit!r} is not null or a short string")
+    if not isinstance(d.get("two_d", False), bool):
+        raise bad(f"two_d {d.get('two_d')!r} is not true or false")
     known = {f for f in ModelInfo.__dataclass_fields__}
     return ModelInfo(**{k: v for k, v in d.items() if k in known})
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["apply_normalization", "compute_normalization"]
+__all__ = ["apply_normalization", "compute_normalization", "pooled_normalization"]
 
 
 def compute_normalization(
@@ -53,6 +53,11 @@ def compute_normalization(
     >>> compute_normalization(np.arange(100.0).reshape(10, 10), percentiles=(0, 100))["high"]
     99.0
     """
+    return _bounds(_sample(image, max_slices, max_pixels, seed), percentiles)
+
+
+def _sample(image: Any, max_slices: int, max_pixels: int, seed: int) -> np.ndarray:
+    """Up to ``max_pixels`` values of ``image`` from up to ``max_slices`` of its slices."""
     shape = image.shape
     from .io import read_block
 
@@ -70,6 +75,10 @@ def compute_normalization(
     flat = sample.reshape(-1)
     if flat.size > max_pixels:
         flat = flat[np.random.default_rng(seed).integers(0, flat.size, max_pixels)]  # O(max_pixels), unlike choice
+    return flat
+
+
+def _bounds(flat: np.ndarray, percentiles: tuple[float, float]) -> dict[str, Any]:
     if not np.all(np.isfinite(flat)):
         raise InputError("image holds NaN or inf values: replace them (e.g. np.nan_to_num) before segmenting")
     lo, hi = (float(v) for v in np.percentile(flat, percentiles))
@@ -78,6 +87,30 @@ def compute_normalization(
         if not hi > lo:
             raise InputError(f"image is constant (all values {lo:g}): there is nothing to segment")
     return {"method": "percentile", "low": lo, "high": hi, "percentiles": [float(p) for p in percentiles]}
+
+
+def pooled_normalization(
+    images: Any,
+    *,
+    percentiles: tuple[float, float] = (0.5, 99.5),
+    max_pixels: int = 4_000_000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Percentile bounds of a whole dataset: the pixels of several images pooled.
+
+    Each image (2D or 3D, any shape) gives an equal share of ``max_pixels`` (from up
+    to 16 of its slices, as :func:`compute_normalization`).
+
+    Examples
+    --------
+    >>> b = pooled_normalization([np.zeros((4, 4)), np.ones((4, 4))], percentiles=(0, 100))
+    >>> b["low"], b["high"]
+    (0.0, 1.0)
+    """
+    images = list(images)
+    share = max(1, max_pixels // max(1, len(images)))
+    flat = np.concatenate([_sample(im, 16, share, seed + i) for i, im in enumerate(images)])
+    return _bounds(flat, percentiles)
 
 
 def _sample_blocks(image: Any, n: int, max_slices: int) -> list[tuple[int, int, list[int]]]:

@@ -126,6 +126,8 @@ class SegmentPlan:
     blend: str
     normalization: dict[str, Any]
     precision: str = "fp32"  # resolved: fp32, bf16 or fp16
+    independent: bool = False  # slices are unrelated 2D images (a two_d model): no halo, own context
+    channels: int = 1  # image channels (the image is then a ChannelStack: reads come channel first)
 
     @property
     def is2d(self) -> bool:
@@ -163,14 +165,19 @@ class SegmentPlan:
         return (slice(None),) * 2 if self.is2d else slab_slicer(self.axis, r[0], r[1], 3)
 
     def read(self, image: Any, r: tuple[int, int]) -> np.ndarray:
-        """Slices ``r`` plus the context halo (clipped at the volume ends), slicing axis first."""
-        lo, hi = context_range(r[0], r[1], self.context, self.n)
+        """Slices ``r`` plus the context halo (clipped at the volume ends), slicing axis first.
+
+        Channel first, then slicing axis, for a multi-channel image.
+        """
+        lo, hi = r if self.independent else context_range(r[0], r[1], self.context, self.n)
+        lead = int(self.channels > 1)
         if self.is2d:
-            return read_block(image, (Ellipsis,), what="image")[None]
+            data = read_block(image, (Ellipsis,), what="image")
+            return data[:, None] if lead else data[None]
         data = read_block(
             image, slab_slicer(self.axis, lo, hi, 3), what=f"image (slices {lo}..{hi - 1} along axis {self.axis})"
         )
-        return np.moveaxis(data, self.axis, 0)
+        return np.moveaxis(data, lead + self.axis, lead)
 
     def inputs(
         self, data: np.ndarray, r: tuple[int, int], per_call: int
@@ -178,21 +185,43 @@ class SegmentPlan:
         """Normalised network inputs of slab ``r`` from its :meth:`read` data: ``(start, stop, input)``.
 
         ``per_call`` slices at a time; with context k > 1 each input is (N, k, Y, X), stacked
-        per call (memory k x a call, not k x the slab).
+        per call (memory k x a call, not k x the slab). With C channels, (N, C x k, Y, X):
+        each channel normalised by its own bounds, its k context slices together.
 
         Raises
         ------
         InputError
             If the slab holds NaN or inf.
         """
+        if self.channels == 1:
+            yield from self._inputs(data, r, per_call, self.normalization)
+            return
+        bounds = self.normalization.get("channel_bounds") or [self.normalization] * self.channels
+        parts = [self._inputs(data[c], r, per_call, bounds[c]) for c in range(self.channels)]
+        for got in zip(*parts):
+            s, e = got[0][:2]
+            yield s, e, np.concatenate([x[:, None] if x.ndim == 3 else x for _, _, x in got], axis=1)
+
+    def _inputs(
+        self, data: np.ndarray, r: tuple[int, int], per_call: int, normalization: dict[str, Any]
+    ) -> Generator[tuple[int, int, np.ndarray], None, None]:
         k = self.context
-        lo, hi = context_range(r[0], r[1], k, self.n)
+        lo, hi = r if self.independent else context_range(r[0], r[1], k, self.n)
         if data.dtype.kind == "f" and not np.isfinite(data).all():
             raise InputError(
                 f"image holds NaN or inf values in slices {lo}..{hi - 1} along axis "
                 f"{self.axis}: replace them (e.g. np.nan_to_num) before segmenting"
             )
-        x = apply_normalization(data, self.normalization)
+        if self.independent and normalization.get("low") is None:  # every image by its own bounds
+            pct = tuple(normalization.get("percentiles") or (0.5, 99.5))
+            x = np.stack([apply_normalization(d, compute_normalization(d, percentiles=pct)) for d in data])
+        else:
+            x = apply_normalization(data, normalization)
+        if self.independent:  # each image is its own context
+            for s in range(0, r[1] - r[0], per_call):
+                e = min(s + per_call, r[1] - r[0])
+                yield s, e, (x[s:e] if k == 1 else np.repeat(x[s:e, None], k, axis=1))
+            return
         b = r[0] - lo  # the slab's first slice inside x
         n = r[1] - r[0]
         for s in range(0, n, per_call):
@@ -282,11 +311,23 @@ def plan_segment(
     chunks = volume_chunks(image)
     chunks3 = (1, *chunks) if (is2d and chunks) else chunks
     depth = plan_slab_depth(shape3, axis, chunks3, slab)
-    norm = normalization if normalization is not None else resolved_normalization(info.normalization, image)
+    two_d = bool(getattr(info, "two_d", False))
+    channels = int(getattr(info, "channels", 1))
+    if normalization is not None:
+        norm = normalization
+    elif two_d and info.normalization.get("low") is None:
+        norm = dict(info.normalization)  # every image by its own bounds, slice by slice
+    elif channels > 1:  # every channel by its own bounds
+        norm = {
+            **info.normalization,
+            "channel_bounds": [resolved_normalization(info.normalization, v) for v in image.views],
+        }
+    else:
+        norm = resolved_normalization(info.normalization, image)
     return SegmentPlan(
         shape=tuple(int(s) for s in image.shape),
         axis=axis,
-        context=info.in_channels,
+        context=info.context,
         depth=depth,
         tile=tile if tile == AUTO else int(tile),
         overlap=float(overlap),
@@ -294,6 +335,8 @@ def plan_segment(
         blend=blend,
         normalization=norm,
         precision=precision,
+        independent=two_d,
+        channels=channels,
     )
 
 
@@ -305,6 +348,8 @@ def plan_passes(image: Any, info: Any, axes: list[int], *, slab: int | None, **k
     """
     if len(axes) == 1:
         return [plan_segment(image, info, axis=axes[0], slab=slab, **kw)]
+    if getattr(getattr(info, "info", info), "two_d", False):
+        raise InputError("the model was trained on independent 2D images: segment along one axis (no orthoplanes)")
     depth = slab if slab is not None else 32
     plans = [plan_segment(image, info, axis=a, slab=depth, **kw) for a in axes]
     d = min(p.depth for p in plans)

@@ -38,13 +38,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .channels import ChannelStack
 from .config import TrainConfig
 from .device import resolve_device
 from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError
 from .io import read_block, volume_chunks, voxel_size_of
 from .labels import read_labels
 from .models import MAX_CONTEXT, Model, init_model, load_model, save_model
-from .normalize import apply_normalization, compute_normalization
+from .normalize import apply_normalization, compute_normalization, pooled_normalization
 from .output import claim
 from .plan import check_image
 from .predictor import SlicePredictor
@@ -474,7 +475,14 @@ class _PatchSampler:
     """
 
     def __init__(
-        self, images: np.ndarray, targets: np.ndarray, n_classes: int, patch: int, augment: bool, seed: int
+        self,
+        images: np.ndarray,
+        targets: np.ndarray,
+        n_classes: int,
+        patch: int,
+        augment: bool,
+        seed: int,
+        exposure: bool = False,
     ) -> None:
         self.images, self.targets, self.patch = images, targets, patch
         self.rng = np.random.default_rng(seed)
@@ -490,7 +498,7 @@ class _PatchSampler:
         self.plane, self.width = plane, targets.shape[2]
         # crop a margin around the patch so rotations and zooms see real neighbours, not padding
         self.margin = patch // 4 if augment else 0
-        self.transform = _augmentation(patch, seed) if augment else None
+        self.transform = _augmentation(patch, seed, exposure) if augment else None
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         c = self.available[int(self.rng.integers(len(self.available)))]
@@ -532,10 +540,15 @@ class _PatchSampler:
         return x, y
 
 
-def _augmentation(patch: int, seed: int) -> Any:
-    """MONAI dictionary transforms for (image, label) pairs; seeded, no global state."""
+def _augmentation(patch: int, seed: int, exposure: bool = False) -> Any:
+    """MONAI dictionary transforms for (image, label) pairs; seeded, no global state.
+
+    ``exposure`` (independent 2D images) adds a random gamma to half of the patches: every
+    radiograph has its own exposure curve, which per-image percentile bounds do not undo.
+    """
     from monai.transforms import (
         Compose,
+        RandAdjustContrastd,
         RandAffined,
         RandFlipd,
         RandGaussianNoised,
@@ -569,6 +582,7 @@ def _augmentation(patch: int, seed: int) -> Any:
             RandShiftIntensityd("image", offsets=0.05, prob=0.25),
             RandGaussianNoised("image", prob=0.15, std=0.03),
             RandGaussianSmoothd("image", sigma_x=(0.25, 0.75), sigma_y=(0.25, 0.75), prob=0.1),
+            *([RandAdjustContrastd("image", prob=0.5, gamma=(0.7, 1.5))] if exposure else []),
         ],
         lazy=False,
     )
@@ -653,10 +667,16 @@ def _start_model(
     seed: int,
     device: torch.device,
     context: int = 1,
+    channels: int = 1,
 ) -> Model:
     if init is None:
         return init_model(
-            arch, size=size or (_D.size if arch == _D.arch else None), classes=classes, seed=seed, context=context
+            arch,
+            size=size or (_D.size if arch == _D.arch else None),
+            classes=classes,
+            seed=seed,
+            context=context,
+            channels=channels,
         )
     if isinstance(init, (str, os.PathLike)):
         base = load_model(init, device="cpu")
@@ -668,6 +688,11 @@ def _start_model(
         raise InputError(
             f"init model has classes {list(base.info.classes)} but the labels annotate classes "
             f"{classes}: paint the same classes or train a new model (init=None)"
+        )
+    if base.info.channels != channels:
+        raise InputError(
+            f"init model takes {base.info.channels} image channel(s) but the images have {channels}: "
+            "give images with the model's channels or train a new model"
         )
     if base.info.context != context:
         raise InputError(
@@ -766,6 +791,10 @@ def _settings(kw: dict[str, Any]) -> dict[str, Any]:
     )
     s["seed"] = _check_positive_int("seed", kw["seed"], 0)
     s["context"] = _resolve_context(kw["context"], kw["init"], kw["arch"])
+    s["context_arg"] = kw["context"]
+    ca = kw["channel_axis"]
+    if ca is not None and (isinstance(ca, bool) or not isinstance(ca, (int, np.integer))):
+        raise InputError(f"channel_axis {ca!r} must be an integer axis of the image, or None")
     if kw["normalize"] not in NORMALIZE:
         raise InputError(f"unknown normalize {kw['normalize']!r}: choose one of {list(NORMALIZE)}")
     s["dev"] = resolve_device(kw["device"])
@@ -820,42 +849,213 @@ class _Budget:
         return f"{epoch} ({self.elapsed():.0f} of {self.seconds:.0f} s)"
 
 
+def _pairs(image: Any, labels: Any) -> tuple[list[tuple[Any, Any]], bool]:
+    """The (image, labels) pairs to train on, and whether several were given.
+
+    A list or tuple of arrays is several pairs (``labels`` then a list of the same length;
+    ``None`` marks an image without annotations, which is skipped); anything else is one.
+    """
+    multi = isinstance(image, (list, tuple)) and len(image) > 0 and all(hasattr(i, "shape") for i in image)
+    if not multi:
+        if isinstance(labels, (list, tuple)) and labels and all(hasattr(v, "shape") for v in labels):
+            raise InputError(
+                "labels is a list of arrays but image is one array: give a list of images of the same length"
+            )
+        return [(image, labels)], False
+    if not isinstance(labels, (list, tuple)) or len(labels) != len(image):
+        n = len(labels) if isinstance(labels, (list, tuple)) else "one array"
+        raise InputError(f"{len(image)} images but {n} labels: give one labels array (or None) per image")
+    pairs = []
+    for i, (im, lab) in enumerate(zip(image, labels)):
+        if lab is None:
+            continue
+        im = check_image(im, name=f"image {i}")
+        if not hasattr(lab, "shape") or not hasattr(lab, "dtype"):
+            lab = np.asarray(lab)
+        if tuple(lab.shape) != tuple(im.shape):
+            raise InputError(f"labels {i} shape {tuple(lab.shape)} does not match image {i} shape {tuple(im.shape)}")
+        pairs.append((im, lab))
+    if not pairs:
+        raise InputError("no image has labels (all None): give labels for at least one image")
+    return pairs, True
+
+
+def _with_channels(image: Any, s: dict[str, Any]) -> Any:
+    """Declare the channel axis of the image(s): :class:`ChannelStack` s with one channel count."""
+    from .channels import split_channels
+
+    if s["normalize"] == "fixed":
+        raise InputError("multi-channel images are normalised per image and channel: use normalize='image'")
+    if s["axes"] is not None:
+        raise InputError("multi-channel images are trained along one axis: leave axes unset with channel_axis")
+    several = isinstance(image, (list, tuple)) and len(image) > 0 and all(hasattr(i, "shape") for i in image)
+    stacks = [
+        split_channels(im, s["channel_axis"], what=f"image {i}") for i, im in enumerate(image if several else [image])
+    ]
+    counts = {st.channels for st in stacks}
+    if len(counts) > 1:
+        raise InputError(f"images have different channel counts {sorted(counts)}: give every image the same channels")
+    return stacks if several else stacks[0]
+
+
+def _is_plane(shape: tuple[int, ...], axis: int) -> bool:
+    """A 2D image, or a volume one slice deep along ``axis``."""
+    return len(shape) == 2 or shape[axis] == 1
+
+
+def _resolve_two_d(two_d: bool | None, pairs: list[tuple[Any, Any]], multi: bool, axis: int) -> bool:
+    """Declared 2D mode, or detected: several inputs that are all single 2D images."""
+    if two_d is None:
+        return multi and all(_is_plane(tuple(im.shape), axis) for im, _ in pairs)
+    if not isinstance(two_d, (bool, np.bool_)):
+        raise InputError(f"two_d {two_d!r} must be True, False or None (detect)")
+    return bool(two_d)
+
+
+def _item_2d(
+    image: Any, labels: Any, axis: int, cancel: CancelToken | None
+) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Annotated independent 2D images of one input: a 2D image, or a stack of them along ``axis``."""
+    if len(image.shape) == 2:
+        return _annotated_slices(image, labels, 0, True, cancel, 1)
+    return _annotated_slices(image, labels, axis, False, cancel, 1)
+
+
+def _view_rows(
+    image: Any,
+    labels: Any,
+    two_d: bool,
+    axis: int,
+    context: int,
+    pooled: dict[str, Any] | None,
+    cancel: CancelToken | None,
+) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Annotated slices of one single-channel image, normalised: (indices, (N, k, Y, X), (N, Y, X))."""
+    if two_d:
+        idx, im, lb = _item_2d(image, labels, axis, cancel)
+        if not idx:
+            return idx, im, lb
+        # each image by its own bounds, unless pooled
+        im = np.stack([apply_normalization(r, pooled or compute_normalization(r[0])) for r in im])
+        return idx, (np.repeat(im, context, axis=1) if context > 1 else im), lb  # context: the image itself
+    idx, im, lb = _annotated_slices(image, labels, axis, len(image.shape) == 2, cancel, context)
+    if not idx:
+        return idx, im, lb
+    if not np.all(np.isfinite(im)):
+        raise InputError("image holds NaN or inf values in annotated slices: replace them (e.g. np.nan_to_num)")
+    return idx, apply_normalization(im, pooled or compute_normalization(image)), lb
+
+
+def _load_rows(
+    pairs: list[tuple[Any, Any]],
+    s: dict[str, Any],
+    two_d: bool,
+    axis: int,
+    ax_list: list[int],
+    cancel: CancelToken | None,
+) -> tuple[list[tuple[int, int]], list[np.ndarray], list[np.ndarray], dict[int, int]]:
+    """Annotated slices of every pair, normalised: (ids, image parts, label parts, extra-axis counts).
+
+    ``ids`` holds (pair, slice) per main-axis row; the parts hold the main-axis rows of
+    every pair first, then the rows along further ``ax_list`` axes. Normalisation is per image (each 2D
+    image, or each volume, by its own percentile bounds) with ``normalize="image"``, and
+    one set of bounds pooled over all inputs with ``"fixed"``.
+    """
+    context = s["context"]
+    pooled = pooled_normalization([im for im, _ in pairs]) if s["normalize"] == "fixed" else None
+    ids: list[tuple[int, int]] = []
+    imgs: list[np.ndarray] = []
+    labs: list[np.ndarray] = []
+    extra_i: list[np.ndarray] = []
+    extra_l: list[np.ndarray] = []
+    counts: dict[int, int] = {}
+    for p, (image, labels) in enumerate(pairs):
+        if isinstance(image, ChannelStack):  # every channel by its own bounds, its context together
+            got = [_view_rows(v, labels, two_d, axis, context, None, cancel) for v in image.views]
+            idx, lb = got[0][0], got[0][2]
+            im = np.concatenate([g[1] for g in got], axis=1) if idx else None
+        elif two_d:
+            idx, im, lb = _view_rows(image, labels, True, axis, context, pooled, cancel)
+        else:
+            idx, im, lb = _view_rows(image, labels, False, axis, context, pooled, cancel)
+            if idx and len(ax_list) > 1:
+                bounds = pooled or compute_normalization(image)
+                both_i, both_l, c = _orthogonal_slices(image, labels, ax_list[1:], im, lb, cancel, context)
+                for k, v in c.items():
+                    counts[k] = counts.get(k, 0) + v
+                if len(both_l) > len(lb):
+                    extra_i.append(apply_normalization(both_i[len(lb) :], bounds))
+                    extra_l.append(both_l[len(lb) :])
+        if not idx:
+            continue
+        ids += [(p, i) for i in idx]
+        imgs.append(im)
+        labs.append(lb)
+    return ids, imgs + extra_i, labs + extra_l, counts
+
+
+def _padded(parts: list[np.ndarray], mode: str) -> np.ndarray:
+    """Concatenate slices of different shapes, padded at the end to a common one."""
+    h = max(p.shape[-2] for p in parts)
+    w = max(p.shape[-1] for p in parts)
+    out = []
+    for a in parts:
+        widths = ((0, 0),) * (a.ndim - 2) + ((0, h - a.shape[-2]), (0, w - a.shape[-1]))
+        out.append(np.pad(a, widths, mode=mode) if any(p for pp in widths for p in pp) else a)  # type: ignore[call-overload]
+    return out[0] if len(out) == 1 else np.concatenate(out)
+
+
 def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken | None) -> dict[str, Any]:
     """Annotated slices -> normalised training and validation data and a patch sampler."""
-    image = check_image(image)
-    if not hasattr(labels, "shape") or not hasattr(labels, "dtype"):
-        labels = np.asarray(labels)
-    if tuple(labels.shape) != tuple(image.shape):
-        raise InputError(f"labels shape {tuple(labels.shape)} does not match image shape {tuple(image.shape)}")
-    is2d = len(image.shape) == 2
-    axis = 0 if is2d else normalize_axis(s["axis"], 3)
     from .plan import parse_axes
 
-    ax_list = parse_axes(s["axes"], len(image.shape), default=axis)
-    axis, context = ax_list[0], s["context"]
-    extra_axes: dict[int, int] = {}
+    if s["channel_axis"] is not None:
+        image = _with_channels(image, s)
+    pairs, multi = _pairs(image, labels)
+    if not multi:
+        image = check_image(image)
+        if not hasattr(labels, "shape") or not hasattr(labels, "dtype"):
+            labels = np.asarray(labels)
+        if tuple(labels.shape) != tuple(image.shape):
+            raise InputError(f"labels shape {tuple(labels.shape)} does not match image shape {tuple(image.shape)}")
+        pairs = [(image, labels)]
+    ndims = {len(im.shape) for im, _ in pairs}
+    axis = 0 if ndims == {2} else normalize_axis(s["axis"], 3)
+    two_d = _resolve_two_d(s["two_d"], pairs, multi, axis)
+    if two_d and s["context_arg"] is None and s["init"] is None:
+        s["context"] = 1  # independent images have no neighbours to give as context
+    ax_list = parse_axes(s["axes"], max(ndims), default=axis)
+    if two_d and len(ax_list) > 1:
+        raise InputError("independent 2D images have one slicing direction: leave axes unset with two_d")
+    if multi and ndims == {2, 3} and not two_d:
+        raise InputError("inputs mix 2D images and 3D volumes: pass two_d=True (each slice an image) or give one kind")
+    axis = ax_list[0]
     try:
-        idx, imgs, labs = _annotated_slices(image, labels, axis, is2d, cancel, context)
-        if len(ax_list) > 1 and idx:
-            imgs, labs, extra_axes = _orthogonal_slices(image, labels, ax_list[1:], imgs, labs, cancel, context)
+        ids, parts_i, parts_l, extra_axes = _load_rows(pairs, s, two_d, axis, ax_list, cancel)
     except Cancelled as e:
         err = Cancelled("training cancelled after 0 epochs (while reading the annotations)")
         err.result = None  # type: ignore[attr-defined]
         raise err from e
-    if not idx:
+    if not ids:
         raise InputError("labels hold no annotations (all 0): paint at least two classes on some slices")
+    labs = _padded(parts_l, "constant")  # padding is 0 = not annotated: it never teaches anything
     classes = sorted(int(c) for c in np.unique(labs) if c != 0)
     if len(classes) < 2:
         raise InputError(f"labels annotate only class {classes[0]}: paint at least two classes to train")
-    if not np.all(np.isfinite(imgs)):
+    x_all = _padded(parts_i, "edge")
+    del parts_i
+    if not np.all(np.isfinite(x_all)):
         raise InputError("image holds NaN or inf values in annotated slices: replace them (e.g. np.nan_to_num)")
-    norm = compute_normalization(image)
-    x_all = apply_normalization(imgs, norm)
-    del imgs
+    norm = (
+        pooled_normalization([im for im, _ in pairs])
+        if s["normalize"] == "fixed"
+        else compute_normalization(pairs[0][0])
+    )
+    idx: list[Any] = [i for _, i in ids] if not multi else [list(t) for t in ids]
     lut = np.full(256, _IGNORE, np.int16)
     lut[classes] = np.arange(len(classes), dtype=np.int16)
     val_sl, val_px, val_kind = _split(
-        labs, s["val_fraction"], classes, np.random.default_rng(s["seed"]), n_main=len(idx)
+        labs, s["val_fraction"], classes, np.random.default_rng(s["seed"]), n_main=len(ids)
     )
     train_sl = ~val_sl
     tgt = lut[labs[train_sl]]
@@ -869,13 +1069,17 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
     missing = [c for i, c in enumerate(classes) if not (tgt == i).any()]
     if missing:
         log.warning("classes %s have no training pixels left after holding out validation data", missing)
-    sampler = _PatchSampler(x_all[train_sl], tgt, len(classes), s["patch"], bool(s["augment"]), s["seed"])
+    sampler = _PatchSampler(
+        x_all[train_sl], tgt, len(classes), s["patch"], bool(s["augment"]), s["seed"], exposure=two_d
+    )
     if not sampler.available:
         raise InputError("too few annotated pixels to hold out validation data: paint more, or pass val_fraction=0")
     log.info(
-        "training on %d annotated slices along axis %d (+ %s along other axes; %d held out, validation by "
-        "%s), classes %s, normalisation low=%.4g high=%.4g",
+        "training on %d annotated %s of %d input(s) along axis %d (+ %s along other axes; %d held out, "
+        "validation by %s), classes %s, normalisation low=%.4g high=%.4g",
         len(idx),
+        "2D images" if two_d else "slices",
+        len(pairs),
         axis,
         extra_axes or "none",
         int(val_sl.sum()),
@@ -885,8 +1089,10 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
         norm["high"],
     )
     return {
-        "image": image,
-        "is2d": is2d,
+        "pairs": pairs,
+        "multi": multi,
+        "channels": pairs[0][0].channels if isinstance(pairs[0][0], ChannelStack) else 1,
+        "two_d": two_d,
         "axis": axis,
         "axes": ax_list,
         "extra_axes": extra_axes,
@@ -905,7 +1111,11 @@ def _build(
     s: dict[str, Any], d: dict[str, Any], cancel: CancelToken | None
 ) -> tuple[Model, _SupervisedStep, SlicePredictor | None]:
     """The model to train (new or fine-tuned), its optimiser step and the validation predictor."""
-    model = _start_model(s["init"], s["arch"], s["size"], d["classes"], s["seed"], s["dev"], s["context"])
+    model = _start_model(
+        s["init"], s["arch"], s["size"], d["classes"], s["seed"], s["dev"], s["context"], d["channels"]
+    )
+    if d["channels"] > 1:
+        model.info.channel_axis = d["pairs"][0][0].channel_axis
     norm = dict(d["norm"])
     if s["normalize"] == "image":  # bounds computed from each input at inference; these are for the record
         norm = {**norm, "low": None, "high": None, "training_bounds": [norm["low"], norm["high"]]}
@@ -916,9 +1126,12 @@ def _build(
             f"patch {s['patch']} is not a multiple of the network's stride {stride} "
             f"(e.g. {max(1, round(s['patch'] / stride)) * stride})"
         )
-    shape = tuple(int(v) for v in d["image"].shape)
     for a in d["axes"]:
-        plane = shape if d["is2d"] else tuple(v for i, v in enumerate(shape) if i != a)
+        planes = [
+            tuple(v for i, v in enumerate(im.shape) if i != a) if len(im.shape) == 3 else tuple(im.shape)
+            for im, _ in d["pairs"]
+        ]
+        plane = min(planes, key=min)
         if min(plane) < stride:
             raise InputError(
                 f"slices along axis {a} are {'x'.join(map(str, plane))} pixels, smaller than the "
@@ -976,7 +1189,10 @@ def _record(s: dict[str, Any], d: dict[str, Any], model: Model) -> dict[str, Any
             if isinstance(init, (str, os.PathLike))
             else (str(init.path) if isinstance(init, Model) and init.path else ("model" if init is not None else None))
         ),
-        "image_shape": [int(v) for v in d["image"].shape],
+        "image_shape": [int(v) for v in d["pairs"][0][0].shape] if not d["multi"] else None,
+        "inputs": [[int(v) for v in im.shape] for im, _ in d["pairs"]] if d["multi"] else None,
+        "two_d": d["two_d"],
+        "channel_axis": s["channel_axis"],
         "annotated_slices": d["idx"],
         "val_slices": d["val_slices"],
         "validation": d["val_kind"],
@@ -1122,6 +1338,8 @@ def iter_train(
     pixel_weight: float = _D.pixel_weight,
     axes: str | Sequence[int] | None = None,
     normalize: str = _D.normalize,
+    two_d: bool | None = None,
+    channel_axis: int | None = None,
     voxel_size: float | Sequence[float] | None = None,
     unit: str | None = None,
     out: str | os.PathLike | None = None,
@@ -1161,15 +1379,19 @@ def iter_train(
             "pixel_weight": pixel_weight,
             "axes": axes,
             "normalize": normalize,
+            "two_d": two_d,
+            "channel_axis": channel_axis,
             "out": out,
             "overwrite": overwrite,
         }
     )
     budget = _Budget(s["epochs"], s["minutes"], s["steps_per_epoch"])
     d = _load_data(image, labels, s, cancel)
-    ndim = 2 if d["is2d"] else 3
-    vox = pick_voxel_size(voxel_size, unit, voxel_size_of(image), ndim=ndim)  # a bad one fails before training
+    first = d["pairs"][0][0]
+    ndim = len(first.shape)
+    vox = pick_voxel_size(voxel_size, unit, voxel_size_of(first), ndim=ndim)  # a bad one fails before training
     model, stepper, predictor = _build(s, d, cancel)
+    model.info.two_d = d["two_d"]
     inherited = (model.info.voxel_size, model.info.unit) if model.info.voxel_size else None  # from init
     vox = vox or pick_voxel_size(None, unit, inherited, ndim=ndim)
     if vox is not None:
@@ -1226,6 +1448,8 @@ def train(
     mode: str = _D.mode,
     axes: str | Sequence[int] | None = None,
     normalize: str = _D.normalize,
+    two_d: bool | None = None,
+    channel_axis: int | None = None,
     pixel_weight: float = _D.pixel_weight,
     voxel_size: float | Sequence[float] | None = None,
     unit: str | None = None,
@@ -1234,13 +1458,15 @@ def train(
     cancel: CancelToken | None = None,
     progress: ProgressCallback | None = None,
 ) -> Model:
-    """Train a 2D segmentation model from (sparse) annotations of a volume.
+    """Train a 2D segmentation model from (sparse) annotations of volumes or 2D images.
 
     Parameters
     ----------
-    image : array-like of shape (Z, Y, X) or (Y, X)
+    image : array-like of shape (Z, Y, X) or (Y, X), or a list of them
         Intensities (numpy, dask, zarr or h5py). Only the annotated slices are loaded.
-    labels : array-like
+        A list trains on several (image, labels) pairs at once: volumes of different
+        shapes, or independent 2D images (see ``two_d``).
+    labels : array-like, or a list of them (one per image; ``None`` = not annotated)
         Same shape as ``image``; non-negative integer labels, 0 = not annotated. Slices
         may be partly painted. The classes are the sorted nonzero values present;
         output channel ``i`` of the model stands for ``classes[i]``.
@@ -1316,7 +1542,24 @@ def train(
         image's own percentile bounds, so another scan of the material with a
         grey-level offset or gain is mapped alike (``info.normalization`` keeps the
         training bounds as ``training_bounds``). ``"fixed"``: the training image's
-        bounds are applied to every input.
+        bounds are applied to every input. With several inputs, ``"image"`` normalises
+        each input (each 2D image in ``two_d`` mode) by its own bounds ("per image"),
+        ``"fixed"`` uses one set of bounds pooled over all inputs ("per dataset").
+    two_d : bool, optional
+        Declare the inputs independent 2D images (radiographs, micrographs): a 2D array is
+        one image and a 3D array a stack of unrelated images along ``axis``. No image is
+        ever given another as 2.5D context (``context`` defaults to 1; a larger one
+        repeats the image itself), per-image normalisation is per 2D image, validation
+        holds out whole images, and the model records the mode (``info.two_d``) so
+        ``segment`` treats every slice of a stack it is given as an independent image.
+        Default (None): on when several inputs are given and all are single 2D images.
+    channel_axis : int, optional
+        The images have channels along this axis (phase and absorption tomograms, dual
+        energy, RGB): e.g. 1 for (Z, C, Y, X), 0 for (C, Y, X); the labels have the shape
+        without it. Each channel is normalised by its own bounds (``normalize="image"``
+        only); the network takes ``channels x context`` inputs; the model records the
+        channel count and axis (``info.channels``, ``info.channel_axis``) and ``segment``
+        refuses an image with another channel count.
     voxel_size : float or sequence of float, optional
         Voxel size of the training image, one number (isotropic) or one per axis (z, y, x),
         stored in the model (``info.voxel_size``, ``info.unit``) so that ``segment`` can warn
@@ -1402,6 +1645,8 @@ def train(
             pixel_weight=pixel_weight,
             axes=axes,
             normalize=normalize,
+            two_d=two_d,
+            channel_axis=channel_axis,
             voxel_size=voxel_size,
             unit=unit,
             out=out,

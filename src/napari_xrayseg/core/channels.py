@@ -1,0 +1,128 @@
+"""Multi-channel images (phase + absorption, dual energy, RGB) seen as one lazy volume per channel.
+
+A :class:`ChannelStack` wraps an array with a channel axis the user declared. Its ``shape``
+is the spatial shape (the channel axis left out), so the slab planning, the outputs and the
+labels all see an ordinary 2D or 3D image; indexing it reads every channel of the region and
+returns them channel first. Training and segmentation normalise each channel by its own
+bounds and feed the network ``channels x context`` input channels (channel-major: all context
+slices of channel 0, then of channel 1, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["MAX_CHANNELS", "ChannelStack", "split_channels"]
+
+#: Most channels a model may take.
+MAX_CHANNELS = 16
+
+
+class _ChannelView:
+    """One channel of an array, read lazily: ``view[idx]`` reads ``source[idx with c at axis]``."""
+
+    def __init__(self, source: Any, axis: int, c: int) -> None:
+        self.source, self.axis, self.c = source, axis, c
+        self.shape = tuple(int(s) for i, s in enumerate(source.shape) if i != axis)
+        self.dtype = np.dtype(source.dtype)
+        self.ndim = len(self.shape)
+        chunks = getattr(source, "chunks", None)
+        if chunks is not None and chunks and not isinstance(chunks[0], tuple):
+            self.chunks = tuple(int(v) for i, v in enumerate(chunks) if i != axis)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        idx = list(index) if isinstance(index, tuple) else [index]
+        if any(i is Ellipsis for i in idx):
+            e = idx.index(Ellipsis)
+            idx[e : e + 1] = [slice(None)] * (self.ndim - (len(idx) - 1))
+        idx += [slice(None)] * (self.ndim - len(idx))
+        idx.insert(self.axis, self.c)
+        return np.asarray(self.source[tuple(idx)])
+
+
+class ChannelStack:
+    """An image with a channel axis, as ``channels`` lazy single-channel volumes.
+
+    Attributes
+    ----------
+    views : list
+        One lazily read array per channel, each of the spatial shape.
+    shape : tuple of int
+        The spatial shape (without the channel axis).
+    channels : int
+        Number of channels.
+    channel_axis : int
+        The channel axis of the source array.
+    """
+
+    def __init__(self, source: Any, channel_axis: int) -> None:
+        self.source, self.channel_axis = source, channel_axis
+        self.channels = int(source.shape[channel_axis])
+        self.views = [_ChannelView(source, channel_axis, c) for c in range(self.channels)]
+        v = self.views[0]
+        self.shape, self.dtype, self.ndim = v.shape, v.dtype, v.ndim
+        if hasattr(v, "chunks"):
+            self.chunks = v.chunks
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        """Every channel of ``index`` (a spatial index), channel first."""
+        return np.stack([v[index] for v in self.views])
+
+    def __repr__(self) -> str:
+        return f"ChannelStack({self.channels} channels along axis {self.channel_axis}, shape {self.shape})"
+
+
+def split_channels(image: Any, channel_axis: int, *, channels: int | None = None, what: str = "image") -> ChannelStack:
+    """Declare ``image``'s channel axis: a :class:`ChannelStack` of its channels.
+
+    Parameters
+    ----------
+    image : array-like of shape (C, Y, X), (Z, C, Y, X), ...
+        A 2D or 3D image with one more axis holding the channels (numpy, dask, zarr, h5py).
+    channel_axis : int
+        The channel axis (negative counts from the end).
+    channels : int, optional
+        The number of channels expected (a model's): a different count is an error.
+    what : str
+        Names the image in messages.
+
+    Raises
+    ------
+    InputError
+        On a bad axis, an image that is not 3D or 4D, too many channels, or a channel count
+        other than ``channels``.
+
+    Examples
+    --------
+    >>> s = split_channels(np.zeros((4, 2, 8, 8)), 1)
+    >>> s.shape, s.channels, s[1:3].shape
+    ((4, 8, 8), 2, (2, 2, 8, 8))
+    """
+    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+        image = np.asarray(image)
+    ndim = len(image.shape)
+    if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
+        raise InputError(f"channel_axis {channel_axis!r} must be an integer axis of the {what}")
+    if ndim not in (3, 4):
+        raise InputError(
+            f"{what} has {ndim} dimensions (shape {tuple(image.shape)}): with a channel axis give a 2D "
+            "or 3D image plus one axis of channels"
+        )
+    if not -ndim <= channel_axis < ndim:
+        raise InputError(f"channel_axis {channel_axis} is not an axis of the {what} (shape {tuple(image.shape)})")
+    ax = int(channel_axis) % ndim
+    n = int(image.shape[ax])
+    if channels is not None and n != channels:
+        raise InputError(
+            f"{what} has {n} channel{'s' if n != 1 else ''} along axis {ax} but the model takes {channels}: "
+            "give the channels the model was trained on, in the same order and on the same axis"
+        )
+    if not 1 <= n <= MAX_CHANNELS:
+        raise InputError(
+            f"{what} has {n} entries along channel_axis {ax}: at most {MAX_CHANNELS} channels; is it the right axis?"
+        )
+    return ChannelStack(image, ax)

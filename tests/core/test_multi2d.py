@@ -1,0 +1,225 @@
+"""Several training pairs, declared 2D images, 2D image files (issue #18)."""
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from napari_xrayseg import segment, train
+from napari_xrayseg.core.errors import InputError
+from napari_xrayseg.core.io import image_files, open_image, open_volume, pair_image_folders, read_image_2d
+from napari_xrayseg.core.models import load_model, read_model_info
+from napari_xrayseg.core.normalize import pooled_normalization
+from napari_xrayseg.core.radiographs import BACKGROUND, LUNG, make_radiographs
+from napari_xrayseg.core.sample import make_phantom
+
+FAST = {"size": "tiny", "epochs": 1, "steps_per_epoch": 2, "batch": 2, "patch": 32, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def slices():
+    image, truth = make_phantom((8, 64, 64), seed=3, artefacts=False)
+    return image, truth
+
+
+# ---------------------------------------------------------------- reading 2D files
+
+
+def test_read_image_2d_png_jpeg_tiff_8_16_bit(tmp_path):
+    rng = np.random.default_rng(0)
+    g8 = rng.integers(0, 256, (20, 30), dtype=np.uint8)
+    g16 = rng.integers(0, 65536, (20, 30), dtype=np.uint16)
+    iio.imwrite(tmp_path / "a.png", g8)
+    iio.imwrite(tmp_path / "b.png", g16)
+    tifffile.imwrite(tmp_path / "c.tif", g16)
+    iio.imwrite(tmp_path / "d.jpg", g8)
+    np.testing.assert_array_equal(read_image_2d(tmp_path / "a.png"), g8)
+    b = read_image_2d(tmp_path / "b.png")
+    assert b.dtype == np.uint16
+    np.testing.assert_array_equal(b, g16)
+    np.testing.assert_array_equal(read_image_2d(tmp_path / "c.tif"), g16)
+    d = read_image_2d(tmp_path / "d.jpg")  # lossy: same shape, close values
+    assert d.shape == (20, 30) and d.dtype == np.uint8 and np.abs(d.astype(int) - g8).mean() < 40
+    # the volume reader opens a 2D file as a 2D image
+    for name, ref in (("a.png", g8), ("c.tif", g16)):
+        np.testing.assert_array_equal(np.asarray(open_volume(tmp_path / name)), ref)
+    tifffile.imwrite(tmp_path / "z.tif", g16, compression="zlib")  # compressed 2D TIFF too
+    assert open_volume(tmp_path / "z.tif").shape == (20, 30)
+    # the training reader keeps 2D files 2D, volumes 3D
+    assert open_image(tmp_path / "c.tif").shape == (20, 30)
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([g16, g16]))
+    assert open_image(tmp_path / "stack.tif").shape == (2, 20, 30)
+    with pytest.raises(InputError, match="not one 2D image"):
+        read_image_2d(tmp_path / "stack.tif")
+    assert [f.name for f in image_files(tmp_path)] == ["a.png", "b.png", "c.tif", "d.jpg", "stack.tif", "z.tif"]
+
+
+def test_read_image_2d_rgb_is_converted_only_when_asked(tmp_path):
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    iio.imwrite(tmp_path / "c.png", rgb)
+    tifffile.imwrite(tmp_path / "c.tif", rgb, photometric="rgb")
+    for name in ("c.png", "c.tif"):
+        with pytest.raises(InputError, match="colour \\(RGB\\) image: choose how to convert it"):
+            read_image_2d(tmp_path / name)
+        lum = read_image_2d(tmp_path / name, rgb="luminance")
+        want = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+        assert lum.dtype == np.float32
+        np.testing.assert_allclose(lum, want, rtol=1e-5)
+        np.testing.assert_array_equal(read_image_2d(tmp_path / name, rgb="channels"), np.moveaxis(rgb, -1, 0))
+    grey = np.repeat(rgb[..., :1], 3, axis=-1)  # grey saved as RGB: read as grey without asking
+    iio.imwrite(tmp_path / "g.png", grey)
+    np.testing.assert_array_equal(read_image_2d(tmp_path / "g.png"), rgb[..., 0])
+    rgba = np.concatenate([rgb, np.full((16, 24, 1), 255, np.uint8)], -1)
+    iio.imwrite(tmp_path / "a.png", rgba)
+    assert read_image_2d(tmp_path / "a.png", rgb="channels").shape == (3, 16, 24)  # alpha dropped
+    with pytest.raises(InputError, match="unknown rgb conversion"):
+        read_image_2d(tmp_path / "c.png", rgb="average")
+    with pytest.raises(InputError, match="colour"):
+        open_volume(tmp_path / "c.png")
+
+
+def test_pair_image_folders(tmp_path):
+    img, lab = tmp_path / "img", tmp_path / "lab"
+    img.mkdir()
+    lab.mkdir()
+    for n in ("a.png", "b.jpg", "c.tif"):
+        iio.imwrite(img / n, np.zeros((8, 8), np.uint8)) if n != "c.tif" else tifffile.imwrite(
+            img / n, np.zeros((8, 8))
+        )
+    iio.imwrite(lab / "a.tif", np.ones((8, 8), np.uint8))  # any extension: base names pair
+    iio.imwrite(lab / "b.png", np.ones((8, 8), np.uint8))
+    pairs = pair_image_folders(img, lab)
+    assert [(i.name, None if b is None else b.name) for i, b in pairs] == [
+        ("a.png", "a.tif"),
+        ("b.jpg", "b.png"),
+        ("c.tif", None),  # no label file: not annotated
+    ]
+    iio.imwrite(lab / "zz.png", np.ones((8, 8), np.uint8))
+    with pytest.raises(InputError, match="have no image of the same base name"):
+        pair_image_folders(img, lab)
+    (lab / "zz.png").unlink()
+    iio.imwrite(lab / "a.png", np.ones((8, 8), np.uint8))
+    with pytest.raises(InputError, match="two label files for image 'a'"):
+        pair_image_folders(img, lab)
+    with pytest.raises(InputError, match="is not a folder"):
+        pair_image_folders(img / "a.png", lab)
+
+
+# ---------------------------------------------------------------- several pairs
+
+
+def test_train_on_volumes_of_different_shapes(slices):
+    image, truth = slices
+    image2, truth2 = make_phantom((5, 48, 80), seed=4, artefacts=False)
+    sparse, sparse2 = np.zeros_like(truth), np.zeros_like(truth2)
+    sparse[[1, 5]] = truth[[1, 5]]
+    sparse2[2] = truth2[2]
+    m = train([image, image2], [sparse, sparse2], **FAST)
+    t = m.info.train
+    assert not m.info.two_d and m.info.context == 3  # volumes keep their 2.5D context
+    assert t["inputs"] == [[8, 64, 64], [5, 48, 80]] and t["image_shape"] is None
+    assert t["annotated_slices"] == [[0, 1], [0, 5], [1, 2]]
+    assert segment(image2, m, device="cpu").shape == image2.shape
+    # an image without labels (None) is skipped
+    m2 = train([image, image2], [sparse, None], **FAST)
+    assert m2.info.train["annotated_slices"] == [[0, 1], [0, 5]]
+    with pytest.raises(InputError, match="2 images but 1 labels"):
+        train([image, image2], [sparse], **FAST)
+    with pytest.raises(InputError, match="labels 1 shape"):
+        train([image, image2], [sparse, sparse], **FAST)
+    with pytest.raises(InputError, match="mix 2D images and 3D volumes"):
+        train([image, image2[0]], [sparse, sparse2[0]], **FAST)
+
+
+def test_two_d_images_are_never_each_others_context(slices, tmp_path):
+    image, truth = slices
+    images = [image[i] for i in range(8)]
+    labels = [truth[i] for i in range(7)] + [None]
+    m = train(images, labels, out=tmp_path / "m.safetensors", **FAST)  # several 2D images: 2D mode detected
+    assert m.info.two_d and m.info.context == 1
+    assert read_model_info(tmp_path / "m.safetensors").two_d
+    # validation holds out whole images (7 annotated >= 5)
+    assert m.info.train["validation"] == "slices"
+    assert m.info.train["val_slices"] and all(s == 0 for _, s in m.info.train["val_slices"])
+    # a stack given to segment is a set of independent images: the same as one by one
+    for model in (m, load_model(tmp_path / "m.safetensors"), train(images[:7], labels[:7], context=3, **FAST)):
+        stack = segment(image, model, device="cpu")
+        each = np.stack([segment(im, model, device="cpu") for im in images])
+        np.testing.assert_array_equal(stack, each)
+    # a 3D stack declared 2D is the same thing
+    m3 = train(image, truth, two_d=True, **FAST)
+    assert m3.info.two_d and m3.info.context == 1
+    with pytest.raises(InputError, match="one slicing direction"):
+        train(image, truth, two_d=True, axes="zyx", **FAST)
+    with pytest.raises(InputError, match="independent 2D images: segment along one axis"):
+        segment(image, m, axes="zyx", device="cpu")
+    with pytest.raises(InputError, match="two_d"):
+        train(image, truth, two_d="yes", **FAST)
+
+
+def test_two_d_normalisation_per_image_or_per_dataset(slices):
+    image, truth = slices
+    images = [image[i] * (1 + 3 * i) + 10 * i for i in range(6)]  # each image its own exposure
+    labels = [truth[i] for i in range(6)]
+    per_image = train(images, labels, **FAST)
+    assert per_image.info.normalization["low"] is None  # bounds from each image at inference
+    pooled = train(images, labels, normalize="fixed", **FAST)
+    want = pooled_normalization(images)
+    assert pooled.info.normalization["low"] == pytest.approx(want["low"])
+    assert pooled.info.normalization["high"] == pytest.approx(want["high"])
+    # per image: every slice of a stack by its own bounds, so a slice's exposure does not matter
+    stack = np.stack([image[0], image[1] * 5 + 3])
+    seg = segment(stack, per_image, device="cpu")
+    ref = segment(np.stack([image[0], image[1]]), per_image, device="cpu")
+    assert (seg == ref).mean() > 0.999
+
+
+def test_make_radiographs():
+    a, la = make_radiographs(3, side=64, seed=5)
+    b, lb = make_radiographs(3, side=64, seed=5)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(la, lb)
+    assert set(np.unique(la)) == {BACKGROUND, LUNG}
+    assert 0.05 < (la == LUNG).mean() < 0.5
+    assert not np.array_equal(la[0], la[1])  # independent images: each its own anatomy
+    im16, _ = make_radiographs(1, side=64, seed=5, dtype="uint16")
+    assert im16.dtype == np.uint16 and im16.max() > 255
+    # lungs are darker than the rest of the thorax on average
+    assert a[la == LUNG].mean() < a[la == BACKGROUND].mean()
+    with pytest.raises(InputError, match="side"):
+        make_radiographs(1, side=8)
+
+
+# ---------------------------------------------------------------- channels
+
+
+def test_multichannel_training_and_segmenting(slices, tmp_path):
+    image, truth = slices
+    rng = np.random.default_rng(2)
+    second = 50.0 * (1 - image) + rng.normal(0, 1, image.shape)  # another contrast, another unit
+    two = np.stack([image, second], axis=1)  # (Z, C, Y, X)
+    sparse = np.zeros_like(truth)
+    sparse[::2] = truth[::2]
+    m = train(two, sparse, channel_axis=1, out=tmp_path / "c.safetensors", **FAST)
+    info = read_model_info(tmp_path / "c.safetensors")
+    assert (info.channels, info.channel_axis, info.context) == (2, 1, 3) and info.in_channels == 6
+    seg = segment(two, load_model(tmp_path / "c.safetensors"), device="cpu")
+    assert seg.shape == image.shape
+    np.testing.assert_array_equal(seg, segment(two, m, device="cpu"))
+    # each channel by its own bounds: a channel's gain and offset do not matter
+    scaled = np.stack([image, second * 7 + 100], axis=1)
+    assert (segment(scaled, m, device="cpu") == seg).mean() > 0.999
+    with pytest.raises(InputError, match="has 1 channel along axis 1 but the model takes 2"):
+        segment(two[:, :1], m, device="cpu")
+    with pytest.raises(InputError, match="channels"):
+        train(image, sparse, init=m, **FAST)  # fine-tuning keeps the channel count
+    with pytest.raises(InputError, match="per image and channel"):
+        train(two, sparse, channel_axis=1, normalize="fixed", **FAST)
+    with pytest.raises(InputError, match="channel_axis 4 is not an axis"):
+        train(two, sparse, channel_axis=4, **FAST)
+    # 2D images with channels first (RGB as channels), in 2D mode
+    rgb = [np.stack([image[i], image[i] ** 2, 1 - image[i]]) for i in range(6)]
+    m2 = train(rgb, [truth[i] for i in range(6)], channel_axis=0, **FAST)
+    assert m2.info.two_d and m2.info.channels == 3 and m2.info.in_channels == 3
+    assert segment(rgb[0], m2, device="cpu").shape == (64, 64)
