@@ -51,3 +51,54 @@ def test_train_widget_on_several_2d_layer_pairs(make_napari_viewer, qtbot, tmp_p
     assert errors and "was removed: clear the training set" in errors[0] and not w.runner.running
     w._clear_pairs.clicked.emit()
     assert w._pairs == [] and w._pairs_label.value == "training set: the pair above"
+
+
+def test_channel_axis_in_train_and_segment_widgets(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """A two-channel volume layer (C, Z, Y, X): train with 'Channel axis' 0, segment with the model."""
+    from napari_xrayseg._napari.segment_widget import SegmentWidget
+    from napari_xrayseg.core.sample import make_phantom
+
+    viewer = make_napari_viewer(show=True)
+    vol, truth = make_phantom((6, 48, 48), seed=2)
+    two = np.stack([vol, -vol + np.float32(0.1) * np.random.default_rng(0).normal(size=vol.shape)])
+    img = viewer.add_image(two.astype(np.float32), name="phase+abs")
+    ann = np.zeros_like(truth)
+    ann[3] = truth[3]
+    lab = viewer.add_labels(ann, name="ann")
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Train")
+    w._image.value, w._labels.value = img, lab
+    errors = []
+    monkeypatch.setattr("napari_xrayseg._napari._jobs.show_error", errors.append)
+    w._out.value = tmp_path / "m.safetensors"
+    w._run.clicked.emit()  # without a channel axis the 4D image does not fit the 3D labels
+    assert errors and "does not match image shape" in errors[0] and not w.runner.running
+    w._channel_axis.value = "0"
+    w._size.value = "tiny"
+    w._epochs.value = 1
+    w._batch.value = 2
+    w._patch.value = 32
+    w._device.value = "cpu"
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: "phase+abs labels" in viewer.layers, timeout=120_000)
+    m = load_model(tmp_path / "m.safetensors")
+    assert m.info.channels == 2 and m.info.channel_axis == 0
+    assert m.info.params["in_channels"] == 2 * m.info.context
+    assert viewer.layers["phase+abs labels"].data.shape == truth.shape
+    assert len(viewer.layers["phase+abs labels"].scale) == 3
+    # the Segment widget reads the channels along the model's axis and adds a 3D result
+    s = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(s, name="Segment")
+    s._image.value = img
+    s._model_file.value = tmp_path / "m.safetensors"
+    s._device.value = "cpu"
+    s._run.clicked.emit()
+    qtbot.waitUntil(lambda: "phase+abs labels [2]" in viewer.layers, timeout=60_000)
+    out = viewer.layers["phase+abs labels [2]"].data
+    assert out.shape == truth.shape and set(np.unique(out)) <= {1, 2, 3}
+    # a one-channel layer is refused by the two-channel model in one line
+    one = viewer.add_image(vol, name="phase only")
+    s._image.value = one
+    s._run.clicked.emit()
+    qtbot.waitUntil(lambda: not s.runner.running, timeout=60_000)
+    assert any("channel" in str(e) for e in errors[1:]), errors

@@ -19,25 +19,53 @@ def unique_name(viewer: Any, base: str) -> str:
     return f"{base} [{i}]"
 
 
-def layer_array(layer: Any, what: str = "image") -> Any:
-    """The full-resolution array behind a layer (numpy or dask; level 0 of a multiscale)."""
+def layer_array(layer: Any, what: str = "image", *, channels: bool = False) -> Any:
+    """The full-resolution array behind a layer (numpy or dask; level 0 of a multiscale).
+
+    An RGB layer is refused unless ``channels`` (the caller treats a channel axis).
+    """
     if layer is None:
         raise InputError(f"no {what} layer selected: add or open one first")
-    if getattr(layer, "rgb", False):
-        raise InputError(f"{what} layer {layer.name!r} is RGB: convert it to a single-channel image")
+    if getattr(layer, "rgb", False) and not channels:
+        raise InputError(
+            f"{what} layer {layer.name!r} is RGB: set 'Channel axis' to 'last' in Train to learn from its "
+            "colours as channels, or convert it to a single-channel image"
+        )
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
 
 
-def labels_snapshot(labels_layer: Any, image: Any, what: str = "labels") -> Any:
-    """The Labels layer's data, checked against ``image``'s shape; numpy data copied.
+def channel_axis_of(layer: Any, choice: str, ndim: int) -> int | None:
+    """The channel axis a widget's 'Channel axis' choice names for ``layer`` (``"none"``, ``"last"`` or a number)."""
+    if choice == "none":
+        return None
+    axis = ndim - 1 if choice == "last" else int(choice)
+    if not 0 <= axis < ndim or ndim < 3:
+        raise InputError(
+            f"layer {layer.name!r} has {ndim} dimensions: a channel axis {choice} leaves no 2D or 3D image; "
+            "choose another 'Channel axis' or 'none'"
+        )
+    return axis
+
+
+def spatial_placement(layer: Any, channel_axis: int | None) -> dict[str, Any]:
+    """:func:`placement` of ``layer`` without its channel axis (an RGB layer's colours have no scale)."""
+    where = placement(layer)
+    if channel_axis is None or getattr(layer, "rgb", False):
+        return where
+    return {k: tuple(v for i, v in enumerate(vals) if i != channel_axis) for k, vals in where.items()}
+
+
+def labels_snapshot(labels_layer: Any, image: Any, what: str = "labels", *, shape: Any = None) -> Any:
+    """The Labels layer's data, checked against ``image``'s shape (or ``shape``); numpy data copied.
 
     Painting while a job runs must not change what the worker reads.
     """
     lab = layer_array(labels_layer, "labels")
-    if tuple(lab.shape) != tuple(image.shape):
+    want = tuple(image.shape) if shape is None else tuple(shape)
+    if tuple(lab.shape) != want:
         raise InputError(
             f"{what} {labels_layer.name!r} shape {tuple(lab.shape)} does not match image shape "
-            f"{tuple(image.shape)}: pick the Labels layer painted on this image"
+            f"{want}: pick the Labels layer painted on this image"
         )
     import numpy as np
 

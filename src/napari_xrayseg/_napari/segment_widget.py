@@ -28,7 +28,7 @@ from ..core.errors import XraysegError
 from ..core.inference import iter_segment
 from ..core.models import read_model_info
 from ._jobs import JobRunner, JobWidget
-from ._layers import label_features, layer_array, layer_choices, placement, unique_name, voxel_size_warning
+from ._layers import label_features, layer_array, layer_choices, unique_name, voxel_size_warning
 from ._voxel import VoxelSizeFields
 
 if TYPE_CHECKING:
@@ -164,18 +164,21 @@ class SegmentWidget(JobWidget):
         from ..core.errors import InputError
 
         layer = self._image.value
-        data = layer_array(layer, "image")
         model = self._model()
+        info = model.info if hasattr(model, "info") else read_model_info(model)
+        ch = info.channel_axis if info.channels > 1 else None  # the model reads channels along this axis
+        data = layer_array(layer, "image", channels=ch is not None)
+        ndim = data.ndim - (ch is not None)  # spatial dimensions
         out = str(self._out.value) if str(self._out.value) not in ("", ".") else None
         if out is not None and Path(out).exists():
             raise InputError(f"{out} exists: choose a new zarr path (nothing is overwritten silently)")
         if self._pyramid.value and out is None:
             raise InputError("a multiscale pyramid is written to zarr: choose a path under 'Save to zarr'")
-        voxel, unit = self._voxel.value(data.ndim)
+        voxel, unit = self._voxel.value(ndim)
         return {
             "image": data,
             "model": model,
-            **self._settings(data.ndim),
+            **self._settings(ndim),
             "out": out,
             "voxel_size": voxel,
             "unit": None if voxel is None else unit,
@@ -257,7 +260,7 @@ class SegmentWidget(JobWidget):
         from ._layers import label_colormap
 
         features = label_features(dict(zip(info.classes, info.class_names)))
-        where = _where(layer, kwargs["voxel_size"], kwargs["unit"])
+        where = _where(layer, kwargs["voxel_size"], kwargs["unit"], info.channel_axis if info.channels > 1 else None)
         colors = image_label_properties(info.classes, info.class_names)["colors"]  # as written to the files
         self._viewer.add_labels(
             labels,
@@ -292,14 +295,18 @@ def _file_name(name: str) -> str:
     return re.sub(r"[^\w.\-\[\] ]", "_", name).strip(" .") or "image"
 
 
-def _where(layer: Any, voxel_size: Any, unit: str | None) -> dict[str, Any]:
-    """Scale, units and translate of a result: the voxel size given (as written to the outputs), else the image's."""
-    from ._layers import physical_placement
+def _where(layer: Any, voxel_size: Any, unit: str | None, channel_axis: int | None = None) -> dict[str, Any]:
+    """Scale, units and translate of a result: the voxel size given (as written to the outputs), else the image's.
 
-    where = placement(layer)
+    The image layer's channel axis (a multi-channel model's) has no counterpart in the result.
+    """
+    from ._layers import physical_placement, spatial_placement
+
+    where = spatial_placement(layer, channel_axis)
     if voxel_size is not None:
+        own = tuple(where["scale"])
         where.update(physical_placement(voxel_size, unit, len(voxel_size)))
-        if tuple(where["scale"]) != tuple(float(s) for s in layer.scale):
+        if tuple(where["scale"]) != tuple(float(s) for s in own):
             show_warning(
                 f"the result uses voxel size {tuple(voxel_size)} {unit}, the image layer {tuple(layer.scale)}: "
                 "they are drawn at different sizes; set the image layer's scale to match"

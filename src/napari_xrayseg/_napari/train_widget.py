@@ -41,7 +41,14 @@ from ..core.models import MAX_CONTEXT, Model, architectures, default_context, de
 from ..core.progress import Progress
 from ..core.training import MODES, iter_train
 from ._jobs import JobRunner, JobWidget
-from ._layers import labels_snapshot, layer_array, layer_choices, placement, unique_name
+from ._layers import (
+    channel_axis_of,
+    labels_snapshot,
+    layer_array,
+    layer_choices,
+    spatial_placement,
+    unique_name,
+)
 from ._voxel import layer_voxel_size
 
 _T = TrainConfig()
@@ -150,6 +157,14 @@ class TrainWidget(JobWidget):
             tooltip="the images are unrelated 2D images (a stack: one per slice), never each other's "
             "context; on by itself for several 2D layers",
         )
+        self._channel_axis = ComboBox(
+            label="Channel axis",
+            choices=["none", "0", "1", "2", "3", "last"],
+            value="none",
+            tooltip="the image layer's axis that holds channels (phase and absorption stacked, dual "
+            "energy, RGB colours: 'last'); each channel is normalised on its own and the model "
+            "expects the same channels when it segments",
+        )
         self._status = Label(value="")
         self.plot = TrainingPlot()
         self._run = PushButton(text="Train")
@@ -166,6 +181,7 @@ class TrainWidget(JobWidget):
                 self._clear_pairs,
                 self._pairs_label,
                 self._two_d,
+                self._channel_axis,
                 self._axis,
                 self._arch,
                 self._size,
@@ -212,20 +228,23 @@ class TrainWidget(JobWidget):
             f"training set: {names} (and the pair above)" if names else "training set: the pair above"
         )
 
-    def _pair_arrays(self) -> tuple[list[Any], list[Any]]:
-        """The selected pair first, then the added ones: arrays, shapes checked, labels copied."""
+    def _pair_arrays(self) -> tuple[list[Any], list[Any], int | None]:
+        """The selected pair first, then the added ones: arrays, shapes checked, labels copied; the channel axis."""
         pairs = [(self._image.value, self._labels.value)]
         pairs += [p for p in self._pairs if p != pairs[0]]
-        images, labels = [], []
+        images, labels, ch = [], [], None
+        choice = str(self._channel_axis.value)
         for image_layer, labels_layer in pairs:
             if image_layer not in self._viewer.layers or labels_layer not in self._viewer.layers:
                 raise InputError(
                     f"layer {image_layer.name!r} or {labels_layer.name!r} was removed: clear the training set"
                 )
-            image = layer_array(image_layer, "image")
+            image = layer_array(image_layer, "image", channels=choice != "none")
+            ch = channel_axis_of(image_layer, choice, image.ndim)
+            spatial = None if ch is None else tuple(n for i, n in enumerate(image.shape) if i != ch)
             images.append(image)
-            labels.append(labels_snapshot(labels_layer, image))
-        return images, labels
+            labels.append(labels_snapshot(labels_layer, image, shape=spatial))
+        return images, labels, ch
 
     # ------------------------------------------------------------------ run
     def _on_run(self) -> None:
@@ -249,8 +268,9 @@ class TrainWidget(JobWidget):
     def _inputs(self) -> dict[str, Any]:
         """Validate and snapshot the inputs on the main thread."""
         image_layer = self._image.value
-        images, labels_list = self._pair_arrays()
+        images, labels_list, ch = self._pair_arrays()
         image = images[0]
+        ndim = image.ndim - (ch is not None)  # spatial dimensions
         out = str(self._out.value)
         if out in ("", "."):
             raise InputError("no model path chosen: set 'Save model to' (a new .safetensors file)")
@@ -259,9 +279,11 @@ class TrainWidget(JobWidget):
         if Path(out).exists():
             raise InputError(f"{out} exists: choose a new file name (models are never overwritten silently)")
         init = str(self._init.value)
-        axis = int(self._axis.value) if image.ndim == 3 else 0
-        axes = [axis, *(a for a in range(3) if a != axis)] if self._all_axes.value and image.ndim == 3 else None
+        axis = int(self._axis.value) if ndim == 3 else 0
+        axes = [axis, *(a for a in range(3) if a != axis)] if self._all_axes.value and ndim == 3 else None
         voxel = layer_voxel_size(image_layer)  # recorded in the model (napari's pixel units: none)
+        if voxel and ch is not None and len(voxel[0]) == image.ndim:  # the channel axis has no voxel size
+            voxel = (tuple(v for i, v in enumerate(voxel[0]) if i != ch), voxel[1])
         several = len(images) > 1
         return {
             "image": images if several else image,
@@ -281,7 +303,8 @@ class TrainWidget(JobWidget):
             "context": int(self._context.value),
             "device": str(self._device.value),
             "init": init if init not in ("", ".") else None,
-            "voxel_size": voxel[0][-image.ndim :] if voxel else None,
+            "channel_axis": ch,
+            "voxel_size": voxel[0][-ndim:] if voxel else None,
             "unit": voxel[1] if voxel else None,
             "out": out,
         }
@@ -325,7 +348,7 @@ class TrainWidget(JobWidget):
             self._viewer.add_labels(
                 labels,
                 name=name,
-                **placement(layer),
+                **spatial_placement(layer, kwargs["channel_axis"]),
                 metadata={"napari_xrayseg": {"model": str(model.path), "axis": kwargs["axis"]}},
             )
             show_info(f"segmented {layer.name} into {name!r}")
@@ -333,7 +356,7 @@ class TrainWidget(JobWidget):
         self.runner.start(
             iter_segment,
             desc=f"Segmenting {layer.name}",
-            total=image.shape[0],
+            total=[n for i, n in enumerate(image.shape) if i != kwargs["channel_axis"]][kwargs["axis"]],
             on_returned=add,
             image=image,
             model=model,
