@@ -192,3 +192,19 @@ def test_misalignment_blurs_and_default_volume_unchanged():
     np.testing.assert_array_equal(a, b)  # the new options default to the old volume
     c, _ = make_phantom((2, 48, 48), seed=1, noise=0.0, misalignment=1.0)
     assert np.abs(c - a).mean() > 0.005
+
+
+def test_hard_layered_preset_has_one_layer_where_the_seed_puts_it():
+    """The layer: a fifth of the depth, coarser and nickel-rich; the rest is the hard preset's volume."""
+    shape = (40, 48, 48)
+    starts = []
+    for seed in (0, 3):
+        img, truth = make_phantom(shape, seed=seed, preset="hard-layered")
+        _, plain = make_phantom(shape, seed=seed, preset="hard")
+        changed = np.flatnonzero((truth != plain).any(axis=(1, 2)))
+        assert changed.size and np.array_equal(changed, np.arange(changed[0], changed[0] + 8))  # 0.2 x 40
+        inside, outside = truth[changed], np.delete(truth, changed, axis=0)
+        assert (inside == 2).mean() > 0.5 > (outside == 2).mean()  # nickel-rich
+        assert img.shape == shape and img.dtype == np.float32
+        starts.append(int(changed[0]))
+    assert starts[0] != starts[1]

@@ -69,8 +69,23 @@ PRESETS: dict[str, dict[str, float | int | None]] = {
         "misalignment": 0.5,
         "offset": 0.06,
     },
+    # A sample that changes along Z, as real ones do (a contact or functional layer, a crack, a
+    # change of porosity): the hard scan with a layer of a fifth of the depth, at a depth the
+    # seed draws, where the microstructure is coarser and nickel-rich (see _LAYER). For the
+    # annotation-loop study: evenly spaced slices may miss the layer, a good suggestion should not.
+    "hard-layered": {
+        "feature_size": 2.8,
+        "noise": 1.0,
+        "blur": 1.1,
+        "n_angles_fraction": 0.5,
+        "misalignment": 0.4,
+        "layer_fraction": 0.2,
+    },
 }
 """Named generator settings for :func:`make_phantom` (``preset=``); explicit arguments win."""
+
+#: The layer of the "hard-layered" preset: its feature size (times the volume's) and phase fractions.
+_LAYER = {"feature_scale": 1.8, "fractions": (0.1, 0.6, 0.3)}
 
 
 def make_phantom(
@@ -122,7 +137,9 @@ def make_phantom(
         default 0.
     preset : str, optional
         Named settings from :data:`PRESETS` (``"default"``, ``"hard"``,
-        ``"hard-transfer"``); arguments given explicitly override the preset's.
+        ``"hard-transfer"``, ``"hard-layered"``: the hard scan with a coarser, nickel-rich
+        layer of a fifth of the depth at a depth the seed draws); arguments given
+        explicitly override the preset's.
 
     Returns
     -------
@@ -192,20 +209,17 @@ def make_phantom(
     rng = np.random.default_rng(seed)
     sigma = (0.0 if is_2d else feature_size, feature_size, feature_size)
 
-    # microstructure: pore from field 1, Ni/YSZ split of the rest from field 2
-    field1 = _smooth_field(rng, shape3, sigma)
-    field2 = _smooth_field(rng, shape3, sigma)
-    n_vox = field1.size
-    truth = np.full(n_vox, 3, dtype=np.uint8)
-    n_pore = round(fr[0] * n_vox)
-    n_ni = min(round(fr[1] * n_vox), n_vox - n_pore)
-    order1 = _lowest(field1.ravel(), n_pore)
-    truth[order1] = 1
-    del field1, order1
-    rest = np.flatnonzero(truth != 1)
-    truth[rest[_lowest(field2.ravel()[rest], n_ni)]] = 2
-    del field2, rest
-    truth = truth.reshape(shape3)
+    truth = _phases(rng, shape3, sigma, fr)
+    layer = float(pre.get("layer_fraction", 0.0) or 0.0)  # type: ignore[arg-type]
+    if layer > 0 and not is_2d:
+        # its own generator, so that the rest of the volume is that of the preset without a layer
+        lrng = np.random.default_rng([seed, 7])
+        depth = max(1, round(layer * nz))
+        z0 = int(lrng.integers(0, nz - depth + 1))
+        scale = float(_LAYER["feature_scale"])  # type: ignore[arg-type]
+        coarse = _phases(lrng, (depth, ny, nx), tuple(v * scale for v in sigma), _LAYER["fractions"])  # type: ignore[arg-type]
+        truth[z0 : z0 + depth] = coarse
+        logger.debug("make_phantom: layer at slices %d..%d", z0, z0 + depth - 1)
 
     # grey levels with smooth intra-phase texture, then partial-volume blur
     texture = _smooth_field(rng, shape3, tuple(s / 2 for s in sigma))
@@ -246,6 +260,25 @@ def make_phantom(
     if is_2d:
         return image[0], truth[0]
     return image, truth
+
+
+def _phases(
+    rng: np.random.Generator, shape3: tuple[int, ...], sigma: tuple[float, ...], fr: Sequence[float]
+) -> np.ndarray:
+    """Three-phase labels: pore from one smooth field, the Ni/YSZ split of the rest from another."""
+    field1 = _smooth_field(rng, shape3, sigma)
+    field2 = _smooth_field(rng, shape3, sigma)
+    n_vox = field1.size
+    truth = np.full(n_vox, 3, dtype=np.uint8)
+    n_pore = round(fr[0] * n_vox)
+    n_ni = min(round(fr[1] * n_vox), n_vox - n_pore)
+    order1 = _lowest(field1.ravel(), n_pore)
+    truth[order1] = 1
+    del field1, order1
+    rest = np.flatnonzero(truth != 1)
+    truth[rest[_lowest(field2.ravel()[rest], n_ni)]] = 2
+    del field2, rest
+    return truth.reshape(shape3)
 
 
 # --------------------------------------------------------------------------- checks
