@@ -218,6 +218,15 @@ def test_multichannel_training_and_segmenting(slices, tmp_path):
         train(two, sparse, channel_axis=1, normalize="fixed", **FAST)
     with pytest.raises(InputError, match="channel_axis 4 is not an axis"):
         train(two, sparse, channel_axis=4, **FAST)
+    # not yet in the annotation loop or self-training: one line each, naming what works
+    from napari_xrayseg import self_train
+    from napari_xrayseg.core.annotation import predict_slice, suggest_slices
+
+    for call in (lambda: predict_slice(two, m, 2), lambda: suggest_slices(two, m, sparse)):
+        with pytest.raises(InputError, match="2 image channels, which the annotation loop"):
+            call()
+    with pytest.raises(InputError, match="2 image channels, which self-training"):
+        self_train(two, m, sparse, epochs=1, device="cpu")
     # 2D images with channels first (RGB as channels), in 2D mode
     rgb = [np.stack([image[i], image[i] ** 2, 1 - image[i]]) for i in range(6)]
     m2 = train(rgb, [truth[i] for i in range(6)], channel_axis=0, **FAST)

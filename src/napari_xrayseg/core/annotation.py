@@ -93,11 +93,16 @@ class _Slice2D:
 
 
 def _model(model: Model | str | os.PathLike) -> Model:
-    if isinstance(model, Model):
-        return model
     if isinstance(model, (str, os.PathLike)):
-        return load_model(model, device="cpu")
-    raise InputError(f"model must be a Model or a model file path, not {type(model).__name__}")
+        model = load_model(model, device="cpu")
+    if not isinstance(model, Model):
+        raise InputError(f"model must be a Model or a model file path, not {type(model).__name__}")
+    if model.info.channels > 1:
+        raise InputError(
+            f"the model takes {model.info.channels} image channels, which the annotation loop (preview, "
+            "suggestions, continue training) does not handle yet: segment with segment() or the Segment widget"
+        )
+    return model
 
 
 def _norm(model: Model, image: Any, normalization: dict[str, Any] | None) -> dict[str, Any]:
@@ -276,9 +281,9 @@ def predict_slice(
     >>> predict_slice(np.random.rand(5, 32, 48).astype("float32"), model, 2, axis=1, device="cpu").shape
     (5, 48)
     """
+    model = _model(model)
     vol = _volume(image)
     axis = normalize_axis(axis, 3) if len(image.shape) == 3 else 0
-    model = _model(model)
     i = _index(index, vol.shape[axis], axis)
     norm = _norm(model, vol, normalization)
     plane = tuple(s for d, s in enumerate(vol.shape) if d != axis)
@@ -460,6 +465,7 @@ def iter_rank_slices(
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, SliceRanking]:
     """Generator form of :func:`rank_slices`: yields a :class:`Progress` per batch of scored slices."""
+    model = _model(model)
     vol = _volume(image)
     is2d = len(image.shape) == 2
     axis = 0 if is2d else normalize_axis(axis, 3)
@@ -472,7 +478,6 @@ def iter_rank_slices(
     for name, v in (("max_slices", max_slices), ("max_side", max_side)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
             raise InputError(f"{name} {v!r} must be a positive integer or None (no limit)")
-    model = _model(model)
     n = vol.shape[axis]
     annotated: list[int] = []
     if labels is not None:

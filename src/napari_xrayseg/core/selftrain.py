@@ -131,6 +131,11 @@ def iter_self_train(
         raise InputError(f"model must be a Model or a model file path, not {type(model).__name__}")
     if not model.info.trained:
         raise InputError("the model is untrained: train it on annotated slices first, then self-train")
+    if model.info.channels > 1:
+        raise InputError(
+            f"the model takes {model.info.channels} image channels, which self-training does not handle yet: "
+            "fine-tune it with train(..., init=model) on annotated slices instead"
+        )
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
         raise InputError(f"threshold {threshold!r} must be in (0, 1), e.g. 0.9")
     if isinstance(slices, bool) or not isinstance(slices, int) or slices < 1:
