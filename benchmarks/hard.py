@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metavar="PRESET",
         help="also segment a second scan of this preset (seed + 100) with every model",
     )
+    ap.add_argument(
+        "--boundary-weight", type=float, default=1.0, help="U-Net cross-entropy weight of interface pixels (1 = off)"
+    )
     ap.add_argument("--adapt-minutes", type=float, default=None, help="self-training budget on the second scan")
     ap.add_argument("--adapt-epochs", type=int, default=None, help="self-training epochs (default: 10)")
     ap.add_argument("--json", default=None, metavar="OUT", help="append-safe JSON of every row")
@@ -148,6 +151,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     command = "python benchmarks/hard.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     budget_kw: dict[str, Any] = {"epochs": args.epochs} if args.epochs else {"minutes": args.minutes or 10.0}
+    if args.boundary_weight != 1.0:
+        budget_kw["boundary_weight"] = args.boundary_weight
     rows: list[dict[str, Any]] = []
 
     def emit(row: dict[str, Any]) -> None:

@@ -403,6 +403,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         lr=a.lr,
         loss=a.loss,
         gamma=a.gamma,
+        boundary_weight=a.boundary_weight,
         augment=not a.no_augment,
         seed=a.seed,
         device=a.device,
@@ -1112,6 +1113,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--loss", default=_T.loss, choices=["dicece", "ce", "dice", "dice_gamma"], help=f"loss (default: {_T.loss})"
     )
     p.add_argument("--gamma", type=float, default=_T.gamma, help="Dice denominator exponent for dice_gamma")
+    p.add_argument(
+        "--boundary-weight",
+        type=float,
+        default=_T.boundary_weight,
+        help="cross-entropy weight of annotated interface pixels (default: 1 = off; e.g. 3 for noisy scans)",
+    )
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     p.add_argument("--init", default=None, help="fine-tune from this model file")
     p.add_argument(

@@ -51,6 +51,28 @@ def test_loss_ignores_unannotated_pixels(name):
     assert torch.isfinite(la)
 
 
+def test_boundary_weight_weights_annotated_interface_pixels(tmp_path, phantom):
+    """Cross-entropy with pixels next to another annotated class counted boundary_weight times."""
+    logits = torch.randn(1, 3, 3, 4, generator=torch.Generator().manual_seed(1))
+    target = torch.tensor([[[0, 0, 1, -1], [0, 0, 1, -1], [2, 2, -1, -1]]])
+    # interface pixels: 4-neighbours annotated with another class (unannotated ones never count)
+    edge = torch.tensor([[[0, 1, 1, 0], [1, 1, 1, 0], [1, 1, 0, 0]]], dtype=torch.bool)
+    ce = torch.nn.functional.cross_entropy(logits, target.clamp(min=0), reduction="none")
+    w = torch.where(edge, 3.0, 1.0) * (target >= 0)
+    want = float((ce * w).sum() / w.sum())
+    assert float(make_loss("ce", boundary_weight=3)(logits, target)) == pytest.approx(want, rel=1e-6)
+    assert float(make_loss("ce", boundary_weight=1)(logits, target)) == pytest.approx(
+        float(ce[target >= 0].mean()), rel=1e-6
+    )
+    with pytest.raises(InputError, match="boundary_weight 0 must be a number"):
+        make_loss("dicece", boundary_weight=0)
+    image, _, sparse = phantom
+    m = train(image, sparse, boundary_weight=3, out=tmp_path / "b.safetensors", **FAST)
+    assert (
+        load_model(tmp_path / "b.safetensors").info.train["boundary_weight"] == 3.0 == m.info.train["boundary_weight"]
+    )
+
+
 def test_image_outside_annotated_corner_does_not_change_training_loss(phantom):
     # Only a corner of one slice is annotated. Shuffling the image everywhere the training
     # patches cannot reach (other slices; the far part of the annotated slice) keeps the

@@ -688,6 +688,7 @@ _KEPT = {
     "patch": "patch",
     "loss": "loss",
     "gamma": "gamma",
+    "boundary_weight": "boundary_weight",
     "augment": "augment",
     "val_fraction": "val_fraction",
     "mode": "mode",

@@ -158,6 +158,8 @@ class TrainConfig:
         ``"dicece"`` (default), ``"ce"``, ``"dice"`` or ``"dice_gamma"``.
     gamma : float
         Exponent on the Dice denominator for ``loss="dice_gamma"``.
+    boundary_weight : float
+        Cross-entropy weight of annotated pixels on an interface (1 = off).
     augment : bool
         Random flips, rotations, scaling, intensity changes, noise and blur.
     val_fraction : float
@@ -193,6 +195,7 @@ class TrainConfig:
     schedule: str = "cosine"
     loss: str = "dicece"
     gamma: float = 1.0
+    boundary_weight: float = 1.0
     augment: bool = True
     val_fraction: float = 0.2
     seed: int = 0
