@@ -54,6 +54,10 @@ RGB_MODES = ("luminance", "channels")
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
+#: What tifffile, imageio, h5py, zarr and the codecs raise on a damaged or truncated file.
+_DAMAGED = (OSError, ValueError, KeyError, TypeError, EOFError, IndexError, struct.error, zlib.error, RuntimeError)
+
+
 def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
     """Open a volume (2D or 3D) lazily.
 
@@ -104,17 +108,7 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
         raise
     except PermissionError as e:
         raise InputError(f"cannot read {p}: permission denied; check the file's permissions") from e
-    except (
-        OSError,
-        ValueError,
-        KeyError,
-        TypeError,
-        EOFError,
-        IndexError,
-        struct.error,
-        zlib.error,
-        RuntimeError,
-    ) as e:  # tifffile and codecs raise all of these on damaged files
+    except _DAMAGED as e:
         raise InputError(f"cannot read {p} as {suffix or 'zarr'}: {e}; is the file complete?") from e
     raise InputError(f"unknown volume format {p.name!r}: use zarr, TIFF, HDF5 (.h5), .npy, PNG or JPEG")
 
@@ -276,17 +270,7 @@ def read_image_2d(path: str | os.PathLike, *, rgb: str | None = None) -> np.ndar
             colour = a.ndim == 3
     except PermissionError as e:
         raise InputError(f"cannot read {p}: permission denied; check the file's permissions") from e
-    except (
-        OSError,
-        ValueError,
-        KeyError,
-        TypeError,
-        EOFError,
-        IndexError,
-        struct.error,
-        zlib.error,
-        RuntimeError,
-    ) as e:
+    except _DAMAGED as e:
         raise InputError(f"cannot read {p} as {suffix}: {e}; is the file complete?") from e
     if a.ndim == 3 and not colour and a.shape[0] == 1:
         a = a[0]
