@@ -138,7 +138,8 @@ def make_phantom(
     preset : str, optional
         Named settings from :data:`PRESETS` (``"default"``, ``"hard"``,
         ``"hard-transfer"``, ``"hard-layered"``: the hard scan with a coarser, nickel-rich
-        layer of a fifth of the depth at a depth the seed draws); arguments given
+        layer of a fifth of the depth at a depth the seed draws, blended in over a feature
+        size on each side so that particles run through its faces); arguments given
         explicitly override the preset's.
 
     Returns
@@ -209,17 +210,13 @@ def make_phantom(
     rng = np.random.default_rng(seed)
     sigma = (0.0 if is_2d else feature_size, feature_size, feature_size)
 
-    truth = _phases(rng, shape3, sigma, fr)
     layer = float(pre.get("layer_fraction", 0.0) or 0.0)  # type: ignore[arg-type]
-    if layer > 0 and not is_2d:
-        # its own generator, so that the rest of the volume is that of the preset without a layer
-        lrng = np.random.default_rng([seed, 7])
-        depth = max(1, round(layer * nz))
-        z0 = int(lrng.integers(0, nz - depth + 1))
-        scale = float(_LAYER["feature_scale"])  # type: ignore[arg-type]
-        coarse = _phases(lrng, (depth, ny, nx), tuple(v * scale for v in sigma), _LAYER["fractions"])  # type: ignore[arg-type]
-        truth[z0 : z0 + depth] = coarse
+    with_layer = layer > 0 and not is_2d
+    truth, fields = _phases(rng, shape3, sigma, fr, keep_fields=with_layer)
+    if with_layer:
+        z0, depth = _add_layer(truth, fields, seed, layer, sigma, fr)
         logger.debug("make_phantom: layer at slices %d..%d", z0, z0 + depth - 1)
+    del fields
 
     # grey levels with smooth intra-phase texture, then partial-volume blur
     texture = _smooth_field(rng, shape3, tuple(s / 2 for s in sigma))
@@ -263,9 +260,19 @@ def make_phantom(
 
 
 def _phases(
-    rng: np.random.Generator, shape3: tuple[int, ...], sigma: tuple[float, ...], fr: Sequence[float]
-) -> np.ndarray:
-    """Three-phase labels: pore from one smooth field, the Ni/YSZ split of the rest from another."""
+    rng: np.random.Generator,
+    shape3: tuple[int, ...],
+    sigma: tuple[float, ...],
+    fr: Sequence[float],
+    *,
+    keep_fields: bool = False,
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, float, float] | None]:
+    """Three-phase labels: pore from one smooth field, the Ni/YSZ split of the rest from another.
+
+    With ``keep_fields``, also the two fields and the values at which they split the phases
+    (pore below the first threshold of field 1; nickel below the second of field 2, among the
+    rest), for :func:`_add_layer`.
+    """
     field1 = _smooth_field(rng, shape3, sigma)
     field2 = _smooth_field(rng, shape3, sigma)
     n_vox = field1.size
@@ -274,11 +281,69 @@ def _phases(
     n_ni = min(round(fr[1] * n_vox), n_vox - n_pore)
     order1 = _lowest(field1.ravel(), n_pore)
     truth[order1] = 1
-    del field1, order1
+    t1 = float(field1.ravel()[order1].max()) if order1.size else -np.inf
+    del order1
     rest = np.flatnonzero(truth != 1)
-    truth[rest[_lowest(field2.ravel()[rest], n_ni)]] = 2
-    del field2, rest
-    return truth.reshape(shape3)
+    order2 = rest[_lowest(field2.ravel()[rest], n_ni)]
+    truth[order2] = 2
+    t2 = float(field2.ravel()[order2].max()) if order2.size else -np.inf
+    del rest, order2
+    if not keep_fields:
+        del field1, field2
+        return truth.reshape(shape3), None
+    return truth.reshape(shape3), (field1, field2, t1, t2)
+
+
+def _add_layer(
+    truth: np.ndarray,
+    fields: tuple[np.ndarray, np.ndarray, float, float] | None,
+    seed: int,
+    layer: float,
+    sigma: tuple[float, ...],
+    fr: Sequence[float],
+) -> tuple[int, int]:
+    """Put the coarse, nickel-rich layer of ``_LAYER`` into ``truth`` in place; returns its first slice and depth.
+
+    The layer's depth is ``layer`` times the volume's, at a depth drawn from ``seed`` (with
+    its own generator, so the volume outside is that of the preset without a layer). Its
+    phases come from fields of their own, blended into the volume's over a transition of
+    about a feature size on each side, so that particles run continuously through its faces
+    as in a real sample (a layer cut in abruptly gives slices whose neighbours show an
+    unrelated structure: no network learns from such slices what it needs elsewhere).
+    """
+    assert fields is not None
+    from scipy.special import ndtri
+
+    field1, field2, t1, t2 = fields
+    nz, ny, nx = truth.shape
+    lrng = np.random.default_rng([seed, 7])
+    depth = max(1, round(layer * nz))
+    z0 = int(lrng.integers(0, nz - depth + 1))
+    half = max(1.0, float(sigma[0]))  # half-width of each transition, in slices
+    za, zb = max(0, int(np.floor(z0 - half))), min(nz, int(np.ceil(z0 + depth + half)))
+    scale = float(_LAYER["feature_scale"])  # type: ignore[arg-type]
+    lsig = tuple(v * scale for v in sigma)
+    c1 = _smooth_field(lrng, (zb - za, ny, nx), lsig)
+    c2 = _smooth_field(lrng, (zb - za, ny, nx), lsig)
+    s1, s2 = float(field1.std()), float(field2.std())
+    c1 /= max(float(c1.std()), 1e-12)
+    c2 /= max(float(c2.std()), 1e-12)
+    lf = _LAYER["fractions"]  # type: ignore[index]
+    for z in range(za, zb):
+        # weight of the layer: 1 inside, 0 outside, a linear ramp across each face
+        w = float(np.clip(min(z - z0 + 0.5, z0 + depth - 0.5 - z) / (2 * half) + 0.5, 0.0, 1.0))
+        if w <= 0:
+            continue
+        a, b = math.cos(w * math.pi / 2), math.sin(w * math.pi / 2)
+        pore = (1 - w) * fr[0] + w * lf[0]
+        ni = ((1 - w) * fr[1] + w * lf[1]) / max(1e-9, 1 - pore)
+        # the volume's own split values, moved by how much the wanted fraction moves a normal quantile
+        q1 = t1 / s1 + float(ndtri(pore) - ndtri(fr[0]))
+        q2 = t2 / s2 + float(ndtri(ni) - ndtri(fr[1] / (1 - fr[0])))
+        f1 = a * field1[z] / s1 + b * c1[z - za]
+        f2 = a * field2[z] / s2 + b * c2[z - za]
+        truth[z] = np.where(f1 <= q1, 1, np.where(f2 <= q2, 2, 3))
+    return z0, depth
 
 
 # --------------------------------------------------------------------------- checks
