@@ -186,8 +186,36 @@ def test_inference_copy_folds_batch_norm_and_leaves_the_model_alone(arch):
     n_bn = sum(isinstance(m, norms) for m in net.modules())
     left = sum(isinstance(m, norms) for m in pred.net.modules())
     assert left < n_bn or n_bn == 0  # folded where a conv precedes it (segresnet has group norm only)
+    prelus = sum(isinstance(m, torch.nn.PReLU) for m in net.modules())
+    inplace = sum(isinstance(m, torch.nn.LeakyReLU) and m.inplace for m in pred.net.modules())
+    if arch in ("unet", "unet3d"):  # every activation after a conv's norm now runs in place
+        assert prelus > 0 and inplace == prelus and not any(isinstance(m, torch.nn.PReLU) for m in pred.net.modules())
     assert pred.net is not net and all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
     assert next(net.parameters()).is_contiguous()  # the model's own layout is untouched
+
+
+def test_inplace_activation_only_where_nothing_else_reads_its_input():
+    from napari_xrayseg.core.predictor import _inference_copy
+
+    def block(*adn, cin=4):
+        return torch.nn.Sequential(torch.nn.Conv2d(cin, 4, 3, padding=1), torch.nn.Sequential(*adn))
+
+    net = torch.nn.Sequential(
+        block(torch.nn.BatchNorm2d(4), torch.nn.Dropout(0.1), torch.nn.PReLU(), cin=2),  # MONAI's ADN: in place
+        block(torch.nn.PReLU(num_parameters=4)),  # one slope per channel is not a leaky ReLU: kept
+        block(torch.nn.Conv2d(4, 4, 1), torch.nn.PReLU()),  # its input is not the first conv's output: kept
+    )
+    for m in net.modules():
+        if isinstance(m, torch.nn.PReLU):
+            torch.nn.init.uniform_(m.weight, 0.05, 0.5)
+    net.eval()
+    fast = _inference_copy(net)
+    assert isinstance(fast[0][1][2], torch.nn.LeakyReLU) and fast[0][1][2].inplace
+    assert fast[0][1][2].negative_slope == pytest.approx(float(net[0][1][2].weight))
+    assert isinstance(fast[1][1][0], torch.nn.PReLU) and isinstance(fast[2][1][1], torch.nn.PReLU)
+    x = torch.randn(2, 2, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x.contiguous(memory_format=torch.channels_last)), net(x), atol=1e-5, rtol=1e-5)
 
 
 def test_cli_predict_tile_auto_and_a_bad_word(tmp_path, small3, capsys):
