@@ -3,7 +3,7 @@
 A volume is processed as *slabs*: runs of consecutive slices along the slicing axis,
 read and written together (as deep as the storage chunks, so every chunk is decoded
 once and no two slabs share an output chunk).  Each slice of a slab is then cut into
-overlapping square tiles by MONAI's sliding-window inferer.
+overlapping square tiles by MONAI's sliding-window inferer (in plain torch: core/windows.py).
 
 Models with *context* k > 1 ("2.5D") see each slice together with its k // 2
 neighbours on each side as input channels: a slab is read with a halo of k // 2
