@@ -11,12 +11,13 @@ it exists because importing MONAI costs about 2.4 s in every fresh process
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from itertools import product
 
 import torch
 import torch.nn.functional as F
+
+from .tiling import window_starts
 
 __all__ = ["importance_map", "sliding_window_inference"]
 
@@ -36,14 +37,6 @@ def importance_map(size: Sequence[int], mode: str, device: torch.device, dtype: 
         raise ValueError(f"blend mode {mode!r} is not 'constant' or 'gaussian'")
     low = max(torch.min(w).item(), 1e-3)
     return torch.clamp_(w.to(torch.float), min=low).to(dtype)
-
-
-def _starts(size: int, roi: int, overlap: float) -> list[int]:
-    """Window starts along one axis (MONAI's scan interval and ``dense_patch_slices``)."""
-    step = roi if roi == size else max(int(roi * (1 - overlap)), 1)
-    n = math.ceil(size / step)
-    count = next((d + 1 for d in range(n) if d * step + roi >= size), 1)
-    return [i * step - max(i * step + roi - size, 0) for i in range(count)]
 
 
 def sliding_window_inference(
@@ -84,7 +77,7 @@ def sliding_window_inference(
         pad += [diff // 2, diff - diff // 2]
     if any(pad):
         x = F.pad(x, pad=pad, mode="replicate")
-    starts = [_starts(s, r, overlap) for s, r in zip(size, roi)]
+    starts = [window_starts(s, r, overlap) for s, r in zip(size, roi)]
     windows = [tuple(slice(s, s + r) for s, r in zip(corner, roi)) for corner in product(*starts)]
     w = importance_map(roi, mode, x.device, dtype)[None, None]
     total = n * len(windows)
