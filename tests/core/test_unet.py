@@ -66,7 +66,7 @@ def test_presets_build_monais_unet_parameter_for_parameter(dims, table, size, no
     if size == "large":  # the structure and the weights suffice; forward passes of large nets are slow
         return
     ours.load_state_dict(theirs.state_dict())
-    x = torch.randn(2, 3, *([8] if dims == 3 else []), 32, 32)
+    x = torch.randn(2, 3, 32, 32) if dims == 2 else torch.randn(1, 3, 8, 16, 16)
     for mode in ("eval", "train") if dropout == 0 else ("eval",):
         getattr(theirs, mode)()
         getattr(ours, mode)()
