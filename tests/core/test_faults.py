@@ -48,7 +48,7 @@ def data():
 
 def _crash_forward_after(monkeypatch, n: int) -> dict:
     """The U-Net's forward raises on its call number ``n + 1`` (a bug or a GPU fault mid-run)."""
-    from monai.networks.nets import UNet
+    from napari_xrayseg.core.unet import UNet
 
     real = UNet.forward
     calls = {"n": 0}

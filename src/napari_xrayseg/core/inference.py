@@ -111,8 +111,9 @@ class SegmentJob:
 class _Loading:
     """A model file loading on a daemon thread while the job reads the image's percentiles.
 
-    Building the network imports MONAI (about 2 s, the largest part of a fresh ``xrayseg
-    predict``'s start-up); the header (:attr:`info`) is read here first, so a bad file still
+    Building the network and reading its weights overlap the percentile sample (the
+    architectures other than ``unet``/``unet3d`` also import MONAI here, about 2.4 s in a
+    fresh process); the header (:attr:`info`) is read here first, so a bad file still
     fails before any output is claimed. A daemon thread, so that Ctrl-C or an error meanwhile
     does not wait for the import to end.
     """

@@ -32,6 +32,7 @@ import torch
 
 from .errors import InputError, ModelFileError
 from .output import write_file
+from .unet import UNet
 
 __all__ = [
     "FORMAT",
@@ -88,7 +89,8 @@ def _check_dropout(p: dict, key: str = "dropout") -> None:
         raise ModelFileError(f"architecture parameter {key}={v!r} is not a number in [0, 1)")
 
 
-# ---- unet: MONAI UNet (strided convolutions down, transposed convolutions up, residual units)
+# ---- unet: MONAI's UNet (strided convolutions down, transposed convolutions up, residual units),
+# built by the MONAI-compatible plain-torch copy in .unet (same weights; MONAI's import is slow)
 
 _UNET = {
     "tiny": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0},
@@ -109,8 +111,6 @@ def _unet_params(size: str, in_channels: int, out_channels: int, arch: str = "un
 
 
 def _unet_build(p: dict[str, Any], spatial_dims: int = 2, in_channels: int | None = None) -> torch.nn.Module:
-    from monai.networks.nets import UNet
-
     return UNet(
         spatial_dims=spatial_dims,
         in_channels=p["in_channels"] if in_channels is None else in_channels,
@@ -119,7 +119,7 @@ def _unet_build(p: dict[str, Any], spatial_dims: int = 2, in_channels: int | Non
         strides=tuple(p["strides"]),
         num_res_units=p["num_res_units"],
         norm=p["norm"],
-        dropout=p["dropout"],
+        dropout=float(p["dropout"]),
     )
 
 

@@ -6,8 +6,8 @@ budget goes through the network whole, padded to the network's stride: no tiles,
 blending, no seams; a larger slice is cut into the biggest tiles that fit, each with a
 halo of at least the network's receptive-field radius (:func:`receptive_field`), and
 only the tiles' cores are kept, so the result equals the whole-slice one. With an
-integer ``tile``, MONAI's sliding-window inferer cuts slices into overlapping tiles,
-runs them in batches of ``batch`` tiles and blends the scores. It knows nothing of
+integer ``tile``, sliding windows (MONAI's inferer, in plain torch: :mod:`.windows`) cut
+slices into overlapping tiles, run them in batches of ``batch`` tiles and blend the scores. It knows nothing of
 volumes, slabs or output stores.
 """
 
@@ -29,6 +29,7 @@ from .models import Model, ModelInfo, build_network, load_model
 from .plan import check_window_options
 from .progress import CancelToken, check
 from .tiling import AUTO, auto_tile, effective_tile, halo_tiles, pad_to_stride, windows_per_slice
+from .windows import sliding_window_inference
 
 __all__ = ["SlicePredictor", "activation_bytes_per_pixel", "as_model", "model_digest", "receptive_field"]
 
@@ -167,7 +168,7 @@ def _inference_copy(net: torch.nn.Module) -> torch.nn.Module:
     Folding removes a pass over every activation; channels-last is the layout the CPU
     convolutions are fastest in (together +40-50 % on CPU for ``unet`` medium,
     docs/performance.md). Only a batch norm that directly follows a convolution inside a
-    ``Sequential`` (so runs right after it) is folded, e.g. MONAI's conv -> ADN(norm, dropout,
+    ``Sequential`` (so runs right after it) is folded, e.g. the U-Net's conv -> ADN(norm, dropout,
     act); anything else is left as it is. The activation after it runs in place
     (:func:`_inplace_activation`). The model's own network is never changed.
     """
@@ -204,7 +205,7 @@ class SlicePredictor:
     tile, overlap, batch, blend, precision
         As in :func:`~napari_xrayseg.segment`. ``tile="auto"``: whole slices (padded to the
         stride) in batches that fit ``memory``, or halo tiles for slices too large for it;
-        an integer: MONAI sliding windows of that side with ``overlap``, ``batch`` and ``blend``.
+        an integer: sliding windows of that side with ``overlap``, ``batch`` and ``blend``.
     memory : float, optional
         Bytes a forward pass may use with ``tile="auto"`` (default: :func:`memory_budget`
         of the device).
@@ -296,20 +297,8 @@ class SlicePredictor:
             return fn(x).float()
 
     def _windows(self, x: torch.Tensor, roi: tuple[int, ...], batch: int, fn: Any) -> torch.Tensor:
-        """MONAI's sliding window over ``x`` with the predictor's overlap, blending and device."""
-        from monai.inferers import sliding_window_inference
-
-        return sliding_window_inference(
-            x,
-            roi,
-            batch,
-            fn,
-            overlap=self.overlap,
-            mode=self.blend,
-            padding_mode="replicate",
-            sw_device=self.device,
-            device=self.device,
-        )
+        """Sliding windows over ``x`` with the predictor's overlap, blending and device (MONAI's, in plain torch)."""
+        return sliding_window_inference(x, roi, batch, fn, overlap=self.overlap, mode=self.blend, device=self.device)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         check(self.cancel)  # once per batch of tiles

@@ -3,7 +3,7 @@
 A volume is processed as *slabs*: runs of consecutive slices along the slicing axis,
 read and written together (as deep as the storage chunks, so every chunk is decoded
 once and no two slabs share an output chunk).  Each slice of a slab is then cut into
-overlapping square tiles by MONAI's sliding-window inferer.
+overlapping square tiles by MONAI's sliding-window inferer (in plain torch: core/windows.py).
 
 Models with *context* k > 1 ("2.5D") see each slice together with its k // 2
 neighbours on each side as input channels: a slab is read with a halo of k // 2
@@ -316,15 +316,27 @@ def halo_tiles(length: int, tile: int, halo: int) -> list[tuple[int, int, int, i
         c0, c1 = c1, c1 + tile - 2 * halo
 
 
+def window_starts(size: int, roi: int, overlap: float) -> list[int]:
+    """Starts of the sliding windows of side ``roi`` along an axis of ``size`` (MONAI's placement).
+
+    One every ``roi * (1 - overlap)`` pixels (at least 1), the last flush with the end; a
+    side no longer than the window gets one window (it is padded to it).
+
+    Examples
+    --------
+    >>> window_starts(100, 32, 0.25)
+    [0, 24, 48, 68]
+    """
+    if size <= roi:
+        return [0]
+    step = max(1, int(roi * (1 - overlap)))
+    n = math.ceil((size - roi) / step) + 1
+    return [min(i * step, size - roi) for i in range(n)]
+
+
 def windows_per_slice(slice_shape: tuple[int, int], roi: tuple[int, int], overlap: float) -> int:
-    """Number of sliding windows MONAI will run for one slice."""
-    n = 1
-    for s, r in zip(slice_shape, roi):
-        if s <= r:
-            continue
-        step = max(1, int(r * (1 - overlap)))
-        n *= math.ceil((s - r) / step) + 1
-    return n
+    """Number of sliding windows run for one slice (:func:`window_starts` along each side)."""
+    return math.prod(len(window_starts(s, r, overlap)) for s, r in zip(slice_shape, roi))
 
 
 def describe(arr: Any) -> str:
