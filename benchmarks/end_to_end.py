@@ -105,6 +105,40 @@ def per_core(model, precision: str, repeats: int = 3) -> None:
         )
 
 
+def variants(model, precision: str, rounds: int = 8) -> None:
+    """The inference copy without and with in-place activations, and compiled: 4 x 512^2 slices, median of ``rounds``.
+
+    One process, calls alternating, so a shared machine's load falls on all three alike.
+    """
+    import torch
+
+    from napari_xrayseg.core import predictor as P
+
+    real = P._inplace_activation
+    P._inplace_activation = lambda adn: None
+    try:
+        plain = P._inference_copy(model.network.eval())
+    finally:
+        P._inplace_activation = real
+    copy = P._inference_copy(model.network.eval())
+    x = torch.randn(4, model.info.in_channels, 512, 512).contiguous(memory_format=torch.channels_last)
+    nets = {"copy, PReLU": plain, "copy, in-place leaky ReLU": copy}
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        nets["copy, in-place, torch.compile"] = comp = torch.compile(copy, dynamic=False)
+        comp(x)
+        print(f"variants: first compiled call (the compile) {time.perf_counter() - t0:.1f} s", flush=True)
+        times: dict[str, list[float]] = {k: [] for k in nets}
+        for _ in range(rounds):
+            for k, net in nets.items():
+                t0 = time.perf_counter()
+                net(x)
+                times[k].append(time.perf_counter() - t0)
+    for k, v in times.items():
+        med = sorted(v)[len(v) // 2]
+        print(f"variants: {k:32s} median {med:.3f} s per call, {x.shape[0] * 512 * 512 / med / 1e6:.2f} Mvox/s")
+
+
 def profile(inp: Path, model: Path, n: int, precision: str) -> None:
     """cProfile of ``segment`` on the first ``n`` slices of ``inp`` (in this process): the top functions."""
     import cProfile
@@ -141,6 +175,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--profile", type=int, default=0, help="profile segmenting this many slices of the f32 volume")
     ap.add_argument("--per-core", action="store_true", help="the predictor per CPU-second: inference copy or not")
+    ap.add_argument("--variants", action="store_true", help="in-place activations and torch.compile, in one process")
     a = ap.parse_args()
 
     import torch
@@ -206,6 +241,8 @@ def main() -> None:
         profile(work / "f32.zarr", path, a.profile, a.precision)
     if a.per_core:
         per_core(model, a.precision)
+    if a.variants:
+        variants(model, a.precision)
     lim1, cpu1 = conv_limit("cpu")["channels_last"], conv_cpu()
     lim, cpu = (lim0 + lim1) / 2, (cpu0 + cpu1) / 2
     print(f"conv limit after: {lim1:.0f} GFLOP/s (mean {lim:.0f}); limit = {lim * 1e9 / fpp / 1e6:.2f} Mvox/s")

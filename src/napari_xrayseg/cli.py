@@ -104,6 +104,9 @@ def _tile_arg(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{value!r} is not 'auto' or a whole number of pixels") from None
 
 
+_COMPILE = {"auto": "auto", "on": True, "off": False}  # --compile -> SegmentConfig.compile
+
+
 def _cmd_predict(a: argparse.Namespace) -> int:
     from .core.batch import is_collection
     from .core.device import tune_allocator
@@ -130,6 +133,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         "axes": a.axes,
         "confidence": a.confidence,
         "tta": a.tta,
+        "compile": _COMPILE[a.compile],
         "confidence_out": a.confidence_out,
         "voxel_size": a.voxel_size,
         "unit": a.unit,
@@ -196,6 +200,7 @@ def _predict_many(a: argparse.Namespace) -> int:
         axes=a.axes,
         confidence=a.confidence,
         tta=a.tta,
+        compile=_COMPILE[a.compile],
         voxel_size=a.voxel_size,
         unit=a.unit,
         progress=_ProgressPrinter("predict"),
@@ -918,6 +923,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--confidence-out", default=None, help="where the confidence goes (default: OUT-KIND.zarr)")
     p.add_argument("--tta", action="store_true", help="average over flipped slices too (3x the work)")
+    p.add_argument(
+        "--compile",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="torch.compile the network: auto (default) when the job is long enough for it to pay back "
+        "(about 10 minutes of network time), on, off",
+    )
     _add_voxel_size(p, "written into the outputs; default: what the image records, else the model")
     g = p.add_argument_group("dask.distributed (input and output on a file system all workers see)")
     g.add_argument("--workers", type=int, default=None, help="run on a local cluster of N worker processes")

@@ -54,6 +54,13 @@ class SegmentConfig:
         ``"maxprob"`` or ``"entropy"``: also compute a per-voxel confidence map.
     tta : bool
         Test-time augmentation: average over the slice and its two flips (3x the work).
+    compile : str or bool
+        ``torch.compile`` the network: ``"auto"`` (default) when the job's network work is
+        large enough for the compile time (17-90 s on 2 CPU cores) to pay back, i.e. more
+        than about 10 minutes of compute (:func:`~napari_xrayseg.core.predictor.worth_compiling`;
+        +25 % on CPU) and the slices go through whole; ``True`` or ``False`` force it. A
+        compile that fails (no C++ compiler, an unsupported device) falls back to eager
+        with a warning.
     out : path-like or None
         Zarr store for the labels (needed for volumes larger than RAM).
     confidence_out : path-like or None
@@ -84,6 +91,7 @@ class SegmentConfig:
     precision: str = "auto"
     confidence: str | None = None
     tta: bool = False
+    compile: str | bool = "auto"
     out: Any = None
     confidence_out: Any = None
     overwrite: bool = False

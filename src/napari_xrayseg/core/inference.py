@@ -49,8 +49,9 @@ from .merger import LabelMerger, ProbMerger
 from .models import Model, ModelInfo, load_model, read_model_info
 from .output import claim
 from .plan import SegmentPlan, check_image, parse_axes, plan_passes, prefetched, resolved_normalization
-from .predictor import SlicePredictor, as_model, model_digest
+from .predictor import SlicePredictor, as_model, model_digest, worth_compiling
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
+from .tiling import AUTO
 from .units import pick_voxel_size, voxel_size_mismatch
 from .writer import (
     MemoryWriter,
@@ -194,6 +195,13 @@ def _channel_input(image: Any, model: Model | str | os.PathLike) -> Any:
     return split_channels(image, ax, channels=info.channels)
 
 
+def _compile_choice(choice: Any, model: Model, image: Any, passes: int, dev: Any, tile: Any) -> bool:
+    """Whether to ``torch.compile`` the network: ``SegmentConfig.compile`` resolved for this job."""
+    if choice is True or choice is False:
+        return choice and tile == AUTO
+    return tile == AUTO and worth_compiling(model, float(np.prod(image.shape)) * passes, dev)
+
+
 def build_job(
     image: Any,
     model: Model | str | os.PathLike,
@@ -236,6 +244,8 @@ def build_job(
         raise InputError("confidence_out is only used with confidence='maxprob' or 'entropy'")
     if cfg.confidence_out is not None and cfg.out is None:
         raise InputError("confidence_out needs out= as well (or neither, to get arrays back)")
+    if not (cfg.compile is True or cfg.compile is False or cfg.compile == "auto"):
+        raise InputError(f"compile {cfg.compile!r} must be 'auto', True or False (--compile auto|on|off)")
     if (cfg.resume or cfg.pyramid) and cfg.out is None:
         raise InputError("resume and pyramid need an output store: pass out= (--out PATH.zarr)")
     probs = len(axes) > 1 or cfg.confidence is not None or cfg.tta
@@ -282,12 +292,20 @@ def build_job(
         precision=prec,
     )
     p0 = plans[0]
-    same = (dev, p0.tile, float(p0.overlap), p0.batch, p0.blend, prec)
+    comp = _compile_choice(cfg.compile, model, image, len(plans) * (3 if cfg.tta else 1), dev, p0.tile)
+    same = (dev, p0.tile, float(p0.overlap), p0.batch, p0.blend, prec, comp)
     if not local:
         predictor = None
     elif predictor is None or predictor.model is not model or predictor.settings != same:
         predictor = SlicePredictor(
-            model, device=dev, tile=p0.tile, overlap=p0.overlap, batch=p0.batch, blend=p0.blend, precision=prec
+            model,
+            device=dev,
+            tile=p0.tile,
+            overlap=p0.overlap,
+            batch=p0.batch,
+            blend=p0.blend,
+            precision=prec,
+            compile=comp,
         )
     writer: StoreWriter | MemoryWriter
     if labels_claim is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 from typing import Any
 
@@ -34,6 +35,7 @@ from .windows import sliding_window_inference
 __all__ = ["SlicePredictor", "activation_bytes_per_pixel", "as_model", "model_digest", "receptive_field"]
 
 _D = SegmentConfig()
+log = logging.getLogger(__name__)
 
 # Layers that normalise over a whole image (not per pixel): their output depends on every
 # input pixel, so they are left out when measuring the receptive field of the convolutions.
@@ -122,6 +124,80 @@ def activation_bytes_per_pixel(info: ModelInfo | Model) -> float:
     """
     info = getattr(info, "info", info)
     return _bytes_per_pixel(_arch_key(info))
+
+
+@functools.lru_cache(maxsize=32)
+def _flops_per_pixel(key: str) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    arch, params, st, k = json.loads(key)
+    net, side = _probe_network(arch, params), 4 * st
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        net(torch.zeros(1, k, side, side))
+    return counter.get_total_flops() / (side * side)
+
+
+def flops_per_pixel(info: ModelInfo | Model) -> float:
+    """FLOPs (a multiply-add is 2) of one forward pass per input pixel (``torch.utils.flop_counter``).
+
+    Examples
+    --------
+    >>> from napari_xrayseg import init_model
+    >>> round(flops_per_pixel(init_model("unet", size="tiny", classes=3)))
+    414
+    """
+    info = getattr(info, "info", info)
+    return _flops_per_pixel(_arch_key(info))
+
+
+#: Sustained network FLOP/s assumed when deciding whether ``torch.compile`` pays back: on
+#: the high side of what was measured (CPU: 2 cores of an AVX-512 machine, fp32; CUDA: an
+#: H100-class GPU), so that compiling is only chosen where it surely pays.
+COMPILE_RATE = {"cpu": 3.0e11, "cuda": 1.0e14}
+#: ... and the network time (seconds) from which it pays: the first compile took 17-90 s on
+#: 2 CPU cores and gains about 25 % (docs/performance.md), so 10 minutes gain 2.5 minutes.
+COMPILE_MIN_SECONDS = 600.0
+
+
+def worth_compiling(info: ModelInfo | Model, pixels: float, device: str | torch.device) -> bool:
+    """Whether ``torch.compile`` pays back for pushing ``pixels`` through the network on ``device``.
+
+    True when the network time, estimated from :func:`flops_per_pixel` at the rate of
+    :data:`COMPILE_RATE`, exceeds :data:`COMPILE_MIN_SECONDS`; never on other devices
+    (Apple MPS) or for 3D networks (windows of several shapes).
+
+    Examples
+    --------
+    >>> from napari_xrayseg import init_model
+    >>> m = init_model("unet", size="medium", classes=3, context=3)
+    >>> worth_compiling(m, 10 * 512 * 512, "cpu"), worth_compiling(m, 2048**3, "cpu")
+    (False, True)
+    """
+    info = getattr(info, "info", info)
+    rate = COMPILE_RATE.get(torch.device(device).type)
+    if rate is None or info.arch == "unet3d" or pixels * 24_000 < rate * COMPILE_MIN_SECONDS:
+        return False  # (24 kFLOP/pixel: the default net's; skips the FLOP count for small jobs)
+    return pixels * flops_per_pixel(info) / rate > COMPILE_MIN_SECONDS
+
+
+class _Compiled:
+    """``torch.compile(net)`` on first use, and the network itself if compiling or running it compiled fails."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        self.net, self.compiled = net, None
+        self.failed: str | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.failed is None:
+            try:
+                if self.compiled is None:
+                    self.compiled = torch.compile(self.net, dynamic=False)
+                return self.compiled(x)
+            except Exception as e:  # no C++ compiler, an unsupported op or device: run eager
+                self.failed = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                log.warning("torch.compile failed (%s); running the network without it", self.failed)
+        return self.net(x)
 
 
 _CONVS = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Conv3d, torch.nn.ConvTranspose3d)
@@ -235,6 +311,7 @@ class SlicePredictor:
         precision: str = _D.precision,
         memory: float | None = None,
         fast: bool = True,
+        compile: bool = False,
     ) -> None:
         check_window_options(overlap, batch, blend)
         self.model = model
@@ -254,13 +331,16 @@ class SlicePredictor:
         self.memory = float(memory) if memory is not None else memory_budget(self.device)
         self.lut = np.asarray(model.info.classes, dtype=np.uint8)
         self.volumetric = bool(getattr(self.net, "volumetric", False))
+        # whole slices only (one batch shape: the last batch is padded to it), never 3D windows
+        self.compiled = _Compiled(self.net) if compile and not self.volumetric and tile == AUTO else None
+        self._batch: tuple[int, ...] | None = None  # the compiled graph's input shape
         self.cancel: CancelToken | None = None
         self._halo: int | None = None
 
     @property
     def settings(self) -> tuple[Any, ...]:
-        """``(device, tile, overlap, batch, blend, precision)``: what a job must ask for to reuse this predictor."""
-        return (self.device, self.tile, self.overlap, self.batch, self.blend, self.precision)
+        """``(device, tile, overlap, batch, blend, precision, compiled)``: what a job needs to reuse this predictor."""
+        return (self.device, self.tile, self.overlap, self.batch, self.blend, self.precision, self.compiled is not None)
 
     @property
     def halo(self) -> int:
@@ -306,6 +386,22 @@ class SlicePredictor:
             x = x.contiguous(memory_format=torch.channels_last)
         return self._run(self.net, x)
 
+    def _whole_compiled(self, x: torch.Tensor, per: int) -> torch.Tensor:
+        """Whole slices through the compiled network, ``per`` at a time (the last batch padded with its last slice)."""
+        assert self.compiled is not None
+        n, parts = len(x), []
+        if self._batch is None or x.shape[1:] != self._batch[1:]:  # the first call fixes the batch shape
+            self._batch = (min(per, n), *x.shape[1:])
+        per = self._batch[0]
+        for i in range(0, n, per):
+            b = x[i : i + per]
+            if len(b) < per:  # e.g. the last slab: padded, not a new graph
+                b = torch.cat([b, b[-1:].expand(per - len(b), *b.shape[1:])])
+            check(self.cancel)
+            b = b.contiguous(memory_format=torch.channels_last) if self.channels_last else b
+            parts.append(self._run(self.compiled, b)[: n - i])
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
     def _auto(self, x: torch.Tensor) -> torch.Tensor:
         """Scores of ``tile="auto"``: whole slices padded to the stride, or halo tiles (cores kept)."""
         n, _, h, w = x.shape
@@ -314,6 +410,8 @@ class SlicePredictor:
             x = torch.nn.functional.pad(x, (0, wp - w, 0, hp - h), mode="replicate")
         per, side = self.layout((h, w))
         if not side:
+            if self.compiled is not None:  # one shape for the compiled graph: pad the last batch
+                return self._whole_compiled(x, per)[..., :h, :w]
             parts = [self._forward(x[i : i + per]) for i in range(0, n, per)]
             return (parts[0] if len(parts) == 1 else torch.cat(parts))[..., :h, :w]
         out = torch.empty((n, len(self.lut), hp, wp), dtype=torch.float32, device=x.device)
