@@ -171,6 +171,8 @@ class VolumeUNet(torch.nn.Module):
         self.context = int(p["in_channels"])
         self.zstride = int(math.prod(p["strides"]))
         self.net = _unet_build(p, spatial_dims=3, in_channels=1)  # the k context slices are its depth
+        # the random sub-volumes of training: train() seeds this, so a seed gives the same model
+        self.generator: torch.Generator | None = None
 
     def forward_volume(self, v: torch.Tensor) -> torch.Tensor:
         depth = v.shape[2]
@@ -188,8 +190,9 @@ class VolumeUNet(torch.nn.Module):
         # slice sits at another depth of the volume; trained on the middle alone, the network
         # learns the middle's position from the padding and fails everywhere else.
         k = x.shape[1]
-        depth = int(torch.randint(h + 1, k + 1, ()).item())
-        lo = int(torch.randint(max(0, h - depth + 1), min(h, k - depth) + 1, ()).item())
+        g = self.generator
+        depth = int(torch.randint(h + 1, k + 1, (), generator=g).item())
+        lo = int(torch.randint(max(0, h - depth + 1), min(h, k - depth) + 1, (), generator=g).item())
         return self.forward_volume(x[:, None, lo : lo + depth])[:, :, h - lo]
 
 

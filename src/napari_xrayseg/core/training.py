@@ -1145,6 +1145,8 @@ def _build(
     )
     if d["channels"] > 1:
         model.info.channel_axis = d["pairs"][0][0].channel_axis
+    if hasattr(model.network, "generator"):  # a network that draws at random in training (unet3d)
+        model.network.generator = torch.Generator().manual_seed(s["seed"])
     norm = dict(d["norm"])
     if s["normalize"] == "image":  # bounds computed from each input at inference; these are for the record
         norm = {**norm, "low": None, "high": None, "training_bounds": [norm["low"], norm["high"]]}
