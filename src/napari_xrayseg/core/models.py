@@ -90,7 +90,7 @@ def _check_dropout(p: dict, key: str = "dropout") -> None:
 
 
 # ---- unet: MONAI's UNet (strided convolutions down, transposed convolutions up, residual units),
-# built by the MONAI-compatible plain-torch copy in .unet (same weights; MONAI's import is slow)
+# built by the MONAI-compatible plain-torch reimplementation in .unet (same weights; MONAI's import is slow)
 
 _UNET = {
     "tiny": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0},
