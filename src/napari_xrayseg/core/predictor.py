@@ -32,7 +32,15 @@ from .progress import CancelToken, check
 from .tiling import AUTO, auto_tile, effective_tile, halo_tiles, pad_to_stride, windows_per_slice
 from .windows import sliding_window_inference
 
-__all__ = ["SlicePredictor", "activation_bytes_per_pixel", "as_model", "model_digest", "receptive_field"]
+__all__ = [
+    "SlicePredictor",
+    "activation_bytes_per_pixel",
+    "as_model",
+    "flops_per_pixel",
+    "model_digest",
+    "receptive_field",
+    "worth_compiling",
+]
 
 _D = SegmentConfig()
 log = logging.getLogger(__name__)
@@ -155,8 +163,9 @@ def flops_per_pixel(info: ModelInfo | Model) -> float:
 #: the high side of what was measured (CPU: 2 cores of an AVX-512 machine, fp32; CUDA: an
 #: H100-class GPU), so that compiling is only chosen where it surely pays.
 COMPILE_RATE = {"cpu": 3.0e11, "cuda": 1.0e14}
-#: ... and the network time (seconds) from which it pays: the first compile took 17-90 s on
-#: 2 CPU cores and gains about 25 % (docs/performance.md), so 10 minutes gain 2.5 minutes.
+#: ... and the network time (seconds) from which it pays: the first compile took 2-90 s on
+#: 2 CPU cores (warm or cold cache) and gained 6-24 % (docs/performance.md): at 15 %, 10
+#: minutes save 90 s, as much as the slowest compile costs.
 COMPILE_MIN_SECONDS = 600.0
 
 
