@@ -37,7 +37,7 @@ from typing import Any
 from .config import SegmentConfig
 from .errors import Cancelled, InputError, OutputExistsError, XraysegError
 from .io import open_volume
-from .output import check_not_input, remove_path, write_file
+from .output import check_not_input, remove_path, write_file, write_text
 from .progress import CancelToken, Progress, ProgressCallback, drain
 from .writer import output_complete, output_levels, read_output_meta
 
@@ -222,11 +222,7 @@ def _summary_kind(path: str | os.PathLike) -> str:
 
 
 def _write_text(path: str | os.PathLike, text: str, overwrite: bool) -> Path:
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-
-    return write_file(path, write, overwrite=overwrite, what="summary", option="--summary")
+    return write_text(path, text, overwrite=overwrite, what="summary", option="--summary")
 
 
 def check_summary_path(path: str | os.PathLike, *, overwrite: bool = False) -> bool:

@@ -905,13 +905,9 @@ class Report:
 
 
 def _write_text(path: str | os.PathLike, text: str, overwrite: bool, what: str) -> Path:
-    from .output import write_file
+    from .output import write_text
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-
-    p = write_file(path, write, overwrite=overwrite, what=f"{what} output", option=f"--{what.lower()}")
+    p = write_text(path, text, overwrite=overwrite, what=f"{what} output", option=f"--{what.lower()}")
     log.info("wrote %s metrics to %s", what, p)
     return p
 

@@ -64,7 +64,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +71,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, OutputExistsError, write_error
+from .errors import InputError
 from .io import read_block, volume_chunks, voxel_size_of
 from .progress import CancelToken, Progress, check, drain
 from .units import normalize_unit, parse_voxel_size, pick_voxel_size
@@ -355,7 +354,7 @@ def _fmt(v: Any, digits: int = 4) -> str:
 
 
 def write_text_file(path: str | os.PathLike, text: str, *, overwrite: bool = False, what: str = "text") -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then move it there.
+    """Write ``text`` to a temporary file beside ``path``, then move it there (:func:`.output.write_text`).
 
     An existing ``path`` is never replaced unless ``overwrite``; a failed write leaves
     no partial file behind.
@@ -366,40 +365,12 @@ def write_text_file(path: str | os.PathLike, text: str, *, overwrite: bool = Fal
         If ``path`` exists (or appears meanwhile) and ``overwrite`` is False.
     OutputWriteError
         If the location cannot be written (disk full, read-only, a file in the way).
+    InputError
+        If ``path`` is a folder.
     """
-    path = Path(path)
-    option = f"--{what.lower()}"
-    exists = f"{what} output {path} exists: choose another path or pass overwrite=True (--overwrite)"
-    if path.is_dir():
-        raise InputError(f"{what} output {path} is a directory: give a file name")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(exists)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # fails if path appeared meanwhile: never replaces it
-            except FileExistsError as e:
-                raise OutputExistsError(exists) from e
-            except OSError:  # no hard links on this file system: check, then rename
-                if path.exists():
-                    raise OutputExistsError(exists) from None
-                os.replace(tmp, path)
-    except OutputExistsError:
-        raise
-    except OSError as e:
-        raise write_error(e, path, option=option) from e
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-    log.info("wrote %s to %s", what, path)
-    return path
+    from .output import write_text
+
+    return write_text(path, text, overwrite=overwrite, what=f"{what} output", option=f"--{what.lower()}")
 
 
 # --------------------------------------------------------------------------- inputs

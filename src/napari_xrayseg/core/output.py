@@ -328,6 +328,18 @@ def write_file(
     return p
 
 
+def write_text(
+    path: str | os.PathLike, text: str, *, overwrite: bool = False, what: str = "output", option: str = "--out"
+) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`write_file`: atomically, never replacing a file unasked."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+
+    return write_file(path, write, overwrite=overwrite, what=what, option=option)
+
+
 def _link_new(tmp: str, path: Path, exists: str) -> None:
     """Move ``tmp`` to a *new* ``path``: a file that appeared meanwhile is never replaced."""
     try:
