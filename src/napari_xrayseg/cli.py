@@ -409,6 +409,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         loss=a.loss,
         gamma=a.gamma,
         boundary_weight=a.boundary_weight,
+        dropout=a.dropout,
         augment=not a.no_augment,
         seed=a.seed,
         device=a.device,
@@ -1130,6 +1131,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=_T.boundary_weight,
         help="cross-entropy weight of annotated interface pixels (default: 1 = off; e.g. 3 for noisy scans)",
+    )
+    p.add_argument(
+        "--dropout",
+        type=float,
+        default=_T.dropout,
+        help="dropout of a new model, in [0, 1) (default: the architecture's, 0.2 for unet, 0 for the others)",
     )
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     p.add_argument("--init", default=None, help="fine-tune from this model file")

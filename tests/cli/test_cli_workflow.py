@@ -41,6 +41,8 @@ def test_train_then_predict_then_evaluate(tmp_path, capsys):
                 "1",
                 "--context",
                 "5",
+                "--dropout",
+                "0.1",
             ]
         )
         == 0
@@ -48,6 +50,12 @@ def test_train_then_predict_then_evaluate(tmp_path, capsys):
     assert "wrote model to" in capsys.readouterr().out
     m = load_model(model)
     assert m.info.classes == [1, 2, 3] and len(m.info.history) == 2 and m.info.context == 5
+    assert m.info.params["dropout"] == 0.1 == m.info.train["dropout"]
+    bad = ["train", "--image", str(tmp_path / "s" / "image.zarr"), "--labels", str(tmp_path / "ann.zarr")]
+    assert main([*bad, "--out", str(tmp_path / "bad.safetensors"), "--dropout", "1.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "dropout 1.5" in err and "[0, 1)" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "bad.safetensors").exists()
 
     pred = tmp_path / "pred.zarr"
     assert (

@@ -73,6 +73,92 @@ def test_boundary_weight_weights_annotated_interface_pixels(tmp_path, phantom):
     )
 
 
+def test_dropout_default_per_architecture_explicit_and_kept_by_init(tmp_path, phantom):
+    """New unet models train with dropout 0.2 (the hard benchmark's choice), other archs with 0."""
+    from napari_xrayseg.core.models import TRAIN_DROPOUT, default_dropout
+
+    assert default_dropout("unet") == TRAIN_DROPOUT == 0.2
+    assert {a: default_dropout(a) for a in ("unet3d", "basicunet", "attentionunet", "segresnet")} == dict.fromkeys(
+        ("unet3d", "basicunet", "attentionunet", "segresnet"), 0.0
+    )
+    image, _, sparse = phantom
+    m = train(image, sparse, out=tmp_path / "d.safetensors", **FAST)
+    drops = [x.p for x in m.network.modules() if isinstance(x, torch.nn.Dropout)]
+    assert drops and set(drops) == {0.2}
+    assert m.info.params["dropout"] == 0.2 == m.info.train["dropout"]
+    assert load_model(tmp_path / "d.safetensors").info.params["dropout"] == 0.2  # in the file, rebuilt on load
+    off = train(image, sparse, dropout=0, **FAST)
+    assert off.info.params["dropout"] == 0.0
+    assert {x.p for x in off.network.modules() if isinstance(x, torch.nn.Dropout)} == {0.0}
+    assert train(image, sparse, **{**FAST, "arch": "basicunet"}).info.params["dropout"] == 0.0
+    # a fine-tuned model keeps its own dropout; asking for another one is refused in one line
+    assert train(image, sparse, init=m, **FAST).info.params["dropout"] == 0.2
+    with pytest.raises(InputError, match="init model was built with dropout 0.2"):
+        train(image, sparse, init=m, dropout=0.1, **FAST)
+    for bad in (1.0, -0.1, True, "0.2"):
+        with pytest.raises(InputError, match="dropout"):
+            train(image, sparse, dropout=bad, **FAST)
+
+
+def test_validation_runs_the_network_in_eval_mode_and_leaves_batch_norm_alone(monkeypatch, phantom):
+    """Held-out slices are scored as the saved model will run: no dropout, batch norm's running
+    statistics (not the held-out batch's), which the held-out slices must not change."""
+    from napari_xrayseg.core import training
+
+    seen = []
+    orig = training._validate
+
+    def spy(pred, *a):
+        before = {k: v.clone() for k, v in pred.net.state_dict().items() if "running" in k}
+        out = orig(pred, *a)
+        after = pred.net.state_dict()
+        seen.append((pred.net.training, all(torch.equal(v, after[k]) for k, v in before.items()), len(before)))
+        return out
+
+    monkeypatch.setattr(training, "_validate", spy)
+    image, _, sparse = phantom
+    m = train(image, sparse, **{**FAST, "epochs": 3})
+    assert len(seen) == 3 and all(n > 0 for *_, n in seen)
+    assert [(mode, same) for mode, same, _ in seen] == [(False, True)] * 3
+    assert m.network.training is False
+    # and training itself still ran in training mode (batch norm statistics moved between epochs)
+    assert len(m.info.history) == 3
+
+
+def test_training_with_dropout_is_seeded_and_leaves_the_global_rng_alone(phantom):
+    """Dropout draws from a stream of its own: one seed, one model, whatever ran before."""
+    image, _, sparse = phantom
+    kw = dict(FAST, dropout=0.3)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = train(image, sparse, **kw)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's draws are not disturbed
+    torch.rand(1000)  # move the global generator on
+    b = train(image, sparse, **kw)
+    c = train(image, sparse, **{**kw, "seed": 1})
+    sa, sb, sc = (m.network.state_dict() for m in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert [h["loss"] for h in a.info.history] == [h["loss"] for h in b.info.history]
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_init_model_dropout_acts_in_training_only():
+    """Same seed, same weights: dropout changes nothing in eval mode and something in training."""
+    a = init_model("unet", size="tiny", context=3, seed=4)
+    b = init_model("unet", size="tiny", context=3, seed=4, dropout=0.5)
+    assert a.info.params["dropout"] == 0.0 and b.info.params["dropout"] == 0.5
+    for k, v in a.network.state_dict().items():
+        assert torch.equal(v, b.network.state_dict()[k])
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(a.network.eval()(x), b.network.eval()(x))
+        torch.manual_seed(0)
+        assert not torch.equal(a.network.train()(x), b.network.train()(x))
+    for bad in (1, 1.5, -0.2, True):
+        with pytest.raises(InputError, match=r"dropout .* must be a number in \[0, 1\)"):
+            init_model("unet", size="tiny", dropout=bad)
+
+
 def test_image_outside_annotated_corner_does_not_change_training_loss(phantom):
     # Only a corner of one slice is annotated. Shuffling the image everywhere the training
     # patches cannot reach (other slices; the far part of the annotated slice) keeps the

@@ -168,6 +168,8 @@ class TrainConfig:
         Exponent on the Dice denominator for ``loss="dice_gamma"``.
     boundary_weight : float
         Cross-entropy weight of annotated pixels on an interface (1 = off).
+    dropout : float or None
+        Dropout of a new model; ``None``: the architecture's (0.2 for ``unet``, 0 otherwise).
     augment : bool
         Random flips, rotations, scaling, intensity changes, noise and blur.
     val_fraction : float
@@ -204,6 +206,7 @@ class TrainConfig:
     loss: str = "dicece"
     gamma: float = 1.0
     boundary_weight: float = 1.0
+    dropout: float | None = None
     augment: bool = True
     val_fraction: float = 0.2
     seed: int = 0

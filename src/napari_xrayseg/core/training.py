@@ -30,7 +30,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from .device import resolve_device
 from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError
 from .io import read_block, volume_chunks, voxel_size_of
 from .labels import read_labels
-from .models import MAX_CONTEXT, Model, init_model, load_model, save_model
+from .models import MAX_CONTEXT, Model, default_dropout, init_model, load_model, save_model
 from .normalize import apply_normalization, compute_normalization, pooled_normalization
 from .output import claim
 from .plan import check_image
@@ -697,6 +698,7 @@ def _start_model(
     device: torch.device,
     context: int = 1,
     channels: int = 1,
+    dropout: float | None = None,
 ) -> Model:
     if init is None:
         return init_model(
@@ -706,6 +708,7 @@ def _start_model(
             seed=seed,
             context=context,
             channels=channels,
+            dropout=default_dropout(arch) if dropout is None else dropout,
         )
     if isinstance(init, (str, os.PathLike)):
         base = load_model(init, device="cpu")
@@ -727,6 +730,12 @@ def _start_model(
         raise InputError(
             f"init model takes {base.info.context} context slice(s) per slice but training was asked "
             f"for context={context}: pass context={base.info.context} or train a new model"
+        )
+    has = base.info.params.get("dropout")
+    if dropout is not None and has is not None and float(has) != dropout:
+        raise InputError(
+            f"dropout {dropout} was asked for, but the init model was built with dropout {has}: "
+            "leave dropout unset to keep the model's, or train a new model (init=None)"
         )
     info = copy.deepcopy(base.info)
     info.history, info.train = [], {}
@@ -813,6 +822,8 @@ def _settings(kw: dict[str, Any]) -> dict[str, Any]:
     if kw["schedule"] not in SCHEDULES:
         raise InputError(f"unknown schedule {kw['schedule']!r}: choose one of {list(SCHEDULES)}")
     s["loss_fn"] = make_loss(kw["loss"], kw["gamma"], kw["boundary_weight"])
+    if kw["dropout"] is not None:
+        s["dropout"] = _number("dropout", kw["dropout"], lambda v: 0 <= v < 1, "in [0, 1), e.g. 0 (off) or 0.2")
     if kw["mode"] not in MODES:
         raise InputError(f"unknown training mode {kw['mode']!r}: choose one of {list(MODES)}")
     s["pixel_weight"] = _number(
@@ -1141,7 +1152,7 @@ def _build(
 ) -> tuple[Model, _SupervisedStep, SlicePredictor | None]:
     """The model to train (new or fine-tuned), its optimiser step and the validation predictor."""
     model = _start_model(
-        s["init"], s["arch"], s["size"], d["classes"], s["seed"], s["dev"], s["context"], d["channels"]
+        s["init"], s["arch"], s["size"], d["classes"], s["seed"], s["dev"], s["context"], d["channels"], s["dropout"]
     )
     if d["channels"] > 1:
         model.info.channel_axis = d["pairs"][0][0].channel_axis
@@ -1204,6 +1215,7 @@ def _record(s: dict[str, Any], d: dict[str, Any], model: Model) -> dict[str, Any
         "loss": s["loss"],
         "gamma": float(s["gamma"]),
         "boundary_weight": float(s["boundary_weight"]),
+        "dropout": model.info.params.get("dropout"),
         "patch": s["patch"],
         "batch": s["batch"],
         "lr": s["lr"],
@@ -1277,6 +1289,38 @@ class _Fit:
         return self.model
 
 
+class _StepRNG:
+    """A seeded torch RNG stream for the random layers of training steps (dropout).
+
+    Dropout draws from torch's global generator. Each optimiser step runs with this stream
+    swapped in and the caller's state swapped back after, so a seed gives one model however
+    often, and between what, ``train`` is called, and the caller's own draws are untouched.
+    """
+
+    def __init__(self, seed: int, device: torch.device) -> None:
+        self.device = device if device.type == "cuda" else None
+        with torch.random.fork_rng(devices=[self.device] if self.device is not None else []):
+            torch.manual_seed(seed)
+            self.cpu = torch.get_rng_state()
+            self.gpu = torch.cuda.get_rng_state(self.device) if self.device is not None else None
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        cpu = torch.get_rng_state()
+        gpu = torch.cuda.get_rng_state(self.device) if self.device is not None else None
+        torch.set_rng_state(self.cpu)
+        if self.device is not None:
+            torch.cuda.set_rng_state(self.gpu, self.device)
+        try:
+            yield
+        finally:
+            self.cpu = torch.get_rng_state()
+            torch.set_rng_state(cpu)
+            if self.device is not None:
+                self.gpu = torch.cuda.get_rng_state(self.device)
+                torch.cuda.set_rng_state(gpu, self.device)
+
+
 def _fit(
     s: dict[str, Any],
     d: dict[str, Any],
@@ -1288,6 +1332,7 @@ def _fit(
     """Run epochs until the budget is spent; yields a record per step and per epoch."""
     budget, sampler, dev = fit.budget, d["sampler"], s["dev"]
     classes = d["classes"]
+    rng = _StepRNG(s["seed"], dev)
     epoch = 0
     while True:
         epoch += 1
@@ -1303,7 +1348,8 @@ def _fit(
             cur_lr = _lr_at(s["schedule"], s["lr"], budget.fraction(fit.step), fit.step, budget.warmup)
             stepper.set_lr(cur_lr)
             xb, yb = sampler.batch(s["batch"])
-            values = stepper(xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True))
+            with rng.active():
+                values = stepper(xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True))
             losses.append(values["loss"])
             for k, v in values.items():
                 if k != "loss":
@@ -1319,6 +1365,10 @@ def _fit(
         val_dice: float | None = None
         per: list[float | None] = [None] * len(classes)
         if predictor is not None:
+            # in eval mode: batch norm with its running statistics (which the held-out slices
+            # must not update) and no dropout, as the saved model will run; the next epoch's
+            # stepper.train() switches back
+            fit.model.network.eval()
             val_dice, per = _validate(predictor, d["val_x"], d["val_truth"], classes)
         fit.keep_if_best(val_dice if val_dice is not None else (epoch if predictor is None else -1.0), epoch)
         mean_loss = float(np.mean(losses))
@@ -1361,6 +1411,7 @@ def iter_train(
     loss: str = _D.loss,
     gamma: float = _D.gamma,
     boundary_weight: float = _D.boundary_weight,
+    dropout: float | None = _D.dropout,
     augment: bool = _D.augment,
     val_fraction: float = _D.val_fraction,
     seed: int = _D.seed,
@@ -1403,6 +1454,7 @@ def iter_train(
             "loss": loss,
             "gamma": gamma,
             "boundary_weight": boundary_weight,
+            "dropout": dropout,
             "augment": augment,
             "val_fraction": val_fraction,
             "seed": seed,
@@ -1474,6 +1526,7 @@ def train(
     loss: str = _D.loss,
     gamma: float = _D.gamma,
     boundary_weight: float = _D.boundary_weight,
+    dropout: float | None = _D.dropout,
     augment: bool = _D.augment,
     val_fraction: float = _D.val_fraction,
     seed: int = _D.seed,
@@ -1536,6 +1589,11 @@ def train(
     boundary_weight : float
         Weight of the cross-entropy of annotated pixels on an interface (1 = off, the
         default; e.g. 3 puts the loss where the phases meet: docs/accuracy.md).
+    dropout : float, optional
+        Dropout probability in [0, 1) of a new model's dropout layers. ``None`` (default):
+        the architecture's (:func:`~napari_xrayseg.core.models.default_dropout`: 0.2 for
+        ``unet``, which keeps a net trained on a few slices of a noisy scan from memorising
+        their noise; 0 for the others). A model given as ``init`` keeps its own.
     augment : bool
         Random flips, 90° rotations, small rotations/zooms, intensity scale/shift,
         Gaussian noise and blur.
@@ -1674,6 +1732,7 @@ def train(
             loss=loss,
             gamma=gamma,
             boundary_weight=boundary_weight,
+            dropout=dropout,
             augment=augment,
             val_fraction=val_fraction,
             seed=seed,
