@@ -1136,7 +1136,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dropout",
         type=float,
         default=_T.dropout,
-        help="dropout of a new model, in [0, 1) (default: the architecture's, 0.2 for unet, 0 for the others)",
+        help="dropout of a new model, in [0, 1) (default: 0.2 for unet medium, 0 for other sizes and archs)",
     )
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     p.add_argument("--init", default=None, help="fine-tune from this model file")

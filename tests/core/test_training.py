@@ -74,27 +74,31 @@ def test_boundary_weight_weights_annotated_interface_pixels(tmp_path, phantom):
 
 
 def test_dropout_default_per_architecture_explicit_and_kept_by_init(tmp_path, phantom):
-    """New unet models train with dropout 0.2 (the hard benchmark's choice), other archs with 0."""
+    """New medium unet models (the default) train with dropout 0.2 (the hard benchmark's choice), others with 0."""
     from napari_xrayseg.core.models import TRAIN_DROPOUT, default_dropout
 
-    assert default_dropout("unet") == TRAIN_DROPOUT == 0.2
-    assert {a: default_dropout(a) for a in ("unet3d", "basicunet", "attentionunet", "segresnet")} == dict.fromkeys(
-        ("unet3d", "basicunet", "attentionunet", "segresnet"), 0.0
-    )
+    assert default_dropout("unet", "medium") == TRAIN_DROPOUT == 0.2
+    assert [default_dropout("unet", z) for z in ("tiny", "small", "large")] == [0.0] * 3
+    assert default_dropout("unet") == 0.0  # init_model's default size for unet is small
+    others = ("unet3d", "basicunet", "attentionunet", "segresnet")
+    assert {a: default_dropout(a, "medium") for a in others} == dict.fromkeys(others, 0.0)
     image, _, sparse = phantom
-    m = train(image, sparse, out=tmp_path / "d.safetensors", **FAST)
+    assert train(image, sparse, **FAST).info.params["dropout"] == 0.0  # tiny: none
+    medium = {**FAST, "size": None}  # train's default size: medium
+    m = train(image, sparse, out=tmp_path / "d.safetensors", **medium)
+    assert m.info.size == "medium"
     drops = [x.p for x in m.network.modules() if isinstance(x, torch.nn.Dropout)]
     assert drops and set(drops) == {0.2}
     assert m.info.params["dropout"] == 0.2 == m.info.train["dropout"]
     assert load_model(tmp_path / "d.safetensors").info.params["dropout"] == 0.2  # in the file, rebuilt on load
-    off = train(image, sparse, dropout=0, **FAST)
+    off = train(image, sparse, dropout=0, **medium)
     assert off.info.params["dropout"] == 0.0
     assert {x.p for x in off.network.modules() if isinstance(x, torch.nn.Dropout)} == {0.0}
     assert train(image, sparse, **{**FAST, "arch": "basicunet"}).info.params["dropout"] == 0.0
     # a fine-tuned model keeps its own dropout; asking for another one is refused in one line
-    assert train(image, sparse, init=m, **FAST).info.params["dropout"] == 0.2
+    assert train(image, sparse, init=m, **medium).info.params["dropout"] == 0.2
     with pytest.raises(InputError, match="init model was built with dropout 0.2"):
-        train(image, sparse, init=m, dropout=0.1, **FAST)
+        train(image, sparse, init=m, dropout=0.1, **medium)
     for bad in (1.0, -0.1, True, "0.2"):
         with pytest.raises(InputError, match="dropout"):
             train(image, sparse, dropout=bad, **FAST)

@@ -169,7 +169,7 @@ class TrainConfig:
     boundary_weight : float
         Cross-entropy weight of annotated pixels on an interface (1 = off).
     dropout : float or None
-        Dropout of a new model; ``None``: the architecture's (0.2 for ``unet``, 0 otherwise).
+        Dropout of a new model; ``None``: ``models.default_dropout`` (0.2 for ``unet`` ``medium``, else 0).
     augment : bool
         Random flips, rotations, scaling, intensity changes, noise and blur.
     val_fraction : float

@@ -701,14 +701,15 @@ def _start_model(
     dropout: float | None = None,
 ) -> Model:
     if init is None:
+        size = size or (_D.size if arch == _D.arch else None)
         return init_model(
             arch,
-            size=size or (_D.size if arch == _D.arch else None),
+            size=size,
             classes=classes,
             seed=seed,
             context=context,
             channels=channels,
-            dropout=default_dropout(arch) if dropout is None else dropout,
+            dropout=default_dropout(arch, size) if dropout is None else dropout,
         )
     if isinstance(init, (str, os.PathLike)):
         base = load_model(init, device="cpu")
@@ -1591,9 +1592,10 @@ def train(
         default; e.g. 3 puts the loss where the phases meet: docs/accuracy.md).
     dropout : float, optional
         Dropout probability in [0, 1) of a new model's dropout layers. ``None`` (default):
-        the architecture's (:func:`~napari_xrayseg.core.models.default_dropout`: 0.2 for
-        ``unet``, which keeps a net trained on a few slices of a noisy scan from memorising
-        their noise; 0 for the others). A model given as ``init`` keeps its own.
+        :func:`~napari_xrayseg.core.models.default_dropout` of the architecture and size: 0.2
+        for ``unet`` ``medium`` (the default), which keeps a net trained on a few slices of a
+        noisy scan from memorising their noise; 0 for the others. A model given as ``init``
+        keeps its own.
     augment : bool
         Random flips, 90° rotations, small rotations/zooms, intensity scale/shift,
         Gaussian noise and blur.
