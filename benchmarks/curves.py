@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--shape", type=int, nargs=3, default=(48, 160, 160), metavar=("Z", "Y", "X"))
     ap.add_argument("--epochs", type=int, default=40, help="epochs of 25 steps (default 40)")
-    ap.add_argument("--dropout", type=float, default=None, help="default: the architecture's (0.2 for unet)")
+    ap.add_argument("--dropout", type=float, default=None, help="default: models.default_dropout (0.2 for unet medium)")
     ap.add_argument("--every", type=int, default=4, help="score the weights of every k-th epoch (default 4)")
     ap.add_argument("--transfer", default=None, metavar="PRESET", help="also score a second scan, e.g. hard-transfer")
     ap.add_argument("--json", default=None, metavar="OUT")
