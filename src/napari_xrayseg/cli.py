@@ -410,6 +410,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         gamma=a.gamma,
         boundary_weight=a.boundary_weight,
         dropout=a.dropout,
+        average=a.average,
         augment=not a.no_augment,
         seed=a.seed,
         device=a.device,
@@ -433,7 +434,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         f"wrote model to {model.path}: {model.info.arch} ({model.info.size}, {t.get('mode', 'supervised')}), "
         f"{inputs}classes {model.info.classes}, "
         f"{len(model.info.history)} epochs in {time.perf_counter() - t0:.0f} s, "
-        f"best validation Dice {_fmt(t.get('best_val_dice'))} (epoch {t.get('best_epoch')})"
+        "validation Dice {} ({})".format(_fmt(model.info.validation[0]), model.info.validation[1])
     )
     return 0
 
@@ -1137,6 +1138,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=_T.dropout,
         help="dropout of a new model, in [0, 1) (default: 0.2 for unet medium, 0 for other sizes and archs)",
+    )
+    p.add_argument(
+        "--average",
+        type=float,
+        default=_T.average,
+        help="share of the budget, at its end, whose epochs' weights are averaged into the model "
+        f"(default {_T.average}); 0 keeps the best-validation epoch",
     )
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     p.add_argument("--init", default=None, help="fine-tune from this model file")

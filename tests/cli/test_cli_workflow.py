@@ -43,11 +43,14 @@ def test_train_then_predict_then_evaluate(tmp_path, capsys):
                 "5",
                 "--dropout",
                 "0.1",
+                "--average",
+                "0.5",
             ]
         )
         == 0
     )
-    assert "wrote model to" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "wrote model to" in out and "(average of epochs 1-2)" in out
     m = load_model(model)
     assert m.info.classes == [1, 2, 3] and len(m.info.history) == 2 and m.info.context == 5
     assert m.info.params["dropout"] == 0.1 == m.info.train["dropout"]
@@ -56,6 +59,9 @@ def test_train_then_predict_then_evaluate(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "dropout 1.5" in err and "[0, 1)" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "bad.safetensors").exists()
+    assert main([*bad, "--out", str(tmp_path / "bad.safetensors"), "--average", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "average 2" in err and "[0, 1]" in err and len(err.splitlines()) == 1
 
     pred = tmp_path / "pred.zarr"
     assert (

@@ -104,7 +104,7 @@ def test_package_is_valid_and_passes_bioimageio_core_test(exported):
     cfg = _rdf(package)["config"]["napari_xrayseg"]
     assert cfg["model"]["history"] == model.info.history and cfg["classes"] == model.info.classes
     readme = zipfile.ZipFile(package).read("README.md").decode()
-    assert "## Validation" in readme and f"{model.info.train['best_val_dice']:.4f}" in readme
+    assert "## Validation" in readme and f"{model.info.validation[0]:.4f}" in readme
 
 
 def test_preprocessing_expresses_our_normalisation(exported):

@@ -122,11 +122,75 @@ def test_validation_runs_the_network_in_eval_mode_and_leaves_batch_norm_alone(mo
     monkeypatch.setattr(training, "_validate", spy)
     image, _, sparse = phantom
     m = train(image, sparse, **{**FAST, "epochs": 3})
-    assert len(seen) == 3 and all(n > 0 for *_, n in seen)
-    assert [(mode, same) for mode, same, _ in seen] == [(False, True)] * 3
+    # one validation per epoch, and one of the weight average returned
+    assert len(seen) == 4 and all(n > 0 for *_, n in seen)
+    assert [(mode, same) for mode, same, _ in seen] == [(False, True)] * 4
     assert m.network.training is False
     # and training itself still ran in training mode (batch norm statistics moved between epochs)
     assert len(m.info.history) == 3
+
+
+def test_weight_average_is_the_mean_of_the_last_epochs_and_guarded():
+    """_Fit averages the weights (and batch norm's running statistics) of the epochs in the
+    last ``average`` share of the budget; a late divergence falls back to the best epoch."""
+    from napari_xrayseg.core import training
+
+    def run(average, validate=None, scores=(0.5, 0.9, 0.7, 0.8)):
+        net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+        model = init_model("unet", size="tiny", classes=2)
+        model.network = net
+        fit = training._Fit(model, training._Budget(4, None, 1), average)
+        states = []
+        for epoch, score in enumerate(scores, 1):
+            with torch.no_grad():
+                for v in net.state_dict().values():
+                    v.copy_(torch.full_like(v, epoch * 10)) if v.is_floating_point() else v.fill_(epoch)
+            states.append({k: v.clone() for k, v in net.state_dict().items()})
+            fit.step = epoch
+            fit.keep_if_best(score, epoch)
+            fit.accumulate(epoch)
+        return fit.finish({}, True, validate), states
+
+    m, states = run(0.5, validate=lambda: 0.88)
+    t = m.info.train
+    assert t["kept"] == "average" and t["averaged_epochs"] == [2, 4] and t["val_dice"] == 0.88
+    assert t["best_epoch"] == 2 and t["best_val_dice"] == 0.9
+    assert m.info.validation == (0.88, "average of epochs 2-4")
+    sd = m.network.state_dict()
+    assert torch.allclose(sd["0.weight"], torch.full((2, 2), 30.0))  # epochs 2, 3, 4: 20, 30, 40
+    assert torch.allclose(sd["1.running_var"], torch.full((2,), 30.0))
+    assert int(sd["1.num_batches_tracked"]) == 4  # an integer buffer: the latest
+    assert not m.network.training
+    m, _ = run(1.0, validate=lambda: 0.89)
+    assert m.info.train["averaged_epochs"] == [1, 4] and float(m.network.state_dict()["0.bias"][0]) == 25.0
+    # more than AVERAGE_TOLERANCE below the best epoch: that epoch is kept, with a warning
+    m, states = run(0.5, validate=lambda: 0.9 - training.AVERAGE_TOLERANCE - 0.01)
+    assert m.info.train["kept"] == "best" and m.info.train["averaged_epochs"] is None
+    assert m.info.validation == (0.9, "epoch 2")
+    assert all(torch.equal(v, states[1][k]) for k, v in m.network.state_dict().items())
+    # off: the best epoch, as before
+    m, states = run(0.0)
+    assert m.info.train["kept"] == "best" and m.info.train["val_dice"] == 0.9
+    assert all(torch.equal(v, states[1][k]) for k, v in m.network.state_dict().items())
+
+
+def test_train_returns_the_weight_average_by_default(phantom, tmp_path):
+    image, _, sparse = phantom
+    kw = {**FAST, "epochs": 4}
+    a = train(image, sparse, out=tmp_path / "a.safetensors", **kw)
+    t = a.info.train
+    assert t["average"] == 0.5 and t["kept"] == "average" and t["averaged_epochs"] == [2, 4]
+    assert t["val_dice"] is not None and 0 <= t["val_dice"] <= 1
+    assert load_model(tmp_path / "a.safetensors").info.validation == a.info.validation
+    b = train(image, sparse, average=0, **kw)
+    assert b.info.train["kept"] == "best" and b.info.train["val_dice"] == b.info.train["best_val_dice"]
+    sa, sb = a.network.state_dict(), b.network.state_dict()
+    assert not all(torch.equal(sa[k], sb[k]) for k in sa)  # same run, other weights kept
+    strip = [[{k: v for k, v in h.items() if k != "elapsed_s"} for h in m.info.history] for m in (a, b)]
+    assert strip[0] == strip[1]  # the same run: only the weights kept differ
+    for bad in (-0.1, 1.5, "half", True):
+        with pytest.raises(InputError, match="average"):
+            train(image, sparse, average=bad, **FAST)
 
 
 def test_training_with_dropout_is_seeded_and_leaves_the_global_rng_alone(phantom):

@@ -452,10 +452,10 @@ class AnnotateWidget(JobWidget):
             finally:
                 self._model_file.changed.connect(self._on_model_file)
         rnd = model.info.train["rounds"][-1]
-        best = rnd.get("best_val_dice")
+        val, which = model.info.validation
         msg = (
             f"round {rnd['round']}{' (cancelled)' if cancelled else ''}: {rnd.get('epochs_run')} epochs, "
-            f"best validation Dice {'n/a' if best is None else f'{best:.3f}'}; saved to {path}"
+            f"validation Dice {'n/a' if val is None else f'{val:.3f}'} ({which}); saved to {path}"
         )
         self._status.value = msg
         show_info(msg)

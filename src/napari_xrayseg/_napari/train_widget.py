@@ -330,10 +330,10 @@ class TrainWidget(JobWidget):
             self._status.value = msg
             show_info(msg)
             return
-        best = model.info.train.get("best_val_dice")
+        val, which = model.info.validation
         msg = (
-            f"trained {len(model.info.history)} epochs, best validation Dice "
-            f"{'n/a' if best is None else f'{best:.3f}'}; saved to {model.path}"
+            f"trained {len(model.info.history)} epochs, validation Dice "
+            f"{'n/a' if val is None else f'{val:.3f}'} ({which}); saved to {model.path}"
         )
         self._status.value = msg
         show_info(msg)

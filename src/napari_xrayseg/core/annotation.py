@@ -718,6 +718,8 @@ def _round_record(k: int, t: dict[str, Any]) -> dict[str, Any]:
         "stopped": t.get("stopped"),
         "annotated_slices": list(t.get("annotated_slices") or []),
         "best_val_dice": t.get("best_val_dice"),
+        "kept": t.get("kept", "best"),
+        "val_dice": t.get("val_dice", t.get("best_val_dice")),
     }
 
 
@@ -816,7 +818,7 @@ def iter_continue_training(
             held = partial.info.train.get("val_slices") or []
             axis = int(partial.info.train.get("axis", 0))
             old = _held_out_dice(base, image, labels, axis, held, device) if held else None
-            new_d = partial.info.train.get("best_val_dice")
+            new_d = partial.info.validation[0]
             if old is None or new_d is None or new_d >= old:
                 keep = merged(partial)
                 why = f"the round's best model (held-out Dice {new_d} vs {old} before)"
@@ -861,7 +863,8 @@ def continue_training(
     ``fraction`` of its minutes; the peak learning rate is half the first one. The new
     model's ``info.history`` holds the epochs of every round (each record with its
     ``round``: 0 for the first training) and ``info.train["rounds"]`` one summary per
-    round (budget, epochs run, annotated slices, best validation Dice).
+    round (budget, epochs run, annotated slices, best validation Dice, which weights were
+    kept and their validation Dice).
 
     Parameters
     ----------

@@ -325,11 +325,10 @@ def _readme(
 ) -> str:
     tr = info.train or {}
     rows = "\n".join(f"| {i} | {c} | {n} |" for i, (c, n) in enumerate(zip(info.classes, info.class_names)))
-    best = tr.get("best_val_dice")
+    best, which = info.validation
     epochs = tr.get("epochs_run", len(info.history))
     valid = (
-        f"Mean Dice on the validation slices held out during training: **{best:.4f}** (best of {epochs} epochs, "
-        f"epoch {tr.get('best_epoch')})."
+        f"Mean Dice on the validation slices held out during training: **{best:.4f}** ({which} of {epochs})."
         if isinstance(best, (int, float))
         else "This model has no validation score: it was not trained with held-out slices"
         + (" (or not trained at all)." if not info.trained else ".")

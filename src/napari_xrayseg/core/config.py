@@ -170,6 +170,10 @@ class TrainConfig:
         Cross-entropy weight of annotated pixels on an interface (1 = off).
     dropout : float or None
         Dropout of a new model; ``None``: ``models.default_dropout`` (0.2 for ``unet`` ``medium``, else 0).
+    average : float
+        Share of the budget, at its end, whose epochs' weights are averaged into the
+        model returned (stochastic weight averaging); 0 returns the best-validation
+        epoch's weights instead. 0.5 by default (docs/accuracy.md).
     augment : bool
         Random flips, rotations, scaling, intensity changes, noise and blur.
     val_fraction : float
@@ -207,6 +211,7 @@ class TrainConfig:
     gamma: float = 1.0
     boundary_weight: float = 1.0
     dropout: float | None = None
+    average: float = 0.5
     augment: bool = True
     val_fraction: float = 0.2
     seed: int = 0

@@ -128,6 +128,8 @@ def run_demo(
             "seconds": round(t_train, 1),
             "epochs": len(model.info.history),
             "best_val_dice": model.info.train.get("best_val_dice"),
+            "val_dice": model.info.validation[0],
+            "kept": model.info.validation[1],
         },
         "segment": {"seconds": round(t_seg, 1), "mvox_per_s": round(image.size / t_seg / 1e6, 3)},
         "dice": {names.get(int(c), c): report.per_class[c]["dice"] for c in report.per_class},

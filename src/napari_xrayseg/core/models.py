@@ -610,6 +610,24 @@ class ModelInfo:
         """Whether the model has a training history."""
         return bool(self.history)
 
+    @property
+    def validation(self) -> tuple[float | None, str]:
+        """The validation Dice of the weights this model holds, and which weights they are.
+
+        ``(dice, "average of epochs A-B")`` for a weight average, ``(dice, "epoch E")`` for
+        the best-validation epoch (models trained before averaging have only these);
+        ``dice`` is None without held-out annotations.
+
+        >>> t = {"kept": "average", "averaged_epochs": [20, 40], "val_dice": 0.9}
+        >>> ModelInfo("unet", {}, [1, 2], ["pore", "nickel"], train=t).validation
+        (0.9, 'average of epochs 20-40')
+        """
+        t = self.train or {}
+        if t.get("kept") == "average" and t.get("averaged_epochs"):
+            a, b = t["averaged_epochs"]
+            return t.get("val_dice"), f"average of epochs {a}-{b}"
+        return t.get("best_val_dice"), f"epoch {t.get('best_epoch')}"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
         return asdict(self)

@@ -30,7 +30,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,9 @@ NORMALIZE = ("image", "fixed")
 
 #: Epochs run when neither ``epochs`` nor ``minutes`` is given.
 DEFAULT_EPOCHS = 40
+#: How far (validation Dice) a weight average may score below the best epoch before that
+#: epoch's weights are kept instead: a guard against a run that diverged late, not a selection.
+AVERAGE_TOLERANCE = 0.02
 
 _IGNORE = -1  # class index of unannotated pixels in training targets
 _MAX_COORDS = 1 << 20  # annotated pixel positions kept per class for patch centres
@@ -823,6 +826,7 @@ def _settings(kw: dict[str, Any]) -> dict[str, Any]:
     if kw["schedule"] not in SCHEDULES:
         raise InputError(f"unknown schedule {kw['schedule']!r}: choose one of {list(SCHEDULES)}")
     s["loss_fn"] = make_loss(kw["loss"], kw["gamma"], kw["boundary_weight"])
+    s["average"] = _number("average", kw["average"], lambda v: 0 <= v <= 1, "in [0, 1], e.g. 0.5 (0 = off)")
     if kw["dropout"] is not None:
         s["dropout"] = _number("dropout", kw["dropout"], lambda v: 0 <= v < 1, "in [0, 1), e.g. 0 (off) or 0.2")
     if kw["mode"] not in MODES:
@@ -1217,6 +1221,7 @@ def _record(s: dict[str, Any], d: dict[str, Any], model: Model) -> dict[str, Any
         "gamma": float(s["gamma"]),
         "boundary_weight": float(s["boundary_weight"]),
         "dropout": model.info.params.get("dropout"),
+        "average": s["average"],
         "patch": s["patch"],
         "batch": s["batch"],
         "lr": s["lr"],
@@ -1259,23 +1264,70 @@ def _record(s: dict[str, Any], d: dict[str, Any], model: Model) -> dict[str, Any
 
 
 class _Fit:
-    """The epoch loop's state: history, best weights, why it stopped."""
+    """The epoch loop's state: history, best and averaged weights, why it stopped.
 
-    def __init__(self, model: Model, budget: _Budget) -> None:
-        self.model, self.budget = model, budget
+    With ``average`` > 0 the weights at the end of every epoch in the last ``average``
+    share of the budget (by steps or time, as the schedule) are averaged (stochastic
+    weight averaging, Izmailov et al. 2018; batch norm's running statistics averaged
+    with them), and the average is the model returned. Otherwise, and before the
+    averaging window opens (a run cancelled early), the best-validation epoch's weights.
+    """
+
+    def __init__(self, model: Model, budget: _Budget, average: float = 0.0) -> None:
+        self.model, self.budget, self.average = model, budget, float(average)
         self.history: list[dict[str, Any]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch, self.best_dice = 0, -1.0
         self.stopped, self.step = "epochs", 0
+        self.avg_state: dict[str, torch.Tensor] | None = None
+        self.avg_epochs: list[int] = []
 
     def keep_if_best(self, score: float, epoch: int) -> None:
         if score > self.best_dice or self.best_state is None:
             self.best_dice, self.best_epoch = float(score), epoch
             self.best_state = {k: v.detach().clone() for k, v in self.model.network.state_dict().items()}
 
-    def finish(self, settings: dict[str, Any], validated: bool) -> Model:
+    def accumulate(self, epoch: int) -> None:
+        """Add this epoch's weights to the running average once the averaging window is open."""
+        if self.average <= 0 or self.budget.fraction(self.step) < 1.0 - self.average - 1e-9:
+            return
+        state = self.model.network.state_dict()
+        if self.avg_state is None:
+            self.avg_state = {k: v.detach().clone() for k, v in state.items()}
+        else:
+            n = len(self.avg_epochs) + 1
+            for k, v in state.items():
+                a = self.avg_state[k]
+                if a.is_floating_point():
+                    a.add_(v.detach().to(a.dtype) - a, alpha=1.0 / n)
+                else:  # e.g. batch norm's num_batches_tracked: the latest
+                    a.copy_(v)
+        self.avg_epochs.append(epoch)
+
+    def finish(
+        self, settings: dict[str, Any], validated: bool, validate: Callable[[], float | None] | None = None
+    ) -> Model:
+        """Load the kept weights (see the class) into the model, record the run, return the model.
+
+        ``validate`` scores the weights now in the network on the held-out rows; the
+        average is checked with it and replaced by the best epoch's weights if it scores
+        more than :data:`AVERAGE_TOLERANCE` below them (a run that diverged late).
+        """
         net = self.model.network
-        if self.best_state is not None:
+        kept, val = "best", (self.best_dice if self.best_epoch and validated else None)
+        if self.avg_state is not None:
+            net.load_state_dict(self.avg_state)
+            net.eval()
+            kept, val = "average", (validate() if validate is not None and validated else None)
+            if val is not None and self.best_epoch and val < self.best_dice - AVERAGE_TOLERANCE:
+                log.warning(
+                    "the weight average of epochs %d-%d scored validation Dice %.4f, more than %.2f below "
+                    "epoch %d's %.4f: keeping epoch %d",
+                    self.avg_epochs[0], self.avg_epochs[-1], val, AVERAGE_TOLERANCE, self.best_epoch,
+                    self.best_dice, self.best_epoch,
+                )  # fmt: skip
+                kept, val = "best", self.best_dice
+        if kept == "best" and self.best_state is not None:
             net.load_state_dict(self.best_state)
         net.eval()
         self.model.info.history = self.history
@@ -1285,6 +1337,9 @@ class _Fit:
             "stopped": self.stopped,
             "best_epoch": self.best_epoch,
             "best_val_dice": _finite(self.best_dice) if self.best_epoch and validated else None,
+            "kept": kept,
+            "averaged_epochs": [self.avg_epochs[0], self.avg_epochs[-1]] if kept == "average" else None,
+            "val_dice": _finite(val),
             "elapsed_s": round(self.budget.elapsed(), 3),
         }
         return self.model
@@ -1372,6 +1427,7 @@ def _fit(
             fit.model.network.eval()
             val_dice, per = _validate(predictor, d["val_x"], d["val_truth"], classes)
         fit.keep_if_best(val_dice if val_dice is not None else (epoch if predictor is None else -1.0), epoch)
+        fit.accumulate(epoch)
         mean_loss = float(np.mean(losses))
         rec = {
             "epoch": epoch,
@@ -1413,6 +1469,7 @@ def iter_train(
     gamma: float = _D.gamma,
     boundary_weight: float = _D.boundary_weight,
     dropout: float | None = _D.dropout,
+    average: float = _D.average,
     augment: bool = _D.augment,
     val_fraction: float = _D.val_fraction,
     seed: int = _D.seed,
@@ -1456,6 +1513,7 @@ def iter_train(
             "gamma": gamma,
             "boundary_weight": boundary_weight,
             "dropout": dropout,
+            "average": average,
             "augment": augment,
             "val_fraction": val_fraction,
             "seed": seed,
@@ -1484,21 +1542,31 @@ def iter_train(
     if vox is not None:
         model.info.voxel_size, model.info.unit = [float(v) for v in vox[0]], vox[1]
     settings = _record(s, d, model)
-    fit = _Fit(model, budget)
+    fit = _Fit(model, budget, s["average"])
+
+    def validate() -> float | None:
+        predictor.cancel = None  # type: ignore[union-attr]  # the final check runs also after a cancel
+        return _validate(predictor, d["val_x"], d["val_truth"], d["classes"])[0]  # type: ignore[arg-type]
+
+    check_kept = validate if predictor is not None else None
     try:
         yield from _fit(s, d, stepper, predictor, fit, cancel)
     except Cancelled as e:
         done = len(fit.history)
         err = Cancelled(f"training cancelled after {done} epoch{'s' if done != 1 else ''}")
-        err.result = fit.finish(settings, predictor is not None) if fit.best_state is not None else None  # type: ignore[attr-defined]
+        err.result = fit.finish(settings, predictor is not None, check_kept) if fit.best_state is not None else None  # type: ignore[attr-defined]
         log.info("%s; nothing written", err)
         raise err from e
-    model = fit.finish(settings, predictor is not None)
+    model = fit.finish(settings, predictor is not None, check_kept)
+    t = model.info.train
     log.info(
-        "training finished after %d epochs (%s, %.1f s); best epoch %d",
+        "training finished after %d epochs (%s, %.1f s); kept %s (best epoch %d)",
         len(fit.history),
         fit.stopped,
         budget.elapsed(),
+        f"the average of epochs {t['averaged_epochs'][0]}-{t['averaged_epochs'][1]}"
+        if t["kept"] == "average"
+        else f"epoch {fit.best_epoch}",
         fit.best_epoch,
     )
     if s["out_path"] is not None:
@@ -1528,6 +1596,7 @@ def train(
     gamma: float = _D.gamma,
     boundary_weight: float = _D.boundary_weight,
     dropout: float | None = _D.dropout,
+    average: float = _D.average,
     augment: bool = _D.augment,
     val_fraction: float = _D.val_fraction,
     seed: int = _D.seed,
@@ -1596,6 +1665,16 @@ def train(
         for ``unet`` ``medium`` (the default), which keeps a net trained on a few slices of a
         noisy scan from memorising their noise; 0 for the others. A model given as ``init``
         keeps its own.
+    average : float
+        Share of the budget, at its end, whose epochs' weights are averaged into the model
+        returned (stochastic weight averaging, batch norm's running statistics averaged
+        too). 0.5 (default): the epochs of the budget's second half. On the hard
+        benchmark, three annotated slices and 200 epochs (about what ``minutes=10`` gives
+        on 2 cores), the best-validation epoch scored 0.8976 mean Dice over two seeds,
+        the average 0.9009 (docs/accuracy.md): the held-out rows of a few slices are too
+        few to pick an epoch. The average is still validated, and if it scores more than
+        :data:`AVERAGE_TOLERANCE` below the best epoch, that epoch is kept. 0: the
+        best-validation epoch's weights (the behaviour before).
     augment : bool
         Random flips, 90° rotations, small rotations/zooms, intensity scale/shift,
         Gaussian noise and blur.
@@ -1679,10 +1758,13 @@ def train(
     Returns
     -------
     Model
-        The model with the best validation Dice, on ``device``, in eval mode;
-        ``info.history`` holds one record per epoch, ``info.train`` the settings,
-        the annotated slice indices, ``stopped`` (``"epochs"`` or ``"time"``) and
-        ``best_epoch``; ``info.normalization`` the normalisation (see ``normalize``).
+        The model with the averaged weights (see ``average``), or the best validation
+        epoch's, on ``device``, in eval mode; ``info.history`` holds one record per
+        epoch, ``info.train`` the settings, the annotated slice indices, ``stopped``
+        (``"epochs"`` or ``"time"``), ``best_epoch`` and ``best_val_dice``, ``kept``
+        (``"average"`` or ``"best"``), ``averaged_epochs`` (first and last) and
+        ``val_dice`` (the validation Dice of the weights returned); ``info.normalization``
+        the normalisation (see ``normalize``).
 
     Raises
     ------
@@ -1735,6 +1817,7 @@ def train(
             gamma=gamma,
             boundary_weight=boundary_weight,
             dropout=dropout,
+            average=average,
             augment=augment,
             val_fraction=val_fraction,
             seed=seed,
