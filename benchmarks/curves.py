@@ -9,12 +9,15 @@ copy in hindsight; with ``--transfer PRESET`` also the returned and the last mod
 scan of that preset (seed + 100), with no new labels.
 
 This is how docs/accuracy.md chose the dropout default and found that validation used to run
-the network in training mode.
+the network in training mode, and (with ``--every 1``, so that every epoch's weights are kept)
+why ``train`` now returns the average of the second half's weights (``--average``; printed
+beside the best-validation epoch's weights, ``best``, and the last epoch's).
 
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/curves.py --seeds 0 1 --epochs 40 --dropout 0.2 --transfer hard-transfer
     OMP_NUM_THREADS=1 python benchmarks/curves.py --preset default --seeds 0 --dropout 0
+    OMP_NUM_THREADS=1 python benchmarks/curves.py --seeds 0 1 2 3 --epochs 200 --every 1 --transfer hard-transfer
 """
 
 from __future__ import annotations
@@ -46,7 +49,9 @@ def run(preset: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         image, truth = make_phantom(tuple(args.shape), seed=seed, preset=preset)
         ann, _ = annotate_slices(truth, 3)
         t0 = time.perf_counter()
-        model = train(image, ann, seed=seed, device="cpu", epochs=args.epochs, dropout=args.dropout)
+        model = train(
+            image, ann, seed=seed, device="cpu", epochs=args.epochs, dropout=args.dropout, average=args.average
+        )
         seconds = time.perf_counter() - t0
     finally:
         training._Fit.keep_if_best = keep  # type: ignore[method-assign]
@@ -70,15 +75,21 @@ def run(preset: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "epochs": len(hist),
         "train_s": round(seconds, 1),
         "best_epoch": model.info.train["best_epoch"],
+        "kept": model.info.validation[1],
         "returned": score(returned, image, truth)[0],
         "last": rows[-1]["volume_dice"],
         "hindsight": max(r["volume_dice"] for r in rows),
         "curve": rows,
     }
+    best = dict(copies).get(out["best_epoch"])
+    if best is not None:
+        out["best"] = next(r["volume_dice"] for r in rows if r["epoch"] == out["best_epoch"])
     if args.transfer:
         img2, tr2 = make_phantom(tuple(args.shape), seed=seed + 100, preset=args.transfer)
         out["transfer_returned"] = score(returned, img2, tr2)[0]
         out["transfer_last"] = score(copies[-1][1], img2, tr2)[0]
+        if best is not None:
+            out["transfer_best"] = score(best, img2, tr2)[0]
     return out
 
 
@@ -89,6 +100,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--shape", type=int, nargs=3, default=(48, 160, 160), metavar=("Z", "Y", "X"))
     ap.add_argument("--epochs", type=int, default=40, help="epochs of 25 steps (default 40)")
     ap.add_argument("--dropout", type=float, default=None, help="default: models.default_dropout (0.2 for unet medium)")
+    ap.add_argument("--average", type=float, default=0.5, help="train(average=): 0 returns the best epoch")
     ap.add_argument("--every", type=int, default=4, help="score the weights of every k-th epoch (default 4)")
     ap.add_argument("--transfer", default=None, metavar="PRESET", help="also score a second scan, e.g. hard-transfer")
     ap.add_argument("--json", default=None, metavar="OUT")
@@ -102,7 +114,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         print(json.dumps({k: v for k, v in r.items() if k != "curve"}), flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1))
-    for key in ("returned", "last", "hindsight", "transfer_returned", "transfer_last"):
+    for key in ("returned", "best", "last", "hindsight", "transfer_returned", "transfer_best", "transfer_last"):
         vals = [r[key] for r in results if key in r]
         if vals:
             print(f"{key:18s} mean {np.mean(vals):.4f}  " + " ".join(f"{v:.4f}" for v in vals))

@@ -248,6 +248,10 @@ def test_continue_training_keeps_the_rounds_in_the_history(trained, sample, tmp_
     assert [r["round"] for r in loaded.info.train["rounds"]] == [0, 1]
     r2 = continue_training(image, ann2, loaded, epochs=2, device="cpu")
     assert [r["round"] for r in r2.info.train["rounds"]] == [0, 1, 2]
+    assert r2.info.train["average"] == loaded.info.train["average"] == 0.5  # kept from the first training
+    assert r2.info.train["rounds"][2]["kept"] == "average" and r2.info.train["averaged_epochs"] == [1, 2]
+    r3 = continue_training(image, ann2, r1, epochs=2, device="cpu", average=0)  # or as asked
+    assert r3.info.train["rounds"][2]["kept"] == "best" and r3.info.train["average"] == 0
     assert [h["round"] for h in r2.info.history] == [0, 0, 1, 2, 2]
     with pytest.raises(OutputExistsError):
         continue_training(image, ann2, model, out=tmp_path / "r1.safetensors", device="cpu")

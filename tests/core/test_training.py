@@ -438,7 +438,14 @@ def test_cancel_keeps_best_model_and_leaves_out_untouched(phantom, tmp_path):
         train(image, sparse, out=out, overwrite=True, cancel=token, **dict(FAST, epochs=5))
     assert "after 1 epoch" in str(info.value)
     assert info.value.result is not None and len(info.value.result.info.history) == 1
+    assert info.value.result.info.train["kept"] == "best"  # before the averaging window opened
     assert out.read_bytes() == before
+    # cancelled in the budget's second half: the average so far, validated despite the cancel
+    with pytest.raises(Cancelled) as info:
+        train(image, sparse, cancel=NthCheck(3 + 4 * 4 + 2), **dict(FAST, epochs=5))
+    t = info.value.result.info.train
+    assert "after 4 epochs" in str(info.value) and t["kept"] == "average" and t["averaged_epochs"] == [3, 4]
+    assert t["val_dice"] is not None
     with pytest.raises(Cancelled) as info:
         train(image, sparse, cancel=NthCheck(1), **FAST)
     assert info.value.result is None

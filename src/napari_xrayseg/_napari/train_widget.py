@@ -324,9 +324,12 @@ class TrainWidget(JobWidget):
             try:
                 save_model(model, kwargs["out"])
             except XraysegError as e:
-                show_warning(f"training cancelled; could not save the best model so far: {e}")
+                show_warning(f"training cancelled; could not save the model so far: {e}")
                 return
-            msg = f"training cancelled after {len(model.info.history)} epochs; best model saved to {kwargs['out']}"
+            msg = (
+                f"training cancelled after {len(model.info.history)} epochs; the model so far "
+                f"({model.info.validation[1]}) saved to {kwargs['out']}"
+            )
             self._status.value = msg
             show_info(msg)
             return

@@ -689,6 +689,7 @@ _KEPT = {
     "loss": "loss",
     "gamma": "gamma",
     "boundary_weight": "boundary_weight",
+    "average": "average",
     "augment": "augment",
     "val_fraction": "val_fraction",
     "mode": "mode",
@@ -858,8 +859,8 @@ def continue_training(
     """One more round of training: warm start from ``model`` with all annotations.
 
     The round keeps the first training's settings (axis, axes, patch, batch, steps per
-    epoch, loss, mode, augmentation, validation share) and takes ``fraction`` of its
-    budget: ``ceil(fraction x epochs run)`` epochs and, if it had a time budget,
+    epoch, loss, mode, augmentation, validation share, weight averaging) and takes
+    ``fraction`` of its budget: ``ceil(fraction x epochs run)`` epochs and, if it had a time budget,
     ``fraction`` of its minutes; the peak learning rate is half the first one. The new
     model's ``info.history`` holds the epochs of every round (each record with its
     ``round``: 0 for the first training) and ``info.train["rounds"]`` one summary per
