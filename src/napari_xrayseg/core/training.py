@@ -1670,9 +1670,9 @@ def train(
         returned (stochastic weight averaging, batch norm's running statistics averaged
         too). 0.5 (default): the epochs of the budget's second half. On the hard
         benchmark, three annotated slices and 200 epochs (about what ``minutes=10`` gives
-        on 2 cores), the best-validation epoch scored 0.8976 mean Dice over two seeds,
-        the average 0.9009 (docs/accuracy.md): the held-out rows of a few slices are too
-        few to pick an epoch. The average is still validated, and if it scores more than
+        on 2 cores), the best-validation epoch scored 0.8983 mean Dice over four seeds,
+        the average 0.9008, better on all four (docs/accuracy.md): the held-out rows of a
+        few slices are too few to pick an epoch. The average is still validated, and if it scores more than
         :data:`AVERAGE_TOLERANCE` below the best epoch, that epoch is kept. 0: the
         best-validation epoch's weights (the behaviour before).
     augment : bool
