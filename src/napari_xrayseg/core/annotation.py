@@ -822,7 +822,7 @@ def iter_continue_training(
             new_d = partial.info.validation[0]
             if old is None or new_d is None or new_d >= old:
                 keep = merged(partial)
-                why = f"the round's best model (held-out Dice {new_d} vs {old} before)"
+                why = f"the round's model so far, {partial.info.validation[1]} (held-out Dice {new_d} vs {old} before)"
             else:
                 why = f"the model from before the round (held-out Dice {old:.4f} vs {new_d:.4f} for the round)"
         else:
@@ -906,8 +906,8 @@ def continue_training(
     OutputExistsError
         If ``out`` exists and ``overwrite`` is False (checked before training).
     Cancelled
-        If ``cancel`` was set. Its ``result`` holds the better of the round's best model
-        so far and the model from before the round, by Dice on the round's held-out
+        If ``cancel`` was set. Its ``result`` holds the better of the round's model so far
+        (see ``train``'s ``average``) and the model from before the round, by Dice on the round's held-out
         annotated slices (the round's model when there are none; ``model`` itself when
         no epoch finished). Nothing is written to ``out``.
 

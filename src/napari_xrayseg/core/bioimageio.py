@@ -328,7 +328,7 @@ def _readme(
     best, which = info.validation
     epochs = tr.get("epochs_run", len(info.history))
     valid = (
-        f"Mean Dice on the validation slices held out during training: **{best:.4f}** ({which} of {epochs})."
+        f"Mean Dice on the validation slices held out during training: **{best:.4f}** ({which}; {epochs} epochs run)."
         if isinstance(best, (int, float))
         else "This model has no validation score: it was not trained with held-out slices"
         + (" (or not trained at all)." if not info.trained else ".")
