@@ -87,9 +87,14 @@ def _check_choice(p: dict, key: str, choices: tuple[str, ...]) -> None:
         raise ModelFileError(f"architecture parameter {key}={p.get(key)!r} is not one of {list(choices)}")
 
 
+def _is_dropout(v: Any) -> bool:
+    """A dropout probability: a number (not a bool) in [0, 1)."""
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and 0 <= v < 1
+
+
 def _check_dropout(p: dict, key: str = "dropout") -> None:
     v = p.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+    if not _is_dropout(v):
         raise ModelFileError(f"architecture parameter {key}={v!r} is not a number in [0, 1)")
 
 
@@ -738,7 +743,7 @@ def init_model(
         raise InputError("unet3d reads its context slices as depth and takes one channel: choose another arch")
     params = a.params(size, int(context) * channels, len(values))
     if dropout is not None:
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        if not _is_dropout(dropout):
             raise InputError(f"dropout {dropout!r} must be a number in [0, 1), e.g. 0 (off) or {TRAIN_DROPOUT}")
         params["dropout"] = float(dropout)
     stride = a.stride(params)

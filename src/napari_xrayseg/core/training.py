@@ -1314,7 +1314,8 @@ class _Fit:
         more than :data:`AVERAGE_TOLERANCE` below them (a run that diverged late).
         """
         net = self.model.network
-        kept, val = "best", (self.best_dice if self.best_epoch and validated else None)
+        best = _finite(self.best_dice) if self.best_epoch and validated else None
+        kept, val = "best", best
         if self.avg_state is not None:
             net.load_state_dict(self.avg_state)
             net.eval()
@@ -1326,7 +1327,7 @@ class _Fit:
                     self.avg_epochs[0], self.avg_epochs[-1], val, AVERAGE_TOLERANCE, self.best_epoch,
                     self.best_dice, self.best_epoch,
                 )  # fmt: skip
-                kept, val = "best", self.best_dice
+                kept, val = "best", best
         if kept == "best" and self.best_state is not None:
             net.load_state_dict(self.best_state)
         net.eval()
@@ -1336,7 +1337,7 @@ class _Fit:
             "epochs_run": len(self.history),
             "stopped": self.stopped,
             "best_epoch": self.best_epoch,
-            "best_val_dice": _finite(self.best_dice) if self.best_epoch and validated else None,
+            "best_val_dice": best,
             "kept": kept,
             "averaged_epochs": [self.avg_epochs[0], self.avg_epochs[-1]] if kept == "average" else None,
             "val_dice": _finite(val),
