@@ -216,3 +216,20 @@ def test_hard_layered_preset_has_one_layer_where_the_seed_puts_it():
         assert img.shape == shape and img.dtype == np.float32
         starts.append(int(changed[0]))
     assert starts[0] != starts[1]
+
+
+def test_hard_thin_layer_preset_is_half_as_deep():
+    """``hard-thin-layer``: the same layer at a tenth of the depth, still nickel-rich at its centre
+    and blended in (no abrupt face), elsewhere the hard preset's volume."""
+    shape = (60, 40, 40)
+    img, truth = make_phantom(shape, seed=2, preset="hard-thin-layer")
+    _, plain = make_phantom(shape, seed=2, preset="hard")
+    changed = np.flatnonzero((truth != plain).any(axis=(1, 2)))
+    # 6 slices (0.1 x 60) plus a transition of about 2.8 slices each side
+    assert np.array_equal(changed, np.arange(changed[0], changed[0] + changed.size))
+    assert 6 + 2 * 2 <= changed.size <= 6 + 2 * 4
+    nickel = (truth[changed] == 2).mean(axis=(1, 2))
+    assert nickel.max() > 0.45 > 0.35 > (np.delete(truth, changed, axis=0) == 2).mean()
+    step = (truth[1:] != truth[:-1]).mean(axis=(1, 2))
+    assert step.max() < 2 * np.median(step)
+    assert img.shape == shape and img.dtype == np.float32

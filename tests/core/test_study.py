@@ -92,3 +92,22 @@ def test_pick_slices_spread_and_distinct():
     for n in (1, 2, 4, 8, 16):
         idx = _pick_slices(16, n, rng)
         assert len(set(idx)) == n and 0 <= min(idx) and max(idx) < 16
+
+
+@pytest.mark.parametrize("which", ["loop", "study"])
+def test_long_plot_titles_wrap_inside_the_figure(tmp_path, which):
+    """The studies' titles name the sample, net and budget: wrapped, not cut off at the figure's edge."""
+    from napari_xrayseg.core.figures import study_plot
+    from napari_xrayseg.core.study import loop_plot
+
+    title = "Sample 96x128x128 (preset=hard-thin-layer), unet/small, 20 + 6/round epochs, 5 repeats"
+    rows = [
+        {"strategy": "even", "mode": "supervised", "axes": "z", "slices": n, "mean": 0.9, "std": 0.001} for n in (1, 2)
+    ]
+    plot = loop_plot if which == "loop" else study_plot
+    fig = plot(rows, tmp_path / "p.png", title=title)
+    assert (tmp_path / "p.png").stat().st_size > 0
+    text = fig.axes[0].title
+    assert "\n" in text.get_text() and text.get_text().replace("\n", " ") == title
+    box = text.get_window_extent(fig.canvas.get_renderer())
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,11 @@ def _new_figure(figure: Figure | None, size: tuple[float, float]) -> Figure:
         return fig
     figure.clear()
     return figure
+
+
+def _title(ax: Any, title: str, width: int = 64) -> None:
+    """A plot title wrapped to lines of at most ``width`` characters (a long one would run off the figure)."""
+    ax.set_title("\n".join(textwrap.wrap(title, width)), fontsize="medium")
 
 
 def _exists_msg(path: Path) -> str:
@@ -900,6 +906,6 @@ def study_plot(
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
     if title:
-        ax.set_title(title, fontsize="medium")
+        _title(ax, title)
     _save(fig, path, overwrite)
     return fig

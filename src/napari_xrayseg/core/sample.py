@@ -85,6 +85,16 @@ PRESETS: dict[str, dict[str, float | int | None]] = {
         "misalignment": 0.4,
         "layer_fraction": 0.2,
     },
+    # The same with a layer of a tenth of the depth (about 5 slices of 48, plus the transitions):
+    # a thin functional layer or a band of damage, which evenly spaced slices can pass over.
+    "hard-thin-layer": {
+        "feature_size": 2.8,
+        "noise": 1.0,
+        "blur": 1.1,
+        "n_angles_fraction": 0.5,
+        "misalignment": 0.4,
+        "layer_fraction": 0.1,
+    },
 }
 """Named generator settings for :func:`make_phantom` (``preset=``); explicit arguments win."""
 
@@ -143,7 +153,8 @@ def make_phantom(
         Named settings from :data:`PRESETS` (``"default"``, ``"hard"``,
         ``"hard-transfer"``, ``"hard-layered"``: the hard scan with a coarser, nickel-rich
         layer of a fifth of the depth at a depth the seed draws, blended in over a feature
-        size on each side so that particles run through its faces); arguments given
+        size on each side so that particles run through its faces; ``"hard-thin-layer"``:
+        the same with a layer of a tenth of the depth); arguments given
         explicitly override the preset's.
 
     Returns

@@ -357,7 +357,7 @@ def loop_plot(
     overwrite: bool = False,
 ) -> Any:
     """Mean Dice ± std against the number of annotated slices, a line per strategy; returns the Figure."""
-    from .figures import _new_figure, _save
+    from .figures import _new_figure, _save, _title
 
     fig = _new_figure(None, (6.4, 4.2))
     ax = fig.add_subplot()
@@ -381,7 +381,7 @@ def loop_plot(
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
     if title:
-        ax.set_title(title, fontsize="medium")
+        _title(ax, title)
     _save(fig, path, overwrite)
     return fig
 
