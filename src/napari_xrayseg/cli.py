@@ -1121,7 +1121,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=_T.pixel_weight,
         help=f"pix2pix: weight of the segmentation loss vs the adversarial loss (default: {_T.pixel_weight:g})",
     )
-    p.add_argument("--batch", type=int, default=_T.batch, help=f"patches per step (default: {_T.batch})")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="patches per step (default: 8, or 4 sub-volumes for --arch unet3d; the --init model's architecture's)",
+    )
     p.add_argument("--patch", type=int, default=_T.patch, help=f"patch side (default: {_T.patch})")
     p.add_argument("--lr", type=float, default=_T.lr, help=f"learning rate (default: {_T.lr})")
     p.add_argument(

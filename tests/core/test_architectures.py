@@ -295,3 +295,24 @@ def test_unet3d_trains_its_middle_slice_at_every_depth():
     m2 = train(image, sparse, arch="unet3d", size="tiny", epochs=1, steps_per_epoch=2, batch=2, patch=32, device="cpu")
     a, b = m.network.state_dict(), m2.network.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_unet3d_trains_with_its_own_default_batch_also_when_fine_tuned(tmp_path):
+    """No batch given: 4 sub-volumes per step for unet3d (8 patches for the 2D nets), and a
+    fine-tuning run takes the default of the architecture it continues, not of ``arch=``."""
+    from napari_xrayseg.core.models import default_batch
+
+    assert default_batch("unet3d") == 4 and default_batch("unet") == 8
+    image, truth = make_phantom((20, 32, 32), seed=1, artefacts=False)
+    sparse = np.zeros_like(truth)
+    sparse[[5, 14]] = truth[[5, 14]]
+    kw = dict(size="tiny", epochs=1, steps_per_epoch=1, patch=32, device="cpu", context=3)
+    m3 = train(image, sparse, arch="unet3d", **kw)
+    assert m3.info.train["batch"] == 4
+    save_model(m3, tmp_path / "m3.safetensors")
+    for init in (m3, tmp_path / "m3.safetensors"):
+        assert train(image, sparse, init=init, **kw).info.train["batch"] == 4
+    assert train(image, sparse, **kw).info.train["batch"] == 8
+    assert train(image, sparse, arch="unet3d", batch=2, **kw).info.train["batch"] == 2
+    with pytest.raises(InputError, match="batch"):
+        train(image, sparse, arch="unet3d", batch=0, **kw)

@@ -107,7 +107,7 @@ def test_train_widget_arch_and_mode_reach_train(make_napari_viewer, qtbot, tmp_p
     assert m.info.arch == "segresnet" and m.info.size == "tiny"
     assert m.info.train["mode"] == "pix2pix" and "loss_d" in m.info.history[0]
     assert m.info.train["axes"] == [0, 1, 2]
-    w._arch.value = "unet3d"  # a 3D U-Net over 15 slices: its own default context
-    assert w._context.value == 15 and w._size.value == "small"
-    w._arch.value = "unet"  # back to the default architecture: its default size and context
-    assert w._size.value == "medium" and w._context.value == 3
+    w._arch.value = "unet3d"  # a 3D U-Net over 15 slices: its own default context and batch
+    assert w._context.value == 15 and w._size.value == "small" and w._batch.value == 4
+    w._arch.value = "unet"  # back to the default architecture: its default size, context and batch
+    assert w._size.value == "medium" and w._context.value == 3 and w._batch.value == 8

@@ -37,7 +37,7 @@ from ..core.config import SegmentConfig, TrainConfig
 from ..core.device import available_devices
 from ..core.errors import InputError, XraysegError
 from ..core.inference import iter_segment
-from ..core.models import MAX_CONTEXT, Model, architectures, default_context, default_size, save_model
+from ..core.models import MAX_CONTEXT, Model, architectures, default_batch, default_context, default_size, save_model
 from ..core.progress import Progress
 from ..core.training import MODES, iter_train
 from ._jobs import JobRunner, JobWidget
@@ -124,7 +124,7 @@ class TrainWidget(JobWidget):
         self._minutes = FloatSpinBox(label="Time budget (min)", min=0.1, max=24 * 60, step=0.5, value=5.0)
         # 0 = no cap: the whole time budget is used (as `xrayseg train --minutes` without --epochs)
         self._epochs = SpinBox(label="Max epochs (0 = no cap)", min=0, max=100_000, value=0)
-        self._batch = SpinBox(label="Batch", min=1, max=512, value=_T.batch)
+        self._batch = SpinBox(label="Batch", min=1, max=512, value=default_batch(_T.arch))
         self._patch = SpinBox(label="Patch size", min=16, max=1024, step=16, value=_T.patch)
         self._lr = FloatSpinBox(label="Learning rate", min=1e-6, max=1.0, step=1e-4, value=_T.lr)
         self._context = SpinBox(
@@ -206,10 +206,11 @@ class TrainWidget(JobWidget):
         self._follow_layers(viewer)
 
     def _on_arch(self, arch: str) -> None:
-        """Offer the sizes of the chosen architecture, starting at its default (and its context)."""
+        """Offer the sizes of the chosen architecture, starting at its default (and its context and batch)."""
         self._size.choices = list(architectures()[arch])
         self._size.value = _T.size if arch == _T.arch else default_size(arch)
         self._context.value = default_context(arch)
+        self._batch.value = default_batch(arch)
 
     # ------------------------------------------------------------------ training set
     def _on_add_pair(self) -> None:

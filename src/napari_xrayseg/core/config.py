@@ -153,8 +153,9 @@ class TrainConfig:
         Wall-clock budget, spent in full unless ``epochs`` runs out first.
     steps_per_epoch : int
         Optimiser steps per epoch.
-    batch : int
-        Patches per step.
+    batch : int or None
+        Patches per step; ``None``: the architecture's default (8; 4 sub-volumes for
+        ``unet3d``, ``models.default_batch``; a fine-tuned model's architecture counts).
     patch : int
         Side of the square training patches.
     lr : float
@@ -203,7 +204,7 @@ class TrainConfig:
     epochs: int | None = None
     minutes: float | None = None
     steps_per_epoch: int = 25
-    batch: int = 8
+    batch: int | None = None
     patch: int = 128
     lr: float = 3e-3
     schedule: str = "cosine"

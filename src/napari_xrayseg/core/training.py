@@ -45,7 +45,7 @@ from .device import resolve_device
 from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError
 from .io import read_block, volume_chunks, voxel_size_of
 from .labels import read_labels
-from .models import MAX_CONTEXT, Model, default_dropout, init_model, load_model, save_model
+from .models import MAX_CONTEXT, Model, ModelInfo, default_dropout, init_model, load_model, save_model
 from .normalize import apply_normalization, compute_normalization, pooled_normalization
 from .output import claim
 from .plan import check_image
@@ -792,23 +792,38 @@ def _number(name: str, v: Any, ok: Any, hint: str) -> float:
     return float(v)
 
 
+def _init_info(init: Model | str | os.PathLike | None) -> ModelInfo | None:
+    """The starting model's metadata when fine-tuning (from its sidecar, without the weights), else None."""
+    if isinstance(init, Model):
+        return init.info
+    if isinstance(init, (str, os.PathLike)):
+        from .models import read_model_info
+
+        return read_model_info(init)
+    return None
+
+
 def _resolve_context(context: int | None, init: Model | str | os.PathLike | None, arch: str = _D.arch) -> int:
     """Fine-tuning keeps the starting model's context; new models get their architecture's default."""
     if context is None:
-        if isinstance(init, Model):
-            context = init.info.context
-        elif isinstance(init, (str, os.PathLike)):
-            from .models import read_model_info
+        from .models import default_context
 
-            context = read_model_info(init).context
-        else:
-            from .models import default_context
-
-            context = default_context(arch)
+        info = _init_info(init)
+        context = info.context if info is not None else default_context(arch)
     context = _check_positive_int("context", context)
     if context % 2 == 0 or context > MAX_CONTEXT:
         raise InputError(f"context {context} must be an odd number of slices in 1..{MAX_CONTEXT}, e.g. 1 or 3")
     return context
+
+
+def _resolve_batch(batch: int | None, init: Model | str | os.PathLike | None, arch: str = _D.arch) -> int:
+    """The batch given, else the default of the architecture trained (the ``init`` model's when fine-tuning)."""
+    if batch is None:
+        from .models import default_batch
+
+        info = _init_info(init)
+        return default_batch(info.arch if info is not None else arch)
+    return _check_positive_int("batch", batch)
 
 
 def _settings(kw: dict[str, Any]) -> dict[str, Any]:
@@ -817,7 +832,7 @@ def _settings(kw: dict[str, Any]) -> dict[str, Any]:
     s["out_path"] = _out_path(kw["out"], kw["overwrite"])  # before any work: never end with nowhere to save
     s["epochs"] = None if kw["epochs"] is None else _check_positive_int("epochs", kw["epochs"])
     s["steps_per_epoch"] = _check_positive_int("steps_per_epoch", kw["steps_per_epoch"])
-    s["batch"] = _check_positive_int("batch", kw["batch"])
+    s["batch"] = _resolve_batch(kw["batch"], kw["init"], kw["arch"])
     s["patch"] = _check_positive_int("patch", kw["patch"], 8)
     if kw["minutes"] is not None:
         s["minutes"] = _number("minutes", kw["minutes"], lambda v: v > 0, "a positive number or None")
@@ -1462,7 +1477,7 @@ def iter_train(
     epochs: int | None = _D.epochs,
     minutes: float | None = _D.minutes,
     steps_per_epoch: int = _D.steps_per_epoch,
-    batch: int = _D.batch,
+    batch: int | None = _D.batch,
     patch: int = _D.patch,
     lr: float = _D.lr,
     schedule: str = _D.schedule,
@@ -1589,7 +1604,7 @@ def train(
     epochs: int | None = _D.epochs,
     minutes: float | None = _D.minutes,
     steps_per_epoch: int = _D.steps_per_epoch,
-    batch: int = _D.batch,
+    batch: int | None = _D.batch,
     patch: int = _D.patch,
     lr: float = _D.lr,
     schedule: str = _D.schedule,
@@ -1644,8 +1659,10 @@ def train(
         learning-rate schedule decays over it.
     steps_per_epoch : int
         Optimiser steps per epoch (validation runs after each epoch).
-    batch : int
-        Patches per step.
+    batch : int, optional
+        Patches per step (sub-volumes for ``unet3d``); default: the architecture's
+        (8; 4 for ``unet3d``, which then makes about twice the steps of a time budget), or
+        the ``init`` model's architecture's when fine-tuning.
     patch : int
         Side of the square training patches (slices smaller than this are reflect-padded).
     lr : float
