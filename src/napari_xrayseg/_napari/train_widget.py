@@ -112,7 +112,13 @@ class TrainWidget(JobWidget):
             label="Labels (0 = unpainted)", choices=layer_choices(viewer, napari.layers.Labels), nullable=False
         )
         self._axis = ComboBox(label="Slice axis", choices=[("0 (Z)", 0), ("1 (Y)", 1), ("2 (X)", 2)], value=_T.axis)
-        self._arch = ComboBox(label="Architecture", choices=sorted(architectures()), value=_T.arch)
+        self._arch = ComboBox(
+            label="Architecture",
+            choices=sorted(architectures()),
+            value=_T.arch,
+            tooltip="unet: a 2.5D U-Net (fast); unet3d: a 3D U-Net over 15 slices, which places interfaces "
+            "better on noisy scans (docs/train.md) but segments about 3x slower on CPU",
+        )
         self._size = ComboBox(label="Size", choices=list(architectures()[_T.arch]), value=_T.size)
         self._mode = ComboBox(
             label="Mode",
