@@ -72,3 +72,15 @@ def test_self_train_refuses_untrained_and_bad_settings_and_cancels(trained):
     token.cancel()
     with pytest.raises(Cancelled):
         self_train(image, model, sparse, epochs=1, device="cpu", cancel=token)
+
+
+def test_self_train_keeps_the_batch_trained_with_else_the_architectures_default(trained):
+    """The first training's batch carries over; a model that recorded none (an older or foreign
+    file) gets its architecture's default (4 for unet3d), not the 2D networks' 8."""
+    image, _, _, model = trained
+    assert self_train(image, model, slices=2, threshold=0.34, epochs=1, device="cpu").info.train["batch"] == 2
+    image, _, sparse, _ = trained
+    m3 = train(image, sparse, arch="unet3d", epochs=1, **dict(FAST, context=3))
+    del m3.info.train["batch"]
+    out = self_train(image, m3, slices=2, threshold=0.34, epochs=1, device="cpu")
+    assert out.info.train["batch"] == 4 and out.info.arch == "unet3d"

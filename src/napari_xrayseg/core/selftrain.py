@@ -192,7 +192,7 @@ def iter_self_train(
         device=device,
         normalize="fixed" if model.info.normalization.get("low") is not None else "image",
         patch=int(train_info.get("patch", 128)),
-        batch=int(train_info.get("batch", 8)),
+        batch=train_info.get("batch"),  # None (not recorded): the model's architecture's default
         cancel=cancel,
     )
     result.info.train["self_training"] = {

@@ -803,26 +803,24 @@ def _init_info(init: Model | str | os.PathLike | None) -> ModelInfo | None:
     return None
 
 
-def _resolve_context(context: int | None, init: Model | str | os.PathLike | None, arch: str = _D.arch) -> int:
-    """Fine-tuning keeps the starting model's context; new models get their architecture's default."""
+def _resolve_context(context: int | None, init: ModelInfo | None, arch: str = _D.arch) -> int:
+    """Fine-tuning keeps the starting model's context (``init``: its metadata); new models get their arch's default."""
     if context is None:
         from .models import default_context
 
-        info = _init_info(init)
-        context = info.context if info is not None else default_context(arch)
+        context = init.context if init is not None else default_context(arch)
     context = _check_positive_int("context", context)
     if context % 2 == 0 or context > MAX_CONTEXT:
         raise InputError(f"context {context} must be an odd number of slices in 1..{MAX_CONTEXT}, e.g. 1 or 3")
     return context
 
 
-def _resolve_batch(batch: int | None, init: Model | str | os.PathLike | None, arch: str = _D.arch) -> int:
+def _resolve_batch(batch: int | None, init: ModelInfo | None, arch: str = _D.arch) -> int:
     """The batch given, else the default of the architecture trained (the ``init`` model's when fine-tuning)."""
     if batch is None:
         from .models import default_batch
 
-        info = _init_info(init)
-        return default_batch(info.arch if info is not None else arch)
+        return default_batch(init.arch if init is not None else arch)
     return _check_positive_int("batch", batch)
 
 
@@ -832,7 +830,8 @@ def _settings(kw: dict[str, Any]) -> dict[str, Any]:
     s["out_path"] = _out_path(kw["out"], kw["overwrite"])  # before any work: never end with nowhere to save
     s["epochs"] = None if kw["epochs"] is None else _check_positive_int("epochs", kw["epochs"])
     s["steps_per_epoch"] = _check_positive_int("steps_per_epoch", kw["steps_per_epoch"])
-    s["batch"] = _resolve_batch(kw["batch"], kw["init"], kw["arch"])
+    init_info = _init_info(kw["init"])  # the starting model's sidecar, read once
+    s["batch"] = _resolve_batch(kw["batch"], init_info, kw["arch"])
     s["patch"] = _check_positive_int("patch", kw["patch"], 8)
     if kw["minutes"] is not None:
         s["minutes"] = _number("minutes", kw["minutes"], lambda v: v > 0, "a positive number or None")
@@ -850,7 +849,7 @@ def _settings(kw: dict[str, Any]) -> dict[str, Any]:
         "pixel_weight", kw["pixel_weight"], lambda v: 0 < v <= 1e6, f"a positive number, e.g. {_D.pixel_weight}"
     )
     s["seed"] = _check_positive_int("seed", kw["seed"], 0)
-    s["context"] = _resolve_context(kw["context"], kw["init"], kw["arch"])
+    s["context"] = _resolve_context(kw["context"], init_info, kw["arch"])
     s["context_arg"] = kw["context"]
     ca = kw["channel_axis"]
     if ca is not None and (isinstance(ca, bool) or not isinstance(ca, (int, np.integer))):
