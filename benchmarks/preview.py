@@ -11,6 +11,7 @@ less so.
 
     python benchmarks/preview.py
     python benchmarks/preview.py --side 1024 --repeats 5 --threads 2
+    python benchmarks/preview.py --arch unet3d        # the 3D net (small, 15 context slices)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 
 from napari_xrayseg import init_model, predict_slice
 from napari_xrayseg.core.config import TrainConfig
+from napari_xrayseg.core.models import default_context
 
 
 def main() -> None:
@@ -34,12 +36,15 @@ def main() -> None:
     p.add_argument("--side", type=int, default=512, help="slice side in pixels (default: 512)")
     p.add_argument("--repeats", type=int, default=7, help="timed calls per variant (default: 7)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--size", default=TrainConfig().size, help="unet size (default: the training default)")
-    p.add_argument("--context", type=int, default=TrainConfig().context, help="context slices (default: 3)")
+    p.add_argument("--arch", default="unet", help="architecture (default: unet; unet3d: the 3D net)")
+    p.add_argument("--size", default=TrainConfig().size, help="network size (default: the training default)")
+    p.add_argument("--context", type=int, default=None, help="context slices (default: the architecture's)")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    model = init_model("unet", size=a.size, classes=3, context=a.context, seed=0)
+    context = a.context if a.context is not None else default_context(a.arch)
+    size = a.size if a.arch == "unet" or a.size != TrainConfig().size else "small"  # unet3d's default: small
+    model = init_model(a.arch, size=size, classes=3, context=context, seed=0)
     model.info.normalization.update(low=0.0, high=1.0)  # as after training: no bounds computed per call
     rng = np.random.default_rng(0)
     image = rng.random((16, a.side, a.side), dtype=np.float32)
@@ -47,7 +52,7 @@ def main() -> None:
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.1f}"
     )
-    print(f"# unet/{a.size}, context {a.context}, {a.side}x{a.side} slices, CPU fp32, median of {a.repeats}")
+    print(f"# {a.arch}/{size}, context {context}, {a.side}x{a.side} slices, CPU fp32, median of {a.repeats}")
     for label, tile in (("model tile 256, overlap 0.25", None), (f"one {a.side} tile", a.side)):
         predict_slice(image, model, 8, tile=tile, device="cpu")  # warm-up
         times, cpu = [], []

@@ -812,7 +812,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="named settings: default, hard (noisy, blurred, small particles: a random forest "
         "reaches about 0.90 mean Dice from 3 slices), hard-transfer (a second, harder scan), "
         "hard-layered (the hard scan with a coarser, nickel-rich layer along Z, a fifth of the depth), "
-        "hard-thin-layer (the same, a tenth of the depth)",
+        "hard-thin-layer (the same, a tenth of the depth), hard-infiltrated (the hard scan with a band of "
+        "a tenth of the depth where resin fills the pores and raises their grey level)",
     )
     p.add_argument("--noise", type=float, default=None, help="noise level multiplier (default: 1.0 or the preset's)")
     p.add_argument(

@@ -234,3 +234,43 @@ def test_cli_predict_tile_auto_and_a_bad_word(tmp_path, small3, capsys):
     with pytest.raises(SystemExit) as e:
         main([*args, "--out", str(tmp_path / "b.zarr"), "--tile", "whole"])
     assert e.value.code == 2 and "'whole' is not 'auto' or a whole number of pixels" in capsys.readouterr().err
+
+
+def test_3d_net_runs_whole_slices_within_the_budget_and_parts_along_the_run_beyond_it():
+    """unet3d: tile="auto" picks the layout with the fewest voxels through the net that fits the budget."""
+    from napari_xrayseg.core.device import CPU_VOLUME_BUDGET
+    from napari_xrayseg.core.predictor import volume_bytes_per_voxel
+    from napari_xrayseg.core.tiling import stack_context
+
+    m = init_model("unet3d", size="tiny", classes=3, context=5, seed=2)
+    bpv = volume_bytes_per_voxel(m)
+    assert 8 < bpv < 1000  # bytes per voxel: fp32 feature maps and their overhead
+    cpu = SlicePredictor(m, device="cpu", precision="fp32")
+    assert cpu.memory == CPU_VOLUME_BUDGET  # 3D nets on CPU: larger windows pay
+    # 512² slices in runs of 32 + 4 context fit 1.5 GiB whole: one pass, no overlap
+    assert cpu.volume_layout(36, (512, 512)) == (32, (512, 512))
+    # a slice too large for the budget: windows of the model's tile (or twice it), the whole run deep
+    per, roi = cpu.volume_layout(36, (4096, 4096))
+    assert per == 32 and roi in ((m.info.tile, m.info.tile), (2 * m.info.tile, 2 * m.info.tile))
+    # a budget for 10 slices of 64² per pass: parts of 10 - 4 kept slices along the run
+    x = np.random.default_rng(0).normal(size=(15, 64, 64)).astype(np.float32)
+    stacks = stack_context(x, 5)
+    tight = SlicePredictor(m, device="cpu", precision="fp32", memory=bpv * 10 * 64 * 64 + 1)
+    assert tight.volume_layout(19, (64, 64)) == (6, (64, 64))
+    net = tight.net
+    with torch.inference_mode():
+        padded = torch.from_numpy(np.concatenate([x[:1], x[:1], x, x[-1:], x[-1:]]))[None, None]
+        whole = net.forward_volume(padded)[0, :, 2:-2].transpose(0, 1)
+        # each part: the slices it keeps with 2 slices of context either side, nothing else
+        parts = [net.forward_volume(padded[:, :, c : c + min(6, 15 - c) + 4])[0, :, 2:-2] for c in (0, 6, 12)]
+        parts = torch.cat(parts, 1)
+    calls = []
+    fwd = tight._forward_volume
+    tight._forward_volume = lambda t: (calls.append(tuple(t.shape[2:])), fwd(t))[1]
+    out = tight.scores(stacks)
+    assert calls == [(10, 64, 64), (10, 64, 64), (7, 64, 64)]
+    torch.testing.assert_close(out, parts.transpose(0, 1), atol=1e-5, rtol=1e-5)
+    # with room for the whole run: one pass, the same as the network over the whole volume
+    roomy = SlicePredictor(m, device="cpu", precision="fp32", memory=bpv * 19 * 64 * 64 + 1)
+    roomy.net = net
+    torch.testing.assert_close(roomy.scores(stacks), whole, atol=1e-5, rtol=1e-5)

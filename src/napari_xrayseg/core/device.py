@@ -8,6 +8,7 @@ from .errors import InputError
 
 __all__ = [
     "CPU_MEMORY_BUDGET",
+    "CPU_VOLUME_BUDGET",
     "PRECISIONS",
     "available_devices",
     "cpu_has_bf16",
@@ -151,6 +152,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 #: Bytes of activations one forward pass may use on CPU with ``tile="auto"`` (a 1024x1024
 #: slice of the default model fits whole; RSS stays under 1.5 GB, docs/performance.md).
 CPU_MEMORY_BUDGET = 768 * 2**20
+#: The same for a 3D network on CPU (``unet3d``): there larger windows pay, because each window
+#: recomputes its overlap and its context slices. 512² slices in slabs of 32 run whole in 1.5 GiB
+#: at 2.2 Mvox/s, against 1.1 Mvox/s in the parts that 768 MiB allows and 0.86 Mvox/s in 256²
+#: windows (2 cores, fp32, ``benchmarks/volume_windows.py``), for about 1.4 GB of peak RSS.
+CPU_VOLUME_BUDGET = 1536 * 2**20
 
 
 def memory_budget(device: torch.device, free: int | None = None, total: int | None = None) -> float:

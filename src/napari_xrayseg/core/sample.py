@@ -53,6 +53,14 @@ _CUPPING = 0.03  # beam hardening: relative loss at the longest chord
 _DRIFT = 0.03  # slow multiplicative drift along Z (peak)
 _ANGLE_CHUNK_NNZ = 4_000_000  # sparse entries per block of angles (memory bound)
 
+_HARD: dict[str, float | int | None] = {
+    "feature_size": 2.8,
+    "noise": 1.0,
+    "blur": 1.1,
+    "n_angles_fraction": 0.5,
+    "misalignment": 0.4,
+}
+
 PRESETS: dict[str, dict[str, float | int | None]] = {
     "default": {},
     # Calibrated in the same run as its baselines (benchmarks/hard.py, docs/accuracy.md): multi-Otsu
@@ -62,7 +70,7 @@ PRESETS: dict[str, dict[str, float | int | None]] = {
     # projection angles than pixels (streaks) and a jittered rotation axis (misalignment).
     # Measured (64x192x192, seed 0): multi-Otsu 0.770, random forest 0.898, 38 % of the voxels
     # touch an interface and the forest gets 25 % of those wrong -- as on the held-out real scan.
-    "hard": {"feature_size": 2.8, "noise": 1.0, "blur": 1.1, "n_angles_fraction": 0.5, "misalignment": 0.4},
+    "hard": dict(_HARD),
     # A second scan of the same material for the transfer check: finer features, more noise and
     # blur, fewer angles and a grey-level offset (a model trained on "hard" must carry over).
     "hard-transfer": {
@@ -78,22 +86,24 @@ PRESETS: dict[str, dict[str, float | int | None]] = {
     # seed draws, where the microstructure is coarser and nickel-rich (see _LAYER). For the
     # annotation-loop study: evenly spaced slices may miss the layer, a good suggestion should not.
     "hard-layered": {
-        "feature_size": 2.8,
-        "noise": 1.0,
-        "blur": 1.1,
-        "n_angles_fraction": 0.5,
-        "misalignment": 0.4,
+        **_HARD,
         "layer_fraction": 0.2,
     },
     # The same with a layer of a tenth of the depth (about 5 slices of 48, plus the transitions):
     # a thin functional layer or a band of damage, which evenly spaced slices can pass over.
     "hard-thin-layer": {
-        "feature_size": 2.8,
-        "noise": 1.0,
-        "blur": 1.1,
-        "n_angles_fraction": 0.5,
-        "misalignment": 0.4,
+        **_HARD,
         "layer_fraction": 0.1,
+    },
+    # A region the bulk does not teach: the hard scan (same microstructure everywhere) with a band
+    # of a tenth of the depth where the pores are filled with resin (a partly epoxy-infiltrated
+    # sample, as PXCT pillars often are), so their grey level rises from 0.15 to 0.4, between the
+    # empty pores' and YSZ's 0.55, blended in over a feature size on each side. A model trained
+    # outside the band takes much of the filled pore space for YSZ; one slice in it teaches it.
+    "hard-infiltrated": {
+        **_HARD,
+        "layer_fraction": 0.1,
+        "layer_pore_grey": 0.4,
     },
 }
 """Named generator settings for :func:`make_phantom` (``preset=``); explicit arguments win."""
@@ -154,7 +164,9 @@ def make_phantom(
         ``"hard-transfer"``, ``"hard-layered"``: the hard scan with a coarser, nickel-rich
         layer of a fifth of the depth at a depth the seed draws, blended in over a feature
         size on each side so that particles run through its faces; ``"hard-thin-layer"``:
-        the same with a layer of a tenth of the depth); arguments given
+        the same with a layer of a tenth of the depth; ``"hard-infiltrated"``: the hard scan
+        with a band of a tenth of the depth where resin fills the pores, raising their grey
+        level from 0.15 to 0.4); arguments given
         explicitly override the preset's.
 
     Returns
@@ -228,10 +240,15 @@ def make_phantom(
     sigma = (0.0 if is_2d else feature_size, feature_size, feature_size)
 
     layer = float(pre.get("layer_fraction", 0.0) or 0.0)  # type: ignore[arg-type]
+    layer_grey = pre.get("layer_pore_grey")  # a contrast layer: the same structure, another pore grey
     with_layer = layer > 0 and not is_2d
-    truth, fields = _phases(rng, shape3, sigma, fr, keep_fields=with_layer)
+    coarse_layer = with_layer and layer_grey is None
+    truth, fields = _phases(rng, shape3, sigma, fr, keep_fields=coarse_layer)
     if with_layer:
-        z0, depth = _add_layer(truth, fields, seed, layer, sigma, fr)
+        where = _layer_weights(nz, seed, layer, sigma)
+        z0, depth, weights, _ = where
+        if coarse_layer:
+            _add_layer(truth, fields, where, sigma, fr)
         logger.debug("make_phantom: layer at slices %d..%d", z0, z0 + depth - 1)
     del fields
 
@@ -245,6 +262,10 @@ def make_phantom(
         lut[label] = grey
         amp[label] = _TEXTURE[label]
     image = lut[truth]
+    if with_layer and layer_grey is not None:
+        shift = np.float32(float(layer_grey) - GREY_LEVELS[1])  # type: ignore[arg-type]
+        for z in np.flatnonzero(weights):
+            image[z][truth[z] == 1] += np.float32(weights[z]) * shift
     image += amp[truth] * texture
     del texture
     if blur > 0:
@@ -311,20 +332,36 @@ def _phases(
     return truth.reshape(shape3), (field1, field2, t1, t2)
 
 
+def _layer_weights(
+    nz: int, seed: int, layer: float, sigma: tuple[float, ...]
+) -> tuple[int, int, np.ndarray, np.random.Generator]:
+    """Where the layer of a layered preset lies: its first slice, depth and a weight per slice.
+
+    The depth is ``layer`` times the volume's, at a depth drawn from ``seed`` with a generator of
+    its own (returned, for the layer's fields), so the volume outside is that of the preset
+    without a layer. The weight is 1 inside, 0 outside, with a linear ramp about a feature size
+    wide across each face.
+    """
+    lrng = np.random.default_rng([seed, 7])
+    depth = max(1, round(layer * nz))
+    z0 = int(lrng.integers(0, nz - depth + 1))
+    half = max(1.0, float(sigma[0]))  # half-width of each transition, in slices
+    z = np.arange(nz, dtype=np.float64)
+    weights = np.clip(np.minimum(z - z0 + 0.5, z0 + depth - 0.5 - z) / (2 * half) + 0.5, 0.0, 1.0)
+    return z0, depth, weights, lrng
+
+
 def _add_layer(
     truth: np.ndarray,
     fields: tuple[np.ndarray, np.ndarray, float, float] | None,
-    seed: int,
-    layer: float,
+    where: tuple[int, int, np.ndarray, np.random.Generator],
     sigma: tuple[float, ...],
     fr: Sequence[float],
-) -> tuple[int, int]:
-    """Put the coarse, nickel-rich layer of ``_LAYER`` into ``truth`` in place; returns its first slice and depth.
+) -> None:
+    """Put the coarse, nickel-rich layer of ``_LAYER`` into ``truth`` in place, where its weight is > 0.
 
-    The layer's depth is ``layer`` times the volume's, at a depth drawn from ``seed`` (with
-    its own generator, so the volume outside is that of the preset without a layer). Its
-    phases come from fields of their own, blended into the volume's over a transition of
-    about a feature size on each side, so that particles run continuously through its faces
+    Its phases come from fields of their own, blended into the volume's by the per-slice
+    weights of :func:`_layer_weights` (``where``), so that particles run continuously through its faces
     as in a real sample (a layer cut in abruptly gives slices whose neighbours show an
     unrelated structure: no network learns from such slices what it needs elsewhere).
     """
@@ -333,10 +370,8 @@ def _add_layer(
 
     field1, field2, t1, t2 = fields
     nz, ny, nx = truth.shape
-    lrng = np.random.default_rng([seed, 7])
-    depth = max(1, round(layer * nz))
-    z0 = int(lrng.integers(0, nz - depth + 1))
-    half = max(1.0, float(sigma[0]))  # half-width of each transition, in slices
+    z0, depth, weights, lrng = where
+    half = max(1.0, float(sigma[0]))
     za, zb = max(0, int(np.floor(z0 - half))), min(nz, int(np.ceil(z0 + depth + half)))
     scale = float(_LAYER["feature_scale"])  # type: ignore[arg-type]
     lsig = tuple(v * scale for v in sigma)
@@ -347,8 +382,7 @@ def _add_layer(
     c2 /= max(float(c2.std()), 1e-12)
     lf = _LAYER["fractions"]  # type: ignore[index]
     for z in range(za, zb):
-        # weight of the layer: 1 inside, 0 outside, a linear ramp across each face
-        w = float(np.clip(min(z - z0 + 0.5, z0 + depth - 0.5 - z) / (2 * half) + 0.5, 0.0, 1.0))
+        w = float(weights[z])
         if w <= 0:
             continue
         a, b = math.cos(w * math.pi / 2), math.sin(w * math.pi / 2)
@@ -360,7 +394,6 @@ def _add_layer(
         f1 = a * field1[z] / s1 + b * c1[z - za]
         f2 = a * field2[z] / s2 + b * c2[z - za]
         truth[z] = np.where(f1 <= q1, 1, np.where(f2 <= q2, 2, 3))
-    return z0, depth
 
 
 # --------------------------------------------------------------------------- checks

@@ -147,18 +147,19 @@ def plan_slab_depth(
     *,
     max_bytes: int = 256 * 2**20,
     itemsize: int = 4,
+    default: int = 16,
 ) -> int:
     """Choose how many slices to read and write at a time.
 
     The input's chunk depth along ``axis`` when it has chunks (so each chunk is decoded
-    once), else 16; capped so a float32 slab stays under ``max_bytes``.
+    once), else ``default``; capped so a float32 slab stays under ``max_bytes``.
     """
     n = shape[axis]
     if requested is not None:
         if not isinstance(requested, int) or requested < 1:
             raise InputError(f"slab {requested!r} must be a positive number of slices")
         return min(requested, n)
-    depth = chunks[axis] if chunks else 16
+    depth = chunks[axis] if chunks else default
     per_slice = itemsize * math.prod(s for d, s in enumerate(shape) if d != axis)
     cap = max(1, max_bytes // max(per_slice, 1))
     return max(1, min(depth, 64, cap, n))
