@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     img0, truth0 = make_phantom(tuple(a.shape), seed=a.test_seed, preset=a.preset)
     rows = []
     for method in a.methods:
-        kw: dict[str, Any] = {"arch": "unet3d"} if method == "3d" else {}
+        kw: dict[str, Any] = {"arch": "unet3d" if method == "3d" else "unet"}
         t = time.perf_counter()
         model = train(img1, truth1, epochs=a.epochs, seed=0, device="cpu", **kw)
         report = evaluate(segment(img0, model, device="cpu"), truth0)

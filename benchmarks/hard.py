@@ -77,7 +77,7 @@ def _row(preset: str, seed: int, method: str, report: Any, seconds: float, **ext
 def _unet(method: str, image: np.ndarray, ann: np.ndarray, budget: dict[str, Any], seed: int) -> tuple[Any, str]:
     from napari_xrayseg import train
 
-    kw: dict[str, Any] = dict(budget, seed=seed, device="cpu")
+    kw: dict[str, Any] = dict(budget, seed=seed, device="cpu", arch="unet")  # the 2.5D net ("3d": unet3d)
     if method == "before":
         kw.update(val_fraction=0.2, normalize="fixed")
         from napari_xrayseg.core import training
@@ -90,7 +90,8 @@ def _unet(method: str, image: np.ndarray, ann: np.ndarray, budget: dict[str, Any
     if method == "ortho":
         return train(image, ann, axes="zyx", **kw), "zyx"
     if method == "3d":
-        return train(image, ann, arch="unet3d", size="small", context=15, batch=4, **kw), "z"
+        kw["arch"] = "unet3d"
+        return train(image, ann, size="small", context=15, batch=4, **kw), "z"
     return train(image, ann, **kw), "z"
 
 

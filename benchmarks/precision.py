@@ -32,7 +32,7 @@ def main() -> None:
     image, truth = make_phantom(tuple(a.shape), seed=a.seed)
     ann, idx = annotate_slices(truth, a.slices)
     t0 = time.perf_counter()
-    model = train(image, ann, size=a.size, minutes=a.minutes, device="cpu", seed=0)
+    model = train(image, ann, arch="unet", size=a.size, minutes=a.minutes, device="cpu", seed=0)
     print(
         f"# trained unet/{a.size} on slices {idx} in {time.perf_counter() - t0:.0f} s; CPU native bf16: "
         f"{cpu_has_bf16()}; torch {torch.__version__}, {torch.get_num_threads()} threads"

@@ -1094,8 +1094,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--arch",
         default=_T.arch,
-        choices=sorted(architectures()),
-        help=f"architecture (default: {_T.arch}; see docs/architectures.md)",
+        choices=["auto", *sorted(architectures())],
+        help=f"architecture (default: {_T.arch}: unet3d for single-channel volumes at least 15 slices deep "
+        "with --epochs or at least 5 --minutes, else unet; see docs/architectures.md)",
     )
     p.add_argument(
         "--size",
@@ -1166,7 +1167,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="K",
         help="odd number of slices per input: each slice with its K//2 neighbours on each side as "
-        f"channels (2.5D; default: the --init model's, else {_T.context}, or 15 for --arch unet3d)",
+        f"channels (2.5D; default: the --init model's, else {_T.context} for unet, 15 for unet3d)",
     )
     p.add_argument("--seed", type=int, default=_T.seed, help=f"random seed (default: {_T.seed})")
     p.add_argument("--device", default=_T.device, help="auto (CUDA if present), cpu, cuda, cuda:N")

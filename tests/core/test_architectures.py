@@ -229,9 +229,9 @@ def test_cli_init_model_arch_and_context(tmp_path, capsys):
     # a tile that the arch cannot take is one line, exit 2
     assert main(["init-model", "--out", str(tmp_path / "c"), "--arch", "basicunet", "--tile", "40"]) == 2
     assert "stride 16" in capsys.readouterr().err
-    for cmd in ("init-model", "train"):
+    for cmd, extra in (("init-model", set()), ("train", {"auto"})):  # train chooses from the data by default
         action = next(a for a in build_parser()._subparsers._group_actions[0].choices[cmd]._actions if a.dest == "arch")
-        assert set(action.choices) == set(architectures())
+        assert set(action.choices) == set(architectures()) | extra
 
 
 def test_unet3d_computes_each_run_of_consecutive_slices_as_one_volume():
@@ -316,3 +316,48 @@ def test_unet3d_trains_with_its_own_default_batch_also_when_fine_tuned(tmp_path)
     assert train(image, sparse, arch="unet3d", batch=2, **kw).info.train["batch"] == 2
     with pytest.raises(InputError, match="batch"):
         train(image, sparse, arch="unet3d", batch=0, **kw)
+
+
+def test_train_auto_chooses_unet3d_for_volumes_and_unet_for_the_rest(tmp_path, capsys):
+    """``arch="auto"`` (the default): unet3d with its defaults for a single-channel volume at least
+    15 slices deep, trained along one axis; the 2.5D unet for thin volumes, 2D images, channels,
+    several axes, a context below 15 and pix2pix; a fine-tuned model keeps its own."""
+    from napari_xrayseg.cli import main
+    from napari_xrayseg.core.models import choose_arch
+    from napari_xrayseg.core.training import TrainConfig
+
+    assert TrainConfig().arch == "auto"
+    assert choose_arch([(15, 64, 64)]) == "unet3d" and choose_arch([(14, 64, 64)]) == "unet"
+    assert choose_arch([(64, 15, 64)], axis=1) == "unet3d" and choose_arch([(64, 14, 64)], axis=1) == "unet"
+    assert choose_arch([(20, 64, 64), (10, 64, 64)]) == "unet"  # every image must be deep enough
+    assert choose_arch([(20, 64, 64)], channel_axis=3) == "unet"
+    assert choose_arch([(20, 64, 64)], two_d=True) == "unet" and choose_arch([(20, 64, 64)], mode="pix2pix") == "unet"
+    assert choose_arch([(20, 64, 64)], context=15) == "unet3d" and choose_arch([]) == "unet"
+    # a short time budget: the 2.5D net's 3x faster epochs win (epochs alone, or 5 minutes and more: unet3d)
+    assert choose_arch([(20, 64, 64)], minutes=4.9) == "unet" and choose_arch([(20, 64, 64)], minutes=5) == "unet3d"
+    image, truth = make_phantom((16, 32, 32), seed=2, artefacts=False)
+    sparse = np.zeros_like(truth)
+    sparse[[4, 11]] = truth[[4, 11]]
+    kw = dict(epochs=1, steps_per_epoch=1, patch=32, device="cpu")
+    m = train(image, sparse, size="tiny", **kw)
+    assert (m.info.arch, m.info.context, m.info.train["batch"]) == ("unet3d", 15, 4)
+    assert train(image, sparse, size="tiny", batch=2, **kw).info.arch == "unet3d"
+    m2 = train(image[:, 0], sparse[:, 0], size="tiny", **kw)  # a 2D image
+    assert (m2.info.arch, m2.info.context) == ("unet", 3)
+    thin = train(image[:8], sparse[:8], size="tiny", **kw)
+    assert (thin.info.arch, thin.info.context, thin.info.train["batch"]) == ("unet", 3, 8)
+    assert train(image, sparse, size="tiny", context=3, **kw).info.arch == "unet"
+    assert train(image, sparse, size="tiny", minutes=1, **kw).info.arch == "unet"  # epochs and a short budget
+    assert train(image, sparse, init=thin, **kw).info.arch == "unet"  # fine-tuning keeps the model's
+    # no size: each architecture's default (medium for unet, small for unet3d)
+    assert train(image[:8], sparse[:8], batch=1, **kw).info.size == "medium"
+    assert train(image, sparse, batch=1, **kw).info.size == "small"
+    # the CLI's default is the same choice
+    np.save(tmp_path / "img.npy", image)
+    np.save(tmp_path / "lab.npy", sparse)
+    args = ["train", "--image", str(tmp_path / "img.npy"), "--labels", str(tmp_path / "lab.npy"), "--size", "tiny"]
+    args += ["--epochs", "1", "--steps", "1", "--patch", "32", "--device", "cpu", "--out", str(tmp_path / "m")]
+    assert main(args) == 0
+    from napari_xrayseg.core.models import read_model_info
+
+    assert read_model_info(tmp_path / "m.safetensors").arch == "unet3d"

@@ -111,3 +111,32 @@ def test_train_widget_arch_and_mode_reach_train(make_napari_viewer, qtbot, tmp_p
     assert w._context.value == 15 and w._size.value == "small" and w._batch.value == 4
     w._arch.value = "unet"  # back to the default architecture: its default size, context and batch
     assert w._size.value == "medium" and w._context.value == 3 and w._batch.value == 8
+
+
+def test_train_widget_architecture_follows_the_image_until_the_user_picks_one(make_napari_viewer):
+    """As train(arch="auto"): unet3d (with its size, context and batch) for a volume at least 15
+    slices deep, unet for thinner ones and 2D images; once the user picks one, it stays."""
+    viewer = make_napari_viewer()
+    thin = viewer.add_image(np.zeros((6, 32, 32), np.float32), name="thin")
+    viewer.add_labels(np.zeros((6, 32, 32), np.uint8), name="painted")
+    w = TrainWidget(viewer)
+    w._image.value = thin
+    assert (w._arch.value, w._size.value, w._context.value, w._batch.value) == ("unet", "medium", 3, 8)
+    deep = viewer.add_image(np.zeros((20, 32, 32), np.float32), name="deep")
+    flat = viewer.add_image(np.zeros((32, 32), np.float32), name="flat")
+    w._image.value = deep
+    assert (w._arch.value, w._size.value, w._context.value, w._batch.value) == ("unet3d", "small", 15, 4)
+    w._axis.value = 1  # 32 slices along Y: still deep enough
+    assert w._arch.value == "unet3d"
+    w._minutes.value = 2  # a short budget: the 2.5D net's faster epochs win
+    assert w._arch.value == "unet"
+    w._minutes.value = 10
+    assert w._arch.value == "unet3d"
+    w._image.value = flat
+    assert w._arch.value == "unet"
+    w._image.value = deep
+    assert w._arch.value == "unet3d"
+    w._arch.value = "unet"  # the user's pick
+    w._image.value = thin
+    w._image.value = deep
+    assert w._arch.value == "unet" and w._context.value == 3

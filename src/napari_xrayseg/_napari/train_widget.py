@@ -4,7 +4,7 @@ Console equivalent::
 
     from napari_xrayseg import train, segment
     model = train(viewer.layers["image"].data, viewer.layers["labels"].data, axis=0, minutes=5,
-                  arch="unet", size="medium", mode="supervised", out="model.safetensors")
+                  arch="auto", mode="supervised", out="model.safetensors")
     viewer.add_labels(segment(viewer.layers["image"].data, model), name="image labels")
 
 Several pairs ("Add pair", then train) and independent 2D images::
@@ -37,7 +37,16 @@ from ..core.config import SegmentConfig, TrainConfig
 from ..core.device import available_devices
 from ..core.errors import InputError, XraysegError
 from ..core.inference import iter_segment
-from ..core.models import MAX_CONTEXT, Model, architectures, default_batch, default_context, default_size, save_model
+from ..core.models import (
+    MAX_CONTEXT,
+    Model,
+    architectures,
+    choose_arch,
+    default_batch,
+    default_context,
+    default_size,
+    save_model,
+)
 from ..core.progress import Progress
 from ..core.training import MODES, iter_train
 from ._jobs import JobRunner, JobWidget
@@ -115,11 +124,14 @@ class TrainWidget(JobWidget):
         self._arch = ComboBox(
             label="Architecture",
             choices=sorted(architectures()),
-            value=_T.arch,
-            tooltip="unet: a 2.5D U-Net (fast); unet3d: a 3D U-Net over 15 slices, which places interfaces "
-            "better on noisy scans (docs/train.md) but segments about 3x slower on CPU",
+            value="unet",
+            tooltip="chosen for the image until you pick one (as train(arch='auto')): unet3d, a 3D U-Net "
+            "over 15 slices that places interfaces better (docs/train.md), for volumes at least 15 slices "
+            "deep and a time budget of at least 5 minutes; unet, a 2.5D U-Net with 3x faster epochs, "
+            "for 2D images, thin volumes and shorter budgets",
         )
-        self._size = ComboBox(label="Size", choices=list(architectures()[_T.arch]), value=_T.size)
+        self._arch_picked = False  # True once the user picks an architecture: the image no longer decides
+        self._size = ComboBox(label="Size", choices=list(architectures()["unet"]), value=_T.size)
         self._mode = ComboBox(
             label="Mode",
             choices=list(MODES),
@@ -130,7 +142,7 @@ class TrainWidget(JobWidget):
         self._minutes = FloatSpinBox(label="Time budget (min)", min=0.1, max=24 * 60, step=0.5, value=5.0)
         # 0 = no cap: the whole time budget is used (as `xrayseg train --minutes` without --epochs)
         self._epochs = SpinBox(label="Max epochs (0 = no cap)", min=0, max=100_000, value=0)
-        self._batch = SpinBox(label="Batch", min=1, max=512, value=default_batch(_T.arch))
+        self._batch = SpinBox(label="Batch", min=1, max=512, value=default_batch("unet"))
         self._patch = SpinBox(label="Patch size", min=16, max=1024, step=16, value=_T.patch)
         self._lr = FloatSpinBox(label="Learning rate", min=1e-6, max=1.0, step=1e-4, value=_T.lr)
         self._context = SpinBox(
@@ -176,6 +188,11 @@ class TrainWidget(JobWidget):
         self._run = PushButton(text="Train")
         self.runner = JobRunner(self._run, "Train")
         self._arch.changed.connect(self._on_arch)
+        self._image.changed.connect(self._on_image)
+        self._axis.changed.connect(lambda _: self._on_image(self._image.value))
+        self._channel_axis.changed.connect(lambda _: self._on_image(self._image.value))
+        self._two_d.changed.connect(lambda _: self._on_image(self._image.value))
+        self._minutes.changed.connect(lambda _: self._on_image(self._image.value))
         self._run.changed.connect(self._on_run)
         self._add_pair.changed.connect(self._on_add_pair)
         self._clear_pairs.changed.connect(self._on_clear_pairs)
@@ -210,11 +227,36 @@ class TrainWidget(JobWidget):
             ]
         )
         self._follow_layers(viewer)
+        self._on_image(self._image.value)
+
+    def _on_image(self, layer: Any) -> None:
+        """Until the user picks an architecture, the one ``train(arch="auto")`` would choose for this image."""
+        if self._arch_picked or layer is None:
+            return
+        data = getattr(layer, "data", None)
+        shape = tuple(getattr(data, "shape", ()))
+        channels = str(self._channel_axis.value) != "none" or bool(getattr(layer, "rgb", False))
+        axis = int(self._axis.value) if len(shape) == 3 else 0
+        arch = choose_arch(
+            [shape],
+            axis=axis,
+            channel_axis=0 if channels else None,
+            two_d=self._two_d.value or None,
+            minutes=float(self._minutes.value),
+        )
+        if arch != self._arch.value:
+            self._choosing = True
+            try:
+                self._arch.value = arch
+            finally:
+                self._choosing = False
 
     def _on_arch(self, arch: str) -> None:
         """Offer the sizes of the chosen architecture, starting at its default (and its context and batch)."""
+        if not getattr(self, "_choosing", False):
+            self._arch_picked = True  # the user's choice: changing the image no longer changes it
         self._size.choices = list(architectures()[arch])
-        self._size.value = _T.size if arch == _T.arch else default_size(arch)
+        self._size.value = _T.size if arch == "unet" else default_size(arch)
         self._context.value = default_context(arch)
         self._batch.value = default_batch(arch)
 

@@ -132,12 +132,14 @@ class TrainConfig:
     axis : int
         Slicing axis; every slice along it that holds annotations is used.
     arch : str
-        Architecture name from :func:`napari_xrayseg.core.models.architectures`:
-        ``"unet"``, ``"basicunet"``, ``"attentionunet"`` or ``"segresnet"``
-        (docs/architectures.md compares them).
+        Architecture name from :func:`napari_xrayseg.core.models.architectures`
+        (``"unet"``, ``"unet3d"``, ``"basicunet"``, ``"attentionunet"``, ``"segresnet"``;
+        docs/architectures.md compares them), or ``"auto"``: ``unet3d`` for single-channel
+        volumes at least 15 slices deep, else ``unet``
+        (:func:`napari_xrayseg.core.models.choose_arch`).
     size : str
         Architecture size preset (``"tiny"``, ``"small"``, ``"medium"``, ``"large"``);
-        used for ``arch="unet"``, other architectures default to their own preset.
+        used for ``unet``, other architectures (``unet3d`` too) default to their own preset.
     mode : str
         ``"supervised"`` (the masked segmentation loss alone) or ``"pix2pix"``
         (conditional GAN: the network is the generator, a PatchGAN discriminator
@@ -197,7 +199,7 @@ class TrainConfig:
     """
 
     axis: int = 0
-    arch: str = "unet"
+    arch: str = "auto"
     size: str = "medium"
     mode: str = "supervised"
     pixel_weight: float = 100.0

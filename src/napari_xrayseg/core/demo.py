@@ -89,6 +89,7 @@ def run_demo(
     model = train(
         image,
         ann,
+        arch="unet",  # the quick tour: the 2.5D net (2 minutes; unet3d wants more time on 2 cores)
         size=size,
         minutes=minutes,
         epochs=1000,

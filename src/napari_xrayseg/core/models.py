@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -444,6 +445,52 @@ def architectures() -> dict[str, tuple[str, ...]]:
     ['attentionunet', 'basicunet', 'segresnet', 'unet', 'unet3d']
     """
     return {a.name: a.sizes for a in _ARCHS.values()}
+
+
+#: ``train(arch=AUTO_ARCH)``: the architecture is chosen from the data (:func:`choose_arch`).
+AUTO_ARCH = "auto"
+#: The shortest time budget (minutes) for which ``"auto"`` picks ``unet3d``: its epochs cost 3x the
+#: 2.5D net's, so short budgets favour the 2.5D net (built-in sample, 48x192x192, 2 CPU cores:
+#: 2 minutes 0.951 against 0.956, 5 minutes 0.957 against 0.958; 10 minutes on the hard preset
+#: 0.907 against 0.901, 40 epochs on the built-in sample's settings 0.960 against 0.958).
+AUTO_3D_MINUTES = 5.0
+
+
+def choose_arch(
+    shapes: Sequence[tuple[int, ...]],
+    *,
+    axis: int = 0,
+    axes: Any = None,
+    channel_axis: int | None = None,
+    context: int | None = None,
+    two_d: bool | None = None,
+    mode: str = "supervised",
+    minutes: float | None = None,
+) -> str:
+    """The architecture ``train(arch="auto")`` trains on images of ``shapes``: ``unet3d`` or ``unet``.
+
+    ``unet3d`` (interfaces placed with 3D evidence: the more accurate network on every
+    benchmark preset given the time, docs/accuracy.md) for single-channel volumes with at
+    least its 15 context slices along the training axis, trained along one axis with the
+    supervised loss, with an epoch budget or at least :data:`AUTO_3D_MINUTES` minutes; else
+    the 2.5D ``unet``: 2D images, stacks of independent 2D images, channels, several axes,
+    pix2pix, thin volumes, a context given below 15, or a shorter time budget (its epochs
+    cost a third of the 3D net's).
+
+    Examples
+    --------
+    >>> choose_arch([(48, 160, 160)]), choose_arch([(512, 512)]), choose_arch([(8, 256, 256)])
+    ('unet3d', 'unet', 'unet')
+    >>> choose_arch([(48, 160, 160)], context=3), choose_arch([(48, 160, 160)], axes="zyx")
+    ('unet', 'unet')
+    >>> choose_arch([(48, 160, 160)], minutes=10), choose_arch([(48, 160, 160)], minutes=2)
+    ('unet3d', 'unet')
+    """
+    k = default_context("unet3d")
+    three_d = bool(shapes) and all(len(sh) == 3 and -3 <= axis < 3 and sh[axis] >= k for sh in shapes)
+    simple = channel_axis is None and axes is None and not two_d and mode == "supervised"
+    time = minutes is None or minutes >= AUTO_3D_MINUTES
+    return "unet3d" if three_d and simple and time and (context is None or context >= k) else "unet"
 
 
 def default_size(arch: str) -> str:

@@ -170,6 +170,7 @@ def iter_study(
                 model = train(
                     image,
                     ann,
+                    arch="unet",  # the study measures the 2.5D network of its size
                     size=size,
                     context=context,
                     minutes=minutes,
@@ -484,7 +485,7 @@ def iter_loop_study(
         ann0 = np.zeros_like(truth)
         ann0[start] = truth[start]
         t0 = time.perf_counter()
-        first = train(image, ann0, size=size, context=context, epochs=epochs, seed=1000 * rep, **common)
+        first = train(image, ann0, arch="unet", size=size, context=context, epochs=epochs, seed=1000 * rep, **common)
         t_first = time.perf_counter() - t0
         d0, per0 = score(first)
         for strategy in strategies:

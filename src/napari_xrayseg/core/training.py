@@ -704,7 +704,7 @@ def _start_model(
     dropout: float | None = None,
 ) -> Model:
     if init is None:
-        size = size or (_D.size if arch == _D.arch else None)
+        size = size or (_D.size if arch == "unet" else None)  # others: their own default preset
         return init_model(
             arch,
             size=size,
@@ -815,6 +815,35 @@ def _resolve_context(context: int | None, init: ModelInfo | None, arch: str = _D
     return context
 
 
+def _shapes(image: Any) -> list[tuple[int, ...]]:
+    """The shape of each image given (one image, or a list of them); [] when one has none."""
+    several = isinstance(image, (list, tuple)) and len(image) > 0 and all(hasattr(i, "shape") for i in image)
+    shapes = [getattr(im, "shape", None) for im in (image if several else [image])]
+    return [] if any(sh is None for sh in shapes) else [tuple(int(v) for v in sh) for sh in shapes]  # type: ignore[union-attr]
+
+
+def _resolve_arch(kw: dict[str, Any], init: ModelInfo | None) -> str:
+    """The architecture to train: the starting model's when fine-tuning, ``"auto"`` chosen from the data."""
+    from .models import AUTO_ARCH, choose_arch
+
+    if init is not None:
+        return init.arch
+    if kw["arch"] != AUTO_ARCH:
+        return kw["arch"]
+    arch = choose_arch(
+        kw["shapes"],
+        axis=kw["axis"] if isinstance(kw["axis"], int) else 0,
+        axes=kw["axes"],
+        channel_axis=kw["channel_axis"],
+        context=kw["context"],
+        two_d=kw["two_d"],
+        mode=kw["mode"],
+        minutes=kw["minutes"] if isinstance(kw["minutes"], (int, float)) else None,
+    )
+    log.info("arch='auto': training %s", arch)
+    return arch
+
+
 def _resolve_batch(batch: int | None, init: ModelInfo | None, arch: str = _D.arch) -> int:
     """The batch given, else the default of the architecture trained (the ``init`` model's when fine-tuning)."""
     if batch is None:
@@ -831,6 +860,8 @@ def _settings(kw: dict[str, Any]) -> dict[str, Any]:
     s["epochs"] = None if kw["epochs"] is None else _check_positive_int("epochs", kw["epochs"])
     s["steps_per_epoch"] = _check_positive_int("steps_per_epoch", kw["steps_per_epoch"])
     init_info = _init_info(kw["init"])  # the starting model's sidecar, read once
+    s["arch"] = _resolve_arch(kw, init_info)
+    kw = {**kw, "arch": s["arch"]}
     s["batch"] = _resolve_batch(kw["batch"], init_info, kw["arch"])
     s["patch"] = _check_positive_int("patch", kw["patch"], 8)
     if kw["minutes"] is not None:
@@ -1514,6 +1545,7 @@ def iter_train(
     """
     s = _settings(
         {
+            "shapes": _shapes(image),
             "axis": axis,
             "arch": arch,
             "size": size,
@@ -1646,7 +1678,12 @@ def train(
     axis : int
         Slicing axis: every slice along it that holds annotations is used.
     arch : str
-        Architecture (see :func:`~napari_xrayseg.core.models.architectures`).
+        Architecture (see :func:`~napari_xrayseg.core.models.architectures`), or ``"auto"``
+        (the default): ``unet3d`` for single-channel volumes with at least 15 slices along
+        ``axis`` given epochs or at least 5 minutes (the more accurate network on every
+        benchmark preset given the time, docs/accuracy.md), else the 2.5D ``unet``
+        (:func:`~napari_xrayseg.core.models.choose_arch`). A fine-tuned model (``init``)
+        keeps its own.
     size : str, optional
         Architecture size preset (``"tiny"``, ``"small"``, ...); default ``TrainConfig.size``.
     epochs : int, optional
