@@ -451,8 +451,8 @@ def architectures() -> dict[str, tuple[str, ...]]:
 AUTO_ARCH = "auto"
 #: The shortest time budget (minutes) for which ``"auto"`` picks ``unet3d``: its epochs cost 3x the
 #: 2.5D net's, so short budgets favour the 2.5D net (built-in sample, 48x192x192, 2 CPU cores:
-#: 2 minutes 0.951 against 0.956, 5 minutes 0.957 against 0.958; 10 minutes on the hard preset
-#: 0.907 against 0.901, 40 epochs on the built-in sample's settings 0.960 against 0.958).
+#: 2 minutes 0.951 against 0.956, 5 minutes 0.957 against 0.958; hard preset: 5 minutes 0.906
+#: against 0.902, 10 minutes 0.907 against 0.901; 40 epochs, built-in sample: 0.960 against 0.958).
 AUTO_3D_MINUTES = 5.0
 
 
