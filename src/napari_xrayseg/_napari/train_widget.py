@@ -131,6 +131,7 @@ class TrainWidget(JobWidget):
             "for 2D images, thin volumes and shorter budgets",
         )
         self._arch_picked = False  # True once the user picks an architecture: the image no longer decides
+        self._choosing = False  # True while _on_image sets the architecture (not the user's pick)
         self._size = ComboBox(label="Size", choices=list(architectures()["unet"]), value=_T.size)
         self._mode = ComboBox(
             label="Mode",
@@ -253,7 +254,7 @@ class TrainWidget(JobWidget):
 
     def _on_arch(self, arch: str) -> None:
         """Offer the sizes of the chosen architecture, starting at its default (and its context and batch)."""
-        if not getattr(self, "_choosing", False):
+        if not self._choosing:
             self._arch_picked = True  # the user's choice: changing the image no longer changes it
         self._size.choices = list(architectures()[arch])
         self._size.value = _T.size if arch == "unet" else default_size(arch)

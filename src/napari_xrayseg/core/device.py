@@ -154,8 +154,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 CPU_MEMORY_BUDGET = 768 * 2**20
 #: The same for a 3D network on CPU (``unet3d``): there larger windows pay, because each window
 #: recomputes its overlap and its context slices. 512² slices in slabs of 32 run whole in 1.5 GiB
-#: at 2.2 Mvox/s, against 1.1 Mvox/s in the parts that 768 MiB allows and 0.86 Mvox/s in 256²
-#: windows (2 cores, fp32, ``benchmarks/volume_windows.py``), for about 1.4 GB of peak RSS.
+#: at 5.9 Mvox/s, against 3.3 Mvox/s in the parts that 768 MiB allows and 2.6 Mvox/s in 256²
+#: windows (2 cores, fp32, ``benchmarks/volume_windows.py``), for 1.28 GiB of peak RSS.
 CPU_VOLUME_BUDGET = 1536 * 2**20
 
 

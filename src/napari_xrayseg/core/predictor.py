@@ -103,26 +103,32 @@ def receptive_field(info: ModelInfo | Model) -> int:
     return _receptive_field(_arch_key(info))
 
 
-@functools.lru_cache(maxsize=32)
-def _bytes_per_pixel(key: str) -> float:
-    arch, params, st, k = json.loads(key)
-    net, side = _probe_network(arch, params), 8 * st
-    total = 0
+def _each_layer_output(net: torch.nn.Module, run: Any, seen: Any) -> None:
+    """Call ``run()`` in inference mode with ``seen(t)`` called on every tensor a leaf module outputs."""
 
     def hook(_m: Any, _i: Any, out: Any) -> None:
-        nonlocal total
         for t in out if isinstance(out, (tuple, list)) else (out,):
             if isinstance(t, torch.Tensor):
-                total += t.numel() * t.element_size()
+                seen(t)
 
     hooks = [m.register_forward_hook(hook) for m in net.modules() if not list(m.children())]
     try:
         with torch.inference_mode():
-            net(torch.zeros(1, k, side, side))
+            run()
     finally:
         for h in hooks:
             h.remove()
-    return (total + 4 * k * side * side) / (side * side)
+
+
+@functools.lru_cache(maxsize=32)
+def _bytes_per_pixel(key: str) -> float:
+    arch, params, st, k = json.loads(key)
+    net, side = _probe_network(arch, params), 8 * st
+    sizes: list[int] = []
+    _each_layer_output(
+        net, lambda: net(torch.zeros(1, k, side, side)), lambda t: sizes.append(t.numel() * t.element_size())
+    )
+    return (sum(sizes) + 4 * k * side * side) / (side * side)
 
 
 #: Peak memory of a 3D network's forward pass over the peak of its live layer outputs: measured
@@ -138,31 +144,24 @@ def _volume_bytes(key: str) -> float:
 
     arch, params, st, _k = json.loads(key)
     net = _probe_network(arch, params)
-    live: dict[int, int] = {}
+    live: dict[int, int] = {}  # storage address -> bytes, while the tensor lives
     cur = peak = 0
 
     def drop(ptr: int) -> None:
         nonlocal cur
         cur -= live.pop(ptr, 0)
 
-    def hook(_m: Any, _i: Any, out: Any) -> None:
+    def seen(t: torch.Tensor) -> None:
         nonlocal cur, peak
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in live:
-                ptr = t.untyped_storage().data_ptr()
-                live[ptr] = t.untyped_storage().nbytes()
-                cur += live[ptr]
-                peak = max(peak, cur)
-                weakref.finalize(t, drop, ptr)
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in live:  # in-place layers and views return storage already counted
+            live[ptr] = t.untyped_storage().nbytes()
+            cur += live[ptr]
+            peak = max(peak, cur)
+            weakref.finalize(t, drop, ptr)
 
     x = torch.zeros(1, 1, 2 * int(getattr(net, "zstride", st)), 4 * st, 4 * st)
-    hooks = [m.register_forward_hook(hook) for m in net.modules() if not list(m.children())]
-    try:
-        with torch.inference_mode():
-            net.forward_volume(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    _each_layer_output(net, lambda: net.forward_volume(x), seen)
     return _VOLUME_OVERHEAD * (peak + 4 * x.numel()) / x.numel()
 
 
