@@ -5,8 +5,12 @@ neighbours (sliding-window overlap in the plane) and the context slices around t
 it keeps (the halo along the slicing axis). ``tile="auto"`` picks the layout that puts the
 fewest voxels through the network within the memory budget (``SlicePredictor.volume_layout``).
 This script segments one volume with each layout, each in a fresh process (so that peak RSS
-is the layout's), and prints Mvox/s, peak RSS and the share of voxels whose label differs
-from the default layout's (and mean Dice against the truth, with ``--preset``):
+is the layout's), and prints Mvox/s, peak RSS, the useful GFLOP/s (voxels kept per second x
+the network's FLOPs per voxel, counted by ``torch.utils.flop_counter``) as a share of the
+machine's limit measured in the same run (a channels_last 64->64 3x3 convolution,
+``benchmarks/throughput.py``; before and after the layouts, the mean counts), and the share of
+voxels whose label differs from the default layout's (and mean Dice against the truth, with
+``--model`` and ``--preset``):
 
 * ``windows-256``: 256² windows with 25 % overlap over whole slabs (what ``tile="auto"`` did
   before; the same as ``tile=256``);
@@ -32,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 LAYOUTS = ("windows-256", "auto-768MiB", "auto", "2.5D")
 
@@ -62,7 +67,21 @@ def one(a: argparse.Namespace) -> None:
     np.save(a.out, labels)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"layout": a.layout, "seconds": dt, "mvox_s": image.size / dt / 1e6, "rss": rss,
-                      "threads": torch.get_num_threads()}))  # fmt: skip
+                      "flops_per_voxel": _flops_per_voxel(model), "threads": torch.get_num_threads()}))  # fmt: skip
+
+
+def _flops_per_voxel(model: Any) -> float:
+    """FLOPs (a multiply-add is 2) per output voxel: a 3D net's volume pass, a 2D net's slice pass."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = model.network.eval()
+    k = model.info.in_channels
+    volumetric = bool(getattr(net, "volumetric", False))
+    x = torch.zeros((1, 1, 16, 64, 64) if volumetric else (1, k, 64, 64))
+    with FlopCounterMode(display=False) as fc, torch.inference_mode():
+        net.forward_volume(x) if volumetric else net(x)
+    return fc.get_total_flops() / (x.numel() if volumetric else x[0, 0].numel())
 
 
 def main() -> None:
@@ -83,8 +102,9 @@ def main() -> None:
 
     print("# python benchmarks/volume_windows.py " + shlex.join(sys.argv[1:]))
     print(f"# {platform.machine()}, {os.cpu_count()} cores, volume {'x'.join(map(str, a.shape))}, fp32 on CPU")
-    print("| layout | Mvox/s | seconds | peak RSS | labels differing from `auto` | mean Dice |")
-    print("|---|---:|---:|---:|---:|---:|")
+    from throughput import conv_limit
+
+    limits = [conv_limit("cpu")["channels_last"]]
     truth = None
     if a.preset:
         from napari_xrayseg import make_phantom
@@ -102,6 +122,12 @@ def main() -> None:
             cmd += ["--model", a.model] if a.model else []
             res = subprocess.run(cmd, capture_output=True, text=True, check=True)
             rows.append((json.loads(res.stdout.strip().splitlines()[-1]), out))
+        limits.append(conv_limit("cpu")["channels_last"])
+        limit = sum(limits) / len(limits)
+        print(f"# limit: channels_last 3x3 conv 64->64, {limits[0]:.0f} / {limits[1]:.0f} GFLOP/s before / after")
+        print("| layout | Mvox/s | seconds | peak RSS | useful GFLOP/s | of the limit | labels differing from `auto` "
+              "| mean Dice |")  # fmt: skip
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         ref = np.load(next(o for r, o in rows if r["layout"] == "auto")) if "auto" in a.layouts else None
         for r, out in rows:
             lab = np.load(out)
@@ -111,9 +137,10 @@ def main() -> None:
                 from napari_xrayseg import evaluate
 
                 dice = f"{evaluate(lab, truth).mean_dice:.4f}"
+            useful = r["mvox_s"] * r["flops_per_voxel"] / 1e3
             print(
                 f"| {r['layout']} | {r['mvox_s']:.2f} | {r['seconds']:.1f} | {r['rss'] / 2**30:.2f} GiB "
-                f"| {diff} | {dice} |",
+                f"| {useful:.0f} | {100 * useful / limit:.0f} % | {diff} | {dice} |",
                 flush=True,
             )
 
