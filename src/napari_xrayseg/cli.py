@@ -315,6 +315,7 @@ def _cmd_suggest(a: argparse.Namespace) -> int:
         axis=a.axis,
         count=a.count,
         measure=a.measure,
+        novelty=a.novelty,
         max_slices=a.max_slices or None,
         device=a.device,
         progress=_ProgressPrinter("suggest"),
@@ -1025,6 +1026,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["orthoplane", "flips", "entropy", "maxprob"],
         help="slice score: share of pixels classed differently along the other two axes (orthoplane, "
         "default), or under flips; or the mean normalised entropy, or 1 - winning probability",
+    )
+    p.add_argument(
+        "--no-novelty",
+        dest="novelty",
+        action="store_false",
+        help="rank by the model's score alone; by default a slice whose grey levels no mix of the annotated "
+        "slices' shows has its score multiplied by how new they are",
     )
     p.add_argument(
         "--max-slices",

@@ -33,6 +33,9 @@ def test_suggest_prints_indices_best_first_never_annotated(files, capsys):
     got = [int(x) for x in lines]
     assert sorted(got) == [0, 1, 3, 4, 5, 7, 8, 9]  # every slice but the annotated 2 and 6
     assert got == suggest_slices(image, model, ann, count=8, device="cpu")  # the API's order
+    assert main([*argv, "--labels", str(d / "ann.npy"), "--count", "8", "--no-novelty"]) == 0
+    got = [int(x) for x in capsys.readouterr().out.split()]
+    assert got == suggest_slices(image, model, ann, count=8, device="cpu", novelty=False)
     assert main([*argv, "--axis", "2", "--count", "3"]) == 0
     got = [int(x) for x in capsys.readouterr().out.split()]
     assert len(got) == 3 and all(0 <= i < 48 for i in got)

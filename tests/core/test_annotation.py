@@ -140,7 +140,9 @@ def test_orthoplane_score_is_the_share_of_pixels_the_other_axes_class_differentl
         assert r.uncertainty[i] == pytest.approx(want, abs=1e-12)
     # the default is that score, with the first pick the best-scoring slice when spreading is off
     z = rank_slices(image, model, ann, count=1, spread=1e-6, device="cpu")
-    assert z.suggested == [int(np.nanargmax(z.uncertainty))]
+    assert z.suggested == [int(np.nanargmax(z.score))]
+    plain = rank_slices(image, model, ann, count=1, spread=1e-6, device="cpu", novelty=False)
+    assert plain.novelty is None and plain.suggested == [int(np.nanargmax(plain.uncertainty))]
 
 
 @pytest.mark.parametrize("axis", [0, 2])
@@ -185,6 +187,31 @@ def test_flips_score_and_the_2d_fallback(trained, sample):
     flat = rank_slices(image[3], model, device="cpu")  # a 2D image has no other axes: flips
     one = rank_slices(image[3:4], model, measure="flips", device="cpu")  # the same slice, no context around it
     assert flat.measure == "flips" and flat.uncertainty[0] == one.uncertainty[0]
+
+
+def test_novelty_boosts_slices_whose_grey_levels_no_annotated_slice_shows(trained, sample):
+    from napari_xrayseg.core.annotation import NOVELTY_FLOOR, hull_distance, novelty_boost
+
+    model, ann = trained  # slices 1 and 5 annotated
+    image, _ = sample
+    img = image.copy()
+    img[3] = 0.4 * image[3] + 0.6 * float(np.median(image))  # a band of other contrast (e.g. resin-filled pores)
+    r = rank_slices(img, model, ann, count=1, max_side=None, device="cpu")
+    free = [0, 2, 3, 4, 6, 7]
+    assert np.isnan(r.novelty[[1, 5]]).all() and np.isfinite(r.novelty[free]).all()
+    assert np.median(r.novelty[free]) == pytest.approx(1.0)  # relative to the median scored slice
+    assert r.novelty[3] > 3 * max(r.novelty[[0, 2, 4, 6, 7]])  # the new grey levels stand out
+    np.testing.assert_allclose(r.score[free], r.uncertainty[free] * np.maximum(1, r.novelty[free] / NOVELTY_FLOOR))
+    assert r.suggested == [3]
+    plain = rank_slices(img, model, ann, count=1, max_side=None, device="cpu", novelty=False)
+    assert plain.novelty is None and np.array_equal(plain.score, plain.uncertainty, equal_nan=True)
+    np.testing.assert_array_equal(plain.uncertainty, r.uncertainty)  # the model's score is unchanged
+    assert rank_slices(img, model, None, device="cpu").novelty is None  # nothing annotated: nothing to compare
+    # a mix of annotated slices' grey levels is not new: the distance is to their convex hull
+    a, b = np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0])
+    np.testing.assert_allclose(hull_distance(np.stack([(a + b) / 2, a]), np.stack([a, b])), 0, atol=1e-9)
+    assert hull_distance(np.array([[0.0, 1.0, 0.0]]), np.stack([a, b]))[0] == pytest.approx(np.sqrt(1.5), rel=1e-5)
+    np.testing.assert_array_equal(novelty_boost(np.array([0.2, 3.0])), [1.0, 2.0])
 
 
 def test_suggest_never_returns_annotated_slices_along_any_axis(trained, sample):

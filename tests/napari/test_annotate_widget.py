@@ -74,6 +74,9 @@ def test_annotate_loop_end_to_end(make_napari_viewer, qtbot, trained, tmp_path):
     r = w.ranking
     assert len(r.suggested) == 3 and not {1, 5} & set(r.suggested)
     assert len(w.plot.ax.lines) >= 4  # uncertainty curve, annotated slices, suggestions
+    # the curve is what the slices are ranked by: the model's disagreement times the novelty boost
+    np.testing.assert_array_equal(w.plot.ax.lines[0].get_ydata(), r.score)
+    assert r.novelty is not None and "novelty" in w.plot.ax.get_ylabel()
     w._go.clicked.emit()
     assert viewer.dims.current_step[0] == r.suggested[0]
     qtbot.waitUntil(lambda: _preview_shows(w, viewer, r.suggested[0]), timeout=60_000)

@@ -69,13 +69,16 @@ class UncertaintyPlot(Container):
         ax = self.ax
         ax.clear()
         ax.set_xlabel("slice")
-        ax.set_ylabel(SCORE_AXIS.get(ranking.measure, "uncertainty") if ranking is not None else "score")
+        label = SCORE_AXIS.get(ranking.measure, "uncertainty") if ranking is not None else "score"
+        if ranking is not None and ranking.novelty is not None:
+            label += " x novelty"
+        ax.set_ylabel(label)
         if ranking is None:
             ax.text(
                 0.5, 0.5, "Suggest slices to rank them", ha="center", va="center", transform=ax.transAxes, color="gray"
             )
         else:
-            u = ranking.uncertainty
+            u = ranking.score  # what the slices are ranked by
             x = np.arange(len(u))
             ax.plot(x, u, color="tab:blue", marker=".", markersize=3, linewidth=1, label="model score")
             for j, a in enumerate(ranking.annotated):

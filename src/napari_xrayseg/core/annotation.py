@@ -7,8 +7,9 @@ After a first training the user improves the model in rounds:
 2. **suggest** (:func:`suggest_slices`, :func:`rank_slices`): the slices not yet annotated,
    ranked by where the model contradicts itself (the share of a slice's pixels classed
    differently when seen along the other two axes; or under flips, or the entropy of the
-   class probabilities), picked greedily with a penalty on slices close to annotated or
-   already picked ones, so suggestions spread out;
+   class probabilities), times a boost for slices whose grey levels no mix of annotated
+   slices shows, picked greedily with a penalty on slices close to annotated or already
+   picked ones, so suggestions spread out;
 3. **correct**: the user copies the prediction of a suggested slice into the annotations
    and paints only the mistakes (a widget action: no core code needed);
 4. **continue training** (:func:`continue_training`): warm start from the current model
@@ -61,6 +62,13 @@ MEASURES = ("orthoplane", "flips", *UNCERTAINTIES)  # slice scores for suggest_s
 ORTHO_LINES = 16  # orthoplane score: at least this many lines across each slice, per in-plane direction
 ORTHO_WORK = 4  # ... and more while the check costs at most this many times the slice pass
 ORTHO_BAND = 32  # ... read along the other axes within this many slices either side of the scored ones
+# novelty boost: a slice whose grey-level histogram lies farther than NOVELTY_FLOOR times the typical
+# scored slice's from the mixtures of the annotated slices' histograms has its score multiplied by
+# the excess (docs/annotate.md: where a model is consistently wrong its views agree, but its grey
+# levels are new)
+NOVELTY_FLOOR = 1.5
+NOVELTY_BINS = 32  # histogram of normalised grey levels in [-0.25, 1.25] (0 and 1: the model's bounds)
+NOVELTY_REFERENCES = 64  # at most this many annotated slices (evenly spaced) describe what is annotated
 
 
 # --------------------------------------------------------------------------- inputs
@@ -356,6 +364,10 @@ class SliceRanking:
     measure : str
         The score: ``"orthoplane"``, ``"flips"``, ``"entropy"`` or ``"maxprob"`` (see
         :func:`suggest_slices`).
+    novelty : numpy.ndarray of float or None
+        How far each scored slice's grey levels lie from every mixture of the annotated
+        slices' grey levels, relative to the median scored slice (1: typical; NaN where
+        not scored); None when not computed (no annotations, or ``novelty=False``).
     spread : float
         Distance (in slices) of the spreading penalty: a candidate ``d`` slices from an
         annotated or already suggested slice (or from just outside the volume) has its
@@ -368,6 +380,55 @@ class SliceRanking:
     axis: int = 0
     measure: str = "orthoplane"
     spread: float = 1.0
+    novelty: np.ndarray | None = None
+
+    @property
+    def score(self) -> np.ndarray:
+        """What the slices are ranked by: ``uncertainty`` times the novelty boost.
+
+        The boost is ``max(1, novelty / NOVELTY_FLOOR)``: 1 for slices whose grey levels
+        look like what is annotated, more for slices that look new.
+        """
+        if self.novelty is None:
+            return self.uncertainty
+        return self.uncertainty * novelty_boost(self.novelty)
+
+
+def novelty_boost(novelty: np.ndarray) -> np.ndarray:
+    """``max(1, novelty / NOVELTY_FLOOR)``, NaN kept.
+
+    >>> novelty_boost(np.array([0.5, 1.5, 4.5, np.nan]))
+    array([ 1.,  1.,  3., nan])
+    """
+    novelty = np.asarray(novelty, dtype=float)
+    return np.where(np.isnan(novelty), np.nan, np.maximum(1.0, novelty / NOVELTY_FLOOR))
+
+
+def _grey_histogram(x: np.ndarray) -> np.ndarray:
+    """Normalised histogram of a normalised slice's grey levels (NOVELTY_BINS bins over [-0.25, 1.25])."""
+    h, _ = np.histogram(np.clip(x, -0.25, 1.25), bins=NOVELTY_BINS, range=(-0.25, 1.25))
+    return h / max(1, h.sum())
+
+
+def hull_distance(points: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """Euclidean distance of each row of ``points`` to the convex hull of the rows of ``references``.
+
+    A slice whose histogram is a mix of annotated slices' histograms (e.g. between two
+    annotated regions, or half in each) lies in their hull: it is not new. Solved as
+    non-negative least squares with a heavily weighted sum-to-one row.
+
+    >>> hull_distance(np.array([[0.5, 0.5], [1.0, 1.0]]), np.array([[1.0, 0.0], [0.0, 1.0]])).round(3)
+    array([0.   , 0.707])
+    """
+    from scipy.optimize import nnls
+
+    ref = np.asarray(references, dtype=float)
+    a = np.vstack([ref.T, np.full(len(ref), 1e3)])
+    out = np.empty(len(points))
+    for i, p in enumerate(np.asarray(points, dtype=float)):
+        w, _ = nnls(a, np.concatenate([p, [1e3]]))
+        out[i] = float(np.linalg.norm(ref.T @ w - p))
+    return out
 
 
 def _uncertainty(p: np.ndarray, measure: str) -> np.ndarray:
@@ -462,6 +523,7 @@ def iter_rank_slices(
     batch: int = _S.batch,
     device: str = _S.device,
     precision: str = "fp32",
+    novelty: bool = True,
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, SliceRanking]:
     """Generator form of :func:`rank_slices`: yields a :class:`Progress` per batch of scored slices."""
@@ -492,6 +554,8 @@ def iter_rank_slices(
         spread = max(1.0, n / (2.0 * (len(annotated) + count + 1)))
     used = "flips" if measure == "orthoplane" and is2d else measure  # a 2D image has no other axes
     scores = np.full(n, np.nan)
+    hists: dict[int, np.ndarray] = {}
+    nov: np.ndarray | None = None
     if free:
         k = model.info.context
         norm = _norm(model, vol, None)
@@ -522,6 +586,9 @@ def iter_rank_slices(
             check(cancel)
             x = _read_inputs(vol, axis, run, k, norm, window)
             p = pred.probs(x)
+            if novelty and annotated:
+                for j, i in enumerate(run):
+                    hists[i] = _grey_histogram(x[j] if k == 1 else x[j, k // 2])
             if used in UNCERTAINTIES:
                 scores[run] = _uncertainty(p, used)
             elif used == "flips":
@@ -555,7 +622,10 @@ def iter_rank_slices(
                         yield step(f"orthoplane check {done - len(free)}/{jobs} along axis {d}")
             for i, (rows, cols) in seen.items():
                 scores[i] = differ[i] / (rows.size + cols.size)
-    picked = spread_pick(scores, annotated, int(count), float(spread), ends=n > 2)
+        if len(hists) >= 2:
+            nov = _novelty(vol, axis, annotated, hists, norm, window, n)
+    ranking = SliceRanking([], scores, annotated, axis, used, float(spread), nov)
+    picked = spread_pick(ranking.score, annotated, int(count), float(spread), ends=n > 2)
     log.info(
         "suggested slices %s along axis %d (%s, spread %.1f; %d annotated)",
         picked,
@@ -564,7 +634,30 @@ def iter_rank_slices(
         spread,
         len(annotated),
     )
-    return SliceRanking(picked, scores, annotated, axis, used, float(spread))
+    ranking.suggested = picked
+    return ranking
+
+
+def _novelty(
+    vol: Any,
+    axis: int,
+    annotated: Sequence[int],
+    hists: dict[int, np.ndarray],
+    norm: dict[str, Any],
+    window: tuple[slice, slice],
+    n: int,
+) -> np.ndarray:
+    """Per slice: grey-histogram distance to the annotated slices' hull, over the median scored slice's."""
+    refs = list(annotated)
+    if len(refs) > NOVELTY_REFERENCES:
+        refs = [refs[int(round(j))] for j in np.linspace(0, len(refs) - 1, NOVELTY_REFERENCES)]
+    ref = np.stack([_grey_histogram(_read_inputs(vol, axis, [i], 1, norm, window)[0]) for i in refs])
+    idx = sorted(hists)
+    dist = hull_distance(np.stack([hists[i] for i in idx]), ref)
+    med = float(np.median(dist))
+    out = np.full(n, np.nan)
+    out[idx] = dist / med if med > 0 else 1.0
+    return out
 
 
 def rank_slices(
@@ -593,7 +686,7 @@ def suggest_slices(
     progress: ProgressCallback | None = None,
     **options: Any,
 ) -> list[int]:
-    """The slices to annotate next, best first: where the model contradicts itself, spread out.
+    """The slices to annotate next, best first: where the model contradicts itself or meets new grey levels, spread out.
 
     Each slice not yet annotated gets a score in [0, 1], by default (``measure=
     "orthoplane"``) the share of its pixels that the model classes differently when it
@@ -604,6 +697,11 @@ def suggest_slices(
     On the hard sample this disagreement is the score that best follows a slice's true
     error (rank correlation +0.27 to +0.53 over six trained models, where the mean entropy
     ranged from -0.29 to +0.38; docs/annotate.md).
+    Where a model is consistently wrong (a region unlike anything annotated, e.g. resin-filled
+    pores) its views agree, so the score is multiplied by a **novelty** boost: the distance of
+    the slice's histogram of normalised grey levels to the closest mix of the annotated slices'
+    histograms, over the median slice's, divided by ``NOVELTY_FLOOR`` (1.5) where that exceeds 1.
+    Slices that look like the annotated ones, or like a mix of them, keep their score.
     Then ``count`` slices are picked greedily, each time the one with the highest score
     times a penalty that is 0 next to an annotated or already picked slice and tends to 1
     a few ``spread`` away, so suggestions neither cluster nor sit beside slices the model
@@ -636,6 +734,8 @@ def suggest_slices(
             whose class changes when the slice is flipped (each in-plane axis; 3x the work
             of one pass). ``"entropy"``: the mean normalised entropy of the class
             probabilities; ``"maxprob"``: the mean of one minus the winning probability.
+        novelty : bool
+            Multiply the score by the novelty boost above (default True; needs annotations).
         spread : float, optional
             Distance in slices of the spreading penalty; default
             ``max(1, n / (2 (annotated + count + 1)))`` for ``n`` slices (about half the
