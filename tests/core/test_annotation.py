@@ -195,7 +195,8 @@ def test_novelty_boosts_slices_whose_grey_levels_no_annotated_slice_shows(traine
     model, ann = trained  # slices 1 and 5 annotated
     image, _ = sample
     img = image.copy()
-    img[3] = 0.4 * image[3] + 0.6 * float(np.median(image))  # a band of other contrast (e.g. resin-filled pores)
+    dark = np.percentile(image[3], 30)  # resin fills the pores of slice 3: the darkest phase turns grey
+    img[3] = np.where(image[3] < dark, image[3] + 0.8 * (float(np.median(image)) - dark), image[3])
     r = rank_slices(img, model, ann, count=1, max_side=None, device="cpu")
     free = [0, 2, 3, 4, 6, 7]
     assert np.isnan(r.novelty[[1, 5]]).all() and np.isfinite(r.novelty[free]).all()
@@ -207,6 +208,11 @@ def test_novelty_boosts_slices_whose_grey_levels_no_annotated_slice_shows(traine
     assert plain.novelty is None and np.array_equal(plain.score, plain.uncertainty, equal_nan=True)
     np.testing.assert_array_equal(plain.uncertainty, r.uncertainty)  # the model's score is unchanged
     assert rank_slices(img, model, None, device="cpu").novelty is None  # nothing annotated: nothing to compare
+    # a slice only brighter and of higher contrast (drift, beam decay) is not new: each slice's own range counts
+    drift = img.copy()
+    drift[6] = 1.15 * img[6] + 0.1 * float(np.ptp(image))
+    d = rank_slices(drift, model, ann, count=1, max_side=None, device="cpu")
+    assert d.novelty[6] == pytest.approx(r.novelty[6], rel=0.05)
     # a mix of annotated slices' grey levels is not new: the distance is to their convex hull
     a, b = np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0])
     np.testing.assert_allclose(hull_distance(np.stack([(a + b) / 2, a]), np.stack([a, b])), 0, atol=1e-9)

@@ -71,7 +71,7 @@ class UncertaintyPlot(Container):
         ax.set_xlabel("slice")
         label = SCORE_AXIS.get(ranking.measure, "uncertainty") if ranking is not None else "score"
         if ranking is not None and ranking.novelty is not None:
-            label += " x novelty"
+            label = label.split(" (")[0] + " x novelty"  # short: the plot is small
         ax.set_ylabel(label)
         if ranking is None:
             ax.text(

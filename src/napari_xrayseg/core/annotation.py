@@ -67,7 +67,7 @@ ORTHO_BAND = 32  # ... read along the other axes within this many slices either 
 # the excess (docs/annotate.md: where a model is consistently wrong its views agree, but its grey
 # levels are new)
 NOVELTY_FLOOR = 1.5
-NOVELTY_BINS = 32  # histogram of normalised grey levels in [-0.25, 1.25] (0 and 1: the model's bounds)
+NOVELTY_BINS = 32  # histogram of grey levels in [-0.25, 1.25] (0 and 1: the slice's 1st and 99th percentiles)
 NOVELTY_REFERENCES = 64  # at most this many annotated slices (evenly spaced) describe what is annotated
 
 
@@ -405,8 +405,15 @@ def novelty_boost(novelty: np.ndarray) -> np.ndarray:
 
 
 def _grey_histogram(x: np.ndarray) -> np.ndarray:
-    """Normalised histogram of a normalised slice's grey levels (NOVELTY_BINS bins over [-0.25, 1.25])."""
-    h, _ = np.histogram(np.clip(x, -0.25, 1.25), bins=NOVELTY_BINS, range=(-0.25, 1.25))
+    """Histogram of a slice's grey levels, rescaled to its own 1st-99th percentiles (NOVELTY_BINS bins).
+
+    Rescaling each slice by its own percentiles makes the histogram blind to a global change of
+    brightness or contrast (drift along the axis, beam decay), which per-image normalisation
+    handles; what is left is the shape: which grey levels occur, relative to each other, how often.
+    """
+    lo, hi = np.percentile(x, (1.0, 99.0))
+    y = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    h, _ = np.histogram(np.clip(y, -0.25, 1.25), bins=NOVELTY_BINS, range=(-0.25, 1.25))
     return h / max(1, h.sum())
 
 
