@@ -220,6 +220,29 @@ def test_novelty_boosts_slices_whose_grey_levels_no_annotated_slice_shows(traine
     np.testing.assert_array_equal(novelty_boost(np.array([0.2, 3.0])), [1.0, 2.0])
 
 
+def test_the_loop_runs_with_the_3d_network_that_train_picks_for_volumes(sample):
+    """unet3d (the default for volumes): preview, ranking with novelty along two axes, continue training."""
+    image, truth = sample
+    vol = np.concatenate([image, image[::-1], image])  # 24 slices: deeper than the 5-slice context
+    lab = np.concatenate([truth, truth[::-1], truth])
+    ann = np.zeros_like(lab)
+    ann[[4, 18]] = lab[[4, 18]]
+    model = train(vol, ann, **{**TINY_TRAIN, "arch": "unet3d", "context": 5, "epochs": 1})
+    assert model.info.arch == "unet3d"
+    whole = segment(vol, model, device="cpu", precision="fp32")
+    # the preview is the slice with its context (what training sees); segment() runs whole slabs,
+    # whose 3D convolutions see farther along the axis: the two agree nearly everywhere
+    assert np.mean(predict_slice(vol, model, 9, device="cpu") == whole[9]) > 0.97
+    for axis in (0, 2):
+        r = rank_slices(vol, model, ann if axis == 0 else None, axis=axis, count=2, max_side=None, device="cpu")
+        assert len(r.suggested) == 2 and np.isfinite(r.uncertainty[r.suggested]).all()
+        assert (r.novelty is None) == (axis == 2)  # nothing annotated along X: no novelty
+    r = rank_slices(vol, model, ann, count=2, max_side=None, device="cpu")
+    assert not {4, 18} & set(r.suggested) and np.isfinite(r.novelty[[0, 10, 23]]).all()
+    more = continue_training(vol, ann, model, epochs=1, device="cpu", minutes=None)
+    assert more.info.arch == "unet3d" and len(more.info.train["rounds"]) >= 1
+
+
 def test_suggest_never_returns_annotated_slices_along_any_axis(trained, sample):
     model, ann = trained
     image, truth = sample
