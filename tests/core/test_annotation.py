@@ -202,7 +202,9 @@ def test_novelty_boosts_slices_whose_grey_levels_no_annotated_slice_shows(traine
     assert np.isnan(r.novelty[[1, 5]]).all() and np.isfinite(r.novelty[free]).all()
     assert np.median(r.novelty[free]) == pytest.approx(1.0)  # relative to the median scored slice
     assert r.novelty[3] > 3 * max(r.novelty[[0, 2, 4, 6, 7]])  # the new grey levels stand out
-    np.testing.assert_allclose(r.score[free], r.uncertainty[free] * np.maximum(1, r.novelty[free] / NOVELTY_FLOOR))
+    u = r.uncertainty[free]
+    g = np.clip(u / np.median(u), 0, 1) ** 2  # the boost fades where the model is surer than the median slice
+    np.testing.assert_allclose(r.score[free], u * np.maximum(1, r.novelty[free] / NOVELTY_FLOOR) ** g)
     assert r.suggested == [3]
     plain = rank_slices(img, model, ann, count=1, max_side=None, device="cpu", novelty=False)
     assert plain.novelty is None and np.array_equal(plain.score, plain.uncertainty, equal_nan=True)
@@ -218,6 +220,7 @@ def test_novelty_boosts_slices_whose_grey_levels_no_annotated_slice_shows(traine
     np.testing.assert_allclose(hull_distance(np.stack([(a + b) / 2, a]), np.stack([a, b])), 0, atol=1e-9)
     assert hull_distance(np.array([[0.0, 1.0, 0.0]]), np.stack([a, b]))[0] == pytest.approx(np.sqrt(1.5), rel=1e-5)
     np.testing.assert_array_equal(novelty_boost(np.array([0.2, 3.0])), [1.0, 2.0])
+    np.testing.assert_allclose(novelty_boost(np.array([3.0, 3.0, 3.0]), np.array([0.05, 0.1, 0.2])), [2**0.25, 2, 2])
 
 
 def test_the_loop_runs_with_the_3d_network_that_train_picks_for_volumes(sample):

@@ -384,24 +384,34 @@ class SliceRanking:
 
     @property
     def score(self) -> np.ndarray:
-        """What the slices are ranked by: ``uncertainty`` times the novelty boost.
-
-        The boost is ``max(1, novelty / NOVELTY_FLOOR)``: 1 for slices whose grey levels
-        look like what is annotated, more for slices that look new.
-        """
+        """What the slices are ranked by: ``uncertainty`` times the novelty boost (see :func:`novelty_boost`)."""
         if self.novelty is None:
             return self.uncertainty
-        return self.uncertainty * novelty_boost(self.novelty)
+        return self.uncertainty * novelty_boost(self.novelty, self.uncertainty)
 
 
-def novelty_boost(novelty: np.ndarray) -> np.ndarray:
-    """``max(1, novelty / NOVELTY_FLOOR)``, NaN kept.
+def novelty_boost(novelty: np.ndarray, uncertainty: np.ndarray | None = None) -> np.ndarray:
+    """The factor on each slice's score: ``max(1, novelty / NOVELTY_FLOOR) ** g``, NaN kept.
+
+    ``g = min(1, uncertainty / median uncertainty) ** 2`` (1 without ``uncertainty``): the
+    boost counts in full where the model's score is at least the median slice's, and fades
+    where the model is more sure of a new region than of the rest. Such a region is one it
+    gets right (a coarser layer of the same phases, docs/annotate.md); one it gets wrong
+    consistently (resin-filled pores taken for a solid) keeps an ordinary score.
 
     >>> novelty_boost(np.array([0.5, 1.5, 4.5, np.nan]))
     array([ 1.,  1.,  3., nan])
+    >>> novelty_boost(np.array([4.5, 4.5, 4.5]), np.array([0.1, 0.2, 0.2])).round(3)
+    array([1.316, 3.   , 3.   ])
     """
     novelty = np.asarray(novelty, dtype=float)
-    return np.where(np.isnan(novelty), np.nan, np.maximum(1.0, novelty / NOVELTY_FLOOR))
+    boost = np.maximum(1.0, novelty / NOVELTY_FLOOR)
+    if uncertainty is not None:
+        u = np.asarray(uncertainty, dtype=float)
+        med = float(np.nanmedian(u)) if np.isfinite(u).any() else 0.0
+        if med > 0:
+            boost = boost ** (np.clip(u / med, 0.0, 1.0) ** 2)
+    return np.where(np.isnan(novelty), np.nan, boost)
 
 
 def _grey_histogram(x: np.ndarray) -> np.ndarray:
@@ -706,9 +716,11 @@ def suggest_slices(
     ranged from -0.29 to +0.38; docs/annotate.md).
     Where a model is consistently wrong (a region unlike anything annotated, e.g. resin-filled
     pores) its views agree, so the score is multiplied by a **novelty** boost: the distance of
-    the slice's histogram of normalised grey levels to the closest mix of the annotated slices'
-    histograms, over the median slice's, divided by ``NOVELTY_FLOOR`` (1.5) where that exceeds 1.
-    Slices that look like the annotated ones, or like a mix of them, keep their score.
+    the slice's grey-level histogram (over its own 1st-99th percentiles) to the closest mix of
+    the annotated slices' histograms, over the median slice's, divided by ``NOVELTY_FLOOR``
+    (1.5) where that exceeds 1; in full where the slice's score is at least the median's, fading
+    where the model is surer than that (:func:`novelty_boost`). Slices that look like the
+    annotated ones, or like a mix of them, keep their score.
     Then ``count`` slices are picked greedily, each time the one with the highest score
     times a penalty that is 0 next to an annotated or already picked slice and tends to 1
     a few ``spread`` away, so suggestions neither cluster nor sit beside slices the model
