@@ -811,7 +811,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         choices=sorted(PRESETS),
         help="named settings: default, hard (noisy, blurred, small particles: a random forest "
-        "reaches about 0.90 mean Dice from 3 slices), hard-transfer (a second, harder scan), "
+        "reaches about 0.90 mean Dice from 3 slices), hard-blur (the same forest score from half the noise "
+        "and more blur), hard-transfer (a second, harder scan), "
         "hard-layered (the hard scan with a coarser, nickel-rich layer along Z, a fifth of the depth), "
         "hard-thin-layer (the same, a tenth of the depth), hard-infiltrated (the hard scan with a band of "
         "a tenth of the depth where resin fills the pores and raises their grey level)",

@@ -156,7 +156,8 @@ def test_bad_arguments(kwargs, match):
 def test_presets_are_named_settings_and_explicit_arguments_win():
     from napari_xrayseg.core.sample import PRESETS
 
-    assert {"default", "hard", "hard-transfer"} <= set(PRESETS)
+    assert {"default", "hard", "hard-blur", "hard-transfer"} <= set(PRESETS)
+    assert PRESETS["hard-blur"] == {**PRESETS["hard"], "noise": 0.5, "blur": 1.25}
     hard, truth = make_phantom((4, 48, 48), seed=2, preset="hard")
     same, _ = make_phantom(
         (4, 48, 48), seed=2, **{k: v for k, v in PRESETS["hard"].items() if k != "n_angles_fraction"}, n_angles=24
