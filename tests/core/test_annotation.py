@@ -234,8 +234,12 @@ def test_the_loop_runs_with_the_3d_network_that_train_picks_for_volumes(sample):
     assert model.info.arch == "unet3d"
     whole = segment(vol, model, device="cpu", precision="fp32")
     # the preview is the slice with its context (what training sees); segment() runs whole slabs,
-    # whose 3D convolutions see farther along the axis: the two agree nearly everywhere
-    assert np.mean(predict_slice(vol, model, 9, device="cpu") == whole[9]) > 0.97
+    # whose 3D convolutions see farther along the axis: the two agree nearly everywhere (a 1-epoch
+    # model's many near-ties move the share by a percent between CPUs), and far better than with
+    # the neighbouring slices, so the preview is of the right slice at the right depth
+    preview = predict_slice(vol, model, 9, device="cpu")
+    agree = [np.mean(preview == whole[z]) for z in (8, 9, 10)]
+    assert agree[1] > 0.95 and agree[1] > max(agree[0], agree[2]) + 0.02
     for axis in (0, 2):
         r = rank_slices(vol, model, ann if axis == 0 else None, axis=axis, count=2, max_side=None, device="cpu")
         assert len(r.suggested) == 2 and np.isfinite(r.uncertainty[r.suggested]).all()
