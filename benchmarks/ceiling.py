@@ -4,7 +4,7 @@ Each U-Net is trained on *every* slice of one or more phantoms (``--train-preset
 ``--train-seeds``) and segments a volume it never saw (``--test-seed`` of each
 ``--test-presets``), the volume on which ``benchmarks/hard.py`` trains from 3 slices: the gap
 between the two is what annotating many more slices (and training longer) can buy. Train
-settings are the API defaults (``unet3d``: size small, context 15, batch ``--batch``) with fixed
+settings are the API defaults (``unet3d``: size small, context 15, batch 4 or ``--batch``) with fixed
 epochs of 25 steps.
 
 With ``--finetune E`` the question becomes whether such a model is a better *start* than random
@@ -38,7 +38,8 @@ from hard import _row  # noqa: E402
 
 
 def _three_slices(truth: np.ndarray) -> np.ndarray:
-    """The truth of 3 evenly spaced Z slices (12/24/36 of 48), 0 elsewhere."""
+    """The truth of 3 evenly spaced Z slices (12/24/36 of 48, the one-off protocol of docs/accuracy.md's
+    noise and ceiling studies; ``hard.py``'s ``annotate_slices`` takes 12/24/35), 0 elsewhere."""
     ann = np.zeros_like(truth)
     for z in np.linspace(0, truth.shape[0], 5)[1:4].round().astype(int):
         ann[z] = truth[z]
@@ -110,9 +111,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     source = ", ".join(f"{p} seeds {' '.join(map(str, a.train_seeds))}" for p in train_presets)
     for method in a.methods:
         arch = "unet3d" if method == "3d" else "unet"
-        kw: dict[str, Any] = {"arch": arch, "seed": 0, "device": a.device}
-        if arch == "unet3d":
-            kw.update(size="small", context=15)
+        kw: dict[str, Any] = {"arch": arch, "seed": 0, "device": a.device}  # size, context, batch: the API's
         t = time.perf_counter()
         if a.init is not None:
             model, name = load_model(a.init), f"U-Net {method}, {Path(a.init).name}"
@@ -138,7 +137,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 t,
             )
             t = time.perf_counter()
-            fresh = train(img, ann, epochs=a.finetune, batch=4 if arch == "unet3d" else None, **kw)
+            fresh = train(img, ann, epochs=a.finetune, **kw)
             _score(
                 rows,
                 p,
