@@ -24,6 +24,8 @@ U-Net recipes (``--methods``):
              and yz slices) and predict as an orthoplane ensemble (``segment(axes="zyx")``).
 ``3d``       ``arch="unet3d"``: a 3D U-Net over each slice and its 14 context slices
              (``context=15``), one-axis prediction (a slab at a time through the 3D net).
+``3d-pre``   the same network fine-tuned from the pretrained start shipped with the package
+             (``init="pretrained"``, ``benchmarks/pretrain.py``) instead of random weights.
 
 Training uses ``--minutes`` (each model spends it in full) or, with ``--epochs``, a fixed
 number of epochs of 25 steps, so that runs on a loaded machine stay comparable; wall times
@@ -92,6 +94,9 @@ def _unet(method: str, image: np.ndarray, ann: np.ndarray, budget: dict[str, Any
     if method == "3d":
         kw["arch"] = "unet3d"
         return train(image, ann, size="small", context=15, batch=4, **kw), "z"
+    if method == "3d-pre":
+        kw["arch"] = "unet3d"
+        return train(image, ann, init="pretrained", batch=4, **kw), "z"
     return train(image, ann, **kw), "z"
 
 
@@ -123,7 +128,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--shape", type=int, nargs=3, default=(64, 192, 192), metavar=("Z", "Y", "X"))
     ap.add_argument("--slices", type=int, default=3, help="annotated Z slices (default 3)")
-    ap.add_argument("--methods", nargs="+", default=["before", "z", "ortho"], choices=["before", "z", "ortho", "3d"])
+    ap.add_argument(
+        "--methods", nargs="+", default=["before", "z", "ortho"], choices=["before", "z", "ortho", "3d", "3d-pre"]
+    )
     ap.add_argument("--baselines", nargs="+", default=["otsu", "rf"], help="otsu, rf (or none)")
     budget = ap.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, default=None, help="U-Net training budget (spent in full)")
@@ -138,7 +145,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--boundary-weight", type=float, default=1.0, help="U-Net cross-entropy weight of interface pixels (1 = off)"
     )
     ap.add_argument("--adapt-minutes", type=float, default=None, help="self-training budget on the second scan")
-    ap.add_argument("--adapt-epochs", type=int, default=None, help="self-training epochs (default: 10)")
+    ap.add_argument("--adapt-epochs", type=int, default=None, help="self-training epochs (default: 10; 0: none)")
+    ap.add_argument("--precision", default="auto", help="U-Net training arithmetic: auto, fp32, bf16 (train's)")
     ap.add_argument("--json", default=None, metavar="OUT", help="append-safe JSON of every row")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
@@ -152,6 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     command = "python benchmarks/hard.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     budget_kw: dict[str, Any] = {"epochs": args.epochs} if args.epochs else {"minutes": args.minutes or 10.0}
+    budget_kw["precision"] = args.precision
     if args.boundary_weight != 1.0:
         budget_kw["boundary_weight"] = args.boundary_weight
     rows: list[dict[str, Any]] = []
@@ -257,7 +266,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             note="trained on the first scan",
                         )
                     )
-                    if method != "before":
+                    if method != "before" and args.adapt_epochs != 0:
                         from napari_xrayseg import XraysegError, self_train
 
                         t0 = time.perf_counter()

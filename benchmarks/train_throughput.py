@@ -1,4 +1,4 @@
-"""Training throughput: optimiser steps/s of the default training batch against the conv limit.
+"""Training throughput: optimiser steps/s of the default training batch against the conv limit, fp32 and bf16.
 
 In one run: the machine's conv limit (``throughput.conv_limit``, channels_last fp32), the
 FLOPs of one optimiser step of the default model and batch (``unet`` medium, 3 context
@@ -32,6 +32,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=1.0)
     ap.add_argument("--steps", type=int, default=20, help="timed steps of the bare step")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument(
+        "--arch", default="unet", choices=["unet", "unet3d"], help="unet: medium, context 3; unet3d: small, 15"
+    )
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
@@ -40,46 +43,53 @@ def main() -> None:
     from napari_xrayseg import make_phantom, train
     from napari_xrayseg.core.config import TrainConfig
     from napari_xrayseg.core.demo import annotate_slices
-    from napari_xrayseg.core.models import init_model
+    from napari_xrayseg.core.device import cpu_has_bf16
+    from napari_xrayseg.core.models import default_batch, default_context, init_model
     from napari_xrayseg.core.training import _SupervisedStep, make_loss
 
     cfg = TrainConfig()
     lim, lim_cpu = conv_limit("cpu")["channels_last"], conv_cpu()
-    print(f"load {os.getloadavg()}; conv limit {lim:.0f} GFLOP/s; {a.threads} threads", flush=True)
-    model = init_model("unet", size=cfg.size, classes=3, context=cfg.context)
+    print(f"load {os.getloadavg()}; conv limit {lim:.0f} GFLOP/s (fp32); {a.threads} threads", flush=True)
+    three_d = a.arch == "unet3d"
+    context = default_context("unet3d") if three_d else cfg.context
+    batch = default_batch(a.arch)
+    model = init_model(a.arch, size=None if three_d else cfg.size, classes=3, context=context)
     net = model.network
-    step = _SupervisedStep(net, make_loss(cfg.loss, cfg.gamma), cfg.lr, torch.device("cpu"))
-    step.train()
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(cfg.batch, cfg.context, cfg.patch, cfg.patch, generator=g)
-    y = torch.randint(-1, 3, (cfg.batch, cfg.patch, cfg.patch), generator=g)  # class indices, -1 = not annotated
-    step(x, y)  # warm-up
-    with FlopCounterMode(display=False) as fc:
-        step(x, y)
-    fps = fc.get_total_flops()
-    times = []
-    c0 = time.process_time()
-    for _ in range(a.steps):
-        t0 = time.perf_counter()
-        step(x, y)
-        times.append(time.perf_counter() - t0)
-    per_cpu = fps * a.steps / (time.process_time() - c0) / 1e9
-    rate = 1 / statistics.median(times)
-    print(
-        f"step alone: batch {cfg.batch}x{cfg.context}x{cfg.patch}x{cfg.patch}, {fps / 1e9:.1f} GFLOP/step, "
-        f"{rate:.2f} steps/s, {fps * rate / 1e9:.0f} GFLOP/s = {fps * rate / 1e9 / lim:.2f} of the limit; "
-        f"per CPU-second {per_cpu:.0f} GFLOP = {per_cpu / lim_cpu:.2f} of the conv's",
-        flush=True,
-    )
+    x = torch.randn(batch, context, cfg.patch, cfg.patch, generator=g)
+    y = torch.randint(-1, 3, (batch, cfg.patch, cfg.patch), generator=g)  # class indices, -1 = not annotated
+    precisions = ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]  # emulated bf16 is far slower: not offered
+    for prec in precisions:
+        step = _SupervisedStep(net, make_loss(cfg.loss, cfg.gamma), cfg.lr, torch.device("cpu"), precision=prec)
+        step.train()
+        step(x, y)  # warm-up
+        with FlopCounterMode(display=False) as fc:
+            step(x, y)
+        fps = fc.get_total_flops()
+        times = []
+        c0 = time.process_time()
+        for _ in range(a.steps):
+            t0 = time.perf_counter()
+            step(x, y)
+            times.append(time.perf_counter() - t0)
+        per_cpu = fps * a.steps / (time.process_time() - c0) / 1e9
+        rate = 1 / statistics.median(times)
+        print(
+            f"step alone, {a.arch} {prec}: batch {batch}x{context}x{cfg.patch}x{cfg.patch}, {fps / 1e9:.1f} "
+            f"GFLOP/step, {rate:.2f} steps/s, {fps * rate / 1e9:.0f} GFLOP/s = {fps * rate / 1e9 / lim:.2f} of the "
+            f"fp32 limit; per CPU-second {per_cpu:.0f} GFLOP = {per_cpu / lim_cpu:.2f} of the conv's",
+            flush=True,
+        )
     image, truth = make_phantom((64, 256, 256), seed=0)
     ann, _ = annotate_slices(truth, 5)
     t0 = time.perf_counter()
-    m = train(image, ann, arch="unet", minutes=a.minutes, device="cpu")  # the 2.5D step measured above
+    m = train(image, ann, arch=a.arch, minutes=a.minutes, device="cpu")  # the step measured above, train's precision
     dt = time.perf_counter() - t0
     steps = len(m.info.history) * cfg.steps_per_epoch
     r2 = steps / dt
     print(
-        f"train(): {len(m.info.history)} epochs x {cfg.steps_per_epoch} steps in {dt:.1f} s "
+        f"train() ({m.info.train['precision']}): {len(m.info.history)} epochs x {cfg.steps_per_epoch} steps "
+        f"in {dt:.1f} s "
         f"(budget {a.minutes * 60:.0f} s): {r2:.2f} steps/s = {fps * r2 / 1e9 / lim:.2f} of the limit",
         flush=True,
     )

@@ -99,6 +99,7 @@ def test_sdist_and_wheel_contents(built):
     names = zipfile.ZipFile(wheel).namelist()
     assert "napari_xrayseg/napari.yaml" in names
     assert "napari_xrayseg/__init__.py" in names and "napari_xrayseg/cli.py" in names
+    assert "napari_xrayseg/weights/unet3d-small-pretrained.safetensors" in names  # init="pretrained"
     assert not [n for n in names if n.split("/")[0] in ("tests", "benchmarks", "scripts", "docs")], names
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
@@ -162,6 +163,7 @@ print(json.dumps({
     "display_name": manifest.display_name,
     "widgets": sorted(w.display_name for w in manifest.contributions.widgets or []),
     "samples": [s.key for s in manifest.contributions.sample_data or []],
+    "pretrained": str(__import__("napari_xrayseg.core.models").core.models.pretrained_path()),
 }))
 """
     res = _run([python, "-c", probe], env=env, cwd=tmp_path)
@@ -169,6 +171,7 @@ print(json.dumps({
     inside = str(venv.resolve())
     assert info["file"].startswith(inside), f"napari_xrayseg was imported from {info['file']}, not the fresh venv"
     assert info["manifest_file"].startswith(inside)
+    assert info["pretrained"].startswith(inside)  # the shipped start is found in the installed wheel
     assert len(info["dists"]) == 1 and info["dists"][0].startswith(inside), info["dists"]
     assert info["version"] not in ("", "unknown")
     assert info["display_name"] == "X-ray Segmentation"

@@ -415,6 +415,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         augment=not a.no_augment,
         seed=a.seed,
         device=a.device,
+        precision=a.precision,
         init=a.init,
         context=a.context,
         mode=a.mode,
@@ -1164,7 +1165,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {_T.average}); 0 keeps the best-validation epoch",
     )
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
-    p.add_argument("--init", default=None, help="fine-tune from this model file")
+    p.add_argument(
+        "--init",
+        default=None,
+        help="fine-tune from this model file, or 'pretrained': the start shipped with the package "
+        "(unet3d, its classes matched to yours by grey level)",
+    )
     p.add_argument(
         "--axes",
         default=None,
@@ -1180,6 +1186,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=_T.seed, help=f"random seed (default: {_T.seed})")
     p.add_argument("--device", default=_T.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument(
+        "--precision",
+        default=_T.precision,
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="arithmetic of the training steps (default auto: mixed on CUDA, bf16 on CPUs with native bf16, else fp32)",
+    )
     _add_voxel_size(p)
     _add_overwrite(p)
     p.set_defaults(func=_cmd_train)

@@ -140,3 +140,25 @@ def test_train_widget_architecture_follows_the_image_until_the_user_picks_one(ma
     w._image.value = thin
     w._image.value = deep
     assert w._arch.value == "unet" and w._context.value == 3
+
+
+def test_train_widget_starts_from_the_pretrained_model(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    viewer = make_napari_viewer()
+    _setup(viewer, shape=(16, 48, 48))
+    w = TrainWidget(viewer)
+    _configure(w, tmp_path / "p.safetensors")
+    w._epochs.value = 1
+    w._context.value = 3  # ignored: the pretrained start keeps its own context
+    w._segment_after.value = False
+    w._pretrained.value = True
+    w._init.value = tmp_path / "other.safetensors"
+    errors = []
+    monkeypatch.setattr("napari_xrayseg._napari._jobs.show_error", errors.append)
+    w._run.clicked.emit()  # a file and the pretrained start: refused, nothing runs
+    assert errors and "choose one" in errors[0] and not w.runner.running
+    w._init.value = ""
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    m = load_model(tmp_path / "p.safetensors")
+    assert m.info.arch == "unet3d" and m.info.context == 15 and m.info.train["init"] == "pretrained"
+    assert m.info.classes == [1, 2, 3] and len(m.info.history) == 1

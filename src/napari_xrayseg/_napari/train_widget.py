@@ -39,6 +39,7 @@ from ..core.errors import InputError, XraysegError
 from ..core.inference import iter_segment
 from ..core.models import (
     MAX_CONTEXT,
+    PRETRAINED,
     Model,
     architectures,
     choose_arch,
@@ -163,6 +164,12 @@ class TrainWidget(JobWidget):
             "along the other axes; learn from those too (for orthoplane segmenting)",
         )
         self._device = ComboBox(label="Device", choices=["auto", *available_devices()], value=_T.device)
+        self._pretrained = CheckBox(
+            label="Start from the pretrained model",
+            value=False,
+            tooltip="fine-tune the unet3d shipped with the plugin (trained on synthetic PXCT scans; "
+            "its classes are matched to yours by grey level) instead of random weights",
+        )
         self._init = FileEdit(label="Start from model (optional)", mode="r", filter="*.safetensors", value="")
         self._out = FileEdit(label="Save model to", mode="w", filter="*.safetensors", value="")
         self._segment_after = CheckBox(label="Segment the image when done", value=True)
@@ -219,6 +226,7 @@ class TrainWidget(JobWidget):
                 self._augment,
                 self._all_axes,
                 self._device,
+                self._pretrained,
                 self._init,
                 self._out,
                 self._segment_after,
@@ -328,7 +336,12 @@ class TrainWidget(JobWidget):
             out += ".safetensors"
         if Path(out).exists():
             raise InputError(f"{out} exists: choose a new file name (models are never overwritten silently)")
-        init = str(self._init.value)
+        init: str | None = str(self._init.value)
+        init = None if init in ("", ".") else init
+        if self._pretrained.value:
+            if init is not None:
+                raise InputError("both a model file and the pretrained model were chosen to start from: choose one")
+            init = PRETRAINED
         axis = int(self._axis.value) if ndim == 3 else 0
         axes = [axis, *(a for a in range(3) if a != axis)] if self._all_axes.value and ndim == 3 else None
         voxel = layer_voxel_size(image_layer)  # recorded in the model (napari's pixel units: none)
@@ -346,13 +359,14 @@ class TrainWidget(JobWidget):
             "mode": str(self._mode.value),
             "minutes": float(self._minutes.value),
             "epochs": int(self._epochs.value) or None,
-            "batch": int(self._batch.value),
+            # the pretrained start is a unet3d: its batch unless the unet3d's was chosen here
+            "batch": None if init == PRETRAINED and str(self._arch.value) != "unet3d" else int(self._batch.value),
             "patch": int(self._patch.value),
             "lr": float(self._lr.value),
             "augment": bool(self._augment.value),
-            "context": int(self._context.value),
+            "context": None if init == PRETRAINED else int(self._context.value),  # the start's own
             "device": str(self._device.value),
-            "init": init if init not in ("", ".") else None,
+            "init": init,
             "channel_axis": ch,
             "voxel_size": voxel[0][-ndim:] if voxel else None,
             "unit": voxel[1] if voxel else None,

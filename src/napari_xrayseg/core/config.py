@@ -185,6 +185,10 @@ class TrainConfig:
         Seed for weights, sampling and augmentation.
     device : str
         As in :class:`SegmentConfig`.
+    precision : str
+        Arithmetic of the training steps (the weights stay fp32): ``"auto"`` (mixed
+        precision on CUDA, bf16 autocast on CPUs with native bf16 such as AVX512-BF16/AMX,
+        else fp32), ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA only).
     context : int
         Odd number of slices fed per slice (the slice and ``context // 2``
         neighbours on each side, as input channels, "2.5D"); 1 = plain 2D.
@@ -219,5 +223,6 @@ class TrainConfig:
     val_fraction: float = 0.2
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"
     context: int = 3
     normalize: str = "image"

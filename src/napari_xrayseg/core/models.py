@@ -17,6 +17,7 @@ The sidecar can be read without torch: ``read_model_info(path)``.
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import logging
@@ -29,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .errors import InputError, ModelFileError
@@ -48,7 +50,9 @@ __all__ = [
     "describe_architecture",
     "init_model",
     "load_model",
+    "pretrained_path",
     "read_model_info",
+    "reclass",
     "save_model",
 ]
 
@@ -1101,3 +1105,92 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
 
     net.to(resolve_device(device))
     return Model(net, info, path)
+
+
+# ---- the pretrained start shipped with the package
+
+#: ``train(..., init=PRETRAINED)``: fine-tune the start shipped with the package instead of a
+#: model file (``unet3d`` small, context 15, 3 classes, trained on the full truth of a family of
+#: synthetic PXCT scans; ``benchmarks/pretrain.py`` makes it, docs/accuracy.md measures it).
+PRETRAINED = "pretrained"
+_PRETRAINED_FILE = "unet3d-small-pretrained.safetensors"
+
+
+def pretrained_path() -> Path:
+    """The file of the pretrained start shipped with the package.
+
+    Raises
+    ------
+    ModelFileError
+        If the package was installed without it.
+    """
+    from importlib.resources import files
+
+    path = Path(str(files("napari_xrayseg.weights") / _PRETRAINED_FILE))
+    if not path.is_file():
+        raise ModelFileError(
+            f"the pretrained start {path} is missing from this installation: reinstall napari-xrayseg, "
+            "or train from a random start (init=None)"
+        )
+    return path
+
+
+def _head_dims(model: Model) -> dict[str, list[int]]:
+    """The tensors whose shape depends on the number of classes, and along which dimensions."""
+    info = model.info
+    n = len(info.classes)
+    other = build_network(info.arch, {**info.params, "out_channels": n + 1}).state_dict()
+    dims: dict[str, list[int]] = {}
+    for k, v in model.network.state_dict().items():
+        w = other[k]
+        if v.shape != w.shape:
+            dims[k] = [i for i, (a, b) in enumerate(zip(v.shape, w.shape)) if a != b]
+    return dims
+
+
+def reclass(model: Model, classes: list[int], grey: list[float], *, seed: int = 0) -> Model:
+    """A copy of ``model`` whose outputs are ``classes``, matched to its own classes by grey level.
+
+    For a start whose classes mean nothing to the user (the shipped pretrained model's are the
+    synthetic sample's): with as many classes, the output channels are reordered so that the
+    user's darkest class takes the model's darkest one and so on (``grey``: the mean grey of
+    each of ``classes`` in the user's annotations; the model's come from
+    ``info.train["class_grey"]``); with another number of classes the layers that depend on it
+    (the last block) start afresh and the rest is kept.
+
+    Examples
+    --------
+    >>> m = init_model("unet", size="tiny", classes=[1, 2, 3])
+    >>> m.info.train["class_grey"] = [0.1, 0.8, 0.5]
+    >>> reclass(m, [4, 7, 9], [0.9, 0.2, 0.6]).info.classes
+    [4, 7, 9]
+    """
+    info = model.info
+    own = info.train.get("class_grey")
+    if own is None or len(own) != len(info.classes):
+        raise InputError("model records no grey level per class (info.train['class_grey']): cannot match classes")
+    if len(grey) != len(classes):
+        raise InputError(f"{len(grey)} grey levels given for {len(classes)} classes")
+    dims = _head_dims(model)
+    state = {k: v.detach().clone() for k, v in model.network.state_dict().items()}
+    n = len(classes)
+    if n == len(info.classes):
+        # user class i (in the order given) takes the model's class of the same grey rank
+        mine, theirs = np.argsort(np.argsort(grey)), np.argsort(own)
+        perm = torch.as_tensor([int(theirs[r]) for r in mine])
+        for k, ds in dims.items():
+            for d in ds:
+                state[k] = state[k].index_select(d, perm)
+        params = dict(info.params)
+    else:
+        params = {**info.params, "out_channels": n}
+        torch.manual_seed(seed)
+        fresh = build_network(info.arch, params).state_dict()
+        for k in dims:
+            state[k] = fresh[k]
+    net = build_network(info.arch, params)
+    net.load_state_dict(state)
+    new = copy.deepcopy(info)
+    new.params, new.classes, new.class_names = params, list(classes), _default_names(list(classes))
+    new.history, new.train = [], {}
+    return Model(net, new)

@@ -41,11 +41,22 @@ import torch.nn.functional as F
 
 from .channels import ChannelStack
 from .config import TrainConfig
-from .device import resolve_device
+from .device import resolve_device, resolve_precision
 from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError
 from .io import read_block, volume_chunks, voxel_size_of
 from .labels import read_labels
-from .models import MAX_CONTEXT, Model, ModelInfo, default_dropout, init_model, load_model, save_model
+from .models import (
+    MAX_CONTEXT,
+    PRETRAINED,
+    Model,
+    ModelInfo,
+    default_dropout,
+    init_model,
+    load_model,
+    pretrained_path,
+    reclass,
+    save_model,
+)
 from .normalize import apply_normalization, compute_normalization, pooled_normalization
 from .output import claim
 from .plan import check_image
@@ -58,6 +69,8 @@ __all__ = ["DEFAULT_EPOCHS", "LOSSES", "MODES", "SCHEDULES", "SegmentationLoss",
 
 log = logging.getLogger(__name__)
 _D = TrainConfig()
+#: ``train(..., init=AUTO_INIT)``: the pretrained start where it fits (:func:`_auto_init`), else random weights.
+AUTO_INIT = "auto"
 
 #: Loss names accepted by :func:`train`.
 LOSSES = ("dicece", "ce", "dice", "dice_gamma")
@@ -210,7 +223,7 @@ def make_loss(loss: str = _D.loss, gamma: float = _D.gamma, boundary_weight: flo
 
 
 class _SupervisedStep:
-    """Plain supervised step: masked loss, backward, Adam step (mixed precision on CUDA)."""
+    """Plain supervised step: masked loss, backward, Adam step (mixed precision unless ``precision`` is fp32)."""
 
     def __init__(
         self,
@@ -219,11 +232,15 @@ class _SupervisedStep:
         lr: float,
         device: torch.device,
         betas: tuple[float, float] = (0.9, 0.999),
+        precision: str = "fp32",
     ) -> None:
         self.net, self.loss_fn = net, loss_fn
         self.opt = torch.optim.Adam(net.parameters(), lr=lr, betas=betas)
-        self.use_amp = device.type == "cuda"
-        self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        # mixed precision: on CUDA unless fp32 is asked for; on CPU only bf16, where it is native
+        # (AMX/AVX512-BF16: 2.3x the steps of fp32 for unet3d, docs/performance.md); weights stay fp32
+        self.device_type = device.type
+        self.use_amp = precision in ("bf16", "fp16") and device.type in ("cuda", "cpu")
+        self.amp_dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if self.use_amp and self.amp_dtype == torch.float16 else None
 
     def train(self) -> None:
@@ -235,8 +252,8 @@ class _SupervisedStep:
 
     def _run(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.use_amp:
-            with torch.autocast("cuda", dtype=self.amp_dtype):
-                return net(x)
+            with torch.autocast(self.device_type, dtype=self.amp_dtype):
+                return net(x).float()  # the loss in fp32
         return net(x)
 
     def _minimise(self, value: torch.Tensor, opt: torch.optim.Optimizer) -> None:
@@ -702,6 +719,7 @@ def _start_model(
     context: int = 1,
     channels: int = 1,
     dropout: float | None = None,
+    grey: list[float] | None = None,
 ) -> Model:
     if init is None:
         size = size or (_D.size if arch == "unet" else None)  # others: their own default preset
@@ -714,6 +732,8 @@ def _start_model(
             channels=channels,
             dropout=default_dropout(arch, size) if dropout is None else dropout,
         )
+    if init == PRETRAINED:
+        return _pretrained_start(classes, grey, seed, context, channels, dropout)
     if isinstance(init, (str, os.PathLike)):
         base = load_model(init, device="cpu")
     elif isinstance(init, Model):
@@ -744,6 +764,29 @@ def _start_model(
     info = copy.deepcopy(base.info)
     info.history, info.train = [], {}
     return Model(copy.deepcopy(base.network).cpu(), info)
+
+
+def _pretrained_start(
+    classes: list[int], grey: list[float] | None, seed: int, context: int, channels: int, dropout: float | None
+) -> Model:
+    """The shipped pretrained start, its outputs matched to ``classes`` by grey level (:func:`models.reclass`)."""
+    base = load_model(pretrained_path(), device="cpu")
+    if channels != 1:
+        raise InputError(
+            f"the pretrained start takes single-channel images but the images have {channels} channels: "
+            "train from a random start (init=None)"
+        )
+    if context != base.info.context:
+        raise InputError(
+            f"the pretrained start takes context {base.info.context} but training was asked for "
+            f"context={context}: leave context unset, or train from a random start (init=None)"
+        )
+    if dropout not in (None, base.info.params.get("dropout")):
+        raise InputError(f"the pretrained start has dropout {base.info.params.get('dropout')}: leave dropout unset")
+    assert grey is not None  # _load_data measures it when init is the pretrained start
+    model = reclass(base, classes, grey, seed=seed)
+    model.info.train = {}
+    return model
 
 
 def _lr_at(kind: str, lr: float, frac: float, step: int, warmup: int) -> float:
@@ -799,7 +842,7 @@ def _init_info(init: Model | str | os.PathLike | None) -> ModelInfo | None:
     if isinstance(init, (str, os.PathLike)):
         from .models import read_model_info
 
-        return read_model_info(init)
+        return read_model_info(pretrained_path() if init == PRETRAINED else init)
     return None
 
 
@@ -820,6 +863,34 @@ def _shapes(image: Any) -> list[tuple[int, ...]]:
     several = isinstance(image, (list, tuple)) and len(image) > 0 and all(hasattr(i, "shape") for i in image)
     shapes = [getattr(im, "shape", None) for im in (image if several else [image])]
     return [] if any(sh is None for sh in shapes) else [tuple(int(v) for v in sh) for sh in shapes]  # type: ignore[union-attr]
+
+
+def _auto_init(kw: dict[str, Any]) -> str | None:
+    """``init="auto"``: the pretrained start when the model trained is the one it fits, else random weights.
+
+    It fits a ``unet3d`` of its size (small) and context (15) on single-channel images with the
+    supervised loss and the network's own dropout: what ``arch="auto"`` trains on a volume.
+    """
+    from .errors import ModelFileError
+
+    arch = _resolve_arch(kw, None)
+    fits = (
+        arch == "unet3d"
+        and kw["size"] in (None, "small")
+        and kw["context"] in (None, 15)
+        and kw["dropout"] is None
+        and kw["channel_axis"] is None
+        and kw["mode"] == "supervised"
+        and not kw["two_d"]
+    )
+    if not fits:
+        return None
+    try:
+        pretrained_path()
+    except ModelFileError as e:
+        log.warning("%s; training from random weights", e)
+        return None
+    return PRETRAINED
 
 
 def _resolve_arch(kw: dict[str, Any], init: ModelInfo | None) -> str:
@@ -859,6 +930,9 @@ def _settings(kw: dict[str, Any]) -> dict[str, Any]:
     s["out_path"] = _out_path(kw["out"], kw["overwrite"])  # before any work: never end with nowhere to save
     s["epochs"] = None if kw["epochs"] is None else _check_positive_int("epochs", kw["epochs"])
     s["steps_per_epoch"] = _check_positive_int("steps_per_epoch", kw["steps_per_epoch"])
+    if isinstance(kw["init"], str) and kw["init"] == AUTO_INIT:
+        kw = {**kw, "init": _auto_init(kw)}
+        s["init"] = kw["init"]
     init_info = _init_info(kw["init"])  # the starting model's sidecar, read once
     s["arch"] = _resolve_arch(kw, init_info)
     kw = {**kw, "arch": s["arch"]}
@@ -888,6 +962,9 @@ def _settings(kw: dict[str, Any]) -> dict[str, Any]:
     if kw["normalize"] not in NORMALIZE:
         raise InputError(f"unknown normalize {kw['normalize']!r}: choose one of {list(NORMALIZE)}")
     s["dev"] = resolve_device(kw["device"])
+    s["precision"] = resolve_precision(kw["precision"], s["dev"])
+    if kw["precision"] == "auto" and s["dev"].type == "cuda" and torch.cuda.is_bf16_supported():
+        s["precision"] = "bf16"  # no loss scaling needed
     return s
 
 
@@ -1142,6 +1219,10 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
         else compute_normalization(pairs[0][0])
     )
     idx: list[Any] = [i for _, i in ids] if not multi else [list(t) for t in ids]
+    grey = None
+    if s["init"] == PRETRAINED:  # the mean grey of each class matches them to the pretrained start's
+        mid = x_all[:, x_all.shape[1] // 2] if x_all.ndim == 4 else x_all
+        grey = [float(mid[labs == c].mean()) for c in classes]
     lut = np.full(256, _IGNORE, np.int16)
     lut[classes] = np.arange(len(classes), dtype=np.int16)
     val_sl, val_px, val_kind = _split(
@@ -1188,6 +1269,7 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
         "extra_axes": extra_axes,
         "idx": idx,
         "classes": classes,
+        "grey": grey,
         "norm": norm,
         "sampler": sampler,
         "val_x": val_x,
@@ -1202,7 +1284,16 @@ def _build(
 ) -> tuple[Model, _SupervisedStep, SlicePredictor | None]:
     """The model to train (new or fine-tuned), its optimiser step and the validation predictor."""
     model = _start_model(
-        s["init"], s["arch"], s["size"], d["classes"], s["seed"], s["dev"], s["context"], d["channels"], s["dropout"]
+        s["init"],
+        s["arch"],
+        s["size"],
+        d["classes"],
+        s["seed"],
+        s["dev"],
+        s["context"],
+        d["channels"],
+        s["dropout"],
+        grey=d["grey"],
     )
     if d["channels"] > 1:
         model.info.channel_axis = d["pairs"][0][0].channel_axis
@@ -1245,7 +1336,7 @@ def _build(
             seed=s["seed"],
         )
     else:
-        stepper = _SupervisedStep(net, s["loss_fn"], s["lr"], s["dev"])
+        stepper = _SupervisedStep(net, s["loss_fn"], s["lr"], s["dev"], precision=s["precision"])
     predictor = None
     if d["val_x"] is not None:
         predictor = SlicePredictor(model, device=s["dev"], tile=model.info.tile, fast=False)
@@ -1278,6 +1369,7 @@ def _record(s: dict[str, Any], d: dict[str, Any], model: Model) -> dict[str, Any
         "val_fraction": s["val_fraction"],
         "seed": s["seed"],
         "device": str(s["dev"]),
+        "precision": s["precision"],
         "context": s["context"],
         "init": (
             str(init)
@@ -1520,6 +1612,7 @@ def iter_train(
     val_fraction: float = _D.val_fraction,
     seed: int = _D.seed,
     device: str = _D.device,
+    precision: str = _D.precision,
     init: Model | str | os.PathLike | None = None,
     context: int | None = None,
     mode: str = _D.mode,
@@ -1565,6 +1658,7 @@ def iter_train(
             "val_fraction": val_fraction,
             "seed": seed,
             "device": device,
+            "precision": precision,
             "init": init,
             "context": context,
             "mode": mode,
@@ -1648,6 +1742,7 @@ def train(
     val_fraction: float = _D.val_fraction,
     seed: int = _D.seed,
     device: str = _D.device,
+    precision: str = _D.precision,
     init: Model | str | os.PathLike | None = None,
     context: int | None = None,
     mode: str = _D.mode,
@@ -1740,7 +1835,13 @@ def train(
         Seed of the weights, the patch sampling, the augmentation and the split.
         Training on the CPU is deterministic for a given seed.
     device : str
-        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``. CUDA trains in mixed precision.
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+    precision : str
+        Arithmetic of the training steps; the weights stay fp32. ``"auto"``: mixed
+        precision on CUDA (bf16 where supported, else fp16 with loss scaling), bf16
+        autocast on CPUs with native bf16 (AVX512-BF16, AMX; 2.3x the steps per second of
+        fp32 there, docs/performance.md), else fp32. ``"fp32"``, ``"bf16"``, ``"fp16"``
+        (CUDA only) force one.
     init : Model or path-like, optional
         Fine-tune this model instead of starting from random weights (its classes
         must equal the annotated classes and its context ``context``; it is not modified).
@@ -1876,6 +1977,7 @@ def train(
             val_fraction=val_fraction,
             seed=seed,
             device=device,
+            precision=precision,
             init=init,
             context=context,
             mode=mode,

@@ -236,4 +236,25 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Scores (N, out_channels, *spatial) of ``x`` (N, in_channels, *spatial)."""
+        if not torch.jit.is_scripting():
+            if self.training and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+                return self._forward_fp32_tconv(x)
         return self.model(x)
+
+    @torch.jit.unused
+    def _forward_fp32_tconv(self, x: torch.Tensor) -> torch.Tensor:
+        """Training under CPU bf16 autocast: the last transposed convolution (to the classes) in fp32.
+
+        oneDNN's bf16 weight gradient of a transposed convolution with few output channels
+        was not finite in about 1 step in 8 (torch 2.13, AMX), which ruined the weights within
+        an epoch; the layer is a few % of the network's FLOPs (docs/train.md).
+        """
+        down, skip, up = self.model
+        h = skip(down(x))
+        first = up if isinstance(up, Convolution) else up[0]  # with residual units: (Convolution, unit)
+        with torch.autocast("cpu", enabled=False):
+            h = first.conv(h.float())
+        if hasattr(first, "adn"):
+            h = first.adn(h)
+        out: torch.Tensor = up[1](h) if first is not up else h
+        return out
