@@ -25,7 +25,9 @@ U-Net recipes (``--methods``):
 ``3d``       ``arch="unet3d"``: a 3D U-Net over each slice and its 14 context slices
              (``context=15``), one-axis prediction (a slab at a time through the 3D net).
 ``3d-pre``   the same network fine-tuned from the pretrained start shipped with the package
-             (``init="pretrained"``, ``benchmarks/pretrain.py``) instead of random weights.
+             (``init="pretrained"``, ``benchmarks/pretrain.py``) instead of random weights;
+             like ``train``, 5 epochs unless ``--epochs`` is given (``--minutes`` caps them),
+             at train's learning rate unless ``--pre-lr``.
 
 Training uses ``--minutes`` (each model spends it in full) or, with ``--epochs``, a fixed
 number of epochs of 25 steps, so that runs on a loaded machine stay comparable; wall times
@@ -80,6 +82,7 @@ def _unet(method: str, image: np.ndarray, ann: np.ndarray, budget: dict[str, Any
     from napari_xrayseg import train
 
     kw: dict[str, Any] = dict(budget, seed=seed, device="cpu", arch="unet")  # the 2.5D net ("3d": unet3d)
+    pre_lr = kw.pop("pre_lr", None)
     if method == "before":
         kw.update(val_fraction=0.2, normalize="fixed")
         from napari_xrayseg.core import training
@@ -96,6 +99,8 @@ def _unet(method: str, image: np.ndarray, ann: np.ndarray, budget: dict[str, Any
         return train(image, ann, size="small", context=15, batch=4, **kw), "z"
     if method == "3d-pre":
         kw["arch"] = "unet3d"
+        if pre_lr is not None:
+            kw["lr"] = pre_lr
         return train(image, ann, init="pretrained", batch=4, **kw), "z"
     return train(image, ann, **kw), "z"
 
@@ -146,6 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     ap.add_argument("--adapt-minutes", type=float, default=None, help="self-training budget on the second scan")
     ap.add_argument("--adapt-epochs", type=int, default=None, help="self-training epochs (default: 10; 0: none)")
+    ap.add_argument("--pre-lr", type=float, default=None, help="peak learning rate of 3d-pre (default: train's)")
     ap.add_argument("--precision", default="auto", help="U-Net training arithmetic: auto, fp32, bf16 (train's)")
     ap.add_argument("--json", default=None, metavar="OUT", help="append-safe JSON of every row")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -161,6 +167,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     command = "python benchmarks/hard.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     budget_kw: dict[str, Any] = {"epochs": args.epochs} if args.epochs else {"minutes": args.minutes or 10.0}
     budget_kw["precision"] = args.precision
+    if args.pre_lr is not None:
+        budget_kw["pre_lr"] = args.pre_lr
     if args.boundary_weight != 1.0:
         budget_kw["boundary_weight"] = args.boundary_weight
     rows: list[dict[str, Any]] = []

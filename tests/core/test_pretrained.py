@@ -10,7 +10,7 @@ from napari_xrayseg.core.device import cpu_has_bf16
 from napari_xrayseg.core.errors import InputError
 from napari_xrayseg.core.models import PRETRAINED, init_model, load_model, pretrained_path, reclass
 from napari_xrayseg.core.sample import GREY_LEVELS, make_phantom
-from napari_xrayseg.core.training import train
+from napari_xrayseg.core.training import PRETRAINED_EPOCHS, train
 
 TINY = dict(epochs=1, steps_per_epoch=2, batch=2, patch=32, device="cpu")
 
@@ -109,10 +109,10 @@ def test_training_precision_auto_and_refusals(volume):
         train(image, ann, arch="unet", size="tiny", precision="half", **TINY)
 
 
-def test_init_auto_starts_pretrained_only_where_it_fits(volume):
+
+def test_the_pretrained_start_fine_tunes_for_a_few_epochs_unless_told(volume):
     image, _, ann = volume
-    m = train(image, ann, init="auto", **TINY)  # 18 slices, an epoch budget: arch="auto" picks unet3d
-    assert m.info.arch == "unet3d" and m.info.train["init"] == "pretrained"
-    for other in (dict(arch="unet", size="tiny"), dict(arch="unet3d", size="tiny"), dict(context=3)):
-        m = train(image, ann, init="auto", **other, **TINY)
-        assert m.info.train["init"] is None, other
+    short = dict(steps_per_epoch=1, batch=1, patch=32, device="cpu")
+    assert len(train(image, ann, init=PRETRAINED, **short).info.history) == PRETRAINED_EPOCHS
+    assert len(train(image, ann, init=PRETRAINED, minutes=30, **short).info.history) == PRETRAINED_EPOCHS
+    assert len(train(image, ann, init=PRETRAINED, epochs=2, **short).info.history) == 2

@@ -157,8 +157,10 @@ def test_train_widget_starts_from_the_pretrained_model(make_napari_viewer, qtbot
     w._run.clicked.emit()  # a file and the pretrained start: refused, nothing runs
     assert errors and "choose one" in errors[0] and not w.runner.running
     w._init.value = ""
+    errors.clear()
     w._run.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    assert not errors
     m = load_model(tmp_path / "p.safetensors")
     assert m.info.arch == "unet3d" and m.info.context == 15 and m.info.train["init"] == "pretrained"
     assert m.info.classes == [1, 2, 3] and len(m.info.history) == 1

@@ -337,7 +337,7 @@ class TrainWidget(JobWidget):
         if Path(out).exists():
             raise InputError(f"{out} exists: choose a new file name (models are never overwritten silently)")
         init: str | None = str(self._init.value)
-        init = None if init in ("", ".") else init
+        init = None if init in ("", ".") or Path(init).is_dir() else init  # a cleared FileEdit holds a folder
         if self._pretrained.value:
             if init is not None:
                 raise InputError("both a model file and the pretrained model were chosen to start from: choose one")
