@@ -109,7 +109,6 @@ def test_training_precision_auto_and_refusals(volume):
         train(image, ann, arch="unet", size="tiny", precision="half", **TINY)
 
 
-
 def test_the_pretrained_start_fine_tunes_for_a_few_epochs_unless_told(volume):
     image, _, ann = volume
     short = dict(steps_per_epoch=1, batch=1, patch=32, device="cpu")
