@@ -269,3 +269,20 @@ def test_hard_sample_train_with_minutes_and_epochs_then_self_train_a_second_scan
         == 2
     )
     assert "exists" in capsys.readouterr().err
+
+
+def test_cli_train_from_the_pretrained_start_with_a_precision(tmp_path):
+    from napari_xrayseg.core.sample import make_phantom
+
+    image, truth = make_phantom((16, 48, 48), seed=3)
+    ann = np.zeros_like(truth)
+    ann[[4, 11]] = truth[[4, 11]]
+    np.save(tmp_path / "img.npy", image)
+    np.save(tmp_path / "ann.npy", ann)
+    out = tmp_path / "p.safetensors"
+    argv = ["train", "--image", str(tmp_path / "img.npy"), "--labels", str(tmp_path / "ann.npy"), "--out", str(out)]
+    argv += ["--init", "pretrained", "--precision", "fp32", "--steps", "1", "--batch", "1", "--patch", "32"]
+    assert main(argv) == 0
+    info = load_model(out).info
+    assert info.arch == "unet3d" and info.train["init"] == "pretrained" and info.train["precision"] == "fp32"
+    assert len(info.history) == 5  # the pretrained start's short fine-tuning when no --epochs is given
