@@ -103,6 +103,8 @@ def test_training_precision_auto_and_refusals(volume):
     image, _, ann = volume
     m = train(image, ann, arch="unet", size="tiny", **TINY)
     assert m.info.train["precision"] == ("bf16" if cpu_has_bf16() else "fp32")
+    gan = train(image, ann, arch="unet", size="tiny", mode="pix2pix", **TINY)
+    assert gan.info.train["precision"] == "fp32"  # pix2pix stays fp32 on CPU
     with pytest.raises(InputError, match="fp16"):
         train(image, ann, arch="unet", size="tiny", precision="fp16", **TINY)
     with pytest.raises(InputError, match="precision"):

@@ -238,8 +238,8 @@ class _SupervisedStep:
     ) -> None:
         self.net, self.loss_fn = net, loss_fn
         self.opt = torch.optim.Adam(net.parameters(), lr=lr, betas=betas)
-        # mixed precision: on CUDA unless fp32 is asked for; on CPU only bf16, where it is native
-        # (AMX/AVX512-BF16: 2.3x the steps of fp32 for unet3d, docs/performance.md); weights stay fp32
+        # mixed precision unless fp32 is asked for; on CPU bf16 where it is native
+        # (AMX/AVX512-BF16: 2x the steps of fp32 for unet3d, docs/performance.md); weights stay fp32
         self.device_type = device.type
         self.use_amp = precision in ("bf16", "fp16") and device.type in ("cuda", "cpu")
         self.amp_dtype = torch.bfloat16 if precision == "bf16" else torch.float16
@@ -352,8 +352,9 @@ class _Pix2PixStep(_SupervisedStep):
         patch: int,
         pixel_weight: float,
         seed: int,
+        precision: str = "fp32",
     ) -> None:
-        super().__init__(net, loss_fn, lr, device, betas=(0.5, 0.999))
+        super().__init__(net, loss_fn, lr, device, betas=(0.5, 0.999), precision=precision)
         self.n_classes, self.pixel_weight = n_classes, float(pixel_weight)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 1)
@@ -786,9 +787,7 @@ def _pretrained_start(
     if dropout not in (None, base.info.params.get("dropout")):
         raise InputError(f"the pretrained start has dropout {base.info.params.get('dropout')}: leave dropout unset")
     assert grey is not None  # _load_data measures it when init is the pretrained start
-    model = reclass(base, classes, grey, seed=seed)
-    model.info.train = {}
-    return model
+    return reclass(base, classes, grey, seed=seed)
 
 
 def _lr_at(kind: str, lr: float, frac: float, step: int, warmup: int) -> float:
@@ -938,6 +937,8 @@ def _settings(kw: dict[str, Any]) -> dict[str, Any]:
     s["precision"] = resolve_precision(kw["precision"], s["dev"])
     if kw["precision"] == "auto" and s["dev"].type == "cuda" and torch.cuda.is_bf16_supported():
         s["precision"] = "bf16"  # no loss scaling needed
+    if kw["precision"] == "auto" and s["dev"].type == "cpu" and kw["mode"] == "pix2pix":
+        s["precision"] = "fp32"  # its discriminator was never measured in bf16 on CPU
     return s
 
 
@@ -1307,6 +1308,7 @@ def _build(
             patch=s["patch"],
             pixel_weight=s["pixel_weight"],
             seed=s["seed"],
+            precision=s["precision"],
         )
     else:
         stepper = _SupervisedStep(net, s["loss_fn"], s["lr"], s["dev"], precision=s["precision"])
@@ -1812,8 +1814,8 @@ def train(
     precision : str
         Arithmetic of the training steps; the weights stay fp32. ``"auto"``: mixed
         precision on CUDA (bf16 where supported, else fp16 with loss scaling), bf16
-        autocast on CPUs with native bf16 (AVX512-BF16, AMX; 2.3x the steps per second of
-        fp32 there, docs/performance.md), else fp32. ``"fp32"``, ``"bf16"``, ``"fp16"``
+        autocast on CPUs with native bf16 (AVX512-BF16, AMX; 2x the steps per second of
+        fp32 there, docs/performance.md; pix2pix stays fp32 on CPU), else fp32. ``"fp32"``, ``"bf16"``, ``"fp16"``
         (CUDA only) force one.
     init : Model, path-like or "pretrained", optional
         Fine-tune this model instead of starting from random weights (its classes
