@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     source = ", ".join(f"{p} seeds {' '.join(map(str, a.train_seeds))}" for p in train_presets)
     for method in a.methods:
         arch = "unet3d" if method == "3d" else "unet"
-        kw: dict[str, Any] = {"arch": arch, "seed": 0, "device": a.device}  # size, context, batch: the API's
+        kw: dict[str, Any] = {"arch": arch, "seed": 0, "device": a.device, "init": "random"}  # size, ...: the API's
         t = time.perf_counter()
         if a.init is not None:
             model, name = load_model(a.init), f"U-Net {method}, {Path(a.init).name}"

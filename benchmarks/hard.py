@@ -28,6 +28,8 @@ U-Net recipes (``--methods``):
              (``init="pretrained"``, ``benchmarks/pretrain.py``) instead of random weights;
              like ``train``, 5 epochs unless ``--epochs`` is given (``--minutes`` caps them),
              at train's learning rate unless ``--pre-lr``.
+``3d-auto``  ``init="auto"``: ``3d-pre`` (5 epochs) and ``3d`` in the rest of the budget, the one
+             with the higher validation Dice kept (what ``train`` does by default where the start fits).
 
 Training uses ``--minutes`` (each model spends it in full) or, with ``--epochs``, a fixed
 number of epochs of 25 steps, so that runs on a loaded machine stay comparable; wall times
@@ -96,12 +98,17 @@ def _unet(method: str, image: np.ndarray, ann: np.ndarray, budget: dict[str, Any
         return train(image, ann, axes="zyx", **kw), "zyx"
     if method == "3d":
         kw["arch"] = "unet3d"
-        return train(image, ann, size="small", context=15, batch=4, **kw), "z"
+        return train(image, ann, init="random", size="small", context=15, batch=4, **kw), "z"
     if method == "3d-pre":
         kw["arch"] = "unet3d"
         if pre_lr is not None:
             kw["lr"] = pre_lr
         return train(image, ann, init="pretrained", batch=4, **kw), "z"
+    if method == "3d-auto":
+        kw["arch"] = "unet3d"
+        model = train(image, ann, init="auto", batch=4, **kw)
+        log.info("3d-auto kept the %s start: %s", model.info.train.get("start"), model.info.train.get("starts"))
+        return model, "z"
     return train(image, ann, **kw), "z"
 
 
@@ -134,7 +141,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--shape", type=int, nargs=3, default=(64, 192, 192), metavar=("Z", "Y", "X"))
     ap.add_argument("--slices", type=int, default=3, help="annotated Z slices (default 3)")
     ap.add_argument(
-        "--methods", nargs="+", default=["before", "z", "ortho"], choices=["before", "z", "ortho", "3d", "3d-pre"]
+        "--methods",
+        nargs="+",
+        default=["before", "z", "ortho"],
+        choices=["before", "z", "ortho", "3d", "3d-pre", "3d-auto"],
     )
     ap.add_argument("--baselines", nargs="+", default=["otsu", "rf"], help="otsu, rf (or none)")
     budget = ap.add_mutually_exclusive_group()
@@ -152,6 +162,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--adapt-minutes", type=float, default=None, help="self-training budget on the second scan")
     ap.add_argument("--adapt-epochs", type=int, default=None, help="self-training epochs (default: 10; 0: none)")
     ap.add_argument("--pre-lr", type=float, default=None, help="peak learning rate of 3d-pre (default: train's)")
+    ap.add_argument(
+        "--invert",
+        action="store_true",
+        help="invert the grey levels (pore brightest): a scan unlike the pretrained start's, for init='auto'",
+    )
     ap.add_argument("--precision", default="auto", help="U-Net training arithmetic: auto, fp32, bf16 (train's)")
     ap.add_argument("--json", default=None, metavar="OUT", help="append-safe JSON of every row")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -186,6 +201,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             second = None
             if args.transfer:
                 second = make_phantom(tuple(args.shape), seed=seed + 100, preset=args.transfer)
+            if args.invert:
+                image = image.max() + image.min() - image
+                second = None if second is None else (second[0].max() + second[0].min() - second[0], second[1])
             if "otsu" in args.baselines:
                 t0 = time.perf_counter()
                 emit(_row(preset, seed, "multi-Otsu", evaluate(otsu(image), truth), time.perf_counter() - t0))
@@ -259,6 +277,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         epochs=tr["epochs_run"],
                         best_epoch=tr["best_epoch"],
                         stopped=tr["stopped"],
+                        val_dice=tr.get("val_dice"),
+                        start=tr.get("start"),
+                        starts=tr.get("starts"),
                     )
                 )
                 if second is not None:

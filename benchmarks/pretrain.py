@@ -69,7 +69,15 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{time.perf_counter() - t:7.0f} s  {p.message}", flush=True)
 
     model = train(
-        images, truths, arch="unet3d", epochs=a.epochs, batch=a.batch, seed=0, device=a.device, progress=report
+        images,
+        truths,
+        arch="unet3d",
+        init="random",
+        epochs=a.epochs,
+        batch=a.batch,
+        seed=0,
+        device=a.device,
+        progress=report,
     )
     model.info.train["class_grey"] = class_grey(images, truths, model.info.classes)
     model.info.train["family"] = [list(f) for f in FAMILY]

@@ -437,8 +437,18 @@ def _cmd_train(a: argparse.Namespace) -> int:
         f"{inputs}classes {model.info.classes}, "
         f"{len(model.info.history)} epochs in {time.perf_counter() - t0:.0f} s, "
         "validation Dice {} ({})".format(_fmt(model.info.validation[0]), model.info.validation[1])
+        + _starts(t)
     )
     return 0
+
+
+def _starts(t: dict[str, Any]) -> str:
+    """With ``--init auto``: which start was kept, and both validation scores."""
+    starts = t.get("starts")
+    if not starts:
+        return ""
+    scores = ", ".join(f"{k} {_fmt(v['val_dice']) if v else 'cancelled'}" for k, v in starts.items())
+    return f"; kept the {t['start']} start (validation Dice {scores})"
 
 
 def _fmt(v: Any) -> str:
@@ -1167,9 +1177,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     p.add_argument(
         "--init",
-        default=None,
-        help="fine-tune from this model file, or 'pretrained': the start shipped with the package "
-        "(unet3d, its classes matched to yours by grey level)",
+        default="auto",
+        help="where the weights start: 'auto' (default): where it fits (unet3d small, context 15, one "
+        "channel and axis), fine-tune the pretrained start 5 epochs, train from random weights in the rest "
+        "of the budget, keep the higher validation Dice; 'pretrained': the start shipped with the package "
+        "(unet3d, its classes matched to yours by grey level); 'random'; or a model file to fine-tune",
     )
     p.add_argument(
         "--axes",
@@ -1190,7 +1202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         default=_T.precision,
         choices=["auto", "fp32", "bf16", "fp16"],
-        help="arithmetic of the training steps (default auto: mixed on CUDA, bf16 on CPUs with native bf16, else fp32)",
+        help="arithmetic of the training steps (default auto: mixed on CUDA, bf16 on CPUs with AMX, else fp32)",
     )
     _add_voxel_size(p)
     _add_overwrite(p)

@@ -286,3 +286,24 @@ def test_cli_train_from_the_pretrained_start_with_a_precision(tmp_path):
     info = load_model(out).info
     assert info.arch == "unet3d" and info.train["init"] == "pretrained" and info.train["precision"] == "fp32"
     assert len(info.history) == 5  # the pretrained start's short fine-tuning when no --epochs is given
+
+
+def test_cli_train_by_default_races_the_pretrained_start_and_says_which_it_kept(tmp_path, capsys):
+    from napari_xrayseg.core.sample import make_phantom
+
+    image, truth = make_phantom((16, 48, 48), seed=4)
+    ann = np.zeros_like(truth)
+    ann[[4, 11]] = truth[[4, 11]]
+    np.save(tmp_path / "img.npy", image)
+    np.save(tmp_path / "ann.npy", ann)
+    out = tmp_path / "a.safetensors"
+    argv = ["train", "--image", str(tmp_path / "img.npy"), "--labels", str(tmp_path / "ann.npy"), "--out", str(out)]
+    argv += ["--epochs", "1", "--steps", "1", "--batch", "1", "--patch", "32"]
+    assert main(argv) == 0
+    info = load_model(out).info
+    assert info.arch == "unet3d" and info.train["init"] == "auto" and info.train["start"] in ("pretrained", "random")
+    said = capsys.readouterr().out
+    assert f"kept the {info.train['start']} start (validation Dice pretrained " in said and ", random " in said
+    out2 = tmp_path / "r.safetensors"
+    assert main([*argv[:6], str(out2), *argv[7:], "--init", "random"]) == 0
+    assert load_model(out2).info.train["init"] is None and "kept the" not in capsys.readouterr().out

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_xrayseg.core.device import cpu_has_bf16
+from napari_xrayseg.core.device import cpu_has_amx
 from napari_xrayseg.core.errors import InputError
-from napari_xrayseg.core.models import PRETRAINED, init_model, load_model, pretrained_path, reclass
+from napari_xrayseg.core.models import AUTO_START, PRETRAINED, init_model, load_model, pretrained_path, reclass
 from napari_xrayseg.core.sample import GREY_LEVELS, make_phantom
-from napari_xrayseg.core.training import PRETRAINED_EPOCHS, train
+from napari_xrayseg.core.training import AUTO_PRETRAINED_SHARE, PRETRAINED_EPOCHS, train
 
 TINY = dict(epochs=1, steps_per_epoch=2, batch=2, patch=32, device="cpu")
 
@@ -102,7 +102,7 @@ def test_training_precision_is_recorded_and_the_weights_stay_fp32(volume, precis
 def test_training_precision_auto_and_refusals(volume):
     image, _, ann = volume
     m = train(image, ann, arch="unet", size="tiny", **TINY)
-    assert m.info.train["precision"] == ("bf16" if cpu_has_bf16() else "fp32")
+    assert m.info.train["precision"] == ("bf16" if cpu_has_amx() else "fp32")
     gan = train(image, ann, arch="unet", size="tiny", mode="pix2pix", **TINY)
     assert gan.info.train["precision"] == "fp32"  # pix2pix stays fp32 on CPU
     with pytest.raises(InputError, match="fp16"):
@@ -117,3 +117,105 @@ def test_the_pretrained_start_fine_tunes_for_a_few_epochs_unless_told(volume):
     assert len(train(image, ann, init=PRETRAINED, **short).info.history) == PRETRAINED_EPOCHS
     assert len(train(image, ann, init=PRETRAINED, minutes=30, **short).info.history) == PRETRAINED_EPOCHS
     assert len(train(image, ann, init=PRETRAINED, epochs=2, **short).info.history) == 2
+
+
+def test_auto_start_races_the_pretrained_start_against_random_weights(volume, tmp_path):
+    """init="auto" (the default): both candidates train on the same rows, the better validated is kept and saved."""
+    image, _, ann = volume
+    records = []
+    out = tmp_path / "auto.safetensors"
+    m = train(image, ann, out=out, progress=records.append, **{**TINY, "epochs": 2})
+    t = m.info.train
+    assert m.info.arch == "unet3d" and t["init"] == AUTO_START and t["start"] in (PRETRAINED, "random")
+    pre, rand = t["starts"][PRETRAINED], t["starts"]["random"]
+    assert pre["epochs_run"] == 2 and rand["epochs_run"] == 2  # fewer epochs than PRETRAINED_EPOCHS given: those
+    kept = pre if t["start"] == PRETRAINED else rand
+    assert t["val_dice"] == kept["val_dice"] == max(pre["val_dice"], rand["val_dice"])
+    # progress: per mille of the whole job, never backwards, each candidate tagged and its curves recorded
+    assert {r.total for r in records} == {1000}
+    steps = [r.step for r in records]
+    assert steps == sorted(steps) and steps[-1] == 1000
+    tags = [r.info["start"] for r in records]
+    assert tags.index("random") > len(tags) - 1 - tags[::-1].index(PRETRAINED)  # pretrained first, then random
+    assert sum("loss" in r.info for r in records) == 4  # 2 epochs each
+    saved = load_model(out)
+    assert saved.info.train["start"] == t["start"] and saved.info.train["starts"] == t["starts"]
+
+
+def test_auto_start_falls_back_to_random_weights_where_the_start_does_not_fit(volume):
+    image, _, ann = volume
+    for kw in ({"size": "tiny"}, {"context": 3}, {"arch": "unet"}, {"val_fraction": 0.0}, {"init": "random"}):
+        m = train(image, ann, **{**TINY, **kw})
+        assert m.info.train["init"] is None and "starts" not in m.info.train, kw
+    assert train(image, ann, init=None, **TINY).info.train["init"] is None
+
+
+def test_auto_start_picks_by_validation_and_random_weights_on_a_tie():
+    from napari_xrayseg.core.models import Model
+    from napari_xrayseg.core.training import _pick_start
+
+    def cand(v):
+        m = init_model("unet", size="tiny", classes=[1, 2])
+        m.info.train = {"val_dice": v, "epochs_run": 3, "elapsed_s": 1.0}
+        return m
+
+    assert isinstance(cand(0.5), Model)
+    assert _pick_start(cand(0.9), cand(0.8), 2.0).info.train["start"] == PRETRAINED
+    assert _pick_start(cand(0.8), cand(0.9), 2.0).info.train["start"] == "random"
+    assert _pick_start(cand(0.8), cand(0.8), 2.0).info.train["start"] == "random"  # a tie: the measured default
+    assert _pick_start(cand(None), cand(0.1), 2.0).info.train["start"] == "random"
+    assert _pick_start(cand(0.1), None, 2.0).info.train["starts"]["random"] is None  # cancelled before an epoch
+    m = _pick_start(cand(0.9), cand(0.8), 2.5)
+    assert m.info.train["elapsed_s"] == 2.5 and m.info.train["starts"]["random"]["val_dice"] == 0.8
+
+
+def test_auto_start_gives_the_random_start_the_rest_of_the_time_budget(volume):
+    image, _, ann = volume
+    m = train(image, ann, arch="unet3d", minutes=0.2, **{**TINY, "epochs": 1})  # "auto": unet under 5 min
+    pre, rand = m.info.train["starts"][PRETRAINED], m.info.train["starts"]["random"]
+    assert pre["minutes"] == pytest.approx(0.2 * AUTO_PRETRAINED_SHARE)
+    assert 0 < rand["minutes"] < 0.2  # what the pretrained candidate left
+    assert pre["epochs"] == rand["epochs"] == 1  # the epochs given cap both
+
+
+def test_cancelling_the_auto_start_keeps_the_better_model_so_far(volume):
+    from napari_xrayseg.core.errors import Cancelled
+    from napari_xrayseg.core.progress import CancelToken
+
+    image, _, ann = volume
+    token = CancelToken()
+
+    def stop_in_random(p):
+        if p.info.get("start") == "random":
+            token.cancel()
+
+    with pytest.raises(Cancelled) as e:
+        train(image, ann, cancel=token, progress=stop_in_random, **{**TINY, "epochs": 2})
+    kept = e.value.result
+    assert kept is not None and kept.info.train["start"] == PRETRAINED and kept.info.train["starts"]["random"] is None
+
+
+def test_a_non_finite_training_step_is_skipped_and_repeated_ones_switch_cpu_bf16_off():
+    """bf16 on some CPUs gave a non-finite step within a few hundred (AMD EPYC, AVX512-BF16): never apply one."""
+    from napari_xrayseg.core.training import NONFINITE_FALLBACK, _SupervisedStep, make_loss
+
+    m = init_model("unet", size="tiny", classes=[1, 2, 3], context=1, seed=0)
+    step = _SupervisedStep(m.network, make_loss(), 1e-3, torch.device("cpu"), precision="bf16")
+    step.train()
+    x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 3, (2, 32, 32), generator=torch.Generator().manual_seed(2))
+    step(x, y)  # a good step
+    assert step.skipped == 0
+    weights = {k: v.clone() for k, v in m.network.state_dict().items()}
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    step(bad, y)
+    assert step.skipped == 1 and step.use_amp  # skipped, bf16 kept
+    after = m.network.state_dict()
+    # neither the weights nor batch norm's running statistics took anything from it
+    assert all(torch.equal(weights[k], after[k]) for k in weights if k.endswith(("weight", "running_var")))
+    step(x, y)  # a good step resets the count in a row
+    for _ in range(NONFINITE_FALLBACK):
+        step(bad, y)
+    assert step.skipped == 1 + NONFINITE_FALLBACK and not step.use_amp and step.fell_back
+    assert all(torch.isfinite(v).all() for v in m.network.state_dict().values() if v.is_floating_point())

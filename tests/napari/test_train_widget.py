@@ -150,7 +150,7 @@ def test_train_widget_starts_from_the_pretrained_model(make_napari_viewer, qtbot
     w._epochs.value = 1
     w._context.value = 3  # ignored: the pretrained start keeps its own context
     w._segment_after.value = False
-    w._pretrained.value = True
+    w._start_from.value = "pretrained"
     w._init.value = tmp_path / "other.safetensors"
     errors = []
     monkeypatch.setattr("napari_xrayseg._napari._jobs.show_error", errors.append)
@@ -164,3 +164,26 @@ def test_train_widget_starts_from_the_pretrained_model(make_napari_viewer, qtbot
     m = load_model(tmp_path / "p.safetensors")
     assert m.info.arch == "unet3d" and m.info.context == 15 and m.info.train["init"] == "pretrained"
     assert m.info.classes == [1, 2, 3] and len(m.info.history) == 1
+
+
+def test_train_widget_by_default_races_the_pretrained_start_and_says_which_it_kept(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer(show=True)
+    _setup(viewer, shape=(16, 48, 48))
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Train")
+    assert w._start_from.value == "auto" and w._arch.value == "unet3d" and w._size.value == "small"
+    w._epochs.value, w._batch.value, w._patch.value, w._device.value = 1, 1, 32, "cpu"
+    w._segment_after.value = False
+    w._out.value = tmp_path / "a.safetensors"
+    seen = []
+    orig = w._on_progress
+    w._on_progress = lambda p: (seen.append(p.info.get("start")), orig(p))[1]
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=180_000)
+    m = load_model(tmp_path / "a.safetensors")
+    assert m.info.train["init"] == "auto" and m.info.train["start"] in ("pretrained", "random")
+    assert f"kept the {m.info.train['start']} start" in w._status.value
+    # the plot shows the last candidate's curves (cleared when the random start began): one epoch
+    assert w.plot.epochs == [1] and {"pretrained", "random"} <= set(seen)
+    shot = viewer.screenshot(canvas_only=False)
+    assert shot[..., :3].std() > 1

@@ -38,8 +38,10 @@ from ..core.device import available_devices
 from ..core.errors import InputError, XraysegError
 from ..core.inference import iter_segment
 from ..core.models import (
+    AUTO_START,
     MAX_CONTEXT,
     PRETRAINED,
+    RANDOM_START,
     Model,
     architectures,
     choose_arch,
@@ -164,11 +166,16 @@ class TrainWidget(JobWidget):
             "along the other axes; learn from those too (for orthoplane segmenting)",
         )
         self._device = ComboBox(label="Device", choices=["auto", *available_devices()], value=_T.device)
-        self._pretrained = CheckBox(
-            label="Start from the pretrained model",
-            value=False,
-            tooltip="fine-tune the unet3d shipped with the plugin (trained on synthetic PXCT scans; "
-            "its classes are matched to yours by grey level) instead of random weights",
+        self._curves_of: str | None = None  # the candidate start whose curves the plot shows
+        self._start_from = ComboBox(
+            label="Start weights",
+            choices=[AUTO_START, RANDOM_START, PRETRAINED],
+            value=AUTO_START,
+            tooltip="auto: where it fits (unet3d small, context 15, one channel and axis), fine-tune the "
+            "pretrained unet3d 5 epochs, train from random weights in the rest of the time, keep the one "
+            "with the higher validation Dice; random; pretrained: fine-tune the unet3d shipped with the "
+            "plugin (trained on synthetic PXCT scans, its classes matched to yours by grey level). "
+            "A model file below is fine-tuned instead (with 'auto')",
         )
         self._init = FileEdit(label="Start from model (optional)", mode="r", filter="*.safetensors", value="")
         self._out = FileEdit(label="Save model to", mode="w", filter="*.safetensors", value="")
@@ -226,7 +233,7 @@ class TrainWidget(JobWidget):
                 self._augment,
                 self._all_axes,
                 self._device,
-                self._pretrained,
+                self._start_from,
                 self._init,
                 self._out,
                 self._segment_after,
@@ -310,6 +317,7 @@ class TrainWidget(JobWidget):
 
     def _start(self, kwargs: dict[str, Any]) -> None:
         self.plot.clear()
+        self._curves_of = None
         layer = self._image.value
         self._status.value = "training..."
         total = kwargs["epochs"] if kwargs["minutes"] is None else 1000  # per mille of the time budget
@@ -338,10 +346,10 @@ class TrainWidget(JobWidget):
             raise InputError(f"{out} exists: choose a new file name (models are never overwritten silently)")
         init: str | None = str(self._init.value)
         init = None if init in ("", ".") or Path(init).is_dir() else init  # a cleared FileEdit holds a folder
-        if self._pretrained.value:
-            if init is not None:
-                raise InputError("both a model file and the pretrained model were chosen to start from: choose one")
-            init = PRETRAINED
+        start = str(self._start_from.value)
+        if init is not None and start != AUTO_START:
+            raise InputError(f"both a model file and '{start}' start weights were chosen: choose one")
+        init = init or start
         axis = int(self._axis.value) if ndim == 3 else 0
         axes = [axis, *(a for a in range(3) if a != axis)] if self._all_axes.value and ndim == 3 else None
         voxel = layer_voxel_size(image_layer)  # recorded in the model (napari's pixel units: none)
@@ -374,6 +382,10 @@ class TrainWidget(JobWidget):
         }
 
     def _on_progress(self, p: Progress) -> None:
+        start = p.info.get("start")  # init="auto": each candidate start gets its own curves
+        if start is not None and start != self._curves_of:
+            self._curves_of = start
+            self.plot.clear()
         if "loss" in p.info:
             self.plot.add(int(p.info["epoch"]), float(p.info["loss"]), p.info.get("val_dice"))
             self._status.value = p.message
@@ -398,9 +410,11 @@ class TrainWidget(JobWidget):
             show_info(msg)
             return
         val, which = model.info.validation
+        t = model.info.train
+        kept = f", kept the {t['start']} start" if t.get("starts") else ""
         msg = (
             f"trained {len(model.info.history)} epochs, validation Dice "
-            f"{'n/a' if val is None else f'{val:.3f}'} ({which}); saved to {model.path}"
+            f"{'n/a' if val is None else f'{val:.3f}'} ({which}){kept}; saved to {model.path}"
         )
         self._status.value = msg
         show_info(msg)

@@ -187,8 +187,8 @@ class TrainConfig:
         As in :class:`SegmentConfig`.
     precision : str
         Arithmetic of the training steps (the weights stay fp32): ``"auto"`` (mixed
-        precision on CUDA, bf16 autocast on CPUs with native bf16 such as AVX512-BF16/AMX,
-        else fp32), ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA only).
+        precision on CUDA, bf16 autocast on CPUs with AMX, else fp32), ``"fp32"``,
+        ``"bf16"``, ``"fp16"`` (CUDA only).
     context : int
         Odd number of slices fed per slice (the slice and ``context // 2``
         neighbours on each side, as input channels, "2.5D"); 1 = plain 2D.

@@ -11,6 +11,7 @@ __all__ = [
     "CPU_VOLUME_BUDGET",
     "PRECISIONS",
     "available_devices",
+    "cpu_has_amx",
     "cpu_has_bf16",
     "memory_budget",
     "release_memory",
@@ -128,6 +129,21 @@ def cpu_has_bf16() -> bool:
     except OSError:  # not Linux: stay with fp32
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles for bfloat16 (Intel Xeon since Sapphire Rapids).
+
+    ``train(precision="auto")`` trains in bf16 on CPUs only on these: on a CPU with AVX512-BF16
+    but no AMX (AMD EPYC, torch 2.13) oneDNN's bf16 weight gradient of 3D convolutions was not
+    finite in 3-7 % of ``unet3d`` steps (docs/train.md), so such CPUs train in fp32 unless bf16 is
+    asked for. Inference (forward passes only) uses bf16 wherever :func:`cpu_has_bf16`.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_bf16" in f.read()
+    except OSError:
+        return False
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -1113,6 +1113,13 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
 #: model file (``unet3d`` small, context 15, 3 classes, trained on the full truth of a family of
 #: synthetic PXCT scans; ``benchmarks/pretrain.py`` makes it, docs/accuracy.md measures it).
 PRETRAINED = "pretrained"
+#: ``train(..., init=AUTO_START)``: where the pretrained start fits (a single-channel ``unet3d``
+#: of its size and context, supervised, validated), fine-tune it briefly and train from random
+#: weights in the rest of the budget, and keep whichever scores the higher validation Dice;
+#: elsewhere random weights (``training._auto_start_fits``; docs/train.md).
+AUTO_START = "auto"
+#: ``train(..., init=RANDOM_START)``: random weights (the same as ``init=None``).
+RANDOM_START = "random"
 _PRETRAINED_FILE = "unet3d-small-pretrained.safetensors"
 
 

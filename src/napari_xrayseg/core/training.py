@@ -41,19 +41,23 @@ import torch.nn.functional as F
 
 from .channels import ChannelStack
 from .config import TrainConfig
-from .device import resolve_device, resolve_precision
-from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError
+from .device import cpu_has_amx, resolve_device, resolve_precision
+from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError, XraysegError
 from .io import read_block, volume_chunks, voxel_size_of
 from .labels import read_labels
 from .models import (
+    AUTO_ARCH,
+    AUTO_START,
     MAX_CONTEXT,
     PRETRAINED,
+    RANDOM_START,
     Model,
     ModelInfo,
     default_dropout,
     init_model,
     load_model,
     pretrained_path,
+    read_model_info,
     reclass,
     save_model,
 )
@@ -73,6 +77,8 @@ _D = TrainConfig()
 #: caps them): on the hard benchmark 5 epochs scored above 10 minutes of fine-tuning (about 58
 #: epochs), which scored below the start as it is (docs/accuracy.md, session 14).
 PRETRAINED_EPOCHS = 5
+#: With ``init="auto"`` and a time budget, the pretrained candidate may use at most this share of it.
+AUTO_PRETRAINED_SHARE = 0.5
 
 #: Loss names accepted by :func:`train`.
 LOSSES = ("dicece", "ce", "dice", "dice_gamma")
@@ -82,6 +88,9 @@ SCHEDULES = ("cosine", "step", "constant")
 MODES = ("supervised", "pix2pix")
 #: Input normalisations accepted by :func:`train`.
 NORMALIZE = ("image", "fixed")
+
+#: Non-finite training steps in a row (each skipped) after which CPU bf16 is switched off for the run.
+NONFINITE_FALLBACK = 3
 
 #: Epochs run when neither ``epochs`` nor ``minutes`` is given.
 DEFAULT_EPOCHS = 40
@@ -239,14 +248,49 @@ class _SupervisedStep:
         self.net, self.loss_fn = net, loss_fn
         self.opt = torch.optim.Adam(net.parameters(), lr=lr, betas=betas)
         # mixed precision unless fp32 is asked for; on CPU bf16 where it is native
-        # (AMX/AVX512-BF16: 2x the steps of fp32 for unet3d, docs/performance.md); weights stay fp32
+        # (AMX: 2x the steps of fp32 for unet3d, docs/performance.md); weights stay fp32
         self.device_type = device.type
         self.use_amp = precision in ("bf16", "fp16") and device.type in ("cuda", "cpu")
         self.amp_dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if self.use_amp and self.amp_dtype == torch.float16 else None
+        self.skipped = 0  # optimiser steps skipped for a non-finite loss or gradient
+        self.fell_back = False  # CPU bf16 switched off after NONFINITE_FALLBACK such steps in a row
+        self._in_row = 0
+        self._stats: list[torch.Tensor] = []
+        self._bufs: list[torch.Tensor] = []
 
     def train(self) -> None:
         self.net.train()
+
+    def _snapshot(self, *nets: torch.nn.Module) -> None:
+        """Keep batch norm's running statistics, to put back if this step turns out non-finite."""
+        bufs = [b for n in nets for b in n.buffers() if b.is_floating_point()]
+        self._stats = [b.detach().clone() for b in bufs]
+        self._bufs = bufs
+
+    def _finite(self, value: torch.Tensor, opt: torch.optim.Optimizer) -> bool:
+        """Whether ``value`` and the gradients are finite; if not, drop the gradients and restore the statistics.
+
+        A guard, as CUDA's loss scaler has one: bf16 on some CPUs gave a non-finite loss within
+        a few hundred steps (torch 2.13, AMD EPYC with AVX512-BF16, docs/train.md), and one such
+        update ruins the weights. The step is skipped and counted; after
+        :data:`NONFINITE_FALLBACK` in a row, CPU bf16 is switched off for the rest of the run.
+        """
+        grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        total = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        if bool(torch.isfinite(value.detach()).all()) and bool(torch.isfinite(total)):
+            self._in_row = 0
+            return True
+        opt.zero_grad(set_to_none=True)
+        for b, s in zip(self._bufs, self._stats):
+            b.copy_(s)
+        self.skipped += 1
+        self._in_row += 1
+        log.warning("skipped a training step with a non-finite loss or gradient (%d so far)", self.skipped)
+        if self.use_amp and self.device_type == "cpu" and self._in_row >= NONFINITE_FALLBACK:
+            self.use_amp, self.fell_back = False, True
+            log.warning("%d non-finite steps in a row under CPU bf16: training on in fp32", self._in_row)
+        return False
 
     def set_lr(self, lr: float) -> None:
         for g in self.opt.param_groups:
@@ -259,15 +303,17 @@ class _SupervisedStep:
         return net(x)
 
     def _minimise(self, value: torch.Tensor, opt: torch.optim.Optimizer) -> None:
-        if self.scaler is not None:
+        if self.scaler is not None:  # it skips non-finite steps itself
             self.scaler.scale(value).backward()
             self.scaler.step(opt)
         else:
             value.backward()
-            opt.step()
+            if self._finite(value, opt):
+                opt.step()
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         self.opt.zero_grad(set_to_none=True)
+        self._snapshot(self.net)
         value = self.loss_fn(self._run(self.net, x), y)
         self._minimise(value, self.opt)
         if self.scaler is not None:
@@ -378,6 +424,7 @@ class _Pix2PixStep(_SupervisedStep):
         return ((score - target) ** 2 * w).sum() / w.sum().clamp(min=_EPS)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        self._snapshot(self.net, self.disc)
         m = (y != _IGNORE)[:, None].float()
         real = F.one_hot(y.clamp(min=0), self.n_classes).permute(0, 3, 1, 2).float() * m
         logits = self._run(self.net, x)
@@ -937,8 +984,10 @@ def _settings(kw: dict[str, Any]) -> dict[str, Any]:
     s["precision"] = resolve_precision(kw["precision"], s["dev"])
     if kw["precision"] == "auto" and s["dev"].type == "cuda" and torch.cuda.is_bf16_supported():
         s["precision"] = "bf16"  # no loss scaling needed
-    if kw["precision"] == "auto" and s["dev"].type == "cpu" and kw["mode"] == "pix2pix":
-        s["precision"] = "fp32"  # its discriminator was never measured in bf16 on CPU
+    if kw["precision"] == "auto" and s["dev"].type == "cpu" and (kw["mode"] == "pix2pix" or not cpu_has_amx()):
+        # pix2pix: its discriminator was never measured in bf16 on CPU; without AMX (AVX512-BF16
+        # only) 3D convolutions' bf16 weight gradients were non-finite in 3-7 % of steps
+        s["precision"] = "fp32"
     return s
 
 
@@ -1564,6 +1613,15 @@ def _fit(
             return
 
 
+def _guarded(model: Model, stepper: _SupervisedStep) -> Model:
+    """Record the training steps skipped as non-finite, and a switch from CPU bf16 to fp32."""
+    model.info.train["skipped_steps"] = stepper.skipped
+    if stepper.fell_back:
+        model.info.train["precision"] = "fp32"
+        model.info.train["precision_fallback"] = "bf16 gave non-finite steps: switched to fp32"
+    return model
+
+
 def iter_train(
     image: Any,
     labels: Any,
@@ -1588,7 +1646,7 @@ def iter_train(
     seed: int = _D.seed,
     device: str = _D.device,
     precision: str = _D.precision,
-    init: Model | str | os.PathLike | None = None,
+    init: Model | str | os.PathLike | None = AUTO_START,
     context: int | None = None,
     mode: str = _D.mode,
     pixel_weight: float = _D.pixel_weight,
@@ -1611,8 +1669,7 @@ def iter_train(
     steps) when only ``epochs`` limits training, else per mille of the time budget.
     See :func:`train` for the parameters.
     """
-    s = _settings(
-        {
+    args = {
             "shapes": _shapes(image),
             "axis": axis,
             "arch": arch,
@@ -1644,8 +1701,13 @@ def iter_train(
             "channel_axis": channel_axis,
             "out": out,
             "overwrite": overwrite,
-        }
-    )
+    }  # fmt: skip
+    if isinstance(init, str) and init == RANDOM_START:
+        init = args["init"] = None
+    if isinstance(init, str) and init == AUTO_START:
+        rest = {"image": image, "labels": labels, "voxel_size": voxel_size, "unit": unit, "cancel": cancel}
+        return (yield from _iter_auto_start(args, rest))
+    s = _settings(args)
     budget = _Budget(s["epochs"], s["minutes"], s["steps_per_epoch"])
     d = _load_data(image, labels, s, cancel)
     first = d["pairs"][0][0]
@@ -1670,10 +1732,14 @@ def iter_train(
     except Cancelled as e:
         done = len(fit.history)
         err = Cancelled(f"training cancelled after {done} epoch{'s' if done != 1 else ''}")
-        err.result = fit.finish(settings, predictor is not None, check_kept) if fit.best_state is not None else None  # type: ignore[attr-defined]
+        err.result = (  # type: ignore[attr-defined]
+            _guarded(fit.finish(settings, predictor is not None, check_kept), stepper)
+            if fit.best_state is not None
+            else None
+        )
         log.info("%s; nothing written", err)
         raise err from e
-    model = fit.finish(settings, predictor is not None, check_kept)
+    model = _guarded(fit.finish(settings, predictor is not None, check_kept), stepper)
     t = model.info.train
     log.info(
         "training finished after %d epochs (%s, %.1f s); kept %s (best epoch %d)",
@@ -1691,6 +1757,109 @@ def iter_train(
         except (OutputWriteError, OutputExistsError) as e:  # disk full, or another job took the path
             e.result = model  # type: ignore[attr-defined]  # the trained model rides on the error
             raise
+    return model
+
+
+def _auto_start_fits(args: dict[str, Any]) -> str | None:
+    """Why ``init="auto"`` trains from random weights only here, or None where the pretrained start fits."""
+    if args["mode"] != "supervised" or args["channel_axis"] is not None or args["two_d"]:
+        return "pix2pix, channels or 2D images"
+    if args["dropout"] is not None or args["normalize"] != "image":
+        return "a dropout or normalisation other than the start's"
+    if args["axes"] is not None and len(args["axes"]) > 1:
+        return "several axes"
+    try:
+        start = read_model_info(pretrained_path())
+    except XraysegError as e:  # a package installed without its weights
+        return str(e)
+    s = _settings({**args, "init": None, "out": None})
+    if s["arch"] != start.arch or (args["size"] or start.train.get("size")) != start.train.get("size"):
+        return f"the architecture trained is {s['arch']} {args['size'] or ''}, the start is {start.arch} small"
+    if s["context"] != start.context:
+        return f"context {s['context']}, the start's is {start.context}"
+    if s["val_fraction"] <= 0:
+        return "no validation rows to choose the start by (val_fraction=0)"
+    return None
+
+
+def _relay(run: Generator[Progress, None, Model], lo: float, hi: float, tag: str) -> Generator[Progress, None, Model]:
+    """Yield ``run``'s records as per mille of the whole ``init="auto"`` job (``lo``-``hi`` of it), tagged."""
+    while True:
+        try:
+            p = next(run)
+        except StopIteration as stop:
+            return stop.value
+        done = int(1000 * (lo + (hi - lo) * p.fraction))
+        yield Progress(done, 1000, f"{tag} start: {p.message}", {**p.info, "start": tag})
+
+
+def _iter_auto_start(args: dict[str, Any], rest: dict[str, Any]) -> Generator[Progress, None, Model]:
+    """``init="auto"``: the pretrained start fine-tuned briefly against random weights; the better validated is kept.
+
+    The pretrained candidate runs first (:data:`PRETRAINED_EPOCHS` epochs, or the ``epochs``
+    given if fewer; with ``minutes``, at most :data:`AUTO_PRETRAINED_SHARE` of them); the random
+    start then gets the ``epochs`` given and what is left of ``minutes``, so the budget is the
+    user's. Both are validated on the same held-out rows; a tie keeps random weights.
+    """
+    kw = {k: v for k, v in args.items() if k != "shapes"}
+    why = _auto_start_fits(args)
+    if why is not None:
+        log.info("init='auto': training from random weights (%s)", why)
+        return (yield from iter_train(**rest, **{**kw, "init": None}))
+    out_path = _out_path(args["out"], args["overwrite"])  # before any work, as iter_train does
+    t0 = time.perf_counter()
+    epochs, minutes = args["epochs"], args["minutes"]
+    pre_epochs = min(PRETRAINED_EPOCHS, epochs) if epochs else PRETRAINED_EPOCHS
+    total_epochs = epochs or (None if minutes is not None else DEFAULT_EPOCHS)
+    share = pre_epochs / (pre_epochs + total_epochs) if total_epochs else 0.1
+    pre_kw = {**kw, "init": PRETRAINED, "arch": AUTO_ARCH, "size": None, "context": None, "out": None}
+    pre_kw.update(epochs=pre_epochs, minutes=None if minutes is None else minutes * AUTO_PRETRAINED_SHARE)
+    log.info("init='auto': fine-tuning the pretrained start %d epochs, then random weights", pre_epochs)
+    pre = yield from _relay(iter_train(**rest, **pre_kw), 0.0, share, PRETRAINED)
+    spent = (time.perf_counter() - t0) / 60.0
+    rand_kw = {**kw, "init": None, "arch": pre.info.arch, "out": None}
+    if minutes is not None:
+        rand_kw["minutes"] = max(minutes - spent, 0.01)
+        share = max(share, min(spent / minutes, 1.0))
+    try:
+        rand = yield from _relay(iter_train(**rest, **rand_kw), share, 1.0, "random")
+    except Cancelled as e:
+        e.result = _pick_start(pre, getattr(e, "result", None), time.perf_counter() - t0)  # type: ignore[attr-defined]
+        raise
+    model = _pick_start(pre, rand, time.perf_counter() - t0)
+    if out_path is not None:
+        try:
+            save_model(model, out_path, overwrite=args["overwrite"])
+        except (OutputWriteError, OutputExistsError) as e:
+            e.result = model  # type: ignore[attr-defined]
+            raise
+    return model
+
+
+#: What ``info.train["starts"]`` keeps of each ``init="auto"`` candidate.
+_START_SUMMARY = ("val_dice", "epochs_run", "elapsed_s", "epochs", "minutes", "stopped")
+
+
+def _pick_start(pre: Model, rand: Model | None, elapsed: float) -> Model:
+    """The ``init="auto"`` candidate with the higher validation Dice (random on a tie), its choice recorded."""
+    va = pre.info.train.get("val_dice")
+    vb = None if rand is None else rand.info.train.get("val_dice")
+    keep_pre = rand is None or (va is not None and (vb is None or va > vb))
+    model = pre if keep_pre else rand
+    assert model is not None
+    summary = {
+        name: None if m is None else {k: m.info.train.get(k) for k in _START_SUMMARY}
+        for name, m in ((PRETRAINED, pre), ("random", rand))
+    }
+    kept = PRETRAINED if keep_pre else "random"
+    model.info.train = {**model.info.train, "init": AUTO_START, "start": kept, "starts": summary}
+    model.info.train["elapsed_s"] = round(elapsed, 3)
+    log.info(
+        "init='auto': kept the %s start (validation Dice %s against %s)",
+        kept,
+        "n/a" if va is None else f"{va:.4f}",
+        "n/a" if vb is None else f"{vb:.4f}",
+    )
     return model
 
 
@@ -1718,7 +1887,7 @@ def train(
     seed: int = _D.seed,
     device: str = _D.device,
     precision: str = _D.precision,
-    init: Model | str | os.PathLike | None = None,
+    init: Model | str | os.PathLike | None = AUTO_START,
     context: int | None = None,
     mode: str = _D.mode,
     axes: str | Sequence[int] | None = None,
@@ -1814,17 +1983,27 @@ def train(
     precision : str
         Arithmetic of the training steps; the weights stay fp32. ``"auto"``: mixed
         precision on CUDA (bf16 where supported, else fp16 with loss scaling), bf16
-        autocast on CPUs with native bf16 (AVX512-BF16, AMX; 2x the steps per second of
-        fp32 there, docs/performance.md; pix2pix stays fp32 on CPU), else fp32. ``"fp32"``, ``"bf16"``, ``"fp16"``
-        (CUDA only) force one.
-    init : Model, path-like or "pretrained", optional
-        Fine-tune this model instead of starting from random weights (its classes
-        must equal the annotated classes and its context ``context``; it is not modified).
+        autocast on CPUs with AMX (2x the steps per second of fp32 there,
+        docs/performance.md; pix2pix stays fp32 on CPU), else fp32: on CPUs with
+        AVX512-BF16 but no AMX some bf16 weight gradients were not finite (docs/train.md).
+        ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA only) force one. A step with a non-finite
+        loss or gradient is skipped (``info.train["skipped_steps"]`` counts them); after
+        :data:`NONFINITE_FALLBACK` in a row CPU bf16 is switched off for the run.
+    init : Model, path-like, "auto", "pretrained", "random" or None
+        Where the weights start. A model or model file: fine-tune it (its classes must
+        equal the annotated classes and its context ``context``; it is not modified).
         ``"pretrained"``: the ``unet3d`` shipped with the package, trained on the full truth
         of synthetic PXCT scans (``models.pretrained_path``), its classes matched to the
         annotated ones by mean grey level (``models.reclass``), fine-tuned for
         :data:`PRETRAINED_EPOCHS` epochs unless ``epochs`` is given (``minutes`` then only
         caps them): longer fine-tuning on a few slices lost accuracy (docs/train.md).
+        ``"random"`` or None: random weights. ``"auto"`` (the default): where the
+        pretrained start fits (a ``unet3d`` of its size and context, one channel, one
+        axis, supervised, with validation rows), fine-tune it as ``"pretrained"`` does and
+        then train from random weights in the rest of the budget (the ``epochs`` given,
+        what is left of ``minutes``), and return the one with the higher validation Dice
+        (``info.train["start"]`` says which, ``info.train["starts"]`` holds both scores;
+        progress then counts per mille of the whole); elsewhere random weights.
     context : int, optional
         Odd number of slices per input (1, 3, 5, ... up to 15): each slice is fed with
         its ``context // 2`` neighbours on each side along ``axis`` as input channels
