@@ -271,16 +271,21 @@ def test_hard_sample_train_with_minutes_and_epochs_then_self_train_a_second_scan
     assert "exists" in capsys.readouterr().err
 
 
-def test_cli_train_from_the_pretrained_start_with_a_precision(tmp_path):
+def _train_argv(tmp_path, seed, out):
+    """`xrayseg train` on a 16-slice sample with 2 annotated slices, saved as .npy (deep enough for unet3d)."""
     from napari_xrayseg.core.sample import make_phantom
 
-    image, truth = make_phantom((16, 48, 48), seed=3)
+    image, truth = make_phantom((16, 48, 48), seed=seed)
     ann = np.zeros_like(truth)
     ann[[4, 11]] = truth[[4, 11]]
     np.save(tmp_path / "img.npy", image)
     np.save(tmp_path / "ann.npy", ann)
+    return ["train", "--image", str(tmp_path / "img.npy"), "--labels", str(tmp_path / "ann.npy"), "--out", str(out)]
+
+
+def test_cli_train_from_the_pretrained_start_with_a_precision(tmp_path):
     out = tmp_path / "p.safetensors"
-    argv = ["train", "--image", str(tmp_path / "img.npy"), "--labels", str(tmp_path / "ann.npy"), "--out", str(out)]
+    argv = _train_argv(tmp_path, 3, out)
     argv += ["--init", "pretrained", "--precision", "fp32", "--steps", "1", "--batch", "1", "--patch", "32"]
     assert main(argv) == 0
     info = load_model(out).info
@@ -289,15 +294,8 @@ def test_cli_train_from_the_pretrained_start_with_a_precision(tmp_path):
 
 
 def test_cli_train_by_default_races_the_pretrained_start_and_says_which_it_kept(tmp_path, capsys):
-    from napari_xrayseg.core.sample import make_phantom
-
-    image, truth = make_phantom((16, 48, 48), seed=4)
-    ann = np.zeros_like(truth)
-    ann[[4, 11]] = truth[[4, 11]]
-    np.save(tmp_path / "img.npy", image)
-    np.save(tmp_path / "ann.npy", ann)
     out = tmp_path / "a.safetensors"
-    argv = ["train", "--image", str(tmp_path / "img.npy"), "--labels", str(tmp_path / "ann.npy"), "--out", str(out)]
+    argv = _train_argv(tmp_path, 4, out)
     argv += ["--epochs", "1", "--steps", "1", "--batch", "1", "--patch", "32"]
     assert main(argv) == 0
     info = load_model(out).info
