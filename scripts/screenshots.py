@@ -350,6 +350,11 @@ def render(
             shots.append(_grab(viewer, out / "overview.png", docks, "Segment", camera=tilt))
             viewer.dims.ndisplay = 2
     finally:
+        # let background jobs (a preview the last camera move asked for) finish first: a worker
+        # still running when its widget and the interpreter go away aborts the process on exit
+        from qtpy.QtCore import QThreadPool
+
+        _wait(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, 120, "background jobs")
         for dock in docks.values():  # leave a passed-in viewer as it was given
             viewer.window.remove_dock_widget(dock)
         if own_viewer:

@@ -219,3 +219,60 @@ def test_a_non_finite_training_step_is_skipped_and_repeated_ones_switch_cpu_bf16
         step(bad, y)
     assert step.skipped == 1 + NONFINITE_FALLBACK and not step.use_amp and step.fell_back
     assert all(torch.isfinite(v).all() for v in m.network.state_dict().values() if v.is_floating_point())
+
+
+def test_the_blend_with_the_start_keeps_the_best_validated_share_of_the_fine_tuned_weights(monkeypatch):
+    """WiSE-FT: a * fine-tuned + (1 - a) * start, a chosen by validation; ties keep the larger a."""
+    from napari_xrayseg.core import training
+
+    m = init_model("unet", size="tiny", classes=[1, 2, 3], seed=3)
+    tuned = {k: v.clone() for k, v in m.network.state_dict().items()}
+    start = {k: torch.zeros_like(v) if v.is_floating_point() else v + 7 for k, v in tuned.items()}
+    key = next(k for k, v in tuned.items() if v.is_floating_point() and v.abs().sum() > 0)
+    m.info.train = {"val_dice": 0.5}
+    # validation peaks where the weights are 0.5 of the fine-tuned ones
+    peak = lambda: 0.9 - float((m.network.state_dict()[key] - 0.5 * tuned[key]).abs().mean())  # noqa: E731
+    monkeypatch.setattr(training, "START_BLENDS", (0.3, 0.5, 1.0))
+    out = training._blend_start(m, start, peak)
+    t = out.info.train
+    assert t["start_blend_kept"] == 0.5 and set(t["start_blend"]) == {"0.3", "0.5", "1"}
+    assert t["start_blend"]["1"] == 0.5  # the fine-tuned weights' own validation, not run again
+    assert t["val_dice"] == pytest.approx(0.9) and t["start_blend"]["0.5"] == pytest.approx(0.9, abs=1e-5)
+    now = out.network.state_dict()
+    for k, v in tuned.items():
+        if v.is_floating_point():  # weights and batch norm's running statistics alike
+            torch.testing.assert_close(now[k], 0.5 * v)
+        else:  # batches counted: the fine-tuned model's
+            assert torch.equal(now[k], v)
+    # a tie keeps the larger share; no validation rows: START_BLEND, nothing validated
+    m.network.load_state_dict(tuned)
+    m.info.train = {"val_dice": 0.5}
+    assert training._blend_start(m, start, lambda: 0.5).info.train["start_blend_kept"] == 1.0
+    m.network.load_state_dict(tuned)
+    m.info.train = {"val_dice": None}
+    t = training._blend_start(m, start, None).info.train
+    assert t["start_blend_kept"] == training.START_BLEND and list(t["start_blend"]) == [f"{training.START_BLEND:g}"]
+    torch.testing.assert_close(m.network.state_dict()[key], training.START_BLEND * tuned[key])
+
+
+def test_fine_tuning_the_pretrained_start_blends_it_back_in_and_only_that_start(volume, monkeypatch):
+    from napari_xrayseg.core import training
+
+    image, _, ann = volume
+    m = train(image, ann, init=PRETRAINED, **TINY)
+    t = m.info.train
+    assert t["start_blend_kept"] in training.START_BLENDS and len(t["start_blend"]) == len(training.START_BLENDS)
+    assert t["start_blend"][f"{t['start_blend_kept']:g}"] == max(t["start_blend"].values())
+    assert t["val_dice"] == pytest.approx(max(t["start_blend"].values()), abs=1e-5)  # recorded rounded
+    # the blend is of the start as matched to the classes: only the share 1.0 gives the plain fine-tuning
+    monkeypatch.setattr(training, "START_BLENDS", (1.0,))
+    plain = train(image, ann, init=PRETRAINED, **TINY)
+    monkeypatch.setattr(training, "START_BLENDS", (0.0,))
+    start = train(image, ann, init=PRETRAINED, **TINY)
+    matched = training._pretrained_start([1, 2, 3], [GREY_LEVELS[c] for c in (1, 2, 3)], 0, 15, 1, None)
+    for k, v in matched.network.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(start.network.state_dict()[k], v)
+    assert not all(torch.equal(plain.network.state_dict()[k], v) for k, v in matched.network.state_dict().items())
+    # a model file as the start (continuing training) is not blended back
+    assert "start_blend" not in train(image, ann, init=plain, **TINY).info.train

@@ -183,7 +183,11 @@ def test_train_widget_by_default_races_the_pretrained_start_and_says_which_it_ke
     m = load_model(tmp_path / "a.safetensors")
     assert m.info.train["init"] == "auto" and m.info.train["start"] in ("pretrained", "random")
     assert f"kept the {m.info.train['start']} start" in w._status.value
-    # the plot shows the last candidate's curves (cleared when the random start began): one epoch
-    assert w.plot.epochs == [1] and {"pretrained", "random"} <= set(seen)
+    # the plot showed each candidate's curves in turn (cleared when the random start began), and
+    # when done shows the kept candidate's, titled by it
+    assert {"pretrained", "random"} <= set(seen)
+    assert w.plot.epochs == [h["epoch"] for h in m.info.history] == [1]
+    assert w.plot.loss == [h["loss"] for h in m.info.history]
+    assert w.plot.ax_loss.get_title() == f"{m.info.train['start']} start (kept)"
     shot = viewer.screenshot(canvas_only=False)
     assert shot[..., :3].std() > 1

@@ -98,9 +98,20 @@ class TrainingPlot(Container):
         self.dice.append(np.nan if val_dice is None else val_dice)
         self._draw()
 
-    def _draw(self) -> None:
+    def show(self, history: list[dict[str, Any]], title: str = "") -> None:
+        """Draw a finished run's curves (a model's ``info.history``), with a title."""
+        self.epochs = [int(h["epoch"]) for h in history]
+        self.loss = [float(h["loss"]) for h in history]
+        self.dice = [np.nan if h.get("val_dice") is None else float(h["val_dice"]) for h in history]
+        self._draw(title)
+
+    def _draw(self, title: str = "") -> None:
+        from matplotlib.ticker import MaxNLocator
+
         for ax in (self.ax_loss, self.ax_dice):
             ax.clear()
+        self.ax_loss.set_title(title, fontsize="medium")
+        self.ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
         self.ax_loss.plot(self.epochs, self.loss, color="tab:orange", label="training loss")
         self.ax_dice.plot(self.epochs, self.dice, color="tab:blue", marker=".", label="validation Dice")
         self.ax_loss.set_xlabel("epoch")
@@ -412,6 +423,8 @@ class TrainWidget(JobWidget):
         val, which = model.info.validation
         t = model.info.train
         kept = f", kept the {t['start']} start" if t.get("starts") else ""
+        if kept:  # the plot showed the last candidate's run: show the kept one's instead
+            self.plot.show(model.info.history, f"{t['start']} start (kept)")
         msg = (
             f"trained {len(model.info.history)} epochs, validation Dice "
             f"{'n/a' if val is None else f'{val:.3f}'} ({which}){kept}; saved to {model.path}"

@@ -79,6 +79,15 @@ _D = TrainConfig()
 PRETRAINED_EPOCHS = 5
 #: With ``init="auto"`` and a time budget, the pretrained candidate may use at most this share of it.
 AUTO_PRETRAINED_SHARE = 0.5
+#: After fine-tuning the pretrained start, the weights kept are ``a * fine-tuned + (1 - a) * start``
+#: for the ``a`` of these with the highest validation Dice (a tie keeps the larger ``a``; 1 = the
+#: fine-tuned weights as they are). A weight-space ensemble of a model and its own fine-tuning
+#: (WiSE-FT, Wortsman et al. 2022): 3 slices teach their own noise, the start knows what it
+#: learned from the full truth of many volumes, and the blend keeps both (docs/accuracy.md,
+#: session 16). Without validation rows :data:`START_BLEND` is used.
+START_BLENDS = (0.3, 0.5, 0.7, 1.0)
+#: The fine-tuned share kept when there are no validation rows to choose one by.
+START_BLEND = 0.5
 
 #: Loss names accepted by :func:`train`.
 LOSSES = ("dicece", "ce", "dice", "dice_gamma")
@@ -1727,19 +1736,21 @@ def iter_train(
         return _validate(predictor, d["val_x"], d["val_truth"], d["classes"])[0]  # type: ignore[arg-type]
 
     check_kept = validate if predictor is not None else None
+    start = _state(model) if s["init"] == PRETRAINED else None  # the start as matched to the classes
+
+    def finish() -> Model:
+        done = _guarded(fit.finish(settings, predictor is not None, check_kept), stepper)
+        return done if start is None else _blend_start(done, start, check_kept)
+
     try:
         yield from _fit(s, d, stepper, predictor, fit, cancel)
     except Cancelled as e:
         done = len(fit.history)
         err = Cancelled(f"training cancelled after {done} epoch{'s' if done != 1 else ''}")
-        err.result = (  # type: ignore[attr-defined]
-            _guarded(fit.finish(settings, predictor is not None, check_kept), stepper)
-            if fit.best_state is not None
-            else None
-        )
+        err.result = finish() if fit.best_state is not None else None  # type: ignore[attr-defined]
         log.info("%s; nothing written", err)
         raise err from e
-    model = _guarded(fit.finish(settings, predictor is not None, check_kept), stepper)
+    model = finish()
     t = model.info.train
     log.info(
         "training finished after %d epochs (%s, %.1f s); kept %s (best epoch %d)",
@@ -1757,6 +1768,43 @@ def iter_train(
         except (OutputWriteError, OutputExistsError) as e:  # disk full, or another job took the path
             e.result = model  # type: ignore[attr-defined]  # the trained model rides on the error
             raise
+    return model
+
+
+def _state(model: Model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.network.state_dict().items()}
+
+
+def _blend_start(
+    model: Model, start: dict[str, torch.Tensor], validate: Callable[[], float | None] | None
+) -> Model:
+    """Keep ``a * fine-tuned + (1 - a) * start`` for the best validated ``a`` of :data:`START_BLENDS`.
+
+    Batch norm's running statistics are blended with the weights; integer buffers (batches
+    counted) are the fine-tuned model's. The scores of every ``a`` are recorded in
+    ``info.train["start_blend"]``, the ``a`` kept in ``info.train["start_blend_kept"]``.
+    """
+    net = model.network
+    tuned = _state(model)
+    alphas = sorted({float(a) for a in START_BLENDS}) if validate is not None else [float(START_BLEND)]
+    scores: dict[float, float | None] = {}
+    for a in alphas:
+        net.load_state_dict(
+            {k: torch.lerp(start[k].to(t.dtype), t, a) if t.is_floating_point() else t for k, t in tuned.items()}
+        )
+        net.eval()
+        scores[a] = _finite(validate()) if validate is not None and a < 1.0 else model.info.train.get("val_dice")
+    best = max(alphas, key=lambda a: (-1.0 if scores[a] is None else scores[a], a))
+    net.load_state_dict(
+        {k: torch.lerp(start[k].to(t.dtype), t, best) if t.is_floating_point() else t for k, t in tuned.items()}
+    )
+    net.eval()
+    model.info.train["start_blend"] = {f"{a:g}": None if v is None else round(v, 5) for a, v in scores.items()}
+    model.info.train["start_blend_kept"] = best
+    if best < 1.0:
+        model.info.train["val_dice"] = scores[best]
+    log.info("kept %.2f x the fine-tuned weights + %.2f x the pretrained start (validation Dice %s)",
+             best, 1.0 - best, model.info.train["start_blend"])  # fmt: skip
     return model
 
 
