@@ -1775,9 +1775,7 @@ def _state(model: Model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.network.state_dict().items()}
 
 
-def _blend_start(
-    model: Model, start: dict[str, torch.Tensor], validate: Callable[[], float | None] | None
-) -> Model:
+def _blend_start(model: Model, start: dict[str, torch.Tensor], validate: Callable[[], float | None] | None) -> Model:
     """Keep ``a * fine-tuned + (1 - a) * start`` for the best validated ``a`` of :data:`START_BLENDS`.
 
     Batch norm's running statistics are blended with the weights; integer buffers (batches
