@@ -280,6 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         val_dice=tr.get("val_dice"),
                         start=tr.get("start"),
                         starts=tr.get("starts"),
+                        start_blend=tr.get("start_blend_kept"),
                     )
                 )
                 if second is not None:

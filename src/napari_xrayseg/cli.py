@@ -443,13 +443,12 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _starts(t: dict[str, Any]) -> str:
-    """With ``--init auto``: which start was kept, and both validation scores; the start's blend."""
-    starts, a = t.get("starts"), t.get("start_blend_kept")
-    blend = "" if a is None else f"; weights {a:g} x fine-tuned + {1 - a:g} x the pretrained start"
+    """With ``--init auto``: which start was kept, and both validation scores."""
+    starts = t.get("starts")
     if not starts:
-        return blend
+        return ""
     scores = ", ".join(f"{k} {_fmt(v['val_dice']) if v else 'cancelled'}" for k, v in starts.items())
-    return f"; kept the {t['start']} start (validation Dice {scores})" + (blend if t["start"] == "pretrained" else "")
+    return f"; kept the {t['start']} start (validation Dice {scores})"
 
 
 def _fmt(v: Any) -> str:

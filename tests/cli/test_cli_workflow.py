@@ -283,7 +283,10 @@ def _train_argv(tmp_path, seed, out):
     return ["train", "--image", str(tmp_path / "img.npy"), "--labels", str(tmp_path / "ann.npy"), "--out", str(out)]
 
 
-def test_cli_train_from_the_pretrained_start_with_a_precision(tmp_path, capsys):
+def test_cli_train_from_the_pretrained_start_with_a_precision(tmp_path, capsys, monkeypatch):
+    from napari_xrayseg.core import training
+
+    monkeypatch.setattr(training, "START_BLENDS", (0.5,))  # the share kept, whatever validation says
     out = tmp_path / "p.safetensors"
     argv = _train_argv(tmp_path, 3, out)
     argv += ["--init", "pretrained", "--precision", "fp32", "--steps", "1", "--batch", "1", "--patch", "32"]
@@ -291,8 +294,8 @@ def test_cli_train_from_the_pretrained_start_with_a_precision(tmp_path, capsys):
     info = load_model(out).info
     assert info.arch == "unet3d" and info.train["init"] == "pretrained" and info.train["precision"] == "fp32"
     assert len(info.history) == 5  # the pretrained start's short fine-tuning when no --epochs is given
-    a = info.train["start_blend_kept"]  # and the start blended back in, as the summary line says
-    assert f"; weights {a:g} x fine-tuned + {1 - a:g} x the pretrained start" in capsys.readouterr().out
+    assert info.train["start_blend_kept"] == 0.5  # and the start blended back in, as the summary line says
+    assert ", 0.5 x it + 0.5 x the pretrained start)" in capsys.readouterr().out
 
 
 def test_cli_train_by_default_races_the_pretrained_start_and_says_which_it_kept(tmp_path, capsys):

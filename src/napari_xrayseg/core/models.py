@@ -689,15 +689,26 @@ class ModelInfo:
         the best-validation epoch (models trained before averaging have only these);
         ``dice`` is None without held-out annotations.
 
+        A fine-tuning of the pretrained start blended back with it (``start_blend_kept`` < 1)
+        says so, with the blend's validation Dice.
+
         >>> t = {"kept": "average", "averaged_epochs": [20, 40], "val_dice": 0.9}
         >>> ModelInfo("unet", {}, [1, 2], ["pore", "nickel"], train=t).validation
         (0.9, 'average of epochs 20-40')
+        >>> t = {"kept": "best", "best_epoch": 5, "best_val_dice": 0.9, "val_dice": 0.92, "start_blend_kept": 0.3}
+        >>> ModelInfo("unet3d", {}, [1, 2], ["pore", "nickel"], train=t).validation
+        (0.92, 'epoch 5, 0.3 x it + 0.7 x the pretrained start')
         """
         t = self.train or {}
         if t.get("kept") == "average" and t.get("averaged_epochs"):
             a, b = t["averaged_epochs"]
-            return t.get("val_dice"), f"average of epochs {a}-{b}"
-        return t.get("best_val_dice"), f"epoch {t.get('best_epoch')}"
+            val, which = t.get("val_dice"), f"average of epochs {a}-{b}"
+        else:
+            val, which = t.get("best_val_dice"), f"epoch {t.get('best_epoch')}"
+        blend = t.get("start_blend_kept")
+        if blend is not None and blend < 1:
+            return t.get("val_dice"), f"{which}, {blend:g} x it + {1 - blend:g} x the pretrained start"
+        return val, which
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
