@@ -2042,7 +2042,9 @@ def train(
         of synthetic PXCT scans (``models.pretrained_path``), its classes matched to the
         annotated ones by mean grey level (``models.reclass``), fine-tuned for
         :data:`PRETRAINED_EPOCHS` epochs unless ``epochs`` is given (``minutes`` then only
-        caps them): longer fine-tuning on a few slices lost accuracy (docs/train.md).
+        caps them): longer fine-tuning on a few slices lost accuracy (docs/train.md);
+        then blended back with the start, ``a * fine-tuned + (1 - a) * start`` for the best
+        validated ``a`` of :data:`START_BLENDS` (``info.train["start_blend_kept"]``).
         ``"random"`` or None: random weights. ``"auto"`` (the default): where the
         pretrained start fits (a ``unet3d`` of its size and context, one channel, one
         axis, supervised, with validation rows), fine-tune it as ``"pretrained"`` does and
