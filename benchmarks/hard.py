@@ -138,6 +138,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", nargs="+", default=["hard"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument(
+        "--phantom",
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        help="make_phantom settings over the preset's, e.g. feature_size=6 noise=1.6 (a scan outside the "
+        "pretrained start's family)",
+    )
     ap.add_argument("--shape", type=int, nargs=3, default=(64, 192, 192), metavar=("Z", "Y", "X"))
     ap.add_argument("--slices", type=int, default=3, help="annotated Z slices (default 3)")
     ap.add_argument(
@@ -187,6 +195,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.boundary_weight != 1.0:
         budget_kw["boundary_weight"] = args.boundary_weight
     rows: list[dict[str, Any]] = []
+    overrides: dict[str, float] = {}
+    for item in args.phantom:
+        name, _, value = item.partition("=")
+        try:
+            overrides[name] = float(value)
+        except ValueError:
+            ap.error(f"--phantom {item!r}: give NAME=NUMBER, e.g. feature_size=6")
 
     def emit(row: dict[str, Any]) -> None:
         rows.append(row)
@@ -196,7 +211,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     for preset in args.preset:
         for seed in args.seeds:
-            image, truth = make_phantom(tuple(args.shape), seed=seed, preset=preset)
+            image, truth = make_phantom(tuple(args.shape), seed=seed, preset=preset, **overrides)
+            label = preset + "".join(f" {k}={v:g}" for k, v in overrides.items())
             ann, idx = annotate_slices(truth, args.slices)
             second = None
             if args.transfer:
@@ -206,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 second = None if second is None else (second[0].max() + second[0].min() - second[0], second[1])
             if "otsu" in args.baselines:
                 t0 = time.perf_counter()
-                emit(_row(preset, seed, "multi-Otsu", evaluate(otsu(image), truth), time.perf_counter() - t0))
+                emit(_row(label, seed, "multi-Otsu", evaluate(otsu(image), truth), time.perf_counter() - t0))
                 if second is not None:
                     emit(_row(args.transfer, seed, "multi-Otsu", evaluate(otsu(second[0]), second[1]), 0.0))
             if "rf" in args.baselines:
@@ -214,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 pred, t = random_forest_3d(image, ann, seed=seed)
                 emit(
                     _row(
-                        preset,
+                        label,
                         seed,
                         "random forest (3D features)",
                         evaluate(pred, truth),
@@ -268,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 tr = model.info.train
                 emit(
                     _row(
-                        preset,
+                        label,
                         seed,
                         f"U-Net {method}",
                         evaluate(pred, truth),
