@@ -1455,7 +1455,7 @@ class _Fit:
     def keep_if_best(self, score: float, epoch: int) -> None:
         if score > self.best_dice or self.best_state is None:
             self.best_dice, self.best_epoch = float(score), epoch
-            self.best_state = {k: v.detach().clone() for k, v in self.model.network.state_dict().items()}
+            self.best_state = _state(self.model)
 
     def accumulate(self, epoch: int) -> None:
         """Add this epoch's weights to the running average once the averaging window is open."""
@@ -1775,6 +1775,11 @@ def _state(model: Model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.network.state_dict().items()}
 
 
+def _lerp_state(start: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], a: float) -> dict[str, torch.Tensor]:
+    """``a * tuned + (1 - a) * start`` for floating-point entries; the others (counters) are ``tuned``'s."""
+    return {k: torch.lerp(start[k].to(t.dtype), t, a) if t.is_floating_point() else t for k, t in tuned.items()}
+
+
 def _blend_start(model: Model, start: dict[str, torch.Tensor], validate: Callable[[], float | None] | None) -> Model:
     """Keep ``a * fine-tuned + (1 - a) * start`` for the best validated ``a`` of :data:`START_BLENDS`.
 
@@ -1787,15 +1792,12 @@ def _blend_start(model: Model, start: dict[str, torch.Tensor], validate: Callabl
     alphas = sorted({float(a) for a in START_BLENDS}) if validate is not None else [float(START_BLEND)]
     scores: dict[float, float | None] = {}
     for a in alphas:
-        net.load_state_dict(
-            {k: torch.lerp(start[k].to(t.dtype), t, a) if t.is_floating_point() else t for k, t in tuned.items()}
-        )
-        net.eval()
+        if validate is not None and a < 1.0:  # the fine-tuned weights were validated by _Fit.finish
+            net.load_state_dict(_lerp_state(start, tuned, a))
+            net.eval()
         scores[a] = _finite(validate()) if validate is not None and a < 1.0 else model.info.train.get("val_dice")
     best = max(alphas, key=lambda a: (-1.0 if scores[a] is None else scores[a], a))
-    net.load_state_dict(
-        {k: torch.lerp(start[k].to(t.dtype), t, best) if t.is_floating_point() else t for k, t in tuned.items()}
-    )
+    net.load_state_dict(_lerp_state(start, tuned, best))
     net.eval()
     model.info.train["start_blend"] = {f"{a:g}": None if v is None else round(v, 5) for a, v in scores.items()}
     model.info.train["start_blend_kept"] = best
