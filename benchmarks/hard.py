@@ -176,6 +176,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="invert the grey levels (pore brightest): a scan unlike the pretrained start's, for init='auto'",
     )
     ap.add_argument("--precision", default="auto", help="U-Net training arithmetic: auto, fp32, bf16 (train's)")
+    ap.add_argument(
+        "--start",
+        default=None,
+        metavar="FILE",
+        help="use this model file as the pretrained start of 3d-pre and 3d-auto (a candidate start before shipping it)",
+    )
     ap.add_argument("--json", default=None, metavar="OUT", help="append-safe JSON of every row")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
@@ -186,6 +192,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from napari_xrayseg import evaluate, make_phantom, segment
     from napari_xrayseg.core.demo import annotate_slices
+
+    if args.start:
+        from pathlib import Path
+
+        from napari_xrayseg.core import training
+
+        start = Path(args.start).resolve()
+        if not start.is_file():
+            ap.error(f"--start {args.start}: no such file")
+        training.pretrained_path = lambda: start  # type: ignore[assignment]  # what init="pretrained" loads
 
     command = "python benchmarks/hard.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     budget_kw: dict[str, Any] = {"epochs": args.epochs} if args.epochs else {"minutes": args.minutes or 10.0}
