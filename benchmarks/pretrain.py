@@ -73,14 +73,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the cosine schedule")
     ap.add_argument("--init", default=None, help="continue from this model file (e.g. the shipped start)")
     ap.add_argument("--wide", action="store_true", help="train on FAMILY + WIDE (18 volumes)")
+    ap.add_argument(
+        "--fresh",
+        type=int,
+        default=0,
+        metavar="K",
+        help="make new volumes (the same presets, new seeds from 1000 on) every K epochs, so that no volume is "
+        "seen for more than K epochs; the cosine schedule then runs over all stages (0: the same volumes throughout)",
+    )
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     from napari_xrayseg import make_phantom, save_model, train
 
     t = time.perf_counter()
     family = FAMILY + (WIDE if a.wide else [])
-    pairs = [make_phantom(tuple(a.shape), seed=s, preset=p) for p, s in family]
-    images, truths = [p[0] for p in pairs], [p[1] for p in pairs]
     last = [time.perf_counter()]
 
     def report(p):  # an epoch's line a minute
@@ -88,19 +94,46 @@ def main(argv: list[str] | None = None) -> None:
             last[0] = time.perf_counter()
             print(f"{time.perf_counter() - t:7.0f} s  {p.message}", flush=True)
 
-    model = train(
-        images,
-        truths,
-        arch="unet3d",
-        init=a.init or "random",
-        epochs=a.epochs,
-        lr=a.lr,
-        batch=a.batch,
-        seed=0,
-        device=a.device,
-        progress=report,
-    )
-    model.info.train["class_grey"] = class_grey(images, truths, model.info.classes)
+    def volumes(stage: int) -> tuple[list, list, list]:
+        # stage 0 of a plain run: the family's own seeds; fresh stages: seeds 1000 x stage + i, never a
+        # test seed of benchmarks/hard.py (0, 6, 7, 8, 11, 12, 100-108)
+        fam = family if stage == 0 else [(p, 1000 * stage + i) for i, (p, _) in enumerate(family)]
+        pairs = [make_phantom(tuple(a.shape), seed=s, preset=p) for p, s in fam]
+        return [q[0] for q in pairs], [q[1] for q in pairs], fam
+
+    common = {"arch": "unet3d", "batch": a.batch, "device": a.device, "progress": report}
+    if a.fresh <= 0:
+        images, truths, used = volumes(0)
+        model = train(images, truths, init=a.init or "random", epochs=a.epochs, lr=a.lr, seed=0, **common)
+    else:
+        import math
+
+        from napari_xrayseg.core.training import _lr_at
+
+        model, used, stages = a.init or "random", [], math.ceil(a.epochs / a.fresh)
+        for k in range(stages):
+            images, truths, fam = volumes(k + 1)
+            used += fam
+            lr = _lr_at("cosine", a.lr, (k + 0.5) / stages, 10**9, 0)  # the cosine's value mid-stage
+            final = k == stages - 1  # only the last stage averages its second half's weights
+            model = train(
+                images,
+                truths,
+                init=model,
+                epochs=min(a.fresh, a.epochs - k * a.fresh),
+                lr=lr,
+                schedule="cosine" if final else "constant",
+                average=0.5 if final else 0.0,
+                seed=k,
+                **common,
+            )
+            print(
+                f"{time.perf_counter() - t:7.0f} s  stage {k + 1}/{stages} (lr {lr:.2g}): "
+                f"validation Dice {model.info.train['val_dice']:.4f} on its new volumes",
+                flush=True,
+            )
+        family = used
+    model.info.train["class_grey"] = class_grey(images, truths, model.info.classes)  # the last volumes seen
     model.info.train["family"] = [list(f) for f in family]
     save_model(model, a.out, overwrite=True)
     print(f"saved {a.out} after {time.perf_counter() - t:.0f} s; class grey {model.info.train['class_grey']}")
