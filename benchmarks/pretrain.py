@@ -11,7 +11,10 @@ a user's classes to the model's by it (``models.reclass``).
     python benchmarks/pretrain.py --epochs 120 --out src/napari_xrayseg/weights/unet3d-small-pretrained.safetensors
 
 On the 2-core development machine (bf16 autocast on AMX) 120 epochs took 39 minutes (session 14).
-Session 17 continued that start on a wider family (see docs/accuracy.md for the command).
+Session 17 (docs/accuracy.md) continued that start for 100 epochs on the same ten volumes
+(``--init FILE``: no better on new volumes) and on eighteen (``--wide``: worse as it is), and
+with new volumes every few epochs (``--fresh K``: no volume seen for more than K epochs, the
+way a longer pretraining, on a GPU, should run).
 """
 
 from __future__ import annotations
