@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
 
     common = {"arch": "unet3d", "batch": a.batch, "device": a.device, "progress": report}
     if a.fresh <= 0:
-        images, truths, used = volumes(0)
+        images, truths, _ = volumes(0)
         model = train(images, truths, init=a.init or "random", epochs=a.epochs, lr=a.lr, seed=0, **common)
     else:
         import math
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             print(
                 f"{time.perf_counter() - t:7.0f} s  stage {k + 1}/{stages} (lr {lr:.2g}): "
-                f"validation Dice {model.info.train['val_dice']:.4f} on its new volumes",
+                f"validation Dice {model.info.train['val_dice']:.4f} on held-out rows of this stage's volumes",
                 flush=True,
             )
         family = used
