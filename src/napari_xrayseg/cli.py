@@ -227,6 +227,7 @@ def _cmd_study(a: argparse.Namespace) -> int:
     for flag, v in (
         ("--rounds", a.rounds),
         ("--round-epochs", a.round_epochs),
+        ("--init", a.init),
         ("--preset", a.preset),
         ("--noise", a.noise),
         ("--feature-size", a.feature_size),
@@ -292,6 +293,7 @@ def _cmd_loop_study(a: argparse.Namespace) -> int:
         batch=a.batch,
         steps_per_epoch=a.steps,
         phantom=phantom,
+        init=a.init,
         device=a.device,
         out=a.out,
         overwrite=a.overwrite,
@@ -1007,6 +1009,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rounds", type=int, default=None, help="annotated slices at the end, one per round (default: 6)")
     g.add_argument(
         "--round-epochs", type=int, default=None, help="epochs per later round (default: a quarter of --epochs)"
+    )
+    g.add_argument(
+        "--init",
+        default=None,
+        choices=["pretrained"],
+        help="first model: the shipped 3D pretrained start fine-tuned for --epochs (--size and "
+        "--context ignored); default: the 2.5D unet from random weights",
     )
     g.add_argument(
         "--preset",

@@ -92,5 +92,7 @@ def test_study_strategy_runs_the_loop_study(tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
     assert main([*argv[:3], "--rounds", "3"]) == 2
     assert "--rounds belongs to the annotation-loop study" in capsys.readouterr().err
+    assert main([*argv[:3], "--init", "pretrained"]) == 2
+    assert "--init belongs to the annotation-loop study" in capsys.readouterr().err
     assert main([*argv, "--minutes", "1", "--overwrite"]) == 2
     assert "--epochs" in capsys.readouterr().err

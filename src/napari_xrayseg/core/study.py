@@ -264,6 +264,10 @@ def study(*, progress: ProgressCallback | None = None, **kwargs: Any) -> StudyRe
 # --------------------------------------------------------------------------- the annotation-loop study
 
 STRATEGIES = ("even", "suggest", "random")
+#: First-model weights of the loop study: random weights (None, the 2.5D ``unet`` of ``size`` and
+#: ``context``) or the shipped pretrained start (``unet3d`` small, context 15), what ``train``
+#: keeps by default on scans like its family.
+LOOP_INITS = (None, "pretrained")
 
 
 @dataclass
@@ -404,6 +408,7 @@ def iter_loop_study(
     batch: int = 8,
     phantom: dict[str, Any] | None = None,
     start: int | None = None,
+    init: str | None = None,
     device: str = "auto",
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
@@ -431,6 +436,8 @@ def iter_loop_study(
     start = shape[0] // 2 if start is None else int(start)
     if not 0 <= start < shape[0]:
         raise InputError(f"start slice {start} is outside 0..{shape[0] - 1}")
+    if init not in LOOP_INITS:
+        raise InputError(f"study init {init!r} must be one of {list(LOOP_INITS)} (None: random weights)")
     if round_epochs is None:
         round_epochs = max(1, math.ceil(fraction * epochs))
     outdir = Path(out) if out is not None else None
@@ -460,6 +467,7 @@ def iter_loop_study(
         "patch": patch,
         "batch": batch,
         "start": start,
+        "init": init,
         "device": device,
         "val_fraction": 0.0,
     }
@@ -485,7 +493,11 @@ def iter_loop_study(
         ann0 = np.zeros_like(truth)
         ann0[start] = truth[start]
         t0 = time.perf_counter()
-        first = train(image, ann0, arch="unet", size=size, context=context, epochs=epochs, seed=1000 * rep, **common)
+        if init is None:  # the 2.5D network of the given size and context, from random weights
+            net: dict[str, Any] = {"arch": "unet", "size": size, "context": context}
+        else:  # the shipped 3D start (unet3d small, context 15), fine-tuned and blended back in
+            net = {"init": init}
+        first = train(image, ann0, epochs=epochs, seed=1000 * rep, **net, **common)
         t_first = time.perf_counter() - t0
         d0, per0 = score(first)
         for strategy in strategies:
@@ -557,7 +569,8 @@ def iter_loop_study(
             result.summary,
             outdir / "study.png",
             overwrite=True,
-            title=f"Sample {shape[0]}x{shape[1]}x{shape[2]} ({what}), unet/{size}, "
+            title=f"Sample {shape[0]}x{shape[1]}x{shape[2]} ({what}), "
+            f"{'unet/' + size if init is None else 'unet3d, pretrained start'}, "
             f"{epochs} + {round_epochs}/round epochs, {repeats} repeats",
         )
         result.files = {
@@ -611,6 +624,12 @@ def loop_study(*, progress: ProgressCallback | None = None, **kwargs: Any) -> Lo
         ``feature_size``, ``n_angles``) for harder data.
     start : int, optional
         The first annotated slice (default: the middle one).
+    init : {None, "pretrained"}
+        The first model's weights: None trains the 2.5D ``unet`` of ``size`` and ``context``
+        from random weights; ``"pretrained"`` fine-tunes the shipped 3D start (``unet3d``
+        small, context 15; ``size`` and ``context`` are ignored) for ``epochs`` and blends it
+        back in (the share 0.5, as there are no validation rows), as ``train`` does by
+        default on scans like the start's family. The rounds continue from either.
     out : path-like, optional
         Folder for ``study.json``, ``study.md`` (table) and ``study.png`` (Dice per round).
     overwrite : bool
