@@ -419,6 +419,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         device=a.device,
         precision=a.precision,
         init=a.init,
+        blend={"auto": None, "yes": True, "no": False}[a.blend],
         context=a.context,
         mode=a.mode,
         pixel_weight=a.pixel_weight,
@@ -1192,6 +1193,14 @@ def build_parser() -> argparse.ArgumentParser:
         "weights in the rest of the budget, keep the higher validation Dice; 'pretrained': the start shipped "
         "with the package (unet3d, its classes matched to yours by grey level); 'random'; or a model file to "
         "fine-tune",
+    )
+    p.add_argument(
+        "--blend",
+        default="auto",
+        choices=["auto", "yes", "no"],
+        help="after fine-tuning, keep a x fine-tuned + (1 - a) x the start for the a that validates best: "
+        "'auto' (default) for the pretrained start only, 'yes' also for a model file given to --init (as "
+        "the annotation loop's rounds do), 'no' never",
     )
     p.add_argument(
         "--axes",

@@ -296,6 +296,14 @@ def test_cli_train_from_the_pretrained_start_with_a_precision(tmp_path, capsys, 
     assert len(info.history) == 5  # the pretrained start's short fine-tuning when no --epochs is given
     assert info.train["start_blend_kept"] == 0.5  # and the start blended back in, as the summary line says
     assert ", 0.5 x it + 0.5 x the pretrained start)" in capsys.readouterr().out
+    # --blend yes: a model file fine-tuned and blended back with it, as the annotation loop's rounds are
+    out3 = tmp_path / "q.safetensors"
+    assert main([*argv[:6], str(out3), "--init", str(out), *argv[9:], "--epochs", "1", "--blend", "yes"]) == 0
+    assert load_model(out3).info.train["start_blend_kept"] == 0.5
+    assert ", 0.5 x it + 0.5 x the model it started from)" in capsys.readouterr().out
+    out4 = tmp_path / "n.safetensors"  # --blend no: the pretrained start's fine-tuning as it is
+    assert main([*argv[:6], str(out4), *argv[7:], "--epochs", "1", "--blend", "no"]) == 0
+    assert "start_blend_kept" not in load_model(out4).info.train
 
 
 def test_cli_train_by_default_races_the_pretrained_start_and_says_which_it_kept(tmp_path, capsys):

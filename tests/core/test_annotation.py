@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 import zarr
 from tests.faults import NthCheck
 
@@ -16,6 +17,7 @@ from napari_xrayseg.core.models import init_model, load_model
 from napari_xrayseg.core.progress import CancelToken
 from napari_xrayseg.core.sample import make_phantom
 from napari_xrayseg.core.study import even_next, loop_study
+from napari_xrayseg.core.training import START_BLENDS
 
 TINY_TRAIN = {"size": "tiny", "epochs": 2, "steps_per_epoch": 2, "batch": 2, "patch": 32, "device": "cpu", "context": 3}
 
@@ -322,6 +324,31 @@ def test_continue_training_keeps_the_rounds_in_the_history(trained, sample, tmp_
         continue_training(image, ann2, init_model("unet", size="tiny", classes=3))
     with pytest.raises(InputError, match="fraction"):
         continue_training(image, ann2, model, fraction=0)
+
+
+def test_a_round_is_blended_back_with_the_model_it_continued(trained, sample):
+    model, ann = trained
+    image, truth = sample
+    ann2 = ann.copy()
+    ann2[3] = truth[3]
+    own = continue_training(image, ann2, model, device="cpu", blend=False)
+    assert "start_blend_kept" not in own.info.train and own.info.train["rounds"][1]["blend_kept"] is None
+    r = continue_training(image, ann2, model, device="cpu")  # the same round (same seed), blended
+    a = r.info.train["start_blend_kept"]
+    assert a in START_BLENDS and r.info.train["rounds"][1]["blend_kept"] == a
+    assert set(r.info.train["start_blend"]) == {"0.3", "0.5", "0.7", "1"}
+    best = max(v for v in r.info.train["start_blend"].values() if v is not None)
+    assert r.info.train["val_dice"] == pytest.approx(best, abs=1e-5)
+    base, tuned = model.network.state_dict(), own.network.state_dict()
+    for k, v in r.network.state_dict().items():
+        if v.is_floating_point():  # a * round + (1 - a) * the model it continued
+            torch.testing.assert_close(v, torch.lerp(base[k].to(v.dtype), tuned[k], a), rtol=1e-5, atol=1e-6)
+    if a < 1:
+        assert r.info.validation[1].endswith(f"{a:g} x it + {1 - a:g} x the model it started from")
+    with pytest.raises(InputError, match="blend=True blends"):
+        train(image, ann, blend=True, init=None, **TINY_TRAIN)
+    with pytest.raises(InputError, match="blend 'yes' must be"):
+        train(image, ann, blend="yes", **TINY_TRAIN)
 
 
 def test_cancelled_round_keeps_the_better_model(trained, sample):

@@ -840,6 +840,7 @@ def _round_record(k: int, t: dict[str, Any]) -> dict[str, Any]:
         "best_val_dice": t.get("best_val_dice"),
         "kept": t.get("kept", "best"),
         "val_dice": t.get("val_dice", t.get("best_val_dice")),
+        "blend_kept": t.get("start_blend_kept"),
     }
 
 
@@ -910,6 +911,7 @@ def iter_continue_training(
     k = len(rounds)
     if seed is None:
         seed = int(t.get("seed") or 0) + k
+    kw["blend"] = True  # blended back with the model it started from (docs/annotate.md)
     kw.update(train_kwargs)
     kw.update(
         epochs=int(epochs),
@@ -980,7 +982,11 @@ def continue_training(
     The round keeps the first training's settings (axis, axes, patch, batch, steps per
     epoch, loss, mode, augmentation, validation share, weight averaging) and takes
     ``fraction`` of its budget: ``ceil(fraction x epochs run)`` epochs and, if it had a time budget,
-    ``fraction`` of its minutes; the peak learning rate is half the first one. The new
+    ``fraction`` of its minutes; the peak learning rate is half the first one. The round's
+    weights are then blended back with ``model``'s, ``a * round + (1 - a) * model``, for the
+    ``a`` that validates best (``train``'s ``blend``; pass ``blend=False`` to keep the round's
+    own weights): a short round on a few slices is noisy, and the blend keeps what the model
+    knew (measured in docs/annotate.md). The new
     model's ``info.history`` holds the epochs of every round (each record with its
     ``round``: 0 for the first training) and ``info.train["rounds"]`` one summary per
     round (budget, epochs run, annotated slices, best validation Dice, which weights were

@@ -689,8 +689,9 @@ class ModelInfo:
         the best-validation epoch (models trained before averaging have only these);
         ``dice`` is None without held-out annotations.
 
-        A fine-tuning of the pretrained start blended back with it (``start_blend_kept`` < 1)
-        says so, with the blend's validation Dice.
+        A fine-tuning blended back with its start (``start_blend_kept`` < 1: the pretrained
+        start, or the model a round of the annotation loop continued) says so, with the
+        blend's validation Dice.
 
         >>> t = {"kept": "average", "averaged_epochs": [20, 40], "val_dice": 0.9}
         >>> ModelInfo("unet", {}, [1, 2], ["pore", "nickel"], train=t).validation
@@ -698,6 +699,10 @@ class ModelInfo:
         >>> t = {"kept": "best", "best_epoch": 5, "best_val_dice": 0.9, "val_dice": 0.92, "start_blend_kept": 0.3}
         >>> ModelInfo("unet3d", {}, [1, 2], ["pore", "nickel"], train=t).validation
         (0.92, 'epoch 5, 0.3 x it + 0.7 x the pretrained start')
+        >>> ModelInfo("unet3d", {}, [1, 2], ["pore", "nickel"], train={**t, "init": "pretrained"}).validation
+        (0.92, 'epoch 5, 0.3 x it + 0.7 x the pretrained start')
+        >>> ModelInfo("unet3d", {}, [1, 2], ["pore", "nickel"], train={**t, "init": "model"}).validation
+        (0.92, 'epoch 5, 0.3 x it + 0.7 x the model it started from')
         """
         t = self.train or {}
         if t.get("kept") == "average" and t.get("averaged_epochs"):
@@ -707,7 +712,9 @@ class ModelInfo:
             val, which = t.get("best_val_dice"), f"epoch {t.get('best_epoch')}"
         blend = t.get("start_blend_kept")
         if blend is not None and blend < 1:
-            return t.get("val_dice"), f"{which}, {blend:g} x it + {1 - blend:g} x the pretrained start"
+            own = t.get("init") not in (None, "pretrained", "auto")  # a model given as init, a round
+            start = "the model it started from" if own else "the pretrained start"
+            return t.get("val_dice"), f"{which}, {blend:g} x it + {1 - blend:g} x {start}"
         return val, which
 
     def to_dict(self) -> dict[str, Any]:

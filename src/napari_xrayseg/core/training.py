@@ -961,6 +961,7 @@ def _settings(kw: dict[str, Any]) -> dict[str, Any]:
     if s["epochs"] is None and isinstance(kw["init"], str) and kw["init"] == PRETRAINED:
         s["epochs"] = PRETRAINED_EPOCHS  # longer fine-tuning on a few slices loses what the start knows
     s["steps_per_epoch"] = _check_positive_int("steps_per_epoch", kw["steps_per_epoch"])
+    _blends(kw["blend"], kw["init"])  # checks it
     init_info = _init_info(kw["init"])  # the starting model's sidecar, read once
     s["arch"] = _resolve_arch(kw, init_info)
     kw = {**kw, "arch": s["arch"]}
@@ -1656,6 +1657,7 @@ def iter_train(
     device: str = _D.device,
     precision: str = _D.precision,
     init: Model | str | os.PathLike | None = AUTO_START,
+    blend: bool | None = None,
     context: int | None = None,
     mode: str = _D.mode,
     pixel_weight: float = _D.pixel_weight,
@@ -1701,6 +1703,7 @@ def iter_train(
             "device": device,
             "precision": precision,
             "init": init,
+            "blend": blend,
             "context": context,
             "mode": mode,
             "pixel_weight": pixel_weight,
@@ -1713,6 +1716,8 @@ def iter_train(
     }  # fmt: skip
     if isinstance(init, str) and init == RANDOM_START:
         init = args["init"] = None
+    if blend is not None and not isinstance(blend, bool):  # before init="auto" picks a start
+        raise InputError(f"blend {blend!r} must be True, False or None (blend back only the pretrained start)")
     if isinstance(init, str) and init == AUTO_START:
         rest = {"image": image, "labels": labels, "voxel_size": voxel_size, "unit": unit, "cancel": cancel}
         return (yield from _iter_auto_start(args, rest))
@@ -1736,7 +1741,8 @@ def iter_train(
         return _validate(predictor, d["val_x"], d["val_truth"], d["classes"])[0]  # type: ignore[arg-type]
 
     check_kept = validate if predictor is not None else None
-    start = _state(model) if s["init"] == PRETRAINED else None  # the start as matched to the classes
+    # the weights training started from (the shipped start as matched to the classes), to blend back in
+    start = _state(model) if _blends(blend, s["init"]) else None
 
     def finish() -> Model:
         done = _guarded(fit.finish(settings, predictor is not None, check_kept), stepper)
@@ -1808,6 +1814,15 @@ def _blend_start(model: Model, start: dict[str, torch.Tensor], validate: Callabl
     return model
 
 
+def _blends(blend: bool | None, init: Any) -> bool:
+    """Whether training blends its weights back with those it started from (``train``'s ``blend``)."""
+    if blend is None:
+        return isinstance(init, str) and init == PRETRAINED
+    if blend and init is None:
+        raise InputError("blend=True blends the trained weights back with the starting ones: give init (a model)")
+    return blend
+
+
 def _auto_start_fits(args: dict[str, Any]) -> str | None:
     """Why ``init="auto"`` trains from random weights only here, or None where the pretrained start fits."""
     if args["mode"] != "supervised" or args["channel_axis"] is not None or args["two_d"]:
@@ -1820,7 +1835,7 @@ def _auto_start_fits(args: dict[str, Any]) -> str | None:
         start = read_model_info(pretrained_path())
     except XraysegError as e:  # a package installed without its weights
         return str(e)
-    s = _settings({**args, "init": None, "out": None})
+    s = _settings({**args, "init": None, "blend": None, "out": None})
     if s["arch"] != start.arch or (args["size"] or start.train.get("size")) != start.train.get("size"):
         return f"the architecture trained is {s['arch']} {args['size'] or ''}, the start is {start.arch} small"
     if s["context"] != start.context:
@@ -1853,7 +1868,7 @@ def _iter_auto_start(args: dict[str, Any], rest: dict[str, Any]) -> Generator[Pr
     why = _auto_start_fits(args)
     if why is not None:
         log.info("init='auto': training from random weights (%s)", why)
-        return (yield from iter_train(**rest, **{**kw, "init": None}))
+        return (yield from iter_train(**rest, **{**kw, "init": None, "blend": None}))
     out_path = _out_path(args["out"], args["overwrite"])  # before any work, as iter_train does
     t0 = time.perf_counter()
     epochs, minutes = args["epochs"], args["minutes"]
@@ -1865,7 +1880,7 @@ def _iter_auto_start(args: dict[str, Any], rest: dict[str, Any]) -> Generator[Pr
     log.info("init='auto': fine-tuning the pretrained start %d epochs, then random weights", pre_epochs)
     pre = yield from _relay(iter_train(**rest, **pre_kw), 0.0, share, PRETRAINED)
     spent = (time.perf_counter() - t0) / 60.0
-    rand_kw = {**kw, "init": None, "arch": pre.info.arch, "out": None}
+    rand_kw = {**kw, "init": None, "blend": None, "arch": pre.info.arch, "out": None}
     if minutes is not None:
         rand_kw["minutes"] = max(minutes - spent, 0.01)
         share = max(share, min(spent / minutes, 1.0))
@@ -1936,6 +1951,7 @@ def train(
     device: str = _D.device,
     precision: str = _D.precision,
     init: Model | str | os.PathLike | None = AUTO_START,
+    blend: bool | None = None,
     context: int | None = None,
     mode: str = _D.mode,
     axes: str | Sequence[int] | None = None,
@@ -2054,6 +2070,17 @@ def train(
         what is left of ``minutes``), and return the one with the higher validation Dice
         (``info.train["start"]`` says which, ``info.train["starts"]`` holds both scores;
         progress then counts per mille of the whole); elsewhere random weights.
+    blend : bool, optional
+        After training from given weights, keep ``a * trained + (1 - a) * start`` for the
+        best ``a`` of :data:`START_BLENDS` by validation Dice (a tie keeps the larger;
+        without validation rows ``a`` = :data:`START_BLEND`): a weight-space ensemble of the
+        start and its fine-tuning that scored above both on scans like the start's and
+        steadied the rounds of the annotation loop (docs/accuracy.md, docs/annotate.md).
+        None (the default): only when fine-tuning the shipped start (``"pretrained"``, and
+        its candidate under ``"auto"``); True: also for a model given as ``init`` (as
+        :func:`~napari_xrayseg.core.annotation.continue_training` does); False: never.
+        Recorded in ``info.train["start_blend"]`` (the score of every ``a``) and
+        ``["start_blend_kept"]``.
     context : int, optional
         Odd number of slices per input (1, 3, 5, ... up to 15): each slice is fed with
         its ``context // 2`` neighbours on each side along ``axis`` as input channels
@@ -2188,6 +2215,7 @@ def train(
             device=device,
             precision=precision,
             init=init,
+            blend=blend,
             context=context,
             mode=mode,
             pixel_weight=pixel_weight,
