@@ -194,8 +194,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from napari_xrayseg.core.demo import annotate_slices
 
     if args.start:
-        from pathlib import Path
-
         from napari_xrayseg.core import training
 
         start = Path(args.start).resolve()

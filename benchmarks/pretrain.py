@@ -86,6 +86,14 @@ def main(argv: list[str] | None = None) -> None:
         help="make new volumes (the same presets, new seeds from 1000 on) every K epochs, so that no volume is "
         "seen for more than K epochs; the cosine schedule then runs over all stages (0: the same volumes throughout)",
     )
+    ap.add_argument(
+        "--first-stage",
+        type=int,
+        default=1,
+        metavar="S",
+        help="number the fresh stages from S (their seeds 1000 x stage + i), so that a continuation of a --fresh "
+        "run sees new volumes (e.g. 9 after a run of 8 stages)",
+    )
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     from napari_xrayseg import make_phantom, save_model, train
@@ -117,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
 
         model, used, stages = a.init or "random", [], math.ceil(a.epochs / a.fresh)
         for k in range(stages):
-            images, truths, fam = volumes(k + 1)
+            images, truths, fam = volumes(a.first_stage + k)
             used += fam
             lr = _lr_at("cosine", a.lr, (k + 0.5) / stages, 10**9, 0)  # the cosine's value mid-stage
             final = k == stages - 1  # only the last stage averages its second half's weights

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .core.config import MODEL_TILE, SegmentConfig, TrainConfig
+from .core.config import MODEL_TILE, SUGGEST_MARGIN, SegmentConfig, TrainConfig
 
 __all__ = ["build_parser", "main"]
 
@@ -318,6 +318,7 @@ def _cmd_suggest(a: argparse.Namespace) -> int:
         count=a.count,
         measure=a.measure,
         novelty=a.novelty,
+        margin=a.margin,
         max_slices=a.max_slices or None,
         device=a.device,
         progress=_ProgressPrinter("suggest"),
@@ -1055,6 +1056,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="rank by the model's score alone; by default a slice whose grey levels no mix of the annotated "
         "slices' shows has its score multiplied by how new they are",
+    )
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=SUGGEST_MARGIN,
+        help="a slice is suggested over the middle of the widest gap between annotated slices only if it scores "
+        f"1 + MARGIN times as high (default: {SUGGEST_MARGIN}; 0 = by score alone)",
     )
     p.add_argument(
         "--max-slices",

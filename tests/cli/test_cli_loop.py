@@ -36,6 +36,13 @@ def test_suggest_prints_indices_best_first_never_annotated(files, capsys):
     assert main([*argv, "--labels", str(d / "ann.npy"), "--count", "8", "--no-novelty"]) == 0
     got = [int(x) for x in capsys.readouterr().out.split()]
     assert got == suggest_slices(image, model, ann, count=8, device="cpu", novelty=False)
+    assert main([*argv, "--labels", str(d / "ann.npy"), "--count", "3", "--margin", "0"]) == 0
+    got = [int(x) for x in capsys.readouterr().out.split()]
+    assert got == suggest_slices(image, model, ann, count=3, device="cpu", margin=0)
+    assert main([*argv, "--labels", str(d / "ann.npy"), "--count", "3", "--margin", "1e9"]) == 0
+    assert [int(x) for x in capsys.readouterr().out.split()] == [4, 8, 0]  # the middles of the widest gaps
+    assert main([*argv, "--margin", "-1"]) == 2
+    assert "margin -1.0 must be a number >= 0" in capsys.readouterr().err
     assert main([*argv, "--axis", "2", "--count", "3"]) == 0
     got = [int(x) for x in capsys.readouterr().out.split()]
     assert len(got) == 3 and all(0 <= i < 48 for i in got)

@@ -103,17 +103,47 @@ def test_spread_pick_ranks_by_score_and_spreads_out():
     assert spread_pick(np.array([np.nan, 0.2, np.nan]), [], 3, 1.0) == [1]  # NaN is never picked
 
 
+def test_a_pick_must_stand_out_from_the_middle_of_the_widest_gap():
+    rng = np.random.default_rng(0)
+    for n in (8, 21, 48, 96):  # scores that single out no slice: the evenly spaced slices, one by one
+        for _ in range(20):
+            anchors = [int(a) for a in rng.choice(n, int(rng.integers(1, 4)), replace=False)]
+            why: list[str] = []
+            picks = spread_pick(1 + 0.2 * rng.random(n), anchors, 3, n / 8, ends=True, margin=0.5, why=why)
+            taken = list(anchors)
+            for p in picks:
+                assert p == even_next(n, taken)
+                taken.append(p)
+            assert why == ["gap"] * 3
+    s = np.full(21, 0.5)
+    s[17] = 2.0  # 4x the middle of the widest gap (slice 4 beside the anchor 10): it stands out
+    why = []
+    assert spread_pick(s, [10], 3, 3.0, ends=True, margin=0.5, why=why) == [17, 4, 13]
+    assert why == ["score", "gap", "gap"]
+    # penalised scores: slice 17 (4 from the end) 0.589 x s[17], the middle 0.5 x 0.751 (5 from the anchor)
+    s[17] = 0.924  # 1.45x the middle: not enough at margin 0.5; enough at 0.4, and always without the rule
+    assert spread_pick(s, [10], 1, 3.0, ends=True, margin=0.5) == [4]
+    assert spread_pick(s, [10], 1, 3.0, ends=True, margin=0.4) == [17]
+    assert spread_pick(s, [10], 1, 3.0, ends=True) == [17]
+    s[17] = 0.988  # 1.55x
+    assert spread_pick(s, [10], 1, 3.0, ends=True, margin=0.5) == [17]
+    s[17], s[4], s[5] = 0.5, np.nan, 0.45  # the middle is not scored (not sampled): the nearest scored slice
+    assert spread_pick(s, [10], 1, 3.0, ends=True, margin=0.5) == [5]  # stands in (of 3 and 5, the one farther
+    assert spread_pick(s, [10], 1, 3.0, ends=True) == [15]  # from the others), where the score alone takes 15
+    assert spread_pick(np.full(5, 0.5), [], 2, 1.0, margin=0.5) == [0, 4]  # no anchors: no gap yet, then one
+
+
 def test_rank_slices_scores_are_the_mean_entropy_and_the_best_comes_first(trained, sample):
     model, _ = trained
     image, _ = sample
-    r = rank_slices(image, model, count=3, measure="entropy", device="cpu", spread=1e-6)
+    r = rank_slices(image, model, count=3, measure="entropy", device="cpu", spread=1e-6, margin=0)
     assert np.isfinite(r.uncertainty).all() and ((r.uncertainty >= 0) & (r.uncertainty <= 1)).all()
     for i in (0, 4, 7):
         p = predict_slice(image, model, i, probs=True, device="cpu")
         h = -(p * np.log(np.clip(p, 1e-12, None))).sum(0) / math.log(3)
         assert r.uncertainty[i] == pytest.approx(h.mean(), rel=1e-4)
     assert r.suggested == list(np.argsort(-r.uncertainty, kind="stable")[:3])
-    m = rank_slices(image, model, count=1, measure="maxprob", spread=1e-6, device="cpu")
+    m = rank_slices(image, model, count=1, measure="maxprob", spread=1e-6, margin=0, device="cpu")
     assert m.measure == "maxprob" and m.suggested[0] == int(np.argmax(m.uncertainty))
     # the default spread keeps the first suggestion off the volume ends even where they are most uncertain
     u = np.linspace(1.0, 0.5, 8)
@@ -141,9 +171,9 @@ def test_orthoplane_score_is_the_share_of_pixels_the_other_axes_class_differentl
         want = np.mean([np.mean(np.take(seg[a], i, axis=axis) != own) for a in others])
         assert r.uncertainty[i] == pytest.approx(want, abs=1e-12)
     # the default is that score, with the first pick the best-scoring slice when spreading is off
-    z = rank_slices(image, model, ann, count=1, spread=1e-6, device="cpu")
+    z = rank_slices(image, model, ann, count=1, spread=1e-6, margin=0, device="cpu")
     assert z.suggested == [int(np.nanargmax(z.score))]
-    plain = rank_slices(image, model, ann, count=1, spread=1e-6, device="cpu", novelty=False)
+    plain = rank_slices(image, model, ann, count=1, spread=1e-6, margin=0, device="cpu", novelty=False)
     assert plain.novelty is None and plain.suggested == [int(np.nanargmax(plain.uncertainty))]
 
 
@@ -267,6 +297,17 @@ def test_suggest_never_returns_annotated_slices_along_any_axis(trained, sample):
     assert np.isnan(r.uncertainty[[3, 7, 40]]).all()
     # spread: with the default penalty no two suggestions are neighbours, none touches an annotated slice
     assert min(abs(a - b) for a in r.suggested for b in [*r.suggested, 3, 7, 40] if a != b) > 1
+    # each pick says why; a margin no score clears gives the evenly spaced slices
+    assert len(r.reasons) == 5 and set(r.reasons) <= {"score", "gap"} and r.margin == 0.5
+    even = rank_slices(image, model, lab, axis=2, count=4, margin=1e9, device="cpu")
+    taken = [3, 7, 40]
+    for p in even.suggested:
+        assert p == even_next(64, taken)
+        taken.append(p)
+    assert even.reasons == ["gap"] * 4
+    for bad in (-0.1, True, "0.5"):
+        with pytest.raises(InputError, match="margin"):
+            rank_slices(image, model, lab, margin=bad, device="cpu")
 
 
 def test_suggest_subsamples_long_axes_crops_big_slices_and_cancels(trained, sample, tmp_path):
@@ -419,6 +460,14 @@ def test_loop_study_tiny_runs_every_strategy_and_writes_table_json_plot(tmp_path
     for s in ("suggest", "random"):
         ann = by[(s, 3)]["annotated"]
         assert ann[0] == 4 and len(set(ann)) == 3
+    # why each slice was added: the start, the strategy, or for suggest the rule that picked it
+    assert by[("even", 1)]["why"] == "start" and by[("even", 2)]["why"] == "even"
+    assert by[("random", 3)]["why"] == "random"
+    for n in (2, 3):
+        r = by[("suggest", n)]
+        assert r["why"] in ("score", "gap")
+        if r["why"] == "gap":
+            assert r["added"] == even_next(8, r["annotated"][:-1])
     assert by[("even", 1)]["mean_dice"] == by[("suggest", 1)]["mean_dice"]  # one shared first model
     table = (tmp_path / "s" / "study.md").read_text()
     assert "| suggest |" in table and "slices to reach even's 3-slice Dice" in table

@@ -74,6 +74,11 @@ def test_annotate_loop_end_to_end(make_napari_viewer, qtbot, trained, tmp_path):
     r = w.ranking
     assert len(r.suggested) == 3 and not {1, 5} & set(r.suggested)
     assert len(w.plot.ax.lines) >= 4  # uncertainty curve, annotated slices, suggestions
+    # slices picked as the middle of a gap (no slice stood out) are named in the status, hollow in the plot
+    gaps = [s for s, why in zip(r.suggested, r.reasons) if why == "gap"]
+    assert len(r.reasons) == 3 and ("middle of the widest gap" in w._status.value) == bool(gaps)
+    hollow = [ln for ln in w.plot.ax.lines if ln.get_markerfacecolor() == "none"]
+    assert sorted(int(ln.get_xdata()[0]) for ln in hollow) == sorted(gaps)
     # the curve is what the slices are ranked by: the model's disagreement times the novelty boost
     np.testing.assert_array_equal(w.plot.ax.lines[0].get_ydata(), r.score)
     assert r.novelty is not None and "novelty" in w.plot.ax.get_ylabel()

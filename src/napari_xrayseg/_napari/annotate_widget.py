@@ -49,6 +49,17 @@ def _preview(image: Any, model: Model, index: int, axis: int, norms: dict[Any, A
 SCORE_AXIS = {"orthoplane": "disagreement (axes)", "flips": "disagreement (flips)"}  # y label per measure
 
 
+def _gap_picks(ranking: SliceRanking) -> set[int]:
+    """The suggested slices picked as the middle of a gap (no slice's score stood out)."""
+    return {s for s, why in zip(ranking.suggested, ranking.reasons) if why == "gap"}
+
+
+def _first(ranking: SliceRanking, gap: bool) -> int | None:
+    """The first suggested slice picked by the gap rule (``gap``) or by its score: it carries the legend entry."""
+    gaps = _gap_picks(ranking)
+    return next((s for s in ranking.suggested if (s in gaps) == gap), None)
+
+
 class UncertaintyPlot(Container):
     """Per-slice score of the model (disagreement or uncertainty), annotated slices and suggestions, in the dock."""
 
@@ -83,8 +94,18 @@ class UncertaintyPlot(Container):
             ax.plot(x, u, color="tab:blue", marker=".", markersize=3, linewidth=1, label="model score")
             for j, a in enumerate(ranking.annotated):
                 ax.axvline(a, color="tab:green", alpha=0.6, linewidth=2, label="annotated" if j == 0 else None)
+            gaps = _gap_picks(ranking)
             for rank, s in enumerate(ranking.suggested, 1):
-                ax.plot([s], [u[s]], "o", color="tab:red", markersize=6, label="suggested" if rank == 1 else None)
+                gap = s in gaps
+                ax.plot(
+                    [s],
+                    [u[s]],
+                    "o",
+                    color="tab:red",
+                    markerfacecolor="none" if gap else "tab:red",
+                    markersize=6,
+                    label=("suggested: middle of a gap" if gap else "suggested") if s == _first(ranking, gap) else None,
+                )
                 ax.annotate(
                     str(rank),
                     (s, u[s]),
@@ -355,9 +376,13 @@ class AnnotateWidget(JobWidget):
         self._next = 0
         where = self.current_slice()
         self.plot.draw(ranking, where[1] if where is not None else None)
+        gaps = _gap_picks(ranking)
+        note = ""
+        if gaps:
+            note = f" ({', '.join(map(str, sorted(gaps)))}: no slice stands out, so the middle of the widest gap)"
         self._status.value = (
             f"next slices to annotate (axis {ranking.axis}), best first: "
-            f"{', '.join(map(str, ranking.suggested)) or 'none left'}"
+            f"{', '.join(map(str, ranking.suggested)) or 'none left'}{note}"
         )
 
     def go_to_next(self) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import SegmentConfig, TrainConfig
+from .config import SUGGEST_MARGIN, SegmentConfig, TrainConfig
 from .errors import Cancelled, InputError, OutputExistsError
 from .io import read_block
 from .models import Model, load_model
@@ -372,6 +372,12 @@ class SliceRanking:
         Distance (in slices) of the spreading penalty: a candidate ``d`` slices from an
         annotated or already suggested slice (or from just outside the volume) has its
         score multiplied by ``1 - exp(-d^2 / (2 spread^2))``.
+    margin : float
+        How much higher than the middle of the widest gap a slice had to score to be
+        suggested instead of it (0: no such rule; see :func:`suggest_slices`).
+    reasons : list of str
+        Per suggested slice: ``"score"`` (it stood out) or ``"gap"`` (no slice did: the
+        middle of the widest gap).
     """
 
     suggested: list[int]
@@ -381,6 +387,8 @@ class SliceRanking:
     measure: str = "orthoplane"
     spread: float = 1.0
     novelty: np.ndarray | None = None
+    margin: float = 0.0
+    reasons: list[str] = field(default_factory=list)
 
     @property
     def score(self) -> np.ndarray:
@@ -483,8 +491,34 @@ def _bands(indices: Sequence[int], half: int, n: int) -> list[tuple[int, int]]:
     return out
 
 
+def _gap_middle(taken: Sequence[int], free: np.ndarray, d: np.ndarray, ends: bool) -> int:
+    """The free index in the middle of the widest gap between ``taken`` (ties: the lowest gap).
+
+    With ``ends`` (the volume ends among ``taken``) this is the slice
+    :func:`~napari_xrayseg.core.study.even_next` adds, or the free index nearest to it
+    when that one is not free (unscored; of two, the one farther from ``taken``, by ``d``);
+    otherwise the free index farthest from ``taken``.
+    """
+    if ends:
+        edges = sorted(set(taken))
+        gaps = [(b - a, -a, (a + b) // 2) for a, b in zip(edges[:-1], edges[1:]) if b - a > 1]
+        if gaps:
+            mid = max(gaps)[2]
+            cand = np.flatnonzero(free)
+            near = cand[np.abs(cand - mid) == np.abs(cand - mid).min()]
+            return int(near[np.argmax(d[near])])  # of two equally near, the one farther from the others
+    return int(np.argmax(np.where(free, d, -1.0)))
+
+
 def spread_pick(
-    scores: np.ndarray, anchors: Sequence[int], count: int, spread: float, *, ends: bool = False
+    scores: np.ndarray,
+    anchors: Sequence[int],
+    count: int,
+    spread: float,
+    *,
+    ends: bool = False,
+    margin: float = 0.0,
+    why: list[str] | None = None,
 ) -> list[int]:
     """Greedily pick ``count`` indices with high ``scores``, away from ``anchors`` and each other.
 
@@ -494,12 +528,22 @@ def spread_pick(
     anchors too (the volume ends: see :func:`suggest_slices`). Ties go to the candidate
     farther from the anchors, then to the lower index.
 
+    With ``margin > 0`` (and anchors), the pick must beat the **middle of the widest gap**
+    (the scored index farthest from the anchors and earlier picks, the lowest among equals;
+    with ``ends`` the slice :func:`~napari_xrayseg.core.study.even_next` adds) by that
+    factor: a pick whose penalised score is below ``(1 + margin)`` times the middle's
+    penalised score gives way to the middle. Scores that single out no index thus fill the
+    gaps evenly. ``why``, when given, receives ``"score"`` or ``"gap"`` per pick.
+
     Examples
     --------
     >>> spread_pick(np.array([0.9, 1.0, 0.8, 0.1, 0.5]), [], 2, 1.0)
     [1, 4]
     >>> spread_pick(np.ones(21), [10], 2, 3.0, ends=True)
     [4, 15]
+    >>> s = np.full(21, 0.5); s[3] = 0.6; s[17] = 2.0
+    >>> spread_pick(s, [10], 1, 3.0, ends=True), spread_pick(s, [10], 2, 3.0, ends=True, margin=0.5)
+    ([17], [17, 4])
     """
     scores = np.asarray(scores, dtype=float)
     n = len(scores)
@@ -518,6 +562,13 @@ def spread_pick(
         eff = np.where(free, np.nan_to_num(scores) * w, -np.inf)
         best = np.flatnonzero(eff == eff.max())
         i = int(best[np.argmax(d[best])])  # argmax returns the first (lowest) among equals
+        reason = "score"
+        if margin > 0 and taken:
+            gap = _gap_middle(taken, free, d, ends)
+            if eff[i] < (1.0 + margin) * eff[gap]:
+                i, reason = gap, "gap"
+        if why is not None:
+            why.append(reason)
         picked.append(i)
         taken.append(i)
         free[i] = False
@@ -533,6 +584,7 @@ def iter_rank_slices(
     count: int = 1,
     measure: str = "orthoplane",
     spread: float | None = None,
+    margin: float = SUGGEST_MARGIN,
     max_slices: int | None = 64,
     max_side: int | None = 512,
     tile: int | str | None = "auto",
@@ -554,6 +606,8 @@ def iter_rank_slices(
         raise InputError(f"measure {measure!r} must be one of {list(MEASURES)}")
     if spread is not None and (isinstance(spread, bool) or not isinstance(spread, (int, float)) or not spread > 0):
         raise InputError(f"spread {spread!r} must be a positive number of slices, or None for the default")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
+        raise InputError(f"margin {margin!r} must be a number >= 0, e.g. {SUGGEST_MARGIN} (0: rank by score alone)")
     for name, v in (("max_slices", max_slices), ("max_side", max_side)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
             raise InputError(f"{name} {v!r} must be a positive integer or None (no limit)")
@@ -641,14 +695,18 @@ def iter_rank_slices(
                 scores[i] = differ[i] / (rows.size + cols.size)
         if len(hists) >= 2:
             nov = _novelty(vol, axis, annotated, hists, norm, window, n)
-    ranking = SliceRanking([], scores, annotated, axis, used, float(spread), nov)
-    picked = spread_pick(ranking.score, annotated, int(count), float(spread), ends=n > 2)
+    ranking = SliceRanking([], scores, annotated, axis, used, float(spread), nov, float(margin))
+    picked = spread_pick(
+        ranking.score, annotated, int(count), float(spread), ends=n > 2, margin=float(margin), why=ranking.reasons
+    )
     log.info(
-        "suggested slices %s along axis %d (%s, spread %.1f; %d annotated)",
+        "suggested slices %s along axis %d (%s, spread %.1f, margin %.2f: %s; %d annotated)",
         picked,
         axis,
         used,
         spread,
+        margin,
+        ", ".join(ranking.reasons),
         len(annotated),
     )
     ranking.suggested = picked
@@ -728,6 +786,12 @@ def suggest_slices(
     slices are unusual (seen from one side, context edge-replicated, drift) and annotating
     them teaches the model least about the rest of the volume (docs/study.md), so they
     come only when they score much higher than the middle of a gap.
+    Finally a pick must **stand out**: unless its penalised score is at least ``1 + margin``
+    (default 1.5) times that of the middle of the widest gap between annotated and picked
+    slices, the middle is suggested instead. Where the model's scores single out no slice
+    (a statistically uniform sample, where which slice is annotated barely matters), the
+    suggestions are then the evenly spaced slices, which is the safe choice; a slice the
+    model finds clearly harder or newer is still suggested first (docs/annotate.md).
 
     Parameters
     ----------
@@ -755,6 +819,10 @@ def suggest_slices(
             probabilities; ``"maxprob"``: the mean of one minus the winning probability.
         novelty : bool
             Multiply the score by the novelty boost above (default True; needs annotations).
+        margin : float
+            How much higher than the middle of the widest gap a slice must score to be
+            suggested instead of it (default ``SUGGEST_MARGIN``, 0.5; 0 ranks by the
+            penalised score alone). :attr:`SliceRanking.reasons` says which rule picked each.
         spread : float, optional
             Distance in slices of the spreading penalty; default
             ``max(1, n / (2 (annotated + count + 1)))`` for ``n`` slices (about half the

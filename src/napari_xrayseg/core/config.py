@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-__all__ = ["MODEL_TILE", "SegmentConfig", "TrainConfig"]
+__all__ = ["MODEL_TILE", "SUGGEST_MARGIN", "SegmentConfig", "TrainConfig"]
 
 
 #: Recommended tile side of a new model (stored in the model file; ``SegmentConfig.tile=None`` uses the model's).
 MODEL_TILE = 256
+#: suggest_slices: a slice is suggested over the middle of the widest gap between annotated slices only
+#: where its (spread-penalised) score is at least 1 + SUGGEST_MARGIN times the middle's (docs/annotate.md)
+SUGGEST_MARGIN = 0.5
 
 
 @dataclass(frozen=True)

@@ -415,7 +415,7 @@ def iter_loop_study(
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, LoopStudyResult]:
     """Generator form of :func:`loop_study`: yields a :class:`Progress` per trained round."""
-    from .annotation import continue_training, suggest_slices
+    from .annotation import continue_training, rank_slices
     from .inference import segment
     from .metrics import evaluate
     from .sample import make_phantom
@@ -508,6 +508,7 @@ def iter_loop_study(
                     "round": 0,
                     "slices": 1,
                     "added": start,
+                    "why": "start",
                     "annotated": [start],
                     "mean_dice": d0,
                     "dice": per0,
@@ -523,13 +524,15 @@ def iter_loop_study(
             for k in range(1, rounds):
                 check(cancel)
                 t1 = time.perf_counter()
+                why = strategy
                 if strategy == "even":
                     nxt = even_next(shape[0], picked)
                 elif strategy == "random":
                     free = [i for i in range(shape[0]) if i not in picked]
                     nxt = int(free[int(rng.integers(len(free)))])
                 else:
-                    nxt = suggest_slices(image, model, ann, count=1, device=device, cancel=cancel)[0]
+                    ranked = rank_slices(image, model, ann, count=1, device=device, cancel=cancel)
+                    nxt, why = ranked.suggested[0], ranked.reasons[0]
                 t_pick = time.perf_counter() - t1
                 picked.append(nxt)
                 ann[nxt] = truth[nxt]
@@ -546,6 +549,7 @@ def iter_loop_study(
                         "round": k,
                         "slices": k + 1,
                         "added": nxt,
+                        "why": why,
                         "annotated": list(picked),
                         "mean_dice": d,
                         "dice": per,
@@ -592,7 +596,8 @@ def loop_study(*, progress: ProgressCallback | None = None, **kwargs: Any) -> Lo
     - ``"even"``: the middle of the widest gap between annotated slices (volume ends
       count as annotated), so the slices stay evenly spaced;
     - ``"suggest"``: the first of :func:`~napari_xrayseg.suggest_slices` for the current
-      model (where it contradicts itself, spread out);
+      model (where it contradicts itself, spread out; the middle of the widest gap where no
+      slice stands out: each run's ``"why"`` says ``"score"`` or ``"gap"``);
     - ``"random"``: a uniformly random slice not yet annotated.
 
     After every round the whole volume is segmented and scored against the full truth
