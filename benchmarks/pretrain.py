@@ -16,7 +16,9 @@ Session 17 (docs/accuracy.md) continued that start for 100 epochs on the same te
 with new volumes every few epochs (``--fresh K``: no volume seen for more than K epochs, the
 way a longer pretraining, on a GPU, should run). Session 18 continued it with ``--fresh 10 --epochs 80`` on the
 original ten presets: better as it is on every unseen volume of their kinds (+0.0015), but not yet
-shipped (0.011 lower on the second scan after the held-out protocol, one seed).
+shipped (0.011 lower on the second scan after the held-out protocol, one seed). Session 19 continued
+that for 90 more epochs on 90 more new volumes (``--init fresh80.safetensors --lr 5e-4 --fresh 10
+--epochs 90 --first-stage 9``, 95 minutes on one thread; docs/accuracy.md).
 """
 
 from __future__ import annotations
