@@ -40,7 +40,6 @@ from .io import read_block
 from .models import Model, load_model
 from .normalize import apply_normalization, compute_normalization
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
-from .study import even_next
 from .tiling import context_range, normalize_axis, stack_context
 
 __all__ = [
@@ -495,15 +494,19 @@ def _bands(indices: Sequence[int], half: int, n: int) -> list[tuple[int, int]]:
 def _gap_middle(taken: Sequence[int], free: np.ndarray, d: np.ndarray, ends: bool) -> int:
     """The free index in the middle of the widest gap between ``taken`` (ties: the lowest gap).
 
-    With ``ends`` (the volume ends among ``taken``) this is the slice :func:`even_next` adds,
-    or the free index nearest to it when that one is not free (unscored; of two, the one
-    farther from ``taken``, by ``d``); otherwise the free index farthest from ``taken``.
+    With ``ends`` (the volume ends among ``taken``) this is the slice
+    :func:`~napari_xrayseg.core.study.even_next` adds, or the free index nearest to it
+    when that one is not free (unscored; of two, the one farther from ``taken``, by ``d``);
+    otherwise the free index farthest from ``taken``.
     """
-    if ends:  # taken holds -1 and len(free), which even_next adds itself; a free index means a gap exists
-        mid = even_next(len(free), [t for t in taken if 0 <= t < len(free)])
-        cand = np.flatnonzero(free)
-        near = cand[np.abs(cand - mid) == np.abs(cand - mid).min()]
-        return int(near[np.argmax(d[near])])  # of two equally near, the one farther from the others
+    if ends:
+        edges = sorted(set(taken))
+        gaps = [(b - a, -a, (a + b) // 2) for a, b in zip(edges[:-1], edges[1:]) if b - a > 1]
+        if gaps:
+            mid = max(gaps)[2]
+            cand = np.flatnonzero(free)
+            near = cand[np.abs(cand - mid) == np.abs(cand - mid).min()]
+            return int(near[np.argmax(d[near])])  # of two equally near, the one farther from the others
     return int(np.argmax(np.where(free, d, -1.0)))
 
 
