@@ -39,9 +39,9 @@ import time
 import numpy as np
 
 from napari_xrayseg import continue_training, make_phantom, rank_slices, train
+from napari_xrayseg.core.annotation import even_next
 from napari_xrayseg.core.inference import segment
 from napari_xrayseg.core.metrics import evaluate
-from napari_xrayseg.core.study import even_next
 
 MEASURES = ("orthoplane", "flips", "entropy", "maxprob")
 

@@ -10,13 +10,13 @@ import zarr
 from tests.faults import NthCheck
 
 from napari_xrayseg import continue_training, predict_slice, rank_slices, suggest_slices, train
-from napari_xrayseg.core.annotation import annotated_slices, spread_pick
+from napari_xrayseg.core.annotation import annotated_slices, even_next, spread_pick
 from napari_xrayseg.core.errors import Cancelled, InputError, OutputExistsError
 from napari_xrayseg.core.inference import segment
 from napari_xrayseg.core.models import init_model, load_model
 from napari_xrayseg.core.progress import CancelToken
 from napari_xrayseg.core.sample import make_phantom
-from napari_xrayseg.core.study import even_next, loop_study
+from napari_xrayseg.core.study import loop_study
 from napari_xrayseg.core.training import START_BLENDS
 
 TINY_TRAIN = {"size": "tiny", "epochs": 2, "steps_per_epoch": 2, "batch": 2, "patch": 32, "device": "cpu", "context": 3}

@@ -46,6 +46,7 @@ __all__ = [
     "SliceRanking",
     "annotated_slices",
     "continue_training",
+    "even_next",
     "iter_continue_training",
     "iter_rank_slices",
     "predict_slice",
@@ -491,22 +492,43 @@ def _bands(indices: Sequence[int], half: int, n: int) -> list[tuple[int, int]]:
     return out
 
 
+def _widest_gap_middle(edges: Sequence[int]) -> int | None:
+    """The middle of the widest gap between sorted ``edges`` (ties: the lowest gap); None if none is open."""
+    gaps = [(b - a, -a, (a + b) // 2) for a, b in zip(edges[:-1], edges[1:]) if b - a > 1]
+    return max(gaps)[2] if gaps else None
+
+
+def even_next(n: int, annotated: Sequence[int]) -> int:
+    """The slice that spreads ``annotated`` most evenly over ``0..n-1``: the middle of the widest gap.
+
+    The volume ends count as annotated slices at -1 and ``n``, so k slices added one by
+    one from an empty volume approach even spacing (n / (k + 1) apart), never the ends.
+    The loop study's ``even`` strategy adds these slices, and :func:`suggest_slices`
+    falls back to them when no slice stands out.
+
+    Examples
+    --------
+    >>> even_next(48, []), even_next(48, [23]), even_next(48, [23, 35])
+    (23, 35, 11)
+    """
+    mid = _widest_gap_middle(sorted({-1, n, *(int(a) for a in annotated)}))
+    if mid is None:
+        raise InputError(f"every one of the {n} slices is annotated: no slice left to add")
+    return mid
+
+
 def _gap_middle(taken: Sequence[int], free: np.ndarray, d: np.ndarray, ends: bool) -> int:
     """The free index in the middle of the widest gap between ``taken`` (ties: the lowest gap).
 
-    With ``ends`` (the volume ends among ``taken``) this is the slice
-    :func:`~napari_xrayseg.core.study.even_next` adds, or the free index nearest to it
-    when that one is not free (unscored; of two, the one farther from ``taken``, by ``d``);
-    otherwise the free index farthest from ``taken``.
+    With ``ends`` (the volume ends among ``taken``) this is the slice :func:`even_next`
+    adds, or the free index nearest to it when that one is not free (unscored; of two, the one
+    farther from ``taken``, by ``d``); otherwise the free index farthest from ``taken``.
     """
-    if ends:
-        edges = sorted(set(taken))
-        gaps = [(b - a, -a, (a + b) // 2) for a, b in zip(edges[:-1], edges[1:]) if b - a > 1]
-        if gaps:
-            mid = max(gaps)[2]
-            cand = np.flatnonzero(free)
-            near = cand[np.abs(cand - mid) == np.abs(cand - mid).min()]
-            return int(near[np.argmax(d[near])])  # of two equally near, the one farther from the others
+    mid = _widest_gap_middle(sorted(set(taken))) if ends else None
+    if mid is not None:
+        cand = np.flatnonzero(free)
+        near = cand[np.abs(cand - mid) == np.abs(cand - mid).min()]
+        return int(near[np.argmax(d[near])])  # of two equally near, the one farther from the others
     return int(np.argmax(np.where(free, d, -1.0)))
 
 
@@ -530,7 +552,7 @@ def spread_pick(
 
     With ``margin > 0`` (and anchors), the pick must beat the **middle of the widest gap**
     (the scored index farthest from the anchors and earlier picks, the lowest among equals;
-    with ``ends`` the slice :func:`~napari_xrayseg.core.study.even_next` adds) by that
+    with ``ends`` the slice :func:`even_next` adds) by that
     factor: a pick whose penalised score is below ``(1 + margin)`` times the middle's
     penalised score gives way to the middle. Scores that single out no index thus fill the
     gaps evenly. ``why``, when given, receives ``"score"`` or ``"gap"`` per pick.

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .annotation import even_next
 from .errors import InputError, OutputExistsError
 from .output import claim
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
@@ -323,25 +324,6 @@ class LoopStudyResult:
             cells.append("n/a" if target is None else (f"{reach}" if reach is not None else f"> {last}"))
             lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
-
-
-def even_next(n: int, annotated: Sequence[int]) -> int:
-    """The slice that spreads ``annotated`` most evenly over ``0..n-1``: the middle of the widest gap.
-
-    The volume ends count as annotated slices at -1 and ``n``, so k slices added one by
-    one from an empty volume approach even spacing (n / (k + 1) apart), never the ends.
-
-    Examples
-    --------
-    >>> even_next(48, []), even_next(48, [23]), even_next(48, [23, 35])
-    (23, 35, 11)
-    """
-    edges = sorted({-1, n, *(int(a) for a in annotated)})
-    gaps = [(b - a, a, b) for a, b in zip(edges[:-1], edges[1:]) if b - a > 1]
-    if not gaps:
-        raise InputError(f"every one of the {n} slices is annotated: no slice left to add")
-    width, a, b = max(gaps, key=lambda g: (g[0], -g[1]))
-    return (a + b) // 2
 
 
 def _loop_summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
