@@ -20,12 +20,22 @@ shipped (0.011 lower on the second scan after the held-out protocol, one seed). 
 that for 90 more epochs on 90 more new volumes (``--init fresh80.safetensors --lr 5e-4 --fresh 10
 --epochs 90 --first-stage 9``, 95 minutes on one thread; docs/accuracy.md): that model is the shipped
 start now (+0.0013 on the four hard seeds of the held-out protocol, the second scan level).
+
+On a GPU the volumes, not the network, are the bottleneck (each stage makes ten on the CPU), and
+a lent device runs 10 minutes a call: ``--workers 8`` makes them in 8 processes, the next stage's
+while this one trains, and ``--resume`` writes ``--out`` after every stage and continues an
+interrupted run with the same arguments on the same schedule::
+
+    python benchmarks/pretrain.py --init src/napari_xrayseg/weights/unet3d-small-pretrained.safetensors \
+        --lr 5e-4 --fresh 10 --epochs 400 --first-stage 34 --device cuda --workers 8 --resume --out long.safetensors
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -72,6 +82,12 @@ def class_grey(images: list[np.ndarray], truths: list[np.ndarray], classes: list
     return [float(v) for v in sums / counts]
 
 
+def _phantom(shape: tuple[int, ...], seed: int, preset: str) -> tuple[np.ndarray, np.ndarray]:
+    from napari_xrayseg import make_phantom
+
+    return make_phantom(shape, seed=seed, preset=preset)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", type=int, nargs=3, default=(48, 160, 160), metavar=("Z", "Y", "X"))
@@ -97,9 +113,24 @@ def main(argv: list[str] | None = None) -> None:
         help="number the fresh stages from S (their seeds 1000 x stage + i), so that a continuation of a --fresh "
         "run sees new volumes (e.g. 9 after a run of 8 stages)",
     )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="W",
+        help="make a stage's volumes in W processes, and the next stage's while this one trains (a GPU run: the "
+        "CPU cores would otherwise sit idle while the GPU waits for volumes)",
+    )
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --fresh: --out is written after every stage; continue an interrupted run from the stages it "
+        "finished (same arguments), on the same schedule",
+    )
+    ap.add_argument("--steps", type=int, default=25, help="steps per epoch")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    from napari_xrayseg import make_phantom, save_model, train
+    from napari_xrayseg import load_model, save_model, train
 
     t = time.perf_counter()
     family = FAMILY + (WIDE if a.wide else [])
@@ -110,16 +141,25 @@ def main(argv: list[str] | None = None) -> None:
             last[0] = time.perf_counter()
             print(f"{time.perf_counter() - t:7.0f} s  {p.message}", flush=True)
 
-    def volumes(stage: int) -> tuple[list, list, list]:
+    pool = ProcessPoolExecutor(a.workers) if a.workers > 1 else None
+
+    def submit(stage: int) -> tuple[list, list]:
         # stage 0 of a plain run: the family's own seeds; fresh stages: seeds 1000 x stage + i, never a
         # test seed of benchmarks/hard.py (0, 6, 7, 8, 11, 12, 100-108)
         fam = family if stage == 0 else [(p, 1000 * stage + i) for i, (p, _) in enumerate(family)]
-        pairs = [make_phantom(tuple(a.shape), seed=s, preset=p) for p, s in fam]
+        args = [(tuple(a.shape), s, p) for p, s in fam]
+        return [pool.submit(_phantom, *x) if pool else x for x in args], fam
+
+    def volumes(pending: tuple[list, list]) -> tuple[list, list, list]:
+        jobs, fam = pending
+        pairs = [j.result() if pool else _phantom(*j) for j in jobs]
         return [q[0] for q in pairs], [q[1] for q in pairs], fam
 
-    common = {"arch": "unet3d", "batch": a.batch, "device": a.device, "progress": report}
+    common = {"arch": "unet3d", "batch": a.batch, "device": a.device, "progress": report, "steps_per_epoch": a.steps}
     if a.fresh <= 0:
-        images, truths, _ = volumes(0)
+        if a.resume:
+            raise SystemExit("--resume needs --fresh: a run on the same volumes is written only at its end")
+        images, truths, _ = volumes(submit(0))
         model = train(images, truths, init=a.init or "random", epochs=a.epochs, lr=a.lr, seed=0, **common)
     else:
         import math
@@ -127,8 +167,22 @@ def main(argv: list[str] | None = None) -> None:
         from napari_xrayseg.core.training import _lr_at
 
         model, used, stages = a.init or "random", [], math.ceil(a.epochs / a.fresh)
-        for k in range(stages):
-            images, truths, fam = volumes(a.first_stage + k)
+        run = {k: getattr(a, k) for k in ("shape", "epochs", "batch", "lr", "init", "wide", "fresh", "first_stage")}
+        run["shape"], done = list(a.shape), 0
+        if a.resume and Path(a.out).exists():
+            model = load_model(a.out, device="cpu")
+            was = model.info.train.get("pretrain_run")
+            if was is None:
+                raise SystemExit(f"{a.out} is a finished model, not a checkpoint: give another --out")
+            if was["args"] != run:
+                raise SystemExit(f"{a.out} is the checkpoint of another run (its arguments: {was['args']})")
+            done, used = was["stages_done"], [tuple(f) for f in was["family"]]
+            print(f"resuming after stage {done}/{stages} of {a.out}", flush=True)
+        pending = submit(a.first_stage + done) if done < stages else None
+        for k in range(done, stages):
+            images, truths, fam = volumes(pending)
+            if k + 1 < stages:
+                pending = submit(a.first_stage + k + 1)  # made while this stage trains
             used += fam
             lr = _lr_at("cosine", a.lr, (k + 0.5) / stages, 10**9, 0)  # the cosine's value mid-stage
             final = k == stages - 1  # only the last stage averages its second half's weights
@@ -148,7 +202,17 @@ def main(argv: list[str] | None = None) -> None:
                 f"validation Dice {model.info.train['val_dice']:.4f} on held-out rows of this stage's volumes",
                 flush=True,
             )
+            if a.resume and k + 1 < stages:  # a checkpoint, written atomically: a cut run loses one stage at most
+                model.info.train["pretrain_run"] = {
+                    "args": run,
+                    "stages_done": k + 1,
+                    "family": [list(f) for f in used],
+                }
+                save_model(model, a.out, overwrite=True)
+        model.info.train.pop("pretrain_run", None)
         family = used
+    if pool:
+        pool.shutdown()
     model.info.train["class_grey"] = class_grey(images, truths, model.info.classes)  # the last volumes seen
     model.info.train["family"] = [list(f) for f in family]
     save_model(model, a.out, overwrite=True)
