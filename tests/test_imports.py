@@ -27,7 +27,7 @@ def test_core_and_cli_pull_in_no_qt(stmt):
 def test_light_modules_do_not_import_torch():
     code = (
         "import napari_xrayseg.core.io, napari_xrayseg.core.tiling, napari_xrayseg.core.metrics, "
-        "napari_xrayseg.core.sample, napari_xrayseg.core.normalize\n"
+        "napari_xrayseg.core.sample, napari_xrayseg.core.normalize, napari_xrayseg.core.study\n"
         "import sys; print('torch' in sys.modules)"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from .annotation import even_next
 from .errors import InputError, OutputExistsError
 from .output import claim
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
@@ -397,7 +396,7 @@ def iter_loop_study(
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, LoopStudyResult]:
     """Generator form of :func:`loop_study`: yields a :class:`Progress` per trained round."""
-    from .annotation import continue_training, rank_slices
+    from .annotation import continue_training, even_next, rank_slices
     from .inference import segment
     from .metrics import evaluate
     from .sample import make_phantom
