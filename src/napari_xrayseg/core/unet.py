@@ -243,18 +243,16 @@ class UNet(nn.Module):
 
     @torch.jit.unused
     def _forward_fp32_tconv(self, x: torch.Tensor) -> torch.Tensor:
-        """Training under CPU bf16 autocast: the last transposed convolution (to the classes) in fp32.
+        """Training under CPU bf16 autocast: the top up block (to the classes) in fp32.
 
-        oneDNN's bf16 weight gradient of a transposed convolution with few output channels
-        was not finite in about 1 step in 8 (torch 2.13, AMX), which ruined the weights within
-        an epoch; the layer is a few % of the network's FLOPs (docs/train.md).
+        oneDNN's bf16 weight gradient of a convolution with few channels was not finite in
+        about 1 step in 8 (torch 2.13, AMX): the last transposed convolution, to the classes
+        (which ruined the weights within an epoch), and the classes-to-classes convolution of
+        the residual unit after it (a step in 9 of a medium ``unet3d``, skipped by training).
+        The block is a few % of the network's FLOPs (docs/train.md).
         """
         down, skip, up = self.model
         h = skip(down(x))
-        first = up if isinstance(up, Convolution) else up[0]  # with residual units: (Convolution, unit)
         with torch.autocast("cpu", enabled=False):
-            h = first.conv(h.float())
-        if hasattr(first, "adn"):
-            h = first.adn(h)
-        out: torch.Tensor = up[1](h) if first is not up else h
+            out: torch.Tensor = up(h.float())
         return out
