@@ -33,7 +33,11 @@ Session 20 continued the shipped start twice more for 80 epochs (stages 18-25 an
 it is on the hard scans (docs/accuracy.md). This network has stopped learning from more volumes,
 so the next GPU run should be a larger one from random weights, e.g. ``--size medium`` (or a wider
 ``--context``) with ``--lr 3e-3 --fresh 10 --epochs 400 --first-stage 34``, judged as it is on the
-test seeds against the shipped start before the held-out protocol.
+test seeds against the shipped start before the held-out protocol. Session 21 (CPU, bf16 on AMX)
+widened the shipped start to medium with the same function and continued it 40 epochs: no better
+(docs/accuracy.md). On that CPU 10-17 % of a medium network's bf16 steps had non-finite gradients
+and were skipped, so run the small-against-medium comparison (both from random weights, same
+volumes and epochs) on a GPU or in fp32.
 """
 
 from __future__ import annotations
