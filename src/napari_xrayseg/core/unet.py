@@ -238,17 +238,17 @@ class UNet(nn.Module):
         """Scores (N, out_channels, *spatial) of ``x`` (N, in_channels, *spatial)."""
         if not torch.jit.is_scripting():
             if self.training and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-                return self._forward_fp32_tconv(x)
+                return self._forward_fp32_top(x)
         return self.model(x)
 
     @torch.jit.unused
-    def _forward_fp32_tconv(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_fp32_top(self, x: torch.Tensor) -> torch.Tensor:
         """Training under CPU bf16 autocast: the top up block (to the classes) in fp32.
 
         oneDNN's bf16 weight gradient of a convolution with few channels was not finite in
         about 1 step in 8 (torch 2.13, AMX): the last transposed convolution, to the classes
         (which ruined the weights within an epoch), and the classes-to-classes convolution of
-        the residual unit after it (a step in 9 of a medium ``unet3d``, skipped by training).
+        the residual unit after it (3 steps in 16 of a medium ``unet3d``, skipped by training).
         The block is a few % of the network's FLOPs (docs/train.md).
         """
         down, skip, up = self.model
