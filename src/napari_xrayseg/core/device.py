@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from .errors import InputError
@@ -11,6 +14,7 @@ __all__ = [
     "CPU_VOLUME_BUDGET",
     "PRECISIONS",
     "available_devices",
+    "cpu_bf16_conv_faults",
     "cpu_has_amx",
     "cpu_has_bf16",
     "memory_budget",
@@ -144,6 +148,79 @@ def cpu_has_amx() -> bool:
             return "amx_bf16" in f.read()
     except OSError:
         return False
+
+
+#: (convolution, input shape) -> whether its CPU bf16 gradient failed the check; one check a process
+_BF16_CHECKED: dict[tuple[Any, ...], bool] = {}
+_conv_backward = torch.ops.aten.convolution_backward  # the kernel under check (a test stands in a faulty one)
+
+
+def cpu_bf16_conv_faults(run: Callable[[], object], net: torch.nn.Module) -> list[str]:
+    """The convolutions of ``net`` whose CPU bf16 weight gradient is wrong at the shapes ``run()`` gives them.
+
+    oneDNN's bf16 weight gradient (torch 2.13, Xeon with AMX) is garbage, mostly NaN, in output
+    channels 16-23 of some convolutions: 24 or 32 output channels at an output depth of 4 (a
+    ``unet3d`` of size medium or large on 8 context slices), batch 4 or more. Every depth-8 step
+    of such a network was non-finite, so training skipped it (docs/train.md). This runs ``run``
+    (a forward pass of ``net`` in training mode, without gradients, under CPU bf16 autocast;
+    batch norm's running statistics and the torch RNG are put back after), records the shape
+    of every convolution it calls with autocast on, and compares each one's bf16 weight and bias
+    gradient of random data with the fp32 gradient of the same bf16 values: a fault is a
+    non-finite value or a relative error over 5 % (a sound kernel's is about 0.2 %). Each
+    (convolution, shape) is checked once a process. Returns ``"name (shape)"`` of each fault.
+    """
+    calls: list[tuple[str, torch.nn.Module, tuple[int, ...], tuple[int, ...]]] = []
+    convs = [(n, m) for n, m in net.named_modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(m: torch.nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
+            if torch.is_autocast_enabled("cpu") and getattr(m, "padding_mode", "zeros") == "zeros":
+                calls.append((name, m, tuple(args[0].shape), tuple(out.shape)))
+
+        return hook
+
+    handles = [m.register_forward_hook(record(n)) for n, m in convs]
+    kept = [b.detach().clone() for b in net.buffers()]
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+        with torch.no_grad():
+            for b, k in zip(net.buffers(), kept):
+                b.copy_(k)
+    faults = []
+    for name, m, xs, ys in calls:
+        w = m.weight  # type: ignore[union-attr]
+        geometry = (m.stride, m.padding, m.dilation, m.output_padding, m.groups)
+        key = (type(m), tuple(w.shape), geometry, m.bias is not None, xs)
+        if key not in _BF16_CHECKED:
+            _BF16_CHECKED[key] = _bf16_conv_grad_wrong(m, xs, ys)
+        if _BF16_CHECKED[key]:
+            faults.append(f"{name} ({tuple(w.shape)}, input {xs})")
+    return faults
+
+
+def _bf16_conv_grad_wrong(m: Any, xs: tuple[int, ...], ys: tuple[int, ...]) -> bool:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(xs, generator=g).bfloat16()
+    go = (torch.randn(ys, generator=g) * 1e-3).bfloat16()
+    w = m.weight.detach().cpu().bfloat16()
+    bias = [int(m.out_channels)] if m.bias is not None else None
+    args = (bias, m.stride, m.padding, m.dilation, bool(m.transposed), m.output_padding, m.groups)
+    mask = (False, True, m.bias is not None)
+    back = _conv_backward
+    ref = back(go.float(), x.float(), w.float(), *args, mask)[1:]
+    for _ in range(3):  # the garbage is not the same every call
+        got = back(go, x, w, *args, mask)[1:]
+        for a, r in zip(got, ref):
+            if a is None:
+                continue
+            a = a.float()
+            if not bool(torch.isfinite(a).all()) or float((a - r).norm()) > 0.05 * float(r.norm()) + 1e-12:
+                return True
+    return False
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

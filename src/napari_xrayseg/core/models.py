@@ -187,12 +187,24 @@ class VolumeUNet(torch.nn.Module):
         self.net = _unet_build(p, spatial_dims=3, in_channels=1)  # the k context slices are its depth
         # the random sub-volumes of training: train() seeds this, so a seed gives the same model
         self.generator: torch.Generator | None = None
+        # padded depths whose training steps run in fp32 under CPU bf16 autocast: train() sets
+        # them where this CPU's bf16 gradients fail a check (device.cpu_bf16_conv_faults)
+        self.fp32_depths: frozenset[int] = frozenset()
+
+    def training_depths(self) -> list[int]:
+        """The padded depths of the sub-volumes :meth:`forward` trains on."""
+        k, h = self.context, self.context // 2
+        depths = range(h + 1, k + 1) if k >= 3 else [k]
+        return sorted({d + (-d) % self.zstride for d in depths})
 
     def forward_volume(self, v: torch.Tensor) -> torch.Tensor:
         depth = v.shape[2]
         pad = (-depth) % self.zstride
         if pad:
             v = torch.nn.functional.pad(v, (0, 0, 0, 0, pad // 2, pad - pad // 2), mode="replicate")
+        if self.training and depth + pad in self.fp32_depths and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return self.net(v.float())[:, :, pad // 2 : pad // 2 + depth]
         return self.net(v)[:, :, pad // 2 : pad // 2 + depth]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from .channels import ChannelStack
 from .config import TrainConfig
-from .device import cpu_has_amx, resolve_device, resolve_precision
+from .device import cpu_bf16_conv_faults, cpu_has_amx, resolve_device, resolve_precision
 from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError, XraysegError
 from .io import read_block, volume_chunks, voxel_size_of
 from .labels import read_labels
@@ -264,6 +264,8 @@ class _SupervisedStep:
         self.scaler = torch.amp.GradScaler("cuda") if self.use_amp and self.amp_dtype == torch.float16 else None
         self.skipped = 0  # optimiser steps skipped for a non-finite loss or gradient
         self.fell_back = False  # CPU bf16 switched off after NONFINITE_FALLBACK such steps in a row
+        self.fp32_depths: list[int] = []  # a volumetric network's depths trained in fp32 (_check_cpu_bf16)
+        self.failed_check: str | None = None  # the convolution whose CPU bf16 gradient failed, if any
         self._in_row = 0
         self._stats: list[torch.Tensor] = []
         self._bufs: list[torch.Tensor] = []
@@ -1371,11 +1373,45 @@ def _build(
         )
     else:
         stepper = _SupervisedStep(net, s["loss_fn"], s["lr"], s["dev"], precision=s["precision"])
+        if stepper.use_amp and s["dev"].type == "cpu":
+            _check_cpu_bf16(model, stepper, s["batch"], s["patch"])
     predictor = None
     if d["val_x"] is not None:
         predictor = SlicePredictor(model, device=s["dev"], tile=model.info.tile, fast=False)
         predictor.cancel = cancel
     return model, stepper, predictor
+
+
+def _check_cpu_bf16(model: Model, stepper: _SupervisedStep, batch: int, patch: int) -> None:
+    """Train in fp32 what this CPU's bf16 convolution gradients get wrong (:func:`cpu_bf16_conv_faults`).
+
+    A volumetric network trains on sub-volumes of a few depths: each depth is checked, and
+    the failing ones run in fp32 (a medium ``unet3d`` on AMX: the 8-slice steps, 1 in 8,
+    which were all skipped as non-finite before). Any other network runs at one shape: if that
+    fails, the whole run is fp32. :func:`_guarded` records either in ``info.train``.
+    """
+    net = model.network
+    if hasattr(net, "training_depths"):
+        bad = {}
+        for depth in net.training_depths():
+            x = torch.zeros(batch, 1, depth, patch, patch)
+            faults = cpu_bf16_conv_faults(lambda x=x: net.forward_volume(x), net)
+            if faults:
+                bad[depth] = faults
+        net.fp32_depths = frozenset(bad)
+        if bad:
+            stepper.fp32_depths = sorted(bad)
+            log.info(
+                "CPU bf16 gradients of %s are wrong here: sub-volumes of depth %s train in fp32",
+                "; ".join(sorted({f for v in bad.values() for f in v})),
+                sorted(bad),
+            )
+        return
+    x = torch.zeros(batch, model.info.in_channels, patch, patch)
+    faults = cpu_bf16_conv_faults(lambda: net(x), net)
+    if faults:
+        stepper.use_amp, stepper.failed_check = False, faults[0]
+        log.warning("CPU bf16 gradients of %s are wrong here: training in fp32", "; ".join(faults))
 
 
 def _record(s: dict[str, Any], d: dict[str, Any], model: Model) -> dict[str, Any]:
@@ -1624,8 +1660,13 @@ def _fit(
 
 
 def _guarded(model: Model, stepper: _SupervisedStep) -> Model:
-    """Record the training steps skipped as non-finite, and a switch from CPU bf16 to fp32."""
+    """Record the training steps skipped as non-finite, and fp32 where CPU bf16 was asked for."""
     model.info.train["skipped_steps"] = stepper.skipped
+    if stepper.fp32_depths:
+        model.info.train["bf16_fp32_depths"] = stepper.fp32_depths
+    if stepper.failed_check:
+        model.info.train["precision"] = "fp32"
+        model.info.train["precision_fallback"] = f"CPU bf16 gradients failed a check ({stepper.failed_check}): fp32"
     if stepper.fell_back:
         model.info.train["precision"] = "fp32"
         model.info.train["precision_fallback"] = "bf16 gave non-finite steps: switched to fp32"
