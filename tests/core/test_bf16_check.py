@@ -38,7 +38,7 @@ def fresh(monkeypatch):
 
 
 def test_the_check_names_the_convolutions_whose_gradient_is_wrong_and_leaves_the_net_as_it_was(fresh, monkeypatch):
-    net = _volume_net().train()
+    net = _volume_net().eval()
     x = torch.zeros(2, 1, 8, 32, 32)
     assert cpu_bf16_conv_faults(lambda: net.forward_volume(x), net) == []  # the real kernels, at these shapes
 
@@ -51,7 +51,7 @@ def test_the_check_names_the_convolutions_whose_gradient_is_wrong_and_leaves_the
     assert cpu_bf16_conv_faults(lambda: net.forward_volume(torch.zeros(2, 1, 16, 32, 32)), net) == []
     assert all(torch.equal(a, b) for a, b in zip(stats, net.buffers()))  # batch norm's statistics put back
     assert torch.equal(rng, torch.get_rng_state())  # and the caller's random stream
-    assert net.training
+    assert not net.training  # and its mode
 
 
 def test_volume_net_trains_the_depths_that_failed_in_fp32_and_the_others_in_bf16():

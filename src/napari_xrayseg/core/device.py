@@ -162,8 +162,8 @@ def cpu_bf16_conv_faults(run: Callable[[], object], net: torch.nn.Module) -> lis
     channels 16-23 of some convolutions: 24 or 32 output channels at an output depth of 4 (a
     ``unet3d`` of size medium or large on 8 context slices), batch 4 or more. Every depth-8 step
     of such a network was non-finite, so training skipped it (docs/train.md). This runs ``run``
-    (a forward pass of ``net`` in training mode, without gradients, under CPU bf16 autocast;
-    batch norm's running statistics and the torch RNG are put back after), records the shape
+    (a forward pass of ``net``, put in training mode, without gradients, under CPU bf16 autocast;
+    its mode, batch norm's running statistics and the torch RNG are put back after), records the shape
     of every convolution it calls with autocast on, and compares each one's bf16 weight and bias
     gradient of random data with the fp32 gradient of the same bf16 values: a fault is a
     non-finite value or a relative error over 5 % (a sound kernel's is about 0.2 %). Each
@@ -181,10 +181,13 @@ def cpu_bf16_conv_faults(run: Callable[[], object], net: torch.nn.Module) -> lis
 
     handles = [m.register_forward_hook(record(n)) for n, m in convs]
     kept = [b.detach().clone() for b in net.buffers()]
+    mode = net.training
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            net.train()  # the layers that run in fp32 in training (unet.UNet's top block) are not checked
             run()
     finally:
+        net.train(mode)
         for h in handles:
             h.remove()
         with torch.no_grad():
