@@ -99,7 +99,7 @@ def test_sdist_and_wheel_contents(built):
     names = zipfile.ZipFile(wheel).namelist()
     assert "napari_xrayseg/napari.yaml" in names
     assert "napari_xrayseg/__init__.py" in names and "napari_xrayseg/cli.py" in names
-    assert "napari_xrayseg/weights/unet3d-small-pretrained.safetensors" in names  # init="pretrained"
+    assert "napari_xrayseg/weights/unet3d-medium-pretrained.safetensors" in names  # init="pretrained"
     assert not [n for n in names if n.split("/")[0] in ("tests", "benchmarks", "scripts", "docs")], names
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     text = zipfile.ZipFile(wheel).read(entry_points).decode()

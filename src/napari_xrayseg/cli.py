@@ -1196,7 +1196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--init",
         default="auto",
-        help="where the weights start: 'auto' (default): where it fits (unet3d small, context 15, one "
+        help="where the weights start: 'auto' (default): where it fits (unet3d medium, context 15, one "
         "channel and axis), fine-tune the pretrained start 5 epochs and blend it back in, train from random "
         "weights in the rest of the budget, keep the higher validation Dice; 'pretrained': the start shipped "
         "with the package (unet3d, its classes matched to yours by grey level); 'random'; or a model file to "

@@ -182,7 +182,7 @@ class TrainWidget(JobWidget):
             label="Start weights",
             choices=[AUTO_START, RANDOM_START, PRETRAINED],
             value=AUTO_START,
-            tooltip="auto: where it fits (unet3d small, context 15, one channel and axis), fine-tune the "
+            tooltip="auto: where it fits (unet3d medium, context 15, one channel and axis), fine-tune the "
             "pretrained unet3d 5 epochs, train from random weights in the rest of the time, keep the one "
             "with the higher validation Dice; random; pretrained: fine-tune the unet3d shipped with the "
             "plugin (trained on synthetic PXCT scans, its classes matched to yours by grey level). "

@@ -1140,7 +1140,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
 # ---- the pretrained start shipped with the package
 
 #: ``train(..., init=PRETRAINED)``: fine-tune the start shipped with the package instead of a
-#: model file (``unet3d`` small, context 15, 3 classes, trained on the full truth of a family of
+#: model file (``unet3d`` medium, context 15, 3 classes, trained on the full truth of a family of
 #: synthetic PXCT scans; ``benchmarks/pretrain.py`` makes it, docs/accuracy.md measures it).
 PRETRAINED = "pretrained"
 #: ``train(..., init=AUTO_START)``: where the pretrained start fits (a single-channel ``unet3d``
@@ -1150,7 +1150,7 @@ PRETRAINED = "pretrained"
 AUTO_START = "auto"
 #: ``train(..., init=RANDOM_START)``: random weights (the same as ``init=None``).
 RANDOM_START = "random"
-_PRETRAINED_FILE = "unet3d-small-pretrained.safetensors"
+_PRETRAINED_FILE = "unet3d-medium-pretrained.safetensors"
 
 
 def pretrained_path() -> Path:

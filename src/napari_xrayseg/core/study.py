@@ -265,7 +265,7 @@ def study(*, progress: ProgressCallback | None = None, **kwargs: Any) -> StudyRe
 
 STRATEGIES = ("even", "suggest", "random")
 #: First-model weights of the loop study: random weights (None, the 2.5D ``unet`` of ``size`` and
-#: ``context``) or the shipped pretrained start (``unet3d`` small, context 15), what ``train``
+#: ``context``) or the shipped pretrained start (``unet3d`` medium, context 15), what ``train``
 #: keeps by default on scans like its family.
 LOOP_INITS = (None, "pretrained")
 
@@ -476,7 +476,7 @@ def iter_loop_study(
         t0 = time.perf_counter()
         if init is None:  # the 2.5D network of the given size and context, from random weights
             net: dict[str, Any] = {"arch": "unet", "size": size, "context": context}
-        else:  # the shipped 3D start (unet3d small, context 15), fine-tuned and blended back in
+        else:  # the shipped 3D start (unet3d medium, context 15), fine-tuned and blended back in
             net = {"init": init}
         first = train(image, ann0, epochs=epochs, seed=1000 * rep, **net, **common)
         t_first = time.perf_counter() - t0
@@ -613,7 +613,7 @@ def loop_study(*, progress: ProgressCallback | None = None, **kwargs: Any) -> Lo
     init : {None, "pretrained"}
         The first model's weights: None trains the 2.5D ``unet`` of ``size`` and ``context``
         from random weights; ``"pretrained"`` fine-tunes the shipped 3D start (``unet3d``
-        small, context 15; ``size`` and ``context`` are ignored) for ``epochs`` and blends it
+        medium, context 15; ``size`` and ``context`` are ignored) for ``epochs`` and blends it
         back in (the share 0.5, as there are no validation rows), as ``train`` does by
         default on scans like the start's family. The rounds continue from either.
     out : path-like, optional

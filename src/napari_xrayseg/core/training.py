@@ -1878,7 +1878,7 @@ def _auto_start_fits(args: dict[str, Any]) -> str | None:
         return str(e)
     s = _settings({**args, "init": None, "blend": None, "out": None})
     if s["arch"] != start.arch or (args["size"] or start.train.get("size")) != start.train.get("size"):
-        return f"the architecture trained is {s['arch']} {args['size'] or ''}, the start is {start.arch} small"
+        return f"the architecture trained is {s['arch']} {args['size'] or ''}, the start is {start.arch} {start.size}"
     if s["context"] != start.context:
         return f"context {s['context']}, the start's is {start.context}"
     if s["val_fraction"] <= 0:
