@@ -349,9 +349,12 @@ def test_train_auto_chooses_unet3d_for_volumes_and_unet_for_the_rest(tmp_path, c
     assert train(image, sparse, size="tiny", context=3, **kw).info.arch == "unet"
     assert train(image, sparse, size="tiny", minutes=1, **kw).info.arch == "unet"  # epochs and a short budget
     assert train(image, sparse, init=thin, **kw).info.arch == "unet"  # fine-tuning keeps the model's
-    # no size: each architecture's default (medium for unet, small for unet3d)
+    # no size: each architecture's default (medium for unet, small for unet3d); init="auto" fine-tunes
+    # the pretrained start at its size (medium) against random weights of the default size
     assert train(image[:8], sparse[:8], batch=1, **kw).info.size == "medium"
-    assert train(image, sparse, batch=1, **kw).info.size == "small"
+    assert train(image, sparse, batch=1, init="random", **kw).info.size == "small"
+    auto = train(image, sparse, batch=1, **kw)
+    assert auto.info.size == {"pretrained": "medium", "random": "small"}[auto.info.train["start"]]
     # the CLI's default is the same choice
     np.save(tmp_path / "img.npy", image)
     np.save(tmp_path / "lab.npy", sparse)

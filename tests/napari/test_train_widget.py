@@ -107,8 +107,8 @@ def test_train_widget_arch_and_mode_reach_train(make_napari_viewer, qtbot, tmp_p
     assert m.info.arch == "segresnet" and m.info.size == "tiny"
     assert m.info.train["mode"] == "pix2pix" and "loss_d" in m.info.history[0]
     assert m.info.train["axes"] == [0, 1, 2]
-    w._arch.value = "unet3d"  # a 3D U-Net over 15 slices: its own default context and batch
-    assert w._context.value == 15 and w._size.value == "small" and w._batch.value == 4
+    w._arch.value = "unet3d"  # a 3D U-Net over 15 slices: its own default context and batch, and the
+    assert w._context.value == 15 and w._size.value == "medium" and w._batch.value == 4  # start's size
     w._arch.value = "unet"  # back to the default architecture: its default size, context and batch
     assert w._size.value == "medium" and w._context.value == 3 and w._batch.value == 8
 
@@ -125,7 +125,8 @@ def test_train_widget_architecture_follows_the_image_until_the_user_picks_one(ma
     deep = viewer.add_image(np.zeros((20, 32, 32), np.float32), name="deep")
     flat = viewer.add_image(np.zeros((32, 32), np.float32), name="flat")
     w._image.value = deep
-    assert (w._arch.value, w._size.value, w._context.value, w._batch.value) == ("unet3d", "small", 15, 4)
+    # unet3d, at the pretrained start's size (the start weights are "auto")
+    assert (w._arch.value, w._size.value, w._context.value, w._batch.value) == ("unet3d", "medium", 15, 4)
     w._axis.value = 1  # 32 slices along Y: still deep enough
     assert w._arch.value == "unet3d"
     w._minutes.value = 2  # a short budget: the 2.5D net's faster epochs win
@@ -171,10 +172,15 @@ def test_train_widget_by_default_races_the_pretrained_start_and_says_which_it_ke
     _setup(viewer, shape=(16, 48, 48))
     w = TrainWidget(viewer)
     viewer.window.add_dock_widget(w, name="Train")
-    assert w._start_from.value == "auto" and w._arch.value == "unet3d" and w._size.value == "small"
+    # the size shown is what train(size=None) trains: the pretrained start's (medium) where it starts
+    assert w._start_from.value == "auto" and w._arch.value == "unet3d" and w._size.value == "medium"
+    w._start_from.value = "random"
+    assert w._size.value == "small"
+    w._start_from.value = "auto"
     w._epochs.value, w._batch.value, w._patch.value, w._device.value = 1, 1, 32, "cpu"
     w._segment_after.value = False
     w._out.value = tmp_path / "a.safetensors"
+    assert w._size.value == "medium" and w._inputs()["size"] is None  # not picked: train chooses
     seen = []
     orig = w._on_progress
     w._on_progress = lambda p: (seen.append(p.info.get("start")), orig(p))[1]

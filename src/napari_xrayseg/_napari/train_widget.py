@@ -48,6 +48,8 @@ from ..core.models import (
     default_batch,
     default_context,
     default_size,
+    pretrained_path,
+    read_model_info,
     save_model,
 )
 from ..core.progress import Progress
@@ -146,7 +148,16 @@ class TrainWidget(JobWidget):
         )
         self._arch_picked = False  # True once the user picks an architecture: the image no longer decides
         self._choosing = False  # True while _on_image sets the architecture (not the user's pick)
-        self._size = ComboBox(label="Size", choices=list(architectures()["unet"]), value=_T.size)
+        self._size = ComboBox(
+            label="Size",
+            choices=list(architectures()["unet"]),
+            value=_T.size,
+            tooltip="until you pick one, the architecture's default, and for unet3d with 'auto' or "
+            "'pretrained' start weights the pretrained start's size (medium): its random-weights "
+            "candidate is then the default size (small), as train(size=None) does",
+        )
+        self._size_picked = False  # True once the user picks a size: it is passed to train as it is
+        self._sizing = False  # True while the widget sets the size (not the user's pick)
         self._mode = ComboBox(
             label="Mode",
             choices=list(MODES),
@@ -214,6 +225,8 @@ class TrainWidget(JobWidget):
         self._run = PushButton(text="Train")
         self.runner = JobRunner(self._run, "Train")
         self._arch.changed.connect(self._on_arch)
+        self._size.changed.connect(self._on_size)
+        self._start_from.changed.connect(lambda _: self._show_default_size())
         self._image.changed.connect(self._on_image)
         self._axis.changed.connect(lambda _: self._on_image(self._image.value))
         self._channel_axis.changed.connect(lambda _: self._on_image(self._image.value))
@@ -282,10 +295,36 @@ class TrainWidget(JobWidget):
         """Offer the sizes of the chosen architecture, starting at its default (and its context and batch)."""
         if not self._choosing:
             self._arch_picked = True  # the user's choice: changing the image no longer changes it
-        self._size.choices = list(architectures()[arch])
-        self._size.value = _T.size if arch == "unet" else default_size(arch)
+        self._size_picked = False
+        self._sizing = True
+        try:
+            self._size.choices = list(architectures()[arch])
+        finally:
+            self._sizing = False
+        self._show_default_size()
         self._context.value = default_context(arch)
         self._batch.value = default_batch(arch)
+
+    def _on_size(self, _: str) -> None:
+        if not self._sizing:
+            self._size_picked = True
+
+    def _show_default_size(self) -> None:
+        """Until the user picks a size, show what ``train(size=None)`` trains (the start's size where it starts)."""
+        if self._size_picked:
+            return
+        arch = str(self._arch.value)
+        size = _T.size if arch == "unet" else default_size(arch)
+        if arch == "unet3d" and str(self._start_from.value) in (AUTO_START, PRETRAINED):
+            try:
+                size = read_model_info(pretrained_path()).size or size
+            except XraysegError:  # installed without its weights: random weights, the default size
+                pass
+        self._sizing = True
+        try:
+            self._size.value = size
+        finally:
+            self._sizing = False
 
     # ------------------------------------------------------------------ training set
     def _on_add_pair(self) -> None:
@@ -374,7 +413,7 @@ class TrainWidget(JobWidget):
             "axis": axis,
             "axes": axes,
             "arch": str(self._arch.value),
-            "size": str(self._size.value),
+            "size": str(self._size.value) if self._size_picked else None,  # None: as train() chooses
             "mode": str(self._mode.value),
             "minutes": float(self._minutes.value),
             "epochs": int(self._epochs.value) or None,
