@@ -83,6 +83,8 @@ def test_training_in_bf16_records_the_depths_that_ran_in_fp32(fresh, monkeypatch
     t = model.info.train
     assert t["bf16_fp32_depths"] == [8] and t["precision"] == "bf16" and t["skipped_steps"] == 0
     assert model.network.fp32_depths == frozenset({8})
+    again = train(image, labels, arch="unet3d", init=model, **kw)  # fine-tuned in the same process
+    assert again.info.train["bf16_fp32_depths"] == [8] and again.network.fp32_depths == frozenset({8})
 
     # a network trained at one shape: a failed check makes the whole run fp32
     monkeypatch.setattr(device, "_conv_backward", _faulty_first_conv(32))  # (B, 1, 32, 32): a 2D net's slices

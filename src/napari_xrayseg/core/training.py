@@ -1392,6 +1392,9 @@ def _check_cpu_bf16(model: Model, stepper: _SupervisedStep, batch: int, patch: i
     """
     net = model.network
     if hasattr(net, "training_depths"):
+        # a start trained in this process keeps its fp32 depths: they would run the check in fp32
+        # and pass it, and the next run train them in bf16 again (every other stage of pretrain.py)
+        net.fp32_depths = frozenset()
         bad = {}
         for depth in net.training_depths():
             x = torch.zeros(batch, 1, depth, patch, patch)
