@@ -1,4 +1,5 @@
 import json
+import os
 import pickle
 import struct
 
@@ -42,6 +43,21 @@ def test_no_silent_overwrite_and_atomic(tmp_path, tiny_model):
     save_model(init_model("unet", size="tiny", seed=5), p, overwrite=True)
     assert p.read_bytes() != before
     assert [f.name for f in tmp_path.iterdir()] == ["m.safetensors"]  # no temp files left
+
+
+def test_a_saved_model_is_as_readable_as_the_users_other_files(tmp_path, tiny_model):
+    # an atomic write's temporary file must not leave the output at mkstemp's 0o600
+    old = os.umask(0o022)
+    try:
+        p = save_model(tiny_model, tmp_path / "m.safetensors")
+        assert p.stat().st_mode & 0o777 == 0o644
+        p.chmod(0o640)  # a file the user restricted keeps its permissions when replaced
+        save_model(tiny_model, p, overwrite=True)
+        assert p.stat().st_mode & 0o777 == 0o640
+        os.umask(0o077)
+        assert save_model(tiny_model, tmp_path / "private.safetensors").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
 
 
 def test_pickle_is_never_loaded(tmp_path):

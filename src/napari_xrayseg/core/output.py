@@ -300,20 +300,21 @@ def write_file(
     InputError
         If ``path`` is a folder or (inside) an input.
     """
-    import tempfile
-
     p = Path(path)
     if p.is_dir():
         raise InputError(f"{what} {p} is a directory: give a file name")
     c = claim(p, overwrite=overwrite, inputs=inputs, what=what, option=option)
     c.take(folder=False)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-        os.close(fd)
+        tmp = _new_temp(p)
+        mode = os.stat(tmp).st_mode & 0o7777  # what open() gives a new file here (0o666 less the umask)
     except OSError as e:
         raise write_error(e, p, option=option) from e
     try:
         write(Path(tmp))
+        if overwrite and p.is_file():  # a replaced file keeps its permissions
+            mode = p.stat().st_mode & 0o7777
+        os.chmod(tmp, mode)  # also where the writer made its own file (safetensors: 0o600)
         if overwrite:
             os.replace(tmp, p)
         else:
@@ -326,6 +327,26 @@ def write_file(
         if os.path.exists(tmp):
             os.unlink(tmp)
     return p
+
+
+def _new_temp(p: Path) -> str:
+    """Create an empty, unique temporary file beside ``p`` and return its name.
+
+    Created as :func:`open` creates files (mode 0o666 less the umask), not as
+    :func:`tempfile.mkstemp` (or safetensors' writer) does (0o600): the file is moved in place
+    as the user's output, which colleagues on a shared disk must be able to read as they can
+    read the user's other files.
+    """
+    import secrets
+
+    for _ in range(100):
+        tmp = p.parent / f".{p.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return str(tmp)
+    raise FileExistsError(f"no free temporary name beside {p}")
 
 
 def write_text(
