@@ -47,7 +47,11 @@ to continue with ``--fresh``. On that CPU about 12 % of a medium network's bf16 
 gradients and were skipped (the small network's: none): all its steps on 8-slice sub-volumes, which
 train in fp32 since session 22 (docs/train.md). Session 22 continued that medium start for 80 epochs
 on 80 new volumes (the second command above): +0.0029 above the small start as it is, +0.0015 under
-the held-out protocol on all four hard seeds; shipped.
+the held-out protocol on all four hard seeds; shipped. Session 23 continued that twice (``--lr 5e-4
+--first-stage 42``, then ``--lr 1e-3 --first-stage 50``, 80 epochs each): level as it is, so the
+medium network has stopped learning from more volumes too. The uniform average of four points of
+that run (``state_dict``s averaged) was +0.0007 as it is on nine fresh volumes and +0.0006 under
+the held-out protocol: shipped. The next start should be trained differently (docs/accuracy.md).
 """
 
 from __future__ import annotations
