@@ -52,6 +52,9 @@ the held-out protocol on all four hard seeds; shipped. Session 23 continued that
 medium network has stopped learning from more volumes too. The uniform average of four points of
 that run (``state_dict``s averaged) was +0.0007 as it is on nine fresh volumes and +0.0006 under
 the held-out protocol: shipped. The next start should be trained differently (docs/accuracy.md).
+Session 24 tried two ways from that start, each against the same continuation as a control
+(``--lr 5e-4 --fresh 10 --epochs 60 --first-stage 60``): every slice of each sub-volume scored
+(``--dense``) and interface voxels weighted in the loss (``--boundary-weight``); docs/accuracy.md.
 """
 
 from __future__ import annotations
@@ -154,9 +157,34 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=25, help="steps per epoch")
     ap.add_argument("--size", default=None, help="network size of a new start: small (the default), medium, large")
     ap.add_argument("--context", type=int, default=None, help="slices a new start sees (the default: 15)")
+    ap.add_argument(
+        "--dense",
+        action="store_true",
+        help="score every slice of each sub-volume against the volumes' full truth (training.DENSE_CONTEXT), not "
+        "only its middle slice (session 24: worse as it is, docs/accuracy.md)",
+    )
+    ap.add_argument(
+        "--dense-margin",
+        type=int,
+        default=0,
+        metavar="M",
+        help="with --dense, leave out the slices within M of a sub-volume's ends (training.DENSE_MARGIN)",
+    )
+    ap.add_argument(
+        "--boundary-weight",
+        type=float,
+        default=1.0,
+        help="cross-entropy weight of interface voxels (train's boundary_weight; 1 = off, as every shipped start)",
+    )
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     from napari_xrayseg import load_model, save_model, train
+    from napari_xrayseg.core import training
+
+    if a.dense_margin and not a.dense:
+        raise SystemExit("--dense-margin goes with --dense")
+    training.DENSE_CONTEXT = a.dense
+    training.DENSE_MARGIN = a.dense_margin
 
     t = time.perf_counter()
     family = FAMILY + (WIDE if a.wide else [])
@@ -182,6 +210,8 @@ def main(argv: list[str] | None = None) -> None:
         return [q[0] for q in pairs], [q[1] for q in pairs], fam
 
     common = {"arch": "unet3d", "batch": a.batch, "device": a.device, "progress": report, "steps_per_epoch": a.steps}
+    if a.boundary_weight != 1.0:
+        common["boundary_weight"] = a.boundary_weight
     if a.size or a.context:  # a new start of another shape: from random weights
         if a.init:
             raise SystemExit("--size and --context make a new start: they do not go with --init")
@@ -199,6 +229,8 @@ def main(argv: list[str] | None = None) -> None:
         model, used, stages = a.init or "random", [], math.ceil(a.epochs / a.fresh)
         keys = ("shape", "epochs", "batch", "lr", "init", "wide", "fresh", "first_stage", "size", "context", "steps")
         run = {k: getattr(a, k) for k in keys}
+        if a.dense or a.boundary_weight != 1.0:  # a checkpoint of a run before these options resumes as before
+            run.update(dense=a.dense, dense_margin=a.dense_margin, boundary_weight=a.boundary_weight)
         run["shape"], done = list(a.shape), 0
         if a.resume and Path(a.out).exists():
             model = load_model(a.out, device="cpu")

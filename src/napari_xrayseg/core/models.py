@@ -211,15 +211,25 @@ class VolumeUNet(torch.nn.Module):
         h = x.shape[1] // 2
         if not self.training or x.shape[1] < 3:
             return self.forward_volume(x[:, None])[:, :, h]
-        # Training: the middle slice is scored at a random depth inside a random sub-volume of
-        # the context (at least half of it). Inference passes whole runs of slices, where each
-        # slice sits at another depth of the volume; trained on the middle alone, the network
-        # learns the middle's position from the padding and fails everywhere else.
-        k = x.shape[1]
+        scores, lo = self.forward_dense(x)
+        return scores[:, :, h - lo]
+
+    def forward_dense(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Training: (B, k, Y, X) -> the scores of every slice of a random sub-volume, and its first slice.
+
+        The sub-volume holds the middle slice, at a random depth, and at least half of the context:
+        inference passes whole runs of slices, where each slice sits at another depth of the
+        volume; trained on the middle alone, the network learns the middle's position from the
+        padding and fails everywhere else. :meth:`forward` scores its middle slice; training scores
+        every annotated slice of it where the context slices are annotated (``training._context_rows``).
+        """
+        h, k = x.shape[1] // 2, x.shape[1]
+        if k < 3:
+            return self.forward_volume(x[:, None]), 0
         g = self.generator
         depth = int(torch.randint(h + 1, k + 1, (), generator=g).item())
         lo = int(torch.randint(max(0, h - depth + 1), min(h, k - depth) + 1, (), generator=g).item())
-        return self.forward_volume(x[:, None, lo : lo + depth])[:, :, h - lo]
+        return self.forward_volume(x[:, None, lo : lo + depth]), lo
 
 
 def _unet3d_build(p: dict[str, Any]) -> torch.nn.Module:

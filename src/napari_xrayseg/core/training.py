@@ -108,6 +108,15 @@ DEFAULT_EPOCHS = 40
 AVERAGE_TOLERANCE = 0.02
 
 _IGNORE = -1  # class index of unannotated pixels in training targets
+#: True: a volumetric network (``unet3d``) is scored on every annotated slice of the sub-volume
+#: it computes, not only on its middle slice, where the context slices are annotated too
+#: (:func:`_context_rows`). Off: continuing the pretrained start on the full truth of 60 new
+#: volumes that way scored lower as it is than the same run on the middle slices, on every hard
+#: volume and most on coarser scans (session 24, docs/accuracy.md). ``benchmarks/pretrain.py --dense``.
+DENSE_CONTEXT = False
+#: Slices within this many of a sub-volume's ends are not scored in dense training (its middle
+#: slice always is): they see less context than the interior slices of inference do.
+DENSE_MARGIN = 0
 _MAX_COORDS = 1 << 20  # annotated pixel positions kept per class for patch centres
 _EPS = 1e-5
 
@@ -307,11 +316,41 @@ class _SupervisedStep:
         for g in self.opt.param_groups:
             g["lr"] = lr
 
-    def _run(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         if self.use_amp:
             with torch.autocast(self.device_type, dtype=self.amp_dtype):
                 return net(x).float()  # the loss in fp32
         return net(x)
+
+    def _dense(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A volumetric net's scores of every slice of its sub-volume and their targets, as a batch of slices.
+
+        ``y`` holds the targets of all ``k`` context slices ((B, k, Y, X), -1 = not annotated).
+        """
+        lo = [0]
+
+        def run(v: torch.Tensor) -> torch.Tensor:
+            scores, lo[0] = self.net.forward_dense(v)  # type: ignore[operator]
+            return scores
+
+        scores = self._run(run, x)  # (B, C, d, Y, X)
+        d = scores.shape[2]
+        flat = scores.permute(0, 2, 1, 3, 4).reshape(-1, scores.shape[1], *scores.shape[3:])
+        y = y[:, lo[0] : lo[0] + d]
+        m = min(DENSE_MARGIN, (d - 1) // 2)
+        if m > 0:  # slices within m of the sub-volume's ends are not scored, its middle slice always is
+            h = x.shape[1] // 2 - lo[0]
+            keep = torch.zeros(d, dtype=torch.bool, device=y.device)
+            keep[m : d - m] = True
+            keep[h] = True
+            y = torch.where(keep[None, :, None, None], y, torch.full_like(y, _IGNORE))
+        return flat, y.reshape(-1, *y.shape[2:])
+
+    def _scores(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network's scores for a batch and the targets they answer to (dense for (B, k, Y, X) targets)."""
+        if y.ndim == 4:
+            return self._dense(x, y)
+        return self._run(self.net, x), y
 
     def _minimise(self, value: torch.Tensor, opt: torch.optim.Optimizer) -> None:
         if self.scaler is not None:  # it skips non-finite steps itself
@@ -325,7 +364,7 @@ class _SupervisedStep:
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         self.opt.zero_grad(set_to_none=True)
         self._snapshot(self.net)
-        value = self.loss_fn(self._run(self.net, x), y)
+        value = self.loss_fn(*self._scores(x, y))
         self._minimise(value, self.opt)
         if self.scaler is not None:
             self.scaler.update()
@@ -582,7 +621,9 @@ class _PatchSampler:
     """Class-balanced patches of the training slices, optionally augmented with MONAI.
 
     ``images`` has shape (N, k, Y, X) (k context slices as channels, cropped and
-    augmented together), ``targets`` (N, Y, X).
+    augmented together), ``targets`` (N, Y, X). With ``context_rows`` ((N, k) row indices
+    into ``targets``, -1 = that context slice is not annotated), a patch's target is the
+    (k, Y, X) stack of its context slices' targets (dense 3D supervision, :func:`_context_rows`).
     """
 
     def __init__(
@@ -594,8 +635,10 @@ class _PatchSampler:
         augment: bool,
         seed: int,
         exposure: bool = False,
+        context_rows: np.ndarray | None = None,
     ) -> None:
         self.images, self.targets, self.patch = images, targets, patch
+        self.context_rows = context_rows
         self.rng = np.random.default_rng(seed)
         self.coords: dict[int, np.ndarray] = {}
         plane = targets.shape[1] * targets.shape[2]
@@ -618,19 +661,26 @@ class _PatchSampler:
         cy, cx = divmod(rest, self.width)
         size = self.patch + 2 * self.margin
         img = _crop(self.images[s], cy, cx, size, "reflect")
-        tgt = _crop(self.targets[s], cy, cx, size, "reflect")
+        if self.context_rows is None:
+            tgt = _crop(self.targets[s], cy, cx, size, "reflect")[None]
+        else:
+            rows = self.context_rows[s]
+            tgt = np.full((rows.size, size, size), _IGNORE, self.targets.dtype)
+            for j in np.flatnonzero(rows >= 0):
+                tgt[j] = _crop(self.targets[rows[j]], cy, cx, size, "reflect")
         if self.transform is None:
-            return img, tgt.astype(np.int64)
+            tgt = tgt.astype(np.int64)
+            return img, tgt if self.context_rows is not None else tgt[0]
         # labels travel as float "index + 1" so affine zero padding reads as "not annotated"
         d = self.transform(
             {
                 "image": torch.from_numpy(np.ascontiguousarray(img)),
-                "label": torch.from_numpy((tgt + 1).astype(np.float32)[None]),
+                "label": torch.from_numpy((tgt + 1).astype(np.float32)),
             }
         )
         img = torch.as_tensor(d["image"]).numpy().astype(np.float32, copy=False)
-        tgt = torch.as_tensor(d["label"]).numpy()[0].round().astype(np.int64) - 1
-        return img, tgt
+        tgt = torch.as_tensor(d["label"]).numpy().round().astype(np.int64) - 1
+        return img, tgt if self.context_rows is not None else tgt[0]
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.transform is None:
@@ -747,6 +797,26 @@ def _split(
         band = (cum > q) & (cum - rows / rows.sum() < q + val_fraction)
         px[i] = band[:, None] & (labs[i] > 0)
     return np.zeros(n, bool), px, "block"
+
+
+def _context_rows(ids: list[tuple[int, int]], train: np.ndarray, context: int) -> np.ndarray | None:
+    """For each training row, the training rows of its context slices ((N_train, k), -1 = none); None if none has one.
+
+    A volumetric network computes every slice of its sub-volume, so where the neighbours of
+    an annotated slice are annotated too (a painted block of slices, or labels of a whole
+    volume, as in pretraining) each of them is scored as well: ``k`` times the supervision for the same
+    forward pass. Rows held out for validation are never a target (their context entries are
+    -1), and rows along other axes (``train`` past ``len(ids)``) have only themselves.
+    """
+    h = context // 2
+    pos = np.cumsum(train) - 1  # row -> its index among the training rows
+    where = {key: int(pos[r]) for r, key in enumerate(ids) if train[r]}
+    out = np.full((int(train.sum()), context), -1, np.int32)
+    out[:, h] = np.arange(out.shape[0])
+    for (p, i), r in where.items():
+        for j in range(context):
+            out[r, j] = where.get((p, i + j - h), -1)
+    return out if (out >= 0).sum() > out.shape[0] else None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -1275,8 +1345,18 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
     missing = [c for i, c in enumerate(classes) if not (tgt == i).any()]
     if missing:
         log.warning("classes %s have no training pixels left after holding out validation data", missing)
+    # a 3D network scores every annotated slice of its sub-volume (supervised training only)
+    dense = DENSE_CONTEXT and s["mode"] == "supervised" and s["arch"] == "unet3d" and not two_d
+    ctx_rows = _context_rows(list(ids), train_sl, s["context"]) if dense and s["context"] >= 3 else None
     sampler = _PatchSampler(
-        x_all[train_sl], tgt, len(classes), s["patch"], bool(s["augment"]), s["seed"], exposure=two_d
+        x_all[train_sl],
+        tgt,
+        len(classes),
+        s["patch"],
+        bool(s["augment"]),
+        s["seed"],
+        exposure=two_d,
+        context_rows=ctx_rows,
     )
     if not sampler.available:
         raise InputError("too few annotated pixels to hold out validation data: paint more, or pass val_fraction=0")
@@ -1311,6 +1391,7 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
         "val_truth": val_truth,
         "val_kind": val_kind,
         "val_slices": [i for i, v in zip(idx, val_sl[: len(idx)]) if v],
+        "dense_rows": 0 if ctx_rows is None else int(((ctx_rows >= 0).sum(1) > 1).sum()),
     }
 
 
@@ -1424,6 +1505,7 @@ def _record(s: dict[str, Any], d: dict[str, Any], model: Model) -> dict[str, Any
         "axis": d["axis"],
         "axes": d["axes"],
         "extra_axis_slices": {str(k): v for k, v in d["extra_axes"].items()},
+        "dense_rows": d["dense_rows"],
         "arch": model.info.arch,
         "size": model.info.size,
         "loss": s["loss"],
