@@ -1345,7 +1345,7 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
     missing = [c for i, c in enumerate(classes) if not (tgt == i).any()]
     if missing:
         log.warning("classes %s have no training pixels left after holding out validation data", missing)
-    # a 3D network scores every annotated slice of its sub-volume (supervised training only)
+    # DENSE_CONTEXT: a 3D network scored on every annotated slice of its sub-volume (supervised only)
     dense = DENSE_CONTEXT and s["mode"] == "supervised" and s["arch"] == "unet3d" and not two_d
     ctx_rows = _context_rows(list(ids), train_sl, s["context"]) if dense and s["context"] >= 3 else None
     sampler = _PatchSampler(
