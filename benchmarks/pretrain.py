@@ -156,7 +156,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--steps", type=int, default=25, help="steps per epoch")
     ap.add_argument("--size", default=None, help="network size of a new start: small (the default), medium, large")
-    ap.add_argument("--context", type=int, default=None, help="slices a new start sees (the default: 15)")
+    ap.add_argument(
+        "--context",
+        type=int,
+        default=None,
+        help="slices a new start sees (the default: 15); with --init, the start's weights continue at this context "
+        "(sub-volumes of K // 2 + 1 to K slices; session 25: 23)",
+    )
+    ap.add_argument(
+        "--out-context",
+        type=int,
+        default=None,
+        metavar="K",
+        help="the context the finished model is written with (same weights; the inference halo is K // 2; "
+        "session 25 trained at 23 and shipped at 15)",
+    )
     ap.add_argument(
         "--dense",
         action="store_true",
@@ -180,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     from napari_xrayseg import load_model, save_model, train
     from napari_xrayseg.core import training
+    from napari_xrayseg.core.models import with_context
 
     if a.dense_margin and not a.dense:
         raise SystemExit("--dense-margin goes with --dense")
@@ -212,21 +227,24 @@ def main(argv: list[str] | None = None) -> None:
     common = {"arch": "unet3d", "batch": a.batch, "device": a.device, "progress": report, "steps_per_epoch": a.steps}
     if a.boundary_weight != 1.0:
         common["boundary_weight"] = a.boundary_weight
-    if a.size or a.context:  # a new start of another shape: from random weights
-        if a.init:
-            raise SystemExit("--size and --context make a new start: they do not go with --init")
+    start = a.init
+    if a.size and a.init:
+        raise SystemExit("--size makes a new start: it does not go with --init")
+    if a.context and a.init:  # the same weights at another depth (models.with_context)
+        start = with_context(load_model(a.init, device="cpu"), a.context)
+    elif a.size or a.context:  # a new start of another shape: from random weights
         common.update({k: v for k, v in (("size", a.size), ("context", a.context)) if v})
     if a.fresh <= 0:
         if a.resume:
             raise SystemExit("--resume needs --fresh: a run on the same volumes is written only at its end")
         images, truths, _ = volumes(submit(0))
-        model = train(images, truths, init=a.init or "random", epochs=a.epochs, lr=a.lr, seed=0, **common)
+        model = train(images, truths, init=start or "random", epochs=a.epochs, lr=a.lr, seed=0, **common)
     else:
         import math
 
         from napari_xrayseg.core.training import _lr_at
 
-        model, used, stages = a.init or "random", [], math.ceil(a.epochs / a.fresh)
+        model, used, stages = start or "random", [], math.ceil(a.epochs / a.fresh)
         keys = ("shape", "epochs", "batch", "lr", "init", "wide", "fresh", "first_stage", "size", "context", "steps")
         run = {k: getattr(a, k) for k in keys}
         if a.dense or a.boundary_weight != 1.0:  # a checkpoint of a run before these options resumes as before
@@ -278,6 +296,8 @@ def main(argv: list[str] | None = None) -> None:
         pool.shutdown()
     model.info.train["class_grey"] = class_grey(images, truths, model.info.classes)  # the last volumes seen
     model.info.train["family"] = [list(f) for f in family]
+    if a.out_context:
+        model = with_context(model, a.out_context)
     save_model(model, a.out, overwrite=True)
     print(f"saved {a.out} after {time.perf_counter() - t:.0f} s; class grey {model.info.train['class_grey']}")
 

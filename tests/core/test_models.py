@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from napari_xrayseg.core.errors import InputError, ModelFileError, OutputExistsError
-from napari_xrayseg.core.models import architectures, init_model, load_model, read_model_info, save_model
+from napari_xrayseg.core.models import architectures, init_model, load_model, read_model_info, save_model, with_context
 
 
 def test_architectures_registry():
@@ -102,7 +102,7 @@ def _rewrite_meta(src, dst, edit):
         (lambda i, h: i["normalization"].update(low="NaN"), "normalization"),
         (lambda i, h: i.update(context=3), "context 3 does not match in_channels 1"),
         (lambda i, h: i.update(context=2), "context 2 is not an odd integer"),
-        (lambda i, h: i.update(context=17), "context 17 is not an odd integer"),
+        (lambda i, h: i.update(context=33), "context 33 is not an odd integer"),
     ],
 )
 def test_lying_sidecar_is_refused(tmp_path, tiny_model, edit, match):
@@ -157,7 +157,7 @@ def test_context_model_round_trip_and_old_files(tmp_path):
     _rewrite_meta(tmp_path / "c3.safetensors", bad, lambda i, h: i.update(context=1))
     with pytest.raises(ModelFileError, match="context 1 does not match in_channels 3"):
         load_model(bad)
-    for k in (0, 2, 17):
+    for k in (0, 2, 33):
         with pytest.raises(InputError, match="odd"):
             init_model("unet", size="tiny", context=k)
 
@@ -191,3 +191,19 @@ def test_voxel_size_round_trip_old_files_and_lies(tmp_path, tiny_model):
     _rewrite_meta(p, bad, lambda i, h: i.update(voxel_size=[0.1, -1, 0.1]))
     with pytest.raises(ModelFileError, match="voxel_size"):
         load_model(bad)
+
+
+def test_with_context_gives_a_3d_net_another_depth_and_keeps_its_weights(tmp_path):
+    m = init_model("unet3d", size="tiny", classes=3, context=5, seed=0)
+    deeper = with_context(m, 9)
+    assert (deeper.info.context, deeper.info.params["in_channels"], m.info.context) == (9, 9, 5)
+    x = torch.rand(1, 1, 8, 32, 32)
+    m.network.eval()
+    deeper.network.eval()
+    with torch.no_grad():
+        assert torch.equal(m.network.forward_volume(x), deeper.network.forward_volume(x))
+    assert load_model(save_model(deeper, tmp_path / "d.safetensors")).info.context == 9
+    with pytest.raises(InputError, match="input channels"):
+        with_context(init_model("unet", size="tiny", classes=3, context=3), 5)
+    with pytest.raises(InputError, match="odd number"):
+        with_context(m, 4)

@@ -150,6 +150,30 @@ def test_auto_start_falls_back_to_random_weights_where_the_start_does_not_fit(vo
     assert train(image, ann, init=None, **TINY).info.train["init"] is None
 
 
+def test_auto_start_keeps_its_own_context_unless_the_user_gives_another(volume, tmp_path, monkeypatch):
+    """A start trained on deeper sub-volumes than a new unet3d's default context is still raced (and fine-tuned at
+    its own context); a context the user gives that is not the start's trains random weights only."""
+    import dataclasses
+
+    from napari_xrayseg.core import models, training
+
+    shipped = load_model(pretrained_path())
+    k = shipped.info.context + 6
+    params = {**shipped.info.params, "in_channels": k}
+    info = dataclasses.replace(shipped.info, params=params, context=k)
+    net = models.build_network(info.arch, params)
+    net.load_state_dict(shipped.network.state_dict())
+    start = models.save_model(models.Model(net, info), tmp_path / "deeper.safetensors")
+    monkeypatch.setattr(training, "pretrained_path", lambda: start)
+    image, _, ann = volume
+    m = train(image, ann, **TINY)
+    assert m.info.train["init"] == AUTO_START and set(m.info.train["starts"]) == {PRETRAINED, "random"}
+    assert m.info.context == (k if m.info.train["start"] == PRETRAINED else models.default_context("unet3d"))
+    assert train(image, ann, context=k, **TINY).info.train["init"] == AUTO_START
+    other = train(image, ann, context=models.default_context("unet3d"), **TINY)
+    assert other.info.train["init"] is None and other.info.context == models.default_context("unet3d")
+
+
 def test_auto_start_picks_by_validation_and_random_weights_on_a_tie():
     from napari_xrayseg.core.models import Model
     from napari_xrayseg.core.training import _pick_start

@@ -54,6 +54,7 @@ __all__ = [
     "read_model_info",
     "reclass",
     "save_model",
+    "with_context",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, torch.save z
 #: :func:`default_dropout`).
 TRAIN_DROPOUT = 0.2
 #: Largest number of context slices (input channels) a model may take.
-MAX_CONTEXT = 15
+MAX_CONTEXT = 31
 
 # --------------------------------------------------------------------------- registry
 #
@@ -811,7 +812,7 @@ def init_model(
     class_names : list of str, optional
         Names for the classes.
     context : int
-        Slices per input (odd, 1..15): the slice and ``context // 2`` neighbours on each
+        Slices per input (odd, 1..31): the slice and ``context // 2`` neighbours on each
         side, fed as input channels ("2.5D"). 1 for plain slice-by-slice models.
     channels : int
         Image channels (1..16); the network takes ``channels x context`` inputs.
@@ -1241,3 +1242,33 @@ def reclass(model: Model, classes: list[int], grey: list[float], *, seed: int = 
     new.params, new.classes, new.class_names = params, list(classes), _default_names(list(classes))
     new.history, new.train = [], {}
     return Model(net, new)
+
+
+def with_context(model: Model, context: int) -> Model:
+    """A copy of a ``unet3d`` model that reads ``context`` slices: the same weights, another depth.
+
+    A 3D network's weights do not depend on its context (the slices are its depth, not its
+    input channels). The context sets how deep the sub-volumes it trains on are (``context // 2
+    + 1`` to ``context`` slices) and the halo of slices a slab is read with in inference, so a
+    start can be trained deeper and written shallower (``benchmarks/pretrain.py --out-context``;
+    docs/accuracy.md, session 25).
+
+    Examples
+    --------
+    >>> m = init_model("unet3d", size="tiny", classes=3, context=15)
+    >>> with_context(m, 23).info.context, with_context(m, 23).info.params["in_channels"]
+    (23, 23)
+    """
+    if not getattr(model.network, "volumetric", False):
+        raise InputError(
+            f"{model.info.arch} reads its context slices as input channels: its weights depend on the context, "
+            "so it cannot be given another one (only unet3d can)"
+        )
+    if isinstance(context, bool) or not isinstance(context, int) or not 3 <= context <= MAX_CONTEXT or context % 2 == 0:
+        raise InputError(f"context {context!r} must be an odd number of slices in 3..{MAX_CONTEXT}, e.g. 15")
+    params = {**model.info.params, "in_channels": context}
+    net = build_network(model.info.arch, params)
+    net.load_state_dict(model.network.state_dict())
+    info = copy.deepcopy(model.info)
+    info.params, info.context = params, context
+    return Model(net.to(next(model.network.parameters()).device), info)

@@ -1964,7 +1964,7 @@ def _auto_start_fits(args: dict[str, Any]) -> str | None:
     s = _settings({**args, "init": None, "blend": None, "out": None})
     if s["arch"] != start.arch or (args["size"] or start.train.get("size")) != start.train.get("size"):
         return f"the architecture trained is {s['arch']} {args['size'] or ''}, the start is {start.arch} {start.size}"
-    if s["context"] != start.context:
+    if args["context"] is not None and s["context"] != start.context:  # none given: fine-tuning keeps the start's
         return f"context {s['context']}, the start's is {start.context}"
     if s["val_fraction"] <= 0:
         return "no validation rows to choose the start by (val_fraction=0)"
