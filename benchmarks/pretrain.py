@@ -55,6 +55,16 @@ the held-out protocol: shipped. The next start should be trained differently (do
 Session 24 tried two ways from that start, each against the same continuation as a control
 (``--lr 5e-4 --fresh 10 --epochs 60 --first-stage 60``): every slice of each sub-volume scored
 (``--dense``) and interface voxels weighted in the loss (``--boundary-weight``); docs/accuracy.md.
+Neither helped. Session 25 continued it the same way on deeper sub-volumes (``--context 23``, the
+start's weights at another depth, ``models.with_context``) and wrote it at the old depth::
+
+    python benchmarks/pretrain.py --init src/napari_xrayseg/weights/unet3d-medium-pretrained.safetensors \
+        --context 23 --lr 5e-4 --fresh 10 --epochs 60 --first-stage 60 --device cpu --resume \
+        --out X23.safetensors --out-context 15
+
+(43 minutes alone, session 26): +0.0008 as it is on the fresh hard volumes where the same run at
+context 15 lost 0.0005; shipped. Depth is the lever the volumes were not: the next run is deeper
+still (``--context 31``), or from random weights at 23 or 31 on a GPU.
 """
 
 from __future__ import annotations
