@@ -62,9 +62,10 @@ start's weights at another depth, ``models.with_context``) and wrote it at the o
         --context 23 --lr 5e-4 --fresh 10 --epochs 60 --first-stage 60 --device cpu --resume \
         --out X23.safetensors --out-context 15
 
-(43 minutes alone in fp32 on a 2-core AMD EPYC, session 26): +0.0008 as it is on the fresh hard volumes where the same run at
-context 15 lost 0.0005; shipped. Depth is the lever the volumes were not: the next run is deeper
-still (``--context 31``), or from random weights at 23 or 31 on a GPU.
+(43 minutes alone in fp32 on a 2-core AMD EPYC, session 26): +0.0008 as it is on the fresh hard
+volumes where the same run at context 15 lost 0.0005; shipped. Depth is the lever the volumes
+were not: the next run is deeper still (``--context 31``), or from random weights at 23 or 31 on
+a GPU.
 """
 
 from __future__ import annotations

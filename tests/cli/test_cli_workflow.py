@@ -287,6 +287,7 @@ def test_cli_train_from_the_pretrained_start_with_a_precision(tmp_path, capsys, 
     from napari_xrayseg.core import training
 
     monkeypatch.setattr(training, "START_BLENDS", (0.5,))  # the share kept, whatever validation says
+    monkeypatch.setattr(training, "ROUND_BLENDS", (0.5,))  # the same for a model of the user's
     out = tmp_path / "p.safetensors"
     argv = _train_argv(tmp_path, 3, out)
     argv += ["--init", "pretrained", "--precision", "fp32", "--steps", "1", "--batch", "1", "--patch", "32"]

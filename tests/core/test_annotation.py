@@ -17,7 +17,7 @@ from napari_xrayseg.core.models import init_model, load_model
 from napari_xrayseg.core.progress import CancelToken
 from napari_xrayseg.core.sample import make_phantom
 from napari_xrayseg.core.study import loop_study
-from napari_xrayseg.core.training import START_BLENDS
+from napari_xrayseg.core.training import ROUND_BLENDS
 
 TINY_TRAIN = {"size": "tiny", "epochs": 2, "steps_per_epoch": 2, "batch": 2, "patch": 32, "device": "cpu", "context": 3}
 
@@ -376,8 +376,8 @@ def test_a_round_is_blended_back_with_the_model_it_continued(trained, sample):
     assert "start_blend_kept" not in own.info.train and own.info.train["rounds"][1]["blend_kept"] is None
     r = continue_training(image, ann2, model, device="cpu")  # the same round (same seed), blended
     a = r.info.train["start_blend_kept"]
-    assert a in START_BLENDS and r.info.train["rounds"][1]["blend_kept"] == a
-    assert set(r.info.train["start_blend"]) == {"0.3", "0.5", "0.7", "1"}
+    assert a in ROUND_BLENDS and r.info.train["rounds"][1]["blend_kept"] == a
+    assert set(r.info.train["start_blend"]) == {"0.3", "0.5", "0.7", "1"}  # no 0.15: the round's labels count
     best = max(v for v in r.info.train["start_blend"].values() if v is not None)
     assert r.info.train["val_dice"] == pytest.approx(best, abs=1e-5)
     base, tuned = model.network.state_dict(), own.network.state_dict()

@@ -268,6 +268,10 @@ def test_the_blend_with_the_start_keeps_the_best_validated_share_of_the_fine_tun
             torch.testing.assert_close(now[k], 0.5 * v)
         else:  # batches counted: the fine-tuned model's
             assert torch.equal(now[k], v)
+    # another grid of shares (a round of the annotation loop's, ROUND_BLENDS)
+    m.network.load_state_dict(tuned)
+    m.info.train = {"val_dice": 0.5}
+    assert set(training._blend_start(m, start, peak, (0.7, 1.0)).info.train["start_blend"]) == {"0.7", "1"}
     # a tie keeps the larger share; no validation rows: START_BLEND, nothing validated
     m.network.load_state_dict(tuned)
     m.info.train = {"val_dice": 0.5}
@@ -286,6 +290,7 @@ def test_fine_tuning_the_pretrained_start_blends_it_back_in_and_only_that_start(
     m = train(image, ann, init=PRETRAINED, **TINY)
     t = m.info.train
     assert t["start_blend_kept"] in training.START_BLENDS and len(t["start_blend"]) == len(training.START_BLENDS)
+    assert "0.15" in t["start_blend"]  # the shipped start's grid reaches lower than a round's (ROUND_BLENDS)
     assert t["start_blend"][f"{t['start_blend_kept']:g}"] == max(t["start_blend"].values())
     assert t["val_dice"] == pytest.approx(max(t["start_blend"].values()), abs=1e-5)  # recorded rounded
     # the blend is of the start as matched to the classes: only the share 1.0 gives the plain fine-tuning

@@ -84,8 +84,14 @@ AUTO_PRETRAINED_SHARE = 0.5
 #: fine-tuned weights as they are). A weight-space ensemble of a model and its own fine-tuning
 #: (WiSE-FT, Wortsman et al. 2022): 3 slices teach their own noise, the start knows what it
 #: learned from the full truth of many volumes, and the blend keeps both (docs/accuracy.md,
-#: session 16). Without validation rows :data:`START_BLEND` is used.
-START_BLENDS = (0.3, 0.5, 0.7, 1.0)
+#: session 16). Without validation rows :data:`START_BLEND` is used. 0.15 since session 26: on six
+#: fresh hard volumes it validated above 0.3 on every one, scored +0.0002 on the hard scan and
+#: +0.0012 to +0.0015 on the second scan of each (docs/accuracy.md, session 26).
+START_BLENDS = (0.15, 0.3, 0.5, 0.7, 1.0)
+#: The shares tried when a model the user trained is blended back into after a round of training
+#: on new slices (``blend=True`` with a model as ``init``; docs/annotate.md): the round's new
+#: labels should count, and 0.15 was measured only for the shipped start.
+ROUND_BLENDS = (0.3, 0.5, 0.7, 1.0)
 #: The fine-tuned share kept when there are no validation rows to choose one by.
 START_BLEND = 0.5
 
@@ -1872,7 +1878,10 @@ def iter_train(
 
     def finish() -> Model:
         done = _guarded(fit.finish(settings, predictor is not None, check_kept), stepper)
-        return done if start is None else _blend_start(done, start, check_kept)
+        if start is None:
+            return done
+        shipped = isinstance(s["init"], str) and s["init"] == PRETRAINED
+        return _blend_start(done, start, check_kept, START_BLENDS if shipped else ROUND_BLENDS)
 
     try:
         yield from _fit(s, d, stepper, predictor, fit, cancel)
@@ -1912,8 +1921,16 @@ def _lerp_state(start: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], 
     return {k: torch.lerp(start[k].to(t.dtype), t, a) if t.is_floating_point() else t for k, t in tuned.items()}
 
 
-def _blend_start(model: Model, start: dict[str, torch.Tensor], validate: Callable[[], float | None] | None) -> Model:
-    """Keep ``a * fine-tuned + (1 - a) * start`` for the best validated ``a`` of :data:`START_BLENDS`.
+def _blend_start(
+    model: Model,
+    start: dict[str, torch.Tensor],
+    validate: Callable[[], float | None] | None,
+    shares: tuple[float, ...] | None = None,
+) -> Model:
+    """Keep ``a * fine-tuned + (1 - a) * start`` for the best validated ``a`` of ``shares``.
+
+    ``shares`` defaults to :data:`START_BLENDS` (the shipped start's; :data:`ROUND_BLENDS` for a
+    model of the user's continued).
 
     Batch norm's running statistics are blended with the weights; integer buffers (batches
     counted) are the fine-tuned model's. The scores of every ``a`` are recorded in
@@ -1921,7 +1938,8 @@ def _blend_start(model: Model, start: dict[str, torch.Tensor], validate: Callabl
     """
     net = model.network
     tuned = _state(model)
-    alphas = sorted({float(a) for a in START_BLENDS}) if validate is not None else [float(START_BLEND)]
+    grid = START_BLENDS if shares is None else shares
+    alphas = sorted({float(a) for a in grid}) if validate is not None else [float(START_BLEND)]
     scores: dict[float, float | None] = {}
     for a in alphas:
         if validate is not None and a < 1.0:  # the fine-tuned weights were validated by _Fit.finish
@@ -2198,7 +2216,8 @@ def train(
         progress then counts per mille of the whole); elsewhere random weights.
     blend : bool, optional
         After training from given weights, keep ``a * trained + (1 - a) * start`` for the
-        best ``a`` of :data:`START_BLENDS` by validation Dice (a tie keeps the larger;
+        best ``a`` by validation Dice (of :data:`START_BLENDS` for the shipped start, of
+        :data:`ROUND_BLENDS` for a model given as ``init``; a tie keeps the larger;
         without validation rows ``a`` = :data:`START_BLEND`): a weight-space ensemble of the
         start and its fine-tuning that scored above both on scans like the start's and
         steadied the rounds of the annotation loop (docs/accuracy.md, docs/annotate.md).
