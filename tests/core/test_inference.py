@@ -103,6 +103,14 @@ def test_2d_input(volume, tiny_model):
     np.testing.assert_array_equal(out, segment(volume[:1], tiny_model, **KW)[0])
 
 
+@pytest.mark.parametrize("tile", [32, "auto"])
+def test_the_info_log_names_the_job_with_a_tile_size_or_auto(volume, tiny_model, caplog, tile):
+    # "tile %d" with tile="auto" was a logging error (a traceback on stderr, the line lost) under -v
+    caplog.set_level("INFO", logger="napari_xrayseg.core.inference")
+    segment(volume, tiny_model, **{**KW, "tile": tile})
+    assert "slabs of" in caplog.text and f"tile {tile}" in caplog.text
+
+
 def test_model_from_path(tmp_path, volume, tiny_model):
     p = save_model(tiny_model, tmp_path / "m.safetensors")
     np.testing.assert_array_equal(segment(volume, p, **KW), segment(volume, tiny_model, **KW))

@@ -355,7 +355,7 @@ def run_job(job: SegmentJob, executor: Any, cancel: CancelToken | None = None) -
     total = sum(p.n for p in plans)
     done = total - sum(b - a for t in todos for a, b in t)
     log.info(
-        "segmenting %s along axes %s: slabs of %d slices (%d of %d slices to do), tile %d%s",
+        "segmenting %s along axes %s: slabs of %d slices (%d of %d slices to do), tile %s%s",
         plans[0].shape,
         [p.axis for p in plans],
         plans[0].depth,
