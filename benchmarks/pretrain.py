@@ -64,8 +64,17 @@ start's weights at another depth, ``models.with_context``) and wrote it at the o
 
 (43 minutes alone in fp32 on a 2-core AMD EPYC, session 26): +0.0008 as it is on the fresh hard
 volumes where the same run at context 15 lost 0.0005; shipped. Depth is the lever the volumes
-were not: the next run is deeper still (``--context 31``), or from random weights at 23 or 31 on
-a GPU.
+were not. Session 27 went deeper on a lent H200 (``--device cuda --workers 4``, three runs side by
+side in one 10-minute call, 40-50 s a stage each; docs/accuracy.md)::
+
+    python benchmarks/pretrain.py --init src/napari_xrayseg/weights/unet3d-medium-pretrained.safetensors \
+        --context 31 --lr 5e-4 --fresh 10 --epochs 150 --first-stage 66 --device cuda --workers 4 --resume \
+        --out L31.safetensors --out-context 15
+
+(cut by the call's limit and resumed: stages 1-14 there, the last one here on the CPU in 9 minutes):
++0.0015 as it is on twelve fresh hard volumes, where 60 epochs at 31 gave +0.0008 and 60 at 23
++0.0003; shipped. Context 31 is ``models.MAX_CONTEXT``; the next run is a longer one at 31, or one
+from random weights at 31, with more runs side by side (the GPU was not what limited them).
 """
 
 from __future__ import annotations

@@ -80,8 +80,8 @@ PRETRAINED_EPOCHS = 5
 #: With ``init="auto"`` and a time budget, the pretrained candidate may use at most this share of it.
 AUTO_PRETRAINED_SHARE = 0.5
 #: After fine-tuning the pretrained start, the weights kept are ``a * fine-tuned + (1 - a) * start``
-#: for the ``a`` of these with the highest validation Dice (a tie keeps the larger ``a``; 1 = the
-#: fine-tuned weights as they are). A weight-space ensemble of a model and its own fine-tuning
+#: for the smallest ``a`` of these whose validation Dice is within :data:`START_BLEND_MARGIN` of
+#: the best (1 = the fine-tuned weights as they are). A weight-space ensemble of a model and its own fine-tuning
 #: (WiSE-FT, Wortsman et al. 2022): 3 slices teach their own noise, the start knows what it
 #: learned from the full truth of many volumes, and the blend keeps both (docs/accuracy.md,
 #: session 16). Without validation rows :data:`START_BLEND` is used. 0.15 since session 26: on six
@@ -92,6 +92,13 @@ START_BLENDS = (0.15, 0.3, 0.5, 0.7, 1.0)
 #: on new slices (``blend=True`` with a model as ``init``; docs/annotate.md): the round's new
 #: labels should count, and 0.15 was measured only for the shipped start.
 ROUND_BLENDS = (0.3, 0.5, 0.7, 1.0)
+#: For the shipped start, the smallest share of :data:`START_BLENDS` whose validation Dice is
+#: within this of the best is kept (a round's blend, :data:`ROUND_BLENDS`, keeps the best, a tie
+#: the larger share). Validation on the few annotated slices separates the shares by a few
+#: 1e-4, less than its own noise; where it chose 0.3 or 0.5 over 0.15 by at most 0.0005 on
+#: fresh hard volumes, 0.15 scored the same or higher there and 0.0017 to 0.0049 higher on
+#: each second scan (docs/accuracy.md, sessions 26 and 27).
+START_BLEND_MARGIN = 0.001
 #: The fine-tuned share kept when there are no validation rows to choose one by.
 START_BLEND = 0.5
 
@@ -1881,7 +1888,9 @@ def iter_train(
         if start is None:
             return done
         shipped = isinstance(s["init"], str) and s["init"] == PRETRAINED
-        return _blend_start(done, start, check_kept, START_BLENDS if shipped else ROUND_BLENDS)
+        if shipped:
+            return _blend_start(done, start, check_kept, START_BLENDS, START_BLEND_MARGIN)
+        return _blend_start(done, start, check_kept, ROUND_BLENDS)
 
     try:
         yield from _fit(s, d, stepper, predictor, fit, cancel)
@@ -1926,11 +1935,14 @@ def _blend_start(
     start: dict[str, torch.Tensor],
     validate: Callable[[], float | None] | None,
     shares: tuple[float, ...] | None = None,
+    margin: float = 0.0,
 ) -> Model:
     """Keep ``a * fine-tuned + (1 - a) * start`` for the best validated ``a`` of ``shares``.
 
     ``shares`` defaults to :data:`START_BLENDS` (the shipped start's; :data:`ROUND_BLENDS` for a
-    model of the user's continued).
+    model of the user's continued). With ``margin`` > 0 the smallest ``a`` whose validation Dice
+    is within ``margin`` of the best is kept (:data:`START_BLEND_MARGIN` for the shipped start);
+    with 0 the best, a tie the larger ``a``.
 
     Batch norm's running statistics are blended with the weights; integer buffers (batches
     counted) are the fine-tuned model's. The scores of every ``a`` are recorded in
@@ -1947,6 +1959,8 @@ def _blend_start(
             net.eval()
         scores[a] = _finite(validate()) if validate is not None and a < 1.0 else model.info.train.get("val_dice")
     best = max(alphas, key=lambda a: (-1.0 if scores[a] is None else scores[a], a))
+    if margin > 0 and scores[best] is not None:
+        best = min(a for a in alphas if scores[a] is not None and scores[a] >= scores[best] - margin)  # type: ignore[operator]
     net.load_state_dict(_lerp_state(start, tuned, best))
     net.eval()
     model.info.train["start_blend"] = {f"{a:g}": None if v is None else round(v, 5) for a, v in scores.items()}
@@ -2217,7 +2231,8 @@ def train(
     blend : bool, optional
         After training from given weights, keep ``a * trained + (1 - a) * start`` for the
         best ``a`` by validation Dice (of :data:`START_BLENDS` for the shipped start, of
-        :data:`ROUND_BLENDS` for a model given as ``init``; a tie keeps the larger;
+        :data:`ROUND_BLENDS` for a model given as ``init``, a tie the larger; for the shipped
+        start the smallest within :data:`START_BLEND_MARGIN` of the best;
         without validation rows ``a`` = :data:`START_BLEND`): a weight-space ensemble of the
         start and its fine-tuning that scored above both on scans like the start's and
         steadied the rounds of the annotation loop (docs/accuracy.md, docs/annotate.md).
