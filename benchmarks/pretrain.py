@@ -73,8 +73,9 @@ side in one 10-minute call, 40-50 s a stage each; docs/accuracy.md)::
 
 (cut by the call's limit and resumed: stages 1-14 there, the last one here on the CPU in 9 minutes):
 +0.0015 as it is on twelve fresh hard volumes, where 60 epochs at 31 gave +0.0008 and 60 at 23
-+0.0003; shipped. Context 31 is ``models.MAX_CONTEXT``; the next run is a longer one at 31, or one
-from random weights at 31, with more runs side by side (the GPU was not what limited them), judged
++0.0003; shipped. 40 more epochs at 31 (``--lr 3e-4 --first-stage 81``, on the CPU) were level
+with it. Context 31 is ``models.MAX_CONTEXT``: the next run is a new start, from random weights at
+31 or a larger network, with more runs side by side (the GPU was not what limited them), judged
 as it is with ``benchmarks/start_as_is.py`` before the held-out protocol.
 """
 
