@@ -81,8 +81,8 @@ PRETRAINED_EPOCHS = 5
 AUTO_PRETRAINED_SHARE = 0.5
 #: After fine-tuning the pretrained start, the weights kept are ``a * fine-tuned + (1 - a) * start``
 #: for the smallest ``a`` of these whose validation Dice is within :data:`START_BLEND_MARGIN` of
-#: the best (1 = the fine-tuned weights as they are). A weight-space ensemble of a model and its own fine-tuning
-#: (WiSE-FT, Wortsman et al. 2022): 3 slices teach their own noise, the start knows what it
+#: the best (1 = the fine-tuned weights as they are). A weight-space ensemble of a model and its
+#: own fine-tuning (WiSE-FT, Wortsman et al. 2022): 3 slices teach their own noise, the start knows what it
 #: learned from the full truth of many volumes, and the blend keeps both (docs/accuracy.md,
 #: session 16). Without validation rows :data:`START_BLEND` is used. 0.15 since session 26: on six
 #: fresh hard volumes it validated above 0.3 on every one, scored +0.0002 on the hard scan and
@@ -1888,9 +1888,8 @@ def iter_train(
         if start is None:
             return done
         shipped = isinstance(s["init"], str) and s["init"] == PRETRAINED
-        if shipped:
-            return _blend_start(done, start, check_kept, START_BLENDS, START_BLEND_MARGIN)
-        return _blend_start(done, start, check_kept, ROUND_BLENDS)
+        shares, margin = (START_BLENDS, START_BLEND_MARGIN) if shipped else (ROUND_BLENDS, 0.0)
+        return _blend_start(done, start, check_kept, shares, margin)
 
     try:
         yield from _fit(s, d, stepper, predictor, fit, cancel)
