@@ -11,7 +11,9 @@ interface). Baselines come from the same run:
 
 With ``--transfer PRESET`` every model (and the forest) trained on a ``hard`` volume also
 segments a second scan of another preset (seed + 100) with no new labels; the U-Net rows
-then include ``adapt``: :func:`napari_xrayseg.self_train` on the second scan.
+then include ``adapt``: :func:`napari_xrayseg.self_train` on the second scan. With ``--tta N``
+every U-Net also segments each scan with N test-time views (``segment(tta=N)``: the same model,
+one more row each, its wall time the training's plus that segmentation's).
 
 U-Net recipes (``--methods``):
 
@@ -182,6 +184,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metavar="FILE",
         help="use this model file as the pretrained start of 3d-pre and 3d-auto (a candidate start before shipping it)",
     )
+    ap.add_argument(
+        "--tta",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="N",
+        help="also score every U-Net with N test-time views (segment's tta=N; the same model, extra rows)",
+    )
     ap.add_argument("--json", default=None, metavar="OUT", help="append-safe JSON of every row")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
@@ -313,19 +323,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         start_blend=tr.get("start_blend_kept"),
                     )
                 )
-                if second is not None:
+                for n in args.tta:
                     t0 = time.perf_counter()
-                    pred2 = segment(second[0], model, axes=axes, device="cpu")
+                    pred_n = segment(image, model, axes=axes, device="cpu", tta=n)
                     emit(
                         _row(
-                            args.transfer,
+                            label,
                             seed,
-                            f"U-Net {method}",
-                            evaluate(pred2, second[1]),
-                            time.perf_counter() - t0,
-                            note="trained on the first scan",
+                            f"U-Net {method}, {n} views",
+                            evaluate(pred_n, truth),
+                            t_train + time.perf_counter() - t0,
                         )
                     )
+                if second is not None:
+                    for n in (1, *args.tta):  # the default inference, then each number of test-time views
+                        t0 = time.perf_counter()
+                        pred2 = segment(second[0], model, axes=axes, device="cpu", tta=n)
+                        emit(
+                            _row(
+                                args.transfer,
+                                seed,
+                                f"U-Net {method}" + (f", {n} views" if n > 1 else ""),
+                                evaluate(pred2, second[1]),
+                                time.perf_counter() - t0,
+                                note="trained on the first scan",
+                            )
+                        )
                     if method != "before" and args.adapt_epochs != 0:
                         from napari_xrayseg import XraysegError, self_train
 

@@ -11,11 +11,11 @@ every start it made.
 
     python benchmarks/start_as_is.py src/napari_xrayseg/weights/unet3d-medium-pretrained.safetensors new.safetensors
     python benchmarks/start_as_is.py new.safetensors --volumes hard:300-305 "default:11:feature_size=6,noise=1.6"
-    python benchmarks/start_as_is.py new.safetensors --tta --context 31 --json as_is.json
+    python benchmarks/start_as_is.py new.safetensors --tta 4 --context 31 --json as_is.json
 
 A volume is ``preset:seed``, ``preset:first-last`` or ``preset:seed:key=value,...`` (options of
-``make_phantom``). About a second per volume and model on 2 CPU cores at 48x160x160 (3x with
-``--tta``).
+``make_phantom``). About a second per volume and model on 2 CPU cores at 48x160x160 (N times that with
+``--tta N``).
 """
 
 from __future__ import annotations
@@ -69,7 +69,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("models", nargs="+", help="model files (the first is the reference)")
     ap.add_argument("--volumes", nargs="+", default=list(VOLUMES))
     ap.add_argument("--shape", type=int, nargs=3, default=(48, 160, 160), metavar=("Z", "Y", "X"))
-    ap.add_argument("--tta", action="store_true", help="segment with flip test-time augmentation (segment's tta)")
+    ap.add_argument(
+        "--tta",
+        nargs="?",
+        const=True,
+        default=False,
+        type=int,
+        metavar="N",
+        help="segment with N test-time views (segment's tta; --tta alone: 4)",
+    )
     ap.add_argument("--context", type=int, default=None, help="score each model at this context (models.with_context)")
     ap.add_argument("--allow-test-seeds", action="store_true", help="also score the test seeds of the protocol")
     ap.add_argument("--json", default=None, help="write every score to this file")

@@ -142,3 +142,14 @@ def test_parser_lists_commands():
     text = build_parser().format_help()
     for cmd in ("sample", "init-model", "predict", "model-info"):
         assert cmd in text
+
+
+def test_tta_takes_a_number_of_views_or_none():
+    p = build_parser()
+    base = ["predict", "--image", "in.zarr", "--model", "m.safetensors", "--out", "o.zarr"]
+    assert p.parse_args(base).tta is False
+    assert p.parse_args([*base, "--tta"]).tta is True
+    assert p.parse_args([*base, "--tta", "8"]).tta == 8
+    assert p.parse_args([*base, "--tta=16", "--pyramid"]).tta == 16
+    first = ["predict", "--tta", "--image", "in.zarr", "--model", "m.safetensors", "--out", "o.zarr"]
+    assert p.parse_args(first).tta is True

@@ -89,14 +89,86 @@ def test_single_axis_confidence_and_flip_tta(volume, tiny_model):
     np.testing.assert_array_equal(labels, plain)  # argmax of softmax = best raw score
     assert conf.dtype == np.float32 and conf.shape == volume.shape
     assert conf.min() >= 1 / 3 - 1e-6 and conf.max() <= 1 + 1e-6
-    # TTA is the mean over identity and the two in-plane flips
+    # tta=True on a 2D network: the mean over the slice, it turned by 180 degrees, flipped
+    # along its diagonal (transposed) and along its anti-diagonal, each mapped back
     ref = _probs_along(volume, tiny_model, 0)
-    flipx = np.flip(_probs_along(np.flip(volume, 2).copy(), tiny_model, 0), 3)
-    flipy = np.flip(_probs_along(np.flip(volume, 1).copy(), tiny_model, 0), 2)
-    mean = (ref + flipx + flipy) / 3
+    turned = np.flip(_probs_along(np.flip(volume, (1, 2)).copy(), tiny_model, 0), (2, 3))
+    transposed = np.swapaxes(_probs_along(np.swapaxes(volume, 1, 2).copy(), tiny_model, 0), 2, 3)
+    anti_in = np.flip(np.swapaxes(volume, 1, 2), (1, 2)).copy()
+    anti = np.flip(np.swapaxes(_probs_along(anti_in, tiny_model, 0), 2, 3), (2, 3))
+    mean = (ref + turned + transposed + anti) / 4
     lt, ct = segment(volume, tiny_model, confidence="maxprob", tta=True, **KW)
     np.testing.assert_allclose(ct, mean.max(0), rtol=1e-4, atol=1e-5)
     _assert_labels_match(lt, mean, tiny_model.info.classes)
+    l2, c2 = segment(volume, tiny_model, confidence="maxprob", tta=2, **KW)  # the first two views
+    np.testing.assert_allclose(c2, ((ref + anti) / 2).max(0), rtol=1e-4, atol=1e-5)
+
+
+def _view_scores(self, slices):
+    """An analytic 'network' that is not symmetric: class 0 = 3 x the centre slice's value, class 1 =
+    the column / 10, class 2 = the row / 7 + 0.05 (in the coordinates of the slices it is given)."""
+    centre = slices if slices.ndim == 3 else slices[:, slices.shape[1] // 2]
+    n, h, w = centre.shape
+    rows = torch.arange(h, dtype=torch.float32)[:, None].expand(n, h, w)
+    cols = torch.arange(w, dtype=torch.float32)[None, :].expand(n, h, w)
+    return torch.stack([3 * torch.from_numpy(np.array(centre, np.float32)), cols / 10, rows / 7 + 0.05], 1)
+
+
+@pytest.mark.parametrize("arch, views", [("unet", 8), ("unet3d", 2), ("unet3d", 16)])
+def test_tta_maps_every_view_back(monkeypatch, arch, views):
+    """Each view (slices reversed, transposed, flipped) is mapped back to the voxel it came from."""
+    from napari_xrayseg.core.models import init_model
+    from napari_xrayseg.core.normalize import apply_normalization
+    from napari_xrayseg.core.plan import resolved_normalization
+    from napari_xrayseg.core.predictor import tta_views
+
+    m = init_model(arch, size="tiny", classes=3, context=5 if arch == "unet3d" else 1, seed=0)
+    monkeypatch.setattr(SlicePredictor, "scores", _view_scores)
+    vol = np.random.default_rng(3).random((7, 9, 11), dtype=np.float32)
+    labels, conf = segment(vol, m, confidence="maxprob", tta=views, device="cpu")
+    x = apply_normalization(vol, resolved_normalization(m.info.normalization, vol))
+    h, w = vol.shape[1:]
+    rr, cc = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    total = 0
+    used = tta_views(views, volumetric=arch == "unet3d")
+    assert len(used) == views and len(set(used)) == views
+    for view in used:
+        r, c, hh, ww = (cc, rr, w, h) if "t" in view else (rr, cc, h, w)
+        r = hh - 1 - r if "y" in view else r
+        c = ww - 1 - c if "x" in view else c
+        s = np.stack([3 * x, np.broadcast_to(c / 10, x.shape), np.broadcast_to(r / 7 + 0.05, x.shape)])
+        e = np.exp(s - s.max(0))
+        total = total + e / e.sum(0)
+    mean = total / len(used)
+    np.testing.assert_allclose(conf, mean.max(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(labels, mean.argmax(0) + 1)
+
+
+def test_tta_views_and_bad_values(tiny_model):
+    from napari_xrayseg.core.predictor import TTA_ORDER, check_tta, tta_meta, tta_views
+
+    assert len(set(TTA_ORDER)) == 16 and TTA_ORDER[0] == ""
+    assert tta_views(False) == tta_views(0) == tta_views(1) == ("",)
+    assert len(tta_views(True)) == 4 and tta_views(16) == TTA_ORDER
+    flat = tta_views(16, volumetric=False)  # a 2D network: the 8 turns and flips of a square
+    assert len(flat) == 8 and not any("z" in v for v in flat)
+    assert tta_meta(False) is False and tta_meta(1) is False and tta_meta(True) == 4 and tta_meta(8) == 8
+    for bad in (17, -1, 2.5, "4"):
+        with pytest.raises(InputError, match="number of views from 1 to 16"):
+            check_tta(bad)
+    with pytest.raises(InputError, match="tta 17"):
+        segment(np.zeros((3, 32, 32), np.float32), tiny_model, tta=17, **KW)
+
+
+def test_tta_views_are_recorded_and_resume_needs_the_same(tmp_path, tiny_model):
+    vol = np.random.default_rng(2).random((4, 32, 32), dtype=np.float32)
+    out = tmp_path / "o.zarr"
+    segment(vol, tiny_model, tta=2, out=out, **KW)
+    assert zarr.open_array(store=str(out)).attrs["napari_xrayseg"]["tta"] == 2
+    with pytest.raises(InputError, match="different tta"):
+        segment(vol, tiny_model, tta=True, out=out, resume=True, **KW)
+    segment(vol, tiny_model, out=tmp_path / "plain.zarr", **KW)  # none recorded as before: false
+    assert zarr.open_array(store=str(tmp_path / "plain.zarr")).attrs["napari_xrayseg"]["tta"] is False
 
 
 def test_confidence_on_2d_and_bad_options(tiny_model):

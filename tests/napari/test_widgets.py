@@ -149,13 +149,14 @@ def test_segment_widget_orthoplane_with_confidence_layer(make_napari_viewer, qtb
     w._device.value = "cpu"
     w._axes.value = "zyx"
     w._confidence.value = "entropy"
+    w._tta.value = 2  # and two test-time views each
     w._run.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
     labels, conf = viewer.layers["v labels"], viewer.layers["v entropy"]
     assert isinstance(labels, napari.layers.Labels) and isinstance(conf, napari.layers.Image)
     assert conf.data.shape == img.shape and 0 <= conf.data.min() and conf.data.max() <= 1
     assert tuple(conf.scale) == (3, 1, 1)
-    assert labels.metadata["napari_xrayseg"]["axis"] == 0
+    assert labels.metadata["napari_xrayseg"]["axis"] == 0 and labels.metadata["napari_xrayseg"]["tta"] == 2
     viewer.layers.selection.active = conf
     shot = viewer.screenshot(canvas_only=True)
     assert shot[..., :3].std() > 1
@@ -170,7 +171,7 @@ def test_segment_widget_default_tile_adapts_to_small_slices(make_napari_viewer, 
     w._model_file.value = path
     w._device.value = "cpu"
     assert w._tile.value == 0 and w._tile.native.specialValueText() == "auto"
-    assert w._inputs()["tile"] == "auto"
+    assert w._inputs()["tile"] == "auto" and w._inputs()["tta"] == 1  # no test-time views unless asked
     w._run.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
     assert viewer.layers["small labels"].data.shape == (3, 24, 40)

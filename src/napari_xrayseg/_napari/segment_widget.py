@@ -68,7 +68,15 @@ class SegmentWidget(JobWidget):
         self._confidence = ComboBox(
             label="Confidence", value="", choices=[("none", ""), ("max probability", "maxprob"), ("entropy", "entropy")]
         )
-        self._tta = CheckBox(text="flip test-time augmentation (3x the work)", value=False)
+        self._tta = ComboBox(
+            label="Test-time views",
+            value=1,
+            choices=[("1 (none)", 1), ("2 (2x the work)", 2), ("4 (4x)", 4), ("8 (8x)", 8), ("16 (16x)", 16)],
+        )
+        self._tta.tooltip = (
+            "average the probabilities over flipped and transposed views of the slices: "
+            "fewer errors on interfaces, N times the work (a 2D model has 8 views)"
+        )
         self._voxel = VoxelSizeFields()  # written into the outputs; follows the image layer's scale
         self._voxel.unit.tooltip = "voxel: none given (the model's training voxel size is recorded, if any)"
         self._info = Label(value="")
@@ -156,7 +164,7 @@ class SegmentWidget(JobWidget):
             "pyramid": bool(self._pyramid.value),
             "axes": self._axes.value or None,
             "confidence": self._confidence.value or None,
-            "tta": bool(self._tta.value),
+            "tta": int(self._tta.value),
         }
 
     def _inputs(self) -> dict[str, Any]:
@@ -269,7 +277,15 @@ class SegmentWidget(JobWidget):
             colormap=label_colormap(colors),
             **where,
             features=features,
-            metadata={"napari_xrayseg": {"source": layer.name, "axis": kwargs["axis"], "model": str(kwargs["model"])}},
+            metadata={
+                "napari_xrayseg": {
+                    "source": layer.name,
+                    "axis": kwargs["axis"],
+                    "axes": kwargs["axes"],
+                    "tta": kwargs["tta"],
+                    "model": str(kwargs["model"]),
+                }
+            },
         )
         if conf is not None:
             kind = kwargs["confidence"]

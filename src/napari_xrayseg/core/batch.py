@@ -38,6 +38,7 @@ from .config import SegmentConfig
 from .errors import Cancelled, InputError, OutputExistsError, XraysegError
 from .io import open_volume
 from .output import check_not_input, remove_path, write_file, write_text
+from .predictor import tta_meta
 from .progress import CancelToken, Progress, ProgressCallback, drain
 from .writer import output_complete, output_levels, read_output_meta
 
@@ -379,6 +380,7 @@ def _fingerprint(cfg: SegmentConfig, digest: str, shape: tuple[int, ...], source
                 "shape": list(shape),
                 "input": os.path.abspath(source) if source != "<array>" else source,
                 **{k: getattr(cfg, k) for k in keys},
+                "tta": tta_meta(cfg.tta),  # True meant 3 flips before it meant 4 views
             },
             default=str,
         )

@@ -55,8 +55,10 @@ class SegmentConfig:
         as AVX512-BF16/AMX, else fp32), ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA only).
     confidence : str or None
         ``"maxprob"`` or ``"entropy"``: also compute a per-voxel confidence map.
-    tta : bool
-        Test-time augmentation: average over the slice and its two flips (3x the work).
+    tta : bool or int
+        Test-time augmentation: average the class probabilities over this many views of
+        the slices, flipped and transposed (N x the work; ``True``: 4 views; up to 16 for a
+        3D network, 8 for a 2D one; see :data:`~napari_xrayseg.core.predictor.TTA_ORDER`).
     compile : str or bool
         ``torch.compile`` the network: ``"auto"`` (default) when the job's network work is
         large enough for the compile time (17-90 s on 2 CPU cores) to pay back, i.e. more
@@ -93,7 +95,7 @@ class SegmentConfig:
     blend: str = "gaussian"
     precision: str = "auto"
     confidence: str | None = None
-    tta: bool = False
+    tta: bool | int = False
     compile: str | bool = "auto"
     out: Any = None
     confidence_out: Any = None

@@ -49,7 +49,7 @@ from .merger import LabelMerger, ProbMerger
 from .models import Model, ModelInfo, load_model, read_model_info
 from .output import claim
 from .plan import SegmentPlan, check_image, parse_axes, plan_passes, prefetched, resolved_normalization
-from .predictor import SlicePredictor, as_model, model_digest, worth_compiling
+from .predictor import SlicePredictor, as_model, check_tta, model_digest, tta_meta, worth_compiling
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
 from .tiling import AUTO
 from .units import pick_voxel_size, voxel_size_mismatch
@@ -173,7 +173,7 @@ def _meta(
         "pyramid": bool(cfg.pyramid),
         "precision": p.precision,
         "confidence": cfg.confidence,
-        "tta": bool(cfg.tta),
+        "tta": tta_meta(cfg.tta),
         "voxel_size": list(vox[0]) if vox else None,
         "unit": vox[1] if vox else None,
     }
@@ -248,8 +248,9 @@ def build_job(
         raise InputError(f"compile {cfg.compile!r} must be 'auto', True or False (--compile auto|on|off)")
     if (cfg.resume or cfg.pyramid) and cfg.out is None:
         raise InputError("resume and pyramid need an output store: pass out= (--out PATH.zarr)")
-    probs = len(axes) > 1 or cfg.confidence is not None or cfg.tta
-    merger: LabelMerger | ProbMerger = ProbMerger(len(axes), cfg.tta, cfg.confidence) if probs else LabelMerger()
+    views = check_tta(cfg.tta)
+    probs = len(axes) > 1 or cfg.confidence is not None or views > 1
+    merger: LabelMerger | ProbMerger = ProbMerger(len(axes), views, cfg.confidence) if probs else LabelMerger()
     dev = resolve_device(cfg.device)
     reads = [raw, *inputs, *([model] if isinstance(model, (str, os.PathLike)) else [])]
     loading = _Loading(model, dev) if isinstance(model, (str, os.PathLike)) else None
@@ -292,7 +293,7 @@ def build_job(
         precision=prec,
     )
     p0 = plans[0]
-    comp = _compile_choice(cfg.compile, model, image, len(plans) * (3 if cfg.tta else 1), dev, p0.tile)
+    comp = _compile_choice(cfg.compile, model, image, len(plans) * views, dev, p0.tile)
     same = (dev, p0.tile, float(p0.overlap), p0.batch, p0.blend, prec, comp)
     if not local:
         predictor = None
@@ -493,9 +494,13 @@ def segment(
             normalised entropy (0 certain, 1 uniform). ``segment`` then returns
             ``(labels, confidence)``; with ``out`` the confidence (float32) is written to
             ``confidence_out`` (default: beside ``out``, ``NAME-maxprob.zarr``).
-        tta : bool
-            Test-time augmentation: average the probabilities over the slice and its two
-            flips (3x the work).
+        tta : bool or int
+            Test-time augmentation: average the class probabilities over N views of the
+            slices, each flipped and/or transposed and mapped back (N x the work; ``True``:
+            4 views; up to 16 for a 3D network, whose views also reverse the slice order,
+            8 for a 2D one). On unseen hard scans 4 views take the shipped 3D start's error on
+            interface voxels from 0.207 to 0.204 and its mean Dice from 0.9188 to 0.9203
+            (docs/accuracy.md).
         confidence_out : path-like, optional
             Where the confidence map goes when ``out`` is given.
         precision : str

@@ -72,7 +72,7 @@ class ProbMerger:
     """Probabilities summed over ``passes`` passes; the last gives labels (and confidence)."""
 
     passes: int = 1
-    tta: bool = False
+    tta: bool | int = False
     confidence: str | None = None
 
     def __post_init__(self) -> None:
