@@ -77,6 +77,17 @@ side in one 10-minute call, 40-50 s a stage each; docs/accuracy.md)::
 with it. Context 31 is ``models.MAX_CONTEXT``: the next run is a new start, from random weights at
 31 or a larger network, with more runs side by side (the GPU was not what limited them), judged
 as it is with ``benchmarks/start_as_is.py`` before the held-out protocol.
+
+Where a stage's time goes when the network is not the cost (session 28: ``--size tiny --context 31
+--fresh 2 --epochs 2 --steps 50 --device cpu`` under cProfile, 2-core AMD EPYC): drawing and augmenting
+a batch of 8 sub-volumes takes 44 ms in the main process (35 ms of it MONAI's transforms), and
+validating on the held-out rows of the stage's ten volumes 2.4 s an epoch (165 calls of the 3D
+network). A stage of 10 epochs x 25 steps thus spends about 11 s sampling and 24 s validating
+besides its 250 steps, which would account for most of the 40-50 s a stage took on the H200 (not
+measured there). So on a GPU validate once a stage: ``--steps 250 --fresh 1`` (stages of one epoch of 250 steps; ``--epochs``
+then counts stages, e.g. ``--epochs 15`` for session 27's 150 epochs of 25 steps; the last stage
+then keeps its one epoch's weights instead of averaging its second half). Check the stage time in
+the first call before starting the long runs.
 """
 
 from __future__ import annotations
