@@ -84,6 +84,8 @@ def test_rerun_skips_finished_and_never_overwrites_silently(tmp_path, inputs, ti
     assert "another model or settings" in s.results[0].message and "--overwrite" in s.results[0].message
     s = segment_many([d], tiny_model, out_dir=out, **{**KW, "tile": 64})  # other settings: refused too
     assert [r.status for r in s.results] == ["failed"] * 4
+    s = segment_many([d], tiny_model, out_dir=out, **{**KW, "tta": 2})  # test-time views are settings too
+    assert [r.status for r in s.results] == ["failed"] * 4
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     s = segment_many([d], other, out_dir=out, overwrite=True, **KW)
     assert [r.status for r in s.results] == ["done"] * 4
