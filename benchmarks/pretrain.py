@@ -84,10 +84,10 @@ a batch of 8 sub-volumes takes 44 ms in the main process (35 ms of it MONAI's tr
 validating on the held-out rows of the stage's ten volumes 2.4 s an epoch (165 calls of the 3D
 network). A stage of 10 epochs x 25 steps thus spends about 11 s sampling and 24 s validating
 besides its 250 steps, which would account for most of the 40-50 s a stage took on the H200 (not
-measured there). So on a GPU validate once a stage: ``--steps 250 --fresh 1`` (stages of one epoch of 250 steps; ``--epochs``
-then counts stages, e.g. ``--epochs 15`` for session 27's 150 epochs of 25 steps; the last stage
-then keeps its one epoch's weights instead of averaging its second half). Check the stage time in
-the first call before starting the long runs.
+measured there). So on a GPU validate once a stage: ``--steps 250 --fresh 1`` (stages of one epoch
+of 250 steps; ``--epochs`` then counts stages, e.g. ``--epochs 15`` for session 27's 150 epochs of
+25 steps; the last stage then keeps its one epoch's weights instead of averaging its second half).
+Check the stage time in the first call before starting the long runs.
 """
 
 from __future__ import annotations
@@ -223,6 +223,12 @@ def main(argv: list[str] | None = None) -> None:
         default=1.0,
         help="cross-entropy weight of interface voxels (train's boundary_weight; 1 = off, as every shipped start)",
     )
+    ap.add_argument(
+        "--loss",
+        default="dicece",
+        choices=["dicece", "ce"],
+        help="training loss (train's loss): soft Dice + cross-entropy (every shipped start) or cross-entropy alone",
+    )
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     from napari_xrayseg import load_model, save_model, train
@@ -260,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     common = {"arch": "unet3d", "batch": a.batch, "device": a.device, "progress": report, "steps_per_epoch": a.steps}
     if a.boundary_weight != 1.0:
         common["boundary_weight"] = a.boundary_weight
+    if a.loss != "dicece":
+        common["loss"] = a.loss
     start = a.init
     if a.size and a.init:
         raise SystemExit("--size makes a new start: it does not go with --init")
@@ -282,6 +290,8 @@ def main(argv: list[str] | None = None) -> None:
         run = {k: getattr(a, k) for k in keys}
         if a.dense or a.boundary_weight != 1.0:  # a checkpoint of a run before these options resumes as before
             run.update(dense=a.dense, dense_margin=a.dense_margin, boundary_weight=a.boundary_weight)
+        if a.loss != "dicece":
+            run["loss"] = a.loss
         run["shape"], done = list(a.shape), 0
         if a.resume and Path(a.out).exists():
             model = load_model(a.out, device="cpu")
