@@ -649,7 +649,8 @@ class SlicePredictor:
         over that many views of the slices, each flipped and/or transposed and mapped back
         (test-time augmentation: one pass of the network per view).
         """
-        views = tta_views(tta, volumetric=self.volumetric)
+        # z views need a 3D network over context stacks (N, k, Y, X): reversing the run reverses each stack
+        views = tta_views(tta, volumetric=self.volumetric and self.model.info.in_channels > 1)
         p: torch.Tensor | None = None
         for view in views:
             x = slices
