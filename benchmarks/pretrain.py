@@ -87,7 +87,9 @@ besides its 250 steps, which would account for most of the 40-50 s a stage took 
 measured there). So on a GPU validate once a stage: ``--steps 250 --fresh 1`` (stages of one epoch
 of 250 steps; ``--epochs`` then counts stages, e.g. ``--epochs 15`` for session 27's 150 epochs of
 25 steps; the last stage then keeps its one epoch's weights instead of averaging its second half).
-Check the stage time in the first call before starting the long runs.
+Check the stage time in the first call before starting the long runs. Session 28 also continued the
+shipped start as M31 was with ``--loss ce`` (cross-entropy alone): level with it as it is
+(docs/accuracy.md).
 """
 
 from __future__ import annotations
