@@ -11,6 +11,12 @@ seeds of ``benchmarks/hard.py``.
 
     python benchmarks/blend_study.py --seeds 310 311 312                  # the shipped start
     python benchmarks/blend_study.py --start new.safetensors --seeds 310 311 312 313 314 315
+    python benchmarks/blend_study.py --seeds 310 311 --slices 12 24 36 --round 6 18 30   # an Annotate round
+
+With ``--round Z ...`` the study is of the round that follows: those slices are annotated too and
+the model continues (``continue_training``, as the Annotate widget's *Continue training*), and the
+shares of the round's blend with the first model are scored (``training.ROUND_BLENDS`` the grid;
+docs/accuracy.md, session 28).
 
 About 2 minutes per seed on one thread (``OMP_NUM_THREADS=1``; run two processes on 2 cores).
 """
@@ -35,10 +41,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--second", default="hard-transfer", help="preset of the second scan (seed + 100)")
     ap.add_argument("--shape", type=int, nargs=3, default=(48, 160, 160), metavar=("Z", "Y", "X"))
     ap.add_argument("--shares", type=float, nargs="+", default=list(SHARES))
+    ap.add_argument("--slices", type=int, nargs="+", default=None, help="the annotated Z slices (default: 3 even)")
+    ap.add_argument("--round", type=int, nargs="+", default=None, metavar="Z", help="study a round with these slices")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     from napari_xrayseg import evaluate, make_phantom, segment, train
     from napari_xrayseg.core import training
+    from napari_xrayseg.core.annotation import continue_training
     from napari_xrayseg.core.demo import annotate_slices
 
     if a.start:
@@ -56,8 +65,15 @@ def main(argv: list[str] | None = None) -> None:
     for seed in a.seeds:
         image, truth = make_phantom(tuple(a.shape), seed=seed, preset=a.preset)[:2]
         image2, truth2 = make_phantom(tuple(a.shape), seed=seed + 100, preset=a.second)[:2]
-        ann, _ = annotate_slices(truth, 3)
+        if a.slices:
+            ann = np.zeros_like(truth)
+            ann[a.slices] = truth[a.slices]
+        else:
+            ann, _ = annotate_slices(truth, 3)
         m = train(image, ann, init="pretrained", batch=4, arch="unet3d", seed=seed, device="cpu")
+        if a.round:  # the blend spied on is now the round's, with the first model as its start
+            ann[a.round] = truth[a.round]
+            m = continue_training(image, ann, m, device="cpu")
         row = {"seed": seed, "kept": m.info.train["start_blend_kept"], "shares": {}}
         for s in a.shares:
             m.network.load_state_dict(training._lerp_state(seen["start"], seen["tuned"], float(s)))
@@ -67,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
             d1 = evaluate(np.asarray(segment(image, m)), truth, per_slice=False).mean_dice
             d2 = evaluate(np.asarray(segment(image2, m)), truth2, per_slice=False).mean_dice
             row["shares"][f"{s:g}"] = [round(float(val), 5), round(float(d1), 5), round(float(d2), 5)]
-        grid = [k for k in row["shares"] if float(k) in training.START_BLENDS]
+        grid = [k for k in row["shares"] if float(k) in (training.ROUND_BLENDS if a.round else training.START_BLENDS)]
         row["first"] = max(grid, key=lambda k: (row["shares"][k][0], float(k)))
         rows.append(row)
         print(json.dumps(row), flush=True)
