@@ -301,7 +301,7 @@ def test_fine_tuning_the_pretrained_start_blends_it_back_in_and_only_that_start(
     m = train(image, ann, init=PRETRAINED, **TINY)
     t = m.info.train
     assert t["start_blend_kept"] in training.START_BLENDS and len(t["start_blend"]) == len(training.START_BLENDS)
-    assert "0.15" in t["start_blend"]
+    assert "0.15" in t["start_blend"]  # the shipped start's grid reaches lower than a round's (ROUND_BLENDS)
     # the smallest share validated within START_BLEND_MARGIN of the best
     best, kept = max(t["start_blend"].values()), t["start_blend_kept"]
     low = best - training.START_BLEND_MARGIN  # scores are recorded rounded to 1e-5
