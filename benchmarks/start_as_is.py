@@ -65,19 +65,13 @@ def name(preset: str, seed: int, opts: dict[str, float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from napari_xrayseg.cli import add_tta_argument
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+", help="model files (the first is the reference)")
     ap.add_argument("--volumes", nargs="+", default=list(VOLUMES))
     ap.add_argument("--shape", type=int, nargs=3, default=(48, 160, 160), metavar=("Z", "Y", "X"))
-    ap.add_argument(
-        "--tta",
-        nargs="?",
-        const=True,
-        default=False,
-        type=int,
-        metavar="N",
-        help="segment with N test-time views (segment's tta; --tta alone: 4)",
-    )
+    add_tta_argument(ap)  # xrayseg predict's --tta [N]
     ap.add_argument("--context", type=int, default=None, help="score each model at this context (models.with_context)")
     ap.add_argument("--allow-test-seeds", action="store_true", help="also score the test seeds of the protocol")
     ap.add_argument("--json", default=None, help="write every score to this file")

@@ -794,6 +794,20 @@ def _add_overwrite(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never done silently)")
 
 
+def add_tta_argument(p: argparse.ArgumentParser) -> None:
+    """``--tta [N]``: N test-time views (``segment``'s ``tta``); alone, ``True`` (4 views); absent, ``False``."""
+    p.add_argument(
+        "--tta",
+        nargs="?",
+        const=True,
+        default=False,
+        type=int,
+        metavar="N",
+        help="test-time augmentation: average the probabilities over N flipped/transposed views of the "
+        "slices (N x the work; --tta alone: 4; up to 16, 8 for a 2D model); lowers the error on interfaces",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``xrayseg`` argument parser (also used to generate the CLI reference)."""
     from . import __version__
@@ -943,16 +957,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write per-voxel confidence (winning probability, or normalised entropy)",
     )
     p.add_argument("--confidence-out", default=None, help="where the confidence goes (default: OUT-KIND.zarr)")
-    p.add_argument(
-        "--tta",
-        nargs="?",
-        const=True,
-        default=False,
-        type=int,
-        metavar="N",
-        help="test-time augmentation: average the probabilities over N flipped/transposed views of the "
-        "slices (N x the work; --tta alone: 4; up to 16, 8 for a 2D model); lowers the error on interfaces",
-    )
+    add_tta_argument(p)
     p.add_argument(
         "--compile",
         choices=["auto", "on", "off"],
