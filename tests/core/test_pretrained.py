@@ -8,7 +8,15 @@ import torch
 
 from napari_xrayseg.core.device import cpu_has_amx
 from napari_xrayseg.core.errors import InputError
-from napari_xrayseg.core.models import AUTO_START, PRETRAINED, init_model, load_model, pretrained_path, reclass
+from napari_xrayseg.core.models import (
+    AUTO_START,
+    PRETRAINED,
+    class_map,
+    init_model,
+    load_model,
+    pretrained_path,
+    reclass,
+)
 from napari_xrayseg.core.sample import GREY_LEVELS, make_phantom
 from napari_xrayseg.core.training import AUTO_PRETRAINED_SHARE, PRETRAINED_EPOCHS, train
 
@@ -47,15 +55,48 @@ def test_reclass_reorders_the_outputs_by_grey_rank():
     assert m.info.classes == [1, 2, 3]  # the model given is not modified
 
 
-def test_reclass_with_another_class_count_keeps_all_but_the_last_block():
+def test_reclass_with_more_classes_gives_each_its_matched_channels_scores():
+    # four user classes, the two darkest both nearest the model's darkest (its class 1): every
+    # output channel, the last block's residual convolution included, starts as the matched one
+    m = init_model("unet3d", size="tiny", classes=[1, 2, 3], context=5, seed=1)
+    m.info.train["class_grey"] = [0.1, 0.8, 0.5]
+    grey = [0.12, 0.2, 0.55, 0.85]
+    assert class_map(grey, m.info.train["class_grey"]) == [0, 0, 2, 1]
+    r = reclass(m, [1, 2, 3, 4], grey)
+    assert r.info.classes == [1, 2, 3, 4] and r.info.params["out_channels"] == 4
+    m.network.eval()
+    r.network.eval()
+    x = torch.randn(2, 5, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = m.network(x), r.network(x)
+    torch.testing.assert_close(b, a[:, [0, 0, 2, 1]])
+
+
+def test_reclass_with_fewer_classes_copies_the_matched_channels_of_the_last_block():
     m = init_model("unet", size="tiny", classes=[1, 2, 3], seed=1)
     m.info.train["class_grey"] = [0.1, 0.8, 0.5]
-    r = reclass(m, [1, 2], [0.3, 0.7])
+    r = reclass(m, [1, 2], [0.1, 0.6])  # pore / solid: the model's darkest and the solid nearest in grey
     assert r.info.classes == [1, 2] and r.info.params["out_channels"] == 2
     old, new = m.network.state_dict(), r.network.state_dict()
-    kept = [k for k in old if old[k].shape == new[k].shape and torch.equal(old[k], new[k])]
-    assert len(kept) > 0.8 * len(old)  # everything but the head
-    assert any(old[k].shape != new[k].shape for k in old)
+    same = [k for k in old if old[k].shape == new[k].shape]
+    assert all(torch.equal(old[k], new[k]) for k in same)  # all but the head as they were
+    head = [k for k in old if old[k].shape != new[k].shape]
+    assert head
+    for k in head:  # every tensor of the head: the model's channels 0 and 2 (class 1, class 3), none random
+        d = next(i for i, (p, q) in enumerate(zip(old[k].shape, new[k].shape)) if p != q)
+        picked = old[k].index_select(d, torch.tensor([0, 2]))
+        if not torch.equal(new[k], picked):  # a conv's input channels: the other dimension picked too
+            picked = picked.index_select(1 - d if d < 2 else 0, torch.tensor([0, 2]))
+        torch.testing.assert_close(new[k], picked)
+
+
+def test_class_map_matches_by_rank_or_nearest_grey():
+    own = [0.28, 0.75, 0.58]  # the shipped start's pore, nickel, YSZ
+    assert class_map([0.9, 0.1, 0.5], own) == [1, 0, 2]  # same count: rank to rank, inverted or not
+    assert class_map([0.27, 0.65], own) == [0, 2]  # pore / solid: pore and YSZ, the nearest solid grey
+    assert class_map([0.3, 0.8], own) == [0, 1]  # pore / nickel
+    assert class_map([0.62, 0.25], own) == [2, 0]  # the order given does not matter
+    assert sorted(set(class_map([0.1, 0.2, 0.3, 0.6, 0.8], own))) == [0, 1, 2]  # more: every class used
 
 
 def test_reclass_needs_the_models_grey_levels():
@@ -313,7 +354,7 @@ def test_fine_tuning_the_pretrained_start_blends_it_back_in_and_only_that_start(
     plain = train(image, ann, init=PRETRAINED, **TINY)
     monkeypatch.setattr(training, "START_BLENDS", (0.0,))
     start = train(image, ann, init=PRETRAINED, **TINY)
-    matched = training._pretrained_start([1, 2, 3], [GREY_LEVELS[c] for c in (1, 2, 3)], 0, 15, 1, None)
+    matched = training._pretrained_start([1, 2, 3], [GREY_LEVELS[c] for c in (1, 2, 3)], 15, 1, None)
     for k, v in matched.network.state_dict().items():
         if v.is_floating_point():
             torch.testing.assert_close(start.network.state_dict()[k], v)

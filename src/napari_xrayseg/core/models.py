@@ -52,6 +52,7 @@ __all__ = [
     "load_model",
     "pretrained_path",
     "read_model_info",
+    "class_map",
     "reclass",
     "save_model",
     "with_context",
@@ -1196,15 +1197,66 @@ def _head_dims(model: Model) -> dict[str, list[int]]:
     return dims
 
 
-def reclass(model: Model, classes: list[int], grey: list[float], *, seed: int = 0) -> Model:
-    """A copy of ``model`` whose outputs are ``classes``, matched to its own classes by grey level.
+def class_map(grey: Sequence[float], own: Sequence[float]) -> list[int]:
+    """For each of the user's classes (mean grey ``grey``), the model's class (of mean grey ``own``) it starts from.
+
+    The classes of both are put in order of grey level and matched in that order: with as many
+    classes, rank to rank (so an inverted image still maps its darkest class to the model's
+    darkest); with fewer, the increasing choice of the model's classes nearest in grey (a pore /
+    solid scan takes the start's pore and the solid phase nearest its grey); with more, every
+    model class used and neighbours in grey sharing one, the split nearest in grey.
+
+    Examples
+    --------
+    >>> class_map([0.9, 0.2, 0.6], [0.1, 0.8, 0.5])  # same count: by rank
+    [1, 0, 2]
+    >>> class_map([0.28, 0.65], [0.28, 0.75, 0.58])  # pore / solid -> pore, YSZ
+    [0, 2]
+    >>> class_map([0.1, 0.3, 0.6, 0.8], [0.1, 0.8, 0.5])  # four classes: the two darkest share the pore
+    [0, 0, 2, 1]
+    """
+    import itertools
+
+    n, k = len(grey), len(own)
+    mine, theirs = np.argsort(grey, kind="stable"), np.argsort(own, kind="stable")
+    g, o = np.asarray(grey, float)[mine], np.asarray(own, float)[theirs]
+    if n <= k:  # strictly increasing model ranks
+        choices = itertools.combinations(range(k), n)
+    else:  # non-decreasing and covering every model rank
+        choices = (c for c in itertools.combinations_with_replacement(range(k), n) if len(set(c)) == k)
+    best = min(choices, key=lambda c: float(np.abs(g - o[list(c)]).sum()))
+    out = [0] * n
+    for rank, user in enumerate(mine):
+        out[int(user)] = int(theirs[best[rank]])
+    return out
+
+
+def _input_dim(net: torch.nn.Module, key: str) -> int | None:
+    """The dimension of a weight tensor that indexes its layer's input channels (None: not a weight of a conv)."""
+    name, _, leaf = key.rpartition(".")
+    module = net.get_submodule(name) if name else net
+    if leaf != "weight":
+        return None
+    if isinstance(module, torch.nn.modules.conv._ConvTransposeNd):
+        return 0
+    if isinstance(module, torch.nn.modules.conv._ConvNd | torch.nn.Linear):
+        return 1
+    return None
+
+
+def reclass(model: Model, classes: list[int], grey: list[float]) -> Model:
+    """A copy of ``model`` whose outputs are ``classes``, each started from the model class nearest in grey.
 
     For a start whose classes mean nothing to the user (the shipped pretrained model's are the
-    synthetic sample's): with as many classes, the output channels are reordered so that the
-    user's darkest class takes the model's darkest one and so on (``grey``: the mean grey of
-    each of ``classes`` in the user's annotations; the model's come from
-    ``info.train["class_grey"]``); with another number of classes the layers that depend on it
-    (the last block) start afresh and the rest is kept.
+    synthetic sample's). ``grey`` is the mean grey of each of ``classes`` in the user's
+    annotations, the model's come from ``info.train["class_grey"]``, and :func:`class_map`
+    matches them: with as many classes the output channels are reordered so that the user's
+    darkest class takes the model's darkest one and so on; with another number of classes each
+    output channel of the layers that depend on it (the last block) is a copy of the matched
+    model channel's, so nothing starts from random weights. A model channel taken by two user
+    classes feeds a layer after it at half weight each, so that with more classes than the
+    model's the new network gives each class exactly its matched channel's scores (until
+    fine-tuning tells them apart); a channel no user class takes is left out.
 
     Examples
     --------
@@ -1220,27 +1272,24 @@ def reclass(model: Model, classes: list[int], grey: list[float], *, seed: int = 
     if len(grey) != len(classes):
         raise InputError(f"{len(grey)} grey levels given for {len(classes)} classes")
     dims = _head_dims(model)
+    mapping = class_map(grey, own)
+    index = torch.as_tensor(mapping)
+    shares = torch.as_tensor([1.0 / mapping.count(c) for c in mapping])
     state = {k: v.detach().clone() for k, v in model.network.state_dict().items()}
-    n = len(classes)
-    if n == len(info.classes):
-        # user class i (in the order given) takes the model's class of the same grey rank
-        mine, theirs = np.argsort(np.argsort(grey)), np.argsort(own)
-        perm = torch.as_tensor([int(theirs[r]) for r in mine])
-        for k, ds in dims.items():
-            for d in ds:
-                state[k] = state[k].index_select(d, perm)
-        params = dict(info.params)
-    else:
-        params = {**info.params, "out_channels": n}
-        torch.manual_seed(seed)
-        fresh = build_network(info.arch, params).state_dict()
-        for k in dims:
-            state[k] = fresh[k]
+    for k, ds in dims.items():
+        inp = _input_dim(model.network, k)
+        for d in ds:
+            state[k] = state[k].index_select(d, index)
+            if d == inp:  # a channel fed in twice counts half each time
+                shape = [-1 if i == d else 1 for i in range(state[k].ndim)]
+                state[k] = state[k] * shares.to(state[k].dtype).view(shape)
+    params = {**info.params, "out_channels": len(classes)} if len(classes) != len(info.classes) else dict(info.params)
     net = build_network(info.arch, params)
     net.load_state_dict(state)
     new = copy.deepcopy(info)
     new.params, new.classes, new.class_names = params, list(classes), _default_names(list(classes))
     new.history, new.train = [], {}
+    log.info("classes %s start from the model's %s (by grey level)", list(classes), [info.classes[m] for m in mapping])
     return Model(net, new)
 
 

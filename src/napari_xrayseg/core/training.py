@@ -879,7 +879,7 @@ def _start_model(
             dropout=default_dropout(arch, size) if dropout is None else dropout,
         )
     if init == PRETRAINED:
-        return _pretrained_start(classes, grey, seed, context, channels, dropout)
+        return _pretrained_start(classes, grey, context, channels, dropout)
     if isinstance(init, (str, os.PathLike)):
         base = load_model(init, device="cpu")
     elif isinstance(init, Model):
@@ -913,7 +913,7 @@ def _start_model(
 
 
 def _pretrained_start(
-    classes: list[int], grey: list[float] | None, seed: int, context: int, channels: int, dropout: float | None
+    classes: list[int], grey: list[float] | None, context: int, channels: int, dropout: float | None
 ) -> Model:
     """The shipped pretrained start, its outputs matched to ``classes`` by grey level (:func:`models.reclass`)."""
     base = load_model(pretrained_path(), device="cpu")
@@ -930,7 +930,7 @@ def _pretrained_start(
     if dropout not in (None, base.info.params.get("dropout")):
         raise InputError(f"the pretrained start has dropout {base.info.params.get('dropout')}: leave dropout unset")
     assert grey is not None  # _load_data measures it when init is the pretrained start
-    return reclass(base, classes, grey, seed=seed)
+    return reclass(base, classes, grey)
 
 
 def _lr_at(kind: str, lr: float, frac: float, step: int, warmup: int) -> float:
