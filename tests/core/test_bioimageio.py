@@ -13,7 +13,7 @@ import torch
 from napari_xrayseg import make_phantom, segment, train
 from napari_xrayseg.core.bioimageio import PACKAGE_MODEL_FILE, export_bioimageio, import_bioimageio
 from napari_xrayseg.core.errors import InputError, ModelFileError, OutputExistsError
-from napari_xrayseg.core.models import init_model, load_model, read_model_info, save_model
+from napari_xrayseg.core.models import init_model, load_model, read_model_info, reclass, save_model
 
 
 @functools.lru_cache(maxsize=4)
@@ -157,11 +157,20 @@ def test_import_restores_the_model_bit_for_bit(exported, tmp_path):
     assert import_bioimageio(tmp_path / "unpacked", tmp_path / "b2").read_bytes() == path.read_bytes()
 
 
-def test_3d_model_is_packaged_as_a_volume_model(tmp_path):
-    """unet3d (a Model object, not a file) becomes a z, y, x model that runs volumes as segment does."""
+@pytest.mark.parametrize("grouped", [False, True])
+def test_3d_model_is_packaged_as_a_volume_model(tmp_path, grouped):
+    """unet3d (a Model object, not a file) becomes a z, y, x model that runs volumes as segment does.
+
+    Also one whose classes are groups of its scores (a pretrained start matched to fewer classes).
+    """
     from bioimageio.core import test_model
 
     model = init_model("unet3d", size="tiny", context=5, classes=[0, 4], class_names=["matrix", "crack"])
+    if grouped:
+        base = init_model("unet3d", size="tiny", context=5, classes=[1, 2, 3], seed=3)
+        base.info.train["class_grey"] = [0.1, 0.8, 0.5]
+        model = reclass(base, [0, 4], [0.1, 0.7])
+        assert model.info.params["groups"] == [[0], [1, 2]]
     package = export_bioimageio(model, tmp_path / "m3", side=32, test=False)
     assert package == tmp_path / "m3.zip" and model.path is None
     with warnings.catch_warnings():
@@ -179,6 +188,7 @@ def test_3d_model_is_packaged_as_a_volume_model(tmp_path):
     assert (np.asarray([0, 4])[got[0].argmax(0)] == ours).mean() >= 0.999
     back = load_model(import_bioimageio(package, tmp_path / "m3.safetensors"))
     assert back.info.classes == [0, 4] and back.info.arch == "unet3d"
+    assert back.info.params.get("groups") == model.info.params.get("groups")
     for ta, tb in zip(model.network.state_dict().values(), back.network.state_dict().values()):
         assert torch.equal(ta, tb)
 

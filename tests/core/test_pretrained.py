@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from napari_xrayseg.core.device import cpu_has_amx
-from napari_xrayseg.core.errors import InputError
+from napari_xrayseg.core.errors import InputError, ModelFileError
+from napari_xrayseg.core.inference import segment
 from napari_xrayseg.core.models import (
     AUTO_START,
     PRETRAINED,
+    class_groups,
     class_map,
     init_model,
     load_model,
@@ -90,6 +92,53 @@ def test_reclass_with_fewer_classes_copies_the_matched_channels_of_the_last_bloc
         torch.testing.assert_close(new[k], picked)
 
 
+def test_reclass_with_fewer_classes_groups_a_3d_starts_scores(tmp_path):
+    import json
+
+    from napari_xrayseg.core.models import GROUPS_FORMAT_VERSION, _validate_info, save_model
+
+    m = init_model("unet3d", size="tiny", classes=[1, 2, 3], context=5, seed=1)
+    m.info.train["class_grey"] = [0.1, 0.8, 0.5]
+    r = reclass(m, [4, 9], [0.1, 0.7])  # dark / the rest: 4 is the model's 1, 9 its 2 and 3
+    assert r.info.params["groups"] == [[0], [1, 2]] and r.info.params["out_channels"] == 3
+    assert r.info.classes == [4, 9] and r.info.format_version == GROUPS_FORMAT_VERSION
+    old, new = m.network.state_dict(), r.network.state_dict()
+    assert all(torch.equal(v, new[k]) for k, v in old.items())  # the same weights, all of them
+    m.network.eval()
+    r.network.eval()
+    x = torch.randn(2, 5, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        p, q = torch.softmax(m.network(x), 1), r.network(x).exp()
+    torch.testing.assert_close(q[:, 0], p[:, 0])
+    torch.testing.assert_close(q[:, 1], p[:, 1] + p[:, 2])  # the union's probability
+    # a middle phase against the rest: grey cannot tell (the rest's mean grey is between), votes can
+    votes = [[50, 1], [40, 2], [3, 60]]  # the model's 1 and 2 fall on the user's 1, its 3 on the user's 2
+    assert reclass(m, [1, 2], [0.45, 0.5], votes).info.params["groups"] == [[0, 1], [2]]
+    assert class_groups([0.45, 0.5], [0.1, 0.8, 0.5]) == [[0], [1, 2]]  # what grey alone would say
+    # saved and loaded as it is
+    path = save_model(r, tmp_path / "g.safetensors")
+    back = load_model(path)
+    assert back.info.params["groups"] == [[0], [1, 2]] and back.info.format_version == GROUPS_FORMAT_VERSION
+    back.network.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back.network(x), r.network(x))
+    back.info.train["class_grey"] = [0.1, 0.7]
+    with pytest.raises(InputError, match="already groups"):
+        reclass(back, [1, 2], [0.1, 0.7])
+    # a file that lies about its groups or its version is refused
+    d = json.loads(json.dumps(back.info.__dict__))
+    for edit, match in [
+        ({"format_version": 1}, "groups"),
+        ({"params": {**d["params"], "groups": [[0], [0, 1]]}}, "groups"),
+        ({"params": {**d["params"], "groups": [[0], [1], [2]]}}, "groups"),
+        ({"classes": [1, 2, 3], "class_names": ["a", "b", "c"]}, "classes"),
+    ]:
+        with pytest.raises(ModelFileError, match=match):
+            _validate_info({**d, **edit}, path)
+    with pytest.raises(InputError, match="votes"):
+        class_groups([0.1, 0.7], [0.1, 0.8, 0.5], votes=[[1, 2]])
+
+
 def test_class_map_matches_by_rank_or_nearest_grey():
     own = [0.28, 0.75, 0.58]  # the shipped start's pore, nickel, YSZ
     assert class_map([0.9, 0.1, 0.5], own) == [1, 0, 2]  # same count: rank to rank, inverted or not
@@ -114,7 +163,6 @@ def test_training_from_the_pretrained_start_matches_classes_by_grey(volume):
     assert m.info.arch == "unet3d" and m.info.classes == [1, 2, 3] and m.info.train["init"] == "pretrained"
     # even before learning much, the start segments the user's classes by their own values
     m0 = train(image, user, init=PRETRAINED, epochs=1, steps_per_epoch=1, batch=1, patch=32, lr=1e-9, device="cpu")
-    from napari_xrayseg.core.inference import segment
     from napari_xrayseg.core.metrics import evaluate
 
     truth_user = np.zeros_like(truth)
@@ -124,8 +172,10 @@ def test_training_from_the_pretrained_start_matches_classes_by_grey(volume):
 
 def test_pretrained_start_with_two_classes_and_clear_refusals(volume):
     image, _, ann = volume
-    two = np.where(ann == 3, 2, ann)
-    assert train(image, two, init=PRETRAINED, **TINY).info.params["out_channels"] == 2
+    two = np.where(ann == 3, 2, ann)  # pore / solid (nickel and YSZ)
+    m = train(image, two, init=PRETRAINED, **TINY)
+    assert m.info.params["groups"] == [[0], [1, 2]] and m.info.classes == [1, 2]  # the start's own scores, summed
+    assert set(np.unique(np.asarray(segment(image, m, device="cpu")))) <= {1, 2}
     with pytest.raises(InputError, match="context"):
         train(image, ann, init=PRETRAINED, context=3, **TINY)
     with pytest.raises(InputError, match="single-channel"):

@@ -52,6 +52,7 @@ __all__ = [
     "load_model",
     "pretrained_path",
     "read_model_info",
+    "class_groups",
     "class_map",
     "reclass",
     "save_model",
@@ -61,7 +62,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FORMAT = "napari-xrayseg-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: The format version a model with class groups (``params["groups"]``, :func:`reclass`) is written
+#: with; the others are written as version 1, which napari-xrayseg before groups reads.
+GROUPS_FORMAT_VERSION = 2
 _META_KEY = "napari_xrayseg"
 _MAX_HEADER = 16 * 1024 * 1024  # a sane header is a few kB; refuse absurd ones before reading
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, torch.save zip archives
@@ -178,6 +182,9 @@ class VolumeUNet(torch.nn.Module):
     (B, classes, D, Y, X) in one pass, which is how inference uses it (the predictor
     rebuilds the run from its context stacks, so each slice is computed once, not k times).
     The depth is padded (edge-replicated) to a multiple of the network's z stride.
+    With ``p["groups"]`` (a start with fewer classes than its own, :func:`reclass`) the
+    network keeps its ``out_channels`` scores and each output is the log of the summed
+    probabilities of one group of them: a class that is the union of the start's classes.
     """
 
     volumetric = True
@@ -187,6 +194,7 @@ class VolumeUNet(torch.nn.Module):
         self.context = int(p["in_channels"])
         self.zstride = int(math.prod(p["strides"]))
         self.net = _unet_build(p, spatial_dims=3, in_channels=1)  # the k context slices are its depth
+        self.groups: list[list[int]] | None = [list(g) for g in p["groups"]] if p.get("groups") else None
         # the random sub-volumes of training: train() seeds this, so a seed gives the same model
         self.generator: torch.Generator | None = None
         # padded depths whose training steps run in fp32 under CPU bf16 autocast: train() sets
@@ -206,8 +214,16 @@ class VolumeUNet(torch.nn.Module):
             v = torch.nn.functional.pad(v, (0, 0, 0, 0, pad // 2, pad - pad // 2), mode="replicate")
         if self.training and depth + pad in self.fp32_depths and torch.is_autocast_enabled("cpu"):
             with torch.autocast("cpu", enabled=False):
-                return self.net(v.float())[:, :, pad // 2 : pad // 2 + depth]
-        return self.net(v)[:, :, pad // 2 : pad // 2 + depth]
+                out = self.net(v.float())[:, :, pad // 2 : pad // 2 + depth]
+        else:
+            out = self.net(v)[:, :, pad // 2 : pad // 2 + depth]
+        return out if self.groups is None else self._grouped(out)
+
+    def _grouped(self, scores: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of the groups: ``log sum softmax(scores)`` over each group's channels."""
+        lp = torch.log_softmax(scores.float(), dim=1)
+        assert self.groups is not None
+        return torch.stack([torch.logsumexp(lp[:, g], dim=1) for g in self.groups], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.shape[1] // 2
@@ -236,6 +252,28 @@ class VolumeUNet(torch.nn.Module):
 
 def _unet3d_build(p: dict[str, Any]) -> torch.nn.Module:
     return VolumeUNet(p)
+
+
+def _unet3d_validate(p: dict[str, Any]) -> None:
+    _unet_validate(p)
+    groups = p.get("groups")
+    if groups is None:
+        return
+    lists = isinstance(groups, list) and all(isinstance(g, list) for g in groups)
+    flat = [c for g in groups for c in g] if lists else []
+    if (
+        len(flat) != p["out_channels"]
+        or sorted(flat) != list(range(p["out_channels"]))
+        or any(isinstance(c, bool) for c in flat)
+        or not 1 <= len(groups) < p["out_channels"]
+        or not all(groups)
+    ):
+        raise ModelFileError(f"unet3d groups {groups!r} do not split the {p['out_channels']} scores into fewer classes")
+
+
+def _n_outputs(params: dict[str, Any]) -> int:
+    """How many classes a network with these parameters scores (its groups, else its ``out_channels``)."""
+    return len(params["groups"]) if params.get("groups") else int(params["out_channels"])
 
 
 def _unet3d_params(size: str, in_channels: int, out_channels: int) -> dict[str, Any]:
@@ -422,7 +460,7 @@ _ARCHS: dict[str, _Arch] = {
         "small",
         _unet3d_params,
         _unet3d_build,
-        _unet_validate,
+        _unet3d_validate,
         _unet_stride,
         default_context=15,
         # hard benchmark with --minutes 10 (docs/accuracy.md): 4 sub-volumes per step (about 65
@@ -688,7 +726,7 @@ class ModelInfo:
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     software: dict[str, str] = field(default_factory=dict)
     format: str = FORMAT
-    format_version: int = FORMAT_VERSION
+    format_version: int = 1
 
     @property
     def in_channels(self) -> int:
@@ -1013,11 +1051,13 @@ def _validate_info(d: Any, path: Path) -> ModelInfo:
     classes = d.get("classes")
     if (
         not isinstance(classes, list)
-        or len(classes) != params["out_channels"]
+        or len(classes) != _n_outputs(params)
         or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in classes)
         or len(set(classes)) != len(classes)
     ):
-        raise bad(f"classes {classes!r} must be {params['out_channels']} distinct integers in 0..255")
+        raise bad(f"classes {classes!r} must be {_n_outputs(params)} distinct integers in 0..255")
+    if params.get("groups") and v < GROUPS_FORMAT_VERSION:
+        raise bad(f"params has groups, which format_version {v} does not have")
     names = d.get("class_names")
     if (
         not isinstance(names, list)
@@ -1244,19 +1284,69 @@ def _input_dim(net: torch.nn.Module, key: str) -> int | None:
     return None
 
 
-def reclass(model: Model, classes: list[int], grey: list[float]) -> Model:
-    """A copy of ``model`` whose outputs are ``classes``, each started from the model class nearest in grey.
+def class_groups(grey: Sequence[float], own: Sequence[float], votes: Any = None) -> list[list[int]]:
+    """For fewer user classes than the model's: the model's classes whose union each user class is.
+
+    Each user class first gets one model class of its own: by :func:`class_map` (grey level), or,
+    with ``votes`` (``votes[c][j]``: voxels of the user's class ``j`` that the model calls its
+    class ``c``, on the annotated slices), the one-to-one choice that finds the largest share of
+    each user class's voxels. Every other model class joins the user class that holds most of
+    the voxels it claims (with no votes for it, or none at all, the one nearest in grey). Grey
+    alone cannot place a middle phase against "the rest", whose mean grey lies between; the
+    model's own predictions can.
+
+    Examples
+    --------
+    >>> class_groups([0.27, 0.65], [0.28, 0.75, 0.58])  # pore / solid
+    [[0], [1, 2]]
+    >>> class_groups([0.5, 0.57], [0.28, 0.75, 0.58], votes=[[90, 2], [80, 5], [10, 70]])  # the rest / YSZ
+    [[0, 1], [2]]
+    """
+    import itertools
+
+    n, k = len(grey), len(own)
+    if not 1 <= n < k:
+        raise InputError(f"class_groups is for fewer classes than the model's {k}, not {n}")
+    v = None if votes is None else np.asarray(votes, dtype=float)
+    if v is not None and (v.shape != (k, n) or not np.isfinite(v).all() or (v < 0).any()):
+        raise InputError(f"votes must be a {k} x {n} table of counts")
+    if v is None or not v.sum():
+        first = class_map(grey, own)
+        v = None
+    else:
+        share = v / np.maximum(v.sum(axis=0, keepdims=True), 1)
+        first = list(max(itertools.permutations(range(k), n), key=lambda p: sum(share[c, j] for j, c in enumerate(p))))
+    groups = [[c] for c in first]
+    for c in range(k):
+        if c in first:
+            continue
+        if v is not None and v[c].sum() > 0:
+            j = int(np.argmax(v[c]))
+        else:
+            j = int(np.argmin([abs(g - own[c]) for g in grey]))
+        groups[j].append(c)
+    return [sorted(g) for g in groups]
+
+
+def reclass(model: Model, classes: list[int], grey: list[float], votes: Any = None) -> Model:
+    """A copy of ``model`` whose outputs are ``classes``, started from the model's classes they match.
 
     For a start whose classes mean nothing to the user (the shipped pretrained model's are the
     synthetic sample's). ``grey`` is the mean grey of each of ``classes`` in the user's
-    annotations, the model's come from ``info.train["class_grey"]``, and :func:`class_map`
-    matches them: with as many classes the output channels are reordered so that the user's
-    darkest class takes the model's darkest one and so on; with another number of classes each
-    output channel of the layers that depend on it (the last block) is a copy of the matched
-    model channel's, so nothing starts from random weights. A model channel taken by two user
-    classes feeds a layer after it at half weight each, so that with more classes than the
-    model's the new network gives each class exactly its matched channel's scores (until
-    fine-tuning tells them apart); a channel no user class takes is left out.
+    annotations, the model's come from ``info.train["class_grey"]``.
+
+    * As many classes: the output channels are reordered (:func:`class_map`) so that the
+      user's darkest class takes the model's darkest one and so on.
+    * Fewer (a pore / solid scan for a three-phase start): a ``unet3d`` keeps all its scores
+      and each user class is the union of a group of the model's classes (:func:`class_groups`,
+      by ``votes`` where given, else by grey level): the network gives at first exactly the
+      probabilities the model gives those unions, and fine-tuning trains it through the sums.
+      Other networks copy the matched channels of the layers that depend on the class count.
+    * More: each output channel of those layers is a copy of the matched model channel's
+      (:func:`class_map`), a channel fed in twice at half weight, so that the new network gives
+      each class exactly its matched class's scores until fine-tuning tells them apart.
+
+    Nothing starts from random weights.
 
     Examples
     --------
@@ -1271,25 +1361,32 @@ def reclass(model: Model, classes: list[int], grey: list[float]) -> Model:
         raise InputError("model records no grey level per class (info.train['class_grey']): cannot match classes")
     if len(grey) != len(classes):
         raise InputError(f"{len(grey)} grey levels given for {len(classes)} classes")
-    dims = _head_dims(model)
-    mapping = class_map(grey, own)
-    index = torch.as_tensor(mapping)
-    shares = torch.as_tensor([1.0 / mapping.count(c) for c in mapping])
+    if info.params.get("groups"):
+        raise InputError("the model already groups its classes: match classes from the start it was made from")
     state = {k: v.detach().clone() for k, v in model.network.state_dict().items()}
-    for k, ds in dims.items():
-        inp = _input_dim(model.network, k)
-        for d in ds:
-            state[k] = state[k].index_select(d, index)
-            if d == inp:  # a channel fed in twice counts half each time
-                shape = [-1 if i == d else 1 for i in range(state[k].ndim)]
-                state[k] = state[k] * shares.to(state[k].dtype).view(shape)
-    params = {**info.params, "out_channels": len(classes)} if len(classes) != len(info.classes) else dict(info.params)
+    params, version = dict(info.params), info.format_version
+    if len(classes) < len(info.classes) and getattr(model.network, "volumetric", False):
+        groups = class_groups(grey, own, votes)
+        params["groups"], version = groups, max(version, GROUPS_FORMAT_VERSION)
+        log.info("classes %s are the start's %s", list(classes), [[info.classes[c] for c in g] for g in groups])
+    else:
+        mapping = class_map(grey, own)
+        index = torch.as_tensor(mapping)
+        shares = torch.as_tensor([1.0 / mapping.count(c) for c in mapping])
+        for k, ds in _head_dims(model).items():
+            inp = _input_dim(model.network, k)
+            for d in ds:
+                state[k] = state[k].index_select(d, index)
+                if d == inp:  # a channel fed in twice counts half each time
+                    shape = [-1 if i == d else 1 for i in range(state[k].ndim)]
+                    state[k] = state[k] * shares.to(state[k].dtype).view(shape)
+        params["out_channels"] = len(classes)
+        log.info("classes %s start from the start's %s", list(classes), [info.classes[m] for m in mapping])
     net = build_network(info.arch, params)
     net.load_state_dict(state)
     new = copy.deepcopy(info)
     new.params, new.classes, new.class_names = params, list(classes), _default_names(list(classes))
-    new.history, new.train = [], {}
-    log.info("classes %s start from the model's %s (by grey level)", list(classes), [info.classes[m] for m in mapping])
+    new.history, new.train, new.format_version = [], {}, version
     return Model(net, new)
 
 

@@ -866,6 +866,7 @@ def _start_model(
     channels: int = 1,
     dropout: float | None = None,
     grey: list[float] | None = None,
+    votes: np.ndarray | None = None,
 ) -> Model:
     if init is None:
         size = size or (_D.size if arch == "unet" else None)  # others: their own default preset
@@ -879,7 +880,7 @@ def _start_model(
             dropout=default_dropout(arch, size) if dropout is None else dropout,
         )
     if init == PRETRAINED:
-        return _pretrained_start(classes, grey, context, channels, dropout)
+        return _pretrained_start(classes, grey, context, channels, dropout, votes)
     if isinstance(init, (str, os.PathLike)):
         base = load_model(init, device="cpu")
     elif isinstance(init, Model):
@@ -912,10 +913,52 @@ def _start_model(
     return Model(copy.deepcopy(base.network).cpu(), info)
 
 
+#: At most this many annotated slices, a crop of at most this side each, are segmented by the
+#: pretrained start to group its classes into fewer annotated ones (:func:`_start_votes`).
+VOTE_SLICES, VOTE_SIDE = 8, 192
+
+
+def _start_votes(x: np.ndarray, labs: np.ndarray, classes: list[int]) -> np.ndarray | None:
+    """``votes[c][j]``: annotated voxels of ``classes[j]`` the pretrained start calls its class ``c``.
+
+    Only where the annotations have fewer classes than the start (``models.class_groups``), from
+    the start's middle-slice scores on up to :data:`VOTE_SLICES` annotated slices (normalised
+    context stacks ``x``, labels ``labs``), each cropped to at most :data:`VOTE_SIDE` pixels a side
+    around its annotations: a second or two on a CPU. None elsewhere.
+    """
+    start = load_model(pretrained_path(), device="cpu")
+    k = len(start.info.classes)
+    if len(classes) >= k or x.ndim != 4 or x.shape[1] != start.info.context or min(x.shape[-2:]) < start.info.stride:
+        return None
+    net, side = start.network.eval(), VOTE_SIDE - VOTE_SIDE % start.info.stride
+    lut = np.full(256, -1, np.int64)
+    lut[classes] = np.arange(len(classes))
+    votes = np.zeros((k, len(classes)), np.int64)
+    rows = [i for i in range(len(x)) if labs[i].any()]
+    for i in rows[:: max(1, -(-len(rows) // VOTE_SLICES))]:
+        ys, xs = np.nonzero(labs[i])
+        box = []
+        for centre, n in ((int(ys.mean()), x.shape[-2]), (int(xs.mean()), x.shape[-1])):
+            w = min(side, n - n % start.info.stride) if n >= start.info.stride else n
+            lo = min(max(0, centre - w // 2), n - w)
+            box.append(slice(lo, lo + w))
+        with torch.inference_mode():
+            pred = net(torch.from_numpy(np.ascontiguousarray(x[i][:, box[0], box[1]]))[None].float())[0].argmax(0)
+        j = lut[labs[i][box[0], box[1]]]
+        ok = j >= 0
+        np.add.at(votes, (pred.numpy()[ok], j[ok]), 1)
+    return votes
+
+
 def _pretrained_start(
-    classes: list[int], grey: list[float] | None, context: int, channels: int, dropout: float | None
+    classes: list[int],
+    grey: list[float] | None,
+    context: int,
+    channels: int,
+    dropout: float | None,
+    votes: np.ndarray | None = None,
 ) -> Model:
-    """The shipped pretrained start, its outputs matched to ``classes`` by grey level (:func:`models.reclass`)."""
+    """The shipped pretrained start, its outputs matched to ``classes`` (:func:`models.reclass`)."""
     base = load_model(pretrained_path(), device="cpu")
     if channels != 1:
         raise InputError(
@@ -930,7 +973,7 @@ def _pretrained_start(
     if dropout not in (None, base.info.params.get("dropout")):
         raise InputError(f"the pretrained start has dropout {base.info.params.get('dropout')}: leave dropout unset")
     assert grey is not None  # _load_data measures it when init is the pretrained start
-    return reclass(base, classes, grey)
+    return reclass(base, classes, grey, votes)
 
 
 def _lr_at(kind: str, lr: float, frac: float, step: int, warmup: int) -> float:
@@ -1339,10 +1382,11 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
         else compute_normalization(pairs[0][0])
     )
     idx: list[Any] = [i for _, i in ids] if not multi else [list(t) for t in ids]
-    grey = None
+    grey = votes = None
     if s["init"] == PRETRAINED:  # the mean grey of each class matches them to the pretrained start's
         mid = x_all[:, x_all.shape[1] // 2] if x_all.ndim == 4 else x_all
         grey = [float(mid[labs == c].mean()) for c in classes]
+        votes = _start_votes(x_all, labs, classes)
     lut = np.full(256, _IGNORE, np.int16)
     lut[classes] = np.arange(len(classes), dtype=np.int16)
     val_sl, val_px, val_kind = _split(
@@ -1400,6 +1444,7 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
         "idx": idx,
         "classes": classes,
         "grey": grey,
+        "votes": votes,
         "norm": norm,
         "sampler": sampler,
         "val_x": val_x,
@@ -1425,6 +1470,7 @@ def _build(
         d["channels"],
         s["dropout"],
         grey=d["grey"],
+        votes=d["votes"],
     )
     if d["channels"] > 1:
         model.info.channel_axis = d["pairs"][0][0].channel_axis
@@ -2217,7 +2263,9 @@ def train(
         equal the annotated classes and its context ``context``; it is not modified).
         ``"pretrained"``: the ``unet3d`` shipped with the package, trained on the full truth
         of synthetic PXCT scans (``models.pretrained_path``), its classes matched to the
-        annotated ones by mean grey level (``models.reclass``), fine-tuned for
+        annotated ones by mean grey level (``models.reclass``; with fewer annotated classes
+        than its three, each annotated class is the union of a group of its classes, grouped
+        by its own predictions on the annotated slices), fine-tuned for
         :data:`PRETRAINED_EPOCHS` epochs unless ``epochs`` is given (``minutes`` then only
         caps them): longer fine-tuning on a few slices lost accuracy (docs/train.md);
         then blended back with the start, ``a * fine-tuned + (1 - a) * start`` for the best
