@@ -926,10 +926,11 @@ def _start_votes(x: np.ndarray, labs: np.ndarray, classes: list[int]) -> np.ndar
     context stacks ``x``, labels ``labs``), each cropped to at most :data:`VOTE_SIDE` pixels a side
     around its annotations: a second or two on a CPU. None elsewhere.
     """
-    start = load_model(pretrained_path(), device="cpu")
-    k = len(start.info.classes)
-    if len(classes) >= k or x.ndim != 4 or x.shape[1] != start.info.context or min(x.shape[-2:]) < start.info.stride:
+    info = read_model_info(pretrained_path())  # the header alone: most trainings stop here
+    fits = x.ndim == 4 and x.shape[1] == info.context and min(x.shape[-2:]) >= info.stride
+    if len(classes) >= len(info.classes) or not fits:
         return None
+    start, k = load_model(pretrained_path(), device="cpu"), len(info.classes)
     net, side = start.network.eval(), VOTE_SIDE - VOTE_SIDE % start.info.stride
     lut = np.full(256, -1, np.int64)
     lut[classes] = np.arange(len(classes))
