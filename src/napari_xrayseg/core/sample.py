@@ -261,8 +261,8 @@ def make_phantom(
     texture = _smooth_field(rng, shape3, tuple(s / 2 for s in sigma))
     std = float(texture.std())
     texture *= np.float32(1.0 / std if std > 1e-6 else 0.0)
-    lut = np.zeros(4, dtype=np.float32)
-    amp = np.zeros(4, dtype=np.float32)
+    lut = np.zeros(max(GREY_LEVELS) + 1, dtype=np.float32)
+    amp = np.zeros(max(GREY_LEVELS) + 1, dtype=np.float32)
     for label, grey in GREY_LEVELS.items():
         lut[label] = grey
         amp[label] = _TEXTURE[label]
