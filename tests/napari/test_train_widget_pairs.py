@@ -37,7 +37,8 @@ def test_train_widget_on_several_2d_layer_pairs(make_napari_viewer, qtbot, tmp_p
     w._device.value = "cpu"
     w._out.value = tmp_path / "m.safetensors"
     w._run.clicked.emit()
-    qtbot.waitUntil(lambda: "cxr2 labels" in viewer.layers, timeout=120_000)
+    # the layer is added before the job has finished: a click before then would cancel, not run
+    qtbot.waitUntil(lambda: "cxr2 labels" in viewer.layers and not w.runner.running, timeout=120_000)
     m = load_model(tmp_path / "m.safetensors")
     assert m.info.two_d and m.info.train["inputs"] == [[64, 64]] * 3
     assert viewer.layers["cxr2 labels"].data.shape == (64, 64)
@@ -93,7 +94,7 @@ def test_channel_axis_in_train_and_segment_widgets(make_napari_viewer, qtbot, tm
     s._model_file.value = tmp_path / "m.safetensors"
     s._device.value = "cpu"
     s._run.clicked.emit()
-    qtbot.waitUntil(lambda: "phase+abs labels [2]" in viewer.layers, timeout=60_000)
+    qtbot.waitUntil(lambda: "phase+abs labels [2]" in viewer.layers and not s.runner.running, timeout=60_000)
     out = viewer.layers["phase+abs labels [2]"].data
     assert out.shape == truth.shape and set(np.unique(out)) <= {1, 2, 3}
     # a one-channel layer is refused by the two-channel model in one line
