@@ -131,6 +131,8 @@ def test_reclass_with_fewer_classes_groups_a_3d_starts_scores(tmp_path):
         ({"format_version": 1}, "groups"),
         ({"params": {**d["params"], "groups": [[0], [0, 1]]}}, "groups"),
         ({"params": {**d["params"], "groups": [[0], [1], [2]]}}, "groups"),
+        ({"params": {**d["params"], "groups": [[0], ["a", 1]]}}, "groups"),  # not a TypeError from sorting
+        ({"params": {**d["params"], "groups": "01"}}, "groups"),
         ({"classes": [1, 2, 3], "class_names": ["a", "b", "c"]}, "classes"),
     ]:
         with pytest.raises(ModelFileError, match=match):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import itertools
 import json
 import logging
 import math
@@ -259,14 +260,13 @@ def _unet3d_validate(p: dict[str, Any]) -> None:
     groups = p.get("groups")
     if groups is None:
         return
-    lists = isinstance(groups, list) and all(isinstance(g, list) for g in groups)
+    lists = isinstance(groups, list) and all(isinstance(g, list) and g for g in groups)
     flat = [c for g in groups for c in g] if lists else []
     if (
-        len(flat) != p["out_channels"]
+        not lists
+        or not all(isinstance(c, int) and not isinstance(c, bool) for c in flat)
         or sorted(flat) != list(range(p["out_channels"]))
-        or any(isinstance(c, bool) for c in flat)
         or not 1 <= len(groups) < p["out_channels"]
-        or not all(groups)
     ):
         raise ModelFileError(f"unet3d groups {groups!r} do not split the {p['out_channels']} scores into fewer classes")
 
@@ -1255,8 +1255,6 @@ def class_map(grey: Sequence[float], own: Sequence[float]) -> list[int]:
     >>> class_map([0.1, 0.3, 0.6, 0.8], [0.1, 0.8, 0.5])  # four classes: the two darkest share the pore
     [0, 0, 2, 1]
     """
-    import itertools
-
     n, k = len(grey), len(own)
     mine, theirs = np.argsort(grey, kind="stable"), np.argsort(own, kind="stable")
     g, o = np.asarray(grey, float)[mine], np.asarray(own, float)[theirs]
@@ -1302,8 +1300,6 @@ def class_groups(grey: Sequence[float], own: Sequence[float], votes: Any = None)
     >>> class_groups([0.5, 0.57], [0.28, 0.75, 0.58], votes=[[90, 2], [80, 5], [10, 70]])  # the rest / YSZ
     [[0, 1], [2]]
     """
-    import itertools
-
     n, k = len(grey), len(own)
     if not 1 <= n < k:
         raise InputError(f"class_groups is for fewer classes than the model's {k}, not {n}")
