@@ -8,11 +8,14 @@ printed as one line on stderr with exit code 2; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -1347,6 +1350,29 @@ EXIT_CODES = {
 }
 
 
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) for the block, then raise ``KeyboardInterrupt`` if one came.
+
+    Importing torch runs native code that calls back into Python; a ``KeyboardInterrupt`` raised
+    in such a callback cannot propagate and aborts the process ("terminate called after throwing
+    an instance of 'pybind11::error_already_set'", exit -6). Held, the interrupt waits the few
+    seconds of the import and then ends the command as any Ctrl-C does (exit 130). Only the main
+    thread can set signal handlers; elsewhere the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: came.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old if old is not None else signal.default_int_handler)
+    if came:
+        raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``xrayseg`` command line; returns the exit code.
 
@@ -1368,7 +1394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     command = "xrayseg"
     try:
-        parser = build_parser()  # imports torch: Ctrl-C may land here
+        with _ctrl_c_held():
+            parser = build_parser()  # imports torch: Ctrl-C is held until it is done
         args = parser.parse_args(argv)
         command = f"xrayseg {args.command}"
         return _run(args)
