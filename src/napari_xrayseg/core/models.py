@@ -184,8 +184,8 @@ class VolumeUNet(torch.nn.Module):
     rebuilds the run from its context stacks, so each slice is computed once, not k times).
     The depth is padded (edge-replicated) to a multiple of the network's z stride.
     With ``p["groups"]`` (a start with fewer classes than its own, :func:`reclass`) the
-    network keeps its ``out_channels`` scores and each output is the log of the summed
-    probabilities of one group of them: a class that is the union of the start's classes.
+    network keeps its ``out_channels`` scores and the softmax of its outputs gives each class
+    the summed probabilities of one group of them: a class that is the union of the start's classes.
     """
 
     volumetric = True
@@ -221,10 +221,16 @@ class VolumeUNet(torch.nn.Module):
         return out if self.groups is None else self._grouped(out)
 
     def _grouped(self, scores: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities of the groups: ``log sum softmax(scores)`` over each group's channels."""
-        lp = torch.log_softmax(scores.float(), dim=1)
+        """Scores of the groups: ``logsumexp`` over each group's scores (a group of one: its score).
+
+        ``log sum softmax(scores)`` over a group minus the same constant for every group (the
+        log-sum-exp of all scores), which softmax, cross-entropy and argmax do not see: the
+        groups' probabilities are exactly the sums of the scores' probabilities.
+        """
         assert self.groups is not None
-        return torch.stack([torch.logsumexp(lp[:, g], dim=1) for g in self.groups], dim=1)
+        return torch.stack(
+            [scores[:, g[0]] if len(g) == 1 else torch.logsumexp(scores[:, g], dim=1) for g in self.groups], dim=1
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.shape[1] // 2
