@@ -98,6 +98,7 @@ def d(tmp_path_factory) -> Path:
         "str": np.full(SHAPE, "a"),
         "complex": img.astype(np.complex64),
         "nan": np.where(lab > 0, np.nan, img).astype(np.float32),
+        "allnan": np.full(SHAPE, np.nan, np.float32),
         "inf": np.where(np.arange(32) == 3, np.inf, img).astype(np.float32),
         "empty": np.zeros((0, 32, 32), np.float32),
         "const": np.full(SHAPE, 7.0, np.float32),
@@ -283,9 +284,10 @@ CASES = [
         r"pred has boolean dtype",
     ),
     # ---- NaN / inf
-    Case("image-nan", _seg("nan"), _predict("nan.npy"), InputError, r"image holds NaN or inf"),
-    Case("image-inf", _seg("inf"), _predict("inf.npy"), InputError, r"image holds NaN or inf"),
-    Case("train-nan", _tr("nan", "lab"), _train("nan.npy", "lab.npy"), InputError, r"image holds NaN or inf"),
+    # (NaN marks voxels without data: only an image with none at all is refused)
+    Case("image-nan", _seg("allnan"), _predict("allnan.npy"), InputError, r"image holds no data: every value"),
+    Case("image-inf", _seg("inf"), _predict("inf.npy"), InputError, r"image holds inf values"),
+    Case("train-nan", _tr("nan", "lab"), _train("nan.npy", "lab.npy"), InputError, r"every annotated voxel is without"),
     # ---- empty or constant
     Case("image-empty", _seg("empty"), _predict("empty.npy"), InputError, r"image is empty"),
     Case("image-constant", _seg("const"), _predict("const.npy"), InputError, r"image is constant"),

@@ -140,6 +140,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         "confidence_out": a.confidence_out,
         "voxel_size": a.voxel_size,
         "unit": a.unit,
+        "nodata": a.nodata,
         "progress": _ProgressPrinter("predict"),
     }
     t0 = time.perf_counter()
@@ -206,6 +207,7 @@ def _predict_many(a: argparse.Namespace) -> int:
         compile=_COMPILE[a.compile],
         voxel_size=a.voxel_size,
         unit=a.unit,
+        nodata=a.nodata,
         progress=_ProgressPrinter("predict"),
     )
     print(summary.table())
@@ -310,8 +312,9 @@ def _cmd_loop_study(a: argparse.Namespace) -> int:
 def _cmd_suggest(a: argparse.Namespace) -> int:
     from .core.annotation import suggest_slices
     from .core.io import open_volume
+    from .core.normalize import mark_missing
 
-    image = open_volume(a.image, dataset=a.dataset)
+    image = mark_missing(open_volume(a.image, dataset=a.dataset), a.nodata)
     labels = open_volume(a.labels, dataset=a.labels_dataset) if a.labels else None
     for i in suggest_slices(
         image,
@@ -433,6 +436,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         channel_axis=0 if a.channel_axis is None and a.rgb == "channels" else a.channel_axis,
         voxel_size=a.voxel_size,
         unit=a.unit,
+        nodata=a.nodata,
         out=a.out,
         overwrite=a.overwrite,
         progress=_ProgressPrinter("train"),
@@ -560,6 +564,17 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
     if a.csv:
         print(f"wrote {m.to_csv(a.csv, overwrite=a.overwrite)}")
     return 0
+
+
+def _add_nodata(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--nodata",
+        type=float,
+        default=None,
+        metavar="V",
+        help="grey value of voxels without data, e.g. 0 outside a reconstruction's circular field of view (NaN "
+        "always is): left out of the normalisation, filled from the nearest voxel with data, labelled 0",
+    )
 
 
 def _add_voxel_size(p: argparse.ArgumentParser, default: str = "default: what the file records") -> None:
@@ -969,6 +984,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(about 10 minutes of network time), on, off",
     )
     _add_voxel_size(p, "written into the outputs; default: what the image records, else the model")
+    _add_nodata(p)
     g = p.add_argument_group("dask.distributed (input and output on a file system all workers see)")
     g.add_argument("--workers", type=int, default=None, help="run on a local cluster of N worker processes")
     g.add_argument("--scheduler", default=None, help="run on the cluster of this scheduler, e.g. tcp://host:8786")
@@ -1088,6 +1104,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="score at most this many slices, evenly spaced (default: 64; 0 = all)",
     )
     p.add_argument("--device", default=_S.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
+    _add_nodata(p)
     p.set_defaults(func=_cmd_suggest)
 
     p = sub.add_parser("train", help="train a model from annotated slices (0 = not annotated)")
@@ -1249,6 +1266,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="arithmetic of the training steps (default auto: mixed on CUDA, bf16 on CPUs with AMX, else fp32)",
     )
     _add_voxel_size(p)
+    _add_nodata(p)
     _add_overwrite(p)
     p.set_defaults(func=_cmd_train)
 

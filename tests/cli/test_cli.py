@@ -153,3 +153,34 @@ def test_tta_takes_a_number_of_views_or_none():
     assert p.parse_args([*base, "--tta=16", "--pyramid"]).tta == 16
     first = ["predict", "--tta", "--image", "in.zarr", "--model", "m.safetensors", "--out", "o.zarr"]
     assert p.parse_args(first).tta is True
+
+
+def test_nodata_outside_a_field_of_view_in_predict_train_and_suggest(tmp_path, capsys):
+    """A uint16 reconstruction whose outside is 0 (tomopy's circ_mask): --nodata 0 everywhere the image is read."""
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:40, :40]
+    inside = (yy - 19.5) ** 2 + (xx - 19.5) ** 2 < 17**2
+    vol = np.where(inside, rng.integers(1000, 3000, (12, 40, 40)), 0).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "recon.tif", vol, photometric="minisblack")
+    lab = np.zeros(vol.shape, np.uint8)
+    lab[[3, 8]] = np.where(vol[[3, 8]] > 2000, 2, 1)  # painted over the outside too: those voxels are ignored
+    np.save(tmp_path / "lab.npy", lab)
+    model = tmp_path / "m.safetensors"
+    common = ["--device", "cpu", "--nodata", "0"]
+    assert main(["train", "--image", str(tmp_path / "recon.tif"), "--labels", str(tmp_path / "lab.npy"),
+                 "--out", str(model), "--arch", "unet", "--size", "tiny", "--init", "random", "--epochs", "1",
+                 "--steps", "2", "--batch", "2", "--patch", "32", *common]) == 0  # fmt: skip
+    out = tmp_path / "pred.zarr"
+    assert main(["predict", "--image", str(tmp_path / "recon.tif"), "--model", str(model), "--out", str(out),
+                 *common]) == 0  # fmt: skip
+    pred = zarr.open_array(store=str(out), mode="r")[...]
+    assert (pred[:, ~inside] == 0).all() and (pred[:, inside] > 0).all()
+    capsys.readouterr()
+    assert main(["suggest", "--image", str(tmp_path / "recon.tif"), "--model", str(model), "--labels",
+                 str(tmp_path / "lab.npy"), "--count", "2", *common]) == 0  # fmt: skip
+    picked = [int(v) for v in capsys.readouterr().out.split()]
+    assert len(picked) == 2 and not {3, 8} & set(picked)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["predict", "--image", "x", "--model", "m", "--out", "o", "--nodata", "zero"])

@@ -85,8 +85,8 @@ def test_predict_slice_probs_zarr_2d_and_bad_input(ctx_model, tmp_path):
     with pytest.raises(InputError, match="axis 3"):
         predict_slice(image, ctx_model, 0, axis=3, device="cpu")
     bad = image.copy()
-    bad[3, 0, 0] = np.nan
-    with pytest.raises(InputError, match="NaN"):
+    bad[3, 0, 0] = np.inf  # (NaN is no data: labelled 0, tests/core/test_nodata.py)
+    with pytest.raises(InputError, match="inf values"):
         predict_slice(bad, ctx_model, 3, device="cpu")
 
 

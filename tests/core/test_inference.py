@@ -164,7 +164,11 @@ def test_output_never_overwritten_silently(tmp_path, volume, tiny_model):
         (np.zeros((2, 3, 4, 5), np.float32), {}, "4 dimensions"),
         (np.zeros((4, 32, 32), bool), {}, "dtype bool"),
         (np.full((4, 32, 32), 3.0, np.float32), {}, "constant"),
-        (np.where(np.eye(32)[None] > 0, np.nan, 1.0).astype(np.float32) * np.ones((2, 1, 1), np.float32), {}, "NaN"),
+        (
+            np.where(np.eye(32)[None] > 0, np.inf, 1.0).astype(np.float32) * np.ones((2, 1, 1), np.float32),
+            {},
+            "inf values",
+        ),
         (np.random.rand(4, 32, 32).astype(np.float32), {"tile": 30}, "multiple of the network's stride"),
         (np.random.rand(4, 32, 32).astype(np.float32), {"axis": 3}, "axis 3"),
         (np.random.rand(4, 32, 32).astype(np.float32), {"overlap": 1.0}, "overlap"),

@@ -93,6 +93,8 @@ def test_resume_refuses_another_model_or_settings(tmp_path, vol, tiny_model):
         segment(vol, other, out=out, resume=True, **KW)
     with pytest.raises(InputError, match="axis"):
         segment(vol, tiny_model, out=out, resume=True, axis=1, **KW)
+    with pytest.raises(InputError, match="different nodata"):
+        segment(vol, tiny_model, out=out, resume=True, nodata=0, **KW)
     with pytest.raises(InputError, match="need an output"):
         segment(vol, tiny_model, resume=True, **KW)
     # a path that is not our output
@@ -165,6 +167,15 @@ def test_distributed_local_cluster_equals_single_process(tmp_path, vol, tiny_mod
         assert read_voxel_size(tmp_path / "d.zarr") == ((2.0, 1.0, 1.0), "um")  # metadata as in one process
         assert sorted(steps) == steps and steps[-1] == 9 and len(steps) == 5  # one record per slab
         assert res.chunks[0] == 2  # output chunks = slabs: no two tasks share a chunk
+        # a volume whose outside is 0: nodata reaches the workers, which read the image themselves
+        hole = np.array(vol)
+        hole[:, :, :5] = 0
+        write_volume(tmp_path / "hole.zarr", hole)
+        masked = segment_distributed(
+            tmp_path / "hole.zarr", mpath, tmp_path / "h.zarr", client=client, torch_threads=1, nodata=0, **KW
+        )
+        np.testing.assert_array_equal(masked[...], segment(hole, tiny_model, nodata=0, **KW))
+        assert (masked[:, :, :5] == 0).all() and (masked[:, :, 5:] > 0).all()
 
         # each worker process loaded the model at most once, whatever number of slabs it ran
         def model_loads():
@@ -267,13 +278,13 @@ def test_dead_worker_is_one_line_and_the_old_output_survives(tmp_path, vol, tiny
 
 
 def test_overwrite_failing_midway_keeps_the_old_output(tmp_path, vol, tiny_model):
-    """A NaN slab found mid-run with overwrite=True: the old output is intact, the new one resumable beside it."""
+    """An inf slab found mid-run with overwrite=True: the old output is intact, the new one resumable beside it."""
     out = tmp_path / "o.zarr"
     vol = np.random.default_rng(2).random((20, 32, 32), dtype=np.float32)
     old = segment(vol, tiny_model, out=out, axis=2, **KW)
     bad = vol.copy()
-    bad[7, 3, 3] = np.nan  # slice 7 is not among those the normalisation samples: found mid-run
-    with pytest.raises(InputError, match="NaN"):
+    bad[7, 3, 3] = np.inf  # slice 7 is not among those the normalisation samples: found mid-run
+    with pytest.raises(InputError, match="inf values"):
         segment(bad, tiny_model, out=out, overwrite=True, **KW)
     np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], old)
     assert output_complete(out)

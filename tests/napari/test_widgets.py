@@ -188,3 +188,29 @@ def test_segment_widget_default_tile_adapts_to_small_slices(make_napari_viewer, 
     finally:
         jobs.show_error = orig
     assert errors and "tile 128 is larger than the 24x40 slice" in errors[0]
+
+
+def test_segment_widget_no_data_value_outside_a_field_of_view(make_napari_viewer, qtbot, model_file, monkeypatch):
+    """A reconstruction with 0 outside its circular field of view: "No-data value" 0 leaves it unlabelled."""
+    viewer = make_napari_viewer(show=True)
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:48, :48]
+    inside = (yy - 23.5) ** 2 + (xx - 23.5) ** 2 < 20**2
+    vol = np.where(inside, rng.random((4, 48, 48), dtype=np.float32) + 1.0, 0).astype(np.float32)
+    viewer.add_image(vol, name="recon")
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Segment")
+    w._model_file.value, w._device.value = model_file, "cpu"
+    errors = []
+    monkeypatch.setattr("napari_xrayseg._napari._jobs.show_error", errors.append)
+    w._nodata.value = "zero"
+    w._run.clicked.emit()
+    assert errors and "No-data value 'zero' must be a number" in errors[0] and not w.runner.running
+    w._nodata.value = "0"
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    labels = viewer.layers["recon labels"].data
+    assert (labels[:, ~inside] == 0).all() and (labels[:, inside] > 0).all()
+    assert vol[0, 0, 0] == 0  # the image layer's data is untouched
+    shot = viewer.screenshot(canvas_only=True)
+    assert shot.ndim == 3 and shot[..., :3].std() > 1

@@ -191,3 +191,39 @@ def voxel_size_warning(voxel_size: Any, unit: str | None, model: Any) -> str | N
     if info.voxel_size is None or voxel_size is None or len(info.voxel_size) < len(voxel_size):
         return None
     return voxel_size_mismatch(info.voxel_size[-len(voxel_size) :], info.unit, tuple(voxel_size), unit)
+
+
+NODATA_TOOLTIP = (
+    "grey value of voxels without data, e.g. 0 outside a reconstruction's circular field of view "
+    "(empty: none; NaN always is): left out of the normalisation, filled from the nearest voxel "
+    "with data, labelled 0"
+)
+
+
+def nodata_field() -> Any:
+    """The "No-data value" field of the Segment and Train widgets (empty: none)."""
+    from magicgui.widgets import LineEdit
+
+    w = LineEdit(label="No-data value", value="")
+    w.tooltip = NODATA_TOOLTIP
+    return w
+
+
+def nodata_value(text: str) -> float | None:
+    """The number in a "No-data value" field, None when empty; a clear error otherwise.
+
+    Examples
+    --------
+    >>> nodata_value(""), nodata_value(" 0 "), nodata_value("-1e3")
+    (None, 0.0, -1000.0)
+    """
+    text = str(text).strip()
+    if not text:
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if v != v or v in (float("inf"), float("-inf")):
+        raise InputError(f"No-data value {text!r} must be a number (e.g. 0), or empty for none")
+    return v

@@ -28,7 +28,15 @@ from ..core.errors import XraysegError
 from ..core.inference import iter_segment
 from ..core.models import read_model_info
 from ._jobs import JobRunner, JobWidget
-from ._layers import label_features, layer_array, layer_choices, unique_name, voxel_size_warning
+from ._layers import (
+    label_features,
+    layer_array,
+    layer_choices,
+    nodata_field,
+    nodata_value,
+    unique_name,
+    voxel_size_warning,
+)
 from ._voxel import VoxelSizeFields
 
 if TYPE_CHECKING:
@@ -77,6 +85,7 @@ class SegmentWidget(JobWidget):
             "average the probabilities over flipped and transposed views of the slices: "
             "fewer errors on interfaces, N times the work (a 2D model has 8 views)"
         )
+        self._nodata = nodata_field()
         self._voxel = VoxelSizeFields()  # written into the outputs; follows the image layer's scale
         self._voxel.unit.tooltip = "voxel: none given (the model's training voxel size is recorded, if any)"
         self._info = Label(value="")
@@ -98,6 +107,7 @@ class SegmentWidget(JobWidget):
                 self._confidence,
                 self._tta,
                 self._device,
+                self._nodata,
                 *self._voxel.widgets,
                 self._out,
                 self._pyramid,
@@ -165,6 +175,7 @@ class SegmentWidget(JobWidget):
             "axes": self._axes.value or None,
             "confidence": self._confidence.value or None,
             "tta": int(self._tta.value),
+            "nodata": nodata_value(self._nodata.value),
         }
 
     def _inputs(self) -> dict[str, Any]:

@@ -60,6 +60,8 @@ from ._layers import (
     labels_snapshot,
     layer_array,
     layer_choices,
+    nodata_field,
+    nodata_value,
     spatial_placement,
     unique_name,
 )
@@ -202,6 +204,7 @@ class TrainWidget(JobWidget):
         self._init = FileEdit(label="Start from model (optional)", mode="r", filter="*.safetensors", value="")
         self._out = FileEdit(label="Save model to", mode="w", filter="*.safetensors", value="")
         self._segment_after = CheckBox(label="Segment the image when done", value=True)
+        self._nodata = nodata_field()
         self._pairs: list[tuple[Any, Any]] = []  # more (image, labels) layer pairs to train on
         self._add_pair = PushButton(text="Add pair to training set")
         self._clear_pairs = PushButton(text="Clear training set")
@@ -257,6 +260,7 @@ class TrainWidget(JobWidget):
                 self._augment,
                 self._all_axes,
                 self._device,
+                self._nodata,
                 self._start_from,
                 self._init,
                 self._out,
@@ -428,6 +432,7 @@ class TrainWidget(JobWidget):
             "channel_axis": ch,
             "voxel_size": voxel[0][-ndim:] if voxel else None,
             "unit": voxel[1] if voxel else None,
+            "nodata": nodata_value(self._nodata.value),
             "out": out,
         }
 
@@ -497,4 +502,5 @@ class TrainWidget(JobWidget):
             device=kwargs["device"],
             batch=_S.batch,
             overlap=_S.overlap,
+            nodata=kwargs["nodata"],
         )

@@ -38,7 +38,7 @@ from .config import SUGGEST_MARGIN, SegmentConfig, TrainConfig
 from .errors import Cancelled, InputError, OutputExistsError
 from .io import read_block
 from .models import Model, load_model
-from .normalize import apply_normalization, compute_normalization
+from .normalize import apply_normalization, compute_normalization, fill_missing
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
 from .tiling import context_range, normalize_axis, stack_context
 
@@ -191,9 +191,20 @@ def _crop_window(shape: tuple[int, int], max_side: int | None) -> tuple[slice, s
 
 
 def _read_inputs(
-    image: Any, axis: int, indices: Sequence[int], k: int, norm: dict[str, Any], window: tuple[slice, slice]
-) -> np.ndarray:
-    """Normalised network inputs for consecutive ``indices`` along ``axis``: (N, Y, X), or (N, k, Y, X)."""
+    image: Any,
+    axis: int,
+    indices: Sequence[int],
+    k: int,
+    norm: dict[str, Any],
+    window: tuple[slice, slice],
+    *,
+    with_missing: bool = False,
+) -> Any:
+    """Normalised network inputs for consecutive ``indices`` along ``axis``: (N, Y, X), or (N, k, Y, X).
+
+    ``with_missing``: ``(inputs, mask)``, the mask (N, Y, X) of the slices' voxels without data
+    (NaN), or None where there are none.
+    """
     n = image.shape[axis]
     a, b = indices[0], indices[-1] + 1
     lo, hi = context_range(a, b, k, n)
@@ -201,16 +212,17 @@ def _read_inputs(
     index.insert(axis, slice(lo, hi))
     data = read_block(image, tuple(index), what=f"image (slices {lo}..{hi - 1} along axis {axis})")
     data = np.moveaxis(data, axis, 0)
-    if data.dtype.kind == "f" and not np.isfinite(data).all():
-        raise InputError(
-            f"image holds NaN or inf values in slices {lo}..{hi - 1} along axis {axis}: replace them "
-            "(e.g. np.nan_to_num) first"
-        )
-    x = apply_normalization(data, norm)
+    try:  # voxels without data (NaN): the nearest grey level with data, as segment() fills them
+        filled, miss = fill_missing(data, float(norm["low"]))
+    except InputError as e:
+        raise InputError(f"{e.args[0]} (slices {lo}..{hi - 1} along axis {axis})") from None
+    x = apply_normalization(filled, norm)
     s = a - lo
-    if k == 1:
-        return x[s : s + b - a]
-    return stack_context(x[s : s + b - a], k, before=x[:s], after=x[s + b - a :])
+    x = x[s : s + b - a] if k == 1 else stack_context(x[s : s + b - a], k, before=x[:s], after=x[s + b - a :])
+    if not with_missing:
+        return x
+    core = miss[s : s + b - a] if miss is not None else None
+    return x, (core if core is not None and core.any() else None)
 
 
 def _runs(indices: Sequence[int], longest: int) -> list[list[int]]:
@@ -281,7 +293,7 @@ def predict_slice(
     Raises
     ------
     InputError
-        On a bad index or axis, a volume that is not 2D/3D, NaN/inf in the slice.
+        On a bad index or axis, a volume that is not 2D/3D, inf in the slice.
 
     Examples
     --------
@@ -297,8 +309,11 @@ def predict_slice(
     norm = _norm(model, vol, normalization)
     plane = tuple(s for d, s in enumerate(vol.shape) if d != axis)
     pred = _predictor(model, device=device, tile=tile, overlap=overlap, batch=batch, precision=precision, plane=plane)
-    x = _read_inputs(vol, axis, [i], model.info.context, norm, (slice(None), slice(None)))
-    return pred.probs(x)[0] if probs else pred.labels(x)[0]
+    x, miss = _read_inputs(vol, axis, [i], model.info.context, norm, (slice(None), slice(None)), with_missing=True)
+    out = pred.probs(x)[0] if probs else pred.labels(x)[0]
+    if miss is not None:  # voxels without data: not segmented (their probabilities NaN)
+        out[..., miss[0]] = np.nan if probs else 0
+    return out
 
 
 # --------------------------------------------------------------------------- suggest

@@ -83,6 +83,11 @@ class SegmentConfig:
     unit : str or None
         Length unit of ``voxel_size`` ("nm", "um", "mm"; default "um"); without
         ``voxel_size``, the unit to convert the recorded voxel size to.
+    nodata : float or None
+        A grey value that marks voxels without data, e.g. 0 outside a reconstruction's
+        circular field of view. NaN always does. Such voxels are left out of the
+        normalisation, filled from the nearest voxel with data before the network sees
+        them, and labelled 0 (their confidence NaN).
     """
 
     axis: int = 0
@@ -104,6 +109,7 @@ class SegmentConfig:
     pyramid: bool = False
     voxel_size: Any = None
     unit: str | None = None
+    nodata: float | None = None
 
     @classmethod
     def of(cls, config: SegmentConfig | None = None, **options: Any) -> SegmentConfig:

@@ -75,6 +75,7 @@ class WorkerSpec:
         from .device import resolve_device
         from .io import open_volume
         from .models import load_model
+        from .normalize import mark_missing
         from .predictor import SlicePredictor
 
         if self.torch_threads:
@@ -96,7 +97,11 @@ class WorkerSpec:
             )
 
         pred = _cached(("model", str(mp), st.st_mtime_ns, st.st_size, self.device, plan.tile), make_predictor)
-        image = _cached(("image", self.image, self.dataset), lambda: open_volume(self.image, dataset=self.dataset))
+        nodata = self.config.nodata  # voxels equal to it are without data, as build_job reads them here
+        image = _cached(
+            ("image", self.image, self.dataset, nodata),
+            lambda: mark_missing(open_volume(self.image, dataset=self.dataset), nodata),
+        )
         writer = _cached(("writer", self.run), lambda: StoreWriter(self.layout))
         return SegmentJob(image, list(self.plans), self.merger, writer, self.config, pred)
 

@@ -64,7 +64,11 @@ class LabelMerger:
         labels = np.empty((r[1] - r[0], *data.shape[-2:]), dtype=np.uint8)
         for s, e, xs in plan.inputs(data, r, pred.slices_per_call(plan.slice_shape)):
             labels[s:e] = pred.labels(xs)
-        return {"labels": plan.orient(labels)}
+        labels = plan.orient(labels)
+        miss = plan.missing(data, r)
+        if miss is not None:  # voxels without data: not segmented
+            labels[miss] = 0
+        return {"labels": labels}
 
 
 @dataclass(frozen=True)
@@ -95,4 +99,9 @@ class ProbMerger:
         out = {"labels": pred.lut[p.argmax(axis=0)]}
         if self.confidence is not None:
             out["confidence"] = confidence_from_probs(p, self.confidence)
+        miss = plan.missing(data, r)
+        if miss is not None:  # voxels without data: not segmented, no confidence
+            out["labels"][miss] = 0
+            if "confidence" in out:
+                out["confidence"][miss] = np.nan
         return out

@@ -1,18 +1,37 @@
-"""Robust input normalisation from percentiles of a sample of the image.
+"""Robust input normalisation from percentiles of a sample of the image, and voxels without data.
 
 The bounds are computed from a few evenly spaced slices (never the whole volume in
 RAM), stored in the model and applied identically at inference.
+
+NaN marks voxels without data: outside a reconstruction's circular field of view, or
+masked out. They are left out of the percentiles and filled, before a network sees them,
+with the nearest voxel that has data in the same slice (:func:`fill_missing`): a constant
+there (the zero of a masked reconstruction) is an edge the network answers to, which cost
+0.04-0.6 mean Dice inside the field of view of hard scans (docs/segment.md). Segmentation
+labels them 0. A reconstruction whose outside holds a number (tomopy's ``circ_mask`` writes 0)
+names it with ``nodata=`` (:func:`mark_missing`, ``--nodata``).
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Any
 
 import numpy as np
 
 from .errors import InputError
 
-__all__ = ["apply_normalization", "compute_normalization", "pooled_normalization"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MissingView",
+    "apply_normalization",
+    "compute_normalization",
+    "fill_missing",
+    "mark_missing",
+    "pooled_normalization",
+]
 
 
 def compute_normalization(
@@ -46,7 +65,7 @@ def compute_normalization(
     Raises
     ------
     InputError
-        If the sample holds NaN/inf or the image is constant.
+        If the sample holds inf, holds no data (all NaN) or the image is constant.
 
     Examples
     --------
@@ -79,14 +98,49 @@ def _sample(image: Any, max_slices: int, max_pixels: int, seed: int) -> np.ndarr
 
 
 def _bounds(flat: np.ndarray, percentiles: tuple[float, float]) -> dict[str, Any]:
+    flat = flat[~np.isnan(flat)]  # no data (outside the field of view): not part of the grey levels
+    if flat.size == 0:
+        raise InputError("image holds no data: every value sampled is NaN (NaN marks voxels without data)")
     if not np.all(np.isfinite(flat)):
-        raise InputError("image holds NaN or inf values: replace them (e.g. np.nan_to_num) before segmenting")
+        raise InputError("image holds inf values: replace them (e.g. with NaN for no data) before segmenting")
     lo, hi = (float(v) for v in np.percentile(flat, percentiles))
     if not hi > lo:
         lo, hi = float(flat.min()), float(flat.max())
         if not hi > lo:
             raise InputError(f"image is constant (all values {lo:g}): there is nothing to segment")
+    hint = outside_hint(flat)
+    if hint:
+        log.warning("%s", hint)
     return {"method": "percentile", "low": lo, "high": hi, "percentiles": [float(p) for p in percentiles]}
+
+
+#: share of an image's sampled voxels at exactly its lowest or highest value from which that value
+#: looks like the outside of a field of view (a circle in its square leaves 21 % outside)
+OUTSIDE_SHARE = 0.05
+
+
+def outside_hint(flat: np.ndarray) -> str | None:
+    """A hint to pass ``nodata`` when many voxels hold exactly the lowest or highest grey level, else None.
+
+    Examples
+    --------
+    >>> x = np.linspace(1.0, 2.0, 1000)
+    >>> outside_hint(x) is None
+    True
+    >>> outside_hint(np.concatenate([x, np.zeros(300)]))[:40]
+    '23% of the image holds exactly 0, its lo'
+    """
+    if flat.size == 0:
+        return None
+    for v, which in ((flat.min(), "lowest"), (flat.max(), "highest")):
+        share = np.count_nonzero(flat == v) / flat.size
+        if share >= OUTSIDE_SHARE:
+            return (
+                f"{share:.0%} of the image holds exactly {float(v):g}, its {which} grey level: if that is outside "
+                f"the field of view, pass nodata={float(v):g} (--nodata {float(v):g}) so that it is not segmented "
+                "and does not skew the grey levels (docs/segment.md)"
+            )
+    return None
 
 
 def pooled_normalization(
@@ -144,3 +198,118 @@ def apply_normalization(x: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
     out = out - np.float32(lo)
     out *= np.float32(1.0 / (hi - lo))
     return out
+
+
+def fill_missing(x: np.ndarray, fill: float = 0.0) -> tuple[np.ndarray, np.ndarray | None]:
+    """Voxels without data (NaN) filled from the nearest voxel with data in the same 2D slice.
+
+    Parameters
+    ----------
+    x : numpy.ndarray of shape (..., Y, X)
+        Slices (raw or normalised grey levels). Integer arrays hold no NaN.
+    fill : float
+        The value of slices with no data at all.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray or None)
+        ``x`` with its NaN filled (a copy; ``x`` itself when it holds none) and the mask of
+        the voxels that were NaN (``None`` when none were).
+
+    Raises
+    ------
+    InputError
+        If ``x`` holds inf.
+
+    Examples
+    --------
+    >>> y, miss = fill_missing(np.array([[1.0, np.nan, np.nan, 4.0]]))
+    >>> y.tolist(), miss.tolist()
+    ([[1.0, 1.0, 4.0, 4.0]], [[False, True, True, False]])
+    """
+    if x.dtype.kind != "f":
+        return x, None
+    miss = np.isnan(x)
+    if not miss.any():
+        if not np.isfinite(x).all():
+            raise InputError("image holds inf values: replace them (e.g. with NaN for no data)")
+        return x, None
+    from scipy import ndimage as ndi
+
+    out = np.array(x, copy=True)
+    flat, fmask = out.reshape(-1, *x.shape[-2:]), miss.reshape(-1, *x.shape[-2:])
+    last: tuple[np.ndarray, tuple[np.ndarray, ...]] | None = None
+    for i in range(len(flat)):
+        m = fmask[i]
+        if not m.any():
+            continue
+        if m.all():
+            flat[i] = fill
+            continue
+        if last is None or not np.array_equal(last[0], m):  # a field of view is usually the same in every slice
+            idx = ndi.distance_transform_edt(m, return_distances=False, return_indices=True)
+            last = (m, tuple(idx[:, m]))
+        flat[i][m] = flat[i][last[1]]
+    if not np.isfinite(out).all():
+        raise InputError("image holds inf values: replace them (e.g. with NaN for no data)")
+    return out, miss
+
+
+class MissingView:
+    """``source`` read lazily as floats, with the voxels equal to ``value`` as NaN (no data).
+
+    Attributes
+    ----------
+    source : array-like
+        The image (numpy, zarr, h5py, TIFF, ...).
+    value : float
+        The value that marks voxels without data.
+    """
+
+    def __init__(self, source: Any, value: float) -> None:
+        self.source, self.value = source, value
+        self.shape = tuple(int(s) for s in source.shape)
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(np.float64 if np.dtype(source.dtype) == np.float64 else np.float32)
+        chunks = getattr(source, "chunks", None)
+        if chunks is not None:
+            self.chunks = chunks
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        x = np.asarray(self.source[index])
+        out = x.astype(self.dtype)  # a copy: the source is never written to
+        out[x == self.value] = np.nan
+        return out
+
+    def __repr__(self) -> str:
+        return f"MissingView({self.source!r}, value={self.value!r})"
+
+
+def mark_missing(image: Any, value: float | None) -> Any:
+    """``image`` with the voxels equal to ``value`` marked as no data (NaN), read lazily.
+
+    ``None``: ``image`` as it is (NaN is always no data). A dask array stays a dask array.
+
+    Raises
+    ------
+    InputError
+        If ``value`` is not a finite number.
+
+    Examples
+    --------
+    >>> mark_missing(np.array([0, 5, 0, 7], np.uint16), 0)[:].tolist()
+    [nan, 5.0, nan, 7.0]
+    """
+    if value is None:
+        return image
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not np.isfinite(value)
+    ):
+        raise InputError(f"nodata {value!r} must be a finite number (the value outside the field of view, e.g. 0)")
+    da = sys.modules.get("dask.array")
+    if da is not None and isinstance(image, da.Array):
+        dt = np.float64 if image.dtype == np.float64 else np.float32
+        return da.where(image == value, np.nan, image.astype(dt))
+    return MissingView(image, float(value))

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import InputError
 from .io import read_block, volume_chunks
-from .normalize import apply_normalization, compute_normalization
+from .normalize import apply_normalization, compute_normalization, fill_missing
 from .tiling import (
     AUTO,
     check_tile_fits,
@@ -188,10 +188,14 @@ class SegmentPlan:
         per call (memory k x a call, not k x the slab). With C channels, (N, C x k, Y, X):
         each channel normalised by its own bounds, its k context slices together.
 
+        Voxels without data (NaN) are filled from the nearest voxel with data in their
+        slice (:func:`~napari_xrayseg.core.normalize.fill_missing`); :meth:`missing` says
+        which they are, so that their labels are 0.
+
         Raises
         ------
         InputError
-            If the slab holds NaN or inf.
+            If the slab holds inf.
         """
         if self.channels == 1:
             yield from self._inputs(data, r, per_call, self.normalization)
@@ -207,16 +211,20 @@ class SegmentPlan:
     ) -> Generator[tuple[int, int, np.ndarray], None, None]:
         k = self.context
         lo, hi = r if self.independent else context_range(r[0], r[1], k, self.n)
-        if data.dtype.kind == "f" and not np.isfinite(data).all():
-            raise InputError(
-                f"image holds NaN or inf values in slices {lo}..{hi - 1} along axis "
-                f"{self.axis}: replace them (e.g. np.nan_to_num) before segmenting"
-            )
-        if self.independent and normalization.get("low") is None:  # every image by its own bounds
-            pct = tuple(normalization.get("percentiles") or (0.5, 99.5))
-            x = np.stack([apply_normalization(d, compute_normalization(d, percentiles=pct)) for d in data])
-        else:
-            x = apply_normalization(data, normalization)
+        try:
+            if self.independent and normalization.get("low") is None:  # every image by its own bounds
+                pct = tuple(normalization.get("percentiles") or (0.5, 99.5))
+                bounds = [compute_normalization(d, percentiles=pct) if not _no_data(d) else None for d in data]
+                x = np.stack(
+                    [
+                        apply_normalization(fill_missing(d)[0], b) if b else np.zeros(d.shape, np.float32)
+                        for d, b in zip(data, bounds)
+                    ]
+                )
+            else:  # voxels without data (NaN) take the nearest grey level with data in their slice
+                x = apply_normalization(fill_missing(data, float(normalization["low"]))[0], normalization)
+        except InputError as e:
+            raise InputError(f"{e.args[0]} (slices {lo}..{hi - 1} along axis {self.axis})") from None
         if self.independent:  # each image is its own context
             for s in range(0, r[1] - r[0], per_call):
                 e = min(s + per_call, r[1] - r[0])
@@ -231,11 +239,30 @@ class SegmentPlan:
             else:
                 yield s, e, stack_context(x[b + s : b + e], k, before=x[: b + s], after=x[b + e :])
 
+    def missing(self, data: np.ndarray, r: tuple[int, int]) -> np.ndarray | None:
+        """Voxels of slab ``r`` without data (NaN in any channel) in the volume's orientation, or None.
+
+        ``data`` is the slab's :meth:`read` data (its context halo included).
+        """
+        if data.dtype.kind != "f":
+            return None
+        lo = r[0] if self.independent else context_range(r[0], r[1], self.context, self.n)[0]
+        core = data[..., r[0] - lo : r[1] - lo, :, :] if not self.is2d else data
+        miss = np.isnan(core)
+        if self.channels > 1:
+            miss = miss.any(axis=0)
+        return self.orient(miss) if miss.any() else None
+
     def orient(self, slab: np.ndarray, lead: int = 0) -> np.ndarray:
         """A slab computed slicing-axis first (after ``lead`` leading axes) back in the volume's orientation."""
         if self.is2d:
             return slab[(slice(None),) * lead + (0,)]
         return np.moveaxis(slab, lead, lead + self.axis)
+
+
+def _no_data(d: np.ndarray) -> bool:
+    """True where an image holds no value at all (every pixel NaN)."""
+    return d.dtype.kind == "f" and bool(np.isnan(d).all())
 
 
 def check_window_options(overlap: Any, batch: Any, blend: Any) -> None:

@@ -61,7 +61,13 @@ from .models import (
     reclass,
     save_model,
 )
-from .normalize import apply_normalization, compute_normalization, pooled_normalization
+from .normalize import (
+    apply_normalization,
+    compute_normalization,
+    fill_missing,
+    mark_missing,
+    pooled_normalization,
+)
 from .output import claim
 from .plan import check_image
 from .predictor import SlicePredictor
@@ -1266,15 +1272,32 @@ def _view_rows(
         idx, im, lb = _item_2d(image, labels, axis, cancel)
         if not idx:
             return idx, im, lb
-        # each image by its own bounds, unless pooled
-        im = np.stack([apply_normalization(r, pooled or compute_normalization(r[0])) for r in im])
+        rows = []
+        for r, lab in zip(im, lb):  # each image by its own bounds, unless pooled
+            bounds = pooled or compute_normalization(r[0])
+            rows.append(apply_normalization(_no_data_filled(r, lab, bounds), bounds))
+        im = np.stack(rows)
         return idx, (np.repeat(im, context, axis=1) if context > 1 else im), lb  # context: the image itself
     idx, im, lb = _annotated_slices(image, labels, axis, len(image.shape) == 2, cancel, context)
     if not idx:
         return idx, im, lb
-    if not np.all(np.isfinite(im)):
-        raise InputError("image holds NaN or inf values in annotated slices: replace them (e.g. np.nan_to_num)")
-    return idx, apply_normalization(im, pooled or compute_normalization(image)), lb
+    bounds = pooled or compute_normalization(image)
+    return idx, apply_normalization(_no_data_filled(im, lb, bounds), bounds), lb
+
+
+def _no_data_filled(im: np.ndarray, lb: np.ndarray, bounds: dict[str, Any]) -> np.ndarray:
+    """Slices with their context (..., k, Y, X), voxels without data (NaN) filled as at inference.
+
+    The annotations of those voxels in the middle slices ``lb`` (..., Y, X) are dropped in
+    place (``lb`` is the trainer's own copy): a voxel without data teaches nothing.
+    """
+    try:
+        out, miss = fill_missing(im, float(bounds["low"]))
+    except InputError as e:
+        raise InputError(f"{e.args[0]} (in annotated slices)") from None
+    if miss is not None:
+        lb[miss[..., miss.shape[-3] // 2, :, :]] = 0
+    return out
 
 
 def _load_rows(
@@ -1315,8 +1338,9 @@ def _load_rows(
                 for k, v in c.items():
                     counts[k] = counts.get(k, 0) + v
                 if len(both_l) > len(lb):
-                    extra_i.append(apply_normalization(both_i[len(lb) :], bounds))
-                    extra_l.append(both_l[len(lb) :])
+                    more_l = np.array(both_l[len(lb) :], copy=True)
+                    extra_i.append(apply_normalization(_no_data_filled(both_i[len(lb) :], more_l, bounds), bounds))
+                    extra_l.append(more_l)
         if not idx:
             continue
         ids += [(p, i) for i in idx]
@@ -1371,12 +1395,14 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
         raise InputError("labels hold no annotations (all 0): paint at least two classes on some slices")
     labs = _padded(parts_l, "constant")  # padding is 0 = not annotated: it never teaches anything
     classes = sorted(int(c) for c in np.unique(labs) if c != 0)
+    if not classes:  # every annotation lay on voxels without data (NaN or nodata=)
+        raise InputError("every annotated voxel is without data (NaN): annotate voxels inside the field of view")
     if len(classes) < 2:
         raise InputError(f"labels annotate only class {classes[0]}: paint at least two classes to train")
     x_all = _padded(parts_i, "edge")
     del parts_i
-    if not np.all(np.isfinite(x_all)):
-        raise InputError("image holds NaN or inf values in annotated slices: replace them (e.g. np.nan_to_num)")
+    if not np.all(np.isfinite(x_all)):  # voxels without data (NaN) were filled: what is left is inf
+        raise InputError("image holds inf values in annotated slices: replace them (e.g. with NaN for no data)")
     norm = (
         pooled_normalization([im for im, _ in pairs])
         if s["normalize"] == "fixed"
@@ -1855,6 +1881,7 @@ def iter_train(
     channel_axis: int | None = None,
     voxel_size: float | Sequence[float] | None = None,
     unit: str | None = None,
+    nodata: float | None = None,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     cancel: CancelToken | None = None,
@@ -1868,6 +1895,9 @@ def iter_train(
     steps) when only ``epochs`` limits training, else per mille of the time budget.
     See :func:`train` for the parameters.
     """
+    if nodata is not None:  # voxels equal to it are without data (NaN), as NaN always is
+        several = isinstance(image, (list, tuple)) and all(hasattr(i, "shape") for i in image)
+        image = [mark_missing(i, nodata) for i in image] if several else mark_missing(image, nodata)
     args = {
             "shapes": _shapes(image),
             "axis": axis,
@@ -2167,6 +2197,7 @@ def train(
     pixel_weight: float = _D.pixel_weight,
     voxel_size: float | Sequence[float] | None = None,
     unit: str | None = None,
+    nodata: float | None = None,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     cancel: CancelToken | None = None,
@@ -2347,6 +2378,11 @@ def train(
     unit : str, optional
         Unit of ``voxel_size`` (default ``"um"``); without ``voxel_size``, the unit to
         convert the recorded voxel size to.
+    nodata : float, optional
+        A grey value that marks voxels without data (e.g. 0 outside a reconstruction's
+        circular field of view); NaN always does. Such voxels are left out of the
+        normalisation, filled from the nearest voxel with data as ``segment`` fills them,
+        and their annotations are ignored.
     out : path-like, optional
         Save the trained model here (``.safetensors``) when training completes.
     overwrite : bool
@@ -2435,6 +2471,7 @@ def train(
             channel_axis=channel_axis,
             voxel_size=voxel_size,
             unit=unit,
+            nodata=nodata,
             out=out,
             overwrite=overwrite,
             cancel=cancel,

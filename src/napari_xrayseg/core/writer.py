@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, OutputWriteError, write_error
+from .normalize import MissingView
 from .ome import multiscale_levels
 from .output import Claim, remove_path
 from .progress import CancelToken, check
@@ -77,6 +78,7 @@ RESUME_KEYS = {
     "axes": None,
     "confidence": None,
     "tta": False,
+    "nodata": None,
 }
 
 
@@ -516,6 +518,8 @@ class MemoryWriter:
 
 def _like(image: Any, target: Any, on_disk: bool) -> Any:
     """Numpy for numpy input, dask for dask input, the zarr array written for zarr input (numpy in memory)."""
+    if isinstance(image, MissingView):  # nodata= read the image through a view: its source's kind
+        image = image.source
     if isinstance(image, np.ndarray):
         return np.asarray(target[...]) if on_disk else target
     # an input is a dask array only if dask.array is imported: never import it (0.4 s) just to ask

@@ -1,0 +1,179 @@
+"""Voxels without data: NaN (always) or a ``nodata`` value, e.g. outside a circular field of view."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+
+from napari_xrayseg.core.annotation import predict_slice
+from napari_xrayseg.core.errors import InputError
+from napari_xrayseg.core.inference import segment
+from napari_xrayseg.core.metrics import evaluate
+from napari_xrayseg.core.models import load_model, pretrained_path
+from napari_xrayseg.core.normalize import MissingView, compute_normalization, fill_missing, mark_missing
+from napari_xrayseg.core.sample import make_phantom
+from napari_xrayseg.core.training import _view_rows, train
+
+KW = {"tile": 32, "device": "cpu", "batch": 4}
+
+
+def _circle(shape: tuple[int, int], radius: float) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - (shape[0] - 1) / 2) ** 2 + (xx - (shape[1] - 1) / 2) ** 2 < radius**2
+
+
+def test_fill_missing_takes_the_nearest_value_with_data_in_the_same_slice():
+    x = np.arange(2 * 5 * 6, dtype=np.float32).reshape(2, 5, 6)
+    x[0, :, 4:] = np.nan  # two columns of slice 0
+    x[1] = np.nan  # all of slice 1
+    y, miss = fill_missing(x, fill=-3.0)
+    assert miss is not None and miss.sum() == 10 + 30 and np.isfinite(y).all()
+    np.testing.assert_array_equal(y[0, :, 4], y[0, :, 3])  # the nearest column with data
+    np.testing.assert_array_equal(y[0, :, 5], y[0, :, 3])
+    np.testing.assert_array_equal(y[0, :, :4], x[0, :, :4])  # data untouched
+    assert (y[1] == -3.0).all()  # a slice with no data at all: the fill value
+    assert np.isnan(x).sum() == 40  # the input is not written to
+
+
+def test_fill_missing_with_one_mask_equals_each_slice_alone():
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 3, 20, 24), dtype=np.float32)
+    ring = ~_circle((20, 24), 9)
+    x[..., ring] = np.nan
+    x[2, 1, 5, 5] = np.nan  # one slice whose mask differs
+    y, miss = fill_missing(x)
+    for i in range(4):
+        for j in range(3):
+            one, m = fill_missing(x[i, j])
+            np.testing.assert_array_equal(y[i, j], one)
+            np.testing.assert_array_equal(miss[i, j], m)
+
+
+def test_fill_missing_leaves_data_without_nan_alone_and_refuses_inf():
+    x = np.ones((2, 4, 4), np.float32)
+    y, miss = fill_missing(x)
+    assert y is x and miss is None
+    ints = np.ones((4, 4), np.uint16)
+    assert fill_missing(ints)[0] is ints
+    x[0, 1, 1] = np.inf
+    with pytest.raises(InputError, match="inf values"):
+        fill_missing(x)
+    x[1, 2, 2] = np.nan
+    with pytest.raises(InputError, match="inf values"):
+        fill_missing(x)
+
+
+def test_normalization_leaves_voxels_without_data_out():
+    rng = np.random.default_rng(1)
+    x = rng.random((4, 30, 30), dtype=np.float32) + 5.0
+    ref = compute_normalization(x)
+    with_nan = x.copy()
+    with_nan[:, :, :8] = np.nan
+    b = compute_normalization(with_nan)
+    assert 5.0 <= b["low"] < b["high"] <= 6.0  # the grey levels of the data, not of a fill
+    assert abs(b["low"] - ref["low"]) < 0.05 and abs(b["high"] - ref["high"]) < 0.05
+    with pytest.raises(InputError, match="image holds no data"):
+        compute_normalization(np.full((2, 8, 8), np.nan, np.float32))
+
+
+def test_mark_missing_reads_lazily_and_never_writes_the_source():
+    src = np.array([[0, 5], [0, 7]], np.uint16)
+    v = mark_missing(src, 0)
+    assert isinstance(v, MissingView) and v.shape == (2, 2) and v.dtype == np.float32
+    np.testing.assert_array_equal(v[1], [np.nan, 7.0])
+    assert src[1, 0] == 0
+    assert mark_missing(src, None) is src
+    d = mark_missing(da.from_array(src.astype(np.float64), chunks=1), 0)
+    assert isinstance(d, da.Array) and d.dtype == np.float64 and np.isnan(d.compute()[:, 0]).all()
+    for bad in (np.nan, "0", True):
+        with pytest.raises(InputError, match="nodata"):
+            mark_missing(src, bad)
+
+
+def test_segment_labels_voxels_without_data_zero_in_every_mode(tmp_path, volume, tiny_model):
+    inside = _circle(volume.shape[1:], 20)
+    img = np.where(inside, volume, np.nan).astype(np.float32)
+    plain = segment(img, tiny_model, **KW)
+    assert (plain[:, ~inside] == 0).all() and (plain[:, inside] > 0).all()
+    labels, conf = segment(img, tiny_model, confidence="maxprob", tta=2, **KW)
+    assert (labels[:, ~inside] == 0).all() and np.isnan(conf[:, ~inside]).all() and np.isfinite(conf[:, inside]).all()
+    ortho = segment(img, tiny_model, axes="zyx", **KW)
+    assert (ortho[:, ~inside] == 0).all() and (ortho[:, inside] > 0).all()
+    # a value instead of NaN: the same labels, for numpy, dask and a zarr output
+    zero = np.where(inside, volume, 0).astype(np.float32)
+    np.testing.assert_array_equal(segment(zero, tiny_model, nodata=0, **KW), plain)
+    dz = segment(da.from_array(zero, chunks=(3, 45, 61)), tiny_model, nodata=0, **KW)
+    assert isinstance(dz, da.Array)
+    np.testing.assert_array_equal(dz.compute(), plain)
+    out = segment(zero, tiny_model, nodata=0, out=tmp_path / "l.zarr", **KW)
+    np.testing.assert_array_equal(np.asarray(out), plain)
+    assert zarr.open_array(store=str(tmp_path / "l.zarr"), mode="r").attrs["napari_xrayseg"]["nodata"] == 0
+
+
+def test_a_field_of_view_costs_little_dice_inside_it_where_its_zero_outside_cost_much():
+    """The shipped start on a hard scan cut to a circular field of view: NaN (or nodata=0) vs a zero outside."""
+    model = load_model(pretrained_path())
+    img, truth = make_phantom((24, 128, 128), seed=3, preset="hard")[:2]
+    inside = _circle((128, 128), 56)
+    t_in = np.where(inside, truth, 0).astype(truth.dtype)
+
+    def dice(image, **kw):
+        return evaluate(np.asarray(segment(image, model, device="cpu", **kw)), t_in, per_slice=False).mean_dice
+
+    whole = dice(img)
+    zero = np.where(inside, img, 0).astype(np.float32)
+    masked = dice(zero, nodata=0)
+    assert masked > dice(zero) + 0.02  # the zero's edge, and its share of the percentiles, are gone
+    assert masked > whole - 0.01
+    assert dice(np.where(inside, img, np.nan).astype(np.float32)) == masked
+
+
+def test_preview_of_a_slice_without_data_outside_its_field_of_view(volume, tiny_model):
+    inside = _circle(volume.shape[1:], 20)
+    img = np.where(inside, volume, np.nan).astype(np.float32)
+    lab = predict_slice(img, tiny_model, 3, device="cpu", tile=32)
+    assert (lab[~inside] == 0).all() and (lab[inside] > 0).all()
+    np.testing.assert_array_equal(lab, segment(img, tiny_model, precision="fp32", **KW)[3])
+    p = predict_slice(img, tiny_model, 3, device="cpu", tile=32, probs=True)
+    assert np.isnan(p[:, ~inside]).all() and np.isfinite(p[:, inside]).all()
+
+
+def test_training_fills_voxels_without_data_and_ignores_their_annotations():
+    rng = np.random.default_rng(2)
+    img = rng.random((9, 32, 32), dtype=np.float32)
+    lab = np.zeros((9, 32, 32), np.uint8)
+    lab[4] = 1 + (img[4] > 0.5)
+    img[:, :, :6] = np.nan
+    idx, x, lb = _view_rows(img, lab, False, 0, 3, None, None)
+    assert idx == [4] and np.isfinite(x).all()
+    assert (lb[0, :, :6] == 0).all() and (lb[0, :, 6:] > 0).all()
+    assert (lab[4, :, :6] > 0).all()  # the caller's labels are untouched
+    model = train(
+        np.where(np.isnan(img), 0, img),
+        lab,
+        nodata=0,
+        arch="unet",
+        size="tiny",
+        init=None,
+        epochs=1,
+        steps_per_epoch=2,
+        batch=2,
+        patch=32,
+        device="cpu",
+    )
+    assert model.info.history
+
+
+def test_an_outside_left_as_a_number_gets_a_hint_to_pass_nodata(volume, tiny_model, caplog):
+    inside = _circle(volume.shape[1:], 20)
+    zero = np.where(inside, volume + 1.0, 0).astype(np.float32)
+    with caplog.at_level("WARNING", logger="napari_xrayseg.core.normalize"):
+        segment(zero, tiny_model, **KW)
+    assert "holds exactly 0, its lowest grey level" in caplog.text and "nodata=0" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="napari_xrayseg.core.normalize"):
+        segment(zero, tiny_model, nodata=0, **KW)
+        segment(volume, tiny_model, **KW)
+    assert "holds exactly" not in caplog.text
