@@ -538,6 +538,7 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
         "tortuosity": whole and not a.no_tortuosity,
         "device": a.device,
         "max_voxels": a.max_voxels,
+        "outside": a.outside,
     }
     t0 = time.perf_counter()
     m = analyze(labels, progress=_ProgressPrinter("analyze"), **kw)
@@ -625,6 +626,14 @@ def _add_analyze(sub: Any) -> None:
         help="surface estimator: voxel faces / 1.5 (isotropic; default) or marching cubes",
     )
     p.add_argument("--no-tortuosity", action="store_true", help="skip the tortuosity solves (the slow part)")
+    p.add_argument(
+        "--outside",
+        type=int,
+        default=None,
+        metavar="L",
+        help="label of voxels outside the sample, e.g. 0 where predict --nodata met no data: not a phase, "
+        "numbers per volume of the sample",
+    )
     p.add_argument(
         "--fractions-only",
         action="store_true",

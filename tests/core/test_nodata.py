@@ -177,3 +177,28 @@ def test_an_outside_left_as_a_number_gets_a_hint_to_pass_nodata(volume, tiny_mod
         segment(zero, tiny_model, nodata=0, **KW)
         segment(volume, tiny_model, **KW)
     assert "holds exactly" not in caplog.text
+
+
+def test_analyze_leaves_the_outside_of_the_sample_out():
+    """Labels 0 outside a circular field of view: fractions, surface and TPB of the sample inside it."""
+    from napari_xrayseg.core.microstructure import analyze
+
+    rng = np.random.default_rng(3)
+    inner = rng.integers(1, 4, (6, 20, 20)).astype(np.uint8)  # a sample of three phases
+    padded = np.zeros((6, 30, 30), np.uint8)
+    padded[:, 5:25, 5:25] = inner  # with a border of label 0 (no data) all around
+    kw = {"connectivity": False, "mean_size": False, "tortuosity": False}
+    ref = analyze(inner, **kw)
+    got = analyze(padded, outside=0, **kw)
+    assert sorted(got.phases) == [1, 2, 3]
+    for p in (1, 2, 3):
+        assert got.phases[p].volume_fraction == pytest.approx(ref.phases[p].volume_fraction)
+        # the faces with label 0 are the sample's edge; the inner box's own faces never count either
+        assert got.phases[p].specific_surface_area == pytest.approx(ref.phases[p].specific_surface_area)
+    assert got.tpb_density == pytest.approx(ref.tpb_density)
+    plain = analyze(padded, **kw)
+    assert 0 in plain.phases and plain.phases[1].volume_fraction < ref.phases[1].volume_fraction
+    with pytest.raises(InputError, match="surface='mesh'"):
+        analyze(padded, outside=0, surface="mesh", **kw)
+    with pytest.raises(InputError, match="every voxel of the region is outside"):
+        analyze(np.zeros((3, 4, 4), np.uint8), outside=0, **kw)

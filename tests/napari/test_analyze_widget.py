@@ -155,3 +155,22 @@ def test_segment_warns_at_a_very_different_voxel_size_and_names_the_output(
     w._run.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
     assert warnings == []
+
+
+def test_analyze_widget_leaves_label_0_out_as_outside_the_sample(make_napari_viewer, qtbot):
+    """A segmentation with 0 outside its field of view: the sample's numbers by default, 0 a phase when unticked."""
+    viewer = make_napari_viewer()
+    lab = np.zeros((12, 18, 18), np.uint8)
+    lab[:, 3:15, 3:15] = _checkerboard()
+    viewer.add_labels(lab, name="seg")
+    w = AnalyzeWidget(viewer)
+    w._tortuosity.value = False
+    assert w._outside.value
+    w._run.clicked.emit()
+    _wait(qtbot, w)
+    assert sorted(w.result.phases) == [1, 2, 3]
+    assert float(_cell(w._table, "label 1", "vol. fraction")) == pytest.approx((_checkerboard() == 1).mean(), abs=1e-3)
+    w._outside.value = False
+    w._run.clicked.emit()
+    _wait(qtbot, w)
+    assert sorted(w.result.phases) == [0, 1, 2, 3]

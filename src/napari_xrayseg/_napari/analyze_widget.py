@@ -92,6 +92,11 @@ class AnalyzeWidget(JobWidget):
         self._region = LineEdit(label="Region", value="")
         self._region.tooltip = "sub-volume z0:z1,y0:y1,x0:x1 (empty: the whole volume)"
         self._tortuosity = CheckBox(text="Tortuosity (TauFactor; the slow part)", value=True)
+        self._outside = CheckBox(text="label 0 is outside the sample (not a phase)", value=True)
+        self._outside.tooltip = (
+            "napari draws label 0 as background, and Segment writes 0 where it met no data (outside a "
+            "field of view): fractions, surfaces and TPB are then per volume of the sample"
+        )
         self._spread = ComboBox(label="Spread over", choices=self._labels_choices, nullable=True, value=None)
         self._spread.tooltip = (
             "optional: another segmentation of the same volume (e.g. another axis or model); "
@@ -121,6 +126,7 @@ class AnalyzeWidget(JobWidget):
                 *self._voxel.widgets,
                 self._region,
                 self._tortuosity,
+                self._outside,
                 self._spread,
                 self._run,
                 self._summary,
@@ -170,6 +176,7 @@ class AnalyzeWidget(JobWidget):
             "class_names": layer_class_names(layer),
             "region": str(self._region.value).strip() or None,
             "tortuosity": bool(self._tortuosity.value),
+            "outside": 0 if self._outside.value else None,
         }
         return kwargs, {"name": layer.name, "placement": placement(layer)}
 

@@ -490,8 +490,13 @@ def _as_small(block: np.ndarray, where: str) -> np.ndarray:
     return block
 
 
-def _face_counts(s: np.ndarray, n_new: int, spacing: tuple[float, float, float], nb: int) -> np.ndarray:
-    """Physical area of the faces between each label and other labels (staircase, uncorrected)."""
+def _face_counts(
+    s: np.ndarray, n_new: int, spacing: tuple[float, float, float], nb: int, outside: int | None = None
+) -> np.ndarray:
+    """Physical area of the faces between each label and other labels (staircase, uncorrected).
+
+    Faces with ``outside`` (voxels without data) are the sample's edge, not a surface: left out.
+    """
     dz, dy, dx = spacing
     area = np.zeros(nb, dtype=np.float64)
     pairs = [(s[:-1], s[1:], dy * dx)]  # z-faces: includes the link to the overlap slice
@@ -501,6 +506,8 @@ def _face_counts(s: np.ndarray, n_new: int, spacing: tuple[float, float, float],
         if a.size == 0:
             continue
         diff = a != b
+        if outside is not None:
+            diff &= (a != outside) & (b != outside)
         area += face * (np.bincount(a[diff], minlength=nb)[:nb] + np.bincount(b[diff], minlength=nb)[:nb])
     return area
 
@@ -520,13 +527,16 @@ def _mesh_area(s: np.ndarray, label: int, spacing: tuple[float, float, float]) -
     return float(measure.mesh_surface_area(verts, faces))
 
 
-def _tpb_edges(s: np.ndarray, n_new: int, phases: tuple[int, int, int] | None) -> tuple[np.ndarray, ...]:
+def _tpb_edges(
+    s: np.ndarray, n_new: int, phases: tuple[int, int, int] | None, outside: int | None = None
+) -> tuple[np.ndarray, ...]:
     """Boolean maps of the TPB edges along z, y and x owned by this slab.
 
     An edge along an axis is surrounded by the 2x2 voxels of the other two axes; it is a
     TPB edge when they hold all three ``phases`` (or, with ``phases=None``, three or more
-    distinct labels). Edge along x at ``[i, j, k]`` is the one between voxels
-    ``[i:i+2, j:j+2, k]``; its midpoint is at ``(i + 0.5, j + 0.5, k)``.
+    distinct labels) and no voxel labelled ``outside`` (the sample's edge). Edge along x at
+    ``[i, j, k]`` is the one between voxels ``[i:i+2, j:j+2, k]``; its midpoint is at
+    ``(i + 0.5, j + 0.5, k)``.
     """
 
     def quad(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -535,11 +545,14 @@ def _tpb_edges(s: np.ndarray, n_new: int, phases: tuple[int, int, int] | None) -
             for p in phases:
                 has = (a == p) | (b == p) | (c == p) | (d == p)
                 out = has if out is None else out & has
-            return out
-        n = (b != a).astype(np.uint8)
-        n += (c != a) & (c != b)
-        n += (d != a) & (d != b) & (d != c)
-        return n >= 2
+        else:
+            n = (b != a).astype(np.uint8)
+            n += (c != a) & (c != b)
+            n += (d != a) & (d != b) & (d != c)
+            out = n >= 2
+        if outside is not None:
+            out &= (a != outside) & (b != outside) & (c != outside) & (d != outside)
+        return out
 
     t = s[:n_new]
     ez = quad(t[:, :-1, :-1], t[:, 1:, :-1], t[:, :-1, 1:], t[:, 1:, 1:])  # edges along z: y-x squares
@@ -684,6 +697,7 @@ def iter_analyze(
     tortuosity: bool = True,
     tpb_phases: Sequence[int] | None = None,
     tpb_correction: float = ISOTROPIC_STAIRCASE,
+    outside: int | None = None,
     device: str = "auto",
     max_voxels: int | None = MAX_VOXELS,
     block_slices: int | None = None,
@@ -710,6 +724,10 @@ def iter_analyze(
         tpb_phases = tuple(int(p) for p in tpb_phases)
         if len(set(tpb_phases)) != 3:
             raise InputError(f"tpb_phases {tpb_phases!r} must be three distinct label values")
+    if outside is not None and (isinstance(outside, bool) or not isinstance(outside, (int, np.integer))):
+        raise InputError(f"outside {outside!r} must be a label value, e.g. 0 (voxels without data)")
+    if outside is not None and surface == "mesh":
+        raise InputError("surface='mesh' counts the sample's edge as surface: use surface='faces' with outside=")
     reg = parse_region(region, labels.shape)
     shape = tuple(b - a for a, b in reg)
     n_vox = int(np.prod(shape, dtype=np.int64))
@@ -747,24 +765,34 @@ def iter_analyze(
         n_new = b - a
         counts += np.bincount(s[:n_new].ravel(), minlength=nb)[:nb]
         if surface == "faces":
-            faces += _face_counts(s, n_new, spacing, nb)
+            faces += _face_counts(s, n_new, spacing, nb, outside)
         else:
             for v in np.unique(s):
                 mesh[int(v)] = mesh.get(int(v), 0.0) + _mesh_area(s, int(v), spacing)
-        for k, e in enumerate(_tpb_edges(s, n_new, tpb_phases)):
+        for k, e in enumerate(_tpb_edges(s, n_new, tpb_phases, outside)):
             tpb_count[k] += int(np.count_nonzero(e))
         if full is not None:
             full[a:b] = s[:n_new]
         yield Progress(i + 1, total, f"slab {i + 1}/{len(starts)}")
         del s
 
-    present = [int(v) for v in np.flatnonzero(counts)]
+    n_out = int(counts[outside]) if outside is not None and 0 <= outside < nb else 0
+    n_data = n_vox - n_out  # the sample: the region less its voxels outside
+    if n_data == 0:
+        raise InputError(f"every voxel of the region is outside the sample (label {outside})")
+    present = [int(v) for v in np.flatnonzero(counts) if int(v) != outside]
+    if outside is None and counts[0] and phases is None:
+        log.warning(
+            "label 0 holds %.0f %% of the region: if it is outside the sample (segment's nodata), pass outside=0 "
+            "(--outside 0) so that it is not a phase",
+            100 * counts[0] / n_vox,
+        )
     chosen = present if phases is None else [int(p) for p in phases]
     missing = [p for p in chosen if p not in present]
     if phases is not None and missing:
         log.info("phases %s are absent from the labels", missing)
     names = _names(chosen, class_names)
-    volume = n_vox * float(np.prod(spacing))
+    volume = n_data * float(np.prod(spacing))
     surf_factor = 1.0 / ISOTROPIC_STAIRCASE if surface == "faces" else 1.0
 
     tpb_density = tpb_edges = None
@@ -785,7 +813,7 @@ def iter_analyze(
             label=p,
             name=names[p],
             voxels=int(counts[p]) if p < nb else 0,
-            volume_fraction=float(counts[p] / n_vox) if p < nb else 0.0,
+            volume_fraction=float(counts[p] / n_data) if p < nb else 0.0,
             specific_surface_area=float(area / volume) if p < nb else 0.0,
         )
 
@@ -826,7 +854,9 @@ def iter_analyze(
                 st.tortuosity = taus
             del mask
     methods = {
-        "volume_fraction": "voxel count / region voxels",
+        "volume_fraction": (
+            "voxel count / region voxels" if outside is None else f"voxel count / region voxels not labelled {outside}"
+        ),
         "specific_surface_area": (
             "voxel faces x area / 1.5 (isotropic staircase correction)"
             if surface == "faces"
@@ -873,6 +903,7 @@ def analyze(
     tortuosity: bool = True,
     tpb_phases: Sequence[int] | None = None,
     tpb_correction: float = ISOTROPIC_STAIRCASE,
+    outside: int | None = None,
     device: str = "auto",
     max_voxels: int | None = MAX_VOXELS,
     block_slices: int | None = None,
@@ -899,8 +930,8 @@ def analyze(
         Phase names: ``{label: name}``, or a list naming labels 1, 2, ... (a model's
         ``class_names``). Default: the label value.
     phases : sequence of int, optional
-        Label values to report (default: every value present, 0 included if present).
-        Fractions are always relative to the whole region.
+        Label values to report (default: every value present, 0 included if present,
+        ``outside`` left out). Fractions are relative to the whole region, less ``outside``.
     region : str or sequence, optional
         Sub-volume to analyse, e.g. ``"0:128,:,:"`` (see :func:`parse_region`).
     surface : {"faces", "mesh"}
@@ -912,6 +943,13 @@ def analyze(
         otherwise no TPB).
     tpb_correction : float
         Divisor of the counted TPB length (1.5 for isotropic lines; 1 = raw edge count).
+    outside : int, optional
+        The label of voxels outside the sample, e.g. 0 where ``segment`` met no data (outside a
+        reconstruction's circular field of view, ``nodata=``). They are not a phase: fractions,
+        specific surface areas and the TPB density are per volume of the sample, and the
+        sample's edge is not a surface. Connectivity, mean size and tortuosity see them as a
+        solid: along y and x a circular field of view's edge cuts every path, so analyse a box
+        inside it (``region=``) for those.
     device : str
         Where TauFactor runs: "auto" (default: CUDA if present, else the CPU), "cpu", "cuda", "cuda:N".
     max_voxels : int or None
@@ -960,6 +998,7 @@ def analyze(
             tortuosity=tortuosity,
             tpb_phases=tpb_phases,
             tpb_correction=tpb_correction,
+            outside=outside,
             device=device,
             max_voxels=max_voxels,
             block_slices=block_slices,
