@@ -148,3 +148,34 @@ def test_preview_along_another_axis_and_cancel_keeps_the_model(make_napari_viewe
     qtbot.waitUntil(lambda: w.preview_runner._closed, timeout=10_000)
     viewer.dims.set_current_step(0, 1)
     assert not w.preview_runner.busy
+
+
+def test_no_data_value_reaches_the_preview_and_the_suggestions(make_napari_viewer, qtbot, trained):
+    """An image whose outside is 0: with 'No-data value' 0 the preview leaves it unlabelled, as predict_slice does."""
+    from napari_xrayseg.core.normalize import mark_missing
+
+    image, truth, ann, path = trained
+    yy, xx = np.mgrid[:64, :64]
+    inside = (yy - 31.5) ** 2 + (xx - 31.5) ** 2 < 28**2
+    zero = np.where(inside, image, 0).astype(np.float32)
+    viewer = make_napari_viewer()
+    viewer.add_image(zero, name="recon")
+    viewer.add_labels(ann.copy(), name="painted")
+    w = AnnotateWidget(viewer)
+    viewer.dims.set_current_step(0, 3)
+    w._model_file.value = path
+    qtbot.waitUntil(lambda: not w.preview_runner.busy and _preview_shows(w, viewer, 3), timeout=60_000)
+    assert (w.preview_layer.data[0][~inside] > 0).all()  # the outside segmented as a phase
+    w._nodata.value = "0"
+    qtbot.waitUntil(
+        lambda: (
+            not w.preview_runner.busy and _preview_shows(w, viewer, 3) and (w.preview_layer.data[0][~inside] == 0).all()
+        ),
+        timeout=60_000,
+    )
+    model = load_model(path)
+    np.testing.assert_array_equal(w.preview_layer.data[0], _pred(mark_missing(zero, 0), model, 3))
+    w._count.value = 2
+    w._suggest.clicked.emit()
+    qtbot.waitUntil(lambda: w.ranking is not None and not w.suggest_runner.running, timeout=60_000)
+    assert len(w.ranking.suggested) == 2

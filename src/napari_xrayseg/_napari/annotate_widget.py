@@ -32,9 +32,10 @@ from ..core.annotation import (
 )
 from ..core.errors import InputError, XraysegError
 from ..core.models import Model, load_model, save_model
+from ..core.normalize import mark_missing
 from ..core.progress import Progress
 from ._jobs import JobRunner, JobWidget, LatestRunner
-from ._layers import labels_snapshot, layer_array, layer_choices, unique_name
+from ._layers import labels_snapshot, layer_array, layer_choices, nodata_field, nodata_value, unique_name
 
 PREVIEW_TILE = "slice"  # one window per slice: 2-3x faster than the model's tiles (benchmarks/preview.py)
 
@@ -151,6 +152,8 @@ class AnnotateWidget(JobWidget):
             tooltip="a trained model (e.g. saved by Train); rounds are saved beside it",
         )
         self._live = CheckBox(label="Live preview of the shown slice", value=True)
+        self._nodata = nodata_field()
+        self._nodata.changed.connect(self._on_nodata)
         self._count = SpinBox(label="Suggestions", min=1, max=100, value=5)
         self._suggest = PushButton(text="Suggest slices")
         self._go = PushButton(text="Go to next suggestion")
@@ -188,6 +191,7 @@ class AnnotateWidget(JobWidget):
                 self._image,
                 self._labels,
                 self._model_file,
+                self._nodata,
                 self._live,
                 self._count,
                 self._suggest,
@@ -248,6 +252,24 @@ class AnnotateWidget(JobWidget):
             return None
         return (id(self.model), id(self._image.value), *where)
 
+    def _image_data(self, *, strict: bool = True) -> Any:
+        """The image layer's data, its voxels equal to the *No-data value* marked as without data (NaN).
+
+        ``strict=False`` (previews, while the value is being typed): an unreadable value is none.
+        """
+        data = layer_array(self._image.value, "image")
+        try:
+            return mark_missing(data, nodata_value(self._nodata.value))
+        except InputError:
+            if strict:
+                raise
+            return data
+
+    def _on_nodata(self, *_: Any) -> None:
+        self._last = None  # the preview and its intensity bounds change with it
+        self._norms.clear()
+        self.refresh_preview()
+
     # ------------------------------------------------------------------ preview
     def _on_view(self, *_: Any) -> None:
         self.refresh_preview()
@@ -267,7 +289,6 @@ class AnnotateWidget(JobWidget):
             if then is not None:
                 then(key, self._last[1])
             return
-        layer = self._image.value
 
         def done(k: Any, lab: np.ndarray) -> None:
             self._last = (k, lab)
@@ -277,12 +298,12 @@ class AnnotateWidget(JobWidget):
                 if then is not None:
                     then(k, lab)
 
-        norm_key = key[:2]
+        norm_key = (*key[:2], str(self._nodata.value).strip())  # bounds per model, image and no-data value
         self.preview_runner.request(
             key,
             _preview,
             done,
-            image=layer_array(layer, "image"),
+            image=self._image_data(strict=False),
             model=self.model,
             index=key[3],
             axis=key[2],
@@ -356,7 +377,7 @@ class AnnotateWidget(JobWidget):
     def _suggest_inputs(self) -> dict[str, Any]:
         if self.model is None:
             raise InputError("choose a trained model first")
-        image = layer_array(self._image.value, "image")
+        image = self._image_data()
         labels = self._labels.value
         lab = None
         if labels is not None:
@@ -420,7 +441,7 @@ class AnnotateWidget(JobWidget):
         if self.model is None:
             raise InputError("choose a trained model first")
         labels = self._writable_labels()
-        image = layer_array(self._image.value, "image")
+        image = self._image_data()
         return {
             "image": image,
             "labels": labels.data.copy(),
