@@ -202,3 +202,12 @@ def test_analyze_leaves_the_outside_of_the_sample_out():
         analyze(padded, outside=0, surface="mesh", **kw)
     with pytest.raises(InputError, match="every voxel of the region is outside"):
         analyze(np.zeros((3, 4, 4), np.uint8), outside=0, **kw)
+
+
+def test_a_view_with_nodata_keeps_the_files_voxel_size(tmp_path):
+    from napari_xrayseg.core.io import open_volume, voxel_size_of, write_volume
+
+    write_volume(tmp_path / "v.zarr", np.ones((2, 8, 8), np.float32))
+    zarr.open_array(store=str(tmp_path / "v.zarr"), mode="r+").attrs.update(voxel_size=[2.0, 1.0, 1.0], unit="nm")
+    v = open_volume(tmp_path / "v.zarr")
+    assert voxel_size_of(mark_missing(v, 0)) == voxel_size_of(v) == ((2.0, 1.0, 1.0), "nm")

@@ -657,11 +657,8 @@ def voxel_size_of(arr: Any) -> tuple[tuple[float, ...], str] | None:
     >>> voxel_size_of(np.zeros((2, 3, 4))) is None
     True
     """
-    from .normalize import MissingView
     from .output import source_path
 
-    if isinstance(arr, MissingView):  # nodata= reads the file through a view: the file's record
-        arr = arr.source
     if isinstance(arr, np.ndarray) and not isinstance(arr, np.memmap):
         return None
     p = source_path(arr)

@@ -275,6 +275,33 @@ class MissingView:
         if chunks is not None:
             self.chunks = chunks
 
+    # where the source was read from (zarr store, HDF5 file, memmap), for its voxel size and the
+    # checks that an output is not an input (output.source_path)
+    @property
+    def store(self) -> Any:
+        """The source's zarr store, or None."""
+        return getattr(self.source, "store", None)
+
+    @property
+    def path(self) -> Any:
+        """The source's path inside its zarr store, or None."""
+        return getattr(self.source, "path", None)
+
+    @property
+    def file(self) -> Any:
+        """The source's HDF5 file, or None."""
+        return getattr(self.source, "file", None)
+
+    @property
+    def filename(self) -> Any:
+        """The source's file name (a memmap), or None."""
+        return getattr(self.source, "filename", None)
+
+    @property
+    def name(self) -> Any:
+        """The source's HDF5 dataset name, or None."""
+        return getattr(self.source, "name", None)
+
     def __getitem__(self, index: Any) -> np.ndarray:
         x = np.asarray(self.source[index])
         out = x.astype(self.dtype)  # a copy: the source is never written to
