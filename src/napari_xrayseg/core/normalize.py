@@ -255,6 +255,11 @@ def fill_missing(x: np.ndarray, fill: float = 0.0) -> tuple[np.ndarray, np.ndarr
     return out, miss
 
 
+def _source_attribute(attr: str) -> Any:
+    """A read-only property: the wrapped ``source``'s attribute ``attr``, or None."""
+    return property(lambda self: getattr(self.source, attr, None), doc=f"The source's ``{attr}``, or None.")
+
+
 class MissingView:
     """``source`` read lazily as floats, with the voxels equal to ``value`` as NaN (no data).
 
@@ -275,32 +280,13 @@ class MissingView:
         if chunks is not None:
             self.chunks = chunks
 
-    # where the source was read from (zarr store, HDF5 file, memmap), for its voxel size and the
-    # checks that an output is not an input (output.source_path)
-    @property
-    def store(self) -> Any:
-        """The source's zarr store, or None."""
-        return getattr(self.source, "store", None)
-
-    @property
-    def path(self) -> Any:
-        """The source's path inside its zarr store, or None."""
-        return getattr(self.source, "path", None)
-
-    @property
-    def file(self) -> Any:
-        """The source's HDF5 file, or None."""
-        return getattr(self.source, "file", None)
-
-    @property
-    def filename(self) -> Any:
-        """The source's file name (a memmap), or None."""
-        return getattr(self.source, "filename", None)
-
-    @property
-    def name(self) -> Any:
-        """The source's HDF5 dataset name, or None."""
-        return getattr(self.source, "name", None)
+    # where the source was read from (zarr store and path, HDF5 file and dataset name, memmap file
+    # name), for its voxel size and the checks that an output is not an input (output.source_path)
+    store = _source_attribute("store")
+    path = _source_attribute("path")
+    file = _source_attribute("file")
+    filename = _source_attribute("filename")
+    name = _source_attribute("name")
 
     def __getitem__(self, index: Any) -> np.ndarray:
         x = np.asarray(self.source[index])
