@@ -7,7 +7,7 @@ NaN marks voxels without data: outside a reconstruction's circular field of view
 masked out. They are left out of the percentiles and filled, before a network sees them,
 with the nearest voxel that has data in the same slice (:func:`fill_missing`): a constant
 there (the zero of a masked reconstruction) is an edge the network answers to, which cost
-0.04-0.6 mean Dice inside the field of view of hard scans (docs/segment.md). Segmentation
+0.04 to 0.73 mean Dice inside the field of view of hard scans (docs/segment.md). Segmentation
 labels them 0. A reconstruction whose outside holds a number (tomopy's ``circ_mask`` writes 0)
 names it with ``nodata=`` (:func:`mark_missing`, ``--nodata``).
 """
