@@ -211,3 +211,15 @@ def test_a_view_with_nodata_keeps_the_files_voxel_size(tmp_path):
     zarr.open_array(store=str(tmp_path / "v.zarr"), mode="r+").attrs.update(voxel_size=[2.0, 1.0, 1.0], unit="nm")
     v = open_volume(tmp_path / "v.zarr")
     assert voxel_size_of(mark_missing(v, 0)) == voxel_size_of(v) == ((2.0, 1.0, 1.0), "nm")
+
+
+def test_a_batch_records_nodata_and_reruns_only_with_it(tmp_path, volume, tiny_model):
+    from napari_xrayseg.core.batch import segment_many
+
+    zero = np.where(_circle(volume.shape[1:], 20), volume, 0).astype(np.float32)
+    first = segment_many({"a": zero}, tiny_model, out_dir=tmp_path, nodata=0, **KW)
+    assert first.ok and first.results[0].status == "done"
+    again = segment_many({"a": zero}, tiny_model, out_dir=tmp_path, nodata=0, **KW)
+    assert again.results[0].status == "skipped"
+    other = segment_many({"a": zero}, tiny_model, out_dir=tmp_path, **KW)  # without it: another setting
+    assert other.results[0].status == "failed" and "another model or settings" in other.results[0].message

@@ -381,6 +381,8 @@ def _fingerprint(cfg: SegmentConfig, digest: str, shape: tuple[int, ...], source
                 "input": os.path.abspath(source) if source != "<array>" else source,
                 **{k: getattr(cfg, k) for k in keys},
                 "tta": tta_meta(cfg.tta),  # True meant 3 flips before it meant 4 views
+                # only when given: outputs written before nodata existed still match a run without it
+                **({"nodata": cfg.nodata} if cfg.nodata is not None else {}),
             },
             default=str,
         )
