@@ -201,16 +201,23 @@ def test_segment_widget_no_data_value_outside_a_field_of_view(make_napari_viewer
     w = SegmentWidget(viewer)
     viewer.window.add_dock_widget(w, name="Segment")
     w._model_file.value, w._device.value = model_file, "cpu"
-    errors = []
+    errors, warnings = [], []
     monkeypatch.setattr("napari_xrayseg._napari._jobs.show_error", errors.append)
+    monkeypatch.setattr("napari_xrayseg._napari._jobs.show_warning", warnings.append)
+    w._run.clicked.emit()  # no value given: the core's hint reaches the user as a notification
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert any("holds exactly 0, its lowest grey level" in m and "nodata=0" in m for m in warnings), warnings
+    assert (viewer.layers["recon labels"].data[:, ~inside] > 0).all()  # the outside segmented as a phase
+    warnings.clear()
     w._nodata.value = "zero"
     w._run.clicked.emit()
     assert errors and "No-data value 'zero' must be a number" in errors[0] and not w.runner.running
     w._nodata.value = "0"
     w._run.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
-    labels = viewer.layers["recon labels"].data
+    labels = viewer.layers["recon labels [2]"].data
     assert (labels[:, ~inside] == 0).all() and (labels[:, inside] > 0).all()
+    assert not warnings  # declared: no hint
     assert vol[0, 0, 0] == 0  # the image layer's data is untouched
     shot = viewer.screenshot(canvas_only=True)
     assert shot.ndim == 3 and shot[..., :3].std() > 1

@@ -28,7 +28,7 @@ from typing import Any
 from magicgui.widgets import Container, PushButton
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress as napari_progress
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..core.device import release_memory
 from ..core.errors import USER_WRITE_ERRNOS, Cancelled, XraysegError, write_error
@@ -55,6 +55,24 @@ class _TokenWorker(GeneratorWorker):
             self.on_quit()
 
 
+class _Warnings(logging.Handler):
+    """The warnings the core logs while a job runs (any thread), shown in napari when it ends.
+
+    The command line prints them (``logging``); a napari user sees no log, so hints such as
+    "pass nodata=0" or "training in fp32" become notifications.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+        self.skip = 0  # the first ``skip`` messages were shown before the job began
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if msg not in self.messages:
+            self.messages.append(msg)
+
+
 class JobRunner:
     """Owns one background job at a time for a widget.
 
@@ -75,6 +93,7 @@ class JobRunner:
         self._bar: Any = None
         self._after: list[Callable[[], None]] = []
         self._closed = False  # the GUI went away (window closed, widget deleted)
+        self._warnings: _Warnings | None = None  # the running job's logged warnings
         try:
             button.native.destroyed.connect(self.shutdown)
         except (AttributeError, RuntimeError):  # pragma: no cover - a button without a Qt widget
@@ -94,9 +113,14 @@ class JobRunner:
         on_returned: Callable[[Any], None],
         on_yielded: Callable[[Progress], None] | None = None,
         on_cancelled: Callable[[Cancelled], None] | None = None,
+        shown: tuple[str, ...] = (),
         **kwargs: Any,
     ) -> Any:
-        """Run ``gen_fn(**kwargs, cancel=token)`` in a worker thread; return the worker."""
+        """Run ``gen_fn(**kwargs, cancel=token)`` in a worker thread; return the worker.
+
+        Warnings the core logs meanwhile are shown when it ends, except those in ``shown``
+        (the widget showed them already).
+        """
         if self.running:
             show_error("a job is already running in this widget: wait for it or cancel it first")
             return None
@@ -104,6 +128,10 @@ class JobRunner:
             return None
         self.token = CancelToken()
         self._bar = napari_progress(total=max(total, 1), desc=desc)
+        self._warnings = _Warnings()
+        self._warnings.messages.extend(m for m in shown if m)
+        self._warnings.skip = len(self._warnings.messages)
+        logging.getLogger("napari_xrayseg").addHandler(self._warnings)
 
         def yielded(p: Progress) -> None:
             # napari's progress bar processes Qt events inside set_description/refresh, so
@@ -199,6 +227,13 @@ class JobRunner:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        warned = self._warnings
+        if warned is not None:
+            logging.getLogger("napari_xrayseg").removeHandler(warned)
+            self._warnings = None
+            if not self._closed:
+                for msg in warned.messages[warned.skip :]:
+                    show_warning(msg)
         release_memory()  # a napari session lives on: give cached GPU memory back after each job
         self._running = False
         if self._closed:

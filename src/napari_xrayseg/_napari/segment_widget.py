@@ -149,6 +149,7 @@ class SegmentWidget(JobWidget):
             desc=f"Segmenting {layer.name}",
             total=kwargs["image"].shape[0],
             on_returned=lambda labels: self._add_result(labels, layer, kwargs),
+            shown=(warning,) if warning else (),
             **kwargs,
         )
 
