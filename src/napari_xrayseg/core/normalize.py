@@ -227,13 +227,11 @@ def fill_missing(x: np.ndarray, fill: float = 0.0) -> tuple[np.ndarray, np.ndarr
     >>> y.tolist(), miss.tolist()
     ([[1.0, 1.0, 4.0, 4.0]], [[False, True, True, False]])
     """
-    if x.dtype.kind != "f":
+    if x.dtype.kind != "f" or np.isfinite(x).all():  # the usual case: one pass, as the check before NaN was data
         return x, None
     miss = np.isnan(x)
     if not miss.any():
-        if not np.isfinite(x).all():
-            raise InputError("image holds inf values: replace them (e.g. with NaN for no data)")
-        return x, None
+        raise InputError("image holds inf values: replace them (e.g. with NaN for no data)")
     from scipy import ndimage as ndi
 
     out = np.array(x, copy=True)
