@@ -73,8 +73,9 @@ _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, torch.save z
 #: Dropout of a new ``unet`` of size ``medium`` that :func:`~napari_xrayseg.train` builds (see
 #: :func:`default_dropout`).
 TRAIN_DROPOUT = 0.2
-#: Largest number of context slices (input channels) a model may take.
-MAX_CONTEXT = 31
+#: Largest number of context slices (input channels, or the depth of a 3D network's sub-volumes) a model
+#: may take. 63: the shipped start was pretrained at 47 (benchmarks/pretrain.py --context 47).
+MAX_CONTEXT = 63
 
 # --------------------------------------------------------------------------- registry
 #
