@@ -61,7 +61,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     target = claim(out, overwrite=a.overwrite, empty_ok=True)  # beside an old sample until complete
     t0 = time.perf_counter()
     image, truth = make_phantom(
-        tuple(a.shape), seed=a.seed, noise=a.noise, feature_size=a.feature_size, preset=a.preset
+        tuple(a.shape), seed=a.seed, noise=a.noise, feature_size=a.feature_size, pillar=a.pillar, preset=a.preset
     )
     work = target.take()
     chunks = (min(16, image.shape[0]), *image.shape[1:]) if image.ndim == 3 else None
@@ -72,6 +72,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
             "preset": a.preset,
             "noise": a.noise,
             "feature_size": a.feature_size,
+            "pillar": a.pillar,
             "phases": {str(k): v for k, v in PHASES.items()},
         }
     }
@@ -539,6 +540,8 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
         "device": a.device,
         "max_voxels": a.max_voxels,
         "outside": a.outside,
+        "envelope": a.envelope,
+        "envelope_radius": a.envelope_radius,
     }
     t0 = time.perf_counter()
     m = analyze(labels, progress=_ProgressPrinter("analyze"), **kw)
@@ -633,6 +636,22 @@ def _add_analyze(sub: Any) -> None:
         metavar="L",
         help="label of voxels outside the sample, e.g. 0 where predict --nodata met no data: not a phase, "
         "numbers per volume of the sample",
+    )
+    p.add_argument(
+        "--envelope",
+        type=int,
+        default=None,
+        metavar="L",
+        help="label of what surrounds the sample, e.g. 1 for a pillar in air segmented as pore: per z slice, what "
+        "lies beyond the convex hull of the sample's other phases is outside (--outside, default 0)",
+    )
+    p.add_argument(
+        "--envelope-radius",
+        type=float,
+        default=None,
+        metavar="R",
+        help="with --envelope, for a sample that is not convex: its phases closed by a disc of R voxels instead of "
+        "their convex hull",
     )
     p.add_argument(
         "--fractions-only",
@@ -876,6 +895,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=None, help="noise level multiplier (default: 1.0 or the preset's)")
     p.add_argument(
         "--feature-size", type=float, default=None, help="particle size in voxels (default: 4.0 or the preset's)"
+    )
+    p.add_argument(
+        "--pillar",
+        type=float,
+        default=None,
+        metavar="R",
+        help="the sample as a pillar along Z in air (pore in the truth), radius R of half the side, e.g. 0.7 "
+        "(analyze it with --envelope 1)",
     )
     _add_overwrite(p)
     p.set_defaults(func=_cmd_sample)

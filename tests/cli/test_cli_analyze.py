@@ -315,3 +315,22 @@ def test_evaluate_physics_on_the_annotated_box(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert "fully annotated" in err and "--region" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_pillar_sample_analysed_with_its_envelope(tmp_path, capsys):
+    """`xrayseg sample --pillar` then `analyze --envelope 1`: the pillar's porosity, not the box's."""
+    from napari_xrayseg.core.sample import pillar_mask
+
+    assert main(["sample", "--out", str(tmp_path / "s"), "--shape", "8", "64", "64", "--pillar", "0.6"]) == 0
+    truth = np.asarray(zarr.open_array(str(tmp_path / "s" / "truth.zarr"), mode="r"))
+    assert (truth[:, 0, 0] == 1).all()  # air around the pillar: pore
+    inside = truth[:, pillar_mask((64, 64), 0.6)]
+    kw = ["analyze", "--labels", str(tmp_path / "s" / "truth.zarr"), "--fractions-only"]
+    assert main([*kw, "--envelope", "1", "--json", str(tmp_path / "p.json")]) == 0
+    assert main([*kw, "--json", str(tmp_path / "box.json")]) == 0
+    pillar = json.loads((tmp_path / "p.json").read_text())["phases"]["1"]["volume_fraction"]
+    box = json.loads((tmp_path / "box.json").read_text())["phases"]["1"]["volume_fraction"]
+    assert pillar == pytest.approx((inside == 1).mean(), abs=0.015) and box > pillar + 0.3
+    capsys.readouterr()
+    assert main([*kw, "--envelope", "1", "--envelope-radius", "0"]) == 2
+    assert "envelope radius 0.0 must be a positive number" in capsys.readouterr().err

@@ -11,10 +11,11 @@ Console equivalent::
 
     from napari_xrayseg.core.microstructure import analyze, tpb_points
     layer = viewer.layers["PXCT truth"]
-    m = analyze(layer.data, voxel_size=layer.scale, unit="um", class_names={1: "pore", 2: "nickel", 3: "YSZ"})
+    m = analyze(layer.data, voxel_size=layer.scale, unit="um", class_names={1: "pore", 2: "nickel", 3: "YSZ"},
+                outside=0)  # label 0: outside the sample (the widget's default), not a phase
     print(m)
     m.to_json("micro.json"); m.to_csv("micro.csv")
-    viewer.add_points(tpb_points(layer.data), scale=layer.scale, size=1, name="TPB")
+    viewer.add_points(tpb_points(layer.data, outside=0), scale=layer.scale, size=1, name="TPB")
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, Table
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox, Table
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.layers import Labels
@@ -63,7 +64,8 @@ def _iter_job(
     points = None
     if tpb and m.tpb_phases is not None:
         yield Progress(0, 1, "TPB network")
-        points = tpb_points(labels, phases=m.tpb_phases, region=kwargs.get("region"), cancel=cancel)
+        keys = ("region", "outside", "envelope")
+        points = tpb_points(labels, phases=m.tpb_phases, cancel=cancel, **{k: kwargs.get(k) for k in keys})
     return {"result": m, "interval": interval, "points": points}
 
 
@@ -97,6 +99,12 @@ class AnalyzeWidget(JobWidget):
             "napari draws label 0 as background, and Segment writes 0 where it met no data (outside a "
             "field of view): fractions, surfaces and TPB are then per volume of the sample"
         )
+        self._envelope = SpinBox(label="Surrounded by label", value=0, min=0, max=65535)
+        self._envelope.tooltip = (
+            "0: nothing, the sample fills the volume. A pillar standing in air segmented as pore: that label "
+            "(e.g. 1); per z slice, what lies beyond the convex hull of the other phases is then outside the "
+            "sample, so the porosity is the pillar's"
+        )
         self._spread = ComboBox(label="Spread over", choices=self._labels_choices, nullable=True, value=None)
         self._spread.tooltip = (
             "optional: another segmentation of the same volume (e.g. another axis or model); "
@@ -127,6 +135,7 @@ class AnalyzeWidget(JobWidget):
                 self._region,
                 self._tortuosity,
                 self._outside,
+                self._envelope,
                 self._spread,
                 self._run,
                 self._summary,
@@ -177,6 +186,7 @@ class AnalyzeWidget(JobWidget):
             "region": str(self._region.value).strip() or None,
             "tortuosity": bool(self._tortuosity.value),
             "outside": 0 if self._outside.value else None,
+            "envelope": int(self._envelope.value) or None,
         }
         return kwargs, {"name": layer.name, "placement": placement(layer)}
 

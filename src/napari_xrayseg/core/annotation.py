@@ -451,6 +451,11 @@ def _grey_histogram(x: np.ndarray) -> np.ndarray:
     return h / max(1, h.sum())
 
 
+def _data_of(x: np.ndarray, miss: np.ndarray | None) -> np.ndarray:
+    """The first slice of ``x`` (1, Y, X), its voxels with data only (all of it where ``miss`` is None)."""
+    return x[0].ravel() if miss is None else x[0][~miss[0]]
+
+
 def hull_distance(points: np.ndarray, references: np.ndarray) -> np.ndarray:
     """Euclidean distance of each row of ``points`` to the convex hull of the rows of ``references``.
 
@@ -472,21 +477,37 @@ def hull_distance(points: np.ndarray, references: np.ndarray) -> np.ndarray:
     return out
 
 
-def _uncertainty(p: np.ndarray, measure: str) -> np.ndarray:
-    """Mean per-pixel uncertainty of probabilities (N, C, Y, X), one value per slice, in [0, 1]."""
+def _slice_mean(v: np.ndarray, data: np.ndarray | None) -> np.ndarray:
+    """Per slice of ``v`` (N, Y, X): the mean over the pixels where ``data`` (N, Y, X) holds; NaN where none do."""
+    if data is None:
+        return v.reshape(len(v), -1).mean(axis=1)
+    n = data.reshape(len(v), -1).sum(axis=1)
+    s = np.where(data, v, 0).reshape(len(v), -1).sum(axis=1)
+    return np.where(n > 0, s / np.maximum(n, 1), np.nan)
+
+
+def _uncertainty(p: np.ndarray, measure: str, data: np.ndarray | None = None) -> np.ndarray:
+    """Mean per-pixel uncertainty of probabilities (N, C, Y, X), one value per slice, in [0, 1].
+
+    ``data`` (N, Y, X): only those pixels count (the others are voxels without data).
+
+    >>> p = np.zeros((1, 2, 1, 2)); p[0, :, 0, 0] = 0.5; p[0, 0, 0, 1] = 1.0
+    >>> _uncertainty(p, "entropy"), _uncertainty(p, "entropy", np.array([[[False, True]]]))
+    (array([0.5]), array([0.]))
+    """
     c = p.shape[1]
     if measure == "maxprob":
-        return (1.0 - p.max(axis=1)).reshape(len(p), -1).mean(axis=1) * (c / max(c - 1, 1))
+        return _slice_mean(1.0 - p.max(axis=1), data) * (c / max(c - 1, 1))
     h = -(p * np.log(np.clip(p, 1e-12, None))).sum(axis=1) / math.log(max(c, 2))
-    return h.reshape(len(p), -1).mean(axis=1)
+    return _slice_mean(h, data)
 
 
-def _flip_disagreement(pred: Any, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Share of pixels whose class changes when the slices are flipped (each in-plane axis), per slice."""
+def _flip_disagreement(pred: Any, x: np.ndarray, labels: np.ndarray, data: np.ndarray | None = None) -> np.ndarray:
+    """Share of pixels (with data) whose class changes when the slices are flipped (each in-plane axis), per slice."""
     out = np.zeros(len(x))
     for ax in (-1, -2):
         q = np.flip(pred.probs(np.ascontiguousarray(np.flip(x, axis=ax))), axis=ax)
-        out += (q.argmax(axis=1) != labels).reshape(len(x), -1).mean(axis=1)
+        out += _slice_mean(q.argmax(axis=1) != labels, data)
     return out / 2
 
 
@@ -684,6 +705,7 @@ def iter_rank_slices(
         lines = [_line_positions(s, max(ORTHO_LINES, int(most))) for s in wshape]
         jobs = sum(len(pos) for pos in lines) * len(bands)
         seen: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        valid: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         done, total = 0, len(free) + jobs
         t0 = time.perf_counter()
 
@@ -692,19 +714,25 @@ def iter_rank_slices(
 
         for run in _runs(free, pred.slices_per_call(wshape)):  # type: ignore[arg-type]
             check(cancel)
-            x = _read_inputs(vol, axis, run, k, norm, window)
+            x, miss = _read_inputs(vol, axis, run, k, norm, window, with_missing=True)
+            # voxels without data (filled for the network) count nowhere: a slice's score, its
+            # histogram and its orthoplane check are its voxels with data; a slice without any: NaN
+            data = np.ones((len(run), *wshape), bool) if miss is None else ~miss
             p = pred.probs(x)
             if novelty and annotated:
                 for j, i in enumerate(run):
-                    hists[i] = _grey_histogram(x[j] if k == 1 else x[j, k // 2])
+                    if data[j].any():
+                        hists[i] = _grey_histogram((x[j] if k == 1 else x[j, k // 2])[data[j]])
             if used in UNCERTAINTIES:
-                scores[run] = _uncertainty(p, used)
+                scores[run] = _uncertainty(p, used, data)
             elif used == "flips":
-                scores[run] = _flip_disagreement(pred, x, p.argmax(axis=1))
+                scores[run] = _flip_disagreement(pred, x, p.argmax(axis=1), data)
             else:
                 cls = p.argmax(axis=1)
                 for j, i in enumerate(run):
-                    seen[i] = (cls[j][lines[0], :], cls[j][:, lines[1]].T)
+                    if data[j].any():
+                        seen[i] = (cls[j][lines[0], :], cls[j][:, lines[1]].T)
+                        valid[i] = (data[j][lines[0], :], data[j][:, lines[1]].T)
             done += len(run)
             yield step(f"scored {done}/{len(free)} slices along axis {axis}")
         if used == "orthoplane":
@@ -725,11 +753,13 @@ def iter_rank_slices(
                         for j, r in enumerate(run):
                             for i in range(a, b):
                                 if i in seen:
-                                    differ[i] += int(np.count_nonzero(cls[j, i - a] != seen[i][side][where[r]]))
+                                    w = where[r]
+                                    wrong = (cls[j, i - a] != seen[i][side][w]) & valid[i][side][w]
+                                    differ[i] += int(np.count_nonzero(wrong))
                         done += len(run)
                         yield step(f"orthoplane check {done - len(free)}/{jobs} along axis {d}")
-            for i, (rows, cols) in seen.items():
-                scores[i] = differ[i] / (rows.size + cols.size)
+            for i, (rows, cols) in valid.items():
+                scores[i] = differ[i] / max(1, int(rows.sum()) + int(cols.sum()))
         if len(hists) >= 2:
             nov = _novelty(vol, axis, annotated, hists, norm, window, n)
     ranking = SliceRanking([], scores, annotated, axis, used, float(spread), nov, float(margin))
@@ -758,16 +788,23 @@ def _novelty(
     norm: dict[str, Any],
     window: tuple[slice, slice],
     n: int,
-) -> np.ndarray:
-    """Per slice: grey-histogram distance to the annotated slices' hull, over the median scored slice's."""
+) -> np.ndarray | None:
+    """Per slice: grey-histogram distance to the annotated slices' hull, over the median scored slice's.
+
+    None where no annotated slice holds data (nothing to compare with).
+    """
     refs = list(annotated)
     if len(refs) > NOVELTY_REFERENCES:
         refs = [refs[int(round(j))] for j in np.linspace(0, len(refs) - 1, NOVELTY_REFERENCES)]
-    ref = np.stack([_grey_histogram(_read_inputs(vol, axis, [i], 1, norm, window)[0]) for i in refs])
+    grey = [_data_of(*_read_inputs(vol, axis, [i], 1, norm, window, with_missing=True)) for i in refs]
+    grey = [g for g in grey if g.size]  # an annotated slice without data (its labels are ignored) is no reference
+    if not grey:
+        return None
+    out = np.full(n, np.nan)
+    ref = np.stack([_grey_histogram(g) for g in grey])
     idx = sorted(hists)
     dist = hull_distance(np.stack([hists[i] for i in idx]), ref)
     med = float(np.median(dist))
-    out = np.full(n, np.nan)
     out[idx] = dist / med if med > 0 else 1.0
     return out
 

@@ -8,7 +8,8 @@ and the tortuosity factor along each axis; for three phases the triple-phase-bou
 
 Estimators (see ``docs/analyze.md`` for the known-answer checks):
 
-- **Volume fraction**: voxels of the phase / voxels of the analysed region.
+- **Volume fraction**: voxels of the phase / voxels of the analysed region (less those labelled
+  ``outside``; with ``envelope``, less what surrounds a pillar: :func:`sample_envelope`).
 - **Specific surface area** ``S_V`` (area of the phase's interfaces with all other
   phases per volume of the region; the faces of the region itself never count).
   ``surface="faces"`` (default) counts the voxel faces between the phase and other
@@ -85,6 +86,7 @@ __all__ = [
     "iter_analyze",
     "microstructure_interval",
     "parse_region",
+    "sample_envelope",
     "tpb_points",
 ]
 
@@ -96,6 +98,8 @@ AXES = ("z", "y", "x")
 ISOTROPIC_STAIRCASE = 1.5
 #: Largest region (voxels) analysed in memory for connectivity, mean size and tortuosity by default.
 MAX_VOXELS = 512**3
+#: In :func:`sample_envelope`, pieces of a slice's solid smaller than this share of the largest are debris.
+ENVELOPE_DEBRIS = 0.05
 _SLAB_BYTES = 32 * 2**20
 _MAX_LABEL = 65535
 _SMALL_SOLVE = 2**21
@@ -512,6 +516,160 @@ def _face_counts(
     return area
 
 
+def sample_envelope(
+    labels: np.ndarray, surroundings: int, *, radius: float | None = None, outside: int | None = None
+) -> np.ndarray:
+    """Per slice along z, the sample's envelope: True inside the sample, False in what surrounds it.
+
+    A PXCT pillar stands in air, which a segmentation labels as pore. In each (Y, X) slice the
+    voxels that are neither ``surroundings`` nor ``outside`` are the sample's other phases;
+    pieces of them smaller than :data:`ENVELOPE_DEBRIS` of the largest (dust, or noise in the
+    air segmented as a solid) are left out. The envelope is then
+
+    - ``radius=None`` (default): the convex hull of those pieces, for a pillar (a cylinder or
+      a prism: every pore open at its surface stays inside it);
+    - ``radius=r``: those pieces closed by a disc of ``r`` voxels (gaps up to ``2 r`` wide,
+      the surface pores, are bridged) and their holes filled, for a sample that is not convex.
+      The closing sees each slice mirrored at its edges, so a sample cut by the edge keeps its
+      pores there; an air gap along the edge narrower than ``r`` is bridged, though.
+
+    A slice without the sample's phases is all surroundings.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray of shape (N, Y, X)
+        Label slices.
+    surroundings : int
+        The label of what surrounds the sample (e.g. 1 where the air is segmented as pore).
+    radius : float, optional
+        Radius of the closing, in voxels; None: the convex hull.
+    outside : int, optional
+        The label of voxels without data (never sample).
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (N, Y, X)
+
+    Examples
+    --------
+    >>> lab = np.ones((1, 9, 9), np.uint8); lab[0, 2:7, 2:7] = 2; lab[0, 4, 4] = 1  # a pore inside
+    >>> lab[0, 2, 4] = 1; lab[0, 0, 8] = 3  # a pore open to the surface, a speck of dust in the air
+    >>> env = sample_envelope(lab, 1)
+    >>> bool(env[0, 4, 4]), bool(env[0, 2, 4]), bool(env[0, 0, 8]), int(env.sum())
+    (True, True, False, 25)
+    >>> int(sample_envelope(lab, 1, radius=1.5).sum())
+    25
+    """
+    from scipy import ndimage as ndi
+
+    if radius is not None and not (isinstance(radius, (int, float)) and not isinstance(radius, bool) and radius > 0):
+        raise InputError(f"envelope radius {radius!r} must be a positive number of voxels, or None (convex hull)")
+    labels = np.asarray(labels)
+    out = np.zeros(labels.shape, dtype=bool)
+    for i, sl in enumerate(labels):
+        solid = sl != surroundings
+        if outside is not None:
+            solid &= sl != outside
+        pieces, n = ndi.label(solid, structure=np.ones((3, 3)))
+        if n == 0:
+            continue
+        size = np.bincount(pieces.ravel())
+        size[0] = 0
+        solid = (size >= ENVELOPE_DEBRIS * size.max())[pieces]
+        if radius is None:
+            env = _convex_fill(solid)
+        else:
+            pad = int(math.ceil(radius)) + 1
+            grown = ndi.distance_transform_edt(~np.pad(solid, pad, mode="symmetric")) <= radius
+            closed = ndi.distance_transform_edt(grown)[pad:-pad, pad:-pad] > radius
+            env = ndi.binary_fill_holes(closed | solid)
+        if outside is not None:
+            env &= sl != outside
+        out[i] = env
+    return out
+
+
+def _convex_fill(mask: np.ndarray) -> np.ndarray:
+    """The pixels of a (Y, X) mask's convex hull: those whose centre lies in the hull of its pixels' edges.
+
+    What ``skimage.morphology.convex_hull_image`` gives, faster: the hull of a pixel set is
+    the hull of each row's first and last pixel, so only those go to qhull, and the hull is
+    filled row by row from its edges (a 2048^2 pillar slice in 8 ms, where skimage takes 1.1 s;
+    the same pixels, checked on 2000 random masks).
+
+    >>> m = np.zeros((5, 5), bool); m[1, 1] = m[3, 3] = m[1, 3] = True
+    >>> _convex_fill(m).astype(int)
+    array([[0, 0, 0, 0, 0],
+           [0, 1, 1, 1, 0],
+           [0, 0, 1, 1, 0],
+           [0, 0, 0, 1, 0],
+           [0, 0, 0, 0, 0]])
+    """
+    from scipy.spatial import ConvexHull
+
+    rows = np.flatnonzero(mask.any(axis=1))
+    first = mask[rows].argmax(axis=1)
+    last = mask.shape[1] - 1 - mask[rows, ::-1].argmax(axis=1)
+    # the middles of the pixels' edges (skimage's offsets): each row's first and last pixel's
+    y = np.concatenate([rows, rows - 0.5, rows + 0.5, rows, rows - 0.5, rows + 0.5])
+    x = np.concatenate([first - 0.5, first, first, last + 0.5, last, last])
+    pts = np.stack([y, x], axis=1)
+    v = pts[ConvexHull(pts).vertices]  # counter-clockwise, no repeats
+    y0, x0 = v[:, 0], v[:, 1]
+    y1, x1 = np.roll(y0, -1), np.roll(x0, -1)
+    ys = np.arange(int(rows[0]), int(rows[-1]) + 1)[:, None].astype(float)
+    lo, hi = np.minimum(y0, y1), np.maximum(y0, y1)
+    on = (lo <= ys) & (ys <= hi)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xs = np.where(y1 != y0, x0 + (ys - y0) * (x1 - x0) / (y1 - y0), x0)
+    left = np.where(on, np.where(y1 != y0, xs, np.minimum(x0, x1)), np.inf).min(axis=1)
+    right = np.where(on, np.where(y1 != y0, xs, np.maximum(x0, x1)), -np.inf).max(axis=1)
+    a = np.clip(np.ceil(left - 1e-9), 0, mask.shape[1]).astype(np.int64)
+    b = np.clip(np.floor(right + 1e-9) + 1, 0, mask.shape[1]).astype(np.int64)
+    out = np.zeros(mask.shape, dtype=bool)
+    cols = np.arange(mask.shape[1])
+    out[rows[0] : rows[-1] + 1] = (cols >= a[:, None]) & (cols < b[:, None])
+    return out | mask
+
+
+def _envelope_outside(envelope: Any, radius: Any, outside: Any) -> int | None:
+    """Checked ``outside``; with an ``envelope`` label, 0 when not given (what lies beyond the envelope)."""
+    for name, v in (("outside", outside), ("envelope", envelope)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
+            raise InputError(f"{name} {v!r} must be a label value, e.g. {0 if name == 'outside' else 1}")
+    if envelope is None:
+        return None if outside is None else int(outside)
+    if radius is not None and not (isinstance(radius, (int, float)) and not isinstance(radius, bool) and radius > 0):
+        raise InputError(f"envelope radius {radius!r} must be a positive number of voxels, or None (convex hull)")
+    outside = 0 if outside is None else int(outside)
+    if int(envelope) == outside:
+        raise InputError(
+            f"envelope {envelope} is the outside label: pass the label of what surrounds the sample, e.g. 1"
+        )
+    return outside
+
+
+def _read_labels(
+    labels: Any,
+    zs: slice,
+    reg: tuple[tuple[int, int], ...],
+    what: str,
+    envelope: int | None,
+    radius: float,
+    outside: int | None,
+) -> np.ndarray:
+    """Labels of slices ``zs`` in the region; with ``envelope``, those beyond the sample's envelope are ``outside``."""
+    (_, _), (y0, y1), (x0, x1) = reg
+    if envelope is None:
+        return _as_small(read_block(labels, (zs, slice(y0, y1), slice(x0, x1)), what=what), what)
+    whole = _as_small(
+        read_block(labels, (zs, slice(None), slice(None)), what=what), what
+    )  # the envelope sees whole slices
+    s = np.array(whole[:, y0:y1, x0:x1])
+    s[~sample_envelope(whole, envelope, radius=radius, outside=outside)[:, y0:y1, x0:x1]] = outside
+    return s
+
+
 def _mesh_area(s: np.ndarray, label: int, spacing: tuple[float, float, float]) -> float:
     """Marching-cubes area of the boundary of ``s == label`` inside the slab's cube grid."""
     from skimage import measure
@@ -698,6 +856,8 @@ def iter_analyze(
     tpb_phases: Sequence[int] | None = None,
     tpb_correction: float = ISOTROPIC_STAIRCASE,
     outside: int | None = None,
+    envelope: int | None = None,
+    envelope_radius: float | None = None,
     device: str = "auto",
     max_voxels: int | None = MAX_VOXELS,
     block_slices: int | None = None,
@@ -726,6 +886,7 @@ def iter_analyze(
             raise InputError(f"tpb_phases {tpb_phases!r} must be three distinct label values")
     if outside is not None and (isinstance(outside, bool) or not isinstance(outside, (int, np.integer))):
         raise InputError(f"outside {outside!r} must be a label value, e.g. 0 (voxels without data)")
+    outside = _envelope_outside(envelope, envelope_radius, outside)
     if outside is not None and surface == "mesh":
         raise InputError("surface='mesh' counts the sample's edge as surface: use surface='faces' with outside=")
     reg = parse_region(region, labels.shape)
@@ -760,7 +921,7 @@ def iter_analyze(
         b = min(a + depth, shape[0])
         stop = min(b + 1, shape[0])  # one slice of overlap: faces and edges between slabs
         what = f"labels (slices {z0 + a}..{z0 + stop - 1})"
-        s = _as_small(read_block(labels, (slice(z0 + a, z0 + stop), slice(y0, y1), slice(x0, x1)), what=what), what)
+        s = _read_labels(labels, slice(z0 + a, z0 + stop), reg, what, envelope, envelope_radius, outside)
         s = s.astype(full.dtype if full is not None else np.uint16, copy=False)
         n_new = b - a
         counts += np.bincount(s[:n_new].ravel(), minlength=nb)[:nb]
@@ -856,6 +1017,13 @@ def iter_analyze(
     methods = {
         "volume_fraction": (
             "voxel count / region voxels" if outside is None else f"voxel count / region voxels not labelled {outside}"
+        )
+        + (
+            ""
+            if envelope is None
+            else f" (label {envelope} beyond the sample's envelope per z slice, "
+            + ("its convex hull" if envelope_radius is None else f"closed by {envelope_radius:g} voxels")
+            + f", counted as {outside})"
         ),
         "specific_surface_area": (
             "voxel faces x area / 1.5 (isotropic staircase correction)"
@@ -904,6 +1072,8 @@ def analyze(
     tpb_phases: Sequence[int] | None = None,
     tpb_correction: float = ISOTROPIC_STAIRCASE,
     outside: int | None = None,
+    envelope: int | None = None,
+    envelope_radius: float | None = None,
     device: str = "auto",
     max_voxels: int | None = MAX_VOXELS,
     block_slices: int | None = None,
@@ -950,6 +1120,18 @@ def analyze(
         sample's edge is not a surface. Connectivity, mean size and tortuosity see them as a
         solid: along y and x a circular field of view's edge cuts every path, so analyse a box
         inside it (``region=``) for those.
+    envelope : int, optional
+        The label of what surrounds the sample, e.g. 1 for a pillar standing in air that the
+        segmentation labels as pore. In each z slice the voxels beyond the sample's envelope
+        (:func:`sample_envelope`: the convex hull of its other phases, or with
+        ``envelope_radius`` their closing; debris in the air is left out) count as ``outside``
+        (0 when ``outside`` is None), so the numbers are the pillar's: its porosity, its inner
+        surfaces, not its outer face. Connectivity and tortuosity along y and x then end at
+        the pillar's side, as transport does.
+    envelope_radius : float, optional
+        For a sample that is not convex: the envelope is its phases closed by a disc of this
+        radius in voxels (surface pores up to twice as wide count as the sample's), not their
+        convex hull (the default, for a pillar).
     device : str
         Where TauFactor runs: "auto" (default: CUDA if present, else the CPU), "cpu", "cuda", "cuda:N".
     max_voxels : int or None
@@ -999,6 +1181,8 @@ def analyze(
             tpb_phases=tpb_phases,
             tpb_correction=tpb_correction,
             outside=outside,
+            envelope=envelope,
+            envelope_radius=envelope_radius,
             device=device,
             max_voxels=max_voxels,
             block_slices=block_slices,
@@ -1021,6 +1205,9 @@ def tpb_points(
     max_points: int | None = 200_000,
     seed: int = 0,
     block_slices: int | None = None,
+    outside: int | None = None,
+    envelope: int | None = None,
+    envelope_radius: float | None = None,
     cancel: CancelToken | None = None,
 ) -> np.ndarray:
     """Midpoints of the TPB voxel edges, in voxel coordinates of ``labels`` (for a Points layer).
@@ -1039,6 +1226,12 @@ def tpb_points(
         Seed of that subset.
     block_slices : int, optional
         Slices per slab.
+    outside : int, optional
+        The label of voxels outside the sample (see :func:`analyze`): an edge with such a
+        voxel around it is the sample's edge, not a TPB. The points are then the edges that
+        :func:`analyze` with the same ``outside`` counts.
+    envelope, envelope_radius : optional
+        As for :func:`analyze`.
     cancel : CancelToken, optional
         Checked at every slab.
 
@@ -1053,7 +1246,10 @@ def tpb_points(
     >>> lab = np.array([[[1, 2], [3, 3]], [[1, 2], [3, 3]]])
     >>> tpb_points(lab).tolist()
     [[0.0, 0.5, 0.5], [1.0, 0.5, 0.5]]
+    >>> tpb_points(np.array([[[1, 2], [3, 0]]] * 2), outside=0).tolist()
+    []
     """
+    outside = _envelope_outside(envelope, envelope_radius, outside)
     labels = _check_labels(labels)
     reg = parse_region(region, labels.shape)
     (z0, z1), (y0, y1), (x0, x1) = reg
@@ -1065,8 +1261,8 @@ def tpb_points(
         check(cancel)
         b = min(a + depth, nz)
         stop = min(b + 1, nz)
-        s = np.asarray(read_block(labels, (slice(z0 + a, z0 + stop), slice(y0, y1), slice(x0, x1)), what="labels"))
-        ez, ey, ex = _tpb_edges(s, b - a, ph)
+        s = _read_labels(labels, slice(z0 + a, z0 + stop), reg, "labels", envelope, envelope_radius, outside)
+        ez, ey, ex = _tpb_edges(s, b - a, ph, outside)
         off = np.array([z0 + a, y0, x0], dtype=np.float64)
         for e, shift in ((ez, (0.0, 0.5, 0.5)), (ey, (0.5, 0.0, 0.5)), (ex, (0.5, 0.5, 0.0))):
             idx = np.argwhere(e)

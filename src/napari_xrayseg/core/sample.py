@@ -129,6 +129,7 @@ def make_phantom(
     blur: float | None = None,
     misalignment: float | None = None,
     offset: float | None = None,
+    pillar: float | None = None,
     preset: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Make a synthetic PXCT tomogram of an SOFC anode and its ground truth.
@@ -164,6 +165,12 @@ def make_phantom(
     offset : float, optional
         Grey level added to the whole reconstruction (another scan's calibration);
         default 0.
+    pillar : float, optional
+        The sample as a pillar: a cylinder along Z of this radius (a fraction of half the
+        smaller in-plane side, in (0, 1]) surrounded by air, as a FIB-milled PXCT pillar is.
+        The air is pore in the truth (label 1, the pore's grey level): telling it from the
+        sample's pores is ``analyze(envelope=1)``'s job. Default None: the sample fills the
+        volume. Ignored for 2D shapes.
     preset : str, optional
         Named settings from :data:`PRESETS` (``"default"``, ``"hard"``,
         ``"hard-transfer"``, ``"hard-layered"``: the hard scan with a coarser, nickel-rich
@@ -227,6 +234,10 @@ def make_phantom(
     offset = pick("offset", offset, 0.0)
     if not math.isfinite(offset):
         raise InputError(f"offset must be a finite number, got {offset!r}: pass e.g. offset=0.05")
+    if pillar is not None and not (
+        isinstance(pillar, (int, float)) and not isinstance(pillar, bool) and 0 < pillar <= 1
+    ):
+        raise InputError(f"pillar must be a radius in (0, 1] (a fraction of half the side), got {pillar!r}: e.g. 0.7")
     nz, ny, nx = shape3
     if n_angles is None:
         n_angles = max(8, round(max(ny, nx) * float(pre.get("n_angles_fraction", 1.0))))  # type: ignore[arg-type]
@@ -256,6 +267,8 @@ def make_phantom(
             _add_layer(truth, fields, where, sigma, fr)
         logger.debug("make_phantom: layer at slices %d..%d", z0, z0 + depth - 1)
     del fields
+    if pillar is not None and not is_2d:
+        truth[:, ~pillar_mask((ny, nx), pillar)] = 1  # air around the pillar: the pore's grey
 
     # grey levels with smooth intra-phase texture, then partial-volume blur
     texture = _smooth_field(rng, shape3, tuple(s / 2 for s in sigma))
@@ -300,6 +313,21 @@ def make_phantom(
     if is_2d:
         return image[0], truth[0]
     return image, truth
+
+
+def pillar_mask(plane: tuple[int, int], radius: float) -> np.ndarray:
+    """The centred disc of ``radius`` (a fraction of half the smaller side) in a (Y, X) plane.
+
+    >>> pillar_mask((4, 4), 0.5).astype(int)
+    array([[0, 0, 0, 0],
+           [0, 1, 1, 0],
+           [0, 1, 1, 0],
+           [0, 0, 0, 0]])
+    """
+    ny, nx = plane
+    yy, xx = np.mgrid[:ny, :nx]
+    r = radius * min(ny, nx) / 2
+    return (yy - (ny - 1) / 2) ** 2 + (xx - (nx - 1) / 2) ** 2 < r**2
 
 
 def _phases(
