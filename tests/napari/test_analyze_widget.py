@@ -176,21 +176,32 @@ def test_analyze_widget_leaves_label_0_out_as_outside_the_sample(make_napari_vie
     assert sorted(w.result.phases) == [0, 1, 2, 3]
 
 
-def test_analyze_widget_takes_a_pillars_envelope(make_napari_viewer, qtbot):
-    """A pillar in air segmented as pore: *Surrounded by label* 1 gives the pillar's porosity and TPB layer."""
+def test_analyze_widget_takes_a_pillars_envelope(make_napari_viewer, qtbot, monkeypatch):
+    """A pillar in air segmented as pore: a hint names *Surrounded by label* 1, which gives the pillar's numbers."""
     from napari_xrayseg.core.microstructure import analyze
     from napari_xrayseg.core.sample import make_phantom
 
     truth = make_phantom((8, 64, 64), seed=2, pillar=0.6)[1]
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)
     viewer.add_labels(truth, name="pillar")
     w = AnalyzeWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Analyze")
     w._tortuosity.value = False
+    warnings = []
+    monkeypatch.setattr("napari_xrayseg._napari._jobs.show_warning", warnings.append)
+    w._run.clicked.emit()
+    _wait(qtbot, w)
+    assert any("label 1 holds 100 % of the region's sides" in m for m in warnings), warnings
+    assert w.result.phases[1].volume_fraction > 0.5  # the box: mostly air
+    warnings.clear()
     w._envelope.value = 1
     w._run.clicked.emit()
     _wait(qtbot, w)
+    assert not warnings
     ref = analyze(truth, envelope=1, connectivity=False, mean_size=False, tortuosity=False)
     assert w.result.phases[1].volume_fraction == pytest.approx(ref.phases[1].volume_fraction)
     assert w.result.phases[1].volume_fraction < 0.5 < (truth == 1).mean()  # the box would be mostly air
     w._add_tpb.clicked.emit()
     assert len(viewer.layers[-1].data) == ref.tpb_edges
+    shot = viewer.screenshot(canvas_only=False)
+    assert shot.ndim == 3 and shot[..., :3].std() > 1

@@ -100,6 +100,8 @@ ISOTROPIC_STAIRCASE = 1.5
 MAX_VOXELS = 512**3
 #: In :func:`sample_envelope`, pieces of a slice's solid smaller than this share of the largest are debris.
 ENVELOPE_DEBRIS = 0.05
+#: Without ``envelope``, :func:`analyze` suggests it when one label holds this share of the region's sides.
+ENVELOPE_HINT = 0.9
 _SLAB_BYTES = 32 * 2**20
 _MAX_LABEL = 65535
 _SMALL_SOLVE = 2**21
@@ -914,6 +916,7 @@ def iter_analyze(
     faces = np.zeros(nb, dtype=np.float64)
     mesh: dict[int, float] = {}
     tpb_count = np.zeros(3, dtype=np.int64)
+    sides = np.zeros(nb, dtype=np.int64)  # labels on the region's four sides along z (a pillar's air)
     full = np.empty(shape, dtype=np.uint8 if nb == 256 else np.uint16) if whole else None
     (z0, z1), (y0, y1), (x0, x1) = reg
     for i, a in enumerate(starts):
@@ -925,6 +928,9 @@ def iter_analyze(
         s = s.astype(full.dtype if full is not None else np.uint16, copy=False)
         n_new = b - a
         counts += np.bincount(s[:n_new].ravel(), minlength=nb)[:nb]
+        t = s[:n_new]
+        for side in (t[:, 0, :], t[:, -1, :], t[:, :, 0], t[:, :, -1]):
+            sides += np.bincount(side.ravel(), minlength=nb)[:nb]
         if surface == "faces":
             faces += _face_counts(s, n_new, spacing, nb, outside)
         else:
@@ -947,6 +953,18 @@ def iter_analyze(
             "label 0 holds %.0f %% of the region: if it is outside the sample (segment's nodata), pass outside=0 "
             "(--outside 0) so that it is not a phase",
             100 * counts[0] / n_vox,
+        )
+    if outside is not None and 0 <= outside < nb:
+        sides[outside] = 0
+    if envelope is None and len(present) > 1 and sides.sum() and sides.max() >= ENVELOPE_HINT * sides.sum():
+        top = int(sides.argmax())
+        log.warning(
+            "label %d holds %.0f %% of the region's sides: if the sample stands in it (a pillar in air), pass "
+            "envelope=%d (--envelope %d) so that it is not counted as the sample's",
+            top,
+            100 * sides[top] / sides.sum(),
+            top,
+            top,
         )
     chosen = present if phases is None else [int(p) for p in phases]
     missing = [p for p in chosen if p not in present]
