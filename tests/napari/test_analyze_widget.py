@@ -178,7 +178,7 @@ def test_analyze_widget_leaves_label_0_out_as_outside_the_sample(make_napari_vie
 
 def test_analyze_widget_takes_a_pillars_envelope(make_napari_viewer, qtbot, monkeypatch):
     """A pillar in air segmented as pore: a hint names *Surrounded by label* 1, which gives the pillar's numbers."""
-    from napari_xrayseg.core.microstructure import analyze
+    from napari_xrayseg.core.microstructure import analyze, sample_envelope
     from napari_xrayseg.core.sample import make_phantom
 
     truth = make_phantom((8, 64, 64), seed=2, pillar=0.6)[1]
@@ -203,5 +203,10 @@ def test_analyze_widget_takes_a_pillars_envelope(make_napari_viewer, qtbot, monk
     assert w.result.phases[1].volume_fraction < 0.5 < (truth == 1).mean()  # the box would be mostly air
     w._add_tpb.clicked.emit()
     assert len(viewer.layers[-1].data) == ref.tpb_edges
+    assert w._add_envelope.enabled
+    w._add_envelope.clicked.emit()
+    env = viewer.layers["pillar envelope"]
+    np.testing.assert_array_equal(np.asarray(env.data[3]), sample_envelope(truth[3:4], 1)[0])
+    assert env.data.shape == truth.shape and 0.2 < np.asarray(env.data).mean() < 0.4  # the pillar: 0.6² x pi / 4
     shot = viewer.screenshot(canvas_only=False)
     assert shot.ndim == 3 and shot[..., :3].std() > 1

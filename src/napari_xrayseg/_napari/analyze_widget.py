@@ -31,7 +31,13 @@ from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
 
 from ..core.errors import InputError, XraysegError
-from ..core.microstructure import Microstructure, iter_analyze, microstructure_interval, tpb_points
+from ..core.microstructure import (
+    Microstructure,
+    iter_analyze,
+    microstructure_interval,
+    sample_envelope_lazy,
+    tpb_points,
+)
 from ..core.progress import CancelToken, Progress
 from ._jobs import JobRunner, JobWidget
 from ._layers import export_csv_json, layer_array, layer_class_names, placement, unique_name
@@ -66,7 +72,11 @@ def _iter_job(
         yield Progress(0, 1, "TPB network")
         keys = ("region", "outside", "envelope")
         points = tpb_points(labels, phases=m.tpb_phases, cancel=cancel, **{k: kwargs.get(k) for k in keys})
-    return {"result": m, "interval": interval, "points": points}
+    envelope = None
+    if kwargs.get("envelope") is not None:  # lazy: computed slice by slice as napari shows it
+        outside = kwargs.get("outside")
+        envelope = sample_envelope_lazy(labels, kwargs["envelope"], outside=0 if outside is None else outside)
+    return {"result": m, "interval": interval, "points": points, "envelope": envelope}
 
 
 def _fmt(v: Any) -> str:
@@ -121,12 +131,15 @@ class AnalyzeWidget(JobWidget):
         self._plot_box = Container(labels=False)
         self._plot_box.native.layout().addWidget(self._canvas)
         self._add_tpb = PushButton(text="Add TPB network layer")
+        self._add_envelope = PushButton(text="Add envelope layer")
+        self._add_envelope.tooltip = "what the analysis counted as the sample (1) when surrounded by a label"
         self._export_path = FileEdit(label="Export to", mode="w", filter="*.csv *.json", value="")
         self._export_path.tooltip = "base path: writes <base>.csv and <base>.json, never overwrites"
         self._export = PushButton(text="Export CSV + JSON")
         self._run.changed.connect(self._on_run)
         self._labels.changed.connect(self._on_layer_chosen)
         self._add_tpb.changed.connect(self._on_add_tpb)
+        self._add_envelope.changed.connect(self._on_add_envelope)
         self._export.changed.connect(self._on_export)
         self.extend(
             [
@@ -142,6 +155,7 @@ class AnalyzeWidget(JobWidget):
                 self._table,
                 self._plot_box,
                 self._add_tpb,
+                self._add_envelope,
                 self._export_path,
                 self._export,
             ]
@@ -211,12 +225,13 @@ class AnalyzeWidget(JobWidget):
 
     def _set_result_enabled(self, enabled: bool) -> None:
         self._add_tpb.enabled = enabled and self._context is not None and self._context.get("points") is not None
+        self._add_envelope.enabled = enabled and self._context is not None and self._context.get("envelope") is not None
         self._export.enabled = enabled
 
     def _show(self, out: dict[str, Any], context: dict[str, Any]) -> None:
         m: Microstructure = out["result"]
         self.result, self.interval = m, out["interval"]
-        self._context = {**context, "points": out["points"]}
+        self._context = {**context, "points": out["points"], "envelope": out["envelope"]}
         u = m.unit
         titles = [
             t if k not in ("specific_surface_area", "mean_size") else f"{t} ({'1/' + u if k[0] == 's' else u})"
@@ -252,6 +267,20 @@ class AnalyzeWidget(JobWidget):
         ax.set_ylim(0, 1)
         ax.tick_params(labelsize=7)
         self._canvas.draw_idle()
+
+    def _on_add_envelope(self) -> None:
+        if self._context is None or self._context.get("envelope") is None:
+            show_error("no envelope: analyse with 'Surrounded by label' set first")
+            return
+        name = unique_name(self._viewer, f"{self._context['name']} envelope")
+        self._viewer.add_labels(
+            self._context["envelope"].astype(np.uint8),
+            name=name,
+            opacity=0.3,
+            **self._context["placement"],
+            metadata={"napari_xrayseg": {"kind": "envelope", "source": self._context["name"]}},
+        )
+        show_info(f"added {name!r}: 1 where the analysis counted the sample")
 
     def _on_add_tpb(self) -> None:
         if self._context is None or self._context.get("points") is None:

@@ -87,6 +87,7 @@ __all__ = [
     "microstructure_interval",
     "parse_region",
     "sample_envelope",
+    "sample_envelope_lazy",
     "tpb_points",
 ]
 
@@ -589,6 +590,20 @@ def sample_envelope(
             env &= sl != outside
         out[i] = env
     return out
+
+
+def sample_envelope_lazy(
+    labels: Any, surroundings: int, *, radius: float | None = None, outside: int | None = None
+) -> Any:
+    """:func:`sample_envelope` of a whole (Z, Y, X) volume as a lazy dask array, slice by slice when read.
+
+    For a napari layer that shows what :func:`analyze` with ``envelope`` counts as the sample.
+    """
+    import dask.array as da
+
+    arr = labels if isinstance(labels, da.Array) else da.from_array(labels, chunks=(1, *labels.shape[1:]))
+    arr = arr.rechunk((1, -1, -1))
+    return arr.map_blocks(sample_envelope, surroundings, radius=radius, outside=outside, dtype=bool)
 
 
 def _convex_fill(mask: np.ndarray) -> np.ndarray:
