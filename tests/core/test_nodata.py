@@ -187,7 +187,7 @@ def test_analyze_leaves_the_outside_of_the_sample_out():
     inner = rng.integers(1, 4, (6, 20, 20)).astype(np.uint8)  # a sample of three phases
     padded = np.zeros((6, 30, 30), np.uint8)
     padded[:, 5:25, 5:25] = inner  # with a border of label 0 (no data) all around
-    kw = {"connectivity": False, "mean_size": False, "tortuosity": False}
+    kw = {"connectivity": False, "mean_size": True, "tortuosity": False}
     ref = analyze(inner, **kw)
     got = analyze(padded, outside=0, **kw)
     assert sorted(got.phases) == [1, 2, 3]
@@ -195,6 +195,8 @@ def test_analyze_leaves_the_outside_of_the_sample_out():
         assert got.phases[p].volume_fraction == pytest.approx(ref.phases[p].volume_fraction)
         # the faces with label 0 are the sample's edge; the inner box's own faces never count either
         assert got.phases[p].specific_surface_area == pytest.approx(ref.phases[p].specific_surface_area)
+        # chords ending at the outside are cut short, like those at the inner box's faces: left out
+        assert got.phases[p].mean_size == pytest.approx(ref.phases[p].mean_size)
     assert got.tpb_density == pytest.approx(ref.tpb_density)
     # the TPB network layer: the same edges, where the sample's edge (two phases and the outside) is none
     inner_pts = tpb_points(inner, max_points=None)

@@ -765,9 +765,15 @@ def _clusters(mask: np.ndarray) -> tuple[float | None, dict[str, bool]]:
 
 
 def _chords(
-    mask: np.ndarray, spacing: tuple[float, float, float], axes: Sequence[int] = (0, 1, 2)
+    mask: np.ndarray,
+    spacing: tuple[float, float, float],
+    axes: Sequence[int] = (0, 1, 2),
+    cut: np.ndarray | None = None,
 ) -> tuple[float, int]:
-    """Total physical length and number of chords of ``mask`` along ``axes``, without edge-touching ones."""
+    """Total physical length and number of chords of ``mask`` along ``axes``, without edge-touching ones.
+
+    ``cut``: voxels outside the sample; a chord that ends at one is cut short like one at an edge.
+    """
     total, count = 0.0, 0
     for ax in axes:
         m = np.moveaxis(mask, ax, -1)
@@ -785,6 +791,10 @@ def _chords(
         row = n + 1
         s_pos, e_pos = starts % row, ends % row
         keep = (s_pos > 0) & (e_pos < n)  # runs touching either face are cut short: left out
+        if cut is not None:
+            c = np.moveaxis(cut, ax, -1).reshape(-1, n)
+            r = starts // row
+            keep &= ~c[r, np.maximum(s_pos - 1, 0)] & ~c[r, np.minimum(e_pos, n - 1)]
         lengths = (e_pos - s_pos)[keep]
         total += float(lengths.sum()) * spacing[ax]
         count += int(lengths.size)
@@ -1022,6 +1032,7 @@ def iter_analyze(
                 "(device='auto'), a sub-volume (region=), or tortuosity=False",
                 f"{n_vox:,}",
             )
+        cut = full == outside if outside is not None and mean_size and n_out else None
         for p in chosen:
             check(cancel)
             st = stats[p]
@@ -1032,7 +1043,7 @@ def iter_analyze(
                 if connectivity:
                     st.largest_cluster_fraction, st.percolates = largest, perc
             if mean_size:
-                length, n = _chords(mask, spacing)
+                length, n = _chords(mask, spacing, cut=cut)
                 st.mean_size = length / n if n else None
             step += 1
             if tortuosity:
@@ -1064,7 +1075,8 @@ def iter_analyze(
             else "marching cubes (scikit-image, Lewiner) on the phase mask"
         ),
         "connectivity": "6-connected clusters (scipy.ndimage.label); percolation: one cluster touches both faces",
-        "mean_size": "mean chord length along z, y, x pooled, chords touching the region faces left out",
+        "mean_size": "mean chord length along z, y, x pooled, chords touching the region faces left out"
+        + ("" if outside is None else f" (and those ending at label {outside})"),
         "tortuosity": f"TauFactor steady-state diffusion, tau = eps D / D_eff, on {dev}" if dev is not None else None,
         "tpb_density": (
             f"voxel edges shared by all three phases x length / {tpb_correction:g}" if tpb_set is not None else None
@@ -1150,9 +1162,10 @@ def analyze(
         The label of voxels outside the sample, e.g. 0 where ``segment`` met no data (outside a
         reconstruction's circular field of view, ``nodata=``). They are not a phase: fractions,
         specific surface areas and the TPB density are per volume of the sample, and the
-        sample's edge is not a surface. Connectivity, mean size and tortuosity see them as a
-        solid: along y and x a circular field of view's edge cuts every path, so analyse a box
-        inside it (``region=``) for those.
+        sample's edge is not a surface; the mean size leaves out chords that end at them (cut
+        short, as at the region's faces). Connectivity and tortuosity see them as a solid:
+        along y and x a circular field of view's edge cuts every path, so analyse a box inside
+        it (``region=``) for those.
     envelope : int, optional
         The label of what surrounds the sample, e.g. 1 for a pillar standing in air that the
         segmentation labels as pore. In each z slice the voxels beyond the sample's envelope
