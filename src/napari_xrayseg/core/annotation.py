@@ -717,12 +717,13 @@ def iter_rank_slices(
             x, miss = _read_inputs(vol, axis, run, k, norm, window, with_missing=True)
             # voxels without data (filled for the network) count nowhere: a slice's score, its
             # histogram and its orthoplane check are its voxels with data; a slice without any: NaN
-            data = np.ones((len(run), *wshape), bool) if miss is None else ~miss
+            data = None if miss is None else ~miss
             p = pred.probs(x)
             if novelty and annotated:
                 for j, i in enumerate(run):
-                    if data[j].any():
-                        hists[i] = _grey_histogram((x[j] if k == 1 else x[j, k // 2])[data[j]])
+                    v = x[j] if k == 1 else x[j, k // 2]
+                    if data is None or data[j].any():
+                        hists[i] = _grey_histogram(v if data is None else v[data[j]])
             if used in UNCERTAINTIES:
                 scores[run] = _uncertainty(p, used, data)
             elif used == "flips":
@@ -730,9 +731,10 @@ def iter_rank_slices(
             else:
                 cls = p.argmax(axis=1)
                 for j, i in enumerate(run):
-                    if data[j].any():
+                    if data is None or data[j].any():
                         seen[i] = (cls[j][lines[0], :], cls[j][:, lines[1]].T)
-                        valid[i] = (data[j][lines[0], :], data[j][:, lines[1]].T)
+                        if data is not None:
+                            valid[i] = (data[j][lines[0], :], data[j][:, lines[1]].T)
             done += len(run)
             yield step(f"scored {done}/{len(free)} slices along axis {axis}")
         if used == "orthoplane":
@@ -754,12 +756,18 @@ def iter_rank_slices(
                             for i in range(a, b):
                                 if i in seen:
                                     w = where[r]
-                                    wrong = (cls[j, i - a] != seen[i][side][w]) & valid[i][side][w]
+                                    wrong = cls[j, i - a] != seen[i][side][w]
+                                    if i in valid:
+                                        wrong &= valid[i][side][w]
                                     differ[i] += int(np.count_nonzero(wrong))
                         done += len(run)
                         yield step(f"orthoplane check {done - len(free)}/{jobs} along axis {d}")
-            for i, (rows, cols) in valid.items():
-                scores[i] = differ[i] / max(1, int(rows.sum()) + int(cols.sum()))
+            for i, (rows, cols) in seen.items():
+                if i in valid:  # the pixels with data on the lines
+                    rows, cols = valid[i]
+                    scores[i] = differ[i] / max(1, int(rows.sum()) + int(cols.sum()))
+                else:
+                    scores[i] = differ[i] / (rows.size + cols.size)
         if len(hists) >= 2:
             nov = _novelty(vol, axis, annotated, hists, norm, window, n)
     ranking = SliceRanking([], scores, annotated, axis, used, float(spread), nov, float(margin))
