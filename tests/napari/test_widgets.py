@@ -36,6 +36,10 @@ def test_sample_data_through_the_manifest(make_napari_viewer):
     assert image.data.shape == truth.data.shape and image.data.ndim == 3
     assert set(np.unique(truth.data)) == {1, 2, 3}
     assert truth.metadata["napari_xrayseg"]["seed"] == 0
+    viewer.open_sample("napari-xrayseg", "pxct-pillar")  # the same electrode as a pillar in air
+    pillar = viewer.layers["PXCT pillar truth"]
+    assert isinstance(viewer.layers["PXCT pillar"], napari.layers.Image)
+    assert (pillar.data[:, 0, 0] == 1).all() and pillar.metadata["napari_xrayseg"]["pillar"] == 0.7
 
 
 def test_segment_widget_end_to_end_in_a_worker(make_napari_viewer, qtbot, model_file):
