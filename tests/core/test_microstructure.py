@@ -526,3 +526,27 @@ def test_convex_fill_gives_skimages_convex_hull_image():
     np.testing.assert_array_equal(ms._convex_fill(one), one)  # a single pixel, a single row: no qhull error
     one[1, 0] = True
     np.testing.assert_array_equal(ms._convex_fill(one), [[0, 0, 0, 0], [1, 1, 1, 0], [0, 0, 0, 0]])
+
+
+def test_envelope_reads_whole_slices_in_slabs_sized_for_them(monkeypatch):
+    """A small region of a large volume: the envelope reads whole slices, so the slabs are sized for those."""
+    lab = np.ones((16, 60, 60), np.uint8)
+    lab[:, 10:50, 10:50] = np.random.default_rng(0).integers(1, 4, (16, 40, 40))
+    seen = []
+    real = ms.read_block
+
+    def record(arr, index, what=""):
+        out = real(arr, index, what=what)
+        seen.append(out.shape)
+        return out
+
+    monkeypatch.setattr(ms, "read_block", record)
+    monkeypatch.setattr(ms, "_SLAB_BYTES", 4 * 60 * 60)  # four whole slices
+    kw = {"connectivity": False, "mean_size": False, "tortuosity": False}
+    m = analyze(lab, region="0:16,20:30,20:30", envelope=1, **kw)
+    assert max(s[0] for s in seen) <= 5 and all(s[1:] == (60, 60) for s in seen)  # 4 slices + 1 of overlap
+    ref = analyze(lab[:, 20:30, 20:30], **kw)
+    assert m.phases[2].volume_fraction == pytest.approx(ref.phases[2].volume_fraction)  # inside: all sample
+    seen.clear()
+    tpb_points(lab, region="0:16,20:30,20:30", envelope=1)
+    assert max(s[0] for s in seen) <= 5

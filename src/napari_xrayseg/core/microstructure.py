@@ -928,7 +928,7 @@ def iter_analyze(
             "region= (--region z0:z1,y0:y1,x0:x1), raise max_voxels, or turn them off "
             "(--fractions-only)"
         )
-    plane = shape[1] * shape[2]
+    plane = shape[1] * shape[2] if envelope is None else int(labels.shape[1]) * int(labels.shape[2])  # whole slices
     depth = _slab_depth(labels, plane * np.dtype(labels.dtype).itemsize, block_slices)
     starts = list(range(0, shape[0], depth))
     n_tau = 3 if tortuosity else 0
@@ -1301,7 +1301,8 @@ def tpb_points(
     (z0, z1), (y0, y1), (x0, x1) = reg
     ph = None if phases is None else tuple(int(p) for p in phases)
     nz = z1 - z0
-    depth = _slab_depth(labels, (y1 - y0) * (x1 - x0) * np.dtype(labels.dtype).itemsize, block_slices)
+    plane = (y1 - y0) * (x1 - x0) if envelope is None else int(labels.shape[1]) * int(labels.shape[2])
+    depth = _slab_depth(labels, plane * np.dtype(labels.dtype).itemsize, block_slices)
     out = []
     for a in range(0, nz, depth):
         check(cancel)
