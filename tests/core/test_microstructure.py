@@ -480,6 +480,7 @@ def test_envelope_gives_a_pillars_own_numbers(caplog):
     assert got.tpb_density == pytest.approx(ref.tpb_density, rel=0.1)
     env = ms.sample_envelope(truth, 1)
     assert (env & cyl).sum() / (env | cyl).sum() > 0.95
+    assert got.sample_voxels == env.sum() and got.sample_volume == pytest.approx(16 * cyl.sum(), rel=0.03)
     # the TPB layer shows the edges analyze counts; a region is cut from the envelope of whole slices
     assert len(tpb_points(truth, envelope=1, max_points=None)) == got.tpb_edges
     part = analyze(truth, envelope=1, region="0:16,0:48,:", **kw)

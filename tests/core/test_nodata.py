@@ -198,6 +198,9 @@ def test_analyze_leaves_the_outside_of_the_sample_out():
         # chords ending at the outside are cut short, like those at the inner box's faces: left out
         assert got.phases[p].mean_size == pytest.approx(ref.phases[p].mean_size)
     assert got.tpb_density == pytest.approx(ref.tpb_density)
+    assert got.sample_voxels == inner.size and got.sample_volume == inner.size and ref.sample_voxels is None
+    assert "sample: 2,400 voxels (44.4% of the region)" in got.table()
+    assert type(got).from_dict(got.to_dict()).sample_voxels == inner.size
     # the TPB network layer: the same edges, where the sample's edge (two phases and the outside) is none
     inner_pts = tpb_points(inner, max_points=None)
     np.testing.assert_array_equal(tpb_points(padded, outside=0, max_points=None), inner_pts + [0, 5, 5])

@@ -201,6 +201,7 @@ def test_analyze_widget_takes_a_pillars_envelope(make_napari_viewer, qtbot, monk
     ref = analyze(truth, envelope=1, connectivity=False, mean_size=False, tortuosity=False)
     assert w.result.phases[1].volume_fraction == pytest.approx(ref.phases[1].volume_fraction)
     assert w.result.phases[1].volume_fraction < 0.5 < (truth == 1).mean()  # the box would be mostly air
+    assert f"sample {ref.sample_volume:.4g} voxel³" in w._summary.value
     w._add_tpb.clicked.emit()
     assert len(viewer.layers[-1].data) == ref.tpb_edges
     assert w._add_envelope.enabled

@@ -244,6 +244,8 @@ class AnalyzeWidget(JobWidget):
         }
         self._table.native.resizeColumnsToContents()
         lines = [f"{'x'.join(map(str, m.shape))} voxels of {' x '.join(f'{v:g}' for v in m.voxel_size)} {u}"]
+        if m.sample_voxels is not None:
+            lines.append(f"sample {m.sample_volume:.4g} {u}³ ({m.sample_voxels:,} voxels)")
         if m.tpb_density is not None:
             lines.append(f"TPB density {m.tpb_density:.4g} {u}/{u}³ ({m.tpb_edges:,} voxel edges)")
         self._summary.value = "\n".join(lines)

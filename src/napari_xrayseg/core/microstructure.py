@@ -192,6 +192,9 @@ class Microstructure:
         Raw number of TPB voxel edges.
     methods : dict
         Estimator and parameter of each quantity.
+    sample_voxels : int or None
+        Voxels of the sample when some of the region was outside it (``outside``,
+        ``envelope``); None when all of it is sample.
     """
 
     voxel_size: tuple[float, float, float]
@@ -203,11 +206,19 @@ class Microstructure:
     tpb_phases: tuple[int, ...] | None = None
     tpb_edges: int | None = None
     methods: dict[str, Any] = field(default_factory=dict)
+    sample_voxels: int | None = None
 
     @property
     def volume(self) -> float:
         """Volume of the analysed region (unit³)."""
         return float(np.prod(self.shape, dtype=np.float64) * np.prod(self.voxel_size))
+
+    @property
+    def sample_volume(self) -> float:
+        """Volume of the sample (unit³): the region less what lay outside it (e.g. a pillar's own volume)."""
+        if self.sample_voxels is None:
+            return self.volume
+        return float(self.sample_voxels * np.prod(self.voxel_size))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable form (see ``docs/analyze.md``).
@@ -218,7 +229,8 @@ class Microstructure:
             ``voxel_size`` ([z, y, x]), ``unit``, ``phases`` (``{"1": {name, volume_fraction,
             specific_surface_area, largest_cluster_fraction, percolates, tortuosity,
             mean_size}}``), ``tpb_density`` and, for reference, ``shape``, ``region``,
-            ``volume``, ``tpb_phases``, ``tpb_edges`` and ``methods``.
+            ``volume``, ``sample_volume``, ``sample_voxels``, ``tpb_phases``, ``tpb_edges`` and
+            ``methods``.
         """
         return {
             "voxel_size": [float(v) for v in self.voxel_size],
@@ -228,6 +240,8 @@ class Microstructure:
             "shape": [int(s) for s in self.shape],
             "region": [[int(a), int(b)] for a, b in self.region],
             "volume": self.volume,
+            "sample_volume": self.sample_volume,
+            "sample_voxels": self.sample_voxels,
             "tpb_phases": None if self.tpb_phases is None else list(self.tpb_phases),
             "tpb_edges": self.tpb_edges,
             "methods": dict(self.methods),
@@ -261,6 +275,7 @@ class Microstructure:
                 tpb_phases=None if d.get("tpb_phases") is None else tuple(d["tpb_phases"]),
                 tpb_edges=d.get("tpb_edges"),
                 methods=dict(d.get("methods") or {}),
+                sample_voxels=None if d.get("sample_voxels") is None else int(d["sample_voxels"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise InputError(
@@ -342,6 +357,12 @@ class Microstructure:
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         vs = " x ".join(f"{v:g}" for v in self.voxel_size)
         lines.insert(0, f"microstructure of {'x'.join(map(str, self.shape))} voxels of {vs} {u}")
+        if self.sample_voxels is not None:
+            share = self.sample_voxels / max(1, int(np.prod(self.shape)))
+            lines.insert(
+                1,
+                f"sample: {self.sample_voxels:,} voxels ({share:.1%} of the region), {_fmt(self.sample_volume)} {u}^3",
+            )
         if self.tpb_density is not None:
             lines.append(
                 f"TPB density ({'/'.join(map(str, self.tpb_phases or ()))}): {_fmt(self.tpb_density)} {u}/{u}^3"
@@ -1093,6 +1114,7 @@ def iter_analyze(
         tpb_phases=tpb_set,
         tpb_edges=tpb_edges,
         methods=methods,
+        sample_voxels=n_data if n_out else None,
     )
 
 
