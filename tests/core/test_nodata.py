@@ -257,3 +257,22 @@ def test_slice_suggestions_score_only_the_voxels_with_data():
     assert _spearman(r.uncertainty[ok], err[ok]) > 0.6
     e = rank_slices(nan, model, axis=0, measure="entropy", max_slices=None).uncertainty
     assert np.isnan(e[20]) and np.isfinite(np.delete(e, 20)).all()
+
+
+def test_a_pillar_in_air_inside_a_field_of_view_end_to_end():
+    """Segment a pillar (air around it) whose reconstruction has NaN beyond its field of view, then analyze
+    it with both: 0 is outside (no data), 1 around the pillar is its surroundings."""
+    from napari_xrayseg.core.microstructure import analyze
+    from napari_xrayseg.core.sample import pillar_mask
+
+    img, truth = make_phantom((16, 96, 96), seed=8, preset="hard", pillar=0.6)[:2]
+    fov = _circle((96, 96), 44)
+    lab = np.asarray(segment(np.where(fov, img, np.nan).astype(np.float32), load_model(pretrained_path())))
+    assert (lab[:, ~fov] == 0).all() and (lab[:, fov] > 0).all()
+    cyl = pillar_mask((96, 96), 0.6)
+    kw = {"connectivity": False, "mean_size": False, "tortuosity": False}
+    true = analyze(np.where(cyl, truth, 0), outside=0, **kw).phases[1].volume_fraction
+    got = analyze(lab, outside=0, envelope=1, **kw)
+    assert got.phases[1].volume_fraction == pytest.approx(true, abs=0.02)
+    assert got.sample_voxels == pytest.approx(16 * cyl.sum(), rel=0.05)
+    assert analyze(lab, outside=0, **kw).phases[1].volume_fraction > true + 0.2  # the air counted as pores
