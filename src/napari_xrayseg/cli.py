@@ -567,6 +567,8 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
         print(f"wrote {write_text_file(a.json, text, overwrite=a.overwrite, what='JSON')}")
     if a.csv:
         print(f"wrote {m.to_csv(a.csv, overwrite=a.overwrite)}")
+    if a.profile:
+        print(f"wrote {m.to_profile_csv(a.profile, axis=a.profile_axis, overwrite=a.overwrite)}")
     return 0
 
 
@@ -598,7 +600,7 @@ def _add_voxel_size(p: argparse.ArgumentParser, default: str = "default: what th
 
 
 def _add_analyze(sub: Any) -> None:
-    from .core.microstructure import MAX_VOXELS
+    from .core.microstructure import AXES, MAX_VOXELS
 
     p = sub.add_parser(
         "analyze",
@@ -683,6 +685,13 @@ def _add_analyze(sub: Any) -> None:
     )
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.add_argument("--csv", default=None, help="write one row per phase as CSV here")
+    p.add_argument(
+        "--profile",
+        default=None,
+        metavar="CSV",
+        help="write the phase fractions slice by slice along --profile-axis as CSV here (the JSON has all three)",
+    )
+    p.add_argument("--profile-axis", default="z", choices=list(AXES), help="axis of --profile (default: z)")
     _add_overwrite(p)
     p.set_defaults(func=_cmd_analyze)
 

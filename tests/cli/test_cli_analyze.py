@@ -331,6 +331,11 @@ def test_a_pillar_sample_analysed_with_its_envelope(tmp_path, capsys):
     pillar = json.loads((tmp_path / "p.json").read_text())["phases"]["1"]["volume_fraction"]
     box = json.loads((tmp_path / "box.json").read_text())["phases"]["1"]["volume_fraction"]
     assert pillar == pytest.approx((inside == 1).mean(), abs=0.015) and box > pillar + 0.3
+    prof = json.loads((tmp_path / "p.json").read_text())["profiles"]
+    assert set(prof) == {"z", "y", "x"} and prof["x"]["sample_voxels"][0] == 0  # the air beyond the pillar
+    assert main([*kw, "--envelope", "1", "--profile", str(tmp_path / "z.csv"), "--profile-axis", "x"]) == 0
+    lines = (tmp_path / "z.csv").read_text().splitlines()
+    assert lines[0].startswith("index,position_voxel,sample_voxels,fraction_1") and len(lines) == 65
     capsys.readouterr()
     assert main([*kw, "--envelope", "1", "--envelope-radius", "0"]) == 2
     assert "envelope radius 0.0 must be a positive number" in capsys.readouterr().err

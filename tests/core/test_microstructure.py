@@ -551,3 +551,43 @@ def test_envelope_reads_whole_slices_in_slabs_sized_for_them(monkeypatch):
     seen.clear()
     tpb_points(lab, region="0:16,20:30,20:30", envelope=1)
     assert max(s[0] for s in seen) <= 5
+
+
+def test_profiles_give_each_phases_fraction_slice_by_slice(tmp_path):
+    lab = np.ones((4, 6, 8), np.uint8)
+    lab[1] = 2  # slice 1 all phase 2
+    lab[2, :, :4] = 3  # slice 2 half phase 3
+    lab[3] = 0  # slice 3 without data
+    lab[:, :, 7] = 0  # and the last x column
+    m = analyze(
+        lab,
+        outside=0,
+        voxel_size=(2.0, 1.0, 0.5),
+        region="0:4,0:6,1:8",
+        connectivity=False,
+        mean_size=False,
+        tortuosity=False,
+    )
+    z = m.profiles["z"]
+    assert z["position"] == [0.0, 2.0, 4.0, 6.0] and z["sample_voxels"] == [36, 36, 36, 0]
+    assert z["fractions"][1][:3] == [1.0, 0.0, pytest.approx(1 / 2)] and math.isnan(z["fractions"][1][3])
+    assert z["fractions"][3][2] == pytest.approx(1 / 2)
+    x = m.profiles["x"]
+    assert x["position"][0] == 0.5 and x["sample_voxels"][-1] == 0 and len(x["position"]) == 7  # region x 1:8
+    assert x["fractions"][2][0] == pytest.approx(1 / 3) and x["fractions"][3][0] == pytest.approx(1 / 3)
+    y = m.profiles["y"]
+    assert y["sample_voxels"] == [18] * 6 and y["fractions"][3] == pytest.approx([1 / 6] * 6)
+    assert sum(y["sample_voxels"]) == m.sample_voxels == 3 * 6 * 6
+    d = json.loads(json.dumps(m.to_dict(), allow_nan=False))  # NaN is written as null
+    assert d["profiles"]["z"]["fractions"]["1"][3] is None
+    back = Microstructure.from_dict(d)
+    assert (
+        back.profiles["z"]["fractions"][3][2] == pytest.approx(1 / 2) and back.profiles["z"]["fractions"][1][3] is None
+    )
+    rows = m.profile_rows("x")
+    assert rows[0]["index"] == 1 and rows[0]["position_um"] == 0.5 and set(rows[0]) >= {"fraction_1", "sample_voxels"}
+    path = m.to_profile_csv(tmp_path / "p.csv", axis="z")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "index,position_um,sample_voxels,fraction_1,fraction_2,fraction_3" and lines[4].endswith(",0,,,")
+    with pytest.raises(InputError, match="no profile along 'q'"):
+        m.profile_rows("q")

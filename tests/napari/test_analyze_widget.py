@@ -202,6 +202,10 @@ def test_analyze_widget_takes_a_pillars_envelope(make_napari_viewer, qtbot, monk
     assert w.result.phases[1].volume_fraction == pytest.approx(ref.phases[1].volume_fraction)
     assert w.result.phases[1].volume_fraction < 0.5 < (truth == 1).mean()  # the box would be mostly air
     assert f"sample {ref.sample_volume:.4g} voxel³" in w._summary.value
+    lines = w._profile_figure.axes[0].get_lines()  # the fractions slice by slice along z
+    assert len(lines) == 3 and len(lines[0].get_xdata()) == 8
+    w._profile_axis.value = "x"
+    assert len(w._profile_figure.axes[0].get_lines()[0].get_xdata()) == 64
     w._add_tpb.clicked.emit()
     assert len(viewer.layers[-1].data) == ref.tpb_edges
     assert w._add_envelope.enabled

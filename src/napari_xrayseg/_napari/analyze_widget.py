@@ -130,6 +130,14 @@ class AnalyzeWidget(JobWidget):
         self._canvas.setMinimumHeight(200)
         self._plot_box = Container(labels=False)
         self._plot_box.native.layout().addWidget(self._canvas)
+        self._profile_axis = ComboBox(label="Profile along", choices=["z", "y", "x"], value="z")
+        self._profile_axis.tooltip = "the phase fractions slice by slice along this axis (a layer, a gradient, a drift)"
+        self._profile_figure = Figure(figsize=(4.0, 2.4), layout="constrained")
+        self._profile_canvas = FigureCanvasQTAgg(self._profile_figure)
+        self._profile_canvas.setMinimumHeight(200)
+        self._profile_box = Container(labels=False)
+        self._profile_box.native.layout().addWidget(self._profile_canvas)
+        self._profile_axis.changed.connect(lambda *_: self._draw_profile())
         self._add_tpb = PushButton(text="Add TPB network layer")
         self._add_envelope = PushButton(text="Add envelope layer")
         self._add_envelope.tooltip = "what the analysis counted as the sample (1) when surrounded by a label"
@@ -154,6 +162,8 @@ class AnalyzeWidget(JobWidget):
                 self._summary,
                 self._table,
                 self._plot_box,
+                self._profile_axis,
+                self._profile_box,
                 self._add_tpb,
                 self._add_envelope,
                 self._export_path,
@@ -250,6 +260,7 @@ class AnalyzeWidget(JobWidget):
             lines.append(f"TPB density {m.tpb_density:.4g} {u}/{u}³ ({m.tpb_edges:,} voxel edges)")
         self._summary.value = "\n".join(lines)
         self._draw(m, out["interval"])
+        self._draw_profile()
         self._set_result_enabled(True)
         show_info(f"analysed {context['name']!r}")
 
@@ -269,6 +280,26 @@ class AnalyzeWidget(JobWidget):
         ax.set_ylim(0, 1)
         ax.tick_params(labelsize=7)
         self._canvas.draw_idle()
+
+    def _draw_profile(self) -> None:
+        """Line plot of each phase's fraction slice by slice along the chosen axis."""
+        self._profile_figure.clear()
+        m = self.result
+        axis = str(self._profile_axis.value)
+        if m is None or axis not in m.profiles:
+            self._profile_canvas.draw_idle()
+            return
+        p = m.profiles[axis]
+        ax = self._profile_figure.add_subplot()
+        for k, f in p["fractions"].items():
+            name = m.phases[k].name if k in m.phases else str(k)
+            ax.plot(p["position"], [np.nan if v is None else v for v in f], label=name, lw=1.2)
+        ax.set_xlabel(f"{axis} ({m.unit})", fontsize=8)
+        ax.set_ylabel("volume fraction", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, loc="upper right")
+        self._profile_canvas.draw_idle()
 
     def _on_add_envelope(self) -> None:
         if self._context is None or self._context.get("envelope") is None:

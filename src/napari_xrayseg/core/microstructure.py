@@ -195,6 +195,12 @@ class Microstructure:
     sample_voxels : int or None
         Voxels of the sample when some of the region was outside it (``outside``,
         ``envelope``); None when all of it is sample.
+    profiles : dict
+        Phase fractions slice by slice along each axis: ``{"z": {"position": [...],
+        "sample_voxels": [...], "fractions": {label: [...]}}, "y": ..., "x": ...}``;
+        ``position`` is each slice's centre in ``unit`` (volume coordinates), a fraction is
+        NaN where the slice holds no sample. A graded electrode, a layer or a drift along an
+        axis shows here (see :meth:`profile_rows`).
     """
 
     voxel_size: tuple[float, float, float]
@@ -207,6 +213,7 @@ class Microstructure:
     tpb_edges: int | None = None
     methods: dict[str, Any] = field(default_factory=dict)
     sample_voxels: int | None = None
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def volume(self) -> float:
@@ -229,8 +236,8 @@ class Microstructure:
             ``voxel_size`` ([z, y, x]), ``unit``, ``phases`` (``{"1": {name, volume_fraction,
             specific_surface_area, largest_cluster_fraction, percolates, tortuosity,
             mean_size}}``), ``tpb_density`` and, for reference, ``shape``, ``region``,
-            ``volume``, ``sample_volume``, ``sample_voxels``, ``tpb_phases``, ``tpb_edges`` and
-            ``methods``.
+            ``volume``, ``sample_volume``, ``sample_voxels``, ``profiles`` (NaN as null),
+            ``tpb_phases``, ``tpb_edges`` and ``methods``.
         """
         return {
             "voxel_size": [float(v) for v in self.voxel_size],
@@ -242,6 +249,7 @@ class Microstructure:
             "volume": self.volume,
             "sample_volume": self.sample_volume,
             "sample_voxels": self.sample_voxels,
+            "profiles": _jsonable_profiles(self.profiles),
             "tpb_phases": None if self.tpb_phases is None else list(self.tpb_phases),
             "tpb_edges": self.tpb_edges,
             "methods": dict(self.methods),
@@ -276,6 +284,14 @@ class Microstructure:
                 tpb_edges=d.get("tpb_edges"),
                 methods=dict(d.get("methods") or {}),
                 sample_voxels=None if d.get("sample_voxels") is None else int(d["sample_voxels"]),
+                profiles={
+                    a: {
+                        "position": [float(v) for v in p["position"]],
+                        "sample_voxels": [int(v) for v in p["sample_voxels"]],
+                        "fractions": {int(k): [_num(v) for v in f] for k, f in p["fractions"].items()},
+                    }
+                    for a, p in (d.get("profiles") or {}).items()
+                },
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise InputError(
@@ -326,13 +342,25 @@ class Microstructure:
         OutputWriteError
             If the file cannot be written.
         """
-        rows = self.rows()
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["label"], lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: "" if v is None else repr(v) if isinstance(v, float) else v for k, v in r.items()})
-        return write_text_file(path, buf.getvalue(), overwrite=overwrite, what="CSV")
+        return write_text_file(path, _csv_text(self.rows(), "label"), overwrite=overwrite, what="CSV")
+
+    def profile_rows(self, axis: str = "z") -> list[dict[str, Any]]:
+        """One flat dict per slice along ``axis``: index, position, sample voxels, each phase's fraction."""
+        if axis not in self.profiles:
+            raise InputError(f"no profile along {axis!r}: profiles are along {sorted(self.profiles) or 'no axis'}")
+        p = self.profiles[axis]
+        start = self.region[AXES.index(axis)][0] if self.region else 0
+        rows = []
+        for i, (pos, n) in enumerate(zip(p["position"], p["sample_voxels"])):
+            row: dict[str, Any] = {"index": start + i, f"position_{self.unit}": pos, "sample_voxels": n}
+            for k, f in p["fractions"].items():
+                row[f"fraction_{k}"] = f[i]
+            rows.append(row)
+        return rows
+
+    def to_profile_csv(self, path: str | os.PathLike, *, axis: str = "z", overwrite: bool = False) -> Path:
+        """Write :meth:`profile_rows` as CSV (empty cell = no sample in that slice), atomically."""
+        return write_text_file(path, _csv_text(self.profile_rows(axis), "index"), overwrite=overwrite, what="CSV")
 
     def table(self) -> str:
         """A plain-text table for the console and the CLI."""
@@ -505,6 +533,56 @@ def _slab_depth(arr: Any, plane: int, block_slices: int | None) -> int:
 
 
 # --------------------------------------------------------------------------- slab-wise quantities
+
+
+def _num(v: Any) -> Any:
+    """A number for JSON: NaN (and None) as None."""
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def _csv_text(rows: list[dict[str, Any]], first: str) -> str:
+    """CSV of flat rows: floats as repr (every digit), None and NaN as an empty cell."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else [first], lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: "" if _num(v) is None else repr(v) if isinstance(v, float) else v for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _jsonable_profiles(profiles: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        a: {
+            "position": list(p["position"]),
+            "sample_voxels": list(p["sample_voxels"]),
+            "fractions": {str(k): [_num(v) for v in f] for k, f in p["fractions"].items()},
+        }
+        for a, p in profiles.items()
+    }
+
+
+def _profiles(
+    per_axis: list[np.ndarray], chosen: Sequence[int], outside: int | None, reg: Any, spacing: Any
+) -> dict[str, dict[str, Any]]:
+    """Fractions per slice along each axis from the per-slice label counts (n, nb) of each axis."""
+    out = {}
+    for ax, name in enumerate(AXES):
+        c = per_axis[ax]
+        n_data = c.sum(axis=1) - (c[:, outside] if outside is not None and 0 <= outside < c.shape[1] else 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frac = {
+                int(p): [float(v) for v in np.where(n_data > 0, c[:, p] / n_data, np.nan)]
+                if p < c.shape[1]
+                else [0.0] * len(c)
+                for p in chosen
+            }
+        start = reg[ax][0]
+        out[name] = {
+            "position": [float((start + i) * spacing[ax]) for i in range(len(c))],
+            "sample_voxels": [int(v) for v in n_data],
+            "fractions": frac,
+        }
+    return out
 
 
 def _as_small(block: np.ndarray, where: str) -> np.ndarray:
@@ -963,6 +1041,7 @@ def iter_analyze(
     mesh: dict[int, float] = {}
     tpb_count = np.zeros(3, dtype=np.int64)
     sides = np.zeros(nb, dtype=np.int64)  # labels on the region's four sides along z (a pillar's air)
+    per_axis = [np.zeros((n, nb), dtype=np.int64) for n in shape]  # label counts per slice along z, y, x
     full = np.empty(shape, dtype=np.uint8 if nb == 256 else np.uint16) if whole else None
     (z0, z1), (y0, y1), (x0, x1) = reg
     for i, a in enumerate(starts):
@@ -973,8 +1052,15 @@ def iter_analyze(
         s = _read_labels(labels, slice(z0 + a, z0 + stop), reg, what, envelope, envelope_radius, outside)
         s = s.astype(full.dtype if full is not None else np.uint16, copy=False)
         n_new = b - a
-        counts += np.bincount(s[:n_new].ravel(), minlength=nb)[:nb]
         t = s[:n_new]
+        slab_counts = np.bincount(t.ravel(), minlength=nb)[:nb]
+        counts += slab_counts
+        for v in np.flatnonzero(slab_counts):  # the profiles: each label's voxels per slice along each axis
+            m = t == v
+            plane_sum = m.sum(axis=0)
+            per_axis[0][a:b, v] = m.reshape(n_new, -1).sum(axis=1)
+            per_axis[1][:, v] += plane_sum.sum(axis=1)
+            per_axis[2][:, v] += plane_sum.sum(axis=0)
         for side in (t[:, 0, :], t[:, -1, :], t[:, :, 0], t[:, :, -1]):
             sides += np.bincount(side.ravel(), minlength=nb)[:nb]
         if surface == "faces":
@@ -1115,6 +1201,7 @@ def iter_analyze(
         tpb_edges=tpb_edges,
         methods=methods,
         sample_voxels=n_data if n_out else None,
+        profiles=_profiles(per_axis, chosen, outside, reg, spacing),
     )
 
 
