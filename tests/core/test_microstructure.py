@@ -591,3 +591,8 @@ def test_profiles_give_each_phases_fraction_slice_by_slice(tmp_path):
     assert lines[0] == "index,position_um,sample_voxels,fraction_1,fraction_2,fraction_3" and lines[4].endswith(",0,,,")
     with pytest.raises(InputError, match="no profile along 'q'"):
         m.profile_rows("q")
+    wide = lab.astype(np.uint16)
+    wide[0, 0, 0] = 3000  # 16-bit labels: the profiles keep only the labels present (not 65536 columns)
+    w = analyze(wide, outside=0, phases=[1, 2, 3, 3000, 7], connectivity=False, mean_size=False, tortuosity=False)
+    assert w.profiles["z"]["fractions"][3000][:2] == [pytest.approx(1 / 42), 0.0]  # 6 x 7 voxels with data
+    assert w.profiles["z"]["fractions"][7][:3] == [0.0, 0.0, 0.0] and math.isnan(w.profiles["z"]["fractions"][7][3])

@@ -562,23 +562,29 @@ def _jsonable_profiles(profiles: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _profiles(
-    per_axis: list[np.ndarray], chosen: Sequence[int], outside: int | None, reg: Any, spacing: Any
+    per_label: dict[int, list[np.ndarray]],
+    shape: Sequence[int],
+    chosen: Sequence[int],
+    outside: int | None,
+    reg: Any,
+    spacing: Any,
 ) -> dict[str, dict[str, Any]]:
-    """Fractions per slice along each axis from the per-slice label counts (n, nb) of each axis."""
+    """Fractions per slice along each axis from each label's voxel count per slice along each axis."""
     out = {}
     for ax, name in enumerate(AXES):
-        c = per_axis[ax]
-        n_data = c.sum(axis=1) - (c[:, outside] if outside is not None and 0 <= outside < c.shape[1] else 0)
+        n_data = np.zeros(shape[ax], dtype=np.int64)
+        for v, c in per_label.items():
+            if v != outside:
+                n_data += c[ax]
         with np.errstate(divide="ignore", invalid="ignore"):
             frac = {
-                int(p): [float(v) for v in np.where(n_data > 0, c[:, p] / n_data, np.nan)]
-                if p < c.shape[1]
-                else [0.0] * len(c)
+                int(p): [float(f) for f in np.where(n_data > 0, per_label[p][ax] / n_data, np.nan)]
+                if p in per_label
+                else [0.0 if n else math.nan for n in n_data]
                 for p in chosen
             }
-        start = reg[ax][0]
         out[name] = {
-            "position": [float((start + i) * spacing[ax]) for i in range(len(c))],
+            "position": [float((reg[ax][0] + i) * spacing[ax]) for i in range(shape[ax])],
             "sample_voxels": [int(v) for v in n_data],
             "fractions": frac,
         }
@@ -1041,7 +1047,7 @@ def iter_analyze(
     mesh: dict[int, float] = {}
     tpb_count = np.zeros(3, dtype=np.int64)
     sides = np.zeros(nb, dtype=np.int64)  # labels on the region's four sides along z (a pillar's air)
-    per_axis = [np.zeros((n, nb), dtype=np.int64) for n in shape]  # label counts per slice along z, y, x
+    per_label: dict[int, list[np.ndarray]] = {}  # each label's voxel count per slice along z, y, x
     full = np.empty(shape, dtype=np.uint8 if nb == 256 else np.uint16) if whole else None
     (z0, z1), (y0, y1), (x0, x1) = reg
     for i, a in enumerate(starts):
@@ -1058,9 +1064,10 @@ def iter_analyze(
         for v in np.flatnonzero(slab_counts):  # the profiles: each label's voxels per slice along each axis
             m = t == v
             plane_sum = m.sum(axis=0)
-            per_axis[0][a:b, v] = m.reshape(n_new, -1).sum(axis=1)
-            per_axis[1][:, v] += plane_sum.sum(axis=1)
-            per_axis[2][:, v] += plane_sum.sum(axis=0)
+            z_, y_, x_ = per_label.setdefault(int(v), [np.zeros(n, dtype=np.int64) for n in shape])
+            z_[a:b] = m.reshape(n_new, -1).sum(axis=1)
+            y_ += plane_sum.sum(axis=1)
+            x_ += plane_sum.sum(axis=0)
         for side in (t[:, 0, :], t[:, -1, :], t[:, :, 0], t[:, :, -1]):
             sides += np.bincount(side.ravel(), minlength=nb)[:nb]
         if surface == "faces":
@@ -1201,7 +1208,7 @@ def iter_analyze(
         tpb_edges=tpb_edges,
         methods=methods,
         sample_voxels=n_data if n_out else None,
-        profiles=_profiles(per_axis, chosen, outside, reg, spacing),
+        profiles=_profiles(per_label, shape, chosen, outside, reg, spacing),
     )
 
 
