@@ -588,7 +588,8 @@ def test_profiles_give_each_phases_fraction_slice_by_slice(tmp_path):
     assert rows[0]["index"] == 1 and rows[0]["position_um"] == 0.5 and set(rows[0]) >= {"fraction_1", "sample_voxels"}
     path = m.to_profile_csv(tmp_path / "p.csv", axis="z")
     lines = path.read_text().splitlines()
-    assert lines[0] == "index,position_um,sample_voxels,fraction_1,fraction_2,fraction_3" and lines[4].endswith(",0,,,")
+    head = "index,position_um,sample_voxels,fraction_1,fraction_2,fraction_3,tpb_density_per_um2"
+    assert lines[0] == head and lines[4].endswith(",0,,,,")
     with pytest.raises(InputError, match="no profile along 'q'"):
         m.profile_rows("q")
     wide = lab.astype(np.uint16)
@@ -596,3 +597,22 @@ def test_profiles_give_each_phases_fraction_slice_by_slice(tmp_path):
     w = analyze(wide, outside=0, phases=[1, 2, 3, 3000, 7], connectivity=False, mean_size=False, tortuosity=False)
     assert w.profiles["z"]["fractions"][3000][:2] == [pytest.approx(1 / 42), 0.0]  # 6 x 7 voxels with data
     assert w.profiles["z"]["fractions"][7][:3] == [0.0, 0.0, 0.0] and math.isnan(w.profiles["z"]["fractions"][7][3])
+
+
+def test_tpb_profiles_add_up_to_the_tpb_density():
+    """Each TPB edge is counted in one slice along each axis: the slices' TPB lengths add up to the whole."""
+    from napari_xrayseg.core.sample import make_phantom
+
+    truth = make_phantom((12, 40, 48), seed=5, preset="hard", pillar=0.8)[1]
+    m = analyze(truth, envelope=1, voxel_size=(0.3, 0.2, 0.1), connectivity=False, mean_size=False, tortuosity=False)
+    total = m.tpb_density * m.sample_volume
+    for a in "zyx":
+        p = m.profiles[a]
+        vol = np.array(p["sample_voxels"]) * 0.3 * 0.2 * 0.1
+        d = np.nan_to_num(np.array(p["tpb_density"], dtype=float))
+        assert (d * vol).sum() == pytest.approx(total, rel=1e-9)
+        assert np.isnan(p["tpb_density"][int(np.argmin(p["sample_voxels"]))]) == (min(p["sample_voxels"]) == 0)
+    two = analyze(
+        np.where(truth == 3, 2, truth).astype(np.uint8), connectivity=False, mean_size=False, tortuosity=False
+    )
+    assert "tpb_density" not in two.profiles["z"]  # two phases: no TPB

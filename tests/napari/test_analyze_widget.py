@@ -204,6 +204,7 @@ def test_analyze_widget_takes_a_pillars_envelope(make_napari_viewer, qtbot, monk
     assert f"sample {ref.sample_volume:.4g} voxel³" in w._summary.value
     lines = w._profile_figure.axes[0].get_lines()  # the fractions slice by slice along z
     assert len(lines) == 3 and len(lines[0].get_xdata()) == 8
+    assert len(w._profile_figure.axes) == 2 and len(w._profile_figure.axes[1].get_lines()) == 1  # and the TPB
     w._profile_axis.value = "x"
     assert len(w._profile_figure.axes[0].get_lines()[0].get_xdata()) == 64
     w._add_tpb.clicked.emit()

@@ -298,7 +298,14 @@ class AnalyzeWidget(JobWidget):
         ax.set_ylabel("volume fraction", fontsize=8)
         ax.set_ylim(0, 1)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="upper left")
+        if "tpb_density" in p:  # its own scale, on the right
+            tpb = ax.twinx()
+            tpb.plot(p["position"], [np.nan if v is None else v for v in p["tpb_density"]], "k--", lw=1, label="TPB")
+            tpb.set_ylabel(f"TPB density ({m.unit}/{m.unit}³)", fontsize=8)
+            tpb.set_ylim(bottom=0)
+            tpb.tick_params(labelsize=7)
+            tpb.legend(fontsize=7, loc="upper right")
         self._profile_canvas.draw_idle()
 
     def _on_add_envelope(self) -> None:

@@ -197,7 +197,9 @@ class Microstructure:
         ``envelope``); None when all of it is sample.
     profiles : dict
         Phase fractions slice by slice along each axis: ``{"z": {"position": [...],
-        "sample_voxels": [...], "fractions": {label: [...]}}, "y": ..., "x": ...}``;
+        "sample_voxels": [...], "fractions": {label: [...]}, "tpb_density": [...]}, "y": ...,
+        "x": ...}`` (``tpb_density`` with three phases: each TPB edge counted in the slice
+        its midpoint lies in, per sample volume of the slice);
         ``position`` is each slice's centre in ``unit`` (volume coordinates), a fraction is
         NaN where the slice holds no sample. A graded electrode, a layer or a drift along an
         axis shows here (see :meth:`profile_rows`).
@@ -289,6 +291,7 @@ class Microstructure:
                         "position": [float(v) for v in p["position"]],
                         "sample_voxels": [int(v) for v in p["sample_voxels"]],
                         "fractions": {int(k): [_num(v) for v in f] for k, f in p["fractions"].items()},
+                        **({"tpb_density": [_num(v) for v in p["tpb_density"]]} if "tpb_density" in p else {}),
                     }
                     for a, p in (d.get("profiles") or {}).items()
                 },
@@ -355,6 +358,8 @@ class Microstructure:
             row: dict[str, Any] = {"index": start + i, f"position_{self.unit}": pos, "sample_voxels": n}
             for k, f in p["fractions"].items():
                 row[f"fraction_{k}"] = f[i]
+            if "tpb_density" in p:
+                row[f"tpb_density_per_{self.unit}2"] = p["tpb_density"][i]
             rows.append(row)
         return rows
 
@@ -556,6 +561,7 @@ def _jsonable_profiles(profiles: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "position": list(p["position"]),
             "sample_voxels": list(p["sample_voxels"]),
             "fractions": {str(k): [_num(v) for v in f] for k, f in p["fractions"].items()},
+            **({"tpb_density": [_num(v) for v in p["tpb_density"]]} if "tpb_density" in p else {}),
         }
         for a, p in profiles.items()
     }
@@ -568,8 +574,10 @@ def _profiles(
     outside: int | None,
     reg: Any,
     spacing: Any,
+    tpb_len: list[np.ndarray] | None = None,
+    tpb_correction: float = ISOTROPIC_STAIRCASE,
 ) -> dict[str, dict[str, Any]]:
-    """Fractions per slice along each axis from each label's voxel count per slice along each axis."""
+    """Fractions (and the TPB density) per slice along each axis from per-slice counts along each axis."""
     out = {}
     for ax, name in enumerate(AXES):
         n_data = np.zeros(shape[ax], dtype=np.int64)
@@ -588,6 +596,11 @@ def _profiles(
             "sample_voxels": [int(v) for v in n_data],
             "fractions": frac,
         }
+        if tpb_len is not None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                vol = n_data * float(np.prod(spacing))
+                d = np.where(n_data > 0, tpb_len[ax] / tpb_correction / vol, np.nan)
+            out[name]["tpb_density"] = [float(v) for v in d]
     return out
 
 
@@ -1048,6 +1061,7 @@ def iter_analyze(
     tpb_count = np.zeros(3, dtype=np.int64)
     sides = np.zeros(nb, dtype=np.int64)  # labels on the region's four sides along z (a pillar's air)
     per_label: dict[int, list[np.ndarray]] = {}  # each label's voxel count per slice along z, y, x
+    tpb_len = [np.zeros(n, dtype=np.float64) for n in shape]  # TPB length per slice along z, y, x
     full = np.empty(shape, dtype=np.uint8 if nb == 256 else np.uint16) if whole else None
     (z0, z1), (y0, y1), (x0, x1) = reg
     for i, a in enumerate(starts):
@@ -1077,6 +1091,10 @@ def iter_analyze(
                 mesh[int(v)] = mesh.get(int(v), 0.0) + _mesh_area(s, int(v), spacing)
         for k, e in enumerate(_tpb_edges(s, n_new, tpb_phases, outside)):
             tpb_count[k] += int(np.count_nonzero(e))
+            if e.size:  # each edge to the slice its midpoint lies in, along each axis
+                tpb_len[0][a : a + e.shape[0]] += e.reshape(e.shape[0], -1).sum(axis=1) * spacing[k]
+                tpb_len[1][: e.shape[1]] += e.sum(axis=(0, 2)) * spacing[k]
+                tpb_len[2][: e.shape[2]] += e.sum(axis=(0, 1)) * spacing[k]
         if full is not None:
             full[a:b] = s[:n_new]
         yield Progress(i + 1, total, f"slab {i + 1}/{len(starts)}")
@@ -1208,7 +1226,9 @@ def iter_analyze(
         tpb_edges=tpb_edges,
         methods=methods,
         sample_voxels=n_data if n_out else None,
-        profiles=_profiles(per_label, shape, chosen, outside, reg, spacing),
+        profiles=_profiles(
+            per_label, shape, chosen, outside, reg, spacing, tpb_len if tpb_set is not None else None, tpb_correction
+        ),
     )
 
 
