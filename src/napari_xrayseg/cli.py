@@ -537,6 +537,7 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
         "connectivity": whole,
         "mean_size": whole,
         "tortuosity": whole and not a.no_tortuosity,
+        "size_distribution": whole and a.size_distribution,
         "device": a.device,
         "max_voxels": a.max_voxels,
         "outside": a.outside,
@@ -631,6 +632,11 @@ def _add_analyze(sub: Any) -> None:
         help="surface estimator: voxel faces / 1.5 (isotropic; default) or marching cubes",
     )
     p.add_argument("--no-tortuosity", action="store_true", help="skip the tortuosity solves (the slow part)")
+    p.add_argument(
+        "--size-distribution",
+        action="store_true",
+        help="also each phase's continuous size distribution and median diameter d50 (about a minute per 256^3)",
+    )
     p.add_argument(
         "--outside",
         type=int,

@@ -58,6 +58,7 @@ def test_analyze_json_csv_shape_units_and_names(tmp_path, capsys):
         "percolates",
         "tortuosity",
         "mean_size",
+        "size_distribution",
     }
     assert ni["percolates"] == {"z": True, "y": True, "x": False}
     # the plane conducts, the blocks hanging on it are dead ends: counted in eps, so tau > 1
@@ -336,6 +337,14 @@ def test_a_pillar_sample_analysed_with_its_envelope(tmp_path, capsys):
     assert main([*kw, "--envelope", "1", "--profile", str(tmp_path / "z.csv"), "--profile-axis", "x"]) == 0
     lines = (tmp_path / "z.csv").read_text().splitlines()
     assert lines[0].startswith("index,position_voxel,sample_voxels,fraction_1") and len(lines) == 65
+    full = ["analyze", "--labels", str(tmp_path / "s" / "truth.zarr"), "--no-tortuosity", "--envelope", "1"]
+    assert (
+        main([*full, "--size-distribution", "--json", str(tmp_path / "sd.json"), "--csv", str(tmp_path / "sd.csv")])
+        == 0
+    )
+    sd = json.loads((tmp_path / "sd.json").read_text())["phases"]["2"]["size_distribution"]
+    assert sd["d50"] > 1 and len(sd["diameter"]) == len(sd["cumulative"]) and sd["cumulative"][0] == 1.0
+    assert "d50" in (tmp_path / "sd.csv").read_text().splitlines()[0]
     capsys.readouterr()
     assert main([*kw, "--envelope", "1", "--envelope-radius", "0"]) == 2
     assert "envelope radius 0.0 must be a positive number" in capsys.readouterr().err

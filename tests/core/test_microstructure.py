@@ -332,6 +332,7 @@ def test_json_shape_and_files_never_overwritten(tmp_path):
         "percolates",
         "tortuosity",
         "mean_size",
+        "size_distribution",
     }
     assert d["phases"]["1"]["percolates"] == {"z": False, "y": False, "x": False}
     assert d["phases"]["1"]["tortuosity"] == {"z": None, "y": None, "x": None}
@@ -616,3 +617,24 @@ def test_tpb_profiles_add_up_to_the_tpb_density():
         np.where(truth == 3, 2, truth).astype(np.uint8), connectivity=False, mean_size=False, tortuosity=False
     )
     assert "tpb_density" not in two.profiles["z"]  # two phases: no TPB
+
+
+def test_size_distribution_known_answers():
+    """Spheres: the median diameter within a voxel of 2R; a slab: its thickness, in physical units."""
+    for r in (5, 10):
+        m = analyze(
+            ball((48, 48, 48), r), size_distribution=True, connectivity=False, mean_size=False, tortuosity=False
+        )
+        sd = m.phases[2].size_distribution
+        assert 2 * r - 1.2 <= sd["d50"] <= 2 * r + 0.2
+        assert sd["cumulative"][0] == 1.0 and all(a >= b for a, b in zip(sd["cumulative"], sd["cumulative"][1:]))
+    lab = np.ones((24, 40, 24), np.uint8)
+    lab[:, 10:18] = 2  # 8 voxels of 0.5 along y
+    m = analyze(
+        lab, voxel_size=(1, 0.5, 1), size_distribution=True, connectivity=False, mean_size=False, tortuosity=False
+    )
+    assert m.phases[2].size_distribution["d50"] == pytest.approx(4.0)
+    assert m.rows()[1]["d50"] == pytest.approx(4.0) and "Münch" in m.methods["size_distribution"]
+    assert Microstructure.from_dict(m.to_dict()).phases[2].size_distribution["d50"] == pytest.approx(4.0)
+    plain = analyze(lab, connectivity=False, tortuosity=False)
+    assert plain.phases[2].size_distribution is None and plain.rows()[1]["d50"] is None

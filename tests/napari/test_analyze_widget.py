@@ -187,6 +187,7 @@ def test_analyze_widget_takes_a_pillars_envelope(make_napari_viewer, qtbot, monk
     w = AnalyzeWidget(viewer)
     viewer.window.add_dock_widget(w, name="Analyze")
     w._tortuosity.value = False
+    w._size_distribution.value = True
     warnings = []
     monkeypatch.setattr("napari_xrayseg._napari._jobs.show_warning", warnings.append)
     w._run.clicked.emit()
@@ -202,6 +203,7 @@ def test_analyze_widget_takes_a_pillars_envelope(make_napari_viewer, qtbot, monk
     assert w.result.phases[1].volume_fraction == pytest.approx(ref.phases[1].volume_fraction)
     assert w.result.phases[1].volume_fraction < 0.5 < (truth == 1).mean()  # the box would be mostly air
     assert f"sample {ref.sample_volume:.4g} voxel³" in w._summary.value
+    assert _cell(w._table, "label 2", "d50 (voxel)") == f"{w.result.phases[2].size_distribution['d50']:.4g}"
     lines = w._profile_figure.axes[0].get_lines()  # the fractions slice by slice along z
     assert len(lines) == 3 and len(lines[0].get_xdata()) == 8
     assert len(w._profile_figure.axes) == 2 and len(w._profile_figure.axes[1].get_lines()) == 1  # and the TPB

@@ -54,7 +54,15 @@ _COLUMNS = (
     ("percolates", "percolates z/y/x"),
     ("tortuosity", "tau z/y/x"),
     ("mean_size", "mean size"),
+    ("d50", "d50"),
 )
+
+
+def _cell(p: Any, key: str) -> Any:
+    """A phase's value for a table column (``d50`` from its size distribution, when computed)."""
+    if key == "d50":
+        return None if p.size_distribution is None else p.size_distribution["d50"]
+    return p.to_dict()[key]
 
 
 def _iter_job(
@@ -104,6 +112,10 @@ class AnalyzeWidget(JobWidget):
         self._region = LineEdit(label="Region", value="")
         self._region.tooltip = "sub-volume z0:z1,y0:y1,x0:x1 (empty: the whole volume)"
         self._tortuosity = CheckBox(text="Tortuosity (TauFactor; the slow part)", value=True)
+        self._size_distribution = CheckBox(text="Size distribution (d50; a minute per 256³ region)", value=False)
+        self._size_distribution.tooltip = (
+            "each phase's continuous size distribution (inscribed balls) and its median diameter d50"
+        )
         self._outside = CheckBox(text="label 0 is outside the sample (not a phase)", value=True)
         self._outside.tooltip = (
             "napari draws label 0 as background, and Segment writes 0 where it met no data (outside a "
@@ -155,6 +167,7 @@ class AnalyzeWidget(JobWidget):
                 *self._voxel.widgets,
                 self._region,
                 self._tortuosity,
+                self._size_distribution,
                 self._outside,
                 self._envelope,
                 self._spread,
@@ -209,6 +222,7 @@ class AnalyzeWidget(JobWidget):
             "class_names": layer_class_names(layer),
             "region": str(self._region.value).strip() or None,
             "tortuosity": bool(self._tortuosity.value),
+            "size_distribution": bool(self._size_distribution.value),
             "outside": 0 if self._outside.value else None,
             "envelope": int(self._envelope.value) or None,
         }
@@ -244,11 +258,11 @@ class AnalyzeWidget(JobWidget):
         self._context = {**context, "points": out["points"], "envelope": out["envelope"]}
         u = m.unit
         titles = [
-            t if k not in ("specific_surface_area", "mean_size") else f"{t} ({'1/' + u if k[0] == 's' else u})"
+            t if k not in ("specific_surface_area", "mean_size", "d50") else f"{t} ({'1/' + u if k[0] == 's' else u})"
             for k, t in _COLUMNS
         ]
         self._table.value = {
-            "data": [[_fmt(p.to_dict()[k]) for k, _ in _COLUMNS] for p in m.phases.values()],
+            "data": [[_fmt(_cell(p, k)) for k, _ in _COLUMNS] for p in m.phases.values()],
             "index": [f"label {k}" for k in m.phases],
             "columns": titles,
         }
