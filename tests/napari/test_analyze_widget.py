@@ -71,6 +71,8 @@ def test_analyze_widget_table_chart_tpb_layer_and_export(make_napari_viewer, qtb
     w._export.clicked.emit()
     d = json.loads((tmp_path / "micro.json").read_text())
     assert d["phases"]["3"]["name"] == "YSZ" and d["unit"] == "um"
+    profile = (tmp_path / "micro-profile-z.csv").read_text().splitlines()  # the plotted profile too
+    assert profile[0].startswith("index,position_um,sample_voxels,fraction_1") and len(profile) == 1 + lab.shape[0]
     before = (tmp_path / "micro.csv").read_text()
     w._export.clicked.emit()  # refused: both exist
     assert (tmp_path / "micro.csv").read_text() == before

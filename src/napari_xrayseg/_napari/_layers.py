@@ -136,25 +136,27 @@ def physical_placement(voxel_size: Any, unit: str | None, ndim: int) -> dict[str
     return out
 
 
-def export_csv_json(result: Any, raw: str, *, missing: str, show_error: Any, show_info: Any) -> None:
+def export_csv_json(result: Any, raw: str, *, missing: str, show_error: Any, show_info: Any) -> Path | None:
     """A widget's Export button: write ``result.to_csv`` and ``.to_json`` to ``<raw>.csv/.json``.
 
     Never overwrites; every problem (no result yet, no path, a file that exists, a full
     disk) goes to ``show_error``, success to ``show_info`` (the widget's notifications).
+    Returns the CSV's path, or None when nothing was written.
     """
     from ..core.errors import XraysegError
 
     if result is None:
         show_error(missing)
-        return
+        return None
     try:
         csv_path, json_path = export_pair(raw)
         result.to_csv(csv_path)
         result.to_json(json_path)
     except XraysegError as e:
         show_error(str(e))
-        return
+        return None
     show_info(f"wrote {csv_path} and {json_path}")
+    return csv_path
 
 
 def export_pair(raw: str) -> tuple[Path, Path]:

@@ -360,13 +360,23 @@ class AnalyzeWidget(JobWidget):
         show_info(f"added {name!r}: {len(pts):,} TPB edge midpoints (switch to 3D to see the network)")
 
     def _on_export(self) -> None:
-        export_csv_json(
+        """CSV + JSON, and the profile along the plotted axis as ``<base>-profile-<axis>.csv``."""
+        csv_path = export_csv_json(
             self.result,
             str(self._export_path.value),
             missing="no result yet: press Analyze first",
             show_error=show_error,
             show_info=show_info,
         )
+        axis = str(self._profile_axis.value)
+        if csv_path is None or self.result is None or axis not in self.result.profiles:
+            return
+        try:
+            path = self.result.to_profile_csv(csv_path.with_name(f"{csv_path.stem}-profile-{axis}.csv"), axis=axis)
+        except XraysegError as e:
+            show_error(str(e))
+            return
+        show_info(f"wrote {path}")
 
 
 __all__ = ["AnalyzeWidget"]
