@@ -638,3 +638,9 @@ def test_size_distribution_known_answers():
     assert Microstructure.from_dict(m.to_dict()).phases[2].size_distribution["d50"] == pytest.approx(4.0)
     plain = analyze(lab, connectivity=False, tortuosity=False)
     assert plain.phases[2].size_distribution is None and plain.rows()[1]["d50"] is None
+    kw = {"size_distribution": True, "connectivity": False, "mean_size": False, "tortuosity": False}
+    token = NthCheck(10**6)
+    analyze(lab, cancel=token, **kw)
+    checks = token.calls  # the slabs, the phases and each radius of the distance maps
+    with pytest.raises(Cancelled):
+        analyze(lab, cancel=NthCheck(checks - 3), **kw)  # cancelled among the last phase's radii

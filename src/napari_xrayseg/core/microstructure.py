@@ -933,7 +933,9 @@ def _chords(
     return total, count
 
 
-def _size_distribution(mask: np.ndarray, spacing: tuple[float, float, float], steps: int = SIZE_STEPS) -> dict:
+def _size_distribution(
+    mask: np.ndarray, spacing: tuple[float, float, float], steps: int = SIZE_STEPS, cancel: CancelToken | None = None
+) -> dict:
     """The continuous size distribution of a phase mask (Münch & Holzer 2008), by Euclidean distance maps.
 
     For each radius ``r`` (``steps`` of them, geometric from the smallest voxel side to the
@@ -954,6 +956,7 @@ def _size_distribution(mask: np.ndarray, spacing: tuple[float, float, float], st
     share = np.zeros(len(radii))
     covered = np.zeros(mask.shape, dtype=bool)  # by a ball of radius r or larger: the local thickness >= 2 r
     for i in range(len(radii) - 1, -1, -1):
+        check(cancel)  # a distance map per radius: seconds each on large regions
         r = radii[i]
         core = dt >= r
         if core.any():
@@ -1233,7 +1236,7 @@ def iter_analyze(
                 st.mean_size = length / n if n else None
             if size_distribution:
                 yield Progress(step, total, f"phase {p} ({st.name}): size distribution")
-                st.size_distribution = _size_distribution(mask, spacing)
+                st.size_distribution = _size_distribution(mask, spacing, cancel=cancel)
             step += 1
             if tortuosity:
                 taus: dict[str, float | None] = {}
