@@ -635,6 +635,7 @@ def test_size_distribution_known_answers():
     )
     assert m.phases[2].size_distribution["d50"] == pytest.approx(4.0)
     assert m.rows()[1]["d50"] == pytest.approx(4.0) and "Münch" in m.methods["size_distribution"]
+    assert "d50 (um)" in m.table().splitlines()[1] and m.table().splitlines()[3].split()[-1] == "4.0000"
     assert Microstructure.from_dict(m.to_dict()).phases[2].size_distribution["d50"] == pytest.approx(4.0)
     plain = analyze(lab, connectivity=False, tortuosity=False)
     assert plain.phases[2].size_distribution is None and plain.rows()[1]["d50"] is None

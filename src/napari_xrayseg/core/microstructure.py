@@ -385,22 +385,23 @@ class Microstructure:
         """A plain-text table for the console and the CLI."""
         u = self.unit
         head = ("phase", "fraction", f"S_V (1/{u})", "largest", "perc. z/y/x", "tau z/y/x", f"size ({u})")
-        rows = [head]
+        with_d50 = any(p.size_distribution is not None for p in self.phases.values())
+        rows = [(*head, f"d50 ({u})") if with_d50 else head]
         for k, p in self.phases.items():
             perc = "/".join("yes" if p.percolates[a] else "no" for a in AXES) if p.percolates else "n/a"
             tau = "/".join(_fmt(p.tortuosity[a], 3) for a in AXES) if p.tortuosity else "n/a"
-            rows.append(
-                (
-                    f"{k} {p.name}",
-                    _fmt(p.volume_fraction),
-                    _fmt(p.specific_surface_area),
-                    _fmt(p.largest_cluster_fraction),
-                    perc,
-                    tau,
-                    _fmt(p.mean_size),
-                )
+            row = (
+                f"{k} {p.name}",
+                _fmt(p.volume_fraction),
+                _fmt(p.specific_surface_area),
+                _fmt(p.largest_cluster_fraction),
+                perc,
+                tau,
+                _fmt(p.mean_size),
             )
-        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+            d50 = None if p.size_distribution is None else p.size_distribution["d50"]
+            rows.append((*row, _fmt(d50)) if with_d50 else row)
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         vs = " x ".join(f"{v:g}" for v in self.voxel_size)
         lines.insert(0, f"microstructure of {'x'.join(map(str, self.shape))} voxels of {vs} {u}")
