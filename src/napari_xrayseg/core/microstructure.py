@@ -1087,9 +1087,7 @@ def iter_analyze(
         tpb_phases = tuple(int(p) for p in tpb_phases)
         if len(set(tpb_phases)) != 3:
             raise InputError(f"tpb_phases {tpb_phases!r} must be three distinct label values")
-    if outside is not None and (isinstance(outside, bool) or not isinstance(outside, (int, np.integer))):
-        raise InputError(f"outside {outside!r} must be a label value, e.g. 0 (voxels without data)")
-    outside = _envelope_outside(envelope, envelope_radius, outside)
+    outside = _envelope_outside(envelope, envelope_radius, outside)  # checks both
     if outside is not None and surface == "mesh":
         raise InputError("surface='mesh' counts the sample's edge as surface: use surface='faces' with outside=")
     reg = parse_region(region, labels.shape)
