@@ -473,6 +473,11 @@ def test_envelope_gives_a_pillars_own_numbers(caplog):
     with caplog.at_level("WARNING", logger="napari_xrayseg.core.microstructure"):
         analyze(make_phantom((8, 64, 64), seed=4, preset="hard")[1], **kw)  # a sample that fills the volume
     assert not caplog.records
+    padded = np.zeros((8, 80, 80), np.uint8)  # no data (0) all around it: the hint is outside=0's, not envelope=0
+    padded[:, 8:72, 8:72] = make_phantom((8, 64, 64), seed=4, preset="hard")[1]
+    with caplog.at_level("WARNING", logger="napari_xrayseg.core.microstructure"):
+        analyze(padded, **kw)
+    assert "pass outside=0" in caplog.text and "envelope=" not in caplog.text
     assert sorted(got.phases) == [1, 2, 3] and "convex hull" in got.methods["volume_fraction"]
     assert got.phases[1].volume_fraction == pytest.approx(ref.phases[1].volume_fraction, abs=0.01)
     assert box.phases[1].volume_fraction > ref.phases[1].volume_fraction + 0.3

@@ -1169,6 +1169,8 @@ def iter_analyze(
         )
     if outside is not None and 0 <= outside < nb:
         sides[outside] = 0
+    if outside is None:
+        sides[0] = 0  # label 0 on the sides is most likely no data: the warning above names outside=0 for it
     if envelope is None and len(present) > 1 and sides.sum() and sides.max() >= ENVELOPE_HINT * sides.sum():
         top = int(sides.argmax())
         log.warning(
