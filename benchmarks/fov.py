@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     from napari_xrayseg import evaluate, load_model, make_phantom, rank_slices, segment, train
     from napari_xrayseg.core.models import pretrained_path
+    from napari_xrayseg.core.sample import pillar_mask
 
     start = load_model(pretrained_path())
     rows: dict[str, list[tuple[float, float]]] = {}
@@ -48,8 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     for seed in a.seeds:
         img, truth = make_phantom(tuple(a.shape), seed=seed, preset=a.preset)[:2]
         z, y, x = a.shape
-        yy, xx = np.mgrid[:y, :x]
-        inside = (yy - (y - 1) / 2) ** 2 + (xx - (x - 1) / 2) ** 2 < (a.radius * min(y, x) / 2) ** 2
+        inside = pillar_mask((y, x), a.radius)
         t_in = np.where(inside, truth, 0).astype(truth.dtype)
         zero = np.where(inside, img, 0).astype(np.float32)
         nan = np.where(inside, img, np.nan).astype(np.float32)

@@ -698,8 +698,7 @@ def sample_envelope(
     """
     from scipy import ndimage as ndi
 
-    if radius is not None and not (isinstance(radius, (int, float)) and not isinstance(radius, bool) and radius > 0):
-        raise InputError(f"envelope radius {radius!r} must be a positive number of voxels, or None (convex hull)")
+    _check_envelope_radius(radius)
     labels = np.asarray(labels)
     out = np.zeros(labels.shape, dtype=bool)
     for i, sl in enumerate(labels):
@@ -782,6 +781,11 @@ def _convex_fill(mask: np.ndarray) -> np.ndarray:
     return out | mask
 
 
+def _check_envelope_radius(radius: Any) -> None:
+    if radius is not None and not (isinstance(radius, (int, float)) and not isinstance(radius, bool) and radius > 0):
+        raise InputError(f"envelope radius {radius!r} must be a positive number of voxels, or None (convex hull)")
+
+
 def _envelope_outside(envelope: Any, radius: Any, outside: Any) -> int | None:
     """Checked ``outside``; with an ``envelope`` label, 0 when not given (what lies beyond the envelope)."""
     for name, v in (("outside", outside), ("envelope", envelope)):
@@ -789,8 +793,7 @@ def _envelope_outside(envelope: Any, radius: Any, outside: Any) -> int | None:
             raise InputError(f"{name} {v!r} must be a label value, e.g. {0 if name == 'outside' else 1}")
     if envelope is None:
         return None if outside is None else int(outside)
-    if radius is not None and not (isinstance(radius, (int, float)) and not isinstance(radius, bool) and radius > 0):
-        raise InputError(f"envelope radius {radius!r} must be a positive number of voxels, or None (convex hull)")
+    _check_envelope_radius(radius)
     outside = 0 if outside is None else int(outside)
     if int(envelope) == outside:
         raise InputError(
