@@ -256,3 +256,24 @@ def test_model_file_loads_while_the_image_is_read(tmp_path, volume, tiny_model):
     with pytest.raises(ModelFileError, match="bad.safetensors.*truncated"):
         segment(volume, bad, out=tmp_path / "o.zarr", **KW)
     assert not (tmp_path / "o.zarr").exists()  # nothing claimed is left behind
+
+
+def test_an_error_before_the_model_is_loaded_waits_for_its_thread(tmp_path, volume, tiny_model, monkeypatch):
+    """An existing output fails while the model loads on its thread: the thread has ended when the error
+    is raised (a process exiting while torch builds a network on another thread aborts with exit 134)."""
+    import threading
+
+    from napari_xrayseg.core import inference
+
+    path = save_model(tiny_model, tmp_path / "m.safetensors")
+    (tmp_path / "o.zarr").mkdir()
+    slow = inference.load_model
+
+    def load(*a, **k):  # the load outlives the claim's check
+        threading.Event().wait(0.5)
+        return slow(*a, **k)
+
+    monkeypatch.setattr(inference, "load_model", load)
+    with pytest.raises(OutputExistsError):
+        segment(volume, path, out=tmp_path / "o.zarr", **KW)
+    assert not [t for t in threading.enumerate() if t.name == "xrayseg-load-model"]

@@ -116,8 +116,9 @@ class _Loading:
     Building the network and reading its weights overlap the percentile sample (the
     architectures other than ``unet``/``unet3d`` also import MONAI here, about 2.4 s in a
     fresh process); the header (:attr:`info`) is read here first, so a bad file still
-    fails before any output is claimed. A daemon thread, so that Ctrl-C or an error meanwhile
-    does not wait for the import to end.
+    fails before any output is claimed. An error meanwhile (an existing output, Ctrl-C) waits for
+    the thread (:meth:`settle`) before it is raised: a process that exits while torch builds the
+    network on another thread aborts ("terminate called without an active exception", exit 134).
     """
 
     def __init__(self, path: str | os.PathLike, device: Any) -> None:
@@ -131,6 +132,10 @@ class _Loading:
             self._out["model"] = load_model(path, device=device)
         except BaseException as e:  # re-raised in the caller's thread by result()
             self._out["error"] = e
+
+    def settle(self) -> None:
+        """Wait for the loading to end, keeping whatever it gave (the caller is failing anyway)."""
+        self._thread.join()
 
     def result(self) -> Model:
         """The loaded model (waits for it); the loading's exception, raised here."""
@@ -256,32 +261,39 @@ def build_job(
     dev = resolve_device(cfg.device)
     reads = [raw, *inputs, *([model] if isinstance(model, (str, os.PathLike)) else [])]
     loading = _Loading(model, dev) if isinstance(model, (str, os.PathLike)) else None
-    info = loading.info if loading is not None else as_model(model, dev).info
-    vox = _voxel_size(image, info, cfg)
-    prec = resolve_precision(cfg.precision, dev)
-    labels_claim = conf_claim = None
-    norm = None
-    if cfg.out is not None:
-        labels_claim = claim(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=reads, hint=resume_hint)
-        if cfg.confidence is not None:
-            cpath = (
-                cfg.confidence_out if cfg.confidence_out is not None else sibling_path(cfg.out, f"-{cfg.confidence}")
-            )
-            conf_claim = claim(
-                cpath,
-                overwrite=cfg.overwrite,
-                resume=cfg.resume,
-                inputs=reads,
-                what="confidence output",
-                option="--confidence-out",
-            )
-        old = read_output_meta(labels_claim.path) if labels_claim.resume else None
-        if old is not None and info.normalization.get("low") is None:
-            norm = old.get("normalization")  # the bounds the first run computed from this image
-    if norm is None and info.channels == 1 and not (info.two_d and info.normalization.get("low") is None):
-        norm = resolved_normalization(info.normalization, image)
-    if loading is not None:
-        model = loading.result()
+    try:
+        info = loading.info if loading is not None else as_model(model, dev).info
+        vox = _voxel_size(image, info, cfg)
+        prec = resolve_precision(cfg.precision, dev)
+        labels_claim = conf_claim = None
+        norm = None
+        if cfg.out is not None:
+            labels_claim = claim(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=reads, hint=resume_hint)
+            if cfg.confidence is not None:
+                cpath = (
+                    cfg.confidence_out
+                    if cfg.confidence_out is not None
+                    else sibling_path(cfg.out, f"-{cfg.confidence}")
+                )
+                conf_claim = claim(
+                    cpath,
+                    overwrite=cfg.overwrite,
+                    resume=cfg.resume,
+                    inputs=reads,
+                    what="confidence output",
+                    option="--confidence-out",
+                )
+            old = read_output_meta(labels_claim.path) if labels_claim.resume else None
+            if old is not None and info.normalization.get("low") is None:
+                norm = old.get("normalization")  # the bounds the first run computed from this image
+        if norm is None and info.channels == 1 and not (info.two_d and info.normalization.get("low") is None):
+            norm = resolved_normalization(info.normalization, image)
+        if loading is not None:
+            model = loading.result()
+    except BaseException:
+        if loading is not None:
+            loading.settle()
+        raise
     plans = plan_passes(
         image,
         model,
