@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -1473,6 +1474,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone; then it is pointed at /dev/null.
+
+    (Python would report the broken pipe again when it flushes stdout at exit.) A pipe's write
+    end polls as an error once its reader has closed it.
+    """
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        closed = any(ev & select.POLLERR for _, ev in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or stdout is no file
+        return False
+    if closed:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return closed
+
+
 def _run(args: argparse.Namespace) -> int:
     """Run a parsed command; every error the user can act on becomes one line and an exit code."""
     import errno
@@ -1496,6 +1517,8 @@ def _run(args: argparse.Namespace) -> int:
             return fail(oom, 3)
         if not isinstance(e, OSError):
             raise  # a bug: keep the traceback
+        if isinstance(e, BrokenPipeError) and _stdout_closed():
+            return 141  # `xrayseg ... | head`: the reader has what it wanted; end quietly, as a pipe does
         out = getattr(args, "out", None)
         culprit = e.filename if e.filename and not (out and str(e.filename).startswith(str(out))) else out
         if e.errno in USER_WRITE_ERRNOS:  # disk full, read-only or unwritable location: the user can fix these

@@ -184,3 +184,18 @@ def test_nodata_outside_a_field_of_view_in_predict_train_and_suggest(tmp_path, c
     assert len(picked) == 2 and not {3, 8} & set(picked)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["predict", "--image", "x", "--model", "m", "--out", "o", "--nodata", "zero"])
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path, monkeypatch, capsys):
+    """`xrayseg model-info m | head -1`: the reader closing its end is no disk error (exit 141, nothing on stderr)."""
+    import os
+
+    assert main(["init-model", "--out", str(tmp_path / "m"), "--size", "tiny"]) == 0
+    capsys.readouterr()
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before anything is written
+    with open(w, "w", buffering=1) as pipe:  # line-buffered, as a terminal or `python -u`
+        monkeypatch.setattr("sys.stdout", pipe)
+        assert main(["model-info", str(tmp_path / "m.safetensors")]) == 141
+        monkeypatch.undo()
+    assert capsys.readouterr().err == ""
