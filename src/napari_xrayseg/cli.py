@@ -1498,13 +1498,20 @@ def _run(args: argparse.Namespace) -> int:
     """Run a parsed command; every error the user can act on becomes one line and an exit code."""
     import errno
 
-    from .core.errors import USER_WRITE_ERRNOS, OutOfMemoryError, XraysegError, out_of_memory, write_error
+    from .core.errors import (
+        USER_WRITE_ERRNOS,
+        OutOfMemoryError,
+        XraysegError,
+        for_cli,
+        out_of_memory,
+        write_error,
+    )
 
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
     def fail(msg: Any, code: int) -> int:
-        print(f"xrayseg {args.command}: error: {msg}", file=sys.stderr)
+        print(f"xrayseg {args.command}: error: {for_cli(msg)}", file=sys.stderr)
         return code
 
     try:

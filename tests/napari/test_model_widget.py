@@ -43,10 +43,11 @@ def test_export_and_import_through_the_widget(make_napari_viewer, qtbot, tmp_pat
 
     # a second import onto the same file is refused with a notification, the file kept
     errors: list[str] = []
-    monkeypatch.setattr("napari_xrayseg._napari._jobs.show_error", errors.append)
+    monkeypatch.setattr("napari_xrayseg._napari._jobs.notifications.show_error", errors.append)
     w._import.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
-    assert len(errors) == 1 and "exists" in errors[0]
+    assert len(errors) == 1 and "exists: choose another path" in errors[0]
+    assert "overwrite" not in errors[0]  # the widget has no overwrite: it does not offer one
     assert (tmp_path / "back.safetensors").read_bytes() == model.read_bytes()
 
 

@@ -183,15 +183,16 @@ def test_segment_widget_default_tile_adapts_to_small_slices(make_napari_viewer, 
     errors = []
     import napari_xrayseg._napari._jobs as jobs
 
-    orig = jobs.show_error
-    jobs.show_error = errors.append
+    orig = jobs.notifications.show_error
+    jobs.notifications.show_error = errors.append  # what the user reads, in the widgets' words
     try:
         w._tile.value = 128
         w._run.clicked.emit()
         qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
     finally:
-        jobs.show_error = orig
-    assert errors and "tile 128 is larger than the 24x40 slice" in errors[0]
+        jobs.notifications.show_error = orig
+    assert errors and "tile 128 is larger than the 24x40 slice: set Tile to 40 or less" in errors[0]
+    assert "--tile" not in errors[0]
 
 
 def test_segment_widget_no_data_value_outside_a_field_of_view(make_napari_viewer, qtbot, model_file, monkeypatch):

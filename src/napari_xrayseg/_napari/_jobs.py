@@ -27,14 +27,20 @@ from typing import Any
 
 from magicgui.widgets import Container, PushButton
 from napari.qt.threading import GeneratorWorker, create_worker
+from napari.utils import notifications
 from napari.utils import progress as napari_progress
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_info, show_warning
 
 from ..core.device import release_memory
-from ..core.errors import USER_WRITE_ERRNOS, Cancelled, XraysegError, write_error
+from ..core.errors import USER_WRITE_ERRNOS, Cancelled, XraysegError, for_gui, write_error
 from ..core.progress import CancelToken, Progress
 
 log = logging.getLogger(__name__)
+
+
+def show_error(message: object) -> None:
+    """An error notification in the widgets' words (:func:`~napari_xrayseg.core.errors.for_gui`)."""
+    notifications.show_error(for_gui(message))
 
 
 class _TokenWorker(GeneratorWorker):

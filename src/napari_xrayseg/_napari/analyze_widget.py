@@ -28,7 +28,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, Lin
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.layers import Labels
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 
 from ..core.errors import InputError, XraysegError
 from ..core.microstructure import (
@@ -39,7 +39,7 @@ from ..core.microstructure import (
     tpb_points,
 )
 from ..core.progress import CancelToken, Progress
-from ._jobs import JobRunner, JobWidget
+from ._jobs import JobRunner, JobWidget, show_error
 from ._layers import export_csv_json, layer_array, layer_class_names, placement, unique_name
 from ._voxel import VoxelSizeFields
 

@@ -25,13 +25,13 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.layers import Labels
 from napari.utils.colormaps import DirectLabelColormap
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 
 from napari_xrayseg.core.errors import InputError, XraysegError
 from napari_xrayseg.core.figures import ERROR_CODES, OVERLAY_COLORS, error_map, slice_dice_plot
 from napari_xrayseg.core.metrics import Report, iter_evaluate
 
-from ._jobs import JobRunner, JobWidget
+from ._jobs import JobRunner, JobWidget, show_error
 from ._layers import export_csv_json, layer_array, layer_class_names, placement, unique_name
 from ._voxel import layer_voxel_size
 

@@ -19,9 +19,45 @@ __all__ = [
     "OutputExistsError",
     "OutputWriteError",
     "XraysegError",
+    "for_cli",
+    "for_gui",
     "out_of_memory",
     "write_error",
 ]
+
+
+#: How a fix the API names reads on the command line and in the widgets: (API, CLI, widgets).
+#: Messages name the API's argument with the CLI option in brackets, e.g. "pass overwrite=True
+#: (--overwrite)"; the CLI and the widgets each show only their own words.
+_FIXES = (
+    (" or pass overwrite=True (--overwrite)", " or add --overwrite", ""),  # widgets never overwrite
+    ("pass ignore_zero=False", "add --zero-is-class", "tick 'Treat 0 as a class'"),
+    ("use --tile ", "use --tile ", "set Tile to "),
+)
+
+
+def for_cli(message: object) -> str:
+    """An error's message in the command line's words.
+
+    >>> for_cli("output a.zarr exists: choose another path or pass overwrite=True (--overwrite)")
+    'output a.zarr exists: choose another path or add --overwrite'
+    """
+    text = str(message)
+    for api, cli, _ in _FIXES:
+        text = text.replace(api, cli)
+    return text
+
+
+def for_gui(message: object) -> str:
+    """An error's message in the widgets' words (they have no overwrite: another path is the fix).
+
+    >>> for_gui("output a.zarr exists: choose another path or pass overwrite=True (--overwrite)")
+    'output a.zarr exists: choose another path'
+    """
+    text = str(message)
+    for api, _, gui in _FIXES:
+        text = text.replace(api, gui)
+    return text
 
 
 class XraysegError(Exception):
