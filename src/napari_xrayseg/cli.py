@@ -505,10 +505,37 @@ def _voxel_size(a: argparse.Namespace, path: str, dataset: str | None) -> tuple[
     return pick_voxel_size(a.voxel_size, a.unit, None if a.voxel_size else read_voxel_size(path, dataset=dataset))
 
 
+def _outputs_free(
+    a: argparse.Namespace, files: Sequence[tuple[str | None, str, str]], figures: str | None = None
+) -> None:
+    """Check, before a command computes, the outputs it writes after: a long run never ends on "exists".
+
+    ``files`` are ``(path or None, what, option)``; ``figures`` a folder for ``save_figures``.
+    """
+    from pathlib import Path
+
+    from .core.errors import InputError
+    from .core.output import claim
+
+    for path, what, option in files:
+        if path is None:
+            continue
+        if Path(path).is_dir():
+            raise InputError(f"{what} {path} is a directory: give a file name")
+        claim(path, overwrite=a.overwrite, what=what, option=option)
+    if figures is not None:
+        from .core.figures import check_figure_folder
+
+        check_figure_folder(figures, a.overwrite)
+
+
 def _cmd_analyze(a: argparse.Namespace) -> int:
     from .core.io import open_volume, read_class_names
     from .core.microstructure import analyze, compare_microstructure, microstructure_interval, write_text_file
 
+    _outputs_free(
+        a, [(a.json, "JSON output", "--json"), (a.csv, "CSV output", "--csv"), (a.profile, "CSV output", "--profile")]
+    )
     labels = open_volume(a.labels, dataset=a.dataset)
     found = _voxel_size(a, a.labels, a.dataset)
     if found is None:
@@ -707,6 +734,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     from .core.io import open_volume
     from .core.metrics import evaluate
 
+    _outputs_free(a, [(a.json, "JSON output", "--json"), (a.csv, "CSV output", "--csv")], a.figures)
     pred = open_volume(a.pred, dataset=a.pred_dataset)
     truth = open_volume(a.truth, dataset=a.truth_dataset)
     from .core.io import read_class_names

@@ -199,3 +199,35 @@ def test_a_closed_pipe_ends_quietly(tmp_path, monkeypatch, capsys):
         assert main(["model-info", str(tmp_path / "m.safetensors")]) == 141
         monkeypatch.undo()
     assert capsys.readouterr().err == ""
+
+
+def test_outputs_are_checked_before_the_work(tmp_path, capsys):
+    """evaluate / analyze refuse a taken output before computing, and write none of the others."""
+    truth = np.random.default_rng(0).integers(1, 4, (4, 16, 16)).astype(np.uint8)
+    np.save(tmp_path / "t.npy", truth)
+    (tmp_path / "figs").mkdir()
+    (tmp_path / "figs" / "collage.png").write_bytes(b"kept")
+    t = str(tmp_path / "t.npy")
+    capsys.readouterr()
+    argv = [
+        "evaluate",
+        "--pred",
+        t,
+        "--truth",
+        t,
+        "--json",
+        str(tmp_path / "r.json"),
+        "--figures",
+        str(tmp_path / "figs"),
+    ]
+    assert main(argv) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and "figs/collage.png: choose another folder or add --overwrite" in cap.err
+    assert not (tmp_path / "r.json").exists() and (tmp_path / "figs" / "collage.png").read_bytes() == b"kept"
+    (tmp_path / "a.csv").write_text("kept")
+    argv = ["analyze", "--labels", t, "--json", str(tmp_path / "a.json"), "--csv", str(tmp_path / "a.csv")]
+    assert main(argv) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and "CSV output" in cap.err and not (tmp_path / "a.json").exists()
+    assert main([*argv, "--overwrite", "--fractions-only"]) == 0
+    assert (tmp_path / "a.json").exists() and (tmp_path / "a.csv").read_text() != "kept"

@@ -37,7 +37,9 @@ from .errors import InputError, OutputExistsError
 
 __all__ = [
     "ERROR_CODES",
+    "FIGURE_FILES",
     "OVERLAY_COLORS",
+    "check_figure_folder",
     "collage",
     "error_map",
     "save_figures",
@@ -750,6 +752,30 @@ def slice_dice_plot(
 # --------------------------------------------------------------------------- all at once
 
 
+#: The files :func:`save_figures` may write into its folder.
+FIGURE_FILES = ("collage.png", "slice_dice.png", "training_curves.png")
+
+
+def check_figure_folder(directory: str | os.PathLike, overwrite: bool, names: Sequence[str] = FIGURE_FILES) -> None:
+    """Raise if :func:`save_figures` could not write ``names`` into ``directory`` (the CLI checks before it computes).
+
+    Raises
+    ------
+    InputError
+        If ``directory`` is a file.
+    OutputExistsError
+        If one of the figures exists and ``overwrite`` is False.
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"figures directory {directory} is a file: give a folder path")
+    taken = [str(directory / n) for n in names if (directory / n).exists()]
+    if taken and not overwrite:
+        raise OutputExistsError(
+            f"figures exist: {', '.join(taken)}: choose another folder or pass overwrite=True (--overwrite)"
+        )
+
+
 def save_figures(
     report: Any,
     image: Any,
@@ -812,8 +838,6 @@ def save_figures(
     """
     report = _as_report(report)
     directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise InputError(f"figures directory {directory} is a file: give a folder path")
     targets = {"collage": directory / "collage.png"}
     if report.slice_dice is not None and report.axis is not None:
         targets["slice_dice"] = directory / "slice_dice.png"
@@ -821,11 +845,7 @@ def save_figures(
         log.info("report has no per-slice scores: slice_dice.png not written")
     if history is not None:
         targets["training_curves"] = directory / "training_curves.png"
-    taken = [str(p) for p in targets.values() if p.exists()]
-    if taken and not overwrite:
-        raise OutputExistsError(
-            f"figures exist: {', '.join(taken)}: choose another folder or pass overwrite=True (--overwrite)"
-        )
+    check_figure_folder(directory, overwrite, [p.name for p in targets.values()])
     slices = None
     pred_ndim = _array(pred, "pred").ndim
     if pred_ndim == 3 and report.slice_dice is not None and report.axis is not None:
