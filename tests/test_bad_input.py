@@ -539,6 +539,20 @@ CASES = [
         r"has no array 'c': it has \['a', 'b'\]",
     ),
     Case(
+        "zarr-array-with-dataset",
+        lambda d, o: open_volume(d / "good.zarr", dataset="nope"),
+        _predict("good.zarr", "--dataset", "nope"),
+        InputError,
+        r"good.zarr is a zarr array, not a group: it holds no array 'nope'; drop --dataset",
+    ),
+    Case(
+        "npy-with-dataset",
+        lambda d, o: open_volume(d / "img.npy", dataset="nope"),
+        _predict("img.npy", "--dataset", "nope"),
+        InputError,
+        r"img.npy holds one array, not named ones: it has no dataset 'nope'; drop --dataset",
+    ),
+    Case(
         "hdf5-several-datasets",
         lambda d, o: open_volume(d / "two.h5"),
         _predict("two.h5"),

@@ -93,6 +93,8 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
     suffix = p.suffix.lower()
     if p.is_dir() and suffix in (*_TIFF, *_HDF5, ".npy"):
         raise InputError(f"input {p} is a directory, not a {suffix} file: check the path")
+    if dataset not in (None, "", "/") and suffix in (*_TIFF, *_PIL, ".npy"):
+        raise InputError(f"{p.name} holds one array, not named ones: it has no dataset {dataset!r}; drop --dataset")
     try:
         if p.is_dir() or suffix == ".zarr":
             return _open_zarr(p, dataset)
@@ -133,6 +135,8 @@ def _open_zarr(p: Path, dataset: str | None) -> Any:
     except Exception as e:  # zarr raises several unrelated types for "not a zarr store"
         raise InputError(f"{p} is not a readable zarr array or group ({type(e).__name__}: {e})") from e
     if isinstance(node, zarr.Array):
+        if dataset not in (None, "", "/"):
+            raise InputError(f"{p} is a zarr array, not a group: it holds no array {dataset!r}; drop --dataset")
         return node
     if dataset is not None:
         try:
