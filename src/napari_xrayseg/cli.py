@@ -58,6 +58,10 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     from .core.output import claim
     from .core.sample import PHASES, make_phantom
 
+    if a.annotate and (a.annotate < 0 or len(a.shape) != 3):
+        from .core.errors import InputError
+
+        raise InputError(f"--annotate {a.annotate}: give a positive number of slices and a 3D --shape Z Y X")
     out = Path(a.out)
     target = claim(out, overwrite=a.overwrite, empty_ok=True)  # beside an old sample until complete
     t0 = time.perf_counter()
@@ -77,13 +81,19 @@ def _cmd_sample(a: argparse.Namespace) -> int:
             "phases": {str(k): v for k, v in PHASES.items()},
         }
     }
+    names = {"classes": list(PHASES), "class_names": list(PHASES.values())}  # analyze / evaluate name the phases
+    label_attrs = {"napari_xrayseg": {**attrs["napari_xrayseg"], **names}}
     write_volume(work / "image.zarr", image, chunks=chunks, attrs=attrs)
-    write_volume(work / "truth.zarr", truth, chunks=chunks, attrs=attrs)
+    write_volume(work / "truth.zarr", truth, chunks=chunks, attrs=label_attrs)
+    written = f"{out}/image.zarr and {out}/truth.zarr"
+    if a.annotate:
+        from .core.demo import annotate_slices
+
+        ann, idx = annotate_slices(truth, min(a.annotate, truth.shape[0]))
+        write_volume(work / "annotations.zarr", ann, chunks=chunks, attrs=label_attrs)
+        written += f", and the truth of slices {idx} (0 elsewhere) to {out}/annotations.zarr"
     target.commit()
-    print(
-        f"wrote sample {image.shape} (seed {a.seed}) to {out}/image.zarr and {out}/truth.zarr "
-        f"in {time.perf_counter() - t0:.1f} s"
-    )
+    print(f"wrote sample {image.shape} (seed {a.seed}) to {written} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -915,7 +925,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .core.sample import PRESETS
 
     p = sub.add_parser("sample", help="write the synthetic three-phase PXCT sample (image + truth) as zarr")
-    p.add_argument("--out", required=True, help="output folder (gets image.zarr and truth.zarr)")
+    p.add_argument(
+        "--out", required=True, help="output folder (gets image.zarr and truth.zarr, with --annotate annotations.zarr)"
+    )
     p.add_argument(
         "--shape",
         type=int,
@@ -947,6 +959,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="R",
         help="the sample as a pillar along Z in air (pore in the truth), radius R of half the side, e.g. 0.7 "
         "(analyze it with --envelope 1)",
+    )
+    p.add_argument(
+        "--annotate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write annotations.zarr: the truth of N evenly spaced Z slices, 0 elsewhere (what a user paints; "
+        "train on it with --labels)",
     )
     _add_overwrite(p)
     p.set_defaults(func=_cmd_sample)

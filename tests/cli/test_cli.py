@@ -231,3 +231,19 @@ def test_outputs_are_checked_before_the_work(tmp_path, capsys):
     assert cap.out == "" and "CSV output" in cap.err and not (tmp_path / "a.json").exists()
     assert main([*argv, "--overwrite", "--fractions-only"]) == 0
     assert (tmp_path / "a.json").exists() and (tmp_path / "a.csv").read_text() != "kept"
+
+
+def test_sample_annotate_writes_the_slices_a_user_would_paint(tmp_path, capsys):
+    """`sample --annotate 3`: annotations.zarr holds the truth of 3 z slices, 0 elsewhere; the truth names its phases."""
+    from napari_xrayseg.core.io import read_class_names
+
+    assert main(["sample", "--out", str(tmp_path / "s"), "--shape", "9", "24", "24", "--annotate", "3"]) == 0
+    assert "annotations.zarr" in capsys.readouterr().out
+    truth = zarr.open_array(store=str(tmp_path / "s" / "truth.zarr"), mode="r")[...]
+    ann = zarr.open_array(store=str(tmp_path / "s" / "annotations.zarr"), mode="r")[...]
+    painted = [z for z in range(9) if ann[z].any()]
+    assert painted == [2, 4, 6] and (ann[painted] == truth[painted]).all() and ann.sum() > 0
+    assert read_class_names(tmp_path / "s" / "truth.zarr") == {1: "pore", 2: "nickel", 3: "YSZ"}
+    assert main(["sample", "--out", str(tmp_path / "t"), "--shape", "24", "24", "--annotate", "3"]) == 2
+    assert "--annotate 3: give a positive number of slices and a 3D --shape" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()

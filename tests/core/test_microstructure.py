@@ -650,3 +650,17 @@ def test_size_distribution_known_answers():
     checks = token.calls  # the slabs, the phases and each radius of the distance maps
     with pytest.raises(Cancelled):
         analyze(lab, cancel=NthCheck(checks - 3), **kw)  # cancelled among the last phase's radii
+
+
+def test_table_keeps_one_column_per_measure_and_names_voxel_units():
+    """A tortuosity missing along one axis reads "-" inside "z/y/x" (no "n/a" to split on); no voxel size is said so."""
+    from napari_xrayseg.core.microstructure import analyze
+
+    lab = np.ones((6, 12, 12), np.uint8)
+    lab[:, :, 6:] = 2  # two slabs: each percolates along z and y, not across x
+    m = analyze(lab, tortuosity=True)
+    head, first = m.table().splitlines()[0], m.table().splitlines()[2]
+    assert head == "microstructure of 6x12x12 voxels (no voxel size: lengths in voxels)"
+    tau = first.split()[-2]  # the last two columns: tau z/y/x, mean size
+    assert tau.count("/") == 2 and "n/a" not in tau and tau.endswith("/-"), first
+    assert analyze(lab, voxel_size=0.5, unit="um").extent() == "6x12x12 voxels of 0.5 x 0.5 x 0.5 um"

@@ -267,7 +267,7 @@ class AnalyzeWidget(JobWidget):
             "columns": titles,
         }
         self._table.native.resizeColumnsToContents()
-        lines = [f"{'x'.join(map(str, m.shape))} voxels of {' x '.join(f'{v:g}' for v in m.voxel_size)} {u}"]
+        lines = [m.extent()]
         if m.sample_voxels is not None:
             lines.append(f"sample {m.sample_volume:.4g} {u}³ ({m.sample_voxels:,} voxels)")
         if m.tpb_density is not None:

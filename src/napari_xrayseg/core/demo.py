@@ -158,8 +158,12 @@ def run_demo(
         echo(f"  {names.get(int(c), str(c)):>8}: {u:.3f} | {o:.3f}")
     echo(f"  {'mean':>8}: {report.mean_dice:.3f} | {otsu.mean_dice:.3f}")
     echo(
-        f"Files in {outdir}/: model.safetensors (reuse with `xrayseg predict`), labels.zarr, report.json, "
-        f"summary.json{', figures/' if figures else ''}"
+        f"Files in {outdir}/: image.zarr and truth.zarr (the sample and its full truth), annotations.zarr "
+        f"(the {len(idx)} slices trained on), model.safetensors (reuse with `xrayseg predict`), labels.zarr "
+        f"(the segmentation), report.json, summary.json{', figures/' if figures else ''}"
     )
-    echo(f"Look at it: napari {outdir}/image.zarr {outdir}/labels.zarr  (or File > Open Sample > napari-xrayseg)")
+    echo(
+        f"Look at it: napari {outdir}/image.zarr {outdir}/labels.zarr  "
+        "(or File > Open Sample > X-ray Segmentation in napari)"
+    )
     return summary

@@ -381,6 +381,16 @@ class Microstructure:
         """Write :meth:`profile_rows` as CSV (empty cell = no sample in that slice), atomically."""
         return write_text_file(path, _csv_text(self.profile_rows(axis), "index"), overwrite=overwrite, what="CSV")
 
+    def extent(self) -> str:
+        """The region in words, e.g. ``"48x192x192 voxels of 0.02 x 0.02 x 0.02 um"``.
+
+        Without a voxel size: ``"48x192x192 voxels (no voxel size: lengths in voxels)"``.
+        """
+        shape = f"{'x'.join(map(str, self.shape))} voxels"
+        if self.unit == "voxel":
+            return f"{shape} (no voxel size: lengths in voxels)"
+        return f"{shape} of {' x '.join(f'{v:g}' for v in self.voxel_size)} {self.unit}"
+
     def table(self) -> str:
         """A plain-text table for the console and the CLI."""
         u = self.unit
@@ -389,7 +399,7 @@ class Microstructure:
         rows = [(*head, f"d50 ({u})") if with_d50 else head]
         for k, p in self.phases.items():
             perc = "/".join("yes" if p.percolates[a] else "no" for a in AXES) if p.percolates else "n/a"
-            tau = "/".join(_fmt(p.tortuosity[a], 3) for a in AXES) if p.tortuosity else "n/a"
+            tau = "/".join(_fmt(p.tortuosity[a], 3, "-") for a in AXES) if p.tortuosity else "n/a"  # 1 column
             row = (
                 f"{k} {p.name}",
                 _fmt(p.volume_fraction),
@@ -403,8 +413,7 @@ class Microstructure:
             rows.append((*row, _fmt(d50)) if with_d50 else row)
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-        vs = " x ".join(f"{v:g}" for v in self.voxel_size)
-        lines.insert(0, f"microstructure of {'x'.join(map(str, self.shape))} voxels of {vs} {u}")
+        lines.insert(0, f"microstructure of {self.extent()}")
         if self.sample_voxels is not None:
             share = self.sample_voxels / max(1, int(np.prod(self.shape)))
             lines.insert(
@@ -421,9 +430,9 @@ class Microstructure:
         return self.table()
 
 
-def _fmt(v: Any, digits: int = 4) -> str:
+def _fmt(v: Any, digits: int = 4, missing: str = "n/a") -> str:
     if v is None:
-        return "n/a"
+        return missing
     if isinstance(v, float):
         return f"{v:.{digits}g}" if abs(v) >= 1e4 or (v and abs(v) < 1e-3) else f"{v:.{digits}f}"
     return str(v)
