@@ -777,6 +777,43 @@ CASES = [
         r"lies inside the input .*good.zarr",
     ),
     Case(
+        "out-is-the-npy-input",
+        lambda d, o: segment(
+            open_volume(d / "img.npy"), d / "m.safetensors", device="cpu", out=d / "img.npy", overwrite=True
+        ),
+        _predict("img.npy", "--out", "{d}/img.npy", "--overwrite"),
+        InputError,
+        r"--out .*img.npy is the input .*: writing there would destroy it",
+    ),
+    Case(
+        "evaluate-json-is-the-truth",
+        None,
+        _evaluate("lab.npy", "lab.npy", "--json", "{d}/lab.npy", "--overwrite"),
+        InputError,
+        r"--json .*lab.npy is the input .*: writing there would destroy it",
+    ),
+    Case(
+        "evaluate-json-and-csv-one-path",
+        None,
+        _evaluate("lab.npy", "lab.npy", "--json", "{o}/r.txt", "--csv", "{o}/r.txt"),
+        InputError,
+        r"two outputs share a path .*r.txt.*: give each its own",
+    ),
+    Case(
+        "analyze-json-inside-the-labels",
+        None,
+        ["analyze", "--labels", "{d}/good.zarr", "--json", "{d}/good.zarr/zarr.json", "--overwrite"],
+        InputError,
+        r"--json .*good.zarr/zarr.json lies inside the input .*good.zarr",
+    ),
+    Case(
+        "evaluate-figures-inside-the-pred",
+        None,
+        _evaluate("good.zarr", "good.zarr", "--figures", "{d}/good.zarr/figs"),
+        InputError,
+        r"--figures .*good.zarr/figs lies inside the input .*good.zarr",
+    ),
+    Case(
         "out-is-the-model",
         lambda d, o: segment(
             np.load(d / "img.npy"), d / "m.safetensors", device="cpu", out=d / "m.safetensors", overwrite=True

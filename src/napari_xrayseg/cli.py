@@ -516,26 +516,35 @@ def _voxel_size(a: argparse.Namespace, path: str, dataset: str | None) -> tuple[
 
 
 def _outputs_free(
-    a: argparse.Namespace, files: Sequence[tuple[str | None, str, str]], figures: str | None = None
+    a: argparse.Namespace,
+    files: Sequence[tuple[str | None, str, str]],
+    inputs: Sequence[str | None],
+    figures: str | None = None,
 ) -> None:
     """Check, before a command computes, the outputs it writes after: a long run never ends on "exists".
 
-    ``files`` are ``(path or None, what, option)``; ``figures`` a folder for ``save_figures``.
+    ``files`` are ``(path or None, what, option)``; ``figures`` a folder for ``save_figures``. None
+    of them may be one of the ``inputs`` or lie inside one (``--overwrite`` would destroy it).
     """
     from pathlib import Path
 
     from .core.errors import InputError
-    from .core.output import claim
+    from .core.output import check_not_input, claim
 
+    reads = [p for p in inputs if p]
+    paths = [p for p, _, _ in files if p is not None]
+    if len(set(map(os.path.abspath, paths))) < len(paths):
+        raise InputError(f"two outputs share a path ({', '.join(paths)}): give each its own")
     for path, what, option in files:
         if path is None:
             continue
         if Path(path).is_dir():
             raise InputError(f"{what} {path} is a directory: give a file name")
-        claim(path, overwrite=a.overwrite, what=what, option=option)
+        claim(path, overwrite=a.overwrite, what=what, option=option, inputs=reads)
     if figures is not None:
         from .core.figures import check_figure_folder
 
+        check_not_input(figures, reads, option="--figures")
         check_figure_folder(figures, a.overwrite)
 
 
@@ -544,7 +553,9 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
     from .core.microstructure import analyze, compare_microstructure, microstructure_interval, write_text_file
 
     _outputs_free(
-        a, [(a.json, "JSON output", "--json"), (a.csv, "CSV output", "--csv"), (a.profile, "CSV output", "--profile")]
+        a,
+        [(a.json, "JSON output", "--json"), (a.csv, "CSV output", "--csv"), (a.profile, "CSV output", "--profile")],
+        [a.labels, a.truth, *(a.spread or []), a.model],
     )
     labels = open_volume(a.labels, dataset=a.dataset)
     found = _voxel_size(a, a.labels, a.dataset)
@@ -744,7 +755,9 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     from .core.io import open_volume
     from .core.metrics import evaluate
 
-    _outputs_free(a, [(a.json, "JSON output", "--json"), (a.csv, "CSV output", "--csv")], a.figures)
+    _outputs_free(
+        a, [(a.json, "JSON output", "--json"), (a.csv, "CSV output", "--csv")], [a.pred, a.truth, a.image], a.figures
+    )
     pred = open_volume(a.pred, dataset=a.pred_dataset)
     truth = open_volume(a.truth, dataset=a.truth_dataset)
     from .core.io import read_class_names

@@ -64,8 +64,8 @@ def source_path(obj: Any) -> Path | None:
             return base / sub if isinstance(sub, str) and sub else base
         except TypeError:
             return None
-    fname = getattr(obj, "filename", None)  # numpy memmap
-    if isinstance(fname, str):
+    fname = getattr(obj, "filename", None)  # numpy memmap (a Path since numpy 2, a str before)
+    if isinstance(fname, (str, os.PathLike)):
         return Path(fname)
     f = getattr(obj, "file", None)  # h5py dataset
     fname = getattr(f, "filename", None)
