@@ -660,6 +660,27 @@ CASES = [
         r"JSON output .*exists.json exists",
     ),
     Case(
+        "sample-overwrite-keeps-foreign-files",
+        None,
+        ["sample", "--out", "{d}/sample_out", "--shape", "2", "16", "16", "--overwrite"],
+        OutputExistsError,
+        r"sample_out holds files it does not write \(keep.txt\), which --out with --overwrite would delete",
+    ),
+    Case(
+        "study-overwrite-keeps-foreign-files",
+        None,
+        ["study", "--out", "{d}/sample_out", "--overwrite"],
+        OutputExistsError,
+        r"study output .*sample_out holds files it does not write \(keep.txt\)",
+    ),
+    Case(
+        "demo-overwrite-keeps-foreign-files",
+        lambda d, o: __import__("napari_xrayseg.core.demo").core.demo.run_demo(d / "sample_out", overwrite=True),
+        ["demo", "--out", "{d}/sample_out", "--overwrite"],
+        OutputExistsError,
+        r"output folder .*sample_out holds files it does not write \(keep.txt\)",
+    ),
+    Case(
         "sample-out-exists",
         None,
         ["sample", "--out", "{d}/sample_out", "--shape", "2", "16", "16"],

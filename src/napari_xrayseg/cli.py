@@ -63,7 +63,8 @@ def _cmd_sample(a: argparse.Namespace) -> int:
 
         raise InputError(f"--annotate {a.annotate}: give a positive number of slices and a 3D --shape Z Y X")
     out = Path(a.out)
-    target = claim(out, overwrite=a.overwrite, empty_ok=True)  # beside an old sample until complete
+    owns = ("image.zarr", "truth.zarr", "annotations.zarr")
+    target = claim(out, overwrite=a.overwrite, empty_ok=True, owns=owns)  # beside an old sample until complete
     t0 = time.perf_counter()
     image, truth = make_phantom(
         tuple(a.shape), seed=a.seed, noise=a.noise, feature_size=a.feature_size, pillar=a.pillar, preset=a.preset

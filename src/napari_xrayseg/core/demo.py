@@ -18,7 +18,19 @@ import numpy as np
 
 from .progress import ProgressCallback
 
-__all__ = ["annotate_slices", "multi_otsu", "run_demo"]
+__all__ = ["DEMO_FILES", "annotate_slices", "multi_otsu", "run_demo"]
+
+#: What the demo writes into its folder (``overwrite`` replaces a folder that holds nothing else).
+DEMO_FILES = (
+    "image.zarr",
+    "truth.zarr",
+    "annotations.zarr",
+    "model.safetensors",
+    "labels.zarr",
+    "report.json",
+    "summary.json",
+    "figures",
+)
 
 
 def annotate_slices(truth: np.ndarray, n: int, *, axis: int = 0) -> tuple[np.ndarray, list[int]]:
@@ -72,7 +84,7 @@ def run_demo(
     outdir = Path(out)
     # written beside an existing folder (with overwrite) and swapped in at the end: a failed or
     # interrupted demo leaves the previous one as it was
-    target = claim(outdir, overwrite=overwrite, what="output folder", empty_ok=True)
+    target = claim(outdir, overwrite=overwrite, what="output folder", empty_ok=True, owns=DEMO_FILES)
     work = target.take()
     t0 = time.perf_counter()
     echo(f"1/5 generating the synthetic PXCT sample {shape} (seed {seed}) ...")

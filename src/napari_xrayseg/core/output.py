@@ -203,6 +203,7 @@ def claim(
     option: str = "--out",
     hint: Callable[[Path], str] | None = None,
     empty_ok: bool = False,
+    owns: Iterable[str] | None = None,
 ) -> Claim:
     """Decide where an output goes; nothing is created or removed until :meth:`Claim.take`.
 
@@ -224,6 +225,9 @@ def claim(
         Adds to the "exists" message, e.g. how to resume an existing output.
     empty_ok : bool
         An existing *empty* folder counts as free (output folders a user made beforehand).
+    owns : iterable of str, optional
+        The names an output *folder* holds. With ``overwrite`` the old folder is replaced whole,
+        so one holding anything else (the user's notes, another tool's files) is refused.
 
     Returns
     -------
@@ -255,6 +259,15 @@ def claim(
     if empty_ok and final.is_dir() and not final.is_symlink() and not any(final.iterdir()):
         return Claim(final, final, False, what, option, reuse=True)
     if overwrite:
+        if owns is not None and final.is_dir() and not final.is_symlink():
+            ours = set(owns)
+            foreign = sorted(p.name for p in final.iterdir() if p.name not in ours)
+            if foreign:
+                shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
+                raise OutputExistsError(
+                    f"{what} {final} holds files it does not write ({shown}), which {option} with --overwrite "
+                    "would delete: move them or choose another folder"
+                )
         return Claim(final, new, bool(resume and new.exists()), what, option)
     if resume:
         return Claim(final, final, True, what, option)

@@ -134,7 +134,13 @@ def iter_study(
     outdir = Path(out) if out is not None else None
     target = None
     if outdir is not None:  # checked now, written at the end (beside an old study until complete)
-        target = claim(outdir, overwrite=overwrite, what="study output", empty_ok=True)
+        target = claim(
+            outdir,
+            overwrite=overwrite,
+            what="study output",
+            empty_ok=True,
+            owns=("study.json", "study.md", "study.png"),
+        )
 
     phantom_kw = {"seed": seed} if noise is None else {"seed": seed, "noise": noise}
     image, truth = make_phantom(shape, **phantom_kw)
