@@ -103,6 +103,24 @@ def test_resume_refuses_another_model_or_settings(tmp_path, vol, tiny_model):
         segment(vol, tiny_model, out=tmp_path / "foreign.zarr", resume=True, **KW)
 
 
+def test_resume_refuses_another_image_of_the_same_shape(tmp_path, vol, tiny_model):
+    """The model's normalisation comes from the first run on resume: another image would be mixed in silently."""
+    out = tmp_path / "out.zarr"
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        segment(vol, tiny_model, out=out, cancel=token, **KW)
+    with pytest.raises(InputError, match="written from another image"):
+        segment(vol[::-1].copy(), tiny_model, out=out, resume=True, **KW)
+    labels = segment(zarr.open_array(store=str(tmp_path / "in.zarr"), mode="r"), tiny_model, out=out, resume=True, **KW)
+    np.testing.assert_array_equal(labels[...], segment(vol, tiny_model, **KW))  # the same image, from zarr: resumed
+    meta = read_output_meta(out)
+    del meta["input_digest"]  # an output of an earlier version: resumed as before
+    node = zarr.open(store=str(out), mode="r+")
+    node.attrs["napari_xrayseg"] = meta
+    segment(vol, tiny_model, out=out, resume=True, **KW)
+
+
 def test_resume_without_existing_output_is_a_normal_run(tmp_path, vol, tiny_model):
     res = segment(vol, tiny_model, out=tmp_path / "new.zarr", resume=True, **KW)
     np.testing.assert_array_equal(res, segment(vol, tiny_model, **KW))

@@ -58,6 +58,7 @@ from .writer import (
     MemoryWriter,
     SlabMarkers,
     StoreWriter,
+    input_digest,
     output_complete,
     output_levels,
     read_output_meta,
@@ -158,11 +159,16 @@ def _voxel_size(image: Any, info: ModelInfo, cfg: SegmentConfig) -> tuple[tuple[
 
 
 def _meta(
-    plans: list[SegmentPlan], model: Model, cfg: SegmentConfig, vox: tuple[tuple[float, ...], str] | None
+    plans: list[SegmentPlan],
+    model: Model,
+    cfg: SegmentConfig,
+    vox: tuple[tuple[float, ...], str] | None,
+    image: Any,
 ) -> dict[str, Any]:
     p = plans[0]
     return {
         "complete": False,
+        "input_digest": input_digest(image),  # --resume refuses another image of the same shape
         "shape": list(p.shape),
         "axis": p.axis,
         "axes": [q.axis for q in plans],
@@ -332,7 +338,7 @@ def build_job(
             classes=len(model.info.classes),
             depth=p0.depth,
             passes=len(plans),
-            meta=_meta(plans, model, cfg, vox),
+            meta=_meta(plans, model, cfg, vox, image),
         )
     else:
         writer = MemoryWriter(

@@ -52,6 +52,7 @@ __all__ = [
     "output_complete",
     "output_levels",
     "read_output_meta",
+    "input_digest",
     "sibling_path",
     "write_pyramid",
 ]
@@ -433,11 +434,40 @@ class StoreWriter:
         return _like(image, lab, True), (_like(image, conf, True) if conf is not None else None)
 
 
+def input_digest(image: Any) -> str:
+    """A fingerprint of an image for ``--resume``: SHA-256 of three central patches, as float32.
+
+    The central 64 x 64 patch of the first, middle and last slices along axis 0 (channels
+    and 2D images alike). A few chunks are read, not the volume. Two images of one shape are told apart unless
+    those patches are equal: an output is then not resumed from another image's slabs.
+    """
+    import hashlib
+
+    from .io import read_block
+
+    shape = tuple(int(n) for n in image.shape)
+    centre = tuple(slice(max(0, n // 2 - 32), n // 2 + 32) for n in shape[-2:])
+    h = hashlib.sha256(repr(shape).encode())
+    if len(shape) == 2:
+        picks = [centre]
+    else:
+        lead = (slice(None),) * (len(shape) - 3)  # channels
+        picks = [(*lead, z, *centre) for z in sorted({0, shape[-3] // 2, shape[-3] - 1})]
+    for index in picks:
+        h.update(np.ascontiguousarray(read_block(image, index), dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
 def _check_resumable(path: Path, meta: dict[str, Any]) -> None:
     old = read_output_meta(path)
     if old is None:
         raise InputError(f"cannot resume {path}: it is not an output of xrayseg predict; choose another --out")
     old.setdefault("axes", [old.get("axis")])  # written before several axes could resume
+    if old.get("input_digest") not in (None, meta.get("input_digest")):  # outputs before the digest: not checked
+        raise InputError(
+            f"cannot resume {path}: it was written from another image (the same shape, other grey levels); "
+            "give the image it was started from, or --overwrite to start again"
+        )
     diff = [k for k, default in RESUME_KEYS.items() if _jsonable(old.get(k, default)) != _jsonable(meta[k])]
     if diff:
         names = {"model_sha256": "model weights", "slab": "slab depth", "normalization": "normalisation"}
