@@ -814,6 +814,15 @@ CASES = [
         r"--json .*lab.npy is the input .*: writing there would destroy it",
     ),
     Case(
+        "analyze-truth-of-another-shape",
+        lambda d, o: __import__("napari_xrayseg.core.microstructure").core.microstructure.compare_microstructure(
+            np.load(d / "lab.npy"), np.load(d / "lab_small.npy")
+        ),
+        ["analyze", "--labels", "{d}/lab.npy", "--truth", "{d}/lab_small.npy"],
+        InputError,
+        r"--truth shape \(.*\) does not match --labels shape|truth shape \(.*\) does not match prediction shape",
+    ),
+    Case(
         "evaluate-json-and-csv-one-path",
         None,
         _evaluate("lab.npy", "lab.npy", "--json", "{o}/r.txt", "--csv", "{o}/r.txt"),

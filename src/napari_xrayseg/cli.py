@@ -551,7 +551,13 @@ def _outputs_free(
 
 def _cmd_analyze(a: argparse.Namespace) -> int:
     from .core.io import open_volume, read_class_names
-    from .core.microstructure import analyze, compare_microstructure, microstructure_interval, write_text_file
+    from .core.microstructure import (
+        analyze,
+        compare_microstructure,
+        microstructure_interval,
+        same_shape,
+        write_text_file,
+    )
 
     _outputs_free(
         a,
@@ -559,6 +565,12 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
         [a.labels, a.truth, *(a.spread or []), a.model],
     )
     labels = open_volume(a.labels, dataset=a.dataset)
+    truth = open_volume(a.truth, dataset=a.truth_dataset) if a.truth else None
+    spread = [open_volume(p) for p in a.spread or []]
+    if truth is not None:
+        same_shape([labels, truth], ["--labels", "--truth"])
+    if spread:
+        same_shape([labels, *spread], ["--labels", *(f"--spread {p}" for p in a.spread)])
     found = _voxel_size(a, a.labels, a.dataset)
     if found is None:
         print(
@@ -599,15 +611,14 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
     print(m.table())
     print(f"analysed {m.shape} in {time.perf_counter() - t0:.1f} s")
     out = m.to_dict()
-    if a.truth:
-        truth = analyze(open_volume(a.truth, dataset=a.truth_dataset), **kw)
-        out["comparison"] = cmp = compare_microstructure(m, truth)
+    if truth is not None:
+        out["comparison"] = cmp = compare_microstructure(m, analyze(truth, **kw))
         print("prediction vs truth (error %):")
         for k, v in cmp.items():
             if v["error_percent"] is not None:
                 print(f"  {k}: {v['pred']:.5g} vs {v['truth']:.5g} ({v['error_percent']:+.2f} %)")
     if a.spread:
-        others = [analyze(open_volume(p), **kw) for p in a.spread]
+        others = [analyze(v, **kw) for v in spread]
         out["interval"] = iv = microstructure_interval([m, *others])
         print(f"interval over {len(others) + 1} segmentations (mean +- std [min, max]):")
         for k, v in iv.items():

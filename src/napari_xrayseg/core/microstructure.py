@@ -89,6 +89,7 @@ __all__ = [
     "iter_analyze",
     "microstructure_interval",
     "parse_region",
+    "same_shape",
     "sample_envelope",
     "sample_envelope_lazy",
     "tpb_points",
@@ -1562,6 +1563,20 @@ def _quantities(m: Microstructure) -> dict[str, float | None]:
     return out
 
 
+def same_shape(items: Sequence[Any], names: Sequence[str]) -> None:
+    """Raise unless label volumes (or :func:`analyze` results, by their region) all have one shape.
+
+    Numbers compared between volumes of different shapes look right and mean nothing.
+    """
+    shapes = [tuple(int(n) for n in x.shape) for x in items]
+    for name, shape in zip(names[1:], shapes[1:]):
+        if shape != shapes[0]:
+            raise InputError(
+                f"{name} shape {shape} does not match {names[0]} shape {shapes[0]}: "
+                "give labels of the same volume (and the same region)"
+            )
+
+
 def compare_microstructure(
     pred: Microstructure | Any, truth: Microstructure | Any, **kwargs: Any
 ) -> dict[str, dict[str, float | None]]:
@@ -1591,6 +1606,7 @@ def compare_microstructure(
     >>> round(c["1.volume_fraction"]["error_percent"], 1)
     -33.3
     """
+    same_shape([pred, truth], ["prediction", "truth"])
     mp = pred if isinstance(pred, Microstructure) else analyze(pred, **kwargs)
     mt = truth if isinstance(truth, Microstructure) else analyze(truth, **kwargs)
     qp, qt = _quantities(mp), _quantities(mt)
@@ -1632,6 +1648,7 @@ def microstructure_interval(
     """
     if len(results) < 2:
         raise InputError(f"an interval needs at least two segmentations, got {len(results)}")
+    same_shape(results, [f"segmentation {i + 1}" for i in range(len(results))])
     ms = [r if isinstance(r, Microstructure) else analyze(r, **kwargs) for r in results]
     qs = [_quantities(m) for m in ms]
     keys = sorted({k for q in qs for k in q}, key=lambda s: (s == "tpb_density", s))
