@@ -413,11 +413,41 @@ def _list_file(path: Path) -> list[tuple[Path, Path | None]]:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    from .core.training import train
+    from .core.errors import Cancelled
+    from .core.models import save_model
+    from .core.progress import CancelToken
 
     image, labels, two_d = _train_pairs(a)
     t0 = time.perf_counter()
-    model = train(
+    token = CancelToken()
+    note = f"xrayseg train: stopping; the model so far goes to {a.out} (Ctrl-C again: quit, save nothing)"
+    try:
+        with _ctrl_c_cancels(token, note):
+            model = _train_run(a, image, labels, two_d, token)
+    except Cancelled as e:
+        kept = getattr(e, "result", None)
+        if kept is None:  # not one epoch finished
+            raise KeyboardInterrupt from e
+        path = save_model(kept, a.out, overwrite=a.overwrite)
+        print(f"xrayseg train: interrupted, {e}: wrote the model so far to {path}", file=sys.stderr)
+        return 130
+    t = model.info.train
+    inputs = f"{len(t['inputs'])} {'2D images' if model.info.two_d else 'volumes'}, " if t.get("inputs") else ""
+    print(
+        f"wrote model to {model.path}: {model.info.arch} ({model.info.size}, {t.get('mode', 'supervised')}), "
+        f"{inputs}classes {model.info.classes}, "
+        f"{len(model.info.history)} epochs in {time.perf_counter() - t0:.0f} s, "
+        "validation Dice {} ({})".format(_fmt(model.info.validation[0]), model.info.validation[1])
+        + _starts(t)
+    )
+    return 0
+
+
+def _train_run(a: argparse.Namespace, image: Any, labels: Any, two_d: bool, token: Any) -> Any:
+    """``train`` with the command's options; ``token`` cancels it (Ctrl-C)."""
+    from .core.training import train
+
+    return train(
         image,
         labels,
         axis=a.axis,
@@ -453,17 +483,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
         out=a.out,
         overwrite=a.overwrite,
         progress=_ProgressPrinter("train"),
+        cancel=token,
     )
-    t = model.info.train
-    inputs = f"{len(t['inputs'])} {'2D images' if model.info.two_d else 'volumes'}, " if t.get("inputs") else ""
-    print(
-        f"wrote model to {model.path}: {model.info.arch} ({model.info.size}, {t.get('mode', 'supervised')}), "
-        f"{inputs}classes {model.info.classes}, "
-        f"{len(model.info.history)} epochs in {time.perf_counter() - t0:.0f} s, "
-        "validation Dice {} ({})".format(_fmt(model.info.validation[0]), model.info.validation[1])
-        + _starts(t)
-    )
-    return 0
 
 
 def _starts(t: dict[str, Any]) -> str:
@@ -1514,6 +1535,29 @@ def _ctrl_c_held() -> Iterator[None]:
         signal.signal(signal.SIGINT, old if old is not None else signal.default_int_handler)
     if came:
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _ctrl_c_cancels(token: Any, note: str) -> Iterator[None]:
+    """The first Ctrl-C cancels ``token`` (the job stops at its next check and keeps its result), the next quits.
+
+    Only the main thread can set signal handlers; elsewhere the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if token.cancelled:
+            raise KeyboardInterrupt
+        token.cancel()
+        print(note, file=sys.stderr)
+
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old if old is not None else signal.default_int_handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -247,3 +247,32 @@ def test_sample_annotate_writes_the_slices_a_user_would_paint(tmp_path, capsys):
     assert main(["sample", "--out", str(tmp_path / "t"), "--shape", "24", "24", "--annotate", "3"]) == 2
     assert "--annotate 3: give a positive number of slices and a 3D --shape" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()
+
+
+def test_ctrl_c_during_train_saves_the_model_so_far(tmp_path, monkeypatch, capsys):
+    """The first Ctrl-C stops training at its next step and writes the model so far (exit 130), as Cancel does."""
+    import os
+    import signal
+
+    from napari_xrayseg import cli
+    from napari_xrayseg.core.models import load_model
+
+    assert main(["sample", "--out", str(tmp_path / "s"), "--shape", "6", "32", "32", "--annotate", "2"]) == 0
+    shown = cli._ProgressPrinter.__call__
+
+    def ctrl_c_at_epoch_2(self, p):
+        shown(self, p)
+        if p.info.get("epoch") == 2 and "val_dice" in p.info:  # the end of epoch 2
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(cli._ProgressPrinter, "__call__", ctrl_c_at_epoch_2)
+    out = tmp_path / "m.safetensors"
+    s = tmp_path / "s"
+    argv = ["train", "--image", f"{s}/image.zarr", "--labels", f"{s}/annotations.zarr", "--out", str(out)]
+    argv += ["--arch", "unet", "--size", "tiny", "--epochs", "50", "--steps", "2", "--batch", "2", "--patch", "32"]
+    capsys.readouterr()
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "the model so far goes to" in err and "interrupted, training cancelled after 2 epochs" in err
+    assert len(load_model(out).info.history) == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
