@@ -33,13 +33,18 @@ imports Qt or napari, so it runs on machines without a display (clusters, CI). I
   **2** for an error you can fix (a missing or damaged file, shapes that do not match, an
   output that exists, a full disk, a failed cluster), **3** out of memory (the message names
   `--tile`, `--batch`, `--slab` and `--device cpu`), **4** an input/output error of the
-  system (a failing disk or network file system), **130** interrupted (Ctrl-C).
+  system (a failing disk or network file system), **130** interrupted (Ctrl-C; `train` then
+  writes the model so far to `--out`, a second Ctrl-C quits without it), **141** when the
+  reader of a pipe has gone (`xrayseg model-info m.safetensors | head`).
 - Outputs are never overwritten unless `--overwrite` is given; then the new output is
   written beside the old one (`.NAME.xrayseg-new`) and swapped in only when complete, so
   any failure leaves the old one intact (`--overwrite --resume` finishes an interrupted
-  replacement). An output that is an input, or lies inside one, is refused.
+  replacement). An output that is an input, or lies inside one, is refused; a folder that
+  `sample`, `demo` or `study` would replace is refused if it holds files they do not write.
+  Every output is checked before the work starts.
 - `predict --resume` finishes any interrupted run (cancelled, crashed, killed) in every
-  mode: one axis, `--axes`, `--confidence`, `--tta`, `--pyramid`, on a cluster or not.
+  mode: one axis, `--axes`, `--confidence`, `--tta`, `--pyramid`, on a cluster or not; it
+  refuses another model, other settings or another image of the same shape.
 - Progress goes to stderr; `-v` shows more log output, `-vv` debug output.
 - Inputs may be zarr arrays (or a zarr group holding one array), OME-Zarr (level 0), TIFF
   stacks, HDF5 (with `--dataset`) or `.npy` files.
