@@ -646,6 +646,13 @@ CASES = [
         r"model file .*existing.safetensors exists",
     ),
     Case(
+        "init-model-tile-out-of-range",
+        lambda d, o: init_model("unet", size="tiny", tile=0),
+        ["init-model", "--out", "{o}/m.safetensors", "--size", "tiny", "--tile", "0"],
+        InputError,
+        r"tile 0 must be an integer in \[8, 8192\]",
+    ),
+    Case(
         "init-model-out-exists",
         lambda d, o: save_model(init_model("unet", size="tiny"), d / "existing.safetensors"),
         ["init-model", "--out", "{d}/existing.safetensors", "--size", "tiny"],

@@ -900,6 +900,8 @@ def init_model(
             raise InputError(f"dropout {dropout!r} must be a number in [0, 1), e.g. 0 (off) or {TRAIN_DROPOUT}")
         params["dropout"] = float(dropout)
     stride = a.stride(params)
+    if isinstance(tile, bool) or not isinstance(tile, int) or not 8 <= tile <= 8192:  # what load_model accepts
+        raise InputError(f"tile {tile!r} must be an integer in [8, 8192], a multiple of {stride}, e.g. 256")
     if tile % stride:
         raise InputError(f"tile {tile} is not a multiple of the network's stride {stride}")
     with torch.random.fork_rng(devices=[]):
