@@ -226,3 +226,26 @@ def test_segment_widget_no_data_value_outside_a_field_of_view(make_napari_viewer
     assert vol[0, 0, 0] == 0  # the image layer's data is untouched
     shot = viewer.screenshot(canvas_only=True)
     assert shot.ndim == 3 and shot[..., :3].std() > 1
+
+
+def test_docked_widgets_scroll_and_keep_the_window_on_a_laptop_screen(make_napari_viewer, qtbot):
+    """All six docked beside each other: napari's window stays 1280 x 800 (each widget scrolls), and a long
+    status line wraps instead of widening the dock."""
+    from napari_xrayseg._napari.analyze_widget import AnalyzeWidget
+    from napari_xrayseg._napari.annotate_widget import AnnotateWidget
+    from napari_xrayseg._napari.evaluate_widget import EvaluateWidget
+    from napari_xrayseg._napari.model_widget import ModelWidget
+    from napari_xrayseg._napari.train_widget import TrainWidget
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1280, 800)
+    widgets = [cls(viewer) for cls in (TrainWidget, SegmentWidget, EvaluateWidget, AnnotateWidget, AnalyzeWidget)]
+    widgets.append(ModelWidget(viewer))
+    for w in widgets:
+        viewer.window.add_dock_widget(w, area="right")
+    widgets[0]._status.value = "trained 40 epochs; saved to " + "/a/very/long/folder" * 12 + "/model.safetensors"
+    qtbot.wait(100)
+    assert window.height() <= 800 and window.width() <= 1280, (window.width(), window.height())
+    assert widgets[0].scroll.verticalScrollBar().maximum() > 0  # the Train widget scrolls in its share
+    assert widgets[0]._status.native.wordWrap()

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable, Generator
 from typing import Any
 
-from magicgui.widgets import Container, PushButton
+from magicgui.widgets import Container, Label, PushButton
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import notifications
 from napari.utils import progress as napari_progress
@@ -254,14 +254,53 @@ class JobRunner:
             fn()
 
 
+def text_label(value: str = "") -> Label:
+    """A label for status lines and results: wrapped, left-aligned, and never wider than the dock.
+
+    A long line (a saved model's path, a list of suggestions) would otherwise widen the dock
+    and squeeze napari's canvas.
+    """
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QSizePolicy
+
+    label = Label(value=value)
+    label.native.setWordWrap(True)
+    label.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+    label.native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)  # paths can be copied
+    label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+    return label
+
+
 class JobWidget(Container):
     """Base of the task widgets: a :class:`JobRunner` and layer choices that follow the viewer.
 
     Subclasses create ``self.runner`` and call :meth:`_follow_layers` at the end of
     ``__init__``. ``_job`` is the latest worker, for tests.
+
+    The widget scrolls: docked beside others (or on a laptop screen) it keeps napari's window
+    inside the screen. magicgui's ``scrollable=True`` puts the scroll area *around* ``native``,
+    which napari does not dock (it docks ``native``); so here the scroll area is *inside*
+    ``native``, and the widgets go into a page inside it.
     """
 
     runner: JobRunner
+
+    def __init__(self, **kwargs: Any) -> None:
+        from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
+
+        super().__init__(**kwargs)
+        outer = self.native.layout()
+        page = QWidget()
+        inner = QVBoxLayout(page)
+        inner.setContentsMargins(outer.contentsMargins())
+        inner.setSpacing(outer.spacing())
+        outer.setContentsMargins(0, 0, 0, 0)
+        self._widget._layout = inner  # magicgui's Qt container inserts its widgets into this layout
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setWidget(page)
+        outer.addWidget(self.scroll)
 
     @property
     def _job(self) -> Any:

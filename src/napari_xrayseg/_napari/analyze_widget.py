@@ -24,7 +24,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox, Table
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, SpinBox, Table
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.layers import Labels
@@ -39,7 +39,7 @@ from ..core.microstructure import (
     tpb_points,
 )
 from ..core.progress import CancelToken, Progress
-from ._jobs import JobRunner, JobWidget, show_error
+from ._jobs import JobRunner, JobWidget, show_error, text_label
 from ._layers import export_csv_json, layer_array, layer_class_names, placement, unique_name
 from ._voxel import VoxelSizeFields
 
@@ -134,7 +134,7 @@ class AnalyzeWidget(JobWidget):
         )
         self._run = PushButton(text="Analyze")
         self.runner = JobRunner(self._run, "Analyze")
-        self._summary = Label(value="")
+        self._summary = text_label("")
         self._table = Table(label="Per phase")
         self._table.read_only = True
         self._figure = Figure(figsize=(4.0, 2.4), layout="constrained")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox
 from napari.utils.notifications import show_info, show_warning
 
 import napari
@@ -34,7 +34,7 @@ from ..core.errors import InputError, XraysegError
 from ..core.models import Model, load_model, save_model
 from ..core.normalize import mark_missing
 from ..core.progress import Progress
-from ._jobs import JobRunner, JobWidget, LatestRunner
+from ._jobs import JobRunner, JobWidget, LatestRunner, text_label
 from ._layers import labels_snapshot, layer_array, layer_choices, nodata_field, nodata_value, unique_name
 
 PREVIEW_TILE = "slice"  # one window per slice: 2-3x faster than the model's tiles (benchmarks/preview.py)
@@ -164,7 +164,7 @@ class AnnotateWidget(JobWidget):
         )
         self._fraction = FloatSpinBox(label="Round budget (x first training)", min=0.05, max=2.0, step=0.05, value=0.25)
         self._train = PushButton(text="Continue training")
-        self._status = Label(value="choose a trained model")
+        self._status = text_label("choose a trained model")
         self.plot = UncertaintyPlot()
         self.runner = JobRunner(self._train, "Continue training")
         self.suggest_runner = JobRunner(self._suggest, "Suggest slices")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, Table
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, PushButton, Table
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.layers import Labels
@@ -31,7 +31,7 @@ from napari_xrayseg.core.errors import InputError, XraysegError
 from napari_xrayseg.core.figures import ERROR_CODES, OVERLAY_COLORS, error_map, slice_dice_plot
 from napari_xrayseg.core.metrics import Report, iter_evaluate
 
-from ._jobs import JobRunner, JobWidget, show_error
+from ._jobs import JobRunner, JobWidget, show_error, text_label
 from ._layers import export_csv_json, layer_array, layer_class_names, placement, unique_name
 from ._voxel import layer_voxel_size
 
@@ -113,7 +113,7 @@ class EvaluateWidget(JobWidget):
         )
         self._run = PushButton(text="Evaluate")
         self.runner = JobRunner(self._run, "Evaluate")
-        self._summary = Label(value="")
+        self._summary = text_label("")
         self._table = Table(label="Per class")
         self._table.read_only = True
         self._confusion = Table(label="Confusion")

@@ -19,7 +19,7 @@ import napari
 
 from ..core.bioimageio import iter_export_bioimageio, iter_import_bioimageio
 from ..core.errors import InputError
-from ._jobs import JobRunner, JobWidget
+from ._jobs import JobRunner, JobWidget, text_label
 from ._layers import layer_array, layer_choices
 
 
@@ -55,7 +55,7 @@ class ModelWidget(JobWidget):
         self._import = PushButton(text="Import")
         self.runner = JobRunner(self._import, "Import")  # the widget's "latest job" for tests is the import
         self._import.changed.connect(lambda: self.runner.toggle(self._import_inputs, self._start_import))
-        self._info = Label(value="")
+        self._info = text_label("")
         self.extend(
             [
                 Label(value="Export (needs napari-xrayseg[bioimageio])"),

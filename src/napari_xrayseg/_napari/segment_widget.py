@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, PushButton, SpinBox
 from napari.utils.notifications import show_info, show_warning
 
 import napari
@@ -27,7 +27,7 @@ from ..core.device import available_devices
 from ..core.errors import XraysegError
 from ..core.inference import iter_segment
 from ..core.models import read_model_info
-from ._jobs import JobRunner, JobWidget, show_error
+from ._jobs import JobRunner, JobWidget, show_error, text_label
 from ._layers import (
     label_features,
     layer_array,
@@ -88,7 +88,7 @@ class SegmentWidget(JobWidget):
         self._nodata = nodata_field()
         self._voxel = VoxelSizeFields()  # written into the outputs; follows the image layer's scale
         self._voxel.unit.tooltip = "voxel: none given (the model's training voxel size is recorded, if any)"
-        self._info = Label(value="")
+        self._info = text_label("")
         self._run = PushButton(text="Segment")
         self.runner = JobRunner(self._run, "Segment")
         self._run.changed.connect(self._on_run)

@@ -25,7 +25,6 @@ from magicgui.widgets import (
     Container,
     FileEdit,
     FloatSpinBox,
-    Label,
     PushButton,
     SpinBox,
 )
@@ -54,7 +53,7 @@ from ..core.models import (
 )
 from ..core.progress import Progress
 from ..core.training import MODES, iter_train
-from ._jobs import JobRunner, JobWidget
+from ._jobs import JobRunner, JobWidget, text_label
 from ._layers import (
     channel_axis_of,
     labels_snapshot,
@@ -208,7 +207,7 @@ class TrainWidget(JobWidget):
         self._pairs: list[tuple[Any, Any]] = []  # more (image, labels) layer pairs to train on
         self._add_pair = PushButton(text="Add pair to training set")
         self._clear_pairs = PushButton(text="Clear training set")
-        self._pairs_label = Label(value="training set: the pair above")
+        self._pairs_label = text_label("training set: the pair above")
         self._two_d = CheckBox(
             label="Independent 2D images",
             value=False,
@@ -223,7 +222,7 @@ class TrainWidget(JobWidget):
             "energy, RGB colours: 'last'); each channel is normalised on its own and the model "
             "expects the same channels when it segments",
         )
-        self._status = Label(value="")
+        self._status = text_label("")
         self.plot = TrainingPlot()
         self._run = PushButton(text="Train")
         self.runner = JobRunner(self._run, "Train")
