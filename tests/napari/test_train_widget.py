@@ -54,6 +54,8 @@ def test_train_widget_end_to_end(make_napari_viewer, qtbot, tmp_path, monkeypatc
     assert len(w.plot.epochs) == 2 and len(w.plot.ax_loss.lines[0].get_xdata()) == 2
     seg = viewer.layers["img labels"]
     assert seg.data.shape == lab.data.shape and seg.data.dtype == np.uint8
+    names = dict(zip(seg.features["index"], seg.features["name"]))  # Analyze and Evaluate name the phases
+    assert names == dict(zip(m.info.classes, m.info.class_names))
     np.testing.assert_array_equal(lab.data, before)  # the user's labels are never modified
     shot = viewer.screenshot(canvas_only=False)
     assert shot[..., :3].std() > 1

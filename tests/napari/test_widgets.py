@@ -249,3 +249,14 @@ def test_docked_widgets_scroll_and_keep_the_window_on_a_laptop_screen(make_napar
     assert window.height() <= 800 and window.width() <= 1280, (window.width(), window.height())
     assert widgets[0].scroll.verticalScrollBar().maximum() > 0  # the Train widget scrolls in its share
     assert widgets[0]._status.native.wordWrap()
+
+
+def test_label_colours_are_napari_defaults():
+    """Files, figures and our layers colour label v as napari paints it: the user's annotations match."""
+    from napari.layers import Labels
+
+    from napari_xrayseg.core.units import LABEL_COLORS
+
+    layer = Labels(np.zeros((2, 2), np.uint8))
+    for v, rgb in enumerate(LABEL_COLORS, start=1):
+        np.testing.assert_allclose(layer.get_color(v)[:3], rgb, atol=0.002)

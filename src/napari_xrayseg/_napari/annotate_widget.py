@@ -35,7 +35,15 @@ from ..core.models import Model, load_model, save_model
 from ..core.normalize import mark_missing
 from ..core.progress import Progress
 from ._jobs import JobRunner, JobWidget, LatestRunner, text_label
-from ._layers import labels_snapshot, layer_array, layer_choices, nodata_field, nodata_value, unique_name
+from ._layers import (
+    label_features,
+    labels_snapshot,
+    layer_array,
+    layer_choices,
+    nodata_field,
+    nodata_value,
+    unique_name,
+)
 
 PREVIEW_TILE = "slice"  # one window per slice: 2-3x faster than the model's tiles (benchmarks/preview.py)
 
@@ -321,8 +329,14 @@ class AnnotateWidget(JobWidget):
         p = self.preview_layer
         if p is None or p not in self._viewer.layers or p.ndim != data.ndim:
             name = unique_name(self._viewer, f"{layer.name} preview")
+            info = self.model.info if self.model is not None else None
             self.preview_layer = self._viewer.add_labels(
-                data, name=name, scale=tuple(layer.scale), translate=tuple(translate), opacity=0.45
+                data,
+                name=name,
+                scale=tuple(layer.scale),
+                translate=tuple(translate),
+                opacity=0.45,
+                features=label_features(dict(zip(info.classes, info.class_names))) if info is not None else None,
             )
             self._viewer.layers.selection.active = self._labels.value or self.preview_layer
         else:

@@ -56,6 +56,7 @@ from ..core.training import MODES, iter_train
 from ._jobs import JobRunner, JobWidget, text_label
 from ._layers import (
     channel_axis_of,
+    label_features,
     labels_snapshot,
     layer_array,
     layer_choices,
@@ -485,6 +486,7 @@ class TrainWidget(JobWidget):
             self._viewer.add_labels(
                 labels,
                 name=name,
+                features=label_features(dict(zip(model.info.classes, model.info.class_names))),  # Analyze names
                 **spatial_placement(layer, kwargs["channel_axis"]),
                 metadata={"napari_xrayseg": {"model": str(model.path), "axis": kwargs["axis"]}},
             )

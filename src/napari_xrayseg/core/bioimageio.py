@@ -290,14 +290,15 @@ def _trace(net: Any, x: np.ndarray, halo: int = 0) -> Any:
 
 def _cover(x: np.ndarray, probs: np.ndarray, path: Path) -> None:
     """A 2:1 PNG: the test input's middle slice (normalised grey) beside its segmentation (colours)."""
-    from matplotlib import colormaps
     from matplotlib.image import imsave
+
+    from .units import LABEL_COLORS
 
     if x.ndim == 5:  # a volume: its middle slice
         x, probs = x[:, 0].copy(), probs[:, :, probs.shape[2] // 2]
     grey = np.clip(x[0, x.shape[1] // 2], 0, 1)
     labels = probs[0].argmax(0)
-    colours = colormaps["tab10"](labels % 10)[..., :3]
+    colours = np.array(LABEL_COLORS)[labels % len(LABEL_COLORS)]  # class i shows as label value i + 1
     imsave(path, np.concatenate([np.repeat(grey[..., None], 3, axis=2), colours], axis=1))
 
 

@@ -34,6 +34,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from .errors import InputError, OutputExistsError
+from .units import LABEL_COLORS
 
 __all__ = [
     "ERROR_CODES",
@@ -61,21 +62,8 @@ ERROR_CODES = {"wrong": 1, "missed": 2}
 _ALPHA = {"correct": 0.30, "wrong": 0.70, "missed": 0.70}
 _OVERLAY_TITLE = "overlay: green correct, red wrong,\nblue missed, grey not annotated"
 
-#: Label colours (class 1 = first colour, cycling; 0 = black): matplotlib's tab10.
-_PALETTE = np.array(
-    [
-        (0.122, 0.467, 0.706),
-        (1.000, 0.498, 0.055),
-        (0.173, 0.627, 0.173),
-        (0.839, 0.153, 0.157),
-        (0.580, 0.404, 0.741),
-        (0.549, 0.337, 0.294),
-        (0.890, 0.467, 0.761),
-        (0.498, 0.498, 0.498),
-        (0.737, 0.741, 0.133),
-        (0.090, 0.745, 0.812),
-    ]
-)
+#: Label colours (label 1 = first colour, cycling; 0 = black): napari's, as in the viewer and the files.
+_PALETTE = np.array(LABEL_COLORS)
 
 _PANEL_INCHES = 3.0
 _DPI = 100

@@ -27,6 +27,7 @@ from typing import Any
 from .errors import InputError
 
 __all__ = [
+    "LABEL_COLORS",
     "LENGTH_UNITS",
     "image_label_properties",
     "ngff_axes",
@@ -328,16 +329,21 @@ def ngff_scale_transforms(
     return out
 
 
-_DEFAULT_COLORS = [
-    (0.12, 0.47, 0.71),
-    (1.0, 0.5, 0.05),
-    (0.17, 0.63, 0.17),
-    (0.84, 0.15, 0.16),
-    (0.58, 0.4, 0.74),
-    (0.55, 0.34, 0.29),
-    (0.89, 0.47, 0.76),
-    (0.5, 0.5, 0.5),
-]
+#: Colours of label values 1, 2, 3, ... (cycling): napari's default Labels colours, so that the
+#: files (OME-NGFF ``image-label``), the figures and the viewer show each phase in the colour the
+#: user paints it with (tests/napari checks them against napari's).
+LABEL_COLORS = (
+    (0.471, 0.145, 0.024),
+    (0.357, 0.835, 0.973),
+    (0.573, 0.537, 0.910),
+    (0.424, 0.008, 0.757),
+    (0.278, 0.227, 0.624),
+    (0.671, 0.925, 0.541),
+    (0.561, 0.678, 0.698),
+    (0.525, 0.565, 0.604),
+    (0.996, 0.969, 0.110),
+    (0.969, 0.267, 0.231),
+)
 
 
 def image_label_properties(
@@ -352,7 +358,7 @@ def image_label_properties(
     class_names : sequence of str, optional
         One name per class (default: ``"class N"``).
     colors : sequence of RGB or RGBA, optional
-        Colours as floats in [0, 1] (default: a fixed categorical palette).
+        Colours as floats in [0, 1] (default: :data:`LABEL_COLORS`, by label value).
 
     Returns
     -------
@@ -370,9 +376,7 @@ def image_label_properties(
     names = list(class_names) if class_names is not None else [f"class {c}" for c in classes]
     if len(names) != len(classes):
         raise InputError(f"{len(names)} class names for {len(classes)} classes: give one name per class")
-    cols = (
-        list(colors) if colors is not None else [_DEFAULT_COLORS[i % len(_DEFAULT_COLORS)] for i in range(len(classes))]
-    )
+    cols = list(colors) if colors is not None else [LABEL_COLORS[(c - 1) % len(LABEL_COLORS)] for c in classes]
     if len(cols) != len(classes):
         raise InputError(f"{len(cols)} colours for {len(classes)} classes: give one colour per class")
     rgba = []
