@@ -199,3 +199,19 @@ def test_train_widget_by_default_races_the_pretrained_start_and_says_which_it_ke
     assert w.plot.ax_loss.get_title() == f"{m.info.train['start']} start (kept)"
     shot = viewer.screenshot(canvas_only=False)
     assert shot[..., :3].std() > 1
+
+
+def test_a_failed_training_says_so_in_the_status(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """Nothing painted: the job fails, and the status line says why instead of "training..." forever."""
+    viewer = make_napari_viewer()
+    lab, _ = _setup(viewer)
+    lab.data = np.zeros_like(lab.data)
+    w = TrainWidget(viewer)
+    _configure(w, tmp_path / "m.safetensors")
+    errors = []
+    monkeypatch.setattr("napari_xrayseg._napari._jobs.show_error", errors.append)
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert errors and w._status.value.startswith("training failed: ")
+    assert "labels hold no annotations (all 0)" in w._status.value
+    assert not (tmp_path / "m.safetensors").exists()

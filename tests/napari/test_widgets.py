@@ -260,3 +260,22 @@ def test_label_colours_are_napari_defaults():
     layer = Labels(np.zeros((2, 2), np.uint8))
     for v, rgb in enumerate(LABEL_COLORS, start=1):
         np.testing.assert_allclose(layer.get_color(v)[:3], rgb, atol=0.002)
+
+
+def test_segment_widget_shows_progress_and_the_end_in_its_status(make_napari_viewer, qtbot, model_file):
+    """The job's progress shows in the widget itself (not only in napari's collapsed activity panel)."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((40, 64, 64), dtype=np.float32), name="vol")
+    w = SegmentWidget(viewer)
+    w._model_file.value = model_file
+    seen = []
+    label = w._info
+
+    class Recorder:  # the status label, recording what it is told
+        value = property(lambda self: label.value, lambda self, v: (seen.append(v), setattr(label, "value", v)))
+
+    w.runner.status = Recorder()
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert seen[0] == "Segmenting vol..." and any(s.startswith("Segmenting vol: ") and " %" in s for s in seen)
+    assert w._info.value == "segmented vol into 'vol labels'"

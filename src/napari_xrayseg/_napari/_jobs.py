@@ -90,9 +90,10 @@ class JobRunner:
         The button's idle text.
     """
 
-    def __init__(self, button: PushButton, run_text: str) -> None:
+    def __init__(self, button: PushButton, run_text: str, status: Label | None = None) -> None:
         self.button = button
         self.run_text = run_text
+        self.status = status  # shows the running job's progress in the widget, and how it ended
         self.job: Any = None  # the latest worker (kept after it finishes, for tests)
         self._running = False
         self.token: CancelToken | None = None
@@ -119,13 +120,15 @@ class JobRunner:
         on_returned: Callable[[Any], None],
         on_yielded: Callable[[Progress], None] | None = None,
         on_cancelled: Callable[[Cancelled], None] | None = None,
+        on_failed: Callable[[str], None] | None = None,
         shown: tuple[str, ...] = (),
         **kwargs: Any,
     ) -> Any:
         """Run ``gen_fn(**kwargs, cancel=token)`` in a worker thread; return the worker.
 
         Warnings the core logs meanwhile are shown when it ends, except those in ``shown``
-        (the widget showed them already).
+        (the widget showed them already). ``on_failed(message)`` follows the error notification
+        of a failed job (e.g. to replace a "running..." status).
         """
         if self.running:
             show_error("a job is already running in this widget: wait for it or cancel it first")
@@ -138,6 +141,9 @@ class JobRunner:
         self._warnings.messages.extend(m for m in shown if m)
         self._warnings.skip = len(self._warnings.messages)
         logging.getLogger("napari_xrayseg").addHandler(self._warnings)
+        status = self.status
+        if status is not None:
+            status.value = f"{desc}..."
 
         def yielded(p: Progress) -> None:
             # napari's progress bar processes Qt events inside set_description/refresh, so
@@ -151,6 +157,8 @@ class JobRunner:
             bar.refresh()
             # refresh() may have run returned/finished already: a late record must not
             # overwrite what the finished job showed (e.g. the Train widget's final status)
+            if status is not None and self._running and not self._closed:
+                status.value = f"{desc}: {100 * p.fraction:.0f} %{' ' + p.message if p.message else ''}"
             if on_yielded is not None and self._running and not self._closed:
                 on_yielded(p)
 
@@ -165,6 +173,8 @@ class JobRunner:
                 log.info("%s stopped after its window closed: %s", desc, exc)
                 return
             if isinstance(exc, Cancelled):
+                if status is not None:
+                    status.value = f"{desc}: cancelled"
                 if on_cancelled is not None:
                     on_cancelled(exc)
                 else:
@@ -172,9 +182,18 @@ class JobRunner:
             elif isinstance(exc, XraysegError):
                 show_error(f"{desc}: {exc}")
             elif isinstance(exc, OSError) and exc.errno in USER_WRITE_ERRNOS:  # disk full, read-only...
-                show_error(f"{desc}: {write_error(exc, kwargs.get('out'), option='output path')}")
+                exc = write_error(exc, kwargs.get("out"), option="output path")
+                show_error(f"{desc}: {exc}")
             else:
+                if status is not None:
+                    status.value = f"{desc} failed: an unexpected error (details in napari's error report)"
+                if on_failed is not None:
+                    on_failed("an unexpected error (details in napari's error report)")
                 raise exc  # a bug: napari's own handler reports it
+            if status is not None and not isinstance(exc, Cancelled):
+                status.value = f"{desc} failed: {for_gui(exc)}"
+            if on_failed is not None and not isinstance(exc, Cancelled):
+                on_failed(for_gui(exc))
 
         worker = create_worker(gen_fn, cancel=self.token, _ignore_errors=True, _worker_class=_TokenWorker, **kwargs)
         worker.on_quit = self.shutdown

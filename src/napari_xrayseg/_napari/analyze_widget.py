@@ -133,8 +133,8 @@ class AnalyzeWidget(JobWidget):
             "the bar chart then shows the range of both"
         )
         self._run = PushButton(text="Analyze")
-        self.runner = JobRunner(self._run, "Analyze")
         self._summary = text_label("")
+        self.runner = JobRunner(self._run, "Analyze", status=self._summary)
         self._table = Table(label="Per phase")
         self._table.read_only = True
         self._figure = Figure(figsize=(4.0, 2.4), layout="constrained")

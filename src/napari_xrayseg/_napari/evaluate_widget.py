@@ -112,8 +112,8 @@ class EvaluateWidget(JobWidget):
             "annotated) and report each number's error in %; voxel size from the prediction layer's scale"
         )
         self._run = PushButton(text="Evaluate")
-        self.runner = JobRunner(self._run, "Evaluate")
         self._summary = text_label("")
+        self.runner = JobRunner(self._run, "Evaluate", status=self._summary)
         self._table = Table(label="Per class")
         self._table.read_only = True
         self._confusion = Table(label="Confusion")

@@ -90,7 +90,7 @@ class SegmentWidget(JobWidget):
         self._voxel.unit.tooltip = "voxel: none given (the model's training voxel size is recorded, if any)"
         self._info = text_label("")
         self._run = PushButton(text="Segment")
-        self.runner = JobRunner(self._run, "Segment")
+        self.runner = JobRunner(self._run, "Segment", status=self._info)
         self._run.changed.connect(self._on_run)
         self._model_file.changed.connect(self._on_model_file)
         self._image.changed.connect(lambda _=None: self._voxel.track(self._image.value))
@@ -313,7 +313,9 @@ class SegmentWidget(JobWidget):
                 **where,
                 metadata={"napari_xrayseg": {"source": layer.name, "confidence": kind}},
             )
-        show_info(f"segmented {layer.name} into {name!r}")
+        done = f"segmented {layer.name} into {name!r}"
+        self._info.value = done + (f", saved to {kwargs['out']}" if kwargs["out"] is not None else "")
+        show_info(done)
 
 
 def _file_name(name: str) -> str:

@@ -116,8 +116,25 @@ class TrainingPlot(Container):
             ax.clear()
         self.ax_loss.set_title(title, fontsize="medium")
         self.ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
-        self.ax_loss.plot(self.epochs, self.loss, color="tab:orange", label="training loss")
+        few = len(self.epochs) < 2  # a single epoch is a point: give the loss a marker too
+        self.ax_loss.plot(
+            self.epochs, self.loss, color="tab:orange", marker="o" if few else None, label="training loss"
+        )
         self.ax_dice.plot(self.epochs, self.dice, color="tab:blue", marker=".", label="validation Dice")
+        if len(self.epochs) < 2:  # matplotlib's default range around 0 or one epoch reads -0.045 .. 0.045
+            first = self.epochs[0] if self.epochs else 1
+            self.ax_loss.set_xlim(first - 0.5, first + 1.5)
+        if not self.epochs:
+            self.ax_loss.set_yticks([])
+            self.ax_loss.text(
+                0.5,
+                0.5,
+                "curves appear here while training",
+                ha="center",
+                va="center",
+                transform=self.ax_loss.transAxes,
+                color="gray",
+            )
         self.ax_loss.set_xlabel("epoch")
         self.ax_loss.set_ylabel("loss", color="tab:orange")
         self.ax_dice.set_ylabel("val Dice", color="tab:blue")
@@ -382,6 +399,7 @@ class TrainWidget(JobWidget):
             on_returned=lambda m: self._trained(m, layer, kwargs, cancelled=False),
             on_yielded=self._on_progress,
             on_cancelled=lambda e: self._trained(getattr(e, "result", None), layer, kwargs, cancelled=True),
+            on_failed=lambda msg: setattr(self._status, "value", f"training failed: {msg}"),
             **kwargs,
         )
 
