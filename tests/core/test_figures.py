@@ -211,3 +211,21 @@ def test_error_map_codes_numpy_and_lazy(trio, tmp_path):
     np.testing.assert_array_equal(lazy.compute(), err)
     with pytest.raises(InputError, match="does not match"):
         figures.error_map(pred[:2], truth)
+
+
+def test_figures_name_the_phases():
+    """The legends say pore / nickel / YSZ when the report knows the names, as the text reports do."""
+    from napari_xrayseg.core.figures import collage, slice_dice_plot
+    from napari_xrayseg.core.metrics import evaluate
+
+    t = np.ones((3, 8, 8), np.uint8)
+    t[:, 4:] = 2
+    p = t.copy()
+    p[1, :2] = 2
+    names = {1: "pore", 2: "nickel"}
+    report = evaluate(p, t, class_names=names)
+    fig = slice_dice_plot(report)
+    assert {"pore", "nickel"} <= {x.get_text() for x in fig.axes[0].get_legend().get_texts()}
+    fig = collage(None, p, t, class_names=names)
+    texts = {x.get_text() for ax in fig.axes if ax.get_legend() for x in ax.get_legend().get_texts()}
+    assert texts == {"pore", "nickel"}

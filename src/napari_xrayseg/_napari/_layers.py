@@ -229,3 +229,19 @@ def nodata_value(text: str) -> float | None:
     if v != v or v in (float("inf"), float("-inf")):
         raise InputError(f"No-data value {text!r} must be a number (e.g. 0), or empty for none")
     return v
+
+
+def fit_table(table: Any, max_rows: int = 8) -> None:
+    """Size a table to its contents: all rows up to ``max_rows``, then it scrolls."""
+    q = table.native
+    q.resizeColumnsToContents()
+    rows = min(q.rowCount(), max_rows)
+    height = (
+        q.horizontalHeader().sizeHint().height()
+        + sum(q.rowHeight(i) for i in range(rows))
+        + q.horizontalScrollBar().sizeHint().height()
+        + 2 * q.frameWidth()
+        + 2
+    )
+    q.setMinimumHeight(height)
+    q.setMaximumHeight(height if q.rowCount() <= max_rows else 16777215)

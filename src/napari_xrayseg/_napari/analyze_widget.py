@@ -40,7 +40,7 @@ from ..core.microstructure import (
 )
 from ..core.progress import CancelToken, Progress
 from ._jobs import JobRunner, JobWidget, show_error, text_label
-from ._layers import export_csv_json, layer_array, layer_class_names, placement, unique_name
+from ._layers import export_csv_json, fit_table, layer_array, layer_class_names, placement, unique_name
 from ._voxel import VoxelSizeFields
 
 if TYPE_CHECKING:
@@ -266,7 +266,7 @@ class AnalyzeWidget(JobWidget):
             "index": [f"label {k}" for k in m.phases],
             "columns": titles,
         }
-        self._table.native.resizeColumnsToContents()
+        fit_table(self._table)
         lines = [m.extent()]
         if m.sample_voxels is not None:
             lines.append(f"sample {m.sample_volume:.4g} {u}³ ({m.sample_voxels:,} voxels)")

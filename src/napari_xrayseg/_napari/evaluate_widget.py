@@ -32,7 +32,7 @@ from napari_xrayseg.core.figures import ERROR_CODES, OVERLAY_COLORS, error_map, 
 from napari_xrayseg.core.metrics import Report, iter_evaluate
 
 from ._jobs import JobRunner, JobWidget, show_error, text_label
-from ._layers import export_csv_json, layer_array, layer_class_names, placement, unique_name
+from ._layers import export_csv_json, fit_table, layer_array, layer_class_names, placement, unique_name
 from ._voxel import layer_voxel_size
 
 if TYPE_CHECKING:
@@ -58,22 +58,6 @@ _ERROR_TOOLTIP = (
 )
 
 _TRUTH_WORDS = ("truth", "annot", "ground", "gt", "manual", "paint")
-
-
-def _fit_table(table: Table, max_rows: int = 8) -> None:
-    """Size a table to its contents: all rows up to ``max_rows``, then it scrolls."""
-    q = table.native
-    q.resizeColumnsToContents()
-    rows = min(q.rowCount(), max_rows)
-    height = (
-        q.horizontalHeader().sizeHint().height()
-        + sum(q.rowHeight(i) for i in range(rows))
-        + q.horizontalScrollBar().sizeHint().height()
-        + 2 * q.frameWidth()
-        + 2
-    )
-    q.setMinimumHeight(height)
-    q.setMaximumHeight(height if q.rowCount() <= max_rows else 16777215)
 
 
 def _fmt(v: Any) -> str:
@@ -252,8 +236,8 @@ class EvaluateWidget(JobWidget):
             "index": [f"truth {v}" for v in labels],
             "columns": [f"pred {v}" for v in labels],
         }
-        _fit_table(self._table)
-        _fit_table(self._confusion)
+        fit_table(self._table)
+        fit_table(self._confusion)
         self._draw_plot(report)
         self._set_result_enabled(True)
         show_info(
@@ -318,9 +302,8 @@ class EvaluateWidget(JobWidget):
         ax.tick_params(labelsize=7)
         ax.xaxis.label.set_fontsize(8)
         ax.yaxis.label.set_fontsize(8)
-        legend = ax.get_legend()
-        if legend is not None:
-            legend.remove()
+        if ax.get_legend() is not None:  # which line is which phase, small enough for the dock
+            ax.legend(fontsize=6, loc="lower right", ncols=2, framealpha=0.7)
         self._canvas.draw_idle()
 
     # ---- plot -> viewer

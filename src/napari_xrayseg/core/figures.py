@@ -60,7 +60,7 @@ OVERLAY_COLORS = {
 #: Values of :func:`error_map` (0 = correct or not annotated), same meaning as the colours.
 ERROR_CODES = {"wrong": 1, "missed": 2}
 _ALPHA = {"correct": 0.30, "wrong": 0.70, "missed": 0.70}
-_OVERLAY_TITLE = "overlay: green correct, red wrong,\nblue missed, grey not annotated"
+_OVERLAY_TITLE = "overlay: green correct, red wrong,\nblue missed, grey not annotated,\ndark lines: true interfaces"
 
 #: Label colours (label 1 = first colour, cycling; 0 = black): napari's, as in the viewer and the files.
 _PALETTE = np.array(LABEL_COLORS)
@@ -259,6 +259,7 @@ def collage(
     path: str | os.PathLike | None = None,
     overwrite: bool = False,
     figure: Figure | None = None,
+    class_names: Mapping[int, str] | None = None,
 ) -> Figure:
     """Draw raw data, prediction and an agreement overlay for a few slices.
 
@@ -293,6 +294,8 @@ def collage(
         Replace an existing ``path``.
     figure : matplotlib.figure.Figure, optional
         Draw into this figure (cleared first) instead of a new one.
+    class_names : mapping, optional
+        ``{label: name}`` for the legend (default: ``"class N"``).
 
     Returns
     -------
@@ -411,7 +414,8 @@ def collage(
                 ax.set_title(title, fontsize=9)
         axes[i, 0].set_ylabel(f"slice {r['k']} (axis {axis})" if ndim == 3 else "2D image")
     if present:
-        handles = [Patch(color=_label_color(c), label=f"class {c}") for c in sorted(present)[:10]]
+        names = dict(class_names or {})
+        handles = [Patch(color=_label_color(c), label=names.get(c, f"class {c}")) for c in sorted(present)[:10]]
         axes[0, columns.index("prediction")].legend(handles=handles, loc="upper right", fontsize=6, framealpha=0.7)
     _save(fig, path, overwrite)
     return fig
@@ -710,7 +714,7 @@ def slice_dice_plot(
             lw=0.8,
             alpha=0.6,
             color=_label_color(int(c)) if int(c) > 0 else "0.5",
-            label=f"class {c}",
+            label=(report.class_names or {}).get(int(c), f"class {c}"),
         )
     ax.plot(x, mean, marker="o", ms=3, lw=1.8, color="black", label="mean over classes")
     if report.mean_slice_dice is not None:
@@ -853,6 +857,7 @@ def save_figures(
         ignore_zero=report.ignore_zero,
         path=targets["collage"],
         overwrite=overwrite,
+        class_names=report.class_names,
     )
     written.append(targets["collage"])
     if "slice_dice" in targets:
