@@ -174,7 +174,7 @@ def test_segment_widget_default_tile_adapts_to_small_slices(make_napari_viewer, 
     w = SegmentWidget(viewer)
     w._model_file.value = path
     w._device.value = "cpu"
-    assert w._tile.value == 0 and w._tile.native.specialValueText() == "auto"
+    assert w._tile.value == 0 and w._tile.native.currentText() == "auto"
     assert w._inputs()["tile"] == "auto" and w._inputs()["tta"] == 1  # no test-time views unless asked
     w._run.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)

@@ -163,6 +163,7 @@ class AnnotateWidget(JobWidget):
         self._nodata = nodata_field()
         self._nodata.changed.connect(self._on_nodata)
         self._count = SpinBox(label="Suggestions", min=1, max=100, value=5)
+        self._count.tooltip = "how many slices 'Suggest slices' lists for you to annotate next"
         self._suggest = PushButton(text="Suggest slices")
         self._go = PushButton(text="Go to next suggestion")
         self._copy = PushButton(text="Copy prediction into annotations")
@@ -171,6 +172,9 @@ class AnnotateWidget(JobWidget):
             "undo with Ctrl+Z on the annotations layer"
         )
         self._fraction = FloatSpinBox(label="Round budget (x first training)", min=0.05, max=2.0, step=0.05, value=0.25)
+        self._fraction.tooltip = (
+            "'Continue training' runs for this share of the first training's time (0.25: a quarter of it)"
+        )
         self._train = PushButton(text="Continue training")
         self._status = text_label("choose a trained model")
         self.plot = UncertaintyPlot()

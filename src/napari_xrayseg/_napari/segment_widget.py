@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from ..core.models import Model
 
 _D = SegmentConfig()
+#: Window sides the Tile box offers besides "auto" (multiples of every network's stride).
+TILES = (32, 64, 128, 256, 512, 1024, 2048)
 
 
 class SegmentWidget(JobWidget):
@@ -61,9 +63,13 @@ class SegmentWidget(JobWidget):
             choices=[("0 (Z: xy slices)", 0), ("1 (Y: xz slices)", 1), ("2 (X: yz slices)", 2)],
             value=_D.axis,
         )
-        # 0 shows as "auto": whole slices (or halo tiles for huge ones); a number: sliding windows
-        self._tile = SpinBox(label="Tile", min=0, max=4096, step=16, value=0)
-        self._tile.native.setSpecialValueText("auto")
+        # 0: "auto", whole slices (or halo tiles for huge ones); a number: sliding windows of that side
+        # (a choice, not a spin box: superqt's spin box never shows a special "auto" text)
+        self._tile = ComboBox(label="Tile", value=0, choices=[("auto", 0), *((f"{t} px windows", t) for t in TILES)])
+        self._tile.tooltip = (
+            "auto: whole slices through the network (the fastest); windows of a fixed side use less memory "
+            "(for a GPU that runs out of it) and blend where they overlap"
+        )
         self._overlap = FloatSpinBox(label="Overlap", min=0.0, max=0.9, step=0.05, value=_D.overlap)
         self._batch = SpinBox(label="Batch", min=1, max=256, value=_D.batch)
         self._device = ComboBox(label="Device", choices=["auto", *available_devices()], value=_D.device)
@@ -84,6 +90,14 @@ class SegmentWidget(JobWidget):
         self._tta.tooltip = (
             "average the probabilities over flipped and transposed views of the slices: "
             "fewer errors on interfaces, N times the work (a 2D model has 8 views)"
+        )
+        self._overlap.tooltip = "share of each window that its neighbour repeats, blended (windows only)"
+        self._batch.tooltip = "slices (or windows) per forward pass: fewer use less memory, more can be faster on a GPU"
+        self._axes.tooltip = (
+            "orthoplane: segment along z, y and x and average the three (about 3x the work; smoother in 3D)"
+        )
+        self._confidence.tooltip = (
+            "also add a map of how sure the model is (entropy: bright = unsure), to see where to annotate next"
         )
         self._nodata = nodata_field()
         self._voxel = VoxelSizeFields()  # written into the outputs; follows the image layer's scale
@@ -129,7 +143,6 @@ class SegmentWidget(JobWidget):
             self._info.value = "invalid model file"
             show_error(str(e))
             return
-        self._tile.step = info.stride
         state = f"trained {len(info.history)} epochs" if info.trained else "UNTRAINED"
         self._info.value = f"{info.arch} {info.size or ''}, classes {info.classes}, {state}"
 

@@ -200,6 +200,14 @@ class TrainWidget(JobWidget):
             "along the slice axis as channels (2.5D); 1 = plain 2D",
         )
         self._augment = CheckBox(label="Augmentation", value=_T.augment)
+        self._minutes.tooltip = "training runs until this time is spent (or Max epochs, if that comes first)"
+        self._epochs.tooltip = "stop after this many epochs even if time is left; 0: only the time budget counts"
+        self._batch.tooltip = "patches per training step: more use more memory"
+        self._patch.tooltip = "side of the square patches cut from the painted slices for each step"
+        self._lr.tooltip = "step size of the optimiser (AdamW); the default suits every architecture here"
+        self._augment.tooltip = (
+            "random flips, turns, small rotations and scalings, grey-level, noise and blur changes of the patches"
+        )
         self._all_axes = CheckBox(
             label="Also learn from the other two axes",
             value=False,
@@ -220,6 +228,7 @@ class TrainWidget(JobWidget):
         )
         self._init = FileEdit(label="Start from model (optional)", mode="r", filter="*.safetensors", value="")
         self._out = FileEdit(label="Save model to", mode="w", filter="*.safetensors", value="")
+        self._out.tooltip = "a new .safetensors file (an existing one is never replaced); Cancel also saves here"
         self._segment_after = CheckBox(label="Segment the image when done", value=True)
         self._nodata = nodata_field()
         self._pairs: list[tuple[Any, Any]] = []  # more (image, labels) layer pairs to train on
