@@ -204,7 +204,7 @@ class TrainWidget(JobWidget):
         self._epochs.tooltip = "stop after this many epochs even if time is left; 0: only the time budget counts"
         self._batch.tooltip = "patches per training step: more use more memory"
         self._patch.tooltip = "side of the square patches cut from the painted slices for each step"
-        self._lr.tooltip = "step size of the optimiser (AdamW); the default suits every architecture here"
+        self._lr.tooltip = "step size of the optimiser (Adam); the default suits every architecture here"
         self._augment.tooltip = (
             "random flips, turns, small rotations and scalings, grey-level, noise and blur changes of the patches"
         )
