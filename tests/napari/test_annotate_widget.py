@@ -179,3 +179,19 @@ def test_no_data_value_reaches_the_preview_and_the_suggestions(make_napari_viewe
     w._suggest.clicked.emit()
     qtbot.waitUntil(lambda: w.ranking is not None and not w.suggest_runner.running, timeout=60_000)
     assert len(w.ranking.suggested) == 2
+
+
+def test_high_scoring_end_slices_are_explained(make_napari_viewer):
+    """Ends that score highest yet are not suggested (by design) are shaded on the plot and explained."""
+    from napari_xrayseg.core.annotation import SliceRanking, spread_pick
+
+    w = AnnotateWidget(make_napari_viewer())
+    u = np.full(48, 0.3)
+    u[[0, 46, 47]] = 0.48
+    why: list[str] = []
+    picks = spread_pick(u, [24], 3, 3.0, ends=True, margin=0.5, why=why)
+    w._ranked(SliceRanking(picks, u, [24], 0, "orthoplane", 3.0, None, 0.5, why))
+    assert 0 not in picks and 47 not in picks
+    assert "the end slices score highest" in w._status.value
+    spans = [p for p in w.plot.ax.patches if p.get_label() == "volume ends (count as annotated)"]
+    assert len(spans) == 1

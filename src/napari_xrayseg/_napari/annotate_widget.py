@@ -103,6 +103,17 @@ class UncertaintyPlot(Container):
             ax.plot(x, u, color="tab:blue", marker=".", markersize=3, linewidth=1, label="model score")
             for j, a in enumerate(ranking.annotated):
                 ax.axvline(a, color="tab:green", alpha=0.6, linewidth=2, label="annotated" if j == 0 else None)
+            if len(u) > 2 and ranking.spread > 0:  # the ends count as annotated for the spreading penalty
+                w = min(ranking.spread, len(u) / 4)
+                for lo, hi in ((-0.5, w - 0.5), (len(u) - w - 0.5, len(u) - 0.5)):
+                    ax.axvspan(
+                        lo,
+                        hi,
+                        color="0.5",
+                        alpha=0.15,
+                        lw=0,
+                        label="volume ends (count as annotated)" if lo < 0 else None,
+                    )
             gaps = _gap_picks(ranking)
             for rank, s in enumerate(ranking.suggested, 1):
                 gap = s in gaps
@@ -192,10 +203,12 @@ class AnnotateWidget(JobWidget):
         for event in dims_events:
             event.connect(self._on_view)
 
+        preview, on_view = self.preview_runner, self._on_view  # not through self: it may be half gone by then
+
         def unhook(*_: Any) -> None:  # the dock closed: no more previews for a widget that is gone
-            self.preview_runner.shutdown()
+            preview.shutdown()
             for event in dims_events:
-                event.disconnect(self._on_view)
+                event.disconnect(on_view)
 
         self._train.native.destroyed.connect(unhook)
         self.extend(
@@ -419,6 +432,14 @@ class AnnotateWidget(JobWidget):
         note = ""
         if gaps:
             note = f" ({', '.join(map(str, sorted(gaps)))}: no slice stands out, so the middle of the widest gap)"
+        n, w = len(ranking.score), max(1, int(round(ranking.spread)))
+        ends = [i for i in [*range(min(w, n)), *range(max(n - w, 0), n)] if np.isfinite(ranking.score[i])]
+        inner = ranking.score[w : n - w] if n > 2 * w else ranking.score
+        if ends and np.isfinite(inner).any() and max(ranking.score[i] for i in ends) > np.nanmax(inner):
+            note += (
+                "; the end slices score highest, but an end is seen from one side and teaches the model "
+                "least about the rest, so ends are suggested only when they stand out much more"
+            )
         self._status.value = (
             f"next slices to annotate (axis {ranking.axis}), best first: "
             f"{', '.join(map(str, ranking.suggested)) or 'none left'}{note}"
