@@ -184,6 +184,7 @@ class AnalyzeWidget(JobWidget):
             ]
         )
         self._set_result_enabled(False)
+        self._plot_box.visible = self._profile_box.visible = False  # no empty white plots before a result
         self._follow_layers(viewer)
         self._on_layer_chosen()
 
@@ -255,6 +256,7 @@ class AnalyzeWidget(JobWidget):
     def _show(self, out: dict[str, Any], context: dict[str, Any]) -> None:
         m: Microstructure = out["result"]
         self.result, self.interval = m, out["interval"]
+        self._plot_box.visible = self._profile_box.visible = True
         self._context = {**context, "points": out["points"], "envelope": out["envelope"]}
         u = m.unit
         titles = [

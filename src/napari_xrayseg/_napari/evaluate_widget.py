@@ -137,6 +137,7 @@ class EvaluateWidget(JobWidget):
             ]
         )
         self._set_result_enabled(False)
+        self._plot_box.visible = False  # shown with a report that has per-slice scores
         self._follow_layers(viewer, self._on_layers_changed)
 
     # ---- layer choices
