@@ -863,7 +863,7 @@ class Report:
                 return "n/a"
             return f"{v:.4f}" if isinstance(v, float) else str(v)
 
-        head = ("class", "dice", "iou", "precision", "recall", "accuracy", "truth", "pred")
+        head = ("class", "dice", "iou", "precision", "recall", "acc 1-vs-rest", "truth", "pred")
         keys = ("dice", "iou", "precision", "recall", "accuracy", "voxels_truth", "voxels_pred")
         rows = self.rows()
         shown = rows[:-1][:20]
@@ -879,9 +879,10 @@ class Report:
             table.append((f"... {len(rows) - 1 - len(shown)} more",) + ("",) * (len(head) - 1))
         table.append(("mean", *(fmt(rows[-1][k]) for k in keys[:-2]), "", ""))
         widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+        zero = " (label 0: not annotated, left out)" if self.ignore_zero else ""
         lines = [
-            f"Report(n_voxels={self.n_voxels}, ignore_zero={self.ignore_zero}, "
-            f"mean_dice={fmt(self.mean_dice)}, accuracy={fmt(self.accuracy)})"
+            f"Report: {self.n_voxels:,} voxels scored{zero}, "
+            f"mean Dice {fmt(self.mean_dice)}, accuracy {fmt(self.accuracy)} (share of voxels right)"
         ]
         lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in table]
         if self.axis is not None:
