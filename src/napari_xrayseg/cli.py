@@ -329,7 +329,7 @@ def _cmd_suggest(a: argparse.Namespace) -> int:
 
     image = mark_missing(open_volume(a.image, dataset=a.dataset), a.nodata)
     labels = open_volume(a.labels, dataset=a.labels_dataset) if a.labels else None
-    for i in suggest_slices(
+    picks = suggest_slices(
         image,
         a.model,
         labels,
@@ -341,8 +341,10 @@ def _cmd_suggest(a: argparse.Namespace) -> int:
         max_slices=a.max_slices or None,
         device=a.device,
         progress=_ProgressPrinter("suggest"),
-    ):
-        print(i)
+    )
+    print(f"xrayseg suggest: annotate these slices along axis {a.axis} next, best first:", file=sys.stderr)
+    for i in picks:
+        print(i)  # stdout: one index a line, for scripts
     return 0
 
 
@@ -436,7 +438,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
     print(
         f"wrote model to {model.path}: {model.info.arch} ({model.info.size}, {t.get('mode', 'supervised')}), "
         f"{inputs}classes {model.info.classes}, "
-        f"{len(model.info.history)} epochs in {time.perf_counter() - t0:.0f} s, "
+        f"{len(model.info.history)} epochs{' (the kept start' + chr(39) + 's)' if t.get('starts') else ''} "
+        f"in {time.perf_counter() - t0:.0f} s, "
         "validation Dice {} ({})".format(_fmt(model.info.validation[0]), model.info.validation[1])
         + _starts(t)
     )
