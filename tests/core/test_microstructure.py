@@ -664,3 +664,14 @@ def test_table_keeps_one_column_per_measure_and_names_voxel_units():
     tau = first.split()[-2]  # the last two columns: tau z/y/x, mean size
     assert tau.count("/") == 2 and "n/a" not in tau and tau.endswith("/-"), first
     assert analyze(lab, voxel_size=0.5, unit="um").extent() == "6x12x12 voxels of 0.5 x 0.5 x 0.5 um"
+
+
+def test_too_few_names_are_warned_about(caplog):
+    from napari_xrayseg.core.microstructure import analyze
+
+    lab = np.ones((4, 8, 8), np.uint8)
+    lab[:, 4:] = 2
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        m = analyze(lab, class_names=["pore"], tortuosity=False)
+    assert m.phases[1].name == "pore" and m.phases[2].name == "2"
+    assert "no name given for label 2" in caplog.text

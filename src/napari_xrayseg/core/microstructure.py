@@ -546,6 +546,13 @@ def _names(labels: Sequence[int], class_names: Any) -> dict[int, str]:
         m = {int(k): str(v) for k, v in class_names.items()}
     else:
         m = {i + 1: str(v) for i, v in enumerate(class_names)}
+    unnamed = [k for k in labels if k not in m and k != 0]  # 0 is named by number (often "no phase")
+    if unnamed:
+        log.warning(
+            "no name given for label%s %s (names go to labels 1, 2, ... in order): shown by number",
+            "s" if len(unnamed) > 1 else "",
+            ", ".join(map(str, unnamed)),
+        )
     return {k: m.get(k, str(k)) for k in labels}
 
 
