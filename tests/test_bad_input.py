@@ -667,6 +667,13 @@ CASES = [
         r"JSON output .*exists.json exists",
     ),
     Case(
+        "sample-negative-seed",
+        lambda d, o: __import__("napari_xrayseg").make_phantom((2, 16, 16), seed=-1),
+        ["sample", "--out", "{o}/s", "--shape", "2", "16", "16", "--seed", "-1"],
+        InputError,
+        r"seed -1 must be a whole number >= 0",
+    ),
+    Case(
         "sample-overwrite-keeps-foreign-files",
         None,
         ["sample", "--out", "{d}/sample_out", "--shape", "2", "16", "16", "--overwrite"],

@@ -191,7 +191,7 @@ def make_phantom(
     Raises
     ------
     InputError
-        If ``shape``, ``fractions``, ``noise``, ``feature_size``, ``n_angles``, ``blur``,
+        If ``seed``, ``shape``, ``fractions``, ``noise``, ``feature_size``, ``n_angles``, ``blur``,
         ``misalignment`` or ``preset`` is invalid.
 
     Examples
@@ -204,6 +204,8 @@ def make_phantom(
     """
     import scipy.ndimage as ndi
 
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"seed {seed!r} must be a whole number >= 0, e.g. 0")
     shape3, is_2d = _check_shape(shape)
     fr = _check_fractions(fractions)
     if preset is not None and preset not in PRESETS:
