@@ -157,6 +157,9 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         "progress": _ProgressPrinter("predict"),
     }
     t0 = time.perf_counter()
+    from .core.writer import output_complete
+
+    was_complete = bool(a.resume and not a.overwrite and a.out and output_complete(a.out))
     if a.workers or a.scheduler:
         from .core.distributed import segment_distributed
 
@@ -178,6 +181,9 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     for s in image.shape:
         nvox *= int(s)
     kind = "OME-Zarr pyramid" if a.pyramid else "uint8 zarr"
+    if was_complete:
+        print(f"{a.out} was complete already (the same image, model and settings): nothing left to do")
+        return 0
     print(f"wrote labels {tuple(image.shape)} ({kind}) to {a.out} ({dt:.1f} s, {nvox / dt / 1e6:.2f} Mvox/s)")
     if a.confidence:
         from .core.writer import sibling_path

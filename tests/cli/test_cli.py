@@ -276,3 +276,16 @@ def test_ctrl_c_during_train_saves_the_model_so_far(tmp_path, monkeypatch, capsy
     assert "the model so far goes to" in err and "interrupted, training cancelled after 2 epochs" in err
     assert len(load_model(out).info.history) == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_resume_of_a_finished_output_says_so(tmp_path, capsys):
+    img = np.random.default_rng(0).random((3, 32, 32), dtype=np.float32)
+    np.save(tmp_path / "v.npy", img)
+    assert main(["init-model", "--out", str(tmp_path / "m"), "--size", "tiny", "--tile", "32"]) == 0
+    argv = ["predict", "--image", str(tmp_path / "v.npy"), "--model", str(tmp_path / "m.safetensors")]
+    argv += ["--out", str(tmp_path / "o.zarr"), "--device", "cpu"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    assert "was complete already" in capsys.readouterr().out
+    assert main([*argv, "--resume", "--tile", "16"]) == 2  # a finished output is still checked against the run
