@@ -1596,6 +1596,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = f"xrayseg {args.command}"
         return _run(args)
     except KeyboardInterrupt:
+        # zarr's pending asyncio writes, cut short, would each log "Task was destroyed but it is pending!"
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         print(f"{command}: interrupted", file=sys.stderr)
         return 130
 
