@@ -891,7 +891,10 @@ def import_bioimageio(package: str | os.PathLike, out: str | os.PathLike, *, ove
             want = cfg.get("model_sha256")
             if _sha256(model_path) != want:
                 raise ModelFileError(f"{path}: {member} does not match its recorded SHA-256: the package is damaged")
-            load_model(model_path)  # validates header, architecture, every tensor; never unpickles
+            try:
+                load_model(model_path)  # validates header, architecture, every tensor; never unpickles
+            except ModelFileError as e:  # name the package and its member, not the temporary copy
+                raise ModelFileError(str(e).replace(str(model_path), f"{path} ({member})")) from None
             return write_file(
                 out, lambda t: shutil.copyfile(model_path, t), overwrite=overwrite, inputs=[path], what="model file"
             )
