@@ -207,6 +207,19 @@ def test_foreign_and_damaged_packages_are_refused(exported, tmp_path):
     tampered["config"]["napari_xrayseg"]["model_sha256"] = "0" * 64
     with pytest.raises(ModelFileError, match="does not match its recorded SHA-256"):
         import_bioimageio(_rewrite(package, tmp_path / "t.zip", tampered), tmp_path / "o")
+    # a member whose recorded SHA-256 matches but which is no model: named by the package, not a temporary copy
+    import hashlib
+
+    good = zipfile.ZipFile(package).read(PACKAGE_MODEL_FILE)
+    bad = good[: len(good) // 2]
+    swapped = json.loads(json.dumps(rdf))
+    swapped["config"]["napari_xrayseg"]["model_sha256"] = hashlib.sha256(bad).hexdigest()
+    cut = _rewrite(package, tmp_path / "c.zip", swapped, drop=[PACKAGE_MODEL_FILE])
+    with zipfile.ZipFile(cut, "a") as z:
+        z.writestr(PACKAGE_MODEL_FILE, bad)
+    with pytest.raises(ModelFileError) as e:
+        import_bioimageio(cut, tmp_path / "o")
+    assert f"c.zip ({PACKAGE_MODEL_FILE})" in str(e.value) and "xrayseg-import-" not in str(e.value)
     with pytest.raises(InputError, match="not a zip file"):
         import_bioimageio(exported[1], tmp_path / "o")
     with pytest.raises(InputError, match="does not exist"):
