@@ -36,16 +36,21 @@ _FIXES = (
 )
 
 
+def _reword(message: object, front: int) -> str:
+    """``message`` with each API fix replaced by column ``front`` of :data:`_FIXES` (1: CLI, 2: widgets)."""
+    text = str(message)
+    for fix in _FIXES:
+        text = text.replace(fix[0], fix[front])
+    return text
+
+
 def for_cli(message: object) -> str:
     """An error's message in the command line's words.
 
     >>> for_cli("output a.zarr exists: choose another path or pass overwrite=True (--overwrite)")
     'output a.zarr exists: choose another path or add --overwrite'
     """
-    text = str(message)
-    for api, cli, _ in _FIXES:
-        text = text.replace(api, cli)
-    return text
+    return _reword(message, 1)
 
 
 def for_gui(message: object) -> str:
@@ -54,10 +59,7 @@ def for_gui(message: object) -> str:
     >>> for_gui("output a.zarr exists: choose another path or pass overwrite=True (--overwrite)")
     'output a.zarr exists: choose another path'
     """
-    text = str(message)
-    for api, _, gui in _FIXES:
-        text = text.replace(api, gui)
-    return text
+    return _reword(message, 2)
 
 
 class XraysegError(Exception):
