@@ -277,3 +277,15 @@ def test_an_error_before_the_model_is_loaded_waits_for_its_thread(tmp_path, volu
     with pytest.raises(OutputExistsError):
         segment(volume, path, out=tmp_path / "o.zarr", **KW)
     assert not [t for t in threading.enumerate() if t.name == "xrayseg-load-model"]
+
+
+def test_segment_opens_an_image_path_itself(tmp_path, volume, tiny_model):
+    """segment("scan.zarr", model) as the CLI does it (it said "image has 0 dimensions")."""
+    from napari_xrayseg.core.io import write_volume
+
+    write_volume(tmp_path / "scan.zarr", volume, chunks=(2, *volume.shape[1:]))
+    np.testing.assert_array_equal(
+        np.asarray(segment(str(tmp_path / "scan.zarr"), tiny_model, **KW)), segment(volume, tiny_model, **KW)
+    )
+    with pytest.raises(InputError, match="is the input"):
+        segment(tmp_path / "scan.zarr", tiny_model, out=tmp_path / "scan.zarr", overwrite=True, **KW)

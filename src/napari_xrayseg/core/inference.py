@@ -249,6 +249,10 @@ def build_job(
     """
     cfg = config
     raw = image
+    if isinstance(image, (str, os.PathLike)):  # segment("scan.zarr", ...): as the CLI opens it
+        from .io import open_volume
+
+        image = open_volume(image)
     image = _channel_input(mark_missing(image, cfg.nodata), model)
     image = check_image(image)
     check_chunks_present(image)
@@ -451,8 +455,9 @@ def segment(
 
     Parameters
     ----------
-    image : array-like of shape (Z, Y, X) or (Y, X)
+    image : array-like of shape (Z, Y, X) or (Y, X), or path-like
         numpy, dask, zarr (or h5py, or TIFF) array of intensities. Read a slab at a time.
+        A path is opened lazily with :func:`~napari_xrayseg.core.io.open_volume`.
     model : Model or path-like
         A model from :func:`~napari_xrayseg.init_model`/``train``/:func:`~napari_xrayseg.load_model`,
         or a model file path.
