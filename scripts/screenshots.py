@@ -275,10 +275,7 @@ def render(
             docks["Segment"] = dock
             seg_w._image.value = image_layer
             seg_w._model_file.value = model_file
-            seg_w._device.value = "cpu"
-            # the model recommends 256-pixel tiles; the sample's slices are smaller
-            side = min(image_layer.data.shape[-2:])
-            seg_w._tile.value = min(seg_w._tile.value, side - side % seg_w._tile.step)
+            seg_w._device.value = "cpu"  # Tile stays "auto": whole slices
             seg_w._run.clicked.emit()
             _wait(lambda: not seg_w.runner.running, 120, "segmentation")
             labels_name = "PXCT sample labels"

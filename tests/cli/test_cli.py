@@ -234,7 +234,7 @@ def test_outputs_are_checked_before_the_work(tmp_path, capsys):
 
 
 def test_sample_annotate_writes_the_slices_a_user_would_paint(tmp_path, capsys):
-    """`sample --annotate 3`: annotations.zarr holds the truth of 3 z slices, 0 elsewhere; the truth names its phases."""
+    """`sample --annotate 3`: annotations.zarr holds the truth of 3 z slices, 0 elsewhere; the truth names phases."""
     from napari_xrayseg.core.io import read_class_names
 
     assert main(["sample", "--out", str(tmp_path / "s"), "--shape", "9", "24", "24", "--annotate", "3"]) == 0
