@@ -675,3 +675,14 @@ def test_too_few_names_are_warned_about(caplog):
         m = analyze(lab, class_names=["pore"], tortuosity=False)
     assert m.phases[1].name == "pore" and m.phases[2].name == "2"
     assert "no name given for label 2" in caplog.text
+
+
+def test_an_outside_label_that_is_absent_is_warned_about(caplog):
+    from napari_xrayseg.core.microstructure import analyze
+
+    lab = np.ones((4, 8, 8), np.uint8)
+    lab[:, 4:] = 2
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        m = analyze(lab, outside=9, tortuosity=False)
+    assert "outside=9: no voxel holds label 9" in caplog.text
+    assert m.phases[1].volume_fraction == 0.5  # the whole region is the sample

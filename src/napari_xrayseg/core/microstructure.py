@@ -1177,6 +1177,8 @@ def iter_analyze(
         del s
 
     n_out = int(counts[outside]) if outside is not None and 0 <= outside < nb else 0
+    if outside is not None and n_out == 0:
+        log.warning("outside=%d: no voxel holds label %d, so nothing is outside the sample (a typo?)", outside, outside)
     n_data = n_vox - n_out  # the sample: the region less its voxels outside
     if n_data == 0:
         raise InputError(f"every voxel of the region is outside the sample (label {outside})")
