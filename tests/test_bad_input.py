@@ -855,7 +855,7 @@ CASES = [
         None,
         _evaluate("good.zarr", "good.zarr", "--figures", "{d}/good.zarr/figs"),
         InputError,
-        r"--figures .*good.zarr/figs lies inside the input .*good.zarr",
+        r"--figures .*good.zarr/figs/collage.png lies inside the input .*good.zarr",
     ),
     Case(
         "out-is-the-model",

@@ -563,7 +563,7 @@ def _outputs_free(
     from .core.output import check_not_input, claim
 
     reads = [p for p in inputs if p]
-    paths = [p for p, _, _ in files if p is not None]
+    paths = [p for p, _, _ in files if p is not None] + ([figures] if figures is not None else [])
     if len(set(map(os.path.abspath, paths))) < len(paths):
         raise InputError(f"two outputs share a path ({', '.join(paths)}): give each its own")
     for path, what, option in files:
@@ -572,11 +572,13 @@ def _outputs_free(
         if Path(path).is_dir():
             raise InputError(f"{what} {path} is a directory: give a file name")
         claim(path, overwrite=a.overwrite, what=what, option=option, inputs=reads)
-    if figures is not None:
+    if figures is not None:  # the PNGs evaluate writes (a folder that holds the inputs is fine)
         from .core.figures import check_figure_folder
 
-        check_not_input(figures, reads, option="--figures")
-        check_figure_folder(figures, a.overwrite)
+        names = ("collage.png", "slice_dice.png")
+        for name in names:
+            check_not_input(Path(figures) / name, reads, option="--figures")
+        check_figure_folder(figures, a.overwrite, names)
 
 
 def _cmd_analyze(a: argparse.Namespace) -> int:
@@ -1020,8 +1022,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="also write annotations.zarr: the truth of N evenly spaced Z slices, 0 elsewhere (what a user paints; "
-        "train on it with --labels)",
+        help="also write annotations.zarr: the truth of N evenly spaced Z slices (fewer where the volume is too thin "
+        "for N apart), 0 elsewhere: what a user paints; train on it with --labels",
     )
     _add_overwrite(p)
     p.set_defaults(func=_cmd_sample)
@@ -1552,8 +1554,8 @@ def _ctrl_c_cancels(token: Any, note: str) -> Iterator[None]:
 
     Only the main thread can set signal handlers; elsewhere the block runs as it is.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield  # not ours to handle (a thread), or Ctrl-C is ignored (a job started with & in a script)
         return
 
     def handler(signum: int, frame: Any) -> None:

@@ -195,3 +195,5 @@ def test_high_scoring_end_slices_are_explained(make_napari_viewer):
     assert "the end slices score highest" in w._status.value
     spans = [p for p in w.plot.ax.patches if p.get_label() == "volume ends (count as annotated)"]
     assert len(spans) == 1
+    w._ranked(SliceRanking([47, 5], u, [24], 0, "orthoplane", 3.0, None, 0.5, ["score", "gap"]))
+    assert "end slices score highest" not in w._status.value  # the end was suggested: nothing to explain

@@ -191,8 +191,9 @@ def test_segment_widget_default_tile_adapts_to_small_slices(make_napari_viewer, 
         qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
     finally:
         jobs.notifications.show_error = orig
-    assert errors and "tile 128 is larger than the 24x40 slice: set Tile to 40 or less" in errors[0]
-    assert "--tile" not in errors[0]
+    assert errors and errors[0].endswith(
+        "tile 128 is larger than the 24x40 slice: choose a Tile window of at most 40 px, or auto (whole slices)"
+    )
 
 
 def test_segment_widget_no_data_value_outside_a_field_of_view(make_napari_viewer, qtbot, model_file, monkeypatch):

@@ -29,7 +29,7 @@ from magicgui.widgets import Container, Label, PushButton
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import notifications
 from napari.utils import progress as napari_progress
-from napari.utils.notifications import show_info, show_warning
+from napari.utils.notifications import show_info
 
 from ..core.device import release_memory
 from ..core.errors import USER_WRITE_ERRNOS, Cancelled, XraysegError, for_gui, write_error
@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 def show_error(message: object) -> None:
     """An error notification in the widgets' words (:func:`~napari_xrayseg.core.errors.for_gui`)."""
     notifications.show_error(for_gui(message))
+
+
+def show_warning(message: object) -> None:
+    """A warning notification in the widgets' words (:func:`~napari_xrayseg.core.errors.for_gui`)."""
+    notifications.show_warning(for_gui(message))
 
 
 class _TokenWorker(GeneratorWorker):
@@ -144,6 +149,7 @@ class JobRunner:
         status = self.status
         if status is not None:
             status.value = f"{desc}..."
+        ended: list[bool] = []  # this job returned or failed: a progress record queued behind that is stale
 
         def yielded(p: Progress) -> None:
             # napari's progress bar processes Qt events inside set_description/refresh, so
@@ -157,18 +163,22 @@ class JobRunner:
             bar.refresh()
             # refresh() may have run returned/finished already: a late record must not
             # overwrite what the finished job showed (e.g. the Train widget's final status)
-            if status is not None and self._running and not self._closed:
+            if ended or not self._running or self._closed:
+                return
+            if status is not None:
                 status.value = f"{desc}: {100 * p.fraction:.0f} %{' ' + p.message if p.message else ''}"
-            if on_yielded is not None and self._running and not self._closed:
+            if on_yielded is not None:
                 on_yielded(p)
 
         def returned(result: Any) -> None:
+            ended.append(True)
             if self._closed:  # nowhere to show it: the window closed while the job ran
                 log.info("%s finished after its window closed; result dropped", desc)
                 return
             on_returned(result)
 
         def errored(exc: BaseException) -> None:
+            ended.append(True)
             if self._closed and isinstance(exc, (Cancelled, XraysegError)):
                 log.info("%s stopped after its window closed: %s", desc, exc)
                 return

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox
-from napari.utils.notifications import show_info, show_warning
+from napari.utils.notifications import show_info
 
 import napari
 
@@ -34,7 +34,7 @@ from ..core.errors import InputError, XraysegError
 from ..core.models import Model, load_model, save_model
 from ..core.normalize import mark_missing
 from ..core.progress import Progress
-from ._jobs import JobRunner, JobWidget, LatestRunner, text_label
+from ._jobs import JobRunner, JobWidget, LatestRunner, show_warning, text_label
 from ._layers import (
     label_features,
     labels_snapshot,
@@ -435,7 +435,8 @@ class AnnotateWidget(JobWidget):
         n, w = len(ranking.score), max(1, int(round(ranking.spread)))
         ends = [i for i in [*range(min(w, n)), *range(max(n - w, 0), n)] if np.isfinite(ranking.score[i])]
         inner = ranking.score[w : n - w] if n > 2 * w else ranking.score
-        if ends and np.isfinite(inner).any() and max(ranking.score[i] for i in ends) > np.nanmax(inner):
+        high = [i for i in ends if ranking.score[i] > np.nanmax(inner)] if np.isfinite(inner).any() else []
+        if high and not set(high) & set(ranking.suggested):  # ends outscore the rest, none suggested: say why
             note += (
                 "; the end slices score highest, but an end is seen from one side and teaches the model "
                 "least about the rest, so ends are suggested only when they stand out much more"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, PushButton, SpinBox
-from napari.utils.notifications import show_info, show_warning
+from napari.utils.notifications import show_info
 
 import napari
 
@@ -27,7 +27,7 @@ from ..core.device import available_devices
 from ..core.errors import XraysegError
 from ..core.inference import iter_segment
 from ..core.models import read_model_info
-from ._jobs import JobRunner, JobWidget, show_error, text_label
+from ._jobs import JobRunner, JobWidget, show_error, show_warning, text_label
 from ._layers import (
     label_features,
     layer_array,

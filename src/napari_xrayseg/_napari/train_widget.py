@@ -28,7 +28,7 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from napari.utils.notifications import show_info, show_warning
+from napari.utils.notifications import show_info
 
 import napari
 
@@ -53,7 +53,7 @@ from ..core.models import (
 )
 from ..core.progress import Progress
 from ..core.training import MODES, iter_train
-from ._jobs import JobRunner, JobWidget, text_label
+from ._jobs import JobRunner, JobWidget, show_warning, text_label
 from ._layers import (
     channel_axis_of,
     label_features,

@@ -32,7 +32,12 @@ __all__ = [
 _FIXES = (
     (" or pass overwrite=True (--overwrite)", " or add --overwrite", ""),  # widgets never overwrite
     ("pass ignore_zero=False", "add --zero-is-class", "tick 'Treat 0 as a class'"),
-    ("use --tile ", "use --tile ", "set Tile to "),
+    ("use --tile ", "use --tile ", "choose a Tile window of at most "),
+    (
+        " or less, or leave the tile unset to use the model's default (which adapts to small slices)",
+        " or less, or leave the tile unset to use the model's default (which adapts to small slices)",
+        " px, or auto (whole slices)",
+    ),
 )
 
 

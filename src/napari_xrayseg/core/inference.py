@@ -253,6 +253,7 @@ def build_job(
         from .io import open_volume
 
         image = open_volume(image)
+    opened = image  # the image as stored: what --resume's fingerprint is taken of (nodata is a setting)
     image = _channel_input(mark_missing(image, cfg.nodata), model)
     image = check_image(image)
     check_chunks_present(image)
@@ -269,7 +270,7 @@ def build_job(
     probs = len(axes) > 1 or cfg.confidence is not None or views > 1
     merger: LabelMerger | ProbMerger = ProbMerger(len(axes), views, cfg.confidence) if probs else LabelMerger()
     dev = resolve_device(cfg.device)
-    reads = [raw, *inputs, *([model] if isinstance(model, (str, os.PathLike)) else [])]
+    reads = [raw, opened, *inputs, *([model] if isinstance(model, (str, os.PathLike)) else [])]
     loading = _Loading(model, dev) if isinstance(model, (str, os.PathLike)) else None
     try:
         info = loading.info if loading is not None else as_model(model, dev).info
@@ -342,7 +343,7 @@ def build_job(
             classes=len(model.info.classes),
             depth=p0.depth,
             passes=len(plans),
-            meta=_meta(plans, model, cfg, vox, image),
+            meta=_meta(plans, model, cfg, vox, _channel_input(opened, model)),
         )
     else:
         writer = MemoryWriter(

@@ -1573,17 +1573,21 @@ def _quantities(m: Microstructure) -> dict[str, float | None]:
 
 
 def same_shape(items: Sequence[Any], names: Sequence[str]) -> None:
-    """Raise unless label volumes (or :func:`analyze` results, by their region) all have one shape.
+    """Raise unless the label volumes among ``items`` all have one shape, and the :func:`analyze` results one region.
 
-    Numbers compared between volumes of different shapes look right and mean nothing.
+    Numbers compared between volumes of different shapes look right and mean nothing. A
+    result and a volume are not compared (the result's shape is its region's).
     """
-    shapes = [tuple(int(n) for n in x.shape) for x in items]
-    for name, shape in zip(names[1:], shapes[1:]):
-        if shape != shapes[0]:
-            raise InputError(
-                f"{name} shape {shape} does not match {names[0]} shape {shapes[0]}: "
-                "give labels of the same volume (and the same region)"
-            )
+    for kind in (True, False):
+        group = [
+            (n, tuple(int(v) for v in x.shape)) for n, x in zip(names, items) if isinstance(x, Microstructure) is kind
+        ]
+        for name, shape in group[1:]:
+            if shape != group[0][1]:
+                raise InputError(
+                    f"{name} shape {shape} does not match {group[0][0]} shape {group[0][1]}: "
+                    "give labels of the same volume (and the same region)"
+                )
 
 
 def compare_microstructure(

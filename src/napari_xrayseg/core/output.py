@@ -54,6 +54,11 @@ def source_path(obj: Any) -> Path | None:
     if obj is None:
         return None
     if isinstance(obj, (str, os.PathLike)):
+        text = str(obj)
+        if ":" in text and not Path(text).exists():  # file.h5:/dataset names the file file.h5
+            base = text.rpartition(":")[0]
+            if base and Path(base).exists():
+                return Path(base)
         return Path(obj)
     store = getattr(obj, "store", None)
     root = getattr(store, "xrayseg_source", None) or getattr(store, "root", None)

@@ -463,12 +463,12 @@ def _check_resumable(path: Path, meta: dict[str, Any]) -> None:
     if old is None:
         raise InputError(f"cannot resume {path}: it is not an output of xrayseg predict; choose another --out")
     old.setdefault("axes", [old.get("axis")])  # written before several axes could resume
-    if old.get("input_digest") not in (None, meta.get("input_digest")):  # outputs before the digest: not checked
+    diff = [k for k, default in RESUME_KEYS.items() if _jsonable(old.get(k, default)) != _jsonable(meta[k])]
+    if not diff and old.get("input_digest") not in (None, meta.get("input_digest")):  # older outputs: no digest
         raise InputError(
             f"cannot resume {path}: it was written from another image (the same shape, other grey levels); "
             "give the image it was started from, or --overwrite to start again"
         )
-    diff = [k for k, default in RESUME_KEYS.items() if _jsonable(old.get(k, default)) != _jsonable(meta[k])]
     if diff:
         names = {"model_sha256": "model weights", "slab": "slab depth", "normalization": "normalisation"}
         raise InputError(
