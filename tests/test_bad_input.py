@@ -837,6 +837,13 @@ CASES = [
         r"--truth shape \(.*\) does not match --labels shape|truth shape \(.*\) does not match prediction shape",
     ),
     Case(
+        "analyze-json-is-the-hdf5-input",
+        None,
+        ["analyze", "--labels", "{d}/two.h5:/a", "--json", "{d}/two.h5", "--overwrite", "--fractions-only"],
+        InputError,
+        r"--json .*two.h5 is the input .*two.h5: writing there would destroy it",
+    ),
+    Case(
         "evaluate-json-and-csv-one-path",
         None,
         _evaluate("lab.npy", "lab.npy", "--json", "{o}/r.txt", "--csv", "{o}/r.txt"),

@@ -231,6 +231,9 @@ def test_outputs_are_checked_before_the_work(tmp_path, capsys):
     assert cap.out == "" and "CSV output" in cap.err and not (tmp_path / "a.json").exists()
     assert main([*argv, "--overwrite", "--fractions-only"]) == 0
     assert (tmp_path / "a.json").exists() and (tmp_path / "a.csv").read_text() != "kept"
+    # figures into the folder that holds the inputs: fine (only the PNGs are written)
+    assert main(["evaluate", "--pred", t, "--truth", t, "--figures", str(tmp_path)]) == 0
+    assert (tmp_path / "collage.png").exists() and (tmp_path / "t.npy").exists()
 
 
 def test_sample_annotate_writes_the_slices_a_user_would_paint(tmp_path, capsys):
