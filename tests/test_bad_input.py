@@ -124,6 +124,10 @@ def d(tmp_path_factory) -> Path:
     tifffile.imwrite(d / "img.tif", img, photometric="minisblack")
     raw = (d / "img.tif").read_bytes()
     (d / "trunc.tif").write_bytes(raw[: len(raw) // 2])
+    for name, kw in (("zlib", {"compression": "zlib"}), ("imagej", {"imagej": True})):  # a stack of pages, cut
+        tifffile.imwrite(d / f"pages-{name}.tif", (rng.random((8, 32, 32)) * 999).astype(np.uint16), **kw)
+        raw = (d / f"pages-{name}.tif").read_bytes()
+        (d / f"trunc-{name}.tif").write_bytes(raw[: len(raw) // 2])
     (d / "junk.tif").write_bytes(b"hello")
     tifffile.imwrite(d / "rgb.tif", (rng.random((32, 32, 3)) * 255).astype(np.uint8), photometric="rgb")
     with h5py.File(d / "two.h5", "w") as f:
@@ -460,6 +464,16 @@ CASES = [
         _predict("trunc.npy"),
         InputError,
         r"cannot read .*trunc.npy as .npy: .*is the file complete",
+    ),
+    *(
+        Case(
+            f"truncated-tiff-stack-{name}",
+            lambda d, o, name=name: open_volume(d / f"trunc-{name}.tif"),
+            _predict(f"trunc-{name}.tif"),
+            InputError,
+            rf"cannot read .*trunc-{name}.tif as .tif: .*; is the file complete\?",
+        )
+        for name in ("zlib", "imagej")
     ),
     Case(
         "truncated-tiff",

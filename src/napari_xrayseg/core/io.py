@@ -180,6 +180,37 @@ def _open_npy(p: Path) -> Any:
 
 
 def _open_tiff(p: Path) -> Any:
+    """A TIFF as a lazy array; a damaged one (tifffile logs an error) is an :class:`InputError`.
+
+    tifffile reads what it can of a truncated file and logs the rest ("invalid page offset"):
+    half a stack would be segmented as one 2D page, so its errors stop the read here.
+    """
+    import logging as _logging
+
+    class Errors(_logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(_logging.ERROR)
+            self.messages: list[str] = []
+
+        def emit(self, record: _logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    errors = Errors()
+    tiff_log = _logging.getLogger("tifffile")
+    tiff_log.addHandler(errors)
+    propagate, tiff_log.propagate = tiff_log.propagate, False  # said once, in the error below
+    try:
+        arr = _open_tiff_pages(p)
+    finally:
+        tiff_log.removeHandler(errors)
+        tiff_log.propagate = propagate
+    if errors.messages:
+        why = errors.messages[0].split("> ", 1)[-1]  # tifffile prefixes the object's repr
+        raise InputError(f"cannot read {p} as .tif: {why}; is the file complete?")
+    return arr
+
+
+def _open_tiff_pages(p: Path) -> Any:
     """A TIFF as a lazy array.
 
     Memory-mapped when uncompressed and contiguous, else read through tifffile's zarr
