@@ -686,3 +686,19 @@ def test_an_outside_label_that_is_absent_is_warned_about(caplog):
         m = analyze(lab, outside=9, tortuosity=False)
     assert "outside=9: no voxel holds label 9" in caplog.text
     assert m.phases[1].volume_fraction == 0.5  # the whole region is the sample
+
+
+def test_a_phase_the_prediction_missed_is_minus_100_percent():
+    """Not "n/a": the comparison must show the worst error, not hide it."""
+    from napari_xrayseg.core.microstructure import compare_microstructure
+
+    t = np.ones((8, 16, 16), np.uint8)
+    t[:, 5:] = 2
+    t[:, 10:] = 3
+    t[:, :, :3][t[:, :, :3] == 1] = 3  # pore, nickel and YSZ meet: a triple boundary
+    p = t.copy()
+    p[p == 1] = 2  # the pore missed entirely
+    c = compare_microstructure(p, t, tortuosity=False)
+    assert c["1.volume_fraction"]["pred"] == 0.0 and c["1.volume_fraction"]["error_percent"] == -100.0
+    assert c["1.specific_surface_area"]["pred"] == 0.0
+    assert c["tpb_density"]["pred"] == 0.0 and c["tpb_density"]["truth"] > 0

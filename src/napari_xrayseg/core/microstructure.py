@@ -1572,6 +1572,21 @@ def _quantities(m: Microstructure) -> dict[str, float | None]:
     return out
 
 
+def _absent_as_zero(q: dict[str, float | None], m: Microstructure, other: Microstructure) -> dict[str, float | None]:
+    """``q`` with the numbers of phases that only ``other`` has, as 0.
+
+    Fraction and surface 0: a phase the segmentation missed is an error of -100 %, not "n/a";
+    a TPB density of 0 where a phase of ``other``'s triple boundary is absent here.
+    """
+    for k in other.phases:
+        if k not in m.phases:
+            q[f"{k}.volume_fraction"] = q[f"{k}.specific_surface_area"] = 0.0
+    if q.get("tpb_density") is None and other.tpb_density is not None:
+        if any(k not in m.phases for k in other.tpb_phases or ()):
+            q["tpb_density"] = 0.0
+    return q
+
+
 def same_shape(items: Sequence[Any], names: Sequence[str]) -> None:
     """Raise unless the label volumes among ``items`` all have one shape, and the :func:`analyze` results one region.
 
@@ -1622,7 +1637,7 @@ def compare_microstructure(
     same_shape([pred, truth], ["prediction", "truth"])
     mp = pred if isinstance(pred, Microstructure) else analyze(pred, **kwargs)
     mt = truth if isinstance(truth, Microstructure) else analyze(truth, **kwargs)
-    qp, qt = _quantities(mp), _quantities(mt)
+    qp, qt = _absent_as_zero(_quantities(mp), mp, mt), _absent_as_zero(_quantities(mt), mt, mp)
     out = {}
     for k in sorted(set(qp) | set(qt), key=lambda s: (s == "tpb_density", s)):
         a, b = qp.get(k), qt.get(k)
