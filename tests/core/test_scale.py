@@ -203,6 +203,24 @@ def test_distributed_local_cluster_equals_single_process(tmp_path, vol, tiny_mod
 
         loads = client.run(model_loads)
         assert len(loads) == 2 and all(n <= 1 for n in loads.values()) and sum(loads.values()) >= 1
+        # a multi-channel model: the workers split the channels as build_job does (they crashed)
+        from napari_xrayseg.core.training import train
+
+        two = np.stack([np.asarray(vol), 1 - np.asarray(vol)], axis=1)  # (Z, C, Y, X)
+        write_volume(tmp_path / "two.zarr", two)
+        ann = np.zeros(vol.shape, np.uint8)
+        ann[::4] = (np.asarray(vol)[::4] > 0.5) + 1
+        fit = {"arch": "unet", "size": "tiny", "epochs": 1, "steps_per_epoch": 1, "batch": 1, "patch": 32}
+        mc = train(two, ann, channel_axis=1, device="cpu", out=tmp_path / "mc.safetensors", **fit)
+        both = segment_distributed(
+            tmp_path / "two.zarr",
+            tmp_path / "mc.safetensors",
+            tmp_path / "mc.zarr",
+            client=client,
+            torch_threads=1,
+            **KW,
+        )
+        np.testing.assert_array_equal(both[...], segment(two, mc, **KW))
 
         # a cancelled cluster run stops and leaves an unfinished output
         token = CancelToken()

@@ -30,7 +30,7 @@ from typing import Any
 
 from .config import SegmentConfig
 from .errors import ClusterError, InputError
-from .inference import SegmentJob, build_job, run_job
+from .inference import SegmentJob, _channel_input, build_job, run_job
 from .merger import LabelMerger, ProbMerger
 from .output import claim
 from .plan import SegmentPlan
@@ -98,9 +98,9 @@ class WorkerSpec:
 
         pred = _cached(("model", str(mp), st.st_mtime_ns, st.st_size, self.device, plan.tile), make_predictor)
         nodata = self.config.nodata  # voxels equal to it are without data, as build_job reads them here
-        image = _cached(
-            ("image", self.image, self.dataset, nodata),
-            lambda: mark_missing(open_volume(self.image, dataset=self.dataset), nodata),
+        image = _cached(  # as build_job reads it: no-data marked, a multi-channel model's channels split
+            ("image", self.image, self.dataset, nodata, str(mp)),
+            lambda: _channel_input(mark_missing(open_volume(self.image, dataset=self.dataset), nodata), pred.model),
         )
         writer = _cached(("writer", self.run), lambda: StoreWriter(self.layout))
         return SegmentJob(image, list(self.plans), self.merger, writer, self.config, pred)
