@@ -289,3 +289,12 @@ def test_segment_opens_an_image_path_itself(tmp_path, volume, tiny_model):
     )
     with pytest.raises(InputError, match="is the input"):
         segment(tmp_path / "scan.zarr", tiny_model, out=tmp_path / "scan.zarr", overwrite=True, **KW)
+
+
+def test_a_memory_mapped_input_gets_the_zarr_array_written(tmp_path, volume, tiny_model):
+    """A .npy file is opened memory-mapped: with out= the result is the store, not the volume read into RAM."""
+    np.save(tmp_path / "v.npy", volume)
+    got = segment(open_volume(tmp_path / "v.npy"), tiny_model, out=tmp_path / "o.zarr", **KW)
+    assert isinstance(got, zarr.Array)
+    np.testing.assert_array_equal(got[...], segment(volume, tiny_model, **KW))
+    assert isinstance(segment(volume, tiny_model, out=tmp_path / "p.zarr", **KW), np.ndarray)  # numpy in: numpy

@@ -207,6 +207,10 @@ def test_multichannel_training_and_segmenting(slices, tmp_path):
     seg = segment(two, load_model(tmp_path / "c.safetensors"), device="cpu")
     assert seg.shape == image.shape
     np.testing.assert_array_equal(seg, segment(two, m, device="cpu"))
+    import dask.array as da
+
+    lazy = segment(da.from_array(two, chunks=(2, 2, *two.shape[2:])), m, device="cpu")  # dask in, dask out
+    assert isinstance(lazy, da.Array) and (lazy.compute() == seg).all()
     # each channel by its own bounds: a channel's gain and offset do not matter
     scaled = np.stack([image, second * 7 + 100], axis=1)
     assert (segment(scaled, m, device="cpu") == seg).mean() > 0.999

@@ -547,13 +547,24 @@ class MemoryWriter:
 
 
 def _like(image: Any, target: Any, on_disk: bool) -> Any:
-    """Numpy for numpy input, dask for dask input, the zarr array written for zarr input (numpy in memory)."""
-    if isinstance(image, MissingView):  # nodata= read the image through a view: its source's kind
+    """Numpy for numpy input, dask for dask input, the zarr array written for zarr input (numpy in memory).
+
+    A memory-mapped file (``.npy``, an uncompressed TIFF) is a file, not an array in memory:
+    with an output store it gets the zarr array written, so memory does not grow with the volume.
+    """
+    from .channels import ChannelStack
+
+    chunks = getattr(image, "chunks", None)  # the view's own (a channel stack's are spatial)
+    while isinstance(image, (MissingView, ChannelStack)):  # read through a view: its source's kind
         image = image.source
+    if isinstance(image, np.memmap) and on_disk:
+        return target
     if isinstance(image, np.ndarray):
         return np.asarray(target[...]) if on_disk else target
     # an input is a dask array only if dask.array is imported: never import it (0.4 s) just to ask
     da = sys.modules.get("dask.array")
     if da is not None and isinstance(image, da.Array):
-        return da.from_zarr(target) if on_disk else da.from_array(target, chunks=image.chunks)
+        if on_disk:
+            return da.from_zarr(target)
+        return da.from_array(target, chunks=chunks if chunks is not None and len(chunks) == target.ndim else "auto")
     return target
