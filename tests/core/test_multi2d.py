@@ -216,6 +216,8 @@ def test_multichannel_training_and_segmenting(slices, tmp_path):
     assert (segment(scaled, m, device="cpu") == seg).mean() > 0.999
     with pytest.raises(InputError, match="has 1 channel along axis 1 but the model takes 2"):
         segment(two[:, :1], m, device="cpu")
+    with pytest.raises(InputError, match=r"takes 2 \(shape \(8, 64, 64\): an image without a channel axis\?\)"):
+        segment(image, m, device="cpu")  # a grey volume given to a two-channel model
     with pytest.raises(InputError, match="channels"):
         train(image, sparse, init=m, **FAST)  # fine-tuning keeps the channel count
     with pytest.raises(InputError, match="per image and channel"):

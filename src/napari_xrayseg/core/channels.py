@@ -117,8 +117,10 @@ def split_channels(image: Any, channel_axis: int, *, channels: int | None = None
     ax = int(channel_axis) % ndim
     n = int(image.shape[ax])
     if channels is not None and n != channels:
+        hint = f" (shape {tuple(image.shape)}"
+        hint += ": an image without a channel axis?)" if n > MAX_CHANNELS else ")"
         raise InputError(
-            f"{what} has {n} channel{'s' if n != 1 else ''} along axis {ax} but the model takes {channels}: "
+            f"{what} has {n} channel{'s' if n != 1 else ''} along axis {ax} but the model takes {channels}{hint}: "
             "give the channels the model was trained on, in the same order and on the same axis"
         )
     if not 1 <= n <= MAX_CHANNELS:
