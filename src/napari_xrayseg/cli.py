@@ -163,7 +163,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     if a.workers or a.scheduler:
         from .core.distributed import segment_distributed
 
-        segment_distributed(
+        result = segment_distributed(
             a.image,
             a.model,
             a.out,
@@ -175,16 +175,18 @@ def _cmd_predict(a: argparse.Namespace) -> int:
             **kw,
         )
     else:
-        segment(image, a.model, out=a.out, **kw)
+        result = segment(image, a.model, out=a.out, **kw)
     dt = time.perf_counter() - t0
+    labels = result[0] if isinstance(result, tuple) else result
+    shape = tuple(int(n) for n in labels.shape)  # the labels' (a multi-channel image has one more axis)
     nvox = 1
-    for s in image.shape:
-        nvox *= int(s)
+    for s in shape:
+        nvox *= s
     kind = "OME-Zarr pyramid" if a.pyramid else "uint8 zarr"
     if was_complete:
         print(f"{a.out} was complete already (the same image, model and settings): nothing left to do")
         return 0
-    print(f"wrote labels {tuple(image.shape)} ({kind}) to {a.out} ({dt:.1f} s, {nvox / dt / 1e6:.2f} Mvox/s)")
+    print(f"wrote labels {shape} ({kind}) to {a.out} ({dt:.1f} s, {nvox / dt / 1e6:.2f} Mvox/s)")
     if a.confidence:
         from .core.writer import sibling_path
 

@@ -110,3 +110,19 @@ def test_train_rgb_as_channels(tmp_path):
     assert main([*argv, "--out", str(tmp_path / "c")]) == 0
     m = load_model(tmp_path / "c.safetensors")
     assert m.info.two_d and m.info.channels == 3 and m.info.channel_axis == 0
+
+
+def test_predict_of_a_multichannel_volume_reports_the_labels_shape(tmp_path, capsys):
+    """(Z, C, Y, X) in, (Z, Y, X) labels out: the line says the labels' shape, not the input's."""
+    rng = np.random.default_rng(0)
+    grey = rng.random((6, 32, 32), dtype=np.float32)
+    np.save(tmp_path / "two.npy", np.stack([grey, 1 - grey], axis=1))
+    lab = np.zeros((6, 32, 32), np.uint8)
+    lab[::2] = (grey[::2] > 0.5) + 1
+    np.save(tmp_path / "lab.npy", lab)
+    m = str(tmp_path / "m.safetensors")
+    argv = ["train", "--image", str(tmp_path / "two.npy"), "--labels", str(tmp_path / "lab.npy"), "--out", m]
+    assert main([*argv, "--channel-axis", "1", "--epochs", "1", *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--image", str(tmp_path / "two.npy"), "--model", m, "--out", str(tmp_path / "o.zarr")]) == 0
+    assert "wrote labels (6, 32, 32)" in capsys.readouterr().out
