@@ -155,7 +155,10 @@ def _open_zarr(p: Path, dataset: str | None) -> Any:
         return node[names[0]]
     if not names:
         raise InputError(f"zarr group {p} holds no array")
-    raise InputError(f"zarr group {p} holds several arrays {names}: choose one with --dataset NAME")
+    raise InputError(
+        f"zarr group {p} holds several arrays {names}: choose one with --dataset NAME (in Python: "
+        f"open_volume(path, dataset=NAME) or the path {p}/NAME)"
+    )
 
 
 def _zarr_names(group: Any) -> list[str]:
@@ -446,7 +449,10 @@ def _open_hdf5(p: Path, dataset: str | None) -> Any:
         f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
         if len(names) != 1:
             f.close()
-            raise InputError(f"HDF5 file {p} holds {len(names)} datasets {names[:10]}: choose one with --dataset NAME")
+            raise InputError(
+                f"HDF5 file {p} holds {len(names)} datasets {names[:10]}: choose one with --dataset NAME (in "
+                f"Python: open_volume(path, dataset=NAME) or the path {p}:/NAME)"
+            )
         dataset = names[0]
     if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
         f.close()
