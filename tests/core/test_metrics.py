@@ -554,3 +554,16 @@ def test_interface_errors_slab_by_slab_equals_whole_and_reach_the_report(tmp_pat
     assert Report.from_dict(r.to_dict()).by_interface_distance == whole
     assert "distance to a truth interface" in repr(r)
     assert evaluate(pred, truth, interfaces=False).by_interface_distance is None
+
+
+def test_evaluate_opens_label_files_itself(tmp_path):
+    from napari_xrayseg.core.io import write_volume
+    from napari_xrayseg.core.metrics import evaluate as ev
+
+    t = np.random.default_rng(0).integers(1, 4, (4, 16, 16)).astype(np.uint8)
+    p = t.copy()
+    p[0] = 1
+    write_volume(tmp_path / "p.zarr", p)
+    np.save(tmp_path / "t.npy", t)
+    got = ev(str(tmp_path / "p.zarr"), tmp_path / "t.npy")
+    assert got.mean_dice == ev(p, t).mean_dice

@@ -990,6 +990,11 @@ def iter_evaluate(
     The napari Evaluate widget and :func:`evaluate` (console, CLI) run this same loop.
     See :func:`evaluate` for the parameters.
     """
+    if isinstance(pred, (str, os.PathLike)) or isinstance(truth, (str, os.PathLike)):
+        from .io import open_volume  # evaluate("labels.zarr", "truth.tif"): opened lazily, as the CLI does
+
+        pred = open_volume(pred) if isinstance(pred, (str, os.PathLike)) else pred
+        truth = open_volume(truth) if isinstance(truth, (str, os.PathLike)) else truth
     cm = yield from _iter_accumulate(
         pred,
         truth,
@@ -1032,8 +1037,9 @@ def evaluate(
 
     Parameters
     ----------
-    pred, truth : array-like
-        Label arrays of the same 2D or 3D shape (numpy, dask, zarr, h5py).
+    pred, truth : array-like or path-like
+        Label arrays of the same 2D or 3D shape (numpy, dask, zarr, h5py), or their files
+        (opened with :func:`~napari_xrayseg.core.io.open_volume`).
     classes : sequence of int, optional
         Classes to score; default: sorted union of nonzero values of both arrays
         (plus 0 if ``ignore_zero`` is False).
