@@ -134,7 +134,12 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     if len(a.image) > 1 or a.format is not None or a.summary is not None or is_collection(a.image[0]):
         return _predict_many(a)
     a.image = a.image[0]
-    image = open_volume(a.image, dataset=a.dataset)
+    if a.rgb is not None:
+        from .core.io import open_image
+
+        image = open_image(a.image, dataset=a.dataset, rgb=a.rgb)
+    else:
+        image = open_volume(a.image, dataset=a.dataset)
     kw = {
         "axis": a.axis,
         "tile": a.tile,
@@ -212,6 +217,7 @@ def _predict_many(a: argparse.Namespace) -> int:
         out_dir=a.out,
         fmt=a.format or "tiff",
         dataset=a.dataset,
+        rgb=a.rgb,
         axis=a.axis,
         tile=a.tile,
         overlap=a.overlap,
@@ -1061,6 +1067,13 @@ def build_parser() -> argparse.ArgumentParser:
         "list file (.txt, one path per line) to segment many into the folder --out",
     )
     p.add_argument("--dataset", default=None, help="array name inside a zarr group or HDF5 file")
+    p.add_argument(
+        "--rgb",
+        default=None,
+        choices=["luminance", "channels"],
+        help="colour 2D images converted as for training (luminance, or R, G, B as three channels); "
+        "default: colour images are refused",
+    )
     p.add_argument("--model", required=True, help="model file (.safetensors) from init-model or train")
     p.add_argument(
         "--out",

@@ -110,6 +110,17 @@ def test_train_rgb_as_channels(tmp_path):
     assert main([*argv, "--out", str(tmp_path / "c")]) == 0
     m = load_model(tmp_path / "c.safetensors")
     assert m.info.two_d and m.info.channels == 3 and m.info.channel_axis == 0
+    # and applied to colour files the same way: one file, then the folder
+    one = sorted(img.iterdir())[0]
+    model = str(tmp_path / "c.safetensors")
+    assert main(["predict", "--image", str(one), "--model", model, "--out", str(tmp_path / "one.zarr")]) == 2
+    argv = ["predict", "--image", str(one), "--model", model, "--rgb", "channels", "--out", str(tmp_path / "one.zarr")]
+    assert main(argv) == 0
+    assert (
+        main(["predict", "--image", str(img), "--model", model, "--rgb", "channels", "--out", str(tmp_path / "all")])
+        == 0
+    )
+    assert len(list((tmp_path / "all").glob("*.tif"))) == len(list(img.iterdir()))
 
 
 def test_predict_of_a_multichannel_volume_reports_the_labels_shape(tmp_path, capsys):

@@ -36,7 +36,7 @@ from typing import Any
 
 from .config import SegmentConfig
 from .errors import Cancelled, InputError, OutputExistsError, XraysegError
-from .io import open_volume
+from .io import open_image, open_volume
 from .output import check_not_input, remove_path, write_file, write_text
 from .predictor import tta_meta
 from .progress import CancelToken, Progress, ProgressCallback, drain
@@ -475,6 +475,7 @@ def iter_segment_many(
     dataset: str | None = None,
     config: SegmentConfig | None = None,
     cancel: CancelToken | None = None,
+    rgb: str | None = None,
     **options: Any,
 ) -> Generator[Progress, None, BatchSummary]:
     """Generator form of :func:`segment_many`: yields :class:`Progress`, returns the :class:`BatchSummary`.
@@ -524,7 +525,14 @@ def iter_segment_many(
         t0 = time.perf_counter()
         yield Progress(k * _STEPS, n * _STEPS, f"file {k + 1}/{n} {name}", {"file": k + 1, "files": n, "name": name})
         try:
-            image = open_volume(item, dataset=dataset) if source != "<array>" else item
+            if source == "<array>":
+                image = item
+            else:  # colour 2D files as the model was trained on them (rgb), else refused
+                image = (
+                    open_image(item, dataset=dataset, rgb=rgb)
+                    if rgb is not None
+                    else open_volume(item, dataset=dataset)
+                )
             res.shape = tuple(int(s) for s in image.shape)
             gen = _one(image, model, cfg, cancel, source, target, fmt, digest, model_reads, res, cache)
             while True:
@@ -624,6 +632,7 @@ def segment_many(
     config: SegmentConfig | None = None,
     cancel: CancelToken | None = None,
     progress: ProgressCallback | None = None,
+    rgb: str | None = None,
     **options: Any,
 ) -> BatchSummary:
     """Segment many images or volumes with one model: one output per input, a summary.
@@ -644,6 +653,9 @@ def segment_many(
         :func:`~napari_xrayseg.segment` with ``out=``: pyramid, confidence, metadata).
     dataset : str, optional
         The array inside each zarr group or HDF5 file.
+    rgb : {"luminance", "channels"}, optional
+        Colour 2D files (PNG, JPEG, TIFF) converted as for training (:func:`~napari_xrayseg.core.io.read_image_2d`);
+        without it they are refused.
     config : SegmentConfig, optional
         Options for every input; keyword options replace its fields (not ``out`` or
         ``confidence_out``: the batch names its outputs). ``overwrite=True`` recomputes
@@ -683,6 +695,6 @@ def segment_many(
     [('a', 'done', (2, 32, 32)), ('b', 'done', (32, 32))]
     """
     gen = iter_segment_many(
-        inputs, model, out_dir=out_dir, fmt=fmt, dataset=dataset, config=config, cancel=cancel, **options
+        inputs, model, out_dir=out_dir, fmt=fmt, dataset=dataset, config=config, cancel=cancel, rgb=rgb, **options
     )
     return drain(gen, progress)
