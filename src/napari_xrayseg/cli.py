@@ -168,6 +168,11 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     if a.workers or a.scheduler:
         from .core.distributed import segment_distributed
 
+        if a.verbose == 0:  # the cluster's start and stop (~30 INFO lines) only with -v
+            import distributed  # noqa: F401  (configures its loggers on import: set the level after)
+
+            logging.getLogger("distributed").setLevel(logging.WARNING)
+
         result = segment_distributed(
             a.image,
             a.model,

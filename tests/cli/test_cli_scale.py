@@ -42,7 +42,7 @@ def _predict(inp, model, out, *extra):
 
 
 @pytest.mark.slow
-def test_killed_predict_resumes_to_the_clean_result(tmp_path, inputs, capsys):
+def test_killed_predict_resumes_to_the_clean_result(tmp_path, inputs, capsys, caplog):
     inp, model = inputs
     assert main(_predict(inp, model, tmp_path / "clean.zarr")) == 0
     clean = zarr.open_array(store=str(tmp_path / "clean.zarr"), mode="r")[...]
@@ -70,8 +70,12 @@ def test_killed_predict_resumes_to_the_clean_result(tmp_path, inputs, capsys):
     # a plain re-run refuses and says how to continue
     assert main(_predict(inp, model, out)) == 2
     assert "--resume" in capsys.readouterr().err
-    # finish it on a local cluster of two worker processes
-    assert main(_predict(inp, model, out, "--resume", "--workers", "2", "--torch-threads", "1")) == 0
+    # finish it on a local cluster of two worker processes (its start and stop logged only with -v)
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        assert main(_predict(inp, model, out, "--resume", "--workers", "2", "--torch-threads", "1")) == 0
+    assert not [r for r in caplog.records if r.name.startswith("distributed") and r.levelno < logging.WARNING]
     np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], clean)
     assert output_complete(out)
 
