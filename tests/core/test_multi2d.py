@@ -124,6 +124,9 @@ def test_train_on_volumes_of_different_shapes(slices):
     # an image without labels (None) is skipped
     m2 = train([image, image2], [sparse, None], **FAST)
     assert m2.info.train["annotated_slices"] == [[0, 1], [0, 5]]
+    m3 = train([image, image2], [None, sparse2], **FAST)  # the record says which of the user's inputs it used
+    assert m3.info.train["input_index"] == [1] and m3.info.train["inputs"] == [[5, 48, 80]]
+    assert t["input_index"] == [0, 1]
     with pytest.raises(InputError, match="2 images but 1 labels"):
         train([image, image2], [sparse], **FAST)
     with pytest.raises(InputError, match="labels 1 shape"):

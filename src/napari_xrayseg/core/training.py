@@ -1186,7 +1186,7 @@ class _Budget:
         return f"{epoch} ({self.elapsed():.0f} of {self.seconds:.0f} s)"
 
 
-def _pairs(image: Any, labels: Any) -> tuple[list[tuple[Any, Any]], bool]:
+def _pairs(image: Any, labels: Any) -> tuple[list[tuple[Any, Any]], bool, list[int]]:
     """The (image, labels) pairs to train on, and whether several were given.
 
     A list or tuple of arrays is several pairs (``labels`` then a list of the same length;
@@ -1198,11 +1198,11 @@ def _pairs(image: Any, labels: Any) -> tuple[list[tuple[Any, Any]], bool]:
             raise InputError(
                 "labels is a list of arrays but image is one array: give a list of images of the same length"
             )
-        return [(image, labels)], False
+        return [(image, labels)], False, [0]
     if not isinstance(labels, (list, tuple)) or len(labels) != len(image):
         n = len(labels) if isinstance(labels, (list, tuple)) else "one array"
         raise InputError(f"{len(image)} images but {n} labels: give one labels array (or None) per image")
-    pairs = []
+    pairs, index = [], []  # index: the user's number of each pair (images without labels are left out)
     for i, (im, lab) in enumerate(zip(image, labels)):
         if lab is None:
             continue
@@ -1212,9 +1212,10 @@ def _pairs(image: Any, labels: Any) -> tuple[list[tuple[Any, Any]], bool]:
         if tuple(lab.shape) != tuple(im.shape):
             raise InputError(f"labels {i} shape {tuple(lab.shape)} does not match image {i} shape {tuple(im.shape)}")
         pairs.append((im, lab))
+        index.append(i)
     if not pairs:
         raise InputError("no image has labels (all None): give labels for at least one image")
-    return pairs, True
+    return pairs, True, index
 
 
 def _with_channels(image: Any, s: dict[str, Any]) -> Any:
@@ -1366,7 +1367,7 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
 
     if s["channel_axis"] is not None:
         image = _with_channels(image, s)
-    pairs, multi = _pairs(image, labels)
+    pairs, multi, index = _pairs(image, labels)
     if not multi:
         image = check_image(image)
         if not hasattr(labels, "shape") or not hasattr(labels, "dtype"):
@@ -1463,6 +1464,7 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
     return {
         "pairs": pairs,
         "multi": multi,
+        "input_index": index,
         "channels": pairs[0][0].channels if isinstance(pairs[0][0], ChannelStack) else 1,
         "two_d": two_d,
         "axis": axis,
@@ -1621,6 +1623,8 @@ def _record(s: dict[str, Any], d: dict[str, Any], model: Model) -> dict[str, Any
         ),
         "image_shape": [int(v) for v in d["pairs"][0][0].shape] if not d["multi"] else None,
         "inputs": [[int(v) for v in im.shape] for im, _ in d["pairs"]] if d["multi"] else None,
+        # the user's number of each input above (annotated_slices' first item counts those inputs)
+        "input_index": list(d["input_index"]) if d["multi"] else None,
         "two_d": d["two_d"],
         "channel_axis": s["channel_axis"],
         "annotated_slices": d["idx"],
