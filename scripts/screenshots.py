@@ -267,6 +267,8 @@ def render(
             if train_w.model is None:
                 raise RuntimeError(f"training failed: {train_w._status.value}")
             _show_only(viewer, {"PXCT sample", "annotations"})
+            bar = train_w.scroll.verticalScrollBar()  # the widget scrolls: show its end (status and curves)
+            bar.setValue(bar.maximum())
             shots.append(_grab(viewer, out / "train.png", docks, "Train"))
 
             # ---- Segment: the whole volume with the trained model
