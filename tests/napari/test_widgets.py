@@ -280,3 +280,16 @@ def test_segment_widget_shows_progress_and_the_end_in_its_status(make_napari_vie
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
     assert seen[0] == "Segmenting vol..." and any(s.startswith("Segmenting vol: ") and " %" in s for s in seen)
     assert w._info.value == "segmented vol into 'vol labels'"
+
+
+def test_reader_opens_the_sample_truth_as_named_labels(tmp_path):
+    """`xrayseg sample --annotate`: truth and annotations open as Labels named by their file, with phase names."""
+    from napari_xrayseg._napari.reader import get_reader
+    from napari_xrayseg.cli import main
+
+    assert main(["sample", "--out", str(tmp_path / "s"), "--shape", "4", "16", "16", "--annotate", "2"]) == 0
+    for name in ("truth", "annotations"):
+        path = str(tmp_path / "s" / f"{name}.zarr")
+        (data, kw, kind) = get_reader(path)(path)[0]
+        assert kind == "labels" and kw["name"] == name  # not "(incomplete)": that is a cut-short predict's
+        assert dict(zip(kw["features"]["index"], kw["features"]["name"])) == {1: "pore", 2: "nickel", 3: "YSZ"}

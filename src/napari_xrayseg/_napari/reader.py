@@ -53,7 +53,7 @@ def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
     if meta is not None and "classes" in meta:  # written by segment(): labels
         levels = [da.from_zarr(a) for a in output_levels(p)]
         data: Any = levels if len(levels) > 1 else levels[0]
-        state = "" if meta.get("complete") else " (incomplete)"
+        state = " (incomplete)" if meta.get("complete") is False else ""  # a cut-short predict; samples say nothing
         kw: dict[str, Any] = {"name": name + state, "multiscale": len(levels) > 1, "metadata": {"napari_xrayseg": meta}}
         kw.update(physical_placement(*(found or (None, None)), levels[0].ndim))
         features = label_features(read_class_names(p))
