@@ -361,7 +361,15 @@ def _cmd_suggest(a: argparse.Namespace) -> int:
         device=a.device,
         progress=_ProgressPrinter("suggest"),
     )
-    print(f"xrayseg suggest: annotate these slices along axis {a.axis} next, best first:", file=sys.stderr)
+    if not picks:
+        print(
+            f"xrayseg suggest: every slice along axis {a.axis} already holds annotations: nothing to suggest "
+            "(along another --axis, slices that cross the annotated ones count as annotated too)",
+            file=sys.stderr,
+        )
+        return 0
+    fewer = f" (only {len(picks)} without annotations)" if len(picks) < a.count else ""
+    print(f"xrayseg suggest: annotate these slices along axis {a.axis} next, best first{fewer}:", file=sys.stderr)
     for i in picks:
         print(i)  # stdout: one index a line, for scripts
     return 0

@@ -103,3 +103,14 @@ def test_study_strategy_runs_the_loop_study(tmp_path, capsys):
     assert "--init belongs to the annotation-loop study" in capsys.readouterr().err
     assert main([*argv, "--minutes", "1", "--overwrite"]) == 2
     assert "--epochs" in capsys.readouterr().err
+
+
+def test_suggest_says_when_nothing_or_less_is_left(files, capsys):
+    d, image, ann, model = files
+    argv = ["suggest", "--image", str(d / "image.npy"), "--model", str(d / "m.safetensors"), "--device", "cpu"]
+    assert main([*argv, "--labels", str(d / "ann.npy"), "--axis", "2"]) == 0  # every x slice crosses z 2 and 6
+    cap = capsys.readouterr()
+    assert cap.out == "" and "every slice along axis 2 already holds annotations" in cap.err
+    assert main([*argv, "--labels", str(d / "ann.npy"), "--count", "20"]) == 0
+    cap = capsys.readouterr()
+    assert len(cap.out.split()) == 8 and "(only 8 without annotations)" in cap.err
