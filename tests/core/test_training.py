@@ -552,3 +552,24 @@ def test_fine_tuning_keeps_the_init_models_context_unless_told():
     assert train(image, ann, size="tiny", **kw).info.context == 3  # a new model gets the default
     with pytest.raises(InputError, match="context"):
         train(image, ann, init=base, context=3, **kw)
+
+
+def test_arch_and_size_given_with_a_start_model_are_warned_about(tmp_path, caplog):
+    """Fine-tuning keeps the start's network: an --arch/--size that says otherwise is not silently dropped."""
+    from napari_xrayseg.core.models import init_model
+    from napari_xrayseg.core.sample import make_phantom
+    from napari_xrayseg.core.training import train
+
+    image, truth = make_phantom((4, 32, 32), seed=1, artefacts=False)
+    ann = np.zeros_like(truth)
+    ann[[1, 2]] = truth[[1, 2]]
+    start = init_model("unet", size="tiny", classes=3, context=3)
+    fit = {"epochs": 1, "steps_per_epoch": 1, "batch": 1, "patch": 32, "device": "cpu"}
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        m = train(image, ann, init=start, arch="unet3d", size="small", **fit)
+    assert m.info.arch == "unet" and m.info.size == "tiny"
+    assert "arch='unet3d' and size='small' ignored: fine-tuning keeps the starting model's network" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        train(image, ann, init=start, arch="unet", **fit)  # the same: nothing to say
+    assert "ignored" not in caplog.text

@@ -443,7 +443,8 @@ class TrainWidget(JobWidget):
             "two_d": True if self._two_d.value else None,
             "axis": axis,
             "axes": axes,
-            "arch": str(self._arch.value),
+            # a start file keeps its network: the shown architecture is passed only if the user picked it
+            "arch": str(self._arch.value) if self._arch_picked or not Path(init).is_file() else "auto",
             "size": str(self._size.value) if self._size_picked else None,  # None: as train() chooses
             "mode": str(self._mode.value),
             "minutes": float(self._minutes.value),

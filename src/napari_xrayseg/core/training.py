@@ -1064,6 +1064,19 @@ def _resolve_arch(kw: dict[str, Any], init: ModelInfo | None) -> str:
     from .models import AUTO_ARCH, choose_arch
 
     if init is not None:
+        asked = [
+            f"{k}={v!r}"
+            for k, v, kept in (("arch", kw["arch"], init.arch), ("size", kw.get("size"), init.size))
+            if v not in (None, AUTO_ARCH, kept)
+        ]
+        if asked:
+            log.warning(
+                "%s ignored: fine-tuning keeps the starting model's network (%s, %s); leave init unset "
+                "(--init random) for a new one",
+                " and ".join(asked),
+                init.arch,
+                init.size,
+            )
         return init.arch
     if kw["arch"] != AUTO_ARCH:
         return kw["arch"]
