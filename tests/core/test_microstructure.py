@@ -702,3 +702,14 @@ def test_a_phase_the_prediction_missed_is_minus_100_percent():
     assert c["1.volume_fraction"]["pred"] == 0.0 and c["1.volume_fraction"]["error_percent"] == -100.0
     assert c["1.specific_surface_area"]["pred"] == 0.0
     assert c["tpb_density"]["pred"] == 0.0 and c["tpb_density"]["truth"] > 0
+
+
+def test_an_envelope_label_that_is_absent_is_warned_about(caplog):
+    from napari_xrayseg.core.microstructure import analyze
+
+    lab = np.ones((4, 16, 16), np.uint8)
+    lab[:, 8:] = 2
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        analyze(lab, envelope=5, tortuosity=False)
+    assert "envelope=5: no voxel holds label 5, so nothing surrounds the sample" in caplog.text
+    assert "outside=0" not in caplog.text  # not the option the user did not give

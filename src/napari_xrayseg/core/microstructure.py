@@ -1178,7 +1178,16 @@ def iter_analyze(
 
     n_out = int(counts[outside]) if outside is not None and 0 <= outside < nb else 0
     if outside is not None and n_out == 0:
-        log.warning("outside=%d: no voxel holds label %d, so nothing is outside the sample (a typo?)", outside, outside)
+        if envelope is None:
+            log.warning(
+                "outside=%d: no voxel holds label %d, so nothing is outside the sample (a typo?)", outside, outside
+            )
+        elif not (0 <= envelope < nb and counts[envelope]):
+            log.warning(
+                "envelope=%d: no voxel holds label %d, so nothing surrounds the sample (a typo?)", envelope, envelope
+            )
+        else:
+            log.warning("envelope=%d: the sample's envelope holds the whole region; nothing lies beyond it", envelope)
     n_data = n_vox - n_out  # the sample: the region less its voxels outside
     if n_data == 0:
         raise InputError(f"every voxel of the region is outside the sample (label {outside})")
