@@ -111,3 +111,11 @@ def test_long_plot_titles_wrap_inside_the_figure(tmp_path, which):
     assert "\n" in text.get_text() and text.get_text().replace("\n", " ") == title
     box = text.get_window_extent(fig.canvas.get_renderer())
     assert 0 <= box.x0 and box.x1 <= fig.bbox.width
+
+
+def test_one_run_shows_no_spread():
+    """A standard deviation of one run is no spread: "0.154 (1 run)", not "0.154 ± 0.000"."""
+    from napari_xrayseg.core.study import _mean_spread
+
+    assert _mean_spread({"mean": 0.154, "std": 0.0, "n": 1}, 3) == "0.154 (1 run)"
+    assert _mean_spread({"mean": 0.154, "std": 0.01, "n": 2}, 3) == "0.154 ± 0.010"

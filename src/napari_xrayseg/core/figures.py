@@ -904,7 +904,7 @@ def study_plot(
         ax.errorbar(
             [s["slices"] for s in rows],
             [s["mean"] for s in rows],
-            yerr=[s["std"] for s in rows],
+            yerr=None if all(s.get("n", 2) < 2 for s in rows) else [s["std"] for s in rows],  # one run: no bars
             color=color,
             marker=marker,
             linestyle="-" if axes == "z" else "--",

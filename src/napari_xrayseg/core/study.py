@@ -66,10 +66,17 @@ class StudyResult:
             cells = []
             for n in counts:
                 s = next((s for s in self.summary if (s["mode"], s["axes"], s["slices"]) == (mode, axes, n)), None)
-                cells.append("" if s is None else f"{s['mean']:.3f} ± {s['std']:.3f}")
+                cells.append("" if s is None else _mean_spread(s, 3))
             label = "one axis (z)" if axes == "z" else f"orthoplane ({axes})"
             lines.append(f"| {mode} | {label} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
+
+
+def _mean_spread(s: dict[str, Any], digits: int) -> str:
+    """``"0.912 ± 0.004"``; one run has no spread to show: ``"0.912 (1 run)"``."""
+    if s.get("n", 2) < 2:
+        return f"{s['mean']:.{digits}f} (1 run)"
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
 
 
 def _summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -324,7 +331,7 @@ class LoopStudyResult:
             cells = []
             for n in counts:
                 s = next((s for s in self.summary if (s["strategy"], s["slices"]) == (strategy, n)), None)
-                cells.append("" if s is None else f"{s['mean']:.4f} ± {s['std']:.4f}")
+                cells.append("" if s is None else _mean_spread(s, 4))
             reach = self.slices_to_reach(strategy, target) if target is not None else None
             cells.append("n/a" if target is None else (f"{reach}" if reach is not None else f"> {last}"))
             lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
@@ -360,7 +367,7 @@ def loop_plot(
         ax.errorbar(
             [s["slices"] for s in rows],
             [s["mean"] for s in rows],
-            yerr=[s["std"] for s in rows],
+            yerr=None if all(s.get("n", 2) < 2 for s in rows) else [s["std"] for s in rows],  # one run: no bars
             color=color,
             marker=marker,
             capsize=3,
