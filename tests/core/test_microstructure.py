@@ -713,3 +713,15 @@ def test_an_envelope_label_that_is_absent_is_warned_about(caplog):
         analyze(lab, envelope=5, tortuosity=False)
     assert "envelope=5: no voxel holds label 5, so nothing surrounds the sample" in caplog.text
     assert "outside=0" not in caplog.text  # not the option the user did not give
+
+
+def test_table_numbers_keep_four_significant_digits():
+    from napari_xrayseg.core.microstructure import _fmt
+
+    assert [_fmt(v) for v in (0.3, 0.0019345, 0.05, 1.5, 5.697e-06)] == [
+        "0.3000",
+        "0.001935",  # S_V in 1/nm: it read 0.0019
+        "0.05000",
+        "1.5000",
+        "5.697e-06",
+    ]

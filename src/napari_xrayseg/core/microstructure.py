@@ -434,8 +434,10 @@ class Microstructure:
 def _fmt(v: Any, digits: int = 4, missing: str = "n/a") -> str:
     if v is None:
         return missing
-    if isinstance(v, float):
-        return f"{v:.{digits}g}" if abs(v) >= 1e4 or (v and abs(v) < 1e-3) else f"{v:.{digits}f}"
+    if isinstance(v, float):  # 4 significant digits below 0.1 too (S_V in 1/nm is ~0.002)
+        if abs(v) >= 1e4 or (v and abs(v) < 1e-3):
+            return f"{v:.{digits}g}"
+        return f"{v:#.{digits}g}" if v and abs(v) < 0.1 else f"{v:.{digits}f}"
     return str(v)
 
 
