@@ -554,7 +554,8 @@ def _cmd_self_train(a: argparse.Namespace) -> int:
     st = model.info.train["self_training"]
     print(
         f"wrote model to {model.path}: fine-tuned on {100 * st['pseudo_fraction']:.1f} % of the voxels of "
-        f"{a.image} (confident pseudo-labels on {st['slices']} slices) in {time.perf_counter() - t0:.0f} s"
+        f"{a.image} (confident pseudo-labels on {st['slices']} slices) in {time.perf_counter() - t0:.0f} s; "
+        "its 'val Dice' is agreement with those pseudo-labels, not accuracy: score it with xrayseg evaluate"
     )
     return 0
 

@@ -47,6 +47,7 @@ def test_self_train_fine_tunes_a_copy_and_records_it(trained):
     adapted = self_train(image, model, sparse, slices=3, threshold=0.5, epochs=1, device="cpu", seed=1)
     st = adapted.info.train["self_training"]
     assert st["slices"] == 3 and 0 < st["pseudo_fraction"] <= 1 and st["user_labels"]
+    assert adapted.info.validation[1].endswith("against its own confident pseudo-labels, not your labels")
     assert adapted.info.classes == model.info.classes and adapted.info.context == model.info.context
     for k, v in model.network.state_dict().items():  # the given model is untouched
         assert np.array_equal(v.numpy(), before[k].numpy())

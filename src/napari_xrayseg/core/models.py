@@ -772,6 +772,12 @@ class ModelInfo:
         (0.92, 'epoch 5, 0.3 x it + 0.7 x the pretrained start')
         >>> ModelInfo("unet3d", {}, [1, 2], ["pore", "nickel"], train={**t, "init": "model"}).validation
         (0.92, 'epoch 5, 0.3 x it + 0.7 x the model it started from')
+
+        A self-trained model (``xrayseg self-train``) was validated on its own pseudo-labels:
+
+        >>> st = {**t, "start_blend_kept": 1, "self_training": {"threshold": 0.9}}
+        >>> ModelInfo("unet", {}, [1, 2], ["a", "b"], train=st).validation
+        (0.9, 'epoch 5; against its own confident pseudo-labels, not your labels')
         """
         t = self.train or {}
         if t.get("kept") == "average" and t.get("averaged_epochs"):
@@ -783,7 +789,9 @@ class ModelInfo:
         if blend is not None and blend < 1:
             own = t.get("init") not in (None, "pretrained", "auto")  # a model given as init, a round
             start = "the model it started from" if own else "the pretrained start"
-            return t.get("val_dice"), f"{which}, {blend:g} x it + {1 - blend:g} x {start}"
+            val, which = t.get("val_dice"), f"{which}, {blend:g} x it + {1 - blend:g} x {start}"
+        if t.get("self_training"):  # held-out rows of its own pseudo-labels: agreement, not accuracy
+            which += "; against its own confident pseudo-labels, not your labels"
         return val, which
 
     def to_dict(self) -> dict[str, Any]:
