@@ -627,8 +627,10 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
         same_shape([labels, *spread], ["--labels", *(f"--spread {p}" for p in a.spread)])
     found = _voxel_size(a, a.labels, a.dataset)
     if found is None:
+        unit = f" (--unit {a.unit} converts a voxel size: give one with it)" if a.unit else ""
         print(
-            f"xrayseg analyze: note: {a.labels} records no voxel size: numbers are in voxel units (give --voxel-size)",
+            f"xrayseg analyze: note: {a.labels} records no voxel size: numbers are in voxel units (give "
+            f"--voxel-size){unit}",
             file=sys.stderr,
         )
         voxel, unit = None, "voxel"

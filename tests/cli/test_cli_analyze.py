@@ -86,6 +86,8 @@ def test_voxel_size_flag_region_and_no_metadata(tmp_path, capsys):
     )
     assert "records no voxel size" in capsys.readouterr().err
     assert json.loads((tmp_path / "a.json").read_text())["unit"] == "voxel"
+    assert main(["analyze", "--labels", str(tmp_path / "lab.npy"), "--fractions-only", "--unit", "nm"]) == 0
+    assert "(--unit nm converts a voxel size: give one with it)" in capsys.readouterr().err  # not silently ignored
     assert (
         main(
             [
