@@ -207,9 +207,13 @@ def _open_tiff(p: Path) -> Any:
     finally:
         tiff_log.removeHandler(errors)
         tiff_log.propagate = propagate
-    if errors.messages:
-        why = errors.messages[0].split("> ", 1)[-1]  # tifffile prefixes the object's repr
-        raise InputError(f"cannot read {p} as .tif: {why}; is the file complete?")
+    damage = ("invalid page offset", "corrupted", "failed to reshape", "truncated", "incomplete")
+    whys = [m.split("> ", 1)[-1] for m in errors.messages]  # tifffile prefixes the object's repr
+    cut = [w for w in whys if any(d in w for d in damage)]
+    if cut:
+        raise InputError(f"cannot read {p} as .tif: {cut[0]}; is the file complete?")
+    for w in whys:  # other complaints (a vendor's odd tag) do not stop a file that reads
+        log.warning("%s: tifffile: %s", p, w)
     return arr
 
 
