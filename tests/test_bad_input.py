@@ -356,6 +356,15 @@ CASES = [
         r"labels hold negative values",
     ),
     Case(
+        "suggest-negative",
+        lambda d, o: __import__("napari_xrayseg").suggest_slices(
+            np.load(d / "img.npy"), d / "m.safetensors", np.load(d / "lab_neg.npy"), device="cpu"
+        ),
+        ["suggest", "--image", "{d}/img.npy", "--model", "{d}/m.safetensors", "--labels", "{d}/lab_neg.npy"],
+        InputError,
+        r"labels hold negative values",
+    ),
+    Case(
         "evaluate-negative",
         _ev("lab", "lab_neg"),
         _evaluate("lab.npy", "lab_neg.npy"),

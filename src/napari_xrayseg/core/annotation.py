@@ -37,6 +37,7 @@ import numpy as np
 from .config import SUGGEST_MARGIN, SegmentConfig, TrainConfig
 from .errors import Cancelled, InputError, OutputExistsError
 from .io import read_block
+from .labels import check_labels
 from .models import Model, load_model
 from .normalize import apply_normalization, compute_normalization, fill_missing
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
@@ -343,6 +344,7 @@ def annotated_slices(labels: Any, *, axis: int = 0) -> list[int]:
     vol = _volume(labels, "labels")
     axis = normalize_axis(axis, 3) if len(labels.shape) == 3 else 0
     if isinstance(vol, np.ndarray):
+        vol = check_labels(vol)  # negative, fractional or NaN labels are refused, as training refuses them
         other = tuple(d for d in range(3) if d != axis)
         return [int(i) for i in np.flatnonzero(np.any(vol, axis=other))]
     n = vol.shape[axis]
@@ -355,9 +357,8 @@ def annotated_slices(labels: Any, *, axis: int = 0) -> list[int]:
         hi = min(n, lo + depth)
         index = [slice(None)] * 3
         index[axis] = slice(lo, hi)
-        block = np.moveaxis(
-            read_block(vol, tuple(index), what=f"labels (slices {lo}..{hi - 1} along axis {axis})"), axis, 0
-        )
+        where = f" (slices {lo}..{hi - 1} along axis {axis})"
+        block = np.moveaxis(check_labels(read_block(vol, tuple(index), what="labels" + where), where=where), axis, 0)
         out.extend(lo + int(j) for j in np.flatnonzero(block.reshape(hi - lo, -1).any(axis=1)))
     return out
 
