@@ -356,6 +356,20 @@ CASES = [
         r"labels hold negative values",
     ),
     Case(
+        "segment-model-none",
+        lambda d, o: segment(np.load(d / "img.npy"), None, device="cpu"),
+        None,
+        InputError,
+        r"model None is neither a Model nor a file path",
+    ),
+    Case(
+        "save-model-none",
+        lambda d, o: save_model(None, o / "m.safetensors"),
+        None,
+        InputError,
+        r"save_model needs a Model .* not NoneType",
+    ),
+    Case(
         "suggest-negative",
         lambda d, o: __import__("napari_xrayseg").suggest_slices(
             np.load(d / "img.npy"), d / "m.safetensors", np.load(d / "lab_neg.npy"), device="cpu"

@@ -960,6 +960,8 @@ def save_model(model: Model, path: str | os.PathLike, *, overwrite: bool = False
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
+    if not isinstance(model, Model):
+        raise InputError(f"save_model needs a Model (from train, init_model or load_model), not {type(model).__name__}")
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_name(path.name + ".safetensors")
@@ -1111,6 +1113,15 @@ def _validate_info(d: Any, path: Path) -> ModelInfo:
     return ModelInfo(**{k: v for k, v in d.items() if k in known})
 
 
+def _model_path(path: Any) -> Path:
+    """``path`` as a Path; anything else (None, an array) is a one-line error, not a TypeError."""
+    if isinstance(path, Model):
+        raise InputError("a loaded Model was given where a model file is read: pass the Model itself, or its path")
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"model {path!r} is neither a Model nor a file path: give a .safetensors file or a Model")
+    return Path(path)
+
+
 def read_model_info(path: str | os.PathLike) -> ModelInfo:
     """Read and validate a model file's description without loading weights (or torch work).
 
@@ -1120,7 +1131,7 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
         If the file is missing, not a napari-xrayseg safetensors file, or its description
         fails validation.
     """
-    path = Path(path)
+    path = _model_path(path)
     header = _read_header(path)
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict) or _META_KEY not in meta:
@@ -1168,7 +1179,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = Path(path)
+    path = _model_path(path)
     header = _read_header(path)
     info = read_model_info(path)
     net = build_network(info.arch, info.params)
