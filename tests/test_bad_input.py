@@ -704,6 +704,14 @@ CASES = [
         r"JSON output .*exists.json exists",
     ),
     Case(
+        "sample-too-large",
+        None,
+        ["sample", "--out", "{o}/s", "--shape", "100000", "100000", "100000"],
+        MemoryError,
+        r"out of memory running sample \(RAM\): the synthetic volume is made in memory: give a smaller --shape",
+        code=3,
+    ),
+    Case(
         "sample-negative-seed",
         lambda d, o: __import__("napari_xrayseg").make_phantom((2, 16, 16), seed=-1),
         ["sample", "--out", "{o}/s", "--shape", "2", "16", "16", "--seed", "-1"],

@@ -1680,7 +1680,10 @@ def _run(args: argparse.Namespace) -> int:
     except XraysegError as e:
         return fail(e, 3 if isinstance(e, OutOfMemoryError) else 2)
     except (MemoryError, RuntimeError, OSError) as e:
-        oom = out_of_memory(e, f"running {args.command}")
+        small = "the synthetic volume is made in memory: give a smaller --shape"  # no tiles or batches to shrink
+        oom = out_of_memory(
+            e, f"running {args.command}", small if args.command in ("sample", "demo", "study") else None
+        )
         if oom is not None:
             return fail(oom, 3)
         if not isinstance(e, OSError):

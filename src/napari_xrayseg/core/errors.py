@@ -170,7 +170,7 @@ class OutOfMemoryError(XraysegError, MemoryError):
 MEMORY_KNOBS = "use a smaller --tile or --batch (or --slab), or --device cpu for a GPU that is too small"
 
 
-def out_of_memory(e: BaseException, doing: str) -> OutOfMemoryError | None:
+def out_of_memory(e: BaseException, doing: str, fix: str | None = None) -> OutOfMemoryError | None:
     """An :class:`OutOfMemoryError` for ``MemoryError``, torch out-of-memory (CPU or CUDA) or ENOMEM; else None.
 
     Examples
@@ -198,7 +198,7 @@ def out_of_memory(e: BaseException, doing: str) -> OutOfMemoryError | None:
         what += f": {text[:120]}" if text else ""
     else:
         return None
-    return OutOfMemoryError(f"out of memory {doing} ({what}): {MEMORY_KNOBS}")
+    return OutOfMemoryError(f"out of memory {doing} ({what}): {fix or MEMORY_KNOBS}")
 
 
 class Cancelled(XraysegError):
