@@ -147,7 +147,7 @@ def test_cli_turns_a_bare_disk_full_oserror_into_one_line(tmp_path, monkeypatch,
     ("code", "text", "exit_code", "match"),
     [
         (errno.EIO, "Input/output error", 4, r"input/output error \(Input/output error\): check the disk"),
-        (errno.ENOMEM, "Cannot allocate memory", 3, r"out of memory running sample \(RAM\): .*--tile"),
+        (errno.ENOMEM, "Cannot allocate memory", 3, r"out of memory running sample \(RAM\): .*a smaller --shape"),
     ],
 )
 def test_cli_turns_system_oserrors_into_one_line(tmp_path, monkeypatch, capsys, code, text, exit_code, match):
