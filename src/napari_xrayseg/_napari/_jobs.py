@@ -195,15 +195,16 @@ class JobRunner:
                 exc = write_error(exc, kwargs.get("out"), option="output path")
                 show_error(f"{desc}: {exc}")
             else:
-                if status is not None:
-                    status.value = f"{desc} failed: an unexpected error (details in napari's error report)"
-                if on_failed is not None:
-                    on_failed("an unexpected error (details in napari's error report)")
+                failed("an unexpected error (details in napari's error report)")
                 raise exc  # a bug: napari's own handler reports it
-            if status is not None and not isinstance(exc, Cancelled):
-                status.value = f"{desc} failed: {for_gui(exc)}"
-            if on_failed is not None and not isinstance(exc, Cancelled):
-                on_failed(for_gui(exc))
+            if not isinstance(exc, Cancelled):
+                failed(for_gui(exc))
+
+        def failed(why: str) -> None:  # the status line, and the widget's own, say how the job ended
+            if status is not None:
+                status.value = f"{desc} failed: {why}"
+            if on_failed is not None:
+                on_failed(why)
 
         worker = create_worker(gen_fn, cancel=self.token, _ignore_errors=True, _worker_class=_TokenWorker, **kwargs)
         worker.on_quit = self.shutdown
