@@ -1,5 +1,6 @@
 """Resume, OME-Zarr pyramids and dask.distributed runs of segment()."""
 
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -140,6 +141,11 @@ def test_pyramid_output_is_ome_zarr(tmp_path, tiny_model):
     assert g.attrs["ome"]["version"] == "0.5"
     assert [d["coordinateTransformations"][0]["scale"] for d in ms["datasets"]] == [[1, 1], [2, 2], [4, 4]]
     assert output_complete(out) and read_output_meta(out)["pyramid"] is True
+    # a finished output keeps no run bookkeeping: zarr lists the group without a warning about it
+    assert sorted(p.name for p in out.iterdir()) == ["0", "1", "2", "zarr.json"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sorted(g.keys()) == ["0", "1", "2"]
     # open_volume reads level 0 of the OME-Zarr
     from napari_xrayseg.core.io import open_volume
 

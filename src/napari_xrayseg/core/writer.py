@@ -256,7 +256,9 @@ class StoreWriter:
         return self._arrays[key]
 
     def todo(self, i: int, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        """The slabs of pass ``i`` without a done-marker."""
+        """The slabs of pass ``i`` without a done-marker (none of a finished output, which keeps no markers)."""
+        if output_complete(self.layout.labels):
+            return []
         done = self.layout.markers(i).done()
         return [r for r in ranges if r not in done]
 
@@ -306,7 +308,7 @@ class StoreWriter:
         return err
 
     def finish(self, cancel: CancelToken | None = None) -> Path:
-        """Build the pyramid, drop the pass stores, mark the outputs complete and swap them in place."""
+        """Build the pyramid, drop the pass stores and markers, mark the outputs complete and swap them in place."""
         import zarr
 
         lay = self.layout
@@ -321,6 +323,9 @@ class StoreWriter:
                     conf = self._array("confidence")
                     conf.attrs[OUTPUT_ATTR] = {**conf.attrs[OUTPUT_ATTR], "complete": True}
                 node.attrs[OUTPUT_ATTR] = {**meta, "complete": True}
+            # the attribute says it all now; the markers inside a pyramid group made zarr warn
+            # ("not recognized as a component of a Zarr hierarchy") whenever the group was listed
+            remove_path(Path(lay.labels) / SlabMarkers.DIR)
         except OSError as e:
             raise self.write_error(e) from e
         for c in self._claims:
