@@ -666,6 +666,18 @@ def test_table_keeps_one_column_per_measure_and_names_voxel_units():
     assert analyze(lab, voxel_size=0.5, unit="um").extent() == "6x12x12 voxels of 0.5 x 0.5 x 0.5 um"
 
 
+def test_a_unit_without_a_voxel_size_is_voxel_units_and_said(caplog):
+    from napari_xrayseg.core.microstructure import analyze
+
+    lab = np.ones((6, 12, 12), np.uint8)
+    lab[:, :, 6:] = 2
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        m = analyze(lab, unit="nm", tortuosity=False)
+    assert m.unit == "voxel" and m.voxel_size == (1.0, 1.0, 1.0)  # not "1/nm" numbers measured in voxels
+    assert "unit 'nm' without a voxel size" in caplog.text
+    assert analyze(lab, voxel_size=20, unit="nm", tortuosity=False).unit == "nm"
+
+
 def test_too_few_names_are_warned_about(caplog):
     from napari_xrayseg.core.microstructure import analyze
 

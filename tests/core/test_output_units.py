@@ -217,4 +217,5 @@ def test_a_plain_zarr_group_with_one_array_records_nothing_or_its_attributes(tmp
     g.attrs["voxel_size"], g.attrs["unit"] = [3.0, 2.0, 2.0], "nm"
     assert read_voxel_size(tmp_path / "g.zarr", dataset="vol") == ((3.0, 2.0, 2.0), "nm")
     g["vol"].attrs["voxel_size"] = [5.0, 4.0, 4.0]
-    assert voxel_size_of(open_volume(tmp_path / "g.zarr")) == ((5.0, 4.0, 4.0), "voxel")  # the array's own (no unit)
+    # the array's own, without a unit: taken as um (said), never applied to numbers labelled in voxels
+    assert voxel_size_of(open_volume(tmp_path / "g.zarr")) == ((5.0, 4.0, 4.0), "um")

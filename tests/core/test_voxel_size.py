@@ -79,9 +79,52 @@ def test_tiff_imagej_resolution_and_ome(tmp_path):
             "PhysicalSizeXUnit": "nm",
         },
     )
-    assert read_voxel_size(tmp_path / "ome.ome.tif") == ((0.3, 0.1, 0.1), "nm")
+    assert read_voxel_size(tmp_path / "ome.ome.tif") == ((0.3, 0.1, 0.1), "nm")  # only x's unit: all in it
     tifffile.imwrite(tmp_path / "plain.tif", data, photometric="minisblack")
     assert read_voxel_size(tmp_path / "plain.tif") is None
+
+
+def test_tiff_sizes_read_as_imagej_and_bio_formats_read_them(tmp_path, caplog):
+    data = np.zeros((3, 8, 8), dtype=np.uint8)
+    # ImageJ writes no spacing when z is 1 (its unit): z is not x's 0.05
+    tifffile.imwrite(tmp_path / "ij.tif", data, imagej=True, resolution=(20, 20), metadata={"unit": "micron"})
+    assert read_voxel_size(tmp_path / "ij.tif") == ((1.0, 0.05, 0.05), "um")
+    # each OME axis in its own unit
+    meta = {"axes": "ZYX", "PhysicalSizeX": 50, "PhysicalSizeY": 50, "PhysicalSizeZ": 0.1}
+    meta |= {"PhysicalSizeXUnit": "nm", "PhysicalSizeYUnit": "nm", "PhysicalSizeZUnit": "µm"}
+    tifffile.imwrite(tmp_path / "ome.ome.tif", data, ome=True, metadata=meta)
+    size, unit = read_voxel_size(tmp_path / "ome.ome.tif")
+    assert unit == "nm" and size == pytest.approx((100.0, 50.0, 50.0))
+    # 72 dots per inch is a program's default, not 352.8 um voxels
+    for dpi, expected in ((72, None), (1, None), (25400 / 5, (5.0, 5.0, 5.0))):
+        caplog.clear()
+        tifffile.imwrite(tmp_path / "d.tif", data, photometric="minisblack", resolution=(dpi, dpi), resolutionunit="INCH")
+        found = read_voxel_size(tmp_path / "d.tif")
+        if expected is None:
+            assert found is None and "dots per inch" in caplog.text
+        else:
+            assert found[1] == "um" and found[0] == pytest.approx(expected)
+
+
+def test_a_size_without_a_unit_is_um_and_said(tmp_path, caplog):
+    a = zarr.create_array(store=str(tmp_path / "a.zarr"), shape=(2, 4, 4), dtype="uint8")
+    a.attrs["voxel_size"] = [0.1, 0.05, 0.05]
+    assert read_voxel_size(tmp_path / "a.zarr") == ((0.1, 0.05, 0.05), "um")
+    assert "without a unit: taken as um" in caplog.text
+    a.attrs["voxel_size"] = [1, 1, 1]  # a scale of 1 without a unit: voxel units
+    assert read_voxel_size(tmp_path / "a.zarr") == ((1.0, 1.0, 1.0), "voxel")
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        f.create_dataset("vol", data=np.zeros((2, 4, 4), dtype=np.uint8)).attrs["voxel_size"] = [0.1, 0.05, 0.05]
+    assert read_voxel_size(tmp_path / "v.h5", dataset="vol") == ((0.1, 0.05, 0.05), "um")
+    g = _ome_group(tmp_path / "mixed.zarr", levels=1, voxel=(0.1, 50, 50))
+    axes = [{"name": "z", "type": "space", "unit": "micrometer"}] + [
+        {"name": a, "type": "space", "unit": "nanometer"} for a in "yx"
+    ]
+    attrs = zarr.open_group(str(g)).attrs
+    ome = dict(attrs["ome"])
+    ome["multiscales"][0]["axes"] = axes
+    attrs["ome"] = ome
+    assert read_voxel_size(g) == ((100.0, 50.0, 50.0), "nm")
 
 
 def test_hdf5_attributes_and_npy(tmp_path):

@@ -647,11 +647,17 @@ def read_voxel_size(path: str | os.PathLike, *, dataset: str | None = None) -> t
         - OME-Zarr: ``coordinateTransformations`` of the chosen (default: first) level,
           times the multiscale's own ones, and the ``unit`` of the axes; a plain zarr
           array: its ``voxel_size`` and ``unit`` attributes;
-        - TIFF: OME-XML ``PhysicalSize*``; else the ImageJ ``spacing`` and ``unit`` with
-          the ``XResolution``/``YResolution`` tags (pixels per unit; inch or centimetre
-          resolution units without ImageJ metadata are converted to um);
+        - TIFF: OME-XML ``PhysicalSize*`` (each axis in its own unit, else x's); else the ImageJ
+          ``spacing`` (1 when left out, as ImageJ reads it) and ``unit`` with the
+          ``XResolution``/``YResolution`` tags (pixels per unit); centimetre or inch
+          resolution units without ImageJ metadata are converted to um (z taken equal to
+          x), except the dots per inch programs write by default (72, 96, 300, ...:
+          :data:`PRINT_DPI`), which are ignored with a warning;
         - HDF5: the dataset's (or else the file's) ``element_size_um`` attribute (Fiji,
           ilastik), or ``voxel_size`` with an optional ``unit``.
+
+        A size recorded without a unit is taken in um, with a warning (a scale of 1
+        without a unit is voxel units).
 
     Raises
     ------
@@ -683,6 +689,16 @@ def read_voxel_size(path: str | os.PathLike, *, dataset: str | None = None) -> t
     if len(size) < ndim or not all(v > 0 and np.isfinite(v) for v in size):
         log.warning("ignoring the voxel size %s of %s: not one positive number per axis", size, p)
         return None
+    if (unit is None or (isinstance(unit, str) and not unit.strip())) and not all(v == 1 for v in size):
+        # sizes without a unit: taken in um (the unit --voxel-size assumes), never applied to
+        # numbers labelled in voxels
+        log.warning(
+            "%s records the voxel size %s without a unit: taken as um; if it is another, pass the voxel size "
+            "and its unit (--voxel-size ... --unit nm)",
+            p,
+            " x ".join(f"{v:g}" for v in size),
+        )
+        unit = "um"
     try:
         return size, normalize_unit(unit)
     except InputError:
@@ -745,11 +761,19 @@ def _zarr_voxel_size(p: Path, dataset: str | None) -> tuple[list[float], str | N
         scale = [a * b for a, b in zip(scale, outer)]
     axes = m.get("axes") or []
     space = [i for i, ax in enumerate(axes) if isinstance(ax, dict) and ax.get("type") == "space"]
-    units = {ax.get("unit") for ax in axes if isinstance(ax, dict) and ax.get("type") == "space"}
-    if space:
-        scale = [scale[i] for i in space]
-    unit = units.pop() if len(units) == 1 else None
-    return scale, unit
+    if not space:
+        return scale, None
+    return _in_one_unit([scale[i] for i in space], [axes[i].get("unit") for i in space])
+
+
+def _in_one_unit(sizes: list[float], units: list[str | None]) -> tuple[list[float], str | None]:
+    """Per-axis sizes in per-axis units (z, y, x) -> the sizes in the last (x) axis's unit."""
+    from .units import normalize_unit, to_unit
+
+    target = units[-1]
+    if all(u == target for u in units) or target is None or None in units:
+        return sizes, target if all(u == target for u in units) else None
+    return [to_unit(v, u, target) for v, u in zip(sizes, units, strict=True)], normalize_unit(target)
 
 
 def _attrs_voxel_size(a: Any) -> tuple[list[float], str | None] | None:
@@ -764,6 +788,10 @@ def _ngff_scale(transforms: Any) -> list[float] | None:
         if isinstance(t, dict) and t.get("type") == "scale":
             return [float(v) for v in t["scale"]]
     return None
+
+
+#: Resolutions (dots per inch) that programs write by default: a print setting, not a voxel size.
+PRINT_DPI = frozenset({1.0, 72.0, 96.0, 150.0, 300.0, 600.0, 1200.0})
 
 
 def _tiff_voxel_size(p: Path) -> tuple[list[float], str | None] | None:
@@ -790,8 +818,20 @@ def _tiff_voxel_size(p: Path) -> tuple[list[float], str | None] | None:
             factor = {2: 25400.0, 3: 10000.0}.get(res_unit)  # inch, centimetre -> um
             if factor is None:
                 return None  # no unit: the tags only give a ratio
+            if res_unit == 2 and xn / xd == yn / yd and xn / xd in PRINT_DPI:
+                log.warning(
+                    "ignoring the resolution of %s (%g dots per inch, a printing default, not a voxel size): "
+                    "pass the voxel size (--voxel-size) for numbers in physical units",
+                    p,
+                    xn / xd,
+                )
+                return None
             sx, sy, unit = sx * factor, sy * factor, "um"
-        sz = float(ij.get("spacing", sx)) if len(tif.series[0].shape) >= 3 else sx
+        if len(tif.series[0].shape) < 3:
+            return [sx, sy, sx], unit
+        # ImageJ leaves spacing out when it is 1 (its own reader's default); a TIFF without
+        # ImageJ metadata records no z size at all: assumed equal to x
+        sz = float(ij["spacing"]) if "spacing" in ij else 1.0 if ij else sx
         return [sz, sy, sx], unit
 
 
@@ -802,10 +842,14 @@ def _ome_xml_size(xml: str) -> tuple[list[float], str | None] | None:
     pix = next((el for el in root.iter() if el.tag.endswith("Pixels")), None)
     if pix is None or "PhysicalSizeX" not in pix.attrib:
         return None
-    sx = float(pix.attrib["PhysicalSizeX"])
-    sy = float(pix.attrib.get("PhysicalSizeY", sx))
-    sz = float(pix.attrib.get("PhysicalSizeZ", sx))
-    return [sz, sy, sx], pix.attrib.get("PhysicalSizeXUnit", "µm")
+    a = pix.attrib
+    sx = float(a["PhysicalSizeX"])
+    ux = a.get("PhysicalSizeXUnit", "µm")  # the OME schema's default unit
+    sizes = [float(a.get(f"PhysicalSize{k}", sx)) for k in "ZY"] + [sx]
+    # an axis without a unit of its own is in x's: the schema says um, but writers that set only x's
+    # unit (tifffile's users) mean it for all three, and um against nm would make y 1000x x
+    units = [a.get(f"PhysicalSize{k}Unit", ux) for k in "ZY"] + [ux]
+    return _in_one_unit(sizes, units)
 
 
 def _hdf5_voxel_size(dset: Any) -> tuple[list[float], str | None] | None:

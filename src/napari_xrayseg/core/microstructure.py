@@ -1100,6 +1100,14 @@ def iter_analyze(
             voxel_size, unit = found
     labels = _check_labels(labels)
     spacing = parse_voxel_size(voxel_size, 3)
+    if voxel_size is None and unit is not None and normalize_unit(unit) != "voxel":
+        log.warning(
+            "unit %r without a voxel size, and the labels record none: the numbers are in voxel units; "
+            "pass voxel_size for %s",
+            unit,
+            normalize_unit(unit),
+        )
+        unit = "voxel"
     u = normalize_unit(unit if unit is not None else ("voxel" if voxel_size is None else "um"))
     if surface not in ("faces", "mesh"):
         raise InputError(f"surface {surface!r} must be 'faces' (voxel faces / 1.5) or 'mesh' (marching cubes)")
