@@ -98,7 +98,8 @@ def test_tiff_sizes_read_as_imagej_and_bio_formats_read_them(tmp_path, caplog):
     # 72 dots per inch is a program's default, not 352.8 um voxels
     for dpi, expected in ((72, None), (1, None), (25400 / 5, (5.0, 5.0, 5.0))):
         caplog.clear()
-        tifffile.imwrite(tmp_path / "d.tif", data, photometric="minisblack", resolution=(dpi, dpi), resolutionunit="INCH")
+        res = {"resolution": (dpi, dpi), "resolutionunit": "INCH"}
+        tifffile.imwrite(tmp_path / "d.tif", data, photometric="minisblack", **res)
         found = read_voxel_size(tmp_path / "d.tif")
         if expected is None:
             assert found is None and "dots per inch" in caplog.text
