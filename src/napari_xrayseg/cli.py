@@ -661,6 +661,7 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
         "outside": a.outside,
         "envelope": a.envelope,
         "envelope_radius": a.envelope_radius,
+        "tpb_phases": a.tpb_phases,
     }
     t0 = time.perf_counter()
     m = analyze(labels, progress=_ProgressPrinter("analyze"), **kw)
@@ -777,6 +778,14 @@ def _add_analyze(sub: Any) -> None:
         metavar="R",
         help="with --envelope, for a sample that is not convex: its phases closed by a disc of R voxels instead of "
         "their convex hull",
+    )
+    p.add_argument(
+        "--tpb-phases",
+        type=int,
+        nargs=3,
+        default=None,
+        metavar=("A", "B", "C"),
+        help="the three labels whose triple-phase boundary is measured (default: the labels, when there are three)",
     )
     p.add_argument(
         "--fractions-only",

@@ -320,6 +320,29 @@ def test_evaluate_physics_on_the_annotated_box(tmp_path, capsys):
     assert "fully annotated" in err and "--region" in err and len(err.strip().splitlines()) == 1
 
 
+def test_stray_labels_keep_the_tpb_and_tpb_phases_pick_three(tmp_path, capsys, caplog):
+    """A few voxels of a fourth label (or 0) in a prediction cost its TPB density nothing in evaluate;
+    analyze says why there is none and --tpb-phases names the three."""
+    from napari_xrayseg.core.metrics import evaluate
+    from napari_xrayseg.core.microstructure import analyze
+
+    truth = _checkerboard(12, 3)
+    pred = truth.copy()
+    pred[6, 6, 6], pred[1, 2, 3] = 4, 0  # stray voxels
+    e = evaluate(pred, truth, microstructure={"tortuosity": False}).microstructure["errors"]["tpb_density"]
+    ref = analyze(pred, tpb_phases=(1, 2, 3), tortuosity=False).tpb_density
+    assert e["pred"] == pytest.approx(ref) and e["error_percent"] is not None
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        assert analyze(pred, tortuosity=False).tpb_density is None
+    assert "hold 5 phases [0, 1, 2, 3, 4] (0, 4 under 0.1 % of the voxels)" in caplog.text
+    assert "--tpb-phases" in caplog.text
+    np.save(tmp_path / "p.npy", pred)
+    argv = ["analyze", "--labels", str(tmp_path / "p.npy"), "--no-tortuosity", "--json", str(tmp_path / "a.json")]
+    assert main([*argv, "--tpb-phases", "1", "2", "3"]) == 0
+    got = json.loads((tmp_path / "a.json").read_text())
+    assert got["tpb_phases"] == [1, 2, 3] and got["tpb_density"] == pytest.approx(ref)
+
+
 def test_a_pillar_sample_analysed_with_its_envelope(tmp_path, capsys):
     """`xrayseg sample --pillar` then `analyze --envelope 1`: the pillar's porosity, not the box's."""
     from napari_xrayseg.core.sample import pillar_mask

@@ -532,6 +532,10 @@ def test_interface_errors_by_distance_hand_computed():
     sparse[..., 3] = 0
     b = interface_errors(pred, sparse)
     assert b["0"]["voxels"] == 0 and sum(v["voxels"] for v in b.values()) == 7
+    # with 0 a class (ignore_zero=False), 0 is a phase like the others, in the report too
+    b = interface_errors(pred, sparse, ignore_zero=False)
+    assert b["0"] == {"voxels": 3, "errors": 2, "error_rate": 2 / 3} and sum(v["voxels"] for v in b.values()) == 8
+    assert evaluate(pred, sparse, ignore_zero=False).by_interface_distance == b
 
 
 def test_interface_errors_slab_by_slab_equals_whole_and_reach_the_report(tmp_path):

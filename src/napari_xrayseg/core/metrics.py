@@ -920,13 +920,24 @@ def _microstructure_errors(
     pred: Any, truth: Any, ignore_zero: bool, block_slices: int | None, cancel: Any, opts: dict[str, Any]
 ) -> dict[str, Any]:
     """``Report.microstructure``: prediction vs truth microstructure on the fully annotated reference box."""
+    from .io import voxel_size_of
     from .microstructure import analyze, compare_microstructure
+    from .units import normalize_unit, pick_voxel_size
 
     region = opts.pop("region", None)
     if region is None:
         region = _annotated_box(truth, block_slices, cancel) if ignore_zero else None
-    mp = analyze(pred, region=region, cancel=cancel, **opts)
-    mt = analyze(truth, region=mp.region, cancel=cancel, **{"voxel_size": mp.voxel_size, "unit": mp.unit, **opts})
+    unit = opts.get("unit")
+    if opts.get("voxel_size") is None and (unit is None or normalize_unit(unit) != "voxel"):
+        # the prediction's file's voxel size first (segment writes the input's), else the truth's
+        found = pick_voxel_size(None, opts.get("unit"), voxel_size_of(pred), voxel_size_of(truth))
+        if found is not None:
+            opts = {**opts, "voxel_size": found[0], "unit": found[1]}
+    mt = analyze(truth, region=region, cancel=cancel, **opts)
+    # the prediction's TPB between the truth's three phases: a few stray voxels of a fourth
+    # label (or 0) in the prediction would otherwise leave it without one
+    tpb = {} if opts.get("tpb_phases") is not None or mt.tpb_phases is None else {"tpb_phases": mt.tpb_phases}
+    mp = analyze(pred, region=mt.region, cancel=cancel, **{**opts, "voxel_size": mt.voxel_size, "unit": mt.unit, **tpb})
     return {
         "region": [list(r) for r in mp.region],
         "voxel_size": list(mp.voxel_size),
@@ -1008,9 +1019,11 @@ def iter_evaluate(
     if class_names is not None:
         names = dict(class_names) if isinstance(class_names, dict) else dict(enumerate(class_names, start=1))
         report.class_names = {int(c): str(names[c]) for c in report.classes if c in names}
-    if interfaces and ignore_zero:
+    if interfaces:
         yield Progress(cm.shape[0], cm.shape[0], "errors by distance to the interfaces")
-        report.by_interface_distance = interface_errors(pred, truth, block_slices=block_slices, cancel=cancel)
+        report.by_interface_distance = interface_errors(
+            pred, truth, block_slices=block_slices, ignore_zero=ignore_zero, cancel=cancel
+        )
     if microstructure:
         yield Progress(cm.shape[0], cm.shape[0], "microstructure of prediction and truth")
         opts = dict(microstructure) if isinstance(microstructure, dict) else {}
@@ -1138,6 +1151,7 @@ def interface_errors(
     truth: Any,
     *,
     block_slices: int | None = None,
+    ignore_zero: bool = True,
     cancel: Any = None,
 ) -> dict[str, dict[str, float | int | None]]:
     """Error rates by distance to the nearest interface of the truth.
@@ -1156,6 +1170,8 @@ def interface_errors(
         Label arrays of the same 2D or 3D shape; truth 0 = not annotated.
     block_slices : int, optional
         Slices along axis 0 read at a time.
+    ignore_zero : bool
+        Truth 0 means "not annotated" (default); False: 0 is a class like the others.
     cancel : CancelToken, optional
         Checked before every slab.
 
@@ -1183,9 +1199,11 @@ def interface_errors(
         s1 = min(s0 + step, shape[0])
         lo, hi = max(0, s0 - halo), min(shape[0], s1 + halo)
         t = read_labels(truth, slice(lo, hi), "truth", where=f"slices {lo}..{hi - 1} along axis 0")
+        p = read_labels(pred, slice(s0, s1), "pred", where=f"slices {s0}..{s1 - 1} along axis 0")
+        if not ignore_zero:  # every voxel annotated: 0 is a class, shifted to 1 in both
+            t, p = t.astype(np.int64) + 1, p.astype(np.int64) + 1
         band = _interface_band(t)[s0 - lo : s1 - lo]
         t = t[s0 - lo : s1 - lo]
-        p = read_labels(pred, slice(s0, s1), "pred", where=f"slices {s0}..{s1 - 1} along axis 0")
         counted = t != 0
         wrong = counted & (p != t)
         voxels += np.bincount(band[counted].ravel(), minlength=3)[:3]

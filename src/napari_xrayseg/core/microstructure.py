@@ -21,8 +21,9 @@ Estimators (see ``docs/analyze.md`` for the known-answer checks):
   error from radius 5 voxels) but not for oriented ones: interfaces whose normals lie in
   one plane (a cylinder's side) come out at 0.85 of the truth, axis-aligned planes at 2/3.
   ``surface="mesh"`` is the area of a marching-cubes surface (scikit-image, Lewiner)
-  of the phase mask: exact for axis-aligned planes, about 7-9 % high for curved or
-  oblique interfaces of binary data.
+  of the phase mask: an axis-aligned plane gets its area on the cube grid (half a voxel
+  short at each edge of the region), curved or oblique interfaces of binary data about
+  7-13 % too much.
 - **Connectivity**: 6-connected clusters (voxels sharing a face), scipy.ndimage.label.
   ``largest_cluster_fraction`` = voxels of the largest cluster / voxels of the phase;
   the phase *percolates* along an axis when one cluster touches both faces of the
@@ -1216,11 +1217,21 @@ def iter_analyze(
         top = int(sides.argmax())
         log.warning(
             "label %d holds %.0f %% of the region's sides: if the sample stands in it (a pillar in air), pass "
-            "envelope=%d (--envelope %d) so that it is not counted as the sample's",
+            "envelope=%d (--envelope %d) so that it is not counted as the sample's; if it is the sample's "
+            "matrix (pores or particles inside it), the numbers stand as they are",
             top,
             100 * sides[top] / sides.sum(),
             top,
             top,
+        )
+    if tpb_phases is None and len(present) > 3:
+        small = [p for p in present if counts[p] < 1e-3 * n_data]
+        log.warning(
+            "the labels hold %d phases %s%s: no triple-phase boundary density (it needs three); pass the three "
+            "(tpb_phases=(a, b, c), --tpb-phases A B C)",
+            len(present),
+            present,
+            f" ({', '.join(map(str, small))} under 0.1 % of the voxels)" if small else "",
         )
     chosen = present if phases is None else [int(p) for p in phases]
     missing = [p for p in chosen if p not in present]
