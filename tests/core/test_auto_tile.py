@@ -152,20 +152,25 @@ def test_device_auto_picks_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expect
 
 
 def test_release_memory_empties_the_cuda_cache_only_where_cuda_was_used(monkeypatch):
+    import gc
+
     from napari_xrayseg.core.device import release_memory
 
-    emptied = []
+    emptied, collected = [], []
+    monkeypatch.setattr(gc, "collect", lambda *a: collected.append(1))
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     release_memory()
     assert emptied == []  # CUDA never used in this process: nothing to give back
+    assert collected == []  # nor a full garbage collection (1-2 s in a napari session) for nothing
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     release_memory("cpu")
     assert emptied == []
     release_memory()
     release_memory("cuda:0")
-    assert emptied == [1, 1]
+    assert emptied == [1, 1] and collected == [1, 1]
 
 
 @pytest.mark.parametrize("arch", ["unet", "unet3d", "basicunet", "attentionunet", "segresnet"])

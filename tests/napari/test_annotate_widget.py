@@ -197,3 +197,16 @@ def test_high_scoring_end_slices_are_explained(make_napari_viewer):
     assert len(spans) == 1
     w._ranked(SliceRanking([47, 5], u, [24], 0, "orthoplane", 3.0, None, 0.5, ["score", "gap"]))
     assert "end slices score highest" not in w._status.value  # the end was suggested: nothing to explain
+
+
+def test_a_closed_dock_previews_no_more(make_napari_viewer, qtbot, trained):
+    """The dock's "x" only takes the widget out of its dock: it must stop following the slider."""
+    viewer, w, _ = _viewer(make_napari_viewer, trained)
+    w._model_file.value = trained[3]
+    qtbot.waitUntil(lambda: _preview_shows(w, viewer, viewer.dims.current_step[0]), timeout=60_000)
+    qtbot.waitUntil(lambda: not w.preview_runner.busy, timeout=60_000)
+    w.dock.title.close_button.click()
+    viewer.layers.remove(w.preview_layer)
+    viewer.dims.set_current_step(0, 2)
+    qtbot.wait(500)
+    assert not w.preview_runner.busy and not [ly for ly in viewer.layers if "preview" in ly.name]

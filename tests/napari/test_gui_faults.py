@@ -132,6 +132,44 @@ def test_closing_napari_during_training_writes_nothing(make_napari_viewer, qtbot
     qtbot.waitUntil(_idle_pool, timeout=5_000)
 
 
+def _training(viewer, tmp_path):
+    image, truth = make_phantom((4, 64, 64), seed=1, artefacts=False)
+    ann = np.zeros_like(truth)
+    ann[[0, 2]] = truth[[0, 2]]
+    viewer.add_image(image, name="img")
+    viewer.add_labels(ann, name="painted")
+    w = TrainWidget(viewer)
+    w._size.value, w._epochs.value, w._batch.value, w._patch.value = "tiny", 10_000, 1, 16
+    w._device.value, w._out.value = "cpu", tmp_path / "m.safetensors"
+    return w
+
+
+@pytest.mark.parametrize("how", ["dock x", "napari closed"])
+def test_closing_the_dock_or_napari_mid_training_keeps_the_model_so_far(make_napari_viewer, qtbot, tmp_path, how):
+    """The dock's "x" only takes the widget out of its dock: the job is cancelled all the same (it ran on,
+    out of reach, before), and what Cancel would save is saved."""
+    from napari_xrayseg.core.models import load_model
+
+    viewer = make_napari_viewer(show=True)
+    w = _training(viewer, tmp_path)
+    dock = viewer.window.add_dock_widget(w, name="Train")
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: len(w.plot.epochs) >= 1, timeout=60_000)  # an epoch done: something to keep
+    runner = w.runner
+    if how == "dock x":
+        dock.title.close_button.click()
+    else:
+        viewer.close()
+    qtbot.waitUntil(lambda: not runner.running, timeout=20_000)
+    assert runner.token.cancelled
+    m = load_model(tmp_path / "m.safetensors")  # saved, complete, loadable
+    assert len(m.info.history) >= 1
+    if how == "dock x":
+        qtbot.wait(200)
+        assert "img labels" not in viewer.layers  # no chained segmentation from a closed widget
+    qtbot.waitUntil(_idle_pool, timeout=5_000)
+
+
 def test_disk_full_in_the_segment_widget_is_a_notification(
     make_napari_viewer, qtbot, model_file, tmp_path, errors, monkeypatch
 ):

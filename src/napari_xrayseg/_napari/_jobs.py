@@ -13,10 +13,13 @@ Written once and reused by every widget:
 5. one job at a time per widget: starting another while one runs is refused with a
    message (outputs are claimed atomically by the core, so two widgets never write
    the same file either);
-6. closing napari (or deleting the widget) cancels the job through its token: napari
-   calls the worker's ``quit`` on close, which here sets the token, and the run
-   button's ``destroyed`` signal does the same; callbacks into the closed GUI are
-   then skipped.
+6. closing napari, closing the widget's dock (its "x") or deleting the widget cancels
+   the job through its token: napari calls the worker's ``quit`` on close, which here
+   sets the token; the dock's "x" only takes the widget out of its dock (napari neither
+   deletes nor tells it), which :class:`JobWidget` watches for; the run button's
+   ``destroyed`` signal does the same. Callbacks into the closed GUI are then skipped,
+   and what a job keeps when cancelled (a training's model so far) is saved by its
+   ``salvage`` in the worker thread, as the widget's Cancel would.
 """
 
 from __future__ import annotations
@@ -126,6 +129,7 @@ class JobRunner:
         on_yielded: Callable[[Progress], None] | None = None,
         on_cancelled: Callable[[Cancelled], None] | None = None,
         on_failed: Callable[[str], None] | None = None,
+        salvage: Callable[[Cancelled], None] | None = None,
         shown: tuple[str, ...] = (),
         **kwargs: Any,
     ) -> Any:
@@ -133,7 +137,9 @@ class JobRunner:
 
         Warnings the core logs meanwhile are shown when it ends, except those in ``shown``
         (the widget showed them already). ``on_failed(message)`` follows the error notification
-        of a failed job (e.g. to replace a "running..." status).
+        of a failed job (e.g. to replace a "running..." status). ``salvage(cancelled)`` runs in
+        the worker thread when the job stops because its GUI went away (napari closed, the dock
+        closed), where ``on_cancelled`` can no longer run: it keeps what Cancel would have kept.
         """
         if self.running:
             show_error("a job is already running in this widget: wait for it or cancel it first")
@@ -206,7 +212,20 @@ class JobRunner:
             if on_failed is not None:
                 on_failed(why)
 
-        worker = create_worker(gen_fn, cancel=self.token, _ignore_errors=True, _worker_class=_TokenWorker, **kwargs)
+        def run(**kw: Any) -> Generator[Progress, None, Any]:
+            try:
+                return (yield from gen_fn(**kw))
+            except Cancelled as e:
+                if self._closed and salvage is not None:  # no GUI to hand it to: keep it here
+                    try:
+                        salvage(e)
+                    except Exception:  # noqa: BLE001 - the job is over either way: say so in the log
+                        log.exception("%s: could not keep what the cancelled job made", desc)
+                raise
+            finally:  # here, not on the GUI thread: a napari session lives on, give GPU memory back
+                release_memory()
+
+        worker = create_worker(run, cancel=self.token, _ignore_errors=True, _worker_class=_TokenWorker, **kwargs)
         worker.on_quit = self.shutdown
         worker.yielded.connect(yielded)
         worker.returned.connect(returned)
@@ -270,7 +289,6 @@ class JobRunner:
             if not self._closed:
                 for msg in warned.messages[warned.skip :]:
                     show_warning(msg)
-        release_memory()  # a napari session lives on: give cached GPU memory back after each job
         self._running = False
         if self._closed:
             return
@@ -319,6 +337,8 @@ class JobWidget(Container):
         from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
         super().__init__(**kwargs)
+        self._close_hooks: list[Callable[[], None]] = []
+        self._close_watch = _undock_watch(self.native, self._on_close)
         outer = self.native.layout()
         page = QWidget()
         inner = QVBoxLayout(page)
@@ -336,12 +356,52 @@ class JobWidget(Container):
     def _job(self) -> Any:
         return self.runner.job
 
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` when the widget's dock is closed (its jobs are cancelled then too)."""
+        self._close_hooks.append(fn)
+
+    def _on_close(self) -> None:
+        for v in list(vars(self).values()):  # every runner of the widget: a closed dock runs nothing
+            if isinstance(v, (JobRunner, LatestRunner)):
+                v.shutdown()
+        hooks, self._close_hooks = self._close_hooks, []
+        for fn in hooks:
+            fn()
+
     def _follow_layers(self, viewer: Any, handler: Callable[..., Any] | None = None) -> None:
         """Refresh layer choices (or call ``handler``) whenever layers are added or removed, and now."""
         handler = handler or self.reset_choices
         viewer.layers.events.inserted.connect(handler)
         viewer.layers.events.removed.connect(handler)
         handler()
+
+
+def _undock_watch(widget: Any, on_close: Callable[[], None]) -> Any:
+    """Call ``on_close`` once when ``widget``, after having had a parent (a dock), loses it.
+
+    napari's dock "x" (``remove_dock_widget``) does ``widget.setParent(None)`` and nothing
+    else: no close event, no deletion. Returns the event filter (a child of ``widget``).
+    """
+    from qtpy.QtCore import QEvent, QObject
+
+    class Watch(QObject):
+        def __init__(self) -> None:
+            super().__init__(widget)
+            self.docked = widget.parent() is not None
+            self.done = False
+
+        def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
+            if event.type() == QEvent.Type.ParentChange and not self.done:
+                if obj.parent() is not None:
+                    self.docked = True
+                elif self.docked:
+                    self.done = True
+                    on_close()
+            return False
+
+    watch = Watch()
+    widget.installEventFilter(watch)
+    return watch
 
 
 class LatestRunner:

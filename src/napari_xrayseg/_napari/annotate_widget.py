@@ -14,6 +14,7 @@ its mistakes, and continue training from the current model. Console equivalent::
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from ..core.annotation import (
     predict_slice,
     slice_normalization,
 )
-from ..core.errors import InputError, XraysegError
+from ..core.errors import Cancelled, InputError, XraysegError
 from ..core.models import Model, load_model, save_model
 from ..core.normalize import mark_missing
 from ..core.progress import Progress
@@ -46,6 +47,8 @@ from ._layers import (
 )
 
 PREVIEW_TILE = "slice"  # one window per slice: 2-3x faster than the model's tiles (benchmarks/preview.py)
+
+log = logging.getLogger(__name__)
 
 
 def _preview(image: Any, model: Model, index: int, axis: int, norms: dict[Any, Any], norm_key: Any) -> np.ndarray:
@@ -205,12 +208,17 @@ class AnnotateWidget(JobWidget):
 
         preview, on_view = self.preview_runner, self._on_view  # not through self: it may be half gone by then
 
+        hooked = [True]
+
         def unhook(*_: Any) -> None:  # the dock closed: no more previews for a widget that is gone
             preview.shutdown()
-            for event in dims_events:
-                event.disconnect(on_view)
+            if hooked:
+                hooked.clear()
+                for event in dims_events:
+                    event.disconnect(on_view)
 
         self._train.native.destroyed.connect(unhook)
+        self.on_close(unhook)
         self.extend(
             [
                 self._image,
@@ -492,6 +500,16 @@ class AnnotateWidget(JobWidget):
     def _start_train(self, kwargs: dict[str, Any]) -> None:
         self._status.value = "training..."
         before = self.model
+        model_file = str(self._model_file.value)
+
+        def salvage(e: Cancelled) -> None:  # the dock or napari closed mid-round: keep the round as Cancel does
+            model = getattr(e, "result", None)
+            if model is not None and model is not before:
+                log.info(
+                    "continued training stopped as its window closed; saved to %s",
+                    save_model(model, self._round_path(model, model_file)),
+                )
+
         self.runner.start(
             iter_continue_training,
             desc="Continue training",
@@ -499,6 +517,7 @@ class AnnotateWidget(JobWidget):
             on_returned=lambda m: self._trained(m, before, cancelled=False),
             on_yielded=self._on_progress,
             on_cancelled=lambda e: self._trained(getattr(e, "result", None), before, cancelled=True),
+            salvage=salvage,
             **kwargs,
         )
 
@@ -506,9 +525,9 @@ class AnnotateWidget(JobWidget):
         if "loss" in p.info:
             self._status.value = p.message
 
-    def _round_path(self, model: Model) -> Path:
+    def _round_path(self, model: Model, model_file: str | None = None) -> Path:
         """A new file beside the model's (models are never overwritten): NAME-rK.safetensors."""
-        src = Path(str(self._model_file.value))
+        src = Path(str(self._model_file.value) if model_file is None else model_file)
         if str(src) in ("", "."):
             src = Path.cwd() / "model.safetensors"
         base, _, num = src.stem.rpartition("-r")

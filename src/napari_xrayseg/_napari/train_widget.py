@@ -15,6 +15,7 @@ Several pairs ("Add pair", then train) and independent 2D images::
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,8 @@ from ._voxel import layer_voxel_size
 
 _T = TrainConfig()
 _S = SegmentConfig()
+
+log = logging.getLogger(__name__)
 
 
 class TrainingPlot(Container):
@@ -142,6 +145,12 @@ class TrainingPlot(Container):
         self.ax_dice.yaxis.tick_right()  # clear() forgets that twinx() put this axis on the right
         self.ax_dice.yaxis.set_label_position("right")
         self.canvas.draw_idle()
+
+
+def _save_when_closed(model: Model | None, out: Any) -> None:
+    """The model so far of a training stopped by closing its dock or napari, saved as Cancel saves it."""
+    if model is not None:
+        log.info("training stopped as its window closed; the model so far saved to %s", save_model(model, out))
 
 
 class TrainWidget(JobWidget):
@@ -409,6 +418,7 @@ class TrainWidget(JobWidget):
             on_yielded=self._on_progress,
             on_cancelled=lambda e: self._trained(getattr(e, "result", None), layer, kwargs, cancelled=True),
             on_failed=lambda msg: setattr(self._status, "value", f"training failed: {msg}"),
+            salvage=lambda e: _save_when_closed(getattr(e, "result", None), kwargs["out"]),
             **kwargs,
         )
 

@@ -281,14 +281,21 @@ def release_memory(device: torch.device | str | None = None) -> None:
     """Give cached accelerator memory back (after training or segmenting in a long-lived GUI process).
 
     torch keeps freed CUDA/MPS blocks cached for reuse; a napari session that trained a
-    model would otherwise hold that memory until it exits. A no-op on CPU.
+    model would otherwise hold that memory until it exits. A no-op on CPU, where freed
+    tensors go back at once: the full garbage collection that finds tensors held in
+    reference cycles takes 1-2 s in a napari session (measured), so it runs only when an
+    accelerator's cache is to be emptied.
     """
     import gc
 
-    gc.collect()
     kind = torch.device(device).type if device is not None else None
-    if kind in (None, "cuda") and torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
+    cuda = kind in (None, "cuda") and torch.cuda.is_available() and torch.cuda.is_initialized()
     mps = getattr(torch, "mps", None)
-    if kind in (None, "mps") and mps is not None and torch.backends.mps.is_available():
-        mps.empty_cache()
+    mps = kind in (None, "mps") and mps is not None and torch.backends.mps.is_available()
+    if not (cuda or mps):
+        return
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    if mps:
+        torch.mps.empty_cache()
