@@ -697,6 +697,10 @@ def test_an_outside_label_that_is_absent_is_warned_about(caplog):
     with caplog.at_level("WARNING", logger="napari_xrayseg"):
         m = analyze(lab, outside=9, tortuosity=False)
     assert "outside=9: no voxel holds label 9" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        analyze(lab, outside=0, tortuosity=False)  # the widget's default on a full field of view: nothing to say
+    assert "outside=0" not in caplog.text
     assert m.phases[1].volume_fraction == 0.5  # the whole region is the sample
 
 

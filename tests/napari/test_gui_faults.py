@@ -243,3 +243,32 @@ def test_bad_image_in_the_segment_widget_is_a_notification(make_napari_viewer, q
     qtbot.waitUntil(lambda: not w.runner.running, timeout=30_000)
     assert len(errors) == 1 and match in errors[0] and errors[0].startswith("Segmenting bad: ")
     assert [ly.name for ly in viewer.layers] == ["bad"]
+
+
+def test_a_removed_labels_layer_falls_back_to_painted_ones_not_predictions(make_napari_viewer, monkeypatch):
+    """Previews and error maps are never offered as labels to learn from; a model's segmentation comes last,
+    and training on one is warned about."""
+    from napari_xrayseg._napari import train_widget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 16, 16), np.float32), name="img")
+    z = np.zeros((4, 16, 16), np.uint8)
+    viewer.add_labels(z, name="pred", metadata={"napari_xrayseg": {"model": "m.safetensors", "axis": 0}})
+    viewer.add_labels(z, name="img preview", metadata={"napari_xrayseg": {"preview_of": "img", "index": 0}})
+    viewer.add_labels(z, name="errs", metadata={"napari_xrayseg": {"kind": "errors"}})
+    viewer.add_labels(z, name="painted")
+    viewer.add_labels(z, name="painted 2")
+    w = TrainWidget(viewer)
+    assert [c for c in w._labels.choices] == [viewer.layers[n] for n in ("painted", "painted 2", "pred")]
+    w._labels.value = viewer.layers["painted 2"]
+    viewer.layers.remove("painted 2")
+    assert w._labels.value is viewer.layers["painted"]  # the user's own, not the prediction
+    warned: list[str] = []
+    monkeypatch.setattr(train_widget, "show_warning", warned.append)
+    w._labels.value = viewer.layers["pred"]
+    w._out.value = "m.safetensors"
+    try:
+        w._inputs()
+    except Exception:  # noqa: BLE001 - only the warning matters here (the labels are empty)
+        pass
+    assert warned and "'pred', a model's segmentation" in warned[0]

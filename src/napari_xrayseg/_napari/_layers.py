@@ -77,11 +77,44 @@ def placement(layer: Any) -> dict[str, Any]:
     return {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
 
 
-def layer_choices(viewer: Any, kind: type) -> Any:
-    """A magicgui ``choices`` callable listing ``viewer``'s layers of type ``kind`` as (name, layer)."""
+#: Kinds of layer this plugin adds that are never anyone's annotations (previews, error maps, masks).
+NOT_ANNOTATIONS = ("errors", "envelope", "tpb")
+
+
+def made_by_model(layer: Any) -> bool:
+    """Whether a Labels layer is a model's segmentation (Segment, Train's chained run, a predict output)."""
+    meta = getattr(layer, "metadata", {}).get("napari_xrayseg") or {}
+    return isinstance(meta, dict) and bool(meta.get("model") or meta.get("model_sha256"))
+
+
+def model_labels_warning(layer: Any) -> str | None:
+    """A warning when the labels to learn from are a model's segmentation, not painted ones."""
+    if not made_by_model(layer):
+        return None
+    return (
+        f"training on {layer.name!r}, a model's segmentation: the network learns that model's mistakes "
+        "too; paint (or correct) a labels layer of your own to learn from"
+    )
+
+
+def _never_annotations(layer: Any) -> bool:
+    meta = getattr(layer, "metadata", {}).get("napari_xrayseg") or {}
+    return isinstance(meta, dict) and ("preview_of" in meta or meta.get("kind") in NOT_ANNOTATIONS)
+
+
+def layer_choices(viewer: Any, kind: type, *, annotations: bool = False) -> Any:
+    """A magicgui ``choices`` callable listing ``viewer``'s layers of type ``kind`` as (name, layer).
+
+    With ``annotations`` (a widget's labels to learn from), this plugin's previews and error
+    maps are left out and models' segmentations come last: when the chosen layer is removed,
+    the box falls back to the user's own labels, not to a prediction.
+    """
 
     def choices(_widget: Any = None) -> list[tuple[str, Any]]:
-        return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, kind)]
+        found = [layer for layer in viewer.layers if isinstance(layer, kind)]
+        if annotations:
+            found = sorted((ly for ly in found if not _never_annotations(ly)), key=made_by_model)
+        return [(layer.name, layer) for layer in found]
 
     return choices
 

@@ -41,6 +41,7 @@ from ._layers import (
     labels_snapshot,
     layer_array,
     layer_choices,
+    model_labels_warning,
     nodata_field,
     nodata_value,
     unique_name,
@@ -164,7 +165,7 @@ class AnnotateWidget(JobWidget):
         self._norms: dict[Any, Any] = {}  # (model id, image layer id) -> intensity bounds, filled by previews
         self._image = ComboBox(label="Image", choices=layer_choices(viewer, napari.layers.Image), nullable=False)
         self._labels = ComboBox(
-            label="Annotations", choices=layer_choices(viewer, napari.layers.Labels), nullable=False
+            label="Annotations", choices=layer_choices(viewer, napari.layers.Labels, annotations=True), nullable=False
         )
         self._model_file = FileEdit(
             label="Model",
@@ -490,6 +491,8 @@ class AnnotateWidget(JobWidget):
             raise InputError("choose a trained model first")
         labels = self._writable_labels()
         image = self._image_data()
+        if (warning := model_labels_warning(labels)) is not None:
+            show_warning(warning)
         return {
             "image": image,
             "labels": labels.data.copy(),

@@ -61,6 +61,7 @@ from ._layers import (
     labels_snapshot,
     layer_array,
     layer_choices,
+    model_labels_warning,
     nodata_field,
     nodata_value,
     spatial_placement,
@@ -162,7 +163,9 @@ class TrainWidget(JobWidget):
         self.model: Model | None = None  # the last trained model
         self._image = ComboBox(label="Image", choices=layer_choices(viewer, napari.layers.Image), nullable=False)
         self._labels = ComboBox(
-            label="Labels (0 = unpainted)", choices=layer_choices(viewer, napari.layers.Labels), nullable=False
+            label="Labels (0 = unpainted)",
+            choices=layer_choices(viewer, napari.layers.Labels, annotations=True),
+            nullable=False,
         )
         self._axis = ComboBox(label="Slice axis", choices=[("0 (Z)", 0), ("1 (Y)", 1), ("2 (X)", 2)], value=_T.axis)
         self._arch = ComboBox(
@@ -435,6 +438,8 @@ class TrainWidget(JobWidget):
             out += ".safetensors"
         if Path(out).exists():
             raise InputError(f"{out} exists: choose a new file name (models are never overwritten silently)")
+        if (warning := model_labels_warning(self._labels.value)) is not None:
+            show_warning(warning)
         init: str | None = str(self._init.value)
         init = None if init in ("", ".") or Path(init).is_dir() else init  # a cleared FileEdit holds a folder
         start = str(self._start_from.value)

@@ -1189,7 +1189,9 @@ def iter_analyze(
 
     n_out = int(counts[outside]) if outside is not None and 0 <= outside < nb else 0
     if outside is not None and n_out == 0:
-        if envelope is None:
+        if envelope is None and outside == 0:  # segment's no-data label, the widget's default: a full field of view
+            log.info("outside=0: no voxel holds label 0, so the whole region is the sample")
+        elif envelope is None:
             log.warning(
                 "outside=%d: no voxel holds label %d, so nothing is outside the sample (a typo?)", outside, outside
             )
