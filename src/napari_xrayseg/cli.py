@@ -169,9 +169,12 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         from .core.distributed import segment_distributed
 
         if a.verbose == 0:  # the cluster's start and stop (~30 INFO lines) only with -v
-            import distributed  # noqa: F401  (configures its loggers on import: set the level after)
-
-            logging.getLogger("distributed").setLevel(logging.WARNING)
+            try:
+                import distributed  # noqa: F401  (configures its loggers on import: set the level after)
+            except ImportError:
+                pass  # segment_distributed says what to install, in one line
+            else:
+                logging.getLogger("distributed").setLevel(logging.WARNING)
 
         result = segment_distributed(
             a.image,
@@ -603,6 +606,19 @@ def _outputs_free(
         check_figure_folder(figures, a.overwrite, names)
 
 
+def _tortuosity_or_note(cmd: str) -> bool:
+    """Whether tortuosity can be solved; if not (no TauFactor), say so once and go on without it."""
+    from .core.microstructure import tortuosity_available
+
+    if tortuosity_available():
+        return True
+    print(
+        f"xrayseg {cmd}: note: no tortuosity (it needs TauFactor: pip install 'napari-xrayseg[physics]')",
+        file=sys.stderr,
+    )
+    return False
+
+
 def _cmd_analyze(a: argparse.Namespace) -> int:
     from .core.io import open_volume, read_class_names
     from .core.microstructure import (
@@ -654,7 +670,7 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
         "surface": a.surface,
         "connectivity": whole,
         "mean_size": whole,
-        "tortuosity": whole and not a.no_tortuosity,
+        "tortuosity": whole and not a.no_tortuosity and _tortuosity_or_note("analyze"),
         "size_distribution": whole and a.size_distribution,
         "device": a.device,
         "max_voxels": a.max_voxels,
@@ -847,7 +863,11 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     physics: Any = False
     if a.physics:
         found = _voxel_size(a, a.pred, a.pred_dataset)
-        physics = {"tortuosity": not a.no_tortuosity, "device": a.device, "region": a.region}
+        physics = {
+            "tortuosity": not a.no_tortuosity and _tortuosity_or_note("evaluate"),
+            "device": a.device,
+            "region": a.region,
+        }
         if found is not None:
             physics.update(voxel_size=found[0], unit=found[1])
     report = evaluate(

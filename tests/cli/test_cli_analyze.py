@@ -373,3 +373,18 @@ def test_a_pillar_sample_analysed_with_its_envelope(tmp_path, capsys):
     capsys.readouterr()
     assert main([*kw, "--envelope", "1", "--envelope-radius", "0"]) == 2
     assert "envelope radius 0.0 must be a positive number" in capsys.readouterr().err
+
+
+def test_without_taufactor_analyze_goes_on_without_tortuosity(tmp_path, capsys, monkeypatch):
+    """A plugin-manager install has no TauFactor (the physics extra): the CLI says so and measures the rest;
+    the API refuses before any work; the widget's box is off and says what to install."""
+    from napari_xrayseg.core import microstructure as ms
+
+    monkeypatch.setattr(ms, "tortuosity_available", lambda: False)
+    np.save(tmp_path / "l.npy", _checkerboard(12, 3))
+    assert main(["analyze", "--labels", str(tmp_path / "l.npy"), "--json", str(tmp_path / "a.json")]) == 0
+    assert "no tortuosity (it needs TauFactor: pip install 'napari-xrayseg[physics]')" in capsys.readouterr().err
+    got = json.loads((tmp_path / "a.json").read_text())
+    assert got["phases"]["1"]["tortuosity"] is None and got["phases"]["1"]["volume_fraction"] > 0
+    with pytest.raises(ms.InputError, match=r"napari-xrayseg\[physics\]"):
+        ms.analyze(_checkerboard(12, 3))

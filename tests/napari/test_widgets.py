@@ -144,6 +144,28 @@ def test_reader_opens_plain_zarr_as_image_and_refuses_other_paths(tmp_path):
     assert get_reader(str(tmp_path / "nothing.zarr")) is None
 
 
+def test_reader_opens_hdf5_datasets_lazily_with_their_voxel_size(make_napari_viewer, tmp_path):
+    import h5py
+
+    from napari_xrayseg._napari.reader import get_reader
+
+    vol = np.random.default_rng(0).random((4, 16, 16)).astype(np.float32)
+    with h5py.File(tmp_path / "scan.h5", "w") as f:
+        d = f.create_dataset("entry/data", data=vol, chunks=(1, 16, 16))
+        d.attrs["element_size_um"] = [0.2, 0.05, 0.05]
+        f.create_dataset("entry/angles", data=np.arange(10.0))  # 1D metadata: not a layer
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "scan.h5"), plugin="napari-xrayseg")
+    assert layer.name == "scan" and tuple(layer.scale) == pytest.approx((0.2, 0.05, 0.05))
+    assert "dask" in type(layer.data).__module__ and np.array_equal(np.asarray(layer.data), vol)
+    with h5py.File(tmp_path / "two.h5", "w") as f:
+        f["a"], f["b"] = vol, vol[0]
+    names = [kw["name"] for _, kw, _ in get_reader(str(tmp_path / "two.h5"))(str(tmp_path / "two.h5"))]
+    assert names == ["two a", "two b"]
+    (tmp_path / "fake.h5").write_bytes(b"not hdf5")
+    assert get_reader(str(tmp_path / "fake.h5")) is None
+
+
 def test_segment_widget_orthoplane_with_confidence_layer(make_napari_viewer, qtbot, model_file):
     viewer = make_napari_viewer(show=True)
     img = np.random.default_rng(6).random((6, 40, 48), dtype=np.float32)

@@ -36,6 +36,7 @@ from ..core.microstructure import (
     iter_analyze,
     microstructure_interval,
     sample_envelope_lazy,
+    tortuosity_available,
     tpb_points,
 )
 from ..core.progress import CancelToken, Progress
@@ -111,7 +112,10 @@ class AnalyzeWidget(JobWidget):
         self._vz, self._vy, self._vx, self._unit = self._voxel.widgets
         self._region = LineEdit(label="Region", value="")
         self._region.tooltip = "sub-volume z0:z1,y0:y1,x0:x1 (empty: the whole volume)"
-        self._tortuosity = CheckBox(text="Tortuosity (TauFactor; the slow part)", value=True)
+        have_tau = tortuosity_available()
+        self._tortuosity = CheckBox(text="Tortuosity (TauFactor; the slow part)", value=have_tau, enabled=have_tau)
+        if not have_tau:
+            self._tortuosity.tooltip = "needs TauFactor: pip install 'napari-xrayseg[physics]', then restart napari"
         self._size_distribution = CheckBox(text="Size distribution (d50; a minute per 256³ region)", value=False)
         self._size_distribution.tooltip = (
             "each phase's continuous size distribution (inscribed balls) and its median diameter d50"

@@ -1,21 +1,25 @@
-"""Reader contribution: zarr volumes, xrayseg outputs and OME-Zarr pyramids, opened lazily.
+"""Reader contribution: zarr volumes, xrayseg outputs, OME-Zarr pyramids and HDF5, opened lazily.
 
 ``viewer.open("labels.zarr", plugin="napari-xrayseg")`` gives a Labels layer for an
 output of ``xrayseg predict`` / :func:`napari_xrayseg.segment` (all pyramid levels
 as one multiscale layer when it was written with ``--pyramid``), and an Image layer
 for any other zarr array or (OME-)Zarr group. Nothing is read until napari draws it.
 Layers get the voxel size the store records as their ``scale`` (and ``units``); labels
-get the class names as ``features`` and the OME-NGFF ``image-label`` colours.
+get the class names as ``features`` and the OME-NGFF ``image-label`` colours. An HDF5
+file (``.h5``, ``.hdf5``, ``.hdf``, ``.nxs``: beamline and ilastik files) gives an Image
+layer per 2D or 3D numeric dataset in it, read chunk by chunk.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import XraysegError
 
 _MARKERS = ("zarr.json", ".zarray", ".zgroup")
+_HDF5 = (".h5", ".hdf5", ".hdf", ".nxs")
 
 
 def get_reader(path: str | list[str]) -> Any:
@@ -25,6 +29,12 @@ def get_reader(path: str | list[str]) -> Any:
             return None
         path = path[0]
     p = Path(path)
+    if p.suffix.lower() in _HDF5 and p.is_file():
+        try:
+            layers = read_hdf5(p)
+        except (XraysegError, OSError, ValueError, KeyError, ImportError):  # not HDF5 after all, or unreadable
+            return None
+        return (lambda _path: layers) if layers else None
     if not p.is_dir() or not any((p / m).exists() for m in _MARKERS):
         return None
     try:
@@ -32,6 +42,35 @@ def get_reader(path: str | list[str]) -> Any:
     except (XraysegError, OSError, ValueError, KeyError):  # e.g. a group of several arrays: not ours to guess
         return None
     return lambda _path: layers
+
+
+def read_hdf5(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any], str]]:
+    """Layer data for each 2D or 3D numeric dataset of an HDF5 file (see the module docstring)."""
+    import dask.array as da
+    import h5py
+
+    from ..core.io import read_voxel_size
+    from ._layers import physical_placement
+
+    p = Path(path)
+    f = h5py.File(p, "r")  # kept open: napari reads the datasets lazily as it draws
+    found: list[str] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset) and obj.ndim in (2, 3) and obj.dtype.kind in "uifb" and min(obj.shape) > 1:
+            found.append(name)
+
+    f.visititems(visit)
+    layers = []
+    for name in found:
+        dset = f[name]
+        arr = da.from_array(dset, chunks=dset.chunks or "auto")
+        vox = read_voxel_size(p, dataset=name)
+        label = p.stem if len(found) == 1 else f"{p.stem} {name}"
+        layers.append((arr, {"name": label, **physical_placement(*(vox or (None, None)), arr.ndim)}, "image"))
+    if not layers:
+        f.close()
+    return layers
 
 
 def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:

@@ -446,7 +446,7 @@ def _open_hdf5(p: Path, dataset: str | None) -> Any:
     try:
         import h5py
     except ImportError as e:
-        raise InputError("reading HDF5 needs h5py: pip install 'napari-xrayseg[hdf5]'") from e
+        raise InputError("reading HDF5 needs h5py: pip install h5py") from e
     f = h5py.File(p, "r")
     if dataset is None:
         names: list[str] = []

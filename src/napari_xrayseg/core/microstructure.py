@@ -999,6 +999,18 @@ def _size_distribution(
     return {"diameter": [float(v) for v in d], "cumulative": [float(v) for v in c], "d50": d50}
 
 
+TAUFACTOR_MISSING = (
+    "tortuosity needs TauFactor: pip install 'napari-xrayseg[physics]' (or pass tortuosity=False / --no-tortuosity)"
+)
+
+
+def tortuosity_available() -> bool:
+    """Whether TauFactor (the ``physics`` extra) is installed, without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("taufactor") is not None
+
+
 def _taufactor_solve(
     mask: np.ndarray,
     ax: int,
@@ -1012,10 +1024,7 @@ def _taufactor_solve(
     try:
         import taufactor
     except ImportError as e:  # pragma: no cover - the test extra installs it
-        raise InputError(
-            "tortuosity needs TauFactor: pip install 'napari-xrayseg[physics]' "
-            "(or pass tortuosity=False / --no-tortuosity)"
-        ) from e
+        raise InputError(TAUFACTOR_MISSING) from e
     import torch
 
     img = np.ascontiguousarray(np.moveaxis(mask, ax, 0)).astype(np.uint8)
@@ -1112,6 +1121,8 @@ def iter_analyze(
     u = normalize_unit(unit if unit is not None else ("voxel" if voxel_size is None else "um"))
     if surface not in ("faces", "mesh"):
         raise InputError(f"surface {surface!r} must be 'faces' (voxel faces / 1.5) or 'mesh' (marching cubes)")
+    if tortuosity and not tortuosity_available():  # before the work, not after it
+        raise InputError(TAUFACTOR_MISSING)
     if not (isinstance(tpb_correction, (int, float)) and tpb_correction > 0):
         raise InputError(f"tpb_correction {tpb_correction!r} must be a positive number (1.5, or 1 for raw counts)")
     if tpb_phases is not None:
