@@ -195,3 +195,13 @@ def test_predict_orthoplane_with_confidence(tmp_path, inputs, capsys):
     assert main([*argv, "--workers", "2", "--torch-threads", "1", "--overwrite"]) == 0
     np.testing.assert_array_equal(zarr.open_array(store=str(tmp_path / "o-maxprob.zarr"), mode="r")[...], conf)
     assert not (tmp_path / ".o.zarr.xrayseg-new").exists()
+
+
+def test_workers_without_distributed_is_one_line(tmp_path, inputs, capsys, monkeypatch):
+    """A plugin-manager install has no dask.distributed: one line naming the extra, exit 2, no traceback."""
+    inp, model = inputs
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    assert main(_predict(inp, model, tmp_path / "w.zarr", "--workers", "2")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pip install 'napari-xrayseg[distributed]'" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "w.zarr").exists()
