@@ -61,6 +61,32 @@ def test_resume_after_cancel_equals_clean_run(tmp_path, vol, tiny_model):
     assert steps == []
 
 
+@pytest.mark.parametrize("pyramid", [False, True])
+def test_an_unfinished_output_is_not_measured(tmp_path, vol, tiny_model, pyramid):
+    """Its missing slabs read as 0: evaluate and analyze refuse it (and name --resume) until it is finished."""
+    from napari_xrayseg.core.io import open_volume
+    from napari_xrayseg.core.metrics import evaluate
+    from napari_xrayseg.core.microstructure import analyze
+
+    out = tmp_path / "out.zarr"
+    token = CancelToken()
+    kw = {**KW, "pyramid": pyramid}
+    with pytest.raises(Cancelled):
+        segment(vol, tiny_model, out=out, cancel=token, progress=lambda p: p.step >= 4 and token.cancel(), **kw)
+    truth = np.ones(vol.shape, np.uint8)
+    for measure in (
+        lambda: evaluate(out, truth),
+        lambda: evaluate(open_volume(out), truth),
+        lambda: evaluate(truth, open_volume(out)),
+        lambda: analyze(open_volume(out), tortuosity=False),
+    ):
+        with pytest.raises(InputError, match=r"unfinished predict run \(2 slabs done.*--resume"):
+            measure()
+    segment(vol, tiny_model, out=out, resume=True, **kw)
+    assert evaluate(out, truth).mean_dice is not None
+    assert analyze(open_volume(out), tortuosity=False).shape == vol.shape
+
+
 def test_slab_cut_off_mid_write_is_recomputed(tmp_path, vol, tiny_model, monkeypatch):
     clean = segment(vol, tiny_model, **KW)
     out = tmp_path / "out.zarr"

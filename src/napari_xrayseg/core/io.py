@@ -465,16 +465,12 @@ def _open_hdf5(p: Path, dataset: str | None) -> Any:
 
 
 def check_chunks_present(arr: Any, *, what: str = "image") -> None:
-    """Refuse a zarr array with chunks missing from its store (zarr would read them as zeros).
+    """Warn about a zarr array with chunks missing from its store (zarr reads them as its fill value).
 
-    Only where zarr can tell (zarr arrays); others pass. A store written by
-    :func:`napari_xrayseg.segment` writes every chunk; a missing one means an incomplete
-    copy or an interrupted writer.
-
-    Raises
-    ------
-    InputError
-        Naming the array, the number of chunks missing and the fix.
+    Only where zarr can tell (zarr arrays); others pass. zarr itself leaves out a chunk that
+    holds only the fill value (``write_empty_chunks=False``, zarr 3's default): zero slabs at
+    the ends of a scan, zeros outside a field of view. So a missing chunk is valid data as
+    often as an incomplete copy, and the run goes on; the warning names both readings.
     """
     import zarr
 
@@ -486,9 +482,17 @@ def check_chunks_present(arr: Any, *, what: str = "image") -> None:
         return
     if have < want:
         src = getattr(arr.store, "root", None) or arr.store
-        raise InputError(
-            f"{what} {src} lacks {want - have} of its {want} chunks (zarr would read them as zeros): "
-            "the store was not completely written or copied; copy it again"
+        fill = arr.fill_value
+        log.warning(
+            "%s %s stores %d of its %d chunks: zarr reads the other %d as its fill value %s (it leaves out chunks "
+            "that hold only that); if the store was copied, check that the copy is complete%s",
+            what,
+            src,
+            have,
+            want,
+            want - have,
+            fill,
+            f"; if they are voxels without data, pass nodata={fill!r} (--nodata {fill})" if what == "image" else "",
         )
 
 

@@ -1006,6 +1006,10 @@ def iter_evaluate(
 
         pred = open_volume(pred) if isinstance(pred, (str, os.PathLike)) else pred
         truth = open_volume(truth) if isinstance(truth, (str, os.PathLike)) else truth
+    from .writer import refuse_unfinished
+
+    refuse_unfinished(pred, "prediction")
+    refuse_unfinished(truth, "truth")
     cm = yield from _iter_accumulate(
         pred,
         truth,

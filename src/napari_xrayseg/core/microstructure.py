@@ -1108,6 +1108,9 @@ def iter_analyze(
         found = pick_voxel_size(None, unit, voxel_size_of(labels))  # what the labels' file records
         if found is not None:
             voxel_size, unit = found
+    from .writer import refuse_unfinished
+
+    refuse_unfinished(labels, "labels")
     labels = _check_labels(labels)
     spacing = parse_voxel_size(voxel_size, 3)
     if voxel_size is None and unit is not None and normalize_unit(unit) != "voxel":

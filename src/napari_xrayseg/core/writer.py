@@ -517,6 +517,34 @@ def resume_hint(path: Path) -> str:
     return f" (an unfinished run: {n} slabs done; pass resume=True / --resume to finish it)"
 
 
+def refuse_unfinished(arr: Any, what: str) -> None:
+    """Refuse to measure an unfinished output of ``segment`` (its missing slabs read as 0).
+
+    ``arr`` is a path or an array opened from one (a plain output, or a level of a pyramid
+    group); arrays in memory, and stores that are not outputs, pass.
+
+    Raises
+    ------
+    InputError
+        Naming the store, the slabs done and ``--resume``.
+    """
+    from .output import source_path
+
+    p = source_path(arr)
+    if p is None or not p.exists():
+        return
+    for q in (p, p.parent) if p.name.isdigit() else (p,):  # a pyramid level: the group holds the record
+        meta = read_output_meta(q)
+        if meta is not None and "classes" in meta:
+            if meta.get("complete") is False:
+                n = len(SlabMarkers(q).done())
+                raise InputError(
+                    f"{what} {q} is an unfinished predict run ({n} slabs done; the rest would be scored as 0): "
+                    "finish it with the same predict command and --resume (resume=True), then measure it"
+                )
+            return
+
+
 class MemoryWriter:
     """Keeps the result in memory (no ``out``): numpy arrays, a running sum of early passes."""
 
