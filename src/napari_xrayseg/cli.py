@@ -1656,12 +1656,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser = build_parser()  # imports torch: Ctrl-C is held until it is done
         args = parser.parse_args(argv)
         command = f"xrayseg {args.command}"
-        return _run(args)
+        rc = _run(args)
     except KeyboardInterrupt:
-        # zarr's pending asyncio writes, cut short, would each log "Task was destroyed but it is pending!"
-        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        _quiet_asyncio()
         print(f"{command}: interrupted", file=sys.stderr)
         return 130
+    if rc != 0:  # the one line is said: what zarr's cut-short writes log as they are collected is noise
+        _quiet_asyncio()
+    return rc
+
+
+def _quiet_asyncio() -> None:
+    """Silence what zarr's pending writes, cut short by an error or Ctrl-C, print as they are
+    collected after the one-line error: asyncio's "Task was destroyed but it is pending!" and
+    "Future exception was never retrieved" (its log), and "Exception ignored in: <coroutine ...>"
+    tracebacks (Python's hook for exceptions nobody can catch); ~2000 lines on a full disk."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    sys.unraisablehook = lambda _unraisable: None
 
 
 def _stdout_closed() -> bool:

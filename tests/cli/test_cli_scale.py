@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,3 +206,21 @@ def test_workers_without_distributed_is_one_line(tmp_path, inputs, capsys, monke
     err = capsys.readouterr().err.strip()
     assert "pip install 'napari-xrayseg[distributed]'" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "w.zarr").exists()
+
+
+def test_disk_full_mid_orthoplane_run_is_one_line_on_stderr(tmp_path, inputs):
+    """zarr's cut-short asyncio writes used to log ~2000 lines ("Task was destroyed", "Future exception was
+    never retrieved", tracebacks) after the one-line error, as they were collected at exit: a real process."""
+    inp, model = inputs
+    code = (
+        "import sys, pytest\n"
+        f"sys.path.insert(0, {str(Path(__file__).parents[1])!r})\n"
+        "from faults import no_space_for_chunks\n"
+        "no_space_for_chunks(pytest.MonkeyPatch(), allow=6)\n"
+        "from napari_xrayseg.cli import main\n"
+        f"sys.exit(main({[str(a) for a in _predict(inp, model, tmp_path / 'o.zarr', '--axes', 'zyx')]!r}))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no space left on device" in lines[0], r.stderr[-2000:]
