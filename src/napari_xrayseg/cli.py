@@ -1667,10 +1667,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _quiet_asyncio() -> None:
-    """Silence what zarr's pending writes, cut short by an error or Ctrl-C, print as they are
-    collected after the one-line error: asyncio's "Task was destroyed but it is pending!" and
-    "Future exception was never retrieved" (its log), and "Exception ignored in: <coroutine ...>"
-    tracebacks (Python's hook for exceptions nobody can catch); ~2000 lines on a full disk."""
+    """Silence what zarr's pending writes print as they are collected, after the one-line error.
+
+    Cut short by an error or Ctrl-C, they print asyncio's "Task was destroyed but it is
+    pending!" and "Future exception was never retrieved" (its log), and "Exception ignored in:
+    <coroutine ...>" tracebacks (Python's hook for exceptions nobody can catch): ~2000 lines
+    on a full disk.
+    """
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     sys.unraisablehook = lambda _unraisable: None
 
