@@ -235,6 +235,12 @@ def test_distributed_local_cluster_equals_single_process(tmp_path, vol, tiny_mod
 
         loads = client.run(model_loads)
         assert len(loads) == 2 and all(n <= 1 for n in loads.values()) and sum(loads.values()) >= 1
+        # a second run on the same workers with another overlap: its own predictor, not the cached one
+        wide = segment_distributed(
+            tmp_path / "in.zarr", mpath, tmp_path / "o.zarr", client=client, torch_threads=1, **{**KW, "overlap": 0.6}
+        )
+        np.testing.assert_array_equal(wide[...], segment(vol, tiny_model, **{**KW, "overlap": 0.6}))
+        assert not np.array_equal(wide[...], clean)  # the overlap changes the labels: the check has teeth
         # a multi-channel model: the workers split the channels as build_job does (they crashed)
         from napari_xrayseg.core.training import train
 

@@ -42,14 +42,19 @@ __all__ = ["ClusterExecutor", "iter_segment_distributed", "segment_distributed"]
 log = logging.getLogger(__name__)
 
 # Per-worker-process cache: model, input and output are opened once per worker, not once per task.
+# A long-lived worker (an external scheduler, a reused client) serves many runs: the oldest
+# entries go once there are more than _CACHE_MAX.
 _CACHE: dict[tuple[Any, ...], Any] = {}
 _CACHE_LOCK = threading.Lock()
+_CACHE_MAX = 16
 
 
 def _cached(key: tuple[Any, ...], make: Any) -> Any:
     with _CACHE_LOCK:
         if key not in _CACHE:
             _CACHE[key] = make()
+            while len(_CACHE) > _CACHE_MAX:
+                _CACHE.pop(next(iter(_CACHE)))
         return _CACHE[key]
 
 
@@ -96,7 +101,10 @@ class WorkerSpec:
                 precision=plan.precision,
             )
 
-        pred = _cached(("model", str(mp), st.st_mtime_ns, st.st_size, self.device, plan.tile), make_predictor)
+        # every setting the predictor holds is in the key: a later run with another overlap (say) on
+        # the same worker got the first run's predictor, and its labels, silently
+        key = (str(mp), st.st_mtime_ns, st.st_size, self.device, plan.tile, plan.overlap, plan.batch, plan.blend)
+        pred = _cached(("model", *key, plan.precision), make_predictor)
         nodata = self.config.nodata  # voxels equal to it are without data, as build_job reads them here
         image = _cached(  # as build_job reads it: no-data marked, a multi-channel model's channels split
             ("image", self.image, self.dataset, nodata, str(mp)),
