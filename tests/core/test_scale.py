@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_xrayseg.core.errors import Cancelled, InputError, OutputExistsError
+from napari_xrayseg.core.errors import Cancelled, ClusterError, InputError, OutputExistsError
 from napari_xrayseg.core.inference import (
     SlabMarkers,
     output_complete,
@@ -16,7 +16,7 @@ from napari_xrayseg.core.inference import (
     segment,
     write_pyramid,
 )
-from napari_xrayseg.core.io import read_voxel_size, write_volume
+from napari_xrayseg.core.io import open_volume, read_voxel_size, write_volume
 from napari_xrayseg.core.models import init_model, save_model
 from napari_xrayseg.core.progress import CancelToken
 from napari_xrayseg.core.writer import StoreWriter
@@ -391,6 +391,33 @@ def test_an_interrupted_swap_is_repaired(tmp_path, vol, tiny_model):
     with pytest.raises(OutputExistsError):
         segment(vol, tiny_model, out=out, axis=1, **KW)
     np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], old)
+
+
+def test_a_lost_scheduler_or_a_bad_address_is_one_clear_error(tmp_path, vol, tiny_model):
+    """The client closed mid-run (as when the scheduler dies) raised ClosedClientError from the clean-up,
+    hiding the cause; a malformed address raised a raw ValueError."""
+    import distributed
+
+    from napari_xrayseg.core import distributed as dist
+
+    mpath = save_model(tiny_model, tmp_path / "m.safetensors")
+    out = tmp_path / "lost.zarr"
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cl:
+        client = distributed.Client(cl)
+
+        def close_at_the_second_slab(p):
+            if p.step >= 4:
+                client.close()
+
+        with pytest.raises(ClusterError, match=r"lost the dask scheduler .*--resume"):
+            dist.segment_distributed(
+                tmp_path / "in.zarr", mpath, out, client=client, progress=close_at_the_second_slab, **KW
+            )
+    assert not output_complete(out) and len(SlabMarkers(out).done()) >= 2  # finished slabs kept
+    res = segment(open_volume(tmp_path / "in.zarr"), tiny_model, out=out, resume=True, **KW)
+    np.testing.assert_array_equal(res, segment(vol, tiny_model, **KW))
+    with pytest.raises(InputError, match=r"cannot reach the dask scheduler at notanaddress"):
+        dist.segment_distributed(tmp_path / "in.zarr", mpath, tmp_path / "x.zarr", scheduler="notanaddress", **KW)
 
 
 def test_refused_cluster_with_overwrite_keeps_the_old_output(tmp_path, vol, tiny_model, monkeypatch, capsys):

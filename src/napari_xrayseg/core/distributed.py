@@ -138,6 +138,7 @@ class ClusterExecutor:
             When a worker died running a slab (``KilledWorker``): finished slabs are kept.
         """
         from distributed import KilledWorker, as_completed
+        from distributed.client import FutureCancelledError
 
         futures = [
             self.client.submit(
@@ -163,9 +164,19 @@ class ClusterExecutor:
                             "again with --resume, with fewer --threads-per-worker or a smaller --batch/--tile if "
                             "the workers run out of memory"
                         ) from e
+                    except FutureCancelledError as e:  # the scheduler went away, or the client was closed
+                        if self.cancel is not None and self.cancel.cancelled:
+                            raise
+                        raise ClusterError(
+                            "lost the dask scheduler (or the client was closed) mid-run; the slabs finished so far "
+                            "are kept: run again with --resume (on a cluster or not)"
+                        ) from e
                     yield a, b
         except BaseException:
-            self.client.cancel(futures)
+            try:
+                self.client.cancel(futures)
+            except Exception:  # noqa: BLE001 - a closed client or lost scheduler: nothing left to cancel
+                log.debug("could not cancel the submitted slabs", exc_info=True)
             raise
 
 
@@ -182,16 +193,24 @@ def _client(client: Any, scheduler: str | None, workers: int | None, threads_per
     if scheduler:
         try:
             c = Client(scheduler, timeout="30s")
-        except (OSError, TimeoutError) as e:
+        except (OSError, TimeoutError, ValueError) as e:  # unreachable, or a malformed address
             raise InputError(
                 f"cannot reach the dask scheduler at {scheduler}: {e}; check the address "
                 "(e.g. tcp://host:8786) and that the scheduler runs"
             ) from e
+        except MemoryError as e:  # a service that is not dask answered: its bytes read as a huge message
+            raise InputError(
+                f"{scheduler} answered, but not as a dask scheduler: check the address and port (e.g. tcp://host:8786)"
+            ) from e
         return c, [c]
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise InputError(f"workers {workers!r} must be a positive number of local worker processes")
-    cluster = LocalCluster(
-        n_workers=workers, threads_per_worker=threads_per_worker, processes=True, dashboard_address=None
+    cluster = LocalCluster(  # no dashboard; its HTTP server on a free port (None took 8787 and warned when in use)
+        n_workers=workers,
+        threads_per_worker=threads_per_worker,
+        processes=True,
+        dashboard_address=":0",
+        scheduler_kwargs={"dashboard": False},
     )
     c = Client(cluster)
     return c, [c, cluster]
