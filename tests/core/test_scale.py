@@ -456,3 +456,26 @@ def test_refused_cluster_with_overwrite_keeps_the_old_output(tmp_path, vol, tiny
     assert code == 2 and len(err) == 1 and "cannot reach the dask scheduler at tcp://127.0.0.1:1" in err[0]
     np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], old)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.zarr", "m.safetensors", "o.zarr"]
+
+
+def test_an_owned_cluster_closes_only_once_its_workers_are_idle():
+    """A cancelled slab runs to its end on its worker: closing the scheduler under it made the worker log a
+    CommClosedError traceback. _settle waits (bounded) for the workers to go idle."""
+    from napari_xrayseg.core.distributed import _settle
+
+    class Client:
+        calls = 0
+
+        def processing(self):
+            self.calls += 1
+            return {"tcp://w1": ["xrayseg-slab"] if self.calls < 3 else [], "tcp://w2": []}
+
+    c = Client()
+    _settle(c)
+    assert c.calls == 3
+
+    class Closed:
+        def processing(self):
+            raise RuntimeError("client is closed")
+
+    _settle(Closed())  # nothing to wait for: no error

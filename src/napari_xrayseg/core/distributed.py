@@ -211,6 +211,9 @@ def _client(client: Any, scheduler: str | None, workers: int | None, threads_per
         processes=True,
         dashboard_address=":0",
         scheduler_kwargs={"dashboard": False},
+        # the workers' own warnings ("Async instruction ... ended with CancelledError" for each slab a
+        # cancel cut short) are noise to a user: their errors still show
+        silence_logs=logging.ERROR,
     )
     c = Client(cluster)
     return c, [c, cluster]
@@ -267,8 +270,25 @@ def iter_segment_distributed(
         )
         return (yield from run_job(job, ClusterExecutor(c, spec, cancel), cancel))
     finally:
+        if owned:
+            _settle(owned[0])
         for o in owned:
             o.close()
+
+
+def _settle(client: Any, timeout: float = 30.0) -> None:
+    """Wait (bounded) until the workers of a cluster this module started run no task.
+
+    dask cannot stop a task that runs: a slab cancelled mid-way (Ctrl-C, a cancel, an
+    error) runs to its end. Closing the scheduler under it made the worker log a
+    ``CommClosedError`` traceback at its next heartbeat.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and any(client.processing().values()):
+            time.sleep(0.1)
+    except Exception:  # noqa: BLE001 - a closed client or lost scheduler: nothing to wait for
+        log.debug("could not ask the scheduler what runs", exc_info=True)
 
 
 def segment_distributed(
