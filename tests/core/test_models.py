@@ -176,6 +176,45 @@ def test_header_length_starting_with_pickle_byte_loads(tmp_path, tiny_model):
     assert loaded.info.classes == tiny_model.info.classes
 
 
+def test_hostile_headers_and_normalisations_are_one_line_errors(tmp_path, tiny_model):
+    """A header nested 100000 deep (RecursionError), equal or crossed normalisation bounds (a division by
+    zero in predict, inverted grey levels), and a truncated file whose length starts with 0x80."""
+    good = save_model(tiny_model, tmp_path / "good.safetensors")
+    raw = good.read_bytes()
+    deep = b"[" * 100_000
+    (tmp_path / "deep.safetensors").write_bytes(struct.pack("<Q", len(deep)) + deep)
+    with pytest.raises(ModelFileError, match="header is not JSON"):
+        load_model(tmp_path / "deep.safetensors")
+    nested = tmp_path / "nested.safetensors"
+    _rewrite_meta(good, nested, lambda i, h: i.update(train={"x": json.loads("[" * 50 + "]" * 50)}))
+    load_model(nested)  # nesting as such is fine
+    for low, high in ((0.5, 0.5), (0.7, 0.2), (None, 0.3)):
+        bad = tmp_path / f"norm{low}{high}.safetensors"
+        _rewrite_meta(good, bad, lambda i, h, lo=low, hi=high: i["normalization"].update(low=lo, high=hi))
+        with pytest.raises(ModelFileError, match="high above low"):
+            load_model(bad)
+    trunc = tmp_path / "t.safetensors"  # header length 90,000,000 (first byte 0x80) in a 100-byte file
+    trunc.write_bytes(struct.pack("<Q", 90_000_000) + raw[8:100])
+    assert trunc.read_bytes()[:1] == b"\x80"
+    with pytest.raises(ModelFileError, match="truncated"):
+        load_model(trunc)
+
+
+def test_a_killed_save_leaves_no_temporary_file_for_long(tmp_path, tiny_model):
+    import time
+
+    from napari_xrayseg.core.output import STALE_TEMP_S
+
+    old = tmp_path / ".m.safetensors.dead.tmp"  # what kill -9 mid-save left an hour ago
+    old.write_bytes(b"x" * 100)
+    fresh = tmp_path / ".m.safetensors.beef.tmp"  # another writer's, now
+    fresh.write_bytes(b"y")
+    t = time.time() - STALE_TEMP_S - 10
+    os.utime(old, (t, t))
+    save_model(tiny_model, tmp_path / "m.safetensors")
+    assert not old.exists() and fresh.exists()
+
+
 def test_voxel_size_round_trip_old_files_and_lies(tmp_path, tiny_model):
     from dataclasses import replace
 

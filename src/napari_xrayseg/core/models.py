@@ -998,7 +998,8 @@ def _read_header(path: Path) -> dict[str, Any]:
             # A safetensors header length can start with byte 0x80 too (any length = 128 mod 256):
             # only call it a pickle when it is not a plausible safetensors file (JSON header next).
             plausible = 0 <= n <= _MAX_HEADER and 8 + n <= size and head[8:9] == b"{"
-            if not plausible and head.startswith(_PICKLE_MAGIC):
+            # a truncated safetensors file (JSON next, too short for its header) is not a pickle either
+            if not plausible and head.startswith(_PICKLE_MAGIC) and head[8:9] != b"{":
                 raise ModelFileError(
                     f"{path} looks like a pickled PyTorch checkpoint; napari-xrayseg never unpickles "
                     "model files (they can run code): export the weights to safetensors"
@@ -1015,7 +1016,7 @@ def _read_header(path: Path) -> dict[str, Any]:
         raise ModelFileError(f"cannot read model file {path}: {e.strerror or e}") from e
     try:
         header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # nested 100000 deep: not ours
         raise ModelFileError(f"{path} is not a valid safetensors model file (header is not JSON)") from e
     if not isinstance(header, dict):
         raise ModelFileError(f"{path} is not a valid safetensors model file (header is not a mapping)")
@@ -1091,6 +1092,9 @@ def _validate_info(d: Any, path: Path) -> ModelInfo:
         x = norm.get(key)
         if x is not None and (not isinstance(x, (int, float)) or not math.isfinite(x)):
             raise bad(f"normalization {key}={x!r} is not a finite number or null")
+    lo, hi = norm.get("low"), norm.get("high")
+    if (lo is None) != (hi is None) or (lo is not None and not hi > lo):  # equal: a division by zero
+        raise bad(f"normalization low={lo!r}, high={hi!r}: both null, or high above low")
     tile = d.get("tile")
     if not isinstance(tile, int) or not 8 <= tile <= 8192:
         raise bad(f"tile {tile!r} is not an integer in [8, 8192]")
@@ -1141,7 +1145,7 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
         )
     try:
         d = json.loads(meta[_META_KEY])
-    except (TypeError, json.JSONDecodeError) as e:
+    except (TypeError, json.JSONDecodeError, RecursionError) as e:
         raise ModelFileError(f"{path}: the model description is not valid JSON") from e
     return _validate_info(d, path)
 

@@ -344,7 +344,32 @@ def write_file(
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    _sweep_stale_temps(p)
     return p
+
+
+#: A temporary file of an atomic write older than this was left by a killed process.
+STALE_TEMP_S = 3600.0
+
+
+def _sweep_stale_temps(p: Path) -> None:
+    """Remove temporary files of earlier writes to ``p`` that a killed process left.
+
+    ``kill -9`` mid-save leaves a full-size hidden ``.NAME.XXXX.tmp``; recent ones may be
+    another writer's, and stay.
+    """
+    import time
+
+    now = time.time()
+    try:
+        for f in p.parent.glob(f".{p.name}.*.tmp"):
+            try:
+                if now - f.stat().st_mtime > STALE_TEMP_S:
+                    f.unlink()
+            except OSError:
+                pass
+    except OSError:
+        pass
 
 
 def _new_temp(p: Path) -> str:
