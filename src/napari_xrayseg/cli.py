@@ -165,7 +165,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     from .core.writer import output_complete
 
     was_complete = bool(a.resume and not a.overwrite and a.out and output_complete(a.out))
-    if a.workers or a.scheduler:
+    if a.workers is not None or a.scheduler:  # --workers 0 is refused there, not run in one process
         from .core.distributed import segment_distributed
 
         if a.verbose == 0:  # the cluster's start and stop (~30 INFO lines) only with -v
@@ -251,10 +251,12 @@ def _predict_many(a: argparse.Namespace) -> int:
     failed = summary.failed
     if failed:
         names = ", ".join(r.name for r in failed[:5]) + (", ..." if len(failed) > 5 else "")
-        raise InputError(
-            f"{len(failed)} of {len(summary.results)} inputs failed ({names}): see the table; "
+        rest = (
             "the others are written, and a rerun skips them"
+            if len(failed) < len(summary.results)
+            else "nothing was written"
         )
+        raise InputError(f"{len(failed)} of {len(summary.results)} inputs failed ({names}): see the table; {rest}")
     return 0
 
 

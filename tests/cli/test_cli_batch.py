@@ -63,9 +63,16 @@ def test_bad_file_exit_code_list_file_and_repeated_image(tmp_path, setup, capsys
     assert _predict("--image", d, "--model", model, "--out", out, "--summary", tmp_path / "s.csv") == 2
     cap = capsys.readouterr()
     assert "error: 1 of 3 inputs failed (broken)" in cap.err and "Traceback" not in cap.err
+    assert "the others are written" in cap.err
     rows = (tmp_path / "s.csv").read_text().splitlines()
     assert [r.split(",")[3] for r in rows[1:]] == ["failed", "done", "done"]
     assert sorted(p.name for p in out.iterdir()) == ["radiograph.tif", "tomo.tif"]
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "broken.tif").write_bytes(b"II*\x00 cut short")
+    assert _predict("--image", bad, "--model", model, "--out", tmp_path / "none") == 2
+    assert "1 of 1 inputs failed (broken): see the table; nothing was written" in capsys.readouterr().err
 
     lst = tmp_path / "todo.txt"
     lst.write_text("scans/tomo.zarr\n# later: scans/radiograph.tif\n")

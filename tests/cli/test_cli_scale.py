@@ -206,6 +206,9 @@ def test_workers_without_distributed_is_one_line(tmp_path, inputs, capsys, monke
     err = capsys.readouterr().err.strip()
     assert "pip install 'napari-xrayseg[distributed]'" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "w.zarr").exists()
+    monkeypatch.delitem(sys.modules, "distributed")
+    assert main(_predict(inp, model, tmp_path / "w.zarr", "--workers", "0")) == 2  # not one process, silently
+    assert "workers 0 must be a positive number" in capsys.readouterr().err
 
 
 def test_disk_full_mid_orthoplane_run_is_one_line_on_stderr(tmp_path, inputs):
