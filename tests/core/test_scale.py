@@ -122,6 +122,8 @@ def test_resume_refuses_another_model_or_settings(tmp_path, vol, tiny_model):
         segment(vol, tiny_model, out=out, resume=True, axis=1, **KW)
     with pytest.raises(InputError, match="different nodata"):
         segment(vol, tiny_model, out=out, resume=True, nodata=0, **KW)
+    with pytest.raises(InputError, match=r"different slab depth \(the slab depth follows .* pass --slab 2\)"):
+        segment(vol, tiny_model, out=out, resume=True, **{**KW, "slab": 4})
     with pytest.raises(InputError, match="need an output"):
         segment(vol, tiny_model, resume=True, **KW)
     # a path that is not our output

@@ -476,9 +476,14 @@ def _check_resumable(path: Path, meta: dict[str, Any]) -> None:
         )
     if diff:
         names = {"model_sha256": "model weights", "slab": "slab depth", "normalization": "normalisation"}
+        slab = (
+            f" (the slab depth follows the image's chunks unless given: pass --slab {old['slab']})"
+            if "slab" in diff and old.get("slab")
+            else ""
+        )
         raise InputError(
             f"cannot resume {path}: it was written with a different "
-            f"{', '.join(names.get(k, k) for k in diff)}; "
+            f"{', '.join(names.get(k, k) for k in diff)}{slab}; "
             "use the same model and settings, or --overwrite to start again"
         )
 
