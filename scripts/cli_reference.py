@@ -34,7 +34,9 @@ imports Qt or napari, so it runs on machines without a display (clusters, CI). I
   output that exists, a full disk, a failed cluster), **3** out of memory (the message names
   `--tile`, `--batch`, `--slab` and `--device cpu`), **4** an input/output error of the
   system (a failing disk or network file system), **130** interrupted (Ctrl-C; `train` then
-  writes the model so far to `--out`, a second Ctrl-C quits without it), **141** when the
+  writes the model so far to `--out`, a second Ctrl-C quits without it), **143** `train`
+  terminated (SIGTERM, as a batch scheduler sends at the time limit: the model so far is
+  written as for Ctrl-C), **141** when the
   reader of a pipe has gone (`xrayseg model-info m.safetensors | head`).
 - Outputs are never overwritten unless `--overwrite` is given; then the new output is
   written beside the old one (`.NAME.xrayseg-new`) and swapped in only when complete, so

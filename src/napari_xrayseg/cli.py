@@ -455,16 +455,22 @@ def _cmd_train(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     token = CancelToken()
     note = f"xrayseg train: stopping; the model so far goes to {a.out} (Ctrl-C again: quit, save nothing)"
+    got: list[int] = []
     try:
-        with _ctrl_c_cancels(token, note):
+        with _ctrl_c_cancels(token, note, got):
             model = _train_run(a, image, labels, two_d, token)
     except Cancelled as e:
         kept = getattr(e, "result", None)
+        term = signal.SIGTERM in got
         if kept is None:  # not one epoch finished
+            if term:
+                print("xrayseg train: terminated before the first epoch finished; nothing was saved", file=sys.stderr)
+                return 143
             raise KeyboardInterrupt from e
         path = save_model(kept, a.out, overwrite=a.overwrite)
-        print(f"xrayseg train: interrupted, {e}: wrote the model so far to {path}", file=sys.stderr)
-        return 130
+        how = "terminated" if term else "interrupted"
+        print(f"xrayseg train: {how}, {e}: wrote the model so far to {path}", file=sys.stderr)
+        return 143 if term else 130
     t = model.info.train
     inputs = f"{len(t['inputs'])} {'2D images' if model.info.two_d else 'volumes'}, " if t.get("inputs") else ""
     print(
@@ -1611,26 +1617,38 @@ def _ctrl_c_held() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _ctrl_c_cancels(token: Any, note: str) -> Iterator[None]:
+def _ctrl_c_cancels(token: Any, note: str, got: list[int] | None = None) -> Iterator[None]:
     """The first Ctrl-C cancels ``token`` (the job stops at its next check and keeps its result), the next quits.
 
-    Only the main thread can set signal handlers; elsewhere the block runs as it is.
+    SIGTERM (what Slurm, PBS and ``timeout`` send at the time limit, before SIGKILL) cancels
+    the same way. The signals received are appended to ``got``. Only the main thread can set
+    signal handlers; elsewhere the block runs as it is.
     """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        yield  # not ours to handle (a thread), or Ctrl-C is ignored (a job started with & in a script)
+    if threading.current_thread() is not threading.main_thread():
+        yield  # not ours to handle
         return
 
     def handler(signum: int, frame: Any) -> None:
+        if got is not None:
+            got.append(signum)
         if token.cancelled:
             raise KeyboardInterrupt
         token.cancel()
-        print(note, file=sys.stderr)
+        print(
+            note if signum == signal.SIGINT else f"{note.split(';')[0]} (terminated);{note.partition(';')[2]}",
+            file=sys.stderr,
+        )
 
-    old = signal.signal(signal.SIGINT, handler)
+    ours = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # ignored: a job started with & in a script
+        ours.append(signal.SIGINT)
+    old = {s: signal.signal(s, handler) for s in ours}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old if old is not None else signal.default_int_handler)
+        for s, h in old.items():
+            default = signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL
+            signal.signal(s, h if h is not None else default)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1639,7 +1657,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Every error is one line on stderr (``xrayseg CMD: error: ...``), never a traceback,
     with a documented exit code: 0 success; 2 an error the user can fix (bad input, an
     existing output, a full disk, an unwritable location, a failed cluster); 3 out of
-    memory; 4 an input/output error of the system; 130 interrupted (also while the
+    memory; 4 an input/output error of the system; 143 ``train`` terminated (SIGTERM: the
+    model so far is written); 130 interrupted (also while the
     parser still imports torch).
 
     Parameters

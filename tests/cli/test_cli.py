@@ -252,8 +252,10 @@ def test_sample_annotate_writes_the_slices_a_user_would_paint(tmp_path, capsys):
     assert not (tmp_path / "t").exists()
 
 
-def test_ctrl_c_during_train_saves_the_model_so_far(tmp_path, monkeypatch, capsys):
-    """The first Ctrl-C stops training at its next step and writes the model so far (exit 130), as Cancel does."""
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_during_train_saves_the_model_so_far(tmp_path, monkeypatch, capsys, sig):
+    """The first Ctrl-C stops training at its next step and writes the model so far (exit 130), as Cancel does;
+    SIGTERM (a batch scheduler's time limit) the same (exit 143): it threw the whole run away."""
     import os
     import signal
 
@@ -266,7 +268,7 @@ def test_ctrl_c_during_train_saves_the_model_so_far(tmp_path, monkeypatch, capsy
     def ctrl_c_at_epoch_2(self, p):
         shown(self, p)
         if p.info.get("epoch") == 2 and "val_dice" in p.info:  # the end of epoch 2
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), getattr(signal, sig))
 
     monkeypatch.setattr(cli._ProgressPrinter, "__call__", ctrl_c_at_epoch_2)
     out = tmp_path / "m.safetensors"
@@ -274,11 +276,14 @@ def test_ctrl_c_during_train_saves_the_model_so_far(tmp_path, monkeypatch, capsy
     argv = ["train", "--image", f"{s}/image.zarr", "--labels", f"{s}/annotations.zarr", "--out", str(out)]
     argv += ["--arch", "unet", "--size", "tiny", "--epochs", "50", "--steps", "2", "--batch", "2", "--patch", "32"]
     capsys.readouterr()
-    assert main(argv) == 130
+    term = sig == "SIGTERM"
+    assert main(argv) == (143 if term else 130)
     err = capsys.readouterr().err
-    assert "the model so far goes to" in err and "interrupted, training cancelled after 2 epochs" in err
+    how = "terminated" if term else "interrupted"
+    assert "the model so far goes to" in err and f"{how}, training cancelled after 2 epochs" in err
     assert len(load_model(out).info.history) == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_resume_of_a_finished_output_says_so(tmp_path, capsys):
