@@ -447,7 +447,7 @@ def _list_file(path: Path) -> list[tuple[Path, Path | None]]:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    from .core.errors import Cancelled
+    from .core.errors import Cancelled, OutputWriteError
     from .core.models import save_model
     from .core.progress import CancelToken
 
@@ -459,6 +459,16 @@ def _cmd_train(a: argparse.Namespace) -> int:
     try:
         with _ctrl_c_cancels(token, note, got):
             model = _train_run(a, image, labels, two_d, token)
+    except OutputWriteError as e:  # trained, then the disk was full: the model rides on the error
+        from .core.models import rescue_model
+
+        trained = getattr(e, "result", None)
+        rescued = rescue_model(trained, a.out) if trained is not None else None
+        if rescued is None:
+            raise
+        raise OutputWriteError(
+            f"{e}; the trained model was saved to {rescued} instead: move it where you want it"
+        ) from e
     except Cancelled as e:
         kept = getattr(e, "result", None)
         term = signal.SIGTERM in got

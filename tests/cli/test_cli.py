@@ -297,3 +297,34 @@ def test_resume_of_a_finished_output_says_so(tmp_path, capsys):
     assert main([*argv, "--resume"]) == 0
     assert "was complete already" in capsys.readouterr().out
     assert main([*argv, "--resume", "--tile", "16"]) == 2  # a finished output is still checked against the run
+
+
+def test_a_full_disk_after_training_rescues_the_model(tmp_path, monkeypatch, capsys):
+    """Training done, its --out on a full disk: the model goes to the temporary folder and the error says where."""
+    import errno
+    import tempfile
+
+    import safetensors.torch
+
+    from napari_xrayseg.core.models import load_model
+
+    assert main(["sample", "--out", str(tmp_path / "s"), "--shape", "6", "32", "32", "--annotate", "2"]) == 0
+    real = safetensors.torch.save_file
+
+    def full_disk_for_out(tensors, filename, metadata=None):
+        if "rescued" not in str(filename):
+            raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk_for_out)
+    (tmp_path / "rescue").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "rescue"))
+    s = tmp_path / "s"
+    argv = ["train", "--image", f"{s}/image.zarr", "--labels", f"{s}/annotations.zarr", "--out", str(tmp_path / "m")]
+    argv += ["--arch", "unet", "--size", "tiny", "--epochs", "1", "--steps", "1", "--batch", "2", "--patch", "32"]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # after the progress lines: the one error line
+    assert err.startswith("xrayseg train: error: no space left on device") and "the trained model was saved to" in err
+    (rescued,) = (tmp_path / "rescue").glob("m-rescued-*.safetensors")
+    assert load_model(rescued).info.trained and not (tmp_path / "m.safetensors").exists()

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import InputError, ModelFileError
+from .errors import InputError, ModelFileError, XraysegError
 from .output import write_file
 from .unet import UNet
 
@@ -983,6 +983,25 @@ def save_model(model: Model, path: str | os.PathLike, *, overwrite: bool = False
     model.path = path
     log.info("saved model to %s", path)
     return path
+
+
+def rescue_model(model: Model, wanted: str | os.PathLike) -> Path | None:
+    """Save a trained model that could not be written to ``wanted`` (a full disk) somewhere else.
+
+    Tries the temporary folder, the home folder and the working folder, under a new name
+    (``NAME-rescued-PID.safetensors``); returns where it went, or None where nothing could
+    be written. Training runs for hours: its result is worth a second place.
+    """
+    import tempfile
+
+    stem = Path(wanted).stem
+    for folder in (Path(tempfile.gettempdir()), Path.home(), Path.cwd()):
+        target = folder / f"{stem}-rescued-{os.getpid()}.safetensors"
+        try:
+            return save_model(model, target)
+        except (XraysegError, OSError):
+            continue
+    return None
 
 
 def _read_header(path: Path) -> dict[str, Any]:
