@@ -29,20 +29,50 @@ _S = SegmentConfig()
 _T = TrainConfig()
 
 
+def _duration(seconds: float) -> str:
+    """``42 s``, ``12 min``, ``3.5 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 class _ProgressPrinter:
-    """Prints progress records to stderr, at most every ``every`` seconds (always the last)."""
+    """Prints progress records to stderr, at most every ``every`` seconds (always the last).
+
+    Each line ends with the time so far and, once the fraction has moved, an estimate of the
+    time left (from the rate since the first record: a resumed run's skipped part is not
+    counted as speed). ``rate`` keeps the last ``voxels_per_s`` a record reported.
+    """
 
     def __init__(self, label: str, every: float = 1.0) -> None:
         self.label, self.every, self._last = label, every, 0.0
         self.tty = sys.stderr.isatty()
+        self._start: tuple[float, float] | None = None  # (time, fraction) of the first record
+        self.rate: float | None = None
+
+    def _times(self, now: float, fraction: float, final: bool) -> str:
+        if self._start is None:
+            self._start = (now, fraction)
+            return ""
+        t0, f0 = self._start
+        elapsed = now - t0
+        if final or fraction <= f0 or elapsed < 2:
+            return f" ({_duration(elapsed)})" if elapsed >= 2 else ""
+        left = elapsed * (1 - fraction) / (fraction - f0)
+        return f" ({_duration(elapsed)}, about {_duration(left)} left)"
 
     def __call__(self, p: Any) -> None:
         now = time.monotonic()
         final = p.step >= p.total
+        if "voxels_per_s" in p.info:
+            self.rate = float(p.info["voxels_per_s"])
+        times = self._times(now, p.fraction, final)
         if not final and now - self._last < self.every and "val_dice" not in p.info:
             return
         self._last = now
-        line = f"{self.label}: [{100 * p.fraction:5.1f}%] {p.message}"
+        line = f"{self.label}: [{100 * p.fraction:5.1f}%] {p.message}{times}"
         if self.tty and not final and "val_dice" not in p.info:
             sys.stderr.write("\r" + line[:150].ljust(150))
         else:
@@ -161,6 +191,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         "nodata": a.nodata,
         "progress": _ProgressPrinter("predict"),
     }
+    printer = kw["progress"]
     t0 = time.perf_counter()
     from .core.writer import output_complete
 
@@ -199,7 +230,9 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     if was_complete:
         print(f"{a.out} was complete already (the same image, model and settings): nothing left to do")
         return 0
-    print(f"wrote labels {shape} ({kind}) to {a.out} ({dt:.1f} s, {nvox / dt / 1e6:.2f} Mvox/s)")
+    # the rate of the slabs this run computed (a resumed run skipped some: total / time overstated it)
+    rate = printer.rate if a.resume and printer.rate else nvox / dt
+    print(f"wrote labels {shape} ({kind}) to {a.out} ({dt:.1f} s, {rate / 1e6:.2f} Mvox/s)")
     if a.confidence:
         from .core.writer import sibling_path
 
@@ -1690,7 +1723,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc = _run(args)
     except KeyboardInterrupt:
         _quiet_asyncio()
-        print(f"{command}: interrupted", file=sys.stderr)
+        image = getattr(args, "image", None) if command == "xrayseg predict" else None
+        one = isinstance(image, str) and getattr(args, "out", None)  # _cmd_predict made it one path
+        hint = " (finished slabs are kept: the same command with --resume continues)" if one else ""
+        print(f"{command}: interrupted{hint}", file=sys.stderr)
         return 130
     if rc != 0:  # the one line is said: what zarr's cut-short writes log as they are collected is noise
         _quiet_asyncio()
@@ -1702,11 +1738,14 @@ def _quiet_asyncio() -> None:
 
     Cut short by an error or Ctrl-C, they print asyncio's "Task was destroyed but it is
     pending!" and "Future exception was never retrieved" (its log), and "Exception ignored in:
-    <coroutine ...>" tracebacks (Python's hook for exceptions nobody can catch): ~2000 lines
-    on a full disk.
+    <coroutine ...>" tracebacks (Python's hook for exceptions nobody can catch) and "coroutine
+    ... was never awaited" warnings: ~2000 lines on a full disk.
     """
+    import warnings
+
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     sys.unraisablehook = lambda _unraisable: None
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
 
 
 def _stdout_closed() -> bool:

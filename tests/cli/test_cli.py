@@ -328,3 +328,38 @@ def test_a_full_disk_after_training_rescues_the_model(tmp_path, monkeypatch, cap
     assert err.startswith("xrayseg train: error: no space left on device") and "the trained model was saved to" in err
     (rescued,) = (tmp_path / "rescue").glob("m-rescued-*.safetensors")
     assert load_model(rescued).info.trained and not (tmp_path / "m.safetensors").exists()
+
+
+def test_progress_lines_say_the_time_so_far_and_left(monkeypatch, capsys):
+    """From the rate since the first record: a resumed run that starts at 50 % is not counted as fast."""
+    from napari_xrayseg import cli
+    from napari_xrayseg.core.progress import Progress
+
+    now = [100.0]
+    monkeypatch.setattr(cli.time, "monotonic", lambda: now[0])
+    pr = cli._ProgressPrinter("predict", every=0)
+    for t, step in ((0, 50), (30, 60), (300, 100)):  # resumed at 50 %: 10 % in 30 s
+        now[0] = 100.0 + t
+        pr(Progress(step, 100, f"slices {step}/100", {"voxels_per_s": 2e6}))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].endswith("slices 50/100")  # nothing to say yet
+    assert lines[1].endswith("slices 60/100 (30 s, about 2 min left)")  # 40 % at 10 % per 30 s
+    assert lines[2].endswith("slices 100/100 (5 min)") and pr.rate == 2e6
+    assert cli._duration(3 * 3600) == "3.0 h"
+
+
+def test_ctrl_c_in_predict_names_resume(tmp_path, monkeypatch, capsys):
+    import napari_xrayseg.core.inference as inference
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).random((3, 32, 32), dtype=np.float32))
+    assert main(["init-model", "--out", str(tmp_path / "m"), "--size", "tiny", "--tile", "32"]) == 0
+    monkeypatch.setattr(inference, "segment", interrupted)
+    argv = ["predict", "--image", str(tmp_path / "v.npy"), "--model", str(tmp_path / "m.safetensors")]
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "o.zarr")]) == 130
+    assert capsys.readouterr().err.strip() == (
+        "xrayseg predict: interrupted (finished slabs are kept: the same command with --resume continues)"
+    )
