@@ -119,6 +119,18 @@ def test_sdist_and_wheel_contents(built):
         members = [m.split("/", 1)[1] for m in tar.getnames() if "/" in m]
     for required in ("pyproject.toml", "README.md", "src/napari_xrayseg/napari.yaml", "src/napari_xrayseg/cli.py"):
         assert required in members, f"{required} missing from the sdist"
+    # packagers run the suite from the sdist: all of it, with the docs and scripts it checks
+    for required in (
+        "tests/conftest.py",
+        "tests/core/test_models.py",
+        "tests/napari/test_widgets.py",
+        "docs/cli.md",
+        "scripts/setup.sh",
+        "scripts/cli_reference.py",
+        "mkdocs.yml",
+        ".ci/constraints.txt",
+    ):
+        assert required in members, f"{required} missing from the sdist"
     assert not [m for m in members if m.startswith((".venv/", ".git/", "build/", "xrayseg-demo/"))]
 
 
