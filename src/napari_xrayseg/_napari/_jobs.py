@@ -351,6 +351,22 @@ class JobWidget(Container):
         self.scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.scroll.setWidget(page)
         outer.addWidget(self.scroll)
+        self._page, self._outer = page, outer
+
+    def pin(self, *widgets: Any) -> None:
+        """Keep ``widgets`` (the run button, the status line) below the scrolled settings, always in view.
+
+        A long form in a short window (napari's default 1089x630) put the run button and the
+        progress below the fold: the user saw neither without scrolling.
+        """
+        inner = self._page.layout()
+        for w in widgets:
+            row = w.native
+            while row.parentWidget() is not None and row.parentWidget() is not self._page:
+                row = row.parentWidget()  # magicgui wraps a labelled widget in a row of its own
+            if row.parentWidget() is self._page:
+                inner.removeWidget(row)
+                self._outer.addWidget(row)
 
     @property
     def _job(self) -> Any:

@@ -129,6 +129,7 @@ class SegmentWidget(JobWidget):
                 self._run,
             ]
         )
+        self.pin(self._run)  # Segment / Cancel in view in a short window
         self._follow_layers(viewer)
         self._voxel.track(self._image.value)
 

@@ -303,11 +303,12 @@ class TrainWidget(JobWidget):
                 self._init,
                 self._out,
                 self._segment_after,
-                self._run,
                 self._status,
                 self.plot,
+                self._run,
             ]
         )
+        self.pin(self._run)  # Train / Cancel in view in a short window (napari's bar shows the progress)
         self._follow_layers(viewer)
         self._on_image(self._image.value)
 
