@@ -13,6 +13,7 @@ napari = pytest.importorskip("napari")
 from napari_xrayseg._napari.segment_widget import SegmentWidget  # noqa: E402
 from napari_xrayseg._napari.train_widget import TrainWidget  # noqa: E402
 from napari_xrayseg.cli import main  # noqa: E402
+from napari_xrayseg.core.errors import InputError  # noqa: E402
 from napari_xrayseg.core.io import read_class_names, read_voxel_size  # noqa: E402
 from napari_xrayseg.core.models import init_model, load_model, save_model  # noqa: E402
 from napari_xrayseg.core.sample import make_phantom  # noqa: E402
@@ -72,6 +73,11 @@ def test_segment_widget_voxel_size_follows_the_layer_into_outputs(
     )
     w = SegmentWidget(viewer)
     assert (w._voxel.z.value, w._voxel.y.value, w._voxel.x.value, w._voxel.unit.value) == (0.5, 0.25, 0.25, "um")
+    layer.scale = (0.0125, 0.0125, 0.0125)  # kept exactly (a spin box showed and used 0.013)
+    assert w._voxel.value() == ((0.0125, 0.0125, 0.0125), "um")
+    w._voxel.x.native.setText("a lot")
+    with pytest.raises(InputError, match="voxel size x is not a positive number"):
+        w._voxel.value()
     layer.scale = (0.4, 0.2, 0.2)  # the fields follow the layer
     assert (w._voxel.z.value, w._voxel.x.value) == (0.4, 0.2)
     w._model_file.value = model_file
