@@ -219,3 +219,24 @@ def test_a_plain_zarr_group_with_one_array_records_nothing_or_its_attributes(tmp
     g["vol"].attrs["voxel_size"] = [5.0, 4.0, 4.0]
     # the array's own, without a unit: taken as um (said), never applied to numbers labelled in voxels
     assert voxel_size_of(open_volume(tmp_path / "g.zarr")) == ((5.0, 4.0, 4.0), "um")
+
+
+def test_api_reads_names_and_takes_paths_as_the_cli_does(tmp_path, model):
+    """evaluate(path) names the phases a predict output records (it said class 1, 2, 3 where the CLI named
+    them); analyze takes a path (it failed with "got shape ()")."""
+    from napari_xrayseg.core.io import open_volume
+    from napari_xrayseg.core.metrics import evaluate
+    from napari_xrayseg.core.microstructure import analyze
+
+    img = _image()
+    out = tmp_path / "seg.zarr"
+    segment(img, model, out=out, voxel_size=0.05, unit="um", **KW)
+    truth = np.asarray(open_volume(out))
+    names = dict(zip(model.info.classes, model.info.class_names))
+    assert evaluate(out, truth).class_names == names
+    assert evaluate(open_volume(out), truth).class_names == names
+    segment(img, model, out=tmp_path / "p.zarr", pyramid=True, **KW)
+    assert evaluate(open_volume(tmp_path / "p.zarr"), truth).class_names == names  # a pyramid level: its group's
+    m = analyze(out, tortuosity=False)
+    assert m.unit == "um" and m.voxel_size == (0.05, 0.05, 0.05)
+    assert m.phases and all(p.name == names[k] for k, p in m.phases.items())

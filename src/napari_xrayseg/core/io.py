@@ -33,6 +33,7 @@ __all__ = [
     "pair_image_folders",
     "read_image_2d",
     "read_block",
+    "class_names_of",
     "read_class_names",
     "read_voxel_size",
     "volume_chunks",
@@ -867,6 +868,21 @@ def _hdf5_voxel_size(dset: Any) -> tuple[list[float], str | None] | None:
             vals = [float(v) for v in np.atleast_1d(holder["voxel_size"])]
             return vals * 3 if len(vals) == 1 else vals, unit
     return None
+
+
+def class_names_of(arr: Any) -> dict[int, str] | None:
+    """Phase names the store behind an opened array records (see :func:`read_class_names`), or None.
+
+    A level of a pyramid group (``labels.zarr/0``) finds the names on its group.
+    """
+    from .output import source_path
+
+    if isinstance(arr, np.ndarray) and not isinstance(arr, np.memmap):
+        return None
+    p = source_path(arr)
+    if p is None or not p.exists():
+        return None
+    return read_class_names(p) or (read_class_names(p.parent) if p.name.isdigit() else None)
 
 
 def read_class_names(path: str | os.PathLike, *, dataset: str | None = None) -> dict[int, str] | None:

@@ -1020,6 +1020,10 @@ def iter_evaluate(
         cancel=cancel,
     )
     report = Report.from_confusion(cm)
+    if class_names is None:  # what the files record, as the CLI reads them (a predict output names its phases)
+        from .io import class_names_of
+
+        class_names = class_names_of(pred) or class_names_of(truth)
     if class_names is not None:
         names = dict(class_names) if isinstance(class_names, dict) else dict(enumerate(class_names, start=1))
         report.class_names = {int(c): str(names[c]) for c in report.classes if c in names}

@@ -1108,9 +1108,14 @@ def iter_analyze(
         found = pick_voxel_size(None, unit, voxel_size_of(labels))  # what the labels' file records
         if found is not None:
             voxel_size, unit = found
+    from .io import class_names_of, open_volume
     from .writer import refuse_unfinished
 
+    if isinstance(labels, (str, os.PathLike)):  # analyze("labels.zarr"), as segment and evaluate take paths
+        labels = open_volume(labels)
     refuse_unfinished(labels, "labels")
+    if class_names is None:  # what the file records (a predict output names its phases)
+        class_names = class_names_of(labels)
     labels = _check_labels(labels)
     spacing = parse_voxel_size(voxel_size, 3)
     if voxel_size is None and unit is not None and normalize_unit(unit) != "voxel":
