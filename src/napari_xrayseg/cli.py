@@ -219,6 +219,12 @@ def _cmd_predict(a: argparse.Namespace) -> int:
             **kw,
         )
     else:
+        from .core.output import check_not_input
+
+        # an image read into memory (PNG, JPEG) has no path the core could see: the output may not replace it
+        for out, option in ((a.out, "--out"), (a.confidence_out, "--confidence-out")):
+            if out is not None:
+                check_not_input(out, [a.image], option=option)
         result = segment(image, a.model, out=a.out, **kw)
     dt = time.perf_counter() - t0
     labels = result[0] if isinstance(result, tuple) else result

@@ -363,3 +363,30 @@ def test_ctrl_c_in_predict_names_resume(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == (
         "xrayseg predict: interrupted (finished slabs are kept: the same command with --resume continues)"
     )
+
+
+def test_overwrite_never_replaces_a_png_input_or_a_folder_that_is_no_zarr_store(tmp_path, capsys):
+    """`predict --out myproject --overwrite` replaced the user's folder (thesis and all) with a zarr array,
+    and an in-memory PNG input was not recognised: `--out scan.png --overwrite` replaced the image."""
+    import imageio.v3 as iio
+
+    assert main(["init-model", "--out", str(tmp_path / "m"), "--size", "tiny", "--tile", "32"]) == 0
+    (tmp_path / "r").mkdir()
+    iio.imwrite(tmp_path / "r" / "scan.png", (np.random.default_rng(0).random((40, 48)) * 255).astype(np.uint8))
+    png = (tmp_path / "r" / "scan.png").read_bytes()
+    (tmp_path / "myproject" / "docs").mkdir(parents=True)
+    (tmp_path / "myproject" / "docs" / "thesis.txt").write_text("years of work")
+    base = ["predict", "--image", str(tmp_path / "r" / "scan.png"), "--model", str(tmp_path / "m.safetensors")]
+    capsys.readouterr()
+    for out, says in (
+        (tmp_path / "r" / "scan.png", "is the input"),
+        (tmp_path / "r", "lies around the input"),
+        (tmp_path / "myproject", "is a folder, not a zarr store (it holds docs"),
+    ):
+        assert main([*base, "--out", str(out), "--overwrite"]) == 2
+        assert says in capsys.readouterr().err
+    assert (tmp_path / "r" / "scan.png").read_bytes() == png
+    assert (tmp_path / "myproject" / "docs" / "thesis.txt").read_text() == "years of work"
+    # a zarr output is replaced as before
+    assert main([*base, "--out", str(tmp_path / "o.zarr")]) == 0
+    assert main([*base, "--out", str(tmp_path / "o.zarr"), "--overwrite"]) == 0

@@ -279,7 +279,9 @@ def build_job(
         labels_claim = conf_claim = None
         norm = None
         if cfg.out is not None:
-            labels_claim = claim(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=reads, hint=resume_hint)
+            labels_claim = claim(
+                cfg.out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=reads, hint=resume_hint, store=True
+            )
             if cfg.confidence is not None:
                 cpath = (
                     cfg.confidence_out
@@ -293,6 +295,7 @@ def build_job(
                     inputs=reads,
                     what="confidence output",
                     option="--confidence-out",
+                    store=True,
                 )
             old = read_output_meta(labels_claim.path) if labels_claim.resume else None
             if old is not None and info.normalization.get("low") is None:

@@ -209,6 +209,7 @@ def claim(
     hint: Callable[[Path], str] | None = None,
     empty_ok: bool = False,
     owns: Iterable[str] | None = None,
+    store: bool = False,
 ) -> Claim:
     """Decide where an output goes; nothing is created or removed until :meth:`Claim.take`.
 
@@ -233,6 +234,9 @@ def claim(
     owns : iterable of str, optional
         The names an output *folder* holds. With ``overwrite`` the old folder is replaced whole,
         so one holding anything else (the user's notes, another tool's files) is refused.
+    store : bool
+        The output is a zarr store: with ``overwrite`` only a zarr store (or an empty folder)
+        is replaced, never a file or a folder of other things (``--out myproject``).
 
     Returns
     -------
@@ -264,6 +268,14 @@ def claim(
     if empty_ok and final.is_dir() and not final.is_symlink() and not any(final.iterdir()):
         return Claim(final, final, False, what, option, reuse=True)
     if overwrite:
+        if store and not _replaceable_store(final):
+            kind = "a folder" if final.is_dir() else "a file"
+            held = sorted(p.name for p in final.iterdir())[:4] if final.is_dir() else []
+            shown = f" (it holds {', '.join(held)}{', ...' if held else ''})" if held else ""
+            raise OutputExistsError(
+                f"{what} {final} is {kind}, not a zarr store{shown}: {option} with --overwrite replaces only a "
+                "zarr store; choose another path"
+            )
         if owns is not None and final.is_dir() and not final.is_symlink():
             ours = set(owns)
             foreign = sorted(p.name for p in final.iterdir() if p.name not in ours)
@@ -278,6 +290,13 @@ def claim(
         return Claim(final, final, True, what, option)
     c = Claim(final, final, False, what, option)
     raise OutputExistsError(_exists(c, hint(final) if hint else ""))
+
+
+def _replaceable_store(path: Path) -> bool:
+    """Whether ``path`` is a zarr store (v2 or v3 metadata at its top) or an empty folder."""
+    if not path.is_dir():
+        return False
+    return any((path / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")) or not any(path.iterdir())
 
 
 def write_file(
