@@ -612,11 +612,21 @@ def _cmd_self_train(a: argparse.Namespace) -> int:
         progress=_ProgressPrinter("self-train"),
     )
     st = model.info.train["self_training"]
-    print(
+    head = (
         f"wrote model to {model.path}: fine-tuned on {100 * st['pseudo_fraction']:.1f} % of the voxels of "
         f"{a.image} (confident pseudo-labels on {st['slices']} slices) in {time.perf_counter() - t0:.0f} s; "
-        "its 'val Dice' is agreement with those pseudo-labels, not accuracy: score it with xrayseg evaluate"
     )
+    if st.get("label_blend_kept") is not None:
+        val, which = model.info.validation
+        print(
+            f"{head}Dice on your annotated slices {_fmt(st['label_dice_before'])} as it was, {_fmt(val)} now: "
+            f"kept {which}"
+        )
+    else:
+        print(
+            f"{head}its 'val Dice' is agreement with those pseudo-labels, not accuracy: score it with xrayseg evaluate "
+            "(or give --labels: a few painted slices score it and keep only what helps)"
+        )
     return 0
 
 
@@ -1551,7 +1561,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", required=True, help="volume to learn from: zarr, TIFF, HDF5 or .npy")
     p.add_argument("--dataset", default=None, help="array name inside the image's zarr group / HDF5 file")
     p.add_argument("--model", required=True, help="trained model file (.safetensors)")
-    p.add_argument("--labels", default=None, help="your annotations of this volume (0 = not annotated), optional")
+    p.add_argument(
+        "--labels",
+        default=None,
+        help="a few painted slices of this volume (0 = not annotated), optional: held out of the self-training, "
+        "they score it and keep only as much of it as helps",
+    )
     p.add_argument("--labels-dataset", default=None, help="array name inside the labels' group / file")
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
     p.add_argument(

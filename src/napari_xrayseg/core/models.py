@@ -778,6 +778,13 @@ class ModelInfo:
         >>> st = {**t, "start_blend_kept": 1, "self_training": {"threshold": 0.9}}
         >>> ModelInfo("unet", {}, [1, 2], ["a", "b"], train=st).validation
         (0.9, 'epoch 5; against its own confident pseudo-labels, not your labels')
+
+        With the user's annotations, they scored it (and chose the blend):
+
+        >>> st["self_training"] |= {"label_blend_kept": 0.3, "label_dice": 0.85}
+        >>> ModelInfo("unet", {}, [1, 2], ["a", "b"], train=st).validation[1]
+        '0.3 x the self-trained weights + 0.7 x the model it started from, on your annotated slices (held out of \
+the self-training)'
         """
         t = self.train or {}
         if t.get("kept") == "average" and t.get("averaged_epochs"):
@@ -790,7 +797,18 @@ class ModelInfo:
             own = t.get("init") not in (None, "pretrained", "auto")  # a model given as init, a round
             start = "the model it started from" if own else "the pretrained start"
             val, which = t.get("val_dice"), f"{which}, {blend:g} x it + {1 - blend:g} x {start}"
-        if t.get("self_training"):  # held-out rows of its own pseudo-labels: agreement, not accuracy
+        st = t.get("self_training")
+        if st and st.get("label_blend_kept") is not None:  # scored on the user's annotations, held out
+            a = st["label_blend_kept"]
+            kept = (
+                "the self-trained weights"
+                if a == 1
+                else "the model as it was"
+                if a == 0
+                else (f"{a:g} x the self-trained weights + {1 - a:g} x the model it started from")
+            )
+            return st.get("label_dice"), f"{kept}, on your annotated slices (held out of the self-training)"
+        if st:  # held-out rows of its own pseudo-labels: agreement, not accuracy
             which += "; against its own confident pseudo-labels, not your labels"
         return val, which
 

@@ -4,10 +4,17 @@ A model segments a volume (or a bounded sub-volume of it) as an orthoplane ensem
 (:func:`~napari_xrayseg.segment` with ``axes="zyx"``, class probabilities averaged over
 the z, y and x passes). Voxels where the ensemble is confident (highest averaged
 probability at least ``threshold``: the three views agree) on evenly spaced slices become
-pseudo-labels, the user's own annotations (if any) overrule them, and the model is
-fine-tuned on them with :func:`~napari_xrayseg.train` (``init=model``). Unsure voxels,
-mostly those on interfaces, stay unannotated, so the masked loss never learns from a
-guess there.
+pseudo-labels, and the model is fine-tuned on them with :func:`~napari_xrayseg.train`
+(``init=model``). Unsure voxels, mostly those on interfaces, stay unannotated, so the
+masked loss never learns from a guess there.
+
+The fine-tuning validates on its own pseudo-labels: agreement, not accuracy. The user's
+annotations (if any) are therefore held out of it and score the result honestly: the
+fine-tuned weights are blended back with the model's (``a * adapted + (1 - a) * model``,
+``a`` of :data:`LABEL_BLENDS`, 0 the model as it was) and the ``a`` whose Dice on the
+annotated slices is best (the smallest within :data:`LABEL_BLEND_MARGIN`) is kept. A QA run
+measured why (a hard second scan, a pretrained-start model): self-training without this lost
+0.019 mean Dice, with the annotations trained on 0.009.
 
 Two uses:
 
@@ -39,6 +46,54 @@ log = logging.getLogger(__name__)
 
 #: Default size bound of the (sub-)volume self-training reads into memory.
 MAX_VOXELS = 1 << 25
+
+#: Shares of the self-trained weights tried against the user's annotations (0: the model as it was).
+LABEL_BLENDS = (0.0, 0.3, 0.5, 0.7, 1.0)
+
+#: The smallest share whose Dice on the user's annotations is within this of the best is kept.
+LABEL_BLEND_MARGIN = 0.001
+
+
+def _blend_on_labels(
+    adapted: Model,
+    original: Model,
+    image: np.ndarray,
+    labels: np.ndarray,
+    axis: int,
+    device: str,
+    cancel: CancelToken | None,
+) -> tuple[float, dict[float, float | None]]:
+    """Keep the share ``a`` of :data:`LABEL_BLENDS` that scores best on the annotated slices of ``labels``.
+
+    The network of ``adapted`` ends up holding the kept blend. Returns ``(a, {a: mean Dice})``.
+    """
+    from .annotation import annotated_slices, predict_slice
+    from .metrics import dice_per_class
+    from .normalize import compute_normalization
+    from .training import _lerp_state, _state
+
+    idx = annotated_slices(labels, axis=axis)
+    truth = np.stack([np.take(labels, i, axis=axis) for i in idx])
+    present = [int(c) for c in np.unique(truth) if c]
+    norm = None if original.info.normalization.get("low") is not None else compute_normalization(image)
+    start, tuned = _state(original), _state(adapted)
+    scores: dict[float, float | None] = {}
+    for a in LABEL_BLENDS:
+        check(cancel)
+        adapted.network.load_state_dict(_lerp_state(start, tuned, a))
+        adapted.network.eval()
+        pred = np.stack([predict_slice(image, adapted, i, axis=axis, device=device, normalization=norm) for i in idx])
+        d = dice_per_class(pred, truth, present)
+        vals = [v for c in present if (v := d.get(c)) is not None and math.isfinite(v)]
+        scores[a] = float(np.mean(vals)) if vals else None
+    valid = {a: v for a, v in scores.items() if v is not None}
+    kept = 1.0
+    if valid:
+        best = max(valid.values())
+        kept = min(a for a, v in valid.items() if v >= best - LABEL_BLEND_MARGIN)
+    adapted.network.load_state_dict(start if kept == 0 else _lerp_state(start, tuned, kept))  # 0: exactly as it was
+    adapted.network.eval()
+    return kept, scores
 
 
 def _region(shape: tuple[int, ...], max_voxels: int) -> tuple[slice, ...]:
@@ -160,15 +215,34 @@ def iter_self_train(
             next(gen)
     except StopIteration as stop:
         pred, conf = stop.value
-    pseudo = pseudo_labels(
-        np.asarray(pred), np.asarray(conf), threshold=float(threshold), slices=slices, axis=axis, annotations=ann
-    )
+    # the user's annotations are held out: they score the result (and choose its blend) below
+    held = ann is not None and bool(np.any(ann))
+    pseudo = pseudo_labels(np.asarray(pred), np.asarray(conf), threshold=float(threshold), slices=slices, axis=axis)
+    if held:
+        pseudo[np.asarray(ann) > 0] = 0  # never learnt from where they score it
+        alone = {int(c) for c in np.unique(pseudo) if c}
+        if alone != set(model.info.classes):  # a class only the user's labels hold: they must teach it
+            log.warning(
+                "self-training: no confident voxel of class %s, so your labels are trained on instead of held out; "
+                "nothing scores the result: check it with xrayseg evaluate",
+                sorted(set(model.info.classes) - alone),
+            )
+            held = False
+            pseudo = pseudo_labels(
+                np.asarray(pred),
+                np.asarray(conf),
+                threshold=float(threshold),
+                slices=slices,
+                axis=axis,
+                annotations=ann,
+            )
     kept = float((pseudo > 0).mean())
     present = sorted(int(c) for c in np.unique(pseudo) if c)
     if present != list(model.info.classes):
         raise InputError(
             f"self-training found confident voxels of classes {present} only, not all of "
-            f"{list(model.info.classes)}: lower threshold (now {threshold}) or annotate a few slices"
+            f"{list(model.info.classes)}: lower threshold (now {threshold}), or fine-tune on painted slices "
+            "(train with init=model, xrayseg train --init MODEL)"
         )
     log.info(
         "self-training on %.1f %% of the voxels of %d slices (threshold %.2f)",
@@ -195,7 +269,7 @@ def iter_self_train(
         batch=train_info.get("batch"),  # None (not recorded): the model's architecture's default
         cancel=cancel,
     )
-    result.info.train["self_training"] = {
+    record = {
         "threshold": float(threshold),
         "slices": slices,
         "region": [[r.start, r.stop] for r in region],
@@ -203,6 +277,24 @@ def iter_self_train(
         "user_labels": labels is not None,
         "from": train_info.get("annotated_slices"),
     }
+    if held:
+        yield Progress(2, 2, "self-training: scoring the blends on your annotated slices")
+        share, scores = _blend_on_labels(result, model, sub, np.asarray(ann), axis, device, cancel)
+        record |= {
+            "label_blend": {f"{a:g}": None if v is None else round(v, 5) for a, v in scores.items()},
+            "label_blend_kept": share,
+            "label_dice": None if scores[share] is None else round(scores[share], 5),
+            "label_dice_before": None if scores[0.0] is None else round(scores[0.0], 5),
+        }
+        log.info(
+            "self-training: Dice on your annotated slices %s as it was, %s self-trained; kept %.2f x it + %.2f x "
+            "the model it started from",
+            scores[0.0],
+            scores[1.0],
+            share,
+            1 - share,
+        )
+    result.info.train["self_training"] = record
     if out_path is not None:
         save_model(result, out_path, overwrite=overwrite)
     return result
@@ -235,8 +327,9 @@ def self_train(
     model : Model or path-like
         A trained model; it is not modified.
     labels : array-like, optional
-        The user's annotations of ``image`` (0 = not annotated); they overrule the
-        pseudo-labels and are learnt from too.
+        The user's annotations of ``image`` (0 = not annotated): held out of the
+        fine-tuning, they score it and choose how much of it to keep (see the module
+        docstring); ``info.train["self_training"]`` records the scores.
     threshold : float
         Highest averaged class probability a voxel needs to become a pseudo-label.
     slices : int
