@@ -44,6 +44,7 @@ import numpy as np
 
 from .errors import InputError, ModelFileError
 from .models import Model, ModelInfo, describe_architecture, load_model, save_model
+from .normalize import CLIP
 from .output import claim, write_file
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
 
@@ -232,6 +233,7 @@ def _preprocessing(info: ModelInfo, volumetric: bool = False) -> list[dict[str, 
         axes = ["channel", "z", "y", "x"] if volumetric else ["channel", "y", "x"]
         kw = {"axes": axes, "min_percentile": p0, "max_percentile": p1}
         steps.append({"id": "scale_range", "kwargs": kw})
+    steps.append({"id": "clip", "kwargs": {"min": CLIP[0], "max": CLIP[1]}})  # as apply_normalization clips
     return steps
 
 

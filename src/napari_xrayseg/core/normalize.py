@@ -180,12 +180,21 @@ def _sample_blocks(image: Any, n: int, max_slices: int) -> list[tuple[int, int, 
     return [(int(i), int(i) + 1, [int(i)]) for i in idx]
 
 
+#: Normalised values are clipped to this range: one range width beyond each bound. Values there
+#: are kept as they are (a phase brighter than the 99.5th percentile stays brighter than all
+#: others); a hot pixel is not: one pixel at 65535 in a scan of 1000-3040 (31.6 normalised)
+#: changed 2333 of 12288 labels of a radiograph through the network's receptive field (Dice
+#: 0.931 to 0.695, a QA run), clipped it changes none beyond its own neighbourhood.
+CLIP = (-1.0, 2.0)
+
+
 def apply_normalization(x: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
-    """Map ``low`` to 0 and ``high`` to 1 (float32; values outside are kept, not clipped)."""
+    """Map ``low`` to 0 and ``high`` to 1 (float32), clipped to :data:`CLIP` (NaN stays NaN)."""
     lo, hi = float(norm["low"]), float(norm["high"])
     out = np.asarray(x, dtype=np.float32)
     out = out - np.float32(lo)
     out *= np.float32(1.0 / (hi - lo))
+    np.clip(out, np.float32(CLIP[0]), np.float32(CLIP[1]), out=out)
     return out
 
 
