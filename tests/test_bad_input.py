@@ -1095,3 +1095,14 @@ def test_chunks_zarr_left_out_are_read_as_its_fill_value_and_said(d: Path, tmp_p
     with caplog.at_level("WARNING", logger="napari_xrayseg"):
         segment(open_volume(d / "holey.zarr"), d / "m.safetensors", device="cpu")  # a copy that lost one
     assert "check that the copy is complete" in caplog.text
+
+
+def test_a_tiff_of_2d_images_of_different_sizes_is_refused(tmp_path: Path):
+    """Such a file (PIL's save_all, TiffWriter one page at a time) was read as its first image alone, exit 0."""
+    import tifffile
+
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as w:
+        w.write(np.zeros((64, 80), np.uint8))
+        w.write(np.zeros((32, 40), np.uint8))
+    with pytest.raises(InputError, match=r"holds 2 images of different sizes \(64x80, 32x40\): save each"):
+        open_volume(tmp_path / "pages.tif")

@@ -164,6 +164,14 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     if len(a.image) > 1 or a.format is not None or a.summary is not None or is_collection(a.image[0]):
         return _predict_many(a)
     a.image = a.image[0]
+    if a.out is not None and Path(a.out).suffix.lower() in (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".h5"):
+        from .core.errors import InputError
+
+        # a folder of that name would hold a zarr store, which no image reader opens
+        raise InputError(
+            f"--out {a.out}: one input's labels are written as a zarr store: name it "
+            f"{Path(a.out).with_suffix('.zarr')} (label files as TIFF: --format tiff with a folder as --out)"
+        )
     if a.rgb is not None:
         from .core.io import open_image
 
@@ -469,7 +477,7 @@ def _list_file(path: Path) -> list[tuple[Path, Path | None]]:
     from .core.errors import InputError
 
     pairs: list[tuple[Path, Path | None]] = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):  # a BOM (Notepad) is no path
         line = line.strip()
         if not line or line.startswith("#"):
             continue

@@ -390,3 +390,14 @@ def test_overwrite_never_replaces_a_png_input_or_a_folder_that_is_no_zarr_store(
     # a zarr output is replaced as before
     assert main([*base, "--out", str(tmp_path / "o.zarr")]) == 0
     assert main([*base, "--out", str(tmp_path / "o.zarr"), "--overwrite"]) == 0
+
+
+def test_a_single_output_named_as_an_image_file_is_refused(tmp_path, capsys):
+    """`--out pred.tif` wrote a zarr folder named pred.tif that no image reader (nor evaluate) opened."""
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).random((3, 32, 32), dtype=np.float32))
+    assert main(["init-model", "--out", str(tmp_path / "m"), "--size", "tiny", "--tile", "32"]) == 0
+    argv = ["predict", "--image", str(tmp_path / "v.npy"), "--model", str(tmp_path / "m.safetensors")]
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "pred.tif")]) == 2
+    assert "name it " + str(tmp_path / "pred.zarr") in capsys.readouterr().err
+    assert not (tmp_path / "pred.tif").exists()

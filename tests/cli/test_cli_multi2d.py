@@ -35,6 +35,8 @@ def folders(tmp_path):
 
 def test_train_folder_pair_2d(folders, tmp_path, capsys):
     img, lab = folders
+    for d in (img, lab):  # what macOS leaves beside each file it copies to another disk: not an image
+        (d / "._cxr00.png").write_bytes(b"\x00\x05\x16\x07junk")
     out = tmp_path / "M.safetensors"
     # the form scripts rely on (plus small-network options so the test is quick)
     argv = ["train", "--image", str(img), "--labels", str(lab), "--2d", "--minutes", "0.05", "--out", str(out)]
@@ -71,7 +73,8 @@ def test_train_repeated_pairs_and_list_file(tmp_path, capsys):
     assert m.info.train["inputs"] == [[6, 64, 64], [4, 48, 72]] and not m.info.two_d
     assert "2 volumes" in capsys.readouterr().out
     # a list file: IMAGE LABELS per line, relative to the list; a line without labels is skipped
-    (tmp_path / "pairs.txt").write_text("# training set\na.npy\tla.npy\nb.npy lb.npy\n\na.npy\n")
+    # (saved by Windows Notepad: a byte-order mark first)
+    (tmp_path / "pairs.txt").write_text("\ufeff# training set\na.npy\tla.npy\nb.npy lb.npy\n\na.npy\n")
     assert main([*argv, "--image", str(tmp_path / "pairs.txt"), "--out", str(tmp_path / "l")]) == 0
     assert load_model(tmp_path / "l.safetensors").info.train["inputs"] == [[6, 64, 64], [4, 48, 72]]
     # a stack of unrelated images declared 2D

@@ -311,7 +311,7 @@ def collect_inputs(specs: Iterable[str | os.PathLike]) -> list[str]:
                 raise InputError(f"folder {p} holds no images ({', '.join(INPUT_SUFFIXES)}): check the path")
             out += found
         elif p.is_file() and p.suffix.lower() in LIST_SUFFIXES:
-            lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+            lines = [ln.strip() for ln in p.read_text(encoding="utf-8-sig").splitlines()]
             entries = [ln for ln in lines if ln and not ln.startswith("#")]
             if not entries:
                 raise InputError(f"list file {p} names no inputs: write one path per line")

@@ -237,6 +237,15 @@ def _open_tiff_pages(p: Path) -> Any:
         tif.close()  # pages written one by one (one series each): read them as one stack
         tif = tifffile.TiffFile(str(p), is_shaped=False)
         series = tif.series
+    elif len(series) > 1:
+        shapes = ", ".join("x".join(map(str, s.shape)) for s in series[:4]) + (", ..." if len(series) > 4 else "")
+        if all(len(s.shape) == 2 for s in series):  # 2D images of different sizes: only the first was read
+            tif.close()
+            raise InputError(
+                f"{p} holds {len(series)} images of different sizes ({shapes}): save each as its own file "
+                "and give the folder (independent 2D images are segmented and trained on one by one)"
+            )
+        log.warning("%s holds %d images (%s): reading the first, %s", p, len(series), shapes, series[0].shape)
     first = series[0]
     axes, shape = first.axes, tuple(first.shape)
     photometric = tif.pages[0].photometric
@@ -382,6 +391,9 @@ def _tiff_is_2d(p: Path) -> bool:
 def image_files(folder: str | os.PathLike) -> list[Path]:
     """The 2D image files (:data:`IMAGE_2D_SUFFIXES`) directly inside ``folder``, sorted by name.
 
+    Hidden files are left out, as ``predict`` leaves them out of a folder: macOS writes a
+    ``._NAME.png`` beside each file it copies to another disk, which is no image.
+
     Raises
     ------
     InputError
@@ -390,7 +402,9 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
     d = Path(folder)
     if not d.is_dir():
         raise InputError(f"{d} is not a folder: give a folder of 2D image files")
-    files = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_2D_SUFFIXES)
+    files = sorted(
+        f for f in d.iterdir() if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_2D_SUFFIXES
+    )
     if not files:
         raise InputError(f"folder {d} holds no 2D image files ({', '.join(IMAGE_2D_SUFFIXES)})")
     return files
@@ -401,7 +415,7 @@ def is_image_folder(path: str | os.PathLike) -> bool:
     d = Path(path)
     if not d.is_dir() or any((d / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")):
         return False
-    return any(f.suffix.lower() in IMAGE_2D_SUFFIXES for f in d.iterdir() if f.is_file())
+    return any(f.suffix.lower() in IMAGE_2D_SUFFIXES for f in d.iterdir() if f.is_file() and f.name[:1] != ".")
 
 
 def pair_image_folders(images: str | os.PathLike, labels: str | os.PathLike) -> list[tuple[Path, Path | None]]:
