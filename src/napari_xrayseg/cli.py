@@ -1747,7 +1747,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _ctrl_c_held():
             parser = build_parser()  # imports torch: Ctrl-C is held until it is done
-        args = parser.parse_args(argv)
+        args = _expand_home(parser.parse_args(argv))
         command = f"xrayseg {args.command}"
         rc = _run(args)
     except KeyboardInterrupt:
@@ -1760,6 +1760,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rc != 0:  # the one line is said: what zarr's cut-short writes log as they are collected is noise
         _quiet_asyncio()
     return rc
+
+
+def _expand_home(args: argparse.Namespace) -> argparse.Namespace:
+    """``~/x.zarr`` where the shell left the ``~`` (``--out=~/x``, a quoted path) means the home folder.
+
+    Left as it was, it made a folder named ``~`` in the working folder (which ``rm -rf ~``
+    would then "clean up"), and inputs "did not exist".
+    """
+    for k, v in vars(args).items():
+        if isinstance(v, str) and v.startswith("~"):
+            setattr(args, k, os.path.expanduser(v))
+        elif isinstance(v, list) and any(isinstance(x, str) and x.startswith("~") for x in v):
+            setattr(args, k, [os.path.expanduser(x) if isinstance(x, str) else x for x in v])
+    return args
 
 
 def _quiet_asyncio() -> None:

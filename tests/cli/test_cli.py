@@ -401,3 +401,14 @@ def test_a_single_output_named_as_an_image_file_is_refused(tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "pred.tif")]) == 2
     assert "name it " + str(tmp_path / "pred.zarr") in capsys.readouterr().err
     assert not (tmp_path / "pred.tif").exists()
+
+
+def test_a_tilde_the_shell_left_means_home(tmp_path, monkeypatch, capsys):
+    """`--out=~/x.zarr` (or a quoted path): the shell does not expand it; a folder named `~` appeared."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "home" / "v.npy", np.random.default_rng(0).random((3, 32, 32), dtype=np.float32))
+    assert main(["init-model", "--out=~/m", "--size", "tiny", "--tile", "32"]) == 0
+    assert main(["predict", "--image", "~/v.npy", "--model", "~/m.safetensors", "--out=~/o.zarr"]) == 0
+    assert (tmp_path / "home" / "o.zarr").is_dir() and not (tmp_path / "~").exists()
