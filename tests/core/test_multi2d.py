@@ -241,3 +241,18 @@ def test_multichannel_training_and_segmenting(slices, tmp_path):
     m2 = train(rgb, [truth[i] for i in range(6)], channel_axis=0, **FAST)
     assert m2.info.two_d and m2.info.channels == 3 and m2.info.in_channels == 3
     assert segment(rgb[0], m2, device="cpu").shape == (64, 64)
+
+
+def test_a_planar_rgb_tiff_reads_as_a_contiguous_one(tmp_path):
+    """tifffile writes a 3xYxX stack as planar RGB by default: rgb='luminance' refused it as "not one 2D image"."""
+    import tifffile
+
+    from napari_xrayseg.core.io import read_image_2d
+
+    a = (np.random.default_rng(0).random((3, 40, 50)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "planar.tif", a, photometric="rgb", planarconfig="separate")
+    tifffile.imwrite(tmp_path / "contig.tif", np.moveaxis(a, 0, -1), photometric="rgb")
+    for mode in ("luminance", "channels"):
+        np.testing.assert_array_equal(
+            read_image_2d(tmp_path / "planar.tif", rgb=mode), read_image_2d(tmp_path / "contig.tif", rgb=mode)
+        )

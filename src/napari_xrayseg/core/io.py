@@ -313,8 +313,11 @@ def read_image_2d(path: str | os.PathLike, *, rgb: str | None = None) -> np.ndar
 
             with tifffile.TiffFile(str(p)) as tif:
                 photometric = tif.pages[0].photometric
+                planar = tif.pages[0].planarconfig == tifffile.PLANARCONFIG.SEPARATE
                 a = tif.asarray()
             colour = photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
+            if colour and planar and a.ndim == 3 and a.shape[0] in (3, 4):  # colour planes first: as PNG's, last
+                a = np.moveaxis(a, 0, -1)
         else:
             import imageio.v3 as iio
 
