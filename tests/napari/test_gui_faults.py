@@ -114,24 +114,6 @@ def test_deleting_the_widget_during_a_job_cancels_it(make_napari_viewer, qtbot, 
     qtbot.waitUntil(lambda: not _read_threads() and _idle_pool(), timeout=5_000)
 
 
-def test_closing_napari_during_training_writes_nothing(make_napari_viewer, qtbot, tmp_path):
-    viewer = make_napari_viewer()
-    image, truth = make_phantom((4, 64, 64), seed=1, artefacts=False)
-    ann = np.zeros_like(truth)
-    ann[[0, 2]] = truth[[0, 2]]
-    viewer.add_image(image, name="img")
-    viewer.add_labels(ann, name="painted")
-    w = TrainWidget(viewer)
-    w._size.value, w._epochs.value, w._batch.value, w._patch.value = "tiny", 10_000, 1, 16
-    w._device.value, w._out.value = "cpu", tmp_path / "m.safetensors"
-    w._run.clicked.emit()
-    assert w.runner.running
-    viewer.close()
-    qtbot.waitUntil(lambda: not w.runner.running, timeout=10_000)
-    assert not (tmp_path / "m.safetensors").exists()
-    qtbot.waitUntil(_idle_pool, timeout=5_000)
-
-
 def _training(viewer, tmp_path):
     image, truth = make_phantom((4, 64, 64), seed=1, artefacts=False)
     ann = np.zeros_like(truth)
@@ -142,6 +124,17 @@ def _training(viewer, tmp_path):
     w._size.value, w._epochs.value, w._batch.value, w._patch.value = "tiny", 10_000, 1, 16
     w._device.value, w._out.value = "cpu", tmp_path / "m.safetensors"
     return w
+
+
+def test_closing_napari_before_the_first_epoch_writes_nothing(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    w = _training(viewer, tmp_path)
+    w._run.clicked.emit()
+    assert w.runner.running
+    viewer.close()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=10_000)
+    assert not (tmp_path / "m.safetensors").exists()
+    qtbot.waitUntil(_idle_pool, timeout=5_000)
 
 
 @pytest.mark.parametrize("how", ["dock x", "napari closed"])
