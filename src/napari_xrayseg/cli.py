@@ -394,13 +394,13 @@ def _cmd_loop_study(a: argparse.Namespace) -> int:
 
 
 def _cmd_suggest(a: argparse.Namespace) -> int:
-    from .core.annotation import suggest_slices
+    from .core.annotation import rank_slices
     from .core.io import open_volume
     from .core.normalize import mark_missing
 
     image = mark_missing(open_volume(a.image, dataset=a.dataset), a.nodata)
     labels = open_volume(a.labels, dataset=a.labels_dataset) if a.labels else None
-    picks = suggest_slices(
+    ranking = rank_slices(
         image,
         a.model,
         labels,
@@ -413,6 +413,7 @@ def _cmd_suggest(a: argparse.Namespace) -> int:
         device=a.device,
         progress=_ProgressPrinter("suggest"),
     )
+    picks = ranking.suggested
     if not picks:
         print(
             f"xrayseg suggest: every slice along axis {a.axis} already holds annotations: nothing to suggest "
@@ -424,6 +425,13 @@ def _cmd_suggest(a: argparse.Namespace) -> int:
     print(f"xrayseg suggest: annotate these slices along axis {a.axis} next, best first{fewer}:", file=sys.stderr)
     for i in picks:
         print(i)  # stdout: one index a line, for scripts
+    gaps = [s for s, why in zip(picks, ranking.reasons) if why == "gap"]
+    if gaps:  # said on stderr: the indices stay the only output
+        print(
+            f"xrayseg suggest: {', '.join(map(str, gaps))}: no slice's score stands out there, so the middle of the "
+            "widest gap between annotated slices",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -40,7 +40,9 @@ def test_suggest_prints_indices_best_first_never_annotated(files, capsys):
     got = [int(x) for x in capsys.readouterr().out.split()]
     assert got == suggest_slices(image, model, ann, count=3, device="cpu", margin=0)
     assert main([*argv, "--labels", str(d / "ann.npy"), "--count", "3", "--margin", "1e9"]) == 0
-    assert [int(x) for x in capsys.readouterr().out.split()] == [4, 8, 0]  # the middles of the widest gaps
+    cap = capsys.readouterr()
+    assert [int(x) for x in cap.out.split()] == [4, 8, 0]  # the middles of the widest gaps, and said so
+    assert "4, 8, 0: no slice's score stands out there, so the middle of the widest gap" in cap.err
     assert main([*argv, "--margin", "-1"]) == 2
     assert "margin -1.0 must be a number >= 0" in capsys.readouterr().err
     assert main([*argv, "--axis", "2", "--count", "3"]) == 0
