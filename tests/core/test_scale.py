@@ -481,3 +481,20 @@ def test_an_owned_cluster_closes_only_once_its_workers_are_idle():
             raise RuntimeError("client is closed")
 
     _settle(Closed())  # nothing to wait for: no error
+
+
+def test_an_orthoplane_run_without_room_for_its_passes_is_refused_before_it_starts(
+    tmp_path, vol, tiny_model, monkeypatch
+):
+    """The earlier passes' probabilities stay inside the output until the run ends (12 B a voxel for three
+    classes and axes): a full disk hours in is now a message before anything is written."""
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+    out = tmp_path / "o.zarr"
+    with pytest.raises(InputError, match=r"keeps its earlier passes' class probabilities .* 0.0 GB are free"):
+        segment(vol, tiny_model, out=out, axes="zyx", **KW)
+    assert not out.exists()
+    segment(vol, tiny_model, out=out, **KW)  # one axis keeps no probabilities: not refused

@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -338,6 +339,8 @@ def build_job(
         )
     writer: StoreWriter | MemoryWriter
     if labels_claim is not None:
+        if not labels_claim.resume:
+            _check_scratch_space(labels_claim.final, p0.shape, len(plans), len(model.info.classes))
         writer = StoreWriter.open(
             labels_claim,
             conf_claim,
@@ -353,6 +356,35 @@ def build_job(
             p0.shape, classes=len(model.info.classes), passes=len(plans), confidence=cfg.confidence is not None
         )
     return SegmentJob(image, plans, merger, writer, cfg, predictor)
+
+
+def _check_scratch_space(out: Path, shape: tuple[int, ...], passes: int, classes: int) -> None:
+    """Refuse an orthoplane run whose output's disk cannot hold its earlier passes' probabilities.
+
+    Each pass before the last keeps float16 probabilities of every class inside the output until
+    the run ends (about 12 bytes a voxel for three classes and axes: 120 GB for 10^10 voxels);
+    without this check a run failed on a full disk hours in (it resumes, but the space is still
+    missing).
+    """
+    import shutil
+
+    if passes < 2:
+        return
+    voxels = math.prod(int(n) for n in shape)
+    need = (passes - 1) * classes * 2 * voxels + voxels  # the passes' float16 probabilities, the labels
+    where = Path(os.path.abspath(out)).parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:  # cannot tell: go on
+        return
+    if free < need:
+        raise InputError(
+            f"{out}: an orthoplane run of {voxels:,} voxels keeps its earlier passes' class probabilities until it "
+            f"ends, about {need / 1e9:.1f} GB, and {free / 1e9:.1f} GB are free there: free space, choose another "
+            "--out, or segment along one axis"
+        )
 
 
 class LocalExecutor:
