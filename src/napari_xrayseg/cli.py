@@ -965,7 +965,9 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         from .core.figures import save_figures
 
         image = open_volume(a.image) if a.image else None
-        for f in save_figures(report, image, pred, truth, a.figures, axis=a.axis, overwrite=a.overwrite):
+        vox = _voxel_size(a, a.pred, a.pred_dataset)  # --voxel-size, else the prediction's file's
+        kw = {"voxel_size": vox[0], "unit": vox[1]} if vox is not None and vox[1] != "voxel" else {}
+        for f in save_figures(report, image, pred, truth, a.figures, axis=a.axis, overwrite=a.overwrite, **kw):
             print(f"wrote {f}")
     return 0
 

@@ -190,8 +190,8 @@ def test_save_figures_collage_shows_annotated_slices(trio, tmp_path):
     fig_dir = tmp_path / "f"
     save_figures(evaluate(pred, sparse), image, pred, sparse, fig_dir, n=4)
     _non_blank(fig_dir / "collage.png")
-    # only slice 4 carries annotations, so the collage has one row
-    assert imread(fig_dir / "collage.png").shape[0] < 400
+    # only slice 4 carries annotations, so the collage has one row (at 150 dpi: one 3-inch panel and titles)
+    assert imread(fig_dir / "collage.png").shape[0] < 600
 
 
 def test_error_map_codes_numpy_and_lazy(trio, tmp_path):
@@ -229,3 +229,48 @@ def test_figures_name_the_phases():
     fig = collage(None, p, t, class_names=names)
     texts = {x.get_text() for ax in fig.axes if ax.get_legend() for x in ax.get_legend().get_texts()}
     assert texts == {"pore", "nickel"}
+
+
+def test_collage_draws_pixels_to_scale_and_names_positions(tmp_path):
+    """A y slice of voxels 0.1 x 0.02 x 0.02 um was drawn 5 times too flat, with no axis names; the overlay
+    title promised interface lines that are drawn only without raw data."""
+    rng = np.random.default_rng(0)
+    lab = rng.integers(1, 4, (20, 64, 200)).astype(np.uint8)
+    img = lab.astype(np.float32)
+    fig = collage(img, lab, lab, axis=1, slices=[12], voxel_size=(0.1, 0.02, 0.02), unit="um")
+    panel = fig.axes[0]
+    assert panel.get_ylabel() == "y = 12 (0.24 um)"
+    assert panel.get_aspect() == pytest.approx(5.0)  # a row is 5 times a column's width
+    assert "z down, x across" in fig._suptitle.get_text() and "to scale" in fig._suptitle.get_text()
+    assert "dark lines" not in fig.axes[2].get_title()
+    fig2 = collage(None, lab, lab, axis=0, slices=[3])
+    assert "dark lines: true interfaces" in fig2.axes[2].get_title()
+    # a big slice gets a big panel: about one figure pixel per voxel, so one-voxel errors stay visible
+    big = np.ones((1, 1024, 1024), np.uint8)
+    fig3 = collage(None, big, big, slices=[0])
+    assert fig3.get_size_inches()[0] * fig3.dpi >= 3 * 1024
+
+
+def test_training_curves_name_and_colour_the_phases_and_mark_the_kept_weights():
+    """The demo passed a bare history: classes were "class 1/2/3" in matplotlib's colours, and the star
+    marked a best epoch the model did not keep (it kept an average)."""
+    from types import SimpleNamespace
+
+    from napari_xrayseg.core.units import LABEL_COLORS
+
+    hist = [
+        {"epoch": e, "loss": 1 / e, "val_dice": 0.5 + e / 40, "val_dice_per_class": [0.6, 0.5, 0.4]}
+        for e in range(1, 9)
+    ]
+    info = SimpleNamespace(
+        history=hist,
+        classes=[1, 2, 3],
+        class_names=["pore", "nickel", "YSZ"],
+        train={"kept": "average", "averaged_epochs": [5, 8]},
+    )
+    fig = training_curves(SimpleNamespace(info=info))
+    ax = fig.axes[1]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert {"pore", "nickel", "YSZ", "mean", "best epoch"} <= set(lines)
+    assert tuple(lines["pore"].get_color()[:3]) == pytest.approx(tuple(LABEL_COLORS[0][:3]))
+    assert "kept: the average of these epochs" in [t.get_text() for t in ax.get_legend().get_texts()]

@@ -132,7 +132,7 @@ def run_demo(
     if save_figures is not None:
         figures = [
             str(outdir / p.relative_to(work))
-            for p in save_figures(report, image, labels, truth, work / "figures", axis=0, history=model.info.history)
+            for p in save_figures(report, image, labels, truth, work / "figures", axis=0, history=model)
         ]
     names = dict(zip(model.info.classes, model.info.class_names))
     summary = {

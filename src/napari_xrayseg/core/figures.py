@@ -60,13 +60,17 @@ OVERLAY_COLORS = {
 #: Values of :func:`error_map` (0 = correct or not annotated), same meaning as the colours.
 ERROR_CODES = {"wrong": 1, "missed": 2}
 _ALPHA = {"correct": 0.30, "wrong": 0.70, "missed": 0.70}
-_OVERLAY_TITLE = "overlay: green correct, red wrong,\nblue missed, grey not annotated,\ndark lines: true interfaces"
+_OVERLAY_TITLE = "overlay: green correct, red wrong,\nblue missed, grey not annotated"
+_LINES = ",\ndark lines: true interfaces"  # drawn only without raw data (on neutral grey)
 
 #: Label colours (label 1 = first colour, cycling; 0 = black): napari's, as in the viewer and the files.
 _PALETTE = np.array(LABEL_COLORS)
 
 _PANEL_INCHES = 3.0
-_DPI = 100
+#: Panels grow with the slice up to this (inches): at :data:`_DPI` a slice keeps about one figure pixel per
+#: voxel up to ~1200 voxels, so a one-voxel error line is not lost when the panel is drawn smaller.
+_PANEL_MAX_INCHES = 8.0
+_DPI = 150
 
 
 # --------------------------------------------------------------------------- helpers
@@ -260,6 +264,8 @@ def collage(
     overwrite: bool = False,
     figure: Figure | None = None,
     class_names: Mapping[int, str] | None = None,
+    voxel_size: Sequence[float] | None = None,
+    unit: str | None = None,
 ) -> Figure:
     """Draw raw data, prediction and an agreement overlay for a few slices.
 
@@ -296,6 +302,12 @@ def collage(
         Draw into this figure (cleared first) instead of a new one.
     class_names : mapping, optional
         ``{label: name}`` for the legend (default: ``"class N"``).
+    voxel_size : sequence of float, optional
+        (z, y, x) voxel size (or (y, x)): pixels are drawn with their physical aspect (a y slice
+        of voxels 5 times deeper than wide is 5 times taller per row) and the rows name the
+        slice's position in ``unit``.
+    unit : str, optional
+        Unit of ``voxel_size``, for the row names.
 
     Returns
     -------
@@ -366,11 +378,15 @@ def collage(
         columns.append("truth")
     columns += ["prediction", "overlay"]
     h, w = rows[0]["pred"].shape
-    aspect = h / max(w, 1)
+    plane = [d for d in range(ndim) if d != axis] if ndim == 3 else [0, 1]
+    vox = tuple(float(v) for v in voxel_size)[-ndim:] if voxel_size is not None else None
+    pixel = vox[plane[0]] / vox[plane[1]] if vox else 1.0  # a pixel's height / width, physically
+    aspect = h * pixel / max(w, 1)
     ncols = len(columns)
+    panel = min(_PANEL_MAX_INCHES, max(_PANEL_INCHES, w / _DPI))
     fig = _new_figure(
         figure,
-        (_PANEL_INCHES * ncols, max(1.5, _PANEL_INCHES * aspect) * len(rows) + 0.4),
+        (panel * ncols, max(1.2, panel * aspect + 0.45) * len(rows) + 0.8),  # + each row's caption, the titles
     )
     axes = fig.subplots(len(rows), ncols, squeeze=False)
     present: set[int] = set()
@@ -382,37 +398,45 @@ def collage(
             ax = axes[i, j]
             ax.set_xticks([])
             ax.set_yticks([])
+            show = {"interpolation": "nearest", "aspect": pixel}
             if col == "raw":
-                ax.imshow(r["raw"], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+                ax.imshow(r["raw"], cmap="gray", vmin=lo, vmax=hi, **show)
                 title = "raw"
             elif col == "truth":
                 present.update(int(v) for v in np.unique(t) if v > 0)
-                ax.imshow(_label_rgb(t), interpolation="nearest")
+                ax.imshow(_label_rgb(t), **show)
                 title = "truth (black = 0)"
             elif col == "prediction":
-                ax.imshow(_label_rgb(p), interpolation="nearest")
+                ax.imshow(_label_rgb(p), **show)
                 title = "prediction"
             else:
                 if t is not None:
                     if r["raw"] is None:  # no raw data: draw the truth's boundaries for context
                         base[_boundaries(t)] = 0.2
                     masks = _agreement(p, t, ignore_zero)
-                    ax.imshow(_blend(base, masks), interpolation="nearest")
+                    ax.imshow(_blend(base, masks), **show)
                     n_counted = int(sum(m.sum() for m in masks.values()))
                     if n_counted:
                         acc = masks["correct"].sum() / n_counted
                         ax.set_xlabel(f"accuracy {acc:.3f} on {n_counted} px", fontsize=8)
                     else:
                         ax.set_xlabel("no annotated pixel in this slice", fontsize=8)
-                    title = _OVERLAY_TITLE
+                    title = _OVERLAY_TITLE + (_LINES if r["raw"] is None else "")
                 else:
                     rgb = 0.6 * base + 0.4 * _label_rgb(p)
                     rgb[_boundaries(p)] = OVERLAY_COLORS["wrong"]
-                    ax.imshow(rgb, interpolation="nearest")
+                    ax.imshow(rgb, **show)
                     title = "overlay: prediction on raw,\nclass boundaries red"
             if i == 0:
                 ax.set_title(title, fontsize=9)
-        axes[i, 0].set_ylabel(f"slice {r['k']} (axis {axis})" if ndim == 3 else "2D image")
+        axes[i, 0].set_ylabel(_row_name(r["k"], axis, ndim, vox, unit), fontsize=9)
+    if ndim == 3:  # which axes the panels show: rows down, columns across
+        names = "zyx"
+        fig.suptitle(
+            f"slices along {names[axis]}: {names[plane[0]]} down, {names[plane[1]]} across"
+            + (f" (pixels drawn to scale, {' x '.join(f'{v:g}' for v in vox)} {unit or ''})".rstrip() if vox else ""),
+            fontsize=9,
+        )
     if present:
         names = dict(class_names or {})
         handles = [Patch(color=_label_color(c), label=names.get(c, f"class {c}")) for c in sorted(present)[:10]]
@@ -422,6 +446,14 @@ def collage(
 
 
 # --------------------------------------------------------------------------- error map
+
+
+def _row_name(k: int, axis: int, ndim: int, vox: tuple[float, ...] | None, unit: str | None) -> str:
+    """``z = 12`` (and its position, ``(1.2 um)``, with a voxel size), or ``2D image``."""
+    if ndim != 3:
+        return "2D image"
+    where = f" ({k * vox[axis]:.4g} {unit or ''})".replace(" )", ")") if vox else ""
+    return f"{'zyx'[axis]} = {k}{where}"
 
 
 def error_map(pred: Any, truth: Any, *, ignore_zero: bool = True) -> Any:
@@ -489,7 +521,7 @@ def error_map(pred: Any, truth: Any, *, ignore_zero: bool = True) -> Any:
 
 def _history_source(
     history: Any,
-) -> tuple[list[dict[str, Any]], list[int] | None, list[str] | None]:
+) -> tuple[list[dict[str, Any]], list[int] | None, list[str] | None, dict[str, Any]]:
     info = None
     if isinstance(history, (str, os.PathLike)):
         from .models import read_model_info
@@ -503,9 +535,9 @@ def _history_source(
         records = list(info.history)
         classes = list(getattr(info, "classes", []) or []) or None
         names = list(getattr(info, "class_names", []) or []) or None
-        return records, classes, names
+        return records, classes, names, dict(getattr(info, "train", None) or {})
     if isinstance(history, (list, tuple)):
-        return list(history), None, None
+        return list(history), None, None, {}
     raise InputError(
         f"history is a {type(history).__name__}: pass a list of epoch records, a model file path or a Model"
     )
@@ -564,7 +596,7 @@ def training_curves(
     >>> [ax.get_title() for ax in fig.axes]
     ['training loss', 'validation Dice (best 0.700 at epoch 2)']
     """
-    records, classes, names = _history_source(history)
+    records, classes, names, train = _history_source(history)
     if not records:
         raise InputError("the training history is empty: train the model first")
     if not all(isinstance(r, Mapping) for r in records):
@@ -578,24 +610,22 @@ def training_curves(
     loss = np.array([_num(r.get("loss")) for r in records])
     val = np.array([_num(r.get("val_dice")) for r in records])
     per: dict[str, list[float]] = {}
+    colour: dict[str, tuple[float, float, float]] = {}  # each class in its label colour, as in napari
     for i, r in enumerate(records):
         pc = r.get("val_dice_per_class")
         if isinstance(pc, Mapping):
-            items = [(f"class {k}", v) for k, v in pc.items()]
+            items = [(f"class {k}", v, int(k)) for k, v in pc.items()]
         elif isinstance(pc, (list, tuple)):
             items = []
             for j, v in enumerate(pc):
-                if names and len(names) == len(pc):
-                    label = names[j]
-                elif classes and len(classes) == len(pc):
-                    label = f"class {classes[j]}"
-                else:
-                    label = f"class {j + 1}"
-                items.append((label, v))
+                value = classes[j] if classes and len(classes) == len(pc) else j + 1
+                label = names[j] if names and len(names) == len(pc) else f"class {value}"
+                items.append((label, v, value))
         else:
             items = []
-        for label, v in items:
+        for label, v, value in items:
             per.setdefault(label, [math.nan] * len(records))[i] = _num(v)
+            colour.setdefault(label, _label_color(value))
 
     fig = _new_figure(figure, (10.0, 3.8))
     ax_loss, ax_dice = fig.subplots(1, 2)
@@ -610,11 +640,16 @@ def training_curves(
         ax_loss.set_yscale("log")
 
     for label, vals in per.items():
-        ax_dice.plot(epochs, vals, marker=marker, ms=2, lw=1, alpha=0.7, label=label)
+        ax_dice.plot(epochs, vals, marker=marker, ms=2, lw=1, alpha=0.8, label=label, color=colour[label])
     if np.isfinite(val).any():
         ax_dice.plot(epochs, val, marker=marker, ms=3, lw=2, color="black", label="mean")
         best = int(np.nanargmax(val))
-        ax_dice.plot(epochs[best], val[best], "*", ms=12, color="gold", mec="black", zorder=5)
+        ax_dice.plot(epochs[best], val[best], "*", ms=12, color="gold", mec="black", zorder=5, label="best epoch")
+        kept = train.get("averaged_epochs") if train.get("kept") == "average" else None
+        if kept:  # the weights the model holds: the average of these epochs, not the best one
+            ax_dice.axvspan(
+                kept[0] - 0.5, kept[1] + 0.5, color="0.85", zorder=0, label="kept: the average of these epochs"
+            )
         ax_dice.set_title(f"validation Dice (best {val[best]:.3f} at epoch {epochs[best]:g})")
         ax_dice.legend(fontsize=7, loc="lower right")
     else:
@@ -779,6 +814,8 @@ def save_figures(
     overwrite: bool = False,
     history: Any = None,
     n: int = 4,
+    voxel_size: Sequence[float] | None = None,
+    unit: str | None = None,
 ) -> list[Path]:
     """Write the standard evaluation figures into a directory.
 
@@ -806,6 +843,9 @@ def save_figures(
         Training history for ``training_curves.png`` (see :func:`training_curves`).
     n : int
         Slices in the collage.
+    voxel_size, unit : optional
+        The collage draws pixels to scale and names positions (:func:`collage`); default:
+        what ``pred``'s (else ``truth``'s) file records.
 
     Returns
     -------
@@ -831,20 +871,26 @@ def save_figures(
     report = _as_report(report)
     directory = Path(directory)
     targets = {"collage": directory / "collage.png"}
-    if report.slice_dice is not None and report.axis is not None:
+    pred_ndim = _array(pred, "pred").ndim
+    if report.slice_dice is not None and report.axis is not None and pred_ndim == 3:
         targets["slice_dice"] = directory / "slice_dice.png"
-    else:
-        log.info("report has no per-slice scores: slice_dice.png not written")
+    else:  # (a 2D image's "slices" would be its rows)
+        log.info("report has no per-slice scores of a volume: slice_dice.png not written")
     if history is not None:
         targets["training_curves"] = directory / "training_curves.png"
     check_figure_folder(directory, overwrite, [p.name for p in targets.values()])
     slices = None
-    pred_ndim = _array(pred, "pred").ndim
     if pred_ndim == 3 and report.slice_dice is not None and report.axis is not None:
         if int(report.axis) == int(axis) % 3:
             annotated = [k for k, v in enumerate(report.slice_dice) if v is not None]
             if annotated:
                 slices = _pick(annotated, n)
+    if voxel_size is None:
+        from .io import voxel_size_of
+
+        found = voxel_size_of(pred) or voxel_size_of(truth)
+        if found is not None and found[1] != "voxel":
+            voxel_size, unit = found
     directory.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     collage(
@@ -858,6 +904,8 @@ def save_figures(
         path=targets["collage"],
         overwrite=overwrite,
         class_names=report.class_names,
+        voxel_size=voxel_size,
+        unit=unit,
     )
     written.append(targets["collage"])
     if "slice_dice" in targets:
