@@ -1106,3 +1106,39 @@ def test_a_tiff_of_2d_images_of_different_sizes_is_refused(tmp_path: Path):
         w.write(np.zeros((32, 40), np.uint8))
     with pytest.raises(InputError, match=r"holds 2 images of different sizes \(64x80, 32x40\): save each"):
         open_volume(tmp_path / "pages.tif")
+
+
+def test_a_decompression_bomb_and_a_store_of_a_billion_chunks_are_no_hang_nor_traceback(tmp_path: Path, monkeypatch):
+    """A PNG declaring 30000x30000 pixels raised Pillow's DecompressionBombError as a traceback; counting the
+    chunks of a zarr declaring 1e9 of them (none stored) hung predict before it started."""
+    import time
+
+    import imageio.v3 as iio
+    import zarr
+    from PIL import Image
+
+    from napari_xrayseg.core import io as xio
+    from napari_xrayseg.core.io import check_chunks_present, read_image_2d
+
+    iio.imwrite(tmp_path / "b.png", np.zeros((100, 100), np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # so this small image counts as a bomb
+    with pytest.raises(InputError, match=r"b.png declares an image too large to decode safely"):
+        read_image_2d(tmp_path / "b.png")
+    z = zarr.create_array(
+        store=str(tmp_path / "huge.zarr"), shape=(10**5, 10**5, 10**5), chunks=(1, 1000, 1000), dtype="f4"
+    )
+    t0 = time.perf_counter()
+    check_chunks_present(z)  # 1e9 chunks: not counted
+    assert time.perf_counter() - t0 < 5 and z.nchunks > xio.MAX_CHUNKS_LISTED
+
+
+def test_hdf5_data_kept_in_other_files_is_said(tmp_path: Path, caplog):
+    """External raw storage reads any file's bytes as voxels (/etc/passwd in a QA run): said, by name."""
+    import h5py
+
+    (tmp_path / "raw.bin").write_bytes(bytes(range(256)) * 4)
+    with h5py.File(tmp_path / "ext.h5", "w") as f:
+        f.create_dataset("vol", shape=(1, 4, 256), dtype="u1", external=[(str(tmp_path / "raw.bin"), 0, 1024)])
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        assert open_volume(tmp_path / "ext.h5").shape == (1, 4, 256)
+    assert "keeps its data in other files" in caplog.text and "raw.bin" in caplog.text

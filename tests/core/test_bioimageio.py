@@ -227,6 +227,37 @@ def test_foreign_and_damaged_packages_are_refused(exported, tmp_path):
     assert not list(tmp_path.glob("o*"))
 
 
+def test_hostile_packages_are_refused_in_one_line(exported, tmp_path):
+    """A member with a bad CRC (a traceback before), a folder package whose attachment is a link (to
+    /proc/self/pagemap: an endless copy into the temporary folder), a sparse 3 GB rdf.yaml (read whole)."""
+    import os
+    import shutil
+
+    _, _, package = exported
+    crc = tmp_path / "crc.zip"
+    with zipfile.ZipFile(package) as src, zipfile.ZipFile(crc, "w", zipfile.ZIP_STORED) as dst:
+        for n in src.namelist():
+            dst.writestr(n, src.read(n))
+    raw = bytearray(crc.read_bytes())
+    at = raw.find(b"type: model")
+    raw[at : at + 4] = b"TYPE"  # the stored bytes change, the recorded CRC does not
+    crc.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="cannot read rdf.yaml .*Bad CRC.*damaged"):
+        import_bioimageio(crc, tmp_path / "o")
+    folder = tmp_path / "pkg"
+    with zipfile.ZipFile(package) as z:
+        z.extractall(folder)
+    shutil.move(folder / PACKAGE_MODEL_FILE, tmp_path / "elsewhere.safetensors")
+    os.symlink(tmp_path / "elsewhere.safetensors", folder / PACKAGE_MODEL_FILE)
+    with pytest.raises(ModelFileError, match="is a link, not a file of the package"):
+        import_bioimageio(folder, tmp_path / "o")
+    with open(folder / "rdf.yaml", "r+b") as fh:
+        fh.truncate(3 << 30)  # sparse: 3 GB on paper
+    with pytest.raises(InputError, match="larger than 4194304 bytes: not a model description"):
+        import_bioimageio(folder, tmp_path / "o")
+    assert not list(tmp_path.glob("o*"))
+
+
 def test_export_refuses_bad_arguments_in_one_line(tiny_model, tmp_path, monkeypatch):
     with pytest.raises(InputError, match="name 'a/b' must be 5-128 letters"):
         export_bioimageio(tiny_model, tmp_path / "m.zip", name="a/b", test=False)

@@ -246,3 +246,31 @@ def test_with_context_gives_a_3d_net_another_depth_and_keeps_its_weights(tmp_pat
         with_context(init_model("unet", size="tiny", classes=3, context=3), 5)
     with pytest.raises(InputError, match="odd number"):
         with_context(m, 4)
+
+
+def test_a_tiny_file_declaring_a_huge_network_is_refused_without_building_it(tmp_path, tiny_model, monkeypatch):
+    """A 1 kB file whose description declared channels [1024] * 8 made load_model build the network (6.3 GB)
+    before it found the tensors missing: the shapes are compared on the meta device now."""
+    good = save_model(tiny_model, tmp_path / "good.safetensors")
+    raw = good.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    meta = json.loads(json.loads(raw[8 : 8 + n])["__metadata__"]["napari_xrayseg"])
+    meta["params"].update(channels=[1024] * 8, strides=[2] * 7, num_res_units=4)
+    header = {
+        "__metadata__": {"napari_xrayseg": json.dumps(meta)},
+        "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+    }
+    hb = json.dumps(header).encode()
+    hb += b" " * (-len(hb) % 8)
+    (tmp_path / "big.safetensors").write_bytes(struct.pack("<Q", len(hb)) + hb + b"\0" * 4)
+    from napari_xrayseg.core import models
+
+    built_on = []
+    real = models.build_network
+    monkeypatch.setattr(
+        models, "build_network", lambda *a, **k: (built_on.append(torch.empty(0).device.type), real(*a, **k))[1]
+    )
+    with pytest.raises(ModelFileError, match="tensors do not match"):
+        load_model(tmp_path / "big.safetensors")
+    assert built_on == ["meta"]  # shapes only: no memory for the declared network
+    assert load_model(good).info.classes == tiny_model.info.classes and built_on == ["meta", "meta", "cpu"]

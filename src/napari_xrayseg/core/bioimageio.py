@@ -777,6 +777,11 @@ def _test_package(path: Path) -> None:
 # --------------------------------------------------------------------------- import
 
 
+#: What zipfile raises on a damaged member: a bad CRC or a truncated file, a compression method it
+#: does not know (NotImplementedError), an encrypted member (RuntimeError).
+_ZIP_DAMAGE = (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError, EOFError)
+
+
 def _open_package(path: Path) -> tuple[dict[str, Any], Any]:
     """The package's description (a dict) and a reader of its files (a zip or a folder)."""
     import yaml
@@ -789,7 +794,10 @@ def _open_package(path: Path) -> tuple[dict[str, Any], Any]:
             raise InputError(
                 f"{path} is a folder without rdf.yaml or bioimageio.yaml: give a bioimage.io model package"
             )
-        raw = (path / names[0]).read_bytes()[:_MAX_RDF]
+        rdf_file = path / names[0]
+        if rdf_file.is_symlink() or rdf_file.stat().st_size > _MAX_RDF:  # (it was read whole: a sparse 3 GB file)
+            raise InputError(f"{path}: {names[0]} is a link or larger than {_MAX_RDF} bytes: not a model description")
+        raw = rdf_file.read_bytes()
         files: Any = path
     else:
         try:
@@ -803,7 +811,11 @@ def _open_package(path: Path) -> tuple[dict[str, Any], Any]:
         if files.getinfo(names[0]).file_size > _MAX_RDF:
             files.close()
             raise InputError(f"{path}: {names[0]} is larger than {_MAX_RDF} bytes: not a model description")
-        raw = files.read(names[0])
+        try:
+            raw = files.read(names[0])
+        except _ZIP_DAMAGE as e:  # a CRC error, an unknown compression, an encrypted member
+            files.close()
+            raise InputError(f"{path}: cannot read {names[0]} ({e}): the package is damaged or encrypted") from None
     try:
         rdf = yaml.safe_load(raw)
     except yaml.YAMLError as e:
@@ -873,6 +885,8 @@ def import_bioimageio(package: str | os.PathLike, out: str | os.PathLike, *, ove
             src = files / member
             if not src.is_file():
                 raise InputError(_refusal(path, rdf))
+            if src.is_symlink():  # a link can point anywhere (/proc/self/pagemap: an endless copy)
+                raise ModelFileError(f"{path}: {member} is a link, not a file of the package: refused")
             size = src.stat().st_size
         else:
             if member not in files.namelist():
@@ -888,7 +902,7 @@ def import_bioimageio(package: str | os.PathLike, out: str | os.PathLike, *, ove
                 try:
                     with files.open(member) as fin, open(model_path, "wb") as fout:
                         shutil.copyfileobj(fin, fout, 1 << 20)
-                except (zipfile.BadZipFile, OSError) as e:  # a CRC error, a truncated zip
+                except _ZIP_DAMAGE as e:  # a CRC error, a truncated zip, an unknown compression, encryption
                     raise ModelFileError(f"{path}: cannot read {member} ({e}): the package is damaged") from None
             want = cfg.get("model_sha256")
             if _sha256(model_path) != want:

@@ -320,9 +320,15 @@ def read_image_2d(path: str | os.PathLike, *, rgb: str | None = None) -> np.ndar
                 a = np.moveaxis(a, 0, -1)
         else:
             import imageio.v3 as iio
+            from PIL import Image
 
-            a = np.asarray(iio.imread(p))
+            try:
+                a = np.asarray(iio.imread(p))
+            except Image.DecompressionBombError as e:  # Pillow's guard against a tiny file of a huge image
+                raise InputError(f"{p} declares an image too large to decode safely ({e})") from None
             colour = a.ndim == 3
+    except InputError:
+        raise
     except PermissionError as e:
         raise InputError(f"cannot read {p}: permission denied; check the file's permissions") from e
     except _DAMAGED as e:
@@ -479,7 +485,19 @@ def _open_hdf5(p: Path, dataset: str | None) -> Any:
     if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
         f.close()
         raise InputError(f"HDF5 file {p} has no dataset {dataset!r}")
-    return f[dataset]
+    dset = f[dataset]
+    if dset.external:  # raw bytes of other files read as voxels (a file from a stranger could name any file)
+        log.warning(
+            "HDF5 dataset %s of %s keeps its data in other files (%s): reading them as its voxels",
+            dataset,
+            p,
+            ", ".join(str(e[0]) for e in dset.external[:3]),
+        )
+    return dset
+
+
+#: Arrays of more chunks than this are not checked for missing ones (counting lists every key).
+MAX_CHUNKS_LISTED = 1_000_000
 
 
 def check_chunks_present(arr: Any, *, what: str = "image") -> None:
@@ -493,6 +511,8 @@ def check_chunks_present(arr: Any, *, what: str = "image") -> None:
     import zarr
 
     if not isinstance(arr, zarr.Array) or getattr(arr.store, "xrayseg_source", None):
+        return
+    if arr.nchunks > MAX_CHUNKS_LISTED:  # zarr would build every key: 1e9 of them hung predict
         return
     try:
         have, want = arr.nchunks_initialized, arr.nchunks

@@ -1223,8 +1223,8 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
     path = _model_path(path)
     header = _read_header(path)
     info = read_model_info(path)
-    net = build_network(info.arch, info.params)
-    expected = net.state_dict()
+    with torch.device("meta"):  # shapes only, no memory: a 1 kB file declaring a huge network allocated 6 GB
+        expected = build_network(info.arch, info.params).state_dict()
     found = {k: v for k, v in header.items() if k not in ("__metadata__", "__size__")}
     missing = sorted(set(expected) - set(found))
     extra = sorted(set(found) - set(expected))
@@ -1246,10 +1246,16 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
                 f"{entry.get('dtype') if isinstance(entry, dict) else ''}, the declared architecture needs "
                 f"{list(t.shape)} {_DTYPES.get(t.dtype)}"
             )
+    need = sum(t.numel() * t.element_size() for t in expected.values())
+    if need > header["__size__"]:  # the tensors the header lists do not fit in the file
+        raise ModelFileError(
+            f"{path}: the weights need {need:,} bytes, the file holds {header['__size__']:,}: truncated"
+        )
     try:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFileError(f"{path}: cannot read the weights ({e}); the file may be truncated") from e
+    net = build_network(info.arch, info.params)
     net.load_state_dict(state, strict=True)
     net.eval()
     from .device import resolve_device
