@@ -164,7 +164,9 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     if len(a.image) > 1 or a.format is not None or a.summary is not None or is_collection(a.image[0]):
         return _predict_many(a)
     a.image = a.image[0]
-    if a.out is not None and Path(a.out).suffix.lower() in (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".h5"):
+    from .core.output import NOT_STORE_SUFFIXES
+
+    if a.out is not None and Path(a.out).suffix.lower() in NOT_STORE_SUFFIXES:
         from .core.errors import InputError
 
         # a folder of that name would hold a zarr store, which no image reader opens
@@ -502,7 +504,7 @@ def _list_file(path: Path) -> list[tuple[Path, Path | None]]:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    from .core.errors import Cancelled, OutputWriteError
+    from .core.errors import Cancelled, OutputExistsError, OutputWriteError
     from .core.models import save_model
     from .core.progress import CancelToken
 
@@ -514,16 +516,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
     try:
         with _ctrl_c_cancels(token, note, got):
             model = _train_run(a, image, labels, two_d, token)
-    except OutputWriteError as e:  # trained, then the disk was full: the model rides on the error
-        from .core.models import rescue_model
-
-        trained = getattr(e, "result", None)
-        rescued = rescue_model(trained, a.out) if trained is not None else None
-        if rescued is None:
-            raise
-        raise OutputWriteError(
-            f"{e}; the trained model was saved to {rescued} instead: move it where you want it"
-        ) from e
+    except (OutputWriteError, OutputExistsError) as e:  # trained, then the disk was full: the model rides on it
+        _rescue(e, getattr(e, "result", None), a.out)
+        raise
     except Cancelled as e:
         kept = getattr(e, "result", None)
         term = signal.SIGTERM in got
@@ -532,7 +527,11 @@ def _cmd_train(a: argparse.Namespace) -> int:
                 print("xrayseg train: terminated before the first epoch finished; nothing was saved", file=sys.stderr)
                 return 143
             raise KeyboardInterrupt from e
-        path = save_model(kept, a.out, overwrite=a.overwrite)
+        try:
+            path = save_model(kept, a.out, overwrite=a.overwrite)
+        except (OutputWriteError, OutputExistsError) as err:  # a full disk as the time limit struck
+            _rescue(err, kept, a.out)
+            raise
         how = "terminated" if term else "interrupted"
         print(f"xrayseg train: {how}, {e}: wrote the model so far to {path}", file=sys.stderr)
         return 143 if term else 130
@@ -547,6 +546,15 @@ def _cmd_train(a: argparse.Namespace) -> int:
         + _starts(t)
     )
     return 0
+
+
+def _rescue(err: Exception, model: Any, out: str) -> None:
+    """A trained model that could not go to ``out``: saved elsewhere, and ``err`` raised saying where."""
+    from .core.models import rescue_model
+
+    rescued = rescue_model(model, out) if model is not None else None
+    if rescued is not None:
+        raise type(err)(f"{err}; the trained model was saved to {rescued} instead: move it where you want it") from err
 
 
 def _train_run(a: argparse.Namespace, image: Any, labels: Any, two_d: bool, token: Any) -> Any:
@@ -1761,14 +1769,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = f"xrayseg {args.command}"
         rc = _run(args)
     except KeyboardInterrupt:
-        _quiet_asyncio()
+        _quiet_asyncio(process=argv is None)
         image = getattr(args, "image", None) if command == "xrayseg predict" else None
         one = isinstance(image, str) and getattr(args, "out", None)  # _cmd_predict made it one path
         hint = " (finished slabs are kept: the same command with --resume continues)" if one else ""
         print(f"{command}: interrupted{hint}", file=sys.stderr)
         return 130
     if rc != 0:  # the one line is said: what zarr's cut-short writes log as they are collected is noise
-        _quiet_asyncio()
+        _quiet_asyncio(process=argv is None)
     return rc
 
 
@@ -1786,7 +1794,7 @@ def _expand_home(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def _quiet_asyncio() -> None:
+def _quiet_asyncio(*, process: bool) -> None:
     """Silence what zarr's pending writes print as they are collected, after the one-line error.
 
     Cut short by an error or Ctrl-C, they print asyncio's "Task was destroyed but it is
@@ -1797,8 +1805,9 @@ def _quiet_asyncio() -> None:
     import warnings
 
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    sys.unraisablehook = lambda _unraisable: None
-    warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+    if process:  # the command line's own process (main() without argv), which ends now: not a caller's
+        sys.unraisablehook = lambda _unraisable: None
+        warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
 
 
 def _stdout_closed() -> bool:

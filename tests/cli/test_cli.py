@@ -412,3 +412,42 @@ def test_a_tilde_the_shell_left_means_home(tmp_path, monkeypatch, capsys):
     assert main(["init-model", "--out=~/m", "--size", "tiny", "--tile", "32"]) == 0
     assert main(["predict", "--image", "~/v.npy", "--model", "~/m.safetensors", "--out=~/o.zarr"]) == 0
     assert (tmp_path / "home" / "o.zarr").is_dir() and not (tmp_path / "~").exists()
+
+
+def test_a_full_disk_when_the_time_limit_strikes_rescues_the_model_so_far(tmp_path, monkeypatch, capsys):
+    """SIGTERM at epoch 2, and --out's disk is full: the model so far goes to the temporary folder."""
+    import errno
+    import os
+    import signal
+    import tempfile
+
+    import safetensors.torch
+
+    from napari_xrayseg import cli
+
+    assert main(["sample", "--out", str(tmp_path / "s"), "--shape", "6", "32", "32", "--annotate", "2"]) == 0
+    real = safetensors.torch.save_file
+
+    def full_disk_for_out(tensors, filename, metadata=None):
+        if "rescued" not in str(filename):
+            raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+        return real(tensors, filename, metadata=metadata)
+
+    shown = cli._ProgressPrinter.__call__
+
+    def term_at_epoch_2(self, p):
+        shown(self, p)
+        if p.info.get("epoch") == 2 and "val_dice" in p.info:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(cli._ProgressPrinter, "__call__", term_at_epoch_2)
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk_for_out)
+    (tmp_path / "rescue").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "rescue"))
+    s = tmp_path / "s"
+    argv = ["train", "--image", f"{s}/image.zarr", "--labels", f"{s}/annotations.zarr", "--out", str(tmp_path / "m")]
+    argv += ["--arch", "unet", "--size", "tiny", "--epochs", "50", "--steps", "2", "--batch", "2", "--patch", "32"]
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "the trained model was saved to" in capsys.readouterr().err
+    assert list((tmp_path / "rescue").glob("m-rescued-*.safetensors"))

@@ -221,7 +221,8 @@ def test_disk_full_mid_orthoplane_run_is_one_line_on_stderr(tmp_path, inputs):
         "from faults import no_space_for_chunks\n"
         "no_space_for_chunks(pytest.MonkeyPatch(), allow=6)\n"
         "from napari_xrayseg.cli import main\n"
-        f"sys.exit(main({[str(a) for a in _predict(inp, model, tmp_path / 'o.zarr', '--axes', 'zyx')]!r}))\n"
+        f"sys.argv = ['xrayseg', *{[str(a) for a in _predict(inp, model, tmp_path / 'o.zarr', '--axes', 'zyx')]!r}]\n"
+        "sys.exit(main())\n"  # as the console script runs it
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stderr[-2000:]

@@ -498,3 +498,33 @@ def test_an_orthoplane_run_without_room_for_its_passes_is_refused_before_it_star
         segment(vol, tiny_model, out=out, axes="zyx", **KW)
     assert not out.exists()
     segment(vol, tiny_model, out=out, **KW)  # one axis keeps no probabilities: not refused
+
+
+def test_review_fixes_lerp_devices_settle_and_image_named_stores(tmp_path, vol, tiny_model, monkeypatch):
+    """Self-training's original stays on the CPU while the adapted net may be on a GPU: the blend moves the
+    start (a device mismatch raised after the whole fine-tuning); a --scheduler's cluster is not waited on;
+    segment(out="labels.tif") made a zarr folder of that name (the CLI refused it, the API did not)."""
+    import torch
+
+    from napari_xrayseg.core import distributed as dist
+    from napari_xrayseg.core.training import _lerp_state
+
+    start = {"w": torch.zeros(3), "n": torch.tensor(4)}
+    tuned = {"w": torch.ones(3, device="meta"), "n": torch.tensor(7, device="meta")}
+    mixed = _lerp_state(start, tuned, 0.3)
+    assert mixed["w"].device.type == "meta" and mixed["n"] is tuned["n"]
+    settled = []
+    monkeypatch.setattr(dist, "_settle", lambda c: settled.append(c))
+    monkeypatch.setattr(dist, "_client", lambda *a: ("client", ["client"]))  # a --scheduler's: ours to close only
+    with pytest.raises(Exception):  # noqa: B017 - the fake client cannot run anything; only the settling matters
+        dist.segment_distributed(
+            tmp_path / "in.zarr",
+            save_model(tiny_model, tmp_path / "m.safetensors"),
+            tmp_path / "s.zarr",
+            scheduler="tcp://x:1",
+            **KW,
+        )
+    assert settled == []
+    with pytest.raises(InputError, match=r"is written as a zarr store: name it .*labels.zarr"):
+        segment(vol, tiny_model, out=tmp_path / "labels.tif", **KW)
+    assert not (tmp_path / "labels.tif").exists()

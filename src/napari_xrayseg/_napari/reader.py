@@ -60,14 +60,18 @@ def read_hdf5(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any], str]]:
         if isinstance(obj, h5py.Dataset) and obj.ndim in (2, 3) and obj.dtype.kind in "uifb" and min(obj.shape) > 1:
             found.append(name)
 
-    f.visititems(visit)
     layers = []
-    for name in found:
-        dset = f[name]
-        arr = da.from_array(dset, chunks=dset.chunks or "auto")
-        vox = read_voxel_size(p, dataset=name)
-        label = p.stem if len(found) == 1 else f"{p.stem} {name}"
-        layers.append((arr, {"name": label, **physical_placement(*(vox or (None, None)), arr.ndim)}, "image"))
+    try:
+        f.visititems(visit)
+        for name in found:
+            dset = f[name]
+            arr = da.from_array(dset, chunks=dset.chunks or "auto")
+            vox = read_voxel_size(p, dataset=name)
+            label = p.stem if len(found) == 1 else f"{p.stem} {name}"
+            layers.append((arr, {"name": label, **physical_placement(*(vox or (None, None)), arr.ndim)}, "image"))
+    except BaseException:
+        f.close()
+        raise
     if not layers:
         f.close()
     return layers

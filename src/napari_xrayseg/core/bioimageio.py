@@ -10,7 +10,8 @@
 - the normalisation as preprocessing: a trained model's stored bounds as ``scale_linear``
   (the same arithmetic as :func:`~napari_xrayseg.core.normalize.apply_normalization`); a
   model without bounds as ``scale_range`` with its percentiles per sample (napari-xrayseg
-  computes them over a sample of the whole volume instead: see docs/bioimageio.md);
+  computes them over a sample of the whole volume instead: see docs/bioimageio.md); both
+  followed by ``clip`` to -1 .. 2, as napari-xrayseg clips;
 - a test input (a crop of the given image, or of the synthetic sample) and, as test
   output, what napari-xrayseg's own predictor makes of it;
 - no output halo (bioimage.io tools would pad it at the image border too and so change the
@@ -247,14 +248,15 @@ def _preprocessing_text(info: ModelInfo) -> str:
         )
         return (
             f"grey levels mapped linearly so that {norm['low']:.6g} -> 0 and {norm['high']:.6g} -> 1 "
-            f"(the {norm.get('percentiles', [0.5, 99.5])} percentiles of {whose}; values outside are kept, "
-            "not clipped): `scale_linear`, exactly as napari-xrayseg does"
+            f"(the {norm.get('percentiles', [0.5, 99.5])} percentiles of {whose}), then clipped to -1 .. 2: "
+            "`scale_linear` and `clip`, exactly as napari-xrayseg does"
         )
     p = norm.get("percentiles") or [0.5, 99.5]
     return (
         f"grey levels mapped linearly so that the {p[0]} and {p[1]} percentiles of each input go to 0 and 1 "
         "(`scale_range` per sample; napari-xrayseg takes them over a sample of the whole volume, so inputs "
-        "that are part of a volume can differ slightly: export with fixed bounds for exactly its result)"
+        "that are part of a volume can differ slightly: export with fixed bounds for exactly its result), then "
+        "clipped to -1 .. 2 (`clip`)"
     )
 
 

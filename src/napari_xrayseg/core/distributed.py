@@ -137,8 +137,9 @@ class ClusterExecutor:
         ClusterError
             When a worker died running a slab (``KilledWorker``): finished slabs are kept.
         """
+        from concurrent.futures import CancelledError  # distributed's FutureCancelledError (2024.7+) is one
+
         from distributed import KilledWorker, as_completed
-        from distributed.client import FutureCancelledError
 
         futures = [
             self.client.submit(
@@ -164,7 +165,7 @@ class ClusterExecutor:
                             "again with --resume, with fewer --threads-per-worker or a smaller --batch/--tile if "
                             "the workers run out of memory"
                         ) from e
-                    except FutureCancelledError as e:  # the scheduler went away, or the client was closed
+                    except CancelledError as e:  # the scheduler went away, or the client was closed
                         if self.cancel is not None and self.cancel.cancelled:
                             raise
                         raise ClusterError(
@@ -270,7 +271,7 @@ def iter_segment_distributed(
         )
         return (yield from run_job(job, ClusterExecutor(c, spec, cancel), cancel))
     finally:
-        if owned:
+        if len(owned) > 1:  # a LocalCluster this module started (a --scheduler's cluster is not ours to wait on)
             _settle(owned[0])
         for o in owned:
             o.close()

@@ -1013,11 +1013,10 @@ def rescue_model(model: Model, wanted: str | os.PathLike) -> Path | None:
     import tempfile
 
     stem = Path(wanted).stem
-    for folder in (Path(tempfile.gettempdir()), Path.home(), Path.cwd()):
-        target = folder / f"{stem}-rescued-{os.getpid()}.safetensors"
+    for folder in (tempfile.gettempdir, Path.home, Path.cwd):  # each asked only when needed (no $HOME: an error)
         try:
-            return save_model(model, target)
-        except (XraysegError, OSError):
+            return save_model(model, Path(folder()) / f"{stem}-rescued-{os.getpid()}.safetensors")
+        except (XraysegError, OSError, RuntimeError, KeyError):
             continue
     return None
 

@@ -259,6 +259,8 @@ def claim(
     """
     final = Path(path)
     check_not_input(final, inputs, option=option)
+    if store and final.suffix.lower() in NOT_STORE_SUFFIXES:  # a zarr folder named x.tif: no reader opens it
+        raise InputError(f"{what} {final} is written as a zarr store: name it {final.with_suffix('.zarr')}")
     _repair(final)
     new = _sibling(final, NEW)
     if not (final.exists() or final.is_symlink()):
@@ -270,8 +272,8 @@ def claim(
     if overwrite:
         if store and not _replaceable_store(final):
             kind = "a folder" if final.is_dir() else "a file"
-            held = sorted(p.name for p in final.iterdir())[:4] if final.is_dir() else []
-            shown = f" (it holds {', '.join(held)}{', ...' if held else ''})" if held else ""
+            held = sorted(p.name for p in final.iterdir()) if final.is_dir() else []
+            shown = f" (it holds {', '.join(held[:4])}{', ...' if len(held) > 4 else ''})" if held else ""
             raise OutputExistsError(
                 f"{what} {final} is {kind}, not a zarr store{shown}: {option} with --overwrite replaces only a "
                 "zarr store; choose another path"
@@ -290,6 +292,10 @@ def claim(
         return Claim(final, final, True, what, option)
     c = Claim(final, final, False, what, option)
     raise OutputExistsError(_exists(c, hint(final) if hint else ""))
+
+
+#: File name endings of other formats: a zarr store under such a name (``labels.tif``) opens nowhere.
+NOT_STORE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".h5", ".hdf5", ".hdf", ".nxs")
 
 
 def _replaceable_store(path: Path) -> bool:

@@ -2026,7 +2026,10 @@ def _state(model: Model) -> dict[str, torch.Tensor]:
 
 def _lerp_state(start: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], a: float) -> dict[str, torch.Tensor]:
     """``a * tuned + (1 - a) * start`` for floating-point entries; the others (counters) are ``tuned``'s."""
-    return {k: torch.lerp(start[k].to(t.dtype), t, a) if t.is_floating_point() else t for k, t in tuned.items()}
+    return {  # the start may live on another device (self-training's original stays on the CPU)
+        k: torch.lerp(start[k].to(device=t.device, dtype=t.dtype), t, a) if t.is_floating_point() else t
+        for k, t in tuned.items()
+    }
 
 
 def _blend_start(
