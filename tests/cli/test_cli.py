@@ -379,7 +379,7 @@ def test_overwrite_never_replaces_a_png_input_or_a_folder_that_is_no_zarr_store(
     base = ["predict", "--image", str(tmp_path / "r" / "scan.png"), "--model", str(tmp_path / "m.safetensors")]
     capsys.readouterr()
     for out, says in (
-        (tmp_path / "r" / "scan.png", "one input's labels are written as a zarr store"),
+        (tmp_path / "r" / "scan.png", "is the input"),
         (tmp_path / "r", "lies around the input"),
         (tmp_path / "myproject", "is a folder, not a zarr store (it holds docs"),
     ):
