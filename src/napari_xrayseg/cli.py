@@ -555,7 +555,9 @@ def _rescue(err: Exception, model: Any, out: str) -> None:
 
     rescued = rescue_model(model, out) if model is not None else None
     if rescued is not None:
-        raise type(err)(f"{err}; the trained model was saved to {rescued} instead: move it where you want it") from err
+        new = type(err)(f"{err}; the trained model was saved to {rescued} instead: move it where you want it")
+        new.errno = getattr(err, "errno", None)  # type: ignore[attr-defined]  # a full disk stays ENOSPC
+        raise new from err
 
 
 def _train_run(a: argparse.Namespace, image: Any, labels: Any, two_d: bool, token: Any) -> Any:
