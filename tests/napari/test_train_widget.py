@@ -215,3 +215,15 @@ def test_a_failed_training_says_so_in_the_status(make_napari_viewer, qtbot, tmp_
     assert errors and w._status.value.startswith("training failed: ")
     assert "labels hold no annotations (all 0)" in w._status.value
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_the_widget_passes_its_seed_and_steps_so_a_cli_run_can_be_repeated(make_napari_viewer, tmp_path):
+    """The widget had no seed or steps: a CLI run with --seed 3 --steps 10 could not be repeated in napari."""
+    viewer = make_napari_viewer()
+    _setup(viewer)
+    w = TrainWidget(viewer)
+    w._out.value = tmp_path / "m.safetensors"
+    assert (w._seed.value, w._steps.value) == (0, 25)  # TrainConfig's, as the CLI's
+    w._seed.value, w._steps.value = 3, 10
+    kw = w._inputs()
+    assert kw["seed"] == 3 and kw["steps_per_epoch"] == 10

@@ -202,6 +202,21 @@ class TrainWidget(JobWidget):
         self._batch = SpinBox(label="Batch", min=1, max=512, value=default_batch("unet"))
         self._patch = SpinBox(label="Patch size", min=16, max=1024, step=16, value=_T.patch)
         self._lr = FloatSpinBox(label="Learning rate", min=1e-6, max=1.0, step=1e-4, value=_T.lr)
+        self._steps = SpinBox(
+            label="Steps per epoch",
+            min=1,
+            max=100_000,
+            value=_T.steps_per_epoch,
+            tooltip="optimiser steps between validations (xrayseg train --steps)",
+        )
+        self._seed = SpinBox(
+            label="Seed",
+            min=0,
+            max=2**31 - 1,
+            value=_T.seed,
+            tooltip="the same seed, data and settings give the same model (with a fixed number of epochs, "
+            "reached before the time budget; docs/train.md, 'Reproducible training')",
+        )
         self._context = SpinBox(
             label="Context slices",
             min=1,
@@ -294,6 +309,8 @@ class TrainWidget(JobWidget):
                 self._batch,
                 self._patch,
                 self._lr,
+                self._steps,
+                self._seed,
                 self._context,
                 self._augment,
                 self._all_axes,
@@ -469,6 +486,8 @@ class TrainWidget(JobWidget):
             "batch": None if init == PRETRAINED and str(self._arch.value) != "unet3d" else int(self._batch.value),
             "patch": int(self._patch.value),
             "lr": float(self._lr.value),
+            "steps_per_epoch": int(self._steps.value),
+            "seed": int(self._seed.value),
             "augment": bool(self._augment.value),
             "context": None if init == PRETRAINED else int(self._context.value),  # the start's own
             "device": str(self._device.value),
