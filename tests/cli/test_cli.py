@@ -299,14 +299,12 @@ def test_resume_of_a_finished_output_says_so(tmp_path, capsys):
     assert main([*argv, "--resume", "--tile", "16"]) == 2  # a finished output is still checked against the run
 
 
-def test_a_full_disk_after_training_rescues_the_model(tmp_path, monkeypatch, capsys):
-    """Training done, its --out on a full disk: the model goes to the temporary folder and the error says where."""
+def _full_disk_but_for_rescues(tmp_path, monkeypatch):
+    """A sample to train on; every model write fails with ENOSPC except a rescue, into tmp_path/rescue."""
     import errno
     import tempfile
 
     import safetensors.torch
-
-    from napari_xrayseg.core.models import load_model
 
     assert main(["sample", "--out", str(tmp_path / "s"), "--shape", "6", "32", "32", "--annotate", "2"]) == 0
     real = safetensors.torch.save_file
@@ -319,6 +317,13 @@ def test_a_full_disk_after_training_rescues_the_model(tmp_path, monkeypatch, cap
     monkeypatch.setattr(safetensors.torch, "save_file", full_disk_for_out)
     (tmp_path / "rescue").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "rescue"))
+
+
+def test_a_full_disk_after_training_rescues_the_model(tmp_path, monkeypatch, capsys):
+    """Training done, its --out on a full disk: the model goes to the temporary folder and the error says where."""
+    from napari_xrayseg.core.models import load_model
+
+    _full_disk_but_for_rescues(tmp_path, monkeypatch)
     s = tmp_path / "s"
     argv = ["train", "--image", f"{s}/image.zarr", "--labels", f"{s}/annotations.zarr", "--out", str(tmp_path / "m")]
     argv += ["--arch", "unet", "--size", "tiny", "--epochs", "1", "--steps", "1", "--batch", "2", "--patch", "32"]
@@ -416,22 +421,10 @@ def test_a_tilde_the_shell_left_means_home(tmp_path, monkeypatch, capsys):
 
 def test_a_full_disk_when_the_time_limit_strikes_rescues_the_model_so_far(tmp_path, monkeypatch, capsys):
     """SIGTERM at epoch 2, and --out's disk is full: the model so far goes to the temporary folder."""
-    import errno
     import os
     import signal
-    import tempfile
-
-    import safetensors.torch
 
     from napari_xrayseg import cli
-
-    assert main(["sample", "--out", str(tmp_path / "s"), "--shape", "6", "32", "32", "--annotate", "2"]) == 0
-    real = safetensors.torch.save_file
-
-    def full_disk_for_out(tensors, filename, metadata=None):
-        if "rescued" not in str(filename):
-            raise OSError(errno.ENOSPC, "No space left on device", str(filename))
-        return real(tensors, filename, metadata=metadata)
 
     shown = cli._ProgressPrinter.__call__
 
@@ -441,9 +434,7 @@ def test_a_full_disk_when_the_time_limit_strikes_rescues_the_model_so_far(tmp_pa
             os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(cli._ProgressPrinter, "__call__", term_at_epoch_2)
-    monkeypatch.setattr(safetensors.torch, "save_file", full_disk_for_out)
-    (tmp_path / "rescue").mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "rescue"))
+    _full_disk_but_for_rescues(tmp_path, monkeypatch)
     s = tmp_path / "s"
     argv = ["train", "--image", f"{s}/image.zarr", "--labels", f"{s}/annotations.zarr", "--out", str(tmp_path / "m")]
     argv += ["--arch", "unet", "--size", "tiny", "--epochs", "50", "--steps", "2", "--batch", "2", "--patch", "32"]
