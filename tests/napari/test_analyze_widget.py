@@ -59,6 +59,10 @@ def test_analyze_widget_table_chart_tpb_layer_and_export(make_napari_viewer, qtb
     ax = w._figure.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["pore", "nickel", "YSZ"]
     assert len(ax.patches) == 3  # one bar per phase, with min-max error bars
+    from napari_xrayseg.core.units import label_color
+
+    got = np.array([b.get_facecolor()[:3] for b in ax.patches])
+    np.testing.assert_allclose(got, [label_color(c) for c in (1, 2, 3)], atol=1e-6)
     # the TPB network lands exactly over the labels, in 3D
     assert w._add_tpb.enabled
     w._add_tpb.clicked.emit()
@@ -206,8 +210,11 @@ def test_analyze_widget_takes_a_pillars_envelope(make_napari_viewer, qtbot, monk
     assert w.result.phases[1].volume_fraction < 0.5 < (truth == 1).mean()  # the box would be mostly air
     assert f"sample {ref.sample_volume:.4g} voxel³" in w._summary.value
     assert _cell(w._table, "label 2", "d50 (voxel)") == f"{w.result.phases[2].size_distribution['d50']:.4g}"
-    lines = w._profile_figure.axes[0].get_lines()  # the fractions slice by slice along z
+    lines = w._profile_figure.axes[0].get_lines()  # the fractions slice by slice along z, in the phases' colours
     assert len(lines) == 3 and len(lines[0].get_xdata()) == 8
+    from napari_xrayseg.core.units import label_color
+
+    np.testing.assert_allclose([ln.get_color()[:3] for ln in lines], [label_color(c) for c in (1, 2, 3)], atol=1e-6)
     assert len(w._profile_figure.axes) == 2 and len(w._profile_figure.axes[1].get_lines()) == 1  # and the TPB
     w._profile_axis.value = "x"
     assert len(w._profile_figure.axes[0].get_lines()[0].get_xdata()) == 64

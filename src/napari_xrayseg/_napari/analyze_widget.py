@@ -40,6 +40,7 @@ from ..core.microstructure import (
     tpb_points,
 )
 from ..core.progress import CancelToken, Progress
+from ..core.units import label_color
 from ._jobs import JobRunner, JobWidget, show_error, text_label
 from ._layers import export_csv_json, fit_table, layer_array, layer_class_names, placement, unique_name
 from ._voxel import VoxelSizeFields
@@ -295,7 +296,8 @@ class AnalyzeWidget(JobWidget):
             lo = [vals[i] - interval[f"{k}.volume_fraction"]["min"] for i, k in enumerate(keys)]
             hi = [interval[f"{k}.volume_fraction"]["max"] - vals[i] for i, k in enumerate(keys)]
             err = np.array([lo, hi])
-        ax.bar([m.phases[k].name for k in keys], vals, yerr=err, capsize=4, color="tab:blue")
+        colours = [label_color(k) for k in keys]  # each phase in the colour napari paints it
+        ax.bar([m.phases[k].name for k in keys], vals, yerr=err, capsize=4, color=colours, edgecolor="0.3")
         ax.set_ylabel("volume fraction", fontsize=8)
         ax.set_ylim(0, 1)
         ax.tick_params(labelsize=7)
@@ -313,7 +315,9 @@ class AnalyzeWidget(JobWidget):
         ax = self._profile_figure.add_subplot()
         for k, f in p["fractions"].items():
             name = m.phases[k].name if k in m.phases else str(k)
-            ax.plot(p["position"], [np.nan if v is None else v for v in f], label=name, lw=1.2)
+            ax.plot(
+                p["position"], [np.nan if v is None else v for v in f], label=name, lw=1.2, color=label_color(int(k))
+            )
         ax.set_xlabel(f"{axis} ({m.unit})", fontsize=8)
         ax.set_ylabel("volume fraction", fontsize=8)
         ax.set_ylim(0, 1)

@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from .errors import InputError, OutputExistsError
-from .units import LABEL_COLORS
+from .units import LABEL_COLORS, label_color
 
 __all__ = [
     "ERROR_CODES",
@@ -157,12 +157,6 @@ def _label_rgb(lab: np.ndarray) -> np.ndarray:
     rgb = _PALETTE[(np.maximum(lab, 1) - 1) % len(_PALETTE)]
     rgb[lab <= 0] = 0.0
     return rgb
-
-
-def _label_color(c: int) -> tuple[float, float, float]:
-    if c <= 0:
-        return (0.0, 0.0, 0.0)
-    return tuple(float(v) for v in _PALETTE[(c - 1) % len(_PALETTE)])  # type: ignore[return-value]
 
 
 def _contrast(slices: list[np.ndarray]) -> tuple[float, float]:
@@ -439,7 +433,7 @@ def collage(
         )
     if present:
         names = dict(class_names or {})
-        handles = [Patch(color=_label_color(c), label=names.get(c, f"class {c}")) for c in sorted(present)[:10]]
+        handles = [Patch(color=label_color(c), label=names.get(c, f"class {c}")) for c in sorted(present)[:10]]
         axes[0, columns.index("prediction")].legend(handles=handles, loc="upper right", fontsize=6, framealpha=0.7)
     _save(fig, path, overwrite)
     return fig
@@ -625,7 +619,7 @@ def training_curves(
             items = []
         for label, v, value in items:
             per.setdefault(label, [math.nan] * len(records))[i] = _num(v)
-            colour.setdefault(label, _label_color(value))
+            colour.setdefault(label, label_color(value))
 
     fig = _new_figure(figure, (10.0, 3.8))
     ax_loss, ax_dice = fig.subplots(1, 2)
@@ -748,7 +742,7 @@ def slice_dice_plot(
             ms=3,
             lw=0.8,
             alpha=0.6,
-            color=_label_color(int(c)) if int(c) > 0 else "0.5",
+            color=label_color(int(c)) if int(c) > 0 else "0.5",
             label=(report.class_names or {}).get(int(c), f"class {c}"),
         )
     ax.plot(x, mean, marker="o", ms=3, lw=1.8, color="black", label="mean over classes")

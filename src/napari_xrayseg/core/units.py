@@ -28,6 +28,7 @@ from .errors import InputError
 
 __all__ = [
     "LABEL_COLORS",
+    "label_color",
     "LENGTH_UNITS",
     "image_label_properties",
     "ngff_axes",
@@ -344,6 +345,17 @@ LABEL_COLORS = (
     (0.996, 0.969, 0.110),
     (0.969, 0.267, 0.231),
 )
+
+
+def label_color(value: int) -> tuple[float, float, float]:
+    """The RGB colour of label ``value`` (:data:`LABEL_COLORS`, cycling; 0 black).
+
+    >>> label_color(1) == LABEL_COLORS[0], label_color(0)
+    (True, (0.0, 0.0, 0.0))
+    """
+    if value <= 0:
+        return (0.0, 0.0, 0.0)
+    return LABEL_COLORS[(int(value) - 1) % len(LABEL_COLORS)]
 
 
 def image_label_properties(
