@@ -588,3 +588,14 @@ def test_arch_and_size_given_with_a_start_model_are_warned_about(tmp_path, caplo
     with caplog.at_level("WARNING", logger="napari_xrayseg"):
         train(image, ann, init=start, arch="unet", **fit)  # the same: nothing to say
     assert "ignored" not in caplog.text
+
+
+def test_a_short_budget_choosing_the_2d_net_is_said(caplog):
+    """`--minutes 0.5` on a volume trains the 2.5D unet where `--epochs` trains unet3d: said up front now."""
+    image, truth = make_phantom((16, 48, 48), seed=1)
+    lab = np.zeros_like(truth)
+    lab[8] = truth[8]
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        m = train(image, lab, minutes=0.02, size="tiny", batch=2, patch=32, device="cpu", init="random")
+    assert m.info.arch == "unet"
+    assert "the 2.5D unet, as 0.02 minutes are under the 5 the 3D unet3d" in caplog.text

@@ -46,6 +46,7 @@ from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError, 
 from .io import read_block, volume_chunks, voxel_size_of
 from .labels import read_labels
 from .models import (
+    AUTO_3D_MINUTES,
     AUTO_ARCH,
     AUTO_START,
     MAX_CONTEXT,
@@ -1084,16 +1085,24 @@ def _resolve_arch(kw: dict[str, Any], init: ModelInfo | None) -> str:
         return init.arch
     if kw["arch"] != AUTO_ARCH:
         return kw["arch"]
-    arch = choose_arch(
-        kw["shapes"],
-        axis=kw["axis"] if isinstance(kw["axis"], int) else 0,
-        axes=kw["axes"],
-        channel_axis=kw["channel_axis"],
-        context=kw["context"],
-        two_d=kw["two_d"],
-        mode=kw["mode"],
-        minutes=kw["minutes"] if isinstance(kw["minutes"], (int, float)) else None,
-    )
+    where = {
+        "axis": kw["axis"] if isinstance(kw["axis"], int) else 0,
+        "axes": kw["axes"],
+        "channel_axis": kw["channel_axis"],
+        "context": kw["context"],
+        "two_d": kw["two_d"],
+        "mode": kw["mode"],
+    }
+    minutes = kw["minutes"] if isinstance(kw["minutes"], (int, float)) else None
+    arch = choose_arch(kw["shapes"], minutes=minutes, **where)
+    if arch != "unet3d" and choose_arch(kw["shapes"], minutes=None, **where) == "unet3d":  # only the clock decided
+        log.warning(
+            "arch='auto': the 2.5D unet, as %g minutes are under the %g the 3D unet3d (the more accurate network, "
+            "docs/accuracy.md) needs; give --minutes %g or more, or --epochs, or --arch unet3d",
+            minutes,
+            AUTO_3D_MINUTES,
+            AUTO_3D_MINUTES,
+        )
     log.info("arch='auto': training %s", arch)
     return arch
 
