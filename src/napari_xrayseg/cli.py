@@ -164,17 +164,6 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     if len(a.image) > 1 or a.format is not None or a.summary is not None or is_collection(a.image[0]):
         return _predict_many(a)
     a.image = a.image[0]
-    from .core.output import NOT_STORE_SUFFIXES, check_not_input
-
-    if a.out is not None and Path(a.out).suffix.lower() in NOT_STORE_SUFFIXES:
-        from .core.errors import InputError
-
-        check_not_input(a.out, [a.image], option="--out")  # "is the input" says more than the name
-        # a folder of that name would hold a zarr store, which no image reader opens
-        raise InputError(
-            f"--out {a.out}: one input's labels are written as a zarr store: name it "
-            f"{Path(a.out).with_suffix('.zarr')} (label files as TIFF: --format tiff with a folder as --out)"
-        )
     if a.rgb is not None:
         from .core.io import open_image
 

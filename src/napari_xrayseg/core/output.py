@@ -260,7 +260,10 @@ def claim(
     final = Path(path)
     check_not_input(final, inputs, option=option)
     if store and final.suffix.lower() in NOT_STORE_SUFFIXES:  # a zarr folder named x.tif: no reader opens it
-        raise InputError(f"{what} {final} is written as a zarr store: name it {final.with_suffix('.zarr')}")
+        raise InputError(
+            f"{what} {final} is written as a zarr store: name it {final.with_suffix('.zarr')} (label files as "
+            "TIFF: segment_many, xrayseg predict --format tiff, into a folder)"
+        )
     _repair(final)
     new = _sibling(final, NEW)
     if not (final.exists() or final.is_symlink()):
