@@ -954,7 +954,13 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         if found is not None:
             physics.update(voxel_size=found[0], unit=found[1])
     report = evaluate(
-        pred, truth, axis=a.axis, ignore_zero=not a.zero_is_class, class_names=names, microstructure=physics
+        pred,
+        truth,
+        axis=a.axis,
+        ignore_zero=not a.zero_is_class,
+        class_names=names,
+        microstructure=physics,
+        trained_slices=a.trained_slices,
     )
     print(repr(report))
     if a.json:
@@ -1614,6 +1620,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME",
         help="class names of labels 1, 2, ... for the tables (default: from the prediction's store)",
+    )
+    p.add_argument(
+        "--trained-slices",
+        type=int,
+        nargs="*",
+        default=None,
+        metavar="K",
+        help="slices along --axis the model trained on: the others are also scored alone (held out). Default: "
+        "what a predict output records when its model trained on that image; with no K: none",
     )
     p.add_argument("--json", default=None, help="write the report as JSON here")
     p.add_argument("--csv", default=None, help="write the per-class table as CSV here")

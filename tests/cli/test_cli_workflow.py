@@ -110,6 +110,13 @@ def test_train_then_predict_then_evaluate(tmp_path, capsys):
     assert f"{report['mean_dice']:.3f}"[:4] in out  # the table shows the same number
     assert rc.read_text().count("\n") >= 4
     assert {p.name for p in figs.iterdir()} >= {"collage.png", "slice_dice.png"}
+    # the model trained on slices 2 and 5 of this image (predict recorded it): the others are scored apart
+    assert report["trained_slices"] == [2, 5] and report["held_out"]["n_slices"] == 6
+    assert "held out from training: mean Dice" in out and "slices 2, 5 along axis 0" in out
+    ev = ["evaluate", "--pred", str(pred), "--truth", str(tmp_path / "s" / "truth.zarr")]
+    assert main([*ev, "--trained-slices"]) == 0 and "held out" not in capsys.readouterr().out
+    assert main([*ev, "--trained-slices", "0", "1"]) == 0
+    assert "slices 0, 1 along axis 0" in capsys.readouterr().out
     # refuses to overwrite the report, one line, exit 2
     assert (
         main(["evaluate", "--pred", str(pred), "--truth", str(tmp_path / "s" / "truth.zarr"), "--json", str(rj)]) == 2

@@ -150,3 +150,22 @@ def test_bad_input_is_reported(make_napari_viewer, monkeypatch):
     assert "shape" in errors[-1] and not w.runner.running
     w._export.clicked.emit()  # disabled before any evaluation; the handler also guards
     assert w.report is None
+
+
+def test_the_slices_a_model_trained_on_are_scored_apart(make_napari_viewer, qtbot):
+    # the Segment and Train widgets record them in the prediction layer's metadata
+    viewer = make_napari_viewer()
+    viewer.add_labels(TRUTH.copy(), name="truth")
+    meta = {"napari_xrayseg": {"model": "m.safetensors", "trained_on": {"axis": 0, "slices": [0]}}}
+    viewer.add_labels(PRED.copy(), name="prediction", metadata=meta)
+    w = EvaluateWidget(viewer)
+    w._run.clicked.emit()
+    _wait(qtbot, w)
+    r = w.report
+    assert r.trained_slices == [0] and r.held_out["n_slices"] == 1 and r.held_out["mean_dice"] == 1.0
+    assert "held out from training: mean Dice 1.0000" in w._summary.value and "slice 0 along axis 0" in w._summary.value
+    assert "held out from training" in w._figure.axes[0].get_title()
+    w._axis.value = 1  # slices of another axis: not those it trained on
+    w._run.clicked.emit()
+    _wait(qtbot, w)
+    assert w.report.held_out is None and "held out" not in w._summary.value

@@ -56,6 +56,8 @@ def test_train_widget_end_to_end(make_napari_viewer, qtbot, tmp_path, monkeypatc
     assert seg.data.shape == lab.data.shape and seg.data.dtype == np.uint8
     names = dict(zip(seg.features["index"], seg.features["name"]))  # Analyze and Evaluate name the phases
     assert names == dict(zip(m.info.classes, m.info.class_names))
+    # which slices it learned from, for Evaluate to score the others apart
+    assert seg.metadata["napari_xrayseg"]["trained_on"] == {"axis": 0, "slices": [1, 4]}
     np.testing.assert_array_equal(lab.data, before)  # the user's labels are never modified
     shot = viewer.screenshot(canvas_only=False)
     assert shot[..., :3].std() > 1

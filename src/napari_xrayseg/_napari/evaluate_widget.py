@@ -195,6 +195,9 @@ class EvaluateWidget(JobWidget):
         ignore_zero = not bool(self._zero.value)
         names = layer_class_names(pred_layer) or layer_class_names(truth_layer)
         kwargs = {"pred": pred, "truth": truth, "axis": axis, "ignore_zero": ignore_zero, "class_names": names}
+        found = (getattr(pred_layer, "metadata", {}).get("napari_xrayseg") or {}).get("trained_on")
+        if pred.ndim == 3 and isinstance(found, dict) and found.get("axis") == axis:
+            kwargs["trained_slices"] = list(found.get("slices") or [])  # the Segment/Train widgets' record
         if self._physics.value:
             if pred.ndim != 3:
                 raise InputError("the microstructure error needs 3D labels: uncheck it for 2D layers")
@@ -259,6 +262,9 @@ class EvaluateWidget(JobWidget):
             + ("" if report.ignore_zero else " (0 scored as a class)"),
             f"mean Dice {_fmt(report.mean_dice)}, mean IoU {_fmt(report.mean_iou)}",
         ]
+        held = report.held_out_text()
+        if held:
+            lines.append(held)
         if report.axis is not None:
             if report.mean_slice_dice is None:
                 lines.append("per-slice Dice: n/a")

@@ -25,7 +25,7 @@ from ..core.batch import iter_segment_many
 from ..core.config import SegmentConfig
 from ..core.device import available_devices
 from ..core.errors import XraysegError
-from ..core.inference import iter_segment
+from ..core.inference import iter_segment, trained_on
 from ..core.models import read_model_info
 from ._jobs import JobRunner, JobWidget, show_error, show_warning, text_label
 from ._layers import (
@@ -310,6 +310,7 @@ class SegmentWidget(JobWidget):
                     "axes": kwargs["axes"],
                     "tta": kwargs["tta"],
                     "model": str(kwargs["model"]),
+                    "trained_on": trained_on(info, kwargs["image"]),  # Evaluate scores the other slices apart
                 }
             },
         )

@@ -36,7 +36,7 @@ import napari
 from ..core.config import SegmentConfig, TrainConfig
 from ..core.device import available_devices
 from ..core.errors import InputError, XraysegError
-from ..core.inference import iter_segment
+from ..core.inference import iter_segment, trained_on
 from ..core.models import (
     AUTO_START,
     MAX_CONTEXT,
@@ -551,7 +551,13 @@ class TrainWidget(JobWidget):
                 name=name,
                 features=label_features(dict(zip(model.info.classes, model.info.class_names))),  # Analyze names
                 **spatial_placement(layer, kwargs["channel_axis"]),
-                metadata={"napari_xrayseg": {"model": str(model.path), "axis": kwargs["axis"]}},
+                metadata={
+                    "napari_xrayseg": {
+                        "model": str(model.path),
+                        "axis": kwargs["axis"],
+                        "trained_on": trained_on(model.info, image),  # Evaluate scores the other slices apart
+                    }
+                },
             )
             show_info(f"segmented {layer.name} into {name!r}")
 

@@ -147,6 +147,7 @@ def run_demo(
         "segment": {"seconds": round(t_seg, 1), "mvox_per_s": round(image.size / t_seg / 1e6, 3)},
         "dice": {names.get(int(c), c): report.per_class[c]["dice"] for c in report.per_class},
         "mean_dice": report.mean_dice,
+        "held_out_mean_dice": (report.held_out or {}).get("mean_dice"),  # the slices not trained on
         "otsu_mean_dice": otsu.mean_dice,
         "files": {
             "model": str(outdir / "model.safetensors"),
@@ -169,6 +170,11 @@ def run_demo(
         u, o = report.per_class[c]["dice"], otsu.per_class[c]["dice"]
         echo(f"  {names.get(int(c), str(c)):>8}: {u:.3f} | {o:.3f}")
     echo(f"  {'mean':>8}: {report.mean_dice:.3f} | {otsu.mean_dice:.3f}")
+    if report.held_out is not None and report.held_out["mean_dice"] is not None:
+        echo(
+            f"  on the {report.held_out['n_slices']} slices not trained on alone, the U-Net's mean Dice is "
+            f"{report.held_out['mean_dice']:.3f}"
+        )
     echo(
         f"Files in {outdir}/: image.zarr and truth.zarr (the sample and its full truth), annotations.zarr "
         f"(the {len(idx)} slices trained on), model.safetensors (reuse with `xrayseg predict`), labels.zarr "

@@ -689,7 +689,9 @@ def slice_dice_plot(
 
     Slices without annotation are gaps; every annotated slice gets a marker, so
     sparse annotations stay visible.  The dashed line and band show the mean ±
-    standard deviation of the per-slice mean Dice over annotated slices.
+    standard deviation of the per-slice mean Dice over annotated slices; when the report
+    knows the slices the model trained on (:attr:`~napari_xrayseg.core.metrics.Report.trained_slices`),
+    those are shaded and the mean is over the others.
 
     Parameters
     ----------
@@ -746,7 +748,20 @@ def slice_dice_plot(
             label=(report.class_names or {}).get(int(c), f"class {c}"),
         )
     ax.plot(x, mean, marker="o", ms=3, lw=1.8, color="black", label="mean over classes")
-    if report.mean_slice_dice is not None:
+    trained = [k for k in report.trained_slices or [] if 0 <= k < mean.size]
+    for i, k in enumerate(trained):  # what the model learned from: their scores flatter it
+        ax.axvspan(k - 0.5, k + 0.5, color="tab:orange", alpha=0.3, lw=0, label="trained on" if i == 0 else None)
+    held = report.held_out if trained else None
+    if held is not None and held["mean_slice_dice"] is not None:
+        m, s = held["mean_slice_dice"], held["std_slice_dice"] or 0.0
+        ax.axhspan(m - s, m + s, color="0.5", alpha=0.15, lw=0)
+        ax.axhline(m, color="0.3", ls="--", lw=1)
+        ax.set_title(
+            f"per-slice Dice: {m:.3f} ± {s:.3f} over the {held['n_slices']} slices held out from training "
+            f"(of {mean.size}; trained on {len(trained)})",
+            fontsize=10,
+        )
+    elif report.mean_slice_dice is not None:
         m, s = report.mean_slice_dice, report.std_slice_dice or 0.0
         ax.axhspan(m - s, m + s, color="0.5", alpha=0.15, lw=0)
         ax.axhline(m, color="0.3", ls="--", lw=1)
@@ -830,7 +845,8 @@ def save_figures(
         Output folder, created if missing.
     axis : int
         Slicing axis of the collage.  When it is the report's axis, the collage
-        shows slices that carry annotations.
+        shows slices that carry annotations, those the model did not train on if
+        the report knows them.
     overwrite : bool
         Replace existing figures.
     history : list of dict, str, os.PathLike or Model, optional
@@ -877,6 +893,8 @@ def save_figures(
     if pred_ndim == 3 and report.slice_dice is not None and report.axis is not None:
         if int(report.axis) == int(axis) % 3:
             annotated = [k for k, v in enumerate(report.slice_dice) if v is not None]
+            trained = set(report.trained_slices or ())
+            annotated = [k for k in annotated if k not in trained] or annotated  # held-out slices first
             if annotated:
                 slices = _pick(annotated, n)
     if voxel_size is None:

@@ -159,6 +159,36 @@ def _voxel_size(image: Any, info: ModelInfo, cfg: SegmentConfig) -> tuple[tuple[
     return found or pick_voxel_size(None, cfg.unit, trained, ndim=ndim)
 
 
+def trained_on(info: ModelInfo, image: Any, digest: str | None = None) -> dict[str, Any] | None:
+    """The slices of ``image`` the model was trained on, ``{"axis": a, "slices": [...]}``, or None.
+
+    Known when the model's last training used this very image (``info.train["input_digest"]``,
+    the fingerprint of :func:`~napari_xrayseg.core.writer.input_digest`, equals the image's) as
+    its one input of 3D slices. The slices are all those holding an annotation along its main
+    axis, so every voxel it learned from lies in them (slices along further ``axes`` included),
+    the held-out validation slices among them (they chose the weights kept).
+    :func:`~napari_xrayseg.core.metrics.evaluate` reports the scores of the other slices apart
+    (``Report.held_out``).
+
+    Parameters
+    ----------
+    info : ModelInfo
+        The model's description.
+    image : array-like
+        The image it segments.
+    digest : str, optional
+        ``input_digest(image)`` if already computed.
+    """
+    t = info.train or {}
+    want = t.get("input_digest")
+    slices = t.get("annotated_slices")
+    if not want or not isinstance(slices, list) or t.get("two_d") or t.get("inputs") or len(image.shape) != 3:
+        return None
+    if (digest or input_digest(image)) != want:
+        return None
+    return {"axis": int(t["axis"]), "slices": sorted(int(k) for k in slices)}
+
+
 def _meta(
     plans: list[SegmentPlan],
     model: Model,
@@ -167,9 +197,11 @@ def _meta(
     image: Any,
 ) -> dict[str, Any]:
     p = plans[0]
+    digest = input_digest(image)
     return {
         "complete": False,
-        "input_digest": input_digest(image),  # --resume refuses another image of the same shape
+        "input_digest": digest,  # --resume refuses another image of the same shape
+        "trained_on": trained_on(model.info, image, digest),  # evaluate scores the other slices apart
         "shape": list(p.shape),
         "axis": p.axis,
         "axes": [q.axis for q in plans],

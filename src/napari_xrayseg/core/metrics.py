@@ -557,6 +557,33 @@ def _per_slice(cm: Confusion) -> tuple[list[float | None], dict[int, list[float 
     return _none_list(mean), per_class
 
 
+def _held_out(cm: Confusion, trained: Sequence[int]) -> dict[str, Any]:
+    """Scores of the slices along ``cm.axis`` not in ``trained``, pooled as :class:`Report` pools all voxels."""
+    n = cm.slice_truth.shape[0]
+    keep = np.ones(n, bool)
+    keep[[k for k in trained if 0 <= k < n]] = False
+    idx = [cm.index(c) for c in cm.classes]
+    st = cm.slice_truth[keep].astype(np.int64)
+    sp = cm.slice_pred[keep].astype(np.int64)
+    tp = cm.slice_tp[keep].astype(np.int64)
+    voxels = int(st.sum())
+    dice: dict[int, float | None] = {}
+    for j, c in zip(idx, cm.classes, strict=True):
+        den = int(st[:, j].sum() + sp[:, j].sum())
+        dice[int(c)] = _ratio(2 * int(tp[:, j].sum()), den) if den else None
+    slice_mean, _ = _per_slice(cm)
+    vals = np.array([v for k, v in enumerate(slice_mean) if keep[k] and v is not None], dtype=np.float64)
+    return {
+        "n_slices": int(vals.size),
+        "n_voxels": voxels,
+        "mean_dice": _mean(list(dice.values())) if voxels else None,
+        "accuracy": _ratio(int(tp.sum()), voxels) if voxels else None,
+        "per_class_dice": {str(c): v if voxels else None for c, v in dice.items()},
+        "mean_slice_dice": float(vals.mean()) if vals.size else None,
+        "std_slice_dice": float(vals.std()) if vals.size else None,
+    }
+
+
 @dataclass(eq=False)
 class Report:
     """Segmentation scores of a prediction against (possibly sparse) ground truth.
@@ -606,6 +633,14 @@ class Report:
         "errors"}`` with ``errors`` as :func:`~napari_xrayseg.core.microstructure.compare_microstructure`
         (``{"2.specific_surface_area": {"pred", "truth", "error", "error_percent"}, ...,
         "tpb_density": ...}``); None if not computed (``evaluate(..., microstructure=True)``).
+    trained_slices : list of int, optional
+        Slices along ``axis`` the model was trained on (its annotated slices, validation
+        ones included), if known: see :func:`evaluate`'s ``trained_slices``.
+    held_out : dict, optional
+        With ``trained_slices``: the scores of the other slices alone, what the model did
+        not learn from: ``{"n_slices", "n_voxels", "mean_dice", "accuracy",
+        "per_class_dice" ({"1": dice, ...}), "mean_slice_dice", "std_slice_dice"}``
+        (``n_slices``: those with truth; None values when there is none).
     """
 
     classes: tuple[int, ...]
@@ -627,15 +662,20 @@ class Report:
     class_names: dict[int, str] | None = None
     by_interface_distance: dict[str, dict[str, float | int | None]] | None = None
     microstructure: dict[str, Any] | None = None
+    trained_slices: list[int] | None = None
+    held_out: dict[str, Any] | None = None
 
     @classmethod
-    def from_confusion(cls, cm: Confusion) -> Report:
+    def from_confusion(cls, cm: Confusion, trained_slices: Sequence[int] | None = None) -> Report:
         """Compute every score from a :class:`Confusion`.
 
         Parameters
         ----------
         cm : Confusion
             Counts from :func:`confusion_matrix`.
+        trained_slices : sequence of int, optional
+            Slices along ``cm.axis`` the model trained on: also score the others apart
+            (:attr:`held_out`; needs per-slice counts).
 
         Returns
         -------
@@ -643,6 +683,9 @@ class Report:
         """
         per_class = {c: _class_scores(cm, c) for c in cm.classes}
         n = cm.n_voxels
+        trained = None
+        if trained_slices is not None and cm.axis is not None:
+            trained = sorted({int(k) for k in trained_slices})
         slice_dice = slice_class = mean_s = std_s = None
         n_ann = 0
         if cm.axis is not None:
@@ -668,6 +711,8 @@ class Report:
             std_slice_dice=std_s,
             n_annotated_slices=n_ann,
             shape=tuple(cm.shape),
+            trained_slices=trained,
+            held_out=None if trained is None else _held_out(cm, trained),
         )
 
     # ---- export
@@ -684,7 +729,8 @@ class Report:
             ``per_slice`` (``{"axis", "dice", "per_class"}`` or None),
             ``mean_slice_dice``, ``std_slice_dice``, ``n_annotated_slices``,
             ``by_interface_distance`` (see :func:`interface_errors`, or None),
-            ``microstructure`` (see :attr:`microstructure`, or None).
+            ``microstructure`` (see :attr:`microstructure`, or None),
+            ``trained_slices`` and ``held_out`` (see :attr:`held_out`, or None).
 
         Examples
         --------
@@ -720,6 +766,8 @@ class Report:
             if self.by_interface_distance is None
             else {k: dict(v) for k, v in self.by_interface_distance.items()},
             "microstructure": None if self.microstructure is None else dict(self.microstructure),
+            "trained_slices": None if self.trained_slices is None else [int(k) for k in self.trained_slices],
+            "held_out": None if self.held_out is None else dict(self.held_out),
         }
 
     @classmethod
@@ -759,6 +807,8 @@ class Report:
                 else {int(k): str(v) for k, v in d["class_names"].items()},
                 by_interface_distance=d.get("by_interface_distance"),
                 microstructure=d.get("microstructure"),
+                trained_slices=None if d.get("trained_slices") is None else [int(k) for k in d["trained_slices"]],
+                held_out=d.get("held_out"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise InputError(
@@ -857,6 +907,20 @@ class Report:
         df = pd.DataFrame(self.rows()).set_index("class")
         return df.astype(float)
 
+    def held_out_text(self) -> str | None:
+        """One line on the slices the model did not train on (:attr:`held_out`), or None if unknown."""
+        if self.held_out is None or self.trained_slices is None:
+            return None
+        h, k = self.held_out, len(self.trained_slices)
+        shown = ", ".join(str(v) for v in self.trained_slices[:8]) + (f", ... ({k} in all)" if k > 8 else "")
+        trained = f"the model trained on slice{'s' * (k != 1)} {shown} along axis {self.axis}"
+        if h["mean_dice"] is None:
+            return f"held out from training: no slice with truth; {trained}, and every score includes them"
+        return (
+            f"held out from training: mean Dice {h['mean_dice']:.4f}, accuracy {h['accuracy']:.4f} on the "
+            f"{h['n_slices']} other slice{'s' * (h['n_slices'] != 1)} with truth; {trained}"
+        )
+
     def __repr__(self) -> str:
         def fmt(v: Any) -> str:
             if v is None:
@@ -884,6 +948,9 @@ class Report:
             f"Report: {self.n_voxels:,} voxels scored{zero}, "
             f"mean Dice {fmt(self.mean_dice)}, accuracy {fmt(self.accuracy)} (share of voxels right)"
         ]
+        held = self.held_out_text()
+        if held:
+            lines.append(held)
         lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in table]
         if self.axis is not None:
             if self.mean_slice_dice is None:
@@ -982,6 +1049,25 @@ def _annotated_box(truth: Any, block_slices: int | None, cancel: Any) -> tuple[t
     return box
 
 
+def _trained_slices(given: Sequence[int] | None, pred: Any, axis: int | None) -> list[int] | None:
+    """The slices along ``axis`` the model trained on: ``given``, else what ``pred``'s file records."""
+    if axis is None:
+        return None
+    if given is not None:
+        return [int(k) for k in given] or None
+    from .io import trained_on_of
+
+    found = trained_on_of(pred)
+    if found is None:
+        return None
+    if found["axis"] != axis:
+        log.info(
+            "the model trained on slices along axis %d: evaluate along it to score the others apart", found["axis"]
+        )
+        return None
+    return found["slices"]
+
+
 def iter_evaluate(
     pred: Any,
     truth: Any,
@@ -995,6 +1081,7 @@ def iter_evaluate(
     class_names: dict[int, str] | Sequence[str] | None = None,
     interfaces: bool = True,
     microstructure: bool | dict[str, Any] = False,
+    trained_slices: Sequence[int] | None = None,
 ) -> Generator[Progress, None, Report]:
     """Generator form of :func:`evaluate`: yields a :class:`Progress` per slab, returns the :class:`Report`.
 
@@ -1019,7 +1106,7 @@ def iter_evaluate(
         block_slices=block_slices,
         cancel=cancel,
     )
-    report = Report.from_confusion(cm)
+    report = Report.from_confusion(cm, _trained_slices(trained_slices, pred, cm.axis))
     if class_names is None:  # what the files record, as the CLI reads them (a predict output names its phases)
         from .io import class_names_of
 
@@ -1053,6 +1140,7 @@ def evaluate(
     class_names: dict[int, str] | Sequence[str] | None = None,
     interfaces: bool = True,
     microstructure: bool | dict[str, Any] = False,
+    trained_slices: Sequence[int] | None = None,
 ) -> Report:
     """Score a segmentation against (possibly sparse) ground truth.
 
@@ -1087,6 +1175,13 @@ def evaluate(
         voxels, which must be fully annotated (the whole volume for dense truth). A dict
         passes options to ``analyze`` (``voxel_size``, ``unit``, ``tortuosity``, ``device``,
         ...; default: the voxel size the prediction's file records).
+    trained_slices : sequence of int, optional
+        Slices along ``axis`` the model was trained on: their scores count in every
+        number as before, and the other slices are also scored alone
+        (:attr:`Report.held_out`), what the model did not learn from. Default: what an
+        output of ``xrayseg predict`` records when its model trained on the very image it
+        segmented (see :func:`~napari_xrayseg.core.inference.trained_on`) along ``axis``;
+        ``()``: none.
 
     Raises
     ------
@@ -1117,6 +1212,7 @@ def evaluate(
             class_names=class_names,
             interfaces=interfaces,
             microstructure=microstructure,
+            trained_slices=trained_slices,
         )
     )
 

@@ -1614,6 +1614,16 @@ def _check_cpu_bf16(model: Model, stepper: _SupervisedStep, batch: int, patch: i
         log.warning("CPU bf16 gradients of %s are wrong here: training in fp32", "; ".join(faults))
 
 
+def _digest(d: dict[str, Any]) -> str | None:
+    """The fingerprint of the one 3D image trained on (:func:`~napari_xrayseg.core.writer.input_digest`)."""
+    from .writer import input_digest
+
+    image = d["pairs"][0][0]
+    if d["multi"] or d["two_d"] or isinstance(image, ChannelStack) or len(image.shape) != 3:
+        return None
+    return input_digest(image)
+
+
 def _record(s: dict[str, Any], d: dict[str, Any], model: Model) -> dict[str, Any]:
     """The settings kept in the model's ``info.train``."""
     init = s["init"]
@@ -1654,6 +1664,8 @@ def _record(s: dict[str, Any], d: dict[str, Any], model: Model) -> dict[str, Any
         "two_d": d["two_d"],
         "channel_axis": s["channel_axis"],
         "annotated_slices": d["idx"],
+        # which image those slices are of (writer.input_digest): evaluate scores the other slices apart
+        "input_digest": _digest(d),
         "val_slices": d["val_slices"],
         "validation": d["val_kind"],
         "mode": s["mode"],
