@@ -1,6 +1,7 @@
 import dask.array as da
 import numpy as np
 import pytest
+import torch
 import zarr
 
 from napari_xrayseg.core.errors import Cancelled, InputError, ModelFileError, OutputExistsError
@@ -319,3 +320,14 @@ def test_a_hot_pixel_does_not_spread_through_the_network(tiny_model, monkeypatch
     monkeypatch.setattr(normalize, "CLIP", (-np.inf, np.inf))  # as before: nothing clipped
     spread = int((segment(hot, tiny_model, **KW) != clean).sum())
     assert changed <= 16 and spread > 10 * max(changed, 1), (changed, spread)
+
+
+def test_inputs_go_to_a_non_cuda_device_too(tiny_model):
+    # Apple's MPS (the "auto" device on a Mac) took CPU inputs to MPS weights: every segmentation failed
+    from napari_xrayseg.core.predictor import SlicePredictor
+
+    pred = SlicePredictor(tiny_model, device="cpu", precision="fp32")
+    x = torch.zeros(1, 1, 8, 8)
+    assert pred._to_device(x) is x  # CPU: no copy
+    pred.device = torch.device("meta")  # stands in for "mps" on a machine without one
+    assert pred._to_device(x).device.type == "meta"

@@ -677,9 +677,11 @@ class SlicePredictor:
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` on the network's device; on CUDA through pinned memory with a non-blocking copy."""
-        if self.device.type != "cuda":
+        if self.device.type == "cpu":
             return x
-        return x.pin_memory().to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            return x.pin_memory().to(self.device, non_blocking=True)
+        return x.to(self.device)  # MPS and other devices (without this, every Mac failed: CPU input, MPS weights)
 
     def slices_per_call(self, slice_shape: tuple[int, int]) -> int:
         """Slices to run together: as many as fit the memory budget (``tile="auto"``), else about ``batch`` tiles."""
