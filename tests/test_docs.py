@@ -15,7 +15,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-# Pages whose ```python blocks are tested examples; ```py marks a block that needs a running napari.
+# Pages whose ```python blocks are tested examples; ```py marks a block that needs a running napari (or a person
+# pressing Ctrl-C).
 EXAMPLE_PAGES = ["console.md"]
 _PYTHON_BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 _MD_LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")

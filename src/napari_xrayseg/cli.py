@@ -496,7 +496,7 @@ def _list_file(path: Path) -> list[tuple[Path, Path | None]]:
 def _cmd_train(a: argparse.Namespace) -> int:
     from .core.errors import Cancelled, OutputExistsError, OutputWriteError
     from .core.models import save_model
-    from .core.progress import CancelToken
+    from .core.progress import CancelToken, signals_cancel
 
     image, labels, two_d = _train_pairs(a)
     t0 = time.perf_counter()
@@ -504,7 +504,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     note = f"xrayseg train: stopping; the model so far goes to {a.out} (Ctrl-C again: quit, save nothing)"
     got: list[int] = []
     try:
-        with _ctrl_c_cancels(token, note, got):
+        with signals_cancel(token, note, got):
             model = _train_run(a, image, labels, two_d, token)
     except (OutputWriteError, OutputExistsError) as e:  # trained, then the disk was full: the model rides on it
         _rescue(e, getattr(e, "result", None), a.out)
@@ -1711,41 +1711,6 @@ def _ctrl_c_held() -> Iterator[None]:
         signal.signal(signal.SIGINT, old if old is not None else signal.default_int_handler)
     if came:
         raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _ctrl_c_cancels(token: Any, note: str, got: list[int] | None = None) -> Iterator[None]:
-    """The first Ctrl-C cancels ``token`` (the job stops at its next check and keeps its result), the next quits.
-
-    SIGTERM (what Slurm, PBS and ``timeout`` send at the time limit, before SIGKILL) cancels
-    the same way. The signals received are appended to ``got``. Only the main thread can set
-    signal handlers; elsewhere the block runs as it is.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # not ours to handle
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if got is not None:
-            got.append(signum)
-        if token.cancelled:
-            raise KeyboardInterrupt
-        token.cancel()
-        print(
-            note if signum == signal.SIGINT else f"{note.split(';')[0]} (terminated);{note.partition(';')[2]}",
-            file=sys.stderr,
-        )
-
-    ours = [signal.SIGTERM]
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # ignored: a job started with & in a script
-        ours.append(signal.SIGINT)
-    old = {s: signal.signal(s, handler) for s in ours}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            default = signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL
-            signal.signal(s, h if h is not None else default)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

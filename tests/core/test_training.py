@@ -599,3 +599,37 @@ def test_a_short_budget_choosing_the_2d_net_is_said(caplog):
         m = train(image, lab, minutes=0.02, size="tiny", batch=2, patch=32, device="cpu", init="random")
     assert m.info.arch == "unet"
     assert "the 2.5D unet, as 0.02 minutes are under the 5 the 3D unet3d" in caplog.text
+
+
+@pytest.mark.parametrize("with_out", [False, True])
+def test_ctrl_c_in_train_raises_a_keyboard_interrupt_carrying_the_model_so_far(phantom, tmp_path, with_out):
+    """In a notebook, Interrupt the kernel (SIGINT) threw the whole training away: nothing came back."""
+    import os
+    import signal
+
+    from napari_xrayseg.core.errors import TrainingInterrupted
+
+    image, _, sparse = phantom
+
+    def ctrl_c_at_epoch_2(p):
+        if p.info.get("epoch") == 2 and "val_dice" in p.info:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    out = tmp_path / "m.safetensors" if with_out else None
+    with pytest.raises(KeyboardInterrupt) as got:
+        train(image, sparse, **{**FAST, "epochs": 50}, out=out, progress=ctrl_c_at_epoch_2)
+    e = got.value
+    assert isinstance(e, TrainingInterrupted) and len(e.result.info.history) == 2
+    assert "training interrupted (training cancelled after 2 epochs)" in str(e)
+    if with_out:
+        assert e.saved == str(out) and len(load_model(out).info.history) == 2 and "saved the model so far" in str(e)
+    else:
+        assert e.saved is None and "this exception's result" in str(e)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    # the caller's own token cancels as before: Cancelled, nothing saved
+    from napari_xrayseg.core.errors import Cancelled
+    from napari_xrayseg.core.progress import CancelToken
+
+    token = CancelToken()
+    with pytest.raises(Cancelled):
+        train(image, sparse, **{**FAST, "epochs": 50}, cancel=token, progress=lambda p: token.cancel())

@@ -18,6 +18,7 @@ __all__ = [
     "OutOfMemoryError",
     "OutputExistsError",
     "OutputWriteError",
+    "TrainingInterrupted",
     "XraysegError",
     "for_cli",
     "for_gui",
@@ -212,3 +213,21 @@ class Cancelled(XraysegError):
     """
 
     result: object | None = None
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or Jupyter's *Interrupt the kernel*) stopped :func:`~napari_xrayseg.core.training.train`.
+
+    A ``KeyboardInterrupt``, so a script stops as at any Ctrl-C, that carries the model so far.
+
+    Attributes
+    ----------
+    result : Model or None
+        The model so far, as a cancelled training keeps it (``None`` if no epoch finished).
+        After the interrupt in IPython or Jupyter: ``sys.last_value.result``.
+    saved : str or None
+        Where it was also saved (training's ``out``), if it was.
+    """
+
+    result: object | None = None
+    saved: str | None = None

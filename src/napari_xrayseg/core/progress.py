@@ -8,14 +8,17 @@ that the job checks at every slab, batch and epoch.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import sys
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .errors import Cancelled
 
-__all__ = ["CancelToken", "Progress", "ProgressCallback", "drain"]
+__all__ = ["CancelToken", "Progress", "ProgressCallback", "drain", "signals_cancel"]
 
 T = TypeVar("T")
 
@@ -115,3 +118,45 @@ def drain(gen: Generator[Progress, None, T], callback: ProgressCallback | None =
             return stop.value
         if callback is not None:
             callback(p)
+
+
+@contextlib.contextmanager
+def signals_cancel(token: CancelToken, note: str, got: list[int] | None = None, *, term: bool = True) -> Iterator[None]:
+    """The first Ctrl-C cancels ``token`` (the job stops at its next check, keeping its result); the next quits.
+
+    The second SIGINT raises ``KeyboardInterrupt`` at once. With ``term``, SIGTERM (what Slurm,
+    PBS and ``timeout`` send at the time limit, before SIGKILL) cancels the same way. ``note`` is
+    printed to stderr at the first signal; the signals received are appended to ``got``. Only
+    the main thread can set signal handlers; elsewhere (a napari worker thread) the block runs
+    as it is, as it does inside another such block (the outer one handles the signals). A
+    SIGINT the process ignores (a job started with ``&`` in a script) stays ignored.
+    """
+    if threading.current_thread() is not threading.main_thread() or getattr(
+        signal.getsignal(signal.SIGINT), "cancels_a_job", False
+    ):
+        yield  # not ours to handle, or an outer block (the CLI's around train()) handles it
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if got is not None:
+            got.append(signum)
+        if token.cancelled:
+            raise KeyboardInterrupt
+        token.cancel()
+        print(
+            note if signum == signal.SIGINT else f"{note.split(';')[0]} (terminated);{note.partition(';')[2]}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    handler.cancels_a_job = True  # type: ignore[attr-defined]
+    ours = [signal.SIGTERM] if term else []
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        ours.append(signal.SIGINT)
+    old = {s: signal.signal(s, handler) for s in ours}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            default = signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL
+            signal.signal(s, h if h is not None else default)

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from .channels import ChannelStack
 from .config import TrainConfig
 from .device import cpu_bf16_conv_faults, cpu_has_amx, resolve_device, resolve_precision
-from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError, XraysegError
+from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError, TrainingInterrupted, XraysegError
 from .io import read_block, volume_chunks, voxel_size_of
 from .labels import read_labels
 from .models import (
@@ -72,7 +72,7 @@ from .normalize import (
 from .output import claim
 from .plan import check_image
 from .predictor import SlicePredictor
-from .progress import CancelToken, Progress, ProgressCallback, check, drain
+from .progress import CancelToken, Progress, ProgressCallback, check, drain, signals_cancel
 from .tiling import context_range, normalize_axis, plan_slab_depth, slab_ranges, slab_slicer, stack_context
 from .units import pick_voxel_size
 
@@ -2467,6 +2467,12 @@ def train(
     Cancelled
         If ``cancel`` was set; its ``result`` attribute holds the best model so far
         (``None`` if no epoch finished). Nothing is written to ``out``.
+    TrainingInterrupted
+        A ``KeyboardInterrupt``: the first Ctrl-C (in Jupyter, *Interrupt the kernel*)
+        stops training at its next step, as a cancel does; the exception's ``result``
+        holds the model so far (after it, in IPython or Jupyter: ``sys.last_value.result``),
+        also saved to ``out`` if given (its ``saved``). A second Ctrl-C stops at once and
+        keeps nothing. Only where Python lets a call set signal handlers (the main thread).
 
     Examples
     --------
@@ -2481,45 +2487,72 @@ def train(
     >>> segment(image, model, device="cpu").shape
     (4, 64, 64)
     """
-    return drain(
-        iter_train(
-            image,
-            labels,
-            axis=axis,
-            arch=arch,
-            size=size,
-            epochs=epochs,
-            minutes=minutes,
-            steps_per_epoch=steps_per_epoch,
-            batch=batch,
-            patch=patch,
-            lr=lr,
-            schedule=schedule,
-            loss=loss,
-            gamma=gamma,
-            boundary_weight=boundary_weight,
-            dropout=dropout,
-            average=average,
-            augment=augment,
-            val_fraction=val_fraction,
-            seed=seed,
-            device=device,
-            precision=precision,
-            init=init,
-            blend=blend,
-            context=context,
-            mode=mode,
-            pixel_weight=pixel_weight,
-            axes=axes,
-            normalize=normalize,
-            two_d=two_d,
-            channel_axis=channel_axis,
-            voxel_size=voxel_size,
-            unit=unit,
-            nodata=nodata,
-            out=out,
-            overwrite=overwrite,
-            cancel=cancel,
-        ),
-        progress,
-    )
+    token = cancel if cancel is not None else CancelToken()
+    got: list[int] = []
+    note = "train: stopping after this step; the model so far comes with the KeyboardInterrupt (Ctrl-C again: quit)"
+    try:
+        with signals_cancel(token, note, got, term=False):
+            return drain(
+                iter_train(
+                    image,
+                    labels,
+                    axis=axis,
+                    arch=arch,
+                    size=size,
+                    epochs=epochs,
+                    minutes=minutes,
+                    steps_per_epoch=steps_per_epoch,
+                    batch=batch,
+                    patch=patch,
+                    lr=lr,
+                    schedule=schedule,
+                    loss=loss,
+                    gamma=gamma,
+                    boundary_weight=boundary_weight,
+                    dropout=dropout,
+                    average=average,
+                    augment=augment,
+                    val_fraction=val_fraction,
+                    seed=seed,
+                    device=device,
+                    precision=precision,
+                    init=init,
+                    blend=blend,
+                    context=context,
+                    mode=mode,
+                    pixel_weight=pixel_weight,
+                    axes=axes,
+                    normalize=normalize,
+                    two_d=two_d,
+                    channel_axis=channel_axis,
+                    voxel_size=voxel_size,
+                    unit=unit,
+                    nodata=nodata,
+                    out=out,
+                    overwrite=overwrite,
+                    cancel=token,
+                ),
+                progress,
+            )
+    except Cancelled as e:
+        if not got:  # the caller's own token
+            raise
+        _interrupted(e, out, overwrite)
+
+
+def _interrupted(e: Cancelled, out: str | os.PathLike | None, overwrite: bool) -> NoReturn:
+    """Raise :class:`~napari_xrayseg.core.errors.TrainingInterrupted` with the model so far, saved to ``out``."""
+    kept = getattr(e, "result", None)
+    err = TrainingInterrupted(f"training interrupted ({e}) before an epoch finished: nothing kept")
+    if kept is None:
+        raise err from None
+    err.result = kept
+    where = "the model so far is this exception's result (in IPython/Jupyter: sys.last_value.result)"
+    if out is not None:
+        try:
+            err.saved = str(save_model(kept, out, overwrite=overwrite))
+            where = f"saved the model so far to {err.saved}; it is also this exception's result"
+        except (OutputExistsError, OutputWriteError) as failed:
+            where = f"could not save it to {out} ({failed}); {where}"
+    err.args = (f"training interrupted ({e}): {where}",)
+    raise err from None
