@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import SUGGEST_MARGIN, SegmentConfig, TrainConfig
+from .config import SUGGEST_MARGIN, SegmentConfig, TrainConfig, python_numbers
 from .errors import Cancelled, InputError, OutputExistsError
 from .io import read_block
 from .labels import check_labels
@@ -240,6 +240,7 @@ def _runs(indices: Sequence[int], longest: int) -> list[list[int]]:
 # --------------------------------------------------------------------------- preview
 
 
+@python_numbers
 def predict_slice(
     image: Any,
     model: Model | str | os.PathLike,
@@ -818,6 +819,7 @@ def _novelty(
     return out
 
 
+@python_numbers
 def rank_slices(
     image: Any,
     model: Model | str | os.PathLike,
@@ -834,6 +836,7 @@ def rank_slices(
     return drain(iter_rank_slices(image, model, labels, **options), progress)
 
 
+@python_numbers
 def suggest_slices(
     image: Any,
     model: Model | str | os.PathLike,
@@ -1111,6 +1114,7 @@ def iter_continue_training(
     return new
 
 
+@python_numbers
 def continue_training(
     image: Any,
     labels: Any,

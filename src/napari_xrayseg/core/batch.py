@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import SegmentConfig
+from .config import SegmentConfig, python_numbers
 from .errors import Cancelled, InputError, OutputExistsError, XraysegError
 from .io import open_image, open_volume
 from .output import check_not_input, remove_path, write_file, write_text
@@ -466,6 +466,7 @@ def _segment_one(
     return (yield from run_job(job, LocalExecutor(job, cancel), cancel))
 
 
+@python_numbers
 def iter_segment_many(
     inputs: Sequence[Any] | dict[str, Any],
     model: Any,
@@ -622,6 +623,7 @@ def _one(
     return None  # not kept open: a batch of thousands would hold as many files (read FileResult.output)
 
 
+@python_numbers
 def segment_many(
     inputs: Sequence[Any] | dict[str, Any],
     model: Any,

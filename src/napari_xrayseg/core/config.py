@@ -2,10 +2,54 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["MODEL_TILE", "SUGGEST_MARGIN", "SegmentConfig", "TrainConfig"]
+import numpy as np
+
+__all__ = ["MODEL_TILE", "SUGGEST_MARGIN", "SegmentConfig", "TrainConfig", "python_numbers"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _plain(v: Any) -> Any:
+    """A NumPy scalar as the Python number it holds; a list or tuple of them likewise; else ``v``."""
+    if isinstance(v, np.generic):
+        if isinstance(v, np.bool_):
+            return bool(v)
+        if isinstance(v, np.integer):
+            return int(v)
+        if isinstance(v, np.floating):
+            return float(v)
+        return v
+    if isinstance(v, (list, tuple)) and any(isinstance(x, np.generic) for x in v):
+        return type(v)(_plain(x) for x in v)
+    return v
+
+
+def python_numbers(func: F) -> F:
+    """Let ``func``'s keyword options be NumPy scalars (``np.int64(1)`` from ``np.argmin``, ``np.float32(.5)``).
+
+    They become Python ints, floats and bools before the checks, which accept those alone (and
+    would say "axis 1 is out of range" of ``np.int64(1)``). Generator functions stay generator
+    functions, as napari's workers and :func:`~napari_xrayseg.core.progress.drain` expect.
+    """
+    if inspect.isgeneratorfunction(func):
+
+        @functools.wraps(func)
+        def gen(*args: Any, **kwargs: Any) -> Any:
+            return (yield from func(*args, **{k: _plain(v) for k, v in kwargs.items()}))
+
+        return gen  # type: ignore[return-value]
+
+    @functools.wraps(func)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **{k: _plain(v) for k, v in kwargs.items()})
+
+    return call  # type: ignore[return-value]
 
 
 #: Recommended tile side of a new model (stored in the model file; ``SegmentConfig.tile=None`` uses the model's).

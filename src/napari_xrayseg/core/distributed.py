@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import SegmentConfig
+from .config import SegmentConfig, python_numbers
 from .errors import ClusterError, InputError
 from .inference import SegmentJob, _channel_input, build_job, run_job
 from .merger import LabelMerger, ProbMerger
@@ -292,6 +292,7 @@ def _settle(client: Any, timeout: float = 30.0) -> None:
         log.debug("could not ask the scheduler what runs", exc_info=True)
 
 
+@python_numbers
 def segment_distributed(
     image: str | os.PathLike,
     model: str | os.PathLike,

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import SegmentConfig
+from .config import SegmentConfig, python_numbers
 from .device import resolve_device, resolve_precision
 from .errors import Cancelled, InputError, out_of_memory
 from .io import check_chunks_present, voxel_size_of
@@ -494,6 +494,7 @@ def run_job(job: SegmentJob, executor: Any, cancel: CancelToken | None = None) -
     return job.result()
 
 
+@python_numbers
 def iter_segment(
     image: Any,
     model: Model | str | os.PathLike,
@@ -510,6 +511,7 @@ def iter_segment(
     return (yield from run_job(job, LocalExecutor(job, cancel), cancel))
 
 
+@python_numbers
 def segment(
     image: Any,
     model: Model | str | os.PathLike,

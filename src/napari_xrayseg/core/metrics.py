@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import python_numbers
 from .errors import InputError
 from .labels import read_labels
 from .progress import Progress, check, drain
@@ -428,6 +429,7 @@ def _accumulate(pred: Any, truth: Any, **kwargs: Any) -> Confusion:
     return drain(_iter_accumulate(pred, truth, **kwargs))
 
 
+@python_numbers
 def confusion_matrix(
     pred: Any,
     truth: Any,
@@ -1068,6 +1070,7 @@ def _trained_slices(given: Sequence[int] | None, pred: Any, axis: int | None) ->
     return found["slices"]
 
 
+@python_numbers
 def iter_evaluate(
     pred: Any,
     truth: Any,
@@ -1127,6 +1130,7 @@ def iter_evaluate(
     return report
 
 
+@python_numbers
 def evaluate(
     pred: Any,
     truth: Any,
@@ -1250,6 +1254,7 @@ def _interface_band(t: np.ndarray) -> np.ndarray:
     return band
 
 
+@python_numbers
 def interface_errors(
     pred: Any,
     truth: Any,

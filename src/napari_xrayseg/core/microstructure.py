@@ -76,6 +76,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import python_numbers
 from .errors import InputError
 from .io import read_block, volume_chunks, voxel_size_of
 from .progress import CancelToken, Progress, check, drain
@@ -1075,6 +1076,7 @@ def _anisotropic_solver(taufactor: Any) -> Any:
 # --------------------------------------------------------------------------- the job
 
 
+@python_numbers
 def iter_analyze(
     labels: Any,
     *,
@@ -1378,6 +1380,7 @@ def _tau_device(device: str) -> Any:
     return resolve_device(device)
 
 
+@python_numbers
 def analyze(
     labels: Any,
     *,
@@ -1525,6 +1528,7 @@ def analyze(
 # --------------------------------------------------------------------------- TPB network
 
 
+@python_numbers
 def tpb_points(
     labels: Any,
     *,

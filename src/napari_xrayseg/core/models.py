@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import python_numbers
 from .errors import InputError, ModelFileError, XraysegError
 from .output import write_file
 from .unet import UNet
@@ -859,6 +860,7 @@ def _default_names(classes: list[int]) -> list[str]:
     return [f"class {c}" for c in classes]
 
 
+@python_numbers
 def init_model(
     arch: str = "unet",
     *,

@@ -16,6 +16,7 @@ import math
 import numpy as np
 import scipy.ndimage as ndi
 
+from .config import python_numbers
 from .errors import InputError
 
 __all__ = ["BACKGROUND", "LUNG", "make_radiographs"]
@@ -26,6 +27,7 @@ BACKGROUND = 1
 LUNG = 2
 
 
+@python_numbers
 def make_radiographs(
     n: int = 40, *, side: int = 256, seed: int = 0, dtype: str = "uint8"
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .config import python_numbers
 from .errors import InputError
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ PRESETS: dict[str, dict[str, float | int | None]] = {
 _LAYER = {"feature_scale": 1.8, "fractions": (0.1, 0.6, 0.3)}
 
 
+@python_numbers
 def make_phantom(
     shape: Sequence[int] = (64, 256, 256),
     *,

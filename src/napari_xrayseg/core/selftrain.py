@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import python_numbers
 from .errors import InputError
 from .models import Model, load_model
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
@@ -157,6 +158,7 @@ def pseudo_labels(
     return out
 
 
+@python_numbers
 def iter_self_train(
     image: Any,
     model: Model | str | os.PathLike,
@@ -300,6 +302,7 @@ def iter_self_train(
     return result
 
 
+@python_numbers
 def self_train(
     image: Any,
     model: Model | str | os.PathLike,

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from .channels import ChannelStack
-from .config import TrainConfig
+from .config import TrainConfig, python_numbers
 from .device import cpu_bf16_conv_faults, cpu_has_amx, resolve_device, resolve_precision
 from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError, TrainingInterrupted, XraysegError
 from .io import read_block, volume_chunks, voxel_size_of
@@ -1888,6 +1888,7 @@ def _guarded(model: Model, stepper: _SupervisedStep) -> Model:
     return model
 
 
+@python_numbers
 def iter_train(
     image: Any,
     labels: Any,
@@ -2207,6 +2208,7 @@ def _pick_start(pre: Model, rand: Model | None, elapsed: float) -> Model:
     return model
 
 
+@python_numbers
 def train(
     image: Any,
     labels: Any,
