@@ -566,7 +566,7 @@ CASES = [
         lambda d, o: open_volume(d / "two.zarr"),
         _predict("two.zarr"),
         InputError,
-        r"holds several arrays \['a', 'b'\]: choose one with --dataset NAME",
+        r"holds several arrays \['a', 'b'\]: choose one with the path .*two.zarr/NAME",
     ),
     Case(
         "zarr-wrong-dataset",
@@ -594,7 +594,7 @@ CASES = [
         lambda d, o: open_volume(d / "two.h5"),
         _predict("two.h5"),
         InputError,
-        r"holds 2 datasets \['a', 'b'\]: choose one with --dataset NAME",
+        r"holds 2 image datasets \(2D or 3D, numeric\): a, b; choose one with the path .*two.h5:/NAME",
     ),
     # ---- untrusted model files
     Case(

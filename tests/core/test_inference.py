@@ -243,7 +243,28 @@ def test_percentile_sample_does_not_depend_on_the_chunks(tmp_path):
         )
         z[...] = vol
         norms.append(compute_normalization(z))
-    assert norms[0] == norms[1] == norms[2] == compute_normalization(vol)
+    import h5py
+
+    with h5py.File(tmp_path / "x1.h5", "w") as f:  # chunked across the slices: each slice touches every chunk
+        f.create_dataset("entry/data/data", data=vol, chunks=(160, 24, 1), compression="gzip")
+        f["entry/angles"] = np.arange(10.0)  # NeXus metadata beside it: the one image is read
+    from napari_xrayseg.core.io import open_volume
+
+    h5 = open_volume(tmp_path / "x1.h5")
+    assert h5.name == "/entry/data/data" and h5.file.id.get_access_plist().get_cache()[2] >= 64 << 20
+    # every sample slice in one read (each chunk decoded once, not 16 times): the same bounds
+    reads = []
+
+    class Counting:
+        shape, dtype = vol.shape, vol.dtype
+
+        def __getitem__(self, index):
+            reads.append(index)
+            return h5[index]
+
+    Counting.__module__ = "h5py.counting"
+    assert compute_normalization(Counting()) == norms[0] and len(reads) == 1
+    assert norms[0] == norms[1] == norms[2] == compute_normalization(vol) == compute_normalization(h5)
     lo, hi = np.percentile(vol, (0.5, 99.5))
     assert abs(norms[0]["low"] - lo) < 0.15 and abs(norms[0]["high"] - hi) < 0.15
 

@@ -114,7 +114,7 @@ def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
         levels = [da.from_zarr(a) for a in arrays]
         return [
             (
-                levels,
+                levels if len(levels) > 1 else levels[0],  # one level: an array (a list of one crashed napari)
                 {
                     "name": name,
                     "multiscale": len(levels) > 1,
