@@ -315,3 +315,24 @@ def test_reader_opens_the_sample_truth_as_named_labels(tmp_path):
         (data, kw, kind) = get_reader(path)(path)[0]
         assert kind == "labels" and kw["name"] == name  # not "(incomplete)": that is a cut-short predict's
         assert dict(zip(kw["features"]["index"], kw["features"]["name"])) == {1: "pore", 2: "nickel", 3: "YSZ"}
+
+
+def test_reader_opens_a_one_level_ome_zarr(make_napari_viewer, tmp_path):
+    """A single-level OME-Zarr (what many converters write) crashed napari: a list of one array, multiscale off."""
+    import zarr
+
+    from napari_xrayseg._napari.reader import get_reader
+
+    vol = np.random.default_rng(2).random((4, 16, 16), dtype=np.float32)
+    g = zarr.open_group(str(tmp_path / "one.zarr"), mode="w")
+    g.create_array("s0", shape=vol.shape, dtype="float32")[...] = vol
+    axes = [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"]
+    scale = [{"type": "scale", "scale": [2.0, 0.5, 0.5]}]
+    level = {"path": "s0", "coordinateTransformations": scale}
+    g.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": [level]}]}
+    path = str(tmp_path / "one.zarr")
+    ((data, kw, kind),) = get_reader(path)(path)
+    assert kind == "image" and not kw["multiscale"] and data.shape == vol.shape
+    viewer = make_napari_viewer()
+    layer = viewer.open(path, plugin="napari-xrayseg")[0]
+    assert tuple(layer.scale) == (2.0, 0.5, 0.5) and np.array_equal(np.asarray(layer.data), vol)
