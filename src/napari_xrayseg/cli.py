@@ -153,6 +153,37 @@ def _tile_arg(value: str) -> int | str:
 _COMPILE = {"auto": "auto", "on": True, "off": False}  # --compile -> SegmentConfig.compile
 
 
+def _slices_hint(a: argparse.Namespace) -> None:
+    """Warn when a folder given to a volume model looks like the slices of one volume (``--stack`` segments it so)."""
+    from .core.errors import XraysegError
+    from .core.io import TiffStack, slice_files
+    from .core.models import read_model_info
+
+    folders = [p for p in map(Path, a.image) if p.is_dir() and len(slice_files(p)) >= 3]
+    if not folders:
+        return
+    try:
+        info = read_model_info(a.model)
+    except XraysegError:
+        return  # the run says what is wrong with the model
+    if info.two_d or (info.context <= 1 and info.arch != "unet3d"):
+        return  # a model of independent 2D images: a folder of them is what it segments
+    for folder in folders:
+        try:
+            stack = TiffStack(folder)
+        except XraysegError:
+            continue  # files of several shapes: independent images
+        log.warning(
+            "%s holds %d TIFF images of one size (%s): they are segmented one by one as independent 2D images, "
+            "without the neighbouring slices this model (context %d) uses; if they are the slices of one volume, "
+            "add --stack",
+            folder,
+            stack.shape[0],
+            "x".join(map(str, stack.shape[1:])),
+            info.context,
+        )
+
+
 def _cmd_predict(a: argparse.Namespace) -> int:
     from .core.batch import is_collection
     from .core.device import tune_allocator
@@ -161,7 +192,13 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
     tune_allocator()  # a CLI process is ours alone: keep freed activations (+19 %, docs/performance.md)
 
-    if len(a.image) > 1 or a.format is not None or a.summary is not None or is_collection(a.image[0]):
+    if a.stack:
+        if len(a.image) != 1 or not Path(a.image[0]).is_dir():
+            from .core.errors import InputError
+
+            raise InputError("--stack takes one --image: a folder of the 2D TIFF slices of one volume")
+    elif len(a.image) > 1 or a.format is not None or a.summary is not None or is_collection(a.image[0]):
+        _slices_hint(a)
         return _predict_many(a)
     a.image = a.image[0]
     if a.rgb is not None:
@@ -1203,6 +1240,13 @@ def build_parser() -> argparse.ArgumentParser:
         "list file (.txt, one path per line) to segment many into the folder --out",
     )
     p.add_argument("--dataset", default=None, help="array name inside a zarr group or HDF5 file")
+    p.add_argument(
+        "--stack",
+        action="store_true",
+        help="the folder --image holds the 2D TIFF slices of one volume (a reconstruction's recon_00000.tif, ...): "
+        "segment them as that volume, each slice with its neighbours, into one --out (default: a folder's files "
+        "are independent images)",
+    )
     p.add_argument(
         "--rgb",
         default=None,

@@ -97,6 +97,8 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
     if dataset not in (None, "", "/") and suffix in (*_TIFF, *_PIL, ".npy"):
         raise InputError(f"{p.name} holds one array, not named ones: it has no dataset {dataset!r}; drop --dataset")
     try:
+        if p.is_dir() and suffix != ".zarr" and not _is_zarr_dir(p) and slice_files(p):
+            return TiffStack(p)  # a reconstruction's folder of slices (recon_00000.tif, ...)
         if p.is_dir() or suffix == ".zarr":
             return _open_zarr(p, dataset)
         if suffix in _TIFF:
@@ -114,6 +116,101 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
     except _DAMAGED as e:
         raise InputError(f"cannot read {p} as {suffix or 'zarr'}: {e}; is the file complete?") from e
     raise InputError(f"unknown volume format {p.name!r}: use zarr, TIFF, HDF5 (.h5), .npy, PNG or JPEG")
+
+
+def _is_zarr_dir(p: Path) -> bool:
+    return any((p / m).exists() for m in ("zarr.json", ".zarray", ".zgroup"))
+
+
+def _natural(name: str) -> list[Any]:
+    """Sort key that puts ``slice_2`` before ``slice_10``."""
+    import re
+
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def slice_files(folder: str | os.PathLike) -> list[Path]:
+    """The TIFF files directly in ``folder`` (hidden ones left out), in natural order (``2`` before ``10``)."""
+    d = Path(folder)
+    return sorted(
+        (f for f in d.iterdir() if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in _TIFF),
+        key=lambda f: _natural(f.name),
+    )
+
+
+class TiffStack:
+    """A folder of 2D TIFF slices (one file per slice, as tomographic reconstructions write them) as a lazy volume.
+
+    Axis 0 runs over the files in natural order (``recon_2`` before ``recon_10``); a read decodes
+    only the files of the slices asked for. Every file must hold one 2D image of the same shape
+    and type (checked from the headers when opened).
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder.
+
+    Raises
+    ------
+    InputError
+        If it holds no TIFF, or files of other shapes or types, or a file that is not a 2D TIFF.
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        import tifffile
+
+        self.filename = Path(folder)  # where it is read from (output.source_path)
+        self.files = slice_files(folder)
+        if not self.files:
+            raise InputError(f"folder {folder} holds no TIFF slices: check the path")
+        kinds: dict[tuple[tuple[int, ...], str], list[str]] = {}
+        for f in self.files:
+            try:
+                with tifffile.TiffFile(str(f)) as tif:
+                    s = tif.series[0]
+                    kinds.setdefault((tuple(int(n) for n in s.shape), str(s.dtype)), []).append(f.name)
+            except Exception as e:  # tifffile raises several types for a file it cannot parse
+                raise InputError(f"cannot read {f} as a TIFF slice ({type(e).__name__}: {e}): is it complete?") from e
+        if len(kinds) > 1:
+            seen = "; ".join(f"{len(v)} of {'x'.join(map(str, k[0]))} {k[1]} (e.g. {v[0]})" for k, v in kinds.items())
+            raise InputError(
+                f"folder {folder} holds TIFF slices of {len(kinds)} shapes or types ({seen}): a volume's slices "
+                "are all alike; move the others out, or give the files one by one"
+            )
+        (shape, dtype), _ = kinds.popitem()
+        if len(shape) != 2:
+            raise InputError(
+                f"folder {folder} holds TIFF files of shape {shape}, not 2D slices: give each file as its own input"
+            )
+        self.shape = (len(self.files), *shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = 3
+        self.chunks = (1, *shape)  # a file per slice: slabs read whole files
+
+    def __repr__(self) -> str:
+        return f"TiffStack({str(self.filename)!r}, shape={self.shape}, dtype={self.dtype})"
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        a = self[...]
+        return a if dtype is None else a.astype(dtype)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        import tifffile
+
+        if not isinstance(index, tuple):
+            index = (index,)
+        if any(i is Ellipsis for i in index):
+            k = index.index(Ellipsis)
+            index = index[:k] + (slice(None),) * (3 - len(index) + 1) + index[k + 1 :]
+        first, rest = (index[0] if index else slice(None)), index[1:]
+        picks = np.arange(self.shape[0])[first]
+        scalar = picks.ndim == 0
+        out = np.stack([tifffile.imread(str(self.files[int(k)])) for k in np.atleast_1d(picks)])
+        out = out[(slice(None), *rest)]
+        return out[0] if scalar else out
 
 
 def _split_dataset(path: str | os.PathLike, dataset: str | None) -> tuple[Path, str | None]:

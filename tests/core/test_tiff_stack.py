@@ -1,0 +1,55 @@
+"""A folder of 2D TIFF slices (a reconstruction's recon_00000.tif, ...) read as one lazy volume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from napari_xrayseg.cli import main
+from napari_xrayseg.core.errors import InputError
+from napari_xrayseg.core.io import TiffStack, open_volume
+from napari_xrayseg.core.models import init_model, save_model
+
+
+@pytest.fixture
+def recon(tmp_path):
+    vol = np.random.default_rng(4).random((12, 24, 32), dtype=np.float32)
+    d = tmp_path / "recon"
+    d.mkdir()
+    for k in range(12):
+        tifffile.imwrite(d / f"recon_{k}.tif", vol[k])  # unpadded numbers: recon_10 sorts after recon_9
+    (d / ".DS_Store").write_bytes(b"\0")  # hidden files are no slices
+    return d, vol
+
+
+def test_a_folder_of_slices_opens_as_a_volume(recon):
+    d, vol = recon
+    st = open_volume(d)
+    assert isinstance(st, TiffStack) and st.shape == vol.shape and st.dtype == np.float32 and st.chunks[0] == 1
+    np.testing.assert_array_equal(np.asarray(st), vol)
+    np.testing.assert_array_equal(st[3], vol[3])
+    np.testing.assert_array_equal(st[2:11:4, 5:9, -3:], vol[2:11:4, 5:9, -3:])
+    np.testing.assert_array_equal(st[np.array([0, 10, 11])], vol[[0, 10, 11]])
+    np.testing.assert_array_equal(st[..., 1], vol[..., 1])
+    tifffile.imwrite(d / "recon_12.tif", vol[0, :20])
+    with pytest.raises(InputError, match=r"slices of 2 shapes or types .*1 of 20x32 float32 \(e.g. recon_12.tif\)"):
+        open_volume(d)
+
+
+def test_predict_stack_segments_the_folder_as_its_volume_and_warns_without(recon, tmp_path, capsys, caplog):
+    d, vol = recon
+    np.save(tmp_path / "vol.npy", vol)
+    save_model(init_model("unet", size="tiny", classes=3, context=3, tile=32), tmp_path / "m.safetensors")
+    run = ["predict", "--model", str(tmp_path / "m.safetensors"), "--device", "cpu"]
+    assert main([*run, "--image", str(d), "--stack", "--out", str(tmp_path / "s.zarr")]) == 0
+    assert main([*run, "--image", str(tmp_path / "vol.npy"), "--out", str(tmp_path / "v.zarr")]) == 0
+    got = zarr.open_array(str(tmp_path / "s.zarr"), mode="r")[...]
+    np.testing.assert_array_equal(got, zarr.open_array(str(tmp_path / "v.zarr"), mode="r")[...])
+    # without --stack a volume model's folder of like slices is segmented image by image: said, with the fix
+    assert main([*run, "--image", str(d), "--out", str(tmp_path / "each")]) == 0
+    assert "recon holds 12 TIFF images of one size (24x32)" in caplog.text and "add --stack" in caplog.text
+    two = ["--image", str(d), "--image", str(tmp_path / "vol.npy")]
+    assert main([*run, *two, "--stack", "--out", str(tmp_path / "x")]) == 2
+    assert "--stack takes one --image" in capsys.readouterr().err
