@@ -210,3 +210,17 @@ def test_a_closed_dock_previews_no_more(make_napari_viewer, qtbot, trained):
     viewer.dims.set_current_step(0, 2)
     qtbot.wait(500)
     assert not w.preview_runner.busy and not [ly for ly in viewer.layers if "preview" in ly.name]
+
+
+def test_an_rgb_image_says_why_there_is_no_preview_and_raises_nothing(make_napari_viewer, qtbot, trained):
+    """With an RGB layer chosen, every slider move raised an uncaught error from the preview request."""
+    image, _, ann, path = trained
+    viewer = make_napari_viewer()
+    rgb = np.repeat(image[0][..., None], 3, axis=-1)
+    viewer.add_image(rgb, name="photo", rgb=True)
+    w = AnnotateWidget(viewer)
+    w._model_file.value = path
+    w._image.value = viewer.layers["photo"]
+    w.refresh_preview()  # raised InputError ("is RGB: set 'Channel axis'") before
+    assert w._status.value.startswith("no preview:") and "RGB" in w._status.value
+    assert w.preview_layer is None

@@ -332,12 +332,17 @@ class AnnotateWidget(JobWidget):
                 if then is not None:
                     then(k, lab)
 
+        try:
+            image = self._image_data(strict=False)
+        except XraysegError as e:  # an RGB or 4D layer: said in the status line, not raised at every slider move
+            self._status.value = f"no preview: {e}"
+            return
         norm_key = (*key[:2], str(self._nodata.value).strip())  # bounds per model, image and no-data value
         self.preview_runner.request(
             key,
             _preview,
             done,
-            image=self._image_data(strict=False),
+            image=image,
             model=self.model,
             index=key[3],
             axis=key[2],
