@@ -442,3 +442,19 @@ def test_a_full_disk_when_the_time_limit_strikes_rescues_the_model_so_far(tmp_pa
     assert main(argv) == 2
     assert "the trained model was saved to" in capsys.readouterr().err
     assert list((tmp_path / "rescue").glob("m-rescued-*.safetensors"))
+
+
+def test_a_folder_holding_only_finder_litter_counts_as_empty(tmp_path, capsys):
+    """A folder made in Finder (only .DS_Store in it) was 'exists', and with --overwrite 'holds files it does not
+    write (.DS_Store)'; a re-run over an output browsed in Finder the same."""
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    assert main(["sample", "--out", str(out), "--shape", "4", "32", "32"]) == 0
+    (out / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (out / "Thumbs.db").write_bytes(b"\0")
+    assert main(["sample", "--out", str(out), "--shape", "4", "32", "32", "--overwrite"]) == 0
+    assert (out / "image.zarr").exists()
+    (out / "notes.txt").write_text("mine")  # a user's file is still never deleted
+    assert main(["sample", "--out", str(out), "--shape", "4", "32", "32", "--overwrite"]) == 2
+    assert "notes.txt" in capsys.readouterr().err

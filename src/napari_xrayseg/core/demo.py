@@ -157,7 +157,7 @@ def run_demo(
         },
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
-    (work / "summary.json").write_text(json.dumps(summary, indent=2))
+    (work / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     target.commit()
     echo("")
     echo(

@@ -49,6 +49,18 @@ def _sibling(p: Path, tag: str) -> Path:
     return p.with_name(f".{p.name}{tag}")
 
 
+#: Files the operating system leaves in folders it shows (Finder, Explorer): no one's data.
+OS_LITTER = (".DS_Store", "Thumbs.db", "desktop.ini", "Desktop.ini")
+
+
+def os_litter(p: Path) -> bool:
+    """Whether ``p`` is a file the OS left (``.DS_Store``, ``Thumbs.db``, macOS ``._NAME``).
+
+    An output folder holding only such files counts as empty, and replacing it deletes them.
+    """
+    return p.is_file() and (p.name in OS_LITTER or p.name.startswith("._"))
+
+
 def source_path(obj: Any) -> Path | None:
     """The file or folder an array-like is read from, where it can be told (zarr, h5py, memmap, TIFF)."""
     if obj is None:
@@ -270,7 +282,7 @@ def claim(
         if new.exists():
             remove_path(new)  # a replacement whose original is gone
         return Claim(final, final, False, what, option)
-    if empty_ok and final.is_dir() and not final.is_symlink() and not any(final.iterdir()):
+    if empty_ok and final.is_dir() and not final.is_symlink() and not any(not os_litter(p) for p in final.iterdir()):
         return Claim(final, final, False, what, option, reuse=True)
     if overwrite:
         if store and not _replaceable_store(final):
@@ -283,7 +295,7 @@ def claim(
             )
         if owns is not None and final.is_dir() and not final.is_symlink():
             ours = set(owns)
-            foreign = sorted(p.name for p in final.iterdir() if p.name not in ours)
+            foreign = sorted(p.name for p in final.iterdir() if p.name not in ours and not os_litter(p))
             if foreign:
                 shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
                 raise OutputExistsError(
@@ -305,7 +317,7 @@ def _replaceable_store(path: Path) -> bool:
     """Whether ``path`` is a zarr store (v2 or v3 metadata at its top) or an empty folder."""
     if not path.is_dir():
         return False
-    return any((path / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")) or not any(path.iterdir())
+    return any((path / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")) or all(map(os_litter, path.iterdir()))
 
 
 def write_file(

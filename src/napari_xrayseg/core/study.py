@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, OutputExistsError
-from .output import claim
+from .output import claim, os_litter
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
 
 __all__ = ["STRATEGIES", "LoopStudyResult", "StudyResult", "iter_loop_study", "iter_study", "loop_study", "study"]
@@ -225,8 +225,8 @@ def iter_study(
         from .figures import study_plot
 
         work = target.take()
-        (work / "study.json").write_text(json.dumps(asdict(result), indent=1))
-        (work / "study.md").write_text(result.table() + "\n")
+        (work / "study.json").write_text(json.dumps(asdict(result), indent=1), encoding="utf-8")
+        (work / "study.md").write_text(result.table() + "\n", encoding="utf-8")
         study_plot(
             result.summary,
             work / "study.png",
@@ -436,7 +436,7 @@ def iter_loop_study(
         round_epochs = max(1, math.ceil(fraction * epochs))
     outdir = Path(out) if out is not None else None
     if outdir is not None:
-        if outdir.exists() and any(outdir.iterdir()) and not overwrite:
+        if outdir.exists() and any(not os_litter(p) for p in outdir.iterdir()) and not overwrite:
             raise OutputExistsError(
                 f"study output {outdir} exists and is not empty: choose another folder or "
                 "pass overwrite=True (--overwrite)"
@@ -560,8 +560,8 @@ def iter_loop_study(
                 )
     result.summary = _loop_summary(result.runs)
     if outdir is not None:
-        (outdir / "study.json").write_text(json.dumps(asdict(result), indent=1))
-        (outdir / "study.md").write_text(result.table() + "\n")
+        (outdir / "study.json").write_text(json.dumps(asdict(result), indent=1), encoding="utf-8")
+        (outdir / "study.md").write_text(result.table() + "\n", encoding="utf-8")
         what = ", ".join(f"{k}={v}" for k, v in phantom.items()) or "default sample"
         loop_plot(
             result.summary,
