@@ -22,6 +22,7 @@ from .errors import InputError, XraysegError, write_error
 
 __all__ = [
     "as_dask",
+    "as_input",
     "check_chunks_present",
     "IMAGE_2D_SUFFIXES",
     "RGB_MODES",
@@ -38,6 +39,9 @@ __all__ = [
     "read_voxel_size",
     "volume_chunks",
     "voxel_size_of",
+    "slice_files",
+    "TiffStack",
+    "trained_on_of",
     "write_volume",
 ]
 
@@ -116,6 +120,36 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
     except _DAMAGED as e:
         raise InputError(f"cannot read {p} as {suffix or 'zarr'}: {e}; is the file complete?") from e
     raise InputError(f"unknown volume format {p.name!r}: use zarr, TIFF, HDF5 (.h5), .npy, PNG or JPEG")
+
+
+def as_input(x: Any, name: str = "image") -> Any:
+    """What scientists pass as an array, as one: the API's entry points call this first.
+
+    A napari layer gives its ``data`` (a multiscale layer its full-resolution level), a torch
+    tensor its values on the CPU, a path the volume it holds (:func:`open_volume`); a list of
+    arrays of different shapes (a pyramid's levels) is an :class:`InputError` naming the fix.
+    Arrays are returned as they are.
+    """
+    mod = type(x).__module__.split(".")[0]
+    if mod == "napari" and hasattr(x, "data") and hasattr(x, "name"):  # a layer object, not its data
+        x = x.data
+        mod = type(x).__module__.split(".")[0]
+    if mod == "napari" and type(x).__name__ == "MultiScaleData":  # a pyramid (OME-Zarr) layer's data
+        log.info("%s is multiscale: using its full-resolution level", name)
+        x = x[0]
+    if mod == "torch" and hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    if isinstance(x, (str, os.PathLike)):
+        return open_volume(x)
+    if isinstance(x, (list, tuple)) and x and all(hasattr(v, "shape") for v in x):
+        shapes = {tuple(v.shape) for v in x}
+        if len(shapes) > 1:
+            shown = ", ".join("x".join(map(str, s)) for s in list(shapes)[:3])
+            raise InputError(
+                f"{name} is a list of arrays of {len(shapes)} shapes ({shown}; a pyramid's levels?): "
+                "pass one array, e.g. the full resolution data[0]"
+            )
+    return x
 
 
 def _is_zarr_dir(p: Path) -> bool:

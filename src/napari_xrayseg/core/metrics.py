@@ -98,6 +98,9 @@ def _as_array(x: Any, name: str) -> Any:
     """Return ``x`` if it is array-like enough to slice lazily, else ``np.asarray(x)``."""
     if x is None:
         raise InputError(f"{name} is None: pass a 2D or 3D integer label array")
+    from .io import as_input
+
+    x = as_input(x, name)
     if all(hasattr(x, a) for a in ("shape", "dtype", "ndim", "__getitem__")):
         return x
     return np.asarray(x)

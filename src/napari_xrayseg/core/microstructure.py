@@ -530,6 +530,9 @@ def parse_region(region: Any, shape: Sequence[int]) -> tuple[tuple[int, int], ..
 
 
 def _check_labels(labels: Any) -> Any:
+    from .io import as_input
+
+    labels = as_input(labels, "labels")
     if not hasattr(labels, "shape") or not hasattr(labels, "dtype"):
         labels = np.asarray(labels)
     if len(labels.shape) != 3:

@@ -54,6 +54,9 @@ def check_image(image: Any, *, name: str = "image") -> Any:
     InputError
         On a wrong number of dimensions or a boolean / non-numeric dtype.
     """
+    from .io import as_input
+
+    image = as_input(image, name)
     if not hasattr(image, "shape") or not hasattr(image, "dtype"):
         image = np.asarray(image)
     ndim = len(image.shape)

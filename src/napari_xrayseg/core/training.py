@@ -43,7 +43,7 @@ from .channels import ChannelStack
 from .config import TrainConfig, python_numbers
 from .device import cpu_bf16_conv_faults, cpu_has_amx, resolve_device, resolve_precision
 from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError, TrainingInterrupted, XraysegError
-from .io import read_block, volume_chunks, voxel_size_of
+from .io import as_input, read_block, volume_chunks, voxel_size_of
 from .labels import read_labels
 from .models import (
     AUTO_3D_MINUTES,
@@ -1396,6 +1396,7 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
     pairs, multi, index = _pairs(image, labels)
     if not multi:
         image = check_image(image)
+        labels = as_input(labels, "labels")
         if not hasattr(labels, "shape") or not hasattr(labels, "dtype"):
             labels = np.asarray(labels)
         if tuple(labels.shape) != tuple(image.shape):
