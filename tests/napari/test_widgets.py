@@ -336,3 +336,26 @@ def test_reader_opens_a_one_level_ome_zarr(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     layer = viewer.open(path, plugin="napari-xrayseg")[0]
     assert tuple(layer.scale) == (2.0, 0.5, 0.5) and np.array_equal(np.asarray(layer.data), vol)
+
+
+def test_a_tczyx_ome_zarr_of_one_time_point_and_channel_is_its_zyx_volume(make_napari_viewer, tmp_path):
+    """bioformats2raw writes TCZYX: predict refused the 5D image, dropped its voxel size; napari showed 5D."""
+    import zarr
+
+    from napari_xrayseg.core.io import open_volume, voxel_size_of
+
+    vol = np.random.default_rng(3).random((5, 16, 16), dtype=np.float32)
+    g = zarr.open_group(str(tmp_path / "t.zarr"), mode="w")
+    g.create_array("0", shape=(1, 1, *vol.shape), dtype="float32", chunks=(1, 1, 5, 16, 16))[...] = vol[None, None]
+    axes = [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"}]
+    axes += [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"]
+    level = {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1, 2.0, 0.5, 0.5]}]}
+    g.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": [level]}]}
+    for path in (tmp_path / "t.zarr", tmp_path / "t.zarr" / "0"):
+        a = open_volume(path)
+        assert a.shape == vol.shape and voxel_size_of(a) == ((2.0, 0.5, 0.5), "um")
+        np.testing.assert_array_equal(np.asarray(a), vol)
+        np.testing.assert_array_equal(a[1:3, ..., 4], vol[1:3, ..., 4])
+    viewer = make_napari_viewer()
+    layer = viewer.open(str(tmp_path / "t.zarr"), plugin="napari-xrayseg")[0]
+    assert layer.data.shape == vol.shape and tuple(layer.scale) == (2.0, 0.5, 0.5)

@@ -83,7 +83,7 @@ def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
     import zarr
 
     from ..core.io import open_volume, read_class_names, read_voxel_size
-    from ..core.ome import multiscale_levels
+    from ..core.ome import multiscale_levels, space_view
     from ..core.units import image_label_properties
     from ..core.writer import output_levels, read_output_meta
     from ._layers import label_colormap, label_features, physical_placement
@@ -109,9 +109,12 @@ def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
         if colormap:  # the colours the file names (OME-NGFF image-label), as other viewers show them
             kw["colormap"] = colormap
         return [(data, kw, "labels")]
-    arrays = multiscale_levels(zarr.open(store=str(p), mode="r"))
+    group = zarr.open(store=str(p), mode="r")
+    arrays = multiscale_levels(group)
     if arrays:
         levels = [da.from_zarr(a) for a in arrays]
+        drop = getattr(space_view(group, arrays[0]), "drop", ())  # a TCZYX file's single t and c: a ZYX layer
+        levels = [v[tuple(0 if i in drop else slice(None) for i in range(v.ndim))] for v in levels]
         return [
             (
                 levels if len(levels) > 1 else levels[0],  # one level: an array (a list of one crashed napari)

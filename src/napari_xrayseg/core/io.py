@@ -260,7 +260,7 @@ def _split_dataset(path: str | os.PathLike, dataset: str | None) -> tuple[Path, 
 def _open_zarr(p: Path, dataset: str | None) -> Any:
     import zarr
 
-    from .ome import multiscale_levels
+    from .ome import multiscale_levels, space_view
 
     try:
         node = zarr.open(store=str(p), mode="r")
@@ -269,7 +269,7 @@ def _open_zarr(p: Path, dataset: str | None) -> Any:
     if isinstance(node, zarr.Array):
         if dataset not in (None, "", "/"):
             raise InputError(f"{p} is a zarr array, not a group: it holds no array {dataset!r}; drop --dataset")
-        return node
+        return _ome_level(p, node)
     if dataset is not None:
         try:
             arr = node[dataset]
@@ -281,7 +281,7 @@ def _open_zarr(p: Path, dataset: str | None) -> Any:
     levels = multiscale_levels(node)
     if levels:
         log.info("%s is OME-Zarr: using level %s", p, levels[0].path)
-        return levels[0]
+        return space_view(node, levels[0])  # a TCZYX file's single time point and channel: its ZYX volume
     names = _zarr_names(node)
     if len(names) == 1:
         return node[names[0]]
@@ -291,6 +291,22 @@ def _open_zarr(p: Path, dataset: str | None) -> Any:
         f"zarr group {p} holds several arrays {names}: choose one with the path {p}/NAME "
         "(in Python also open_volume(path, dataset=NAME))"
     )
+
+
+def _ome_level(p: Path, arr: Any) -> Any:
+    """``arr``, opened by its path ``p``; a level of an OME-Zarr group without its singleton t and c axes."""
+    import zarr
+
+    from .ome import multiscale_paths, space_view
+
+    parent = p.parent
+    if parent == p or not any((parent / m).exists() for m in ("zarr.json", ".zgroup")):
+        return arr
+    try:
+        group = zarr.open_group(store=str(parent), mode="r")
+    except Exception:  # not a group after all: the array as it is
+        return arr
+    return space_view(group, arr) if p.name in multiscale_paths(group) else arr
 
 
 def _zarr_names(group: Any) -> list[str]:
