@@ -177,6 +177,11 @@ def test_an_outside_left_as_a_number_gets_a_hint_to_pass_nodata(volume, tiny_mod
         segment(zero, tiny_model, nodata=0, **KW)
         segment(volume, tiny_model, **KW)
     assert "holds exactly" not in caplog.text
+    # 0 outside while noise inside dips below it (a reconstruction): 0 is neither the lowest nor the highest
+    noisy = np.where(inside, volume - 0.3, 0).astype(np.float32)
+    with caplog.at_level("WARNING", logger="napari_xrayseg.core.normalize"):
+        segment(noisy, tiny_model, **KW)
+    assert "holds exactly 0, though values below and above it occur inside" in caplog.text
 
 
 def test_analyze_leaves_the_outside_of_the_sample_out():

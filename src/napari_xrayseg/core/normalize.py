@@ -141,14 +141,19 @@ def outside_hint(flat: np.ndarray) -> str | None:
     True
     >>> outside_hint(np.concatenate([x, np.zeros(300)]))[:40]
     '23% of the image holds exactly 0, its lo'
+    >>> outside_hint(np.concatenate([x - 1.5, np.zeros(300)]))[:60]  # 0 amid the grey levels, a float image
+    '23% of the image holds exactly 0, though values below and ab'
     """
     if flat.size == 0:
         return None
-    for v, which in ((flat.min(), "lowest"), (flat.max(), "highest")):
+    candidates = [(flat.min(), "its lowest grey level"), (flat.max(), "its highest grey level")]
+    if flat.dtype.kind == "f":  # reconstructions fill the outside of their circle with 0, below or above noise
+        candidates.append((flat.dtype.type(0), "though values below and above it occur inside"))
+    for v, which in candidates:
         share = np.count_nonzero(flat == v) / flat.size
         if share >= OUTSIDE_SHARE:
             return (
-                f"{share:.0%} of the image holds exactly {float(v):g}, its {which} grey level: if that is outside "
+                f"{share:.0%} of the image holds exactly {float(v):g}, {which}: if that is outside "
                 f"the field of view, pass nodata={float(v):g} (--nodata {float(v):g}) so that it is not segmented "
                 "and does not skew the grey levels (docs/segment.md)"
             )
