@@ -387,6 +387,21 @@ def plan_passes(image: Any, info: Any, axes: list[int], *, slab: int | None, **k
     d = min(p.depth for p in plans)
     if any(p.depth != d for p in plans):  # a short axis clipped the depth: use it for every pass
         plans = [plan_segment(image, info, axis=a, slab=d, **kw) for a in axes]
+        shape = [int(n) for n in image.shape[-3:]]
+        short = min(axes, key=lambda a: shape[a])
+        if d < 16 and shape[short] < 16:
+            log.warning(
+                "axis %d has %d slices, so every orthoplane pass reads slabs %d slices deep: the passes along the "
+                "other axes take about %dx the steps of one pass (a 5x1024x1024 volume: over 100x slower), and "
+                "their slices, %d pixels tall, show the network little; segment along axis %d alone (axes=%r)",
+                short,
+                shape[short],
+                d,
+                max(shape) // d,
+                shape[short],
+                short,
+                "zyx"[short],
+            )
     return plans
 
 
