@@ -271,19 +271,22 @@ def test_auto_start_keeps_its_own_context_unless_the_user_gives_another(volume, 
     assert other.info.train["init"] is None and other.info.context == models.default_context("unet3d")
 
 
-def test_auto_start_picks_by_validation_and_random_weights_on_a_tie():
+def test_auto_start_picks_by_validation_and_the_start_on_a_tie_or_blind_validation():
     from napari_xrayseg.core.models import Model
     from napari_xrayseg.core.training import _pick_start
 
-    def cand(v):
+    def cand(v, interfaces=10):
         m = init_model("unet", size="tiny", classes=[1, 2])
-        m.info.train = {"val_dice": v, "epochs_run": 3, "elapsed_s": 1.0}
+        m.info.train = {"val_dice": v, "epochs_run": 3, "elapsed_s": 1.0, "val_interface_pixels": interfaces}
         return m
 
     assert isinstance(cand(0.5), Model)
     assert _pick_start(cand(0.9), cand(0.8), 2.0).info.train["start"] == PRETRAINED
     assert _pick_start(cand(0.8), cand(0.9), 2.0).info.train["start"] == "random"
-    assert _pick_start(cand(0.8), cand(0.8), 2.0).info.train["start"] == "random"  # a tie: the measured default
+    # a tie (strokes inside the phases: both score 1.0) kept random weights, 0.11 below the start on the volume
+    assert _pick_start(cand(1.0), cand(1.0), 2.0).info.train["start"] == PRETRAINED
+    # validation rows without an interface cannot rank them at all: the start, which knows interfaces
+    assert _pick_start(cand(0.995, 0), cand(1.0, 0), 2.0).info.train["start"] == PRETRAINED
     assert _pick_start(cand(None), cand(0.1), 2.0).info.train["start"] == "random"
     assert _pick_start(cand(0.1), None, 2.0).info.train["starts"]["random"] is None  # cancelled before an epoch
     m = _pick_start(cand(0.9), cand(0.8), 2.5)

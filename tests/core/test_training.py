@@ -633,3 +633,41 @@ def test_ctrl_c_in_train_raises_a_keyboard_interrupt_carrying_the_model_so_far(p
     token = CancelToken()
     with pytest.raises(Cancelled):
         train(image, sparse, **{**FAST, "epochs": 50}, cancel=token, progress=lambda p: token.cancel())
+
+
+def test_scribbles_validation_keeps_every_class_and_says_when_it_sees_no_interface(caplog):
+    """Strokes painted inside the phases: the held-out band must not take a class's only stroke, and validation
+    without an interface (every model scores 1) is said."""
+    from napari_xrayseg.core.training import _split
+
+    labs = np.zeros((1, 40, 40), np.uint8)
+    labs[0, 10, 5:30] = 1  # one horizontal stroke per class
+    labs[0, 30, 5:30] = 2
+    for seed in range(40):  # one draw in five took a class's only stroke before
+        sl, px, kind = _split(labs, 0.2, [1, 2], np.random.default_rng(seed))
+        kept = labs[(labs > 0) & ~px]
+        assert kind in ("block", "none") and (kind == "none" or {1, 2} <= set(kept.tolist()))
+    image, truth = make_phantom((4, 48, 48), seed=5)
+    inner = np.zeros_like(truth)
+    inner[[1, 2]] = truth[[1, 2]]
+    from scipy import ndimage
+
+    for c in (1, 2, 3):  # strokes inside the phases: no two classes touch
+        inner[(inner == c) & ~ndimage.binary_erosion(truth == c, np.ones((1, 3, 3)), iterations=2)] = 0
+    with caplog.at_level("WARNING", logger="napari_xrayseg.core.training"):
+        m = train(image, inner, arch="unet", **FAST)
+    assert m.info.train["val_interface_pixels"] == 0 and "hold no interface between phases" in caplog.text
+
+
+def test_whole_slice_hold_out_never_takes_a_scribbled_slice_whole():
+    """A stroke on a y slice makes every z slice 'annotated': a real scribble slice (44 % of the strokes) was
+    then held out whole."""
+    from napari_xrayseg.core.training import _split
+
+    labs = np.zeros((12, 30, 30), np.uint8)
+    labs[:, 15, :] = 1  # a y-slice stroke crossing every z slice: 30 pixels each
+    labs[3, 2:28, 2:14], labs[3, 2:28, 16:28] = 1, 2  # the scribbled z slices: hundreds each
+    labs[8, 2:28, 2:14], labs[8, 2:28, 16:28] = 2, 1
+    for seed in range(30):
+        sl, _, kind = _split(labs, 0.2, [1, 2], np.random.default_rng(seed), n_main=12)
+        assert not (sl[3] or sl[8]), seed

@@ -773,6 +773,9 @@ def _augmentation(patch: int, seed: int, exposure: bool = False) -> Any:
     return t
 
 
+#: Draws of a validation band before training goes without validation (each must leave every class pixels).
+BLOCK_DRAWS = 20
+
 #: Fewest annotated slices (along the main axis) from which whole slices are held out for
 #: validation; with fewer, a band of each slice is held out instead, so that every painted
 #: slice teaches the network (holding out one of three slices throws away a third of the
@@ -800,25 +803,37 @@ def _split(
         present = np.stack([[(labs[i] == c).any() for c in classes] for i in range(n)])  # (N, C)
         left = present.sum(0)
         chosen = []
+        sizes = (labs[:n_main] > 0).reshape(n_main, -1).sum(1)
+        cap, held = 2 * val_fraction * sizes.sum(), 0  # of the painted pixels: a scribbled slice is not lost whole
         for i in rng.permutation(n_main):
             if len(chosen) == want:
                 break
-            if np.all(left - present[i] > 0):  # every class keeps training pixels
+            if np.all(left - present[i] > 0) and held + sizes[i] <= cap:  # every class keeps training pixels
                 chosen.append(int(i))
                 left = left - present[i]
+                held += sizes[i]
         if chosen:
             sl = np.zeros(n, bool)
             sl[chosen] = True
             return sl, sl[:, None, None] & (labs > 0), "slices"
     # few slices (or no slice can go without losing a class): a band of rows of each slice
-    px = np.zeros(labs.shape, bool)
-    for i in range(n):
-        rows = (labs[i] > 0).sum(1)
-        cum = np.cumsum(rows) / rows.sum()
-        q = rng.uniform(0, 1 - val_fraction)
-        band = (cum > q) & (cum - rows / rows.sum() < q + val_fraction)
-        px[i] = band[:, None] & (labs[i] > 0)
-    return np.zeros(n, bool), px, "block"
+    painted = labs > 0
+    for _ in range(BLOCK_DRAWS):  # a band that takes a class's every pixel (one stroke per class) is drawn again
+        px = np.zeros(labs.shape, bool)
+        for i in range(n):
+            rows = painted[i].sum(1)
+            cum = np.cumsum(rows) / rows.sum()
+            q = rng.uniform(0, 1 - val_fraction)
+            band = (cum > q) & (cum - rows / rows.sum() < q + val_fraction)
+            px[i] = band[:, None] & painted[i]
+        kept = labs[painted & ~px]
+        if all((kept == c).any() for c in classes):
+            return np.zeros(n, bool), px, "block"
+    log.warning(
+        "no band of rows can be held out for validation without taking all of a class's annotated pixels: "
+        "training without validation (paint each class in more places to have it)"
+    )
+    return *none, "none"
 
 
 def _context_rows(ids: list[tuple[int, int]], train: np.ndarray, context: int) -> np.ndarray | None:
@@ -1507,8 +1522,27 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
         "val_truth": val_truth,
         "val_kind": val_kind,
         "val_slices": [i for i, v in zip(idx, val_sl[: len(idx)]) if v],
+        "val_interface_pixels": None if val_truth is None else _interface_pixels(val_truth),
         "dense_rows": 0 if ctx_rows is None else int(((ctx_rows >= 0).sum(1) > 1).sum()),
     }
+
+
+def _interface_pixels(truth: np.ndarray) -> int:
+    """Annotated pixels of ``truth`` (N, Y, X) with an in-plane neighbour annotated with another class.
+
+    None: validation scores only the insides of the phases (strokes painted away from the
+    boundaries), where every reasonable model is right, so it cannot rank models.
+    """
+    n = 0
+    for ax in (-1, -2):
+        a, b = np.moveaxis(truth, ax, 0)[1:], np.moveaxis(truth, ax, 0)[:-1]
+        n += int(((a != b) & (a > 0) & (b > 0)).sum())
+    if n == 0:
+        log.warning(
+            "the held-out annotations hold no interface between phases (strokes inside the phases?): validation "
+            "Dice says little about where boundaries go; paint some strokes across interfaces"
+        )
+    return n
 
 
 def _build(
@@ -1668,6 +1702,7 @@ def _record(s: dict[str, Any], d: dict[str, Any], model: Model) -> dict[str, Any
         # which image those slices are of (writer.input_digest): evaluate scores the other slices apart
         "input_digest": _digest(d),
         "val_slices": d["val_slices"],
+        "val_interface_pixels": d["val_interface_pixels"],
         "validation": d["val_kind"],
         "mode": s["mode"],
         "normalize": s["normalize"],
@@ -2187,10 +2222,21 @@ _START_SUMMARY = ("val_dice", "epochs_run", "elapsed_s", "epochs", "minutes", "s
 
 
 def _pick_start(pre: Model, rand: Model | None, elapsed: float) -> Model:
-    """The ``init="auto"`` candidate with the higher validation Dice (random on a tie), its choice recorded."""
+    """The ``init="auto"`` candidate with the higher validation Dice, its choice recorded.
+
+    A tie keeps the pretrained start, and so does validation without an interface (strokes
+    painted inside the phases: every candidate scores 1, a QA run kept random weights 0.11
+    below the start on the whole volume): the start knows how interfaces look.
+    """
     va = pre.info.train.get("val_dice")
     vb = None if rand is None else rand.info.train.get("val_dice")
-    keep_pre = rand is None or (va is not None and (vb is None or va > vb))
+    blind = pre.info.train.get("val_interface_pixels") == 0
+    if blind and rand is not None:
+        log.warning(
+            "init='auto': the held-out annotations hold no interface between phases (strokes inside the phases?), "
+            "so validation cannot tell the starts apart: kept the pretrained start"
+        )
+    keep_pre = rand is None or blind or (va is not None and (vb is None or va >= vb))
     model = pre if keep_pre else rand
     assert model is not None
     summary = {
