@@ -224,3 +224,25 @@ def test_an_rgb_image_says_why_there_is_no_preview_and_raises_nothing(make_napar
     w.refresh_preview()  # raised InputError ("is RGB: set 'Channel axis'") before
     assert w._status.value.startswith("no preview:") and "RGB" in w._status.value
     assert w.preview_layer is None
+
+
+def test_outputs_of_a_rotated_image_overlay_it(make_napari_viewer, qtbot, trained):
+    """A rotated image's preview (and Segment's labels) were drawn axis-aligned, away from the image."""
+    from napari_xrayseg._napari._layers import placement
+
+    image, _, ann, path = trained
+    viewer = make_napari_viewer()
+    img = viewer.add_image(image, name="tilted", rotate=30, scale=(2, 1, 1), translate=(5, 3, 0))
+    where = placement(img)
+    assert np.allclose(where["rotate"], img.rotate) and where["scale"] == (2, 1, 1)
+    assert "rotate" not in placement(viewer.add_image(image, name="plain"))
+    viewer.layers.remove("plain")
+    w = AnnotateWidget(viewer)
+    w._image.value = img
+    viewer.dims.set_current_step(0, 3)
+    w._model_file.value = path
+    qtbot.waitUntil(lambda: not w.preview_runner.busy and w.preview_layer is not None, timeout=60_000)
+    p = w.preview_layer
+    # the preview's pixel (0, y, x) lands where the image's (3, y, x) does, in world coordinates
+    for y, x in ((0, 0), (10, 40), (63, 5)):
+        assert np.allclose(p.data_to_world((0, y, x)), img.data_to_world((3, y, x)))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import InputError, OutputExistsError
+
+log = logging.getLogger(__name__)
 
 
 def unique_name(viewer: Any, base: str) -> str:
@@ -52,6 +55,9 @@ def spatial_placement(layer: Any, channel_axis: int | None) -> dict[str, Any]:
     where = placement(layer)
     if channel_axis is None or getattr(layer, "rgb", False):
         return where
+    turned = [k for k in ("rotate", "shear", "affine") if where.pop(k, None) is not None]
+    if turned:
+        log.warning("%s: its %s is not carried to the output (a channel axis is dropped)", layer.name, turned)
     return {k: tuple(v for i, v in enumerate(vals) if i != channel_axis) for k, vals in where.items()}
 
 
@@ -73,8 +79,40 @@ def labels_snapshot(labels_layer: Any, image: Any, what: str = "labels", *, shap
 
 
 def placement(layer: Any) -> dict[str, Any]:
-    """Keyword arguments that put a new layer exactly over ``layer``."""
-    return {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+    """Keyword arguments that put a new layer exactly over ``layer``.
+
+    Its scale and translation, and its rotation, shear and affine where it has them (outputs
+    of a rotated image were drawn axis-aligned).
+    """
+    import numpy as np
+
+    where: dict[str, Any] = {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+    n = len(where["scale"])
+    rotate = np.asarray(getattr(layer, "rotate", np.eye(n)))
+    shear = np.asarray(getattr(layer, "shear", np.zeros(0)))
+    affine = getattr(getattr(layer, "affine", None), "affine_matrix", None)
+    if rotate.shape == (n, n) and not np.allclose(rotate, np.eye(n)):
+        where["rotate"] = rotate
+    if shear.size and not np.allclose(shear, 0):
+        where["shear"] = shear
+    if affine is not None and not np.allclose(affine, np.eye(n + 1)):
+        where["affine"] = np.asarray(affine)
+    return where
+
+
+def slice_offset(layer: Any, axis: int, index: int) -> tuple[float, ...]:
+    """``layer``'s translation moved to its slice ``index`` along data ``axis`` (rotation and shear included).
+
+    A one-slice layer with this translate and ``layer``'s other transforms lies on that slice.
+    """
+    import numpy as np
+    from napari.utils.transforms import Affine
+
+    n = layer.ndim
+    lin = Affine(scale=layer.scale, rotate=layer.rotate, shear=layer.shear, ndim=n).linear_matrix
+    step = np.zeros(n)
+    step[axis] = index
+    return tuple(float(v) for v in np.asarray(layer.translate) + lin @ step)
 
 
 #: Kinds of layer this plugin adds that are never anyone's annotations (previews, error maps, masks).

@@ -44,6 +44,8 @@ from ._layers import (
     model_labels_warning,
     nodata_field,
     nodata_value,
+    placement,
+    slice_offset,
     unique_name,
 )
 
@@ -354,9 +356,8 @@ class AnnotateWidget(JobWidget):
         layer = self._image.value
         axis, index = key[2], key[3]
         data = lab if layer.ndim == 2 else np.expand_dims(lab, axis)
-        translate = list(layer.translate)
-        if layer.ndim == 3:
-            translate[axis] += index * layer.scale[axis]
+        where = placement(layer)  # rotated, sheared images too: the slice lies where the image's does
+        translate = slice_offset(layer, axis, index) if layer.ndim == 3 else tuple(layer.translate)
         p = self.preview_layer
         if p is None or p not in self._viewer.layers or p.ndim != data.ndim:
             name = unique_name(self._viewer, f"{layer.name} preview")
@@ -364,8 +365,7 @@ class AnnotateWidget(JobWidget):
             self.preview_layer = self._viewer.add_labels(
                 data,
                 name=name,
-                scale=tuple(layer.scale),
-                translate=tuple(translate),
+                **{**where, "translate": translate},
                 opacity=0.45,
                 features=label_features(dict(zip(info.classes, info.class_names))) if info is not None else None,
             )
