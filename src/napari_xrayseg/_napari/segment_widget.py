@@ -310,7 +310,7 @@ class SegmentWidget(JobWidget):
                     "axes": kwargs["axes"],
                     "tta": kwargs["tta"],
                     "model": str(kwargs["model"]),
-                    "trained_on": trained_on(info, kwargs["image"]),  # Evaluate scores the other slices apart
+                    "trained_on": _trained_on(info, kwargs.get("image"), layer),  # Evaluate scores the rest apart
                 }
             },
         )
@@ -357,3 +357,13 @@ def _where(layer: Any, voxel_size: Any, unit: str | None, channel_axis: int | No
                 "they are drawn at different sizes; set the image layer's scale to match"
             )
     return where
+
+
+def _trained_on(info: Any, image: Any, layer: Any) -> dict[str, Any] | None:
+    """:func:`~napari_xrayseg.core.inference.trained_on` of the image segmented (one of several layers: its data)."""
+    from ..core.io import as_input
+
+    try:
+        return trained_on(info, as_input(layer if image is None else image))
+    except XraysegError:  # an image the digest cannot read as a volume: nothing recorded
+        return None
