@@ -741,3 +741,25 @@ def test_table_numbers_keep_four_significant_digits():
         "1.5000",
         "5.697e-06",
     ]
+
+
+def test_tortuosity_solves_leave_other_threads_output_alone(capsys):
+    """analyze swapped sys.stdout for the whole process while TauFactor ran: the napari console's prints (other
+    threads) vanished; TauFactor's own progress stays silent."""
+    import threading
+
+    pytest.importorskip("taufactor")
+    from napari_xrayseg.core.microstructure import analyze
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random((24, 24, 24)) < 0.6).astype(np.uint8) + 1
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (analyze(labels, tortuosity=True), done.set()))
+    t.start()
+    printed = 0
+    while not done.is_set() or printed < 5:
+        print(f"console line {printed}")
+        printed += 1
+    t.join()
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"console line {i}" for i in range(printed)]

@@ -62,13 +62,14 @@ solve at 64³, growing with the voxel count times the side length): use a GPU
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import logging
 import math
 import os
+import sys
+import threading
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1015,6 +1016,27 @@ def tortuosity_available() -> bool:
     return importlib.util.find_spec("taufactor") is not None
 
 
+#: Threads whose TauFactor prints are dropped (the solves'); everyone else's output goes through.
+_MUTED: set[int] = set()
+
+
+def _taufactor_print(*args: Any, **kwargs: Any) -> None:
+    if threading.get_ident() not in _MUTED:
+        print(*args, **kwargs)
+
+
+def _mute_taufactor() -> None:
+    """Route TauFactor's ``print`` through :func:`_taufactor_print`.
+
+    ``contextlib.redirect_stdout`` swapped ``sys.stdout`` for the whole process: while the Analyze
+    widget's worker solved, what other threads (the napari console) printed vanished.
+    """
+    for name in ("taufactor.taufactor", "taufactor.metrics"):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.print = _taufactor_print  # type: ignore[attr-defined]
+
+
 def _taufactor_solve(
     mask: np.ndarray,
     ax: int,
@@ -1033,20 +1055,21 @@ def _taufactor_solve(
 
     img = np.ascontiguousarray(np.moveaxis(mask, ax, 0)).astype(np.uint8)
     sp = (spacing[ax], *(spacing[i] for i in range(3) if i != ax))
-    quiet = io.StringIO()
     threads = torch.get_num_threads()
     if img.size < _SMALL_SOLVE:  # small grids: one thread is faster, and never thrashes on a busy CPU
         torch.set_num_threads(1)
+    _mute_taufactor()
+    _MUTED.add(threading.get_ident())  # TauFactor prints its progress: not from this thread
     try:
-        with contextlib.redirect_stdout(quiet):  # TauFactor prints its progress and warnings
-            if len(set(sp)) == 1:
-                solver = taufactor.Solver(img, device=device)
-            else:
-                solver = _anisotropic_solver(taufactor)(img, spacing=tuple(float(v) for v in sp), device=device)
-            while not solver.converged and solver.iter < iter_limit:
-                check(cancel)
-                tau = solver.solve(iter_limit=min(solver.iter + 500, iter_limit), verbose=False, conv_crit=conv_crit)
+        if len(set(sp)) == 1:
+            solver = taufactor.Solver(img, device=device)
+        else:
+            solver = _anisotropic_solver(taufactor)(img, spacing=tuple(float(v) for v in sp), device=device)
+        while not solver.converged and solver.iter < iter_limit:
+            check(cancel)
+            tau = solver.solve(iter_limit=min(solver.iter + 500, iter_limit), verbose=False, conv_crit=conv_crit)
     finally:
+        _MUTED.discard(threading.get_ident())
         torch.set_num_threads(threads)
     if not solver.converged:
         log.warning(
