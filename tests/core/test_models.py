@@ -274,3 +274,15 @@ def test_a_tiny_file_declaring_a_huge_network_is_refused_without_building_it(tmp
         load_model(tmp_path / "big.safetensors")
     assert built_on == ["meta"]  # shapes only: no memory for the declared network
     assert load_model(good).info.classes == tiny_model.info.classes and built_on == ["meta", "meta", "cpu"]
+
+
+def test_loading_a_model_leaves_the_callers_random_draws_alone(tmp_path):
+    """load_model built the network with random initial weights from torch's global generator."""
+    import torch
+
+    path = save_model(init_model("unet", size="tiny", classes=3), tmp_path / "m.safetensors")
+    torch.manual_seed(0)
+    want = torch.rand(3)
+    torch.manual_seed(0)
+    load_model(path)
+    assert torch.equal(torch.rand(3), want)

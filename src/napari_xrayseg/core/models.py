@@ -1256,7 +1256,8 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFileError(f"{path}: cannot read the weights ({e}); the file may be truncated") from e
-    net = build_network(info.arch, info.params)
+    with torch.random.fork_rng(devices=[]):  # its random initial weights are replaced: the caller's draws stay
+        net = build_network(info.arch, info.params)
     net.load_state_dict(state, strict=True)
     net.eval()
     from .device import resolve_device
