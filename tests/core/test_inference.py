@@ -364,3 +364,17 @@ def test_orthoplanes_on_a_thin_volume_are_warned_about(tiny_model, caplog):
     with caplog.at_level("WARNING", logger="napari_xrayseg.core.plan"):
         segment(np.random.default_rng(1).random((20, 40, 48), dtype=np.float32), tiny_model, axes="zyx", **KW)
     assert "slices" not in caplog.text
+
+
+def test_an_output_that_is_the_input_under_another_name_is_refused(tmp_path):
+    """On a case-insensitive disk (macOS) --out Tomo.npy is tomo.npy: the path strings differ, the file is one
+    (a hard link stands in for it here)."""
+    import os
+
+    from napari_xrayseg.core.errors import InputError
+    from napari_xrayseg.core.output import check_not_input
+
+    np.save(tmp_path / "tomo.npy", np.zeros(3))
+    os.link(tmp_path / "tomo.npy", tmp_path / "Tomo.npy")
+    with pytest.raises(InputError, match="is the input"):
+        check_not_input(tmp_path / "Tomo.npy", [np.load(tmp_path / "tomo.npy", mmap_mode="r")])

@@ -91,6 +91,14 @@ def source_path(obj: Any) -> Path | None:
     return None
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` both exist and are one file or folder (by device and inode)."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def check_not_input(out: str | os.PathLike, inputs: Iterable[Any], *, option: str = "--out") -> None:
     """Refuse an output that is an input, lies inside one, or holds one.
 
@@ -107,7 +115,7 @@ def check_not_input(out: str | os.PathLike, inputs: Iterable[Any], *, option: st
             continue
         s = Path(os.path.realpath(s))
         for a in {o, ro}:
-            if a == s:
+            if a == s or _same_file(a, s):  # also Tomo.zarr for tomo.zarr on a case-insensitive disk (macOS)
                 raise InputError(
                     f"{option} {out} is the input {s}: writing there would destroy it; choose another {option}"
                 )
