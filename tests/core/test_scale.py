@@ -528,3 +528,25 @@ def test_review_fixes_lerp_devices_settle_and_image_named_stores(tmp_path, vol, 
     with pytest.raises(InputError, match=r"is written as a zarr store: name it .*labels.zarr"):
         segment(vol, tiny_model, out=tmp_path / "labels.tif", **KW)
     assert not (tmp_path / "labels.tif").exists()
+
+
+def test_a_cluster_that_cannot_start_names_the_main_guard(monkeypatch):
+    """A script without `if __name__ == "__main__":` re-ran itself in every spawned worker: pages of "Nanny failed
+    to start" tracebacks and nothing that said why."""
+    pytest.importorskip("distributed")
+    import multiprocessing
+
+    import distributed
+
+    from napari_xrayseg.core import distributed as dist
+    from napari_xrayseg.core.errors import ClusterError, InputError
+
+    def broken(**kw):
+        raise RuntimeError("Nanny failed to start.")
+
+    monkeypatch.setattr(distributed, "LocalCluster", broken)
+    with pytest.raises(ClusterError, match=r"failed to start .*Nanny.*if __name__ == '__main__'"):
+        dist._client(None, None, 2, 1)
+    monkeypatch.setattr(multiprocessing, "parent_process", lambda: object())  # as in a worker importing the script
+    with pytest.raises(InputError, match="ran inside a worker process"):
+        dist._client(None, None, 2, 1)

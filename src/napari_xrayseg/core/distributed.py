@@ -206,16 +206,30 @@ def _client(client: Any, scheduler: str | None, workers: int | None, threads_per
         return c, [c]
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise InputError(f"workers {workers!r} must be a positive number of local worker processes")
-    cluster = LocalCluster(  # no dashboard; its HTTP server on a free port (None took 8787 and warned when in use)
-        n_workers=workers,
-        threads_per_worker=threads_per_worker,
-        processes=True,
-        dashboard_address=":0",
-        scheduler_kwargs={"dashboard": False},
-        # the workers' own warnings ("Async instruction ... ended with CancelledError" for each slab a
-        # cancel cut short) are noise to a user: their errors still show
-        silence_logs=logging.ERROR,
+    import multiprocessing
+
+    guard = (
+        "in a script, call it under `if __name__ == '__main__':`: the workers start by importing the script "
+        "again (docs/cluster.md)"
     )
+    child = multiprocessing.parent_process() is not None or getattr(multiprocessing.current_process(), "_inheriting", 0)
+    if child:  # a worker importing the script as it starts: it must not start a cluster of its own
+        raise InputError(f"segment_distributed(workers=...) ran inside a worker process: {guard}")
+    try:
+        cluster = LocalCluster(  # no dashboard; its HTTP server on a free port (None took 8787, warned when in use)
+            n_workers=workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            dashboard_address=":0",
+            scheduler_kwargs={"dashboard": False},
+            # the workers' own warnings ("Async instruction ... ended with CancelledError" for each slab a
+            # cancel cut short) are noise to a user: their errors still show
+            silence_logs=logging.ERROR,
+        )
+    except Exception as e:  # "Nanny failed to start" and kin: name the usual cause
+        raise ClusterError(
+            f"the local cluster's {workers} worker(s) failed to start ({type(e).__name__}: {str(e)[:200]}); {guard}"
+        ) from e
     c = Client(cluster)
     return c, [c, cluster]
 
