@@ -265,3 +265,27 @@ def test_a_removed_labels_layer_falls_back_to_painted_ones_not_predictions(make_
     except Exception:  # noqa: BLE001 - only the warning matters here (the labels are empty)
         pass
     assert warned and "'pred', a model's segmentation" in warned[0]
+
+
+def test_a_jobs_warnings_are_its_own_threads_only():
+    """Two windows segmenting at once: one job's end showed the other's no-data hint (the handler took every
+    thread's warnings)."""
+    import logging
+    import threading
+
+    from napari_xrayseg._napari._jobs import _Warnings
+
+    h = _Warnings()
+    h.threads.add(threading.get_ident())
+    log = logging.getLogger("napari_xrayseg.test")
+    log.addHandler(h)
+    try:
+        log.warning("mine")
+        other = threading.Thread(target=lambda: log.warning("another job's"))
+        helper = threading.Thread(target=lambda: log.warning("my read-ahead's"), name="xrayseg-read_0")
+        for t in (other, helper):
+            t.start()
+            t.join()
+    finally:
+        log.removeHandler(h)
+    assert h.messages == ["mine", "my read-ahead's"]

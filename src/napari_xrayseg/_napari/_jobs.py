@@ -25,6 +25,7 @@ Written once and reused by every widget:
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -70,18 +71,24 @@ class _TokenWorker(GeneratorWorker):
 
 
 class _Warnings(logging.Handler):
-    """The warnings the core logs while a job runs (any thread), shown in napari when it ends.
+    """The warnings the core logs while a job runs, shown in napari when it ends.
 
     The command line prints them (``logging``); a napari user sees no log, so hints such as
-    "pass nodata=0" or "training in fp32" become notifications.
+    "pass nodata=0" or "training in fp32" become notifications. Only the job's own: those
+    logged from its worker thread and the core's helper threads (``xrayseg-*``: reading ahead,
+    loading the model). Another widget's job, or another window's, logs from threads of its
+    own (a Segment in one window showed the no-data hint of the image segmented in the other).
     """
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.messages: list[str] = []
         self.skip = 0  # the first ``skip`` messages were shown before the job began
+        self.threads: set[int] = set()  # the job's worker thread, once it runs
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.thread not in self.threads and not (record.threadName or "").startswith("xrayseg-"):
+            return
         msg = record.getMessage()
         if msg not in self.messages:
             self.messages.append(msg)
@@ -212,7 +219,10 @@ class JobRunner:
             if on_failed is not None:
                 on_failed(why)
 
+        warnings = self._warnings
+
         def run(**kw: Any) -> Generator[Progress, None, Any]:
+            warnings.threads.add(threading.get_ident())  # the warnings of this thread are this job's
             try:
                 return (yield from gen_fn(**kw))
             except Cancelled as e:
