@@ -214,7 +214,11 @@ class AnnotateWidget(JobWidget):
         hooked = [True]
 
         def unhook(*_: Any) -> None:  # the dock closed: no more previews for a widget that is gone
-            preview.shutdown()
+            try:
+                runner = preview
+            except NameError:  # the garbage collector cleared this closure with its widget: nothing left to stop
+                return
+            runner.shutdown()
             if hooked:
                 hooked.clear()
                 for event in dims_events:
