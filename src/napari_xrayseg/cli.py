@@ -74,7 +74,10 @@ class _ProgressPrinter:
         self._last = now
         line = f"{self.label}: [{100 * p.fraction:5.1f}%] {p.message}{times}"
         if self.tty and not final and "val_dice" not in p.info:
-            sys.stderr.write("\r" + line[:150].ljust(150))
+            import shutil
+
+            width = max(40, shutil.get_terminal_size((150, 24)).columns - 1)  # one row: wider wraps on 80 columns
+            sys.stderr.write("\r" + line[:width].ljust(width))
         else:
             sys.stderr.write(("\r" if self.tty else "") + line + "\n")
         sys.stderr.flush()

@@ -32,3 +32,20 @@ def test_the_generator_forms_stay_generator_functions():
     # napari's workers run a generator function as a GeneratorWorker (progress, cancel), anything else blocking
     assert inspect.isgeneratorfunction(iter_segment) and inspect.isgeneratorfunction(iter_train)
     assert "axis" in inspect.signature(train).parameters  # help() and tab completion still see the options
+
+
+def test_axis_letters_and_a_bare_network_as_the_model():
+    import pytest
+
+    from napari_xrayseg.core.errors import InputError
+
+    image, truth = make_phantom((6, 40, 40), seed=3)
+    model = init_model("unet", size="tiny", classes=3, tile=32)
+    # "axis 'y' is out of range for a 3D volume: use 0..2" before, though axes="zyx" took letters
+    np.testing.assert_array_equal(
+        segment(image, model, axis="y", device="cpu"), segment(image, model, axis=1, device="cpu")
+    )
+    assert evaluate(truth, truth, axis="x").axis == 2
+    with pytest.raises(InputError) as e:
+        segment(image, model.network, device="cpu")  # its repr was the whole network, 44 lines
+    assert "bare torch network (UNet" in str(e.value) and len(str(e.value).splitlines()) == 1

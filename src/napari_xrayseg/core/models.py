@@ -1159,8 +1159,15 @@ def _model_path(path: Any) -> Path:
     """``path`` as a Path; anything else (None, an array) is a one-line error, not a TypeError."""
     if isinstance(path, Model):
         raise InputError("a loaded Model was given where a model file is read: pass the Model itself, or its path")
+    if isinstance(path, torch.nn.Module):  # its repr is the whole network: dozens of lines
+        raise InputError(
+            f"model is a bare torch network ({type(path).__name__}): give a Model (init_model, load_model, train) "
+            "or a .safetensors file"
+        )
     if not isinstance(path, (str, os.PathLike)):
-        raise InputError(f"model {path!r} is neither a Model nor a file path: give a .safetensors file or a Model")
+        shown = repr(path)
+        shown = shown if len(shown) <= 80 else f"{shown[:60]}... ({type(path).__name__})"
+        raise InputError(f"model {shown} is neither a Model nor a file path: give a .safetensors file or a Model")
     return Path(path)
 
 

@@ -41,11 +41,13 @@ def normalize_axis(axis: int, ndim: int) -> int:
 
     Examples
     --------
-    >>> normalize_axis(-1, 3)
-    2
+    >>> normalize_axis(-1, 3), normalize_axis("y", 3)
+    (2, 1)
     """
+    if isinstance(axis, str) and axis.strip().lower() in ("z", "y", "x") and ndim == 3:
+        return "zyx".index(axis.strip().lower())  # as axes="zyx" reads them
     if not isinstance(axis, int) or isinstance(axis, bool) or not -ndim <= axis < ndim:
-        raise InputError(f"axis {axis!r} is out of range for a {ndim}D volume: use 0..{ndim - 1}")
+        raise InputError(f"axis {axis!r} is out of range for a {ndim}D volume: use 0..{ndim - 1} (or z, y, x)")
     return axis % ndim
 
 
