@@ -1214,8 +1214,9 @@ class _Budget:
 
     def progress(self, epoch: int, step: int, per_epoch: bool) -> tuple[int, int]:
         """(done, total) for a :class:`Progress` record: epochs (or steps) when epochs bind, else per mille."""
-        if self.epochs is not None and self.seconds is None:
-            return (epoch, self.epochs) if per_epoch else (step, self.epochs * self.steps_per_epoch)
+        if self.epochs is not None and self.seconds is None:  # steps, epoch records too: one unit per stream
+            total = self.epochs * self.steps_per_epoch
+            return (epoch * self.steps_per_epoch if per_epoch else step), total
         done = int(1000 * self.fraction(step))
         if self.epochs is not None and per_epoch:
             done = max(done, int(1000 * epoch / self.epochs))
