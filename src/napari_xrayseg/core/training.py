@@ -2181,7 +2181,8 @@ def _iter_auto_start(args: dict[str, Any], rest: dict[str, Any]) -> Generator[Pr
     The pretrained candidate runs first (:data:`PRETRAINED_EPOCHS` epochs, or the ``epochs``
     given if fewer; with ``minutes``, at most :data:`AUTO_PRETRAINED_SHARE` of them); the random
     start then gets the ``epochs`` given and what is left of ``minutes``, so the budget is the
-    user's. Both are validated on the same held-out rows; a tie keeps random weights.
+    user's. Both are validated on the same held-out rows; a tie keeps the pretrained start
+    (:func:`_pick_start`).
     """
     kw = {k: v for k, v in args.items() if k != "shapes"}
     why = _auto_start_fits(args)
@@ -2193,7 +2194,9 @@ def _iter_auto_start(args: dict[str, Any], rest: dict[str, Any]) -> Generator[Pr
     epochs, minutes = args["epochs"], args["minutes"]
     pre_epochs = min(PRETRAINED_EPOCHS, epochs) if epochs else PRETRAINED_EPOCHS
     total_epochs = epochs or (None if minutes is not None else DEFAULT_EPOCHS)
-    share = pre_epochs / (pre_epochs + total_epochs) if total_epochs else 0.1
+    # the pretrained candidate's part of the progress bar: of the epochs, or of the time it may take (at most
+    # AUTO_PRETRAINED_SHARE of the minutes; 0.1 made a 5-minute run say "about 24 min left")
+    share = pre_epochs / (pre_epochs + total_epochs) if total_epochs else AUTO_PRETRAINED_SHARE
     pre_kw = {**kw, "init": PRETRAINED, "arch": AUTO_ARCH, "size": None, "context": None, "out": None}
     pre_kw.update(epochs=pre_epochs, minutes=None if minutes is None else minutes * AUTO_PRETRAINED_SHARE)
     log.info("init='auto': fine-tuning the pretrained start %d epochs, then random weights", pre_epochs)
