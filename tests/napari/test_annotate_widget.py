@@ -246,3 +246,18 @@ def test_outputs_of_a_rotated_image_overlay_it(make_napari_viewer, qtbot, traine
     # the preview's pixel (0, y, x) lands where the image's (3, y, x) does, in world coordinates
     for y, x in ((0, 0), (10, 40), (63, 5)):
         assert np.allclose(p.data_to_world((0, y, x)), img.data_to_world((3, y, x)))
+
+
+def test_suggest_says_why_nothing_is_left(make_napari_viewer, qtbot, trained):
+    """One stroke along y crosses every z slice: the widget said only 'none left'."""
+    image, truth, _, path = trained
+    crossing = np.zeros_like(truth)
+    crossing[:, 30, :] = truth[:, 30, :]
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="img")
+    viewer.add_labels(crossing, name="painted")
+    w = AnnotateWidget(viewer)
+    w._model_file.value = path
+    w._suggest.clicked.emit()
+    qtbot.waitUntil(lambda: w.ranking is not None and not w.suggest_runner.running, timeout=60_000)
+    assert w.ranking.suggested == [] and w._status.value.startswith("nothing to suggest: every slice along axis 0")

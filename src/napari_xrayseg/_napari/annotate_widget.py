@@ -459,9 +459,14 @@ class AnnotateWidget(JobWidget):
                 "; the end slices score highest, but an end is seen from one side and teaches the model "
                 "least about the rest, so ends are suggested only when they stand out much more"
             )
+        if not ranking.suggested:  # as the command line says it
+            self._status.value = (
+                f"nothing to suggest: every slice along axis {ranking.axis} already holds annotations (a stroke on "
+                "a slice along another axis crosses them all); annotate along another axis, or check the painted ones"
+            )
+            return
         self._status.value = (
-            f"next slices to annotate (axis {ranking.axis}), best first: "
-            f"{', '.join(map(str, ranking.suggested)) or 'none left'}{note}"
+            f"next slices to annotate (axis {ranking.axis}), best first: {', '.join(map(str, ranking.suggested))}{note}"
         )
 
     def go_to_next(self) -> None:
