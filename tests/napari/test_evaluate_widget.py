@@ -169,3 +169,21 @@ def test_the_slices_a_model_trained_on_are_scored_apart(make_napari_viewer, qtbo
     w._run.clicked.emit()
     _wait(qtbot, w)
     assert w.report.held_out is None and "held out" not in w._summary.value
+
+
+def test_layers_drawn_at_another_scale_are_warned_about(make_napari_viewer, qtbot, monkeypatch):
+    """Labels painted over an image at scale (2, 1, 1) were scored voxel for voxel against one at (1, 1, 1)."""
+    import napari_xrayseg._napari.evaluate_widget as ev
+
+    said = []
+    monkeypatch.setattr(ev, "show_warning", said.append)
+    viewer = make_napari_viewer()
+    viewer.add_labels(TRUTH.copy(), name="truth", scale=(2, 1, 1))
+    viewer.add_labels(PRED.copy(), name="prediction")
+    w = EvaluateWidget(viewer)
+    w._run.clicked.emit()
+    _wait(qtbot, w)
+    assert (
+        len(said) == 1
+        and "'truth' is drawn at scale (2, 1, 1), translate (0, 0, 0), 'prediction' at (1, 1, 1)" in (said[0])
+    )

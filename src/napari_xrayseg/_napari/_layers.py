@@ -125,6 +125,30 @@ def made_by_model(layer: Any) -> bool:
     return isinstance(meta, dict) and bool(meta.get("model") or meta.get("model_sha256"))
 
 
+def placement_mismatch(labels_layer: Any, image_layer: Any) -> str | None:
+    """A warning when a labels layer is not drawn over its image (another scale or translation), else None.
+
+    The arrays pair voxel for voxel whatever the layers show; painted at another scale, the
+    annotations the user saw over one place of the image teach (or score) another.
+    """
+    import numpy as np
+
+    a, b = placement(labels_layer), placement(image_layer)
+    n = min(len(a["scale"]), len(b["scale"]))
+    same = all(np.allclose(a[k][-n:], b[k][-n:]) for k in ("scale", "translate"))
+    if same:
+        return None
+
+    def show(v: Any) -> str:
+        return "(" + ", ".join(f"{float(x):g}" for x in v) + ")"
+
+    return (
+        f"{labels_layer.name!r} is drawn at scale {show(a['scale'])}, translate {show(a['translate'])}, "
+        f"{image_layer.name!r} at {show(b['scale'])}, {show(b['translate'])}: their arrays are paired voxel for "
+        "voxel, not as they overlay; give the labels the image's scale and translate if that is not meant"
+    )
+
+
 def model_labels_warning(layer: Any) -> str | None:
     """A warning when the labels to learn from are a model's segmentation, not painted ones."""
     if not made_by_model(layer):

@@ -31,8 +31,16 @@ from napari_xrayseg.core.errors import InputError, XraysegError
 from napari_xrayseg.core.figures import ERROR_CODES, OVERLAY_COLORS, error_map, slice_dice_plot
 from napari_xrayseg.core.metrics import Report, iter_evaluate
 
-from ._jobs import JobRunner, JobWidget, show_error, text_label
-from ._layers import export_csv_json, fit_table, layer_array, layer_class_names, placement, unique_name
+from ._jobs import JobRunner, JobWidget, show_error, show_warning, text_label
+from ._layers import (
+    export_csv_json,
+    fit_table,
+    layer_array,
+    layer_class_names,
+    placement,
+    placement_mismatch,
+    unique_name,
+)
 from ._voxel import layer_voxel_size
 
 if TYPE_CHECKING:
@@ -191,6 +199,8 @@ class EvaluateWidget(JobWidget):
                 f"truth {truth_layer.name!r} has shape {tuple(truth.shape)}: pick layers of "
                 "the same image"
             )
+        if (warning := placement_mismatch(truth_layer, pred_layer)) is not None:
+            show_warning(warning)
         axis = int(self._axis.value) if pred.ndim == 3 else 0
         ignore_zero = not bool(self._zero.value)
         names = layer_class_names(pred_layer) or layer_class_names(truth_layer)
