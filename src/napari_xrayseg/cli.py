@@ -483,7 +483,8 @@ def _train_pairs(a: argparse.Namespace) -> tuple[Any, Any, bool | None]:
     two_d = a.two_d
     if len(images) == 1 and Path(images[0]).suffix.lower() == ".txt" and not labels:
         pairs = _list_file(Path(images[0]))
-    elif len(images) == 1 and is_image_folder(images[0]):
+    elif len(images) == 1 and is_image_folder(images[0]) and not (len(labels) == 1 and Path(labels[0]).is_file()):
+        # (a folder of TIFF slices with one labels volume is that volume: open_volume stacks it)
         if len(labels) != 1 or not Path(labels[0]).is_dir():
             raise InputError(f"--image {images[0]} is a folder of images: give --labels a folder of label files")
         pairs = pair_image_folders(images[0], labels[0])

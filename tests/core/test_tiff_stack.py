@@ -53,3 +53,17 @@ def test_predict_stack_segments_the_folder_as_its_volume_and_warns_without(recon
     two = ["--image", str(d), "--image", str(tmp_path / "vol.npy")]
     assert main([*run, *two, "--stack", "--out", str(tmp_path / "x")]) == 2
     assert "--stack takes one --image" in capsys.readouterr().err
+
+
+def test_train_on_a_folder_of_slices_with_one_labels_volume(recon, tmp_path, capsys):
+    """--image recon/ --labels ann.tif was refused ("give --labels a folder of label files")."""
+    from napari_xrayseg.core.models import read_model_info
+
+    d, vol = recon
+    ann = np.zeros(vol.shape, np.uint8)
+    ann[[3, 8], :, :16], ann[[3, 8], :, 16:] = 1, 2
+    tifffile.imwrite(tmp_path / "ann.tif", ann)
+    out = tmp_path / "m.safetensors"
+    args = ["--arch", "unet", "--size", "tiny", "--epochs", "1", "--steps", "1", "--patch", "16", "--batch", "2"]
+    assert main(["train", "--image", str(d), "--labels", str(tmp_path / "ann.tif"), "--out", str(out), *args]) == 0
+    assert read_model_info(out).train["annotated_slices"] == [3, 8]
