@@ -41,7 +41,6 @@ __all__ = [
     "voxel_size_of",
     "slice_files",
     "TiffStack",
-    "trained_on_of",
     "write_volume",
 ]
 
@@ -497,7 +496,8 @@ def read_image_2d(path: str | os.PathLike, *, rgb: str | None = None) -> np.ndar
                 "0.299 R + 0.587 G + 0.114 B) or rgb='channels' (CLI: --rgb luminance|channels)"
             )
         elif rgb == "luminance":
-            a = a.astype(np.float32) @ _LUMA
+            f = a.astype(np.float32)  # a weighted sum, not a matmul: BLAS rounded planar and contiguous RGB apart
+            a = f[..., 0] * _LUMA[0] + f[..., 1] * _LUMA[1] + f[..., 2] * _LUMA[2]
         else:
             a = np.ascontiguousarray(np.moveaxis(a, -1, 0))
     if a.ndim != 2 and not (a.ndim == 3 and rgb == "channels" and colour):
@@ -1080,28 +1080,6 @@ def class_names_of(arr: Any) -> dict[int, str] | None:
     if p is None or not p.exists():
         return None
     return read_class_names(p) or (read_class_names(p.parent) if p.name.isdigit() else None)
-
-
-def trained_on_of(arr: Any) -> dict[str, Any] | None:
-    """``{"axis", "slices"}`` of the image the model trained on, as an output of ``xrayseg predict`` records it.
-
-    :func:`~napari_xrayseg.core.inference.trained_on` wrote it when the model's training image
-    was the image segmented; None for any other array or output.
-    """
-    from .output import source_path
-    from .writer import read_output_meta
-
-    if isinstance(arr, np.ndarray) and not isinstance(arr, np.memmap):
-        return None
-    p = source_path(arr)
-    if p is None or not p.exists():
-        return None
-    for q in (p, p.parent) if p.name.isdigit() else (p,):
-        meta = read_output_meta(q) if (q.is_dir() or q.suffix.lower() == ".zarr") else None
-        found = (meta or {}).get("trained_on")
-        if isinstance(found, dict) and isinstance(found.get("slices"), list) and isinstance(found.get("axis"), int):
-            return {"axis": int(found["axis"]), "slices": [int(k) for k in found["slices"]]}
-    return None
 
 
 def read_class_names(path: str | os.PathLike, *, dataset: str | None = None) -> dict[int, str] | None:

@@ -1062,7 +1062,7 @@ def _trained_slices(given: Sequence[int] | None, pred: Any, axis: int | None) ->
         return None
     if given is not None:
         return [int(k) for k in given] or None
-    from .io import trained_on_of
+    from .writer import trained_on_of
 
     found = trained_on_of(pred)
     if found is None:

@@ -54,6 +54,7 @@ __all__ = [
     "read_output_meta",
     "input_digest",
     "sibling_path",
+    "trained_on_of",
     "write_pyramid",
 ]
 
@@ -606,3 +607,24 @@ def _like(image: Any, target: Any, on_disk: bool) -> Any:
             return da.from_zarr(target)
         return da.from_array(target, chunks=chunks if chunks is not None and len(chunks) == target.ndim else "auto")
     return target
+
+
+def trained_on_of(arr: Any) -> dict[str, Any] | None:
+    """``{"axis", "slices"}`` of the image the model trained on, as an output of ``xrayseg predict`` records it.
+
+    :func:`~napari_xrayseg.core.inference.trained_on` wrote it when the model's training image
+    was the image segmented; None for any other array or output.
+    """
+    from .output import source_path
+
+    if isinstance(arr, np.ndarray) and not isinstance(arr, np.memmap):
+        return None
+    p = source_path(arr)
+    if p is None or not p.exists():
+        return None
+    for q in (p, p.parent) if p.name.isdigit() else (p,):
+        meta = read_output_meta(q) if (q.is_dir() or q.suffix.lower() == ".zarr") else None
+        found = (meta or {}).get("trained_on")
+        if isinstance(found, dict) and isinstance(found.get("slices"), list) and isinstance(found.get("axis"), int):
+            return {"axis": int(found["axis"]), "slices": [int(k) for k in found["slices"]]}
+    return None
