@@ -378,3 +378,20 @@ def test_an_output_that_is_the_input_under_another_name_is_refused(tmp_path):
     os.link(tmp_path / "tomo.npy", tmp_path / "Tomo.npy")
     with pytest.raises(InputError, match="is the input"):
         check_not_input(tmp_path / "Tomo.npy", [np.load(tmp_path / "tomo.npy", mmap_mode="r")])
+
+
+def test_reading_a_dask_array_leaves_dasks_global_callbacks_alone():
+    """napari slices dask layers with a global cache callback on the GUI thread; a worker's compute swapped the
+    global callbacks under it (KeyError from dask/cache.py, dask#10396)."""
+    import dask.array as da
+    from dask.callbacks import Callback
+
+    from napari_xrayseg.core.io import read_block
+
+    arr = da.from_array(np.arange(64.0).reshape(4, 4, 4), chunks=2)
+    seen = []
+    with Callback(pretask=lambda key, dsk, state: seen.append(key)):
+        np.testing.assert_array_equal(read_block(arr, (slice(1, 3),)), np.arange(64.0).reshape(4, 4, 4)[1:3])
+        assert seen == []  # the global callback never ran for our read
+        np.asarray(arr[:1])
+        assert seen  # (it does for a plain compute)

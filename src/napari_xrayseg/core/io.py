@@ -714,6 +714,22 @@ def as_dask(arr: Any) -> Any:
     return da.from_array(arr, chunks=chunks, asarray=True)
 
 
+def _computed(x: Any) -> np.ndarray:
+    """``x`` in memory; a dask array computed without dask's global callbacks.
+
+    dask's schedulers swap the global ``Callback.active`` in and out around a compute, which
+    is not thread-safe: napari slices a dask layer with its cache callback on the GUI thread
+    while a widget's worker reads the same array, and napari raised ``KeyError`` from
+    ``dask/cache.py`` (dask#10396). Explicit ``callbacks=()`` leave the global ones alone.
+    """
+    if type(x).__module__.split(".")[0] == "dask" and hasattr(x, "compute"):
+        try:
+            return np.asarray(x.compute(callbacks=()))
+        except TypeError:  # a scheduler that takes no callbacks (a distributed client)
+            pass
+    return np.asarray(x)
+
+
 def read_block(arr: Any, index: Any, *, what: str = "image") -> np.ndarray:
     """Read ``arr[index]`` into memory; a damaged store becomes an :class:`InputError`.
 
@@ -741,7 +757,7 @@ def read_block(arr: Any, index: Any, *, what: str = "image") -> np.ndarray:
     [[3, 4, 5]]
     """
     try:
-        return np.asarray(arr[index])
+        return _computed(arr[index])
     except XraysegError:
         raise
     except (OSError, RuntimeError, ValueError, EOFError, zlib.error) as e:
