@@ -756,10 +756,13 @@ def test_tortuosity_solves_leave_other_threads_output_alone(capsys):
     done = threading.Event()
     t = threading.Thread(target=lambda: (analyze(labels, tortuosity=True), done.set()))
     t.start()
+    import time
+
     printed = 0
-    while not done.is_set() or printed < 5:
+    while not done.is_set() or printed < 5:  # a line every 10 ms: a tight loop filled the capture with GBs
         print(f"console line {printed}")
         printed += 1
+        time.sleep(0.01)
     t.join()
     out = capsys.readouterr().out.splitlines()
     assert out == [f"console line {i}" for i in range(printed)]
