@@ -104,3 +104,16 @@ def test_the_figures_shade_the_trained_slices_and_the_collage_shows_others(train
     save_figures(r, image, labels, truth, tmp_path / "figs")
     assert (tmp_path / "figs" / "slice_dice.png").stat().st_size > 0
     assert len(shown[0]) == 4 and not {3, 8} & set(shown[0])  # the collage's rows: slices not trained on
+
+
+def test_a_fine_tuning_keeps_the_slices_its_start_learned_from(trained):
+    """train(init=model) on other slices of the same image (self-training, another round): the start's slices
+    were reported as held out, though the model had learned from them."""
+    image, truth, model, _ = trained
+    more = np.zeros_like(truth)
+    more[5] = truth[5]
+    tuned = train(image, more, init=model, **{**FAST, "seed": 1})
+    assert tuned.info.train["annotated_slices"] == [5] and tuned.info.train["inherited_slices"] == [3, 8]
+    assert trained_on(tuned.info, image) == {"axis": 0, "slices": [3, 5, 8]}
+    other = image[::-1].copy()  # another image: its start's slices are not this one's
+    assert train(other, more, init=model, **FAST).info.train["inherited_slices"] == []

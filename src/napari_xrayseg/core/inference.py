@@ -166,7 +166,8 @@ def trained_on(info: ModelInfo, image: Any, digest: str | None = None) -> dict[s
     the fingerprint of :func:`~napari_xrayseg.core.writer.input_digest`, equals the image's) as
     its one input of 3D slices. The slices are all those holding an annotation along its main
     axis, so every voxel it learned from lies in them (slices along further ``axes`` included),
-    the held-out validation slices among them (they chose the weights kept).
+    the held-out validation slices among them (they chose the weights kept), and those a start
+    model fine-tuned from (``init=``, self-training) had learned from on the same image.
     :func:`~napari_xrayseg.core.metrics.evaluate` reports the scores of the other slices apart
     (``Report.held_out``).
 
@@ -186,7 +187,8 @@ def trained_on(info: ModelInfo, image: Any, digest: str | None = None) -> dict[s
         return None
     if (digest or input_digest(image)) != want:
         return None
-    return {"axis": int(t["axis"]), "slices": sorted(int(k) for k in slices)}
+    inherited = t.get("inherited_slices") or []  # a fine-tuning's start learned from these (self-training, rounds)
+    return {"axis": int(t["axis"]), "slices": sorted({int(k) for k in slices} | {int(k) for k in inherited})}
 
 
 def _meta(

@@ -1667,6 +1667,20 @@ def _digest(d: dict[str, Any]) -> str | None:
     return input_digest(image)
 
 
+def _inherited(init: Any, digest: str | None, axis: int) -> list[int]:
+    """The slices of the same image, along ``axis``, that the start model ``init`` (and its starts) trained on."""
+    if digest is None or init is None or (isinstance(init, str) and init in (PRETRAINED, AUTO_START, RANDOM_START)):
+        return []
+    try:
+        t = init.info.train if isinstance(init, Model) else read_model_info(init).train
+    except XraysegError:
+        return []
+    t = t or {}
+    if t.get("input_digest") != digest or t.get("axis") != axis or not isinstance(t.get("annotated_slices"), list):
+        return []
+    return sorted({int(k) for k in t["annotated_slices"]} | {int(k) for k in t.get("inherited_slices") or []})
+
+
 def _record(s: dict[str, Any], d: dict[str, Any], model: Model) -> dict[str, Any]:
     """The settings kept in the model's ``info.train``."""
     init = s["init"]
@@ -1709,6 +1723,8 @@ def _record(s: dict[str, Any], d: dict[str, Any], model: Model) -> dict[str, Any
         "annotated_slices": d["idx"],
         # which image those slices are of (writer.input_digest): evaluate scores the other slices apart
         "input_digest": _digest(d),
+        # the slices of this image the start model (init) learned from, and its own start's: fine-tuning keeps them
+        "inherited_slices": _inherited(init, _digest(d), d["axis"]),
         "val_slices": d["val_slices"],
         "val_interface_pixels": d["val_interface_pixels"],
         "validation": d["val_kind"],
