@@ -319,14 +319,21 @@ def _full_disk_but_for_rescues(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "rescue"))
 
 
+def _tiny_train_argv(tmp_path, *, epochs, steps):
+    """``xrayseg train`` of a tiny 2.5D unet on the sample in ``tmp_path/s``, to ``tmp_path/m``."""
+    s = tmp_path / "s"
+    argv = ["train", "--image", f"{s}/image.zarr", "--labels", f"{s}/annotations.zarr", "--out", str(tmp_path / "m")]
+    return argv + ["--arch", "unet", "--size", "tiny", "--epochs", str(epochs), "--steps", str(steps)] + [
+        "--batch", "2", "--patch", "32"
+    ]  # fmt: skip
+
+
 def test_a_full_disk_after_training_rescues_the_model(tmp_path, monkeypatch, capsys):
     """Training done, its --out on a full disk: the model goes to the temporary folder and the error says where."""
     from napari_xrayseg.core.models import load_model
 
     _full_disk_but_for_rescues(tmp_path, monkeypatch)
-    s = tmp_path / "s"
-    argv = ["train", "--image", f"{s}/image.zarr", "--labels", f"{s}/annotations.zarr", "--out", str(tmp_path / "m")]
-    argv += ["--arch", "unet", "--size", "tiny", "--epochs", "1", "--steps", "1", "--batch", "2", "--patch", "32"]
+    argv = _tiny_train_argv(tmp_path, epochs=1, steps=1)
     capsys.readouterr()
     assert main(argv) == 2
     err = capsys.readouterr().err.splitlines()[-1]  # after the progress lines: the one error line
@@ -435,9 +442,7 @@ def test_a_full_disk_when_the_time_limit_strikes_rescues_the_model_so_far(tmp_pa
 
     monkeypatch.setattr(cli._ProgressPrinter, "__call__", term_at_epoch_2)
     _full_disk_but_for_rescues(tmp_path, monkeypatch)
-    s = tmp_path / "s"
-    argv = ["train", "--image", f"{s}/image.zarr", "--labels", f"{s}/annotations.zarr", "--out", str(tmp_path / "m")]
-    argv += ["--arch", "unet", "--size", "tiny", "--epochs", "50", "--steps", "2", "--batch", "2", "--patch", "32"]
+    argv = _tiny_train_argv(tmp_path, epochs=50, steps=2)
     capsys.readouterr()
     assert main(argv) == 2
     assert "the trained model was saved to" in capsys.readouterr().err

@@ -152,8 +152,10 @@ def _check_pair(pred: Any, truth: Any) -> tuple[Any, Any, tuple[int, ...]]:
 def _check_axis(axis: int | None, ndim: int) -> int | None:
     if axis is None:
         return None
-    if isinstance(axis, str) and axis.strip().lower() in ("z", "y", "x") and ndim == 3:
-        return "zyx".index(axis.strip().lower())
+    if isinstance(axis, str):  # a letter, as everywhere else
+        from .tiling import normalize_axis
+
+        return normalize_axis(axis, ndim)
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
         raise InputError(f"axis {axis!r} is not valid for a {ndim}D array: use one of {list(range(ndim))}")
     return int(axis) % ndim

@@ -1684,6 +1684,7 @@ def _inherited(init: Any, digest: str | None, axis: int) -> list[int]:
 def _record(s: dict[str, Any], d: dict[str, Any], model: Model) -> dict[str, Any]:
     """The settings kept in the model's ``info.train``."""
     init = s["init"]
+    digest = _digest(d)
     rec = {
         "axis": d["axis"],
         "axes": d["axes"],
@@ -1722,9 +1723,9 @@ def _record(s: dict[str, Any], d: dict[str, Any], model: Model) -> dict[str, Any
         "channel_axis": s["channel_axis"],
         "annotated_slices": d["idx"],
         # which image those slices are of (writer.input_digest): evaluate scores the other slices apart
-        "input_digest": _digest(d),
+        "input_digest": digest,
         # the slices of this image the start model (init) learned from, and its own start's: fine-tuning keeps them
-        "inherited_slices": _inherited(init, _digest(d), d["axis"]),
+        "inherited_slices": _inherited(init, digest, d["axis"]),
         "val_slices": d["val_slices"],
         "val_interface_pixels": d["val_interface_pixels"],
         "validation": d["val_kind"],
