@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["MODEL_TILE", "SUGGEST_MARGIN", "SegmentConfig", "TrainConfig", "python_numbers"]
+__all__ = ["MODEL_TILE", "SUGGEST_MARGIN", "SegmentConfig", "TrainConfig", "python_numbers", "takes_train_config"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -281,3 +281,36 @@ class TrainConfig:
     precision: str = "auto"
     context: int = 3
     normalize: str = "image"
+
+
+def takes_train_config(func: F) -> F:
+    """Let ``func`` (:func:`napari_xrayseg.train`, ``iter_train``) take ``config=TrainConfig(...)``.
+
+    The fields where ``config`` differs from :class:`TrainConfig`'s defaults are passed as
+    keywords; a keyword given explicitly wins over ``config``. Fields left at their defaults
+    keep ``func``'s own defaults (``size=None`` and ``context=None`` pick the architecture's).
+    Generator functions stay generator functions.
+    """
+
+    def options(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if config is None:
+            return kwargs
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, not {type(config).__name__}")
+        default = TrainConfig()
+        changed = {f.name: getattr(config, f.name) for f in fields(TrainConfig)}
+        return {**{k: v for k, v in changed.items() if v != getattr(default, k)}, **kwargs}
+
+    if inspect.isgeneratorfunction(func):
+
+        @functools.wraps(func)
+        def gen(*args: Any, config: TrainConfig | None = None, **kwargs: Any) -> Any:
+            return (yield from func(*args, **options(config, kwargs)))
+
+        return gen  # type: ignore[return-value]
+
+    @functools.wraps(func)
+    def call(*args: Any, config: TrainConfig | None = None, **kwargs: Any) -> Any:
+        return func(*args, **options(config, kwargs))
+
+    return call  # type: ignore[return-value]

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .channels import ChannelStack
-from .config import TrainConfig, python_numbers
+from .config import TrainConfig, python_numbers, takes_train_config
 from .device import cpu_bf16_conv_faults, cpu_has_amx, resolve_device, resolve_precision
 from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError, TrainingInterrupted, XraysegError
 from .io import as_input, read_block, volume_chunks, voxel_size_of
@@ -1949,6 +1949,7 @@ def _guarded(model: Model, stepper: _SupervisedStep) -> Model:
     return model
 
 
+@takes_train_config
 @python_numbers
 def iter_train(
     image: Any,
@@ -1988,6 +1989,7 @@ def iter_train(
     nodata: float | None = None,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
+    config: TrainConfig | None = None,
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, Model]:
     """Generator form of :func:`train`: yields :class:`Progress` records, returns the model.
@@ -2283,6 +2285,7 @@ def _pick_start(pre: Model, rand: Model | None, elapsed: float) -> Model:
     return model
 
 
+@takes_train_config
 @python_numbers
 def train(
     image: Any,
@@ -2322,6 +2325,7 @@ def train(
     nodata: float | None = None,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
+    config: TrainConfig | None = None,
     cancel: CancelToken | None = None,
     progress: ProgressCallback | None = None,
 ) -> Model:
@@ -2509,6 +2513,11 @@ def train(
         Save the trained model here (``.safetensors``) when training completes.
     overwrite : bool
         Replace an existing ``out``.
+    config : TrainConfig, optional
+        Options kept in one object: ``train(image, labels, config=TrainConfig(lr=1e-3))``
+        is ``train(image, labels, lr=1e-3)``. The fields that differ from
+        :class:`~napari_xrayseg.core.config.TrainConfig`'s defaults are used; a keyword
+        given beside it wins.
     cancel : CancelToken, optional
         Checked at every step; see Raises.
     progress : callable, optional
