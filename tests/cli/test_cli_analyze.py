@@ -37,6 +37,7 @@ def _checkerboard(n=12, b=3):
     return ((zz + yy + xx) % 3 + 1).astype(np.uint8)
 
 
+@pytest.mark.needs("taufactor")
 def test_analyze_json_csv_shape_units_and_names(tmp_path, capsys):
     lab = _checkerboard()
     lab[:, :, 5] = 2  # a plane of phase 2 across the volume: percolates along z and y
@@ -284,6 +285,7 @@ def test_evaluate_tables_name_the_classes(tmp_path, capsys):
     assert "2 b" in capsys.readouterr().out
 
 
+@pytest.mark.needs("taufactor")
 def test_evaluate_physics_on_the_annotated_box(tmp_path, capsys):
     from napari_xrayseg.core.metrics import Report, evaluate
 

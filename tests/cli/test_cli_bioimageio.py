@@ -5,9 +5,12 @@ import sys
 import zipfile
 
 import numpy as np
+import pytest
 import tifffile
 
 from napari_xrayseg.cli import main
+
+pytestmark = pytest.mark.needs("bioimageio.core")  # the bioimageio extra
 
 
 def test_export_bioimageio_test_and_import(tmp_path, capsys):

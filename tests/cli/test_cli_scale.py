@@ -42,6 +42,7 @@ def _predict(inp, model, out, *extra):
     ]
 
 
+@pytest.mark.needs("distributed")
 @pytest.mark.slow
 def test_killed_predict_resumes_to_the_clean_result(tmp_path, inputs, capsys, caplog):
     inp, model = inputs
@@ -110,6 +111,7 @@ MODES = {
 }
 
 
+@pytest.mark.needs("distributed")
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_every_mode_killed_resumes_to_the_clean_result(tmp_path, inputs, capsys, mode):
@@ -168,6 +170,7 @@ def test_predict_pyramid(tmp_path, inputs, capsys):
     assert shapes == [(6, 600, 280), (3, 300, 140), (2, 150, 70)]
 
 
+@pytest.mark.needs("distributed")
 def test_predict_orthoplane_with_confidence(tmp_path, inputs, capsys):
     inp, model = inputs
     img = np.random.default_rng(5).random((8, 40, 48), dtype=np.float32)
@@ -198,6 +201,7 @@ def test_predict_orthoplane_with_confidence(tmp_path, inputs, capsys):
     assert not (tmp_path / ".o.zarr.xrayseg-new").exists()
 
 
+@pytest.mark.needs("distributed")
 def test_workers_without_distributed_is_one_line(tmp_path, inputs, capsys, monkeypatch):
     """A plugin-manager install has no dask.distributed: one line naming the extra, exit 2, no traceback."""
     inp, model = inputs

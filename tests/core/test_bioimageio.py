@@ -15,6 +15,8 @@ from napari_xrayseg.core.bioimageio import PACKAGE_MODEL_FILE, export_bioimageio
 from napari_xrayseg.core.errors import InputError, ModelFileError, OutputExistsError
 from napari_xrayseg.core.models import init_model, load_model, read_model_info, reclass, save_model
 
+pytestmark = pytest.mark.needs("bioimageio.core")  # the bioimageio extra
+
 
 @functools.lru_cache(maxsize=4)
 def _pipeline(package):

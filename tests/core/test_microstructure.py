@@ -80,6 +80,7 @@ def test_anisotropic_voxels_measure_the_physical_sphere():
     assert m.phases[2].volume_fraction * volume == pytest.approx(4 / 3 * math.pi * 512, rel=0.03)
 
 
+@pytest.mark.needs("taufactor")
 def test_cylinder_lateral_surface_chords_and_straight_tortuosity():
     n, r = 24, 7.0
     _, y, x = np.ogrid[:16, :n, :n]
@@ -101,6 +102,7 @@ def test_cylinder_lateral_surface_chords_and_straight_tortuosity():
     assert m.unit == "nm"
 
 
+@pytest.mark.needs("taufactor")
 def test_slab_exact_answers():
     lab = np.ones((20, 12, 16), dtype=np.uint8)
     lab[5:11] = 2  # a slab 6 voxels thick, interfaces normal to z
@@ -208,6 +210,7 @@ def _fd_tortuosity(mask: np.ndarray) -> float:
     return float(mask.mean() / d_rel)
 
 
+@pytest.mark.needs("taufactor")
 def test_taufactor_agrees_with_an_independent_sparse_solve():
     rng = np.random.default_rng(3)
     from scipy.ndimage import gaussian_filter
@@ -224,6 +227,7 @@ def test_taufactor_agrees_with_an_independent_sparse_solve():
     assert all(t is None or t > 1.05 for t in m.phases[2].tortuosity.values())  # a winding phase
 
 
+@pytest.mark.needs("taufactor")
 def test_agrees_with_taufactor_metrics_face_counting_and_tpb():
     from taufactor import metrics as tm
 
@@ -308,6 +312,7 @@ def test_tpb_points_midpoints_and_subset():
     assert len(few) == 10 and {tuple(p) for p in few} <= {tuple(p) for p in pts}
 
 
+@pytest.mark.needs("taufactor")
 def test_memory_bound_names_the_fixes():
     lab = np.ones((8, 8, 8), dtype=np.uint8)
     with pytest.raises(InputError, match="region="):
@@ -319,6 +324,7 @@ def test_memory_bound_names_the_fixes():
 # --------------------------------------------------------------------------- output, errors, cancel
 
 
+@pytest.mark.needs("taufactor")
 def test_json_shape_and_files_never_overwritten(tmp_path):
     m = analyze(checkerboard(9, 3), voxel_size=(0.1, 0.05, 0.05), unit="micron", tortuosity=True)
     d = json.loads(m.to_json(tmp_path / "a.json").read_text())
@@ -371,6 +377,7 @@ def test_bad_input_is_one_clear_error(kwargs, match):
         analyze(labels, tortuosity=False, **kwargs)
 
 
+@pytest.mark.needs("taufactor")
 def test_cancel_and_progress():
     lab = checkerboard(12, 3)
     with pytest.raises(Cancelled):
@@ -418,6 +425,7 @@ def test_interval_from_several_segmentations():
         microstructure_interval(variants[:1])
 
 
+@pytest.mark.needs("taufactor")
 def test_tortuosity_runs_on_the_cpu_by_default_here_and_names_its_device(monkeypatch):
     """ "auto" is CUDA when torch sees one, else the CPU; the device used is recorded in ``methods``.
 
@@ -438,6 +446,7 @@ def test_tortuosity_runs_on_the_cpu_by_default_here_and_names_its_device(monkeyp
     assert ms._tau_device("auto") == torch.device("cuda")  # a GPU, when present, is used by default
 
 
+@pytest.mark.needs("taufactor")
 def test_tortuosity_on_a_missing_gpu_is_one_clear_error():
     with pytest.raises(InputError, match="CUDA is not available|does not exist"):
         analyze(np.ones((4, 4, 4), dtype=np.uint8), device="cuda:99")
@@ -498,6 +507,7 @@ def test_envelope_gives_a_pillars_own_numbers(caplog):
     assert ref.phases[1].volume_fraction - 0.06 < closed.phases[1].volume_fraction < ref.phases[1].volume_fraction
 
 
+@pytest.mark.needs("taufactor")
 def test_envelope_leaves_debris_and_voxels_without_data_out_and_checks_its_arguments():
     lab = np.ones((2, 20, 20), np.uint8)
     lab[:, 5:15, 5:15] = 2
@@ -652,6 +662,7 @@ def test_size_distribution_known_answers():
         analyze(lab, cancel=NthCheck(checks - 3), **kw)  # cancelled among the last phase's radii
 
 
+@pytest.mark.needs("taufactor")
 def test_table_keeps_one_column_per_measure_and_names_voxel_units():
     """A tortuosity missing along one axis reads "-" inside "z/y/x" (no "n/a" to split on); no voxel size is said so."""
     from napari_xrayseg.core.microstructure import analyze

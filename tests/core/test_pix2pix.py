@@ -171,3 +171,13 @@ def test_cli_train_mode_pix2pix(phantom, tmp_path, capsys):
     assert "attentionunet (tiny, pix2pix)" in capsys.readouterr().out
     info = read_model_info(tmp_path / "p2p.safetensors")
     assert info.arch == "attentionunet" and info.train["mode"] == "pix2pix" and info.train["pixel_weight"] == 20.0
+
+
+def test_pix2pix_under_mixed_precision(phantom):
+    # autocast's path ran the discriminator's list of feature maps through .float(): an AttributeError at the
+    # first step, on every GPU with the default precision="auto" (bf16 or fp16 there)
+    image, sparse = phantom
+    m = train(image, sparse, **dict(FAST, arch="unet", epochs=1, precision="bf16"))
+    assert np.isfinite(m.info.history[0]["loss_d"]) and np.isfinite(m.info.history[0]["loss"])
+    if "precision_fallback" not in m.info.train:  # this CPU's bf16 gradients passed the check
+        assert m.info.train["precision"] == "bf16"

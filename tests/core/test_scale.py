@@ -191,6 +191,7 @@ def test_write_pyramid_3d_keeps_label_values(tmp_path):
         assert set(np.unique(lv[...])) <= {1, 2, 3}
 
 
+@pytest.mark.needs("distributed")
 @pytest.mark.slow
 def test_distributed_local_cluster_equals_single_process(tmp_path, vol, tiny_model):
     import distributed  # in the dev/test install: a missing one is a failure, not a skip
@@ -320,6 +321,7 @@ def test_disk_full_mid_run_keeps_finished_slabs_and_resumes(tmp_path, vol, tiny_
     np.testing.assert_array_equal(segment(vol, tiny_model, out=out, resume=True, **KW), clean)
 
 
+@pytest.mark.needs("distributed")
 @pytest.mark.slow
 def test_dead_worker_is_one_line_and_the_old_output_survives(tmp_path, vol, tiny_model, monkeypatch):
     import distributed
@@ -395,6 +397,7 @@ def test_an_interrupted_swap_is_repaired(tmp_path, vol, tiny_model):
     np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], old)
 
 
+@pytest.mark.needs("distributed")
 def test_a_lost_scheduler_or_a_bad_address_is_one_clear_error(tmp_path, vol, tiny_model):
     """The client closed mid-run (as when the scheduler dies) raised ClosedClientError from the clean-up,
     hiding the cause; a malformed address raised a raw ValueError."""
@@ -422,6 +425,7 @@ def test_a_lost_scheduler_or_a_bad_address_is_one_clear_error(tmp_path, vol, tin
         dist.segment_distributed(tmp_path / "in.zarr", mpath, tmp_path / "x.zarr", scheduler="notanaddress", **KW)
 
 
+@pytest.mark.needs("distributed")
 def test_refused_cluster_with_overwrite_keeps_the_old_output(tmp_path, vol, tiny_model, monkeypatch, capsys):
     """An unreachable scheduler is found before any output is touched (connection refused, simulated fast)."""
     import distributed

@@ -490,7 +490,8 @@ class _Pix2PixStep(_SupervisedStep):
                 g["lr"] = lr * f
 
     def _judge(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        return self._run(self.disc, torch.cat([x.to(classes.dtype), classes], 1))[-1].float()
+        # MONAI's PatchDiscriminator returns its list of feature maps, the last is the score map
+        return self._run(lambda v: self.disc(v)[-1], torch.cat([x.to(classes.dtype), classes], 1)).float()
 
     @staticmethod
     def _ls(score: torch.Tensor, target: float, w: torch.Tensor) -> torch.Tensor:
