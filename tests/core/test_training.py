@@ -456,6 +456,7 @@ def test_cancel_keeps_best_model_and_leaves_out_untouched(phantom, tmp_path):
     assert "after 1 epoch" in str(info.value)
     assert info.value.result is not None and len(info.value.result.info.history) == 1
     assert info.value.result.info.train["kept"] == "best"  # before the averaging window opened
+    assert info.value.result.info.train["stopped"] == "cancelled"  # was "epochs", as if it had run them all
     assert out.read_bytes() == before
     # cancelled in the budget's second half: the average so far, validated despite the cancel
     with pytest.raises(Cancelled) as info:
@@ -622,6 +623,7 @@ def test_ctrl_c_in_train_raises_a_keyboard_interrupt_carrying_the_model_so_far(p
         train(image, sparse, **{**FAST, "epochs": 50}, out=out, progress=ctrl_c_at_epoch_2)
     e = got.value
     assert isinstance(e, TrainingInterrupted) and len(e.result.info.history) == 2
+    assert e.result.info.train["stopped"] == "cancelled"
     assert "training interrupted (training cancelled after 2 epochs)" in str(e)
     if with_out:
         assert e.saved == str(out) and len(load_model(out).info.history) == 2 and "saved the model so far" in str(e)

@@ -2080,6 +2080,7 @@ def iter_train(
     try:
         yield from _fit(s, d, stepper, predictor, fit, cancel)
     except Cancelled as e:
+        fit.stopped = "cancelled"  # not the "epochs" it starts as: the model so far says it was cut short
         done = len(fit.history)
         err = Cancelled(f"training cancelled after {done} epoch{'s' if done != 1 else ''}")
         err.result = finish() if fit.best_state is not None else None  # type: ignore[attr-defined]
@@ -2530,8 +2531,8 @@ def train(
         The model with the averaged weights (see ``average``), or the best validation
         epoch's, on ``device``, in eval mode; ``info.history`` holds one record per
         epoch, ``info.train`` the settings, the annotated slice indices, ``stopped``
-        (``"epochs"`` or ``"time"``), ``best_epoch`` and ``best_val_dice``, ``kept``
-        (``"average"`` or ``"best"``), ``averaged_epochs`` (first and last) and
+        (``"epochs"``, ``"time"``, or ``"cancelled"`` in the model so far of a cancelled
+        run), ``best_epoch`` and ``best_val_dice``, ``kept`` (``"average"`` or ``"best"``), ``averaged_epochs`` (first and last) and
         ``val_dice`` (the validation Dice of the weights returned); ``info.normalization``
         the normalisation (see ``normalize``).
 
