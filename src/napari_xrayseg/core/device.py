@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ __all__ = [
     "CPU_MEMORY_BUDGET",
     "CPU_VOLUME_BUDGET",
     "PRECISIONS",
+    "TORCH_GLOBAL_STATE",
     "available_devices",
     "cpu_bf16_conv_faults",
     "cpu_has_amx",
@@ -23,6 +25,13 @@ __all__ = [
     "resolve_precision",
     "tune_allocator",
 ]
+
+#: Held while process-wide torch/MONAI state is swapped for one job: the training steps' own
+#: random stream (``training._StepRNG``), seeded weight initialisation, MONAI's ``track_meta``
+#: switch. Two trainings in one process (the Train and Annotate widgets' workers) then neither
+#: draw each other's dropout masks nor flip the switch under each other's transforms. The GUI
+#: thread never takes it.
+TORCH_GLOBAL_STATE = threading.RLock()
 
 
 def available_devices() -> list[str]:
@@ -183,7 +192,9 @@ def cpu_bf16_conv_faults(run: Callable[[], object], net: torch.nn.Module) -> lis
     kept = [b.detach().clone() for b in net.buffers()]
     mode = net.training
     try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with TORCH_GLOBAL_STATE, torch.random.fork_rng(devices=[]), torch.no_grad(), torch.autocast(
+            "cpu", dtype=torch.bfloat16
+        ):
             net.train()  # the layers that run in fp32 in training (unet.UNet's top block) are not checked
             run()
     finally:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .config import python_numbers
+from .device import TORCH_GLOBAL_STATE
 from .errors import InputError, ModelFileError, XraysegError
 from .output import write_file
 from .unet import UNet
@@ -932,7 +933,7 @@ def init_model(
         raise InputError(f"tile {tile!r} must be an integer in [8, 8192], a multiple of {stride}, e.g. 256")
     if tile % stride:
         raise InputError(f"tile {tile} is not a multiple of the network's stride {stride}")
-    with torch.random.fork_rng(devices=[]):
+    with TORCH_GLOBAL_STATE, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = a.build(params)
     info = ModelInfo(

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from .channels import ChannelStack
 from .config import TrainConfig, python_numbers, takes_train_config
-from .device import cpu_bf16_conv_faults, cpu_has_amx, resolve_device, resolve_precision
+from .device import TORCH_GLOBAL_STATE, cpu_bf16_conv_faults, cpu_has_amx, resolve_device, resolve_precision
 from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError, TrainingInterrupted, XraysegError
 from .io import as_input, read_block, volume_chunks, voxel_size_of
 from .labels import read_labels
@@ -475,7 +475,7 @@ class _Pix2PixStep(_SupervisedStep):
     ) -> None:
         super().__init__(net, loss_fn, lr, device, betas=(0.5, 0.999), precision=precision)
         self.n_classes, self.pixel_weight = n_classes, float(pixel_weight)
-        with torch.random.fork_rng(devices=[]):
+        with TORCH_GLOBAL_STATE, torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 1)
             self.disc = _patch_discriminator(in_channels + n_classes, patch).to(device)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=lr * _D_LR, betas=(0.5, 0.999))
@@ -713,13 +713,15 @@ class _PatchSampler:
             from monai.data import get_track_meta, set_track_meta
 
             # MONAI's metadata tracking triples the cost of a small transform; it is a
-            # module-wide switch, so it is turned off only while the batch is made.
-            prev = get_track_meta()
-            set_track_meta(False)
-            try:
-                pairs = [self.sample() for _ in range(n)]
-            finally:
-                set_track_meta(prev)
+            # module-wide switch, so it is turned off only while the batch is made (and
+            # another training's batch waits: it would switch it back mid-transform).
+            with TORCH_GLOBAL_STATE:
+                prev = get_track_meta()
+                set_track_meta(False)
+                try:
+                    pairs = [self.sample() for _ in range(n)]
+                finally:
+                    set_track_meta(prev)
         x = torch.from_numpy(np.stack([p[0] for p in pairs]))
         y = torch.from_numpy(np.stack([p[1] for p in pairs]))
         return x, y
@@ -1840,7 +1842,7 @@ class _StepRNG:
 
     def __init__(self, seed: int, device: torch.device) -> None:
         self.device = device if device.type == "cuda" else None
-        with torch.random.fork_rng(devices=[self.device] if self.device is not None else []):
+        with TORCH_GLOBAL_STATE, torch.random.fork_rng(devices=[self.device] if self.device is not None else []):
             torch.manual_seed(seed)
             self.cpu = torch.get_rng_state()
             self.gpu = torch.cuda.get_rng_state(self.device) if self.device is not None else None
@@ -1889,7 +1891,7 @@ def _fit(
             cur_lr = _lr_at(s["schedule"], s["lr"], budget.fraction(fit.step), fit.step, budget.warmup)
             stepper.set_lr(cur_lr)
             xb, yb = sampler.batch(s["batch"])
-            with rng.active():
+            with TORCH_GLOBAL_STATE, rng.active():  # another training's steps wait (device.TORCH_GLOBAL_STATE)
                 values = stepper(xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True))
             losses.append(values["loss"])
             for k, v in values.items():
