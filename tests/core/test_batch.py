@@ -78,6 +78,10 @@ def test_rerun_skips_finished_and_never_overwrites_silently(tmp_path, inputs, ti
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     again = segment_many([d], tiny_model, out_dir=out, **KW)
     assert [r.status for r in again.results] == ["skipped"] * 4
+    # a scan replaced by another of that name and shape: refused, not "skipped" with the old scan's labels
+    tifffile.imwrite(d / "c_slice.tif", np.random.default_rng(9).random((48, 32), dtype=np.float32))
+    s = segment_many([d / "c_slice.tif"], tiny_model, out_dir=out, **KW)
+    assert s.results[0].status == "failed" and "another image of that name" in s.results[0].message
     other = init_model("unet", size="tiny", classes=3, tile=32, seed=5)
     s = segment_many([d], other, out_dir=out, **KW)  # another model: refused per file, files untouched
     assert [r.status for r in s.results] == ["failed"] * 4 and not s.ok

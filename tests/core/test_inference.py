@@ -40,8 +40,8 @@ def test_streaming_zarr_deeper_than_a_slab_equals_in_memory(tmp_path, volume, ti
     ref = segment(volume, tiny_model, **KW)
     progress = []
     out = segment(
-        open_volume(tmp_path / "in.zarr"), tiny_model, out=tmp_path / "out.zarr", progress=progress.append, **KW
-    )
+        open_volume(tmp_path / "in.zarr"), tiny_model, out=tmp_path / "out.zarr", progress=progress.append, slab=2, **KW
+    )  # slab=2: the chunks' depth (the default slab is 16 slices, a whole number of chunks)
     assert isinstance(out, zarr.Array) and out.chunks[0] == 2
     np.testing.assert_array_equal(out[...], ref)
     assert [p.step for p in progress] == [2, 4, 6, 7]  # one record per slab of 2
@@ -78,7 +78,7 @@ def test_context_streaming_across_slabs_equals_in_memory(tmp_path, volume, axis,
     kw = dict(KW, batch=batch)
     ref = _context_ref(volume, model, axis)
     progress = []
-    out = segment(open_volume(tmp_path / "in.zarr"), model, axis=axis, progress=progress.append, **kw)
+    out = segment(open_volume(tmp_path / "in.zarr"), model, axis=axis, progress=progress.append, slab=2, **kw)
     assert len(progress) == -(-volume.shape[axis] // 2)  # really streamed in slabs of 2
     np.testing.assert_array_equal(np.asarray(out), ref)
     np.testing.assert_array_equal(segment(volume, model, axis=axis, **kw), ref)  # one slab in memory

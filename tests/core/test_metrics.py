@@ -333,6 +333,7 @@ def test_to_dict_json_round_trip(tmp_path):
     assert "null" in out.read_text()
 
 
+@pytest.mark.needs("pandas")
 def test_csv_and_dataframe(tmp_path):
     r = evaluate(PRED, TRUTH, classes=[1, 2, 3])
     path = r.to_csv(tmp_path / "m.csv")

@@ -33,8 +33,43 @@ def test_fill_missing_takes_the_nearest_value_with_data_in_the_same_slice():
     np.testing.assert_array_equal(y[0, :, 4], y[0, :, 3])  # the nearest column with data
     np.testing.assert_array_equal(y[0, :, 5], y[0, :, 3])
     np.testing.assert_array_equal(y[0, :, :4], x[0, :, :4])  # data untouched
-    assert (y[1] == -3.0).all()  # a slice with no data at all: the fill value
+    np.testing.assert_array_equal(y[1], y[0])  # a slice with no data at all: the nearest slice with some
     assert np.isnan(x).sum() == 40  # the input is not written to
+
+
+def test_a_slice_without_any_data_takes_its_nearest_slice_with_some():
+    # it was filled with one constant: context unlike any scan, and a 3D network's 14 neighbours lost their labels
+    x = np.arange(5 * 2 * 2, dtype=np.float32).reshape(5, 2, 2)
+    x[[1, 4]] = np.nan
+    y, miss = fill_missing(x, -7.0)
+    np.testing.assert_array_equal(y[1], x[0])
+    np.testing.assert_array_equal(y[4], x[3])
+    assert miss[[1, 4]].all() and not miss[[0, 2, 3]].any()
+    assert (fill_missing(np.full((3, 2, 2), np.nan, np.float32), -7.0)[0] == -7).all()  # nothing to take from
+    stacks = np.full((2, 3, 2, 2), np.nan, np.float32)  # (..., k, Y, X): within each stack of context slices
+    stacks[1, 2] = 5
+    assert (fill_missing(stacks, -7.0)[0][0] == -7).all() and (fill_missing(stacks, -7.0)[0][1] == 5).all()
+
+
+def test_a_corrupt_slice_in_the_sample_does_not_set_the_grey_level_bounds(caplog):
+    # one of the 16 sampled slices is 6 % of the sample, beyond the 0.5 % tails: a dead or saturated slice
+    # (or one stored 10x too bright) set a bound alone, and every other slice lost its contrast (Dice 0.88 -> 0.16)
+    image, _ = make_phantom((16, 48, 48), seed=601, preset="hard")
+    image = (image * 1000 + 2000).astype(np.uint16)
+    clean = compute_normalization(image)
+    for k, value in ((6, 65535), (3, 0), (10, None)):
+        bad = image.copy()
+        bad[k] = value if value is not None else np.minimum(image[k].astype(np.int64) * 10, 65535)
+        caplog.clear()
+        b = compute_normalization(bad)
+        kept = compute_normalization(np.delete(image, k, axis=0))
+        assert (b["low"], b["high"]) == (kept["low"], kept["high"])
+        assert abs(b["high"] - clean["high"]) < 0.02 * (clean["high"] - clean["low"])
+        assert f"slices {k} (" in caplog.text and "look corrupt" in caplog.text
+    caplog.clear()
+    drift = image * np.linspace(0.8, 1.2, 16)[:, None, None]  # a beam current's drift is no corruption
+    compute_normalization(drift)
+    assert "corrupt" not in caplog.text
 
 
 def test_fill_missing_with_one_mask_equals_each_slice_alone():
@@ -246,8 +281,13 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_slice_suggestions_score_only_the_voxels_with_data():
     """On a scan cut to a circle, the ranking follows the slices' errors inside (the filled outside scored
-    its own disagreements before: a rank correlation of -0.1 along Z on the hard benchmark's volumes, 0.25
-    here; 0.98 now)."""
+    its own disagreements before: a rank correlation of -0.1 along Z on the hard benchmark's volumes).
+
+    A slice without data (20) is filled from its nearest slice with data, so its neighbours keep their
+    labels (errors 0.11 / 0.12 against 0.08 / 0.09 without the missing slice; 0.83 / 0.48 when it was
+    filled with one constant, which made 19 the first suggestion and the rank correlation 0.91 from
+    those two slices alone; 0.44 now).
+    """
     model = load_model(pretrained_path())
     img, truth = make_phantom((24, 96, 96), seed=5, preset="hard")[:2]
     inside = _circle((96, 96), 30)  # two thirds of each slice without data
@@ -259,7 +299,8 @@ def test_slice_suggestions_score_only_the_voxels_with_data():
     r = rank_slices(nan, model, axis=0, count=3, max_slices=None)
     assert np.isnan(r.uncertainty[20]) and 20 not in r.suggested
     ok = np.isfinite(r.uncertainty)
-    assert _spearman(r.uncertainty[ok], err[ok]) > 0.6
+    assert err[19] < 0.2 and err[21] < 0.2 and not {19, 21} & set(r.suggested)
+    assert _spearman(r.uncertainty[ok], err[ok]) > 0.3
     e = rank_slices(nan, model, axis=0, measure="entropy", max_slices=None).uncertainty
     assert np.isnan(e[20]) and np.isfinite(np.delete(e, 20)).all()
 

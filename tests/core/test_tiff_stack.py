@@ -67,3 +67,18 @@ def test_train_on_a_folder_of_slices_with_one_labels_volume(recon, tmp_path, cap
     args = ["--arch", "unet", "--size", "tiny", "--epochs", "1", "--steps", "1", "--patch", "16", "--batch", "2"]
     assert main(["train", "--image", str(d), "--labels", str(tmp_path / "ann.tif"), "--out", str(out), *args]) == 0
     assert read_model_info(out).train["annotated_slices"] == [3, 8]
+
+
+def test_a_3d_model_reads_a_folder_in_slabs_as_deep_as_a_volume(recon, caplog):
+    # a folder's chunks are one slice deep, and the slab followed them: 1 slice a slab, each with 14 context
+    # slices recomputed by a 3D network (12x slower measured) and labels other than the same volume's
+    from napari_xrayseg.core.inference import segment
+    from napari_xrayseg.core.io import read_voxel_size
+
+    d, vol = recon
+    m = init_model("unet3d", size="tiny", classes=[1, 2, 3], context=5, seed=1)
+    np.testing.assert_array_equal(segment(open_volume(d), m, device="cpu"), segment(vol, m, device="cpu"))
+    z = zarr.create_array(store=str(d.parent / "z.zarr"), shape=vol.shape, chunks=(1, 24, 32), dtype="f4")
+    z[...] = vol
+    np.testing.assert_array_equal(segment(z, m, device="cpu"), segment(vol, m, device="cpu"))
+    assert read_voxel_size(d) is None and "ignoring the voxel size metadata" not in caplog.text  # was warned

@@ -34,7 +34,11 @@ def test_slab_slicer_and_axis():
 
 
 def test_plan_slab_depth_follows_chunks_and_caps():
-    assert plan_slab_depth((100, 64, 64), 0, (8, 64, 64), None) == 8
+    assert plan_slab_depth((100, 64, 64), 0, (8, 64, 64), None) == 16  # whole chunks, at least the default
+    assert plan_slab_depth((100, 64, 64), 0, (1, 64, 64), None, default=32) == 32  # was 1: 15x a 3D net's work
+    assert plan_slab_depth((100, 64, 64), 0, (10, 64, 64), None, default=32) == 40
+    assert plan_slab_depth((100, 64, 64), 0, (48, 64, 64), None, default=32) == 48
+    assert plan_slab_depth((200, 64, 64), 0, (100, 64, 64), None) == 64
     assert plan_slab_depth((100, 64, 64), 0, None, None) == 16
     assert plan_slab_depth((5, 64, 64), 0, None, None) == 5
     assert plan_slab_depth((100, 64, 64), 0, None, 3) == 3

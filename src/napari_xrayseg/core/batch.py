@@ -40,7 +40,7 @@ from .io import open_image, open_volume
 from .output import check_not_input, remove_path, write_file, write_text
 from .predictor import tta_meta
 from .progress import CancelToken, Progress, ProgressCallback, drain
-from .writer import output_complete, output_levels, read_output_meta
+from .writer import input_digest, output_complete, output_levels, read_output_meta
 
 __all__ = [
     "FORMATS",
@@ -602,15 +602,24 @@ def _one(
         if finished:
             res.status, res.message = "skipped", "finished output of this model and settings"
         return labels
-    fp = _fingerprint(cfg, digest, res.shape or (), source)
+    # the image's content too: a scan replaced under the same name and shape kept the old labels
+    fp = {**_fingerprint(cfg, digest, res.shape or (), source), "input_digest": input_digest(image)}
     work = target.with_name(f".{target.name}{WORK}")
     if target.exists() and not cfg.overwrite:
         old = _tiff_meta(target) if target.is_file() else None
-        if old is not None and old.get("batch") == fp:
+        was = old.get("batch") if old is not None else None
+        if isinstance(was, dict) and "input_digest" not in was:  # written before the digest was recorded
+            fp.pop("input_digest")
+        if was == fp:
             res.status, res.message = "skipped", "finished output of this model and settings"
             remove_path(work)  # left by a run killed between writing the TIFF and cleaning up
             return None
-        why = "not an output of xrayseg predict" if old is None else "written with another model or settings"
+        if old is None:
+            why = "not an output of xrayseg predict"
+        elif isinstance(was, dict) and {**was, "input_digest": fp.get("input_digest")} == fp:
+            why = "written from another image of that name: the input changed since"
+        else:
+            why = "written with another model or settings"
         raise OutputExistsError(f"output {target} exists ({why}): choose another --out or pass --overwrite")
     c = SegmentConfig.of(cfg, out=work, resume=resume, overwrite=cfg.overwrite and not resume)
     yield from _segment_one(image, model, c, cancel, source, cache)

@@ -192,8 +192,11 @@ def cpu_bf16_conv_faults(run: Callable[[], object], net: torch.nn.Module) -> lis
     kept = [b.detach().clone() for b in net.buffers()]
     mode = net.training
     try:
-        with TORCH_GLOBAL_STATE, torch.random.fork_rng(devices=[]), torch.no_grad(), torch.autocast(
-            "cpu", dtype=torch.bfloat16
+        with (
+            TORCH_GLOBAL_STATE,
+            torch.random.fork_rng(devices=[]),
+            torch.no_grad(),
+            torch.autocast("cpu", dtype=torch.bfloat16),
         ):
             net.train()  # the layers that run in fp32 in training (unet.UNet's top block) are not checked
             run()

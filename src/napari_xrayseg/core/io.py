@@ -889,7 +889,9 @@ def read_voxel_size(path: str | os.PathLike, *, dataset: str | None = None) -> t
     ndim = len(arr.shape)
     suffix = p.suffix.lower()
     try:
-        if p.is_dir() or suffix == ".zarr":
+        if isinstance(arr, TiffStack):  # a folder of slices records no voxel size (docs/segment.md)
+            found = None
+        elif p.is_dir() or suffix == ".zarr":
             found = _zarr_voxel_size(p, dataset)
         elif suffix in _TIFF:
             found = _tiff_voxel_size(p)

@@ -153,15 +153,20 @@ def plan_slab_depth(
 ) -> int:
     """Choose how many slices to read and write at a time.
 
-    The input's chunk depth along ``axis`` when it has chunks (so each chunk is decoded
-    once), else ``default``; capped so a float32 slab stays under ``max_bytes``.
+    ``default`` deep, rounded up to a whole number of the input's chunks along ``axis``
+    when it has chunks (so each chunk is decoded once: a chunk deeper than ``default`` is
+    one slab, chunks of one slice (a folder of TIFF slices, a slice-chunked HDF5) are
+    ``default`` of them); at most 64, capped so a float32 slab stays under ``max_bytes``.
     """
     n = shape[axis]
     if requested is not None:
         if not isinstance(requested, int) or requested < 1:
             raise InputError(f"slab {requested!r} must be a positive number of slices")
         return min(requested, n)
-    depth = chunks[axis] if chunks else default
+    # not the chunk depth alone: a 3D network recomputes 14 context slices per slab, 15x the work
+    # at one slice deep (12x slower measured on a folder of TIFF slices)
+    c = max(1, int(chunks[axis])) if chunks else default
+    depth = c * -(-default // c)
     per_slice = itemsize * math.prod(s for d, s in enumerate(shape) if d != axis)
     cap = max(1, max_bytes // max(per_slice, 1))
     return max(1, min(depth, 64, cap, n))

@@ -2534,8 +2534,9 @@ def train(
         epoch's, on ``device``, in eval mode; ``info.history`` holds one record per
         epoch, ``info.train`` the settings, the annotated slice indices, ``stopped``
         (``"epochs"``, ``"time"``, or ``"cancelled"`` in the model so far of a cancelled
-        run), ``best_epoch`` and ``best_val_dice``, ``kept`` (``"average"`` or ``"best"``), ``averaged_epochs`` (first and last) and
-        ``val_dice`` (the validation Dice of the weights returned); ``info.normalization``
+        run), ``best_epoch`` and ``best_val_dice``, ``kept`` (``"average"`` or ``"best"``),
+        ``averaged_epochs`` (first and last) and ``val_dice`` (the validation Dice of the
+        weights returned); ``info.normalization``
         the normalisation (see ``normalize``).
 
     Raises
