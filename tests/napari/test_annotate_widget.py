@@ -261,3 +261,25 @@ def test_suggest_says_why_nothing_is_left(make_napari_viewer, qtbot, trained):
     w._suggest.clicked.emit()
     qtbot.waitUntil(lambda: w.ranking is not None and not w.suggest_runner.running, timeout=60_000)
     assert w.ranking.suggested == [] and w._status.value.startswith("nothing to suggest: every slice along axis 0")
+
+
+def test_new_data_in_the_image_layer_gets_a_preview_of_its_own(make_napari_viewer, qtbot, trained):
+    # layer.data = rescaled (a filter plugin does it): the preview kept the old data's intensity bounds, 23 % of
+    # a slice's labels wrong, and "Copy prediction into annotations" pasted them
+    image, truth, ann, path = trained
+    viewer, w, lab = _viewer(make_napari_viewer, trained)
+    viewer.dims.set_current_step(0, 3)
+    w._model_file.value = path
+    qtbot.waitUntil(lambda: not w.preview_runner.busy and _preview_shows(w, viewer, 3), timeout=60_000)
+    model = load_model(path)
+    np.testing.assert_array_equal(w.preview_layer.data[0], _pred(image, model, 3))
+    rescaled = (image * 1000 + 3000).astype(np.float32)
+    viewer.layers["img"].data = rescaled
+    viewer.dims.set_current_step(0, 4)
+    qtbot.waitUntil(lambda: not w.preview_runner.busy and _preview_shows(w, viewer, 4), timeout=60_000)
+    want = _pred(rescaled, model, 4)  # by its own bounds: the labels of the image before (a linear rescale)
+    np.testing.assert_array_equal(want, _pred(image, model, 4))
+    np.testing.assert_array_equal(w.preview_layer.data[0], want)
+    viewer.dims.set_current_step(0, 3)  # the preview computed before the new data is not reused either
+    qtbot.waitUntil(lambda: not w.preview_runner.busy and _preview_shows(w, viewer, 3), timeout=60_000)
+    np.testing.assert_array_equal(w.preview_layer.data[0], _pred(rescaled, model, 3))

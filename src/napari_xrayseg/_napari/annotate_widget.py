@@ -164,7 +164,8 @@ class AnnotateWidget(JobWidget):
         self.preview_layer: Any = None
         self._last: tuple[Any, np.ndarray] | None = None  # (key, labels) of the latest preview computed
         self._next = 0  # position in ranking.suggested of the next "go to"
-        self._norms: dict[Any, Any] = {}  # (model id, image layer id) -> intensity bounds, filled by previews
+        self._norms: dict[Any, Any] = {}  # (model id, (image layer id, data id), no-data) -> bounds, by previews
+        self._data_of: dict[int, Any] = {}  # image layer id -> the data those bounds and the preview were made from
         self._image = ComboBox(label="Image", choices=layer_choices(viewer, napari.layers.Image), nullable=False)
         self._labels = ComboBox(
             label="Annotations", choices=layer_choices(viewer, napari.layers.Labels, annotations=True), nullable=False
@@ -290,7 +291,14 @@ class AnnotateWidget(JobWidget):
         where = self.current_slice()
         if where is None or self.model is None:
             return None
-        return (id(self.model), id(self._image.value), *where)
+        layer = self._image.value
+        if self._data_of.get(id(layer)) is not layer.data:  # new data in the layer (layer.data = ...): its
+            # bounds and preview go; they were the old data's, and "Copy prediction" pasted the old preview
+            self._data_of[id(layer)] = layer.data
+            self._norms = {k: v for k, v in self._norms.items() if k[1][0] != id(layer)}
+            self._last = None
+        # the data's identity too: a preview of the old data finishing late is then stale, not shown
+        return (id(self.model), (id(layer), id(layer.data)), *where)
 
     def _image_data(self, *, strict: bool = True) -> Any:
         """The image layer's data, its voxels equal to the *No-data value* marked as without data (NaN).
