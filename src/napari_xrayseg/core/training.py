@@ -788,14 +788,21 @@ MIN_SLICES_HELD_OUT = 5
 
 
 def _split(
-    labs: np.ndarray, val_fraction: float, classes: list[int], rng: np.random.Generator, n_main: int | None = None
+    labs: np.ndarray,
+    val_fraction: float,
+    classes: list[int],
+    rng: np.random.Generator,
+    n_main: int | None = None,
+    learned: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Choose held-out data: (held-out slices (N,), held-out pixels (N, Y, X), kind).
 
     ``kind`` is ``"slices"`` (whole slices, chosen so every class keeps training
     pixels; only with at least :data:`MIN_SLICES_HELD_OUT` slices along the main axis,
     the first ``n_main`` of ``labs``), ``"block"`` (a band of rows of each slice's
-    annotated pixels) or ``"none"``.
+    annotated pixels) or ``"none"``. Slices the start model already learned from
+    (``learned``, (n_main,) bool: a fine-tuning on the same image) are held out only
+    where too few others are: they flatter the start and the blend that keeps it.
     """
     n = labs.shape[0]
     n_main = n if n_main is None else n_main
@@ -809,7 +816,10 @@ def _split(
         chosen = []
         sizes = (labs[:n_main] > 0).reshape(n_main, -1).sum(1)
         cap, held = 2 * val_fraction * sizes.sum(), 0  # of the painted pixels: a scribbled slice is not lost whole
-        for i in rng.permutation(n_main):
+        order = rng.permutation(n_main)
+        if learned is not None and learned.any():  # the same draw, the slices new to the start first
+            order = np.concatenate([order[~learned[order]], order[learned[order]]])
+        for i in order:
             if len(chosen) == want:
                 break
             if np.all(left - present[i] > 0) and held + sizes[i] <= cap:  # every class keeps training pixels
@@ -1464,8 +1474,13 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
         votes = _start_votes(x_all, labs, classes)
     lut = np.full(256, _IGNORE, np.int16)
     lut[classes] = np.arange(len(classes), dtype=np.int16)
+    learned = None
+    if not multi and s["init"] is not None and not (isinstance(s["init"], str) and s["init"] in _STARTS):
+        # a fine-tuning on the same image: what its start trained on
+        known = set(_inherited(s["init"], _digest({"pairs": pairs, "multi": multi, "two_d": two_d}), axis))
+        learned = np.array([i in known for _, i in ids]) if known else None
     val_sl, val_px, val_kind = _split(
-        labs, s["val_fraction"], classes, np.random.default_rng(s["seed"]), n_main=len(ids)
+        labs, s["val_fraction"], classes, np.random.default_rng(s["seed"]), n_main=len(ids), learned=learned
     )
     train_sl = ~val_sl
     tgt = lut[labs[train_sl]]
@@ -1670,9 +1685,12 @@ def _digest(d: dict[str, Any]) -> str | None:
     return input_digest(image)
 
 
+_STARTS = (PRETRAINED, AUTO_START, RANDOM_START)  # init= names, not models
+
+
 def _inherited(init: Any, digest: str | None, axis: int) -> list[int]:
     """The slices of the same image, along ``axis``, that the start model ``init`` (and its starts) trained on."""
-    if digest is None or init is None or (isinstance(init, str) and init in (PRETRAINED, AUTO_START, RANDOM_START)):
+    if digest is None or init is None or (isinstance(init, str) and init in _STARTS):
         return []
     try:
         t = init.info.train if isinstance(init, Model) else read_model_info(init).train
