@@ -95,6 +95,42 @@ def test_segment_widget_cancel(make_napari_viewer, qtbot, model_file):
     assert w._run.text == "Segment" and not w.runner.running
 
 
+def test_segment_widget_finishes_a_run_cancelled_into_its_zarr(make_napari_viewer, qtbot, model_file, tmp_path):
+    # "...seg.zarr exists: choose a new zarr path" was all a second click got, and the cancel never said the
+    # finished slabs were kept there
+    from napari_xrayseg.core.inference import segment
+    from napari_xrayseg.core.writer import output_complete
+
+    viewer = make_napari_viewer()
+    image = np.random.default_rng(2).random((64, 32, 32), dtype=np.float32)
+    viewer.add_image(image, name="big")
+    w = SegmentWidget(viewer)
+    w._model_file.value = model_file
+    w._device.value = "cpu"
+    w._batch.value = 1
+    out = tmp_path / "seg.zarr"
+    w._out.value = out
+    infos = []
+    import napari_xrayseg._napari.segment_widget as sw
+
+    sw.show_info, show_info = infos.append, sw.show_info
+    try:
+        w._run.clicked.emit()
+        qtbot.waitUntil(lambda: "%" in str(w._info.value) and " 0 %" not in str(w._info.value), timeout=60_000)
+        w._run.clicked.emit()  # Cancel
+        qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+        assert out.exists() and not output_complete(out) and "big labels" not in viewer.layers
+        assert any("finished slabs are kept in" in m and "Segment again" in m for m in infos)
+        w._run.clicked.emit()  # again: finishes the run
+        qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    finally:
+        sw.show_info = show_info
+    assert any("holds an unfinished run: finishing it" in m for m in infos) and output_complete(out)
+    np.testing.assert_array_equal(
+        np.asarray(viewer.layers["big labels"].data), segment(image, model_file, device="cpu")
+    )
+
+
 def test_segment_widget_reports_bad_input(make_napari_viewer, monkeypatch):
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(3).random((2, 32, 32), dtype=np.float32), name="v")

@@ -158,11 +158,22 @@ class SegmentWidget(JobWidget):
         warning = voxel_size_warning(kwargs["voxel_size"], kwargs["unit"], kwargs["model"])
         if warning:
             show_warning(warning)
+        out = kwargs["out"]
+        if kwargs.get("resume"):
+            show_info(f"{out} holds an unfinished run: finishing it (the slabs done are kept)")
+
+        def cancelled(_exc: Any) -> None:
+            if out is not None and Path(out).exists():  # what was written stays: say where, and how to finish it
+                show_info(
+                    f"Segmenting {layer.name}: cancelled; the finished slabs are kept in {out}: Segment again to finish"
+                )
+
         self.runner.start(
             iter_segment,
             desc=f"Segmenting {layer.name}",
             total=kwargs["image"].shape[0],
             on_returned=lambda labels: self._add_result(labels, layer, kwargs),
+            on_cancelled=cancelled,
             shown=(warning,) if warning else (),
             **kwargs,
         )
@@ -204,8 +215,15 @@ class SegmentWidget(JobWidget):
         data = layer_array(layer, "image", channels=ch is not None)
         ndim = data.ndim - (ch is not None)  # spatial dimensions
         out = str(self._out.value) if str(self._out.value) not in ("", ".") else None
+        resume = False
         if out is not None and Path(out).exists():
-            raise InputError(f"{out} exists: choose a new zarr path (nothing is overwritten silently)")
+            from ..core.writer import resume_hint
+
+            # a run cancelled into this path: Segment again finishes it (segment checks it is the same
+            # image, model and settings, and keeps the slabs done); anything else stays refused
+            resume = bool(resume_hint(Path(out)))
+            if not resume:
+                raise InputError(f"{out} exists: choose a new zarr path (nothing is overwritten silently)")
         if self._pyramid.value and out is None:
             raise InputError("a multiscale pyramid is written to zarr: choose a path under 'Save to zarr'")
         voxel, unit = self._voxel.value(ndim)
@@ -214,6 +232,7 @@ class SegmentWidget(JobWidget):
             "model": model,
             **self._settings(ndim),
             "out": out,
+            **({"resume": True} if resume else {}),
             "voxel_size": voxel,
             "unit": None if voxel is None else unit,
         }
