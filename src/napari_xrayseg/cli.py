@@ -153,6 +153,17 @@ def _tile_arg(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{value!r} is not 'auto' or a whole number of pixels") from None
 
 
+def _axis_arg(value: str) -> int:
+    """``--axis``: a number, or the letter of a volume's axis (``z``, ``y``, ``x``), as the API and ``--axes`` take."""
+    v = value.strip().lower()
+    if v in ("z", "y", "x"):
+        return "zyx".index(v)
+    try:
+        return int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an axis: give 0, 1, 2 or z, y, x") from None
+
+
 _COMPILE = {"auto": "auto", "on": True, "off": False}  # --compile -> SegmentConfig.compile
 
 
@@ -1278,7 +1289,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="many inputs: also write the summary table (file, shape, seconds, Mvox/s, status) to FILE (.csv or .json)",
     )
-    p.add_argument("--axis", type=int, default=_S.axis, help=f"slicing axis (default: {_S.axis})")
+    p.add_argument(
+        "--axis", type=_axis_arg, default=_S.axis, help=f"slicing axis: 0, 1, 2 or z, y, x (default: {_S.axis})"
+    )
     p.add_argument(
         "--device", default=_S.device, help="auto (CUDA if present, else Apple MPS, else CPU), cpu, cuda, cuda:N, mps"
     )
@@ -1430,7 +1443,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model file (.safetensors)")
     p.add_argument("--labels", default=None, help="annotations so far (0 = not annotated): never suggested again")
     p.add_argument("--labels-dataset", default=None, help="array name inside the labels' group / file")
-    p.add_argument("--axis", type=int, default=0, help="slicing axis (default: 0)")
+    p.add_argument("--axis", type=_axis_arg, default=0, help="slicing axis: 0, 1, 2 or z, y, x (default: 0)")
     p.add_argument("--count", type=int, default=1, help="how many slices (default: 1)")
     p.add_argument(
         "--measure",
@@ -1505,7 +1518,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--labels-dataset", default=None, help="array name inside the labels' group / file")
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
-    p.add_argument("--axis", type=int, default=_T.axis, help=f"slicing axis (default: {_T.axis})")
+    p.add_argument(
+        "--axis", type=_axis_arg, default=_T.axis, help=f"slicing axis: 0, 1, 2 or z, y, x (default: {_T.axis})"
+    )
     p.add_argument(
         "--minutes",
         type=float,
@@ -1660,7 +1675,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred-dataset", default=None, help="array name inside the prediction's group / file")
     p.add_argument("--truth", required=True, help="manual labels (0 = not annotated unless --zero-is-class)")
     p.add_argument("--truth-dataset", default=None, help="array name inside the truth's group / file")
-    p.add_argument("--axis", type=int, default=0, help="axis for per-slice Dice (default: 0)")
+    p.add_argument("--axis", type=_axis_arg, default=0, help="axis for per-slice Dice: 0, 1, 2 or z, y, x (default: 0)")
     p.add_argument("--zero-is-class", action="store_true", help="count label 0 as a real class")
     p.add_argument(
         "--names",

@@ -463,3 +463,16 @@ def test_a_folder_holding_only_finder_litter_counts_as_empty(tmp_path, capsys):
     (out / "notes.txt").write_text("mine")  # a user's file is still never deleted
     assert main(["sample", "--out", str(out), "--shape", "4", "32", "32", "--overwrite"]) == 2
     assert "notes.txt" in capsys.readouterr().err
+
+
+def test_axis_letters_on_the_command_line(tmp_path, capsys):
+    # the API and --axes took z, y, x; --axis was "invalid int value: 'y'"
+    import json
+
+    truth = np.random.default_rng(0).integers(1, 4, (4, 6, 8), dtype=np.uint8)
+    np.save(tmp_path / "t.npy", truth)
+    run = ["evaluate", "--pred", str(tmp_path / "t.npy"), "--truth", str(tmp_path / "t.npy")]
+    assert main([*run, "--axis", "y", "--json", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["per_slice"]["axis"] == 1
+    assert main([*run, "--axis", "w"]) == 2
+    assert "'w' is not an axis: give 0, 1, 2 or z, y, x" in capsys.readouterr().err
