@@ -474,5 +474,6 @@ def test_axis_letters_on_the_command_line(tmp_path, capsys):
     run = ["evaluate", "--pred", str(tmp_path / "t.npy"), "--truth", str(tmp_path / "t.npy")]
     assert main([*run, "--axis", "y", "--json", str(tmp_path / "r.json")]) == 0
     assert json.loads((tmp_path / "r.json").read_text())["per_slice"]["axis"] == 1
-    assert main([*run, "--axis", "w"]) == 2
+    with pytest.raises(SystemExit):
+        main([*run, "--axis", "w"])
     assert "'w' is not an axis: give 0, 1, 2 or z, y, x" in capsys.readouterr().err
