@@ -545,9 +545,10 @@ def test_training_samples_slices_along_all_three_axes(caplog):
     # the padded stack: xy (32x40), xz (12x40) and yz (12x32) slices padded to 32x40, labels padded with 0
     imgs = np.zeros((2, 1, 32, 40), np.float32)
     labs = ann[[3, 8]]
-    x, y, counts = _orthogonal_slices(image, ann, [1, 2], imgs, labs, None, 1)
+    x, y, counts, where = _orthogonal_slices(image, ann, [1, 2], imgs, labs, None, 1)
     assert x.shape == (2 + 8 + 8, 1, 32, 40) and y.shape == (18, 32, 40)
-    assert counts == {1: 8, 2: 8}
+    assert counts == {1: 8, 2: 8} and [a for a, _ in where] == [1] * 8 + [2] * 8
+    np.testing.assert_array_equal(y[2, :12, :40], ann[:, where[0][1], :])  # the xz slice it names
     assert not y[2:, 12:].any()  # padding rows are never annotated
     # an xz slice carries exactly the annotated rows z = 3 and 8
     rows = np.flatnonzero(y[2].any(axis=1))
@@ -751,3 +752,45 @@ def test_a_fine_tuning_on_the_same_image_validates_on_the_slices_new_to_its_star
         assert t["inherited_slices"] == first
     other = train(image, lab, init=None, seed=1, **kw).info.train  # a new model: any slice, as before
     assert other["validation"] == "slices" and other["inherited_slices"] == []
+
+
+def test_axes_zyx_never_trains_on_the_voxels_it_validates_on():
+    # the xz and yz rows through a held-out slice (or band) kept its voxels as targets: 6144 pixels for two
+    # held-out slices of a 48-cube (a QA run), a flattered validation Dice choosing the weights
+    from napari_xrayseg.core import training as T
+
+    image, truth = make_phantom((48, 48, 48), seed=602, preset="hard")
+    ann = np.zeros_like(truth)
+    ann[::6] = truth[::6]  # 8 slices: whole slices held out
+    seen = {}
+    load = T._load_data
+
+    def spy(*a, **k):
+        seen.update(load(*a, **k))
+        return seen
+
+    T._load_data = spy
+    try:
+        kw = dict(init=None, arch="unet", size="tiny", context=1, epochs=1, steps_per_epoch=1, batch=2, patch=32)
+        m = train(image, ann, axes="zyx", device="cpu", average=0, **kw)
+    finally:
+        T._load_data = load
+    t, targets = m.info.train, seen["sampler"].targets
+    assert t["validation"] == "slices" and t["val_slices"]
+    across = targets[len(t["annotated_slices"]) - len(t["val_slices"]) :]  # rows along y and x: z runs down them
+    assert len(across) > 0 and all((across[:, v, :] < 0).all() for v in t["val_slices"])
+    assert (across[:, 6, :] >= 0).any()  # a training slice's voxels stay targets
+
+
+def test_bands_held_out_are_unannotated_in_the_rows_across_them():
+    from napari_xrayseg.core.training import _mask_held_out_across
+
+    # main axis 0 (z), rows at z = 1 and 3 of a (5, 4, 6) volume; a band of rows y = 1..2 held out in z = 3
+    labs = np.ones((2 + 2, 6, 6), np.uint8)  # 2 main rows (Y=4, X=6, padded to 6x6), then y = 2 and x = 5 across
+    val_px = np.zeros((4, 6, 6), bool)
+    val_px[1, 1:3, :6] = True
+    extra = [(0, 1, 2), (0, 2, 5)]  # (pair, axis, index): the xz slice at y = 2, the yz slice at x = 5
+    _mask_held_out_across(labs, np.zeros(4, bool), val_px, [(0, 1), (0, 3)], extra, 0, [(5, 4, 6)])
+    assert (labs[2, 3, :6] == 0).all() and labs[2].sum() == 36 - 6  # xz at y=2: row z=3, every x, held out
+    assert (labs[3, 3, 1:3] == 0).all() and labs[3].sum() == 36 - 2  # yz at x=5: row z=3, y = 1..2
+    assert labs[:2].all()  # the main rows are not touched (the split marks their bands)

@@ -592,7 +592,7 @@ def _orthogonal_slices(
     labs: np.ndarray,
     cancel: CancelToken | None,
     context: int,
-) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+) -> tuple[np.ndarray, np.ndarray, dict[int, int], list[tuple[int, int]]]:
     """Add annotated slices along further ``axes`` to the training slices (isotropic volumes).
 
     Sparse annotations on xy slices show up as annotated rows of xz and yz slices; the
@@ -604,12 +604,14 @@ def _orthogonal_slices(
     """
     limit = max(8, 4 * len(labs))
     parts_i, parts_l, counts = [imgs], [labs], {}
+    where: list[tuple[int, int]] = []  # (axis, index) of each row added
     for a in axes:
         found, im, lb = _annotated_slices(image, labels, a, False, cancel, context, limit=limit)
         counts[a] = len(found)
         if found:
             parts_i.append(im)
             parts_l.append(lb)
+            where += [(a, int(j)) for j in found]
     h = max(p.shape[-2] for p in parts_l)
     w = max(p.shape[-1] for p in parts_l)
 
@@ -621,6 +623,7 @@ def _orthogonal_slices(
         np.concatenate([pad(p, "edge") for p in parts_i]),
         np.concatenate([pad(p, "constant") for p in parts_l]),
         counts,
+        where,
     )
 
 
@@ -834,7 +837,7 @@ def _split(
     painted = labs > 0
     for _ in range(BLOCK_DRAWS):  # a band that takes a class's every pixel (one stroke per class) is drawn again
         px = np.zeros(labs.shape, bool)
-        for i in range(n):
+        for i in range(n_main):  # rows along other axes (axes="zyx") keep every pixel: they are masked instead
             rows = painted[i].sum(1)
             cum = np.cumsum(rows) / rows.sum()
             q = rng.uniform(0, 1 - val_fraction)
@@ -848,6 +851,48 @@ def _split(
         "training without validation (paint each class in more places to have it)"
     )
     return *none, "none"
+
+
+def _mask_held_out_across(
+    labs: np.ndarray,
+    val_sl: np.ndarray,
+    val_px: np.ndarray,
+    ids: list[tuple[int, int]],
+    extra: list[tuple[int, int, int]],
+    axis: int,
+    shapes: list[tuple[int, ...]],
+) -> None:
+    """Unannotate (0), in the rows along other axes, the voxels held out for validation in main-axis rows.
+
+    A voxel of a held-out slice (or band) is also a pixel of the xz and yz slices through it: left
+    annotated there, the network trained on the voxels it was validated on (6144 such pixels for a
+    48-cube with 2 held-out slices, a QA run), and the validation Dice it chose by was flattered.
+    ``labs`` holds the main rows (``ids``, (pair, slice)) then the ``extra`` rows ((pair, axis, slice)),
+    padded at the end; it is changed in place.
+    """
+    n_main = len(ids)
+    row_of = {key: r for r, key in enumerate(ids)}
+    main_dims = [d for d in range(3) if d != axis]
+    for k, (p, a, j) in enumerate(extra):
+        r_extra = n_main + k
+        dims = [d for d in range(3) if d != a]  # the extra row's (row, column) axes of the volume
+        pos = dims.index(axis)  # which of them runs along the main axis
+        q = dims[1 - pos]  # the other: the same axis in the main rows
+        for i in range(min(shapes[p][axis], labs.shape[1 + pos])):
+            r = row_of.get((p, i))
+            if r is None:
+                continue
+            if val_sl[r]:
+                line = np.ones(shapes[p][q], bool)
+            else:  # a band: main row i's pixels at index j along a
+                m = val_px[r][: shapes[p][main_dims[0]], : shapes[p][main_dims[1]]]
+                line = m[j, :] if main_dims.index(a) == 0 else m[:, j]
+            if not line.any():
+                continue
+            if pos == 0:
+                labs[r_extra, i, : line.size][line] = 0
+            else:
+                labs[r_extra, : line.size, i][line] = 0
 
 
 def _context_rows(ids: list[tuple[int, int]], train: np.ndarray, context: int) -> np.ndarray | None:
@@ -1364,11 +1409,12 @@ def _load_rows(
     axis: int,
     ax_list: list[int],
     cancel: CancelToken | None,
-) -> tuple[list[tuple[int, int]], list[np.ndarray], list[np.ndarray], dict[int, int]]:
-    """Annotated slices of every pair, normalised: (ids, image parts, label parts, extra-axis counts).
+) -> tuple[list[tuple[int, int]], list[np.ndarray], list[np.ndarray], dict[int, int], list[tuple[int, int, int]]]:
+    """Annotated slices of every pair, normalised: (ids, image parts, label parts, extra-axis counts, extra rows).
 
     ``ids`` holds (pair, slice) per main-axis row; the parts hold the main-axis rows of
-    every pair first, then the rows along further ``ax_list`` axes. Normalisation is per image (each 2D
+    every pair first, then the rows along further ``ax_list`` axes, each named in the
+    extra rows as (pair, axis, slice). Normalisation is per image (each 2D
     image, or each volume, by its own percentile bounds) with ``normalize="image"``, and
     one set of bounds pooled over all inputs with ``"fixed"``.
     """
@@ -1380,6 +1426,7 @@ def _load_rows(
     extra_i: list[np.ndarray] = []
     extra_l: list[np.ndarray] = []
     counts: dict[int, int] = {}
+    extra: list[tuple[int, int, int]] = []
     for p, (image, labels) in enumerate(pairs):
         if isinstance(image, ChannelStack):  # every channel by its own bounds, its context together
             got = [_view_rows(v, labels, two_d, axis, context, None, cancel) for v in image.views]
@@ -1391,9 +1438,10 @@ def _load_rows(
             idx, im, lb = _view_rows(image, labels, False, axis, context, pooled, cancel)
             if idx and len(ax_list) > 1:
                 bounds = pooled or compute_normalization(image)
-                both_i, both_l, c = _orthogonal_slices(image, labels, ax_list[1:], im, lb, cancel, context)
+                both_i, both_l, c, where = _orthogonal_slices(image, labels, ax_list[1:], im, lb, cancel, context)
                 for k, v in c.items():
                     counts[k] = counts.get(k, 0) + v
+                extra += [(p, a, j) for a, j in where]
                 if len(both_l) > len(lb):
                     more_l = np.array(both_l[len(lb) :], copy=True)
                     extra_i.append(apply_normalization(_no_data_filled(both_i[len(lb) :], more_l, bounds), bounds))
@@ -1403,7 +1451,7 @@ def _load_rows(
         ids += [(p, i) for i in idx]
         imgs.append(im)
         labs.append(lb)
-    return ids, imgs + extra_i, labs + extra_l, counts
+    return ids, imgs + extra_i, labs + extra_l, counts, extra
 
 
 def _padded(parts: list[np.ndarray], mode: str) -> np.ndarray:
@@ -1444,7 +1492,7 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
         raise InputError("inputs mix 2D images and 3D volumes: pass two_d=True (each slice an image) or give one kind")
     axis = ax_list[0]
     try:
-        ids, parts_i, parts_l, extra_axes = _load_rows(pairs, s, two_d, axis, ax_list, cancel)
+        ids, parts_i, parts_l, extra_axes, extra_rows = _load_rows(pairs, s, two_d, axis, ax_list, cancel)
     except Cancelled as e:
         err = Cancelled("training cancelled after 0 epochs (while reading the annotations)")
         err.result = None  # type: ignore[attr-defined]
@@ -1482,6 +1530,8 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
     val_sl, val_px, val_kind = _split(
         labs, s["val_fraction"], classes, np.random.default_rng(s["seed"]), n_main=len(ids), learned=learned
     )
+    if extra_rows:  # axes="zyx": the voxels held out in main-axis rows are no target in the rows across them
+        _mask_held_out_across(labs, val_sl, val_px, ids, extra_rows, axis, [tuple(im.shape) for im, _ in pairs])
     train_sl = ~val_sl
     tgt = lut[labs[train_sl]]
     tgt[val_px[train_sl]] = _IGNORE
