@@ -19,11 +19,22 @@ import numpy as np
 SIGMAS = (0.7, 1.0, 1.6, 3.5, 5.0)
 
 
-def otsu(image: np.ndarray) -> np.ndarray:
-    """Three-class multi-Otsu thresholds; grey classes -> labels pore 1, YSZ 3, Ni 2."""
+def otsu(image: np.ndarray, annotations: np.ndarray | None = None) -> np.ndarray:
+    """Multi-Otsu thresholds; grey classes -> labels.
+
+    Without ``annotations``: three classes, pore 1, YSZ 3, Ni 2 (the sample's order). With
+    them (0 = not annotated): as many classes as they hold, in the order of their mean grey
+    levels there, so two- or four-phase scans and other grey orders are thresholded right.
+    """
     from napari_xrayseg.core.demo import multi_otsu
 
-    return multi_otsu(np.asarray(image))
+    image = np.asarray(image)
+    if annotations is None:
+        return multi_otsu(image)
+    ann = np.asarray(annotations)
+    classes = [int(c) for c in np.unique(ann) if c != 0]
+    order = tuple(sorted(classes, key=lambda c: float(image[ann == c].mean())))
+    return multi_otsu(image, order=order)
 
 
 def features_3d(volume: np.ndarray, sigmas: tuple[float, ...] = SIGMAS) -> np.ndarray:
