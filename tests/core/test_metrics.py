@@ -572,3 +572,17 @@ def test_evaluate_opens_label_files_itself(tmp_path):
     np.save(tmp_path / "t.npy", t)
     got = ev(str(tmp_path / "p.zarr"), tmp_path / "t.npy")
     assert got.mean_dice == ev(p, t).mean_dice
+
+
+def test_slices_far_below_the_others_are_named():
+    # "per-slice dice 0.7102 ± 0.2688" hid which slices were lost (corrupt ones, at 0.17-0.25, in a QA run)
+    rng = np.random.default_rng(0)
+    truth = rng.integers(1, 4, (12, 16, 16), dtype=np.uint8)
+    pred = truth.copy()
+    flip = rng.random(truth.shape) < 0.05
+    pred[flip] = 1 + pred[flip] % 3  # 5 % wrong everywhere
+    pred[7] = 1  # a lost slice
+    r = evaluate(pred, truth)
+    assert r.outlier_slices()[0][0] == 7 and len(r.outlier_slices()) == 1
+    assert "1 slice far below the others: 7 (" in repr(r)
+    assert evaluate(truth, truth).outlier_slices() == [] and "far below" not in repr(evaluate(truth, truth))

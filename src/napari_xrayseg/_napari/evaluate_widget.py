@@ -283,6 +283,9 @@ class EvaluateWidget(JobWidget):
                     f"per-slice Dice {report.mean_slice_dice:.4f} ± {report.std_slice_dice:.4f} "
                     f"over {report.n_annotated_slices} annotated slices (axis {report.axis})"
                 )
+                low = report.outlier_text()
+                if low:
+                    lines.append(low)
         bands = report.by_interface_distance
         if bands:
             names = {"0": "on an interface", "1": "1 voxel away", "2+": "farther"}

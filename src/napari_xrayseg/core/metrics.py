@@ -916,6 +916,40 @@ class Report:
         df = pd.DataFrame(self.rows()).set_index("class")
         return df.astype(float)
 
+    def outlier_slices(self) -> list[tuple[int, float]]:
+        """Slices whose Dice lies far below the others' (median − 3 × the median absolute deviation, and
+        0.05 below the median at least), worst first: a corrupt or missing slice, or a sample's end in
+        air, which a mean ± std hides. ``[]`` without per-slice Dice.
+
+        Examples
+        --------
+        >>> r = Report((1,), {}, 1.0, 1.0, 1.0, 1, np.ones((1, 1)), (1,), axis=0,
+        ...            slice_dice=[0.9, 0.91, 0.89, 0.9, 0.2, 0.92, None])
+        >>> r.outlier_slices()
+        [(4, 0.2)]
+        """
+        if not self.slice_dice:
+            return []
+        scored = [(k, float(d)) for k, d in enumerate(self.slice_dice) if d is not None]
+        if len(scored) < 5:
+            return []
+        values = np.array([d for _, d in scored])
+        med = float(np.median(values))
+        mad = float(np.median(np.abs(values - med)))
+        cut = min(med - 3 * mad, med - 0.05)
+        return sorted(((k, d) for k, d in scored if d < cut), key=lambda t: t[1])
+
+    def outlier_text(self) -> str | None:
+        """One line naming :meth:`outlier_slices`, or None when there are none."""
+        low = self.outlier_slices()
+        if not low:
+            return None
+        worst = ", ".join(f"{k} ({d:.3f})" for k, d in low[:8]) + (" ..." if len(low) > 8 else "")
+        return (
+            f"{len(low)} slice{'s' if len(low) > 1 else ''} far below the others: {worst} "
+            "(a corrupt or missing slice, or the ends of the sample? look at them)"
+        )
+
     def held_out_text(self) -> str | None:
         """One line on the slices the model did not train on (:attr:`held_out`), or None if unknown."""
         if self.held_out is None or self.trained_slices is None:
@@ -969,6 +1003,9 @@ class Report:
                     f"  per-slice dice (axis {self.axis}): {self.mean_slice_dice:.4f} "
                     f"± {self.std_slice_dice:.4f} over {self.n_annotated_slices} annotated slices"
                 )
+                low = self.outlier_text()
+                if low:
+                    lines.append("  " + low)
         if self.by_interface_distance:
             parts = [f"{k}: {fmt(v['error_rate'])} of {v['voxels']}" for k, v in self.by_interface_distance.items()]
             lines.append("  error rate by distance to a truth interface (voxels): " + ", ".join(parts))
