@@ -917,9 +917,11 @@ class Report:
         return df.astype(float)
 
     def outlier_slices(self) -> list[tuple[int, float]]:
-        """Slices whose Dice lies far below the others' (median − 3 × the median absolute deviation, and
-        0.05 below the median at least), worst first: a corrupt or missing slice, or a sample's end in
-        air, which a mean ± std hides. ``[]`` without per-slice Dice.
+        """Slices whose Dice lies far below the others', worst first, as (slice, Dice).
+
+        Below the median by more than 3 median absolute deviations, and by 0.05 at least: a corrupt
+        or missing slice, or a sample's end in air, which a mean ± std hides. ``[]`` without
+        per-slice Dice.
 
         Examples
         --------
