@@ -229,3 +229,8 @@ def test_the_widget_passes_its_seed_and_steps_so_a_cli_run_can_be_repeated(make_
     w._seed.value, w._steps.value = 3, 10
     kw = w._inputs()
     assert kw["seed"] == 3 and kw["steps_per_epoch"] == 10
+    # nor precision, loss or schedule (--precision fp32 --loss ce --schedule step)
+    assert (kw["precision"], kw["loss"], kw["schedule"]) == ("auto", "dicece", "cosine")  # TrainConfig's
+    w._precision.value, w._loss.value, w._schedule.value = "fp32", "ce", "step"
+    kw = w._inputs()
+    assert (kw["precision"], kw["loss"], kw["schedule"]) == ("fp32", "ce", "step")

@@ -34,7 +34,7 @@ from napari.utils.notifications import show_info
 import napari
 
 from ..core.config import SegmentConfig, TrainConfig
-from ..core.device import available_devices
+from ..core.device import PRECISIONS, available_devices
 from ..core.errors import InputError, XraysegError
 from ..core.inference import iter_segment, trained_on
 from ..core.models import (
@@ -53,7 +53,7 @@ from ..core.models import (
     save_model,
 )
 from ..core.progress import Progress
-from ..core.training import MODES, iter_train
+from ..core.training import LOSSES, MODES, SCHEDULES, iter_train
 from ._jobs import JobRunner, JobWidget, show_warning, text_label
 from ._layers import (
     channel_axis_of,
@@ -228,6 +228,21 @@ class TrainWidget(JobWidget):
             "along the slice axis as channels (2.5D); 1 = plain 2D",
         )
         self._augment = CheckBox(label="Augmentation", value=_T.augment)
+        self._loss = ComboBox(
+            label="Loss",
+            choices=list(LOSSES),
+            value=_T.loss,
+            tooltip="dicece: Dice + cross-entropy (the default); ce; dice; dice_gamma (docs/train.md)",
+        )
+        self._schedule = ComboBox(
+            label="Learning-rate schedule", choices=list(SCHEDULES), value=_T.schedule, tooltip="decay over the budget"
+        )
+        self._precision = ComboBox(
+            label="Precision",
+            choices=list(PRECISIONS),
+            value=_T.precision,
+            tooltip="auto: mixed precision on CUDA, bf16 on CPUs with AMX, else fp32 (docs/train.md#precision)",
+        )
         self._minutes.tooltip = "training runs until this time is spent (or Max epochs, if that comes first)"
         self._epochs.tooltip = "stop after this many epochs even if time is left; 0: only the time budget counts"
         self._batch.tooltip = "patches per training step: more use more memory"
@@ -314,6 +329,9 @@ class TrainWidget(JobWidget):
                 self._seed,
                 self._context,
                 self._augment,
+                self._loss,
+                self._schedule,
+                self._precision,
                 self._all_axes,
                 self._device,
                 self._nodata,
@@ -492,6 +510,9 @@ class TrainWidget(JobWidget):
             "steps_per_epoch": int(self._steps.value),
             "seed": int(self._seed.value),
             "augment": bool(self._augment.value),
+            "loss": str(self._loss.value),
+            "schedule": str(self._schedule.value),
+            "precision": str(self._precision.value),
             "context": None if init == PRETRAINED else int(self._context.value),  # the start's own
             "device": str(self._device.value),
             "init": init,
