@@ -113,7 +113,7 @@ def _sample(image: Any, max_slices: int, max_pixels: int, seed: int) -> np.ndarr
 
 
 #: a sampled slice whose median lies this many times the slices' typical spread (99.5th - 0.5th
-#: percentile) from the slices' median median is taken for a corrupt slice (docs/segment.md)
+#: percentile) from the slices' median median is taken for a corrupt slice (docs/train.md#normalisation)
 CORRUPT_SPREADS = 2.0
 
 
