@@ -2283,7 +2283,8 @@ def _iter_auto_start(args: dict[str, Any], rest: dict[str, Any]) -> Generator[Pr
     """``init="auto"``: the pretrained start fine-tuned briefly against random weights; the better validated is kept.
 
     The pretrained candidate runs first (:data:`PRETRAINED_EPOCHS` epochs, or the ``epochs``
-    given if fewer; with ``minutes``, at most :data:`AUTO_PRETRAINED_SHARE` of them); the random
+    given if fewer; with ``minutes``, at most :data:`AUTO_PRETRAINED_SHARE` of them), and again
+    for :data:`LONG_PRETRAINED_EPOCHS` where its blend kept none of the start; the random
     start then gets the ``epochs`` given and what is left of ``minutes``, so the budget is the
     user's. Both are validated on the same held-out rows; a tie keeps the pretrained start
     (:func:`_pick_start`).
@@ -2534,8 +2535,10 @@ def train(
         validated ``a`` of :data:`START_BLENDS` (``info.train["start_blend_kept"]``).
         ``"random"`` or None: random weights. ``"auto"`` (the default): where the
         pretrained start fits (a ``unet3d`` of its size and context, one channel, one
-        axis, supervised, with validation rows), fine-tune it as ``"pretrained"`` does and
-        then train from random weights in the rest of the budget (the ``epochs`` given,
+        axis, supervised, with validation rows), fine-tune it as ``"pretrained"`` does (and
+        again for :data:`LONG_PRETRAINED_EPOCHS` where the blend kept none of the start,
+        the better validated kept) and then train from random weights in the rest of the
+        budget (the ``epochs`` given,
         what is left of ``minutes``), and return the one with the higher validation Dice
         (``info.train["start"]`` says which, ``info.train["starts"]`` holds both scores;
         progress then counts per mille of the whole); elsewhere random weights.
