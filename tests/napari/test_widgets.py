@@ -114,6 +114,16 @@ def test_segment_widget_finishes_a_run_cancelled_into_its_zarr(make_napari_viewe
     import napari_xrayseg._napari.segment_widget as sw
 
     sw.show_info, show_info = infos.append, sw.show_info
+    real = sw.iter_segment
+
+    def slow(*a, **k):  # a run that cannot finish before the Cancel below, however fast the machine
+        import time
+
+        for p in real(*a, **k):
+            yield p
+            time.sleep(0.1)
+
+    sw.iter_segment = slow
     try:
         w._run.clicked.emit()
         qtbot.waitUntil(lambda: "%" in str(w._info.value) and " 0 %" not in str(w._info.value), timeout=60_000)
@@ -121,10 +131,11 @@ def test_segment_widget_finishes_a_run_cancelled_into_its_zarr(make_napari_viewe
         qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
         assert out.exists() and not output_complete(out) and "big labels" not in viewer.layers
         assert any("finished slabs are kept in" in m and "Segment again" in m for m in infos)
+        sw.iter_segment = real
         w._run.clicked.emit()  # again: finishes the run
         qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
     finally:
-        sw.show_info = show_info
+        sw.show_info, sw.iter_segment = show_info, real
     assert any("holds an unfinished run: finishing it" in m for m in infos) and output_complete(out)
     np.testing.assert_array_equal(
         np.asarray(viewer.layers["big labels"].data), segment(image, model_file, device="cpu")
