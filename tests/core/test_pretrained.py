@@ -422,17 +422,17 @@ def test_fine_tuning_the_pretrained_start_blends_it_back_in_and_only_that_start(
     assert "start_blend" not in train(image, ann, init=plain, **TINY).info.train
 
 
-def test_auto_start_fine_tunes_the_start_longer_where_its_blend_keeps_none_of_it(volume, monkeypatch):
-    """A material unlike the start's family (foams, sphere packs, four phases): the blend kept a = 1 after
-    5 epochs with validation still rising, and the fine-tuning stopped there (foam 0.959 against 0.964 at
-    10 epochs, spheres 0.909 against 0.920; docs/accuracy.md, session 35)."""
+def test_auto_start_fine_tunes_the_start_longer_where_its_blend_keeps_little_of_it(volume, monkeypatch):
+    """A material unlike the start's family (foams, sphere packs, a minor phase, four phases): the blend kept
+    a = 0.7 or 1 after 5 epochs with validation still rising, and the fine-tuning stopped there (20 epochs:
+    foam 0.959 -> 0.967, spheres 0.909 -> 0.922; docs/accuracy.md, session 35)."""
     from napari_xrayseg.core import training
 
     image, _, ann = volume
     monkeypatch.setattr(training, "PRETRAINED_EPOCHS", 1)
     monkeypatch.setattr(training, "LONG_PRETRAINED_EPOCHS", 2)
     kw = {**TINY, "epochs": 3}
-    monkeypatch.setattr(training, "START_BLENDS", (1.0,))  # as a start unlike the scan validates: a = 1 kept
+    monkeypatch.setattr(training, "START_BLENDS", (0.7,))  # as a start unlike the scan validates: a = 0.7 kept
     records = []
     t = train(image, ann, progress=records.append, **kw).info.train
     pre = t["starts"][PRETRAINED]
