@@ -30,26 +30,35 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def python_numbers(func: F) -> F:
-    """Let ``func``'s keyword options be NumPy scalars (``np.int64(1)`` from ``np.argmin``, ``np.float32(.5)``).
+def _with_keywords(func: F, convert: Callable[[dict[str, Any]], dict[str, Any]]) -> F:
+    """``func`` with its keyword arguments passed through ``convert`` first.
 
-    They become Python ints, floats and bools before the checks, which accept those alone (and
-    would say "axis 1 is out of range" of ``np.int64(1)``). Generator functions stay generator
-    functions, as napari's workers and :func:`~napari_xrayseg.core.progress.drain` expect.
+    Generator functions stay generator functions, as napari's workers and
+    :func:`~napari_xrayseg.core.progress.drain` expect.
     """
     if inspect.isgeneratorfunction(func):
 
         @functools.wraps(func)
         def gen(*args: Any, **kwargs: Any) -> Any:
-            return (yield from func(*args, **{k: _plain(v) for k, v in kwargs.items()}))
+            return (yield from func(*args, **convert(kwargs)))
 
         return gen  # type: ignore[return-value]
 
     @functools.wraps(func)
     def call(*args: Any, **kwargs: Any) -> Any:
-        return func(*args, **{k: _plain(v) for k, v in kwargs.items()})
+        return func(*args, **convert(kwargs))
 
     return call  # type: ignore[return-value]
+
+
+def python_numbers(func: F) -> F:
+    """Let ``func``'s keyword options be NumPy scalars (``np.int64(1)`` from ``np.argmin``, ``np.float32(.5)``).
+
+    They become Python ints, floats and bools before the checks, which accept those alone (and
+    would say "axis 1 is out of range" of ``np.int64(1)``). Generator functions stay generator
+    functions.
+    """
+    return _with_keywords(func, lambda kwargs: {k: _plain(v) for k, v in kwargs.items()})
 
 
 #: Recommended tile side of a new model (stored in the model file; ``SegmentConfig.tile=None`` uses the model's).
@@ -292,7 +301,8 @@ def takes_train_config(func: F) -> F:
     Generator functions stay generator functions.
     """
 
-    def options(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def options(kwargs: dict[str, Any]) -> dict[str, Any]:
+        config = kwargs.pop("config", None)
         if config is None:
             return kwargs
         if not isinstance(config, TrainConfig):
@@ -301,16 +311,4 @@ def takes_train_config(func: F) -> F:
         changed = {f.name: getattr(config, f.name) for f in fields(TrainConfig)}
         return {**{k: v for k, v in changed.items() if v != getattr(default, k)}, **kwargs}
 
-    if inspect.isgeneratorfunction(func):
-
-        @functools.wraps(func)
-        def gen(*args: Any, config: TrainConfig | None = None, **kwargs: Any) -> Any:
-            return (yield from func(*args, **options(config, kwargs)))
-
-        return gen  # type: ignore[return-value]
-
-    @functools.wraps(func)
-    def call(*args: Any, config: TrainConfig | None = None, **kwargs: Any) -> Any:
-        return func(*args, **options(config, kwargs))
-
-    return call  # type: ignore[return-value]
+    return _with_keywords(func, options)
