@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ __all__ = [
     "MissingView",
     "apply_normalization",
     "compute_normalization",
+    "constant_slices_missing",
     "fill_missing",
     "mark_missing",
     "pooled_normalization",
@@ -319,6 +321,50 @@ def fill_missing(x: np.ndarray, fill: float = 0.0) -> tuple[np.ndarray, np.ndarr
     if not np.isfinite(out).all():
         raise InputError("image holds inf values: replace them (e.g. with NaN for no data)")
     return out, miss
+
+
+def constant_slices_missing(data: np.ndarray, first: int = 0, axis: int = 0) -> np.ndarray:
+    """``data`` (slices first) with its constant slices as NaN (no data): a dead or zero-filled slice.
+
+    A reconstruction holds noise in every slice it has data for; a slice with one value
+    throughout (a dead detector row reconstructs to zeros, a zero-padded stack) has none. Left
+    as it is, it was context unlike any scan, and a 3D network's labels of up to 14 neighbours
+    suffered as they did from a slice of NaN (fixed in session 35). As no data it is labelled 0
+    and filled from its nearest slice with data (:func:`~napari_xrayseg.core.normalize.fill_missing`).
+    ``first`` and ``axis`` only name the slices in the warning.
+
+    Examples
+    --------
+    >>> x = np.arange(12.0).reshape(3, 2, 2); x[1] = 0
+    >>> np.isnan(constant_slices_missing(x)).all(axis=(1, 2)).tolist()
+    [False, True, False]
+    >>> x[2, 0] = np.nan  # a field of view's outside: the voxels with data are constant there too
+    >>> x[2, 1] = 9.0
+    >>> np.isnan(constant_slices_missing(x)).all(axis=(1, 2)).tolist()
+    [False, True, True]
+    """
+    if data.ndim != 3 or len(data) < 2 or data.shape[1] * data.shape[2] < 2:
+        return data
+    flat = data.reshape(len(data), -1)
+    if data.dtype.kind == "f":  # NaN outside a field of view: the voxels with data are constant
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a slice of NaN only: no data already
+            low, high = np.nanmin(flat, axis=1), np.nanmax(flat, axis=1)
+    else:
+        low, high = flat.min(axis=1), flat.max(axis=1)
+    const = low == high  # False for a slice of NaN only (NaN == NaN is false)
+    if not const.any():
+        return data
+    out = data.astype(np.float32) if data.dtype.kind != "f" else data.copy()
+    out[const] = np.nan
+    log.warning(
+        "slices %s along axis %d are constant (%s): taken for slices without data, labelled 0 "
+        "and filled from their neighbours for the network",
+        ", ".join(str(first + int(i)) for i in np.flatnonzero(const)),
+        axis,
+        ", ".join(f"{low[i]:g}" for i in np.flatnonzero(const)[:3]),
+    )
+    return out
 
 
 def _source_attribute(attr: str) -> Any:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import InputError
 from .io import read_block, volume_chunks
-from .normalize import apply_normalization, compute_normalization, fill_missing
+from .normalize import apply_normalization, compute_normalization, constant_slices_missing, fill_missing
 from .tiling import (
     AUTO,
     check_tile_fits,
@@ -180,7 +180,8 @@ class SegmentPlan:
         data = read_block(
             image, slab_slicer(self.axis, lo, hi, 3), what=f"image (slices {lo}..{hi - 1} along axis {self.axis})"
         )
-        return np.moveaxis(data, lead + self.axis, lead)
+        data = np.moveaxis(data, lead + self.axis, lead)
+        return data if lead or self.independent else constant_slices_missing(data, lo, self.axis)
 
     def inputs(
         self, data: np.ndarray, r: tuple[int, int], per_call: int
