@@ -109,6 +109,45 @@ def test_slab_cut_off_mid_write_is_recomputed(tmp_path, vol, tiny_model, monkeyp
     np.testing.assert_array_equal(res, clean)
 
 
+@pytest.mark.parametrize("extra", [{"axes": "zyx"}, {"confidence": "maxprob"}, {"pyramid": True}])
+def test_a_run_cut_off_while_its_stores_are_created_resumes(tmp_path, vol, tiny_model, monkeypatch, extra):
+    """Its labels store had attributes before its other stores existed: resume refused it ("not an output of
+    xrayseg predict", "its confidence output is missing") or failed on a missing pass store."""
+    kw = {**KW, **extra}
+    if "confidence" in extra:
+        kw["confidence_out"] = tmp_path / "clean-conf.zarr"
+    clean = segment(vol, tiny_model, out=tmp_path / "clean.zarr", **kw)
+    clean = clean[0] if isinstance(clean, tuple) else clean
+    real = {name: getattr(zarr, name) for name in ("create_array", "create_group")}
+    for kill in range(1, 4):
+        out, calls = tmp_path / f"cut{kill}.zarr", []
+        if "confidence" in extra:
+            kw["confidence_out"] = tmp_path / f"cut{kill}-conf.zarr"
+
+        def cut(name, *a, _calls=calls, _kill=kill, **k):
+            _calls.append(name)
+            if len(_calls) == _kill:
+                raise KeyboardInterrupt  # Ctrl-C, or the process killed, between two stores
+            return real[name](*a, **k)
+
+        for name in real:
+            monkeypatch.setattr(zarr, name, lambda *a, _n=name, **k: cut(_n, *a, **k))
+        try:
+            segment(vol, tiny_model, out=out, **kw)
+        except KeyboardInterrupt:
+            pass
+        else:
+            break  # no store left to cut before
+        finally:
+            for name, f in real.items():
+                monkeypatch.setattr(zarr, name, f)
+        assert not output_complete(out)
+        res = segment(vol, tiny_model, out=out, resume=True, **kw)
+        np.testing.assert_array_equal(res[0] if isinstance(res, tuple) else res, clean)
+        assert output_complete(out)
+    assert kill > 1
+
+
 def test_resume_refuses_another_model_or_settings(tmp_path, vol, tiny_model):
     out = tmp_path / "out.zarr"
     token = CancelToken()

@@ -25,6 +25,7 @@ and a colour per class), which napari, OME-Zarr readers and
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
@@ -61,6 +62,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 OUTPUT_ATTR = "napari_xrayseg"
 PASSES = ".xrayseg-passes"
+#: a file in an output while its stores are being created: a resume of it starts afresh
+CREATING = ".xrayseg-creating"
 
 # what must match for --resume to continue an output (the rest is informative), with the value
 # an output written before the key existed stands for
@@ -367,6 +370,13 @@ class StoreWriter:
             replacing=labels.replacing,
             confidence_final=str(confidence.final) if confidence is not None else None,
         )
+        if labels.resume and (Path(labels.path) / CREATING).exists():  # cut off in the block below
+            log.warning("%s was cut off while its stores were being created: starting it afresh", labels.final)
+            for c in (labels, confidence):
+                if c is not None and c.resume:
+                    remove_path(c.path)
+            labels = dataclasses.replace(labels, resume=False)
+            confidence = dataclasses.replace(confidence, resume=False) if confidence is not None else None
         if confidence is not None and confidence.resume != labels.resume:
             raise InputError(
                 f"cannot resume {labels.final}: its confidence output {confidence.final} is "
@@ -386,15 +396,9 @@ class StoreWriter:
             return cls(layout, tuple(c for c in (labels, confidence) if c is not None))
         attrs = _jsonable({OUTPUT_ATTR: meta})
         try:
-            labels.take()
-            if pyramid:
-                group = zarr.create_group(store=layout.labels)
-                group.attrs.update(attrs)
-                group.create_array("0", shape=shape, chunks=chunks, dtype="uint8", fill_value=0)
-                group.attrs["ome"] = _ome_attrs(meta, 1, len(shape))  # level 0 alone until the pyramid is built
-            else:
-                arr = zarr.create_array(store=layout.labels, shape=shape, chunks=chunks, dtype="uint8", fill_value=0)
-                arr.attrs.update(attrs)
+            creating = labels.take() / CREATING  # until the labels' attributes are written: resume starts afresh
+            creating.parent.mkdir(exist_ok=True)  # an empty folder given as the output, removed above
+            creating.touch()
             for i in range(passes - 1):
                 zarr.create_array(
                     store=layout.pass_store(i),
@@ -423,6 +427,16 @@ class StoreWriter:
                         }
                     )
                 )
+            if pyramid:  # the attributes last: an output that has them has all its stores
+                group = zarr.create_group(store=layout.labels)
+                group.create_array("0", shape=shape, chunks=chunks, dtype="uint8", fill_value=0)
+                # level 0 alone until the pyramid is built
+                group.attrs.update({**attrs, "ome": _ome_attrs(meta, 1, len(shape))})
+            else:
+                zarr.create_array(
+                    store=layout.labels, shape=shape, chunks=chunks, dtype="uint8", fill_value=0, attributes=attrs
+                )
+            creating.unlink()
         except OSError as e:
             if isinstance(e, (FileExistsError, OutputWriteError)):
                 raise
