@@ -171,6 +171,33 @@ def test_train_widget_starts_from_the_pretrained_model(make_napari_viewer, qtbot
     assert m.info.classes == [1, 2, 3] and len(m.info.history) == 1
 
 
+def test_train_widget_fine_tunes_a_2d_model_file_on_a_volume_with_the_form_left_alone(
+    make_napari_viewer, qtbot, tmp_path
+):
+    """The form showed the volume's unet3d (context 15) and passed its context with the file's own 2.5D network:
+    training failed ("init model takes 3 context slice(s) ... asked for context=15")."""
+    from napari_xrayseg.core.models import init_model, save_model
+
+    save_model(init_model("unet", size="tiny", classes=3, context=3, seed=0), tmp_path / "start.safetensors")
+    viewer = make_napari_viewer()
+    _setup(viewer, shape=(16, 48, 48))
+    w = TrainWidget(viewer)
+    assert w._arch.value == "unet3d" and w._context.value == 15  # the volume's choice
+    w._init.value = tmp_path / "start.safetensors"
+    assert w._arch.value == "unet" and w._context.value == 3  # the file's network and context, shown
+    w._image.value = w._image.value  # the image does not take it back
+    assert w._arch.value == "unet" and not w._arch_picked
+    w._epochs.value, w._patch.value, w._device.value = 1, 32, "cpu"
+    w._segment_after.value = False
+    w._out.value = tmp_path / "tuned.safetensors"
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    m = load_model(tmp_path / "tuned.safetensors")
+    assert m.info.arch == "unet" and m.info.context == 3 and len(m.info.history) == 1
+    w._init.value = ""  # cleared: the volume's choice again
+    assert w._arch.value == "unet3d"
+
+
 def test_train_widget_by_default_races_the_pretrained_start_and_says_which_it_kept(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer(show=True)
     _setup(viewer, shape=(16, 48, 48))

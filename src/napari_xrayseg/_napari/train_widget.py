@@ -299,6 +299,7 @@ class TrainWidget(JobWidget):
         self._arch.changed.connect(self._on_arch)
         self._size.changed.connect(self._on_size)
         self._start_from.changed.connect(lambda _: self._show_default_size())
+        self._init.changed.connect(lambda _: self._on_start_file())
         self._image.changed.connect(self._on_image)
         self._axis.changed.connect(lambda _: self._on_image(self._image.value))
         self._channel_axis.changed.connect(lambda _: self._on_image(self._image.value))
@@ -348,9 +349,37 @@ class TrainWidget(JobWidget):
         self._follow_layers(viewer)
         self._on_image(self._image.value)
 
+    def _start_file(self) -> Path | None:
+        """The model file chosen to start from, or None."""
+        init = str(self._init.value)
+        return None if init in ("", ".") or not Path(init).is_file() else Path(init)
+
+    def _on_start_file(self) -> None:
+        """Until the user picks an architecture, show the start file's network, context and batch.
+
+        The file keeps its network (``arch="auto"``), and its context must be the one trained
+        with: the form showed the image's choice (a unet3d of context 15 for a volume) and
+        training from a 2.5D file failed on the context it passed.
+        """
+        path = self._start_file()
+        if path is None or self._arch_picked:
+            return self._on_image(self._image.value)
+        try:
+            info = read_model_info(path)
+        except XraysegError:  # a bad file is named when training starts
+            return None
+        if info.arch in architectures():
+            self._choosing = True
+            try:
+                self._arch.value = info.arch
+            finally:
+                self._choosing = False
+        self._context.value = int(info.context)
+        return None
+
     def _on_image(self, layer: Any) -> None:
         """Until the user picks an architecture, the one ``train(arch="auto")`` would choose for this image."""
-        if self._arch_picked or layer is None:
+        if self._arch_picked or layer is None or self._start_file() is not None:
             return
         data = getattr(layer, "data", None)
         shape = tuple(getattr(data, "shape", ()))
