@@ -406,3 +406,27 @@ def test_a_tczyx_ome_zarr_of_one_time_point_and_channel_is_its_zyx_volume(make_n
     viewer = make_napari_viewer()
     layer = viewer.open(str(tmp_path / "t.zarr"), plugin="napari-xrayseg")[0]
     assert layer.data.shape == vol.shape and tuple(layer.scale) == (2.0, 0.5, 0.5)
+
+
+def test_the_labels_to_learn_from_are_the_users_painting_not_the_samples_truth(make_napari_viewer):
+    """The quickstart: open the sample (image and truth), add a Labels layer to paint, open Train and Annotate.
+    Both chose "PXCT truth" to learn from (the first labels layer), and fell back to it when the painted
+    layer was removed."""
+    from napari_xrayseg._napari.annotate_widget import AnnotateWidget
+    from napari_xrayseg._napari.train_widget import TrainWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-xrayseg", "pxct")
+    shape = viewer.layers["PXCT sample"].data.shape
+    painted = viewer.add_labels(np.zeros(shape, np.uint8), name="Labels")
+    widgets = [TrainWidget(viewer), AnnotateWidget(viewer)]
+    for w, name in zip(widgets, ("Train", "Annotate")):
+        viewer.window.add_dock_widget(w, name=name)  # the viewer closes them (an undocked one crashed at exit)
+    assert [w._labels.value for w in widgets] == [painted, painted]
+    other = viewer.add_labels(np.zeros(shape, np.uint8), name="my gt check")  # "gt" as a word: a reference
+    mine = viewer.add_labels(np.zeros(shape, np.uint8), name="length")  # "gt" inside a word: not one
+    for w in widgets:
+        w._labels.value = mine
+    viewer.layers.remove(mine)
+    assert [w._labels.value for w in widgets] == [painted, painted]
+    assert widgets[0]._labels.choices[-2:] == (viewer.layers["PXCT truth"], other)

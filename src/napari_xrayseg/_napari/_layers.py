@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -164,18 +165,31 @@ def _never_annotations(layer: Any) -> bool:
     return isinstance(meta, dict) and ("preview_of" in meta or meta.get("kind") in NOT_ANNOTATIONS)
 
 
+_TRUTH_NAME = re.compile(r"truth|ground|(^|[^a-z])gt([^a-z]|$)")
+
+
+def looks_like_truth(layer: Any) -> bool:
+    """Whether a layer's name says it holds a reference segmentation ("truth", "ground truth", "gt")."""
+    return bool(_TRUTH_NAME.search(str(getattr(layer, "name", "")).lower()))
+
+
 def layer_choices(viewer: Any, kind: type, *, annotations: bool = False) -> Any:
     """A magicgui ``choices`` callable listing ``viewer``'s layers of type ``kind`` as (name, layer).
 
     With ``annotations`` (a widget's labels to learn from), this plugin's previews and error
-    maps are left out and models' segmentations come last: when the chosen layer is removed,
-    the box falls back to the user's own labels, not to a prediction.
+    maps are left out, and models' segmentations and layers named as a reference ("truth",
+    "gt") come last: the box's first choice, and its fall-back when the chosen layer is
+    removed, is the user's own painting, not a prediction, nor the sample's truth kept to
+    score against (which the Train and Annotate widgets took for the annotations).
     """
 
     def choices(_widget: Any = None) -> list[tuple[str, Any]]:
         found = [layer for layer in viewer.layers if isinstance(layer, kind)]
         if annotations:
-            found = sorted((ly for ly in found if not _never_annotations(ly)), key=made_by_model)
+            found = sorted(
+                (ly for ly in found if not _never_annotations(ly)),
+                key=lambda ly: (made_by_model(ly), looks_like_truth(ly)),
+            )
         return [(layer.name, layer) for layer in found]
 
     return choices
