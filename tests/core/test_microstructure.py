@@ -777,3 +777,31 @@ def test_tortuosity_solves_leave_other_threads_output_alone(capsys):
     t.join()
     out = capsys.readouterr().out.splitlines()
     assert out == [f"console line {i}" for i in range(printed)]
+
+
+def test_warnings_for_a_binary_mask_and_absent_phases(caplog):
+    """QA (session 36): a 0/1 mask with outside=0 (the Analyze widget's default) came out as one phase of
+    fraction 1 without a word; with outside=None a hint named envelope=1 for a label on 48 % of the sides;
+    tpb_phases naming an absent label gave TPB 0 silently; a negative label's message said "labels (labels ...".
+    """
+    rng = np.random.default_rng(3)
+    from scipy import ndimage as ndi
+
+    mask = ndi.gaussian_filter(rng.random((12, 40, 40)), 2) > 0.5  # pore (0) and solid (1), both everywhere
+    kw = {"connectivity": False, "mean_size": False, "tortuosity": False}
+    with caplog.at_level("WARNING", logger="napari_xrayseg.core.microstructure"):
+        one = analyze(mask, outside=0, **kw)
+    assert list(one.phases) == [1] and "outside=0 leaves one phase (1)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="napari_xrayseg.core.microstructure"):
+        two = analyze(mask, **kw)
+    assert list(two.phases) == [0, 1] and "region's sides" not in caplog.text
+    three = np.where(mask, 1, 2).astype(np.uint8)
+    three[:, :20][mask[:, :20]] = 3
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="napari_xrayseg.core.microstructure"):
+        m = analyze(three, tpb_phases=(1, 2, 9), phases=(1, 2, 7), **kw)
+    assert m.tpb_density == 0 and "tpb_phases [1, 2, 9]: [9] absent" in caplog.text
+    assert "phases [7] are absent" in caplog.text
+    with pytest.raises(InputError, match=r"^labels \(slices 0\.\.1\) hold negative values"):
+        analyze(np.full((2, 4, 4), -1, np.int16), **kw)

@@ -649,9 +649,9 @@ def _as_small(block: np.ndarray, where: str) -> np.ndarray:
     if block.dtype == np.bool_:
         return block.astype(np.uint8)
     if block.dtype.kind == "i" and block.size and block.min() < 0:
-        raise InputError(f"labels ({where}) hold negative values: use label values 0..{_MAX_LABEL}")
+        raise InputError(f"{where} hold negative values: use label values 0..{_MAX_LABEL}")
     if block.size and block.max() > _MAX_LABEL:
-        raise InputError(f"labels ({where}) hold values up to {block.max()}: use phase values 0..{_MAX_LABEL}")
+        raise InputError(f"{where} hold values up to {block.max()}: use phase values 0..{_MAX_LABEL}")
     return block
 
 
@@ -1260,18 +1260,30 @@ def iter_analyze(
         )
     if outside is not None and 0 <= outside < nb:
         sides[outside] = 0
+    on_sides = int(sides.sum())  # with outside=None, label 0 too: the share below is of every side voxel
     if outside is None:
         sides[0] = 0  # label 0 on the sides is most likely no data: the warning above names outside=0 for it
-    if envelope is None and len(present) > 1 and sides.sum() and sides.max() >= ENVELOPE_HINT * sides.sum():
+    if envelope is None and len(present) > 1 and on_sides and sides.max() >= ENVELOPE_HINT * on_sides:
         top = int(sides.argmax())
         log.warning(
             "label %d holds %.0f %% of the region's sides: if the sample stands in it (a pillar in air), pass "
             "envelope=%d (--envelope %d) so that it is not counted as the sample's; if it is the sample's "
             "matrix (pores or particles inside it), the numbers stand as they are",
             top,
-            100 * sides[top] / sides.sum(),
+            100 * sides[top] / on_sides,
             top,
             top,
+        )
+    if outside is not None and n_out and len(present) < 2:
+        log.warning(
+            "outside=%d leaves %s in the sample: label %d (%.0f %% of the region) is counted as outside it, "
+            "not as a phase; if it is a phase (the pores of a 0/1 mask), pass outside=None (no --outside; "
+            "in the Analyze widget untick 'label %d is outside the sample')",
+            outside,
+            f"one phase ({present[0]})" if present else "no phase",
+            outside,
+            100 * n_out / n_vox,
+            outside,
         )
     if tpb_phases is None and len(present) > 3:
         small = [p for p in present if counts[p] < 1e-3 * n_data]
@@ -1285,7 +1297,15 @@ def iter_analyze(
     chosen = present if phases is None else [int(p) for p in phases]
     missing = [p for p in chosen if p not in present]
     if phases is not None and missing:
-        log.info("phases %s are absent from the labels", missing)
+        log.warning("phases %s are absent from the labels (present: %s): their numbers are 0", missing, present)
+    absent_tpb = [p for p in tpb_phases or () if p not in present]
+    if absent_tpb:
+        log.warning(
+            "tpb_phases %s: %s absent from the labels (present: %s), so the TPB density is 0",
+            list(tpb_phases or ()),
+            absent_tpb,
+            present,
+        )
     names = _names(chosen, class_names)
     volume = n_data * float(np.prod(spacing))
     surf_factor = 1.0 / ISOTROPIC_STAIRCASE if surface == "faces" else 1.0
