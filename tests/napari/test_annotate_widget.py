@@ -283,3 +283,48 @@ def test_new_data_in_the_image_layer_gets_a_preview_of_its_own(make_napari_viewe
     viewer.dims.set_current_step(0, 3)  # the preview computed before the new data is not reused either
     qtbot.waitUntil(lambda: not w.preview_runner.busy and _preview_shows(w, viewer, 3), timeout=60_000)
     np.testing.assert_array_equal(w.preview_layer.data[0], _pred(rescaled, model, 3))
+
+
+def test_a_model_chosen_while_a_round_runs_stays_and_the_round_keeps_its_own_name(
+    make_napari_viewer, qtbot, trained, tmp_path, monkeypatch
+):
+    """The round trained from A was saved as B-r1 and replaced the user's new choice B (QA, session 36); a
+    failed or cancelled job left "training..." / "ranking slices..." in the status line."""
+    import shutil
+    import threading
+
+    import napari_xrayseg._napari.annotate_widget as aw
+
+    image, truth, ann, path = trained
+    a = shutil.copy(path, tmp_path / "A.safetensors")
+    b = shutil.copy(path, tmp_path / "B.safetensors")
+    go = threading.Event()
+    real = aw.iter_continue_training
+
+    def held(*args, **kwargs):  # the round waits until the test has chosen B
+        go.wait(60)
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(aw, "iter_continue_training", held)
+    viewer, w, lab = _viewer(make_napari_viewer, trained, show=False)
+    w._live.value = False
+    w._model_file.value = a
+    w._fraction.value = 0.05
+    w._train.clicked.emit()
+    assert w.runner.running
+    w._model_file.value = b  # chosen mid-round
+    chosen = w.model
+    go.set()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    assert (tmp_path / "A-r1.safetensors").exists() and not (tmp_path / "B-r1.safetensors").exists()
+    assert w.model is chosen and str(w._model_file.value) == str(b)
+    assert "A-r1.safetensors" in w._status.value and "B.safetensors, stays in use" in w._status.value
+
+    def broken(*args, **kwargs):
+        raise aw.InputError("no annotations to learn from")
+        yield
+
+    monkeypatch.setattr(aw, "iter_continue_training", broken)
+    w._train.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert w._status.value.startswith("Continue training failed: no annotations")

@@ -49,6 +49,7 @@ def test_export_and_import_through_the_widget(make_napari_viewer, qtbot, tmp_pat
     assert len(errors) == 1 and "exists: choose another path" in errors[0]
     assert "overwrite" not in errors[0]  # the widget has no overwrite: it does not offer one
     assert (tmp_path / "back.safetensors").read_bytes() == model.read_bytes()
+    assert w._info.value.startswith("Importing failed:")  # it said "wrote back.safetensors" still
 
 
 def test_missing_inputs_are_notified_and_start_nothing(make_napari_viewer, monkeypatch, tmp_path):

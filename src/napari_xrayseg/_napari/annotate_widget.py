@@ -196,8 +196,8 @@ class AnnotateWidget(JobWidget):
         self._train = PushButton(text="Continue training")
         self._status = text_label("choose a trained model")
         self.plot = UncertaintyPlot()
-        self.runner = JobRunner(self._train, "Continue training")
-        self.suggest_runner = JobRunner(self._suggest, "Suggest slices")
+        self.runner = JobRunner(self._train, "Continue training", status=self._status)  # and how it ended
+        self.suggest_runner = JobRunner(self._suggest, "Suggest slices", status=self._status)
         self.preview_runner = LatestRunner("Preview")
         self._model_file.changed.connect(self._on_model_file)
         self._live.changed.connect(lambda _v: self.refresh_preview())
@@ -539,9 +539,9 @@ class AnnotateWidget(JobWidget):
             iter_continue_training,
             desc="Continue training",
             total=1,
-            on_returned=lambda m: self._trained(m, before, cancelled=False),
+            on_returned=lambda m: self._trained(m, before, model_file, cancelled=False),
             on_yielded=self._on_progress,
-            on_cancelled=lambda e: self._trained(getattr(e, "result", None), before, cancelled=True),
+            on_cancelled=lambda e: self._trained(getattr(e, "result", None), before, model_file, cancelled=True),
             salvage=salvage,
             **kwargs,
         )
@@ -565,17 +565,30 @@ class AnnotateWidget(JobWidget):
             n += 1
         return path
 
-    def _trained(self, model: Model | None, before: Model | None, *, cancelled: bool) -> None:
+    def _trained(self, model: Model | None, before: Model | None, model_file: str, *, cancelled: bool) -> None:
+        """A round ended: save it beside the model it started from (``model_file``) and use it.
+
+        A model chosen while the round ran is the user's choice: the round is saved (named after
+        its own start) and said where, and the chosen model stays.
+        """
         if model is None or model is before:
             msg = "training cancelled; keeping the model from before the round" if cancelled else "no change"
             self._status.value = msg
             show_info(msg)
             return
         try:
-            path = save_model(model, self._round_path(model))
+            path = save_model(model, self._round_path(model, model_file))
         except XraysegError as e:
             show_warning(f"could not save the new model: {e}")
             path = None
+        if self.model is not before:  # another model was chosen meanwhile: it stays
+            msg = (
+                f"the round on {Path(model_file).name} ended{' (cancelled)' if cancelled else ''}: saved to {path}; "
+                f"the model chosen meanwhile, {Path(str(self._model_file.value)).name}, stays in use"
+            )
+            self._status.value = msg
+            show_info(msg)
+            return
         self.model = model
         self._last = None
         if path is not None:

@@ -46,16 +46,16 @@ class ModelWidget(JobWidget):
         self._package = FileEdit(label="Package", mode="w", filter="*.zip", value="")
         self._authors = LineEdit(label="Authors", value="", tooltip="names, separated by commas")
         self._license = LineEdit(label="Licence", value="CC-BY-4.0", tooltip="SPDX identifier")
+        self._info = text_label("")  # how the last job ended (its runner writes progress, failure, cancel)
         self._export = PushButton(text="Export to bioimage.io")
-        self.export_runner = JobRunner(self._export, "Export to bioimage.io")
+        self.export_runner = JobRunner(self._export, "Export to bioimage.io", status=self._info)
         self._export.changed.connect(lambda: self.export_runner.toggle(self._export_inputs, self._start_export))
 
         self._source = FileEdit(label="Import package", mode="r", filter="*.zip", value="")
         self._target = FileEdit(label="Save model as", mode="w", filter="*.safetensors", value="")
         self._import = PushButton(text="Import")
-        self.runner = JobRunner(self._import, "Import")  # the widget's "latest job" for tests is the import
+        self.runner = JobRunner(self._import, "Import", status=self._info)  # the "latest job" for tests
         self._import.changed.connect(lambda: self.runner.toggle(self._import_inputs, self._start_import))
-        self._info = text_label("")
         self.extend(
             [
                 Label(value="Export (needs napari-xrayseg[bioimageio])"),
