@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_xrayseg.core.errors import Cancelled, ClusterError, InputError, OutputExistsError
+from napari_xrayseg.core.errors import Cancelled, ClusterError, InputError, OutputExistsError, for_cli, for_gui
 from napari_xrayseg.core.inference import (
     SlabMarkers,
     output_complete,
@@ -155,8 +155,10 @@ def test_resume_refuses_another_model_or_settings(tmp_path, vol, tiny_model):
     with pytest.raises(Cancelled):
         segment(vol, tiny_model, out=out, cancel=token, **KW)
     other = init_model("unet", size="tiny", classes=3, tile=32, seed=1)
-    with pytest.raises(InputError, match="different model weights"):
+    with pytest.raises(InputError, match="different model weights") as e:
         segment(vol, other, out=out, resume=True, **KW)
+    assert for_cli(e.value).endswith("or add --overwrite to start again")
+    assert for_gui(e.value).endswith("or choose a new output to start again")  # the widgets have no overwrite
     with pytest.raises(InputError, match="axis"):
         segment(vol, tiny_model, out=out, resume=True, axis=1, **KW)
     with pytest.raises(InputError, match="different nodata"):

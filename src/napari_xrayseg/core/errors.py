@@ -31,6 +31,11 @@ __all__ = [
 #: Messages name the API's argument with the CLI option in brackets, e.g. "pass overwrite=True
 #: (--overwrite)"; the CLI and the widgets each show only their own words.
 _FIXES = (
+    (  # before the shorter fix below, which it starts with
+        ", or pass overwrite=True (--overwrite) to start again",
+        ", or add --overwrite to start again",
+        ", or choose a new output to start again",
+    ),
     (" or pass overwrite=True (--overwrite)", " or add --overwrite", ""),  # widgets never overwrite
     ("pass ignore_zero=False", "add --zero-is-class", "tick 'Treat 0 as a class'"),
     ("use --tile ", "use --tile ", "choose a Tile window of at most "),
@@ -64,6 +69,8 @@ def for_gui(message: object) -> str:
 
     >>> for_gui("output a.zarr exists: choose another path or pass overwrite=True (--overwrite)")
     'output a.zarr exists: choose another path'
+    >>> for_gui("use the same settings, or pass overwrite=True (--overwrite) to start again")
+    'use the same settings, or choose a new output to start again'
     """
     return _reword(message, 2)
 

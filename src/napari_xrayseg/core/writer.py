@@ -487,10 +487,15 @@ def _check_resumable(path: Path, meta: dict[str, Any]) -> None:
     if not diff and old.get("input_digest") not in (None, meta.get("input_digest")):  # older outputs: no digest
         raise InputError(
             f"cannot resume {path}: it was written from another image (the same shape, other grey levels); "
-            "give the image it was started from, or --overwrite to start again"
+            "give the image it was started from, or pass overwrite=True (--overwrite) to start again"
         )
     if diff:
-        names = {"model_sha256": "model weights", "slab": "slab depth", "normalization": "normalisation"}
+        names = {
+            "model_sha256": "model weights",
+            "slab": "slab depth",
+            "normalization": "normalisation",
+            "tta": "test-time views (tta)",
+        }
         slab = (
             f" (the slab depth follows the image's chunks unless given: pass --slab {old['slab']})"
             if "slab" in diff and old.get("slab")
@@ -499,7 +504,7 @@ def _check_resumable(path: Path, meta: dict[str, Any]) -> None:
         raise InputError(
             f"cannot resume {path}: it was written with a different "
             f"{', '.join(names.get(k, k) for k in diff)}{slab}; "
-            "use the same model and settings, or --overwrite to start again"
+            "use the same model and settings, or pass overwrite=True (--overwrite) to start again"
         )
 
 
