@@ -328,3 +328,33 @@ def test_a_model_chosen_while_a_round_runs_stays_and_the_round_keeps_its_own_nam
     w._train.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
     assert w._status.value.startswith("Continue training failed: no annotations")
+
+
+def test_copy_prediction_lands_in_the_slice_clicked_after_the_slider_moved_on(
+    make_napari_viewer, qtbot, trained, monkeypatch
+):
+    """Copy on slice 3, then at once slice 4, before slice 3's preview came back: nothing was copied, without a
+    word (the result was stale, and the slider's next preview had replaced the copy's request)."""
+    import threading
+
+    import napari_xrayseg._napari.annotate_widget as aw
+
+    image, truth, ann, path = trained
+    go = threading.Event()
+    real = aw._preview
+    monkeypatch.setattr(aw, "_preview", lambda **kw: (go.wait(60), real(**kw))[1])
+    viewer, w, lab = _viewer(make_napari_viewer, trained, show=False)
+    viewer.dims.set_current_step(0, 3)
+    w._model_file.value = path  # slice 3's preview is held
+    before = lab.data.copy()
+    w._copy.clicked.emit()
+    viewer.dims.set_current_step(0, 4)  # moved on before it came back
+    viewer.dims.set_current_step(0, 6)
+    go.set()
+    qtbot.waitUntil(lambda: not w.preview_runner.busy, timeout=60_000)
+    pred = _pred(image, load_model(path), 3)
+    changed = lab.data != before
+    assert changed[3].any() and not np.delete(changed, 3, axis=0).any()
+    np.testing.assert_array_equal(lab.data[3][changed[3]], pred[changed[3]])
+    assert "copied" in w._status.value and "slice 3" in w._status.value
+    assert _preview_shows(w, viewer, 6)  # and the slider's latest preview is shown

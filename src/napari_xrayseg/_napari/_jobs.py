@@ -446,19 +446,35 @@ class LatestRunner:
         self.desc = desc
         self.job: Any = None
         self._pending: tuple[Any, Callable[..., Any], Callable[[Any, Any], None], dict[str, Any]] | None = None
+        self._kept: list[tuple[Any, Callable[..., Any], Callable[[Any, Any], None], dict[str, Any]]] = []
         self._running = False
         self._closed = False
 
     @property
     def busy(self) -> bool:
         """Whether a job is running or waiting."""
-        return self._running or self._pending is not None
+        return self._running or self._pending is not None or bool(self._kept)
 
-    def request(self, key: Any, fn: Callable[..., Any], on_returned: Callable[[Any, Any], None], **kwargs: Any) -> None:
-        """Run ``fn(**kwargs)`` as soon as the running job (if any) is done; drop older waiting requests."""
+    def request(
+        self,
+        key: Any,
+        fn: Callable[..., Any],
+        on_returned: Callable[[Any, Any], None],
+        *,
+        keep: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """Run ``fn(**kwargs)`` as soon as the running job (if any) is done; drop older waiting requests.
+
+        A request with ``keep`` (one the user asked for, e.g. a copy) is never dropped: such
+        requests run in order, before the latest of the others.
+        """
         if self._closed:
             return
-        self._pending = (key, fn, on_returned, kwargs)
+        if keep:
+            self._kept.append((key, fn, on_returned, kwargs))
+        else:
+            self._pending = (key, fn, on_returned, kwargs)
         if not self._running:
             self._launch()
 
@@ -466,12 +482,16 @@ class LatestRunner:
         """Drop waiting requests and the running job's result (the GUI is going away)."""
         self._closed = True
         self._pending = None
+        self._kept.clear()
 
     def _launch(self) -> None:
-        if self._pending is None or self._closed:
+        if (self._pending is None and not self._kept) or self._closed:
             return
-        key, fn, on_returned, kwargs = self._pending
-        self._pending = None
+        if self._kept:
+            key, fn, on_returned, kwargs = self._kept.pop(0)
+        else:
+            key, fn, on_returned, kwargs = self._pending  # type: ignore[misc]
+            self._pending = None
 
         def returned(result: Any) -> None:
             if not self._closed:

@@ -343,8 +343,8 @@ class AnnotateWidget(JobWidget):
             if k == self._key():  # a stale result (the user moved on) is not shown
                 if self._live.value:
                     self._show(k, lab)
-                if then is not None:
-                    then(k, lab)
+            if then is not None:  # but what the user asked of it is done: a copy into the slice clicked
+                then(k, lab)
 
         try:
             image = self._image_data(strict=False)
@@ -362,6 +362,7 @@ class AnnotateWidget(JobWidget):
             axis=key[2],
             norms=self._norms,
             norm_key=norm_key,
+            keep=then is not None,  # a copy is not dropped for the next slider move
         )
 
     def _show(self, key: tuple[Any, ...], lab: np.ndarray) -> None:
