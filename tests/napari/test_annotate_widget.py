@@ -309,6 +309,7 @@ def test_a_model_chosen_while_a_round_runs_stays_and_the_round_keeps_its_own_nam
     viewer, w, lab = _viewer(make_napari_viewer, trained, show=False)
     w._live.value = False
     w._model_file.value = a
+    assert w._status.value == "model: A.safetensors (first training)"  # it said "1 round(s)", its round 1 "2"
     w._fraction.value = 0.05
     w._train.clicked.emit()
     assert w.runner.running
@@ -319,6 +320,8 @@ def test_a_model_chosen_while_a_round_runs_stays_and_the_round_keeps_its_own_nam
     assert (tmp_path / "A-r1.safetensors").exists() and not (tmp_path / "B-r1.safetensors").exists()
     assert w.model is chosen and str(w._model_file.value) == str(b)
     assert "A-r1.safetensors" in w._status.value and "B.safetensors, stays in use" in w._status.value
+    w._model_file.value = tmp_path / "A-r1.safetensors"
+    assert w._status.value == "model: A-r1.safetensors (first training + 1 round)"
 
     def broken(*args, **kwargs):
         raise aw.InputError("no annotations to learn from")

@@ -253,8 +253,9 @@ class AnnotateWidget(JobWidget):
             raise InputError("the model was never trained: train it first (Train widget), then annotate with it")
         self.model = model
         self._last = None
-        rounds = len(model.info.train.get("rounds") or [None])
-        self._status.value = f"model: {Path(model.path).name if model.path else 'in memory'}, {rounds} round(s)"
+        rounds = len(model.info.train.get("rounds") or [None]) - 1  # round 0 is the first training
+        after = "first training" if rounds == 0 else f"first training + {rounds} round{'s' * (rounds > 1)}"
+        self._status.value = f"model: {Path(model.path).name if model.path else 'in memory'} ({after})"
         self.refresh_preview()
 
     def _on_model_file(self, value: Any) -> None:
