@@ -378,6 +378,22 @@ class JobWidget(Container):
                 inner.removeWidget(row)
                 self._outer.addWidget(row)
 
+    def span(self, *widgets: Any) -> None:
+        """Give ``widgets`` (plots, tables, status lines) the form's whole width, without the label column.
+
+        In a labelled form they sat in the value column: at napari's default window the Annotate
+        plot was 256 px wide, its legend over its data, and the Train plot's ticks ran together.
+        """
+        inner = self._page.layout()
+        for w in widgets:
+            row = w.native
+            while row.parentWidget() is not None and row.parentWidget() is not self._page:
+                row = row.parentWidget()  # magicgui's row of a labelled widget
+            if row is w.native or row.parentWidget() is not self._page:
+                continue
+            inner.insertWidget(inner.indexOf(row), w.native)  # takes it out of its row
+            row.hide()
+
     @property
     def _job(self) -> Any:
         return self.runner.job

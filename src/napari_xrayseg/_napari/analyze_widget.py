@@ -190,6 +190,7 @@ class AnalyzeWidget(JobWidget):
         )
         self._set_result_enabled(False)
         self._plot_box.visible = self._profile_box.visible = False  # no empty white plots before a result
+        self.span(self._plot_box, self._profile_box, self._summary)  # the whole width: readable plots
         self._follow_layers(viewer)
         self._on_layer_chosen()
 

@@ -244,6 +244,7 @@ class AnnotateWidget(JobWidget):
                 self._status,
             ]
         )
+        self.span(self.plot, self._status)  # the whole width: a readable plot, the suggestions in fewer lines
         self._follow_layers(viewer)
 
     # ------------------------------------------------------------------ model

@@ -144,6 +144,7 @@ class EvaluateWidget(JobWidget):
                 self._export,
             ]
         )
+        self.span(self._plot_box, self._summary)  # the whole width: a readable plot and summary
         self._set_result_enabled(False)
         self._plot_box.visible = False  # shown with a report that has per-slice scores
         self._follow_layers(viewer, self._on_layers_changed)

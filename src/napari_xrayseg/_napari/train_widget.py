@@ -345,6 +345,7 @@ class TrainWidget(JobWidget):
                 self._run,
             ]
         )
+        self.span(self.plot, self._status)  # the whole width: readable ticks and labels
         self.pin(self._run)  # Train / Cancel in view in a short window (napari's bar shows the progress)
         self._follow_layers(viewer)
         self._on_image(self._image.value)
