@@ -53,6 +53,7 @@ def test_analyze_json_csv_shape_units_and_names(tmp_path, capsys):
     assert ni["name"] == "nickel"
     assert set(ni) == {
         "name",
+        "voxels",
         "volume_fraction",
         "specific_surface_area",
         "largest_cluster_fraction",

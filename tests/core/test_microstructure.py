@@ -361,6 +361,7 @@ def test_json_shape_and_files_never_overwritten(tmp_path):
     assert set(d["phases"]) == {"1", "2", "3"}
     assert set(d["phases"]["1"]) == {
         "name",
+        "voxels",
         "volume_fraction",
         "specific_surface_area",
         "largest_cluster_fraction",
@@ -370,6 +371,7 @@ def test_json_shape_and_files_never_overwritten(tmp_path):
         "size_distribution",
     }
     assert d["phases"]["1"]["percolates"] == {"z": False, "y": False, "x": False}
+    assert Microstructure.from_dict(d).phases[1].voxels == m.phases[1].voxels > 0  # it came back as 0
     assert d["phases"]["1"]["tortuosity"] == {"z": None, "y": None, "x": None}
     assert d["tpb_density"] > 0
     assert Microstructure.from_dict(d).to_dict() == d

@@ -173,11 +173,13 @@ class PhaseStats:
         Returns
         -------
         dict
-            ``name``, ``volume_fraction``, ``specific_surface_area``, ``largest_cluster_fraction``,
-            ``percolates``, ``tortuosity``, ``mean_size``, ``size_distribution``.
+            ``name``, ``voxels``, ``volume_fraction``, ``specific_surface_area``,
+            ``largest_cluster_fraction``, ``percolates``, ``tortuosity``, ``mean_size``,
+            ``size_distribution``.
         """
         return {
             "name": self.name,
+            "voxels": self.voxels,  # from_dict reads it back (it came back as 0)
             "volume_fraction": self.volume_fraction,
             "specific_surface_area": self.specific_surface_area,
             "largest_cluster_fraction": self.largest_cluster_fraction,
