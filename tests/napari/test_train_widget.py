@@ -261,3 +261,34 @@ def test_the_widget_passes_its_seed_and_steps_so_a_cli_run_can_be_repeated(make_
     w._precision.value, w._loss.value, w._schedule.value = "fp32", "ce", "step"
     kw = w._inputs()
     assert (kw["precision"], kw["loss"], kw["schedule"]) == ("fp32", "ce", "step")
+
+
+def test_an_image_replaced_while_training_is_not_segmented_under_its_name(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    """With "Segment the image when done", the old data's labels were laid over the layer's new data."""
+    import threading
+
+    import napari_xrayseg._napari.train_widget as tw
+
+    go = threading.Event()
+    real = tw.iter_train
+
+    def held(*args, **kwargs):
+        go.wait(60)
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(tw, "iter_train", held)
+    warnings = []
+    monkeypatch.setattr(tw, "show_warning", warnings.append)
+    viewer = make_napari_viewer()
+    _setup(viewer)
+    w = TrainWidget(viewer)
+    _configure(w, tmp_path / "m.safetensors")
+    w._epochs.value, w._context.value = 1, 3
+    w._run.clicked.emit()
+    viewer.layers["img"].data = viewer.layers["img"].data[::-1].copy()  # another scan in the same layer
+    go.set()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    assert (tmp_path / "m.safetensors").exists() and "img labels" not in viewer.layers
+    assert any("holds other data than it was trained on" in m for m in warnings)

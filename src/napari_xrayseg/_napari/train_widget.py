@@ -259,6 +259,7 @@ class TrainWidget(JobWidget):
         )
         self._device = ComboBox(label="Device", choices=["auto", *available_devices()], value=_T.device)
         self._curves_of: str | None = None  # the candidate start whose curves the plot shows
+        self._data_trained: Any = None  # the image layer's data when training started
         self._start_from = ComboBox(
             label="Start weights",
             choices=[AUTO_START, RANDOM_START, PRETRAINED],
@@ -478,6 +479,7 @@ class TrainWidget(JobWidget):
         self.plot.clear()
         self._curves_of = None
         layer = self._image.value
+        self._data_trained = layer.data  # "Segment the image when done" segments this data, not newer data
         self._status.value = "training..."
         total = kwargs["epochs"] if kwargs["minutes"] is None else 1000  # per mille of the time budget
         self.runner.start(
@@ -592,7 +594,12 @@ class TrainWidget(JobWidget):
         )
         self._status.value = msg
         show_info(msg)
-        if self._segment_after.value:
+        if self._segment_after.value and layer.data is not self._data_trained:
+            show_warning(  # its labels would lie over other data under the layer's name
+                f"{layer.name!r} holds other data than it was trained on: not segmented; segment it with the "
+                "Segment widget and the saved model"
+            )
+        elif self._segment_after.value:
             self.runner.after_finish(lambda: self._segment(model, layer, kwargs))
 
     def _segment(self, model: Model, layer: Any, kwargs: dict[str, Any]) -> None:
