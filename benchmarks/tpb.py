@@ -30,6 +30,7 @@ import math
 import numpy as np
 
 from napari_xrayseg import analyze
+from napari_xrayseg.core.sample import triple_line
 
 logging.disable(logging.WARNING)
 KW = {"tortuosity": False, "connectivity": False, "mean_size": False}
@@ -103,22 +104,13 @@ def circles(scale: float, seed: int = 702) -> None:
 def lines(n: int) -> None:
     """One straight line per direction and turn: uncorrected length / (|u|_1 L)."""
     for u in [(0, 1, 1), (1, 1, 1), (1, 2, 3), (1, 3, 7)]:
-        u = np.array(u, float) / np.linalg.norm(u)
-        c = np.array([n / 2 - 0.377, n / 2 - 0.19, n / 2 - 0.71])
-        e1 = np.cross(u, [1.0, 0, 0] if abs(u[0]) < 0.9 else [0, 1.0, 0])
-        e1 /= np.linalg.norm(e1)
-        e2 = np.cross(u, e1)
-        r = np.stack(np.meshgrid(*[np.arange(n, dtype=float)] * 3, indexing="ij"), -1) - c
-        t = [((0 - c[i]) / u[i], (n - 1 - c[i]) / u[i]) for i in range(3) if abs(u[i]) > 1e-12]
-        length = min(max(a) for a in t) - max(min(a) for a in t)
         out = []
         for turn in (0, 30, 60):
-            ang = (np.degrees(np.arctan2(r @ e2, r @ e1)) + turn) % 360
-            lab = np.where(ang < 180, 1, np.where(ang < 270, 2, 3)).astype(np.uint8)
+            lab, length = triple_line(n, u, turn)
             m = analyze(lab, tpb_correction=1, **KW)
-            l1 = np.abs(u).sum() * length
+            l1 = np.abs(np.array(u, float) / np.linalg.norm(u)).sum() * length
             out.append(f"{turn:2d} deg {m.tpb_density * m.volume / l1:.3f} (edges {m.tpb_edges / l1:.3f})")
-        print(f"line u={np.round(u, 3)}: " + "; ".join(out))
+        print(f"line u={u}: " + "; ".join(out))
 
 
 def main() -> None:

@@ -161,24 +161,16 @@ def test_tpb_of_a_straight_line_is_its_crossings_whatever_the_interfaces_turn(u)
     its interfaces turned about it: the edges where all three phases meet counted 1.0 to 1.5 x |u|_1 L
     depending on the turn (two parallel edges where interfaces meet obliquely: +18.5 % on a random
     structure); the layers' crossings count |u|_1 L (within 2.2 % here, session 36's QA)."""
-    n = 48
-    u = np.array(u, float) / np.linalg.norm(u)
-    c = np.array([n / 2 - 0.377, n / 2 - 0.19, n / 2 - 0.71])
-    e1 = np.cross(u, [1.0, 0, 0] if abs(u[0]) < 0.9 else [0, 1.0, 0])
-    e1 /= np.linalg.norm(e1)
-    e2 = np.cross(u, e1)
-    r = np.stack(np.meshgrid(*[np.arange(n, dtype=float)] * 3, indexing="ij"), -1) - c
-    t = [((0 - c[i]) / u[i], (n - 1 - c[i]) / u[i]) for i in range(3) if abs(u[i]) > 1e-12]
-    length = min(max(a) for a in t) - max(min(a) for a in t)  # the line inside the voxel centres' box
+    from napari_xrayseg.core.sample import triple_line
+
     ratios = []
     for turn in (0, 30, 60):
-        ang = (np.degrees(np.arctan2(r @ e2, r @ e1)) + turn) % 360
-        lab = np.where(ang < 180, 1, np.where(ang < 270, 2, 3)).astype(np.uint8)
+        lab, length = triple_line(48, u, turn)
         m = analyze(lab, tpb_correction=1, connectivity=False, mean_size=False, tortuosity=False)
         ratios.append((m.tpb_edges / length, m.tpb_density * m.volume / length))
         kw = {"tpb_correction": 1, "connectivity": False, "mean_size": False, "tortuosity": False}
         assert analyze(lab, block_slices=5, **kw).tpb_density == pytest.approx(m.tpb_density)  # slab by slab
-    l1 = np.abs(u).sum()
+    l1 = np.abs(np.array(u, float) / np.linalg.norm(u)).sum()
     assert max(e for e, _ in ratios) > 1.1 * l1  # the edges over-count at some turn
     for _, crossings in ratios:
         assert crossings == pytest.approx(l1, rel=0.03)
