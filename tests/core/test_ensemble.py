@@ -167,7 +167,7 @@ def test_tta_views_are_recorded_and_resume_needs_the_same(tmp_path, tiny_model):
     out = tmp_path / "o.zarr"
     segment(vol, tiny_model, tta=2, out=out, **KW)
     assert zarr.open_array(store=str(out)).attrs["napari_xrayseg"]["tta"] == 2
-    with pytest.raises(InputError, match="different tta"):
+    with pytest.raises(InputError, match=r"different test-time views \(tta\)"):
         segment(vol, tiny_model, tta=True, out=out, resume=True, **KW)
     segment(vol, tiny_model, out=tmp_path / "plain.zarr", **KW)  # none recorded as before: false
     assert zarr.open_array(store=str(tmp_path / "plain.zarr")).attrs["napari_xrayseg"]["tta"] is False
