@@ -107,11 +107,29 @@ class WorkerSpec:
         pred = _cached(("model", *key, plan.precision), make_predictor)
         nodata = self.config.nodata  # voxels equal to it are without data, as build_job reads them here
         image = _cached(  # as build_job reads it: no-data marked, a multi-channel model's channels split
-            ("image", self.image, self.dataset, nodata, str(mp)),
+            # the file's identity too: a scan written again under its name was read from the old handle
+            ("image", self.image, _identity(self.image), self.dataset, nodata, str(mp)),
             lambda: _channel_input(mark_missing(open_volume(self.image, dataset=self.dataset), nodata), pred.model),
         )
         writer = _cached(("writer", self.run), lambda: StoreWriter(self.layout))
         return SegmentJob(image, list(self.plans), self.merger, writer, self.config, pred)
+
+
+def _identity(path: str | os.PathLike) -> tuple[int, ...]:
+    """A file's (or a store folder's) inode, size and modification time, as the worker sees it: () if absent.
+
+    A zarr store is a folder whose own times change when chunks are added or removed; its
+    ``zarr.json`` / ``.zarray`` is rewritten when the array is made again.
+    """
+    p = Path(path)
+    out: list[int] = []
+    for f in (p, p / "zarr.json", p / ".zarray", p / ".zgroup"):
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        out += [st.st_ino, st.st_size, st.st_mtime_ns]
+    return tuple(out)
 
 
 def _run_slab(spec: WorkerSpec, i: int, r: tuple[int, int]) -> tuple[int, int]:
@@ -121,13 +139,42 @@ def _run_slab(spec: WorkerSpec, i: int, r: tuple[int, int]) -> tuple[int, int]:
     return r
 
 
+#: seconds a run waits with no dask worker left (jobs past their walltime) before it stops and says so
+NO_WORKERS_TIMEOUT = 60.0
+
+
 class ClusterExecutor:
     """Runs a job's slabs as dask tasks, yielding each as it finishes (cancel is polled)."""
 
     where = " on the cluster"
 
+    def _no_workers(self, since: float | None) -> float | None:
+        """When the scheduler has had no worker for :data:`NO_WORKERS_TIMEOUT` s, raise; else since when it has none.
+
+        With every worker gone (a batch system's jobs reached their walltime) dask waits for
+        new ones without end: the run hung at its last percentage without a word.
+        """
+        now = time.monotonic()
+        if now - self._asked < 1.0:  # asked at most once a second
+            return since
+        self._asked = now
+        try:
+            workers = self.client.scheduler_info().get("workers") or {}
+        except Exception:  # noqa: BLE001 - a lost scheduler is reported by the futures themselves
+            return None
+        if workers:
+            return None
+        since = now if since is None else since
+        if now - since >= NO_WORKERS_TIMEOUT:
+            raise ClusterError(
+                f"no dask worker left on the cluster for {NO_WORKERS_TIMEOUT:.0f} s (their jobs ended or died); "
+                "the slabs finished so far are kept: start workers and run again with --resume"
+            )
+        return since
+
     def __init__(self, client: Any, spec: WorkerSpec, cancel: CancelToken | None = None) -> None:
         self.client, self.spec, self.cancel = client, spec, cancel
+        self._asked = 0.0  # when the scheduler was last asked for its workers
 
     def run(self, i: int, todo: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
         """Submit the slabs ``todo`` of pass ``i``; yield each range once a worker wrote it.
@@ -149,10 +196,12 @@ class ClusterExecutor:
         ]
         try:
             pending = as_completed(futures)
+            alone_since: float | None = None  # since when the scheduler has had no worker
             while not pending.is_empty():
                 check(self.cancel)  # polled, so a cancel does not wait for the next slab to finish
                 finished = pending.next_batch(block=False)
                 if not finished:
+                    alone_since = self._no_workers(alone_since)
                     time.sleep(0.05)
                     continue
                 for fut in finished:
@@ -224,7 +273,7 @@ def _client(client: Any, scheduler: str | None, workers: int | None, threads_per
             scheduler_kwargs={"dashboard": False},
             # the workers' own warnings ("Async instruction ... ended with CancelledError" for each slab a
             # cancel cut short) are noise to a user: their errors still show
-            silence_logs=logging.ERROR,
+            silence_logs=logging.CRITICAL,  # a task's error reaches the client, which says it in one line
         )
     except Exception as e:  # "Nanny failed to start" and kin: name the usual cause
         raise ClusterError(

@@ -361,10 +361,10 @@ class StoreWriter:
         import zarr
 
         pyramid = bool(meta["pyramid"])
-        layout = StoreLayout(
-            labels=str(labels.path),
+        layout = StoreLayout(  # absolute: dask workers started in another folder write where the client reads
+            labels=os.path.abspath(labels.path),
             labels_array="0" if pyramid else "",
-            confidence=str(confidence.path) if confidence is not None else None,
+            confidence=os.path.abspath(confidence.path) if confidence is not None else None,
             passes=passes,
             final=str(labels.final),
             replacing=labels.replacing,
