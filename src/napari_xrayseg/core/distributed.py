@@ -188,14 +188,19 @@ class ClusterExecutor:
 
         from distributed import KilledWorker, as_completed
 
-        futures = [
-            self.client.submit(
-                _run_slab, self.spec, i, r, pure=False, key=f"xrayseg-{self.spec.run}-p{i}-{r[0]}-{r[1]}"
+        # only the slabs not yet done are held: a finished one's result is released at once, so a worker
+        # lost later does not make dask compute the slabs it had finished again
+        futures = {
+            f.key: f
+            for f in (
+                self.client.submit(
+                    _run_slab, self.spec, i, r, pure=False, key=f"xrayseg-{self.spec.run}-p{i}-{r[0]}-{r[1]}"
+                )
+                for r in todo
             )
-            for r in todo
-        ]
+        }
         try:
-            pending = as_completed(futures)
+            pending = as_completed(list(futures.values()))
             alone_since: float | None = None  # since when the scheduler has had no worker
             while not pending.is_empty():
                 check(self.cancel)  # polled, so a cancel does not wait for the next slab to finish
@@ -205,6 +210,7 @@ class ClusterExecutor:
                     time.sleep(0.05)
                     continue
                 for fut in finished:
+                    futures.pop(fut.key, None)
                     try:
                         a, b = fut.result()  # re-raises a task's error here
                     except KilledWorker as e:
@@ -224,7 +230,7 @@ class ClusterExecutor:
                     yield a, b
         except BaseException:
             try:
-                self.client.cancel(futures)
+                self.client.cancel(list(futures.values()))
             except Exception:  # noqa: BLE001 - a closed client or lost scheduler: nothing left to cancel
                 log.debug("could not cancel the submitted slabs", exc_info=True)
             raise
