@@ -341,3 +341,26 @@ def test_a_constant_slice_is_taken_for_a_slice_without_data(caplog):
     dice = [evaluate(p, t, per_slice=False).mean_dice for p, t in zip(pred, truth)]
     assert min(dice[11], dice[13]) > 0.88 and np.mean(np.delete(dice, 12)) > 0.9
     assert evaluate(predict_slice(dead, model, 13, axis=0, device="cpu"), truth[13], per_slice=False).mean_dice > 0.88
+
+
+def test_training_takes_a_constant_slice_for_no_data_as_segment_does(caplog):
+    """A zero-filled slice among the annotated ones or their context: trained on as it was, while segment()
+    fills it from its neighbours and labels it 0; now no data in both, its annotations dropped."""
+    from napari_xrayseg.core.normalize import constant_slices_missing
+
+    img, truth = make_phantom((12, 48, 48), seed=5, preset="hard")[:2]
+    stacks = np.stack([img[0:3], img[4:7]]).astype(np.float32)
+    stacks[1, 0] = 0  # the context slice before an annotated slice, dead
+    out = constant_slices_missing(stacks, warn=False)
+    assert np.isnan(out[1, 0]).all() and np.isfinite(np.delete(out.reshape(-1, 48, 48), 3, axis=0)).all()
+    clean = img[:3]
+    assert constant_slices_missing(clean) is clean  # nothing constant: the same array, not a copy
+    raw = (img * 1000 + 2000).astype(np.uint16)
+    raw[5] = 0  # dead
+    ann = np.zeros_like(truth)
+    ann[[5, 8]] = truth[[5, 8]]
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        idx, x, lb = _view_rows(raw, ann, False, 0, 3, None, None)
+    assert idx == [5, 8] and (lb[0] == 0).all() and (lb[1] == truth[8]).all()  # the dead slice teaches nothing
+    np.testing.assert_array_equal(x[0, 1], x[0, 0])  # filled from its nearest slice with data, as segment() does
+    assert "constant slices" in caplog.text

@@ -323,7 +323,7 @@ def fill_missing(x: np.ndarray, fill: float = 0.0) -> tuple[np.ndarray, np.ndarr
     return out, miss
 
 
-def constant_slices_missing(data: np.ndarray, first: int = 0, axis: int = 0) -> np.ndarray:
+def constant_slices_missing(data: np.ndarray, first: int = 0, axis: int = 0, *, warn: bool = True) -> np.ndarray:
     """``data`` (slices first) with its constant slices as NaN (no data): a dead or zero-filled slice.
 
     A reconstruction holds noise in every slice it has data for; a slice with one value
@@ -331,7 +331,8 @@ def constant_slices_missing(data: np.ndarray, first: int = 0, axis: int = 0) -> 
     as it is, it was context unlike any scan, and a 3D network's labels of up to 14 neighbours
     suffered as they did from a slice of NaN (fixed in session 35). As no data it is labelled 0
     and filled from its nearest slice with data (:func:`~napari_xrayseg.core.normalize.fill_missing`).
-    ``first`` and ``axis`` only name the slices in the warning.
+    ``first`` and ``axis`` only name the slices in the warning (``warn=False``: none). ``data``
+    may also be stacks of slices (..., k, Y, X): each slice along axis -3 is checked.
 
     Examples
     --------
@@ -343,9 +344,9 @@ def constant_slices_missing(data: np.ndarray, first: int = 0, axis: int = 0) -> 
     >>> np.isnan(constant_slices_missing(x)).all(axis=(1, 2)).tolist()
     [False, True, True]
     """
-    if data.ndim != 3 or len(data) < 2 or data.shape[1] * data.shape[2] < 2:
-        return data
-    flat = data.reshape(len(data), -1)
+    if data.ndim < 3 or (data.ndim == 3 and len(data) < 2) or data.shape[-2] * data.shape[-1] < 2:
+        return data  # one slice: a constant image is refused by the normalisation
+    flat = data.reshape(-1, data.shape[-2] * data.shape[-1])
     if data.dtype.kind == "f":  # NaN outside a field of view: the voxels with data are constant
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a slice of NaN only: no data already
@@ -356,7 +357,9 @@ def constant_slices_missing(data: np.ndarray, first: int = 0, axis: int = 0) -> 
     if not const.any():
         return data
     out = data.astype(np.float32) if data.dtype.kind != "f" else data.copy()
-    out[const] = np.nan
+    out.reshape(flat.shape)[const] = np.nan
+    if not warn:
+        return out
     log.warning(
         "slices %s along axis %d are constant (%s): taken for slices without data, labelled 0 "
         "and filled from their neighbours for the network",

@@ -66,6 +66,7 @@ from .models import (
 from .normalize import (
     apply_normalization,
     compute_normalization,
+    constant_slices_missing,
     fill_missing,
     mark_missing,
     pooled_normalization,
@@ -1402,8 +1403,11 @@ def _no_data_filled(im: np.ndarray, lb: np.ndarray, bounds: dict[str, Any]) -> n
     The annotations of those voxels in the middle slices ``lb`` (..., Y, X) are dropped in
     place (``lb`` is the trainer's own copy): a voxel without data teaches nothing.
     """
+    held = constant_slices_missing(im, warn=False)  # a dead or zero-padded slice: no data, as at inference
+    if held is not im:
+        log.warning("constant slices (dead or zero-filled) among the annotated slices or their context: no data")
     try:
-        out, miss = fill_missing(im, float(bounds["low"]))
+        out, miss = fill_missing(held, float(bounds["low"]))
     except InputError as e:
         raise InputError(f"{e.args[0]} (in annotated slices)") from None
     if miss is not None:
