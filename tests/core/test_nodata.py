@@ -364,3 +364,6 @@ def test_training_takes_a_constant_slice_for_no_data_as_segment_does(caplog):
     assert idx == [5, 8] and (lb[0] == 0).all() and (lb[1] == truth[8]).all()  # the dead slice teaches nothing
     np.testing.assert_array_equal(x[0, 1], x[0, 0])  # filled from its nearest slice with data, as segment() does
     assert "constant slices" in caplog.text
+    # a channel of a multi-channel image (a mask) may be constant: data, as segment() reads channels
+    idx, x, lb = _view_rows(raw, ann, False, 0, 3, None, None, constant=False)
+    assert (lb[0] == truth[5]).all() and np.isfinite(x).all() and not np.array_equal(x[0, 1], x[0, 0])

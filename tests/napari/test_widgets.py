@@ -412,6 +412,9 @@ def test_the_labels_to_learn_from_are_the_users_painting_not_the_samples_truth(m
     """The quickstart: open the sample (image and truth), add a Labels layer to paint, open Train and Annotate.
     Both chose "PXCT truth" to learn from (the first labels layer), and fell back to it when the painted
     layer was removed."""
+    from types import SimpleNamespace
+
+    from napari_xrayseg._napari._layers import looks_like_truth
     from napari_xrayseg._napari.annotate_widget import AnnotateWidget
     from napari_xrayseg._napari.train_widget import TrainWidget
 
@@ -425,6 +428,8 @@ def test_the_labels_to_learn_from_are_the_users_painting_not_the_samples_truth(m
     assert [w._labels.value for w in widgets] == [painted, painted]
     other = viewer.add_labels(np.zeros(shape, np.uint8), name="my gt check")  # "gt" as a word: a reference
     mine = viewer.add_labels(np.zeros(shape, np.uint8), name="length")  # "gt" inside a word: not one
+    assert not any(looks_like_truth(SimpleNamespace(name=n)) for n in ("background", "Foreground", "playground"))
+    assert all(looks_like_truth(SimpleNamespace(name=n)) for n in ("Ground Truth", "ground_truth", "GT", "truth 2"))
     for w in widgets:
         w._labels.value = mine
     viewer.layers.remove(mine)

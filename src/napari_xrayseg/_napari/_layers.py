@@ -165,7 +165,7 @@ def _never_annotations(layer: Any) -> bool:
     return isinstance(meta, dict) and ("preview_of" in meta or meta.get("kind") in NOT_ANNOTATIONS)
 
 
-_TRUTH_NAME = re.compile(r"truth|ground|(^|[^a-z])gt([^a-z]|$)")
+_TRUTH_NAME = re.compile(r"truth|ground[ _-]?truth|(^|[^a-z])gt([^a-z]|$)")  # not "background", "foreground"
 
 
 def looks_like_truth(layer: Any) -> bool:

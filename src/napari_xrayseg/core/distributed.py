@@ -152,7 +152,9 @@ class ClusterExecutor:
         """When the scheduler has had no worker for :data:`NO_WORKERS_TIMEOUT` s, raise; else since when it has none.
 
         With every worker gone (a batch system's jobs reached their walltime) dask waits for
-        new ones without end: the run hung at its last percentage without a word.
+        new ones without end: the run hung at its last percentage without a word. The clock
+        starts only once this run has seen a worker: before that, the workers' jobs may still
+        wait in a queue (dask-jobqueue) or an adaptive cluster may be scaling up from none.
         """
         now = time.monotonic()
         if now - self._asked < 1.0:  # asked at most once a second
@@ -163,6 +165,9 @@ class ClusterExecutor:
         except Exception:  # noqa: BLE001 - a lost scheduler is reported by the futures themselves
             return None
         if workers:
+            self._seen_workers = True
+            return None
+        if not self._seen_workers:  # none yet: a batch system's jobs may wait in its queue for hours
             return None
         since = now if since is None else since
         if now - since >= NO_WORKERS_TIMEOUT:
@@ -175,6 +180,7 @@ class ClusterExecutor:
     def __init__(self, client: Any, spec: WorkerSpec, cancel: CancelToken | None = None) -> None:
         self.client, self.spec, self.cancel = client, spec, cancel
         self._asked = 0.0  # when the scheduler was last asked for its workers
+        self._seen_workers = False  # whether this run has seen a worker (until then, no time limit)
 
     def run(self, i: int, todo: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
         """Submit the slabs ``todo`` of pass ``i``; yield each range once a worker wrote it.

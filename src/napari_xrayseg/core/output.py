@@ -321,11 +321,16 @@ def claim(
 NOT_STORE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".h5", ".hdf5", ".hdf", ".nxs")
 
 
+#: the file ``segment`` keeps in an output while creating its stores (writer.CREATING)
+_CREATING = ".xrayseg-creating"
+
+
 def _replaceable_store(path: Path) -> bool:
-    """Whether ``path`` is a zarr store (v2 or v3 metadata at its top) or an empty folder."""
+    """Whether ``path`` is a zarr store (v2 or v3 metadata at its top), one cut off while made, or an empty folder."""
     if not path.is_dir():
         return False
-    return any((path / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")) or all(map(os_litter, path.iterdir()))
+    marks = ("zarr.json", ".zarray", ".zgroup", _CREATING)
+    return any((path / m).exists() for m in marks) or all(map(os_litter, path.iterdir()))
 
 
 def write_file(

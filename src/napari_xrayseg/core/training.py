@@ -1378,8 +1378,12 @@ def _view_rows(
     context: int,
     pooled: dict[str, Any] | None,
     cancel: CancelToken | None,
+    constant: bool = True,
 ) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """Annotated slices of one single-channel image, normalised: (indices, (N, k, Y, X), (N, Y, X))."""
+    """Annotated slices of one single-channel image, normalised: (indices, (N, k, Y, X), (N, Y, X)).
+
+    ``constant=False``: a constant slice is data (a channel of a multi-channel image).
+    """
     if two_d:
         idx, im, lb = _item_2d(image, labels, axis, cancel)
         if not idx:
@@ -1387,23 +1391,25 @@ def _view_rows(
         rows = []
         for r, lab in zip(im, lb):  # each image by its own bounds, unless pooled
             bounds = pooled or compute_normalization(r[0])
-            rows.append(apply_normalization(_no_data_filled(r, lab, bounds), bounds))
+            rows.append(apply_normalization(_no_data_filled(r, lab, bounds, constant), bounds))
         im = np.stack(rows)
         return idx, (np.repeat(im, context, axis=1) if context > 1 else im), lb  # context: the image itself
     idx, im, lb = _annotated_slices(image, labels, axis, len(image.shape) == 2, cancel, context)
     if not idx:
         return idx, im, lb
     bounds = pooled or compute_normalization(image)
-    return idx, apply_normalization(_no_data_filled(im, lb, bounds), bounds), lb
+    return idx, apply_normalization(_no_data_filled(im, lb, bounds, constant), bounds), lb
 
 
-def _no_data_filled(im: np.ndarray, lb: np.ndarray, bounds: dict[str, Any]) -> np.ndarray:
+def _no_data_filled(im: np.ndarray, lb: np.ndarray, bounds: dict[str, Any], constant: bool = True) -> np.ndarray:
     """Slices with their context (..., k, Y, X), voxels without data (NaN) filled as at inference.
 
     The annotations of those voxels in the middle slices ``lb`` (..., Y, X) are dropped in
-    place (``lb`` is the trainer's own copy): a voxel without data teaches nothing.
+    place (``lb`` is the trainer's own copy): a voxel without data teaches nothing. With
+    ``constant``, constant slices are without data too, as ``segment`` reads single-channel
+    images (a channel of a multi-channel image may be constant: a mask).
     """
-    held = constant_slices_missing(im, warn=False)  # a dead or zero-padded slice: no data, as at inference
+    held = constant_slices_missing(im, warn=False) if constant else im  # a dead or zero-padded slice
     if held is not im:
         log.warning("constant slices (dead or zero-filled) among the annotated slices or their context: no data")
     try:
@@ -1442,7 +1448,8 @@ def _load_rows(
     extra: list[tuple[int, int, int]] = []
     for p, (image, labels) in enumerate(pairs):
         if isinstance(image, ChannelStack):  # every channel by its own bounds, its context together
-            got = [_view_rows(v, labels, two_d, axis, context, None, cancel) for v in image.views]
+            # as segment() reads channels: a constant slice of a channel is data (a mask)
+            got = [_view_rows(v, labels, two_d, axis, context, None, cancel, constant=False) for v in image.views]
             idx, lb = got[0][0], got[0][2]
             im = np.concatenate([g[1] for g in got], axis=1) if idx else None
         elif two_d:

@@ -40,7 +40,7 @@ import numpy as np
 from .errors import InputError, OutputWriteError, write_error
 from .normalize import MissingView
 from .ome import multiscale_levels
-from .output import Claim, remove_path
+from .output import _CREATING, Claim, remove_path
 from .progress import CancelToken, check
 from .units import ngff_label_attrs
 
@@ -62,8 +62,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 OUTPUT_ATTR = "napari_xrayseg"
 PASSES = ".xrayseg-passes"
-#: a file in an output while its stores are being created: a resume of it starts afresh
-CREATING = ".xrayseg-creating"
+#: a file in an output while its stores are being created: a resume of it starts afresh (and
+#: --overwrite may replace it: output._CREATING)
+CREATING = _CREATING
 
 # what must match for --resume to continue an output (the rest is informative), with the value
 # an output written before the key existed stands for
