@@ -29,6 +29,7 @@ __all__ = [
     "MissingView",
     "apply_normalization",
     "compute_normalization",
+    "constant_rows_missing",
     "constant_slices_missing",
     "fill_missing",
     "mark_missing",
@@ -365,6 +366,43 @@ def constant_slices_missing(data: np.ndarray, first: int = 0, axis: int = 0, *, 
         "and filled from their neighbours for the network",
         ", ".join(str(first + int(i)) for i in np.flatnonzero(const)),
         axis,
+        ", ".join(f"{low[i]:g}" for i in np.flatnonzero(const)[:3]),
+    )
+    return out
+
+
+def constant_rows_missing(data: np.ndarray) -> np.ndarray:
+    """``data`` (N, Z, W), slices along y or x of a volume: its dead z slices (constant rows) as NaN.
+
+    A dead or zero-padded z slice is a row of each slice along y or x. A row constant through
+    all N slices of ``data`` is taken for such a slice, as :func:`constant_slices_missing` takes
+    it when slicing along z, unless ``data`` itself is constant (a band wholly outside a field
+    of view): segmenting along y or x, its neighbours' labels suffered as they did along z.
+
+    Examples
+    --------
+    >>> x = np.arange(24.0).reshape(2, 3, 4); x[:, 1] = 0
+    >>> np.isnan(constant_rows_missing(x)).all(axis=(0, 2)).tolist()
+    [False, True, False]
+    """
+    if data.ndim != 3 or data.shape[1] < 2 or data.shape[0] * data.shape[2] < 2:
+        return data
+    rows = np.moveaxis(data, 1, 0).reshape(data.shape[1], -1)
+    if data.dtype.kind == "f":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            low, high = np.nanmin(rows, axis=1), np.nanmax(rows, axis=1)
+    else:
+        low, high = rows.min(axis=1), rows.max(axis=1)
+    const = low == high
+    if not const.any() or const.all():
+        return data
+    out = data.astype(np.float32) if data.dtype.kind != "f" else data.copy()
+    out[:, const] = np.nan
+    log.warning(
+        "z slices %s are constant (%s): taken for slices without data, labelled 0 and filled from their "
+        "neighbours for the network",
+        ", ".join(str(int(i)) for i in np.flatnonzero(const)),
         ", ".join(f"{low[i]:g}" for i in np.flatnonzero(const)[:3]),
     )
     return out
