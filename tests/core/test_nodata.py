@@ -385,3 +385,18 @@ def test_a_dead_z_slice_is_no_data_along_the_other_axes_too(axes, caplog):
     assert (got[8] == 0).all()
     if axes == "y":  # the preview along y too
         np.testing.assert_array_equal(predict_slice(dead, model, 20, axis=1), predict_slice(nan, model, 20, axis=1))
+
+
+def test_training_along_y_takes_a_dead_z_slice_for_no_data_as_segment_does():
+    """Along y a dead z slice is a row of each annotated slice: trained on as zeros, while segment() along y
+    fills it and labels it 0 (the closing review's finding, session 36)."""
+    img, truth = make_phantom((12, 40, 40), seed=702, preset="hard")[:2]
+    raw = (img * 1000 + 2000).astype(np.uint16)
+    raw[5] = 0  # a dead z slice
+    ann = np.zeros_like(truth)
+    ann[:, [10, 30]] = truth[:, [10, 30]]  # two slices along y
+    idx, x, lb = _view_rows(raw, ann, False, 1, 3, None, None)
+    assert idx == [10, 30] and (lb[:, 5] == 0).all()
+    assert (lb[0, 4] == truth[4, 10]).all() and (lb[0, 5] == 0).all()  # the dead row teaches nothing
+    np.testing.assert_array_equal(x[0, 1, 5], x[0, 1, 4])  # filled from its nearest row, as segment() does
+    assert np.isfinite(x).all() and not np.array_equal(x[0, 1, 6], x[0, 1, 4])

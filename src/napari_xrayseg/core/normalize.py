@@ -371,7 +371,7 @@ def constant_slices_missing(data: np.ndarray, first: int = 0, axis: int = 0, *, 
     return out
 
 
-def constant_rows_missing(data: np.ndarray) -> np.ndarray:
+def constant_rows_missing(data: np.ndarray, *, warn: bool = True) -> np.ndarray:
     """``data`` (N, Z, W), slices along y or x of a volume: its dead z slices (constant rows) as NaN.
 
     A dead or zero-padded z slice is a row of each slice along y or x. A row constant through
@@ -399,6 +399,8 @@ def constant_rows_missing(data: np.ndarray) -> np.ndarray:
         return data
     out = data.astype(np.float32) if data.dtype.kind != "f" else data.copy()
     out[:, const] = np.nan
+    if not warn:
+        return out
     log.warning(
         "z slices %s are constant (%s): taken for slices without data, labelled 0 and filled from their "
         "neighbours for the network",

@@ -66,6 +66,7 @@ from .models import (
 from .normalize import (
     apply_normalization,
     compute_normalization,
+    constant_rows_missing,
     constant_slices_missing,
     fill_missing,
     mark_missing,
@@ -1398,18 +1399,27 @@ def _view_rows(
     if not idx:
         return idx, im, lb
     bounds = pooled or compute_normalization(image)
-    return idx, apply_normalization(_no_data_filled(im, lb, bounds, constant), bounds), lb
+    return idx, apply_normalization(_no_data_filled(im, lb, bounds, constant, axis), bounds), lb
 
 
-def _no_data_filled(im: np.ndarray, lb: np.ndarray, bounds: dict[str, Any], constant: bool = True) -> np.ndarray:
+def _no_data_filled(
+    im: np.ndarray, lb: np.ndarray, bounds: dict[str, Any], constant: bool = True, axis: int = 0
+) -> np.ndarray:
     """Slices with their context (..., k, Y, X), voxels without data (NaN) filled as at inference.
 
     The annotations of those voxels in the middle slices ``lb`` (..., Y, X) are dropped in
     place (``lb`` is the trainer's own copy): a voxel without data teaches nothing. With
     ``constant``, constant slices are without data too, as ``segment`` reads single-channel
-    images (a channel of a multi-channel image may be constant: a mask).
+    images (a channel of a multi-channel image may be constant: a mask); slices along y or x
+    (``axis`` 1 or 2) have a dead z slice as a row (their axis -2) constant through them all.
     """
-    held = constant_slices_missing(im, warn=False) if constant else im  # a dead or zero-padded slice
+    held = im
+    if constant and axis == 0:  # a dead or zero-padded slice
+        held = constant_slices_missing(im, warn=False)
+    elif constant and im.ndim >= 3:
+        flat = im.reshape(-1, *im.shape[-2:])
+        got = constant_rows_missing(flat, warn=False)
+        held = im if got is flat else got.reshape(im.shape)
     if held is not im:
         log.warning("constant slices (dead or zero-filled) among the annotated slices or their context: no data")
     try:
