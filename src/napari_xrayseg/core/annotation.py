@@ -39,13 +39,7 @@ from .errors import Cancelled, InputError, OutputExistsError
 from .io import read_block
 from .labels import check_labels
 from .models import Model, load_model
-from .normalize import (
-    apply_normalization,
-    compute_normalization,
-    constant_rows_missing,
-    constant_slices_missing,
-    fill_missing,
-)
+from .normalize import apply_normalization, compute_normalization, dead_slices_missing, fill_missing
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
 from .tiling import context_range, normalize_axis, stack_context
 
@@ -218,8 +212,7 @@ def _read_inputs(
     index: list[Any] = list(window)
     index.insert(axis, slice(lo, hi))
     data = read_block(image, tuple(index), what=f"image (slices {lo}..{hi - 1} along axis {axis})")
-    data = np.moveaxis(data, axis, 0)  # as segment() reads them: dead z slices are no data
-    data = constant_slices_missing(data, lo, axis) if axis == 0 else constant_rows_missing(data)
+    data = dead_slices_missing(np.moveaxis(data, axis, 0), axis, lo)  # as segment() reads them
     try:  # voxels without data (NaN): the nearest grey level with data, as segment() fills them
         filled, miss = fill_missing(data, float(norm["low"]))
     except InputError as e:

@@ -31,6 +31,7 @@ __all__ = [
     "compute_normalization",
     "constant_rows_missing",
     "constant_slices_missing",
+    "dead_slices_missing",
     "fill_missing",
     "mark_missing",
     "pooled_normalization",
@@ -324,6 +325,36 @@ def fill_missing(x: np.ndarray, fill: float = 0.0) -> tuple[np.ndarray, np.ndarr
     return out, miss
 
 
+def _constant(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's lowest value, and whether it holds one value throughout (NaN, no data, left out).
+
+    A row of NaN only is not constant (NaN == NaN is false): it has no data already.
+    """
+    if rows.dtype.kind != "f":
+        low = rows.min(axis=1)
+        return low, low == rows.max(axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a row of NaN only
+        low = np.nanmin(rows, axis=1)
+        return low, low == np.nanmax(rows, axis=1)
+
+
+def dead_slices_missing(data: np.ndarray, axis: int, first: int = 0, *, warn: bool = True) -> np.ndarray:
+    """``data``, slices along ``axis`` of a volume (slices first), its dead z slices as NaN (no data).
+
+    Along z (``axis`` 0) they are constant slices (:func:`constant_slices_missing`); along y
+    or x a row of each slice (:func:`constant_rows_missing`). ``data`` may be stacks of
+    slices (..., k, A, B). ``first`` names the first slice along z in the warning.
+    """
+    if axis == 0:
+        return constant_slices_missing(data, first, 0, warn=warn)
+    if data.ndim < 3:
+        return data
+    flat = data.reshape(-1, *data.shape[-2:])
+    got = constant_rows_missing(flat, warn=warn)
+    return data if got is flat else got.reshape(data.shape)
+
+
 def constant_slices_missing(data: np.ndarray, first: int = 0, axis: int = 0, *, warn: bool = True) -> np.ndarray:
     """``data`` (slices first) with its constant slices as NaN (no data): a dead or zero-filled slice.
 
@@ -348,13 +379,7 @@ def constant_slices_missing(data: np.ndarray, first: int = 0, axis: int = 0, *, 
     if data.ndim < 3 or (data.ndim == 3 and len(data) < 2) or data.shape[-2] * data.shape[-1] < 2:
         return data  # one slice: a constant image is refused by the normalisation
     flat = data.reshape(-1, data.shape[-2] * data.shape[-1])
-    if data.dtype.kind == "f":  # NaN outside a field of view: the voxels with data are constant
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a slice of NaN only: no data already
-            low, high = np.nanmin(flat, axis=1), np.nanmax(flat, axis=1)
-    else:
-        low, high = flat.min(axis=1), flat.max(axis=1)
-    const = low == high  # False for a slice of NaN only (NaN == NaN is false)
+    low, const = _constant(flat)
     if not const.any():
         return data
     out = data.astype(np.float32) if data.dtype.kind != "f" else data.copy()
@@ -387,14 +412,7 @@ def constant_rows_missing(data: np.ndarray, *, warn: bool = True) -> np.ndarray:
     """
     if data.ndim != 3 or data.shape[1] < 2 or data.shape[0] * data.shape[2] < 2:
         return data
-    rows = np.moveaxis(data, 1, 0).reshape(data.shape[1], -1)
-    if data.dtype.kind == "f":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            low, high = np.nanmin(rows, axis=1), np.nanmax(rows, axis=1)
-    else:
-        low, high = rows.min(axis=1), rows.max(axis=1)
-    const = low == high
+    low, const = _constant(np.moveaxis(data, 1, 0).reshape(data.shape[1], -1))
     if not const.any() or const.all():
         return data
     out = data.astype(np.float32) if data.dtype.kind != "f" else data.copy()

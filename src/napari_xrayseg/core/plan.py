@@ -19,13 +19,7 @@ import numpy as np
 
 from .errors import InputError
 from .io import read_block, volume_chunks
-from .normalize import (
-    apply_normalization,
-    compute_normalization,
-    constant_rows_missing,
-    constant_slices_missing,
-    fill_missing,
-)
+from .normalize import apply_normalization, compute_normalization, dead_slices_missing, fill_missing
 from .tiling import (
     AUTO,
     check_tile_fits,
@@ -188,11 +182,7 @@ class SegmentPlan:
             image, slab_slicer(self.axis, lo, hi, 3), what=f"image (slices {lo}..{hi - 1} along axis {self.axis})"
         )
         data = np.moveaxis(data, lead + self.axis, lead)
-        if lead or self.independent:
-            return data
-        if self.axis == 0:
-            return constant_slices_missing(data, lo, self.axis)
-        return constant_rows_missing(data)  # along y or x, a dead z slice is a row of each slice
+        return data if lead or self.independent else dead_slices_missing(data, self.axis, lo)
 
     def inputs(
         self, data: np.ndarray, r: tuple[int, int], per_call: int

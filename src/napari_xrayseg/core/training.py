@@ -66,8 +66,7 @@ from .models import (
 from .normalize import (
     apply_normalization,
     compute_normalization,
-    constant_rows_missing,
-    constant_slices_missing,
+    dead_slices_missing,
     fill_missing,
     mark_missing,
     pooled_normalization,
@@ -1413,13 +1412,7 @@ def _no_data_filled(
     images (a channel of a multi-channel image may be constant: a mask); slices along y or x
     (``axis`` 1 or 2) have a dead z slice as a row (their axis -2) constant through them all.
     """
-    held = im
-    if constant and axis == 0:  # a dead or zero-padded slice
-        held = constant_slices_missing(im, warn=False)
-    elif constant and im.ndim >= 3:
-        flat = im.reshape(-1, *im.shape[-2:])
-        got = constant_rows_missing(flat, warn=False)
-        held = im if got is flat else got.reshape(im.shape)
+    held = dead_slices_missing(im, axis, warn=False) if constant else im  # a dead or zero-padded slice
     if held is not im:
         log.warning("constant slices (dead or zero-filled) among the annotated slices or their context: no data")
     try:
