@@ -9,6 +9,7 @@ import pytest
 import zarr
 from matplotlib.colors import to_rgba
 
+from napari_xrayseg.core.errors import InputError
 from napari_xrayseg.core.figures import save_figures, slice_dice_plot
 from napari_xrayseg.core.inference import segment, trained_on
 from napari_xrayseg.core.metrics import Report, evaluate
@@ -38,9 +39,12 @@ def test_held_out_pools_the_other_slices_as_the_report_pools_all():
     # round trip through JSON
     back = Report.from_dict(json.loads(json.dumps(r.to_dict())))
     assert back.trained_slices == [1, 2] and back.held_out == h
-    # () = none; out-of-range slices are ignored; no per-slice scores = nothing to hold out
+    # () = none; out-of-range slices are refused (a slice counted from 1 was scored as held out); no per-slice
+    # scores = nothing to hold out
     assert evaluate(p, t, trained_slices=()).held_out is None
-    assert evaluate(p, t, trained_slices=[1, 2, 99]).held_out["n_slices"] == 2
+    for bad in ([1, 2, 99], [-1]):
+        with pytest.raises(InputError, match=r"outside the 4 slices along axis 0: give slice indices from 0 to 3"):
+            evaluate(p, t, trained_slices=bad)
     assert evaluate(p, t, trained_slices=[1], per_slice=False).held_out is None
 
 

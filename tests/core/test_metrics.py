@@ -515,6 +515,10 @@ def test_class_names_in_tables_json_and_csv(tmp_path):
     listed = evaluate(PRED, TRUTH, class_names=["nickel", "YSZ"])  # a model's names of labels 1, 2
     assert listed.class_names == {1: "nickel", 2: "YSZ"}
     assert evaluate(PRED, TRUTH).to_dict()["class_names"] is None
+    # a model trained without names records "class 1", ...: not shown again beside the number ("1 class 1")
+    placeholders = evaluate(PRED, TRUTH, class_names=["class 1", "YSZ"])
+    assert placeholders.class_names == {2: "YSZ"} and "class 1" not in repr(placeholders)
+    assert evaluate(PRED, TRUTH, class_names=["class 1", "class 2"]).class_names is None
 
 
 def test_interface_errors_by_distance_hand_computed():

@@ -327,9 +327,13 @@ def test_label_colours_are_napari_defaults():
 
     from napari_xrayseg.core.units import LABEL_COLORS
 
+    from napari_xrayseg.core.units import label_color
+
     layer = Labels(np.zeros((2, 2), np.uint8))
     for v, rgb in enumerate(LABEL_COLORS, start=1):
         np.testing.assert_allclose(layer.get_color(v)[:3], rgb, atol=0.002)
+    for v in range(1, 121):  # label 11 was drawn like 1 (a 10-colour cycle)
+        np.testing.assert_allclose(layer.get_color(v)[:3], label_color(v), atol=0.002, err_msg=f"label {v}")
 
 
 def test_segment_widget_shows_progress_and_the_end_in_its_status(make_napari_viewer, qtbot, model_file):

@@ -434,7 +434,8 @@ def collage(
     if present:
         names = dict(class_names or {})
         handles = [Patch(color=label_color(c), label=names.get(c, f"class {c}")) for c in sorted(present)[:10]]
-        axes[0, columns.index("prediction")].legend(handles=handles, loc="upper right", fontsize=6, framealpha=0.7)
+        # below the panels, not over the prediction's corner
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), fontsize=7, frameon=False)
     _save(fig, path, overwrite)
     return fig
 
@@ -645,7 +646,7 @@ def training_curves(
                 kept[0] - 0.5, kept[1] + 0.5, color="0.85", zorder=0, label="kept: the average of these epochs"
             )
         ax_dice.set_title(f"validation Dice (best {val[best]:.3f} at epoch {epochs[best]:g})")
-        ax_dice.legend(fontsize=7, loc="lower right")
+        ax_dice.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the lines
     else:
         ax_dice.set_title("validation Dice")
         ax_dice.text(
@@ -737,6 +738,8 @@ def slice_dice_plot(
     ax = fig.subplots()
     per_class = report.slice_class_dice or {}
     for c, vals in per_class.items():
+        if all(v is None for v in vals):  # a class no slice scores (absent from truth and prediction): no line
+            continue
         ax.plot(
             x,
             [_num(v) for v in vals],
@@ -758,7 +761,7 @@ def slice_dice_plot(
         ax.axhline(m, color="0.3", ls="--", lw=1)
         ax.set_title(
             f"per-slice Dice: {m:.3f} ± {s:.3f} over the {held['n_slices']} slices held out from training "
-            f"(of {mean.size}; trained on {len(trained)})",
+            f"(of {mean.size} slices; {len(trained)} trained on)",
             fontsize=10,
         )
     elif report.mean_slice_dice is not None:
@@ -780,7 +783,7 @@ def slice_dice_plot(
     ax.set_ylabel("Dice")
     ax.grid(alpha=0.3)
     if len(per_class) <= 12:
-        ax.legend(fontsize=7, loc="lower right", ncols=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the lines
     _save(fig, path, overwrite)
     return fig
 

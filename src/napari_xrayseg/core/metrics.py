@@ -1102,7 +1102,15 @@ def _trained_slices(given: Sequence[int] | None, pred: Any, axis: int | None) ->
     if axis is None:
         return None
     if given is not None:
-        return [int(k) for k in given] or None
+        n = int(pred.shape[axis])
+        out = [int(k) for k in given]
+        bad = sorted({k for k in out if not 0 <= k < n})
+        if bad:
+            raise InputError(
+                f"trained slices {', '.join(map(str, bad[:5]))} lie outside the {n} slices along axis {axis}: "
+                f"give slice indices from 0 to {n - 1}, as napari shows them"
+            )
+        return out or None
     from .writer import trained_on_of
 
     found = trained_on_of(pred)
@@ -1162,7 +1170,9 @@ def iter_evaluate(
         class_names = class_names_of(pred) or class_names_of(truth)
     if class_names is not None:
         names = dict(class_names) if isinstance(class_names, dict) else dict(enumerate(class_names, start=1))
-        report.class_names = {int(c): str(names[c]) for c in report.classes if c in names}
+        # a model trained without names records "class 1", ...: shown beside the number it doubled it ("1 class 1")
+        real = {int(c): str(names[c]) for c in report.classes if c in names and str(names[c]) != f"class {c}"}
+        report.class_names = real or None
     if interfaces:
         yield Progress(cm.shape[0], cm.shape[0], "errors by distance to the interfaces")
         report.by_interface_distance = interface_errors(
