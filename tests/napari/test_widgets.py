@@ -325,9 +325,7 @@ def test_label_colours_are_napari_defaults():
     """Files, figures and our layers colour label v as napari paints it: the user's annotations match."""
     from napari.layers import Labels
 
-    from napari_xrayseg.core.units import LABEL_COLORS
-
-    from napari_xrayseg.core.units import label_color
+    from napari_xrayseg.core.units import LABEL_COLORS, label_color
 
     layer = Labels(np.zeros((2, 2), np.uint8))
     for v, rgb in enumerate(LABEL_COLORS, start=1):
