@@ -1555,10 +1555,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--normalize",
         default=_T.normalize,
-        choices=["image", "fixed"],
+        choices=["image", "fixed", "slice"],
         help="input normalisation: percentile bounds of each image segmented (robust to another "
-        "scan's grey-level offset; per image), or the training images' bounds (pooled: per dataset) "
-        f"(default: {_T.normalize})",
+        "scan's grey-level offset; per image), the training images' bounds (pooled: per dataset), or "
+        "each slice along z levelled onto the volume's typical grey scale first, then the image's bounds "
+        f"(stitched or drifting scans whose slices disagree; see docs/segment.md) (default: {_T.normalize})",
     )
     p.add_argument(
         "--pixel-weight",

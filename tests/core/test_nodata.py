@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -400,3 +402,24 @@ def test_training_along_y_takes_a_dead_z_slice_for_no_data_as_segment_does():
     assert (lb[0, 4] == truth[4, 10]).all() and (lb[0, 5] == 0).all()  # the dead row teaches nothing
     np.testing.assert_array_equal(x[0, 1, 5], x[0, 1, 4])  # filled from its nearest row, as segment() does
     assert np.isfinite(x).all() and not np.array_equal(x[0, 1, 6], x[0, 1, 4])
+
+
+def test_training_along_zyx_takes_a_dead_z_slice_in_the_extra_rows_for_no_data(caplog):
+    """With axes="zyx" the rows along y and x hold a dead z slice as a row: it was trained on as zeros there,
+    though training along z, along y alone and segment() take it for no data (session 36's leftover)."""
+    from napari_xrayseg.core.training import _load_rows
+
+    img, truth = make_phantom((12, 40, 40), seed=703, preset="hard")[:2]
+    raw = (img * 1000 + 2000).astype(np.uint16)
+    raw[9] = 0  # a dead z slice, outside the annotated slices' context
+    ann = np.zeros_like(truth)
+    ann[[2, 5]] = truth[[2, 5]]
+    s = {"context": 3, "normalize": "image"}
+    with caplog.at_level(logging.WARNING, logger="napari_xrayseg"):
+        ids, parts_i, parts_l, counts, extra = _load_rows([(raw, ann)], s, False, 0, [0, 1, 2], None)
+    assert ids == [(0, 2), (0, 5)] and counts[1] > 0 and counts[2] > 0
+    rows = parts_i[1]  # the rows along y and x: (N, 3, Z, ·)
+    assert len(rows) == counts[1] + counts[2] and np.isfinite(rows).all()
+    np.testing.assert_array_equal(rows[:, 1, 9], rows[:, 1, 8])  # filled from its nearest row, as segment() does
+    assert "constant slices (dead or zero-filled)" in caplog.text
+    assert (parts_l[1][:, 9] == 0).all()

@@ -292,3 +292,28 @@ def test_an_image_replaced_while_training_is_not_segmented_under_its_name(
     qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
     assert (tmp_path / "m.safetensors").exists() and "img labels" not in viewer.layers
     assert any("holds other data than it was trained on" in m for m in warnings)
+
+
+def test_level_slices_trains_a_model_that_levels_and_segments_levelled(make_napari_viewer, qtbot, tmp_path):
+    """A stitched scan (the lower half on another grey scale): the widget could not train with normalize='slice'."""
+    viewer = make_napari_viewer()
+    image, truth = make_phantom((8, 32, 32), seed=11, artefacts=False)
+    image = image.astype(np.float32)
+    image[4:] = image[4:] * 0.7 + 0.1
+    ann = np.zeros_like(truth)
+    ann[[1, 6]] = truth[[1, 6]]
+    viewer.add_image(image, name="img")
+    viewer.add_labels(ann, name="painted")
+    w = TrainWidget(viewer)
+    _configure(w, tmp_path / "l.safetensors")
+    w._arch.value = "unet"
+    w._size.value = "tiny"
+    w._epochs.value = 1
+    assert not w._level.value and w._inputs()["normalize"] == "image"  # off by default: the model as before
+    w._level.value = True
+    assert w._inputs()["normalize"] == "slice"
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    m = load_model(tmp_path / "l.safetensors")
+    assert m.info.normalization["level"] == "z" and m.info.train["normalize"] == "slice"
+    assert viewer.layers["img labels"].data.shape == image.shape  # segmented when done, levelled as trained

@@ -275,6 +275,13 @@ class TrainWidget(JobWidget):
         self._out.tooltip = "a new .safetensors file (an existing one is never replaced); Cancel also saves here"
         self._segment_after = CheckBox(label="Segment the image when done", value=True)
         self._nodata = nodata_field()
+        self._level = CheckBox(
+            label="Level slices along z",
+            value=False,
+            tooltip="map each slice along z onto the volume's typical grey scale first (normalize='slice'): "
+            "for scans stitched from several heights or whose grey levels drift along z; the model levels "
+            "every volume it segments the same way. Leave off where the material itself changes along z",
+        )
         self._pairs: list[tuple[Any, Any]] = []  # more (image, labels) layer pairs to train on
         self._add_pair = PushButton(text="Add pair to training set")
         self._clear_pairs = PushButton(text="Clear training set")
@@ -337,6 +344,7 @@ class TrainWidget(JobWidget):
                 self._all_axes,
                 self._device,
                 self._nodata,
+                self._level,
                 self._start_from,
                 self._init,
                 self._out,
@@ -552,6 +560,7 @@ class TrainWidget(JobWidget):
             "voxel_size": voxel[0][-ndim:] if voxel else None,
             "unit": voxel[1] if voxel else None,
             "nodata": nodata_value(self._nodata.value),
+            "normalize": "slice" if self._level.value else "image",
             "out": out,
         }
 

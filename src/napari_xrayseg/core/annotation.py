@@ -38,6 +38,7 @@ from .config import SUGGEST_MARGIN, SegmentConfig, TrainConfig, python_numbers
 from .errors import Cancelled, InputError, OutputExistsError
 from .io import read_block
 from .labels import check_labels
+from .level import as_model_input
 from .models import Model, load_model
 from .normalize import apply_normalization, compute_normalization, dead_slices_missing, fill_missing
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
@@ -139,7 +140,8 @@ def slice_normalization(image: Any, model: Model | str | os.PathLike) -> dict[st
     model = _model(model)
     norm = dict(model.info.normalization)
     if norm.get("low") is None or norm.get("high") is None:
-        norm = compute_normalization(_volume(image), percentiles=tuple(norm.get("percentiles") or (0.5, 99.5)))
+        vol = as_model_input(_volume(image), model.info)  # levelled first where the model levels (normalize="slice")
+        norm = compute_normalization(vol, percentiles=tuple(norm.get("percentiles") or (0.5, 99.5)))
     return norm
 
 
@@ -305,7 +307,7 @@ def predict_slice(
     (5, 48)
     """
     model = _model(model)
-    vol = _volume(image)
+    vol = as_model_input(_volume(image), model.info)  # levelled where the model levels (once per image)
     axis = normalize_axis(axis, 3) if len(image.shape) == 3 else 0
     i = _index(index, vol.shape[axis], axis)
     norm = _norm(model, vol, normalization)
@@ -657,7 +659,7 @@ def iter_rank_slices(
 ) -> Generator[Progress, None, SliceRanking]:
     """Generator form of :func:`rank_slices`: yields a :class:`Progress` per batch of scored slices."""
     model = _model(model)
-    vol = _volume(image)
+    vol = as_model_input(_volume(image), model.info, cancel=cancel)  # levelled where the model levels
     is2d = len(image.shape) == 2
     axis = 0 if is2d else normalize_axis(axis, 3)
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:

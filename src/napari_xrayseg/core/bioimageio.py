@@ -612,6 +612,11 @@ def iter_export_bioimageio(
     claim(out, overwrite=overwrite, what="model package")  # an existing package: say so now, not after the work
     source = Path(model) if isinstance(model, (str, os.PathLike)) else None
     m = as_model(model)
+    if m.info.normalization.get("level"):
+        raise InputError(
+            "the model levels every slice of its inputs (trained with normalize='slice'), which a bioimage.io "
+            "package's preprocessing cannot express: export a model trained with normalize='image'"
+        )
     m = Model(copy.deepcopy(m.network).cpu().eval(), copy.deepcopy(m.info), None)
     info = m.info
     attached = copy.deepcopy(info)  # the attachment's description, whatever the package's preprocessing

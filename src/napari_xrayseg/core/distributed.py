@@ -30,7 +30,7 @@ from typing import Any
 
 from .config import SegmentConfig, python_numbers
 from .errors import ClusterError, InputError
-from .inference import SegmentJob, _channel_input, build_job, run_job
+from .inference import SegmentJob, _channel_input, _levelled, build_job, run_job
 from .merger import LabelMerger, ProbMerger
 from .output import claim
 from .plan import SegmentPlan
@@ -109,7 +109,10 @@ class WorkerSpec:
         image = _cached(  # as build_job reads it: no-data marked, a multi-channel model's channels split
             # the file's identity too: a scan written again under its name was read from the old handle
             ("image", self.image, _identity(self.image), self.dataset, nodata, str(mp)),
-            lambda: _channel_input(mark_missing(open_volume(self.image, dataset=self.dataset), nodata), pred.model),
+            lambda: _levelled(  # levelled slice by slice where the model was trained so (normalize="slice")
+                _channel_input(mark_missing(open_volume(self.image, dataset=self.dataset), nodata), pred.model),
+                pred.model,
+            ),
         )
         writer = _cached(("writer", self.run), lambda: StoreWriter(self.layout))
         return SegmentJob(image, list(self.plans), self.merger, writer, self.config, pred)

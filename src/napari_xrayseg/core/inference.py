@@ -243,6 +243,20 @@ def _channel_input(image: Any, model: Model | str | os.PathLike) -> Any:
     return split_channels(image, ax, channels=info.channels)
 
 
+def _levelled(image: Any, model: Model | str | os.PathLike) -> Any:
+    """``image`` levelled slice by slice where the model was trained so (``normalize="slice"``; core/level.py)."""
+    info = model.info if isinstance(model, Model) else read_model_info(model)
+    if info.normalization.get("level") is None:
+        return image
+    from .level import as_model_input
+
+    log.info(
+        "levelling the grey scale of the %d slices along z, as the model was trained (normalize='slice')",
+        image.shape[0],
+    )
+    return as_model_input(image, info)
+
+
 def _compile_choice(choice: Any, model: Model, image: Any, passes: int, dev: Any, tile: Any) -> bool:
     """Whether to ``torch.compile`` the network: ``SegmentConfig.compile`` resolved for this job."""
     if choice is True or choice is False:
@@ -291,6 +305,7 @@ def build_job(
     opened = image  # the image as stored: what --resume's fingerprint is taken of (nodata is a setting)
     image = _channel_input(mark_missing(image, cfg.nodata), model)
     image = check_image(image)
+    image = _levelled(image, model)
     check_chunks_present(image)
     axes = parse_axes(cfg.axes, len(image.shape), default=cfg.axis) if cfg.axes is not None else [cfg.axis]
     if cfg.confidence_out is not None and cfg.confidence is None:

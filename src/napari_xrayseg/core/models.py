@@ -43,6 +43,7 @@ from .unet import UNet
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "LEVEL_FORMAT_VERSION",
     "Model",
     "ModelInfo",
     "architectures",
@@ -65,10 +66,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FORMAT = "napari-xrayseg-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: The format version a model with class groups (``params["groups"]``, :func:`reclass`) is written
 #: with; the others are written as version 1, which napari-xrayseg before groups reads.
 GROUPS_FORMAT_VERSION = 2
+#: The format version a model that levels its inputs slice by slice (``normalization["level"]``,
+#: ``train(normalize="slice")``) is written with: older versions refuse it instead of segmenting unlevelled.
+LEVEL_FORMAT_VERSION = 3
 _META_KEY = "napari_xrayseg"
 _MAX_HEADER = 16 * 1024 * 1024  # a sane header is a few kB; refuse absurd ones before reading
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, torch.save zip archives
@@ -1134,6 +1138,9 @@ def _validate_info(d: Any, path: Path) -> ModelInfo:
     lo, hi = norm.get("low"), norm.get("high")
     if (lo is None) != (hi is None) or (lo is not None and not hi > lo):  # equal: a division by zero
         raise bad(f"normalization low={lo!r}, high={hi!r}: both null, or high above low")
+    level = norm.get("level")
+    if level is not None and (level != "z" or v < LEVEL_FORMAT_VERSION):
+        raise bad(f"normalization level={level!r}: only 'z', from format_version {LEVEL_FORMAT_VERSION}")
     tile = d.get("tile")
     if not isinstance(tile, int) or not 8 <= tile <= 8192:
         raise bad(f"tile {tile!r} is not an integer in [8, 8192]")

@@ -55,6 +55,13 @@ LABEL_BLENDS = (0.0, 0.3, 0.5, 0.7, 1.0)
 LABEL_BLEND_MARGIN = 0.001
 
 
+def _normalize_of(norm: dict[str, Any]) -> str:
+    """The ``normalize`` a model was trained with, from its normalisation record (fine-tuned alike)."""
+    if norm.get("low") is not None:
+        return "fixed"
+    return "slice" if norm.get("level") == "z" else "image"
+
+
 def _blend_on_labels(
     adapted: Model,
     original: Model,
@@ -68,15 +75,14 @@ def _blend_on_labels(
 
     The network of ``adapted`` ends up holding the kept blend. Returns ``(a, {a: mean Dice})``.
     """
-    from .annotation import annotated_slices, predict_slice
+    from .annotation import annotated_slices, predict_slice, slice_normalization
     from .metrics import dice_per_class
-    from .normalize import compute_normalization
     from .training import _lerp_state, _state
 
     idx = annotated_slices(labels, axis=axis)
     truth = np.stack([np.take(labels, i, axis=axis) for i in idx])
     present = [int(c) for c in np.unique(truth) if c]
-    norm = None if original.info.normalization.get("low") is not None else compute_normalization(image)
+    norm = None if original.info.normalization.get("low") is not None else slice_normalization(image, original)
     start, tuned = _state(original), _state(adapted)
     scores: dict[float, float | None] = {}
     for a in LABEL_BLENDS:
@@ -266,7 +272,7 @@ def iter_self_train(
         epochs=epochs,
         seed=seed,
         device=device,
-        normalize="fixed" if model.info.normalization.get("low") is not None else "image",
+        normalize=_normalize_of(model.info.normalization),
         patch=int(train_info.get("patch", 128)),
         batch=train_info.get("batch"),  # None (not recorded): the model's architecture's default
         cancel=cancel,

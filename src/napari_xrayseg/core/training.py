@@ -25,12 +25,14 @@ the step applied to each batch differs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import logging
 import math
 import os
 import time
+import weakref
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,10 +48,12 @@ from .device import TORCH_GLOBAL_STATE, cpu_bf16_conv_faults, cpu_has_amx, resol
 from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError, TrainingInterrupted, XraysegError
 from .io import as_input, read_block, volume_chunks, voxel_size_of
 from .labels import read_labels
+from .level import LevelledView, level_hint, level_slices
 from .models import (
     AUTO_3D_MINUTES,
     AUTO_ARCH,
     AUTO_START,
+    LEVEL_FORMAT_VERSION,
     MAX_CONTEXT,
     PRETRAINED,
     RANDOM_START,
@@ -129,7 +133,9 @@ SCHEDULES = ("cosine", "step", "constant")
 #: Training modes accepted by :func:`train`.
 MODES = ("supervised", "pix2pix")
 #: Input normalisations accepted by :func:`train`.
-NORMALIZE = ("image", "fixed")
+NORMALIZE = ("image", "fixed", "slice")
+#: The last images :func:`level_hint` looked at (the candidates of ``init="auto"`` train on the same one).
+_LEVEL_HINTED: list[weakref.ref] = []
 
 #: Non-finite training steps in a row (each skipped) after which CPU bf16 is switched off for the run.
 NONFINITE_FALLBACK = 3
@@ -1333,7 +1339,7 @@ def _with_channels(image: Any, s: dict[str, Any]) -> Any:
     """Declare the channel axis of the image(s): :class:`ChannelStack` s with one channel count."""
     from .channels import split_channels
 
-    if s["normalize"] == "fixed":
+    if s["normalize"] != "image":
         raise InputError("multi-channel images are normalised per image and channel: use normalize='image'")
     if s["axes"] is not None:
         raise InputError("multi-channel images are trained along one axis: leave axes unset with channel_axis")
@@ -1424,6 +1430,26 @@ def _no_data_filled(
     return out
 
 
+def _extra_filled(im: np.ndarray, lb: np.ndarray, where: list[tuple[int, int]], bounds: dict[str, Any]) -> np.ndarray:
+    """:func:`_no_data_filled` for the rows along further axes, each axis's rows together (``where``: (axis, slice)).
+
+    Along y or x a dead z slice is a row constant through the slices of that axis: rows of
+    both axes checked as slices along z found none, and such a row was trained on as data.
+    """
+    axes = np.array([a for a, _ in where])
+    out: np.ndarray | None = None
+    for a in sorted(set(axes.tolist())):
+        sel = np.flatnonzero(axes == a)
+        sub = lb[sel]  # a copy: the annotations dropped there are written back
+        filled = _no_data_filled(im[sel], sub, bounds, axis=a)
+        lb[sel] = sub
+        if out is None:
+            out = np.empty((len(im), *filled.shape[1:]), dtype=filled.dtype)
+        out[sel] = filled
+    assert out is not None
+    return out
+
+
 def _load_rows(
     pairs: list[tuple[Any, Any]],
     s: dict[str, Any],
@@ -1467,7 +1493,7 @@ def _load_rows(
                 extra += [(p, a, j) for a, j in where]
                 if len(both_l) > len(lb):
                     more_l = np.array(both_l[len(lb) :], copy=True)
-                    extra_i.append(apply_normalization(_no_data_filled(both_i[len(lb) :], more_l, bounds), bounds))
+                    extra_i.append(apply_normalization(_extra_filled(both_i[len(lb) :], more_l, where, bounds), bounds))
                     extra_l.append(more_l)
         if not idx:
             continue
@@ -1666,8 +1692,13 @@ def _build(
     if hasattr(model.network, "generator"):  # a network that draws at random in training (unet3d)
         model.network.generator = torch.Generator().manual_seed(s["seed"])
     norm = dict(d["norm"])
-    if s["normalize"] == "image":  # bounds computed from each input at inference; these are for the record
+    if s["normalize"] != "fixed":  # bounds computed from each input at inference; these are for the record
         norm = {**norm, "low": None, "high": None, "training_bounds": [norm["low"], norm["high"]]}
+    if s["normalize"] == "slice":  # every input levelled slice by slice first (core/level.py); older versions refuse
+        norm["level"] = "z"
+        model.info.format_version = max(model.info.format_version, LEVEL_FORMAT_VERSION)
+    else:
+        norm.pop("level", None)  # a start that levelled, trained on without: not levelled any more
     model.info.normalization = norm
     stride = model.info.stride
     if s["patch"] % stride:
@@ -1753,6 +1784,8 @@ def _digest(d: dict[str, Any]) -> str | None:
     from .writer import input_digest
 
     image = d["pairs"][0][0]
+    if isinstance(image, LevelledView):  # the image as given: what segment() checks it against
+        image = image.source
     if d["multi"] or d["two_d"] or isinstance(image, ChannelStack) or len(image.shape) != 3:
         return None
     return input_digest(image)
@@ -2095,9 +2128,24 @@ def iter_train(
     steps) when only ``epochs`` limits training, else per mille of the time budget.
     See :func:`train` for the parameters.
     """
+    several = isinstance(image, (list, tuple)) and all(hasattr(i, "shape") for i in image)
     if nodata is not None:  # voxels equal to it are without data (NaN), as NaN always is
-        several = isinstance(image, (list, tuple)) and all(hasattr(i, "shape") for i in image)
         image = [mark_missing(i, nodata) for i in image] if several else mark_missing(image, nodata)
+    if normalize == "slice":  # each volume levelled slice by slice along z, as the model will level its inputs
+        if channel_axis is not None or two_d:
+            raise InputError("normalize='slice' levels the slices of single-channel volumes: use normalize='image'")
+        image = [level_slices(i, cancel=cancel) for i in image] if several else level_slices(image, cancel=cancel)
+    elif not two_d and channel_axis is None:  # slices that disagree on the grey scale: say what would help
+        for im in image if several else [image]:
+            if not hasattr(im, "shape") or len(im.shape) != 3 or any(seen() is im for seen in _LEVEL_HINTED):
+                continue  # init="auto" trains its candidates on the same image: it was looked at already
+            with contextlib.suppress(TypeError):  # an array without weak references is looked at each time
+                _LEVEL_HINTED.append(weakref.ref(im))
+                del _LEVEL_HINTED[:-4]
+            hint = level_hint(im)
+            if hint:
+                log.warning("%s", hint)
+                break
     args = {
             "shapes": _shapes(image),
             "axis": axis,
@@ -2267,7 +2315,7 @@ def _auto_start_fits(args: dict[str, Any]) -> str | None:
     """Why ``init="auto"`` trains from random weights only here, or None where the pretrained start fits."""
     if args["mode"] != "supervised" or args["channel_axis"] is not None or args["two_d"]:
         return "pix2pix, channels or 2D images"
-    if args["dropout"] is not None or args["normalize"] != "image":
+    if args["dropout"] is not None or args["normalize"] == "fixed":  # "slice": levelled, then the image's bounds
         return "a dropout or normalisation other than the start's"
     if args["axes"] is not None and len(args["axes"]) > 1:
         return "several axes"
@@ -2614,6 +2662,11 @@ def train(
         bounds are applied to every input. With several inputs, ``"image"`` normalises
         each input (each 2D image in ``two_d`` mode) by its own bounds ("per image"),
         ``"fixed"`` uses one set of bounds pooled over all inputs ("per dataset").
+        ``"slice"``: as ``"image"``, after each slice along z is levelled onto the
+        volume's typical grey scale (its 1st and 99th percentiles matched to theirs,
+        :mod:`~napari_xrayseg.core.level`), for stitched or drifting scans whose
+        slices disagree on the grey scale; the model levels every volume it segments
+        the same way (model format version 3).
     two_d : bool, optional
         Declare the inputs independent 2D images (radiographs, micrographs): a 2D array is
         one image and a 3D array a stack of unrelated images along ``axis``. No image is

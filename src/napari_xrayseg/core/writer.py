@@ -612,9 +612,10 @@ def _like(image: Any, target: Any, on_disk: bool) -> Any:
     with an output store it gets the zarr array written, so memory does not grow with the volume.
     """
     from .channels import ChannelStack
+    from .level import LevelledView
 
     chunks = getattr(image, "chunks", None)  # the view's own (a channel stack's are spatial)
-    while isinstance(image, (MissingView, ChannelStack)):  # read through a view: its source's kind
+    while isinstance(image, (MissingView, ChannelStack, LevelledView)):  # read through a view: its source's kind
         image = image.source
     if isinstance(image, np.memmap) and on_disk:
         return target
