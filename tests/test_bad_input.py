@@ -740,6 +740,20 @@ CASES = [
         r"output folder .*sample_out holds files it does not write \(keep.txt\)",
     ),
     Case(
+        "sample-overwrite-keeps-a-file",  # the file was deleted and a folder made in its place (QA, session 37)
+        None,
+        ["sample", "--out", "{d}/a_file", "--shape", "2", "16", "16", "--overwrite"],
+        OutputExistsError,
+        r"a_file is a file, and --out writes a folder there: --overwrite replaces only such a folder",
+    ),
+    Case(
+        "demo-overwrite-keeps-a-file",
+        lambda d, o: __import__("napari_xrayseg.core.demo").core.demo.run_demo(d / "a_file", overwrite=True),
+        ["demo", "--out", "{d}/a_file", "--overwrite"],
+        OutputExistsError,
+        r"output folder .*a_file is a file, and --out writes a folder there",
+    ),
+    Case(
         "sample-out-exists",
         None,
         ["sample", "--out", "{d}/sample_out", "--shape", "2", "16", "16"],
@@ -1054,6 +1068,7 @@ def test_existing_inputs_were_never_modified(d: Path):
     assert (d / "existing.safetensors").read_bytes() == b"precious model"
     assert (d / "sample_out" / "keep.txt").read_text() == "precious"
     assert (d / "exists.json").read_text() == "{}"
+    assert (d / "a_file").read_text() == "not a folder"  # sample/demo --overwrite made a folder in its place
     np.testing.assert_array_equal(open_volume(d / "good.zarr")[...], np.load(d / "img.npy"))
     assert sorted(p.name for p in (d / "good.zarr").iterdir()) == ["c", "zarr.json"]
     assert list((d / "exists.zarr").iterdir()) == []

@@ -102,31 +102,32 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     image, truth = make_phantom(
         tuple(a.shape), seed=a.seed, noise=a.noise, feature_size=a.feature_size, pillar=a.pillar, preset=a.preset
     )
-    work = target.take()
-    chunks = (min(16, image.shape[0]), *image.shape[1:]) if image.ndim == 3 else None
-    attrs = {
-        "napari_xrayseg": {
-            "sample": "pxct-phantom",
-            "seed": a.seed,
-            "preset": a.preset,
-            "noise": a.noise,
-            "feature_size": a.feature_size,
-            "pillar": a.pillar,
-            "phases": {str(k): v for k, v in PHASES.items()},
+    with target:  # a failed run lets go of the output's lock at once
+        work = target.take()
+        chunks = (min(16, image.shape[0]), *image.shape[1:]) if image.ndim == 3 else None
+        attrs = {
+            "napari_xrayseg": {
+                "sample": "pxct-phantom",
+                "seed": a.seed,
+                "preset": a.preset,
+                "noise": a.noise,
+                "feature_size": a.feature_size,
+                "pillar": a.pillar,
+                "phases": {str(k): v for k, v in PHASES.items()},
+            }
         }
-    }
-    names = {"classes": list(PHASES), "class_names": list(PHASES.values())}  # analyze / evaluate name the phases
-    label_attrs = {"napari_xrayseg": {**attrs["napari_xrayseg"], **names}}
-    write_volume(work / "image.zarr", image, chunks=chunks, attrs=attrs)
-    write_volume(work / "truth.zarr", truth, chunks=chunks, attrs=label_attrs)
-    written = f"{out}/image.zarr and {out}/truth.zarr"
-    if a.annotate:
-        from .core.demo import annotate_slices
+        names = {"classes": list(PHASES), "class_names": list(PHASES.values())}  # analyze / evaluate name the phases
+        label_attrs = {"napari_xrayseg": {**attrs["napari_xrayseg"], **names}}
+        write_volume(work / "image.zarr", image, chunks=chunks, attrs=attrs)
+        write_volume(work / "truth.zarr", truth, chunks=chunks, attrs=label_attrs)
+        written = f"{out}/image.zarr and {out}/truth.zarr"
+        if a.annotate:
+            from .core.demo import annotate_slices
 
-        ann, idx = annotate_slices(truth, min(a.annotate, truth.shape[0]))
-        write_volume(work / "annotations.zarr", ann, chunks=chunks, attrs=label_attrs)
-        written += f", and the truth of slices {idx} (0 elsewhere) to {out}/annotations.zarr"
-    target.commit()
+            ann, idx = annotate_slices(truth, min(a.annotate, truth.shape[0]))
+            write_volume(work / "annotations.zarr", ann, chunks=chunks, attrs=label_attrs)
+            written += f", and the truth of slices {idx} (0 elsewhere) to {out}/annotations.zarr"
+        target.commit()
     print(f"wrote sample {image.shape} (seed {a.seed}) to {written} in {time.perf_counter() - t0:.1f} s")
     return 0
 

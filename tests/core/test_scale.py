@@ -675,3 +675,66 @@ def test_a_small_slab_with_several_axes_is_warned_about(vol, tiny_model, caplog)
     with caplog.at_level("WARNING", logger="napari_xrayseg"):
         segment(vol, tiny_model, axes="zyx", **{**KW, "slab": None})  # the default depth
     assert "several axes" not in caplog.text
+
+
+def test_a_second_run_on_an_output_being_written_is_refused(tmp_path, vol, tiny_model):
+    """Two --overwrite runs on one output mixed their slabs (the second deleted the first one's scratch folder
+    and wrote on into it): the output being written is locked, the second run refused, the first unharmed."""
+    from napari_xrayseg.core.output import claim
+
+    out = tmp_path / "o.zarr"
+    old = segment(vol, tiny_model, out=out, **KW)
+    first = claim(out, overwrite=True, store=True)
+    first.take()  # a run writing the replacement, as segment() holds it
+    (first.path / "slab-of-the-first-run").write_text("x")
+    with pytest.raises(OutputExistsError, match="is being written by another run right now"):
+        segment(vol, tiny_model, out=out, overwrite=True, axis=1, **KW)
+    assert (first.path / "slab-of-the-first-run").exists()  # its work was not removed
+    with pytest.raises(OutputExistsError, match="being written by another run"):
+        segment(vol, tiny_model, out=out, overwrite=True, resume=True, **KW)
+    first.release()  # the first run ends (or dies: the system lets go of its lock)
+    res = segment(vol, tiny_model, out=out, overwrite=True, **KW)
+    np.testing.assert_array_equal(res, old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.zarr", "o.zarr"]  # no lock file left behind
+
+
+def test_a_refused_or_failed_run_lets_go_of_the_output_at_once(tmp_path, vol, tiny_model):
+    """In one process (napari, a notebook) a failed run's output must not stay locked for the retry."""
+    out = tmp_path / "o.zarr"
+    from faults import NthCheck
+
+    segment(vol, tiny_model, out=out, **KW)
+    with pytest.raises(InputError, match="axis") as refused:  # a resume with other settings, refused after the lock
+        segment(vol, tiny_model, out=out, resume=True, axis=1, **KW)
+    assert refused.value is not None  # its traceback (and the run's frames) still alive here
+    segment(vol, tiny_model, out=out, overwrite=True, **KW)
+    with pytest.raises(Cancelled) as cancelled:
+        segment(vol, tiny_model, out=tmp_path / "c.zarr", cancel=NthCheck(2), **KW)
+    assert cancelled.value is not None
+    segment(vol, tiny_model, out=tmp_path / "c.zarr", resume=True, **KW)  # not "being written by another run"
+    assert output_complete(tmp_path / "c.zarr")
+
+
+def test_overwrite_with_a_new_confidence_output_resumes_both(tmp_path, vol, tiny_model):
+    """--overwrite --confidence over an output without one, cut short: --overwrite --resume said the confidence
+    output was missing (it was written in place, the labels beside the old ones) and all slabs were lost."""
+    from faults import NthCheck
+
+    out = tmp_path / "o.zarr"
+    old = segment(vol, tiny_model, out=out, **KW)
+    with pytest.raises(Cancelled):
+        segment(vol, tiny_model, out=out, overwrite=True, confidence="maxprob", cancel=NthCheck(4), **KW)
+    np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], old)
+    assert not (tmp_path / "o-maxprob.zarr").exists()  # beside, as the labels: nothing half-written in view
+    assert (tmp_path / ".o-maxprob.zarr.xrayseg-new").is_dir()
+    steps = []
+    res, conf = segment(
+        vol, tiny_model, out=out, overwrite=True, resume=True, confidence="maxprob",
+        progress=lambda p: steps.append(p.step), **KW,
+    )  # fmt: skip
+    assert steps[0] > 2  # the finished slabs were kept
+    clean, clean_conf = segment(vol, tiny_model, confidence="maxprob", **KW)
+    np.testing.assert_array_equal(res, clean)
+    np.testing.assert_allclose(conf, clean_conf, atol=1e-6)
+    assert output_complete(out) and (tmp_path / "o-maxprob.zarr").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.zarr", "o-maxprob.zarr", "o.zarr"]

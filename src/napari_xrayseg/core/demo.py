@@ -85,80 +85,81 @@ def run_demo(
     # written beside an existing folder (with overwrite) and swapped in at the end: a failed or
     # interrupted demo leaves the previous one as it was
     target = claim(outdir, overwrite=overwrite, what="output folder", empty_ok=True, owns=DEMO_FILES)
-    work = target.take()
-    t0 = time.perf_counter()
-    echo(f"1/5 generating the synthetic PXCT sample {shape} (seed {seed}) ...")
-    image, truth = make_phantom(shape, seed=seed)
-    chunks = (min(16, shape[0]), shape[1], shape[2])
-    write_volume(work / "image.zarr", image, chunks=chunks)
-    write_volume(work / "truth.zarr", truth, chunks=chunks)
-    ann, idx = annotate_slices(truth, n_slices)
-    write_volume(work / "annotations.zarr", ann, chunks=chunks)
-    echo(f"2/5 annotation: ground truth of {len(idx)} slices {idx} ({ann.astype(bool).mean():.1%} of voxels)")
+    with target:  # a failed run lets go of the output's lock at once
+        work = target.take()
+        t0 = time.perf_counter()
+        echo(f"1/5 generating the synthetic PXCT sample {shape} (seed {seed}) ...")
+        image, truth = make_phantom(shape, seed=seed)
+        chunks = (min(16, shape[0]), shape[1], shape[2])
+        write_volume(work / "image.zarr", image, chunks=chunks)
+        write_volume(work / "truth.zarr", truth, chunks=chunks)
+        ann, idx = annotate_slices(truth, n_slices)
+        write_volume(work / "annotations.zarr", ann, chunks=chunks)
+        echo(f"2/5 annotation: ground truth of {len(idx)} slices {idx} ({ann.astype(bool).mean():.1%} of voxels)")
 
-    echo(f"3/5 training a U-Net ({size}) on those slices for at most {minutes:g} min ...")
-    t1 = time.perf_counter()
-    model = train(
-        image,
-        ann,
-        arch="unet",  # the quick tour: the 2.5D net (2 minutes; unet3d wants more time on 2 cores)
-        size=size,
-        minutes=minutes,
-        epochs=1000,
-        seed=0,
-        device=device,
-        out=work / "model.safetensors",
-        progress=progress,
-    )
-    t_train = time.perf_counter() - t1
+        echo(f"3/5 training a U-Net ({size}) on those slices for at most {minutes:g} min ...")
+        t1 = time.perf_counter()
+        model = train(
+            image,
+            ann,
+            arch="unet",  # the quick tour: the 2.5D net (2 minutes; unet3d wants more time on 2 cores)
+            size=size,
+            minutes=minutes,
+            epochs=1000,
+            seed=0,
+            device=device,
+            out=work / "model.safetensors",
+            progress=progress,
+        )
+        t_train = time.perf_counter() - t1
 
-    echo("4/5 segmenting the whole volume ...")
-    t2 = time.perf_counter()
-    segment(image, model, out=work / "labels.zarr", device=device)
-    t_seg = time.perf_counter() - t2
-    import zarr
+        echo("4/5 segmenting the whole volume ...")
+        t2 = time.perf_counter()
+        segment(image, model, out=work / "labels.zarr", device=device)
+        t_seg = time.perf_counter() - t2
+        import zarr
 
-    labels = zarr.open_array(store=str(work / "labels.zarr"), mode="r")
+        labels = zarr.open_array(store=str(work / "labels.zarr"), mode="r")
 
-    echo("5/5 evaluating against the full ground truth ...")
-    report = evaluate(labels, truth, classes=[1, 2, 3])
-    report.to_json(work / "report.json")
-    otsu = evaluate(multi_otsu(image), truth, classes=[1, 2, 3], per_slice=False)
-    figures: list[str] = []
-    try:
-        from .figures import save_figures
-    except ImportError:  # pragma: no cover - figures module optional
-        save_figures = None
-    if save_figures is not None:
-        figures = [
-            str(outdir / p.relative_to(work))
-            for p in save_figures(report, image, labels, truth, work / "figures", axis=0, history=model)
-        ]
-    names = dict(zip(model.info.classes, model.info.class_names))
-    summary = {
-        "sample": {"shape": list(shape), "seed": seed, "annotated_slices": idx},
-        "train": {
-            "seconds": round(t_train, 1),
-            "epochs": len(model.info.history),
-            "best_val_dice": model.info.train.get("best_val_dice"),
-            "val_dice": model.info.validation[0],
-            "kept": model.info.validation[1],
-        },
-        "segment": {"seconds": round(t_seg, 1), "mvox_per_s": round(image.size / t_seg / 1e6, 3)},
-        "dice": {names.get(int(c), c): report.per_class[c]["dice"] for c in report.per_class},
-        "mean_dice": report.mean_dice,
-        "held_out_mean_dice": (report.held_out or {}).get("mean_dice"),  # the slices not trained on
-        "otsu_mean_dice": otsu.mean_dice,
-        "files": {
-            "model": str(outdir / "model.safetensors"),
-            "labels": str(outdir / "labels.zarr"),
-            "report": str(outdir / "report.json"),
-            "figures": figures,
-        },
-        "total_seconds": round(time.perf_counter() - t0, 1),
-    }
-    (work / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    target.commit()
+        echo("5/5 evaluating against the full ground truth ...")
+        report = evaluate(labels, truth, classes=[1, 2, 3])
+        report.to_json(work / "report.json")
+        otsu = evaluate(multi_otsu(image), truth, classes=[1, 2, 3], per_slice=False)
+        figures: list[str] = []
+        try:
+            from .figures import save_figures
+        except ImportError:  # pragma: no cover - figures module optional
+            save_figures = None
+        if save_figures is not None:
+            figures = [
+                str(outdir / p.relative_to(work))
+                for p in save_figures(report, image, labels, truth, work / "figures", axis=0, history=model)
+            ]
+        names = dict(zip(model.info.classes, model.info.class_names))
+        summary = {
+            "sample": {"shape": list(shape), "seed": seed, "annotated_slices": idx},
+            "train": {
+                "seconds": round(t_train, 1),
+                "epochs": len(model.info.history),
+                "best_val_dice": model.info.train.get("best_val_dice"),
+                "val_dice": model.info.validation[0],
+                "kept": model.info.validation[1],
+            },
+            "segment": {"seconds": round(t_seg, 1), "mvox_per_s": round(image.size / t_seg / 1e6, 3)},
+            "dice": {names.get(int(c), c): report.per_class[c]["dice"] for c in report.per_class},
+            "mean_dice": report.mean_dice,
+            "held_out_mean_dice": (report.held_out or {}).get("mean_dice"),  # the slices not trained on
+            "otsu_mean_dice": otsu.mean_dice,
+            "files": {
+                "model": str(outdir / "model.safetensors"),
+                "labels": str(outdir / "labels.zarr"),
+                "report": str(outdir / "report.json"),
+                "figures": figures,
+            },
+            "total_seconds": round(time.perf_counter() - t0, 1),
+        }
+        (work / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        target.commit()
     echo("")
     echo(
         f"Segmented the {shape[0]}x{shape[1]}x{shape[2]} synthetic PXCT electrode from {len(idx)} annotated "

@@ -346,6 +346,7 @@ def build_job(
                     what="confidence output",
                     option="--confidence-out",
                     store=True,
+                    beside=labels_claim.replacing,  # swapped in with the labels, resumed with them
                 )
             old = read_output_meta(labels_claim.path) if labels_claim.resume else None
             if old is not None and info.normalization.get("low") is None:
@@ -476,6 +477,7 @@ def run_job(job: SegmentJob, executor: Any, cancel: CancelToken | None = None) -
     )
     t0 = time.perf_counter()
     ran = 0
+    finished = False
     try:
         for i, (plan, todo) in enumerate(zip(plans, todos)):
             vox = math.prod(plan.slice_shape)
@@ -491,6 +493,7 @@ def run_job(job: SegmentJob, executor: Any, cancel: CancelToken | None = None) -
                     {"voxels_per_s": float(rate)},
                 )
         job.writer.finish(cancel)
+        finished = True
     except Cancelled:
         log.info(
             "segmentation cancelled after %d/%d slices; the partial output is kept, marked incomplete "
@@ -506,6 +509,9 @@ def run_job(job: SegmentJob, executor: Any, cancel: CancelToken | None = None) -
         if isinstance(job.writer, StoreWriter):
             oom.args = (f"{oom.args[0]}; finished slabs are kept: add --resume (resume=True) to continue",)
         raise oom from e
+    finally:
+        if not finished and isinstance(job.writer, StoreWriter):
+            job.writer.release()  # cancelled, failed or abandoned: a retry (--resume) may take the outputs
     elapsed = time.perf_counter() - t0
     log.info("segmented %d voxels in %.1f s (%.2f Mvox/s)", ran, elapsed, ran / max(elapsed, 1e-9) / 1e6)
     return job.result()

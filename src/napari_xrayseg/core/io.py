@@ -790,7 +790,10 @@ def create_zarr(
     from .output import claim
 
     c = claim(path, inputs=inputs)
-    return _create(c.take(), shape, dtype, chunks, attrs, c.final)
+    try:
+        return _create(c.take(), shape, dtype, chunks, attrs, c.final)
+    finally:
+        c.release()  # created whole: the caller writes into it (no commit to wait for)
 
 
 def _create(p: Path, shape: tuple[int, ...], dtype: Any, chunks: Any, attrs: Any, final: Path) -> Any:
@@ -834,13 +837,13 @@ def write_volume(
     from .output import claim
 
     data = np.asarray(data)
-    c = claim(path, overwrite=overwrite, inputs=inputs)
-    arr = _create(c.take(), data.shape, data.dtype, chunks, attrs, c.final)
-    try:
-        arr[...] = data
-    except OSError as e:
-        raise write_error(e, c.final) from e
-    return zarr.open_array(store=str(c.commit()), mode="r+")
+    with claim(path, overwrite=overwrite, inputs=inputs) as c:
+        arr = _create(c.take(), data.shape, data.dtype, chunks, attrs, c.final)
+        try:
+            arr[...] = data
+        except OSError as e:
+            raise write_error(e, c.final) from e
+        return zarr.open_array(store=str(c.commit()), mode="r+")
 
 
 # --------------------------------------------------------------------------- voxel size

@@ -84,6 +84,9 @@ def slice_levels(image: Any, *, cancel: Any = None) -> np.ndarray:
             f"normalize='slice' levels the slices of a volume along z: got an image of shape {shape} "
             "(use normalize='image' for 2D images and stacks of unrelated images)"
         )
+    dt = np.dtype(image.dtype)
+    if dt == np.bool_ or not (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating)):
+        raise InputError(f"image has dtype {dt}: give integer or floating-point values")
     n, h, w = shape
     step = max(1, math.ceil(math.sqrt(h * w / LEVEL_PIXELS)))
     q = np.full((n, 2), np.nan)
@@ -134,8 +137,9 @@ def level_hint(image: Any) -> str | None:
     'the grey scale changes along z: levelling would '
     """
     shape = tuple(int(s) for s in image.shape)
-    if len(shape) != 3 or shape[0] < 4:
-        return None
+    dt = np.dtype(getattr(image, "dtype", np.float32))
+    if len(shape) != 3 or shape[0] < 4 or dt == np.bool_ or not np.issubdtype(dt, np.number):
+        return None  # training refuses what is not a grey-level volume, with its own message
     idx = np.unique(np.linspace(0, shape[0] - 1, min(HINT_SLICES, shape[0])).round().astype(int))
     sample = _Picked(image, idx)
     try:

@@ -19,11 +19,12 @@ with :func:`write_file`; folders (zarr stores) are claimed with :func:`claim`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 
 NEW = ".xrayseg-new"
 OLD = ".xrayseg-old"
+#: ``.NAME.xrayseg-lock`` beside an output folder: held (``flock``) by the run writing it, so a second run
+#: on the same output is refused instead of writing into the first one's folder (two ``--overwrite`` runs
+#: mixed their slabs, a QA run). Removed when the output is committed; the operating system releases it
+#: when the run dies (a kill leaves an empty file, which the next run on that output takes over).
+LOCK = ".xrayseg-lock"
 
 
 def remove_path(p: Path) -> None:
@@ -47,6 +53,47 @@ def remove_path(p: Path) -> None:
 
 def _sibling(p: Path, tag: str) -> Path:
     return p.with_name(f".{p.name}{tag}")
+
+
+def _ours(p: Path) -> bool:
+    """Whether ``p`` is a lock file of ours (``.NAME.xrayseg-lock``), which a folder check does not count."""
+    return p.name.startswith(".") and p.name.endswith(LOCK)
+
+
+def _acquire(c: Claim) -> Any:
+    """Hold ``c``'s lock file (an open file) or raise :class:`OutputExistsError` if another run holds it.
+
+    None where advisory locks do not exist (Windows) or the file system refuses them (some NFS).
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    lock = _sibling(c.final, LOCK)
+    for _ in range(3):
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(lock, "a")  # noqa: SIM115  # held for the run, closed by release()
+        except OSError as e:
+            raise write_error(e, c.final, option=c.option) from e
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise OutputExistsError(
+                f"{c.what} {c.final} is being written by another run right now: wait for it to end, "
+                f"or choose another path ({c.option})"
+            ) from None
+        except OSError:  # no locks on this file system: as before them
+            fh.close()
+            return None
+        try:
+            if os.stat(lock).st_ino == os.fstat(fh.fileno()).st_ino:
+                return fh
+        except FileNotFoundError:
+            pass
+        fh.close()  # the run holding it finished and removed it meanwhile: lock the new one
+    return None
 
 
 #: Files the operating system leaves in folders it shows (Finder, Explorer): no one's data.
@@ -148,6 +195,35 @@ class Claim:
     what: str = "output"
     option: str = "--out"
     reuse: bool = False  # write into an existing empty folder
+    held: Any = field(default=None, repr=False, compare=False)  # the lock file, from lock() to commit()
+
+    def lock(self) -> None:
+        """Hold the output's lock (before reading or removing anything of it); a no-op when held.
+
+        Raises
+        ------
+        OutputExistsError
+            If another run is writing this output.
+        """
+        if self.held is None:
+            self.held = _acquire(self)
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()  # committed: released already; failed: a retry in this process may take it
+
+    def release(self) -> None:
+        """Let go of the lock and remove its file (:meth:`commit` does; ``with claim(...)`` on failure too)."""
+        fh, self.held = self.held, None
+        if fh is None or fh.closed:
+            return
+        lock = _sibling(self.final, LOCK)
+        with contextlib.suppress(OSError):
+            if os.stat(lock).st_ino == os.fstat(fh.fileno()).st_ino:  # ours still, not a later run's
+                lock.unlink()
+        fh.close()
 
     @property
     def replacing(self) -> bool:
@@ -172,6 +248,8 @@ class Claim:
             ) from e
         except OSError as e:
             raise write_error(e, self.final, option=self.option) from e
+        if folder:
+            self.lock()
         if self.resume or self.reuse or not folder:
             return self.path
         if self.replacing:
@@ -185,13 +263,16 @@ class Claim:
         return self.path
 
     def commit(self) -> Path:
-        """Swap the finished result in place of the old one (no-op when writing in place)."""
+        """Swap the finished result in place of the old one (no-op when writing in place); release the lock."""
         if not self.replacing:
+            self.release()
             return self.final
         old = _sibling(self.final, OLD)
         try:
             remove_path(old)
-            if self.path.is_dir() and not self.path.is_symlink():
+            if not (self.final.exists() or self.final.is_symlink()):  # written beside a new one (beside=True)
+                os.rename(self.path, self.final)
+            elif self.path.is_dir() and not self.path.is_symlink():
                 os.rename(self.final, old)  # a kill between the two renames is repaired by the next claim
                 os.rename(self.path, self.final)
                 remove_path(old)
@@ -200,6 +281,7 @@ class Claim:
         except OSError as e:
             raise write_error(e, self.final, option=self.option) from e
         log.info("replaced %s with the new result", self.final)
+        self.release()
         return self.final
 
 
@@ -230,6 +312,7 @@ def claim(
     empty_ok: bool = False,
     owns: Iterable[str] | None = None,
     store: bool = False,
+    beside: bool = False,
 ) -> Claim:
     """Decide where an output goes; nothing is created or removed until :meth:`Claim.take`.
 
@@ -257,6 +340,10 @@ def claim(
     store : bool
         The output is a zarr store: with ``overwrite`` only a zarr store (or an empty folder)
         is replaced, never a file or a folder of other things (``--out myproject``).
+    beside : bool
+        Write a new output beside its final path too, as one being replaced is (it goes with
+        another output that is replaced: a confidence map new to a replaced segmentation), so a
+        run cut short resumes both with ``overwrite=True, resume=True``.
 
     Returns
     -------
@@ -287,11 +374,23 @@ def claim(
     _repair(final)
     new = _sibling(final, NEW)
     if not (final.exists() or final.is_symlink()):
+        if beside:
+            return Claim(final, new, bool(resume and new.exists()), what, option)
         if new.exists():
             remove_path(new)  # a replacement whose original is gone
         return Claim(final, final, False, what, option)
-    if empty_ok and final.is_dir() and not final.is_symlink() and not any(not os_litter(p) for p in final.iterdir()):
+    if (
+        empty_ok
+        and final.is_dir()
+        and not final.is_symlink()
+        and all(os_litter(p) or _ours(p) for p in final.iterdir())
+    ):
         return Claim(final, final, False, what, option, reuse=True)
+    if overwrite and owns is not None and not final.is_dir():
+        raise OutputExistsError(
+            f"{what} {final} is a file, and {option} writes a folder there: --overwrite replaces only such a "
+            "folder; choose another path"
+        )
     if overwrite:
         if store and not _replaceable_store(final):
             kind = "a folder" if final.is_dir() else "a file"
@@ -303,7 +402,9 @@ def claim(
             )
         if owns is not None and final.is_dir() and not final.is_symlink():
             ours = set(owns)
-            foreign = sorted(p.name for p in final.iterdir() if p.name not in ours and not os_litter(p))
+            foreign = sorted(
+                p.name for p in final.iterdir() if p.name not in ours and not os_litter(p) and not _ours(p)
+            )
             if foreign:
                 shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
                 raise OutputExistsError(

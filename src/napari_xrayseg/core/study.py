@@ -224,17 +224,18 @@ def iter_study(
     if outdir is not None and target is not None:
         from .figures import study_plot
 
-        work = target.take()
-        (work / "study.json").write_text(json.dumps(asdict(result), indent=1), encoding="utf-8")
-        (work / "study.md").write_text(result.table() + "\n", encoding="utf-8")
-        study_plot(
-            result.summary,
-            work / "study.png",
-            overwrite=True,
-            title=f"Sample {shape[0]}x{shape[1]}x{shape[2]}, unet/{size}, "
-            f"{minutes if minutes else epochs} {'min' if minutes else 'epochs'} per model",
-        )
-        target.commit()
+        with target:  # a failed run lets go of the output's lock at once
+            work = target.take()
+            (work / "study.json").write_text(json.dumps(asdict(result), indent=1), encoding="utf-8")
+            (work / "study.md").write_text(result.table() + "\n", encoding="utf-8")
+            study_plot(
+                result.summary,
+                work / "study.png",
+                overwrite=True,
+                title=f"Sample {shape[0]}x{shape[1]}x{shape[2]}, unet/{size}, "
+                f"{minutes if minutes else epochs} {'min' if minutes else 'epochs'} per model",
+            )
+            target.commit()
         result.files = {
             "json": str(outdir / "study.json"),
             "table": str(outdir / "study.md"),

@@ -357,10 +357,41 @@ class StoreWriter:
         InputError
             If ``resume`` finds an output of another model or other settings, or not ours.
         OutputExistsError, OutputWriteError
-            As :meth:`~napari_xrayseg.core.output.Claim.take`.
+            As :meth:`~napari_xrayseg.core.output.Claim.take`; another run writing the outputs.
         """
+        try:
+            return cls._open(
+                labels, confidence, shape=shape, chunks=chunks, classes=classes, depth=depth, passes=passes, meta=meta
+            )
+        except BaseException:
+            for c in (labels, confidence):  # refused or failed: a retry in this process may take the outputs
+                if c is not None:
+                    c.release()
+            raise
+
+    def release(self) -> None:
+        """Let go of the outputs' locks (a failed or cancelled run; :meth:`finish` commits and releases)."""
+        for c in self._claims:
+            c.release()
+
+    @classmethod
+    def _open(
+        cls,
+        labels: Claim,
+        confidence: Claim | None,
+        *,
+        shape: tuple[int, ...],
+        chunks: tuple[int, ...],
+        classes: int,
+        depth: int,
+        passes: int,
+        meta: dict[str, Any],
+    ) -> StoreWriter:
         import zarr
 
+        for c in (labels, confidence):  # before anything of them is read or removed: a second run is refused
+            if c is not None:
+                c.lock()
         pyramid = bool(meta["pyramid"])
         layout = StoreLayout(  # absolute: dask workers started in another folder write where the client reads
             labels=os.path.abspath(labels.path),
