@@ -188,6 +188,17 @@ def _no_permission(monkeypatch) -> None:
     monkeypatch.setattr(numpy, "load", load)
 
 
+def _read_only_out(monkeypatch) -> None:
+    """The output folder (``{o}``, pytest's tmp_path) is read-only: os.access says so (root passes chmod)."""
+    import os as _os
+
+    real = _os.access
+    monkeypatch.setattr(
+        "napari_xrayseg.core.output.os.access",
+        lambda p, mode, **k: False if mode == _os.W_OK and "pytest" in str(p) and "/d" not in str(p) else real(p, mode),
+    )
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -901,6 +912,21 @@ CASES = [
         _evaluate("lab.npy", "lab.npy", "--json", "{o}/r.txt", "--csv", "{o}/r.txt"),
         InputError,
         r"two outputs share a path .*r.txt.*: give each its own",
+    ),
+    Case(
+        "train-out-inside-the-image",  # the model was written into the input's zarr store (QA, session 37)
+        lambda d, o: train(open_volume(d / "good.zarr"), np.load(d / "lab.npy"), out=d / "good.zarr" / "m", **TRAIN),
+        _train("good.zarr", "lab.npy", "--out", "{d}/good.zarr/m.safetensors"),
+        InputError,
+        r"--out .*good.zarr/m(.safetensors)? lies inside the input .*good.zarr",
+    ),
+    Case(
+        "analyze-json-in-a-read-only-folder",  # the whole analysis ran, then failed to write (QA, session 37)
+        None,
+        ["analyze", "--labels", "{d}/lab.npy", "--json", "{o}/a.json", "--fractions-only"],
+        InputError,
+        r"cannot write JSON output .*a.json: folder .* is not writable; choose another --json",
+        patch=_read_only_out,
     ),
     Case(
         "analyze-json-inside-the-labels",

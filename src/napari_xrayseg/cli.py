@@ -721,7 +721,7 @@ def _outputs_free(
     from pathlib import Path
 
     from .core.errors import InputError
-    from .core.output import check_not_input, claim
+    from .core.output import check_not_input, check_writable, claim
 
     reads = [p for p in inputs if p]
     paths = [p for p, _, _ in files if p is not None] + ([figures] if figures is not None else [])
@@ -733,7 +733,10 @@ def _outputs_free(
         if Path(path).is_dir():
             raise InputError(f"{what} {path} is a directory: give a file name")
         claim(path, overwrite=a.overwrite, what=what, option=option, inputs=reads)
-    if figures is not None:  # the PNGs evaluate writes (a folder that holds the inputs is fine)
+        check_writable(path, what, option)  # a read-only folder: said now, not after the work
+    if figures is not None:
+        # the PNGs evaluate writes (a folder that holds the inputs is fine)
+        check_writable(Path(figures) / "collage.png", "figures", "--figures")
         from .core.figures import check_figure_folder
 
         names = ("collage.png", "slice_dice.png")

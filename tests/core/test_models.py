@@ -79,6 +79,27 @@ def test_pickle_is_never_loaded(tmp_path):
     assert not marker.exists()
 
 
+def test_a_zip_or_a_fifo_given_as_a_model_file_is_named(tmp_path):
+    """A bioimage.io package passed as --model was called a pickled checkpoint; a FIFO hung the reader."""
+    import zipfile
+
+    pkg = tmp_path / "pkg.zip"
+    with zipfile.ZipFile(pkg, "w") as z:
+        z.writestr("rdf.yaml", "type: model")
+        z.writestr("weights.pt", b"\x80\x04")
+    with pytest.raises(ModelFileError, match=r"pkg.zip is a bioimage.io model package, not a model file: .*import"):
+        load_model(pkg)
+    other = tmp_path / "other.safetensors"
+    with zipfile.ZipFile(other, "w") as z:
+        z.writestr("notes.txt", "hello")
+    with pytest.raises(ModelFileError, match="is a zip archive, not a safetensors model file"):
+        load_model(other)
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    with pytest.raises(ModelFileError, match="is not a regular file"):
+        load_model(fifo)
+
+
 def _rewrite_meta(src, dst, edit):
     raw = src.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])

@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import struct
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -75,7 +76,7 @@ GROUPS_FORMAT_VERSION = 2
 LEVEL_FORMAT_VERSION = 3
 _META_KEY = "napari_xrayseg"
 _MAX_HEADER = 16 * 1024 * 1024  # a sane header is a few kB; refuse absurd ones before reading
-_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # raw pickle protocol 2+, torch.save zip archives
+_PICKLE_MAGIC = (b"\x80",)  # raw pickle protocol 2+ (zip archives, torch.save's among them: _zip_message)
 #: Dropout of a new ``unet`` of size ``medium`` that :func:`~napari_xrayseg.train` builds (see
 #: :func:`default_dropout`).
 TRAIN_DROPOUT = 0.2
@@ -1028,11 +1029,35 @@ def rescue_model(model: Model, wanted: str | os.PathLike) -> Path | None:
     return None
 
 
+def _zip_message(path: Path) -> str:
+    """Why a zip archive given as a model file is not one: a bioimage.io package, a torch.save checkpoint, other."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        names = []
+    if any(n.rsplit("/", 1)[-1] in ("rdf.yaml", "bioimageio.yaml") for n in names):
+        return (
+            f"{path} is a bioimage.io model package, not a model file: import it first with "
+            "xrayseg import (import_bioimageio), which writes the .safetensors model"
+        )
+    if any(n.endswith("data.pkl") for n in names):
+        return (
+            f"{path} looks like a pickled PyTorch checkpoint; napari-xrayseg never unpickles "
+            "model files (they can run code): export the weights to safetensors"
+        )
+    return f"{path} is a zip archive, not a safetensors model file"
+
+
 def _read_header(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ModelFileError(f"model file {path} does not exist: check the path")
     if path.is_dir():
         raise ModelFileError(f"model path {path} is a directory: give the .safetensors file")
+    if not path.is_file():  # a FIFO or a device: reading it waited forever
+        raise ModelFileError(f"model path {path} is not a regular file: give the .safetensors file")
+    if zipfile.is_zipfile(path):
+        raise ModelFileError(_zip_message(path))
     size = path.stat().st_size
     try:
         with open(path, "rb") as fh:

@@ -30,7 +30,7 @@ from typing import Any
 
 from .errors import InputError, OutputExistsError, write_error
 
-__all__ = ["Claim", "check_not_input", "claim", "remove_path", "source_path", "write_file"]
+__all__ = ["Claim", "check_not_input", "check_writable", "claim", "remove_path", "source_path", "write_file"]
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +172,22 @@ def check_not_input(out: str | os.PathLike, inputs: Iterable[Any], *, option: st
                     f"{option} {out} lies {rel} the input {s}: writing there could destroy it; "
                     f"choose a path outside the input for {option}"
                 )
+
+
+def check_writable(path: str | os.PathLike, what: str = "output", option: str = "--out") -> None:
+    """Refuse, before the work, an output whose nearest existing folder is a file or cannot be written.
+
+    Raises
+    ------
+    InputError
+        Naming the folder and the option to change.
+    """
+    p = Path(path)
+    parent = next((q for q in p.parents if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise InputError(f"cannot write {what} {p}: {parent} is a file, not a folder; choose another {option}")
+    if parent is not None and not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write {what} {p}: folder {parent} is not writable; choose another {option}")
 
 
 @dataclass

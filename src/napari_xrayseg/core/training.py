@@ -75,7 +75,7 @@ from .normalize import (
     mark_missing,
     pooled_normalization,
 )
-from .output import claim
+from .output import check_not_input, check_writable, claim
 from .plan import check_image
 from .predictor import SlicePredictor
 from .progress import CancelToken, Progress, ProgressCallback, check, drain, signals_cancel
@@ -943,12 +943,7 @@ def _out_path(out: str | os.PathLike | None, overwrite: bool) -> Path | None:
     if p.is_dir():
         raise InputError(f"model path {p} is a directory: give a file name ending in .safetensors")
     claim(p, overwrite=overwrite, what="model file")  # exists? (the model is written by save_model at the end)
-    # checked before training, not after it: a run must not end with nowhere to save
-    parent = next((q for q in p.parents if q.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise InputError(f"cannot write model file {p}: {parent} is a file, not a folder; choose another --out")
-    if parent is not None and not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write model file {p}: folder {parent} is not writable; choose another --out")
+    check_writable(p, "model file")  # before training, not after it: a run must not end with nowhere to save
     return p
 
 
@@ -2129,6 +2124,8 @@ def iter_train(
     See :func:`train` for the parameters.
     """
     several = isinstance(image, (list, tuple)) and all(hasattr(i, "shape") for i in image)
+    if out is not None:  # a model written into an input's store or folder (an output inside an input is refused)
+        check_not_input(Path(out), [*(image if several else [image]), labels], option="--out")
     if nodata is not None:  # voxels equal to it are without data (NaN), as NaN always is
         image = [mark_missing(i, nodata) for i in image] if several else mark_missing(image, nodata)
     if normalize == "slice":  # each volume levelled slice by slice along z, as the model will level its inputs
