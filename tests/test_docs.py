@@ -135,6 +135,32 @@ def test_relative_links_exist(doc):
     assert not missing, f"{doc}: broken links {missing}"
 
 
+def test_readme_links_work_on_pypi_and_point_at_files_here():
+    """README.md is the package's PyPI page, where relative links and images break: they are absolute, to this
+    repository's files (session 37's newcomer QA)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    prefixes = (
+        "https://github.com/napari-xrayseg/napari-xrayseg/blob/main/",
+        "https://github.com/napari-xrayseg/napari-xrayseg/tree/main/",
+        "https://raw.githubusercontent.com/napari-xrayseg/napari-xrayseg/main/",
+    )
+    relative, missing = [], []
+    for target in _MD_LINK.findall(text):
+        if (
+            target.startswith("#")
+            or target.startswith(("http://", "https://", "mailto:"))
+            and not target.startswith(prefixes)
+        ):
+            continue
+        hit = next((p for p in prefixes if target.startswith(p)), None)
+        if hit is None:
+            relative.append(target)
+        elif not (ROOT / target[len(hit) :].split("#", 1)[0]).exists():
+            missing.append(target)
+    assert not relative, f"relative links break on PyPI: {relative}"
+    assert not missing, f"links to files this repository lacks: {missing}"
+
+
 def test_hub_metadata_matches_the_package():
     import tomllib
 

@@ -1381,10 +1381,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample size (default: 64 128 128; with --strategy 48 128 128)",
     )
     p.add_argument("--seed", type=int, default=0, help="sample seed (default: 0)")
-    p.add_argument("--slices", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="annotated slice counts")
-    p.add_argument("--modes", nargs="+", default=["supervised", "pix2pix"], choices=["supervised", "pix2pix"])
     p.add_argument(
-        "--axes", nargs="+", default=["z", "zyx"], choices=["z", "zyx"], help="inference: one axis and/or orthoplane"
+        "--slices", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="annotated slice counts (default: 1 2 4 8 16)"
+    )
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        default=["supervised", "pix2pix"],
+        choices=["supervised", "pix2pix"],
+        help="training modes (default: supervised pix2pix)",
+    )
+    p.add_argument(
+        "--axes",
+        nargs="+",
+        default=["z", "zyx"],
+        choices=["z", "zyx"],
+        help="inference: one axis and/or orthoplane (default: z zyx)",
     )
     p.add_argument("--repeats", type=int, default=3, help="repeats per configuration (default: 3)")
     p.add_argument("--size", default="small", help="unet size (default: small)")

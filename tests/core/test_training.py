@@ -603,6 +603,11 @@ def test_a_short_budget_choosing_the_2d_net_is_said(caplog):
         m = train(image, lab, minutes=0.02, size="tiny", batch=2, patch=32, device="cpu", init="random")
     assert m.info.arch == "unet"
     assert "the 2.5D unet, as 0.02 minutes are under the 5 the 3D unet3d" in caplog.text
+    assert "minutes=5 or more (--minutes 5)" in caplog.text  # the API's words and the CLI's
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):  # init="auto" (the default) said it twice
+        train(image, lab, minutes=0.02, size="tiny", batch=2, patch=32, device="cpu")
+    assert caplog.text.count("minutes are under the 5") == 1
 
 
 @pytest.mark.parametrize("with_out", [False, True])

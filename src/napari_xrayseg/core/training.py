@@ -1149,7 +1149,7 @@ def _shapes(image: Any) -> list[tuple[int, ...]]:
     return [] if any(sh is None for sh in shapes) else [tuple(int(v) for v in sh) for sh in shapes]  # type: ignore[union-attr]
 
 
-def _resolve_arch(kw: dict[str, Any], init: ModelInfo | None) -> str:
+def _resolve_arch(kw: dict[str, Any], init: ModelInfo | None, quiet: bool = False) -> str:
     """The architecture to train: the starting model's when fine-tuning, ``"auto"`` chosen from the data."""
     from .models import AUTO_ARCH, choose_arch
 
@@ -1180,11 +1180,15 @@ def _resolve_arch(kw: dict[str, Any], init: ModelInfo | None) -> str:
     }
     minutes = kw["minutes"] if isinstance(kw["minutes"], (int, float)) else None
     arch = choose_arch(kw["shapes"], minutes=minutes, **where)
+    if quiet:  # init="auto" asking which network it would be: said once, when it is trained
+        return arch
     if arch != "unet3d" and choose_arch(kw["shapes"], minutes=None, **where) == "unet3d":  # only the clock decided
         log.warning(
             "arch='auto': the 2.5D unet, as %g minutes are under the %g the 3D unet3d (the more accurate network, "
-            "docs/accuracy.md) needs; give --minutes %g or more, or --epochs, or --arch unet3d",
+            "docs/accuracy.md) needs; give minutes=%g or more (--minutes %g), or epochs (--epochs), or "
+            "arch='unet3d' (--arch unet3d)",
             minutes,
+            AUTO_3D_MINUTES,
             AUTO_3D_MINUTES,
             AUTO_3D_MINUTES,
         )
@@ -1201,7 +1205,7 @@ def _resolve_batch(batch: int | None, init: ModelInfo | None, arch: str = _D.arc
     return _check_positive_int("batch", batch)
 
 
-def _settings(kw: dict[str, Any]) -> dict[str, Any]:
+def _settings(kw: dict[str, Any], quiet: bool = False) -> dict[str, Any]:
     """Check every argument of :func:`iter_train` (cheap checks first); return them normalised."""
     s = dict(kw)
     s["out_path"] = _out_path(kw["out"], kw["overwrite"])  # before any work: never end with nowhere to save
@@ -1211,7 +1215,7 @@ def _settings(kw: dict[str, Any]) -> dict[str, Any]:
     s["steps_per_epoch"] = _check_positive_int("steps_per_epoch", kw["steps_per_epoch"])
     _blends(kw["blend"], kw["init"])  # checks it
     init_info = _init_info(kw["init"])  # the starting model's sidecar, read once
-    s["arch"] = _resolve_arch(kw, init_info)
+    s["arch"] = _resolve_arch(kw, init_info, quiet)
     kw = {**kw, "arch": s["arch"]}
     s["batch"] = _resolve_batch(kw["batch"], init_info, kw["arch"])
     s["patch"] = _check_positive_int("patch", kw["patch"], 8)
@@ -2320,7 +2324,7 @@ def _auto_start_fits(args: dict[str, Any]) -> str | None:
         start = read_model_info(pretrained_path())
     except XraysegError as e:  # a package installed without its weights
         return str(e)
-    s = _settings({**args, "init": None, "blend": None, "out": None})
+    s = _settings({**args, "init": None, "blend": None, "out": None}, quiet=True)
     if s["arch"] != start.arch or (args["size"] or start.train.get("size")) != start.train.get("size"):
         return f"the architecture trained is {s['arch']} {args['size'] or ''}, the start is {start.arch} {start.size}"
     if args["context"] is not None and s["context"] != start.context:  # none given: fine-tuning keeps the start's
