@@ -345,7 +345,7 @@ def _predict_many(a: argparse.Namespace) -> int:
         rest = (
             "the others are written, and a rerun skips them"
             if len(failed) < len(summary.results)
-            else "nothing was written"
+            else "no output was written" + (" (only the summary, which says why)" if a.summary is not None else "")
         )
         raise InputError(f"{len(failed)} of {len(summary.results)} inputs failed ({names}): see the table; {rest}")
     return 0
@@ -566,10 +566,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
         kept = getattr(e, "result", None)
         term = signal.SIGTERM in got
         if kept is None:  # not one epoch finished
-            if term:
-                print("xrayseg train: terminated before the first epoch finished; nothing was saved", file=sys.stderr)
-                return 143
-            raise KeyboardInterrupt from e
+            how = "terminated" if term else "interrupted"
+            print(f"xrayseg train: {how} before the first epoch finished; nothing was saved", file=sys.stderr)
+            return 143 if term else 130
         try:
             path = save_model(kept, a.out, overwrite=a.overwrite)
         except (OutputWriteError, OutputExistsError) as err:  # a full disk as the time limit struck

@@ -286,6 +286,33 @@ def test_ctrl_c_during_train_saves_the_model_so_far(tmp_path, monkeypatch, capsy
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+def test_ctrl_c_before_the_first_epoch_says_nothing_was_saved(tmp_path, monkeypatch, capsys):
+    """It said "the model so far goes to ..." and then a bare "interrupted", saving nothing (file QA, session 37)."""
+    import os
+    import signal
+
+    from napari_xrayseg import cli
+
+    assert main(["sample", "--out", str(tmp_path / "s"), "--shape", "6", "32", "32", "--annotate", "2"]) == 0
+    shown = cli._ProgressPrinter.__call__
+
+    def ctrl_c_at_the_first_step(self, p):
+        shown(self, p)
+        if p.info.get("epoch") == 1 and p.info.get("batch") == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(cli._ProgressPrinter, "__call__", ctrl_c_at_the_first_step)
+    out, s = tmp_path / "m.safetensors", tmp_path / "s"
+    argv = ["train", "--image", f"{s}/image.zarr", "--labels", f"{s}/annotations.zarr", "--out", str(out)]
+    argv += ["--arch", "unet", "--size", "tiny", "--epochs", "5", "--steps", "4", "--batch", "2", "--patch", "32"]
+    capsys.readouterr()
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "interrupted before the first epoch finished; nothing was saved" in err
+    assert "xrayseg train: interrupted\n" not in err and not out.exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_resume_of_a_finished_output_says_so(tmp_path, capsys):
     img = np.random.default_rng(0).random((3, 32, 32), dtype=np.float32)
     np.save(tmp_path / "v.npy", img)

@@ -72,7 +72,11 @@ def test_bad_file_exit_code_list_file_and_repeated_image(tmp_path, setup, capsys
     bad.mkdir()
     (bad / "broken.tif").write_bytes(b"II*\x00 cut short")
     assert _predict("--image", bad, "--model", model, "--out", tmp_path / "none") == 2
-    assert "1 of 1 inputs failed (broken): see the table; nothing was written" in capsys.readouterr().err
+    assert "1 of 1 inputs failed (broken): see the table; no output was written" in capsys.readouterr().err
+    # with --summary it said "wrote the summary to ..." and then "nothing was written"
+    assert _predict("--image", bad, "--model", model, "--out", tmp_path / "none", "--summary", tmp_path / "b.csv") == 2
+    cap = capsys.readouterr()
+    assert "wrote the summary to" in cap.out and "no output was written (only the summary, which says why)" in cap.err
 
     lst = tmp_path / "todo.txt"
     lst.write_text("scans/tomo.zarr\n# later: scans/radiograph.tif\n")

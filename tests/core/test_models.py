@@ -1,3 +1,4 @@
+import copy
 import json
 import os
 import pickle
@@ -98,6 +99,15 @@ def test_a_zip_or_a_fifo_given_as_a_model_file_is_named(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(ModelFileError, match="is not a regular file"):
         load_model(fifo)
+
+
+def test_a_model_with_nan_weights_is_refused(tmp_path, tiny_model):
+    """A model file with NaN weights segmented every voxel as one class without a word (file QA, session 37)."""
+    bad = copy.deepcopy(tiny_model)
+    next(iter(bad.network.parameters())).data[0] = float("nan")
+    path = save_model(bad, tmp_path / "nan.safetensors")
+    with pytest.raises(ModelFileError, match=r"holds NaN or infinite weights .*: the training that wrote it diverged"):
+        load_model(path)
 
 
 def _rewrite_meta(src, dst, edit):

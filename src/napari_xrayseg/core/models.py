@@ -1296,6 +1296,12 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFileError(f"{path}: cannot read the weights ({e}); the file may be truncated") from e
+    bad = next((k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    if bad is not None:  # it labelled every voxel alike, without a word
+        raise ModelFileError(
+            f"{path} holds NaN or infinite weights ({bad}): the training that wrote it diverged; train it again "
+            "(a lower learning rate, precision fp32)"
+        )
     with torch.random.fork_rng(devices=[]):  # its random initial weights are replaced: the caller's draws stay
         net = build_network(info.arch, info.params)
     net.load_state_dict(state, strict=True)
