@@ -738,3 +738,18 @@ def test_overwrite_with_a_new_confidence_output_resumes_both(tmp_path, vol, tiny
     np.testing.assert_allclose(conf, clean_conf, atol=1e-6)
     assert output_complete(out) and (tmp_path / "o-maxprob.zarr").is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.zarr", "o-maxprob.zarr", "o.zarr"]
+
+
+def test_an_output_behind_a_symlink_is_written_through_it(tmp_path, vol, tiny_model):
+    """--overwrite replaced the link with a folder beside it (the target went stale); a dangling link was "a file"."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    link = tmp_path / "o.zarr"
+    link.symlink_to(scratch / "o.zarr")  # dangling: the output does not exist yet
+    first = segment(vol, tiny_model, out=link, **KW)
+    assert link.is_symlink() and (scratch / "o.zarr").is_dir()
+    again = segment(vol, tiny_model, out=link, overwrite=True, axis=1, **KW)
+    assert link.is_symlink() and link.resolve() == (scratch / "o.zarr").resolve()  # the target replaced, not the link
+    np.testing.assert_array_equal(zarr.open_array(store=str(scratch / "o.zarr"), mode="r")[...], again)
+    assert not np.array_equal(first, again)
+    assert sorted(p.name for p in scratch.iterdir()) == ["o.zarr"]

@@ -381,6 +381,8 @@ def claim(
     (True, False)
     """
     final = Path(path)
+    if final.is_symlink():  # written through the link (to scratch space, say): --overwrite replaced the link itself
+        final = final.resolve()
     check_not_input(final, inputs, option=option)
     if store and final.suffix.lower() in NOT_STORE_SUFFIXES:  # a zarr folder named x.tif: no reader opens it
         raise InputError(
