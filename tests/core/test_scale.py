@@ -287,6 +287,23 @@ def test_distributed_local_cluster_equals_single_process(tmp_path, vol, tiny_mod
         )
         np.testing.assert_array_equal(wide[...], segment(vol, tiny_model, **{**KW, "overlap": 0.6}))
         assert not np.array_equal(wide[...], clean)  # the overlap changes the labels: the check has teeth
+        # a model that levels its inputs slice by slice (normalize="slice"): the workers level as one process does
+        import copy as _copy
+
+        from napari_xrayseg.core.models import LEVEL_FORMAT_VERSION
+
+        lev = _copy.deepcopy(tiny_model)
+        lev.info.normalization = {**lev.info.normalization, "level": "z"}
+        lev.info.format_version = LEVEL_FORMAT_VERSION
+        lpath = save_model(lev, tmp_path / "lev.safetensors")
+        stepped = np.array(vol)
+        stepped[5:] = stepped[5:] * 0.6 + 0.3
+        write_volume(tmp_path / "stepped.zarr", stepped)
+        levelled = segment_distributed(
+            tmp_path / "stepped.zarr", lpath, tmp_path / "l.zarr", client=client, torch_threads=1, **KW
+        )
+        np.testing.assert_array_equal(levelled[...], segment(stepped, lev, **KW))
+        assert not np.array_equal(levelled[...], segment(stepped, tiny_model, **KW))  # levelling changed labels
         # a multi-channel model: the workers split the channels as build_job does (they crashed)
         from napari_xrayseg.core.training import train
 
