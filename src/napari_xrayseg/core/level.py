@@ -76,17 +76,16 @@ def slice_levels(image: Any, *, cancel: Any = None) -> np.ndarray:
     True
     """
     from .io import read_block
+    from .plan import check_image
     from .progress import check
 
+    image = check_image(image)  # a grey-level image: its dtype and dimensions
     shape = tuple(int(s) for s in image.shape)
     if len(shape) != 3:
         raise InputError(
             f"normalize='slice' levels the slices of a volume along z: got an image of shape {shape} "
             "(use normalize='image' for 2D images and stacks of unrelated images)"
         )
-    dt = np.dtype(image.dtype)
-    if dt == np.bool_ or not (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating)):
-        raise InputError(f"image has dtype {dt}: give integer or floating-point values")
     n, h, w = shape
     step = max(1, math.ceil(math.sqrt(h * w / LEVEL_PIXELS)))
     q = np.full((n, 2), np.nan)

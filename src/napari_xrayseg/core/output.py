@@ -23,14 +23,23 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError, OutputExistsError, write_error
 
-__all__ = ["Claim", "check_not_input", "check_writable", "claim", "remove_path", "source_path", "write_file"]
+__all__ = [
+    "Claim",
+    "check_not_input",
+    "check_writable",
+    "claim",
+    "released_on_error",
+    "remove_path",
+    "source_path",
+    "write_file",
+]
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +308,18 @@ class Claim:
         log.info("replaced %s with the new result", self.final)
         self.release()
         return self.final
+
+
+@contextlib.contextmanager
+def released_on_error(*claims: Claim | None) -> Iterator[None]:
+    """Let go of the claims' locks if the block fails: a retry in this process (napari, a notebook) may take them."""
+    try:
+        yield
+    except BaseException:
+        for c in claims:
+            if c is not None:
+                c.release()
+        raise
 
 
 def _exists(c: Claim, hint: str = "") -> str:

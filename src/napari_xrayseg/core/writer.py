@@ -40,7 +40,7 @@ import numpy as np
 from .errors import InputError, OutputWriteError, write_error
 from .normalize import MissingView
 from .ome import multiscale_levels
-from .output import _CREATING, Claim, remove_path
+from .output import _CREATING, Claim, released_on_error, remove_path
 from .progress import CancelToken, check
 from .units import ngff_label_attrs
 
@@ -337,6 +337,11 @@ class StoreWriter:
             c.commit()
         return Path(lay.final)
 
+    def release(self) -> None:
+        """Let go of the outputs' locks (a failed or cancelled run; :meth:`finish` commits and releases)."""
+        for c in self._claims:
+            c.release()
+
     @classmethod
     def open(
         cls,
@@ -359,121 +364,94 @@ class StoreWriter:
         OutputExistsError, OutputWriteError
             As :meth:`~napari_xrayseg.core.output.Claim.take`; another run writing the outputs.
         """
-        try:
-            return cls._open(
-                labels, confidence, shape=shape, chunks=chunks, classes=classes, depth=depth, passes=passes, meta=meta
-            )
-        except BaseException:
-            for c in (labels, confidence):  # refused or failed: a retry in this process may take the outputs
-                if c is not None:
-                    c.release()
-            raise
-
-    def release(self) -> None:
-        """Let go of the outputs' locks (a failed or cancelled run; :meth:`finish` commits and releases)."""
-        for c in self._claims:
-            c.release()
-
-    @classmethod
-    def _open(
-        cls,
-        labels: Claim,
-        confidence: Claim | None,
-        *,
-        shape: tuple[int, ...],
-        chunks: tuple[int, ...],
-        classes: int,
-        depth: int,
-        passes: int,
-        meta: dict[str, Any],
-    ) -> StoreWriter:
         import zarr
 
-        for c in (labels, confidence):  # before anything of them is read or removed: a second run is refused
-            if c is not None:
-                c.lock()
-        pyramid = bool(meta["pyramid"])
-        layout = StoreLayout(  # absolute: dask workers started in another folder write where the client reads
-            labels=os.path.abspath(labels.path),
-            labels_array="0" if pyramid else "",
-            confidence=os.path.abspath(confidence.path) if confidence is not None else None,
-            passes=passes,
-            final=str(labels.final),
-            replacing=labels.replacing,
-            confidence_final=str(confidence.final) if confidence is not None else None,
-        )
-        if labels.resume and (Path(labels.path) / CREATING).exists():  # cut off in the block below
-            log.warning("%s was cut off while its stores were being created: starting it afresh", labels.final)
-            for c in (labels, confidence):
-                if c is not None and c.resume:
-                    remove_path(c.path)
-            labels = dataclasses.replace(labels, resume=False)
-            confidence = dataclasses.replace(confidence, resume=False) if confidence is not None else None
-        if confidence is not None and confidence.resume != labels.resume:
-            raise InputError(
-                f"cannot resume {labels.final}: its confidence output {confidence.final} is "
-                f"{'missing' if labels.resume else 'there but the labels are not'}; start again with "
-                "--overwrite"
+        with released_on_error(labels, confidence):  # refused or failed: a retry here may take the outputs
+            for c in (labels, confidence):  # before anything of them is read or removed: a second run is refused
+                if c is not None:
+                    c.lock()
+            pyramid = bool(meta["pyramid"])
+            layout = StoreLayout(  # absolute: dask workers started in another folder write where the client reads
+                labels=os.path.abspath(labels.path),
+                labels_array="0" if pyramid else "",
+                confidence=os.path.abspath(confidence.path) if confidence is not None else None,
+                passes=passes,
+                final=str(labels.final),
+                replacing=labels.replacing,
+                confidence_final=str(confidence.final) if confidence is not None else None,
             )
-        if labels.resume:
-            _check_resumable(labels.path, meta)
-            if confidence is not None and (read_output_meta(confidence.path) or {}).get("labels") is None:
+            if labels.resume and (Path(labels.path) / CREATING).exists():  # cut off in the block below
+                log.warning("%s was cut off while its stores were being created: starting it afresh", labels.final)
+                for c in (labels, confidence):
+                    if c is not None and c.resume:
+                        remove_path(c.path)
+                labels = dataclasses.replace(labels, resume=False)
+                confidence = dataclasses.replace(confidence, resume=False) if confidence is not None else None
+            if confidence is not None and confidence.resume != labels.resume:
                 raise InputError(
-                    f"cannot resume {confidence.final}: it is not a confidence output of xrayseg "
-                    "predict; choose another --confidence-out"
+                    f"cannot resume {labels.final}: its confidence output {confidence.final} is "
+                    f"{'missing' if labels.resume else 'there but the labels are not'}; start again with "
+                    "--overwrite"
                 )
-            _update_voxel_size(layout, meta)
-            n = len(layout.markers(passes - 1).done())
-            log.info("resuming %s: %d slabs of the last pass already done", labels.final, n)
-            return cls(layout, tuple(c for c in (labels, confidence) if c is not None))
-        attrs = _jsonable({OUTPUT_ATTR: meta})
-        try:
-            creating = labels.take() / CREATING  # until the labels' attributes are written: resume starts afresh
-            creating.parent.mkdir(exist_ok=True)  # an empty folder given as the output, removed above
-            creating.touch()
-            for i in range(passes - 1):
-                zarr.create_array(
-                    store=layout.pass_store(i),
-                    shape=(classes, *shape),
-                    dtype="float16",
-                    fill_value=0,
-                    chunks=(classes, *(depth,) * len(shape)),
-                    compressors=None,
-                )
-            if confidence is not None:
-                confidence.take()
-                c = zarr.create_array(
-                    store=layout.confidence, shape=shape, chunks=chunks, dtype="float32", fill_value=0
-                )
-                c.attrs.update(
-                    _jsonable(
-                        {
-                            OUTPUT_ATTR: {
-                                "confidence": meta["confidence"],
-                                "labels": layout.final,
-                                "tta": meta["tta"],
-                                "voxel_size": meta.get("voxel_size"),
-                                "unit": meta.get("unit"),
-                                "complete": False,
-                            }
-                        }
+            if labels.resume:
+                _check_resumable(labels.path, meta)
+                if confidence is not None and (read_output_meta(confidence.path) or {}).get("labels") is None:
+                    raise InputError(
+                        f"cannot resume {confidence.final}: it is not a confidence output of xrayseg "
+                        "predict; choose another --confidence-out"
                     )
-                )
-            if pyramid:  # the attributes last: an output that has them has all its stores
-                group = zarr.create_group(store=layout.labels)
-                group.create_array("0", shape=shape, chunks=chunks, dtype="uint8", fill_value=0)
-                # level 0 alone until the pyramid is built
-                group.attrs.update({**attrs, "ome": _ome_attrs(meta, 1, len(shape))})
-            else:
-                zarr.create_array(
-                    store=layout.labels, shape=shape, chunks=chunks, dtype="uint8", fill_value=0, attributes=attrs
-                )
-            creating.unlink()
-        except OSError as e:
-            if isinstance(e, (FileExistsError, OutputWriteError)):
-                raise
-            raise write_error(e, labels.final) from e
-        return cls(layout, tuple(c for c in (labels, confidence) if c is not None))
+                _update_voxel_size(layout, meta)
+                n = len(layout.markers(passes - 1).done())
+                log.info("resuming %s: %d slabs of the last pass already done", labels.final, n)
+                return cls(layout, tuple(c for c in (labels, confidence) if c is not None))
+            attrs = _jsonable({OUTPUT_ATTR: meta})
+            try:
+                creating = labels.take() / CREATING  # until the labels' attributes are written: resume starts afresh
+                creating.parent.mkdir(exist_ok=True)  # an empty folder given as the output, removed above
+                creating.touch()
+                for i in range(passes - 1):
+                    zarr.create_array(
+                        store=layout.pass_store(i),
+                        shape=(classes, *shape),
+                        dtype="float16",
+                        fill_value=0,
+                        chunks=(classes, *(depth,) * len(shape)),
+                        compressors=None,
+                    )
+                if confidence is not None:
+                    confidence.take()
+                    c = zarr.create_array(
+                        store=layout.confidence, shape=shape, chunks=chunks, dtype="float32", fill_value=0
+                    )
+                    c.attrs.update(
+                        _jsonable(
+                            {
+                                OUTPUT_ATTR: {
+                                    "confidence": meta["confidence"],
+                                    "labels": layout.final,
+                                    "tta": meta["tta"],
+                                    "voxel_size": meta.get("voxel_size"),
+                                    "unit": meta.get("unit"),
+                                    "complete": False,
+                                }
+                            }
+                        )
+                    )
+                if pyramid:  # the attributes last: an output that has them has all its stores
+                    group = zarr.create_group(store=layout.labels)
+                    group.create_array("0", shape=shape, chunks=chunks, dtype="uint8", fill_value=0)
+                    # level 0 alone until the pyramid is built
+                    group.attrs.update({**attrs, "ome": _ome_attrs(meta, 1, len(shape))})
+                else:
+                    zarr.create_array(
+                        store=layout.labels, shape=shape, chunks=chunks, dtype="uint8", fill_value=0, attributes=attrs
+                    )
+                creating.unlink()
+            except OSError as e:
+                if isinstance(e, (FileExistsError, OutputWriteError)):
+                    raise
+                raise write_error(e, labels.final) from e
+            return cls(layout, tuple(c for c in (labels, confidence) if c is not None))
 
     def result(self, image: Any) -> tuple[Any, Any]:
         """The finished labels (and confidence) as the same kind of array as ``image``."""
