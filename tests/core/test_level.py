@@ -139,3 +139,47 @@ def test_training_says_when_slices_disagree_on_the_grey_scale(stepped, caplog):
         auto = {k: v for k, v in FAST.items() if k not in ("arch", "size")}
         train(fresh, ann, **auto, init="auto")
     assert caplog.text.count("the grey scale changes along z") == 1
+
+
+def test_a_volume_mostly_air_is_levelled_on_its_sample_slices_and_no_hint_is_given(stepped):
+    """With most slices air above a sample, the air's range became 'typical': the sample was squashed onto it."""
+    image = stepped[0]
+    rng = np.random.default_rng(0)
+    air = (0.02 * rng.standard_normal((20, *image.shape[1:])) + 0.05).astype(np.float32)
+    vol = np.concatenate([image, air])  # 16 sample slices, 20 of air
+    lv = slice_levels(vol)
+    assert np.median(lv[:16, 0]) == pytest.approx(1.0, abs=0.1)  # the sample keeps its grey scale
+    assert np.array_equal(lv[16:], np.repeat(lv[15:16], 20, axis=0))  # the air takes its nearest sample slice's
+    assert level_hint(vol) is None
+
+
+def test_previews_of_a_dask_image_with_nodata_level_it_once(stepped, monkeypatch):
+    """Each preview wraps the layer's dask data in a new nodata view: every one re-read the whole volume."""
+    import dask.array as da
+
+    from napari_xrayseg.core import level
+    from napari_xrayseg.core.normalize import mark_missing
+
+    calls = []
+    real = level._levels
+    monkeypatch.setattr(level, "_levels", lambda *a, **k: calls.append(1) or real(*a, **k))
+    data = da.from_array(stepped[1], chunks=(4, 48, 48))
+    first = level_slices(mark_missing(data, 0.0))
+    for _ in range(3):
+        assert np.array_equal(level_slices(mark_missing(data, 0.0)).levels, first.levels)
+    assert len(calls) == 1
+
+
+def test_train_takes_a_torch_tensor_or_a_path_with_either_normalize(stepped, tmp_path):
+    """The grey-scale hint ran on the raw input: train(torch_tensor, labels) crashed with the defaults."""
+    import torch
+
+    from napari_xrayseg.core.io import write_volume
+
+    _, out, truth = stepped
+    ann = np.zeros_like(truth)
+    ann[[3, 12]] = truth[[3, 12]]
+    assert train(torch.from_numpy(out), ann, **FAST).info.classes == [1, 2, 3]
+    assert train(torch.from_numpy(out), ann, normalize="slice", **FAST).info.normalization["level"] == "z"
+    write_volume(tmp_path / "v.zarr", out)
+    assert train(str(tmp_path / "v.zarr"), ann, normalize="slice", **FAST).info.normalization["level"] == "z"

@@ -770,3 +770,34 @@ def test_an_output_behind_a_symlink_is_written_through_it(tmp_path, vol, tiny_mo
     np.testing.assert_array_equal(zarr.open_array(store=str(scratch / "o.zarr"), mode="r")[...], again)
     assert not np.array_equal(first, again)
     assert sorted(p.name for p in scratch.iterdir()) == ["o.zarr"]
+
+
+def test_a_refused_run_leaves_the_running_ones_work_alone(tmp_path, vol, tiny_model):
+    """Refused, a second run had still removed the first one's scratch folder (a replacement whose original is
+    gone): the first run then failed. Nothing of an output being written is repaired or removed."""
+    from napari_xrayseg.core.output import claim
+
+    out = tmp_path / "e.zarr"
+    first = claim(out, store=True, beside=True)  # a confidence map new to a replaced segmentation: beside
+    first.take()
+    assert first.path.name == ".e.zarr.xrayseg-new"
+    with pytest.raises(OutputExistsError, match="being written by another run"):
+        segment(vol, tiny_model, out=out, resume=True, **KW)
+    assert first.path.is_dir()
+    first.release()
+
+
+def test_a_file_output_behind_a_symlink_is_written_through_it(tmp_path, tiny_model):
+    from napari_xrayseg.core.models import load_model
+
+    target = tmp_path / "store" / "m.safetensors"
+    target.parent.mkdir()
+    link = tmp_path / "m.safetensors"
+    link.symlink_to(target)  # dangling: "exists", naming a target that did not
+    save_model(tiny_model, link)
+    save_model(tiny_model, link, overwrite=True)  # replaced the link with a file, the target went stale
+    assert link.is_symlink() and target.is_file() and load_model(link).info.arch == tiny_model.info.arch
+    loop = tmp_path / "loop.zarr"
+    loop.symlink_to(loop)
+    with pytest.raises(InputError, match="is a symlink that leads nowhere"):
+        segment(np.zeros((2, 16, 16), np.float32), tiny_model, out=loop, **KW)

@@ -28,9 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .config import SegmentConfig, python_numbers
 from .errors import ClusterError, InputError
-from .inference import SegmentJob, _channel_input, _levelled, build_job, run_job
+from .inference import SegmentJob, _channel_input, build_job, run_job
+from .level import LevelledView
 from .merger import LabelMerger, ProbMerger
 from .output import claim
 from .plan import SegmentPlan
@@ -72,6 +75,7 @@ class WorkerSpec:
     merger: LabelMerger | ProbMerger
     layout: StoreLayout
     config: SegmentConfig
+    levels: tuple[tuple[float, float], ...] | None = None  # a normalize="slice" model's, computed once, here
 
     def job(self) -> SegmentJob:
         """The job on this worker (predictor and input cached per process)."""
@@ -109,13 +113,16 @@ class WorkerSpec:
         image = _cached(  # as build_job reads it: no-data marked, a multi-channel model's channels split
             # the file's identity too: a scan written again under its name was read from the old handle
             ("image", self.image, _identity(self.image), self.dataset, nodata, str(mp)),
-            lambda: _levelled(  # levelled slice by slice where the model was trained so (normalize="slice")
-                _channel_input(mark_missing(open_volume(self.image, dataset=self.dataset), nodata), pred.model),
-                pred.model,
+            lambda: self._levelled(
+                _channel_input(mark_missing(open_volume(self.image, dataset=self.dataset), nodata), pred.model)
             ),
         )
         writer = _cached(("writer", self.run), lambda: StoreWriter(self.layout))
         return SegmentJob(image, list(self.plans), self.merger, writer, self.config, pred)
+
+    def _levelled(self, image: Any) -> Any:
+        """``image`` levelled with the client's levels where the model levels its inputs (normalize="slice")."""
+        return image if self.levels is None else LevelledView(image, np.asarray(self.levels))
 
 
 def _identity(path: str | os.PathLike) -> tuple[int, ...]:
@@ -346,6 +353,8 @@ def iter_segment_distributed(
             merger=job.merger,
             layout=job.writer.layout,  # type: ignore[union-attr]
             config=cfg,
+            # levelled slice by slice (normalize="slice"): the client's levels, not one more read per worker
+            levels=tuple(map(tuple, job.image.levels.tolist())) if isinstance(job.image, LevelledView) else None,
         )
         return (yield from run_job(job, ClusterExecutor(c, spec, cancel), cancel))
     finally:

@@ -305,8 +305,8 @@ def build_job(
     opened = image  # the image as stored: what --resume's fingerprint is taken of (nodata is a setting)
     image = _channel_input(mark_missing(image, cfg.nodata), model)
     image = check_image(image)
+    check_chunks_present(image)  # of the array as stored (a levelled view is not a zarr array)
     image = _levelled(image, model)
-    check_chunks_present(image)
     axes = parse_axes(cfg.axes, len(image.shape), default=cfg.axis) if cfg.axes is not None else [cfg.axis]
     if cfg.confidence_out is not None and cfg.confidence is None:
         raise InputError("confidence_out is only used with confidence='maxprob' or 'entropy'")
@@ -462,7 +462,12 @@ def run_job(job: SegmentJob, executor: Any, cancel: CancelToken | None = None) -
     Yields a :class:`Progress` per slab and returns :meth:`SegmentJob.result`.
     """
     plans = job.plans
-    todos = [job.writer.todo(i, p.ranges) for i, p in enumerate(plans)]
+    try:
+        todos = [job.writer.todo(i, p.ranges) for i, p in enumerate(plans)]
+    except BaseException:
+        if isinstance(job.writer, StoreWriter):
+            job.writer.release()
+        raise
     total = sum(p.n for p in plans)
     done = total - sum(b - a for t in todos for a, b in t)
     log.info(

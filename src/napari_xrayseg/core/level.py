@@ -19,7 +19,9 @@ the levels of the nearest slice that is.
 from __future__ import annotations
 
 import math
+import sys
 import weakref
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -32,8 +34,11 @@ __all__ = ["LEVEL_PERCENTILES", "LevelledView", "as_model_input", "level_hint", 
 LEVEL_PERCENTILES = (1.0, 99.0)
 #: Pixels of a slice its percentiles are taken from at most (an even grid of them).
 LEVEL_PIXELS = 65536
-#: A slice whose percentile range is under this share of the typical one takes its nearest sound slice's levels.
-LEVEL_MIN_RANGE = 0.5
+#: A slice whose percentile range is under this share of the typical one (the 90th percentile of the slices'
+#: ranges: most slices may be air above a sample) takes its nearest sound slice's levels.
+LEVEL_MIN_RANGE = 0.4
+#: Side of the central crop of each slice :func:`level_hint` reads (a few chunks, not whole planes).
+HINT_CROP = 256
 
 
 def _block_depth(image: Any) -> int:
@@ -52,7 +57,7 @@ def slice_levels(image: Any, *, cancel: Any = None) -> np.ndarray:
     Slice ``z`` levelled is ``image[z] * gain + offset``: its 1st and 99th percentiles (of an
     even grid of at most :data:`LEVEL_PIXELS` pixels, NaN left out) become the medians of those
     over all slices. A slice without data, constant, or whose range is under
-    :data:`LEVEL_MIN_RANGE` of the typical one takes the nearest sound slice's levels.
+    :data:`LEVEL_MIN_RANGE` of the typical one (most slices may be air) takes the nearest sound slice's levels.
 
     Parameters
     ----------
@@ -75,6 +80,11 @@ def slice_levels(image: Any, *, cancel: Any = None) -> np.ndarray:
     >>> bool(abs(np.percentile(levelled[3], 99) - np.percentile(levelled[0], 99)) < 0.05)
     True
     """
+    return _levels(image, cancel)[0]
+
+
+def _levels(image: Any, cancel: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`slice_levels`' levels, and which slices were sound (their own levels, not a neighbour's)."""
     from .io import read_block
     from .plan import check_image
     from .progress import check
@@ -102,7 +112,7 @@ def slice_levels(image: Any, *, cancel: Any = None) -> np.ndarray:
     have = np.isfinite(spread) & (spread > 0)
     if not have.any():
         raise InputError("normalize='slice': no slice holds a range of grey levels (the image is constant or empty)")
-    sound = have & (spread >= LEVEL_MIN_RANGE * np.median(spread[have]))
+    sound = have & (spread >= LEVEL_MIN_RANGE * np.percentile(spread[have], 90))
     ref = np.median(q[sound], axis=0)
     gain = np.ones(n)
     offset = np.zeros(n)
@@ -110,7 +120,7 @@ def slice_levels(image: Any, *, cancel: Any = None) -> np.ndarray:
     offset[sound] = ref[0] - gain[sound] * q[sound, 0]
     good = np.flatnonzero(sound)
     nearest = good[np.abs(np.arange(n)[:, None] - good[None, :]).argmin(axis=1)]  # the first of two as near
-    return np.stack([gain[nearest], offset[nearest]], axis=1)
+    return np.stack([gain[nearest], offset[nearest]], axis=1), sound
 
 
 #: Slices :func:`level_hint` compares (evenly spaced along z).
@@ -135,19 +145,25 @@ def level_hint(image: Any) -> str | None:
     >>> level_hint(x)[:48]
     'the grey scale changes along z: levelling would '
     """
-    shape = tuple(int(s) for s in image.shape)
-    dt = np.dtype(getattr(image, "dtype", np.float32))
-    if len(shape) != 3 or shape[0] < 4 or dt == np.bool_ or not np.issubdtype(dt, np.number):
-        return None  # training refuses what is not a grey-level volume, with its own message
-    idx = np.unique(np.linspace(0, shape[0] - 1, min(HINT_SLICES, shape[0])).round().astype(int))
-    sample = _Picked(image, idx)
-    try:
-        lv = slice_levels(sample)
-    except InputError:
-        return None
-    from .io import read_block
+    from .plan import check_image
 
-    mid_slice = read_block(image, (int(idx[len(idx) // 2]),), what="image")
+    try:  # a hint never stops a training: what is no grey-level volume is refused later, with its own message
+        image = check_image(image)
+    except (InputError, TypeError, ValueError, AttributeError):
+        return None
+    shape = tuple(int(s) for s in image.shape)
+    if len(shape) != 3 or shape[0] < 4:
+        return None
+    idx = np.unique(np.linspace(0, shape[0] - 1, min(HINT_SLICES, shape[0])).round().astype(int))
+    crop = tuple(slice(max(0, s // 2 - HINT_CROP // 2), s // 2 + HINT_CROP // 2) for s in shape[1:])
+    try:
+        sample = _Picked(image, idx, crop)
+        lv, sound = _levels(sample)
+    except InputError:  # unreadable (a damaged chunk: training names it) or without a range of grey levels
+        return None
+    if 2 * sound.sum() <= len(sound):  # mostly air or no data: levelling is not the answer
+        return None
+    mid_slice = np.asarray(sample[(slice(len(idx) // 2, len(idx) // 2 + 1), slice(None), slice(None))], dtype=float)
     v = mid_slice[np.isfinite(mid_slice)]
     if v.size < 16:
         return None
@@ -168,15 +184,18 @@ def level_hint(image: Any) -> str | None:
 
 
 class _Picked:
-    """Slices ``idx`` along axis 0 of ``source`` seen as a volume (read one block per call)."""
+    """The ``crop`` (y, x slices) of slices ``idx`` along axis 0 of ``source``, seen as a volume."""
 
-    def __init__(self, source: Any, idx: np.ndarray) -> None:
+    def __init__(self, source: Any, idx: np.ndarray, crop: tuple[slice, slice]) -> None:
         self.source, self.idx = source, idx
-        self.shape = (len(idx), *tuple(int(s) for s in source.shape[1:]))
-        self.dtype = source.dtype
+        from .io import read_block
+
+        self.data = [read_block(source, (int(i), *crop), what="image") for i in idx]  # a few chunks per slice
+        self.shape = (len(idx), *self.data[0].shape)
+        self.dtype = self.data[0].dtype
 
     def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
-        return np.stack([np.asarray(self.source[(int(i), *index[1:])]) for i in self.idx[index[0]]])
+        return np.stack([self.data[k][index[1:]] for k in range(len(self.idx))[index[0]]])
 
 
 def _z_of(index: Any, n: int) -> np.ndarray:
@@ -230,9 +249,12 @@ class LevelledView:
         return f"LevelledView({self.source!r})"
 
 
-#: Levels already computed, by the identity of the array they were computed from (and kept only while it lives):
-#: previews and suggestions of one image level it once.
-_CACHE: dict[tuple[int, tuple[float, ...]], tuple[weakref.ref, np.ndarray]] = {}
+#: Levels already computed (the last :data:`CACHE_SIZE`), by the identity of the array they were computed from
+#: while it lives, or by a dask array's name (its content's token: a new ``mark_missing`` view of the same
+#: data each preview has the same name): previews and suggestions of one image level it once. An array edited
+#: in place keeps the levels of its first read: pass ``levels=slice_levels(image)`` after an edit.
+_CACHE: OrderedDict[tuple[Any, ...], tuple[weakref.ref | None, np.ndarray]] = OrderedDict()
+CACHE_SIZE = 8
 
 
 def _cached_levels(image: Any, cancel: Any) -> np.ndarray:
@@ -242,16 +264,23 @@ def _cached_levels(image: Any, cancel: Any) -> np.ndarray:
     while isinstance(base, MissingView):  # a new view of the same array (nodata=) each call: the array is the key
         marks.append(base.value)
         base = base.source
-    key = (id(base), tuple(marks))
+    da = sys.modules.get("dask.array")
+    name = base.name if da is not None and isinstance(base, da.Array) else None
+    key: tuple[Any, ...] = ("dask", name, tuple(marks)) if name else (id(base), tuple(marks))
     hit = _CACHE.get(key)
-    if hit is not None and hit[0]() is base:
+    if hit is not None and (hit[0] is None or hit[0]() is base):
+        _CACHE.move_to_end(key)
         return hit[1]
     levels = slice_levels(image, cancel=cancel)
-    try:
-        ref = weakref.ref(base, lambda _r, k=key: _CACHE.pop(k, None))
-    except TypeError:  # an object without weak references: not cached
-        return levels
+    ref = None
+    if name is None:
+        try:
+            ref = weakref.ref(base, lambda _r, k=key: _CACHE.pop(k, None))
+        except TypeError:  # an object without weak references: not cached
+            return levels
     _CACHE[key] = (ref, levels)
+    while len(_CACHE) > CACHE_SIZE:
+        _CACHE.popitem(last=False)
     return levels
 
 
@@ -271,6 +300,9 @@ def level_slices(image: Any, levels: np.ndarray | None = None, *, cancel: Any = 
     """
     if isinstance(image, LevelledView):
         return image
+    from .plan import check_image
+
+    image = check_image(image)  # a path, a napari layer, a torch tensor: the array they hold
     if levels is None:
         levels = _cached_levels(image, cancel)
     return LevelledView(image, levels)

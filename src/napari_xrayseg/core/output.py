@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, OutputExistsError, write_error
+from .errors import InputError, OutputExistsError, XraysegError, write_error
 
 __all__ = [
     "Claim",
@@ -67,6 +67,21 @@ def _sibling(p: Path, tag: str) -> Path:
 def _ours(p: Path) -> bool:
     """Whether ``p`` is a lock file of ours (``.NAME.xrayseg-lock``), which a folder check does not count."""
     return p.name.startswith(".") and p.name.endswith(LOCK)
+
+
+def _busy(final: Path) -> bool:
+    """Whether another run holds ``final``'s lock now (taken and let go of at once; False where it cannot tell)."""
+    if not final.parent.is_dir():
+        return False
+    probe = Claim(final, final, False)
+    try:
+        probe.lock()
+    except OutputExistsError:
+        return True
+    except XraysegError:  # an unwritable folder: take() says so
+        return False
+    probe.release()
+    return False
 
 
 def _acquire(c: Claim) -> Any:
@@ -403,12 +418,20 @@ def claim(
     """
     final = Path(path)
     if final.is_symlink():  # written through the link (to scratch space, say): --overwrite replaced the link itself
-        final = final.resolve()
+        try:
+            final = final.resolve()
+        except (RuntimeError, OSError) as e:  # a loop of links
+            raise InputError(f"{what} {final} is a symlink that leads nowhere ({e}): choose another {option}") from None
     check_not_input(final, inputs, option=option)
     if store and final.suffix.lower() in NOT_STORE_SUFFIXES:  # a zarr folder named x.tif: no reader opens it
         raise InputError(
             f"{what} {final} is written as a zarr store: name it {final.with_suffix('.zarr')} (label files as "
             "TIFF: segment_many, xrayseg predict --format tiff, into a folder)"
+        )
+    if _busy(final):  # checked before anything of it is repaired or removed: another run's work is left alone
+        raise OutputExistsError(
+            f"{what} {final} is being written by another run right now: wait for it to end, or choose another path "
+            f"({option})"
         )
     _repair(final)
     new = _sibling(final, NEW)
@@ -515,6 +538,7 @@ def write_file(
     if p.is_dir():
         raise InputError(f"{what} {p} is a directory: give a file name")
     c = claim(p, overwrite=overwrite, inputs=inputs, what=what, option=option)
+    p = c.final  # through a symlink: its target is written, the link stays
     c.take(folder=False)
     try:
         tmp = _new_temp(p)

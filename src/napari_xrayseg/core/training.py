@@ -2138,7 +2138,7 @@ def iter_train(
         image = [level_slices(i, cancel=cancel) for i in image] if several else level_slices(image, cancel=cancel)
     elif not two_d and channel_axis is None:  # slices that disagree on the grey scale: say what would help
         for im in image if several else [image]:
-            if not hasattr(im, "shape") or len(im.shape) != 3 or any(seen() is im for seen in _LEVEL_HINTED):
+            if isinstance(im, (str, os.PathLike)) or any(seen() is im for seen in _LEVEL_HINTED):
                 continue  # init="auto" trains its candidates on the same image: it was looked at already
             with contextlib.suppress(TypeError):  # an array without weak references is looked at each time
                 _LEVEL_HINTED.append(weakref.ref(im))
