@@ -316,4 +316,10 @@ def test_level_slices_trains_a_model_that_levels_and_segments_levelled(make_napa
     qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
     m = load_model(tmp_path / "l.safetensors")
     assert m.info.normalization["level"] == "z" and m.info.train["normalize"] == "slice"
-    assert viewer.layers["img labels"].data.shape == image.shape  # segmented when done, levelled as trained
+    from napari_xrayseg.core.inference import segment
+
+    shown = np.asarray(viewer.layers["img labels"].data)
+    np.testing.assert_array_equal(shown, segment(image, m, device="cpu"))  # segmented when done, levelled
+    plain = load_model(tmp_path / "l.safetensors")
+    del plain.info.normalization["level"]
+    assert not np.array_equal(shown, segment(image, plain, device="cpu"))  # the levelling shows in the labels
