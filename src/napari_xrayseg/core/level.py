@@ -4,14 +4,14 @@ Volumes stitched from scans at several heights, a detector or beam whose gain dr
 a lab scan, or ptychographic slices reconstructed with different phase offsets: the same phase
 then has other grey values in different slices. One set of percentile bounds for the whole
 volume (:mod:`~napari_xrayseg.core.normalize`) cannot serve both sides of a step: a 20 % gain
-step cost the slices below it 0.05 mean Dice on a hard scan (docs/segment.md).
+step cost the slices below it 0.065 mean Dice on a hard scan (docs/segment.md).
 
 ``normalize="slice"`` (:func:`~napari_xrayseg.train`, ``xrayseg train --normalize slice``)
 maps each slice along axis 0 (z) affinely so that its 1st and 99th grey-level percentiles
 are the volume's typical ones (the median over the slices), before the usual bounds. The
 model records it and applies it to every image it segments. It assumes every slice holds
 all the phases in similar amounts (a homogeneous sample): in a sample whose make-up changes
-along z it would level real contrast away. A slice whose percentile range is under half the
+along z it would level real contrast away. A slice whose percentile range is under 0.4 of the
 typical one (mostly air above a sample, the end of a tapered sample) is not trusted: it takes
 the levels of the nearest slice that is.
 """
