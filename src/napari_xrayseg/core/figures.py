@@ -760,8 +760,8 @@ def slice_dice_plot(
         ax.axhspan(m - s, m + s, color="0.5", alpha=0.15, lw=0)
         ax.axhline(m, color="0.3", ls="--", lw=1)
         ax.set_title(
-            f"per-slice Dice: {m:.3f} ± {s:.3f} over the {held['n_slices']} slices held out from training "
-            f"(of {mean.size} slices; {len(trained)} trained on)",
+            f"per-slice Dice: {m:.3f} ± {s:.3f} over the {held['n_slices']} slices held out from training\n"
+            f"(of {mean.size} slices; {len(trained)} trained on)",  # two lines: the Evaluate dock clipped one
             fontsize=10,
         )
     elif report.mean_slice_dice is not None:
