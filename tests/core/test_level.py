@@ -96,6 +96,13 @@ def test_a_model_trained_with_normalize_slice_levels_what_it_segments(stepped, t
     np.testing.assert_array_equal(
         predict_slice(out, back, 10, device="cpu"), predict_slice(level_slices(out)[:], plain, 10, device="cpu")
     )
+    # the annotation loop's ranking reads the volume levelled too: the same as ranking the levelled volume
+    from napari_xrayseg import rank_slices
+
+    ranked = rank_slices(out, back, ann, count=2, device="cpu")
+    by_hand = rank_slices(level_slices(out)[:], plain, ann, count=2, device="cpu")
+    assert ranked.suggested == by_hand.suggested
+    np.testing.assert_allclose(ranked.uncertainty, by_hand.uncertainty, equal_nan=True)
     # fine-tuned with normalize="image", it levels no more
     again = train(
         out, ann, init=back, normalize="image", **{k: v for k, v in FAST.items() if k not in ("arch", "size")}
@@ -183,3 +190,16 @@ def test_train_takes_a_torch_tensor_or_a_path_with_either_normalize(stepped, tmp
     assert train(torch.from_numpy(out), ann, normalize="slice", **FAST).info.normalization["level"] == "z"
     write_volume(tmp_path / "v.zarr", out)
     assert train(str(tmp_path / "v.zarr"), ann, normalize="slice", **FAST).info.normalization["level"] == "z"
+
+
+def test_a_round_of_the_annotation_loop_keeps_the_levelling(stepped):
+    """The Annotate widget's rounds continue the first training's settings: normalize='slice' among them."""
+    from napari_xrayseg import continue_training
+
+    _, out, truth = stepped
+    ann = np.zeros_like(truth)
+    ann[[3, 12]] = truth[[3, 12]]
+    first = train(out, ann, normalize="slice", **FAST)
+    ann[7] = truth[7]
+    again = continue_training(out, ann, first, epochs=1, device="cpu")
+    assert again.info.normalization["level"] == "z" and again.info.train["normalize"] == "slice"
