@@ -6,9 +6,12 @@ heights stitched), ``offset`` (the lower half shifted by 15 % of the grey-level 
 (a gain falling linearly from 1.15 to 0.85 along z). The default training (``init="auto"``) on 3
 annotated slices, two above the middle and one below (``--slices``), runs with each
 ``normalize``; the model segments the distorted volume and is scored on the other slices: mean
-Dice, interface error, and mean Dice of the slices above and below the middle.
+Dice, interface error, and mean Dice of the slices above and below the middle. ``--forest``
+also runs the ilastik-style random forest on 3D features (``benchmarks/baselines.py``) on the
+same slices, the baseline from the same run.
 
     python benchmarks/level.py --seeds 801 802 --kinds none step drift --epochs 5
+    python benchmarks/level.py --seeds 801 --kinds none step --forest --normalize
 """
 
 from __future__ import annotations
@@ -43,10 +46,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kinds", nargs="+", default=["none", "step", "drift"])
     ap.add_argument("--slices", type=int, nargs="+", default=None, help="annotated slices (default: 1/5, 7/20, 3/4)")
     ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--normalize", nargs="+", default=["image", "slice"])
+    ap.add_argument("--normalize", nargs="*", default=["image", "slice"])
+    ap.add_argument("--forest", action="store_true", help="also the random forest on 3D features (the baseline)")
     a = ap.parse_args(argv)
 
+    import sys
+    from pathlib import Path
+
     from napari_xrayseg import evaluate, make_phantom, segment, train
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from baselines import random_forest_3d
 
     zn = a.shape[0]
     picks = a.slices or [zn // 5, 7 * zn // 20, 3 * zn // 4]
@@ -61,10 +71,13 @@ def main(argv: list[str] | None = None) -> None:
         keep[picks] = False
         for kind in a.kinds:
             im = distort(image, kind)
-            for norm in a.normalize:
+            for norm in [*a.normalize, *(["forest"] if a.forest else [])]:
                 t = time.perf_counter()
-                model = train(im, ann, epochs=a.epochs, seed=0, device="cpu", normalize=norm)
-                lab = segment(im, model, device="cpu")
+                if norm == "forest":
+                    lab = random_forest_3d(im, ann, seed=0)[0]
+                else:
+                    model = train(im, ann, epochs=a.epochs, seed=0, device="cpu", normalize=norm)
+                    lab = segment(im, model, device="cpu")
                 r = evaluate(lab[keep], truth[keep])
                 half = zn // 2
                 up = evaluate(lab[:half][keep[:half]], truth[:half][keep[:half]]).mean_dice

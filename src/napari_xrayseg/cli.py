@@ -88,7 +88,7 @@ class _ProgressPrinter:
 
 def _cmd_sample(a: argparse.Namespace) -> int:
     from .core.io import write_volume
-    from .core.output import claim
+    from .core.output import claim, released_on_error
     from .core.sample import PHASES, make_phantom
 
     if a.annotate and (a.annotate < 0 or len(a.shape) != 3):
@@ -102,7 +102,7 @@ def _cmd_sample(a: argparse.Namespace) -> int:
     image, truth = make_phantom(
         tuple(a.shape), seed=a.seed, noise=a.noise, feature_size=a.feature_size, pillar=a.pillar, preset=a.preset
     )
-    with target:  # a failed run lets go of the output's lock at once
+    with released_on_error(target):  # a failed run lets go of the output's lock at once
         work = target.take()
         chunks = (min(16, image.shape[0]), *image.shape[1:]) if image.ndim == 3 else None
         attrs = {

@@ -77,7 +77,7 @@ def run_demo(
     from .inference import segment
     from .io import write_volume
     from .metrics import evaluate
-    from .output import claim
+    from .output import claim, released_on_error
     from .sample import make_phantom
     from .training import train
 
@@ -85,7 +85,7 @@ def run_demo(
     # written beside an existing folder (with overwrite) and swapped in at the end: a failed or
     # interrupted demo leaves the previous one as it was
     target = claim(outdir, overwrite=overwrite, what="output folder", empty_ok=True, owns=DEMO_FILES)
-    with target:  # a failed run lets go of the output's lock at once
+    with released_on_error(target):  # a failed run lets go of the output's lock at once
         work = target.take()
         t0 = time.perf_counter()
         echo(f"1/5 generating the synthetic PXCT sample {shape} (seed {seed}) ...")

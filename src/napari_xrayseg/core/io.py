@@ -834,10 +834,11 @@ def write_volume(
     """
     import zarr
 
-    from .output import claim
+    from .output import claim, released_on_error
 
     data = np.asarray(data)
-    with claim(path, overwrite=overwrite, inputs=inputs) as c:
+    c = claim(path, overwrite=overwrite, inputs=inputs)
+    with released_on_error(c):
         arr = _create(c.take(), data.shape, data.dtype, chunks, attrs, c.final)
         try:
             arr[...] = data

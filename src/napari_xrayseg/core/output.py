@@ -71,7 +71,7 @@ def _ours(p: Path) -> bool:
 
 def _busy(final: Path) -> bool:
     """Whether another run holds ``final``'s lock now (taken and let go of at once; False where it cannot tell)."""
-    if not final.parent.is_dir():
+    if not _sibling(final, LOCK).exists():  # a run holding the lock has its file there: the common case ends here
         return False
     probe = Claim(final, final, False)
     try:
@@ -248,14 +248,8 @@ class Claim:
         if self.held is None:
             self.held = _acquire(self)
 
-    def __enter__(self) -> Claim:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()  # committed: released already; failed: a retry in this process may take it
-
     def release(self) -> None:
-        """Let go of the lock and remove its file (:meth:`commit` does; ``with claim(...)`` on failure too)."""
+        """Let go of the lock and remove its file (:meth:`commit` does; :func:`released_on_error` on failure)."""
         fh, self.held = self.held, None
         if fh is None or fh.closed:
             return

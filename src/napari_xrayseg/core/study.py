@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, OutputExistsError
-from .output import claim, os_litter
+from .output import claim, os_litter, released_on_error
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
 
 __all__ = ["STRATEGIES", "LoopStudyResult", "StudyResult", "iter_loop_study", "iter_study", "loop_study", "study"]
@@ -224,7 +224,7 @@ def iter_study(
     if outdir is not None and target is not None:
         from .figures import study_plot
 
-        with target:  # a failed run lets go of the output's lock at once
+        with released_on_error(target):  # a failed run lets go of the output's lock at once
             work = target.take()
             (work / "study.json").write_text(json.dumps(asdict(result), indent=1), encoding="utf-8")
             (work / "study.md").write_text(result.table() + "\n", encoding="utf-8")
