@@ -244,6 +244,7 @@ class JobRunner:
         self.job = worker
         self._running = True
         self.button.text = "Cancel"
+        _ignore_a_double_click(self.button)
         worker.start()
         return worker
 
@@ -312,6 +313,28 @@ class JobRunner:
             fn()
 
 
+def _ignore_a_double_click(button: PushButton) -> None:
+    """Disable ``button`` for the platform's double-click interval.
+
+    The run button becomes Cancel as the job starts: the second click of a double click
+    cancelled the job at once, leaving no result and no notification. Signals emitted by code
+    (and tests) are not blocked; only the mouse is.
+    """
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    native = button.native
+
+    def enable() -> None:
+        try:
+            native.setEnabled(True)
+        except RuntimeError:  # the widget was closed meanwhile
+            pass
+
+    native.setEnabled(False)
+    QTimer.singleShot(QApplication.styleHints().mouseDoubleClickInterval(), enable)
+
+
 def text_label(value: str = "") -> Label:
     """A label for status lines and results: wrapped, left-aligned, and never wider than the dock.
 
@@ -377,6 +400,21 @@ class JobWidget(Container):
             if row.parentWidget() is self._page:
                 inner.removeWidget(row)
                 self._outer.addWidget(row)
+
+    def pin_status(self, label: Label, lines: int = 3) -> None:
+        """Keep the status line ``label`` below the scrolled settings, at most ``lines`` lines high.
+
+        The progress of a running job ("epoch 3 of 40 ... val Dice 0.91") was below the fold
+        in napari's default window. A longer text (a saved model's path) is cut at ``lines``
+        lines rather than making the dock (and napari's window) taller; its tooltip holds it all.
+        """
+        from qtpy.QtCore import Qt
+
+        self.pin(label)
+        native = label.native
+        native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        native.setMaximumHeight(lines * native.fontMetrics().lineSpacing() + 8)
+        label.changed.connect(lambda value: native.setToolTip(str(value)))
 
     def span(self, *widgets: Any) -> None:
         """Give ``widgets`` (plots, tables, status lines) the form's whole width, without the label column.

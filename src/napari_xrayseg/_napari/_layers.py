@@ -62,6 +62,24 @@ def spatial_placement(layer: Any, channel_axis: int | None) -> dict[str, Any]:
     return {k: tuple(v for i, v in enumerate(vals) if i != channel_axis) for k, vals in where.items()}
 
 
+def snapshot(data: Any) -> Any:
+    """``data`` as a job may read it while the user paints: numpy arrays copied (dask/zarr are read as stored)."""
+    import numpy as np
+
+    return data.copy() if isinstance(data, np.ndarray) else data
+
+
+def result_base(viewer: Any, layer: Any) -> tuple[str, str | None]:
+    """The name to give a job's result for ``layer``, and a warning when that layer was removed meanwhile.
+
+    A result added under a removed layer's name would lie over whatever layer now bears that name.
+    """
+    if layer in viewer.layers:
+        return layer.name, None
+    base = f"{layer.name} (removed)"
+    return base, f"the image layer {layer.name!r} was removed while the job ran: its result is named {base!r}"
+
+
 def labels_snapshot(labels_layer: Any, image: Any, what: str = "labels", *, shape: Any = None) -> Any:
     """The Labels layer's data, checked against ``image``'s shape (or ``shape``); numpy data copied.
 
@@ -74,9 +92,7 @@ def labels_snapshot(labels_layer: Any, image: Any, what: str = "labels", *, shap
             f"{what} {labels_layer.name!r} shape {tuple(lab.shape)} does not match image shape "
             f"{want}: pick the Labels layer painted on this image"
         )
-    import numpy as np
-
-    return lab.copy() if isinstance(lab, np.ndarray) else lab
+    return snapshot(lab)
 
 
 def placement(layer: Any) -> dict[str, Any]:

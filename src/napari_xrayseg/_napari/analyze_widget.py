@@ -42,7 +42,7 @@ from ..core.microstructure import (
 from ..core.progress import CancelToken, Progress
 from ..core.units import label_color
 from ._jobs import JobRunner, JobWidget, show_error, text_label
-from ._layers import export_csv_json, fit_table, layer_array, layer_class_names, placement, unique_name
+from ._layers import export_csv_json, fit_table, layer_array, layer_class_names, placement, snapshot, unique_name
 from ._voxel import VoxelSizeFields
 
 if TYPE_CHECKING:
@@ -206,7 +206,7 @@ class AnalyzeWidget(JobWidget):
     def _inputs(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """Validate and snapshot everything the job needs, on the main thread."""
         layer = self._labels.value
-        labels = layer_array(layer, "labels")
+        labels = snapshot(layer_array(layer, "labels"))  # painting meanwhile changes neither table nor TPB points
         if labels.ndim != 3:
             raise InputError(f"labels layer {layer.name!r} is {labels.ndim}D: analyze needs a 3D volume")
         spread = []
@@ -218,7 +218,7 @@ class AnalyzeWidget(JobWidget):
                     f"{other.name!r} has shape {tuple(data.shape)}, {layer.name!r} "
                     f"{tuple(labels.shape)}: spread needs segmentations of the same volume"
                 )
-            spread.append(data)
+            spread.append(snapshot(data))
         voxel, unit = self._voxel.value()
         kwargs = {
             "labels": labels,

@@ -39,6 +39,7 @@ from ._layers import (
     layer_class_names,
     placement,
     placement_mismatch,
+    snapshot,
     unique_name,
 )
 from ._voxel import layer_voxel_size
@@ -187,8 +188,8 @@ class EvaluateWidget(JobWidget):
     def _inputs(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """Validate and snapshot everything the job needs, on the main thread."""
         pred_layer, truth_layer = self._pred.value, self._truth.value
-        pred = layer_array(pred_layer, "prediction")
-        truth = layer_array(truth_layer, "ground-truth")
+        pred = snapshot(layer_array(pred_layer, "prediction"))  # the report and its error layer: the same arrays
+        truth = snapshot(layer_array(truth_layer, "ground-truth"))
         if pred_layer is truth_layer:
             raise InputError(
                 f"prediction and ground truth are the same layer {pred_layer.name!r}: "

@@ -34,6 +34,7 @@ from ._layers import (
     layer_choices,
     nodata_field,
     nodata_value,
+    result_base,
     unique_name,
     voxel_size_warning,
 )
@@ -129,7 +130,9 @@ class SegmentWidget(JobWidget):
                 self._run,
             ]
         )
-        self.pin(self._run)  # Segment / Cancel in view in a short window
+        self.span(self._info)
+        self.pin_status(self._info)  # the progress line and Segment / Cancel in view in a short window
+        self.pin(self._run)
         self._follow_layers(viewer)
         self._voxel.track(self._image.value)
 
@@ -306,7 +309,10 @@ class SegmentWidget(JobWidget):
 
             levels = [da.from_zarr(a) for a in output_levels(kwargs["out"])]
             labels, multiscale = (levels, True) if len(levels) > 1 else (levels[0], False)
-        name = unique_name(self._viewer, f"{layer.name} labels")
+        base, removed = result_base(self._viewer, layer)
+        if removed:
+            show_warning(removed)
+        name = unique_name(self._viewer, f"{base} labels")
         model = kwargs["model"]
         info = model.info if hasattr(model, "info") else read_model_info(model)
         from ..core.units import image_label_properties
@@ -324,7 +330,7 @@ class SegmentWidget(JobWidget):
             features=features,
             metadata={
                 "napari_xrayseg": {
-                    "source": layer.name,
+                    "source": base,
                     "axis": kwargs["axis"],
                     "axes": kwargs["axes"],
                     "tta": kwargs["tta"],
@@ -335,7 +341,7 @@ class SegmentWidget(JobWidget):
         )
         if conf is not None:
             kind = kwargs["confidence"]
-            cname = unique_name(self._viewer, f"{layer.name} {kind}")
+            cname = unique_name(self._viewer, f"{base} {kind}")
             # maxprob: bright = sure; entropy: bright = unsure (annotate there next)
             self._viewer.add_image(
                 conf,
@@ -345,9 +351,9 @@ class SegmentWidget(JobWidget):
                 opacity=0.7,
                 blending="translucent",
                 **where,
-                metadata={"napari_xrayseg": {"source": layer.name, "confidence": kind}},
+                metadata={"napari_xrayseg": {"source": base, "confidence": kind}},
             )
-        done = f"segmented {layer.name} into {name!r}"
+        done = f"segmented {base} into {name!r}"
         self._info.value = done + (f", saved to {kwargs['out']}" if kwargs["out"] is not None else "")
         show_info(done)
 

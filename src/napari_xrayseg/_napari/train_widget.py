@@ -65,6 +65,7 @@ from ._layers import (
     nodata_field,
     nodata_value,
     placement_mismatch,
+    result_base,
     spatial_placement,
     unique_name,
 )
@@ -355,7 +356,8 @@ class TrainWidget(JobWidget):
             ]
         )
         self.span(self.plot, self._status)  # the whole width: readable ticks and labels
-        self.pin(self._run)  # Train / Cancel in view in a short window (napari's bar shows the progress)
+        self.pin_status(self._status)  # the progress line and Train / Cancel in view in a short window
+        self.pin(self._run)
         self._follow_layers(viewer)
         self._on_image(self._image.value)
 
@@ -603,7 +605,9 @@ class TrainWidget(JobWidget):
         )
         self._status.value = msg
         show_info(msg)
-        if self._segment_after.value and layer.data is not self._data_trained:
+        if self._segment_after.value and layer not in self._viewer.layers:
+            show_warning(f"the image layer {layer.name!r} was removed during training: not segmented")
+        elif self._segment_after.value and layer.data is not self._data_trained:
             show_warning(  # its labels would lie over other data under the layer's name
                 f"{layer.name!r} holds other data than it was trained on: not segmented; segment it with the "
                 "Segment widget and the saved model"
@@ -615,7 +619,10 @@ class TrainWidget(JobWidget):
         image = kwargs["image"][0] if isinstance(kwargs["image"], list) else kwargs["image"]
 
         def add(labels: Any) -> None:
-            name = unique_name(self._viewer, f"{layer.name} labels")
+            base, removed = result_base(self._viewer, layer)
+            if removed:
+                show_warning(removed)
+            name = unique_name(self._viewer, f"{base} labels")
             self._viewer.add_labels(
                 labels,
                 name=name,
@@ -629,7 +636,7 @@ class TrainWidget(JobWidget):
                     }
                 },
             )
-            show_info(f"segmented {layer.name} into {name!r}")
+            show_info(f"segmented {base} into {name!r}")
 
         self.runner.start(
             iter_segment,
