@@ -8,6 +8,7 @@ by the slab, the tile batch and the model.
 
     python benchmarks/large_volume.py                                  # depths 256 512 1024, unet/tiny
     python benchmarks/large_volume.py --depths 64 128 --yx 512 --size small
+    python benchmarks/large_volume.py --depths 48 --yx 1024 2048 --model start --tile auto   # the default 3D net
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python benchmarks/large_volume.py
 
 The inputs are kept under ``--dir`` (default: a temporary directory, removed at the end).
@@ -60,12 +61,16 @@ def write_input(path: Path, depth: int, yx: int, chunk: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--depths", type=int, nargs="+", default=[256, 512, 1024])
-    ap.add_argument("--yx", type=int, default=1024)
+    ap.add_argument("--yx", type=int, nargs="+", default=[1024], help="slice sides (square slices)")
     ap.add_argument("--chunk", type=int, default=16, help="input chunk depth (= slab depth)")
     ap.add_argument("--size", default="tiny", help="unet size (default: tiny, so 1 GiB fits a benchmark budget)")
-    ap.add_argument("--tile", type=int, default=512)
+    ap.add_argument(
+        "--model", default=None, help="a model file instead, or 'start': the shipped 3D start (the default network)"
+    )
+    ap.add_argument("--tile", default="512", help="a tile side, or 'auto' (predict's default)")
     ap.add_argument("--overlap", type=float, default=0.125)
     ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--precision", default="auto")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--dir", default=None, help="keep inputs/outputs here (default: a temporary directory)")
     ap.add_argument("--json", default=None)
@@ -75,16 +80,25 @@ def main() -> None:
 
     work = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="xrayseg-large-"))
     work.mkdir(parents=True, exist_ok=True)
-    model = save_model(
-        init_model("unet", size=a.size, classes=3, tile=a.tile), work / "model.safetensors", overwrite=True
-    )
+    if a.model == "start":
+        from napari_xrayseg.core.models import pretrained_path
+
+        model = pretrained_path()
+    elif a.model:
+        model = Path(a.model)
+    else:
+        model = save_model(
+            init_model("unet", size=a.size, classes=3, tile=int(a.tile) if a.tile != "auto" else 256),
+            work / "model.safetensors",
+            overwrite=True,
+        )
     rows = []
     try:
-        for d in a.depths:
-            inp, out = work / f"in-{d}.zarr", work / f"out-{d}.zarr"
+        for d, yx in [(d, yx) for yx in a.yx for d in a.depths]:
+            inp, out = work / f"in-{d}-{yx}.zarr", work / f"out-{d}-{yx}.zarr"
             t0 = time.perf_counter()
             if not inp.exists():
-                write_input(inp, d, a.yx, a.chunk)
+                write_input(inp, d, yx, a.chunk)
             gen = time.perf_counter() - t0
             argv = [
                 "predict",
@@ -99,11 +113,11 @@ def main() -> None:
                 "cpu",
                 "--tile",
                 str(a.tile),
-                "--overlap",
-                str(a.overlap),
-                "--batch",
-                str(a.batch),
+                "--precision",
+                a.precision,
             ]
+            if a.tile != "auto":  # predict's defaults otherwise
+                argv += ["--overlap", str(a.overlap), "--batch", str(a.batch)]
             res = subprocess.run(
                 [sys.executable, "-c", CHILD, json.dumps({"argv": argv, "threads": a.threads})],
                 capture_output=True,
@@ -112,9 +126,10 @@ def main() -> None:
             if res.returncode != 0:
                 sys.exit(f"predict failed for depth {d}:\n{res.stderr[-2000:]}")
             r = json.loads(res.stdout.strip().splitlines()[-1])
-            vox = d * a.yx * a.yx
+            vox = d * yx * yx
             row = {
                 "depth": d,
+                "yx": yx,
                 "voxels": vox,
                 "input_mb": vox / 2**20,
                 "seconds": r["seconds"],
@@ -125,11 +140,13 @@ def main() -> None:
             }
             rows.append(row)
             print(
-                f"depth {d:5d}  input {row['input_mb']:7.0f} MB  {r['seconds']:7.1f} s  "
+                f"depth {d:5d}  slices {yx}^2  input {row['input_mb']:7.0f} MB  {r['seconds']:7.1f} s  "
                 f"{row['mvox_s']:6.2f} Mvox/s  peak RSS {r['peak_rss_mb']:6.0f} MB",
                 flush=True,
             )
             shutil.rmtree(out, ignore_errors=True)
+            if not a.dir:
+                shutil.rmtree(inp, ignore_errors=True)
     finally:
         if not a.dir:
             shutil.rmtree(work, ignore_errors=True)

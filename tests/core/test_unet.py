@@ -144,11 +144,15 @@ def test_the_network_scripts_as_monais_does():
         ((1, 2, 20, 20), (32, 32)),
         ((2, 2, 64, 64), (64, 32)),
         ((1, 2, 9, 30, 41), (9, 16, 16)),
+        ((1, 2, 21, 30, 41), (9, 16, 16)),
+        ((1, 2, 12, 32, 32), (12, 32, 32)),
+        ((1, 2, 7, 30, 20), (12, 32, 32)),
     ],
 )
 @pytest.mark.parametrize("mode", ["constant", "gaussian"])
 @pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5])
 def test_sliding_windows_are_monais_bit_for_bit(shape, roi, mode, overlap):
+    """Also where only part of the first axis is kept (a 3D net's slices without their context)."""
     conv = (torch.nn.Conv3d if len(shape) == 5 else torch.nn.Conv2d)(2, 3, 3, padding=1)
     x = torch.randn(shape)
     for batch in (1, 4):
@@ -159,6 +163,13 @@ def test_sliding_windows_are_monais_bit_for_bit(shape, roi, mode, overlap):
             got = sliding_window_inference(x, roi, batch, conv, overlap=overlap, mode=mode, device="cpu")
         assert got.shape == ref.shape
         assert torch.equal(got, ref)
+        n = shape[2]
+        for keep in ((0, n), (n // 3, n - n // 4), (n - 1, n)):
+            with torch.no_grad():
+                part = sliding_window_inference(x, roi, batch, conv, overlap=overlap, mode=mode, keep=keep)
+            assert torch.equal(part, ref[:, :, keep[0] : keep[1]])
+    with pytest.raises(ValueError, match="keep"):
+        sliding_window_inference(x, roi, 1, conv, keep=(0, n + 1))
 
 
 def _fresh_python(code, tmp_path):

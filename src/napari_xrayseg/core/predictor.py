@@ -529,9 +529,13 @@ class SlicePredictor:
         with torch.autocast(self.device.type, dtype=dtype):
             return fn(x).float()
 
-    def _windows(self, x: torch.Tensor, roi: tuple[int, ...], batch: int, fn: Any) -> torch.Tensor:
+    def _windows(
+        self, x: torch.Tensor, roi: tuple[int, ...], batch: int, fn: Any, keep: tuple[int, int] | None = None
+    ) -> torch.Tensor:
         """Sliding windows over ``x`` with the predictor's overlap, blending and device (MONAI's, in plain torch)."""
-        return sliding_window_inference(x, roi, batch, fn, overlap=self.overlap, mode=self.blend, device=self.device)
+        return sliding_window_inference(
+            x, roi, batch, fn, overlap=self.overlap, mode=self.blend, device=self.device, keep=keep
+        )
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         check(self.cancel)  # once per batch of tiles
@@ -618,17 +622,24 @@ class SlicePredictor:
         n, k = slices.shape[:2]
         h = k // 2
         starts = [0] + [i + 1 for i in range(n - 1) if not np.array_equal(slices[i + 1, : k - 1], slices[i, 1:])]
-        runs = []
+        out: torch.Tensor | None = None
         for a, b in zip(starts, [*starts[1:], n]):
-            vol = np.concatenate([slices[a, :h], slices[a:b, h], slices[b - 1, h + 1 :]]).astype(np.float32)
+            vol = np.concatenate([slices[a, :h], slices[a:b, h], slices[b - 1, h + 1 :]]).astype(np.float32, copy=False)
             per, roi = self.volume_layout(len(vol), vol.shape[1:])
             for c in range(0, b - a, per):  # slices c .. c + per of the run, with h of context each side
                 m = min(per, b - a - c)
                 x = self._to_device(torch.from_numpy(vol[c : c + m + 2 * h])[None, None])
                 with torch.inference_mode():
-                    s = self._windows(x, (m + 2 * h, *roi), 1, self._forward_volume)
-                runs.append(s[0, :, h : h + m].transpose(0, 1))
-        return runs[0] if len(runs) == 1 else torch.cat(runs)
+                    s = self._windows(x, (m + 2 * h, *roi), 1, self._forward_volume, keep=(h, h + m))
+                kept = s[0].transpose(0, 1)  # the context slices were dropped as computed
+                if m == n:  # all in one pass
+                    return kept
+                if out is None:  # filled part by part: the parts' context slices are not kept meanwhile
+                    out = torch.empty((n, *kept.shape[1:]), dtype=kept.dtype, device=kept.device)
+                out[a + c : a + c + m] = kept
+                del s, kept
+        assert out is not None
+        return out
 
     def labels(self, slices: np.ndarray) -> np.ndarray:
         """Label values (uint8, shape (N, Y, X)) for normalised slices, as in :meth:`scores`."""

@@ -48,6 +48,7 @@ def sliding_window_inference(
     overlap: float = 0.25,
     mode: str = "constant",
     device: torch.device | str | None = None,
+    keep: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Scores of ``fn`` over ``x`` (N, C, *spatial) in windows of ``roi``, blended where they overlap.
 
@@ -56,10 +57,16 @@ def sliding_window_inference(
     the end; ``batch`` windows go through ``fn`` at a time; each window's scores are
     weighted by :func:`importance_map` and the sum divided by the summed weights.
 
+    ``keep=(a, b)`` returns only positions ``a:b`` of the first spatial axis (the same
+    numbers as the whole result's): the sums are kept for those alone, so a 3D network's
+    context slices, computed and dropped, take no memory for sums.
+
     Examples
     --------
     >>> x = torch.arange(16.0).reshape(1, 1, 4, 4)
     >>> torch.equal(sliding_window_inference(x, (2, 2), 4, lambda t: t * 2), x * 2)
+    True
+    >>> torch.equal(sliding_window_inference(x, (2, 2), 4, lambda t: t * 2, keep=(1, 3)), x[:, :, 1:3] * 2)
     True
     """
     dims = x.dim() - 2
@@ -77,28 +84,60 @@ def sliding_window_inference(
         pad += [diff // 2, diff - diff // 2]
     if any(pad):
         x = F.pad(x, pad=pad, mode="replicate")
+    first = pad[2 * (dims - 1)]  # padding before the first spatial axis
+    lo, hi = (first, first + shape[0]) if keep is None else (first + keep[0], first + keep[1])
+    if not first <= lo < hi <= first + shape[0]:
+        raise ValueError(f"keep {keep} is not within the first spatial axis of {shape[0]}")
     starts = [window_starts(s, r, overlap) for s, r in zip(size, roi)]
     windows = [tuple(slice(s, s + r) for s, r in zip(corner, roi)) for corner in product(*starts)]
     w = importance_map(roi, mode, x.device, dtype)[None, None]
+    if len(windows) == 1 and n <= batch:  # one pass
+        out = fn(x).to(device)[:, :, lo:hi]  # whole slices, a 3D net's run: no sums to keep
+        if out.dtype != dtype:
+            out = out.to(dtype)
+        wd = w.to(device)[:, :, lo:hi]
+        out = out.mul(wd).div_(wd)  # the arithmetic of the sums below, for the same scores
+        return _crop(out, pad, shape, first_done=True)
     total = n * len(windows)
     out: torch.Tensor | None = None
     count: torch.Tensor | None = None
+
+    def kept(win: tuple[slice, ...]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+        """Where window ``win`` lands in the sums, and which part of it does."""
+        a, b = max(win[0].start, lo), min(win[0].stop, hi)
+        return (slice(a - lo, b - lo), *win[1:]), (slice(a - win[0].start, b - win[0].start),)
+
     for g in range(0, total, batch):
         idx = [(i // len(windows), windows[i % len(windows)]) for i in range(g, min(g + batch, total))]
         parts = [x[(slice(b, b + 1), slice(None), *win)] for b, win in idx]
         scores = fn(torch.cat(parts) if batch > 1 else parts[0])
         if out is None:
-            out = torch.zeros((n, scores.shape[1], *size), dtype=dtype, device=device)
-            count = torch.zeros((1, 1, *size), dtype=dtype, device=device)
+            out = torch.zeros((n, scores.shape[1], hi - lo, *size[1:]), dtype=dtype, device=device)
+            count = torch.zeros((1, 1, hi - lo, *size[1:]), dtype=dtype, device=device)
             wd = w.to(device)
             for win in windows:
-                count[(slice(None), slice(None), *win)] += wd
+                if win[0].start < hi and win[0].stop > lo:
+                    to, part = kept(win)
+                    count[(slice(None), slice(None), *to)] += wd[(slice(None), slice(None), *part)]
         scores = (scores * w).to(device)
         for (b, win), s in zip(idx, scores):
-            out[(slice(b, b + 1), slice(None), *win)] += s
+            if win[0].start < hi and win[0].stop > lo:  # (windows are run all the same: the same batches)
+                to, part = kept(win)
+                out[(slice(b, b + 1), slice(None), *to)] += s[(slice(None), *part)]
     assert out is not None and count is not None
     out /= count
-    if any(pad):
-        crop = [slice(pad[2 * (dims - 1 - d)], pad[2 * (dims - 1 - d)] + shape[d]) for d in range(dims)]
-        out = out[(slice(None), slice(None), *crop)]
-    return out
+    return _crop(out, pad, shape, first_done=True)
+
+
+def _crop(out: torch.Tensor, pad: list[int], shape: Sequence[int], *, first_done: bool = False) -> torch.Tensor:
+    """``out`` without the padding ``pad`` (:func:`torch.nn.functional.pad`'s order) around ``shape``.
+
+    ``first_done``: the first spatial axis is cropped already.
+    """
+    if not any(pad):
+        return out
+    dims = len(shape)
+    crop = [slice(pad[2 * (dims - 1 - d)], pad[2 * (dims - 1 - d)] + shape[d]) for d in range(dims)]
+    if first_done:
+        crop[0] = slice(None)
+    return out[(slice(None), slice(None), *crop)]
