@@ -148,6 +148,20 @@ def test_training_says_when_slices_disagree_on_the_grey_scale(stepped, caplog):
     assert caplog.text.count("the grey scale changes along z") == 1
 
 
+def test_a_rare_phase_whose_amount_changes_along_z_is_no_grey_scale_change():
+    """Its share moved the slices' 99th percentile alone (QA: a bright phase of 5.7 % of slice 0 and
+    1.1 % of slice 17, the same grey everywhere, gave the hint); a gain step of the same volume still does."""
+    rng = np.random.default_rng(3)
+    z = np.arange(32)[:, None, None]
+    phases = rng.integers(0, 3, (32, 64, 64)).repeat(2, 1).repeat(2, 2)[:, :96, :96]
+    rare = rng.random((32, 96, 96)) < np.where(z < 16, 0.06, 0.003)  # a layer rich in it above one poor in it
+    image = np.choose(phases, [0.1, 0.4, 0.6]).astype(np.float32)
+    image[rare] = 0.95
+    image += rng.normal(0, 0.03, image.shape).astype(np.float32)
+    assert level_hint(image) is None
+    assert level_hint(np.where(z >= 16, image * 0.8, image)) is not None
+
+
 def test_a_volume_mostly_air_is_levelled_on_its_sample_slices_and_no_hint_is_given(stepped):
     """With most slices air above a sample, the air's range became 'typical': the sample was squashed onto it."""
     image = stepped[0]

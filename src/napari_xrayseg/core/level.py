@@ -83,8 +83,13 @@ def slice_levels(image: Any, *, cancel: Any = None) -> np.ndarray:
     return _levels(image, cancel)[0]
 
 
-def _levels(image: Any, cancel: Any = None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`slice_levels`' levels, and which slices were sound (their own levels, not a neighbour's)."""
+def _levels(
+    image: Any, cancel: Any = None, percentiles: tuple[float, float] = LEVEL_PERCENTILES
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`slice_levels`' levels, and which slices were sound (their own levels, not a neighbour's).
+
+    ``percentiles``: the pair of each slice mapped onto the typical slice's.
+    """
     from .io import read_block
     from .plan import check_image
     from .progress import check
@@ -107,7 +112,7 @@ def _levels(image: Any, cancel: Any = None) -> tuple[np.ndarray, np.ndarray]:
         for z, sl in enumerate(np.asarray(block, dtype=np.float64), start=a):
             v = sl[np.isfinite(sl)]
             if v.size >= 16 and v.min() < v.max():
-                q[z] = np.percentile(v, LEVEL_PERCENTILES)
+                q[z] = np.percentile(v, percentiles)
     spread = q[:, 1] - q[:, 0]
     have = np.isfinite(spread) & (spread > 0)
     if not have.any():
@@ -128,13 +133,19 @@ HINT_SLICES = 16
 #: :func:`level_hint` speaks when the levelling would move a slice's mid-grey by this share of the
 #: typical grey-level range, or more, between slices (sound hard scans: 0.01-0.03; a 10 % gain step: 0.06-0.08).
 LEVEL_HINT = 0.06
+#: Percentiles :func:`level_hint` also levels by: a change of the scan's grey scale moves them as it moves
+#: :data:`LEVEL_PERCENTILES`; a rare phase whose amount changes along z moves the 99th percentile alone.
+HINT_CHECK_PERCENTILES = (10.0, 90.0)
 
 
 def level_hint(image: Any) -> str | None:
     """A hint to train with ``normalize="slice"`` when slices along z disagree on the grey scale, else None.
 
     Compares :data:`HINT_SLICES` evenly spaced slices: the spread (90th - 10th percentile over
-    them) of how far levelling moves each one's mid-grey, as a share of the typical range.
+    them) of how far levelling moves each one's mid-grey, as a share of the typical range. It
+    speaks when that is at least :data:`LEVEL_HINT` whether the slices are levelled by their
+    1st/99th percentiles or by :data:`HINT_CHECK_PERCENTILES` (a rare phase whose amount changes
+    along z moves the former alone).
 
     Examples
     --------
@@ -159,6 +170,7 @@ def level_hint(image: Any) -> str | None:
     try:
         sample = _Picked(image, idx, crop)
         lv, sound = _levels(sample)
+        check, _ = _levels(sample, percentiles=HINT_CHECK_PERCENTILES)
     except InputError:  # unreadable (a damaged chunk: training names it) or without a range of grey levels
         return None
     if 2 * sound.sum() <= len(sound):  # mostly air or no data: levelling is not the answer
@@ -173,7 +185,8 @@ def level_hint(image: Any) -> str | None:
     mid = (lo + hi) / 2
     moved = (lv[:, 0] * mid + lv[:, 1] - mid) / (hi - lo)
     spread = float(np.percentile(moved, 90) - np.percentile(moved, 10))
-    if spread < LEVEL_HINT:
+    also = (check[:, 0] * mid + check[:, 1] - mid) / (hi - lo)
+    if min(spread, float(np.percentile(also, 90) - np.percentile(also, 10))) < LEVEL_HINT:
         return None
     a, b = int(idx[int(np.argmin(moved))]), int(idx[int(np.argmax(moved))])
     return (

@@ -2117,6 +2117,7 @@ def iter_train(
     overwrite: bool = False,
     config: TrainConfig | None = None,
     cancel: CancelToken | None = None,
+    _candidate: bool = False,
 ) -> Generator[Progress, None, Model]:
     """Generator form of :func:`train`: yields :class:`Progress` records, returns the model.
 
@@ -2125,7 +2126,8 @@ def iter_train(
     ``val_dice``, ``val_dice_per_class``, ``elapsed_s``, ``lr`` and ``steps`` (with
     ``mode="pix2pix"`` also ``loss_adv`` and ``loss_d``). Progress counts epochs (or
     steps) when only ``epochs`` limits training, else per mille of the time budget.
-    See :func:`train` for the parameters.
+    See :func:`train` for the parameters (``_candidate``: one of ``init="auto"``'s candidates,
+    whose choice says what the kept one lacks).
     """
     several = isinstance(image, (list, tuple)) and all(hasattr(i, "shape") for i in image)
     if out is not None:  # a model written into an input's store or folder (an output inside an input is refused)
@@ -2240,6 +2242,8 @@ def iter_train(
         else f"epoch {fit.best_epoch}",
         fit.best_epoch,
     )
+    if not _candidate:
+        warn_unlearned(model.info)
     if s["out_path"] is not None:
         try:
             save_model(model, s["out_path"], overwrite=overwrite)
@@ -2247,6 +2251,42 @@ def iter_train(
             e.result = model  # type: ignore[attr-defined]  # the trained model rides on the error
             raise
     return model
+
+
+def unlearned_classes(info: ModelInfo) -> list[int]:
+    """Classes the kept weights did not find on the held-out rows: validation Dice 0 at the best epoch.
+
+    A rare phase (a crack, 1 % of a catalyst) that the network never learned is otherwise
+    dropped from every segmentation without a word. Empty without validation.
+    """
+    rows = [h for h in info.history if h.get("val_dice") is not None and h.get("val_dice_per_class")]
+    if not rows:
+        return []
+    best = max(rows, key=lambda h: h["val_dice"])
+    return [int(c) for c, v in zip(info.classes, best["val_dice_per_class"]) if v is not None and v == 0.0]
+
+
+def warn_unlearned(info: ModelInfo) -> None:
+    """Log a warning naming each of :func:`unlearned_classes`, with what helps."""
+    missed = unlearned_classes(info)
+    if not missed:
+        return
+    names = dict(zip(info.classes, info.class_names or []))
+    said = ", ".join(f"{c} ({names[c]})" if names.get(c) and names[c] != f"class {c}" else str(c) for c in missed)
+    many = len(missed) > 1
+    them = "them" if many else "it"
+    log.warning(
+        "%s %s not learned: the kept model found none of the held-out annotated voxels of %s (validation Dice 0), "
+        "so segmentations will miss %s: paint more of %s in more slices, train longer (more epochs or minutes), "
+        "or check that %s in grey level from the phases around %s",
+        "classes" if many else "class",
+        said,
+        "these classes" if many else "this class",
+        them,
+        them,
+        "they differ" if many else "it differs",
+        them,
+    )
 
 
 def _state(model: Model) -> dict[str, torch.Tensor]:
@@ -2371,7 +2411,7 @@ def _iter_auto_start(args: dict[str, Any], rest: dict[str, Any]) -> Generator[Pr
     pre_kw = {**kw, "init": PRETRAINED, "arch": AUTO_ARCH, "size": None, "context": None, "out": None}
     pre_kw.update(epochs=pre_epochs, minutes=None if minutes is None else minutes * AUTO_PRETRAINED_SHARE)
     log.info("init='auto': fine-tuning the pretrained start %d epochs, then random weights", pre_epochs)
-    pre = yield from _relay(iter_train(**rest, **pre_kw), 0.0, share, PRETRAINED)
+    pre = yield from _relay(iter_train(**rest, **pre_kw, _candidate=True), 0.0, share, PRETRAINED)
     spent = (time.perf_counter() - t0) / 60.0
     long_epochs = min(LONG_PRETRAINED_EPOCHS, epochs) if epochs else LONG_PRETRAINED_EPOCHS
     left = None if minutes is None else (minutes - spent) * AUTO_PRETRAINED_SHARE
@@ -2391,7 +2431,10 @@ def _iter_auto_start(args: dict[str, Any], rest: dict[str, Any]) -> Generator[Pr
         hi = share + (1.0 - share) * (long_epochs / (long_epochs + (total_epochs or long_epochs)))
         try:
             again = yield from _relay(
-                iter_train(**rest, **{**pre_kw, "epochs": long_epochs, "minutes": left}), share, hi, PRETRAINED
+                iter_train(**rest, **{**pre_kw, "epochs": long_epochs, "minutes": left}, _candidate=True),
+                share,
+                hi,
+                PRETRAINED,
             )
         except Cancelled as e:  # the better validated of the two so far
             part = getattr(e, "result", None)
@@ -2407,11 +2450,12 @@ def _iter_auto_start(args: dict[str, Any], rest: dict[str, Any]) -> Generator[Pr
         rand_kw["minutes"] = max(minutes - spent, 0.01)
         share = max(share, min(spent / minutes, 1.0))
     try:
-        rand = yield from _relay(iter_train(**rest, **rand_kw), share, 1.0, "random")
+        rand = yield from _relay(iter_train(**rest, **rand_kw, _candidate=True), share, 1.0, "random")
     except Cancelled as e:
         e.result = _pick_start(pre, getattr(e, "result", None), time.perf_counter() - t0)  # type: ignore[attr-defined]
         raise
     model = _pick_start(pre, rand, time.perf_counter() - t0)
+    warn_unlearned(model.info)
     if out_path is not None:
         try:
             save_model(model, out_path, overwrite=args["overwrite"])
