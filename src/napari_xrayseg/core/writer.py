@@ -549,7 +549,7 @@ def resume_hint(path: Path) -> str:
     if old is None or old.get("complete"):
         return ""
     n = len(SlabMarkers(path).done())
-    return f" (an unfinished run: {n} slabs done; pass resume=True / --resume to finish it)"
+    return f" (an unfinished run: {n} slab{'s' if n != 1 else ''} done; pass resume=True / --resume to finish it)"
 
 
 def refuse_unfinished(arr: Any, what: str) -> None:
@@ -574,7 +574,8 @@ def refuse_unfinished(arr: Any, what: str) -> None:
             if meta.get("complete") is False:
                 n = len(SlabMarkers(q).done())
                 raise InputError(
-                    f"{what} {q} is an unfinished predict run ({n} slabs done; the rest would be scored as 0): "
+                    f"{what} {q} is an unfinished predict run ({n} slab{'s' if n != 1 else ''} done; the rest would be "
+                    "scored as 0): "
                     "finish it with the same predict command and --resume (resume=True), then measure it"
                 )
             return
