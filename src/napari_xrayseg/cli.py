@@ -248,6 +248,15 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     from .core.writer import output_complete
 
     was_complete = bool(a.resume and not a.overwrite and a.out and output_complete(a.out))
+    if a.resume and not a.overwrite and a.out and not was_complete and Path(a.out).exists():
+        from .core.writer import slabs_done
+
+        n = slabs_done(a.out)
+        if n is not None:  # said at once: the first progress line comes only after the first slab
+            print(
+                f"predict: resuming {a.out}: {n} slab{'s' if n != 1 else ''} already done",
+                file=sys.stderr,
+            )
     if a.workers is not None or a.scheduler:  # --workers 0 is refused there, not run in one process
         from .core.distributed import segment_distributed
 

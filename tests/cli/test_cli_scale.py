@@ -78,6 +78,8 @@ def test_killed_predict_resumes_to_the_clean_result(tmp_path, inputs, capsys, ca
     with caplog.at_level(logging.INFO):
         assert main(_predict(inp, model, out, "--resume", "--workers", "2", "--torch-threads", "1")) == 0
     assert not [r for r in caplog.records if r.name.startswith("distributed") and r.levelno < logging.WARNING]
+    n = len(done)  # said at once, before the first slab: a resumed run was silent for its first slab (QA)
+    assert capsys.readouterr().err.startswith(f"predict: resuming {out}: {n} slabs already done\n")
     np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], clean)
     assert output_complete(out)
 

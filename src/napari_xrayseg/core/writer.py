@@ -543,12 +543,19 @@ def _update_voxel_size(layout: StoreLayout, meta: dict[str, Any]) -> None:
         conf.attrs[OUTPUT_ATTR] = _jsonable({**conf.attrs[OUTPUT_ATTR], **new})
 
 
+def slabs_done(path: str | os.PathLike) -> int | None:
+    """Slabs an unfinished predict run into ``path`` has done; None where it is no such run."""
+    old = read_output_meta(Path(path))
+    if old is None or old.get("complete"):
+        return None
+    return len(SlabMarkers(Path(path)).done())
+
+
 def resume_hint(path: Path) -> str:
     """Added to "output exists" when the output is an unfinished run."""
-    old = read_output_meta(path)
-    if old is None or old.get("complete"):
+    n = slabs_done(path)
+    if n is None:
         return ""
-    n = len(SlabMarkers(path).done())
     return f" (an unfinished run: {n} slab{'s' if n != 1 else ''} done; pass resume=True / --resume to finish it)"
 
 
