@@ -1502,6 +1502,40 @@ def _load_rows(
     return ids, imgs + extra_i, labs + extra_l, counts, extra
 
 
+#: :func:`unpainted_hint` speaks when at least this share of the voxels left unpainted in the annotated
+#: slices lies outside the grey range of every painted class (beyond its 0.1th / 99.9th percentile).
+UNPAINTED_HINT = 0.01
+
+
+def unpainted_hint(x: np.ndarray, labs: np.ndarray, seed: int = 0) -> str | None:
+    """A warning when voxels left unpainted (0) in annotated slices are brighter or darker than every painted class.
+
+    ``x``: the annotated slices, normalised ((N, Y, X), or (N, k, Y, X) with context: the
+    middle slice is used); ``labs``: their annotations. A phase nobody painted is learned as
+    none: the model calls it one of the painted classes, without a word (QA: 97 % of a
+    bright catalyst became the brightest painted phase).
+    """
+    mid = x[:, x.shape[1] // 2] if x.ndim == 4 else x
+    painted = labs > 0
+    n_painted = int(painted.sum())
+    if n_painted < 100 or n_painted == painted.size:
+        return None
+    rng = np.random.default_rng(seed)
+    pv, uv = mid[painted], mid[~painted]
+    pv = pv if pv.size <= 10**6 else rng.choice(pv, 10**6, replace=False)
+    uv = uv if uv.size <= 10**6 else rng.choice(uv, 10**6, replace=False)
+    lo, hi = np.percentile(pv, [0.1, 99.9])
+    margin = 0.05 * (hi - lo)
+    for side, share in (("brighter", float((uv > hi + margin).mean())), ("darker", float((uv < lo - margin).mean()))):
+        if share >= UNPAINTED_HINT and share * uv.size >= 100:
+            return (
+                f"{share:.1%} of the voxels left unpainted in the annotated slices are {side} than every painted "
+                "class: a phase not painted, an artefact, or no data outside the field of view? The model will call "
+                "them one of the painted classes: paint a phase as a class of its own; mark no data as NaN (nodata=)"
+            )
+    return None
+
+
 def _padded(parts: list[np.ndarray], mode: str) -> np.ndarray:
     """Concatenate slices of different shapes, padded at the end to a common one."""
     h = max(p.shape[-2] for p in parts)
@@ -1557,6 +1591,8 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
     del parts_i
     if not np.all(np.isfinite(x_all)):  # voxels without data (NaN) were filled: what is left is inf
         raise InputError("image holds inf values in annotated slices: replace them (e.g. with NaN for no data)")
+    if (hint := unpainted_hint(x_all, labs)) and _first_time(_UNPAINTED_SAID, labs):
+        log.warning("%s", hint)
     norm = (
         pooled_normalization([im for im, _ in pairs])
         if s["normalize"] == "fixed"
@@ -1646,6 +1682,20 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
 
 
 _BLIND_SAID: list[bytes] = []  # validation rows already said to hold no interface (the last few)
+_UNPAINTED_SAID: list[bytes] = []  # annotations already said to leave a phase unpainted (the last few)
+
+
+def _first_time(said: list[bytes], data: np.ndarray) -> bool:
+    """Whether ``data`` is not among the last few in ``said``, and note it.
+
+    init="auto" trains its candidates on the same annotations: a warning about them is said once.
+    """
+    key = hashlib.blake2b(np.ascontiguousarray(data).tobytes(), digest_size=8).digest()
+    if key in said:
+        return False
+    said.append(key)
+    del said[:-8]
+    return True
 
 
 def _interface_pixels(truth: np.ndarray) -> int:
@@ -1658,10 +1708,7 @@ def _interface_pixels(truth: np.ndarray) -> int:
     for ax in (-1, -2):
         a, b = np.moveaxis(truth, ax, 0)[1:], np.moveaxis(truth, ax, 0)[:-1]
         n += int(((a != b) & (a > 0) & (b > 0)).sum())
-    key = hashlib.blake2b(np.ascontiguousarray(truth).tobytes(), digest_size=8).digest()
-    if n == 0 and key not in _BLIND_SAID:  # once for the same rows (init="auto" validates two candidates on them)
-        _BLIND_SAID.append(key)
-        del _BLIND_SAID[:-8]
+    if n == 0 and _first_time(_BLIND_SAID, truth):  # once for the same rows (init="auto" validates two candidates)
         log.warning(
             "the held-out annotations hold no interface between phases (strokes inside the phases?): validation "
             "Dice says little about where boundaries go; paint some strokes across interfaces"
