@@ -384,13 +384,18 @@ def _open_tiff_pages(p: Path) -> Any:
         tif = tifffile.TiffFile(str(p), is_shaped=False)
         series = tif.series
     elif len(series) > 1:
-        shapes = ", ".join("x".join(map(str, s.shape[-2:] if by_page else s.shape)) for s in series[:4])
+        typed = len({s.dtype for s in series}) > 1  # pages of one size and other sample types
+        shapes = ", ".join(
+            "x".join(map(str, s.shape[-2:] if by_page else s.shape)) + (f" {s.dtype}" if typed else "")
+            for s in series[:4]
+        )
         shapes += ", ..." if len(series) > 4 else ""
         if by_page or all(len(s.shape) == 2 for s in series):  # 2D images of different sizes
             n = len(tif.pages) if by_page else len(series)
             tif.close()
             raise InputError(
-                f"{p} holds {n} images of different sizes ({shapes}): save each as its own file "
+                f"{p} holds {n} images of different sizes{' or types' if typed else ''} ({shapes}): save each as "
+                "its own file "
                 "and give the folder (independent 2D images are segmented and trained on one by one)"
             )
         log.warning("%s holds %d images (%s): reading the first, %s", p, len(series), shapes, series[0].shape)
@@ -420,7 +425,8 @@ def _tiff_file(p: Path) -> tuple[Any, bool]:
     tif = tifffile.TiffFile(str(p))
     if _one_series_per_page(tif):  # tifffile's shaped series take time quadratic in the pages
         tif.close()
-        return tifffile.TiffFile(str(p), is_shaped=False), True
+        # not is_uniform: that samples 3 pages, and an odd page among them was read with page 0's layout
+        return tifffile.TiffFile(str(p), is_shaped=False, is_uniform=False), True
     return tif, False
 
 
