@@ -122,9 +122,9 @@ def test_validation_runs_the_network_in_eval_mode_and_leaves_batch_norm_alone(mo
     monkeypatch.setattr(training, "_validate", spy)
     image, _, sparse = phantom
     m = train(image, sparse, **{**FAST, "epochs": 3})
-    # one validation per epoch, and one of the weight average returned
-    assert len(seen) == 4 and all(n > 0 for *_, n in seen)
-    assert [(mode, same) for mode, same, _ in seen] == [(False, True)] * 4
+    # one validation per epoch, one of the weight average returned, and each class's of the weights kept
+    assert len(seen) == 5 and all(n > 0 for *_, n in seen)
+    assert [(mode, same) for mode, same, _ in seen] == [(False, True)] * 5
     assert m.network.training is False
     # and training itself still ran in training mode (batch norm statistics moved between epochs)
     assert len(m.info.history) == 3
@@ -852,3 +852,31 @@ def test_a_phase_left_unpainted_in_the_annotated_slices_is_pointed_out_once(phan
     with caplog.at_level("WARNING", logger="napari_xrayseg"):
         train(image, missed, **FAST)  # init="auto": once, though the candidates load the same annotations
     assert caplog.text.count("brighter than every painted class") == 1
+
+
+def test_with_epochs_and_a_budget_it_does_not_reach_the_schedule_follows_the_steps(monkeypatch, phantom):
+    """QA: `--epochs 2 --minutes 0.3` gave other weights on every run though the budget never bound: the
+    schedule took the clock (setup time included) whenever it ran ahead of the steps."""
+    from napari_xrayseg.core import training
+
+    clock = [100.0]
+    monkeypatch.setattr(training.time, "perf_counter", lambda: clock[0])
+    on_course = training._Budget(2, 0.3, steps_per_epoch=10)  # 18 s
+    clock[0] += 3.0  # reading and building take 3 s
+    fractions = []
+    for step in range(20):
+        fractions.append(on_course.fraction(step))
+        clock[0] += 0.1  # 2 s of steps: the run ends at 5 s of the 18
+    assert fractions == [s / 20 for s in range(20)]
+    slow = training._Budget(2, 0.3, steps_per_epoch=10)
+    clock[0] += 3.0
+    assert slow.fraction(0) == 0.0
+    clock[0] += 2.0  # 2 s a step: 43 s projected, the budget binds
+    assert slow.fraction(1) == pytest.approx(5.0 / 18)
+    clock[0] += 0.01  # latched: the clock, though this step was fast
+    assert slow.fraction(2) == pytest.approx(5.01 / 18)
+    monkeypatch.undo()
+    image, _, sparse = phantom
+    a, b = (train(image, sparse, **dict(FAST, minutes=2.0, seed=4)) for _ in range(2))
+    sa, sb = a.network.state_dict(), b.network.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -1259,11 +1259,15 @@ class _Budget:
     With ``minutes`` alone the whole budget is spent (no epoch cap); with ``epochs``
     alone that many epochs run; with both, the first limit reached stops training;
     with neither, :data:`DEFAULT_EPOCHS`. The learning-rate schedule and the progress
-    follow whichever limit binds.
+    follow whichever limit binds: with both, the steps while the run is on course to end
+    within the budget (so a run the budget does not cut repeats, bit for bit), the clock
+    from the first step at which it is not (it stays with the clock then).
     """
 
     def __init__(self, epochs: int | None, minutes: float | None, steps_per_epoch: int) -> None:
         self.t0 = time.perf_counter()
+        self._t_first: float | None = None  # when the first step began (setup before it is not the steps' pace)
+        self._clock = False  # both limits: the clock binds (latched)
         self.seconds = None if minutes is None else float(minutes) * 60.0
         self.epochs = epochs if epochs is not None or self.seconds is not None else DEFAULT_EPOCHS
         self.steps_per_epoch = steps_per_epoch
@@ -1274,10 +1278,18 @@ class _Budget:
         return time.perf_counter() - self.t0
 
     def fraction(self, step: int) -> float:
-        """How much of the budget is spent, in [0, 1], by steps or time, whichever is further."""
+        """How much of the budget is spent, in [0, 1]: by steps or time, whichever binds (see the class)."""
         f = 0.0 if self.total_steps is None else step / self.total_steps
-        if self.seconds is not None:
-            f = max(f, self.elapsed() / self.seconds)
+        if self.seconds is None:
+            return min(f, 1.0)
+        now = time.perf_counter()
+        if self._t_first is None:
+            self._t_first = now
+        if self.total_steps is not None and not self._clock and step > 0:
+            pace = (now - self._t_first) / step  # seconds per step so far
+            self._clock = (now - self.t0) + pace * (self.total_steps - step) > self.seconds
+        if self.total_steps is None or self._clock:
+            f = max(f, (now - self.t0) / self.seconds)
         return min(f, 1.0)
 
     def out_of_time(self) -> bool:
@@ -2278,6 +2290,9 @@ def iter_train(
         log.info("%s; nothing written", err)
         raise err from e
     model = finish()
+    if predictor is not None:  # each class's Dice for the weights kept (a blend or an average: not an epoch's)
+        predictor.cancel = None
+        model.info.train["val_dice_per_class"] = _validate(predictor, d["val_x"], d["val_truth"], d["classes"])[1]
     t = model.info.train
     log.info(
         "training finished after %d epochs (%s, %.1f s); kept %s (best epoch %d)",
@@ -2301,16 +2316,19 @@ def iter_train(
 
 
 def unlearned_classes(info: ModelInfo) -> list[int]:
-    """Classes the kept weights did not find on the held-out rows: validation Dice 0 at the best epoch.
+    """Classes the kept weights did not find on the held-out rows (validation Dice 0).
 
     A rare phase (a crack, 1 % of a catalyst) that the network never learned is otherwise
-    dropped from every segmentation without a word. Empty without validation.
+    dropped from every segmentation without a word. The kept weights' own scores
+    (``info.train["val_dice_per_class"]``), else the best epoch's; empty without validation.
     """
-    rows = [h for h in info.history if h.get("val_dice") is not None and h.get("val_dice_per_class")]
-    if not rows:
-        return []
-    best = max(rows, key=lambda h: h["val_dice"])
-    return [int(c) for c, v in zip(info.classes, best["val_dice_per_class"]) if v is not None and v == 0.0]
+    per = (info.train or {}).get("val_dice_per_class")
+    if per is None:
+        rows = [h for h in info.history if h.get("val_dice") is not None and h.get("val_dice_per_class")]
+        if not rows:
+            return []
+        per = max(rows, key=lambda h: h["val_dice"])["val_dice_per_class"]
+    return [int(c) for c, v in zip(info.classes, per) if v is not None and v == 0.0]
 
 
 def warn_unlearned(info: ModelInfo) -> None:
