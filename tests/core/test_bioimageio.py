@@ -309,3 +309,15 @@ def test_fixed_bounds_reproduce_segment_on_the_whole_volume(exported, volume, tm
     package = export_bioimageio(model, tmp_path / "g.zip", image=image, fixed_bounds=True, side=16, test=False)
     (tmp_path / "a.safetensors").write_bytes(zipfile.ZipFile(package).read(PACKAGE_MODEL_FILE))
     assert read_model_info(tmp_path / "a.safetensors").normalization["low"] is None
+
+
+def test_a_3d_model_with_its_default_context_passes_its_own_package_test_on_an_image(tmp_path):
+    """Context 15 makes the test input 18 slices deep: the expected output's bounds sampled 16 of them, the
+    package's scale_range all 18, and export --image refused the default model (2 % of outputs off)."""
+    from napari_xrayseg.core.models import pretrained_path
+
+    model = load_model(pretrained_path())  # the start of every default training: trained weights
+    assert model.info.in_channels == 15 and model.info.normalization.get("low") is None  # bounds from each image
+    volume = make_phantom((24, 64, 64), seed=7, preset="hard")[0]
+    package = export_bioimageio(model, tmp_path / "m15", image=volume, side=64, test=True)
+    assert np.load(zipfile.ZipFile(package).open("test_input.npy")).shape[2] == 18

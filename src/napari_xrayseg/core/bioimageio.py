@@ -215,11 +215,19 @@ def _volume_test_input(model: Model, image: Any, side: int) -> np.ndarray:
 
 
 def _normalised(model: Model, raw: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-    """The test input as napari-xrayseg normalises it (bounds from the model, else from the input)."""
-    from .normalize import apply_normalization
-    from .plan import resolved_normalization
+    """The test input normalised as the package does (bounds from the model, else from every voxel of the input).
 
-    norm = resolved_normalization(model.info.normalization, raw.reshape(-1, *raw.shape[-2:]))
+    The package's ``scale_range`` takes its percentiles over the whole test input; napari-xrayseg's
+    own bounds sample up to 16 slices, which for a 3D model's 18-slice input gave other bounds,
+    and the package failed its own test.
+    """
+    from .normalize import apply_normalization
+
+    norm = dict(model.info.normalization)
+    if norm.get("low") is None or norm.get("high") is None:
+        pct = tuple(norm.get("percentiles") or (0.5, 99.5))
+        lo, hi = np.percentile(raw[np.isfinite(raw)], pct)
+        norm.update(low=float(lo), high=float(hi), percentiles=list(pct))
     return apply_normalization(raw, norm), norm
 
 
