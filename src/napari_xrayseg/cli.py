@@ -534,6 +534,16 @@ def _train_pairs(a: argparse.Namespace) -> tuple[Any, Any, bool | None]:
     return imgs, labs, two_d
 
 
+def _train_names(a: argparse.Namespace) -> Any:
+    """``--names``, else the names the (first) labels' store records, else None."""
+    if a.names:
+        return a.names
+    from .core.io import read_class_names
+
+    first = (a.labels or [None])[0]
+    return read_class_names(first, dataset=a.labels_dataset) if first else None
+
+
 def _list_file(path: Path) -> list[tuple[Path, Path | None]]:
     """Pairs from a list file: one ``IMAGE LABELS`` line per pair (tab- or space-separated; LABELS optional)."""
     from .core.errors import InputError
@@ -646,6 +656,7 @@ def _train_run(a: argparse.Namespace, image: Any, labels: Any, two_d: bool, toke
         channel_axis=0 if a.channel_axis is None and a.rgb == "channels" else a.channel_axis,
         voxel_size=a.voxel_size,
         unit=a.unit,
+        class_names=_train_names(a),
         nodata=a.nodata,
         out=a.out,
         overwrite=a.overwrite,
@@ -1515,6 +1526,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels",
         action="append",
         help="labels of the same shape (0 = not annotated), one per --image; or a folder of label files",
+    )
+    p.add_argument(
+        "--names",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="class names, one per class in the order of their label values (default: from the labels' store, "
+        "e.g. the sample's truth; else 'class N')",
     )
     p.add_argument(
         "--2d",

@@ -504,3 +504,22 @@ def test_axis_letters_on_the_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*run, "--axis", "w"])
     assert "'w' is not an axis: give 0, 1, 2 or z, y, x" in capsys.readouterr().err
+
+
+def test_train_names_the_classes_as_the_labels_store_or_names_does(tmp_path):
+    """The sample's annotations name their phases, and the model keeps them; --names gives others; a plain
+    .npy names none: 'class N' (every 3-class model was 'pore / nickel / YSZ')."""
+    from napari_xrayseg.core.models import load_model
+
+    assert main(["sample", "--out", str(tmp_path / "s"), "--shape", "6", "32", "32", "--annotate", "2"]) == 0
+    ann = tmp_path / "s" / "annotations.zarr"
+    base = ["train", "--image", str(tmp_path / "s" / "image.zarr"), "--epochs", "1", "--steps", "1"]
+    base += ["--size", "tiny", "--arch", "unet", "--init", "random", "--patch", "32", "--device", "cpu"]
+    assert main([*base, "--labels", str(ann), "--out", str(tmp_path / "a.safetensors")]) == 0
+    assert load_model(tmp_path / "a.safetensors").info.class_names == ["pore", "nickel", "YSZ"]
+    names = ["--names", "air", "paste", "rock"]
+    assert main([*base, "--labels", str(ann), *names, "--out", str(tmp_path / "b.safetensors")]) == 0
+    assert load_model(tmp_path / "b.safetensors").info.class_names == ["air", "paste", "rock"]
+    np.save(tmp_path / "ann.npy", zarr.open_array(store=str(ann), mode="r")[...])
+    assert main([*base, "--labels", str(tmp_path / "ann.npy"), "--out", str(tmp_path / "c.safetensors")]) == 0
+    assert load_model(tmp_path / "c.safetensors").info.class_names == ["class 1", "class 2", "class 3"]

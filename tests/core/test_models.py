@@ -24,7 +24,7 @@ def test_round_trip(tmp_path, tiny_model):
     p = save_model(tiny_model, tmp_path / "m")
     assert p.name == "m.safetensors" and p.exists()
     m = load_model(p)
-    assert m.info.classes == [1, 2, 3] and m.info.class_names == ["pore", "nickel", "YSZ"]
+    assert m.info.classes == [1, 2, 3] and m.info.class_names == ["class 1", "class 2", "class 3"]
     assert m.info.normalization["low"] == 0.1 and m.info.history == tiny_model.info.history
     for (k, a), (k2, b) in zip(tiny_model.network.state_dict().items(), m.network.state_dict().items()):
         assert k == k2 and torch.equal(a, b)

@@ -880,3 +880,26 @@ def test_with_epochs_and_a_budget_it_does_not_reach_the_schedule_follows_the_ste
     a, b = (train(image, sparse, **dict(FAST, minutes=2.0, seed=4)) for _ in range(2))
     sa, sb = a.network.state_dict(), b.network.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_class_names_are_given_read_from_the_labels_store_or_kept_from_a_start_never_the_samples(phantom, tmp_path):
+    """QA: every 3-class model was called 'pore / nickel / YSZ' (the sample's phases), in its outputs too."""
+    import zarr
+
+    from napari_xrayseg.core.io import write_volume
+
+    image, _, sparse = phantom
+    fast = dict(FAST, epochs=1, init=None)
+    assert train(image, sparse, **fast).info.class_names == ["class 1", "class 2", "class 3"]
+    named = train(image, sparse, class_names=["air", "paste", "aggregate"], **fast)
+    assert named.info.class_names == ["air", "paste", "aggregate"]
+    assert train(image, sparse, class_names={2: "paste"}, **fast).info.class_names == ["class 1", "paste", "class 3"]
+    with pytest.raises(InputError, match="class_names has 2 names for the 3 classes"):
+        train(image, sparse, class_names=["air", "paste"], **fast)
+    assert train(image, sparse, **dict(fast, init=named)).info.class_names == ["air", "paste", "aggregate"]
+    store = tmp_path / "labels.zarr"  # a label store that names its classes (as the sample's truth does)
+    write_volume(store, sparse, chunks=(2, 64, 64))
+    arr = zarr.open_array(store=str(store), mode="r+")
+    arr.attrs["napari_xrayseg"] = {"classes": [1, 2, 3], "class_names": ["air", "paste", "rock"]}
+    assert train(image, str(store), **fast).info.class_names == ["air", "paste", "rock"]
+    assert train(image, arr, **fast).info.class_names == ["air", "paste", "rock"]

@@ -323,3 +323,16 @@ def test_level_slices_trains_a_model_that_levels_and_segments_levelled(make_napa
     plain = load_model(tmp_path / "l.safetensors")
     del plain.info.normalization["level"]
     assert not np.array_equal(shown, segment(image, plain, device="cpu"))  # the levelling shows in the labels
+
+
+def test_train_widget_names_the_classes_as_the_labels_layer_does(make_napari_viewer, qtbot, tmp_path):
+    """The layer's features name the classes (the sample's truth has them); a layer without names: 'class N'."""
+    viewer = make_napari_viewer()
+    lab, _ = _setup(viewer, shape=(6, 32, 32))
+    lab.features = {"index": [1, 2, 3], "name": ["air", "paste", "rock"]}
+    w = TrainWidget(viewer)
+    _configure(w, tmp_path / "m.safetensors")
+    w._arch.value, w._epochs.value, w._context.value, w._segment_after.value = "unet", 1, 1, False
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    assert load_model(tmp_path / "m.safetensors").info.class_names == ["air", "paste", "rock"]

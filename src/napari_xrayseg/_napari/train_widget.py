@@ -61,6 +61,7 @@ from ._layers import (
     labels_snapshot,
     layer_array,
     layer_choices,
+    layer_class_names,
     model_labels_warning,
     nodata_field,
     nodata_value,
@@ -561,6 +562,7 @@ class TrainWidget(JobWidget):
             "channel_axis": ch,
             "voxel_size": voxel[0][-ndim:] if voxel else None,
             "unit": voxel[1] if voxel else None,
+            "class_names": layer_class_names(self._labels.value),  # the labels layer's (the sample's truth has them)
             "nodata": nodata_value(self._nodata.value),
             "normalize": "slice" if self._level.value else "image",
             "out": out,

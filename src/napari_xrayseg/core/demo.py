@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .progress import ProgressCallback
+from .sample import PHASES
 
 __all__ = ["DEMO_FILES", "annotate_slices", "multi_otsu", "run_demo"]
 
@@ -104,6 +105,7 @@ def run_demo(
             ann,
             arch="unet",  # the quick tour: the 2.5D net (2 minutes; unet3d wants more time on 2 cores)
             size=size,
+            class_names=PHASES,
             minutes=minutes,
             epochs=1000,
             seed=0,

@@ -859,10 +859,7 @@ def _software() -> dict[str, str]:
 
 
 def _default_names(classes: list[int]) -> list[str]:
-    from .sample import PHASES
-
-    if sorted(classes) == sorted(PHASES):
-        return [PHASES[c] for c in classes]
+    """``class N``: a user's classes are not the sample's phases (give the names: ``class_names=``)."""
     return [f"class {c}" for c in classes]
 
 

@@ -2171,6 +2171,7 @@ def iter_train(
     channel_axis: int | None = None,
     voxel_size: float | Sequence[float] | None = None,
     unit: str | None = None,
+    class_names: Sequence[str] | dict[int, str] | None = None,
     nodata: float | None = None,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
@@ -2248,6 +2249,7 @@ def iter_train(
         raise InputError(f"blend {blend!r} must be True, False or None (blend back only the pretrained start)")
     if isinstance(init, str) and init == AUTO_START:
         rest = {"image": image, "labels": labels, "voxel_size": voxel_size, "unit": unit, "cancel": cancel}
+        rest["class_names"] = class_names
         return (yield from _iter_auto_start(args, rest))
     s = _settings(args)
     budget = _Budget(s["epochs"], s["minutes"], s["steps_per_epoch"])
@@ -2256,6 +2258,7 @@ def iter_train(
     ndim = len(first.shape)
     vox = pick_voxel_size(voxel_size, unit, voxel_size_of(first), ndim=ndim)  # a bad one fails before training
     model, stepper, predictor = _build(s, d, cancel)
+    model.info.class_names = _class_names(class_names, labels, model.info, s["init"])
     model.info.two_d = d["two_d"]
     inherited = (model.info.voxel_size, model.info.unit) if model.info.voxel_size else None  # from init
     vox = vox or pick_voxel_size(None, unit, inherited, ndim=ndim)
@@ -2352,6 +2355,46 @@ def warn_unlearned(info: ModelInfo) -> None:
         "they differ" if many else "it differs",
         them,
     )
+
+
+def _class_names(given: Any, labels: Any, info: ModelInfo, init: Any) -> list[str]:
+    """Names of the model's classes: ``given``, else the labels' store's, else a user's start model's, else "class N".
+
+    The shipped start's names (the sample's phases) are never a user's classes' names: every 3-class model
+    was called "pore / nickel / YSZ".
+    """
+    classes = list(info.classes)
+    if given is None:
+        from .io import read_class_names
+
+        first = labels[0] if isinstance(labels, (list, tuple)) and labels else labels
+        found = read_class_names(first) if isinstance(first, (str, os.PathLike)) else None
+        if found is None and hasattr(first, "attrs"):  # a zarr array opened by the caller
+            found = _names_in_attrs(first)
+        if found is None and init is not None and not (isinstance(init, str) and init in _STARTS):
+            return list(info.class_names)  # a fine-tuned model of the user's keeps its names
+        given = found or {}
+    if not isinstance(given, dict):
+        names = [str(n) for n in given]
+        if len(names) != len(classes):
+            raise InputError(
+                f"class_names has {len(names)} names for the {len(classes)} classes {classes} the labels hold "
+                "(--names: one per class, in the order of their label values)"
+            )
+        given = dict(zip(classes, names))
+    return [str(given.get(c) or f"class {c}") for c in classes]
+
+
+def _names_in_attrs(arr: Any) -> dict[int, str] | None:
+    """``{label: name}`` from a zarr array's ``napari_xrayseg`` attributes (a predict output, the sample's truth)."""
+    try:
+        meta = dict(arr.attrs).get("napari_xrayseg") or {}
+    except Exception:  # noqa: BLE001 - attributes of an unknown store: no names
+        return None
+    classes, names = meta.get("classes"), meta.get("class_names")
+    if isinstance(classes, list) and isinstance(names, list) and len(classes) == len(names):
+        return {int(c): str(n) for c, n in zip(classes, names)}
+    return None
 
 
 def _state(model: Model) -> dict[str, torch.Tensor]:
@@ -2612,6 +2655,7 @@ def train(
     pixel_weight: float = _D.pixel_weight,
     voxel_size: float | Sequence[float] | None = None,
     unit: str | None = None,
+    class_names: Sequence[str] | dict[int, str] | None = None,
     nodata: float | None = None,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
@@ -2801,6 +2845,11 @@ def train(
     unit : str, optional
         Unit of ``voxel_size`` (default ``"um"``); without ``voxel_size``, the unit to
         convert the recorded voxel size to.
+    class_names : sequence of str or dict, optional
+        Names of the classes (one per class in the order of their label values, or
+        ``{label: name}``), stored in the model and written with its segmentations. Default:
+        what the labels' store records (a zarr written by ``xrayseg predict`` or ``sample``,
+        an OME-Zarr label image), else a fine-tuned model's own, else ``"class N"``.
     nodata : float, optional
         A grey value that marks voxels without data (e.g. 0 outside a reconstruction's
         circular field of view); NaN always does. Such voxels are left out of the
@@ -2911,6 +2960,7 @@ def train(
                     channel_axis=channel_axis,
                     voxel_size=voxel_size,
                     unit=unit,
+                    class_names=class_names,
                     nodata=nodata,
                     out=out,
                     overwrite=overwrite,
