@@ -361,3 +361,22 @@ def test_copy_prediction_lands_in_the_slice_clicked_after_the_slider_moved_on(
     np.testing.assert_array_equal(lab.data[3][changed[3]], pred[changed[3]])
     assert "copied" in w._status.value and "slice 3" in w._status.value
     assert _preview_shows(w, viewer, 6)  # and the slider's latest preview is shown
+
+
+def test_a_round_records_the_image_layers_voxel_size_not_the_models(make_napari_viewer, qtbot, trained, tmp_path):
+    """QA: a colleague's model at 2 um, my image at 8 um: the round recorded 2 um, and predicting my scan with it
+    then warned to fine-tune at this voxel size (what had just been done)."""
+    image, truth, ann, path = trained
+    colleague = load_model(path)
+    colleague.info.voxel_size, colleague.info.unit = [2.0, 2.0, 2.0], "um"
+    model_file = save_model(colleague, tmp_path / "colleague.safetensors")
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="img", scale=(8, 8, 8), units="um")
+    viewer.add_labels(ann.copy(), name="painted", scale=(8, 8, 8), units="um")
+    w = AnnotateWidget(viewer)
+    w._model_file.value = model_file
+    qtbot.waitUntil(lambda: w.model is not None, timeout=30_000)
+    w._train.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    m1 = load_model(tmp_path / "colleague-r1.safetensors")
+    assert m1.info.voxel_size == [8.0, 8.0, 8.0] and m1.info.unit == "um"

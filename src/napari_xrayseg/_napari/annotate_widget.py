@@ -518,11 +518,15 @@ class AnnotateWidget(JobWidget):
         image = self._image_data()
         if (warning := model_labels_warning(labels)) is not None:
             show_warning(warning)
+        from ._voxel import layer_voxel_size
+
+        voxel = layer_voxel_size(self._image.value)  # the image's, as the Train widget records it (not the start's)
         return {
             "image": image,
             "labels": labels.data.copy(),
             "model": self.model,
             "fraction": float(self._fraction.value),
+            **({"voxel_size": voxel[0][-image.ndim :], "unit": voxel[1]} if voxel else {}),
         }
 
     def _start_train(self, kwargs: dict[str, Any]) -> None:
