@@ -903,3 +903,14 @@ def test_class_names_are_given_read_from_the_labels_store_or_kept_from_a_start_n
     arr.attrs["napari_xrayseg"] = {"classes": [1, 2, 3], "class_names": ["air", "paste", "rock"]}
     assert train(image, str(store), **fast).info.class_names == ["air", "paste", "rock"]
     assert train(image, arr, **fast).info.class_names == ["air", "paste", "rock"]
+
+
+def test_a_fine_tuned_model_is_created_when_it_is_trained_and_records_its_nodata(phantom):
+    """QA: a fine-tuned model carried its start's time stamp (the shipped start's, a colleague's); --nodata left
+    no trace in the model though it changes the bounds and which annotations count."""
+    image, _, sparse = phantom
+    parent = train(image, sparse, **dict(FAST, epochs=1, init=None))
+    parent.info.created = "2020-01-01T00:00:00+00:00"
+    child = train(image, sparse, **dict(FAST, epochs=1, init=parent, nodata=-1.0))
+    assert child.info.created > "2026" and child.info.train["parent_created"] == "2020-01-01T00:00:00+00:00"
+    assert child.info.train["nodata"] == -1.0

@@ -35,6 +35,7 @@ import time
 import weakref
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -2259,12 +2260,17 @@ def iter_train(
     vox = pick_voxel_size(voxel_size, unit, voxel_size_of(first), ndim=ndim)  # a bad one fails before training
     model, stepper, predictor = _build(s, d, cancel)
     model.info.class_names = _class_names(class_names, labels, model.info, s["init"])
+    parent_created = model.info.created  # a fine-tuned start's (the shipped one's, a colleague's): not this model's
+    model.info.created = datetime.now(UTC).isoformat(timespec="seconds")
     model.info.two_d = d["two_d"]
     inherited = (model.info.voxel_size, model.info.unit) if model.info.voxel_size else None  # from init
     vox = vox or pick_voxel_size(None, unit, inherited, ndim=ndim)
     if vox is not None:
         model.info.voxel_size, model.info.unit = [float(v) for v in vox[0]], vox[1]
     settings = _record(s, d, model)
+    if s["init"] is not None:
+        settings["parent_created"] = parent_created
+    settings["nodata"] = nodata  # which grey value was no data (left out of bounds and annotations)
     fit = _Fit(model, budget, s["average"])
 
     def validate() -> float | None:
