@@ -395,3 +395,21 @@ def test_reading_a_dask_array_leaves_dasks_global_callbacks_alone():
         assert seen == []  # the global callback never ran for our read
         np.asarray(arr[:1])
         assert seen  # (it does for a plain compute)
+
+
+def test_a_fixed_bounds_model_on_a_scan_of_another_grey_scale_is_warned_about(tiny_model, caplog):
+    """QA: a colleague's normalize='fixed' model (bounds 0.035..0.89) on a uint16 scan (10000..50000) labelled
+    everything one class, without a word. Within its range: silent."""
+    import copy
+
+    model = copy.deepcopy(tiny_model)
+    from napari_xrayseg.core.sample import make_phantom
+
+    model.info.normalization = {"method": "percentile", "low": 0.035, "high": 0.89, "percentiles": [0.5, 99.5]}
+    volume = make_phantom((4, 32, 32), seed=3)[0]
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        segment(volume, model, **KW)
+    assert "fixed bounds" not in caplog.text
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        segment((volume * 40000 + 10000).astype(np.uint16), model, **KW)
+    assert "this image's lie at" in caplog.text and "--normalize image" in caplog.text

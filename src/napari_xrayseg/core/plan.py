@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, XraysegError
 from .io import read_block, volume_chunks
 from .normalize import apply_normalization, compute_normalization, dead_slices_missing, fill_missing
 from .tiling import (
@@ -113,7 +113,42 @@ def resolved_normalization(norm: dict[str, Any], image: Any) -> dict[str, Any]:
         pct = tuple(norm.get("percentiles") or (0.5, 99.5))
         norm = compute_normalization(image, percentiles=pct)
         log.info("normalisation computed from the image: low=%.4g high=%.4g", norm["low"], norm["high"])
+    else:
+        _warn_other_grey_range(norm, image)
     return norm
+
+
+#: :func:`resolved_normalization` warns when an image's grey range shares less than this with a model's
+#: fixed bounds, or is more than this many times wider or narrower.
+FIXED_OVERLAP, FIXED_RATIO = 0.5, 3.0
+
+
+def _warn_other_grey_range(norm: dict[str, Any], image: Any) -> None:
+    """Warn when a fixed-bounds model (``normalize="fixed"``) meets an image on another grey scale.
+
+    Its bounds are applied as they are: a scan in another range (uint16 against float) came out one
+    class everywhere, without a word (QA).
+    """
+    lo, hi = float(norm["low"]), float(norm["high"])
+    try:
+        own = compute_normalization(image, percentiles=tuple(norm.get("percentiles") or (0.5, 99.5)))
+    except (XraysegError, TypeError, ValueError):  # no sample to compare (the run names what is wrong)
+        return
+    a, b = float(own["low"]), float(own["high"])
+    if not (b > a and hi > lo):
+        return
+    shared = max(0.0, min(hi, b) - max(lo, a)) / (b - a)
+    ratio = (b - a) / (hi - lo)
+    if shared < FIXED_OVERLAP or not 1 / FIXED_RATIO < ratio < FIXED_RATIO:
+        log.warning(
+            "the model maps grey levels %.4g..%.4g (fixed bounds, normalize='fixed'), but this image's lie at "
+            "%.4g..%.4g: it may come out as one class. Fine-tune or train on this scan with normalize='image' "
+            "(--normalize image), or bring the image to the model's grey scale",
+            lo,
+            hi,
+            a,
+            b,
+        )
 
 
 @dataclass(frozen=True)
