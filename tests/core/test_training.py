@@ -914,3 +914,18 @@ def test_a_fine_tuned_model_is_created_when_it_is_trained_and_records_its_nodata
     child = train(image, sparse, **dict(FAST, epochs=1, init=parent, nodata=-1.0))
     assert child.info.created > "2026" and child.info.train["parent_created"] == "2020-01-01T00:00:00+00:00"
     assert child.info.train["nodata"] == -1.0
+
+
+def test_fine_tuning_a_levelled_or_fixed_model_without_its_normalisation_is_warned_about(phantom, caplog):
+    """QA: a colleague's normalize='slice' model fine-tuned without repeating it lost its levelling silently."""
+    image, _, sparse = phantom
+    for norm in ("slice", "fixed"):
+        parent = train(image, sparse, **dict(FAST, epochs=1, init=None, normalize=norm))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="napari_xrayseg"):
+            train(image, sparse, **dict(FAST, epochs=1, init=parent))
+        assert f"trained with normalize={norm!r}, this training uses 'image'" in caplog.text
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="napari_xrayseg"):
+            train(image, sparse, **dict(FAST, epochs=1, init=parent, normalize=norm))
+        assert "this training uses" not in caplog.text

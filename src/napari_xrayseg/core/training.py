@@ -1750,6 +1750,18 @@ def _build(
         model.info.channel_axis = d["pairs"][0][0].channel_axis
     if hasattr(model.network, "generator"):  # a network that draws at random in training (unet3d)
         model.network.generator = torch.Generator().manual_seed(s["seed"])
+    before = model.info.normalization  # a start's, when fine-tuning
+    was = "slice" if before.get("level") else "fixed" if before.get("low") is not None else "image"
+    init = s["init"]
+    if init is not None and not (isinstance(init, str) and init in _STARTS) and was != s["normalize"]:
+        log.warning(  # a colleague's levelled or fixed-bounds model: its inputs change meaning otherwise
+            "the model fine-tuned was trained with normalize=%r, this training uses %r: pass normalize=%r "
+            "(--normalize %s) to keep its normalisation",
+            was,
+            s["normalize"],
+            was,
+            was,
+        )
     norm = dict(d["norm"])
     if s["normalize"] != "fixed":  # bounds computed from each input at inference; these are for the record
         norm = {**norm, "low": None, "high": None, "training_bounds": [norm["low"], norm["high"]]}
