@@ -1339,7 +1339,7 @@ def pretrained_path() -> Path:
     if not path.is_file():
         raise ModelFileError(
             f"the pretrained start {path} is missing from this installation: reinstall napari-xrayseg, "
-            "or train from a random start (init=None)"
+            "or train from a random start (init=None, --init random)"
         )
     return path
 

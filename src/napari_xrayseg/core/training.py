@@ -983,7 +983,7 @@ def _start_model(
     if list(base.info.classes) != list(classes):
         raise InputError(
             f"init model has classes {list(base.info.classes)} but the labels annotate classes "
-            f"{classes}: paint the same classes or train a new model (init=None)"
+            f"{classes}: paint the same classes or train a new model (init=None, --init random)"
         )
     if base.info.channels != channels:
         raise InputError(
@@ -993,13 +993,13 @@ def _start_model(
     if base.info.context != context:
         raise InputError(
             f"init model takes {base.info.context} context slice(s) per slice but training was asked "
-            f"for context={context}: pass context={base.info.context} or train a new model"
+            f"for context={context}: pass context={base.info.context} (--context {base.info.context}) or train a new model"
         )
     has = base.info.params.get("dropout")
     if dropout is not None and has is not None and float(has) != dropout:
         raise InputError(
             f"dropout {dropout} was asked for, but the init model was built with dropout {has}: "
-            "leave dropout unset to keep the model's, or train a new model (init=None)"
+            "leave dropout unset to keep the model's, or train a new model (init=None, --init random)"
         )
     info = copy.deepcopy(base.info)
     info.history, info.train = [], {}
@@ -1057,12 +1057,12 @@ def _pretrained_start(
     if channels != 1:
         raise InputError(
             f"the pretrained start takes single-channel images but the images have {channels} channels: "
-            "train from a random start (init=None)"
+            "train from a random start (init=None, --init random)"
         )
     if context != base.info.context:
         raise InputError(
             f"the pretrained start takes context {base.info.context} but training was asked for "
-            f"context={context}: leave context unset, or train from a random start (init=None)"
+            f"context={context}: leave context unset, or train from a random start (init=None, --init random)"
         )
     if dropout not in (None, base.info.params.get("dropout")):
         raise InputError(f"the pretrained start has dropout {base.info.params.get('dropout')}: leave dropout unset")
