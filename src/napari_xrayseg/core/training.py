@@ -993,7 +993,8 @@ def _start_model(
     if base.info.context != context:
         raise InputError(
             f"init model takes {base.info.context} context slice(s) per slice but training was asked "
-            f"for context={context}: pass context={base.info.context} (--context {base.info.context}) or train a new model"
+            f"for context={context}: pass context={base.info.context} (--context {base.info.context}) or train a "
+            "new model"
         )
     has = base.info.params.get("dropout")
     if dropout is not None and has is not None and float(has) != dropout:
