@@ -6,3 +6,13 @@ if os.environ.get("CI"):
     import qtpy  # noqa: F401
 
     import napari  # noqa: F401
+
+import pytest
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    """A tiny untrained 3-class 2D model file (the widgets' tests only need one to run)."""
+    from napari_xrayseg.core.models import init_model, save_model
+
+    return save_model(init_model("unet", size="tiny", classes=3, tile=32), tmp_path / "tiny.safetensors")

@@ -17,13 +17,7 @@ from napari_xrayseg._napari.evaluate_widget import EvaluateWidget  # noqa: E402
 from napari_xrayseg._napari.segment_widget import SegmentWidget  # noqa: E402
 from napari_xrayseg._napari.train_widget import TrainWidget  # noqa: E402
 from napari_xrayseg.core.inference import iter_segment, output_complete  # noqa: E402
-from napari_xrayseg.core.models import init_model, save_model  # noqa: E402
 from napari_xrayseg.core.sample import make_phantom  # noqa: E402
-
-
-@pytest.fixture
-def model_file(tmp_path):
-    return save_model(init_model("unet", size="tiny", classes=3, tile=32), tmp_path / "tiny.safetensors")
 
 
 @pytest.fixture

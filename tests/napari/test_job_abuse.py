@@ -18,13 +18,7 @@ from napari_xrayseg._napari.segment_widget import SegmentWidget  # noqa: E402
 from napari_xrayseg._napari.train_widget import TrainWidget  # noqa: E402
 from napari_xrayseg.core.figures import error_map  # noqa: E402
 from napari_xrayseg.core.microstructure import analyze  # noqa: E402
-from napari_xrayseg.core.models import init_model, save_model  # noqa: E402
 from napari_xrayseg.core.sample import make_phantom  # noqa: E402
-
-
-@pytest.fixture
-def model_file(tmp_path):
-    return save_model(init_model("unet", size="tiny", classes=3, tile=32), tmp_path / "tiny.safetensors")
 
 
 @pytest.fixture

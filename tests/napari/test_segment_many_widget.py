@@ -8,12 +8,6 @@ napari = pytest.importorskip("napari")
 
 from napari_xrayseg._napari.segment_widget import SegmentWidget  # noqa: E402
 from napari_xrayseg.core.inference import segment  # noqa: E402
-from napari_xrayseg.core.models import init_model, save_model  # noqa: E402
-
-
-@pytest.fixture
-def model_file(tmp_path):
-    return save_model(init_model("unet", size="tiny", classes=3, tile=32), tmp_path / "tiny.safetensors")
 
 
 def _viewer_with_layers(make_napari_viewer, **kw):

@@ -8,11 +8,6 @@ from napari_xrayseg._napari.segment_widget import SegmentWidget  # noqa: E402
 from napari_xrayseg.core.models import init_model, save_model  # noqa: E402
 
 
-@pytest.fixture
-def model_file(tmp_path):
-    return save_model(init_model("unet", size="tiny", classes=3, tile=32), tmp_path / "tiny.safetensors")
-
-
 def test_manifest_is_valid():
     import subprocess
     import sys
