@@ -1216,3 +1216,18 @@ def test_hdf5_data_kept_in_other_files_is_said(tmp_path: Path, caplog):
     with caplog.at_level("WARNING", logger="napari_xrayseg"):
         assert open_volume(tmp_path / "ext.h5").shape == (1, 4, 256)
     assert "keeps its data in other files" in caplog.text and "raw.bin" in caplog.text
+
+
+def test_model_info_on_a_truncated_model_file_says_so(tmp_path: Path, capsys):
+    """It printed the description and exited 0: the weights' part was not looked at."""
+    from napari_xrayseg.cli import main
+    from napari_xrayseg.core.models import init_model, save_model
+
+    p = save_model(init_model("unet", size="tiny", classes=3), tmp_path / "m.safetensors")
+    data = p.read_bytes()
+    (tmp_path / "t.safetensors").write_bytes(data[: len(data) // 2])
+    assert main(["model-info", str(tmp_path / "m.safetensors")]) == 0
+    capsys.readouterr()
+    assert main(["model-info", str(tmp_path / "t.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "the file holds" in err and "truncated" in err

@@ -1222,6 +1222,14 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
         d = json.loads(meta[_META_KEY])
     except (TypeError, json.JSONDecodeError, RecursionError) as e:
         raise ModelFileError(f"{path}: the model description is not valid JSON") from e
+    ends = [
+        v["data_offsets"][1] for v in header.values() if isinstance(v, dict) and len(v.get("data_offsets", ())) == 2
+    ]
+    ends = [e for e in ends if isinstance(e, int)]
+    if ends and max(ends) > header["__size__"]:  # `model-info` printed it and exited 0
+        raise ModelFileError(
+            f"{path}: the weights need {max(ends):,} bytes, the file holds {header['__size__']:,}: truncated"
+        )
     return _validate_info(d, path)
 
 
