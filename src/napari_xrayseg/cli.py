@@ -495,6 +495,13 @@ def _cmd_model_info(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_info(a: argparse.Namespace) -> int:
+    from .core.provenance import describe_file
+
+    print(json.dumps(describe_file(a.path), indent=2))
+    return 0
+
+
 def _train_pairs(a: argparse.Namespace) -> tuple[Any, Any, bool | None]:
     """The (image, labels) pairs `train` was given: repeated --image/--labels, a folder pair or a list file."""
     from .core.errors import InputError
@@ -856,6 +863,11 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
             if v["n"] and v["n"] > 1:
                 print(f"  {k}: {v['mean']:.5g} +- {v['std']:.2g} [{v['min']:.5g}, {v['max']:.5g}]")
     if a.json:
+        if out.get("provenance") and (a.truth or a.spread):  # the other files the numbers came from
+            from .core.provenance import describe_input
+
+            more = {"truth": describe_input(a.truth), "spread": describe_input(a.spread) if a.spread else None}
+            out["provenance"]["inputs"].update({k: v for k, v in more.items() if v is not None})
         text = json.dumps(out, indent=2) + "\n"
         print(f"wrote {write_text_file(a.json, text, overwrite=a.overwrite, what='JSON')}")
     if a.csv:
@@ -1779,6 +1791,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model file (.safetensors)")
     p.set_defaults(func=_cmd_model_info)
 
+    p = sub.add_parser(
+        "info",
+        help="print what a file xrayseg wrote records (JSON): how it was made (provenance: time, software, "
+        "command, inputs), its settings",
+    )
+    p.add_argument("path", help="a model (.safetensors), a predict output (zarr, TIFF) or an evaluate/analyze JSON")
+    p.set_defaults(func=_cmd_info)
+
     for extra in _EXTRA_COMMANDS:
         extra(sub)
     return parser
@@ -1846,7 +1866,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser = build_parser()  # imports torch: Ctrl-C is held until it is done
         args = _expand_home(parser.parse_args(argv))
         command = f"xrayseg {args.command}"
-        rc = _run(args)
+        from .core.provenance import command_line
+
+        with command_line(["xrayseg", *(sys.argv[1:] if argv is None else argv)]):  # recorded in what it writes
+            rc = _run(args)
     except KeyboardInterrupt:
         _quiet_asyncio(process=argv is None)
         image = getattr(args, "image", None) if command == "xrayseg predict" else None

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import zarr
 
 pytest.importorskip("qtpy")
 napari = pytest.importorskip("napari")
@@ -206,6 +207,50 @@ def test_reader_opens_hdf5_datasets_lazily_with_their_voxel_size(make_napari_vie
     assert names == ["two a", "two b"]
     (tmp_path / "fake.h5").write_bytes(b"not hdf5")
     assert get_reader(str(tmp_path / "fake.h5")) is None
+
+
+def test_reader_opens_a_tiff_lazily_at_its_voxel_size_and_a_predict_tiff_as_labels(make_napari_viewer, tmp_path):
+    """napari's own TIFF reader reads the whole file and drops the voxel size the tags record."""
+    import tifffile
+
+    from napari_xrayseg._napari._layers import layer_class_names
+    from napari_xrayseg.core.batch import segment_many
+
+    vol = np.random.default_rng(1).random((5, 40, 48)).astype(np.float32)
+    tifffile.imwrite(
+        tmp_path / "scan.tif", vol, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 2.0, "unit": "um"}
+    )
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "scan.tif"), plugin="napari-xrayseg")
+    assert isinstance(layer, napari.layers.Image) and layer.name == "scan"
+    assert tuple(layer.scale) == pytest.approx((2.0, 0.5, 0.5)) and list(layer.units)[-1] == "micrometer"
+    assert "dask" in type(layer.data).__module__ and np.array_equal(np.asarray(layer.data), vol)
+    model = init_model("unet", size="tiny", classes=3, tile=32, seed=0)
+    model.info.class_names = ["pore", "nickel", "YSZ"]
+    segment_many([str(tmp_path / "scan.tif")], model, out_dir=tmp_path / "out", tile=32, device="cpu")
+    (labels,) = viewer.open(str(tmp_path / "out" / "scan.tif"), plugin="napari-xrayseg")
+    assert isinstance(labels, napari.layers.Labels)
+    assert layer_class_names(labels) == {1: "pore", 2: "nickel", 3: "YSZ"}
+    assert tuple(labels.scale) == pytest.approx((2.0, 0.5, 0.5))
+
+
+def test_reader_says_why_it_refuses_a_file_of_a_kind_it_reads(tmp_path, monkeypatch):
+    """napari itself only says that the plugin "refused the file"."""
+    import tifffile
+
+    from napari_xrayseg._napari import reader
+
+    said = []
+    monkeypatch.setattr("napari.utils.notifications.show_warning", said.append)
+    g = zarr.open_group(str(tmp_path / "two.zarr"), mode="w")
+    g.create_array("a", shape=(2, 4, 4), dtype="f4")
+    g.create_array("b", shape=(2, 4, 4), dtype="f4")
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((8, 8, 3), np.uint8), photometric="rgb")
+    assert reader.get_reader(str(tmp_path / "two.zarr")) is None
+    assert reader.get_reader(str(tmp_path / "rgb.tif")) is None
+    assert "two.zarr" in said[0] and "several arrays" in said[0] and "two.zarr/NAME" in said[0]
+    assert "rgb.tif" in said[1] and "RGB" in said[1]
+    assert reader.get_reader(str(tmp_path / "other.png")) is None and len(said) == 2  # not ours: nothing said
 
 
 def test_segment_widget_orthoplane_with_confidence_layer(make_napari_viewer, qtbot, model_file):

@@ -136,6 +136,21 @@ def slice_offset(layer: Any, axis: int, index: int) -> tuple[float, ...]:
 NOT_ANNOTATIONS = ("errors", "envelope", "tpb")
 
 
+def layer_source(layer: Any) -> dict[str, Any]:
+    """A layer as a result's provenance names it: ``{"layer": name, "path": file}`` (path when opened from one)."""
+    import os
+
+    path = getattr(getattr(layer, "source", None), "path", None)
+    return {"layer": layer.name, **({"path": os.path.abspath(path)} if path else {})}
+
+
+def with_layers(record: dict[str, Any] | None, **layers: Any) -> dict[str, Any] | None:
+    """``record`` (a result's provenance) with its inputs named as the layers they were read from."""
+    if record is None:
+        return None
+    return {**record, "inputs": {k: layer_source(v) for k, v in layers.items()}}
+
+
 def made_by_model(layer: Any) -> bool:
     """Whether a Labels layer is a model's segmentation (Segment, Train's chained run, a predict output)."""
     meta = getattr(layer, "metadata", {}).get("napari_xrayseg") or {}

@@ -42,7 +42,16 @@ from ..core.microstructure import (
 from ..core.progress import CancelToken, Progress
 from ..core.units import label_color
 from ._jobs import JobRunner, JobWidget, show_error, text_label
-from ._layers import export_csv_json, fit_table, layer_array, layer_class_names, placement, snapshot, unique_name
+from ._layers import (
+    export_csv_json,
+    fit_table,
+    layer_array,
+    layer_class_names,
+    layer_source,
+    placement,
+    snapshot,
+    unique_name,
+)
 from ._voxel import VoxelSizeFields
 
 if TYPE_CHECKING:
@@ -233,7 +242,7 @@ class AnalyzeWidget(JobWidget):
             "outside": 0 if self._outside.value else None,
             "envelope": int(self._envelope.value) or None,
         }
-        return kwargs, {"name": layer.name, "placement": placement(layer)}
+        return kwargs, {"name": layer.name, "placement": placement(layer), "provenance": layer_source(layer)}
 
     def _on_run(self) -> None:
         if self.runner.running:
@@ -261,6 +270,8 @@ class AnalyzeWidget(JobWidget):
 
     def _show(self, out: dict[str, Any], context: dict[str, Any]) -> None:
         m: Microstructure = out["result"]
+        if m.provenance is not None:  # the layer analysed, not "a numpy array"
+            m.provenance = {**m.provenance, "inputs": {"labels": context["provenance"]}}
         self.result, self.interval = m, out["interval"]
         self._plot_box.visible = self._profile_box.visible = True
         self._context = {**context, "points": out["points"], "envelope": out["envelope"]}

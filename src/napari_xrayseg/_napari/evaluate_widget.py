@@ -41,6 +41,7 @@ from ._layers import (
     placement_mismatch,
     snapshot,
     unique_name,
+    with_layers,
 )
 from ._voxel import layer_voxel_size
 
@@ -224,6 +225,7 @@ class EvaluateWidget(JobWidget):
             "ignore_zero": ignore_zero,
             "pred_name": pred_layer.name,
             "truth_name": truth_layer.name,
+            "layers": {"prediction": pred_layer, "truth": truth_layer},  # for the report's provenance
             "ndim": pred.ndim,
             "placement": placement(truth_layer),
         }
@@ -236,6 +238,7 @@ class EvaluateWidget(JobWidget):
         self._export.enabled = enabled
 
     def _show(self, report: Report, context: dict[str, Any]) -> None:
+        report.provenance = with_layers(report.provenance, **context.pop("layers"))  # kept: no layer references
         self.report, self._context = report, context
         self._summary.value = self._summary_text(report)
         rows = report.rows()

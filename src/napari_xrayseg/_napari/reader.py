@@ -7,7 +7,9 @@ for any other zarr array or (OME-)Zarr group. Nothing is read until napari draws
 Layers get the voxel size the store records as their ``scale`` (and ``units``); labels
 get the class names as ``features`` and the OME-NGFF ``image-label`` colours. An HDF5
 file (``.h5``, ``.hdf5``, ``.hdf``, ``.nxs``: beamline and ilastik files) gives an Image
-layer per 2D or 3D numeric dataset in it, read chunk by chunk.
+layer per 2D or 3D numeric dataset in it, read chunk by chunk. A TIFF (a stack of pages, an
+ImageJ hyperstack of one channel, OME-TIFF) gives an Image layer read page by page, at the
+voxel size its tags record (napari's own TIFF reader reads the whole file and sets none).
 """
 
 from __future__ import annotations
@@ -20,28 +22,78 @@ from ..core.errors import XraysegError
 
 _MARKERS = ("zarr.json", ".zarray", ".zgroup")
 _HDF5 = (".h5", ".hdf5", ".hdf", ".nxs")
+_TIFF = (".tif", ".tiff")
 
 
 def get_reader(path: str | list[str]) -> Any:
-    """Return a reader for a zarr store, or None if ``path`` is not one we can open."""
+    """Return a reader for a zarr store, an HDF5 file or a TIFF, or None if ``path`` is not one we can open.
+
+    Where the file is of a kind we read but this one cannot be read (several arrays in a group, an
+    RGB TIFF, a damaged file), napari's "refused the file" comes after our one-line reason, as a
+    warning.
+    """
     if isinstance(path, list):
         if len(path) != 1:
             return None
         path = path[0]
     p = Path(path)
-    if p.suffix.lower() in _HDF5 and p.is_file():
-        try:
-            layers = read_hdf5(p)
-        except (XraysegError, OSError, ValueError, KeyError, ImportError):  # not HDF5 after all, or unreadable
-            return None
-        return (lambda _path: layers) if layers else None
-    if not p.is_dir() or not any((p / m).exists() for m in _MARKERS):
+    suffix = p.suffix.lower()
+    if suffix in _HDF5 and p.is_file():
+        read: Any = read_hdf5
+    elif suffix in _TIFF and p.is_file():
+        read = read_tiff
+    elif p.is_dir() and any((p / m).exists() for m in _MARKERS):
+        read = read_zarr
+    else:
         return None
     try:
-        layers = read_zarr(p)  # lazy: only metadata is read here
-    except (XraysegError, OSError, ValueError, KeyError):  # e.g. a group of several arrays: not ours to guess
+        layers = read(p)  # lazy: only metadata is read here
+    except (XraysegError, OSError, ValueError, KeyError, ImportError) as e:  # not ours after all, or unreadable
+        _refused(p, e)
+        return None
+    if not layers:
+        _refused(p, XraysegError("it holds no 2D or 3D numeric dataset"))
         return None
     return lambda _path: layers
+
+
+def _refused(path: Path, error: BaseException) -> None:
+    """Say why the file is refused (napari itself says only that it was)."""
+    from napari.utils.notifications import show_warning
+
+    reason = str(error) if isinstance(error, XraysegError) else f"{type(error).__name__}: {error}"
+    show_warning(f"napari-xrayseg cannot open {path.name}: {reason}")
+
+
+def read_tiff(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any], str]]:
+    """Layer data for a TIFF (a volume of pages, or one 2D image), read page by page as napari draws.
+
+    The voxel size its tags record (ImageJ, OME-XML, resolution) becomes the layer's scale; a
+    TIFF written by ``xrayseg predict`` (many inputs) opens as Labels with its class names.
+    """
+    import dask.array as da
+
+    from ..core.batch import _tiff_meta
+    from ..core.io import open_volume, read_class_names, read_voxel_size
+    from ..core.units import image_label_properties
+    from ._layers import label_colormap, label_features, physical_placement
+
+    p = Path(path)
+    arr = open_volume(p)  # a memory map or pages read on demand: nothing read yet
+    data = da.from_array(arr, chunks=(1, *arr.shape[1:]) if arr.ndim == 3 else arr.shape)
+    found = read_voxel_size(p)
+    kw: dict[str, Any] = {"name": p.stem, **physical_placement(*(found or (None, None)), arr.ndim)}
+    meta = _tiff_meta(p)
+    if not (isinstance(meta, dict) and isinstance(meta.get("classes"), list)):
+        return [(data, kw, "image")]
+    kw["metadata"] = {"napari_xrayseg": meta}
+    features = label_features(read_class_names(p))
+    if features:
+        kw["features"] = features
+    colormap = label_colormap(image_label_properties(meta["classes"])["colors"])
+    if colormap:
+        kw["colormap"] = colormap
+    return [(data, kw, "labels")]
 
 
 def read_hdf5(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any], str]]:
@@ -49,20 +101,19 @@ def read_hdf5(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any], str]]:
     import dask.array as da
     import h5py
 
-    from ..core.io import read_voxel_size
+    from ..core.io import hdf5_datasets, read_voxel_size
     from ._layers import physical_placement
 
     p = Path(path)
     f = h5py.File(p, "r")  # kept open: napari reads the datasets lazily as it draws
     found: list[str] = []
 
-    def visit(name: str, obj: Any) -> None:
-        if isinstance(obj, h5py.Dataset) and obj.ndim in (2, 3) and obj.dtype.kind in "uifb" and min(obj.shape) > 1:
-            found.append(name)
-
     layers = []
     try:
-        f.visititems(visit)
+        for name in hdf5_datasets(f):  # through links too (NeXus master files)
+            obj = f[name]
+            if obj.ndim in (2, 3) and obj.dtype.kind in "uifb" and min(obj.shape) > 1:
+                found.append(name)
         for name in found:
             dset = f[name]
             arr = da.from_array(dset, chunks=dset.chunks or "auto")

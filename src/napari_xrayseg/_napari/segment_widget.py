@@ -32,6 +32,7 @@ from ._layers import (
     label_features,
     layer_array,
     layer_choices,
+    layer_source,
     nodata_field,
     nodata_value,
     result_base,
@@ -336,6 +337,7 @@ class SegmentWidget(JobWidget):
                     "tta": kwargs["tta"],
                     "model": str(kwargs["model"]),
                     "trained_on": _trained_on(info, kwargs.get("image"), layer),  # Evaluate scores the rest apart
+                    "provenance": _provenance(layer, model),
                 }
             },
         )
@@ -382,6 +384,16 @@ def _where(layer: Any, voxel_size: Any, unit: str | None, channel_axis: int | No
                 "they are drawn at different sizes; set the image layer's scale to match"
             )
     return where
+
+
+def _provenance(layer: Any, model: Any) -> dict[str, Any]:
+    """When and by which software the layer's labels were made, from which image layer and model file."""
+    import os
+
+    from ..core.provenance import provenance
+
+    path = model if isinstance(model, (str, os.PathLike)) else getattr(model, "path", None)
+    return provenance({"image": layer_source(layer), "model": {"path": os.path.abspath(path)} if path else None})
 
 
 def _trained_on(info: Any, image: Any, layer: Any) -> dict[str, Any] | None:

@@ -204,7 +204,10 @@ class BatchSummary:
         OutputWriteError
             If the file cannot be written.
         """
-        return _write_text(path, json.dumps(self.to_dict(), indent=2) + "\n", overwrite)
+        from .provenance import provenance
+
+        text = json.dumps({**self.to_dict(), "provenance": provenance()}, indent=2) + "\n"
+        return _write_text(path, text, overwrite)
 
     def write(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the summary as CSV or JSON, by the suffix of ``path``."""
@@ -302,14 +305,27 @@ def collect_inputs(specs: Iterable[str | os.PathLike]) -> list[str]:
     for spec in specs:
         p = Path(spec)
         if _is_folder(p):
-            found = [
-                str(c)
-                for c in sorted(p.iterdir())
-                if not c.name.startswith(".") and c.suffix.lower() in INPUT_SUFFIXES and (c.is_file() or _is_zarr(c))
-            ]
+            found, other = [], []
+            for c in sorted(p.iterdir()):
+                if c.name.startswith("."):
+                    continue
+                ok = c.suffix.lower() in INPUT_SUFFIXES and (c.is_file() or _is_zarr(c))
+                (found if ok else other).append(c)
             if not found:
                 raise InputError(f"folder {p} holds no images ({', '.join(INPUT_SUFFIXES)}): check the path")
-            out += found
+            if other:  # a zarr store without its suffix, a .raw: said, not silently dropped
+                shown = ", ".join(c.name for c in other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
+                log.warning(
+                    "%s: left out %d entr%s that %s not an image file by %s suffix (%s): images are %s",
+                    p,
+                    len(other),
+                    "y" if len(other) == 1 else "ies",
+                    "is" if len(other) == 1 else "are",
+                    "its" if len(other) == 1 else "their",
+                    shown,
+                    ", ".join(INPUT_SUFFIXES),
+                )
+            out += [str(c) for c in found]
         elif p.is_file() and p.suffix.lower() in LIST_SUFFIXES:
             lines = [ln.strip() for ln in p.read_text(encoding="utf-8-sig").splitlines()]
             entries = [ln for ln in lines if ln and not ln.startswith("#")]

@@ -197,9 +197,13 @@ def _meta(
     cfg: SegmentConfig,
     vox: tuple[tuple[float, ...], str] | None,
     image: Any,
+    source: Any,
 ) -> dict[str, Any]:
+    from .provenance import provenance
+
     p = plans[0]
     digest = input_digest(image)
+    sha = model_digest(model)
     return {
         "complete": False,
         "input_digest": digest,  # --resume refuses another image of the same shape
@@ -215,7 +219,7 @@ def _meta(
         "classes": model.info.classes,
         "class_names": model.info.class_names,
         "model": str(model.path) if model.path else None,
-        "model_sha256": model_digest(model),
+        "model_sha256": sha,
         "normalization": p.normalization,
         "pyramid": bool(cfg.pyramid),
         "precision": p.precision,
@@ -224,7 +228,18 @@ def _meta(
         "voxel_size": list(vox[0]) if vox else None,
         "unit": vox[1] if vox else None,
         "nodata": cfg.nodata,
+        # when, by which software and command, from which files (core/provenance.py; resumes add to it)
+        "provenance": provenance({"image": source, "model": _model_file(model)}),
     }
+
+
+def _model_file(model: Model) -> dict[str, Any] | None:
+    """A model's file as the provenance names it: absolute path and SHA-256 of its bytes (``sha256sum``)."""
+    from .provenance import file_sha256
+
+    if model.path is None:
+        return None
+    return {"path": os.path.abspath(model.path), "sha256": file_sha256(model.path)}
 
 
 def _channel_input(image: Any, model: Model | str | os.PathLike) -> Any:
@@ -389,6 +404,7 @@ def build_job(
         )
     writer: StoreWriter | MemoryWriter
     if labels_claim is not None:
+        source = raw if isinstance(raw, (str, os.PathLike)) else opened  # the file, for the provenance
         if not labels_claim.resume:
             _check_scratch_space(labels_claim.final, p0.shape, len(plans), len(model.info.classes))
         writer = StoreWriter.open(
@@ -399,7 +415,7 @@ def build_job(
             classes=len(model.info.classes),
             depth=p0.depth,
             passes=len(plans),
-            meta=_meta(plans, model, cfg, vox, _channel_input(opened, model)),
+            meta=_meta(plans, model, cfg, vox, _channel_input(opened, model), source),
         )
     else:
         writer = MemoryWriter(

@@ -102,6 +102,8 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
     try:
         if p.is_dir() and suffix != ".zarr" and not _is_zarr_dir(p) and slice_files(p):
             return TiffStack(p)  # a reconstruction's folder of slices (recon_00000.tif, ...)
+        if p.is_dir() and suffix != ".zarr" and not _is_zarr_dir(p):
+            raise InputError(_not_a_volume_folder(p))
         if p.is_dir() or suffix == ".zarr":
             return _open_zarr(p, dataset)
         if suffix in _TIFF:
@@ -119,6 +121,20 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
     except _DAMAGED as e:
         raise InputError(f"cannot read {p} as {suffix or 'zarr'}: {e}; is the file complete?") from e
     raise InputError(f"unknown volume format {p.name!r}: use zarr, TIFF, HDF5 (.h5), .npy, PNG or JPEG")
+
+
+def _not_a_volume_folder(p: Path) -> str:
+    """Why a folder that is neither a zarr store nor TIFF slices is not a volume, with what it holds."""
+    from collections import Counter
+
+    files = [f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")]
+    kinds = Counter(f.suffix.lower() or "(no suffix)" for f in files)
+    held = ", ".join(f"{n} {k}" for k, n in kinds.most_common(4)) or "no files"
+    return (
+        f"folder {p} is not a volume: it is not a zarr store and holds no TIFF slices ({held}); a volume "
+        "given as slices must be TIFF files (recon_0000.tif, ...); a folder of independent 2D images is "
+        "segmented image by image with xrayseg predict --image FOLDER (segment_many)"
+    )
 
 
 def as_input(x: Any, name: str = "image") -> Any:
@@ -149,6 +165,11 @@ def as_input(x: Any, name: str = "image") -> Any:
                 "pass one array, e.g. the full resolution data[0]"
             )
     return x
+
+
+def _plain(v: Any) -> Any:
+    """A numpy scalar as a Python number (``0``, not ``np.uint16(0)``, in messages)."""
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _is_zarr_dir(p: Path) -> bool:
@@ -259,7 +280,7 @@ def _split_dataset(path: str | os.PathLike, dataset: str | None) -> tuple[Path, 
 def _open_zarr(p: Path, dataset: str | None) -> Any:
     import zarr
 
-    from .ome import multiscale_levels, space_view
+    from .ome import multiscale_levels, multiscale_paths, space_view
 
     try:
         node = zarr.open(store=str(p), mode="r")
@@ -275,7 +296,11 @@ def _open_zarr(p: Path, dataset: str | None) -> Any:
         except KeyError as e:
             raise InputError(f"zarr group {p} has no array {dataset!r}: it has {_zarr_names(node)}") from e
         if not isinstance(arr, zarr.Array):
+            if multiscale_levels(arr):  # an OME-Zarr image inside the group (bioformats2raw's "0")
+                return _open_zarr(p / dataset.strip("/"), None)
             raise InputError(f"{dataset!r} in {p} is a group, not an array: it has {_zarr_names(arr)}")
+        if dataset.strip("/") in multiscale_paths(node):  # a level, as by its path: without the single t and c
+            return space_view(node, arr)
         return arr
     levels = multiscale_levels(node)
     if levels:
@@ -285,6 +310,17 @@ def _open_zarr(p: Path, dataset: str | None) -> Any:
     if len(names) == 1:
         return node[names[0]]
     if not names:
+        inner = _image_subgroup(node)
+        if inner is not None:
+            log.info("%s holds one OME-Zarr image: using %s/%s", p, p, inner)
+            return _open_zarr(p / inner, None)
+        nested = sorted(k for k, v in node.members(max_depth=None) if isinstance(v, zarr.Array))
+        if nested:
+            shown = ", ".join(nested[:6]) + (f" and {len(nested) - 6} more" if len(nested) > 6 else "")
+            raise InputError(
+                f"zarr group {p} holds no array at its top level; inside it: {shown}: give one as the path "
+                f"{p}/{nested[0]} (or --dataset {nested[0]})"
+            )
         raise InputError(f"zarr group {p} holds no array")
     raise InputError(
         f"zarr group {p} holds several arrays {names}: choose one with the path {p}/NAME "
@@ -312,6 +348,22 @@ def _zarr_names(group: Any) -> list[str]:
     import zarr
 
     return sorted(k for k, v in group.members() if isinstance(v, zarr.Array))
+
+
+def _image_subgroup(group: Any) -> str | None:
+    """The one OME-Zarr image in a group without arrays of its own, or None.
+
+    bioformats2raw writes its image to ``0/`` (``"bioformats2raw.layout"`` in the top group's
+    attributes); a group holding a single multiscale group is read the same way.
+    """
+    import zarr
+
+    from .ome import multiscale_levels
+
+    inner = [k for k, v in group.members() if isinstance(v, zarr.Group) and multiscale_levels(v)]
+    if "bioformats2raw.layout" in group.attrs and "0" in inner:
+        return "0"
+    return inner[0] if len(inner) == 1 else None
 
 
 def _open_npy(p: Path) -> Any:
@@ -405,9 +457,16 @@ def _open_tiff_pages(p: Path) -> Any:
     colour = photometric in (tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR, tifffile.PHOTOMETRIC.SEPARATED)
     if colour and "S" in axes and shape[axes.index("S")] > 1:
         tif.close()
+        flat = len(shape) == 3  # one 2D colour image: read_image_2d converts it
+        how = (
+            ", or choose how: rgb='luminance' (grey = 0.299 R + 0.587 G + 0.114 B) or rgb='channels' "
+            "(CLI: --rgb luminance|channels)"
+            if flat
+            else ""
+        )
         raise InputError(
             f"TIFF {p} is a colour ({photometric.name}) image with {shape[axes.index('S')]} samples "
-            f"per pixel (shape {shape}): convert it to a single-channel (grayscale) image first"
+            f"per pixel (shape {shape}): convert it to a single-channel (grayscale) image first{how}"
         )
     if not restacked and first.dataoffset is not None:  # uncompressed and contiguous: map it
         tif.close()
@@ -649,6 +708,30 @@ def pair_image_folders(images: str | os.PathLike, labels: str | os.PathLike) -> 
 HDF5_CHUNK_CACHE = 64 << 20
 
 
+def hdf5_datasets(f: Any) -> list[str]:
+    """Names of an HDF5 file's datasets, those behind soft and external links included, each once.
+
+    A NeXus master file keeps a detector's or a reconstruction's data in other files, linked in
+    (``/entry/data/data_000001`` -> ``data_000001.h5``); h5py's ``visititems`` skips links.
+    """
+    import h5py
+
+    names: list[str] = []
+    seen: list[Any] = []  # object ids: equal for one dataset reached by two paths (a soft link)
+
+    def visit(name: str, _link: Any) -> None:
+        try:
+            obj = f.get(name)
+        except (KeyError, OSError, RuntimeError):  # a broken link: its target file or object is gone
+            return
+        if isinstance(obj, h5py.Dataset) and obj.id not in seen:
+            seen.append(obj.id)
+            names.append(name)
+
+    f.visititems_links(visit)
+    return names
+
+
 def _open_hdf5(p: Path, dataset: str | None) -> Any:
     try:
         import h5py
@@ -658,8 +741,7 @@ def _open_hdf5(p: Path, dataset: str | None) -> Any:
     # so every slice read decoded its chunks again (a chunk layout across the slices: 5-10x slower)
     f = h5py.File(p, "r", rdcc_nbytes=HDF5_CHUNK_CACHE, rdcc_nslots=100_003)
     if dataset is None:
-        names: list[str] = []
-        f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        names = hdf5_datasets(f)
         # the image: the one numeric dataset of 2 or more dimensions (NeXus files add 1D angles, strings, ...)
         images = [n for n in names if f[n].ndim >= 2 and f[n].dtype.kind in "biuf"]
         if len(images) != 1:
@@ -722,7 +804,9 @@ def check_chunks_present(arr: Any, *, what: str = "image") -> None:
             want,
             want - have,
             fill,
-            f"; if they are voxels without data, pass nodata={fill!r} (--nodata {fill})" if what == "image" else "",
+            f"; if they are voxels without data, pass nodata={_plain(fill)!r} (--nodata {fill})"
+            if what == "image"
+            else "",
         )
 
 
@@ -1005,6 +1089,11 @@ def _zarr_voxel_size(p: Path, dataset: str | None) -> tuple[list[float], str | N
     ms = (node.attrs.get("ome") or {}).get("multiscales") or node.attrs.get("multiscales")
     if not ms:  # a plain group: the array's own attributes, else the group's
         inner = node.get(dataset) if dataset else None
+        if isinstance(inner, zarr.Group):  # an OME-Zarr image inside it
+            return _zarr_voxel_size(p / dataset.strip("/"), None)
+        sub = _image_subgroup(node) if not dataset and not _zarr_names(node) else None
+        if sub is not None:  # bioformats2raw's layout: the image is "0"
+            return _zarr_voxel_size(p / sub, None)
         return (_attrs_voxel_size(inner.attrs) if inner is not None else None) or _attrs_voxel_size(node.attrs)
     m = ms[0]
     datasets = m["datasets"]
@@ -1100,6 +1189,12 @@ def _ome_xml_size(xml: str) -> tuple[list[float], str | None] | None:
     sx = float(a["PhysicalSizeX"])
     ux = a.get("PhysicalSizeXUnit", "µm")  # the OME schema's default unit
     sizes = [float(a.get(f"PhysicalSize{k}", sx)) for k in "ZY"] + [sx]
+    if "PhysicalSizeZ" not in a and int(a.get("SizeZ", 1)) > 1:
+        log.warning(
+            "the OME-TIFF records no z voxel size (PhysicalSizeZ), only x %g: taking z = x; give the voxel "
+            "size (--voxel-size Z Y X, voxel_size=) if the slices are spaced otherwise",
+            sx,
+        )
     # an axis without a unit of its own is in x's: the schema says um, but writers that set only x's
     # unit (tifffile's users) mean it for all three, and um against nm would make y 1000x x
     units = [a.get(f"PhysicalSize{k}Unit", ux) for k in "ZY"] + [ux]
@@ -1144,7 +1239,8 @@ def read_class_names(path: str | os.PathLike, *, dataset: str | None = None) -> 
     Parameters
     ----------
     path : path-like
-        A zarr array or group (other formats record no names: None).
+        A zarr array or group, or a TIFF written by ``xrayseg predict`` on many inputs (other
+        files record no names: None).
     dataset : str, optional
         The array inside a zarr group.
 
@@ -1156,6 +1252,10 @@ def read_class_names(path: str | os.PathLike, *, dataset: str | None = None) -> 
     import zarr
 
     p = Path(path)
+    if p.suffix.lower() in (".tif", ".tiff") and p.is_file():  # a TIFF of predict on many inputs records them
+        from .batch import _tiff_meta
+
+        return _names_in(_tiff_meta(p))
     if not (p.is_dir() or p.suffix.lower() == ".zarr") or not p.exists():
         return None
     try:
@@ -1167,14 +1267,9 @@ def read_class_names(path: str | os.PathLike, *, dataset: str | None = None) -> 
         nodes.insert(0, node[dataset])
     for n in nodes:
         attrs = n.attrs
-        meta = attrs.get("napari_xrayseg")
-        if (
-            isinstance(meta, dict)
-            and isinstance(meta.get("classes"), list)
-            and isinstance(meta.get("class_names"), list)
-            and len(meta["classes"]) == len(meta["class_names"])
-        ):
-            return {int(c): str(name) for c, name in zip(meta["classes"], meta["class_names"])}
+        names = _names_in(attrs.get("napari_xrayseg"))
+        if names:
+            return names
         il = attrs.get("image-label") or (attrs.get("ome") or {}).get("image-label") or {}
         props = il.get("properties") if isinstance(il, dict) else None
         if isinstance(props, list):
@@ -1185,4 +1280,16 @@ def read_class_names(path: str | os.PathLike, *, dataset: str | None = None) -> 
             }
             if names:
                 return names
+    return None
+
+
+def _names_in(meta: Any) -> dict[int, str] | None:
+    """``{class: name}`` of our ``napari_xrayseg`` metadata (``classes``, ``class_names``), or None."""
+    if (
+        isinstance(meta, dict)
+        and isinstance(meta.get("classes"), list)
+        and isinstance(meta.get("class_names"), list)
+        and len(meta["classes"]) == len(meta["class_names"])
+    ):
+        return {int(c): str(name) for c, name in zip(meta["classes"], meta["class_names"])}
     return None

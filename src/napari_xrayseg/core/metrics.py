@@ -650,6 +650,9 @@ class Report:
         not learn from: ``{"n_slices", "n_voxels", "mean_dice", "accuracy",
         "per_class_dice" ({"1": dice, ...}), "mean_slice_dice", "std_slice_dice"}``
         (``n_slices``: those with truth; None values when there is none).
+    provenance : dict, optional
+        When, by which software and command, from which files the report was made
+        (:func:`~napari_xrayseg.core.provenance.provenance`; inputs ``prediction``, ``truth``).
     """
 
     classes: tuple[int, ...]
@@ -673,6 +676,7 @@ class Report:
     microstructure: dict[str, Any] | None = None
     trained_slices: list[int] | None = None
     held_out: dict[str, Any] | None = None
+    provenance: dict[str, Any] | None = None
 
     @classmethod
     def from_confusion(cls, cm: Confusion, trained_slices: Sequence[int] | None = None) -> Report:
@@ -739,7 +743,8 @@ class Report:
             ``mean_slice_dice``, ``std_slice_dice``, ``n_annotated_slices``,
             ``by_interface_distance`` (see :func:`interface_errors`, or None),
             ``microstructure`` (see :attr:`microstructure`, or None),
-            ``trained_slices`` and ``held_out`` (see :attr:`held_out`, or None).
+            ``trained_slices`` and ``held_out`` (see :attr:`held_out`, or None),
+            ``provenance`` (see :attr:`provenance`, or None).
 
         Examples
         --------
@@ -777,6 +782,7 @@ class Report:
             "microstructure": None if self.microstructure is None else dict(self.microstructure),
             "trained_slices": None if self.trained_slices is None else [int(k) for k in self.trained_slices],
             "held_out": None if self.held_out is None else dict(self.held_out),
+            "provenance": None if self.provenance is None else dict(self.provenance),
         }
 
     @classmethod
@@ -818,6 +824,7 @@ class Report:
                 microstructure=d.get("microstructure"),
                 trained_slices=None if d.get("trained_slices") is None else [int(k) for k in d["trained_slices"]],
                 held_out=d.get("held_out"),
+                provenance=d.get("provenance"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise InputError(
@@ -1145,6 +1152,9 @@ def iter_evaluate(
     The napari Evaluate widget and :func:`evaluate` (console, CLI) run this same loop.
     See :func:`evaluate` for the parameters.
     """
+    from .provenance import provenance
+
+    record = provenance({"prediction": pred, "truth": truth})  # the files as given, before they are opened
     if isinstance(pred, (str, os.PathLike)) or isinstance(truth, (str, os.PathLike)):
         from .io import open_volume  # evaluate("labels.zarr", "truth.tif"): opened lazily, as the CLI does
 
@@ -1182,6 +1192,7 @@ def iter_evaluate(
         yield Progress(cm.shape[0], cm.shape[0], "microstructure of prediction and truth")
         opts = dict(microstructure) if isinstance(microstructure, dict) else {}
         report.microstructure = _microstructure_errors(pred, truth, ignore_zero, block_slices, cancel, opts)
+    report.provenance = record
     log.debug("evaluated %s: mean dice %s", cm.shape, report.mean_dice)
     return report
 

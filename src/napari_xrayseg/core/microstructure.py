@@ -225,6 +225,9 @@ class Microstructure:
         ``position`` is each slice's centre in ``unit`` (volume coordinates), a fraction is
         NaN where the slice holds no sample. A graded electrode, a layer or a drift along an
         axis shows here (see :meth:`profile_rows`).
+    provenance : dict, optional
+        When, by which software and command, from which file the numbers were made
+        (:func:`~napari_xrayseg.core.provenance.provenance`; input ``labels``).
     """
 
     voxel_size: tuple[float, float, float]
@@ -238,6 +241,7 @@ class Microstructure:
     methods: dict[str, Any] = field(default_factory=dict)
     sample_voxels: int | None = None
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    provenance: dict[str, Any] | None = None
 
     @property
     def volume(self) -> float:
@@ -261,7 +265,7 @@ class Microstructure:
             specific_surface_area, largest_cluster_fraction, percolates, tortuosity,
             mean_size}}``), ``tpb_density`` and, for reference, ``shape``, ``region``,
             ``volume``, ``sample_volume``, ``sample_voxels``, ``profiles`` (NaN as null),
-            ``tpb_phases``, ``tpb_edges`` and ``methods``.
+            ``tpb_phases``, ``tpb_edges``, ``methods`` and ``provenance``.
         """
         return {
             "voxel_size": [float(v) for v in self.voxel_size],
@@ -277,6 +281,7 @@ class Microstructure:
             "tpb_phases": None if self.tpb_phases is None else list(self.tpb_phases),
             "tpb_edges": self.tpb_edges,
             "methods": dict(self.methods),
+            "provenance": None if self.provenance is None else dict(self.provenance),
         }
 
     @classmethod
@@ -318,6 +323,7 @@ class Microstructure:
                     }
                     for a, p in (d.get("profiles") or {}).items()
                 },
+                provenance=d.get("provenance"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise InputError(
@@ -1168,8 +1174,10 @@ def iter_analyze(
         if found is not None:
             voxel_size, unit = found
     from .io import class_names_of, open_volume
+    from .provenance import provenance
     from .writer import refuse_unfinished
 
+    record = provenance({"labels": labels})
     if isinstance(labels, (str, os.PathLike)):  # analyze("labels.zarr"), as segment and evaluate take paths
         labels = open_volume(labels)
     refuse_unfinished(labels, "labels")
@@ -1470,6 +1478,7 @@ def iter_analyze(
         profiles=_profiles(
             per_label, shape, chosen, outside, reg, spacing, tpb_len if tpb_set is not None else None, tpb_correction
         ),
+        provenance=record,
     )
 
 

@@ -847,15 +847,10 @@ class Model:
 
 
 def _software() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+    """Versions of Python and the packages behind a model (core/provenance.py)."""
+    from .provenance import software
 
-    out = {}
-    for pkg in ("napari-xrayseg", "torch", "monai"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:  # pragma: no cover - running from a source tree
-            out[pkg] = "unknown"
-    return out
+    return software()
 
 
 def _default_names(classes: list[int]) -> list[str]:

@@ -29,6 +29,7 @@ import numpy as np
 from .errors import InputError, OutputExistsError
 from .output import claim, os_litter, released_on_error
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
+from .provenance import provenance
 
 __all__ = ["STRATEGIES", "LoopStudyResult", "StudyResult", "iter_loop_study", "iter_study", "loop_study", "study"]
 
@@ -226,7 +227,9 @@ def iter_study(
 
         with released_on_error(target):  # a failed run lets go of the output's lock at once
             work = target.take()
-            (work / "study.json").write_text(json.dumps(asdict(result), indent=1), encoding="utf-8")
+            (work / "study.json").write_text(
+                json.dumps({**asdict(result), "provenance": provenance()}, indent=1), encoding="utf-8"
+            )
             (work / "study.md").write_text(result.table() + "\n", encoding="utf-8")
             study_plot(
                 result.summary,
@@ -561,7 +564,9 @@ def iter_loop_study(
                 )
     result.summary = _loop_summary(result.runs)
     if outdir is not None:
-        (outdir / "study.json").write_text(json.dumps(asdict(result), indent=1), encoding="utf-8")
+        (outdir / "study.json").write_text(
+            json.dumps({**asdict(result), "provenance": provenance()}, indent=1), encoding="utf-8"
+        )
         (outdir / "study.md").write_text(result.table() + "\n", encoding="utf-8")
         what = ", ".join(f"{k}={v}" for k, v in phantom.items()) or "default sample"
         loop_plot(

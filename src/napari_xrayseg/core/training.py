@@ -1880,6 +1880,14 @@ def _inherited(init: Any, digest: str | None, axis: int) -> list[int]:
     return sorted({int(k) for k in t["annotated_slices"]} | {int(k) for k in t.get("inherited_slices") or []})
 
 
+def _provenance(image: Any, labels: Any) -> dict[str, Any]:
+    """The command line, working folder and files a training used (its time and software: ``created``, ``software``)."""
+    from .provenance import provenance
+
+    rec = provenance({"image": image, "labels": labels})
+    return {k: rec[k] for k in ("command", "cwd", "inputs")}
+
+
 def _record(s: dict[str, Any], d: dict[str, Any], model: Model) -> dict[str, Any]:
     """The settings kept in the model's ``info.train``."""
     init = s["init"]
@@ -2284,6 +2292,7 @@ def iter_train(
     if s["init"] is not None:
         settings["parent_created"] = parent_created
     settings["nodata"] = nodata  # which grey value was no data (left out of bounds and annotations)
+    settings["provenance"] = _provenance(image, labels)
     fit = _Fit(model, budget, s["average"])
 
     def validate() -> float | None:

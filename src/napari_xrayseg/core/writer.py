@@ -88,6 +88,11 @@ RESUME_KEYS = {
 }
 
 
+def _axes(ndim: int) -> tuple[str, ...]:
+    """The arrays' ``dimension_names`` (OME-Zarr 0.5 requires them, as its axes' names)."""
+    return ("z", "y", "x")[-ndim:]
+
+
 def sibling_path(out: str | os.PathLike, suffix: str) -> Path:
     """``DIR/NAME{suffix}.zarr`` beside ``DIR/NAME.zarr``."""
     p = Path(out)
@@ -153,7 +158,9 @@ def write_pyramid(
         name = str(len(levels))
         if name in group:
             del group[name]
-        arr = group.create_array(name, shape=nxt.shape, chunks=chunks, dtype="uint8", fill_value=0)
+        arr = group.create_array(
+            name, shape=nxt.shape, chunks=chunks, dtype="uint8", fill_value=0, dimension_names=_axes(ndim)
+        )
         da.store(nxt.rechunk(chunks), arr, lock=False)
         levels.append(arr)
     group.attrs["ome"] = _ome_attrs(meta or {}, len(levels), ndim)
@@ -400,7 +407,7 @@ class StoreWriter:
                         f"cannot resume {confidence.final}: it is not a confidence output of xrayseg "
                         "predict; choose another --confidence-out"
                     )
-                _update_voxel_size(layout, meta)
+                _update_on_resume(layout, meta)
                 n = len(layout.markers(passes - 1).done())
                 log.info("resuming %s: %d slabs of the last pass already done", labels.final, n)
                 return cls(layout, tuple(c for c in (labels, confidence) if c is not None))
@@ -421,7 +428,12 @@ class StoreWriter:
                 if confidence is not None:
                     confidence.take()
                     c = zarr.create_array(
-                        store=layout.confidence, shape=shape, chunks=chunks, dtype="float32", fill_value=0
+                        store=layout.confidence,
+                        shape=shape,
+                        chunks=chunks,
+                        dtype="float32",
+                        fill_value=0,
+                        dimension_names=_axes(len(shape)),
                     )
                     c.attrs.update(
                         _jsonable(
@@ -439,12 +451,20 @@ class StoreWriter:
                     )
                 if pyramid:  # the attributes last: an output that has them has all its stores
                     group = zarr.create_group(store=layout.labels)
-                    group.create_array("0", shape=shape, chunks=chunks, dtype="uint8", fill_value=0)
+                    group.create_array(
+                        "0", shape=shape, chunks=chunks, dtype="uint8", fill_value=0, dimension_names=_axes(len(shape))
+                    )
                     # level 0 alone until the pyramid is built
                     group.attrs.update({**attrs, "ome": _ome_attrs(meta, 1, len(shape))})
                 else:
                     zarr.create_array(
-                        store=layout.labels, shape=shape, chunks=chunks, dtype="uint8", fill_value=0, attributes=attrs
+                        store=layout.labels,
+                        shape=shape,
+                        chunks=chunks,
+                        dtype="uint8",
+                        fill_value=0,
+                        attributes=attrs,
+                        dimension_names=_axes(len(shape)),
                     )
                 creating.unlink()
             except OSError as e:
@@ -518,22 +538,31 @@ def _check_resumable(path: Path, meta: dict[str, Any]) -> None:
         )
 
 
-def _update_voxel_size(layout: StoreLayout, meta: dict[str, Any]) -> None:
-    """On resume, record this run's voxel size (it changes no voxel, so it is no reason to refuse)."""
+def _update_on_resume(layout: StoreLayout, meta: dict[str, Any]) -> None:
+    """On resume, record this run's voxel size (it changes no voxel, so it is no reason to refuse) and the run.
+
+    The first run's ``provenance`` stays; each resuming run adds ``{"created", "command",
+    "software"}`` to its ``resumed`` list.
+    """
     import zarr
 
-    new = {"voxel_size": meta.get("voxel_size"), "unit": meta.get("unit")}
+    new: dict[str, Any] = {"voxel_size": meta.get("voxel_size"), "unit": meta.get("unit")}
     node = zarr.open(store=layout.labels, mode="r+")
     old = dict(node.attrs[OUTPUT_ATTR])
-    if _jsonable({k: old.get(k) for k in new}) == _jsonable(new):
-        return
-    log.info(
-        "resuming with voxel size %s %s (was %s %s)",
-        new["voxel_size"],
-        new["unit"],
-        old.get("voxel_size"),
-        old.get("unit"),
-    )
+    if _jsonable({k: old.get(k) for k in new}) != _jsonable(new):
+        log.info(
+            "resuming with voxel size %s %s (was %s %s)",
+            new["voxel_size"],
+            new["unit"],
+            old.get("voxel_size"),
+            old.get("unit"),
+        )
+    run = meta.get("provenance")
+    if isinstance(run, dict):
+        first = old.get("provenance") if isinstance(old.get("provenance"), dict) else None
+        was = dict(first) if first is not None else {"created": None, "note": "written before provenance was recorded"}
+        this = {k: run.get(k) for k in ("created", "command", "software")}
+        new["provenance"] = {**was, "resumed": [*(was.get("resumed") or []), this]}
     node.attrs[OUTPUT_ATTR] = _jsonable({**old, **new})
     if layout.labels_array:  # a pyramid group: the levels it has (finish() writes them again if it adds some)
         levels = multiscale_levels(node) or [node[layout.labels_array]]

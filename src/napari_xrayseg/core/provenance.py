@@ -1,0 +1,185 @@
+"""Where a result came from: when, by which software, from which command and inputs.
+
+A predict output (its ``napari_xrayseg`` attributes), an evaluation report and a
+microstructure analysis (their JSON) carry a ``provenance`` record, so a number in a paper
+can be traced back to the files and versions that produced it::
+
+    {"created": "2026-12-06T01:30:12+00:00",
+     "software": {"napari-xrayseg": "0.9.0", "python": "3.12.3", "torch": "2.13.0", ...},
+     "command": "xrayseg predict --image scan.zarr --model m.safetensors --out labels.zarr",
+     "cwd": "/data/beamtime",
+     "inputs": {"image": {"path": "/data/beamtime/scan.zarr"}, "model": {"path": ..., "sha256": ...}}}
+
+``command`` is the command line when the ``xrayseg`` CLI ran, else None (the Python API, the
+napari widgets). An input read from a file is named by its absolute path (and its dataset
+inside an HDF5 file); one given as an array in memory by its type, shape and dtype.
+``xrayseg info PATH`` prints the record of a model file, a predict output or a JSON report.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["command_line", "describe_file", "describe_input", "file_sha256", "provenance", "software"]
+
+#: packages whose versions decide a result (the network's numbers, the arrays' reading)
+PACKAGES = ("napari-xrayseg", "torch", "monai", "numpy", "scipy", "zarr", "dask", "tifffile", "h5py")
+
+_COMMAND: list[str] | None = None
+
+
+@contextmanager
+def command_line(argv: Sequence[str]):  # type: ignore[no-untyped-def]
+    """Record ``argv`` (e.g. ``["xrayseg", "predict", ...]``) as the command of what is made inside."""
+    global _COMMAND
+    before, _COMMAND = _COMMAND, [str(a) for a in argv]
+    try:
+        yield
+    finally:
+        _COMMAND = before
+
+
+def software() -> dict[str, str]:
+    """Versions of Python, the platform and the packages a result depends on (absent ones left out)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "platform": platform.platform(terse=True)}
+    for pkg in PACKAGES:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def describe_input(obj: Any) -> Any:
+    """An input as the record names it: ``{"path", "dataset"?}`` for a file, ``{"array": ...}`` in memory.
+
+    Several inputs (a list, a ``{name: input}`` mapping) give a list or mapping of descriptions;
+    a description (a mapping with ``path`` or ``array``) is kept as it is.
+    """
+    from pathlib import Path
+
+    from .output import source_path
+
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        if "path" in obj or "array" in obj:  # already described
+            return {str(k): v for k, v in obj.items()}
+        return {str(k): describe_input(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and obj and (hasattr(obj[0], "shape") or isinstance(obj[0], (str, os.PathLike))):
+        return [describe_input(v) for v in obj]
+    src = source_path(obj)
+    if src is not None:
+        out: dict[str, Any] = {"path": os.path.abspath(Path(src))}
+        name = getattr(obj, "name", None)  # an h5py dataset's name inside its file
+        if isinstance(name, str) and getattr(obj, "file", None) is not None:
+            out["dataset"] = name
+        return out
+    shape = getattr(obj, "shape", None)
+    if shape is not None:
+        kind = f"{type(obj).__module__.split('.')[0]}.{type(obj).__name__}"
+        return {"array": kind, "shape": [int(n) for n in shape], "dtype": str(getattr(obj, "dtype", "?"))}
+    return {"array": type(obj).__name__}
+
+
+def file_sha256(path: str | os.PathLike) -> str | None:
+    """SHA-256 of a file's bytes (what ``sha256sum`` prints), or None where it cannot be read."""
+    import hashlib
+
+    try:
+        with open(path, "rb") as f:
+            h = hashlib.sha256()
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+    except OSError:
+        return None
+
+
+def provenance(inputs: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """The record of a result made now: time (UTC), software, command line, working folder, inputs.
+
+    Parameters
+    ----------
+    inputs : mapping, optional
+        ``{role: input}``: paths, arrays (see :func:`describe_input`) or ready descriptions.
+    **extra
+        More keys of the record (e.g. ``model_sha256``).
+    """
+    return {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),  # as a model's ``created``
+        "software": software(),
+        "command": shlex.join(_COMMAND) if _COMMAND else None,
+        "cwd": os.getcwd(),
+        "inputs": {k: describe_input(v) for k, v in (inputs or {}).items() if v is not None},
+        **extra,
+    }
+
+
+def describe_file(path: str | os.PathLike) -> dict[str, Any]:
+    """What a file written by napari-xrayseg records about itself: ``xrayseg info PATH``.
+
+    A model file: its description (as ``xrayseg model-info``) and the SHA-256 of its bytes; a
+    predict output (zarr, or a TIFF of ``predict`` on many inputs): its ``napari_xrayseg``
+    attributes (settings, model, ``provenance``); a JSON report of ``evaluate`` or
+    ``analyze``: its ``provenance`` and headline numbers.
+
+    Raises
+    ------
+    InputError
+        If ``path`` does not exist or is none of these.
+    """
+    import json
+    from pathlib import Path
+
+    from .errors import InputError
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p} does not exist: check the path")
+    where = {"path": os.path.abspath(p)}
+    suffix = p.suffix.lower()
+    if suffix == ".safetensors":
+        from .models import read_model_info
+
+        info = read_model_info(p).to_dict()
+        return {"kind": "model", **where, "sha256": file_sha256(p), **info}
+    if suffix == ".json":
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise InputError(f"{p} is not readable JSON ({type(e).__name__}): give a report xrayseg wrote") from e
+        if not isinstance(d, dict):
+            raise InputError(f"{p} is not a report xrayseg wrote (evaluate --json, analyze --json)")
+        kind = "evaluate report" if "per_class" in d else "analyze result" if "phases" in d else "report"
+        head = {k: d[k] for k in ("mean_dice", "accuracy", "shape", "voxel_size", "unit", "tpb_density") if k in d}
+        rec = d.get("provenance")
+        note = {} if rec else {"note": "no provenance recorded (written by an older napari-xrayseg)"}
+        return {"kind": kind, **where, **head, "provenance": rec, **note}
+    if suffix in (".tif", ".tiff"):
+        from .batch import _tiff_meta
+
+        meta = _tiff_meta(p)
+        if meta is None:
+            raise InputError(f"{p} is not a label file xrayseg predict wrote (it records no napari_xrayseg metadata)")
+        return {"kind": "predict output (TIFF)", **where, **meta}
+    from .writer import read_output_meta
+
+    meta = read_output_meta(p)
+    if meta is None:
+        raise InputError(
+            f"{p} is not a file xrayseg writes: give a model (.safetensors), a predict output (zarr, TIFF) or "
+            "a JSON report of evaluate / analyze"
+        )
+    if "model_sha256" not in meta:  # the synthetic sample's stores, annotations written by the tool
+        return {"kind": "synthetic sample" if "sample" in meta else "zarr store", **where, **meta}
+    state = {} if meta.get("complete") else {"note": "unfinished: the same predict command with --resume finishes it"}
+    return {"kind": "predict output", **where, **meta, **state}
