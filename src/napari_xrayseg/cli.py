@@ -1614,7 +1614,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="input normalisation: percentile bounds of each image segmented (robust to another "
         "scan's grey-level offset; per image), the training images' bounds (pooled: per dataset), or "
         "each slice along z levelled onto the volume's typical grey scale first, then the image's bounds "
-        f"(stitched or drifting scans whose slices disagree; see docs/segment.md) (default: {_T.normalize})",
+        "(stitched or drifting scans whose slices disagree; see docs/segment.md) (default: the --init model's "
+        "own, else image)",
     )
     p.add_argument(
         "--pixel-weight",

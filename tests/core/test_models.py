@@ -108,6 +108,12 @@ def test_a_model_with_nan_weights_is_refused(tmp_path, tiny_model):
     path = save_model(bad, tmp_path / "nan.safetensors")
     with pytest.raises(ModelFileError, match=r"holds NaN or infinite weights .*: the training that wrote it diverged"):
         load_model(path)
+    var = copy.deepcopy(tiny_model)
+    name, buf = next((n, b) for n, b in var.network.named_buffers() if n.endswith("running_var"))
+    buf[0] = -1.0  # loaded silently: every output NaN
+    path = save_model(var, tmp_path / "var.safetensors")
+    with pytest.raises(ModelFileError, match=rf"negative batch-norm variance \({name}\): the file is damaged"):
+        load_model(path)
 
 
 def _rewrite_meta(src, dst, edit):

@@ -920,16 +920,34 @@ def test_a_fine_tuned_model_is_created_when_it_is_trained_and_records_its_nodata
     assert child.info.train["nodata"] == -1.0
 
 
-def test_fine_tuning_a_levelled_or_fixed_model_without_its_normalisation_is_warned_about(phantom, caplog):
+def test_fine_tuning_a_levelled_or_fixed_model_keeps_its_normalisation_unless_told(phantom, caplog):
     """QA: a colleague's normalize='slice' model fine-tuned without repeating it lost its levelling silently."""
     image, _, sparse = phantom
     for norm in ("slice", "fixed"):
         parent = train(image, sparse, **dict(FAST, epochs=1, init=None, normalize=norm))
         caplog.clear()
         with caplog.at_level("WARNING", logger="napari_xrayseg"):
-            train(image, sparse, **dict(FAST, epochs=1, init=parent))
-        assert f"trained with normalize={norm!r}, this training uses 'image'" in caplog.text
-        caplog.clear()
+            child = train(image, sparse, **dict(FAST, epochs=1, init=parent))  # normalize left unset: kept
+        assert child.info.train["normalize"] == norm and "this training uses" not in caplog.text
+        assert ("level" in child.info.normalization) == (norm == "slice")
+        assert (child.info.normalization["low"] is not None) == (norm == "fixed")
         with caplog.at_level("WARNING", logger="napari_xrayseg"):
-            train(image, sparse, **dict(FAST, epochs=1, init=parent, normalize=norm))
-        assert "this training uses" not in caplog.text
+            other = train(image, sparse, **dict(FAST, epochs=1, init=parent, normalize="image"))  # told: done, said
+        assert other.info.train["normalize"] == "image"
+        assert f"trained with normalize={norm!r}, this training uses 'image' (as asked)" in caplog.text
+    plain = train(image, sparse, **dict(FAST, epochs=1, init=None))
+    assert plain.info.train["normalize"] == "image"  # the default without a model to fine-tune
+
+
+def test_fine_tuning_with_the_classes_numbered_otherwise_is_warned_about(phantom, caplog):
+    """QA: a colleague's model (1 pore, 3 YSZ) fine-tuned on labels painting pores 3 was accepted silently."""
+    image, _, sparse = phantom
+    parent = train(image, sparse, **dict(FAST, epochs=1, init=None, class_names=["pore", "nickel", "YSZ"]))
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        train(image, sparse, **dict(FAST, epochs=1, init=parent, class_names=["pore", "nickel", "YSZ"]))
+        train(image, sparse, **dict(FAST, epochs=1, init=parent))  # no names: the model's are kept
+    assert "numbers the fine-tuned model's classes otherwise" not in caplog.text
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        train(image, sparse, **dict(FAST, epochs=1, init=parent, class_names=["YSZ", "nickel", "pore"]))
+    assert "'YSZ' is 1 here but 3 in the model, 'pore' is 3 here but 1 in the model" in caplog.text
+    assert "init='random'" in caplog.text

@@ -51,6 +51,7 @@ def test_analyze_widget_table_chart_tpb_layer_and_export(make_napari_viewer, qtb
     _wait(qtbot, w)
     m = w.result
     assert m is not None and m.voxel_size == (0.5, 0.25, 0.25) and m.unit == "um"
+    assert m.provenance["inputs"] == {"labels": {"layer": "phases"}}  # the layer, not "a numpy array"
     assert [p.name for p in m.phases.values()] == ["pore", "nickel", "YSZ"]
     assert _cell(w._table, "label 2", "name") == "nickel"
     assert float(_cell(w._table, "label 1", "vol. fraction")) == pytest.approx((lab == 1).mean(), abs=1e-3)

@@ -52,6 +52,7 @@ def test_report_is_shown(evaluated):
     viewer, w = evaluated
     r = w.report
     assert r is not None and r.n_voxels == 100
+    assert r.provenance["inputs"] == {"prediction": {"layer": "prediction"}, "truth": {"layer": "truth"}}
     assert r.per_class[1]["dice"] == pytest.approx(DICE_1)
     assert float(_cell(w._table, "class 1", "Dice")) == pytest.approx(DICE_1, abs=1e-4)
     assert float(_cell(w._table, "class 2", "Dice")) == pytest.approx(DICE_2, abs=1e-4)

@@ -5,7 +5,7 @@ pytest.importorskip("qtpy")
 napari = pytest.importorskip("napari")
 
 from napari_xrayseg._napari.train_widget import TrainWidget  # noqa: E402
-from napari_xrayseg.core.models import load_model  # noqa: E402
+from napari_xrayseg.core.models import init_model, load_model, save_model  # noqa: E402
 from napari_xrayseg.core.sample import make_phantom  # noqa: E402
 
 
@@ -176,7 +176,6 @@ def test_train_widget_fine_tunes_a_2d_model_file_on_a_volume_with_the_form_left_
 ):
     """The form showed the volume's unet3d (context 15) and passed its context with the file's own 2.5D network:
     training failed ("init model takes 3 context slice(s) ... asked for context=15")."""
-    from napari_xrayseg.core.models import init_model, save_model
 
     save_model(init_model("unet", size="tiny", classes=3, context=3, seed=0), tmp_path / "start.safetensors")
     viewer = make_napari_viewer()
@@ -323,6 +322,16 @@ def test_level_slices_trains_a_model_that_levels_and_segments_levelled(make_napa
     plain = load_model(tmp_path / "l.safetensors")
     del plain.info.normalization["level"]
     assert not np.array_equal(shown, segment(image, plain, device="cpu"))  # the levelling shows in the labels
+    # fine-tuning a levelled or fixed-bounds model file starts from its normalisation (it lost it silently)
+    w._level.value = False
+    w._out.value = str(tmp_path / "next.safetensors")
+    w._init.value = str(tmp_path / "l.safetensors")
+    assert w._level.value and w._inputs()["normalize"] == "slice"
+    fixed = init_model("unet", size="tiny", classes=3, tile=32)
+    fixed.info.normalization.update(low=0.0, high=1.0)
+    save_model(fixed, tmp_path / "fixed.safetensors")
+    w._init.value = str(tmp_path / "fixed.safetensors")
+    assert not w._level.value and w._inputs()["normalize"] == "fixed"
 
 
 def test_train_widget_names_the_classes_as_the_labels_layer_does(make_napari_viewer, qtbot, tmp_path):

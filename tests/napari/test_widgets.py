@@ -57,6 +57,9 @@ def test_segment_widget_end_to_end_in_a_worker(make_napari_viewer, qtbot, model_
     assert isinstance(new, napari.layers.Labels)
     assert new.data.shape == (5, 40, 48) and new.data.dtype == np.uint8
     assert tuple(new.scale) == (2, 1, 1)
+    rec = new.metadata["napari_xrayseg"]["provenance"]  # when, by which versions, from which layer and model file
+    assert rec["inputs"] == {"image": {"layer": "vol"}, "model": {"path": str(model_file)}}
+    assert "napari-xrayseg" in rec["software"] and rec["command"] is None
     assert not np.any(viewer.layers["vol labels"].data)  # the user's layer is untouched
     shot = viewer.screenshot(canvas_only=False)
     assert shot.ndim == 3 and shot[..., :3].std() > 1  # not blank

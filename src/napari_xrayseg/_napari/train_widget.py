@@ -52,6 +52,7 @@ from ..core.models import (
     read_model_info,
     save_model,
 )
+from ..core.normalize import normalize_of
 from ..core.progress import Progress
 from ..core.training import LOSSES, MODES, SCHEDULES, iter_train
 from ._jobs import JobRunner, JobWidget, show_warning, text_label
@@ -388,7 +389,19 @@ class TrainWidget(JobWidget):
             finally:
                 self._choosing = False
         self._context.value = int(info.context)
+        self._level.value = normalize_of(info.normalization) == "slice"  # a levelled model goes on levelling
         return None
+
+    def _normalize(self) -> str:
+        """``"slice"`` when levelling is on, else a fixed-bounds start file's ``"fixed"``, else ``"image"``."""
+        if self._level.value:
+            return "slice"
+        path = self._start_file()
+        try:
+            fixed = path is not None and normalize_of(read_model_info(path).normalization) == "fixed"
+        except XraysegError:  # a bad file is named when training starts
+            fixed = False
+        return "fixed" if fixed else "image"
 
     def _on_image(self, layer: Any) -> None:
         """Until the user picks an architecture, the one ``train(arch="auto")`` would choose for this image."""
@@ -564,7 +577,7 @@ class TrainWidget(JobWidget):
             "unit": voxel[1] if voxel else None,
             "class_names": layer_class_names(self._labels.value),  # the labels layer's (the sample's truth has them)
             "nodata": nodata_value(self._nodata.value),
-            "normalize": "slice" if self._level.value else "image",
+            "normalize": self._normalize(),
             "out": out,
         }
 

@@ -260,10 +260,12 @@ class TrainConfig:
         wrong voxels of plain 2D at the same training time (docs/accuracy.md).
         A new ``unet3d`` model takes 15 when none is given (the slice and 7 on each
         side as one volume; ``models.default_context``).
-    normalize : str
+    normalize : str, optional
         Input normalisation stored in the model: ``"image"`` (percentile bounds of each
         image the model segments, so a second scan with another grey-level calibration
-        is mapped alike) or ``"fixed"`` (the training image's bounds for every input).
+        is mapped alike), ``"fixed"`` (the training image's bounds for every input) or
+        ``"slice"`` (each slice levelled along z first). None: a fine-tuned model's own,
+        else ``"image"``.
     """
 
     axis: int = 0
@@ -289,7 +291,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     context: int = 3
-    normalize: str = "image"
+    normalize: str | None = None
 
 
 def takes_train_config(func: F) -> F:

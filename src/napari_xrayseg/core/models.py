@@ -1302,6 +1302,12 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
             f"{path} holds NaN or infinite weights ({bad}): the training that wrote it diverged; train it again "
             "(a lower learning rate, precision fp32)"
         )
+    var = next((k for k, t in state.items() if k.endswith("running_var") and bool((t < 0).any())), None)
+    if var is not None:  # a variance below 0: the square root of it is NaN, every output NaN
+        raise ModelFileError(
+            f"{path} holds a negative batch-norm variance ({var}): the file is damaged; use another copy or train "
+            "it again"
+        )
     with torch.random.fork_rng(devices=[]):  # its random initial weights are replaced: the caller's draws stay
         net = build_network(info.arch, info.params)
     net.load_state_dict(state, strict=True)

@@ -34,6 +34,7 @@ __all__ = [
     "dead_slices_missing",
     "fill_missing",
     "mark_missing",
+    "normalize_of",
     "pooled_normalization",
 ]
 
@@ -250,6 +251,13 @@ def _sample_blocks(image: Any, n: int, max_slices: int) -> list[tuple[int, int, 
 #: changed 2333 of 12288 labels of a radiograph through the network's receptive field (Dice
 #: 0.931 to 0.695, a QA run), clipped it changes none beyond its own neighbourhood.
 CLIP = (-1.0, 2.0)
+
+
+def normalize_of(norm: dict[str, Any]) -> str:
+    """The ``normalize`` a model was trained with (``"image"``, ``"fixed"``, ``"slice"``), from its normalisation."""
+    if norm.get("low") is not None:
+        return "fixed"
+    return "slice" if norm.get("level") == "z" else "image"
 
 
 def apply_normalization(x: np.ndarray, norm: dict[str, Any]) -> np.ndarray:

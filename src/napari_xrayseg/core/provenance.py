@@ -71,7 +71,7 @@ def describe_input(obj: Any) -> Any:
     if obj is None:
         return None
     if isinstance(obj, Mapping):
-        if "path" in obj or "array" in obj:  # already described
+        if {"path", "array", "layer"} & set(obj):  # already described (a layer by the widgets)
             return {str(k): v for k, v in obj.items()}
         return {str(k): describe_input(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)) and obj and (hasattr(obj[0], "shape") or isinstance(obj[0], (str, os.PathLike))):

@@ -39,6 +39,7 @@ import numpy as np
 from .config import python_numbers
 from .errors import InputError
 from .models import Model, load_model
+from .normalize import normalize_of
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
 
 __all__ = ["iter_self_train", "self_train"]
@@ -53,13 +54,6 @@ LABEL_BLENDS = (0.0, 0.3, 0.5, 0.7, 1.0)
 
 #: The smallest share whose Dice on the user's annotations is within this of the best is kept.
 LABEL_BLEND_MARGIN = 0.001
-
-
-def _normalize_of(norm: dict[str, Any]) -> str:
-    """The ``normalize`` a model was trained with, from its normalisation record (fine-tuned alike)."""
-    if norm.get("low") is not None:
-        return "fixed"
-    return "slice" if norm.get("level") == "z" else "image"
 
 
 def _blend_on_labels(
@@ -272,7 +266,7 @@ def iter_self_train(
         epochs=epochs,
         seed=seed,
         device=device,
-        normalize=_normalize_of(model.info.normalization),
+        normalize=normalize_of(model.info.normalization),
         patch=int(train_info.get("patch", 128)),
         batch=train_info.get("batch"),  # None (not recorded): the model's architecture's default
         cancel=cancel,

@@ -74,6 +74,7 @@ from .normalize import (
     dead_slices_missing,
     fill_missing,
     mark_missing,
+    normalize_of,
     pooled_normalization,
 )
 from .output import check_not_input, check_writable, claim
@@ -1751,17 +1752,14 @@ def _build(
         model.info.channel_axis = d["pairs"][0][0].channel_axis
     if hasattr(model.network, "generator"):  # a network that draws at random in training (unet3d)
         model.network.generator = torch.Generator().manual_seed(s["seed"])
-    before = model.info.normalization  # a start's, when fine-tuning
-    was = "slice" if before.get("level") else "fixed" if before.get("low") is not None else "image"
+    was = normalize_of(model.info.normalization)  # a start's, when fine-tuning
     init = s["init"]
     if init is not None and not (isinstance(init, str) and init in _STARTS) and was != s["normalize"]:
-        log.warning(  # a colleague's levelled or fixed-bounds model: its inputs change meaning otherwise
-            "the model fine-tuned was trained with normalize=%r, this training uses %r: pass normalize=%r "
-            "(--normalize %s) to keep its normalisation",
+        log.warning(  # asked for: a colleague's levelled or fixed-bounds model's inputs change meaning
+            "the model fine-tuned was trained with normalize=%r, this training uses %r (as asked): it will "
+            "map grey values otherwise; leave normalize unset to keep its normalisation",
             was,
             s["normalize"],
-            was,
-            was,
         )
     norm = dict(d["norm"])
     if s["normalize"] != "fixed":  # bounds computed from each input at inference; these are for the record
@@ -1878,6 +1876,22 @@ def _inherited(init: Any, digest: str | None, axis: int) -> list[int]:
     if t.get("input_digest") != digest or t.get("axis") != axis or not isinstance(t.get("annotated_slices"), list):
         return []
     return sorted({int(k) for k in t["annotated_slices"]} | {int(k) for k in t.get("inherited_slices") or []})
+
+
+def _resolve_normalize(normalize: str | None, init: Any) -> str:
+    """``normalize`` as given, else a fine-tuned model's own (levelled, fixed bounds), else ``"image"``."""
+    if normalize is not None:
+        return normalize
+    if init is None or (isinstance(init, str) and init in _STARTS):
+        return "image"
+    try:
+        info = init.info if isinstance(init, Model) else read_model_info(init)
+    except XraysegError:  # a bad start file is named where it is loaded
+        return "image"
+    kept = normalize_of(info.normalization)
+    if kept != "image":
+        log.info("fine-tuning a model trained with normalize=%r: keeping it (pass normalize= to change it)", kept)
+    return kept
 
 
 def _provenance(image: Any, labels: Any) -> dict[str, Any]:
@@ -2188,7 +2202,7 @@ def iter_train(
     mode: str = _D.mode,
     pixel_weight: float = _D.pixel_weight,
     axes: str | Sequence[int] | None = None,
-    normalize: str = _D.normalize,
+    normalize: str | None = _D.normalize,
     two_d: bool | None = None,
     channel_axis: int | None = None,
     voxel_size: float | Sequence[float] | None = None,
@@ -2211,6 +2225,7 @@ def iter_train(
     See :func:`train` for the parameters (``_candidate``: one of ``init="auto"``'s candidates,
     whose choice says what the kept one lacks).
     """
+    normalize = _resolve_normalize(normalize, init)
     several = isinstance(image, (list, tuple)) and all(hasattr(i, "shape") for i in image)
     if out is not None:  # a model written into an input's store or folder (an output inside an input is refused)
         check_not_input(Path(out), [*(image if several else [image]), labels], option="--out")
@@ -2410,7 +2425,27 @@ def _class_names(given: Any, labels: Any, info: ModelInfo, init: Any) -> list[st
                 "(--names: one per class, in the order of their label values)"
             )
         given = dict(zip(classes, names))
-    return [str(given.get(c) or f"class {c}") for c in classes]
+    out = [str(given.get(c) or f"class {c}") for c in classes]
+    if init is not None and not (isinstance(init, str) and init in _STARTS):
+        _warn_swapped(dict(zip(classes, info.class_names)), dict(zip(classes, out)))
+    return out
+
+
+def _warn_swapped(before: dict[int, str], now: dict[int, str]) -> None:
+    """Warn when the labels name a fine-tuned model's classes under other label values (ids swapped).
+
+    The start network answers ``1`` for what it calls "pore"; annotations that paint pores as 3
+    teach it the opposite of what it knows, and its phases come out renamed or mixed.
+    """
+    real = {n: c for c, n in before.items() if n != f"class {c}"}
+    moved = sorted((c, n, real[n]) for c, n in now.items() if n in real and real[n] != c)
+    if moved:
+        said = ", ".join(f"{n!r} is {c} here but {old} in the model" for c, n, old in moved)
+        log.warning(
+            "the labels number the fine-tuned model's classes otherwise (%s): relabel the annotations to the "
+            "model's label values, or train from scratch (init='random', --init random)",
+            said,
+        )
 
 
 def _names_in_attrs(arr: Any) -> dict[int, str] | None:
@@ -2677,7 +2712,7 @@ def train(
     context: int | None = None,
     mode: str = _D.mode,
     axes: str | Sequence[int] | None = None,
-    normalize: str = _D.normalize,
+    normalize: str | None = _D.normalize,
     two_d: bool | None = None,
     channel_axis: int | None = None,
     pixel_weight: float = _D.pixel_weight,
@@ -2836,8 +2871,10 @@ def train(
     pixel_weight : float
         ``"pix2pix"`` only: weight of the segmentation loss against the adversarial
         loss (pix2pix's lambda).
-    normalize : str
-        ``"image"`` (default): the model normalises every image it segments by that
+    normalize : str, optional
+        Default (None): a fine-tuned model's own (``init=`` a model file or Model trained
+        with ``"fixed"`` or ``"slice"`` keeps it), else ``"image"``.
+        ``"image"``: the model normalises every image it segments by that
         image's own percentile bounds, so another scan of the material with a
         grey-level offset or gain is mapped alike (``info.normalization`` keeps the
         training bounds as ``training_bounds``). ``"fixed"``: the training image's
