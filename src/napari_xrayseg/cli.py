@@ -1200,14 +1200,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``xrayseg`` argument parser (also used to generate the CLI reference)."""
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="xrayseg",
         description="Segment X-ray tomograms with deep learning (napari-xrayseg).",
         epilog="exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
     )
     parser.add_argument("--version", action="version", version=f"napari-xrayseg {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     from .core.sample import PRESETS
@@ -1802,7 +1802,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     for extra in _EXTRA_COMMANDS:
         extra(sub)
+    for p in sub.choices.values():  # xrayseg predict -v ... as well as xrayseg -v predict ...
+        p.add_argument(
+            "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log output (-vv for debug)"
+        )
     return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """Options spelt out: argparse took ``--out 1`` for ``--outside 1`` and ``--epoch`` for ``--epochs``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
 
 _EXTRA_COMMANDS: list[Callable[[Any], None]] = [_add_analyze, _add_bioimageio]
@@ -1815,6 +1827,8 @@ EXIT_CODES = {
     3: "out of memory (RAM or GPU): the message names the options that lower the need",
     4: "an input/output error of the system (e.g. a failing disk or network file system)",
     130: "interrupted (Ctrl-C)",
+    141: "the reader of a pipe has gone (xrayseg model-info m.safetensors | head)",
+    143: "terminated (SIGTERM, e.g. a batch scheduler's time limit; train writes the model so far)",
 }
 
 

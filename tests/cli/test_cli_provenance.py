@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from napari_xrayseg.cli import main
 from napari_xrayseg.core.io import write_volume
@@ -63,3 +64,20 @@ def test_info_of_a_batch_tiff_output(tmp_path, capsys):
     assert out["kind"] == "predict output (TIFF)"
     assert out["provenance"]["command"].startswith("xrayseg predict --image")
     assert out["batch"]["input"] == str(tmp_path / "in" / "a.tif")
+
+
+def test_options_are_spelt_out_and_special_files_are_never_replaced(tmp_path, capsys):
+    """QA: --out 1 was taken for --outside 1 (other numbers, exit 0); --overwrite made a named pipe a plain file."""
+    import os
+
+    assert main(["sample", "--out", str(tmp_path / "s"), "--shape", "4", "32", "32"]) == 0
+    truth = str(tmp_path / "s" / "truth.zarr")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["analyze", "--labels", truth, "--out", "1"])
+    assert e.value.code == 2 and "unrecognized arguments: --out 1" in capsys.readouterr().err
+    os.mkfifo(tmp_path / "pipe.json")
+    rc = main(["evaluate", "--pred", truth, "--truth", truth, "--json", str(tmp_path / "pipe.json"), "--overwrite"])
+    assert rc == 2 and "is not a regular file" in capsys.readouterr().err
+    assert (tmp_path / "pipe.json").is_fifo()
+    assert main(["model-info", "-v", str(tmp_path / "nothing.safetensors")]) == 2  # -v after the command too

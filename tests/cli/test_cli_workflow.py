@@ -329,3 +329,19 @@ def test_cli_train_by_default_races_the_pretrained_start_and_says_which_it_kept(
     out2 = tmp_path / "r.safetensors"
     assert main([*argv[:6], str(out2), *argv[7:], "--init", "random"]) == 0
     assert load_model(out2).info.train["init"] is None and "kept the" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--size", "huge"], "unknown unet size 'huge'"),
+        (["--minutes", "0"], "minutes 0.0 must be a positive number"),
+        (["--minutes", "nan"], "minutes nan must be a positive number"),
+        (["--slices", "0"], "slices 0 must be a positive whole number"),
+    ],
+)
+def test_demo_refuses_its_settings_before_writing_anything(tmp_path, capsys, args, said):
+    """QA: refused at step 3 of 5, the sample was left in --out and the same command then refused the folder."""
+    assert main(["demo", "--out", str(tmp_path / "d"), *args]) == 2
+    assert said in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

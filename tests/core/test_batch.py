@@ -226,3 +226,18 @@ def test_arrays_in_memory(tiny_model):
     assert [r.name for r in results] == ["x", "y"] and results[0].output is None
     for r in results:
         np.testing.assert_array_equal(r.labels, segment(images[r.name], tiny_model, **KW))
+
+
+def test_many_inputs_go_into_a_plain_folder_only(tmp_path, inputs, tiny_model):
+    """QA: --out p.zarr (a single-volume output) got a.tif, b.tif inside, exit 0; --out FILE failed per input."""
+    d, _ = inputs
+    segment(np.random.default_rng(2).random((4, 32, 32), dtype=np.float32), tiny_model, out=tmp_path / "p.zarr", **KW)
+    (tmp_path / "afile").write_text("x")
+    for out, said in (
+        (tmp_path / "p.zarr", "is \\(named as\\) a zarr store"),
+        (tmp_path / "new.zarr", "is \\(named as\\) a zarr store"),
+        (tmp_path / "afile", "is a file: many inputs are written into a folder"),
+    ):
+        with pytest.raises(InputError, match=said):
+            segment_many([str(d)], tiny_model, out_dir=out, **KW)
+    assert sorted(p.name for p in (tmp_path / "p.zarr").iterdir()) == ["c", "zarr.json"]  # nothing added

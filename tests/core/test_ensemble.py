@@ -190,6 +190,8 @@ def test_confidence_on_2d_and_bad_options(tiny_model):
         segment(vol, tiny_model, axes="zyx", resume=True, **KW)
     with pytest.raises(InputError, match="confidence_out needs out"):
         segment(vol, tiny_model, confidence="maxprob", confidence_out="c.zarr", **KW)
+    with pytest.raises(InputError, match="confidence_out and out are the same path"):  # it said "another run"
+        segment(vol, tiny_model, confidence="maxprob", out="c.zarr", confidence_out="./c.zarr", **KW)
 
 
 def test_parse_axes():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_xrayseg import Cancelled, CancelToken, InputError, init_model, self_train, train
+from napari_xrayseg import Cancelled, CancelToken, InputError, init_model, save_model, self_train, train
 from napari_xrayseg.core.sample import make_phantom
 from napari_xrayseg.core.selftrain import _region, pseudo_labels
 
@@ -91,7 +91,7 @@ def test_self_train_without_labels_learns_from_its_own_predictions(trained):
     assert not st["user_labels"] and st["pseudo_fraction"] > 0.05
 
 
-def test_self_train_refuses_untrained_and_bad_settings_and_cancels(trained):
+def test_self_train_refuses_untrained_and_bad_settings_and_cancels(trained, tmp_path):
     image, _, sparse, model = trained
     with pytest.raises(InputError, match="untrained"):
         self_train(image, init_model("unet", size="tiny"), device="cpu")
@@ -99,6 +99,12 @@ def test_self_train_refuses_untrained_and_bad_settings_and_cancels(trained):
         self_train(image, model, threshold=1.5, device="cpu")
     with pytest.raises(InputError, match="labels shape"):
         self_train(image, model, sparse[:4], device="cpu")
+    seven = sparse.copy()
+    seven[seven == 3] = 7  # QA: mixed into the pseudo-labels, scored under the wrong classes, exit 0
+    with pytest.raises(InputError, match=r"labels hold values \[7\] that are not classes of the model \[1, 2, 3\]"):
+        self_train(image, model, seven, device="cpu")
+    with pytest.raises(InputError, match="is the input"):  # the model file replaced by its own fine-tuning
+        self_train(image, save_model(model, tmp_path / "m.safetensors"), out=tmp_path / "m.safetensors", overwrite=True)
     token = CancelToken()
     token.cancel()
     with pytest.raises(Cancelled):

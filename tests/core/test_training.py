@@ -951,3 +951,15 @@ def test_fine_tuning_with_the_classes_numbered_otherwise_is_warned_about(phantom
         train(image, sparse, **dict(FAST, epochs=1, init=parent, class_names=["YSZ", "nickel", "pore"]))
     assert "'YSZ' is 1 here but 3 in the model, 'pore' is 3 here but 1 in the model" in caplog.text
     assert "init='random'" in caplog.text
+
+
+def test_the_model_fine_tuned_is_never_the_output(phantom, tmp_path):
+    """QA: train --init X --out X --overwrite replaced the model it started from."""
+    from napari_xrayseg.core.models import save_model
+
+    image, _, sparse = phantom
+    path = save_model(train(image, sparse, **dict(FAST, epochs=1, init=None)), tmp_path / "m.safetensors")
+    before = path.read_bytes()
+    with pytest.raises(InputError, match="is the input"):
+        train(image, sparse, **dict(FAST, epochs=1, init=path, out=path, overwrite=True))
+    assert path.read_bytes() == before

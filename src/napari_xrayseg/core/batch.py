@@ -386,6 +386,17 @@ def _check_names(names: Sequence[str], sources: Sequence[str]) -> None:
 # --------------------------------------------------------------------------- the batch
 
 
+def _check_out_folder(out: Path) -> None:
+    """A batch's ``--out`` is a folder of label files: not a file, not a zarr store (its outputs went inside)."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file: many inputs are written into a folder, one label file each")
+    if out.suffix.lower() == ".zarr" or _is_zarr(out):
+        raise InputError(
+            f"--out {out} is (named as) a zarr store: many inputs are written into a plain folder, one label file "
+            "each (NAME.tif, or NAME.zarr with --format zarr); give a folder name such as labels/"
+        )
+
+
 def _fingerprint(cfg: SegmentConfig, digest: str, shape: tuple[int, ...], source: str) -> dict[str, Any]:
     """What must match for a finished TIFF output to count as this run's result (then skipped)."""
     keys = ("axis", "axes", "tile", "overlap", "batch", "blend", "slab", "precision", "tta", "voxel_size", "unit")
@@ -527,6 +538,7 @@ def iter_segment_many(
     if out is not None:
         folders = [] if isinstance(inputs, dict) else [x for x in inputs if _is_folder(Path(x))]
         check_not_input(out, [*folders, *(s for s in sources if s != "<array>")])  # a rerun would read the outputs
+        _check_out_folder(out)
     model_reads = [model] if isinstance(model, (str, os.PathLike)) else []
     model = as_model(model, resolve_device(cfg.device))  # one load for every input
     digest = model_digest(model) if fmt == "tiff" and out is not None else ""

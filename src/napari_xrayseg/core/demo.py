@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError
 from .progress import ProgressCallback
 from .sample import PHASES
 
@@ -56,6 +57,27 @@ def multi_otsu(image: np.ndarray, order: tuple[int, ...] = (1, 3, 2)) -> np.ndar
     return np.asarray(order, np.uint8)[np.digitize(image, th)]
 
 
+def _check_demo(shape: tuple[int, ...], n_slices: int, minutes: float, size: str, device: str) -> None:
+    """Refuse what the demo would refuse at step 3 of 5, before step 1 writes the sample."""
+    import math
+
+    from .device import resolve_device
+    from .models import _UNET, _presets
+    from .sample import _check_shape
+
+    _check_shape(shape)
+    if isinstance(n_slices, bool) or not isinstance(n_slices, int) or n_slices < 1:
+        raise InputError(f"slices {n_slices!r} must be a positive whole number: the demo paints that many (--slices)")
+    if (
+        isinstance(minutes, bool)
+        or not isinstance(minutes, (int, float))
+        or not (math.isfinite(minutes) and minutes > 0)
+    ):
+        raise InputError(f"minutes {minutes!r} must be a positive number of minutes of training (--minutes)")
+    _presets("unet", _UNET, size)
+    resolve_device(device)
+
+
 def run_demo(
     out: str | os.PathLike = "xrayseg-demo",
     *,
@@ -82,6 +104,7 @@ def run_demo(
     from .sample import make_phantom
     from .training import train
 
+    _check_demo(shape, n_slices, minutes, size, device)  # before the sample is written: a refused run leaves nothing
     outdir = Path(out)
     # written beside an existing folder (with overwrite) and swapped in at the end: a failed or
     # interrupted demo leaves the previous one as it was

@@ -344,6 +344,11 @@ def build_job(
         labels_claim = conf_claim = None
         norm = None
         if cfg.out is not None:
+            if cfg.confidence_out is not None and os.path.abspath(cfg.confidence_out) == os.path.abspath(cfg.out):
+                raise InputError(
+                    f"confidence_out and out are the same path {cfg.out}: give the confidence map its own "
+                    "(--confidence-out), or leave it out to write it beside the labels"
+                )
             labels_claim = claim(
                 cfg.out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=reads, hint=resume_hint, store=True
             )

@@ -417,6 +417,11 @@ def claim(
         except (RuntimeError, OSError) as e:  # a loop of links
             raise InputError(f"{what} {final} is a symlink that leads nowhere ({e}): choose another {option}") from None
     check_not_input(final, inputs, option=option)
+    if final.exists() and not (final.is_file() or final.is_dir()):  # --overwrite made /dev/null a plain file
+        raise InputError(
+            f"{what} {final} is not a regular file (a device, a named pipe or a socket): nothing is written to "
+            f"it or in its place; give a file name ({option})"
+        )
     if store and final.suffix.lower() in NOT_STORE_SUFFIXES:  # a zarr folder named x.tif: no reader opens it
         raise InputError(
             f"{what} {final} is written as a zarr store: name it {final.with_suffix('.zarr')} (label files as "

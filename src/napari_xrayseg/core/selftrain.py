@@ -197,7 +197,7 @@ def iter_self_train(
         raise InputError(f"threshold {threshold!r} must be in (0, 1), e.g. 0.9")
     if isinstance(slices, bool) or not isinstance(slices, int) or slices < 1:
         raise InputError(f"slices {slices!r} must be a positive integer, e.g. 12")
-    out_path = _out_path(out, overwrite)  # before any work: never end with nowhere to save
+    out_path = _out_path(out, overwrite, model)  # before any work; never the model's own file
     image = check_image(image)
     shape = tuple(int(s) for s in image.shape)
     if labels is not None and tuple(labels.shape) != shape:
@@ -210,6 +210,13 @@ def iter_self_train(
     check(cancel)
     sub = read_block(image, region, what="image").astype(np.float32, copy=False)
     ann = None if labels is None else np.asarray(read_block(labels, region, what="labels"))
+    if ann is not None:
+        extra = sorted(int(v) for v in np.unique(ann) if v and int(v) not in model.info.classes)
+        if extra:  # mixed into the pseudo-labels and scored under the wrong classes
+            raise InputError(
+                f"the labels hold values {extra} that are not classes of the model {list(model.info.classes)}: "
+                "give annotations of the model's classes (0 = not annotated), or fine-tune with train(..., init=model)"
+            )
     yield Progress(0, 2, f"self-training: segmenting {'x'.join(map(str, sub.shape))} voxels as an ensemble")
     gen = iter_segment(sub, model, axis=axis, axes=axes, confidence="maxprob", device=device, cancel=cancel)
     try:

@@ -936,7 +936,8 @@ def _context_rows(ids: list[tuple[int, int]], train: np.ndarray, context: int) -
 # --------------------------------------------------------------------------- helpers
 
 
-def _out_path(out: str | os.PathLike | None, overwrite: bool) -> Path | None:
+def _out_path(out: str | os.PathLike | None, overwrite: bool, start: Any = None) -> Path | None:
+    """The model file to write (``.safetensors`` added), claimed before any work; never the ``start`` model's file."""
     if out is None:
         return None
     p = Path(out)
@@ -944,6 +945,9 @@ def _out_path(out: str | os.PathLike | None, overwrite: bool) -> Path | None:
         p = p.with_name(p.name + ".safetensors")
     if p.is_dir():
         raise InputError(f"model path {p} is a directory: give a file name ending in .safetensors")
+    begun = start if isinstance(start, (str, os.PathLike)) else getattr(start, "path", None)
+    if begun is not None and not (isinstance(begun, str) and begun in _STARTS):  # train --init X --out X
+        check_not_input(p, [begun], option="--out")
     claim(p, overwrite=overwrite, what="model file")  # exists? (the model is written by save_model at the end)
     check_writable(p, "model file")  # before training, not after it: a run must not end with nowhere to save
     return p
@@ -1211,7 +1215,7 @@ def _resolve_batch(batch: int | None, init: ModelInfo | None, arch: str = _D.arc
 def _settings(kw: dict[str, Any], quiet: bool = False) -> dict[str, Any]:
     """Check every argument of :func:`iter_train` (cheap checks first); return them normalised."""
     s = dict(kw)
-    s["out_path"] = _out_path(kw["out"], kw["overwrite"])  # before any work: never end with nowhere to save
+    s["out_path"] = _out_path(kw["out"], kw["overwrite"], kw["init"])  # before any work: never end with nowhere to save
     s["epochs"] = None if kw["epochs"] is None else _check_positive_int("epochs", kw["epochs"])
     if s["epochs"] is None and isinstance(kw["init"], str) and kw["init"] == PRETRAINED:
         s["epochs"] = PRETRAINED_EPOCHS  # longer fine-tuning on a few slices loses what the start knows
@@ -2571,7 +2575,7 @@ def _iter_auto_start(args: dict[str, Any], rest: dict[str, Any]) -> Generator[Pr
     if why is not None:
         log.info("init='auto': training from random weights (%s)", why)
         return (yield from iter_train(**rest, **{**kw, "init": None, "blend": None}))
-    out_path = _out_path(args["out"], args["overwrite"])  # before any work, as iter_train does
+    out_path = _out_path(args["out"], args["overwrite"], args["init"])  # before any work, as iter_train does
     t0 = time.perf_counter()
     epochs, minutes = args["epochs"], args["minutes"]
     pre_epochs = min(PRETRAINED_EPOCHS, epochs) if epochs else PRETRAINED_EPOCHS
