@@ -10,7 +10,7 @@ import zarr
 from tests.faults import NthCheck
 
 from napari_xrayseg import continue_training, predict_slice, rank_slices, suggest_slices, train
-from napari_xrayseg.core.annotation import annotated_slices, even_next, spread_pick
+from napari_xrayseg.core.annotation import annotated_slices, even_next, painted_slices, spread_pick
 from napari_xrayseg.core.errors import Cancelled, InputError, OutputExistsError
 from napari_xrayseg.core.inference import segment
 from napari_xrayseg.core.models import init_model, load_model
@@ -290,17 +290,18 @@ def test_suggest_never_returns_annotated_slices_along_any_axis(trained, sample):
     assert len(picks) == len(set(picks))
     lab = np.zeros_like(truth)
     lab[:, :, [3, 40]] = truth[:, :, [3, 40]]
-    lab[2, 10, 7] = 1  # one painted pixel annotates slice 7 along X
+    lab[2, 10, 7] = 1  # one painted pixel does not make slice 7 along X done (QA: it was "annotated")
+    lab[:, :, 50][:8, :8] = 1  # 64 of 4096 pixels painted: 1.6 %, annotated
     r = rank_slices(image, model, lab, axis=2, count=5, device="cpu")
-    assert r.annotated == [3, 7, 40] and r.axis == 2 and len(r.uncertainty) == 64
-    assert not {3, 7, 40} & set(r.suggested) and all(0 <= s < 64 for s in r.suggested)
-    assert np.isnan(r.uncertainty[[3, 7, 40]]).all()
+    assert r.annotated == [3, 40, 50] and r.axis == 2 and len(r.uncertainty) == 64
+    assert not {3, 40, 50} & set(r.suggested) and all(0 <= s < 64 for s in r.suggested)
+    assert np.isnan(r.uncertainty[[3, 40, 50]]).all() and np.isfinite(r.uncertainty[7])
     # spread: with the default penalty no two suggestions are neighbours, none touches an annotated slice
-    assert min(abs(a - b) for a in r.suggested for b in [*r.suggested, 3, 7, 40] if a != b) > 1
+    assert min(abs(a - b) for a in r.suggested for b in [*r.suggested, 3, 40, 50] if a != b) > 1
     # each pick says why; a margin no score clears gives the evenly spaced slices
     assert len(r.reasons) == 5 and set(r.reasons) <= {"score", "gap"} and r.margin == 0.5
     even = rank_slices(image, model, lab, axis=2, count=4, margin=1e9, device="cpu")
-    taken = [3, 7, 40]
+    taken = [3, 40, 50]
     for p in even.suggested:
         assert p == even_next(64, taken)
         taken.append(p)
@@ -310,11 +311,31 @@ def test_suggest_never_returns_annotated_slices_along_any_axis(trained, sample):
             rank_slices(image, model, lab, margin=bad, device="cpu")
 
 
+def test_painted_slices_leave_out_strokes_and_planes_along_other_axes(tmp_path):
+    lab = np.zeros((10, 40, 30), np.uint8)
+    lab[:, 7, :] = 2  # an xz plane: a line in every z slice
+    lab[:, :, 20] = 3  # a yz plane
+    lab[4] = 1  # a z slice
+    lab[8, :5, :5] = 1  # 25 of 1200 pixels: 2 %, annotated
+    lab[2, 0, 0] = 1  # a stroke
+    z = zarr.create_array(str(tmp_path / "l.zarr"), shape=lab.shape, chunks=(3, 40, 30), dtype="uint8")
+    z[:] = lab
+    for labels in (lab, z):  # in memory, and read a chunk at a time (block edges inside the z range)
+        assert painted_slices(labels) == [4, 8]
+        assert painted_slices(labels, axis=1) == [0, 1, 2, 3, 4, 7]  # the corner patch is 5 of 300 pixels of each
+        assert painted_slices(labels, axis=2) == [0, 1, 2, 3, 4, 20]
+    assert annotated_slices(lab) == list(range(10))
+    full = np.ones((6, 8, 8), np.uint8)  # every slice along every axis painted: all annotated
+    assert painted_slices(full) == list(range(6)) and painted_slices(full, axis=2) == list(range(8))
+
+
 def test_suggest_subsamples_long_axes_crops_big_slices_and_cancels(trained, sample, tmp_path):
     model, ann = trained
     image, _ = sample
     r = rank_slices(image, model, axis=1, count=2, max_slices=10, max_side=32, device="cpu")
-    assert rank_slices(image, model, ann, axis=1, device="cpu").suggested == []  # Z slices annotate every row
+    # Z slices painted cross every Y slice in a line: the Y slices are still to annotate (QA: none was suggested)
+    along_y = rank_slices(image, model, ann, axis=1, count=2, device="cpu")
+    assert along_y.annotated == [] and len(along_y.suggested) == 2
     assert np.isfinite(r.uncertainty).sum() == 10
     z = zarr.open_array(store=str(tmp_path / "a.zarr"), mode="w", shape=ann.shape, chunks=(3, 64, 64), dtype="uint8")
     z[:] = ann
@@ -469,7 +490,19 @@ def test_loop_study_tiny_runs_every_strategy_and_writes_table_json_plot(tmp_path
         if r["why"] == "gap":
             assert r["added"] == even_next(8, r["annotated"][:-1])
     assert by[("even", 1)]["mean_dice"] == by[("suggest", 1)]["mean_dice"]  # one shared first model
+    # scored on the slices no strategy annotated (QA: the whole volume counted each run's trained slices)
+    union = {k for r in res.runs for k in r["annotated"]}
+    free = [i for i in range(8) if i not in union]
+    for r in res.runs:
+        assert "pred" not in r and r["held_out_slices"] == len(free) > 0 and 0 <= r["held_out_dice"] <= 1
+
+    summary = {(x["strategy"], x["slices"]): x for x in res.summary}
+    even3 = [r for r in res.runs if (r["strategy"], r["slices"]) == ("even", 3)]
+    assert summary[("even", 3)]["mean"] == pytest.approx(even3[0]["held_out_dice"])
+    assert summary[("even", 3)]["mean_all"] == pytest.approx(even3[0]["mean_dice"])
+    assert summary[("even", 3)]["scored"] == "held-out"
     table = (tmp_path / "s" / "study.md").read_text()
+    assert "on the slices no strategy annotated" in table
     assert "| suggest |" in table and "slices to reach even's 3-slice Dice" in table
     assert json.loads((tmp_path / "s" / "study.json").read_text())["settings"]["phantom"]["noise"] == 2.0
     from PIL import Image

@@ -98,6 +98,8 @@ def test_annotate_loop_end_to_end(make_napari_viewer, qtbot, trained, tmp_path):
     np.testing.assert_array_equal(lab.data[s, 10:], pred[10:])
     others = np.delete(np.arange(8), s)
     np.testing.assert_array_equal(lab.data[others], before[others])  # only this slice
+    # the ranking shows the copied slice annotated, no longer suggested (QA: the plot kept the old marks)
+    assert s in w.ranking.annotated and s not in w.ranking.suggested
     lab.undo()
     np.testing.assert_array_equal(lab.data, before)
     lab.redo()
@@ -112,6 +114,7 @@ def test_annotate_loop_end_to_end(make_napari_viewer, qtbot, trained, tmp_path):
     qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
     new = path.with_name("model-r1.safetensors")
     assert new.exists() and str(w._model_file.value) == str(new)
+    assert w.ranking is None  # the old model's scores are gone: Suggest ranks with the new one
     m1 = load_model(new)
     assert [x["round"] for x in m1.info.train["rounds"]] == [0, 1]
     assert m1.info.train["rounds"][1]["annotated_slices"] == sorted({1, 5, s})
@@ -248,19 +251,29 @@ def test_outputs_of_a_rotated_image_overlay_it(make_napari_viewer, qtbot, traine
         assert np.allclose(p.data_to_world((0, y, x)), img.data_to_world((3, y, x)))
 
 
-def test_suggest_says_why_nothing_is_left(make_napari_viewer, qtbot, trained):
-    """One stroke along y crosses every z slice: the widget said only 'none left'."""
+def test_a_plane_along_y_leaves_the_z_slices_to_suggest_and_all_painted_says_why(make_napari_viewer, qtbot, trained):
+    """One plane painted along y crosses every z slice in a line: no z slice was suggested any more (QA)."""
     image, truth, _, path = trained
     crossing = np.zeros_like(truth)
     crossing[:, 30, :] = truth[:, 30, :]
+    crossing[2, 5, 5] = 1  # a stroke: slice 2 is not done
     viewer = make_napari_viewer()
     viewer.add_image(image, name="img")
-    viewer.add_labels(crossing, name="painted")
+    lab = viewer.add_labels(crossing, name="painted")
     w = AnnotateWidget(viewer)
     w._model_file.value = path
     w._suggest.clicked.emit()
     qtbot.waitUntil(lambda: w.ranking is not None and not w.suggest_runner.running, timeout=60_000)
-    assert w.ranking.suggested == [] and w._status.value.startswith("nothing to suggest: every slice along axis 0")
+    assert w.ranking.annotated == [] and len(w.ranking.suggested) == w._count.value > 0
+    w.go_to_next()  # the first suggestion, though its slice holds a line of the plane
+    assert viewer.dims.current_step[0] == w.ranking.suggested[0]
+    lab.data = truth.copy()  # every slice painted
+    from qtpy.QtWidgets import QApplication
+
+    qtbot.wait(QApplication.doubleClickInterval() + 100)  # a second click within it counts as a double click
+    w._suggest.clicked.emit()
+    qtbot.waitUntil(lambda: not w.suggest_runner.running and w.ranking.suggested == [], timeout=60_000)
+    assert w._status.value.startswith("nothing to suggest: every slice along axis 0 is annotated")
 
 
 def test_new_data_in_the_image_layer_gets_a_preview_of_its_own(make_napari_viewer, qtbot, trained):

@@ -42,6 +42,26 @@ from ..core.progress import CancelToken, Progress
 log = logging.getLogger(__name__)
 
 
+#: On close, how long the GUI waits for a cancelled job to stop (and save what it keeps) before it goes on.
+SHUTDOWN_WAIT_S = 30.0
+
+
+def _wait_for(done: threading.Event | None, desc: str) -> None:
+    """Wait for a cancelled job's thread to end.
+
+    Left running, it signalled into deleted Qt objects as Python exited (napari aborted,
+    "wrapped C/C++ object ... has been deleted"), and what it saves could be cut off.
+    """
+    if done is None or done.is_set():
+        return
+    if not done.wait(SHUTDOWN_WAIT_S):
+        log.warning("%s did not stop within %g s of its window closing", desc, SHUTDOWN_WAIT_S)
+        return
+    from qtpy.QtCore import QThreadPool
+
+    QThreadPool.globalInstance().waitForDone(2000)  # its last signals (returned, finished) sent
+
+
 def show_error(message: object) -> None:
     """An error notification in the widgets' words (:func:`~napari_xrayseg.core.errors.for_gui`)."""
     notifications.show_error(for_gui(message))
@@ -115,6 +135,8 @@ class JobRunner:
         self._bar: Any = None
         self._after: list[Callable[[], None]] = []
         self._closed = False  # the GUI went away (window closed, widget deleted)
+        self._done: threading.Event | None = None  # set when the running job's thread is done with it
+        self.desc_running = ""
         self._warnings: _Warnings | None = None  # the running job's logged warnings
         try:
             button.native.destroyed.connect(self.shutdown)
@@ -220,6 +242,7 @@ class JobRunner:
                 on_failed(why)
 
         warnings = self._warnings
+        done = self._done = threading.Event()
 
         def run(**kw: Any) -> Generator[Progress, None, Any]:
             warnings.threads.add(threading.get_ident())  # the warnings of this thread are this job's
@@ -234,7 +257,9 @@ class JobRunner:
                 raise
             finally:  # here, not on the GUI thread: a napari session lives on, give GPU memory back
                 release_memory()
+                done.set()
 
+        self.desc_running = desc
         worker = create_worker(run, cancel=self.token, _ignore_errors=True, _worker_class=_TokenWorker, **kwargs)
         worker.on_quit = self.shutdown
         worker.yielded.connect(yielded)
@@ -284,6 +309,7 @@ class JobRunner:
         if self.token is not None and self._running:
             log.info("cancelling the running job: its widget was closed")
             self.token.cancel()
+            _wait_for(self._done, self.desc_running)
 
     def after_finish(self, fn: Callable[[], None]) -> None:
         """Call ``fn`` once the current job has finished (e.g. to chain a second job)."""
@@ -503,6 +529,7 @@ class LatestRunner:
         self._kept: list[tuple[Any, Callable[..., Any], Callable[[Any, Any], None], dict[str, Any]]] = []
         self._running = False
         self._closed = False
+        self._done: threading.Event | None = None
 
     @property
     def busy(self) -> bool:
@@ -537,6 +564,8 @@ class LatestRunner:
         self._closed = True
         self._pending = None
         self._kept.clear()
+        if self._running:
+            _wait_for(self._done, self.desc)
 
     def _launch(self) -> None:
         if (self._pending is None and not self._kept) or self._closed:
@@ -559,7 +588,15 @@ class LatestRunner:
             else:
                 raise exc
 
-        worker = create_worker(fn, _ignore_errors=True, **kwargs)
+        done = self._done = threading.Event()
+
+        def job(**kw: Any) -> Any:
+            try:
+                return fn(**kw)
+            finally:
+                done.set()
+
+        worker = create_worker(job, _ignore_errors=True, **kwargs)
         worker.returned.connect(returned)
         worker.errored.connect(errored)
         worker.finished.connect(self._finished)

@@ -14,6 +14,7 @@ its mistakes, and continue training from the current model. Console equivalent::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from ..core.annotation import (
     SliceRanking,
     iter_continue_training,
     iter_rank_slices,
+    painted_slices,
     predict_slice,
     slice_normalization,
 )
@@ -432,6 +434,16 @@ class AnnotateWidget(JobWidget):
         with labels.block_history():  # one undo step for the whole slice
             labels.data_setitem(tuple(idx), lab[mask])
         self._status.value = f"copied {int(mask.sum())} pixels of slice {index} (axis {axis}); Ctrl+Z undoes"
+        self._refresh_ranking(labels, index)
+
+    def _refresh_ranking(self, labels: Any, current: int | None = None) -> None:
+        """Redraw the ranking with the slices annotated now (a copied slice turns green, leaves the suggestions)."""
+        r = self.ranking
+        if r is None or labels is None:
+            return
+        done = painted_slices(labels.data, axis=r.axis)
+        self.ranking = dataclasses.replace(r, annotated=done, suggested=[s for s in r.suggested if s not in set(done)])
+        self.plot.draw(self.ranking, current)
 
     # ------------------------------------------------------------------ suggest
     def _suggest_inputs(self) -> dict[str, Any]:
@@ -472,8 +484,8 @@ class AnnotateWidget(JobWidget):
             )
         if not ranking.suggested:  # as the command line says it
             self._status.value = (
-                f"nothing to suggest: every slice along axis {ranking.axis} already holds annotations (a stroke on "
-                "a slice along another axis crosses them all); annotate along another axis, or check the painted ones"
+                f"nothing to suggest: every slice along axis {ranking.axis} is annotated (1 % or more of it painted, "
+                "planes painted along the other axes left out); annotate along another axis, or continue training"
             )
             return
         self._status.value = (
@@ -487,10 +499,11 @@ class AnnotateWidget(JobWidget):
             show_info("no suggestions yet: press 'Suggest slices'")
             return
         labels = self._labels.value
+        done = set(painted_slices(labels.data, axis=r.axis)) if labels is not None else set()  # not a stroke
         for _ in range(len(r.suggested)):
             s = r.suggested[self._next % len(r.suggested)]
             self._next += 1
-            if labels is None or not np.take(labels.data, s, axis=r.axis).any():
+            if s not in done:
                 break
         else:
             show_info("every suggested slice is annotated now: continue training, then suggest again")
@@ -598,6 +611,9 @@ class AnnotateWidget(JobWidget):
             return
         self.model = model
         self._last = None
+        if self.ranking is not None:  # the scores were the old model's: rank again with this one
+            self.ranking = None
+            self.plot.draw(None)
         if path is not None:
             self._model_file.changed.disconnect(self._on_model_file)
             try:

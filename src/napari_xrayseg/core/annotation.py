@@ -366,6 +366,75 @@ def annotated_slices(labels: Any, *, axis: int = 0) -> list[int]:
     return out
 
 
+#: The annotation loop counts a slice as annotated when at least this share of its pixels is painted,
+#: not counting the lines that planes painted along the other axes leave in it (a stroke is not a done slice).
+PAINTED_SHARE = 0.01
+#: ... a plane along another axis counts as painted (its crossing lines left out) from this share of its pixels.
+PLANE_SHARE = 0.5
+
+
+def painted_slices(labels: Any, *, axis: int = 0) -> list[int]:
+    """Slices along ``axis`` the annotation loop counts as annotated: :data:`PAINTED_SHARE` of them painted.
+
+    Unlike :func:`annotated_slices` (any nonzero pixel), a few strokes do not make a slice done, and
+    one plane painted along another axis (which crosses every slice along ``axis`` in a line) does
+    not make every slice annotated: its pixels are left out of the count. A slice painted over
+    :data:`PLANE_SHARE` of itself is annotated whatever crosses it.
+
+    Examples
+    --------
+    >>> lab = np.zeros((8, 16, 16), np.uint8)
+    >>> lab[:, 5, :] = 1  # an xz plane
+    >>> lab[3] = 2  # a z slice
+    >>> lab[6, 1, 1] = 1  # a stroke
+    >>> annotated_slices(lab), painted_slices(lab), painted_slices(lab, axis=1)
+    ([0, 1, 2, 3, 4, 5, 6, 7], [3], [5])
+    """
+    if len(labels.shape) != 3:
+        return annotated_slices(labels, axis=axis)
+    axis = normalize_axis(axis, 3)
+    vol = _volume(labels, "labels")
+    shape = tuple(int(n) for n in vol.shape)
+    counts = [np.zeros(n, np.int64) for n in shape]  # painted pixels per slice along each axis
+    depth = 16
+    chunks = getattr(vol, "chunks", None)
+    if chunks is not None and not isinstance(chunks[0], tuple):  # zarr: read whole chunks
+        depth = int(chunks[0])
+
+    def blocks() -> Generator[tuple[int, np.ndarray], None, None]:
+        for lo in range(0, shape[0], depth):
+            hi = min(shape[0], lo + depth)
+            where = f" (slices {lo}..{hi - 1} along axis 0)"
+            block = np.asarray(read_block(vol, (slice(lo, hi),), what="labels" + where))
+            yield lo, check_labels(block, where=where) > 0
+
+    for lo, m in blocks():
+        counts[0][lo : lo + len(m)] += m.sum(axis=(1, 2))
+        counts[1] += m.sum(axis=(0, 2))
+        counts[2] += m.sum(axis=(0, 1))
+    size = [int(np.prod(shape)) // n for n in shape]  # pixels of a slice along each axis
+    planes = {b: np.flatnonzero(counts[b] >= PLANE_SHARE * size[b]) for b in range(3) if b != axis}
+    if all(len(p) == 0 for p in planes.values()):
+        own = counts[axis]
+    else:
+        own = np.zeros(shape[axis], np.int64)
+        for lo, m in blocks():
+            for b, idx in planes.items():
+                index: list[Any] = [slice(None)] * 3
+                if b == 0:
+                    idx = idx[(idx >= lo) & (idx < lo + len(m))] - lo
+                index[b] = idx
+                m[tuple(index)] = False  # the crossing lines of a plane painted along another axis
+            sl = m.sum(axis=tuple(d for d in range(3) if d != axis))
+            if axis == 0:
+                own[lo : lo + len(m)] += sl
+            else:
+                own += sl
+    need = max(1, math.ceil(PAINTED_SHARE * size[axis]))
+    plane = counts[axis] >= PLANE_SHARE * size[axis]  # a slice mostly painted is done, whatever crosses it
+    return [int(i) for i in np.flatnonzero((own >= need) | plane)]
+
+
 @dataclass
 class SliceRanking:
     """Slices ranked for annotation, with the per-slice score behind the ranking.
@@ -678,7 +747,7 @@ def iter_rank_slices(
     if labels is not None:
         if tuple(labels.shape) != tuple(image.shape):
             raise InputError(f"labels shape {tuple(labels.shape)} does not match image shape {tuple(image.shape)}")
-        annotated = annotated_slices(labels, axis=axis)
+        annotated = painted_slices(labels, axis=axis)  # strokes and crossing planes do not make a slice done
     ann = set(annotated)
     free = [i for i in range(n) if i not in ann]
     if max_slices is not None and len(free) > max_slices:  # evenly spaced sample of the free slices
