@@ -316,10 +316,50 @@ def _predict_many(a: argparse.Namespace) -> int:
     for flag, v in (("--workers", a.workers), ("--scheduler", a.scheduler), ("--confidence-out", a.confidence_out)):
         if v is not None:
             raise InputError(f"{flag} segments one volume: give a single --image (a batch names its outputs itself)")
+    from .core.errors import Cancelled
+    from .core.progress import CancelToken, signals_cancel
+
     replace_summary = False
     if a.summary is not None:  # refuse a bad or taken summary path now, not after the whole batch
         replace_summary = check_summary_path(a.summary, overwrite=a.overwrite)
-    summary = segment_many(
+    token = CancelToken()
+    note = "predict: stopping after the current slab (Ctrl-C again quits at once); the same command continues"
+    got: list[int] = []
+    try:
+        with signals_cancel(
+            token, note, got
+        ):  # the first Ctrl-C (or SIGTERM) stops cleanly: the table says what is done
+            summary = _segment_many(a, segment_many, token)
+    except Cancelled as e:
+        done = getattr(e, "result", None)
+        if done is not None:
+            print(done.table())
+            if a.summary is not None:
+                print(f"wrote the summary to {done.write(a.summary, overwrite=replace_summary)}")
+        term = signal.SIGTERM in got
+        print(
+            f"xrayseg predict: {'terminated' if term else 'interrupted'}: finished inputs are kept, and the same "
+            "command skips them and resumes the one cut short",
+            file=sys.stderr,
+        )
+        return 143 if term else 130
+    print(summary.table())
+    if a.summary is not None:
+        print(f"wrote the summary to {summary.write(a.summary, overwrite=replace_summary)}")
+    failed = summary.failed
+    if failed:
+        names = ", ".join(r.name for r in failed[:5]) + (", ..." if len(failed) > 5 else "")
+        rest = (
+            "the others are written, and a rerun skips them"
+            if len(failed) < len(summary.results)
+            else "no output was written" + (" (only the summary, which says why)" if a.summary is not None else "")
+        )
+        raise InputError(f"{len(failed)} of {len(summary.results)} inputs failed ({names}): see the table; {rest}")
+    return 0
+
+
+def _segment_many(a: argparse.Namespace, segment_many: Any, token: Any) -> Any:
+    return segment_many(
         a.image,
         a.model,
         out_dir=a.out,
@@ -344,20 +384,8 @@ def _predict_many(a: argparse.Namespace) -> int:
         unit=a.unit,
         nodata=a.nodata,
         progress=_ProgressPrinter("predict"),
+        cancel=token,
     )
-    print(summary.table())
-    if a.summary is not None:
-        print(f"wrote the summary to {summary.write(a.summary, overwrite=replace_summary)}")
-    failed = summary.failed
-    if failed:
-        names = ", ".join(r.name for r in failed[:5]) + (", ..." if len(failed) > 5 else "")
-        rest = (
-            "the others are written, and a rerun skips them"
-            if len(failed) < len(summary.results)
-            else "no output was written" + (" (only the summary, which says why)" if a.summary is not None else "")
-        )
-        raise InputError(f"{len(failed)} of {len(summary.results)} inputs failed ({names}): see the table; {rest}")
-    return 0
 
 
 def _cmd_study(a: argparse.Namespace) -> int:

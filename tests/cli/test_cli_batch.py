@@ -142,3 +142,37 @@ def test_killed_batch_reruns_to_the_clean_result(tmp_path, setup):
         np.testing.assert_array_equal(
             tifffile.imread(out / f"{name}.tif"), tifffile.imread(tmp_path / "clean" / f"{name}.tif")
         )
+
+
+def test_ctrl_c_in_a_many_input_predict_prints_what_is_done_and_a_rerun_finishes(tmp_path, capsys, monkeypatch):
+    """QA: Ctrl-C printed only "interrupted": no table, no --summary, no word that a rerun continues."""
+    from napari_xrayseg import cli
+
+    rng = np.random.default_rng(1012)
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b", "c"):
+        write_volume(tmp_path / "in" / f"{name}.zarr", rng.random((4, 32, 32), dtype=np.float32))
+    assert main(["init-model", "--out", str(tmp_path / "m"), "--size", "tiny", "--tile", "32"]) == 0
+    shown = cli._ProgressPrinter.__call__
+    sent = []
+
+    def ctrl_c_in_file_2(self, p):
+        if "file 2/3" in p.message and not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)  # handled at once, in this (the main) thread
+        shown(self, p)
+
+    monkeypatch.setattr(cli._ProgressPrinter, "__call__", ctrl_c_in_file_2)
+    argv = ["predict", "--image", str(tmp_path / "in"), "--model", str(tmp_path / "m.safetensors")]
+    argv += ["--out", str(tmp_path / "out"), "--summary", str(tmp_path / "s.csv"), "--tile", "32"]
+    capsys.readouterr()
+    assert main(argv) == 130
+    out, err = capsys.readouterr()
+    assert "a " in out and "done" in out and "cancelled" in out  # the table: what finished, what did not
+    assert "the same command skips them and resumes" in err
+    assert "cancelled" in (tmp_path / "s.csv").read_text()
+    monkeypatch.setattr(cli._ProgressPrinter, "__call__", shown)
+    assert main(argv[:-4] + ["--tile", "32"]) == 0  # the same command (no summary this time): skips a, does b, c
+    out = capsys.readouterr().out
+    assert "1 skipped" in out and "2 done" in out
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.tif", "b.tif", "c.tif"]

@@ -595,3 +595,20 @@ def test_slices_far_below_the_others_are_named():
     assert r.outlier_slices()[0][0] == 7 and len(r.outlier_slices()) == 1
     assert "1 slice far below the others: 7 (" in repr(r)
     assert evaluate(truth, truth).outlier_slices() == [] and "far below" not in repr(evaluate(truth, truth))
+
+
+def test_a_truth_class_the_prediction_lacks_and_too_few_names_are_said(tmp_path, caplog, tiny_model):
+    """QA: truth label 7 scored Dice 0 and lowered the mean without a word; two names for three classes were half
+    applied."""
+    from napari_xrayseg.core.inference import segment
+
+    vol = np.random.default_rng(1010).random((4, 32, 32), dtype=np.float32)
+    pred = segment(vol, tiny_model, out=tmp_path / "p.zarr", tile=32, device="cpu")
+    truth = np.asarray(pred).copy()
+    truth[0, :4, :4] = 7
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        evaluate(str(tmp_path / "p.zarr"), truth)
+    assert "no voxel of class 7, which the truth holds: Dice 0, counted in the mean Dice" in caplog.text
+    assert "7 is no class of the model that made the prediction (classes [1, 2, 3])" in caplog.text
+    with pytest.raises(InputError, match=r"class_names has 2 names for the classes \[1, 2, 3, 7\]"):
+        evaluate(str(tmp_path / "p.zarr"), truth, class_names=["a", "b"])

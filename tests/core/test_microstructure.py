@@ -833,3 +833,10 @@ def test_warnings_for_a_binary_mask_and_absent_phases(caplog):
     assert "phases [7] are absent" in caplog.text
     with pytest.raises(InputError, match=r"^labels \(slices 0\.\.1\) hold negative values"):
         analyze(np.full((2, 4, 4), -1, np.int16), **kw)
+
+
+def test_tpb_phases_naming_an_absent_label_are_warned(caplog):
+    lab = np.random.default_rng(1011).integers(1, 4, (6, 16, 16)).astype(np.uint8)
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        m = ms.analyze(lab, tpb_phases=(1, 2, 9), tortuosity=False, connectivity=False, mean_size=False)
+    assert m.tpb_density == 0 and "no voxel holds label 9" in caplog.text

@@ -1178,6 +1178,14 @@ def iter_evaluate(
         from .io import class_names_of
 
         class_names = class_names_of(pred) or class_names_of(truth)
+    if class_names is not None and not isinstance(class_names, dict):
+        named = [c for c in report.classes if c != 0]
+        if len(list(class_names)) < max(named, default=0):  # half applied, the rest shown as numbers
+            raise InputError(
+                f"class_names has {len(list(class_names))} names for the classes {named} scored: name labels "
+                f"1 to {max(named)} (--names: one per label value, in order)"
+            )
+    _warn_unpredicted(report, pred)
     if class_names is not None:
         names = dict(class_names) if isinstance(class_names, dict) else dict(enumerate(class_names, start=1))
         # a model trained without names records "class 1", ...: shown beside the number it doubled it ("1 class 1")
@@ -1195,6 +1203,36 @@ def iter_evaluate(
     report.provenance = record
     log.debug("evaluated %s: mean dice %s", cm.shape, report.mean_dice)
     return report
+
+
+def _warn_unpredicted(report: Report, pred: Any) -> None:
+    """Say which truth classes the prediction has no voxel of: each scores Dice 0 and lowers the mean."""
+    from .writer import read_output_meta
+
+    lost = [
+        c
+        for c in report.classes
+        if report.per_class[c].get("voxels_pred") == 0 and report.per_class[c].get("voxels_truth")
+    ]
+    if not lost:
+        return
+    from .output import source_path
+
+    src = source_path(pred)
+    meta = (read_output_meta(src) if src is not None and src.exists() else None) or {}
+    known = meta.get("classes")
+    strange = [c for c in lost if isinstance(known, list) and c not in known]
+    hint = (
+        f"; {', '.join(map(str, strange))} {'is' if len(strange) == 1 else 'are'} no class of the model that made the "
+        f"prediction (classes {known}): relabel the truth to its label values"
+        if strange
+        else ""
+    )
+    log.warning(
+        "the prediction has no voxel of class %s, which the truth holds: Dice 0, counted in the mean Dice%s",
+        ", ".join(map(str, lost)),
+        hint,
+    )
 
 
 @python_numbers

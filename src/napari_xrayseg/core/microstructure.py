@@ -1369,6 +1369,14 @@ def iter_analyze(
 
     tpb_density = tpb_edges = None
     tpb_set: tuple[int, ...] | None = tpb_phases
+    missing = [p for p in tpb_phases or () if p not in present]
+    if missing:  # a TPB density of 0 from a typo (--tpb-phases 1 2 9), not from the material
+        log.warning(
+            "tpb_phases %s: no voxel holds label %s (labels present: %s), so the TPB density is 0; check the labels",
+            list(tpb_phases or ()),
+            ", ".join(map(str, missing)),
+            present,
+        )
     if tpb_phases is None and len(present) == 3:
         tpb_set = tuple(present)
     elif tpb_phases is None:
