@@ -539,3 +539,32 @@ def test_loop_study_from_the_pretrained_start_measures_the_default_3d_model(tmp_
     assert json.loads((tmp_path / "s" / "study.json").read_text())["settings"]["init"] == "pretrained"
     with pytest.raises(InputError, match="study init 'imagenet'"):
         loop_study(shape=(8, 32, 32), init="imagenet")
+
+
+def test_a_cancelled_round_on_few_slices_is_compared_with_the_model_before_it(trained, sample, monkeypatch):
+    """QA: under 5 annotated slices no slice is held out, so a cancelled round's partial model was always kept
+    (0.45 held-out Dice against 0.86 before the round, at a harmful learning rate)."""
+    import copy
+
+    from napari_xrayseg.core import training
+    from napari_xrayseg.core.annotation import iter_continue_training
+    from napari_xrayseg.core.progress import drain
+
+    model, ann = trained
+    image, _ = sample
+    bad = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in bad.network.parameters():
+            p.mul_(-1.0)  # a diverged round: it answers the wrong classes
+    bad.info.train = {**model.info.train, "val_slices": [], "annotated_slices": [1, 5]}
+
+    def cancelled(*_a, **_k):
+        err = Cancelled("training cancelled after 1 epoch")
+        err.result = bad
+        raise err
+        yield  # a generator, as iter_train
+
+    monkeypatch.setattr(training, "iter_train", cancelled)
+    with pytest.raises(Cancelled, match=r"keeping the model from before the round \(annotated-slice Dice") as e:
+        drain(iter_continue_training(image, ann, model, epochs=2, device="cpu"))
+    assert e.value.result is model

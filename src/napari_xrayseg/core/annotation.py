@@ -1164,13 +1164,21 @@ def iter_continue_training(
         if partial is not None:
             held = partial.info.train.get("val_slices") or []
             axis = int(partial.info.train.get("axis", 0))
+            on = "held-out"
+            if not held:  # under 5 annotated slices validation holds out blocks, not slices: compare on all of them
+                ann = partial.info.train.get("annotated_slices") or []
+                held, on = ([int(k) for k in ann] if all(isinstance(k, int) for k in ann) else []), "annotated-slice"
             old = _held_out_dice(base, image, labels, axis, held, device) if held else None
-            new_d = partial.info.validation[0]
+            new_d = (
+                partial.info.validation[0]
+                if on == "held-out"
+                else _held_out_dice(partial, image, labels, axis, held, device)
+            )
             if old is None or new_d is None or new_d >= old:
                 keep = merged(partial)
-                why = f"the round's model so far, {partial.info.validation[1]} (held-out Dice {new_d} vs {old} before)"
+                why = f"the round's model so far, {partial.info.validation[1]} ({on} Dice {new_d} vs {old} before)"
             else:
-                why = f"the model from before the round (held-out Dice {old:.4f} vs {new_d:.4f} for the round)"
+                why = f"the model from before the round ({on} Dice {old:.4f} vs {new_d:.4f} for the round)"
         else:
             why = "the model from before the round (no epoch finished)"
         err = Cancelled(f"{e}; keeping {why}")
