@@ -1051,6 +1051,14 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     )
     pred = open_volume(a.pred, dataset=a.pred_dataset)
     truth = open_volume(a.truth, dataset=a.truth_dataset)
+    image = open_volume(a.image) if a.figures and a.image else None
+    if image is not None and tuple(image.shape) != tuple(pred.shape):  # said now, not after the scoring
+        from .core.errors import InputError
+
+        raise InputError(
+            f"--image {a.image} has shape {tuple(image.shape)}, the prediction {tuple(pred.shape)}: give the image "
+            "that was segmented (the figures overlay the labels on it)"
+        )
     from .core.io import read_class_names
 
     names = (
@@ -1085,7 +1093,6 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     if a.figures:
         from .core.figures import save_figures
 
-        image = open_volume(a.image) if a.image else None
         vox = _voxel_size(a, a.pred, a.pred_dataset)  # --voxel-size, else the prediction's file's
         kw = {"voxel_size": vox[0], "unit": vox[1]} if vox is not None and vox[1] != "voxel" else {}
         for f in save_figures(report, image, pred, truth, a.figures, axis=a.axis, overwrite=a.overwrite, **kw):

@@ -81,3 +81,16 @@ def test_options_are_spelt_out_and_special_files_are_never_replaced(tmp_path, ca
     assert rc == 2 and "is not a regular file" in capsys.readouterr().err
     assert (tmp_path / "pipe.json").is_fifo()
     assert main(["model-info", "-v", str(tmp_path / "nothing.safetensors")]) == 2  # -v after the command too
+
+
+def test_evaluate_refuses_a_figures_image_of_another_shape_before_scoring(tmp_path, capsys):
+    """QA: the wrong --image failed only after the whole report was printed, the figures folder made anyway."""
+    assert main(["sample", "--out", str(tmp_path / "s"), "--shape", "4", "32", "32"]) == 0
+    assert main(["sample", "--out", str(tmp_path / "o"), "--shape", "5", "32", "32"]) == 0
+    truth = str(tmp_path / "s" / "truth.zarr")
+    capsys.readouterr()
+    argv = ["evaluate", "--pred", truth, "--truth", truth, "--figures", str(tmp_path / "fig")]
+    assert main([*argv, "--image", str(tmp_path / "o" / "image.zarr")]) == 2
+    out, err = capsys.readouterr()
+    assert "has shape (5, 32, 32), the prediction (4, 32, 32)" in err and "mean Dice" not in out
+    assert not (tmp_path / "fig").exists()
