@@ -1837,9 +1837,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for extra in _EXTRA_COMMANDS:
         extra(sub)
-    for p in sub.choices.values():  # xrayseg predict -v ... as well as xrayseg -v predict ...
+    for p in sub.choices.values():  # xrayseg predict -v ... as well as xrayseg -v predict ... (counted together)
         p.add_argument(
-            "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log output (-vv for debug)"
+            "-v", "--verbose", dest="verbose_here", action="count", default=0, help="more log output (-vv for debug)"
         )
     return parser
 
@@ -1915,6 +1915,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _ctrl_c_held():
             parser = build_parser()  # imports torch: Ctrl-C is held until it is done
         args = _expand_home(parser.parse_args(argv))
+        args.verbose += getattr(args, "verbose_here", 0)
         command = f"xrayseg {args.command}"
         from .core.provenance import command_line
 

@@ -327,6 +327,10 @@ def test_painted_slices_leave_out_strokes_and_planes_along_other_axes(tmp_path):
     assert annotated_slices(lab) == list(range(10))
     full = np.ones((6, 8, 8), np.uint8)  # every slice along every axis painted: all annotated
     assert painted_slices(full) == list(range(6)) and painted_slices(full, axis=2) == list(range(8))
+    most = np.zeros((32, 40, 40), np.uint8)
+    most[:20] = 1  # 20 of 32 z slices painted make every y and x slice 62 % painted: not planes along y, x
+    most[25, :12] = 2  # a slice 30 % painted still counts (review: it was suggested again)
+    assert painted_slices(most) == [*range(20), 25]
 
 
 def test_suggest_subsamples_long_axes_crops_big_slices_and_cancels(trained, sample, tmp_path):

@@ -133,3 +133,12 @@ def test_a_folder_of_many_inputs_says_what_it_leaves_out(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert collect_inputs([tmp_path]) == [str(tmp_path / "a.zarr")]
     assert "left out 2 entries" in caplog.text and "b, c.raw" in caplog.text
+
+
+def test_a_level_inside_a_bioformats2raw_image_by_dataset(tmp_path):
+    g = zarr.open_group(str(tmp_path / "b2r.ome.zarr"), mode="w", zarr_format=2)
+    g.attrs["bioformats2raw.layout"] = 3
+    _ngff_04(g.create_group("0"), [[2.0, 0.5, 0.5], [4.0, 1.0, 1.0]])
+    arr = open_volume(tmp_path / "b2r.ome.zarr", dataset="0/1")  # review: "5 dimensions", no voxel size
+    np.testing.assert_array_equal(np.asarray(arr[:]), VOL[::2, ::2, ::2])
+    assert read_voxel_size(tmp_path / "b2r.ome.zarr", dataset="0/1") == ((4.0, 1.0, 1.0), "um")

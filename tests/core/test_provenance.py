@@ -175,3 +175,23 @@ def test_describe_file_tells_outputs_from_other_files_and_refuses_what_is_not_ou
             describe_file(tmp_path / name)
     (tmp_path / "old.json").write_text(json.dumps({"per_class": {}, "mean_dice": 0.5}))
     assert "no provenance" in describe_file(tmp_path / "old.json")["note"]
+
+
+def test_a_deleted_working_folder_and_an_hdf5_dataset_path(tmp_path, tiny_model, monkeypatch):
+    """Review: a deleted working folder crashed segment/evaluate (os.getcwd); "f.h5:/ds" lost its dataset."""
+    from napari_xrayseg.core.inference import segment
+
+    vol = np.random.default_rng(1013).random((4, 32, 32), dtype=np.float32)
+    with h5py.File(tmp_path / "scan.h5", "w") as f:
+        f["entry/flat"] = vol
+    assert describe_input(f"{tmp_path / 'scan.h5'}:/entry/flat") == {
+        "path": str(tmp_path / "scan.h5"),
+        "dataset": "/entry/flat",
+    }
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    segment(vol, tiny_model, out=tmp_path / "out.zarr", **KW)
+    assert read_output_meta(tmp_path / "out.zarr")["provenance"]["cwd"] is None
+    assert evaluate(str(tmp_path / "out.zarr"), np.ones(vol.shape, np.uint8)).provenance["cwd"] is None

@@ -332,6 +332,9 @@ def test_level_slices_trains_a_model_that_levels_and_segments_levelled(make_napa
     save_model(fixed, tmp_path / "fixed.safetensors")
     w._init.value = str(tmp_path / "fixed.safetensors")
     assert not w._level.value and w._inputs()["normalize"] == "fixed"
+    w._arch_picked = True  # an architecture picked first: the file's levelling still shows (review)
+    w._init.value = str(tmp_path / "l.safetensors")
+    assert w._level.value and w._inputs()["normalize"] == "slice"
 
 
 def test_train_widget_names_the_classes_as_the_labels_layer_does(make_napari_viewer, qtbot, tmp_path):

@@ -138,10 +138,10 @@ NOT_ANNOTATIONS = ("errors", "envelope", "tpb")
 
 def layer_source(layer: Any) -> dict[str, Any]:
     """A layer as a result's provenance names it: ``{"layer": name, "path": file}`` (path when opened from one)."""
-    import os
+    from ..core.provenance import absolute_path
 
     path = getattr(getattr(layer, "source", None), "path", None)
-    return {"layer": layer.name, **({"path": os.path.abspath(path)} if path else {})}
+    return {"layer": layer.name, **({"path": absolute_path(path)} if path else {})}
 
 
 def with_layers(record: dict[str, Any] | None, **layers: Any) -> dict[str, Any] | None:

@@ -26,6 +26,7 @@ from napari.utils.notifications import show_info
 import napari
 
 from ..core.annotation import (
+    PAINTED_SHARE,
     SliceRanking,
     iter_continue_training,
     iter_rank_slices,
@@ -434,15 +435,23 @@ class AnnotateWidget(JobWidget):
         with labels.block_history():  # one undo step for the whole slice
             labels.data_setitem(tuple(idx), lab[mask])
         self._status.value = f"copied {int(mask.sum())} pixels of slice {index} (axis {axis}); Ctrl+Z undoes"
-        self._refresh_ranking(labels, index)
+        self._refresh_ranking(labels, axis, index)
 
-    def _refresh_ranking(self, labels: Any, current: int | None = None) -> None:
+    def _refresh_ranking(self, labels: Any, axis: int, current: int) -> None:
         """Redraw the ranking with the slices annotated now (a copied slice turns green, leaves the suggestions)."""
         r = self.ranking
-        if r is None or labels is None:
+        if r is None or labels is None or axis != r.axis:
             return
-        done = painted_slices(labels.data, axis=r.axis)
-        self.ranking = dataclasses.replace(r, annotated=done, suggested=[s for s in r.suggested if s not in set(done)])
+        sl = np.take(labels.data, current, axis=r.axis) if labels.ndim == 3 else labels.data
+        if np.count_nonzero(sl) < PAINTED_SHARE * sl.size:  # this slice only: the volume is not read again
+            return
+        keep = [k for k, s in enumerate(r.suggested) if s != current]
+        self.ranking = dataclasses.replace(
+            r,
+            annotated=sorted({*r.annotated, int(current)}),
+            suggested=[r.suggested[k] for k in keep],
+            reasons=[r.reasons[k] for k in keep] if len(r.reasons) == len(r.suggested) else r.reasons,
+        )
         self.plot.draw(self.ranking, current)
 
     # ------------------------------------------------------------------ suggest
@@ -499,10 +508,14 @@ class AnnotateWidget(JobWidget):
             show_info("no suggestions yet: press 'Suggest slices'")
             return
         labels = self._labels.value
-        done = set(painted_slices(labels.data, axis=r.axis)) if labels is not None else set()  # not a stroke
+        done: set[int] | None = None  # read only when a suggested slice holds paint (the volume, once)
         for _ in range(len(r.suggested)):
             s = r.suggested[self._next % len(r.suggested)]
             self._next += 1
+            if labels is None or not np.take(labels.data, s, axis=r.axis).any():
+                break
+            if done is None:  # a stroke, or a plane along another axis crossing it, does not make it done
+                done = set(painted_slices(labels.data, axis=r.axis))
             if s not in done:
                 break
         else:

@@ -73,8 +73,8 @@ def read_tiff(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any], str]]:
     """
     import dask.array as da
 
-    from ..core.batch import _tiff_meta
     from ..core.io import open_volume, read_class_names, read_voxel_size
+    from ..core.io import tiff_output_meta as _tiff_meta
     from ..core.units import image_label_properties
     from ._layers import label_colormap, label_features, physical_placement
 

@@ -390,10 +390,10 @@ def _provenance(layer: Any, model: Any) -> dict[str, Any]:
     """When and by which software the layer's labels were made, from which image layer and model file."""
     import os
 
-    from ..core.provenance import provenance
+    from ..core.provenance import absolute_path, provenance
 
     path = model if isinstance(model, (str, os.PathLike)) else getattr(model, "path", None)
-    return provenance({"image": layer_source(layer), "model": {"path": os.path.abspath(path)} if path else None})
+    return provenance({"image": layer_source(layer), "model": {"path": absolute_path(path)} if path else None})
 
 
 def _trained_on(info: Any, image: Any, layer: Any) -> dict[str, Any] | None:

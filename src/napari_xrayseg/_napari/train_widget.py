@@ -376,12 +376,15 @@ class TrainWidget(JobWidget):
         training from a 2.5D file failed on the context it passed.
         """
         path = self._start_file()
-        if path is None or self._arch_picked:
+        info = None
+        if path is not None:
+            try:
+                info = read_model_info(path)
+            except XraysegError:  # a bad file is named when training starts
+                return None
+            self._level.value = normalize_of(info.normalization) == "slice"  # a levelled model goes on levelling
+        if info is None or self._arch_picked:
             return self._on_image(self._image.value)
-        try:
-            info = read_model_info(path)
-        except XraysegError:  # a bad file is named when training starts
-            return None
         if info.arch in architectures():
             self._choosing = True
             try:
@@ -389,7 +392,6 @@ class TrainWidget(JobWidget):
             finally:
                 self._choosing = False
         self._context.value = int(info.context)
-        self._level.value = normalize_of(info.normalization) == "slice"  # a levelled model goes on levelling
         return None
 
     def _normalize(self) -> str:

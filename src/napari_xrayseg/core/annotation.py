@@ -395,44 +395,46 @@ def painted_slices(labels: Any, *, axis: int = 0) -> list[int]:
     axis = normalize_axis(axis, 3)
     vol = _volume(labels, "labels")
     shape = tuple(int(n) for n in vol.shape)
-    counts = [np.zeros(n, np.int64) for n in shape]  # painted pixels per slice along each axis
     depth = 16
     chunks = getattr(vol, "chunks", None)
     if chunks is not None and not isinstance(chunks[0], tuple):  # zarr: read whole chunks
         depth = int(chunks[0])
 
-    def blocks() -> Generator[tuple[int, np.ndarray], None, None]:
+    def counts(cut: dict[int, np.ndarray]) -> list[np.ndarray]:
+        """Painted pixels per slice along each axis, the slices ``cut[b]`` along axis b left out."""
+        out = [np.zeros(n, np.int64) for n in shape]
         for lo in range(0, shape[0], depth):
             hi = min(shape[0], lo + depth)
             where = f" (slices {lo}..{hi - 1} along axis 0)"
-            block = np.asarray(read_block(vol, (slice(lo, hi),), what="labels" + where))
-            yield lo, check_labels(block, where=where) > 0
-
-    for lo, m in blocks():
-        counts[0][lo : lo + len(m)] += m.sum(axis=(1, 2))
-        counts[1] += m.sum(axis=(0, 2))
-        counts[2] += m.sum(axis=(0, 1))
-    size = [int(np.prod(shape)) // n for n in shape]  # pixels of a slice along each axis
-    planes = {b: np.flatnonzero(counts[b] >= PLANE_SHARE * size[b]) for b in range(3) if b != axis}
-    if all(len(p) == 0 for p in planes.values()):
-        own = counts[axis]
-    else:
-        own = np.zeros(shape[axis], np.int64)
-        for lo, m in blocks():
-            for b, idx in planes.items():
+            m = check_labels(np.asarray(read_block(vol, (slice(lo, hi),), what="labels" + where)), where=where) > 0
+            for b, idx in cut.items():
                 index: list[Any] = [slice(None)] * 3
-                if b == 0:
-                    idx = idx[(idx >= lo) & (idx < lo + len(m))] - lo
-                index[b] = idx
-                m[tuple(index)] = False  # the crossing lines of a plane painted along another axis
-            sl = m.sum(axis=tuple(d for d in range(3) if d != axis))
-            if axis == 0:
-                own[lo : lo + len(m)] += sl
-            else:
-                own += sl
+                index[b] = idx[(idx >= lo) & (idx < hi)] - lo if b == 0 else idx
+                m[tuple(index)] = False
+            out[0][lo:hi] += m.sum(axis=(1, 2))
+            out[1] += m.sum(axis=(0, 2))
+            out[2] += m.sum(axis=(0, 1))
+        return out
+
+    size = [int(np.prod(shape)) // n for n in shape]  # pixels of a slice along each axis
+    every = counts({})
+    full = np.flatnonzero(every[axis] >= PLANE_SHARE * size[axis])  # slices along axis mostly painted: done
+    # planes along the other axes, judged without the slices along axis already painted (those cross them all)
+    rest = counts({axis: full}) if len(full) else every
+    left = [size[b] - len(full) * (size[b] // shape[axis]) for b in range(3)]  # their pixels outside those slices
+    planes = {
+        b: np.flatnonzero(rest[b] >= PLANE_SHARE * left[b]) if left[b] > 0 else np.zeros(0, np.int64)
+        for b in range(3)
+        if b != axis
+    }
+    own = (
+        counts({b: p for b, p in planes.items() if len(p)})[axis]
+        if any(len(p) for p in planes.values())
+        else every[axis]
+    )
     need = max(1, math.ceil(PAINTED_SHARE * size[axis]))
-    plane = counts[axis] >= PLANE_SHARE * size[axis]  # a slice mostly painted is done, whatever crosses it
-    return [int(i) for i in np.flatnonzero((own >= need) | plane)]
+    done = (own >= need) | (every[axis] >= PLANE_SHARE * size[axis])
+    return [int(i) for i in np.flatnonzero(done)]
 
 
 @dataclass

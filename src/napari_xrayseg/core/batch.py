@@ -36,7 +36,9 @@ from typing import Any
 
 from .config import SegmentConfig, python_numbers
 from .errors import Cancelled, InputError, OutputExistsError, XraysegError
+from .io import TIFF_META as _TIFF_META
 from .io import open_image, open_volume
+from .io import tiff_output_meta as _tiff_meta
 from .output import check_not_input, remove_path, write_file, write_text
 from .predictor import tta_meta
 from .progress import CancelToken, Progress, ProgressCallback, drain
@@ -64,7 +66,6 @@ INPUT_SUFFIXES = (".tif", ".tiff", ".h5", ".hdf5", ".hdf", ".nxs", ".npy", ".zar
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 WORK = ".xrayseg-work.zarr"
 _STEPS = 1000  # progress units per file
-_TIFF_META = "napari_xrayseg"
 
 
 @dataclass
@@ -414,27 +415,6 @@ def _fingerprint(cfg: SegmentConfig, digest: str, shape: tuple[int, ...], source
             default=str,
         )
     )
-
-
-def _tiff_meta(path: Path) -> dict[str, Any] | None:
-    """The batch metadata a TIFF output of ours records, or None (not ours, or unreadable)."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(str(path)) as tif:
-            ij = tif.imagej_metadata or {}
-            raw = ij.get("Info")
-            if raw is None and tif.shaped_metadata:
-                meta = tif.shaped_metadata[0].get(_TIFF_META)
-                return meta if isinstance(meta, dict) else None
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        return None
-    try:
-        meta = json.loads(raw) if isinstance(raw, str) else None
-    except ValueError:
-        return None
-    meta = meta.get(_TIFF_META) if isinstance(meta, dict) else None
-    return meta if isinstance(meta, dict) else None
 
 
 def _write_tiff(path: Path, labels: Any, meta: dict[str, Any], *, overwrite: bool, inputs: Sequence[Any]) -> Path:

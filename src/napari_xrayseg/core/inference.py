@@ -235,11 +235,11 @@ def _meta(
 
 def _model_file(model: Model) -> dict[str, Any] | None:
     """A model's file as the provenance names it: absolute path and SHA-256 of its bytes (``sha256sum``)."""
-    from .provenance import file_sha256
+    from .provenance import absolute_path, file_sha256
 
     if model.path is None:
         return None
-    return {"path": os.path.abspath(model.path), "sha256": file_sha256(model.path)}
+    return {"path": absolute_path(model.path), "sha256": file_sha256(model.path)}
 
 
 def _channel_input(image: Any, model: Model | str | os.PathLike) -> Any:

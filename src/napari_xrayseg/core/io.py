@@ -290,6 +290,10 @@ def _open_zarr(p: Path, dataset: str | None) -> Any:
         if dataset not in (None, "", "/"):
             raise InputError(f"{p} is a zarr array, not a group: it holds no array {dataset!r}; drop --dataset")
         return _ome_level(p, node)
+    if dataset is not None and "/" in dataset.strip("/"):  # a level of an image inside the group (bioformats2raw 0/1)
+        head, _, leaf = dataset.strip("/").rpartition("/")
+        if isinstance(node.get(head), zarr.Group):
+            return _open_zarr(p / head, leaf)
     if dataset is not None:
         try:
             arr = node[dataset]
@@ -717,7 +721,7 @@ def hdf5_datasets(f: Any) -> list[str]:
     import h5py
 
     names: list[str] = []
-    seen: list[Any] = []  # object ids: equal for one dataset reached by two paths (a soft link)
+    seen: set[Any] = set()  # object ids (hashable): equal for one dataset reached by two paths (a soft link)
 
     def visit(name: str, _link: Any) -> None:
         try:
@@ -725,7 +729,7 @@ def hdf5_datasets(f: Any) -> list[str]:
         except (KeyError, OSError, RuntimeError):  # a broken link: its target file or object is gone
             return
         if isinstance(obj, h5py.Dataset) and obj.id not in seen:
-            seen.append(obj.id)
+            seen.add(obj.id)
             names.append(name)
 
     f.visititems_links(visit)
@@ -1087,6 +1091,10 @@ def _zarr_voxel_size(p: Path, dataset: str | None) -> tuple[list[float], str | N
                 return None
         return found
     ms = (node.attrs.get("ome") or {}).get("multiscales") or node.attrs.get("multiscales")
+    if dataset and "/" in dataset.strip("/"):  # a level of an image inside the group (bioformats2raw 0/1)
+        head, _, leaf = dataset.strip("/").rpartition("/")
+        if isinstance(node.get(head), zarr.Group):
+            return _zarr_voxel_size(p / head, leaf) or (None if ms else _attrs_voxel_size(node.attrs))
     if not ms:  # a plain group: the array's own attributes, else the group's
         inner = node.get(dataset) if dataset else None
         if isinstance(inner, zarr.Group):  # an OME-Zarr image inside it
@@ -1253,9 +1261,7 @@ def read_class_names(path: str | os.PathLike, *, dataset: str | None = None) -> 
 
     p = Path(path)
     if p.suffix.lower() in (".tif", ".tiff") and p.is_file():  # a TIFF of predict on many inputs records them
-        from .batch import _tiff_meta
-
-        return _names_in(_tiff_meta(p))
+        return _names_in(tiff_output_meta(p))
     if not (p.is_dir() or p.suffix.lower() == ".zarr") or not p.exists():
         return None
     try:
@@ -1281,6 +1287,31 @@ def read_class_names(path: str | os.PathLike, *, dataset: str | None = None) -> 
             if names:
                 return names
     return None
+
+
+#: The key of our metadata in a TIFF output's ImageJ ``Info`` (or shaped) JSON.
+TIFF_META = "napari_xrayseg"
+
+
+def tiff_output_meta(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``napari_xrayseg`` metadata a TIFF written by ``xrayseg predict`` (many inputs) records, or None."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(str(path)) as tif:
+            ij = tif.imagej_metadata or {}
+            raw = ij.get("Info")
+            if raw is None and tif.shaped_metadata:
+                meta = tif.shaped_metadata[0].get(TIFF_META)
+                return meta if isinstance(meta, dict) else None
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+    try:
+        meta = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+    meta = meta.get(TIFF_META) if isinstance(meta, dict) else None
+    return meta if isinstance(meta, dict) else None
 
 
 def _names_in(meta: Any) -> dict[int, str] | None:

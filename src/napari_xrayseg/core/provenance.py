@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["command_line", "describe_file", "describe_input", "file_sha256", "provenance", "software"]
+__all__ = ["absolute_path", "command_line", "describe_file", "describe_input", "file_sha256", "provenance", "software"]
 
 #: packages whose versions decide a result (the network's numbers, the arrays' reading)
 PACKAGES = ("napari-xrayseg", "torch", "monai", "numpy", "scipy", "zarr", "dask", "tifffile", "h5py")
@@ -70,6 +70,12 @@ def describe_input(obj: Any) -> Any:
 
     if obj is None:
         return None
+    if isinstance(obj, (str, os.PathLike)):  # "scan.h5:/entry/data" names a dataset in a file
+        text = str(obj)
+        base, _, ds = text.rpartition(":")
+        if base and ds.startswith("/") and not Path(text).exists() and Path(base).is_file():
+            return {"path": absolute_path(base), "dataset": ds}
+        return {"path": absolute_path(text)}
     if isinstance(obj, Mapping):
         if {"path", "array", "layer"} & set(obj):  # already described (a layer by the widgets)
             return {str(k): v for k, v in obj.items()}
@@ -78,7 +84,7 @@ def describe_input(obj: Any) -> Any:
         return [describe_input(v) for v in obj]
     src = source_path(obj)
     if src is not None:
-        out: dict[str, Any] = {"path": os.path.abspath(Path(src))}
+        out: dict[str, Any] = {"path": absolute_path(src)}
         name = getattr(obj, "name", None)  # an h5py dataset's name inside its file
         if isinstance(name, str) and getattr(obj, "file", None) is not None:
             out["dataset"] = name
@@ -88,6 +94,19 @@ def describe_input(obj: Any) -> Any:
         kind = f"{type(obj).__module__.split('.')[0]}.{type(obj).__name__}"
         return {"array": kind, "shape": [int(n) for n in shape], "dtype": str(getattr(obj, "dtype", "?"))}
     return {"array": type(obj).__name__}
+
+
+def _cwd() -> str | None:
+    """The working folder, or None where it was deleted (a cleaned-up scratch folder)."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
+
+
+def absolute_path(path: str | os.PathLike) -> str:
+    """``path`` made absolute where the working folder still exists, else as given."""
+    return os.path.abspath(path) if _cwd() is not None or os.path.isabs(path) else str(path)
 
 
 def file_sha256(path: str | os.PathLike) -> str | None:
@@ -118,7 +137,7 @@ def provenance(inputs: Mapping[str, Any] | None = None, **extra: Any) -> dict[st
         "created": datetime.now(UTC).isoformat(timespec="seconds"),  # as a model's ``created``
         "software": software(),
         "command": shlex.join(_COMMAND) if _COMMAND else None,
-        "cwd": os.getcwd(),
+        "cwd": _cwd(),
         "inputs": {k: describe_input(v) for k, v in (inputs or {}).items() if v is not None},
         **extra,
     }
@@ -145,7 +164,7 @@ def describe_file(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p} does not exist: check the path")
-    where = {"path": os.path.abspath(p)}
+    where = {"path": absolute_path(p)}
     suffix = p.suffix.lower()
     if suffix == ".safetensors":
         from .models import read_model_info
@@ -165,7 +184,7 @@ def describe_file(path: str | os.PathLike) -> dict[str, Any]:
         note = {} if rec else {"note": "no provenance recorded (written by an older napari-xrayseg)"}
         return {"kind": kind, **where, **head, "provenance": rec, **note}
     if suffix in (".tif", ".tiff"):
-        from .batch import _tiff_meta
+        from .io import tiff_output_meta as _tiff_meta
 
         meta = _tiff_meta(p)
         if meta is None:

@@ -541,7 +541,7 @@ def _check_resumable(path: Path, meta: dict[str, Any]) -> None:
 def _update_on_resume(layout: StoreLayout, meta: dict[str, Any]) -> None:
     """On resume, record this run's voxel size (it changes no voxel, so it is no reason to refuse) and the run.
 
-    The first run's ``provenance`` stays; each resuming run adds ``{"created", "command",
+    The first run's ``provenance`` stays; each resuming run adds ``{"created", "command", "cwd",
     "software"}`` to its ``resumed`` list.
     """
     import zarr
@@ -561,7 +561,7 @@ def _update_on_resume(layout: StoreLayout, meta: dict[str, Any]) -> None:
     if isinstance(run, dict):
         first = old.get("provenance") if isinstance(old.get("provenance"), dict) else None
         was = dict(first) if first is not None else {"created": None, "note": "written before provenance was recorded"}
-        this = {k: run.get(k) for k in ("created", "command", "software")}
+        this = {k: run.get(k) for k in ("created", "command", "cwd", "software")}
         new["provenance"] = {**was, "resumed": [*(was.get("resumed") or []), this]}
     node.attrs[OUTPUT_ATTR] = _jsonable({**old, **new})
     if layout.labels_array:  # a pyramid group: the levels it has (finish() writes them again if it adds some)
