@@ -497,8 +497,8 @@ def _cmd_suggest(a: argparse.Namespace) -> int:
     picks = ranking.suggested
     if not picks:
         print(
-            f"xrayseg suggest: every slice along axis {a.axis} already holds annotations: nothing to suggest "
-            "(along another --axis, slices that cross the annotated ones count as annotated too)",
+            f"xrayseg suggest: every slice along axis {a.axis} is annotated (1 % or more of it painted, planes "
+            "painted along the other axes left out): nothing to suggest; try another --axis",
             file=sys.stderr,
         )
         return 0

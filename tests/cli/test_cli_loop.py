@@ -110,9 +110,13 @@ def test_study_strategy_runs_the_loop_study(tmp_path, capsys):
 def test_suggest_says_when_nothing_or_less_is_left(files, capsys):
     d, image, ann, model = files
     argv = ["suggest", "--image", str(d / "image.npy"), "--model", str(d / "m.safetensors"), "--device", "cpu"]
-    assert main([*argv, "--labels", str(d / "ann.npy"), "--axis", "2"]) == 0  # every x slice crosses z 2 and 6
+    # every x slice crosses z slices 2 and 6 in a line: still to annotate (QA: it counted as annotated)
+    assert main([*argv, "--labels", str(d / "ann.npy"), "--axis", "2", "--count", "3"]) == 0
+    assert len(capsys.readouterr().out.split()) == 3
+    np.save(d / "full.npy", np.ones_like(ann))
+    assert main([*argv, "--labels", str(d / "full.npy"), "--axis", "2"]) == 0
     cap = capsys.readouterr()
-    assert cap.out == "" and "every slice along axis 2 already holds annotations" in cap.err
+    assert cap.out == "" and "every slice along axis 2 is annotated" in cap.err
     assert main([*argv, "--labels", str(d / "ann.npy"), "--count", "20"]) == 0
     cap = capsys.readouterr()
     assert len(cap.out.split()) == 8 and "(only 8 without annotations)" in cap.err
