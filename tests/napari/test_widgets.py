@@ -228,6 +228,8 @@ def test_reader_opens_a_tiff_lazily_at_its_voxel_size_and_a_predict_tiff_as_labe
     assert isinstance(layer, napari.layers.Image) and layer.name == "scan"
     assert tuple(layer.scale) == pytest.approx((2.0, 0.5, 0.5)) and list(layer.units)[-1] == "micrometer"
     assert "dask" in type(layer.data).__module__ and np.array_equal(np.asarray(layer.data), vol)
+    graph = dict(layer.data.__dask_graph__())  # QA: dask copied the memory map's pages into the graph (the file)
+    assert not any(isinstance(v, np.ndarray) and v.nbytes >= vol[0].nbytes for v in graph.values())
     model = init_model("unet", size="tiny", classes=3, tile=32, seed=0)
     model.info.class_names = ["pore", "nickel", "YSZ"]
     segment_many([str(tmp_path / "scan.tif")], model, out_dir=tmp_path / "out", tile=32, device="cpu")

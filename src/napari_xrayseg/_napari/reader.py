@@ -81,7 +81,8 @@ def read_tiff(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any], str]]:
 
     p = Path(path)
     arr = open_volume(p)  # a memory map or pages read on demand: nothing read yet
-    data = da.from_array(arr, chunks=(1, *arr.shape[1:]) if arr.ndim == 3 else arr.shape)
+    # not the memory map itself: dask copies a numpy array's chunks when it builds the graph (the whole file)
+    data = da.from_array(_Pages(arr), chunks=(1, *arr.shape[1:]) if arr.ndim == 3 else arr.shape)
     found = read_voxel_size(p)
     kw: dict[str, Any] = {"name": p.stem, **physical_placement(*(found or (None, None)), arr.ndim)}
     meta = _tiff_meta(p)
@@ -95,6 +96,18 @@ def read_tiff(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any], str]]:
     if colormap:
         kw["colormap"] = colormap
     return [(data, kw, "labels")]
+
+
+class _Pages:
+    """An array read on demand that dask does not take for a numpy array (a memory map it copied whole)."""
+
+    def __init__(self, arr: Any) -> None:
+        self.arr, self.shape, self.dtype, self.ndim = arr, tuple(arr.shape), arr.dtype, len(arr.shape)
+
+    def __getitem__(self, index: Any) -> Any:
+        import numpy as np
+
+        return np.array(self.arr[index])  # a copy of the part asked for, not a view of the mapping
 
 
 def read_hdf5(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any], str]]:
