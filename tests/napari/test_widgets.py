@@ -430,15 +430,6 @@ def test_reader_opens_a_one_level_ome_zarr(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     layer = viewer.open(path, plugin="napari-xrayseg")[0]
     assert tuple(layer.scale) == (2.0, 0.5, 0.5) and np.array_equal(np.asarray(layer.data), vol)
-    # a translation (where the first voxel lies, QA: ignored) places the layer; the multiscale's scale applies after
-    level["coordinateTransformations"] = [*scale, {"type": "translation", "translation": [3.0, 1.0, 2.0]}]
-    outer = [{"type": "scale", "scale": [2.0, 2.0, 2.0]}, {"type": "translation", "translation": [0.0, 0.5, 0.0]}]
-    g.attrs["ome"] = {
-        "version": "0.5",
-        "multiscales": [{"axes": axes, "datasets": [level], "coordinateTransformations": outer}],
-    }
-    ((_, kw, _),) = get_reader(path)(path)
-    assert kw["scale"] == (4.0, 1.0, 1.0) and kw["translate"] == (6.0, 2.5, 4.0)
 
 
 def test_a_tczyx_ome_zarr_of_one_time_point_and_channel_is_its_zyx_volume(make_napari_viewer, tmp_path):

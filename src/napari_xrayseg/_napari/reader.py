@@ -4,8 +4,7 @@
 output of ``xrayseg predict`` / :func:`napari_xrayseg.segment` (all pyramid levels
 as one multiscale layer when it was written with ``--pyramid``), and an Image layer
 for any other zarr array or (OME-)Zarr group. Nothing is read until napari draws it.
-Layers get the voxel size the store records as their ``scale`` (and ``units``), an OME-Zarr
-image's ``translation`` as their ``translate``; labels
+Layers get the voxel size the store records as their ``scale`` (and ``units``); labels
 get the class names as ``features`` and the OME-NGFF ``image-label`` colours. An HDF5
 file (``.h5``, ``.hdf5``, ``.hdf``, ``.nxs``: beamline and ilastik files) gives an Image
 layer per 2D or 3D numeric dataset in it, read chunk by chunk. A TIFF (a stack of pages, an
@@ -148,7 +147,7 @@ def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
     import zarr
 
     from ..core.io import open_volume, read_class_names, read_voxel_size
-    from ..core.ome import multiscale_levels, space_translation, space_view
+    from ..core.ome import multiscale_levels, space_view
     from ..core.units import image_label_properties
     from ..core.writer import output_levels, read_output_meta
     from ._layers import label_colormap, label_features, physical_placement
@@ -180,7 +179,6 @@ def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
         levels = [da.from_zarr(a) for a in arrays]
         drop = getattr(space_view(group, arrays[0]), "drop", ())  # a TCZYX file's single t and c: a ZYX layer
         levels = [v[tuple(0 if i in drop else slice(None) for i in range(v.ndim))] for v in levels]
-        shift = space_translation(group)  # where its first voxel lies: images of one sample overlay
         return [
             (
                 levels if len(levels) > 1 else levels[0],  # one level: an array (a list of one crashed napari)
@@ -188,7 +186,6 @@ def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
                     "name": name,
                     "multiscale": len(levels) > 1,
                     **physical_placement(*(found or (None, None)), levels[0].ndim),
-                    **({"translate": tuple(shift[-levels[0].ndim :])} if shift else {}),
                 },
                 "image",
             )

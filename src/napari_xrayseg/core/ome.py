@@ -18,37 +18,6 @@ def _multiscales(node: Any) -> list[dict[str, Any]] | None:
     return (attrs.get("ome") or {}).get("multiscales") or attrs.get("multiscales") or None
 
 
-def space_translation(node: Any) -> list[float] | None:
-    """The finest level's ``translation`` along the space axes of an OME-Zarr group (the outer one added), or None.
-
-    In the axes' units, as their ``scale``: where the image's first voxel lies (NGFF
-    ``coordinateTransformations``), so that images of one sample stored apart overlay.
-    """
-    ms = _multiscales(node)
-    if not ms:
-        return None
-    m = ms[0]
-
-    def find(transforms: Any, kind: str) -> list[float] | None:
-        for t in transforms or []:
-            if isinstance(t, dict) and t.get("type") == kind and isinstance(t.get(kind), list):
-                return [float(v) for v in t[kind]]
-        return None
-
-    datasets = m.get("datasets") or [{}]
-    level, whole = datasets[0].get("coordinateTransformations"), m.get("coordinateTransformations")
-    inner, outer = find(level, "translation"), find(whole, "translation")
-    if inner is None and outer is None:
-        return None
-    n = len(inner or outer or [])
-    gain = find(whole, "scale") or [1.0] * n  # the multiscale's own transforms apply after the level's
-    total = [g * a + b for g, a, b in zip(gain, inner or [0.0] * n, outer or [0.0] * n)]
-    axes = m.get("axes") or []
-    space = [i for i, ax in enumerate(axes) if isinstance(ax, dict) and ax.get("type") == "space"]
-    picked = [total[i] for i in space if i < len(total)] if space else total
-    return picked if any(picked) else None
-
-
 def multiscale_levels(node: Any) -> list[Any] | None:
     """The arrays of an OME-Zarr group's first multiscale, finest first; None if it is not one.
 
