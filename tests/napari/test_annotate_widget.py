@@ -202,6 +202,19 @@ def test_high_scoring_end_slices_are_explained(make_napari_viewer):
     assert "end slices score highest" not in w._status.value  # the end was suggested: nothing to explain
 
 
+def test_the_preview_is_never_offered_as_the_annotations(make_napari_viewer, qtbot, trained):
+    """QA: with no Labels layer yet, the preview became the "Annotations" choice; Suggest then refused its shape."""
+    image, _, _, path = trained
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="img")
+    w = AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._model_file.value = path
+    qtbot.waitUntil(lambda: _preview_shows(w, viewer, viewer.dims.current_step[0]), timeout=60_000)
+    qtbot.waitUntil(lambda: not w.preview_runner.busy, timeout=60_000)
+    assert w._labels.value is None and not list(w._labels.choices)
+
+
 def test_a_closed_dock_previews_no_more(make_napari_viewer, qtbot, trained):
     """The dock's "x" only takes the widget out of its dock: it must stop following the slider."""
     viewer, w, _ = _viewer(make_napari_viewer, trained)

@@ -386,6 +386,8 @@ class AnnotateWidget(JobWidget):
                 **{**where, "translate": translate},
                 opacity=0.45,
                 features=label_features(dict(zip(info.classes, info.class_names))) if info is not None else None,
+                # marked as it is added: the layer lists refresh at once (QA: it became the "Annotations" choice)
+                metadata={"napari_xrayseg": {"preview_of": layer.name, "axis": axis, "index": index}},
             )
             self._viewer.layers.selection.active = self._labels.value or self.preview_layer
         else:
