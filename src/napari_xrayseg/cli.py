@@ -524,7 +524,7 @@ def _cmd_model_info(a: argparse.Namespace) -> int:
 
 
 def _cmd_info(a: argparse.Namespace) -> int:
-    from .core.provenance import describe_file
+    from .core.info import describe_file
 
     print(json.dumps(describe_file(a.path), indent=2))
     return 0

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from napari_xrayseg.core.errors import Cancelled, InputError
+from napari_xrayseg.core.info import describe_file
 from napari_xrayseg.core.io import open_volume, write_volume
 from napari_xrayseg.core.metrics import Report, evaluate
 from napari_xrayseg.core.microstructure import Microstructure, analyze
 from napari_xrayseg.core.models import init_model, read_model_info, save_model
 from napari_xrayseg.core.progress import CancelToken
-from napari_xrayseg.core.provenance import command_line, describe_file, describe_input, provenance
+from napari_xrayseg.core.provenance import command_line, describe_input, provenance
 from napari_xrayseg.core.writer import read_output_meta
 
 KW = {"tile": 32, "device": "cpu", "batch": 4, "slab": 2}

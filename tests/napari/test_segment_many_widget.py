@@ -95,3 +95,25 @@ def test_no_image_layer_selected_is_one_message(make_napari_viewer, monkeypatch,
     w._run.clicked.emit()
     assert errors == ["no image layer selected: select Image layers in the layer list (Ctrl/Shift-click)"]
     assert not w.runner.running
+
+
+def test_selected_layers_keep_their_voxel_size_in_the_outputs(make_napari_viewer, qtbot, model_file, tmp_path):
+    """QA: every output of "every selected image layer" recorded no voxel size (reopened at scale 1)."""
+    from napari_xrayseg.core.io import read_voxel_size
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(1014)
+    kw = {"scale": (0.1, 0.05, 0.05), "units": ("um", "um", "um")}
+    a = viewer.add_image(rng.random((4, 32, 32), dtype=np.float32), name="a", **kw)
+    b = viewer.add_image(rng.random((4, 32, 32), dtype=np.float32), name="b", **kw)
+    viewer.layers.selection = {a, b}
+    w = SegmentWidget(viewer)
+    w._selected.value = True
+    w._model_file.value = model_file
+    w._device.value = "cpu"
+    w._out.value = tmp_path / "labels"
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    for name in ("a", "b"):
+        assert read_voxel_size(tmp_path / "labels" / f"{name}.zarr") == ((0.1, 0.05, 0.05), "um")
+        assert tuple(viewer.layers[f"{name} labels"].scale) == pytest.approx((0.1, 0.05, 0.05))

@@ -98,8 +98,8 @@ def labels_snapshot(labels_layer: Any, image: Any, what: str = "labels", *, shap
 def placement(layer: Any) -> dict[str, Any]:
     """Keyword arguments that put a new layer exactly over ``layer``.
 
-    Its scale and translation, and its rotation, shear and affine where it has them (outputs
-    of a rotated image were drawn axis-aligned).
+    Its scale, translation and units, and its rotation, shear and affine where it has them
+    (outputs of a rotated image were drawn axis-aligned).
     """
     import numpy as np
 
@@ -114,6 +114,9 @@ def placement(layer: Any) -> dict[str, Any]:
         where["shear"] = shear
     if affine is not None and not np.allclose(affine, np.eye(n + 1)):
         where["affine"] = np.asarray(affine)
+    units = getattr(layer, "units", None)
+    if units is not None and len(tuple(units)) == n:  # as the image's (napari warned "inconsistent units")
+        where["units"] = tuple(str(u) for u in units)
     return where
 
 

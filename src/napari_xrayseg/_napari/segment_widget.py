@@ -39,7 +39,7 @@ from ._layers import (
     unique_name,
     voxel_size_warning,
 )
-from ._voxel import VoxelSizeFields
+from ._voxel import VoxelSizeFields, layer_voxel_size
 
 if TYPE_CHECKING:
     from ..core.models import Model
@@ -256,12 +256,21 @@ class SegmentWidget(JobWidget):
         names = [_file_name(la.name) for la in layers]
         images = {n: layer_array(la, f"image {la.name!r}") for n, la in zip(names, layers)}
         settings = self._settings(max(a.ndim for a in images.values()))
+        sizes = {layer_voxel_size(la) for la in layers}  # the outputs record it where the layers agree (QA: never)
+        voxel = next(iter(sizes)) if len(sizes) == 1 else None
+        if len(sizes) > 1:
+            show_warning(
+                "the selected layers have different voxel sizes: their outputs record none (segment them one at a "
+                "time to keep each one's)"
+            )
         return {
             "inputs": images,
             "model": model,
             "out_dir": out,
             "fmt": "zarr",
             **settings,
+            "voxel_size": None if voxel is None else tuple(voxel[0][-3:]),
+            "unit": None if voxel is None else voxel[1],
             "layers": dict(zip(names, layers)),
         }
 
@@ -273,7 +282,8 @@ class SegmentWidget(JobWidget):
             if res is None or res.name in added or res.status not in ("done", "skipped"):
                 return
             added.add(res.name)
-            opts = {**kwargs, "out": res.output, "voxel_size": None, "unit": None}
+            own = layer_voxel_size(layers[res.name])  # the layer's placement and units for its result
+            opts = {**kwargs, "out": res.output, "voxel_size": own[0] if own else None, "unit": own[1] if own else None}
             opts["axis"] = 0 if len(res.shape or ()) == 2 else kwargs["axis"]
             self._add_result(res.labels, layers[res.name], opts)
 

@@ -18,7 +18,8 @@ Estimators (see ``docs/analyze.md`` for the known-answer checks):
   times the true area, whose mean over isotropic orientations is 3/2 (the stereological
   correction also used by Wilson et al., Nat. Mater. 5, 541 (2006)). It is unbiased
   for the isotropic interfaces of sintered or random microstructures (spheres: < 1 %
-  error from radius 5 voxels) but not for oriented ones: interfaces whose normals lie in
+  error on average from radius 5 voxels, up to 3 % for one placement on the grid) but not
+  for oriented ones: interfaces whose normals lie in
   one plane (a cylinder's side) come out at 0.85 of the truth, axis-aligned planes at 2/3.
   ``surface="mesh"`` is the area of a marching-cubes surface (scikit-image, Lewiner)
   of the phase mask: an axis-aligned plane gets its area on the cube grid (half a voxel
