@@ -21,6 +21,18 @@ def _viewer_with_layers(make_napari_viewer, **kw):
     return viewer, vol, rad
 
 
+def _segment_selected_to(viewer, qtbot, model_file, out):
+    """Segment every selected image layer into the folder ``out`` (zarr), as a user does, and wait."""
+    w = SegmentWidget(viewer)
+    w._selected.value = True
+    w._model_file.value = model_file
+    w._device.value = "cpu"
+    w._out.value = out
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    return w
+
+
 def test_every_selected_image_layer_gets_its_labels(make_napari_viewer, qtbot, model_file):
     viewer, vol, rad = _viewer_with_layers(make_napari_viewer, show=True)
     w = SegmentWidget(viewer)
@@ -49,13 +61,7 @@ def test_selected_layers_to_a_folder_of_zarr_backed_layers(make_napari_viewer, q
     import dask.array as da
 
     viewer, _, _ = _viewer_with_layers(make_napari_viewer)
-    w = SegmentWidget(viewer)
-    w._selected.value = True
-    w._model_file.value = model_file
-    w._device.value = "cpu"
-    w._out.value = tmp_path / "labels"
-    w._run.clicked.emit()
-    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    _segment_selected_to(viewer, qtbot, model_file, tmp_path / "labels")
     assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["radio_graph.zarr", "vol.zarr"]
     for name, shape in (("vol labels", (5, 40, 48)), ("radio/graph labels", (48, 40))):
         layer = viewer.layers[name]
@@ -107,13 +113,7 @@ def test_selected_layers_keep_their_voxel_size_in_the_outputs(make_napari_viewer
     a = viewer.add_image(rng.random((4, 32, 32), dtype=np.float32), name="a", **kw)
     b = viewer.add_image(rng.random((4, 32, 32), dtype=np.float32), name="b", **kw)
     viewer.layers.selection = {a, b}
-    w = SegmentWidget(viewer)
-    w._selected.value = True
-    w._model_file.value = model_file
-    w._device.value = "cpu"
-    w._out.value = tmp_path / "labels"
-    w._run.clicked.emit()
-    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    _segment_selected_to(viewer, qtbot, model_file, tmp_path / "labels")
     for name in ("a", "b"):
         assert read_voxel_size(tmp_path / "labels" / f"{name}.zarr") == ((0.1, 0.05, 0.05), "um")
         assert tuple(viewer.layers[f"{name} labels"].scale) == pytest.approx((0.1, 0.05, 0.05))
