@@ -406,3 +406,25 @@ def test_a_round_records_the_image_layers_voxel_size_not_the_models(make_napari_
     qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
     m1 = load_model(tmp_path / "colleague-r1.safetensors")
     assert m1.info.voxel_size == [8.0, 8.0, 8.0] and m1.info.unit == "um"
+
+
+def test_a_file_backed_annotations_layer_says_how_to_make_it_editable(make_napari_viewer, trained, monkeypatch):
+    """QA: the message said "copy it to a new Labels layer", which the GUI offers no way to do."""
+    import dask.array as da
+
+    from napari_xrayseg._napari import annotate_widget
+
+    image, _, ann, path = trained
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="img")
+    viewer.add_labels(da.from_array(ann), name="painted")
+    said = []
+    monkeypatch.setattr(annotate_widget, "show_warning", said.append)
+    w = AnnotateWidget(viewer)
+    w._model_file.value = path
+    w.copy_prediction()
+    cmd = "viewer.add_labels(np.asarray(viewer.layers['painted'].data), name='painted edit')"
+    assert said and "read from its file" in said[0] and cmd in said[0]
+    ns = {"viewer": viewer, "np": np}
+    exec(cmd, ns)  # the line works as written
+    assert isinstance(viewer.layers["painted edit"].data, np.ndarray)

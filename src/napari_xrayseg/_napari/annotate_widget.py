@@ -419,8 +419,10 @@ class AnnotateWidget(JobWidget):
             )
         if not isinstance(labels.data, np.ndarray):
             raise InputError(
-                f"annotations layer {labels.name!r} is not in memory (read-only): copy it to a new "
-                "Labels layer to paint on it"
+                f"annotations layer {labels.name!r} is read from its file, not held in memory (what is painted "
+                "on it is not saved to the file): make an editable copy, in napari's console "
+                f"viewer.add_labels(np.asarray(viewer.layers[{labels.name!r}].data), name={labels.name + ' edit'!r}), "
+                "choose it as the annotations and save it when done"
             )
         return labels
 
