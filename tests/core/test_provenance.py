@@ -58,6 +58,14 @@ def test_provenance_records_the_command_only_inside_a_command_line():
     _check_record(rec, "xrayseg predict --out 'a b.zarr'")  # quoted: can be pasted into a shell
     assert set(rec["inputs"]) == {"image"}
     _check_record(provenance())  # and no longer after it
+    import threading
+
+    seen = []
+    with command_line(["xrayseg", "predict"]):  # a CLI run in napari's console: a widget's job thread
+        t = threading.Thread(target=lambda: seen.append(provenance()["command"]))
+        t.start()
+        t.join()
+    assert seen == [None]  # is not stamped with it
 
 
 def test_a_predict_output_records_its_image_model_and_software(tmp_path, tiny_model, monkeypatch):

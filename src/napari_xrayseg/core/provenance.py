@@ -24,6 +24,7 @@ import platform
 import shlex
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,18 +33,19 @@ __all__ = ["absolute_path", "command_line", "describe_input", "file_sha256", "pr
 #: packages whose versions decide a result (the network's numbers, the arrays' reading)
 PACKAGES = ("napari-xrayseg", "torch", "monai", "numpy", "scipy", "zarr", "dask", "tifffile", "h5py")
 
-_COMMAND: list[str] | None = None
+#: The command line of what is made in this thread (a context variable: a thread started meanwhile, as a
+#: napari widget's job, starts without it, so a CLI run in napari's console does not stamp its jobs).
+_COMMAND: ContextVar[list[str] | None] = ContextVar("xrayseg_command", default=None)
 
 
 @contextmanager
 def command_line(argv: Sequence[str]):  # type: ignore[no-untyped-def]
     """Record ``argv`` (e.g. ``["xrayseg", "predict", ...]``) as the command of what is made inside."""
-    global _COMMAND
-    before, _COMMAND = _COMMAND, [str(a) for a in argv]
+    token = _COMMAND.set([str(a) for a in argv])
     try:
         yield
     finally:
-        _COMMAND = before
+        _COMMAND.reset(token)
 
 
 def software() -> dict[str, str]:
@@ -137,7 +139,7 @@ def provenance(inputs: Mapping[str, Any] | None = None, **extra: Any) -> dict[st
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),  # as a model's ``created``
         "software": software(),
-        "command": shlex.join(_COMMAND) if _COMMAND else None,
+        "command": shlex.join(argv) if (argv := _COMMAND.get()) else None,
         "cwd": _cwd(),
         "inputs": {k: describe_input(v) for k, v in (inputs or {}).items() if v is not None},
         **extra,
