@@ -204,3 +204,14 @@ def test_a_deleted_working_folder_and_an_hdf5_dataset_path(tmp_path, tiny_model,
     segment(vol, tiny_model, out=tmp_path / "out.zarr", **KW)
     assert read_output_meta(tmp_path / "out.zarr")["provenance"]["cwd"] is None
     assert evaluate(str(tmp_path / "out.zarr"), np.ones(vol.shape, np.uint8)).provenance["cwd"] is None
+
+
+def test_a_files_sha256_is_read_again_when_the_file_changes(tmp_path):
+    from napari_xrayseg.core.provenance import file_sha256
+
+    p = tmp_path / "m.safetensors"
+    p.write_bytes(b"one")
+    assert file_sha256(p) == hashlib.sha256(b"one").hexdigest() == file_sha256(p)  # the second from the cache
+    p.write_bytes(b"three")
+    assert file_sha256(p) == hashlib.sha256(b"three").hexdigest()
+    assert file_sha256(tmp_path / "missing") is None

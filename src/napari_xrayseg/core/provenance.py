@@ -19,6 +19,7 @@ file, a predict output or a JSON report.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shlex
@@ -50,6 +51,11 @@ def command_line(argv: Sequence[str]):  # type: ignore[no-untyped-def]
 
 def software() -> dict[str, str]:
     """Versions of Python, the platform and the packages a result depends on (absent ones left out)."""
+    return dict(_software())
+
+
+@functools.cache
+def _software() -> tuple[tuple[str, str], ...]:  # looked up once: a batch records it for every input
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version(), "platform": platform.platform(terse=True)}
@@ -58,7 +64,7 @@ def software() -> dict[str, str]:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
             continue
-    return out
+    return tuple(out.items())
 
 
 def describe_input(obj: Any) -> Any:
@@ -113,7 +119,20 @@ def absolute_path(path: str | os.PathLike) -> str:
 
 
 def file_sha256(path: str | os.PathLike) -> str | None:
-    """SHA-256 of a file's bytes (what ``sha256sum`` prints), or None where it cannot be read."""
+    """SHA-256 of a file's bytes (what ``sha256sum`` prints), or None where it cannot be read.
+
+    Kept per (path, size, modification time): a batch of thousands of images names its one model
+    file in every output without reading it again each time.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return _sha256(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str | None:
     import hashlib
 
     try:
