@@ -428,3 +428,26 @@ def test_a_file_backed_annotations_layer_says_how_to_make_it_editable(make_napar
     ns = {"viewer": viewer, "np": np}
     exec(cmd, ns)  # the line works as written
     assert isinstance(viewer.layers["painted edit"].data, np.ndarray)
+
+
+def test_the_preview_goes_with_its_image(make_napari_viewer, qtbot, trained):
+    """QA: removing the image (or choosing another) left its preview behind, named after the image that was gone."""
+    image, _, _, path = trained
+    viewer, w, _ = _viewer(make_napari_viewer, trained, show=False)
+    second = viewer.add_image(image[:, ::-1].copy(), name="other")
+    w._image.value = viewer.layers["img"]
+    w._model_file.value = path
+    qtbot.waitUntil(lambda: _preview_shows(w, viewer, viewer.dims.current_step[0]), timeout=60_000)
+    first = w.preview_layer
+    assert first.name == "img preview"
+    w._image.value = second  # another image: a preview of its own, under its name
+    qtbot.waitUntil(lambda: not w.preview_runner.busy and w.preview_layer is not None, timeout=60_000)
+    assert first not in viewer.layers and w.preview_layer.name == "other preview"
+    k = viewer.dims.current_step[0]
+    np.testing.assert_array_equal(w.preview_layer.data[0], _pred(image[:, ::-1].copy(), load_model(path), k))
+    viewer.layers.remove(second)  # the image removed: its preview goes too
+    qtbot.waitUntil(lambda: not w.preview_runner.busy, timeout=60_000)
+    assert not [ly for ly in viewer.layers if ly.name == "other preview"]
+    assert w._image.value is viewer.layers["img"]
+    qtbot.waitUntil(lambda: _preview_shows(w, viewer, k), timeout=60_000)
+    assert w.preview_layer.name == "img preview"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,7 @@ class AnnotateWidget(JobWidget):
         self.model: Model | None = None
         self.ranking: SliceRanking | None = None
         self.preview_layer: Any = None
+        self._previewed: Any = lambda: None  # (a weak reference to) the image layer the preview is of
         self._last: tuple[Any, np.ndarray] | None = None  # (key, labels) of the latest preview computed
         self._next = 0  # position in ranking.suggested of the next "go to"
         self._norms: dict[Any, Any] = {}  # (model id, (image layer id, data id), no-data) -> bounds, by previews
@@ -208,7 +210,7 @@ class AnnotateWidget(JobWidget):
         self._go.changed.connect(self.go_to_next)
         self._copy.changed.connect(self.copy_prediction)
         self._train.changed.connect(lambda: self.runner.toggle(self._train_inputs, self._start_train))
-        self._image.changed.connect(lambda _v: self.refresh_preview())
+        self._image.changed.connect(self._on_image)
         dims_events = (viewer.dims.events.current_step, viewer.dims.events.order, viewer.dims.events.ndisplay)
         for event in dims_events:
             event.connect(self._on_view)
@@ -327,6 +329,19 @@ class AnnotateWidget(JobWidget):
     def _on_view(self, *_: Any) -> None:
         self.refresh_preview()
 
+    def _on_image(self, _value: Any = None) -> None:
+        """Another image chosen, or the previewed one removed: its preview goes with it, then preview anew.
+
+        The preview layer is the widget's own (never the user's): left behind it showed one slice of an image
+        that was no longer there, named after it (QA).
+        """
+        p = self.preview_layer
+        if p is not None and self._previewed() is not self._image.value:
+            self.preview_layer = None
+            if p in self._viewer.layers:
+                self._viewer.layers.remove(p)
+        self.refresh_preview()
+
     def refresh_preview(self) -> None:
         """Ask for the preview of the shown slice (returns at once; the result comes from a worker)."""
         if not self._live.value:
@@ -394,6 +409,7 @@ class AnnotateWidget(JobWidget):
             p.translate = tuple(translate)
             p.data = data
         self.preview_layer.metadata["napari_xrayseg"] = {"preview_of": layer.name, "axis": axis, "index": index}
+        self._previewed = weakref.ref(layer)  # not the layer itself: a removed image's data is not held
 
     # ------------------------------------------------------------------ correct
     def copy_prediction(self) -> None:
