@@ -15,7 +15,7 @@ from napari_xrayseg.core.metrics import Report, evaluate
 from napari_xrayseg.core.microstructure import Microstructure, analyze
 from napari_xrayseg.core.models import init_model, read_model_info, save_model
 from napari_xrayseg.core.progress import CancelToken
-from napari_xrayseg.core.provenance import command_line, describe_input, provenance
+from napari_xrayseg.core.provenance import command_line, describe_input, inputs_named, provenance
 from napari_xrayseg.core.writer import read_output_meta
 
 KW = {"tile": 32, "device": "cpu", "batch": 4, "slab": 2}
@@ -69,6 +69,7 @@ def test_provenance_records_the_command_only_inside_a_command_line():
 
 
 def test_a_predict_output_records_its_image_model_and_software(tmp_path, tiny_model, monkeypatch):
+    from napari_xrayseg.core.batch import segment_many
     from napari_xrayseg.core.inference import segment
 
     monkeypatch.chdir(tmp_path)
@@ -88,6 +89,14 @@ def test_a_predict_output_records_its_image_model_and_software(tmp_path, tiny_mo
     segment(np.random.default_rng(5).random((4, 32, 32), dtype=np.float32), unsaved, out="mem.zarr", **KW)
     rec = read_output_meta("mem.zarr")["provenance"]
     assert rec["inputs"] == {"image": {"array": "numpy.ndarray", "shape": [4, 32, 32], "dtype": "float32"}}
+    # an array the caller names (a widget: the layer and its file), also in a batch
+    arr = np.random.default_rng(6).random((4, 32, 32), dtype=np.float32)
+    with inputs_named({id(arr): {"layer": "scan", "path": "/data/scan.zarr"}}):
+        segment(arr, unsaved, out="named.zarr", **KW)
+        segment_many({"one": arr}, unsaved, out_dir="many", fmt="zarr", **KW)
+    for out in ("named.zarr", "many/one.zarr"):
+        assert read_output_meta(out)["provenance"]["inputs"]["image"] == {"layer": "scan", "path": "/data/scan.zarr"}
+    assert describe_input(arr)["array"] == "numpy.ndarray"  # and no longer outside
 
 
 def test_a_resumed_output_keeps_its_first_record_and_adds_each_resume(tmp_path, tiny_model):

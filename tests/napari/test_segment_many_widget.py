@@ -8,6 +8,7 @@ napari = pytest.importorskip("napari")
 
 from napari_xrayseg._napari.segment_widget import SegmentWidget  # noqa: E402
 from napari_xrayseg.core.inference import segment  # noqa: E402
+from napari_xrayseg.core.writer import read_output_meta  # noqa: E402
 
 
 def _viewer_with_layers(make_napari_viewer, **kw):
@@ -66,6 +67,10 @@ def test_selected_layers_to_a_folder_of_zarr_backed_layers(make_napari_viewer, q
     for name, shape in (("vol labels", (5, 40, 48)), ("radio/graph labels", (48, 40))):
         layer = viewer.layers[name]
         assert isinstance(layer.data, da.Array) and layer.data.shape == shape
+    # each store names the layer it was made from (QA: "numpy.ndarray" of a shape)
+    for store, layer in (("vol.zarr", "vol"), ("radio_graph.zarr", "radio/graph")):
+        rec = read_output_meta(tmp_path / "labels" / store)["provenance"]
+        assert rec["inputs"]["image"] == {"layer": layer}, rec["inputs"]
 
 
 def test_cancel_keeps_the_finished_layers(make_napari_viewer, qtbot, model_file):

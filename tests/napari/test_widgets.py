@@ -7,6 +7,7 @@ napari = pytest.importorskip("napari")
 
 from napari_xrayseg._napari.segment_widget import SegmentWidget  # noqa: E402
 from napari_xrayseg.core.models import init_model, save_model  # noqa: E402
+from napari_xrayseg.core.provenance import file_sha256  # noqa: E402
 
 
 def test_manifest_is_valid():
@@ -58,7 +59,8 @@ def test_segment_widget_end_to_end_in_a_worker(make_napari_viewer, qtbot, model_
     assert new.data.shape == (5, 40, 48) and new.data.dtype == np.uint8
     assert tuple(new.scale) == (2, 1, 1)
     rec = new.metadata["napari_xrayseg"]["provenance"]  # when, by which versions, from which layer and model file
-    assert rec["inputs"] == {"image": {"layer": "vol"}, "model": {"path": str(model_file)}}
+    model = {"path": str(model_file), "sha256": file_sha256(model_file)}  # as a saved store names it
+    assert rec["inputs"] == {"image": {"layer": "vol"}, "model": model}
     assert "napari-xrayseg" in rec["software"] and rec["command"] is None
     assert not np.any(viewer.layers["vol labels"].data)  # the user's layer is untouched
     shot = viewer.screenshot(canvas_only=False)
@@ -68,8 +70,13 @@ def test_segment_widget_end_to_end_in_a_worker(make_napari_viewer, qtbot, model_
 def test_segment_widget_writes_zarr_and_backs_layer(make_napari_viewer, qtbot, model_file, tmp_path):
     import dask.array as da
 
+    from napari_xrayseg.core.io import write_volume
+    from napari_xrayseg.core.writer import read_output_meta
+
     viewer = make_napari_viewer()
-    viewer.add_image(np.random.default_rng(1).random((4, 32, 32), dtype=np.float32), name="v")
+    scan = tmp_path / "v.zarr"  # opened from a file, as a user does: the saved store names that file
+    write_volume(scan, np.random.default_rng(1).random((4, 32, 32), dtype=np.float32))
+    viewer.open(scan, plugin="napari-xrayseg")
     w = SegmentWidget(viewer)
     w._model_file.value = model_file
     w._device.value = "cpu"
@@ -78,6 +85,9 @@ def test_segment_widget_writes_zarr_and_backs_layer(make_napari_viewer, qtbot, m
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
     layer = viewer.layers["v labels"]
     assert isinstance(layer.data, da.Array) and (tmp_path / "seg.zarr").exists()
+    rec = read_output_meta(tmp_path / "seg.zarr")["provenance"]  # not "dask.Array" (QA)
+    assert rec["inputs"]["image"] == {"layer": "v", "path": str(scan)}
+    assert rec["inputs"] == layer.metadata["napari_xrayseg"]["provenance"]["inputs"]
 
 
 def test_segment_widget_cancel(make_napari_viewer, qtbot, model_file):

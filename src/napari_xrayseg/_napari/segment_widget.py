@@ -173,7 +173,7 @@ class SegmentWidget(JobWidget):
                 )
 
         self.runner.start(
-            iter_segment,
+            _named_job(iter_segment, {id(kwargs["image"]): layer_source(layer)}),
             desc=f"Segmenting {layer.name}",
             total=kwargs["image"].shape[0],
             on_returned=lambda labels: self._add_result(labels, layer, kwargs),
@@ -300,8 +300,9 @@ class SegmentWidget(JobWidget):
                 add(res)
             show_info(f"Segmenting: cancelled after {len(added)} of {len(layers)} image layers")
 
+        named = {id(kwargs["inputs"][n]): layer_source(la) for n, la in layers.items()}
         self.runner.start(
-            iter_segment_many,
+            _named_job(iter_segment_many, named),
             desc=f"Segmenting {len(layers)} image layers",
             total=1000 * len(layers),
             on_yielded=lambda p: add(p.info.get("result")),  # a layer per input as soon as it is done
@@ -396,14 +397,30 @@ def _where(layer: Any, voxel_size: Any, unit: str | None, channel_axis: int | No
     return where
 
 
+def _named_job(job: Any, named: dict[int, dict[str, Any]]) -> Any:
+    """``job`` (a generator function) run with its input arrays named as the layers they are read from.
+
+    The saved store's provenance then names the layer and its file, not a ``dask.Array`` (QA).
+    """
+    from ..core.provenance import inputs_named
+
+    def run(**kwargs: Any) -> Any:
+        with inputs_named(named):  # set in the worker thread, where the job runs
+            return (yield from job(**kwargs))
+
+    return run
+
+
 def _provenance(layer: Any, model: Any) -> dict[str, Any]:
     """When and by which software the layer's labels were made, from which image layer and model file."""
     import os
 
-    from ..core.provenance import absolute_path, provenance
+    from ..core.provenance import absolute_path, file_sha256, provenance
 
     path = model if isinstance(model, (str, os.PathLike)) else getattr(model, "path", None)
-    return provenance({"image": layer_source(layer), "model": {"path": absolute_path(path)} if path else None})
+    # as the saved store names it: the file and the SHA-256 of its bytes (kept per path, size and time)
+    described = {"path": absolute_path(path), "sha256": file_sha256(path)} if path else None
+    return provenance({"image": layer_source(layer), "model": described})
 
 
 def _trained_on(info: Any, image: Any, layer: Any) -> dict[str, Any] | None:

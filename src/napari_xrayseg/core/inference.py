@@ -409,7 +409,10 @@ def build_job(
         )
     writer: StoreWriter | MemoryWriter
     if labels_claim is not None:
-        source = raw if isinstance(raw, (str, os.PathLike)) else opened  # the file, for the provenance
+        from .provenance import is_named
+
+        # the file (or the layer a widget named), for the provenance
+        source = raw if isinstance(raw, (str, os.PathLike)) or is_named(raw) else opened
         if not labels_claim.resume:
             _check_scratch_space(labels_claim.final, p0.shape, len(plans), len(model.info.classes))
         writer = StoreWriter.open(

@@ -29,7 +29,16 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["absolute_path", "command_line", "describe_input", "file_sha256", "provenance", "software"]
+__all__ = [
+    "absolute_path",
+    "command_line",
+    "describe_input",
+    "file_sha256",
+    "inputs_named",
+    "is_named",
+    "provenance",
+    "software",
+]
 
 #: packages whose versions decide a result (the network's numbers, the arrays' reading)
 PACKAGES = ("napari-xrayseg", "torch", "monai", "numpy", "scipy", "zarr", "dask", "tifffile", "h5py")
@@ -37,6 +46,29 @@ PACKAGES = ("napari-xrayseg", "torch", "monai", "numpy", "scipy", "zarr", "dask"
 #: The command line of what is made in this thread (a context variable: a thread started meanwhile, as a
 #: napari widget's job, starts without it, so a CLI run in napari's console does not stamp its jobs).
 _COMMAND: ContextVar[list[str] | None] = ContextVar("xrayseg_command", default=None)
+
+
+#: Descriptions of in-memory arrays by ``id()`` (the napari layers a widget's job reads), for this thread.
+_NAMED: ContextVar[dict[int, dict[str, Any]] | None] = ContextVar("xrayseg_named_inputs", default=None)
+
+
+@contextmanager
+def inputs_named(named: Mapping[int, Mapping[str, Any]]):  # type: ignore[no-untyped-def]
+    """Name arrays made inside as ``named[id(array)]`` says (e.g. ``{"layer": ..., "path": ...}``).
+
+    A widget hands ``segment`` a layer's array: without this, an output saved to a store named
+    its image only as ``dask.Array`` of a shape, although the widget knew the layer and its file.
+    """
+    token = _NAMED.set({**(_NAMED.get() or {}), **{int(k): dict(v) for k, v in named.items()}})
+    try:
+        yield
+    finally:
+        _NAMED.reset(token)
+
+
+def is_named(obj: Any) -> bool:
+    """Whether :func:`inputs_named` names ``obj`` here."""
+    return id(obj) in (_NAMED.get() or {})
 
 
 @contextmanager
@@ -79,6 +111,9 @@ def describe_input(obj: Any) -> Any:
 
     if obj is None:
         return None
+    named = _NAMED.get()
+    if named and id(obj) in named:  # a layer's array: as the widget named it
+        return dict(named[id(obj)])
     if isinstance(obj, (str, os.PathLike)):  # "scan.h5:/entry/data" names a dataset in a file
         text = str(obj)
         base, _, ds = text.rpartition(":")
