@@ -241,6 +241,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         "voxel_size": a.voxel_size,
         "unit": a.unit,
         "nodata": a.nodata,
+        "channel_axis": a.channel_axis,
         "progress": _ProgressPrinter("predict"),
     }
     printer = kw["progress"]
@@ -383,6 +384,7 @@ def _segment_many(a: argparse.Namespace, segment_many: Any, token: Any) -> Any:
         voxel_size=a.voxel_size,
         unit=a.unit,
         nodata=a.nodata,
+        channel_axis=a.channel_axis,
         progress=_ProgressPrinter("predict"),
         cancel=token,
     )
@@ -1424,6 +1426,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_voxel_size(p, "written into the outputs; default: what the image records, else the model")
     _add_nodata(p)
+    p.add_argument(
+        "--channel-axis",
+        type=int,
+        default=None,
+        metavar="AXIS",
+        help="for a multi-channel model: the image's channel axis (default: the axis the model was trained with, "
+        "or the one axis holding as many entries as the model has channels)",
+    )
     g = p.add_argument_group("dask.distributed (input and output on a file system all workers see)")
     g.add_argument("--workers", type=int, default=None, help="run on a local cluster of N worker processes")
     g.add_argument("--scheduler", default=None, help="run on the cluster of this scheduler, e.g. tcp://host:8786")

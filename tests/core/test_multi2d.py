@@ -210,6 +210,12 @@ def test_multichannel_training_and_segmenting(slices, tmp_path):
     seg = segment(two, load_model(tmp_path / "c.safetensors"), device="cpu")
     assert seg.shape == image.shape
     np.testing.assert_array_equal(seg, segment(two, m, device="cpu"))
+    # channels first (as OME-Zarr orders them): found on the one axis that holds 2, or named (QA: refused)
+    czyx = np.ascontiguousarray(two.transpose(1, 0, 2, 3))
+    np.testing.assert_array_equal(segment(czyx, m, device="cpu"), seg)
+    np.testing.assert_array_equal(segment(czyx, m, device="cpu", channel_axis=0), seg)
+    with pytest.raises(InputError, match=r"along axis 1 but the model takes 2.*--channel-axis"):
+        segment(czyx, m, device="cpu", channel_axis=1)
     import dask.array as da
 
     lazy = segment(da.from_array(two, chunks=(2, 2, *two.shape[2:])), m, device="cpu")  # dask in, dask out
@@ -256,3 +262,39 @@ def test_a_planar_rgb_tiff_reads_as_a_contiguous_one(tmp_path):
         np.testing.assert_array_equal(
             read_image_2d(tmp_path / "planar.tif", rgb=mode), read_image_2d(tmp_path / "contig.tif", rgb=mode)
         )
+
+
+def test_a_multichannel_files_voxel_size_is_kept(slices, tmp_path):
+    """QA: every 4D file (zarr attributes, OME-Zarr c axis, HDF5, ImageJ Z,C,Y,X) lost its voxel size, silently."""
+    import h5py
+    import zarr
+
+    from napari_xrayseg.core.io import read_voxel_size, write_volume
+    from napari_xrayseg.core.writer import read_output_meta
+
+    image, truth = slices
+    two = np.stack([image, 1 - image], axis=1).astype(np.float32)  # (Z, C, Y, X)
+    want = ((0.5, 0.1, 0.1), "um")
+    write_volume(tmp_path / "zcyx.zarr", two, attrs={"voxel_size": [0.5, 0.1, 0.1], "unit": "um"})
+    with h5py.File(tmp_path / "zcyx.h5", "w") as f:
+        f.create_dataset("vol", data=two).attrs["element_size_um"] = [0.5, 0.1, 0.1]
+    tifffile.imwrite(
+        tmp_path / "zcyx.tif", two, imagej=True, resolution=(10.0, 10.0), metadata={"spacing": 0.5, "unit": "um"}
+    )
+    g = zarr.open_group(str(tmp_path / "czyx.zarr"), mode="w")
+    g.create_array("0", data=np.ascontiguousarray(two.transpose(1, 0, 2, 3)))
+    axes = [{"name": "c", "type": "channel"}] + [{"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"]
+    scale = {"type": "scale", "scale": [1.0, 0.5, 0.1, 0.1]}
+    g.attrs["multiscales"] = [
+        {"version": "0.4", "axes": axes, "datasets": [{"path": "0", "coordinateTransformations": [scale]}]}
+    ]
+    for name in ("zcyx.zarr", "zcyx.h5:/vol", "zcyx.tif", "czyx.zarr"):
+        got = read_voxel_size(tmp_path / name if ":" not in name else f"{tmp_path / name}")
+        assert got is not None and np.allclose(got[0], want[0]) and got[1] == want[1], (name, got)
+    sparse = np.zeros_like(truth)
+    sparse[::2] = truth[::2]
+    m = train(open_volume(tmp_path / "zcyx.zarr"), sparse, channel_axis=1, **FAST)
+    assert m.info.voxel_size is not None and np.allclose(m.info.voxel_size, want[0])  # the model records it
+    segment(open_volume(tmp_path / "czyx.zarr"), m, out=tmp_path / "out.zarr", device="cpu")
+    meta = read_output_meta(tmp_path / "out.zarr")
+    assert np.allclose(meta["voxel_size"], want[0]) and meta["unit"] == "um"  # and so does the output

@@ -105,3 +105,31 @@ def test_channel_axis_in_train_and_segment_widgets(make_napari_viewer, qtbot, tm
     # (its "finished" can be seen before the error reaches the main thread: CI failed that way once)
     qtbot.waitUntil(lambda: any("channel" in str(e) for e in errors[1:]), timeout=60_000)
     qtbot.waitUntil(lambda: not s.runner.running, timeout=60_000)
+    # channels on axis 1 (Z, C, Y, X): napari would lay the 3D result over C, Y, X: refused, saying how to fix it
+    from qtpy.QtWidgets import QApplication
+
+    zcyx = viewer.add_image(np.ascontiguousarray(two.transpose(1, 0, 2, 3)), name="zcyx", scale=(0.5, 1, 0.1, 0.1))
+    s._image.value = zcyx
+    n = len(errors)
+    qtbot.wait(QApplication.doubleClickInterval() + 100)
+    s._run.clicked.emit()
+    qtbot.waitUntil(lambda: len(errors) > n, timeout=60_000)
+    assert "channels on axis 1" in str(errors[-1]) and "np.moveaxis" in str(errors[-1]) and not s.runner.running
+    # channels first with a voxel size and an origin: the result lies over the image's z, y, x (QA)
+    czyx = viewer.add_image(two.astype(np.float32), name="czyx", scale=(1, 0.5, 0.1, 0.1), translate=(0, 10, 5, 2))
+    s._image.value = czyx
+    assert (s._voxel.z.value, s._voxel.y.value, s._voxel.x.value) == (0.5, 0.1, 0.1)
+    qtbot.wait(QApplication.doubleClickInterval() + 100)
+    s._run.clicked.emit()
+    qtbot.waitUntil(lambda: "czyx labels" in viewer.layers and not s.runner.running, timeout=60_000)
+    res = viewer.layers["czyx labels"]
+    assert tuple(res.scale) == (0.5, 0.1, 0.1) and tuple(res.translate) == (10, 5, 2)
+    np.testing.assert_array_equal(np.asarray(res.data), out)  # the same channels read on their axis
+    # training on the Z, C, Y, X layer warns that painted labels cannot lie over it
+    w._image.value = zcyx
+    w._channel_axis.value = "1"
+    w._out.value = tmp_path / "m2.safetensors"
+    warned = []
+    monkeypatch.setattr("napari_xrayseg._napari.train_widget.show_warning", warned.append)
+    w._inputs()
+    assert any("channels on axis 1" in str(m) and "channels first" in str(m) for m in warned)

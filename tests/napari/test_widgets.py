@@ -492,3 +492,15 @@ def test_the_labels_to_learn_from_are_the_users_painting_not_the_samples_truth(m
     viewer.layers.remove(mine)
     assert [w._labels.value for w in widgets] == [painted, painted]
     assert widgets[0]._labels.choices[-2:] == (viewer.layers["PXCT truth"], other)
+
+
+def test_a_multichannel_file_opens_with_its_voxel_size_on_the_spatial_axes(make_napari_viewer, tmp_path):
+    """QA: a 4D file's three sizes were dropped ("not one positive number per axis"); napari got no scale."""
+    from napari_xrayseg.core.io import write_volume
+
+    zcyx = np.random.default_rng(3).random((6, 2, 16, 16), dtype=np.float32)
+    write_volume(tmp_path / "zcyx.zarr", zcyx, attrs={"voxel_size": [0.5, 0.1, 0.1], "unit": "um"})
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(tmp_path / "zcyx.zarr", plugin="napari-xrayseg")
+    assert layer.data.shape == zcyx.shape
+    assert np.allclose(layer.scale, (0.5, 1.0, 0.1, 0.1))  # the channel axis (the fewest entries) unscaled

@@ -160,15 +160,23 @@ def made_by_model(layer: Any) -> bool:
     return isinstance(meta, dict) and bool(meta.get("model") or meta.get("model_sha256"))
 
 
-def placement_mismatch(labels_layer: Any, image_layer: Any) -> str | None:
+def placement_mismatch(labels_layer: Any, image_layer: Any, channel_axis: int | None = None) -> str | None:
     """A warning when a labels layer is not drawn over its image (another scale or translation), else None.
 
     The arrays pair voxel for voxel whatever the layers show; painted at another scale, the
-    annotations the user saw over one place of the image teach (or score) another.
+    annotations the user saw over one place of the image teach (or score) another. An image's
+    channel axis (``channel_axis``) has no counterpart in the labels: napari lays them over the
+    image's last axes, which holds only for channels first.
     """
     import numpy as np
 
-    a, b = placement(labels_layer), placement(image_layer)
+    if channel_axis not in (None, 0) and not getattr(image_layer, "rgb", False):
+        return (
+            f"{image_layer.name!r} has its channels on axis {channel_axis}: napari lays {labels_layer.name!r} over "
+            "the image's last axes, channels included, so they do not overlay where painted (the arrays are paired "
+            "voxel for voxel); to paint over the image, put its channels first (np.moveaxis in napari's console)"
+        )
+    a, b = placement(labels_layer), spatial_placement(image_layer, channel_axis)
     n = min(len(a["scale"]), len(b["scale"]))
     same = all(np.allclose(a[k][-n:], b[k][-n:]) for k in ("scale", "translate"))
     if same:
@@ -262,17 +270,26 @@ def layer_class_names(layer: Any) -> dict[int, str] | None:
     return {int(i): str(n) for i, n in zip(index, feats["name"])}
 
 
-def physical_placement(voxel_size: Any, unit: str | None, ndim: int) -> dict[str, Any]:
-    """``scale`` (and ``units`` where napari has them) for a layer of a volume with this voxel size."""
+def physical_placement(voxel_size: Any, unit: str | None, shape: int | tuple[int, ...]) -> dict[str, Any]:
+    """``scale`` (and ``units`` where napari has them) for a layer of a volume with this voxel size.
+
+    ``shape`` is the layer's shape (or its number of axes). A 4D layer with three sizes (a file's
+    channel axis has none) gets scale 1 on its channel axis: the axis with the fewest entries.
+    """
     import inspect
 
+    import numpy as np
     from napari.layers import Layer
 
     from ..core.units import ngff_unit
 
     if voxel_size is None:
         return {}
-    out: dict[str, Any] = {"scale": tuple(float(v) for v in voxel_size)[-ndim:]}
+    ndim = shape if isinstance(shape, int) else len(shape)
+    scale = [float(v) for v in voxel_size][-ndim:]
+    if len(scale) == ndim - 1:  # QA: a multi-channel file's three sizes became a 4D layer's scale of three
+        scale.insert(0 if isinstance(shape, int) else int(np.argmin(shape)), 1.0)
+    out: dict[str, Any] = {"scale": tuple(scale)}
     name = ngff_unit(unit)
     if name is not None and "units" in inspect.signature(Layer.__init__).parameters:
         out["units"] = (name,) * ndim

@@ -83,7 +83,7 @@ def read_tiff(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any], str]]:
     # not the memory map itself: dask copies a numpy array's chunks when it builds the graph (the whole file)
     data = da.from_array(_Pages(arr), chunks=(1, *arr.shape[1:]) if arr.ndim == 3 else arr.shape)
     found = read_voxel_size(p)
-    kw: dict[str, Any] = {"name": p.stem, **physical_placement(*(found or (None, None)), arr.ndim)}
+    kw: dict[str, Any] = {"name": p.stem, **physical_placement(*(found or (None, None)), arr.shape)}
     meta = _tiff_meta(p)
     if not (isinstance(meta, dict) and isinstance(meta.get("classes"), list)):
         return [(data, kw, "image")]
@@ -132,7 +132,7 @@ def read_hdf5(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any], str]]:
             arr = da.from_array(dset, chunks=dset.chunks or "auto")
             vox = read_voxel_size(p, dataset=name)
             label = p.stem if len(found) == 1 else f"{p.stem} {name}"
-            layers.append((arr, {"name": label, **physical_placement(*(vox or (None, None)), arr.ndim)}, "image"))
+            layers.append((arr, {"name": label, **physical_placement(*(vox or (None, None)), arr.shape)}, "image"))
     except BaseException:
         f.close()
         raise
@@ -162,7 +162,7 @@ def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
         data: Any = levels if len(levels) > 1 else levels[0]
         state = " (incomplete)" if meta.get("complete") is False else ""  # a cut-short predict; samples say nothing
         kw: dict[str, Any] = {"name": name + state, "multiscale": len(levels) > 1, "metadata": {"napari_xrayseg": meta}}
-        kw.update(physical_placement(*(found or (None, None)), levels[0].ndim))
+        kw.update(physical_placement(*(found or (None, None)), levels[0].shape))
         features = label_features(read_class_names(p))
         if features:
             kw["features"] = features
@@ -185,10 +185,10 @@ def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
                 {
                     "name": name,
                     "multiscale": len(levels) > 1,
-                    **physical_placement(*(found or (None, None)), levels[0].ndim),
+                    **physical_placement(*(found or (None, None)), levels[0].shape),
                 },
                 "image",
             )
         ]
     arr = da.from_zarr(open_volume(p))
-    return [(arr, {"name": name, **physical_placement(*(found or (None, None)), arr.ndim)}, "image")]
+    return [(arr, {"name": name, **physical_placement(*(found or (None, None)), arr.shape)}, "image")]

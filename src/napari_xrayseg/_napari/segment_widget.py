@@ -215,8 +215,8 @@ class SegmentWidget(JobWidget):
         layer = self._image.value
         model = self._model()
         info = model.info if hasattr(model, "info") else read_model_info(model)
-        ch = info.channel_axis if info.channels > 1 else None  # the model reads channels along this axis
-        data = layer_array(layer, "image", channels=ch is not None)
+        data = layer_array(layer, "image", channels=info.channels > 1)
+        ch = _channel_axis(layer, data, info)
         ndim = data.ndim - (ch is not None)  # spatial dimensions
         out = str(self._out.value) if str(self._out.value) not in ("", ".") else None
         resume = False
@@ -239,6 +239,7 @@ class SegmentWidget(JobWidget):
             **({"resume": True} if resume else {}),
             "voxel_size": voxel,
             "unit": None if voxel is None else unit,
+            **({"channel_axis": ch} if ch is not None else {}),
         }
 
     def _inputs_many(self) -> dict[str, Any]:
@@ -331,7 +332,12 @@ class SegmentWidget(JobWidget):
         from ._layers import label_colormap
 
         features = label_features(dict(zip(info.classes, info.class_names)))
-        where = _where(layer, kwargs["voxel_size"], kwargs["unit"], info.channel_axis if info.channels > 1 else None)
+        ch = kwargs.get("channel_axis")
+        if ch is None and info.channels > 1:  # every selected layer: the axis segment() read each one's channels on
+            from ..core.channels import resolve_channel_axis
+
+            ch = resolve_channel_axis(tuple(layer_array(layer, channels=True).shape), info.channels, info.channel_axis)
+        where = _where(layer, kwargs["voxel_size"], kwargs["unit"], ch)
         colors = image_label_properties(info.classes, info.class_names)["colors"]  # as written to the files
         self._viewer.add_labels(
             labels,
@@ -369,6 +375,29 @@ class SegmentWidget(JobWidget):
         done = f"segmented {base} into {name!r}"
         self._info.value = done + (f", saved to {kwargs['out']}" if kwargs["out"] is not None else "")
         show_info(done)
+
+
+def _channel_axis(layer: Any, data: Any, info: Any) -> int | None:
+    """The channel axis of a multi-channel model's image layer (None for a one-channel model).
+
+    Refused off the first axis (an RGB layer's colours aside): napari lays a layer with fewer axes over
+    the last ones of the image, so a Z,Y,X result of a Z,C,Y,X layer would lie over C,Y,X (QA: drawn
+    nowhere, at the channel axis's scale).
+    """
+    from ..core.channels import resolve_channel_axis
+    from ..core.errors import InputError
+
+    if info.channels == 1:
+        return None
+    ch = resolve_channel_axis(tuple(data.shape), info.channels, info.channel_axis)
+    if ch != 0 and not getattr(layer, "rgb", False) and data.shape[ch] == info.channels:
+        raise InputError(
+            f"layer {layer.name!r} (shape {tuple(data.shape)}) has its {info.channels} channels on axis {ch}: napari "
+            "lays the result over the image's last axes, so put the channels first, in napari's console "
+            f"viewer.add_image(np.moveaxis(viewer.layers[{layer.name!r}].data, {ch}, 0), name={layer.name + ' CZYX'!r})"
+            " (give it the image's scale without the channel axis's)"
+        )
+    return ch
 
 
 def _file_name(name: str) -> str:

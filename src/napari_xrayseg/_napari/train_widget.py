@@ -535,7 +535,7 @@ class TrainWidget(JobWidget):
             raise InputError(f"{out} exists: choose a new file name (models are never overwritten silently)")
         if (warning := model_labels_warning(self._labels.value)) is not None:
             show_warning(warning)
-        if (warning := placement_mismatch(self._labels.value, image_layer)) is not None:
+        if (warning := placement_mismatch(self._labels.value, image_layer, ch)) is not None:
             show_warning(warning)
         init: str | None = str(self._init.value)
         init = None if init in ("", ".") or Path(init).is_dir() else init  # a cleared FileEdit holds a folder

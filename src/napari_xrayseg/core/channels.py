@@ -76,6 +76,26 @@ class ChannelStack:
         return f"ChannelStack({self.channels} channels along axis {self.channel_axis}, shape {self.shape})"
 
 
+def resolve_channel_axis(shape: tuple[int, ...], channels: int, trained_axis: int | None) -> int:
+    """The axis of an image of ``shape`` that holds a ``channels``-channel model's channels.
+
+    The axis the model was trained with (``trained_axis``), unless that axis does not hold
+    ``channels`` entries and exactly one other axis does (a C,Z,Y,X file, as OME-Zarr orders
+    channels, for a model trained on Z,C,Y,X): then that one.
+
+    Examples
+    --------
+    >>> resolve_channel_axis((2, 8, 64, 64), 2, 1), resolve_channel_axis((8, 2, 64, 64), 2, 1)
+    (0, 1)
+    """
+    shape = tuple(int(n) for n in shape)
+    ax = trained_axis if trained_axis is not None and trained_axis < len(shape) else 0
+    holding = [i for i, n in enumerate(shape) if n == channels]
+    if shape[ax] != channels and len(holding) == 1 and len(shape) in (3, 4):
+        return holding[0]
+    return ax
+
+
 def split_channels(image: Any, channel_axis: int, *, channels: int | None = None, what: str = "image") -> ChannelStack:
     """Declare ``image``'s channel axis: a :class:`ChannelStack` of its channels.
 
@@ -121,7 +141,8 @@ def split_channels(image: Any, channel_axis: int, *, channels: int | None = None
         hint += ": an image without a channel axis?)" if n > MAX_CHANNELS else ")"
         raise InputError(
             f"{what} has {n} channel{'s' if n != 1 else ''} along axis {ax} but the model takes {channels}{hint}: "
-            "give the channels the model was trained on, in the same order and on the same axis"
+            "give the channels the model was trained on, in the same order (choose their axis with channel_axis=, "
+            "--channel-axis)"
         )
     if not 1 <= n <= MAX_CHANNELS:
         raise InputError(

@@ -141,6 +141,10 @@ class SegmentConfig:
         circular field of view. NaN always does. Such voxels are left out of the
         normalisation, filled from the nearest voxel with data before the network sees
         them, and labelled 0 (their confidence NaN).
+    channel_axis : int or None
+        The image's channel axis, for a multi-channel model. None: the axis the model was
+        trained with, or, where that axis does not hold the model's channel count, the one
+        axis that does (a C,Z,Y,X file for a model trained on Z,C,Y,X).
     """
 
     axis: int = 0
@@ -163,6 +167,7 @@ class SegmentConfig:
     voxel_size: Any = None
     unit: str | None = None
     nodata: float | None = None
+    channel_axis: int | None = None
 
     @classmethod
     def of(cls, config: SegmentConfig | None = None, **options: Any) -> SegmentConfig:

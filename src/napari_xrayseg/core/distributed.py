@@ -114,7 +114,11 @@ class WorkerSpec:
             # the file's identity too: a scan written again under its name was read from the old handle
             ("image", self.image, _identity(self.image), self.dataset, nodata, str(mp)),
             lambda: self._levelled(
-                _channel_input(mark_missing(open_volume(self.image, dataset=self.dataset), nodata), pred.model)
+                _channel_input(
+                    mark_missing(open_volume(self.image, dataset=self.dataset), nodata),
+                    pred.model,
+                    self.config.channel_axis,
+                )
             ),
         )
         writer = _cached(("writer", self.run), lambda: StoreWriter(self.layout))

@@ -242,19 +242,32 @@ def _model_file(model: Model) -> dict[str, Any] | None:
     return {"path": absolute_path(model.path), "sha256": file_sha256(model.path)}
 
 
-def _channel_input(image: Any, model: Model | str | os.PathLike) -> Any:
+def _channel_input(image: Any, model: Model | str | os.PathLike, channel_axis: int | None = None) -> Any:
     """A multi-channel model's image as a :class:`~napari_xrayseg.core.channels.ChannelStack`.
 
-    Its channel axis is the one the model was trained with; a different channel count is an error.
+    Its channel axis is ``channel_axis``, else the one the model was trained with, else (that axis
+    not holding the model's channel count) the one axis that does; a different channel count is an error.
     """
     info = model.info if isinstance(model, Model) else read_model_info(model)
     if info.channels == 1:
         return image
-    from .channels import split_channels
+    from .channels import resolve_channel_axis, split_channels
 
     if not hasattr(image, "shape") or not hasattr(image, "dtype"):
         image = np.asarray(image)
-    ax = info.channel_axis if info.channel_axis is not None and info.channel_axis < len(image.shape) else 0
+    if channel_axis is not None:
+        return split_channels(image, channel_axis, channels=info.channels)
+    # QA: an OME-Zarr (channels first, as NGFF orders them) was refused by a model trained on Z,C,Y,X
+    ax = resolve_channel_axis(tuple(image.shape), info.channels, info.channel_axis)
+    if ax != info.channel_axis:
+        log.info(
+            "the model was trained with its %d channels on axis %s; this image has them on axis %d (shape %s): "
+            "read there (channel_axis= or --channel-axis to choose)",
+            info.channels,
+            info.channel_axis,
+            ax,
+            tuple(image.shape),
+        )
     return split_channels(image, ax, channels=info.channels)
 
 
@@ -318,7 +331,7 @@ def build_job(
 
         image = open_volume(image)
     opened = image  # the image as stored: what --resume's fingerprint is taken of (nodata is a setting)
-    image = _channel_input(mark_missing(image, cfg.nodata), model)
+    image = _channel_input(mark_missing(image, cfg.nodata), model, cfg.channel_axis)
     image = check_image(image)
     check_chunks_present(image)  # of the array as stored (a levelled view is not a zarr array)
     image = _levelled(image, model)
@@ -423,7 +436,7 @@ def build_job(
             classes=len(model.info.classes),
             depth=p0.depth,
             passes=len(plans),
-            meta=_meta(plans, model, cfg, vox, _channel_input(opened, model), source),
+            meta=_meta(plans, model, cfg, vox, _channel_input(opened, model, cfg.channel_axis), source),
         )
     else:
         writer = MemoryWriter(

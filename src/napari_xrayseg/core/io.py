@@ -983,8 +983,9 @@ def read_voxel_size(path: str | os.PathLike, *, dataset: str | None = None) -> t
     Returns
     -------
     tuple or None
-        ``((z, y, x), unit)`` (``(y, x)`` for 2D), unit as a short symbol ("um", "nm",
-        ... or "voxel"), from, in order of the format:
+        ``((z, y, x), unit)`` (``(y, x)`` for 2D; the three spatial sizes of a 4D file with a
+        channel axis), unit as a short symbol ("um", "nm", ... or "voxel"), from, in order of
+        the format:
 
         - OME-Zarr: ``coordinateTransformations`` of the chosen (default: first) level,
           times the multiscale's own ones, and the ``unit`` of the axes; a plain zarr
@@ -1030,7 +1031,10 @@ def read_voxel_size(path: str | os.PathLike, *, dataset: str | None = None) -> t
         return None
     size, unit = found
     size = tuple(float(v) for v in size)[-ndim:]
-    if len(size) < ndim or not all(v > 0 and np.isfinite(v) for v in size):
+    # a 4D file has a channel (or time) axis besides z, y, x: its three spatial sizes are the voxel size
+    # (QA: every multi-channel file lost its voxel size, "not one positive number per axis")
+    spatial = 3 if ndim == 4 and len(size) == 3 else ndim
+    if len(size) < spatial or not all(v > 0 and np.isfinite(v) for v in size):
         log.warning("ignoring the voxel size %s of %s: not one positive number per axis", size, p)
         return None
     if (unit is None or (isinstance(unit, str) and not unit.strip())) and not all(v == 1 for v in size):
@@ -1066,6 +1070,11 @@ def voxel_size_of(arr: Any) -> tuple[tuple[float, ...], str] | None:
 
     if isinstance(arr, np.ndarray) and not isinstance(arr, np.memmap):
         return None
+    if hasattr(arr, "channel_axis") and hasattr(arr, "source"):  # a ChannelStack: the file of its source
+        found = voxel_size_of(arr.source)
+        if found is not None and len(found[0]) == len(arr.source.shape):  # one size per axis: not the channels'
+            found = (tuple(v for i, v in enumerate(found[0]) if i != arr.channel_axis), found[1])
+        return found
     p = source_path(arr)
     if p is None or not p.exists():
         return None
@@ -1231,6 +1240,11 @@ def class_names_of(arr: Any) -> dict[int, str] | None:
 
     if isinstance(arr, np.ndarray) and not isinstance(arr, np.memmap):
         return None
+    if hasattr(arr, "channel_axis") and hasattr(arr, "source"):  # a ChannelStack: the file of its source
+        found = voxel_size_of(arr.source)
+        if found is not None and len(found[0]) == len(arr.source.shape):  # one size per axis: not the channels'
+            found = (tuple(v for i, v in enumerate(found[0]) if i != arr.channel_axis), found[1])
+        return found
     p = source_path(arr)
     if p is None or not p.exists():
         return None
