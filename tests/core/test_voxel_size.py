@@ -182,3 +182,20 @@ def test_ngff_label_attrs_round_trip_through_the_readers(tmp_path):
     ms = g.attrs["ome"]["multiscales"][0]
     assert [a["unit"] for a in ms["axes"]] == ["micrometer"] * 3
     assert ngff_scale_transforms(1.0, 2, centered=False)[1] == [{"type": "scale", "scale": [2.0, 2.0, 2.0]}]
+
+
+def test_evaluate_warns_when_prediction_and_truth_record_other_voxel_sizes(tmp_path, caplog):
+    """QA: a prediction at 0.5 x 0.1 x 0.1 um scored against a truth at half that was not worth a word."""
+    from napari_xrayseg.core.io import open_volume, write_volume
+    from napari_xrayseg.core.metrics import evaluate
+
+    lab = np.random.default_rng(0).integers(1, 3, (4, 16, 16)).astype(np.uint8)
+    write_volume(tmp_path / "p.zarr", lab, attrs={"voxel_size": [0.5, 0.1, 0.1], "unit": "um"})
+    write_volume(tmp_path / "same.zarr", lab, attrs={"voxel_size": [500, 100, 100], "unit": "nm"})
+    write_volume(tmp_path / "half.zarr", lab, attrs={"voxel_size": [0.25, 0.05, 0.05], "unit": "um"})
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        evaluate(open_volume(tmp_path / "p.zarr"), open_volume(tmp_path / "same.zarr"))
+    assert "scored voxel for voxel" not in caplog.text  # the same size in other units
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        r = evaluate(open_volume(tmp_path / "p.zarr"), open_volume(tmp_path / "half.zarr"))
+    assert r.mean_dice == 1.0 and "0.5 x 0.1 x 0.1 um, the truth's 0.25 x 0.05 x 0.05 um" in caplog.text

@@ -146,7 +146,31 @@ def _check_pair(pred: Any, truth: Any) -> tuple[Any, Any, tuple[int, ...]]:
         )
     if math.prod(shape) == 0:
         raise InputError(f"pred and truth are empty (shape {shape}): pass non-empty arrays")
+    _warn_other_voxel_sizes(pred, truth)
     return pred, truth, shape
+
+
+def _warn_other_voxel_sizes(pred: Any, truth: Any) -> None:
+    """Warn when the prediction's and the truth's files record different voxel sizes (QA: scored silently)."""
+    from .io import voxel_size_of
+    from .units import to_unit
+
+    a, b = voxel_size_of(pred), voxel_size_of(truth)
+    if a is None or b is None or "voxel" in (a[1], b[1]) or len(a[0]) != len(b[0]):
+        return
+    try:
+        other = tuple(to_unit(v, b[1], a[1]) for v in b[0])
+    except (InputError, ValueError, KeyError):
+        return
+    if not np.allclose(a[0], other, rtol=1e-3):
+        log.warning(
+            "the prediction's file records voxel size %s %s, the truth's %s %s: they are scored voxel for voxel; "
+            "check that they are of the same image at the same sampling",
+            " x ".join(f"{v:g}" for v in a[0]),
+            a[1],
+            " x ".join(f"{v:g}" for v in b[0]),
+            b[1],
+        )
 
 
 def _check_axis(axis: int | None, ndim: int) -> int | None:
