@@ -451,3 +451,18 @@ def test_the_preview_goes_with_its_image(make_napari_viewer, qtbot, trained):
     assert w._image.value is viewer.layers["img"]
     qtbot.waitUntil(lambda: _preview_shows(w, viewer, k), timeout=60_000)
     assert w.preview_layer.name == "img preview"
+
+
+def test_a_multichannel_layer_says_the_loop_does_not_read_channels(make_napari_viewer, qtbot, trained):
+    """QA: a 4D layer got no preview and no reason, and Suggest a shape mismatch with the 3D annotations."""
+    from napari_xrayseg.core.errors import InputError
+
+    image, _, _, path = trained
+    viewer, w, _ = _viewer(make_napari_viewer, trained, show=False)
+    four = viewer.add_image(np.stack([image, 1 - image]), name="two channels")
+    w._model_file.value = path
+    w._image.value = four
+    w.refresh_preview()
+    assert w._status.value.startswith("no preview:") and "channels" in w._status.value
+    with pytest.raises(InputError, match="has channels, which the annotation loop does not read yet"):
+        w._suggest_inputs()

@@ -504,3 +504,9 @@ def test_a_multichannel_file_opens_with_its_voxel_size_on_the_spatial_axes(make_
     (layer,) = viewer.open(tmp_path / "zcyx.zarr", plugin="napari-xrayseg")
     assert layer.data.shape == zcyx.shape
     assert np.allclose(layer.scale, (0.5, 1.0, 0.1, 0.1))  # the channel axis (the fewest entries) unscaled
+    import h5py
+
+    with h5py.File(tmp_path / "zcyx.h5", "w") as f:  # a 4D HDF5 dataset was refused by the reader (QA)
+        f.create_dataset("vol", data=zcyx).attrs["element_size_um"] = [0.5, 0.1, 0.1]
+    (layer,) = viewer.open(tmp_path / "zcyx.h5", plugin="napari-xrayseg")
+    assert layer.data.shape == zcyx.shape and np.allclose(layer.scale, (0.5, 1.0, 0.1, 0.1))

@@ -313,6 +313,13 @@ class AnnotateWidget(JobWidget):
         ``strict=False`` (previews, while the value is being typed): an unreadable value is none.
         """
         data = layer_array(self._image.value, "image")
+        if data.ndim > 3 or (self.model is not None and self.model.info.channels > 1):
+            # QA: a 4D layer got no preview and no reason, and Suggest a shape mismatch
+            raise InputError(
+                f"image {self._image.value.name!r} (shape {tuple(data.shape)}) has channels, which the annotation "
+                "loop does not read yet: paint on one channel's layer, train and segment the channels in the Train "
+                "and Segment widgets"
+            )
         try:
             return mark_missing(data, nodata_value(self._nodata.value))
         except InputError:
@@ -350,6 +357,12 @@ class AnnotateWidget(JobWidget):
 
     def _request(self, then: Any) -> None:
         key = self._key()
+        layer = self._image.value
+        if key is None and layer is not None and layer.ndim == 4 and self.model is not None:
+            try:  # a 4D layer has no slice to preview: say why (the model may take channels too)
+                self._image_data(strict=False)
+            except XraysegError as e:
+                self._status.value = f"no preview: {e}"
         if key is None:
             return
         if self._last is not None and self._last[0] == key:  # already computed: no work

@@ -7,7 +7,7 @@ for any other zarr array or (OME-)Zarr group. Nothing is read until napari draws
 Layers get the voxel size the store records as their ``scale`` (and ``units``); labels
 get the class names as ``features`` and the OME-NGFF ``image-label`` colours. An HDF5
 file (``.h5``, ``.hdf5``, ``.hdf``, ``.nxs``: beamline and ilastik files) gives an Image
-layer per 2D or 3D numeric dataset in it, read chunk by chunk. A TIFF (a stack of pages, an
+layer per 2D, 3D or 4D (with channels) numeric dataset in it, read chunk by chunk. A TIFF (a stack of pages, an
 ImageJ hyperstack of one channel, OME-TIFF) gives an Image layer read page by page, at the
 voxel size its tags record (napari's own TIFF reader reads the whole file and sets none).
 """
@@ -52,7 +52,7 @@ def get_reader(path: str | list[str]) -> Any:
         _refused(p, e)
         return None
     if not layers:
-        _refused(p, XraysegError("it holds no 2D or 3D numeric dataset"))
+        _refused(p, XraysegError("it holds no 2D, 3D or 4D numeric dataset"))
         return None
     return lambda _path: layers
 
@@ -110,7 +110,7 @@ class _Pages:
 
 
 def read_hdf5(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any], str]]:
-    """Layer data for each 2D or 3D numeric dataset of an HDF5 file (see the module docstring)."""
+    """Layer data for each 2D, 3D or 4D (with channels) numeric dataset of an HDF5 file (see the module docstring)."""
     import dask.array as da
     import h5py
 
@@ -125,7 +125,8 @@ def read_hdf5(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any], str]]:
     try:
         for name in hdf5_datasets(f):  # through links too (NeXus master files)
             obj = f[name]
-            if obj.ndim in (2, 3) and obj.dtype.kind in "uifb" and min(obj.shape) > 1:
+            # 4D: channels (e.g. phase and absorption), which train and predict read with --channel-axis (QA)
+            if obj.ndim in (2, 3, 4) and obj.dtype.kind in "uifb" and min(obj.shape) > (obj.ndim < 4):
                 found.append(name)
         for name in found:
             dset = f[name]

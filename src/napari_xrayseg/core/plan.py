@@ -64,7 +64,8 @@ def check_image(image: Any, *, name: str = "image") -> Any:
     if ndim not in (2, 3):
         raise InputError(
             f"{name} has {ndim} dimensions (shape {tuple(image.shape)}): give a 2D slice or a "
-            "3D volume (for multi-channel data pick one channel)"
+            "3D volume (for multi-channel data pick one channel, or train a multi-channel model: --channel-axis, "
+            "channel_axis=)"
         )
     dt = np.dtype(image.dtype)
     if dt == np.bool_ or not (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating)):
