@@ -240,3 +240,46 @@ def test_api_reads_names_and_takes_paths_as_the_cli_does(tmp_path, model):
     m = analyze(out, tortuosity=False)
     assert m.unit == "um" and m.voxel_size == (0.05, 0.05, 0.05)
     assert m.phases and all(p.name == names[k] for k, p in m.phases.items())
+
+
+def test_the_origin_travels_into_the_outputs_and_back(tmp_path, model):
+    """QA: a segmentation of a translated image (a crop of a larger scan) reopened at 0, away from its image."""
+    from napari_xrayseg.core.io import origin_of, read_origin
+
+    img = _image((8, 40, 40))
+    vs = {"voxel_size": (0.5, 0.1, 0.1), "unit": "um"}
+    segment(img, model, out=tmp_path / "o.zarr", origin=(10, 5, 2.5), **vs, **KW)
+    assert read_origin(tmp_path / "o.zarr") == ((10.0, 5.0, 2.5), "um")
+    # a pyramid: every level translated (OME-Zarr readers place it), read back through the OME path too
+    segment(img, model, out=tmp_path / "p.zarr", origin=(10, 5, 2.5), pyramid=True, **vs, **KW)
+    g = zarr.open_group(str(tmp_path / "p.zarr"), mode="r")
+    for level in g.attrs["ome"]["multiscales"][0]["datasets"]:
+        assert {"type": "translation", "translation": [10.0, 5.0, 2.5]} in level["coordinateTransformations"]
+    assert read_origin(tmp_path / "p.zarr") == ((10.0, 5.0, 2.5), "um")  # a group: from its OME transformations
+    # an input OME-Zarr's translation, in its unit, written in the output's (nm here)
+    _ome_image(tmp_path / "in.zarr", img, (0.5, 0.1, 0.1), "micrometer")
+    root = zarr.open_group(str(tmp_path / "in.zarr"), mode="r+")
+    ome = root.attrs["ome"]
+    ome["multiscales"][0]["datasets"][0]["coordinateTransformations"].append(
+        {"type": "translation", "translation": [1.0, 2.0, 3.0]}
+    )
+    root.attrs["ome"] = ome
+    assert origin_of(open_volume(tmp_path / "in.zarr")) == ((1.0, 2.0, 3.0), "um")
+    segment(open_volume(tmp_path / "in.zarr"), model, out=tmp_path / "nm.zarr", unit="nm", **KW)
+    assert read_origin(tmp_path / "nm.zarr") == ((1000.0, 2000.0, 3000.0), "nm")
+    # none given, none in the file: none recorded; a bad one refused before anything is written
+    segment(img, model, out=tmp_path / "none.zarr", **KW)
+    assert read_origin(tmp_path / "none.zarr") is None
+    with pytest.raises(InputError, match=r"origin .* must be 3 finite numbers"):
+        segment(img, model, out=tmp_path / "bad.zarr", origin=(1, 2), **KW)
+    assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_a_resumed_output_keeps_the_origin_of_the_run_that_finishes(tmp_path, model):
+    from napari_xrayseg.core.io import read_origin
+
+    img = _image((8, 40, 40))
+    with pytest.raises(Cancelled):
+        segment(img, model, out=tmp_path / "r.zarr", slab=2, cancel=NthCheck(3), origin=(1, 2, 3), **KW)
+    segment(img, model, out=tmp_path / "r.zarr", slab=2, resume=True, origin=(4, 5, 6), **KW)
+    assert output_complete(tmp_path / "r.zarr") and read_origin(tmp_path / "r.zarr") == ((4.0, 5.0, 6.0), "voxel")

@@ -510,3 +510,25 @@ def test_a_multichannel_file_opens_with_its_voxel_size_on_the_spatial_axes(make_
         f.create_dataset("vol", data=zcyx).attrs["element_size_um"] = [0.5, 0.1, 0.1]
     (layer,) = viewer.open(tmp_path / "zcyx.h5", plugin="napari-xrayseg")
     assert layer.data.shape == zcyx.shape and np.allclose(layer.scale, (0.5, 1.0, 0.1, 0.1))
+
+
+def test_a_saved_segmentation_reopens_over_its_translated_image(make_napari_viewer, qtbot, model_file, tmp_path):
+    """QA: the Segment widget's zarr of a translated image (a crop of a scan) reopened at 0, 20-50 voxels away."""
+    viewer = make_napari_viewer()
+    img = viewer.add_image(
+        np.random.default_rng(4).random((4, 32, 32), dtype=np.float32),
+        name="crop",
+        scale=(0.5, 0.1, 0.1),
+        translate=(10, 5, 2.5),
+        units=("micrometer",) * 3,
+    )
+    w = SegmentWidget(viewer)
+    w._model_file.value = model_file
+    w._device.value = "cpu"
+    w._out.value = tmp_path / "crop.zarr"
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert tuple(viewer.layers["crop labels"].translate) == (10, 5, 2.5)
+    (again,) = viewer.open(tmp_path / "crop.zarr", plugin="napari-xrayseg")
+    assert np.allclose(again.scale, img.scale) and np.allclose(again.translate, img.translate)
+    assert np.allclose(again.extent.world, img.extent.world)  # the same corners as the image

@@ -151,7 +151,7 @@ def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
     from ..core.ome import multiscale_levels, space_view
     from ..core.units import image_label_properties
     from ..core.writer import output_levels, read_output_meta
-    from ._layers import label_colormap, label_features, physical_placement
+    from ._layers import label_colormap, label_features
 
     path = path[0] if isinstance(path, list) else path
     p = Path(path)
@@ -163,7 +163,7 @@ def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
         data: Any = levels if len(levels) > 1 else levels[0]
         state = " (incomplete)" if meta.get("complete") is False else ""  # a cut-short predict; samples say nothing
         kw: dict[str, Any] = {"name": name + state, "multiscale": len(levels) > 1, "metadata": {"napari_xrayseg": meta}}
-        kw.update(physical_placement(*(found or (None, None)), levels[0].shape))
+        kw.update(_placed(p, levels[0].shape, found))
         features = label_features(read_class_names(p))
         if features:
             kw["features"] = features
@@ -186,10 +186,32 @@ def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
                 {
                     "name": name,
                     "multiscale": len(levels) > 1,
-                    **physical_placement(*(found or (None, None)), levels[0].shape),
+                    **_placed(p, levels[0].shape, found),
                 },
                 "image",
             )
         ]
     arr = da.from_zarr(open_volume(p))
-    return [(arr, {"name": name, **physical_placement(*(found or (None, None)), arr.shape)}, "image")]
+    return [(arr, {"name": name, **_placed(p, arr.shape, found)}, "image")]
+
+
+def _placed(p: Path, shape: tuple[int, ...], found: Any) -> dict[str, Any]:
+    """Scale, units and translate of a layer of the zarr store ``p``: its voxel size and origin.
+
+    QA: a saved segmentation of a translated image reopened at 0, away from its image; an OME-Zarr
+    translation was ignored.
+    """
+    import numpy as np
+
+    from ..core.io import read_origin
+    from ._layers import physical_placement
+
+    kw = physical_placement(*(found or (None, None)), shape)
+    origin = read_origin(p)
+    if origin is not None and origin[1] == (found[1] if found else "voxel"):
+        t = [float(v) for v in origin[0]][-len(shape) :]
+        if len(t) == len(shape) - 1:  # a channel axis (the fewest entries, as for the scale) has no origin
+            t.insert(int(np.argmin(shape)), 0.0)
+        if len(t) == len(shape):
+            kw["translate"] = tuple(t)
+    return kw

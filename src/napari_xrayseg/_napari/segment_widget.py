@@ -240,6 +240,7 @@ class SegmentWidget(JobWidget):
             "voxel_size": voxel,
             "unit": None if voxel is None else unit,
             **({"channel_axis": ch} if ch is not None else {}),
+            **({"origin": origin} if (origin := _origin(layer, ch)) is not None else {}),
         }
 
     def _inputs_many(self) -> dict[str, Any]:
@@ -398,6 +399,20 @@ def _channel_axis(layer: Any, data: Any, info: Any) -> int | None:
             " (give it the image's scale without the channel axis's)"
         )
     return ch
+
+
+def _origin(layer: Any, channel_axis: int | None) -> tuple[float, ...] | None:
+    """The image layer's translate (without a channel axis) as the saved output's origin; None at 0.
+
+    Rotated or sheared layers record none: an origin alone would not place the output.
+    """
+    from ._layers import spatial_placement
+
+    where = spatial_placement(layer, channel_axis)
+    if any(k in where for k in ("rotate", "shear", "affine")):
+        return None
+    t = tuple(float(v) for v in where["translate"])[-3:]
+    return t if any(t) else None
 
 
 def _file_name(name: str) -> str:

@@ -141,6 +141,11 @@ class SegmentConfig:
         circular field of view. NaN always does. Such voxels are left out of the
         normalisation, filled from the nearest voxel with data before the network sees
         them, and labelled 0 (their confidence NaN).
+    origin : sequence of float or None
+        Where the image's first voxel's centre lies (z, y, x), in the voxel size's unit (its
+        placement, e.g. a crop of a larger scan, napari's ``translate``), written into the
+        outputs (``origin`` and the OME-Zarr ``translation``). None: the input file's (an
+        OME-Zarr translation, or an output's ``origin``), else none.
     channel_axis : int or None
         The image's channel axis, for a multi-channel model. None: the axis the model was
         trained with, or, where that axis does not hold the model's channel count, the one
@@ -167,6 +172,7 @@ class SegmentConfig:
     voxel_size: Any = None
     unit: str | None = None
     nodata: float | None = None
+    origin: Any = None
     channel_axis: int | None = None
 
     @classmethod

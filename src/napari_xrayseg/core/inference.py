@@ -227,10 +227,39 @@ def _meta(
         "tta": tta_meta(cfg.tta),
         "voxel_size": list(vox[0]) if vox else None,
         "unit": vox[1] if vox else None,
+        "origin": _origin(image, cfg, vox, len(p.shape)),
         "nodata": cfg.nodata,
         # when, by which software and command, from which files (core/provenance.py; resumes add to it)
         "provenance": provenance({"image": source, "model": _model_file(model)}),
     }
+
+
+def _origin(image: Any, cfg: SegmentConfig, vox: tuple[tuple[float, ...], str] | None, ndim: int) -> Any:
+    """The outputs' origin (z, y, x) in the outputs' unit: ``cfg.origin``, else the input file's; None for none."""
+    from .io import origin_of
+    from .units import to_unit
+
+    if cfg.origin is not None:
+        try:
+            origin = [float(v) for v in np.atleast_1d(np.asarray(cfg.origin, dtype=float))]
+        except (TypeError, ValueError):
+            origin = []
+        if len(origin) != ndim or not all(np.isfinite(origin)):
+            raise InputError(f"origin {cfg.origin!r} must be {ndim} finite numbers (z, y, x), one per axis")
+        return origin if any(origin) else None
+    found = origin_of(image)
+    if found is None or len(found[0]) < ndim or not any(found[0]):
+        return None
+    values, unit = list(found[0][-ndim:]), found[1]
+    want = vox[1] if vox is not None else "voxel"
+    if unit == want:
+        return values
+    if "voxel" in (unit, want):  # a physical origin of an image segmented in voxel units, or the reverse
+        log.warning(
+            "the input's origin is in %s, the outputs' voxel size in %s: the outputs record no origin", unit, want
+        )
+        return None
+    return [to_unit(v, unit, want) for v in values]
 
 
 def _model_file(model: Model) -> dict[str, Any] | None:
@@ -674,6 +703,12 @@ def segment(
             network sees them, and labelled 0 (confidence NaN). A constant outside left as it
             is cost the shipped start 0.04 mean Dice inside the field of view of hard scans,
             and far more where it lies below the data (docs/segment.md).
+        origin : sequence of float, optional
+            Where the first voxel's centre lies (z, y, x, in the voxel size's unit), written
+            into the outputs (default: the input OME-Zarr's translation, else none).
+        channel_axis : int, optional
+            A multi-channel model's image: the axis of its channels (default: the model's,
+            or the one axis holding as many entries as the model has channels).
 
     Returns
     -------

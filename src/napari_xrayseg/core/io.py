@@ -1086,6 +1086,112 @@ def voxel_size_of(arr: Any) -> tuple[tuple[float, ...], str] | None:
         return None
 
 
+def read_origin(path: str | os.PathLike, *, dataset: str | None = None) -> tuple[tuple[float, ...], str] | None:
+    """Where a volume file puts its first voxel's centre, ``((z, y, x), unit)``, or None where it says nothing.
+
+    From a zarr store: the OME-Zarr ``translation`` of the chosen (default: first) level, with the
+    multiscale's own transformations, on the space axes; or the ``origin`` attribute an output of
+    :func:`~napari_xrayseg.segment` records (the image layer's or file's). In the unit of
+    :func:`read_voxel_size` (``"voxel"`` without one). Other formats record none here.
+    """
+    from .units import normalize_unit
+
+    p, dataset = _split_dataset(path, dataset)
+    if not (p.is_dir() or p.suffix.lower() == ".zarr"):
+        return None
+    try:
+        found = _zarr_origin(p, dataset)
+        if found is None:
+            return None
+        origin, unit = found
+        origin = [float(v) for v in origin]
+        if not origin or not all(np.isfinite(v) for v in origin):
+            return None
+        if unit is None or (isinstance(unit, str) and not unit.strip()):
+            vox = read_voxel_size(p, dataset=dataset)
+            unit = vox[1] if vox is not None else "voxel"
+        return tuple(origin[-3:]), normalize_unit(unit)
+    except (InputError, OSError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        log.warning("ignoring the origin metadata of %s (%s: %s)", p, type(e).__name__, e)
+        return None
+
+
+def origin_of(arr: Any) -> tuple[tuple[float, ...], str] | None:
+    """:func:`read_origin` of the file behind an opened array (None for arrays in memory)."""
+    from .output import source_path
+
+    if isinstance(arr, np.ndarray) and not isinstance(arr, np.memmap):
+        return None
+    if hasattr(arr, "channel_axis") and hasattr(arr, "source"):  # a ChannelStack
+        return origin_of(arr.source)
+    p = source_path(arr)
+    if p is None or not p.exists():
+        return None
+    try:
+        return read_origin(p)
+    except InputError:
+        return None
+
+
+def _zarr_origin(p: Path, dataset: str | None) -> tuple[list[float], str | None] | None:
+    import zarr
+
+    node = zarr.open(store=str(p), mode="r")
+    if isinstance(node, zarr.Array):
+        found = _attrs_origin(node.attrs)
+        parent = p.parent  # a level of an OME-Zarr group, opened by its path
+        if found is None and dataset is None and any((parent / m).exists() for m in ("zarr.json", ".zgroup")):
+            try:
+                return _zarr_origin(parent, p.name) if parent != p else None
+            except (OSError, ValueError, KeyError):
+                return None
+        return found
+    ms = (node.attrs.get("ome") or {}).get("multiscales") or node.attrs.get("multiscales")
+    if not ms:  # a plain group: the array's attributes, else the group's; an image inside it
+        if dataset and "/" in dataset.strip("/"):
+            head, _, leaf = dataset.strip("/").rpartition("/")
+            return _zarr_origin(p / head, leaf) if isinstance(node.get(head), zarr.Group) else None
+        inner = node.get(dataset) if dataset else None
+        if isinstance(inner, zarr.Group):
+            return _zarr_origin(p / dataset.strip("/"), None)
+        sub = _image_subgroup(node) if not dataset and not _zarr_names(node) else None
+        if sub is not None:
+            return _zarr_origin(p / sub, None)
+        return (_attrs_origin(inner.attrs) if inner is not None else None) or _attrs_origin(node.attrs)
+    m = ms[0]
+    d = next((d for d in m["datasets"] if d["path"] == dataset), m["datasets"][0])
+    level = _ngff_translation(d.get("coordinateTransformations"))
+    outer_scale = _ngff_scale(m.get("coordinateTransformations"))
+    outer = _ngff_translation(m.get("coordinateTransformations"))
+    if level is None and outer is None:
+        return _attrs_origin(node.attrs)
+    n = len((level or outer) or [])
+    t = [float(v) for v in (level or [0.0] * n)]
+    if outer_scale is not None:  # applied after the level's: x = s_o (s_l i + t_l) + t_o
+        t = [a * b for a, b in zip(t, outer_scale)]
+    if outer is not None:
+        t = [a + b for a, b in zip(t, outer)]
+    axes = m.get("axes") or []
+    space = [i for i, ax in enumerate(axes) if isinstance(ax, dict) and ax.get("type") == "space"]
+    if not space:
+        return t, None
+    return _in_one_unit([t[i] for i in space], [axes[i].get("unit") for i in space])
+
+
+def _attrs_origin(a: Any) -> tuple[list[float], str | None] | None:
+    """``origin`` (and ``unit``) attributes (top level, or in our ``napari_xrayseg`` block)."""
+    meta = a.get("napari_xrayseg") if isinstance(a.get("napari_xrayseg"), dict) else {}
+    o = a.get("origin", meta.get("origin"))
+    return (list(o), a.get("unit", meta.get("unit"))) if o else None
+
+
+def _ngff_translation(transforms: Any) -> list[float] | None:
+    for t in transforms or []:
+        if isinstance(t, dict) and t.get("type") == "translation":
+            return [float(v) for v in t["translation"]]
+    return None
+
+
 def _zarr_voxel_size(p: Path, dataset: str | None) -> tuple[list[float], str | None] | None:
     import zarr
 

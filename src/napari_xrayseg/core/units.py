@@ -448,6 +448,7 @@ def ngff_label_attrs(
     colors: Sequence[Sequence[float]] | None = None,
     name: str = "labels",
     centered: bool = False,
+    origin: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """The whole ``ome`` attribute of an OME-Zarr 0.5 label group: multiscales with units and scales, and names.
 
@@ -466,6 +467,9 @@ def ngff_label_attrs(
         Name of the multiscale.
     centered : bool
         See :func:`ngff_scale_transforms` (False for ``a[::2, ::2, ::2]`` pyramids).
+    origin : sequence of float, optional
+        Where the first voxel's centre lies (z, y, x, in ``unit``): a ``translation`` of every
+        level (the image's placement, e.g. a crop of a larger scan).
 
     Returns
     -------
@@ -481,6 +485,14 @@ def ngff_label_attrs(
     'YSZ'
     """
     tr = ngff_scale_transforms(voxel_size, levels, ndim=ndim, centered=centered)
+    if origin is not None and any(float(v) for v in origin):
+        shift = [float(v) for v in origin][-ndim:]
+        for level in tr:
+            own = next((t for t in level if t["type"] == "translation"), None)
+            if own is None:
+                level.append({"type": "translation", "translation": shift})
+            else:
+                own["translation"] = [a + b for a, b in zip(own["translation"], shift)]
     label: dict[str, Any] = {"version": "0.5"}
     if classes is not None:
         label.update(image_label_properties(classes, class_names, colors))

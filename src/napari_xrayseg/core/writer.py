@@ -179,6 +179,7 @@ def _ome_attrs(meta: dict[str, Any], levels: int, ndim: int) -> dict[str, Any]:
             ndim=ndim,
             classes=classes,
             class_names=names if names is not None and classes is not None and len(names) == len(classes) else None,
+            origin=meta.get("origin"),
         )
     )
 
@@ -444,6 +445,7 @@ class StoreWriter:
                                     "tta": meta["tta"],
                                     "voxel_size": meta.get("voxel_size"),
                                     "unit": meta.get("unit"),
+                                    "origin": meta.get("origin"),
                                     "complete": False,
                                 }
                             }
@@ -539,14 +541,14 @@ def _check_resumable(path: Path, meta: dict[str, Any]) -> None:
 
 
 def _update_on_resume(layout: StoreLayout, meta: dict[str, Any]) -> None:
-    """On resume, record this run's voxel size (it changes no voxel, so it is no reason to refuse) and the run.
+    """On resume, record this run's voxel size and origin (they change no voxel: no reason to refuse) and the run.
 
     The first run's ``provenance`` stays; each resuming run adds ``{"created", "command", "cwd",
     "software"}`` to its ``resumed`` list.
     """
     import zarr
 
-    new: dict[str, Any] = {"voxel_size": meta.get("voxel_size"), "unit": meta.get("unit")}
+    new: dict[str, Any] = {"voxel_size": meta.get("voxel_size"), "unit": meta.get("unit"), "origin": meta.get("origin")}
     node = zarr.open(store=layout.labels, mode="r+")
     old = dict(node.attrs[OUTPUT_ATTR])
     if _jsonable({k: old.get(k) for k in new}) != _jsonable(new):
