@@ -298,3 +298,36 @@ def test_a_multichannel_files_voxel_size_is_kept(slices, tmp_path):
     segment(open_volume(tmp_path / "czyx.zarr"), m, out=tmp_path / "out.zarr", device="cpu")
     meta = read_output_meta(tmp_path / "out.zarr")
     assert np.allclose(meta["voxel_size"], want[0]) and meta["unit"] == "um"  # and so does the output
+
+
+def test_a_files_channels_are_not_taken_for_slices(slices, tmp_path):
+    """QA: 2-channel 2D images (OME-TIFF C,Y,X, OME-Zarr c,y,x) were segmented as 2-slice volumes."""
+    import zarr
+
+    from napari_xrayseg.core.io import channel_axis_in_file
+    from napari_xrayseg.core.models import init_model
+
+    image, truth = slices
+    cyx = np.stack([image[0], 1 - image[0]]).astype(np.float32)
+    tifffile.imwrite(tmp_path / "cyx_ij.tif", cyx, imagej=True, metadata={"axes": "CYX"})
+    tifffile.imwrite(tmp_path / "cyx_ome.tif", cyx, ome=True, metadata={"axes": "CYX"})
+    g = zarr.open_group(str(tmp_path / "cyx.zarr"), mode="w")
+    g.create_array("0", data=cyx)
+    axes = [{"name": "c", "type": "channel"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    g.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": [{"path": "0"}]}]
+    tifffile.imwrite(tmp_path / "zyx.tif", image, imagej=True)  # a plain stack: its slices are slices
+    one = init_model("unet", size="tiny", classes=3, tile=32)
+    # an ImageJ C,Y,X is not trusted: tifffile writes every 3D stack given without axes as "CYX"
+    assert channel_axis_in_file(open_volume(tmp_path / "cyx_ij.tif")) is None
+    for name in ("cyx_ome.tif", "cyx.zarr"):
+        opened = open_volume(tmp_path / name)
+        assert channel_axis_in_file(opened) == (0, 2), name
+        with pytest.raises(InputError, match=r"has 2 channels along axis 0 .*\(--channel-axis 0"):
+            segment(opened, one, device="cpu")
+        with pytest.raises(InputError, match="training without a channel axis would read as 2 slices"):
+            train(opened, truth[:2], **FAST)
+    assert channel_axis_in_file(open_volume(tmp_path / "zyx.tif")) is None
+    assert segment(open_volume(tmp_path / "zyx.tif"), one, device="cpu").shape == image.shape
+    # with the channel axis named, the file is what a multi-channel model reads
+    m = train(open_volume(tmp_path / "cyx.zarr"), truth[0], channel_axis=0, **FAST)
+    assert segment(open_volume(tmp_path / "cyx.zarr"), m, device="cpu").shape == truth[0].shape

@@ -279,6 +279,9 @@ def _channel_input(image: Any, model: Model | str | os.PathLike, channel_axis: i
     """
     info = model.info if isinstance(model, Model) else read_model_info(model)
     if info.channels == 1:
+        from .io import refuse_file_channels
+
+        refuse_file_channels(image, "a one-channel model")
         return image
     from .channels import resolve_channel_axis, split_channels
 

@@ -1086,6 +1086,73 @@ def voxel_size_of(arr: Any) -> tuple[tuple[float, ...], str] | None:
         return None
 
 
+def channel_axis_in_file(arr: Any) -> tuple[int, int] | None:
+    """``(axis, count)`` of a channel axis of more than one entry that an opened file's metadata names, or None.
+
+    An OME-Zarr ``c`` axis (``type: channel``), an OME-TIFF's ``C`` (or samples ``S``) axis, an
+    ImageJ TIFF's ``C`` beside ``Z`` (a 3D ImageJ ``CYX`` is not trusted: tifffile writes every
+    stack given without axes so); the axis is counted in the array as :func:`open_volume` gives
+    it. A 2-channel 2D image then is not taken for a 2-slice volume (QA).
+    """
+    from .output import source_path
+
+    if (isinstance(arr, np.ndarray) and not isinstance(arr, np.memmap)) or not hasattr(arr, "shape"):
+        return None
+    p = source_path(arr)
+    if p is None or not p.exists():
+        return None
+    shape = tuple(int(n) for n in arr.shape)
+    try:
+        if p.suffix.lower() in _TIFF and p.is_file():
+            with _tiff_file(p)[0] as tif:
+                axes = str(tif.series[0].axes)
+                full = tuple(int(n) for n in tif.series[0].shape)
+                ome = bool(tif.is_ome)
+            names = [a for a, n in zip(axes, full) if n > 1] if len(full) != len(shape) else list(axes)
+            if not ome and len(shape) < 4:  # tifffile writes a 3D ImageJ stack given without axes as "CYX"
+                return None
+        elif p.is_dir():
+            import zarr
+
+            from .ome import _multiscales
+
+            node = zarr.open(store=str(p), mode="r")
+            if isinstance(node, zarr.Array):
+                parent = p.parent
+                if not any((parent / m).exists() for m in ("zarr.json", ".zgroup")):
+                    return None
+                node = zarr.open(store=str(parent), mode="r")
+            ms = _multiscales(node) if isinstance(node, zarr.Group) else None
+            axes_meta = (ms or [{}])[0].get("axes") or []
+            types = [ax.get("type") if isinstance(ax, dict) else None for ax in axes_meta]
+            drop = set(getattr(arr, "drop", ()))  # a TCZYX file's axes of one entry, left out when opened
+            names = ["C" if t == "channel" else "?" for i, t in enumerate(types) if i not in drop]
+        else:
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if len(names) != len(shape):
+        return None
+    for i, name in enumerate(names):
+        if name in ("C", "S") and shape[i] > 1:
+            return i, shape[i]
+    return None
+
+
+def refuse_file_channels(image: Any, reader: str) -> None:
+    """Refuse an image whose file names a channel axis of several entries, where one channel is expected."""
+    from .output import source_path
+
+    found = channel_axis_in_file(image)
+    if found is not None:
+        axis, n = found
+        raise InputError(
+            f"{source_path(image)} has {n} channels along axis {axis} (shape {tuple(image.shape)}; its metadata "
+            f"names them), which {reader} would read as {n} slices: pick one channel, or train a multi-channel "
+            f"model (--channel-axis {axis}, channel_axis={axis})"
+        )
+
+
 def read_origin(path: str | os.PathLike, *, dataset: str | None = None) -> tuple[tuple[float, ...], str] | None:
     """Where a volume file puts its first voxel's centre, ``((z, y, x), unit)``, or None where it says nothing.
 

@@ -2231,6 +2231,11 @@ def iter_train(
     """
     normalize = _resolve_normalize(normalize, init)
     several = isinstance(image, (list, tuple)) and all(hasattr(i, "shape") for i in image)
+    if channel_axis is None and not two_d:  # a file's channels (2-channel 2D images) are not slices (QA)
+        from .io import refuse_file_channels
+
+        for im in image if several else [image]:
+            refuse_file_channels(im, "training without a channel axis")
     if out is not None:  # a model written into an input's store or folder (an output inside an input is refused)
         check_not_input(Path(out), [*(image if several else [image]), labels], option="--out")
     if nodata is not None:  # voxels equal to it are without data (NaN), as NaN always is
