@@ -532,3 +532,39 @@ def test_a_saved_segmentation_reopens_over_its_translated_image(make_napari_view
     (again,) = viewer.open(tmp_path / "crop.zarr", plugin="napari-xrayseg")
     assert np.allclose(again.scale, img.scale) and np.allclose(again.translate, img.translate)
     assert np.allclose(again.extent.world, img.extent.world)  # the same corners as the image
+
+
+def test_a_layer_added_to_paint_on_becomes_the_annotations_and_a_new_segmentation_the_prediction(
+    make_napari_viewer, monkeypatch
+):
+    """QA (a newcomer following the quickstart): widgets docked before the user added a Labels layer kept
+    "PXCT truth" as the annotations (Train learned the whole truth, Annotate found every slice annotated),
+    and Evaluate kept the painted layer as the prediction after Segment made one (mean Dice 0.12)."""
+    from napari_xrayseg._napari.annotate_widget import AnnotateWidget
+    from napari_xrayseg._napari.evaluate_widget import EvaluateWidget
+    from napari_xrayseg._napari.train_widget import TrainWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-xrayseg", "pxct")
+    truth = viewer.layers["PXCT truth"]
+    train, annotate, evaluate = TrainWidget(viewer), AnnotateWidget(viewer), EvaluateWidget(viewer)
+    for name, w in (("Train", train), ("Annotate", annotate), ("Evaluate", evaluate)):
+        viewer.window.add_dock_widget(w, name=name)
+    assert train._labels.value is truth and annotate._labels.value is truth  # nothing else yet
+    painted = viewer.add_labels(np.zeros(truth.data.shape, np.uint8), name="Labels")
+    assert train._labels.value is painted and annotate._labels.value is painted
+    assert (evaluate._pred.value, evaluate._truth.value) == (painted, truth)
+    made = {"napari_xrayseg": {"model": "m.safetensors"}}  # as Segment marks its result
+    seg = viewer.add_labels(np.ones(truth.data.shape, np.uint8), name="seg", metadata=made)
+    assert evaluate._pred.value is seg and evaluate._truth.value is truth
+    assert train._labels.value is painted  # a model's output never becomes the annotations
+    # a layer the user chose stays chosen when another is added
+    other = viewer.add_labels(np.zeros(truth.data.shape, np.uint8), name="more")
+    assert train._labels.value is painted and other in list(train._labels.choices)
+    # training on a layer named as the truth says so
+    warned = []
+    monkeypatch.setattr("napari_xrayseg._napari.train_widget.show_warning", warned.append)
+    train._labels.value = truth
+    train._out.value = "unused.safetensors"
+    train._inputs()
+    assert any("named as a reference segmentation" in str(m) for m in warned)

@@ -193,7 +193,12 @@ def placement_mismatch(labels_layer: Any, image_layer: Any, channel_axis: int | 
 
 
 def model_labels_warning(layer: Any) -> str | None:
-    """A warning when the labels to learn from are a model's segmentation, not painted ones."""
+    """A warning when the labels to learn from are a model's segmentation or a reference, not painted ones."""
+    if looks_like_truth(layer) and not made_by_model(layer):
+        return (
+            f"training on {layer.name!r}, named as a reference segmentation: scores against it afterwards "
+            "measure the training data; paint a labels layer of your own to learn from if that is not meant"
+        )
     if not made_by_model(layer):
         return None
     return (
@@ -235,6 +240,42 @@ def layer_choices(viewer: Any, kind: type, *, annotations: bool = False) -> Any:
         return [(layer.name, layer) for layer in found]
 
     return choices
+
+
+def _second_choice(layer: Any) -> bool:
+    """A labels layer to learn from only when chosen: a preview, a model's output, a reference ("truth")."""
+    return _never_annotations(layer) or made_by_model(layer) or looks_like_truth(layer)
+
+
+def follow_new_annotations(viewer: Any, combo: Any) -> None:
+    """Choose a Labels layer the user adds (to paint on) where ``combo`` holds a reference or a model's output.
+
+    A widget docked before the user added a layer to paint on kept "PXCT truth" chosen (magicgui
+    keeps the value and puts new choices last): Train learned from the whole truth and Annotate
+    found every slice annotated (QA, a newcomer following the quickstart).
+    """
+    from napari.layers import Labels
+    from napari.utils.notifications import show_info
+
+    def inserted(event: Any) -> None:
+        try:
+            choose(getattr(event, "value", None))
+        except RuntimeError:  # the widget is gone (its Qt side deleted): nothing to choose in
+            viewer.layers.events.inserted.disconnect(inserted)
+
+    def choose(layer: Any) -> None:
+        current = combo.value
+        if not isinstance(layer, Labels) or _second_choice(layer) or current is layer:
+            return
+        if current is not None and not _second_choice(current):
+            return
+        combo.reset_choices()  # the new layer among the choices, whichever handler ran first
+        if layer in [v for v in combo.choices]:
+            combo.value = layer
+            if current is not None:
+                show_info(f"{combo.label}: {layer.name!r} (added) instead of {current.name!r}")
+
+    viewer.layers.events.inserted.connect(inserted)
 
 
 def label_features(names: dict[int, str] | None) -> dict[str, list[Any]] | None:

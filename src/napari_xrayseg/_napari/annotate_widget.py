@@ -41,6 +41,7 @@ from ..core.normalize import mark_missing
 from ..core.progress import Progress
 from ._jobs import JobRunner, JobWidget, LatestRunner, show_warning, text_label
 from ._layers import (
+    follow_new_annotations,
     label_features,
     labels_snapshot,
     layer_array,
@@ -251,6 +252,7 @@ class AnnotateWidget(JobWidget):
         )
         self.span(self.plot, self._status)  # the whole width: a readable plot, the suggestions in fewer lines
         self._follow_layers(viewer)
+        follow_new_annotations(viewer, self._labels)  # the layer a user adds to paint on
 
     # ------------------------------------------------------------------ model
     def set_model(self, model: Model) -> None:

@@ -37,6 +37,8 @@ from ._layers import (
     fit_table,
     layer_array,
     layer_class_names,
+    looks_like_truth,
+    made_by_model,
     placement,
     placement_mismatch,
     snapshot,
@@ -156,16 +158,31 @@ class EvaluateWidget(JobWidget):
     def _labels_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [(ly.name, ly) for ly in self._viewer.layers if isinstance(ly, Labels)]
 
-    def _on_layers_changed(self, _event: Any = None) -> None:
+    def _on_layers_changed(self, event: Any = None) -> None:
         self.reset_choices()
         layers = [ly for _, ly in self._labels_choices()]
-        if len(layers) < 2 or self._pred.value is not self._truth.value:
+        if len(layers) < 2:
             return
-        # both default to the same layer: guess which one is the painted truth
-        truthy = [ly for ly in layers if any(w in ly.name.lower() for w in _TRUTH_WORDS)]
-        truth = truthy[0] if truthy else layers[0]
-        pred = next(ly for ly in reversed(layers) if ly is not truth)
-        self._pred.value, self._truth.value = pred, truth
+        new = getattr(event, "value", None) if getattr(event, "type", None) == "inserted" else None
+        if new is not None and made_by_model(new) and not made_by_model(self._pred.value):
+            # a model's segmentation just made (Segment, Train's run): that is what to score (QA: the
+            # painted annotations stayed the Prediction, and scored 0.12 against the truth)
+            self._pred.value = new
+            if self._truth.value is new:
+                self._truth.value = self._guess(layers)[1]
+            return
+        if event is None or self._pred.value is self._truth.value:  # the first look, or both the same layer
+            self._pred.value, self._truth.value = self._guess(layers)
+
+    @staticmethod
+    def _guess(layers: list[Any]) -> tuple[Any, Any]:
+        """(prediction, truth): the latest model's segmentation, and a layer named as a reference or painting."""
+        models = [ly for ly in layers if made_by_model(ly)]
+        named = [ly for ly in layers if ly not in models and any(w in ly.name.lower() for w in _TRUTH_WORDS)]
+        named.sort(key=lambda ly: not looks_like_truth(ly))  # "truth", "gt" before "annotations", "painted"
+        truth = named[0] if named else next((ly for ly in layers if ly not in models), layers[0])
+        pred = models[-1] if models else next(ly for ly in reversed(layers) if ly is not truth)
+        return pred, truth
 
     # ---- run
 

@@ -58,6 +58,7 @@ from ..core.training import LOSSES, MODES, SCHEDULES, iter_train
 from ._jobs import JobRunner, JobWidget, show_warning, text_label
 from ._layers import (
     channel_axis_of,
+    follow_new_annotations,
     label_features,
     labels_snapshot,
     layer_array,
@@ -361,6 +362,7 @@ class TrainWidget(JobWidget):
         self.pin_status(self._status)  # the progress line and Train / Cancel in view in a short window
         self.pin(self._run)
         self._follow_layers(viewer)
+        follow_new_annotations(viewer, self._labels)  # the layer a user adds to paint on
         self._on_image(self._image.value)
 
     def _start_file(self) -> Path | None:
