@@ -207,7 +207,8 @@ def run_demo(
         f"(the segmentation), report.json, summary.json{', figures/' if figures else ''}"
     )
     echo(
-        f"Look at it: napari {outdir}/image.zarr {outdir}/labels.zarr  "
+        # with the plugin named: napari's own zarr reader would open the labels as a grey image (QA)
+        f"Look at it: napari --plugin napari-xrayseg {outdir}/image.zarr {outdir}/labels.zarr  "
         "(or File > Open Sample > X-ray Segmentation in napari)"
     )
     return summary
