@@ -16,3 +16,18 @@ def model_file(tmp_path):
     from napari_xrayseg.core.models import init_model, save_model
 
     return save_model(init_model("unet", size="tiny", classes=3, tile=32), tmp_path / "tiny.safetensors")
+
+
+@pytest.fixture(autouse=True)
+def _no_model_from_another_test():
+    """The model file the Train widget saved last is offered to Segment and Annotate: per test, not per session."""
+    try:
+        from napari_xrayseg._napari import _recent
+    except ImportError:  # a core-only install
+        yield
+        return
+    _recent._last.clear()
+    _recent._listeners.clear()
+    yield
+    _recent._last.clear()
+    _recent._listeners.clear()

@@ -348,3 +348,33 @@ def test_train_widget_names_the_classes_as_the_labels_layer_does(make_napari_vie
     w._run.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
     assert load_model(tmp_path / "m.safetensors").info.class_names == ["air", "paste", "rock"]
+
+
+def test_segment_and_annotate_offer_the_model_train_saved(make_napari_viewer, qtbot, tmp_path):
+    """QA (a newcomer): after training, the Segment and Annotate model fields were empty; a chosen one stays."""
+    from napari_xrayseg._napari.annotate_widget import AnnotateWidget
+    from napari_xrayseg._napari.segment_widget import SegmentWidget
+
+    viewer = make_napari_viewer()
+    vol, truth = make_phantom((6, 48, 48), seed=2)
+    viewer.add_image(vol, name="img")
+    ann = np.zeros_like(truth)
+    ann[[1, 4]] = truth[[1, 4]]
+    viewer.add_labels(ann, name="painted")
+    seg, mine = SegmentWidget(viewer), SegmentWidget(viewer)
+    other = save_model(init_model("unet", size="tiny", classes=3, tile=32), tmp_path / "chosen.safetensors")
+    mine._model_file.value = other
+    w = TrainWidget(viewer)
+    for name, widget in (("Segment", seg), ("Segment 2", mine), ("Train", w)):
+        viewer.window.add_dock_widget(widget, name=name)
+    w._out.value = tmp_path / "m.safetensors"
+    w._size.value, w._epochs.value, w._batch.value, w._patch.value, w._device.value = "tiny", 1, 2, 32, "cpu"
+    w._segment_after.value = False
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    saved = tmp_path / "m.safetensors"
+    assert saved.exists() and str(seg._model_file.value) == str(saved)
+    assert str(mine._model_file.value) == str(other)  # the user's choice is kept
+    annotate = AnnotateWidget(viewer)  # docked after the training: offered it too, and loads it
+    viewer.window.add_dock_widget(annotate, name="Annotate")
+    assert str(annotate._model_file.value) == str(saved) and annotate.model is not None

@@ -53,6 +53,7 @@ from ._layers import (
     slice_offset,
     unique_name,
 )
+from ._recent import offer_models
 
 PREVIEW_TILE = "slice"  # one window per slice: 2-3x faster than the model's tiles (benchmarks/preview.py)
 
@@ -252,6 +253,7 @@ class AnnotateWidget(JobWidget):
         )
         self.span(self.plot, self._status)  # the whole width: a readable plot, the suggestions in fewer lines
         self._follow_layers(viewer)
+        offer_models(self._offer_model)  # the model the Train widget saved last
         follow_new_annotations(viewer, self._labels)  # the layer a user adds to paint on
 
     # ------------------------------------------------------------------ model
@@ -265,6 +267,11 @@ class AnnotateWidget(JobWidget):
         after = "first training" if rounds == 0 else f"first training + {rounds} round{'s' * (rounds > 1)}"
         self._status.value = f"model: {Path(model.path).name if model.path else 'in memory'} ({after})"
         self.refresh_preview()
+
+    def _offer_model(self, path: Path) -> None:
+        """Take ``path`` (a model just trained) where no model was chosen yet."""
+        if self.model is None and str(self._model_file.value) in ("", "."):
+            self._model_file.value = path
 
     def _on_model_file(self, value: Any) -> None:
         path = str(value)

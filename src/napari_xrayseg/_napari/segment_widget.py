@@ -39,6 +39,7 @@ from ._layers import (
     unique_name,
     voxel_size_warning,
 )
+from ._recent import offer_models
 from ._voxel import VoxelSizeFields, layer_voxel_size
 
 if TYPE_CHECKING:
@@ -135,7 +136,13 @@ class SegmentWidget(JobWidget):
         self.pin_status(self._info)  # the progress line and Segment / Cancel in view in a short window
         self.pin(self._run)
         self._follow_layers(viewer)
+        offer_models(self._offer_model)  # the model the Train widget saved last
         self._voxel.track(self._image.value)
+
+    def _offer_model(self, path: Path) -> None:
+        """Take ``path`` (a model just trained) where no model was chosen yet."""
+        if self.model is None and str(self._model_file.value) in ("", "."):
+            self._model_file.value = path
 
     def _on_model_file(self, value: Any) -> None:
         path = Path(str(value))

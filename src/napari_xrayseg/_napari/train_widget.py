@@ -72,6 +72,7 @@ from ._layers import (
     spatial_placement,
     unique_name,
 )
+from ._recent import model_saved
 from ._voxel import layer_voxel_size
 
 _T = TrainConfig()
@@ -606,6 +607,7 @@ class TrainWidget(JobWidget):
             except XraysegError as e:
                 show_warning(f"training cancelled; could not save the model so far: {e}")
                 return
+            model_saved(kwargs["out"])
             msg = (
                 f"training cancelled after {len(model.info.history)} epochs; the model so far "
                 f"({model.info.validation[1]}) saved to {kwargs['out']}"
@@ -624,6 +626,8 @@ class TrainWidget(JobWidget):
         )
         self._status.value = msg
         show_info(msg)
+        if model.path is not None:
+            model_saved(model.path)  # Segment and Annotate offer it
         if self._segment_after.value and layer not in self._viewer.layers:
             show_warning(f"the image layer {layer.name!r} was removed during training: not segmented")
         elif self._segment_after.value and layer.data is not self._data_trained:
