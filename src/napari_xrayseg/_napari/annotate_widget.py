@@ -196,9 +196,10 @@ class AnnotateWidget(JobWidget):
             "copy the preview of this slice into the annotations where they are empty (0); "
             "undo with Ctrl+Z on the annotations layer"
         )
-        self._fraction = FloatSpinBox(label="Round budget (x first training)", min=0.05, max=2.0, step=0.05, value=0.25)
+        self._fraction = FloatSpinBox(label="Round budget", min=0.05, max=2.0, step=0.05, value=0.25)
         self._fraction.tooltip = (
-            "'Continue training' runs for this share of the first training's time (0.25: a quarter of it)"
+            "times the first training: 'Continue training' runs for this share of the first training's time "
+            "(0.25: a quarter of it)"
         )
         self._train = PushButton(text="Continue training")
         self._status = text_label("choose a trained model")

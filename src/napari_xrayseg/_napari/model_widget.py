@@ -58,14 +58,14 @@ class ModelWidget(JobWidget):
         self._import.changed.connect(lambda: self.runner.toggle(self._import_inputs, self._start_import))
         self.extend(
             [
-                Label(value="Export (needs napari-xrayseg[bioimageio])"),
+                _heading("Export", "needs napari-xrayseg[bioimageio] (pip install 'napari-xrayseg[bioimageio]')"),
                 self._model_file,
                 self._image,
                 self._package,
                 self._authors,
                 self._license,
                 self._export,
-                Label(value="Import (a package from `xrayseg export`)"),
+                _heading("Import", "a bioimage.io package, e.g. from `xrayseg export` or this widget"),
                 self._source,
                 self._target,
                 self._import,
@@ -104,3 +104,10 @@ class ModelWidget(JobWidget):
     def _imported(self, path: Path) -> None:
         self._info.value = f"wrote {path.name}"
         show_info(f"imported the model into {path}")
+
+
+def _heading(text: str, tooltip: str) -> Label:
+    """A section heading short enough for napari's default dock width (QA: clipped), its details in a tooltip."""
+    label = Label(value=f"<b>{text}</b>")
+    label.tooltip = tooltip
+    return label

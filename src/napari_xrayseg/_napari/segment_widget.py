@@ -58,8 +58,10 @@ class SegmentWidget(JobWidget):
         self._viewer = viewer
         self.model: Model | None = None  # set by code (e.g. after training) to skip the file
         self._image = ComboBox(label="Image", choices=layer_choices(viewer, napari.layers.Image), nullable=False)
-        self._selected = CheckBox(text="every selected image layer (one Labels layer each)", value=False)
-        self._selected.tooltip = "segment each Image layer selected in the layer list, with one model load"
+        self._selected = CheckBox(text="every selected image layer", value=False)  # fits napari's default dock width
+        self._selected.tooltip = (
+            "segment each Image layer selected in the layer list, with one model load: one Labels layer each"
+        )
         self._model_file = FileEdit(label="Model file", mode="r", filter="*.safetensors", value="")
         self._axis = ComboBox(
             label="Slice axis",
@@ -76,9 +78,12 @@ class SegmentWidget(JobWidget):
         self._overlap = FloatSpinBox(label="Overlap", min=0.0, max=0.9, step=0.05, value=_D.overlap)
         self._batch = SpinBox(label="Batch", min=1, max=256, value=_D.batch)
         self._device = ComboBox(label="Device", choices=["auto", *available_devices()], value=_D.device)
-        self._out = FileEdit(label="Save to zarr (optional)", mode="w", filter="*.zarr", value="")
-        self._out.tooltip = "a new .zarr for one image; a folder (one NAME.zarr per layer) for selected layers"
-        self._pyramid = CheckBox(text="multiscale pyramid (OME-Zarr, for big volumes)", value=False)
+        self._out = FileEdit(label="Save to zarr", mode="w", filter="*.zarr", value="")  # short: the dock's width
+        self._out.tooltip = (
+            "optional: a new .zarr for one image; a folder (one NAME.zarr per layer) for selected layers"
+        )
+        self._pyramid = CheckBox(text="multiscale pyramid", value=False)
+        self._pyramid.tooltip = "with Save to zarr: an OME-Zarr of downsampled levels, smooth to browse for big volumes"
         self._axes = ComboBox(
             label="Axes", choices=[("slice axis only", ""), ("orthoplane: z, y, x averaged", "zyx")], value=""
         )

@@ -275,7 +275,7 @@ class TrainWidget(JobWidget):
             "plugin (trained on synthetic PXCT scans, its classes matched to yours by grey level). "
             "A model file below is fine-tuned instead (with 'auto')",
         )
-        self._init = FileEdit(label="Start from model (optional)", mode="r", filter="*.safetensors", value="")
+        self._init = FileEdit(label="Start from model", mode="r", filter="*.safetensors", value="")  # optional
         self._out = FileEdit(label="Save model to", mode="w", filter="*.safetensors", value="")
         self._out.tooltip = "a new .safetensors file (an existing one is never replaced); Cancel also saves here"
         self._segment_after = CheckBox(label="Segment the image when done", value=True)
