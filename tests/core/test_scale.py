@@ -801,3 +801,30 @@ def test_a_file_output_behind_a_symlink_is_written_through_it(tmp_path, tiny_mod
     loop.symlink_to(loop)
     with pytest.raises(InputError, match="is a symlink that leads nowhere"):
         segment(np.zeros((2, 16, 16), np.float32), tiny_model, out=loop, **KW)
+
+
+@pytest.mark.needs("distributed")
+def test_a_finished_slabs_result_is_never_fetched(tmp_path, vol, tiny_model, monkeypatch):
+    """QA: a worker killed after finishing a slab but before the client fetched its result: dask queued the slab
+    again and ``result()`` waited for a worker that never came (15 minutes, past the 60 s no-worker limit). The
+    slab's range is known from its key, so a finished slab's result is not fetched at all."""
+    import distributed
+
+    from napari_xrayseg.core.distributed import segment_distributed
+
+    fetched = []
+    original = distributed.Future.result
+
+    def result(self, *a, **k):
+        fetched.append(self.status)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(distributed.Future, "result", result)
+    mpath = save_model(tiny_model, tmp_path / "m.safetensors")  # the input: in.zarr, written by the fixture
+    with (
+        distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as c,
+        distributed.Client(c) as client,
+    ):
+        out = segment_distributed(tmp_path / "in.zarr", mpath, tmp_path / "o.zarr", client=client, **KW)
+    np.testing.assert_array_equal(out[...], segment(vol, tiny_model, **KW))
+    assert "finished" not in fetched

@@ -210,14 +210,9 @@ class ClusterExecutor:
 
         # only the slabs not yet done are held: a finished one's result is released at once, so a worker
         # lost later does not make dask compute the slabs it had finished again
+        ranges = {f"xrayseg-{self.spec.run}-p{i}-{r[0]}-{r[1]}": r for r in todo}
         futures = {
-            f.key: f
-            for f in (
-                self.client.submit(
-                    _run_slab, self.spec, i, r, pure=False, key=f"xrayseg-{self.spec.run}-p{i}-{r[0]}-{r[1]}"
-                )
-                for r in todo
-            )
+            key: self.client.submit(_run_slab, self.spec, i, r, pure=False, key=key) for key, r in ranges.items()
         }
         try:
             pending = as_completed(list(futures.values()))
@@ -231,8 +226,15 @@ class ClusterExecutor:
                     continue
                 for fut in finished:
                     futures.pop(fut.key, None)
+                    if fut.status not in ("error", "cancelled"):
+                        # the slab is written and marked done: its range is known from its key. Its result is
+                        # not fetched: held by a worker that died since, dask would compute it again, and
+                        # result() waited for a worker that never came (QA: a hang of 15 minutes)
+                        fut.release()
+                        yield ranges[fut.key]
+                        continue
                     try:
-                        a, b = fut.result()  # re-raises a task's error here
+                        fut.result(timeout=60)  # re-raises the task's error here
                     except KilledWorker as e:
                         raise ClusterError(
                             f"a dask worker died running a slab ({str(e).split('. ')[0]}); the slabs finished so far "
@@ -247,7 +249,7 @@ class ClusterExecutor:
                             "lost the dask scheduler (or the client was closed) mid-run; the slabs finished so far "
                             "are kept: run again with --resume (on a cluster or not)"
                         ) from e
-                    yield a, b
+                    raise ClusterError(f"a slab failed on the cluster ({fut.status}); run again with --resume")
         except BaseException:
             try:
                 self.client.cancel(list(futures.values()))
