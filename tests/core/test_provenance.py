@@ -115,6 +115,12 @@ def test_a_resumed_output_keeps_its_first_record_and_adds_each_resume(tmp_path, 
     assert len(rec["resumed"]) == 1
     assert rec["resumed"][0]["command"] == "xrayseg predict second --resume"
     _check_record(rec["resumed"][0], "xrayseg predict second --resume")
+    # a finished output resumed again is left as it is: no "resumed" run that did nothing, no write (QA)
+    attrs = (out / "zarr.json").read_bytes()
+    with command_line(["xrayseg", "predict", "third", "--resume"]):
+        segment(vol, tiny_model, out=out, resume=True, **KW)
+    assert (out / "zarr.json").read_bytes() == attrs
+    assert len(read_output_meta(out)["provenance"]["resumed"]) == 1
 
 
 def test_evaluate_and_analyze_reports_record_their_files(tmp_path):

@@ -543,15 +543,21 @@ def _check_resumable(path: Path, meta: dict[str, Any]) -> None:
 def _update_on_resume(layout: StoreLayout, meta: dict[str, Any]) -> None:
     """On resume, record this run's voxel size and origin (they change no voxel: no reason to refuse) and the run.
 
+    A finished output resumed with the same voxel size and origin is left untouched.
+
     The first run's ``provenance`` stays; each resuming run adds ``{"created", "command", "cwd",
     "software"}`` to its ``resumed`` list.
     """
     import zarr
 
     new: dict[str, Any] = {"voxel_size": meta.get("voxel_size"), "unit": meta.get("unit"), "origin": meta.get("origin")}
-    node = zarr.open(store=layout.labels, mode="r+")
+    node = zarr.open(store=layout.labels, mode="r")
     old = dict(node.attrs[OUTPUT_ATTR])
-    if _jsonable({k: old.get(k) for k in new}) != _jsonable(new):
+    same = _jsonable({k: old.get(k) for k in new}) == _jsonable(new)
+    if same and old.get("complete"):  # nothing to finish, nothing to record: left as it is (QA: a no-op --resume
+        return  # rewrote the attributes, logged a "resumed" run, and failed in a read-only folder)
+    node = zarr.open(store=layout.labels, mode="r+")
+    if not same:
         log.info(
             "resuming with voxel size %s %s (was %s %s)",
             new["voxel_size"],
