@@ -258,36 +258,53 @@ def _cmd_predict(a: argparse.Namespace) -> int:
                 f"predict: resuming {a.out}: {n} slab{'s' if n != 1 else ''} already done",
                 file=sys.stderr,
             )
-    if a.workers is not None or a.scheduler:  # --workers 0 is refused there, not run in one process
-        from .core.distributed import segment_distributed
+    from .core.errors import Cancelled
+    from .core.progress import CancelToken, signals_cancel
 
-        if a.verbose == 0:  # the cluster's start and stop (~30 INFO lines) only with -v
-            try:
-                import distributed  # noqa: F401  (configures its loggers on import: set the level after)
-            except ImportError:
-                pass  # segment_distributed says what to install, in one line
+    token = CancelToken()
+    kw["cancel"] = token
+    got: list[int] = []
+    note = (
+        "predict: stopping after the current slab (Ctrl-C again quits at once); the same command with --resume "
+        "continues"
+    )
+    try:
+        with signals_cancel(token, note, got):  # SIGTERM (a batch system's time limit) too: said, not silent
+            if a.workers is not None or a.scheduler:  # --workers 0 is refused there, not run in one process
+                from .core.distributed import segment_distributed
+
+                if a.verbose == 0:  # the cluster's start and stop (~30 INFO lines) only with -v
+                    try:
+                        import distributed  # noqa: F401  (configures its loggers on import: set the level after)
+                    except ImportError:
+                        pass  # segment_distributed says what to install, in one line
+                    else:
+                        logging.getLogger("distributed").setLevel(logging.WARNING)
+
+                result = segment_distributed(
+                    a.image,
+                    a.model,
+                    a.out,
+                    dataset=a.dataset,
+                    scheduler=a.scheduler,
+                    workers=a.workers,
+                    threads_per_worker=a.threads_per_worker,
+                    torch_threads=a.torch_threads,
+                    **kw,
+                )
             else:
-                logging.getLogger("distributed").setLevel(logging.WARNING)
+                from .core.output import check_not_input
 
-        result = segment_distributed(
-            a.image,
-            a.model,
-            a.out,
-            dataset=a.dataset,
-            scheduler=a.scheduler,
-            workers=a.workers,
-            threads_per_worker=a.threads_per_worker,
-            torch_threads=a.torch_threads,
-            **kw,
-        )
-    else:
-        from .core.output import check_not_input
-
-        # an image read into memory (PNG, JPEG) has no path the core could see: the output may not replace it
-        for out, option in ((a.out, "--out"), (a.confidence_out, "--confidence-out")):
-            if out is not None:
-                check_not_input(out, [a.image], option=option)
-        result = segment(image, a.model, out=a.out, **kw)
+                # an image read into memory (PNG, JPEG) has no path the core could see: the output may not replace it
+                for out, option in ((a.out, "--out"), (a.confidence_out, "--confidence-out")):
+                    if out is not None:
+                        check_not_input(out, [a.image], option=option)
+                result = segment(image, a.model, out=a.out, **kw)
+    except Cancelled:
+        term = signal.SIGTERM in got
+        kept = f": the finished slabs are kept in {a.out}, the same command with --resume continues" if a.out else ""
+        print(f"xrayseg predict: {'terminated' if term else 'interrupted'}{kept}", file=sys.stderr)
+        return 143 if term else 130
     dt = time.perf_counter() - t0
     labels = result[0] if isinstance(result, tuple) else result
     shape = tuple(int(n) for n in labels.shape)  # the labels' (a multi-channel image has one more axis)

@@ -404,6 +404,40 @@ def test_ctrl_c_in_predict_names_resume(tmp_path, monkeypatch, capsys):
     )
 
 
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_during_predict_stops_after_the_slab_and_says_how_to_resume(tmp_path, monkeypatch, capsys, sig):
+    """QA: SIGTERM (a batch system's time limit) ended a one-volume predict with exit 143 and not a word."""
+    import os
+    import signal
+
+    from napari_xrayseg import cli
+    from napari_xrayseg.core.writer import output_complete
+
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).random((8, 32, 32), dtype=np.float32))
+    assert main(["init-model", "--out", str(tmp_path / "m"), "--size", "tiny", "--tile", "32"]) == 0
+    shown = cli._ProgressPrinter.__call__
+
+    def signal_at_the_first_slab(self, p):
+        shown(self, p)
+        if p.step >= 1:
+            os.kill(os.getpid(), getattr(signal, sig))
+
+    monkeypatch.setattr(cli._ProgressPrinter, "__call__", signal_at_the_first_slab)
+    out = tmp_path / "o.zarr"
+    argv = ["predict", "--image", str(tmp_path / "v.npy"), "--model", str(tmp_path / "m.safetensors")]
+    argv += ["--out", str(out), "--slab", "2"]
+    capsys.readouterr()
+    term = sig == "SIGTERM"
+    assert main(argv) == (143 if term else 130)
+    err = capsys.readouterr().err
+    how = "terminated" if term else "interrupted"
+    assert f"xrayseg predict: {how}: the finished slabs are kept in {out}, the same command with --resume" in err
+    assert out.exists() and not output_complete(out)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+    monkeypatch.setattr(cli._ProgressPrinter, "__call__", shown)
+    assert main([*argv, "--resume"]) == 0 and output_complete(out)
+
+
 def test_overwrite_never_replaces_a_png_input_or_a_folder_that_is_no_zarr_store(tmp_path, capsys):
     """`predict --out myproject --overwrite` replaced the user's folder (thesis and all) with a zarr array,
     and an in-memory PNG input was not recognised: `--out scan.png --overwrite` replaced the image."""

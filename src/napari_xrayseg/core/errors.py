@@ -38,6 +38,7 @@ _FIXES = (
     ),
     (" or pass overwrite=True (--overwrite)", " or add --overwrite", ""),  # widgets never overwrite
     ("pass ignore_zero=False", "add --zero-is-class", "tick 'Treat 0 as a class'"),
+    ("pass resume=True / --resume to finish it", "add --resume to finish it", "Segment again to finish it"),
     ("use --tile ", "use --tile ", "choose a Tile window of at most "),
     (
         " or less, or leave the tile unset to use the model's default (which adapts to small slices)",
