@@ -828,3 +828,16 @@ def test_a_finished_slabs_result_is_never_fetched(tmp_path, vol, tiny_model, mon
         out = segment_distributed(tmp_path / "in.zarr", mpath, tmp_path / "o.zarr", client=client, **KW)
     np.testing.assert_array_equal(out[...], segment(vol, tiny_model, **KW))
     assert "finished" not in fetched
+
+
+def test_a_name_too_long_for_the_files_beside_it_is_refused_up_front(tmp_path, vol, tiny_model):
+    """QA: a legal 245-character name failed with "cannot write .NAME.xrayseg-lock (File name too long)"."""
+    import os
+
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")  # 255 on most file systems
+    fits = limit - 14  # ".NAME.xrayseg-lock" adds 14
+    out = tmp_path / ("a" * (fits - 4) + ".zarr")  # one character too many
+    with pytest.raises(InputError, match=rf"is {fits + 1} characters: at most {fits} here .* add 14\); choose a short"):
+        segment(vol, tiny_model, out=out, **KW)
+    assert not list(tmp_path.glob("*aaaaaaaaaa*"))
+    segment(vol, tiny_model, out=tmp_path / ("a" * (fits - 5) + ".zarr"), **KW)  # the longest: written

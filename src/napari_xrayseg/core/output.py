@@ -60,6 +60,17 @@ def remove_path(p: Path) -> None:
         p.unlink()
 
 
+def _name_max(folder: Path) -> int:
+    """The longest file name the file system of ``folder`` (or its nearest existing parent) takes (255 usually)."""
+    for f in (folder, *folder.parents):
+        if f.exists():
+            try:
+                return int(os.pathconf(f, "PC_NAME_MAX"))
+            except (OSError, ValueError, AttributeError):  # not POSIX (Windows), or not told
+                return 255
+    return 255
+
+
 def _sibling(p: Path, tag: str) -> Path:
     return p.with_name(f".{p.name}{tag}")
 
@@ -426,6 +437,14 @@ def claim(
         raise InputError(
             f"{what} {final} is written as a zarr store: name it {final.with_suffix('.zarr')} (label files as "
             "TIFF: segment_many, xrayseg predict --format tiff, into a folder)"
+        )
+    longest = len(_sibling(final, LOCK).name)  # the longest name written beside it (".NAME.xrayseg-lock")
+    limit = _name_max(final.parent)
+    if longest > limit:  # QA: "cannot write .NAME.xrayseg-lock (File name too long)" for a legal NAME
+        extra = longest - len(final.name)
+        raise InputError(
+            f"{what} name {final.name[:40]}... is {len(final.name)} characters: at most {limit - extra} here (the "
+            f"files written beside it while it is made add {extra}); choose a shorter name ({option})"
         )
     if _busy(final):  # checked before anything of it is repaired or removed: another run's work is left alone
         raise OutputExistsError(
