@@ -1257,7 +1257,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="xrayseg",
         description="Segment X-ray tomograms with deep learning (napari-xrayseg).",
-        epilog="exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
+        # the docs/*.md that messages name are online (the wheel carries none of them: QA)
+        epilog="exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + f". Docs (docs/*.md): {DOCS}",
     )
     parser.add_argument("--version", action="version", version=f"napari-xrayseg {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
@@ -1890,8 +1891,12 @@ EXIT_CODES = {
     4: "an input/output error of the system (e.g. a failing disk or network file system)",
     130: "interrupted (Ctrl-C)",
     141: "the reader of a pipe has gone (xrayseg model-info m.safetensors | head)",
-    143: "terminated (SIGTERM, e.g. a batch scheduler's time limit; train writes the model so far)",
+    143: "terminated (SIGTERM, e.g. a batch scheduler's time limit; predict keeps its finished slabs, train writes "
+    "the model so far)",
 }
+
+#: Where the docs that messages name (``docs/train.md``, ...) are read.
+DOCS = "https://github.com/napari-xrayseg/napari-xrayseg/tree/main/docs"
 
 
 @contextlib.contextmanager
