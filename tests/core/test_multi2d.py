@@ -301,7 +301,7 @@ def test_a_multichannel_files_voxel_size_is_kept(slices, tmp_path):
 
 
 def test_a_files_channels_are_not_taken_for_slices(slices, tmp_path):
-    """QA: 2-channel 2D images (OME-TIFF C,Y,X, OME-Zarr c,y,x) were segmented as 2-slice volumes."""
+    """QA: 2-channel 2D images (OME-Zarr c,y,x) were segmented as 2-slice volumes; 4D TIFFs say Z,C,Y,X."""
     import zarr
 
     from napari_xrayseg.core.io import channel_axis_in_file
@@ -317,9 +317,13 @@ def test_a_files_channels_are_not_taken_for_slices(slices, tmp_path):
     g.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": [{"path": "0"}]}]
     tifffile.imwrite(tmp_path / "zyx.tif", image, imagej=True)  # a plain stack: its slices are slices
     one = init_model("unet", size="tiny", classes=3, tile=32)
-    # an ImageJ C,Y,X is not trusted: tifffile writes every 3D stack given without axes as "CYX"
-    assert channel_axis_in_file(open_volume(tmp_path / "cyx_ij.tif")) is None
-    for name in ("cyx_ome.tif", "cyx.zarr"):
+    # a 3D TIFF's C is not trusted: tifffile writes every 3D stack given without axes as "CYX" (review: a
+    # plain volume written as OME-TIFF was refused as 32 channels)
+    tifffile.imwrite(tmp_path / "zyx.ome.tif", image, ome=True)
+    for name in ("cyx_ij.tif", "cyx_ome.tif", "zyx.ome.tif"):
+        assert channel_axis_in_file(open_volume(tmp_path / name)) is None, name
+    assert segment(open_volume(tmp_path / "zyx.ome.tif"), one, device="cpu").shape == image.shape
+    for name in ("cyx.zarr",):
         opened = open_volume(tmp_path / name)
         assert channel_axis_in_file(opened) == (0, 2), name
         with pytest.raises(InputError, match=r"has 2 channels along axis 0 .*\(--channel-axis 0"):

@@ -199,3 +199,4 @@ def test_evaluate_warns_when_prediction_and_truth_record_other_voxel_sizes(tmp_p
     with caplog.at_level("WARNING", logger="napari_xrayseg"):
         r = evaluate(open_volume(tmp_path / "p.zarr"), open_volume(tmp_path / "half.zarr"))
     assert r.mean_dice == 1.0 and "0.5 x 0.1 x 0.1 um, the truth's 0.25 x 0.05 x 0.05 um" in caplog.text
+    assert caplog.text.count("scored voxel for voxel") == 1  # once (review: twice, the interfaces checked again)

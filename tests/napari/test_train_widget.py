@@ -378,3 +378,22 @@ def test_segment_and_annotate_offer_the_model_train_saved(make_napari_viewer, qt
     annotate = AnnotateWidget(viewer)  # docked after the training: offered it too, and loads it
     viewer.window.add_dock_widget(annotate, name="Annotate")
     assert str(annotate._model_file.value) == str(saved) and annotate.model is not None
+
+
+def test_a_second_training_replaces_the_model_offered_before(make_napari_viewer):
+    """Review: the field kept the first training's model after a second, as if the user had chosen it."""
+    from napari_xrayseg._napari._recent import model_saved
+    from napari_xrayseg._napari.segment_widget import SegmentWidget
+
+    viewer = make_napari_viewer()
+    seg = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(seg, name="Segment")
+    tmp = __import__("tempfile").mkdtemp()
+    paths = [save_model(init_model("unet", size="tiny", classes=3, tile=32), f"{tmp}/m{k}.safetensors") for k in (1, 2)]
+    model_saved(paths[0])
+    assert str(seg._model_file.value) == str(paths[0])
+    model_saved(paths[1])
+    assert str(seg._model_file.value) == str(paths[1])
+    seg._model_file.value = paths[0]  # the user's choice now (another value than the one offered)
+    model_saved(paths[1])
+    assert str(seg._model_file.value) == str(paths[0])

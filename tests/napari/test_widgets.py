@@ -561,6 +561,11 @@ def test_a_layer_added_to_paint_on_becomes_the_annotations_and_a_new_segmentatio
     # a layer the user chose stays chosen when another is added
     other = viewer.add_labels(np.zeros(truth.data.shape, np.uint8), name="more")
     assert train._labels.value is painted and other in list(train._labels.choices)
+    # the reference picked in the box on purpose (a click: Qt's "activated") is not replaced either (review)
+    train._labels.value = truth
+    train._labels.native.activated.emit(train._labels.native.currentIndex())
+    viewer.add_labels(np.zeros(truth.data.shape, np.uint8), name="scratch")
+    assert train._labels.value is truth
     # training on a layer named as the truth says so
     warned = []
     monkeypatch.setattr("napari_xrayseg._napari.train_widget.show_warning", warned.append)

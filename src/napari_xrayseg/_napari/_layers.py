@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +208,8 @@ def model_labels_warning(layer: Any) -> str | None:
     )
 
 
-def _never_annotations(layer: Any) -> bool:
+def never_annotations(layer: Any) -> bool:
+    """Whether a layer is this plugin's preview or error map: never annotations, a prediction or a truth."""
     meta = getattr(layer, "metadata", {}).get("napari_xrayseg") or {}
     return isinstance(meta, dict) and ("preview_of" in meta or meta.get("kind") in NOT_ANNOTATIONS)
 
@@ -234,7 +236,7 @@ def layer_choices(viewer: Any, kind: type, *, annotations: bool = False) -> Any:
         found = [layer for layer in viewer.layers if isinstance(layer, kind)]
         if annotations:
             found = sorted(
-                (ly for ly in found if not _never_annotations(ly)),
+                (ly for ly in found if not never_annotations(ly)),
                 key=lambda ly: (made_by_model(ly), looks_like_truth(ly)),
             )
         return [(layer.name, layer) for layer in found]
@@ -244,7 +246,7 @@ def layer_choices(viewer: Any, kind: type, *, annotations: bool = False) -> Any:
 
 def _second_choice(layer: Any) -> bool:
     """A labels layer to learn from only when chosen: a preview, a model's output, a reference ("truth")."""
-    return _never_annotations(layer) or made_by_model(layer) or looks_like_truth(layer)
+    return never_annotations(layer) or made_by_model(layer) or looks_like_truth(layer)
 
 
 def follow_new_annotations(viewer: Any, combo: Any) -> None:
@@ -257,6 +259,13 @@ def follow_new_annotations(viewer: Any, combo: Any) -> None:
     from napari.layers import Labels
     from napari.utils.notifications import show_info
 
+    picked: list[Any] = [None]  # the layer the user chose in the box (a click), which a new layer never replaces
+
+    def activated(*_: Any) -> None:
+        picked[0] = weakref.ref(combo.value) if combo.value is not None else None
+
+    combo.native.activated.connect(activated)  # Qt's "activated": the user's choice, not the code's
+
     def inserted(event: Any) -> None:
         try:
             choose(getattr(event, "value", None))
@@ -266,6 +275,8 @@ def follow_new_annotations(viewer: Any, combo: Any) -> None:
     def choose(layer: Any) -> None:
         current = combo.value
         if not isinstance(layer, Labels) or _second_choice(layer) or current is layer:
+            return
+        if picked[0] is not None and picked[0]() is current:  # review: a reference chosen on purpose was replaced
             return
         if current is not None and not _second_choice(current):
             return
@@ -311,11 +322,14 @@ def layer_class_names(layer: Any) -> dict[int, str] | None:
     return {int(i): str(n) for i, n in zip(index, feats["name"])}
 
 
-def physical_placement(voxel_size: Any, unit: str | None, shape: int | tuple[int, ...]) -> dict[str, Any]:
+def physical_placement(
+    voxel_size: Any, unit: str | None, shape: int | tuple[int, ...], channel_axis: int | None = None
+) -> dict[str, Any]:
     """``scale`` (and ``units`` where napari has them) for a layer of a volume with this voxel size.
 
     ``shape`` is the layer's shape (or its number of axes). A 4D layer with three sizes (a file's
-    channel axis has none) gets scale 1 on its channel axis: the axis with the fewest entries.
+    channel axis has none) gets scale 1 on its channel axis: ``channel_axis`` (the file's metadata),
+    else the axis with the fewest entries.
     """
     import inspect
 
@@ -329,7 +343,9 @@ def physical_placement(voxel_size: Any, unit: str | None, shape: int | tuple[int
     ndim = shape if isinstance(shape, int) else len(shape)
     scale = [float(v) for v in voxel_size][-ndim:]
     if len(scale) == ndim - 1:  # QA: a multi-channel file's three sizes became a 4D layer's scale of three
-        scale.insert(0 if isinstance(shape, int) else int(np.argmin(shape)), 1.0)
+        scale.insert(
+            channel_axis if channel_axis is not None else 0 if isinstance(shape, int) else int(np.argmin(shape)), 1.0
+        )
     out: dict[str, Any] = {"scale": tuple(scale)}
     name = ngff_unit(unit)
     if name is not None and "units" in inspect.signature(Layer.__init__).parameters:

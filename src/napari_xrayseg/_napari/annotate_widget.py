@@ -270,9 +270,13 @@ class AnnotateWidget(JobWidget):
         self.refresh_preview()
 
     def _offer_model(self, path: Path) -> None:
-        """Take ``path`` (a model just trained) where no model was chosen yet."""
-        if self.model is None and str(self._model_file.value) in ("", "."):
+        """Take ``path`` (a model just trained) where no model was chosen yet, or the last one offered is shown."""
+        shown = str(self._model_file.value)
+        offered = getattr(self, "_offered", None)
+        # review: a second training left the first one's model in the field, as if the user had chosen it
+        if (self.model is None and shown in ("", ".")) or (offered is not None and shown == offered):
             self._model_file.value = path
+            self._offered = str(self._model_file.value)
 
     def _on_model_file(self, value: Any) -> None:
         path = str(value)

@@ -39,6 +39,7 @@ from ._layers import (
     layer_class_names,
     looks_like_truth,
     made_by_model,
+    never_annotations,
     placement,
     placement_mismatch,
     snapshot,
@@ -158,9 +159,13 @@ class EvaluateWidget(JobWidget):
     def _labels_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [(ly.name, ly) for ly in self._viewer.layers if isinstance(ly, Labels)]
 
+    def _candidates(self) -> list[Any]:
+        """Layers to guess between: not this plugin's previews and error maps (one slice, or not labels to score)."""
+        return [ly for _, ly in self._labels_choices() if not never_annotations(ly)]
+
     def _on_layers_changed(self, event: Any = None) -> None:
         self.reset_choices()
-        layers = [ly for _, ly in self._labels_choices()]
+        layers = self._candidates()
         if len(layers) < 2:
             return
         new = getattr(event, "value", None) if getattr(event, "type", None) == "inserted" else None

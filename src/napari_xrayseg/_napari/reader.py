@@ -203,15 +203,22 @@ def _placed(p: Path, shape: tuple[int, ...], found: Any) -> dict[str, Any]:
     """
     import numpy as np
 
-    from ..core.io import read_origin
+    from ..core.io import channel_axis_in_file, open_volume, read_origin
     from ._layers import physical_placement
 
-    kw = physical_placement(*(found or (None, None)), shape)
+    ch = None
+    if len(shape) == 4:  # the axis the metadata names channels (review: the fewest entries were z in a C,Z,Y,X)
+        try:
+            named = channel_axis_in_file(open_volume(p))
+        except XraysegError:
+            named = None
+        ch = named[0] if named is not None else int(np.argmin(shape))
+    kw = physical_placement(*(found or (None, None)), shape, ch)
     origin = read_origin(p)
     if origin is not None and origin[1] == (found[1] if found else "voxel"):
         t = [float(v) for v in origin[0]][-len(shape) :]
-        if len(t) == len(shape) - 1:  # a channel axis (the fewest entries, as for the scale) has no origin
-            t.insert(int(np.argmin(shape)), 0.0)
+        if len(t) == len(shape) - 1 and ch is not None:  # the channel axis has no origin
+            t.insert(ch, 0.0)
         if len(t) == len(shape):
             kw["translate"] = tuple(t)
     return kw

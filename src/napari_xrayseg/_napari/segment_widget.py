@@ -145,9 +145,13 @@ class SegmentWidget(JobWidget):
         self._voxel.track(self._image.value)
 
     def _offer_model(self, path: Path) -> None:
-        """Take ``path`` (a model just trained) where no model was chosen yet."""
-        if self.model is None and str(self._model_file.value) in ("", "."):
+        """Take ``path`` (a model just trained) where no model was chosen yet, or the last one offered is shown."""
+        shown = str(self._model_file.value)
+        offered = getattr(self, "_offered", None)
+        # review: a second training left the first one's model in the field, as if the user had chosen it
+        if (self.model is None and shown in ("", ".")) or (offered is not None and shown == offered):
             self._model_file.value = path
+            self._offered = str(self._model_file.value)
 
     def _on_model_file(self, value: Any) -> None:
         path = Path(str(value))
@@ -268,7 +272,11 @@ class SegmentWidget(JobWidget):
         if self._pyramid.value and out is None:
             raise InputError("a multiscale pyramid is written to zarr: choose a folder under 'Save to zarr'")
         names = [_file_name(la.name) for la in layers]
-        images = {n: layer_array(la, f"image {la.name!r}") for n, la in zip(names, layers)}
+        info = model.info if hasattr(model, "info") else read_model_info(model)
+        multi = info.channels > 1
+        images = {n: layer_array(la, f"image {la.name!r}", channels=multi) for n, la in zip(names, layers)}
+        for la, arr in zip(layers, images.values()):  # each layer's channels first, as for one (review)
+            _channel_axis(la, arr, info)
         settings = self._settings(max(a.ndim for a in images.values()))
         sizes = {layer_voxel_size(la) for la in layers}  # the outputs record it where the layers agree (QA: never)
         voxel = next(iter(sizes)) if len(sizes) == 1 else None

@@ -1089,10 +1089,10 @@ def voxel_size_of(arr: Any) -> tuple[tuple[float, ...], str] | None:
 def channel_axis_in_file(arr: Any) -> tuple[int, int] | None:
     """``(axis, count)`` of a channel axis of more than one entry that an opened file's metadata names, or None.
 
-    An OME-Zarr ``c`` axis (``type: channel``), an OME-TIFF's ``C`` (or samples ``S``) axis, an
-    ImageJ TIFF's ``C`` beside ``Z`` (a 3D ImageJ ``CYX`` is not trusted: tifffile writes every
-    stack given without axes so); the axis is counted in the array as :func:`open_volume` gives
-    it. A 2-channel 2D image then is not taken for a 2-slice volume (QA).
+    An OME-Zarr ``c`` axis (``type: channel``); an OME or ImageJ TIFF's ``C`` (or samples ``S``)
+    axis beside ``Z`` (a 3D TIFF's ``C`` is not trusted: tifffile writes every stack given
+    without axes as ``CYX``); the axis is counted in the array as :func:`open_volume` gives it.
+    A 2-channel 2D image (OME-Zarr) then is not taken for a 2-slice volume (QA).
     """
     from .output import source_path
 
@@ -1104,13 +1104,14 @@ def channel_axis_in_file(arr: Any) -> tuple[int, int] | None:
     shape = tuple(int(n) for n in arr.shape)
     try:
         if p.suffix.lower() in _TIFF and p.is_file():
+            if len(shape) < 4:  # tifffile writes every 3D stack given without axes as "CYX" (ImageJ and OME alike)
+                return None
             with _tiff_file(p)[0] as tif:
+                if not (tif.is_ome or tif.is_imagej):  # a plain TIFF names no axes: its series not parsed for nothing
+                    return None
                 axes = str(tif.series[0].axes)
                 full = tuple(int(n) for n in tif.series[0].shape)
-                ome = bool(tif.is_ome)
             names = [a for a, n in zip(axes, full) if n > 1] if len(full) != len(shape) else list(axes)
-            if not ome and len(shape) < 4:  # tifffile writes a 3D ImageJ stack given without axes as "CYX"
-                return None
         elif p.is_dir():
             import zarr
 

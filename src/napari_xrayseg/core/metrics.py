@@ -123,7 +123,7 @@ def _check_dtype(arr: Any, name: str) -> np.dtype:
     return dtype
 
 
-def _check_pair(pred: Any, truth: Any) -> tuple[Any, Any, tuple[int, ...]]:
+def _check_pair(pred: Any, truth: Any, *, warn: bool = False) -> tuple[Any, Any, tuple[int, ...]]:
     pred = _as_array(pred, "pred")
     truth = _as_array(truth, "truth")
     for name, a in (("pred", pred), ("truth", truth)):
@@ -146,7 +146,8 @@ def _check_pair(pred: Any, truth: Any) -> tuple[Any, Any, tuple[int, ...]]:
         )
     if math.prod(shape) == 0:
         raise InputError(f"pred and truth are empty (shape {shape}): pass non-empty arrays")
-    _warn_other_voxel_sizes(pred, truth)
+    if warn:  # once per evaluation (its interface errors check the pair again)
+        _warn_other_voxel_sizes(pred, truth)
     return pred, truth, shape
 
 
@@ -403,7 +404,7 @@ def _iter_accumulate(
     cancel: Any,
     allow_empty: bool = False,
 ) -> Generator[Progress, None, Confusion]:
-    pred, truth, shape = _check_pair(pred, truth)
+    pred, truth, shape = _check_pair(pred, truth, warn=True)
     axis = _check_axis(axis, len(shape))
     forced = _check_classes(classes, bool(ignore_zero))
     step = _block_slices(block_slices, pred, truth, shape)
