@@ -840,3 +840,21 @@ def test_tpb_phases_naming_an_absent_label_are_warned(caplog):
     with caplog.at_level("WARNING", logger="napari_xrayseg"):
         m = ms.analyze(lab, tpb_phases=(1, 2, 9), tortuosity=False, connectivity=False, mean_size=False)
     assert m.tpb_density == 0 and "no voxel holds label 9" in caplog.text
+
+
+@pytest.mark.needs("taufactor")
+def test_progress_weighs_the_tortuosity_solves_and_never_goes_back(monkeypatch, caplog):
+    """QA h5: every step counted 1 ("23 %, about 24 s left" before two more minutes of solves), the fraction fell
+    from 50 % to 15 % after the slab pass, and the built-in sample's 2 minutes of solves went unwarned."""
+    import napari_xrayseg.core.microstructure as ms
+
+    lab = checkerboard(12, 3)
+    records = []
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        monkeypatch.setattr(ms, "_CPU_TAU_S", 1e-3)  # as if the solves took minutes
+        analyze(lab, block_slices=2, progress=records.append, device="cpu")
+    fractions = [r.step / r.total for r in records]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    slabs = [r for r in records if r.message.startswith("slab")]
+    assert slabs[-1].step / slabs[-1].total < 0.2  # the slab pass is a small part of the work
+    assert "on the CPU takes long (about" in caplog.text and "--no-tortuosity" in caplog.text
