@@ -122,14 +122,18 @@ def _training(viewer, tmp_path):
 
 
 def test_closing_napari_before_the_first_epoch_writes_nothing(make_napari_viewer, qtbot, tmp_path):
+    """A widget never docked (made in the console): napari before 0.6.5 did not cancel its job on close (QA h4)."""
     viewer = make_napari_viewer()
     w = _training(viewer, tmp_path)
     w._run.clicked.emit()
     assert w.runner.running
-    viewer.close()
-    qtbot.waitUntil(lambda: not w.runner.running, timeout=10_000)
-    assert not (tmp_path / "m.safetensors").exists()
-    qtbot.waitUntil(_idle_pool, timeout=5_000)
+    try:
+        viewer.close()
+        qtbot.waitUntil(lambda: not w.runner.running, timeout=10_000)
+        assert not (tmp_path / "m.safetensors").exists()
+        qtbot.waitUntil(_idle_pool, timeout=5_000)
+    finally:  # failed, its 10,000 epochs ran on into every later test (QA h4)
+        w.runner.shutdown()
 
 
 @pytest.mark.parametrize("how", ["dock x", "napari closed"])

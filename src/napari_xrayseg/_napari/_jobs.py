@@ -14,9 +14,10 @@ Written once and reused by every widget:
    message (outputs are claimed atomically by the core, so two widgets never write
    the same file either);
 6. closing napari, closing the widget's dock (its "x") or deleting the widget cancels
-   the job through its token: napari calls the worker's ``quit`` on close, which here
-   sets the token; the dock's "x" only takes the widget out of its dock (napari neither
-   deletes nor tells it), which :class:`JobWidget` watches for; the run button's
+   the job through its token: napari (0.6.5 and later) calls the worker's ``quit`` on close,
+   which here sets the token, and the viewer window's ``destroyed`` signal does it on any
+   napari (an undocked widget's job ran on before 0.6.5); the dock's "x" only takes the
+   widget out of its dock (napari neither deletes nor tells it), which :class:`JobWidget` watches for; the run button's
    ``destroyed`` signal does the same. Callbacks into the closed GUI are then skipped,
    and what a job keeps when cancelled (a training's model so far) is saved by its
    ``salvage`` in the worker thread, as the widget's Cancel would.
@@ -24,6 +25,7 @@ Written once and reused by every widget:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Generator
@@ -480,6 +482,30 @@ class JobWidget(Container):
         viewer.layers.events.inserted.connect(handler)
         viewer.layers.events.removed.connect(handler)
         handler()
+        _on_viewer_closed(viewer, self)
+
+
+def _on_viewer_closed(viewer: Any, widget: JobWidget) -> None:
+    """Cancel ``widget``'s jobs when ``viewer``'s window goes, docked or not.
+
+    napari from 0.6.5 cancels its workers on close; before (0.5.1 to 0.6.4, which pyproject allows),
+    a widget made in the console and never docked trained on with no GUI until Python exited (QA h4).
+    """
+    import weakref
+
+    qt = getattr(getattr(viewer, "window", None), "_qt_window", None)  # private: guarded, as napari may rename it
+    destroyed = getattr(qt, "destroyed", None)
+    if destroyed is None:
+        return
+    ref = weakref.ref(widget)
+
+    def closed(*_: Any) -> None:
+        w = ref()
+        if w is not None:
+            with contextlib.suppress(RuntimeError):  # its Qt side deleted first: its jobs were stopped then
+                w._on_close()
+
+    destroyed.connect(closed)
 
 
 def _undock_watch(widget: Any, on_close: Callable[[], None]) -> Any:
