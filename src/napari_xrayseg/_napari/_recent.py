@@ -35,3 +35,16 @@ def offer_models(method: Callable[[Path], None]) -> None:
     _listeners.append(weakref.WeakMethod(method))  # type: ignore[arg-type]
     if _last and _last[0].is_file():
         method(_last[0])
+
+
+def take_offer(widget: Any, path: Path) -> None:
+    """Show ``path`` in ``widget``'s model field where it is empty (no model set by code) or shows the last offer.
+
+    A field that still shows what was offered before is no choice of the user's: a second training's model
+    replaces it (review: the first one stayed, as if chosen); a file the user picked stays.
+    """
+    shown = str(widget._model_file.value)
+    offered = getattr(widget, "_offered", None)
+    if (widget.model is None and shown in ("", ".")) or (offered is not None and shown == offered):
+        widget._model_file.value = path
+        widget._offered = str(widget._model_file.value)

@@ -53,7 +53,7 @@ from ._layers import (
     slice_offset,
     unique_name,
 )
-from ._recent import offer_models
+from ._recent import offer_models, take_offer
 
 PREVIEW_TILE = "slice"  # one window per slice: 2-3x faster than the model's tiles (benchmarks/preview.py)
 
@@ -271,12 +271,7 @@ class AnnotateWidget(JobWidget):
 
     def _offer_model(self, path: Path) -> None:
         """Take ``path`` (a model just trained) where no model was chosen yet, or the last one offered is shown."""
-        shown = str(self._model_file.value)
-        offered = getattr(self, "_offered", None)
-        # review: a second training left the first one's model in the field, as if the user had chosen it
-        if (self.model is None and shown in ("", ".")) or (offered is not None and shown == offered):
-            self._model_file.value = path
-            self._offered = str(self._model_file.value)
+        take_offer(self, path)
 
     def _on_model_file(self, value: Any) -> None:
         path = str(value)

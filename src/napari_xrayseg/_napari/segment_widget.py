@@ -39,7 +39,7 @@ from ._layers import (
     unique_name,
     voxel_size_warning,
 )
-from ._recent import offer_models
+from ._recent import offer_models, take_offer
 from ._voxel import VoxelSizeFields, layer_voxel_size
 
 if TYPE_CHECKING:
@@ -146,12 +146,7 @@ class SegmentWidget(JobWidget):
 
     def _offer_model(self, path: Path) -> None:
         """Take ``path`` (a model just trained) where no model was chosen yet, or the last one offered is shown."""
-        shown = str(self._model_file.value)
-        offered = getattr(self, "_offered", None)
-        # review: a second training left the first one's model in the field, as if the user had chosen it
-        if (self.model is None and shown in ("", ".")) or (offered is not None and shown == offered):
-            self._model_file.value = path
-            self._offered = str(self._model_file.value)
+        take_offer(self, path)
 
     def _on_model_file(self, value: Any) -> None:
         path = Path(str(value))

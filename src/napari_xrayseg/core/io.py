@@ -1202,32 +1202,11 @@ def origin_of(arr: Any) -> tuple[tuple[float, ...], str] | None:
 
 
 def _zarr_origin(p: Path, dataset: str | None) -> tuple[list[float], str | None] | None:
-    import zarr
+    return _zarr_meta(p, dataset, _attrs_origin, _ome_origin)
 
-    node = zarr.open(store=str(p), mode="r")
-    if isinstance(node, zarr.Array):
-        found = _attrs_origin(node.attrs)
-        parent = p.parent  # a level of an OME-Zarr group, opened by its path
-        if found is None and dataset is None and any((parent / m).exists() for m in ("zarr.json", ".zgroup")):
-            try:
-                return _zarr_origin(parent, p.name) if parent != p else None
-            except (OSError, ValueError, KeyError):
-                return None
-        return found
-    ms = (node.attrs.get("ome") or {}).get("multiscales") or node.attrs.get("multiscales")
-    if not ms:  # a plain group: the array's attributes, else the group's; an image inside it
-        if dataset and "/" in dataset.strip("/"):
-            head, _, leaf = dataset.strip("/").rpartition("/")
-            return _zarr_origin(p / head, leaf) if isinstance(node.get(head), zarr.Group) else None
-        inner = node.get(dataset) if dataset else None
-        if isinstance(inner, zarr.Group):
-            return _zarr_origin(p / dataset.strip("/"), None)
-        sub = _image_subgroup(node) if not dataset and not _zarr_names(node) else None
-        if sub is not None:
-            return _zarr_origin(p / sub, None)
-        return (_attrs_origin(inner.attrs) if inner is not None else None) or _attrs_origin(node.attrs)
-    m = ms[0]
-    d = next((d for d in m["datasets"] if d["path"] == dataset), m["datasets"][0])
+
+def _ome_origin(m: dict[str, Any], d: dict[str, Any], node: Any) -> tuple[list[float], str | None] | None:
+    """The space axes' translation of level ``d`` of multiscale ``m`` (the multiscale's own ones applied after)."""
     level = _ngff_translation(d.get("coordinateTransformations"))
     outer_scale = _ngff_scale(m.get("coordinateTransformations"))
     outer = _ngff_translation(m.get("coordinateTransformations"))
@@ -1239,11 +1218,7 @@ def _zarr_origin(p: Path, dataset: str | None) -> tuple[list[float], str | None]
         t = [a * b for a, b in zip(t, outer_scale)]
     if outer is not None:
         t = [a + b for a, b in zip(t, outer)]
-    axes = m.get("axes") or []
-    space = [i for i, ax in enumerate(axes) if isinstance(ax, dict) and ax.get("type") == "space"]
-    if not space:
-        return t, None
-    return _in_one_unit([t[i] for i in space], [axes[i].get("unit") for i in space])
+    return _space_axes(m, t)
 
 
 def _attrs_origin(a: Any) -> tuple[list[float], str | None] | None:
@@ -1261,15 +1236,46 @@ def _ngff_translation(transforms: Any) -> list[float] | None:
 
 
 def _zarr_voxel_size(p: Path, dataset: str | None) -> tuple[list[float], str | None] | None:
+    return _zarr_meta(p, dataset, _attrs_voxel_size, _ome_voxel_size)
+
+
+def _ome_voxel_size(m: dict[str, Any], d: dict[str, Any], node: Any) -> tuple[list[float], str | None] | None:
+    """The space axes' scale of level ``d`` of multiscale ``m`` (times the multiscale's own)."""
+    scale = _ngff_scale(d.get("coordinateTransformations"))
+    if scale is None:
+        return None
+    outer = _ngff_scale(m.get("coordinateTransformations"))
+    if outer is not None:
+        scale = [a * b for a, b in zip(scale, outer)]
+    return _space_axes(m, scale)
+
+
+def _space_axes(m: dict[str, Any], values: list[float]) -> tuple[list[float], str | None]:
+    """``values`` of a multiscale's space axes, in the x axis's unit (all of them where no axis is typed)."""
+    axes = m.get("axes") or []
+    space = [i for i, ax in enumerate(axes) if isinstance(ax, dict) and ax.get("type") == "space"]
+    if not space:
+        return values, None
+    return _in_one_unit([values[i] for i in space], [axes[i].get("unit") for i in space])
+
+
+def _zarr_meta(p: Path, dataset: str | None, from_attrs: Any, from_ome: Any) -> Any:
+    """What a zarr store says of an image (its voxel size, its origin).
+
+    ``from_ome(multiscale, level, group)`` for an OME-Zarr (its level ``dataset``, default the
+    first), else ``from_attrs(attributes)`` of the array or its group. Follows a level opened by
+    its path, a bioformats2raw layout (the image in ``0``), a group's image named by ``dataset``
+    (``0/1``: a level of it).
+    """
     import zarr
 
     node = zarr.open(store=str(p), mode="r")
     if isinstance(node, zarr.Array):
-        found = _attrs_voxel_size(node.attrs)
+        found = from_attrs(node.attrs)
         parent = p.parent  # a level of an OME-Zarr group, opened by its path
         if found is None and dataset is None and any((parent / m).exists() for m in ("zarr.json", ".zgroup")):
             try:
-                return _zarr_voxel_size(parent, p.name) if parent != p else None
+                return _zarr_meta(parent, p.name, from_attrs, from_ome) if parent != p else None
             except (OSError, ValueError, KeyError):
                 return None
         return found
@@ -1277,29 +1283,18 @@ def _zarr_voxel_size(p: Path, dataset: str | None) -> tuple[list[float], str | N
     if dataset and "/" in dataset.strip("/"):  # a level of an image inside the group (bioformats2raw 0/1)
         head, _, leaf = dataset.strip("/").rpartition("/")
         if isinstance(node.get(head), zarr.Group):
-            return _zarr_voxel_size(p / head, leaf) or (None if ms else _attrs_voxel_size(node.attrs))
+            return _zarr_meta(p / head, leaf, from_attrs, from_ome) or (None if ms else from_attrs(node.attrs))
     if not ms:  # a plain group: the array's own attributes, else the group's
         inner = node.get(dataset) if dataset else None
         if isinstance(inner, zarr.Group):  # an OME-Zarr image inside it
-            return _zarr_voxel_size(p / dataset.strip("/"), None)
+            return _zarr_meta(p / dataset.strip("/"), None, from_attrs, from_ome)
         sub = _image_subgroup(node) if not dataset and not _zarr_names(node) else None
         if sub is not None:  # bioformats2raw's layout: the image is "0"
-            return _zarr_voxel_size(p / sub, None)
-        return (_attrs_voxel_size(inner.attrs) if inner is not None else None) or _attrs_voxel_size(node.attrs)
+            return _zarr_meta(p / sub, None, from_attrs, from_ome)
+        return (from_attrs(inner.attrs) if inner is not None else None) or from_attrs(node.attrs)
     m = ms[0]
-    datasets = m["datasets"]
-    d = next((d for d in datasets if d["path"] == dataset), datasets[0])
-    scale = _ngff_scale(d.get("coordinateTransformations"))
-    if scale is None:
-        return None
-    outer = _ngff_scale(m.get("coordinateTransformations"))
-    if outer is not None:
-        scale = [a * b for a, b in zip(scale, outer)]
-    axes = m.get("axes") or []
-    space = [i for i, ax in enumerate(axes) if isinstance(ax, dict) and ax.get("type") == "space"]
-    if not space:
-        return scale, None
-    return _in_one_unit([scale[i] for i in space], [axes[i].get("unit") for i in space])
+    d = next((d for d in m["datasets"] if d["path"] == dataset), m["datasets"][0])
+    return from_ome(m, d, node)
 
 
 def _in_one_unit(sizes: list[float], units: list[str | None]) -> tuple[list[float], str | None]:
