@@ -228,3 +228,21 @@ def test_analyze_widget_takes_a_pillars_envelope(make_napari_viewer, qtbot, monk
     assert env.data.shape == truth.shape and 0.2 < np.asarray(env.data).mean() < 0.4  # the pillar: 0.6² x pi / 4
     shot = viewer.screenshot(canvas_only=False)
     assert shot.ndim == 3 and shot[..., :3].std() > 1
+
+
+def test_analyze_widget_says_the_tortuosity_time_before_it_starts(make_napari_viewer, qtbot, monkeypatch):
+    """QA h5: "takes long" came as a notification when the job ended, after the minutes it warned of."""
+    import napari_xrayseg.core.microstructure as ms
+
+    said = []
+    monkeypatch.setattr("napari_xrayseg._napari.analyze_widget.show_info", said.append)
+    monkeypatch.setattr(ms, "_CPU_TAU_S", 1e-3)  # as if the solves took minutes
+    viewer = make_napari_viewer()
+    viewer.add_labels(_checkerboard(24, 4), name="cube")
+    w = AnalyzeWidget(viewer)
+    w._labels.value = viewer.layers["cube"]
+    w._tortuosity.value = True
+    w._run.clicked.emit()
+    assert any(str(m).startswith("tortuosity on the CPU: about") for m in said)  # before the job's end
+    w._run.clicked.emit()  # Cancel
+    _wait(qtbot, w)
