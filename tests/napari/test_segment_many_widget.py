@@ -22,18 +22,6 @@ def _viewer_with_layers(make_napari_viewer, **kw):
     return viewer, vol, rad
 
 
-def _segment_selected_to(viewer, qtbot, model_file, out):
-    """Segment every selected image layer into the folder ``out`` (zarr), as a user does, and wait."""
-    w = SegmentWidget(viewer)
-    w._selected.value = True
-    w._model_file.value = model_file
-    w._device.value = "cpu"
-    w._out.value = out
-    w._run.clicked.emit()
-    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
-    return w
-
-
 def test_every_selected_image_layer_gets_its_labels(make_napari_viewer, qtbot, model_file):
     viewer, vol, rad = _viewer_with_layers(make_napari_viewer, show=True)
     w = SegmentWidget(viewer)
@@ -58,11 +46,11 @@ def test_every_selected_image_layer_gets_its_labels(make_napari_viewer, qtbot, m
     assert shot.ndim == 3 and shot[..., :3].std() > 1
 
 
-def test_selected_layers_to_a_folder_of_zarr_backed_layers(make_napari_viewer, qtbot, model_file, tmp_path):
+def test_selected_layers_to_a_folder_of_zarr_backed_layers(make_napari_viewer, qtbot, model_file, tmp_path, segment_to):
     import dask.array as da
 
     viewer, _, _ = _viewer_with_layers(make_napari_viewer)
-    _segment_selected_to(viewer, qtbot, model_file, tmp_path / "labels")
+    segment_to(viewer, tmp_path / "labels", selected=True)
     assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["radio_graph.zarr", "vol.zarr"]
     for name, shape in (("vol labels", (5, 40, 48)), ("radio/graph labels", (48, 40))):
         layer = viewer.layers[name]
@@ -108,7 +96,9 @@ def test_no_image_layer_selected_is_one_message(make_napari_viewer, monkeypatch,
     assert not w.runner.running
 
 
-def test_selected_layers_keep_their_voxel_size_in_the_outputs(make_napari_viewer, qtbot, model_file, tmp_path):
+def test_selected_layers_keep_their_voxel_size_in_the_outputs(
+    make_napari_viewer, qtbot, model_file, tmp_path, segment_to
+):
     """QA: every output of "every selected image layer" recorded no voxel size (reopened at scale 1)."""
     from napari_xrayseg.core.io import read_voxel_size
 
@@ -118,7 +108,7 @@ def test_selected_layers_keep_their_voxel_size_in_the_outputs(make_napari_viewer
     a = viewer.add_image(rng.random((4, 32, 32), dtype=np.float32), name="a", **kw)
     b = viewer.add_image(rng.random((4, 32, 32), dtype=np.float32), name="b", **kw)
     viewer.layers.selection = {a, b}
-    _segment_selected_to(viewer, qtbot, model_file, tmp_path / "labels")
+    segment_to(viewer, tmp_path / "labels", selected=True)
     for name in ("a", "b"):
         assert read_voxel_size(tmp_path / "labels" / f"{name}.zarr") == ((0.1, 0.05, 0.05), "um")
         assert tuple(viewer.layers[f"{name} labels"].scale) == pytest.approx((0.1, 0.05, 0.05))

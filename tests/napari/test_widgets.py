@@ -67,18 +67,7 @@ def test_segment_widget_end_to_end_in_a_worker(make_napari_viewer, qtbot, model_
     assert shot.ndim == 3 and shot[..., :3].std() > 1  # not blank
 
 
-def _segment_to(viewer, qtbot, model_file, out):
-    """Segment the chosen image layer into the zarr ``out`` with the Segment widget, as a user does, and wait."""
-    w = SegmentWidget(viewer)
-    w._model_file.value = model_file
-    w._device.value = "cpu"
-    w._out.value = out
-    w._run.clicked.emit()
-    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
-    return w
-
-
-def test_segment_widget_writes_zarr_and_backs_layer(make_napari_viewer, qtbot, model_file, tmp_path):
+def test_segment_widget_writes_zarr_and_backs_layer(make_napari_viewer, qtbot, model_file, tmp_path, segment_to):
     import dask.array as da
 
     from napari_xrayseg.core.io import write_volume
@@ -88,7 +77,7 @@ def test_segment_widget_writes_zarr_and_backs_layer(make_napari_viewer, qtbot, m
     scan = tmp_path / "v.zarr"  # opened from a file, as a user does: the saved store names that file
     write_volume(scan, np.random.default_rng(1).random((4, 32, 32), dtype=np.float32))
     viewer.open(scan, plugin="napari-xrayseg")
-    _segment_to(viewer, qtbot, model_file, tmp_path / "seg.zarr")
+    segment_to(viewer, tmp_path / "seg.zarr")
     layer = viewer.layers["v labels"]
     assert isinstance(layer.data, da.Array) and (tmp_path / "seg.zarr").exists()
     rec = read_output_meta(tmp_path / "seg.zarr")["provenance"]  # not "dask.Array" (QA)
@@ -518,7 +507,9 @@ def test_a_multichannel_file_opens_with_its_voxel_size_on_the_spatial_axes(make_
     assert layer.data.shape == zcyx.shape and np.allclose(layer.scale, (0.5, 1.0, 0.1, 0.1))
 
 
-def test_a_saved_segmentation_reopens_over_its_translated_image(make_napari_viewer, qtbot, model_file, tmp_path):
+def test_a_saved_segmentation_reopens_over_its_translated_image(
+    make_napari_viewer, qtbot, model_file, tmp_path, segment_to
+):
     """QA: the Segment widget's zarr of a translated image (a crop of a scan) reopened at 0, 20-50 voxels away."""
     viewer = make_napari_viewer()
     img = viewer.add_image(
@@ -528,7 +519,7 @@ def test_a_saved_segmentation_reopens_over_its_translated_image(make_napari_view
         translate=(10, 5, 2.5),
         units=("micrometer",) * 3,
     )
-    _segment_to(viewer, qtbot, model_file, tmp_path / "crop.zarr")
+    segment_to(viewer, tmp_path / "crop.zarr")
     assert tuple(viewer.layers["crop labels"].translate) == (10, 5, 2.5)
     (again,) = viewer.open(tmp_path / "crop.zarr", plugin="napari-xrayseg")
     assert np.allclose(again.scale, img.scale) and np.allclose(again.translate, img.translate)

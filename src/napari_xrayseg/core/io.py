@@ -1223,16 +1223,11 @@ def _ome_origin(m: dict[str, Any], d: dict[str, Any], node: Any) -> tuple[list[f
 
 def _attrs_origin(a: Any) -> tuple[list[float], str | None] | None:
     """``origin`` (and ``unit``) attributes (top level, or in our ``napari_xrayseg`` block)."""
-    meta = a.get("napari_xrayseg") if isinstance(a.get("napari_xrayseg"), dict) else {}
-    o = a.get("origin", meta.get("origin"))
-    return (list(o), a.get("unit", meta.get("unit"))) if o else None
+    return _attrs_values(a, "origin")
 
 
 def _ngff_translation(transforms: Any) -> list[float] | None:
-    for t in transforms or []:
-        if isinstance(t, dict) and t.get("type") == "translation":
-            return [float(v) for v in t["translation"]]
-    return None
+    return _ngff_transform(transforms, "translation")
 
 
 def _zarr_voxel_size(p: Path, dataset: str | None) -> tuple[list[float], str | None] | None:
@@ -1309,15 +1304,25 @@ def _in_one_unit(sizes: list[float], units: list[str | None]) -> tuple[list[floa
 
 def _attrs_voxel_size(a: Any) -> tuple[list[float], str | None] | None:
     """``voxel_size`` and ``unit`` attributes (top level, or in our ``napari_xrayseg`` block)."""
+    return _attrs_values(a, "voxel_size")
+
+
+def _attrs_values(a: Any, key: str) -> tuple[list[float], str | None] | None:
+    """``(a[key], unit)`` of zarr attributes: top level, else in our ``napari_xrayseg`` block."""
     meta = a.get("napari_xrayseg") if isinstance(a.get("napari_xrayseg"), dict) else {}
-    vs = a.get("voxel_size", meta.get("voxel_size"))
-    return (list(vs), a.get("unit", meta.get("unit"))) if vs else None
+    values = a.get(key, meta.get(key))
+    return (list(values), a.get("unit", meta.get("unit"))) if values else None
 
 
 def _ngff_scale(transforms: Any) -> list[float] | None:
+    return _ngff_transform(transforms, "scale")
+
+
+def _ngff_transform(transforms: Any, kind: str) -> list[float] | None:
+    """The values of the first OME-NGFF coordinate transformation of type ``kind`` ("scale", "translation")."""
     for t in transforms or []:
-        if isinstance(t, dict) and t.get("type") == "scale":
-            return [float(v) for v in t["scale"]]
+        if isinstance(t, dict) and t.get("type") == kind:
+            return [float(v) for v in t[kind]]
     return None
 
 
