@@ -271,17 +271,21 @@ def _model_file(model: Model) -> dict[str, Any] | None:
     return {"path": absolute_path(model.path), "sha256": file_sha256(model.path)}
 
 
-def _channel_input(image: Any, model: Model | str | os.PathLike, channel_axis: int | None = None) -> Any:
+def _channel_input(
+    image: Any, model: Model | str | os.PathLike, channel_axis: int | None = None, *, checked: bool = False
+) -> Any:
     """A multi-channel model's image as a :class:`~napari_xrayseg.core.channels.ChannelStack`.
 
     Its channel axis is ``channel_axis``, else the one the model was trained with, else (that axis
     not holding the model's channel count) the one axis that does; a different channel count is an error.
+    ``checked``: the file's channel metadata was looked at already (by this job), not read again.
     """
     info = model.info if isinstance(model, Model) else read_model_info(model)
     if info.channels == 1:
-        from .io import refuse_file_channels
+        if not checked:
+            from .io import refuse_file_channels
 
-        refuse_file_channels(image, "a one-channel model")
+            refuse_file_channels(image, "a one-channel model")
         return image
     from .channels import resolve_channel_axis, split_channels
 
@@ -468,7 +472,7 @@ def build_job(
             classes=len(model.info.classes),
             depth=p0.depth,
             passes=len(plans),
-            meta=_meta(plans, model, cfg, vox, _channel_input(opened, model, cfg.channel_axis), source),
+            meta=_meta(plans, model, cfg, vox, _channel_input(opened, model, cfg.channel_axis, checked=True), source),
         )
     else:
         writer = MemoryWriter(
