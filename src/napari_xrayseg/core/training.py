@@ -78,7 +78,7 @@ from .normalize import (
     pooled_normalization,
 )
 from .output import check_not_input, check_writable, claim
-from .plan import check_image
+from .plan import channel_grey_ranges, check_image
 from .predictor import SlicePredictor
 from .progress import CancelToken, Progress, ProgressCallback, check, drain, signals_cancel
 from .tiling import context_range, normalize_axis, plan_slab_depth, slab_ranges, slab_slicer, stack_context
@@ -1768,6 +1768,8 @@ def _build(
     norm = dict(d["norm"])
     if s["normalize"] != "fixed":  # bounds computed from each input at inference; these are for the record
         norm = {**norm, "low": None, "high": None, "training_bounds": [norm["low"], norm["high"]]}
+    if d["channels"] > 1:  # each channel's own grey range: segment() tells a swapped channel order by them
+        norm["training_channel_bounds"] = channel_grey_ranges(d["pairs"][0][0], norm.get("percentiles"))
     if s["normalize"] == "slice":  # every input levelled slice by slice first (core/level.py); older versions refuse
         norm["level"] = "z"
         model.info.format_version = max(model.info.format_version, LEVEL_FORMAT_VERSION)
