@@ -283,3 +283,24 @@ def test_a_resumed_output_keeps_the_origin_of_the_run_that_finishes(tmp_path, mo
         segment(img, model, out=tmp_path / "r.zarr", slab=2, cancel=NthCheck(3), origin=(1, 2, 3), **KW)
     segment(img, model, out=tmp_path / "r.zarr", slab=2, resume=True, origin=(4, 5, 6), **KW)
     assert output_complete(tmp_path / "r.zarr") and read_origin(tmp_path / "r.zarr") == ((4.0, 5.0, 6.0), "voxel")
+
+
+def test_a_batch_records_each_inputs_own_voxel_size_and_origin(tmp_path, model):
+    """segment_many(per_input=): crops of one scan at different places and voxel sizes (napari layers in the
+    Segment widget's every-selected mode) each keep theirs; the batch-wide options apply to the rest."""
+    from napari_xrayseg.core.batch import segment_many
+    from napari_xrayseg.core.io import read_origin, read_voxel_size
+
+    img = _image((4, 32, 32))
+    own = {"b": {"voxel_size": (0.2, 0.1, 0.1), "unit": "um", "origin": (8, 0, 2)}}
+    s = segment_many(
+        {"a": img, "b": img}, model, out_dir=tmp_path, fmt="zarr", voxel_size=(1, 1, 1), unit="um", per_input=own, **KW
+    )
+    assert s.ok
+    assert read_voxel_size(tmp_path / "a.zarr") == ((1.0, 1.0, 1.0), "um") and read_origin(tmp_path / "a.zarr") is None
+    assert read_voxel_size(tmp_path / "b.zarr") == ((0.2, 0.1, 0.1), "um")
+    assert read_origin(tmp_path / "b.zarr") == ((8.0, 0.0, 2.0), "um")
+    with pytest.raises(InputError, match=r"per_input names \['c'\], which are not inputs"):
+        segment_many({"a": img}, model, per_input={"c": {"origin": (1, 2, 3)}}, **KW)
+    with pytest.raises(InputError, match=r"per_input\['a'\] sets \['tile'\]: only"):
+        segment_many({"a": img}, model, per_input={"a": {"tile": 32}}, **KW)

@@ -99,16 +99,26 @@ def test_no_image_layer_selected_is_one_message(make_napari_viewer, monkeypatch,
 def test_selected_layers_keep_their_voxel_size_in_the_outputs(
     make_napari_viewer, qtbot, model_file, tmp_path, segment_to
 ):
-    """QA: every output of "every selected image layer" recorded no voxel size (reopened at scale 1)."""
-    from napari_xrayseg.core.io import read_voxel_size
+    """QA: every output of "every selected image layer" recorded no voxel size (reopened at scale 1); then
+    layers of different voxel sizes recorded none and no layer's origin was recorded (crops of one scan
+    reopened at 0)."""
+    from napari_xrayseg.core.io import read_origin, read_voxel_size
 
     viewer = make_napari_viewer()
     rng = np.random.default_rng(1014)
     kw = {"scale": (0.1, 0.05, 0.05), "units": ("um", "um", "um")}
     a = viewer.add_image(rng.random((4, 32, 32), dtype=np.float32), name="a", **kw)
     b = viewer.add_image(rng.random((4, 32, 32), dtype=np.float32), name="b", **kw)
-    viewer.layers.selection = {a, b}
+    c = viewer.add_image(
+        rng.random((4, 32, 32), dtype=np.float32), name="c", scale=(0.2, 0.1, 0.1), units="um", translate=(8, 0, 2)
+    )
+    viewer.layers.selection = {a, b, c}
     segment_to(viewer, tmp_path / "labels", selected=True)
     for name in ("a", "b"):
         assert read_voxel_size(tmp_path / "labels" / f"{name}.zarr") == ((0.1, 0.05, 0.05), "um")
         assert tuple(viewer.layers[f"{name} labels"].scale) == pytest.approx((0.1, 0.05, 0.05))
+        assert read_origin(tmp_path / "labels" / f"{name}.zarr") is None
+    assert read_voxel_size(tmp_path / "labels" / "c.zarr") == ((0.2, 0.1, 0.1), "um")
+    origin, unit = read_origin(tmp_path / "labels" / "c.zarr")
+    assert origin == pytest.approx((8, 0, 2)) and unit == "um"
+    assert tuple(viewer.layers["c labels"].translate) == pytest.approx((8, 0, 2))

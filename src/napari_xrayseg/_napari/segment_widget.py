@@ -270,24 +270,21 @@ class SegmentWidget(JobWidget):
         info = model.info if hasattr(model, "info") else read_model_info(model)
         multi = info.channels > 1
         images = {n: layer_array(la, f"image {la.name!r}", channels=multi) for n, la in zip(names, layers)}
-        for la, arr in zip(layers, images.values()):  # each layer's channels first, as for one (review)
-            _channel_axis(la, arr, info)
+        own: dict[str, dict[str, Any]] = {}  # each output records its layer's voxel size and origin
+        for n, la, arr in zip(names, layers, images.values()):  # each layer's channels first, as for one (review)
+            ch = _channel_axis(la, arr, info)
+            voxel = layer_voxel_size(la)
+            own[n] = {"voxel_size": None if voxel is None else tuple(voxel[0][-3:]), "unit": voxel and voxel[1]}
+            if (origin := _origin(la, ch)) is not None:
+                own[n]["origin"] = origin
         settings = self._settings(max(a.ndim for a in images.values()))
-        sizes = {layer_voxel_size(la) for la in layers}  # the outputs record it where the layers agree (QA: never)
-        voxel = next(iter(sizes)) if len(sizes) == 1 else None
-        if len(sizes) > 1:
-            show_warning(
-                "the selected layers have different voxel sizes: their outputs record none (segment them one at a "
-                "time to keep each one's)"
-            )
         return {
             "inputs": images,
             "model": model,
             "out_dir": out,
             "fmt": "zarr",
             **settings,
-            "voxel_size": None if voxel is None else tuple(voxel[0][-3:]),
-            "unit": None if voxel is None else voxel[1],
+            "per_input": own,
             "layers": dict(zip(names, layers)),
         }
 

@@ -473,6 +473,22 @@ def _segment_one(
     return (yield from run_job(job, LocalExecutor(job, cancel), cancel))
 
 
+#: Options :func:`segment_many` takes per input (``per_input=``): where each one lies.
+PER_INPUT = ("voxel_size", "unit", "origin", "channel_axis")
+
+
+def _per_input(per_input: dict[str, dict[str, Any]] | None, names: list[str]) -> dict[str, dict[str, Any]]:
+    """``per_input`` checked: every name an input's, every key one of :data:`PER_INPUT`."""
+    if not per_input:
+        return {}
+    if unknown := sorted(set(per_input) - set(names)):
+        raise InputError(f"per_input names {unknown}, which are not inputs of this batch (inputs: {names})")
+    for name, opts in per_input.items():
+        if bad := sorted(set(opts) - set(PER_INPUT)):
+            raise InputError(f"per_input[{name!r}] sets {bad}: only {list(PER_INPUT)} can differ between inputs")
+    return {k: dict(v) for k, v in per_input.items()}
+
+
 @python_numbers
 def iter_segment_many(
     inputs: Sequence[Any] | dict[str, Any],
@@ -484,6 +500,7 @@ def iter_segment_many(
     config: SegmentConfig | None = None,
     cancel: CancelToken | None = None,
     rgb: str | None = None,
+    per_input: dict[str, dict[str, Any]] | None = None,
     **options: Any,
 ) -> Generator[Progress, None, BatchSummary]:
     """Generator form of :func:`segment_many`: yields :class:`Progress`, returns the :class:`BatchSummary`.
@@ -514,6 +531,7 @@ def iter_segment_many(
     if not items:
         raise InputError("no inputs given: pass images, folders or list files")
     _check_names(names, sources)
+    own = _per_input(per_input, names)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         folders = [] if isinstance(inputs, dict) else [x for x in inputs if _is_folder(Path(x))]
@@ -543,7 +561,8 @@ def iter_segment_many(
                     else open_volume(item, dataset=dataset)
                 )
             res.shape = tuple(int(s) for s in image.shape)
-            gen = _one(image, model, cfg, cancel, source, target, fmt, digest, model_reads, res, cache)
+            c = SegmentConfig.of(cfg, **own[name]) if name in own else cfg
+            gen = _one(image, model, c, cancel, source, target, fmt, digest, model_reads, res, cache)
             while True:
                 try:
                     p = next(gen)
@@ -652,6 +671,7 @@ def segment_many(
     cancel: CancelToken | None = None,
     progress: ProgressCallback | None = None,
     rgb: str | None = None,
+    per_input: dict[str, dict[str, Any]] | None = None,
     **options: Any,
 ) -> BatchSummary:
     """Segment many images or volumes with one model: one output per input, a summary.
@@ -675,6 +695,10 @@ def segment_many(
     rgb : {"luminance", "channels"}, optional
         Colour 2D files (PNG, JPEG, TIFF) converted as for training (:func:`~napari_xrayseg.core.io.read_image_2d`);
         without it they are refused.
+    per_input : dict of str -> dict, optional
+        Where each input lies, by input name: ``{"a": {"voxel_size": (2, 1, 1), "unit": "um",
+        "origin": (100, 0, 0)}}`` (keys among :data:`PER_INPUT`), over the options for every input;
+        e.g. napari layers of crops at different places or of different voxel sizes.
     config : SegmentConfig, optional
         Options for every input; keyword options replace its fields (not ``out`` or
         ``confidence_out``: the batch names its outputs). ``overwrite=True`` recomputes
@@ -714,6 +738,15 @@ def segment_many(
     [('a', 'done', (2, 32, 32)), ('b', 'done', (32, 32))]
     """
     gen = iter_segment_many(
-        inputs, model, out_dir=out_dir, fmt=fmt, dataset=dataset, config=config, cancel=cancel, rgb=rgb, **options
+        inputs,
+        model,
+        out_dir=out_dir,
+        fmt=fmt,
+        dataset=dataset,
+        config=config,
+        cancel=cancel,
+        rgb=rgb,
+        per_input=per_input,
+        **options,
     )
     return drain(gen, progress)
