@@ -217,8 +217,11 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         return _predict_many(a)
     a.image = a.image[0]
     if a.rgb is not None:
+        from .core.channels import check_rgb_mode
         from .core.io import open_image
+        from .core.models import read_model_info
 
+        check_rgb_mode(a.rgb, read_model_info(a.model).channels)
         image = open_image(a.image, dataset=a.dataset, rgb=a.rgb)
     else:
         image = open_volume(a.image, dataset=a.dataset)

@@ -140,3 +140,17 @@ def test_predict_of_a_multichannel_volume_reports_the_labels_shape(tmp_path, cap
     capsys.readouterr()
     assert main(["predict", "--image", str(tmp_path / "two.npy"), "--model", m, "--out", str(tmp_path / "o.zarr")]) == 0
     assert "wrote labels (6, 32, 32)" in capsys.readouterr().out
+
+
+def test_predict_rgb_channels_with_a_grey_model_is_refused(tmp_path, capsys):
+    """QA: the colour planes went through a one-channel model as a 3-slice volume (labels of shape (3, Y, X))."""
+    from napari_xrayseg.core.models import init_model, save_model
+
+    rgb = np.random.default_rng(1203).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    iio.imwrite(tmp_path / "c.png", rgb)
+    save_model(init_model("unet", size="tiny", classes=3), tmp_path / "grey.safetensors")
+    args = ["predict", "--image", str(tmp_path / "c.png"), "--model", str(tmp_path / "grey.safetensors")]
+    assert main([*args, "--rgb", "channels", "--out", str(tmp_path / "o.zarr"), "--device", "cpu"]) == 2
+    assert "reads the colour planes as 3 channels but the model takes one" in capsys.readouterr().err
+    assert not (tmp_path / "o.zarr").exists()
+    assert main([*args, "--rgb", "luminance", "--out", str(tmp_path / "l.zarr"), "--device", "cpu"]) == 0

@@ -359,3 +359,37 @@ def test_a_swapped_channel_order_is_warned(slices, caplog):
         segment(two[:, ::-1], m, device="cpu")
     assert "the model's channels 0..1 look like this image's channels [1, 0]" in caplog.text
     assert "np.take(image, [1, 0], axis=channel_axis)" in caplog.text
+
+
+def test_indexed_colour_label_masks_and_colour_planes_by_the_models_channels(tmp_path):
+    """QA (2D workflows): a palette PNG mask (VOC, labelme, GIMP) was refused as a colour image with a hint at
+    rgb= (which labels never take); a grey file saved as RGB read as grey even with rgb='channels' (napari shows
+    it as RGB and a model trained on its colours takes three); a grey image for a colour model got a message about
+    dimensions; rgb='channels' with a one-channel model segmented the colour planes as a 3-slice volume."""
+    from PIL import Image
+
+    from napari_xrayseg import init_model, segment_many
+    from napari_xrayseg.core.channels import split_channels
+
+    idx = np.random.default_rng(1202).integers(0, 4, (20, 30)).astype(np.uint8)
+    im = Image.fromarray(idx, mode="P")
+    im.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 756)
+    im.save(tmp_path / "mask.png")
+    np.testing.assert_array_equal(read_image_2d(tmp_path / "mask.png"), idx)  # the indices are the classes
+    np.testing.assert_array_equal(open_volume(tmp_path / "mask.png"), idx)
+    assert read_image_2d(tmp_path / "mask.png", rgb="channels").shape == (3, 20, 30)  # its colours, when asked
+    grey = Image.fromarray(idx * 60, mode="L").convert("P")  # a palette of greys: an image's grey scale
+    grey.save(tmp_path / "greyp.png")
+    np.testing.assert_array_equal(read_image_2d(tmp_path / "greyp.png"), idx * 60)
+    iio.imwrite(tmp_path / "rgb.png", np.stack([idx * 60, idx, 255 - idx], -1))
+    with pytest.raises(InputError, match="a label file must hold one class number per pixel"):
+        read_image_2d(tmp_path / "rgb.png")
+    planes = np.repeat((idx * 60)[..., None], 3, axis=-1)
+    iio.imwrite(tmp_path / "g3.png", planes)
+    assert read_image_2d(tmp_path / "g3.png").shape == (20, 30)
+    assert read_image_2d(tmp_path / "g3.png", rgb="channels").shape == (3, 20, 30)
+    with pytest.raises(InputError, match=r"one grey 2D image \(shape \(20, 30\)\) but the model takes 3 channels"):
+        split_channels(idx, 0, channels=3)
+    grey_model = init_model("unet", size="tiny", classes=3)
+    with pytest.raises(InputError, match="reads the colour planes as 3 channels but the model takes one"):
+        segment_many([tmp_path / "rgb.png"], grey_model, rgb="channels", device="cpu")

@@ -165,6 +165,7 @@ def test_no_data_value_reaches_the_preview_and_the_suggestions(make_napari_viewe
     viewer.add_image(zero, name="recon")
     viewer.add_labels(ann.copy(), name="painted")
     w = AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(w)  # undocked, it crashed at garbage collection
     viewer.dims.set_current_step(0, 3)
     w._model_file.value = path
     qtbot.waitUntil(lambda: not w.preview_runner.busy and _preview_shows(w, viewer, 3), timeout=60_000)
@@ -232,9 +233,10 @@ def test_an_rgb_image_says_why_there_is_no_preview_and_raises_nothing(make_napar
     """With an RGB layer chosen, every slider move raised an uncaught error from the preview request."""
     image, _, ann, path = trained
     viewer = make_napari_viewer()
-    rgb = np.repeat(image[0][..., None], 3, axis=-1)
+    rgb = np.stack([image[0], image[0] ** 2, 1 - image[0]], axis=-1)  # colours (identical planes are grey)
     viewer.add_image(rgb, name="photo", rgb=True)
     w = AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Annotate")  # an undocked widget crashed at garbage collection
     w._model_file.value = path
     w._image.value = viewer.layers["photo"]
     w.refresh_preview()  # raised InputError ("is RGB: set 'Channel axis'") before
@@ -254,6 +256,7 @@ def test_outputs_of_a_rotated_image_overlay_it(make_napari_viewer, qtbot, traine
     assert "rotate" not in placement(viewer.add_image(image, name="plain"))
     viewer.layers.remove("plain")
     w = AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(w)  # undocked, it crashed at garbage collection
     w._image.value = img
     viewer.dims.set_current_step(0, 3)
     w._model_file.value = path
@@ -274,6 +277,7 @@ def test_a_plane_along_y_leaves_the_z_slices_to_suggest_and_all_painted_says_why
     viewer.add_image(image, name="img")
     lab = viewer.add_labels(crossing, name="painted")
     w = AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(w)  # undocked, it crashed at garbage collection
     w._model_file.value = path
     w._suggest.clicked.emit()
     qtbot.waitUntil(lambda: w.ranking is not None and not w.suggest_runner.running, timeout=60_000)
@@ -400,6 +404,7 @@ def test_a_round_records_the_image_layers_voxel_size_not_the_models(make_napari_
     viewer.add_image(image, name="img", scale=(8, 8, 8), units="um")
     viewer.add_labels(ann.copy(), name="painted", scale=(8, 8, 8), units="um")
     w = AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(w)  # undocked, it crashed at garbage collection
     w._model_file.value = model_file
     qtbot.waitUntil(lambda: w.model is not None, timeout=30_000)
     w._train.clicked.emit()
@@ -421,6 +426,7 @@ def test_a_file_backed_annotations_layer_says_how_to_make_it_editable(make_napar
     said = []
     monkeypatch.setattr(annotate_widget, "show_warning", said.append)
     w = AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(w)  # undocked, it crashed at garbage collection
     w._model_file.value = path
     w.copy_prediction()
     cmd = "viewer.add_labels(np.asarray(viewer.layers['painted'].data), name='painted edit')"

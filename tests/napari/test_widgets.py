@@ -565,3 +565,16 @@ def test_a_layer_added_to_paint_on_becomes_the_annotations_and_a_new_segmentatio
     train._out.value = "unused.safetensors"
     train._inputs()
     assert any("named as a reference segmentation" in str(m) for m in warned)
+
+
+def test_a_grey_image_saved_as_rgb_is_segmented_as_grey(make_napari_viewer, model_file, tmp_path, segment_to):
+    """napari opens a grey PNG saved as RGB as an RGB layer: the widgets refused it ("is RGB") where xrayseg
+    reads the same file as grey (QA: a model trained on it in napari could not segment it from the CLI)."""
+    from napari_xrayseg.core.inference import segment
+
+    viewer = make_napari_viewer()
+    grey = (np.random.default_rng(1201).random((48, 40)) * 255).astype(np.uint8)
+    viewer.add_image(np.repeat(grey[..., None], 3, axis=-1), name="g", rgb=True)
+    segment_to(viewer, tmp_path / "g.zarr")
+    got = np.asarray(viewer.layers["g labels"].data)
+    np.testing.assert_array_equal(got, segment(grey, model_file, device="cpu"))

@@ -27,16 +27,38 @@ def unique_name(viewer: Any, base: str) -> str:
 def layer_array(layer: Any, what: str = "image", *, channels: bool = False) -> Any:
     """The full-resolution array behind a layer (numpy or dask; level 0 of a multiscale).
 
-    An RGB layer is refused unless ``channels`` (the caller treats a channel axis).
+    An RGB layer is refused unless ``channels`` (the caller treats a channel axis), or unless its
+    colour planes are identical: a grey image saved as RGB (napari opens such a PNG as an RGB layer)
+    is its first plane, as ``xrayseg`` reads the file (QA: refused here, read as grey there).
     """
     if layer is None:
         raise InputError(f"no {what} layer selected: add or open one first")
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
     if getattr(layer, "rgb", False) and not channels:
+        if (grey := _grey_planes(data)) is not None:
+            return grey
         raise InputError(
             f"{what} layer {layer.name!r} is RGB: set 'Channel axis' to 'last' in Train to learn from its "
             "colours as channels, or convert it to a single-channel image"
         )
-    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    return data
+
+
+#: An RGB layer of at most this many values is checked for identical planes (a grey image saved as RGB).
+_GREY_CHECK_MAX = 2**27
+
+
+def _grey_planes(data: Any) -> Any:
+    """The first colour plane of RGB(A) ``data`` whose R, G and B planes are identical, else None."""
+    import numpy as np
+
+    shape = tuple(getattr(data, "shape", ()))
+    if len(shape) < 3 or shape[-1] not in (3, 4) or int(np.prod(shape)) > _GREY_CHECK_MAX:
+        return None
+    rgb = np.asarray(data[..., :3])
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 0] == rgb[..., 2]).all():
+        return rgb[..., 0]
+    return None
 
 
 def channel_axis_of(layer: Any, choice: str, ndim: int) -> int | None:

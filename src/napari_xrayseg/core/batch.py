@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .channels import check_rgb_mode
 from .config import SegmentConfig, python_numbers
 from .errors import Cancelled, InputError, OutputExistsError, XraysegError
 from .io import TIFF_META as _TIFF_META
@@ -539,6 +540,7 @@ def iter_segment_many(
         _check_out_folder(out)
     model_reads = [model] if isinstance(model, (str, os.PathLike)) else []
     model = as_model(model, resolve_device(cfg.device))  # one load for every input
+    check_rgb_mode(rgb, model.info.channels)
     digest = model_digest(model) if fmt == "tiff" and out is not None else ""
     n = len(items)
     results: list[FileResult] = []

@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["MAX_CHANNELS", "ChannelStack", "split_channels"]
+__all__ = ["MAX_CHANNELS", "ChannelStack", "check_rgb_mode", "split_channels"]
 
 #: Most channels a model may take.
 MAX_CHANNELS = 16
@@ -96,6 +96,18 @@ def resolve_channel_axis(shape: tuple[int, ...], channels: int, trained_axis: in
     return ax
 
 
+def check_rgb_mode(rgb: str | None, channels: int) -> None:
+    """Refuse ``rgb="channels"`` (three colour planes as channels) for a model that takes one channel.
+
+    The (3, Y, X) planes were segmented as a 3-slice volume, each colour the others' context (QA).
+    """
+    if rgb == "channels" and channels == 1:
+        raise InputError(
+            "rgb='channels' (--rgb channels) reads the colour planes as 3 channels but the model takes one: use "
+            "rgb='luminance' (--rgb luminance) for a model trained on grey images"
+        )
+
+
 def split_channels(image: Any, channel_axis: int, *, channels: int | None = None, what: str = "image") -> ChannelStack:
     """Declare ``image``'s channel axis: a :class:`ChannelStack` of its channels.
 
@@ -127,6 +139,12 @@ def split_channels(image: Any, channel_axis: int, *, channels: int | None = None
     ndim = len(image.shape)
     if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
         raise InputError(f"channel_axis {channel_axis!r} must be an integer axis of the {what}")
+    if channels is not None and ndim == 2:  # a grey image for a colour model (QA: a message about dimensions)
+        raise InputError(
+            f"{what} is one grey 2D image (shape {tuple(image.shape)}) but the model takes {channels} channels: give "
+            f"an image with {channels} channels (a colour file: rgb='channels', --rgb channels), or use a model "
+            "trained on grey images"
+        )
     if ndim not in (3, 4):
         raise InputError(
             f"{what} has {ndim} dimensions (shape {tuple(image.shape)}): with a channel axis give a 2D "

@@ -519,8 +519,11 @@ def read_image_2d(path: str | os.PathLike, *, rgb: str | None = None) -> np.ndar
         How to convert a colour image (see :data:`RGB_MODES`): ``"luminance"`` gives one
         grey image ``0.299 R + 0.587 G + 0.114 B`` (float32, same range as the file),
         ``"channels"`` the three colour planes as a (3, Y, X) array. A colour image whose
-        three planes are identical (grey saved as RGB) is read as grey without it. An
-        alpha channel is dropped (and logged).
+        three planes are identical (grey saved as RGB) is read as grey without it (with
+        ``"channels"``, as three planes: napari shows such a file as an RGB layer, and a
+        model trained on its colours takes three). An alpha channel is dropped (and logged).
+        An indexed-colour PNG with a coloured palette (a label mask) is read as its indices
+        without it.
 
     Returns
     -------
@@ -570,6 +573,8 @@ def read_image_2d(path: str | os.PathLike, *, rgb: str | None = None) -> np.ndar
             except Image.DecompressionBombError as e:  # Pillow's guard against a tiny file of a huge image
                 raise InputError(f"{p} declares an image too large to decode safely ({e})") from None
             colour = a.ndim == 3
+            if colour and rgb is None and (idx := _palette_indices(p)) is not None:
+                a, colour = idx, False
     except InputError:
         raise
     except PermissionError as e:
@@ -584,13 +589,14 @@ def read_image_2d(path: str | os.PathLike, *, rgb: str | None = None) -> np.ndar
     if a.ndim == 3 and colour and a.shape[-1] == 1:
         a = a[..., 0]
     if a.ndim == 3 and colour and a.shape[-1] == 3:
-        if (a[..., 0] == a[..., 1]).all() and (a[..., 0] == a[..., 2]).all():
+        if rgb != "channels" and (a[..., 0] == a[..., 1]).all() and (a[..., 0] == a[..., 2]).all():
             log.info("%s: a grey image stored as RGB; read as grey", p)
             a = a[..., 0]
         elif rgb is None:
             raise InputError(
                 f"{p} is a colour (RGB) image: choose how to convert it, rgb='luminance' (grey = "
-                "0.299 R + 0.587 G + 0.114 B) or rgb='channels' (CLI: --rgb luminance|channels)"
+                "0.299 R + 0.587 G + 0.114 B) or rgb='channels' (CLI: --rgb luminance|channels); a label file "
+                "must hold one class number per pixel: save labels as a grey or indexed-colour PNG or TIFF"
             )
         elif rgb == "luminance":
             f = a.astype(np.float32)  # a weighted sum, not a matmul: BLAS rounded planar and contiguous RGB apart
@@ -608,6 +614,27 @@ def read_image_2d(path: str | os.PathLike, *, rgb: str | None = None) -> np.ndar
     elif not (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating)):
         raise InputError(f"{p} has pixel type {dt}: give integer or floating-point intensities")
     return a
+
+
+def _palette_indices(p: Path) -> np.ndarray | None:
+    """An indexed-colour PNG's indices where its palette is coloured (a label mask), else None.
+
+    Masks are often saved as indexed colour (PASCAL VOC, labelme, GIMP): the index is the class,
+    the palette only colours it. Decoding expands the palette to RGB, which was then refused as a
+    colour image (QA). A palette of greys is an image's grey scale and stays expanded.
+    """
+    from PIL import Image
+
+    with Image.open(p) as im:
+        if im.mode != "P":
+            return None
+        idx = np.asarray(im)
+        pal = np.asarray(im.getpalette() or [], np.uint8).reshape(-1, 3)
+    used = np.unique(idx)
+    if used.max() >= len(pal) or (pal[used, 0] == pal[used, 1]).all() and (pal[used, 0] == pal[used, 2]).all():
+        return None
+    log.info("%s: an indexed-colour image, read as its palette indices (a label mask); rgb= reads its colours", p)
+    return idx
 
 
 def open_image(path: str | os.PathLike, *, dataset: str | None = None, rgb: str | None = None) -> Any:
