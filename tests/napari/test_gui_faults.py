@@ -290,3 +290,30 @@ def test_a_jobs_warnings_are_its_own_threads_only():
     finally:
         log.removeHandler(h)
     assert h.messages == ["mine", "my read-ahead's"]
+
+
+def test_a_runtime_error_in_a_job_ends_it_with_a_message(make_napari_viewer, qtbot, model_file, errors):
+    """superqt takes a RuntimeError from a job for a deleted worker and emits neither errored nor finished: a
+    CUDA out-of-memory error in training (torch.OutOfMemoryError is a RuntimeError) left the widget 'running'
+    with no message, a second run refused (QA, GPU paths)."""
+    import torch
+
+    viewer = make_napari_viewer()
+    w = _segment_widget(viewer, model_file)
+
+    def job(fault, cancel=None):
+        yield from ()
+        raise fault
+
+    oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB (GPU 0; 7.79 GiB total)")
+    w.runner.start(job, desc="Training", total=1, on_returned=lambda r: None, fault=oom)
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=30_000)
+    assert len(errors) == 1 and errors[0].startswith("Training: out of memory training (GPU: CUDA out of memory")
+    assert w._run.text != "Cancel"
+    with qtbot.capture_exceptions() as raised:  # a bug goes to napari's error report, and the widget is free
+        w.runner.start(job, desc="Segmenting", total=1, on_returned=lambda r: None, fault=RuntimeError("boom"))
+        qtbot.waitUntil(lambda: not w.runner.running, timeout=30_000)
+    assert [type(e[1]).__name__ for e in raised] == ["JobBug"] and str(raised[0][1]) == "RuntimeError: boom"
+    from napari_xrayseg._napari._jobs import JobBug
+
+    assert issubclass(JobBug, Exception) and not issubclass(JobBug, RuntimeError)

@@ -38,7 +38,7 @@ from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_info
 
 from ..core.device import release_memory
-from ..core.errors import USER_WRITE_ERRNOS, Cancelled, XraysegError, for_gui, write_error
+from ..core.errors import USER_WRITE_ERRNOS, Cancelled, XraysegError, for_gui, out_of_memory, write_error
 from ..core.progress import CancelToken, Progress
 
 log = logging.getLogger(__name__)
@@ -257,6 +257,10 @@ class JobRunner:
                     except Exception:  # noqa: BLE001 - the job is over either way: say so in the log
                         log.exception("%s: could not keep what the cancelled job made", desc)
                 raise
+            except (RuntimeError, MemoryError) as e:  # superqt takes a RuntimeError for a deleted worker (QA)
+                if isinstance(e, XraysegError) and not isinstance(e, RuntimeError):
+                    raise
+                raise _not_a_runtime_error(e, desc) from None  # from None: the failed frames' tensors can go
             finally:  # here, not on the GUI thread: a napari session lives on, give GPU memory back
                 release_memory()
                 done.set()
@@ -339,6 +343,26 @@ class JobRunner:
         after, self._after = self._after, []
         for fn in after:
             fn()
+
+
+class JobBug(Exception):
+    """A job's unexpected ``RuntimeError``, carried to the GUI thread as another type (napari reports it).
+
+    superqt's worker treats a ``RuntimeError`` from the job as "the worker was deleted": it prints a
+    warning and emits neither ``errored`` nor ``finished``, so the widget stayed "running" (QA: a CUDA
+    out-of-memory error in training, any CUDA error in segmenting, a cluster failure).
+    """
+
+
+def _not_a_runtime_error(e: BaseException, desc: str) -> Exception:
+    """``e`` as an exception superqt passes on: out of memory and our own errors as theirs, else a :class:`JobBug`."""
+    if (oom := out_of_memory(e, desc[:1].lower() + desc[1:])) is not None:
+        return oom
+    if isinstance(e, XraysegError):  # a ClusterError
+        return XraysegError(str(e))
+    bug = JobBug(f"{type(e).__name__}: {e}")
+    bug.with_traceback(e.__traceback__)
+    return bug
 
 
 def _ignore_a_double_click(button: PushButton) -> None:
