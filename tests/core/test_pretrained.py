@@ -445,3 +445,41 @@ def test_auto_start_fine_tunes_the_start_longer_where_its_blend_keeps_little_of_
     monkeypatch.setattr(training, "START_BLEND_MARGIN", 1.0)  # a = 0.15 kept: some of the start is worth keeping
     t = train(image, ann, **kw).info.train
     assert t["starts"][PRETRAINED]["long_fine_tuning"] is None and t["starts"][PRETRAINED]["epochs_run"] == 1
+
+
+def test_reclass_takes_a_model_on_a_gpu():
+    """reclass built its index tensors on the CPU and met a CUDA model's state (QA, GPU paths): run with torch's
+    fake CUDA tensors, which follow CUDA's device rules on a CPU-only build; and an MPS out-of-memory is a GPU's."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from napari_xrayseg import init_model
+    from napari_xrayseg.core.errors import out_of_memory
+    from napari_xrayseg.core.models import reclass
+
+    for classes, grey in (([4, 7, 9], [0.9, 0.2, 0.6]), ([4, 7, 9, 11], [0.9, 0.2, 0.6, 0.4])):
+        m = init_model("unet", size="tiny", classes=3)
+        m.info.train["class_grey"] = [0.1, 0.8, 0.5]
+        real = m.network.state_dict
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            m.network.state_dict = lambda real=real: {
+                k: torch.empty(v.shape, dtype=v.dtype, device="cuda") for k, v in real().items()
+            }
+            assert reclass(m, classes, grey).info.classes == classes
+    mps = torch.OutOfMemoryError("MPS backend out of memory (MPS allocated: 17.2 GB). Tried to allocate 256.00 MB")
+    assert str(out_of_memory(mps, "segmenting")).startswith("out of memory segmenting (GPU: MPS backend")
+
+
+def test_training_on_mps_records_the_fp32_it_runs(caplog):
+    """precision='bf16' on Apple MPS was recorded as bf16 while the steps ran fp32 (autocast off there; QA)."""
+    import logging
+
+    import torch
+
+    from napari_xrayseg.core.training import training_precision
+
+    with caplog.at_level(logging.WARNING, logger="napari_xrayseg"):
+        assert training_precision("bf16", torch.device("mps")) == "fp32"
+        assert training_precision("auto", torch.device("mps")) == "fp32"
+    assert caplog.text.count("training on Apple MPS runs in fp32") == 1
+    assert training_precision("fp32", torch.device("cpu")) == "fp32"

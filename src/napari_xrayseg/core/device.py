@@ -94,6 +94,30 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def worker_device(device: str | torch.device = "auto") -> torch.device:
+    """The device a cluster's workers are asked for, as the client plans with it.
+
+    The client only plans (the arithmetic, ``precision="auto"``) and need not have that device:
+    a GPU cluster is driven from a login node without one (QA: ``--device cuda`` was refused
+    there). The name is checked, not the device; ``"auto"`` is what this machine has.
+
+    Examples
+    --------
+    >>> worker_device("cuda:1"), worker_device("cpu")
+    (device(type='cuda', index=1), device(type='cpu'))
+    """
+    name = str(device).strip().lower()
+    if name == "auto":
+        return resolve_device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise InputError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from e
+    if dev.type not in ("cpu", "cuda", "mps") or (dev.index is not None and dev.index < 0):
+        raise InputError(f"unsupported device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    return dev
+
+
 _TUNED = False
 
 

@@ -203,7 +203,7 @@ def out_of_memory(e: BaseException, doing: str, fix: str | None = None) -> OutOf
         or "not enough memory" in low
         or "can't allocate memory" in low
     ):
-        what = "GPU" if ("cuda" in low or "gpu" in low or "hip" in low) else "RAM"
+        what = "GPU" if any(k in low for k in ("cuda", "gpu", "hip", "mps")) else "RAM"
         what += f": {text[:120]}" if text else ""
     else:
         return None

@@ -41,9 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .config import SegmentConfig, python_numbers
-from .device import resolve_device, resolve_precision
+from .device import resolve_device, resolve_precision, worker_device
 from .errors import Cancelled, InputError, out_of_memory
 from .io import check_chunks_present, voxel_size_of
 from .merger import LabelMerger, ProbMerger
@@ -383,11 +384,12 @@ def build_job(
     views = check_tta(cfg.tta)
     probs = len(axes) > 1 or cfg.confidence is not None or views > 1
     merger: LabelMerger | ProbMerger = ProbMerger(len(axes), views, cfg.confidence) if probs else LabelMerger()
-    dev = resolve_device(cfg.device)
+    dev = resolve_device(cfg.device) if local else worker_device(cfg.device)  # a cluster's client only plans
+    here = dev if local else torch.device("cpu")
     reads = [raw, opened, *inputs, *([model] if isinstance(model, (str, os.PathLike)) else [])]
-    loading = _Loading(model, dev) if isinstance(model, (str, os.PathLike)) else None
+    loading = _Loading(model, here) if isinstance(model, (str, os.PathLike)) else None
     try:
-        info = loading.info if loading is not None else as_model(model, dev).info
+        info = loading.info if loading is not None else as_model(model, here).info
         vox = _voxel_size(image, info, cfg)
         prec = resolve_precision(cfg.precision, dev)
         labels_claim = conf_claim = None

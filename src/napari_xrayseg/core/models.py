@@ -1488,7 +1488,8 @@ def reclass(model: Model, classes: list[int], grey: list[float], votes: Any = No
         raise InputError(f"{len(grey)} grey levels given for {len(classes)} classes")
     if info.params.get("groups"):
         raise InputError("the model already groups its classes: match classes from the start it was made from")
-    state = {k: v.detach().clone() for k, v in model.network.state_dict().items()}
+    # CPU copies: the new network is built on the CPU, and index tensors made here met a CUDA state (QA)
+    state = {k: v.detach().cpu().clone() for k, v in model.network.state_dict().items()}
     params, version = dict(info.params), info.format_version
     if len(classes) < len(info.classes) and getattr(model.network, "volumetric", False):
         groups = class_groups(grey, own, votes)

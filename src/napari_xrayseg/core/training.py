@@ -1250,14 +1250,23 @@ def _settings(kw: dict[str, Any], quiet: bool = False) -> dict[str, Any]:
     if kw["normalize"] not in NORMALIZE:
         raise InputError(f"unknown normalize {kw['normalize']!r}: choose one of {list(NORMALIZE)}")
     s["dev"] = resolve_device(kw["device"])
-    s["precision"] = resolve_precision(kw["precision"], s["dev"])
-    if kw["precision"] == "auto" and s["dev"].type == "cuda" and torch.cuda.is_bf16_supported():
-        s["precision"] = "bf16"  # no loss scaling needed
-    if kw["precision"] == "auto" and s["dev"].type == "cpu" and (kw["mode"] == "pix2pix" or not cpu_has_amx()):
+    s["precision"] = training_precision(kw["precision"], s["dev"], kw["mode"])
+    return s
+
+
+def training_precision(precision: str, dev: torch.device, mode: str = "supervised") -> str:
+    """The arithmetic of the training steps for ``train(precision=)`` on ``dev`` (what the model records)."""
+    got = resolve_precision(precision, dev)
+    if precision == "auto" and dev.type == "cuda" and torch.cuda.is_bf16_supported():
+        got = "bf16"  # no loss scaling needed
+    if precision == "auto" and dev.type == "cpu" and (mode == "pix2pix" or not cpu_has_amx()):
         # pix2pix: its discriminator was never measured in bf16 on CPU; without AMX (AVX512-BF16
         # only) 3D convolutions' bf16 weight gradients were non-finite in 3-7 % of steps
-        s["precision"] = "fp32"
-    return s
+        got = "fp32"
+    if dev.type == "mps" and got != "fp32":  # the steps run fp32 there: record what they do (QA)
+        log.warning("training on Apple MPS runs in fp32 (precision %r is not used for training there)", precision)
+        got = "fp32"
+    return got
 
 
 class _Budget:
