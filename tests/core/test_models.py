@@ -323,3 +323,27 @@ def test_loading_a_model_leaves_the_callers_random_draws_alone(tmp_path):
     torch.manual_seed(0)
     load_model(path)
     assert torch.equal(torch.rand(3), want)
+
+
+def test_descriptions_that_crashed_later_are_refused_when_read(tmp_path, tiny_model):
+    """QA (files from strangers): each loaded, then crashed segmenting, exporting or printing."""
+    good = save_model(tiny_model, tmp_path / "good.safetensors")
+    cases = {
+        "arch": (lambda i: i.update(arch=["unet"]), r"unknown architecture \['unet'\]"),  # a TypeError before
+        "pct": (lambda i: i["normalization"].update(percentiles=[-50, 500]), "percentiles .* 0 <= low < high"),
+        "pct_str": (lambda i: i["normalization"].update(percentiles="abc"), "percentiles 'abc'"),
+        "pct_rev": (lambda i: i["normalization"].update(percentiles=[99.5, 0.5]), "percentiles"),
+        "names": (lambda i: i.update(class_names=["a", "line\nbreak", "\x1b[2Jb"]), "without control characters"),
+        "unit": (lambda i: i.update(unit="\x1b[31mum"), "unit"),
+        "avg": (lambda i: i["train"].update(kept="average", averaged_epochs=[3]), "averaged_epochs"),
+        "blend": (lambda i: i["train"].update(start_blend_kept="x"), "start_blend_kept 'x' is not a number"),
+        "self": (lambda i: i["train"].update(self_training="x"), "self_training 'x' is not an object"),
+        "groups": (lambda i: i.update(format_version=2) or i["params"].update(groups=[[0], [1, 2]]), "only a unet3d"),
+    }
+    for name, (change, message) in cases.items():
+        bad = tmp_path / f"{name}.safetensors"
+        _rewrite_meta(good, bad, lambda i, h, change=change: change(i))
+        with pytest.raises(ModelFileError, match=message):
+            read_model_info(bad)
+        with pytest.raises(ModelFileError, match="invalid model description"):
+            load_model(bad)

@@ -1099,7 +1099,7 @@ def _validate_info(d: Any, path: Path) -> ModelInfo:
             "upgrade napari-xrayseg"
         )
     arch = d.get("arch")
-    if arch not in _ARCHS:
+    if not isinstance(arch, str) or arch not in _ARCHS:  # a list or object: unhashable (QA: a TypeError)
         raise bad(f"unknown architecture {arch!r} (known: {sorted(_ARCHS)})")
     params = d.get("params")
     if not isinstance(params, dict):
@@ -1113,6 +1113,8 @@ def _validate_info(d: Any, path: Path) -> ModelInfo:
         _ARCHS[arch].validate(params)
     except ModelFileError as e:
         raise bad(str(e)) from None
+    if params.get("groups") and arch != "unet3d":  # only the 3D network groups its outputs (QA: an IndexError)
+        raise bad(f"params has groups, which only a unet3d has (this is a {arch})")
     context = d.get("context", 1)
     if isinstance(context, bool) or not isinstance(context, int) or not 1 <= context <= MAX_CONTEXT or context % 2 == 0:
         raise bad(f"context {context!r} is not an odd integer in [1, {MAX_CONTEXT}]")
@@ -1142,9 +1144,9 @@ def _validate_info(d: Any, path: Path) -> ModelInfo:
     if (
         not isinstance(names, list)
         or len(names) != len(classes)
-        or not all(isinstance(s, str) and len(s) <= 200 for s in names)
+        or not all(isinstance(s, str) and len(s) <= 200 and _printable(s) for s in names)
     ):
-        raise bad("class_names must be one short string per class")
+        raise bad("class_names must be one short string per class, without control characters")
     norm = d.get("normalization")
     if not isinstance(norm, dict) or norm.get("method") != "percentile":
         raise bad(f"normalization {norm!r} is not a percentile normalisation")
@@ -1155,6 +1157,14 @@ def _validate_info(d: Any, path: Path) -> ModelInfo:
     lo, hi = norm.get("low"), norm.get("high")
     if (lo is None) != (hi is None) or (lo is not None and not hi > lo):  # equal: a division by zero
         raise bad(f"normalization low={lo!r}, high={hi!r}: both null, or high above low")
+    pct = norm.get("percentiles", [0.5, 99.5])
+    if not (
+        isinstance(pct, list)
+        and len(pct) == 2
+        and all(_finite_number(x) for x in pct)
+        and 0 <= pct[0] < pct[1] <= 100
+    ):  # QA: a traceback from numpy at the first segmentation, or a reversed grey scale without a word
+        raise bad(f"normalization percentiles {pct!r} are not two numbers 0 <= low < high <= 100")
     level = norm.get("level")
     if level is not None and (level != "z" or v < LEVEL_FORMAT_VERSION):
         raise bad(f"normalization level={level!r}: only 'z', from format_version {LEVEL_FORMAT_VERSION}")
@@ -1172,12 +1182,46 @@ def _validate_info(d: Any, path: Path) -> ModelInfo:
     ):
         raise bad(f"voxel_size {vs!r} is not null or a list of 2 or 3 positive numbers")
     unit = d.get("unit")
-    if unit is not None and (not isinstance(unit, str) or len(unit) > 20):
+    if unit is not None and (not isinstance(unit, str) or len(unit) > 20 or not _printable(unit)):
         raise bad(f"unit {unit!r} is not null or a short string")
+    if why := _bad_train_record(d.get("train", {})):
+        raise bad(f"train: {why}")
     if not isinstance(d.get("two_d", False), bool):
         raise bad(f"two_d {d.get('two_d')!r} is not true or false")
     known = {f for f in ModelInfo.__dataclass_fields__}
     return ModelInfo(**{k: v for k, v in d.items() if k in known})
+
+
+def _finite_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _printable(text: str) -> bool:
+    """No control characters: a name with a newline split a row of evaluate's table, an escape reached the terminal."""
+    return not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text)
+
+
+def _bad_train_record(t: dict[str, Any]) -> str | None:
+    """What is wrong with the training record's fields that :attr:`ModelInfo.validation` and the figures read.
+
+    They were trusted: a one-entry ``averaged_epochs`` or a string ``start_blend_kept`` loaded, then
+    crashed export and the training-curves figure (QA).
+    """
+    ep = t.get("averaged_epochs")
+    if ep is not None and not (isinstance(ep, list) and len(ep) == 2 and all(isinstance(e, int) for e in ep)):
+        return f"averaged_epochs {ep!r} is not two epoch numbers"
+    for key in ("start_blend_kept", "val_dice", "best_val_dice"):
+        x = t.get(key)
+        if x is not None and not _finite_number(x):
+            return f"{key} {x!r} is not a number"
+    st = t.get("self_training")
+    if st is not None and not isinstance(st, dict):
+        return f"self_training {st!r} is not an object"
+    if isinstance(st, dict):
+        for key in ("label_blend_kept", "label_dice"):
+            if (x := st.get(key)) is not None and not _finite_number(x):
+                return f"self_training.{key} {x!r} is not a number"
+    return None
 
 
 def _model_path(path: Any) -> Path:
