@@ -1159,10 +1159,7 @@ def _validate_info(d: Any, path: Path) -> ModelInfo:
         raise bad(f"normalization low={lo!r}, high={hi!r}: both null, or high above low")
     pct = norm.get("percentiles", [0.5, 99.5])
     if not (
-        isinstance(pct, list)
-        and len(pct) == 2
-        and all(_finite_number(x) for x in pct)
-        and 0 <= pct[0] < pct[1] <= 100
+        isinstance(pct, list) and len(pct) == 2 and all(_finite_number(x) for x in pct) and 0 <= pct[0] < pct[1] <= 100
     ):  # QA: a traceback from numpy at the first segmentation, or a reversed grey scale without a word
         raise bad(f"normalization percentiles {pct!r} are not two numbers 0 <= low < high <= 100")
     level = norm.get("level")
