@@ -1106,6 +1106,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         class_names=names,
         microstructure=physics,
         trained_slices=a.trained_slices,
+        progress=_ProgressPrinter("evaluate"),
     )
     print(repr(report))
     if a.json:

@@ -279,3 +279,19 @@ def test_3d_net_runs_whole_slices_within_the_budget_and_parts_along_the_run_beyo
     roomy = SlicePredictor(m, device="cpu", precision="fp32", memory=bpv * 19 * 64 * 64 + 1)
     roomy.net = net
     torch.testing.assert_close(roomy.scores(stacks), whole, atol=1e-5, rtol=1e-5)
+
+
+def test_the_receptive_field_is_measured_inside_a_prediction_too():
+    """First asked inside inference_mode (predict_slice of a slice too big to run whole, in a fresh process: the
+    Annotate preview of a 2048² scan), the probe's backward() failed: "element 0 of tensors does not require grad"
+    (QA, big volumes)."""
+    import torch
+
+    from napari_xrayseg.core import predictor
+
+    m = init_model("unet", size="tiny", classes=3)
+    predictor._receptive_field.cache_clear()
+    with torch.inference_mode():
+        inside = predictor.receptive_field(m)
+    predictor._receptive_field.cache_clear()
+    assert inside == predictor.receptive_field(m) > 1

@@ -267,6 +267,11 @@ def test_export_refuses_bad_arguments_in_one_line(tiny_model, tmp_path, monkeypa
         export_bioimageio(tiny_model, tmp_path / "m.zip", cite=[{"text": "x"}], test=False)
     with pytest.raises(InputError, match="smallest input is 4x4"):
         export_bioimageio(tiny_model, tmp_path / "m.zip", image=np.zeros((2, 2, 9), np.float32), test=False)
+    from napari_xrayseg import init_model
+
+    two = init_model("unet", size="tiny", classes=3, channels=2)  # QA: exported as 6 "slices" normalised together
+    with pytest.raises(InputError, match="takes 2 image channels, which this export does not describe"):
+        export_bioimageio(two, tmp_path / "m.zip", test=False)
     monkeypatch.setitem(sys.modules, "bioimageio.core", None)  # the extra not installed
     with pytest.raises(InputError, match=r'pip install "napari-xrayseg\[bioimageio\]"'):
         export_bioimageio(tiny_model, tmp_path / "m.zip")

@@ -44,7 +44,7 @@ def test_streaming_zarr_deeper_than_a_slab_equals_in_memory(tmp_path, volume, ti
     )  # slab=2: the chunks' depth (the default slab is 16 slices, a whole number of chunks)
     assert isinstance(out, zarr.Array) and out.chunks[0] == 2
     np.testing.assert_array_equal(out[...], ref)
-    assert [p.step for p in progress] == [2, 4, 6, 7]  # one record per slab of 2
+    assert [p.step for p in progress] == [0, 2, 4, 6, 7]  # one record before the first slab, one per slab of 2
     assert output_complete(tmp_path / "out.zarr")
     # dask in -> dask out, same numbers
     dout = segment(da.from_array(volume, chunks=(3, 45, 61)), tiny_model, **KW)

@@ -858,3 +858,17 @@ def test_progress_weighs_the_tortuosity_solves_and_never_goes_back(monkeypatch, 
     slabs = [r for r in records if r.message.startswith("slab")]
     assert slabs[-1].step / slabs[-1].total < 0.2  # the slab pass is a small part of the work
     assert "on the CPU takes long (about" in caplog.text and "--no-tortuosity" in caplog.text
+
+
+def test_a_slab_is_not_rounded_up_to_chunks_far_deeper_than_the_memory_allows():
+    """2048² slices in 64-deep chunks: the 8-slice slab was rounded up to 64 (3.8 GB of temporaries), and
+    analyze --fractions-only was killed under a 3 GiB cap (QA, big volumes)."""
+    import zarr
+
+    from napari_xrayseg.core import microstructure as ms
+
+    plane = 2048 * 2048
+    deep = zarr.create_array(store={}, shape=(384, 2048, 2048), chunks=(64, 256, 256), dtype="u1")
+    assert ms._slab_depth(deep, plane, None) == ms._SLAB_BYTES // plane == 8
+    near = zarr.create_array(store={}, shape=(384, 2048, 2048), chunks=(16, 256, 256), dtype="u1")
+    assert ms._slab_depth(near, plane, None) == 16  # a chunk at most twice the budget: read whole

@@ -347,3 +347,23 @@ def test_descriptions_that_crashed_later_are_refused_when_read(tmp_path, tiny_mo
             read_model_info(bad)
         with pytest.raises(ModelFileError, match="invalid model description"):
             load_model(bad)
+
+
+def test_old_pickles_and_appended_bytes_are_named_as_such(tmp_path, tiny_model):
+    """A protocol 0/1 pickle (legacy torch.save) was called "truncated or of another format"; a model with bytes
+    appended passed model-info and failed to load as "may be truncated" (QA, files from strangers)."""
+    import pickle
+
+    marker = tmp_path / "ran"
+    for proto in (0, 1):
+        f = tmp_path / f"p{proto}.pt"
+        f.write_bytes(pickle.dumps({"weights": [1.0, 2.0], "x": ("a", 3)}, protocol=proto))
+        with pytest.raises(ModelFileError, match="looks like a pickled PyTorch checkpoint"):
+            read_model_info(f)
+    assert not marker.exists()
+    good = save_model(tiny_model, tmp_path / "good.safetensors")
+    extra = tmp_path / "extra.safetensors"
+    extra.write_bytes(good.read_bytes() + b"\x00" * 1000)
+    for read in (read_model_info, load_model):
+        with pytest.raises(ModelFileError, match="1,000 bytes follow the weights: not a file save_model wrote"):
+            read(extra)

@@ -146,7 +146,7 @@ def test_segment_widget_finishes_a_run_cancelled_into_its_zarr(make_napari_viewe
     )
 
 
-def test_segment_widget_reports_bad_input(make_napari_viewer, monkeypatch):
+def test_segment_widget_reports_bad_input(make_napari_viewer, monkeypatch, tmp_path):
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(3).random((2, 32, 32), dtype=np.float32), name="v")
     w = SegmentWidget(viewer)
@@ -155,6 +155,10 @@ def test_segment_widget_reports_bad_input(make_napari_viewer, monkeypatch):
     w._run.clicked.emit()  # no model chosen
     assert errors and "no model file chosen" in errors[0]
     assert not w.runner.running
+    (tmp_path / "m.safetensors").mkdir()
+    w._model_file.value = tmp_path / "m.safetensors"  # a folder: named as such (QA: "no model file chosen")
+    w._run.clicked.emit()
+    assert len(errors) == 2 and "m.safetensors" in errors[1] and "no model file chosen" not in errors[1], errors
 
 
 def test_segment_widget_pyramid_backs_a_multiscale_layer(make_napari_viewer, qtbot, model_file, tmp_path):

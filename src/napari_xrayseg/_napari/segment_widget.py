@@ -200,8 +200,9 @@ class SegmentWidget(JobWidget):
         if self.model is not None:
             return self.model
         path = Path(str(self._model_file.value))
-        if not str(self._model_file.value) or not path.is_file():
+        if str(self._model_file.value) in ("", "."):
             raise InputError("no model file chosen: pick a .safetensors model (from training or `xrayseg init-model`)")
+        read_model_info(path)  # a folder, a FIFO, a missing file: the core names what it is (QA: "no model chosen")
         return path
 
     def _settings(self, ndim: int) -> dict[str, Any]:

@@ -620,6 +620,11 @@ def iter_export_bioimageio(
     claim(out, overwrite=overwrite, what="model package")  # an existing package: say so now, not after the work
     source = Path(model) if isinstance(model, (str, os.PathLike)) else None
     m = as_model(model)
+    if m.info.channels > 1:  # the package took them for context slices, normalised together (QA: 34 % agreement)
+        raise InputError(
+            f"the model takes {m.info.channels} image channels, which this export does not describe yet (a "
+            "package would normalise them together and call them slices): share the .safetensors file instead"
+        )
     if m.info.normalization.get("level"):
         raise InputError(
             "the model levels every slice of its inputs (trained with normalize='slice'), which a bioimage.io "

@@ -1059,7 +1059,7 @@ def _read_header(path: Path) -> dict[str, Any]:
             # only call it a pickle when it is not a plausible safetensors file (JSON header next).
             plausible = 0 <= n <= _MAX_HEADER and 8 + n <= size and head[8:9] == b"{"
             # a truncated safetensors file (JSON next, too short for its header) is not a pickle either
-            if not plausible and head.startswith(_PICKLE_MAGIC) and head[8:9] != b"{":
+            if not plausible and (head.startswith(_PICKLE_MAGIC) and head[8:9] != b"{" or _old_pickle(path)):
                 raise ModelFileError(
                     f"{path} looks like a pickled PyTorch checkpoint; napari-xrayseg never unpickles "
                     "model files (they can run code): export the weights to safetensors"
@@ -1266,7 +1266,30 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
         raise ModelFileError(
             f"{path}: the weights need {max(ends):,} bytes, the file holds {header['__size__']:,}: truncated"
         )
+    if ends and max(ends) < header["__size__"]:  # model-info passed it, loading said "may be truncated" (QA)
+        raise ModelFileError(
+            f"{path}: {header['__size__'] - max(ends):,} bytes follow the weights: not a file save_model wrote "
+            "(data appended to it, or a damaged copy)"
+        )
     return _validate_info(d, path)
+
+
+def _old_pickle(path: Path) -> bool:
+    """Whether a file starts with a protocol 0/1 pickle (``torch.save(..., pickle_protocol=1)``, legacy files).
+
+    Parsed with :mod:`pickletools` (reads opcodes, runs nothing) up to its STOP: such files were called
+    "truncated or of another format" (QA), protocol 2+ ones are told by their first byte.
+    """
+    import pickletools
+
+    with open(path, "rb") as fh:
+        data = fh.read(1 << 16)
+    if data[:1] not in (b"(", b"c", b"}", b"]"):
+        return False
+    try:
+        return any(op.name == "STOP" for op, _, _ in pickletools.genops(data))
+    except Exception:  # noqa: BLE001 - not a pickle, or one longer than the bytes read: say nothing
+        return False
 
 
 _DTYPES = {

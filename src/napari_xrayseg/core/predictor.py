@@ -75,7 +75,11 @@ def _probe_network(arch: str, params: dict[str, Any]) -> torch.nn.Module:
 @functools.lru_cache(maxsize=32)
 def _receptive_field(key: str) -> int:
     arch, params, st, k = json.loads(key)
-    net = _probe_network(arch, params)
+    with torch.inference_mode(False), torch.enable_grad():  # first asked inside a prediction (QA: no grad there)
+        return _measure_field(_probe_network(arch, params), st, k)
+
+
+def _measure_field(net: torch.nn.Module, st: int, k: int) -> int:
     side = 16 * st
     while True:
         x = torch.randn(1, k, side, side, requires_grad=True)
