@@ -367,3 +367,18 @@ def test_old_pickles_and_appended_bytes_are_named_as_such(tmp_path, tiny_model):
     for read in (read_model_info, load_model):
         with pytest.raises(ModelFileError, match="1,000 bytes follow the weights: not a file save_model wrote"):
             read(extra)
+
+
+def test_a_model_whose_scores_overflow_is_an_error_not_class_0_everywhere(tmp_path, tiny_model):
+    """A weight of 3e38 (finite: loading takes it) made every score NaN and every voxel class 0, without a word
+    (QA, files from strangers)."""
+    from napari_xrayseg import segment
+    from napari_xrayseg.core.errors import InputError
+
+    image = np.random.default_rng(1250).random((3, 32, 32), dtype=np.float32)
+    segment(image, tiny_model, device="cpu")
+    with torch.no_grad():
+        next(iter(tiny_model.network.parameters())).fill_(3e38)  # finite, but a sum of them is not
+    m = load_model(save_model(tiny_model, tmp_path / "big.safetensors"))
+    with pytest.raises(InputError, match=r"non-finite scores \(NaN or inf\): the model's weights may be damaged"):
+        segment(image, m, device="cpu")

@@ -526,12 +526,28 @@ class SlicePredictor:
         return per, roi
 
     def _run(self, fn: Any, x: torch.Tensor) -> torch.Tensor:
-        """``fn(x)`` in the predictor's precision (fp32 scores back from bf16/fp16 autocast)."""
+        """``fn(x)`` in the predictor's precision (fp32 scores back from bf16/fp16 autocast).
+
+        Non-finite scores are an error: every voxel of them became class 0 without a word (QA: one
+        weight of 3e38 in a model file, finite, so loading took it).
+        """
         if self.precision == "fp32":
-            return fn(x)
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        with torch.autocast(self.device.type, dtype=dtype):
-            return fn(x).float()
+            out = fn(x)
+        else:
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            with torch.autocast(self.device.type, dtype=dtype):
+                out = fn(x).float()
+        if not bool(torch.isfinite(out).all()):
+            raise InputError(
+                "the network gave non-finite scores (NaN or inf): the model's weights may be damaged (a value out "
+                "of range)"
+                + (
+                    ""
+                    if self.precision == "fp32"
+                    else f", or its {self.precision} arithmetic overflowed: try precision='fp32' (--precision fp32)"
+                )
+            )
+        return out
 
     def _windows(
         self, x: torch.Tensor, roi: tuple[int, ...], batch: int, fn: Any, keep: tuple[int, int] | None = None
