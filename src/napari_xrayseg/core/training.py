@@ -1824,9 +1824,30 @@ def _build(
             _check_cpu_bf16(model, stepper, s["batch"], s["patch"])
     predictor = None
     if d["val_x"] is not None:
-        predictor = SlicePredictor(model, device=s["dev"], tile=model.info.tile, fast=False)
+        predictor = SlicePredictor(
+            model,
+            device=s["dev"],
+            tile=model.info.tile,
+            fast=False,
+            precision=validation_precision(s["dev"], s["precision"]),
+        )
         predictor.cancel = cancel
     return model, stepper, predictor
+
+
+def validation_precision(dev: torch.device, training: str) -> str:
+    """The arithmetic training scores its held-out data in.
+
+    On the CPU as inference runs (``"auto"``); on a GPU not fp16 (inference's auto there): the
+    unfolded network's pre-norm activations may pass 65504, and these scores choose the epoch kept
+    (QA, GPU paths).
+
+    >>> validation_precision(torch.device("cpu"), "bf16"), validation_precision(torch.device("cuda"), "fp16")
+    ('auto', 'fp32')
+    """
+    if dev.type == "cpu":
+        return "auto"
+    return "bf16" if training == "bf16" else "fp32"
 
 
 def _check_cpu_bf16(model: Model, stepper: _SupervisedStep, batch: int, patch: int) -> None:
