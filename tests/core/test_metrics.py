@@ -630,3 +630,24 @@ def test_evaluate_reports_progress_through_both_passes():
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any("interfaces: slices" in p.message and 0.5 < p.fraction < 1 for p in seen)
     assert sum(f <= 0.5 for f in fractions) >= 6  # the first pass: a record per slab, in the first half
+
+
+def test_unrelated_2d_images_and_one_2d_image_are_scored_as_images():
+    """QA (2D workflows): a stack of unrelated 2D images counted a pixel whose neighbouring *image* had another class
+    as on an interface (85 % of pixels in band 0, not 24 %); one 2D image reported its rows as slices, the edge
+    rows "a corrupt or missing slice"."""
+    rng = np.random.default_rng(1204)
+    truth = (rng.random((6, 24, 24)) < 0.5).astype(np.uint8) + 1
+    truth = np.repeat(np.repeat(truth[:, ::4, ::4], 4, axis=1), 4, axis=2)  # blobs of 4x4 pixels, unrelated images
+    pred = truth.copy()
+    pred[rng.random(pred.shape) < 0.05] = 3
+    interface_errors = metrics.interface_errors
+    alone = [interface_errors(pred[i], truth[i]) for i in range(6)]
+    stack = interface_errors(pred, truth, two_d=True)
+    for band in ("0", "1", "2+"):
+        assert stack[band]["voxels"] == sum(a[band]["voxels"] for a in alone)
+        assert stack[band]["errors"] == sum(a[band]["errors"] for a in alone)
+    assert interface_errors(pred, truth)["0"]["voxels"] > stack["0"]["voxels"]  # as a volume: across images
+    assert evaluate(pred, truth, two_d=True).by_interface_distance == stack
+    assert evaluate(pred, truth, two_d=True).axis is None and evaluate(pred, truth).axis == 0
+    assert evaluate(pred[0], truth[0]).axis is None  # one image: no rows as slices

@@ -393,3 +393,18 @@ def test_indexed_colour_label_masks_and_colour_planes_by_the_models_channels(tmp
     grey_model = init_model("unet", size="tiny", classes=3)
     with pytest.raises(InputError, match="reads the colour planes as 3 channels but the model takes one"):
         segment_many([tmp_path / "rgb.png"], grey_model, rgb="channels", device="cpu")
+
+
+def test_a_2d_models_stack_output_is_evaluated_image_by_image(slices, tmp_path):
+    """The output of a 2D-mode model records that its slices are unrelated images; evaluate takes it from there."""
+    from napari_xrayseg import evaluate
+    from napari_xrayseg.core.writer import read_output_meta
+
+    image, truth = slices
+    m = train([image[i] for i in range(4)], [truth[i] for i in range(4)], **FAST)
+    assert m.info.two_d
+    seg = segment(image, m, device="cpu", out=tmp_path / "s.zarr")
+    assert read_output_meta(tmp_path / "s.zarr")["independent"] is True
+    r = evaluate(open_volume(tmp_path / "s.zarr"), truth)
+    assert r.by_interface_distance == evaluate(np.asarray(seg), truth, two_d=True).by_interface_distance
+    assert r.axis is None

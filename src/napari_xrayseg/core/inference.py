@@ -230,6 +230,8 @@ def _meta(
         "unit": vox[1] if vox else None,
         "origin": _origin(image, cfg, vox, len(p.shape)),
         "nodata": cfg.nodata,
+        # a stack of unrelated 2D images (a 2D-mode model): evaluate takes no neighbours across them
+        **({"independent": True} if p.independent and len(p.shape) == 3 else {}),
         # when, by which software and command, from which files (core/provenance.py; resumes add to it)
         "provenance": provenance({"image": source, "model": _model_file(model)}),
     }

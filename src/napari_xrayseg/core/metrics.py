@@ -1236,6 +1236,7 @@ def iter_evaluate(
     interfaces: bool = True,
     microstructure: bool | dict[str, Any] = False,
     trained_slices: Sequence[int] | None = None,
+    two_d: bool | None = None,
 ) -> Generator[Progress, None, Report]:
     """Generator form of :func:`evaluate`: yields a :class:`Progress` per slab, returns the :class:`Report`.
 
@@ -1255,6 +1256,11 @@ def iter_evaluate(
     refuse_unfinished(pred, "prediction")
     refuse_unfinished(truth, "truth")
     passes = 2 if interfaces else 1  # the interface bands read both volumes again: half the work
+    shape = tuple(getattr(pred, "shape", ()))
+    if two_d is None:
+        two_d = _independent(pred)
+    if len(shape) == 2 or two_d:  # a 2D image's rows, or unrelated images, are no slices of a volume (QA)
+        per_slice = False
     cm = yield from _scaled(
         _iter_accumulate(
             pred,
@@ -1289,7 +1295,9 @@ def iter_evaluate(
     if interfaces:
         yield Progress(cm.shape[0], 2 * cm.shape[0], "errors by distance to the interfaces")
         report.by_interface_distance = yield from _scaled(
-            _iter_interface_errors(pred, truth, block_slices=block_slices, ignore_zero=ignore_zero, cancel=cancel),
+            _iter_interface_errors(
+                pred, truth, block_slices=block_slices, ignore_zero=ignore_zero, cancel=cancel, two_d=bool(two_d)
+            ),
             1,
             2,
         )
@@ -1300,6 +1308,16 @@ def iter_evaluate(
     report.provenance = record
     log.debug("evaluated %s: mean dice %s", cm.shape, report.mean_dice)
     return report
+
+
+def _independent(pred: Any) -> bool:
+    """Whether ``pred`` is a segmentation that records it is a stack of unrelated 2D images (a 2D-mode model's)."""
+    from .output import source_path
+    from .writer import read_output_meta
+
+    src = source_path(pred)
+    meta = (read_output_meta(src) if src is not None and src.exists() else None) or {}
+    return bool(meta.get("independent"))
 
 
 def _warn_unpredicted(report: Report, pred: Any) -> None:
@@ -1347,6 +1365,7 @@ def evaluate(
     interfaces: bool = True,
     microstructure: bool | dict[str, Any] = False,
     trained_slices: Sequence[int] | None = None,
+    two_d: bool | None = None,
     progress: Any = None,
 ) -> Report:
     """Score a segmentation against (possibly sparse) ground truth.
@@ -1373,6 +1392,10 @@ def evaluate(
         Class names for the tables: ``{class: name}``, or a list naming classes 1, 2, ...
     progress : callable, optional
         Called with a :class:`Progress` per slab of each pass (the CLI prints them).
+    two_d : bool, optional
+        A stack of unrelated 2D images: interface bands within each image only, no per-slice
+        block. None: as the prediction records (a 2D-mode model's output), else False. A 2D
+        image gets no per-slice block (its rows are no slices).
     interfaces : bool
         Also report error rates by distance to the nearest truth interface
         (:attr:`Report.by_interface_distance`, see :func:`interface_errors`); a second
@@ -1422,6 +1445,7 @@ def evaluate(
             interfaces=interfaces,
             microstructure=microstructure,
             trained_slices=trained_slices,
+            two_d=two_d,
         ),
         progress,
     )
@@ -1431,15 +1455,16 @@ def evaluate(
 INTERFACE_BANDS = ("0", "1", "2+")
 
 
-def _interface_band(t: np.ndarray) -> np.ndarray:
+def _interface_band(t: np.ndarray, first: int = 0) -> np.ndarray:
     """Distance band of each voxel of ``t`` to a truth interface: 0, 1 or 2 (= 2 or more).
 
     A voxel is on an interface (0) when one of its face neighbours (6 in 3D, 4 in 2D)
     is annotated with another class; band 1 is a face neighbour of such a voxel.
-    Unannotated voxels (0) are never on an interface and never make one.
+    Unannotated voxels (0) are never on an interface and never make one. Neighbours are
+    taken along the axes from ``first`` on (1: a stack of unrelated 2D images, each alone).
     """
     on = np.zeros(t.shape, bool)
-    for ax in range(t.ndim):
+    for ax in range(first, t.ndim):
         a = [slice(None)] * t.ndim
         b = [slice(None)] * t.ndim
         a[ax], b[ax] = slice(1, None), slice(None, -1)
@@ -1448,7 +1473,7 @@ def _interface_band(t: np.ndarray) -> np.ndarray:
         on[tuple(a)] |= diff
         on[tuple(b)] |= diff
     near = on.copy()
-    for ax in range(t.ndim):
+    for ax in range(first, t.ndim):
         a = [slice(None)] * t.ndim
         b = [slice(None)] * t.ndim
         a[ax], b[ax] = slice(1, None), slice(None, -1)
@@ -1468,6 +1493,7 @@ def interface_errors(
     block_slices: int | None = None,
     ignore_zero: bool = True,
     cancel: Any = None,
+    two_d: bool = False,
 ) -> dict[str, dict[str, float | int | None]]:
     """Error rates by distance to the nearest interface of the truth.
 
@@ -1504,11 +1530,15 @@ def interface_errors(
     >>> interface_errors(pred, truth)["0"]
     {'voxels': 2, 'errors': 1, 'error_rate': 0.5}
     """
-    return drain(_iter_interface_errors(pred, truth, block_slices=block_slices, ignore_zero=ignore_zero, cancel=cancel))
+    return drain(
+        _iter_interface_errors(
+            pred, truth, block_slices=block_slices, ignore_zero=ignore_zero, cancel=cancel, two_d=two_d
+        )
+    )
 
 
 def _iter_interface_errors(
-    pred: Any, truth: Any, *, block_slices: int | None, ignore_zero: bool, cancel: Any
+    pred: Any, truth: Any, *, block_slices: int | None, ignore_zero: bool, cancel: Any, two_d: bool = False
 ) -> Generator[Progress, None, dict[str, dict[str, float | int | None]]]:
     """:func:`interface_errors` yielding a :class:`Progress` per slab (the second pass over both volumes)."""
     pred, truth, shape = _check_pair(pred, truth)
@@ -1516,7 +1546,8 @@ def _iter_interface_errors(
     pred, truth = _chunk_rows(pred, step), _chunk_rows(truth, step)
     voxels = np.zeros(3, np.int64)
     errors = np.zeros(3, np.int64)
-    halo = 2
+    two_d = bool(two_d) and len(shape) == 3  # independent images: no neighbours across them, no halo
+    halo = 0 if two_d else 2
     for s0 in range(0, shape[0], step):
         check(cancel)
         if s0:
@@ -1527,7 +1558,7 @@ def _iter_interface_errors(
         p = read_labels(pred, slice(s0, s1), "pred", where=f"slices {s0}..{s1 - 1} along axis 0")
         if not ignore_zero:  # every voxel annotated: 0 is a class, shifted to 1 in both
             t, p = t.astype(np.int64) + 1, p.astype(np.int64) + 1
-        band = _interface_band(t)[s0 - lo : s1 - lo]
+        band = _interface_band(t, 1 if two_d else 0)[s0 - lo : s1 - lo]
         t = t[s0 - lo : s1 - lo]
         counted = t != 0
         wrong = counted & (p != t)
