@@ -258,6 +258,21 @@ def test_hostile_packages_are_refused_in_one_line(exported, tmp_path):
     with pytest.raises(InputError, match="larger than 4194304 bytes: not a model description"):
         import_bioimageio(folder, tmp_path / "o")
     assert not list(tmp_path.glob("o*"))
+    # a zip bomb: 256 MiB of zeros as the model file (a few hundred kB zipped) was copied whole before its hash
+    # refused it (4 GiB in the QA run); refused at its first bytes now, nothing copied
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(package) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
+        for n in src.namelist():
+            if n != PACKAGE_MODEL_FILE:
+                dst.writestr(n, src.read(n))
+        with dst.open(PACKAGE_MODEL_FILE, "w", force_zip64=True) as f:
+            zeros = bytes(1 << 20)
+            for _ in range(256):
+                f.write(zeros)
+    assert bomb.stat().st_size < 2 << 20
+    with pytest.raises(ModelFileError, match="does not start like a safetensors model file: the package is damaged"):
+        import_bioimageio(bomb, tmp_path / "o")
+    assert not list(tmp_path.glob("o*"))
 
 
 def test_export_refuses_bad_arguments_in_one_line(tiny_model, tmp_path, monkeypatch):

@@ -66,7 +66,7 @@ _CONFIG_KEY = "napari_xrayseg"
 _PACKAGE_FORMAT = "napari-xrayseg-bioimageio"
 _PACKAGE_FORMAT_VERSION = 1
 _MAX_RDF = 4 * 1024 * 1024  # bytes of rdf.yaml read at most
-_MAX_MODEL = 4 * 1024**3  # an attachment larger than this is not a napari-xrayseg model
+_MAX_MODEL = 1024**3  # an attachment larger than this is not a napari-xrayseg model (the large ones: ~80 MB)
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_+\- ()]")
 _EXTRA_HINT = 'pip install "napari-xrayseg[bioimageio]"'
 _CITES = [
@@ -916,16 +916,17 @@ def import_bioimageio(package: str | os.PathLike, out: str | os.PathLike, *, ove
             raise ModelFileError(f"{path}: {member} is {size} bytes, larger than any napari-xrayseg model")
         with tempfile.TemporaryDirectory(prefix="xrayseg-import-") as tmp:
             model_path = Path(tmp) / member
+            want = cfg.get("model_sha256")
             if isinstance(files, Path):
                 shutil.copyfile(src, model_path)
+                got = _sha256(model_path)
             else:
                 try:
                     with files.open(member) as fin, open(model_path, "wb") as fout:
-                        shutil.copyfileobj(fin, fout, 1 << 20)
+                        got = _copy_checked(fin, fout, size, f"{path}: {member}")
                 except _ZIP_DAMAGE as e:  # a CRC error, a truncated zip, an unknown compression, encryption
                     raise ModelFileError(f"{path}: cannot read {member} ({e}): the package is damaged") from None
-            want = cfg.get("model_sha256")
-            if _sha256(model_path) != want:
+            if got != want:
                 raise ModelFileError(f"{path}: {member} does not match its recorded SHA-256: the package is damaged")
             try:
                 load_model(model_path)  # validates header, architecture, every tensor; never unpickles
@@ -937,6 +938,32 @@ def import_bioimageio(package: str | os.PathLike, out: str | os.PathLike, *, ove
     finally:
         if not isinstance(files, Path):
             files.close()
+
+
+def _copy_checked(fin: Any, fout: Any, size: int, what: str) -> str:
+    """Copy a package's model file, hashing it; refuse at its first bytes when they are no safetensors header.
+
+    A 4.6 MB package of 4 GiB of zeros was copied whole (58 s, 4 GiB of temporary space, RAM where
+    /tmp is a tmpfs) before its hash refused it (QA). Returns the SHA-256 of what was copied.
+    """
+    import struct
+
+    from .models import _MAX_HEADER
+
+    head = fin.read(9)
+    n = struct.unpack("<Q", head[:8])[0] if len(head) == 9 else -1
+    if not (2 <= n <= _MAX_HEADER and 8 + n <= size and head[8:9] == b"{"):
+        raise ModelFileError(f"{what} does not start like a safetensors model file: the package is damaged")
+    h = hashlib.sha256(head)
+    fout.write(head)
+    done = len(head)
+    while chunk := fin.read(1 << 20):
+        done += len(chunk)
+        if done > size:
+            raise ModelFileError(f"{what} holds more than its declared {size} bytes: the package is damaged")
+        h.update(chunk)
+        fout.write(chunk)
+    return h.hexdigest()
 
 
 def iter_import_bioimageio(
