@@ -235,5 +235,5 @@ def test_disk_full_mid_orthoplane_run_is_one_line_on_stderr(tmp_path, inputs):
     lines = r.stderr.strip().splitlines()
     warned = [line for line in lines if line.startswith("WARNING ")]  # slab 1 with several axes: its cost
     assert all("with several axes" in line for line in warned), r.stderr[-2000:]
-    lines = [line for line in lines if line not in warned]
+    lines = [line for line in lines if line not in warned and not line.startswith("predict: [")]  # progress
     assert len(lines) == 1 and "no space left on device" in lines[0], r.stderr[-2000:]

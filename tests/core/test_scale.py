@@ -53,7 +53,7 @@ def test_resume_after_cancel_equals_clean_run(tmp_path, vol, tiny_model):
         segment(vol, tiny_model, out=out, **KW)
     steps = []
     res = segment(vol, tiny_model, out=out, resume=True, progress=lambda p: steps.append(p.step), **KW)
-    assert steps == [6, 8, 9]  # only the three missing slabs ran
+    assert steps == [4, 6, 8, 9]  # a record as it starts (4 of 9 done), then only the three missing slabs ran
     np.testing.assert_array_equal(res, clean)
     assert output_complete(out)
     # resuming a complete output does nothing and returns it
@@ -261,7 +261,7 @@ def test_distributed_local_cluster_equals_single_process(tmp_path, vol, tiny_mod
         np.testing.assert_array_equal(res[...], clean)
         assert output_complete(tmp_path / "d.zarr")
         assert read_voxel_size(tmp_path / "d.zarr") == ((2.0, 1.0, 1.0), "um")  # metadata as in one process
-        assert sorted(steps) == steps and steps[-1] == 9 and len(steps) == 5  # one record per slab
+        assert sorted(steps) == steps and steps[-1] == 9 and len(steps) == 6  # one as it starts, one per slab
         assert res.chunks[0] == 2  # output chunks = slabs: no two tasks share a chunk
         # a volume whose outside is 0: nodata reaches the workers, which read the image themselves
         hole = np.array(vol)
@@ -332,7 +332,14 @@ def test_distributed_local_cluster_equals_single_process(tmp_path, vol, tiny_mod
         # a run cut short in one process is finished on the cluster, to the same result
         token = CancelToken()
         with pytest.raises(Cancelled):
-            segment(vol, tiny_model, out=tmp_path / "c.zarr", cancel=token, progress=lambda p: token.cancel(), **KW)
+            segment(  # Cancel after the first slab (not at the record as the run starts)
+                vol,
+                tiny_model,
+                out=tmp_path / "c.zarr",
+                cancel=token,
+                progress=lambda p: p.step and token.cancel(),
+                **KW,
+            )
         assert SlabMarkers(tmp_path / "c.zarr").done() == {(0, 2)}
         steps.clear()
         res2 = segment_distributed(
@@ -344,7 +351,7 @@ def test_distributed_local_cluster_equals_single_process(tmp_path, vol, tiny_mod
             progress=lambda p: steps.append(p.step),
             **KW,
         )
-        assert len(steps) == 4
+        assert len(steps) == 5 and steps[0] == 2  # as it starts (slab 0-2 kept), then the four slabs left
         np.testing.assert_array_equal(res2[...], clean)
 
 
@@ -749,7 +756,7 @@ def test_overwrite_with_a_new_confidence_output_resumes_both(tmp_path, vol, tiny
         vol, tiny_model, out=out, overwrite=True, resume=True, confidence="maxprob",
         progress=lambda p: steps.append(p.step), **KW,
     )  # fmt: skip
-    assert steps[0] > 2  # the finished slabs were kept
+    assert steps[0] >= 2  # the finished slabs were kept (the record as it starts counts them done)
     clean, clean_conf = segment(vol, tiny_model, confidence="maxprob", **KW)
     np.testing.assert_array_equal(res, clean)
     np.testing.assert_allclose(conf, clean_conf, atol=1e-6)

@@ -560,8 +560,8 @@ def run_job(job: SegmentJob, executor: Any, cancel: CancelToken | None = None) -
     t0 = time.perf_counter()
     ran = 0
     finished = False
-    # a record before the first slab, which may take minutes: the CLI says the run started, and times it from here
-    yield Progress(done, total, f"slices {done}/{total}: slabs of {plans[0].depth} slices{executor.where}")
+    if done < total:  # a record before the first slab, which may take minutes: the CLI says the run started
+        yield Progress(done, total, f"slices {done}/{total}: slabs of {plans[0].depth} slices{executor.where}")
     try:
         for i, (plan, todo) in enumerate(zip(plans, todos)):
             vox = math.prod(plan.slice_shape)

@@ -1041,7 +1041,7 @@ class Report:
     def outlier_text(self) -> str | None:
         """One line naming :meth:`outlier_slices`, or None when there are none."""
         low = self.outlier_slices()
-        if not low:
+        if not low or len(self.shape) == 2:  # a 2D image's rows: its edge rows always score lowest (QA)
             return None
         worst = ", ".join(f"{k} ({d:.3f})" for k, d in low[:8]) + (" ..." if len(low) > 8 else "")
         return (
@@ -1255,11 +1255,10 @@ def iter_evaluate(
 
     refuse_unfinished(pred, "prediction")
     refuse_unfinished(truth, "truth")
-    passes = 2 if interfaces else 1  # the interface bands read both volumes again: half the work
-    shape = tuple(getattr(pred, "shape", ()))
+    passes = 1 + bool(interfaces) + bool(microstructure)  # each reads both volumes again: a share of the bar
     if two_d is None:
         two_d = _independent(pred)
-    if len(shape) == 2 or two_d:  # a 2D image's rows, or unrelated images, are no slices of a volume (QA)
+    if two_d:  # unrelated images are no slices of a volume (QA)
         per_slice = False
     cm = yield from _scaled(
         _iter_accumulate(
@@ -1293,16 +1292,16 @@ def iter_evaluate(
         real = {int(c): str(names[c]) for c in report.classes if c in names and str(names[c]) != f"class {c}"}
         report.class_names = real or None
     if interfaces:
-        yield Progress(cm.shape[0], 2 * cm.shape[0], "errors by distance to the interfaces")
+        yield Progress(cm.shape[0], passes * cm.shape[0], "errors by distance to the interfaces")
         report.by_interface_distance = yield from _scaled(
             _iter_interface_errors(
                 pred, truth, block_slices=block_slices, ignore_zero=ignore_zero, cancel=cancel, two_d=bool(two_d)
             ),
             1,
-            2,
+            passes,
         )
     if microstructure:
-        yield Progress(passes * cm.shape[0], passes * cm.shape[0], "microstructure of prediction and truth")
+        yield Progress((passes - 1) * cm.shape[0], passes * cm.shape[0], "microstructure of prediction and truth")
         opts = dict(microstructure) if isinstance(microstructure, dict) else {}
         report.microstructure = _microstructure_errors(pred, truth, ignore_zero, block_slices, cancel, opts)
     report.provenance = record
