@@ -874,7 +874,7 @@ def test_a_slab_is_not_rounded_up_to_chunks_far_deeper_than_the_memory_allows():
     assert ms._slab_depth(near, plane, None) == 16  # a chunk at most twice the budget: read whole
 
 
-def test_tpb_of_fragmented_labels_is_never_negative_and_streams_exactly():
+def test_tpb_of_fragmented_labels_is_never_negative_and_streams_exactly(caplog):
     """Random (fragmented) labels gave a NEGATIVE TPB density (-4.6 um/um^3, QA h5): the crossings were counted as
     Euler numbers (clusters less holes) of each layer's TPB edges. Clusters are counted now, exactly, also where a
     layer is cut by slab boundaries."""
@@ -883,9 +883,11 @@ def test_tpb_of_fragmented_labels_is_never_negative_and_streams_exactly():
     rng = np.random.default_rng(1290)
     labels = rng.integers(1, 4, (14, 22, 26)).astype(np.uint8)
     kw = {"voxel_size": 0.05, "unit": "um", "connectivity": False, "tortuosity": False, "mean_size": False}
+    caplog.set_level("WARNING", logger="napari_xrayseg")
     whole = ms.analyze(labels, block_slices=14, **kw)
     thin = ms.analyze(labels, block_slices=3, **kw)  # y and x layers cut into 5 slabs, stitched
     assert whole.tpb_density > 0 and whole.tpb_density == pytest.approx(thin.tpb_density, rel=1e-12)
+    assert "the three phases meet at the voxel scale" in caplog.text  # and it says the number is uncertain
     # the crossings are the clusters of the edges in each layer: as counted on the whole volume at once
     edges = list(ms._tpb_edges(labels, labels.shape[0], (1, 2, 3), None))
     crossings = [ms._in_layer_clusters(e, k) for k, e in enumerate(edges)]
