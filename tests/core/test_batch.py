@@ -82,10 +82,15 @@ def test_rerun_skips_finished_and_never_overwrites_silently(tmp_path, inputs, ti
     tifffile.imwrite(d / "c_slice.tif", np.random.default_rng(9).random((48, 32), dtype=np.float32))
     s = segment_many([d / "c_slice.tif"], tiny_model, out_dir=out, **KW)
     assert s.results[0].status == "failed" and "another image of that name" in s.results[0].message
+    elsewhere = tmp_path / "elsewhere"  # another file of that name (QA: "written with another model or settings")
+    elsewhere.mkdir()
+    tifffile.imwrite(elsewhere / "c_slice.tif", np.random.default_rng(10).random((48, 32), dtype=np.float32))
+    s = segment_many([elsewhere / "c_slice.tif"], tiny_model, out_dir=out, **KW)
+    assert s.results[0].status == "failed" and "another image of that name" in s.results[0].message
     other = init_model("unet", size="tiny", classes=3, tile=32, seed=5)
     s = segment_many([d], other, out_dir=out, **KW)  # another model: refused per file, files untouched
     assert [r.status for r in s.results] == ["failed"] * 4 and not s.ok
-    assert "another model or settings" in s.results[0].message and "--overwrite" in s.results[0].message
+    assert "written with another model" in s.results[0].message and "--overwrite" in s.results[0].message
     s = segment_many([d], tiny_model, out_dir=out, **{**KW, "tile": 64})  # other settings: refused too
     assert [r.status for r in s.results] == ["failed"] * 4
     s = segment_many([d], tiny_model, out_dir=out, **{**KW, "tta": 2})  # test-time views are settings too

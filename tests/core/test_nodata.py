@@ -273,7 +273,7 @@ def test_a_batch_records_nodata_and_reruns_only_with_it(tmp_path, volume, tiny_m
     again = segment_many({"a": zero}, tiny_model, out_dir=tmp_path, nodata=0, **KW)
     assert again.results[0].status == "skipped"
     other = segment_many({"a": zero}, tiny_model, out_dir=tmp_path, **KW)  # without it: another setting
-    assert other.results[0].status == "failed" and "another model or settings" in other.results[0].message
+    assert other.results[0].status == "failed" and "written with another nodata" in other.results[0].message
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:

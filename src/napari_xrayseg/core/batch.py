@@ -643,12 +643,15 @@ def _one(
             res.status, res.message = "skipped", "finished output of this model and settings"
             remove_path(work)  # left by a run killed between writing the TIFF and cleaning up
             return None
+        keys = set(fp) | (set(was) if isinstance(was, dict) else set())
+        differ = sorted(k for k in keys if not isinstance(was, dict) or was.get(k) != fp.get(k))
         if old is None:
             why = "not an output of xrayseg predict"
-        elif isinstance(was, dict) and {**was, "input_digest": fp.get("input_digest")} == fp:
-            why = "written from another image of that name: the input changed since"
+        elif set(differ) <= {"input", "input_digest"}:  # QA: another file of that name was called other settings
+            why = "written from another image of that name: the input changed since, or is another file"
         else:
-            why = "written with another model or settings"
+            named = [{"model_sha256": "model"}.get(k, k) for k in differ if k not in ("input", "input_digest")]
+            why = f"written with another {', '.join(named)}"
         raise OutputExistsError(f"output {target} exists ({why}): choose another --out or pass --overwrite")
     c = SegmentConfig.of(cfg, out=work, resume=resume, overwrite=cfg.overwrite and not resume)
     yield from _segment_one(image, model, c, cancel, source, cache)

@@ -521,6 +521,13 @@ def _check_resumable(path: Path, meta: dict[str, Any]) -> None:
             f"cannot resume {path}: it was written from another image (the same shape, other grey levels); "
             "give the image it was started from, or pass overwrite=True (--overwrite) to start again"
         )
+    if not diff and old.get("input_digest") is None:  # QA: another scan of the same shape was finished into it
+        log.warning(
+            "%s was started by an older napari-xrayseg, which did not record its image: it cannot be checked that "
+            "this is the same scan; if it is not, the output mixes two scans (pass overwrite=True / --overwrite "
+            "to start again)",
+            path,
+        )
     if diff:
         names = {
             "model_sha256": "model weights",
