@@ -582,3 +582,17 @@ def test_a_grey_image_saved_as_rgb_is_segmented_as_grey(make_napari_viewer, mode
     segment_to(viewer, tmp_path / "g.zarr")
     got = np.asarray(viewer.layers["g labels"].data)
     np.testing.assert_array_equal(got, segment(grey, model_file, device="cpu"))
+
+
+def test_a_sample_truth_written_before_classes_were_recorded_opens_as_labels(tmp_path):
+    """An older version's sample truth.zarr (only a 'phases' attribute) opened as an Image layer that no widget
+    offers as labels (QA, upgrading); its image.zarr, which holds the same attribute, stays an image."""
+    from napari_xrayseg._napari.reader import read_zarr
+    from napari_xrayseg.core.io import write_volume
+
+    attrs = {"napari_xrayseg": {"sample": "pxct-phantom", "seed": 1280, "phases": {"1": "pore", "2": "nickel"}}}
+    write_volume(tmp_path / "truth.zarr", np.ones((2, 8, 8), np.uint8), attrs=attrs)
+    write_volume(tmp_path / "image.zarr", np.ones((2, 8, 8), np.float32), attrs=attrs)
+    (_, kw, kind), *_ = read_zarr(str(tmp_path / "truth.zarr"))
+    assert kind == "labels" and kw["features"]["name"] == ["pore", "nickel"], kw
+    assert read_zarr(str(tmp_path / "image.zarr"))[0][2] == "image"

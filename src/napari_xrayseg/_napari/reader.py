@@ -142,6 +142,23 @@ def read_hdf5(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any], str]]:
     return layers
 
 
+def _old_sample_labels(p: Path, meta: dict[str, Any]) -> bool:
+    """A sample's truth or annotations written before samples recorded ``classes``: integer, with ``phases``.
+
+    Such a ``truth.zarr`` opened as an Image layer, which no widget offers as labels (QA, upgrading).
+    """
+    import numpy as np
+    import zarr
+
+    if not isinstance(meta.get("phases"), dict):
+        return False
+    try:
+        node = zarr.open(store=str(p), mode="r")
+    except Exception:  # noqa: BLE001 - not an array store: not labels
+        return False
+    return isinstance(node, zarr.Array) and np.dtype(node.dtype).kind in "ui"
+
+
 def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
     """Layer data for one zarr store (see the module docstring)."""
     import dask.array as da
@@ -158,7 +175,7 @@ def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
     name = p.name.removesuffix(".zarr")
     found = read_voxel_size(p)  # OME-Zarr coordinateTransformations, or voxel_size attributes
     meta = read_output_meta(p)
-    if meta is not None and "classes" in meta:  # written by segment(): labels
+    if meta is not None and ("classes" in meta or _old_sample_labels(p, meta)):  # written by segment(): labels
         levels = [da.from_zarr(a) for a in output_levels(p)]
         data: Any = levels if len(levels) > 1 else levels[0]
         state = " (incomplete)" if meta.get("complete") is False else ""  # a cut-short predict; samples say nothing

@@ -1538,4 +1538,7 @@ def _names_in(meta: Any) -> dict[int, str] | None:
         and len(meta["classes"]) == len(meta["class_names"])
     ):
         return {int(c): str(name) for c, name in zip(meta["classes"], meta["class_names"])}
+    phases = meta.get("phases") if isinstance(meta, dict) else None
+    if isinstance(phases, dict) and phases and all(str(k).isdigit() for k in phases):  # samples before "classes"
+        return {int(k): str(v) for k, v in phases.items()}
     return None
