@@ -893,3 +893,9 @@ def test_tpb_of_fragmented_labels_is_never_negative_and_streams_exactly(caplog):
     crossings = [ms._in_layer_clusters(e, k) for k, e in enumerate(edges)]
     want = sum(crossings) * 0.05 / ms.ISOTROPIC_STAIRCASE
     assert whole.tpb_density * whole.volume == pytest.approx(want, rel=1e-12)
+
+
+def test_a_2d_segmentation_is_refused_with_a_way_to_its_area_fractions():
+    """The 2D workflow ends with 2D labels, which analyze refused with no way forward (QA h1)."""
+    with pytest.raises(InputError, match=r"got shape \(8, 9\): surface, TPB.*np.bincount"):
+        ms.analyze(np.ones((8, 9), np.uint8), voxel_size=1.0)

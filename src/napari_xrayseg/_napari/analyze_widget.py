@@ -217,7 +217,15 @@ class AnalyzeWidget(JobWidget):
         layer = self._labels.value
         labels = snapshot(layer_array(layer, "labels"))  # painting meanwhile changes neither table nor TPB points
         if labels.ndim != 3:
-            raise InputError(f"labels layer {layer.name!r} is {labels.ndim}D: analyze needs a 3D volume")
+            raise InputError(
+                f"labels layer {layer.name!r} is {labels.ndim}D: analyze needs a 3D volume"
+                + (
+                    "; a 2D image's area fractions: np.bincount(layer.data.ravel()) / layer.data.size in napari's "
+                    "console"
+                    if labels.ndim == 2
+                    else ""
+                )
+            )
         spread = []
         other = self._spread.value
         if other is not None and other is not layer:

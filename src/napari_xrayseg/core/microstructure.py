@@ -554,7 +554,13 @@ def _check_labels(labels: Any) -> Any:
     if not hasattr(labels, "shape") or not hasattr(labels, "dtype"):
         labels = np.asarray(labels)
     if len(labels.shape) != 3:
-        raise InputError(f"analyze needs a 3D label volume (z, y, x), got shape {tuple(labels.shape)}")
+        hint = (
+            ": surface, TPB, connectivity and tortuosity need a volume; a 2D image's area fractions are "
+            "np.bincount(labels.ravel()) / labels.size in Python (napari's console)"
+            if len(labels.shape) == 2
+            else ""
+        )  # QA: the 2D workflow's result was refused with no way forward
+        raise InputError(f"analyze needs a 3D label volume (z, y, x), got shape {tuple(labels.shape)}{hint}")
     dt = np.dtype(labels.dtype)
     if dt.kind not in "uib":
         raise InputError(f"labels have dtype {dt}: analyze needs integer labels (one value per phase)")
