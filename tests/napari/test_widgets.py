@@ -596,3 +596,23 @@ def test_a_sample_truth_written_before_classes_were_recorded_opens_as_labels(tmp
     (_, kw, kind), *_ = read_zarr(str(tmp_path / "truth.zarr"))
     assert kind == "labels" and kw["features"]["name"] == ["pore", "nickel"], kw
     assert read_zarr(str(tmp_path / "image.zarr"))[0][2] == "image"
+
+
+def test_a_2d_image_is_not_asked_for_z(make_napari_viewer):
+    """A radiograph was asked for its slice axis, the axes to fuse and a 'Voxel size z' (QA, 2D workflows)."""
+    from napari_xrayseg._napari.train_widget import TrainWidget
+
+    viewer = make_napari_viewer()
+    flat = viewer.add_image(np.zeros((32, 40), np.float32), name="flat", scale=(0.05, 0.05), units="um")
+    seg, train = SegmentWidget(viewer), TrainWidget(viewer)
+    for w in (seg, train):
+        viewer.window.add_dock_widget(w)
+    seg._image.value = train._image.value = flat
+
+    def hidden(*widgets):  # hidden on purpose (the window itself is not shown in tests)
+        return [w.native.isHidden() for w in widgets]
+
+    assert hidden(seg._axis, seg._axes, seg._voxel.z, train._axis, train._all_axes) == [True] * 5
+    vol = viewer.add_image(np.zeros((4, 32, 40), np.float32), name="vol")
+    seg._image.value = train._image.value = vol
+    assert hidden(seg._axis, seg._axes, seg._voxel.z, train._axis, train._all_axes) == [False] * 5

@@ -85,6 +85,7 @@ class VoxelSizeFields:
             return
         scale = tuple(float(s) for s in layer.scale)[-3:]
         self.z.value, self.y.value, self.x.value = (1.0,) * (3 - len(scale)) + scale
+        self.z.visible = len(scale) > 2  # a 2D image has no z (QA: a "Voxel size z" asked of a radiograph)
         found = layer_voxel_size(layer)
         unit = found[1] if found is not None else ("um" if guess_um and any(s != 1 for s in scale) else "voxel")
         self.unit.value = unit

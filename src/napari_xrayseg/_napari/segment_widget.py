@@ -116,6 +116,8 @@ class SegmentWidget(JobWidget):
         self._run.changed.connect(self._on_run)
         self._model_file.changed.connect(self._on_model_file)
         self._image.changed.connect(lambda _=None: self._voxel.track(self._image.value))
+        self._image.changed.connect(self._show_volume_fields)
+        self._show_volume_fields(self._image.value)
         self.extend(
             [
                 self._image,
@@ -204,6 +206,11 @@ class SegmentWidget(JobWidget):
             raise InputError("no model file chosen: pick a .safetensors model (from training or `xrayseg init-model`)")
         read_model_info(path)  # a folder, a FIFO, a missing file: the core names what it is (QA: "no model chosen")
         return path
+
+    def _show_volume_fields(self, layer: Any = None) -> None:
+        """A 2D image layer has no slice axis nor other axes to fuse: their fields are hidden (QA, 2D workflows)."""
+        volume = layer is None or getattr(layer, "ndim", 3) > 2
+        self._axis.visible = self._axes.visible = volume
 
     def _settings(self, ndim: int) -> dict[str, Any]:
         """The options every input shares (a 2D image is one slice: axis 0)."""

@@ -410,6 +410,8 @@ class TrainWidget(JobWidget):
 
     def _on_image(self, layer: Any) -> None:
         """Until the user picks an architecture, the one ``train(arch="auto")`` would choose for this image."""
+        volume = layer is None or getattr(layer, "ndim", 3) > 2  # a 2D image: no slice axis, no other axes (QA)
+        self._axis.visible = self._all_axes.visible = volume
         if self._arch_picked or layer is None or self._start_file() is not None:
             return
         data = getattr(layer, "data", None)
