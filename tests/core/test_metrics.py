@@ -649,5 +649,5 @@ def test_unrelated_2d_images_and_one_2d_image_are_scored_as_images():
         assert stack[band]["errors"] == sum(a[band]["errors"] for a in alone)
     assert interface_errors(pred, truth)["0"]["voxels"] > stack["0"]["voxels"]  # as a volume: across images
     assert evaluate(pred, truth, two_d=True).by_interface_distance == stack
-    assert evaluate(pred, truth, two_d=True).axis is None and evaluate(pred, truth).axis == 0
+    assert evaluate(pred, truth, two_d=True).n_annotated_slices == 6  # the per-slice scores: per image
     assert evaluate(pred[0], truth[0]).outlier_text() is None  # one image: its rows are no "corrupt slices"

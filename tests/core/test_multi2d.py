@@ -377,6 +377,11 @@ def test_indexed_colour_label_masks_and_colour_planes_by_the_models_channels(tmp
     im.save(tmp_path / "mask.png")
     np.testing.assert_array_equal(read_image_2d(tmp_path / "mask.png"), idx)  # the indices are the classes
     np.testing.assert_array_equal(open_volume(tmp_path / "mask.png"), idx)
+    photo = Image.fromarray(np.arange(20 * 30, dtype=np.uint16).reshape(20, 30).astype(np.uint8) % 200, mode="P")
+    photo.putpalette([(i * 37) % 256 for i in range(768)])
+    photo.save(tmp_path / "photo.png")  # 200 colours: a picture, refused as colour as before (review)
+    with pytest.raises(InputError, match="colour"):
+        read_image_2d(tmp_path / "photo.png")
     assert read_image_2d(tmp_path / "mask.png", rgb="channels").shape == (3, 20, 30)  # its colours, when asked
     grey = Image.fromarray(idx * 60, mode="L").convert("P")  # a palette of greys: an image's grey scale
     grey.save(tmp_path / "greyp.png")
@@ -407,4 +412,4 @@ def test_a_2d_models_stack_output_is_evaluated_image_by_image(slices, tmp_path):
     assert read_output_meta(tmp_path / "s.zarr")["independent"] is True
     r = evaluate(open_volume(tmp_path / "s.zarr"), truth)
     assert r.by_interface_distance == evaluate(np.asarray(seg), truth, two_d=True).by_interface_distance
-    assert r.axis is None
+    assert r.n_annotated_slices == len(truth)  # a score per image

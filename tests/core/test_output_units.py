@@ -304,3 +304,5 @@ def test_a_batch_records_each_inputs_own_voxel_size_and_origin(tmp_path, model):
         segment_many({"a": img}, model, per_input={"c": {"origin": (1, 2, 3)}}, **KW)
     with pytest.raises(InputError, match=r"per_input\['a'\] sets \['tile'\]: only"):
         segment_many({"a": img}, model, per_input={"a": {"tile": 32}}, **KW)
+    with pytest.raises(InputError, match=r"per_input\['a'\] is None: give a dict"):
+        segment_many({"a": img}, model, per_input={"a": None}, **KW)

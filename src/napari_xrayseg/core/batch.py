@@ -485,6 +485,8 @@ def _per_input(per_input: dict[str, dict[str, Any]] | None, names: list[str]) ->
     if unknown := sorted(set(per_input) - set(names)):
         raise InputError(f"per_input names {unknown}, which are not inputs of this batch (inputs: {names})")
     for name, opts in per_input.items():
+        if not isinstance(opts, dict):
+            raise InputError(f"per_input[{name!r}] is {opts!r}: give a dict of {list(PER_INPUT)}")
         if bad := sorted(set(opts) - set(PER_INPUT)):
             raise InputError(f"per_input[{name!r}] sets {bad}: only {list(PER_INPUT)} can differ between inputs")
     return {k: dict(v) for k, v in per_input.items()}

@@ -616,6 +616,10 @@ def read_image_2d(path: str | os.PathLike, *, rgb: str | None = None) -> np.ndar
     return a
 
 
+#: An indexed-colour PNG using more colours than this is a picture, not a label mask (VOC has 21 classes).
+_PALETTE_CLASSES = 64
+
+
 def _palette_indices(p: Path) -> np.ndarray | None:
     """An indexed-colour PNG's indices where its palette is coloured (a label mask), else None.
 
@@ -631,6 +635,8 @@ def _palette_indices(p: Path) -> np.ndarray | None:
         idx = np.asarray(im)
         pal = np.asarray(im.getpalette() or [], np.uint8).reshape(-1, 3)
     used = np.unique(idx)
+    if len(used) > _PALETTE_CLASSES:  # a photograph in 256 colours, not a mask: refused as colour, as before
+        return None
     if used.max() >= len(pal) or (pal[used, 0] == pal[used, 1]).all() and (pal[used, 0] == pal[used, 2]).all():
         return None
     log.info("%s: an indexed-colour image, read as its palette indices (a label mask); rgb= reads its colours", p)

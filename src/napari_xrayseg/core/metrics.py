@@ -233,7 +233,8 @@ def _scaled(gen: Generator[Progress, None, Any], k: int, n: int) -> Generator[Pr
         yield Progress(k * p.total + p.step, n * p.total, p.message, p.info)
 
 
-#: Raw bytes of one array a read as deep as its storage chunks may take (:func:`_chunk_rows`).
+#: Raw bytes of one block read as deep as an array's storage chunks (:func:`_chunk_rows`); two are kept per
+#: array (a halo crosses blocks), so up to 4 x this for a pair, beside the slab's working memory.
 _CHUNK_READ_BYTES = 256 * 2**20
 
 
@@ -245,8 +246,8 @@ class _ChunkRows:
     over 13 minutes for a 384-slice pair; QA). Two blocks serve a slab (or a halo) that crosses one.
     """
 
-    def __init__(self, arr: Any, depth: int) -> None:
-        self.arr, self.depth = arr, int(depth)
+    def __init__(self, arr: Any, depth: int, name: str = "labels") -> None:
+        self.arr, self.depth, self.name = arr, int(depth), name
         self.shape, self.dtype = tuple(int(n) for n in arr.shape), arr.dtype
         self.ndim = len(self.shape)
         self._blocks: dict[int, np.ndarray] = {}
@@ -258,7 +259,8 @@ class _ChunkRows:
             while len(self._blocks) >= 2:  # the older block goes before a new one comes
                 del self._blocks[next(iter(self._blocks))]
             stop = min(b0 + self.depth, self.shape[0])
-            self._blocks[b0] = read_block(self.arr, slice(b0, stop), what=f"slices {b0}..{stop - 1} along axis 0")
+            where = f"{self.name} (slices {b0}..{stop - 1} along axis 0)"  # which of the two is damaged (review)
+            self._blocks[b0] = read_block(self.arr, slice(b0, stop), what=where)
         return self._blocks[b0]
 
     def __getitem__(self, index: Any) -> Any:
@@ -277,14 +279,14 @@ class _ChunkRows:
         return out[(slice(None), *idx[1:])] if len(idx) > 1 else out
 
 
-def _chunk_rows(arr: Any, step: int) -> Any:
+def _chunk_rows(arr: Any, step: int, name: str) -> Any:
     """``arr`` read in whole chunk-deep blocks where its chunks are deeper than ``step`` and a block fits."""
     depth = _chunk_depth(arr)
     if isinstance(arr, np.ndarray) or depth is None or depth <= step:
         return arr
     if depth * math.prod(arr.shape[1:]) * np.dtype(arr.dtype).itemsize > _CHUNK_READ_BYTES:
         return arr
-    return _ChunkRows(arr, depth)
+    return _ChunkRows(arr, depth, name)
 
 
 def _block_slices(block_slices: int | None, pred: Any, truth: Any, shape: tuple[int, ...]) -> int:
@@ -472,7 +474,7 @@ def _iter_accumulate(
     axis = _check_axis(axis, len(shape))
     forced = _check_classes(classes, bool(ignore_zero))
     step = _block_slices(block_slices, pred, truth, shape)
-    pred, truth = _chunk_rows(pred, step), _chunk_rows(truth, step)
+    pred, truth = _chunk_rows(pred, step, "pred"), _chunk_rows(truth, step, "truth")
     acc = _Accumulator(forced or (), None if axis is None else shape[axis])
     pred_values: set[int] = set()
     n_slabs = -(-shape[0] // step)
@@ -1258,8 +1260,6 @@ def iter_evaluate(
     passes = 1 + bool(interfaces) + bool(microstructure)  # each reads both volumes again: a share of the bar
     if two_d is None:
         two_d = _independent(pred)
-    if two_d:  # unrelated images are no slices of a volume (QA)
-        per_slice = False
     cm = yield from _scaled(
         _iter_accumulate(
             pred,
@@ -1392,9 +1392,10 @@ def evaluate(
     progress : callable, optional
         Called with a :class:`Progress` per slab of each pass (the CLI prints them).
     two_d : bool, optional
-        A stack of unrelated 2D images: interface bands within each image only, no per-slice
-        block. None: as the prediction records (a 2D-mode model's output), else False. A 2D
-        image gets no per-slice block (its rows are no slices).
+        A stack of unrelated 2D images: interface bands within each image only (the per-slice
+        scores are then per image). None: as the prediction records (a 2D-mode model's output),
+        else False. A single 2D image's per-slice scores are its rows: no row is called a
+        corrupt slice.
     interfaces : bool
         Also report error rates by distance to the nearest truth interface
         (:attr:`Report.by_interface_distance`, see :func:`interface_errors`); a second
@@ -1542,7 +1543,7 @@ def _iter_interface_errors(
     """:func:`interface_errors` yielding a :class:`Progress` per slab (the second pass over both volumes)."""
     pred, truth, shape = _check_pair(pred, truth)
     step = _block_slices(block_slices, pred, truth, shape)
-    pred, truth = _chunk_rows(pred, step), _chunk_rows(truth, step)
+    pred, truth = _chunk_rows(pred, step, "pred"), _chunk_rows(truth, step, "truth")
     voxels = np.zeros(3, np.int64)
     errors = np.zeros(3, np.int64)
     two_d = bool(two_d) and len(shape) == 3  # independent images: no neighbours across them, no halo

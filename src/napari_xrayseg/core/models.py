@@ -1157,7 +1157,7 @@ def _validate_info(d: Any, path: Path) -> ModelInfo:
     lo, hi = norm.get("low"), norm.get("high")
     if (lo is None) != (hi is None) or (lo is not None and not hi > lo):  # equal: a division by zero
         raise bad(f"normalization low={lo!r}, high={hi!r}: both null, or high above low")
-    pct = norm.get("percentiles", [0.5, 99.5])
+    pct = norm.get("percentiles") or [0.5, 99.5]  # null: the default, as every reader takes it
     if not (
         isinstance(pct, list) and len(pct) == 2 and all(_finite_number(x) for x in pct) and 0 <= pct[0] < pct[1] <= 100
     ):  # QA: a traceback from numpy at the first segmentation, or a reversed grey scale without a word
