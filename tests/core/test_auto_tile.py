@@ -295,3 +295,28 @@ def test_the_receptive_field_is_measured_inside_a_prediction_too():
         inside = predictor.receptive_field(m)
     predictor._receptive_field.cache_clear()
     assert inside == predictor.receptive_field(m) > 1
+
+
+def test_running_out_of_memory_in_the_compiled_network_is_not_a_compile_failure(monkeypatch):
+    """A CUDA out-of-memory on a compiled batch was logged as "torch.compile failed", compiling switched off for good
+    and the batch retried eager, which needs more memory (QA, GPU paths): it is raised as it is now."""
+    from napari_xrayseg.core import predictor
+
+    def compiled_that_runs_out(net, dynamic=False):
+        def run(x):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", compiled_that_runs_out)
+    c = predictor._Compiled(torch.nn.Identity())
+    with pytest.raises(torch.OutOfMemoryError):
+        c(torch.zeros(1))
+    assert c.failed is None
+
+    def compiler_missing(net, dynamic=False):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", compiler_missing)
+    c = predictor._Compiled(torch.nn.Identity())
+    assert c(torch.ones(1)).item() == 1 and c.failed == "RuntimeError: no C++ compiler"  # eager, as before

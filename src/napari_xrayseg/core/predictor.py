@@ -25,7 +25,7 @@ import torch
 
 from .config import SegmentConfig
 from .device import CPU_VOLUME_BUDGET, memory_budget, resolve_device, resolve_precision
-from .errors import InputError
+from .errors import InputError, out_of_memory
 from .models import Model, ModelInfo, build_network, load_model
 from .plan import check_window_options
 from .progress import CancelToken, check
@@ -264,6 +264,8 @@ class _Compiled:
                     self.compiled = torch.compile(self.net, dynamic=False)
                 return self.compiled(x)
             except Exception as e:  # no C++ compiler, an unsupported op or device: run eager
+                if out_of_memory(e, "segmenting") is not None:  # memory, not the compiler (QA: logged as a compile
+                    raise  # failure, compiling switched off for good and the batch retried eager, needing more)
                 self.failed = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                 log.warning("torch.compile failed (%s); running the network without it", self.failed)
         return self.net(x)
