@@ -946,13 +946,10 @@ def _copy_checked(fin: Any, fout: Any, size: int, what: str) -> str:
     A 4.6 MB package of 4 GiB of zeros was copied whole (58 s, 4 GiB of temporary space, RAM where
     /tmp is a tmpfs) before its hash refused it (QA). Returns the SHA-256 of what was copied.
     """
-    import struct
-
-    from .models import _MAX_HEADER
+    from .models import plausible_header
 
     head = fin.read(9)
-    n = struct.unpack("<Q", head[:8])[0] if len(head) == 9 else -1
-    if not (2 <= n <= _MAX_HEADER and 8 + n <= size and head[8:9] == b"{"):
+    if not plausible_header(head, size):
         raise ModelFileError(f"{what} does not start like a safetensors model file: the package is damaged")
     h = hashlib.sha256(head)
     fout.write(head)

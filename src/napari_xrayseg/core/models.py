@@ -1054,10 +1054,10 @@ def _read_header(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
             head = fh.read(9)
-            n = struct.unpack("<Q", head[:8])[0] if len(head) == 9 else -1
+            n = header_length(head)
             # A safetensors header length can start with byte 0x80 too (any length = 128 mod 256):
             # only call it a pickle when it is not a plausible safetensors file (JSON header next).
-            plausible = 0 <= n <= _MAX_HEADER and 8 + n <= size and head[8:9] == b"{"
+            plausible = plausible_header(head, size)
             # a truncated safetensors file (JSON next, too short for its header) is not a pickle either
             if not plausible and (head.startswith(_PICKLE_MAGIC) and head[8:9] != b"{" or _old_pickle(path)):
                 raise ModelFileError(
@@ -1272,6 +1272,20 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
             "(data appended to it, or a damaged copy)"
         )
     return _validate_info(d, path)
+
+
+def header_length(head: bytes) -> int:
+    """The header length the first 8 bytes of a safetensors file declare (-1 for fewer than 9 bytes)."""
+    return struct.unpack("<Q", head[:8])[0] if len(head) >= 9 else -1
+
+
+def plausible_header(head: bytes, size: int) -> bool:
+    """Whether a file of ``size`` bytes starting with ``head`` (9 bytes) can be safetensors.
+
+    A sane header length, inside the file, and a JSON object next.
+    """
+    n = header_length(head)
+    return 2 <= n <= _MAX_HEADER and 8 + n <= size and head[8:9] == b"{"
 
 
 def _old_pickle(path: Path) -> bool:
