@@ -539,7 +539,7 @@ class SlicePredictor:
             dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
             with torch.autocast(self.device.type, dtype=dtype):
                 out = fn(x).float()
-        if not bool(torch.isfinite(out).all()):
+        if not bool(torch.isfinite(out.sum())):  # NaN and inf carry into the sum: 0.7 ms, not isfinite's 17 (4 x 512²)
             raise InputError(
                 "the network gave non-finite scores (NaN or inf): the model's weights may be damaged (a value out "
                 "of range)"
