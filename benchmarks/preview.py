@@ -3,7 +3,9 @@
 Times :func:`napari_xrayseg.predict_slice` (read the slice and its context slices, normalise,
 sliding-window inference, best class) for the default model (``unet`` ``medium``, 2.5D
 context 3) on the CPU, with the model's default tile (256, 25 % overlap: 9 windows per
-slice) and with one 512 tile (the network is fully convolutional: no overlap work).
+slice), with ``tile="slice"`` (one window over the slice, up to 1024 a side) and with
+``tile="auto"`` (the whole slice within the memory budget, cut into halo'd tiles beyond it:
+what the Annotate widget runs since session 42).
 Budget (issue #15): at most 1 s per slice on 2 CPU cores. Prints the median and the
 spread of ``--repeats`` calls after one warm-up call, and the CPU time per call divided by
 the threads: wall-clock numbers are noisy on a machine shared with other jobs, CPU time much
@@ -53,7 +55,12 @@ def main() -> None:
         f"{torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.1f}"
     )
     print(f"# {a.arch}/{size}, context {context}, {a.side}x{a.side} slices, CPU fp32, median of {a.repeats}")
-    for label, tile in (("model tile 256, overlap 0.25", None), (f"one {a.side} tile", a.side)):
+    variants = (
+        ("model tile 256, overlap 0.25", None),
+        ("tile='slice' (one window <= 1024)", "slice"),
+        ("tile='auto' (what the widget runs)", "auto"),
+    )
+    for label, tile in variants:
         predict_slice(image, model, 8, tile=tile, device="cpu")  # warm-up
         times, cpu = [], []
         for i in range(a.repeats):

@@ -24,8 +24,8 @@ def trained(tmp_path_factory):
 
 
 def _pred(image, model, index, axis=0):
-    """What the widget previews: one window over the whole slice."""
-    return predict_slice(image, model, index, axis=axis, device="cpu", tile="slice")
+    """What the widget previews: the slice as the segmentation labels it."""
+    return predict_slice(image, model, index, axis=axis, device="cpu", tile="auto")
 
 
 def _viewer(make_napari_viewer, trained, show=True):
@@ -472,3 +472,28 @@ def test_a_multichannel_layer_says_the_loop_does_not_read_channels(make_napari_v
     assert w._status.value.startswith("no preview:") and "channels" in w._status.value
     with pytest.raises(InputError, match="has channels, which the annotation loop does not read yet"):
         w._suggest_inputs()
+
+
+def test_preview_keeps_to_the_memory_budget_and_equals_the_segmentation(trained, monkeypatch):
+    """QA (a 2048² scan): the preview ran one window over the slice, whatever the memory budget, and took a
+    process to 6 GB. It now labels the slice as ``segment`` does: in tiles with a halo when the whole slice
+    does not fit the budget, with the same labels."""
+    from napari_xrayseg import segment
+    from napari_xrayseg._napari import annotate_widget as aw
+    from napari_xrayseg.core import device
+
+    image, _, _, path = trained
+    model = load_model(path)
+    monkeypatch.setattr(device, "CPU_MEMORY_BUDGET", 2**16)  # a fifth of one 64² slice of this net (80 B/px)
+    sides = []
+    forward = model.network.forward
+
+    def spy(x, *a, **k):
+        sides.append(max(x.shape[-2:]))
+        return forward(x, *a, **k)
+
+    monkeypatch.setattr(model.network, "forward", spy)
+    got = aw._preview(image, model, 3, 0, {}, "key")
+    assert sides and max(sides) < 64  # tiled: no window over the whole slice
+    monkeypatch.setattr(model.network, "forward", forward)
+    np.testing.assert_array_equal(got, np.asarray(segment(image, model, device="cpu"))[3])
