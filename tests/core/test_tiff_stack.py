@@ -82,3 +82,42 @@ def test_a_3d_model_reads_a_folder_in_slabs_as_deep_as_a_volume(recon, caplog):
     z[...] = vol
     np.testing.assert_array_equal(segment(z, m, device="cpu"), segment(vol, m, device="cpu"))
     assert read_voxel_size(d) is None and "ignoring the voxel size metadata" not in caplog.text  # was warned
+
+
+def test_a_folder_with_a_gap_or_another_file_is_not_stacked_silently(recon, tmp_path, caplog):
+    """QA (beamline folders): a missing ``recon_00005.tif`` shifted every later slice without a word, a
+    ``recon_preview.tif`` of the same size became one more slice, and ``z-004`` .. ``z+003`` came out of order."""
+    d, vol = recon
+    (d / "recon_5.tif").unlink()  # a failed copy
+    with caplog.at_level("WARNING", logger="napari_xrayseg.core.io"):
+        st = open_volume(d)
+    assert st.shape[0] == 11 and "slice number 5 is missing (the files run from 0 to 11)" in caplog.text
+    np.testing.assert_array_equal(st[5], vol[6])  # still read, in order
+
+    tifffile.imwrite(d / "recon_preview.tif", vol[0])
+    with pytest.raises(InputError, match=r"2 name patterns \(11 like recon_0.tif; 1 like recon_preview.tif\)"):
+        open_volume(d)
+
+    signed = tmp_path / "signed"
+    signed.mkdir()
+    for k in range(-4, 4):
+        tifffile.imwrite(signed / f"z{k:+04d}.tif", np.full((4, 4), k + 4, np.uint8))
+    caplog.clear()
+    st = open_volume(signed)
+    assert st[:, 0, 0].tolist() == list(range(8)) and "missing" not in caplog.text
+
+    every_other = tmp_path / "every_other"  # a fixed step is no gap (every second slice exported)
+    every_other.mkdir()
+    for k in range(0, 10, 2):
+        tifffile.imwrite(every_other / f"s{k:03d}.tif", np.full((4, 4), k, np.uint8))
+    assert open_volume(every_other)[:, 0, 0].tolist() == [0, 2, 4, 6, 8] and "missing" not in caplog.text
+
+
+def test_a_folder_of_slices_has_no_origin_and_says_nothing_about_one(recon, caplog):
+    """QA: every run on a folder of slices warned "ignoring the origin metadata ... GroupNotFoundError"."""
+    from napari_xrayseg.core.io import read_origin
+
+    d, _ = recon
+    with caplog.at_level("WARNING"):
+        assert read_origin(d) is None
+    assert caplog.text == ""

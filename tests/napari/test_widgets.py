@@ -616,3 +616,32 @@ def test_a_2d_image_is_not_asked_for_z(make_napari_viewer):
     vol = viewer.add_image(np.zeros((4, 32, 40), np.float32), name="vol")
     seg._image.value = train._image.value = vol
     assert hidden(seg._axis, seg._axes, seg._voxel.z, train._axis, train._all_axes) == [False] * 5
+
+
+def test_reader_opens_a_bioformats2raw_group_and_names_a_complex_array(make_napari_viewer, tmp_path, monkeypatch):
+    """QA (files from other software): a bioformats2raw OME-Zarr (the image in group ``0``, TCZYX) crashed the
+    reader with "Unsupported type for store_like: 'SpaceAxes'"; a complex zarr opened, then napari raised an
+    empty NotImplementedError."""
+    from napari_xrayseg._napari.reader import get_reader
+
+    img = np.random.default_rng(1374).random((4, 16, 16), dtype=np.float32)
+    top = zarr.open_group(str(tmp_path / "bf2raw.zarr"), mode="w", zarr_format=2)
+    top.attrs["bioformats2raw.layout"] = 3
+    g = top.create_group("0")
+    g.create_array("0", data=img[None, None], chunks=(1, 1, 4, 16, 16))
+    axes = [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"}]
+    axes += [{"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"]
+    scale = [{"type": "scale", "scale": [1, 1, 0.5, 0.02, 0.02]}]
+    g.attrs["multiscales"] = [
+        {"version": "0.4", "axes": axes, "datasets": [{"path": "0", "coordinateTransformations": scale}]}
+    ]
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "bf2raw.zarr"), plugin="napari-xrayseg")
+    np.testing.assert_array_equal(np.asarray(layer.data), img)
+    assert tuple(layer.scale) == (0.5, 0.02, 0.02)
+
+    zarr.create_array(str(tmp_path / "obj.zarr"), data=(img + 1j * img).astype(np.complex64))
+    said = []
+    monkeypatch.setattr("napari.utils.notifications.show_warning", said.append)
+    assert get_reader(str(tmp_path / "obj.zarr")) is None
+    assert len(said) == 1 and "obj has dtype complex64: a complex image" in said[0] and "numpy.angle" in said[0]

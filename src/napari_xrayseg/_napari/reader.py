@@ -162,9 +162,11 @@ def _old_sample_labels(p: Path, meta: dict[str, Any]) -> bool:
 def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
     """Layer data for one zarr store (see the module docstring)."""
     import dask.array as da
+    import numpy as np
     import zarr
 
-    from ..core.io import open_volume, read_class_names, read_voxel_size
+    from ..core.errors import not_intensities
+    from ..core.io import as_dask, open_volume, read_class_names, read_voxel_size
     from ..core.ome import multiscale_levels, space_view
     from ..core.units import image_label_properties
     from ..core.writer import output_levels, read_output_meta
@@ -208,7 +210,10 @@ def read_zarr(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
                 "image",
             )
         ]
-    arr = da.from_zarr(open_volume(p))
+    vol = open_volume(p)  # an array, or a view of one (a bioformats2raw group's image without its t and c axes)
+    if np.dtype(vol.dtype).kind not in "biuf":  # napari raised an empty NotImplementedError on complex (QA)
+        raise not_intensities(name, vol.dtype)
+    arr = da.from_zarr(vol) if isinstance(vol, zarr.Array) else as_dask(vol)  # the view crashed from_zarr (QA)
     return [(arr, {"name": name, **_placed(p, arr.shape, found)}, "image")]
 
 

@@ -130,6 +130,23 @@ USER_WRITE_ERRNOS = frozenset(
 )
 
 
+def not_intensities(what: object, dtype: object) -> InputError:
+    """The refusal of an image whose values are not grey levels (bool, complex, strings, records).
+
+    A complex image (a ptychographic object, a hologram) is named with the way to its real part.
+
+    >>> str(not_intensities("image", "complex64")).split(":")[1].strip()
+    'a complex image (e.g. a ptychographic object) has no grey levels'
+    """
+    why = "give integer or floating-point intensities"
+    if getattr(dtype, "kind", None) == "c" or str(dtype).startswith("complex"):
+        why = (
+            "a complex image (e.g. a ptychographic object) has no grey levels: segment its phase "
+            "(numpy.angle) or amplitude (numpy.abs), saved as floats"
+        )
+    return InputError(f"{what} has dtype {dtype}: {why}")
+
+
 def write_error(e: OSError, path: str | os.PathLike | None, *, option: str = "--out") -> OutputWriteError:
     """Turn an :class:`OSError` raised while writing ``path`` into a one-line :class:`OutputWriteError`.
 

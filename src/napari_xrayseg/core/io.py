@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, XraysegError, write_error
+from .errors import InputError, XraysegError, not_intensities, write_error
 
 __all__ = [
     "as_dask",
@@ -192,12 +192,63 @@ def slice_files(folder: str | os.PathLike) -> list[Path]:
     )
 
 
+def _stack_order(files: list[Path], folder: Any) -> list[Path]:
+    """The slice files of one volume in the order of their running number; a gap in the numbers is warned about.
+
+    The running number is the last digit run that differs between the names (signed where the names carry
+    both ``+`` and ``-`` before it: ``z-004`` .. ``z+003``).
+
+    Raises
+    ------
+    InputError
+        If the names follow more than one pattern (QA: a ``recon_preview.tif`` beside ``recon_00000.tif`` ..
+        became one more slice of the volume).
+    """
+    import re
+
+    stems = [f.name for f in files]
+    patterns: dict[str, list[str]] = {}
+    for n in stems:
+        patterns.setdefault(re.sub(r"[+-]?\d+", "#", n), []).append(n)
+    if len(patterns) > 1 and any("#" in k for k in patterns):
+        seen = "; ".join(f"{len(v)} like {v[0]}" for v in sorted(patterns.values(), key=len, reverse=True)[:4])
+        raise InputError(
+            f"folder {folder} holds TIFF files of {len(patterns)} name patterns ({seen}): the slices of a volume "
+            "share one name with a running number; move the other files out of the folder"
+        )
+    parts = [re.split(r"(\d+)", n) for n in stems]  # text, digits, text, digits, ...
+    varying = [i for i in range(1, len(parts[0]), 2) if len({p[i] for p in parts}) > 1]
+    if not varying or len(files) < 2:
+        return files
+    i = varying[-1]
+    signs = {p[i - 1][-1:] for p in parts}
+    signed = {"+", "-"} <= signs and signs <= {"+", "-"}
+    num = [int(p[i]) * (-1 if signed and p[i - 1].endswith("-") else 1) for p in parts]
+    order = sorted(range(len(files)), key=lambda k: num[k])
+    files, num = [files[k] for k in order], sorted(num)
+    steps = np.diff(num)
+    step = int(np.gcd.reduce(steps)) if steps.size else 1
+    if step and (steps != step).any():
+        missing = sorted(set(range(num[0], num[-1] + 1, step)) - set(num))
+        shown = ", ".join(map(str, missing[:5])) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
+        log.warning(
+            "folder %s: slice %s missing (the files run from %d to %d): the slices after a gap sit closer to "
+            "those before it than in the sample; put the missing files back for true geometry",
+            folder,
+            f"number {shown} is" if len(missing) == 1 else f"numbers {shown} are",
+            num[0],
+            num[-1],
+        )
+    return files
+
+
 class TiffStack:
     """A folder of 2D TIFF slices (one file per slice, as tomographic reconstructions write them) as a lazy volume.
 
-    Axis 0 runs over the files in natural order (``recon_2`` before ``recon_10``); a read decodes
-    only the files of the slices asked for. Every file must hold one 2D image of the same shape
-    and type (checked from the headers when opened).
+    Axis 0 runs over the files in the order of their running number (``recon_2`` before ``recon_10``,
+    ``z-004`` before ``z+003``); a read decodes only the files of the slices asked for. Every file
+    must hold one 2D image of the same shape and type (checked from the headers when opened), and
+    every name follow one pattern (``recon_#.tif``); a gap in the numbers is warned about.
 
     Parameters
     ----------
@@ -207,7 +258,8 @@ class TiffStack:
     Raises
     ------
     InputError
-        If it holds no TIFF, or files of other shapes or types, or a file that is not a 2D TIFF.
+        If it holds no TIFF, or files of other shapes or types or name patterns, or a file that is
+        not a 2D TIFF.
     """
 
     def __init__(self, folder: str | os.PathLike) -> None:
@@ -217,6 +269,7 @@ class TiffStack:
         self.files = slice_files(folder)
         if not self.files:
             raise InputError(f"folder {folder} holds no TIFF slices: check the path")
+        self.files = _stack_order(self.files, folder)
         kinds: dict[tuple[tuple[int, ...], str], list[str]] = {}
         for f in self.files:
             try:
@@ -612,7 +665,7 @@ def read_image_2d(path: str | os.PathLike, *, rgb: str | None = None) -> np.ndar
     if dt == np.bool_:
         a = a.astype(np.uint8)
     elif not (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating)):
-        raise InputError(f"{p} has pixel type {dt}: give integer or floating-point intensities")
+        raise not_intensities(p, dt)
     return a
 
 
@@ -781,6 +834,11 @@ def _open_hdf5(p: Path, dataset: str | None) -> Any:
         names = hdf5_datasets(f)
         # the image: the one numeric dataset of 2 or more dimensions (NeXus files add 1D angles, strings, ...)
         images = [n for n in names if f[n].ndim >= 2 and f[n].dtype.kind in "biuf"]
+        complex_ = [n for n in names if f[n].ndim >= 2 and f[n].dtype.kind == "c"]
+        if not images and len(complex_) == 1:  # QA: was "none of them an image (2D or 3D)"
+            dt = f[complex_[0]].dtype
+            f.close()
+            raise not_intensities(f"HDF5 dataset {p}:/{complex_[0]}", dt)
         if len(images) != 1:
             f.close()
             listed = images or names
@@ -1198,7 +1256,7 @@ def read_origin(path: str | os.PathLike, *, dataset: str | None = None) -> tuple
     from .units import normalize_unit
 
     p, dataset = _split_dataset(path, dataset)
-    if not (p.is_dir() or p.suffix.lower() == ".zarr"):
+    if not (p.suffix.lower() == ".zarr" or (p.is_dir() and _is_zarr_dir(p))):  # a folder of TIFF slices: none (QA)
         return None
     try:
         found = _zarr_origin(p, dataset)

@@ -236,7 +236,9 @@ class LevelledView:
         if self.levels.shape != (self.shape[0], 2):
             raise InputError(f"levels of shape {self.levels.shape} do not fit an image of {self.shape[0]} slices")
         self.ndim = len(self.shape)
-        self.dtype = np.dtype(np.float64 if np.dtype(source.dtype) == np.float64 else np.float32)
+        from .normalize import working_dtype
+
+        self.dtype = working_dtype(source.dtype)
         chunks = getattr(source, "chunks", None)
         if chunks is not None:
             self.chunks = chunks

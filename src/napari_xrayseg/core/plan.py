@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, XraysegError
+from .errors import InputError, XraysegError, not_intensities
 from .io import read_block, volume_chunks
 from .normalize import apply_normalization, compute_normalization, dead_slices_missing, fill_missing
 from .tiling import (
@@ -69,7 +69,7 @@ def check_image(image: Any, *, name: str = "image") -> Any:
         )
     dt = np.dtype(image.dtype)
     if dt == np.bool_ or not (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating)):
-        raise InputError(f"{name} has dtype {dt}: give integer or floating-point intensities")
+        raise not_intensities(name, dt)
     if min(image.shape) < 1:
         raise InputError(f"{name} is empty (shape {tuple(image.shape)})")
     return image

@@ -39,7 +39,7 @@ import numpy as np
 from .config import python_numbers
 from .errors import InputError
 from .models import Model, load_model
-from .normalize import normalize_of
+from .normalize import normalize_of, working_dtype
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
 
 __all__ = ["iter_self_train", "self_train"]
@@ -208,7 +208,8 @@ def iter_self_train(
         axes = "zyx" if len(shape) == 3 else None
     region = _region(shape, int(max_voxels))
     check(cancel)
-    sub = read_block(image, region, what="image").astype(np.float32, copy=False)
+    sub = read_block(image, region, what="image")
+    sub = sub.astype(working_dtype(sub.dtype), copy=False)  # narrowed after the normalisation
     ann = None if labels is None else np.asarray(read_block(labels, region, what="labels"))
     if ann is not None:
         extra = sorted(int(v) for v in np.unique(ann) if v and int(v) not in model.info.classes)

@@ -76,6 +76,7 @@ from .normalize import (
     mark_missing,
     normalize_of,
     pooled_normalization,
+    working_dtype,
 )
 from .output import check_not_input, check_writable, claim
 from .plan import channel_grey_ranges, check_image
@@ -571,7 +572,7 @@ def _annotated_slices(
         lab = read_labels(labels, ..., where="2D labels", max_value=255).copy()
         if not lab.any():
             return [], np.zeros((0, context, *lab.shape), np.float32), lab[None][:0]
-        img = read_block(image, ...).astype(np.float32)
+        img = read_block(image, ...).astype(working_dtype(image.dtype))  # narrowed after the normalisation
         return [0], np.ascontiguousarray(stack_context(img[None], context)), lab[None]
     shape = tuple(int(s) for s in labels.shape)
     depth = plan_slab_depth(shape, axis, volume_chunks(labels), None, itemsize=1)
@@ -596,7 +597,7 @@ def _annotated_slices(
         check(cancel)
         lo, hi = context_range(i, i + 1, context, shape[axis])
         ext = read_block(image, slab_slicer(axis, lo, hi, 3), what=f"image (slices {lo}..{hi - 1} along axis {axis})")
-        ext = np.moveaxis(ext.astype(np.float32, copy=False), axis, 0)
+        ext = np.moveaxis(ext.astype(working_dtype(ext.dtype), copy=False), axis, 0)
         j = i - lo
         imgs.append(stack_context(ext[j : j + 1], context, before=ext[:j], after=ext[j + 1 :])[0])
     return found, np.stack(imgs), np.stack(labs)
