@@ -114,7 +114,7 @@ def read_hdf5(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any], str]]:
     import dask.array as da
     import h5py
 
-    from ..core.io import hdf5_datasets, read_voxel_size
+    from ..core.io import hdf5_dataset, hdf5_datasets, read_voxel_size
     from ._layers import physical_placement
 
     p = Path(path)
@@ -129,7 +129,7 @@ def read_hdf5(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any], str]]:
             if obj.ndim in (2, 3, 4) and obj.dtype.kind in "uifb" and min(obj.shape) > (obj.ndim < 4):
                 found.append(name)
         for name in found:
-            dset = f[name]
+            dset = hdf5_dataset(f, p, name)  # external and virtual data found beside the file (QA)
             arr = da.from_array(dset, chunks=dset.chunks or "auto")
             vox = read_voxel_size(p, dataset=name)
             label = p.stem if len(found) == 1 else f"{p.stem} {name}"

@@ -798,21 +798,27 @@ def pair_image_folders(images: str | os.PathLike, labels: str | os.PathLike) -> 
 HDF5_CHUNK_CACHE = 64 << 20
 
 
-def hdf5_datasets(f: Any) -> list[str]:
+def hdf5_datasets(f: Any, broken: list[str] | None = None) -> list[str]:
     """Names of an HDF5 file's datasets, those behind soft and external links included, each once.
 
     A NeXus master file keeps a detector's or a reconstruction's data in other files, linked in
     (``/entry/data/data_000001`` -> ``data_000001.h5``); h5py's ``visititems`` skips links.
+    ``broken`` (a list) receives each external link whose target cannot be opened, as
+    ``"name -> file:/path"``.
     """
     import h5py
 
     names: list[str] = []
     seen: set[Any] = set()  # object ids (hashable): equal for one dataset reached by two paths (a soft link)
 
-    def visit(name: str, _link: Any) -> None:
+    def visit(name: str, link: Any) -> None:
         try:
             obj = f.get(name)
         except (KeyError, OSError, RuntimeError):  # a broken link: its target file or object is gone
+            obj = None
+        if obj is None:
+            if broken is not None and isinstance(link, h5py.ExternalLink):
+                broken.append(f"{name} -> {link.filename}:{link.path}")
             return
         if isinstance(obj, h5py.Dataset) and obj.id not in seen:
             seen.add(obj.id)
@@ -831,7 +837,8 @@ def _open_hdf5(p: Path, dataset: str | None) -> Any:
     # so every slice read decoded its chunks again (a chunk layout across the slices: 5-10x slower)
     f = h5py.File(p, "r", rdcc_nbytes=HDF5_CHUNK_CACHE, rdcc_nslots=100_003)
     if dataset is None:
-        names = hdf5_datasets(f)
+        broken: list[str] = []
+        names = hdf5_datasets(f, broken)
         # the image: the one numeric dataset of 2 or more dimensions (NeXus files add 1D angles, strings, ...)
         images = [n for n in names if f[n].ndim >= 2 and f[n].dtype.kind in "biuf"]
         complex_ = [n for n in names if f[n].ndim >= 2 and f[n].dtype.kind == "c"]
@@ -839,6 +846,12 @@ def _open_hdf5(p: Path, dataset: str | None) -> Any:
             dt = f[complex_[0]].dtype
             f.close()
             raise not_intensities(f"HDF5 dataset {p}:/{complex_[0]}", dt)
+        if not images and broken:  # QA: a NeXus master file copied without its data file listed nothing
+            f.close()
+            raise InputError(
+                f"HDF5 file {p} links to data it cannot open ({'; '.join(broken[:3])}): copy the linked file "
+                f"beside {p.name}, or give that file itself"
+            )
         if len(images) != 1:
             f.close()
             listed = images or names
@@ -854,15 +867,57 @@ def _open_hdf5(p: Path, dataset: str | None) -> Any:
     if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
         f.close()
         raise InputError(f"HDF5 file {p} has no dataset {dataset!r}")
+    return hdf5_dataset(f, p, dataset)
+
+
+def hdf5_dataset(f: Any, p: Path, dataset: str) -> Any:
+    """Dataset ``dataset`` of the open HDF5 file ``f`` (at ``p``); files it keeps voxels in are found beside ``p``.
+
+    Raises
+    ------
+    InputError
+        If such a file is missing (the file is closed then).
+    """
     dset = f[dataset]
-    if dset.external:  # raw bytes of other files read as voxels (a file from a stranger could name any file)
+    external = [os.fsdecode(e[0]) for e in dset.external or ()]
+    virtual = [s.file_name for s in dset.virtual_sources()] if dset.is_virtual else []
+    if external:  # raw bytes of other files read as voxels (a file from a stranger could name any file)
         log.warning(
             "HDF5 dataset %s of %s keeps its data in other files (%s): reading them as its voxels",
             dataset,
             p,
-            ", ".join(str(e[0]) for e in dset.external[:3]),
+            ", ".join(external[:3]),
         )
+    if external or virtual:
+        del dset  # closed: HDF5 opens a dataset with other file prefixes only when no handle to it is open
+        return _beside_the_file(f, p, dataset, external or virtual, "external" if external else "virtual")
     return dset
+
+
+def _beside_the_file(f: Any, p: Path, dataset: str, files: list[str], kind: str) -> Any:
+    """``dataset`` opened so that the files it reads its voxels from are found beside ``p``, as they were written.
+
+    HDF5 looks for relative external files from the working folder (QA: "truncated or damaged" when run from
+    another folder), and fills what a virtual dataset's missing source would hold with the fill value, silently
+    (QA: half a volume of zeros). A missing file is refused by name.
+    """
+    import h5py
+
+    names = sorted({n for n in files if n != "."})  # "." : the file itself
+    missing = [n for n in names if not ((p.parent / n).exists() or Path(n).exists())]
+    if missing:
+        f.close()
+        raise InputError(
+            f"HDF5 dataset {p}:/{dataset} reads its voxels from {', '.join(missing[:3])}, which "
+            f"{'is' if len(missing) == 1 else 'are'} missing: copy {'it' if len(missing) == 1 else 'them'} beside "
+            f"{p.name}"
+        )
+    if not names or all(Path(n).is_absolute() or not (p.parent / n).exists() for n in names):
+        return f[dataset]
+    dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+    prefix = os.fsencode(str(p.parent.resolve()))
+    (dapl.set_efile_prefix if kind == "external" else dapl.set_virtual_prefix)(prefix)
+    return h5py.Dataset(h5py.h5d.open(f.id, dataset.encode(), dapl=dapl))
 
 
 #: Arrays of more chunks than this are not checked for missing ones (counting lists every key).
