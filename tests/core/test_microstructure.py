@@ -388,7 +388,8 @@ def test_json_shape_and_files_never_overwritten(tmp_path):
     ("kwargs", "match"),
     [
         ({"labels": np.zeros((4, 4))}, "3D"),
-        ({"labels": np.zeros((4, 4, 4), dtype=np.float32)}, "integer"),
+        ({"labels": np.full((4, 4, 4), 0.25, dtype=np.float32)}, "non-integer"),
+        ({"labels": np.zeros((4, 4, 4), dtype=np.complex64)}, "integer labels"),
         ({"voxel_size": (1, 2)}, "2 values"),
         ({"voxel_size": -1}, "positive"),
         ({"unit": "furlong"}, "unknown length unit"),
@@ -899,3 +900,15 @@ def test_a_2d_segmentation_is_refused_with_a_way_to_its_area_fractions():
     """The 2D workflow ends with 2D labels, which analyze refused with no way forward (QA h1)."""
     with pytest.raises(InputError, match=r"got shape \(8, 9\): surface, TPB.*np.bincount"):
         ms.analyze(np.ones((8, 9), np.uint8), voxel_size=1.0)
+
+
+def test_whole_number_float_labels_are_analysed_as_their_integers():
+    """QA: label volumes exported as float32 (Avizo, Dragonfly) were refused by analyze, taken by evaluate and train."""
+    labels = np.zeros((6, 12, 12), np.uint8)
+    labels[:, :, 4:8] = 1
+    labels[:, :, 8:] = 2
+    want = analyze(labels).to_dict()
+    got = analyze(labels.astype(np.float32)).to_dict()
+    assert got["phases"] == want["phases"] and got["tpb_density"] == want["tpb_density"]
+    with pytest.raises(InputError, match=r"labels hold non-integer values \(e.g. 0.5\) in a float32 array"):
+        analyze(labels.astype(np.float32) + 0.5)

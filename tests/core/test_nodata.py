@@ -423,3 +423,15 @@ def test_training_along_zyx_takes_a_dead_z_slice_in_the_extra_rows_for_no_data(c
     np.testing.assert_array_equal(rows[:, 1, 9], rows[:, 1, 8])  # filled from its nearest row, as segment() does
     assert "constant slices (dead or zero-filled)" in caplog.text
     assert (parts_l[1][:, 9] == 0).all()
+
+
+def test_a_nodata_value_the_image_type_cannot_hold_is_refused():
+    """QA: nodata=300 on a uint8 image matched no voxel and the run went on as if none were given."""
+    from napari_xrayseg.core.errors import InputError
+    from napari_xrayseg.core.normalize import mark_missing
+
+    img = np.zeros((2, 4, 4), np.uint8)
+    for bad in (300, -1, 2.5):
+        with pytest.raises(InputError, match=rf"nodata {bad!r} cannot occur in a uint8 image \(whole numbers 0..255\)"):
+            mark_missing(img, bad)
+    assert np.isnan(mark_missing(img, 0)[0]).all() and np.isnan(mark_missing(img.astype(np.int16), -0.0)[0]).all()

@@ -562,7 +562,7 @@ def _check_labels(labels: Any) -> Any:
         )  # QA: the 2D workflow's result was refused with no way forward
         raise InputError(f"analyze needs a 3D label volume (z, y, x), got shape {tuple(labels.shape)}{hint}")
     dt = np.dtype(labels.dtype)
-    if dt.kind not in "uib":
+    if dt.kind not in "uibf":  # whole-number floats (Avizo, Dragonfly exports) as train and evaluate take them (QA)
         raise InputError(f"labels have dtype {dt}: analyze needs integer labels (one value per phase)")
     if min(labels.shape) < 1:
         raise InputError(f"labels of shape {tuple(labels.shape)} are empty")
@@ -673,6 +673,10 @@ def _as_small(block: np.ndarray, where: str) -> np.ndarray:
     """Labels as a non-negative integer array usable as bincount indices."""
     if block.dtype == np.bool_:
         return block.astype(np.uint8)
+    if block.dtype.kind == "f":  # whole numbers only: NaN, inf and fractions are named
+        from .labels import check_labels
+
+        return check_labels(block, "labels", max_value=_MAX_LABEL)
     if block.dtype.kind == "i" and block.size and block.min() < 0:
         raise InputError(f"{where} hold negative values: use label values 0..{_MAX_LABEL}")
     if block.size and block.max() > _MAX_LABEL:

@@ -528,6 +528,13 @@ def mark_missing(image: Any, value: float | None) -> Any:
         or not np.isfinite(value)
     ):
         raise InputError(f"nodata {value!r} must be a finite number (the value outside the field of view, e.g. 0)")
+    dt = np.dtype(image.dtype)
+    if dt.kind in "iu" and (value != int(value) or not np.iinfo(dt).min <= value <= np.iinfo(dt).max):
+        info = np.iinfo(dt)
+        raise InputError(  # QA: nodata=300 on a uint8 image matched no voxel, without a word
+            f"nodata {value!r} cannot occur in a {dt} image (whole numbers {info.min}..{info.max}): give the value "
+            "its voxels without data hold"
+        )
     da = sys.modules.get("dask.array")
     if da is not None and isinstance(image, da.Array):
         return da.where(image == value, np.nan, image.astype(working_dtype(image.dtype)))
