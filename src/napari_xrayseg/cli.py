@@ -835,6 +835,7 @@ def _tortuosity_or_note(cmd: str) -> bool:
 
 
 def _cmd_analyze(a: argparse.Namespace) -> int:
+    from .core.errors import InputError
     from .core.io import open_volume, read_class_names
     from .core.microstructure import (
         analyze,
@@ -850,6 +851,10 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
         [a.labels, a.truth, *(a.spread or []), a.model],
     )
     labels = open_volume(a.labels, dataset=a.dataset)
+    if a.profile_axis is None:
+        a.profile_axis = "y" if len(labels.shape) == 2 else "z"
+    elif len(labels.shape) == 2 and a.profile_axis == "z":
+        raise InputError(f"{a.labels} is a 2D section: its profiles run along y or x (--profile-axis y or x)")
     truth = open_volume(a.truth, dataset=a.truth_dataset) if a.truth else None
     spread = [open_volume(p) for p in a.spread or []]
     if truth is not None:
@@ -960,9 +965,11 @@ def _add_analyze(sub: Any) -> None:
     p = sub.add_parser(
         "analyze",
         help="microstructure numbers of a label volume in physical units: volume "
-        "fractions, surface, connectivity, size, tortuosity, TPB density",
+        "fractions, surface, connectivity, size, tortuosity, TPB density (of a 2D section: stereological estimates)",
     )
-    p.add_argument("--labels", required=True, help="label volume (zarr, OME-Zarr, TIFF, HDF5, .npy)")
+    p.add_argument(
+        "--labels", required=True, help="label volume, or a 2D section's labels (zarr, OME-Zarr, TIFF, PNG, HDF5, .npy)"
+    )
     p.add_argument("--dataset", default=None, help="array name inside the labels' group / file")
     _add_voxel_size(p)
     p.add_argument(
@@ -1059,7 +1066,9 @@ def _add_analyze(sub: Any) -> None:
         metavar="CSV",
         help="write the phase fractions slice by slice along --profile-axis as CSV here (the JSON has all three)",
     )
-    p.add_argument("--profile-axis", default="z", choices=list(AXES), help="axis of --profile (default: z)")
+    p.add_argument(
+        "--profile-axis", default=None, choices=list(AXES), help="axis of --profile (default: z; y for a 2D section)"
+    )
     _add_overwrite(p)
     p.set_defaults(func=_cmd_analyze)
 

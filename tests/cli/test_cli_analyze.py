@@ -391,3 +391,23 @@ def test_without_taufactor_analyze_goes_on_without_tortuosity(tmp_path, capsys, 
     assert got["phases"]["1"]["tortuosity"] is None and got["phases"]["1"]["volume_fraction"] > 0
     with pytest.raises(ms.InputError, match=r"napari-xrayseg\[physics\]"):
         ms.analyze(_checkerboard(12, 3))
+
+
+def test_analyze_a_2d_section_from_a_tiff(tmp_path, capsys):
+    """A 2D segmentation (an SEM image's, a radiograph's) gives its section numbers; profiles run along y by default."""
+    import tifffile
+
+    lab = np.ones((40, 40), np.uint8)
+    lab[:20, 20:] = 2
+    lab[20:] = 3
+    tifffile.imwrite(tmp_path / "sec.tif", lab)
+    base = ["analyze", "--labels", str(tmp_path / "sec.tif"), "--voxel-size", "0.5", "--unit", "um"]
+    assert main([*base, "--json", str(tmp_path / "a.json"), "--profile", str(tmp_path / "p.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "40x40 pixels of 0.5 x 0.5 um" in out and "a 2D section" in out and "triple points: 1," in out
+    d = json.loads((tmp_path / "a.json").read_text())
+    assert d["voxel_size"] == [0.5, 0.5] and d["section"]["triple_points"] == 1
+    assert d["tpb_density"] == pytest.approx(2 / 400)  # L_V = 2 Q_A, per um^2 of the 20 x 20 um section
+    assert (tmp_path / "p.csv").read_text().startswith("index,position_um,")  # along y
+    assert main([*base, "--profile", str(tmp_path / "z.csv"), "--profile-axis", "z"]) == 2
+    assert "a 2D section: its profiles run along y or x" in capsys.readouterr().err

@@ -32,6 +32,7 @@ from napari_xrayseg.core.microstructure import (
     parse_region,
     tpb_points,
 )
+from napari_xrayseg.core.sample import make_phantom
 
 
 def _scores(result):
@@ -387,7 +388,7 @@ def test_json_shape_and_files_never_overwritten(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"labels": np.zeros((4, 4))}, "3D"),
+        ({"labels": np.zeros((4, 4, 4, 4))}, "3D label volume"),
         ({"labels": np.full((4, 4, 4), 0.25, dtype=np.float32)}, "non-integer"),
         ({"labels": np.zeros((4, 4, 4), dtype=np.complex64)}, "integer labels"),
         ({"voxel_size": (1, 2)}, "2 values"),
@@ -896,10 +897,58 @@ def test_tpb_of_fragmented_labels_is_never_negative_and_streams_exactly(caplog):
     assert whole.tpb_density * whole.volume == pytest.approx(want, rel=1e-12)
 
 
-def test_a_2d_segmentation_is_refused_with_a_way_to_its_area_fractions():
-    """The 2D workflow ends with 2D labels, which analyze refused with no way forward (QA h1)."""
-    with pytest.raises(InputError, match=r"got shape \(8, 9\): surface, TPB.*np.bincount"):
-        ms.analyze(np.ones((8, 9), np.uint8), voxel_size=1.0)
+def _disk(n, radius, pixel=(1.0, 1.0)):
+    """A disk of ``radius`` (physical units) in an n x n image of ``pixel`` (y, x) sizes: 1 inside, 2 outside."""
+    yy, xx = (np.mgrid[:n, :n] + 0.5) * np.array(pixel)[:, None, None]
+    c = n * np.array(pixel) / 2
+    return np.where((yy - c[0]) ** 2 + (xx - c[1]) ** 2 < radius**2, 1, 2).astype(np.uint8)
+
+
+def test_a_2d_section_gives_the_stereological_numbers_of_known_shapes():
+    """The 2D workflow (SEM, FIB slices, one radiograph) ended with labels analyze refused (QA h1): a section now
+    gives its area fractions, boundary length per area, triple points and mean chords, and the 3D numbers of an
+    isotropic structure by stereology."""
+    n, r, px = 256, 20.0, 0.5  # a disk of radius 40 pixels
+    m = ms.analyze(_disk(n, r, (px, px)), voxel_size=px, unit="um")
+    area = (n * px) ** 2
+    assert m.shape == (n, n) and m.voxel_size == (px, px) and m.volume == pytest.approx(area)
+    assert m.phases[1].volume_fraction == pytest.approx(np.pi * r**2 / area, rel=2e-3)
+    assert m.section["boundary_length_per_area"][1] == pytest.approx(2 * np.pi * r / area, rel=0.01)
+    assert m.phases[1].specific_surface_area == pytest.approx(4 / np.pi * 2 * np.pi * r / area, rel=0.01)
+    assert m.phases[1].mean_size == pytest.approx(np.pi * r / 2, rel=0.01)  # area / width of a disk
+    assert m.phases[1].percolates is None and m.phases[1].tortuosity is None and "section" in m.methods
+    # anisotropic pixels: the same disk, sampled twice as finely along x
+    aniso = ms.analyze(_disk(n, r / 2, (0.25, 0.125)), voxel_size=(0.25, 0.125), unit="um")
+    assert aniso.section["boundary_length_per_area"][1] == pytest.approx(
+        2 * np.pi * (r / 2) / (n * n * 0.25 * 0.125), rel=0.02
+    )
+    # one triple point where three phases meet; a (z, y, x) voxel size gives the section its y and x
+    y = np.ones((64, 64), np.uint8)
+    y[:32, 32:] = 2
+    y[32:] = 3
+    m = ms.analyze(y, voxel_size=(9.0, 2.0, 2.0))
+    assert m.section["triple_points"] == 1 and m.section["triple_points_per_area"] == pytest.approx(1 / (128 * 128))
+    assert m.tpb_density == pytest.approx(2 / (128 * 128))  # L_V = 2 Q_A
+    assert ms.Microstructure.from_dict(json.loads(json.dumps(m.to_dict()))).section == m.section
+    text = m.table()
+    assert "64x64 pixels of 2 x 2" in text and "2D section" in text and "triple points: 1," in text
+    assert "perc." not in text  # no connectivity or tortuosity columns for a section
+    with pytest.raises(InputError, match="pixel grid"):
+        ms.analyze(y, surface="mesh")
+
+
+def test_sections_of_an_isotropic_volume_estimate_its_3d_numbers():
+    """The stereological estimates agree with the volume's own numbers (12 z sections of the 3-phase sample)."""
+    _, truth = make_phantom((48, 128, 128), seed=1378)
+    whole = ms.analyze(truth, voxel_size=0.02, unit="um", tortuosity=False)
+    sections = [ms.analyze(truth[z], voxel_size=0.02, unit="um") for z in range(0, 48, 4)]
+    for k, p in whole.phases.items():
+        assert np.mean([s.phases[k].volume_fraction for s in sections]) == pytest.approx(p.volume_fraction, abs=0.01)
+        assert np.mean([s.phases[k].specific_surface_area for s in sections]) == pytest.approx(
+            p.specific_surface_area, rel=0.03
+        )
+        assert np.mean([s.phases[k].mean_size for s in sections]) == pytest.approx(p.mean_size, rel=0.08)
+    assert np.mean([s.tpb_density for s in sections]) == pytest.approx(whole.tpb_density, rel=0.08)
 
 
 def test_whole_number_float_labels_are_analysed_as_their_integers():

@@ -85,10 +85,10 @@ def test_analyze_widget_table_chart_tpb_layer_and_export(make_napari_viewer, qtb
 
 def test_analyze_widget_cancel_and_bad_input(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
-    viewer.add_labels(np.ones((4, 8), np.uint8), name="flat")
+    viewer.add_labels(np.ones((2, 2, 4, 8), np.uint8), name="4d")
     w = AnalyzeWidget(viewer)
-    w._labels.value = viewer.layers["flat"]
-    w._run.clicked.emit()  # 2D: refused with a notification, nothing started
+    w._labels.value = viewer.layers["4d"]
+    w._run.clicked.emit()  # 4D: refused with a notification, nothing started
     assert w._job is None and not w.runner.running
     viewer.add_labels(_checkerboard(24, 4), name="cube")
     w._labels.value = viewer.layers["cube"]
@@ -246,3 +246,29 @@ def test_analyze_widget_says_the_tortuosity_time_before_it_starts(make_napari_vi
     assert any(str(m).startswith("tortuosity on the CPU: about") for m in said)  # before the job's end
     w._run.clicked.emit()  # Cancel
     _wait(qtbot, w)
+
+
+def test_analyze_widget_on_a_2d_section(make_napari_viewer, qtbot, tmp_path):
+    """A 2D labels layer (an SEM image's segmentation) was refused with a console line (QA h1): it is analysed as a
+    section, its triple points go to a 2D Points layer over it, and its profile runs along y."""
+    viewer = make_napari_viewer(show=True)
+    lab = np.ones((48, 48), np.uint8)
+    lab[:24, 24:] = 2
+    lab[24:] = 3
+    layer = viewer.add_labels(lab, name="section", scale=(0.5, 0.5))
+    w = AnalyzeWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Analyze")
+    w._labels.value = layer
+    assert w._vz.native.isHidden() and (w._vy.value, w._vx.value) == (0.5, 0.5)
+    w._run.clicked.emit()
+    _wait(qtbot, w)
+    m = w.result
+    assert m is not None and m.shape == (48, 48) and m.section["triple_points"] == 1
+    assert "1 triple points" in w._summary.value and "2D section" in w._summary.value
+    assert str(w._profile_axis.value) == "y"
+    w._add_tpb.clicked.emit()
+    points = viewer.layers["section TPB"]
+    assert points.ndim == 2 and len(points.data) == 1 and tuple(points.scale) == (0.5, 0.5)
+    np.testing.assert_allclose(points.data[0], (23.5, 23.5), atol=0.51)  # the corner where the three meet
+    shot = viewer.screenshot(canvas_only=True)
+    assert shot.ndim == 3 and shot[..., :3].std() > 0  # the section and its point are drawn

@@ -90,7 +90,12 @@ def _iter_job(
     if tpb and m.tpb_phases is not None:
         yield Progress(0, 1, "TPB network")
         keys = ("region", "outside", "envelope")
-        points = tpb_points(labels, phases=m.tpb_phases, cancel=cancel, **{k: kwargs.get(k) for k in keys})
+        kw = {k: kwargs.get(k) for k in keys}
+        if labels.ndim == 2:  # a section's triple points: the corners of a one-slice volume's z edges
+            kw["region"] = None if kw["region"] is None else f"0:1,{kw['region']}"
+            points = tpb_points(labels[None], phases=m.tpb_phases, cancel=cancel, **kw)[:, 1:]
+        else:
+            points = tpb_points(labels, phases=m.tpb_phases, cancel=cancel, **kw)
     envelope = None
     if kwargs.get("envelope") is not None:  # lazy: computed slice by slice as napari shows it
         outside = kwargs.get("outside")
@@ -216,15 +221,9 @@ class AnalyzeWidget(JobWidget):
         """Validate and snapshot everything the job needs, on the main thread."""
         layer = self._labels.value
         labels = snapshot(layer_array(layer, "labels"))  # painting meanwhile changes neither table nor TPB points
-        if labels.ndim != 3:
+        if labels.ndim not in (2, 3):
             raise InputError(
-                f"labels layer {layer.name!r} is {labels.ndim}D: analyze needs a 3D volume"
-                + (
-                    "; a 2D image's area fractions: np.bincount(layer.data.ravel()) / layer.data.size in napari's "
-                    "console"
-                    if labels.ndim == 2
-                    else ""
-                )
+                f"labels layer {layer.name!r} is {labels.ndim}D: analyze needs a 3D volume or a 2D section"
             )
         spread = []
         other = self._spread.value
@@ -298,9 +297,21 @@ class AnalyzeWidget(JobWidget):
         fit_table(self._table)
         lines = [m.extent()]
         if m.sample_voxels is not None:
-            lines.append(f"sample {m.sample_volume:.4g} {u}³ ({m.sample_voxels:,} voxels)")
-        if m.tpb_density is not None:
+            what = ("²", "pixels") if m.section is not None else ("³", "voxels")
+            lines.append(f"sample {m.sample_volume:.4g} {u}{what[0]} ({m.sample_voxels:,} {what[1]})")
+        if m.tpb_density is not None and m.section is None:
             lines.append(f"TPB density {m.tpb_density:.4g} {u}/{u}³ ({m.tpb_edges:,} voxel edges)")
+        elif m.section is not None:  # a 2D section: its own measures, then the 3D estimates
+            lines.insert(1, "a 2D section: S_V, size and TPB density are stereological estimates (isotropic structure)")
+            per = ", ".join(f"{k}: {v:.4g}" for k, v in m.section["boundary_length_per_area"].items())
+            lines.append(f"boundary length per area (1/{u}) {per}")
+            if m.tpb_density is not None:
+                lines.append(
+                    f"{m.section['triple_points']:,} triple points, {m.section['triple_points_per_area']:.4g} per "
+                    f"{u}²; TPB density {m.tpb_density:.4g} {u}/{u}³ (2 per triple point per area)"
+                )
+            if str(self._profile_axis.value) not in m.profiles:
+                self._profile_axis.value = "y"
         self._summary.value = "\n".join(lines)
         self._draw(m, out["interval"])
         self._draw_profile()

@@ -233,9 +233,14 @@ class Microstructure:
     provenance : dict, optional
         When, by which software and command, from which file the numbers were made
         (:func:`~napari_xrayseg.core.provenance.provenance`; input ``labels``).
+    section : dict or None
+        For a 2D section (``shape`` and ``voxel_size`` (y, x); the numbers are stereological
+        estimates for an isotropic structure, ``methods["section"]``): the section's own measures,
+        ``{"boundary_length_per_area": {label: L_A (1/unit)}, "triple_points_per_area": Q_A
+        (1/unit²) or None, "triple_points": int or None}``. None for a volume.
     """
 
-    voxel_size: tuple[float, float, float]
+    voxel_size: tuple[float, ...]
     unit: str
     shape: tuple[int, ...]
     region: tuple[tuple[int, int], ...]
@@ -247,10 +252,11 @@ class Microstructure:
     sample_voxels: int | None = None
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     provenance: dict[str, Any] | None = None
+    section: dict[str, Any] | None = None
 
     @property
     def volume(self) -> float:
-        """Volume of the analysed region (unit³)."""
+        """Volume of the analysed region (unit³; of a 2D section its area, unit²)."""
         return float(np.prod(self.shape, dtype=np.float64) * np.prod(self.voxel_size))
 
     @property
@@ -287,6 +293,7 @@ class Microstructure:
             "tpb_edges": self.tpb_edges,
             "methods": dict(self.methods),
             "provenance": None if self.provenance is None else dict(self.provenance),
+            "section": None if self.section is None else _jsonable_section(self.section),
         }
 
     @classmethod
@@ -329,6 +336,7 @@ class Microstructure:
                     for a, p in (d.get("profiles") or {}).items()
                 },
                 provenance=d.get("provenance"),
+                section=None if d.get("section") is None else _section_from_json(d["section"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise InputError(
@@ -354,6 +362,9 @@ class Microstructure:
             for a in AXES:
                 row[f"tortuosity_{a}"] = None if p.tortuosity is None else p.tortuosity[a]
             row["tpb_density"] = self.tpb_density
+            if self.section is not None:  # a 2D section's own measures
+                row["boundary_length_per_area"] = self.section["boundary_length_per_area"].get(k)
+                row["triple_points_per_area"] = self.section["triple_points_per_area"]
             row["unit"] = self.unit
             rows.append(row)
         return rows
@@ -407,7 +418,7 @@ class Microstructure:
 
         Without a voxel size: ``"48x192x192 voxels (no voxel size: lengths in voxels)"``.
         """
-        shape = f"{'x'.join(map(str, self.shape))} voxels"
+        shape = f"{'x'.join(map(str, self.shape))} {'pixels' if len(self.shape) == 2 else 'voxels'}"
         if self.unit == "voxel":
             return f"{shape} (no voxel size: lengths in voxels)"
         return f"{shape} of {' x '.join(f'{v:g}' for v in self.voxel_size)} {self.unit}"
@@ -415,7 +426,16 @@ class Microstructure:
     def table(self) -> str:
         """A plain-text table for the console and the CLI."""
         u = self.unit
-        head = ("phase", "fraction", f"S_V (1/{u})", "largest", "perc. z/y/x", "tau z/y/x", f"size ({u})")
+        head: tuple[str, ...] = (
+            "phase",
+            "fraction",
+            f"S_V (1/{u})",
+            "largest",
+            "perc. z/y/x",
+            "tau z/y/x",
+            f"size ({u})",
+        )
+        solid = (0, 1, 2, 3, 4, 5, 6) if self.section is None else (0, 1, 2, 6)  # a section: no connectivity, tau
         with_d50 = any(p.size_distribution is not None for p in self.phases.values())
         rows = [(*head, f"d50 ({u})") if with_d50 else head]
         for k, p in self.phases.items():
@@ -432,6 +452,7 @@ class Microstructure:
             )
             d50 = None if p.size_distribution is None else p.size_distribution["d50"]
             rows.append((*row, _fmt(d50)) if with_d50 else row)
+        rows = [tuple(r[i] for i in solid) + r[7:] for r in rows]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(0, f"microstructure of {self.extent()}")
@@ -439,12 +460,24 @@ class Microstructure:
             share = self.sample_voxels / max(1, int(np.prod(self.shape)))
             lines.insert(
                 1,
-                f"sample: {self.sample_voxels:,} voxels ({share:.1%} of the region), {_fmt(self.sample_volume)} {u}^3",
+                f"sample: {self.sample_voxels:,} {'pixels' if self.section else 'voxels'} ({share:.1%} of the region), "
+                f"{_fmt(self.sample_volume)} {u}^{2 if self.section else 3}",
             )
         if self.tpb_density is not None:
             lines.append(
                 f"TPB density ({'/'.join(map(str, self.tpb_phases or ()))}): {_fmt(self.tpb_density)} {u}/{u}^3"
             )
+        if self.section is not None:
+            lines.insert(
+                1, "a 2D section: fraction, S_V, size and TPB are stereological estimates for an isotropic structure"
+            )
+            per = ", ".join(f"{k} {_fmt(v)}" for k, v in self.section["boundary_length_per_area"].items())
+            lines.append(f"boundary length per area L_A (1/{u}): {per}")
+            if self.section["triple_points_per_area"] is not None:
+                lines.append(
+                    f"triple points: {self.section['triple_points']}, {_fmt(self.section['triple_points_per_area'])} "
+                    f"per {u}^2"
+                )
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -553,14 +586,10 @@ def _check_labels(labels: Any) -> Any:
     labels = as_input(labels, "labels")
     if not hasattr(labels, "shape") or not hasattr(labels, "dtype"):
         labels = np.asarray(labels)
-    if len(labels.shape) != 3:
-        hint = (
-            ": surface, TPB, connectivity and tortuosity need a volume; a 2D image's area fractions are "
-            "np.bincount(labels.ravel()) / labels.size in Python (napari's console)"
-            if len(labels.shape) == 2
-            else ""
-        )  # QA: the 2D workflow's result was refused with no way forward
-        raise InputError(f"analyze needs a 3D label volume (z, y, x), got shape {tuple(labels.shape)}{hint}")
+    if len(labels.shape) not in (2, 3):
+        raise InputError(
+            f"analyze needs a 3D label volume (z, y, x) or a 2D section (y, x), got shape {tuple(labels.shape)}"
+        )
     dt = np.dtype(labels.dtype)
     if dt.kind not in "uibf":  # whole-number floats (Avizo, Dragonfly exports) as train and evaluate take them (QA)
         raise InputError(f"labels have dtype {dt}: analyze needs integer labels (one value per phase)")
@@ -630,6 +659,14 @@ def _jsonable_profiles(profiles: dict[str, dict[str, Any]]) -> dict[str, Any]:
         }
         for a, p in profiles.items()
     }
+
+
+def _jsonable_section(section: dict[str, Any]) -> dict[str, Any]:
+    return {**section, "boundary_length_per_area": {str(k): v for k, v in section["boundary_length_per_area"].items()}}
+
+
+def _section_from_json(d: dict[str, Any]) -> dict[str, Any]:
+    return {**d, "boundary_length_per_area": {int(k): v for k, v in d["boundary_length_per_area"].items()}}
 
 
 def _profiles(
@@ -1236,7 +1273,6 @@ def iter_analyze(
     if class_names is None:  # what the file records (a predict output names its phases)
         class_names = class_names_of(labels)
     labels = _check_labels(labels)
-    spacing = parse_voxel_size(voxel_size, 3)
     if voxel_size is None and unit is not None and normalize_unit(unit) != "voxel":
         log.warning(
             "unit %r without a voxel size, and the labels record none: the numbers are in voxel units; "
@@ -1246,6 +1282,27 @@ def iter_analyze(
         )
         unit = "voxel"
     u = normalize_unit(unit if unit is not None else ("voxel" if voxel_size is None else "um"))
+    if len(labels.shape) == 2:
+        section = yield from _iter_section(
+            labels,
+            voxel_size=voxel_size,
+            unit=u,
+            class_names=class_names,
+            phases=phases,
+            region=region,
+            surface=surface,
+            mean_size=mean_size,
+            tpb_phases=tpb_phases,
+            tpb_correction=tpb_correction,
+            outside=outside,
+            envelope=envelope,
+            envelope_radius=envelope_radius,
+            max_voxels=max_voxels,
+            cancel=cancel,
+        )
+        section.provenance = record
+        return section
+    spacing = parse_voxel_size(voxel_size, 3)
     if surface not in ("faces", "mesh"):
         raise InputError(f"surface {surface!r} must be 'faces' (voxel faces / 1.5) or 'mesh' (marching cubes)")
     if tortuosity and not tortuosity_available():  # before the work, not after it
@@ -1557,6 +1614,100 @@ def iter_analyze(
             per_label, shape, chosen, outside, reg, spacing, tpb_len if tpb_set is not None else None, tpb_correction
         ),
         provenance=record,
+    )
+
+
+def _iter_section(
+    labels: Any,
+    *,
+    voxel_size: Any,
+    unit: str,
+    region: Any,
+    surface: str,
+    tpb_correction: float,
+    **kw: Any,
+) -> Generator[Progress, None, Microstructure]:
+    """:func:`iter_analyze` of a 2D section: the 3D numbers of an isotropic structure by stereology.
+
+    The section is measured as a volume one voxel deep, whose faces along z do not count: its pixel
+    count per phase (the area fraction ``A_A``, which equals ``V_V``: Delesse), the phase boundaries'
+    crossings of the pixel rows and columns per length of them (``P_L``), the triple points (clusters
+    of pixel corners where the three phases meet, ``Q_A`` per area) and the chords along y and x. Then
+    ``S_V = 2 P_L``, ``L_A = (pi / 2) P_L``, ``L_V = 2 Q_A`` (Underwood, Quantitative Stereology, 1970),
+    and the mean chord is the 3D mean intercept. Connectivity, tortuosity and the size distribution
+    need a volume: a section cannot tell them (None).
+    """
+    if surface != "faces":
+        raise InputError(
+            f"surface={surface!r}: a 2D section's boundaries are counted on its pixel grid (surface='faces')"
+        )
+    if voxel_size is not None and not isinstance(voxel_size, (int, float)) and len(voxel_size) == 3:
+        voxel_size = tuple(voxel_size)[1:]  # a (z, y, x) size: the section's pixels are its y and x
+    pixel = parse_voxel_size(voxel_size, 2)
+    reg = parse_region(region, labels.shape)
+    image = _as_small(read_block(labels, ...), "labels")[None]  # one section: in memory
+    m = yield from iter_analyze(
+        image,
+        voxel_size=(1.0, *pixel),  # any depth: it cancels from every number
+        unit=unit,
+        region=((0, 1), *reg),
+        surface="faces",
+        connectivity=False,
+        tortuosity=False,
+        size_distribution=False,
+        tpb_correction=tpb_correction,
+        **kw,
+    )
+    length_per_area = {}
+    for k, st in m.phases.items():
+        st.specific_surface_area *= ISOTROPIC_STAIRCASE  # faces per area is 2 P_L: no staircase correction
+        length_per_area[k] = st.specific_surface_area * math.pi / 4
+    to_lv = 2 * tpb_correction  # the volume's count divides by tpb_correction; L_V = 2 Q_A
+    if m.tpb_density is not None:
+        m.tpb_density *= to_lv
+    profiles = {a: m.profiles[a] for a in ("y", "x")}
+    for p in profiles.values():
+        if "tpb_density" in p:
+            p["tpb_density"] = [v * to_lv for v in p["tpb_density"]]
+    area = m.sample_voxels if m.sample_voxels is not None else int(np.prod(m.shape))
+    q_a = None if m.tpb_density is None else m.tpb_density / 2
+    methods = dict(m.methods)
+    methods.update(
+        section="a 2D section: 3D numbers of an isotropic, uniform structure by stereology (V_V = A_A, S_V = 2 P_L, "
+        "L_V = 2 Q_A); connectivity, tortuosity and size distribution need a volume",
+        volume_fraction=methods["volume_fraction"].replace("voxel", "pixel").replace("region", "section")
+        + " (area fraction A_A = V_V)",
+        specific_surface_area="S_V = 2 P_L: crossings of the phase boundaries with the pixel rows and columns per "
+        "length of them (P_L), from a section",
+        mean_size="mean chord length along y and x pooled (the 3D mean intercept of an isotropic structure), chords "
+        "touching the section's edges left out"
+        + (" (and those ending at outside)" if kw.get("outside") is not None else ""),
+        connectivity=None,
+        tortuosity=None,
+        size_distribution=None,
+    )
+    if m.tpb_density is not None:
+        methods["tpb_density"] = (
+            "L_V = 2 Q_A: triple points (8-connected clusters of the pixel corners where the three phases meet) per "
+            "area of the section"
+        )
+    return Microstructure(
+        voxel_size=pixel,
+        unit=m.unit,
+        shape=m.shape[1:],
+        region=m.region[1:],
+        phases=m.phases,
+        tpb_density=m.tpb_density,
+        tpb_phases=m.tpb_phases,
+        tpb_edges=m.tpb_edges,
+        methods=methods,
+        sample_voxels=m.sample_voxels,
+        profiles=profiles,
+        section={
+            "boundary_length_per_area": length_per_area,
+            "triple_points_per_area": q_a,
+            "triple_points": None if q_a is None else round(q_a * area * float(np.prod(pixel))),
+        },
     )
 
 
