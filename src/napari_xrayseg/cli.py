@@ -603,10 +603,11 @@ def _train_names(a: argparse.Namespace) -> Any:
 
 def _list_file(path: Path) -> list[tuple[Path, Path | None]]:
     """Pairs from a list file: one ``IMAGE LABELS`` line per pair (tab- or space-separated; LABELS optional)."""
+    from .core.batch import read_list_text
     from .core.errors import InputError
 
     pairs: list[tuple[Path, Path | None]] = []
-    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):  # a BOM (Notepad) is no path
+    for n, line in enumerate(read_list_text(path).splitlines(), 1):  # a BOM (Notepad) is no path
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -660,7 +661,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         f"{inputs}classes {model.info.classes}, "
         f"{len(model.info.history)} epochs{' (the kept start' + chr(39) + 's)' if t.get('starts') else ''} "
         f"in {time.perf_counter() - t0:.0f} s, "
-        "validation Dice {} ({})".format(_fmt(model.info.validation[0]), model.info.validation[1])
+        f"validation Dice {_fmt(model.info.validation[0])} ({model.info.validation[1]})"  # not .format: a { in the path
         + _starts(t)
     )
     return 0
@@ -1956,6 +1957,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code.
     """
     command = "xrayseg"
+    for name in ("stdout", "stderr"):  # closed (`cmd 2>&-`) or absent (Windows pythonw): nowhere to say things
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - for the process's life
     try:
         with _ctrl_c_held():
             parser = build_parser()  # imports torch: Ctrl-C is held until it is done
@@ -2048,11 +2052,21 @@ def _run(args: argparse.Namespace) -> int:
         print(f"xrayseg {args.command}: error: {for_cli(msg)}", file=sys.stderr)
         return code
 
+    said = _SafeStdout(sys.stdout)
     try:
-        return int(args.func(args) or 0)
+        sys.stdout = said  # type: ignore[assignment]
+        rc = int(args.func(args) or 0)
+        if said.failed is not None:
+            print(
+                f"xrayseg {args.command}: warning: standard output could not be written ({said.failed}): its "
+                "messages are lost; the files the command writes are complete",
+                file=sys.stderr,
+            )
+        return rc
     except XraysegError as e:
         return fail(e, 3 if isinstance(e, OutOfMemoryError) else 2)
     except (MemoryError, RuntimeError, OSError) as e:
+        sys.stdout = said.stream
         small = "the synthetic volume is made in memory: give a smaller --shape"  # no tiles or batches to shrink
         oom = out_of_memory(
             e, f"running {args.command}", small if args.command in ("sample", "demo", "study") else None
@@ -2074,6 +2088,48 @@ def _run(args: argparse.Namespace) -> int:
             f"same command again{' with --resume' if args.command == 'predict' else ''}",
             4,
         )
+    finally:
+        sys.stdout = said.stream
+
+
+class _SafeStdout:
+    """Standard output that never ends a command the outputs of which are being written (QA).
+
+    A character its encoding lacks (an ASCII or cp1252 console, ``Al₂O₃``, a path in another
+    encoding) is written escaped: printed between two writes, it raised UnicodeEncodeError and
+    cost evaluate's JSON and CSV. A failed write (a full disk behind a redirect) is remembered and
+    the rest of the output dropped, and the command goes on; the error was blamed on ``--out``.
+    A closed pipe (``| head``) still ends the command, as a pipe does.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.failed = stream, None
+
+    def write(self, text: str) -> int:
+        if self.failed is not None:
+            return len(text)
+        try:
+            return self.stream.write(text)
+        except UnicodeEncodeError:
+            enc = getattr(self.stream, "encoding", None) or "ascii"
+            return self.stream.write(text.encode(enc, "backslashreplace").decode(enc))
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            self.failed = e.strerror or type(e).__name__
+            return len(text)
+
+    def flush(self) -> None:
+        if self.failed is None:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                raise
+            except OSError as e:
+                self.failed = e.strerror or type(e).__name__
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ from magicgui.widgets import ComboBox, LineEdit
 
 from ..core.errors import InputError, XraysegError
 from ..core.units import LENGTH_UNITS, normalize_unit
+from ._layers import typed_number
 
 UNITS = ["voxel", *LENGTH_UNITS]
 
@@ -40,7 +41,7 @@ class SizeField(LineEdit):
     @property
     def value(self) -> float:
         try:
-            return float(str(LineEdit.value.fget(self)).strip())  # type: ignore[attr-defined]
+            return typed_number(LineEdit.value.fget(self))  # type: ignore[attr-defined]
         except ValueError:
             return math.nan
 

@@ -276,6 +276,27 @@ def _is_folder(p: Path) -> bool:
     return p.is_dir() and not _is_zarr(p) and p.suffix.lower() not in INPUT_SUFFIXES
 
 
+def read_list_text(path: Path) -> str:
+    """The text of a list file: UTF-8 (a BOM allowed) or UTF-16 with its BOM (Windows Notepad's "Unicode").
+
+    Raises
+    ------
+    InputError
+        For other encodings (Notepad's "ANSI"), naming the line (QA: a UnicodeDecodeError traceback).
+    """
+    raw = path.read_bytes()
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return raw.decode("utf-16")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise InputError(
+            f"list file {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}): save it as UTF-8 "
+            "(Notepad: Save as, Encoding UTF-8)"
+        ) from None
+
+
 def collect_inputs(specs: Iterable[str | os.PathLike]) -> list[str]:
     """Expand folders and list files into the inputs they stand for, in order.
 
@@ -329,7 +350,7 @@ def collect_inputs(specs: Iterable[str | os.PathLike]) -> list[str]:
                 )
             out += [str(c) for c in found]
         elif p.is_file() and p.suffix.lower() in LIST_SUFFIXES:
-            lines = [ln.strip() for ln in p.read_text(encoding="utf-8-sig").splitlines()]
+            lines = [ln.strip() for ln in read_list_text(p).splitlines()]
             entries = [ln for ln in lines if ln and not ln.startswith("#")]
             if not entries:
                 raise InputError(f"list file {p} names no inputs: write one path per line")

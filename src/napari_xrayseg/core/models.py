@@ -950,6 +950,26 @@ def init_model(
 # --------------------------------------------------------------------------- save / load
 
 
+def model_file_path(path: str | os.PathLike) -> Path:
+    """The model file a path names: ``.safetensors`` added to another suffix; a folder refused.
+
+    Raises
+    ------
+    InputError
+        If ``path`` is a folder or ends with a separator (QA: ``--out models/`` wrote
+        ``models.safetensors`` beside the folder).
+    """
+    given = os.fspath(path)
+    p = Path(path)
+    if given.endswith(("/", os.sep)) or p.is_dir():
+        raise InputError(f"model path {given} is a folder: give a file name, e.g. {p / 'model.safetensors'}")
+    if p.suffix != ".safetensors":
+        p = p.with_name(p.name + ".safetensors")
+    if p.is_dir():
+        raise InputError(f"model path {p} is a directory: give a file name ending in .safetensors")
+    return p
+
+
 def save_model(model: Model, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write a model to one ``.safetensors`` file, atomically.
 
@@ -980,11 +1000,7 @@ def save_model(model: Model, path: str | os.PathLike, *, overwrite: bool = False
 
     if not isinstance(model, Model):
         raise InputError(f"save_model needs a Model (from train, init_model or load_model), not {type(model).__name__}")
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        path = path.with_name(path.name + ".safetensors")
-    if path.is_dir():
-        raise InputError(f"model path {path} is a directory: give a file name ending in .safetensors")
+    path = model_file_path(path)
     info = replace(model.info, software=_software())
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.network.state_dict().items()}
     meta = {_META_KEY: json.dumps(info.to_dict()), "format": FORMAT}

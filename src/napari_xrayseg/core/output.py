@@ -421,6 +421,11 @@ def claim(
     >>> c.path == c.final, c.resume
     (True, False)
     """
+    if "://" in os.fspath(path):  # QA: s3://bucket/x.zarr made a local folder "s3:"
+        raise InputError(
+            f"{what} {os.fspath(path)} is a URL: outputs are written to local or mounted folders; give a path "
+            f"({option})"
+        )
     final = Path(path)
     if final.is_symlink():  # written through the link (to scratch space, say): --overwrite replaced the link itself
         try:

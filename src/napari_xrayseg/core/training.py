@@ -63,6 +63,7 @@ from .models import (
     default_dropout,
     init_model,
     load_model,
+    model_file_path,
     pretrained_path,
     read_model_info,
     reclass,
@@ -941,11 +942,7 @@ def _out_path(out: str | os.PathLike | None, overwrite: bool, start: Any = None)
     """The model file to write (``.safetensors`` added), claimed before any work; never the ``start`` model's file."""
     if out is None:
         return None
-    p = Path(out)
-    if p.suffix != ".safetensors":
-        p = p.with_name(p.name + ".safetensors")
-    if p.is_dir():
-        raise InputError(f"model path {p} is a directory: give a file name ending in .safetensors")
+    p = model_file_path(out)
     begun = start if isinstance(start, (str, os.PathLike)) else getattr(start, "path", None)
     if begun is not None and not (isinstance(begun, str) and begun in _STARTS):  # train --init X --out X
         check_not_input(p, [begun], option="--out")
