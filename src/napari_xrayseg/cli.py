@@ -97,7 +97,9 @@ def _cmd_sample(a: argparse.Namespace) -> int:
         raise InputError(f"--annotate {a.annotate}: give a positive number of slices and a 3D --shape Z Y X")
     out = Path(a.out)
     owns = ("image.zarr", "truth.zarr", "annotations.zarr")
-    target = claim(out, overwrite=a.overwrite, empty_ok=True, owns=owns)  # beside an old sample until complete
+    # beside the final folder until complete, a new sample too (QA: a full disk left half an image.zarr that
+    # read as a finished sample, its missing chunks as zeros)
+    target = claim(out, overwrite=a.overwrite, empty_ok=True, owns=owns, beside=True)
     t0 = time.perf_counter()
     image, truth = make_phantom(
         tuple(a.shape), seed=a.seed, noise=a.noise, feature_size=a.feature_size, pillar=a.pillar, preset=a.preset
@@ -1119,17 +1121,17 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         progress=_ProgressPrinter("evaluate"),
     )
     print(repr(report))
-    if a.json:
-        print(f"wrote {report.to_json(a.json, overwrite=a.overwrite)}")
-    if a.csv:
-        print(f"wrote {report.to_csv(a.csv, overwrite=a.overwrite)}")
-    if a.figures:
+    if a.figures:  # first: the large files, most likely to fail; the JSON and CSV then stay as they were (QA)
         from .core.figures import save_figures
 
         vox = _voxel_size(a, a.pred, a.pred_dataset)  # --voxel-size, else the prediction's file's
         kw = {"voxel_size": vox[0], "unit": vox[1]} if vox is not None and vox[1] != "voxel" else {}
         for f in save_figures(report, image, pred, truth, a.figures, axis=a.axis, overwrite=a.overwrite, **kw):
             print(f"wrote {f}")
+    if a.json:
+        print(f"wrote {report.to_json(a.json, overwrite=a.overwrite)}")
+    if a.csv:
+        print(f"wrote {report.to_csv(a.csv, overwrite=a.overwrite)}")
     return 0
 
 

@@ -88,3 +88,34 @@ def test_list_files_from_notepad_and_outputs_that_cannot_be_written_where_asked(
     assert main(url) == 2
     assert "is a URL: outputs are written to local or mounted folders" in capsys.readouterr().err
     assert not (tmp_path / "s3:").exists()
+
+
+def test_a_sample_cut_short_leaves_no_half_sample_and_a_failed_report_set_keeps_the_old(pair, tmp_path, monkeypatch):
+    """QA h1 (a full disk): `sample` left half an image.zarr in the final folder, which read as a finished sample
+    (its missing chunks as zeros); `evaluate --overwrite` replaced the JSON and CSV, then failed on the figures."""
+    import napari_xrayseg.core.figures as figures
+    import napari_xrayseg.core.io as io_
+
+    real = io_.write_volume
+
+    def full_at_truth(path, *args, **kw):
+        if "truth" in str(path):
+            raise OSError(28, "No space left on device", str(path))
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(io_, "write_volume", full_at_truth)
+    assert main(["sample", "--out", str(tmp_path / "s"), "--shape", "4", "32", "32", "--seed", "1341"]) == 2
+    assert not (tmp_path / "s").exists()  # nothing that looks like a sample
+    monkeypatch.setattr(io_, "write_volume", real)
+    assert main(["sample", "--out", str(tmp_path / "s"), "--shape", "4", "32", "32", "--seed", "1341"]) == 0
+
+    out = ["--json", str(tmp_path / "r.json"), "--figures", str(tmp_path / "figs")]
+    assert main([*pair, *out]) == 0
+    before = (tmp_path / "r.json").read_bytes()
+
+    def full(*args, **kw):
+        raise OSError(28, "No space left on device", str(tmp_path / "figs" / "collage.png"))
+
+    monkeypatch.setattr(figures, "save_figures", full)
+    assert main([*pair, *out, "--overwrite", "--names", "a", "b", "c"]) == 2
+    assert (tmp_path / "r.json").read_bytes() == before  # the set stays the old one

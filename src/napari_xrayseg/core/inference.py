@@ -509,9 +509,18 @@ def _check_scratch_space(out: Path, shape: tuple[int, ...], passes: int, classes
     if free < need:
         raise InputError(
             f"{out}: an orthoplane run of {voxels:,} voxels keeps its earlier passes' class probabilities until it "
-            f"ends, about {need / 1e9:.1f} GB, and {free / 1e9:.1f} GB are free there: free space, choose another "
+            f"ends, about {_size(need)}, and {_size(free)} are free there: free space, choose another "
             "--out, or segment along one axis"
         )
+
+
+def _size(n: float) -> str:
+    """Bytes in words (QA: "about 0.0 GB, and 0.0 GB are free").
+
+    >>> _size(2.4e9), _size(3.1e8), _size(4.2e6), _size(1.2e4)
+    ('2.4 GB', '310 MB', '4.2 MB', '0.1 MB')
+    """
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{max(n / 1e6, 0.1):.1f} MB" if n < 1e7 else f"{n / 1e6:.0f} MB"
 
 
 class LocalExecutor:
