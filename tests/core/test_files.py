@@ -142,3 +142,14 @@ def test_a_level_inside_a_bioformats2raw_image_by_dataset(tmp_path):
     arr = open_volume(tmp_path / "b2r.ome.zarr", dataset="0/1")  # review: "5 dimensions", no voxel size
     np.testing.assert_array_equal(np.asarray(arr[:]), VOL[::2, ::2, ::2])
     assert read_voxel_size(tmp_path / "b2r.ome.zarr", dataset="0/1") == ((4.0, 1.0, 1.0), "um")
+
+
+def test_an_input_whose_replacement_was_cut_short_is_named(tmp_path):
+    """QA h1: killed between the two renames of a replacement, an output read as "does not exist: check the path"
+    while its previous version lay beside it."""
+    from napari_xrayseg.core.errors import InputError
+    from napari_xrayseg.core.io import open_volume
+
+    (tmp_path / ".o.zarr.xrayseg-old").mkdir()
+    with pytest.raises(InputError, match=r"a run replacing it was cut short; .* as \.o\.zarr\.xrayseg-old"):
+        open_volume(tmp_path / "o.zarr")

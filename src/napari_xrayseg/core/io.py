@@ -93,6 +93,13 @@ def open_volume(path: str | os.PathLike, *, dataset: str | None = None) -> Any:
     """
     p, dataset = _split_dataset(path, dataset)
     if not p.exists():
+        from .output import OLD, _sibling
+
+        if _sibling(p, OLD).exists():  # QA: a kill between the two renames of a replacement
+            raise InputError(
+                f"input {p} does not exist: a run replacing it was cut short; the previous version lies beside it as "
+                f"{_sibling(p, OLD).name} (the command that was replacing it, run again, restores or finishes it)"
+            )
         raise InputError(f"input {p} does not exist: check the path")
     suffix = p.suffix.lower()
     if p.is_dir() and suffix in (*_TIFF, *_HDF5, ".npy"):
