@@ -230,3 +230,20 @@ def test_a_files_sha256_is_read_again_when_the_file_changes(tmp_path):
     p.write_bytes(b"three")
     assert file_sha256(p) == hashlib.sha256(b"three").hexdigest()
     assert file_sha256(tmp_path / "missing") is None
+
+
+def test_a_run_from_a_git_checkout_records_its_commit():
+    """Every development version reported napari-xrayseg 0.1.0: records of two behaviours could not be told apart
+    (QA h5, session 41). From a checkout (as the tests run) the commit is recorded beside the version."""
+    import re
+    from pathlib import Path
+
+    import napari_xrayseg
+    from napari_xrayseg.core.provenance import software
+
+    root = Path(napari_xrayseg.__file__).resolve().parents[2]
+    got = software().get("napari-xrayseg source")
+    if (root / ".git").exists():
+        assert got is not None and re.fullmatch(r"git [0-9a-f]{12}(-dirty)?", got)
+    else:  # an installed wheel: the version alone
+        assert got is None

@@ -96,7 +96,38 @@ def _software() -> tuple[tuple[str, str], ...]:  # looked up once: a batch recor
             out[pkg] = version(pkg)
         except PackageNotFoundError:
             continue
+    source = _source_commit()
+    if source is not None:
+        out["napari-xrayseg source"] = source
     return tuple(out.items())
+
+
+def _source_commit() -> str | None:
+    """``"git <commit>"`` (``-dirty`` with uncommitted changes) when the package runs from a git checkout, else None.
+
+    Every development version reports ``napari-xrayseg 0.1.0``: the records of two behaviours could not be told apart
+    (QA h5, session 41). Only a checkout whose ``src/napari_xrayseg`` is this package counts, not a repository a
+    site-packages folder happens to lie in.
+    """
+    import subprocess
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parent.parent
+    root = pkg.parent.parent
+    if pkg.name != "napari_xrayseg" or pkg.parent.name != "src" or not (root / ".git").exists():
+        return None
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=12", "--exclude", "*"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):  # no git: the record has the version alone
+        return None
+    commit = done.stdout.strip()
+    return f"git {commit}" if commit else None
 
 
 def describe_input(obj: Any) -> Any:
