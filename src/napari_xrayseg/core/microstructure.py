@@ -76,7 +76,7 @@ import os
 import sys
 import threading
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -1691,17 +1691,12 @@ def _iter_section(
             "L_V = 2 Q_A: triple points (8-connected clusters of the pixel corners where the three phases meet) per "
             "area of the section"
         )
-    return Microstructure(
+    return replace(
+        m,
         voxel_size=pixel,
-        unit=m.unit,
         shape=m.shape[1:],
         region=m.region[1:],
-        phases=m.phases,
-        tpb_density=m.tpb_density,
-        tpb_phases=m.tpb_phases,
-        tpb_edges=m.tpb_edges,
         methods=methods,
-        sample_voxels=m.sample_voxels,
         profiles=profiles,
         section={
             "boundary_length_per_area": length_per_area,
