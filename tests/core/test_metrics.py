@@ -350,7 +350,8 @@ def test_csv_and_dataframe(tmp_path):
     path = r.to_csv(tmp_path / "m.csv")
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [row["class"] for row in rows] == ["1", "2", "3", "mean"]
+    assert [row["class"] for row in rows] == ["1", "2", "3", "mean", "all"]
+    assert float(rows[4]["accuracy"]) == r.accuracy and rows[4]["dice"] == ""  # the share of voxels right (QA h4)
     assert float(rows[0]["dice"]) == r.per_class[1]["dice"]
     assert rows[2]["dice"] == ""  # not applicable
     assert float(rows[3]["dice"]) == pytest.approx(r.mean_dice)
@@ -522,7 +523,7 @@ def test_class_names_in_tables_json_and_csv(tmp_path):
     assert Report.from_dict(json.loads(json.dumps(d))).class_names == r.class_names
     with open(r.to_csv(tmp_path / "n.csv"), newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [row["name"] for row in rows] == ["pore", "nickel", "YSZ", ""]
+    assert [row["name"] for row in rows] == ["pore", "nickel", "YSZ", "", ""]
     listed = evaluate(PRED, TRUTH, class_names=["nickel", "YSZ"])  # a model's names of labels 1, 2
     assert listed.class_names == {1: "nickel", 2: "YSZ"}
     assert evaluate(PRED, TRUTH).to_dict()["class_names"] is None

@@ -306,3 +306,61 @@ def test_a_batch_records_each_inputs_own_voxel_size_and_origin(tmp_path, model):
         segment_many({"a": img}, model, per_input={"a": {"tile": 32}}, **KW)
     with pytest.raises(InputError, match=r"per_input\['a'\] is None: give a dict"):
         segment_many({"a": img}, model, per_input={"a": None}, **KW)
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["imagej", "bigtiff"])
+def test_label_tiffs_keep_voxel_size_and_origin_for_any_reader(tmp_path, monkeypatch, big):
+    """QA h4 (outputs in other tools): label TIFFs over 4 GB (BigTIFF) wrote their resolution without a unit, so
+    readers took 0.25 um voxels for 6350 um (inches) and lost z; TIFFs of a translated image dropped the origin
+    (it was only in the JSON), so the labels reopened away from their image, in Fiji too."""
+    import tifffile
+
+    from napari_xrayseg.core import batch
+    from napari_xrayseg.core.io import read_origin, read_voxel_size
+
+    if big:
+        monkeypatch.setattr(batch, "BIGTIFF_VOXELS", 10)
+    meta = {"voxel_size": [0.5, 0.25, 0.25], "unit": "um", "origin": [10.0, 20.0, 30.0]}
+    labels = np.ones((3, 8, 8), np.uint8)
+    path = batch._write_tiff(tmp_path / "l.tif", labels, meta, overwrite=False, inputs=[])
+    assert read_voxel_size(path) == ((0.5, 0.25, 0.25), "um")
+    assert read_origin(path) == ((10.0, 20.0, 30.0), "um")
+    with tifffile.TiffFile(str(path)) as tif:  # what other readers see
+        assert tif.is_bigtiff == big
+        page = tif.pages[0]
+        if big:  # pixels per centimetre: 0.25 um = 40000 px/cm
+            assert page.tags["ResolutionUnit"].value == 3
+            x = page.tags["XResolution"].value
+            assert x[0] / x[1] == pytest.approx(40000)
+        else:  # Fiji's calibration and origin (pixels: position = (i - origin) x size)
+            ij = tif.imagej_metadata
+            assert ij["unit"] == "um" and ij["spacing"] == 0.5
+            assert (ij["zorigin"], ij["yorigin"], ij["xorigin"]) == (-20.0, -80.0, -120.0)
+
+
+def test_imagej_origin_and_a_plain_tiff_without_z(tmp_path, caplog):
+    """A crop Fiji saved records its origin as ImageJ xorigin/yorigin/zorigin; a plain TIFF (resolution tags alone)
+    has no z size: taken equal to x, now with a warning as for an OME-TIFF (QA h4: TPB 47 % high, silently)."""
+    import tifffile
+
+    from napari_xrayseg.core.io import read_origin, read_voxel_size
+
+    vol = np.zeros((4, 8, 8), np.uint8)
+    tifffile.imwrite(
+        tmp_path / "fiji.tif",
+        vol,
+        imagej=True,
+        resolution=(4.0, 4.0),
+        metadata={"unit": "um", "spacing": 0.5, "xorigin": -8.0, "yorigin": -4.0, "zorigin": -2.0},
+    )
+    assert read_origin(tmp_path / "fiji.tif") == ((1.0, 1.0, 2.0), "um")
+    tifffile.imwrite(
+        tmp_path / "plain.tif",
+        vol,
+        resolution=(40000.0, 40000.0),
+        resolutionunit="CENTIMETER",
+        photometric="minisblack",
+    )
+    with caplog.at_level("WARNING"):
+        assert read_voxel_size(tmp_path / "plain.tif") == ((0.25, 0.25, 0.25), "um")
+    assert "records no z voxel size (plain resolution tags)" in caplog.text

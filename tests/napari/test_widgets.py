@@ -662,3 +662,14 @@ def test_reader_says_when_each_slice_decodes_a_large_row_of_chunks(tmp_path, mon
     reader.get_reader(str(tmp_path / "deep.zarr"))
     assert len(said) == 1 and "chunks 8 slices deep: each slice shown decodes 0.00012 GiB" in said[0]
     assert "A big zarr is slow to browse in napari" in said[0]
+
+
+def test_reader_places_a_label_tiff_at_its_origin(tmp_path):
+    """QA h4: a segmentation saved as TIFF reopened at 0, away from its translated image (zarr kept the origin)."""
+    from napari_xrayseg._napari.reader import get_reader
+    from napari_xrayseg.core import batch
+
+    meta = {"voxel_size": [0.5, 0.25, 0.25], "unit": "um", "origin": [10.0, 20.0, 30.0], "classes": [1, 2, 3]}
+    path = batch._write_tiff(tmp_path / "l.tif", np.ones((3, 8, 8), np.uint8), meta, overwrite=False, inputs=[])
+    ((_, kw, kind),) = get_reader(str(path))(str(path))
+    assert kind == "labels" and tuple(kw["scale"]) == (0.5, 0.25, 0.25) and tuple(kw["translate"]) == (10, 20, 30)

@@ -76,14 +76,14 @@ def read_tiff(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any], str]]:
     from ..core.io import open_volume, read_class_names, read_voxel_size
     from ..core.io import tiff_output_meta as _tiff_meta
     from ..core.units import image_label_properties
-    from ._layers import label_colormap, label_features, physical_placement
+    from ._layers import label_colormap, label_features
 
     p = Path(path)
     arr = open_volume(p)  # a memory map or pages read on demand: nothing read yet
     # not the memory map itself: dask copies a numpy array's chunks when it builds the graph (the whole file)
     data = da.from_array(_Pages(arr), chunks=(1, *arr.shape[1:]) if arr.ndim == 3 else arr.shape)
     found = read_voxel_size(p)
-    kw: dict[str, Any] = {"name": p.stem, **physical_placement(*(found or (None, None)), arr.shape)}
+    kw: dict[str, Any] = {"name": p.stem, **_placed(p, arr.shape, found)}  # with its origin (QA: labels moved)
     meta = _tiff_meta(p)
     if not (isinstance(meta, dict) and isinstance(meta.get("classes"), list)):
         return [(data, kw, "image")]
@@ -243,7 +243,7 @@ def _say_deep_chunks(name: str, arr: Any) -> None:
 
 
 def _placed(p: Path, shape: tuple[int, ...], found: Any) -> dict[str, Any]:
-    """Scale, units and translate of a layer of the zarr store ``p``: its voxel size and origin.
+    """Scale, units and translate of a layer of the zarr store or TIFF ``p``: its voxel size and origin.
 
     QA: a saved segmentation of a translated image reopened at 0, away from its image; an OME-Zarr
     translation was ignored.

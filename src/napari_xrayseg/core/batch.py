@@ -439,6 +439,10 @@ def _fingerprint(cfg: SegmentConfig, digest: str, shape: tuple[int, ...], source
     )
 
 
+#: Label TIFFs of more voxels are BigTIFF (ImageJ's format ends at 4 GB; 2^26 left for the tags).
+BIGTIFF_VOXELS = 2**32 - 2**26
+
+
 def _write_tiff(path: Path, labels: Any, meta: dict[str, Any], *, overwrite: bool, inputs: Sequence[Any]) -> Path:
     """Write a label array (zarr, read a slice at a time) as a TIFF: ImageJ below 4 GB, else BigTIFF.
 
@@ -454,15 +458,26 @@ def _write_tiff(path: Path, labels: Any, meta: dict[str, Any], *, overwrite: boo
     if vox:
         kw["resolution"] = (1.0 / float(vox[-1]), 1.0 / float(vox[-2]))
     payload = {_TIFF_META: meta}
-    big = math.prod(shape) > 2**32 - 2**26
+    physical = bool(vox and unit and unit != "voxel")
+    big = math.prod(shape) > BIGTIFF_VOXELS
     if big:
-        kw.update(bigtiff=True, metadata=payload)
+        kw.update(bigtiff=True, metadata=payload, photometric="minisblack")  # 3 slices are no RGB planes
+        kw.pop("resolution", None)  # without a unit other readers take it in inches (QA: 6350 um voxels)
+        if physical:
+            from .units import to_unit
+
+            kw["resolution"] = tuple(1.0 / to_unit(float(v), unit, "cm") for v in (vox[-1], vox[-2]))
+            kw["resolutionunit"] = "CENTIMETER"
     else:
         ij: dict[str, Any] = {"axes": "ZYX" if len(shape) == 3 else "YX", "Info": json.dumps(payload)}
-        if vox and unit and unit != "voxel":
+        if physical:
             ij["unit"] = "um" if unit == "um" else unit
             if len(shape) == 3:
                 ij["spacing"] = float(vox[0])
+            origin = meta.get("origin")
+            if origin and len(origin) >= len(shape):  # ImageJ's origin, in pixels: position = (i - origin) x size
+                for a, o, v in zip("zyx"[-len(shape) :], origin[-len(shape) :], vox[-len(shape) :]):
+                    ij[f"{a}origin"] = -float(o) / float(v)
         kw.update(imagej=True, metadata=ij)
 
     def pages() -> Iterable[np.ndarray]:

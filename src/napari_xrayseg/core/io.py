@@ -1313,11 +1313,14 @@ def read_origin(path: str | os.PathLike, *, dataset: str | None = None) -> tuple
     From a zarr store: the OME-Zarr ``translation`` of the chosen (default: first) level, with the
     multiscale's own transformations, on the space axes; or the ``origin`` attribute an output of
     :func:`~napari_xrayseg.segment` records (the image layer's or file's). In the unit of
-    :func:`read_voxel_size` (``"voxel"`` without one). Other formats record none here.
+    :func:`read_voxel_size` (``"voxel"`` without one). From a TIFF: what a label TIFF of ``xrayseg predict``
+    records, else ImageJ's ``xorigin``, ``yorigin``, ``zorigin`` (pixels). Other formats record none here.
     """
     from .units import normalize_unit
 
     p, dataset = _split_dataset(path, dataset)
+    if p.suffix.lower() in _TIFF and p.is_file():
+        return _tiff_origin(p)
     if not (p.suffix.lower() == ".zarr" or (p.is_dir() and _is_zarr_dir(p))):  # a folder of TIFF slices: none (QA)
         return None
     try:
@@ -1334,6 +1337,36 @@ def read_origin(path: str | os.PathLike, *, dataset: str | None = None) -> tuple
         return tuple(origin[-3:]), normalize_unit(unit)
     except (InputError, OSError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
         log.warning("ignoring the origin metadata of %s (%s: %s)", p, type(e).__name__, e)
+        return None
+
+
+def _tiff_origin(p: Path) -> tuple[tuple[float, ...], str] | None:
+    """A TIFF's origin: what our label TIFFs record, else ImageJ's ``xorigin`` ... (in pixels; Fiji's crops).
+
+    QA: a segmentation saved as TIFF reopened away from its image (its origin was only in the JSON).
+    """
+    from .units import normalize_unit
+
+    own = tiff_output_meta(p) or {}
+    origin = own.get("origin")
+    if isinstance(origin, list) and origin and all(isinstance(v, (int, float)) for v in origin):
+        return tuple(float(v) for v in origin[-3:]), normalize_unit(own.get("unit") or "voxel")
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(str(p)) as tif:
+            ij = tif.imagej_metadata or {}
+            ndim = len(tif.series[0].shape)
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+    axes = "zyx"[-min(ndim, 3) :]
+    if not any(f"{a}origin" in ij for a in axes):
+        return None
+    found = read_voxel_size(p)
+    size, unit = (found[0][-len(axes) :], found[1]) if found else ([1.0] * len(axes), "voxel")
+    try:
+        return tuple(-float(ij.get(f"{a}origin", 0.0)) * float(v) for a, v in zip(axes, size)), normalize_unit(unit)
+    except (TypeError, ValueError):
         return None
 
 
@@ -1484,6 +1517,10 @@ PRINT_DPI = frozenset({1.0, 72.0, 96.0, 150.0, 300.0, 600.0, 1200.0})
 
 
 def _tiff_voxel_size(p: Path) -> tuple[list[float], str | None] | None:
+    own = tiff_output_meta(p) or {}  # our own label TIFFs record it exactly (a BigTIFF has no ImageJ spacing)
+    vox, unit = own.get("voxel_size"), own.get("unit")
+    if isinstance(vox, list) and len(vox) in (2, 3) and isinstance(unit, str) and unit != "voxel":
+        return ([float(vox[1]), *map(float, vox)] if len(vox) == 2 else [float(v) for v in vox]), unit
     with _tiff_file(p)[0] as tif:
         if tif.ome_metadata:
             found = _ome_xml_size(tif.ome_metadata)
@@ -1519,6 +1556,14 @@ def _tiff_voxel_size(p: Path) -> tuple[list[float], str | None] | None:
         # ImageJ leaves spacing out when it is 1 (its own reader's default); a TIFF without
         # ImageJ metadata records no z size at all: assumed equal to x
         sz = float(ij["spacing"]) if "spacing" in ij else 1.0 if ij else sx
+        if not ij and len(tif.series[0].shape) >= 3 and tif.series[0].shape[0] > 1:  # as for an OME-TIFF (QA)
+            log.warning(
+                "%s records no z voxel size (plain resolution tags), only x %g %s: taking z = x; give the voxel "
+                "size (--voxel-size Z Y X, voxel_size=) if the slices are spaced otherwise",
+                p,
+                sx,
+                unit,
+            )
         return [sz, sy, sx], unit
 
 
