@@ -320,7 +320,9 @@ def test_label_tiffs_keep_voxel_size_and_origin_for_any_reader(tmp_path, monkeyp
 
     if big:
         monkeypatch.setattr(batch, "BIGTIFF_VOXELS", 10)
-    meta = {"voxel_size": [0.5, 0.25, 0.25], "unit": "um", "origin": [10.0, 20.0, 30.0]}
+    from napari_xrayseg.core.units import label_color
+
+    meta = {"voxel_size": [0.5, 0.25, 0.25], "unit": "um", "origin": [10.0, 20.0, 30.0], "classes": [1, 2, 3]}
     labels = np.ones((3, 8, 8), np.uint8)
     path = batch._write_tiff(tmp_path / "l.tif", labels, meta, overwrite=False, inputs=[])
     assert read_voxel_size(path) == ((0.5, 0.25, 0.25), "um")
@@ -334,7 +336,10 @@ def test_label_tiffs_keep_voxel_size_and_origin_for_any_reader(tmp_path, monkeyp
             assert x[0] / x[1] == pytest.approx(40000)
         else:  # Fiji's calibration and origin (pixels: position = (i - origin) x size)
             ij = tif.imagej_metadata
-            assert ij["unit"] == "um" and ij["spacing"] == 0.5
+            assert ij["unit"] == "um" and ij["spacing"] == 0.5 and ij["Ranges"] == (0.0, 255.0)
+            assert tuple(np.asarray(ij["LUTs"]).reshape(-1, 3, 256)[0][:, 1]) == tuple(
+                round(255 * c) for c in label_color(1)
+            )
             assert (ij["zorigin"], ij["yorigin"], ij["xorigin"]) == (-20.0, -80.0, -120.0)
 
 

@@ -470,6 +470,14 @@ def _write_tiff(path: Path, labels: Any, meta: dict[str, Any], *, overwrite: boo
             kw["resolutionunit"] = "CENTIMETER"
     else:
         ij: dict[str, Any] = {"axes": "ZYX" if len(shape) == 3 else "YX", "Info": json.dumps(payload)}
+        classes = [int(c) for c in meta.get("classes") or () if isinstance(c, int) and 0 < c < 256]
+        if classes:  # Fiji shows the labels in napari's colours over 0..max, not near-black grey (QA h4)
+            from .units import label_color
+
+            lut = np.zeros((3, 256), np.uint8)
+            for v in range(1, 256):
+                lut[:, v] = [round(255 * c) for c in label_color(v)]
+            ij.update(Ranges=(0.0, 255.0), LUTs=[lut])
         if physical:
             ij["unit"] = "um" if unit == "um" else unit
             if len(shape) == 3:
