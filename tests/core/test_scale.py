@@ -62,6 +62,15 @@ def test_resume_after_cancel_equals_clean_run(tmp_path, vol, tiny_model):
     assert steps == []
 
 
+def _reader_data(path):
+    """What the plugin's reader gives napari for an output: a dask array (level 0 of a pyramid)."""
+    import dask.array as da
+
+    from napari_xrayseg.core.writer import output_levels
+
+    return da.from_zarr(output_levels(path)[0])
+
+
 @pytest.mark.parametrize("pyramid", [False, True])
 def test_an_unfinished_output_is_not_measured(tmp_path, vol, tiny_model, pyramid):
     """Its missing slabs read as 0: evaluate and analyze refuse it (and name --resume) until it is finished."""
@@ -80,6 +89,9 @@ def test_an_unfinished_output_is_not_measured(tmp_path, vol, tiny_model, pyramid
         lambda: evaluate(open_volume(out), truth),
         lambda: evaluate(truth, open_volume(out)),
         lambda: analyze(open_volume(out), tortuosity=False),
+        # the napari reader's layer data (dask over the store; QA h5: the Evaluate and Analyze widgets scored it)
+        lambda: evaluate(_reader_data(out), truth),
+        lambda: analyze(_reader_data(out), tortuosity=False),
     ):
         with pytest.raises(InputError, match=r"unfinished predict run \(2 slabs done.*--resume"):
             measure()

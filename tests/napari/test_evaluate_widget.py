@@ -188,3 +188,20 @@ def test_layers_drawn_at_another_scale_are_warned_about(make_napari_viewer, qtbo
         len(said) == 1
         and "'truth' is drawn at scale (2, 1, 1), translate (0, 0, 0), 'prediction' at (1, 1, 1)" in (said[0])
     )
+
+
+def test_the_users_pick_of_prediction_stays_when_a_segmentation_is_added(make_napari_viewer):
+    """QA h5: the user picked 'otsu' as Prediction; Segment then added 'img labels' and the box switched to it, so
+    the next Evaluate scored a layer the user had not chosen. The summary now names both layers too."""
+    from napari_xrayseg._napari.evaluate_widget import EvaluateWidget
+
+    viewer = make_napari_viewer()
+    truth = np.ones((2, 8, 8), np.uint8)
+    viewer.add_labels(truth, name="truth")
+    otsu = viewer.add_labels(truth.copy(), name="otsu")
+    viewer.add_labels(truth.copy(), name="other")
+    w, fresh = EvaluateWidget(viewer), EvaluateWidget(viewer)
+    assert w._pred.value is not otsu
+    w._pred.value = otsu  # the user's pick; fresh has none
+    made = viewer.add_labels(truth.copy(), name="img labels", metadata={"napari_xrayseg": {"model": {"arch": "unet"}}})
+    assert w._pred.value is otsu and fresh._pred.value is made  # unpicked: the new segmentation is what to score

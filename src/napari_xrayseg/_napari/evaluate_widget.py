@@ -152,9 +152,17 @@ class EvaluateWidget(JobWidget):
         self.span(self._plot_box, self._summary)  # the whole width: a readable plot and summary
         self._set_result_enabled(False)
         self._plot_box.visible = False  # shown with a report that has per-slice scores
+        # the user's pick of Prediction is kept when a segmentation is added (QA h5: it switched to the new layer
+        # and the next Evaluate scored a layer the user had not chosen); the widget's own guesses are not picks
+        self._pred_picked, self._guessing = False, False
+        self._pred.changed.connect(self._on_pred_changed)
         self._follow_layers(viewer, self._on_layers_changed)
 
     # ---- layer choices
+
+    def _on_pred_changed(self, *_: Any) -> None:
+        if not self._guessing:
+            self._pred_picked = True
 
     def _labels_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [(ly.name, ly) for ly in self._viewer.layers if isinstance(ly, Labels)]
@@ -164,12 +172,20 @@ class EvaluateWidget(JobWidget):
         return [ly for _, ly in self._labels_choices() if not never_annotations(ly)]
 
     def _on_layers_changed(self, event: Any = None) -> None:
+        self._guessing = True
+        try:
+            self._choose_layers(event)
+        finally:
+            self._guessing = False
+
+    def _choose_layers(self, event: Any) -> None:
         self.reset_choices()
         layers = self._candidates()
         if len(layers) < 2:
             return
         new = getattr(event, "value", None) if getattr(event, "type", None) == "inserted" else None
-        if new is not None and made_by_model(new) and not made_by_model(self._pred.value):
+        picked = self._pred_picked and self._pred.value in layers
+        if new is not None and made_by_model(new) and not made_by_model(self._pred.value) and not picked:
             # a model's segmentation just made (Segment, Train's run): that is what to score (QA: the
             # painted annotations stayed the Prediction, and scored 0.12 against the truth)
             self._pred.value = new
@@ -195,6 +211,7 @@ class EvaluateWidget(JobWidget):
         if self.runner.running:
             self.runner.cancel()
             return
+        self._pred_picked = True  # scored once: the user's choice from now on
         try:
             kwargs, context = self._inputs()
         except XraysegError as e:
@@ -262,7 +279,9 @@ class EvaluateWidget(JobWidget):
     def _show(self, report: Report, context: dict[str, Any]) -> None:
         report.provenance = with_layers(report.provenance, **context.pop("layers"))  # kept: no layer references
         self.report, self._context = report, context
-        self._summary.value = self._summary_text(report)
+        self._summary.value = f"{context['pred_name']!r} against {context['truth_name']!r}\n" + self._summary_text(
+            report
+        )
         rows = report.rows()
         self._table.value = {
             "data": [
