@@ -778,12 +778,20 @@ def _cmd_self_train(a: argparse.Namespace) -> int:
     return 0
 
 
-def _voxel_size(a: argparse.Namespace, path: str, dataset: str | None) -> tuple[tuple[float, ...], str] | None:
-    """``--voxel-size``/``--unit`` if given, else what the file records (converted to ``--unit``)."""
+def _voxel_size(
+    a: argparse.Namespace, path: str, dataset: str | None, ndim: int = 3
+) -> tuple[tuple[float, ...], str] | None:
+    """``--voxel-size``/``--unit`` if given, else what the file records (converted to ``--unit``).
+
+    ``ndim`` 2: a section's pixel size (y x; a z y x size gives its y and x).
+    """
     from .core.io import read_voxel_size
     from .core.units import pick_voxel_size
 
-    return pick_voxel_size(a.voxel_size, a.unit, None if a.voxel_size else read_voxel_size(path, dataset=dataset))
+    given = a.voxel_size
+    if ndim == 2 and given is not None and len(given) == 3:
+        given = given[1:]
+    return pick_voxel_size(given, a.unit, None if given else read_voxel_size(path, dataset=dataset), ndim=ndim)
 
 
 def _outputs_free(
@@ -864,7 +872,7 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
         same_shape([labels, truth], ["--labels", "--truth"])
     if spread:
         same_shape([labels, *spread], ["--labels", *(f"--spread {p}" for p in a.spread)])
-    found = _voxel_size(a, a.labels, a.dataset)
+    found = _voxel_size(a, a.labels, a.dataset, ndim=2 if len(labels.shape) == 2 else 3)
     if found is None:
         unit = f" (--unit {a.unit} converts a voxel size: give one with it)" if a.unit else ""
         print(
@@ -953,7 +961,7 @@ def _add_voxel_size(p: argparse.ArgumentParser, default: str = "default: what th
         nargs="+",
         default=None,
         metavar="V",
-        help=f"voxel size: one number (isotropic) or three (z y x); {default}",
+        help=f"voxel size: one number (isotropic) or three (z y x; y x for a 2D image); {default}",
     )
     p.add_argument(
         "--unit",
@@ -2058,6 +2066,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         sys.stdout = said  # type: ignore[assignment]
         rc = int(args.func(args) or 0)
+        if said.failed is not None and args.command in STDOUT_PRODUCTS:  # what it makes is its printout (review)
+            return fail(f"cannot write standard output ({said.failed}): its result is lost; run it again", 2)
         if said.failed is not None:
             print(
                 f"xrayseg {args.command}: warning: standard output could not be written ({said.failed}): its "
@@ -2092,6 +2102,10 @@ def _run(args: argparse.Namespace) -> int:
         )
     finally:
         sys.stdout = said.stream
+
+
+#: Commands whose result is what they print (JSON, slice indices): a failed standard output fails them.
+STDOUT_PRODUCTS = ("model-info", "info", "suggest")
 
 
 class _SafeStdout:

@@ -119,3 +119,25 @@ def test_a_sample_cut_short_leaves_no_half_sample_and_a_failed_report_set_keeps_
     monkeypatch.setattr(figures, "save_figures", full)
     assert main([*pair, *out, "--overwrite", "--names", "a", "b", "c"]) == 2
     assert (tmp_path / "r.json").read_bytes() == before  # the set stays the old one
+
+
+def test_a_command_whose_result_is_its_printout_fails_when_stdout_cannot_be_written(tmp_path, monkeypatch, capsys):
+    """Review: `xrayseg model-info m > info.json` on a full disk exited 0 with an empty file once stdout failures
+    became warnings; commands whose product is their printout (model-info, info, suggest) fail."""
+    assert main(["init-model", "--out", str(tmp_path / "m"), "--size", "tiny"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdout", _FullDisk())
+    assert main(["model-info", str(tmp_path / "m.safetensors")]) == 2
+    assert "cannot write standard output (No space left on device): its result is lost" in capsys.readouterr().err
+
+
+def test_typed_numbers_take_a_decimal_comma_but_not_a_thousands_group():
+    from napari_xrayseg._napari._layers import nodata_value, typed_number
+    from napari_xrayseg.core.errors import InputError
+
+    assert (typed_number("0,02"), typed_number("0,025"), typed_number(" 12,5 ")) == (0.02, 0.025, 12.5)
+    for ambiguous in ("1,000", "-1,000", "65,535"):  # review: -1,000 was read as -1
+        with pytest.raises(ValueError, match="ambiguous"):
+            typed_number(ambiguous)
+    with pytest.raises(InputError, match="No-data value"):
+        nodata_value("-1,000")

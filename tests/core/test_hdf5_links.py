@@ -51,3 +51,22 @@ def test_external_raw_data_is_read_beside_the_file_from_any_folder(tmp_path, vol
     (tmp_path / "raw.bin").unlink()
     with pytest.raises(InputError, match=r"ext.h5:/data reads its voxels from raw.bin, which is missing"):
         open_volume(tmp_path / "ext.h5")
+
+
+def test_a_virtual_dataset_with_absolute_sources_copied_beside_it_reads(tmp_path, vol):
+    """Review: a beamline VDS names its sources by absolute paths; copied together with them, HDF5 finds them
+    beside the file by name, and the new check refused it ("missing: copy them beside")."""
+    import shutil
+
+    beam = tmp_path / "beamline"
+    beam.mkdir()
+    with h5py.File(beam / "part.h5", "w") as f:
+        f["a"] = vol
+    lay = h5py.VirtualLayout(shape=vol.shape, dtype=vol.dtype)
+    lay[:] = h5py.VirtualSource(str(beam / "part.h5"), "a", shape=vol.shape)
+    with h5py.File(beam / "master.h5", "w") as f:
+        f.create_virtual_dataset("recon", lay, fillvalue=0)
+    copied = tmp_path / "copied"
+    shutil.copytree(beam, copied)
+    shutil.rmtree(beam)
+    np.testing.assert_array_equal(read_block(open_volume(copied / "master.h5"), ...), vol)

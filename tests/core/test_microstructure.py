@@ -961,3 +961,20 @@ def test_whole_number_float_labels_are_analysed_as_their_integers():
     assert got["phases"] == want["phases"] and got["tpb_density"] == want["tpb_density"]
     with pytest.raises(InputError, match=r"labels hold non-integer values \(e.g. 0.5\) in a float32 array"):
         analyze(labels.astype(np.float32) + 0.5)
+
+
+def test_a_section_uses_its_recorded_pixel_size_and_a_one_slice_volume_is_a_section(tmp_path, caplog):
+    """Review: a 2D TIFF's recorded pixel size was dropped (numbers in pixels), and a (1, Y, X) volume went down the
+    volume's path (S_V 2/3 of the section's estimate)."""
+    import tifffile
+
+    disk = _disk(96, 16.0)
+    tifffile.imwrite(tmp_path / "sec.tif", disk, imagej=True, resolution=(2.0, 2.0), metadata={"unit": "um"})
+    m = ms.analyze(tmp_path / "sec.tif")
+    assert m.unit == "um" and m.voxel_size == (0.5, 0.5)
+    want = ms.analyze(disk)
+    with caplog.at_level("WARNING"):
+        one = ms.analyze(np.stack([disk, disk])[:1])
+    assert "one slice deep (slice 0): measured as a 2D section" in caplog.text
+    assert one.section == want.section and one.phases[1].specific_surface_area == want.phases[1].specific_surface_area
+    assert ms.analyze(np.stack([disk, disk]), region="1:2,0:96,0:96").section == want.section

@@ -106,6 +106,18 @@ def test_a_folder_with_a_gap_or_another_file_is_not_stacked_silently(recon, tmp_
     st = open_volume(signed)
     assert st[:, 0, 0].tolist() == list(range(8)) and "missing" not in caplog.text
 
+    for names in (  # review: a second number (a position, a time tag) in the names, an unsigned zero
+        [f"slice_{k:04d}_z{k / 2:.1f}mm.tif" for k in range(6)],
+        [f"rec_{k:05d}_t{(4 * k) % 10:02d}.tif" for k in range(6)],
+        ["z-002.tif", "z-001.tif", "z000.tif", "z+001.tif", "z+002.tif"],
+    ):
+        d2 = tmp_path / names[0].split(".")[0]
+        d2.mkdir()
+        for k, name in enumerate(names):
+            tifffile.imwrite(d2 / name, np.full((4, 4), k, np.uint8))
+        caplog.clear()
+        assert open_volume(d2)[:, 0, 0].tolist() == list(range(len(names))) and "missing" not in caplog.text
+
     every_other = tmp_path / "every_other"  # a fixed step is no gap (every second slice exported)
     every_other.mkdir()
     for k in range(0, 10, 2):

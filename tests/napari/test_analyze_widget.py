@@ -272,3 +272,23 @@ def test_analyze_widget_on_a_2d_section(make_napari_viewer, qtbot, tmp_path):
     np.testing.assert_allclose(points.data[0], (23.5, 23.5), atol=0.51)  # the corner where the three meet
     shot = viewer.screenshot(canvas_only=True)
     assert shot.ndim == 3 and shot[..., :3].std() > 0  # the section and its point are drawn
+
+
+def test_analyze_widget_envelope_of_a_2d_section(make_napari_viewer, qtbot):
+    """Review: with *Surrounded by label* set on a 2D section, Add envelope layer raised (2D rows reached the
+    envelope of 3D slices)."""
+    viewer = make_napari_viewer()
+    lab = np.ones((64, 64), np.uint8)  # a disk of phases 2 and 3 in air (1)
+    yy, xx = np.mgrid[:64, :64]
+    disk = (yy - 32) ** 2 + (xx - 32) ** 2 < 24**2
+    lab[disk] = np.where(xx[disk] < 32, 2, 3)
+    viewer.add_labels(lab, name="pillar")
+    w = AnalyzeWidget(viewer)
+    w._labels.value = viewer.layers["pillar"]
+    w._envelope.value = 1
+    w._run.clicked.emit()
+    _wait(qtbot, w)
+    assert w.result is not None and w.result.sample_voxels == pytest.approx(disk.sum(), rel=0.05)
+    w._add_envelope.clicked.emit()
+    env = [ly for ly in viewer.layers if ly is not viewer.layers["pillar"]]
+    assert len(env) == 1 and env[0].data.shape == (64, 64)

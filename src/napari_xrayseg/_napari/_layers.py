@@ -455,15 +455,20 @@ def typed_number(text: str) -> float:
 
     QA: "0,02" was refused in a German locale, where the spin boxes beside the field show "0,25".
 
-    >>> typed_number(" 0,02 "), typed_number("1e-3"), typed_number("1.5")
-    (0.02, 0.001, 1.5)
+    >>> typed_number(" 0,02 "), typed_number("1e-3"), typed_number("1.5"), typed_number("0,025")
+    (0.02, 0.001, 1.5, 0.025)
 
     Raises
     ------
     ValueError
-        If the text is no number (``"1,000.5"`` is none: a thousands separator is not guessed at).
+        If the text is no number (``"1,000.5"`` is none), or a comma before three digits (``"1,000"``:
+        a thousand, or one?).
     """
+    import re
+
     text = str(text).strip()
+    if re.fullmatch(r"[-+]?[1-9]\d{0,2},\d{3}", text):  # 1,000: a thousand or one? (review: -1,000 became -1)
+        raise ValueError(f"{text!r} is ambiguous: write 1000 or 1.0")
     if text.count(",") == 1 and "." not in text:
         text = text.replace(",", ".")
     return float(text)

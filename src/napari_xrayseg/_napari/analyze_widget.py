@@ -99,7 +99,9 @@ def _iter_job(
     envelope = None
     if kwargs.get("envelope") is not None:  # lazy: computed slice by slice as napari shows it
         outside = kwargs.get("outside")
-        envelope = sample_envelope_lazy(labels, kwargs["envelope"], outside=0 if outside is None else outside)
+        whole = labels[None] if labels.ndim == 2 else labels  # a section: its one slice (review: it raised)
+        envelope = sample_envelope_lazy(whole, kwargs["envelope"], outside=0 if outside is None else outside)
+        envelope = envelope[0] if labels.ndim == 2 else envelope
     return {"result": m, "interval": interval, "points": points, "envelope": envelope}
 
 

@@ -517,10 +517,10 @@ def _check_scratch_space(out: Path, shape: tuple[int, ...], passes: int, classes
 def _size(n: float) -> str:
     """Bytes in words (QA: "about 0.0 GB, and 0.0 GB are free").
 
-    >>> _size(2.4e9), _size(3.1e8), _size(4.2e6), _size(1.2e4)
-    ('2.4 GB', '310 MB', '4.2 MB', '0.1 MB')
+    >>> _size(2.4e9), _size(3.1e8), _size(9_999_999), _size(4.2e6), _size(0)
+    ('2.4 GB', '310 MB', '10 MB', '4.2 MB', '0.0 MB')
     """
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{max(n / 1e6, 0.1):.1f} MB" if n < 1e7 else f"{n / 1e6:.0f} MB"
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB" if n >= 9.95e6 else f"{n / 1e6:.1f} MB"
 
 
 class LocalExecutor:

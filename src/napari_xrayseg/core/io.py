@@ -202,8 +202,9 @@ def slice_files(folder: str | os.PathLike) -> list[Path]:
 def _stack_order(files: list[Path], folder: Any) -> list[Path]:
     """The slice files of one volume in the order of their running number; a gap in the numbers is warned about.
 
-    The running number is the last digit run that differs between the names (signed where the names carry
-    both ``+`` and ``-`` before it: ``z-004`` .. ``z+003``).
+    The files are ordered by every number that differs between the names, left to right (signed where
+    some names have a minus before it: ``z-004`` .. ``z+003``); the gaps are those of the one number
+    that differs in every name.
 
     Raises
     ------
@@ -227,16 +228,24 @@ def _stack_order(files: list[Path], folder: Any) -> list[Path]:
     varying = [i for i in range(1, len(parts[0]), 2) if len({p[i] for p in parts}) > 1]
     if not varying or len(files) < 2:
         return files
-    i = varying[-1]
-    signs = {p[i - 1][-1:] for p in parts}
-    signed = {"+", "-"} <= signs and signs <= {"+", "-"}
-    num = [int(p[i]) * (-1 if signed and p[i - 1].endswith("-") else 1) for p in parts]
-    order = sorted(range(len(files)), key=lambda k: num[k])
-    files, num = [files[k] for k in order], sorted(num)
+    # a number is signed where some names have a minus before it and others not (z-002, z000, z+001)
+    signed = {i for i in varying if len({p[i - 1].endswith("-") for p in parts}) == 2}
+
+    def number(p: list[str], i: int) -> int:
+        return int(p[i]) * (-1 if i in signed and p[i - 1].endswith("-") else 1)
+
+    # every varying number, left to right: natural order of the parts that differ (review: slice_0001_z0.5mm.tif
+    # sorted by its last number interleaved the slices)
+    order = sorted(range(len(files)), key=lambda k: tuple(number(parts[k], i) for i in varying))
+    files = [files[k] for k in order]
+    index = next((i for i in varying if len({p[i] for p in parts}) == len(parts)), None)  # the slice number
+    if index is None:
+        return files
+    num = sorted(number(p, index) for p in parts)
     steps = np.diff(num)
     step = int(np.gcd.reduce(steps)) if steps.size else 1
-    if step and (steps != step).any():
-        missing = sorted(set(range(num[0], num[-1] + 1, step)) - set(num))
+    missing = sorted(set(range(num[0], num[-1] + 1, step)) - set(num)) if step else []
+    if missing:
         shown = ", ".join(map(str, missing[:5])) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
         log.warning(
             "folder %s: slice %s missing (the files run from %d to %d): the slices after a gap sit closer to "
@@ -911,7 +920,11 @@ def _beside_the_file(f: Any, p: Path, dataset: str, files: list[str], kind: str)
     import h5py
 
     names = sorted({n for n in files if n != "."})  # "." : the file itself
-    missing = [n for n in names if not ((p.parent / n).exists() or Path(n).exists())]
+
+    def present(n: str) -> bool:  # HDF5 finds a virtual source by its name beside the file too (review)
+        return (p.parent / n).exists() or Path(n).exists() or (kind == "virtual" and (p.parent / Path(n).name).exists())
+
+    missing = [n for n in names if not present(n)]
     if missing:
         f.close()
         raise InputError(

@@ -1013,7 +1013,8 @@ class Report:
         Returns
         -------
         pandas.DataFrame
-            The :meth:`to_csv` rows; ``NaN`` marks n/a.
+            The :meth:`to_csv` rows but its ``all`` row (the share of voxels right is :attr:`accuracy`);
+            ``NaN`` marks n/a.
         """
         try:
             import pandas as pd

@@ -1253,22 +1253,25 @@ def iter_analyze(
     tortuosity_iter_limit: int = 20000,
     tortuosity_tol: float = 1e-2,
     cancel: CancelToken | None = None,
+    _as_volume: bool = False,
 ) -> Generator[Progress, None, Microstructure]:
     """Generator form of :func:`analyze`: yields :class:`Progress`, returns a :class:`Microstructure`.
 
     See :func:`analyze` for the parameters.
     """
-    if voxel_size is None and (unit is None or normalize_unit(unit) != "voxel"):
-        found = pick_voxel_size(None, unit, voxel_size_of(labels))  # what the labels' file records
-        if found is not None:
-            voxel_size, unit = found
     from .io import class_names_of, open_volume
     from .provenance import provenance
     from .writer import refuse_unfinished
 
     record = provenance({"labels": labels})
+    given = labels
     if isinstance(labels, (str, os.PathLike)):  # analyze("labels.zarr"), as segment and evaluate take paths
         labels = open_volume(labels)
+    if voxel_size is None and (unit is None or normalize_unit(unit) != "voxel"):
+        ndim = len(getattr(labels, "shape", ())) or 3  # a 2D section's file records two (review: ignored)
+        found = pick_voxel_size(None, unit, voxel_size_of(given), ndim=min(max(ndim, 2), 3))  # the file's
+        if found is not None:
+            voxel_size, unit = found
     refuse_unfinished(labels, "labels")
     if class_names is None:  # what the file records (a predict output names its phases)
         class_names = class_names_of(labels)
@@ -1282,6 +1285,13 @@ def iter_analyze(
         )
         unit = "voxel"
     u = normalize_unit(unit if unit is not None else ("voxel" if voxel_size is None else "um"))
+    if len(labels.shape) == 3 and not _as_volume:  # (the section's own pass is a one-slice volume)
+        (z0, z1), *plane = parse_region(region, labels.shape)
+        if z1 - z0 == 1:  # one slice deep: no z faces or edges, the volume's estimators do not apply (review)
+            log.warning(
+                "the region is one slice deep (slice %d): measured as a 2D section (stereological estimates)", z0
+            )
+            labels, region = read_block(labels, (z0,), what=f"labels (slice {z0})"), tuple(plane)
     if len(labels.shape) == 2:
         section = yield from _iter_section(
             labels,
@@ -1656,6 +1666,7 @@ def _iter_section(
         tortuosity=False,
         size_distribution=False,
         tpb_correction=tpb_correction,
+        _as_volume=True,
         **kw,
     )
     length_per_area = {}
@@ -1752,11 +1763,16 @@ def analyze(
     cancel: CancelToken | None = None,
     progress: Any = None,
 ) -> Microstructure:
-    """Measure the microstructure of a 3D label volume in physical units.
+    """Measure the microstructure of a 3D label volume, or of a 2D section, in physical units.
+
+    A 2D section (``labels`` of shape (Y, X), or a region one slice deep) gives its area fractions,
+    boundary length per area, triple points and mean chords, and the 3D numbers of an isotropic
+    structure by stereology (:attr:`Microstructure.section`, docs/analyze.md); ``connectivity``,
+    ``tortuosity`` and ``size_distribution`` need a volume and are left out for it.
 
     Parameters
     ----------
-    labels : array-like of shape (Z, Y, X)
+    labels : array-like of shape (Z, Y, X) or (Y, X)
         Integer labels, one value per phase (numpy, dask, zarr, h5py; read slab by slab).
     voxel_size : float or (z, y, x), optional
         Voxel size in ``unit``; one number means isotropic. None: what the labels' file
