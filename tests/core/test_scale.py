@@ -580,7 +580,9 @@ def test_an_orthoplane_run_without_room_for_its_passes_is_refused_before_it_star
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
     out = tmp_path / "o.zarr"
-    with pytest.raises(InputError, match=r"keeps its earlier passes' class probabilities .* 0.0 GB are free"):
+    with pytest.raises(
+        InputError, match=r"keeps its earlier passes' class probabilities .* about 0.2 MB, and 0.0 MB are free"
+    ):
         segment(vol, tiny_model, out=out, axes="zyx", **KW)
     assert not out.exists()
     segment(vol, tiny_model, out=out, **KW)  # one axis keeps no probabilities: not refused
