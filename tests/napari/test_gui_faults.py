@@ -137,11 +137,16 @@ def test_closing_napari_before_the_first_epoch_writes_nothing(make_napari_viewer
 
 
 @pytest.mark.parametrize("how", ["dock x", "napari closed"])
-def test_closing_the_dock_or_napari_mid_training_keeps_the_model_so_far(make_napari_viewer, qtbot, tmp_path, how):
+def test_closing_the_dock_or_napari_mid_training_keeps_the_model_so_far(
+    make_napari_viewer, qtbot, tmp_path, how, monkeypatch
+):
     """The dock's "x" only takes the widget out of its dock: the job is cancelled all the same (it ran on,
     out of reach, before), and what Cancel would save is saved."""
+    from napari_xrayseg._napari import train_widget
     from napari_xrayseg.core.models import load_model
 
+    said = []
+    monkeypatch.setattr(train_widget, "show_info", said.append)
     viewer = make_napari_viewer(show=True)
     w = _training(viewer, tmp_path)
     dock = viewer.window.add_dock_widget(w, name="Train")
@@ -158,6 +163,7 @@ def test_closing_the_dock_or_napari_mid_training_keeps_the_model_so_far(make_nap
     assert runner.token.cancelled
     m = load_model(tmp_path / "m.safetensors")  # saved, complete, loadable
     assert len(m.info.history) >= 1
+    assert any("training stopped as its panel closed; the model so far" in t for t in said)  # QA h5: said
     if how == "dock x":
         qtbot.wait(200)
         assert "img labels" not in viewer.layers  # no chained segmentation from a closed widget

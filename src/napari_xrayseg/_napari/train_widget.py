@@ -157,7 +157,15 @@ class TrainingPlot(Container):
 def _save_when_closed(model: Model | None, out: Any) -> None:
     """The model so far of a training stopped by closing its dock or napari, saved as Cancel saves it."""
     if model is not None:
-        log.info("training stopped as its window closed; the model so far saved to %s", save_model(model, out))
+        path = save_model(model, out)
+        said = (
+            f"training stopped as its panel closed; the model so far ({len(model.info.history)} epochs) saved to {path}"
+        )
+        log.info("%s", said)
+        try:  # napari may be closing too: then the log is all there is
+            show_info(said)  # QA h5: a file appeared without a word, and the next run's path was taken
+        except Exception:  # noqa: BLE001 - a notification must never lose the save
+            log.debug("no notification for the saved model", exc_info=True)
 
 
 class TrainWidget(JobWidget):
