@@ -177,7 +177,7 @@ class SegmentWidget(JobWidget):
             show_warning(warning)
         out = kwargs["out"]
         if kwargs.get("resume"):
-            show_info(f"{out} holds an unfinished run: finishing it (the slabs done are kept)")
+            show_info(f"{out} holds an unfinished run: finishing it if it was made from this image with these settings")
 
         def cancelled(_exc: Any) -> None:
             if out is not None and Path(out).exists():  # what was written stays: say where, and how to finish it
