@@ -861,8 +861,11 @@ def test_a_name_too_long_for_the_files_beside_it_is_refused_up_front(tmp_path, v
     limit = os.pathconf(tmp_path, "PC_NAME_MAX")  # 255 on most file systems
     fits = limit - 14  # ".NAME.xrayseg-lock" adds 14
     out = tmp_path / ("a" * (fits - 4) + ".zarr")  # one character too many
-    with pytest.raises(InputError, match=rf"is {fits + 1} characters: at most {fits} here .* add 14\); choose a short"):
+    with pytest.raises(InputError, match=rf"is {fits + 1} bytes: at most {fits} here .* add 14\); choose a short"):
         segment(vol, tiny_model, out=out, **KW)
+    cjk = tmp_path / ("日" * ((fits - 4) // 3) + ".zarr")  # QA: counted in characters, a name of bytes passed
+    with pytest.raises(InputError, match=rf"is {len(cjk.name.encode())} bytes: at most {fits} here"):
+        segment(vol, tiny_model, out=cjk, **KW)
     assert not list(tmp_path.glob("*aaaaaaaaaa*"))
     segment(vol, tiny_model, out=tmp_path / ("a" * (fits - 5) + ".zarr"), **KW)  # the longest: written
 

@@ -443,13 +443,16 @@ def claim(
             f"{what} {final} is written as a zarr store: name it {final.with_suffix('.zarr')} (label files as "
             "TIFF: segment_many, xrayseg predict --format tiff, into a folder)"
         )
-    longest = len(_sibling(final, LOCK).name)  # the longest name written beside it (".NAME.xrayseg-lock")
+    # the longest name written beside it (".NAME.xrayseg-lock"), in bytes as the file system counts them (QA: 82
+    # CJK characters, 246 bytes, passed a count of characters)
+    longest = len(os.fsencode(_sibling(final, LOCK).name))
     limit = _name_max(final.parent)
     if longest > limit:  # QA: "cannot write .NAME.xrayseg-lock (File name too long)" for a legal NAME
-        extra = longest - len(final.name)
+        size = len(os.fsencode(final.name))
+        extra = longest - size
         raise InputError(
-            f"{what} name {final.name[:40]}... is {len(final.name)} characters: at most {limit - extra} here (the "
-            f"files written beside it while it is made add {extra}); choose a shorter name ({option})"
+            f"{what} name {final.name[:40]}... is {size} bytes: at most {limit - extra} here (the files written "
+            f"beside it while it is made add {extra}); choose a shorter name ({option})"
         )
     if _busy(final):  # checked before anything of it is repaired or removed: another run's work is left alone
         raise OutputExistsError(
