@@ -323,3 +323,15 @@ def test_a_runtime_error_in_a_job_ends_it_with_a_message(make_napari_viewer, qtb
     from napari_xrayseg._napari._jobs import JobBug
 
     assert issubclass(JobBug, Exception) and not issubclass(JobBug, RuntimeError)
+
+
+def test_making_a_widget_warns_of_no_private_napari_access(make_napari_viewer):
+    """QA h6: every widget made printed napari 0.9's FutureWarning about ``Window._qt_window`` (the close hook's
+    guarded access), which a user reads as a fault of the plugin."""
+    import warnings
+
+    viewer = make_napari_viewer()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        viewer.window.add_plugin_dock_widget("napari-xrayseg", "Segment")
+    assert not [w for w in seen if "_qt_window" in str(w.message)]

@@ -515,9 +515,12 @@ def _on_viewer_closed(viewer: Any, widget: JobWidget) -> None:
     napari from 0.6.5 cancels its workers on close; before (0.5.1 to 0.6.4, which pyproject allows),
     a widget made in the console and never docked trained on with no GUI until Python exited (QA h4).
     """
+    import warnings
     import weakref
 
-    qt = getattr(getattr(viewer, "window", None), "_qt_window", None)  # private: guarded, as napari may rename it
+    with warnings.catch_warnings():  # napari 0.9 warns of the private access (QA h6): guarded, as it may go
+        warnings.simplefilter("ignore", FutureWarning)
+        qt = getattr(getattr(viewer, "window", None), "_qt_window", None)
     destroyed = getattr(qt, "destroyed", None)
     if destroyed is None:
         return
