@@ -1154,7 +1154,7 @@ def test_a_tiff_of_pages_written_one_by_one_is_read_as_pages_not_as_series(tmp_p
     50 s, 50,000: about 8 min); its pages are read in linear time, every page checked."""
     import tifffile
 
-    from napari_xrayseg.core.io import open_image, read_voxel_size
+    from napari_xrayseg.core.io import open_image, read_origin, read_voxel_size
 
     volume = np.arange(6 * 8 * 9, dtype=np.uint16).reshape(6, 8, 9)
     with tifffile.TiffWriter(tmp_path / "pages.tif") as w:
@@ -1171,6 +1171,7 @@ def test_a_tiff_of_pages_written_one_by_one_is_read_as_pages_not_as_series(tmp_p
     for read in (open_volume, open_image):
         np.testing.assert_array_equal(read(tmp_path / "pages.tif"), volume)
     assert read_voxel_size(tmp_path / "pages.tif") == ((5000.0, 5000.0, 5000.0), "um")
+    assert read_origin(tmp_path / "pages.tif") is None  # no series parsed for the origin either
     with pytest.raises(InputError, match=r"holds 3 images of different sizes \(8x9, 7x9\): save each"):
         open_volume(tmp_path / "mixed.tif")
     # one odd page among ten (tifffile's uniform check samples three pages): it was read with page 0's layout

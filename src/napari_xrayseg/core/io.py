@@ -1369,12 +1369,12 @@ def _tiff_origin(p: Path) -> tuple[tuple[float, ...], str] | None:
 
         with tifffile.TiffFile(str(p)) as tif:
             ij = tif.imagej_metadata or {}
-            ndim = len(tif.series[0].shape)
+            if not any(f"{a}origin" in ij for a in "zyx"):  # before any series is parsed (quadratic in pages)
+                return None
+            ndim = 3 if int(ij.get("images", 1)) > 1 else 2
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         return None
-    axes = "zyx"[-min(ndim, 3) :]
-    if not any(f"{a}origin" in ij for a in axes):
-        return None
+    axes = "zyx"[-ndim:]
     found = read_voxel_size(p)
     size, unit = (found[0][-len(axes) :], found[1]) if found else ([1.0] * len(axes), "voxel")
     try:
