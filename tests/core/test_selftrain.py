@@ -131,3 +131,19 @@ def test_a_class_only_the_labels_hold_is_taught_by_them_and_said(trained, caplog
         adapted = self_train(image, model, sparse, slices=3, threshold=0.999, epochs=1, device="cpu")
     assert "your labels are trained on instead of held out" in caplog.text
     assert "label_blend_kept" not in adapted.info.train["self_training"]
+
+
+def test_a_self_training_to_a_model_file_being_written_is_refused(trained, tmp_path):
+    """As train: the output model file is locked for the run (two runs to it both reported success)."""
+    from napari_xrayseg.core.errors import OutputExistsError
+    from napari_xrayseg.core.selftrain import iter_self_train
+
+    image, _, sparse, model = trained
+    out = tmp_path / "a.safetensors"
+    first = iter_self_train(image, model, sparse, slices=2, epochs=1, device="cpu", out=out)
+    next(first)
+    with pytest.raises(OutputExistsError, match="being written by another run"):
+        self_train(image, model, sparse, slices=2, epochs=1, device="cpu", out=out, overwrite=True)
+    first.close()
+    self_train(image, model, sparse, slices=2, epochs=1, device="cpu", out=out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors"]

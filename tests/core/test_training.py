@@ -963,3 +963,31 @@ def test_the_model_fine_tuned_is_never_the_output(phantom, tmp_path):
     with pytest.raises(InputError, match="is the input"):
         train(image, sparse, **dict(FAST, epochs=1, init=path, out=path, overwrite=True))
     assert path.read_bytes() == before
+
+
+def test_a_second_training_to_a_model_file_being_trained_is_refused(phantom, tmp_path):
+    """QA: two `train --overwrite` runs to one path both trained and reported success, the last one's model
+    kept. The model file is locked from the start of training to its save; a run ended any way lets go."""
+    image, _, sparse = phantom
+    out = tmp_path / "m.safetensors"
+    first = iter_train(image, sparse, out=out, overwrite=True, **FAST)
+    next(first)  # training now
+    for overwrite in (True, False):
+        with pytest.raises(OutputExistsError, match="is being written by another run right now"):
+            train(image, sparse, out=out, overwrite=overwrite, **FAST)
+    assert not out.exists()
+    with pytest.raises(StopIteration) as done:
+        while True:
+            next(first)
+    assert load_model(out).info.history == done.value.value.info.history
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]  # no lock file left behind
+    again = iter_train(image, sparse, out=out, overwrite=True, **FAST)
+    next(again)
+    again.close()  # a run abandoned (an exception, a closed napari panel) lets go of the file at once
+    cancelled = iter_train(image, sparse, out=out, overwrite=True, cancel=NthCheck(3), **FAST)
+    with pytest.raises(Cancelled):
+        list(cancelled)
+    with pytest.raises(InputError, match="lr"):  # refused after the claim: nothing held either
+        train(image, sparse, out=out, overwrite=True, **dict(FAST, lr=-1))
+    train(image, sparse, out=out, overwrite=True, **FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]

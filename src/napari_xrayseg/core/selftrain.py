@@ -179,8 +179,7 @@ def iter_self_train(
     """Generator form of :func:`self_train`: yields :class:`Progress`, returns the model."""
     from .inference import check_image, iter_segment
     from .io import read_block
-    from .models import save_model
-    from .training import _out_path, iter_train
+    from .training import _holding, _out_claim, _save_out, iter_train
 
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model, device="cpu")
@@ -197,116 +196,117 @@ def iter_self_train(
         raise InputError(f"threshold {threshold!r} must be in (0, 1), e.g. 0.9")
     if isinstance(slices, bool) or not isinstance(slices, int) or slices < 1:
         raise InputError(f"slices {slices!r} must be a positive integer, e.g. 12")
-    out_path = _out_path(out, overwrite, model)  # before any work; never the model's own file
-    image = check_image(image)
-    shape = tuple(int(s) for s in image.shape)
-    if labels is not None and tuple(labels.shape) != shape:
-        raise InputError(f"labels shape {tuple(labels.shape)} does not match image shape {shape}")
-    train_info = model.info.train
-    axis = int(train_info.get("axis", 0)) if len(shape) == 3 else 0
-    if axes is None:
-        axes = "zyx" if len(shape) == 3 else None
-    region = _region(shape, int(max_voxels))
-    check(cancel)
-    sub = read_block(image, region, what="image")
-    sub = sub.astype(working_dtype(sub.dtype), copy=False)  # narrowed after the normalisation
-    ann = None if labels is None else np.asarray(read_block(labels, region, what="labels"))
-    if ann is not None:
-        extra = sorted(int(v) for v in np.unique(ann) if v and int(v) not in model.info.classes)
-        if extra:  # mixed into the pseudo-labels and scored under the wrong classes
+    out_claim = _out_claim(out, overwrite, model)  # before any work; never the model's own file
+    with _holding(out_claim):  # a second run to the same model file is refused while this one trains
+        image = check_image(image)
+        shape = tuple(int(s) for s in image.shape)
+        if labels is not None and tuple(labels.shape) != shape:
+            raise InputError(f"labels shape {tuple(labels.shape)} does not match image shape {shape}")
+        train_info = model.info.train
+        axis = int(train_info.get("axis", 0)) if len(shape) == 3 else 0
+        if axes is None:
+            axes = "zyx" if len(shape) == 3 else None
+        region = _region(shape, int(max_voxels))
+        check(cancel)
+        sub = read_block(image, region, what="image")
+        sub = sub.astype(working_dtype(sub.dtype), copy=False)  # narrowed after the normalisation
+        ann = None if labels is None else np.asarray(read_block(labels, region, what="labels"))
+        if ann is not None:
+            extra = sorted(int(v) for v in np.unique(ann) if v and int(v) not in model.info.classes)
+            if extra:  # mixed into the pseudo-labels and scored under the wrong classes
+                raise InputError(
+                    f"the labels hold values {extra} that are not classes of the model {list(model.info.classes)}: "
+                    "give annotations of the model's classes (0 = not annotated), "
+                    "or fine-tune with train(..., init=model)"
+                )
+        yield Progress(0, 2, f"self-training: segmenting {'x'.join(map(str, sub.shape))} voxels as an ensemble")
+        gen = iter_segment(sub, model, axis=axis, axes=axes, confidence="maxprob", device=device, cancel=cancel)
+        try:
+            while True:
+                next(gen)
+        except StopIteration as stop:
+            pred, conf = stop.value
+        # the user's annotations are held out: they score the result (and choose its blend) below
+        held = ann is not None and bool(np.any(ann))
+        pseudo = pseudo_labels(np.asarray(pred), np.asarray(conf), threshold=float(threshold), slices=slices, axis=axis)
+        if held:
+            pseudo[np.asarray(ann) > 0] = 0  # never learnt from where they score it
+            alone = {int(c) for c in np.unique(pseudo) if c}
+            if alone != set(model.info.classes):  # a class only the user's labels hold: they must teach it
+                log.warning(
+                    "self-training: no confident voxel of class %s, so your labels are trained on instead of held out; "
+                    "nothing scores the result: check it with xrayseg evaluate",
+                    sorted(set(model.info.classes) - alone),
+                )
+                held = False
+                pseudo = pseudo_labels(
+                    np.asarray(pred),
+                    np.asarray(conf),
+                    threshold=float(threshold),
+                    slices=slices,
+                    axis=axis,
+                    annotations=ann,
+                )
+        kept = float((pseudo > 0).mean())
+        present = sorted(int(c) for c in np.unique(pseudo) if c)
+        if present != list(model.info.classes):
             raise InputError(
-                f"the labels hold values {extra} that are not classes of the model {list(model.info.classes)}: "
-                "give annotations of the model's classes (0 = not annotated), or fine-tune with train(..., init=model)"
+                f"self-training found confident voxels of classes {present} only, not all of "
+                f"{list(model.info.classes)}: lower threshold (now {threshold}), or fine-tune on painted slices "
+                "(train with init=model, xrayseg train --init MODEL)"
             )
-    yield Progress(0, 2, f"self-training: segmenting {'x'.join(map(str, sub.shape))} voxels as an ensemble")
-    gen = iter_segment(sub, model, axis=axis, axes=axes, confidence="maxprob", device=device, cancel=cancel)
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        pred, conf = stop.value
-    # the user's annotations are held out: they score the result (and choose its blend) below
-    held = ann is not None and bool(np.any(ann))
-    pseudo = pseudo_labels(np.asarray(pred), np.asarray(conf), threshold=float(threshold), slices=slices, axis=axis)
-    if held:
-        pseudo[np.asarray(ann) > 0] = 0  # never learnt from where they score it
-        alone = {int(c) for c in np.unique(pseudo) if c}
-        if alone != set(model.info.classes):  # a class only the user's labels hold: they must teach it
-            log.warning(
-                "self-training: no confident voxel of class %s, so your labels are trained on instead of held out; "
-                "nothing scores the result: check it with xrayseg evaluate",
-                sorted(set(model.info.classes) - alone),
-            )
-            held = False
-            pseudo = pseudo_labels(
-                np.asarray(pred),
-                np.asarray(conf),
-                threshold=float(threshold),
-                slices=slices,
-                axis=axis,
-                annotations=ann,
-            )
-    kept = float((pseudo > 0).mean())
-    present = sorted(int(c) for c in np.unique(pseudo) if c)
-    if present != list(model.info.classes):
-        raise InputError(
-            f"self-training found confident voxels of classes {present} only, not all of "
-            f"{list(model.info.classes)}: lower threshold (now {threshold}), or fine-tune on painted slices "
-            "(train with init=model, xrayseg train --init MODEL)"
-        )
-    log.info(
-        "self-training on %.1f %% of the voxels of %d slices (threshold %.2f)",
-        100 * kept * shape[axis] / max(1, slices),
-        slices,
-        threshold,
-    )
-    yield Progress(1, 2, "self-training: fine-tuning on confident voxels", {"pseudo_fraction": kept})
-    if minutes is None and epochs is None:
-        epochs = 10
-    axes_train = train_info.get("axes") if len(shape) == 3 else None
-    result = yield from iter_train(
-        sub,
-        pseudo,
-        init=model,
-        axis=axis,
-        axes=axes_train if axes_train and len(axes_train) > 1 else None,
-        minutes=minutes,
-        epochs=epochs,
-        seed=seed,
-        device=device,
-        normalize=normalize_of(model.info.normalization),
-        patch=int(train_info.get("patch", 128)),
-        batch=train_info.get("batch"),  # None (not recorded): the model's architecture's default
-        cancel=cancel,
-    )
-    record = {
-        "threshold": float(threshold),
-        "slices": slices,
-        "region": [[r.start, r.stop] for r in region],
-        "pseudo_fraction": kept,
-        "user_labels": labels is not None,
-        "from": train_info.get("annotated_slices"),
-    }
-    if held:
-        yield Progress(2, 2, "self-training: scoring the blends on your annotated slices")
-        share, scores = _blend_on_labels(result, model, sub, np.asarray(ann), axis, device, cancel)
-        record |= {
-            "label_blend": {f"{a:g}": None if v is None else round(v, 5) for a, v in scores.items()},
-            "label_blend_kept": share,
-            "label_dice": None if scores[share] is None else round(scores[share], 5),
-            "label_dice_before": None if scores[0.0] is None else round(scores[0.0], 5),
-        }
         log.info(
-            "self-training: Dice on your annotated slices %s as it was, %s self-trained; kept %.2f x it + %.2f x "
-            "the model it started from",
-            scores[0.0],
-            scores[1.0],
-            share,
-            1 - share,
+            "self-training on %.1f %% of the voxels of %d slices (threshold %.2f)",
+            100 * kept * shape[axis] / max(1, slices),
+            slices,
+            threshold,
         )
-    result.info.train["self_training"] = record
-    if out_path is not None:
-        save_model(result, out_path, overwrite=overwrite)
+        yield Progress(1, 2, "self-training: fine-tuning on confident voxels", {"pseudo_fraction": kept})
+        if minutes is None and epochs is None:
+            epochs = 10
+        axes_train = train_info.get("axes") if len(shape) == 3 else None
+        result = yield from iter_train(
+            sub,
+            pseudo,
+            init=model,
+            axis=axis,
+            axes=axes_train if axes_train and len(axes_train) > 1 else None,
+            minutes=minutes,
+            epochs=epochs,
+            seed=seed,
+            device=device,
+            normalize=normalize_of(model.info.normalization),
+            patch=int(train_info.get("patch", 128)),
+            batch=train_info.get("batch"),  # None (not recorded): the model's architecture's default
+            cancel=cancel,
+        )
+        record = {
+            "threshold": float(threshold),
+            "slices": slices,
+            "region": [[r.start, r.stop] for r in region],
+            "pseudo_fraction": kept,
+            "user_labels": labels is not None,
+            "from": train_info.get("annotated_slices"),
+        }
+        if held:
+            yield Progress(2, 2, "self-training: scoring the blends on your annotated slices")
+            share, scores = _blend_on_labels(result, model, sub, np.asarray(ann), axis, device, cancel)
+            record |= {
+                "label_blend": {f"{a:g}": None if v is None else round(v, 5) for a, v in scores.items()},
+                "label_blend_kept": share,
+                "label_dice": None if scores[share] is None else round(scores[share], 5),
+                "label_dice_before": None if scores[0.0] is None else round(scores[0.0], 5),
+            }
+            log.info(
+                "self-training: Dice on your annotated slices %s as it was, %s self-trained; kept %.2f x it + %.2f x "
+                "the model it started from",
+                scores[0.0],
+                scores[1.0],
+                share,
+                1 - share,
+            )
+        result.info.train["self_training"] = record
+        _save_out(result, out_claim, overwrite)
     return result
 
 

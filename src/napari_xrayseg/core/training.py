@@ -79,7 +79,7 @@ from .normalize import (
     pooled_normalization,
     working_dtype,
 )
-from .output import check_not_input, check_writable, claim
+from .output import Claim, check_not_input, check_writable, claim
 from .plan import channel_grey_ranges, check_image
 from .predictor import SlicePredictor
 from .progress import CancelToken, Progress, ProgressCallback, check, drain, signals_cancel
@@ -938,17 +938,53 @@ def _context_rows(ids: list[tuple[int, int]], train: np.ndarray, context: int) -
 # --------------------------------------------------------------------------- helpers
 
 
-def _out_path(out: str | os.PathLike | None, overwrite: bool, start: Any = None) -> Path | None:
-    """The model file to write (``.safetensors`` added), claimed before any work; never the ``start`` model's file."""
+def _out_claim(out: str | os.PathLike | None, overwrite: bool, start: Any = None) -> Claim | None:
+    """The model file to write (``.safetensors`` added), claimed before any work; never the ``start`` model's file.
+
+    The claim's lock is taken by :func:`_holding` for the training: a second run to the same file
+    is refused at its start (two ``--overwrite`` runs both trained and reported success, the last
+    one's model kept; QA).
+    """
     if out is None:
         return None
     p = model_file_path(out)
     begun = start if isinstance(start, (str, os.PathLike)) else getattr(start, "path", None)
     if begun is not None and not (isinstance(begun, str) and begun in _STARTS):  # train --init X --out X
         check_not_input(p, [begun], option="--out")
-    claim(p, overwrite=overwrite, what="model file")  # exists? (the model is written by save_model at the end)
+    c = claim(p, overwrite=overwrite, what="model file")  # exists? (the model is written by save_model at the end)
     check_writable(p, "model file")  # before training, not after it: a run must not end with nowhere to save
-    return p
+    return c
+
+
+@contextmanager
+def _holding(c: Claim | None) -> Iterator[None]:
+    """Hold the model file's lock while the block trains; let go of it however the block ends."""
+    if c is None:
+        yield
+        return
+    c.lock()
+    try:
+        yield
+    finally:
+        c.release()
+
+
+def _save_out(model: Model, c: Claim | None, overwrite: bool) -> None:
+    """Save a trained model to its claimed file (the lock let go of first: the file is written as any other).
+
+    Raises
+    ------
+    OutputWriteError, OutputExistsError
+        Carrying the model as ``.result`` (a full disk; another job took the path): the caller rescues it.
+    """
+    if c is None:
+        return
+    c.release()
+    try:
+        save_model(model, c.final, overwrite=overwrite)
+    except (OutputWriteError, OutputExistsError) as e:
+        e.result = model  # type: ignore[attr-defined]  # the trained model rides on the error
+        raise
 
 
 def _start_model(
@@ -1213,7 +1249,7 @@ def _resolve_batch(batch: int | None, init: ModelInfo | None, arch: str = _D.arc
 def _settings(kw: dict[str, Any], quiet: bool = False) -> dict[str, Any]:
     """Check every argument of :func:`iter_train` (cheap checks first); return them normalised."""
     s = dict(kw)
-    s["out_path"] = _out_path(kw["out"], kw["overwrite"], kw["init"])  # before any work: never end with nowhere to save
+    s["out_claim"] = _out_claim(kw["out"], kw["overwrite"], kw["init"])  # before any work: never end unsaved
     s["epochs"] = None if kw["epochs"] is None else _check_positive_int("epochs", kw["epochs"])
     if s["epochs"] is None and isinstance(kw["init"], str) and kw["init"] == PRETRAINED:
         s["epochs"] = PRETRAINED_EPOCHS  # longer fine-tuning on a few slices loses what the start knows
@@ -2328,75 +2364,71 @@ def iter_train(
         rest["class_names"] = class_names
         return (yield from _iter_auto_start(args, rest))
     s = _settings(args)
-    budget = _Budget(s["epochs"], s["minutes"], s["steps_per_epoch"])
-    d = _load_data(image, labels, s, cancel)
-    first = d["pairs"][0][0]
-    ndim = len(first.shape)
-    vox = pick_voxel_size(voxel_size, unit, voxel_size_of(first), ndim=ndim)  # a bad one fails before training
-    model, stepper, predictor = _build(s, d, cancel)
-    model.info.class_names = _class_names(class_names, labels, model.info, s["init"])
-    parent_created = model.info.created  # a fine-tuned start's (the shipped one's, a colleague's): not this model's
-    model.info.created = datetime.now(UTC).isoformat(timespec="seconds")
-    model.info.two_d = d["two_d"]
-    inherited = (model.info.voxel_size, model.info.unit) if model.info.voxel_size else None  # from init
-    vox = vox or pick_voxel_size(None, unit, inherited, ndim=ndim)
-    if vox is not None:
-        model.info.voxel_size, model.info.unit = [float(v) for v in vox[0]], vox[1]
-    settings = _record(s, d, model)
-    if s["init"] is not None:
-        settings["parent_created"] = parent_created
-    settings["nodata"] = nodata  # which grey value was no data (left out of bounds and annotations)
-    settings["provenance"] = _provenance(image, labels)
-    fit = _Fit(model, budget, s["average"])
+    with _holding(s["out_claim"]):  # a second run to the same model file is refused while this one trains
+        budget = _Budget(s["epochs"], s["minutes"], s["steps_per_epoch"])
+        d = _load_data(image, labels, s, cancel)
+        first = d["pairs"][0][0]
+        ndim = len(first.shape)
+        vox = pick_voxel_size(voxel_size, unit, voxel_size_of(first), ndim=ndim)  # a bad one fails before training
+        model, stepper, predictor = _build(s, d, cancel)
+        model.info.class_names = _class_names(class_names, labels, model.info, s["init"])
+        parent_created = model.info.created  # a fine-tuned start's (the shipped one's, a colleague's): not this model's
+        model.info.created = datetime.now(UTC).isoformat(timespec="seconds")
+        model.info.two_d = d["two_d"]
+        inherited = (model.info.voxel_size, model.info.unit) if model.info.voxel_size else None  # from init
+        vox = vox or pick_voxel_size(None, unit, inherited, ndim=ndim)
+        if vox is not None:
+            model.info.voxel_size, model.info.unit = [float(v) for v in vox[0]], vox[1]
+        settings = _record(s, d, model)
+        if s["init"] is not None:
+            settings["parent_created"] = parent_created
+        settings["nodata"] = nodata  # which grey value was no data (left out of bounds and annotations)
+        settings["provenance"] = _provenance(image, labels)
+        fit = _Fit(model, budget, s["average"])
 
-    def validate() -> float | None:
-        predictor.cancel = None  # type: ignore[union-attr]  # the final check runs also after a cancel
-        return _validate(predictor, d["val_x"], d["val_truth"], d["classes"])[0]  # type: ignore[arg-type]
+        def validate() -> float | None:
+            predictor.cancel = None  # type: ignore[union-attr]  # the final check runs also after a cancel
+            return _validate(predictor, d["val_x"], d["val_truth"], d["classes"])[0]  # type: ignore[arg-type]
 
-    check_kept = validate if predictor is not None else None
-    # the weights training started from (the shipped start as matched to the classes), to blend back in
-    start = _state(model) if _blends(blend, s["init"]) else None
+        check_kept = validate if predictor is not None else None
+        # the weights training started from (the shipped start as matched to the classes), to blend back in
+        start = _state(model) if _blends(blend, s["init"]) else None
 
-    def finish() -> Model:
-        done = _guarded(fit.finish(settings, predictor is not None, check_kept), stepper)
-        if start is None:
-            return done
-        shipped = isinstance(s["init"], str) and s["init"] == PRETRAINED
-        shares, margin = (START_BLENDS, START_BLEND_MARGIN) if shipped else (ROUND_BLENDS, 0.0)
-        return _blend_start(done, start, check_kept, shares, margin)
+        def finish() -> Model:
+            done = _guarded(fit.finish(settings, predictor is not None, check_kept), stepper)
+            if start is None:
+                return done
+            shipped = isinstance(s["init"], str) and s["init"] == PRETRAINED
+            shares, margin = (START_BLENDS, START_BLEND_MARGIN) if shipped else (ROUND_BLENDS, 0.0)
+            return _blend_start(done, start, check_kept, shares, margin)
 
-    try:
-        yield from _fit(s, d, stepper, predictor, fit, cancel)
-    except Cancelled as e:
-        fit.stopped = "cancelled"  # not the "epochs" it starts as: the model so far says it was cut short
-        done = len(fit.history)
-        err = Cancelled(f"training cancelled after {done} epoch{'s' if done != 1 else ''}")
-        err.result = finish() if fit.best_state is not None else None  # type: ignore[attr-defined]
-        log.info("%s; nothing written", err)
-        raise err from e
-    model = finish()
-    if predictor is not None:  # each class's Dice for the weights kept (a blend or an average: not an epoch's)
-        predictor.cancel = None
-        model.info.train["val_dice_per_class"] = _validate(predictor, d["val_x"], d["val_truth"], d["classes"])[1]
-    t = model.info.train
-    log.info(
-        "training finished after %d epochs (%s, %.1f s); kept %s (best epoch %d)",
-        len(fit.history),
-        fit.stopped,
-        budget.elapsed(),
-        f"the average of epochs {t['averaged_epochs'][0]}-{t['averaged_epochs'][1]}"
-        if t["kept"] == "average"
-        else f"epoch {fit.best_epoch}",
-        fit.best_epoch,
-    )
-    if not _candidate:
-        warn_unlearned(model.info)
-    if s["out_path"] is not None:
         try:
-            save_model(model, s["out_path"], overwrite=overwrite)
-        except (OutputWriteError, OutputExistsError) as e:  # disk full, or another job took the path
-            e.result = model  # type: ignore[attr-defined]  # the trained model rides on the error
-            raise
+            yield from _fit(s, d, stepper, predictor, fit, cancel)
+        except Cancelled as e:
+            fit.stopped = "cancelled"  # not the "epochs" it starts as: the model so far says it was cut short
+            done = len(fit.history)
+            err = Cancelled(f"training cancelled after {done} epoch{'s' if done != 1 else ''}")
+            err.result = finish() if fit.best_state is not None else None  # type: ignore[attr-defined]
+            log.info("%s; nothing written", err)
+            raise err from e
+        model = finish()
+        if predictor is not None:  # each class's Dice for the weights kept (a blend or an average: not an epoch's)
+            predictor.cancel = None
+            model.info.train["val_dice_per_class"] = _validate(predictor, d["val_x"], d["val_truth"], d["classes"])[1]
+        t = model.info.train
+        log.info(
+            "training finished after %d epochs (%s, %.1f s); kept %s (best epoch %d)",
+            len(fit.history),
+            fit.stopped,
+            budget.elapsed(),
+            f"the average of epochs {t['averaged_epochs'][0]}-{t['averaged_epochs'][1]}"
+            if t["kept"] == "average"
+            else f"epoch {fit.best_epoch}",
+            fit.best_epoch,
+        )
+        if not _candidate:
+            warn_unlearned(model.info)
+        _save_out(model, s["out_claim"], overwrite)
     return model
 
 
@@ -2610,68 +2642,64 @@ def _iter_auto_start(args: dict[str, Any], rest: dict[str, Any]) -> Generator[Pr
     if why is not None:
         log.info("init='auto': training from random weights (%s)", why)
         return (yield from iter_train(**rest, **{**kw, "init": None, "blend": None}))
-    out_path = _out_path(args["out"], args["overwrite"], args["init"])  # before any work, as iter_train does
-    t0 = time.perf_counter()
-    epochs, minutes = args["epochs"], args["minutes"]
-    pre_epochs = min(PRETRAINED_EPOCHS, epochs) if epochs else PRETRAINED_EPOCHS
-    total_epochs = epochs or (None if minutes is not None else DEFAULT_EPOCHS)
-    # the pretrained candidate's part of the progress bar: of the epochs, or of the time it may take (at most
-    # AUTO_PRETRAINED_SHARE of the minutes; 0.1 made a 5-minute run say "about 24 min left")
-    share = pre_epochs / (pre_epochs + total_epochs) if total_epochs else AUTO_PRETRAINED_SHARE
-    pre_kw = {**kw, "init": PRETRAINED, "arch": AUTO_ARCH, "size": None, "context": None, "out": None}
-    pre_kw.update(epochs=pre_epochs, minutes=None if minutes is None else minutes * AUTO_PRETRAINED_SHARE)
-    log.info("init='auto': fine-tuning the pretrained start %d epochs, then random weights", pre_epochs)
-    pre = yield from _relay(iter_train(**rest, **pre_kw, _candidate=True), 0.0, share, PRETRAINED)
-    spent = (time.perf_counter() - t0) / 60.0
-    long_epochs = min(LONG_PRETRAINED_EPOCHS, epochs) if epochs else LONG_PRETRAINED_EPOCHS
-    left = None if minutes is None else (minutes - spent) * AUTO_PRETRAINED_SHARE
-    kept = pre.info.train.get("start_blend_kept")
-    if (
-        kept is not None
-        and kept >= LONG_FINE_TUNING_FROM
-        and long_epochs > pre_epochs
-        and (left is None or left > spent)
-    ):
-        # the start's weights added little back: 5 epochs were too few to adapt it (validation still rising)
-        log.info(
-            "init='auto': the blend kept %g of the fine-tuning; fine-tuning the start again, %d epochs",
-            kept,
-            long_epochs,
-        )
-        hi = share + (1.0 - share) * (long_epochs / (long_epochs + (total_epochs or long_epochs)))
-        try:
-            again = yield from _relay(
-                iter_train(**rest, **{**pre_kw, "epochs": long_epochs, "minutes": left}, _candidate=True),
-                share,
-                hi,
-                PRETRAINED,
-            )
-        except Cancelled as e:  # the better validated of the two so far
-            part = getattr(e, "result", None)
-            e.result = _pick_start(_better(pre, part), None, time.perf_counter() - t0)  # type: ignore[attr-defined]
-            raise
-        va, vb = pre.info.train.get("val_dice"), again.info.train.get("val_dice")
-        pre = _better(pre, again)
-        pre.info.train["long_fine_tuning"] = {"epochs": [pre_epochs, long_epochs], "val_dice": [va, vb]}
+    out_claim = _out_claim(args["out"], args["overwrite"], args["init"])  # before any work, as iter_train does
+    with _holding(out_claim):
+        t0 = time.perf_counter()
+        epochs, minutes = args["epochs"], args["minutes"]
+        pre_epochs = min(PRETRAINED_EPOCHS, epochs) if epochs else PRETRAINED_EPOCHS
+        total_epochs = epochs or (None if minutes is not None else DEFAULT_EPOCHS)
+        # the pretrained candidate's part of the progress bar: of the epochs, or of the time it may take (at most
+        # AUTO_PRETRAINED_SHARE of the minutes; 0.1 made a 5-minute run say "about 24 min left")
+        share = pre_epochs / (pre_epochs + total_epochs) if total_epochs else AUTO_PRETRAINED_SHARE
+        pre_kw = {**kw, "init": PRETRAINED, "arch": AUTO_ARCH, "size": None, "context": None, "out": None}
+        pre_kw.update(epochs=pre_epochs, minutes=None if minutes is None else minutes * AUTO_PRETRAINED_SHARE)
+        log.info("init='auto': fine-tuning the pretrained start %d epochs, then random weights", pre_epochs)
+        pre = yield from _relay(iter_train(**rest, **pre_kw, _candidate=True), 0.0, share, PRETRAINED)
         spent = (time.perf_counter() - t0) / 60.0
-        share = hi
-    rand_kw = {**kw, "init": None, "blend": None, "arch": pre.info.arch, "out": None}
-    if minutes is not None:
-        rand_kw["minutes"] = max(minutes - spent, 0.01)
-        share = max(share, min(spent / minutes, 1.0))
-    try:
-        rand = yield from _relay(iter_train(**rest, **rand_kw, _candidate=True), share, 1.0, "random")
-    except Cancelled as e:
-        e.result = _pick_start(pre, getattr(e, "result", None), time.perf_counter() - t0)  # type: ignore[attr-defined]
-        raise
-    model = _pick_start(pre, rand, time.perf_counter() - t0)
-    warn_unlearned(model.info)
-    if out_path is not None:
+        long_epochs = min(LONG_PRETRAINED_EPOCHS, epochs) if epochs else LONG_PRETRAINED_EPOCHS
+        left = None if minutes is None else (minutes - spent) * AUTO_PRETRAINED_SHARE
+        kept = pre.info.train.get("start_blend_kept")
+        if (
+            kept is not None
+            and kept >= LONG_FINE_TUNING_FROM
+            and long_epochs > pre_epochs
+            and (left is None or left > spent)
+        ):
+            # the start's weights added little back: 5 epochs were too few to adapt it (validation still rising)
+            log.info(
+                "init='auto': the blend kept %g of the fine-tuning; fine-tuning the start again, %d epochs",
+                kept,
+                long_epochs,
+            )
+            hi = share + (1.0 - share) * (long_epochs / (long_epochs + (total_epochs or long_epochs)))
+            try:
+                again = yield from _relay(
+                    iter_train(**rest, **{**pre_kw, "epochs": long_epochs, "minutes": left}, _candidate=True),
+                    share,
+                    hi,
+                    PRETRAINED,
+                )
+            except Cancelled as e:  # the better validated of the two so far
+                part = getattr(e, "result", None)
+                e.result = _pick_start(_better(pre, part), None, time.perf_counter() - t0)  # type: ignore[attr-defined]
+                raise
+            va, vb = pre.info.train.get("val_dice"), again.info.train.get("val_dice")
+            pre = _better(pre, again)
+            pre.info.train["long_fine_tuning"] = {"epochs": [pre_epochs, long_epochs], "val_dice": [va, vb]}
+            spent = (time.perf_counter() - t0) / 60.0
+            share = hi
+        rand_kw = {**kw, "init": None, "blend": None, "arch": pre.info.arch, "out": None}
+        if minutes is not None:
+            rand_kw["minutes"] = max(minutes - spent, 0.01)
+            share = max(share, min(spent / minutes, 1.0))
         try:
-            save_model(model, out_path, overwrite=args["overwrite"])
-        except (OutputWriteError, OutputExistsError) as e:
-            e.result = model  # type: ignore[attr-defined]
+            rand = yield from _relay(iter_train(**rest, **rand_kw, _candidate=True), share, 1.0, "random")
+        except Cancelled as e:
+            e.result = _pick_start(pre, getattr(e, "result", None), time.perf_counter() - t0)  # type: ignore[attr-defined]
             raise
+        model = _pick_start(pre, rand, time.perf_counter() - t0)
+        warn_unlearned(model.info)
+        _save_out(model, out_claim, args["overwrite"])
     return model
 
 
