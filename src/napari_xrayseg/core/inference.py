@@ -476,6 +476,7 @@ def build_job(
             classes=len(model.info.classes),
             depth=p0.depth,
             passes=len(plans),
+            axes=[p.axis for p in plans],
             meta=_meta(plans, model, cfg, vox, _channel_input(opened, model, cfg.channel_axis, checked=True), source),
         )
     else:
