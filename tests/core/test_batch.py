@@ -190,6 +190,13 @@ def test_list_file_names_and_refusals(tmp_path, inputs, tiny_model):
     tifffile.imwrite(tmp_path / "a_vol.tif", np.zeros((4, 4), np.float32))
     with pytest.raises(InputError, match="both give the output name 'a_vol'"):
         segment_many([d / "a_vol.zarr", tmp_path / "a_vol.tif"], tiny_model, out_dir=tmp_path / "o2", **KW)
+    (tmp_path / "nfd").mkdir()
+    tifffile.imwrite(tmp_path / "nfd" / "cafe\u0301.tif", np.zeros((4, 4), np.float32))  # NFD: one file on macOS
+    tifffile.imwrite(tmp_path / "caf\u00e9.tif", np.zeros((4, 4), np.float32))
+    with pytest.raises(InputError, match="both give the output name"):
+        segment_many(
+            [tmp_path / "caf\u00e9.tif", tmp_path / "nfd" / "cafe\u0301.tif"], tiny_model, out_dir=tmp_path / "o2", **KW
+        )
     with pytest.raises(InputError, match="lies inside the input"):
         segment_many([d], tiny_model, out_dir=d / "labels", **KW)
     (tmp_path / "empty").mkdir()

@@ -380,6 +380,33 @@ def test_an_output_that_is_the_input_under_another_name_is_refused(tmp_path):
         check_not_input(tmp_path / "Tomo.npy", [np.load(tmp_path / "tomo.npy", mmap_mode="r")])
 
 
+def test_an_output_around_the_input_under_another_name_is_refused(tmp_path, monkeypatch):
+    """QA (exFAT, macOS): --out proj.zarr --overwrite for the input Proj.zarr/tomo was accepted and deleted the
+    group with the raw scan; containment compared path strings. The file system's answer (one folder) is
+    stood in for by a case-insensitive comparison of existing paths."""
+    import os
+
+    import zarr
+
+    from napari_xrayseg.core import output
+    from napari_xrayseg.core.errors import InputError
+
+    group = zarr.open_group(str(tmp_path / "Proj.zarr"), mode="w")
+    tomo = group.create_array("tomo", shape=(4, 8, 8), dtype="float32")
+    real = {str(p).casefold(): p for p in (tmp_path / "Proj.zarr", tmp_path / "Proj.zarr" / "tomo")}
+
+    def same(a, b):  # as os.path.samefile on a case-insensitive disk
+        fa, fb = (real.get(os.fspath(x).casefold()) for x in (a, b))
+        return fa is not None and fa == fb
+
+    monkeypatch.setattr(output, "_same_file", same)
+    with pytest.raises(InputError, match="lies around the input"):
+        output.check_not_input(tmp_path / "proj.zarr", [zarr.open_array(str(tmp_path / "Proj.zarr" / "tomo"))])
+    with pytest.raises(InputError, match="lies inside the input"):
+        output.check_not_input(tmp_path / "proj.zarr" / "tomo" / "x.zarr", [tomo])
+    output.check_not_input(tmp_path / "other.zarr", [tomo])
+
+
 def test_reading_a_dask_array_leaves_dasks_global_callbacks_alone():
     """napari slices dask layers with a global cache callback on the GUI thread; a worker's compute swapped the
     global callbacks under it (KeyError from dask/cache.py, dask#10396)."""

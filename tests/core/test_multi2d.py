@@ -108,6 +108,29 @@ def test_pair_image_folders(tmp_path):
         pair_image_folders(img / "a.png", lab)
 
 
+def test_pairs_whose_names_differ_in_unicode_form_or_case_pair(tmp_path):
+    """QA (macOS): labels saved by a Mac app (NFD 'é') or in another case had "no image of the same base name"
+    ['Probe_é0'] beside the image 'Probe_é0'. Names compare in NFC; a case-only difference pairs where unique."""
+    import unicodedata
+
+    img, lab = tmp_path / "img", tmp_path / "lab"
+    img.mkdir()
+    lab.mkdir()
+    for n in ("Probe_\u00e90", "Scan1", "x2", "X2"):
+        tifffile.imwrite(img / f"{n}.tif", np.zeros((8, 8), np.uint8))
+    tifffile.imwrite(lab / (unicodedata.normalize("NFD", "Probe_\u00e90") + ".tif"), np.ones((8, 8), np.uint8))
+    tifffile.imwrite(lab / "scan1.tif", np.ones((8, 8), np.uint8))
+    got = {i.stem: b and b.stem for i, b in pair_image_folders(img, lab)}
+    assert got["Probe_\u00e90"] == unicodedata.normalize("NFD", "Probe_\u00e90") and got["Scan1"] == "scan1"
+    assert got["x2"] is None and got["X2"] is None
+    tifffile.imwrite(lab / "x2.tif", np.ones((8, 8), np.uint8))  # exact names first: X2 stays unannotated
+    got = {i.stem: b and b.stem for i, b in pair_image_folders(img, lab)}
+    assert got["x2"] == "x2" and got["X2"] is None
+    (lab / "x2.tif").rename(lab / "X2_.tif")
+    with pytest.raises(InputError, match=r"\['X2_'\] in .* have no image"):
+        pair_image_folders(img, lab)
+
+
 # ---------------------------------------------------------------- several pairs
 
 

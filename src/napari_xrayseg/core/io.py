@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import struct
+import unicodedata
 import zlib
 from pathlib import Path
 from typing import Any
@@ -771,6 +772,11 @@ def is_image_folder(path: str | os.PathLike) -> bool:
     return any(f.suffix.lower() in IMAGE_2D_SUFFIXES for f in d.iterdir() if f.is_file() and f.name[:1] != ".")
 
 
+def _stem_key(f: Path) -> str:
+    """A file's base name as names are compared: NFC (macOS apps write NFD names, a Linux server's copies NFC)."""
+    return unicodedata.normalize("NFC", f.stem)
+
+
 def pair_image_folders(images: str | os.PathLike, labels: str | os.PathLike) -> list[tuple[Path, Path | None]]:
     """Pair each image in folder ``images`` with the label file of the same base name in ``labels``.
 
@@ -792,19 +798,28 @@ def pair_image_folders(images: str | os.PathLike, labels: str | os.PathLike) -> 
     labs = image_files(labels)
     by_stem: dict[str, Path] = {}
     for f in labs:
-        if f.stem in by_stem:
-            raise InputError(f"two label files for image {f.stem!r}: {by_stem[f.stem].name} and {f.name}; keep one")
-        by_stem[f.stem] = f
-    stems = {f.stem for f in imgs}
+        key = _stem_key(f)
+        if key in by_stem:
+            raise InputError(f"two label files for image {f.stem!r}: {by_stem[key].name} and {f.name}; keep one")
+        by_stem[key] = f
+    stems = {_stem_key(f): f for f in imgs}
     if len(stems) != len(imgs):
         raise InputError(f"folder {images} holds two images with the same base name: rename one")
-    orphans = sorted(set(by_stem) - stems)
+    # a name spelled in another case (a case-insensitive disk, Windows, macOS) pairs where that is unambiguous
+    folded: dict[str, list[str]] = {}
+    for key in set(stems) - set(by_stem):
+        folded.setdefault(key.casefold(), []).append(key)
+    for key in sorted(set(by_stem) - set(stems)):
+        match = folded.get(key.casefold(), [])
+        if len(match) == 1:
+            by_stem[match[0]] = by_stem.pop(key)
+    orphans = sorted(by_stem[k].stem for k in set(by_stem) - set(stems))
     if orphans:
         raise InputError(
             f"label files {orphans[:5]} in {labels} have no image of the same base name in {images}: "
             "rename or remove them"
         )
-    pairs = [(f, by_stem.get(f.stem)) for f in imgs]
+    pairs = [(f, by_stem.get(_stem_key(f))) for f in imgs]
     if not any(lab for _, lab in pairs):
         raise InputError(f"no image in {images} has a label file in {labels} (same base name): check the names")
     return pairs

@@ -201,8 +201,11 @@ def check_not_input(out: str | os.PathLike, inputs: Iterable[Any], *, option: st
                 raise InputError(
                     f"{option} {out} is the input {s}: writing there would destroy it; choose another {option}"
                 )
-            if s in a.parents or a in s.parents:
-                rel = "inside" if s in a.parents else "around"
+            # by inode too: on a case-insensitive disk (macOS, exFAT) proj.zarr is the group Proj.zarr holding the
+            # input Proj.zarr/tomo, which --overwrite deleted (QA); also NFC and NFD spellings of one name (macOS)
+            inside = s in a.parents or any(_same_file(p, s) for p in a.parents)
+            if inside or a in s.parents or any(_same_file(p, a) for p in s.parents):
+                rel = "inside" if inside else "around"
                 raise InputError(
                     f"{option} {out} lies {rel} the input {s}: writing there could destroy it; "
                     f"choose a path outside the input for {option}"
