@@ -199,6 +199,21 @@ def _read_only_out(monkeypatch) -> None:
     )
 
 
+def _acl_refused_out(monkeypatch) -> None:
+    """As Windows' ACLs refuse a folder: ``os.access`` says writable (it always does there), creating fails."""
+    import errno
+    import tempfile
+
+    real = tempfile.TemporaryFile
+
+    def refused(*a, dir=None, **k):  # noqa: A002 - tempfile's own keyword
+        if dir is not None and "pytest" in str(dir) and "/d" not in str(dir):
+            raise PermissionError(errno.EACCES, "Access is denied", str(dir))
+        return real(*a, dir=dir, **k)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refused)
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -927,6 +942,14 @@ CASES = [
         InputError,
         r"cannot write JSON output .*a.json: folder .* is not writable; choose another --json",
         patch=_read_only_out,
+    ),
+    Case(
+        "train-out-in-a-folder-the-acls-refuse",  # Windows: the whole training ran, then the save failed (QA, s43)
+        lambda d, o: train(open_volume(d / "good.zarr"), np.load(d / "lab.npy"), out=o / "m", **TRAIN),
+        _train("good.zarr", "lab.npy", "--out", "{o}/m.safetensors"),
+        InputError,
+        r"cannot write model file .*m.safetensors: folder .* is not writable; choose another --out",
+        patch=_acl_refused_out,
     ),
     Case(
         "analyze-json-inside-the-labels",

@@ -671,12 +671,10 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 def _rescue(err: Exception, model: Any, out: str) -> None:
     """A trained model that could not go to ``out``: saved elsewhere, and ``err`` raised saying where."""
-    from .core.models import rescue_model
+    from .core.models import rescued_error
 
-    rescued = rescue_model(model, out) if model is not None else None
-    if rescued is not None:
-        new = type(err)(f"{err}; the trained model was saved to {rescued} instead: move it where you want it")
-        new.errno = getattr(err, "errno", None)  # type: ignore[attr-defined]  # a full disk stays ENOSPC
+    new = rescued_error(err, model, out)
+    if new is not err:
         raise new from err
 
 

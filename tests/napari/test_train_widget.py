@@ -397,3 +397,34 @@ def test_a_second_training_replaces_the_model_offered_before(make_napari_viewer)
     seg._model_file.value = paths[0]  # the user's choice now (another value than the one offered)
     model_saved(paths[1])
     assert str(seg._model_file.value) == str(paths[0])
+
+
+def test_a_model_that_cannot_be_saved_at_the_end_is_rescued_and_named(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """QA (Windows: a folder the ACLs refuse passes the checks before training): the widget showed the save error
+    and the trained model was gone (the CLI saved it elsewhere); the error named the CLI's --out."""
+    import errno
+    import tempfile
+
+    import napari_xrayseg.core.training as training
+    from napari_xrayseg.core.errors import write_error
+
+    def refused(model, path, **kw):
+        raise write_error(OSError(errno.EACCES, "Permission denied"), path)
+
+    monkeypatch.setattr(training, "save_model", refused)  # the final save only; the rescue saves as always
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    viewer = make_napari_viewer()
+    _setup(viewer)
+    w = TrainWidget(viewer)
+    _configure(w, tmp_path / "m.safetensors")
+    w._segment_after.value = False
+    errors = []
+    monkeypatch.setattr("napari_xrayseg._napari._jobs.notifications.show_error", errors.append)
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    (rescued,) = (tmp_path / "tmp").glob("*.safetensors")
+    assert len(load_model(rescued).info.history) == 2 and not (tmp_path / "m.safetensors").exists()
+    assert errors and "permission denied" in errors[0] and f"saved to {rescued} instead" in errors[0]
+    assert "--out" not in errors[0] and "choose a writable location;" in errors[0]
+    assert str(rescued) in w._status.value

@@ -16,8 +16,9 @@ Several pairs ("Add pair", then train) and independent 2D images::
 from __future__ import annotations
 
 import logging
+from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from magicgui.widgets import (
@@ -35,7 +36,7 @@ import napari
 
 from ..core.config import SegmentConfig, TrainConfig
 from ..core.device import PRECISIONS, available_devices
-from ..core.errors import InputError, XraysegError
+from ..core.errors import InputError, OutputExistsError, OutputWriteError, XraysegError, for_gui
 from ..core.inference import iter_segment, trained_on
 from ..core.models import (
     AUTO_START,
@@ -50,6 +51,7 @@ from ..core.models import (
     default_size,
     pretrained_path,
     read_model_info,
+    rescued_error,
     save_model,
 )
 from ..core.normalize import normalize_of
@@ -154,10 +156,38 @@ class TrainingPlot(Container):
         self.canvas.draw_idle()
 
 
+def _rescued(e: Exception, model: Model | None, out: Any) -> NoReturn:
+    """Raise ``e`` retold with where ``model`` went instead of ``out`` (a rescue file), or ``e`` itself."""
+    new = rescued_error(e, model, out)
+    if new is e:
+        raise e
+    raise new from e
+
+
+def _save_kept(model: Model, out: Any) -> Path:
+    """Save the model so far of a stopped training; one that cannot go to ``out`` goes to a rescue file."""
+    try:
+        return save_model(model, out)
+    except (OutputWriteError, OutputExistsError) as e:  # QA: a refused folder lost the model (the CLI kept it)
+        _rescued(e, model, out)
+
+
+def _train_and_save(**kw: Any) -> Generator[Progress, None, Model]:
+    """:func:`iter_train`; a trained model that cannot be saved at the end goes to a rescue file, named in the error.
+
+    Windows cannot tell an unwritable folder before the work (``os.access`` says yes, no lock file is
+    made): the whole training ran, then the widget showed the error and the model was gone (QA).
+    """
+    try:
+        return (yield from iter_train(**kw))
+    except (OutputWriteError, OutputExistsError) as e:
+        _rescued(e, getattr(e, "result", None), kw.get("out"))
+
+
 def _save_when_closed(model: Model | None, out: Any) -> None:
     """The model so far of a training stopped by closing its dock or napari, saved as Cancel saves it."""
     if model is not None:
-        path = save_model(model, out)
+        path = _save_kept(model, out)
         said = (
             f"training stopped as its panel closed; the model so far ({len(model.info.history)} epochs) saved to {path}"
         )
@@ -522,7 +552,7 @@ class TrainWidget(JobWidget):
         self._status.value = "training..."
         total = kwargs["epochs"] if kwargs["minutes"] is None else 1000  # per mille of the time budget
         self.runner.start(
-            iter_train,
+            _train_and_save,
             desc=f"Training on {layer.name}",
             total=total,
             on_returned=lambda m: self._trained(m, layer, kwargs, cancelled=False),
@@ -613,9 +643,9 @@ class TrainWidget(JobWidget):
         self.model = model
         if cancelled:  # keep the best model so far; the target path was checked to be new
             try:
-                save_model(model, kwargs["out"])
+                _save_kept(model, kwargs["out"])
             except XraysegError as e:
-                show_warning(f"training cancelled; could not save the model so far: {e}")
+                show_warning(f"training cancelled; could not save the model so far: {for_gui(e)}")
                 return
             model_saved(kwargs["out"])
             msg = (

@@ -40,6 +40,13 @@ _FIXES = (
     ("pass ignore_zero=False", "add --zero-is-class", "tick 'Treat 0 as a class'"),
     ("pass resume=True / --resume to finish it", "add --resume to finish it", "Segment again to finish it"),
     ("use --tile ", "use --tile ", "choose a Tile window of at most "),
+    # write_error's hints for the CLI's --out (a model path checked before training, say)
+    (
+        ": choose a writable location with --out",
+        ": choose a writable location with --out",
+        ": choose a writable location",
+    ),
+    ("free space or choose another --out", "free space or choose another --out", "free space or choose another path"),
     (
         " or less, or leave the tile unset to use the model's default (which adapts to small slices)",
         " or less, or leave the tile unset to use the model's default (which adapts to small slices)",
@@ -169,10 +176,19 @@ def write_error(e: OSError, path: str | os.PathLike | None, *, option: str = "--
     >>> import errno
     >>> str(write_error(OSError(errno.ENOSPC, "No space left on device"), "out.zarr"))
     'no space left on device writing out.zarr: free space or choose another --out'
+    >>> e = PermissionError(errno.EACCES, "The process cannot access the file")
+    >>> e.winerror = 32  # Windows: the file is open elsewhere
+    >>> str(write_error(e, "a.tif")).split(":")[1]
+    ' it is open in another program (napari, Fiji, an Explorer preview)'
     """
     target = path if path is not None else (e.filename or "the output")
     code = e.errno
-    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1), errno.EFBIG):
+    if getattr(e, "winerror", None) in (32, 33):  # Windows: a sharing or lock violation, not a permission
+        msg = (
+            f"cannot write {target}: it is open in another program (napari, Fiji, an Explorer preview): close it "
+            f"there and run again, or choose another {option}"
+        )
+    elif code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1), errno.EFBIG):
         msg = f"no space left on device writing {target}: free space or choose another {option}"
     elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
         why = "read-only file system" if code == errno.EROFS else "permission denied"

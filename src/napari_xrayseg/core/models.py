@@ -1037,6 +1037,20 @@ def rescue_model(model: Model, wanted: str | os.PathLike) -> Path | None:
     return None
 
 
+def rescued_error(err: Exception, model: Model | None, wanted: str | os.PathLike) -> Exception:
+    """``err`` (the model could not be saved to ``wanted``) retold with where ``model`` went instead.
+
+    The model is saved by :func:`rescue_model`; ``err`` itself comes back where there is no model
+    or nothing could be written. The CLI and the Train widget raise what this returns.
+    """
+    rescued = rescue_model(model, wanted) if model is not None else None
+    if rescued is None:
+        return err
+    new = type(err)(f"{err}; the trained model was saved to {rescued} instead: move it where you want it")
+    new.errno = getattr(err, "errno", None)  # type: ignore[attr-defined]  # a full disk stays ENOSPC
+    return new
+
+
 def _zip_message(path: Path) -> str:
     """Why a zip archive given as a model file is not one: a bioimage.io package, a torch.save checkpoint, other."""
     try:

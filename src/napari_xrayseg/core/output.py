@@ -23,6 +23,8 @@ import contextlib
 import logging
 import os
 import shutil
+import stat
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,12 +54,48 @@ OLD = ".xrayseg-old"
 LOCK = ".xrayseg-lock"
 
 
+#: Windows: a read-only file cannot be replaced or deleted until its read-only flag is cleared (POSIX asks the
+#: folder). Outputs being replaced and our temporary files are cleared of it first (QA: a read-only file in an
+#: old output failed a finished --overwrite, and left a hidden temporary file named in the error).
+_WINDOWS = os.name == "nt"
+
+
+def _read_only(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file with Windows' read-only flag (no write bit in its mode there)."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and not st.st_mode & stat.S_IWRITE
+
+
+def _clear_read_only(path: str | os.PathLike) -> None:
+    """Let Windows delete or replace ``path``: clear its read-only flag (a no-op elsewhere, or if already clear)."""
+    if _WINDOWS and _read_only(path):
+        os.chmod(path, stat.S_IWRITE | stat.S_IREAD)
+
+
+def _unlink(path: str | os.PathLike) -> None:
+    """``os.unlink``, a read-only file included on Windows."""
+    _clear_read_only(path)
+    os.unlink(path)
+
+
+def _rmtree_retry(func: Callable[..., Any], path: str, exc: Any) -> None:
+    """``shutil.rmtree``'s error handler: a read-only file (Windows) is made writable and removed; else re-raised."""
+    if not (_WINDOWS and _read_only(path)):
+        raise exc[1] if isinstance(exc, tuple) else exc  # onerror gives sys.exc_info(), onexc the error
+    _clear_read_only(path)
+    func(path)
+
+
 def remove_path(p: Path) -> None:
-    """Remove a file, link or folder tree (missing is fine)."""
+    """Remove a file, link or folder tree (missing is fine; read-only files too, on Windows)."""
     if p.is_dir() and not p.is_symlink():
-        shutil.rmtree(p, ignore_errors=False)
+        handler = "onexc" if sys.version_info >= (3, 12) else "onerror"  # onerror is deprecated from 3.12
+        shutil.rmtree(p, **{handler: _rmtree_retry})
     elif p.exists() or p.is_symlink():
-        p.unlink()
+        _unlink(p)
 
 
 def _name_max(folder: Path) -> int:
@@ -224,8 +262,25 @@ def check_writable(path: str | os.PathLike, what: str = "output", option: str = 
     parent = next((q for q in p.parents if q.exists()), None)
     if parent is not None and not parent.is_dir():
         raise InputError(f"cannot write {what} {p}: {parent} is a file, not a folder; choose another {option}")
-    if parent is not None and not os.access(parent, os.W_OK):
+    if parent is not None and not (os.access(parent, os.W_OK) and _can_create_in(parent)):
         raise InputError(f"cannot write {what} {p}: folder {parent} is not writable; choose another {option}")
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can be made in ``folder``, tried (an unnamed temporary file, gone at once).
+
+    ``os.access`` says yes on Windows for any folder (only the read-only attribute counts, which folders
+    ignore): a folder the ACLs refuse (Controlled Folder Access, Program Files, a share) passed, and the
+    save failed after the whole training (QA). Errors other than a refusal are left to the write itself.
+    """
+    import errno
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".xrayseg-probe-"):
+            return True
+    except OSError as e:
+        return e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 @dataclass
@@ -323,11 +378,15 @@ class Claim:
             elif self.path.is_dir() and not self.path.is_symlink():
                 os.rename(self.final, old)  # a kill between the two renames is repaired by the next claim
                 os.rename(self.path, self.final)
-                remove_path(old)
             else:
+                _clear_read_only(self.final)
                 os.replace(self.path, self.final)
         except OSError as e:
             raise write_error(e, self.final, option=self.option) from e
+        try:  # the new result is in place: an old one that cannot be removed is no failure of the run
+            remove_path(old)
+        except OSError as e:
+            log.warning("replaced %s; could not remove the old output %s (%s): remove it by hand", self.final, old, e)
         log.info("replaced %s with the new result", self.final)
         self.release()
         return self.final
@@ -580,6 +639,7 @@ def write_file(
             mode = p.stat().st_mode & 0o7777
         os.chmod(tmp, mode)  # also where the writer made its own file (safetensors: 0o600)
         if overwrite:
+            _clear_read_only(p)  # a read-only file is replaced as on POSIX, and stays read-only (its mode above)
             os.replace(tmp, p)
         else:
             _link_new(tmp, p, _exists(c))
@@ -588,8 +648,9 @@ def write_file(
     except OSError as e:
         raise write_error(e, p, option=option) from e
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with contextlib.suppress(OSError):  # never in place of the error that brought us here
+            if os.path.exists(tmp):
+                _unlink(tmp)
     _sweep_stale_temps(p)
     return p
 
