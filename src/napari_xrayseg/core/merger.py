@@ -44,7 +44,8 @@ def confidence_from_probs(p: np.ndarray, kind: str) -> np.ndarray:
         return p.max(axis=0).astype(np.float32)
     if kind == "entropy":
         q = np.clip(p, 1e-12, 1.0)
-        return (-(p * np.log(q)).sum(axis=0) / math.log(p.shape[0])).astype(np.float32)
+        # 0.0 - x, not -x: a certain voxel's entropy is 0.0, not -0.0 (the docstring's example failed)
+        return (0.0 - (p * np.log(q)).sum(axis=0) / math.log(p.shape[0])).astype(np.float32)
     raise InputError(f"confidence {kind!r} must be one of {CONFIDENCE}")
 
 
