@@ -694,12 +694,14 @@ def _train_run(a: argparse.Namespace, image: Any, labels: Any, two_d: bool, toke
         batch=a.batch,
         patch=a.patch,
         lr=a.lr,
+        schedule=a.schedule,
         loss=a.loss,
         gamma=a.gamma,
         boundary_weight=a.boundary_weight,
         dropout=a.dropout,
         average=a.average,
         augment=not a.no_augment,
+        val_fraction=a.val_fraction,
         seed=a.seed,
         device=a.device,
         precision=a.precision,
@@ -1717,6 +1719,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch", type=int, default=_T.patch, help=f"patch side (default: {_T.patch})")
     p.add_argument("--lr", type=float, default=_T.lr, help=f"learning rate (default: {_T.lr})")
     p.add_argument(
+        "--schedule",
+        default=_T.schedule,
+        choices=["cosine", "step", "constant"],
+        help=f"learning-rate decay over the epochs or the time budget (default: {_T.schedule}); the Train widget's "
+        "'Learning-rate schedule'",
+    )
+    p.add_argument(
         "--loss", default=_T.loss, choices=["dicece", "ce", "dice", "dice_gamma"], help=f"loss (default: {_T.loss})"
     )
     p.add_argument("--gamma", type=float, default=_T.gamma, help="Dice denominator exponent for dice_gamma")
@@ -1738,6 +1747,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=_T.average,
         help="share of the budget, at its end, whose epochs' weights are averaged into the model "
         f"(default {_T.average}); 0 keeps the best-validation epoch",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=_T.val_fraction,
+        help=f"share of the annotated slices (or, under 5 slices, of each slice's rows) held out to validate "
+        f"(default: {_T.val_fraction}; 0: none, nothing scores the epochs and the last ones are kept)",
     )
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     p.add_argument(

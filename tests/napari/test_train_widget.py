@@ -428,3 +428,17 @@ def test_a_model_that_cannot_be_saved_at_the_end_is_rescued_and_named(make_napar
     assert errors and "permission denied" in errors[0] and f"saved to {rescued} instead" in errors[0]
     assert "--out" not in errors[0] and "choose a writable location;" in errors[0]
     assert str(rescued) in w._status.value
+
+
+def test_the_dice_gamma_loss_gets_its_gamma(make_napari_viewer, tmp_path):
+    """QA (three doors): the widget offered loss dice_gamma but no gamma (always 1; the CLI's --gamma)."""
+    viewer = make_napari_viewer()
+    _setup(viewer)
+    w = TrainWidget(viewer)
+    _configure(w, tmp_path / "m.safetensors")
+    assert w._gamma.native.isHidden()
+    w._loss.value = "dice_gamma"
+    assert not w._gamma.native.isHidden()
+    w._gamma.value = 0.5
+    kw = w._inputs()
+    assert kw["loss"] == "dice_gamma" and kw["gamma"] == 0.5

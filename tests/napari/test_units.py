@@ -158,3 +158,30 @@ def test_evaluate_widget_reports_the_microstructure_error(make_napari_viewer, qt
     ms = w.report.microstructure
     assert ms["region"] == [[0, 9]] * 3 and ms["voxel_size"] == [0.1, 0.1, 0.1] and ms["unit"] == "um"
     assert "microstructure error on 0:9,0:9,0:9 (um)" in w._summary.value and "tpb_density" in w._summary.value
+    assert all(v["error_percent"] is None for k, v in ms["errors"].items() if ".tortuosity_" in k)  # not asked
+    assert not w._tortuosity.value and not w._tortuosity.native.isHidden()
+
+
+@pytest.mark.needs("taufactor")
+def test_evaluate_widget_computes_tortuosity_when_ticked_as_the_cli_does(make_napari_viewer, qtbot):
+    """QA (three doors): the widget's microstructure error never held tortuosity; --physics computes it."""
+    from napari_xrayseg._napari.evaluate_widget import EvaluateWidget
+    from napari_xrayseg.core.metrics import evaluate
+
+    truth = np.ones((12, 12, 12), np.uint8)
+    truth[:, :, 6:] = 2  # two slabs: tortuosity 1 along z and y
+    pred = truth.copy()
+    pred[5:7, 3:9, 4:8] = 1  # a bump into phase 2
+    viewer = make_napari_viewer()
+    p, t = viewer.add_labels(pred, name="pred"), viewer.add_labels(truth, name="truth")
+    w = EvaluateWidget(viewer)
+    assert w._tortuosity.native.isHidden()
+    w._pred.value, w._truth.value = p, t
+    w._physics.value = True
+    w._tortuosity.value = True
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    got = w.report.microstructure["errors"]
+    want = evaluate(pred, truth, ignore_zero=True, microstructure={"tortuosity": True}).microstructure["errors"]
+    assert got["1.tortuosity_z"] == want["1.tortuosity_z"] and got["1.tortuosity_z"]["error_percent"] is not None
+    assert "1.tortuosity_z" in w._summary.value

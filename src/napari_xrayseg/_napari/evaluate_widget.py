@@ -108,6 +108,18 @@ class EvaluateWidget(JobWidget):
             "also analyse prediction and truth on the box around the annotations (it must be fully "
             "annotated) and report each number's error in %; voxel size from the prediction layer's scale"
         )
+        from napari_xrayseg.core.microstructure import tortuosity_available
+
+        have_tau = tortuosity_available()
+        self._tortuosity = CheckBox(text="with tortuosity (TauFactor; slow)", value=False, enabled=have_tau)
+        self._tortuosity.tooltip = (
+            "also each phase's tortuosity factor along z, y, x in prediction and truth (evaluate(microstructure=True) "
+            "and xrayseg evaluate --physics compute it by default)"
+            if have_tau
+            else "needs TauFactor: pip install 'napari-xrayseg[physics]', then restart napari"
+        )
+        self._tortuosity.visible = False  # with the microstructure error only
+        self._physics.changed.connect(lambda v: setattr(self._tortuosity, "visible", bool(v)))
         self._run = PushButton(text="Evaluate")
         self._summary = text_label("")
         self.runner = JobRunner(self._run, "Evaluate", status=self._summary)
@@ -139,6 +151,7 @@ class EvaluateWidget(JobWidget):
                 self._axis,
                 self._zero,
                 self._physics,
+                self._tortuosity,
                 self._run,
                 self._summary,
                 self._table,
@@ -254,7 +267,7 @@ class EvaluateWidget(JobWidget):
             if pred.ndim != 3:
                 raise InputError("the microstructure error needs 3D labels: uncheck it for 2D layers")
             voxel = layer_voxel_size(pred_layer)
-            kwargs["microstructure"] = {"tortuosity": False, "class_names": names}
+            kwargs["microstructure"] = {"tortuosity": bool(self._tortuosity.value), "class_names": names}
             if voxel is not None:
                 kwargs["microstructure"].update(voxel_size=voxel[0], unit=voxel[1])
         context = {
@@ -346,7 +359,7 @@ class EvaluateWidget(JobWidget):
                 f"{k} {v['error_percent']:+.1f} %"
                 for k, v in ms["errors"].items()
                 if v["error_percent"] is not None
-                and k.endswith(("volume_fraction", "specific_surface_area", "tpb_density"))
+                and (k.endswith(("volume_fraction", "specific_surface_area", "tpb_density")) or ".tortuosity_" in k)
             ]
             lines.append(f"microstructure error on {box} ({ms['unit']}): " + ", ".join(errs))
         na = [str(c) for c in report.classes if report.per_class[c].get("dice") is None]

@@ -277,6 +277,16 @@ class TrainWidget(JobWidget):
             value=_T.loss,
             tooltip="dicece: Dice + cross-entropy (the default); ce; dice; dice_gamma (docs/train.md)",
         )
+        self._gamma = FloatSpinBox(
+            label="Dice gamma",
+            min=0.1,
+            max=8.0,
+            step=0.1,
+            value=_T.gamma,
+            tooltip="exponent of the Dice denominator of the dice_gamma loss (xrayseg train --gamma)",
+        )
+        self._gamma.visible = False  # shown with the dice_gamma loss only
+        self._loss.changed.connect(lambda v: setattr(self._gamma, "visible", str(v) == "dice_gamma"))
         self._schedule = ComboBox(
             label="Learning-rate schedule", choices=list(SCHEDULES), value=_T.schedule, tooltip="decay over the budget"
         )
@@ -382,6 +392,7 @@ class TrainWidget(JobWidget):
                 self._context,
                 self._augment,
                 self._loss,
+                self._gamma,
                 self._schedule,
                 self._precision,
                 self._all_axes,
@@ -612,6 +623,7 @@ class TrainWidget(JobWidget):
             "seed": int(self._seed.value),
             "augment": bool(self._augment.value),
             "loss": str(self._loss.value),
+            "gamma": float(self._gamma.value),
             "schedule": str(self._schedule.value),
             "precision": str(self._precision.value),
             "context": None if init == PRETRAINED else int(self._context.value),  # the start's own
