@@ -497,3 +497,41 @@ def test_preview_keeps_to_the_memory_budget_and_equals_the_segmentation(trained,
     assert sides and max(sides) < 64  # tiled: no window over the whole slice
     monkeypatch.setattr(model.network, "forward", forward)
     np.testing.assert_array_equal(got, np.asarray(segment(image, model, device="cpu"))[3])
+
+
+def test_a_round_that_cannot_be_saved_beside_its_model_goes_to_a_rescue_file(
+    make_napari_viewer, qtbot, trained, tmp_path, monkeypatch
+):
+    """QA (h3): a folder that refuses files (napari started from an app: the working folder is /; a share) lost
+    the round ("saved to None"); it goes to a rescue file, said, and is the model in use."""
+    import errno
+    import os
+    import shutil
+    import tempfile
+
+    import napari_xrayseg.core.models as models
+    from napari_xrayseg.core.errors import write_error
+
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "tmp").mkdir()
+    a = shutil.copy(trained[3], tmp_path / "ro" / "A.safetensors")
+    real = models.save_model
+
+    def refusing(model, path, **kw):
+        if os.path.basename(os.path.dirname(path)) == "ro":
+            raise write_error(OSError(errno.EACCES, "Permission denied"), path)
+        return real(model, path, **kw)
+
+    monkeypatch.setattr(models, "save_model", refusing)
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    warned = []
+    monkeypatch.setattr("napari_xrayseg._napari.annotate_widget.show_warning", warned.append)
+    viewer, w, lab = _viewer(make_napari_viewer, trained, show=False)
+    w._live.value = False
+    w._model_file.value = a
+    w._fraction.value = 0.05
+    w._train.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=120_000)
+    (rescued,) = (tmp_path / "tmp").glob("A-r1-rescued-*.safetensors")
+    assert warned and "permission denied" in warned[0] and str(rescued) in warned[0]
+    assert str(w._model_file.value) == str(rescued) and w.model is not None

@@ -36,7 +36,7 @@ from ..core.annotation import (
     slice_normalization,
 )
 from ..core.errors import Cancelled, InputError, XraysegError
-from ..core.models import Model, load_model, save_model
+from ..core.models import Model, load_model, save_or_rescue
 from ..core.normalize import mark_missing
 from ..core.progress import Progress
 from ._jobs import JobRunner, JobWidget, LatestRunner, show_warning, text_label
@@ -608,10 +608,9 @@ class AnnotateWidget(JobWidget):
         def salvage(e: Cancelled) -> None:  # the dock or napari closed mid-round: keep the round as Cancel does
             model = getattr(e, "result", None)
             if model is not None and model is not before:
-                log.info(
-                    "continued training stopped as its window closed; saved to %s",
-                    save_model(model, self._round_path(model, model_file)),
-                )
+                path, why = save_or_rescue(model, self._round_path(model, model_file))
+                said = f"continued training stopped as its window closed; saved to {path}"
+                log.info("%s", said + (f" ({why})" if why else ""))
 
         self.runner.start(
             iter_continue_training,
@@ -654,11 +653,14 @@ class AnnotateWidget(JobWidget):
             self._status.value = msg
             show_info(msg)
             return
-        try:
-            path = save_model(model, self._round_path(model, model_file))
+        try:  # a folder that refuses it (napari started from an app: the working folder is /): a rescue file
+            path, why = save_or_rescue(model, self._round_path(model, model_file))
         except XraysegError as e:
             show_warning(f"could not save the new model: {e}")
             path = None
+        else:
+            if why is not None:
+                show_warning(why)
         if self.model is not before:  # another model was chosen meanwhile: it stays
             msg = (
                 f"the round on {Path(model_file).name} ended{' (cancelled)' if cancelled else ''}: saved to {path}; "

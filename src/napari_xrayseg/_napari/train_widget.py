@@ -52,7 +52,7 @@ from ..core.models import (
     pretrained_path,
     read_model_info,
     rescued_error,
-    save_model,
+    save_or_rescue,
 )
 from ..core.normalize import normalize_of
 from ..core.progress import Progress
@@ -164,14 +164,6 @@ def _rescued(e: Exception, model: Model | None, out: Any) -> NoReturn:
     raise new from e
 
 
-def _save_kept(model: Model, out: Any) -> Path:
-    """Save the model so far of a stopped training; one that cannot go to ``out`` goes to a rescue file."""
-    try:
-        return save_model(model, out)
-    except (OutputWriteError, OutputExistsError) as e:  # QA: a refused folder lost the model (the CLI kept it)
-        _rescued(e, model, out)
-
-
 def _train_and_save(**kw: Any) -> Generator[Progress, None, Model]:
     """:func:`iter_train`; a trained model that cannot be saved at the end goes to a rescue file, named in the error.
 
@@ -187,9 +179,10 @@ def _train_and_save(**kw: Any) -> Generator[Progress, None, Model]:
 def _save_when_closed(model: Model | None, out: Any) -> None:
     """The model so far of a training stopped by closing its dock or napari, saved as Cancel saves it."""
     if model is not None:
-        path = _save_kept(model, out)
+        path, why = save_or_rescue(model, out)
         said = (
             f"training stopped as its panel closed; the model so far ({len(model.info.history)} epochs) saved to {path}"
+            + (f" ({why})" if why else "")
         )
         log.info("%s", said)
         try:  # napari may be closing too: then the log is all there is
@@ -654,15 +647,17 @@ class TrainWidget(JobWidget):
             return
         self.model = model
         if cancelled:  # keep the best model so far; the target path was checked to be new
-            try:
-                _save_kept(model, kwargs["out"])
+            try:  # a folder that refuses it: a rescue file (QA: the model was lost; the CLI kept it)
+                path, why = save_or_rescue(model, kwargs["out"])
             except XraysegError as e:
                 show_warning(f"training cancelled; could not save the model so far: {for_gui(e)}")
                 return
-            model_saved(kwargs["out"])
+            if why is not None:
+                show_warning(for_gui(why))
+            model_saved(path)
             msg = (
                 f"training cancelled after {len(model.info.history)} epochs; the model so far "
-                f"({model.info.validation[1]}) saved to {kwargs['out']}"
+                f"({model.info.validation[1]}) saved to {path}"
             )
             self._status.value = msg
             show_info(msg)

@@ -37,7 +37,7 @@ import torch
 
 from .config import python_numbers
 from .device import TORCH_GLOBAL_STATE
-from .errors import InputError, ModelFileError, XraysegError
+from .errors import InputError, ModelFileError, OutputExistsError, OutputWriteError, XraysegError
 from .output import write_file
 from .unet import UNet
 
@@ -1035,6 +1035,28 @@ def rescue_model(model: Model, wanted: str | os.PathLike) -> Path | None:
         except (XraysegError, OSError, RuntimeError, KeyError):
             continue
     return None
+
+
+def save_or_rescue(model: Model, path: str | os.PathLike) -> tuple[Path, str | None]:
+    """Save ``model`` to ``path``, else (a refused folder, a full disk) to a rescue file (:func:`rescue_model`).
+
+    Returns
+    -------
+    (Path, str or None)
+        Where the model went, and why not to ``path`` (None when it went there).
+
+    Raises
+    ------
+    OutputWriteError, OutputExistsError
+        Where nothing could be written at all.
+    """
+    try:
+        return save_model(model, path), None
+    except (OutputWriteError, OutputExistsError) as e:
+        rescued = rescue_model(model, path)
+        if rescued is None:
+            raise
+        return rescued, f"{e}; the model was saved to {rescued} instead: move it where you want it"
 
 
 def rescued_error(err: Exception, model: Model | None, wanted: str | os.PathLike) -> Exception:
