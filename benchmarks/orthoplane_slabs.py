@@ -1,7 +1,7 @@
 """Orthoplane segmentation (``axes="zyx"``) to a zarr output at several slab depths: time and scratch files.
 
 The early passes keep their class probabilities in stores inside the output; their chunks are one slab
-deep along the pass's axis (``writer.pass_chunks``). Prints wall and CPU time per slab depth and the
+deep along the pass's axis (``plan.pass_chunks``). Prints wall and CPU time per slab depth and the
 number of chunk files the first pass's store would hold. Compare code versions in one run by
 ``PYTHONPATH``:
 
@@ -29,7 +29,7 @@ def main() -> None:
     image, _ = make_phantom(tuple(a.shape), seed=1520)
     model = init_model("unet", size="tiny", classes=[1, 2, 3])  # untrained: the network's cost is not the point
     try:
-        from napari_xrayseg.core.writer import pass_chunks
+        from napari_xrayseg.core.plan import pass_chunks
     except ImportError:  # an older checkout: cubes of the slab depth
         pass_chunks = None
     for slab in a.slabs:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .core.config import MODEL_TILE, SUGGEST_MARGIN, SegmentConfig, TrainConfig
+from .core.config import ARCH_NAMES, MODEL_TILE, SUGGEST_MARGIN, SegmentConfig, TrainConfig
 
 __all__ = ["build_parser", "main"]
 
@@ -1338,11 +1338,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overwrite(p)
     p.set_defaults(func=_cmd_sample)
 
-    from .core.models import architectures
-
     p = sub.add_parser("init-model", help="create an untrained model file (to exercise the pipeline)")
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
-    p.add_argument("--arch", default="unet", choices=sorted(architectures()), help="architecture (default: unet)")
+    p.add_argument("--arch", default="unet", choices=ARCH_NAMES, help="architecture (default: unet)")
     p.add_argument("--size", default=None, help="size preset: tiny, small, medium, large (default: small)")
     p.add_argument(
         "--context",
@@ -1679,7 +1677,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--arch",
         default=_T.arch,
-        choices=["auto", *sorted(architectures())],
+        choices=["auto", *ARCH_NAMES],
         help=f"architecture (default: {_T.arch}: unet3d for single-channel volumes at least 15 slices deep "
         "with --epochs or at least 5 --minutes, else unet; see docs/architectures.md)",
     )

@@ -896,7 +896,7 @@ def test_the_passes_stores_are_one_slab_deep_along_their_axis_only(tmp_path, vol
     the labels of the API without an output differed from the CLI's)."""
     import zarr
 
-    from napari_xrayseg.core.writer import pass_chunks
+    from napari_xrayseg.core.plan import pass_chunks
 
     seen, make = [], zarr.create_array
 

@@ -10,7 +10,15 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["MODEL_TILE", "SUGGEST_MARGIN", "SegmentConfig", "TrainConfig", "python_numbers", "takes_train_config"]
+__all__ = [
+    "ARCH_NAMES",
+    "MODEL_TILE",
+    "SUGGEST_MARGIN",
+    "SegmentConfig",
+    "TrainConfig",
+    "python_numbers",
+    "takes_train_config",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,6 +69,9 @@ def python_numbers(func: F) -> F:
     return _with_keywords(func, lambda kwargs: {k: _plain(v) for k, v in kwargs.items()})
 
 
+#: The architectures' names, kept here without torch: the CLI's parser offers them (importing the networks took
+#: ``xrayseg --help`` 2.2 CPU s and 230 MB; QA). ``models.architectures()`` is checked against it by a test.
+ARCH_NAMES = ("attentionunet", "basicunet", "segresnet", "unet", "unet3d")
 #: Recommended tile side of a new model (stored in the model file; ``SegmentConfig.tile=None`` uses the model's).
 MODEL_TILE = 256
 #: suggest_slices: a slice is suggested over the middle of the widest gap between annotated slices only

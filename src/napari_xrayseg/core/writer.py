@@ -42,6 +42,7 @@ from .errors import InputError, OutputWriteError, write_error
 from .normalize import MissingView
 from .ome import multiscale_levels
 from .output import _CREATING, Claim, released_on_error, remove_path
+from .plan import pass_chunks
 from .progress import CancelToken, check
 from .units import ngff_label_attrs
 
@@ -92,25 +93,6 @@ RESUME_KEYS = {
 def _axes(ndim: int) -> tuple[str, ...]:
     """The arrays' ``dimension_names`` (OME-Zarr 0.5 requires them, as its axes' names)."""
     return ("z", "y", "x")[-ndim:]
-
-
-#: Least chunk side of an early pass's probability store across its slicing axis. Along that axis a chunk is one
-#: slab deep (slabs written in parallel never share a chunk); across it, cubes of the slab depth made a file of
-#: 8 voxels per chunk at ``--slab 2`` (221,184 files a pass on 48 x 192 x 192: 478 s instead of 0.9 s at the
-#: default slab 32, whose chunks stay cubes; 9.3 s now; QA). A later pass reads slabs of these chunks along its
-#: own axis: up to ``PASS_CHUNK / depth`` times the bytes it needs (16 and 64 took 24.5 and 5.3 s there).
-PASS_CHUNK = 32
-
-
-def pass_chunks(shape: Sequence[int], depth: int, axis: int | None) -> tuple[int, ...]:
-    """Chunks of an early pass's probability store (without its class axis): one slab deep along ``axis``.
-
-    Examples
-    --------
-    >>> pass_chunks((48, 192, 192), 2, 1), pass_chunks((48, 192, 192), 32, 0)
-    ((32, 2, 32), (32, 32, 32))
-    """
-    return tuple(min(int(n), depth if k == axis else max(depth, PASS_CHUNK)) for k, n in enumerate(shape))
 
 
 def sibling_path(out: str | os.PathLike, suffix: str) -> Path:
