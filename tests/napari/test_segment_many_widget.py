@@ -122,3 +122,19 @@ def test_selected_layers_keep_their_voxel_size_in_the_outputs(
     origin, unit = read_origin(tmp_path / "labels" / "c.zarr")
     assert origin == pytest.approx((8, 0, 2)) and unit == "um"
     assert tuple(viewer.layers["c labels"].translate) == pytest.approx((8, 0, 2))
+
+
+def test_layer_names_that_windows_keeps_for_devices_make_files_it_can_write():
+    """QA (Windows): a layer named 'aux' gave the batch output aux.tif, the AUX device there."""
+    from napari_xrayseg._napari.segment_widget import _file_name
+
+    assert [_file_name(n) for n in ("aux", "Con.scan", "com1", "nul ", "a/b: c", "auxiliary", "", "lpt0")] == [
+        "aux_",
+        "Con_.scan",
+        "com1_",
+        "nul_",
+        "a_b_ c",
+        "auxiliary",
+        "image",
+        "lpt0",
+    ]

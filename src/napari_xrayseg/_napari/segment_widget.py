@@ -435,11 +435,24 @@ def _origin(layer: Any, channel_axis: int | None) -> tuple[float, ...] | None:
     return t if any(t) else None
 
 
+#: Names Windows keeps for devices, whatever the extension (``aux.tif`` is the AUX device there).
+_WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"{d}{i}" for d in ("COM", "LPT") for i in range(1, 10))}
+
+
 def _file_name(name: str) -> str:
-    """A layer name as a file name: path separators and other awkward characters become ``_``."""
+    """A layer name as a file name: path separators and other awkward characters become ``_``.
+
+    A Windows device name (``aux``, ``con``, ``COM1``) gets a ``_`` too: a batch output ``aux.tif``
+    could not be written there (QA).
+
+    >>> _file_name("a/b: c"), _file_name("aux"), _file_name("Con.scan"), _file_name("auxiliary")
+    ('a_b_ c', 'aux_', 'Con_.scan', 'auxiliary')
+    """
     import re
 
-    return re.sub(r"[^\w.\-\[\] ]", "_", name).strip(" .") or "image"
+    safe = re.sub(r"[^\w.\-\[\] ]", "_", name).strip(" .") or "image"
+    stem, dot, rest = safe.partition(".")
+    return f"{stem}_{dot}{rest}" if stem.upper() in _WINDOWS_DEVICES else safe
 
 
 def _where(layer: Any, voxel_size: Any, unit: str | None, channel_axis: int | None = None) -> dict[str, Any]:
