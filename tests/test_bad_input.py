@@ -188,6 +188,11 @@ def _no_permission(monkeypatch) -> None:
     monkeypatch.setattr(numpy, "load", load)
 
 
+def _is_out(p) -> bool:
+    """Whether ``p`` is the test's own output folder (``{o}``: pytest's ``tmp_path``, named after the test)."""
+    return Path(p).name.startswith("test_")
+
+
 def _read_only_out(monkeypatch) -> None:
     """The output folder (``{o}``, pytest's tmp_path) is read-only: os.access says so (root passes chmod)."""
     import os as _os
@@ -195,7 +200,7 @@ def _read_only_out(monkeypatch) -> None:
     real = _os.access
     monkeypatch.setattr(
         "napari_xrayseg.core.output.os.access",
-        lambda p, mode, **k: False if mode == _os.W_OK and "pytest" in str(p) and "/d" not in str(p) else real(p, mode),
+        lambda p, mode, **k: False if mode == _os.W_OK and _is_out(p) else real(p, mode),
     )
 
 
@@ -207,7 +212,7 @@ def _acl_refused_out(monkeypatch) -> None:
     real = tempfile.TemporaryFile
 
     def refused(*a, dir=None, **k):  # noqa: A002 - tempfile's own keyword
-        if dir is not None and "pytest" in str(dir) and "/d" not in str(dir):
+        if dir is not None and _is_out(dir):
             raise PermissionError(errno.EACCES, "Access is denied", str(dir))
         return real(*a, dir=dir, **k)
 

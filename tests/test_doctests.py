@@ -6,6 +6,7 @@ from __future__ import annotations
 import doctest
 import importlib
 import pkgutil
+import tempfile
 
 import pytest
 
@@ -17,5 +18,6 @@ MODULES = [m.name for m in pkgutil.iter_modules(core.__path__, "napari_xrayseg.c
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_the_docstring_examples_run_as_written(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # an example that writes a relative path writes here
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # and its tempfile.mkdtemp() folders, gone with it
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS, report=True)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples in {name} failed (printed above)"

@@ -988,7 +988,8 @@ def _add_analyze(sub: Any) -> None:
         nargs="+",
         default=None,
         metavar="NAME",
-        help="phase names of labels 1, 2, ... (default: from the labels' store or --model)",
+        help="phase names, one per phase in the order of their label values, or one per label 1, 2, ... (default: "
+        "from the labels' store or --model)",
     )
     p.add_argument("--model", default=None, help="take the phase names from this model file")
     p.add_argument(
@@ -1838,7 +1839,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="NAME",
-        help="class names of labels 1, 2, ... for the tables (default: from the prediction's store)",
+        help="class names for the tables, one per class in the order of their label values, or one per label 1, "
+        "2, ... (default: from the prediction's store)",
     )
     p.add_argument(
         "--trained-slices",
@@ -1935,6 +1937,10 @@ EXIT_CODES = {
 DOCS = "https://github.com/napari-xrayseg/napari-xrayseg/tree/main/docs"
 
 
+#: Commands that never need torch (the rest import it at once, with Ctrl-C held: :func:`_ctrl_c_held`).
+_NO_TORCH = frozenset({"info", "sample", "analyze", "evaluate"})
+
+
 @contextlib.contextmanager
 def _ctrl_c_held() -> Iterator[None]:
     """Hold Ctrl-C (SIGINT) for the block, then raise ``KeyboardInterrupt`` if one came.
@@ -1983,9 +1989,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - for the process's life
     try:
-        with _ctrl_c_held():
-            parser = build_parser()  # imports torch: Ctrl-C is held until it is done
+        parser = build_parser()  # no torch: --help and the light commands start in a fraction of a second
         args = _expand_home(parser.parse_args(argv))
+        if args.command not in _NO_TORCH:
+            with _ctrl_c_held():  # the network commands import torch: Ctrl-C is held until it is done
+                import torch  # noqa: F401
         args.verbose += getattr(args, "verbose_here", 0)
         command = f"xrayseg {args.command}"
         from .core.provenance import command_line

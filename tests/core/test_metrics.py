@@ -617,7 +617,7 @@ def test_a_truth_class_the_prediction_lacks_and_too_few_names_are_said(tmp_path,
         evaluate(str(tmp_path / "p.zarr"), truth)
     assert "no voxel of class 7, which the truth holds: Dice 0, counted in the mean Dice" in caplog.text
     assert "7 is no class of the model that made the prediction (classes [1, 2, 3])" in caplog.text
-    with pytest.raises(InputError, match=r"class_names has 2 names for the classes \[1, 2, 3, 7\]"):
+    with pytest.raises(InputError, match=r"2 class names for the 4 classes scored \[1, 2, 3, 7\]"):
         evaluate(str(tmp_path / "p.zarr"), truth, class_names=["a", "b"])
 
 
@@ -652,3 +652,31 @@ def test_unrelated_2d_images_and_one_2d_image_are_scored_as_images():
     assert evaluate(pred, truth, two_d=True).by_interface_distance == stack
     assert evaluate(pred, truth, two_d=True).n_annotated_slices == 6  # the per-slice scores: per image
     assert evaluate(pred[0], truth[0]).outlier_text() is None  # one image: its rows are no "corrupt slices"
+
+
+def test_a_truth_whose_0_is_a_phase_is_said_to_be_scored_without_it(caplog):
+    """QA: against an ImageJ 0/255 pore/solid mask a prediction of solid everywhere scored Dice 1.0, and a
+    0-based export's pore phase (30 %) went unscored, without a word. Painted slices and a round field of view
+    (0 outside it, in every slice) say nothing."""
+    from napari_xrayseg.core.sample import make_phantom
+
+    _, truth = make_phantom((16, 64, 64), seed=1525)
+    mask = np.where(truth == 1, 0, 255).astype(np.uint8)
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        assert evaluate(np.full_like(mask, 255), mask).mean_dice == 1.0
+    assert "only class 255 is scored: if 0 is a phase of the truth" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        evaluate(truth, (truth - 1).astype(np.uint8))  # 0-based: 0, 1, 2
+    assert "in every slice) is left out as not annotated, and only classes 1, 2 are scored" in caplog.text
+    assert "ignore_zero=False" in caplog.text
+    caplog.clear()
+    painted = np.zeros_like(truth)
+    painted[[3, 8]] = truth[[3, 8]]
+    yy, xx = np.indices(truth.shape[1:])
+    fov = np.where(((yy - 32) ** 2 + (xx - 32) ** 2 > 30**2)[None], 0, truth)
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        evaluate(truth, painted)
+        evaluate(truth, fov)
+        evaluate(mask, mask, ignore_zero=False)
+    assert "left out as not annotated" not in caplog.text

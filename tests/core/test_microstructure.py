@@ -719,15 +719,26 @@ def test_a_unit_without_a_voxel_size_is_voxel_units_and_said(caplog):
     assert analyze(lab, voxel_size=20, unit="nm", tortuosity=False).unit == "nm"
 
 
-def test_too_few_names_are_warned_about(caplog):
+def test_names_go_to_the_phases_present_or_to_labels_1_to_n_and_too_few_are_refused(caplog):
+    """QA: labels {2, 4, 6} with three names: phase 2 was called by the second name, the others by number (names
+    went to labels 1, 2, 3); train named the classes present, evaluate wanted one per label 1..max."""
+    from napari_xrayseg.core.errors import InputError
+    from napari_xrayseg.core.metrics import evaluate
     from napari_xrayseg.core.microstructure import analyze
 
-    lab = np.ones((4, 8, 8), np.uint8)
-    lab[:, 4:] = 2
+    lab = np.full((4, 9, 9), 2, np.uint8)
+    lab[:, 3:6] = 4
+    lab[:, 6:] = 6
+    m = analyze(lab, class_names=["pore", "nickel", "YSZ"], tortuosity=False)
+    assert [m.phases[k].name for k in (2, 4, 6)] == ["pore", "nickel", "YSZ"]
+    six = [f"n{i}" for i in range(1, 7)]
+    assert [analyze(lab, class_names=six, tortuosity=False).phases[k].name for k in (2, 4, 6)] == ["n2", "n4", "n6"]
+    assert evaluate(lab, lab, class_names=["pore", "nickel", "YSZ"]).class_names == {2: "pore", 4: "nickel", 6: "YSZ"}
+    with pytest.raises(InputError, match=r"2 class names for the 3 phases \[2, 4, 6\]: give one per class"):
+        analyze(lab, class_names=["pore", "nickel"], tortuosity=False)
     with caplog.at_level("WARNING", logger="napari_xrayseg"):
-        m = analyze(lab, class_names=["pore"], tortuosity=False)
-    assert m.phases[1].name == "pore" and m.phases[2].name == "2"
-    assert "no name given for label 2" in caplog.text
+        m = analyze(lab, class_names={2: "pore"}, tortuosity=False)
+    assert m.phases[2].name == "pore" and m.phases[4].name == "4" and "no name given for labels 4, 6" in caplog.text
 
 
 def test_an_outside_label_that_is_absent_is_warned_about(caplog):

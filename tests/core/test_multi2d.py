@@ -126,6 +126,10 @@ def test_pairs_whose_names_differ_in_unicode_form_or_case_pair(tmp_path):
     tifffile.imwrite(lab / "x2.tif", np.ones((8, 8), np.uint8))  # exact names first: X2 stays unannotated
     got = {i.stem: b and b.stem for i, b in pair_image_folders(img, lab)}
     assert got["x2"] == "x2" and got["X2"] is None
+    tifffile.imwrite(lab / "SCAN1.tif", np.ones((8, 8), np.uint8))  # two spellings of Scan1's labels: one pairs
+    with pytest.raises(InputError, match=r"\['scan1'\] in .* have no image"):
+        pair_image_folders(img, lab)
+    (lab / "SCAN1.tif").unlink()
     (lab / "x2.tif").rename(lab / "X2_.tif")
     with pytest.raises(InputError, match=r"\['X2_'\] in .* have no image"):
         pair_image_folders(img, lab)

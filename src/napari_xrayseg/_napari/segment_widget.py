@@ -436,7 +436,7 @@ def _origin(layer: Any, channel_axis: int | None) -> tuple[float, ...] | None:
 
 
 #: Names Windows keeps for devices, whatever the extension (``aux.tif`` is the AUX device there).
-_WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"{d}{i}" for d in ("COM", "LPT") for i in range(1, 10))}
+_WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"{d}{i}" for d in ("COM", "LPT") for i in "123456789¹²³")}
 
 
 def _file_name(name: str) -> str:

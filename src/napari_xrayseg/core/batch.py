@@ -398,7 +398,7 @@ def output_name(path: str | os.PathLike) -> str:
 def _check_names(names: Sequence[str], sources: Sequence[str]) -> None:
     seen: dict[str, str] = {}
     for n, s in zip(names, sources):
-        key = unicodedata.normalize("NFC", n).casefold()  # one file on a case-insensitive disk (macOS: NFD too)
+        key = unicodedata.normalize("NFC", n).lower()  # one file on a case-insensitive disk (macOS: NFD too)
         if key in seen:
             raise InputError(
                 f"inputs {seen[key]} and {s} both give the output name {n!r}: rename one, "

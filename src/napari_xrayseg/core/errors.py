@@ -47,6 +47,8 @@ _FIXES = (
         ": choose a writable location",
     ),
     ("free space or choose another --out", "free space or choose another --out", "free space or choose another path"),
+    ("or choose another --out", "or choose another --out", "or choose another path"),
+    ("): choose another --out", "): choose another --out", "): choose another path"),
     (
         " or less, or leave the tile unset to use the model's default (which adapts to small slices)",
         " or less, or leave the tile unset to use the model's default (which adapts to small slices)",

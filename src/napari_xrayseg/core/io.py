@@ -808,11 +808,12 @@ def pair_image_folders(images: str | os.PathLike, labels: str | os.PathLike) -> 
     # a name spelled in another case (a case-insensitive disk, Windows, macOS) pairs where that is unambiguous
     folded: dict[str, list[str]] = {}
     for key in set(stems) - set(by_stem):
-        folded.setdefault(key.casefold(), []).append(key)
+        folded.setdefault(key.lower(), []).append(key)
     for key in sorted(set(by_stem) - set(stems)):
-        match = folded.get(key.casefold(), [])
+        match = folded.get(key.lower(), [])
         if len(match) == 1:
             by_stem[match[0]] = by_stem.pop(key)
+            match.clear()  # one label file per image: a second spelling stays unpaired (review)
     orphans = sorted(by_stem[k].stem for k in set(by_stem) - set(stems))
     if orphans:
         raise InputError(

@@ -14,7 +14,41 @@ import numpy as np
 from .errors import InputError
 from .io import read_block
 
-__all__ = ["check_labels", "read_labels"]
+__all__ = ["check_labels", "names_by_label", "read_labels"]
+
+
+def names_by_label(names: Any, present: Any, *, what: str = "classes") -> dict[int, str]:
+    """Class names given as a mapping or a list, as ``{label: name}``.
+
+    A list names the classes present, in the order of their label values (as ``train`` always
+    did), or, as long as the largest label, labels 1, 2, 3, ... (label 0 is never named by a list).
+    Labels {1, 2, 5, 17} take 4 names or 17; before, ``evaluate`` wanted 17 and ``analyze`` gave
+    labels {2, 4, 6} the names of 1, 2 and 3, its phase 2 called by the second name (QA).
+
+    Raises
+    ------
+    InputError
+        For a list of another length, naming both choices.
+
+    Examples
+    --------
+    >>> names_by_label(["pore", "nickel", "YSZ"], [0, 2, 4, 6])
+    {2: 'pore', 4: 'nickel', 6: 'YSZ'}
+    >>> names_by_label(["a", "b", "c", "d", "e"], [1, 5])
+    {1: 'a', 2: 'b', 3: 'c', 4: 'd', 5: 'e'}
+    """
+    if isinstance(names, dict):
+        return {int(k): str(v) for k, v in names.items()}
+    given = [str(n) for n in names]
+    labels = sorted({int(c) for c in present} - {0})
+    if len(given) == len(labels):
+        return dict(zip(labels, given))
+    if labels and len(given) >= labels[-1]:
+        return {i + 1: n for i, n in enumerate(given)}
+    raise InputError(
+        f"{len(given)} class names for the {len(labels)} {what} {labels}: give one per class, in the order of their "
+        f"label values (--names), or one per label 1 to {labels[-1] if labels else 1}"
+    )
 
 
 def check_labels(a: np.ndarray, name: str = "labels", *, where: str = "", max_value: int | None = None) -> np.ndarray:
@@ -90,7 +124,9 @@ def check_labels(a: np.ndarray, name: str = "labels", *, where: str = "", max_va
         limit = max_value if max_value is not None else np.iinfo(np.int64).max
         if hi > limit:
             raise InputError(
-                f"{name} {verb} value {hi}{at}: class labels must be in 1..{limit}; relabel to fewer classes"
+                f"{name} {verb} value {hi}{at}: class labels must be in 1..{limit}"
+                + (" (models write 8-bit labels)" if limit == 255 else "")
+                + "; renumber them, e.g. 1, 2, 3 for the values present (0 stays not annotated)"
             )
     if small:
         return a.astype(np.uint8, copy=False)

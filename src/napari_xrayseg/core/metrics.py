@@ -60,7 +60,7 @@ import numpy as np
 
 from .config import python_numbers
 from .errors import InputError
-from .labels import read_labels
+from .labels import names_by_label, read_labels
 from .progress import Progress, check, drain
 
 __all__ = [
@@ -1286,16 +1286,10 @@ def iter_evaluate(
         from .io import class_names_of
 
         class_names = class_names_of(pred) or class_names_of(truth)
-    if class_names is not None and not isinstance(class_names, dict):
-        named = [c for c in report.classes if c != 0]
-        if len(list(class_names)) < max(named, default=0):  # half applied, the rest shown as numbers
-            raise InputError(
-                f"class_names has {len(list(class_names))} names for the classes {named} scored: name labels "
-                f"1 to {max(named)} (--names: one per label value, in order)"
-            )
+    names = None if class_names is None else names_by_label(class_names, report.classes, what="classes scored")
     _warn_unpredicted(report, pred)
-    if class_names is not None:
-        names = dict(class_names) if isinstance(class_names, dict) else dict(enumerate(class_names, start=1))
+    _warn_zero_phase(report, truth)
+    if names is not None:
         # a model trained without names records "class 1", ...: shown beside the number it doubled it ("1 class 1")
         real = {int(c): str(names[c]) for c in report.classes if c in names and str(names[c]) != f"class {c}"}
         report.class_names = real or None
@@ -1355,6 +1349,38 @@ def _warn_unpredicted(report: Report, pred: Any) -> None:
         ", ".join(map(str, lost)),
         hint,
     )
+
+
+def _warn_zero_phase(report: Report, truth: Any) -> None:
+    """Say so where the truth's 0 looks like a phase (a 0/255 mask, a 0-based export), not unpainted voxels.
+
+    0 is "not annotated" by default: against an ImageJ pore/solid mask, a prediction of solid everywhere
+    scored Dice 1.0, and a 0-based export's pore phase (30 %) went unscored, without a word (QA). Said
+    where the truth holds one class, or labels in every slice along the axis with 0 in 1 % or more of
+    them and inside the middle slice's central quarter too (0 outside a round field of view is not).
+    """
+    from .io import read_block
+
+    total = math.prod(report.shape) if report.shape else 0
+    left = total - report.n_voxels
+    if not report.ignore_zero or total == 0 or left <= 0:
+        return
+    present = [c for c in report.classes if report.per_class[c].get("voxels_truth")]
+    n = report.shape[report.axis] if report.axis is not None and len(report.shape) == 3 else None
+    every = n is not None and report.n_annotated_slices == n and left >= 0.01 * total
+    if every:  # the central quarter of the middle slice: a phase is there too, a field of view's outside is not
+        index: list[Any] = [slice(s // 4, s - s // 4) for s in report.shape]
+        index[report.axis] = n // 2  # type: ignore[index]
+        middle = np.asarray(read_block(truth, tuple(index), what="truth"))
+        every = bool(middle.size) and float((middle == 0).mean()) >= 0.01
+    if len(present) == 1 or every:
+        log.warning(
+            "the truth's 0 (%.1f %% of its voxels%s) is left out as not annotated, and only %s scored: if 0 is a "
+            "phase of the truth (a 0/255 mask, a 0-based export), pass ignore_zero=False",
+            100.0 * left / total,
+            ", in every slice" if every else "",
+            f"class {present[0]} is" if len(present) == 1 else f"classes {', '.join(map(str, present))} are",
+        )
 
 
 @python_numbers

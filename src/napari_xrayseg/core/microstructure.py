@@ -85,6 +85,7 @@ import numpy as np
 from .config import python_numbers
 from .errors import InputError
 from .io import read_block, volume_chunks, voxel_size_of
+from .labels import names_by_label
 from .progress import CancelToken, Progress, check, drain
 from .units import normalize_unit, parse_voxel_size, pick_voxel_size
 
@@ -599,17 +600,14 @@ def _check_labels(labels: Any) -> Any:
 
 
 def _names(labels: Sequence[int], class_names: Any) -> dict[int, str]:
-    """Phase names from a mapping ``{label: name}`` or a list (names of labels 1..N)."""
+    """Phase names from a mapping ``{label: name}`` or a list (:func:`~napari_xrayseg.core.labels.names_by_label`)."""
     if class_names is None:
         return {k: str(k) for k in labels}
-    if isinstance(class_names, dict):
-        m = {int(k): str(v) for k, v in class_names.items()}
-    else:
-        m = {i + 1: str(v) for i, v in enumerate(class_names)}
+    m = names_by_label(class_names, labels, what="phases")
     unnamed = [k for k in labels if k not in m and k != 0]  # 0 is named by number (often "no phase")
     if unnamed:
         log.warning(
-            "no name given for label%s %s (names go to labels 1, 2, ... in order): shown by number",
+            "no name given for label%s %s: shown by number",
             "s" if len(unnamed) > 1 else "",
             ", ".join(map(str, unnamed)),
         )

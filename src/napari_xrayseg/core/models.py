@@ -1031,7 +1031,12 @@ def rescue_model(model: Model, wanted: str | os.PathLike) -> Path | None:
     stem = Path(wanted).stem
     for folder in (tempfile.gettempdir, Path.home, Path.cwd):  # each asked only when needed (no $HOME: an error)
         try:
-            return save_model(model, Path(folder()) / f"{stem}-rescued-{os.getpid()}.safetensors")
+            name = f"{stem}-rescued-{os.getpid()}"
+            path, k = Path(folder()) / f"{name}.safetensors", 1
+            while path.exists():  # a napari session rescues more than once: one file each (review)
+                k += 1
+                path = path.with_name(f"{name}-{k}.safetensors")
+            return save_model(model, path)
         except (XraysegError, OSError, RuntimeError, KeyError):
             continue
     return None

@@ -110,14 +110,21 @@ def drain(gen: Generator[Progress, None, T], callback: ProgressCallback | None =
     -------
     object
         The generator's return value.
+
+    A callback that raises (a notebook's progress bar, a KeyboardInterrupt in it) closes the
+    generator at once: its ``finally`` blocks let go of what it holds (a model file's lock stayed
+    held while the traceback was kept, and a retry in the session was refused; review).
     """
-    while True:
-        try:
-            p = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if callback is not None:
-            callback(p)
+    try:
+        while True:
+            try:
+                p = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if callback is not None:
+                callback(p)
+    finally:
+        gen.close()
 
 
 @contextlib.contextmanager

@@ -48,7 +48,7 @@ from .config import TrainConfig, python_numbers, takes_train_config
 from .device import TORCH_GLOBAL_STATE, cpu_bf16_conv_faults, cpu_has_amx, resolve_device, resolve_precision
 from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError, TrainingInterrupted, XraysegError
 from .io import as_input, read_block, volume_chunks, voxel_size_of
-from .labels import read_labels
+from .labels import names_by_label, read_labels
 from .level import LevelledView, level_hint, level_slices
 from .models import (
     AUTO_3D_MINUTES,
@@ -1648,7 +1648,11 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
     if not classes:  # every annotation lay on voxels without data (NaN or nodata=)
         raise InputError("every annotated voxel is without data (NaN): annotate voxels inside the field of view")
     if len(classes) < 2:
-        raise InputError(f"labels annotate only class {classes[0]}: paint at least two classes to train")
+        raise InputError(
+            f"labels annotate only class {classes[0]}: paint at least two classes to train (0 means not annotated: "
+            "in a mask whose 0 is a phase, a 0/255 or 0/1 mask, give that phase a label of its own, e.g. "
+            "numpy.where(mask == 0, 1, 2))"
+        )
     x_all = _padded(parts_i, "edge")
     del parts_i
     if not np.all(np.isfinite(x_all)):  # voxels without data (NaN) were filled: what is left is inf
@@ -2432,6 +2436,17 @@ def iter_train(
     return model
 
 
+def _kept_scores(info: ModelInfo) -> list[float | None] | None:
+    """Each class's held-out Dice of the kept weights, else the best epoch's; None without validation."""
+    per = (info.train or {}).get("val_dice_per_class")
+    if per is None:
+        rows = [h for h in info.history if h.get("val_dice") is not None and h.get("val_dice_per_class")]
+        if not rows:
+            return None
+        per = max(rows, key=lambda h: h["val_dice"])["val_dice_per_class"]
+    return list(per)
+
+
 def unlearned_classes(info: ModelInfo) -> list[int]:
     """Classes the kept weights did not find on the held-out rows (validation Dice 0).
 
@@ -2439,36 +2454,62 @@ def unlearned_classes(info: ModelInfo) -> list[int]:
     dropped from every segmentation without a word. The kept weights' own scores
     (``info.train["val_dice_per_class"]``), else the best epoch's; empty without validation.
     """
-    per = (info.train or {}).get("val_dice_per_class")
-    if per is None:
-        rows = [h for h in info.history if h.get("val_dice") is not None and h.get("val_dice_per_class")]
-        if not rows:
-            return []
-        per = max(rows, key=lambda h: h["val_dice"])["val_dice_per_class"]
+    per = _kept_scores(info) or []
     return [int(c) for c, v in zip(info.classes, per) if v is not None and v == 0.0]
 
 
-def warn_unlearned(info: ModelInfo) -> None:
-    """Log a warning naming each of :func:`unlearned_classes`, with what helps."""
-    missed = unlearned_classes(info)
-    if not missed:
-        return
+def unchecked_classes(info: ModelInfo) -> list[int]:
+    """Classes with no annotated voxel in the held-out rows: whether they were learned is not known.
+
+    A phase painted in one place is kept whole for training (a band never takes all of a class), so
+    its validation Dice is n/a and the mean leaves it out: a rare phase the model never predicted
+    trained with "validation Dice 0.81" and no word (QA). Empty without validation.
+    """
+    per = _kept_scores(info)
+    if not per or all(v is None for v in per):
+        return []
+    return [int(c) for c, v in zip(info.classes, per) if v is None]
+
+
+def _said(info: ModelInfo, classes: list[int]) -> str:
+    """``classes`` as ``'2 (nickel), 4'`` (a name where the model has one of its own)."""
     names = dict(zip(info.classes, info.class_names or []))
-    said = ", ".join(f"{c} ({names[c]})" if names.get(c) and names[c] != f"class {c}" else str(c) for c in missed)
-    many = len(missed) > 1
-    them = "them" if many else "it"
-    log.warning(
-        "%s %s not learned: the kept model found none of the held-out annotated voxels of %s (validation Dice 0), "
-        "so segmentations will miss %s: paint more of %s in more slices, train longer (more epochs or minutes), "
-        "or check that %s in grey level from the phases around %s",
-        "classes" if many else "class",
-        said,
-        "these classes" if many else "this class",
-        them,
-        them,
-        "they differ" if many else "it differs",
-        them,
-    )
+    return ", ".join(f"{c} ({names[c]})" if names.get(c) and names[c] != f"class {c}" else str(c) for c in classes)
+
+
+def warn_unlearned(info: ModelInfo) -> None:
+    """Log a warning naming each of :func:`unlearned_classes` and :func:`unchecked_classes`, with what helps."""
+    missed = unlearned_classes(info)
+    if missed:
+        many = len(missed) > 1
+        them = "them" if many else "it"
+        log.warning(
+            "%s %s not learned: the kept model found none of the held-out annotated voxels of %s (validation Dice "
+            "0), so segmentations will miss %s: paint more of %s in more slices, train longer (more epochs or "
+            "minutes), or check that %s in grey level from the phases around %s",
+            "classes" if many else "class",
+            _said(info, missed),
+            "these classes" if many else "this class",
+            them,
+            them,
+            "they differ" if many else "it differs",
+            them,
+        )
+    unchecked = unchecked_classes(info)
+    if unchecked:
+        many = len(unchecked) > 1
+        log.warning(
+            "%s %s in none of the held-out annotated rows (all of %s painted voxels went to training): whether the "
+            "model learned %s is not checked, and the validation Dice leaves %s out; paint %s in another slice or "
+            "another place of a slice, then check the segmentation for %s",
+            "classes" if many else "class",
+            _said(info, unchecked) + (" are" if many else " is"),
+            "their" if many else "its",
+            "them" if many else "it",
+            "them" if many else "it",
+            "them" if many else "it",
+            "them" if many else "it",
+        )
 
 
 def _class_names(given: Any, labels: Any, info: ModelInfo, init: Any) -> list[str]:
@@ -2489,13 +2530,7 @@ def _class_names(given: Any, labels: Any, info: ModelInfo, init: Any) -> list[st
             return list(info.class_names)  # a fine-tuned model of the user's keeps its names
         given = found or {}
     if not isinstance(given, dict):
-        names = [str(n) for n in given]
-        if len(names) != len(classes):
-            raise InputError(
-                f"class_names has {len(names)} names for the {len(classes)} classes {classes} the labels hold "
-                "(--names: one per class, in the order of their label values)"
-            )
-        given = dict(zip(classes, names))
+        given = names_by_label(given, classes, what="classes the labels hold")
     out = [str(given.get(c) or f"class {c}") for c in classes]
     if init is not None and not (isinstance(init, str) and init in _STARTS):
         _warn_swapped(dict(zip(classes, info.class_names)), dict(zip(classes, out)))
