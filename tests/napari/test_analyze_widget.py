@@ -292,3 +292,33 @@ def test_analyze_widget_envelope_of_a_2d_section(make_napari_viewer, qtbot):
     w._add_envelope.clicked.emit()
     env = [ly for ly in viewer.layers if ly is not viewer.layers["pillar"]]
     assert len(env) == 1 and env[0].data.shape == (64, 64)
+
+
+def test_analyze_widget_measures_the_tpb_of_three_named_phases_of_four(make_napari_viewer, qtbot, monkeypatch):
+    """QA (h4): with four phases the widget said to pass --tpb-phases, which it had no field for: a battery
+    cathode's TPB was out of reach in napari. The 'TPB phases' field gives the CLI's density."""
+    from napari_xrayseg.core.microstructure import analyze
+
+    lab = _checkerboard()
+    lab[:4, :4, :4] = 4  # a fourth phase
+    viewer = make_napari_viewer()
+    viewer.add_labels(lab, name="seg")
+    w = AnalyzeWidget(viewer)
+    w._tortuosity.value = False
+    w._outside.value = False
+    warned = []
+    monkeypatch.setattr("napari_xrayseg._napari._jobs.notifications.show_warning", warned.append)
+    w._run.clicked.emit()
+    _wait(qtbot, w)
+    assert w.result.tpb_density is None and any("in the 'TPB phases' field, e.g. 1 2 3" in m for m in warned)
+    assert not any("--tpb-phases" in m for m in warned)
+    w._tpb_phases.value = "1, 2 3"
+    w._run.clicked.emit()
+    _wait(qtbot, w)
+    want = analyze(lab, tpb_phases=(1, 2, 3), tortuosity=False).tpb_density
+    assert w.result.tpb_phases == (1, 2, 3) and w.result.tpb_density == pytest.approx(want) and want > 0
+    w._tpb_phases.value = "1 2"
+    errors = []
+    monkeypatch.setattr("napari_xrayseg._napari._jobs.notifications.show_error", errors.append)
+    w._run.clicked.emit()
+    assert errors and "give three labels" in errors[0]

@@ -148,6 +148,11 @@ class AnalyzeWidget(JobWidget):
             "(e.g. 1); per z slice, what lies beyond the convex hull of the other phases is then outside the "
             "sample, so the porosity is the pillar's"
         )
+        self._tpb_phases = LineEdit(label="TPB phases", value="")
+        self._tpb_phases.tooltip = (
+            "the three labels whose triple-phase boundary is measured, e.g. '1 2 3' (empty: the labels, when there "
+            "are three; with four or more phases, name three here)"
+        )
         self._spread = ComboBox(label="Spread over", choices=self._labels_choices, nullable=True, value=None)
         self._spread.tooltip = (
             "optional: another segmentation of the same volume (e.g. another axis or model); "
@@ -191,6 +196,7 @@ class AnalyzeWidget(JobWidget):
                 self._size_distribution,
                 self._outside,
                 self._envelope,
+                self._tpb_phases,
                 self._spread,
                 self._run,
                 self._summary,
@@ -250,6 +256,7 @@ class AnalyzeWidget(JobWidget):
             "size_distribution": bool(self._size_distribution.value),
             "outside": 0 if self._outside.value else None,
             "envelope": int(self._envelope.value) or None,
+            "tpb_phases": _tpb_phases(str(self._tpb_phases.value)),
         }
         return kwargs, {"name": layer.name, "placement": placement(layer), "provenance": layer_source(layer)}
 
@@ -425,6 +432,20 @@ class AnalyzeWidget(JobWidget):
 
 
 __all__ = ["AnalyzeWidget"]
+
+
+def _tpb_phases(text: str) -> tuple[int, ...] | None:
+    """The 'TPB phases' field: three labels (spaces or commas between them), or None when empty.
+
+    >>> _tpb_phases("1 2 3"), _tpb_phases(" 2, 4,6 "), _tpb_phases("")
+    ((1, 2, 3), (2, 4, 6), None)
+    """
+    words = text.replace(",", " ").split()
+    if not words:
+        return None
+    if len(words) != 3 or not all(w.isdigit() for w in words):
+        raise InputError(f"TPB phases {text.strip()!r}: give three labels, e.g. 1 2 3 (or leave it empty)")
+    return tuple(int(w) for w in words)
 
 
 def _say_tortuosity_time(shape: tuple[int, ...]) -> None:

@@ -48,6 +48,7 @@ _FIXES = (
     ),
     ("free space or choose another --out", "free space or choose another --out", "free space or choose another path"),
     ("or choose another --out", "or choose another --out", "or choose another path"),
+    ("(tpb_phases=(a, b, c), --tpb-phases A B C)", "(--tpb-phases A B C)", "in the 'TPB phases' field, e.g. 1 2 3"),
     ("): choose another --out", "): choose another --out", "): choose another path"),
     (
         " or less, or leave the tile unset to use the model's default (which adapts to small slices)",
