@@ -248,7 +248,7 @@ def main() -> None:
         fpp = flops_per_pixel(m.network, 1)
         print(f"\n== unet/{size}: {sum(p.numel() for p in m.network.parameters()):,} parameters, {fpp:,.0f} FLOP/pixel")
         base = {"device": "cpu", "tile": 256, "overlap": 0.25, "batch": 8, "repeats": a.repeats}
-        row(size, "default (eager fp32, tile 256, batch 8)", "cpu", measure(m, slices, **base), fpp, 256, 0.25)
+        row(size, "eager fp32, tile 256, batch 8 (1 context slice)", "cpu", measure(m, slices, **base), fpp, 256, 0.25)
         if a.quick:
             continue
         for b in (1, 4, 16):

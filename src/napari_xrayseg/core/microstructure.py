@@ -55,8 +55,8 @@ Estimators (see ``docs/analyze.md`` for the known-answer checks):
   interfaces meet obliquely (two parallel edges side by side): +18.5 % on a random
   structure, +4.3 % with the crossings (docs/analyze.md).
 
-Memory: fractions, surfaces and TPB are computed slab by slab (peak memory a few
-slabs of about 32 MB each, any volume size: 0.6 GB at 512³); connectivity and mean size
+Memory: fractions, surfaces and TPB are computed slab by slab (slabs of about 32 MB; any
+volume size: 0.8 GB at 512³, about 0.9 GB for deep volumes of 384² slices); connectivity and mean size
 need the whole region in memory, about 16 bytes per voxel (2.1 GB at 512³), and
 tortuosity about 50 bytes per voxel more while TauFactor runs. Regions above
 ``max_voxels`` (default 512³) raise an error naming the fixes: a sub-volume
