@@ -1938,7 +1938,7 @@ DOCS = "https://github.com/napari-xrayseg/napari-xrayseg/tree/main/docs"
 
 
 #: Commands that never need torch (the rest import it at once, with Ctrl-C held: :func:`_ctrl_c_held`).
-_NO_TORCH = frozenset({"info", "sample", "analyze", "evaluate"})
+_NO_TORCH = frozenset({"info", "sample"})  # analyze (tortuosity) and evaluate --physics import it mid-run
 
 
 @contextlib.contextmanager

@@ -41,7 +41,9 @@ def test_orthoplane_matches_the_analytic_average(monkeypatch, tiny_model):
 
     mean = (probs(xx, yy) + probs(xx, zz) + probs(yy, zz)) / 3
     np.testing.assert_array_equal(labels, np.asarray(tiny_model.info.classes)[mean.argmax(0)])
-    np.testing.assert_allclose(conf, mean.max(0), rtol=1e-5)
+    # the early passes' probabilities are kept as float16 (in a store, and in memory as a store keeps them, so
+    # that a run with an output and one without agree): 2^-11 relative at most per pass
+    np.testing.assert_allclose(conf, mean.max(0), rtol=1e-3)
     # along one axis only, the answer is that axis's probabilities
     lz = segment(vol, tiny_model, axes="z", **kw)
     np.testing.assert_array_equal(lz, np.asarray(tiny_model.info.classes)[probs(xx, yy).argmax(0)])

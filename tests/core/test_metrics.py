@@ -675,8 +675,10 @@ def test_a_truth_whose_0_is_a_phase_is_said_to_be_scored_without_it(caplog):
     painted[[3, 8]] = truth[[3, 8]]
     yy, xx = np.indices(truth.shape[1:])
     fov = np.where(((yy - 32) ** 2 + (xx - 32) ** 2 > 30**2)[None], 0, truth)
+    scribbled = np.where(np.random.default_rng(1526).random(truth.shape) < 0.26, truth, 0)  # every slice, 74 % 0
     with caplog.at_level("WARNING", logger="napari_xrayseg"):
         evaluate(truth, painted)
         evaluate(truth, fov)
+        evaluate(truth, scribbled)
         evaluate(mask, mask, ignore_zero=False)
     assert "left out as not annotated" not in caplog.text

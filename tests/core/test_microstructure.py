@@ -739,6 +739,15 @@ def test_names_go_to_the_phases_present_or_to_labels_1_to_n_and_too_few_are_refu
     with caplog.at_level("WARNING", logger="napari_xrayseg"):
         m = analyze(lab, class_names={2: "pore"}, tortuosity=False)
     assert m.phases[2].name == "pore" and m.phases[4].name == "4" and "no name given for labels 4, 6" in caplog.text
+    assert analyze(lab, class_names=["pore", "nickel", "YSZ"], phases=(4,), tortuosity=False).phases[4].name == "nickel"
+    with pytest.raises(InputError, match="4 class names for the 3 phases"):  # one too many: no shifted names
+        analyze(lab, class_names=["pore", "nickel", "YSZ", "crack"], tortuosity=False)
+    with pytest.raises(InputError, match="4 class names for the 3 classes the labels hold"):
+        from napari_xrayseg.core.labels import names_by_label
+
+        names_by_label(["a", "b", "c", "d"], [1, 2, 3], what="classes the labels hold")
+    scored = evaluate(lab - 2, lab - 2, ignore_zero=False, class_names=["pore", "nickel", "YSZ"]).class_names
+    assert scored == {0: "pore", 2: "nickel", 4: "YSZ"}  # 0 is a class there: named by the list too
 
 
 def test_an_outside_label_that_is_absent_is_warned_about(caplog):

@@ -87,3 +87,22 @@ def test_an_old_output_holding_a_read_only_file_is_replaced_and_removed(tmp_path
         m.setattr(output, "remove_path", stuck)
         assert c.commit() == out
     assert "could not remove the old output" in caplog.text and out.is_dir()
+
+
+def test_an_old_output_left_beside_that_cannot_be_removed_is_refused_before_the_work(tmp_path, monkeypatch):
+    """Review: a stuck .NAME.xrayseg-old failed the next run at its end (or with a bare PermissionError)."""
+    from napari_xrayseg.core.errors import OutputWriteError
+
+    out = tmp_path / "o.zarr"
+    out.mkdir()
+    (tmp_path / f".o.zarr{output.OLD}").mkdir()
+    real = output.remove_path
+
+    def stuck(p):
+        if p.name.endswith(output.OLD):
+            raise PermissionError(13, "Access is denied", str(p))
+        real(p)
+
+    monkeypatch.setattr(output, "remove_path", stuck)
+    with pytest.raises(OutputWriteError, match=r"the old output .*xrayseg-old, left beside .* remove it by hand"):
+        claim(out, overwrite=True, store=True)

@@ -443,7 +443,7 @@ def _tpb_phases(text: str) -> tuple[int, ...] | None:
     words = text.replace(",", " ").split()
     if not words:
         return None
-    if len(words) != 3 or not all(w.isdigit() for w in words):
+    if len(words) != 3 or not all(w.isascii() and w.isdigit() for w in words):  # not "³"
         raise InputError(f"TPB phases {text.strip()!r}: give three labels, e.g. 1 2 3 (or leave it empty)")
     return tuple(int(w) for w in words)
 

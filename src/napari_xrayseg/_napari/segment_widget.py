@@ -452,7 +452,7 @@ def _file_name(name: str) -> str:
 
     safe = re.sub(r"[^\w.\-\[\] ]", "_", name).strip(" .") or "image"
     stem, dot, rest = safe.partition(".")
-    return f"{stem}_{dot}{rest}" if stem.upper() in _WINDOWS_DEVICES else safe
+    return f"{stem}_{dot}{rest}" if stem.strip().upper() in _WINDOWS_DEVICES else safe  # "aux .scan" is AUX too
 
 
 def _where(layer: Any, voxel_size: Any, unit: str | None, channel_axis: int | None = None) -> dict[str, Any]:

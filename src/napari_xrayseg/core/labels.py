@@ -17,11 +17,13 @@ from .io import read_block
 __all__ = ["check_labels", "names_by_label", "read_labels"]
 
 
-def names_by_label(names: Any, present: Any, *, what: str = "classes") -> dict[int, str]:
+def names_by_label(names: Any, present: Any, *, what: str = "classes", zero: bool = False) -> dict[int, str]:
     """Class names given as a mapping or a list, as ``{label: name}``.
 
     A list names the classes present, in the order of their label values (as ``train`` always
-    did), or, as long as the largest label, labels 1, 2, 3, ... (label 0 is never named by a list).
+    did; 0 too with ``zero``, where 0 is a class), or, exactly as long as the largest label,
+    labels 1, 2, 3, .... Any other length is refused: a list one too long named each class by
+    the name of the label below it.
     Labels {1, 2, 5, 17} take 4 names or 17; before, ``evaluate`` wanted 17 and ``analyze`` gave
     labels {2, 4, 6} the names of 1, 2 and 3, its phase 2 called by the second name (QA).
 
@@ -36,14 +38,16 @@ def names_by_label(names: Any, present: Any, *, what: str = "classes") -> dict[i
     {2: 'pore', 4: 'nickel', 6: 'YSZ'}
     >>> names_by_label(["a", "b", "c", "d", "e"], [1, 5])
     {1: 'a', 2: 'b', 3: 'c', 4: 'd', 5: 'e'}
+    >>> names_by_label(["pore", "Ni", "YSZ"], [0, 1, 2], zero=True)
+    {0: 'pore', 1: 'Ni', 2: 'YSZ'}
     """
     if isinstance(names, dict):
         return {int(k): str(v) for k, v in names.items()}
     given = [str(n) for n in names]
-    labels = sorted({int(c) for c in present} - {0})
+    labels = sorted({int(c) for c in present} - (set() if zero else {0}))
     if len(given) == len(labels):
         return dict(zip(labels, given))
-    if labels and len(given) >= labels[-1]:
+    if labels and len(given) == labels[-1] and 0 not in labels:
         return {i + 1: n for i, n in enumerate(given)}
     raise InputError(
         f"{len(given)} class names for the {len(labels)} {what} {labels}: give one per class, in the order of their "

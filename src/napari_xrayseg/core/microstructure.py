@@ -599,11 +599,15 @@ def _check_labels(labels: Any) -> Any:
     return labels
 
 
-def _names(labels: Sequence[int], class_names: Any) -> dict[int, str]:
-    """Phase names from a mapping ``{label: name}`` or a list (:func:`~napari_xrayseg.core.labels.names_by_label`)."""
+def _names(labels: Sequence[int], class_names: Any, present: Sequence[int] | None = None) -> dict[int, str]:
+    """Names of ``labels`` from a mapping ``{label: name}`` or a list naming the phases ``present``.
+
+    A list names the nonzero phases present in the order of their values, or labels 1, 2, ...
+    (:func:`~napari_xrayseg.core.labels.names_by_label`), whichever phases are reported.
+    """
     if class_names is None:
         return {k: str(k) for k in labels}
-    m = names_by_label(class_names, labels, what="phases")
+    m = names_by_label(class_names, labels if present is None else present, what="phases")
     unnamed = [k for k in labels if k not in m and k != 0]  # 0 is named by number (often "no phase")
     if unnamed:
         log.warning(
@@ -1481,7 +1485,7 @@ def iter_analyze(
             absent_tpb,
             present,
         )
-    names = _names(chosen, class_names)
+    names = _names(chosen, class_names, present)
     volume = n_data * float(np.prod(spacing))
     surf_factor = 1.0 / ISOTROPIC_STAIRCASE if surface == "faces" else 1.0
 
@@ -1781,8 +1785,9 @@ def analyze(
         voxel size is given, else the file's, else ``"voxel"``. Without ``voxel_size``, the
         unit to convert the file's voxel size to; ``"voxel"`` ignores the file's.
     class_names : list of str or dict, optional
-        Phase names: ``{label: name}``, or a list naming labels 1, 2, ... (a model's
-        ``class_names``). Default: the label value.
+        Phase names: ``{label: name}``, or a list, one per nonzero phase present in the order
+        of their label values, or one per label 1, 2, ... (a model's ``class_names``). Default:
+        the label value.
     phases : sequence of int, optional
         Label values to report (default: every value present, 0 included if present,
         ``outside`` left out). Fractions are relative to the whole region, less ``outside``.

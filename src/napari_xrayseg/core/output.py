@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, OutputExistsError, XraysegError, write_error
+from .errors import InputError, OutputExistsError, OutputWriteError, XraysegError, write_error
 
 __all__ = [
     "Claim",
@@ -425,8 +425,11 @@ def _repair(final: Path) -> None:
         if final.exists() or final.is_symlink():
             try:
                 remove_path(old)  # the swap finished
-            except OSError as e:  # left by a commit that could not remove it either: said, not in the way here
-                log.warning("could not remove the old output %s (%s): remove it by hand", old, e)
+            except OSError as e:  # left by a commit that could not remove it either: before the work, not after it
+                raise OutputWriteError(
+                    f"the old output {old}, left beside {final} by an earlier replacement, cannot be removed "
+                    f"({e.strerror or e}): remove it by hand, then run again"
+                ) from e
         else:
             os.rename(old, final)  # the new one never arrived: the old one comes back
             log.warning("restored %s from an interrupted replacement", final)
