@@ -138,3 +138,19 @@ def test_layer_names_that_windows_keeps_for_devices_make_files_it_can_write():
         "image",
         "lpt0",
     ]
+
+
+def test_the_segment_widget_passes_its_precision_as_predict_does(make_napari_viewer, qtbot, model_file, tmp_path):
+    """QA (three doors): the Segment widget had no precision (xrayseg predict --precision): a run made elsewhere in
+    fp32 could not be repeated in napari on a CPU or GPU whose 'auto' is bf16 or fp16."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(1527).random((3, 32, 32), dtype=np.float32), name="v")
+    w = SegmentWidget(viewer)
+    w._model_file.value = model_file
+    assert w._precision.value == "auto"
+    w._precision.value = "bf16"  # not what "auto" picks on a CPU without native bf16 (nor on a GPU: fp16)
+    w._out.value = tmp_path / "o.zarr"
+    w._device.value = "cpu"
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert read_output_meta(tmp_path / "o.zarr")["precision"] == "bf16"

@@ -23,7 +23,7 @@ import napari
 
 from ..core.batch import iter_segment_many
 from ..core.config import SegmentConfig
-from ..core.device import available_devices
+from ..core.device import PRECISIONS, available_devices
 from ..core.errors import XraysegError
 from ..core.inference import iter_segment, trained_on
 from ..core.models import read_model_info
@@ -78,6 +78,11 @@ class SegmentWidget(JobWidget):
         self._overlap = FloatSpinBox(label="Overlap", min=0.0, max=0.9, step=0.05, value=_D.overlap)
         self._batch = SpinBox(label="Batch", min=1, max=256, value=_D.batch)
         self._device = ComboBox(label="Device", choices=["auto", *available_devices()], value=_D.device)
+        self._precision = ComboBox(label="Precision", choices=list(PRECISIONS), value=_D.precision)
+        self._precision.tooltip = (
+            "auto: fp16 on CUDA, bf16 on CPUs that compute it natively, else fp32; fp32 repeats a run made "
+            "elsewhere bit for bit (xrayseg predict --precision)"
+        )
         self._out = FileEdit(label="Save to zarr", mode="w", filter="*.zarr", value="")  # short: the dock's width
         self._out.tooltip = (
             "optional: a new .zarr for one image; a folder (one NAME.zarr per layer) for selected layers"
@@ -131,6 +136,7 @@ class SegmentWidget(JobWidget):
                 self._confidence,
                 self._tta,
                 self._device,
+                self._precision,
                 self._nodata,
                 *self._voxel.widgets,
                 self._out,
@@ -220,6 +226,7 @@ class SegmentWidget(JobWidget):
             "overlap": float(self._overlap.value),
             "batch": int(self._batch.value),
             "device": str(self._device.value),
+            "precision": str(self._precision.value),
             "pyramid": bool(self._pyramid.value),
             "axes": self._axes.value or None,
             "confidence": self._confidence.value or None,
