@@ -627,7 +627,7 @@ def _list_file(path: Path) -> list[tuple[Path, Path | None]]:
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from .core.errors import Cancelled, OutputExistsError, OutputWriteError
-    from .core.models import save_model
+    from .core.models import raise_rescued, save_model
     from .core.progress import CancelToken, signals_cancel
 
     image, labels, two_d = _train_pairs(a)
@@ -639,8 +639,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         with signals_cancel(token, note, got):
             model = _train_run(a, image, labels, two_d, token)
     except (OutputWriteError, OutputExistsError) as e:  # trained, then the disk was full: the model rides on it
-        _rescue(e, getattr(e, "result", None), a.out)
-        raise
+        raise_rescued(e, getattr(e, "result", None), a.out)
     except Cancelled as e:
         kept = getattr(e, "result", None)
         term = signal.SIGTERM in got
@@ -651,8 +650,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         try:
             path = save_model(kept, a.out, overwrite=a.overwrite)
         except (OutputWriteError, OutputExistsError) as err:  # a full disk as the time limit struck
-            _rescue(err, kept, a.out)
-            raise
+            raise_rescued(err, kept, a.out)
         how = "terminated" if term else "interrupted"
         print(f"xrayseg train: {how}, {e}: wrote the model so far to {path}", file=sys.stderr)
         return 143 if term else 130
@@ -667,15 +665,6 @@ def _cmd_train(a: argparse.Namespace) -> int:
         + _starts(t)
     )
     return 0
-
-
-def _rescue(err: Exception, model: Any, out: str) -> None:
-    """A trained model that could not go to ``out``: saved elsewhere, and ``err`` raised saying where."""
-    from .core.models import rescued_error
-
-    new = rescued_error(err, model, out)
-    if new is not err:
-        raise new from err
 
 
 def _train_run(a: argparse.Namespace, image: Any, labels: Any, two_d: bool, token: Any) -> Any:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 from magicgui.widgets import (
@@ -50,8 +50,8 @@ from ..core.models import (
     default_context,
     default_size,
     pretrained_path,
+    raise_rescued,
     read_model_info,
-    rescued_error,
     save_or_rescue,
 )
 from ..core.normalize import normalize_of
@@ -156,14 +156,6 @@ class TrainingPlot(Container):
         self.canvas.draw_idle()
 
 
-def _rescued(e: Exception, model: Model | None, out: Any) -> NoReturn:
-    """Raise ``e`` retold with where ``model`` went instead of ``out`` (a rescue file), or ``e`` itself."""
-    new = rescued_error(e, model, out)
-    if new is e:
-        raise e
-    raise new from e
-
-
 def _train_and_save(**kw: Any) -> Generator[Progress, None, Model]:
     """:func:`iter_train`; a trained model that cannot be saved at the end goes to a rescue file, named in the error.
 
@@ -173,7 +165,7 @@ def _train_and_save(**kw: Any) -> Generator[Progress, None, Model]:
     try:
         return (yield from iter_train(**kw))
     except (OutputWriteError, OutputExistsError) as e:
-        _rescued(e, getattr(e, "result", None), kw.get("out"))
+        raise_rescued(e, getattr(e, "result", None), kw.get("out"))
 
 
 def _save_when_closed(model: Model | None, out: Any) -> None:

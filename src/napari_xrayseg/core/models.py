@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -1064,18 +1064,18 @@ def save_or_rescue(model: Model, path: str | os.PathLike) -> tuple[Path, str | N
         return rescued, f"{e}; the model was saved to {rescued} instead: move it where you want it"
 
 
-def rescued_error(err: Exception, model: Model | None, wanted: str | os.PathLike) -> Exception:
-    """``err`` (the model could not be saved to ``wanted``) retold with where ``model`` went instead.
+def raise_rescued(err: Exception, model: Model | None, wanted: str | os.PathLike) -> NoReturn:
+    """Raise ``err`` (the model could not be saved to ``wanted``) retold with where ``model`` went instead.
 
-    The model is saved by :func:`rescue_model`; ``err`` itself comes back where there is no model
-    or nothing could be written. The CLI and the Train widget raise what this returns.
+    The model is saved by :func:`rescue_model`; ``err`` itself is raised where there is no model or
+    nothing could be written. The CLI and the Train widget end a training this way.
     """
     rescued = rescue_model(model, wanted) if model is not None else None
     if rescued is None:
-        return err
+        raise err
     new = type(err)(f"{err}; the trained model was saved to {rescued} instead: move it where you want it")
     new.errno = getattr(err, "errno", None)  # type: ignore[attr-defined]  # a full disk stays ENOSPC
-    return new
+    raise new from err
 
 
 def _zip_message(path: Path) -> str:
