@@ -199,6 +199,31 @@ def test_inference_copy_folds_batch_norm_and_leaves_the_model_alone(arch):
     assert next(net.parameters()).is_contiguous()  # the model's own layout is untouched
 
 
+def test_inference_copy_runs_onednn_for_every_3d_convolution(monkeypatch):
+    # torch's own rule sends a one-item 3D input with batch x channels x depth x height <= 20480
+    # to its native convolution (5-11x slower on the CPU); the inference copy calls oneDNN's
+    from napari_xrayseg.core import predictor
+
+    model = init_model("unet3d", size="tiny", classes=3, seed=4)
+    net = model.network.eval()
+    fast = predictor._inference_copy(net)
+    convs = [m for m in fast.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert convs and all(type(m) is predictor._OneDnnConv3d for m in convs)
+    assert all(type(m) is torch.nn.Conv3d for m in net.modules() if isinstance(m, torch.nn.Conv3d))  # the model's own
+    calls = []
+    real = torch.ops.aten.mkldnn_convolution
+    monkeypatch.setattr(torch.ops.aten, "mkldnn_convolution", lambda *a: calls.append(a[0].shape) or real(*a))
+    x = torch.from_numpy(np.random.default_rng(6).random((1, 15, 24, 24), dtype=np.float32))
+    with torch.inference_mode():
+        ref, out = net(x), fast(x)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    assert len(calls) == len(convs)  # every one, the smallest inputs too (1 x 1 x 16 x 24: torch's native)
+    calls.clear()
+    with torch.inference_mode():  # float64 (and bf16 autocast, fp16) keep torch's own routine
+        torch.testing.assert_close(fast.double()(x.double()), net.double()(x.double()))
+    assert calls == []
+
+
 def test_inplace_activation_only_where_nothing_else_reads_its_input():
     from napari_xrayseg.core.predictor import _inference_copy
 

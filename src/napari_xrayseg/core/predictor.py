@@ -276,6 +276,33 @@ _NORMS = (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
 _INSTANCE_NORMS = (torch.nn.InstanceNorm2d, torch.nn.InstanceNorm3d)
 
 
+class _OneDnnConv3d(torch.nn.Conv3d):
+    """The ``Conv3d`` of an inference copy: oneDNN's convolution on the CPU (fp32) whatever the input's size.
+
+    torch runs its native 3D convolution instead of oneDNN's where batch x channels x depth x
+    height is at most 20480 (torch 2.13's ``use_mkldnn``: a rule for 2D inputs, where that product
+    takes in the width, applied unchanged to 3D ones). For a one-item batch of ``unet3d`` that is
+    the first layer and the deep levels: 47 % of the Annotate widget's 512² preview, each layer
+    3-11x slower than oneDNN's (``benchmarks/preview.py --arch unet3d``, docs/annotate.md). The
+    numbers differ from torch's choice by float rounding only (a test checks it).
+    """
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if (
+            x.device.type == "cpu"
+            and x.dtype == weight.dtype == torch.float32
+            and self.padding_mode == "zeros"
+            and not isinstance(self.padding, str)
+            and not torch.is_autocast_enabled("cpu")
+            and torch.backends.mkldnn.is_available()
+            and torch._C._get_mkldnn_enabled()
+        ):
+            return torch.ops.aten.mkldnn_convolution(
+                x, weight, bias, self.padding, self.stride, self.dilation, self.groups
+            )
+        return super()._conv_forward(x, weight, bias)
+
+
 def _fold_batchnorm(conv: torch.nn.Module, bn: torch.nn.Module) -> bool:
     """Fold an eval-mode ``bn`` that follows ``conv`` (2D or 3D) into the conv's weights; False if it cannot."""
     transposed = isinstance(conv, (torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d))
@@ -336,6 +363,9 @@ def _inference_copy(net: torch.nn.Module) -> torch.nn.Module:
                     setattr(b, first, torch.nn.Identity())
             if isinstance(b, torch.nn.Sequential):
                 _inplace_activation(b)
+    for m in fast.modules():
+        if type(m) is torch.nn.Conv3d:
+            m.__class__ = _OneDnnConv3d  # the same module and weights, another convolution routine
     volumetric = bool(getattr(net, "volumetric", False))
     return fast.to(memory_format=torch.channels_last_3d if volumetric else torch.channels_last)
 
