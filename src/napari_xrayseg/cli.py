@@ -625,19 +625,22 @@ def _list_file(path: Path) -> list[tuple[Path, Path | None]]:
     return pairs
 
 
-def _cmd_train(a: argparse.Namespace) -> int:
+def _training(cmd: str, a: argparse.Namespace, run: Any) -> Any:
+    """``run(token)``, a training that ``token`` cancels (Ctrl-C, SIGTERM): its model, or an exit status.
+
+    A cancelled run saves the model it kept to ``--out`` (exit 130, 143 for SIGTERM); a model
+    that cannot be saved is rescued next to it (:func:`~napari_xrayseg.core.models.raise_rescued`).
+    """
     from .core.errors import Cancelled, OutputExistsError, OutputWriteError
     from .core.models import raise_rescued, save_model
     from .core.progress import CancelToken, signals_cancel
 
-    image, labels, two_d = _train_pairs(a)
-    t0 = time.perf_counter()
     token = CancelToken()
-    note = f"xrayseg train: stopping; the model so far goes to {a.out} (Ctrl-C again: quit, save nothing)"
+    note = f"xrayseg {cmd}: stopping; the model so far goes to {a.out} (Ctrl-C again: quit, save nothing)"
     got: list[int] = []
     try:
         with signals_cancel(token, note, got):
-            model = _train_run(a, image, labels, two_d, token)
+            return run(token)
     except (OutputWriteError, OutputExistsError) as e:  # trained, then the disk was full: the model rides on it
         raise_rescued(e, getattr(e, "result", None), a.out)
     except Cancelled as e:
@@ -645,15 +648,23 @@ def _cmd_train(a: argparse.Namespace) -> int:
         term = signal.SIGTERM in got
         if kept is None:  # not one epoch finished
             how = "terminated" if term else "interrupted"
-            print(f"xrayseg train: {how} before the first epoch finished; nothing was saved", file=sys.stderr)
+            print(f"xrayseg {cmd}: {how} before the first epoch finished; nothing was saved", file=sys.stderr)
             return 143 if term else 130
         try:
             path = save_model(kept, a.out, overwrite=a.overwrite)
         except (OutputWriteError, OutputExistsError) as err:  # a full disk as the time limit struck
             raise_rescued(err, kept, a.out)
         how = "terminated" if term else "interrupted"
-        print(f"xrayseg train: {how}, {e}: wrote the model so far to {path}", file=sys.stderr)
+        print(f"xrayseg {cmd}: {how}, {e}: wrote the model so far to {path}", file=sys.stderr)
         return 143 if term else 130
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    image, labels, two_d = _train_pairs(a)
+    t0 = time.perf_counter()
+    model = _training("train", a, lambda token: _train_run(a, image, labels, two_d, token))
+    if isinstance(model, int):
+        return model
     t = model.info.train
     inputs = f"{len(t['inputs'])} {'2D images' if model.info.two_d else 'volumes'}, " if t.get("inputs") else ""
     print(
@@ -712,6 +723,52 @@ def _train_run(a: argparse.Namespace, image: Any, labels: Any, two_d: bool, toke
         progress=_ProgressPrinter("train"),
         cancel=token,
     )
+
+
+def _cmd_continue_training(a: argparse.Namespace) -> int:
+    from .core.annotation import continue_training
+
+    a.rgb, a.two_d = None, None  # as the first training read them (the model records its channels)
+    image, labels, two_d = _train_pairs(a)
+    kw: dict[str, Any] = {"two_d": True} if two_d else {}
+    if a.blend != "auto":
+        kw["blend"] = a.blend == "yes"
+    if a.nodata is not None:  # else the first training's
+        kw["nodata"] = a.nodata
+    t0 = time.perf_counter()
+    model = _training(
+        "continue-training",
+        a,
+        lambda token: continue_training(
+            image,
+            labels,
+            a.model,
+            fraction=a.fraction,
+            epochs=a.epochs,
+            minutes=a.minutes,
+            lr=a.lr,
+            seed=a.seed,
+            device=a.device,
+            precision=a.precision,
+            out=a.out,
+            overwrite=a.overwrite,
+            progress=_ProgressPrinter("continue-training"),
+            cancel=token,
+            **kw,
+        ),
+    )
+    if isinstance(model, int):
+        return model
+    r = model.info.train["rounds"][-1]
+    blend = r.get("blend_kept")
+    print(
+        f"wrote model to {model.path}: round {r['round']}, {r.get('epochs_run')} "
+        f"epoch{'' if r.get('epochs_run') == 1 else 's'} on "
+        f"{len(r.get('annotated_slices') or [])} annotated slices in {time.perf_counter() - t0:.0f} s, "
+        f"validation Dice {_fmt(model.info.validation[0])} ({model.info.validation[1]})"
+        + ("" if blend is None else f"; kept {blend:g} x the round's weights + {1 - blend:g} x the model's")
+    )
+    return 0
 
 
 def _starts(t: dict[str, Any]) -> str:
@@ -1786,6 +1843,57 @@ def build_parser() -> argparse.ArgumentParser:
     _add_nodata(p)
     _add_overwrite(p)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "continue-training",
+        help="one more round of the annotation loop: fine-tune a trained model with all annotations so far",
+        description="One more round of training (the Annotate widget's Continue training): a warm start from "
+        "--model with every annotation so far, keeping the first training's settings, with FRACTION of its "
+        "budget and half its learning rate; the round's weights are blended back with the model's for the share "
+        "that validates best. See docs/annotate.md.",
+    )
+    p.add_argument(
+        "--image",
+        required=True,
+        action="append",
+        help="the volume or 2D images the model was trained on (as for train: repeat, a folder, or a list file)",
+    )
+    p.add_argument("--dataset", default=None, help="array name inside the image's zarr group / HDF5 file")
+    p.add_argument(
+        "--labels", action="append", help="all annotations so far (0 = not annotated), one per --image; or a folder"
+    )
+    p.add_argument("--labels-dataset", default=None, help="array name inside the labels' group / file")
+    p.add_argument("--model", required=True, help="the trained model to start from (.safetensors; not changed)")
+    p.add_argument("--out", required=True, help="model file to write (.safetensors; not --model's own file)")
+    p.add_argument(
+        "--fraction",
+        type=float,
+        default=0.25,
+        help="share of the first training's budget (epochs, and minutes if it had a time budget) (default: 0.25)",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="the round's epochs (default: FRACTION of the first's)")
+    p.add_argument(
+        "--minutes", type=float, default=None, help="the round's time budget (default: FRACTION of the first's)"
+    )
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: half the first training's)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the first training's + the round)")
+    p.add_argument(
+        "--blend",
+        default="auto",
+        choices=["auto", "yes", "no"],
+        help="keep a x the round + (1 - a) x --model for the a that validates best: auto/yes (default), or no "
+        "(the round's own weights)",
+    )
+    p.add_argument("--device", default=_T.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument(
+        "--precision",
+        default=_T.precision,
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="arithmetic of the training steps (default auto: mixed on CUDA, bf16 on CPUs with AMX, else fp32)",
+    )
+    _add_nodata(p)
+    _add_overwrite(p)
+    p.set_defaults(func=_cmd_continue_training)
 
     p = sub.add_parser(
         "self-train",

@@ -54,6 +54,45 @@ def test_suggest_prints_indices_best_first_never_annotated(files, capsys):
     assert "axis 5" in capsys.readouterr().err
 
 
+def test_continue_training_is_the_apis_round(files, tmp_path, capsys):
+    """The annotation loop's round from the command line (it had no command: QA, session 43)."""
+    import torch
+
+    from napari_xrayseg.core.annotation import continue_training
+    from napari_xrayseg.core.models import load_model
+
+    d, image, ann, model = files
+    _, truth = make_phantom((10, 48, 48), seed=2)
+    ann2 = ann.copy()
+    ann2[4] = truth[4]
+    np.save(tmp_path / "ann2.npy", ann2)
+    out = tmp_path / "r1.safetensors"
+    argv = ["continue-training", "--image", str(d / "image.npy"), "--labels", str(tmp_path / "ann2.npy")]
+    argv += ["--model", str(d / "m.safetensors"), "--device", "cpu"]
+    assert main([*argv, "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert f"wrote model to {out}: round 1, 1 epoch on 3 annotated slices" in said and "validation Dice" in said
+    got = load_model(out)
+    api = continue_training(image, ann2, load_model(d / "m.safetensors"), device="cpu")
+    assert [r["round"] for r in got.info.train["rounds"]] == [0, 1] and got.info.train["rounds"][1]["lr"] == (
+        model.info.train["lr"] / 2
+    )
+    ours, theirs = got.network.state_dict(), api.network.state_dict()
+    assert list(ours) == list(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)  # bit for bit
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "r1.safetensors exists: choose another path or add --overwrite" in capsys.readouterr().err
+    assert main([*argv, "--out", str(d / "m.safetensors"), "--overwrite"]) == 2
+    assert "is the input" in capsys.readouterr().err
+    r2 = tmp_path / "r2.safetensors"
+    assert (
+        main([*argv[:-4], "--model", str(out), "--device", "cpu", "--out", str(r2), "--epochs", "2", "--blend", "no"])
+        == 0
+    )
+    assert "round 2, 2 epochs" in capsys.readouterr().out
+    assert [r["round"] for r in load_model(r2).info.train["rounds"]] == [0, 1, 2]
+    assert load_model(r2).info.train["rounds"][2]["blend_kept"] is None  # the round's own weights
+
+
 def test_study_strategy_runs_the_loop_study(tmp_path, capsys):
     argv = [
         "study",

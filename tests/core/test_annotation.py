@@ -392,6 +392,53 @@ def test_continue_training_keeps_the_rounds_in_the_history(trained, sample, tmp_
         continue_training(image, ann2, model, fraction=0)
 
 
+def test_a_round_keeps_the_no_data_value_locks_its_file_and_never_loses_its_model(sample, tmp_path, monkeypatch):
+    """A round dropped the first training's no-data value (normalised with the field of view's outside), wrote
+    to a model file another run was writing, and lost its model when the save failed (the API had no rescue)."""
+    from napari_xrayseg.core import training
+    from napari_xrayseg.core.annotation import iter_continue_training
+    from napari_xrayseg.core.errors import OutputWriteError
+    from napari_xrayseg.core.models import Model, save_model
+
+    image, truth = sample
+    image = image.copy()
+    image[:, :, :6] = 0  # outside the field of view
+    ann = np.zeros_like(truth)
+    ann[[1, 5]] = truth[[1, 5]]
+    first = train(image, ann, nodata=0, **TINY_TRAIN)
+    ann[3] = truth[3]
+    assert first.info.train["nodata"] == 0
+    assert continue_training(image, ann, first, epochs=1, device="cpu").info.train["nodata"] == 0  # kept
+    assert continue_training(image, ann, first, epochs=1, device="cpu", nodata=None).info.train["nodata"] is None
+    start = save_model(first, tmp_path / "m.safetensors")
+    before = start.read_bytes()
+    with pytest.raises(InputError, match="is the input"):  # a round never replaces the model it starts from
+        continue_training(image, ann, start, epochs=1, device="cpu", out=start, overwrite=True)
+    assert start.read_bytes() == before
+    out = tmp_path / "r1.safetensors"
+    running = iter_continue_training(image, ann, first, epochs=1, device="cpu", out=out, overwrite=True)
+    next(running)  # training now
+    with pytest.raises(OutputExistsError, match="is being written by another run right now"):
+        continue_training(image, ann, first, epochs=1, device="cpu", out=out, overwrite=True)
+    with pytest.raises(OutputExistsError, match="is being written by another run right now"):
+        train(image, ann, out=out, overwrite=True, **TINY_TRAIN)
+    with pytest.raises(StopIteration) as done:
+        while True:
+            next(running)
+    assert [r["round"] for r in load_model(out).info.train["rounds"]] == [0, 1]
+    assert load_model(out).info.history == done.value.value.info.history
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "r1.safetensors"]  # no lock left
+
+    def full(*a, **k):
+        raise OutputWriteError("no space left on the device")
+
+    monkeypatch.setattr(training, "save_model", full)
+    with pytest.raises(OutputWriteError) as e:
+        continue_training(image, ann, first, epochs=1, device="cpu", out=tmp_path / "r2.safetensors")
+    assert isinstance(e.value.result, Model) and [r["round"] for r in e.value.result.info.train["rounds"]] == [0, 1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors", "r1.safetensors"]
+
+
 def test_a_round_is_blended_back_with_the_model_it_continued(trained, sample):
     model, ann = trained
     image, truth = sample

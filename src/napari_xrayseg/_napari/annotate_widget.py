@@ -597,6 +597,7 @@ class AnnotateWidget(JobWidget):
             "labels": labels.data.copy(),
             "model": self.model,
             "fraction": float(self._fraction.value),
+            "nodata": nodata_value(self._nodata.value),  # the field's, not the model's (already NaN in image)
             **({"voxel_size": voxel[0][-image.ndim :], "unit": voxel[1]} if voxel else {}),
         }
 

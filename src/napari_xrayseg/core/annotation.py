@@ -29,13 +29,12 @@ import os
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .config import SUGGEST_MARGIN, SegmentConfig, TrainConfig, python_numbers
-from .errors import Cancelled, InputError, OutputExistsError
+from .errors import Cancelled, InputError
 from .io import read_block
 from .labels import check_labels
 from .level import as_model_input
@@ -1042,6 +1041,7 @@ _KEPT = {
     "schedule": "schedule",
     "pixel_weight": "pixel_weight",
     "normalize": "normalize",
+    "nodata": "nodata",  # the grey value without data: a round must not normalise with it (QA: dropped before)
 }
 
 
@@ -1109,14 +1109,11 @@ def iter_continue_training(
     **train_kwargs: Any,
 ) -> Generator[Progress, None, Model]:
     """Generator form of :func:`continue_training`: yields the training's :class:`Progress` records."""
-    from .training import iter_train
+    from .training import _holding, _out_claim, _save_out, iter_train
 
-    if out is not None:  # checked before the round, not after it: a round must not end with nowhere to save
-        out = Path(out) if Path(out).suffix == ".safetensors" else Path(f"{out}.safetensors")
-        if out.exists() and not overwrite:
-            raise OutputExistsError(
-                f"model file {out} exists: choose another path or pass overwrite=True (--overwrite)"
-            )
+    # claimed before the round, not after it (a round must not end with nowhere to save), never the
+    # start's own file, and locked while the round trains: a second run to it is refused, as in train
+    out_claim = _out_claim(out, overwrite, model)
     base = _model(model)
     if not base.info.train:
         raise InputError("the model has never been trained: train it first (train(...)), then continue training")
@@ -1159,7 +1156,8 @@ def iter_continue_training(
         return new
 
     try:
-        new = yield from iter_train(image, labels, **kw)
+        with _holding(out_claim):
+            new = yield from iter_train(image, labels, **kw)
     except Cancelled as e:
         partial = getattr(e, "result", None)
         keep = base
@@ -1188,10 +1186,7 @@ def iter_continue_training(
         log.info("%s", err)
         raise err from e
     new = merged(new)
-    if out is not None:
-        from .models import save_model
-
-        save_model(new, out, overwrite=overwrite)
+    _save_out(new, out_claim, overwrite)  # a full disk: the round's model rides on the error
     return new
 
 
@@ -1216,7 +1211,7 @@ def continue_training(
     """One more round of training: warm start from ``model`` with all annotations.
 
     The round keeps the first training's settings (axis, axes, patch, batch, steps per
-    epoch, loss, mode, augmentation, validation share, weight averaging) and takes
+    epoch, loss, mode, augmentation, validation share, weight averaging, no-data value) and takes
     ``fraction`` of its budget: ``ceil(fraction x epochs run)`` epochs and, if it had a time budget,
     ``fraction`` of its minutes; the peak learning rate is half the first one. The round's
     weights are then blended back with ``model``'s, ``a * round + (1 - a) * model``, for the
@@ -1262,10 +1257,14 @@ def continue_training(
     Raises
     ------
     InputError
-        If ``model`` was never trained, on a bad ``fraction``, or as for ``train``
-        (e.g. labels with other classes than the model's).
+        If ``model`` was never trained, on a bad ``fraction``, if ``out`` is ``model``'s own
+        file, or as for ``train`` (e.g. labels with other classes than the model's).
     OutputExistsError
-        If ``out`` exists and ``overwrite`` is False (checked before training).
+        If ``out`` exists and ``overwrite`` is False (checked before training), or
+        another run is writing it.
+    OutputWriteError
+        If ``out`` cannot be written after the round (a full disk): the new model is the
+        error's ``result`` (:func:`~napari_xrayseg.core.models.save_or_rescue` saves it elsewhere).
     Cancelled
         If ``cancel`` was set. Its ``result`` holds the better of the round's model so far
         (see ``train``'s ``average``) and the model from before the round, by Dice on the round's held-out

@@ -2365,6 +2365,7 @@ def iter_train(
         raise InputError(f"blend {blend!r} must be True, False or None (blend back only the pretrained start)")
     if isinstance(init, str) and init == AUTO_START:
         rest = {"image": image, "labels": labels, "voxel_size": voxel_size, "unit": unit, "cancel": cancel}
+        rest["nodata"] = nodata  # recorded by each candidate (the image is marked already: marking again is a no-op)
         rest["class_names"] = class_names
         return (yield from _iter_auto_start(args, rest))
     s = _settings(args)
