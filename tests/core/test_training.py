@@ -858,6 +858,33 @@ def test_a_class_in_none_of_the_held_out_rows_is_said_to_be_unchecked(monkeypatc
     assert training.unchecked_classes(train(image, sparse, **FAST).info) == []  # nothing validated: no claim
 
 
+def test_a_class_no_held_out_slice_holds_is_scored_on_its_own_painted_voxels(caplog):
+    """QA (s43 h4): with whole slices held out (5 or more painted) a phase painted on one slice is often in none of
+    them; its validation Dice was n/a and a model that never predicted it said nothing. It is now scored on its
+    own painted voxels of the slices it trained on, and said to be not learned when it misses most of them."""
+    from napari_xrayseg.core import training
+    from napari_xrayseg.core.models import ModelInfo
+
+    image, truth = make_phantom((8, 64, 64), seed=11)
+    ann = truth.copy()  # every slice painted: whole slices are held out
+    ann[2, 20:26, 20:26] = 4  # a "phase" no grey level shows, painted in one place of one slice
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        m = train(image, ann, **dict(FAST, init=None))
+    t = m.info.train
+    assert t["val_slices"] and 2 not in t["val_slices"] and t["val_dice_per_class"][3] is None
+    assert set(t["painted_recall"]) == {"4"} and t["painted_recall"]["4"] < training.PAINTED_RECALL_MIN
+    said = [r.getMessage() for r in caplog.records if "on slices it trained on" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("class 4 is in none of the held-out slices, and the model labels only")
+    assert training.unlearned_painted(m.info) == {4: t["painted_recall"]["4"]}
+    assert training.unchecked_classes(m.info) == []  # not said twice
+    learned = ModelInfo("unet", {}, [1, 2, 3, 4], ["a", "b", "c", "d"], train={"painted_recall": {"4": 0.93}})
+    assert training.unlearned_painted(learned) == {}
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        m = train(image, truth, **dict(FAST, init=None))  # every class in the held-out slices: nothing to check
+    assert "painted_recall" not in m.info.train and not [r for r in caplog.records if "trained on" in r.getMessage()]
+
+
 def test_a_phase_left_unpainted_in_the_annotated_slices_is_pointed_out_once(phantom, caplog):
     """QA: a bright catalyst nobody painted became the brightest painted phase (97 %) without a word. Full
     slices and strokes inside every phase say nothing (24 volumes of four presets, /work/exp/s38)."""
