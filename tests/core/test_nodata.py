@@ -74,6 +74,44 @@ def test_a_corrupt_slice_in_the_sample_does_not_set_the_grey_level_bounds(caplog
     assert "corrupt" not in caplog.text
 
 
+def test_hot_voxels_beyond_an_empty_band_of_grey_levels_do_not_set_the_bounds(caplog):
+    """QA (s44 h1): once over 0.5 % of the sample, hot, saturated or corrupt voxels were the 99.5th percentile:
+    every real grey level normalised to about 0 and the whole volume came out as one class (Dice 0.91 -> 0.15),
+    with no word. Values beyond an empty band of grey levels as wide as the middle 90 % are left out, said."""
+    from napari_xrayseg.core.models import init_model
+
+    image, truth = make_phantom((16, 48, 48), seed=602, preset="hard")
+    scan = (image * 1000 + 2000).astype(np.uint16)
+    clean = compute_normalization(scan)
+    rng = np.random.default_rng(603)
+    cases = {"1 % saturated": 0.01, "3 % saturated": 0.03}
+    for name, share in cases.items():
+        hot = scan.copy()
+        hot.flat[rng.choice(hot.size, int(share * hot.size), replace=False)] = 65535
+        caplog.clear()
+        b = compute_normalization(hot)
+        assert abs(b["high"] - clean["high"]) < 0.05 * (clean["high"] - clean["low"]), name
+        assert "lie far beyond the image's other grey levels" in caplog.text and "(65535..65535)" in caplog.text
+    burst = image.copy()  # one slice with 10 % of its voxels at 1e30: 0.6 % of the sample
+    burst[7].flat[rng.choice(burst[7].size, burst[7].size // 10, replace=False)] = 1e30
+    model = init_model("unet", size="tiny", classes=3, seed=0, context=3)
+    caplog.clear()
+    labels = predict_slice(burst, model, 2, device="cpu")
+    np.testing.assert_array_equal(labels, predict_slice(image, model, 2, device="cpu"))  # a sound slice as before
+    assert "1e+30..1e+30" in caplog.text
+    caplog.clear()
+    for shape, seed, kw in (
+        ((16, 64, 64), 604, {}),
+        ((16, 64, 64), 605, {"preset": "hard"}),
+        ((8, 96, 96), 606, {"pillar": 0.1}),
+    ):
+        compute_normalization(make_phantom(shape, seed=seed, **kw)[0])  # sound scans: nothing left out
+    assert "far beyond" not in caplog.text
+    outside = image.copy()
+    outside[:, ~_circle(image.shape[1:], 20)] = -1000.0  # a field of view's outside (21 %) is no outlier tail
+    assert compute_normalization(outside)["low"] == -1000.0 and "far beyond" not in caplog.text
+
+
 def test_fill_missing_with_one_mask_equals_each_slice_alone():
     rng = np.random.default_rng(0)
     x = rng.random((4, 3, 20, 24), dtype=np.float32)
