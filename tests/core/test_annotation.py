@@ -355,6 +355,24 @@ def test_suggest_subsamples_long_axes_crops_big_slices_and_cancels(trained, samp
         suggest_slices(image, model, measure="margin")
     with pytest.raises(InputError, match="does not match"):
         suggest_slices(image, model, ann[:4])
+    # the messages of odd labels (QA s44 h1): one pair of parentheses, train's wording for a boolean mask
+    bad = ann.astype(np.float64)
+    bad[2, 0, 0] = np.nan
+    with pytest.raises(InputError, match=r"\(e\.g\. nan\) \(slices 0\.\.7 along axis 0\) in a float64 array"):
+        suggest_slices(image, model, bad, device="cpu")
+    with pytest.raises(InputError, match=r"^labels are boolean: give integer class labels"):
+        suggest_slices(image, model, ann > 0, device="cpu")
+
+
+def test_float16_labels_are_scored_without_numpy_warnings():
+    import warnings
+
+    from napari_xrayseg.core.metrics import evaluate
+
+    truth = make_phantom((4, 32, 32), seed=3)[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # float16's max against int64's: an overflow warning
+        assert evaluate(truth.astype(np.float16), truth).mean_dice == 1.0
 
 
 # --------------------------------------------------------------------------- continue training

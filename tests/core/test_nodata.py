@@ -241,6 +241,41 @@ def test_training_fills_voxels_without_data_and_ignores_their_annotations():
     assert model.info.history
 
 
+def test_a_painted_slice_without_data_is_said_to_be_unused_without_numpy_warnings(caplog):
+    """QA (s44 h1): a NaN annotated slice lost its annotations without a word, and band validation printed two
+    numpy RuntimeWarnings (a slice with nothing painted left: 0/0); all of them so: 'NaN', for constant slices."""
+    import warnings
+
+    img, truth = make_phantom((12, 48, 48), seed=702, preset="hard")[:2]
+    ann = np.zeros_like(truth)
+    ann[[3, 6, 9]] = truth[[3, 6, 9]]
+    nan = img.copy()
+    nan[6] = np.nan
+    nan[3, :, :5] = np.nan  # a brushed-over outside: a part of a slice
+    kw = dict(arch="unet", size="tiny", init=None, epochs=1, steps_per_epoch=2, batch=2, patch=32, device="cpu")
+    with warnings.catch_warnings(), caplog.at_level("WARNING", logger="napari_xrayseg"):
+        warnings.simplefilter("error", RuntimeWarning)
+        model = train(nan, ann, **kw)
+    said = [r.getMessage() for r in caplog.records if "are not used" in r.getMessage()]
+    assert said == [
+        "annotations on voxels without data (NaN, the no-data value or a constant slice) are not used: slices "
+        "3 (240 of 2304 voxels), 6 (all) along axis 0; paint slices with data"
+    ]
+    assert model.info.train["annotated_slices"] == [3, 6, 9]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        part = img.copy()
+        part[3, :, :5] = np.nan
+        _view_rows(part, ann, False, 0, 3, None, None)
+    assert "slices 3 (240 of 2304 voxels) along axis 0 (nothing to learn there)" in caplog.text
+    dead = img.copy()
+    dead[[3, 6, 9]] = 0.0
+    with pytest.raises(
+        InputError, match=r"every annotated voxel is without data \(NaN, the no-data value or a constant"
+    ):
+        train(dead, ann, **kw)
+
+
 def test_an_outside_left_as_a_number_gets_a_hint_to_pass_nodata(volume, tiny_model, caplog):
     inside = _circle(volume.shape[1:], 20)
     zero = np.where(inside, volume + 1.0, 0).astype(np.float32)
@@ -404,6 +439,7 @@ def test_training_takes_a_constant_slice_for_no_data_as_segment_does(caplog):
     assert idx == [5, 8] and (lb[0] == 0).all() and (lb[1] == truth[8]).all()  # the dead slice teaches nothing
     np.testing.assert_array_equal(x[0, 1], x[0, 0])  # filled from its nearest slice with data, as segment() does
     assert "constant slices" in caplog.text
+    assert "are not used: slices 5 (all) along axis 0; paint slices with data" in caplog.text  # said (QA s44 h1)
     # a channel of a multi-channel image (a mask) may be constant: data, as segment() reads channels
     idx, x, lb = _view_rows(raw, ann, False, 0, 3, None, None, constant=False)
     assert (lb[0] == truth[5]).all() and np.isfinite(x).all() and not np.array_equal(x[0, 1], x[0, 0])

@@ -87,6 +87,8 @@ def _volume(image: Any, name: str = "image") -> Any:
             f"{name} has {len(image.shape)} dimensions (shape {tuple(image.shape)}): give a 3D volume or a 2D slice"
         )
     dt = np.dtype(image.dtype)
+    if name == "labels" and dt == np.bool_:
+        raise InputError("labels are boolean: give integer class labels (0 = not annotated, 1..N = classes)")
     if dt == np.bool_ or not (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating)):
         raise InputError(f"{name} has dtype {dt}: give integer or floating-point values")
     return image
@@ -359,8 +361,8 @@ def annotated_slices(labels: Any, *, axis: int = 0) -> list[int]:
         hi = min(n, lo + depth)
         index = [slice(None)] * 3
         index[axis] = slice(lo, hi)
-        where = f" (slices {lo}..{hi - 1} along axis {axis})"
-        block = np.moveaxis(check_labels(read_block(vol, tuple(index), what="labels" + where), where=where), axis, 0)
+        where = f"slices {lo}..{hi - 1} along axis {axis}"
+        block = np.moveaxis(check_labels(read_block(vol, tuple(index), what=f"labels ({where})"), where=where), axis, 0)
         out.extend(lo + int(j) for j in np.flatnonzero(block.reshape(hi - lo, -1).any(axis=1)))
     return out
 
@@ -404,8 +406,8 @@ def painted_slices(labels: Any, *, axis: int = 0) -> list[int]:
         out = [np.zeros(n, np.int64) for n in shape]
         for lo in range(0, shape[0], depth):
             hi = min(shape[0], lo + depth)
-            where = f" (slices {lo}..{hi - 1} along axis 0)"
-            m = check_labels(np.asarray(read_block(vol, (slice(lo, hi),), what="labels" + where)), where=where) > 0
+            where = f"slices {lo}..{hi - 1} along axis 0"
+            m = check_labels(np.asarray(read_block(vol, (slice(lo, hi),), what=f"labels ({where})")), where=where) > 0
             for b, idx in cut.items():
                 index: list[Any] = [slice(None)] * 3
                 index[b] = idx[(idx >= lo) & (idx < hi)] - lo if b == 0 else idx

@@ -126,7 +126,7 @@ def check_labels(a: np.ndarray, name: str = "labels", *, where: str = "", max_va
     if max_value is not None or kind == "f" or (kind == "u" and a.dtype.itemsize >= 8):
         hi = a.max()
         limit = max_value if max_value is not None else np.iinfo(np.int64).max
-        if hi > limit:
+        if (float(hi) if kind == "f" else int(hi)) > limit:  # float16 against int64's max: no overflow warning
             raise InputError(
                 f"{name} {verb} value {hi}{at}: class labels must be in 1..{limit}"
                 + (" (models write 8-bit labels)" if limit == 255 else "")

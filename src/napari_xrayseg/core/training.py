@@ -859,9 +859,12 @@ def _split(
         px = np.zeros(labs.shape, bool)
         for i in range(n_main):  # rows along other axes (axes="zyx") keep every pixel: they are masked instead
             rows = painted[i].sum(1)
-            cum = np.cumsum(rows) / rows.sum()
-            q = rng.uniform(0, 1 - val_fraction)
-            band = (cum > q) & (cum - rows / rows.sum() < q + val_fraction)
+            q = rng.uniform(0, 1 - val_fraction)  # drawn for every slice: the same draws as before
+            total = rows.sum()
+            if not total:  # its annotations all lay on voxels without data: nothing to hold out
+                continue
+            cum = np.cumsum(rows) / total
+            band = (cum > q) & (cum - rows / total < q + val_fraction)
             px[i] = band[:, None] & painted[i]
         kept = labs[painted & ~px]
         if all((kept == c).any() for c in classes):
@@ -1508,11 +1511,16 @@ def _view_rows(
     if not idx:
         return idx, im, lb
     bounds = pooled or compute_normalization(image)
-    return idx, apply_normalization(_no_data_filled(im, lb, bounds, constant, axis), bounds), lb
+    return idx, apply_normalization(_no_data_filled(im, lb, bounds, constant, axis, idx), bounds), lb
 
 
 def _no_data_filled(
-    im: np.ndarray, lb: np.ndarray, bounds: dict[str, Any], constant: bool = True, axis: int = 0
+    im: np.ndarray,
+    lb: np.ndarray,
+    bounds: dict[str, Any],
+    constant: bool = True,
+    axis: int = 0,
+    idx: list[int] | None = None,
 ) -> np.ndarray:
     """Slices with their context (..., k, Y, X), voxels without data (NaN) filled as at inference.
 
@@ -1530,8 +1538,35 @@ def _no_data_filled(
     except InputError as e:
         raise InputError(f"{e.args[0]} (in annotated slices)") from None
     if miss is not None:
-        lb[miss[..., miss.shape[-3] // 2, :, :]] = 0
+        gone = miss[..., miss.shape[-3] // 2, :, :] & (lb > 0)
+        if gone.any():
+            lb[gone] = 0
+            _say_dropped(gone, lb, idx, axis)
     return out
+
+
+def _say_dropped(gone: np.ndarray, lb: np.ndarray, idx: list[int] | None, axis: int) -> None:
+    """Warn that the annotations ``gone`` (on voxels without data) are not used, naming their slices where known.
+
+    QA: a painted slice that was NaN (or constant) lost its annotations without a word; the user
+    did not learn that one of three painted slices went unused.
+    """
+    if not _first_time(_DROPPED_SAID, gone):  # init="auto" reads the same annotations for each candidate
+        return
+    per = gone.reshape(-1, *gone.shape[-2:]).sum((1, 2)) if gone.ndim >= 3 else np.array([gone.sum()])
+    left = (lb > 0).reshape(per.size, -1).sum(1)
+    if idx is not None and len(idx) == per.size:
+        where = ", ".join(
+            f"{idx[k]} ({'all' if not left[k] else f'{n} of {n + left[k]} voxels'})" for k, n in enumerate(per) if n
+        )
+        where = f"slices {where} along axis {axis}"
+    else:
+        where = f"{int(per.sum())} voxels"
+    log.warning(
+        "annotations on voxels without data (NaN, the no-data value or a constant slice) are not used: %s%s",
+        where,
+        "; paint slices with data" if np.any((per > 0) & (left == 0)) else " (nothing to learn there)",
+    )
 
 
 def _extra_filled(im: np.ndarray, lb: np.ndarray, where: list[tuple[int, int]], bounds: dict[str, Any]) -> np.ndarray:
@@ -1689,7 +1724,10 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
     labs = _padded(parts_l, "constant")  # padding is 0 = not annotated: it never teaches anything
     classes = sorted(int(c) for c in np.unique(labs) if c != 0)
     if not classes:  # every annotation lay on voxels without data (NaN or nodata=)
-        raise InputError("every annotated voxel is without data (NaN): annotate voxels inside the field of view")
+        raise InputError(
+            "every annotated voxel is without data (NaN, the no-data value or a constant slice): annotate voxels "
+            "inside the field of view, on slices with data"
+        )
     if len(classes) < 2:
         raise InputError(
             f"labels annotate only class {classes[0]}: paint at least two classes to train (0 means not annotated: "
@@ -1794,6 +1832,7 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
 
 
 _BLIND_SAID: list[bytes] = []  # validation rows already said to hold no interface (the last few)
+_DROPPED_SAID: list[bytes] = []  # annotations on voxels without data already said to be dropped (the last few)
 _UNPAINTED_SAID: list[bytes] = []  # annotations already said to leave a phase unpainted (the last few)
 
 
