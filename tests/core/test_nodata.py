@@ -292,6 +292,15 @@ def test_an_outside_left_as_a_number_gets_a_hint_to_pass_nodata(volume, tiny_mod
     with caplog.at_level("WARNING", logger="napari_xrayseg.core.normalize"):
         segment(noisy, tiny_model, **KW)
     assert "holds exactly 0, though values below and above it occur inside" in caplog.text
+    caplog.clear()
+    # the outside filled with the mean, amid the grey levels (QA s44: Dice -0.015 to -0.026 inside, no word)
+    mean = np.float32(volume[:, inside].mean())
+    mid = np.where(inside, volume, mean).astype(np.float32)
+    with caplog.at_level("WARNING", logger="napari_xrayseg.core.normalize"):
+        segment(mid, tiny_model, **KW)
+    exact = np.format_float_positional(mean, trim="-")  # every digit float32 needs: nodata= must match it
+    assert f"holds exactly {exact}, though a float scan repeats no other value that often" in caplog.text
+    assert f"nodata={exact}" in caplog.text and np.float32(float(exact)) == mean
 
 
 def test_analyze_leaves_the_outside_of_the_sample_out():

@@ -885,6 +885,24 @@ def test_a_class_no_held_out_slice_holds_is_scored_on_its_own_painted_voxels(cap
     assert "painted_recall" not in m.info.train and not [r for r in caplog.records if "trained on" in r.getMessage()]
 
 
+def test_label_255_beside_small_classes_is_said_to_look_like_an_ignore_index(phantom, caplog):
+    """QA (s44 h1): annotations exported with 255 for 'not annotated' (PyTorch's ignore_index) trained a fourth
+    class covering every unpainted pixel (mean Dice 0.53 against 0.84) without a word; 65535 and -1 are refused."""
+    image, truth, sparse = phantom
+    ignore = np.where(sparse == 0, 255, sparse).astype(np.uint8)
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        m = train(image, ignore, **dict(FAST, init=None))
+    said = [r.getMessage() for r in caplog.records if "ignore index" in r.getMessage()]
+    assert m.info.classes[-1] == 255 and len(said) == 1  # trained as asked, said once
+    assert said[0].startswith("label 255 holds ") and "beside classes 1, 2, 3" in said[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        evaluate(truth, ignore)  # a truth exported the same way
+        evaluate(truth, truth)
+    assert len([r for r in caplog.records if "ignore index" in r.getMessage()]) == 1
+    assert "truth[truth == 255] = 0" in caplog.text
+
+
 def test_a_phase_left_unpainted_in_the_annotated_slices_is_pointed_out_once(phantom, caplog):
     """QA: a bright catalyst nobody painted became the brightest painted phase (97 %) without a word. Full
     slices and strokes inside every phase say nothing (24 volumes of four presets, /work/exp/s38)."""

@@ -60,7 +60,7 @@ import numpy as np
 
 from .config import python_numbers
 from .errors import InputError
-from .labels import names_by_label, read_labels
+from .labels import ignore_index_hint, names_by_label, read_labels
 from .progress import Progress, check, drain
 
 __all__ = [
@@ -1293,6 +1293,9 @@ def iter_evaluate(
     )
     _warn_unpredicted(report, pred)
     _warn_zero_phase(report, truth)
+    counts = {int(c): int(report.per_class[c].get("voxels_truth") or 0) for c in report.classes}
+    if report.ignore_zero and (hint := ignore_index_hint(counts, "truth's annotated")):
+        log.warning("%s", hint.replace("labels[labels == 255]", "truth[truth == 255]"))
     if names is not None:
         # a model trained without names records "class 1", ...: shown beside the number it doubled it ("1 class 1")
         real = {int(c): str(names[c]) for c in report.classes if c in names and str(names[c]) != f"class {c}"}

@@ -251,6 +251,10 @@ def _without_outlier_tails(flat: np.ndarray) -> np.ndarray:
 #: share of an image's sampled voxels at exactly its lowest or highest value from which that value
 #: looks like the outside of a field of view (a circle in its square leaves 21 % outside)
 OUTSIDE_SHARE = 0.05
+#: Sampled values in which :func:`outside_hint` looks for one float value repeated that often, and how
+#: many distinct values make a float scan (data converted from 8 bits has 256 at most)
+OUTSIDE_SAMPLE = 65_536
+OUTSIDE_DISTINCT = 1024
 
 
 def outside_hint(flat: np.ndarray) -> str | None:
@@ -265,21 +269,38 @@ def outside_hint(flat: np.ndarray) -> str | None:
     '23% of the image holds exactly 0, its lo'
     >>> outside_hint(np.concatenate([x - 1.5, np.zeros(300)]))[:60]  # 0 amid the grey levels, a float image
     '23% of the image holds exactly 0, though values below and ab'
+    >>> y = np.random.default_rng(0).random(4000)
+    >>> outside_hint(np.concatenate([y, np.full(1000, 0.5)]))[:70]  # a constant amid them
+    '20% of the image holds exactly 0.5, though a float scan repeats no oth'
     """
     if flat.size == 0:
         return None
     candidates = [(flat.min(), "its lowest grey level"), (flat.max(), "its highest grey level")]
     if flat.dtype.kind == "f":  # reconstructions fill the outside of their circle with 0, below or above noise
         candidates.append((flat.dtype.type(0), "though values below and above it occur inside"))
+        # or with another constant amid the grey levels (the mean, the median: QA s44, Dice -0.015 to -0.026
+        # inside, no word): a float scan with many distinct values repeats none of them that often
+        sub = flat[:: max(1, flat.size // OUTSIDE_SAMPLE)]
+        values, counts = np.unique(sub, return_counts=True)
+        if values.size > OUTSIDE_DISTINCT:
+            candidates.append((values[counts.argmax()], "though a float scan repeats no other value that often"))
     for v, which in candidates:
         share = np.count_nonzero(flat == v) / flat.size
         if share >= OUTSIDE_SHARE:
             return (
-                f"{share:.0%} of the image holds exactly {float(v):g}, {which}: if that is outside "
-                f"the field of view, pass nodata={float(v):g} (--nodata {float(v):g}) so that it is not segmented "
+                f"{share:.0%} of the image holds exactly {_exact(v)}, {which}: if that is outside "
+                f"the field of view, pass nodata={_exact(v)} (--nodata {_exact(v)}) so that it is not segmented "
                 "and does not skew the grey levels (docs/segment.md)"
             )
     return None
+
+
+def _exact(v: Any) -> str:
+    """``v`` as the shortest decimal that reads back as the same value of its type (``nodata=`` must match it)."""
+    if isinstance(v, np.floating):
+        big = v != 0 and not 1e-4 <= abs(v) < 1e16
+        return np.format_float_scientific(v, trim="-") if big else np.format_float_positional(v, trim="-")
+    return f"{float(v):g}"
 
 
 def pooled_normalization(

@@ -48,7 +48,7 @@ from .config import TrainConfig, python_numbers, takes_train_config
 from .device import TORCH_GLOBAL_STATE, cpu_bf16_conv_faults, cpu_has_amx, resolve_device, resolve_precision
 from .errors import Cancelled, InputError, OutputExistsError, OutputWriteError, TrainingInterrupted, XraysegError
 from .io import as_input, read_block, volume_chunks, voxel_size_of
-from .labels import names_by_label, read_labels
+from .labels import ignore_index_hint, names_by_label, read_labels
 from .level import LevelledView, level_hint, level_slices
 from .models import (
     AUTO_3D_MINUTES,
@@ -1722,7 +1722,10 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
     if not ids:
         raise InputError("labels hold no annotations (all 0): paint at least two classes on some slices")
     labs = _padded(parts_l, "constant")  # padding is 0 = not annotated: it never teaches anything
-    classes = sorted(int(c) for c in np.unique(labs) if c != 0)
+    values, counts = np.unique(labs, return_counts=True)
+    classes = sorted(int(c) for c in values if c != 0)
+    if (hint := ignore_index_hint(dict(zip(values.tolist(), counts.tolist())))) and _first_time(_IGNORE_SAID, labs):
+        log.warning("%s", hint)
     if not classes:  # every annotation lay on voxels without data (NaN or nodata=)
         raise InputError(
             "every annotated voxel is without data (NaN, the no-data value or a constant slice): annotate voxels "
@@ -1832,6 +1835,7 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
 
 
 _BLIND_SAID: list[bytes] = []  # validation rows already said to hold no interface (the last few)
+_IGNORE_SAID: list[bytes] = []  # annotations already said to use 255 like an ignore index (the last few)
 _DROPPED_SAID: list[bytes] = []  # annotations on voxels without data already said to be dropped (the last few)
 _UNPAINTED_SAID: list[bytes] = []  # annotations already said to leave a phase unpainted (the last few)
 
