@@ -162,6 +162,21 @@ class UncertaintyPlot(Container):
         self.canvas.draw_idle()
 
 
+def _data_ref(data: Any) -> Any:
+    """A reference to a layer's data that does not keep it alive: a weak one, else its ``id`` (a multiscale list)."""
+    try:
+        return weakref.ref(data)
+    except TypeError:
+        return id(data)
+
+
+def _is_data(ref: Any, data: Any) -> bool:
+    """Whether :func:`_data_ref` ``ref`` refers to ``data``."""
+    if isinstance(ref, weakref.ref):
+        return ref() is data
+    return ref is not None and ref == id(data)
+
+
 class AnnotateWidget(JobWidget):
     """Dock widget: preview, suggest the next slice, correct, continue training."""
 
@@ -175,7 +190,9 @@ class AnnotateWidget(JobWidget):
         self._last: tuple[Any, np.ndarray] | None = None  # (key, labels) of the latest preview computed
         self._next = 0  # position in ranking.suggested of the next "go to"
         self._norms: dict[Any, Any] = {}  # (model id, (image layer id, data id), no-data) -> bounds, by previews
-        self._data_of: dict[int, Any] = {}  # image layer id -> the data those bounds and the preview were made from
+        # image layer id -> the data those bounds and the preview were made from (a weak reference: a removed
+        # image's volume is not held)
+        self._data_of: dict[int, Any] = {}
         self._image = ComboBox(label="Image", choices=layer_choices(viewer, napari.layers.Image), nullable=False)
         self._labels = ComboBox(
             label="Annotations", choices=layer_choices(viewer, napari.layers.Labels, annotations=True), nullable=False
@@ -258,7 +275,7 @@ class AnnotateWidget(JobWidget):
         self.span(self.plot, self._status)  # the whole width: a readable plot, the suggestions in fewer lines
         self._follow_layers(viewer)
         offer_models(self._offer_model)  # the model the Train widget saved last
-        follow_new_annotations(viewer, self._labels)  # the layer a user adds to paint on
+        follow_new_annotations(viewer, self._labels, self)  # the layer a user adds to paint on
 
     # ------------------------------------------------------------------ model
     def set_model(self, model: Model) -> None:
@@ -311,9 +328,13 @@ class AnnotateWidget(JobWidget):
         if where is None or self.model is None:
             return None
         layer = self._image.value
-        if self._data_of.get(id(layer)) is not layer.data:  # new data in the layer (layer.data = ...): its
+        live = {id(lay) for lay in self._viewer.layers}
+        if not live.issuperset(self._data_of):  # layers removed: their entries go (QA s44: each held its volume)
+            self._data_of = {k: v for k, v in self._data_of.items() if k in live}
+            self._norms = {k: v for k, v in self._norms.items() if k[1][0] in live}
+        if not _is_data(self._data_of.get(id(layer)), layer.data):  # new data in the layer (layer.data = ...): its
             # bounds and preview go; they were the old data's, and "Copy prediction" pasted the old preview
-            self._data_of[id(layer)] = layer.data
+            self._data_of[id(layer)] = _data_ref(layer.data)
             self._norms = {k: v for k, v in self._norms.items() if k[1][0] != id(layer)}
             self._last = None
         # the data's identity too: a preview of the old data finishing late is then stale, not shown

@@ -397,7 +397,7 @@ class TrainWidget(JobWidget):
         self.pin_status(self._status)  # the progress line and Train / Cancel in view in a short window
         self.pin(self._run)
         self._follow_layers(viewer)
-        follow_new_annotations(viewer, self._labels)  # the layer a user adds to paint on
+        follow_new_annotations(viewer, self._labels, self)  # the layer a user adds to paint on
         self._on_image(self._image.value)
 
     def _start_file(self) -> Path | None:
