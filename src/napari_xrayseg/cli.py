@@ -1303,6 +1303,17 @@ def _add_bioimageio(sub: Any) -> None:
 # --------------------------------------------------------------------------- parser
 
 
+def _add_training_device(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--precision`` of a command that trains."""
+    p.add_argument("--device", default=_T.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument(
+        "--precision",
+        default=_T.precision,
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="arithmetic of the training steps (default auto: mixed on CUDA, bf16 on CPUs with AMX, else fp32)",
+    )
+
+
 def _add_overwrite(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never done silently)")
 
@@ -1832,13 +1843,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"channels (2.5D; default: the --init model's, else {_T.context} for unet, 15 for unet3d)",
     )
     p.add_argument("--seed", type=int, default=_T.seed, help=f"random seed (default: {_T.seed})")
-    p.add_argument("--device", default=_T.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
-    p.add_argument(
-        "--precision",
-        default=_T.precision,
-        choices=["auto", "fp32", "bf16", "fp16"],
-        help="arithmetic of the training steps (default auto: mixed on CUDA, bf16 on CPUs with AMX, else fp32)",
-    )
+    _add_training_device(p)
     _add_voxel_size(p)
     _add_nodata(p)
     _add_overwrite(p)
@@ -1884,13 +1889,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep a x the round + (1 - a) x --model for the a that validates best: auto/yes (default), or no "
         "(the round's own weights)",
     )
-    p.add_argument("--device", default=_T.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
-    p.add_argument(
-        "--precision",
-        default=_T.precision,
-        choices=["auto", "fp32", "bf16", "fp16"],
-        help="arithmetic of the training steps (default auto: mixed on CUDA, bf16 on CPUs with AMX, else fp32)",
-    )
+    _add_training_device(p)
     _add_nodata(p)
     _add_overwrite(p)
     p.set_defaults(func=_cmd_continue_training)
