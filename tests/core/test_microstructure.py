@@ -87,6 +87,23 @@ def test_anisotropic_voxels_measure_the_physical_sphere():
 
 
 @pytest.mark.needs("taufactor")
+def test_the_mean_chord_of_oriented_cuboids_does_not_depend_on_the_voxel_shape():
+    """QA (s44 h5): chords pooled line by line let an axis with more grid lines per area count more: 8 x 4 x 4
+    cuboids measured 4.80, 5.33 and 4.44 on 1x1x1, 2x1x1 and 0.5x1x1 voxels. Weighted by the area per line:
+    (16 x 8 + 2 x 32 x 4) / (16 + 64) = 4.8 on any grid."""
+    physical = np.zeros((40, 40, 40), bool)  # 1 um voxels
+    for z in (4, 16, 28):
+        for y in (4, 12, 20, 28, 34):
+            if y + 4 <= 40:
+                for x in (4, 20):
+                    physical[z : z + 8, y : y + 4, x : x + 4] = True
+    for dz in (1, 2, 0.5):
+        vol = physical[::2] if dz == 2 else np.repeat(physical, 2, axis=0) if dz == 0.5 else physical
+        m = analyze(vol.astype(np.uint8) + 1, voxel_size=(dz, 1, 1), unit="um", tortuosity=False)
+        assert m.phases[2].mean_size == pytest.approx(4.8, rel=1e-9), dz
+        assert m.phases[2].volume_fraction == pytest.approx(physical.mean())
+
+
 def test_cylinder_lateral_surface_chords_and_straight_tortuosity():
     n, r = 24, 7.0
     _, y, x = np.ogrid[:16, :n, :n]

@@ -1056,13 +1056,19 @@ def _chords(
     spacing: tuple[float, float, float],
     axes: Sequence[int] = (0, 1, 2),
     cut: np.ndarray | None = None,
-) -> tuple[float, int]:
+) -> tuple[float, float]:
     """Total physical length and number of chords of ``mask`` along ``axes``, without edge-touching ones.
 
     ``cut``: voxels outside the sample; a chord that ends at one is cut short like one at an edge.
+    Each axis's chords count by the area one of its grid lines stands for (the voxel's face across
+    it, relative to the largest such face): on anisotropic voxels an axis with more lines per area
+    counted more, so the same cuboids measured 4.80, 5.33 and 4.44 on 1x1x1, 2x1x1 and 0.5x1x1
+    voxels (QA s44); on cubic voxels every weight is 1.
     """
-    total, count = 0.0, 0
+    total, count = 0.0, 0.0
+    area = [math.prod(spacing) / spacing[ax] for ax in range(len(spacing))]
     for ax in axes:
+        w = area[ax] / max(area[a] for a in axes)
         m = np.moveaxis(mask, ax, -1)
         n = m.shape[-1]
         if n < 3:
@@ -1083,8 +1089,8 @@ def _chords(
             r = starts // row
             keep &= ~c[r, np.maximum(s_pos - 1, 0)] & ~c[r, np.minimum(e_pos, n - 1)]
         lengths = (e_pos - s_pos)[keep]
-        total += float(lengths.sum()) * spacing[ax]
-        count += int(lengths.size)
+        total += float(lengths.sum()) * spacing[ax] * w
+        count += lengths.size * w
     return total, count
 
 
