@@ -126,6 +126,10 @@ def test_a_size_without_a_unit_is_um_and_said(tmp_path, caplog):
     ome["multiscales"][0]["axes"] = axes
     attrs["ome"] = ome
     assert read_voxel_size(g) == ((100.0, 50.0, 50.0), "nm")
+    axes[0].pop("unit")  # z without a unit beside y and x in nm: in nm too (it was all um, 1000x off; QA s44)
+    ome["multiscales"][0]["axes"] = axes
+    attrs["ome"] = ome
+    assert read_voxel_size(g) == ((0.1, 50.0, 50.0), "nm")
 
 
 def test_hdf5_attributes_and_npy(tmp_path):
@@ -136,9 +140,12 @@ def test_hdf5_attributes_and_npy(tmp_path):
         e.attrs["voxel_size"] = 20.0
         e.attrs["unit"] = "nm"
         f.create_dataset("bare", data=np.zeros((2, 4, 4), dtype=np.uint8))
+        n = f.create_dataset("nexus", data=np.zeros((2, 4, 4), dtype=np.uint8))
+        n.attrs["voxel_size"], n.attrs["units"] = [50.0, 50.0, 50.0], "nm"  # NeXus/CF spell it "units" (QA s44)
     assert read_voxel_size(tmp_path / "v.h5", dataset="vol") == ((0.5, 0.1, 0.1), "um")
     assert read_voxel_size(f"{tmp_path / 'v.h5'}:other") == ((20.0, 20.0, 20.0), "nm")
     assert read_voxel_size(tmp_path / "v.h5", dataset="bare") is None
+    assert read_voxel_size(tmp_path / "v.h5", dataset="nexus") == ((50.0, 50.0, 50.0), "nm")
     np.save(tmp_path / "v.npy", np.zeros((2, 2, 2)))
     assert read_voxel_size(tmp_path / "v.npy") is None
     with pytest.raises(InputError, match="does not exist"):

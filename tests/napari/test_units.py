@@ -119,6 +119,19 @@ def test_pixel_layers_give_no_physical_size(make_napari_viewer, qtbot, tmp_path,
     assert tuple(viewer.layers["px labels"].scale) == (3, 1, 1)  # still drawn over the image
 
 
+def test_a_layer_with_a_unit_per_axis_gives_each_axis_in_xs_unit(make_napari_viewer):
+    """QA (s44 h5): scale (2, 1000, 1000) in (um, nm, nm) was taken as nm throughout: z 1000x too thin."""
+    from napari_xrayseg._napari._voxel import layer_voxel_size
+
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.zeros((2, 8, 8), np.float32), scale=(2, 1000, 1000), units=("um", "nm", "nm"))
+    assert layer_voxel_size(layer) == ((2000.0, 1000.0, 1000.0), "nm")
+    w = SegmentWidget(viewer)
+    assert w._voxel.value() == ((2000.0, 1000.0, 1000.0), "nm")
+    mixed = viewer.add_labels(np.zeros((2, 8, 8), np.uint8), scale=(3, 1, 1), units=("pixel", "nm", "nm"))
+    assert layer_voxel_size(mixed) is None  # a pixel axis: no physical size guessed
+
+
 def test_train_widget_records_the_layers_voxel_size(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     image, truth = make_phantom((4, 64, 64), seed=3, artefacts=False)

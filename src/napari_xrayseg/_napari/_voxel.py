@@ -8,7 +8,7 @@ from typing import Any
 from magicgui.widgets import ComboBox, LineEdit
 
 from ..core.errors import InputError, XraysegError
-from ..core.units import LENGTH_UNITS, normalize_unit
+from ..core.units import LENGTH_UNITS, normalize_unit, to_unit
 from ._layers import typed_number
 
 UNITS = ["voxel", *LENGTH_UNITS]
@@ -24,11 +24,14 @@ def layer_voxel_size(layer: Any) -> tuple[tuple[float, ...], str] | None:
         return None
     try:
         unit = normalize_unit(str(units[-1]))
+        each = [normalize_unit(str(u)) for u in units]
     except XraysegError:  # a unit napari knows and we do not
         return None
-    if unit == "voxel":
+    if unit == "voxel" or "voxel" in each:
         return None
-    return tuple(float(s) for s in layer.scale), unit
+    # each axis in x's unit: napari keeps a unit per axis, and (2, 1000, 1000) in (um, nm, nm) was taken
+    # as nm throughout, z 1000x too thin (QA s44)
+    return tuple(to_unit(float(s), u, unit) for s, u in zip(layer.scale, each, strict=False)), unit
 
 
 class SizeField(LineEdit):
@@ -84,10 +87,10 @@ class VoxelSizeFields:
         """
         if layer is None:
             return
-        scale = tuple(float(s) for s in layer.scale)[-3:]
+        found = layer_voxel_size(layer)  # each axis in x's unit
+        scale = tuple(float(s) for s in (found[0] if found is not None else layer.scale))[-3:]
         self.z.value, self.y.value, self.x.value = (1.0,) * (3 - len(scale)) + scale
         self.z.visible = len(scale) > 2  # a 2D image has no z (QA: a "Voxel size z" asked of a radiograph)
-        found = layer_voxel_size(layer)
         unit = found[1] if found is not None else ("um" if guess_um and any(s != 1 for s in scale) else "voxel")
         self.unit.value = unit
 

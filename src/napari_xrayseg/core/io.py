@@ -1508,12 +1508,20 @@ def _zarr_meta(p: Path, dataset: str | None, from_attrs: Any, from_ome: Any) -> 
 
 
 def _in_one_unit(sizes: list[float], units: list[str | None]) -> tuple[list[float], str | None]:
-    """Per-axis sizes in per-axis units (z, y, x) -> the sizes in the last (x) axis's unit."""
+    """Per-axis sizes in per-axis units (z, y, x) -> the sizes in the last (x) axis's unit.
+
+    An axis without a unit is in the unit of the last axis that has one (QA s44: a z axis without
+    one beside y and x in nanometres made the whole size micrometres, 1000x off), as OME-TIFF's are.
+    """
     from .units import normalize_unit, to_unit
 
+    given = [u for u in units if u is not None]
+    if not given:
+        return sizes, None
+    units = [u if u is not None else given[-1] for u in units]
     target = units[-1]
-    if all(u == target for u in units) or target is None or None in units:
-        return sizes, target if all(u == target for u in units) else None
+    if all(u == target for u in units):
+        return sizes, target
     return [to_unit(v, u, target) for v, u in zip(sizes, units, strict=True)], normalize_unit(target)
 
 
@@ -1624,7 +1632,7 @@ def _hdf5_voxel_size(dset: Any) -> tuple[list[float], str | None] | None:
         if "element_size_um" in holder:
             return [float(v) for v in np.atleast_1d(holder["element_size_um"])], "um"
         if "voxel_size" in holder:
-            unit = holder.get("unit", holder.get("voxel_size_unit"))
+            unit = holder.get("unit", holder.get("voxel_size_unit", holder.get("units")))  # "units": NeXus, CF
             if isinstance(unit, bytes):
                 unit = unit.decode()
             vals = [float(v) for v in np.atleast_1d(holder["voxel_size"])]
