@@ -837,7 +837,20 @@ def _voxel_size(
     given = a.voxel_size
     if ndim == 2 and given is not None and len(given) == 3:
         given = given[1:]
-    return pick_voxel_size(given, a.unit, None if given else read_voxel_size(path, dataset=dataset), ndim=ndim)
+    recorded = read_voxel_size(path, dataset=dataset)
+    picked = pick_voxel_size(given, a.unit, None if given else recorded, ndim=ndim)
+    if given and picked is not None and recorded is not None:  # say what it replaces (QA s44: nm read as um)
+        theirs = pick_voxel_size(None, picked[1], recorded, ndim=ndim)
+        if theirs is not None and any(abs(g - f) > 0.01 * f for g, f in zip(picked[0], theirs[0], strict=True)):
+            log.warning(
+                "--voxel-size %s %s replaces the %s %s that %s records",
+                " x ".join(f"{v:g}" for v in picked[0]),
+                picked[1],
+                " x ".join(f"{v:g}" for v in recorded[0][-ndim:]),
+                recorded[1] or "(no unit)",
+                path,
+            )
+    return picked
 
 
 def _outputs_free(

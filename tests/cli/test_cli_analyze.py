@@ -38,7 +38,7 @@ def _checkerboard(n=12, b=3):
 
 
 @pytest.mark.needs("taufactor")
-def test_analyze_json_csv_shape_units_and_names(tmp_path, capsys):
+def test_analyze_json_csv_shape_units_and_names(tmp_path, capsys, caplog):
     lab = _checkerboard()
     lab[:, :, 5] = 2  # a plane of phase 2 across the volume: percolates along z and y
     src = _ome_labels(tmp_path / "lab.zarr", lab, names={1: "pore", 2: "nickel", 3: "YSZ"})
@@ -48,6 +48,24 @@ def test_analyze_json_csv_shape_units_and_names(tmp_path, capsys):
     assert "nickel" in cap.out and "TPB density" in cap.out and "analyze:" in cap.err
     d = json.loads(out.read_text())
     assert d["voxel_size"] == [0.2, 0.1, 0.1] and d["unit"] == "um"
+    # --unit voxel: lengths in voxels whatever the file records, as analyze(unit="voxel") (QA s44: the file's um)
+    assert (
+        main(["analyze", "--labels", src, "--fractions-only", "--json", str(tmp_path / "v.json"), "--unit", "voxel"])
+        == 0
+    )
+    v = json.loads((tmp_path / "v.json").read_text())
+    assert (v["voxel_size"], v["unit"]) == ([1.0, 1.0, 1.0], "voxel")
+    capsys.readouterr()
+    assert main(["analyze", "--labels", src, "--fractions-only", "--voxel-size", "2", "1", "1", "--unit", "voxel"]) == 2
+    assert "in voxel units: a voxel is 1 a side" in capsys.readouterr().err
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):  # a size given over the file's is said to replace it
+        assert main(["analyze", "--labels", src, "--fractions-only", "--voxel-size", "1"]) == 0
+        assert (
+            main(["analyze", "--labels", src, "--fractions-only", "--voxel-size", "200", "100", "100", "--unit", "nm"])
+            == 0
+        )
+    said = [r.getMessage() for r in caplog.records if "replaces" in r.getMessage()]
+    assert said == [f"--voxel-size 1 x 1 x 1 um replaces the 0.2 x 0.1 x 0.1 um that {src} records"]  # 200 nm: the same
     assert list(d["phases"]) == ["1", "2", "3"]
     ni = d["phases"]["2"]
     assert ni["name"] == "nickel"

@@ -235,8 +235,17 @@ def pick_voxel_size(
     ((100.0, 50.0, 50.0), 'nm')
     >>> pick_voxel_size(None, None, None) is None
     True
+    >>> pick_voxel_size(None, "voxel", ([2.0, 1.0, 1.0], "um")) is None  # lengths in voxels: the file's size unused
+    True
     """
     want = normalize_unit(unit) if unit else None
+    if want == "voxel":  # lengths in voxels: no physical size, whatever a file records (as analyze(unit="voxel"))
+        if voxel_size is not None and any(v != 1 for v in parse_voxel_size(voxel_size, ndim)):
+            raise InputError(
+                f"voxel size {voxel_size} in voxel units: a voxel is 1 a side; give its unit (--unit um) "
+                "or leave the voxel size out"
+            )
+        return None
     if voxel_size is not None:
         return parse_voxel_size(voxel_size, ndim), want or "um"
     for rec in recorded:
