@@ -207,3 +207,31 @@ def test_evaluate_warns_when_prediction_and_truth_record_other_voxel_sizes(tmp_p
         r = evaluate(open_volume(tmp_path / "p.zarr"), open_volume(tmp_path / "half.zarr"))
     assert r.mean_dice == 1.0 and "0.5 x 0.1 x 0.1 um, the truth's 0.25 x 0.05 x 0.05 um" in caplog.text
     assert caplog.text.count("scored voxel for voxel") == 1  # once (review: twice, the interfaces checked again)
+
+
+def test_training_says_when_the_labels_file_records_another_voxel_size(tmp_path, caplog):
+    """QA (s44 h5): labels painted on a resampled copy trained without a word; evaluate says it of a truth."""
+    from napari_xrayseg.core.sample import make_phantom
+    from napari_xrayseg.core.training import train
+
+    image, truth = make_phantom((6, 32, 32), seed=1907)
+    ann = np.zeros_like(truth)
+    ann[[1, 4]] = truth[[1, 4]]
+    arrays = {}
+    for name, data, size in (
+        ("img", image, [2.0, 1.0, 1.0]),
+        ("lab", ann, [1.0, 1.0, 1.0]),
+        ("same", ann, [2000.0, 1000.0, 1000.0]),
+    ):
+        z = zarr.open_array(str(tmp_path / f"{name}.zarr"), mode="w", shape=data.shape, dtype=data.dtype)
+        z[:] = data
+        z.attrs["voxel_size"], z.attrs["unit"] = size, ("nm" if name == "same" else "um")
+        arrays[name] = zarr.open_array(str(tmp_path / f"{name}.zarr"), mode="r")
+    kw = dict(size="tiny", epochs=1, steps_per_epoch=1, batch=2, patch=32, device="cpu", init=None)
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        train(arrays["img"], arrays["lab"], **kw)
+    assert "the image's file records voxel size 2 x 1 x 1 um, the labels' 1 x 1 x 1 um: they are paired" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        train(arrays["img"], arrays["same"], **kw)  # the same size in nm
+    assert "voxel for voxel" not in caplog.text

@@ -151,8 +151,13 @@ def _check_pair(pred: Any, truth: Any, *, warn: bool = False) -> tuple[Any, Any,
     return pred, truth, shape
 
 
-def _warn_other_voxel_sizes(pred: Any, truth: Any) -> None:
-    """Warn when the prediction's and the truth's files record different voxel sizes (QA: scored silently)."""
+def _warn_other_voxel_sizes(
+    pred: Any, truth: Any, names: tuple[str, str] = ("prediction's", "truth's"), then: str = "they are scored"
+) -> None:
+    """Warn when the prediction's and the truth's files (or an image's and its labels') record different voxel sizes.
+
+    QA: scored silently; training on labels painted on a resampled copy said nothing either (s44).
+    """
     from .io import voxel_size_of
     from .units import to_unit
 
@@ -165,12 +170,15 @@ def _warn_other_voxel_sizes(pred: Any, truth: Any) -> None:
         return
     if not np.allclose(a[0], other, rtol=1e-3):
         log.warning(
-            "the prediction's file records voxel size %s %s, the truth's %s %s: they are scored voxel for voxel; "
+            "the %s file records voxel size %s %s, the %s %s %s: %s voxel for voxel; "
             "check that they are of the same image at the same sampling",
+            names[0],
             " x ".join(f"{v:g}" for v in a[0]),
             a[1],
+            names[1],
             " x ".join(f"{v:g}" for v in b[0]),
             b[1],
+            then,
         )
 
 

@@ -2464,6 +2464,11 @@ def iter_train(
         first = d["pairs"][0][0]
         ndim = len(first.shape)
         vox = pick_voxel_size(voxel_size, unit, voxel_size_of(first), ndim=ndim)  # a bad one fails before training
+        if voxel_size is None:  # labels painted on a resampled copy: said, as evaluate says it (QA s44)
+            from .metrics import _warn_other_voxel_sizes
+
+            for im, lab in d["pairs"]:
+                _warn_other_voxel_sizes(im, lab, ("image's", "labels'"), "they are paired")
         model, stepper, predictor = _build(s, d, cancel)
         model.info.class_names = _class_names(class_names, labels, model.info, s["init"])
         parent_created = model.info.created  # a fine-tuned start's (the shipped one's, a colleague's): not this model's
