@@ -272,6 +272,9 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     note = (
         "predict: stopping after the current slab (Ctrl-C again quits at once); the same command with --resume "
         "continues"
+        if a.workers is None and not a.scheduler
+        else "predict: stopping; slabs already running on the cluster may still finish into this output (never "
+        "into a later run's; Ctrl-C again quits at once); the same command with --resume continues"
     )
     try:
         with signals_cancel(token, note, got):  # SIGTERM (a batch system's time limit) too: said, not silent

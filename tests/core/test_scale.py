@@ -912,3 +912,64 @@ def test_the_passes_stores_are_one_slab_deep_along_their_axis_only(tmp_path, vol
     np.testing.assert_array_equal(lab, ref)
     np.testing.assert_array_equal(segment(vol, tiny_model, axes="zyx", **KW), ref)
     assert pass_chunks((48, 192, 192), 32, 2) == (32, 32, 32)  # the default slab's chunks stay cubes
+
+
+def test_a_slab_of_a_run_that_no_longer_writes_the_output_is_not_stored(tmp_path, vol, tiny_model):
+    """QA (s44 h3): dask cannot stop a running slab; a cancelled cluster run's slabs finished after it returned and
+    wrote by path into the next run's finished output (47 % of its voxels, still 'complete'). Each run writes its id
+    into the store it writes; a slab of another run is refused, and a finished output takes none."""
+    import pickle
+
+    from napari_xrayseg.core.config import SegmentConfig
+    from napari_xrayseg.core.errors import OutputWriteError
+    from napari_xrayseg.core.inference import build_job
+
+    out = tmp_path / "out.zarr"
+    job = build_job(vol, tiny_model, SegmentConfig.of(None, out=out, **KW))
+    stale = pickle.loads(pickle.dumps(job.writer))  # the writer as a dask worker holds it
+    slab = {"labels": np.full((2, 40, 48), 7, np.uint8)}
+    stale.write(0, (0, 2), (slice(0, 2),), slab)  # its own run: stored
+    assert SlabMarkers(out).done() == {(0, 2)}
+    job.writer.release()  # cancelled: the client lets go; a slab still runs on a worker
+    new = segment(vol, tiny_model, out=out, resume=True, **KW)  # the next run takes the output over and finishes it
+    assert output_complete(out) and not (out / ".xrayseg-run").exists()
+    with pytest.raises(OutputWriteError, match="another run writes it now, or it is finished"):
+        stale.write(0, (2, 4), (slice(2, 4),), slab)
+    clean = segment(vol, tiny_model, **KW)
+    np.testing.assert_array_equal(zarr.open_array(store=str(out), mode="r")[...], new)
+    np.testing.assert_array_equal(new[2:], clean[2:])  # the resumed run's slabs; (0, 2) was the first run's, done
+    job2 = build_job(vol, tiny_model, SegmentConfig.of(None, out=tmp_path / "b.zarr", **KW))
+    stale2 = pickle.loads(pickle.dumps(job2.writer))
+    job2.writer.release()
+    segment(vol, tiny_model, out=tmp_path / "b.zarr", overwrite=True, **KW)  # replaced, not resumed
+    with pytest.raises(OutputWriteError):
+        stale2.write(0, (0, 2), (slice(0, 2),), slab)
+    np.testing.assert_array_equal(zarr.open_array(store=str(tmp_path / "b.zarr"), mode="r")[...], clean)
+
+
+def test_workers_of_a_local_cluster_of_ours_tune_their_allocator(tmp_path, vol, tiny_model, monkeypatch):
+    """QA (s44 h3): dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, so each slab ran 1.3-2.3x slower than in
+    the CLI, which tunes its own allocator. Workers of a LocalCluster this module starts are ours alone: tuned; a
+    user's cluster (a client or a scheduler given) is left as it is."""
+    from types import SimpleNamespace
+
+    from napari_xrayseg.core import device, distributed
+
+    specs = []
+
+    def record(job, executor, cancel):
+        specs.append(executor.spec)
+        return None
+        yield
+
+    monkeypatch.setattr(distributed, "run_job", record)
+    path = save_model(tiny_model, tmp_path / "m.safetensors")
+    distributed.segment_distributed(tmp_path / "in.zarr", path, tmp_path / "a.zarr", client=SimpleNamespace(), **KW)
+    distributed.segment_distributed(tmp_path / "in.zarr", path, tmp_path / "b.zarr", workers=1, **KW)
+    assert [s.tune_allocator for s in specs] == [False, True]
+    called = []
+    monkeypatch.setattr(device, "tune_allocator", lambda: called.append(1) or True)
+    monkeypatch.setattr(distributed, "_CACHE", {})
+    specs[1].job()
+    specs[0].job()
+    assert called == [1]

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,9 @@ PASSES = ".xrayseg-passes"
 #: a file in an output while its stores are being created: a resume of it starts afresh (and
 #: --overwrite may replace it: output._CREATING)
 CREATING = _CREATING
+#: a file in an output being written, holding the id of the run that writes it: a slab of another run
+#: (a cancelled cluster run's, still running on a worker) is not stored (:meth:`StoreWriter.write`)
+RUN = ".xrayseg-run"
 
 # what must match for --resume to continue an output (the rest is informative), with the value
 # an output written before the key existed stands for
@@ -233,6 +237,22 @@ class StoreLayout:
     final: str  # where the labels end up (named in messages)
     replacing: bool
     confidence_final: str | None = None
+    run: str = ""  # the run writing it (the labels store's RUN file holds it while it does)
+
+    def owned(self) -> bool:
+        """Whether this run still writes the stores: the labels store's :data:`RUN` file names it.
+
+        dask cannot stop a slab already running: a cancelled cluster run's slabs finished after it
+        returned and wrote into the output by path, into the next run's finished output (QA s44:
+        47 % of its voxels, still "complete"). Each run writes its id when it opens the stores
+        and :meth:`StoreWriter.finish` removes it.
+        """
+        if not self.run:
+            return True
+        try:
+            return (Path(self.labels) / RUN).read_text(encoding="utf-8").strip() == self.run
+        except OSError:
+            return False
 
     def pass_store(self, i: int) -> str:
         """Store of the class probabilities of early pass ``i``."""
@@ -241,6 +261,11 @@ class StoreLayout:
     def markers(self, i: int) -> SlabMarkers:
         """Done-markers of pass ``i`` (the last pass's are the output's own)."""
         return SlabMarkers(self.labels, None if i == self.passes - 1 else f"pass{i}")
+
+
+def _own(layout: StoreLayout) -> None:
+    """Write the layout's run id into its labels store (:meth:`StoreLayout.owned`)."""
+    (Path(layout.labels) / RUN).write_text(layout.run, encoding="utf-8")
 
 
 class StoreWriter:
@@ -299,15 +324,26 @@ class StoreWriter:
         Raises
         ------
         OutputWriteError
-            On a full disk or unwritable location; finished slabs are kept.
+            On a full disk or unwritable location (finished slabs are kept), or where another run
+            writes the stores now (a cancelled cluster run's slab finishing after it returned).
         """
+        self._check_owned(r)
         try:
             self._store(i, region, result)
+            self._check_owned(r)  # taken over meanwhile: no marker of this run's
             self.layout.markers(i).mark(r)
         except OSError as e:
             if e.errno == errno.ENOMEM:  # not the output's fault: an out-of-memory error for the caller
                 raise
             raise self.write_error(e) from e
+
+    def _check_owned(self, r: tuple[int, int]) -> None:
+        """Raise unless this run still writes the stores (a cancelled cluster run's slab finishing late)."""
+        if not self.layout.owned():
+            raise OutputWriteError(
+                f"slices {r[0]}..{r[1] - 1} not stored in {self.layout.final}: another run writes it now, or it is "
+                "finished (this run was cancelled or replaced)"
+            )
 
     def write_error(self, e: OSError) -> OutputWriteError:
         """A one-line error for an OSError while streaming, saying what is kept and how to continue."""
@@ -341,6 +377,7 @@ class StoreWriter:
             # the attribute says it all now; the markers inside a pyramid group made zarr warn
             # ("not recognized as a component of a Zarr hierarchy") whenever the group was listed
             remove_path(Path(lay.labels) / SlabMarkers.DIR)
+            remove_path(Path(lay.labels) / RUN)  # finished: no run writes it any more
         except OSError as e:
             raise self.write_error(e) from e
         for c in self._claims:
@@ -390,6 +427,7 @@ class StoreWriter:
                 final=str(labels.final),
                 replacing=labels.replacing,
                 confidence_final=str(confidence.final) if confidence is not None else None,
+                run=uuid.uuid4().hex[:12],
             )
             if labels.resume and (Path(labels.path) / CREATING).exists():  # cut off in the block below
                 log.warning("%s was cut off while its stores were being created: starting it afresh", labels.final)
@@ -412,6 +450,7 @@ class StoreWriter:
                         "predict; choose another --confidence-out"
                     )
                 _update_on_resume(layout, meta)
+                _own(layout)  # this run writes it now: a slab of the run before it is not stored
                 n = len(layout.markers(passes - 1).done())
                 log.info("resuming %s: %d slabs of the last pass already done", labels.final, n)
                 return cls(layout, tuple(c for c in (labels, confidence) if c is not None))
@@ -471,6 +510,7 @@ class StoreWriter:
                         attributes=attrs,
                         dimension_names=_axes(len(shape)),
                     )
+                _own(layout)
                 creating.unlink()
             except OSError as e:
                 if isinstance(e, (FileExistsError, OutputWriteError)):
