@@ -973,3 +973,24 @@ def test_workers_of_a_local_cluster_of_ours_tune_their_allocator(tmp_path, vol, 
     specs[1].job()
     specs[0].job()
     assert called == [1]
+
+
+def test_a_scheduler_address_that_never_answers_is_refused_in_time(monkeypatch):
+    """QA (s44 h3): pointed at a port that takes the connection and never answers (the dashboard's, an HTTP
+    server), the run hung for ever: dask's timeout covers the TCP connect only."""
+    import socket
+    import threading
+
+    from napari_xrayseg.core import distributed
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    held = []
+    threading.Thread(target=lambda: held.append(server.accept()), daemon=True).start()  # takes it, says nothing
+    monkeypatch.setattr(distributed, "CONNECT_TIMEOUT", 3.0)
+    try:
+        with pytest.raises(InputError, match="did not answer as a dask scheduler within 3 s: check the port"):
+            distributed._client(None, f"tcp://127.0.0.1:{server.getsockname()[1]}", None, 1)
+    finally:
+        server.close()

@@ -265,6 +265,38 @@ class ClusterExecutor:
             raise
 
 
+#: seconds to wait for a dask scheduler to answer (dask's own timeout covers the TCP connect only)
+CONNECT_TIMEOUT = 35.0
+
+
+def _connect(client_class: Any, scheduler: str) -> Any:
+    """``Client(scheduler)``, or an :class:`InputError` when the address takes the connection and never answers.
+
+    dask's ``timeout`` covers the TCP connect, not its handshake: pointed at the scheduler's dashboard
+    port (8787 for 8786) or any HTTP server, the run hung for ever, and a batch system's SIGTERM did not
+    end it (QA s44). The connection is made in a thread given :data:`CONNECT_TIMEOUT` seconds.
+    """
+    got: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            got["client"] = client_class(scheduler, timeout="30s")
+        except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+            got["error"] = e
+
+    t = threading.Thread(target=connect, name="xrayseg-connect", daemon=True)
+    t.start()
+    t.join(CONNECT_TIMEOUT)
+    if t.is_alive():
+        raise InputError(
+            f"{scheduler} took the connection but did not answer as a dask scheduler within {CONNECT_TIMEOUT:.0f} s: "
+            "check the port (a scheduler listens on 8786 by default; 8787 is its dashboard)"
+        )
+    if "error" in got:
+        raise got["error"]
+    return got["client"]
+
+
 def _client(client: Any, scheduler: str | None, workers: int | None, threads_per_worker: int) -> tuple[Any, list]:
     """The client to use, and the objects this module created (to close afterwards)."""
     try:
@@ -277,7 +309,7 @@ def _client(client: Any, scheduler: str | None, workers: int | None, threads_per
         return client, []
     if scheduler:
         try:
-            c = Client(scheduler, timeout="30s")
+            c = _connect(Client, scheduler)
         except (OSError, TimeoutError, ValueError) as e:  # unreachable, or a malformed address
             raise InputError(
                 f"cannot reach the dask scheduler at {scheduler}: {e}; check the address "
