@@ -649,7 +649,7 @@ def _training(cmd: str, a: argparse.Namespace, run: Any) -> Any:
     except Cancelled as e:
         kept = getattr(e, "result", None)
         term = signal.SIGTERM in got
-        if kept is None:  # not one epoch finished
+        if kept is None or kept.path is not None:  # not one epoch finished (continue-training: --model, unchanged)
             how = "terminated" if term else "interrupted"
             print(f"xrayseg {cmd}: {how} before the first epoch finished; nothing was saved", file=sys.stderr)
             return 143 if term else 130
@@ -856,6 +856,13 @@ def _voxel_size(
     return picked
 
 
+def _in_voxels(a: argparse.Namespace) -> bool:
+    """Whether ``--unit voxel`` asks for lengths in voxels."""
+    from .core.units import normalize_unit
+
+    return bool(a.unit) and normalize_unit(a.unit) == "voxel"
+
+
 def _outputs_free(
     a: argparse.Namespace,
     files: Sequence[tuple[str | None, str, str]],
@@ -935,7 +942,9 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
     if spread:
         same_shape([labels, *spread], ["--labels", *(f"--spread {p}" for p in a.spread)])
     found = _voxel_size(a, a.labels, a.dataset, ndim=2 if len(labels.shape) == 2 else 3)
-    if found is None:
+    if found is None and _in_voxels(a):  # asked for: nothing to note
+        voxel, unit = None, "voxel"
+    elif found is None:
         unit = f" (--unit {a.unit} converts a voxel size: give one with it)" if a.unit else ""
         print(
             f"xrayseg analyze: note: {a.labels} records no voxel size: numbers are in voxel units (give "
@@ -1181,6 +1190,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         }
         if found is not None:
             physics.update(voxel_size=found[0], unit=found[1])
+        elif _in_voxels(a):  # lengths in voxels whatever the files record (review: the file's um came back)
+            physics.update(unit="voxel")
     report = evaluate(
         pred,
         truth,

@@ -58,6 +58,12 @@ def test_analyze_json_csv_shape_units_and_names(tmp_path, capsys, caplog):
     capsys.readouterr()
     assert main(["analyze", "--labels", src, "--fractions-only", "--voxel-size", "2", "1", "1", "--unit", "voxel"]) == 2
     assert "in voxel units: a voxel is 1 a side" in capsys.readouterr().err
+    assert main(["analyze", "--labels", src, "--fractions-only", "--unit", "voxel"]) == 0
+    assert "records no voxel size" not in capsys.readouterr().err  # asked for: no note (review)
+    ev = ["evaluate", "--pred", src, "--truth", src, "--physics", "--no-tortuosity", "--unit", "voxel"]
+    assert main([*ev, "--json", str(tmp_path / "e.json")]) == 0
+    m = json.loads((tmp_path / "e.json").read_text())["microstructure"]
+    assert (m["unit"], m["voxel_size"]) == ("voxel", [1.0, 1.0, 1.0])  # review: the file's um came back
     with caplog.at_level("WARNING", logger="napari_xrayseg"):  # a size given over the file's is said to replace it
         assert main(["analyze", "--labels", src, "--fractions-only", "--voxel-size", "1"]) == 0
         assert (

@@ -93,6 +93,24 @@ def test_continue_training_is_the_apis_round(files, tmp_path, capsys):
     assert load_model(r2).info.train["rounds"][2]["blend_kept"] is None  # the round's own weights
 
 
+def test_continue_training_stopped_before_its_first_epoch_writes_nothing(files, tmp_path, capsys, monkeypatch):
+    """Review (s44): Ctrl-C before the round's first epoch wrote an unchanged copy of --model to --out and said
+    'wrote the model so far' (train writes nothing then): a script would take the round as done."""
+    from napari_xrayseg.core import progress
+
+    class AtOnce(progress.CancelToken):  # Ctrl-C at once
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.cancel()
+
+    monkeypatch.setattr(progress, "CancelToken", AtOnce)
+    d, image, ann, model = files
+    out = tmp_path / "r1.safetensors"
+    argv = ["continue-training", "--image", str(d / "image.npy"), "--labels", str(d / "ann.npy")]
+    assert main([*argv, "--model", str(d / "m.safetensors"), "--device", "cpu", "--out", str(out)]) == 130
+    assert "before the first epoch finished; nothing was saved" in capsys.readouterr().err and not out.exists()
+
+
 def test_study_strategy_runs_the_loop_study(tmp_path, capsys):
     argv = [
         "study",

@@ -298,6 +298,10 @@ def test_an_outside_left_as_a_number_gets_a_hint_to_pass_nodata(volume, tiny_mod
     mid = np.where(inside, volume, mean).astype(np.float32)
     with caplog.at_level("WARNING", logger="napari_xrayseg.core.normalize"):
         segment(mid, tiny_model, **KW)
+    from napari_xrayseg.core.normalize import outside_hint
+
+    ints = np.concatenate([np.arange(1000, 3000, dtype=np.uint32), np.full(900, 4294967295, np.uint32)])
+    assert "nodata=4294967295 " in outside_hint(ints)  # review: 4.29497e+09 matched nothing
     exact = np.format_float_positional(mean, trim="-")  # every digit float32 needs: nodata= must match it
     assert f"holds exactly {exact}, though a float scan repeats no other value that often" in caplog.text
     assert f"nodata={exact}" in caplog.text and np.float32(float(exact)) == mean

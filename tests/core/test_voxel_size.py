@@ -146,6 +146,9 @@ def test_hdf5_attributes_and_npy(tmp_path):
     assert read_voxel_size(f"{tmp_path / 'v.h5'}:other") == ((20.0, 20.0, 20.0), "nm")
     assert read_voxel_size(tmp_path / "v.h5", dataset="bare") is None
     assert read_voxel_size(tmp_path / "v.h5", dataset="nexus") == ((50.0, 50.0, 50.0), "nm")
+    with h5py.File(tmp_path / "v.h5", "a") as f:  # a unit per axis (review)
+        f["nexus"].attrs["units"] = ["um", "nm", "nm"]
+    assert read_voxel_size(tmp_path / "v.h5", dataset="nexus") == ((50000.0, 50.0, 50.0), "nm")
     np.save(tmp_path / "v.npy", np.zeros((2, 2, 2)))
     assert read_voxel_size(tmp_path / "v.npy") is None
     with pytest.raises(InputError, match="does not exist"):

@@ -153,6 +153,30 @@ def test_preview_along_another_axis_and_cancel_keeps_the_model(make_napari_viewe
     assert not w.preview_runner.busy
 
 
+def test_a_round_in_the_widget_keeps_the_models_no_data_value(make_napari_viewer):
+    """Review (s44): the panel's empty No-data field passed nodata=None, so the widget's round dropped the value
+    continue_training keeps (the API's and CLI's rounds did not): an empty field takes the model's."""
+    from napari_xrayseg.core.training import train
+
+    image, truth = make_phantom((6, 48, 48), seed=1920)
+    image = image.copy()
+    image[:, :, :6] = 0
+    ann = np.zeros_like(truth)
+    ann[[1, 4]] = truth[[1, 4]]
+    model = train(image, ann, nodata=0, size="tiny", epochs=1, steps_per_epoch=1, batch=2, patch=32, device="cpu")
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="recon")
+    viewer.add_labels(ann.copy(), name="painted")
+    w = AnnotateWidget(viewer)
+    assert w._nodata.value == ""
+    w.set_model(model)
+    assert w._nodata.value == "0" and w._train_inputs()["nodata"] == 0.0  # the model's, shown and used
+    plain = train(image, ann, size="tiny", epochs=1, steps_per_epoch=1, batch=2, patch=32, device="cpu")
+    w._nodata.value = ""
+    w.set_model(plain)
+    assert w._nodata.value == "" and "nodata" not in w._train_inputs()  # none: continue_training's default
+
+
 def test_no_data_value_reaches_the_preview_and_the_suggestions(make_napari_viewer, qtbot, trained):
     """An image whose outside is 0: with 'No-data value' 0 the preview leaves it unlabelled, as predict_slice does."""
     from napari_xrayseg.core.normalize import mark_missing

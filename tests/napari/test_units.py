@@ -128,8 +128,15 @@ def test_a_layer_with_a_unit_per_axis_gives_each_axis_in_xs_unit(make_napari_vie
     assert layer_voxel_size(layer) == ((2000.0, 1000.0, 1000.0), "nm")
     w = SegmentWidget(viewer)
     assert w._voxel.value() == ((2000.0, 1000.0, 1000.0), "nm")
-    mixed = viewer.add_labels(np.zeros((2, 8, 8), np.uint8), scale=(3, 1, 1), units=("pixel", "nm", "nm"))
-    assert layer_voxel_size(mixed) is None  # a pixel axis: no physical size guessed
+    channels = viewer.add_image(
+        np.zeros((2, 2, 8, 8), np.float32), scale=(1, 2, 1, 1), units=("pixel", "um", "um", "um")
+    )
+    assert layer_voxel_size(channels) == (
+        (1.0, 2.0, 1.0, 1.0),
+        "um",
+    )  # a channel axis in pixels keeps its scale (review)
+    pixels = viewer.add_labels(np.zeros((2, 8, 8), np.uint8), scale=(3, 1, 1))
+    assert layer_voxel_size(pixels) is None  # napari's pixels: no physical size guessed
 
 
 def test_train_widget_records_the_layers_voxel_size(make_napari_viewer, qtbot, tmp_path):

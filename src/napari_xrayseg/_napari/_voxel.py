@@ -24,14 +24,23 @@ def layer_voxel_size(layer: Any) -> tuple[tuple[float, ...], str] | None:
         return None
     try:
         unit = normalize_unit(str(units[-1]))
-        each = [normalize_unit(str(u)) for u in units]
     except XraysegError:  # a unit napari knows and we do not
         return None
-    if unit == "voxel" or "voxel" in each:
+    if unit == "voxel":
         return None
     # each axis in x's unit: napari keeps a unit per axis, and (2, 1000, 1000) in (um, nm, nm) was taken
-    # as nm throughout, z 1000x too thin (QA s44)
-    return tuple(to_unit(float(s), u, unit) for s, u in zip(layer.scale, each, strict=False)), unit
+    # as nm throughout, z 1000x too thin (QA s44); an axis that is no length (a channel axis in pixels)
+    # keeps its scale
+    return tuple(_in_unit(float(s), u, unit) for s, u in zip(layer.scale, units, strict=False)), unit
+
+
+def _in_unit(size: float, unit: Any, target: str) -> float:
+    """``size`` in ``unit`` (a napari axis unit) converted to ``target``; as it is where ``unit`` is no length."""
+    try:
+        u = normalize_unit(str(unit))
+    except XraysegError:
+        return size
+    return size if u == "voxel" else to_unit(size, u, target)
 
 
 class SizeField(LineEdit):

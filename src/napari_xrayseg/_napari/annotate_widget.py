@@ -284,6 +284,9 @@ class AnnotateWidget(JobWidget):
             raise InputError("the model was never trained: train it first (Train widget), then annotate with it")
         self.model = model
         self._last = None
+        recorded = model.info.train.get("nodata")
+        if recorded is not None and not str(self._nodata.value).strip():  # the model's no-data value: the
+            self._nodata.value = np.format_float_positional(float(recorded), trim="-")  # every digit: it must match
         rounds = len(model.info.train.get("rounds") or [None]) - 1  # round 0 is the first training
         after = "first training" if rounds == 0 else f"first training + {rounds} round{'s' * (rounds > 1)}"
         self._status.value = f"model: {Path(model.path).name if model.path else 'in memory'} ({after})"
@@ -618,7 +621,8 @@ class AnnotateWidget(JobWidget):
             "labels": labels.data.copy(),
             "model": self.model,
             "fraction": float(self._fraction.value),
-            "nodata": nodata_value(self._nodata.value),  # the field's, not the model's (already NaN in image)
+            # the field's (already NaN in the image); empty: the model's, which continue_training keeps
+            **({"nodata": v} if (v := nodata_value(self._nodata.value)) is not None else {}),
             **({"voxel_size": voxel[0][-image.ndim :], "unit": voxel[1]} if voxel else {}),
         }
 

@@ -1636,7 +1636,13 @@ def _hdf5_voxel_size(dset: Any) -> tuple[list[float], str | None] | None:
             if isinstance(unit, bytes):
                 unit = unit.decode()
             vals = [float(v) for v in np.atleast_1d(holder["voxel_size"])]
-            return vals * 3 if len(vals) == 1 else vals, unit
+            vals = vals * 3 if len(vals) == 1 else vals
+            if unit is not None and not isinstance(unit, str):  # one unit per axis (review: the size was dropped)
+                units = [u.decode() if isinstance(u, bytes) else str(u) for u in np.atleast_1d(unit)]
+                if len(units) == len(vals):
+                    return _in_one_unit(vals, units)
+                unit = units[-1] if len(set(units)) == 1 else None
+            return vals, unit
     return None
 
 

@@ -151,35 +151,37 @@ def _check_pair(pred: Any, truth: Any, *, warn: bool = False) -> tuple[Any, Any,
     return pred, truth, shape
 
 
-def _warn_other_voxel_sizes(
-    pred: Any, truth: Any, names: tuple[str, str] = ("prediction's", "truth's"), then: str = "they are scored"
-) -> None:
-    """Warn when the prediction's and the truth's files (or an image's and its labels') record different voxel sizes.
+def _warn_other_voxel_sizes(pred: Any, truth: Any) -> None:
+    """Warn when the prediction's and the truth's files record different voxel sizes (QA: scored silently)."""
+    if msg := other_voxel_sizes(pred, truth):
+        log.warning("%s", msg)
 
-    QA: scored silently; training on labels painted on a resampled copy said nothing either (s44).
+
+def other_voxel_sizes(
+    pred: Any, truth: Any, names: tuple[str, str] = ("prediction's", "truth's"), then: str = "they are scored"
+) -> str | None:
+    """What to say where two arrays' files record different voxel sizes, else None.
+
+    A prediction and its truth (scored silently: QA), an image and its labels (training on labels painted
+    on a resampled copy said nothing either: QA s44).
     """
     from .io import voxel_size_of
     from .units import to_unit
 
     a, b = voxel_size_of(pred), voxel_size_of(truth)
     if a is None or b is None or "voxel" in (a[1], b[1]) or len(a[0]) != len(b[0]):
-        return
+        return None
     try:
         other = tuple(to_unit(v, b[1], a[1]) for v in b[0])
     except (InputError, ValueError, KeyError):
-        return
-    if not np.allclose(a[0], other, rtol=1e-3):
-        log.warning(
-            "the %s file records voxel size %s %s, the %s %s %s: %s voxel for voxel; "
-            "check that they are of the same image at the same sampling",
-            names[0],
-            " x ".join(f"{v:g}" for v in a[0]),
-            a[1],
-            names[1],
-            " x ".join(f"{v:g}" for v in b[0]),
-            b[1],
-            then,
-        )
+        return None
+    if np.allclose(a[0], other, rtol=1e-3):
+        return None
+    return (
+        f"the {names[0]} file records voxel size {' x '.join(f'{v:g}' for v in a[0])} {a[1]}, the {names[1]} "
+        f"{' x '.join(f'{v:g}' for v in b[0])} {b[1]}: {then} voxel for voxel; check that they are of the same "
+        "image at the same sampling"
+    )
 
 
 def _check_axis(axis: int | None, ndim: int) -> int | None:

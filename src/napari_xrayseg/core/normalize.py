@@ -300,6 +300,8 @@ def _exact(v: Any) -> str:
     if isinstance(v, np.floating):
         big = v != 0 and not 1e-4 <= abs(v) < 1e16
         return np.format_float_scientific(v, trim="-") if big else np.format_float_positional(v, trim="-")
+    if isinstance(v, (int, np.integer)):  # review: a uint32 image's 4294967295 read as 4.29497e+09 matched nothing
+        return str(int(v))
     return f"{float(v):g}"
 
 

@@ -1502,7 +1502,7 @@ def _view_rows(
         if not idx:
             return idx, im, lb
         rows = []
-        for r, lab in zip(im, lb):  # each image by its own bounds, unless pooled
+        for r, lab in zip(im, lb):  # each image by its own bounds, unless pooled (dropped voxels: counted)
             bounds = pooled or compute_normalization(r[0])
             rows.append(apply_normalization(_no_data_filled(r, lab, bounds, constant), bounds))
         im = np.stack(rows)
@@ -1521,6 +1521,7 @@ def _no_data_filled(
     constant: bool = True,
     axis: int = 0,
     idx: list[int] | None = None,
+    say: bool = True,
 ) -> np.ndarray:
     """Slices with their context (..., k, Y, X), voxels without data (NaN) filled as at inference.
 
@@ -1529,6 +1530,8 @@ def _no_data_filled(
     ``constant``, constant slices are without data too, as ``segment`` reads single-channel
     images (a channel of a multi-channel image may be constant: a mask); slices along y or x
     (``axis`` 1 or 2) have a dead z slice as a row (their axis -2) constant through them all.
+    Dropped annotations are said (:func:`_say_dropped`; ``idx`` names the slices), except with
+    ``say=False``: rows along further axes, whose voxels the painted slices said already (review).
     """
     held = dead_slices_missing(im, axis, warn=False) if constant else im  # a dead or zero-padded slice
     if held is not im:
@@ -1541,7 +1544,8 @@ def _no_data_filled(
         gone = miss[..., miss.shape[-3] // 2, :, :] & (lb > 0)
         if gone.any():
             lb[gone] = 0
-            _say_dropped(gone, lb, idx, axis)
+            if say:
+                _say_dropped(gone, lb, idx, axis)
     return out
 
 
@@ -1580,7 +1584,7 @@ def _extra_filled(im: np.ndarray, lb: np.ndarray, where: list[tuple[int, int]], 
     for a in sorted(set(axes.tolist())):
         sel = np.flatnonzero(axes == a)
         sub = lb[sel]  # a copy: the annotations dropped there are written back
-        filled = _no_data_filled(im[sel], sub, bounds, axis=a)
+        filled = _no_data_filled(im[sel], sub, bounds, axis=a, say=False)  # the painted slices said these voxels
         lb[sel] = sub
         if out is None:
             out = np.empty((len(im), *filled.shape[1:]), dtype=filled.dtype)
@@ -1835,6 +1839,7 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
 
 
 _BLIND_SAID: list[bytes] = []  # validation rows already said to hold no interface (the last few)
+_VOXEL_SAID: list[bytes] = []  # image/labels voxel-size mismatches already said (the last few)
 _IGNORE_SAID: list[bytes] = []  # annotations already said to use 255 like an ignore index (the last few)
 _DROPPED_SAID: list[bytes] = []  # annotations on voxels without data already said to be dropped (the last few)
 _UNPAINTED_SAID: list[bytes] = []  # annotations already said to leave a phase unpainted (the last few)
@@ -2465,10 +2470,12 @@ def iter_train(
         ndim = len(first.shape)
         vox = pick_voxel_size(voxel_size, unit, voxel_size_of(first), ndim=ndim)  # a bad one fails before training
         if voxel_size is None:  # labels painted on a resampled copy: said, as evaluate says it (QA s44)
-            from .metrics import _warn_other_voxel_sizes
+            from .metrics import other_voxel_sizes
 
             for im, lab in d["pairs"]:
-                _warn_other_voxel_sizes(im, lab, ("image's", "labels'"), "they are paired")
+                msg = other_voxel_sizes(im, lab, ("image's", "labels'"), "they are paired")
+                if msg and _first_time(_VOXEL_SAID, np.frombuffer(msg.encode(), np.uint8)):  # once, not per candidate
+                    log.warning("%s", msg)
         model, stepper, predictor = _build(s, d, cancel)
         model.info.class_names = _class_names(class_names, labels, model.info, s["init"])
         parent_created = model.info.created  # a fine-tuned start's (the shipped one's, a colleague's): not this model's
