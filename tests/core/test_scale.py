@@ -994,3 +994,31 @@ def test_a_scheduler_address_that_never_answers_is_refused_in_time(monkeypatch):
             distributed._client(None, f"tcp://127.0.0.1:{server.getsockname()[1]}", None, 1)
     finally:
         server.close()
+
+
+def test_workers_without_the_package_are_refused_and_worker_errors_say_where(tmp_path, vol, tiny_model):
+    """QA (s44 h3): workers that cannot import napari_xrayseg died on their first task and the run blamed a
+    walltime after a minute; a worker that did not see a path said 'check the path' or 'choose another --out'."""
+    import napari_xrayseg.core.distributed as dist
+    from napari_xrayseg.core.errors import OutputWriteError
+
+    class Client:
+        def __init__(self, found):
+            self.found = found
+
+        def run(self, fn):
+            assert fn() is True  # the probe runs here: this process has the package
+            return self.found
+
+    dist._check_workers(Client({"tcp://a:1": True, "tcp://b:2": True}))
+    with pytest.raises(ClusterError, match=r"1 of 2 dask worker\(s\) cannot import napari_xrayseg \(tcp://b:2\)"):
+        dist._check_workers(Client({"tcp://a:1": True, "tcp://b:2": False}))
+    missing = dist._on_worker(InputError("image /scratch/a.zarr does not exist: check the path"))
+    assert type(missing) is InputError and str(missing).startswith("on a dask worker: image /scratch/a.zarr does")
+    assert "a shared file system" in str(missing)
+    assert "shared file system" not in str(dist._on_worker(InputError("image holds inf values: replace them")))
+    assert isinstance(dist._on_worker(OutputWriteError("cannot write x")), OutputWriteError)
+    assert isinstance(dist._on_worker(PermissionError(13, "Permission denied")), ClusterError)
+    # a real cluster: the probe goes to the workers and finds the package
+    path = save_model(tiny_model, tmp_path / "m.safetensors")
+    dist.segment_distributed(tmp_path / "in.zarr", path, tmp_path / "c.zarr", workers=1, **KW)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .config import SegmentConfig, python_numbers
-from .errors import ClusterError, InputError
+from .errors import ClusterError, InputError, OutputWriteError
 from .inference import SegmentJob, _channel_input, build_job, run_job
 from .level import LevelledView
 from .merger import LabelMerger, ProbMerger
@@ -256,6 +256,8 @@ class ClusterExecutor:
                             "lost the dask scheduler (or the client was closed) mid-run; the slabs finished so far "
                             "are kept: run again with --resume (on a cluster or not)"
                         ) from e
+                    except (InputError, OutputWriteError, OSError) as e:  # often a path the worker does not see
+                        raise _on_worker(e) from e
                     raise ClusterError(f"a slab failed on the cluster ({fut.status}); run again with --resume")
         except BaseException:
             try:
@@ -263,6 +265,52 @@ class ClusterExecutor:
             except Exception:  # noqa: BLE001 - a closed client or lost scheduler: nothing left to cancel
                 log.debug("could not cancel the submitted slabs", exc_info=True)
             raise
+
+
+_SHARED = "every worker must reach the input, the model and the output at the same paths: a shared file system"
+
+
+def _on_worker(e: BaseException) -> BaseException:
+    """A slab's error raised on a worker, said to be so.
+
+    QA s44: "check the path", "check the disk" or "choose another --out" sent users the wrong way
+    where a worker did not see a folder the client sees.
+    """
+    text = str(e.args[0]) if isinstance(e, (InputError, OutputWriteError)) and e.args else str(e)
+    pathish = isinstance(e, OSError | OutputWriteError) or any(
+        w in text for w in ("exist", "No such file", "ermission")
+    )
+    text = f"on a dask worker: {text}" + (f" ({_SHARED})" if pathish else "")
+    if isinstance(e, (InputError, OutputWriteError)):
+        return type(e)(text)
+    return ClusterError(text)
+
+
+def _check_workers(client: Any) -> None:
+    """Refuse a cluster whose workers cannot import napari_xrayseg, naming them and the fix.
+
+    Such a worker cannot read a slab's task: it died, every one of them, and the run said after a
+    minute that the workers' jobs had ended (QA s44). The probe is pickled by value: it needs
+    nothing of this package on the worker.
+    """
+
+    def probe() -> bool:
+        import importlib.util
+
+        return importlib.util.find_spec("napari_xrayseg") is not None
+
+    try:
+        found = client.run(probe)
+    except Exception:  # noqa: BLE001 - no worker yet (a batch queue): the run's own checks say what follows
+        log.debug("could not ask the workers for napari_xrayseg", exc_info=True)
+        return
+    missing = sorted(str(a) for a, ok in (found or {}).items() if not ok)
+    if missing:
+        raise ClusterError(
+            f"{len(missing)} of {len(found)} dask worker(s) cannot import napari_xrayseg ({', '.join(missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}): install it in the workers' environment (pip install "
+            "'napari-xrayseg[distributed]', the version the client runs)"
+        )
 
 
 #: seconds to wait for a dask scheduler to answer (dask's own timeout covers the TCP connect only)
@@ -402,6 +450,7 @@ def iter_segment_distributed(
             levels=tuple(map(tuple, job.image.levels.tolist())) if isinstance(job.image, LevelledView) else None,
             tune_allocator=len(owned) > 1,  # a LocalCluster of ours (owned: it and its client)
         )
+        _check_workers(c)
         return (yield from run_job(job, ClusterExecutor(c, spec, cancel), cancel))
     finally:
         if len(owned) > 1:  # a LocalCluster this module started (a --scheduler's cluster is not ours to wait on)
