@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -637,3 +638,50 @@ def test_a_cancelled_round_on_few_slices_is_compared_with_the_model_before_it(tr
     with pytest.raises(Cancelled, match=r"keeping the model from before the round \(annotated-slice Dice") as e:
         drain(iter_continue_training(image, ann, model, epochs=2, device="cpu"))
     assert e.value.result is model
+
+
+def test_a_stopped_round_is_scored_on_the_image_as_it_trained_on_it(sample, monkeypatch):
+    """QA (s44 h4): on Cancel the round and the model before it were scored on the raw image, its no-data voxels
+    as data (Dice 0.33 / 0.58 for 0.36 / 0.63), with 16-digit numbers in the message."""
+    from napari_xrayseg.core import annotation, training
+    from napari_xrayseg.core.progress import drain
+
+    image, truth = sample
+    image = image.copy()
+    image[:, :, :6] = 0
+    ann = np.zeros_like(truth)
+    ann[[1, 5]] = truth[[1, 5]]
+    model = train(image, ann, nodata=0, **TINY_TRAIN)
+    partial = train(image, ann, nodata=0, **TINY_TRAIN)
+    partial.info.train = {**partial.info.train, "val_slices": [], "annotated_slices": [1, 5]}
+    seen = []
+    real = annotation._held_out_dice
+    monkeypatch.setattr(
+        annotation,
+        "_held_out_dice",
+        lambda m, img, *a: seen.append(bool(np.isnan(np.asarray(img[:], np.float32)).any())) or real(m, img, *a),
+    )
+
+    def cancelled(*_a, **_k):
+        err = Cancelled("training cancelled after 1 epoch")
+        err.result = partial
+        raise err
+        yield  # a generator, as iter_train
+
+    monkeypatch.setattr(training, "iter_train", cancelled)
+    with pytest.raises(Cancelled) as e:
+        drain(annotation.iter_continue_training(image, ann, model, epochs=2, device="cpu"))
+    assert seen == [True, True]  # both scored without the field of view's outside
+    assert re.search(r"annotated-slice Dice \d\.\d{4} (vs|for)", str(e.value)) and "e-" not in str(e.value)
+
+
+def test_a_round_given_epochs_runs_them_without_a_share_of_the_first_trainings_time(sample):
+    """QA (s44 h4): after a first training with minutes, --epochs 400 ran 1 epoch: a quarter of its time capped it."""
+    image, truth = sample
+    ann = np.zeros_like(truth)
+    ann[[1, 5]] = truth[[1, 5]]
+    first = train(image, ann, **dict(TINY_TRAIN, minutes=5))
+    r = continue_training(image, ann, first, epochs=3, device="cpu")
+    assert (r.info.train["rounds"][1]["minutes"], r.info.train["rounds"][1]["epochs_run"]) == (None, 3)
+    shared = continue_training(image, ann, first, device="cpu")  # no epochs asked: a share of both
+    assert shared.info.train["rounds"][1]["minutes"] == pytest.approx(0.25 * 5)

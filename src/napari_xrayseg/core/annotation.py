@@ -39,7 +39,7 @@ from .io import read_block
 from .labels import check_labels
 from .level import as_model_input
 from .models import Model, load_model
-from .normalize import apply_normalization, compute_normalization, dead_slices_missing, fill_missing
+from .normalize import apply_normalization, compute_normalization, dead_slices_missing, fill_missing, mark_missing
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
 from .tiling import context_range, normalize_axis, stack_context
 
@@ -1073,6 +1073,10 @@ def _round_record(k: int, t: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _dice(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
 def _held_out_dice(
     model: Model, image: Any, labels: Any, axis: int, slices: Sequence[int], device: str
 ) -> float | None:
@@ -1127,11 +1131,11 @@ def iter_continue_training(
     kw: dict[str, Any] = {key: t[src] for key, src in _KEPT.items() if t.get(src) is not None}
     if kw.get("axes") is not None and len(kw["axes"]) < 2:
         kw.pop("axes")
+    if minutes is None and epochs is None and first.get("minutes"):  # epochs asked for: those, not a share of
+        minutes = fraction * float(first["minutes"])  # the first's time as well (QA s44: --epochs 400 ran 1)
     if epochs is None:
         ran = first.get("epochs_run") or first.get("epochs") or _T.epochs
         epochs = max(1, math.ceil(fraction * ran))
-    if minutes is None and first.get("minutes"):
-        minutes = fraction * float(first["minutes"])
     if lr is None:
         lr = 0.5 * float(first.get("lr") or _T.lr)  # a warm start: half the first peak rate
     k = len(rounds)
@@ -1170,15 +1174,20 @@ def iter_continue_training(
             if not held:  # under 5 annotated slices validation holds out blocks, not slices: compare on all of them
                 ann = partial.info.train.get("annotated_slices") or []
                 held, on = ([int(k) for k in ann] if all(isinstance(k, int) for k in ann) else []), "annotated-slice"
-            old = _held_out_dice(base, image, labels, axis, held, device) if held else None
+            # the image as the round trained on it: its no-data voxels marked (QA s44: scored on the raw image)
+            seen = mark_missing(image, kw["nodata"]) if kw.get("nodata") is not None else image
+            old = _held_out_dice(base, seen, labels, axis, held, device) if held else None
             new_d = (
                 partial.info.validation[0]
                 if on == "held-out"
-                else _held_out_dice(partial, image, labels, axis, held, device)
+                else _held_out_dice(partial, seen, labels, axis, held, device)
             )
             if old is None or new_d is None or new_d >= old:
                 keep = merged(partial)
-                why = f"the round's model so far, {partial.info.validation[1]} ({on} Dice {new_d} vs {old} before)"
+                why = (
+                    f"the round's model so far, {partial.info.validation[1]} ({on} Dice {_dice(new_d)} vs "
+                    f"{_dice(old)} before)"
+                )
             else:
                 why = f"the model from before the round ({on} Dice {old:.4f} vs {new_d:.4f} for the round)"
         else:
@@ -1237,7 +1246,8 @@ def continue_training(
         Share of the first training's budget for this round.
     epochs, minutes, lr, seed : optional
         Override the round's budget, peak learning rate and seed (default: the first
-        training's seed plus the round number).
+        training's seed plus the round number). ``epochs`` alone runs that many epochs,
+        without a share of the first training's time budget.
     device : str
         As for :func:`~napari_xrayseg.train`.
     out : path-like, optional
