@@ -649,9 +649,10 @@ def _training(cmd: str, a: argparse.Namespace, run: Any) -> Any:
     except Cancelled as e:
         kept = getattr(e, "result", None)
         term = signal.SIGTERM in got
-        if kept is None or kept.path is not None:  # not one epoch finished (continue-training: --model, unchanged)
+        if kept is None or kept.path is not None:  # nothing new: not one epoch, or continue-training's --model kept
             how = "terminated" if term else "interrupted"
-            print(f"xrayseg {cmd}: {how} before the first epoch finished; nothing was saved", file=sys.stderr)
+            why = "before the first epoch finished" if kept is None else f"({e})"  # e: why the start was kept
+            print(f"xrayseg {cmd}: {how} {why}; nothing was saved", file=sys.stderr)
             return 143 if term else 130
         try:
             path = save_model(kept, a.out, overwrite=a.overwrite)

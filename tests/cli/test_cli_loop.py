@@ -108,7 +108,9 @@ def test_continue_training_stopped_before_its_first_epoch_writes_nothing(files, 
     out = tmp_path / "r1.safetensors"
     argv = ["continue-training", "--image", str(d / "image.npy"), "--labels", str(d / "ann.npy")]
     assert main([*argv, "--model", str(d / "m.safetensors"), "--device", "cpu", "--out", str(out)]) == 130
-    assert "before the first epoch finished; nothing was saved" in capsys.readouterr().err and not out.exists()
+    err = capsys.readouterr().err
+    assert "keeping the model from before the round (no epoch finished)); nothing was saved" in err, err
+    assert not out.exists()
 
 
 def test_study_strategy_runs_the_loop_study(tmp_path, capsys):

@@ -933,6 +933,8 @@ def test_a_slab_of_a_run_that_no_longer_writes_the_output_is_not_stored(tmp_path
     job.writer.release()  # cancelled: the client lets go; a slab still runs on a worker
     new = segment(vol, tiny_model, out=out, resume=True, **KW)  # the next run takes the output over and finishes it
     assert output_complete(out) and not (out / ".xrayseg-run").exists()
+    segment(vol, tiny_model, out=out, resume=True, **KW)  # a finished output takes no run file (review: read-only)
+    assert not (out / ".xrayseg-run").exists()
     with pytest.raises(OutputWriteError, match="another run writes it now, or it is finished"):
         stale.write(0, (2, 4), (slice(2, 4),), slab)
     clean = segment(vol, tiny_model, **KW)
@@ -989,18 +991,21 @@ def test_a_scheduler_address_that_never_answers_is_refused_in_time(monkeypatch):
     held = []
     threading.Thread(target=lambda: held.append(server.accept()), daemon=True).start()  # takes it, says nothing
     monkeypatch.setattr(distributed, "CONNECT_TIMEOUT", 3.0)
+    import dask
+
+    before = dask.config.get("scheduler", None)
     try:
         with pytest.raises(InputError, match="did not answer as a dask scheduler within 3 s: check the port"):
             distributed._client(None, f"tcp://127.0.0.1:{server.getsockname()[1]}", None, 1)
     finally:
         server.close()
+    assert dask.config.get("scheduler", None) == before  # the half-made client is not dask's scheduler (review)
 
 
 def test_workers_without_the_package_are_refused_and_worker_errors_say_where(tmp_path, vol, tiny_model):
     """QA (s44 h3): workers that cannot import napari_xrayseg died on their first task and the run blamed a
     walltime after a minute; a worker that did not see a path said 'check the path' or 'choose another --out'."""
     import napari_xrayseg.core.distributed as dist
-    from napari_xrayseg.core.errors import OutputWriteError
 
     class Client:
         def __init__(self, found):
@@ -1013,12 +1018,32 @@ def test_workers_without_the_package_are_refused_and_worker_errors_say_where(tmp
     dist._check_workers(Client({"tcp://a:1": True, "tcp://b:2": True}))
     with pytest.raises(ClusterError, match=r"1 of 2 dask worker\(s\) cannot import napari_xrayseg \(tcp://b:2\)"):
         dist._check_workers(Client({"tcp://a:1": True, "tcp://b:2": False}))
+    path = save_model(tiny_model, tmp_path / "m.safetensors")
+    with pytest.raises(ClusterError, match="cannot import napari_xrayseg"):  # before the output is touched (review)
+        dist.segment_distributed(tmp_path / "in.zarr", path, tmp_path / "x.zarr", client=Client({"w": False}), **KW)
+    assert not (tmp_path / "x.zarr").exists()
     missing = dist._on_worker(InputError("image /scratch/a.zarr does not exist: check the path"))
     assert type(missing) is InputError and str(missing).startswith("on a dask worker: image /scratch/a.zarr does")
     assert "a shared file system" in str(missing)
     assert "shared file system" not in str(dist._on_worker(InputError("image holds inf values: replace them")))
-    assert isinstance(dist._on_worker(OutputWriteError("cannot write x")), OutputWriteError)
-    assert isinstance(dist._on_worker(PermissionError(13, "Permission denied")), ClusterError)
     # a real cluster: the probe goes to the workers and finds the package
-    path = save_model(tiny_model, tmp_path / "m.safetensors")
     dist.segment_distributed(tmp_path / "in.zarr", path, tmp_path / "c.zarr", workers=1, **KW)
+
+
+def test_the_run_id_guards_the_confidence_map_and_names_a_missing_folder(tmp_path):
+    """Review (s44): a late slab still wrote into a confidence map a later run had finished; a worker that did not
+    see the output's folder was told another run wrote it."""
+    from napari_xrayseg.core.writer import StoreLayout
+
+    labels, conf = tmp_path / "l.zarr", tmp_path / "c.zarr"
+    labels.mkdir()
+    conf.mkdir()
+    lay = StoreLayout(str(labels), "", str(conf), 1, str(labels), False, str(conf), run="abc")
+    for p in (labels, conf):
+        (p / ".xrayseg-run").write_text("abc")
+    assert lay.owned()
+    (conf / ".xrayseg-run").write_text("other")  # a later run took the confidence map
+    assert not lay.owned()
+    gone = StoreLayout(str(tmp_path / "elsewhere.zarr"), "", None, 1, "x", False, run="abc")
+    with pytest.raises(FileNotFoundError, match="no such output folder here"):
+        gone.owned()

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .config import SegmentConfig, python_numbers
-from .errors import ClusterError, InputError, OutputWriteError
+from .errors import ClusterError, InputError
 from .inference import SegmentJob, _channel_input, build_job, run_job
 from .level import LevelledView
 from .merger import LabelMerger, ProbMerger
@@ -256,7 +256,7 @@ class ClusterExecutor:
                             "lost the dask scheduler (or the client was closed) mid-run; the slabs finished so far "
                             "are kept: run again with --resume (on a cluster or not)"
                         ) from e
-                    except (InputError, OutputWriteError, OSError) as e:  # often a path the worker does not see
+                    except InputError as e:  # often a path the worker does not see
                         raise _on_worker(e) from e
                     raise ClusterError(f"a slab failed on the cluster ({fut.status}); run again with --resume")
         except BaseException:
@@ -270,20 +270,15 @@ class ClusterExecutor:
 _SHARED = "every worker must reach the input, the model and the output at the same paths: a shared file system"
 
 
-def _on_worker(e: BaseException) -> BaseException:
-    """A slab's error raised on a worker, said to be so.
+def _on_worker(e: InputError) -> InputError:
+    """A slab's input error raised on a worker, said to be so (with the shared-file-system hint for a path).
 
-    QA s44: "check the path", "check the disk" or "choose another --out" sent users the wrong way
-    where a worker did not see a folder the client sees.
+    QA s44: "check the path" sent users the wrong way where a worker did not see a file the client
+    sees. Other errors keep their type (the CLI's exit codes: review) and words.
     """
-    text = str(e.args[0]) if isinstance(e, (InputError, OutputWriteError)) and e.args else str(e)
-    pathish = isinstance(e, OSError | OutputWriteError) or any(
-        w in text for w in ("exist", "No such file", "ermission")
-    )
-    text = f"on a dask worker: {text}" + (f" ({_SHARED})" if pathish else "")
-    if isinstance(e, (InputError, OutputWriteError)):
-        return type(e)(text)
-    return ClusterError(text)
+    text = str(e.args[0]) if e.args else str(e)
+    pathish = any(w in text for w in ("exist", "No such file", "ermission"))
+    return type(e)(f"on a dask worker: {text}" + (f" ({_SHARED})" if pathish else ""))
 
 
 def _check_workers(client: Any) -> None:
@@ -332,10 +327,15 @@ def _connect(client_class: Any, scheduler: str) -> Any:
         except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
             got["error"] = e
 
+    import dask
+
+    before = dask.config.get("scheduler", None)
     t = threading.Thread(target=connect, name="xrayseg-connect", daemon=True)
     t.start()
     t.join(CONNECT_TIMEOUT)
     if t.is_alive():
+        # the half-made client made itself dask's scheduler as it began: later dask work hung (review)
+        dask.config.set(scheduler=before)
         raise InputError(
             f"{scheduler} took the connection but did not answer as a dask scheduler within {CONNECT_TIMEOUT:.0f} s: "
             "check the port (a scheduler listens on 8786 by default; 8787 is its dashboard)"
@@ -430,6 +430,7 @@ def iter_segment_distributed(
     claim(out, overwrite=cfg.overwrite, resume=cfg.resume, inputs=[image, model], hint=resume_hint)  # before connecting
     c, owned = _client(client, scheduler, workers, threads_per_worker)  # a refused cluster touches no output
     try:
+        _check_workers(c)  # before the output is created (review: a refusal left an empty, locked output)
         vol = open_volume(image, dataset=dataset)
         mpath = Path(model).resolve()
         job = build_job(vol, mpath, cfg, inputs=[image], local=False)
@@ -450,7 +451,6 @@ def iter_segment_distributed(
             levels=tuple(map(tuple, job.image.levels.tolist())) if isinstance(job.image, LevelledView) else None,
             tune_allocator=len(owned) > 1,  # a LocalCluster of ours (owned: it and its client)
         )
-        _check_workers(c)
         return (yield from run_job(job, ClusterExecutor(c, spec, cancel), cancel))
     finally:
         if len(owned) > 1:  # a LocalCluster this module started (a --scheduler's cluster is not ours to wait on)

@@ -249,10 +249,17 @@ class StoreLayout:
         """
         if not self.run:
             return True
-        try:
-            return (Path(self.labels) / RUN).read_text(encoding="utf-8").strip() == self.run
-        except OSError:
-            return False
+        for store in (self.labels, self.confidence):  # the confidence map too (review: a late slab wrote into one)
+            if store is None:
+                continue
+            try:
+                if (Path(store) / RUN).read_text(encoding="utf-8").strip() != self.run:
+                    return False
+            except FileNotFoundError:
+                if not Path(store).is_dir():  # a worker that does not see the output's folder (review): say so
+                    raise FileNotFoundError(errno.ENOENT, "no such output folder here", store) from None
+                return False  # finished (its run file removed), or not this run's
+        return True
 
     def pass_store(self, i: int) -> str:
         """Store of the class probabilities of early pass ``i``."""
@@ -264,8 +271,10 @@ class StoreLayout:
 
 
 def _own(layout: StoreLayout) -> None:
-    """Write the layout's run id into its labels store (:meth:`StoreLayout.owned`)."""
-    (Path(layout.labels) / RUN).write_text(layout.run, encoding="utf-8")
+    """Write the layout's run id into its stores (:meth:`StoreLayout.owned`)."""
+    for store in (layout.labels, layout.confidence):
+        if store is not None:
+            (Path(store) / RUN).write_text(layout.run, encoding="utf-8")
 
 
 class StoreWriter:
@@ -327,21 +336,24 @@ class StoreWriter:
             On a full disk or unwritable location (finished slabs are kept), or where another run
             writes the stores now (a cancelled cluster run's slab finishing after it returned).
         """
-        self._check_owned(r)
         try:
+            self._check_owned(r)
             self._store(i, region, result)
-            self._check_owned(r)  # taken over meanwhile: no marker of this run's
+            self._check_owned(r, stored=True)  # taken over meanwhile: no marker of this run's
             self.layout.markers(i).mark(r)
+        except OutputWriteError:
+            raise
         except OSError as e:
             if e.errno == errno.ENOMEM:  # not the output's fault: an out-of-memory error for the caller
                 raise
             raise self.write_error(e) from e
 
-    def _check_owned(self, r: tuple[int, int]) -> None:
+    def _check_owned(self, r: tuple[int, int], stored: bool = False) -> None:
         """Raise unless this run still writes the stores (a cancelled cluster run's slab finishing late)."""
         if not self.layout.owned():
+            did = "stored but not marked done" if stored else "not stored"
             raise OutputWriteError(
-                f"slices {r[0]}..{r[1] - 1} not stored in {self.layout.final}: another run writes it now, or it is "
+                f"slices {r[0]}..{r[1] - 1} {did} in {self.layout.final}: another run writes it now, or it is "
                 "finished (this run was cancelled or replaced)"
             )
 
@@ -377,7 +389,9 @@ class StoreWriter:
             # the attribute says it all now; the markers inside a pyramid group made zarr warn
             # ("not recognized as a component of a Zarr hierarchy") whenever the group was listed
             remove_path(Path(lay.labels) / SlabMarkers.DIR)
-            remove_path(Path(lay.labels) / RUN)  # finished: no run writes it any more
+            for store in (lay.labels, lay.confidence):  # finished: no run writes them any more
+                if store is not None:
+                    remove_path(Path(store) / RUN)
         except OSError as e:
             raise self.write_error(e) from e
         for c in self._claims:
@@ -450,7 +464,8 @@ class StoreWriter:
                         "predict; choose another --confidence-out"
                     )
                 _update_on_resume(layout, meta)
-                _own(layout)  # this run writes it now: a slab of the run before it is not stored
+                if not output_complete(labels.path):  # a finished one takes nothing (review: a read-only one failed)
+                    _own(layout)  # this run writes it now: a slab of the run before it is not stored
                 n = len(layout.markers(passes - 1).done())
                 log.info("resuming %s: %d slabs of the last pass already done", labels.final, n)
                 return cls(layout, tuple(c for c in (labels, confidence) if c is not None))
