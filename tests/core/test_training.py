@@ -1091,3 +1091,23 @@ def test_rescues_of_one_name_in_one_process_each_get_a_file_of_their_own(tmp_pat
     assert len(set(got)) == 3 and all(p.parent == tmp_path for p in got)
     assert [p.name.split("-rescued-")[1].split(".")[0].count("-") for p in got] == [0, 1, 1]
     assert load_model(got[2]).info.classes == [1, 2]
+
+
+def test_an_auto_candidates_kept_epoch_is_not_a_warning(phantom, caplog, monkeypatch):
+    """QA (s44 h4): init="auto" warned "keeping epoch 2" about its random-weights candidate, which then lost; a
+    candidate's choice is info, a user's own training still warns."""
+    from napari_xrayseg.core import training
+
+    monkeypatch.setattr(training, "AVERAGE_TOLERANCE", -1.0)  # every average counts as worse: its epoch is kept
+    image, _, sparse = phantom
+    kw = dict(FAST, init=None, average=0.5, epochs=2)
+    with caplog.at_level("INFO", logger="napari_xrayseg"):
+        train(image, sparse, **kw)
+        said = {r.levelname for r in caplog.records if "the weight average of epochs" in r.getMessage()}
+        assert said == {"WARNING"}
+        caplog.clear()
+        gen = iter_train(image, sparse, **kw, _candidate=True)
+        with pytest.raises(StopIteration):
+            while True:
+                next(gen)
+    assert {r.levelname for r in caplog.records if "the weight average of epochs" in r.getMessage()} == {"INFO"}

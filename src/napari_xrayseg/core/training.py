@@ -2145,8 +2145,11 @@ class _Fit:
     averaging window opens (a run cancelled early), the best-validation epoch's weights.
     """
 
-    def __init__(self, model: Model, budget: _Budget, average: float = 0.0) -> None:
+    def __init__(self, model: Model, budget: _Budget, average: float = 0.0, candidate: bool = False) -> None:
         self.model, self.budget, self.average = model, budget, float(average)
+        # an init="auto" candidate's choices are said as info: the user sees the kept start's (QA s44: "keeping
+        # epoch 2" of a random start that then lost)
+        self.say = log.info if candidate else log.warning
         self.history: list[dict[str, Any]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch, self.best_dice = 0, -1.0
@@ -2193,7 +2196,7 @@ class _Fit:
             net.eval()
             kept, val = "average", (validate() if validate is not None and validated else None)
             if val is not None and self.best_epoch and val < self.best_dice - AVERAGE_TOLERANCE:
-                log.warning(
+                self.say(
                     "the weight average of epochs %d-%d scored validation Dice %.4f, more than %.2f below "
                     "epoch %d's %.4f: keeping epoch %d",
                     self.avg_epochs[0], self.avg_epochs[-1], val, AVERAGE_TOLERANCE, self.best_epoch,
@@ -2490,7 +2493,7 @@ def iter_train(
             settings["parent_created"] = parent_created
         settings["nodata"] = nodata  # which grey value was no data (left out of bounds and annotations)
         settings["provenance"] = _provenance(image, labels)
-        fit = _Fit(model, budget, s["average"])
+        fit = _Fit(model, budget, s["average"], candidate=_candidate)
 
         def validate() -> float | None:
             predictor.cancel = None  # type: ignore[union-attr]  # the final check runs also after a cancel
