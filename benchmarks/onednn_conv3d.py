@@ -9,8 +9,10 @@ takes in the width). Inference copies of ``unet3d`` now run oneDNN's for every `
    Annotate widget's preview runs) under torch's choice and under oneDNN's;
 2. the preview of a 512² slice (``predict_slice``, ``tile="auto"``) and ``segment`` of a
    volume, both ways (torch's choice: the inference copy's convolutions put back to
-   ``torch.nn.Conv3d``'s own routine), with the largest score difference and the voxels
-   whose labels differ.
+   ``torch.nn.Conv3d``'s own routine), with the voxels whose labels differ;
+3. the machine's limit in the same run (``throughput.conv_limit``: a channels-last 64->64 3x3
+   convolution) and the preview's net GFLOP/s as a share of it (FLOPs of the preview's own pass,
+   by ``torch.utils.flop_counter``).
 
     python benchmarks/onednn_conv3d.py
     python benchmarks/onednn_conv3d.py --threads 1 --depth 32 --side 256
@@ -99,16 +101,34 @@ def main() -> None:
         "preview of one slice (tile='auto')": lambda: predict_slice(image, model, a.depth // 2, device="cpu"),
         f"segment {a.depth} x {a.side}²": lambda: segment(image, model, device="cpu"),
     }
+    seconds = {}
     for label, f in runs.items():
         with _torchs_choice():
             before = _seconds(f, a.repeats)
             old = np.asarray(f())
         after = _seconds(f, a.repeats)
         new = np.asarray(f())
+        seconds[label] = (before, after)
         print(
             f"{label:38s} {before:7.3f} {after:7.3f}  x{before / after:.2f}; "
             f"labels differ in {int((old != new).sum())} of {old.size} voxels"
         )
+    from throughput import conv_limit  # benchmarks/throughput.py, beside this script
+    from torch.utils.flop_counter import FlopCounterMode
+
+    limit = max(conv_limit("cpu").values())
+    # the preview's own pass, as timed above; counted with torch's routine (the counter has no formula for
+    # oneDNN's op, which it would count as 0)
+    with _torchs_choice(), FlopCounterMode(display=False) as fc:
+        runs["preview of one slice (tile='auto')"]()
+    gflop = fc.get_total_flops() / 1e9
+    before, after = seconds["preview of one slice (tile='auto')"]
+    print(
+        f"\n## against the limit: {limit:.0f} GFLOP/s (channels-last 3x3 conv 64->64, this run); a preview is "
+        f"{gflop:.1f} GFLOP\npreview: torch's choice {gflop / before:.0f} GFLOP/s = "
+        f"{100 * gflop / before / limit:.0f} % of the limit; oneDNN {gflop / after:.0f} GFLOP/s = "
+        f"{100 * gflop / after / limit:.0f} %"
+    )
 
 
 if __name__ == "__main__":

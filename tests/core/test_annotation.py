@@ -611,6 +611,18 @@ def test_loop_study_from_the_pretrained_start_measures_the_default_3d_model(tmp_
         loop_study(shape=(8, 32, 32), init="imagenet")
 
 
+def _cancelled_after_one_epoch(result):
+    """An ``iter_train`` stand-in: cancelled after one epoch with ``result`` as the model so far."""
+
+    def cancelled(*_a, **_k):
+        err = Cancelled("training cancelled after 1 epoch")
+        err.result = result
+        raise err
+        yield  # a generator, as iter_train
+
+    return cancelled
+
+
 def test_a_cancelled_round_on_few_slices_is_compared_with_the_model_before_it(trained, sample, monkeypatch):
     """QA: under 5 annotated slices no slice is held out, so a cancelled round's partial model was always kept
     (0.45 held-out Dice against 0.86 before the round, at a harmful learning rate)."""
@@ -628,13 +640,7 @@ def test_a_cancelled_round_on_few_slices_is_compared_with_the_model_before_it(tr
             p.mul_(-1.0)  # a diverged round: it answers the wrong classes
     bad.info.train = {**model.info.train, "val_slices": [], "annotated_slices": [1, 5]}
 
-    def cancelled(*_a, **_k):
-        err = Cancelled("training cancelled after 1 epoch")
-        err.result = bad
-        raise err
-        yield  # a generator, as iter_train
-
-    monkeypatch.setattr(training, "iter_train", cancelled)
+    monkeypatch.setattr(training, "iter_train", _cancelled_after_one_epoch(bad))
     with pytest.raises(Cancelled, match=r"keeping the model from before the round \(annotated-slice Dice") as e:
         drain(iter_continue_training(image, ann, model, epochs=2, device="cpu"))
     assert e.value.result is model
@@ -662,13 +668,7 @@ def test_a_stopped_round_is_scored_on_the_image_as_it_trained_on_it(sample, monk
         lambda m, img, *a: seen.append(bool(np.isnan(np.asarray(img[:], np.float32)).any())) or real(m, img, *a),
     )
 
-    def cancelled(*_a, **_k):
-        err = Cancelled("training cancelled after 1 epoch")
-        err.result = partial
-        raise err
-        yield  # a generator, as iter_train
-
-    monkeypatch.setattr(training, "iter_train", cancelled)
+    monkeypatch.setattr(training, "iter_train", _cancelled_after_one_epoch(partial))
     with pytest.raises(Cancelled) as e:
         drain(annotation.iter_continue_training(image, ann, model, epochs=2, device="cpu"))
     assert seen == [True, True]  # both scored without the field of view's outside
