@@ -12,8 +12,11 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 @pytest.fixture(autouse=True)
 def _seed():
+    from napari_xrayseg.core import said
+
     np.random.seed(0)
     torch.manual_seed(0)
+    said.forget()  # warnings said once a run: each test starts as a fresh process would
 
 
 @pytest.fixture

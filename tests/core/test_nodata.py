@@ -307,6 +307,24 @@ def test_an_outside_left_as_a_number_gets_a_hint_to_pass_nodata(volume, tiny_mod
     assert f"nodata={exact}" in caplog.text and np.float32(float(exact)) == mean
 
 
+def test_a_hint_about_the_grey_levels_is_said_once_a_run_not_once_a_pass(volume, caplog):
+    # QA s44: training normalised the same image two or three times (its rows, the model's record, each
+    # init="auto" candidate) and said the no-data hint each time; segmenting it again in the same session too
+    inside = _circle(volume.shape[1:], 20)
+    zero = np.where(inside, volume + 1.0, 0).astype(np.float32)
+    ann = np.zeros(volume.shape, np.uint8)
+    ann[[2, 4], :, :] = np.where(zero[[2, 4]] > 1.5, 2, 1)
+    with caplog.at_level("WARNING", logger="napari_xrayseg.core.normalize"):
+        model = train(zero, ann, arch="unet", size="tiny", epochs=1, steps_per_epoch=1, init=None, seed=0, device="cpu")
+        segment(zero, model, **KW)
+    assert caplog.text.count("holds exactly 0, its lowest grey level") == 1
+    caplog.clear()
+    other = np.where(inside, volume + 2.0, 0).astype(np.float32)  # another image: said again
+    with caplog.at_level("WARNING", logger="napari_xrayseg.core.normalize"):
+        segment(other, model, **KW)
+    assert caplog.text.count("holds exactly 0, its lowest grey level") == 1
+
+
 def test_analyze_leaves_the_outside_of_the_sample_out():
     """Labels 0 outside a circular field of view: fractions, surface and TPB of the sample inside it."""
     from napari_xrayseg.core.microstructure import analyze, tpb_points

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .said import first_time
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +164,13 @@ def _without_corrupt_slices(sample: np.ndarray, idx: list[int]) -> np.ndarray:
     if not bad or 2 * len(bad) >= len(stats):
         return sample
     what = ", ".join(f"{idx[k]} ({'constant' if const else 'median'} {med:g})" for k, med, _, const in bad)
-    log.warning(
-        "slices %s along axis 0 look corrupt (grey levels unlike the other sampled slices': median %g): "
-        "left out of the grey-level bounds; set them to NaN (no data) if they hold none",
-        what,
-        centre,
-    )
+    if first_time("corrupt-slices", what, str(centre)):  # once a run, not once per pass over the image
+        log.warning(
+            "slices %s along axis 0 look corrupt (grey levels unlike the other sampled slices': median %g): "
+            "left out of the grey-level bounds; set them to NaN (no data) if they hold none",
+            what,
+            centre,
+        )
     drop = {t[0] for t in bad}
     return sample[[k for k in range(len(sample)) if k not in drop]]
 
@@ -179,13 +181,14 @@ def _bounds(flat: np.ndarray, percentiles: tuple[float, float]) -> dict[str, Any
         raise InputError("image holds no data: every value sampled is NaN (NaN marks voxels without data)")
     if not np.all(np.isfinite(flat)):
         raise InputError("image holds inf values: replace them (e.g. with NaN for no data) before segmenting")
-    kept = _without_outlier_tails(flat)
+    say = first_time("bounds", flat)  # one run normalises the same image several times: its warnings said once
+    kept = _without_outlier_tails(flat, say=say)
     lo, hi = (float(v) for v in np.percentile(kept, percentiles))
     if not hi > lo:
         lo, hi = float(flat.min()), float(flat.max())
         if not hi > lo:
             raise InputError(f"image is constant (all values {lo:g}): there is nothing to segment")
-    hint = outside_hint(flat)
+    hint = outside_hint(flat) if say else None
     if hint:
         log.warning("%s", hint)
     return {"method": "percentile", "low": lo, "high": hi, "percentiles": [float(p) for p in percentiles]}
@@ -198,7 +201,7 @@ TAIL_GAP = 1.0
 TAIL_SAMPLE = 262_144
 
 
-def _without_outlier_tails(flat: np.ndarray) -> np.ndarray:
+def _without_outlier_tails(flat: np.ndarray, *, say: bool = True) -> np.ndarray:
     """``flat`` (finite) without values cut off from the rest by an empty band of grey levels, with a warning.
 
     Hot, saturated or corrupt voxels (zingers, 65535 in a scan of 1000-4000, a slice with 10 %
@@ -235,6 +238,8 @@ def _without_outlier_tails(flat: np.ndarray) -> np.ndarray:
         return flat
     keep = (flat >= lo_cut) & (flat <= hi_cut)
     out = flat[~keep]
+    if not say:
+        return flat[keep]
     log.warning(
         "%.2g%% of the sampled voxels (%g..%g) lie far beyond the image's other grey levels (%g..%g), with none "
         "between: hot, saturated or corrupt voxels; left out of the grey-level bounds and clipped. Set them to NaN "

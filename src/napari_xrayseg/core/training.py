@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import logging
 import math
 import os
@@ -83,6 +82,7 @@ from .output import Claim, check_not_input, check_writable, claim
 from .plan import channel_grey_ranges, check_image
 from .predictor import SlicePredictor
 from .progress import CancelToken, Progress, ProgressCallback, check, drain, signals_cancel
+from .said import first_time
 from .tiling import context_range, normalize_axis, plan_slab_depth, slab_ranges, slab_slicer, stack_context
 from .units import pick_voxel_size
 
@@ -1555,7 +1555,7 @@ def _say_dropped(gone: np.ndarray, lb: np.ndarray, idx: list[int] | None, axis: 
     QA: a painted slice that was NaN (or constant) lost its annotations without a word; the user
     did not learn that one of three painted slices went unused.
     """
-    if not _first_time(_DROPPED_SAID, gone):  # init="auto" reads the same annotations for each candidate
+    if not first_time("dropped", gone):  # init="auto" reads the same annotations for each candidate
         return
     per = gone.reshape(-1, *gone.shape[-2:]).sum((1, 2)) if gone.ndim >= 3 else np.array([gone.sum()])
     left = (lb > 0).reshape(per.size, -1).sum(1)
@@ -1728,7 +1728,7 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
     labs = _padded(parts_l, "constant")  # padding is 0 = not annotated: it never teaches anything
     values, counts = np.unique(labs, return_counts=True)
     classes = sorted(int(c) for c in values if c != 0)
-    if (hint := ignore_index_hint(dict(zip(values.tolist(), counts.tolist())))) and _first_time(_IGNORE_SAID, labs):
+    if (hint := ignore_index_hint(dict(zip(values.tolist(), counts.tolist())))) and first_time("ignore-index", labs):
         log.warning("%s", hint)
     if not classes:  # every annotation lay on voxels without data (NaN or nodata=)
         raise InputError(
@@ -1745,7 +1745,7 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
     del parts_i
     if not np.all(np.isfinite(x_all)):  # voxels without data (NaN) were filled: what is left is inf
         raise InputError("image holds inf values in annotated slices: replace them (e.g. with NaN for no data)")
-    if (hint := unpainted_hint(x_all, labs)) and _first_time(_UNPAINTED_SAID, labs):
+    if (hint := unpainted_hint(x_all, labs)) and first_time("unpainted", labs):
         log.warning("%s", hint)
     norm = (
         pooled_normalization([im for im, _ in pairs])
@@ -1838,26 +1838,6 @@ def _load_data(image: Any, labels: Any, s: dict[str, Any], cancel: CancelToken |
     }
 
 
-_BLIND_SAID: list[bytes] = []  # validation rows already said to hold no interface (the last few)
-_VOXEL_SAID: list[bytes] = []  # image/labels voxel-size mismatches already said (the last few)
-_IGNORE_SAID: list[bytes] = []  # annotations already said to use 255 like an ignore index (the last few)
-_DROPPED_SAID: list[bytes] = []  # annotations on voxels without data already said to be dropped (the last few)
-_UNPAINTED_SAID: list[bytes] = []  # annotations already said to leave a phase unpainted (the last few)
-
-
-def _first_time(said: list[bytes], data: np.ndarray) -> bool:
-    """Whether ``data`` is not among the last few in ``said``, and note it.
-
-    init="auto" trains its candidates on the same annotations: a warning about them is said once.
-    """
-    key = hashlib.blake2b(np.ascontiguousarray(data).tobytes(), digest_size=8).digest()
-    if key in said:
-        return False
-    said.append(key)
-    del said[:-8]
-    return True
-
-
 def _interface_pixels(truth: np.ndarray) -> int:
     """Annotated pixels of ``truth`` (N, Y, X) with an in-plane neighbour annotated with another class.
 
@@ -1868,7 +1848,7 @@ def _interface_pixels(truth: np.ndarray) -> int:
     for ax in (-1, -2):
         a, b = np.moveaxis(truth, ax, 0)[1:], np.moveaxis(truth, ax, 0)[:-1]
         n += int(((a != b) & (a > 0) & (b > 0)).sum())
-    if n == 0 and _first_time(_BLIND_SAID, truth):  # once for the same rows (init="auto" validates two candidates)
+    if n == 0 and first_time("blind-validation", truth):  # once for the same rows (init="auto": two candidates)
         log.warning(
             "the held-out annotations hold no interface between phases (strokes inside the phases?): validation "
             "Dice says little about where boundaries go; paint some strokes across interfaces"
@@ -2477,7 +2457,7 @@ def iter_train(
 
             for im, lab in d["pairs"]:
                 msg = other_voxel_sizes(im, lab, ("image's", "labels'"), "they are paired")
-                if msg and _first_time(_VOXEL_SAID, np.frombuffer(msg.encode(), np.uint8)):  # once, not per candidate
+                if msg and first_time("voxel-size", msg):  # once, not per candidate
                     log.warning("%s", msg)
         model, stepper, predictor = _build(s, d, cancel)
         model.info.class_names = _class_names(class_names, labels, model.info, s["init"])
