@@ -1002,6 +1002,32 @@ def test_a_scheduler_address_that_never_answers_is_refused_in_time(monkeypatch):
     assert dask.config.get("scheduler", None) == before  # the half-made client is not dask's scheduler (review)
 
 
+@pytest.mark.needs("distributed")
+def test_a_closed_port_or_an_unknown_host_is_refused_at_once(monkeypatch):
+    """QA (s44 h3): nothing listening at the scheduler's port took dask's whole 30 s to be said; an unknown
+    host name ended in a bare AssertionError after 10 s."""
+    import socket
+
+    from napari_xrayseg.core import distributed
+
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()  # nothing listens there now
+    monkeypatch.setattr(distributed, "CONNECT_TIMEOUT", 3.0)  # dask's retries would outlast it: refused by the probe
+    with pytest.raises(
+        InputError, match=rf"at tcp://127.0.0.1:{port}: nothing listens at 127.0.0.1:{port} \(connection"
+    ):
+        distributed._client(None, f"tcp://127.0.0.1:{port}", None, 1)
+
+    def unknown(host, *a, **k):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unknown)
+    with pytest.raises(InputError, match=r"at tcp://nohost.invalid:8786: unknown host 'nohost.invalid' \(Name or"):
+        distributed._client(None, "tcp://nohost.invalid:8786", None, 1)
+
+
 def test_workers_without_the_package_are_refused_and_worker_errors_say_where(tmp_path, vol, tiny_model):
     """QA (s44 h3): workers that cannot import napari_xrayseg died on their first task and the run blamed a
     walltime after a minute; a worker that did not see a path said 'check the path' or 'choose another --out'."""

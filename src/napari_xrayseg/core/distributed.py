@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -310,6 +311,35 @@ def _check_workers(client: Any) -> None:
 
 #: seconds to wait for a dask scheduler to answer (dask's own timeout covers the TCP connect only)
 CONNECT_TIMEOUT = 35.0
+#: seconds a scheduler's host may take to accept the TCP connection before it is taken for unreachable
+PROBE_TIMEOUT = 15.0
+
+
+def _probe(scheduler: str) -> None:
+    """An OSError at once where nothing listens at a ``tcp://`` address or its host has no address.
+
+    dask retries a refused connection for its whole 30 s (QA s44), and an unknown host name ended
+    in a bare AssertionError after 10 s. Other schemes (tls, ucx, inproc) are left to dask.
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, where = parse_address(scheduler)
+        host, port = parse_host_port(where)
+    except (ValueError, TypeError):
+        return  # a malformed address: dask's own message says what is wrong
+    if scheme != "tcp" or not port:
+        return
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise OSError(f"unknown host {host!r} ({e.strerror})") from e
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT).close()
+    except ConnectionRefusedError as e:
+        raise OSError(f"nothing listens at {host}:{port} (connection refused)") from e
+    except TimeoutError as e:
+        raise OSError(f"{host}:{port} did not take the connection within {PROBE_TIMEOUT:.0f} s") from e
 
 
 def _connect(client_class: Any, scheduler: str) -> Any:
@@ -319,6 +349,7 @@ def _connect(client_class: Any, scheduler: str) -> Any:
     port (8787 for 8786) or any HTTP server, the run hung for ever, and a batch system's SIGTERM did not
     end it (QA s44). The connection is made in a thread given :data:`CONNECT_TIMEOUT` seconds.
     """
+    _probe(scheduler)
     got: dict[str, Any] = {}
 
     def connect() -> None:
