@@ -155,6 +155,32 @@ def test_hdf5_attributes_and_npy(tmp_path):
         read_voxel_size(tmp_path / "missing.tif")
 
 
+def test_nexus_nxdata_axis_coordinates_give_the_voxel_size(tmp_path):
+    """QA s44 h5: a NeXus NXdata group gives each axis a dataset of coordinates, not a voxel size: unread."""
+    path = tmp_path / "scan.nxs.h5"
+    with h5py.File(path, "w") as f:
+        g = f.create_group("entry/data")
+        g.attrs["NX_class"], g.attrs["signal"], g.attrs["axes"] = "NXdata", "data", ["z", "y", "x"]
+        g["data"] = np.zeros((4, 5, 6), np.float32)
+        g["z"] = np.arange(4) * 0.2
+        g["z"].attrs["units"] = "um"
+        g["y"] = 10 + np.arange(5)[::-1] * 50.0  # descending, offset: the spacing counts
+        g["x"] = np.arange(6) * 50.0
+        for a in "yx":
+            g[a].attrs["units"] = b"nm"
+    assert read_voxel_size(path, dataset="entry/data/data") == ((200.0, 50.0, 50.0), "nm")
+    with h5py.File(path, "a") as f:
+        f["entry/data"].attrs["axes"] = "z:y:x"  # NeXus's older spelling
+    assert read_voxel_size(path, dataset="entry/data/data") == ((200.0, 50.0, 50.0), "nm")
+    with h5py.File(path, "a") as f:  # an uneven axis, or one named ".": no size rather than a wrong one
+        f["entry/data"].attrs["axes"] = [".", "y", "x"]
+    assert read_voxel_size(path, dataset="entry/data/data") is None
+    with h5py.File(path, "a") as f:
+        f["entry/data"].attrs["axes"] = ["z", "y", "x"]
+        f["entry/data/x"][3] = 170.0
+    assert read_voxel_size(path, dataset="entry/data/data") is None
+
+
 def test_unit_helpers():
     assert normalize_unit("µm") == normalize_unit("micrometre") == "um"
     assert to_unit(1.5, "mm", "um") == pytest.approx(1500.0)

@@ -1643,7 +1643,41 @@ def _hdf5_voxel_size(dset: Any) -> tuple[list[float], str | None] | None:
                     return _in_one_unit(vals, units)
                 unit = units[-1] if len(set(units)) == 1 else None
             return vals, unit
-    return None
+    return _nxdata_voxel_size(dset)
+
+
+def _nxdata_voxel_size(dset: Any) -> tuple[list[float], str | None] | None:
+    """The spacing of a NeXus NXdata group's axis coordinates (``axes`` on the group, ``units`` on each), or None.
+
+    Beamline files (NeXus, as written by tomography pipelines) give each axis of the signal a 1D
+    dataset of its coordinates rather than a voxel size (QA s44: unread). Each named axis must be a
+    1D numeric dataset as long as its dimension with even spacing (to 0.1 %); an axis named "." or
+    uneven, and the size is not read.
+    """
+    group = dset.parent
+    axes = group.attrs.get("axes")
+    if axes is None:
+        return None
+    if isinstance(axes, bytes):
+        axes = axes.decode()
+    names = axes.split(":") if isinstance(axes, str) else [a.decode() if isinstance(a, bytes) else str(a) for a in axes]
+    if len(names) != dset.ndim:
+        return None
+    sizes, units = [], []
+    for n, name in zip(dset.shape, names, strict=True):
+        coord = group.get(name) if name != "." else None
+        if coord is None or getattr(coord, "ndim", 0) != 1 or coord.shape[0] != n or n < 2:
+            return None
+        step = np.diff(np.asarray(coord[()], dtype=np.float64))
+        if not np.all(np.isfinite(step)) or not np.all(np.abs(step - step.mean()) <= 1e-3 * abs(step.mean())):
+            return None
+        if step.mean() == 0:
+            return None
+        u = coord.attrs.get("units", coord.attrs.get("unit"))
+        sizes.append(float(abs(step.mean())))
+        units.append(u.decode() if isinstance(u, bytes) else (None if u is None else str(u)))
+    sizes, unit = _in_one_unit(sizes, units)
+    return [float(f"{v:.12g}") for v in sizes], unit  # a coordinate's step: 0.2 um, not 200.00000000000003 nm
 
 
 def class_names_of(arr: Any) -> dict[int, str] | None:
