@@ -189,6 +189,7 @@ class AnnotateWidget(JobWidget):
         self._previewed: Any = lambda: None  # (a weak reference to) the image layer the preview is of
         self._last: tuple[Any, np.ndarray] | None = None  # (key, labels) of the latest preview computed
         self._next = 0  # position in ranking.suggested of the next "go to"
+        self._round_said: str | None = None  # the summary of the round the suggestions being ranked follow
         self._norms: dict[Any, Any] = {}  # (model id, (image layer id, data id), no-data) -> bounds, by previews
         # image layer id -> the data those bounds and the preview were made from (a weak reference: a removed
         # image's volume is not held)
@@ -537,6 +538,7 @@ class AnnotateWidget(JobWidget):
         return {"image": image, "model": self.model, "labels": lab, "axis": axis, "count": int(self._count.value)}
 
     def _start_suggest(self, kwargs: dict[str, Any]) -> None:
+        self._round_said = None  # a round's summary goes with the suggestions ranked right after it
         self._status.value = "ranking slices..."
         self.suggest_runner.start(
             iter_rank_slices, desc="Suggesting slices", total=1, on_returned=self._ranked, **kwargs
@@ -560,15 +562,15 @@ class AnnotateWidget(JobWidget):
                 "; the end slices score highest, but an end is seen from one side and teaches the model "
                 "least about the rest, so ends are suggested only when they stand out much more"
             )
+        front = f"{self._round_said}; " if self._round_said else ""
         if not ranking.suggested:  # as the command line says it
-            self._status.value = (
+            self._status.value = front + (
                 f"nothing to suggest: every slice along axis {ranking.axis} is annotated (1 % or more of it painted, "
                 "planes painted along the other axes left out); annotate along another axis, or continue training"
             )
             return
-        self._status.value = (
-            f"next slices to annotate (axis {ranking.axis}), best first: {', '.join(map(str, ranking.suggested))}{note}"
-        )
+        best = ", ".join(map(str, ranking.suggested))
+        self._status.value = f"{front}next slices to annotate (axis {ranking.axis}), best first: {best}{note}"
 
     def go_to_next(self) -> None:
         """Move the viewer to the next suggested slice that is still unannotated."""
@@ -588,7 +590,7 @@ class AnnotateWidget(JobWidget):
             if s not in done:
                 break
         else:
-            show_info("every suggested slice is annotated now: continue training, then suggest again")
+            show_info("every suggested slice is annotated now: continue training (its model suggests the next)")
             return
         self.show_slice(r.axis, s)
         self.plot.draw(r, s)
@@ -697,7 +699,8 @@ class AnnotateWidget(JobWidget):
             return
         self.model = model
         self._last = None
-        if self.ranking is not None:  # the scores were the old model's: rank again with this one
+        ranked = self.ranking is not None
+        if ranked:  # the scores were the old model's
             self.ranking = None
             self.plot.draw(None)
         if path is not None:
@@ -715,6 +718,19 @@ class AnnotateWidget(JobWidget):
         self._status.value = msg
         show_info(msg)
         self.refresh_preview()
+        if ranked and not self.suggest_runner.running:  # the loop goes on: the new model's suggestions (QA s44)
+            self._rank_after_round(msg)
+
+    def _rank_after_round(self, said: str) -> None:
+        """Rank the slices with the round's model, as 'Suggest slices' does, the round's summary kept in front."""
+        try:
+            kwargs = self._suggest_inputs()
+        except XraysegError as e:  # e.g. the annotations layer was removed meanwhile: the user suggests later
+            self._status.value = f"{said}; suggest slices again ({e})"
+            return
+        self._start_suggest(kwargs)
+        self._round_said = said
+        self._status.value = f"{said}; ranking slices with the new model..."
 
 
 __all__ = ["AnnotateWidget", "UncertaintyPlot"]
