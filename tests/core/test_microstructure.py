@@ -470,6 +470,20 @@ def test_interval_from_several_segmentations():
     assert iv["tpb_density"]["n"] == 3
     with pytest.raises(InputError, match="at least two"):
         microstructure_interval(variants[:1])
+    # QA s45: a segmentation without phase 3 (and so without its triple-phase boundary) was left out of
+    # their intervals, which read [0.25, 0.25] as if the two agreed; it counts 0 there, as compare_ does
+    a = np.ones((8, 8, 8), np.uint8)
+    a[:, :, 4:] = 2
+    a[:, 4:, 2:6] = 3
+    b = np.where(a == 3, 1, a).astype(np.uint8)
+    iv = microstructure_interval([a, b], tortuosity=False)
+    assert (iv["3.volume_fraction"]["min"], iv["3.volume_fraction"]["max"], iv["3.volume_fraction"]["n"]) == (
+        0,
+        0.25,
+        2,
+    )
+    assert iv["3.specific_surface_area"]["min"] == 0 and iv["tpb_density"]["min"] == 0 and iv["tpb_density"]["n"] == 2
+    assert iv["tpb_density"]["max"] == pytest.approx(analyze(a, tortuosity=False).tpb_density)
 
 
 @pytest.mark.needs("taufactor")

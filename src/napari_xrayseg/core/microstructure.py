@@ -2105,6 +2105,9 @@ def microstructure_interval(
     same_shape(results, [f"segmentation {i + 1}" for i in range(len(results))])
     ms = [r if isinstance(r, Microstructure) else analyze(r, **kwargs) for r in results]
     qs = [_quantities(m) for m in ms]
+    for q, m in zip(qs, ms):  # a phase one segmentation lacks is 0 there, not left out (QA s45: [0.25, 0.25])
+        for other in ms:
+            _absent_as_zero(q, m, other)
     keys = sorted({k for q in qs for k in q}, key=lambda s: (s == "tpb_density", s))
     out: dict[str, dict[str, float | int | None]] = {}
     for k in keys:
