@@ -1198,6 +1198,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         truth,
         axis=a.axis,
         ignore_zero=not a.zero_is_class,
+        classes=a.classes,
         class_names=names,
         microstructure=physics,
         trained_slices=a.trained_slices,
@@ -1958,6 +1959,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth-dataset", default=None, help="array name inside the truth's group / file")
     p.add_argument("--axis", type=_axis_arg, default=0, help="axis for per-slice Dice: 0, 1, 2 or z, y, x (default: 0)")
     p.add_argument("--zero-is-class", action="store_true", help="count label 0 as a real class")
+    p.add_argument(
+        "--classes",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="C",
+        help="the label values to score (default: every value in the prediction or the truth)",
+    )
     p.add_argument(
         "--names",
         nargs="+",

@@ -182,6 +182,39 @@ def test_evaluate_widget_reports_the_microstructure_error(make_napari_viewer, qt
     assert not w._tortuosity.value and not w._tortuosity.native.isHidden()
 
 
+def test_evaluate_and_analyze_widgets_read_a_pixel_unit_scale_alike(make_napari_viewer, qtbot):
+    """QA s45: a layer with scale (2, 1, 1) in napari's pixel units was analysed on cubic voxels by the Evaluate
+    widget, as 2 x 1 x 1 um by the Analyze widget (mean size error -7.5 % against -6.9 %)."""
+    from napari_xrayseg._napari.analyze_widget import AnalyzeWidget
+    from napari_xrayseg._napari.evaluate_widget import EvaluateWidget
+    from napari_xrayseg.core.metrics import evaluate
+
+    zz, yy, xx = np.indices((9, 9, 9)) // 3
+    truth = ((zz + yy + xx) % 3 + 1).astype(np.uint8)
+    pred = truth.copy()
+    pred[4, 2:5, 2:5] = 1
+    viewer = make_napari_viewer()
+    p = viewer.add_labels(pred, name="pred", scale=(2, 1, 1))
+    t = viewer.add_labels(truth, name="truth", scale=(2, 1, 1))
+    w = EvaluateWidget(viewer)
+    w._pred.value, w._truth.value = p, t
+    w._physics.value = True
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    ms = w.report.microstructure
+    assert ms["voxel_size"] == [2.0, 1.0, 1.0] and ms["unit"] == "um"
+    want = evaluate(pred, truth, microstructure={"tortuosity": False, "voxel_size": (2, 1, 1), "unit": "um"})
+    assert ms["errors"] == want.microstructure["errors"]
+    assert "voxel size 2 x 1 x 1 um: the prediction layer's scale (its units are pixel" in w._summary.value
+    a = AnalyzeWidget(viewer)
+    a._labels.value = p
+    assert a._voxel.value() == ((2.0, 1.0, 1.0), "um")
+    p.scale = t.scale = (1, 1, 1)  # no scale: voxel units, and nothing guessed
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    assert w.report.microstructure["unit"] == "voxel" and "pixel" not in w._summary.value
+
+
 @pytest.mark.needs("taufactor")
 def test_evaluate_widget_computes_tortuosity_when_ticked_as_the_cli_does(make_napari_viewer, qtbot):
     """QA (three doors): the widget's microstructure error never held tortuosity; --physics computes it."""

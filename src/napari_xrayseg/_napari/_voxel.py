@@ -34,6 +34,20 @@ def layer_voxel_size(layer: Any) -> tuple[tuple[float, ...], str] | None:
     return tuple(_in_unit(float(s), u, unit) for s, u in zip(layer.scale, units, strict=False)), unit
 
 
+def voxel_size_or_guess(layer: Any) -> tuple[tuple[float, ...], str, bool]:
+    """``(size, unit, guessed)``: :func:`layer_voxel_size`, else a scale that is not 1 taken as um (guessed).
+
+    napari's default units (pixel) with a scale of (2, 1, 1): a size the user gave in the console
+    or a reader without units. Both the Analyze and the Evaluate widget read it so (QA s45: the
+    Evaluate widget measured the same layer on cubic voxels); 1 everywhere: voxel units.
+    """
+    found = layer_voxel_size(layer)
+    if found is not None:
+        return found[0], found[1], False
+    scale = tuple(float(s) for s in layer.scale)
+    return (scale, "um", True) if any(s != 1 for s in scale) else (scale, "voxel", False)
+
+
 def _in_unit(size: float, unit: Any, target: str) -> float:
     """``size`` in ``unit`` (a napari axis unit) converted to ``target``; as it is where ``unit`` is no length."""
     try:
@@ -96,12 +110,11 @@ class VoxelSizeFields:
         """
         if layer is None:
             return
-        found = layer_voxel_size(layer)  # each axis in x's unit
-        scale = tuple(float(s) for s in (found[0] if found is not None else layer.scale))[-3:]
+        size, unit, guessed = voxel_size_or_guess(layer)  # each axis in x's unit
+        scale = size[-3:]
         self.z.value, self.y.value, self.x.value = (1.0,) * (3 - len(scale)) + scale
         self.z.visible = len(scale) > 2  # a 2D image has no z (QA: a "Voxel size z" asked of a radiograph)
-        unit = found[1] if found is not None else ("um" if guess_um and any(s != 1 for s in scale) else "voxel")
-        self.unit.value = unit
+        self.unit.value = "voxel" if guessed and not guess_um else unit
 
     def value(self, ndim: int = 3) -> tuple[tuple[float, ...] | None, str]:
         """``(voxel size of the last ndim axes, unit)``; the voxel size is None in voxel units."""

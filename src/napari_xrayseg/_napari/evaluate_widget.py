@@ -46,7 +46,7 @@ from ._layers import (
     unique_name,
     with_layers,
 )
-from ._voxel import layer_voxel_size
+from ._voxel import voxel_size_or_guess
 
 if TYPE_CHECKING:
     import napari
@@ -57,7 +57,7 @@ _SCORE_COLUMNS = (
     ("precision", "precision"),
     ("recall", "recall"),
     ("f1", "F1"),
-    ("accuracy", "accuracy"),
+    ("accuracy", "acc 1-vs-rest"),  # as the CLI's table: the mean row is no share of voxels right (QA s45)
     ("voxels_truth", "voxels truth"),
     ("voxels_pred", "voxels pred"),
     ("volume_fraction_truth", "vol. frac. truth"),
@@ -263,13 +263,15 @@ class EvaluateWidget(JobWidget):
         found = (getattr(pred_layer, "metadata", {}).get("napari_xrayseg") or {}).get("trained_on")
         if pred.ndim == 3 and isinstance(found, dict) and found.get("axis") == axis:
             kwargs["trained_slices"] = list(found.get("slices") or [])  # the Segment/Train widgets' record
+        guessed_scale = None
         if self._physics.value:
             if pred.ndim != 3:
                 raise InputError("the microstructure error needs 3D labels: uncheck it for 2D layers")
-            voxel = layer_voxel_size(pred_layer)
+            size, unit, guessed = voxel_size_or_guess(pred_layer)  # as the Analyze widget reads it
             kwargs["microstructure"] = {"tortuosity": bool(self._tortuosity.value), "class_names": names}
-            if voxel is not None:
-                kwargs["microstructure"].update(voxel_size=voxel[0], unit=voxel[1])
+            if unit != "voxel":
+                kwargs["microstructure"].update(voxel_size=size[-3:], unit=unit)
+            guessed_scale = size[-3:] if guessed else None
         context = {
             "pred": pred,
             "truth": truth,
@@ -280,6 +282,7 @@ class EvaluateWidget(JobWidget):
             "layers": {"prediction": pred_layer, "truth": truth_layer},  # for the report's provenance
             "ndim": pred.ndim,
             "placement": placement(truth_layer),
+            "scale_as_um": guessed_scale,
         }
         return kwargs, context
 
@@ -292,8 +295,16 @@ class EvaluateWidget(JobWidget):
     def _show(self, report: Report, context: dict[str, Any]) -> None:
         report.provenance = with_layers(report.provenance, **context.pop("layers"))  # kept: no layer references
         self.report, self._context = report, context
-        self._summary.value = f"{context['pred_name']!r} against {context['truth_name']!r}\n" + self._summary_text(
-            report
+        guessed = context.get("scale_as_um")
+        self._summary.value = (
+            f"{context['pred_name']!r} against {context['truth_name']!r}\n"
+            + self._summary_text(report)
+            + (
+                f"\nvoxel size {' x '.join(f'{v:g}' for v in guessed)} um: the prediction layer's scale (its units "
+                "are pixel; give the layer units for another length)"
+                if guessed is not None
+                else ""
+            )
         )
         rows = report.rows()
         self._table.value = {

@@ -1339,9 +1339,28 @@ def _independent(pred: Any) -> bool:
 
 
 def _warn_unpredicted(report: Report, pred: Any) -> None:
-    """Say which truth classes the prediction has no voxel of: each scores Dice 0 and lowers the mean."""
+    """Say which truth classes the prediction has no voxel of, and which predicted classes the truth has none of.
+
+    Each scores Dice 0 and lowers the mean (QA s45: 3 stray voxels of a class the truth lacks took the
+    mean Dice from 0.9994 to 0.6663 without a word).
+    """
     from .writer import read_output_meta
 
+    extra = {
+        c: int(report.per_class[c].get("voxels_pred") or 0)
+        for c in report.classes
+        if report.per_class[c].get("voxels_pred") and report.per_class[c].get("voxels_truth") == 0
+    }
+    if extra:
+        real = [c for c in report.classes if c not in extra and report.per_class[c].get("voxels_truth")]
+        log.warning(
+            "the truth has no voxel of class %s, which the prediction holds (%s of the scored voxels): Dice 0, "
+            "counted in the mean Dice; pass classes=%s (--classes %s) to score only the truth's classes",
+            ", ".join(map(str, extra)),
+            ", ".join(f"{n}" for n in extra.values()),
+            real,
+            " ".join(map(str, real)),
+        )
     lost = [
         c
         for c in report.classes
