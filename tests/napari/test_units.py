@@ -159,7 +159,8 @@ def test_train_widget_records_the_layers_voxel_size(make_napari_viewer, qtbot, t
     assert (info.voxel_size, info.unit) == ([0.1, 0.05, 0.05], "um")
 
 
-def test_evaluate_widget_reports_the_microstructure_error(make_napari_viewer, qtbot):
+def _microstructure_in_the_evaluate_widget(make_napari_viewer, qtbot, **layer_kw):
+    """A 9^3 three-phase truth and a prediction with one wrong block, evaluated with the microstructure error."""
     from napari_xrayseg._napari.evaluate_widget import EvaluateWidget
 
     zz, yy, xx = np.indices((9, 9, 9)) // 3
@@ -167,14 +168,19 @@ def test_evaluate_widget_reports_the_microstructure_error(make_napari_viewer, qt
     pred = truth.copy()
     pred[4, 2:5, 2:5] = 1
     viewer = make_napari_viewer()
-    kw = {"scale": (0.1, 0.1, 0.1), "units": ("um",) * 3}
-    p = viewer.add_labels(pred, name="pred", **kw)
-    t = viewer.add_labels(truth, name="truth", **kw)
+    p = viewer.add_labels(pred, name="pred", **layer_kw)
+    t = viewer.add_labels(truth, name="truth", **layer_kw)
     w = EvaluateWidget(viewer)
     w._pred.value, w._truth.value = p, t
     w._physics.value = True
     w._run.clicked.emit()
     qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    return viewer, w, pred, truth
+
+
+def test_evaluate_widget_reports_the_microstructure_error(make_napari_viewer, qtbot):
+    kw = {"scale": (0.1, 0.1, 0.1), "units": ("um",) * 3}
+    _, w, _, _ = _microstructure_in_the_evaluate_widget(make_napari_viewer, qtbot, **kw)
     ms = w.report.microstructure
     assert ms["region"] == [[0, 9]] * 3 and ms["voxel_size"] == [0.1, 0.1, 0.1] and ms["unit"] == "um"
     assert "microstructure error on 0:9,0:9,0:9 (um)" in w._summary.value and "tpb_density" in w._summary.value
@@ -186,21 +192,10 @@ def test_evaluate_and_analyze_widgets_read_a_pixel_unit_scale_alike(make_napari_
     """QA s45: a layer with scale (2, 1, 1) in napari's pixel units was analysed on cubic voxels by the Evaluate
     widget, as 2 x 1 x 1 um by the Analyze widget (mean size error -7.5 % against -6.9 %)."""
     from napari_xrayseg._napari.analyze_widget import AnalyzeWidget
-    from napari_xrayseg._napari.evaluate_widget import EvaluateWidget
     from napari_xrayseg.core.metrics import evaluate
 
-    zz, yy, xx = np.indices((9, 9, 9)) // 3
-    truth = ((zz + yy + xx) % 3 + 1).astype(np.uint8)
-    pred = truth.copy()
-    pred[4, 2:5, 2:5] = 1
-    viewer = make_napari_viewer()
-    p = viewer.add_labels(pred, name="pred", scale=(2, 1, 1))
-    t = viewer.add_labels(truth, name="truth", scale=(2, 1, 1))
-    w = EvaluateWidget(viewer)
-    w._pred.value, w._truth.value = p, t
-    w._physics.value = True
-    w._run.clicked.emit()
-    qtbot.waitUntil(lambda: not w.runner.running, timeout=60_000)
+    viewer, w, pred, truth = _microstructure_in_the_evaluate_widget(make_napari_viewer, qtbot, scale=(2, 1, 1))
+    p, t = viewer.layers["pred"], viewer.layers["truth"]
     ms = w.report.microstructure
     assert ms["voxel_size"] == [2.0, 1.0, 1.0] and ms["unit"] == "um"
     want = evaluate(pred, truth, microstructure={"tortuosity": False, "voxel_size": (2, 1, 1), "unit": "um"})
