@@ -504,9 +504,11 @@ def _cmd_loop_study(a: argparse.Namespace) -> int:
 def _cmd_suggest(a: argparse.Namespace) -> int:
     from .core.annotation import rank_slices
     from .core.io import open_volume
-    from .core.normalize import mark_missing
+    from .core.models import read_model_info
+    from .core.normalize import mark_missing, model_nodata
 
-    image = mark_missing(open_volume(a.image, dataset=a.dataset), a.nodata)
+    recorded = (read_model_info(a.model).train or {}).get("nodata")  # the model's, as predict takes it
+    image = mark_missing(open_volume(a.image, dataset=a.dataset), model_nodata(a.nodata, recorded))
     labels = open_volume(a.labels, dataset=a.labels_dataset) if a.labels else None
     ranking = rank_slices(
         image,
@@ -721,7 +723,7 @@ def _train_run(a: argparse.Namespace, image: Any, labels: Any, two_d: bool, toke
         voxel_size=a.voxel_size,
         unit=a.unit,
         class_names=_train_names(a),
-        nodata=a.nodata,
+        nodata=_given_nodata(a),
         out=a.out,
         overwrite=a.overwrite,
         progress=_ProgressPrinter("train"),
@@ -737,8 +739,8 @@ def _cmd_continue_training(a: argparse.Namespace) -> int:
     kw: dict[str, Any] = {"two_d": True} if two_d else {}
     if a.blend != "auto":
         kw["blend"] = a.blend == "yes"
-    if a.nodata is not None:  # else the first training's
-        kw["nodata"] = a.nodata
+    if a.nodata is not None:  # else the first training's (none: no value)
+        kw["nodata"] = _given_nodata(a)
     t0 = time.perf_counter()
     model = _training(
         "continue-training",
@@ -1015,15 +1017,35 @@ def _cmd_analyze(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_nodata(p: argparse.ArgumentParser) -> None:
+def _nodata_arg(text: str) -> float | str:
+    """``--nodata``: a number, or ``none`` (not even the model's value)."""
+    from .core.normalize import NO_NODATA, is_no_nodata
+
+    if is_no_nodata(text):
+        return NO_NODATA
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is no number: give the grey value (e.g. 0), or none") from None
+
+
+def _add_nodata(p: argparse.ArgumentParser, default: str = "none") -> None:
     p.add_argument(
         "--nodata",
-        type=float,
+        type=_nodata_arg,
         default=None,
         metavar="V",
         help="grey value of voxels without data, e.g. 0 outside a reconstruction's circular field of view (NaN "
-        "always is): left out of the normalisation, filled from the nearest voxel with data, labelled 0",
+        f"always is): left out of the normalisation, filled from the nearest voxel with data, labelled 0 (default: "
+        f"{default}; none: no value)",
     )
+
+
+def _given_nodata(a: argparse.Namespace) -> float | None:
+    """``--nodata`` for a training: ``none`` is no value."""
+    from .core.normalize import is_no_nodata
+
+    return None if is_no_nodata(a.nodata) else a.nodata
 
 
 def _add_voxel_size(p: argparse.ArgumentParser, default: str = "default: what the file records") -> None:
@@ -1552,7 +1574,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(about 10 minutes of network time), on, off",
     )
     _add_voxel_size(p, "written into the outputs; default: what the image records, else the model")
-    _add_nodata(p)
+    _add_nodata(p, "the value the model was trained with")
     p.add_argument(
         "--channel-axis",
         type=int,
@@ -1692,7 +1714,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="score at most this many slices, evenly spaced (default: 64; 0 = all)",
     )
     p.add_argument("--device", default=_S.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
-    _add_nodata(p)
+    _add_nodata(p, "the value the model was trained with")
     p.set_defaults(func=_cmd_suggest)
 
     p = sub.add_parser("train", help="train a model from annotated slices (0 = not annotated)")
@@ -1919,7 +1941,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(the round's own weights)",
     )
     _add_training_device(p)
-    _add_nodata(p)
+    _add_nodata(p, "the first training's")
     _add_overwrite(p)
     p.set_defaults(func=_cmd_continue_training)
 

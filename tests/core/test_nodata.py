@@ -325,6 +325,39 @@ def test_a_hint_about_the_grey_levels_is_said_once_a_run_not_once_a_pass(volume,
     assert caplog.text.count("holds exactly 0, its lowest grey level") == 1
 
 
+def test_a_model_trained_with_a_no_data_value_segments_with_it(tmp_path, caplog):
+    """QA s45: a model trained with nodata=0 segmented the same scan without it unless it was given again: every
+    outside voxel got a phase and the zeros shifted the bounds, under a generic hint."""
+    from napari_xrayseg.cli import main
+    from napari_xrayseg.core.models import save_model
+
+    img, truth = make_phantom((8, 48, 48), seed=1807)
+    img = np.asarray(img, np.float32)
+    yy, xx = np.mgrid[:48, :48]
+    out = np.broadcast_to((yy - 24) ** 2 + (xx - 24) ** 2 > 20**2, img.shape)
+    img[out] = 0
+    ann = np.zeros_like(truth)
+    ann[[2, 5]] = truth[[2, 5]]
+    model = train(img, ann, arch="unet", size="tiny", epochs=1, steps_per_epoch=2, patch=32, batch=2, init=None,
+                  nodata=0.0, device="cpu")  # fmt: skip
+    with caplog.at_level("INFO", logger="napari_xrayseg.core.normalize"):
+        by_default = segment(img, model, **KW)
+    assert "no-data value 0 from the model (it was trained with it)" in caplog.text
+    np.testing.assert_array_equal(by_default, segment(img, model, nodata=0, **KW))
+    assert not by_default[out].any() and by_default[~out].all()
+    unmarked = segment(img, model, nodata="none", **KW)  # asked for none: the outside is segmented
+    assert unmarked[out].all()
+    mpath = save_model(model, tmp_path / "m.safetensors")  # the command line: the file's value, or none
+    np.save(tmp_path / "img.npy", img)
+    args = ["predict", "--image", str(tmp_path / "img.npy"), "--model", str(mpath), "--tile", "32", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "a.zarr")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b.zarr"), "--nodata", "none"]) == 0
+    a, b = zarr.open_array(str(tmp_path / "a.zarr"), mode="r"), zarr.open_array(str(tmp_path / "b.zarr"), mode="r")
+    np.testing.assert_array_equal(a[...], by_default)
+    np.testing.assert_array_equal(b[...], unmarked)
+    assert a.attrs["napari_xrayseg"]["nodata"] == 0.0  # the value used, recorded for evaluate and analyze
+
+
 def test_analyze_leaves_the_outside_of_the_sample_out():
     """Labels 0 outside a circular field of view: fractions, surface and TPB of the sample inside it."""
     from napari_xrayseg.core.microstructure import analyze, tpb_points

@@ -446,13 +446,13 @@ def voxel_size_warning(voxel_size: Any, unit: str | None, model: Any) -> str | N
 
 NODATA_TOOLTIP = (
     "grey value of voxels without data, e.g. 0 outside a reconstruction's circular field of view "
-    "(empty: none; NaN always is): left out of the normalisation, filled from the nearest voxel "
-    "with data, labelled 0"
+    "(NaN always is): left out of the normalisation, filled from the nearest voxel with data, labelled 0. "
+    "Empty: the value the model was trained with, if any (training: none); none: no value"
 )
 
 
 def nodata_field() -> Any:
-    """The "No-data value" field of the Segment and Train widgets (empty: none)."""
+    """The "No-data value" field of the Segment, Train and Annotate widgets (empty: the model's)."""
     from magicgui.widgets import LineEdit
 
     w = LineEdit(label="No-data value", value="")
@@ -484,23 +484,30 @@ def typed_number(text: str) -> float:
     return float(text)
 
 
-def nodata_value(text: str) -> float | None:
+def nodata_value(text: str, *, training: bool = False) -> float | str | None:
     """The number in a "No-data value" field, None when empty; a clear error otherwise.
+
+    "none" asks for no value, not even the model's (:data:`~napari_xrayseg.core.normalize.NO_NODATA`);
+    for a training (``training=True``) that is None.
 
     Examples
     --------
-    >>> nodata_value(""), nodata_value(" 0 "), nodata_value("-1e3")
-    (None, 0.0, -1000.0)
+    >>> nodata_value(""), nodata_value(" 0 "), nodata_value("-1e3"), nodata_value("None")
+    (None, 0.0, -1000.0, 'none')
     """
+    from napari_xrayseg.core.normalize import NO_NODATA, is_no_nodata
+
     text = str(text).strip()
     if not text:
         return None
+    if is_no_nodata(text):
+        return None if training else NO_NODATA
     try:
         v = typed_number(text)
     except ValueError:
         v = float("nan")
     if v != v or v in (float("inf"), float("-inf")):
-        raise InputError(f"No-data value {text!r} must be a number (e.g. 0), or empty for none")
+        raise InputError(f"No-data value {text!r} must be a number (e.g. 0), none, or empty")
     return v
 
 

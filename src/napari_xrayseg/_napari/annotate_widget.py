@@ -624,7 +624,8 @@ class AnnotateWidget(JobWidget):
             "model": self.model,
             "fraction": float(self._fraction.value),
             # the field's (already NaN in the image); empty: the model's, which continue_training keeps
-            **({"nodata": v} if (v := nodata_value(self._nodata.value)) is not None else {}),
+            # "none": no value at all, not the first training's either
+            **({"nodata": nodata_value(v, training=True)} if (v := self._nodata.value.strip()) else {}),
             **({"voxel_size": voxel[0][-image.ndim :], "unit": voxel[1]} if voxel else {}),
         }
 

@@ -618,7 +618,7 @@ class TrainWidget(JobWidget):
             "voxel_size": voxel[0][-ndim:] if voxel else None,
             "unit": voxel[1] if voxel else None,
             "class_names": layer_class_names(self._labels.value),  # the labels layer's (the sample's truth has them)
-            "nodata": nodata_value(self._nodata.value),
+            "nodata": nodata_value(self._nodata.value, training=True),
             "normalize": self._normalize(),
             "out": out,
         }

@@ -477,7 +477,7 @@ def iter_segment_distributed(
             plans=tuple(job.plans),
             merger=job.merger,
             layout=job.writer.layout,  # type: ignore[union-attr]
-            config=cfg,
+            config=job.config,  # as build_job resolved it (the model's no-data value, unless given)
             # levelled slice by slice (normalize="slice"): the client's levels, not one more read per worker
             levels=tuple(map(tuple, job.image.levels.tolist())) if isinstance(job.image, LevelledView) else None,
             tune_allocator=len(owned) > 1,  # a LocalCluster of ours (owned: it and its client)

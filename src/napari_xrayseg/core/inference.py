@@ -36,7 +36,7 @@ import os
 import threading
 import time
 from collections.abc import Generator, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +45,11 @@ import torch
 
 from .config import SegmentConfig, python_numbers
 from .device import resolve_device, resolve_precision, worker_device
-from .errors import Cancelled, InputError, out_of_memory
+from .errors import Cancelled, InputError, XraysegError, out_of_memory
 from .io import check_chunks_present, voxel_size_of
 from .merger import LabelMerger, ProbMerger
 from .models import Model, ModelInfo, load_model, read_model_info
-from .normalize import mark_missing
+from .normalize import mark_missing, model_nodata
 from .output import claim
 from .plan import SegmentPlan, check_image, parse_axes, plan_passes, prefetched, resolved_normalization
 from .predictor import SlicePredictor, as_model, check_tta, model_digest, tta_meta, worth_compiling
@@ -331,6 +331,16 @@ def _compile_choice(choice: Any, model: Model, image: Any, passes: int, dev: Any
     return tile == AUTO and worth_compiling(model, float(np.prod(image.shape)) * passes, dev)
 
 
+def _recorded_nodata(model: Model | str | os.PathLike) -> float | None:
+    """The no-data value ``model`` (or its file) was trained with; None without one or an unreadable file."""
+    try:
+        info = model.info if isinstance(model, Model) else read_model_info(model)
+    except XraysegError:  # said by the loading itself, which follows
+        return None
+    v = (info.train or {}).get("nodata")
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def build_job(
     image: Any,
     model: Model | str | os.PathLike,
@@ -370,6 +380,7 @@ def build_job(
 
         image = open_volume(image)
     opened = image  # the image as stored: what --resume's fingerprint is taken of (nodata is a setting)
+    cfg = replace(cfg, nodata=model_nodata(cfg.nodata, _recorded_nodata(model)))  # the model's unless given
     image = _channel_input(mark_missing(image, cfg.nodata), model, cfg.channel_axis)
     image = check_image(image)
     check_chunks_present(image)  # of the array as stored (a levelled view is not a zarr array)
