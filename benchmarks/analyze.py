@@ -8,7 +8,7 @@ Each measurement runs in a fresh process (peak RSS = that process's maximum resi
 Parts:
 - slab:  volume fractions, surfaces (faces), TPB, slab by slab from zarr (--fractions-only);
 - whole: slab + connectivity and chord sizes of every phase in memory (no tortuosity);
-- tau:   tortuosity (TauFactor) of every percolating phase along z, y, x on a cube of
+- tau:   tortuosity (multigrid on the CPU, TauFactor on a GPU) of every percolating phase along z, y, x on a cube of
          --tortuosity-size voxels (TauFactor is made for GPUs; on a CPU it is the slow part).
 """
 

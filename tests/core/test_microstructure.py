@@ -271,6 +271,51 @@ def test_taufactor_agrees_with_an_independent_sparse_solve():
     assert all(t is None or t > 1.05 for t in m.phases[2].tortuosity.values())  # a winding phase
 
 
+@pytest.mark.needs("taufactor", "pyamg")
+def test_the_cpu_multigrid_solve_equals_taufactor_run_to_a_tight_criterion(monkeypatch):
+    """The CPU's tortuosity (pyamg) solves TauFactor's problem: equal to TauFactor to 3e-4 on cubic and
+    anisotropic voxels, a phase with dead ends and isolated pieces, and None where nothing percolates."""
+    import torch
+
+    from napari_xrayseg.core import microstructure as ms
+    from napari_xrayseg.core.progress import CancelToken
+
+    rng = np.random.default_rng(2046)
+    from scipy.ndimage import gaussian_filter
+
+    f = gaussian_filter(rng.standard_normal((10, 14, 12)), 1.4)
+    lab = (1 + (f > np.quantile(f, 0.4)) + (f > np.quantile(f, 0.7))).astype(np.uint8)
+    cpu = torch.device("cpu")
+    for spacing in ((1.0, 1.0, 1.0), (2.0, 1.0, 1.0), (1.0, 0.5, 1.5)):
+        for p in (1, 2):
+            mask = lab == p
+            for ax in range(3):
+                amg = ms._amg_solve(mask, ax, spacing, None)
+                tf = ms._taufactor_solve(mask, ax, spacing, cpu, None, 100_000, 1e-5)
+                assert (amg is None) == (tf is None)
+                if amg is not None:
+                    assert amg == pytest.approx(tf, rel=3e-4)
+    blocked = np.ones((6, 8, 8), bool)
+    blocked[3] = False  # no path along z
+    assert ms._amg_solve(blocked, 0, (1.0, 1.0, 1.0), None) is None
+    straight = np.zeros((6, 8, 8), bool)
+    straight[:, 2:5, 2:5] = True  # a straight channel: D_eff = eps, tau 1
+    assert ms._amg_solve(straight, 0, (1.0, 1.0, 1.0), None) == pytest.approx(1.0, rel=1e-6)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        ms._amg_solve(lab == 2, 0, (1.0, 1.0, 1.0), token)
+    m = analyze(lab, device="cpu", phases=[2])  # analyze takes it on the CPU, and says so
+    assert "algebraic multigrid (pyamg)" in m.methods["tortuosity"]
+    monkeypatch.setattr(ms, "amg_available", lambda: False)
+    t = analyze(lab, device="cpu", phases=[2], tortuosity_tol=1e-5, tortuosity_iter_limit=100_000)
+    assert "TauFactor, on cpu" in t.methods["tortuosity"]
+    for a in "zyx":
+        assert (m.phases[2].tortuosity[a] is None) == (t.phases[2].tortuosity[a] is None)
+        if m.phases[2].tortuosity[a] is not None:
+            assert m.phases[2].tortuosity[a] == pytest.approx(t.phases[2].tortuosity[a], rel=3e-4)
+
+
 @pytest.mark.needs("taufactor")
 def test_agrees_with_taufactor_metrics_face_counting_and_tpb():
     from taufactor import metrics as tm
@@ -904,7 +949,8 @@ def test_progress_weighs_the_tortuosity_solves_and_never_goes_back(monkeypatch, 
     lab = checkerboard(12, 3)
     records = []
     with caplog.at_level("WARNING", logger="napari_xrayseg"):
-        monkeypatch.setattr(ms, "_CPU_TAU_S", 1e-3)  # as if the solves took minutes
+        monkeypatch.setattr(ms, "_CPU_AMG_S", 1.0)  # as if the solves took minutes
+        monkeypatch.setattr(ms, "_CPU_TAU_S", 1e-3)
         analyze(lab, block_slices=2, progress=records.append, device="cpu")
     fractions = [r.step / r.total for r in records]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0

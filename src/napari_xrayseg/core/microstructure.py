@@ -125,7 +125,8 @@ _SLAB_BYTES = 32 * 2**20
 _MAX_LABEL = 65535
 _SMALL_SOLVE = 2**21
 _SLOW_CPU_SOLVE = 128**3
-_CPU_TAU_S = 55e-9  # seconds per voxel, unit of axis length and phase of a CPU tortuosity solve (QA h5)
+_CPU_TAU_S = 55e-9  # seconds per voxel, unit of axis length and phase of a CPU TauFactor solve (QA h5)
+_CPU_AMG_S = 2.5e-6  # seconds per voxel, axis and phase of a CPU multigrid solve (_amg_solve, session 45)
 
 
 # --------------------------------------------------------------------------- results
@@ -1213,6 +1214,89 @@ def _taufactor_solve(
     return t if math.isfinite(t) and t > 0 else None
 
 
+#: Relative residual at which :func:`_amg_solve` stops (tau to about 1e-6 relative; TauFactor's default
+#: criterion left it 0.15 % off a tight solve, QA s45).
+AMG_RTOL = 1e-8
+
+
+def amg_available() -> bool:
+    """Whether pyamg (the ``physics`` extra) is installed: the CPU's tortuosity solver (:func:`_amg_solve`)."""
+    import importlib.util
+
+    return importlib.util.find_spec("pyamg") is not None
+
+
+def _amg_solve(
+    mask: np.ndarray, ax: int, spacing: tuple[float, float, float], cancel: CancelToken | None
+) -> float | None:
+    """Tortuosity factor of ``mask`` along ``ax``: TauFactor's problem, solved by algebraic multigrid on the CPU.
+
+    The same finite volumes as TauFactor: one unknown concentration per voxel of the phase in a
+    cluster touching both faces normal to ``ax`` (6-connected), conductance area / distance between
+    neighbours, the faces held at 1 and 0 half a voxel outside the region, no flux elsewhere; then
+    tau = eps D / D_eff with eps the phase's share of the whole region (dead ends included); equal
+    to TauFactor's run to a tight criterion within 1e-4 (1e-6 typically; the test). TauFactor
+    iterates about 8 L times over the volume, its time growing with voxels x L; conjugate
+    gradients preconditioned by classical algebraic multigrid (pyamg) take about 20 iterations
+    whatever the size: on 2 CPU cores 14.9 s against 39.5 s for one solve of a 96 x 256 x 256
+    region, 3.7 s against 4.0 s at 48 x 192 x 192 (``benchmarks/tortuosity_cpu.py``, one run).
+    ``cancel`` is checked at every iteration.
+    """
+    import pyamg
+    import scipy.sparse as sps
+    from scipy import ndimage as ndi
+
+    m = np.moveaxis(mask, ax, 0)
+    sp = np.array([spacing[ax], *(spacing[i] for i in range(3) if i != ax)], dtype=np.float64)
+    lab, _ = ndi.label(m)
+    through = np.intersect1d(lab[0][lab[0] > 0], lab[-1][lab[-1] > 0])
+    if through.size == 0:
+        return None
+    live = np.isin(lab, through)
+    del lab
+    n = int(live.sum())
+    index = np.full(m.shape, -1, dtype=np.int64)
+    index[live] = np.arange(n)
+    area = (sp[1] * sp[2], sp[0] * sp[2], sp[0] * sp[1])
+    rows, cols, vals = [], [], []
+    diag = np.zeros(n)
+    for k in range(3):
+        lo = tuple(slice(None, -1) if i == k else slice(None) for i in range(3))
+        hi = tuple(slice(1, None) if i == k else slice(None) for i in range(3))
+        both = live[lo] & live[hi]
+        a, b = index[lo][both], index[hi][both]
+        g = area[k] / sp[k]
+        rows += [a, b]
+        cols += [b, a]
+        vals += [np.full(a.size, -g), np.full(a.size, -g)]
+        diag += g * (np.bincount(a, minlength=n) + np.bincount(b, minlength=n))
+    g_face = area[0] / (sp[0] / 2)  # to the face held at 1 (inlet) or 0 (outlet), half a voxel away
+    inlet, outlet = index[0][live[0]], index[-1][live[-1]]
+    diag += g_face * (np.bincount(inlet, minlength=n) + np.bincount(outlet, minlength=n))
+    rhs = np.zeros(n)
+    rhs[inlet] = g_face
+    rows.append(np.arange(n))
+    cols.append(np.arange(n))
+    vals.append(diag)
+    matrix = sps.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    del rows, cols, vals, index, live
+    solver = pyamg.ruge_stuben_solver(matrix)  # classical AMG: the quickest set-up here (smoothed aggregation 2x)
+    residuals: list[float] = []
+    conc = solver.solve(
+        rhs, tol=AMG_RTOL, accel="cg", maxiter=500, residuals=residuals, callback=lambda _x: check(cancel)
+    )
+    if residuals and residuals[-1] > 100 * AMG_RTOL * residuals[0]:
+        log.warning(
+            "the tortuosity solve along %s stopped at a relative residual of %.1e",
+            AXES[ax],
+            residuals[-1] / residuals[0],
+        )
+    flux = g_face * float(np.sum(1.0 - conc[inlet]))
+    d_eff = flux * (m.shape[0] * sp[0]) / (m.shape[1] * sp[1] * m.shape[2] * sp[2])
+    t = float(mask.mean()) / d_eff if d_eff > 0 else math.inf
+    return t if math.isfinite(t) and t > 0 else None
+
+
 def _anisotropic_solver(taufactor: Any) -> Any:
     """TauFactor's AnisotropicSolver with the flux mask fixed for weights above 1.
 
@@ -1541,10 +1625,11 @@ def iter_analyze(
     total = len(starts) + len(chosen) * per_phase
     step = len(starts)
     dev = None
+    amg = False
     if whole:
         dev = _tau_device(device) if tortuosity else None
-        # about 55 ns per voxel and unit of axis length per phase on one CPU core (QA h5, 2-core Xeon):
-        # the built-in sample's 1.8 M voxels take 2 minutes, which went unsaid below 128^3 voxels
+        amg = dev is not None and dev.type == "cpu" and amg_available()  # TauFactor on a GPU, or without pyamg
+        # said from 30 s (with TauFactor the built-in sample's 1.8 M voxels took 2 minutes, unsaid below 128^3)
         cpu_s = tortuosity_cpu_seconds(shape, len(chosen))
         if tortuosity and dev.type == "cpu" and (n_vox > _SLOW_CPU_SOLVE or cpu_s > 30):
             log.warning(
@@ -1576,7 +1661,11 @@ def iter_analyze(
                 for ax, name in enumerate(AXES):
                     yield Progress(step, total, f"phase {p} ({st.name}): tortuosity along {name}")
                     taus[name] = (
-                        _taufactor_solve(mask, ax, spacing, dev, cancel, tortuosity_iter_limit, tortuosity_tol)
+                        (
+                            _amg_solve(mask, ax, spacing, cancel)
+                            if amg
+                            else _taufactor_solve(mask, ax, spacing, dev, cancel, tortuosity_iter_limit, tortuosity_tol)
+                        )
                         if perc[name] and shape[ax] > 2
                         else None
                     )
@@ -1608,7 +1697,16 @@ def iter_analyze(
         ),
         "mean_size": "mean chord length along z, y, x pooled, chords touching the region faces left out"
         + ("" if outside is None else f" (and those ending at label {outside})"),
-        "tortuosity": f"TauFactor steady-state diffusion, tau = eps D / D_eff, on {dev}" if dev is not None else None,
+        "tortuosity": (
+            None
+            if dev is None
+            else "steady-state diffusion, tau = eps D / D_eff (TauFactor's finite volumes), "
+            + (
+                "algebraic multigrid (pyamg) + conjugate gradients to 1e-8 relative residual, on cpu"
+                if amg
+                else f"TauFactor, on {dev}"
+            )
+        ),
         "tpb_density": (
             f"crossings of the voxel layers (8-connected clusters of the edges shared by all three phases) x "
             f"layer thickness / {tpb_correction:g}"
@@ -1725,16 +1823,21 @@ def _iter_section(
     )
 
 
-def tortuosity_cpu_seconds(shape: Sequence[int], phases: int = 3) -> float:
-    """About how long TauFactor takes on one CPU core for ``phases`` phases x 3 axes of a region of ``shape``.
+def tortuosity_cpu_seconds(shape: Sequence[int], phases: int = 3, *, amg: bool | None = None) -> float:
+    """About how long the CPU takes for ``phases`` phases x 3 axes of a region of ``shape``.
 
-    About 55 ns per voxel and unit of axis length per phase (a solve iterates about 8 L times; QA h5,
-    2-core Xeon, 48 x 192 x 192 and 96 x 256 x 256). A GPU takes a small fraction of it.
+    With pyamg (``amg``; default: whether it is installed, as :func:`analyze` chooses) about
+    2.5 us per voxel, axis and phase (:func:`_amg_solve`); with TauFactor about 55 ns per voxel and
+    unit of axis length per phase (a solve iterates about 8 L times; QA h5, 2-core Xeon,
+    48 x 192 x 192 and 96 x 256 x 256). A GPU takes a small fraction of it.
 
-    >>> round(tortuosity_cpu_seconds((48, 192, 192)))
-    126
+    >>> shape = (48, 192, 192)
+    >>> round(tortuosity_cpu_seconds(shape, amg=False)), round(tortuosity_cpu_seconds(shape, amg=True))
+    (126, 40)
     """
     n = math.prod(int(v) for v in shape)
+    if amg_available() if amg is None else amg:
+        return _CPU_AMG_S * n * 3 * phases
     return _CPU_TAU_S * n * sum(int(v) for v in shape) * phases
 
 
