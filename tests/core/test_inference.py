@@ -448,3 +448,20 @@ def test_a_fixed_bounds_model_on_a_scan_of_another_grey_scale_is_warned_about(ti
     with caplog.at_level("WARNING", logger="napari_xrayseg"):
         segment((volume * 40000 + 10000).astype(np.uint16), model, **KW)
     assert "this image's lie at" in caplog.text and "--normalize image" in caplog.text
+
+
+def test_a_run_without_out_whose_labels_exceed_the_memory_is_refused_before_any_work(tiny_model, monkeypatch):
+    """QA s45: a 40 GB dask volume segmented without out= filled RAM for hours; at 268 GB numpy's bare
+    MemoryError came after 6 minutes of reading the grey-level sample."""
+    from napari_xrayseg.core import device, inference
+
+    big = da.zeros((4000, 8192, 8192), dtype=np.uint16, chunks=(16, 1024, 1024))  # 250 GiB of labels
+    monkeypatch.setattr(inference, "resolved_normalization", lambda *a: pytest.fail("sampled before the check"))
+    with pytest.raises(InputError, match=r"need 250\.0 GiB in memory, more than the .* GiB available: pass "
+                       r"out='labels.zarr' \(--out; the Segment widget's Save to zarr\)"):  # fmt: skip
+        segment(big, tiny_model, **KW)
+    monkeypatch.setattr(device, "available_memory", lambda: 10 * 2**30)  # an orthoplane sum counts too
+    small = da.zeros((16, 256, 256), dtype=np.uint16, chunks=(16, 256, 256))
+    inference._check_in_memory(small.shape, 3, 1, False)
+    with pytest.raises(InputError, match="need 17.0 GiB"):
+        inference._check_in_memory((64, 4096, 4096), 3, 3, True)  # 1 + 4 + 4 x 3 bytes a voxel

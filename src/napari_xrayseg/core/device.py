@@ -316,6 +316,22 @@ def memory_budget(device: torch.device, free: int | None = None, total: int | No
     return max(0.5 * free, float(CPU_MEMORY_BUDGET) / 4)
 
 
+def available_memory() -> int | None:
+    """Bytes of RAM the system can give this process now (Linux ``MemAvailable``, else psutil), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
 def release_memory(device: torch.device | str | None = None) -> None:
     """Give cached accelerator memory back (after training or segmenting in a long-lived GUI process).
 

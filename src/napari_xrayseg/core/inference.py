@@ -403,6 +403,8 @@ def build_job(
     loading = _Loading(model, here) if isinstance(model, (str, os.PathLike)) else None
     try:
         info = loading.info if loading is not None else as_model(model, here).info
+        if cfg.out is None:  # before the grey-level sample: a volume larger than RAM is refused at once
+            _check_in_memory(image.shape, len(info.classes), len(axes), cfg.confidence is not None)
         vox = _voxel_size(image, info, cfg)
         prec = resolve_precision(cfg.precision, dev)
         labels_claim = conf_claim = None
@@ -495,6 +497,29 @@ def build_job(
             p0.shape, classes=len(model.info.classes), passes=len(plans), confidence=cfg.confidence is not None
         )
     return SegmentJob(image, plans, merger, writer, cfg, predictor)
+
+
+#: Share of the available RAM the outputs of a run without ``out`` may take.
+IN_MEMORY_SHARE = 0.8
+
+
+def _check_in_memory(shape: tuple[int, ...], classes: int, passes: int, confidence: bool) -> None:
+    """Refuse a run without ``out`` whose outputs (labels, confidence, an orthoplane sum) exceed the RAM available.
+
+    QA s45: a 40 GB dask volume segmented without *Save to zarr* filled RAM slab by slab for hours
+    (20 GB of labels), or, at 268 GB, failed with numpy's bare MemoryError after 6 minutes.
+    """
+    from .device import available_memory
+
+    n = math.prod(int(v) for v in shape)
+    need = n * (1 + (4 if confidence else 0) + (4 * classes if passes > 1 else 0))  # as MemoryWriter holds them
+    free = available_memory()
+    if free is not None and need > IN_MEMORY_SHARE * free:
+        raise InputError(
+            f"the results of segmenting this {' x '.join(map(str, shape))} image need {need / 2**30:.1f} GiB in "
+            f"memory, more than the {free / 2**30:.1f} GiB available: pass out='labels.zarr' (--out; the Segment "
+            "widget's Save to zarr) to write them to disk slab by slab"
+        )
 
 
 def _check_scratch_space(out: Path, shape: tuple[int, ...], passes: int, classes: int) -> None:
