@@ -465,3 +465,22 @@ def test_a_run_without_out_whose_labels_exceed_the_memory_is_refused_before_any_
     inference._check_in_memory(small.shape, 3, 1, False)
     with pytest.raises(InputError, match="need 17.0 GiB"):
         inference._check_in_memory((64, 4096, 4096), 3, 3, True)  # 1 + 4 + 4 x 3 bytes a voxel
+
+
+def test_slicing_along_an_axis_the_model_never_trained_along_is_said(volume, tiny_model, caplog):
+    """QA s45: a model trained with --axis 1 was applied along axis 0 by predict, suggest and the Segment widget
+    without a word."""
+    import copy
+
+    along_y = copy.deepcopy(tiny_model)
+    along_y.info.train = {**along_y.info.train, "axis": 1, "axes": [1]}
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        segment(volume, along_y, **KW)
+    assert "the model trained on slices along axis 1 (y); segmenting along axis 0 (z), which it never saw: pass " \
+        "axis=1 (--axis y)" in caplog.text  # fmt: skip
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="napari_xrayseg"):
+        segment(volume, along_y, axis=1, **KW)
+        segment(volume, tiny_model, **KW)  # trained along z (or with no record): nothing to say
+        segment(volume, along_y, axes="zyx", **KW)  # orthoplane: every axis on purpose
+    assert "never saw" not in caplog.text

@@ -54,6 +54,7 @@ from .output import claim
 from .plan import SegmentPlan, check_image, parse_axes, plan_passes, prefetched, resolved_normalization
 from .predictor import SlicePredictor, as_model, check_tta, model_digest, tta_meta, worth_compiling
 from .progress import CancelToken, Progress, ProgressCallback, check, drain
+from .said import first_time
 from .tiling import AUTO
 from .units import pick_voxel_size, voxel_size_mismatch
 from .writer import (
@@ -403,6 +404,7 @@ def build_job(
     loading = _Loading(model, here) if isinstance(model, (str, os.PathLike)) else None
     try:
         info = loading.info if loading is not None else as_model(model, here).info
+        _say_other_axis(info, axes, len(image.shape))
         if cfg.out is None:  # before the grey-level sample: a volume larger than RAM is refused at once
             _check_in_memory(image.shape, len(info.classes), len(axes), cfg.confidence is not None)
         vox = _voxel_size(image, info, cfg)
@@ -497,6 +499,29 @@ def build_job(
             p0.shape, classes=len(model.info.classes), passes=len(plans), confidence=cfg.confidence is not None
         )
     return SegmentJob(image, plans, merger, writer, cfg, predictor)
+
+
+def _say_other_axis(info: ModelInfo, axes: list[int], ndim: int) -> None:
+    """Warn (once) when a volume is sliced along an axis the model never trained along.
+
+    QA s45: a model trained with ``--axis 1`` was applied along axis 0 by ``predict``, ``suggest``
+    and the Segment widget without a word; on anisotropic voxels its slices look unlike any it saw.
+    """
+    t = info.train or {}
+    trained = t.get("axes") or ([t["axis"]] if isinstance(t.get("axis"), int) else [])
+    if ndim != 3 or info.two_d or len(axes) > 1 or not trained or not all(isinstance(a, int) for a in trained):
+        return  # orthoplane runs (axes="zyx") slice along every axis on purpose
+    other = [a for a in axes if a not in trained]
+    if other and first_time("other-axis", str((trained, axes))):
+        names = "zyx"
+        log.warning(
+            "the model trained on slices along axis %s; segmenting along axis %s, which it never saw: pass axis=%d "
+            "(--axis %s) to slice as it learned",
+            ", ".join(f"{a} ({names[a]})" for a in trained),
+            ", ".join(f"{a} ({names[a]})" for a in other),
+            trained[0],
+            names[trained[0]],
+        )
 
 
 #: Share of the available RAM the outputs of a run without ``out`` may take.
