@@ -1627,6 +1627,13 @@ def _iter_interface_errors(
         s1 = min(s0 + step, shape[0])
         lo, hi = max(0, s0 - halo), min(shape[0], s1 + halo)
         t = read_labels(truth, slice(lo, hi), "truth", where=f"slices {lo}..{hi - 1} along axis 0")
+        if ignore_zero:  # sparse truth: only the slices that hold annotations (QA s45: 107 s against 2.8 s)
+            rows = np.flatnonzero(t[s0 - lo : s1 - lo].reshape(s1 - s0, -1).any(axis=1))
+            if rows.size == 0:
+                continue
+            s0, s1 = s0 + int(rows[0]), s0 + int(rows[-1]) + 1  # the same voxels counted, their bands as before
+            t = t[max(0, s0 - halo) - lo : min(shape[0], s1 + halo) - lo]
+            lo = max(0, s0 - halo)
         p = read_labels(pred, slice(s0, s1), "pred", where=f"slices {s0}..{s1 - 1} along axis 0")
         if not ignore_zero:  # every voxel annotated: 0 is a class, shifted to 1 in both
             t, p = t.astype(np.int64) + 1, p.astype(np.int64) + 1
