@@ -10,7 +10,7 @@ import tifffile
 from napari_xrayseg import segment, train
 from napari_xrayseg.core.errors import InputError
 from napari_xrayseg.core.io import image_files, open_image, open_volume, pair_image_folders, read_image_2d
-from napari_xrayseg.core.models import load_model, read_model_info
+from napari_xrayseg.core.models import TWO_D_FORMAT_VERSION, load_model, read_model_info
 from napari_xrayseg.core.normalize import pooled_normalization
 from napari_xrayseg.core.radiographs import BACKGROUND, LUNG, make_radiographs
 from napari_xrayseg.core.sample import make_phantom
@@ -170,7 +170,21 @@ def test_two_d_images_are_never_each_others_context(slices, tmp_path):
     labels = [truth[i] for i in range(7)] + [None]
     m = train(images, labels, out=tmp_path / "m.safetensors", **FAST)  # several 2D images: 2D mode detected
     assert m.info.two_d and m.info.context == 1
-    assert read_model_info(tmp_path / "m.safetensors").two_d
+    saved = read_model_info(tmp_path / "m.safetensors")
+    # written as format 4: versions before it refuse it instead of reading the images as one volume (QA s45)
+    assert saved.two_d and saved.format_version == TWO_D_FORMAT_VERSION == 4
+    import json
+
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    with safe_open(str(tmp_path / "m.safetensors"), "np") as f:
+        meta = f.metadata()
+    old = json.loads(meta["napari_xrayseg"])
+    old["format_version"] = 1  # as such models were written before: they still load
+    save_file({k: v for k, v in load_file(str(tmp_path / "m.safetensors")).items()}, str(tmp_path / "old.safetensors"),
+              metadata={**meta, "napari_xrayseg": json.dumps(old)})  # fmt: skip
+    assert load_model(tmp_path / "old.safetensors").info.two_d
     # validation holds out whole images (7 annotated >= 5)
     assert m.info.train["validation"] == "slices"
     assert m.info.train["val_slices"] and all(s == 0 for _, s in m.info.train["val_slices"])

@@ -57,6 +57,7 @@ from .models import (
     MAX_CONTEXT,
     PRETRAINED,
     RANDOM_START,
+    TWO_D_FORMAT_VERSION,
     Model,
     ModelInfo,
     default_dropout,
@@ -2464,6 +2465,8 @@ def iter_train(
         parent_created = model.info.created  # a fine-tuned start's (the shipped one's, a colleague's): not this model's
         model.info.created = datetime.now(UTC).isoformat(timespec="seconds")
         model.info.two_d = d["two_d"]
+        if d["two_d"]:  # older versions refuse it instead of reading the images as one volume (QA s45)
+            model.info.format_version = max(model.info.format_version, TWO_D_FORMAT_VERSION)
         inherited = (model.info.voxel_size, model.info.unit) if model.info.voxel_size else None  # from init
         vox = vox or pick_voxel_size(None, unit, inherited, ndim=ndim)
         if vox is not None:
