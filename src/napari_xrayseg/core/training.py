@@ -81,7 +81,7 @@ from .normalize import (
 )
 from .output import Claim, check_not_input, check_writable, claim
 from .plan import channel_grey_ranges, check_image
-from .predictor import SlicePredictor
+from .predictor import SlicePredictor, model_digest
 from .progress import CancelToken, Progress, ProgressCallback, check, drain, signals_cancel
 from .said import first_time
 from .tiling import context_range, normalize_axis, plan_slab_depth, slab_ranges, slab_slicer, stack_context
@@ -2474,6 +2474,8 @@ def iter_train(
         settings = _record(s, d, model)
         if s["init"] is not None:
             settings["parent_created"] = parent_created
+            # which start exactly (QA s45: five shipped starts shared one time stamp): the digest outputs record
+            settings["parent_sha256"] = model_digest(model)
         settings["nodata"] = nodata  # which grey value was no data (left out of bounds and annotations)
         settings["provenance"] = _provenance(image, labels)
         fit = _Fit(model, budget, s["average"], candidate=_candidate)
