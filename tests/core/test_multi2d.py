@@ -454,3 +454,29 @@ def test_a_2d_models_stack_output_is_evaluated_image_by_image(slices, tmp_path):
     r = evaluate(open_volume(tmp_path / "s.zarr"), truth)
     assert r.by_interface_distance == evaluate(np.asarray(seg), truth, two_d=True).by_interface_distance
     assert r.n_annotated_slices == len(truth)  # a score per image
+
+
+def test_slices_too_small_for_the_network_are_refused_with_fixes_that_apply():
+    """QA s45: "choose another axis" was offered for 2D images and axes="zyx"; the fixes that work (a smaller
+    network, padding) went unsaid, and a folder's too-small image was not named."""
+    from napari_xrayseg.core.models import init_model
+
+    rng = np.random.default_rng(1812)
+    img = rng.random((9, 200), dtype=np.float32)
+    lab = (img > 0.5).astype(np.uint8) + 1
+    fast = {"epochs": 1, "arch": "unet", "init": None, "device": "cpu"}
+    with pytest.raises(InputError) as e:
+        train(img, lab, **fast)
+    msg = str(e.value)
+    assert "9x200 pixels, smaller than the network's minimum 16: pad the image to 16 pixels or more" in msg
+    assert "train a smaller network (size='small': minimum 8, 'tiny': minimum 4; --size)" in msg
+    assert "axis=" not in msg and "colour" not in msg
+    with pytest.raises(InputError, match=r"minimum 16 \(input 2 of 2, 9x200\): pad"):
+        train([rng.random((64, 64), dtype=np.float32), img], [np.ones((64, 64), np.uint8) * 2, lab], **fast)
+    vol = rng.random((6, 64, 64), dtype=np.float32)
+    with pytest.raises(InputError, match=r"or slice along axis 0 \(axis=0\)$"):
+        segment(vol, init_model("unet", classes=3, seed=0, size="medium"), axis=1, device="cpu")
+    with pytest.raises(InputError) as e:
+        segment(rng.random((32, 32, 3), dtype=np.float32), init_model("unet", classes=3, size="small"), device="cpu")
+    assert "convert a colour image" in str(e.value) and "'tiny': minimum 4" in str(e.value)
+    assert "'small'" not in str(e.value) and "axis=" not in str(e.value)

@@ -47,6 +47,36 @@ log = logging.getLogger(__name__)
 _LETTERS = {"z": 0, "y": 1, "x": 2}
 
 
+def small_slices_message(shape: tuple[int, ...], axes: Sequence[int], stride: int, training: bool) -> str:
+    """Why slices of ``shape`` along ``axes`` are too small for a network of ``stride``, with the fixes that apply.
+
+    QA s45: "choose another axis" was offered for 2D images, with axes="zyx" and where every other
+    axis was smaller still, and the fixes that work (a smaller network, padding) went unsaid.
+    """
+    planes = {a: tuple(v for i, v in enumerate(shape) if i != a) if len(shape) == 3 else tuple(shape) for a in axes}
+    a = min(planes, key=lambda k: min(planes[k]))
+    plane = planes[a]
+    fixes = [f"pad the image to {stride} pixels or more along both sides of a slice"]
+    sizes = ", ".join(f"{name!r}: minimum {m}" for name, m in (("small", 8), ("tiny", 4)) if m < stride)
+    if sizes:
+        fixes.append(
+            f"train a smaller network (size={sizes}; --size)"
+            if training
+            else f"segment with a model of a smaller network (trained with size={sizes})"
+        )
+    colour = shape[-1] in (3, 4)
+    if colour:
+        fixes.insert(0, "convert a colour image (last axis of 3 or 4 channels) to grayscale")
+    elif len(shape) == 3 and len(axes) == 1:
+        better = [k for k in range(3) if min(v for i, v in enumerate(shape) if i != k) >= stride]
+        if better:
+            fixes.append(f"slice along axis {better[0]} (axis={better[0]})")
+    return (
+        f"slices along axis {a} are {'x'.join(map(str, plane))} pixels, smaller than the network's minimum "
+        f"{stride}: " + "; or ".join(fixes)
+    )
+
+
 def check_image(image: Any, *, name: str = "image") -> Any:
     """Check that ``image`` is a 2D or 3D numeric array-like; return it (lists become numpy).
 
@@ -415,12 +445,7 @@ def plan_segment(
     slice_shape = tuple(s for d, s in enumerate(shape3) if d != axis)
     stride = info.stride
     if min(slice_shape) < stride:
-        a, b = slice_shape
-        raise InputError(
-            f"slices along axis {axis} are {a}x{b} pixels, smaller than the network's minimum {stride}: "
-            "if the last axis holds colour channels, convert the image to grayscale; otherwise choose "
-            "another axis"
-        )
+        raise InputError(small_slices_message(shape3 if not is2d else tuple(image.shape), [axis], stride, False))
     if tile is None:
         tile = info.tile
     elif tile != AUTO:

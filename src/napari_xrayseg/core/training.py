@@ -80,7 +80,7 @@ from .normalize import (
     working_dtype,
 )
 from .output import Claim, check_not_input, check_writable, claim
-from .plan import channel_grey_ranges, check_image
+from .plan import channel_grey_ranges, check_image, small_slices_message
 from .predictor import SlicePredictor, model_digest
 from .progress import CancelToken, Progress, ProgressCallback, check, drain, signals_cancel
 from .said import first_time
@@ -1904,18 +1904,16 @@ def _build(
             f"patch {s['patch']} is not a multiple of the network's stride {stride} "
             f"(e.g. {max(1, round(s['patch'] / stride)) * stride})"
         )
-    for a in d["axes"]:
-        planes = [
-            tuple(v for i, v in enumerate(im.shape) if i != a) if len(im.shape) == 3 else tuple(im.shape)
-            for im, _ in d["pairs"]
-        ]
-        plane = min(planes, key=min)
-        if min(plane) < stride:
-            raise InputError(
-                f"slices along axis {a} are {'x'.join(map(str, plane))} pixels, smaller than the "
-                f"network's minimum {stride}: if the last axis holds colour channels, "
-                "convert the image to grayscale; otherwise choose another axis"
-            )
+    for k, (im, _) in enumerate(d["pairs"]):
+        shape = tuple(int(v) for v in im.shape)
+        if (
+            any(min(v for i, v in enumerate(shape) if i != a) < stride for a in d["axes"])
+            if len(shape) == 3
+            else (min(shape) < stride)
+        ):
+            which = f" (input {k + 1} of {len(d['pairs'])}, {'x'.join(map(str, shape))})" if d["multi"] else ""
+            msg = small_slices_message(shape, d["axes"], stride, True)
+            raise InputError(msg.replace(": ", f"{which}: ", 1))  # which image of a folder (QA s45)
     net = model.network.to(s["dev"])
     stepper: _SupervisedStep
     if s["mode"] == "pix2pix":
