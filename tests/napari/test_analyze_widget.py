@@ -323,3 +323,25 @@ def test_analyze_widget_measures_the_tpb_of_three_named_phases_of_four(make_napa
     monkeypatch.setattr("napari_xrayseg._napari._jobs.notifications.show_error", errors.append)
     w._run.clicked.emit()
     assert errors and "give three labels" in errors[0]
+
+
+def test_unticking_clusters_and_sizes_analyses_a_volume_of_any_size_slab_by_slab(make_napari_viewer, qtbot):
+    """QA s45: above 512³ the widget refused with the command line's --fractions-only as the only way out."""
+    from napari_xrayseg.core.microstructure import analyze
+
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(_checkerboard(24, 4), name="cube")
+    w = AnalyzeWidget(viewer)
+    w._labels.value = layer
+    w._whole.value = False
+    w._tortuosity.value = False
+    w._run.clicked.emit()
+    _wait(qtbot, w)
+    p = w.result.phases[1]
+    assert p.largest_cluster_fraction is None and p.mean_size is None and p.tortuosity is None
+    want = analyze(layer.data, connectivity=False, mean_size=False, tortuosity=False, outside=0, max_voxels=10)
+    assert p.volume_fraction == want.phases[1].volume_fraction and w.result.tpb_density == want.tpb_density
+    w._whole.value = True
+    w._run.clicked.emit()
+    _wait(qtbot, w)
+    assert w.result.phases[1].largest_cluster_fraction is not None

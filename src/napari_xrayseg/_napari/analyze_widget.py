@@ -129,8 +129,13 @@ class AnalyzeWidget(JobWidget):
         self._vz, self._vy, self._vx, self._unit = self._voxel.widgets
         self._region = LineEdit(label="Region", value="")
         self._region.tooltip = "sub-volume z0:z1,y0:y1,x0:x1 (empty: the whole volume)"
+        self._whole = CheckBox(text="Clusters and sizes (the region in memory, up to 512³)", value=True)
+        self._whole.tooltip = (
+            "largest cluster, percolation and mean chord of each phase; untick this, Tortuosity and Size "
+            "distribution for fractions, surfaces and TPB of a volume of any size, read slab by slab"
+        )
         have_tau = tortuosity_available()
-        self._tortuosity = CheckBox(text="Tortuosity (TauFactor; the slow part)", value=have_tau, enabled=have_tau)
+        self._tortuosity = CheckBox(text="Tortuosity (the slow part)", value=have_tau, enabled=have_tau)
         if not have_tau:
             self._tortuosity.tooltip = "needs TauFactor: pip install 'napari-xrayseg[physics]', then restart napari"
         self._size_distribution = CheckBox(text="Size distribution (d50; a minute per 256³ region)", value=False)
@@ -192,6 +197,7 @@ class AnalyzeWidget(JobWidget):
                 self._labels,
                 *self._voxel.widgets,
                 self._region,
+                self._whole,
                 self._tortuosity,
                 self._size_distribution,
                 self._outside,
@@ -252,6 +258,8 @@ class AnalyzeWidget(JobWidget):
             "unit": unit,
             "class_names": layer_class_names(layer),
             "region": str(self._region.value).strip() or None,
+            "connectivity": bool(self._whole.value),  # unticked with the two below: any size (QA s45: > 512³ refused
+            "mean_size": bool(self._whole.value),  # with the command line's --fractions-only as the only way out)
             "tortuosity": bool(self._tortuosity.value),
             "size_distribution": bool(self._size_distribution.value),
             "outside": 0 if self._outside.value else None,

@@ -1428,7 +1428,7 @@ def iter_analyze(
             f"connectivity, mean size and tortuosity need the whole region in memory (~{gb:.1f} GB "
             f"for {n_vox:,} voxels, above the limit of {max_voxels:,}): analyse a sub-volume with "
             "region= (--region z0:z1,y0:y1,x0:x1), raise max_voxels, or turn them off "
-            "(--fractions-only)"
+            "(--fractions-only; in the Analyze widget untick Clusters and sizes, Tortuosity and Size distribution)"
         )
     plane = shape[1] * shape[2] if envelope is None else int(labels.shape[1]) * int(labels.shape[2])  # whole slices
     depth = _slab_depth(labels, plane * np.dtype(labels.dtype).itemsize, block_slices)
