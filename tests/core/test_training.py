@@ -991,6 +991,11 @@ def test_a_fine_tuned_model_is_created_when_it_is_trained_and_records_its_nodata
 
     # QA s45: starts that share a time stamp (five shipped ones did) are told apart by their weights' digest
     assert child.info.train["parent_sha256"] == model_digest(parent) != model_digest(child)
+    # what else the weights depend on (QA s45): the thread count, and the CPU where it has a name
+    assert child.info.train["torch_threads"] == torch.get_num_threads()
+    from napari_xrayseg.core.provenance import _cpu_name
+
+    assert child.info.software.get("cpu") == _cpu_name()
 
 
 def test_fine_tuning_a_levelled_or_fixed_model_keeps_its_normalisation_unless_told(phantom, caplog):

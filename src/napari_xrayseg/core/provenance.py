@@ -91,6 +91,9 @@ def _software() -> tuple[tuple[str, str], ...]:  # looked up once: a batch recor
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version(), "platform": platform.platform(terse=True)}
+    cpu = _cpu_name()
+    if cpu:  # the same seed gives other weights on another CPU or thread count (docs/train.md; QA s45)
+        out["cpu"] = cpu
     for pkg in PACKAGES:
         try:
             out[pkg] = version(pkg)
@@ -100,6 +103,18 @@ def _software() -> tuple[tuple[str, str], ...]:  # looked up once: a batch recor
     if source is not None:
         out["napari-xrayseg source"] = source
     return tuple(out.items())
+
+
+def _cpu_name() -> str | None:
+    """The CPU's model name (Linux ``/proc/cpuinfo``, else ``platform.processor()``), or None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def _source_commit() -> str | None:

@@ -2475,6 +2475,7 @@ def iter_train(
             # which start exactly (QA s45: five shipped starts shared one time stamp): the digest outputs record
             settings["parent_sha256"] = model_digest(model)
         settings["nodata"] = nodata  # which grey value was no data (left out of bounds and annotations)
+        settings["torch_threads"] = torch.get_num_threads()  # the weights depend on it (docs/train.md; QA s45)
         settings["provenance"] = _provenance(image, labels)
         fit = _Fit(model, budget, s["average"], candidate=_candidate)
 
