@@ -345,3 +345,20 @@ def test_unticking_clusters_and_sizes_analyses_a_volume_of_any_size_slab_by_slab
     w._run.clicked.emit()
     _wait(qtbot, w)
     assert w.result.phases[1].largest_cluster_fraction is not None
+
+
+def test_a_failed_run_leaves_no_table_of_the_layer_before(make_napari_viewer, qtbot):
+    """QA s45: after a refusal the table still showed the previous layer's numbers under the new layer's name."""
+    viewer = make_napari_viewer()
+    ones = viewer.add_labels(_checkerboard(12, 3), name="ones")
+    zeros = viewer.add_labels(np.zeros((12, 12, 12), np.uint8), name="zeros")
+    w = AnalyzeWidget(viewer)
+    w._labels.value = ones
+    w._tortuosity.value = False
+    w._run.clicked.emit()
+    _wait(qtbot, w)
+    assert w._table.shape[0] > 0
+    w._labels.value = zeros  # every voxel outside the sample: refused
+    w._run.clicked.emit()
+    _wait(qtbot, w)
+    assert w._table.shape[0] == 0 and not w._export.enabled

@@ -279,6 +279,9 @@ class AnalyzeWidget(JobWidget):
             return
         if kwargs["tortuosity"]:  # said before, not after the minutes (QA h5: the core's warning came at the end)
             _say_tortuosity_time(kwargs["labels"].shape)
+        # the last layer's numbers are not left under another layer's name if this run fails (QA s45)
+        self._table.clear()
+        self._set_result_enabled(False)
         self.runner.start(
             _iter_job,
             desc=f"Analyzing {context['name']}",

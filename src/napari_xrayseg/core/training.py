@@ -1273,8 +1273,8 @@ def _resolve_arch(kw: dict[str, Any], init: ModelInfo | None, quiet: bool = Fals
     if arch != "unet3d" and choose_arch(kw["shapes"], minutes=None, **where) == "unet3d":  # only the clock decided
         log.warning(
             "arch='auto': the 2.5D unet, as %g minutes are under the %g the 3D unet3d (the more accurate network, "
-            "docs/accuracy.md) needs; give minutes=%g or more (--minutes %g), or epochs (--epochs), or "
-            "arch='unet3d' (--arch unet3d)",
+            "docs/accuracy.md) needs; give minutes=%g or more (--minutes %g), or epochs alone without minutes "
+            "(--epochs), or arch='unet3d' (--arch unet3d)",
             minutes,
             AUTO_3D_MINUTES,
             AUTO_3D_MINUTES,
