@@ -126,6 +126,8 @@ def test_few_angles_add_streaks():
     [
         ({"shape": (0, 32, 32)}, r"shape must be positive, got \(0, 32, 32\)"),
         ({"shape": (8, -1, 32)}, r"shape must be positive"),
+        ({"shape": (2, 3)}, r"slices of 2x3 pixels are too small for the sample: pass 4 or more a side"),  # QA s45
+        ({"shape": (8, 32, 3)}, r"slices of 32x3 pixels are too small"),
         ({"shape": (32,)}, r"shape must have 2 or 3 dimensions, got 1"),
         ({"shape": (2, 2, 32, 32)}, r"shape must have 2 or 3 dimensions, got 4"),
         ({"shape": (8, 32.5, 32)}, r"shape must be a tuple of integers"),
