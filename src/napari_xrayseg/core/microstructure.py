@@ -126,7 +126,6 @@ _MAX_LABEL = 65535
 _SMALL_SOLVE = 2**21
 _SLOW_CPU_SOLVE = 128**3
 _CPU_TAU_S = 55e-9  # seconds per voxel, unit of axis length and phase of a CPU TauFactor solve (QA h5)
-_CPU_AMG_S = 2.5e-6  # seconds per voxel, axis and phase of a CPU multigrid solve (_amg_solve, session 45)
 
 
 # --------------------------------------------------------------------------- results
@@ -1226,6 +1225,34 @@ def amg_available() -> bool:
     return importlib.util.find_spec("pyamg") is not None
 
 
+#: The multigrid solver takes a CPU solve of a phase holding at most this share of the region ...
+AMG_MAX_SHARE = 0.45
+#: ... along an axis of at least this many voxels (TauFactor's iterations grow with it) ...
+AMG_MIN_LENGTH = 128
+#: ... when this many bytes per phase voxel (its hierarchy; 170-700 measured) fit in half the available RAM.
+AMG_BYTES = 800
+
+
+def _amg_chosen(mask: np.ndarray, ax: int) -> bool:
+    """Whether :func:`_amg_solve` rather than TauFactor solves ``mask`` along ``ax`` on the CPU.
+
+    Measured on 2 cores (session 45 and its review): a phase of 30 % along 256 voxels 14.9 s against
+    TauFactor's 39.5 s, along 192 voxels 4.7 against 5.4 s; but a phase of 60 % 10.6 against 5.9 s and of
+    90 % 16.6 against 4.2 s (TauFactor converges fast on straight paths), with 170, 437 and 693 bytes
+    per voxel against TauFactor's 76-88. So: thin phases along long axes, where TauFactor is slowest,
+    and only where the hierarchy fits in memory.
+    """
+    from .device import available_memory
+
+    if not amg_available() or mask.shape[ax] < AMG_MIN_LENGTH:
+        return False
+    n = int(np.count_nonzero(mask))
+    if n > AMG_MAX_SHARE * mask.size:
+        return False
+    free = available_memory()
+    return free is None or n * AMG_BYTES <= 0.5 * free
+
+
 def _amg_solve(
     mask: np.ndarray, ax: int, spacing: tuple[float, float, float], cancel: CancelToken | None
 ) -> float | None:
@@ -1626,6 +1653,7 @@ def iter_analyze(
     step = len(starts)
     dev = None
     amg = False
+    amg_used: list[str] = []  # the solves the multigrid solver took ("2.y")
     if whole:
         dev = _tau_device(device) if tortuosity else None
         amg = dev is not None and dev.type == "cpu" and amg_available()  # TauFactor on a GPU, or without pyamg
@@ -1663,7 +1691,7 @@ def iter_analyze(
                     taus[name] = (
                         (
                             _amg_solve(mask, ax, spacing, cancel)
-                            if amg
+                            if amg and _amg_chosen(mask, ax) and not amg_used.append(f"{p}.{name}")
                             else _taufactor_solve(mask, ax, spacing, dev, cancel, tortuosity_iter_limit, tortuosity_tol)
                         )
                         if perc[name] and shape[ax] > 2
@@ -1700,11 +1728,12 @@ def iter_analyze(
         "tortuosity": (
             None
             if dev is None
-            else "steady-state diffusion, tau = eps D / D_eff (TauFactor's finite volumes), "
+            else f"steady-state diffusion, tau = eps D / D_eff (TauFactor's finite volumes), TauFactor on {dev}"
             + (
-                "algebraic multigrid (pyamg) + conjugate gradients to 1e-8 relative residual, on cpu"
-                if amg
-                else f"TauFactor, on {dev}"
+                f"; {', '.join(amg_used)} by algebraic multigrid (pyamg) + conjugate gradients to 1e-8 relative "
+                "residual (thin phases along long axes, where it is faster)"
+                if amg_used
+                else ""
             )
         ),
         "tpb_density": (
@@ -1823,21 +1852,17 @@ def _iter_section(
     )
 
 
-def tortuosity_cpu_seconds(shape: Sequence[int], phases: int = 3, *, amg: bool | None = None) -> float:
-    """About how long the CPU takes for ``phases`` phases x 3 axes of a region of ``shape``.
+def tortuosity_cpu_seconds(shape: Sequence[int], phases: int = 3) -> float:
+    """About how long TauFactor takes on one CPU core for ``phases`` phases x 3 axes of a region of ``shape``.
 
-    With pyamg (``amg``; default: whether it is installed, as :func:`analyze` chooses) about
-    2.5 us per voxel, axis and phase (:func:`_amg_solve`); with TauFactor about 55 ns per voxel and
-    unit of axis length per phase (a solve iterates about 8 L times; QA h5, 2-core Xeon,
-    48 x 192 x 192 and 96 x 256 x 256). A GPU takes a small fraction of it.
+    About 55 ns per voxel and unit of axis length per phase (a solve iterates about 8 L times; QA h5,
+    2-core Xeon, 48 x 192 x 192 and 96 x 256 x 256). A GPU takes a small fraction of it; on the CPU the
+    solves :func:`_amg_chosen` gives to the multigrid solver take less.
 
-    >>> shape = (48, 192, 192)
-    >>> round(tortuosity_cpu_seconds(shape, amg=False)), round(tortuosity_cpu_seconds(shape, amg=True))
-    (126, 40)
+    >>> round(tortuosity_cpu_seconds((48, 192, 192)))
+    126
     """
     n = math.prod(int(v) for v in shape)
-    if amg_available() if amg is None else amg:
-        return _CPU_AMG_S * n * 3 * phases
     return _CPU_TAU_S * n * sum(int(v) for v in shape) * phases
 
 
