@@ -253,3 +253,20 @@ def test_many_inputs_go_into_a_plain_folder_only(tmp_path, inputs, tiny_model):
         with pytest.raises(InputError, match=said):
             segment_many([str(d)], tiny_model, out_dir=out, **KW)
     assert sorted(p.name for p in (tmp_path / "p.zarr").iterdir()) == ["c", "zarr.json"]  # nothing added
+
+
+def test_a_model_with_a_no_data_value_does_not_skip_outputs_made_without_it(tmp_path, inputs, tiny_model):
+    """Review s45: outputs made before the model's no-data value applied by default were "finished output of this
+    model and settings" while a new sibling got the value."""
+    import copy
+
+    d, _ = inputs
+    out = tmp_path / "out"
+    with_nodata = copy.deepcopy(tiny_model)
+    with_nodata.info.train = {**with_nodata.info.train, "nodata": 0.0}
+    segment_many([d], tiny_model, out_dir=out, **KW)  # the same weights, no value: as before the default
+    later = segment_many([d], with_nodata, out_dir=out, **KW)  # the model's value: other results, not "finished"
+    assert not any(r.status == "skipped" for r in later.results)
+    again = segment_many([d], with_nodata, out_dir=out, overwrite=True, **KW)
+    assert [r.status for r in again.results] == ["done"] * 4
+    assert [r.status for r in segment_many([d], with_nodata, out_dir=out, **KW).results] == ["skipped"] * 4

@@ -65,9 +65,12 @@ log = logging.getLogger(__name__)
 
 def _preview(image: Any, model: Model, index: int, axis: int, norms: dict[Any, Any], norm_key: Any) -> np.ndarray:
     """The preview job (worker thread): the image's intensity bounds once per (model, image), then the slice."""
-    if norm_key not in norms:
-        norms[norm_key] = slice_normalization(image, model)
-    return predict_slice(image, model, index, axis=axis, tile=PREVIEW_TILE, normalization=norms[norm_key])
+    from ..core.said import unseen
+
+    with unseen():  # a preview's warnings reach no notification: a later job says them
+        if norm_key not in norms:
+            norms[norm_key] = slice_normalization(image, model)
+        return predict_slice(image, model, index, axis=axis, tile=PREVIEW_TILE, normalization=norms[norm_key])
 
 
 SCORE_AXIS = {"orthoplane": "disagreement (axes)", "flips": "disagreement (flips)"}  # y label per measure

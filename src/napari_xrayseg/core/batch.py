@@ -679,7 +679,14 @@ def _one(
             res.status, res.message = "skipped", "finished output of this model and settings"
         return labels
     # the image's content too: a scan replaced under the same name and shape kept the old labels
-    fp = {**_fingerprint(cfg, digest, res.shape or (), source), "input_digest": input_digest(image)}
+    # the no-data value the run will use: the model's unless given (review s45: an output made without it was
+    # "finished output of this model and settings" while its sibling got the model's value)
+    from .inference import _recorded_nodata
+    from .normalize import model_nodata
+
+    used = model_nodata(cfg.nodata, _recorded_nodata(model))
+    fp = {**_fingerprint(SegmentConfig.of(cfg, nodata=used), digest, res.shape or (), source)}
+    fp["input_digest"] = input_digest(image)
     work = target.with_name(f".{target.name}{WORK}")
     if target.exists() and not cfg.overwrite:
         old = _tiff_meta(target) if target.is_file() else None

@@ -616,10 +616,10 @@ def model_nodata(given: Any, recorded: Any) -> float | None:
     if given is not None or recorded is None:
         return given
     v = float(recorded)
-    if first_time("model-nodata", str(v)):
-        log.info(
+    if first_time("model-nodata", str(v)):  # a warning: an info line went unseen (review s45)
+        log.warning(
             "no-data value %s from the model (it was trained with it): voxels equal to it are left out and labelled "
-            "0; pass nodata='none' (--nodata none) to segment them",
+            "0; pass nodata='none' (--nodata none) if they hold data",
             _exact(v),
         )
     return v

@@ -74,6 +74,7 @@ from .normalize import (
     compute_normalization,
     dead_slices_missing,
     fill_missing,
+    is_no_nodata,
     mark_missing,
     normalize_of,
     pooled_normalization,
@@ -2384,6 +2385,8 @@ def iter_train(
             refuse_file_channels(im, "training without a channel axis")
     if out is not None:  # a model written into an input's store or folder (an output inside an input is refused)
         check_not_input(Path(out), [*(image if several else [image]), labels], option="--out")
+    if is_no_nodata(nodata):  # "none" (as segment takes it): no value; a string in the model broke it (review s45)
+        nodata = None
     if nodata is not None:  # voxels equal to it are without data (NaN), as NaN always is
         image = [mark_missing(i, nodata) for i in image] if several else mark_missing(image, nodata)
     if normalize == "slice":  # each volume levelled slice by slice along z, as the model will level its inputs

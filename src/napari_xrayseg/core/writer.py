@@ -598,6 +598,11 @@ def _check_resumable(path: Path, meta: dict[str, Any]) -> None:
             if "slab" in diff and old.get("slab")
             else ""
         )
+        if "nodata" in diff:  # the model's value now applies by default (review s45: said without the values)
+            slab += (
+                f" (nodata {old.get('nodata')} then, {meta.get('nodata')} now: pass --nodata "
+                f"{'none' if old.get('nodata') is None else old.get('nodata')} to continue as it was written)"
+            )
         raise InputError(
             f"cannot resume {path}: it was written with a different "
             f"{', '.join(names.get(k, k) for k in diff)}{slab}; "
