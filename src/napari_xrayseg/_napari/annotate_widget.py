@@ -37,7 +37,7 @@ from ..core.annotation import (
 )
 from ..core.errors import Cancelled, InputError, XraysegError
 from ..core.models import Model, load_model, save_or_rescue
-from ..core.normalize import mark_missing
+from ..core.normalize import mark_missing, model_nodata
 from ..core.progress import Progress
 from ._jobs import JobRunner, JobWidget, LatestRunner, show_warning, text_label
 from ._layers import (
@@ -360,8 +360,9 @@ class AnnotateWidget(JobWidget):
                 "loop does not read yet: paint on one channel's layer, train and segment the channels in the Train "
                 "and Segment widgets"
             )
-        try:
-            return mark_missing(data, nodata_value(self._nodata.value))
+        try:  # empty: the model's value, as its rounds and the Segment widget take it (review s45)
+            recorded = (self.model.info.train or {}).get("nodata") if self.model is not None else None
+            return mark_missing(data, model_nodata(nodata_value(self._nodata.value), recorded))
         except InputError:
             if strict:
                 raise
