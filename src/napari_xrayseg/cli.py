@@ -310,7 +310,15 @@ def _cmd_predict(a: argparse.Namespace) -> int:
                 result = segment(image, a.model, out=a.out, **kw)
     except Cancelled:
         term = signal.SIGTERM in got
-        kept = f": the finished slabs are kept in {a.out}, the same command with --resume continues" if a.out else ""
+        kept = ""
+        if a.out:  # QA s45: said after a cancel before any slab finished too
+            from .core.writer import SlabMarkers
+
+            kept = (
+                f": the finished slabs are kept in {a.out}, the same command with --resume continues"
+                if SlabMarkers(a.out).any_done()
+                else f": no slab was finished; the same command with --resume (or --overwrite) starts {a.out} again"
+            )
         print(f"xrayseg predict: {'terminated' if term else 'interrupted'}{kept}", file=sys.stderr)
         return 143 if term else 130
     dt = time.perf_counter() - t0

@@ -578,3 +578,21 @@ def test_train_takes_the_schedule_and_validation_share_the_widget_and_api_take(t
     api = train(open_volume(image), open_volume(ann), schedule="step", val_fraction=0, device="cpu", **opts)
     for k, v in api.network.state_dict().items():
         assert torch.equal(v, m.network.state_dict()[k]), k
+
+
+def test_a_signal_before_the_first_slab_says_nothing_was_finished(tmp_path, monkeypatch, capsys):
+    """QA s45 h4: a cancel before any slab finished still said "the finished slabs are kept"."""
+    import os
+    import signal
+
+    from napari_xrayseg import cli
+
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).random((8, 32, 32), dtype=np.float32))
+    assert main(["init-model", "--out", str(tmp_path / "m"), "--size", "tiny", "--tile", "32"]) == 0
+    monkeypatch.setattr(cli._ProgressPrinter, "__call__", lambda self, p: os.kill(os.getpid(), signal.SIGINT))
+    out = tmp_path / "o.zarr"
+    argv = ["predict", "--image", str(tmp_path / "v.npy"), "--model", str(tmp_path / "m.safetensors")]
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out), "--slab", "2"]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted: no slab was finished; the same command with --resume (or --overwrite) starts {out}" in err

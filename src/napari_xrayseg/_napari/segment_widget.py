@@ -186,9 +186,14 @@ class SegmentWidget(JobWidget):
             show_info(f"{out} holds an unfinished run: finishing it if it was made from this image with these settings")
 
         def cancelled(_exc: Any) -> None:
+            from ..core.writer import SlabMarkers
+
             if out is not None and Path(out).exists():  # what was written stays: say where, and how to finish it
                 show_info(
                     f"Segmenting {layer.name}: cancelled; the finished slabs are kept in {out}: Segment again to finish"
+                    if SlabMarkers(out).any_done()
+                    else f"Segmenting {layer.name}: cancelled before any slab was finished ({out}: Segment again to "
+                    "start it)"
                 )
 
         self.runner.start(

@@ -216,6 +216,10 @@ class SlabMarkers:
                 out.add((int(a), int(b)))
         return out
 
+    def any_done(self) -> bool:
+        """Whether any slab of any stage (an orthoplane run's passes) has its marker."""
+        return self.dir.is_dir() and any(f.is_file() for f in self.dir.rglob("*-*"))
+
     def mark(self, r: tuple[int, int]) -> None:
         """Record slab ``r`` as written (call after its data is stored)."""
         self.dir.mkdir(parents=True, exist_ok=True)
