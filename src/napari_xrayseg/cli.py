@@ -511,11 +511,11 @@ def _cmd_loop_study(a: argparse.Namespace) -> int:
 
 def _cmd_suggest(a: argparse.Namespace) -> int:
     from .core.annotation import rank_slices
+    from .core.inference import recorded_nodata
     from .core.io import open_volume
-    from .core.models import read_model_info
     from .core.normalize import mark_missing, model_nodata
 
-    recorded = (read_model_info(a.model).train or {}).get("nodata")  # the model's, as predict takes it
+    recorded = recorded_nodata(a.model)  # the model's, as predict takes it
     image = mark_missing(open_volume(a.image, dataset=a.dataset), model_nodata(a.nodata, recorded))
     labels = open_volume(a.labels, dataset=a.labels_dataset) if a.labels else None
     ranking = rank_slices(

@@ -483,4 +483,7 @@ def test_slicing_along_an_axis_the_model_never_trained_along_is_said(volume, tin
         segment(volume, along_y, axis=1, **KW)
         segment(volume, tiny_model, **KW)  # trained along z (or with no record): nothing to say
         segment(volume, along_y, axes="zyx", **KW)  # orthoplane: every axis on purpose
+        one_image = copy.deepcopy(tiny_model)  # trained on one 2D image: no axis to keep (review s45)
+        one_image.info.train = {**one_image.info.train, "axis": 0, "axes": [0], "image_shape": [45, 61]}
+        segment(volume, one_image, axis=1, **KW)
     assert "never saw" not in caplog.text

@@ -478,5 +478,8 @@ def test_slices_too_small_for_the_network_are_refused_with_fixes_that_apply():
         segment(vol, init_model("unet", classes=3, seed=0, size="medium"), axis=1, device="cpu")
     with pytest.raises(InputError) as e:
         segment(rng.random((32, 32, 3), dtype=np.float32), init_model("unet", classes=3, size="small"), device="cpu")
-    assert "convert a colour image" in str(e.value) and "'tiny': minimum 4" in str(e.value)
+    assert "convert a colour image" in str(e.value) and "smaller network" not in str(e.value)  # 3 px: none fits
     assert "'small'" not in str(e.value) and "axis=" not in str(e.value)
+    with pytest.raises(InputError) as e:  # 3 px: no size fits, none offered (review s45)
+        train(rng.random((3, 200), dtype=np.float32), np.tile(np.uint8([1, 2]), (3, 100)), **fast)
+    assert "pad the image to 16 pixels" in str(e.value) and "smaller network" not in str(e.value)

@@ -36,6 +36,7 @@ from ..core.annotation import (
     slice_normalization,
 )
 from ..core.errors import Cancelled, InputError, XraysegError
+from ..core.inference import recorded_nodata
 from ..core.models import Model, load_model, save_or_rescue
 from ..core.normalize import mark_missing, model_nodata
 from ..core.progress import Progress
@@ -361,7 +362,7 @@ class AnnotateWidget(JobWidget):
                 "and Segment widgets"
             )
         try:  # empty: the model's value, as its rounds and the Segment widget take it (review s45)
-            recorded = (self.model.info.train or {}).get("nodata") if self.model is not None else None
+            recorded = recorded_nodata(self.model) if self.model is not None else None  # a number or None
             return mark_missing(data, model_nodata(nodata_value(self._nodata.value), recorded))
         except InputError:
             if strict:

@@ -681,10 +681,10 @@ def _one(
     # the image's content too: a scan replaced under the same name and shape kept the old labels
     # the no-data value the run will use: the model's unless given (review s45: an output made without it was
     # "finished output of this model and settings" while its sibling got the model's value)
-    from .inference import _recorded_nodata
+    from .inference import recorded_nodata
     from .normalize import model_nodata
 
-    used = model_nodata(cfg.nodata, _recorded_nodata(model))
+    used = model_nodata(cfg.nodata, recorded_nodata(model))
     fp = {**_fingerprint(SegmentConfig.of(cfg, nodata=used), digest, res.shape or (), source)}
     fp["input_digest"] = input_digest(image)
     work = target.with_name(f".{target.name}{WORK}")

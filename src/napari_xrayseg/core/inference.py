@@ -332,7 +332,7 @@ def _compile_choice(choice: Any, model: Model, image: Any, passes: int, dev: Any
     return tile == AUTO and worth_compiling(model, float(np.prod(image.shape)) * passes, dev)
 
 
-def _recorded_nodata(model: Model | str | os.PathLike) -> float | None:
+def recorded_nodata(model: Model | str | os.PathLike) -> float | None:
     """The no-data value ``model`` (or its file) was trained with; None without one or an unreadable file."""
     try:
         info = model.info if isinstance(model, Model) else read_model_info(model)
@@ -381,7 +381,7 @@ def build_job(
 
         image = open_volume(image)
     opened = image  # the image as stored: what --resume's fingerprint is taken of (nodata is a setting)
-    cfg = replace(cfg, nodata=model_nodata(cfg.nodata, _recorded_nodata(model)))  # the model's unless given
+    cfg = replace(cfg, nodata=model_nodata(cfg.nodata, recorded_nodata(model)))  # the model's unless given
     image = _channel_input(mark_missing(image, cfg.nodata), model, cfg.channel_axis)
     image = check_image(image)
     check_chunks_present(image)  # of the array as stored (a levelled view is not a zarr array)
@@ -511,6 +511,9 @@ def _say_other_axis(info: ModelInfo, axes: list[int], ndim: int) -> None:
     trained = t.get("axes") or ([t["axis"]] if isinstance(t.get("axis"), int) else [])
     if ndim != 3 or info.two_d or len(axes) > 1 or not trained or not all(isinstance(a, int) for a in trained):
         return  # orthoplane runs (axes="zyx") slice along every axis on purpose
+    shapes = [t.get("image_shape")] + list(t.get("inputs") or [])
+    if any(isinstance(sh, list) and len(sh) == 2 for sh in shapes):
+        return  # trained on a 2D image: it has no axis to keep (review s45: "pass axis=0" for one image)
     other = [a for a in axes if a not in trained]
     if other and first_time("other-axis", str((trained, axes))):
         names = "zyx"
@@ -542,8 +545,8 @@ def _check_in_memory(shape: tuple[int, ...], classes: int, passes: int, confiden
     if free is not None and need > IN_MEMORY_SHARE * free:
         raise InputError(
             f"the results of segmenting this {' x '.join(map(str, shape))} image need {need / 2**30:.1f} GiB in "
-            f"memory, more than the {free / 2**30:.1f} GiB available: pass out='labels.zarr' (--out; the Segment "
-            "widget's Save to zarr) to write them to disk slab by slab"
+            f"memory, more than the {free / 2**30:.1f} GiB available: pass out='labels.zarr' (--out; out_dir= for "
+            "several inputs; the Segment widget's Save to zarr) to write them to disk slab by slab"
         )
 
 

@@ -57,7 +57,8 @@ def small_slices_message(shape: tuple[int, ...], axes: Sequence[int], stride: in
     a = min(planes, key=lambda k: min(planes[k]))
     plane = planes[a]
     fixes = [f"pad the image to {stride} pixels or more along both sides of a slice"]
-    sizes = ", ".join(f"{name!r}: minimum {m}" for name, m in (("small", 8), ("tiny", 4)) if m < stride)
+    fits = min(plane)  # a size whose minimum the slice still misses helps nothing (review s45)
+    sizes = ", ".join(f"{name!r}: minimum {m}" for name, m in (("small", 8), ("tiny", 4)) if m < stride and m <= fits)
     if sizes:
         fixes.append(
             f"train a smaller network (size={sizes}; --size)"

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import math
 import os
@@ -1087,6 +1088,29 @@ def _start_votes(x: np.ndarray, labs: np.ndarray, classes: list[int]) -> np.ndar
         ok = j >= 0
         np.add.at(votes, (pred.numpy()[ok], j[ok]), 1)
     return votes
+
+
+def _start_digest(init: Any) -> str | None:
+    """:func:`~.predictor.model_digest` of the start ``init`` as it is stored, or None where it is no model.
+
+    Before its head is matched to the data's classes (review s45: the digest of the reclassed start
+    named no file).
+    """
+    if isinstance(init, Model):
+        return model_digest(init)
+    if isinstance(init, str) and init == PRETRAINED:
+        init = pretrained_path()
+    elif isinstance(init, str) and init in _STARTS:
+        return None
+    p = Path(init)
+    st = p.stat()
+    return _file_digest(str(p.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _file_digest(path: str, mtime_ns: int, size: int) -> str:
+    """The digest of the model in ``path`` (cached while the file is unchanged: init="auto" asks per candidate)."""
+    return model_digest(load_model(path, device="cpu"))
 
 
 def _pretrained_start(
@@ -2476,7 +2500,7 @@ def iter_train(
         if s["init"] is not None:
             settings["parent_created"] = parent_created
             # which start exactly (QA s45: five shipped starts shared one time stamp): the digest outputs record
-            settings["parent_sha256"] = model_digest(model)
+            settings["parent_sha256"] = _start_digest(s["init"])
         settings["nodata"] = nodata  # which grey value was no data (left out of bounds and annotations)
         settings["torch_threads"] = torch.get_num_threads()  # the weights depend on it (docs/train.md; QA s45)
         settings["provenance"] = _provenance(image, labels)
