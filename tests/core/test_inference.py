@@ -457,8 +457,8 @@ def test_a_run_without_out_whose_labels_exceed_the_memory_is_refused_before_any_
 
     big = da.zeros((4000, 8192, 8192), dtype=np.uint16, chunks=(16, 1024, 1024))  # 250 GiB of labels
     monkeypatch.setattr(inference, "resolved_normalization", lambda *a: pytest.fail("sampled before the check"))
-    with pytest.raises(InputError, match=r"need 250\.0 GiB in memory, more than the .* GiB available: pass "
-                       r"out='labels.zarr' \(--out; the Segment widget's Save to zarr\)"):  # fmt: skip
+    said = r"need 250\.0 GiB in memory, more than the .* GiB available: pass out='labels.zarr' \(--out; out_dir= "
+    with pytest.raises(InputError, match=said + r"for several inputs; the Segment widget's Save to zarr\)"):
         segment(big, tiny_model, **KW)
     monkeypatch.setattr(device, "available_memory", lambda: 10 * 2**30)  # an orthoplane sum counts too
     small = da.zeros((16, 256, 256), dtype=np.uint16, chunks=(16, 256, 256))
