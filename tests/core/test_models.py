@@ -365,6 +365,10 @@ def test_old_pickles_and_appended_bytes_are_named_as_such(tmp_path, tiny_model):
             read_model_info(f)
     assert not marker.exists()
     good = save_model(tiny_model, tmp_path / "good.safetensors")
+    cut = tmp_path / "cut.safetensors"  # QA s45: a header length of 0x1880 cut to 4 bytes starts 0x80
+    cut.write_bytes(b"\x80\x18\x00\x00")
+    with pytest.raises(ModelFileError, match=r"is not a safetensors model file \(only 4 bytes\)"):
+        read_model_info(cut)
     extra = tmp_path / "extra.safetensors"
     extra.write_bytes(good.read_bytes() + b"\x00" * 1000)
     for read in (read_model_info, load_model):

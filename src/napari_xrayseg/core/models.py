@@ -1122,13 +1122,13 @@ def _read_header(path: Path) -> dict[str, Any]:
             # only call it a pickle when it is not a plausible safetensors file (JSON header next).
             plausible = plausible_header(head, size)
             # a truncated safetensors file (JSON next, too short for its header) is not a pickle either
+            if len(head) < 9:  # before the pickle test: a safetensors file cut to 4 bytes can start 0x80 (QA s45)
+                raise ModelFileError(f"{path} is not a safetensors model file (only {size} bytes)")
             if not plausible and (head.startswith(_PICKLE_MAGIC) and head[8:9] != b"{" or _old_pickle(path)):
                 raise ModelFileError(
                     f"{path} looks like a pickled PyTorch checkpoint; napari-xrayseg never unpickles "
                     "model files (they can run code): export the weights to safetensors"
                 )
-            if len(head) < 9:
-                raise ModelFileError(f"{path} is not a safetensors model file (only {size} bytes)")
             if n < 2 or n > _MAX_HEADER or 8 + n > size:
                 raise ModelFileError(
                     f"{path} is not a valid safetensors model file (header length {n} "
