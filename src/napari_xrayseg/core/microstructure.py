@@ -1688,15 +1688,14 @@ def iter_analyze(
                 taus: dict[str, float | None] = {}
                 for ax, name in enumerate(AXES):
                     yield Progress(step, total, f"phase {p} ({st.name}): tortuosity along {name}")
-                    taus[name] = (
-                        (
-                            _amg_solve(mask, ax, spacing, cancel)
-                            if amg and _amg_chosen(mask, ax) and not amg_used.append(f"{p}.{name}")
-                            else _taufactor_solve(mask, ax, spacing, dev, cancel, tortuosity_iter_limit, tortuosity_tol)
+                    taus[name] = None
+                    if perc[name] and shape[ax] > 2 and amg and _amg_chosen(mask, ax):
+                        amg_used.append(f"{p}.{name}")  # named in methods
+                        taus[name] = _amg_solve(mask, ax, spacing, cancel)
+                    elif perc[name] and shape[ax] > 2:
+                        taus[name] = _taufactor_solve(
+                            mask, ax, spacing, dev, cancel, tortuosity_iter_limit, tortuosity_tol
                         )
-                        if perc[name] and shape[ax] > 2
-                        else None
-                    )
                     step += tau_steps[ax]
                 st.tortuosity = taus
             del mask

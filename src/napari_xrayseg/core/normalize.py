@@ -237,9 +237,9 @@ def _without_outlier_tails(flat: np.ndarray, *, say: bool = True) -> np.ndarray:
     if lo_cut == float(v[0]) and hi_cut == float(v[-1]):
         return flat
     keep = (flat >= lo_cut) & (flat <= hi_cut)
-    out = flat[~keep]
     if not say:
         return flat[keep]
+    out = flat[~keep]
     log.warning(
         "%.2g%% of the sampled voxels (%g..%g) lie far beyond the image's other grey levels (%g..%g), with none "
         "between: hot, saturated or corrupt voxels; left out of the grey-level bounds and clipped. Set them to NaN "

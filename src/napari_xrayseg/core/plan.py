@@ -47,7 +47,9 @@ log = logging.getLogger(__name__)
 _LETTERS = {"z": 0, "y": 1, "x": 2}
 
 
-def small_slices_message(shape: tuple[int, ...], axes: Sequence[int], stride: int, training: bool) -> str:
+def small_slices_message(
+    shape: tuple[int, ...], axes: Sequence[int], stride: int, training: bool, which: str = ""
+) -> str:
     """Why slices of ``shape`` along ``axes`` are too small for a network of ``stride``, with the fixes that apply.
 
     QA s45: "choose another axis" was offered for 2D images, with axes="zyx" and where every other
@@ -74,7 +76,7 @@ def small_slices_message(shape: tuple[int, ...], axes: Sequence[int], stride: in
             fixes.append(f"slice along axis {better[0]} (axis={better[0]})")
     return (
         f"slices along axis {a} are {'x'.join(map(str, plane))} pixels, smaller than the network's minimum "
-        f"{stride}: " + "; or ".join(fixes)
+        f"{stride}{f' ({which})' if which else ''}: " + "; or ".join(fixes)
     )
 
 

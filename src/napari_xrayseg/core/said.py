@@ -35,12 +35,12 @@ def first_time(kind: str, *data: Any) -> bool:
     >>> first_time("example", np.zeros(3)), first_time("example", np.zeros(3)), first_time("example", np.ones(3))
     (True, False, True)
     """
+    if getattr(_QUIET, "on", False):  # said where nobody sees it: not noted, so the next job says it
+        return True
     h = hashlib.blake2b(digest_size=8)
     for d in data:
         h.update(d.encode() if isinstance(d, str) else np.ascontiguousarray(d).tobytes())
     key = h.digest()
-    if getattr(_QUIET, "on", False):  # said where nobody sees it: not noted, so the next job says it
-        return True
     said = _SAID.setdefault(kind, [])
     if key in said:
         return False

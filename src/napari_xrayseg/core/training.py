@@ -1931,14 +1931,10 @@ def _build(
         )
     for k, (im, _) in enumerate(d["pairs"]):
         shape = tuple(int(v) for v in im.shape)
-        if (
-            any(min(v for i, v in enumerate(shape) if i != a) < stride for a in d["axes"])
-            if len(shape) == 3
-            else (min(shape) < stride)
-        ):
-            which = f" (input {k + 1} of {len(d['pairs'])}, {'x'.join(map(str, shape))})" if d["multi"] else ""
-            msg = small_slices_message(shape, d["axes"], stride, True)
-            raise InputError(msg.replace(": ", f"{which}: ", 1))  # which image of a folder (QA s45)
+        planes = [shape] if len(shape) == 2 else [[v for i, v in enumerate(shape) if i != a] for a in d["axes"]]
+        if min(min(pl) for pl in planes) < stride:
+            which = f"input {k + 1} of {len(d['pairs'])}, {'x'.join(map(str, shape))}" if d["multi"] else ""
+            raise InputError(small_slices_message(shape, d["axes"], stride, True, which))  # which image (QA s45)
     net = model.network.to(s["dev"])
     stepper: _SupervisedStep
     if s["mode"] == "pix2pix":
